@@ -1,0 +1,445 @@
+//! The engine interface: how a replication protocol plugs into Synod.
+//!
+//! An engine is a **sans-IO, deterministic state machine**. It owns no socket, thread, clock,
+//! file or random source; the caller (the node runtime, or the simulator) feeds it inputs and
+//! drains its outputs. Same config, same seed, same input sequence ⇒ same outputs, bit for bit.
+//!
+//! ## Inputs
+//! * [`Engine::recover`] — construction, from the config and the durable records read back from
+//!   disk (empty on first boot). This is the *only* way state survives a crash.
+//! * [`Engine::submit`] — a client request arriving at this node.
+//! * [`Engine::receive`] — a message from a peer (already decoded and authenticated as coming
+//!   from a member by the transport).
+//! * [`Engine::tick`] — one unit of logical time. Every timeout inside an engine is a number of
+//!   ticks (`election_timeout_ticks`, …); the node maps ticks to wall time, the simulator to
+//!   virtual time.
+//!
+//! ## Outputs: the [`Ready`] batch and persist-before-send
+//! [`Engine::ready`] drains everything the engine produced since the last call: durable records,
+//! messages to peers and replies to clients. Messages and replies may depend on the records
+//! (a Promise depends on the promised ballot being on disk; an ack depends on the accepted
+//! entries being on disk), so the only way to reach them is [`Ready::persist`], which hands the
+//! records to a caller-supplied write-and-sync function first and releases the [`Outbox`] only
+//! if it succeeded. The order is therefore structural, not a convention. A caller that cannot
+//! persist (disk error) gets the error back and must not send anything from that batch; the
+//! node stops rather than acknowledge unpersisted state.
+//!
+//! ## Client requests and replies
+//! A request submitted at node X is answered by node X (never by a peer): engines forward
+//! internally as their protocol requires, retry forwarding on ticks until the request is
+//! applied, and expire it after `request_timeout_ticks` with [`EngineError::Timeout`] (outcome
+//! unknown). Every request gets exactly one [`ClientReply`]. Retries of a write reuse its
+//! [`RequestId`]; the KV state machine's client table makes them exactly-once.
+//!
+//! ## How the four protocols map onto this
+//! * **OmniPaxos** (Sequence Paxos + Ballot Leader Election, Ng et al. EuroSys'23). Ticks drive
+//!   BLE heartbeat rounds and the leader's batching. `submit` on a follower forwards to the
+//!   leader; the leader appends to its log and runs accept/accepted; decided entries are applied
+//!   to [`crate::kv::KvStore`] in log order on every replica, and the replica where the request
+//!   was submitted replies. Records: promised ballot, accepted round, log suffixes, decided index.
+//!   Linearizable reads use a read index confirmed by a quorum round instead of a log entry.
+//! * **Viewstamped Replication Revisited** (Liskov & Cowling 2012). Same shape: the primary is
+//!   the leader of the current view-number; Prepare/PrepareOk carry op-numbers, Commit carries
+//!   the commit-number; StartViewChange/DoViewChange/StartView, Recovery and GetState/NewState
+//!   are ordinary messages; the view change timer is ticks. Records: view-number and log (VR
+//!   can also run diskless with the Recovery protocol; with disk it emits the same records).
+//! * **CASPaxos** (Rystsov 2018). No log and no leader: every node is a proposer; `submit`
+//!   starts a round on the op's key with a ballot (counter, node id), Prepare/Promise and
+//!   Accept/Accepted carry the change function ([`crate::kv::register::apply_to_register`]).
+//!   Records: per-key acceptor state (promise, accepted ballot and value). Backoff after a
+//!   conflict is drawn from the seeded generator the engine was built with. Ops that are not
+//!   single-key fail with [`EngineError::Unsupported`] ([`Capabilities`] says so up front).
+//! * **EPaxos** (Moraru et al. SOSP'13). Leaderless: `submit` makes this replica the command
+//!   leader of a new instance in its own instance space; PreAccept/Accept/Commit carry deps and
+//!   seq; ticks drive explicit-prepare recovery of stalled instances; execution orders committed
+//!   instances by strongly connected components of the dependency graph and applies them to
+//!   the same KV store (the position in execution order plays the role of the log index).
+//!   Records: instance state (status, ballot, command, deps, seq).
+//!
+//! Anything an engine needs across a crash goes out as a record; anything it forgets is
+//! volatile by design (leader hints, pending forwards — which is why clients retry).
+
+use crate::ids::{NodeId, RequestId};
+use crate::kv::{KvLimits, Op, Response};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::fmt::Debug;
+
+/// A replication protocol as a deterministic state machine. See the module docs.
+pub trait Engine: Sized + Send + 'static {
+    /// Peer-to-peer protocol message. Encoded by the transport with serde (postcard).
+    type Message: Clone + Debug + Serialize + DeserializeOwned + Send + 'static;
+    /// A durable record. Appended to the write-ahead log in the order emitted and handed back,
+    /// in the same order, to [`Engine::recover`].
+    type Record: DurableRecord;
+
+    /// Short lowercase name: "omnipaxos", "vr", "caspaxos", "epaxos".
+    const NAME: &'static str;
+
+    /// What this engine can execute, so APIs can refuse up front with a clear error.
+    fn capabilities() -> Capabilities;
+
+    /// Builds a replica from its config and the durable records it emitted before a crash, in
+    /// emission order (records before the last checkpoint may have been dropped). An error means
+    /// the records are inconsistent (corruption the storage checksum did not catch).
+    fn recover(config: EngineConfig, records: Vec<Self::Record>) -> Result<Self, String>;
+
+    /// A client request arriving at this node.
+    fn submit(&mut self, request: ClientRequest);
+
+    /// A message from peer `from`.
+    fn receive(&mut self, from: NodeId, message: Self::Message);
+
+    /// One unit of logical time.
+    fn tick(&mut self);
+
+    /// Drains the outputs produced since the last call.
+    fn ready(&mut self) -> Ready<Self::Message, Self::Record>;
+
+    /// A cheap snapshot of protocol state for APIs, metrics and the simulator.
+    fn status(&self) -> EngineStatus;
+}
+
+/// A durable record type. `is_checkpoint` records subsume every earlier record, so storage may
+/// drop what came before them (log compaction).
+pub trait DurableRecord: Clone + Debug + Serialize + DeserializeOwned + Send + 'static {
+    fn is_checkpoint(&self) -> bool {
+        false
+    }
+}
+
+/// What an engine can do; the API layer turns a `false` into a clear "not supported by the
+/// X engine" error before submitting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Range and prefix scans, and count over ranges.
+    pub ranges: bool,
+    /// Multi-key transactions (etcd Txn).
+    pub transactions: bool,
+    /// A store-wide revision in the etcd sense (needs a total order of writes).
+    pub revisions: bool,
+}
+
+/// Static configuration of one replica. Every timeout is in ticks, every bound has a unit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EngineConfig {
+    /// This replica.
+    pub id: NodeId,
+    /// All voting members, including `id`, sorted.
+    pub members: Vec<NodeId>,
+    /// Seed for any randomness the protocol needs (backoff jitter). Never use another source.
+    pub seed: u64,
+    /// Leader-failure detection: BLE's heartbeat round, VR's view-change timer, CASPaxos and
+    /// EPaxos recovery timers.
+    pub election_timeout_ticks: u64,
+    /// How often a leader without new commands still tells followers it is alive / what is
+    /// decided, and how often a follower re-sends a forward that was not applied yet.
+    pub heartbeat_ticks: u64,
+    /// A request not answered after this many ticks is answered with `Timeout`.
+    pub request_timeout_ticks: u64,
+    /// Most commands in one accept round / one log append.
+    pub batch_entries_max: usize,
+    /// Most requests this node holds awaiting a reply; beyond it `submit` answers `Busy`.
+    pub pending_requests_max: usize,
+    /// Leader-election priority (OmniPaxos BLE): higher wins among equal ballot numbers.
+    pub priority: u64,
+    /// Bounds on the KV state machine.
+    pub kv: KvLimits,
+    /// Take a checkpoint (snapshot record, log compaction) after this many applied entries;
+    /// 0 = never.
+    pub snapshot_entries: u64,
+    /// Test only: a deliberately broken variant, to prove the simulator and checker catch it.
+    /// The production server refuses to start with one set unless explicitly forced.
+    pub planted_bug: Option<PlantedBug>,
+}
+
+impl EngineConfig {
+    /// Defaults sized for the simulator's and the node's 10 ms tick.
+    pub fn new(id: NodeId, members: Vec<NodeId>, seed: u64) -> Self {
+        let mut members = members;
+        members.sort_unstable();
+        members.dedup();
+        assert!(
+            members.contains(&id),
+            "node {id} is not among members {members:?}"
+        );
+        EngineConfig {
+            id,
+            members,
+            seed,
+            election_timeout_ticks: 10,
+            heartbeat_ticks: 2,
+            request_timeout_ticks: 300,
+            batch_entries_max: 1024,
+            pending_requests_max: 65_536,
+            priority: 0,
+            kv: KvLimits::default(),
+            snapshot_entries: 0,
+            planted_bug: None,
+        }
+    }
+
+    /// Votes needed for a quorum of the members.
+    pub fn majority(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.members.iter().copied().filter(move |m| *m != self.id)
+    }
+
+    pub fn bug(&self, b: PlantedBug) -> bool {
+        self.planted_bug == Some(b)
+    }
+}
+
+/// Deliberately broken protocol variants (test only). Each names the invariant it breaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PlantedBug {
+    /// OmniPaxos: the leader decides (and acknowledges) before a majority accepted.
+    AckBeforeMajority,
+    /// OmniPaxos: a "linearizable" read is answered from the local state of whichever node
+    /// received it, with no quorum confirmation.
+    StaleLinearizableRead,
+    /// OmniPaxos: BLE elects the highest ballot even if that server is not quorum-connected.
+    IgnoreQuorumConnected,
+    /// OmniPaxos: a Promise reports no accepted round/log, as if it forgot what it accepted.
+    ForgetAcceptedBallot,
+    /// CASPaxos: a proposer sends Accept without waiting for a quorum of promises.
+    AcceptWithoutQuorum,
+    /// CASPaxos: a Promise omits the acceptor's highest accepted value.
+    PromiseWithoutHighestAccepted,
+    /// Durability: a reply leaves before its records are fsynced (storage / simulator level).
+    AckBeforeFsync,
+}
+
+impl PlantedBug {
+    pub const ALL: [PlantedBug; 7] = [
+        PlantedBug::AckBeforeMajority,
+        PlantedBug::StaleLinearizableRead,
+        PlantedBug::IgnoreQuorumConnected,
+        PlantedBug::ForgetAcceptedBallot,
+        PlantedBug::AcceptWithoutQuorum,
+        PlantedBug::PromiseWithoutHighestAccepted,
+        PlantedBug::AckBeforeFsync,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PlantedBug::AckBeforeMajority => "ack-before-majority",
+            PlantedBug::StaleLinearizableRead => "stale-linearizable-read",
+            PlantedBug::IgnoreQuorumConnected => "ignore-quorum-connected",
+            PlantedBug::ForgetAcceptedBallot => "forget-accepted-ballot",
+            PlantedBug::AcceptWithoutQuorum => "accept-without-quorum",
+            PlantedBug::PromiseWithoutHighestAccepted => "promise-without-highest-accepted",
+            PlantedBug::AckBeforeFsync => "ack-before-fsync",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PlantedBug> {
+        PlantedBug::ALL.into_iter().find(|b| b.name() == s)
+    }
+}
+
+/// Read consistency, per request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the read was submitted.
+    #[default]
+    Linearizable,
+    /// May be stale, but never goes back in time at one node (etcd's "serializable").
+    Sequential,
+}
+
+/// A client request as the engine sees it (already validated by the API layer).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRequest {
+    pub id: RequestId,
+    /// Every seq of this client below this one has been answered (see [`crate::kv::ClientTable`]).
+    pub first_unacked: u64,
+    pub op: Op,
+    /// Only meaningful for reads.
+    pub consistency: Consistency,
+}
+
+/// The one reply to one [`ClientRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientReply {
+    pub id: RequestId,
+    pub result: Result<Response, EngineError>,
+}
+
+/// Why a request was not executed. Whether it *may* have taken effect matters to clients and
+/// to the history: only [`EngineError::Timeout`] is "outcome unknown".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EngineError {
+    /// This engine cannot execute this kind of request (e.g. a range scan on CASPaxos).
+    /// Definitely not applied.
+    Unsupported { engine: String, what: String },
+    /// Too many requests pending at this node. Definitely not applied; retry later.
+    Busy,
+    /// No reply within `request_timeout_ticks`: the write may or may not have been applied.
+    Timeout,
+    /// The request's seq is below its client's acknowledged floor or out of its window.
+    /// Definitely not applied (again).
+    SessionExpired,
+    /// Malformed beyond what the API layer validates. Definitely not applied.
+    InvalidRequest(String),
+}
+
+impl EngineError {
+    /// True when the request definitely had no effect.
+    pub fn definitely_not_applied(&self) -> bool {
+        !matches!(self, EngineError::Timeout)
+    }
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::Unsupported { engine, what } => {
+                write!(f, "{what} not supported by the {engine} engine")
+            }
+            EngineError::Busy => write!(f, "too many pending requests at this node; retry"),
+            EngineError::Timeout => {
+                write!(f, "timed out; the request may or may not have been applied")
+            }
+            EngineError::SessionExpired => {
+                write!(f, "request already acknowledged or session expired")
+            }
+            EngineError::InvalidRequest(s) => write!(f, "invalid request: {s}"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+/// Protocol state for APIs, metrics and the simulator's reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct EngineStatus {
+    /// The leader this node believes in, if the protocol has one.
+    pub leader: Option<NodeId>,
+    /// Ballot number / view-number / highest ballot seen: goes up with each election.
+    pub term: u64,
+    /// Highest log position known decided (0 for log-less engines).
+    pub decided_index: u64,
+    /// Highest log position applied to the KV store.
+    pub applied_index: u64,
+    /// The KV store's revision (0 where there is none).
+    pub revision: u64,
+    /// [`crate::kv::KvStore::digest`] at `applied_index`: replicas with the same applied index
+    /// must report the same digest. `None` where replicas have no common applied state.
+    pub applied_digest: Option<u64>,
+    /// Requests submitted here and not yet answered.
+    pub pending_requests: usize,
+    /// Keys in the local state machine.
+    pub keys: u64,
+    /// Free-form role: "leader", "follower", "candidate", "proposer", ….
+    pub role: String,
+}
+
+/// Everything an engine produced since the last [`Engine::ready`]. See the module docs for why
+/// messages and replies are reachable only through [`Ready::persist`].
+#[derive(Debug)]
+#[must_use = "a Ready must be persisted and its outbox sent"]
+pub struct Ready<M, R> {
+    records: Vec<R>,
+    messages: Vec<(NodeId, M)>,
+    replies: Vec<ClientReply>,
+}
+
+impl<M, R> Default for Ready<M, R> {
+    fn default() -> Self {
+        Ready {
+            records: Vec::new(),
+            messages: Vec::new(),
+            replies: Vec::new(),
+        }
+    }
+}
+
+/// What may leave once a [`Ready`]'s records are durable.
+#[derive(Debug)]
+pub struct Outbox<M> {
+    pub messages: Vec<(NodeId, M)>,
+    pub replies: Vec<ClientReply>,
+}
+
+impl<M, R> Ready<M, R> {
+    pub fn new(records: Vec<R>, messages: Vec<(NodeId, M)>, replies: Vec<ClientReply>) -> Self {
+        Ready {
+            records,
+            messages,
+            replies,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.messages.is_empty() && self.replies.is_empty()
+    }
+
+    pub fn records(&self) -> &[R] {
+        &self.records
+    }
+
+    /// Counts for metrics and traces: (records, messages, replies).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (self.records.len(), self.messages.len(), self.replies.len())
+    }
+
+    /// Writes and syncs the records with `write_and_sync`, then releases the outbox. If the
+    /// write fails nothing may be sent: the error comes back and the outbox is dropped.
+    /// `write_and_sync` is called even for an empty record list, so a caller that pipelines
+    /// syncs can still order this batch after the previous one.
+    pub fn persist<E>(
+        self,
+        write_and_sync: impl FnOnce(&[R]) -> Result<(), E>,
+    ) -> Result<Outbox<M>, E> {
+        write_and_sync(&self.records)?;
+        Ok(Outbox {
+            messages: self.messages,
+            replies: self.replies,
+        })
+    }
+
+    /// Test-only escape hatch used by the planted `AckBeforeFsync` bug: the outbox *before*
+    /// the records are durable, and the records to persist afterwards.
+    pub fn split_unsafely_for_planted_bug(self) -> (Vec<R>, Outbox<M>) {
+        (
+            self.records,
+            Outbox {
+                messages: self.messages,
+                replies: self.replies,
+            },
+        )
+    }
+}
+
+/// Accumulates outputs inside an engine between calls to [`Engine::ready`]. Engines push
+/// here; `take` builds the [`Ready`].
+#[derive(Debug)]
+pub struct OutputBuffer<M, R> {
+    pub records: Vec<R>,
+    pub messages: Vec<(NodeId, M)>,
+    pub replies: Vec<ClientReply>,
+}
+
+impl<M, R> Default for OutputBuffer<M, R> {
+    fn default() -> Self {
+        OutputBuffer {
+            records: Vec::new(),
+            messages: Vec::new(),
+            replies: Vec::new(),
+        }
+    }
+}
+
+impl<M, R> OutputBuffer<M, R> {
+    pub fn take(&mut self) -> Ready<M, R> {
+        Ready::new(
+            std::mem::take(&mut self.records),
+            std::mem::take(&mut self.messages),
+            std::mem::take(&mut self.replies),
+        )
+    }
+}

@@ -1,0 +1,352 @@
+//! The key-value service's commands and replies, and the state machine that executes them.
+//!
+//! The command set follows the etcd v3 KV API (Range, Put, DeleteRange, Txn with compares) so
+//! that the etcd gRPC surface maps onto it one to one, plus a single-key [`CasRequest`] that
+//! every engine — including the log-less CASPaxos — can execute.
+//!
+//! Versions and revisions have the etcd v3 meaning:
+//! * `version` — per key: 1 on create, +1 per change, the key is gone (version 0) after delete.
+//! * `revision` — per store: +1 per write command that changed something (one revision for a
+//!   whole Txn). `create_revision` / `mod_revision` are the revisions of the key's creation and
+//!   last change. Only engines that give a total order (OmniPaxos, VR, EPaxos after
+//!   execution ordering) maintain revisions; CASPaxos reports 0.
+
+pub mod register;
+pub mod session;
+pub mod store;
+
+pub use session::{ClientTable, SessionVerdict};
+pub use store::KvStore;
+
+use serde::{Deserialize, Serialize};
+
+pub type Key = Vec<u8>;
+pub type Value = Vec<u8>;
+
+/// Bounds on the state machine's own memory. Request-size limits live at the API edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvLimits {
+    /// Sessions kept for exactly-once writes; the least recently active is evicted beyond this.
+    pub client_table_max: usize,
+    /// Saved replies kept per session (requests a client may have in flight at once).
+    pub client_window_max: usize,
+}
+
+impl Default for KvLimits {
+    fn default() -> Self {
+        KvLimits {
+            client_table_max: 16_384,
+            client_window_max: 1_024,
+        }
+    }
+}
+
+/// A key with its metadata, as etcd's `mvccpb.KeyValue`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default, Hash)]
+pub struct KeyValue {
+    pub key: Key,
+    pub value: Value,
+    pub create_revision: u64,
+    pub mod_revision: u64,
+    pub version: u64,
+}
+
+/// A command submitted to the replicated store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Range(RangeRequest),
+    Put(PutRequest),
+    DeleteRange(DeleteRangeRequest),
+    Txn(TxnRequest),
+    Cas(CasRequest),
+}
+
+impl Op {
+    /// Reads never change state; engines may serve them without a log entry.
+    pub fn is_read(&self) -> bool {
+        match self {
+            Op::Range(_) => true,
+            Op::Txn(t) => {
+                t.success.iter().all(TxnOp::is_read) && t.failure.iter().all(TxnOp::is_read)
+            }
+            Op::Put(_) | Op::DeleteRange(_) | Op::Cas(_) => false,
+        }
+    }
+
+    /// The one key this op touches, if it touches exactly one (what a per-key engine such as
+    /// CASPaxos can execute). `None` for ranges and multi-key transactions.
+    pub fn single_key(&self) -> Option<&[u8]> {
+        match self {
+            Op::Range(r) if r.range_end.is_empty() => Some(&r.key),
+            Op::Put(p) => Some(&p.key),
+            Op::DeleteRange(d) if d.range_end.is_empty() => Some(&d.key),
+            Op::Cas(c) => Some(&c.key),
+            _ => None,
+        }
+    }
+
+    /// Rough encoded size, for batching limits.
+    pub fn size_bytes(&self) -> usize {
+        fn ops(v: &[TxnOp]) -> usize {
+            v.iter()
+                .map(|o| match o {
+                    TxnOp::Range(r) => r.key.len() + r.range_end.len(),
+                    TxnOp::Put(p) => p.key.len() + p.value.len(),
+                    TxnOp::DeleteRange(d) => d.key.len() + d.range_end.len(),
+                })
+                .sum()
+        }
+        16 + match self {
+            Op::Range(r) => r.key.len() + r.range_end.len(),
+            Op::Put(p) => p.key.len() + p.value.len(),
+            Op::DeleteRange(d) => d.key.len() + d.range_end.len(),
+            Op::Txn(t) => {
+                t.compare
+                    .iter()
+                    .map(|c| c.key.len() + c.range_end.len() + 16)
+                    .sum::<usize>()
+                    + ops(&t.success)
+                    + ops(&t.failure)
+            }
+            Op::Cas(c) => {
+                c.key.len()
+                    + match &c.expect {
+                        Expect::Value(v) => v.len(),
+                        _ => 8,
+                    }
+                    + match &c.then {
+                        CasAction::Put(v) => v.len(),
+                        CasAction::Delete => 0,
+                    }
+            }
+        }
+    }
+}
+
+/// etcd's RangeRequest: `range_end` empty = the single `key`; `range_end == [0]` = every key
+/// `>= key`; otherwise the half-open interval `[key, range_end)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RangeRequest {
+    pub key: Key,
+    pub range_end: Key,
+    /// 0 = no limit.
+    pub limit: u64,
+    pub keys_only: bool,
+    pub count_only: bool,
+}
+
+impl RangeRequest {
+    pub fn key(key: impl Into<Key>) -> Self {
+        RangeRequest {
+            key: key.into(),
+            ..Default::default()
+        }
+    }
+    /// Every key starting with `prefix` (etcd's `--prefix`).
+    pub fn prefix(prefix: impl Into<Key>) -> Self {
+        let key = prefix.into();
+        let range_end = prefix_end(&key);
+        RangeRequest {
+            key,
+            range_end,
+            ..Default::default()
+        }
+    }
+}
+
+/// The smallest key greater than every key with this prefix (etcd's `GetPrefixRangeEnd`);
+/// `[0]` (= "to the end") when the prefix is empty or all 0xff.
+pub fn prefix_end(prefix: &[u8]) -> Key {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PutRequest {
+    pub key: Key,
+    pub value: Value,
+    pub prev_kv: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DeleteRangeRequest {
+    pub key: Key,
+    pub range_end: Key,
+    pub prev_kv: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TxnRequest {
+    pub compare: Vec<Compare>,
+    pub success: Vec<TxnOp>,
+    pub failure: Vec<TxnOp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOp {
+    Range(RangeRequest),
+    Put(PutRequest),
+    DeleteRange(DeleteRangeRequest),
+}
+
+impl TxnOp {
+    pub fn is_read(&self) -> bool {
+        matches!(self, TxnOp::Range(_))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    pub key: Key,
+    /// As in [`RangeRequest`]; empty = just `key`.
+    pub range_end: Key,
+    pub target: CompareTarget,
+    pub result: CompareResult,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareTarget {
+    Value(Value),
+    Version(u64),
+    CreateRevision(u64),
+    ModRevision(u64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareResult {
+    Equal,
+    NotEqual,
+    Greater,
+    Less,
+}
+
+/// Single-key compare-and-swap, the operation every engine supports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CasRequest {
+    pub key: Key,
+    pub expect: Expect,
+    pub then: CasAction,
+}
+
+/// What the key must look like for a CAS to take effect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expect {
+    /// The key must not exist.
+    Absent,
+    /// The key must exist with exactly this value.
+    Value(Value),
+    /// The key must exist with exactly this version (1 = just created).
+    Version(u64),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CasAction {
+    Put(Value),
+    Delete,
+}
+
+/// A reply, stamped with the store revision it was computed at (etcd's header revision).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub revision: u64,
+    pub body: ResponseBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResponseBody {
+    Range(RangeResponse),
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Cas(CasResponse),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RangeResponse {
+    pub kvs: Vec<KeyValue>,
+    /// More keys matched than `limit` allowed.
+    pub more: bool,
+    /// Keys matched in total (ignoring `limit`).
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PutResponse {
+    pub prev_kv: Option<KeyValue>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DeleteRangeResponse {
+    pub deleted: u64,
+    pub prev_kvs: Vec<KeyValue>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TxnResponse {
+    pub succeeded: bool,
+    pub responses: Vec<ResponseBody>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CasResponse {
+    pub succeeded: bool,
+    /// The key before the operation (absent = did not exist).
+    pub prev_kv: Option<KeyValue>,
+    /// The key after the operation (absent = does not exist now).
+    pub kv: Option<KeyValue>,
+}
+
+/// Does `key` fall inside the etcd-style range `[start, end)`?
+pub fn in_range(start: &[u8], end: &[u8], key: &[u8]) -> bool {
+    if end.is_empty() {
+        key == start
+    } else if end == [0] {
+        key >= start
+    } else {
+        key >= start && key < end
+    }
+}
+
+/// Evaluates one compare against the keys it names (etcd semantics: a VALUE compare on a
+/// missing key is false; other targets compare a missing key as all zeros).
+pub fn compare_holds(c: &Compare, kvs: &[&KeyValue]) -> bool {
+    if kvs.is_empty() {
+        if matches!(c.target, CompareTarget::Value(_)) {
+            return false;
+        }
+        return compare_one(c, &KeyValue::default());
+    }
+    kvs.iter().all(|kv| compare_one(c, kv))
+}
+
+fn compare_one(c: &Compare, kv: &KeyValue) -> bool {
+    use std::cmp::Ordering;
+    let ord: Ordering = match &c.target {
+        CompareTarget::Value(v) => kv.value.as_slice().cmp(v.as_slice()),
+        CompareTarget::Version(v) => kv.version.cmp(v),
+        CompareTarget::CreateRevision(v) => kv.create_revision.cmp(v),
+        CompareTarget::ModRevision(v) => kv.mod_revision.cmp(v),
+    };
+    match c.result {
+        CompareResult::Equal => ord == Ordering::Equal,
+        CompareResult::NotEqual => ord != Ordering::Equal,
+        CompareResult::Greater => ord == Ordering::Greater,
+        CompareResult::Less => ord == Ordering::Less,
+    }
+}
+
+/// Does the current state of a key satisfy a CAS expectation?
+pub fn expect_holds(expect: &Expect, current: Option<&KeyValue>) -> bool {
+    match (expect, current) {
+        (Expect::Absent, None) => true,
+        (Expect::Value(v), Some(kv)) => &kv.value == v,
+        (Expect::Version(n), Some(kv)) => kv.version == *n,
+        _ => false,
+    }
+}

@@ -1,0 +1,23 @@
+//! Synod's core: the vocabulary every layer shares, and nothing that does I/O.
+//!
+//! * [`ids`] — node, client and request identifiers.
+//! * [`kv`] — the key-value commands, replies and the deterministic state machine that
+//!   log-based engines apply in order (revisions, versions, CAS, exactly-once sessions).
+//! * [`engine`] — the [`Engine`](engine::Engine) trait every replication protocol implements
+//!   as a sans-IO state machine, and the [`Ready`](engine::Ready) batch that makes
+//!   persist-before-send structural.
+//! * [`history`] — the JSON history format written by the simulator and chaos runs and read by
+//!   the linearizability checker.
+//!
+//! This crate has no dependency on tokio, std::time, threads or randomness; keep it so.
+
+pub mod engine;
+pub mod history;
+pub mod ids;
+pub mod kv;
+
+pub use engine::{
+    Capabilities, ClientReply, ClientRequest, Consistency, DurableRecord, Engine, EngineConfig,
+    EngineError, EngineStatus, Outbox, OutputBuffer, PlantedBug, Ready,
+};
+pub use ids::{ClientId, NodeId, RequestId};

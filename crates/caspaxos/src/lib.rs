@@ -1,0 +1,1 @@
+//! The caspaxos engine (being written).

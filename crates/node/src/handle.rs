@@ -1,0 +1,335 @@
+//! [`NodeHandle`]: how an API layer submits requests to a node and reads its status.
+//!
+//! The engine is owned by one task (the runtime); API handlers never touch it. They send a
+//! [`Submission`] over a bounded channel and await the reply on a oneshot. Validation that does
+//! not need the engine — sizes, empty keys, what the engine supports — happens here, at the
+//! edge, so that every API refuses the same things with the same errors.
+
+use crate::metrics::Metrics;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use synod_core::kv::{KvLimits, KvStore, Op, Response, TxnOp};
+use synod_core::{Capabilities, Consistency, EngineError, EngineStatus, NodeId};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// One request on its way to the engine task. The runtime assigns the [`synod_core::RequestId`].
+#[derive(Debug)]
+pub struct Submission {
+    pub op: Op,
+    pub consistency: Consistency,
+    pub reply: oneshot::Sender<Result<Response, EngineError>>,
+}
+
+/// Request limits enforced at the API edge. Units in the names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiLimits {
+    /// Largest key accepted.
+    pub key_bytes_max: usize,
+    /// Largest value accepted.
+    pub value_bytes_max: usize,
+    /// Largest whole request (etcd's --max-request-bytes, default 1.5 MiB).
+    pub request_bytes_max: usize,
+    /// Most operations in one etcd Txn (etcd's --max-txn-ops, default 128).
+    pub txn_ops_max: usize,
+    /// How long an API waits for the engine before answering "unavailable".
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            key_bytes_max: 4 * 1024,
+            value_bytes_max: 1536 * 1024,
+            request_bytes_max: 1536 * 1024 + 4 * 1024,
+            txn_ops_max: 128,
+            request_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// A cluster member as clients see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub id: NodeId,
+    pub name: String,
+    /// host:port of the peer (node-to-node) listener.
+    pub peer_addr: String,
+    /// host:port of the HTTP/JSON API.
+    pub http_addr: String,
+    /// host:port of the etcd v3 gRPC API.
+    pub grpc_addr: String,
+}
+
+/// Static facts about this node and its cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Derived from the cluster name; reported in etcd response headers.
+    pub cluster_id: u64,
+    pub cluster_name: String,
+    pub member_id: NodeId,
+    pub members: Vec<MemberInfo>,
+    /// "omnipaxos", "caspaxos", …
+    pub engine: String,
+    pub capabilities: Capabilities,
+    pub limits: ApiLimits,
+    pub version: String,
+}
+
+/// Live state, published by the engine task after every batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NodeStatus {
+    pub engine: EngineStatus,
+    /// Bytes of durable state on disk (WAL + snapshots); 0 when unknown.
+    pub db_size_bytes: u64,
+    /// Peers with a live, handshaken connection.
+    pub connected_peers: Vec<NodeId>,
+}
+
+/// Why an API request failed. Each maps to one HTTP status and one gRPC code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiError {
+    /// The engine refused or could not finish (see [`EngineError`] for which may have applied).
+    Engine(EngineError),
+    /// No quorum / no leader / engine stopped, within the request timeout. 503 / UNAVAILABLE.
+    /// The request may have been applied if it was a write.
+    Unavailable(String),
+    /// Key, value or request over a limit. 413 / INVALID_ARGUMENT (etcd says "request is too large").
+    TooLarge {
+        what: &'static str,
+        bytes: usize,
+        max: usize,
+    },
+    /// Malformed request (empty key, bad range…). 400 / INVALID_ARGUMENT.
+    Invalid(String),
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::Engine(e) => write!(f, "{e}"),
+            ApiError::Unavailable(s) => write!(f, "unavailable: {s}"),
+            ApiError::TooLarge { what, bytes, max } => {
+                write!(f, "{what} too large: {bytes} bytes, at most {max}")
+            }
+            ApiError::Invalid(s) => write!(f, "invalid request: {s}"),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// Cheap to clone; one per API server.
+#[derive(Clone)]
+pub struct NodeHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    submit: mpsc::Sender<Submission>,
+    info: NodeInfo,
+    status: watch::Receiver<NodeStatus>,
+    metrics: Arc<Metrics>,
+}
+
+impl NodeHandle {
+    pub fn new(
+        submit: mpsc::Sender<Submission>,
+        info: NodeInfo,
+        status: watch::Receiver<NodeStatus>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        NodeHandle {
+            inner: Arc::new(Inner {
+                submit,
+                info,
+                status,
+                metrics,
+            }),
+        }
+    }
+
+    pub fn info(&self) -> &NodeInfo {
+        &self.inner.info
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        self.inner.status.borrow().clone()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Validates, submits and awaits one request.
+    pub async fn execute(&self, op: Op, consistency: Consistency) -> Result<Response, ApiError> {
+        self.validate(&op)?;
+        let (tx, rx) = oneshot::channel();
+        let timeout = Duration::from_millis(self.inner.info.limits.request_timeout_ms);
+        let submission = Submission {
+            op,
+            consistency,
+            reply: tx,
+        };
+        // A full queue means the engine task is overloaded: wait, but not beyond the timeout.
+        match tokio::time::timeout(timeout, self.inner.submit.send(submission)).await {
+            Err(_) => {
+                return Err(ApiError::Unavailable(
+                    "node overloaded: submit queue full".into(),
+                ));
+            }
+            Ok(Err(_)) => return Err(ApiError::Unavailable("node is shutting down".into())),
+            Ok(Ok(())) => {}
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Err(_) => Err(ApiError::Unavailable(format!(
+                "no reply within {} ms (no quorum or no leader?); a write may still be applied",
+                timeout.as_millis()
+            ))),
+            Ok(Err(_)) => Err(ApiError::Unavailable("node stopped before replying".into())),
+            Ok(Ok(Err(EngineError::Timeout))) => Err(ApiError::Unavailable(
+                "the cluster did not decide in time (no quorum?); a write may still be applied"
+                    .into(),
+            )),
+            Ok(Ok(r)) => r.map_err(ApiError::Engine),
+        }
+    }
+
+    /// The edge checks every API shares: sizes, empty keys, engine capabilities.
+    pub fn validate(&self, op: &Op) -> Result<(), ApiError> {
+        validate_op(
+            op,
+            &self.inner.info.limits,
+            &self.inner.info.capabilities,
+            &self.inner.info.engine,
+        )
+    }
+}
+
+/// See [`NodeHandle::validate`]; separate so it can be unit-tested without a node.
+pub fn validate_op(
+    op: &Op,
+    limits: &ApiLimits,
+    caps: &Capabilities,
+    engine: &str,
+) -> Result<(), ApiError> {
+    let size = op.size_bytes();
+    if size > limits.request_bytes_max {
+        return Err(ApiError::TooLarge {
+            what: "request",
+            bytes: size,
+            max: limits.request_bytes_max,
+        });
+    }
+    let key = |k: &[u8]| -> Result<(), ApiError> {
+        if k.is_empty() {
+            return Err(ApiError::Invalid("key is empty".into()));
+        }
+        if k.len() > limits.key_bytes_max {
+            return Err(ApiError::TooLarge {
+                what: "key",
+                bytes: k.len(),
+                max: limits.key_bytes_max,
+            });
+        }
+        Ok(())
+    };
+    let value = |v: &[u8]| -> Result<(), ApiError> {
+        if v.len() > limits.value_bytes_max {
+            return Err(ApiError::TooLarge {
+                what: "value",
+                bytes: v.len(),
+                max: limits.value_bytes_max,
+            });
+        }
+        Ok(())
+    };
+    let unsupported = |what: &str| {
+        ApiError::Engine(EngineError::Unsupported {
+            engine: engine.to_string(),
+            what: what.to_string(),
+        })
+    };
+    let range = |k: &[u8], end: &[u8]| -> Result<(), ApiError> {
+        key(k)?;
+        if !end.is_empty() && !caps.ranges {
+            return Err(unsupported("range and prefix requests"));
+        }
+        Ok(())
+    };
+    match op {
+        Op::Range(r) => range(&r.key, &r.range_end),
+        Op::Put(p) => key(&p.key).and_then(|_| value(&p.value)),
+        Op::DeleteRange(d) => range(&d.key, &d.range_end),
+        Op::Cas(c) => {
+            key(&c.key)?;
+            if let synod_core::kv::CasAction::Put(v) = &c.then {
+                value(v)?;
+            }
+            Ok(())
+        }
+        Op::Txn(t) => {
+            if !caps.transactions {
+                return Err(unsupported("multi-key transactions"));
+            }
+            let n = t.compare.len().max(t.success.len()).max(t.failure.len());
+            if n > limits.txn_ops_max {
+                return Err(ApiError::Invalid(format!(
+                    "too many operations in txn request: {n}, at most {}",
+                    limits.txn_ops_max
+                )));
+            }
+            for c in &t.compare {
+                range(&c.key, &c.range_end)?;
+            }
+            for o in t.success.iter().chain(&t.failure) {
+                match o {
+                    TxnOp::Range(r) => range(&r.key, &r.range_end)?,
+                    TxnOp::Put(p) => key(&p.key).and_then(|_| value(&p.value))?,
+                    TxnOp::DeleteRange(d) => range(&d.key, &d.range_end)?,
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A single-node stand-in for API tests: a task that applies every submission to a local
+/// [`KvStore`] in arrival order (trivially linearizable). No engine, no disk, no peers.
+pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
+    let (tx, mut rx) = mpsc::channel::<Submission>(1024);
+    let info = NodeInfo {
+        cluster_id: 0x5eed,
+        cluster_name: "test".into(),
+        member_id: 1,
+        members: vec![MemberInfo {
+            id: 1,
+            name: "n1".into(),
+            peer_addr: "127.0.0.1:0".into(),
+            http_addr: "127.0.0.1:0".into(),
+            grpc_addr: "127.0.0.1:0".into(),
+        }],
+        engine: engine.to_string(),
+        capabilities,
+        limits: ApiLimits::default(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let (status_tx, status_rx) = watch::channel(NodeStatus::default());
+    tokio::spawn(async move {
+        let mut store = KvStore::new(KvLimits::default());
+        let mut index = 0;
+        while let Some(s) = rx.recv().await {
+            index += 1;
+            let r = store.apply(index, synod_core::RequestId::default(), 0, &s.op);
+            let _ = s.reply.send(r);
+            status_tx.send_modify(|st| {
+                st.engine.leader = Some(1);
+                st.engine.applied_index = index;
+                st.engine.revision = store.revision();
+                st.engine.keys = store.len() as u64;
+                st.engine.role = "leader".into();
+            });
+        }
+    });
+    NodeHandle::new(tx, info, status_rx, Arc::new(Metrics::new()))
+}

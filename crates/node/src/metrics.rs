@@ -1,0 +1,141 @@
+//! The Prometheus metrics every layer records into, served at `/metrics` by the HTTP API.
+//! One registry per node; families are created up front so recording is lock-free counters.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// "http" or "grpc".
+    pub api: String,
+    /// "range", "put", "delete", "txn", "cas", "status", …
+    pub op: String,
+    /// "ok" or an error code.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Client requests handed to the engine.
+    pub proposals: Counter,
+    /// Log entries (or registers) decided.
+    pub decisions: Counter,
+    /// Times this node saw the leader change.
+    pub leader_changes: Counter,
+    /// 1 while this node is the leader.
+    pub is_leader: Gauge,
+    /// Request latency at the API edge, seconds.
+    pub request_seconds: Family<RequestLabels, Histogram>,
+    /// 1 while the connection to a peer is up.
+    pub peer_connected: Family<PeerLabels, Gauge>,
+    /// Peer messages dropped because a send queue was full.
+    pub peer_dropped_messages: Family<PeerLabels, Counter>,
+    /// fsync calls and records written by the WAL (group-commit effect = records / fsyncs).
+    pub wal_fsyncs: Counter,
+    pub wal_records: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("synod");
+        let proposals = Counter::default();
+        let decisions = Counter::default();
+        let leader_changes = Counter::default();
+        let is_leader = Gauge::default();
+        let request_seconds = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+        });
+        let peer_connected = Family::<PeerLabels, Gauge>::default();
+        let peer_dropped_messages = Family::<PeerLabels, Counter>::default();
+        let wal_fsyncs = Counter::default();
+        let wal_records = Counter::default();
+        registry.register(
+            "proposals",
+            "Client requests handed to the engine",
+            proposals.clone(),
+        );
+        registry.register("decisions", "Entries decided", decisions.clone());
+        registry.register(
+            "leader_changes",
+            "Leader changes seen by this node",
+            leader_changes.clone(),
+        );
+        registry.register(
+            "is_leader",
+            "1 while this node is the leader",
+            is_leader.clone(),
+        );
+        registry.register(
+            "request_seconds",
+            "Client request latency at the API edge",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "peer_connected",
+            "1 while the peer connection is up",
+            peer_connected.clone(),
+        );
+        registry.register(
+            "peer_dropped_messages",
+            "Messages dropped on a full peer queue",
+            peer_dropped_messages.clone(),
+        );
+        registry.register(
+            "wal_fsyncs",
+            "fsync calls by the write-ahead log",
+            wal_fsyncs.clone(),
+        );
+        registry.register(
+            "wal_records",
+            "Records appended to the write-ahead log",
+            wal_records.clone(),
+        );
+        Metrics {
+            registry,
+            proposals,
+            decisions,
+            leader_changes,
+            is_leader,
+            request_seconds,
+            peer_connected,
+            peer_dropped_messages,
+            wal_fsyncs,
+            wal_records,
+        }
+    }
+
+    /// Observes one API request.
+    pub fn observe_request(&self, api: &str, op: &str, outcome: &str, seconds: f64) {
+        self.request_seconds
+            .get_or_create(&RequestLabels {
+                api: api.into(),
+                op: op.into(),
+                outcome: outcome.into(),
+            })
+            .observe(seconds);
+    }
+
+    /// The Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            out = format!("# encoding metrics failed: {e}\n");
+        }
+        out
+    }
+}

@@ -1,0 +1,1 @@
+//! The omnipaxos engine (being written).

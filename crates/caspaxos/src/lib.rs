@@ -1,1 +1,276 @@
-//! The caspaxos engine (being written).
+//! The CASPaxos engine (Rystsov, "CASPaxos: Replicated State Machines without logs", 2018) as a
+//! sans-IO [`synod_core::Engine`]: no log and no leader, one register per key, every node both
+//! proposer and acceptor.
+//!
+//! * `ballot.rs` — ballots (counter, proposer id) and the durable counter lease.
+//! * `messages.rs` — register values (with the per-key exactly-once table), protocol messages,
+//!   durable records.
+//! * `acceptor.rs` — promise / accept, the durable per-key state, dropping collected keys.
+//! * `proposer.rs` — rounds, the one-round-trip optimisation, backoff, expiry, batching.
+//! * `gc.rs` — the tombstone garbage collection and why it is safe.
+//!
+//! **Self-delivery.** A node's proposer talks to its own acceptor without the network: such
+//! messages go through an in-engine loopback queue drained before the input call returns. The
+//! acceptor's records still land in the same [`Ready`] batch ahead of every message and reply
+//! that depends on them, so persist-before-send holds for the local acceptor too.
+//!
+//! **Reads.** A linearizable read is a full round with the identity change function (the
+//! paper's read). `Consistency::Sequential` is served the same way: answering from the local
+//! acceptor's accepted value would return "some value accepted at some point", which may never
+//! have been chosen and may later be superseded by a value that never saw it, so a node could
+//! show a write and then un-show it — not even sequentially consistent.
+//!
+//! **Durability.** Every promise or accept that changes an acceptor register emits a
+//! [`Record::Register`]; [`Engine::recover`] replays them (last record per key wins). When
+//! `snapshot_entries` is non-zero a [`Record::Checkpoint`] with the full acceptor state follows
+//! every `snapshot_entries` records, so storage can drop what precedes it.
+
+pub mod acceptor;
+pub mod ballot;
+pub mod gc;
+pub mod messages;
+pub mod proposer;
+
+#[cfg(test)]
+mod tests;
+
+use crate::acceptor::Acceptor;
+use crate::messages::{Message, Record};
+use crate::proposer::{Dest, Effects, Proposer};
+use std::collections::VecDeque;
+use synod_core::{
+    Capabilities, ClientRequest, Engine, EngineConfig, EngineStatus, NodeId, OutputBuffer,
+    PlantedBug, Ready,
+};
+
+pub use crate::ballot::Ballot;
+
+/// The engine's name, as in `--engine caspaxos` and in `Unsupported` errors.
+pub const NAME: &str = "caspaxos";
+
+/// Most loopback messages handled for one input; far above what one input can produce (one
+/// round step per queued key), so hitting it means a message loop — a bug.
+const LOOPBACK_MESSAGES_MAX: usize = 1 << 20;
+
+/// A CASPaxos replica: this node's acceptor and proposer.
+pub struct CasPaxos {
+    config: EngineConfig,
+    now_tick: u64,
+    acceptor: Acceptor,
+    proposer: Proposer,
+    out: OutputBuffer<Message, Record>,
+    /// Messages from this node to itself, handled before the current input returns.
+    loopback: VecDeque<Message>,
+    /// Records emitted since the last checkpoint.
+    records_since_checkpoint: u64,
+}
+
+impl CasPaxos {
+    /// The acceptor (tests, diagnostics).
+    pub fn acceptor(&self) -> &Acceptor {
+        &self.acceptor
+    }
+
+    /// The proposer (tests, diagnostics).
+    pub fn proposer(&self) -> &Proposer {
+        &self.proposer
+    }
+
+    fn push_record(&mut self, record: Record) {
+        self.records_since_checkpoint += 1;
+        self.out.records.push(record);
+    }
+
+    /// Routes what the proposer produced: records first (they are ordered before every
+    /// message of the batch anyway), messages to peers or to the loopback, replies.
+    fn route(&mut self, fx: Effects) {
+        for r in fx.records {
+            self.push_record(r);
+        }
+        for (dest, msg) in fx.sends {
+            match dest {
+                Dest::All => {
+                    for i in 0..self.config.members.len() {
+                        let to = self.config.members[i];
+                        self.send(to, msg.clone());
+                    }
+                }
+                Dest::Node(to) => self.send(to, msg),
+            }
+        }
+        self.out.replies.extend(fx.replies);
+    }
+
+    fn send(&mut self, to: NodeId, msg: Message) {
+        if to == self.config.id {
+            self.loopback.push_back(msg);
+        } else {
+            self.out.messages.push((to, msg));
+        }
+    }
+
+    fn handle(&mut self, from: NodeId, message: Message) {
+        let mut fx = Effects::default();
+        let now = self.now_tick;
+        let acceptor_out = match message {
+            Message::Prepare { key, ballot } => {
+                self.proposer.observe(ballot);
+                Some(self.acceptor.on_prepare(key, ballot))
+            }
+            Message::Accept {
+                key,
+                ballot,
+                value,
+                next,
+            } => {
+                self.proposer.observe(ballot);
+                Some(self.acceptor.on_accept(key, ballot, value, next))
+            }
+            Message::Drop { key, ballot } => {
+                let out = self.acceptor.on_drop(key, ballot);
+                // Absent keys are now promised at the floor: start new keys above it rather
+                // than learn it from a Nack.
+                self.proposer.observe(self.acceptor.floor());
+                Some(out)
+            }
+            Message::Promise {
+                key,
+                ballot,
+                accepted,
+            } => {
+                self.proposer
+                    .on_promise(from, key, ballot, accepted, now, &mut fx);
+                None
+            }
+            Message::Accepted { key, ballot } => {
+                self.proposer.on_accepted(from, key, ballot, now, &mut fx);
+                None
+            }
+            Message::Nack {
+                key,
+                ballot,
+                promised,
+            } => {
+                self.proposer.on_nack(key, ballot, promised, now, &mut fx);
+                None
+            }
+        };
+        if let Some(out) = acceptor_out {
+            if let Some(r) = out.record {
+                self.push_record(r);
+            }
+            if let Some(reply) = out.reply {
+                self.send(from, reply);
+            }
+        }
+        self.route(fx);
+    }
+
+    fn drain_loopback(&mut self) {
+        let mut handled = 0usize;
+        while let Some(msg) = self.loopback.pop_front() {
+            handled += 1;
+            assert!(handled <= LOOPBACK_MESSAGES_MAX, "loopback message loop");
+            self.handle(self.config.id, msg);
+        }
+    }
+}
+
+impl Engine for CasPaxos {
+    type Message = Message;
+    type Record = Record;
+
+    const NAME: &'static str = NAME;
+
+    fn capabilities() -> Capabilities {
+        Capabilities {
+            ranges: false,
+            transactions: false,
+            revisions: false,
+        }
+    }
+
+    fn recover(config: EngineConfig, records: Vec<Record>) -> Result<Self, String> {
+        if !config.members.contains(&config.id) {
+            return Err(format!(
+                "node {} is not among members {:?}",
+                config.id, config.members
+            ));
+        }
+        let mut acceptor = Acceptor::new(config.bug(PlantedBug::PromiseWithoutHighestAccepted));
+        let mut counter_max = 0u64;
+        for r in &records {
+            match r {
+                Record::BallotLease { counter_max: c } => counter_max = counter_max.max(*c),
+                Record::Checkpoint { counter_max: c, .. } => counter_max = counter_max.max(*c),
+                Record::Register(_) | Record::Dropped { .. } => {}
+            }
+            acceptor.restore(r)?;
+        }
+        let mut proposer = Proposer::new(&config, counter_max);
+        proposer.observe(acceptor.highest_promised());
+        let tombstones: Vec<Vec<u8>> = acceptor.own_tombstones(config.id).cloned().collect();
+        for key in tombstones {
+            proposer.note_tombstone(&key, 0);
+        }
+        Ok(CasPaxos {
+            config,
+            now_tick: 0,
+            acceptor,
+            proposer,
+            out: OutputBuffer::default(),
+            loopback: VecDeque::new(),
+            records_since_checkpoint: 0,
+        })
+    }
+
+    fn submit(&mut self, request: ClientRequest) {
+        let mut fx = Effects::default();
+        self.proposer.submit(request, self.now_tick, &mut fx);
+        self.route(fx);
+        self.drain_loopback();
+    }
+
+    fn receive(&mut self, from: NodeId, message: Message) {
+        // The transport authenticates members; a message from anyone else is ignored, and a
+        // node never sends itself anything over the network.
+        if from == self.config.id || !self.config.members.contains(&from) {
+            return;
+        }
+        self.handle(from, message);
+        self.drain_loopback();
+    }
+
+    fn tick(&mut self) {
+        self.now_tick += 1;
+        let mut fx = Effects::default();
+        self.proposer.tick(self.now_tick, &mut fx);
+        self.route(fx);
+        self.drain_loopback();
+    }
+
+    fn ready(&mut self) -> Ready<Message, Record> {
+        let every = self.config.snapshot_entries;
+        if every > 0 && self.records_since_checkpoint >= every {
+            // After every record of this batch, so it subsumes them.
+            let cp = self.acceptor.checkpoint(self.proposer.leased_counter_max());
+            self.out.records.push(cp);
+            self.records_since_checkpoint = 0;
+        }
+        self.out.take()
+    }
+
+    fn status(&self) -> EngineStatus {
+        EngineStatus {
+            leader: None,
+            term: self.proposer.highest_counter(),
+            decided_index: 0,
+            applied_index: 0,
+            revision: 0,
+            applied_digest: None,
+            pending_requests: self.proposer.pending_requests(),
+            keys: self.acceptor.len() as u64,
+            role: "proposer".to_string(),
+        }
+    }
+}

@@ -104,21 +104,15 @@ pub struct History {
 }
 
 impl History {
-    /// Parses either form (array, or object with `ops`).
+    /// Parses either form (array, or object with `ops`). The form is chosen by the first
+    /// non-blank character so that a parse error keeps serde's line and column.
     pub fn from_json(text: &str) -> Result<History, serde_json::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            Ops(Vec<HistoryOp>),
-            Full(History),
+        if text.trim_start().starts_with('[') {
+            let ops: Vec<HistoryOp> = serde_json::from_str(text)?;
+            Ok(History { meta: serde_json::Value::Null, ops })
+        } else {
+            serde_json::from_str(text)
         }
-        Ok(match serde_json::from_str::<Either>(text)? {
-            Either::Ops(ops) => History {
-                meta: serde_json::Value::Null,
-                ops,
-            },
-            Either::Full(h) => h,
-        })
     }
 
     pub fn to_json(&self) -> String {

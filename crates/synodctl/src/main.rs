@@ -1,1 +1,185 @@
-fn main() {}
+//! `synodctl`: Synod's command-line client over the HTTP/JSON API.
+//!
+//! With a command (`put`, `get`, `del`, `cas`, `count`, `status`, `members`) it runs it once and
+//! exits 0 (ok), 1 (the server reported an error), 2 (usage) or 3 (no endpoint reachable).
+//! Without one it starts a REPL (see `repl.rs`). This file maps each [`Command`] to its API
+//! request and its output formatter; the transport is `client.rs`, the text is `output.rs`.
+
+mod args;
+mod client;
+mod output;
+mod repl;
+
+use args::{Cli, Command, Format};
+use clap::Parser;
+use client::{Answer, Client, CtlError, Request, kv_path};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::io::Write;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are "errors" that exit 0 and print to stdout.
+            let _ = e.print();
+            return exit(e.exit_code());
+        }
+    };
+    let mut client = match Client::new(&cli.endpoints, cli.timeout) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}", output::error(&e));
+            return exit(e.exit_code());
+        }
+    };
+    let code = match &cli.command {
+        None => repl::run(&mut client, cli.write_out),
+        Some(cmd) => {
+            let mut stdout = std::io::stdout().lock();
+            let result = run_command(&mut client, cli.write_out, cmd, &mut stdout);
+            let _ = stdout.flush();
+            match result {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("{}", output::error(&e));
+                    e.exit_code()
+                }
+            }
+        }
+    };
+    exit(code)
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Runs one command, writing its output (if it succeeded) to `out`. The error, if any, is for
+/// the caller to print to stderr and turn into an exit code.
+pub fn run_command(
+    client: &mut Client,
+    format: Format,
+    cmd: &Command,
+    out: &mut dyn Write,
+) -> Result<(), CtlError> {
+    match cmd {
+        Command::Put { key, value } => {
+            let req = Request::new(Method::PUT, kv_path(key, "")?).body(json!({ "value": value }));
+            let a = client.send(&req)?;
+            emit(out, output::put(format, &a.body));
+        }
+        Command::Get(g) if !g.is_range() => {
+            let req = Request::new(Method::GET, kv_path(&g.key, "")?)
+                .query("consistency", g.consistency.as_query());
+            let a = client.send(&req)?;
+            emit(out, output::get_one(format, &a.body, g.keys_only));
+        }
+        Command::Get(g) => {
+            let mut req = Request::new(Method::GET, "/v1/kv".into());
+            req = match &g.range_end {
+                Some(end) => req.query("start", g.key.clone()).query("end", end.clone()),
+                None => req.query("prefix", g.key.clone()),
+            };
+            if let Some(limit) = g.limit {
+                req = req.query("limit", limit.to_string());
+            }
+            if g.keys_only {
+                req = req.query("keys_only", "true");
+            }
+            req = req.query("consistency", g.consistency.as_query());
+            let a = client.send(&req)?;
+            emit(out, output::get_many(format, &a.body, g.keys_only));
+        }
+        Command::Del { key } => {
+            let a = client.send(&Request::new(Method::DELETE, kv_path(key, "")?))?;
+            emit(out, output::del(format, &a.body));
+        }
+        Command::Cas(c) => {
+            let expect = if let Some(v) = c.expect_version {
+                json!({ "version": v })
+            } else if let Some(v) = &c.expect_value {
+                json!({ "value": v })
+            } else {
+                // clap's "expect" group guarantees exactly one of the three.
+                debug_assert!(c.expect_absent);
+                json!("absent")
+            };
+            let value = match (&c.value, c.delete) {
+                (Some(v), false) => json!(v),
+                (None, true) => Value::Null,
+                _ => unreachable!("clap's \"then\" group requires exactly one of --value/--delete"),
+            };
+            let req = Request::new(Method::POST, kv_path(&c.key, "/cas")?)
+                .body(json!({ "expect": expect, "value": value }));
+            let a = client.send(&req)?;
+            check_cas(&a)?;
+            emit(out, output::cas(format, &a.body));
+        }
+        Command::Count {
+            prefix,
+            consistency,
+        } => {
+            let req = Request::new(Method::GET, "/v1/kv".into())
+                .query("prefix", prefix.clone().unwrap_or_default())
+                .query("count_only", "true")
+                .query("consistency", consistency.as_query());
+            let a = client.send(&req)?;
+            emit(out, output::count(format, &a.body));
+        }
+        Command::Status { all: false } => {
+            let a = client.send(&Request::new(Method::GET, "/v1/status".into()))?;
+            emit(out, output::status(format, &[(a.endpoint, a.body)]));
+        }
+        Command::Status { all: true } => {
+            let req = Request::new(Method::GET, "/v1/status".into());
+            let mut answers = Vec::new();
+            let mut first_error = None;
+            for idx in 0..client.endpoint_count() {
+                match client.send_one(idx, &req) {
+                    Ok(a) => answers.push((a.endpoint, a.body)),
+                    Err(e) => {
+                        // Reported after the rows of the endpoints that did answer.
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if !answers.is_empty() {
+                emit(out, output::status(format, &answers));
+            }
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+        }
+        Command::Members => {
+            let a = client.send(&Request::new(Method::GET, "/v1/members".into()))?;
+            emit(out, output::members(format, &a.body));
+        }
+    }
+    Ok(())
+}
+
+/// The contract answers a lost compare-and-swap with 409; a 200 that says `succeeded: false`
+/// (an older or different server) must not be reported as success.
+fn check_cas(a: &Answer) -> Result<(), CtlError> {
+    match a.body.get("succeeded").and_then(Value::as_bool) {
+        Some(true) => Ok(()),
+        _ => Err(CtlError::Server {
+            endpoint: a.endpoint.clone(),
+            status: 200,
+            code: "cas_conflict".into(),
+            message: "the compare-and-swap did not succeed".into(),
+            body: a.body.clone(),
+        }),
+    }
+}
+
+/// Writes one command's output. Write errors (a closed pipe, as with `| head`) are ignored on
+/// purpose: the command itself succeeded and there is nobody left to tell.
+fn emit(out: &mut dyn Write, text: String) {
+    if text.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "{text}");
+}

@@ -1,0 +1,476 @@
+//! The HTTP side of synodctl: builds requests for Synod's HTTP/JSON API, sends them to one
+//! endpoint after another until one gives a definite answer, and turns error bodies into
+//! [`CtlError`]s that carry the server's code and message.
+//!
+//! Failover rule: a connection error, a timeout or a 503 (`unavailable` / `busy`) moves on to
+//! the next endpoint; any other answer — success or a definite error such as 404, 409, 400 — is
+//! final. The endpoint that last answered is tried first next time (the REPL keeps one client),
+//! so a dead first endpoint costs one connect attempt per session, not per command.
+//!
+//! Retrying after 503 `unavailable` or a timeout is what the API contract asks of clients,
+//! but it is not exactly-once: the first node may still apply the write. A retried `put`
+//! converges to the same value; a retried `del` or `cas` may then report `key_not_found` or
+//! `cas_conflict` for a write that did happen. docs/synodctl.md says so.
+
+use reqwest::blocking::{Client as HttpClient, Response};
+use reqwest::{Method, StatusCode, Url};
+use serde_json::Value;
+use std::io::Read;
+use std::time::Duration;
+
+/// Largest response body synodctl reads; a guard against a misbehaving endpoint, far above any
+/// real answer (a full listing of the store is bounded by the server's own limits).
+pub const RESPONSE_BYTES_MAX: u64 = 512 * 1024 * 1024;
+
+/// How much of a non-JSON error body is quoted in the error message.
+const ERROR_BODY_QUOTE_BYTES_MAX: usize = 200;
+
+/// Why a command failed; each maps to one exit code.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CtlError {
+    /// Bad command line or REPL input; nothing was sent. Exit 2.
+    Usage(String),
+    /// The server answered with an error. Exit 1. `body` is the whole JSON answer (a
+    /// `cas_conflict` carries the current kv there).
+    Server {
+        endpoint: String,
+        status: u16,
+        code: String,
+        message: String,
+        body: Value,
+    },
+    /// An endpoint answered something that is not the API's JSON. Exit 1.
+    BadAnswer { endpoint: String, reason: String },
+    /// No endpoint gave an answer; one `endpoint: reason` per attempt. Exit 3.
+    Unreachable(Vec<String>),
+}
+
+impl CtlError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CtlError::Server { .. } | CtlError::BadAnswer { .. } => 1,
+            CtlError::Usage(_) => 2,
+            CtlError::Unreachable(_) => 3,
+        }
+    }
+}
+
+impl std::fmt::Display for CtlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CtlError::Usage(m) => write!(f, "{m}"),
+            CtlError::Server {
+                endpoint,
+                status,
+                code,
+                message,
+                ..
+            } => write!(f, "{code}: {message} (HTTP {status} from {endpoint})"),
+            CtlError::BadAnswer { endpoint, reason } => {
+                write!(f, "bad answer from {endpoint}: {reason}")
+            }
+            CtlError::Unreachable(attempts) => {
+                write!(f, "no endpoint reachable: {}", attempts.join("; "))
+            }
+        }
+    }
+}
+
+impl std::error::Error for CtlError {}
+
+/// A successful (2xx) answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// host:port of the endpoint that answered.
+    pub endpoint: String,
+    pub body: Value,
+}
+
+/// One API request, independent of the endpoint it is sent to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub method: Method,
+    /// Already percent-encoded path, starting with `/`.
+    pub path: String,
+    pub query: Vec<(&'static str, String)>,
+    pub body: Option<Value>,
+}
+
+impl Request {
+    pub fn new(method: Method, path: String) -> Self {
+        Request {
+            method,
+            path,
+            query: Vec::new(),
+            body: None,
+        }
+    }
+
+    pub fn query(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.query.push((name, value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+}
+
+/// `/v1/kv/{key}` with the key percent-encoded as one path segment. Refuses the keys a URL
+/// cannot carry in a segment: the empty key, and `.`/`..` (every URL parser, server and
+/// client, removes those as dot-segments — even when written `%2E`).
+pub fn kv_path(key: &str, suffix: &str) -> Result<String, CtlError> {
+    match key {
+        "" => Err(CtlError::Usage("the key must not be empty".into())),
+        "." | ".." => Err(CtlError::Usage(format!(
+            "the key {key:?} cannot be sent in a URL path (it is a dot-segment)"
+        ))),
+        _ => Ok(format!("/v1/kv/{}{suffix}", encode_segment(key))),
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, so `/`, `?`, `#`, `%` and
+/// spaces in keys stay inside one path segment.
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Turns `host:port` or `http://host:port[/]` into a base URL without a trailing slash.
+pub fn normalize_endpoint(raw: &str) -> Result<(String, String), CtlError> {
+    let raw = raw.trim().trim_end_matches('/');
+    if raw.is_empty() {
+        return Err(CtlError::Usage("empty endpoint in --endpoints".into()));
+    }
+    if raw.starts_with("https://") {
+        return Err(CtlError::Usage(format!(
+            "{raw}: https is not supported; Synod's HTTP API is plain http"
+        )));
+    }
+    let base = if raw.starts_with("http://") {
+        raw.to_string()
+    } else if raw.contains("://") {
+        return Err(CtlError::Usage(format!("{raw}: only http:// endpoints")));
+    } else {
+        format!("http://{raw}")
+    };
+    let url = Url::parse(&base).map_err(|e| CtlError::Usage(format!("{raw}: {e}")))?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| CtlError::Usage(format!("{raw}: no host")))?;
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| CtlError::Usage(format!("{raw}: no port")))?;
+    if url.path() != "/" || url.query().is_some() {
+        return Err(CtlError::Usage(format!(
+            "{raw}: an endpoint is host:port, without a path"
+        )));
+    }
+    let display = format!("{host}:{port}");
+    Ok((display, base))
+}
+
+#[derive(Debug, Clone)]
+struct Endpoint {
+    /// host:port, for prompts and messages.
+    display: String,
+    /// http://host:port
+    base: String,
+}
+
+/// A failover client over a fixed list of endpoints.
+pub struct Client {
+    endpoints: Vec<Endpoint>,
+    http: HttpClient,
+    /// Index of the endpoint to try first: the last one that answered.
+    preferred: usize,
+}
+
+impl Client {
+    pub fn new(endpoints: &[String], timeout: Duration) -> Result<Client, CtlError> {
+        let endpoints = endpoints
+            .iter()
+            .map(|e| normalize_endpoint(e).map(|(display, base)| Endpoint { display, base }))
+            .collect::<Result<Vec<_>, _>>()?;
+        if endpoints.is_empty() {
+            return Err(CtlError::Usage("no endpoints given".into()));
+        }
+        let http = HttpClient::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            // Endpoints are cluster members, usually on loopback or a private network; an
+            // HTTP_PROXY meant for the internet must not capture them.
+            .no_proxy()
+            .user_agent(concat!("synodctl/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| CtlError::Usage(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Client {
+            endpoints,
+            http,
+            preferred: 0,
+        })
+    }
+
+    /// host:port of the endpoint that will be tried first (the REPL's prompt).
+    pub fn current_endpoint(&self) -> &str {
+        &self.endpoints[self.preferred].display
+    }
+
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// Sends `req` with failover (see the module doc).
+    pub fn send(&mut self, req: &Request) -> Result<Answer, CtlError> {
+        let n = self.endpoints.len();
+        let mut attempts = Vec::new();
+        let mut last_unavailable = None;
+        for i in 0..n {
+            let idx = (self.preferred + i) % n;
+            match self.send_to(idx, req) {
+                Ok(answer) => {
+                    self.preferred = idx;
+                    return Ok(answer);
+                }
+                Err(Attempt::Final(e)) => {
+                    self.preferred = idx;
+                    return Err(e);
+                }
+                Err(Attempt::Unavailable(e)) => {
+                    attempts.push(e.to_string());
+                    last_unavailable = Some(e);
+                }
+                Err(Attempt::Unreachable(reason)) => {
+                    attempts.push(format!("{}: {reason}", self.endpoints[idx].display));
+                }
+            }
+        }
+        // Some endpoint answered, so the cluster is reachable but could not serve: report the
+        // server's own error rather than "unreachable".
+        Err(last_unavailable.unwrap_or(CtlError::Unreachable(attempts)))
+    }
+
+    /// Sends `req` to endpoint `idx` only — no failover (for `status --all`).
+    pub fn send_one(&self, idx: usize, req: &Request) -> Result<Answer, CtlError> {
+        match self.send_to(idx, req) {
+            Ok(a) => Ok(a),
+            Err(Attempt::Final(e) | Attempt::Unavailable(e)) => Err(e),
+            Err(Attempt::Unreachable(reason)) => Err(CtlError::Unreachable(vec![format!(
+                "{}: {reason}",
+                self.endpoints[idx].display
+            )])),
+        }
+    }
+
+    fn send_to(&self, idx: usize, req: &Request) -> Result<Answer, Attempt> {
+        let ep = &self.endpoints[idx];
+        let mut url = Url::parse(&format!("{}{}", ep.base, req.path))
+            .map_err(|e| Attempt::Final(CtlError::Usage(format!("bad request URL: {e}"))))?;
+        if !req.query.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in &req.query {
+                pairs.append_pair(k, v);
+            }
+        }
+        let mut builder = self.http.request(req.method.clone(), url);
+        if let Some(body) = &req.body {
+            builder = builder.json(body);
+        }
+        let resp = builder
+            .send()
+            .map_err(|e| Attempt::Unreachable(describe(&e)))?;
+        let status = resp.status();
+        // A body cut short by a dropped connection is as good as no answer.
+        let bytes = read_body(resp).map_err(Attempt::Unreachable)?;
+        let endpoint = ep.display.clone();
+        if status.is_success() {
+            let body = serde_json::from_slice(&bytes).map_err(|e| {
+                Attempt::Final(CtlError::BadAnswer {
+                    endpoint: endpoint.clone(),
+                    reason: format!("HTTP {status} with a body that is not JSON: {e}"),
+                })
+            })?;
+            return Ok(Answer { endpoint, body });
+        }
+        let err = server_error(endpoint, status, &bytes);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            Err(Attempt::Unavailable(err))
+        } else {
+            Err(Attempt::Final(err))
+        }
+    }
+}
+
+/// The outcome of one attempt on one endpoint.
+enum Attempt {
+    /// A definite answer: stop here.
+    Final(CtlError),
+    /// 503: try the next endpoint, but remember what this one said.
+    Unavailable(CtlError),
+    /// No answer at all (connect error, timeout, dropped connection).
+    Unreachable(String),
+}
+
+fn read_body(resp: Response) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    resp.take(RESPONSE_BYTES_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    if bytes.len() as u64 > RESPONSE_BYTES_MAX {
+        return Err(format!("answer larger than {RESPONSE_BYTES_MAX} bytes"));
+    }
+    Ok(bytes)
+}
+
+/// Builds the error from an error body `{"error": {"code", "message"}}`; a body in another
+/// shape (a proxy's HTML page, plain text) is quoted instead.
+pub fn server_error(endpoint: String, status: StatusCode, bytes: &[u8]) -> CtlError {
+    let body: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+    let field = |name: &str| {
+        body.get("error")
+            .and_then(|e| e.get(name))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let (code, message) = match (field("code"), field("message")) {
+        (Some(code), message) => (code, message.unwrap_or_default()),
+        (None, _) => {
+            let text = String::from_utf8_lossy(bytes);
+            let mut quoted: String = text
+                .trim()
+                .chars()
+                .take(ERROR_BODY_QUOTE_BYTES_MAX)
+                .collect();
+            if quoted.is_empty() {
+                quoted = status.canonical_reason().unwrap_or("no body").to_string();
+            }
+            (format!("http_{}", status.as_u16()), quoted)
+        }
+    };
+    CtlError::Server {
+        endpoint,
+        status: status.as_u16(),
+        code,
+        message,
+        body,
+    }
+}
+
+/// A short reason for a transport error: reqwest's Display hides the cause ("error sending
+/// request"), which is the useful part ("Connection refused").
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    if cause.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind} ({cause})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keys_are_one_encoded_segment() {
+        assert_eq!(kv_path("a", "").unwrap(), "/v1/kv/a");
+        assert_eq!(
+            kv_path("dir/x y", "/cas").unwrap(),
+            "/v1/kv/dir%2Fx%20y/cas"
+        );
+        assert_eq!(kv_path("100%?#", "").unwrap(), "/v1/kv/100%25%3F%23");
+        assert_eq!(kv_path("é", "").unwrap(), "/v1/kv/%C3%A9");
+        assert_eq!(kv_path("a..b", "").unwrap(), "/v1/kv/a..b");
+        for bad in ["", ".", ".."] {
+            assert_eq!(kv_path(bad, "").unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn endpoints_normalize() {
+        assert_eq!(
+            normalize_endpoint("127.0.0.1:7001").unwrap(),
+            ("127.0.0.1:7001".into(), "http://127.0.0.1:7001".into())
+        );
+        assert_eq!(
+            normalize_endpoint("http://localhost:8/").unwrap(),
+            ("localhost:8".into(), "http://localhost:8".into())
+        );
+        assert_eq!(normalize_endpoint("node1").unwrap().0, "node1:80");
+        for bad in ["", "https://a:1", "ftp://a:1", "a:1/x", "a:notaport"] {
+            assert_eq!(
+                normalize_endpoint(bad).unwrap_err().exit_code(),
+                2,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_bodies() {
+        let body =
+            json!({"error": {"code": "cas_conflict", "message": "version is 2"}, "kv": null});
+        let e = server_error(
+            "h:1".into(),
+            StatusCode::CONFLICT,
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(e.exit_code(), 1);
+        assert_eq!(
+            e.to_string(),
+            "cas_conflict: version is 2 (HTTP 409 from h:1)"
+        );
+        let CtlError::Server { body: b, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(b, &body, "the whole body is kept for the caller");
+
+        let e = server_error("h:1".into(), StatusCode::BAD_GATEWAY, b"<html>proxy</html>");
+        assert_eq!(
+            e.to_string(),
+            "http_502: <html>proxy</html> (HTTP 502 from h:1)"
+        );
+        let e = server_error("h:1".into(), StatusCode::NOT_FOUND, b"");
+        assert_eq!(e.to_string(), "http_404: Not Found (HTTP 404 from h:1)");
+    }
+
+    #[test]
+    fn unreachable_endpoints_fail_over_then_exit_3() {
+        // Port 1 on loopback: nothing listens there in a test sandbox; the connect is refused
+        // at once, so this test does not wait for the timeout.
+        let mut c = Client::new(
+            &["127.0.0.1:1".to_string(), "127.0.0.1:1".to_string()],
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let err = c
+            .send(&Request::new(Method::GET, "/v1/status".into()))
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 3, "{err}");
+        let CtlError::Unreachable(attempts) = err else {
+            panic!()
+        };
+        assert_eq!(attempts.len(), 2, "both endpoints tried: {attempts:?}");
+    }
+}

@@ -1,0 +1,395 @@
+//! Formats API answers for `-w simple|json|table`, modelled on etcdctl: `simple` is for
+//! people and shell pipelines (`get` prints the key, then the value, on two lines), `json` is
+//! the server's answer verbatim on one line (for `jq`), `table` aligns key lists, status and
+//! members in bordered columns.
+//!
+//! Every function returns the text to print (without the final newline) so tests can compare
+//! strings. Fields are read from the JSON by name rather than through typed structs, so a field
+//! the server adds later never breaks the CLI, and a missing one shows as `-`.
+
+use crate::args::Format;
+use crate::client::CtlError;
+use serde_json::Value;
+
+/// Columns of a KV row in table form, in the order of the KV object in the API contract.
+const KV_COLUMNS: [&str; 5] = ["key", "value", "version", "create_revision", "mod_revision"];
+
+/// Fields of `/v1/status` shown in simple and table form (json shows everything).
+const STATUS_FIELDS: [&str; 14] = [
+    "member_id",
+    "cluster_name",
+    "engine",
+    "version",
+    "leader",
+    "role",
+    "term",
+    "revision",
+    "decided_index",
+    "applied_index",
+    "keys",
+    "pending_requests",
+    "connected_peers",
+    "db_size_bytes",
+];
+
+const MEMBER_FIELDS: [&str; 5] = ["id", "name", "peer_addr", "http_addr", "grpc_addr"];
+
+/// A field rendered for people: strings as they are, `null`/missing as `-`, lists joined.
+pub fn field(v: &Value, name: &str) -> String {
+    scalar(v.get(name).unwrap_or(&Value::Null))
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(scalar).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+fn json(body: &Value) -> String {
+    body.to_string()
+}
+
+/// `put`: etcdctl prints `OK`.
+pub fn put(format: Format, body: &Value) -> String {
+    match format {
+        Format::Json => json(body),
+        Format::Simple | Format::Table => "OK".to_string(),
+    }
+}
+
+/// `get KEY`: `{"kv": KV, ...}`.
+pub fn get_one(format: Format, body: &Value, keys_only: bool) -> String {
+    match format {
+        Format::Json => json(body),
+        _ => {
+            let kvs: Vec<Value> = body.get("kv").cloned().into_iter().collect();
+            kvs_text(format, &kvs, keys_only)
+        }
+    }
+}
+
+/// `get --prefix` / ranges: `{"kvs": [KV...], "count", "more", ...}`.
+pub fn get_many(format: Format, body: &Value, keys_only: bool) -> String {
+    match format {
+        Format::Json => json(body),
+        _ => {
+            let kvs = body
+                .get("kvs")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            kvs_text(format, &kvs, keys_only)
+        }
+    }
+}
+
+fn kvs_text(format: Format, kvs: &[Value], keys_only: bool) -> String {
+    let columns: &[&str] = if keys_only {
+        &KV_COLUMNS[..1]
+    } else {
+        &KV_COLUMNS
+    };
+    if format == Format::Table {
+        let rows = kvs
+            .iter()
+            .map(|kv| columns.iter().map(|c| field(kv, c)).collect())
+            .collect::<Vec<_>>();
+        return table(columns, &rows);
+    }
+    // Simple: key and value on their own lines, like etcdctl; the value verbatim so that
+    // `synodctl get k | tail -n1` gives back exactly what was put (single-line values).
+    let mut lines = Vec::new();
+    for kv in kvs {
+        lines.push(field(kv, "key"));
+        if !keys_only {
+            lines.push(field(kv, "value"));
+        }
+    }
+    lines.join("\n")
+}
+
+/// `del`: etcdctl prints the number of keys deleted.
+pub fn del(format: Format, body: &Value) -> String {
+    match format {
+        Format::Json => json(body),
+        _ => field(body, "deleted"),
+    }
+}
+
+/// `cas` that succeeded (a failed one is a 409 error, see [`error`]).
+pub fn cas(format: Format, body: &Value) -> String {
+    match format {
+        Format::Json => json(body),
+        _ => "OK".to_string(),
+    }
+}
+
+/// `count`: the number alone, for scripts.
+pub fn count(format: Format, body: &Value) -> String {
+    match format {
+        Format::Json => json(body),
+        _ => field(body, "count"),
+    }
+}
+
+/// `status`: one answer per endpoint (one for plain `status`, all for `status --all`).
+pub fn status(format: Format, answers: &[(String, Value)]) -> String {
+    match format {
+        Format::Json => answers
+            .iter()
+            .map(|(_, body)| json(body))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Format::Simple => answers
+            .iter()
+            .map(|(endpoint, body)| {
+                let width = STATUS_FIELDS.iter().map(|f| f.len()).max().unwrap_or(0);
+                let mut lines = vec![format!("{:width$}  {endpoint}", "endpoint")];
+                for f in STATUS_FIELDS {
+                    lines.push(format!("{f:width$}  {}", field(body, f)));
+                }
+                lines.join("\n")
+            })
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+        Format::Table => {
+            let mut header = vec!["endpoint"];
+            header.extend(STATUS_FIELDS);
+            let rows = answers
+                .iter()
+                .map(|(endpoint, body)| {
+                    let mut row = vec![endpoint.clone()];
+                    row.extend(STATUS_FIELDS.iter().map(|f| field(body, f)));
+                    row
+                })
+                .collect::<Vec<_>>();
+            table(&header, &rows)
+        }
+    }
+}
+
+/// `members`: `{"members": [...]}`; simple is etcdctl's comma-separated line per member.
+pub fn members(format: Format, body: &Value) -> String {
+    let members = body
+        .get("members")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let rows = members
+        .iter()
+        .map(|m| {
+            MEMBER_FIELDS
+                .iter()
+                .map(|f| field(m, f))
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>();
+    match format {
+        Format::Json => json(body),
+        Format::Simple => rows
+            .iter()
+            .map(|r| r.join(", "))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Format::Table => table(&MEMBER_FIELDS, &rows),
+    }
+}
+
+/// The text for stderr: `Error: code: message (HTTP status from endpoint)`, plus the current
+/// value when a compare-and-swap lost, so the user can retry without another `get`.
+pub fn error(e: &CtlError) -> String {
+    let mut text = format!("Error: {e}");
+    if let CtlError::Server { code, body, .. } = e
+        && code == "cas_conflict"
+    {
+        match body.get("kv") {
+            Some(kv) if kv.is_object() => text.push_str(&format!(
+                "\ncurrent: version={} mod_revision={} value={}",
+                field(kv, "version"),
+                field(kv, "mod_revision"),
+                field(kv, "value"),
+            )),
+            _ => text.push_str("\ncurrent: (absent)"),
+        }
+    }
+    text
+}
+
+/// A bordered table in the style of etcdctl's (headers upper-cased, cells left-aligned).
+/// Control characters in cells are escaped so one value cannot break the grid.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let header: Vec<String> = header.iter().map(|h| h.to_uppercase()).collect();
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| escape_controls(c)).collect())
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let rule = widths
+        .iter()
+        .map(|w| "-".repeat(w + 2))
+        .collect::<Vec<_>>()
+        .join("+");
+    let rule = format!("+{rule}+");
+    let line = |cells: &[String]| {
+        let inner = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!(" {c}{} ", " ".repeat(w - c.chars().count())))
+            .collect::<Vec<_>>()
+            .join("|");
+        format!("|{inner}|")
+    };
+    let mut out = vec![rule.clone(), line(&header), rule.clone()];
+    out.extend(rows.iter().map(|r| line(r)));
+    out.push(rule);
+    out.join("\n")
+}
+
+fn escape_controls(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn kv(k: &str, v: &str, version: u64) -> Value {
+        json!({"key": k, "value": v, "version": version, "create_revision": 2, "mod_revision": 7})
+    }
+
+    #[test]
+    fn get_simple_is_key_then_value() {
+        let body = json!({"kv": kv("a", "hello world", 1), "revision": 7});
+        assert_eq!(get_one(Format::Simple, &body, false), "a\nhello world");
+        assert_eq!(get_one(Format::Simple, &body, true), "a");
+        assert_eq!(get_one(Format::Json, &body, false), body.to_string());
+        let list = json!({"kvs": [kv("a", "1", 1), kv("b", "2", 3)], "count": 2, "more": false});
+        assert_eq!(get_many(Format::Simple, &list, false), "a\n1\nb\n2");
+        assert_eq!(get_many(Format::Simple, &list, true), "a\nb");
+        assert_eq!(get_many(Format::Simple, &json!({"kvs": []}), false), "");
+    }
+
+    #[test]
+    fn kv_table_aligns_columns() {
+        let list = json!({"kvs": [kv("a", "1", 1), kv("bee", "two\nlines", 12)]});
+        let expected = "\
++-----+------------+---------+-----------------+--------------+
+| KEY | VALUE      | VERSION | CREATE_REVISION | MOD_REVISION |
++-----+------------+---------+-----------------+--------------+
+| a   | 1          | 1       | 2               | 7            |
+| bee | two\\nlines | 12      | 2               | 7            |
++-----+------------+---------+-----------------+--------------+";
+        assert_eq!(get_many(Format::Table, &list, false), expected);
+        let keys = get_many(Format::Table, &list, true);
+        assert!(
+            keys.contains("| KEY |") && !keys.contains("VALUE"),
+            "{keys}"
+        );
+    }
+
+    #[test]
+    fn writes_and_counts() {
+        let body = json!({"kv": kv("a", "1", 1), "prev_kv": null, "revision": 7});
+        assert_eq!(put(Format::Simple, &body), "OK");
+        assert_eq!(put(Format::Table, &body), "OK");
+        assert_eq!(put(Format::Json, &body), body.to_string());
+        assert_eq!(
+            del(Format::Simple, &json!({"deleted": 1, "revision": 8})),
+            "1"
+        );
+        assert_eq!(cas(Format::Simple, &json!({"succeeded": true})), "OK");
+        assert_eq!(
+            count(Format::Simple, &json!({"kvs": [], "count": 42})),
+            "42"
+        );
+    }
+
+    #[test]
+    fn status_and_members() {
+        let st = json!({"member_id": 1, "engine": "omnipaxos", "leader": null, "term": 3,
+                        "connected_peers": [2, 3], "role": "leader"});
+        let simple = status(Format::Simple, &[("h:1".into(), st.clone())]);
+        assert!(
+            simple.starts_with("endpoint          h:1\nmember_id         1\n"),
+            "{simple}"
+        );
+        assert!(
+            simple.contains("\nleader            -\n"),
+            "null shows as -: {simple}"
+        );
+        assert!(simple.contains("\nconnected_peers   2,3\n"), "{simple}");
+        assert!(
+            simple.contains("\ncluster_name      -\n"),
+            "missing shows as -: {simple}"
+        );
+        let t = status(
+            Format::Table,
+            &[("h:1".into(), st.clone()), ("h:2".into(), st.clone())],
+        );
+        assert_eq!(
+            t.lines().count(),
+            6,
+            "rule, header, rule, 2 rows, rule:\n{t}"
+        );
+        assert!(
+            t.lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("| ENDPOINT | MEMBER_ID |")
+        );
+        assert_eq!(
+            status(Format::Json, &[("h:1".into(), st.clone())]),
+            st.to_string()
+        );
+
+        let m = json!({"members": [{"id": 1, "name": "n1", "peer_addr": "p:1",
+                        "http_addr": "h:1", "grpc_addr": "g:1"}]});
+        assert_eq!(members(Format::Simple, &m), "1, n1, p:1, h:1, g:1");
+        assert!(members(Format::Table, &m).contains("| 1  | n1   | p:1       |"));
+    }
+
+    #[test]
+    fn errors_name_the_code_and_show_the_current_value_on_conflict() {
+        let e = CtlError::Server {
+            endpoint: "h:1".into(),
+            status: 409,
+            code: "cas_conflict".into(),
+            message: "expected version 1".into(),
+            body: json!({"error": {}, "kv": kv("a", "now", 2)}),
+        };
+        assert_eq!(
+            error(&e),
+            "Error: cas_conflict: expected version 1 (HTTP 409 from h:1)\n\
+             current: version=2 mod_revision=7 value=now"
+        );
+        let mut absent = e.clone();
+        if let CtlError::Server { body, .. } = &mut absent {
+            *body = json!({"error": {}, "kv": null});
+        }
+        assert!(error(&absent).ends_with("\ncurrent: (absent)"));
+        assert_eq!(
+            error(&CtlError::Unreachable(vec!["h:1: refused".into()])),
+            "Error: no endpoint reachable: h:1: refused"
+        );
+    }
+}

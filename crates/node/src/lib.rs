@@ -2,13 +2,22 @@
 //!
 //! * [`handle`] — [`NodeHandle`], the only thing API layers (HTTP, etcd gRPC) see of a node.
 //! * [`metrics`] — the Prometheus registry every layer records into.
+//! * [`config`] — the cluster file shared by all members, plus per-node settings.
+//! * [`transport`] — framed, handshaken TCP between members with bounded per-peer queues.
+//! * [`storage`] — the write-ahead log and the data directory (lock, identity, boot counter).
+//! * [`runtime`] — [`start`]: the engine thread that drains persist → send → reply.
 //!
-//! The runtime (engine task, transport, storage, config) is added beside these; API crates
-//! depend only on `handle` and `metrics`, so they can be tested against
+//! API crates depend only on `handle` and `metrics`, so they can be tested against
 //! [`handle::local_test_node`] without a cluster.
 
+pub mod config;
 pub mod handle;
 pub mod metrics;
+pub mod runtime;
+pub mod storage;
+pub mod transport;
 
+pub use config::{ClusterConfig, ConfigError, MemberConfig, NodeConfig};
 pub use handle::{ApiError, ApiLimits, MemberInfo, NodeHandle, NodeInfo, NodeStatus, Submission};
 pub use metrics::Metrics;
+pub use runtime::{NodeError, RunningNode, start, start_engine, start_with_listener};

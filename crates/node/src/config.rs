@@ -1,0 +1,665 @@
+//! Node and cluster configuration.
+//!
+//! One TOML file describes the whole cluster and is shared verbatim by every member (like the
+//! vstamp seed's member list): cluster name, members and their addresses, the engine, timing,
+//! limits, storage settings. What differs per node — which member it is and where its data
+//! lives — is in [`NodeConfig`], filled from flags or `SYNOD_*` environment variables by the
+//! binary. Every field has a default, so a file needs only `cluster_name` and `[[members]]`.
+//! Unknown fields are refused: a typo must not silently fall back to a default.
+
+use crate::handle::{ApiLimits, MemberInfo};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use synod_core::{EngineConfig, NodeId};
+
+/// Why a configuration was refused. Messages name the file and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: field `{field}`: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// One cluster member as written in the shared file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// Chosen by the operator; 1..=u32::MAX (the runtime packs it into client ids).
+    pub id: NodeId,
+    pub name: String,
+    /// host:port other members dial for the peer protocol.
+    pub peer_addr: String,
+    /// host:port of the HTTP/JSON API.
+    pub http_addr: String,
+    /// host:port of the etcd v3 gRPC API.
+    pub grpc_addr: String,
+}
+
+impl MemberConfig {
+    pub fn info(&self) -> MemberInfo {
+        MemberInfo {
+            id: self.id,
+            name: self.name.clone(),
+            peer_addr: self.peer_addr.clone(),
+            http_addr: self.http_addr.clone(),
+            grpc_addr: self.grpc_addr.clone(),
+        }
+    }
+}
+
+/// Request limits at the API edge; mirrors [`ApiLimits`] with per-field defaults so a file may
+/// set only the ones it changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub key_bytes_max: usize,
+    pub value_bytes_max: usize,
+    pub request_bytes_max: usize,
+    pub txn_ops_max: usize,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = ApiLimits::default();
+        LimitsConfig {
+            key_bytes_max: d.key_bytes_max,
+            value_bytes_max: d.value_bytes_max,
+            request_bytes_max: d.request_bytes_max,
+            txn_ops_max: d.txn_ops_max,
+            request_timeout_ms: d.request_timeout_ms,
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn api_limits(&self) -> ApiLimits {
+        ApiLimits {
+            key_bytes_max: self.key_bytes_max,
+            value_bytes_max: self.value_bytes_max,
+            request_bytes_max: self.request_bytes_max,
+            txn_ops_max: self.txn_ops_max,
+            request_timeout_ms: self.request_timeout_ms,
+        }
+    }
+}
+
+/// Peer transport bounds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportConfig {
+    /// Largest frame accepted or sent; a bigger length prefix closes the connection. Must hold
+    /// the largest engine message (a batch of max-size values).
+    pub frame_bytes_max: u32,
+    /// Messages queued per peer; beyond it messages to that peer are dropped (and counted).
+    pub peer_queue_messages_max: usize,
+    /// Most frames written before one flush.
+    pub write_batch_frames_max: usize,
+    /// First reconnect delay; doubles per failure up to `reconnect_backoff_ms_max`.
+    pub reconnect_backoff_ms_min: u64,
+    pub reconnect_backoff_ms_max: u64,
+    /// A dialed or accepted connection must finish the handshake within this.
+    pub handshake_timeout_ms: u64,
+    /// Inbound peer connections served at once; more are closed on accept (connection floods).
+    pub inbound_connections_max: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            frame_bytes_max: 64 * 1024 * 1024,
+            peer_queue_messages_max: 4096,
+            write_batch_frames_max: 256,
+            reconnect_backoff_ms_min: 20,
+            reconnect_backoff_ms_max: 2_000,
+            handshake_timeout_ms: 2_000,
+            inbound_connections_max: 64,
+        }
+    }
+}
+
+/// Write-ahead log and snapshot settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// fsync every batch before anything depending on it leaves. `false` is UNSAFE (an
+    /// acknowledged write can be lost on power failure) and logs a warning at start.
+    pub fsync: bool,
+    /// A segment is closed and a new one started once it reaches this size.
+    pub segment_bytes_max: u64,
+    /// Largest single durable record.
+    pub record_bytes_max: u32,
+    /// Engines take a checkpoint (snapshot record, log compaction) after this many applied
+    /// entries; 0 = never.
+    pub snapshot_entries: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            fsync: true,
+            segment_bytes_max: 64 * 1024 * 1024,
+            record_bytes_max: 256 * 1024 * 1024,
+            snapshot_entries: 100_000,
+        }
+    }
+}
+
+/// The engine task's bounds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Inputs (submissions, peer messages) handled before one `ready()` and one fsync.
+    pub inputs_per_batch_max: usize,
+    /// Submissions queued from the APIs to the engine task.
+    pub submit_queue_max: usize,
+    /// Decoded peer messages queued to the engine task (back-pressure onto peer sockets).
+    pub inbox_messages_max: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            inputs_per_batch_max: 1024,
+            submit_queue_max: 4096,
+            inbox_messages_max: 8192,
+        }
+    }
+}
+
+/// The file every member shares.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Names the cluster; its hash is the cluster id peers check in the handshake.
+    pub cluster_name: String,
+    /// "omnipaxos" or "caspaxos".
+    pub engine: String,
+    /// Wall-clock length of one engine tick.
+    pub tick_ms: u64,
+    pub election_timeout_ticks: u64,
+    pub heartbeat_ticks: u64,
+    pub request_timeout_ticks: u64,
+    pub batch_entries_max: usize,
+    pub pending_requests_max: usize,
+    pub limits: LimitsConfig,
+    pub storage: StorageConfig,
+    pub transport: TransportConfig,
+    pub runtime: RuntimeConfig,
+    pub members: Vec<MemberConfig>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        let e = EngineConfig::new(1, vec![1], 0);
+        ClusterConfig {
+            cluster_name: String::new(),
+            engine: "omnipaxos".into(),
+            tick_ms: 10,
+            election_timeout_ticks: e.election_timeout_ticks,
+            heartbeat_ticks: e.heartbeat_ticks,
+            request_timeout_ticks: e.request_timeout_ticks,
+            batch_entries_max: e.batch_entries_max,
+            pending_requests_max: e.pending_requests_max,
+            limits: LimitsConfig::default(),
+            storage: StorageConfig::default(),
+            transport: TransportConfig::default(),
+            runtime: RuntimeConfig::default(),
+            members: Vec::new(),
+        }
+    }
+}
+
+/// Engines the runtime knows how to start.
+pub const ENGINE_NAMES: [&str; 2] = ["omnipaxos", "caspaxos"];
+
+impl ClusterConfig {
+    /// Reads and validates a cluster file. Errors name the file and the offending field.
+    pub fn from_file(path: &Path) -> Result<ClusterConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text (the `path` in a parse error is `<string>`).
+    pub fn from_toml_str(text: &str) -> Result<ClusterConfig, ConfigError> {
+        let cfg: ClusterConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<string>"),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn to_toml_string(&self) -> String {
+        // Serialising plain structs of strings and integers cannot fail.
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot serialise: {e}\n"))
+    }
+
+    /// A cluster of `n` members on loopback for `synod dev` and tests. Member `i` (1-based)
+    /// uses `base_port + 10*(i-1)` for peers, `+1` for HTTP and `+2` for gRPC.
+    pub fn local(n: usize, base_port: u16) -> ClusterConfig {
+        assert!(n > 0, "a cluster needs at least one member");
+        let members = (1..=n as u64)
+            .map(|id| {
+                let p = base_port as u64 + 10 * (id - 1);
+                MemberConfig {
+                    id,
+                    name: format!("n{id}"),
+                    peer_addr: format!("127.0.0.1:{p}"),
+                    http_addr: format!("127.0.0.1:{}", p + 1),
+                    grpc_addr: format!("127.0.0.1:{}", p + 2),
+                }
+            })
+            .collect();
+        ClusterConfig {
+            cluster_name: "synod-local".into(),
+            members,
+            ..ClusterConfig::default()
+        }
+    }
+
+    /// Stable across processes, versions and platforms: FNV-1a of the cluster name (never 0).
+    pub fn cluster_id(&self) -> u64 {
+        cluster_id_of(&self.cluster_name)
+    }
+
+    pub fn member(&self, id: NodeId) -> Option<&MemberConfig> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    pub fn member_ids(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self.members.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The engine configuration of member `id`.
+    pub fn engine_config(&self, id: NodeId) -> EngineConfig {
+        let mut e = EngineConfig::new(id, self.member_ids(), self.cluster_id() ^ id);
+        e.election_timeout_ticks = self.election_timeout_ticks;
+        e.heartbeat_ticks = self.heartbeat_ticks;
+        e.request_timeout_ticks = self.request_timeout_ticks;
+        e.batch_entries_max = self.batch_entries_max;
+        e.pending_requests_max = self.pending_requests_max;
+        e.snapshot_entries = self.storage.snapshot_entries;
+        e
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cluster_name.trim().is_empty() {
+            return Err(invalid("cluster_name", "must be set and non-empty"));
+        }
+        if !ENGINE_NAMES.contains(&self.engine.as_str()) {
+            return Err(invalid(
+                "engine",
+                format!("unknown engine {:?}; known: {ENGINE_NAMES:?}", self.engine),
+            ));
+        }
+        if self.members.is_empty() {
+            return Err(invalid(
+                "members",
+                "at least one [[members]] entry is needed",
+            ));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        let mut names = std::collections::BTreeSet::new();
+        for (i, m) in self.members.iter().enumerate() {
+            let field = |f: &str| format!("members[{i}].{f}");
+            if m.id == 0 || m.id > u32::MAX as u64 {
+                return Err(invalid(&field("id"), "must be in 1..=4294967295"));
+            }
+            if !ids.insert(m.id) {
+                return Err(invalid(
+                    &field("id"),
+                    format!("duplicate member id {}", m.id),
+                ));
+            }
+            if m.name.is_empty() || !names.insert(m.name.clone()) {
+                return Err(invalid(&field("name"), "must be non-empty and unique"));
+            }
+            for (f, a) in [
+                ("peer_addr", &m.peer_addr),
+                ("http_addr", &m.http_addr),
+                ("grpc_addr", &m.grpc_addr),
+            ] {
+                if a.rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+                    .is_none()
+                {
+                    return Err(invalid(&field(f), format!("{a:?} is not host:port")));
+                }
+            }
+        }
+        let positive = [
+            ("tick_ms", self.tick_ms),
+            ("election_timeout_ticks", self.election_timeout_ticks),
+            ("heartbeat_ticks", self.heartbeat_ticks),
+            ("request_timeout_ticks", self.request_timeout_ticks),
+            ("batch_entries_max", self.batch_entries_max as u64),
+            ("pending_requests_max", self.pending_requests_max as u64),
+            ("storage.segment_bytes_max", self.storage.segment_bytes_max),
+            (
+                "storage.record_bytes_max",
+                self.storage.record_bytes_max as u64,
+            ),
+            (
+                "transport.frame_bytes_max",
+                self.transport.frame_bytes_max as u64,
+            ),
+            (
+                "transport.peer_queue_messages_max",
+                self.transport.peer_queue_messages_max as u64,
+            ),
+            (
+                "transport.write_batch_frames_max",
+                self.transport.write_batch_frames_max as u64,
+            ),
+            (
+                "transport.reconnect_backoff_ms_min",
+                self.transport.reconnect_backoff_ms_min,
+            ),
+            (
+                "transport.handshake_timeout_ms",
+                self.transport.handshake_timeout_ms,
+            ),
+            (
+                "transport.inbound_connections_max",
+                self.transport.inbound_connections_max as u64,
+            ),
+            (
+                "runtime.inputs_per_batch_max",
+                self.runtime.inputs_per_batch_max as u64,
+            ),
+            (
+                "runtime.submit_queue_max",
+                self.runtime.submit_queue_max as u64,
+            ),
+            (
+                "runtime.inbox_messages_max",
+                self.runtime.inbox_messages_max as u64,
+            ),
+            ("limits.request_timeout_ms", self.limits.request_timeout_ms),
+        ];
+        for (f, v) in positive {
+            if v == 0 {
+                return Err(invalid(f, "must be greater than 0"));
+            }
+        }
+        if self.heartbeat_ticks >= self.election_timeout_ticks {
+            return Err(invalid(
+                "heartbeat_ticks",
+                format!(
+                    "must be below election_timeout_ticks ({} >= {})",
+                    self.heartbeat_ticks, self.election_timeout_ticks
+                ),
+            ));
+        }
+        if self.transport.reconnect_backoff_ms_max < self.transport.reconnect_backoff_ms_min {
+            return Err(invalid(
+                "transport.reconnect_backoff_ms_max",
+                "must be at least reconnect_backoff_ms_min",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// FNV-1a, 64 bit. Chosen because it is tiny, fixed forever and needs no dependency; the id only
+/// has to tell clusters apart, not resist an adversary.
+pub fn cluster_id_of(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    if h == 0 { 1 } else { h }
+}
+
+/// Everything one node needs: the shared cluster file plus who this node is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeConfig {
+    pub cluster: ClusterConfig,
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+}
+
+impl NodeConfig {
+    pub fn new(cluster: ClusterConfig, node_id: NodeId, data_dir: impl Into<PathBuf>) -> Self {
+        NodeConfig {
+            cluster,
+            node_id,
+            data_dir: data_dir.into(),
+        }
+    }
+
+    /// Checks the cluster file and that this node is one of its members.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.cluster.validate()?;
+        if self.cluster.member(self.node_id).is_none() {
+            return Err(invalid(
+                "node_id",
+                format!(
+                    "{} is not a member of cluster {:?} (members: {:?})",
+                    self.node_id,
+                    self.cluster.cluster_name,
+                    self.cluster.member_ids()
+                ),
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must be set"));
+        }
+        Ok(())
+    }
+
+    pub fn me(&self) -> Option<&MemberConfig> {
+        self.cluster.member(self.node_id)
+    }
+
+    /// Applies `SYNOD_*` environment variables (see [`ENV_VARS`]). The binary calls this after
+    /// reading the file and before applying its flags, so flags win over the environment.
+    pub fn apply_env(&mut self) -> Result<(), ConfigError> {
+        self.apply_overrides(|k| std::env::var(k).ok())
+    }
+
+    /// [`NodeConfig::apply_env`] with the lookup injected, so tests need not touch the process
+    /// environment.
+    pub fn apply_overrides(
+        &mut self,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        fn num<T: std::str::FromStr>(var: &str, v: &str) -> Result<T, ConfigError> {
+            v.trim()
+                .parse()
+                .map_err(|_| invalid(var, format!("{v:?} is not a valid number")))
+        }
+        if let Some(v) = get("SYNOD_NODE_ID") {
+            self.node_id = num("SYNOD_NODE_ID", &v)?;
+        }
+        if let Some(v) = get("SYNOD_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("SYNOD_ENGINE") {
+            self.cluster.engine = v;
+        }
+        if let Some(v) = get("SYNOD_TICK_MS") {
+            self.cluster.tick_ms = num("SYNOD_TICK_MS", &v)?;
+        }
+        if let Some(v) = get("SYNOD_ELECTION_TIMEOUT_TICKS") {
+            self.cluster.election_timeout_ticks = num("SYNOD_ELECTION_TIMEOUT_TICKS", &v)?;
+        }
+        if let Some(v) = get("SYNOD_HEARTBEAT_TICKS") {
+            self.cluster.heartbeat_ticks = num("SYNOD_HEARTBEAT_TICKS", &v)?;
+        }
+        if let Some(v) = get("SYNOD_SNAPSHOT_ENTRIES") {
+            self.cluster.storage.snapshot_entries = num("SYNOD_SNAPSHOT_ENTRIES", &v)?;
+        }
+        if let Some(v) = get("SYNOD_FSYNC") {
+            self.cluster.storage.fsync = match v.trim() {
+                "1" | "true" | "on" | "yes" => true,
+                "0" | "false" | "off" | "no" => false,
+                other => {
+                    return Err(invalid(
+                        "SYNOD_FSYNC",
+                        format!("{other:?} is not a boolean (true/false)"),
+                    ));
+                }
+            };
+        }
+        Ok(())
+    }
+}
+
+/// The environment variables [`NodeConfig::apply_env`] reads.
+pub const ENV_VARS: [&str; 8] = [
+    "SYNOD_NODE_ID",
+    "SYNOD_DATA_DIR",
+    "SYNOD_ENGINE",
+    "SYNOD_TICK_MS",
+    "SYNOD_ELECTION_TIMEOUT_TICKS",
+    "SYNOD_HEARTBEAT_TICKS",
+    "SYNOD_SNAPSHOT_ENTRIES",
+    "SYNOD_FSYNC",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+cluster_name = "prod"
+engine = "caspaxos"
+tick_ms = 5
+
+[storage]
+fsync = false
+
+[[members]]
+id = 1
+name = "a"
+peer_addr = "10.0.0.1:2380"
+http_addr = "10.0.0.1:8080"
+grpc_addr = "10.0.0.1:2379"
+
+[[members]]
+id = 2
+name = "b"
+peer_addr = "10.0.0.2:2380"
+http_addr = "10.0.0.2:8080"
+grpc_addr = "10.0.0.2:2379"
+"#;
+
+    #[test]
+    fn parses_a_minimal_file_with_defaults() {
+        let c = ClusterConfig::from_toml_str(FILE).unwrap();
+        assert_eq!(c.engine, "caspaxos");
+        assert_eq!(c.tick_ms, 5);
+        assert!(!c.storage.fsync);
+        assert_eq!(c.storage.segment_bytes_max, 64 * 1024 * 1024);
+        assert_eq!(c.member_ids(), vec![1, 2]);
+        assert_eq!(c.engine_config(2).members, vec![1, 2]);
+        // Round trip through our own serialisation.
+        let again = ClusterConfig::from_toml_str(&c.to_toml_string()).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let typo = FILE.replace("tick_ms = 5", "tick_msec = 5");
+        let e = ClusterConfig::from_toml_str(&typo).unwrap_err().to_string();
+        assert!(e.contains("tick_msec"), "{e}");
+        let bad_type = FILE.replace("tick_ms = 5", "tick_ms = \"fast\"");
+        let e = ClusterConfig::from_toml_str(&bad_type)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tick_ms"), "{e}");
+        let dup = FILE.replace("id = 2", "id = 1");
+        let e = ClusterConfig::from_toml_str(&dup).unwrap_err().to_string();
+        assert!(e.contains("members[1].id"), "{e}");
+        let bad_addr = FILE.replace("10.0.0.2:2380", "10.0.0.2");
+        let e = ClusterConfig::from_toml_str(&bad_addr)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("members[1].peer_addr"), "{e}");
+        let engine = FILE.replace("caspaxos", "raft");
+        let e = ClusterConfig::from_toml_str(&engine)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("engine"), "{e}");
+    }
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cluster.toml");
+        std::fs::write(&p, "cluster_name = [").unwrap();
+        let e = ClusterConfig::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("cluster.toml"), "{e}");
+        let e = ClusterConfig::from_file(&dir.path().join("missing.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.toml"), "{e}");
+    }
+
+    #[test]
+    fn cluster_id_is_stable_and_distinguishes_names() {
+        // Pinned: changing the hash would make upgraded nodes refuse each other.
+        assert_eq!(cluster_id_of(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(cluster_id_of("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_ne!(cluster_id_of("prod"), cluster_id_of("prod2"));
+    }
+
+    #[test]
+    fn local_cluster_is_valid() {
+        let c = ClusterConfig::local(5, 20000);
+        c.validate().unwrap();
+        assert_eq!(c.members[4].peer_addr, "127.0.0.1:20040");
+        assert_eq!(c.members[4].grpc_addr, "127.0.0.1:20042");
+    }
+
+    #[test]
+    fn env_overrides_apply_and_are_checked() {
+        let mut n = NodeConfig::new(ClusterConfig::local(3, 1000), 1, "/tmp/x");
+        let env = |k: &str| match k {
+            "SYNOD_NODE_ID" => Some("3".to_string()),
+            "SYNOD_FSYNC" => Some("off".to_string()),
+            "SYNOD_TICK_MS" => Some("7".to_string()),
+            _ => None,
+        };
+        n.apply_overrides(env).unwrap();
+        assert_eq!(n.node_id, 3);
+        assert!(!n.cluster.storage.fsync);
+        assert_eq!(n.cluster.tick_ms, 7);
+        n.validate().unwrap();
+        let e = n
+            .apply_overrides(|k| (k == "SYNOD_TICK_MS").then(|| "soon".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SYNOD_TICK_MS"), "{e}");
+        n.node_id = 9;
+        let e = n.validate().unwrap_err().to_string();
+        assert!(e.contains("node_id"), "{e}");
+    }
+}

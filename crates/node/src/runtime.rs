@@ -1,0 +1,451 @@
+//! The node runtime: starts storage, transport and the engine task, and hands out a
+//! [`NodeHandle`].
+//!
+//! **One OS thread owns the engine** (no lock around it). It runs a single-threaded tokio
+//! runtime of its own and loops:
+//! 1. wait for any input — a submission from a [`NodeHandle`], a decoded peer message, or the
+//!    tick timer (`tick_ms`);
+//! 2. take whatever else is already queued, up to `inputs_per_batch_max` inputs;
+//! 3. drain [`Engine::ready`] and call [`synod_core::Ready::persist`] with the WAL: records are
+//!    written with one fsync, and only then are messages queued to peers and replies delivered.
+//!
+//! Group commit falls out of step 2: while one fsync runs, inputs pile up in the channels and
+//! the next iteration turns all of them into one batch and one fsync. fsync blocks only this
+//! thread, never the API or transport tasks. A failed write or fsync stops the node with
+//! [`NodeError::Persist`]: nothing of that batch is sent or acknowledged.
+//!
+//! **Request ids.** Each boot gets one [`ClientId`] — the member id in the high 32 bits and the
+//! data directory's boot counter in the low 32 — so ids never repeat across nodes or restarts.
+//! Seqs count up from 1; `first_unacked` is the smallest seq still awaiting its reply, which
+//! lets every replica's client table drop replies this node will never ask for again.
+
+use crate::config::{ConfigError, NodeConfig};
+use crate::handle::{NodeHandle, NodeInfo, NodeStatus, Submission};
+use crate::metrics::Metrics;
+use crate::storage::{DataDir, StorageError, Wal, WalOptions};
+use crate::transport::{Transport, TransportStopper};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use synod_core::kv::Response;
+use synod_core::{ClientId, ClientRequest, Engine, EngineError, NodeId, RequestId};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Why a node could not start, or why it stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("cannot listen for peers on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("the {engine} engine cannot recover from its {records} durable records: {reason}")]
+    Recover {
+        engine: &'static str,
+        records: usize,
+        reason: String,
+    },
+    #[error("engine {0:?} is not available in this build")]
+    EngineUnavailable(String),
+    /// Writing or syncing the WAL failed. The node stopped so that nothing unpersisted is ever
+    /// acknowledged; restart it once the disk is healthy.
+    #[error("write-ahead log write failed, node stopped: {0}")]
+    Persist(std::io::Error),
+    #[error("engine thread: {0}")]
+    Thread(String),
+}
+
+/// A started node. Drop it, or better call [`RunningNode::shutdown`], to stop it.
+pub struct RunningNode {
+    pub handle: NodeHandle,
+    peer_addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    /// The engine thread's outcome, sent after it dropped all its state (and the data-dir lock).
+    done: Option<oneshot::Receiver<Result<(), NodeError>>>,
+    transport: Option<TransportStopper>,
+}
+
+impl RunningNode {
+    /// Where the peer listener is bound (useful when the config said port 0).
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// Waits until the engine thread stops on its own (a fatal error) and returns why.
+    /// Pending forever while the node is healthy, so select it against a shutdown signal.
+    pub async fn stopped(&mut self) -> Result<(), NodeError> {
+        match self.done.as_mut() {
+            Some(rx) => {
+                let r = rx.await;
+                self.done = None;
+                r.unwrap_or_else(|_| Err(NodeError::Thread("engine thread vanished".into())))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the engine thread and the transport, and waits for both. Requests in flight get
+    /// "node stopped before replying". Returns an error if the engine had already stopped on
+    /// one.
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let result = self.stopped().await;
+        if let Some(t) = self.transport.take() {
+            t.stop().await;
+        }
+        result
+    }
+}
+
+/// Starts a node, binding its peer listener on its configured `peer_addr`.
+pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
+    cfg.validate()?;
+    let addr = cfg.me().map(|m| m.peer_addr.clone()).unwrap_or_default();
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|source| NodeError::Listen { addr, source })?;
+    start_with_listener(cfg, listener).await
+}
+
+/// Starts a node on an already bound peer listener (tests bind port 0 first).
+/// Dispatches on the configured engine name.
+pub async fn start_with_listener(
+    cfg: NodeConfig,
+    listener: TcpListener,
+) -> Result<RunningNode, NodeError> {
+    // The one place that knows which engines exist. Add an arm per engine as they land.
+    match cfg.cluster.engine.as_str() {
+        #[cfg(feature = "omnipaxos")]
+        "omnipaxos" => start_engine::<synod_omnipaxos::OmniPaxos>(cfg, listener).await,
+        #[cfg(feature = "caspaxos")]
+        "caspaxos" => start_engine::<synod_caspaxos::CasPaxos>(cfg, listener).await,
+        other => {
+            drop(listener);
+            Err(NodeError::EngineUnavailable(other.to_string()))
+        }
+    }
+}
+
+/// Starts a node running engine `E` (what [`start_with_listener`] dispatches to; tests call
+/// it with their own engines).
+pub async fn start_engine<E: Engine>(
+    cfg: NodeConfig,
+    listener: TcpListener,
+) -> Result<RunningNode, NodeError> {
+    cfg.validate()?;
+    let metrics = Arc::new(Metrics::new());
+    let id = cfg.node_id;
+    let cluster = cfg.cluster.clone();
+    let cluster_id = cluster.cluster_id();
+
+    // Blocking disk work (lock, meta, WAL scan) stays off the async workers.
+    let recovered = {
+        let cfg = cfg.clone();
+        let metrics = metrics.clone();
+        tokio::task::spawn_blocking(move || recover::<E>(&cfg, metrics))
+            .await
+            .map_err(|e| NodeError::Thread(format!("recovery task: {e}")))??
+    };
+    let (data_dir, wal, engine) = recovered;
+
+    let (submit_tx, submit_rx) = mpsc::channel(cluster.runtime.submit_queue_max);
+    let (inbox_tx, inbox_rx) = mpsc::channel(cluster.runtime.inbox_messages_max);
+    // Published before start returns, so a handle never sees a pre-recovery status.
+    let (status_tx, status_rx) = watch::channel(NodeStatus {
+        engine: engine.status(),
+        db_size_bytes: wal.size_bytes(),
+        connected_peers: Vec::new(),
+    });
+    let peers: Vec<(NodeId, String)> = cluster
+        .members
+        .iter()
+        .filter(|m| m.id != id)
+        .map(|m| (m.id, m.peer_addr.clone()))
+        .collect();
+    let mut transport = Transport::<E::Message>::start(
+        id,
+        cluster_id,
+        peers,
+        listener,
+        cluster.transport.clone(),
+        metrics.clone(),
+        inbox_tx,
+    )
+    .map_err(|source| NodeError::Listen {
+        addr: "peer listener".into(),
+        source,
+    })?;
+    let peer_addr = transport.local_addr();
+    let stopper = transport.stopper();
+
+    let info = NodeInfo {
+        cluster_id,
+        cluster_name: cluster.cluster_name.clone(),
+        member_id: id,
+        members: cluster.members.iter().map(|m| m.info()).collect(),
+        engine: E::NAME.to_string(),
+        capabilities: E::capabilities(),
+        limits: cluster.limits.api_limits(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let handle = NodeHandle::new(submit_tx, info, status_rx, metrics.clone());
+
+    let client = ClientId((id << 32) | (data_dir.boot() & 0xffff_ffff));
+    let last_decided = engine.status().decided_index;
+    let state = EngineLoop {
+        id,
+        engine,
+        wal,
+        _data_dir: data_dir,
+        transport,
+        submit_rx,
+        inbox_rx,
+        status_tx,
+        metrics,
+        client,
+        next_seq: 1,
+        pending: BTreeMap::new(),
+        pending_max: cluster.pending_requests_max,
+        inputs_per_batch_max: cluster.runtime.inputs_per_batch_max,
+        tick: Duration::from_millis(cluster.tick_ms),
+        to_self: VecDeque::new(),
+        last_leader: None,
+        last_decided,
+    };
+    let (shutdown_tx, shutdown_rx) = oneshot::channel();
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("synod-engine-{id}"))
+        .spawn(move || {
+            let result = match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => rt.block_on(state.run(shutdown_rx)),
+                Err(e) => Err(NodeError::Thread(format!("engine runtime: {e}"))),
+            };
+            if let Err(e) = &result {
+                tracing::error!(node = id, error = %e, "node stopped");
+            }
+            let _ = done_tx.send(result);
+        })
+        .map_err(|e| NodeError::Thread(format!("spawn engine thread: {e}")))?;
+    tracing::info!(node = id, engine = E::NAME, %peer_addr, ?client, "node started");
+    Ok(RunningNode {
+        handle,
+        peer_addr,
+        shutdown: Some(shutdown_tx),
+        done: Some(done_rx),
+        transport: Some(stopper),
+    })
+}
+
+/// Opens the data directory and the WAL, and rebuilds the engine from its records.
+#[allow(clippy::type_complexity)]
+fn recover<E: Engine>(
+    cfg: &NodeConfig,
+    metrics: Arc<Metrics>,
+) -> Result<(DataDir, Wal<E::Record>, E), NodeError> {
+    let cluster = &cfg.cluster;
+    let data_dir = DataDir::open(
+        &cfg.data_dir,
+        cluster.cluster_id(),
+        &cluster.cluster_name,
+        cfg.node_id,
+    )?;
+    if data_dir.is_fresh() {
+        // See storage's module doc: an empty directory is a new member, or a wiped one.
+        tracing::warn!(
+            node = cfg.node_id,
+            dir = %cfg.data_dir.display(),
+            "starting with an EMPTY data directory: this node remembers no promises. Only do \
+             this for a new cluster or a member that was removed and re-added"
+        );
+    }
+    let opts = WalOptions {
+        segment_bytes_max: cluster.storage.segment_bytes_max,
+        record_bytes_max: cluster.storage.record_bytes_max,
+        fsync: cluster.storage.fsync,
+    };
+    let (wal, records) = Wal::open(&data_dir.wal_dir(), opts)?;
+    let n = records.len();
+    let engine = E::recover(cluster.engine_config(cfg.node_id), records).map_err(|reason| {
+        NodeError::Recover {
+            engine: E::NAME,
+            records: n,
+            reason,
+        }
+    })?;
+    tracing::info!(
+        node = cfg.node_id,
+        records = n,
+        boot = data_dir.boot(),
+        "recovered"
+    );
+    Ok((data_dir, wal.with_metrics(metrics), engine))
+}
+
+/// Everything the engine thread owns.
+struct EngineLoop<E: Engine> {
+    id: NodeId,
+    engine: E,
+    wal: Wal<E::Record>,
+    /// Held for its lock: released only when the engine thread is done with the WAL.
+    _data_dir: DataDir,
+    transport: Transport<E::Message>,
+    submit_rx: mpsc::Receiver<Submission>,
+    inbox_rx: mpsc::Receiver<(NodeId, E::Message)>,
+    status_tx: watch::Sender<NodeStatus>,
+    metrics: Arc<Metrics>,
+    client: ClientId,
+    next_seq: u64,
+    /// Requests submitted here awaiting the engine's reply, by seq. Bounded by `pending_max`.
+    pending: BTreeMap<u64, oneshot::Sender<Result<Response, EngineError>>>,
+    pending_max: usize,
+    inputs_per_batch_max: usize,
+    tick: Duration,
+    /// Messages the engine addressed to this node itself, delivered on the next iteration.
+    to_self: VecDeque<E::Message>,
+    last_leader: Option<NodeId>,
+    last_decided: u64,
+}
+
+impl<E: Engine> EngineLoop<E> {
+    async fn run(mut self, mut shutdown: oneshot::Receiver<()>) -> Result<(), NodeError> {
+        let mut ticker = tokio::time::interval(self.tick);
+        // After a long fsync, do not fire a burst of ticks: logical time follows real time
+        // loosely, and a burst would expire election timers all at once.
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut inbox_open = true;
+        self.publish_status();
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => return Ok(()),
+                _ = ticker.tick() => self.engine.tick(),
+                s = self.submit_rx.recv() => match s {
+                    Some(s) => self.submit(s),
+                    None => return Ok(()), // Every handle is gone.
+                },
+                m = self.inbox_rx.recv(), if inbox_open => match m {
+                    Some((from, m)) => self.engine.receive(from, m),
+                    None => inbox_open = false,
+                },
+            }
+            let mut inputs = 1;
+            while inputs < self.inputs_per_batch_max {
+                let mut progressed = false;
+                if let Ok(s) = self.submit_rx.try_recv() {
+                    self.submit(s);
+                    inputs += 1;
+                    progressed = true;
+                }
+                if let Ok((from, m)) = self.inbox_rx.try_recv() {
+                    self.engine.receive(from, m);
+                    inputs += 1;
+                    progressed = true;
+                }
+                if !progressed {
+                    break;
+                }
+            }
+            while let Some(m) = self.to_self.pop_front() {
+                self.engine.receive(self.id, m);
+            }
+            self.drain()?;
+        }
+    }
+
+    fn submit(&mut self, s: Submission) {
+        self.metrics.proposals.inc();
+        if self.pending.len() >= self.pending_max {
+            let _ = s.reply.send(Err(EngineError::Busy));
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.insert(seq, s.reply);
+        let first_unacked = self.pending.keys().next().copied().unwrap_or(seq);
+        self.engine.submit(ClientRequest {
+            id: RequestId {
+                client: self.client,
+                seq,
+            },
+            first_unacked,
+            op: s.op,
+            consistency: s.consistency,
+        });
+    }
+
+    /// persist → send → reply, in that order, enforced by `Ready::persist`.
+    fn drain(&mut self) -> Result<(), NodeError> {
+        let ready = self.engine.ready();
+        if !ready.is_empty() {
+            let wal = &mut self.wal;
+            let outbox = ready
+                .persist(|records| wal.append_and_sync(records))
+                .map_err(NodeError::Persist)?;
+            for (to, m) in outbox.messages {
+                if to == self.id {
+                    self.to_self.push_back(m);
+                } else {
+                    self.transport.send(to, &m);
+                }
+            }
+            for reply in outbox.replies {
+                let waiter = (reply.id.client == self.client)
+                    .then(|| self.pending.remove(&reply.id.seq))
+                    .flatten();
+                match waiter {
+                    // The API side may have timed out and gone: that is fine.
+                    Some(tx) => {
+                        let _ = tx.send(reply.result);
+                    }
+                    None => tracing::warn!(id = %reply.id, "engine replied to an unknown request"),
+                }
+            }
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    fn publish_status(&mut self) {
+        let engine = self.engine.status();
+        if engine.leader != self.last_leader {
+            if engine.leader.is_some() {
+                self.metrics.leader_changes.inc();
+            }
+            self.last_leader = engine.leader;
+        }
+        self.metrics
+            .is_leader
+            .set(i64::from(engine.leader == Some(self.id)));
+        if engine.decided_index > self.last_decided {
+            self.metrics
+                .decisions
+                .inc_by(engine.decided_index - self.last_decided);
+            self.last_decided = engine.decided_index;
+        }
+        let status = NodeStatus {
+            engine,
+            db_size_bytes: self.wal.size_bytes(),
+            connected_peers: self.transport.connected_peers(),
+        };
+        self.status_tx.send_if_modified(|cur| {
+            if *cur != status {
+                *cur = status;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}

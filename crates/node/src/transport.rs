@@ -1,0 +1,541 @@
+//! Peer transport: engine messages between nodes over TCP.
+//!
+//! * **Connections.** Each node dials every peer and uses that connection only to *send*; it
+//!   receives on connections peers dialed to it. Two one-way connections per pair avoid the
+//!   "both dialed at once, which one wins" dance at the cost of one extra socket.
+//! * **Frames.** `len u32 BE | payload`, `len <= frame_bytes_max`. Payload = a wire version
+//!   byte ([`WIRE_VERSION`]) + postcard. A bigger length, an unknown version or bytes that do
+//!   not decode close that connection with a log line; the node keeps serving.
+//! * **Handshake.** The dialer's first frame is a [`Hello`] naming the cluster id and the
+//!   from/to member ids; the acceptor answers [`HelloReply`]. Another cluster, an unknown or
+//!   self-claiming member, or a hello addressed to another member is refused with the reason
+//!   (logged on both sides) and the connection closed. Only then are messages read, so
+//!   everything handed to the engine comes from a member of this cluster.
+//! * **Send queues.** One bounded queue per peer ([`TransportConfig::peer_queue_messages_max`]).
+//!   [`Transport::send`] never blocks: on a full queue (slow or dead peer) the message is dropped
+//!   and counted in `peer_dropped_messages` — protocols tolerate loss, memory does not tolerate
+//!   unbounded queues, and one slow peer must not stall the engine or the other peers.
+//! * **Writer task** per peer: connects with exponential backoff (bounded by
+//!   `reconnect_backoff_ms_max`), then drains its queue, writing every queued frame (up to
+//!   `write_batch_frames_max`) before one flush.
+//! * **Receiving** applies back-pressure: a reader awaits room in the engine's bounded inbox,
+//!   so a flooding peer slows its own socket, not the node.
+
+use crate::config::TransportConfig;
+use crate::metrics::{Metrics, PeerLabels};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use synod_core::NodeId;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// Version of the frame payload encoding. Bump on any incompatible change to [`Hello`],
+/// [`HelloReply`] or an engine's `Message`.
+pub const WIRE_VERSION: u8 = 1;
+
+/// Identifies our protocol before anything else is believed.
+pub const MAGIC: [u8; 4] = *b"SYND";
+
+/// Bytes buffered by a writer before a flush is forced.
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// The dialer's first frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub magic: [u8; 4],
+    pub cluster_id: u64,
+    pub from: NodeId,
+    pub to: NodeId,
+}
+
+/// The acceptor's answer to a [`Hello`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    Accepted,
+    Refused(String),
+}
+
+/// Encodes one frame: length prefix, version byte, postcard.
+pub fn encode_frame<T: Serialize>(value: &T, frame_bytes_max: u32) -> Result<Bytes, String> {
+    let mut buf = Vec::with_capacity(64);
+    buf.extend_from_slice(&[0u8; 4]);
+    buf.push(WIRE_VERSION);
+    let mut buf = postcard::to_extend(value, buf).map_err(|e| format!("encode: {e}"))?;
+    let len = buf.len() - 4;
+    if len > frame_bytes_max as usize {
+        return Err(format!(
+            "frame of {len} bytes exceeds frame_bytes_max {frame_bytes_max}"
+        ));
+    }
+    buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(Bytes::from(buf))
+}
+
+/// Decodes a frame payload (after the length prefix). Trailing bytes are an error: a frame is
+/// exactly one value.
+pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
+    let (version, body) = payload
+        .split_first()
+        .ok_or_else(|| "empty frame".to_string())?;
+    if *version != WIRE_VERSION {
+        return Err(format!(
+            "unsupported wire version {version} (this node speaks {WIRE_VERSION})"
+        ));
+    }
+    let (value, rest) =
+        postcard::take_from_bytes::<T>(body).map_err(|e| format!("undecodable frame: {e}"))?;
+    if !rest.is_empty() {
+        return Err(format!("{} trailing bytes after the frame", rest.len()));
+    }
+    Ok(value)
+}
+
+/// Reads one frame payload. `Ok(None)` on a clean end of stream between frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    frame_bytes_max: u32,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len);
+    if len == 0 || len > frame_bytes_max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame length {len} outside 1..={frame_bytes_max}"),
+        ));
+    }
+    let mut payload = vec![0u8; len as usize];
+    r.read_exact(&mut payload).await?;
+    Ok(Some(payload))
+}
+
+struct PeerQueue {
+    queue: mpsc::Sender<Bytes>,
+    connected: Arc<AtomicBool>,
+}
+
+/// Everything the connection tasks share.
+struct Shared {
+    local: NodeId,
+    cluster_id: u64,
+    members: Vec<NodeId>,
+    cfg: TransportConfig,
+    metrics: Arc<Metrics>,
+}
+
+/// The running transport of one node. Dropping it stops every connection task.
+pub struct Transport<M> {
+    local: NodeId,
+    peers: BTreeMap<NodeId, PeerQueue>,
+    local_addr: SocketAddr,
+    frame_bytes_max: u32,
+    metrics: Arc<Metrics>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Set once the tasks were handed to a [`TransportStopper`].
+    aborts: Vec<tokio::task::AbortHandle>,
+    _message: PhantomData<fn(M) -> M>,
+}
+
+impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
+    /// Starts accepting on `listener` and dialing every peer in `peers` (id, host:port).
+    /// Decoded messages from members go to `inbox`. Must be called inside a tokio runtime.
+    pub fn start(
+        local: NodeId,
+        cluster_id: u64,
+        peers: Vec<(NodeId, String)>,
+        listener: TcpListener,
+        cfg: TransportConfig,
+        metrics: Arc<Metrics>,
+        inbox: mpsc::Sender<(NodeId, M)>,
+    ) -> std::io::Result<Self> {
+        let local_addr = listener.local_addr()?;
+        let mut members: Vec<NodeId> = peers.iter().map(|(id, _)| *id).collect();
+        members.push(local);
+        let shared = Arc::new(Shared {
+            local,
+            cluster_id,
+            members,
+            cfg: cfg.clone(),
+            metrics: metrics.clone(),
+        });
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(accept_loop::<M>(
+            listener,
+            shared.clone(),
+            inbox,
+        )));
+        let mut queues = BTreeMap::new();
+        for (id, addr) in peers {
+            assert_ne!(id, local, "a node is not its own peer");
+            let (tx, rx) = mpsc::channel(cfg.peer_queue_messages_max);
+            let connected = Arc::new(AtomicBool::new(false));
+            metrics.peer_connected.get_or_create(&peer_label(id)).set(0);
+            tasks.push(tokio::spawn(writer_loop(
+                id,
+                addr,
+                rx,
+                connected.clone(),
+                shared.clone(),
+            )));
+            queues.insert(
+                id,
+                PeerQueue {
+                    queue: tx,
+                    connected,
+                },
+            );
+        }
+        Ok(Transport {
+            local,
+            peers: queues,
+            local_addr,
+            frame_bytes_max: cfg.frame_bytes_max,
+            metrics,
+            tasks,
+            aborts: Vec::new(),
+            _message: PhantomData,
+        })
+    }
+
+    /// Queues `message` for `to` without blocking. Returns false if it was dropped (full
+    /// queue, unknown peer, or too big to frame).
+    pub fn send(&self, to: NodeId, message: &M) -> bool {
+        let Some(peer) = self.peers.get(&to) else {
+            tracing::error!(
+                from = self.local,
+                to,
+                "message to a node that is not a peer"
+            );
+            return false;
+        };
+        let frame = match encode_frame(message, self.frame_bytes_max) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(to, error = %e, "dropping a message that cannot be framed");
+                self.count_drop(to);
+                return false;
+            }
+        };
+        match peer.queue.try_send(frame) {
+            Ok(()) => true,
+            Err(_) => {
+                self.count_drop(to);
+                false
+            }
+        }
+    }
+
+    fn count_drop(&self, to: NodeId) {
+        self.metrics
+            .peer_dropped_messages
+            .get_or_create(&peer_label(to))
+            .inc();
+    }
+
+    /// Peers with a live, handshaken outgoing connection.
+    pub fn connected_peers(&self) -> Vec<NodeId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.connected.load(Ordering::Relaxed))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+/// Stops a transport's tasks and waits until they are gone (so its listener port is free).
+/// Taken from a running [`Transport`] by an owner that outlives the thread using it.
+pub struct TransportStopper {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl TransportStopper {
+    pub async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+impl<M> Transport<M> {
+    /// Hands the task handles to a [`TransportStopper`]; this transport still aborts them
+    /// when dropped.
+    pub fn stopper(&mut self) -> TransportStopper {
+        let tasks = std::mem::take(&mut self.tasks);
+        self.aborts = tasks.iter().map(|t| t.abort_handle()).collect();
+        TransportStopper { tasks }
+    }
+
+    /// Stops accepting, closes every connection and stops the writers.
+    pub fn shutdown(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        for a in self.aborts.drain(..) {
+            a.abort();
+        }
+        for (id, p) in &self.peers {
+            p.connected.store(false, Ordering::Relaxed);
+            self.metrics
+                .peer_connected
+                .get_or_create(&peer_label(*id))
+                .set(0);
+        }
+    }
+}
+
+impl<M> Drop for Transport<M> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn peer_label(id: NodeId) -> PeerLabels {
+    PeerLabels {
+        peer: id.to_string(),
+    }
+}
+
+async fn accept_loop<M: DeserializeOwned + Send + 'static>(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    inbox: mpsc::Sender<(NodeId, M)>,
+) {
+    let slots = Arc::new(Semaphore::new(shared.cfg.inbound_connections_max));
+    // Owning the connection tasks here means aborting this loop closes them all.
+    let mut connections = JoinSet::new();
+    loop {
+        // Reap finished connection tasks so the set stays bounded by the live ones.
+        while connections.try_join_next().is_some() {}
+        let (stream, addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Typically EMFILE: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "peer accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                %addr,
+                max = shared.cfg.inbound_connections_max,
+                "refusing peer connection: inbound_connections_max reached"
+            );
+            continue;
+        };
+        let shared = shared.clone();
+        let inbox = inbox.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            match serve_inbound(stream, &shared, inbox).await {
+                Ok(()) => tracing::debug!(%addr, "peer connection closed"),
+                Err(reason) => {
+                    tracing::warn!(%addr, local = shared.local, %reason, "closed peer connection")
+                }
+            }
+        });
+    }
+}
+
+/// Handshake, then read messages until the peer goes away or misbehaves.
+async fn serve_inbound<M: DeserializeOwned>(
+    stream: TcpStream,
+    shared: &Shared,
+    inbox: mpsc::Sender<(NodeId, M)>,
+) -> Result<(), String> {
+    let _ = stream.set_nodelay(true);
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let max = shared.cfg.frame_bytes_max;
+    let timeout = Duration::from_millis(shared.cfg.handshake_timeout_ms);
+    let hello = match tokio::time::timeout(timeout, read_frame(&mut read, max)).await {
+        Err(_) => return Err("no handshake within handshake_timeout_ms".into()),
+        Ok(Err(e)) => return Err(format!("bad handshake frame: {e}")),
+        Ok(Ok(None)) => return Err("closed before the handshake".into()),
+        Ok(Ok(Some(p))) => {
+            decode_payload::<Hello>(&p).map_err(|e| format!("bad handshake: {e}"))?
+        }
+    };
+    let refusal = if hello.magic != MAGIC {
+        Some("not a Synod peer (bad magic)".to_string())
+    } else if hello.cluster_id != shared.cluster_id {
+        Some(format!(
+            "wrong cluster: peer is in cluster {:x}, this node in {:x}",
+            hello.cluster_id, shared.cluster_id
+        ))
+    } else if hello.to != shared.local {
+        Some(format!(
+            "hello addressed to member {}, but this is member {}",
+            hello.to, shared.local
+        ))
+    } else if hello.from == shared.local || !shared.members.contains(&hello.from) {
+        Some(format!(
+            "unknown member {} (members: {:?})",
+            hello.from, shared.members
+        ))
+    } else {
+        None
+    };
+    let reply = match &refusal {
+        Some(r) => HelloReply::Refused(r.clone()),
+        None => HelloReply::Accepted,
+    };
+    if let Ok(frame) = encode_frame(&reply, max) {
+        // Best effort for a refusal: the peer may already be gone.
+        let _ = tokio::time::timeout(timeout, write.write_all(&frame)).await;
+    }
+    if let Some(r) = refusal {
+        return Err(format!("refused handshake: {r}"));
+    }
+    let from = hello.from;
+    tracing::debug!(local = shared.local, from, "peer connected (inbound)");
+    loop {
+        let payload = match read_frame(&mut read, max).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(format!("from member {from}: {e}")),
+        };
+        let message =
+            decode_payload::<M>(&payload).map_err(|e| format!("from member {from}: {e}"))?;
+        if inbox.send((from, message)).await.is_err() {
+            return Ok(()); // The engine stopped.
+        }
+    }
+}
+
+async fn writer_loop(
+    peer: NodeId,
+    addr: String,
+    mut queue: mpsc::Receiver<Bytes>,
+    connected: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+) {
+    let min = Duration::from_millis(shared.cfg.reconnect_backoff_ms_min);
+    let max = Duration::from_millis(shared.cfg.reconnect_backoff_ms_max);
+    let mut backoff = min;
+    let mut failures: u64 = 0;
+    let gauge = shared
+        .metrics
+        .peer_connected
+        .get_or_create(&peer_label(peer))
+        .clone();
+    loop {
+        match dial(peer, &addr, &shared).await {
+            Ok(stream) => {
+                tracing::info!(local = shared.local, peer, %addr, "connected to peer");
+                backoff = min;
+                failures = 0;
+                connected.store(true, Ordering::Relaxed);
+                gauge.set(1);
+                let result = pump(stream, &mut queue, shared.cfg.write_batch_frames_max).await;
+                connected.store(false, Ordering::Relaxed);
+                gauge.set(0);
+                match result {
+                    Ok(()) => return, // The transport was dropped.
+                    Err(e) => {
+                        tracing::warn!(local = shared.local, peer, error = %e, "lost peer connection")
+                    }
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                // Loud on the first failure, quiet while it keeps failing.
+                if failures == 1 {
+                    tracing::warn!(local = shared.local, peer, %addr, error = %e, "cannot connect to peer; retrying with backoff");
+                } else {
+                    tracing::debug!(local = shared.local, peer, %addr, error = %e, failures, "cannot connect to peer");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(max);
+            }
+        }
+    }
+}
+
+async fn dial(peer: NodeId, addr: &str, shared: &Shared) -> Result<TcpStream, String> {
+    let timeout = Duration::from_millis(shared.cfg.handshake_timeout_ms);
+    let handshake = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let hello = Hello {
+            magic: MAGIC,
+            cluster_id: shared.cluster_id,
+            from: shared.local,
+            to: peer,
+        };
+        let frame = encode_frame(&hello, shared.cfg.frame_bytes_max)?;
+        stream
+            .write_all(&frame)
+            .await
+            .map_err(|e| format!("send hello: {e}"))?;
+        let reply = read_frame(&mut stream, shared.cfg.frame_bytes_max)
+            .await
+            .map_err(|e| format!("read hello reply: {e}"))?
+            .ok_or_else(|| "peer closed during the handshake".to_string())?;
+        match decode_payload::<HelloReply>(&reply)? {
+            HelloReply::Accepted => Ok(stream),
+            HelloReply::Refused(reason) => Err(format!("peer refused us: {reason}")),
+        }
+    };
+    tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| "handshake timed out".to_string())?
+}
+
+/// Writes queued frames until the queue closes (`Ok`) or the socket fails (`Err`).
+async fn pump(
+    stream: TcpStream,
+    queue: &mut mpsc::Receiver<Bytes>,
+    batch_frames_max: usize,
+) -> std::io::Result<()> {
+    let (mut read, write) = stream.into_split();
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write);
+    // The peer never sends on this connection; reading only detects that it closed.
+    let mut probe = [0u8; 1];
+    loop {
+        let first = tokio::select! {
+            f = queue.recv() => f,
+            r = read.read(&mut probe) => {
+                return Err(match r {
+                    Ok(_) => std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "peer closed the connection"),
+                    Err(e) => e,
+                });
+            }
+        };
+        let Some(first) = first else { return Ok(()) };
+        out.write_all(&first).await?;
+        let mut frames = 1;
+        while frames < batch_frames_max {
+            match queue.try_recv() {
+                Ok(f) => {
+                    out.write_all(&f).await?;
+                    frames += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        out.flush().await?;
+    }
+}

@@ -1,0 +1,285 @@
+//! Peer transport: messages flow between members; another cluster, an unknown member, garbage
+//! bytes and oversized frames are refused and the listener keeps serving.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use synod_core::NodeId;
+use synod_node::Metrics;
+use synod_node::config::TransportConfig;
+use synod_node::transport::{
+    Hello, HelloReply, MAGIC, Transport, decode_payload, encode_frame, read_frame,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+type Msg = (u64, String);
+const CLUSTER: u64 = 0xc1;
+const DEADLINE: Duration = Duration::from_secs(10);
+
+async fn bind() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+fn cfg() -> TransportConfig {
+    TransportConfig {
+        reconnect_backoff_ms_min: 5,
+        reconnect_backoff_ms_max: 50,
+        frame_bytes_max: 4096,
+        ..TransportConfig::default()
+    }
+}
+
+struct Node {
+    t: Transport<Msg>,
+    inbox: mpsc::Receiver<(NodeId, Msg)>,
+    metrics: Arc<Metrics>,
+}
+
+fn start(
+    id: NodeId,
+    cluster: u64,
+    listener: TcpListener,
+    peers: Vec<(NodeId, String)>,
+    cfg: TransportConfig,
+) -> Node {
+    let (tx, rx) = mpsc::channel(1024);
+    let metrics = Arc::new(Metrics::new());
+    let t = Transport::start(id, cluster, peers, listener, cfg, metrics.clone(), tx).unwrap();
+    Node {
+        t,
+        inbox: rx,
+        metrics,
+    }
+}
+
+/// Sends `msg` repeatedly until it arrives (the first sends may be dropped while connecting).
+async fn deliver(from: &Node, to_id: NodeId, to: &mut Node, msg: Msg) -> NodeId {
+    let start = Instant::now();
+    loop {
+        from.t.send(to_id, &msg);
+        if let Ok(Some((sender, got))) =
+            tokio::time::timeout(Duration::from_millis(50), to.inbox.recv()).await
+            && got == msg
+        {
+            return sender;
+        }
+        assert!(start.elapsed() < DEADLINE, "message {msg:?} never arrived");
+    }
+}
+
+async fn hello_exchange(addr: std::net::SocketAddr, hello: &Hello) -> (TcpStream, HelloReply) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&encode_frame(hello, 4096).unwrap())
+        .await
+        .unwrap();
+    let reply = read_frame(&mut s, 4096).await.unwrap().unwrap();
+    (s, decode_payload(&reply).unwrap())
+}
+
+/// After a refusal the acceptor closes: the next read sees end of stream.
+async fn assert_closed(s: &mut TcpStream) {
+    let mut buf = [0u8; 16];
+    match tokio::time::timeout(DEADLINE, s.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        other => panic!("connection not closed: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn two_transports_exchange_messages_in_order() {
+    let (la, lb) = (bind().await, bind().await);
+    let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
+    let a = start(1, CLUSTER, la, vec![(2, ab.to_string())], cfg());
+    let mut b = start(2, CLUSTER, lb, vec![(1, aa.to_string())], cfg());
+    let from = deliver(&a, 2, &mut b, (0, "hello".into())).await;
+    assert_eq!(from, 1);
+    // Once connected, a burst arrives complete and in order.
+    for i in 1..=500u64 {
+        assert!(a.t.send(2, &(i, format!("m{i}"))));
+    }
+    let mut next = 1;
+    while next <= 500 {
+        let (from, (i, body)) = tokio::time::timeout(DEADLINE, b.inbox.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(from, 1);
+        if i == 0 {
+            continue; // Late duplicates of the probe message.
+        }
+        assert_eq!((i, body), (next, format!("m{next}")));
+        next += 1;
+    }
+    let mut a = a;
+    let back = deliver(&b, 1, &mut a, (7, "back".into())).await;
+    assert_eq!(back, 2);
+    assert_eq!(a.t.connected_peers(), vec![2]);
+    assert!(
+        a.metrics
+            .encode()
+            .contains("synod_peer_connected{peer=\"2\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn wrong_cluster_and_unknown_members_are_refused() {
+    let l = bind().await;
+    let addr = l.local_addr().unwrap();
+    let mut node = start(1, CLUSTER, l, vec![(2, "127.0.0.1:1".into())], cfg());
+    let good = Hello {
+        magic: MAGIC,
+        cluster_id: CLUSTER,
+        from: 2,
+        to: 1,
+    };
+    let cases = [
+        (
+            Hello {
+                cluster_id: 0xbad,
+                ..good.clone()
+            },
+            "wrong cluster",
+        ),
+        (
+            Hello {
+                from: 9,
+                ..good.clone()
+            },
+            "unknown member 9",
+        ),
+        (
+            Hello {
+                from: 1,
+                ..good.clone()
+            },
+            "unknown member 1",
+        ),
+        (
+            Hello {
+                to: 3,
+                ..good.clone()
+            },
+            "addressed to member 3",
+        ),
+        (
+            Hello {
+                magic: *b"HTTP",
+                ..good.clone()
+            },
+            "bad magic",
+        ),
+    ];
+    for (hello, why) in cases {
+        let (mut s, reply) = hello_exchange(addr, &hello).await;
+        match reply {
+            HelloReply::Refused(r) => assert!(r.contains(why), "{r:?} should say {why:?}"),
+            HelloReply::Accepted => panic!("{hello:?} accepted"),
+        }
+        assert_closed(&mut s).await;
+    }
+    // A real member is still accepted and its messages reach the inbox.
+    let (mut s, reply) = hello_exchange(addr, &good).await;
+    assert_eq!(reply, HelloReply::Accepted);
+    s.write_all(&encode_frame(&(5u64, "ok".to_string()), 4096).unwrap())
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(DEADLINE, node.inbox.recv())
+        .await
+        .unwrap();
+    assert_eq!(got, Some((2, (5, "ok".to_string()))));
+}
+
+#[tokio::test]
+async fn transports_of_different_clusters_never_connect() {
+    let (la, lb) = (bind().await, bind().await);
+    let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
+    let a = start(1, CLUSTER, la, vec![(2, ab.to_string())], cfg());
+    let mut b = start(2, CLUSTER + 1, lb, vec![(1, aa.to_string())], cfg());
+    // Give the dialers time for several attempts (backoff is at most 50 ms here), sending
+    // all along: nothing may arrive and neither side may count the other as connected.
+    let until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < until {
+        a.t.send(2, &(1, "x".into()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(b.inbox.try_recv().is_err());
+    assert!(a.t.connected_peers().is_empty());
+    assert!(b.t.connected_peers().is_empty());
+}
+
+#[tokio::test]
+async fn garbage_and_oversized_frames_close_the_connection_and_listener_keeps_serving() {
+    let l = bind().await;
+    let addr = l.local_addr().unwrap();
+    let mut node = start(1, CLUSTER, l, vec![(2, "127.0.0.1:1".into())], cfg());
+    // Garbage instead of a handshake.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_closed(&mut s).await;
+    // A length prefix over frame_bytes_max.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&(1_000_000u32).to_be_bytes()).await.unwrap();
+    assert_closed(&mut s).await;
+    // A valid handshake followed by an oversized frame, then by garbage in a valid frame.
+    let good = Hello {
+        magic: MAGIC,
+        cluster_id: CLUSTER,
+        from: 2,
+        to: 1,
+    };
+    let (mut s, reply) = hello_exchange(addr, &good).await;
+    assert_eq!(reply, HelloReply::Accepted);
+    s.write_all(&(5000u32).to_be_bytes()).await.unwrap();
+    s.write_all(&[0u8; 5000]).await.unwrap();
+    assert_closed(&mut s).await;
+    let (mut s, _) = hello_exchange(addr, &good).await;
+    s.write_all(&[0, 0, 0, 3, 1, 0xff, 0xff]).await.unwrap();
+    assert_closed(&mut s).await;
+    let (mut s, _) = hello_exchange(addr, &good).await;
+    s.write_all(&[0, 0, 0, 2, 9, 0]).await.unwrap(); // unknown wire version 9
+    assert_closed(&mut s).await;
+    assert!(node.inbox.try_recv().is_err());
+    // Still serving.
+    let (mut s, reply) = hello_exchange(addr, &good).await;
+    assert_eq!(reply, HelloReply::Accepted);
+    s.write_all(&encode_frame(&(1u64, "alive".to_string()), 4096).unwrap())
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(DEADLINE, node.inbox.recv())
+        .await
+        .unwrap();
+    assert_eq!(got, Some((2, (1, "alive".to_string()))));
+}
+
+#[tokio::test]
+async fn a_dead_peer_fills_only_its_own_queue_and_drops_are_counted() {
+    let (la, lb) = (bind().await, bind().await);
+    let ab = lb.local_addr().unwrap();
+    // Peer 3 is dead: nothing listens on its address (bound, read back, closed).
+    let dead = bind().await.local_addr().unwrap();
+    let small = TransportConfig {
+        peer_queue_messages_max: 8,
+        ..cfg()
+    };
+    let a = start(
+        1,
+        CLUSTER,
+        la,
+        vec![(2, ab.to_string()), (3, dead.to_string())],
+        small,
+    );
+    let mut b = start(2, CLUSTER, lb, vec![(1, "127.0.0.1:1".into())], cfg());
+    let sent: usize = (0..100).filter(|i| a.t.send(3, &(*i, "x".into()))).count();
+    // Nothing drains a never-connected peer's queue: exactly its bound is accepted.
+    assert_eq!(sent, 8, "queue bound not applied");
+    let dropped = a.metrics.encode();
+    assert!(
+        dropped.contains("synod_peer_dropped_messages_total{peer=\"3\"}"),
+        "{dropped}"
+    );
+    // Peer 2 is unaffected.
+    deliver(&a, 2, &mut b, (42, "fine".into())).await;
+}

@@ -1,1 +1,98 @@
-//! placeholder
+//! Synod's etcd v3 gRPC API: the `etcdserverpb` services over a [`NodeHandle`], so that
+//! etcd's own tools (`etcdctl`, `clientv3`, etcd client crates) work against a Synod node.
+//!
+//! * [`pb`] — the protocol, generated at build time from `proto/` (written from the public
+//!   etcd v3 API reference: same packages, names and field numbers).
+//! * KV Range / Put / DeleteRange / Txn, Maintenance.Status, Maintenance.Alarm (GET),
+//!   Cluster.MemberList are served; every other method answers UNIMPLEMENTED with a message
+//!   naming it (see `stubs.rs`), as do etcd options Synod cannot honour (historical reads,
+//!   sorting other than by key, leases, nested txns).
+//! * [`serve`] runs the whole API on a listener until a shutdown future completes;
+//!   [`routes`] gives the services to callers that build their own tonic server.
+
+mod convert;
+pub mod error;
+mod kv;
+mod maintenance;
+pub mod pb;
+mod service;
+mod stubs;
+
+pub use service::EtcdService;
+
+use pb::etcdserverpb::auth_server::AuthServer;
+use pb::etcdserverpb::cluster_server::ClusterServer;
+use pb::etcdserverpb::kv_server::KvServer;
+use pb::etcdserverpb::lease_server::LeaseServer;
+use pb::etcdserverpb::maintenance_server::MaintenanceServer;
+use pb::etcdserverpb::watch_server::WatchServer;
+use std::future::Future;
+use std::time::Duration;
+use synod_node::NodeHandle;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+
+/// Room for gRPC framing and protobuf overhead above the request limit (etcd's
+/// `grpcOverheadBytes`). Requests up to `request_bytes_max + this` are decoded, so those just
+/// over the limit get etcd's clean "request is too large" from the node's validation; only
+/// larger ones are cut off by the decoder (code OUT_OF_RANGE, message from tonic).
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Concurrent requests (HTTP/2 streams) one client connection may have open.
+pub const GRPC_STREAMS_PER_CONNECTION_MAX: u32 = 1024;
+
+/// How often an idle client connection is pinged: a vanished client must not pin server
+/// resources.
+pub const GRPC_KEEPALIVE_INTERVAL_MS: u64 = 10_000;
+/// How long a ping may go unanswered before the connection is dropped.
+pub const GRPC_KEEPALIVE_TIMEOUT_MS: u64 = 20_000;
+
+/// The largest gRPC message the server decodes for this node's limits.
+pub fn decoding_message_bytes_max(handle: &NodeHandle) -> usize {
+    handle
+        .info()
+        .limits
+        .request_bytes_max
+        .saturating_add(GRPC_OVERHEAD_BYTES)
+}
+
+/// Every etcd service over `handle`, ready to add to a tonic server.
+pub fn routes(handle: NodeHandle) -> Routes {
+    let decode_max = decoding_message_bytes_max(&handle);
+    let svc = EtcdService::new(handle);
+    Routes::new(KvServer::new(svc.clone()).max_decoding_message_size(decode_max))
+        .add_service(WatchServer::new(svc.clone()).max_decoding_message_size(decode_max))
+        .add_service(LeaseServer::new(svc.clone()).max_decoding_message_size(decode_max))
+        .add_service(ClusterServer::new(svc.clone()).max_decoding_message_size(decode_max))
+        .add_service(MaintenanceServer::new(svc.clone()).max_decoding_message_size(decode_max))
+        .add_service(AuthServer::new(svc).max_decoding_message_size(decode_max))
+}
+
+/// Serves the etcd v3 API on `listener` until `shutdown` completes, then finishes the
+/// requests in flight and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    handle: NodeHandle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let local = listener.local_addr().ok();
+    tracing::info!(addr = ?local, "etcd gRPC API listening");
+    // Small request/reply pairs: Nagle's algorithm would hold replies back by up to a
+    // delayed-ACK period, so it is turned off on every accepted connection.
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(stream) = &conn
+            && let Err(e) = stream.set_nodelay(true)
+        {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        conn
+    });
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(GRPC_STREAMS_PER_CONNECTION_MAX))
+        .http2_keepalive_interval(Some(Duration::from_millis(GRPC_KEEPALIVE_INTERVAL_MS)))
+        .http2_keepalive_timeout(Some(Duration::from_millis(GRPC_KEEPALIVE_TIMEOUT_MS)))
+        .add_routes(routes(handle))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}

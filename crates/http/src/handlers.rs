@@ -1,0 +1,405 @@
+//! One handler per route: translate the request into a [`synod_core::kv::Op`], run it through
+//! [`NodeHandle::execute`] (which validates sizes, empty keys and engine capabilities), and
+//! translate the reply into the contract's JSON.
+
+use crate::error::{ErrorCode, HttpError};
+use crate::json::{CasBody, JsonBody, KeyPath, KvJson, ListQuery, PutBody, ReadQuery, ValidQuery};
+use axum::Json;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use synod_core::kv::{
+    CasAction, CasRequest, DeleteRangeRequest, Expect, KeyValue, Op, PutRequest, RangeRequest,
+    ResponseBody, prefix_end,
+};
+use synod_core::{Capabilities, Consistency, NodeId};
+use synod_node::{MemberInfo, NodeHandle};
+
+/// The OpenAPI document served at `/openapi.json` (kept true by `tests/openapi.rs`).
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+/// etcd's "from this key to the end of the keyspace" range end (and, as a start key, the
+/// smallest non-empty key, since keys are never empty).
+const KEYSPACE_END: &[u8] = &[0];
+
+fn unexpected(op: &str, body: &ResponseBody) -> HttpError {
+    HttpError::internal(format!("the engine answered a {op} with {body:?}"))
+}
+
+#[derive(Serialize)]
+pub struct GetReply {
+    pub kv: KvJson,
+    pub revision: u64,
+}
+
+pub async fn get_key(
+    State(handle): State<NodeHandle>,
+    KeyPath(key): KeyPath,
+    ValidQuery(q): ValidQuery<ReadQuery>,
+) -> Result<Json<GetReply>, HttpError> {
+    let r = handle
+        .execute(Op::Range(RangeRequest::key(key)), q.consistency.into())
+        .await?;
+    let ResponseBody::Range(range) = &r.body else {
+        return Err(unexpected("get", &r.body));
+    };
+    match range.kvs.first() {
+        Some(kv) => Ok(Json(GetReply {
+            kv: kv.into(),
+            revision: r.revision,
+        })),
+        None => Err(HttpError::new(ErrorCode::KeyNotFound, "key not found")),
+    }
+}
+
+#[derive(Serialize)]
+pub struct PutReply {
+    pub kv: KvJson,
+    pub prev_kv: Option<KvJson>,
+    pub revision: u64,
+}
+
+pub async fn put_key(
+    State(handle): State<NodeHandle>,
+    KeyPath(key): KeyPath,
+    JsonBody(body): JsonBody<PutBody>,
+) -> Result<Json<PutReply>, HttpError> {
+    let value = body.value.into_bytes();
+    let op = Op::Put(PutRequest {
+        key: key.clone(),
+        value: value.clone(),
+        prev_kv: true,
+    });
+    let r = handle.execute(op, Consistency::Linearizable).await?;
+    let ResponseBody::Put(put) = &r.body else {
+        return Err(unexpected("put", &r.body));
+    };
+    // The store does not echo the written key; it is fully determined by the previous one and
+    // the reply's revision (the revision this put created), exactly as `KvStore::put` builds
+    // it. Engines without revisions report 0 for both, matching their registers.
+    let prev = put.prev_kv.as_ref();
+    let kv = KeyValue {
+        key,
+        value,
+        create_revision: prev.map_or(r.revision, |p| p.create_revision),
+        mod_revision: r.revision,
+        version: prev.map_or(1, |p| p.version + 1),
+    };
+    Ok(Json(PutReply {
+        kv: (&kv).into(),
+        prev_kv: prev.map(KvJson::from),
+        revision: r.revision,
+    }))
+}
+
+#[derive(Serialize)]
+pub struct DeleteReply {
+    pub deleted: u64,
+    pub prev_kv: Option<KvJson>,
+    pub revision: u64,
+}
+
+pub async fn delete_key(
+    State(handle): State<NodeHandle>,
+    KeyPath(key): KeyPath,
+) -> Result<Json<DeleteReply>, HttpError> {
+    let op = Op::DeleteRange(DeleteRangeRequest {
+        key,
+        range_end: Vec::new(),
+        prev_kv: true,
+    });
+    let r = handle.execute(op, Consistency::Linearizable).await?;
+    let ResponseBody::DeleteRange(d) = &r.body else {
+        return Err(unexpected("delete", &r.body));
+    };
+    if d.deleted == 0 {
+        return Err(HttpError::new(ErrorCode::KeyNotFound, "key not found"));
+    }
+    Ok(Json(DeleteReply {
+        deleted: d.deleted,
+        prev_kv: d.prev_kvs.first().map(KvJson::from),
+        revision: r.revision,
+    }))
+}
+
+#[derive(Serialize)]
+pub struct CasReply {
+    pub succeeded: bool,
+    pub kv: Option<KvJson>,
+    pub prev_kv: Option<KvJson>,
+    pub revision: u64,
+}
+
+pub async fn cas_key(
+    State(handle): State<NodeHandle>,
+    KeyPath(key): KeyPath,
+    JsonBody(body): JsonBody<CasBody>,
+) -> Result<Json<CasReply>, HttpError> {
+    let expect = body.expectation()?;
+    let then = match body.value {
+        Some(v) => CasAction::Put(v.into_bytes()),
+        None => CasAction::Delete,
+    };
+    let op = Op::Cas(CasRequest {
+        key,
+        expect: expect.clone(),
+        then,
+    });
+    let r = handle.execute(op, Consistency::Linearizable).await?;
+    let ResponseBody::Cas(cas) = &r.body else {
+        return Err(unexpected("cas", &r.body));
+    };
+    if !cas.succeeded {
+        let found = match &cas.kv {
+            None => "the key does not exist".to_string(),
+            Some(kv) => format!("the key is at version {}", kv.version),
+        };
+        let wanted = match &expect {
+            Expect::Absent => "expected it absent".to_string(),
+            Expect::Version(v) => format!("expected version {v}"),
+            Expect::Value(_) => "expected a different value".to_string(),
+        };
+        return Err(HttpError::cas_conflict(
+            format!("compare failed: {found}, {wanted}"),
+            cas.kv.as_ref().map(KvJson::from),
+        ));
+    }
+    Ok(Json(CasReply {
+        succeeded: true,
+        kv: cas.kv.as_ref().map(KvJson::from),
+        prev_kv: cas.prev_kv.as_ref().map(KvJson::from),
+        revision: r.revision,
+    }))
+}
+
+#[derive(Serialize)]
+pub struct ListReply {
+    pub kvs: Vec<KvJson>,
+    pub count: u64,
+    pub more: bool,
+    pub revision: u64,
+}
+
+/// Turns the list query into etcd's `[key, range_end)`.
+fn list_range(q: &ListQuery) -> Result<RangeRequest, HttpError> {
+    let (key, range_end) = match (&q.prefix, &q.start, &q.end) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err(HttpError::invalid(
+                "give either prefix= or start= (with optional end=), not both",
+            ));
+        }
+        (None, None, Some(_)) => return Err(HttpError::invalid("end= needs start=")),
+        (None, None, None) => {
+            return Err(HttpError::invalid(
+                "give prefix= (empty for every key) or start=[&end=]",
+            ));
+        }
+        (Some(p), None, None) if p.is_empty() => (KEYSPACE_END.to_vec(), KEYSPACE_END.to_vec()),
+        (Some(p), None, None) => (p.as_bytes().to_vec(), prefix_end(p.as_bytes())),
+        (None, Some(s), end) => {
+            let key = if s.is_empty() {
+                KEYSPACE_END.to_vec()
+            } else {
+                s.as_bytes().to_vec()
+            };
+            let range_end = match end {
+                None => KEYSPACE_END.to_vec(),
+                Some(e) if e.is_empty() => {
+                    return Err(HttpError::invalid(
+                        "end= is empty; leave it out to scan to the end of the keyspace",
+                    ));
+                }
+                Some(e) => e.as_bytes().to_vec(),
+            };
+            (key, range_end)
+        }
+    };
+    Ok(RangeRequest {
+        key,
+        range_end,
+        limit: q.limit,
+        keys_only: q.keys_only,
+        count_only: q.count_only,
+    })
+}
+
+pub async fn list_keys(
+    State(handle): State<NodeHandle>,
+    ValidQuery(q): ValidQuery<ListQuery>,
+) -> Result<Json<ListReply>, HttpError> {
+    let range = list_range(&q)?;
+    let r = handle
+        .execute(Op::Range(range), q.consistency.into())
+        .await?;
+    let ResponseBody::Range(range) = &r.body else {
+        return Err(unexpected("list", &r.body));
+    };
+    Ok(Json(ListReply {
+        kvs: range.kvs.iter().map(KvJson::from).collect(),
+        count: range.count,
+        more: range.more,
+        revision: r.revision,
+    }))
+}
+
+#[derive(Serialize)]
+pub struct StatusReply {
+    pub member_id: NodeId,
+    pub cluster_id: u64,
+    pub cluster_name: String,
+    pub engine: String,
+    pub version: String,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub role: String,
+    pub revision: u64,
+    pub decided_index: u64,
+    pub applied_index: u64,
+    pub keys: u64,
+    pub pending_requests: usize,
+    pub connected_peers: Vec<NodeId>,
+    pub db_size_bytes: u64,
+    pub members: Vec<MemberInfo>,
+    pub capabilities: Capabilities,
+}
+
+pub async fn status(State(handle): State<NodeHandle>) -> Json<StatusReply> {
+    let info = handle.info();
+    let st = handle.status();
+    Json(StatusReply {
+        member_id: info.member_id,
+        cluster_id: info.cluster_id,
+        cluster_name: info.cluster_name.clone(),
+        engine: info.engine.clone(),
+        version: info.version.clone(),
+        leader: st.engine.leader,
+        term: st.engine.term,
+        role: st.engine.role,
+        revision: st.engine.revision,
+        decided_index: st.engine.decided_index,
+        applied_index: st.engine.applied_index,
+        keys: st.engine.keys,
+        pending_requests: st.engine.pending_requests,
+        connected_peers: st.connected_peers,
+        db_size_bytes: st.db_size_bytes,
+        members: info.members.clone(),
+        capabilities: info.capabilities,
+    })
+}
+
+#[derive(Serialize)]
+pub struct MembersReply {
+    pub members: Vec<MemberInfo>,
+}
+
+pub async fn members(State(handle): State<NodeHandle>) -> Json<MembersReply> {
+    Json(MembersReply {
+        members: handle.info().members.clone(),
+    })
+}
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+pub async fn metrics(State(handle): State<NodeHandle>) -> Response {
+    // prometheus-client writes the OpenMetrics text format (it ends with "# EOF").
+    let mut response = handle.metrics().encode().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+pub async fn openapi() -> Response {
+    let mut response = OPENAPI_JSON.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Unknown paths. Two cases get a better answer than a bare 404: an empty key (`/v1/kv/`),
+/// which the route pattern cannot match, and a key with an unencoded `/`.
+pub async fn fallback(method: Method, uri: Uri) -> HttpError {
+    let path = uri.path();
+    if path == "/v1/kv/" || path.starts_with("/v1/kv//") {
+        return HttpError::invalid("key is empty");
+    }
+    let hint = if path.starts_with("/v1/kv/") {
+        "; a key containing '/' must be percent-encoded as %2F"
+    } else {
+        ""
+    };
+    HttpError::new(
+        ErrorCode::NotFound,
+        format!("no route for {method} {path}{hint}"),
+    )
+}
+
+/// A known path with a method it does not serve. The contract has no 405 code: this is an
+/// unknown route (`not_found`), with the served methods in the message.
+pub async fn method_not_allowed(request: Request) -> HttpError {
+    let matched = request.extensions().get::<MatchedPath>();
+    let served: Vec<&str> = crate::ROUTES
+        .iter()
+        .filter(|r| matched.is_some_and(|m| m.as_str() == r.path))
+        .map(|r| r.method)
+        .collect();
+    HttpError::new(
+        ErrorCode::NotFound,
+        format!(
+            "no route for {} {}; this path serves {}",
+            request.method(),
+            request.uri().path(),
+            served.join(", ")
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(prefix: Option<&str>, start: Option<&str>, end: Option<&str>) -> ListQuery {
+        ListQuery {
+            prefix: prefix.map(str::to_string),
+            start: start.map(str::to_string),
+            end: end.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn list_queries_become_etcd_ranges() {
+        let r = list_range(&q(Some(""), None, None)).ok();
+        assert_eq!(r.map(|r| (r.key, r.range_end)), Some((vec![0], vec![0])));
+        let r = list_range(&q(Some("ab"), None, None)).ok();
+        assert_eq!(
+            r.map(|r| (r.key, r.range_end)),
+            Some((b"ab".to_vec(), b"ac".to_vec()))
+        );
+        let r = list_range(&q(None, Some("a"), Some("c"))).ok();
+        assert_eq!(
+            r.map(|r| (r.key, r.range_end)),
+            Some((b"a".to_vec(), b"c".to_vec()))
+        );
+        let r = list_range(&q(None, Some("a"), None)).ok();
+        assert_eq!(
+            r.map(|r| (r.key, r.range_end)),
+            Some((b"a".to_vec(), vec![0]))
+        );
+        for bad in [
+            q(None, None, None),
+            q(Some("a"), Some("b"), None),
+            q(Some("a"), None, Some("b")),
+            q(None, None, Some("b")),
+            q(None, Some("a"), Some("")),
+        ] {
+            assert!(list_range(&bad).is_err());
+        }
+    }
+}

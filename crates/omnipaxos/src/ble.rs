@@ -1,0 +1,146 @@
+//! Ballot Leader Election (paper §5, Algorithm 1): heartbeat rounds every
+//! `election_timeout_ticks`, the quorum-connected flag, and the rule that elects the highest
+//! ballot among quorum-connected candidates.
+//!
+//! Why this gives progress under partial connectivity: a server only takes part in deciding
+//! the leader when it heard a majority (itself included) in the last round, and only servers
+//! that report being quorum-connected can be elected. When the current leader drops out of
+//! the quorum-connected candidates seen by a quorum-connected server, that server bumps its own
+//! ballot above the leader's and so becomes the top candidate one round later — the quorum-loss
+//! and constrained-election scenarios recover through exactly this. A server that still sees
+//! its leader among the candidates does not bump, so in the chained scenario the servers on
+//! either side of the broken link do not keep stealing leadership from each other.
+
+use crate::ballot::Ballot;
+use crate::messages::{BleMessage, Message};
+use std::collections::BTreeMap;
+use synod_core::{EngineConfig, NodeId, PlantedBug};
+
+#[derive(Debug)]
+pub struct Ble {
+    peers: Vec<NodeId>,
+    majority: usize,
+    round_ticks: u64,
+    ticks_in_round: u64,
+    round: u64,
+    /// This server's own ballot: what it would lead with.
+    pub current_ballot: Ballot,
+    /// The ballot this server currently believes leads (BOTTOM = none yet).
+    pub leader: Ballot,
+    /// Heard a majority (itself included) in the last completed round. Starts true so the
+    /// first round elects one server instead of every server electing itself.
+    quorum_connected: bool,
+    /// Replies in the current round: the peer's own ballot and quorum-connected flag.
+    replies: BTreeMap<NodeId, (Ballot, bool)>,
+    /// Planted bug `IgnoreQuorumConnected`.
+    ignore_quorum_connected: bool,
+}
+
+impl Ble {
+    pub fn new(config: &EngineConfig) -> Self {
+        assert!(config.election_timeout_ticks > 0);
+        Ble {
+            peers: config.peers().collect(),
+            majority: config.majority(),
+            round_ticks: config.election_timeout_ticks,
+            ticks_in_round: 0,
+            round: 0,
+            current_ballot: Ballot {
+                n: 0,
+                priority: config.priority,
+                pid: config.id,
+            },
+            leader: Ballot::BOTTOM,
+            quorum_connected: true,
+            replies: BTreeMap::new(),
+            ignore_quorum_connected: config.bug(PlantedBug::IgnoreQuorumConnected),
+        }
+    }
+
+    pub fn quorum_connected(&self) -> bool {
+        self.quorum_connected
+    }
+
+    /// Starts a new heartbeat round.
+    pub fn start_round(&mut self, out: &mut Vec<(NodeId, Message)>) {
+        self.round += 1;
+        self.ticks_in_round = 0;
+        self.replies.clear();
+        for p in &self.peers {
+            out.push((
+                *p,
+                Message::Ble(BleMessage::HeartbeatRequest { round: self.round }),
+            ));
+        }
+    }
+
+    /// One tick; at the end of a round returns the newly elected leader, if it changed.
+    /// `sequence_paxos_promise` is the highest ballot Sequence Paxos promised: a leader this
+    /// server already follows there is adopted so the bump rule applies to it too.
+    pub fn tick(
+        &mut self,
+        sequence_paxos_promise: Ballot,
+        out: &mut Vec<(NodeId, Message)>,
+    ) -> Option<Ballot> {
+        self.ticks_in_round += 1;
+        if self.ticks_in_round < self.round_ticks {
+            return None;
+        }
+        let elected = self.hb_timeout(sequence_paxos_promise);
+        self.start_round(out);
+        elected
+    }
+
+    fn hb_timeout(&mut self, sequence_paxos_promise: Ballot) -> Option<Ballot> {
+        self.quorum_connected = self.replies.len() + 1 >= self.majority;
+        if sequence_paxos_promise > self.leader {
+            self.leader = sequence_paxos_promise;
+        }
+        if !self.quorum_connected && !self.ignore_quorum_connected {
+            // Not quorum-connected: this server has no say in who leads.
+            return None;
+        }
+        let top = self
+            .replies
+            .values()
+            .filter(|(_, qc)| *qc || self.ignore_quorum_connected)
+            .map(|(b, _)| *b)
+            .chain(std::iter::once(self.current_ballot))
+            .max()
+            .unwrap_or(self.current_ballot);
+        if top < self.leader {
+            // The leader is no longer among the quorum-connected candidates: outbid it, so this
+            // server is the top candidate next round (if it still is quorum-connected).
+            self.current_ballot.n = self.leader.n + 1;
+            None
+        } else if top > self.leader {
+            self.leader = top;
+            Some(top)
+        } else {
+            None
+        }
+    }
+
+    pub fn handle(&mut self, from: NodeId, msg: BleMessage, out: &mut Vec<(NodeId, Message)>) {
+        match msg {
+            BleMessage::HeartbeatRequest { round } => out.push((
+                from,
+                Message::Ble(BleMessage::HeartbeatReply {
+                    round,
+                    ballot: self.current_ballot,
+                    quorum_connected: self.quorum_connected,
+                }),
+            )),
+            BleMessage::HeartbeatReply {
+                round,
+                ballot,
+                quorum_connected,
+            } => {
+                // Late replies from an earlier round say nothing about connectivity now.
+                if round == self.round && ballot.pid == from {
+                    self.replies.insert(from, (ballot, quorum_connected));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,603 @@
+//! Sequence Paxos (paper §4): the leader's Prepare phase with log synchronisation, AcceptSync,
+//! AcceptDecide/Accepted with batching, the decided index, and PrepareReq so that a follower
+//! that missed a Prepare or lost an AcceptDecide is prepared (and resynchronised) again.
+//!
+//! Invariants asserted here: the promised ballot never decreases (`DurableState::promise`), the
+//! decided index never goes back (`update_decided`), a log is never truncated below the
+//! decided index (`DurableState::sync`). Every Promise and Accepted is pushed to the output
+//! buffer after the record it depends on, so `Ready::persist` writes that record first.
+
+use crate::OmniPaxos;
+use crate::ballot::Ballot;
+use crate::messages::{Entry, Message, Origin, PaxosMessage};
+use std::collections::{BTreeMap, HashSet};
+use synod_core::{NodeId, PlantedBug};
+
+#[derive(Debug)]
+pub enum Role {
+    Follower,
+    Leader(Box<LeaderState>),
+}
+
+impl Role {
+    pub fn is_leader(&self) -> bool {
+        matches!(self, Role::Leader(_))
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Follower => "follower",
+            Role::Leader(l) if l.phase == Phase::Prepare => "candidate",
+            Role::Leader(_) => "leader",
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Phase {
+    Prepare,
+    Accept,
+}
+
+/// What a follower told the leader in its Promise.
+#[derive(Debug, Clone)]
+pub struct PromiseInfo {
+    pub accepted_round: Ballot,
+    pub log_len: u64,
+    pub decided_idx: u64,
+    pub suffix_start: u64,
+    pub suffix: Vec<Entry>,
+}
+
+/// The leader's view of one synchronised follower in the Accept phase.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Entries below this were sent to the follower in this ballot.
+    pub sent_idx: u64,
+    /// The follower acknowledged accepting this many entries in this ballot.
+    pub accepted_idx: u64,
+    /// The decided index last sent to it.
+    pub decided_sent: u64,
+}
+
+#[derive(Debug)]
+pub struct LeaderState {
+    pub n: Ballot,
+    pub phase: Phase,
+    /// Prepare phase: promises received in ballot `n`, this server's own included.
+    pub promises: BTreeMap<NodeId, PromiseInfo>,
+    /// Accept phase: followers that were sent AcceptSync in ballot `n`.
+    pub followers: BTreeMap<NodeId, Progress>,
+    /// Writes waiting for the next `ready` to be appended (batching).
+    pub proposals: Vec<Entry>,
+    pub proposal_origins: HashSet<Origin>,
+    /// A heartbeat tick passed: send every follower an AcceptDecide even if nothing is new.
+    pub heartbeat_due: bool,
+}
+
+impl OmniPaxos {
+    fn send(&mut self, to: NodeId, m: PaxosMessage) {
+        self.out.messages.push((to, Message::Paxos(m)));
+    }
+
+    fn majority(&self) -> usize {
+        self.config.majority()
+    }
+
+    pub(crate) fn leader_state(&self) -> Option<&LeaderState> {
+        match &self.role {
+            Role::Leader(l) => Some(l),
+            Role::Follower => None,
+        }
+    }
+
+    /// Leader in its ballot's Accept phase (may append and serve reads).
+    pub(crate) fn accepting_ballot(&self) -> Option<Ballot> {
+        self.leader_state()
+            .filter(|l| l.phase == Phase::Accept)
+            .map(|l| l.n)
+    }
+
+    /// Raises the decided index. It never goes back.
+    fn update_decided(&mut self, idx: u64) {
+        let before = self.store.decided_idx;
+        self.store.decide(idx.min(self.store.log_len()));
+        assert!(self.store.decided_idx >= before, "decided index went back");
+    }
+
+    /// BLE elected `b` (paper §5 → §4 "Leader" event).
+    pub(crate) fn on_ble_leader(&mut self, b: Ballot) {
+        if b.pid == self.config.id {
+            if b > self.store.promised {
+                self.become_leader(b);
+            }
+        } else if self.role.is_leader() {
+            self.step_down();
+        }
+    }
+
+    fn step_down(&mut self) {
+        // Proposals still buffered are dropped: local ones are re-forwarded from the pending
+        // table, remote ones by their origin.
+        self.role = Role::Follower;
+        self.reads.clear();
+    }
+
+    fn own_promise(&self) -> PromiseInfo {
+        PromiseInfo {
+            accepted_round: self.store.accepted_round,
+            log_len: self.store.log_len(),
+            decided_idx: self.store.decided_idx,
+            suffix_start: self.store.log_len(),
+            suffix: Vec::new(),
+        }
+    }
+
+    fn become_leader(&mut self, n: Ballot) {
+        self.store.promise(n, &mut self.out.records);
+        self.reads.clear();
+        let mut promises = BTreeMap::new();
+        promises.insert(self.config.id, self.own_promise());
+        self.role = Role::Leader(Box::new(LeaderState {
+            n,
+            phase: Phase::Prepare,
+            promises,
+            followers: BTreeMap::new(),
+            proposals: Vec::new(),
+            proposal_origins: HashSet::new(),
+            heartbeat_due: false,
+        }));
+        let peers: Vec<NodeId> = self.config.peers().collect();
+        for p in peers {
+            self.send_prepare(p);
+        }
+        if self.majority() <= 1 {
+            self.complete_prepare();
+        }
+    }
+
+    fn send_prepare(&mut self, to: NodeId) {
+        let Some(n) = self.leader_state().map(|l| l.n) else {
+            return;
+        };
+        let m = PaxosMessage::Prepare {
+            n,
+            decided_idx: self.store.decided_idx,
+            accepted_round: self.store.accepted_round,
+            log_len: self.store.log_len(),
+        };
+        self.send(to, m);
+    }
+
+    /// Every `heartbeat_ticks`: the leader re-sends Prepare to servers that have not promised
+    /// (lost messages, restarts) and schedules a heartbeat AcceptDecide to the rest.
+    pub(crate) fn leader_heartbeat(&mut self) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        l.heartbeat_due = true;
+        let unsynced: Vec<NodeId> = self
+            .config
+            .peers()
+            .filter(|p| match l.phase {
+                Phase::Prepare => !l.promises.contains_key(p),
+                Phase::Accept => !l.followers.contains_key(p),
+            })
+            .collect();
+        for p in unsynced {
+            self.send_prepare(p);
+        }
+        self.resend_read_confirm();
+    }
+
+    pub(crate) fn handle_paxos(&mut self, from: NodeId, m: PaxosMessage) {
+        match m {
+            PaxosMessage::Prepare {
+                n,
+                decided_idx,
+                accepted_round,
+                log_len,
+            } => self.handle_prepare(from, n, decided_idx, accepted_round, log_len),
+            PaxosMessage::Promise {
+                n,
+                accepted_round,
+                log_len,
+                decided_idx,
+                suffix_start,
+                suffix,
+            } => self.handle_promise(
+                from,
+                n,
+                PromiseInfo {
+                    accepted_round,
+                    log_len,
+                    decided_idx,
+                    suffix_start,
+                    suffix,
+                },
+            ),
+            PaxosMessage::AcceptSync {
+                n,
+                sync_idx,
+                suffix,
+                decided_idx,
+            } => self.handle_accept_sync(from, n, sync_idx, suffix, decided_idx),
+            PaxosMessage::AcceptDecide {
+                n,
+                start_idx,
+                entries,
+                decided_idx,
+            } => self.handle_accept_decide(from, n, start_idx, entries, decided_idx),
+            PaxosMessage::Accepted { n, accepted_idx } => {
+                self.handle_accepted(from, n, accepted_idx)
+            }
+            PaxosMessage::PrepareReq { n } => {
+                let Some(l) = self.leader_state() else {
+                    return;
+                };
+                if l.n != n {
+                    return;
+                }
+                if let Role::Leader(l) = &mut self.role {
+                    // Not synchronised any more until it promises again.
+                    l.followers.remove(&from);
+                }
+                self.send_prepare(from);
+            }
+            PaxosMessage::ReadConfirm { n, round } => {
+                if n == self.store.promised && !self.role.is_leader() {
+                    self.send(from, PaxosMessage::ReadConfirmAck { n, round });
+                }
+            }
+            PaxosMessage::ReadConfirmAck { n, round } => {
+                self.handle_read_confirm_ack(from, n, round)
+            }
+        }
+    }
+
+    /// §4 Prepare: promise if `n` is at least the promised ballot, and send the part of the log
+    /// the leader may lack (by comparing accepted rounds and lengths).
+    fn handle_prepare(
+        &mut self,
+        from: NodeId,
+        n: Ballot,
+        leader_decided: u64,
+        leader_round: Ballot,
+        leader_len: u64,
+    ) {
+        if n < self.store.promised || n.pid != from {
+            return;
+        }
+        if n > self.store.promised {
+            self.store.promise(n, &mut self.out.records);
+            if self.role.is_leader() {
+                self.step_down();
+            }
+        }
+        let len = self.store.log_len();
+        let (suffix_start, suffix) = if self.store.accepted_round > leader_round {
+            let start = leader_decided.min(len);
+            (start, self.store.slice(start, len))
+        } else if self.store.accepted_round == leader_round && len > leader_len {
+            (leader_len, self.store.slice(leader_len, len))
+        } else {
+            (len, Vec::new())
+        };
+        let m = if self.config.bug(PlantedBug::ForgetAcceptedBallot) {
+            // PLANTED BUG: the promise forgets what this server accepted.
+            PaxosMessage::Promise {
+                n,
+                accepted_round: Ballot::BOTTOM,
+                log_len: self.store.decided_idx,
+                decided_idx: self.store.decided_idx,
+                suffix_start: self.store.decided_idx,
+                suffix: Vec::new(),
+            }
+        } else {
+            PaxosMessage::Promise {
+                n,
+                accepted_round: self.store.accepted_round,
+                log_len: len,
+                decided_idx: self.store.decided_idx,
+                suffix_start,
+                suffix,
+            }
+        };
+        self.send(from, m);
+    }
+
+    fn handle_promise(&mut self, from: NodeId, n: Ballot, p: PromiseInfo) {
+        let Some(l) = self.leader_state() else {
+            return;
+        };
+        if l.n != n {
+            return;
+        }
+        match l.phase {
+            Phase::Prepare => {
+                let majority = self.majority();
+                let Role::Leader(l) = &mut self.role else {
+                    return;
+                };
+                l.promises.insert(from, p);
+                if l.promises.len() >= majority {
+                    self.complete_prepare();
+                }
+            }
+            Phase::Accept => {
+                // A late (or re-requested) promise: the leader's log is final for this ballot,
+                // so just bring the follower in line with it.
+                let sync_idx = if p.accepted_round == n {
+                    p.log_len
+                } else {
+                    p.decided_idx
+                };
+                self.send_accept_sync(from, sync_idx);
+            }
+        }
+    }
+
+    /// §4: a majority promised. Adopt the log with the highest accepted round (longest among
+    /// equals), then AcceptSync every promised follower.
+    fn complete_prepare(&mut self) {
+        let me = self.config.id;
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let n = l.n;
+        let promises = std::mem::take(&mut l.promises);
+        let (max_pid, max) = promises
+            .iter()
+            .max_by_key(|(pid, p)| (p.accepted_round, p.log_len, **pid == me))
+            .map(|(pid, p)| (*pid, p.clone()))
+            .expect("own promise is always present");
+        let my_len = self.store.log_len();
+        let decided = self.store.decided_idx;
+        let adopt = max_pid != me
+            && (max.accepted_round, max.log_len) > (self.store.accepted_round, my_len)
+            && max.suffix_start <= my_len;
+        let (from_idx, suffix) = if adopt {
+            // The suffix starts at our decided index or our length (see handle_prepare);
+            // never let it reach below our decided prefix, which is already chosen.
+            let skip = decided.saturating_sub(max.suffix_start) as usize;
+            let from = max.suffix_start.max(decided);
+            (from, max.suffix.iter().skip(skip).cloned().collect())
+        } else {
+            (my_len, Vec::new())
+        };
+        self.store.sync(n, from_idx, suffix, &mut self.out.records);
+        let max_decided = promises.values().map(|p| p.decided_idx).max().unwrap_or(0);
+        self.update_decided(max_decided);
+        let reference_round = max.accepted_round;
+        if let Role::Leader(l) = &mut self.role {
+            l.phase = Phase::Accept;
+        }
+        for (pid, p) in promises {
+            if pid == me {
+                continue;
+            }
+            let sync_idx = if p.accepted_round == reference_round {
+                p.log_len
+            } else {
+                p.decided_idx
+            };
+            self.send_accept_sync(pid, sync_idx);
+        }
+    }
+
+    /// AcceptSync carries the leader's WHOLE log from `sync_idx`, never a batch of it: a log
+    /// accepted in round n must contain every entry chosen before n (that is what lets the
+    /// next Prepare trust "highest accepted round wins"), so the follower may only take the
+    /// round n together with the complete synchronised log.
+    fn send_accept_sync(&mut self, to: NodeId, sync_idx: u64) {
+        let len = self.store.log_len();
+        let decided = self.store.decided_idx;
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let n = l.n;
+        let sync_idx = sync_idx.min(len);
+        l.followers.insert(
+            to,
+            Progress {
+                sent_idx: len,
+                accepted_idx: 0,
+                decided_sent: decided,
+            },
+        );
+        let suffix = self.store.slice(sync_idx, len);
+        self.send(
+            to,
+            PaxosMessage::AcceptSync {
+                n,
+                sync_idx,
+                suffix,
+                decided_idx: decided,
+            },
+        );
+    }
+
+    /// Asks the owner of ballot `n` to prepare this server again, at most once per heartbeat.
+    fn request_prepare(&mut self, n: Ballot) {
+        if let Some(last) = self.last_prepare_req_tick
+            && self.now_ticks < last + self.config.heartbeat_ticks
+        {
+            return;
+        }
+        self.last_prepare_req_tick = Some(self.now_ticks);
+        self.send(n.pid, PaxosMessage::PrepareReq { n });
+    }
+
+    fn handle_accept_sync(
+        &mut self,
+        from: NodeId,
+        n: Ballot,
+        sync_idx: u64,
+        suffix: Vec<Entry>,
+        decided_idx: u64,
+    ) {
+        if n.pid != from || n < self.store.promised {
+            return;
+        }
+        if n > self.store.promised {
+            // We never promised n (a leader only syncs promised followers): get prepared.
+            self.request_prepare(n);
+            return;
+        }
+        if self.store.accepted_round == n {
+            // Already synchronised in n: an old or duplicate sync must never shorten a log
+            // whose length we may already have acknowledged; only extend it.
+            self.accept_entries(n, sync_idx, suffix, decided_idx);
+            return;
+        }
+        if sync_idx > self.store.log_len() || sync_idx < self.store.decided_idx {
+            self.request_prepare(n);
+            return;
+        }
+        self.store.sync(n, sync_idx, suffix, &mut self.out.records);
+        self.update_decided(decided_idx);
+        let accepted_idx = self.store.log_len();
+        self.send(from, PaxosMessage::Accepted { n, accepted_idx });
+    }
+
+    fn handle_accept_decide(
+        &mut self,
+        from: NodeId,
+        n: Ballot,
+        start_idx: u64,
+        entries: Vec<Entry>,
+        decided_idx: u64,
+    ) {
+        if n.pid != from || n < self.store.promised {
+            return;
+        }
+        // (n == promised with n.pid != me: we cannot be leading n ourselves.)
+        if n > self.store.promised || self.store.accepted_round != n {
+            // Missed the Prepare or the AcceptSync of ballot n.
+            self.request_prepare(n);
+            return;
+        }
+        self.accept_entries(n, start_idx, entries, decided_idx);
+    }
+
+    /// Appends the part of `entries` (which belong at `start_idx`) beyond our log. Our log is a
+    /// prefix of the leader's in round `n`, so overlapping entries are identical.
+    fn accept_entries(&mut self, n: Ballot, start_idx: u64, entries: Vec<Entry>, decided: u64) {
+        let len = self.store.log_len();
+        if start_idx > len {
+            // A gap: an earlier AcceptDecide was lost.
+            self.request_prepare(n);
+            return;
+        }
+        let skip = (len - start_idx) as usize;
+        if entries.len() > skip {
+            let new: Vec<Entry> = entries.into_iter().skip(skip).collect();
+            self.store.append(new, &mut self.out.records);
+        }
+        self.update_decided(decided);
+        let accepted_idx = self.store.log_len();
+        self.send(n.pid, PaxosMessage::Accepted { n, accepted_idx });
+    }
+
+    fn handle_accepted(&mut self, from: NodeId, n: Ballot, accepted_idx: u64) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        if l.n != n || l.phase != Phase::Accept {
+            return;
+        }
+        if let Some(p) = l.followers.get_mut(&from) {
+            p.accepted_idx = p.accepted_idx.max(accepted_idx);
+        }
+        self.try_decide();
+    }
+
+    /// Decided = the highest index accepted in this ballot by a majority (the leader's own log
+    /// counts: it is written in the same or an earlier `ready` than any message deciding it).
+    fn try_decide(&mut self) {
+        let majority = self.majority();
+        let Some(l) = self.leader_state() else {
+            return;
+        };
+        let mut acc: Vec<u64> = l.followers.values().map(|p| p.accepted_idx).collect();
+        acc.push(self.store.log_len());
+        if acc.len() < majority {
+            return;
+        }
+        acc.sort_unstable_by(|a, b| b.cmp(a));
+        let d = acc[majority - 1];
+        if d > self.store.decided_idx {
+            self.update_decided(d);
+        }
+    }
+
+    /// Called by `ready`: append the batched proposals and send ONE AcceptDecide per follower
+    /// (at most `batch_entries_max` entries) carrying the new entries and decided index.
+    pub(crate) fn leader_flush(&mut self) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        if l.phase != Phase::Accept {
+            return;
+        }
+        let proposals = std::mem::take(&mut l.proposals);
+        l.proposal_origins.clear();
+        // A proposal buffered during the Prepare phase may already be in the log adopted at
+        // its end (an earlier leader appended it): never append an origin twice.
+        let proposals: Vec<Entry> = proposals
+            .into_iter()
+            .filter(|e| !self.store.contains_origin(&e.origin))
+            .collect();
+        self.store.append(proposals, &mut self.out.records);
+        if self.config.bug(PlantedBug::AckBeforeMajority) {
+            // PLANTED BUG: decide everything the leader has, before any follower accepted it.
+            let len = self.store.log_len();
+            self.update_decided(len);
+        }
+        self.try_decide();
+        let len = self.store.log_len();
+        let decided = self.store.decided_idx;
+        let batch = self.config.batch_entries_max as u64;
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let n = l.n;
+        let heartbeat = std::mem::take(&mut l.heartbeat_due);
+        let mut sends = Vec::new();
+        for (pid, p) in l.followers.iter_mut() {
+            if p.sent_idx < len || p.decided_sent < decided || heartbeat {
+                let end = len.min(p.sent_idx + batch);
+                sends.push((*pid, p.sent_idx, end));
+                p.sent_idx = end;
+                p.decided_sent = decided;
+            }
+        }
+        for (pid, start, end) in sends {
+            let entries = self.store.slice(start, end);
+            self.send(
+                pid,
+                PaxosMessage::AcceptDecide {
+                    n,
+                    start_idx: start,
+                    entries,
+                    decided_idx: decided,
+                },
+            );
+        }
+    }
+
+    /// Leader: queue a write for the next batch unless it is already in the log or queued.
+    pub(crate) fn propose(&mut self, e: Entry) {
+        let cap = self.config.pending_requests_max * self.config.members.len();
+        let in_log = self.store.contains_origin(&e.origin);
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        if in_log || l.proposal_origins.contains(&e.origin) || l.proposals.len() >= cap {
+            // Over the bound the origin's re-forwarding retries later.
+            return;
+        }
+        l.proposal_origins.insert(e.origin);
+        l.proposals.push(e);
+    }
+}

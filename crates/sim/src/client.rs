@@ -1,0 +1,192 @@
+//! Simulated clients: the random workload and the translation between engine requests/replies
+//! and the history format the checker reads.
+//!
+//! The workload is built to make linearizability bugs visible: few keys (operations collide),
+//! every written value distinct (`c<client>s<seq>`, so a read names the write it saw), and CAS
+//! in all three forms (by value, by version, expect absent) so lost updates show up as two
+//! successful CAS from the same expectation.
+
+use crate::rng::SimRng;
+use std::collections::BTreeMap;
+use synod_core::history::{Expected, HistoryOp, OpKind, Output, ReadConsistency};
+use synod_core::kv::{
+    CasAction, CasRequest, DeleteRangeRequest, Expect, Op, PutRequest, RangeRequest, Response,
+    ResponseBody,
+};
+use synod_core::{ClientId, ClientRequest, Consistency, NodeId, RequestId};
+
+/// Most attempts (first try + retries at other nodes) for one operation; past it the client
+/// gives up, records the outcome as unknown and continues under a fresh session.
+pub const CLIENT_ATTEMPTS_MAX: u32 = 64;
+
+/// One operation a client has open.
+#[derive(Clone, Debug)]
+pub struct OpenOp {
+    pub request: ClientRequest,
+    /// The history entry, without output/return until the final reply.
+    pub hist: HistoryOp,
+    pub attempt: u32,
+    /// The node the current attempt went to.
+    pub node: NodeId,
+    pub is_read: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct SimClient {
+    /// Current session; replaced when an outcome stays unknown, so a client never has two
+    /// operations open in the history under one id.
+    pub id: ClientId,
+    /// Seq of the current (or next) request; also its `first_unacked`.
+    pub seq: u64,
+    pub ops_started: usize,
+    pub open: Option<OpenOp>,
+}
+
+/// What the workload has seen of each key, to aim CAS expectations at plausible states.
+#[derive(Default)]
+pub struct Knowledge {
+    last: BTreeMap<String, (Option<String>, u64)>,
+}
+
+impl Knowledge {
+    pub fn observe(&mut self, key: &str, value: Option<String>, version: u64) {
+        self.last.insert(key.to_string(), (value, version));
+    }
+}
+
+pub fn key_name(i: u64) -> String {
+    format!("k{i}")
+}
+
+/// Draws the next operation for `client`. Returns the request and its history entry.
+pub fn next_op(
+    rng: &mut SimRng,
+    keys: u64,
+    client: ClientId,
+    seq: u64,
+    knowledge: &Knowledge,
+    now_us: u64,
+) -> (ClientRequest, HistoryOp) {
+    let key = key_name(rng.below(keys));
+    let value = format!("c{}s{}", client.0, seq);
+    let mut hist = HistoryOp {
+        client: client.0,
+        op: OpKind::Get,
+        key: key.clone(),
+        value: None,
+        expected: None,
+        consistency: ReadConsistency::Linearizable,
+        output: None,
+        call: now_us,
+        ret: None,
+    };
+    let mut consistency = Consistency::Linearizable;
+    let roll = rng.below(100);
+    let op = if roll < 30 {
+        if rng.below(3) == 0 {
+            consistency = Consistency::Sequential;
+            hist.consistency = ReadConsistency::Sequential;
+        }
+        Op::Range(RangeRequest::key(key.as_bytes().to_vec()))
+    } else if roll < 60 {
+        hist.op = OpKind::Put;
+        hist.value = Some(value.clone());
+        Op::Put(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: value.into_bytes(),
+            prev_kv: false,
+        })
+    } else if roll < 70 {
+        hist.op = OpKind::Delete;
+        Op::DeleteRange(DeleteRangeRequest {
+            key: key.as_bytes().to_vec(),
+            range_end: Vec::new(),
+            prev_kv: false,
+        })
+    } else {
+        hist.op = OpKind::Cas;
+        let seen = knowledge.last.get(&key).cloned().unwrap_or((None, 0));
+        let (expect, expected) = match rng.below(3) {
+            0 => (Expect::Absent, Expected::Absent),
+            1 => {
+                let v = seen.0.unwrap_or_else(|| "never-written".into());
+                (Expect::Value(v.clone().into_bytes()), Expected::Value(v))
+            }
+            _ => {
+                let n = if seen.1 > 0 { seen.1 } else { rng.range(1, 3) };
+                (Expect::Version(n), Expected::Version(n))
+            }
+        };
+        hist.expected = Some(expected);
+        // One CAS in eight deletes on success, so "absent" keeps coming back.
+        let then = if rng.below(8) == 0 {
+            CasAction::Delete
+        } else {
+            hist.value = Some(value.clone());
+            CasAction::Put(value.into_bytes())
+        };
+        Op::Cas(CasRequest {
+            key: key.as_bytes().to_vec(),
+            expect,
+            then,
+        })
+    };
+    let request = ClientRequest {
+        id: RequestId { client, seq },
+        first_unacked: seq,
+        op,
+        consistency,
+    };
+    (request, hist)
+}
+
+/// The history output for a successful reply, or `None` when the reply does not match the
+/// request (which the simulator reports as a failure in its own right).
+pub fn output_of(kind: OpKind, response: &Response) -> Option<Output> {
+    match (kind, &response.body) {
+        (OpKind::Get, ResponseBody::Range(r)) => Some(match r.kvs.first() {
+            Some(kv) => Output {
+                value: Some(String::from_utf8_lossy(&kv.value).into_owned()),
+                version: Some(kv.version),
+                ..Default::default()
+            },
+            None => Output {
+                version: Some(0),
+                ..Default::default()
+            },
+        }),
+        (OpKind::Put, ResponseBody::Put(_)) => Some(Output::default()),
+        (OpKind::Delete, ResponseBody::DeleteRange(d)) => Some(Output {
+            deleted: Some(d.deleted),
+            ..Default::default()
+        }),
+        (OpKind::Cas, ResponseBody::Cas(c)) => Some(Output {
+            succeeded: Some(c.succeeded),
+            ..Default::default()
+        }),
+        _ => None,
+    }
+}
+
+/// What a completed op tells the workload about its key.
+pub fn learn(knowledge: &mut Knowledge, hist: &HistoryOp, response: &Response) {
+    match &response.body {
+        ResponseBody::Range(r) => match r.kvs.first() {
+            Some(kv) => knowledge.observe(
+                &hist.key,
+                Some(String::from_utf8_lossy(&kv.value).into_owned()),
+                kv.version,
+            ),
+            None => knowledge.observe(&hist.key, None, 0),
+        },
+        ResponseBody::Cas(c) => match &c.kv {
+            Some(kv) => knowledge.observe(
+                &hist.key,
+                Some(String::from_utf8_lossy(&kv.value).into_owned()),
+                kv.version,
+            ),
+            None => knowledge.observe(&hist.key, None, 0),
+        },
+        _ => {}
+    }
+}

@@ -1,0 +1,1224 @@
+//! The event loop: one simulated cluster run, driven by a seed over virtual time.
+//!
+//! Everything happens in a single thread in the order of a priority queue keyed by
+//! (virtual time in µs, sequence number), so two events at the same time are processed in the
+//! order they were scheduled and the run is a pure function of ([`RunConfig`], engine). After
+//! every input to an engine the loop drains `ready()` through `Ready::persist` into the
+//! simulated disk, then hands the messages to the simulated network and the replies to the
+//! simulated clients — the same order the node runtime uses.
+//!
+//! Checks made while running: agreement (every (applied index, digest) pair any replica reports
+//! is compared with every other replica's at the same index), persist-before-send (no unsynced
+//! record on a node that sends), no output from a crashed node (its engine does not exist), and
+//! liveness after healing. At the end: convergence of applied indexes and the linearizability
+//! of the history.
+
+use crate::client::{self, CLIENT_ATTEMPTS_MAX, Knowledge, OpenOp, SimClient};
+use crate::disk::{CrashMode, SimDisk};
+use crate::faults::{Fault, FaultSet, Scenario, ScheduledFault, random_schedule};
+use crate::network::Network;
+use crate::rng::SimRng;
+use crate::trace::{Trace, TraceEntry, TraceKind};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::time::{Duration, Instant};
+use synod_checker::{CheckOptions, Verdict, check_history};
+use synod_core::history::{History, HistoryOp};
+use synod_core::{
+    ClientId, ClientReply, ClientRequest, Engine, EngineConfig, EngineError, EngineStatus, NodeId,
+    PlantedBug,
+};
+
+/// Virtual time between two ticks of one node (the node runtime's tick is 10 ms too).
+pub const TICK_US: u64 = 10_000;
+/// One-way latency between a client and a node: lowest and highest.
+pub const CLIENT_LATENCY_MIN_US: u64 = 200;
+pub const CLIENT_LATENCY_MAX_US: u64 = 1_000;
+/// Delay before retrying after `Busy`.
+pub const CLIENT_BUSY_BACKOFF_US: u64 = 20_000;
+/// Time an fsync takes when the planted `AckBeforeFsync` bug defers it.
+pub const FSYNC_LATENCY_MIN_US: u64 = 1_000;
+pub const FSYNC_LATENCY_MAX_US: u64 = 8_000;
+/// Failure messages kept per run (the first ones are the interesting ones).
+pub const FAILURES_REPORTED_MAX: usize = 20;
+
+/// Everything that determines one run.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub seed: u64,
+    pub nodes: usize,
+    pub faults: FaultSet,
+    /// Concurrent clients, each with one operation open at a time.
+    pub clients: usize,
+    /// Operations each client starts (retries of reads do not count).
+    pub ops_per_client: usize,
+    /// Size of the key set; small so that operations collide.
+    pub keys: u64,
+    pub planted_bug: Option<PlantedBug>,
+    /// Faults happen in `[0, fault_window_us)`; at its end everything heals.
+    pub fault_window_us: u64,
+    /// Run one of the paper's scenarios instead of a random schedule.
+    pub scenario: Option<Scenario>,
+    /// Wall-clock budget for the linearizability check.
+    pub check_budget: Duration,
+    pub election_timeout_ticks: u64,
+    /// Engine-side request timeout (the engine answers `Timeout` after it).
+    pub request_timeout_ticks: u64,
+    /// Client-side timeout of one attempt (a crashed node never answers).
+    pub client_timeout_us: u64,
+    /// After healing, every pending operation must complete within this (and all replicas
+    /// must converge within it once clients are done).
+    pub liveness_bound_us: u64,
+    /// Keep a copy of the whole history in the result (for `--history-dir`).
+    pub keep_history: bool,
+    /// Scenario runs: fail if the downtime under the scenario's topology exceeds this many
+    /// election timeouts (the paper's liveness claim); `None` = only measure it.
+    pub scenario_downtime_max_ets: Option<f64>,
+}
+
+impl RunConfig {
+    pub fn new(seed: u64, nodes: usize) -> Self {
+        let election_timeout_ticks = 10;
+        RunConfig {
+            seed,
+            nodes,
+            faults: FaultSet::ALL,
+            clients: 5,
+            ops_per_client: 40,
+            keys: 4,
+            planted_bug: None,
+            fault_window_us: 6_000_000,
+            scenario: None,
+            check_budget: Duration::from_secs(20),
+            election_timeout_ticks,
+            request_timeout_ticks: 5 * election_timeout_ticks,
+            client_timeout_us: 8 * election_timeout_ticks * TICK_US,
+            liveness_bound_us: 50 * election_timeout_ticks * TICK_US,
+            keep_history: false,
+            scenario_downtime_max_ets: None,
+        }
+    }
+
+    pub fn election_timeout_us(&self) -> u64 {
+        self.election_timeout_ticks * TICK_US
+    }
+}
+
+/// The outcome of one run.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub seed: u64,
+    pub engine: &'static str,
+    pub nodes: usize,
+    pub planted_bug: Option<PlantedBug>,
+    /// Empty = the run passed every check.
+    pub failures: Vec<String>,
+    pub schedule: Vec<String>,
+    /// The last events, readable (filled only when the run failed).
+    pub trace_tail: Vec<String>,
+    pub trace_hash: u64,
+    pub history: Option<History>,
+    pub verdict: Verdict,
+    pub ops_ok: u64,
+    pub ops_unknown: u64,
+    pub ops_failed: u64,
+    pub messages: u64,
+    pub events: u64,
+    pub virtual_time_us: u64,
+    pub wall: Duration,
+    /// Scenario runs: longest interval with no operation completing while the scenario's
+    /// topology was in place, and whether any operation completed after it began.
+    pub downtime_us: u64,
+    pub recovered: bool,
+}
+
+impl RunResult {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// The failure report: seed, engine, nodes, schedule, what failed, the last events.
+    pub fn report(&self) -> String {
+        let mut s = format!(
+            "FAILED seed {} engine {} nodes {}{}\n  rerun: synod sim --engine {} --nodes {} --seeds {}..{}{}\n",
+            self.seed,
+            self.engine,
+            self.nodes,
+            self.planted_bug
+                .map_or(String::new(), |b| format!(" planted bug {}", b.name())),
+            self.engine,
+            self.nodes,
+            self.seed,
+            self.seed + 1,
+            self.planted_bug
+                .map_or(String::new(), |b| format!(" --planted-bug {}", b.name())),
+        );
+        s += "  fault schedule:\n";
+        for f in &self.schedule {
+            s += &format!("    {f}\n");
+        }
+        s += "  failures:\n";
+        for f in &self.failures {
+            s += &format!("    {f}\n");
+        }
+        s += &format!("  last {} events:\n", self.trace_tail.len());
+        for l in &self.trace_tail {
+            s += &format!("    {l}\n");
+        }
+        s
+    }
+}
+
+enum Ev<M> {
+    Tick(NodeId),
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        message: M,
+    },
+    Submit {
+        node: NodeId,
+        request: ClientRequest,
+    },
+    Reply {
+        slot: usize,
+        node: NodeId,
+        reply: ClientReply,
+    },
+    ClientStart(usize),
+    ClientTimeout {
+        slot: usize,
+        seq: u64,
+        attempt: u32,
+    },
+    ClientRetry {
+        slot: usize,
+        attempt: u32,
+    },
+    FaultStart(usize),
+    FaultEnd(usize),
+    HealAll,
+    DiskSync {
+        node: NodeId,
+        incarnation: u64,
+    },
+}
+
+struct Scheduled<M> {
+    time_us: u64,
+    seq: u64,
+    ev: Ev<M>,
+}
+
+impl<M> PartialEq for Scheduled<M> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time_us, self.seq) == (other.time_us, other.seq)
+    }
+}
+impl<M> Eq for Scheduled<M> {}
+impl<M> PartialOrd for Scheduled<M> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<M> Ord for Scheduled<M> {
+    // Reversed: BinaryHeap is a max-heap and we want the earliest (time, seq) first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.time_us, other.seq).cmp(&(self.time_us, self.seq))
+    }
+}
+
+struct NodeSlot<E: Engine> {
+    config: EngineConfig,
+    /// `None` while crashed: no input reaches it and it can produce no output.
+    engine: Option<E>,
+    disk: SimDisk<E::Record>,
+    /// Bumped by every crash, so a deferred fsync of an earlier life does nothing.
+    incarnation: u64,
+    /// Faults currently keeping this node down; it restarts when the set empties.
+    down_by: BTreeSet<u64>,
+}
+
+struct Sim<E: Engine> {
+    cfg: RunConfig,
+    now_us: u64,
+    next_seq: u64,
+    queue: BinaryHeap<Scheduled<E::Message>>,
+    members: Vec<NodeId>,
+    nodes: Vec<NodeSlot<E>>,
+    net: Network,
+    rng_net: SimRng,
+    rng_work: SimRng,
+    rng_fault: SimRng,
+    clients: Vec<SimClient>,
+    slot_by_client: BTreeMap<ClientId, usize>,
+    next_client_id: u64,
+    knowledge: Knowledge,
+    history: Vec<HistoryOp>,
+    trace: Trace<E::Message>,
+    /// applied index → (digest, first node that reported it).
+    agreement: BTreeMap<u64, (u64, NodeId)>,
+    failures: Vec<String>,
+    schedule: Vec<ScheduledFault>,
+    heal_at_us: u64,
+    healed: bool,
+    /// Clients start no new operation after this (scenario runs).
+    clients_stop_at_us: Option<u64>,
+    think_max_us: u64,
+    completions_us: Vec<u64>,
+    converged: bool,
+    ops_ok: u64,
+    ops_unknown: u64,
+    ops_failed: u64,
+}
+
+fn fail(failures: &mut Vec<String>, msg: String) {
+    if failures.len() < FAILURES_REPORTED_MAX {
+        failures.push(msg);
+    }
+}
+
+/// Runs one seed of engine `E` and checks it.
+pub fn run_seed<E: Engine>(cfg: &RunConfig) -> RunResult {
+    let wall_start = Instant::now();
+    let mut sim = Sim::<E>::new(cfg.clone());
+    sim.run();
+    sim.finish(wall_start)
+}
+
+impl<E: Engine> Sim<E> {
+    fn new(cfg: RunConfig) -> Self {
+        assert!(cfg.nodes >= 1 && cfg.clients >= 1 && cfg.keys >= 1);
+        let members: Vec<NodeId> = (1..=cfg.nodes as u64).collect();
+        let mut rng_net = SimRng::fork(cfg.seed, 1);
+        let rng_work = SimRng::fork(cfg.seed, 2);
+        let mut rng_fault = SimRng::fork(cfg.seed, 3);
+        let net = Network::new(&members, &mut rng_net);
+        let nodes = members
+            .iter()
+            .map(|&id| {
+                let mut config = EngineConfig::new(id, members.clone(), cfg.seed ^ (id << 48));
+                config.election_timeout_ticks = cfg.election_timeout_ticks;
+                config.request_timeout_ticks = cfg.request_timeout_ticks;
+                config.planted_bug = cfg.planted_bug;
+                NodeSlot {
+                    config,
+                    engine: None,
+                    disk: SimDisk::new(),
+                    incarnation: 0,
+                    down_by: BTreeSet::new(),
+                }
+            })
+            .collect();
+        let (schedule, heal_at_us, clients_stop_at_us, think_max_us) = match cfg.scenario {
+            None => {
+                let schedule =
+                    random_schedule(&mut rng_fault, &members, cfg.faults, cfg.fault_window_us);
+                // Spread each client's operations over the fault window.
+                let think = 2 * cfg.fault_window_us / cfg.ops_per_client.max(1) as u64;
+                (schedule, cfg.fault_window_us, None, think)
+            }
+            Some(s) => {
+                let start = 2_000_000;
+                let heal = start + cfg.fault_window_us;
+                (
+                    s.schedule(start, heal, 1_000_000),
+                    heal,
+                    Some(heal + 500_000),
+                    20_000,
+                )
+            }
+        };
+        Sim {
+            now_us: 0,
+            next_seq: 0,
+            queue: BinaryHeap::new(),
+            members,
+            nodes,
+            net,
+            rng_net,
+            rng_work,
+            rng_fault,
+            clients: Vec::new(),
+            slot_by_client: BTreeMap::new(),
+            next_client_id: 1,
+            knowledge: Knowledge::default(),
+            history: Vec::new(),
+            trace: Trace::new(),
+            agreement: BTreeMap::new(),
+            failures: Vec::new(),
+            schedule,
+            heal_at_us,
+            healed: false,
+            clients_stop_at_us,
+            think_max_us,
+            completions_us: Vec::new(),
+            converged: false,
+            ops_ok: 0,
+            ops_unknown: 0,
+            ops_failed: 0,
+            cfg,
+        }
+    }
+
+    fn at(&mut self, time_us: u64, ev: Ev<E::Message>) {
+        debug_assert!(time_us >= self.now_us, "scheduling into the past");
+        self.next_seq += 1;
+        self.queue.push(Scheduled {
+            time_us,
+            seq: self.next_seq,
+            ev,
+        });
+    }
+
+    fn idx(&self, node: NodeId) -> usize {
+        (node - 1) as usize
+    }
+
+    fn hard_stop_us(&self) -> u64 {
+        self.heal_at_us + 2 * self.cfg.liveness_bound_us
+    }
+
+    fn run(&mut self) {
+        for i in 0..self.nodes.len() {
+            let id = self.members[i];
+            self.boot(id);
+            let phase = self.rng_fault.below(TICK_US);
+            self.at(phase, Ev::Tick(id));
+        }
+        for i in 0..self.schedule.len() {
+            let (s, e) = (self.schedule[i].start_us, self.schedule[i].end_us);
+            self.at(s, Ev::FaultStart(i));
+            self.at(e, Ev::FaultEnd(i));
+        }
+        self.at(self.heal_at_us, Ev::HealAll);
+        for slot in 0..self.cfg.clients {
+            let id = self.fresh_client_id();
+            self.slot_by_client.insert(id, slot);
+            self.clients.push(SimClient {
+                id,
+                seq: 1,
+                ops_started: 0,
+                open: None,
+            });
+            let start = self.rng_work.below(self.think_max_us.max(1));
+            self.at(start, Ev::ClientStart(slot));
+        }
+        while let Some(Scheduled { time_us, ev, .. }) = self.queue.pop() {
+            self.now_us = time_us;
+            if self.now_us > self.hard_stop_us() || self.converged {
+                break;
+            }
+            self.step(ev);
+        }
+    }
+
+    fn fresh_client_id(&mut self) -> ClientId {
+        let id = ClientId(self.next_client_id);
+        self.next_client_id += 1;
+        id
+    }
+
+    fn step(&mut self, ev: Ev<E::Message>) {
+        match ev {
+            Ev::Tick(node) => {
+                self.at(self.now_us + TICK_US, Ev::Tick(node));
+                let i = self.idx(node);
+                if let Some(engine) = self.nodes[i].engine.as_mut() {
+                    engine.tick();
+                    self.drain(node, TraceKind::Tick);
+                }
+                if node == self.members[0] {
+                    self.check_converged();
+                }
+            }
+            Ev::Deliver { from, to, message } => {
+                let i = self.idx(to);
+                // A partition that started while the message was in flight also eats it.
+                if !self.net.is_up(from, to) || self.nodes[i].engine.is_none() {
+                    self.net.messages_dropped += 1;
+                    return;
+                }
+                let kind = TraceKind::Deliver {
+                    from,
+                    message: message.clone(),
+                };
+                if let Some(engine) = self.nodes[i].engine.as_mut() {
+                    engine.receive(from, message);
+                }
+                self.drain(to, kind);
+            }
+            Ev::Submit { node, request } => {
+                let i = self.idx(node);
+                let summary = format!("{} {:?}", request.id, request.op);
+                if let Some(engine) = self.nodes[i].engine.as_mut() {
+                    engine.submit(request);
+                    self.drain(node, TraceKind::Submit { request: summary });
+                }
+            }
+            Ev::Reply { slot, node, reply } => self.on_reply(slot, node, reply),
+            Ev::ClientStart(slot) => self.start_op(slot),
+            Ev::ClientTimeout { slot, seq, attempt } => {
+                let current = self.clients[slot]
+                    .open
+                    .as_ref()
+                    .is_some_and(|o| o.request.id.seq == seq && o.attempt == attempt);
+                if current {
+                    self.retry(slot);
+                }
+            }
+            Ev::ClientRetry { slot, attempt } => {
+                let current = self.clients[slot]
+                    .open
+                    .as_ref()
+                    .is_some_and(|o| o.attempt == attempt);
+                if current {
+                    self.retry(slot);
+                }
+            }
+            Ev::FaultStart(i) => self.fault_start(i),
+            Ev::FaultEnd(i) => self.fault_end(i),
+            Ev::HealAll => self.heal_all(),
+            Ev::DiskSync { node, incarnation } => {
+                let i = self.idx(node);
+                if self.nodes[i].incarnation == incarnation {
+                    self.nodes[i].disk.sync();
+                }
+            }
+        }
+    }
+
+    /// Persist → send → reply, after every input to `node`'s engine.
+    fn drain(&mut self, node: NodeId, kind: TraceKind<E::Message>) {
+        let i = self.idx(node);
+        let ack_before_fsync = self.cfg.planted_bug == Some(PlantedBug::AckBeforeFsync);
+        let slot = &mut self.nodes[i];
+        // No output from a crashed node: its engine does not exist, so this is an invariant of
+        // the loop, asserted here rather than assumed.
+        let engine = slot
+            .engine
+            .as_mut()
+            .unwrap_or_else(|| panic!("drain of crashed node {node}"));
+        let ready = engine.ready();
+        let counts = ready.counts();
+        let outbox = if ack_before_fsync {
+            let (records, outbox) = ready.split_unsafely_for_planted_bug();
+            if !records.is_empty() {
+                slot.disk.write(&records);
+                let incarnation = slot.incarnation;
+                let delay = self
+                    .rng_net
+                    .range(FSYNC_LATENCY_MIN_US, FSYNC_LATENCY_MAX_US);
+                self.at(self.now_us + delay, Ev::DiskSync { node, incarnation });
+            }
+            outbox
+        } else {
+            let disk = &mut slot.disk;
+            match ready.persist(|records| disk.write_and_sync(records)) {
+                Ok(outbox) => {
+                    disk.assert_all_synced(node);
+                    outbox
+                }
+                Err(e) => {
+                    fail(&mut self.failures, format!("n{node}: persist failed: {e}"));
+                    return;
+                }
+            }
+        };
+        for (to, message) in outbox.messages {
+            assert!(
+                to != node && self.members.contains(&to),
+                "n{node} sent to non-peer {to}"
+            );
+            for delay in self.net.send(node, to, &mut self.rng_net) {
+                self.at(
+                    self.now_us + delay,
+                    Ev::Deliver {
+                        from: node,
+                        to,
+                        message: message.clone(),
+                    },
+                );
+            }
+        }
+        for reply in outbox.replies {
+            match self.slot_by_client.get(&reply.id.client) {
+                Some(&slot) => {
+                    let delay = self
+                        .rng_net
+                        .range(CLIENT_LATENCY_MIN_US, CLIENT_LATENCY_MAX_US);
+                    self.at(self.now_us + delay, Ev::Reply { slot, node, reply });
+                }
+                None => fail(
+                    &mut self.failures,
+                    format!("n{node} replied to unknown client {}", reply.id),
+                ),
+            }
+        }
+        let status = self.nodes[i]
+            .engine
+            .as_ref()
+            .map(Engine::status)
+            .unwrap_or_default();
+        self.check_agreement(node, &status);
+        self.trace.record(
+            TraceEntry {
+                time_us: self.now_us,
+                node: Some(node),
+                kind,
+                output_counts: counts,
+                applied_index: status.applied_index,
+            },
+            &[
+                status.decided_index,
+                status.term,
+                status.applied_digest.unwrap_or(0),
+                status.leader.unwrap_or(0),
+            ],
+        );
+    }
+
+    fn check_agreement(&mut self, node: NodeId, status: &EngineStatus) {
+        let Some(digest) = status.applied_digest else {
+            return;
+        };
+        if status.applied_index == 0 {
+            return;
+        }
+        match self.agreement.get(&status.applied_index) {
+            None => {
+                self.agreement.insert(status.applied_index, (digest, node));
+            }
+            Some(&(d, other)) if d != digest => fail(
+                &mut self.failures,
+                format!(
+                    "agreement: at applied index {} n{node} has digest {digest:016x} but n{other} had {d:016x} (t={} ms)",
+                    status.applied_index,
+                    self.now_us / 1000
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+
+    fn note(&mut self, node: Option<NodeId>, kind: TraceKind<E::Message>) {
+        self.trace.record(
+            TraceEntry {
+                time_us: self.now_us,
+                node,
+                kind,
+                output_counts: (0, 0, 0),
+                applied_index: 0,
+            },
+            &[],
+        );
+    }
+
+    // ---- nodes: boot, crash, restart -------------------------------------------------------
+
+    fn boot(&mut self, node: NodeId) {
+        let i = self.idx(node);
+        let records = self.nodes[i].disk.records();
+        match E::recover(self.nodes[i].config.clone(), records) {
+            Ok(engine) => {
+                self.nodes[i].engine = Some(engine);
+                self.drain(node, TraceKind::Note("recovered".into()));
+            }
+            Err(e) => fail(
+                &mut self.failures,
+                format!(
+                    "n{node}: recover failed at t={} ms: {e}",
+                    self.now_us / 1000
+                ),
+            ),
+        }
+    }
+
+    fn crash(&mut self, node: NodeId, fault_id: u64, mode: CrashMode) {
+        let i = self.idx(node);
+        self.nodes[i].down_by.insert(fault_id);
+        if self.nodes[i].engine.take().is_some() {
+            self.nodes[i].incarnation += 1;
+            let lost = self.nodes[i].disk.crash(mode, &mut self.rng_fault);
+            self.note(
+                Some(node),
+                TraceKind::Fault(format!("crash ({mode:?}), {lost} unsynced records lost")),
+            );
+        }
+    }
+
+    fn restart(&mut self, node: NodeId, fault_id: u64) {
+        let i = self.idx(node);
+        self.nodes[i].down_by.remove(&fault_id);
+        if self.nodes[i].down_by.is_empty() && self.nodes[i].engine.is_none() {
+            self.note(Some(node), TraceKind::Fault("restart".into()));
+            self.boot(node);
+        }
+    }
+
+    // ---- faults ------------------------------------------------------------------------------
+
+    fn statuses(&self) -> Vec<(NodeId, EngineStatus)> {
+        self.nodes
+            .iter()
+            .filter_map(|s| s.engine.as_ref().map(|e| (s.config.id, e.status())))
+            .collect()
+    }
+
+    /// The node most likely leading now: a live node that says it leads with the highest term,
+    /// else the leader named by the live node with the highest term, else the first member.
+    fn current_leader(&self) -> NodeId {
+        let st = self.statuses();
+        st.iter()
+            .filter(|(id, s)| s.leader == Some(*id))
+            .max_by_key(|(id, s)| (s.term, *id))
+            .map(|(id, _)| *id)
+            .or_else(|| {
+                st.iter()
+                    .filter(|(_, s)| s.leader.is_some())
+                    .max_by_key(|(_, s)| s.term)
+                    .and_then(|(_, s)| s.leader)
+            })
+            .unwrap_or(self.members[0])
+    }
+
+    fn others(&self, except: &[NodeId]) -> Vec<NodeId> {
+        self.members
+            .iter()
+            .copied()
+            .filter(|m| !except.contains(m))
+            .collect()
+    }
+
+    fn links_of(&self, node: NodeId) -> Vec<(NodeId, NodeId)> {
+        self.others(&[node])
+            .into_iter()
+            .flat_map(|m| [(node, m), (m, node)])
+            .collect()
+    }
+
+    /// Every link between two distinct nodes of `set`.
+    fn links_among(set: &[NodeId]) -> Vec<(NodeId, NodeId)> {
+        let mut out = Vec::new();
+        for &a in set {
+            for &b in set {
+                if a != b {
+                    out.push((a, b));
+                }
+            }
+        }
+        out
+    }
+
+    fn fault_start(&mut self, i: usize) {
+        let f = self.schedule[i].clone();
+        let torn = if self.cfg.faults.torn_writes {
+            CrashMode::LoseUnsynced
+        } else {
+            CrashMode::ProcessOnly
+        };
+        let description = match &f.fault {
+            Fault::Crash { node } => {
+                self.crash(*node, f.id, torn);
+                f.fault.to_string()
+            }
+            Fault::PowerLoss => {
+                for node in self.members.clone() {
+                    self.crash(node, f.id, CrashMode::LoseUnsynced);
+                }
+                f.fault.to_string()
+            }
+            Fault::Split { side } => {
+                let rest = self.others(side);
+                let mut cuts = Vec::new();
+                for &a in side {
+                    for &b in &rest {
+                        cuts.push((a, b));
+                        cuts.push((b, a));
+                    }
+                }
+                self.net.cut(f.id, cuts);
+                f.fault.to_string()
+            }
+            Fault::Isolate { node } => {
+                let n = match node {
+                    Some(n) => *n,
+                    None => {
+                        let leader = self.current_leader();
+                        let followers = self.others(&[leader]);
+                        *self.rng_fault.pick(&followers)
+                    }
+                };
+                self.schedule[i].fault = Fault::Isolate { node: Some(n) };
+                let cuts = self.links_of(n);
+                self.net.cut(f.id, cuts);
+                format!("isolate n{n}")
+            }
+            Fault::OneWay { from, to } => {
+                self.net.cut(f.id, vec![(*from, *to)]);
+                f.fault.to_string()
+            }
+            Fault::QuorumLoss => {
+                let leader = self.current_leader();
+                let candidates = self.others(&[leader]);
+                let hub = *self.rng_fault.pick(&candidates);
+                let cuts = Self::links_among(&self.others(&[hub]));
+                self.net.cut(f.id, cuts);
+                format!("quorum-loss: hub n{hub} (only quorum-connected), old leader n{leader}")
+            }
+            Fault::ConstrainedElection => {
+                let leader = self.current_leader();
+                let st = self.statuses();
+                let decided = |n: NodeId| {
+                    st.iter()
+                        .find(|(id, _)| *id == n)
+                        .map_or(0, |(_, s)| s.decided_index)
+                };
+                // The hub is the least up-to-date follower: the only quorum-connected server
+                // is then one whose log is behind.
+                let hub = self
+                    .others(&[leader])
+                    .into_iter()
+                    .min_by_key(|n| (decided(*n), *n))
+                    .unwrap_or(leader);
+                let mut cuts = self.links_of(leader);
+                cuts.extend(Self::links_among(&self.others(&[leader, hub])));
+                self.net.cut(f.id, cuts);
+                format!(
+                    "constrained election: leader n{leader} cut off, hub n{hub} (decided {}) only quorum-connected",
+                    decided(hub)
+                )
+            }
+            Fault::Chained => {
+                let leader = self.current_leader();
+                let followers = self.others(&[leader]);
+                let f2 = *self.rng_fault.pick(&followers);
+                self.net.cut(f.id, vec![(leader, f2), (f2, leader)]);
+                format!("chained: link n{leader} <-> n{f2} down")
+            }
+            Fault::Loss { permille } => {
+                self.net.loss_burst(f.id, *permille);
+                f.fault.to_string()
+            }
+            Fault::Duplicate { permille } => {
+                self.net.dup_burst(f.id, *permille);
+                f.fault.to_string()
+            }
+        };
+        self.note(
+            None,
+            TraceKind::Fault(format!("#{} start: {description}", f.id)),
+        );
+    }
+
+    fn fault_end(&mut self, i: usize) {
+        let f = self.schedule[i].clone();
+        match &f.fault {
+            Fault::Crash { node } => self.restart(*node, f.id),
+            Fault::PowerLoss => {
+                for node in self.members.clone() {
+                    self.restart(node, f.id);
+                }
+            }
+            _ => self.net.heal(f.id),
+        }
+        self.note(None, TraceKind::Fault(format!("#{} end", f.id)));
+    }
+
+    fn heal_all(&mut self) {
+        self.healed = true;
+        self.net.heal_all();
+        for node in self.members.clone() {
+            let i = self.idx(node);
+            let ids: Vec<u64> = self.nodes[i].down_by.iter().copied().collect();
+            for id in ids {
+                self.restart(node, id);
+            }
+        }
+        self.note(None, TraceKind::Fault("heal all".into()));
+    }
+
+    // ---- clients -----------------------------------------------------------------------------
+
+    fn start_op(&mut self, slot: usize) {
+        let stop = self.clients_stop_at_us.is_some_and(|t| self.now_us >= t);
+        let c = &self.clients[slot];
+        if c.open.is_some() || c.ops_started >= self.cfg.ops_per_client || stop {
+            return;
+        }
+        let (request, hist) = client::next_op(
+            &mut self.rng_work,
+            self.cfg.keys,
+            c.id,
+            c.seq,
+            &self.knowledge,
+            self.now_us,
+        );
+        let is_read = request.op.is_read();
+        let c = &mut self.clients[slot];
+        c.ops_started += 1;
+        c.open = Some(OpenOp {
+            request,
+            hist,
+            attempt: 0,
+            node: 0,
+            is_read,
+        });
+        self.send_attempt(slot);
+    }
+
+    /// Sends the open operation to a node: a random one first, then always a different one.
+    fn send_attempt(&mut self, slot: usize) {
+        let previous = self.clients[slot].open.as_ref().map_or(0, |o| o.node);
+        let candidates = self.others(&[previous]);
+        let node = *self.rng_work.pick(&candidates);
+        let Some(open) = self.clients[slot].open.as_mut() else {
+            return;
+        };
+        open.attempt += 1;
+        if open.attempt > CLIENT_ATTEMPTS_MAX {
+            self.give_up(slot);
+            return;
+        }
+        open.node = node;
+        let (seq, attempt, request) = (open.request.id.seq, open.attempt, open.request.clone());
+        let delay = self
+            .rng_work
+            .range(CLIENT_LATENCY_MIN_US, CLIENT_LATENCY_MAX_US);
+        self.at(self.now_us + delay, Ev::Submit { node, request });
+        self.at(
+            self.now_us + self.cfg.client_timeout_us,
+            Ev::ClientTimeout { slot, seq, attempt },
+        );
+    }
+
+    /// Writes retry with the same request id at another node (exactly-once makes that safe);
+    /// a read that failed had no effect, so it is dropped and re-issued as a new operation.
+    fn retry(&mut self, slot: usize) {
+        let now = self.now_us;
+        let c = &mut self.clients[slot];
+        let Some(open) = c.open.as_mut() else {
+            return;
+        };
+        if open.is_read {
+            c.seq += 1;
+            open.request.id.seq = c.seq;
+            open.request.first_unacked = c.seq;
+            open.hist.call = now;
+        }
+        self.send_attempt(slot);
+    }
+
+    /// The client stops waiting: a write's outcome is unknown (recorded so, never as failed)
+    /// and the client continues under a fresh session so that no id has two open operations.
+    fn give_up(&mut self, slot: usize) {
+        let Some(open) = self.clients[slot].open.take() else {
+            return;
+        };
+        if !open.is_read {
+            self.history.push(open.hist);
+            self.ops_unknown += 1;
+        }
+        self.new_session(slot);
+        self.schedule_next(slot);
+    }
+
+    fn new_session(&mut self, slot: usize) {
+        let id = self.fresh_client_id();
+        self.slot_by_client.insert(id, slot);
+        self.clients[slot].id = id;
+        self.clients[slot].seq = 1;
+    }
+
+    fn schedule_next(&mut self, slot: usize) {
+        let think = self.rng_work.below(self.think_max_us.max(1));
+        self.at(self.now_us + think, Ev::ClientStart(slot));
+    }
+
+    fn on_reply(&mut self, slot: usize, node: NodeId, reply: ClientReply) {
+        let now = self.now_us;
+        let matches = self.clients[slot]
+            .open
+            .as_ref()
+            .is_some_and(|o| o.request.id == reply.id);
+        self.note(
+            Some(node),
+            TraceKind::Reply {
+                to_client: reply.id.client.0,
+                summary: format!(
+                    "{} {}",
+                    reply.id,
+                    match &reply.result {
+                        Ok(r) => format!("ok {:?}", r.body),
+                        Err(e) => format!("err {e}"),
+                    }
+                ),
+            },
+        );
+        if !matches {
+            return; // A late reply to an attempt the client already moved past.
+        }
+        let Some(open) = self.clients[slot].open.as_ref() else {
+            return;
+        };
+        let current_node = open.node == node;
+        match reply.result {
+            Ok(response) => {
+                let Some(mut open) = self.clients[slot].open.take() else {
+                    return;
+                };
+                match client::output_of(open.hist.op, &response) {
+                    Some(output) => {
+                        client::learn(&mut self.knowledge, &open.hist, &response);
+                        open.hist.output = Some(output);
+                        open.hist.ret = Some(now);
+                        self.check_op_liveness(&open.hist, now);
+                        self.history.push(open.hist);
+                        self.completions_us.push(now);
+                        self.ops_ok += 1;
+                        self.clients[slot].seq += 1;
+                    }
+                    None => {
+                        fail(
+                            &mut self.failures,
+                            format!(
+                                "n{node}: reply body {:?} does not match request {}",
+                                response.body, reply.id
+                            ),
+                        );
+                        if !open.is_read {
+                            self.history.push(open.hist);
+                            self.ops_unknown += 1;
+                        }
+                        self.new_session(slot);
+                    }
+                }
+                self.schedule_next(slot);
+            }
+            Err(EngineError::Timeout) if current_node => self.retry(slot),
+            Err(EngineError::Busy) if current_node => {
+                let attempt = open.attempt;
+                self.at(
+                    now + CLIENT_BUSY_BACKOFF_US,
+                    Ev::ClientRetry { slot, attempt },
+                );
+            }
+            Err(EngineError::Timeout) | Err(EngineError::Busy) => {}
+            Err(EngineError::SessionExpired) => {
+                // Documented as "not applied (again)": it may have been applied once, so the
+                // safe record is "unknown".
+                self.give_up(slot);
+            }
+            Err(_) => {
+                // Definitely not applied: left out of the history.
+                self.clients[slot].open = None;
+                self.clients[slot].seq += 1;
+                self.ops_failed += 1;
+                self.schedule_next(slot);
+            }
+        }
+    }
+
+    fn check_op_liveness(&mut self, hist: &HistoryOp, now: u64) {
+        if !self.healed {
+            return;
+        }
+        let since = hist.call.max(self.heal_at_us);
+        if now - since > self.cfg.liveness_bound_us {
+            fail(
+                &mut self.failures,
+                format!(
+                    "liveness: client c{:x} {:?} on {} took {} ms after healing (bound {} ms)",
+                    hist.client,
+                    hist.op,
+                    hist.key,
+                    (now - since) / 1000,
+                    self.cfg.liveness_bound_us / 1000
+                ),
+            );
+        }
+    }
+
+    fn clients_done(&self) -> bool {
+        let stop = self.clients_stop_at_us.is_some_and(|t| self.now_us >= t);
+        self.clients
+            .iter()
+            .all(|c| c.open.is_none() && (stop || c.ops_started >= self.cfg.ops_per_client))
+    }
+
+    /// After healing and once clients are done: all replicas at the same applied index.
+    fn check_converged(&mut self) {
+        if !self.healed || !self.clients_done() {
+            return;
+        }
+        let st = self.statuses();
+        if st.len() < self.members.len() {
+            return;
+        }
+        let first = &st[0].1;
+        self.converged = st.iter().all(|(_, s)| {
+            s.applied_index == first.applied_index && s.applied_digest == first.applied_digest
+        });
+    }
+
+    // ---- end of run --------------------------------------------------------------------------
+
+    fn finish(mut self, wall_start: Instant) -> RunResult {
+        let now = self.now_us;
+        // Operations still open: liveness failures once healed, and unknown in the history.
+        for slot in 0..self.clients.len() {
+            if let Some(open) = self.clients[slot].open.take() {
+                if self.healed {
+                    fail(
+                        &mut self.failures,
+                        format!(
+                            "liveness: client c{:x} {:?} on {} called at {} ms still open at {} ms (healed at {} ms)",
+                            open.hist.client,
+                            open.hist.op,
+                            open.hist.key,
+                            open.hist.call / 1000,
+                            now / 1000,
+                            self.heal_at_us / 1000
+                        ),
+                    );
+                }
+                if !open.is_read {
+                    self.history.push(open.hist);
+                    self.ops_unknown += 1;
+                }
+            }
+        }
+        if !self.converged {
+            let st: Vec<String> = self
+                .statuses()
+                .iter()
+                .map(|(id, s)| {
+                    format!(
+                        "n{id}: applied {} decided {}",
+                        s.applied_index, s.decided_index
+                    )
+                })
+                .collect();
+            let live = st.len();
+            fail(
+                &mut self.failures,
+                format!(
+                    "convergence: replicas did not reach the same applied index by {} ms ({live}/{} live): {}",
+                    now / 1000,
+                    self.members.len(),
+                    st.join(", ")
+                ),
+            );
+        }
+        let meta = serde_json::json!({
+            "engine": E::NAME,
+            "seed": self.cfg.seed,
+            "nodes": self.cfg.nodes,
+            "faults": self.cfg.faults.names(),
+            "planted_bug": self.cfg.planted_bug.map(|b| b.name()),
+        });
+        let history = History {
+            meta,
+            ops: std::mem::take(&mut self.history),
+        };
+        let report = check_history(
+            &history,
+            &CheckOptions {
+                time_budget: self.cfg.check_budget,
+            },
+        );
+        match report.verdict {
+            Verdict::Linearizable => {}
+            Verdict::NotLinearizable => {
+                let v = report.violation.as_ref();
+                let mut msg = format!(
+                    "linearizability: NOT linearizable on key {}: {}",
+                    v.map_or("?", |v| v.key.as_str()),
+                    v.map_or("", |v| v.explanation.as_str())
+                );
+                for op in v.map(|v| v.ops.as_slice()).unwrap_or_default() {
+                    msg += &format!("\n      {}", serde_json::to_string(op).unwrap_or_default());
+                }
+                fail(&mut self.failures, msg);
+            }
+            Verdict::Unknown => fail(
+                &mut self.failures,
+                format!(
+                    "linearizability: checker verdict UNKNOWN ({}) — counted as a failure",
+                    report
+                        .unknown_reason
+                        .as_deref()
+                        .unwrap_or("no reason given")
+                ),
+            ),
+        }
+        let (downtime_us, recovered) = self.downtime();
+        if let Some(max_ets) = self.cfg.scenario_downtime_max_ets {
+            let ets = downtime_us as f64 / self.cfg.election_timeout_us() as f64;
+            if ets > max_ets || !recovered {
+                fail(
+                    &mut self.failures,
+                    format!(
+                        "liveness: {} scenario: {ets:.1} election timeouts with no operation completing (bound {max_ets})",
+                        self.cfg.scenario.map_or("?", Scenario::name)
+                    ),
+                );
+            }
+        }
+        let failed = !self.failures.is_empty();
+        RunResult {
+            seed: self.cfg.seed,
+            engine: E::NAME,
+            nodes: self.cfg.nodes,
+            planted_bug: self.cfg.planted_bug,
+            schedule: self.schedule.iter().map(|f| f.to_string()).collect(),
+            trace_tail: if failed {
+                self.trace.dump()
+            } else {
+                Vec::new()
+            },
+            trace_hash: self.trace.hash(),
+            history: self.cfg.keep_history.then_some(history),
+            verdict: report.verdict,
+            ops_ok: self.ops_ok,
+            ops_unknown: self.ops_unknown,
+            ops_failed: self.ops_failed,
+            messages: self.net.messages_sent,
+            events: self.trace.events,
+            virtual_time_us: now,
+            wall: wall_start.elapsed(),
+            downtime_us,
+            recovered,
+            failures: self.failures,
+        }
+    }
+
+    /// Scenario runs: the longest interval inside the scenario's topology window with no
+    /// operation completing, and whether some operation completed after the window opened.
+    fn downtime(&self) -> (u64, bool) {
+        let Some(window) = self
+            .schedule
+            .iter()
+            .find(|f| !matches!(f.fault, Fault::Isolate { .. }))
+            .map(|f| (f.start_us, f.end_us))
+            .filter(|_| self.cfg.scenario.is_some())
+        else {
+            return (0, true);
+        };
+        let (start, end) = window;
+        let mut last = start;
+        let mut longest = 0;
+        let mut recovered = false;
+        for &t in self
+            .completions_us
+            .iter()
+            .filter(|t| **t > start && **t <= end)
+        {
+            longest = longest.max(t - last);
+            last = t;
+            recovered = true;
+        }
+        longest = longest.max(end - last);
+        (longest, recovered)
+    }
+}

@@ -443,6 +443,14 @@ pub struct NodeConfig {
     pub cluster: ClusterConfig,
     pub node_id: NodeId,
     pub data_dir: PathBuf,
+    /// Where to bind the peer listener when it differs from the advertised `peer_addr` (the
+    /// chaos proxy listens on the advertised address and forwards here).
+    pub peer_listen_addr: Option<String>,
+    /// Test only: run a deliberately broken engine variant (see [`PlantedBug`]).
+    pub planted_bug: Option<synod_core::PlantedBug>,
+    /// Start even if this node's data directory is empty while its peers remember it with
+    /// other data (it was wiped). UNSAFE: see the storage module doc; logs a loud warning.
+    pub allow_wiped_rejoin: bool,
 }
 
 impl NodeConfig {
@@ -451,6 +459,9 @@ impl NodeConfig {
             cluster,
             node_id,
             data_dir: data_dir.into(),
+            peer_listen_addr: None,
+            planted_bug: None,
+            allow_wiped_rejoin: false,
         }
     }
 

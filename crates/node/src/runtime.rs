@@ -23,7 +23,7 @@ use crate::config::{ConfigError, NodeConfig};
 use crate::handle::{NodeHandle, NodeInfo, NodeStatus, Submission};
 use crate::metrics::Metrics;
 use crate::storage::{DataDir, StorageError, Wal, WalOptions};
-use crate::transport::{Transport, TransportStopper};
+use crate::transport::{PROBE_MS_MAX, Transport, TransportIdentity, TransportStopper, probe_peers};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,6 +59,21 @@ pub enum NodeError {
     Persist(std::io::Error),
     #[error("engine thread: {0}")]
     Thread(String),
+    /// This node's data directory is empty but its peers remember it with other data.
+    #[error(
+        "refusing to start member {member} with the EMPTY data directory {dir}: peer(s) \
+         {peers:?} remember this member with other data, so its data directory was wiped or \
+         replaced. Rejoining now would let it promise or accept as if it had never voted, which \
+         can lose acknowledged writes. Options: restore the data directory from the original \
+         disk; or remove this member from the cluster and add a new one; or, if you accept the \
+         risk (a majority of the OTHER members must still hold their data), restart with \
+         --allow-wiped-rejoin. See docs/durability.md"
+    )]
+    WipedDataDir {
+        member: NodeId,
+        dir: String,
+        peers: Vec<NodeId>,
+    },
 }
 
 /// A started node. Drop it, or better call [`RunningNode::shutdown`], to stop it.
@@ -108,7 +123,10 @@ impl RunningNode {
 /// Starts a node, binding its peer listener on its configured `peer_addr`.
 pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     cfg.validate()?;
-    let addr = cfg.me().map(|m| m.peer_addr.clone()).unwrap_or_default();
+    let addr = match &cfg.peer_listen_addr {
+        Some(a) => a.clone(),
+        None => cfg.me().map(|m| m.peer_addr.clone()).unwrap_or_default(),
+    };
     let listener = TcpListener::bind(&addr)
         .await
         .map_err(|source| NodeError::Listen { addr, source })?;
@@ -170,14 +188,20 @@ pub async fn start_engine<E: Engine>(
         .filter(|m| m.id != id)
         .map(|m| (m.id, m.peer_addr.clone()))
         .collect();
-    let mut transport = Transport::<E::Message>::start(
+    let identity = TransportIdentity {
+        data_id: data_dir.meta().data_id,
+        peers: Arc::new(data_dir.peer_data_ids()?),
+        replace_data_id: data_dir.is_fresh() && cfg.allow_wiped_rejoin,
+    };
+    let mut transport = Transport::<E::Message>::start_with_identity(
         id,
         cluster_id,
-        peers,
+        peers.clone(),
         listener,
         cluster.transport.clone(),
         metrics.clone(),
         inbox_tx,
+        Some(identity),
     )
     .map_err(|source| NodeError::Listen {
         addr: "peer listener".into(),
@@ -185,6 +209,10 @@ pub async fn start_engine<E: Engine>(
     })?;
     let peer_addr = transport.local_addr();
     let stopper = transport.stopper();
+    if data_dir.is_fresh() {
+        // After the transport is up, so peers probing us at the same time get their answer.
+        check_not_wiped(&cfg, &data_dir, &peers).await?;
+    }
 
     let info = NodeInfo {
         cluster_id,
@@ -248,6 +276,58 @@ pub async fn start_engine<E: Engine>(
     })
 }
 
+/// A fresh data directory: ask the peers whether they remember this member with other data
+/// (see the storage module doc). Refuses to start if one does, unless the operator allowed it.
+async fn check_not_wiped(
+    cfg: &NodeConfig,
+    data_dir: &DataDir,
+    peers: &[(NodeId, String)],
+) -> Result<(), NodeError> {
+    let data_id = data_dir.meta().data_id;
+    let answers = probe_peers(
+        cfg.node_id,
+        cfg.cluster.cluster_id(),
+        peers,
+        data_id,
+        &cfg.cluster.transport,
+        Duration::from_millis(PROBE_MS_MAX),
+    )
+    .await;
+    let remembering: Vec<NodeId> = answers
+        .iter()
+        .filter(|(_, a)| a.is_some_and(|r| r != data_id))
+        .map(|(p, _)| *p)
+        .collect();
+    if remembering.is_empty() {
+        if answers.len() < peers.len() {
+            tracing::warn!(
+                node = cfg.node_id,
+                answered = answers.len(),
+                peers = peers.len(),
+                "not every peer answered the wiped-directory probe; a peer that remembers \
+                 other data for this member will refuse its connections when it comes up"
+            );
+        }
+        return Ok(());
+    }
+    if cfg.allow_wiped_rejoin {
+        tracing::warn!(
+            node = cfg.node_id,
+            peers = ?remembering,
+            "UNSAFE: --allow-wiped-rejoin: this member's data directory was WIPED and it rejoins \
+             remembering no promises. Safe only if a majority of the other members still hold \
+             their data and none of them is also wiped"
+        );
+        return Ok(());
+    }
+    data_dir.forget_fresh_identity()?;
+    Err(NodeError::WipedDataDir {
+        member: cfg.node_id,
+        dir: cfg.data_dir.display().to_string(),
+        peers: remembering,
+    })
+}
+
 /// Opens the data directory and the WAL, and rebuilds the engine from its records.
 #[allow(clippy::type_complexity)]
 fn recover<E: Engine>(
@@ -277,7 +357,12 @@ fn recover<E: Engine>(
     };
     let (wal, records) = Wal::open(&data_dir.wal_dir(), opts)?;
     let n = records.len();
-    let engine = E::recover(cluster.engine_config(cfg.node_id), records).map_err(|reason| {
+    let mut engine_config = cluster.engine_config(cfg.node_id);
+    if let Some(bug) = cfg.planted_bug {
+        tracing::warn!(bug = bug.name(), "PLANTED BUG ENABLED: this node is deliberately broken (testing only)");
+        engine_config.planted_bug = Some(bug);
+    }
+    let engine = E::recover(engine_config, records).map_err(|reason| {
         NodeError::Recover {
             engine: E::NAME,
             records: n,

@@ -1,1 +1,74 @@
-fn main() {}
+//! `synod`: the one binary. Thin by design — each subcommand parses flags and calls a library:
+//! `server` (synod-node + synod-http + synod-etcd), `dev` (spawns `synod server` processes),
+//! `sim` (synod-sim), `check` (synod-checker).
+
+mod dev;
+mod server;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "synod",
+    version,
+    about = "A linearizable replicated key-value store on Paxos-family protocols"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one cluster member.
+    Server(server::ServerArgs),
+    /// Start a local cluster on loopback (3 nodes by default) and stop it on Ctrl-C.
+    Dev(dev::DevArgs),
+    /// Run the deterministic simulator over many seeds (see `synod sim --help`).
+    #[command(disable_help_flag = true)]
+    Sim {
+        /// Options for the simulator, e.g. `--engine omnipaxos --nodes 5 --seeds 1..2000 --faults all`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Check a history file for linearizability.
+    /// Exit codes: 0 linearizable, 1 not linearizable, 2 unknown (time budget), 3 unreadable input.
+    Check {
+        /// History in the JSON format documented in docs/history-format.md.
+        history: PathBuf,
+        /// Give up with verdict "unknown" after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        budget_secs: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(args) => server::run(args),
+        Command::Dev(args) => dev::run(args),
+        Command::Sim { args } => exit(synod_sim::run_cli(&args)),
+        Command::Check {
+            history,
+            budget_secs,
+        } => {
+            let opts = synod_checker::CheckOptions {
+                time_budget: std::time::Duration::from_secs(budget_secs),
+                ..Default::default()
+            };
+            let (code, text) = synod_checker::check_file(&history, &opts);
+            if code == 3 {
+                eprintln!("{text}");
+            } else {
+                println!("{text}");
+            }
+            exit(code)
+        }
+    }
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}

@@ -1,0 +1,204 @@
+//! `synod server`: one cluster member — the node runtime plus the HTTP/JSON and etcd gRPC APIs,
+//! configured from the shared cluster file, `SYNOD_*` environment variables and flags (flags win).
+
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use synod_node::{ClusterConfig, NodeConfig};
+use tokio::net::TcpListener;
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// The cluster file (TOML) shared by all members.
+    #[arg(long, env = "SYNOD_CONFIG")]
+    config: PathBuf,
+    /// This member's id in the cluster file.
+    #[arg(long)]
+    id: Option<u64>,
+    /// Where this member keeps its write-ahead log and metadata.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Replication engine: omnipaxos or caspaxos (must match the other members).
+    #[arg(long)]
+    engine: Option<String>,
+    /// Wall-clock length of one engine tick.
+    #[arg(long)]
+    tick_ms: Option<u64>,
+    /// Leader-failure detection, in ticks.
+    #[arg(long)]
+    election_timeout_ticks: Option<u64>,
+    /// Log format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// UNSAFE: acknowledge writes without fsync. A power loss can lose acknowledged writes.
+    #[arg(long)]
+    unsafe_no_fsync: bool,
+    /// Bind the peer listener here instead of the advertised peer address (used behind the
+    /// chaos proxy).
+    #[arg(long, hide = true)]
+    peer_listen_addr: Option<String>,
+    /// TESTING ONLY: run a deliberately broken engine variant, to prove the checks catch it.
+    #[arg(long, hide = true)]
+    plant_bug: Option<String>,
+}
+
+pub fn run(args: ServerArgs) -> ExitCode {
+    init_logging(&args.log_format);
+    let cfg = match build_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("synod server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("synod server: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(serve(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("synod server: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn build_config(args: &ServerArgs) -> anyhow::Result<NodeConfig> {
+    let cluster = ClusterConfig::from_file(&args.config)?;
+    let mut cfg = NodeConfig::new(cluster, 0, PathBuf::new());
+    cfg.apply_env()?;
+    if let Some(id) = args.id {
+        cfg.node_id = id;
+    }
+    if let Some(d) = &args.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    if cfg.data_dir.as_os_str().is_empty() {
+        cfg.data_dir = PathBuf::from(format!("synod-data/n{}", cfg.node_id));
+    }
+    if let Some(e) = &args.engine {
+        cfg.cluster.engine = e.clone();
+    }
+    if let Some(t) = args.tick_ms {
+        cfg.cluster.tick_ms = t;
+    }
+    if let Some(t) = args.election_timeout_ticks {
+        cfg.cluster.election_timeout_ticks = t;
+    }
+    if args.unsafe_no_fsync {
+        cfg.cluster.storage.fsync = false;
+    }
+    if let Some(a) = &args.peer_listen_addr {
+        cfg.peer_listen_addr = Some(a.clone());
+    }
+    if let Some(name) = &args.plant_bug {
+        let bug = synod_core::PlantedBug::parse(name).ok_or_else(|| {
+            let names: Vec<&str> = synod_core::PlantedBug::ALL
+                .iter()
+                .map(|b| b.name())
+                .collect();
+            anyhow::anyhow!("unknown planted bug {name:?}; one of {}", names.join(", "))
+        })?;
+        cfg.planted_bug = Some(bug);
+    }
+    if cfg.node_id == 0 {
+        anyhow::bail!("which member is this? pass --id N or set SYNOD_NODE_ID");
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
+    let me = cfg
+        .me()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("node id not in cluster"))?;
+    // Bind the client listeners before starting the engine, so a port clash fails fast.
+    let http = TcpListener::bind(&me.http_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {}: {e}", me.http_addr))?;
+    let grpc = TcpListener::bind(&me.grpc_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for gRPC on {}: {e}", me.grpc_addr))?;
+    let mut node = synod_node::start(cfg.clone()).await?;
+    tracing::info!(
+        member = me.id,
+        engine = %cfg.cluster.engine,
+        peer = %me.peer_addr,
+        http = %me.http_addr,
+        grpc = %me.grpc_addr,
+        data_dir = %cfg.data_dir.display(),
+        "synod server started"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let http_task = tokio::spawn(synod_http::serve(
+        http,
+        node.handle.clone(),
+        wait(stop_rx.clone()),
+    ));
+    let grpc_task = tokio::spawn(synod_etcd::serve(
+        grpc,
+        node.handle.clone(),
+        wait(stop_rx.clone()),
+    ));
+    let result = tokio::select! {
+        r = node.stopped() => r.map_err(anyhow::Error::from),
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    };
+    let _ = stop_tx.send(true);
+    let _ = http_task.await;
+    let _ = grpc_task.await;
+    node.shutdown().await?;
+    result
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+pub fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -1,0 +1,125 @@
+//! Bad input never hurts a real cluster: garbage and impostors on the peer port, oversized and
+//! malformed client requests, clients that vanish mid-request, and a flood of connections. After
+//! each, the cluster still serves reads and writes at every member.
+
+mod common;
+
+use common::{Cluster, wait_until};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+fn still_serving(c: &Cluster, tag: &str) {
+    for id in c.live_ids() {
+        let key = format!("alive-{tag}-{id}");
+        let r = c.put(id, &key, tag);
+        assert_eq!(r.status().as_u16(), 200, "n{id} serves writes after {tag}");
+        assert_eq!(
+            c.get(id, &key, false).as_deref(),
+            Some(tag),
+            "n{id} serves reads after {tag}"
+        );
+    }
+}
+
+fn connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s
+}
+
+#[test]
+fn garbage_on_the_peer_port_is_refused_and_logged() {
+    let c = Cluster::start(3, "omnipaxos");
+    let peer = c.member(1).peer_addr.clone();
+    // Random bytes, a huge length prefix, and a well-framed but undecodable payload.
+    for payload in [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+        vec![0, 0, 0, 4, 2, 9, 9, 9],
+    ] {
+        let mut s = connect(&peer);
+        let _ = s.write_all(&payload);
+        // The node closes the connection on us (read returns 0 or an error), never hangs.
+        let mut buf = [0u8; 64];
+        let _ = s.read(&mut buf);
+    }
+    still_serving(&c, "peer-garbage");
+    wait_until(Duration::from_secs(5), "a logged refusal", || {
+        let log = c.log(1);
+        (log.contains("handshake") || log.contains("refused")).then_some(())
+    });
+}
+
+#[test]
+fn oversized_malformed_and_empty_requests_get_clear_errors() {
+    let c = Cluster::start(3, "omnipaxos");
+    let big = "x".repeat(2 * 1024 * 1024);
+    let r = c.put(2, "big", &big);
+    assert_eq!(r.status().as_u16(), 413);
+    let body: serde_json::Value = r.json().expect("json error");
+    assert_eq!(body["error"]["code"], "too_large");
+
+    let r = c
+        .http
+        .put(c.url(2, "/v1/kv/k"))
+        .body("{not json")
+        .send()
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 400);
+    let body: serde_json::Value = r.json().expect("json error");
+    assert_eq!(body["error"]["code"], "invalid_request");
+
+    let r = c
+        .http
+        .put(c.url(2, "/v1/kv/"))
+        .body(r#"{"value":"v"}"#)
+        .send()
+        .expect("send");
+    assert!(
+        matches!(r.status().as_u16(), 400 | 404),
+        "empty key: {}",
+        r.status()
+    );
+    still_serving(&c, "bad-requests");
+}
+
+#[test]
+fn clients_vanishing_mid_request_and_connection_floods_are_harmless() {
+    let c = Cluster::start(3, "omnipaxos");
+    let http = c.member(1).http_addr.clone();
+    // Half a request line, a body promised but never sent, then gone.
+    for partial in [
+        "PUT /v1/kv/half HTTP/1.1\r\nHost: x\r\n".to_string(),
+        format!(
+            "PUT /v1/kv/half HTTP/1.1\r\nHost: {http}\r\nContent-Length: 1000\r\n\r\n{{\"value\""
+        ),
+    ] {
+        let mut s = connect(&http);
+        s.write_all(partial.as_bytes()).expect("write");
+        drop(s);
+    }
+    assert_eq!(
+        c.get(1, "half", false),
+        None,
+        "a half-sent write is not applied"
+    );
+
+    // A flood: far more idle connections than the node admits. Excess ones get a quick 503 or are
+    // closed; none of it stops the node serving once the flood ends.
+    let flood: Vec<TcpStream> = (0..1500)
+        .filter_map(|_| TcpStream::connect(&http).ok())
+        .collect();
+    assert!(flood.len() > 1000, "opened {} connections", flood.len());
+    // Other members are unaffected while the flood is on.
+    let r = c.put(2, "during-flood", "1");
+    assert_eq!(r.status().as_u16(), 200);
+    drop(flood);
+    wait_until(
+        Duration::from_secs(10),
+        "n1 to serve again after the flood",
+        || (c.put(1, "after-flood", "1").status().as_u16() == 200).then_some(()),
+    );
+    still_serving(&c, "flood");
+}

@@ -1,0 +1,181 @@
+//! `synod chaos` end to end: short chaos runs of real `synod server` processes per engine
+//! (crashes, pauses, partitions, partial connectivity) must check linearizable and leave their
+//! chart and history; a planted stale-read bug must be caught; and no run may leave a process or
+//! a port behind. The runs are serialised (one cluster at a time) because the machine is small
+//! and timing is part of what they exercise.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use synod_chaos::{ChaosArgs, EXIT_LINEARIZABLE, EXIT_VIOLATION};
+
+/// One chaos cluster at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+/// How long a finished run's processes may take to disappear from /proc.
+const GONE_DEADLINE_MS: u64 = 5_000;
+
+fn out_dir(name: &str) -> PathBuf {
+    let base = std::env::temp_dir().join(format!("synod-chaos-test-{}", std::process::id()));
+    let dir = base.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn chaos(flags: &[&str], out: &Path) -> i32 {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut all: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
+    all.push("--out".into());
+    all.push(out.display().to_string());
+    let args = ChaosArgs::parse_from(&all).expect("valid chaos flags");
+    let code = synod_chaos::run(args, Path::new(env!("CARGO_BIN_EXE_synod")));
+    assert_nothing_left(out);
+    code
+}
+
+fn summary(out: &Path) -> Value {
+    let text = std::fs::read_to_string(out.join("summary.json")).expect("summary.json written");
+    serde_json::from_str(&text).expect("summary.json is JSON")
+}
+
+/// No process whose command line names the run's directory, and every port it used is free.
+fn assert_nothing_left(out: &Path) {
+    let needle = out.canonicalize().unwrap_or_else(|_| out.to_path_buf());
+    let needle = needle.to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_millis(GONE_DEADLINE_MS);
+    loop {
+        let left = processes_mentioning(&needle);
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "processes left behind: {left:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let Ok(text) = std::fs::read_to_string(out.join("summary.json")) else {
+        return; // a setup error before any port was taken
+    };
+    let s: Value = serde_json::from_str(&text).expect("summary.json is JSON");
+    let ports = s["ports"].as_array().expect("ports listed");
+    assert!(!ports.is_empty());
+    for p in ports {
+        let p = p.as_u64().expect("a port number") as u16;
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", p)).is_ok(),
+            "port {p} still in use after the run"
+        );
+    }
+}
+
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut v = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return v;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                v.push(format!("{}: {cmd}", name.to_string_lossy()));
+            }
+        }
+    }
+    v
+}
+
+fn assert_passes(engine: &str, seed: &str) {
+    let out = out_dir(engine);
+    let code = chaos(
+        &[
+            "--engine",
+            engine,
+            "--duration",
+            "45s",
+            "--seed",
+            seed,
+            "--faults",
+            "all",
+        ],
+        &out,
+    );
+    let report = std::fs::read_to_string(out.join("report.txt")).unwrap_or_default();
+    assert_eq!(
+        code, EXIT_LINEARIZABLE,
+        "{engine} chaos run failed:\n{report}"
+    );
+    for f in [
+        "history.json",
+        "availability.svg",
+        "availability.json",
+        "schedule.json",
+        "n1.log",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing in {}", out.display());
+    }
+    let s = summary(&out);
+    assert!(
+        s["ops_ok"].as_u64().unwrap_or(0) > 100,
+        "too few successful ops: {s}"
+    );
+    // The schedule really injected faults of each family.
+    let kinds = s["by_kind"].as_object().expect("by_kind");
+    assert!(kinds.len() >= 3, "fault kinds injected: {kinds:?}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn omnipaxos_chaos_run_is_linearizable() {
+    assert_passes("omnipaxos", "11");
+}
+
+#[test]
+fn caspaxos_chaos_run_is_linearizable() {
+    assert_passes("caspaxos", "11");
+}
+
+/// Linearizable reads served from local state: an isolated (or cut-off old leader) member keeps
+/// answering reads with what it had while the majority moves on. Read-heavy, few keys, and only
+/// partitions, so every fault leaves a stale member with clients reading from it.
+#[test]
+fn planted_stale_read_is_caught() {
+    // Bounded retries: a partition may (rarely) hit a moment where no write lands meanwhile.
+    const SEEDS: [&str; 3] = ["5", "6", "7"];
+    let mut reports = Vec::new();
+    for seed in SEEDS {
+        let out = out_dir(&format!("stale-{seed}"));
+        let code = chaos(
+            &[
+                "--engine",
+                "omnipaxos",
+                "--duration",
+                "20s",
+                "--seed",
+                seed,
+                "--faults",
+                "partition",
+                "--plant-bug",
+                "stale-linearizable-read",
+                "--read-percent",
+                "80",
+                "--keys",
+                "2",
+            ],
+            &out,
+        );
+        let report = std::fs::read_to_string(out.join("report.txt")).unwrap_or_default();
+        if code == EXIT_VIOLATION {
+            assert!(report.contains("NOT LINEARIZABLE"), "{report}");
+            assert!(out.join("history.json").is_file() && out.join("availability.svg").is_file());
+            let _ = std::fs::remove_dir_all(&out);
+            return;
+        }
+        reports.push(format!("seed {seed}: exit {code}\n{report}"));
+    }
+    panic!(
+        "the planted stale read was not caught:\n{}",
+        reports.join("\n")
+    );
+}

@@ -33,6 +33,13 @@ fn chaos(flags: &[&str], out: &Path) -> i32 {
     code
 }
 
+/// Passed runs clean up after themselves unless `SYNOD_CHAOS_KEEP` is set (to look at a chart).
+fn clean(out: &Path) {
+    if std::env::var_os("SYNOD_CHAOS_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(out);
+    }
+}
+
 fn summary(out: &Path) -> Value {
     let text = std::fs::read_to_string(out.join("summary.json")).expect("summary.json written");
     serde_json::from_str(&text).expect("summary.json is JSON")
@@ -123,7 +130,7 @@ fn assert_passes(engine: &str, seed: &str) {
     // The schedule really injected faults of each family.
     let kinds = s["by_kind"].as_object().expect("by_kind");
     assert!(kinds.len() >= 3, "fault kinds injected: {kinds:?}");
-    let _ = std::fs::remove_dir_all(&out);
+    clean(&out);
 }
 
 #[test]
@@ -169,7 +176,7 @@ fn planted_stale_read_is_caught() {
         if code == EXIT_VIOLATION {
             assert!(report.contains("NOT LINEARIZABLE"), "{report}");
             assert!(out.join("history.json").is_file() && out.join("availability.svg").is_file());
-            let _ = std::fs::remove_dir_all(&out);
+            clean(&out);
             return;
         }
         reports.push(format!("seed {seed}: exit {code}\n{report}"));

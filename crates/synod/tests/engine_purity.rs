@@ -1,0 +1,74 @@
+//! Engines must stay sans-IO and deterministic. This test enforces it from the outside: an engine
+//! crate may depend only on `synod-core`, `serde` and `postcard` (pure encoding), and its sources may not name the standard
+//! library's clock, threads, network, files, process or environment, nor any randomness source.
+
+use std::path::{Path, PathBuf};
+
+const ENGINES: [&str; 2] = ["omnipaxos", "caspaxos"];
+// postcard: pure in-memory encoding, used to cut snapshots into chunks for transfer.
+const ALLOWED_DEPS: [&str; 3] = ["synod-core", "serde", "postcard"];
+const FORBIDDEN: [&str; 11] = [
+    "std::time",
+    "Instant::",
+    "SystemTime",
+    "std::thread",
+    "std::net",
+    "std::fs",
+    "std::process",
+    "std::env",
+    "tokio",
+    "rand::",
+    "thread_rng",
+];
+
+fn crate_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(name)
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn engine_crates_depend_only_on_core_and_serde() {
+    for engine in ENGINES {
+        let manifest = std::fs::read_to_string(crate_dir(engine).join("Cargo.toml")).expect("manifest");
+        let mut section = String::new();
+        for line in manifest.lines() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                section = line.to_string();
+                continue;
+            }
+            if section == "[dependencies]" && !line.is_empty() && !line.starts_with('#') {
+                let dep = line.split(['=', '.', ' ']).next().unwrap_or_default();
+                assert!(ALLOWED_DEPS.contains(&dep), "{engine} depends on {dep}: engines may use only {ALLOWED_DEPS:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn engine_sources_touch_no_clock_threads_io_or_randomness() {
+    for engine in ENGINES {
+        let mut files = Vec::new();
+        rust_files(&crate_dir(engine).join("src"), &mut files);
+        assert!(!files.is_empty(), "{engine} has sources");
+        for f in files {
+            let text = std::fs::read_to_string(&f).expect("source");
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                for word in FORBIDDEN {
+                    assert!(!code.contains(word), "{}:{}: engine code uses `{word}`: {line}", f.display(), n + 1);
+                }
+            }
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! `synod`: the one binary. Thin by design — each subcommand parses flags and calls a library:
 //! `server` (synod-node + synod-http + synod-etcd), `dev` (spawns `synod server` processes),
-//! `sim` (synod-sim), `check` (synod-checker).
+//! `sim` (synod-sim), `check` (synod-checker), `bench` (synod-bench).
 
 mod dev;
 mod server;
@@ -33,6 +33,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Load generator over the etcd v3 gRPC API (works against Synod and against etcd).
+    Bench(Box<synod_bench::BenchArgs>),
     /// Check a history file for linearizability.
     /// Exit codes: 0 linearizable, 1 not linearizable, 2 unknown (time budget), 3 unreadable input.
     Check {
@@ -49,6 +51,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Server(args) => server::run(args),
         Command::Dev(args) => dev::run(args),
+        Command::Bench(args) => match synod_bench::run(*args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("synod bench: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Sim { args } => exit(synod_sim::run_cli(&args)),
         Command::Check {
             history,

@@ -1,0 +1,132 @@
+//! `synod bench`: a closed-loop load generator over the etcd v3 gRPC API, so the same run can
+//! drive Synod and a real etcd and the numbers compare like for like.
+//!
+//! * [`BenchArgs`] — the options, a `clap::Args` for the `synod` binary to flatten.
+//! * [`run`] — parse-to-table: connects, preloads, runs each in-flight level, prints the table,
+//!   writes `--json` and `--plot`. [`bench`] is the same without printing, for callers that
+//!   want the [`Report`].
+//!
+//! Module map: `keys` (PRNG, zipfian, key chooser, pre-generated keys and values), `client`
+//! (channels, leader discovery), `runner` (preload and one level), `stats` (histogram summary,
+//! results, table), `plot` (SVG).
+
+mod args;
+mod client;
+mod keys;
+mod plot;
+mod runner;
+mod stats;
+
+pub use args::{BenchArgs, KeyDist, StopAfter, Target, Workload, parse_duration};
+pub use keys::{Distribution, HOT_KEY_INDEX, KeyChooser, SplitMix64, Zipf};
+pub use plot::write_plot;
+pub use stats::{LatencySummary, LevelResult, Report, format_table};
+
+use anyhow::Context as _;
+use std::io::IsTerminal as _;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Runs the benchmark described by `args` on a runtime of its own (one worker thread per core),
+/// prints the table to stdout and writes the JSON and plot files if asked.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    args.validate()?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(bench(&args))?;
+    print!("{}", format_table(&report.label, &report.results));
+    write_outputs(&args, &report)
+}
+
+/// Writes `--json` and `--plot` for a finished run.
+pub fn write_outputs(args: &BenchArgs, report: &Report) -> anyhow::Result<()> {
+    if let Some(path) = &args.json {
+        let json = serde_json::to_vec_pretty(report)?;
+        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        write_plot(path, &[report])?;
+    }
+    Ok(())
+}
+
+/// Connects, preloads if the workload reads, and runs every in-flight level in order.
+/// Must run inside a multi-threaded tokio runtime.
+pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
+    args.validate()?;
+    let started_unix_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let uris: Vec<String> = args
+        .endpoints
+        .iter()
+        .map(|e| client::normalize_endpoint(e))
+        .collect();
+    let targets = match args.target {
+        Target::All => uris.clone(),
+        Target::Leader => vec![client::find_leader(&uris, args.request_timeout).await?],
+    };
+    let channels =
+        client::connect_channels(&targets, args.connections, args.request_timeout).await?;
+
+    let plan = Arc::new(runner::Plan::new(
+        args.workload,
+        args.read_ratio,
+        keys::KeySpace::new(args.keys, args.key_size)?,
+        keys::ValuePool::new(args.value_size, args.seed),
+        KeyChooser::new(args.keys, args.distribution(), args.hot_key_pct),
+        args.seed,
+    ));
+    let progress = args.progress || std::io::stderr().is_terminal();
+    if args.workload.needs_preload() {
+        let t0 = std::time::Instant::now();
+        runner::preload(&plan, &channels).await?;
+        if progress {
+            eprintln!(
+                "[{}] preloaded {} keys in {:.1} s",
+                args.label,
+                args.keys,
+                t0.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    let mut results = Vec::new();
+    for in_flight in args.levels() {
+        let spec = runner::LevelSpec {
+            in_flight,
+            stop_after: args.stop_after(),
+            warmup: args.warmup,
+            rate_ops_s: args.rate,
+            progress,
+            label: args.label.clone(),
+        };
+        results.push(runner::run_level(&plan, &channels, &spec).await);
+    }
+
+    Ok(Report {
+        label: args.label.clone(),
+        workload: args.workload.name().to_string(),
+        endpoints: args.endpoints.clone(),
+        targets,
+        connections: args.connections,
+        keys: args.keys,
+        key_dist: match args.key_dist {
+            KeyDist::Uniform => "uniform".to_string(),
+            KeyDist::Zipfian => format!("zipfian(s={})", args.zipf_s),
+        },
+        hot_key_pct: args.hot_key_pct,
+        key_size: args.key_size,
+        value_size: args.value_size,
+        read_ratio: (args.workload == Workload::Mixed).then_some(args.read_ratio),
+        rate_ops_s: args.rate,
+        warmup_s: args.warmup.as_secs_f64(),
+        seed: args.seed,
+        started_unix_s,
+        results,
+    })
+}

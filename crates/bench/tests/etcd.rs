@@ -1,0 +1,289 @@
+//! `synod bench` against a REAL etcd: starts a single-member etcd from PATH on free loopback
+//! ports with a temporary data dir, runs tiny put / get / txn-cas / mixed runs and a sweep, and
+//! checks the counts, the absence of errors, the preload, and the JSON and SVG outputs.
+//!
+//! etcd is not installed by the test. On Debian: `apt-get install -y etcd-server etcd-client`.
+//! Without it the test fails loudly, unless SYNOD_ALLOW_MISSING_ETCD=1 says that is expected.
+
+use clap::Parser;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use synod_bench::{BenchArgs, Report};
+use synod_etcd::pb::etcdserverpb::kv_client::KvClient;
+use synod_etcd::pb::etcdserverpb::maintenance_client::MaintenanceClient;
+use synod_etcd::pb::etcdserverpb::{RangeRequest, StatusRequest};
+
+/// How long etcd may take to elect itself and serve.
+const ETCD_READY_TIMEOUT_MS: u64 = 30_000;
+/// Operations per tiny run.
+const COUNT: u64 = 200;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    bench: BenchArgs,
+}
+
+fn bench_args(args: &[&str]) -> BenchArgs {
+    match Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())) {
+        Ok(cli) => cli.bench,
+        Err(e) => panic!("test passes valid flags, clap said: {e}"),
+    }
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("loopback bind");
+    listener
+        .local_addr()
+        .expect("bound socket has an address")
+        .port()
+}
+
+/// The etcd child; killed (and reaped) however the test ends.
+struct Etcd {
+    child: Child,
+    client_addr: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_etcd(etcd: &Path) -> Etcd {
+    let data = tempfile::tempdir().expect("temp dir");
+    let (client, peer) = (free_port(), free_port());
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let log = std::fs::File::create(data.path().join("etcd.log")).expect("log file");
+    let child = Command::new(etcd)
+        .args(["--name", "bench-test", "--data-dir"])
+        .arg(data.path().join("member"))
+        .args([
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ])
+        .args(["--initial-cluster", &format!("bench-test={peer_url}")])
+        .args(["--initial-cluster-state", "new", "--log-level", "warn"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .spawn()
+        .expect("etcd starts");
+    Etcd {
+        child,
+        client_addr: format!("127.0.0.1:{client}"),
+        _data: data,
+    }
+}
+
+/// Waits until etcd answers Maintenance.Status with itself as leader.
+fn wait_ready(rt: &tokio::runtime::Runtime, etcd: &mut Etcd) {
+    let deadline = Instant::now() + Duration::from_millis(ETCD_READY_TIMEOUT_MS);
+    let uri = format!("http://{}", etcd.client_addr);
+    loop {
+        let ready = rt.block_on(async {
+            let mut c = MaintenanceClient::connect(uri.clone()).await.ok()?;
+            let s = c.status(StatusRequest {}).await.ok()?.into_inner();
+            Some(s.leader != 0 && s.header.map(|h| h.member_id) == Some(s.leader))
+        });
+        if ready == Some(true) {
+            return;
+        }
+        if let Ok(Some(status)) = etcd.child.try_wait() {
+            let log =
+                std::fs::read_to_string(etcd._data.path().join("etcd.log")).unwrap_or_default();
+            panic!("etcd exited during start-up ({status}):\n{log}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "etcd not ready within {ETCD_READY_TIMEOUT_MS} ms"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn read_report(path: &Path) -> Report {
+    let text = std::fs::read_to_string(path).expect("--json file written");
+    // Parsable as plain JSON (what other tools see) and as our own Report type.
+    let value: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    assert!(value["results"].is_array(), "results array in {text}");
+    serde_json::from_value(value).expect("JSON matches Report")
+}
+
+#[test]
+fn bench_drives_a_real_etcd() {
+    let Some(etcd_bin) = find_on_path("etcd") else {
+        let banner = "#".repeat(78);
+        eprintln!(
+            "\n{banner}\n# etcd NOT FOUND on PATH: the synod-bench etcd integration test cannot run.\n\
+             # Install it with: apt-get update && apt-get install -y etcd-server etcd-client\n{banner}\n"
+        );
+        if std::env::var("SYNOD_ALLOW_MISSING_ETCD").as_deref() == Ok("1") {
+            return;
+        }
+        panic!("etcd not found on PATH (set SYNOD_ALLOW_MISSING_ETCD=1 to skip deliberately)");
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut etcd = start_etcd(&etcd_bin);
+    wait_ready(&rt, &mut etcd);
+    let out = tempfile::tempdir().expect("temp dir");
+    let count = COUNT.to_string();
+
+    for (workload, extra) in [
+        ("put", &[][..]),
+        ("get", &[][..]),
+        ("get-serializable", &["--target", "all"][..]),
+        ("txn-cas", &["--hot-key-pct", "50"][..]),
+        (
+            "mixed",
+            &["--read-ratio", "0.7", "--key-dist", "zipfian"][..],
+        ),
+    ] {
+        let json = out.path().join(format!("{workload}.json"));
+        let json_arg = json.to_string_lossy().into_owned();
+        let mut flags = vec![
+            "--endpoints",
+            &etcd.client_addr,
+            "--workload",
+            workload,
+            "--count",
+            &count,
+            "--in-flight",
+            "8",
+            "--connections",
+            "2",
+            "--keys",
+            "100",
+            "--warmup",
+            "0s",
+            "--json",
+            &json_arg,
+            "--label",
+            "etcd-test",
+        ];
+        flags.extend_from_slice(extra);
+        synod_bench::run(bench_args(&flags)).unwrap_or_else(|e| panic!("{workload}: {e:#}"));
+
+        let report = read_report(&json);
+        assert_eq!(report.label, "etcd-test");
+        assert_eq!(report.workload, workload);
+        assert_eq!(report.results.len(), 1);
+        let r = &report.results[0];
+        assert_eq!(r.errors, 0, "{workload}: errors {:?}", r.errors_by_code);
+        assert_eq!(r.ops, COUNT, "{workload}: every counted op succeeded");
+        assert_eq!(r.latency.samples, COUNT);
+        assert!(r.throughput_ops_s > 0.0);
+        assert!(r.latency.p50_ms > 0.0 && r.latency.p50_ms <= r.latency.p99_ms);
+        assert!(r.latency.p99_ms <= r.latency.max_ms);
+        if workload == "txn-cas" {
+            let (held, conflicts) = (
+                r.cas_succeeded.expect("cas counts"),
+                r.cas_failed.expect("cas counts"),
+            );
+            assert_eq!(held + conflicts, COUNT);
+            assert!(
+                held > 0,
+                "with revisions from the preload most compares hold"
+            );
+        } else {
+            assert_eq!(r.cas_succeeded, None);
+        }
+    }
+
+    // The get runs preloaded every key with a value of --value-size bytes.
+    let value = rt.block_on(async {
+        let mut kv = KvClient::connect(format!("http://{}", etcd.client_addr))
+            .await
+            .expect("connect");
+        let resp = kv
+            .range(RangeRequest {
+                key: b"00000099".to_vec(),
+                ..Default::default()
+            })
+            .await;
+        resp.expect("range")
+            .into_inner()
+            .kvs
+            .into_iter()
+            .next()
+            .map(|kv| kv.value)
+    });
+    assert_eq!(value.map(|v| v.len()), Some(256), "key 99 was preloaded");
+
+    // A sweep writes one result per level and a plot.
+    let json = out.path().join("sweep.json");
+    let svg = out.path().join("sweep.svg");
+    let (json_arg, svg_arg) = (
+        json.to_string_lossy().into_owned(),
+        svg.to_string_lossy().into_owned(),
+    );
+    synod_bench::run(bench_args(&[
+        "--endpoints",
+        &etcd.client_addr,
+        "--workload",
+        "put",
+        "--count",
+        "100",
+        "--sweep",
+        "1,4",
+        "--warmup",
+        "0s",
+        "--json",
+        &json_arg,
+        "--plot",
+        &svg_arg,
+    ]))
+    .expect("sweep runs");
+    let report = read_report(&json);
+    let levels: Vec<usize> = report.results.iter().map(|r| r.in_flight).collect();
+    assert_eq!(levels, vec![1, 4]);
+    assert!(report.results.iter().all(|r| r.ops == 100 && r.errors == 0));
+    let plot = std::fs::read_to_string(&svg).expect("plot written");
+    assert!(
+        plot.contains("<svg") && plot.contains("p99 latency"),
+        "an SVG with the axis label"
+    );
+}
+
+#[test]
+fn unreachable_endpoints_fail_with_a_clear_error() {
+    let port = free_port(); // nothing listens there once the probe socket is dropped
+    let endpoint = format!("127.0.0.1:{port}");
+    let err = synod_bench::run(bench_args(&["--endpoints", &endpoint, "--count", "1"]))
+        .expect_err("no server");
+    assert!(
+        format!("{err:#}").contains("no endpoint reports itself as the leader"),
+        "{err:#}"
+    );
+    let err = synod_bench::run(bench_args(&[
+        "--endpoints",
+        &endpoint,
+        "--count",
+        "1",
+        "--target",
+        "all",
+    ]))
+    .expect_err("no server");
+    assert!(format!("{err:#}").contains("cannot connect"), "{err:#}");
+}

@@ -359,15 +359,16 @@ fn recover<E: Engine>(
     let n = records.len();
     let mut engine_config = cluster.engine_config(cfg.node_id);
     if let Some(bug) = cfg.planted_bug {
-        tracing::warn!(bug = bug.name(), "PLANTED BUG ENABLED: this node is deliberately broken (testing only)");
+        tracing::warn!(
+            bug = bug.name(),
+            "PLANTED BUG ENABLED: this node is deliberately broken (testing only)"
+        );
         engine_config.planted_bug = Some(bug);
     }
-    let engine = E::recover(engine_config, records).map_err(|reason| {
-        NodeError::Recover {
-            engine: E::NAME,
-            records: n,
-            reason,
-        }
+    let engine = E::recover(engine_config, records).map_err(|reason| NodeError::Recover {
+        engine: E::NAME,
+        records: n,
+        reason,
     })?;
     tracing::info!(
         node = cfg.node_id,

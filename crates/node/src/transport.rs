@@ -11,6 +11,12 @@
 //!   self-claiming member, or a hello addressed to another member is refused with the reason
 //!   (logged on both sides) and the connection closed. Only then are messages read, so
 //!   everything handed to the engine comes from a member of this cluster.
+//! * **Data ids** (wiped-directory detection, see the storage module doc). A hello also carries
+//!   the sender's `data_id` (drawn when its data directory was created). The acceptor records
+//!   the first id each member presents and refuses a member presenting a different one: that
+//!   member lost the promises it made. A hello with `probe` set is the start-up question
+//!   "which data id do you remember for me?" ([`probe_peers`]), answered with
+//!   [`HelloReply::Probe`] and the connection closed.
 //! * **Send queues.** One bounded queue per peer ([`TransportConfig::peer_queue_messages_max`]).
 //!   [`Transport::send`] never blocks: on a full queue (slow or dead peer) the message is dropped
 //!   and counted in `peer_dropped_messages` — protocols tolerate loss, memory does not tolerate
@@ -23,6 +29,7 @@
 
 use crate::config::TransportConfig;
 use crate::metrics::{Metrics, PeerLabels};
+use crate::storage::{PeerDataIds, PeerIdentity};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -40,7 +47,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 /// Version of the frame payload encoding. Bump on any incompatible change to [`Hello`],
 /// [`HelloReply`] or an engine's `Message`.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// Identifies our protocol before anything else is believed.
 pub const MAGIC: [u8; 4] = *b"SYND";
@@ -55,6 +62,12 @@ pub struct Hello {
     pub cluster_id: u64,
     pub from: NodeId,
     pub to: NodeId,
+    /// The sender's data directory id; 0 = not checked (a transport without an identity).
+    pub data_id: u64,
+    /// Only ask which data id the acceptor remembers for the sender, then close.
+    pub probe: bool,
+    /// The operator allowed this member to rejoin with a wiped directory: replace the record.
+    pub replace_data_id: bool,
 }
 
 /// The acceptor's answer to a [`Hello`].
@@ -62,6 +75,21 @@ pub struct Hello {
 pub enum HelloReply {
     Accepted,
     Refused(String),
+    /// The answer to a probe: the data id recorded for the sender, if any.
+    Probe {
+        recorded_data_id: Option<u64>,
+    },
+}
+
+/// Who this node's data is, for the data-id checks of the handshake.
+#[derive(Clone, Debug)]
+pub struct TransportIdentity {
+    /// This node's data directory id.
+    pub data_id: u64,
+    /// Ids peers presented before (durable).
+    pub peers: Arc<PeerDataIds>,
+    /// Ask peers to replace their record of us (a wiped rejoin the operator allowed).
+    pub replace_data_id: bool,
 }
 
 /// Encodes one frame: length prefix, version byte, postcard.
@@ -134,6 +162,7 @@ struct Shared {
     members: Vec<NodeId>,
     cfg: TransportConfig,
     metrics: Arc<Metrics>,
+    identity: Option<TransportIdentity>,
 }
 
 /// The running transport of one node. Dropping it stops every connection task.
@@ -152,6 +181,7 @@ pub struct Transport<M> {
 impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
     /// Starts accepting on `listener` and dialing every peer in `peers` (id, host:port).
     /// Decoded messages from members go to `inbox`. Must be called inside a tokio runtime.
+    /// No data-id checks: see [`Transport::start_with_identity`].
     pub fn start(
         local: NodeId,
         cluster_id: u64,
@@ -160,6 +190,23 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
         cfg: TransportConfig,
         metrics: Arc<Metrics>,
         inbox: mpsc::Sender<(NodeId, M)>,
+    ) -> std::io::Result<Self> {
+        Self::start_with_identity(
+            local, cluster_id, peers, listener, cfg, metrics, inbox, None,
+        )
+    }
+
+    /// [`Transport::start`], presenting and checking data ids (see the module doc).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with_identity(
+        local: NodeId,
+        cluster_id: u64,
+        peers: Vec<(NodeId, String)>,
+        listener: TcpListener,
+        cfg: TransportConfig,
+        metrics: Arc<Metrics>,
+        inbox: mpsc::Sender<(NodeId, M)>,
+        identity: Option<TransportIdentity>,
     ) -> std::io::Result<Self> {
         let local_addr = listener.local_addr()?;
         let mut members: Vec<NodeId> = peers.iter().map(|(id, _)| *id).collect();
@@ -170,6 +217,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
             members,
             cfg: cfg.clone(),
             metrics: metrics.clone(),
+            identity,
         });
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(accept_loop::<M>(
@@ -396,6 +444,36 @@ async fn serve_inbound<M: DeserializeOwned>(
     } else {
         None
     };
+    let identity = shared.identity.as_ref();
+    let refusal = match (refusal, identity) {
+        (Some(r), _) => Some(r),
+        (None, _) if hello.probe => {
+            let recorded_data_id = identity.and_then(|i| i.peers.recorded(hello.from));
+            let reply = HelloReply::Probe { recorded_data_id };
+            if let Ok(frame) = encode_frame(&reply, max) {
+                let _ = tokio::time::timeout(timeout, write.write_all(&frame)).await;
+            }
+            return Ok(());
+        }
+        (None, Some(i)) if hello.data_id != 0 => {
+            // Rare (once per member per directory lifetime) and must be durable before we
+            // accept, so the blocking write is done right here.
+            match i
+                .peers
+                .check(hello.from, hello.data_id, hello.replace_data_id)
+            {
+                Ok(PeerIdentity::Known) => None,
+                Ok(PeerIdentity::Replaced { recorded }) => {
+                    Some(wiped_refusal(hello.from, hello.data_id, recorded))
+                }
+                Err(e) => Some(format!(
+                    "cannot record the data id of member {}: {e}",
+                    hello.from
+                )),
+            }
+        }
+        (None, _) => None,
+    };
     let reply = match &refusal {
         Some(r) => HelloReply::Refused(r.clone()),
         None => HelloReply::Accepted,
@@ -421,6 +499,99 @@ async fn serve_inbound<M: DeserializeOwned>(
             return Ok(()); // The engine stopped.
         }
     }
+}
+
+/// The refusal a member with a replaced data directory gets (and logs).
+fn wiped_refusal(member: NodeId, presented: u64, recorded: u64) -> String {
+    format!(
+        "member {member} presents data directory id {presented:x}, but this node knew it with \
+         id {recorded:x}: its data directory was wiped or replaced, so it no longer remembers \
+         the promises it made; refusing it (see docs/durability.md, --allow-wiped-rejoin)"
+    )
+}
+
+/// Most time a starting node spends asking its peers which data id they remember for it.
+pub const PROBE_MS_MAX: u64 = 3_000;
+
+/// Asks every peer which data id it recorded for `local` (see the module doc). Returns the
+/// answers that came back within `within`: `None` = the peer never saw us. Peers that did not
+/// answer (down, unreachable) are missing from the map. Stops early once every peer answered
+/// or one remembers a data id other than `data_id`.
+pub async fn probe_peers(
+    local: NodeId,
+    cluster_id: u64,
+    peers: &[(NodeId, String)],
+    data_id: u64,
+    cfg: &TransportConfig,
+    within: Duration,
+) -> BTreeMap<NodeId, Option<u64>> {
+    let mut tasks = JoinSet::new();
+    for (peer, addr) in peers.iter().cloned() {
+        let cfg = cfg.clone();
+        tasks.spawn(async move {
+            let mut backoff = Duration::from_millis(cfg.reconnect_backoff_ms_min);
+            loop {
+                match probe_one(local, cluster_id, peer, &addr, data_id, &cfg).await {
+                    Ok(answer) => return (peer, answer),
+                    Err(e) => tracing::debug!(peer, error = %e, "probe failed; retrying"),
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(cfg.reconnect_backoff_ms_max));
+            }
+        });
+    }
+    let mut answers = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
+        if let Ok((peer, answer)) = joined {
+            answers.insert(peer, answer);
+            if answer.is_some_and(|r| r != data_id) {
+                break;
+            }
+        }
+    }
+    answers
+}
+
+async fn probe_one(
+    local: NodeId,
+    cluster_id: u64,
+    peer: NodeId,
+    addr: &str,
+    data_id: u64,
+    cfg: &TransportConfig,
+) -> Result<Option<u64>, String> {
+    let timeout = Duration::from_millis(cfg.handshake_timeout_ms);
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let hello = Hello {
+            magic: MAGIC,
+            cluster_id,
+            from: local,
+            to: peer,
+            data_id,
+            probe: true,
+            replace_data_id: false,
+        };
+        stream
+            .write_all(&encode_frame(&hello, cfg.frame_bytes_max)?)
+            .await
+            .map_err(|e| format!("send probe: {e}"))?;
+        let reply = read_frame(&mut stream, cfg.frame_bytes_max)
+            .await
+            .map_err(|e| format!("read probe reply: {e}"))?
+            .ok_or_else(|| "peer closed during the probe".to_string())?;
+        match decode_payload::<HelloReply>(&reply)? {
+            HelloReply::Probe { recorded_data_id } => Ok(recorded_data_id),
+            HelloReply::Refused(reason) => Err(format!("peer refused the probe: {reason}")),
+            HelloReply::Accepted => Err("peer answered a probe with Accepted".into()),
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| "probe timed out".to_string())?
 }
 
 async fn writer_loop(
@@ -484,6 +655,9 @@ async fn dial(peer: NodeId, addr: &str, shared: &Shared) -> Result<TcpStream, St
             cluster_id: shared.cluster_id,
             from: shared.local,
             to: peer,
+            data_id: shared.identity.as_ref().map(|i| i.data_id).unwrap_or(0),
+            probe: false,
+            replace_data_id: shared.identity.as_ref().is_some_and(|i| i.replace_data_id),
         };
         let frame = encode_frame(&hello, shared.cfg.frame_bytes_max)?;
         stream
@@ -497,6 +671,7 @@ async fn dial(peer: NodeId, addr: &str, shared: &Shared) -> Result<TcpStream, St
         match decode_payload::<HelloReply>(&reply)? {
             HelloReply::Accepted => Ok(stream),
             HelloReply::Refused(reason) => Err(format!("peer refused us: {reason}")),
+            HelloReply::Probe { .. } => Err("peer answered a hello as a probe".into()),
         }
     };
     tokio::time::timeout(timeout, handshake)

@@ -132,6 +132,9 @@ async fn wrong_cluster_and_unknown_members_are_refused() {
         cluster_id: CLUSTER,
         from: 2,
         to: 1,
+        data_id: 0,
+        probe: false,
+        replace_data_id: false,
     };
     let cases = [
         (
@@ -174,7 +177,7 @@ async fn wrong_cluster_and_unknown_members_are_refused() {
         let (mut s, reply) = hello_exchange(addr, &hello).await;
         match reply {
             HelloReply::Refused(r) => assert!(r.contains(why), "{r:?} should say {why:?}"),
-            HelloReply::Accepted => panic!("{hello:?} accepted"),
+            other => panic!("{hello:?} answered {other:?}"),
         }
         assert_closed(&mut s).await;
     }
@@ -229,6 +232,9 @@ async fn garbage_and_oversized_frames_close_the_connection_and_listener_keeps_se
         cluster_id: CLUSTER,
         from: 2,
         to: 1,
+        data_id: 0,
+        probe: false,
+        replace_data_id: false,
     };
     let (mut s, reply) = hello_exchange(addr, &good).await;
     assert_eq!(reply, HelloReply::Accepted);

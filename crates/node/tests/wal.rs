@@ -185,8 +185,9 @@ fn checkpoint_drops_older_segments_and_records() {
         .unwrap();
     let segs = segments(dir.path());
     assert_eq!(segs.len(), 1, "{segs:?}");
+    // The checkpoint took sequence 32 (in its snapshot file); the log resumes at 33.
     assert!(
-        segs[0].ends_with("wal-00000000000000000032.log"),
+        segs[0].ends_with("wal-00000000000000000033.log"),
         "{segs:?}"
     );
     wal.append_and_sync(&[data(33)]).unwrap();
@@ -249,4 +250,169 @@ fn metrics_count_one_fsync_per_batch() {
     wal.append_and_sync(&[data(101)]).unwrap();
     assert_eq!(metrics.wal_fsyncs.get(), 2);
     assert_eq!(metrics.wal_records.get(), 101);
+}
+
+fn snapshots(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "snap"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn checkpoints_become_snapshot_files_and_replace_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), 1000).unwrap();
+    for n in 1..=10 {
+        wal.append_and_sync(&[data(n)]).unwrap();
+    }
+    wal.append_and_sync(&[data(11), Rec::Checkpoint(11), data(12)])
+        .unwrap();
+    // The checkpoint took sequence 12 and lives in its own file; the log resumes at 13.
+    let snaps = snapshots(dir.path());
+    assert_eq!(snaps.len(), 1);
+    assert!(
+        snaps[0].ends_with("snap-00000000000000000012.snap"),
+        "{snaps:?}"
+    );
+    assert_eq!(wal.snapshot().map(|s| s.0), Some(12));
+    let segs = segments(dir.path());
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    assert!(
+        segs[0].ends_with("wal-00000000000000000013.log"),
+        "{segs:?}"
+    );
+    // No segment ever holds the checkpoint bytes.
+    assert!(wal.bytes_since_snapshot() < 200);
+    wal.append_and_sync(&[Rec::Checkpoint(12), data(13)])
+        .unwrap();
+    let snaps = snapshots(dir.path());
+    assert_eq!(
+        snaps.len(),
+        1,
+        "the previous snapshot is deleted: {snaps:?}"
+    );
+    assert!(snaps[0].ends_with("snap-00000000000000000014.snap"));
+    drop(wal);
+    let (mut wal, recs) = open(dir.path(), 1000).unwrap();
+    assert_eq!(recs, vec![Rec::Checkpoint(12), data(13)]);
+    assert_eq!(wal.next_seq(), 16);
+    wal.append_and_sync(&[data(14)]).unwrap();
+    drop(wal);
+    let (_, recs) = open(dir.path(), 1000).unwrap();
+    assert_eq!(recs, vec![Rec::Checkpoint(12), data(13), data(14)]);
+}
+
+/// Copies of every file in `dir`, to put back later as a crash at an earlier moment would.
+fn files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect()
+}
+
+#[test]
+fn crash_before_cleanup_behind_a_snapshot_recovers_from_it_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), 1000).unwrap();
+    wal.append_and_sync(&[data(1), Rec::Checkpoint(1)]).unwrap();
+    for n in 2..=20 {
+        wal.append_and_sync(&[data(n)]).unwrap();
+    }
+    let before = files(dir.path());
+    wal.append_and_sync(&[Rec::Checkpoint(20), data(21)])
+        .unwrap();
+    drop(wal);
+    for (p, b) in &before {
+        std::fs::write(p, b).unwrap();
+    }
+    // And an unfinished snapshot write.
+    std::fs::write(
+        dir.path().join("snap-00000000000000000099.snap.tmp"),
+        b"half",
+    )
+    .unwrap();
+    let (_, recs) = open(dir.path(), 1000).unwrap();
+    assert_eq!(recs, vec![Rec::Checkpoint(20), data(21)]);
+    assert_eq!(snapshots(dir.path()).len(), 1);
+    assert_eq!(segments(dir.path()).len(), 1);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        2,
+        "tmp file removed"
+    );
+}
+
+fn damage(path: &Path) {
+    let mut b = std::fs::read(path).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0xff;
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn a_damaged_snapshot_the_log_no_longer_covers_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), 1000).unwrap();
+    wal.append_and_sync(&[data(1), data(2), Rec::Checkpoint(2), data(3)])
+        .unwrap();
+    drop(wal);
+    let snap = snapshots(dir.path()).pop().unwrap();
+    damage(&snap);
+    let err = open(dir.path(), 1000).err().expect("must refuse");
+    let msg = err.to_string();
+    assert!(matches!(err, StorageError::Corrupt { .. }), "{msg}");
+    assert!(msg.contains("snap-00000000000000000003.snap"), "{msg}");
+    assert!(msg.contains("checksum"), "{msg}");
+    assert!(snap.exists(), "the evidence is kept");
+}
+
+#[test]
+fn a_damaged_snapshot_falls_back_only_while_the_log_still_covers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), 1000).unwrap();
+    wal.append_and_sync(&[data(1), Rec::Checkpoint(1)]).unwrap();
+    for n in 2..=10 {
+        wal.append_and_sync(&[data(n)]).unwrap();
+    }
+    let before = files(dir.path());
+    wal.append_and_sync(&[Rec::Checkpoint(10), data(11)])
+        .unwrap();
+    drop(wal);
+    // A crash before the cleanup, and then the new snapshot rots.
+    for (p, b) in &before {
+        std::fs::write(p, b).unwrap();
+    }
+    let newest = snapshots(dir.path()).pop().unwrap();
+    damage(&newest);
+    let (mut wal, recs) = open(dir.path(), 1000).unwrap();
+    let mut expected = vec![Rec::Checkpoint(1)];
+    expected.extend((2..=11).map(data));
+    assert_eq!(recs, expected, "old snapshot + every record after it");
+    assert!(newest.exists(), "the damaged file is kept for inspection");
+    // The log keeps going and reopens the same way.
+    wal.append_and_sync(&[data(12)]).unwrap();
+    drop(wal);
+    let (_, recs) = open(dir.path(), 1000).unwrap();
+    assert_eq!(recs.last(), Some(&data(12)));
+    assert_eq!(recs.len(), 12);
+}
+
+#[test]
+fn a_missing_snapshot_file_is_refused_not_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), 1000).unwrap();
+    wal.append_and_sync(&[data(1), Rec::Checkpoint(1), data(2)])
+        .unwrap();
+    drop(wal);
+    std::fs::remove_file(snapshots(dir.path()).pop().unwrap()).unwrap();
+    let err = open(dir.path(), 1000).err().expect("must refuse");
+    assert!(err.to_string().contains("no snapshot covers"), "{err}");
 }

@@ -112,16 +112,19 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
 
     // Run until Ctrl-C; report members that die (a developer may be killing them on purpose).
     let mut alive: Vec<bool> = vec![true; children.len()];
+    // SIGTERM (e.g. from a supervisor or `kill`) stops the members too, not just Ctrl-C.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
                 for (i, (m, c)) in children.iter_mut().enumerate() {
-                    if alive[i] {
-                        if let Some(status) = c.try_wait()? {
-                            alive[i] = false;
-                            eprintln!("member {} (id {}) exited: {status}", m.name, m.id);
-                        }
+                    if alive[i]
+                        && let Some(status) = c.try_wait()?
+                    {
+                        alive[i] = false;
+                        eprintln!("member {} (id {}) exited: {status}", m.name, m.id);
                     }
                 }
             }

@@ -65,7 +65,6 @@ fn main() -> ExitCode {
         } => {
             let opts = synod_checker::CheckOptions {
                 time_budget: std::time::Duration::from_secs(budget_secs),
-                ..Default::default()
             };
             let (code, text) = synod_checker::check_file(&history, &opts);
             if code == 3 {

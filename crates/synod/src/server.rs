@@ -33,6 +33,11 @@ pub struct ServerArgs {
     /// UNSAFE: acknowledge writes without fsync. A power loss can lose acknowledged writes.
     #[arg(long)]
     unsafe_no_fsync: bool,
+    /// Start even though this member's data directory was wiped while peers remember it. UNSAFE
+    /// unless you know it never promised or accepted anything the cluster still depends on; see
+    /// docs/durability.md.
+    #[arg(long)]
+    allow_wiped_rejoin: bool,
     /// Bind the peer listener here instead of the advertised peer address (used behind the
     /// chaos proxy).
     #[arg(long, hide = true)]
@@ -97,6 +102,7 @@ fn build_config(args: &ServerArgs) -> anyhow::Result<NodeConfig> {
     if args.unsafe_no_fsync {
         cfg.cluster.storage.fsync = false;
     }
+    cfg.allow_wiped_rejoin = args.allow_wiped_rejoin;
     if let Some(a) = &args.peer_listen_addr {
         cfg.peer_listen_addr = Some(a.clone());
     }

@@ -13,8 +13,13 @@ use std::time::Duration;
 fn free_base(nodes: u16) -> u16 {
     for attempt in 0..200u16 {
         let base = 20_000 + (std::process::id() as u16 % 2000) * 10 + attempt * 37;
-        let ports: Vec<u16> = (0..nodes).flat_map(|i| (0..3).map(move |k| base + 10 * i + k)).collect();
-        let held: Vec<TcpListener> = ports.iter().filter_map(|p| TcpListener::bind(("127.0.0.1", *p)).ok()).collect();
+        let ports: Vec<u16> = (0..nodes)
+            .flat_map(|i| (0..3).map(move |k| base + 10 * i + k))
+            .collect();
+        let held: Vec<TcpListener> = ports
+            .iter()
+            .filter_map(|p| TcpListener::bind(("127.0.0.1", *p)).ok())
+            .collect();
         if held.len() == ports.len() {
             return base;
         }
@@ -27,7 +32,13 @@ fn synod_dev_starts_a_working_cluster_and_stops_it_on_ctrl_c() {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = free_base(3);
     let mut child = Command::new(env!("CARGO_BIN_EXE_synod"))
-        .args(["dev", "--fresh", "--base-port", &base.to_string(), "--data-dir"])
+        .args([
+            "dev",
+            "--fresh",
+            "--base-port",
+            &base.to_string(),
+            "--data-dir",
+        ])
         .arg(dir.path().join("dev"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -44,17 +55,27 @@ fn synod_dev_starts_a_working_cluster_and_stops_it_on_ctrl_c() {
             break;
         }
     }
-    assert!(banner.contains("Synod dev cluster: 3 members, engine omnipaxos"), "{banner}");
+    assert!(
+        banner.contains("Synod dev cluster: 3 members, engine omnipaxos"),
+        "{banner}"
+    );
     assert!(banner.contains("etcdctl --endpoints="), "{banner}");
 
     let http = reqwest::blocking::Client::new();
     for i in 0..3u16 {
         let url = format!("http://127.0.0.1:{}/v1/kv/from-{i}", base + 10 * i + 1);
-        let r = http.put(&url).json(&serde_json::json!({"value": "x"})).send().expect("put");
+        let r = http
+            .put(&url)
+            .json(&serde_json::json!({"value": "x"}))
+            .send()
+            .expect("put");
         assert_eq!(r.status().as_u16(), 200);
     }
     let r: serde_json::Value = http
-        .get(format!("http://127.0.0.1:{}/v1/kv?prefix=from-&count_only=true", base + 21))
+        .get(format!(
+            "http://127.0.0.1:{}/v1/kv?prefix=from-&count_only=true",
+            base + 21
+        ))
         .send()
         .expect("list")
         .json()
@@ -63,13 +84,27 @@ fn synod_dev_starts_a_working_cluster_and_stops_it_on_ctrl_c() {
 
     // Ctrl-C: the launcher stops every member and exits 0.
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
-    let status = wait_until(Duration::from_secs(15), "synod dev to exit", || child.try_wait().ok().flatten());
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let status = wait_until(Duration::from_secs(15), "synod dev to exit", || {
+        child.try_wait().ok().flatten()
+    });
     assert!(status.success(), "synod dev exited with {status}");
     // Every member's ports are free again: no process left behind.
-    wait_until(Duration::from_secs(5), "member ports to be released", || {
-        (0..3u16)
-            .all(|i| (0..3).all(|k| TcpListener::bind(("127.0.0.1", base + 10 * i + k)).is_ok()))
-            .then_some(())
-    });
+    wait_until(
+        Duration::from_secs(5),
+        "member ports to be released",
+        || {
+            (0..3u16)
+                .all(|i| {
+                    (0..3).all(|k| TcpListener::bind(("127.0.0.1", base + 10 * i + k)).is_ok())
+                })
+                .then_some(())
+        },
+    );
 }

@@ -2,18 +2,27 @@
 //! naming the cluster and member the data belongs to, and a boot counter the runtime mixes into
 //! its client id so that request ids never repeat across restarts.
 //!
-//! Layout: `LOCK` (held with an OS file lock while the node runs), `meta.json`, `boot`, and the
-//! WAL's `wal-*.log` segments under `wal/`.
+//! Layout: `LOCK` (held with an OS file lock while the node runs), `meta.json`, `boot`,
+//! `peers.json` (the data ids of the other members, see [`PeerDataIds`]), and the WAL's
+//! `wal-*.log` segments and `snap-*.snap` snapshots under `wal/`.
+//!
+//! **Data id.** `meta.json` holds a random `data_id` drawn when the directory is created. It
+//! names this *copy* of the member's state: a member whose directory was wiped comes back with
+//! a new one, which is how its peers tell "member 3, as it was" from "member 3, amnesiac" (see
+//! the storage module doc).
 
-use super::{StorageError, write_atomically};
+use super::{StorageError, sync_dir, write_atomically};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use synod_core::NodeId;
 
 const META_FILE: &str = "meta.json";
 const BOOT_FILE: &str = "boot";
 const LOCK_FILE: &str = "LOCK";
+const PEERS_FILE: &str = "peers.json";
 const META_FORMAT: u32 = 1;
 
 /// Whose data this is. Written once, on first start; checked on every later start.
@@ -23,6 +32,10 @@ pub struct Meta {
     pub cluster_id: u64,
     pub cluster_name: String,
     pub member_id: NodeId,
+    /// Random, drawn when the directory was created; 0 in directories older than the field
+    /// (one is drawn and written on their next start).
+    #[serde(default)]
+    pub data_id: u64,
 }
 
 /// An opened, locked data directory. The lock is released when this is dropped.
@@ -68,9 +81,11 @@ impl DataDir {
             cluster_id,
             cluster_name: cluster_name.to_string(),
             member_id,
+            data_id: random_data_id(),
         };
         let meta_path = path.join(META_FILE);
         let fresh = !meta_path.exists();
+        let mut meta = expected.clone();
         if fresh {
             let bytes = serde_json::to_vec_pretty(&expected)
                 .map_err(|e| StorageError::io(&meta_path, std::io::Error::other(e)))?;
@@ -96,6 +111,14 @@ impl DataDir {
                     ),
                 });
             }
+            meta = found;
+            if meta.data_id == 0 {
+                meta.data_id = expected.data_id;
+                let bytes = serde_json::to_vec_pretty(&meta)
+                    .map_err(|e| StorageError::io(&meta_path, std::io::Error::other(e)))?;
+                write_atomically(path, META_FILE, &bytes)
+                    .map_err(|e| StorageError::io(&meta_path, e))?;
+            }
         }
         let boot_path = path.join(BOOT_FILE);
         let previous = match std::fs::read_to_string(&boot_path) {
@@ -112,7 +135,7 @@ impl DataDir {
             .map_err(|e| StorageError::io(&boot_path, e))?;
         Ok(DataDir {
             path: path.to_path_buf(),
-            meta: expected,
+            meta,
             boot,
             fresh,
             _lock: lock,
@@ -133,6 +156,113 @@ impl DataDir {
     }
     pub fn wal_dir(&self) -> PathBuf {
         self.path.join("wal")
+    }
+
+    /// Undoes the creation of a fresh directory's identity (used when the start is refused
+    /// because peers remember this member with other data): the next start must be refused
+    /// again, not find a `meta.json` and believe it is the old member.
+    pub fn forget_fresh_identity(&self) -> Result<(), StorageError> {
+        assert!(
+            self.fresh,
+            "only a directory created by this start may be forgotten"
+        );
+        let meta_path = self.path.join(META_FILE);
+        std::fs::remove_file(&meta_path).map_err(|e| StorageError::io(&meta_path, e))?;
+        sync_dir(&self.path).map_err(|e| StorageError::io(&self.path, e))
+    }
+
+    /// The record of which data id each peer had, kept in this directory.
+    pub fn peer_data_ids(&self) -> Result<PeerDataIds, StorageError> {
+        PeerDataIds::load(&self.path)
+    }
+}
+
+/// A random 64-bit id without a dependency: std's `RandomState` is seeded from the OS per
+/// process; mixing in the time and pid keeps two ids drawn in one process apart.
+fn random_data_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    h.write_u128(now);
+    h.write_u32(std::process::id());
+    match h.finish() {
+        0 => 1,
+        id => id,
+    }
+}
+
+/// The data id each peer presented the first time it connected, kept durably in `peers.json`.
+///
+/// A peer that later presents a *different* id lost its state (wiped directory, new disk):
+/// its connections are refused and its start-up probe is told so, unless it explicitly asks to
+/// replace the record (the operator's `--allow-wiped-rejoin`). Shared by the transport's
+/// accept tasks, hence the mutex; writes happen once per peer per directory lifetime.
+#[derive(Debug)]
+pub struct PeerDataIds {
+    dir: PathBuf,
+    ids: Mutex<BTreeMap<NodeId, u64>>,
+}
+
+/// What [`PeerDataIds::check`] decided about a peer's presented data id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerIdentity {
+    /// Seen before with this id, or first seen now (and recorded).
+    Known,
+    /// Recorded with another id: the peer's state is not the state it had.
+    Replaced { recorded: u64 },
+}
+
+impl PeerDataIds {
+    fn load(dir: &Path) -> Result<PeerDataIds, StorageError> {
+        let path = dir.join(PEERS_FILE);
+        let ids = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
+                path: path.clone(),
+                offset: 0,
+                reason: format!("peer data ids do not parse: {e}"),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(StorageError::io(&path, e)),
+        };
+        Ok(PeerDataIds {
+            dir: dir.to_path_buf(),
+            ids: Mutex::new(ids),
+        })
+    }
+
+    /// The id recorded for `peer`, if any.
+    pub fn recorded(&self, peer: NodeId) -> Option<u64> {
+        self.lock().get(&peer).copied()
+    }
+
+    /// Checks `presented` against the record for `peer`, recording it (durably, before
+    /// returning) if there is none, or if `replace` is set.
+    pub fn check(
+        &self,
+        peer: NodeId,
+        presented: u64,
+        replace: bool,
+    ) -> std::io::Result<PeerIdentity> {
+        let mut ids = self.lock();
+        match ids.get(&peer).copied() {
+            Some(r) if r == presented => return Ok(PeerIdentity::Known),
+            Some(recorded) if !replace => return Ok(PeerIdentity::Replaced { recorded }),
+            _ => {}
+        }
+        let mut next = ids.clone();
+        next.insert(peer, presented);
+        let bytes = serde_json::to_vec_pretty(&next).map_err(std::io::Error::other)?;
+        write_atomically(&self.dir, PEERS_FILE, &bytes)?;
+        *ids = next;
+        Ok(PeerIdentity::Known)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, u64>> {
+        // A panic while holding the lock left the map intact (it is replaced whole).
+        self.ids.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -159,5 +289,44 @@ mod tests {
         assert!(e.to_string().contains("other"), "{e}");
         let e = DataDir::open(dir.path(), 7, "c", 2).unwrap_err();
         assert!(matches!(e, StorageError::WrongIdentity { .. }), "{e}");
+    }
+
+    #[test]
+    fn data_id_is_kept_and_a_wiped_directory_gets_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = DataDir::open(dir.path(), 7, "c", 1).unwrap();
+        let id = d.meta().data_id;
+        assert_ne!(id, 0);
+        drop(d);
+        let d = DataDir::open(dir.path(), 7, "c", 1).unwrap();
+        assert_eq!(d.meta().data_id, id);
+        drop(d);
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        let d = DataDir::open(dir.path(), 7, "c", 1).unwrap();
+        assert!(d.is_fresh());
+        assert_ne!(d.meta().data_id, id);
+        // A refused fresh start leaves the directory fresh for the next attempt.
+        d.forget_fresh_identity().unwrap();
+        drop(d);
+        assert!(DataDir::open(dir.path(), 7, "c", 1).unwrap().is_fresh());
+    }
+
+    #[test]
+    fn peer_data_ids_record_first_sight_and_flag_a_replacement() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = DataDir::open(dir.path(), 7, "c", 1).unwrap();
+        let p = d.peer_data_ids().unwrap();
+        assert_eq!(p.recorded(2), None);
+        assert_eq!(p.check(2, 111, false).unwrap(), PeerIdentity::Known);
+        assert_eq!(p.check(2, 111, false).unwrap(), PeerIdentity::Known);
+        assert_eq!(
+            p.check(2, 222, false).unwrap(),
+            PeerIdentity::Replaced { recorded: 111 }
+        );
+        // Durable: a reload (a restart) still remembers.
+        let p = d.peer_data_ids().unwrap();
+        assert_eq!(p.recorded(2), Some(111));
+        assert_eq!(p.check(2, 222, true).unwrap(), PeerIdentity::Known);
+        assert_eq!(d.peer_data_ids().unwrap().recorded(2), Some(222));
     }
 }

@@ -13,19 +13,42 @@
 //! hundred lines whose crash behaviour we can test record by record, and it is the product's
 //! core (the durability promise), so we write it: [`wal::Wal`].
 //!
+//! Checkpoint records (an engine's full state) are stored as snapshot files of their own,
+//! written atomically and streamed: see `snapshot.rs` and [`wal`].
+//!
+//! ## Snapshot thresholds
+//! Engines decide when to checkpoint (`snapshot_entries` in the engine config); the WAL only
+//! stores what they emit. A `snapshot_bytes` threshold (WAL bytes since the last checkpoint,
+//! [`Wal::bytes_since_snapshot`]) would need a way to tell the engine "checkpoint now", which
+//! the frozen `Engine` trait does not have; until it does, size the entry threshold instead.
+//!
 //! ## A wiped data directory
-//! A node that loses its data directory also loses the promises it made (promised ballot,
-//! accepted entries). If it rejoined as if nothing happened it could vote twice in one ballot
-//! and break safety. For now the rule is operational and loud: a node that finds an empty data
-//! directory logs a warning naming the directory and starts as a fresh member; the operator must
-//! only do that for a brand-new cluster or after the member was removed and re-added. Safety
-//! then rests on a majority of the *other* members still holding their state. Issue 5 replaces
-//! this with a catch-up-before-voting rule.
+//! A member that loses its data directory also loses the promises it made (promised ballot,
+//! accepted entries). If it rejoined as if nothing happened it could promise a ballot lower
+//! than one it already promised, or vote in a ballot it already voted in, and it would no
+//! longer hold accepted entries that counted toward a decided quorum: with one more failure a
+//! later leader could miss a decided entry, losing an acknowledged write.
+//!
+//! The rule: every data directory gets a random **data id** when it is created (`meta.json`).
+//! Peers record the data id each member first presents in their handshake (`peers.json`, kept
+//! durably) and refuse connections from a member presenting another one. A node that starts
+//! with an empty directory first asks its peers ("probe") which data id they remember for it;
+//! if any remembers another, it refuses to start with an error naming the peers, the risk and
+//! the options (restore the directory; remove and re-add the member; or accept the risk with
+//! `NodeConfig::allow_wiped_rejoin`, which logs a loud warning and tells peers to replace their
+//! record). A brand-new member is never refused: no peer has seen it. Peers that are down
+//! during the probe cannot answer, but they refuse the member's connections when they return,
+//! so it cannot vote with them either.
+//!
+//! What this does not do yet (future engine work): rejoin *safely and automatically*, as a
+//! learner that neither promises nor accepts until a leader of a ballot above anything it could
+//! have promised has synced it.
 
 pub mod datadir;
+mod snapshot;
 pub mod wal;
 
-pub use datadir::{DataDir, Meta};
+pub use datadir::{DataDir, Meta, PeerDataIds, PeerIdentity};
 pub use wal::{Wal, WalOptions};
 
 use std::path::PathBuf;

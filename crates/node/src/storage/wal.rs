@@ -10,24 +10,31 @@
 //!   and the next loop turns all of them into one batch.
 //! * **Rotation.** A batch that finds the active segment at or past `segment_bytes_max` starts a
 //!   new segment first (a batch is never split, so a segment may exceed the bound by one batch).
-//!   Segments are not preallocated: appends then change the file size, which `fdatasync` must
-//!   also flush; we keep it simple until `synod bench` shows the cost matters.
+//!   Segments are not preallocated; see `docs/durability.md` for the measurement behind that.
 //! * **Checkpoints.** A record whose `is_checkpoint()` is true subsumes all earlier records. It
-//!   always starts a fresh segment; once that segment is durable the older ones are deleted.
-//! * **Recovery** ([`Wal::open`]). Segments are read in order, checking that sequence numbers
-//!   are contiguous. In the **last** segment a record that runs past the end of the file, or a
-//!   bad record followed only by zero bytes, is a torn tail (a write that never completed its
+//!   is not written into a segment: it becomes the snapshot file `snap-{seq}.snap`
+//!   ([`super::snapshot`], atomic and checksummed), the next record starts a fresh segment at
+//!   `seq + 1`, and only once both are durable are the older segments and the previous
+//!   snapshot deleted.
+//! * **Recovery** ([`Wal::open`]). The newest snapshot that verifies is the base; segments
+//!   after it are read in order, checking that sequence numbers are contiguous from the base
+//!   (or from 1 without one: a log that starts later with nothing covering the start is
+//!   refused). In the **last** segment a record that runs past the end of the file, or a bad
+//!   record followed only by zero bytes, is a torn tail (a write that never completed its
 //!   fsync, so never acknowledged): the file is truncated there. Any other bad record — in an
 //!   older segment, or followed by more data — is corruption: opening fails naming the file and
-//!   offset, and nothing is dropped silently. Records before the last checkpoint are not
-//!   returned (and their segments are deleted).
+//!   offset, and nothing is dropped silently.
+//! * **A damaged newest snapshot** fails opening with an error naming the file, unless the
+//!   segments still hold every record since the previous snapshot (a crash came before the
+//!   cleanup behind the new snapshot). Only then does recovery fall back to the previous
+//!   snapshot plus those records, logging loudly; the damaged file is kept.
 //!
 //! Known limit: a power loss can persist the pages of one unsynced batch out of order, leaving
 //! a bad record followed by intact ones of the same batch. We report that as corruption (safe:
 //! the node stops instead of losing data, but an operator must act). Per-batch commit markers
 //! would let us tell it apart; not done yet.
 
-use super::{StorageError, sync_dir};
+use super::{StorageError, snapshot, sync_dir};
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -77,6 +84,9 @@ pub struct Wal<R> {
     active: File,
     /// Sequence number the next appended record gets.
     next_seq: u64,
+    /// Sequence number of the snapshot recovery would start from (0: none) and its size.
+    snapshot_seq: u64,
+    snapshot_bytes: u64,
     metrics: Option<Arc<Metrics>>,
     _record: PhantomData<fn() -> R>,
 }
@@ -90,6 +100,13 @@ fn parse_segment_name(name: &str) -> Option<u64> {
         .strip_suffix(".log")?
         .parse()
         .ok()
+}
+
+fn into_io(e: StorageError) -> io::Error {
+    match e {
+        StorageError::Io { source, .. } => source,
+        other => io::Error::other(other.to_string()),
+    }
 }
 
 fn checksum(len_bytes: [u8; 4], payload: &[u8]) -> u32 {
@@ -114,8 +131,9 @@ struct SegmentScan<R> {
 }
 
 impl<R: DurableRecord> Wal<R> {
-    /// Opens (creating if needed) the log in `dir` and returns every record since the last
-    /// checkpoint, in append order. See the module docs for torn tails and corruption.
+    /// Opens (creating if needed) the log in `dir` and returns the newest snapshot's record (if
+    /// any) followed by every record after it, in append order. See the module docs for torn
+    /// tails, corruption and the snapshot fallback.
     pub fn open(dir: &Path, opts: WalOptions) -> Result<(Self, Vec<R>), StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
         if !opts.fsync {
@@ -125,31 +143,106 @@ impl<R: DurableRecord> Wal<R> {
             );
         }
         let mut found: Vec<(u64, PathBuf)> = Vec::new();
+        let mut snapshots: Vec<(u64, PathBuf)> = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
             let entry = entry.map_err(|e| StorageError::io(dir, e))?;
             let name = entry.file_name();
-            if let Some(seq) = name.to_str().and_then(parse_segment_name) {
+            let Some(name) = name.to_str() else { continue };
+            if let Some(seq) = parse_segment_name(name) {
                 found.push((seq, entry.path()));
+            } else if let Some(seq) = snapshot::parse_snapshot_name(name) {
+                snapshots.push((seq, entry.path()));
+            } else if snapshot::is_snapshot_tmp(name) {
+                // A snapshot write a crash interrupted: never renamed, so never relied on.
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| StorageError::io(entry.path(), e))?;
             }
         }
         found.sort();
+        snapshots.sort();
+
+        // The base: the newest snapshot that verifies. If the newest one is damaged we may fall
+        // back to the one before it, but only if the segments still hold every record between
+        // the two (checked below); otherwise its error is returned.
+        let mut base: Option<(u64, PathBuf, R, u64)> = None;
+        let mut damaged: Option<(u64, StorageError)> = None;
+        for (seq, path) in snapshots.iter().rev() {
+            match snapshot::read::<R>(path, *seq) {
+                Ok((r, bytes)) => {
+                    base = Some((*seq, path.clone(), r, bytes));
+                    break;
+                }
+                Err(e @ StorageError::Corrupt { .. }) if damaged.is_none() => {
+                    tracing::error!(error = %e, "newest snapshot is damaged");
+                    damaged = Some((*seq, e));
+                }
+                Err(e) => return Err(damaged.map(|(_, d)| d).unwrap_or(e)),
+            }
+        }
+        let base_seq = base.as_ref().map(|b| b.0).unwrap_or(0);
+        // Segments at or before the base hold only records the snapshot subsumes (a segment
+        // never spans a checkpoint: one always starts right after it).
+        let (stale, found): (Vec<_>, Vec<_>) =
+            found.into_iter().partition(|(first, _)| *first <= base_seq);
+        let refuse_damaged = |damaged: Option<(u64, StorageError)>, why: String| match damaged {
+            Some((
+                _,
+                StorageError::Corrupt {
+                    path,
+                    offset,
+                    reason,
+                },
+            )) => StorageError::Corrupt {
+                path,
+                offset,
+                reason: format!("{reason}; cannot fall back to an older snapshot: {why}"),
+            },
+            Some((_, e)) => e,
+            None => StorageError::Corrupt {
+                path: dir.to_path_buf(),
+                offset: 0,
+                reason: why,
+            },
+        };
+        if let Some(bad_seq) = damaged.as_ref().map(|d| d.0)
+            && found.first().map(|(f, _)| *f) != Some(base_seq + 1)
+        {
+            return Err(refuse_damaged(
+                damaged,
+                format!(
+                    "the log no longer holds the records between sequence {} and {bad_seq}",
+                    base_seq + 1
+                ),
+            ));
+        }
 
         let mut segments = Vec::new();
         let mut records: Vec<R> = Vec::new();
-        let mut next_seq: Option<u64> = None;
+        let mut next_seq: Option<u64> = (base_seq > 0).then_some(base_seq + 1);
         let last = found.len().saturating_sub(1);
         for (i, (first_seq, path)) in found.into_iter().enumerate() {
             if let Some(expected) = next_seq
                 && expected != first_seq
             {
-                return Err(StorageError::Corrupt {
-                    path,
-                    offset: 0,
-                    reason: format!(
+                // Falling back over a damaged snapshot skips exactly its own sequence number:
+                // the records before it hold everything it summarised.
+                let skips_damaged = damaged
+                    .as_ref()
+                    .is_some_and(|(bad, _)| *bad == expected && first_seq == bad + 1);
+                if !skips_damaged {
+                    let why = format!(
                         "segment starts at record {first_seq} but the previous segment ended \
                          before record {expected} (a segment is missing or damaged)"
-                    ),
-                });
+                    );
+                    if damaged.is_some() {
+                        return Err(refuse_damaged(damaged, why));
+                    }
+                    return Err(StorageError::Corrupt {
+                        path,
+                        offset: 0,
+                        reason: why,
+                    });
+                }
             }
             let scan = Self::scan(&path, &opts)?;
             if let Some((offset, reason, torn)) = scan.bad {
@@ -174,6 +267,23 @@ impl<R: DurableRecord> Wal<R> {
                     });
                 }
             }
+            if i == 0
+                && base.is_none()
+                && damaged.is_none()
+                && first_seq != 1
+                && !scan.records.first().is_some_and(|r| r.is_checkpoint())
+            {
+                // Records 1..first_seq are gone and no snapshot or checkpoint covers them:
+                // starting would silently forget them.
+                return Err(StorageError::Corrupt {
+                    path,
+                    offset: 0,
+                    reason: format!(
+                        "the log starts at record {first_seq}, no snapshot covers records \
+                         before it (a snapshot file or segment is missing)"
+                    ),
+                });
+            }
             next_seq = Some(first_seq + scan.records.len() as u64);
             segments.push(Segment {
                 first_seq,
@@ -182,9 +292,26 @@ impl<R: DurableRecord> Wal<R> {
             });
             records.extend(scan.records);
         }
+        if let Some(bad_seq) = damaged.as_ref().map(|d| d.0)
+            && next_seq.unwrap_or(0) < bad_seq
+        {
+            let why = format!(
+                "the log ends before record {}, short of the damaged snapshot's {bad_seq}",
+                next_seq.unwrap_or(0)
+            );
+            return Err(refuse_damaged(damaged, why));
+        }
+        if let Some((bad_seq, e)) = &damaged {
+            tracing::error!(
+                error = %e,
+                fallback_to = base_seq,
+                "RECOVERING WITHOUT THE NEWEST SNAPSHOT (sequence {bad_seq}): it is damaged, but \
+                 the log still holds every record it summarised; keep the file for inspection"
+            );
+        }
 
-        // Drop what the last checkpoint subsumes, records and whole segments alike (a crash may
-        // have come between writing a checkpoint segment and deleting the older ones).
+        // Records before a checkpoint *inside* a segment (logs written before snapshots had
+        // files of their own) are subsumed by it.
         let first_kept_seq = segments.first().map(|s| s.first_seq).unwrap_or(1);
         if let Some(cp) = records.iter().rposition(|r| r.is_checkpoint()) {
             let cp_seq = first_kept_seq + cp as u64;
@@ -197,6 +324,27 @@ impl<R: DurableRecord> Wal<R> {
                 std::fs::remove_file(&s.path).map_err(|e| StorageError::io(&s.path, e))?;
             }
             sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+        } else if let Some((_, _, r, _)) = &base {
+            records.insert(0, r.clone());
+        }
+
+        // A crash between a snapshot becoming durable and the cleanup behind it leaves older
+        // segments and snapshots: finish that cleanup now (never while falling back).
+        if damaged.is_none() {
+            let mut removed = false;
+            for (_, path) in &stale {
+                std::fs::remove_file(path).map_err(|e| StorageError::io(path, e))?;
+                removed = true;
+            }
+            for (seq, path) in &snapshots {
+                if *seq < base_seq {
+                    std::fs::remove_file(path).map_err(|e| StorageError::io(path, e))?;
+                    removed = true;
+                }
+            }
+            if removed {
+                sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+            }
         }
 
         let next_seq = next_seq.unwrap_or(1);
@@ -211,12 +359,15 @@ impl<R: DurableRecord> Wal<R> {
                 f
             }
         };
+        let (snapshot_seq, snapshot_bytes) = base.map(|b| (b.0, b.3)).unwrap_or((0, 0));
         let wal = Wal {
             dir: dir.to_path_buf(),
             opts,
             segments,
             active,
             next_seq,
+            snapshot_seq,
+            snapshot_bytes,
             metrics: None,
             _record: PhantomData,
         };
@@ -331,36 +482,28 @@ impl<R: DurableRecord> Wal<R> {
     }
 
     /// Appends `records` and makes them durable with one fsync (unless fsync is disabled).
+    /// A checkpoint record goes to a snapshot file of its own instead (see [`super::snapshot`]);
+    /// once it is durable, every older segment and snapshot is deleted.
     /// On error nothing of this batch may be treated as durable; the caller must stop.
     pub fn append_and_sync(&mut self, records: &[R]) -> io::Result<()>
     where
         R: Serialize,
     {
-        if records.is_empty() {
-            return Ok(());
-        }
         let mut buf = Vec::new();
         let mut start = 0;
-        // A checkpoint starts a fresh segment; what precedes it in the batch goes to the old one.
         while start < records.len() {
-            let cp = records[start..]
+            if records[start].is_checkpoint() {
+                self.write_snapshot(&records[start])?;
+                start += 1;
+                continue;
+            }
+            // Everything up to the next checkpoint: one write, one fsync.
+            let until = records[start..]
                 .iter()
                 .position(|r| r.is_checkpoint())
-                .map(|p| start + p);
-            let until = match cp {
-                Some(c) if c == start => {
-                    self.rotate()?;
-                    // The checkpoint plus everything up to the next checkpoint.
-                    records[start + 1..]
-                        .iter()
-                        .position(|r| r.is_checkpoint())
-                        .map(|p| start + 1 + p)
-                        .unwrap_or(records.len())
-                }
-                Some(c) => c,
-                None => records.len(),
-            };
-            if cp != Some(start) && self.active_bytes() >= self.opts.segment_bytes_max {
+                .map(|p| start + p)
+                .unwrap_or(records.len());
+            if self.active_bytes() >= self.opts.segment_bytes_max {
                 self.rotate()?;
             }
             buf.clear();
@@ -388,11 +531,44 @@ impl<R: DurableRecord> Wal<R> {
             if let Some(m) = &self.metrics {
                 m.wal_records.inc_by(n);
             }
-            if records[start].is_checkpoint() {
-                self.drop_before_active()?;
-            }
             start = until;
         }
+        Ok(())
+    }
+
+    /// Writes a checkpoint record as the snapshot at `next_seq`, starts the segment after it,
+    /// and only then deletes what it subsumes. Each step is durable before the next begins, so
+    /// a crash anywhere leaves either the old snapshot with every segment after it, or the new
+    /// snapshot (plus leftovers that `open` deletes).
+    fn write_snapshot(&mut self, record: &R) -> io::Result<()> {
+        let seq = self.next_seq;
+        let (path, bytes) = snapshot::write(&self.dir, seq, record)?;
+        self.next_seq += 1;
+        if let Some(m) = &self.metrics {
+            m.wal_records.inc();
+            if self.opts.fsync {
+                m.wal_fsyncs.inc();
+            }
+        }
+        let (f, s) = Self::create_segment(&self.dir, self.next_seq).map_err(into_io)?;
+        self.active = f;
+        let old = std::mem::replace(&mut self.segments, vec![s]);
+        for s in old {
+            std::fs::remove_file(&s.path)?;
+        }
+        let previous = self.snapshot_seq;
+        if previous > 0 && previous < seq {
+            let p = self.dir.join(snapshot::snapshot_name(previous));
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        sync_dir(&self.dir)?;
+        tracing::info!(file = %path.display(), bytes, "snapshot written; older log deleted");
+        self.snapshot_seq = seq;
+        self.snapshot_bytes = bytes;
         Ok(())
     }
 
@@ -416,27 +592,31 @@ impl<R: DurableRecord> Wal<R> {
             // An empty active segment already starts at next_seq; reuse it.
             return Ok(());
         }
-        let (f, s) = Self::create_segment(&self.dir, self.next_seq).map_err(|e| match e {
-            StorageError::Io { source, .. } => source,
-            other => io::Error::other(other.to_string()),
-        })?;
+        let (f, s) = Self::create_segment(&self.dir, self.next_seq).map_err(into_io)?;
         self.active = f;
         self.segments.push(s);
         Ok(())
     }
 
-    /// After a checkpoint at the start of the active segment is durable: delete older segments.
-    fn drop_before_active(&mut self) -> io::Result<()> {
-        let n = self.segments.len() - 1;
-        for s in self.segments.drain(..n) {
-            std::fs::remove_file(&s.path)?;
-        }
-        sync_dir(&self.dir)
+    /// Bytes on disk: live segments plus the current snapshot.
+    pub fn size_bytes(&self) -> u64 {
+        self.bytes_since_snapshot() + self.snapshot_bytes
     }
 
-    /// Bytes of all live segments.
-    pub fn size_bytes(&self) -> u64 {
+    /// Bytes of log written since the last snapshot (what a `snapshot_bytes` threshold would
+    /// watch; see the storage module doc for why engines are not told yet).
+    pub fn bytes_since_snapshot(&self) -> u64 {
         self.segments.iter().map(|s| s.bytes).sum()
+    }
+
+    /// The snapshot recovery would start from: its sequence number and path.
+    pub fn snapshot(&self) -> Option<(u64, PathBuf)> {
+        (self.snapshot_seq > 0).then(|| {
+            (
+                self.snapshot_seq,
+                self.dir.join(snapshot::snapshot_name(self.snapshot_seq)),
+            )
+        })
     }
 
     /// Live segment files, oldest first (for tests and status).

@@ -123,3 +123,58 @@ fn clients_vanishing_mid_request_and_connection_floods_are_harmless() {
     );
     still_serving(&c, "flood");
 }
+
+#[test]
+fn a_peer_claiming_an_unknown_member_id_or_another_cluster_is_refused() {
+    use synod_node::transport::{Hello, HelloReply, MAGIC, decode_payload, encode_frame};
+    let c = Cluster::start(3, "omnipaxos");
+    let cluster_id = synod_node::ClusterConfig::from_file(&c.config_path)
+        .expect("config")
+        .cluster_id();
+    let cases = [
+        (
+            "unknown member",
+            Hello {
+                magic: MAGIC,
+                cluster_id,
+                from: 99,
+                to: 1,
+                data_id: 7,
+                probe: false,
+                replace_data_id: false,
+            },
+        ),
+        (
+            "another cluster",
+            Hello {
+                magic: MAGIC,
+                cluster_id: cluster_id ^ 1,
+                from: 2,
+                to: 1,
+                data_id: 7,
+                probe: false,
+                replace_data_id: false,
+            },
+        ),
+    ];
+    for (what, hello) in cases {
+        let mut s = connect(&c.member(1).peer_addr);
+        let frame = encode_frame(&hello, 1 << 20).expect("encode");
+        s.write_all(&frame).expect("write hello");
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len)
+            .expect("a reply before the node hangs up");
+        let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut payload).expect("reply payload");
+        match decode_payload::<HelloReply>(&payload).expect("decode reply") {
+            HelloReply::Refused(reason) => eprintln!("{what}: refused: {reason}"),
+            other => panic!("{what}: expected a refusal, got {other:?}"),
+        }
+    }
+    still_serving(&c, "impostor-peers");
+    let log = c.log(1);
+    assert!(
+        log.contains("unknown member 99"),
+        "refusal reason logged:\n{log}"
+    );
+}

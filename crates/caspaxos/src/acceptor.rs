@@ -113,12 +113,15 @@ impl Acceptor {
             .max(self.floor)
     }
 
-    /// Tombstones whose accepted ballot this node issued (GC candidates after a restart).
-    pub fn own_tombstones(&self, node: u64) -> impl Iterator<Item = &Key> + '_ {
+    /// Tombstones whose accepted ballot this node issued, with their write counts (GC
+    /// candidates after a restart).
+    pub fn own_tombstones(&self, node: u64) -> impl Iterator<Item = (&Key, u64)> + '_ {
         self.registers
             .iter()
             .filter_map(move |(k, r)| match &r.accepted {
-                Some(a) if a.ballot.node == node && a.value.is_tombstone() => Some(k),
+                Some(a) if a.ballot.node == node && a.value.is_tombstone() => {
+                    Some((k, a.value.writes))
+                }
                 _ => None,
             })
     }

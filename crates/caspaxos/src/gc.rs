@@ -43,6 +43,15 @@
 //! it; once dropped, a retried delete would run again (answering `deleted: 0`). A tombstone is
 //! therefore collected only after [`GcQueue::delay_ticks`] (a few request timeouts), the window
 //! within which retried deletes are guaranteed exactly-once.
+//!
+//! The window must be measured from the *last* write the tombstone carries a reply for, not
+//! from whenever this proposer happened to queue the key. A candidate therefore remembers the
+//! register's write count ([`crate::messages::RegisterValue::writes`], bumped by every write
+//! that saves a reply) at the moment it was queued. If the GC round's prepare finds a tombstone
+//! with another count, some proposer wrote (and deleted) the key since: the candidate is re-armed
+//! with a fresh window instead of being collected. (Found by the simulator: a proposer that had
+//! queued a key for an old tombstone collected a new one 0.8 s after a client's delete was
+//! applied, and the client's retry then ran the delete a second time.)
 
 use std::collections::BTreeMap;
 use synod_core::kv::Key;
@@ -56,19 +65,28 @@ pub const GC_ROUNDS_PER_INTERVAL_MAX: usize = 8;
 /// After a failed GC round (an acceptor unreachable, a conflict), wait this long.
 pub const GC_RETRY_TICKS: u64 = 200;
 /// Request timeouts a tombstone is kept at least (the exactly-once window for deletes).
-pub const GC_DELAY_REQUEST_TIMEOUTS: u64 = 4;
+pub const GC_DELAY_REQUEST_TIMEOUTS: u64 = 8;
+
+/// One tombstone waiting to be collected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Candidate {
+    due_tick: u64,
+    /// The register's write count when the tombstone was queued: identifies which tombstone
+    /// the window was started for.
+    writes: u64,
+}
 
 /// Tombstones waiting to be collected, with the tick each becomes due.
 #[derive(Clone, Debug)]
 pub struct GcQueue {
-    due_tick: BTreeMap<Key, u64>,
+    candidates: BTreeMap<Key, Candidate>,
     delay_ticks: u64,
 }
 
 impl GcQueue {
     pub fn new(request_timeout_ticks: u64) -> Self {
         GcQueue {
-            due_tick: BTreeMap::new(),
+            candidates: BTreeMap::new(),
             delay_ticks: request_timeout_ticks
                 .saturating_mul(GC_DELAY_REQUEST_TIMEOUTS)
                 .max(1),
@@ -80,45 +98,54 @@ impl GcQueue {
     }
 
     pub fn len(&self) -> usize {
-        self.due_tick.len()
+        self.candidates.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.due_tick.is_empty()
+        self.candidates.is_empty()
     }
 
     pub fn contains(&self, key: &[u8]) -> bool {
-        self.due_tick.contains_key(key)
+        self.candidates.contains_key(key)
     }
 
-    /// A round left a tombstone on `key`: collect it after the exactly-once window. A newer
-    /// tombstone restarts the window.
-    pub fn note_tombstone(&mut self, key: &[u8], now_tick: u64) {
-        let due = now_tick.saturating_add(self.delay_ticks);
-        if let Some(d) = self.due_tick.get_mut(key) {
-            *d = due;
-        } else if self.due_tick.len() < GC_CANDIDATES_MAX {
-            self.due_tick.insert(key.to_vec(), due);
+    /// A round left a tombstone with write count `writes` on `key`: collect it after the
+    /// exactly-once window. A newer tombstone restarts the window.
+    pub fn note_tombstone(&mut self, key: &[u8], writes: u64, now_tick: u64) {
+        let c = Candidate {
+            due_tick: now_tick.saturating_add(self.delay_ticks),
+            writes,
+        };
+        if let Some(d) = self.candidates.get_mut(key) {
+            *d = c;
+        } else if self.candidates.len() < GC_CANDIDATES_MAX {
+            self.candidates.insert(key.to_vec(), c);
         }
+    }
+
+    /// True when the GC round found the very tombstone whose window this candidate timed, so
+    /// it may be collected. False means the key was written since (or is not a candidate).
+    pub fn is_same_tombstone(&self, key: &[u8], writes: u64) -> bool {
+        self.candidates.get(key).is_some_and(|c| c.writes == writes)
     }
 
     /// The key holds a live value again (or was collected): nothing to do.
     pub fn forget(&mut self, key: &[u8]) {
-        self.due_tick.remove(key);
+        self.candidates.remove(key);
     }
 
     /// A GC round failed; try again later.
     pub fn retry_later(&mut self, key: &[u8], now_tick: u64) {
-        if let Some(d) = self.due_tick.get_mut(key) {
-            *d = now_tick.saturating_add(GC_RETRY_TICKS);
+        if let Some(c) = self.candidates.get_mut(key) {
+            c.due_tick = now_tick.saturating_add(GC_RETRY_TICKS);
         }
     }
 
     /// Candidates due at `now_tick`, in key order, at most `limit`, for which `idle` holds.
     pub fn due(&self, now_tick: u64, limit: usize, idle: impl Fn(&[u8]) -> bool) -> Vec<Key> {
-        self.due_tick
+        self.candidates
             .iter()
-            .filter(|(k, due)| **due <= now_tick && idle(k))
+            .filter(|(k, c)| c.due_tick <= now_tick && idle(k))
             .take(limit)
             .map(|(k, _)| k.clone())
             .collect()
@@ -132,12 +159,15 @@ mod tests {
     #[test]
     fn candidates_wait_for_the_exactly_once_window() {
         let mut q = GcQueue::new(10);
-        q.note_tombstone(b"a", 0);
-        assert!(q.due(39, 8, |_| true).is_empty());
-        assert_eq!(q.due(40, 8, |_| true), vec![b"a".to_vec()]);
-        assert!(q.due(40, 8, |_| false).is_empty(), "busy keys wait");
-        q.retry_later(b"a", 40);
-        assert!(q.due(41, 8, |_| true).is_empty());
+        let window = 10 * GC_DELAY_REQUEST_TIMEOUTS;
+        q.note_tombstone(b"a", 3, 0);
+        assert!(q.due(window - 1, 8, |_| true).is_empty());
+        assert_eq!(q.due(window, 8, |_| true), vec![b"a".to_vec()]);
+        assert!(q.due(window, 8, |_| false).is_empty(), "busy keys wait");
+        assert!(q.is_same_tombstone(b"a", 3));
+        assert!(!q.is_same_tombstone(b"a", 4), "written since it was queued");
+        q.retry_later(b"a", window);
+        assert!(q.due(window + 1, 8, |_| true).is_empty());
         q.forget(b"a");
         assert!(q.is_empty());
     }

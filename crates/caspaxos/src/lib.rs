@@ -123,7 +123,10 @@ impl CasPaxos {
                 value,
                 next,
             } => {
-                self.proposer.observe(ballot);
+                // The acceptor may promise `next` too: start our own ballots above it rather
+                // than learn it from a Nack.
+                self.proposer
+                    .observe(next.map_or(ballot, |n| n.max(ballot)));
                 Some(self.acceptor.on_accept(key, ballot, value, next))
             }
             Message::Drop { key, ballot } => {
@@ -209,9 +212,12 @@ impl Engine for CasPaxos {
         }
         let mut proposer = Proposer::new(&config, counter_max);
         proposer.observe(acceptor.highest_promised());
-        let tombstones: Vec<Vec<u8>> = acceptor.own_tombstones(config.id).cloned().collect();
-        for key in tombstones {
-            proposer.note_tombstone(&key, 0);
+        let tombstones: Vec<(Vec<u8>, u64)> = acceptor
+            .own_tombstones(config.id)
+            .map(|(k, writes)| (k.clone(), writes))
+            .collect();
+        for (key, writes) in tombstones {
+            proposer.note_tombstone(&key, writes, 0);
         }
         Ok(CasPaxos {
             config,

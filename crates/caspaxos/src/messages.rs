@@ -32,7 +32,9 @@ pub struct RegisterValue {
     pub kv: Option<KeyValue>,
     /// Saved replies of the last writes to this key, per client.
     pub sessions: ClientTable,
-    /// Writes applied to this register: the activity clock of `sessions`' eviction order.
+    /// Writes with a session applied to this register (the ones that save a reply): the
+    /// activity clock of `sessions`' eviction order, and the identity the GC uses to tell one
+    /// tombstone from a later one (see `gc.rs`).
     pub writes: u64,
 }
 

@@ -194,9 +194,9 @@ impl Proposer {
         self.ballots.observe(ballot);
     }
 
-    /// A tombstone found at recovery that this node wrote.
-    pub fn note_tombstone(&mut self, key: &[u8], now_tick: u64) {
-        self.gc.note_tombstone(key, now_tick);
+    /// A tombstone with write count `writes` found at recovery that this node wrote.
+    pub fn note_tombstone(&mut self, key: &[u8], writes: u64, now_tick: u64) {
+        self.gc.note_tombstone(key, writes, now_tick);
     }
 
     pub fn submit(&mut self, request: ClientRequest, now_tick: u64, fx: &mut Effects) {
@@ -302,9 +302,16 @@ impl Proposer {
         };
         let (value, next) = match round.kind {
             RoundKind::Gc => {
-                if !base.is_tombstone() {
-                    // Written again since the delete: nothing to collect.
-                    self.gc.forget(key);
+                let same = base.is_tombstone() && self.gc.is_same_tombstone(key, base.writes);
+                if !same {
+                    if base.is_tombstone() {
+                        // Written and deleted again since it was queued: the exactly-once
+                        // window of that newer delete starts now (see gc.rs).
+                        self.gc.note_tombstone(key, base.writes, now_tick);
+                    } else {
+                        // Written again since the delete: nothing to collect.
+                        self.gc.forget(key);
+                    }
                     if let Some(ks) = self.keys.get_mut(key) {
                         ks.round = None;
                     }
@@ -425,7 +432,7 @@ impl Proposer {
                     self.pending_requests -= 1;
                 }
                 if value.is_tombstone() {
-                    self.gc.note_tombstone(&key, now_tick);
+                    self.gc.note_tombstone(&key, value.writes, now_tick);
                 } else {
                     self.gc.forget(&key);
                 }

@@ -533,6 +533,45 @@ fn gc_removes_a_tombstone_only_after_every_acceptor_has_it() {
     );
 }
 
+/// Regression (simulator seed 2867, 3 nodes): node 1 queued `k` for collection after an old
+/// tombstone; node 2 later wrote and deleted `k`, and node 1's GC round collected that new
+/// tombstone — with the delete's saved reply — long before the delete's exactly-once window
+/// was over, so the client's retry ran the delete again and answered `deleted: 0`.
+#[test]
+fn gc_waits_out_the_window_of_the_newest_tombstone_not_the_one_it_queued() {
+    let mut net = Net::new(3, |c| c.request_timeout_ticks = 20);
+    let window = net.node(1).proposer().gc_queue().delay_ticks();
+    // A read of a key nobody wrote leaves a tombstone; node 1 queues it.
+    assert_eq!(read(net.call(1, rid(1, 1), get("k"))), None);
+    assert!(net.node(1).proposer().gc_queue().contains(b"k"));
+    for _ in 0..window - 10 {
+        net.tick();
+    }
+    // Node 2 writes and deletes the key just before node 1's candidate falls due.
+    assert!(net.call(2, rid(2, 1), put("k", "v")).is_ok());
+    let deleted = |r: Result<Response, EngineError>| match r.expect("delete executes").body {
+        ResponseBody::DeleteRange(d) => d.deleted,
+        other => panic!("not a delete response: {other:?}"),
+    };
+    assert_eq!(deleted(net.call(2, rid(2, 2), delete("k"))), 1);
+    // Past node 1's old due time (plus a collector interval), well inside the new window.
+    for _ in 0..window / 2 {
+        net.tick();
+    }
+    for id in 1..=3 {
+        assert!(
+            net.node(id).acceptor().get(b"k").is_some(),
+            "node {id} must keep the fresh tombstone and its saved reply"
+        );
+    }
+    // The client's retry of the delete, at another node, gets the saved reply.
+    assert_eq!(deleted(net.call(3, rid(2, 2), delete("k"))), 1);
+    // Once the newest window is over, the tombstone does go.
+    net.run_until(4 * window, |n| {
+        (1..=3).all(|id| n.node(id).acceptor().get(b"k").is_none())
+    });
+}
+
 #[test]
 fn a_stale_accept_after_gc_is_refused() {
     let mut net = Net::new(3, |c| c.request_timeout_ticks = 20);

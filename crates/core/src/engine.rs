@@ -29,7 +29,8 @@
 //! internally as their protocol requires, retry forwarding on ticks until the request is
 //! applied, and expire it after `request_timeout_ticks` with [`EngineError::Timeout`] (outcome
 //! unknown). Every request gets exactly one [`ClientReply`]. Retries of a write reuse its
-//! [`RequestId`]; the KV state machine's client table makes them exactly-once.
+//! [`RequestId`]; a client table (the KV state machine's, or per register for CASPaxos) makes
+//! them exactly-once.
 //!
 //! ## How the four protocols map onto this
 //! * **OmniPaxos** (Sequence Paxos + Ballot Leader Election, Ng et al. EuroSys'23). Ticks drive
@@ -43,12 +44,18 @@
 //!   the commit-number; StartViewChange/DoViewChange/StartView, Recovery and GetState/NewState
 //!   are ordinary messages; the view change timer is ticks. Records: view-number and log (VR
 //!   can also run diskless with the Recovery protocol; with disk it emits the same records).
-//! * **CASPaxos** (Rystsov 2018). No log and no leader: every node is a proposer; `submit`
-//!   starts a round on the op's key with a ballot (counter, node id), Prepare/Promise and
-//!   Accept/Accepted carry the change function ([`crate::kv::register::apply_to_register`]).
-//!   Records: per-key acceptor state (promise, accepted ballot and value). Backoff after a
-//!   conflict is drawn from the seeded generator the engine was built with. Ops that are not
-//!   single-key fail with [`EngineError::Unsupported`] ([`Capabilities`] says so up front).
+//! * **CASPaxos** (Rystsov 2018). No log and no leader: every node is a proposer and an acceptor.
+//!   `submit` starts (or joins) a round on the op's key with a ballot (counter, node id):
+//!   Prepare/Promise returns the highest accepted value; the proposer applies the change function
+//!   ([`crate::kv::register::apply_to_register`]) itself and Accept/Accepted carries the *new
+//!   value* (plus a pre-prepared next ballot for the one-round-trip path); Nack reports a higher
+//!   promise; a cleanup message removes tombstones once every acceptor has them. There is no
+//!   shared KV state machine: each register carries its own bounded client table for
+//!   exactly-once retries. Records: per-key acceptor state, a ballot-counter lease, tombstone
+//!   drops and checkpoints. Backoff after a conflict is drawn from the seeded generator. Ops that
+//!   are not single-key fail with [`EngineError::Unsupported`] ([`Capabilities`] says so up
+//!   front). `election_timeout_ticks` is its phase timeout; `heartbeat_ticks` and `priority` are
+//!   unused.
 //! * **EPaxos** (Moraru et al. SOSP'13). Leaderless: `submit` makes this replica the command
 //!   leader of a new instance in its own instance space; PreAccept/Accept/Commit carry deps and
 //!   seq; ticks drive explicit-prepare recovery of stalled instances; execution orders committed
@@ -145,8 +152,8 @@ pub struct EngineConfig {
     pub priority: u64,
     /// Bounds on the KV state machine.
     pub kv: KvLimits,
-    /// Take a checkpoint (snapshot record, log compaction) after this many applied entries;
-    /// 0 = never.
+    /// Take a checkpoint (snapshot record, log compaction) after this many applied entries
+    /// (log engines) or durable records (CASPaxos); 0 = never.
     pub snapshot_entries: u64,
     /// Test only: a deliberately broken variant, to prove the simulator and checker catch it.
     /// The production server refuses to start with one set unless explicitly forced.

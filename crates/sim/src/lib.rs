@@ -48,12 +48,7 @@ pub fn engine_runner(name: &str) -> Result<Runner, String> {
     match name {
         "toy" => Ok(run_seed::<toy::Toy>),
         "omnipaxos" => Ok(run_seed::<synod_omnipaxos::OmniPaxos>),
-        // Add `synod-caspaxos` to Cargo.toml and `run_seed::<synod_caspaxos::CasPaxos>` here
-        // once that crate exports the type.
-        "caspaxos" => Err(
-            "engine \"caspaxos\" is not available yet: synod_caspaxos::CasPaxos does not exist in this build"
-                .into(),
-        ),
+        "caspaxos" => Ok(run_seed::<synod_caspaxos::CasPaxos>),
         other => Err(format!(
             "unknown engine {other:?}; known engines: {}",
             ENGINES.join(", ")
@@ -122,6 +117,9 @@ pub struct SimSummary {
     pub events: u64,
     pub virtual_time_us: u64,
     pub wall: Duration,
+    /// Seeds in which agreement by applied digest was checked (see
+    /// [`RunResult::agreement_checked`]); fewer than `seeds_run` for log-less engines.
+    pub agreement_checked_seeds: u64,
 }
 
 /// Failure reports kept in a summary.
@@ -134,8 +132,16 @@ impl SimSummary {
 
     pub fn totals(&self) -> String {
         let wall_s = self.wall.as_secs_f64().max(1e-9);
+        let agreement = if self.agreement_checked_seeds == self.seeds_run {
+            String::new()
+        } else {
+            format!(
+                " | agreement by applied digest checked in {}/{} seeds (the engine reports no applied digest)",
+                self.agreement_checked_seeds, self.seeds_run
+            )
+        };
         format!(
-            "seeds {} ({} failed) | ops {} ok, {} unknown, {} failed | messages {} | simulated {:.1} s | wall {:.2} s | {:.0} simulated events/s",
+            "seeds {} ({} failed) | ops {} ok, {} unknown, {} failed | messages {} | simulated {:.1} s | wall {:.2} s | {:.0} simulated events/s{agreement}",
             self.seeds_run,
             self.failed_seeds.len(),
             self.ops_ok,
@@ -144,7 +150,7 @@ impl SimSummary {
             self.messages,
             self.virtual_time_us as f64 / 1e6,
             wall_s,
-            self.events as f64 / wall_s
+            self.events as f64 / wall_s,
         )
     }
 }
@@ -172,6 +178,7 @@ pub fn run_many_with(
         sum.messages += r.messages;
         sum.events += r.events;
         sum.virtual_time_us += r.virtual_time_us;
+        sum.agreement_checked_seeds += u64::from(r.agreement_checked);
         on_result(&r);
         if !r.passed() {
             sum.failed_seeds.push(seed);

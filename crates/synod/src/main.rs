@@ -1,6 +1,6 @@
 //! `synod`: the one binary. Thin by design — each subcommand parses flags and calls a library:
 //! `server` (synod-node + synod-http + synod-etcd), `dev` (spawns `synod server` processes),
-//! `sim` (synod-sim), `check` (synod-checker), `bench` (synod-bench).
+//! `sim` (synod-sim), `check` (synod-checker), `bench` (synod-bench), `chaos` (synod-chaos).
 
 mod dev;
 mod server;
@@ -33,6 +33,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Real processes under random crashes, pauses and partitions; history checked, availability
+    /// charted. Exit codes: 0 linearizable, 1 violation, 2 inconclusive, 3 setup error.
+    Chaos(Box<synod_chaos::ChaosArgs>),
     /// Load generator over the etcd v3 gRPC API (works against Synod and against etcd).
     Bench(Box<synod_bench::BenchArgs>),
     /// Check a history file for linearizability.
@@ -51,6 +54,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Server(args) => server::run(args),
         Command::Dev(args) => dev::run(args),
+        Command::Chaos(args) => match std::env::current_exe() {
+            Ok(exe) => exit(synod_chaos::run(*args, &exe)),
+            Err(e) => {
+                eprintln!("synod chaos: cannot find the synod executable: {e}");
+                exit(3)
+            }
+        },
         Command::Bench(args) => match synod_bench::run(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -93,16 +93,20 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     v
 }
 
+/// `SYNOD_CHAOS_SEED` and `SYNOD_CHAOS_DURATION` override the CI defaults (to hunt with other
+/// seeds or run longer through the same assertions).
 fn assert_passes(engine: &str, seed: &str) {
     let out = out_dir(engine);
+    let seed = std::env::var("SYNOD_CHAOS_SEED").unwrap_or_else(|_| seed.to_string());
+    let duration = std::env::var("SYNOD_CHAOS_DURATION").unwrap_or_else(|_| "45s".into());
     let code = chaos(
         &[
             "--engine",
             engine,
             "--duration",
-            "45s",
+            &duration,
             "--seed",
-            seed,
+            &seed,
             "--faults",
             "all",
         ],
@@ -158,7 +162,7 @@ fn planted_stale_read_is_caught() {
                 "--engine",
                 "omnipaxos",
                 "--duration",
-                "20s",
+                "15s",
                 "--seed",
                 seed,
                 "--faults",
@@ -185,4 +189,52 @@ fn planted_stale_read_is_caught() {
         "the planted stale read was not caught:\n{}",
         reports.join("\n")
     );
+}
+
+/// Ctrl-C (SIGINT) in the middle of a run: every server and the proxy stop, the history and
+/// logs are kept, the exit code is 2 (inconclusive), and nothing is left behind.
+#[test]
+fn ctrl_c_stops_everything_and_keeps_the_history() {
+    /// Start-up (cluster serving a write) must finish within this.
+    const STARTED_DEADLINE_MS: u64 = 40_000;
+    /// After the signal the run must be over within this (clients finish their open request).
+    const STOPPED_MS_MAX: u64 = 15_000;
+    let out = out_dir("interrupted");
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = out.display().to_string();
+    let runner = std::thread::spawn(move || {
+        let args = ChaosArgs::parse_from(["--duration", "60s", "--seed", "3", "--out", &dir])
+            .expect("valid chaos flags");
+        synod_chaos::run(args, Path::new(env!("CARGO_BIN_EXE_synod")))
+    });
+    // schedule.json appears only once the SIGINT handler is installed and the cluster is up, so
+    // the signal cannot hit the default action (which would end this test process).
+    let deadline = Instant::now() + Duration::from_millis(STARTED_DEADLINE_MS);
+    while !out.join("schedule.json").is_file() {
+        assert!(Instant::now() < deadline, "the run did not start");
+        assert!(
+            !runner.is_finished(),
+            "the run ended before it was interrupted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1_500)); // let the clients record something
+    let sent = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &std::process::id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let code = runner.join().expect("the run did not panic");
+    assert!(
+        sent.elapsed() < Duration::from_millis(STOPPED_MS_MAX),
+        "took {:?} to stop",
+        sent.elapsed()
+    );
+    assert_eq!(code, synod_chaos::EXIT_INCONCLUSIVE);
+    let report = std::fs::read_to_string(out.join("report.txt")).expect("report written");
+    assert!(report.contains("INTERRUPTED"), "{report}");
+    assert!(out.join("history.json").is_file() && out.join("n1.log").is_file());
+    assert_nothing_left(&out);
+    clean(&out);
 }

@@ -39,7 +39,8 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 #[test]
 fn engine_crates_depend_only_on_core_and_serde() {
     for engine in ENGINES {
-        let manifest = std::fs::read_to_string(crate_dir(engine).join("Cargo.toml")).expect("manifest");
+        let manifest =
+            std::fs::read_to_string(crate_dir(engine).join("Cargo.toml")).expect("manifest");
         let mut section = String::new();
         for line in manifest.lines() {
             let line = line.trim();
@@ -49,7 +50,10 @@ fn engine_crates_depend_only_on_core_and_serde() {
             }
             if section == "[dependencies]" && !line.is_empty() && !line.starts_with('#') {
                 let dep = line.split(['=', '.', ' ']).next().unwrap_or_default();
-                assert!(ALLOWED_DEPS.contains(&dep), "{engine} depends on {dep}: engines may use only {ALLOWED_DEPS:?}");
+                assert!(
+                    ALLOWED_DEPS.contains(&dep),
+                    "{engine} depends on {dep}: engines may use only {ALLOWED_DEPS:?}"
+                );
             }
         }
     }
@@ -66,7 +70,12 @@ fn engine_sources_touch_no_clock_threads_io_or_randomness() {
             for (n, line) in text.lines().enumerate() {
                 let code = line.split("//").next().unwrap_or_default();
                 for word in FORBIDDEN {
-                    assert!(!code.contains(word), "{}:{}: engine code uses `{word}`: {line}", f.display(), n + 1);
+                    assert!(
+                        !code.contains(word),
+                        "{}:{}: engine code uses `{word}`: {line}",
+                        f.display(),
+                        n + 1
+                    );
                 }
             }
         }

@@ -1,0 +1,1088 @@
+//! `synod chaos`: real `synod server` processes under random crashes (SIGKILL + restart),
+//! pauses (SIGSTOP / SIGCONT), partitions and partial connectivity, with concurrent clients over
+//! the HTTP API; afterwards the whole history is checked for linearizability and availability
+//! is reported per member and per fault. See docs/chaos.md.
+//!
+//! * [`proxy`] — the fault-injecting TCP proxy all peer traffic goes through.
+//! * [`cluster`] — the server processes (start, kill, pause; nothing left behind).
+//! * [`schedule`] — the fault schedule drawn from the seed.
+//! * [`workload`] — the clients and the history they record.
+//! * [`availability`] — ops per 100 ms per member, downtime per fault, the SVG chart.
+//!
+//! Exit codes of [`run`]: 0 linearizable, 1 not linearizable, 2 unknown / inconclusive
+//! (checker budget, no successful operation, interrupted), 3 setup error.
+
+pub mod availability;
+pub mod cluster;
+pub mod proxy;
+pub mod rng;
+pub mod schedule;
+pub mod workload;
+
+use availability::FaultRecord;
+use clap::{Args, Parser};
+use cluster::Cluster;
+use proxy::{Proxy, ProxyConfig, Route};
+use rng::Rng;
+use schedule::{Fault, FaultKinds, ScheduledFault, Target};
+use serde_json::json;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use synod_core::NodeId;
+use synod_core::history::History;
+use synod_node::ClusterConfig;
+use workload::{Clock, Recorder, WorkloadConfig};
+
+pub const EXIT_LINEARIZABLE: i32 = 0;
+pub const EXIT_VIOLATION: i32 = 1;
+pub const EXIT_INCONCLUSIVE: i32 = 2;
+pub const EXIT_SETUP: i32 = 3;
+
+/// No fault starts before the cluster has run this long (leader elected, clients warmed up).
+const WARMUP_MS: u64 = 2_000;
+/// Everything is healed this long before the end, so clients see the recovered cluster.
+const SETTLE_MS_MAX: u64 = 5_000;
+/// The cluster must serve a write within this after start, or the run is a setup error.
+const READY_TIMEOUT_MS: u64 = 30_000;
+/// `/v1/status` queries (role resolution) give up after this.
+const STATUS_TIMEOUT_MS: u64 = 300;
+/// Progress line period on a terminal and in a log.
+const PROGRESS_TTY_MS: u64 = 250;
+const PROGRESS_LOG_MS: u64 = 5_000;
+/// Most members and clients a run may ask for.
+const NODES_MAX: usize = 9;
+const CLIENTS_MAX: usize = 256;
+
+#[derive(Args, Debug, Clone)]
+pub struct ChaosArgs {
+    /// How long to run, e.g. 60s, 2m, 500ms (a bare number is seconds).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Members in the cluster.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Replication engine: omnipaxos or caspaxos.
+    #[arg(long, default_value = "omnipaxos")]
+    pub engine: String,
+    /// Concurrent clients; client i talks to member (i mod nodes).
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Seed of the fault schedule and the workload (printed; random if not given).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Faults to inject: crash, pause, partition, partial (comma-separated), all or none.
+    #[arg(long, default_value = "all", value_parser = FaultKinds::parse)]
+    pub faults: FaultKinds,
+    /// Where to keep the history, schedule, logs and chart (default
+    /// synod-data/chaos/<timestamp>-<seed>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// TESTING ONLY: passed to every server, to prove a chaos run catches it.
+    #[arg(long)]
+    pub plant_bug: Option<String>,
+    /// Keys the clients share (few keys = much contention = a sharper check).
+    #[arg(long, default_value_t = 5)]
+    pub keys: usize,
+    /// Share of operations that are (linearizable) gets, in percent.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub read_percent: u64,
+    /// The checker gives up with verdict unknown after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub check_budget_secs: u64,
+    /// Port of the proxy's control API on 127.0.0.1 (default: a free port, printed).
+    #[arg(long)]
+    pub control_port: Option<u16>,
+}
+
+#[derive(Parser)]
+struct Standalone {
+    #[command(flatten)]
+    args: ChaosArgs,
+}
+
+impl ChaosArgs {
+    /// Parses flags as `synod chaos` would (without the program name), for tests and embedders.
+    pub fn parse_from<I, T>(flags: I) -> Result<ChaosArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let all = std::iter::once(std::ffi::OsString::from("synod-chaos"))
+            .chain(flags.into_iter().map(Into::into));
+        Standalone::try_parse_from(all).map(|s| s.args)
+    }
+}
+
+/// `60s`, `2m`, `500ms`, `45` (seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, mul_ms) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1_000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3_600_000)
+    } else {
+        (s, 1_000)
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 60s, 2m or 500ms"))?;
+    Ok(Duration::from_millis(n.saturating_mul(mul_ms)))
+}
+
+/// Runs one chaos run; returns the exit code (see the module doc). `synod_exe` is the `synod`
+/// binary whose `server` subcommand runs the members.
+pub fn run(args: ChaosArgs, synod_exe: &Path) -> i32 {
+    let seed = args.seed.unwrap_or_else(random_seed);
+    let out = match prepare_out_dir(&args, seed) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("synod chaos: setup error: {e}");
+            return EXIT_SETUP;
+        }
+    };
+    eprintln!(
+        "synod chaos: engine {}, {} nodes, {} clients, {:?}, faults {}, seed {seed}\n  output in {}\n  reproduce: synod chaos --engine {} --nodes {} --clients {} --duration {}ms --faults {} --seed {seed}{}",
+        args.engine,
+        args.nodes,
+        args.clients,
+        args.duration,
+        args.faults.names(),
+        out.display(),
+        args.engine,
+        args.nodes,
+        args.clients,
+        args.duration.as_millis(),
+        args.faults.names(),
+        args.plant_bug
+            .as_ref()
+            .map(|b| format!(" --plant-bug {b}"))
+            .unwrap_or_default()
+    );
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("synod chaos: setup error: cannot start the async runtime: {e}");
+            return EXIT_SETUP;
+        }
+    };
+    // Current-thread runtime: every child is spawned from this thread, which lives for the
+    // whole run, so PR_SET_PDEATHSIG (tied to the spawning thread) only fires if we die.
+    let code = rt.block_on(run_async(args, synod_exe, seed, &out));
+    drop(rt);
+    code
+}
+
+fn random_seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    Rng::new(t ^ u64::from(std::process::id()).rotate_left(32)).next_u64() % 1_000_000_000
+}
+
+fn prepare_out_dir(args: &ChaosArgs, seed: u64) -> Result<PathBuf, String> {
+    if !(1..=NODES_MAX).contains(&args.nodes) {
+        return Err(format!("--nodes must be 1..={NODES_MAX}"));
+    }
+    if !(1..=CLIENTS_MAX).contains(&args.clients) {
+        return Err(format!("--clients must be 1..={CLIENTS_MAX}"));
+    }
+    if args.keys == 0 {
+        return Err("--keys must be at least 1".into());
+    }
+    if !synod_node::config::ENGINE_NAMES.contains(&args.engine.as_str()) {
+        return Err(format!(
+            "unknown engine {:?}; known: {:?}",
+            args.engine,
+            synod_node::config::ENGINE_NAMES
+        ));
+    }
+    if let Some(b) = &args.plant_bug
+        && synod_core::PlantedBug::parse(b).is_none()
+    {
+        let names: Vec<&str> = synod_core::PlantedBug::ALL
+            .iter()
+            .map(|b| b.name())
+            .collect();
+        return Err(format!(
+            "unknown planted bug {b:?}; one of {}",
+            names.join(", ")
+        ));
+    }
+    let dir = match &args.out {
+        Some(d) => d.clone(),
+        None => PathBuf::from("synod-data/chaos").join(format!("{}-{seed}", timestamp())),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::canonicalize(&dir).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// UTC `YYYYmmdd-HHMMSS`, without a date crate (civil-from-days, H. Hinnant's algorithm).
+fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Ports for one member: the proxy's listener (the advertised peer address) and the real ones.
+struct Ports {
+    proxy: std::net::TcpListener,
+    peer_real: SocketAddr,
+    http: SocketAddr,
+    grpc: SocketAddr,
+}
+
+fn pick_ports(n: usize) -> std::io::Result<Vec<Ports>> {
+    // Hold every probe listener until all are picked, so no two members get the same port.
+    let mut held = Vec::new();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let mut real = Vec::new();
+        for _ in 0..3 {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            real.push(l.local_addr()?);
+            held.push(l);
+        }
+        out.push(Ports {
+            proxy,
+            peer_real: real[0],
+            http: real[1],
+            grpc: real[2],
+        });
+    }
+    drop(held);
+    Ok(out)
+}
+
+struct Setup {
+    cluster: Cluster,
+    proxy: Proxy,
+    control_addr: SocketAddr,
+    ports: Vec<u16>,
+    ids: Vec<NodeId>,
+}
+
+async fn setup(
+    args: &ChaosArgs,
+    exe: &Path,
+    seed: u64,
+    out: &Path,
+    clock: &Clock,
+) -> Result<Setup, String> {
+    let ports = pick_ports(args.nodes).map_err(|e| format!("cannot pick free ports: {e}"))?;
+    let mut cfg = ClusterConfig::local(args.nodes, 0);
+    cfg.cluster_name = format!("chaos-{seed}");
+    cfg.engine = args.engine.clone();
+    let mut routes = Vec::new();
+    let mut members = Vec::new();
+    let mut all_ports = Vec::new();
+    for (m, p) in cfg.members.iter_mut().zip(ports) {
+        let proxy_addr = p.proxy.local_addr().map_err(|e| e.to_string())?;
+        m.peer_addr = proxy_addr.to_string();
+        m.http_addr = p.http.to_string();
+        m.grpc_addr = p.grpc.to_string();
+        all_ports.extend([
+            proxy_addr.port(),
+            p.peer_real.port(),
+            p.http.port(),
+            p.grpc.port(),
+        ]);
+        p.proxy.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::from_std(p.proxy).map_err(|e| e.to_string())?;
+        routes.push(Route {
+            member: m.id,
+            listener,
+            target: p.peer_real,
+        });
+        members.push((
+            m.id,
+            m.name.clone(),
+            m.http_addr.clone(),
+            p.peer_real.to_string(),
+        ));
+    }
+    cfg.validate().map_err(|e| e.to_string())?;
+    let config_path = out.join("cluster.toml");
+    std::fs::write(&config_path, cfg.to_toml_string())
+        .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+    let mut proxy = Proxy::start(
+        routes,
+        ProxyConfig {
+            frame_bytes_max: cfg.transport.frame_bytes_max,
+            seed,
+        },
+    )
+    .map_err(|e| format!("cannot start the proxy: {e}"))?;
+    let control = tokio::net::TcpListener::bind(("127.0.0.1", args.control_port.unwrap_or(0)))
+        .await
+        .map_err(|e| format!("cannot bind the proxy control port: {e}"))?;
+    let control_addr = control.local_addr().map_err(|e| e.to_string())?;
+    all_ports.push(control_addr.port());
+    proxy.serve_control(control);
+    let ids = cfg.member_ids();
+    let mut cluster = Cluster::new(exe, &config_path, args.plant_bug.clone(), members, out);
+    for i in 0..cluster.members.len() {
+        cluster
+            .start(i, clock.now_us())
+            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    }
+    // Ready = a write through member 1 succeeds (works for leader-based and leaderless engines).
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(1_000))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_millis(READY_TIMEOUT_MS);
+    let url = format!("http://{}/v1/kv/chaos-ready", cluster.members[0].http_addr);
+    loop {
+        let exited = cluster.exited();
+        if let Some((name, status)) = exited.first() {
+            return Err(format!(
+                "member {name} exited during start-up ({status}); see {}/{name}.log",
+                out.display()
+            ));
+        }
+        if let Ok(r) = http.put(&url).json(&json!({"value": "ready"})).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the cluster did not serve a write within {} s; see the logs in {}",
+                READY_TIMEOUT_MS / 1000,
+                out.display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(Setup {
+        cluster,
+        proxy,
+        control_addr,
+        ports: all_ports,
+        ids,
+    })
+}
+
+/// What the nemesis did and noticed.
+#[derive(Default)]
+struct NemesisLog {
+    records: Vec<FaultRecord>,
+    /// Members that exited without being killed (a crash of the program: always reported).
+    unexpected_exits: Vec<String>,
+    /// Restarts that failed and similar trouble.
+    warnings: Vec<String>,
+}
+
+struct Nemesis<'a> {
+    cluster: &'a mut Cluster,
+    proxy: &'a Proxy,
+    ids: Vec<NodeId>,
+    rng: Rng,
+    http: reqwest::Client,
+    clock: Clock,
+    log: NemesisLog,
+    current: Arc<Mutex<String>>,
+}
+
+/// What to undo when a fault ends.
+enum Undo {
+    Restart(usize),
+    Resume(usize),
+    Links,
+}
+
+impl Nemesis<'_> {
+    /// The leader most reachable members name, if any.
+    async fn leader(&self) -> Option<NodeId> {
+        let mut votes: std::collections::BTreeMap<NodeId, usize> = Default::default();
+        for m in &self.cluster.members {
+            if !m.is_running() || m.is_paused() {
+                continue;
+            }
+            let url = format!("http://{}/v1/status", m.http_addr);
+            let Ok(Ok(r)) = tokio::time::timeout(
+                Duration::from_millis(STATUS_TIMEOUT_MS),
+                self.http.get(&url).send(),
+            )
+            .await
+            else {
+                continue;
+            };
+            let Ok(Ok(v)) = tokio::time::timeout(
+                Duration::from_millis(STATUS_TIMEOUT_MS),
+                r.json::<serde_json::Value>(),
+            )
+            .await
+            else {
+                continue;
+            };
+            if let Some(l) = v.get("leader").and_then(|l| l.as_u64())
+                && self.ids.contains(&l)
+            {
+                *votes.entry(l).or_default() += 1;
+            }
+        }
+        votes.into_iter().max_by_key(|(_, n)| *n).map(|(l, _)| l)
+    }
+
+    /// (target, description of its role).
+    async fn resolve(&mut self, t: Target) -> (NodeId, String) {
+        let leader = self.leader().await;
+        match (t, leader) {
+            (Target::Node(n), Some(l)) if n == l => (n, " (leader)".into()),
+            (Target::Node(n), _) => (n, String::new()),
+            (Target::Leader, Some(l)) => (l, " (leader)".into()),
+            (Target::Leader, None) => (
+                *self.rng.pick(&self.ids),
+                " (no leader: random member)".into(),
+            ),
+            (Target::Follower, l) => {
+                let others: Vec<NodeId> =
+                    self.ids.iter().copied().filter(|&n| Some(n) != l).collect();
+                if others.is_empty() {
+                    (self.ids[0], String::new())
+                } else {
+                    (*self.rng.pick(&others), " (follower)".into())
+                }
+            }
+        }
+    }
+
+    /// The leader, or a random member on a leaderless engine; with a label for descriptions.
+    async fn leader_or_any(&mut self) -> (NodeId, String) {
+        match self.leader().await {
+            Some(l) => (l, format!("leader n{l}")),
+            None => {
+                let n = *self.rng.pick(&self.ids);
+                (n, format!("n{n} (no leader: random member)"))
+            }
+        }
+    }
+
+    fn others(&self, not: &[NodeId]) -> Vec<NodeId> {
+        self.ids
+            .iter()
+            .copied()
+            .filter(|n| !not.contains(n))
+            .collect()
+    }
+
+    fn index(&self, n: NodeId) -> usize {
+        self.cluster.index_of(n).unwrap_or(0)
+    }
+
+    /// Starts `f`; returns its description and what to undo. Constrained election has a second
+    /// phase, applied by [`Nemesis::constrained_phase2`].
+    async fn start(&mut self, f: &ScheduledFault) -> (String, Undo, Option<(NodeId, NodeId)>) {
+        match &f.fault {
+            Fault::Crash { target } => {
+                let (n, role) = self.resolve(*target).await;
+                let i = self.index(n);
+                self.cluster.kill(i);
+                (format!("crash n{n}{role}"), Undo::Restart(i), None)
+            }
+            Fault::Pause { target } => {
+                let (n, role) = self.resolve(*target).await;
+                let i = self.index(n);
+                self.cluster.pause(i);
+                (format!("pause n{n}{role}"), Undo::Resume(i), None)
+            }
+            Fault::Isolate { target } => {
+                let (n, role) = self.resolve(*target).await;
+                self.proxy.cut(&schedule::links_of(n, &self.ids));
+                (format!("isolate n{n}{role}"), Undo::Links, None)
+            }
+            Fault::OneWay { from, to } => {
+                let (a, ra) = self.resolve(*from).await;
+                let mut b = self.resolve(*to).await;
+                if b.0 == a {
+                    let others = self.others(&[a]);
+                    b = (*self.rng.pick(&others), String::new());
+                }
+                self.proxy.cut(&[(a, b.0)]);
+                (
+                    format!("one-way: n{a}{ra} -> n{}{} down", b.0, b.1),
+                    Undo::Links,
+                    None,
+                )
+            }
+            Fault::QuorumLoss => {
+                let (l, how) = self.leader_or_any().await;
+                let others = self.others(&[l]);
+                let hub = *self.rng.pick(&others);
+                self.proxy.cut(&schedule::links_among(&self.others(&[hub])));
+                (
+                    format!("quorum-loss: only hub n{hub} reaches everyone; {how} does not"),
+                    Undo::Links,
+                    None,
+                )
+            }
+            Fault::ConstrainedElection => {
+                let (l, how) = self.leader_or_any().await;
+                let others = self.others(&[l]);
+                let hub = *self.rng.pick(&others);
+                // Lag phase: the future hub falls behind while the others keep deciding.
+                self.proxy.cut(&schedule::links_of(hub, &self.ids));
+                (
+                    format!("constrained election: hub n{hub} isolated (lag), then {how} cut off"),
+                    Undo::Links,
+                    Some((l, hub)),
+                )
+            }
+            Fault::Chained => {
+                let (l, how) = self.leader_or_any().await;
+                let others = self.others(&[l]);
+                let f2 = *self.rng.pick(&others);
+                self.proxy.cut(&[(l, f2), (f2, l)]);
+                (
+                    format!("chained: link {how} <-> n{f2} down"),
+                    Undo::Links,
+                    None,
+                )
+            }
+        }
+    }
+
+    fn constrained_phase2(&mut self, leader: NodeId, hub: NodeId) {
+        self.proxy.restore_all();
+        let mut cuts = schedule::links_of(leader, &self.ids);
+        cuts.extend(schedule::links_among(&self.others(&[leader, hub])));
+        self.proxy.cut(&cuts);
+    }
+
+    fn undo(&mut self, u: Undo) {
+        match u {
+            Undo::Restart(i) => {
+                if let Err(e) = self.cluster.start(i, self.clock.now_us()) {
+                    self.log.warnings.push(format!(
+                        "restart of {} failed: {e}",
+                        self.cluster.members[i].name
+                    ));
+                }
+            }
+            Undo::Resume(i) => self.cluster.resume(i),
+            Undo::Links => self.proxy.restore_all(),
+        }
+    }
+
+    /// Members that died on their own are reported and restarted.
+    fn reap(&mut self) {
+        for (name, status) in self.cluster.exited() {
+            let t = self.clock.now_us() as f64 / 1e6;
+            self.log
+                .unexpected_exits
+                .push(format!("{name} exited on its own at t={t:.3}s ({status})"));
+            if let Some(i) = self.cluster.members.iter().position(|m| m.name == name)
+                && let Err(e) = self.cluster.start(i, self.clock.now_us())
+            {
+                self.log
+                    .warnings
+                    .push(format!("restart of {name} failed: {e}"));
+            }
+        }
+    }
+
+    /// Heals everything: links restored, paused members resumed, dead members restarted.
+    fn heal_all(&mut self) {
+        self.proxy.restore_all();
+        for i in 0..self.cluster.members.len() {
+            self.cluster.resume(i);
+            if !self.cluster.members[i].is_running() {
+                self.undo(Undo::Restart(i));
+            }
+        }
+    }
+}
+
+/// Sleeps until `at`, reaping unexpected exits every 200 ms. False if interrupted by Ctrl-C.
+async fn wait_until(at: Instant, nemesis: &mut Nemesis<'_>, interrupt: &mut Interrupt) -> bool {
+    loop {
+        nemesis.reap();
+        let now = Instant::now();
+        if now >= at {
+            return true;
+        }
+        let step = (at - now).min(Duration::from_millis(200));
+        tokio::select! {
+            _ = tokio::time::sleep(step) => {}
+            _ = interrupt.wait() => return false,
+        }
+    }
+}
+
+/// SIGINT (Ctrl-C), listened for from the very start of a run so that no Ctrl-C falls back to
+/// the default action (dying without cleaning up).
+struct Interrupt(Option<tokio::signal::unix::Signal>);
+
+impl Interrupt {
+    fn new() -> Interrupt {
+        Interrupt(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok())
+    }
+
+    /// Resolves on the next SIGINT; never if the handler could not be installed.
+    async fn wait(&mut self) {
+        match &mut self.0 {
+            Some(s) => {
+                if s.recv().await.is_none() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+}
+
+async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
+    let mut ctrl_c = Interrupt::new();
+    let clock = Clock::start();
+    // Interrupting the start-up drops the half-built cluster, whose Drop kills what started.
+    let setup_result = tokio::select! {
+        r = setup(&args, exe, seed, out, &clock) => r,
+        _ = ctrl_c.wait() => Err("interrupted during start-up".to_string()),
+    };
+    let mut s = match setup_result {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("synod chaos: setup error: {e}");
+            return EXIT_SETUP;
+        }
+    };
+    eprintln!(
+        "  proxy control: `nc 127.0.0.1 {}` then `help` (links, cuts, counters)",
+        s.control_addr.port()
+    );
+    let total_ms = u64::try_from(args.duration.as_millis()).unwrap_or(u64::MAX);
+    let settle_ms = (total_ms / 5).min(SETTLE_MS_MAX);
+    let heal_at_ms = total_ms.saturating_sub(settle_ms);
+    // Times are relative to the moment the workload starts (after setup), so the chart starts
+    // at 0 with a ready cluster.
+    let t0_us = clock.now_us();
+    let sched = schedule::random_schedule(seed, args.faults, args.nodes, WARMUP_MS, heal_at_ms);
+    let _ = std::fs::write(
+        out.join("schedule.json"),
+        serde_json::to_string_pretty(&json!({"seed": seed, "planned": &sched})).unwrap_or_default(),
+    );
+
+    let rec = Arc::new(Recorder::new(args.clients));
+    let wcfg = WorkloadConfig {
+        keys: args.keys,
+        read_percent: args.read_percent,
+    };
+    let mut clients = Vec::new();
+    for c in 0..args.clients {
+        let node = c % args.nodes;
+        clients.push(tokio::spawn(workload::run_client(
+            c,
+            node,
+            s.cluster.members[node].http_addr.clone(),
+            seed,
+            wcfg.clone(),
+            clock,
+            rec.clone(),
+        )));
+    }
+    let current = Arc::new(Mutex::new(String::from("none")));
+    let progress = tokio::spawn(progress_loop(
+        rec.clone(),
+        current.clone(),
+        Instant::now(),
+        args.duration,
+    ));
+
+    let base = Instant::now();
+    let at = |ms: u64| base + Duration::from_millis(ms);
+    let mut nemesis = Nemesis {
+        cluster: &mut s.cluster,
+        proxy: &s.proxy,
+        ids: s.ids.clone(),
+        rng: Rng::new(seed ^ 0xFA17),
+        http: reqwest::Client::new(),
+        clock,
+        log: NemesisLog::default(),
+        current: current.clone(),
+    };
+    let mut interrupted = false;
+    for f in &sched {
+        if !wait_until(at(f.start_ms), &mut nemesis, &mut ctrl_c).await {
+            interrupted = true;
+            break;
+        }
+        let start_us = clock.now_us() - t0_us;
+        let (description, undo, phase2) = nemesis.start(f).await;
+        let mut effective_us = start_us;
+        *nemesis.current.lock().unwrap_or_else(|e| e.into_inner()) =
+            format!("#{} {description}", f.id);
+        if let Some((leader, hub)) = phase2 {
+            let lag_end = f.start_ms + (f.end_ms - f.start_ms) / 3;
+            if !wait_until(at(lag_end), &mut nemesis, &mut ctrl_c).await {
+                interrupted = true;
+            } else {
+                nemesis.constrained_phase2(leader, hub);
+                effective_us = clock.now_us() - t0_us;
+            }
+        }
+        if !interrupted && !wait_until(at(f.end_ms), &mut nemesis, &mut ctrl_c).await {
+            interrupted = true;
+        }
+        nemesis.undo(undo);
+        let end_us = clock.now_us() - t0_us;
+        nemesis.log.records.push(FaultRecord {
+            id: f.id,
+            kind: f.fault.kind(),
+            shape: f.fault.shape(),
+            description,
+            start_us,
+            effective_us,
+            end_us,
+        });
+        *nemesis.current.lock().unwrap_or_else(|e| e.into_inner()) = "none".into();
+        if interrupted {
+            break;
+        }
+    }
+    if !interrupted && !wait_until(at(heal_at_ms), &mut nemesis, &mut ctrl_c).await {
+        interrupted = true;
+    }
+    nemesis.heal_all();
+    *nemesis.current.lock().unwrap_or_else(|e| e.into_inner()) = "healed".into();
+    if !interrupted && !wait_until(at(total_ms), &mut nemesis, &mut ctrl_c).await {
+        interrupted = true;
+    }
+    nemesis.reap();
+    let log = std::mem::take(&mut nemesis.log);
+    drop(nemesis);
+    // Let clients finish their open operation (bounded by the client timeout).
+    rec.stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.await;
+    }
+    let run_us = clock.now_us() - t0_us;
+    progress.abort();
+    finish_progress_line();
+    s.cluster.kill_all();
+    s.proxy.shutdown();
+
+    report(
+        &args,
+        seed,
+        out,
+        &s,
+        rec,
+        log,
+        t0_us,
+        run_us,
+        interrupted,
+        &mut ctrl_c,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn report(
+    args: &ChaosArgs,
+    seed: u64,
+    out: &Path,
+    s: &Setup,
+    rec: Arc<Recorder>,
+    log: NemesisLog,
+    t0_us: u64,
+    run_us: u64,
+    interrupted: bool,
+    ctrl_c: &mut Interrupt,
+) -> i32 {
+    let mut ops = std::mem::take(&mut *rec.ops.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut successes =
+        std::mem::take(&mut *rec.successes.lock().unwrap_or_else(|e| e.into_inner()));
+    // Times relative to the workload start, like the fault records.
+    for op in &mut ops {
+        op.call = op.call.saturating_sub(t0_us);
+        op.ret = op.ret.map(|r| r.saturating_sub(t0_us));
+    }
+    for x in &mut successes {
+        x.call_us = x.call_us.saturating_sub(t0_us);
+        x.return_us = x.return_us.saturating_sub(t0_us);
+    }
+    ops.sort_by_key(|o| o.call);
+    let (ok, unknown, failed) = (
+        rec.ok.load(Ordering::Relaxed),
+        rec.unknown.load(Ordering::Relaxed),
+        rec.failed.load(Ordering::Relaxed),
+    );
+    let meta = json!({
+        "engine": args.engine, "seed": seed, "nodes": args.nodes, "clients": args.clients,
+        "duration_ms": args.duration.as_millis() as u64, "faults": &log.records,
+        "plant_bug": args.plant_bug, "time_unit": "us since the workload started",
+    });
+    let history = History { meta, ops };
+    let mut problems = Vec::new();
+    let mut write = |name: &str, text: String| {
+        if let Err(e) = std::fs::write(out.join(name), text) {
+            problems.push(format!("cannot write {name}: {e}"));
+        }
+    };
+    write("history.json", history.to_json());
+    write(
+        "schedule.json",
+        serde_json::to_string_pretty(&json!({"seed": seed, "faults": &log.records,
+            "unexpected_exits": &log.unexpected_exits, "warnings": &log.warnings}))
+        .unwrap_or_default(),
+    );
+    let names: Vec<String> = s.cluster.members.iter().map(|m| m.name.clone()).collect();
+    let avail = availability::compute(&names, &successes, &log.records, run_us);
+    write(
+        "availability.json",
+        serde_json::to_string_pretty(&avail).unwrap_or_default(),
+    );
+    let title = format!(
+        "synod chaos: {} x{}, seed {seed}{} — successful ops per {} ms per member",
+        args.engine,
+        args.nodes,
+        args.plant_bug
+            .as_ref()
+            .map(|b| format!(", planted bug {b}"))
+            .unwrap_or_default(),
+        availability::BUCKET_MS
+    );
+    if let Err(e) = availability::draw_svg(&avail, &title, &out.join("availability.svg")) {
+        problems.push(e);
+    }
+
+    let (code, verdict_text) = if interrupted {
+        (
+            EXIT_INCONCLUSIVE,
+            format!(
+                "verdict: INTERRUPTED (not checked); check it with `synod check {}`\n",
+                out.join("history.json").display()
+            ),
+        )
+    } else {
+        let opts = synod_checker::CheckOptions {
+            time_budget: Duration::from_secs(args.check_budget_secs),
+        };
+        eprintln!("checking {} operations…", history.ops.len());
+        let h = history.clone();
+        // A plain thread, not spawn_blocking: on Ctrl-C we return at once and leave it behind
+        // (the runtime would wait for a blocking task on drop).
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(synod_checker::check_history(&h, &opts));
+        });
+        let report = tokio::select! {
+            r = rx => match r {
+                Ok(r) => r,
+                Err(_) => {
+                    eprintln!("synod chaos: the checker panicked; check {} by hand", out.join("history.json").display());
+                    return EXIT_INCONCLUSIVE;
+                }
+            },
+            _ = ctrl_c.wait() => {
+                eprintln!("synod chaos: interrupted while checking; run `synod check {}`", out.join("history.json").display());
+                return EXIT_INCONCLUSIVE;
+            }
+        };
+        let code = match report.verdict {
+            synod_checker::Verdict::Linearizable if ok == 0 => EXIT_INCONCLUSIVE,
+            synod_checker::Verdict::Linearizable => EXIT_LINEARIZABLE,
+            synod_checker::Verdict::NotLinearizable => EXIT_VIOLATION,
+            synod_checker::Verdict::Unknown => EXIT_INCONCLUSIVE,
+        };
+        let mut text = report.render();
+        if ok == 0 {
+            text.push_str("no operation succeeded: the run is inconclusive\n");
+        }
+        (code, text)
+    };
+
+    let mut r = String::new();
+    r.push_str(&format!(
+        "synod chaos report — engine {}, {} nodes, {} clients, seed {seed}{}\n",
+        args.engine,
+        args.nodes,
+        args.clients,
+        args.plant_bug
+            .as_ref()
+            .map(|b| format!(", planted bug {b}"))
+            .unwrap_or_default()
+    ));
+    r.push_str(&format!(
+        "ran {:.1} s: {ok} ops ok, {unknown} unknown outcome, {failed} failed without effect\n",
+        run_us as f64 / 1e6
+    ));
+    r.push_str("faults:\n");
+    for (f, d) in log.records.iter().zip(&avail.faults) {
+        let ms = |d: Option<f64>| d.map_or("never".to_string(), |d| format!("{d:.0} ms"));
+        // The member whose clients waited longest for a success after the fault started.
+        let worst = d
+            .node_downtime_ms
+            .iter()
+            .enumerate()
+            .max_by(|a, b| {
+                a.1.unwrap_or(f64::INFINITY)
+                    .total_cmp(&b.1.unwrap_or(f64::INFINITY))
+            })
+            .map(|(i, t)| format!("{} {}", names[i], ms(*t)))
+            .unwrap_or_default();
+        r.push_str(&format!(
+            "  #{:<3} {:>6.1}-{:>6.1} s  {:<58} downtime {} (worst member: {worst})\n",
+            f.id,
+            f.start_us as f64 / 1e6,
+            f.end_us as f64 / 1e6,
+            f.description,
+            ms(d.downtime_ms),
+        ));
+    }
+    r.push_str("downtime per fault kind (start of fault to first success cluster-wide):\n");
+    r.push_str(&avail.summary());
+    for e in &log.unexpected_exits {
+        r.push_str(&format!("UNEXPECTED EXIT: {e}\n"));
+    }
+    for w in log.warnings.iter().chain(&problems) {
+        r.push_str(&format!("warning: {w}\n"));
+    }
+    r.push_str(&verdict_text);
+    r.push_str(&format!(
+        "files: {dir}/history.json, schedule.json, availability.json, availability.svg, n*.log, report.txt\n",
+        dir = out.display()
+    ));
+    if code != EXIT_LINEARIZABLE {
+        let what = match code {
+            EXIT_VIOLATION => "FAILED: not linearizable",
+            _ if interrupted => "INTERRUPTED",
+            _ => "INCONCLUSIVE",
+        };
+        r.push_str(&format!(
+            "{what} (exit {code}); everything is kept in {}\n",
+            out.display()
+        ));
+    }
+    let _ = std::fs::write(out.join("report.txt"), &r);
+    let summary = json!({
+        "seed": seed, "engine": args.engine, "exit_code": code, "ops_ok": ok, "ops_unknown": unknown,
+        "ops_failed": failed, "ports": &s.ports, "out_dir": out, "unexpected_exits": &log.unexpected_exits,
+        "by_kind": &avail.by_kind,
+    });
+    let _ = std::fs::write(
+        out.join("summary.json"),
+        serde_json::to_string_pretty(&summary).unwrap_or_default(),
+    );
+    if code == EXIT_LINEARIZABLE {
+        print!("{r}");
+    } else {
+        eprint!("{r}");
+    }
+    code
+}
+
+async fn progress_loop(
+    rec: Arc<Recorder>,
+    current: Arc<Mutex<String>>,
+    start: Instant,
+    total: Duration,
+) {
+    let tty = std::io::stderr().is_terminal();
+    let period = Duration::from_millis(if tty {
+        PROGRESS_TTY_MS
+    } else {
+        PROGRESS_LOG_MS
+    });
+    loop {
+        tokio::time::sleep(period).await;
+        let line = format!(
+            "chaos {:>6.1}/{:.0} s  ok {}  unknown {}  fault: {}",
+            start.elapsed().as_secs_f64(),
+            total.as_secs_f64(),
+            rec.ok.load(Ordering::Relaxed),
+            rec.unknown.load(Ordering::Relaxed),
+            current.lock().unwrap_or_else(|e| e.into_inner())
+        );
+        if tty {
+            eprint!("\r{line}\x1b[K");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}
+
+fn finish_progress_line() {
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_args_parse() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("soon").is_err());
+        let a = ChaosArgs::parse_from([
+            "--engine",
+            "caspaxos",
+            "--faults",
+            "crash,pause",
+            "--duration",
+            "10s",
+        ])
+        .unwrap();
+        assert_eq!(a.engine, "caspaxos");
+        assert!(a.faults.crash && a.faults.pause && !a.faults.partition);
+        assert_eq!(a.nodes, 3);
+        assert_eq!(a.clients, 8);
+        assert!(ChaosArgs::parse_from(["--read-percent", "101"]).is_err());
+    }
+
+    #[test]
+    fn timestamp_shape() {
+        let t = timestamp();
+        assert_eq!(t.len(), 15, "{t}");
+        assert_eq!(&t[8..9], "-");
+    }
+
+    #[test]
+    fn bad_setup_is_exit_3() {
+        let dir = std::env::temp_dir().join(format!("synod-chaos-bad-{}", std::process::id()));
+        let a =
+            ChaosArgs::parse_from(["--engine", "raft", "--out", dir.to_str().unwrap()]).unwrap();
+        assert_eq!(run(a, Path::new("/nonexistent/synod")), EXIT_SETUP);
+        let a =
+            ChaosArgs::parse_from(["--duration", "1s", "--out", dir.to_str().unwrap()]).unwrap();
+        assert_eq!(run(a, Path::new("/nonexistent/synod")), EXIT_SETUP);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

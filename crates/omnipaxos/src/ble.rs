@@ -10,6 +10,14 @@
 //! and constrained-election scenarios recover through exactly this. A server that still sees
 //! its leader among the candidates does not bump, so in the chained scenario the servers on
 //! either side of the broken link do not keep stealing leadership from each other.
+//!
+//! Recovery: a restarted server's BLE state is volatile, but Sequence Paxos's promise is not.
+//! The promise is adopted as the known leader before every election, so BLE never elects a
+//! ballot below what this server promised. A server that finds its *own* recovered promise
+//! elected (it led before the crash, e.g. after a whole-cluster power loss where every promise
+//! still names it) cannot lead with that ballot again — it may have sent accepts in it that it
+//! no longer remembers sending — so it outbids its own promise ([`Ble::outbid`]) and is elected
+//! one round later with a fresh, strictly higher ballot.
 
 use crate::ballot::Ballot;
 use crate::messages::{BleMessage, Message};
@@ -74,7 +82,9 @@ impl Ble {
         }
     }
 
-    /// One tick; at the end of a round returns the newly elected leader, if it changed.
+    /// One tick; at the end of a round in which this server was quorum-connected, returns the
+    /// leader (every round, not only on change: the caller must be able to notice that the
+    /// elected ballot is its own but Sequence Paxos is not leading it — after a restart).
     /// `sequence_paxos_promise` is the highest ballot Sequence Paxos promised: a leader this
     /// server already follows there is adopted so the bump rule applies to it too.
     pub fn tick(
@@ -111,14 +121,17 @@ impl Ble {
         if top < self.leader {
             // The leader is no longer among the quorum-connected candidates: outbid it, so this
             // server is the top candidate next round (if it still is quorum-connected).
-            self.current_ballot.n = self.leader.n + 1;
-            None
-        } else if top > self.leader {
-            self.leader = top;
-            Some(top)
-        } else {
-            None
+            self.outbid(self.leader);
+            return None;
         }
+        self.leader = top;
+        Some(top)
+    }
+
+    /// Raises this server's own ballot number above `b`, so that it becomes the top candidate
+    /// next round. Never lowers it.
+    pub fn outbid(&mut self, b: Ballot) {
+        self.current_ballot.n = self.current_ballot.n.max(b.n + 1);
     }
 
     pub fn handle(&mut self, from: NodeId, msg: BleMessage, out: &mut Vec<(NodeId, Message)>) {

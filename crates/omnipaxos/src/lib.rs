@@ -8,6 +8,7 @@
 //! * `pending` — client requests: forwarding to the leader with re-forwarding, the bounded
 //!   pending table, timeouts, applying decided entries and replying.
 //! * `reads` — linearizable reads by a read index confirmed with a quorum round.
+//! * `snapshot` — log compaction (checkpoints) and chunked, resumable snapshot transfer.
 //! * [`storage`] — the durable state and its [`Record`]s.
 //!
 //! Nothing here reads a clock, does I/O, spawns a thread or draws randomness; time is ticks.
@@ -19,6 +20,7 @@ pub mod messages;
 mod pending;
 mod reads;
 mod sequence_paxos;
+mod snapshot;
 pub mod storage;
 #[cfg(test)]
 mod tests;
@@ -31,6 +33,7 @@ use ble::Ble;
 use pending::PendingTable;
 use reads::ReadIndexState;
 use sequence_paxos::Role;
+use snapshot::SnapshotTransfers;
 use std::collections::BTreeMap;
 use synod_core::kv::KvStore;
 use synod_core::{
@@ -62,6 +65,8 @@ pub struct OmniPaxos {
     last_leader_hint: Option<NodeId>,
     /// Rate limit for PrepareReq (at most one per `heartbeat_ticks`).
     last_prepare_req_tick: Option<u64>,
+    /// Snapshot transfers in both directions (volatile).
+    snapshots: SnapshotTransfers,
 }
 
 impl Engine for OmniPaxos {
@@ -84,15 +89,26 @@ impl Engine for OmniPaxos {
         if config.batch_entries_max == 0 {
             return Err("batch_entries_max must be > 0".into());
         }
-        let mut store = storage::DurableState::replay(&records)?;
-        let mut kv = KvStore::new(config.kv);
-        for (i, e) in store.log[..store.decided_idx as usize].iter().enumerate() {
+        let (mut store, checkpoint_kv) = storage::DurableState::replay(&records)?;
+        let mut kv = checkpoint_kv.unwrap_or_else(|| KvStore::new(config.kv));
+        if kv.applied_index() != store.compacted_idx {
+            return Err(format!(
+                "checkpoint store at {} but log compacted at {}",
+                kv.applied_index(),
+                store.compacted_idx
+            ));
+        }
+        for idx in store.compacted_idx..store.decided_idx {
+            let e = store.entry(idx);
             // Replies are dropped: nobody waits for them after a restart.
-            let _ = kv.apply(i as u64 + 1, e.id, e.first_unacked, &e.op);
+            let _ = kv.apply(idx + 1, e.id, e.first_unacked, &e.op);
         }
         let mut out = OutputBuffer::default();
         store.incarnation += 1;
         out.records.push(Record::Incarnation(store.incarnation));
+        // BLE starts from scratch (its state is volatile); it adopts `store.promised` as the
+        // known leader before its first election, and `on_ble_leader` makes a server that
+        // finds its own recovered promise elected take a higher ballot (see ble.rs).
         let mut ble = Ble::new(&config);
         ble.start_round(&mut out.messages);
         let decided_persisted = store.decided_idx;
@@ -112,6 +128,7 @@ impl Engine for OmniPaxos {
             out,
             last_leader_hint: None,
             last_prepare_req_tick: None,
+            snapshots: SnapshotTransfers::default(),
         })
     }
 
@@ -139,6 +156,7 @@ impl Engine for OmniPaxos {
         }
         if self.now_ticks.is_multiple_of(self.config.heartbeat_ticks) {
             self.leader_heartbeat();
+            self.snapshot_heartbeat();
             self.reforward(false);
         }
         self.expire_requests();
@@ -157,6 +175,7 @@ impl Engine for OmniPaxos {
                 .records
                 .push(Record::Decided(self.store.decided_idx));
         }
+        self.maybe_checkpoint();
         self.out.take()
     }
 

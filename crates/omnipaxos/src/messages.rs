@@ -1,7 +1,8 @@
 //! Every message exchanged between OmniPaxos servers: Ballot Leader Election heartbeats
 //! (paper §5), Sequence Paxos (§4: Prepare/Promise with log synchronisation, AcceptSync,
-//! AcceptDecide/Accepted, PrepareReq), the read-index confirmation round (see `reads.rs`) and
-//! the forwarding of client commands from followers to the leader.
+//! AcceptDecide/Accepted, PrepareReq), snapshot transfer (see `snapshot.rs`), the read-index
+//! confirmation round (see `reads.rs`) and the forwarding of client commands from followers to
+//! the leader.
 
 use crate::ballot::Ballot;
 use serde::{Deserialize, Serialize};
@@ -91,6 +92,25 @@ pub enum PaxosMessage {
     Accepted { n: Ballot, accepted_idx: u64 },
     /// Follower → leader: I saw ballot `n` (higher than my promise, or with a gap): prepare me.
     PrepareReq { n: Ballot },
+    /// Snapshot transfer (see `snapshot.rs`): bytes `[offset, offset + data.len())` of the
+    /// serialised KV store at applied index `snapshot_idx` (the decided prefix
+    /// `[0, snapshot_idx)`), sent in ballot `n`. Leader → lagging follower whose entries the
+    /// leader compacted, or promising follower → candidate whose log lacks entries the follower
+    /// compacted.
+    SnapshotChunk {
+        n: Ballot,
+        snapshot_idx: u64,
+        total_bytes: u64,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// Receiver → sender: I hold the first `offset` bytes of that snapshot. `offset ==
+    /// total_bytes` means installed (or no longer needed): the transfer is over.
+    SnapshotAck {
+        n: Ballot,
+        snapshot_idx: u64,
+        offset: u64,
+    },
     /// Leader → all: am I still your leader? (read-index round `round`).
     ReadConfirm { n: Ballot, round: u64 },
     /// Follower → leader: yes, my promised ballot is still `n`.

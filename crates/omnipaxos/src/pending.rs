@@ -278,7 +278,7 @@ impl OmniPaxos {
         let me = self.config.id;
         while self.kv.applied_index() < self.store.decided_idx {
             let idx = self.kv.applied_index() + 1;
-            let e = &self.store.log[(idx - 1) as usize];
+            let e = self.store.entry(idx - 1);
             let result = self.kv.apply(idx, e.id, e.first_unacked, &e.op);
             let mut answer: Vec<u64> = Vec::new();
             if e.origin.node == me && e.origin.incarnation == self.store.incarnation {

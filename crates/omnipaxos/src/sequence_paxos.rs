@@ -73,6 +73,9 @@ pub struct LeaderState {
     pub proposal_origins: HashSet<Origin>,
     /// A heartbeat tick passed: send every follower an AcceptDecide even if nothing is new.
     pub heartbeat_due: bool,
+    /// Prepare phase: the log to adopt starts beyond ours (its owner compacted entries we
+    /// lack); waiting for that server's snapshot, for this many heartbeats so far.
+    pub awaiting_snapshot: Option<(NodeId, u32)>,
 }
 
 impl OmniPaxos {
@@ -105,11 +108,20 @@ impl OmniPaxos {
         assert!(self.store.decided_idx >= before, "decided index went back");
     }
 
-    /// BLE elected `b` (paper §5 → §4 "Leader" event).
+    /// BLE's leader after a heartbeat round is `b` (paper §5 → §4 "Leader" event). Called every
+    /// round, so a server whose own ballot is elected but who does not lead it notices.
     pub(crate) fn on_ble_leader(&mut self, b: Ballot) {
         if b.pid == self.config.id {
+            if self.leader_state().is_some_and(|l| l.n == b) {
+                return;
+            }
             if b > self.store.promised {
                 self.become_leader(b);
+            } else {
+                // Our own ballot is elected but we already promised it (or more) before a
+                // restart: leading it again could contradict accepts we sent and forgot.
+                // Take a strictly higher ballot; BLE elects it next round.
+                self.ble.outbid(self.store.promised);
             }
         } else if self.role.is_leader() {
             self.step_down();
@@ -146,6 +158,7 @@ impl OmniPaxos {
             proposals: Vec::new(),
             proposal_origins: HashSet::new(),
             heartbeat_due: false,
+            awaiting_snapshot: None,
         }));
         let peers: Vec<NodeId> = self.config.peers().collect();
         for p in peers {
@@ -176,18 +189,57 @@ impl OmniPaxos {
             return;
         };
         l.heartbeat_due = true;
+        let n = l.n;
+        let majority = self.config.majority();
+        // Waiting too long for a snapshot from a server that may be down: forget its promise
+        // if a majority remains (any majority's promises make the Prepare phase safe).
+        let mut give_up = None;
+        if let Some((from, waited)) = &mut l.awaiting_snapshot {
+            *waited += 1;
+            if *waited > crate::snapshot::SNAPSHOT_STALL_HEARTBEATS_MAX
+                && l.promises.len() > majority
+            {
+                give_up = Some(*from);
+            }
+        }
+        if let Some(from) = give_up {
+            l.promises.remove(&from);
+            l.awaiting_snapshot = None;
+        }
+        let awaiting = l.awaiting_snapshot.map(|(p, _)| p);
+        let snapshots = &self.snapshots;
         let unsynced: Vec<NodeId> = self
             .config
             .peers()
             .filter(|p| match l.phase {
-                Phase::Prepare => !l.promises.contains_key(p),
-                Phase::Accept => !l.followers.contains_key(p),
+                // Re-prepare a server we wait a snapshot from whose transfer is not running:
+                // its new Promise restarts the push.
+                Phase::Prepare => {
+                    !l.promises.contains_key(p)
+                        || (awaiting == Some(*p) && !snapshots.receiving_from(*p, n))
+                }
+                Phase::Accept => !l.followers.contains_key(p) && !snapshots.sending_to(*p, n),
             })
             .collect();
         for p in unsynced {
             self.send_prepare(p);
         }
+        if give_up.is_some() {
+            self.complete_prepare();
+        }
         self.resend_read_confirm();
+    }
+
+    /// A snapshot was installed: a candidate re-evaluates its Prepare phase with its new log.
+    pub(crate) fn on_snapshot_installed(&mut self) {
+        let own = self.own_promise();
+        let me = self.config.id;
+        if let Role::Leader(l) = &mut self.role
+            && l.phase == Phase::Prepare
+        {
+            l.promises.insert(me, own);
+            self.complete_prepare();
+        }
     }
 
     pub(crate) fn handle_paxos(&mut self, from: NodeId, m: PaxosMessage) {
@@ -235,7 +287,8 @@ impl OmniPaxos {
                 let Some(l) = self.leader_state() else {
                     return;
                 };
-                if l.n != n {
+                if l.n != n || self.snapshots.sending_to(from, n) {
+                    // (During a snapshot transfer the follower is out of sync by design.)
                     return;
                 }
                 if let Role::Leader(l) = &mut self.role {
@@ -252,6 +305,18 @@ impl OmniPaxos {
             PaxosMessage::ReadConfirmAck { n, round } => {
                 self.handle_read_confirm_ack(from, n, round)
             }
+            PaxosMessage::SnapshotChunk {
+                n,
+                snapshot_idx,
+                total_bytes,
+                offset,
+                data,
+            } => self.handle_snapshot_chunk(from, n, snapshot_idx, total_bytes, offset, data),
+            PaxosMessage::SnapshotAck {
+                n,
+                snapshot_idx,
+                offset,
+            } => self.handle_snapshot_ack(from, n, snapshot_idx, offset),
         }
     }
 
@@ -275,14 +340,20 @@ impl OmniPaxos {
             }
         }
         let len = self.store.log_len();
-        let (suffix_start, suffix) = if self.store.accepted_round > leader_round {
-            let start = leader_decided.min(len);
-            (start, self.store.slice(start, len))
+        let start = if self.store.accepted_round > leader_round {
+            leader_decided.min(len)
         } else if self.store.accepted_round == leader_round && len > leader_len {
-            (leader_len, self.store.slice(leader_len, len))
+            leader_len
         } else {
-            (len, Vec::new())
+            len
         };
+        // Entries below our compacted index are decided; if the leader may lack some of them,
+        // it gets them as our snapshot (pushed now) and the suffix starts after them.
+        let suffix_start = start.max(self.store.compacted_idx);
+        if start < self.store.compacted_idx {
+            self.start_snapshot_send(from);
+        }
+        let suffix = self.store.slice(suffix_start, len);
         let m = if self.config.bug(PlantedBug::ForgetAcceptedBallot) {
             // PLANTED BUG: the promise forgets what this server accepted.
             PaxosMessage::Promise {
@@ -324,6 +395,9 @@ impl OmniPaxos {
                     self.complete_prepare();
                 }
             }
+            Phase::Accept if self.snapshots.sending_to(from, n) => {
+                // Being brought in line by snapshot already; AcceptSync follows its install.
+            }
             Phase::Accept => {
                 // A late (or re-requested) promise: the leader's log is final for this ballot,
                 // so just bring the follower in line with it.
@@ -341,21 +415,43 @@ impl OmniPaxos {
     /// equals), then AcceptSync every promised follower.
     fn complete_prepare(&mut self) {
         let me = self.config.id;
+        let majority = self.majority();
+        let my_len = self.store.log_len();
+        let my_round = self.store.accepted_round;
         let Role::Leader(l) = &mut self.role else {
             return;
         };
+        if l.phase != Phase::Prepare || l.promises.len() < majority {
+            return;
+        }
         let n = l.n;
-        let promises = std::mem::take(&mut l.promises);
-        let (max_pid, max) = promises
+        let (max_pid, max) = l
+            .promises
             .iter()
             .max_by_key(|(pid, p)| (p.accepted_round, p.log_len, **pid == me))
             .map(|(pid, p)| (*pid, p.clone()))
             .expect("own promise is always present");
-        let my_len = self.store.log_len();
+        let adopt = max_pid != me && (max.accepted_round, max.log_len) > (my_round, my_len);
+        // Adopting means keeping our log below `suffix_start` and taking the suffix after it,
+        // so our log must equal the adopted one there: guaranteed up to our length in the same
+        // accepted round (logs of one round are prefixes of each other), else only up to our
+        // decided index. A suffix starting beyond that was cut by the owner's compaction (it
+        // decided entries we did not): its owner is pushing its snapshot (handle_prepare), and
+        // we finish once it is installed.
+        let consistent_prefix = if max.accepted_round == my_round {
+            my_len
+        } else {
+            self.store.decided_idx
+        };
+        if adopt && max.suffix_start > consistent_prefix {
+            if l.awaiting_snapshot.is_none_or(|(p, _)| p != max_pid) {
+                l.awaiting_snapshot = Some((max_pid, 0));
+            }
+            return;
+        }
+        l.awaiting_snapshot = None;
+        let promises = std::mem::take(&mut l.promises);
         let decided = self.store.decided_idx;
-        let adopt = max_pid != me
-            && (max.accepted_round, max.log_len) > (self.store.accepted_round, my_len)
-            && max.suffix_start <= my_len;
         let (from_idx, suffix) = if adopt {
             // The suffix starts at our decided index or our length (see handle_prepare);
             // never let it reach below our decided prefix, which is already chosen.
@@ -389,14 +485,22 @@ impl OmniPaxos {
     /// accepted in round n must contain every entry chosen before n (that is what lets the
     /// next Prepare trust "highest accepted round wins"), so the follower may only take the
     /// round n together with the complete synchronised log.
-    fn send_accept_sync(&mut self, to: NodeId, sync_idx: u64) {
+    pub(crate) fn send_accept_sync(&mut self, to: NodeId, sync_idx: u64) {
         let len = self.store.log_len();
         let decided = self.store.decided_idx;
+        let compacted = self.store.compacted_idx;
         let Role::Leader(l) = &mut self.role else {
             return;
         };
         let n = l.n;
         let sync_idx = sync_idx.min(len);
+        if sync_idx < compacted {
+            // The follower needs entries we compacted: snapshot first, AcceptSync after its
+            // install (handle_snapshot_ack).
+            l.followers.remove(&to);
+            self.start_snapshot_send(to);
+            return;
+        }
         l.followers.insert(
             to,
             Progress {
@@ -450,6 +554,19 @@ impl OmniPaxos {
             self.accept_entries(n, sync_idx, suffix, decided_idx);
             return;
         }
+        let (sync_idx, suffix) = if sync_idx < self.store.decided_idx
+            && sync_idx + suffix.len() as u64 >= self.store.decided_idx
+        {
+            // The start overlaps our decided prefix (decided entries are the same in every
+            // log): sync from our decided index instead.
+            let skip = (self.store.decided_idx - sync_idx) as usize;
+            (
+                self.store.decided_idx,
+                suffix.into_iter().skip(skip).collect(),
+            )
+        } else {
+            (sync_idx, suffix)
+        };
         if sync_idx > self.store.log_len() || sync_idx < self.store.decided_idx {
             self.request_prepare(n);
             return;
@@ -563,6 +680,17 @@ impl OmniPaxos {
         };
         let n = l.n;
         let heartbeat = std::mem::take(&mut l.heartbeat_due);
+        // A follower so far behind that its next entry is compacted catches up by snapshot.
+        let compacted = self.store.compacted_idx;
+        let behind: Vec<NodeId> = l
+            .followers
+            .iter()
+            .filter(|(_, p)| p.sent_idx < compacted)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in &behind {
+            l.followers.remove(pid);
+        }
         let mut sends = Vec::new();
         for (pid, p) in l.followers.iter_mut() {
             if p.sent_idx < len || p.decided_sent < decided || heartbeat {
@@ -571,6 +699,9 @@ impl OmniPaxos {
                 p.sent_idx = end;
                 p.decided_sent = decided;
             }
+        }
+        for pid in behind {
+            self.start_snapshot_send(pid);
         }
         for (pid, start, end) in sends {
             let entries = self.store.slice(start, end);

@@ -1,19 +1,34 @@
 //! The durable state of a Sequence Paxos replica (paper §4: promised ballot, accepted round,
-//! log, decided index) and the [`Record`]s that carry it to disk.
+//! log, decided index), log compaction, and the [`Record`]s that carry it to disk.
 //!
 //! Every mutation goes through a method here that changes the in-memory view *and* pushes the
 //! record describing it, so the two cannot drift apart, and [`DurableState::replay`] rebuilds
 //! exactly the same view from the records on restart. A log rewrite (AcceptSync) is one record
 //! holding both the new accepted round and the new suffix, so a torn write can never leave a
 //! log that claims a round it did not accept in.
+//!
+//! **Compaction.** Log positions are absolute (0-based; position `i` is applied as KV index
+//! `i + 1`). Positions below `compacted_idx` are no longer in memory: they are summarised by
+//! the KV store at applied index `compacted_idx`, which lives in a [`Checkpoint`] record. A
+//! checkpoint holds everything recovery needs (promise, accepted round, decided index, the log
+//! suffix after `compacted_idx`, the KV store), so storage may drop every record before it.
+//! Only decided entries are ever compacted (`compacted_idx <= decided_idx`), so the compacted
+//! prefix is the same on every replica and consistent with any accepted round.
 
 use crate::ballot::Ballot;
 use crate::messages::{Entry, Origin};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use synod_core::DurableRecord;
+use synod_core::kv::KvStore;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Origins of compacted entries remembered for deduplicating re-forwarded commands. Session
+/// writes are also deduplicated by the KV store's client table; this bound only matters for
+/// writes without a session whose forward is retried after this many later entries were
+/// compacted (far longer than `request_timeout_ticks` in any sane configuration).
+pub const COMPACTED_ORIGINS_MAX: usize = 65_536;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Record {
     /// The promised ballot went up to this.
     Promised(Ballot),
@@ -30,27 +45,106 @@ pub enum Record {
     Decided(u64),
     /// This server restarted; origins it creates from now on carry this incarnation.
     Incarnation(u64),
+    /// Everything recovery needs; subsumes every earlier record (log compaction, or a snapshot
+    /// installed from a peer).
+    Checkpoint(Box<Checkpoint>),
 }
 
-impl DurableRecord for Record {}
+impl DurableRecord for Record {
+    fn is_checkpoint(&self) -> bool {
+        matches!(self, Record::Checkpoint(_))
+    }
+}
 
-/// The in-memory view of what is on disk.
+impl PartialEq for Record {
+    /// Records compare by their encoding-relevant content; a checkpoint's KV store compares by
+    /// applied index and digest (the store itself has no `PartialEq`).
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Record::Promised(a), Record::Promised(b)) => a == b,
+            (
+                Record::Sync {
+                    accepted_round: a1,
+                    from_idx: a2,
+                    entries: a3,
+                },
+                Record::Sync {
+                    accepted_round: b1,
+                    from_idx: b2,
+                    entries: b3,
+                },
+            ) => a1 == b1 && a2 == b2 && a3 == b3,
+            (
+                Record::Append {
+                    from_idx: a1,
+                    entries: a2,
+                },
+                Record::Append {
+                    from_idx: b1,
+                    entries: b2,
+                },
+            ) => a1 == b1 && a2 == b2,
+            (Record::Decided(a), Record::Decided(b)) => a == b,
+            (Record::Incarnation(a), Record::Incarnation(b)) => a == b,
+            (Record::Checkpoint(a), Record::Checkpoint(b)) => {
+                a.promised == b.promised
+                    && a.accepted_round == b.accepted_round
+                    && a.compacted_idx == b.compacted_idx
+                    && a.decided_idx == b.decided_idx
+                    && a.incarnation == b.incarnation
+                    && a.suffix == b.suffix
+                    && a.compacted_origins == b.compacted_origins
+                    && a.kv.applied_index() == b.kv.applied_index()
+                    && a.kv.digest() == b.kv.digest()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A checkpoint: the whole durable state with the log prefix `[0, compacted_idx)` replaced by
+/// the KV store that results from applying it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub promised: Ballot,
+    pub accepted_round: Ballot,
+    /// Entries below this are compacted; `kv.applied_index() == compacted_idx`.
+    pub compacted_idx: u64,
+    pub decided_idx: u64,
+    pub incarnation: u64,
+    /// The log from `compacted_idx` on.
+    pub suffix: Vec<Entry>,
+    /// The most recent origins of compacted entries (deduplication, see
+    /// [`COMPACTED_ORIGINS_MAX`]), oldest first.
+    pub compacted_origins: Vec<Origin>,
+    pub kv: KvStore,
+}
+
+/// The in-memory view of what is on disk (minus the KV store, which the engine owns).
 #[derive(Debug, Default)]
 pub struct DurableState {
     pub promised: Ballot,
     pub accepted_round: Ballot,
-    pub log: Vec<Entry>,
+    /// The log from `compacted_idx` on.
+    log: VecDeque<Entry>,
+    /// Log positions below this are compacted into the KV store.
+    pub compacted_idx: u64,
     pub decided_idx: u64,
     pub incarnation: u64,
     /// Origins of every entry in `log`: how the leader recognises a re-forwarded command that
     /// is already in the log. Derived, never persisted on its own.
     origins: HashSet<Origin>,
+    /// Origins of recently compacted entries, oldest first, and the same as a set.
+    compacted_origins: VecDeque<Origin>,
+    compacted_origin_set: HashSet<Origin>,
 }
 
 impl DurableState {
-    /// Rebuilds the state from records in emission order.
-    pub fn replay(records: &[Record]) -> Result<Self, String> {
+    /// Rebuilds the state from records in emission order. Returns the KV store of the last
+    /// checkpoint, if there was one (its applied index is `compacted_idx`).
+    pub fn replay(records: &[Record]) -> Result<(Self, Option<KvStore>), String> {
         let mut s = DurableState::default();
+        let mut kv = None;
         let mut sink = Vec::new();
         for (i, r) in records.iter().enumerate() {
             match r {
@@ -93,27 +187,81 @@ impl DurableState {
                     s.decided_idx = s.decided_idx.max(*d);
                 }
                 Record::Incarnation(n) => s.incarnation = s.incarnation.max(*n),
+                Record::Checkpoint(c) => {
+                    if c.kv.applied_index() != c.compacted_idx || c.compacted_idx > c.decided_idx {
+                        return Err(format!(
+                            "record {i}: checkpoint with compacted {} applied {} decided {}",
+                            c.compacted_idx,
+                            c.kv.applied_index(),
+                            c.decided_idx
+                        ));
+                    }
+                    if c.decided_idx > c.compacted_idx + c.suffix.len() as u64 {
+                        return Err(format!(
+                            "record {i}: checkpoint decided {} beyond its log",
+                            c.decided_idx
+                        ));
+                    }
+                    if c.promised < s.promised {
+                        return Err(format!("record {i}: checkpoint promise went back"));
+                    }
+                    s.restore(c);
+                    kv = Some(c.kv.clone());
+                }
             }
             sink.clear();
         }
-        Ok(s)
+        Ok((s, kv))
+    }
+
+    /// Replaces the whole state by a checkpoint's (KV store excepted).
+    fn restore(&mut self, c: &Checkpoint) {
+        self.promised = c.promised;
+        self.accepted_round = c.accepted_round;
+        self.compacted_idx = c.compacted_idx;
+        self.decided_idx = c.decided_idx;
+        self.incarnation = self.incarnation.max(c.incarnation);
+        self.log = c.suffix.iter().cloned().collect();
+        self.origins = c.suffix.iter().map(|e| e.origin).collect();
+        self.compacted_origins = c.compacted_origins.iter().copied().collect();
+        self.compacted_origin_set = c.compacted_origins.iter().copied().collect();
     }
 
     pub fn log_len(&self) -> u64 {
-        self.log.len() as u64
+        self.compacted_idx + self.log.len() as u64
+    }
+
+    /// The entry at absolute position `idx` (must be in `[compacted_idx, log_len)`).
+    pub fn entry(&self, idx: u64) -> &Entry {
+        assert!(
+            idx >= self.compacted_idx && idx < self.log_len(),
+            "entry {idx} outside the in-memory log [{}, {})",
+            self.compacted_idx,
+            self.log_len()
+        );
+        &self.log[(idx - self.compacted_idx) as usize]
     }
 
     pub fn contains_origin(&self, o: &Origin) -> bool {
-        self.origins.contains(o)
+        self.origins.contains(o) || self.compacted_origin_set.contains(o)
     }
 
-    /// Entries `[from, to)` (clamped to the log).
+    /// Entries `[from, to)` (clamped to the log). `from` must not be compacted.
     pub fn slice(&self, from: u64, to: u64) -> Vec<Entry> {
         let to = to.min(self.log_len());
         if from >= to {
             return Vec::new();
         }
-        self.log[from as usize..to as usize].to_vec()
+        assert!(
+            from >= self.compacted_idx,
+            "slice from {from} reaches into the compacted prefix ({})",
+            self.compacted_idx
+        );
+        let base = self.compacted_idx;
+        self.log
+            .range((from - base) as usize..(to - base) as usize)
+            .cloned()
+            .collect()
     }
 
     pub fn promise(&mut self, b: Ballot, out: &mut Vec<Record>) {
@@ -142,7 +290,7 @@ impl DurableState {
             self.decided_idx,
             self.log_len()
         );
-        for e in self.log.drain(from_idx as usize..) {
+        for e in self.log.drain((from_idx - self.compacted_idx) as usize..) {
             self.origins.remove(&e.origin);
         }
         for e in &entries {
@@ -179,5 +327,81 @@ impl DurableState {
         if idx > self.decided_idx {
             self.decided_idx = idx;
         }
+    }
+
+    fn remember_compacted_origin(&mut self, o: Origin) {
+        if self.compacted_origin_set.insert(o) {
+            self.compacted_origins.push_back(o);
+        }
+        while self.compacted_origins.len() > COMPACTED_ORIGINS_MAX {
+            if let Some(old) = self.compacted_origins.pop_front() {
+                self.compacted_origin_set.remove(&old);
+            }
+        }
+    }
+
+    /// Drops the log prefix below `idx` (decided and applied into `kv`, whose applied index is
+    /// `idx`) and pushes the checkpoint record that makes the drop durable.
+    pub fn compact(&mut self, idx: u64, kv: &KvStore, out: &mut Vec<Record>) {
+        assert!(
+            idx >= self.compacted_idx && idx <= self.decided_idx,
+            "compaction to {idx} outside [{}, {}]",
+            self.compacted_idx,
+            self.decided_idx
+        );
+        assert_eq!(kv.applied_index(), idx, "checkpoint KV store not at {idx}");
+        let drop = (idx - self.compacted_idx) as usize;
+        let dropped: Vec<Entry> = self.log.drain(..drop).collect();
+        for e in dropped {
+            self.origins.remove(&e.origin);
+            self.remember_compacted_origin(e.origin);
+        }
+        self.compacted_idx = idx;
+        out.push(self.checkpoint(kv));
+    }
+
+    /// Installs a snapshot of the decided prefix `[0, idx)` received from a peer: the whole
+    /// log is replaced by it (entries after it may disagree with the decided ones, so none is
+    /// kept), and the accepted round becomes `accepted_round`.
+    pub fn install_snapshot(
+        &mut self,
+        accepted_round: Ballot,
+        kv: &KvStore,
+        origins: &[Origin],
+        out: &mut Vec<Record>,
+    ) {
+        let idx = kv.applied_index();
+        assert!(
+            idx > self.decided_idx,
+            "snapshot at {idx} not beyond decided {}",
+            self.decided_idx
+        );
+        self.log.clear();
+        self.origins.clear();
+        for o in origins {
+            self.remember_compacted_origin(*o);
+        }
+        self.compacted_idx = idx;
+        self.decided_idx = idx;
+        self.accepted_round = accepted_round;
+        out.push(self.checkpoint(kv));
+    }
+
+    /// The recently compacted origins, oldest first (shipped with snapshots).
+    pub fn compacted_origins(&self) -> Vec<Origin> {
+        self.compacted_origins.iter().copied().collect()
+    }
+
+    fn checkpoint(&self, kv: &KvStore) -> Record {
+        Record::Checkpoint(Box::new(Checkpoint {
+            promised: self.promised,
+            accepted_round: self.accepted_round,
+            compacted_idx: self.compacted_idx,
+            decided_idx: self.decided_idx,
+            incarnation: self.incarnation,
+            suffix: self.log.iter().cloned().collect(),
+            compacted_origins: self.compacted_origins(),
+            kv: kv.clone(),
+        }))
     }
 }

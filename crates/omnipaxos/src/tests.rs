@@ -461,36 +461,52 @@ fn quorum_loss_recovers_through_the_only_quorum_connected_server() {
     assert_eq!(net.nodes[&1].status().role, "leader");
 }
 
-/// Decided prefixes of every pair of live replicas agree (Sequence Paxos safety).
+/// The decided entries a node still holds in memory: (position of the first, entries).
+fn decided_in_memory(n: &OmniPaxos) -> (u64, Vec<crate::Entry>) {
+    let from = n.store.compacted_idx;
+    (from, n.store.slice(from, n.store.decided_idx))
+}
+
+/// Decided prefixes of every pair of live replicas agree (Sequence Paxos safety), on the
+/// positions both still hold in memory; the compacted parts are compared by the KV digest.
 fn decided_prefixes_agree(net: &Net) -> bool {
     // No origin is ever decided twice (re-forwarding is deduplicated).
     for n in net.nodes.values() {
         let mut seen = BTreeSet::new();
-        for e in &n.store.log[..n.store.decided_idx as usize] {
+        for e in decided_in_memory(n).1 {
             if !seen.insert(e.origin) {
                 return false;
             }
         }
     }
-    let logs: Vec<&[crate::Entry]> = net
-        .nodes
-        .values()
-        .map(|n| &n.store.log[..n.store.decided_idx as usize])
-        .collect();
-    logs.iter().all(|a| {
-        logs.iter().all(|b| {
-            let m = a.len().min(b.len());
-            a[..m] == b[..m]
+    let logs: Vec<(u64, Vec<crate::Entry>)> = net.nodes.values().map(decided_in_memory).collect();
+    let agree = logs.iter().all(|(a0, a)| {
+        logs.iter().all(|(b0, b)| {
+            let from = (*a0).max(*b0);
+            let to = (a0 + a.len() as u64).min(b0 + b.len() as u64);
+            (from..to).all(|i| a[(i - a0) as usize] == b[(i - b0) as usize])
         })
-    })
+    });
+    // Replicas at the same applied index have the same store.
+    let st: Vec<_> = net.nodes.values().map(|n| n.status()).collect();
+    agree
+        && st.iter().all(|a| {
+            st.iter()
+                .all(|b| a.applied_index != b.applied_index || a.applied_digest == b.applied_digest)
+        })
 }
 
 /// Crashes, restarts, partitions, loss, duplication and reordering under a seeded schedule,
 /// checking after every step that decided prefixes agree. Returns false on a violation.
 fn chaos_run(seed: u64, bug: Option<synod_core::PlantedBug>) -> bool {
+    chaos_run_with(seed, bug, 0)
+}
+
+fn chaos_run_with(seed: u64, bug: Option<synod_core::PlantedBug>, snapshot_entries: u64) -> bool {
     let mut net = Net::new(3);
     for c in net.configs.values_mut() {
         c.planted_bug = bug;
+        c.snapshot_entries = snapshot_entries;
     }
     let configs = net.configs.clone();
     for (id, c) in configs {
@@ -559,4 +575,236 @@ fn chaos_catches_planted_forget_accepted_ballot() {
     let caught =
         (1..=60).any(|seed| !chaos_run(seed, Some(synod_core::PlantedBug::ForgetAcceptedBallot)));
     assert!(caught, "ForgetAcceptedBallot went unnoticed in 60 seeds");
+}
+
+fn net_with_snapshots(n: u64, snapshot_entries: u64) -> Net {
+    let mut net = Net::new(n);
+    for c in net.configs.values_mut() {
+        c.snapshot_entries = snapshot_entries;
+    }
+    let configs = net.configs.clone();
+    for (id, c) in configs {
+        net.nodes
+            .insert(id, OmniPaxos::recover(c, Vec::new()).expect("recover"));
+    }
+    net
+}
+
+/// Counts snapshot chunks in flight right now (called between steps).
+fn chunks_in_flight(net: &Net) -> usize {
+    net.inflight
+        .iter()
+        .filter(|(_, _, m)| matches!(m, Message::Paxos(crate::PaxosMessage::SnapshotChunk { .. })))
+        .count()
+}
+
+#[test]
+fn checkpoints_compact_the_log_and_recovery_starts_from_them() {
+    let mut net = net_with_snapshots(3, 5);
+    assert!(net.run_until(100, |n| n.leader().is_some()));
+    let l = net.leader().expect("leader");
+    for i in 1..=23 {
+        net.submit(l, put(11, i, &format!("k{}", i % 4), &format!("v{i}")));
+    }
+    assert!(
+        net.run_until(200, |n| n.reply_for(l, rid(11, 23)).len() == 1
+            && converged(n))
+    );
+    for id in 1..=3 {
+        let node = &net.nodes[&id];
+        assert_eq!(node.store.decided_idx, 23);
+        assert_eq!(
+            node.store.compacted_idx, 20,
+            "n{id} compacts every 5 entries"
+        );
+        // Storage keeps only the last checkpoint and what follows it.
+        let disk = &net.disk[&id];
+        let last = disk
+            .iter()
+            .rposition(synod_core::DurableRecord::is_checkpoint)
+            .expect("a checkpoint was written");
+        let again = OmniPaxos::recover(net.configs[&id].clone(), disk[last..].to_vec())
+            .expect("recover from checkpoint");
+        assert_eq!(again.status().applied_index, 23);
+        assert_eq!(again.status().applied_digest, node.status().applied_digest);
+        assert_eq!(again.store.promised, node.store.promised);
+    }
+}
+
+/// The op-etcd case: the leader compacted its whole decided log while a follower was cut off;
+/// the follower catches up by a chunked snapshot and then takes part in deciding again.
+#[test]
+fn a_follower_behind_a_fully_compacted_leader_catches_up_by_snapshot() {
+    let mut net = net_with_snapshots(3, 1);
+    assert!(net.run_until(100, |n| n.leader().is_some()));
+    let l = net.leader().expect("leader");
+    let f = (1..=3).find(|i| *i != l).expect("follower");
+    for p in (1..=3).filter(|p| *p != f) {
+        net.cut.insert((f, p));
+        net.cut.insert((p, f));
+    }
+    // Big values so the snapshot needs several chunks.
+    let big = "x".repeat(40 * 1024);
+    for i in 1..=12 {
+        net.submit(l, put(12, i, &format!("k{i}"), &big));
+    }
+    assert!(net.run_until(300, |n| n.reply_for(l, rid(12, 12)).len() == 1));
+    assert!(net.run_until(50, |n| n.nodes[&l].store.compacted_idx == 12));
+    assert_eq!(
+        net.nodes[&l].store.compacted_idx, net.nodes[&l].store.decided_idx,
+        "the leader keeps no decided entry"
+    );
+    assert_eq!(net.nodes[&f].status().applied_index, 0);
+    net.cut.clear();
+    let mut saw_chunks = 0;
+    let caught_up = (0..300).any(|_| {
+        saw_chunks = saw_chunks.max(chunks_in_flight(&net));
+        net.step();
+        converged(&net)
+    });
+    assert!(caught_up, "follower never caught up");
+    assert!(
+        saw_chunks >= 2,
+        "the snapshot went in several chunks ({saw_chunks})"
+    );
+    assert_eq!(
+        net.nodes[&f].store.compacted_idx, 12,
+        "installed as a checkpoint"
+    );
+    // The follower is a full member again: with the leader's other follower cut off, a write
+    // needs it.
+    let other = (1..=3).find(|i| *i != l && *i != f).expect("third");
+    net.cut.insert((l, other));
+    net.cut.insert((other, l));
+    net.submit(l, put(12, 13, "after", "1"));
+    assert!(net.run_until(100, |n| n.reply_for(l, rid(12, 13)).len() == 1));
+    assert!(net.reply_for(l, rid(12, 13))[0].result.is_ok());
+}
+
+/// Snapshot transfer survives heavy loss (resumes from the acknowledged offset).
+#[test]
+fn snapshot_transfer_resumes_after_loss() {
+    let mut net = net_with_snapshots(3, 2);
+    assert!(net.run_until(100, |n| n.leader().is_some()));
+    let l = net.leader().expect("leader");
+    let f = (1..=3).find(|i| *i != l).expect("follower");
+    for p in (1..=3).filter(|p| *p != f) {
+        net.cut.insert((f, p));
+        net.cut.insert((p, f));
+    }
+    let big = "y".repeat(60 * 1024);
+    for i in 1..=10 {
+        net.submit(l, put(13, i, &format!("k{i}"), &big));
+    }
+    assert!(net.run_until(300, |n| n.reply_for(l, rid(13, 10)).len() == 1));
+    net.cut.clear();
+    net.loss_percent = 30;
+    assert!(net.run_until(3000, converged), "no convergence under loss");
+    assert!(net.nodes[&f].store.compacted_idx >= 8);
+}
+
+/// The candidate side: a server far behind becomes leader while the others compacted beyond
+/// its log; it gets their snapshot during its Prepare phase and loses no decided entry.
+#[test]
+fn a_lagging_candidate_gets_the_snapshot_of_a_promising_follower() {
+    let mut net = Net::new(3);
+    for c in net.configs.values_mut() {
+        c.snapshot_entries = 3;
+    }
+    // Node 1 wins every election it can take part in, but is cut off from the start.
+    net.configs.get_mut(&1).expect("n1").priority = 10;
+    for p in [2, 3] {
+        net.cut.insert((1, p));
+        net.cut.insert((p, 1));
+    }
+    let configs = net.configs.clone();
+    for (id, c) in configs {
+        net.nodes
+            .insert(id, OmniPaxos::recover(c, Vec::new()).expect("recover"));
+    }
+    assert!(net.run_until(200, |n| n.nodes[&3].status().role == "leader"));
+    for i in 1..=20 {
+        net.submit(3, put(14, i, &format!("k{i}"), "v"));
+    }
+    assert!(net.run_until(300, |n| n.reply_for(3, rid(14, 20)).len() == 1));
+    assert!(net.run_until(50, |n| n.nodes[&2].store.compacted_idx >= 18));
+    assert_eq!(net.nodes[&1].status().applied_index, 0);
+    // Now the old leader is cut off and node 1 is back: it leads with an empty log while the
+    // only other server compacted everything it decided.
+    net.cut.clear();
+    for p in [1, 2] {
+        net.cut.insert((3, p));
+        net.cut.insert((p, 3));
+    }
+    let mut pushed = false;
+    let led = (0..500).any(|_| {
+        pushed |= net.inflight.iter().any(|(from, to, m)| {
+            *from == 2
+                && *to == 1
+                && matches!(m, Message::Paxos(crate::PaxosMessage::SnapshotChunk { .. }))
+        });
+        net.step();
+        net.nodes[&1].status().role == "leader"
+    });
+    assert!(led, "node 1 never completed its Prepare phase");
+    assert!(pushed, "node 2 pushed its snapshot to the candidate");
+    net.submit(1, put(14, 21, "k21", "v"));
+    assert!(net.run_until(300, |n| n.reply_for(1, rid(14, 21)).len() == 1));
+    assert!(net.reply_for(1, rid(14, 21))[0].result.is_ok());
+    assert_eq!(net.nodes[&1].status().applied_index, 21);
+    net.cut.clear();
+    assert!(net.run_until(500, converged));
+    assert!(decided_prefixes_agree(&net));
+}
+
+#[test]
+fn chaos_with_snapshots_keeps_decided_prefixes_in_agreement() {
+    for seed in 1..=40 {
+        assert!(
+            chaos_run_with(seed, None, 3),
+            "seed {seed}: decided prefixes diverged"
+        );
+    }
+}
+
+#[test]
+fn chaos_with_snapshots_catches_planted_ack_before_majority() {
+    let caught = (1..=30)
+        .any(|seed| !chaos_run_with(seed, Some(synod_core::PlantedBug::AckBeforeMajority), 3));
+    assert!(caught, "AckBeforeMajority went unnoticed in 30 seeds");
+}
+
+#[test]
+fn a_restarted_whole_cluster_elects_a_leader_again() {
+    // The liveness bug: after every server restarts, all promises name the old leader with
+    // ballot number 0 — the same ballot the restarted leader's BLE starts with.
+    let mut net = Net::new(3);
+    assert!(net.run_until(100, |n| n.leader().is_some()));
+    let l = net.leader().expect("leader");
+    net.submit(l, put(15, 1, "a", "1"));
+    assert!(net.run_until(100, |n| n.reply_for(l, rid(15, 1)).len() == 1));
+    let promised = net.nodes[&l].store.promised;
+    for id in 1..=3 {
+        net.crash(id);
+    }
+    for id in 1..=3 {
+        net.start(id);
+    }
+    assert_eq!(
+        net.nodes[&l].status().role,
+        "follower",
+        "a restarted leader does not lead"
+    );
+    assert!(
+        net.run_until(200, |n| n.leader().is_some()),
+        "no leader after restart"
+    );
+    let new = net.leader().expect("leader");
+    assert!(
+        net.nodes[&new].store.promised > promised,
+        "a strictly higher ballot"
+    );
+    net.submit(new, put(15, 2, "a", "2"));
+    assert!(net.run_until(100, |n| n.reply_for(new, rid(15, 2)).len() == 1));
+    assert!(net.reply_for(new, rid(15, 2))[0].result.is_ok());
 }

@@ -109,7 +109,10 @@ impl History {
     pub fn from_json(text: &str) -> Result<History, serde_json::Error> {
         if text.trim_start().starts_with('[') {
             let ops: Vec<HistoryOp> = serde_json::from_str(text)?;
-            Ok(History { meta: serde_json::Value::Null, ops })
+            Ok(History {
+                meta: serde_json::Value::Null,
+                ops,
+            })
         } else {
             serde_json::from_str(text)
         }

@@ -1,4 +1,4 @@
-//! Checker benchmark: `cargo run --release -p synod-checker --example bench`.
+//! Checker benchmark: `cargo run --release -p synod-checker --example checker_bench`.
 //!
 //! 1. The target: 100,000 operations over 100 keys from 16 concurrent clients
 //!    (goal: under 2 s).

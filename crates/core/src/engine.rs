@@ -24,6 +24,16 @@
 //! persist (disk error) gets the error back and must not send anything from that batch; the
 //! node stops rather than acknowledge unpersisted state.
 //!
+//! One exception is explicit: **early messages** ([`Ready::take_early`]) depend on no record
+//! of their batch and may leave *before* the records are durable, so that a leader's disk
+//! write overlaps its followers' (Raft's "leader appends in parallel"). An engine puts a
+//! message there only when the receiver's handling of it cannot depend on the sender's new
+//! records — e.g. OmniPaxos's AcceptDecide: a follower accepts on the strength of the leader's
+//! promise quorum, which is already durable; the leader counts its *own* acceptance only when
+//! it processes a later input, and the caller handles inputs strictly after the previous
+//! batch's persist returned. Callers that ignore early messages get them, in order, at the head
+//! of the outbox, which is always safe.
+//!
 //! ## Client requests and replies
 //! A request submitted at node X is answered by node X (never by a peer): engines forward
 //! internally as their protocol requires, retry forwarding on ticks until the request is
@@ -350,6 +360,8 @@ pub struct EngineStatus {
 #[derive(Debug)]
 #[must_use = "a Ready must be persisted and its outbox sent"]
 pub struct Ready<M, R> {
+    /// May leave before `records` are durable (see the module docs).
+    early: Vec<(NodeId, M)>,
     records: Vec<R>,
     messages: Vec<(NodeId, M)>,
     replies: Vec<ClientReply>,
@@ -357,11 +369,7 @@ pub struct Ready<M, R> {
 
 impl<M, R> Default for Ready<M, R> {
     fn default() -> Self {
-        Ready {
-            records: Vec::new(),
-            messages: Vec::new(),
-            replies: Vec::new(),
-        }
+        Ready::new(Vec::new(), Vec::new(), Vec::new())
     }
 }
 
@@ -375,23 +383,43 @@ pub struct Outbox<M> {
 impl<M, R> Ready<M, R> {
     pub fn new(records: Vec<R>, messages: Vec<(NodeId, M)>, replies: Vec<ClientReply>) -> Self {
         Ready {
+            early: Vec::new(),
             records,
             messages,
             replies,
         }
     }
 
+    /// A batch with early messages (see the module docs).
+    pub fn with_early(mut self, early: Vec<(NodeId, M)>) -> Self {
+        self.early = early;
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.messages.is_empty() && self.replies.is_empty()
+        self.early.is_empty()
+            && self.records.is_empty()
+            && self.messages.is_empty()
+            && self.replies.is_empty()
+    }
+
+    /// The messages that may be sent before the records are durable. Taking them is optional:
+    /// whatever is not taken leaves with the outbox, ahead of the other messages.
+    pub fn take_early(&mut self) -> Vec<(NodeId, M)> {
+        std::mem::take(&mut self.early)
     }
 
     pub fn records(&self) -> &[R] {
         &self.records
     }
 
-    /// Counts for metrics and traces: (records, messages, replies).
+    /// Counts for metrics and traces: (records, messages incl. early, replies).
     pub fn counts(&self) -> (usize, usize, usize) {
-        (self.records.len(), self.messages.len(), self.replies.len())
+        (
+            self.records.len(),
+            self.early.len() + self.messages.len(),
+            self.replies.len(),
+        )
     }
 
     /// Writes and syncs the records with `write_and_sync`, then releases the outbox. If the
@@ -403,19 +431,22 @@ impl<M, R> Ready<M, R> {
         write_and_sync: impl FnOnce(&[R]) -> Result<(), E>,
     ) -> Result<Outbox<M>, E> {
         write_and_sync(&self.records)?;
-        Ok(Outbox {
-            messages: self.messages,
-            replies: self.replies,
-        })
+        Ok(self.into_outbox().1)
     }
 
     /// Test-only escape hatch used by the planted `AckBeforeFsync` bug: the outbox *before*
     /// the records are durable, and the records to persist afterwards.
     pub fn split_unsafely_for_planted_bug(self) -> (Vec<R>, Outbox<M>) {
+        self.into_outbox()
+    }
+
+    fn into_outbox(self) -> (Vec<R>, Outbox<M>) {
+        let mut messages = self.early;
+        messages.extend(self.messages);
         (
             self.records,
             Outbox {
-                messages: self.messages,
+                messages,
                 replies: self.replies,
             },
         )
@@ -426,6 +457,8 @@ impl<M, R> Ready<M, R> {
 /// here; `take` builds the [`Ready`].
 #[derive(Debug)]
 pub struct OutputBuffer<M, R> {
+    /// Messages that may leave before this batch's records are durable (see the module docs).
+    pub early: Vec<(NodeId, M)>,
     pub records: Vec<R>,
     pub messages: Vec<(NodeId, M)>,
     pub replies: Vec<ClientReply>,
@@ -434,6 +467,7 @@ pub struct OutputBuffer<M, R> {
 impl<M, R> Default for OutputBuffer<M, R> {
     fn default() -> Self {
         OutputBuffer {
+            early: Vec::new(),
             records: Vec::new(),
             messages: Vec::new(),
             replies: Vec::new(),
@@ -448,5 +482,6 @@ impl<M, R> OutputBuffer<M, R> {
             std::mem::take(&mut self.messages),
             std::mem::take(&mut self.replies),
         )
+        .with_early(std::mem::take(&mut self.early))
     }
 }

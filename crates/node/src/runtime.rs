@@ -473,8 +473,17 @@ impl<E: Engine> EngineLoop<E> {
 
     /// persist → send → reply, in that order, enforced by `Ready::persist`.
     fn drain(&mut self) -> Result<(), NodeError> {
-        let ready = self.engine.ready();
+        let mut ready = self.engine.ready();
         if !ready.is_empty() {
+            // Early messages overlap our fsync with the peers' (see Ready::take_early). Inputs
+            // that answer them are read only after this batch's persist returns.
+            for (to, m) in ready.take_early() {
+                if to == self.id {
+                    self.to_self.push_back(m);
+                } else {
+                    self.transport.send(to, &m);
+                }
+            }
             let wal = &mut self.wal;
             let outbox = ready
                 .persist(|records| wal.append_and_sync(records))

@@ -705,15 +705,20 @@ impl OmniPaxos {
         }
         for (pid, start, end) in sends {
             let entries = self.store.slice(start, end);
-            self.send(
+            // Early: a follower accepts these on the strength of the promise quorum of ballot
+            // n (durable since Prepare) and the decided index counts only acceptances already
+            // durable; the leader's own append in this batch is counted only when it handles
+            // the followers' Accepted, which the caller delivers after this batch's fsync.
+            // So the leader's fsync overlaps the followers' instead of preceding it.
+            self.out.early.push((
                 pid,
-                PaxosMessage::AcceptDecide {
+                Message::Paxos(PaxosMessage::AcceptDecide {
                     n,
                     start_idx: start,
                     entries,
                     decided_idx: decided,
-                },
-            );
+                }),
+            ));
         }
     }
 

@@ -43,6 +43,12 @@ pub const FSYNC_LATENCY_MIN_US: u64 = 1_000;
 pub const FSYNC_LATENCY_MAX_US: u64 = 8_000;
 /// Failure messages kept per run (the first ones are the interesting ones).
 pub const FAILURES_REPORTED_MAX: usize = 20;
+/// With crash faults on, the chance (per mille) that a batch with early messages and records
+/// ends in a machine crash between the two: the window `Ready::take_early` opens.
+pub const EARLY_WINDOW_CRASH_PERMILLE: u64 = 5;
+/// How long a node crashed in the early window stays down.
+pub const EARLY_RESTART_MIN_US: u64 = 50_000;
+pub const EARLY_RESTART_MAX_US: u64 = 2_000_000;
 
 /// Everything that determines one run.
 #[derive(Clone, Debug)]
@@ -219,6 +225,11 @@ enum Ev<M> {
         node: NodeId,
         incarnation: u64,
     },
+    /// Restart after a crash in the early-message window.
+    EarlyRestart {
+        node: NodeId,
+        fault_id: u64,
+    },
 }
 
 struct Scheduled<M> {
@@ -267,6 +278,11 @@ struct Sim<E: Engine> {
     rng_net: SimRng,
     rng_work: SimRng,
     rng_fault: SimRng,
+    /// Draws for crashes inside the early-message window (a stream of its own so that the fault
+    /// schedule of a seed does not depend on how many batches had early messages).
+    rng_early: SimRng,
+    /// Fault ids for early-window crashes (counting down from the top, away from schedule ids).
+    next_early_fault: u64,
     clients: Vec<SimClient>,
     slot_by_client: BTreeMap<ClientId, usize>,
     next_client_id: u64,
@@ -363,6 +379,8 @@ impl<E: Engine> Sim<E> {
             rng_net,
             rng_work,
             rng_fault,
+            rng_early: SimRng::fork(cfg.seed, 7),
+            next_early_fault: u64::MAX,
             clients: Vec::new(),
             slot_by_client: BTreeMap::new(),
             next_client_id: 1,
@@ -504,6 +522,7 @@ impl<E: Engine> Sim<E> {
             Ev::FaultStart(i) => self.fault_start(i),
             Ev::FaultEnd(i) => self.fault_end(i),
             Ev::HealAll => self.heal_all(),
+            Ev::EarlyRestart { node, fault_id } => self.restart(node, fault_id),
             Ev::DiskSync { node, incarnation } => {
                 let i = self.idx(node);
                 if self.nodes[i].incarnation == incarnation {
@@ -524,8 +543,30 @@ impl<E: Engine> Sim<E> {
             .engine
             .as_mut()
             .unwrap_or_else(|| panic!("drain of crashed node {node}"));
-        let ready = engine.ready();
+        let mut ready = engine.ready();
         let counts = ready.counts();
+        // Early messages leave before the batch's records are durable (Ready::take_early).
+        let early = ready.take_early();
+        let crash_in_window = !early.is_empty()
+            && !ready.records().is_empty()
+            && self.cfg.faults.crash
+            && !self.healed
+            && self.rng_early.chance_permille(EARLY_WINDOW_CRASH_PERMILLE);
+        self.send_all(node, early);
+        if crash_in_window {
+            // The machine dies after the early messages left and before the fsync: the
+            // batch's records never reach the disk, and nothing else of the batch leaves.
+            drop(ready);
+            let fault_id = self.next_early_fault;
+            self.next_early_fault -= 1;
+            self.crash(node, fault_id, CrashMode::LoseUnsynced);
+            let delay = self
+                .rng_early
+                .range(EARLY_RESTART_MIN_US, EARLY_RESTART_MAX_US);
+            self.at(self.now_us + delay, Ev::EarlyRestart { node, fault_id });
+            return;
+        }
+        let slot = &mut self.nodes[i];
         let outbox = if ack_before_fsync {
             let (records, outbox) = ready.split_unsafely_for_planted_bug();
             if !records.is_empty() {
@@ -550,22 +591,7 @@ impl<E: Engine> Sim<E> {
                 }
             }
         };
-        for (to, message) in outbox.messages {
-            assert!(
-                to != node && self.members.contains(&to),
-                "n{node} sent to non-peer {to}"
-            );
-            for delay in self.net.send(node, to, &mut self.rng_net) {
-                self.at(
-                    self.now_us + delay,
-                    Ev::Deliver {
-                        from: node,
-                        to,
-                        message: message.clone(),
-                    },
-                );
-            }
-        }
+        self.send_all(node, outbox.messages);
         for reply in outbox.replies {
             match self.slot_by_client.get(&reply.id.client) {
                 Some(&slot) => {
@@ -639,6 +665,25 @@ impl<E: Engine> Sim<E> {
             },
             &[],
         );
+    }
+
+    fn send_all(&mut self, node: NodeId, messages: Vec<(NodeId, E::Message)>) {
+        for (to, message) in messages {
+            assert!(
+                to != node && self.members.contains(&to),
+                "n{node} sent to non-peer {to}"
+            );
+            for delay in self.net.send(node, to, &mut self.rng_net) {
+                self.at(
+                    self.now_us + delay,
+                    Ev::Deliver {
+                        from: node,
+                        to,
+                        message: message.clone(),
+                    },
+                );
+            }
+        }
     }
 
     // ---- nodes: boot, crash, restart -------------------------------------------------------

@@ -51,6 +51,8 @@ pub struct OmniPaxos {
     /// The decided index last written as a record (the record is written lazily, once per
     /// `ready`, since a decided index can always be relearned from the leader).
     decided_persisted: u64,
+    /// A heartbeat passed: write the decided index even if nothing else is being written.
+    decided_flush_due: bool,
     kv: KvStore,
     role: Role,
     pending: PendingTable,
@@ -119,6 +121,7 @@ impl Engine for OmniPaxos {
             ble,
             store,
             decided_persisted,
+            decided_flush_due: false,
             kv,
             role: Role::Follower,
             pending,
@@ -155,6 +158,7 @@ impl Engine for OmniPaxos {
             self.on_ble_leader(leader);
         }
         if self.now_ticks.is_multiple_of(self.config.heartbeat_ticks) {
+            self.decided_flush_due = true;
             self.leader_heartbeat();
             self.snapshot_heartbeat();
             self.reforward(false);
@@ -169,7 +173,14 @@ impl Engine for OmniPaxos {
         self.flush_forwards();
         self.apply_decided();
         self.serve_ready_reads();
-        if self.store.decided_idx > self.decided_persisted {
+        // The decided index is a recovery hint, not a promise: a decision is safe once a
+        // majority durably accepted, and a restarted node re-learns it from the leader. So it
+        // rides along with records that are being synced anyway, or goes out once per
+        // heartbeat — never costing an fsync of its own on the path to a client's reply.
+        if self.store.decided_idx > self.decided_persisted
+            && (!self.out.records.is_empty() || self.decided_flush_due)
+        {
+            self.decided_flush_due = false;
             self.decided_persisted = self.store.decided_idx;
             self.out
                 .records

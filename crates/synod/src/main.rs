@@ -41,7 +41,7 @@ enum Command {
     /// Check a history file for linearizability.
     /// Exit codes: 0 linearizable, 1 not linearizable, 2 unknown (time budget), 3 unreadable input.
     Check {
-        /// History in the JSON format documented in docs/history-format.md.
+        /// History in the JSON format documented in crates/core/src/history.rs (README: \"Correctness\").
         history: PathBuf,
         /// Give up with verdict "unknown" after this many seconds.
         #[arg(long, default_value_t = 60)]

@@ -27,6 +27,10 @@ pub struct ServerArgs {
     /// Leader-failure detection, in ticks.
     #[arg(long)]
     election_timeout_ticks: Option<u64>,
+    /// Write a checkpoint (snapshot file, log compaction) every this many applied entries;
+    /// 0 = never.
+    #[arg(long)]
+    snapshot_entries: Option<u64>,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -98,6 +102,9 @@ fn build_config(args: &ServerArgs) -> anyhow::Result<NodeConfig> {
     }
     if let Some(t) = args.election_timeout_ticks {
         cfg.cluster.election_timeout_ticks = t;
+    }
+    if let Some(n) = args.snapshot_entries {
+        cfg.cluster.storage.snapshot_entries = n;
     }
     if args.unsafe_no_fsync {
         cfg.cluster.storage.fsync = false;
@@ -199,9 +206,12 @@ async fn shutdown_signal() {
 pub fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // No colour codes when logs go to a file (synod dev, chaos and tests redirect them).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = if format == "json" {
         builder.json().try_init()
     } else {

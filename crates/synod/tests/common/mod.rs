@@ -32,7 +32,15 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 }
 
 impl Cluster {
+    /// Starts `n` members and waits until a leader is elected.
     pub fn start(n: usize, engine: &str) -> Cluster {
+        let c = Cluster::launch(n, engine);
+        c.wait_for_leader(Duration::from_secs(20));
+        c
+    }
+
+    /// Writes a cluster file on OS-chosen loopback ports and spawns every member.
+    fn launch(n: usize, engine: &str) -> Cluster {
         let ports = free_ports(3 * n);
         let mut cfg = ClusterConfig::local(n, 1);
         cfg.engine = engine.to_string();
@@ -59,7 +67,6 @@ impl Cluster {
             let child = c.spawn(m.id);
             c.children.push(Some(child));
         }
-        c.wait_for_leader(Duration::from_secs(20));
         c
     }
 
@@ -252,32 +259,7 @@ impl Cluster {
     /// Like [`Cluster::start`] but waits only until every member answers its status endpoint,
     /// not for a leader: leaderless engines (CASPaxos) never report one.
     pub fn start_leaderless(n: usize, engine: &str) -> Cluster {
-        let ports = free_ports(3 * n);
-        let mut cfg = ClusterConfig::local(n, 1);
-        cfg.engine = engine.to_string();
-        cfg.cluster_name = format!("test-{}", ports[0]);
-        for (i, m) in cfg.members.iter_mut().enumerate() {
-            m.peer_addr = format!("127.0.0.1:{}", ports[3 * i]);
-            m.http_addr = format!("127.0.0.1:{}", ports[3 * i + 1]);
-            m.grpc_addr = format!("127.0.0.1:{}", ports[3 * i + 2]);
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config_path = dir.path().join("cluster.toml");
-        std::fs::write(&config_path, cfg.to_toml_string()).expect("write cluster file");
-        let mut c = Cluster {
-            dir,
-            config_path,
-            members: cfg.members.clone(),
-            children: Vec::new(),
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("http client"),
-        };
-        for m in &cfg.members {
-            let child = c.spawn(m.id);
-            c.children.push(Some(child));
-        }
+        let c = Cluster::launch(n, engine);
         c.wait_all_serving(Duration::from_secs(20));
         c
     }

@@ -85,11 +85,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         children.push((m.clone(), child));
     }
 
-    let first = &cluster.members[0];
     let deadline = Instant::now() + Duration::from_secs(20);
     let leader = loop {
-        if let Some(l) = leader_of(&first.http_addr) {
-            break l;
+        if let Some(ready) = cluster_ready(&cluster) {
+            break ready;
         }
         for (m, c) in children.iter_mut() {
             if let Some(status) = c.try_wait()? {
@@ -102,7 +101,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "no leader elected within 20 s; see the logs in {}",
+            "cluster not ready within 20 s (members answering, connected, leader elected where \
+             the engine has one); see the logs in {}",
             data_dir.display()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -158,7 +158,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_banner(cluster: &ClusterConfig, data_dir: &Path, config: &Path, leader: u64) {
+fn print_banner(cluster: &ClusterConfig, data_dir: &Path, config: &Path, leader: Option<u64>) {
     let http: Vec<&str> = cluster
         .members
         .iter()
@@ -170,9 +170,13 @@ fn print_banner(cluster: &ClusterConfig, data_dir: &Path, config: &Path, leader:
         .map(|m| m.grpc_addr.as_str())
         .collect();
     println!(
-        "Synod dev cluster: {} members, engine {}, leader n{leader}",
+        "Synod dev cluster: {} members, engine {}, {}",
         cluster.members.len(),
-        cluster.engine
+        cluster.engine,
+        match leader {
+            Some(l) => format!("leader n{l}"),
+            None => "leaderless (every member proposes)".to_string(),
+        }
     );
     println!("  data dir     {}", data_dir.display());
     println!("  cluster file {}", config.display());
@@ -202,11 +206,30 @@ fn print_banner(cluster: &ClusterConfig, data_dir: &Path, config: &Path, leader:
     println!("Ctrl-C stops every member.");
 }
 
-/// The leader id reported by a member's status endpoint, if it is up and knows one.
-fn leader_of(http_addr: &str) -> Option<u64> {
-    let body = http_get(http_addr, "/v1/status")?;
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    v.get("leader")?.as_u64()
+/// Engines with no leader to wait for at start-up.
+const LEADERLESS_ENGINES: [&str; 1] = ["caspaxos"];
+
+/// `Some(leader)` once every member answers its status endpoint and is connected to all its
+/// peers, and — for engines with a leader (status names one anywhere) — members agree on it.
+/// Leaderless engines (CASPaxos) are ready with `Some(None)`.
+fn cluster_ready(cluster: &ClusterConfig) -> Option<Option<u64>> {
+    let peers = cluster.members.len() - 1;
+    let mut leaders = Vec::new();
+    for m in &cluster.members {
+        let body = http_get(&m.http_addr, "/v1/status")?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let connected = v.get("connected_peers")?.as_array()?.len();
+        if connected < peers {
+            return None;
+        }
+        leaders.push(v.get("leader").and_then(serde_json::Value::as_u64));
+    }
+    let has_leader = !LEADERLESS_ENGINES.contains(&cluster.engine.as_str());
+    match leaders.first().copied().flatten() {
+        Some(l) if leaders.iter().all(|x| *x == Some(l)) => Some(Some(l)),
+        _ if !has_leader => Some(None),
+        _ => None,
+    }
 }
 
 /// A minimal HTTP/1.0 GET so the dev launcher needs no HTTP client dependency.

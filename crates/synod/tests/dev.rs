@@ -11,8 +11,12 @@ use std::time::Duration;
 
 /// A base port such that every port `synod dev` derives from it (base + 10i + {0,1,2}) is free.
 fn free_base(nodes: u16) -> u16 {
+    // Tests in this file run in parallel: each call starts from its own offset so two calls
+    // cannot both pick a range that is free only because neither has started its cluster yet.
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let salt = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * 500;
     for attempt in 0..200u16 {
-        let base = 20_000 + (std::process::id() as u16 % 2000) * 10 + attempt * 37;
+        let base = 20_000 + (std::process::id() as u16 % 2000) * 10 + salt + attempt * 37;
         let ports: Vec<u16> = (0..nodes)
             .flat_map(|i| (0..3).map(move |k| base + 10 * i + k))
             .collect();
@@ -29,12 +33,29 @@ fn free_base(nodes: u16) -> u16 {
 
 #[test]
 fn synod_dev_starts_a_working_cluster_and_stops_it_on_ctrl_c() {
+    run_dev(
+        "omnipaxos",
+        "Synod dev cluster: 3 members, engine omnipaxos, leader n",
+    );
+}
+
+#[test]
+fn synod_dev_starts_a_leaderless_caspaxos_cluster() {
+    run_dev(
+        "caspaxos",
+        "Synod dev cluster: 3 members, engine caspaxos, leaderless",
+    );
+}
+
+fn run_dev(engine: &str, expect_banner: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = free_base(3);
     let mut child = Command::new(env!("CARGO_BIN_EXE_synod"))
         .args([
             "dev",
             "--fresh",
+            "--engine",
+            engine,
             "--base-port",
             &base.to_string(),
             "--data-dir",
@@ -55,10 +76,7 @@ fn synod_dev_starts_a_working_cluster_and_stops_it_on_ctrl_c() {
             break;
         }
     }
-    assert!(
-        banner.contains("Synod dev cluster: 3 members, engine omnipaxos"),
-        "{banner}"
-    );
+    assert!(banner.contains(expect_banner), "{banner}");
     assert!(banner.contains("etcdctl --endpoints="), "{banner}");
 
     let http = reqwest::blocking::Client::new();
@@ -71,16 +89,18 @@ fn synod_dev_starts_a_working_cluster_and_stops_it_on_ctrl_c() {
             .expect("put");
         assert_eq!(r.status().as_u16(), 200);
     }
-    let r: serde_json::Value = http
-        .get(format!(
-            "http://127.0.0.1:{}/v1/kv?prefix=from-&count_only=true",
-            base + 21
-        ))
-        .send()
-        .expect("list")
-        .json()
-        .expect("json");
-    assert_eq!(r["count"], 3);
+    // Each write is read back (linearizably) at a different member than the one that took it.
+    for i in 0..3u16 {
+        let reader = (i + 1) % 3;
+        let url = format!("http://127.0.0.1:{}/v1/kv/from-{i}", base + 10 * reader + 1);
+        let r: serde_json::Value = http.get(&url).send().expect("get").json().expect("json");
+        assert_eq!(
+            r["kv"]["value"],
+            "x",
+            "from-{i} read at member {}",
+            reader + 1
+        );
+    }
 
     // Ctrl-C: the launcher stops every member and exits 0.
     let pid = child.id().to_string();

@@ -341,29 +341,22 @@ async fn accept_loop(
     }
 }
 
-/// Reads one frame (`u32 BE length | payload`), bounded by `frame_bytes_max`. `Ok(None)` on a
-/// clean end of stream between frames; an error on a bad length or a stream cut mid-frame.
+/// Reads one frame (`u32 BE length | payload`), bounded by `frame_bytes_max`, and returns it
+/// *with* its length prefix so the proxy can forward it byte for byte. `Ok(None)` on a clean end
+/// of stream between frames; an error on a bad length or a stream cut mid-frame. Parsing and
+/// bounds are the node transport's own ([`synod_node::transport::read_frame`]), so the proxy
+/// can never disagree with the peers about where a frame ends.
 pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     frame_bytes_max: u32,
 ) -> std::io::Result<Option<Vec<u8>>> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let n = u32::from_be_bytes(len);
-    if n == 0 || n > frame_bytes_max {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("frame length {n} outside 1..={frame_bytes_max}"),
-        ));
-    }
-    let mut frame = Vec::with_capacity(4 + n as usize);
-    frame.extend_from_slice(&len);
-    frame.resize(4 + n as usize, 0);
-    r.read_exact(&mut frame[4..]).await?;
+    let Some(payload) = synod_node::transport::read_frame(r, frame_bytes_max).await? else {
+        return Ok(None);
+    };
+    let len = u32::try_from(payload.len()).map_err(std::io::Error::other)?;
+    let mut frame = Vec::with_capacity(4 + payload.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&payload);
     Ok(Some(frame))
 }
 

@@ -142,6 +142,9 @@ pub struct StorageConfig {
     pub segment_bytes_max: u64,
     /// Largest single durable record.
     pub record_bytes_max: u32,
+    /// Zero-filled space kept ahead of the write-ahead log's end, so that an fsync flushes
+    /// data only (no file-size or extent metadata); 0 = grow the file with each batch.
+    pub preallocate_bytes: u64,
     /// Engines take a checkpoint (snapshot record, log compaction) after this many applied
     /// entries; 0 = never.
     pub snapshot_entries: u64,
@@ -153,6 +156,7 @@ impl Default for StorageConfig {
             fsync: true,
             segment_bytes_max: 64 * 1024 * 1024,
             record_bytes_max: 256 * 1024 * 1024,
+            preallocate_bytes: 4 * 1024 * 1024,
             snapshot_entries: 100_000,
         }
     }

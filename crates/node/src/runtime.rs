@@ -354,6 +354,7 @@ fn recover<E: Engine>(
         segment_bytes_max: cluster.storage.segment_bytes_max,
         record_bytes_max: cluster.storage.record_bytes_max,
         fsync: cluster.storage.fsync,
+        preallocate_bytes: cluster.storage.preallocate_bytes,
     };
     let (wal, records) = Wal::open(&data_dir.wal_dir(), opts)?;
     let n = records.len();

@@ -416,3 +416,114 @@ fn a_missing_snapshot_file_is_refused_not_forgotten() {
     let err = open(dir.path(), 1000).err().expect("must refuse");
     assert!(err.to_string().contains("no snapshot covers"), "{err}");
 }
+
+fn open_preallocated(dir: &Path, segment_bytes_max: u64) -> (Wal<Rec>, Vec<Rec>) {
+    Wal::open(
+        dir,
+        WalOptions {
+            segment_bytes_max,
+            preallocate_bytes: 4096,
+            ..WalOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn preallocated_segments_keep_zeros_ahead_and_read_back_exactly_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, recs) = open_preallocated(dir.path(), 1 << 20);
+    assert!(recs.is_empty());
+    wal.append_and_sync(&(1..=3).map(data).collect::<Vec<_>>())
+        .unwrap();
+    let seg = segments(dir.path()).pop().unwrap();
+    // The file is one preallocation step long; the records take the start of it.
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), 4096);
+    let used = wal.bytes_since_snapshot();
+    assert!(used < 4096);
+    // Appends past the step grow the file by whole steps, never by a record.
+    for n in 4..=60 {
+        wal.append_and_sync(&[data(n)]).unwrap();
+    }
+    let len = std::fs::metadata(&seg).unwrap().len();
+    assert_eq!(len % 4096, 0);
+    assert!(len >= wal.bytes_since_snapshot());
+    drop(wal);
+    // Reopening finds the records and not the zeros, and appends right after the last record.
+    let (mut wal, recs) = open_preallocated(dir.path(), 1 << 20);
+    assert_eq!(recs, (1..=60).map(data).collect::<Vec<_>>());
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        len,
+        "nothing truncated"
+    );
+    wal.append_and_sync(&[data(61)]).unwrap();
+    drop(wal);
+    // A log written with preallocation opens without it, and the other way round.
+    let (_, recs) = open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(recs, (1..=61).map(data).collect::<Vec<_>>());
+}
+
+#[test]
+fn preallocated_torn_tail_is_truncated_and_mid_log_damage_is_still_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open_preallocated(dir.path(), 1 << 20);
+    wal.append_and_sync(&(1..=5).map(data).collect::<Vec<_>>())
+        .unwrap();
+    let used = wal.bytes_since_snapshot();
+    drop(wal);
+    let seg = segments(dir.path()).pop().unwrap();
+    // A half-written record inside the zeros: a batch whose fsync never finished.
+    let f = OpenOptions::new().write(true).open(&seg).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&[60, 0, 0, 0, 9, 9, 9, 9, 1, 2, 3], used)
+        .unwrap();
+    drop(f);
+    let (mut wal, recs) = open_preallocated(dir.path(), 1 << 20);
+    assert_eq!(recs, (1..=5).map(data).collect::<Vec<_>>());
+    wal.append_and_sync(&[data(6)]).unwrap();
+    drop(wal);
+    let (_, recs) = open_preallocated(dir.path(), 1 << 20);
+    assert_eq!(recs, (1..=6).map(data).collect::<Vec<_>>());
+
+    // A flipped byte in the second record, with records after it, is corruption, not an end.
+    let record_bytes = used / 5;
+    let f = OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(&[0xff], record_bytes + 20).unwrap();
+    drop(f);
+    match Wal::<Rec>::open(
+        dir.path(),
+        WalOptions {
+            preallocate_bytes: 4096,
+            ..WalOptions::default()
+        },
+    ) {
+        Err(StorageError::Corrupt { offset, .. }) => assert_eq!(offset, record_bytes),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("corruption in the middle must not open"),
+    }
+}
+
+#[test]
+fn preallocated_rotation_trims_finished_segments_and_keeps_the_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open_preallocated(dir.path(), 1000);
+    for n in 1..=40 {
+        wal.append_and_sync(&[data(n)]).unwrap();
+    }
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 4, "expected rotation, got {segs:?}");
+    // Finished segments hold only their records; the active one keeps its zeros.
+    for s in &segs[..segs.len() - 1] {
+        let len = std::fs::metadata(s).unwrap().len();
+        assert!(len < 4096 && len >= 1000, "{s:?}: {len} bytes");
+    }
+    assert_eq!(std::fs::metadata(segs.last().unwrap()).unwrap().len(), 4096);
+    drop(wal);
+    // A crash before the trim leaves zeros behind a finished segment's records: still clean.
+    let f = OpenOptions::new().write(true).open(&segs[0]).unwrap();
+    f.set_len(4096).unwrap();
+    drop(f);
+    let (_, recs) = open_preallocated(dir.path(), 1000);
+    assert_eq!(recs, (1..=40).map(data).collect::<Vec<_>>());
+}

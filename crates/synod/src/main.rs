@@ -5,6 +5,12 @@
 mod dev;
 mod server;
 
+// The API and transport paths allocate per request (gRPC frames, protobuf messages, replies);
+// glibc malloc showed up at ~10 % of the profile under load, mimalloc's thread-local free
+// lists are markedly cheaper for that pattern. See README "Measured".
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;

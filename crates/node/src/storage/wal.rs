@@ -81,7 +81,7 @@ impl Default for WalOptions {
 }
 
 /// Zeros written per `write` call while preallocating.
-const ZERO_CHUNK: [u8; 64 * 1024] = [0u8; 64 * 1024];
+static ZERO_CHUNK: [u8; 64 * 1024] = [0u8; 64 * 1024];
 
 #[derive(Debug)]
 struct Segment {

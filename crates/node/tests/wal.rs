@@ -516,7 +516,7 @@ fn preallocated_rotation_trims_finished_segments_and_keeps_the_sequence() {
     // Finished segments hold only their records; the active one keeps its zeros.
     for s in &segs[..segs.len() - 1] {
         let len = std::fs::metadata(s).unwrap().len();
-        assert!(len < 4096 && len >= 1000, "{s:?}: {len} bytes");
+        assert!((1000..4096).contains(&len), "{s:?}: {len} bytes");
     }
     assert_eq!(std::fs::metadata(segs.last().unwrap()).unwrap().len(), 4096);
     drop(wal);

@@ -2,7 +2,9 @@
 //! [`NodeHandle`].
 //!
 //! **One OS thread owns the engine** (no lock around it). It runs a single-threaded tokio
-//! runtime of its own and loops:
+//! runtime of its own — which also reads the peer connections, and the engine writes to peers
+//! directly (see the transport module doc), so a message costs no thread hand-off on either
+//! side — and loops:
 //! 1. wait for any input — a submission from a [`NodeHandle`], a decoded peer message, or the
 //!    tick timer (`tick_ms`);
 //! 2. take whatever else is already queued, up to `inputs_per_batch_max` inputs;
@@ -193,6 +195,12 @@ pub async fn start_engine<E: Engine>(
         peers: Arc::new(data_dir.peer_data_ids()?),
         replace_data_id: data_dir.is_fresh() && cfg.allow_wiped_rejoin,
     };
+    // The engine thread's runtime exists before the transport so that peer connections can be
+    // read on it (see the transport module doc); it starts running once the thread does.
+    let engine_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| NodeError::Thread(format!("engine runtime: {e}")))?;
     let mut transport = Transport::<E::Message>::start_with_identity(
         id,
         cluster_id,
@@ -202,6 +210,7 @@ pub async fn start_engine<E: Engine>(
         metrics.clone(),
         inbox_tx,
         Some(identity),
+        Some(engine_rt.handle().clone()),
     )
     .map_err(|source| NodeError::Listen {
         addr: "peer listener".into(),
@@ -253,13 +262,9 @@ pub async fn start_engine<E: Engine>(
     std::thread::Builder::new()
         .name(format!("synod-engine-{id}"))
         .spawn(move || {
-            let result = match tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-            {
-                Ok(rt) => rt.block_on(state.run(shutdown_rx)),
-                Err(e) => Err(NodeError::Thread(format!("engine runtime: {e}"))),
-            };
+            let result = engine_rt.block_on(state.run(shutdown_rx));
+            // Stops the peer readers running here before anyone learns the node is down.
+            drop(engine_rt);
             if let Err(e) = &result {
                 tracing::error!(node = id, error = %e, "node stopped");
             }

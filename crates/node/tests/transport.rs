@@ -289,3 +289,65 @@ async fn a_dead_peer_fills_only_its_own_queue_and_drops_are_counted() {
     // Peer 2 is unaffected.
     deliver(&a, 2, &mut b, (42, "fine".into())).await;
 }
+
+/// Readers moved to another runtime (as the node does with its engine thread's), and frames
+/// large enough that the socket takes them only in parts: the backlog path must still deliver
+/// every frame whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moved_readers_and_partial_writes_deliver_whole_frames_in_order() {
+    let (la, lb) = (bind().await, bind().await);
+    let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
+    let big = TransportConfig {
+        frame_bytes_max: 1 << 20,
+        ..cfg()
+    };
+    // The readers' runtime runs on a thread of its own until the test ends.
+    let (rt_tx, rt_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt_tx.send(rt.handle().clone()).unwrap();
+        rt.block_on(async {
+            let _ = stop_rx.await;
+        });
+    });
+    let readers = rt_rx.recv().unwrap();
+    let (tx, mut inbox) = mpsc::channel(16);
+    let metrics = Arc::new(Metrics::new());
+    let _b = Transport::<Msg>::start_with_identity(
+        2,
+        CLUSTER,
+        vec![(1, aa.to_string())],
+        lb,
+        big.clone(),
+        metrics,
+        tx,
+        None,
+        Some(readers),
+    )
+    .unwrap();
+    let a = start(1, CLUSTER, la, vec![(2, ab.to_string())], big);
+    let start_at = Instant::now();
+    while a.t.connected_peers().is_empty() {
+        assert!(start_at.elapsed() < DEADLINE, "never connected");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // 64 frames of 200 KB: far more than a loopback socket buffer takes at once.
+    let body = "x".repeat(200_000);
+    for i in 0..64u64 {
+        assert!(a.t.send(2, &(i, body.clone())));
+    }
+    for i in 0..64u64 {
+        let (from, (n, got)) = tokio::time::timeout(DEADLINE, inbox.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((from, n), (1, i));
+        assert_eq!(got.len(), body.len());
+    }
+    let _ = stop_tx.send(());
+    thread.join().unwrap();
+}

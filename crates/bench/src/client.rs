@@ -1,15 +1,21 @@
-//! Connections: endpoint normalisation, gRPC channels, and finding the leader through
-//! Maintenance.Status (the member whose `header.member_id` equals the `leader` it reports),
-//! which works the same against etcd and Synod.
+//! Clients: endpoint normalisation, the connections of a run, the KV client over one, and
+//! finding the leader through Maintenance.Status (the member whose `header.member_id` equals
+//! the `leader` it reports), which works the same against etcd and Synod.
 
+use crate::conn::{self, Connection};
 use anyhow::Context as _;
 use std::time::Duration;
 use synod_etcd::pb::etcdserverpb::StatusRequest;
+use synod_etcd::pb::etcdserverpb::kv_client::KvClient;
 use synod_etcd::pb::etcdserverpb::maintenance_client::MaintenanceClient;
-use tonic::transport::{Channel, Endpoint};
 
-/// How long establishing one connection may take before the run gives up on that endpoint.
-pub const CONNECT_TIMEOUT_MS: u64 = 3_000;
+/// The KV client the workers drive.
+pub type Kv = KvClient<Connection>;
+
+/// A KV client over (a clone of) `conn`.
+pub fn kv(conn: &Connection) -> Kv {
+    KvClient::with_origin(conn.clone(), conn.origin().clone())
+}
 
 /// `host:port` → `http://host:port`; an explicit scheme is kept.
 pub fn normalize_endpoint(endpoint: &str) -> String {
@@ -21,35 +27,21 @@ pub fn normalize_endpoint(endpoint: &str) -> String {
     }
 }
 
-fn endpoint(uri: &str, request_timeout: Duration) -> anyhow::Result<Endpoint> {
-    Ok(Endpoint::from_shared(uri.to_string())
-        .with_context(|| format!("bad endpoint `{uri}`"))?
-        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
-        .timeout(request_timeout)
-        // Small request/reply pairs: Nagle would hold requests back by a delayed-ACK period.
-        .tcp_nodelay(true))
-}
-
-/// Opens `connections` channels, each its own TCP connection, spread round-robin over `uris`.
-pub async fn connect_channels(
+/// Opens `connections` connections, each its own TCP connection, spread round-robin over `uris`.
+pub async fn connect_all(
     uris: &[String],
     connections: usize,
     request_timeout: Duration,
-) -> anyhow::Result<Vec<Channel>> {
+) -> anyhow::Result<Vec<Connection>> {
     assert!(
         !uris.is_empty(),
         "callers validate that there is an endpoint"
     );
-    let mut channels = Vec::with_capacity(connections);
+    let mut conns = Vec::with_capacity(connections);
     for i in 0..connections {
-        let uri = &uris[i % uris.len()];
-        let channel = endpoint(uri, request_timeout)?
-            .connect()
-            .await
-            .with_context(|| format!("cannot connect to {uri}"))?;
-        channels.push(channel);
+        conns.push(conn::connect(&uris[i % uris.len()], request_timeout).await?);
     }
-    Ok(channels)
+    Ok(conns)
 }
 
 /// What one endpoint said about itself.
@@ -62,11 +54,8 @@ pub struct MemberStatus {
 
 /// Maintenance.Status of one endpoint.
 pub async fn status(uri: &str, request_timeout: Duration) -> anyhow::Result<MemberStatus> {
-    let channel = endpoint(uri, request_timeout)?
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {uri}"))?;
-    let resp = MaintenanceClient::new(channel)
+    let conn = conn::connect(uri, request_timeout).await?;
+    let resp = MaintenanceClient::with_origin(conn.clone(), conn.origin().clone())
         .status(StatusRequest {})
         .await
         .with_context(|| format!("Maintenance.Status on {uri} failed"))?

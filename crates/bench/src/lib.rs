@@ -7,11 +7,12 @@
 //!   want the [`Report`].
 //!
 //! Module map: `keys` (PRNG, zipfian, key chooser, pre-generated keys and values), `client`
-//! (channels, leader discovery), `runner` (preload and one level), `stats` (histogram summary,
+//! (connections, KV client, leader discovery), `conn` (one HTTP/2 connection as a gRPC service), `runner` (preload and one level), `stats` (histogram summary,
 //! results, table), `plot` (SVG).
 
 mod args;
 mod client;
+mod conn;
 mod keys;
 mod plot;
 mod runner;
@@ -31,12 +32,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// prints the table to stdout and writes the JSON and plot files if asked.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     args.validate()?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = match std::env::var("SYNOD_BENCH_RT").as_deref() {
+        Ok("current") => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    }
+    .context("cannot start the async runtime")?;
     let report = runtime.block_on(bench(&args))?;
     print!("{}", format_table(&report.label, &report.results));
     write_outputs(&args, &report)
@@ -70,8 +74,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         Target::All => uris.clone(),
         Target::Leader => vec![client::find_leader(&uris, args.request_timeout).await?],
     };
-    let channels =
-        client::connect_channels(&targets, args.connections, args.request_timeout).await?;
+    let conns = client::connect_all(&targets, args.connections, args.request_timeout).await?;
 
     let plan = Arc::new(runner::Plan::new(
         args.workload,
@@ -84,7 +87,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
     let progress = args.progress || std::io::stderr().is_terminal();
     if args.workload.needs_preload() {
         let t0 = std::time::Instant::now();
-        runner::preload(&plan, &channels).await?;
+        runner::preload(&plan, &conns).await?;
         if progress {
             eprintln!(
                 "[{}] preloaded {} keys in {:.1} s",
@@ -105,7 +108,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
             progress,
             label: args.label.clone(),
         };
-        results.push(runner::run_level(&plan, &channels, &spec).await);
+        results.push(runner::run_level(&plan, &conns, &spec).await);
     }
 
     Ok(Report {

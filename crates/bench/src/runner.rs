@@ -1,5 +1,5 @@
 //! The load itself: the preload of the key space, and one closed-loop level — `in_flight` worker
-//! tasks, each sending its next request as soon as the previous reply arrives, over channels
+//! tasks, each sending its next request as soon as the previous reply arrives, over connections
 //! shared round-robin — with warm-up, count/duration stop, the optional global rate limit and
 //! the progress line.
 //!
@@ -9,6 +9,8 @@
 //! arriving at that rate would see (coordinated omission).
 
 use crate::args::{StopAfter, Workload};
+use crate::client::{self, Kv};
+use crate::conn::Connection;
 use crate::keys::{KeyChooser, KeySpace, SplitMix64, ValuePool};
 use crate::stats::{LevelResult, WorkerStats};
 use std::io::Write as _;
@@ -16,11 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use synod_etcd::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
-use synod_etcd::pb::etcdserverpb::kv_client::KvClient;
 use synod_etcd::pb::etcdserverpb::request_op::Request as OpRequest;
 use synod_etcd::pb::etcdserverpb::response_op::Response as OpResponse;
 use synod_etcd::pb::etcdserverpb::{Compare, PutRequest, RangeRequest, RequestOp, TxnRequest};
-use tonic::transport::Channel;
 
 /// A worker that got an error waits this long before its next request, so a dead endpoint
 /// yields a countable trickle of errors instead of a busy loop of them.
@@ -93,7 +93,7 @@ enum Outcome {
 /// One request of the plan's workload on `key_index`; returns its latency and outcome.
 async fn execute(
     plan: &Plan,
-    kv: &mut KvClient<Channel>,
+    kv: &mut Kv,
     key_index: u64,
     value_seq: u64,
     rng: &mut SplitMix64,
@@ -207,12 +207,7 @@ struct Level {
     failed: AtomicU64,
 }
 
-async fn worker(
-    plan: Arc<Plan>,
-    level: Arc<Level>,
-    mut kv: KvClient<Channel>,
-    stream: u64,
-) -> WorkerStats {
+async fn worker(plan: Arc<Plan>, level: Arc<Level>, mut kv: Kv, stream: u64) -> WorkerStats {
     let mut rng = SplitMix64::for_stream(plan.seed, stream);
     let mut stats = WorkerStats::new();
     // Workers start at different places in the value pool so concurrent writes differ.
@@ -279,9 +274,9 @@ pub struct LevelSpec {
 }
 
 /// Runs one closed-loop level and merges what the workers measured.
-pub async fn run_level(plan: &Arc<Plan>, channels: &[Channel], spec: &LevelSpec) -> LevelResult {
+pub async fn run_level(plan: &Arc<Plan>, conns: &[Connection], spec: &LevelSpec) -> LevelResult {
     assert!(
-        !channels.is_empty() && spec.in_flight > 0,
+        !conns.is_empty() && spec.in_flight > 0,
         "validated by the caller"
     );
     let start = Instant::now();
@@ -318,7 +313,7 @@ pub async fn run_level(plan: &Arc<Plan>, channels: &[Channel], spec: &LevelSpec)
 
     let workers: Vec<_> = (0..spec.in_flight)
         .map(|i| {
-            let kv = KvClient::new(channels[i % channels.len()].clone());
+            let kv = client::kv(&conns[i % conns.len()]);
             tokio::spawn(worker(plan.clone(), level.clone(), kv, i as u64))
         })
         .collect();
@@ -380,11 +375,11 @@ async fn progress_line(prefix: String, level: Arc<Level>, done: Arc<AtomicBool>)
 }
 
 /// Writes every key once so reads find real values and txn-cas knows each key's revision.
-pub async fn preload(plan: &Arc<Plan>, channels: &[Channel]) -> anyhow::Result<()> {
+pub async fn preload(plan: &Arc<Plan>, conns: &[Connection]) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..PRELOAD_IN_FLIGHT.min(plan.keys.count() as usize))
         .map(|i| {
-            let mut kv = KvClient::new(channels[i % channels.len()].clone());
+            let mut kv = client::kv(&conns[i % conns.len()]);
             let (plan, next) = (plan.clone(), next.clone());
             tokio::spawn(async move {
                 loop {

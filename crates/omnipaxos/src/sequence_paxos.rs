@@ -657,6 +657,17 @@ impl OmniPaxos {
         if l.phase != Phase::Accept {
             return;
         }
+        // Adaptive batching: while every follower still has a batch in flight, new proposals
+        // wait for the first acknowledgement (or a full batch, or a heartbeat). Under load each
+        // round trip then carries everything that arrived during the previous one — fewer
+        // fsyncs and messages per write on every member, and fsync CPU (a VM exit per request
+        // here) was ≈25 % of a leader's engine thread — while an idle cluster sends at once.
+        // Decided-index updates ride along with the next batch, at most one round trip later.
+        let all_busy =
+            !l.followers.is_empty() && l.followers.values().all(|p| p.accepted_idx < p.sent_idx);
+        if all_busy && !l.heartbeat_due && l.proposals.len() < self.config.batch_entries_max {
+            return;
+        }
         let proposals = std::mem::take(&mut l.proposals);
         l.proposal_origins.clear();
         // A proposal buffered during the Prepare phase may already be in the log adopted at

@@ -133,7 +133,7 @@ impl OmniPaxos {
             _ => {
                 let snap = SnapshotData {
                     kv: self.kv.clone(),
-                    origins: self.store.compacted_origins(),
+                    origins: self.store.origins_through(idx),
                 };
                 let Ok(bytes) = postcard::to_allocvec(&snap) else {
                     // Serialising our own in-memory state cannot fail with postcard; if it

@@ -387,9 +387,23 @@ impl DurableState {
         out.push(self.checkpoint(kv));
     }
 
-    /// The recently compacted origins, oldest first (shipped with snapshots).
+    /// The recently compacted origins, oldest first.
     pub fn compacted_origins(&self) -> Vec<Origin> {
         self.compacted_origins.iter().copied().collect()
+    }
+
+    /// What a snapshot of the decided prefix `[0, idx)` must carry for deduplication: the
+    /// recently compacted origins plus those of the entries in `[compacted_idx, idx)` still in
+    /// this log, oldest first. The snapshot usually reaches beyond the last compaction; a
+    /// receiver that learned only the compacted origins could append a re-forwarded command
+    /// a second time (the simulator found it once leaders began holding proposals).
+    pub fn origins_through(&self, idx: u64) -> Vec<Origin> {
+        let mut v = self.compacted_origins();
+        let in_log = idx
+            .saturating_sub(self.compacted_idx)
+            .min(self.log.len() as u64) as usize;
+        v.extend(self.log.iter().take(in_log).map(|e| e.origin));
+        v
     }
 
     fn checkpoint(&self, kv: &KvStore) -> Record {

@@ -5,9 +5,10 @@
 //! * **Records.** `len u32 LE | crc u32 LE | payload`, payload = postcard of the record, crc =
 //!   CRC32C over the length bytes and the payload. Covering the length means a zeroed header
 //!   (len 0, crc 0) never checks out, so zero-filled space is never read as a record.
-//! * **Batches.** [`Wal::append_and_sync`] writes a whole batch with one `write` and one
-//!   `fdatasync`. Group commit falls out of the runtime: while one fsync runs, inputs queue up,
-//!   and the next loop turns all of them into one batch.
+//! * **Batches.** [`Wal::append`] writes a batch with one `write`; [`Wal::sync`] makes
+//!   everything appended durable with one `fdatasync` ([`Wal::append_and_sync`] does both).
+//!   Group commit falls out of the runtime: while one fsync runs, batches queue up, and the
+//!   next round appends all of them before one sync.
 //! * **Rotation.** A batch that finds the active segment at or past `segment_bytes_max` starts a
 //!   new segment first (a batch is never split, so a segment may exceed the bound by one batch).
 //! * **Preallocation.** The active segment is kept zero-filled `preallocate_bytes` ahead of
@@ -100,6 +101,8 @@ pub struct Wal<R> {
     /// Length of the active segment's file: records end at `active_bytes()`, zeros follow up
     /// to here.
     active_file_bytes: u64,
+    /// Appended bytes not yet synced.
+    dirty: bool,
     /// Sequence number the next appended record gets.
     next_seq: u64,
     /// Sequence number of the snapshot recovery would start from (0: none) and its size.
@@ -391,6 +394,7 @@ impl<R: DurableRecord> Wal<R> {
             segments,
             active,
             active_file_bytes,
+            dirty: false,
             next_seq,
             snapshot_seq,
             snapshot_bytes,
@@ -519,10 +523,25 @@ impl<R: DurableRecord> Wal<R> {
     where
         R: Serialize,
     {
+        self.append(records)?;
+        self.sync()
+    }
+
+    /// Writes `records` without syncing the active segment (a checkpoint among them is still
+    /// written durably, after syncing what came before it). Nothing appended may be treated as
+    /// durable until [`Wal::sync`] returns; several appends then share that one sync, which is
+    /// how the node's WAL thread commits batches that queued up during the previous sync.
+    pub fn append(&mut self, records: &[R]) -> io::Result<()>
+    where
+        R: Serialize,
+    {
         let mut buf = Vec::new();
         let mut start = 0;
         while start < records.len() {
             if records[start].is_checkpoint() {
+                // What the snapshot summarises must not be durable only in it while earlier
+                // segment bytes are not.
+                self.sync()?;
                 self.write_snapshot(&records[start])?;
                 start += 1;
                 continue;
@@ -555,7 +574,7 @@ impl<R: DurableRecord> Wal<R> {
             self.preallocate(at + buf.len() as u64)?;
             self.active.write_all_at(&buf, at)?;
             self.active_file_bytes = self.active_file_bytes.max(at + buf.len() as u64);
-            self.sync_active()?;
+            self.dirty = true;
             let n = (until - start) as u64;
             self.next_seq += n;
             if let Some(s) = self.segments.last_mut() {
@@ -606,6 +625,16 @@ impl<R: DurableRecord> Wal<R> {
         Ok(())
     }
 
+    /// Makes everything appended so far durable (one `fdatasync`, none if nothing is pending).
+    pub fn sync(&mut self) -> io::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        self.sync_active()?;
+        self.dirty = false;
+        Ok(())
+    }
+
     fn sync_active(&mut self) -> io::Result<()> {
         if self.opts.fsync {
             self.active.sync_data()?;
@@ -620,12 +649,14 @@ impl<R: DurableRecord> Wal<R> {
         self.segments.last().map(|s| s.bytes).unwrap_or(0)
     }
 
-    /// Starts a new segment at `next_seq` (the active one is already synced: every batch is).
+    /// Starts a new segment at `next_seq`, after syncing the active one ([`Wal::sync`] only
+    /// ever syncs the active file).
     fn rotate(&mut self) -> io::Result<()> {
         if self.active_bytes() == 0 {
             // An empty active segment already starts at next_seq; reuse it.
             return Ok(());
         }
+        self.sync()?;
         // Give back the finished segment's zero tail. Not synced: if the crash comes first,
         // recovery reads the zeros as clean preallocated space.
         let used = self.active_bytes();

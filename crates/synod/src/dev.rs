@@ -77,6 +77,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             .arg(m.id.to_string())
             .arg("--data-dir")
             .arg(&node_dir)
+            // All members share this machine's cores: one API thread each contends less
+            // (measured: ≈7 % more puts at 64 in flight on 2 cores; see README "Measured").
+            .arg("--api-threads")
+            .arg("1")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -18,6 +18,8 @@ pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
 pub const IN_FLIGHT_MAX: usize = 10_000;
 /// Most gRPC channels (TCP connections) one run opens.
 pub const CONNECTIONS_MAX: usize = 1024;
+/// Most threads `--client-threads` may ask for.
+pub const CLIENT_THREADS_MAX: usize = 256;
 /// Most levels in one `--sweep`.
 pub const SWEEP_LEVELS_MAX: usize = 64;
 
@@ -111,6 +113,11 @@ pub struct BenchArgs {
     /// gRPC channels (TCP connections); requests are spread over them.
     #[arg(long, default_value_t = 1)]
     pub connections: usize,
+    /// Threads the client runs its workers on. 1 runs them all on one thread, which costs the
+    /// least CPU per request and so leaves the most to servers sharing the machine; raise it
+    /// only if the client itself is the bottleneck (one core busy with `synod bench`).
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
     /// Send to the leader only, or to every endpoint.
     #[arg(long, value_enum, default_value_t = Target::Leader)]
     pub target: Target,
@@ -216,6 +223,10 @@ impl BenchArgs {
             (1..=CONNECTIONS_MAX).contains(&self.connections),
             "--connections must be between 1 and {CONNECTIONS_MAX}"
         );
+        ensure!(
+            (1..=CLIENT_THREADS_MAX).contains(&self.client_threads),
+            "--client-threads must be between 1 and {CLIENT_THREADS_MAX}"
+        );
         if let Some(count) = self.count {
             ensure!(count >= 1, "--count must be at least 1");
         }
@@ -306,6 +317,7 @@ mod tests {
         assert_eq!(a.workload, Workload::Put);
         assert_eq!((a.key_size, a.value_size), (8, 256));
         assert_eq!(a.target, Target::Leader);
+        assert_eq!(a.client_threads, 1);
         assert_eq!(a.warmup, Duration::from_secs(2));
         assert_eq!(
             a.stop_after(),
@@ -338,6 +350,8 @@ mod tests {
             "1024",
             "--connections",
             "4",
+            "--client-threads",
+            "2",
             "--target",
             "all",
             "--duration",
@@ -366,6 +380,7 @@ mod tests {
         assert_eq!(a.distribution(), Distribution::Zipfian(1.2));
         assert_eq!(a.hot_key_pct, 10.0);
         assert_eq!(a.target, Target::All);
+        assert_eq!(a.client_threads, 2);
         assert_eq!(
             a.stop_after(),
             StopAfter::Duration(Duration::from_millis(1500))
@@ -404,6 +419,7 @@ mod tests {
         invalid(&["--hot-key-pct", "101"], "--hot-key-pct");
         invalid(&["--key-size", "0"], "--key-size");
         invalid(&["--connections", "0"], "--connections");
+        invalid(&["--client-threads", "0"], "--client-threads");
         invalid(&["--in-flight", "0"], "in-flight");
         invalid(&["--sweep", "1,0"], "in-flight");
         invalid(&["--rate", "0"], "--rate");

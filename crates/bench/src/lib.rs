@@ -7,8 +7,9 @@
 //!   want the [`Report`].
 //!
 //! Module map: `keys` (PRNG, zipfian, key chooser, pre-generated keys and values), `client`
-//! (connections, KV client, leader discovery), `conn` (one HTTP/2 connection as a gRPC service), `runner` (preload and one level), `stats` (histogram summary,
-//! results, table), `plot` (SVG).
+//! (connections of a run, KV client, leader discovery), `conn` (one HTTP/2 connection as a
+//! gRPC service), `runner` (preload and one level), `stats` (histogram summary, results,
+//! table), `plot` (SVG).
 
 mod args;
 mod client;
@@ -28,17 +29,33 @@ use std::io::IsTerminal as _;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Runs the benchmark described by `args` on a runtime of its own (one worker thread per core),
-/// prints the table to stdout and writes the JSON and plot files if asked.
+/// Runs the benchmark described by `args` on a runtime of its own, prints the table to stdout
+/// and writes the JSON and plot files if asked.
+///
+/// The runtime has `--client-threads` threads. With one (the default) it is tokio's
+/// current-thread runtime: every worker, the connections' I/O and the timers run on the calling
+/// thread, with no work stealing and no cross-thread wake-ups. On the 2-core machine shared
+/// with three servers that cost about half the client CPU per request of the two-worker
+/// multi-thread runtime, and raised throughput accordingly.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     args.validate()?;
-    let runtime = match std::env::var("SYNOD_BENCH_RT").as_deref() {
-        Ok("current") => tokio::runtime::Builder::new_current_thread()
+    // The bench logs nothing through `tracing`, but h2 opens spans on every poll. With no
+    // dispatcher anywhere in the process, each of them also goes down `tracing`'s fallback to
+    // the `log` crate (enabled in the `synod` binary by axum), ~4 % of the client's CPU in a
+    // profile. A dispatcher that wants nothing makes every such span a cached no. It is this
+    // thread's default for the length of the run only, so an embedding program's own global
+    // subscriber is left alone.
+    let _no_tracing =
+        tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+    let runtime = if args.client_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build(),
-        _ => tokio::runtime::Builder::new_multi_thread()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.client_threads)
             .enable_all()
-            .build(),
+            .build()
     }
     .context("cannot start the async runtime")?;
     let report = runtime.block_on(bench(&args))?;
@@ -59,7 +76,7 @@ pub fn write_outputs(args: &BenchArgs, report: &Report) -> anyhow::Result<()> {
 }
 
 /// Connects, preloads if the workload reads, and runs every in-flight level in order.
-/// Must run inside a multi-threaded tokio runtime.
+/// Must run inside a tokio runtime (current-thread or multi-thread) with time and I/O enabled.
 pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
     args.validate()?;
     let started_unix_s = SystemTime::now()
@@ -117,6 +134,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         endpoints: args.endpoints.clone(),
         targets,
         connections: args.connections,
+        client_threads: args.client_threads,
         keys: args.keys,
         key_dist: match args.key_dist {
             KeyDist::Uniform => "uniform".to_string(),

@@ -165,6 +165,9 @@ pub struct Report {
     /// The endpoints actually driven (the leader alone with `--target leader`).
     pub targets: Vec<String>,
     pub connections: usize,
+    /// `--client-threads`; 0 in reports written before the option existed.
+    #[serde(default)]
+    pub client_threads: usize,
     pub keys: u64,
     pub key_dist: String,
     pub hot_key_pct: f64,

@@ -330,14 +330,11 @@ impl DurableState {
     }
 
     fn remember_compacted_origin(&mut self, o: Origin) {
-        if self.compacted_origin_set.insert(o) {
-            self.compacted_origins.push_back(o);
-        }
-        while self.compacted_origins.len() > COMPACTED_ORIGINS_MAX {
-            if let Some(old) = self.compacted_origins.pop_front() {
-                self.compacted_origin_set.remove(&old);
-            }
-        }
+        remember_compacted(
+            &mut self.compacted_origins,
+            &mut self.compacted_origin_set,
+            o,
+        );
     }
 
     /// Drops the log prefix below `idx` (decided and applied into `kv`, whose applied index is
@@ -351,10 +348,20 @@ impl DurableState {
         );
         assert_eq!(kv.applied_index(), idx, "checkpoint KV store not at {idx}");
         let drop = (idx - self.compacted_idx) as usize;
-        let dropped: Vec<Entry> = self.log.drain(..drop).collect();
-        for e in dropped {
+        // Straight from the log, not via a collected copy: a compaction moves up to
+        // `snapshot_entries` entries, and the copy (fresh pages for ~100 bytes per entry) was
+        // most of a compaction's stall in profiles.
+        if self.compacted_origins.capacity() == 0 {
+            self.compacted_origins.reserve(COMPACTED_ORIGINS_MAX + 1);
+            self.compacted_origin_set.reserve(COMPACTED_ORIGINS_MAX + 1);
+        }
+        for e in self.log.drain(..drop) {
             self.origins.remove(&e.origin);
-            self.remember_compacted_origin(e.origin);
+            remember_compacted(
+                &mut self.compacted_origins,
+                &mut self.compacted_origin_set,
+                e.origin,
+            );
         }
         self.compacted_idx = idx;
         out.push(self.checkpoint(kv));
@@ -417,5 +424,18 @@ impl DurableState {
             compacted_origins: self.compacted_origins(),
             kv: kv.clone(),
         }))
+    }
+}
+
+/// Remembers one compacted origin, forgetting the oldest beyond [`COMPACTED_ORIGINS_MAX`].
+/// A free function so that compaction can call it while draining the log.
+fn remember_compacted(order: &mut VecDeque<Origin>, set: &mut HashSet<Origin>, o: Origin) {
+    if set.insert(o) {
+        order.push_back(o);
+    }
+    while order.len() > COMPACTED_ORIGINS_MAX {
+        if let Some(old) = order.pop_front() {
+            set.remove(&old);
+        }
     }
 }

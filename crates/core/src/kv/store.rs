@@ -204,23 +204,24 @@ impl KvStore {
     }
 
     fn put(&mut self, p: &PutRequest, rev: u64) -> PutResponse {
-        // One lookup, and the previous value moves out instead of being copied: this runs
-        // once per write on every replica.
-        let (create_revision, version) = match self.data.get(&p.key) {
-            Some(cur) => (cur.create_revision, cur.version + 1),
-            None => (rev, 1),
-        };
-        let kv = KeyValue {
+        // One lookup for a key that exists (the common case), and the previous value moves
+        // out instead of being copied: this runs once per write on every replica.
+        let new_kv = |create_revision, version| KeyValue {
             key: p.key.clone(),
             value: p.value.clone(),
             create_revision,
             mod_revision: rev,
             version,
         };
-        self.digest = mix_kv(self.digest, &kv);
         let prev = match self.data.get_mut(&p.key) {
-            Some(cur) => Some(std::mem::replace(cur, kv)),
+            Some(cur) => {
+                let kv = new_kv(cur.create_revision, cur.version + 1);
+                self.digest = mix_kv(self.digest, &kv);
+                Some(std::mem::replace(cur, kv))
+            }
             None => {
+                let kv = new_kv(rev, 1);
+                self.digest = mix_kv(self.digest, &kv);
                 self.data.insert(p.key.clone(), kv);
                 None
             }

@@ -197,10 +197,12 @@ pub async fn start_engine<E: Engine>(
     };
     // The engine thread's runtime exists before the transport so that peer connections can be
     // read on it (see the transport module doc); it starts running once the thread does.
-    let engine_rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| NodeError::Thread(format!("engine runtime: {e}")))?;
+    let mut engine_rt = EngineRuntime(Some(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| NodeError::Thread(format!("engine runtime: {e}")))?,
+    ));
     let mut transport = Transport::<E::Message>::start_with_identity(
         id,
         cluster_id,
@@ -210,7 +212,7 @@ pub async fn start_engine<E: Engine>(
         metrics.clone(),
         inbox_tx,
         Some(identity),
-        Some(engine_rt.handle().clone()),
+        Some(engine_rt.handle()?),
     )
     .map_err(|source| NodeError::Listen {
         addr: "peer listener".into(),
@@ -259,6 +261,7 @@ pub async fn start_engine<E: Engine>(
     };
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let (done_tx, done_rx) = oneshot::channel();
+    let engine_rt = engine_rt.take()?;
     std::thread::Builder::new()
         .name(format!("synod-engine-{id}"))
         .spawn(move || {
@@ -279,6 +282,34 @@ pub async fn start_engine<E: Engine>(
         done: Some(done_rx),
         transport: Some(stopper),
     })
+}
+
+/// The engine thread's runtime until the thread takes it. Start-up can fail after it was built,
+/// inside an async context where dropping a runtime the ordinary way panics; this drops it
+/// without blocking instead.
+struct EngineRuntime(Option<tokio::runtime::Runtime>);
+
+impl EngineRuntime {
+    fn handle(&self) -> Result<tokio::runtime::Handle, NodeError> {
+        self.0
+            .as_ref()
+            .map(|rt| rt.handle().clone())
+            .ok_or_else(|| NodeError::Thread("engine runtime already taken".into()))
+    }
+
+    fn take(&mut self) -> Result<tokio::runtime::Runtime, NodeError> {
+        self.0
+            .take()
+            .ok_or_else(|| NodeError::Thread("engine runtime already taken".into()))
+    }
+}
+
+impl Drop for EngineRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// A fresh data directory: ask the peers whether they remember this member with other data

@@ -138,6 +138,12 @@ async fn put_get_prefix_limit_count_and_keys_only() {
         m.contains(r#"api="grpc",op="range",outcome="ok""#),
         "latency recorded: {m}"
     );
+    // Every successful put was counted in the registered series (the service keeps a cached
+    // handle to it): four puts plus the overwrite above.
+    assert!(
+        m.contains(r#"synod_request_seconds_count{api="grpc",op="put",outcome="ok"} 5"#),
+        "put latencies counted: {m}"
+    );
     s.stop().await;
 }
 

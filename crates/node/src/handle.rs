@@ -157,6 +157,13 @@ impl NodeHandle {
         self.inner.status.borrow().clone()
     }
 
+    /// The current term and revision, without copying the whole status (every etcd reply
+    /// header needs them).
+    pub fn term_and_revision(&self) -> (u64, u64) {
+        let s = self.inner.status.borrow();
+        (s.engine.term, s.engine.revision)
+    }
+
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
     }
@@ -171,8 +178,20 @@ impl NodeHandle {
             consistency,
             reply: tx,
         };
+        // Room in the queue (the usual case): no timer needed for the hand-off.
+        let submission = match self.inner.submit.try_send(submission) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(s)) => Some(s),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(ApiError::Unavailable("node is shutting down".into()));
+            }
+        };
         // A full queue means the engine task is overloaded: wait, but not beyond the timeout.
-        match tokio::time::timeout(timeout, self.inner.submit.send(submission)).await {
+        let queued = match submission {
+            None => Ok(Ok(())),
+            Some(s) => tokio::time::timeout(timeout, self.inner.submit.send(s)).await,
+        };
+        match queued {
             Err(_) => {
                 return Err(ApiError::Unavailable(
                     "node overloaded: submit queue full".into(),

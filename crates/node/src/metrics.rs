@@ -120,6 +120,18 @@ impl Metrics {
     }
 
     /// Observes one API request.
+    /// The histogram [`Metrics::observe_request`] would use, to keep for a hot path (it shares
+    /// its buckets with the registered one).
+    pub fn request_histogram(&self, api: &str, op: &str, outcome: &str) -> Histogram {
+        self.request_seconds
+            .get_or_create(&RequestLabels {
+                api: api.into(),
+                op: op.into(),
+                outcome: outcome.into(),
+            })
+            .clone()
+    }
+
     pub fn observe_request(&self, api: &str, op: &str, outcome: &str, seconds: f64) {
         self.request_seconds
             .get_or_create(&RequestLabels {

@@ -106,7 +106,7 @@ pub struct TransportConfig {
     pub frame_bytes_max: u32,
     /// Messages queued per peer; beyond it messages to that peer are dropped (and counted).
     pub peer_queue_messages_max: usize,
-    /// Most frames written before one flush.
+    /// Most frames one write of a peer's backlog takes (capped at 64 by the transport).
     pub write_batch_frames_max: usize,
     /// First reconnect delay; doubles per failure up to `reconnect_backoff_ms_max`.
     pub reconnect_backoff_ms_min: u64,

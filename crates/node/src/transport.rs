@@ -185,6 +185,10 @@ struct LinkState {
     front_partial: bool,
 }
 
+/// Most frames one vectored write takes (Linux accepts up to 1024 slices; more frames than
+/// this simply take another write).
+const VECTORED_FRAMES_MAX: usize = 64;
+
 /// What a non-blocking write attempt did.
 enum Wrote {
     All,
@@ -199,13 +203,17 @@ impl LinkState {
             return Wrote::Some;
         };
         while !self.backlog.is_empty() {
-            let slices: Vec<IoSlice<'_>> = self
-                .backlog
-                .iter()
-                .take(batch_frames_max)
-                .map(|b| IoSlice::new(b))
-                .collect();
-            match stream.try_write_vectored(&slices) {
+            // On the stack: this runs for every message the engine sends.
+            let mut slices = [IoSlice::new(&[]); VECTORED_FRAMES_MAX];
+            let mut n = 0;
+            for (slot, frame) in slices
+                .iter_mut()
+                .zip(self.backlog.iter().take(batch_frames_max))
+            {
+                *slot = IoSlice::new(frame);
+                n += 1;
+            }
+            match stream.try_write_vectored(&slices[..n]) {
                 Ok(0) => return Wrote::Failed(std::io::ErrorKind::WriteZero.into()),
                 Ok(mut n) => {
                     while n > 0 {
@@ -278,8 +286,8 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
 
     /// [`Transport::start`], presenting and checking data ids (see the module doc), and with
     /// an optional runtime that runs the per-connection readers after their handshake (the
-    /// runtime whose thread consumes `inbox`). `send` must then be called from that thread or
-    /// any other; it never blocks.
+    /// runtime whose thread consumes `inbox`). [`Transport::send`] may be called from any
+    /// thread and never blocks.
     #[allow(clippy::too_many_arguments)]
     pub fn start_with_identity(
         local: NodeId,

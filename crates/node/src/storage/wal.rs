@@ -6,9 +6,9 @@
 //!   CRC32C over the length bytes and the payload. Covering the length means a zeroed header
 //!   (len 0, crc 0) never checks out, so zero-filled space is never read as a record.
 //! * **Batches.** [`Wal::append`] writes a batch with one `write`; [`Wal::sync`] makes
-//!   everything appended durable with one `fdatasync` ([`Wal::append_and_sync`] does both).
-//!   Group commit falls out of the runtime: while one fsync runs, batches queue up, and the
-//!   next round appends all of them before one sync.
+//!   everything appended durable with one `fdatasync`; the node calls
+//!   [`Wal::append_and_sync`], which does both. Group commit falls out of the runtime: while
+//!   one fsync runs, inputs queue up, and the next loop turns all of them into one batch.
 //! * **Rotation.** A batch that finds the active segment at or past `segment_bytes_max` starts a
 //!   new segment first (a batch is never split, so a segment may exceed the bound by one batch).
 //! * **Preallocation.** The active segment is kept zero-filled `preallocate_bytes` ahead of
@@ -529,8 +529,7 @@ impl<R: DurableRecord> Wal<R> {
 
     /// Writes `records` without syncing the active segment (a checkpoint among them is still
     /// written durably, after syncing what came before it). Nothing appended may be treated as
-    /// durable until [`Wal::sync`] returns; several appends then share that one sync, which is
-    /// how the node's WAL thread commits batches that queued up during the previous sync.
+    /// durable until [`Wal::sync`] returns; several appends may share that one sync.
     pub fn append(&mut self, records: &[R]) -> io::Result<()>
     where
         R: Serialize,

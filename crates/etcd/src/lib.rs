@@ -15,9 +15,11 @@ pub mod error;
 mod kv;
 mod maintenance;
 pub mod pb;
+mod server;
 mod service;
 mod stubs;
 
+pub use server::Unvectored;
 pub use service::EtcdService;
 
 use pb::etcdserverpb::auth_server::AuthServer;
@@ -27,10 +29,7 @@ use pb::etcdserverpb::lease_server::LeaseServer;
 use pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use pb::etcdserverpb::watch_server::WatchServer;
 use std::future::Future;
-use std::time::Duration;
 use synod_node::NodeHandle;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 
 /// Room for gRPC framing and protobuf overhead above the request limit (etcd's
@@ -70,29 +69,15 @@ pub fn routes(handle: NodeHandle) -> Routes {
 }
 
 /// Serves the etcd v3 API on `listener` until `shutdown` completes, then finishes the
-/// requests in flight and returns.
+/// requests in flight (at most [`server::SHUTDOWN_GRACE`]) and returns.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     handle: NodeHandle,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+) -> std::io::Result<()> {
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, "etcd gRPC API listening");
-    // Small request/reply pairs: Nagle's algorithm would hold replies back by up to a
-    // delayed-ACK period, so it is turned off on every accepted connection.
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(stream) = &conn
-            && let Err(e) = stream.set_nodelay(true)
-        {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-        conn
-    });
-    tonic::transport::Server::builder()
-        .max_concurrent_streams(Some(GRPC_STREAMS_PER_CONNECTION_MAX))
-        .http2_keepalive_interval(Some(Duration::from_millis(GRPC_KEEPALIVE_INTERVAL_MS)))
-        .http2_keepalive_timeout(Some(Duration::from_millis(GRPC_KEEPALIVE_TIMEOUT_MS)))
-        .add_routes(routes(handle))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+    let decode_max = decoding_message_bytes_max(&handle);
+    let kv = KvServer::new(EtcdService::new(handle.clone())).max_decoding_message_size(decode_max);
+    server::serve(listener, kv, routes(handle), shutdown).await
 }

@@ -14,7 +14,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub handle: NodeHandle,
     shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    task: Option<JoinHandle<Result<(), std::io::Error>>>,
 }
 
 impl TestServer {

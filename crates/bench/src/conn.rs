@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tonic::body::Body;
 
 /// How long establishing one connection (TCP connect plus the HTTP/2 preface) may take.
@@ -72,7 +73,7 @@ pub struct Connection {
     /// `http://host:port`: the origin the generated clients put in every request's URI, and the
     /// name in error messages.
     origin: http::Uri,
-    request_timeout: Duration,
+    deadlines: Deadlines,
     /// Set by `poll_ready` when the connection is gone, so that `call` fails with a clear
     /// `Unavailable` rather than tonic's generic "Service was not ready" (code Unknown).
     broken: Option<Arc<str>>,
@@ -119,7 +120,7 @@ pub async fn connect(uri: &str, request_timeout: Duration) -> anyhow::Result<Con
             .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
             .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
             .enable_push(false)
-            .handshake::<_, Bytes>(tcp)
+            .handshake::<_, Bytes>(synod_etcd::Unvectored(tcp))
             .await?;
         // The driver's own error is not lost: h2 hands it to every stream and to `poll_ready`.
         tokio::spawn(async move {
@@ -137,9 +138,57 @@ pub async fn connect(uri: &str, request_timeout: Duration) -> anyhow::Result<Con
     Ok(Connection {
         send,
         origin,
-        request_timeout,
+        deadlines: Deadlines::start(request_timeout),
         broken: None,
     })
+}
+
+/// Request deadlines without a timer per request. A tokio timer per request costs the client
+/// an eventfd write (the timer wheel unparks its driver) and a wheel insert and removal — about
+/// a fifth of the client's CPU at 64 in flight, on the same cores as the servers it measures.
+/// Instead one task per connection counts ticks of an eighth of the timeout, and a request
+/// gives up once nine ticks have passed since it started: after between 1 and 1.125 times the
+/// timeout.
+#[derive(Clone)]
+struct Deadlines {
+    ticks: watch::Receiver<u64>,
+}
+
+/// Ticks per request timeout; a request waits one more, since it starts mid-tick.
+const TICKS_PER_TIMEOUT: u64 = 8;
+
+impl Deadlines {
+    fn start(timeout: Duration) -> Deadlines {
+        let (tx, ticks) = watch::channel(0u64);
+        let period = (timeout / TICKS_PER_TIMEOUT as u32).max(Duration::from_millis(1));
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(period);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await;
+            let mut n = 0u64;
+            loop {
+                every.tick().await;
+                n += 1;
+                // Every clone of the connection is gone: nobody waits on a deadline.
+                if tx.send(n).is_err() {
+                    return;
+                }
+            }
+        });
+        Deadlines { ticks }
+    }
+
+    /// Completes once a request started now is past its deadline.
+    fn expiry(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut ticks = self.ticks.clone();
+        let due = *ticks.borrow() + TICKS_PER_TIMEOUT + 1;
+        async move {
+            if ticks.wait_for(|&n| n >= due).await.is_err() {
+                // The ticker stopped, which it does only once no connection is left.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
 }
 
 /// The status of a request that failed because the connection to `origin` failed.
@@ -175,7 +224,7 @@ impl tower_service::Service<http::Request<Body>> for Connection {
         let sent = self
             .send
             .send_request(http::Request::from_parts(head, ()), eos);
-        let (timeout, origin) = (self.request_timeout, self.origin.clone());
+        let (expiry, origin) = (self.deadlines.expiry(), self.origin.clone());
         Box::pin(async move {
             let exchange = async {
                 let (response, stream) = sent?;
@@ -185,8 +234,13 @@ impl tower_service::Service<http::Request<Body>> for Connection {
                 response.await
             };
             // As tonic's `Channel` did: the deadline covers the request up to the response head.
-            match tokio::time::timeout(timeout, exchange).await {
-                Err(_) => Err(tonic::TimeoutExpired(()).into()),
+            let outcome = tokio::select! {
+                biased;
+                r = exchange => Ok(r),
+                _ = expiry => Err(()),
+            };
+            match outcome {
+                Err(()) => Err(tonic::TimeoutExpired(()).into()),
                 Ok(Ok(resp)) => Ok(resp.map(|recv| ResponseBody {
                     recv,
                     data_done: false,

@@ -152,7 +152,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub progress: bool,
     /// Per-request deadline; a request that takes longer is abandoned and counted as an error
-    /// (tonic reports it as Cancelled, "Timeout expired").
+    /// (tonic reports it as Cancelled, "Timeout expired"). Checked on a coarse clock: a request
+    /// gives up after between 1 and 1.125 times this.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub request_timeout: Duration,
 }

@@ -19,7 +19,7 @@
 //! goes out as hyper sends it. Only the `user-agent` names the bench instead of tonic.
 //!
 //! Kept from `Channel`: TCP_NODELAY, the connect timeout, the per-request deadline (reported as
-//! `Cancelled: Timeout expired`, as tonic reports its own). Dropped: reconnecting. A connection
+//! `Cancelled: Timeout expired`, as tonic reports its own; see `Deadlines` for why it is coarse). Dropped: reconnecting. A connection
 //! that dies stays dead and every later request on it fails at once with `Unavailable` naming
 //! the endpoint — a benchmark should show a lost connection as errors, not paper over it.
 //! Unary calls only: the request body is sent in full before the response is awaited.

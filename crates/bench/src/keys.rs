@@ -1,50 +1,20 @@
-//! What the load generator sends: a seeded PRNG, the zipfian sampler, the key chooser (uniform or
-//! zipfian, plus a hot-key percentage for conflicts), and the pre-generated key space and value
-//! pool, so the hot path only slices bytes that already exist.
+//! What the load generator sends: seeded random streams, the zipfian sampler, the key chooser
+//! (uniform or zipfian, plus a hot-key percentage for conflicts), and the pre-generated key space
+//! and value pool, so the hot path only slices bytes that already exist.
 //!
-//! The PRNG is a ten-line SplitMix64 rather than the `rand` crate on purpose: a benchmark run must
-//! replay the same key sequence from the same `--seed` forever, and `rand` documents that its
-//! seeded generators' output may change between versions.
+//! The PRNG is core's [`SplitMix64`] (Synod's one seeded generator, not the `rand` crate): a
+//! benchmark run must replay the same key sequence from the same `--seed` forever, and `rand`
+//! documents that its seeded generators' output may change between versions.
 
-/// SplitMix64 (Steele, Lea, Flood: "Fast splittable pseudorandom number generators", 2014).
-/// Statistically good enough for choosing keys, and every worker gets its own stream from
-/// `seed` and its index, so no generator is shared between tasks.
-#[derive(Debug, Clone)]
-pub struct SplitMix64 {
-    state: u64,
-}
+use synod_core::SplitMix64;
 
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        Self { state: seed }
-    }
-
-    /// A generator for stream `stream` of `seed`: streams of one seed do not overlap in any
-    /// practical run, because the first output already mixes the stream into every bit.
-    pub fn for_stream(seed: u64, stream: u64) -> Self {
-        let mut mixer = Self::new(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
-        Self::new(mixer.next_u64())
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1) with 53 bits of precision.
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Uniform in [0, n). Lemire's multiply-shift: the bias is below n / 2^64, far under
-    /// anything a benchmark could notice, and it costs no division.
-    pub fn below(&mut self, n: u64) -> u64 {
-        assert!(n > 0, "below(0) has no values to choose from");
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
+/// The generator for stream `stream` (a worker's index, or the value pool's) of `seed`: streams
+/// of one seed do not overlap in any practical run, because the first output already mixes the
+/// stream into every bit, and no generator is shared between tasks. (The seeding is the bench's
+/// own, not [`SplitMix64::fork`], so `--seed` keeps choosing the keys it always chose.)
+pub fn stream_rng(seed: u64, stream: u64) -> SplitMix64 {
+    let mut mixer = SplitMix64::new(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    SplitMix64::new(mixer.next_u64())
 }
 
 /// Zipf-distributed ranks over `n` elements with exponent `s`: P(rank k) ∝ 1 / k^s (1-based).
@@ -254,7 +224,7 @@ pub struct ValuePool {
 impl ValuePool {
     pub fn new(value_size: usize, seed: u64) -> Self {
         const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-        let mut rng = SplitMix64::for_stream(seed, u64::MAX);
+        let mut rng = stream_rng(seed, u64::MAX);
         let bytes = (0..value_size + VALUE_POOL_VALUES)
             .map(|_| ALPHABET[rng.below(ALPHABET.len() as u64) as usize])
             .collect();
@@ -392,7 +362,7 @@ mod tests {
     fn same_seed_same_sequence_and_streams_differ() {
         let chooser = KeyChooser::new(1_000_000, Distribution::Zipfian(0.99), 5.0);
         let run = |stream| {
-            let mut rng = SplitMix64::for_stream(42, stream);
+            let mut rng = stream_rng(42, stream);
             (0..100)
                 .map(|_| chooser.choose(&mut rng))
                 .collect::<Vec<_>>()

@@ -6,7 +6,7 @@
 //!   writes `--json` and `--plot`. [`bench`] is the same without printing, for callers that
 //!   want the [`Report`].
 //!
-//! Module map: `keys` (PRNG, zipfian, key chooser, pre-generated keys and values), `client`
+//! Module map: `keys` (seeded streams, zipfian, key chooser, pre-generated keys and values), `client`
 //! (connections of a run, KV client, leader discovery), `conn` (one HTTP/2 connection as a
 //! gRPC service), `runner` (preload and one level), `stats` (histogram summary, results,
 //! table), `plot` (SVG).
@@ -20,7 +20,7 @@ mod runner;
 mod stats;
 
 pub use args::{BenchArgs, KeyDist, StopAfter, Target, Workload, parse_duration};
-pub use keys::{Distribution, HOT_KEY_INDEX, KeyChooser, SplitMix64, Zipf};
+pub use keys::{Distribution, HOT_KEY_INDEX, KeyChooser, Zipf};
 pub use plot::write_plot;
 pub use stats::{LatencySummary, LevelResult, Report, format_table};
 

@@ -11,12 +11,13 @@
 use crate::args::{StopAfter, Workload};
 use crate::client::{self, Kv};
 use crate::conn::Connection;
-use crate::keys::{KeyChooser, KeySpace, SplitMix64, ValuePool};
+use crate::keys::{KeyChooser, KeySpace, ValuePool, stream_rng};
 use crate::stats::{LevelResult, WorkerStats};
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use synod_core::SplitMix64;
 use synod_etcd::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use synod_etcd::pb::etcdserverpb::request_op::Request as OpRequest;
 use synod_etcd::pb::etcdserverpb::response_op::Response as OpResponse;
@@ -208,7 +209,7 @@ struct Level {
 }
 
 async fn worker(plan: Arc<Plan>, level: Arc<Level>, mut kv: Kv, stream: u64) -> WorkerStats {
-    let mut rng = SplitMix64::for_stream(plan.seed, stream);
+    let mut rng = stream_rng(plan.seed, stream);
     let mut stats = WorkerStats::new();
     // Workers start at different places in the value pool so concurrent writes differ.
     let mut value_seq = rng.next_u64();

@@ -17,6 +17,8 @@ use synod_etcd::pb::etcdserverpb::{RangeRequest, StatusRequest};
 
 /// How long etcd may take to elect itself and serve.
 const ETCD_READY_TIMEOUT_MS: u64 = 30_000;
+/// etcd starts before giving up on ports nobody else takes between our pick and its bind.
+const ETCD_START_ATTEMPTS_MAX: usize = 5;
 /// Operations per tiny run.
 const COUNT: u64 = 200;
 
@@ -41,11 +43,18 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 }
 
 fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("loopback bind");
-    listener
-        .local_addr()
-        .expect("bound socket has an address")
-        .port()
+    free_ports(1)[0]
+}
+
+/// `n` distinct free loopback ports: every probe socket is held until all are picked, so two
+/// picks cannot return the same port.
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("loopback bind"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("bound socket has an address").port())
+        .collect()
 }
 
 /// The etcd child; killed (and reaped) however the test ends.
@@ -64,7 +73,8 @@ impl Drop for Etcd {
 
 fn start_etcd(etcd: &Path) -> Etcd {
     let data = tempfile::tempdir().expect("temp dir");
-    let (client, peer) = (free_port(), free_port());
+    let ports = free_ports(2);
+    let (client, peer) = (ports[0], ports[1]);
     let client_url = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
     let log = std::fs::File::create(data.path().join("etcd.log")).expect("log file");
@@ -97,8 +107,25 @@ fn start_etcd(etcd: &Path) -> Etcd {
     }
 }
 
-/// Waits until etcd answers Maintenance.Status with itself as leader.
-fn wait_ready(rt: &tokio::runtime::Runtime, etcd: &mut Etcd) {
+/// Starts etcd and waits until it serves, on new ports while the ones picked are taken by
+/// someone else before etcd binds them (the pick releases them first).
+fn start_ready_etcd(rt: &tokio::runtime::Runtime, etcd_bin: &Path) -> Etcd {
+    for attempt in 1..=ETCD_START_ATTEMPTS_MAX {
+        let mut etcd = start_etcd(etcd_bin);
+        match wait_ready(rt, &mut etcd) {
+            Ok(()) => return etcd,
+            Err(log) if log.contains("address already in use") => {
+                eprintln!("etcd start attempt {attempt}: a port was taken; retrying on new ports");
+            }
+            Err(log) => panic!("etcd exited during start-up:\n{log}"),
+        }
+    }
+    panic!("etcd found no free ports in {ETCD_START_ATTEMPTS_MAX} attempts");
+}
+
+/// Waits until etcd answers Maintenance.Status with itself as leader; if it exits instead,
+/// returns its exit status and log.
+fn wait_ready(rt: &tokio::runtime::Runtime, etcd: &mut Etcd) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_millis(ETCD_READY_TIMEOUT_MS);
     let uri = format!("http://{}", etcd.client_addr);
     loop {
@@ -108,12 +135,12 @@ fn wait_ready(rt: &tokio::runtime::Runtime, etcd: &mut Etcd) {
             Some(s.leader != 0 && s.header.map(|h| h.member_id) == Some(s.leader))
         });
         if ready == Some(true) {
-            return;
+            return Ok(());
         }
         if let Ok(Some(status)) = etcd.child.try_wait() {
             let log =
                 std::fs::read_to_string(etcd._data.path().join("etcd.log")).unwrap_or_default();
-            panic!("etcd exited during start-up ({status}):\n{log}");
+            return Err(format!("({status})\n{log}"));
         }
         assert!(
             Instant::now() < deadline,
@@ -145,8 +172,7 @@ fn bench_drives_a_real_etcd() {
         panic!("etcd not found on PATH (set SYNOD_ALLOW_MISSING_ETCD=1 to skip deliberately)");
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let mut etcd = start_etcd(&etcd_bin);
-    wait_ready(&rt, &mut etcd);
+    let etcd = start_ready_etcd(&rt, &etcd_bin);
     let out = tempfile::tempdir().expect("temp dir");
     let count = COUNT.to_string();
 

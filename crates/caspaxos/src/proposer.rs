@@ -15,7 +15,9 @@ use crate::messages::{AcceptedValue, Message, Record, RegisterValue};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use synod_core::kv::register::apply_to_register;
 use synod_core::kv::{Key, Response, SessionVerdict};
-use synod_core::{ClientId, ClientReply, ClientRequest, EngineConfig, EngineError, NodeId};
+use synod_core::{
+    ClientId, ClientReply, ClientRequest, EngineConfig, EngineError, NodeId, SplitMix64,
+};
 
 /// First backoff window after a conflict; it doubles per failed attempt.
 pub const BACKOFF_BASE_TICKS: u64 = 2;
@@ -40,25 +42,11 @@ pub struct Effects {
     pub replies: Vec<ClientReply>,
 }
 
-/// splitmix64: a tiny deterministic generator for backoff jitter, seeded from the config.
-#[derive(Clone, Debug)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform-ish in `1..=max` (max >= 1).
-    pub fn between_1_and(&mut self, max: u64) -> u64 {
-        1 + self.next_u64() % max.max(1)
-    }
+/// A backoff in `1..=window_ticks` (uniform-ish). Modulo rather than [`SplitMix64::below`] on
+/// purpose: it is the draw this proposer has always made, so the simulator's recorded seeds
+/// replay the same jitter.
+fn backoff_jitter_ticks(rng: &mut SplitMix64, window_ticks: u64) -> u64 {
+    1 + rng.next_u64() % window_ticks.max(1)
 }
 
 /// A request waiting for its reply.
@@ -514,7 +502,7 @@ impl Proposer {
             .saturating_mul(1 << round.attempts.min(16))
             .min(BACKOFF_MAX_TICKS);
         round.phase = Phase::Backoff {
-            until_tick: now_tick.saturating_add(self.rng.between_1_and(window)),
+            until_tick: now_tick.saturating_add(backoff_jitter_ticks(&mut self.rng, window)),
         };
     }
 

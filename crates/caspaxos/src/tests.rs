@@ -4,13 +4,12 @@
 
 use super::*;
 use crate::messages::RegisterValue;
-use crate::proposer::SplitMix64;
 use std::collections::{BTreeMap, BTreeSet};
 use synod_core::kv::{
     CasAction, CasRequest, DeleteRangeRequest, Expect, Op, PutRequest, RangeRequest, Response,
     ResponseBody, TxnRequest,
 };
-use synod_core::{ClientId, ClientReply, DurableRecord, EngineError, RequestId};
+use synod_core::{ClientId, ClientReply, DurableRecord, EngineError, RequestId, SplitMix64};
 
 struct Net {
     nodes: BTreeMap<NodeId, Option<CasPaxos>>,

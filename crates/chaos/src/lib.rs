@@ -15,7 +15,6 @@
 pub mod availability;
 pub mod cluster;
 pub mod proxy;
-pub mod rng;
 pub mod schedule;
 pub mod workload;
 
@@ -23,7 +22,6 @@ use availability::FaultRecord;
 use clap::{Args, Parser};
 use cluster::Cluster;
 use proxy::{Proxy, ProxyConfig, Route};
-use rng::Rng;
 use schedule::{Fault, FaultKinds, ScheduledFault, Target};
 use serde_json::json;
 use std::io::IsTerminal;
@@ -32,8 +30,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use synod_core::NodeId;
 use synod_core::history::History;
+use synod_core::{NodeId, SplitMix64};
 use synod_node::ClusterConfig;
 use workload::{Clock, Recorder, WorkloadConfig};
 
@@ -65,7 +63,7 @@ pub struct ChaosArgs {
     /// Members in the cluster.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
-    /// Replication engine: omnipaxos or caspaxos.
+    /// Replication engine: omnipaxos, vr or caspaxos.
     #[arg(long, default_value = "omnipaxos")]
     pub engine: String,
     /// Concurrent clients; client i talks to member (i mod nodes).
@@ -189,7 +187,7 @@ fn random_seed() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    Rng::new(t ^ u64::from(std::process::id()).rotate_left(32)).next_u64() % 1_000_000_000
+    SplitMix64::new(t ^ u64::from(std::process::id()).rotate_left(32)).next_u64() % 1_000_000_000
 }
 
 fn prepare_out_dir(args: &ChaosArgs, seed: u64) -> Result<PathBuf, String> {
@@ -356,13 +354,15 @@ async fn setup(
             .start(i, clock.now_us())
             .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
     }
-    // Ready = a write through member 1 succeeds (works for leader-based and leaderless engines).
+    // Ready = a write through member 1 succeeds (works for leader-based and leaderless engines)
+    // and every member serves its HTTP port, so no fault lands on a member still starting.
     let http = reqwest::Client::builder()
         .timeout(Duration::from_millis(1_000))
         .build()
         .map_err(|e| e.to_string())?;
     let deadline = Instant::now() + Duration::from_millis(READY_TIMEOUT_MS);
     let url = format!("http://{}/v1/kv/chaos-ready", cluster.members[0].http_addr);
+    let mut written = false;
     loop {
         let exited = cluster.exited();
         if let Some((name, status)) = exited.first() {
@@ -371,14 +371,15 @@ async fn setup(
                 out.display()
             ));
         }
-        if let Ok(r) = http.put(&url).json(&json!({"value": "ready"})).send().await
-            && r.status().is_success()
-        {
+        if !written && let Ok(r) = http.put(&url).json(&json!({"value": "ready"})).send().await {
+            written = r.status().is_success();
+        }
+        if written && every_member_serves(&http, &cluster).await {
             break;
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "the cluster did not serve a write within {} s; see the logs in {}",
+                "the cluster did not serve a write and every member its status within {} s; see the logs in {}",
                 READY_TIMEOUT_MS / 1000,
                 out.display()
             ));
@@ -392,6 +393,19 @@ async fn setup(
         ports: all_ports,
         ids,
     })
+}
+
+/// Whether every member answers `/v1/status` (it answers only once all its listeners are bound
+/// and its node is running).
+async fn every_member_serves(http: &reqwest::Client, cluster: &Cluster) -> bool {
+    for m in &cluster.members {
+        let url = format!("http://{}/v1/status", m.http_addr);
+        match http.get(&url).send().await {
+            Ok(r) if r.status().is_success() => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// What the nemesis did and noticed.
@@ -408,7 +422,7 @@ struct Nemesis<'a> {
     cluster: &'a mut Cluster,
     proxy: &'a Proxy,
     ids: Vec<NodeId>,
-    rng: Rng,
+    rng: SplitMix64,
     http: reqwest::Client,
     clock: Clock,
     log: NemesisLog,
@@ -726,7 +740,7 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
         cluster: &mut s.cluster,
         proxy: &s.proxy,
         ids: s.ids.clone(),
-        rng: Rng::new(seed ^ 0xFA17),
+        rng: SplitMix64::new(seed ^ 0xFA17),
         http: reqwest::Client::new(),
         clock,
         log: NemesisLog::default(),

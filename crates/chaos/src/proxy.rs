@@ -26,13 +26,12 @@
 //! The proxy is driven from code ([`Proxy::cut`] …) and by people through a line protocol on a
 //! local TCP port ([`Proxy::serve_control`], documented in docs/chaos.md and by `help`).
 
-use crate::rng::Rng;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use synod_core::NodeId;
+use synod_core::{NodeId, SplitMix64};
 use synod_node::transport::{Hello, MAGIC, decode_payload};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -423,7 +422,7 @@ async fn serve_connection(
     }
 
     let conn_no = shared.connections_total.fetch_add(1, Ordering::Relaxed);
-    let mut rng = Rng::new(
+    let mut rng = SplitMix64::new(
         shared.cfg.seed
             ^ (link.0 << 40)
             ^ (link.1 << 20)

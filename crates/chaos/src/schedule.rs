@@ -6,9 +6,8 @@
 //! Roles — "the leader", "the hub" — are resolved when a fault starts, from the members'
 //! `/v1/status`, because only then is it known who leads.
 
-use crate::rng::Rng;
 use serde::Serialize;
-use synod_core::NodeId;
+use synod_core::{NodeId, SplitMix64};
 
 /// The fault families `--faults` can enable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,15 +158,15 @@ pub fn random_schedule(
     from_ms: u64,
     until_ms: u64,
 ) -> Vec<ScheduledFault> {
-    let mut rng = Rng::new(seed ^ 0x5EED_F417);
+    let mut rng = SplitMix64::new(seed ^ 0x5EED_F417);
     let enabled = kinds.enabled();
     let mut out = Vec::new();
     if enabled.is_empty() || nodes == 0 {
         return out;
     }
-    let random_node = |rng: &mut Rng| Target::Node(rng.range(1, nodes as u64));
+    let random_node = |rng: &mut SplitMix64| Target::Node(rng.range(1, nodes as u64));
     // Half the node faults hit the leader: that is where availability is lost.
-    let node_target = |rng: &mut Rng| match rng.below(4) {
+    let node_target = |rng: &mut SplitMix64| match rng.below(4) {
         0 | 1 => Target::Leader,
         2 => Target::Follower,
         _ => random_node(rng),

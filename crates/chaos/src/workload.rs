@@ -12,11 +12,11 @@
 //!
 //! Values are unique (`c<client>s<seq>`), which is what lets the checker tell writes apart.
 
-use crate::rng::Rng;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use synod_core::SplitMix64;
 use synod_core::history::{Expected, HistoryOp, OpKind, Output};
 
 /// A client gives up on an answer after this; the outcome is then unknown.
@@ -102,7 +102,7 @@ pub async fn run_client(
         Err(_) => return,
     };
     let base = format!("http://{http_addr}/v1/kv");
-    let mut rng = Rng::new(seed ^ (index as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+    let mut rng = SplitMix64::new(seed ^ (index as u64).wrapping_mul(0xA24B_AED4_963E_E407));
     let mut client_id = index as u64 + 1;
     let mut seq = 0u64;
     // What this client last saw per key, to make CAS expectations that sometimes hold.
@@ -125,7 +125,11 @@ pub async fn run_client(
                 _ => Expected::Absent,
             };
             // One CAS in ten deletes the key when its expectation holds.
-            let nv = if rng.chance(100) { None } else { Some(value) };
+            let nv = if rng.chance_permille(100) {
+                None
+            } else {
+                Some(value)
+            };
             (OpKind::Cas, Some(e), nv)
         } else {
             (OpKind::Delete, None, None)

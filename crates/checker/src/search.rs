@@ -124,7 +124,7 @@ impl Bits {
 }
 
 fn zobrist(i: usize) -> u64 {
-    crate::generate::splitmix64(i as u64 ^ 0x5bd1_e995_0000_0000)
+    synod_core::SplitMix64::new(i as u64 ^ 0x5bd1_e995_0000_0000).next_u64()
 }
 
 /// One memo entry: a set of linearized ops in canonical (`full`, window) form, the window

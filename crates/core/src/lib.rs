@@ -6,18 +6,28 @@
 //! * [`engine`] — the [`Engine`](engine::Engine) trait every replication protocol implements
 //!   as a sans-IO state machine, and the [`Ready`](engine::Ready) batch that makes
 //!   persist-before-send structural.
+//! * [`protocol`] — the [`LogProtocol`](protocol::LogProtocol) contract an ordering protocol
+//!   fulfils so that the replica layer can make it an engine.
 //! * [`history`] — the JSON history format written by the simulator and chaos runs and read by
 //!   the linearizability checker.
 //!
-//! This crate has no dependency on tokio, std::time, threads or randomness; keep it so.
+//! * [`rng`] — the one seeded generator (splitmix64) everything deterministic draws from.
+//!
+//! This crate has no dependency on tokio, std::time, threads or OS randomness; keep it so.
 
 pub mod engine;
 pub mod history;
 pub mod ids;
 pub mod kv;
+pub mod protocol;
+pub mod rng;
 
 pub use engine::{
     Capabilities, ClientReply, ClientRequest, Consistency, DurableRecord, Engine, EngineConfig,
     EngineError, EngineStatus, Outbox, OutputBuffer, PlantedBug, Ready,
 };
 pub use ids::{ClientId, NodeId, RequestId};
+pub use protocol::{
+    Command, LogProtocol, Origin, ProtocolEvent, ProtocolOutput, SnapshotAcceptance, TransferStatus,
+};
+pub use rng::SplitMix64;

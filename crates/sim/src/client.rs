@@ -6,14 +6,13 @@
 //! in all three forms (by value, by version, expect absent) so lost updates show up as two
 //! successful CAS from the same expectation.
 
-use crate::rng::SimRng;
 use std::collections::BTreeMap;
 use synod_core::history::{Expected, HistoryOp, OpKind, Output, ReadConsistency};
 use synod_core::kv::{
     CasAction, CasRequest, DeleteRangeRequest, Expect, Op, PutRequest, RangeRequest, Response,
     ResponseBody,
 };
-use synod_core::{ClientId, ClientRequest, Consistency, NodeId, RequestId};
+use synod_core::{ClientId, ClientRequest, Consistency, NodeId, RequestId, SplitMix64};
 
 /// Most attempts (first try + retries at other nodes) for one operation; past it the client
 /// gives up, records the outcome as unknown and continues under a fresh session.
@@ -60,7 +59,7 @@ pub fn key_name(i: u64) -> String {
 
 /// Draws the next operation for `client`. Returns the request and its history entry.
 pub fn next_op(
-    rng: &mut SimRng,
+    rng: &mut SplitMix64,
     keys: u64,
     client: ClientId,
     seq: u64,

@@ -13,8 +13,7 @@
 //! record by its checksum and truncates it, so a torn record is simply lost. This is issue 5's
 //! model; corrupted files beyond the tail are not simulated.
 
-use crate::rng::SimRng;
-use synod_core::DurableRecord;
+use synod_core::{DurableRecord, SplitMix64};
 
 /// What a crash does to records that were written but not yet synced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,7 +89,7 @@ impl<R: DurableRecord> SimDisk<R> {
     }
 
     /// Applies a crash to the disk and returns how many records were lost.
-    pub fn crash(&mut self, mode: CrashMode, rng: &mut SimRng) -> usize {
+    pub fn crash(&mut self, mode: CrashMode, rng: &mut SplitMix64) -> usize {
         let lost = match mode {
             CrashMode::ProcessOnly => 0,
             CrashMode::LoseUnsynced => {
@@ -149,7 +148,7 @@ mod tests {
 
     #[test]
     fn synced_records_survive_and_unsynced_may_not() {
-        let mut rng = SimRng::new(3);
+        let mut rng = SplitMix64::new(3);
         let mut d = SimDisk::new();
         d.write_and_sync(&[Rec(1, false), Rec(2, false)]).unwrap();
         d.write(&[Rec(3, false), Rec(4, false), Rec(5, false)]);
@@ -159,7 +158,7 @@ mod tests {
         let mut lost_any = false;
         for seed in 0..20 {
             let mut copy = d.clone();
-            let lost = copy.crash(CrashMode::LoseUnsynced, &mut SimRng::new(seed));
+            let lost = copy.crash(CrashMode::LoseUnsynced, &mut SplitMix64::new(seed));
             lost_any |= lost > 0;
             assert!(lost <= 1, "only the unsynced record may be lost");
             assert_eq!(&copy.records()[..5], &d.records()[..5]);

@@ -18,8 +18,7 @@
 //! Roles (leader, hub) are resolved when the fault starts, from the replicas' status, because
 //! which server leads is only known then.
 
-use crate::rng::SimRng;
-use synod_core::NodeId;
+use synod_core::{NodeId, SplitMix64};
 
 /// Which kinds of fault a random schedule may contain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -204,7 +203,7 @@ pub const FAULT_DURATION_MAX_US: u64 = 2_500_000;
 /// Draws a random schedule over `[0, window_us)` from the enabled kinds. Every fault ends by
 /// `window_us`, where the simulator heals everything anyway.
 pub fn random_schedule(
-    rng: &mut SimRng,
+    rng: &mut SplitMix64,
     members: &[NodeId],
     set: FaultSet,
     window_us: u64,
@@ -364,7 +363,7 @@ mod tests {
     #[test]
     fn schedules_stay_inside_the_window() {
         for seed in 0..200 {
-            let mut rng = SimRng::new(seed);
+            let mut rng = SplitMix64::new(seed);
             for f in random_schedule(&mut rng, &[1, 2, 3, 4, 5], FaultSet::ALL, 5_000_000) {
                 assert!(f.start_us < f.end_us && f.end_us <= 5_000_000, "{f}");
                 if let Fault::Split { side } = &f.fault {

@@ -4,9 +4,8 @@
 //! Partitions compose: every active partition fault contributes a set of cut directed links and
 //! a link is up only if no active fault cuts it, so overlapping faults heal independently.
 
-use crate::rng::SimRng;
 use std::collections::BTreeMap;
-use synod_core::NodeId;
+use synod_core::{NodeId, SplitMix64};
 
 /// Lowest base one-way latency of a link.
 pub const LINK_LATENCY_MIN_US: u64 = 500;
@@ -32,7 +31,7 @@ pub struct Network {
 }
 
 impl Network {
-    pub fn new(members: &[NodeId], rng: &mut SimRng) -> Self {
+    pub fn new(members: &[NodeId], rng: &mut SplitMix64) -> Self {
         let n = members.len();
         let base_latency_us = (0..n)
             .map(|_| {
@@ -103,7 +102,7 @@ impl Network {
     }
 
     /// Decides the fate of one message: the delivery delays of its copies (empty = lost).
-    pub fn send(&mut self, from: NodeId, to: NodeId, rng: &mut SimRng) -> Vec<u64> {
+    pub fn send(&mut self, from: NodeId, to: NodeId, rng: &mut SplitMix64) -> Vec<u64> {
         self.messages_sent += 1;
         let loss: u64 = self.loss_bursts_permille.values().sum::<u64>().min(1000);
         if !self.is_up(from, to) || rng.chance_permille(loss) {

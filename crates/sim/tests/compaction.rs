@@ -7,18 +7,20 @@
 //! * The all-faults suites with checkpoints every few entries, on 3 and 5 nodes.
 //! * Planted bugs are still caught with compaction on.
 //!
-//! Seed counts scale with `SYNOD_SIM_SEEDS` (default 300 per suite and node count).
+//! Seed counts scale with `SYNOD_SIM_SEEDS` (default 300 per suite and node count; see
+//! `synod_sim::sweep`).
 
 use synod_core::PlantedBug;
-use synod_omnipaxos::OmniPaxos;
+use synod_sim::engines::OmniPaxosEngine;
 use synod_sim::faults::ScheduledFault;
+use synod_sim::sweep::{assert_all_pass, assert_caught, seed_count};
 use synod_sim::{Fault, FaultSet, RunConfig, RunResult, run_seed};
 
+/// Seeds per suite and node count, unless `SYNOD_SIM_SEEDS` says otherwise.
+const SEEDS_DEFAULT: u64 = 300;
+
 fn seeds() -> u64 {
-    std::env::var("SYNOD_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .map_or(300, |n| n.max(1))
+    seed_count(SEEDS_DEFAULT)
 }
 
 /// A follower cut off from everyone during `[1 s, 4 s)` while clients keep writing; then heal.
@@ -35,7 +37,7 @@ fn isolated_follower_run(seed: u64, nodes: usize, snapshot_entries: u64) -> RunR
         end_us: 4_000_000,
         fault: Fault::Isolate { node: None },
     }]);
-    run_seed::<OmniPaxos>(&cfg)
+    run_seed::<OmniPaxosEngine>(&cfg)
 }
 
 #[test]
@@ -75,7 +77,7 @@ fn a_crashed_follower_recovers_from_its_checkpoint_and_a_snapshot() {
             end_us: 4_000_000,
             fault: Fault::Crash { node: 1 + seed % 3 },
         }]);
-        let r = run_seed::<OmniPaxos>(&cfg);
+        let r = run_seed::<OmniPaxosEngine>(&cfg);
         assert!(r.passed(), "{}", r.report());
     }
 }
@@ -93,34 +95,15 @@ fn whole_cluster_power_loss_with_checkpoints() {
             end_us: 2_500_000,
             fault: Fault::PowerLoss,
         }]);
-        let r = run_seed::<OmniPaxos>(&cfg);
+        let r = run_seed::<OmniPaxosEngine>(&cfg);
         assert!(r.passed(), "{}", r.report());
     }
 }
 
-fn all_faults_with_snapshots(nodes: usize, range: std::ops::Range<u64>, snapshot_entries: u64) {
-    let mut failed = Vec::new();
-    let mut first = None;
-    let mut ops = 0;
-    for seed in range.clone() {
-        let mut cfg = RunConfig::new(seed, nodes);
-        cfg.snapshot_entries = snapshot_entries;
-        let r = run_seed::<OmniPaxos>(&cfg);
-        ops += r.ops_ok;
-        if !r.passed() {
-            failed.push(seed);
-            first.get_or_insert(r.report());
-        }
-    }
-    println!(
-        "omnipaxos {nodes} nodes, snapshot_entries {snapshot_entries}, seeds {range:?}: {} failed, {ops} ops ok",
-        failed.len()
-    );
-    assert!(
-        failed.is_empty(),
-        "failed seeds {failed:?}\n{}",
-        first.unwrap_or_default()
-    );
+fn all_faults_with_snapshots(nodes: usize, seeds: std::ops::Range<u64>, snapshot_entries: u64) {
+    let mut cfg = RunConfig::new(0, nodes);
+    cfg.snapshot_entries = snapshot_entries;
+    assert_all_pass::<OmniPaxosEngine>(&cfg, seeds);
 }
 
 #[test]
@@ -153,18 +136,12 @@ fn all_faults_5_nodes_snapshot_every_7_entries() {
 /// Seeds a planted bug may take to be caught.
 const PLANT_SEEDS_MAX: u64 = 300;
 
-fn caught_with_snapshots(bug: PlantedBug, faults: &str) -> RunResult {
-    let faults = FaultSet::parse(faults).unwrap();
-    (0..PLANT_SEEDS_MAX)
-        .find_map(|seed| {
-            let mut cfg = RunConfig::new(seed, 3);
-            cfg.faults = faults;
-            cfg.planted_bug = Some(bug);
-            cfg.snapshot_entries = 7;
-            let r = run_seed::<OmniPaxos>(&cfg);
-            (!r.passed()).then_some(r)
-        })
-        .unwrap_or_else(|| panic!("{} not caught in {PLANT_SEEDS_MAX} seeds", bug.name()))
+fn caught_with_snapshots(bug: PlantedBug, faults: &str) {
+    let mut cfg = RunConfig::new(0, 3);
+    cfg.faults = FaultSet::parse(faults).expect("a valid fault list");
+    cfg.planted_bug = Some(bug);
+    cfg.snapshot_entries = 7;
+    assert_caught::<OmniPaxosEngine>(&cfg, 0..PLANT_SEEDS_MAX);
 }
 
 #[test]
@@ -175,13 +152,7 @@ fn planted_bugs_are_still_caught_with_compaction() {
         (PlantedBug::StaleLinearizableRead, "partition"),
         (PlantedBug::AckBeforeFsync, "crash,power-loss,torn-writes"),
     ] {
-        let r = caught_with_snapshots(bug, faults);
-        println!(
-            "{} caught at seed {}: {}",
-            bug.name(),
-            r.seed,
-            r.failures.first().map_or("", |f| f.as_str())
-        );
+        caught_with_snapshots(bug, faults);
     }
 }
 
@@ -198,7 +169,7 @@ fn regression_seeds() {
     for &(nodes, seed, snapshot_entries, what) in REGRESSION_SEEDS {
         let mut cfg = RunConfig::new(seed, nodes);
         cfg.snapshot_entries = snapshot_entries;
-        let r = run_seed::<OmniPaxos>(&cfg);
+        let r = run_seed::<OmniPaxosEngine>(&cfg);
         assert!(r.passed(), "{what}\n{}", r.report());
     }
 }

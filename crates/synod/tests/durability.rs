@@ -11,25 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use synod_core::SplitMix64;
 
 /// Writer threads putting keys concurrently.
 const WRITERS: usize = 4;
-
-/// A tiny seeded generator (xorshift64*): the kill schedule is reproducible from the seed
-/// printed by the test, without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// Writers cycling over every member's HTTP address, recording each acknowledged put.
 struct Load {
@@ -151,7 +136,8 @@ fn random_sigkills_and_restarts_lose_no_acknowledged_write() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x5eed_0005_u64);
     eprintln!("random SIGKILL test: seed {seed} (set SYNOD_DURABILITY_SEED to replay)");
-    let mut rng = Rng(seed | 1);
+    // The kill schedule is drawn from the seed, so a printed seed replays it.
+    let mut rng = SplitMix64::new(seed);
     let mut c = Cluster::start(3, "omnipaxos");
     let load = Load::start(&c, "rk");
     wait_for_progress(

@@ -1,27 +1,71 @@
-//! A real multi-process cluster for integration tests: `synod server` processes on loopback
-//! ports picked by the OS, a temporary data directory, SIGKILL and restart, and polling helpers
+//! A real multi-process cluster for integration tests: `synod server` processes on free
+//! loopback ports (relaunched on new ones if another process takes one first), started only
+//! once every member serves, a temporary data directory, SIGKILL and restart, and polling helpers
 //! that wait for a condition with a deadline (never a bare sleep).
 
 #![allow(dead_code)]
 
 use serde_json::Value;
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use synod_core::SplitMix64;
 use synod_node::{ClusterConfig, MemberConfig};
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    /// Distinct per launch, so a status answer proves which cluster a member belongs to.
+    pub cluster_name: String,
     pub members: Vec<MemberConfig>,
     children: Vec<Option<Child>>,
     pub http: reqwest::blocking::Client,
 }
 
-/// Ports the OS says are free right now. Held listeners are dropped just before the servers
-/// start; a clash is possible but rare, and shows up as a start-up failure, not a wrong result.
+/// Launches of a cluster before giving up on finding ports nobody else takes.
+const LAUNCH_ATTEMPTS_MAX: usize = 5;
+/// How long a spawned member may take to serve its client ports.
+const SERVING_TIMEOUT: Duration = Duration::from_secs(20);
+/// Random probes for free ports per port wanted, before giving up.
+const PORT_PROBES_PER_PORT_MAX: usize = 50;
+/// Fewest ports below the kernel's ephemeral range worth drawing from.
+const PORT_RANGE_MIN: u16 = 1000;
+
+/// `n` distinct loopback ports that are free right now. They are drawn at random below the
+/// kernel's ephemeral port range when it leaves room: ports there are never handed out to
+/// outgoing connections or to `bind(0)`, so between this pick and the member's bind no client
+/// socket (a flood test opens 1500) can take one. Another test may still draw the same port;
+/// [`Cluster::start`] relaunches on new ports when a member cannot bind.
 pub fn free_ports(n: usize) -> Vec<u16> {
+    let Some(range) = ports_below_ephemeral() else {
+        return os_chosen_ports(n);
+    };
+    let mut rng = port_rng();
+    let mut held: Vec<TcpListener> = Vec::new();
+    for _ in 0..n * PORT_PROBES_PER_PORT_MAX {
+        if held.len() == n {
+            break;
+        }
+        let port = range.start + rng.below(u64::from(range.end - range.start)) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    assert_eq!(
+        held.len(),
+        n,
+        "found only {} free ports in {range:?}",
+        held.len()
+    );
+    held.iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+/// Ports the OS picks (`bind(0)`), all held until every one is picked so that they differ.
+fn os_chosen_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
         .collect();
@@ -31,20 +75,68 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// The unprivileged ports below the kernel's ephemeral range, if there are enough of them.
+fn ports_below_ephemeral() -> Option<std::ops::Range<u16>> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let low: u16 = text.split_whitespace().next()?.parse().ok()?;
+    let range = 1024..low;
+    (range.end.saturating_sub(range.start) >= PORT_RANGE_MIN).then_some(range)
+}
+
+/// A generator that differs between test processes and between calls in one process.
+fn port_rng() -> SplitMix64 {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    SplitMix64::new(nanos ^ u64::from(std::process::id()).rotate_left(32) ^ call)
+}
+
+/// Why a freshly launched member is not serving.
+enum NotServing {
+    /// It could not bind one of its ports: someone took it after [`free_ports`] picked it.
+    PortTaken { id: u64, line: String },
+}
+
 impl Cluster {
-    /// Starts `n` members and waits until a leader is elected.
+    /// Starts `n` members, waits until every one serves its client ports, then until a leader
+    /// is elected.
     pub fn start(n: usize, engine: &str) -> Cluster {
-        let c = Cluster::launch(n, engine);
+        let c = Cluster::launch_serving(n, engine);
         c.wait_for_leader(Duration::from_secs(20));
         c
     }
 
-    /// Writes a cluster file on OS-chosen loopback ports and spawns every member.
+    /// Launches until every member serves its client ports. A member that could not bind a
+    /// port relaunches the whole cluster on new ports: peers learn each other's addresses
+    /// from the cluster file, so one member cannot move alone.
+    fn launch_serving(n: usize, engine: &str) -> Cluster {
+        for attempt in 1..=LAUNCH_ATTEMPTS_MAX {
+            let mut c = Cluster::launch(n, engine);
+            match c.wait_launched_members_serving(SERVING_TIMEOUT) {
+                Ok(()) => return c,
+                Err(NotServing::PortTaken { id, line }) => {
+                    eprintln!(
+                        "launch attempt {attempt}: n{id} could not bind ({line}); relaunching on new ports"
+                    );
+                    c.kill_all();
+                }
+            }
+        }
+        panic!(
+            "no launch of {n} members in {LAUNCH_ATTEMPTS_MAX} attempts got ports nobody else took"
+        );
+    }
+
+    /// Writes a cluster file on free loopback ports and spawns every member.
     fn launch(n: usize, engine: &str) -> Cluster {
         let ports = free_ports(3 * n);
         let mut cfg = ClusterConfig::local(n, 1);
         cfg.engine = engine.to_string();
-        cfg.cluster_name = format!("test-{}", ports[0]);
+        static LAUNCHES: AtomicU64 = AtomicU64::new(0);
+        let launch = LAUNCHES.fetch_add(1, Ordering::Relaxed);
+        cfg.cluster_name = format!("test-{}-{launch}", std::process::id());
         for (i, m) in cfg.members.iter_mut().enumerate() {
             m.peer_addr = format!("127.0.0.1:{}", ports[3 * i]);
             m.http_addr = format!("127.0.0.1:{}", ports[3 * i + 1]);
@@ -56,6 +148,7 @@ impl Cluster {
         let mut c = Cluster {
             dir,
             config_path,
+            cluster_name: cfg.cluster_name.clone(),
             members: cfg.members.clone(),
             children: Vec::new(),
             http: reqwest::blocking::Client::builder()
@@ -74,7 +167,7 @@ impl Cluster {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path().join(format!("n{id}.log")))
+            .open(self.log_path(id))
             .expect("log file");
         Command::new(env!("CARGO_BIN_EXE_synod"))
             .arg("server")
@@ -90,6 +183,81 @@ impl Cluster {
             .stderr(log)
             .spawn()
             .expect("spawn synod server")
+    }
+
+    /// Waits until every live member serves both client ports (HTTP status as itself, gRPC
+    /// accepting), one deadline for all. A member that exits because a port was taken is an
+    /// error for the caller to handle; any other exit, or no service in time, panics with the
+    /// member's log.
+    fn wait_launched_members_serving(&mut self, within: Duration) -> Result<(), NotServing> {
+        let deadline = Instant::now() + within;
+        for id in self.live_ids() {
+            loop {
+                if let Some(status) = self.exit_status(id) {
+                    return Err(self.start_failure(id, status));
+                }
+                if self.serves(id) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "n{id} did not serve its client ports within {within:?}; log {}:\n{}",
+                    self.log_path(id).display(),
+                    self.log(id)
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether member `id` answers `/v1/status` as itself of this cluster (not some other
+    /// test's member on a reused port) and accepts connections on its gRPC port.
+    fn serves(&self, id: u64) -> bool {
+        let Some(status) = self.status(id) else {
+            return false;
+        };
+        let me = status.get("member_id").and_then(Value::as_u64) == Some(id)
+            && status.get("cluster_name").and_then(Value::as_str) == Some(&self.cluster_name);
+        let grpc =
+            self.member(id).grpc_addr.parse().is_ok_and(|addr| {
+                TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+            });
+        me && grpc
+    }
+
+    /// The exit status of member `id` if its process has ended (it then counts as dead).
+    fn exit_status(&mut self, id: u64) -> Option<ExitStatus> {
+        let i = self.index(id);
+        let status = self.children[i].as_mut()?.try_wait().ok().flatten()?;
+        self.children[i] = None;
+        Some(status)
+    }
+
+    /// Classifies a member's exit during start-up: a taken port is returned, anything else
+    /// panics with the log.
+    fn start_failure(&self, id: u64, status: ExitStatus) -> NotServing {
+        let log = self.log(id);
+        match log.lines().find(|l| l.contains("Address already in use")) {
+            Some(line) => NotServing::PortTaken {
+                id,
+                line: line.trim().to_string(),
+            },
+            None => panic!(
+                "n{id} exited during start-up ({status}); log {}:\n{log}",
+                self.log_path(id).display()
+            ),
+        }
+    }
+
+    fn kill_all(&mut self) {
+        for id in self.live_ids() {
+            self.kill(id);
+        }
+    }
+
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("n{id}.log"))
     }
 
     pub fn member(&self, id: u64) -> &MemberConfig {
@@ -204,7 +372,7 @@ impl Cluster {
     }
 
     pub fn log(&self, id: u64) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("n{id}.log"))).unwrap_or_default()
+        std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
     }
 }
 
@@ -259,15 +427,18 @@ impl Cluster {
     /// Like [`Cluster::start`] but waits only until every member answers its status endpoint,
     /// not for a leader: leaderless engines (CASPaxos) never report one.
     pub fn start_leaderless(n: usize, engine: &str) -> Cluster {
-        let c = Cluster::launch(n, engine);
-        c.wait_all_serving(Duration::from_secs(20));
-        c
+        Cluster::launch_serving(n, engine)
     }
 
-    /// Waits until every live member answers `/v1/status`.
-    pub fn wait_all_serving(&self, within: Duration) {
-        for id in self.live_ids() {
-            wait_until(within, &format!("n{id} serving"), || self.status(id));
+    /// Waits until every live member serves its client ports; panics naming a member that
+    /// exits instead, or does not serve within `within`, with its log.
+    pub fn wait_all_serving(&mut self, within: Duration) {
+        if let Err(NotServing::PortTaken { id, line }) = self.wait_launched_members_serving(within)
+        {
+            panic!(
+                "n{id} could not bind its port ({line}); log {}",
+                self.log_path(id).display()
+            );
         }
     }
 

@@ -1,0 +1,230 @@
+//! The one seed-sweep harness of the simulator's test suites. Every engine's test file says
+//! *what* to sweep — an engine type, a [`RunConfig`] template, a seed range — and this module
+//! does the rest once: the seed count and its `SYNOD_SIM_SEEDS` override, the totals line, the
+//! failure message with the first report and a command that replays the failing seed, and the
+//! "a planted bug is caught within K seeds" search.
+//!
+//! Replaying a seed: when the template holds only what `synod sim` has flags for, the message
+//! gives that command. Otherwise (snapshots, scenarios, fixed schedules…) it gives the test
+//! command; for a failed all-pass sweep with `SYNOD_SIM_SEED=<seed>`, which makes every such
+//! sweep in the test run that one seed alone (sweeps whose range does not hold it are skipped).
+//! A planted-bug search replays as it is: it is deterministic and stops at the same seed.
+
+use crate::{FaultSet, RunConfig, RunResult, SUMMARY_REPORTS_MAX, SimSummary, run_seed};
+use std::ops::Range;
+use std::time::Instant;
+use synod_core::Engine;
+
+/// Replaces a suite's default seed count (CI's long runs raise it, a quick local run lowers it).
+pub const SEEDS_ENV: &str = "SYNOD_SIM_SEEDS";
+
+/// Restricts every sweep to this one seed, to replay a failure through its test.
+pub const SEED_ENV: &str = "SYNOD_SIM_SEED";
+
+/// Seeds per suite: `SYNOD_SIM_SEEDS` if it is a number (at least 1), else `default`.
+pub fn seed_count(default: u64) -> u64 {
+    std::env::var(SEEDS_ENV)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(default, |n| n.max(1))
+}
+
+/// `count` seeds from `first`, split in two halves so that a suite written as two tests keeps
+/// both cores busy.
+pub fn halves(first: u64, count: u64) -> [Range<u64>; 2] {
+    let middle = first + count / 2;
+    [first..middle, middle..first + count]
+}
+
+/// The seeds of `seeds` this process runs: all of them, or only `SYNOD_SIM_SEED` when set.
+fn selected(seeds: Range<u64>) -> Range<u64> {
+    let only = std::env::var(SEED_ENV)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok());
+    match only {
+        Some(s) if seeds.contains(&s) => s..s + 1,
+        Some(_) => 0..0,
+        None => seeds,
+    }
+}
+
+impl SimSummary {
+    /// Adds one run's counts (and, if it failed, its seed and report) to the totals.
+    pub fn record(&mut self, r: &RunResult) {
+        self.seeds_run += 1;
+        self.ops_ok += r.ops_ok;
+        self.ops_unknown += r.ops_unknown;
+        self.ops_failed += r.ops_failed;
+        self.messages += r.messages;
+        self.events += r.events;
+        self.virtual_time_us += r.virtual_time_us;
+        self.agreement_checked_seeds += u64::from(r.agreement_checked);
+        if !r.passed() {
+            self.failed_seeds.push(r.seed);
+            if self.reports.len() < SUMMARY_REPORTS_MAX {
+                self.reports.push(r.report());
+            }
+        }
+    }
+}
+
+/// Runs engine `E` on every seed of `seeds` with `template` (its `seed` replaced) and returns
+/// the totals, failures included.
+pub fn run_seeds<E: Engine>(template: &RunConfig, seeds: Range<u64>) -> SimSummary {
+    let start = Instant::now();
+    let mut sum = SimSummary::default();
+    for seed in seeds {
+        sum.record(&run_seed::<E>(&with_seed(template, seed)));
+    }
+    sum.wall = start.elapsed();
+    sum
+}
+
+/// Runs the sweep and panics unless every seed passed and some operation completed; prints
+/// the totals. Returns them for suite-specific checks.
+pub fn assert_all_pass<E: Engine>(template: &RunConfig, seeds: Range<u64>) -> SimSummary {
+    let run = selected(seeds.clone());
+    if run.is_empty() {
+        println!(
+            "{} {}, seeds {seeds:?}: skipped ({SEED_ENV} is outside)",
+            E::NAME,
+            describe(template)
+        );
+        return SimSummary::default();
+    }
+    let sum = run_seeds::<E>(template, run);
+    println!(
+        "{} {}, seeds {seeds:?}: {}",
+        E::NAME,
+        describe(template),
+        sum.totals()
+    );
+    if let Some(&seed) = sum.failed_seeds.first() {
+        panic!(
+            "{}\nfailed seeds {:?}\nreplay the first: {}\n{}",
+            sum.totals(),
+            sum.failed_seeds,
+            replay_command(E::NAME, template, seed, true),
+            sum.reports.first().map_or("", |s| s.as_str())
+        );
+    }
+    assert!(sum.ops_ok > 0, "no operation completed in seeds {seeds:?}");
+    sum
+}
+
+/// The first run in `seeds` that fails with `template`, which plants a bug; panics naming the
+/// bug if every seed passes (a planted bug the checks cannot see is a hole in the checks).
+pub fn assert_caught<E: Engine>(template: &RunConfig, seeds: Range<u64>) -> RunResult {
+    let bug = template
+        .planted_bug
+        .expect("assert_caught needs a template with a planted bug");
+    let found = seeds.clone().find_map(|seed| {
+        let r = run_seed::<E>(&with_seed(template, seed));
+        (!r.passed()).then_some(r)
+    });
+    let Some(r) = found else {
+        panic!(
+            "planted bug {} not caught in seeds {seeds:?} ({})",
+            bug.name(),
+            describe(template)
+        );
+    };
+    println!(
+        "{} caught at seed {} ({}): {}\n  replay: {}",
+        bug.name(),
+        r.seed,
+        describe(template),
+        r.failures.first().map_or("", |f| f.as_str()),
+        replay_command(E::NAME, template, r.seed, false)
+    );
+    r
+}
+
+/// `all` for every fault (what `--faults` accepts), else the list.
+fn fault_names(faults: FaultSet) -> String {
+    if faults == FaultSet::ALL {
+        "all".into()
+    } else {
+        faults.names()
+    }
+}
+
+fn with_seed(template: &RunConfig, seed: u64) -> RunConfig {
+    RunConfig {
+        seed,
+        ..template.clone()
+    }
+}
+
+/// The settings of a sweep that differ from a default run, for its totals line.
+fn describe(cfg: &RunConfig) -> String {
+    let mut s = format!("{} nodes, faults {}", cfg.nodes, fault_names(cfg.faults));
+    if cfg.snapshot_entries > 0 {
+        s += &format!(", snapshot every {} entries", cfg.snapshot_entries);
+    }
+    if let Some(scenario) = cfg.scenario {
+        s += &format!(", scenario {}", scenario.name());
+    }
+    if let Some(bug) = cfg.planted_bug {
+        s += &format!(", planted bug {}", bug.name());
+    }
+    s
+}
+
+/// A command that reruns `seed` of the sweep: `synod sim` when its flags can say everything
+/// the template sets, else this test (restricted to the seed when `only_seed`).
+pub fn replay_command(engine: &str, template: &RunConfig, seed: u64, only_seed: bool) -> String {
+    let cfg = with_seed(template, seed);
+    match cli_command(engine, &cfg) {
+        Some(cli) => cli,
+        None => test_command(only_seed.then_some(seed)),
+    }
+}
+
+/// `synod sim` flags for `cfg`, or None when it sets something the CLI cannot.
+fn cli_command(engine: &str, cfg: &RunConfig) -> Option<String> {
+    let mut expressible = RunConfig::new(cfg.seed, cfg.nodes);
+    expressible.faults = cfg.faults;
+    expressible.clients = cfg.clients;
+    expressible.ops_per_client = cfg.ops_per_client;
+    expressible.planted_bug = cfg.planted_bug;
+    expressible.keep_history = cfg.keep_history;
+    // Every other field must be at its default. Comparing the Debug forms covers fields added
+    // later without a PartialEq on RunConfig (it holds an f64).
+    if format!("{expressible:?}") != format!("{cfg:?}") {
+        return None;
+    }
+    let mut s = format!(
+        "synod sim --engine {engine} --nodes {} --seeds {}..{} --faults {} --clients {} --ops {}",
+        cfg.nodes,
+        cfg.seed,
+        cfg.seed + 1,
+        fault_names(cfg.faults),
+        cfg.clients,
+        cfg.ops_per_client
+    );
+    if let Some(bug) = cfg.planted_bug {
+        s += &format!(" --planted-bug {}", bug.name());
+    }
+    Some(s)
+}
+
+/// This test (by the test binary's and thread's names, as libtest sets them), on `seed` alone
+/// if given.
+fn test_command(seed: Option<u64>) -> String {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.file_stem()?.to_str()?.to_string()))
+        .map(|stem| match stem.rsplit_once('-') {
+            Some((name, _hash)) => name.to_string(),
+            None => stem,
+        })
+        .unwrap_or_else(|| "<test file>".into());
+    let test = std::thread::current()
+        .name()
+        .filter(|n| *n != "main")
+        .unwrap_or("<test>")
+        .to_string();
+    let env = seed.map_or(String::new(), |s| format!("{SEED_ENV}={s} "));
+    format!("{env}cargo test -p synod-sim --test {binary} {test} -- --exact")
+}

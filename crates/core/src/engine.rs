@@ -43,17 +43,15 @@
 //! them exactly-once.
 //!
 //! ## How the four protocols map onto this
-//! * **OmniPaxos** (Sequence Paxos + Ballot Leader Election, Ng et al. EuroSys'23). Ticks drive
-//!   BLE heartbeat rounds and the leader's batching. `submit` on a follower forwards to the
-//!   leader; the leader appends to its log and runs accept/accepted; decided entries are applied
-//!   to [`crate::kv::KvStore`] in log order on every replica, and the replica where the request
-//!   was submitted replies. Records: promised ballot, accepted round, log suffixes, decided index.
-//!   Linearizable reads use a read index confirmed by a quorum round instead of a log entry.
-//! * **Viewstamped Replication Revisited** (Liskov & Cowling 2012). Same shape: the primary is
-//!   the leader of the current view-number; Prepare/PrepareOk carry op-numbers, Commit carries
-//!   the commit-number; StartViewChange/DoViewChange/StartView, Recovery and GetState/NewState
-//!   are ordinary messages; the view change timer is ticks. Records: view-number and log (VR
-//!   can also run diskless with the Recovery protocol; with disk it emits the same records).
+//! * **Log protocols on the replica layer.** OmniPaxos (Sequence Paxos + Ballot Leader
+//!   Election, Ng et al. EuroSys'23) and Viewstamped Replication Revisited (Liskov & Cowling
+//!   2012) implement [`crate::protocol::LogProtocol`]; `synod_replica::Replica<P>` makes either
+//!   an `Engine`. The replica layer forwards `submit`s to the protocol's leader, applies the
+//!   decided prefix to [`crate::kv::KvStore`] in log order on every replica, answers at the
+//!   replica where the request was submitted, serves linearizable reads by a read index the
+//!   protocol confirms with a quorum, and checkpoints and transfers snapshots. Records: the
+//!   protocol's (promised ballot / view-number, log changes, decided index / commit-number),
+//!   incarnations and checkpoints.
 //! * **CASPaxos** (Rystsov 2018). No log and no leader: every node is a proposer and an acceptor.
 //!   `submit` starts (or joins) a round on the op's key with a ballot (counter, node id):
 //!   Prepare/Promise returns the highest accepted value; the proposer applies the change function
@@ -168,6 +166,14 @@ pub struct EngineConfig {
     /// Test only: a deliberately broken variant, to prove the simulator and checker catch it.
     /// The production server refuses to start with one set unless explicitly forced.
     pub planted_bug: Option<PlantedBug>,
+    /// Differs on every start of this replica (VR's recovery nonce, §4.3): a reply to an
+    /// earlier boot's request is recognisably stale. The node draws it from its data directory's
+    /// boot counter and cluster identity; the simulator from the seed and restart count.
+    pub boot_nonce: u64,
+    /// This start found no storage at all because the replica never ran before (a new
+    /// cluster), as opposed to a restart or a wiped disk. Only then may a protocol that recovers
+    /// from its peers (VR) start as an ordinary member of view 0.
+    pub first_boot: bool,
 }
 
 impl EngineConfig {
@@ -193,6 +199,8 @@ impl EngineConfig {
             kv: KvLimits::default(),
             snapshot_entries: 0,
             planted_bug: None,
+            boot_nonce: seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            first_boot: true,
         }
     }
 
@@ -228,10 +236,22 @@ pub enum PlantedBug {
     PromiseWithoutHighestAccepted,
     /// Durability: a reply leaves before its records are fsynced (storage / simulator level).
     AckBeforeFsync,
+    /// VR §4.2: the new primary picks the DoViewChange log by op-number only, ignoring the
+    /// last normal view-number.
+    VrLogByOpNumberOnly,
+    /// VR §4.1: a backup accepts a Prepare whose op-number leaves a gap in its log.
+    VrPrepareWithGap,
+    /// VR §4.3: a restarted replica answers as if normal, without recovering (amnesia).
+    VrRecoveringAnswers,
+    /// VR §4.1: the primary commits after f − 1 PrepareOks instead of f.
+    VrCommitTooEarly,
+    /// VR §5.2: a replica that learns of a newer view keeps its uncommitted suffix instead of
+    /// truncating to its commit-number before state transfer.
+    VrSkipTruncateOnStateTransfer,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 7] = [
+    pub const ALL: [PlantedBug; 12] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -239,6 +259,11 @@ impl PlantedBug {
         PlantedBug::AcceptWithoutQuorum,
         PlantedBug::PromiseWithoutHighestAccepted,
         PlantedBug::AckBeforeFsync,
+        PlantedBug::VrLogByOpNumberOnly,
+        PlantedBug::VrPrepareWithGap,
+        PlantedBug::VrRecoveringAnswers,
+        PlantedBug::VrCommitTooEarly,
+        PlantedBug::VrSkipTruncateOnStateTransfer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -250,6 +275,11 @@ impl PlantedBug {
             PlantedBug::AcceptWithoutQuorum => "accept-without-quorum",
             PlantedBug::PromiseWithoutHighestAccepted => "promise-without-highest-accepted",
             PlantedBug::AckBeforeFsync => "ack-before-fsync",
+            PlantedBug::VrLogByOpNumberOnly => "vr-log-by-op-number-only",
+            PlantedBug::VrPrepareWithGap => "vr-prepare-with-gap",
+            PlantedBug::VrRecoveringAnswers => "vr-recovering-answers",
+            PlantedBug::VrCommitTooEarly => "vr-commit-too-early",
+            PlantedBug::VrSkipTruncateOnStateTransfer => "vr-skip-truncate-on-state-transfer",
         }
     }
 

@@ -228,7 +228,7 @@ impl Default for ClusterConfig {
 }
 
 /// Engines the runtime knows how to start.
-pub const ENGINE_NAMES: [&str; 2] = ["omnipaxos", "caspaxos"];
+pub const ENGINE_NAMES: [&str; 3] = ["omnipaxos", "vr", "caspaxos"];
 
 impl ClusterConfig {
     /// Reads and validates a cluster file. Errors name the file and the offending field.

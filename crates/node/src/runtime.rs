@@ -144,7 +144,11 @@ pub async fn start_with_listener(
     // The one place that knows which engines exist. Add an arm per engine as they land.
     match cfg.cluster.engine.as_str() {
         #[cfg(feature = "omnipaxos")]
-        "omnipaxos" => start_engine::<synod_omnipaxos::OmniPaxos>(cfg, listener).await,
+        "omnipaxos" => {
+            start_engine::<synod_replica::Replica<synod_omnipaxos::OmniPaxos>>(cfg, listener).await
+        }
+        #[cfg(feature = "vr")]
+        "vr" => start_engine::<synod_replica::Replica<synod_vr::Vr>>(cfg, listener).await,
         #[cfg(feature = "caspaxos")]
         "caspaxos" => start_engine::<synod_caspaxos::CasPaxos>(cfg, listener).await,
         other => {
@@ -253,6 +257,7 @@ pub async fn start_engine<E: Engine>(
         next_seq: 1,
         pending: BTreeMap::new(),
         pending_max: cluster.pending_requests_max,
+        session_window: cluster.engine_config(id).kv.client_window_max as u64,
         inputs_per_batch_max: cluster.runtime.inputs_per_batch_max,
         tick: Duration::from_millis(cluster.tick_ms),
         to_self: VecDeque::new(),
@@ -395,6 +400,15 @@ fn recover<E: Engine>(
     let (wal, records) = Wal::open(&data_dir.wal_dir(), opts)?;
     let n = records.len();
     let mut engine_config = cluster.engine_config(cfg.node_id);
+    // VR's recovery nonce (§4.3): a different value on every boot of this copy of the state.
+    engine_config.boot_nonce = data_dir
+        .meta()
+        .data_id
+        .rotate_left(17)
+        .wrapping_add(data_dir.boot().wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    // A fresh directory is a first boot unless the operator says it is a wiped member coming
+    // back (then a protocol that can recover from its peers must do so before taking part).
+    engine_config.first_boot = data_dir.is_fresh() && !cfg.allow_wiped_rejoin;
     if let Some(bug) = cfg.planted_bug {
         tracing::warn!(
             bug = bug.name(),
@@ -433,6 +447,8 @@ struct EngineLoop<E: Engine> {
     /// Requests submitted here awaiting the engine's reply, by seq. Bounded by `pending_max`.
     pending: BTreeMap<u64, oneshot::Sender<Result<Response, EngineError>>>,
     pending_max: usize,
+    /// Saved replies per session in the engines' client table (see `submit`).
+    session_window: u64,
     inputs_per_batch_max: usize,
     tick: Duration,
     /// Messages the engine addressed to this node itself, delivered on the next iteration.
@@ -497,11 +513,17 @@ impl<E: Engine> EngineLoop<E> {
         self.next_seq += 1;
         self.pending.insert(seq, s.reply);
         let first_unacked = self.pending.keys().next().copied().unwrap_or(seq);
+        // The session keeps `session_window` saved replies; a write that far ahead of this
+        // node's oldest unanswered one goes without a session, so it can never push out that
+        // one's reply (the engines refuse such a write with `Busy` rather than risk a spurious
+        // `SessionExpired`). It stays exactly-once: engines apply a command once per origin.
+        let client = if seq - first_unacked < self.session_window {
+            self.client
+        } else {
+            ClientId::NONE
+        };
         self.engine.submit(ClientRequest {
-            id: RequestId {
-                client: self.client,
-                seq,
-            },
+            id: RequestId { client, seq },
             first_unacked,
             op: s.op,
             consistency: s.consistency,
@@ -533,7 +555,7 @@ impl<E: Engine> EngineLoop<E> {
                 }
             }
             for reply in outbox.replies {
-                let waiter = (reply.id.client == self.client)
+                let waiter = (reply.id.client == self.client || reply.id.client == ClientId::NONE)
                     .then(|| self.pending.remove(&reply.id.seq))
                     .flatten();
                 match waiter {

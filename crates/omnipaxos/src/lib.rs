@@ -1,14 +1,13 @@
-//! The OmniPaxos replication engine (Ng, Haridi, Carbone, "OmniPaxos: Breaking the Barriers
-//! of Partial Connectivity", EuroSys'23) as a sans-IO, deterministic [`Engine`].
+//! The OmniPaxos ordering protocol (Ng, Haridi, Carbone, "OmniPaxos: Breaking the Barriers of
+//! Partial Connectivity", EuroSys'23) as a sans-IO, deterministic [`LogProtocol`]. The replica
+//! layer (`synod-replica`) makes it an engine; nothing here knows what a key is.
 //!
 //! * [`ballot`] — ballots (n, priority, pid).
 //! * `ble` — Ballot Leader Election with the quorum-connected flag (§5).
 //! * `sequence_paxos` — Prepare/Promise with log synchronisation, AcceptSync,
 //!   AcceptDecide/Accepted, decided index, PrepareReq resync (§4).
-//! * `pending` — client requests: forwarding to the leader with re-forwarding, the bounded
-//!   pending table, timeouts, applying decided entries and replying.
-//! * `reads` — linearizable reads by a read index confirmed with a quorum round.
-//! * `snapshot` — log compaction (checkpoints) and chunked, resumable snapshot transfer.
+//! * `reads` — the leadership confirmation behind the replica layer's read index.
+//! * `snapshot` — when a peer needs a snapshot, and what installing one means for the log.
 //! * [`storage`] — the durable state and its [`Record`]s.
 //!
 //! Nothing here reads a clock, does I/O, spawns a thread or draws randomness; time is ticks.
@@ -17,7 +16,6 @@
 pub mod ballot;
 mod ble;
 pub mod messages;
-mod pending;
 mod reads;
 mod sequence_paxos;
 mod snapshot;
@@ -26,19 +24,17 @@ pub mod storage;
 mod tests;
 
 pub use ballot::Ballot;
-pub use messages::{BleMessage, ClientMessage, Entry, Message, Origin, PaxosMessage};
-pub use storage::Record;
+pub use messages::{BleMessage, Message, PaxosMessage};
+pub use storage::{Checkpoint, Record};
 
 use ble::Ble;
-use pending::PendingTable;
-use reads::ReadIndexState;
+use reads::ReadConfirmRound;
 use sequence_paxos::Role;
-use snapshot::SnapshotTransfers;
-use std::collections::BTreeMap;
-use synod_core::kv::KvStore;
 use synod_core::{
-    Capabilities, ClientRequest, Engine, EngineConfig, EngineStatus, NodeId, OutputBuffer, Ready,
+    Command, EngineConfig, LogProtocol, NodeId, ProtocolOutput, SnapshotAcceptance, TransferStatus,
 };
+
+type Out = ProtocolOutput<Message, Record>;
 
 /// One OmniPaxos server.
 #[derive(Debug)]
@@ -49,130 +45,87 @@ pub struct OmniPaxos {
     /// Promised ballot, accepted round, log, decided index: what survives a crash.
     store: storage::DurableState,
     /// The decided index last written as a record (the record is written lazily, once per
-    /// `ready`, since a decided index can always be relearned from the leader).
+    /// `flush`, since a decided index can always be relearned from the leader).
     decided_persisted: u64,
     /// A heartbeat passed: write the decided index even if nothing else is being written.
     decided_flush_due: bool,
-    kv: KvStore,
     role: Role,
-    pending: PendingTable,
-    /// Leader side of the read-index protocol.
-    reads: ReadIndexState,
-    /// Writes to forward, per destination, sent in `ready` (batched).
-    forward_buf: BTreeMap<NodeId, Vec<Entry>>,
-    /// Read-index requests to send, per destination, sent in `ready` (batched).
-    read_req_buf: BTreeMap<NodeId, Vec<u64>>,
-    out: OutputBuffer<Message, Record>,
-    /// The leader hint at the end of the last input: a change triggers immediate re-forwarding.
-    last_leader_hint: Option<NodeId>,
+    /// Leader side of the read-index confirmation (one round at a time).
+    read_round: Option<ReadConfirmRound>,
+    /// Outputs of the call in progress; moved to the caller's at the end of each call.
+    out: Out,
     /// Rate limit for PrepareReq (at most one per `heartbeat_ticks`).
     last_prepare_req_tick: Option<u64>,
-    /// Snapshot transfers in both directions (volatile).
-    snapshots: SnapshotTransfers,
 }
 
-impl Engine for OmniPaxos {
+impl LogProtocol for OmniPaxos {
     type Message = Message;
     type Record = Record;
+    type Checkpoint = Checkpoint;
+    type Term = Ballot;
     const NAME: &'static str = "omnipaxos";
 
-    fn capabilities() -> Capabilities {
-        Capabilities {
-            ranges: true,
-            transactions: true,
-            revisions: true,
-        }
-    }
-
-    fn recover(config: EngineConfig, records: Vec<Record>) -> Result<Self, String> {
-        if config.heartbeat_ticks == 0 || config.election_timeout_ticks == 0 {
-            return Err("heartbeat_ticks and election_timeout_ticks must be > 0".into());
-        }
-        if config.batch_entries_max == 0 {
-            return Err("batch_entries_max must be > 0".into());
-        }
-        let (mut store, checkpoint_kv) = storage::DurableState::replay(&records)?;
-        let mut kv = checkpoint_kv.unwrap_or_else(|| KvStore::new(config.kv));
-        if kv.applied_index() != store.compacted_idx {
-            return Err(format!(
-                "checkpoint store at {} but log compacted at {}",
-                kv.applied_index(),
-                store.compacted_idx
-            ));
-        }
-        for idx in store.compacted_idx..store.decided_idx {
-            let e = store.entry(idx);
-            // Replies are dropped: nobody waits for them after a restart.
-            let _ = kv.apply(idx + 1, e.id, e.first_unacked, &e.op);
-        }
-        let mut out = OutputBuffer::default();
-        store.incarnation += 1;
-        out.records.push(Record::Incarnation(store.incarnation));
+    fn recover(
+        config: &EngineConfig,
+        checkpoint: Option<&Checkpoint>,
+        records: &[Record],
+        out: &mut Out,
+    ) -> Result<Self, String> {
+        let store = storage::DurableState::replay(checkpoint, records)?;
         // BLE starts from scratch (its state is volatile); it adopts `store.promised` as the
         // known leader before its first election, and `on_ble_leader` makes a server that
         // finds its own recovered promise elected take a higher ballot (see ble.rs).
-        let mut ble = Ble::new(&config);
-        ble.start_round(&mut out.messages);
+        let mut ble = Ble::new(config);
+        let mut own = Out::default();
+        ble.start_round(&mut own.messages);
         let decided_persisted = store.decided_idx;
-        let pending = PendingTable::new(store.incarnation);
-        Ok(OmniPaxos {
-            config,
+        let mut op = OmniPaxos {
+            config: config.clone(),
             now_ticks: 0,
             ble,
             store,
             decided_persisted,
             decided_flush_due: false,
-            kv,
             role: Role::Follower,
-            pending,
-            reads: ReadIndexState::default(),
-            forward_buf: BTreeMap::new(),
-            read_req_buf: BTreeMap::new(),
-            out,
-            last_leader_hint: None,
+            read_round: None,
+            out: own,
             last_prepare_req_tick: None,
-            snapshots: SnapshotTransfers::default(),
-        })
+        };
+        op.emit(out);
+        Ok(op)
     }
 
-    fn submit(&mut self, request: ClientRequest) {
-        self.submit_request(request);
-        self.after_input();
-    }
-
-    fn receive(&mut self, from: NodeId, message: Message) {
+    fn receive(
+        &mut self,
+        from: NodeId,
+        message: Message,
+        transfers: &dyn TransferStatus<Ballot>,
+        out: &mut Out,
+    ) {
         if from == self.config.id || !self.config.members.contains(&from) {
             return;
         }
         match message {
             Message::Ble(m) => self.ble.handle(from, m, &mut self.out.messages),
-            Message::Paxos(m) => self.handle_paxos(from, m),
-            Message::Client(m) => self.handle_client(from, m),
+            Message::Paxos(m) => self.handle_paxos(from, m, transfers),
         }
-        self.after_input();
+        self.emit(out);
     }
 
-    fn tick(&mut self) {
+    fn tick(&mut self, transfers: &dyn TransferStatus<Ballot>, out: &mut Out) {
         self.now_ticks += 1;
         if let Some(leader) = self.ble.tick(self.store.promised, &mut self.out.messages) {
             self.on_ble_leader(leader);
         }
         if self.now_ticks.is_multiple_of(self.config.heartbeat_ticks) {
             self.decided_flush_due = true;
-            self.leader_heartbeat();
-            self.snapshot_heartbeat();
-            self.reforward(false);
+            self.leader_heartbeat(transfers);
         }
-        self.expire_requests();
-        self.after_input();
+        self.emit(out);
     }
 
-    fn ready(&mut self) -> Ready<Message, Record> {
+    fn flush(&mut self, out: &mut Out) {
         self.leader_flush();
-        self.start_read_round();
-        self.flush_forwards();
-        self.apply_decided();
-        self.serve_ready_reads();
         // The decided index is a recovery hint, not a promise: a decision is safe once a
         // majority durably accepted, and a restarted node re-learns it from the leader. So it
         // rides along with records that are being synced anyway, or goes out once per
@@ -186,22 +139,78 @@ impl Engine for OmniPaxos {
                 .records
                 .push(Record::Decided(self.store.decided_idx));
         }
-        self.maybe_checkpoint();
-        self.out.take()
+        self.emit(out);
     }
 
-    fn status(&self) -> EngineStatus {
-        EngineStatus {
-            leader: self.leader_hint(),
-            term: self.store.promised.n,
-            decided_index: self.store.decided_idx,
-            applied_index: self.kv.applied_index(),
-            revision: self.kv.revision(),
-            applied_digest: Some(self.kv.digest()),
-            pending_requests: self.pending.len(),
-            keys: self.kv.len() as u64,
-            role: self.role.name().to_string(),
-        }
+    fn propose(&mut self, command: Command) {
+        self.propose_entry(command);
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.leader_hint()
+    }
+
+    fn is_leader(&self) -> bool {
+        self.role.is_leader()
+    }
+
+    fn start_read_round(&mut self, round: u64, out: &mut Out) -> Option<u64> {
+        let idx = self.start_read_confirm(round);
+        self.emit(out);
+        idx
+    }
+
+    fn log_len(&self) -> u64 {
+        self.store.log_len()
+    }
+
+    fn decided_idx(&self) -> u64 {
+        self.store.decided_idx
+    }
+
+    fn compacted_idx(&self) -> u64 {
+        self.store.compacted_idx
+    }
+
+    fn entry(&self, idx: u64) -> &Command {
+        self.store.entry(idx)
+    }
+
+    fn compact(&mut self, idx: u64) -> Checkpoint {
+        let c = self.store.compact(idx);
+        // The checkpoint carries the decided index too.
+        self.decided_persisted = self.decided_persisted.max(self.store.decided_idx);
+        c
+    }
+
+    fn snapshot_term(&self) -> Ballot {
+        self.store.promised
+    }
+
+    fn accept_snapshot(&self, from: NodeId, n: Ballot) -> SnapshotAcceptance {
+        self.snapshot_acceptance(from, n)
+    }
+
+    fn install_snapshot(&mut self, n: Ballot, idx: u64) -> Checkpoint {
+        self.install_snapshot_log(n, idx)
+    }
+
+    fn snapshot_installed(&mut self, out: &mut Out) {
+        self.on_snapshot_installed();
+        self.emit(out);
+    }
+
+    fn snapshot_delivered(&mut self, to: NodeId, n: Ballot, idx: u64, out: &mut Out) {
+        self.on_snapshot_delivered(to, n, idx);
+        self.emit(out);
+    }
+
+    fn term(&self) -> u64 {
+        self.store.promised.n
+    }
+
+    fn role(&self) -> &'static str {
+        self.role.name()
     }
 }
 
@@ -221,12 +230,11 @@ impl OmniPaxos {
         (!b.is_bottom() && b.pid != self.config.id).then_some(b.pid)
     }
 
-    /// Runs after every input: on a leader change, re-forward everything at once.
-    fn after_input(&mut self) {
-        let hint = self.leader_hint();
-        if hint != self.last_leader_hint {
-            self.last_leader_hint = hint;
-            self.reforward(true);
-        }
+    /// Moves this call's outputs to the caller's, in order.
+    fn emit(&mut self, out: &mut Out) {
+        out.early.append(&mut self.out.early);
+        out.records.append(&mut self.out.records);
+        out.messages.append(&mut self.out.messages);
+        out.events.append(&mut self.out.events);
     }
 }

@@ -1,94 +1,36 @@
-//! Linearizable reads without log entries: the read-index protocol.
+//! The leadership confirmation behind the replica layer's read index (see `synod-replica`'s
+//! `reads.rs` for the protocol and its linearizability argument).
 //!
-//! 1. A linearizable read submitted at any server goes to the leader (a follower sends a
-//!    `ReadIndexReq` and re-sends it like a forwarded write until it gets an answer).
-//! 2. The leader, only once its ballot's Prepare phase is complete, batches every read waiting
-//!    into one round: `read_index` = its log length at the start of the round, and it asks
-//!    every server `ReadConfirm(n)`. A server answers only if its promised ballot is still
-//!    exactly `n`.
-//! 3. With acknowledgements from a majority (the leader included) the round is confirmed: each
-//!    read gets `read_index` (sent back to the follower that asked), and is served from the
-//!    local KV store of the server it was submitted to once that server has applied at least
-//!    `read_index` entries.
-//!
-//! Why this is linearizable. Let W be any write that completed before the read R was
-//! submitted. W completed, so it was decided: it sits in the log of a majority at some
-//! position p, in every log accepted in any later ballot, and — because the leader finished
-//! its Prepare phase (which adopts the most up-to-date log of a majority) — in this leader's
-//! log. The round started after R arrived, and a majority still had promised exactly `n`
-//! when they answered, so no higher ballot had yet completed a Prepare (that needs a majority
-//! of promises, which intersects ours): no other leader could have decided anything this
-//! leader's log does not contain at that moment. Hence p < read_index. Decided positions never
-//! change, so any server that has applied ≥ read_index entries has applied W, and serves R
-//! from a state that contains every write completed before R began and only writes decided
-//! before R is answered. Linearize R at the moment it is served: the state it reads is a
-//! decided prefix of the single log, which is exactly the state at that point of the
-//! linearization of the writes (writes are linearized at their decision, in log order).
-//! If the leader is deposed after confirming, the index stays valid: entries below it that
-//! were not yet decided can only be replaced by a newer leader's entries, which are then
-//! decided before being applied; the read still reflects every write that completed before it.
+//! Only a leader in its ballot's Accept phase starts a round: its log then holds every decided
+//! entry (the Prepare phase adopted the most up-to-date log of a majority), so its log length
+//! is a safe read index. It asks every server `ReadConfirm(n)`; a server answers only if its
+//! promised ballot is still exactly `n`. A majority (the leader included) still promising `n`
+//! means no higher ballot had completed a Prepare (that needs a majority of promises, which
+//! intersects ours), so no other leader could have decided anything this log lacks.
 
 use crate::OmniPaxos;
 use crate::ballot::Ballot;
-use crate::messages::{ClientMessage, Message, Origin, PaxosMessage};
+use crate::messages::{Message, PaxosMessage};
 use crate::sequence_paxos::Role;
-use std::collections::{BTreeMap, BTreeSet};
-use synod_core::NodeId;
+use std::collections::BTreeSet;
+use synod_core::{NodeId, ProtocolEvent};
 
-/// The leader's read-index state (volatile; cleared whenever leadership changes).
-#[derive(Debug, Default)]
-pub struct ReadIndexState {
-    /// Reads waiting for the next round: (server, incarnation, seq) of each pending read.
-    waiting: BTreeSet<Origin>,
-    in_flight: Option<ReadRound>,
-    next_round: u64,
-}
-
+/// The round in flight (volatile; dropped whenever leadership changes).
 #[derive(Debug)]
-struct ReadRound {
+pub struct ReadConfirmRound {
     round: u64,
     n: Ballot,
-    read_index: u64,
     acks: BTreeSet<NodeId>,
-    reads: BTreeSet<Origin>,
-}
-
-impl ReadIndexState {
-    pub fn clear(&mut self) {
-        self.waiting.clear();
-        self.in_flight = None;
-    }
-
-    pub fn enqueue(&mut self, o: Origin) {
-        let in_flight = self
-            .in_flight
-            .as_ref()
-            .is_some_and(|r| r.reads.contains(&o));
-        if !in_flight {
-            self.waiting.insert(o);
-        }
-    }
 }
 
 impl OmniPaxos {
-    /// Called by `ready`: starts a confirmation round for every waiting read if none is in
-    /// flight and this server leads an Accept phase.
-    pub(crate) fn start_read_round(&mut self) {
-        let Some(n) = self.accepting_ballot() else {
-            return;
-        };
-        if self.reads.in_flight.is_some() || self.reads.waiting.is_empty() {
-            return;
-        }
-        self.reads.next_round += 1;
-        let round = self.reads.next_round;
-        let reads = std::mem::take(&mut self.reads.waiting);
-        self.reads.in_flight = Some(ReadRound {
+    /// Starts confirming leadership for `round`; the read index is the log length now.
+    pub(crate) fn start_read_confirm(&mut self, round: u64) -> Option<u64> {
+        let n = self.accepting_ballot()?;
+        self.read_round = Some(ReadConfirmRound {
             round,
             n,
-            read_index: self.store.log_len(),
             acks: BTreeSet::new(),
-            reads,
         });
         let peers: Vec<NodeId> = self.config.peers().collect();
         for p in peers {
@@ -97,11 +39,12 @@ impl OmniPaxos {
                 .push((p, Message::Paxos(PaxosMessage::ReadConfirm { n, round })));
         }
         self.maybe_confirm_reads();
+        Some(self.store.log_len())
     }
 
     /// Heartbeat: re-asks servers that have not acknowledged the round in flight (loss).
     pub(crate) fn resend_read_confirm(&mut self) {
-        let Some(r) = &self.reads.in_flight else {
+        let Some(r) = &self.read_round else {
             return;
         };
         let (n, round) = (r.n, r.round);
@@ -121,7 +64,7 @@ impl OmniPaxos {
         if !matches!(self.role, Role::Leader(_)) {
             return;
         }
-        let Some(r) = &mut self.reads.in_flight else {
+        let Some(r) = &mut self.read_round else {
             return;
         };
         if r.n != n || r.round != round {
@@ -133,38 +76,17 @@ impl OmniPaxos {
 
     fn maybe_confirm_reads(&mut self) {
         let majority = self.config.majority();
-        let Some(r) = &self.reads.in_flight else {
-            return;
-        };
-        if r.acks.len() + 1 < majority {
+        if self
+            .read_round
+            .as_ref()
+            .is_none_or(|r| r.acks.len() + 1 < majority)
+        {
             return;
         }
-        let Some(r) = self.reads.in_flight.take() else {
-            return;
-        };
-        let me = self.config.id;
-        let mut remote: BTreeMap<(NodeId, u64), Vec<u64>> = BTreeMap::new();
-        for o in r.reads {
-            if o.node == me {
-                if o.incarnation == self.store.incarnation {
-                    self.pending.set_read_index(o.seq, r.read_index);
-                }
-            } else {
-                remote
-                    .entry((o.node, o.incarnation))
-                    .or_default()
-                    .push(o.seq);
-            }
-        }
-        for ((node, incarnation), seqs) in remote {
-            self.out.messages.push((
-                node,
-                Message::Client(ClientMessage::ReadIndexResp {
-                    incarnation,
-                    seqs,
-                    read_index: r.read_index,
-                }),
-            ));
+        if let Some(r) = self.read_round.take() {
+            self.out
+                .events
+                .push(ProtocolEvent::ReadConfirmed { round: r.round });
         }
     }
 }

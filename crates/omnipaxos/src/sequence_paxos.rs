@@ -9,9 +9,10 @@
 
 use crate::OmniPaxos;
 use crate::ballot::Ballot;
-use crate::messages::{Entry, Message, Origin, PaxosMessage};
-use std::collections::{BTreeMap, HashSet};
-use synod_core::{NodeId, PlantedBug};
+use crate::messages::{Message, PaxosMessage};
+use std::collections::BTreeMap;
+use synod_core::Command as Entry;
+use synod_core::{NodeId, PlantedBug, TransferStatus};
 
 #[derive(Debug)]
 pub enum Role {
@@ -68,9 +69,8 @@ pub struct LeaderState {
     pub promises: BTreeMap<NodeId, PromiseInfo>,
     /// Accept phase: followers that were sent AcceptSync in ballot `n`.
     pub followers: BTreeMap<NodeId, Progress>,
-    /// Writes waiting for the next `ready` to be appended (batching).
+    /// Writes waiting for the next `flush` to be appended (batching).
     pub proposals: Vec<Entry>,
-    pub proposal_origins: HashSet<Origin>,
     /// A heartbeat tick passed: send every follower an AcceptDecide even if nothing is new.
     pub heartbeat_due: bool,
     /// Prepare phase: the log to adopt starts beyond ours (its owner compacted entries we
@@ -132,7 +132,7 @@ impl OmniPaxos {
         // Proposals still buffered are dropped: local ones are re-forwarded from the pending
         // table, remote ones by their origin.
         self.role = Role::Follower;
-        self.reads.clear();
+        self.read_round = None;
     }
 
     fn own_promise(&self) -> PromiseInfo {
@@ -147,7 +147,7 @@ impl OmniPaxos {
 
     fn become_leader(&mut self, n: Ballot) {
         self.store.promise(n, &mut self.out.records);
-        self.reads.clear();
+        self.read_round = None;
         let mut promises = BTreeMap::new();
         promises.insert(self.config.id, self.own_promise());
         self.role = Role::Leader(Box::new(LeaderState {
@@ -156,7 +156,6 @@ impl OmniPaxos {
             promises,
             followers: BTreeMap::new(),
             proposals: Vec::new(),
-            proposal_origins: HashSet::new(),
             heartbeat_due: false,
             awaiting_snapshot: None,
         }));
@@ -184,7 +183,7 @@ impl OmniPaxos {
 
     /// Every `heartbeat_ticks`: the leader re-sends Prepare to servers that have not promised
     /// (lost messages, restarts) and schedules a heartbeat AcceptDecide to the rest.
-    pub(crate) fn leader_heartbeat(&mut self) {
+    pub(crate) fn leader_heartbeat(&mut self, snapshots: &dyn TransferStatus<Ballot>) {
         let Role::Leader(l) = &mut self.role else {
             return;
         };
@@ -207,7 +206,6 @@ impl OmniPaxos {
             l.awaiting_snapshot = None;
         }
         let awaiting = l.awaiting_snapshot.map(|(p, _)| p);
-        let snapshots = &self.snapshots;
         let unsynced: Vec<NodeId> = self
             .config
             .peers()
@@ -242,7 +240,12 @@ impl OmniPaxos {
         }
     }
 
-    pub(crate) fn handle_paxos(&mut self, from: NodeId, m: PaxosMessage) {
+    pub(crate) fn handle_paxos(
+        &mut self,
+        from: NodeId,
+        m: PaxosMessage,
+        snapshots: &dyn TransferStatus<Ballot>,
+    ) {
         match m {
             PaxosMessage::Prepare {
                 n,
@@ -258,6 +261,7 @@ impl OmniPaxos {
                 suffix_start,
                 suffix,
             } => self.handle_promise(
+                snapshots,
                 from,
                 n,
                 PromiseInfo {
@@ -287,7 +291,7 @@ impl OmniPaxos {
                 let Some(l) = self.leader_state() else {
                     return;
                 };
-                if l.n != n || self.snapshots.sending_to(from, n) {
+                if l.n != n || snapshots.sending_to(from, n) {
                     // (During a snapshot transfer the follower is out of sync by design.)
                     return;
                 }
@@ -305,18 +309,6 @@ impl OmniPaxos {
             PaxosMessage::ReadConfirmAck { n, round } => {
                 self.handle_read_confirm_ack(from, n, round)
             }
-            PaxosMessage::SnapshotChunk {
-                n,
-                snapshot_idx,
-                total_bytes,
-                offset,
-                data,
-            } => self.handle_snapshot_chunk(from, n, snapshot_idx, total_bytes, offset, data),
-            PaxosMessage::SnapshotAck {
-                n,
-                snapshot_idx,
-                offset,
-            } => self.handle_snapshot_ack(from, n, snapshot_idx, offset),
         }
     }
 
@@ -377,7 +369,13 @@ impl OmniPaxos {
         self.send(from, m);
     }
 
-    fn handle_promise(&mut self, from: NodeId, n: Ballot, p: PromiseInfo) {
+    fn handle_promise(
+        &mut self,
+        snapshots: &dyn TransferStatus<Ballot>,
+        from: NodeId,
+        n: Ballot,
+        p: PromiseInfo,
+    ) {
         let Some(l) = self.leader_state() else {
             return;
         };
@@ -395,7 +393,7 @@ impl OmniPaxos {
                     self.complete_prepare();
                 }
             }
-            Phase::Accept if self.snapshots.sending_to(from, n) => {
+            Phase::Accept if snapshots.sending_to(from, n) => {
                 // Being brought in line by snapshot already; AcceptSync follows its install.
             }
             Phase::Accept => {
@@ -668,14 +666,9 @@ impl OmniPaxos {
         if all_busy && !l.heartbeat_due && l.proposals.len() < self.config.batch_entries_max {
             return;
         }
+        // (A proposal buffered during the Prepare phase may already be in the log adopted at
+        // its end; the replica layer applies an origin once, so a duplicate is harmless.)
         let proposals = std::mem::take(&mut l.proposals);
-        l.proposal_origins.clear();
-        // A proposal buffered during the Prepare phase may already be in the log adopted at
-        // its end (an earlier leader appended it): never append an origin twice.
-        let proposals: Vec<Entry> = proposals
-            .into_iter()
-            .filter(|e| !self.store.contains_origin(&e.origin))
-            .collect();
         self.store.append(proposals, &mut self.out.records);
         if self.config.bug(PlantedBug::AckBeforeMajority) {
             // PLANTED BUG: decide everything the leader has, before any follower accepted it.
@@ -733,18 +726,16 @@ impl OmniPaxos {
         }
     }
 
-    /// Leader: queue a write for the next batch unless it is already in the log or queued.
-    pub(crate) fn propose(&mut self, e: Entry) {
+    /// Leader: queue a write for the next batch (the replica layer deduplicates origins).
+    pub(crate) fn propose_entry(&mut self, e: Entry) {
         let cap = self.config.pending_requests_max * self.config.members.len();
-        let in_log = self.store.contains_origin(&e.origin);
         let Role::Leader(l) = &mut self.role else {
             return;
         };
-        if in_log || l.proposal_origins.contains(&e.origin) || l.proposals.len() >= cap {
+        if l.proposals.len() >= cap {
             // Over the bound the origin's re-forwarding retries later.
             return;
         }
-        l.proposal_origins.insert(e.origin);
         l.proposals.push(e);
     }
 }

@@ -2,7 +2,12 @@
 //! message queue with optional seeded loss, duplication and reordering, crash/restart from
 //! exactly the records each engine persisted.
 
-use crate::{Message, OmniPaxos, Record};
+use crate::OmniPaxos as Protocol;
+
+/// The engine under test: this protocol on the replica layer.
+type OmniPaxos = synod_replica::Replica<Protocol>;
+type Message = synod_replica::Message<crate::Message, crate::Ballot>;
+type Record = synod_replica::Record<crate::Record, crate::Checkpoint>;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use synod_core::kv::{Op, PutRequest, RangeRequest, ResponseBody};
 use synod_core::{
@@ -465,24 +470,17 @@ fn quorum_loss_recovers_through_the_only_quorum_connected_server() {
 }
 
 /// The decided entries a node still holds in memory: (position of the first, entries).
-fn decided_in_memory(n: &OmniPaxos) -> (u64, Vec<crate::Entry>) {
-    let from = n.store.compacted_idx;
-    (from, n.store.slice(from, n.store.decided_idx))
+fn decided_in_memory(n: &OmniPaxos) -> (u64, Vec<synod_core::Command>) {
+    let store = &n.protocol().store;
+    let from = store.compacted_idx;
+    (from, store.slice(from, store.decided_idx))
 }
 
 /// Decided prefixes of every pair of live replicas agree (Sequence Paxos safety), on the
 /// positions both still hold in memory; the compacted parts are compared by the KV digest.
 fn decided_prefixes_agree(net: &Net) -> bool {
-    // No origin is ever decided twice (re-forwarding is deduplicated).
-    for n in net.nodes.values() {
-        let mut seen = BTreeSet::new();
-        for e in decided_in_memory(n).1 {
-            if !seen.insert(e.origin) {
-                return false;
-            }
-        }
-    }
-    let logs: Vec<(u64, Vec<crate::Entry>)> = net.nodes.values().map(decided_in_memory).collect();
+    let logs: Vec<(u64, Vec<synod_core::Command>)> =
+        net.nodes.values().map(decided_in_memory).collect();
     let agree = logs.iter().all(|(a0, a)| {
         logs.iter().all(|(b0, b)| {
             let from = (*a0).max(*b0);
@@ -597,7 +595,7 @@ fn net_with_snapshots(n: u64, snapshot_entries: u64) -> Net {
 fn chunks_in_flight(net: &Net) -> usize {
     net.inflight
         .iter()
-        .filter(|(_, _, m)| matches!(m, Message::Paxos(crate::PaxosMessage::SnapshotChunk { .. })))
+        .filter(|(_, _, m)| matches!(m, Message::SnapshotChunk { .. }))
         .count()
 }
 
@@ -615,10 +613,10 @@ fn checkpoints_compact_the_log_and_recovery_starts_from_them() {
     );
     for id in 1..=3 {
         let node = &net.nodes[&id];
-        assert_eq!(node.store.decided_idx, 23);
+        assert_eq!(node.protocol().store.decided_idx, 23);
         // Compaction happens at batch boundaries, so the point depends on how decisions were
         // batched; what must hold is that no more than 5 applied entries stay uncompacted.
-        let c = node.store.compacted_idx;
+        let c = node.protocol().store.compacted_idx;
         assert!(
             c > 23 - 5 && c <= 23,
             "n{id} compacts every 5 entries (at {c})"
@@ -633,7 +631,10 @@ fn checkpoints_compact_the_log_and_recovery_starts_from_them() {
             .expect("recover from checkpoint");
         assert_eq!(again.status().applied_index, 23);
         assert_eq!(again.status().applied_digest, node.status().applied_digest);
-        assert_eq!(again.store.promised, node.store.promised);
+        assert_eq!(
+            again.protocol().store.promised,
+            node.protocol().store.promised
+        );
     }
 }
 
@@ -655,9 +656,10 @@ fn a_follower_behind_a_fully_compacted_leader_catches_up_by_snapshot() {
         net.submit(l, put(12, i, &format!("k{i}"), &big));
     }
     assert!(net.run_until(300, |n| n.reply_for(l, rid(12, 12)).len() == 1));
-    assert!(net.run_until(50, |n| n.nodes[&l].store.compacted_idx == 12));
+    assert!(net.run_until(50, |n| n.nodes[&l].protocol().store.compacted_idx == 12));
     assert_eq!(
-        net.nodes[&l].store.compacted_idx, net.nodes[&l].store.decided_idx,
+        net.nodes[&l].protocol().store.compacted_idx,
+        net.nodes[&l].protocol().store.decided_idx,
         "the leader keeps no decided entry"
     );
     assert_eq!(net.nodes[&f].status().applied_index, 0);
@@ -674,7 +676,8 @@ fn a_follower_behind_a_fully_compacted_leader_catches_up_by_snapshot() {
         "the snapshot went in several chunks ({saw_chunks})"
     );
     assert_eq!(
-        net.nodes[&f].store.compacted_idx, 12,
+        net.nodes[&f].protocol().store.compacted_idx,
+        12,
         "installed as a checkpoint"
     );
     // The follower is a full member again: with the leader's other follower cut off, a write
@@ -706,7 +709,7 @@ fn snapshot_transfer_resumes_after_loss() {
     net.cut.clear();
     net.loss_percent = 30;
     assert!(net.run_until(3000, converged), "no convergence under loss");
-    assert!(net.nodes[&f].store.compacted_idx >= 8);
+    assert!(net.nodes[&f].protocol().store.compacted_idx >= 8);
 }
 
 /// The candidate side: a server far behind becomes leader while the others compacted beyond
@@ -733,7 +736,7 @@ fn a_lagging_candidate_gets_the_snapshot_of_a_promising_follower() {
         net.submit(3, put(14, i, &format!("k{i}"), "v"));
     }
     assert!(net.run_until(300, |n| n.reply_for(3, rid(14, 20)).len() == 1));
-    assert!(net.run_until(50, |n| n.nodes[&2].store.compacted_idx >= 18));
+    assert!(net.run_until(50, |n| n.nodes[&2].protocol().store.compacted_idx >= 18));
     assert_eq!(net.nodes[&1].status().applied_index, 0);
     // Now the old leader is cut off and node 1 is back: it leads with an empty log while the
     // only other server compacted everything it decided.
@@ -745,9 +748,7 @@ fn a_lagging_candidate_gets_the_snapshot_of_a_promising_follower() {
     let mut pushed = false;
     let led = (0..500).any(|_| {
         pushed |= net.inflight.iter().any(|(from, to, m)| {
-            *from == 2
-                && *to == 1
-                && matches!(m, Message::Paxos(crate::PaxosMessage::SnapshotChunk { .. }))
+            *from == 2 && *to == 1 && matches!(m, Message::SnapshotChunk { .. })
         });
         net.step();
         net.nodes[&1].status().role == "leader"
@@ -789,7 +790,7 @@ fn a_restarted_whole_cluster_elects_a_leader_again() {
     let l = net.leader().expect("leader");
     net.submit(l, put(15, 1, "a", "1"));
     assert!(net.run_until(100, |n| n.reply_for(l, rid(15, 1)).len() == 1));
-    let promised = net.nodes[&l].store.promised;
+    let promised = net.nodes[&l].protocol().store.promised;
     for id in 1..=3 {
         net.crash(id);
     }
@@ -807,10 +808,53 @@ fn a_restarted_whole_cluster_elects_a_leader_again() {
     );
     let new = net.leader().expect("leader");
     assert!(
-        net.nodes[&new].store.promised > promised,
+        net.nodes[&new].protocol().store.promised > promised,
         "a strictly higher ballot"
     );
     net.submit(new, put(15, 2, "a", "2"));
     assert!(net.run_until(100, |n| n.reply_for(new, rid(15, 2)).len() == 1));
     assert!(net.reply_for(new, rid(15, 2))[0].result.is_ok());
+}
+
+/// The pending bound and the session's saved-reply window agree: a write further ahead of its
+/// client's acknowledged floor than the window is refused up front (`Busy`, definitely not
+/// applied) instead of later pushing out the reply of the client's own earlier write, which
+/// would then fail as expired when its re-forwarded copy is applied.
+#[test]
+fn a_session_never_runs_further_ahead_than_its_reply_window() {
+    let mut net = Net::new(3);
+    let window = net.configs[&1].kv.client_window_max as u64;
+    assert!(net.run_until(200, |n| n.leader().is_some()));
+    let l = net.leader().expect("leader");
+    let f = (1..=3).find(|id| *id != l).expect("a follower");
+    // The follower cannot reach the leader: its write (seq 1) stays pending there.
+    net.cut.insert((f, l));
+    net.submit(f, put(9, 1, "slow", "1"));
+    // Meanwhile the same client writes far ahead at the leader, floor still at seq 1.
+    let w = |seq: u64| {
+        let mut r = put(9, seq, "fast", &seq.to_string());
+        r.first_unacked = 1;
+        r
+    };
+    for seq in 2..window + 40 {
+        let r = w(seq);
+        net.submit(l, r);
+    }
+    // Seqs 1..=window fit the window above the floor (seq 1); later ones do not.
+    assert!(net.run_until(400, |n| n.reply_for(l, rid(9, window)).len() == 1));
+    assert!(net.reply_for(l, rid(9, window))[0].result.is_ok());
+    for seq in [window + 1, window + 2, window + 39] {
+        assert_eq!(
+            net.reply_for(l, rid(9, seq))[0].result,
+            Err(EngineError::Busy)
+        );
+    }
+    // Heal: the slow write is re-forwarded and applied, not refused as expired.
+    net.cut.clear();
+    assert!(net.run_until(400, |n| n.reply_for(f, rid(9, 1)).len() == 1));
+    assert!(
+        net.reply_for(f, rid(9, 1))[0].result.is_ok(),
+        "{:?}",
+        net.reply_for(f, rid(9, 1))[0].result
+    );
 }

@@ -10,11 +10,13 @@
 //! Modules, one concern each:
 //! * [`sim`] — the event loop and the checks ([`run_seed`]).
 //! * [`network`] — latency, jitter, loss, duplication, per-directed-link partitions.
+//! * [`engines`] — the engines by name (a log protocol on the replica layer, or CASPaxos).
 //! * [`disk`] — written vs synced records, crash semantics.
 //! * [`client`] — the workload and the history it records.
 //! * [`faults`] — fault sets, random schedules, the paper's partial-connectivity scenarios.
 //! * [`trace`] — trace hash (replay proof) and the ring buffer of the last events.
 //! * [`rng`] — the seeded generator.
+//! * [`sweep`] — the seed-sweep harness engine test suites share.
 //! * [`toy`] — a fixed-sequencer engine for testing the simulator itself.
 //!
 //! The library API for `synod sim` is [`SimOptions`], [`run_many`], [`run_cli`] and
@@ -22,10 +24,12 @@
 
 pub mod client;
 pub mod disk;
+pub mod engines;
 pub mod faults;
 pub mod network;
 pub mod rng;
 pub mod sim;
+pub mod sweep;
 pub mod toy;
 pub mod trace;
 
@@ -41,14 +45,15 @@ use synod_core::PlantedBug;
 pub type Runner = fn(&RunConfig) -> RunResult;
 
 /// Engine names the simulator knows.
-pub const ENGINES: [&str; 3] = ["omnipaxos", "caspaxos", "toy"];
+pub const ENGINES: [&str; 4] = ["omnipaxos", "vr", "caspaxos", "toy"];
 
 /// Maps an engine name to its runner. "toy" is the simulator's own test engine.
 pub fn engine_runner(name: &str) -> Result<Runner, String> {
     match name {
         "toy" => Ok(run_seed::<toy::Toy>),
-        "omnipaxos" => Ok(run_seed::<synod_omnipaxos::OmniPaxos>),
-        "caspaxos" => Ok(run_seed::<synod_caspaxos::CasPaxos>),
+        "omnipaxos" => Ok(run_seed::<engines::OmniPaxosEngine>),
+        "vr" => Ok(run_seed::<engines::VrEngine>),
+        "caspaxos" => Ok(run_seed::<engines::CasPaxosEngine>),
         other => Err(format!(
             "unknown engine {other:?}; known engines: {}",
             ENGINES.join(", ")
@@ -72,6 +77,8 @@ pub struct SimOptions {
     pub history_dir: Option<PathBuf>,
     /// Stop at the first failing seed.
     pub stop_on_failure: bool,
+    /// Checkpoint (compact the log) every this many applied entries; 0 = never.
+    pub snapshot_entries: u64,
 }
 
 impl Default for SimOptions {
@@ -87,6 +94,7 @@ impl Default for SimOptions {
             verbose: false,
             history_dir: None,
             stop_on_failure: false,
+            snapshot_entries: 0,
         }
     }
 }
@@ -98,6 +106,7 @@ impl SimOptions {
         cfg.clients = self.clients;
         cfg.ops_per_client = self.ops_per_client;
         cfg.planted_bug = self.planted_bug;
+        cfg.snapshot_entries = self.snapshot_entries;
         cfg.keep_history = self.history_dir.is_some();
         cfg
     }
@@ -293,9 +302,10 @@ pub fn partial_connectivity_report(engine: &str, nodes: usize) -> Result<String,
 }
 
 /// Usage of [`run_cli`].
-pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|caspaxos|toy] [--nodes N] [--seeds A..B | N]
+pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|toy] [--nodes N] [--seeds A..B | N]
                  [--faults all|none|crash,partition,one-way,partial,loss,duplicate,power-loss,torn-writes]
-                 [--clients N] [--ops N] [--planted-bug NAME] [--history-dir DIR]
+                 [--clients N] [--ops N] [--snapshot-entries N] [--planted-bug NAME]
+                 [--history-dir DIR]
                  [--stop-on-failure] [--verbose] [--report]
   --seeds N means 0..N. --report prints the partial-connectivity table instead of running seeds.
   exit status: 0 every seed passed, 1 some seed failed, 2 bad arguments.";
@@ -338,6 +348,7 @@ pub fn parse_args(args: &[String]) -> Result<CliArgs, String> {
             "--faults" => opts.faults = FaultSet::parse(&value(flag)?)?,
             "--clients" => opts.clients = num(flag, value(flag)?)? as usize,
             "--ops" => opts.ops_per_client = num(flag, value(flag)?)? as usize,
+            "--snapshot-entries" => opts.snapshot_entries = num(flag, value(flag)?)?,
             "--planted-bug" => {
                 let v = value(flag)?;
                 opts.planted_bug = Some(PlantedBug::parse(&v).ok_or_else(|| {

@@ -19,7 +19,6 @@ use crate::client::{self, CLIENT_ATTEMPTS_MAX, Knowledge, OpenOp, SimClient};
 use crate::disk::{CrashMode, SimDisk};
 use crate::faults::{Fault, FaultSet, Scenario, ScheduledFault, random_schedule};
 use crate::network::Network;
-use crate::rng::SimRng;
 use crate::trace::{Trace, TraceEntry, TraceKind};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -28,7 +27,7 @@ use synod_checker::{CheckOptions, Verdict, check_history};
 use synod_core::history::{History, HistoryOp};
 use synod_core::{
     ClientId, ClientReply, ClientRequest, Engine, EngineConfig, EngineError, EngineStatus, NodeId,
-    PlantedBug,
+    PlantedBug, SplitMix64,
 };
 
 /// Virtual time between two ticks of one node (the node runtime's tick is 10 ms too).
@@ -275,12 +274,12 @@ struct Sim<E: Engine> {
     members: Vec<NodeId>,
     nodes: Vec<NodeSlot<E>>,
     net: Network,
-    rng_net: SimRng,
-    rng_work: SimRng,
-    rng_fault: SimRng,
+    rng_net: SplitMix64,
+    rng_work: SplitMix64,
+    rng_fault: SplitMix64,
     /// Draws for crashes inside the early-message window (a stream of its own so that the fault
     /// schedule of a seed does not depend on how many batches had early messages).
-    rng_early: SimRng,
+    rng_early: SplitMix64,
     /// Fault ids for early-window crashes (counting down from the top, away from schedule ids).
     next_early_fault: u64,
     clients: Vec<SimClient>,
@@ -325,9 +324,9 @@ impl<E: Engine> Sim<E> {
     fn new(cfg: RunConfig) -> Self {
         assert!(cfg.nodes >= 1 && cfg.clients >= 1 && cfg.keys >= 1);
         let members: Vec<NodeId> = (1..=cfg.nodes as u64).collect();
-        let mut rng_net = SimRng::fork(cfg.seed, 1);
-        let rng_work = SimRng::fork(cfg.seed, 2);
-        let mut rng_fault = SimRng::fork(cfg.seed, 3);
+        let mut rng_net = SplitMix64::fork(cfg.seed, 1);
+        let rng_work = SplitMix64::fork(cfg.seed, 2);
+        let mut rng_fault = SplitMix64::fork(cfg.seed, 3);
         let net = Network::new(&members, &mut rng_net);
         let nodes = members
             .iter()
@@ -379,7 +378,7 @@ impl<E: Engine> Sim<E> {
             rng_net,
             rng_work,
             rng_fault,
-            rng_early: SimRng::fork(cfg.seed, 7),
+            rng_early: SplitMix64::fork(cfg.seed, 7),
             next_early_fault: u64::MAX,
             clients: Vec::new(),
             slot_by_client: BTreeMap::new(),
@@ -671,7 +670,7 @@ impl<E: Engine> Sim<E> {
         for (to, message) in messages {
             assert!(
                 to != node && self.members.contains(&to),
-                "n{node} sent to non-peer {to}"
+                "n{node} sent to non-peer {to}: {message:?}"
             );
             for delay in self.net.send(node, to, &mut self.rng_net) {
                 self.at(
@@ -691,7 +690,13 @@ impl<E: Engine> Sim<E> {
     fn boot(&mut self, node: NodeId) {
         let i = self.idx(node);
         let records = self.nodes[i].disk.records();
-        match E::recover(self.nodes[i].config.clone(), records) {
+        let mut config = self.nodes[i].config.clone();
+        // A new nonce per boot (VR's recovery, §4.3); only the very first boot is a first boot
+        // (a restart with a lost disk is not: it must recover from its peers).
+        let incarnation = self.nodes[i].incarnation;
+        config.boot_nonce = config.seed ^ incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        config.first_boot = incarnation == 0;
+        match E::recover(config, records) {
             Ok(engine) => {
                 self.nodes[i].engine = Some(engine);
                 self.drain(node, TraceKind::Note("recovered".into()));

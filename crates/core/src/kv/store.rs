@@ -93,6 +93,18 @@ impl KvStore {
         Ok(reply)
     }
 
+    /// Advances the applied index past a log position whose command is not executed (a
+    /// duplicate of a command already applied; see the replica layer's origin window).
+    pub fn skip(&mut self, index: u64) {
+        assert!(
+            index > self.applied_index,
+            "apply index went back: {index} after {}",
+            self.applied_index
+        );
+        self.applied_index = index;
+        self.digest = mix(self.digest, index);
+    }
+
     /// Executes a read-only op against the current state without changing anything.
     pub fn read(&self, op: &Op) -> Result<Response, EngineError> {
         let body = match op {

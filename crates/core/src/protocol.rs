@@ -1,0 +1,212 @@
+//! The contract between an **ordering protocol** (OmniPaxos, Viewstamped Replication, …) and the
+//! replica layer (`synod-replica`) that turns it into an [`Engine`](crate::Engine).
+//!
+//! A protocol answers one question — in what order are commands decided — and knows nothing
+//! about keys: it stores [`Command`]s as opaque payloads in its log. Everything else every log
+//! engine needs is the replica layer's, written once: the KV state machine and applying the
+//! decided prefix in order, client sessions, the pending table with forwarding and expiry,
+//! linearizable reads by read index, checkpoints and chunked snapshot transfer.
+//!
+//! ## What a protocol provides
+//! * a replicated log of [`Command`]s with absolute positions (0-based; position `i` is applied
+//!   as KV index `i + 1`), of which a prefix `[0, decided_idx)` is decided and never changes,
+//!   and a prefix `[0, compacted_idx)` is no longer held (summarised by a checkpoint);
+//! * [`LogProtocol::propose`] at the leader (buffered; appended in [`LogProtocol::flush`]);
+//! * who leads ([`LogProtocol::leader`], [`LogProtocol::is_leader`]);
+//! * a leadership confirmation for reads ([`LogProtocol::start_read_round`], answered by a
+//!   [`ProtocolEvent::ReadConfirmed`] once a quorum confirmed this leader);
+//! * compaction ([`LogProtocol::compact`]) and snapshot install
+//!   ([`LogProtocol::install_snapshot`]); it asks for a snapshot to be pushed to a peer with
+//!   [`ProtocolEvent::SendSnapshot`] and learns that it arrived with
+//!   [`LogProtocol::snapshot_delivered`].
+//!
+//! ## Persist before send
+//! A protocol pushes every record *before* the messages that depend on it into one
+//! [`ProtocolOutput`]; the replica layer moves them, in order, into the engine's
+//! [`Ready`](crate::Ready), whose `persist` writes records before releasing messages. `early`
+//! messages follow the rule in [`crate::engine`]'s docs.
+
+use crate::engine::EngineConfig;
+use crate::ids::{NodeId, RequestId};
+use crate::kv::Op;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::fmt::Debug;
+
+/// Where a command came from: the replica whose pending table waits for it, in which
+/// incarnation (bumped on every restart, so sequence numbers are never reused), and its
+/// sequence number there. The replica layer applies a command at most once per origin, which
+/// is what makes re-forwarding safe even for requests without a client session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Origin {
+    pub node: NodeId,
+    pub incarnation: u64,
+    pub seq: u64,
+}
+
+/// One log entry: a client write, opaque to the protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub id: RequestId,
+    pub first_unacked: u64,
+    pub op: Op,
+    pub origin: Origin,
+}
+
+/// Something the protocol tells the replica layer, in order with its messages and records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProtocolEvent {
+    /// Read round `round` (from [`LogProtocol::start_read_round`]) is confirmed: a quorum still
+    /// follows this leader, so its read index is safe.
+    ReadConfirmed { round: u64 },
+    /// Push this replica's snapshot (its applied state) to `to`, guarded by the protocol's
+    /// current [`LogProtocol::snapshot_term`]; `to` needs entries this replica compacted.
+    SendSnapshot { to: NodeId },
+}
+
+/// Outputs of one protocol call. The replica layer drains it after every call.
+#[derive(Debug)]
+pub struct ProtocolOutput<M, R> {
+    /// Messages that may leave before `records` are durable (see [`crate::engine`]).
+    pub early: Vec<(NodeId, M)>,
+    pub records: Vec<R>,
+    pub messages: Vec<(NodeId, M)>,
+    pub events: Vec<ProtocolEvent>,
+}
+
+impl<M, R> Default for ProtocolOutput<M, R> {
+    fn default() -> Self {
+        ProtocolOutput {
+            early: Vec::new(),
+            records: Vec::new(),
+            messages: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+}
+
+impl<M, R> ProtocolOutput<M, R> {
+    pub fn send(&mut self, to: NodeId, m: M) {
+        self.messages.push((to, m));
+    }
+}
+
+/// What a replica does with snapshot chunks from `from` in a term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotAcceptance {
+    /// Receive and install it.
+    Receive,
+    /// This replica's log is final for that term (a leader): tell the sender it is done.
+    NotNeeded,
+    /// Drop it (stale term, or not from whom we follow).
+    Ignore,
+}
+
+/// Snapshot transfers under way, as the replica layer sees them (protocols consult it so they
+/// do not, say, re-synchronise a follower that a snapshot is bringing in line).
+pub trait TransferStatus<T> {
+    fn sending_to(&self, to: NodeId, term: T) -> bool;
+    fn receiving_from(&self, from: NodeId, term: T) -> bool;
+}
+
+/// An ordering protocol as a sans-IO deterministic state machine. See the module docs.
+pub trait LogProtocol: Sized + Send + 'static {
+    type Message: Clone + Debug + Serialize + DeserializeOwned + Send + 'static;
+    /// The protocol's own durable records (promises, log changes, view-numbers, …).
+    type Record: Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + 'static;
+    /// The protocol's whole durable state with its log prefix below `compacted_idx` dropped:
+    /// embedded in the replica layer's checkpoint record.
+    type Checkpoint: Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + 'static;
+    /// What guards a snapshot transfer (OmniPaxos's promised ballot, VR's view-number): a
+    /// transfer from an older term is dropped, so a deposed leader installs nothing.
+    type Term: Copy + Eq + Ord + Debug + Serialize + DeserializeOwned + Send + 'static;
+
+    /// Short lowercase name: "omnipaxos", "vr".
+    const NAME: &'static str;
+
+    /// Builds a replica from the last checkpoint's protocol state (if any) and the protocol
+    /// records written after it, in order. Initial messages (a first heartbeat round, a
+    /// recovery request) go to `out`.
+    fn recover(
+        config: &EngineConfig,
+        checkpoint: Option<&Self::Checkpoint>,
+        records: &[Self::Record],
+        out: &mut ProtocolOutput<Self::Message, Self::Record>,
+    ) -> Result<Self, String>;
+
+    /// A message from peer `from` (a member other than this replica).
+    fn receive(
+        &mut self,
+        from: NodeId,
+        message: Self::Message,
+        transfers: &dyn TransferStatus<Self::Term>,
+        out: &mut ProtocolOutput<Self::Message, Self::Record>,
+    );
+
+    /// One unit of logical time.
+    fn tick(
+        &mut self,
+        transfers: &dyn TransferStatus<Self::Term>,
+        out: &mut ProtocolOutput<Self::Message, Self::Record>,
+    );
+
+    /// Called once per `Engine::ready`, first: append buffered proposals and send batches.
+    fn flush(&mut self, out: &mut ProtocolOutput<Self::Message, Self::Record>);
+
+    /// Leader only (else ignored): propose `command` for the next batch. May drop it over the
+    /// protocol's bound; the origin's re-forwarding retries.
+    fn propose(&mut self, command: Command);
+
+    /// The replica that client traffic should go to: this one while it leads, else the leader
+    /// it believes in.
+    fn leader(&self) -> Option<NodeId>;
+
+    /// This replica leads (or is establishing leadership) and takes proposals.
+    fn is_leader(&self) -> bool;
+
+    /// Leader with a synchronised log only: start confirming leadership for read round
+    /// `round`; returns the read index (the log length now). `None` when not able to.
+    fn start_read_round(
+        &mut self,
+        round: u64,
+        out: &mut ProtocolOutput<Self::Message, Self::Record>,
+    ) -> Option<u64>;
+
+    fn log_len(&self) -> u64;
+    fn decided_idx(&self) -> u64;
+    fn compacted_idx(&self) -> u64;
+    /// The entry at `idx` in `[compacted_idx, log_len)`.
+    fn entry(&self, idx: u64) -> &Command;
+
+    /// Drops the decided log prefix below `idx` (applied into the checkpoint being written) and
+    /// returns the protocol state to put in it.
+    fn compact(&mut self, idx: u64) -> Self::Checkpoint;
+
+    /// The term snapshot transfers are guarded by now.
+    fn snapshot_term(&self) -> Self::Term;
+
+    /// Whether to take snapshot chunks from `from` in `term`.
+    fn accept_snapshot(&self, from: NodeId, term: Self::Term) -> SnapshotAcceptance;
+
+    /// A complete snapshot of the decided prefix `[0, idx)` (idx > decided_idx) arrived in
+    /// `term`: replace the log by it and return the state to checkpoint (written before
+    /// anything [`LogProtocol::snapshot_installed`] outputs).
+    fn install_snapshot(&mut self, term: Self::Term, idx: u64) -> Self::Checkpoint;
+
+    /// After an install was checkpointed: continue (e.g. a candidate finishes its Prepare).
+    fn snapshot_installed(&mut self, out: &mut ProtocolOutput<Self::Message, Self::Record>);
+
+    /// `to` installed this replica's snapshot at `idx`, sent in `term`.
+    fn snapshot_delivered(
+        &mut self,
+        to: NodeId,
+        term: Self::Term,
+        idx: u64,
+        out: &mut ProtocolOutput<Self::Message, Self::Record>,
+    );
+
+    /// Ballot number / view-number: goes up with each election.
+    fn term(&self) -> u64;
+    /// "leader", "follower", "candidate", "primary", "backup", "recovering", ….
+    fn role(&self) -> &'static str;
+}

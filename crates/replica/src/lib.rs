@@ -1,0 +1,266 @@
+//! The replica layer: everything a log-based engine needs that is not the ordering protocol,
+//! written once. [`Replica<P>`] turns any [`LogProtocol`] (OmniPaxos, Viewstamped
+//! Replication) into an [`Engine`].
+//!
+//! * `state` — the applied state: the KV state machine and the origin window that makes
+//!   applying idempotent per command origin.
+//! * `pending` — client requests: the bounded pending table, forwarding to the leader with
+//!   re-forwarding, timeouts, applying the decided prefix in order and answering exactly once
+//!   (sessions live in the KV store's client table).
+//! * `reads` — linearizable reads by a read index the protocol confirms with a quorum.
+//! * `snapshot` — checkpoints (log compaction) and chunked, resumable snapshot transfer.
+//! * [`records`] — the durable records and their replay.
+//! * [`messages`] — the wire messages.
+//!
+//! Sans-IO and deterministic like the protocols under it: no clock, no I/O, no threads, no
+//! randomness. Persist-before-send stays structural: the protocol pushes records before the
+//! messages depending on them into a [`ProtocolOutput`], which is moved, in order, into the
+//! engine's [`Ready`] after every protocol call.
+
+pub mod messages;
+mod pending;
+mod reads;
+pub mod records;
+mod snapshot;
+mod state;
+
+pub use messages::Message;
+pub use records::{Checkpoint, Record};
+pub use snapshot::{SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
+pub use state::{APPLIED_ORIGINS_MAX, StateImage};
+
+use pending::PendingTable;
+use reads::ReadIndexState;
+use snapshot::SnapshotTransfers;
+use state::AppliedState;
+use std::collections::{BTreeMap, HashSet};
+use synod_core::{
+    Capabilities, ClientRequest, Command, Engine, EngineConfig, EngineStatus, LogProtocol, NodeId,
+    Origin, OutputBuffer, ProtocolEvent, ProtocolOutput, Ready,
+};
+
+/// The engine's output buffer for protocol `P`.
+type EngineOutput<P> = OutputBuffer<
+    Message<<P as LogProtocol>::Message, <P as LogProtocol>::Term>,
+    Record<<P as LogProtocol>::Record, <P as LogProtocol>::Checkpoint>,
+>;
+
+/// One replica: an ordering protocol `P` plus the client path and the state machine.
+pub struct Replica<P: LogProtocol> {
+    config: EngineConfig,
+    now_ticks: u64,
+    protocol: P,
+    /// Scratch output of the protocol; drained into `out` after every protocol call.
+    pout: ProtocolOutput<P::Message, P::Record>,
+    state: AppliedState,
+    pending: PendingTable,
+    /// Leader side of the read-index protocol.
+    reads: ReadIndexState,
+    /// Origins this leader proposed and has not applied yet, so a re-forward in the same
+    /// leadership is not proposed twice. Cleared whenever leadership changes.
+    proposed: HashSet<Origin>,
+    /// Writes to forward, per destination, sent in `ready` (batched).
+    forward_buf: BTreeMap<NodeId, Vec<Command>>,
+    /// Read-index requests to send, per destination, sent in `ready` (batched).
+    read_req_buf: BTreeMap<NodeId, Vec<u64>>,
+    out: EngineOutput<P>,
+    /// The leader hint at the end of the last input: a change triggers immediate re-forwarding.
+    last_leader_hint: Option<NodeId>,
+    /// Snapshot transfers in both directions (volatile).
+    snapshots: SnapshotTransfers<P::Term>,
+}
+
+impl<P: LogProtocol> std::fmt::Debug for Replica<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("engine", &P::NAME)
+            .field("id", &self.config.id)
+            .field("applied", &self.state.applied_index())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: LogProtocol> Engine for Replica<P> {
+    type Message = Message<P::Message, P::Term>;
+    type Record = Record<P::Record, P::Checkpoint>;
+    const NAME: &'static str = P::NAME;
+
+    fn capabilities() -> Capabilities {
+        // A total order of writes: everything the KV store can do.
+        Capabilities {
+            ranges: true,
+            transactions: true,
+            revisions: true,
+        }
+    }
+
+    fn recover(config: EngineConfig, records: Vec<Self::Record>) -> Result<Self, String> {
+        if config.heartbeat_ticks == 0 || config.election_timeout_ticks == 0 {
+            return Err("heartbeat_ticks and election_timeout_ticks must be > 0".into());
+        }
+        if config.batch_entries_max == 0 {
+            return Err("batch_entries_max must be > 0".into());
+        }
+        let replayed = records::replay(records);
+        let (state, protocol_cp) = match replayed.checkpoint {
+            Some(c) => (AppliedState::from_image(c.state), Some(c.protocol)),
+            None => (AppliedState::new(config.kv), None),
+        };
+        let mut pout = ProtocolOutput::default();
+        let protocol = P::recover(&config, protocol_cp.as_ref(), &replayed.protocol, &mut pout)?;
+        if state.applied_index() != protocol.compacted_idx() {
+            return Err(format!(
+                "checkpoint state at {} but log compacted at {}",
+                state.applied_index(),
+                protocol.compacted_idx()
+            ));
+        }
+        let incarnation = replayed.incarnation + 1;
+        let mut out = OutputBuffer::default();
+        out.records.push(Record::Incarnation(incarnation));
+        let mut r = Replica {
+            config,
+            now_ticks: 0,
+            protocol,
+            pout,
+            state,
+            pending: PendingTable::new(incarnation),
+            reads: ReadIndexState::default(),
+            proposed: HashSet::new(),
+            forward_buf: BTreeMap::new(),
+            read_req_buf: BTreeMap::new(),
+            out,
+            last_leader_hint: None,
+            snapshots: SnapshotTransfers::default(),
+        };
+        // Nobody waits for replies of what was decided before the crash.
+        r.apply_decided();
+        r.out.replies.clear();
+        r.drain_protocol();
+        Ok(r)
+    }
+
+    fn submit(&mut self, request: ClientRequest) {
+        self.submit_request(request);
+        self.after_input();
+    }
+
+    fn receive(&mut self, from: NodeId, message: Self::Message) {
+        if from == self.config.id || !self.config.members.contains(&from) {
+            return;
+        }
+        match message {
+            Message::Protocol(m) => {
+                self.protocol
+                    .receive(from, m, &self.snapshots, &mut self.pout);
+                self.drain_protocol();
+            }
+            Message::Forward { entries } => self.handle_forward(from, entries),
+            Message::ReadIndexReq { incarnation, seqs } => {
+                self.handle_read_index_req(from, incarnation, seqs)
+            }
+            Message::ReadIndexResp {
+                incarnation,
+                seqs,
+                read_index,
+            } => self.handle_read_index_resp(incarnation, seqs, read_index),
+            Message::SnapshotChunk {
+                term,
+                snapshot_idx,
+                total_bytes,
+                offset,
+                data,
+            } => self.handle_snapshot_chunk(from, term, snapshot_idx, total_bytes, offset, data),
+            Message::SnapshotAck {
+                term,
+                snapshot_idx,
+                offset,
+            } => self.handle_snapshot_ack(from, term, snapshot_idx, offset),
+        }
+        self.after_input();
+    }
+
+    fn tick(&mut self) {
+        self.now_ticks += 1;
+        self.protocol.tick(&self.snapshots, &mut self.pout);
+        self.drain_protocol();
+        if self.now_ticks.is_multiple_of(self.config.heartbeat_ticks) {
+            self.snapshot_heartbeat();
+            self.reforward(false);
+        }
+        self.expire_requests();
+        self.after_input();
+    }
+
+    fn ready(&mut self) -> Ready<Self::Message, Self::Record> {
+        self.protocol.flush(&mut self.pout);
+        self.drain_protocol();
+        self.start_read_round();
+        self.flush_forwards();
+        self.apply_decided();
+        self.serve_ready_reads();
+        self.maybe_checkpoint();
+        self.out.take()
+    }
+
+    fn status(&self) -> EngineStatus {
+        EngineStatus {
+            leader: self.protocol.leader(),
+            term: self.protocol.term(),
+            decided_index: self.protocol.decided_idx(),
+            applied_index: self.state.applied_index(),
+            revision: self.state.kv.revision(),
+            applied_digest: Some(self.state.kv.digest()),
+            pending_requests: self.pending.len(),
+            keys: self.state.kv.len() as u64,
+            role: self.protocol.role().to_string(),
+        }
+    }
+}
+
+impl<P: LogProtocol> Replica<P> {
+    /// The ordering protocol, for protocol-specific reports (the simulator's).
+    pub fn protocol(&self) -> &P {
+        &self.protocol
+    }
+
+    /// Moves the protocol's outputs into the engine's, in order, and acts on its events.
+    fn drain_protocol(&mut self) {
+        let pout = &mut self.pout;
+        self.out.early.extend(
+            pout.early
+                .drain(..)
+                .map(|(to, m)| (to, Message::Protocol(m))),
+        );
+        self.out
+            .records
+            .extend(pout.records.drain(..).map(Record::Protocol));
+        self.out.messages.extend(
+            pout.messages
+                .drain(..)
+                .map(|(to, m)| (to, Message::Protocol(m))),
+        );
+        let events = std::mem::take(&mut pout.events);
+        for e in events {
+            match e {
+                ProtocolEvent::ReadConfirmed { round } => self.on_read_confirmed(round),
+                ProtocolEvent::SendSnapshot { to } => self.start_snapshot_send(to),
+            }
+        }
+    }
+
+    /// Runs after every input: a leadership change voids read rounds and this leader's
+    /// proposal set, and a new leader hint re-forwards everything at once.
+    fn after_input(&mut self) {
+        let epoch = (self.protocol.term(), self.protocol.is_leader());
+        if self.reads.on_epoch(epoch) || !epoch.1 {
+            self.proposed.clear();
+        }
+        let hint = self.protocol.leader();
+        if hint != self.last_leader_hint {
+            self.last_leader_hint = hint;
+            self.proposed.clear();
+            self.reforward(true);
+        }
+    }
+}

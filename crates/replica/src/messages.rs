@@ -1,0 +1,37 @@
+//! Messages between replicas: the ordering protocol's own, wrapped, and the replica layer's —
+//! forwarding client writes and read-index requests to the leader, and snapshot transfer.
+
+use serde::{Deserialize, Serialize};
+use synod_core::Command;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message<M, T> {
+    /// The ordering protocol's message, opaque here.
+    Protocol(M),
+    /// Follower → leader: please propose these writes.
+    Forward { entries: Vec<Command> },
+    /// Follower → leader: give me a confirmed read index for these pending reads.
+    ReadIndexReq { incarnation: u64, seqs: Vec<u64> },
+    /// Leader → follower: serve these reads once applied up to `read_index`.
+    ReadIndexResp {
+        incarnation: u64,
+        seqs: Vec<u64>,
+        read_index: u64,
+    },
+    /// Bytes `[offset, offset + data.len())` of the sender's serialised applied state at
+    /// `snapshot_idx` (the decided prefix `[0, snapshot_idx)`), sent in the protocol's `term`.
+    SnapshotChunk {
+        term: T,
+        snapshot_idx: u64,
+        total_bytes: u64,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// Receiver → sender: I hold the first `offset` bytes of that snapshot. `offset ==
+    /// total_bytes` means installed (or no longer needed): the transfer is over.
+    SnapshotAck {
+        term: T,
+        snapshot_idx: u64,
+        offset: u64,
+    },
+}

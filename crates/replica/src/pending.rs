@@ -1,0 +1,360 @@
+//! Client requests at this replica: the bounded pending table, forwarding writes (and
+//! read-index requests) to the leader with re-forwarding, timeouts, applying decided entries
+//! and answering each request exactly once.
+//!
+//! A forwarded command is never silently lost: it stays in the pending table of the replica it
+//! was submitted to until it is seen applied (or times out with `Timeout`, "outcome unknown"),
+//! and is re-forwarded every `2 * heartbeat_ticks` and at once whenever the leader changes.
+//! Re-forwarding cannot apply a command twice: application skips an origin already applied
+//! (see `state.rs`), and the leader does not propose an origin twice in one leadership.
+
+use crate::Replica;
+use crate::messages::Message;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use synod_core::kv::Response;
+use synod_core::{
+    ClientId, ClientReply, ClientRequest, Command, Consistency, EngineError, LogProtocol, NodeId,
+    Origin, PlantedBug, RequestId,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingKind {
+    /// A write: proposed at the leader or forwarded to it.
+    Write,
+    /// A linearizable read waiting for a confirmed read index.
+    ReadAwaitIndex,
+    /// A linearizable read to serve once applied up to this index.
+    ReadAt(u64),
+}
+
+#[derive(Debug)]
+pub struct Pending {
+    pub request: ClientRequest,
+    pub kind: PendingKind,
+    /// When it was last proposed/forwarded (None = never: no leader known yet).
+    pub last_sent_tick: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct PendingTable {
+    incarnation: u64,
+    next_seq: u64,
+    entries: BTreeMap<u64, Pending>,
+    /// Session writes by request id, so that an applied entry answers every pending copy of
+    /// the same request here (a client may retry at the replica it already used).
+    by_id: HashMap<RequestId, BTreeSet<u64>>,
+    /// (deadline tick, seq) in submission order; deadlines are submit time + a constant, so
+    /// this is sorted and expiry only looks at the front.
+    expiry: VecDeque<(u64, u64)>,
+    /// (read index, seq) of reads that only wait for the apply index.
+    ready_reads: BTreeSet<(u64, u64)>,
+}
+
+impl PendingTable {
+    pub fn new(incarnation: u64) -> Self {
+        PendingTable {
+            incarnation,
+            next_seq: 1,
+            entries: BTreeMap::new(),
+            by_id: HashMap::new(),
+            expiry: VecDeque::new(),
+            ready_reads: BTreeSet::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    fn insert(&mut self, request: ClientRequest, kind: PendingKind, deadline: u64) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if kind == PendingKind::Write && request.id.client != ClientId::NONE {
+            self.by_id.entry(request.id).or_default().insert(seq);
+        }
+        self.expiry.push_back((deadline, seq));
+        self.entries.insert(
+            seq,
+            Pending {
+                request,
+                kind,
+                last_sent_tick: None,
+            },
+        );
+        seq
+    }
+
+    fn remove(&mut self, seq: u64) -> Option<Pending> {
+        let p = self.entries.remove(&seq)?;
+        if let Some(set) = self.by_id.get_mut(&p.request.id) {
+            set.remove(&seq);
+            if set.is_empty() {
+                self.by_id.remove(&p.request.id);
+            }
+        }
+        if let PendingKind::ReadAt(idx) = p.kind {
+            self.ready_reads.remove(&(idx, seq));
+        }
+        Some(p)
+    }
+
+    pub fn origin(&self, node: NodeId, seq: u64) -> Origin {
+        Origin {
+            node,
+            incarnation: self.incarnation,
+            seq,
+        }
+    }
+
+    /// A read learned its confirmed read index.
+    pub fn set_read_index(&mut self, seq: u64, read_index: u64) {
+        if let Some(p) = self.entries.get_mut(&seq)
+            && p.kind == PendingKind::ReadAwaitIndex
+        {
+            p.kind = PendingKind::ReadAt(read_index);
+            self.ready_reads.insert((read_index, seq));
+        }
+    }
+}
+
+impl<P: LogProtocol> Replica<P> {
+    pub(crate) fn reply(&mut self, id: RequestId, result: Result<Response, EngineError>) {
+        self.out.replies.push(ClientReply { id, result });
+    }
+
+    pub(crate) fn submit_request(&mut self, request: ClientRequest) {
+        if self.pending.len() >= self.config.pending_requests_max {
+            self.reply(request.id, Err(EngineError::Busy));
+            return;
+        }
+        // A session keeps `client_window_max` saved replies; a write further ahead of the
+        // client's acknowledged floor could push out the reply of one of its own earlier
+        // writes still being retried, which would then be refused as expired. Refusing it
+        // here (definitely not applied) keeps the two bounds in agreement.
+        let window = self.config.kv.client_window_max as u64;
+        if !request.op.is_read()
+            && request.id.client != ClientId::NONE
+            && request.id.seq >= request.first_unacked.saturating_add(window)
+        {
+            self.reply(request.id, Err(EngineError::Busy));
+            return;
+        }
+        let deadline = self.now_ticks + self.config.request_timeout_ticks;
+        if request.op.is_read() {
+            if request.consistency == Consistency::Sequential
+                || self.config.bug(PlantedBug::StaleLinearizableRead)
+            {
+                // Sequential: local state never goes back at one replica. (With the planted
+                // bug `StaleLinearizableRead` linearizable reads take this path too.)
+                let r = self.state.kv.read(&request.op);
+                self.reply(request.id, r);
+                return;
+            }
+            let seq = self
+                .pending
+                .insert(request, PendingKind::ReadAwaitIndex, deadline);
+            self.route(seq);
+        } else {
+            let seq = self.pending.insert(request, PendingKind::Write, deadline);
+            self.route(seq);
+        }
+    }
+
+    /// Sends a pending write or read-index request towards the leader (or handles it here).
+    fn route(&mut self, seq: u64) {
+        let me = self.config.id;
+        let hint = self.protocol.leader();
+        let origin = self.pending.origin(me, seq);
+        let Some(p) = self.pending.entries.get_mut(&seq) else {
+            return;
+        };
+        let Some(leader) = hint else {
+            return;
+        };
+        p.last_sent_tick = Some(self.now_ticks);
+        match p.kind {
+            PendingKind::Write => {
+                let c = Command {
+                    id: p.request.id,
+                    first_unacked: p.request.first_unacked,
+                    op: p.request.op.clone(),
+                    origin,
+                };
+                if leader == me {
+                    self.propose(c);
+                } else {
+                    self.forward_buf.entry(leader).or_default().push(c);
+                }
+            }
+            PendingKind::ReadAwaitIndex => {
+                if leader == me {
+                    self.reads.enqueue(origin);
+                } else {
+                    self.read_req_buf.entry(leader).or_default().push(seq);
+                }
+            }
+            PendingKind::ReadAt(_) => {}
+        }
+    }
+
+    /// Leader: proposes a command unless it was applied or proposed in this leadership.
+    pub(crate) fn propose(&mut self, c: Command) {
+        if !self.protocol.is_leader() || self.state.was_applied(&c.origin) {
+            return;
+        }
+        // Bounded like the pending tables of all members together; beyond it the origin's
+        // re-forwarding retries later.
+        let cap = self.config.pending_requests_max * self.config.members.len();
+        if self.proposed.len() >= cap || !self.proposed.insert(c.origin) {
+            return;
+        }
+        self.protocol.propose(c);
+    }
+
+    /// Re-forwards pending requests: all of them when `now` (leader change), else those not
+    /// sent for `2 * heartbeat_ticks`.
+    pub(crate) fn reforward(&mut self, now: bool) {
+        let period = 2 * self.config.heartbeat_ticks;
+        let due: Vec<u64> = self
+            .pending
+            .entries
+            .iter()
+            .filter(|(_, p)| !matches!(p.kind, PendingKind::ReadAt(_)))
+            .filter(|(_, p)| {
+                now || p
+                    .last_sent_tick
+                    .is_none_or(|t| self.now_ticks >= t + period)
+            })
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in due {
+            self.route(seq);
+        }
+    }
+
+    /// Called by `ready`: one Forward / ReadIndexReq message per destination and batch.
+    pub(crate) fn flush_forwards(&mut self) {
+        let batch = self.config.batch_entries_max;
+        for (to, entries) in std::mem::take(&mut self.forward_buf) {
+            let mut entries = entries.into_iter().peekable();
+            while entries.peek().is_some() {
+                let chunk: Vec<Command> = entries.by_ref().take(batch).collect();
+                self.out
+                    .messages
+                    .push((to, Message::Forward { entries: chunk }));
+            }
+        }
+        let incarnation = self.pending.incarnation();
+        for (to, seqs) in std::mem::take(&mut self.read_req_buf) {
+            for chunk in seqs.chunks(batch) {
+                self.out.messages.push((
+                    to,
+                    Message::ReadIndexReq {
+                        incarnation,
+                        seqs: chunk.to_vec(),
+                    },
+                ));
+            }
+        }
+    }
+
+    /// Forwarded writes: only the leader takes them; anyone else drops them and the origin's
+    /// re-forwarding finds the leader.
+    pub(crate) fn handle_forward(&mut self, from: NodeId, entries: Vec<Command>) {
+        if !self.protocol.is_leader() {
+            return;
+        }
+        for c in entries {
+            if c.origin.node == from {
+                self.propose(c);
+            }
+        }
+    }
+
+    pub(crate) fn handle_read_index_req(&mut self, from: NodeId, incarnation: u64, seqs: Vec<u64>) {
+        if !self.protocol.is_leader() {
+            return;
+        }
+        for seq in seqs {
+            self.reads.enqueue(Origin {
+                node: from,
+                incarnation,
+                seq,
+            });
+        }
+    }
+
+    pub(crate) fn handle_read_index_resp(&mut self, incarnation: u64, seqs: Vec<u64>, idx: u64) {
+        if incarnation != self.pending.incarnation() {
+            return;
+        }
+        for seq in seqs {
+            self.pending.set_read_index(seq, idx);
+        }
+    }
+
+    /// Applies newly decided entries in log order and answers the requests waiting here.
+    pub(crate) fn apply_decided(&mut self) {
+        let me = self.config.id;
+        let incarnation = self.pending.incarnation();
+        let decided = self.protocol.decided_idx();
+        while self.state.applied_index() < decided {
+            let idx = self.state.applied_index() + 1;
+            let c = self.protocol.entry(idx - 1);
+            let (origin, id) = (c.origin, c.id);
+            self.proposed.remove(&origin);
+            let Some(result) = self.state.apply(idx, c) else {
+                continue;
+            };
+            let mut answer: Vec<u64> = Vec::new();
+            if origin.node == me && origin.incarnation == incarnation {
+                answer.push(origin.seq);
+            }
+            if id.client != ClientId::NONE
+                && let Some(set) = self.pending.by_id.get(&id)
+            {
+                answer.extend(set.iter().copied());
+            }
+            for seq in answer {
+                if let Some(p) = self.pending.entries.get(&seq)
+                    && p.kind == PendingKind::Write
+                    && let Some(p) = self.pending.remove(seq)
+                {
+                    self.reply(p.request.id, result.clone());
+                }
+            }
+        }
+    }
+
+    /// Serves linearizable reads whose read index is applied.
+    pub(crate) fn serve_ready_reads(&mut self) {
+        let applied = self.state.applied_index();
+        while let Some(&(idx, seq)) = self.pending.ready_reads.first() {
+            if idx > applied {
+                break;
+            }
+            self.pending.ready_reads.remove(&(idx, seq));
+            if let Some(p) = self.pending.remove(seq) {
+                let r = self.state.kv.read(&p.request.op);
+                self.reply(p.request.id, r);
+            }
+        }
+    }
+
+    /// Answers `Timeout` to requests pending for `request_timeout_ticks`.
+    pub(crate) fn expire_requests(&mut self) {
+        while let Some(&(deadline, seq)) = self.pending.expiry.front() {
+            if deadline > self.now_ticks {
+                break;
+            }
+            self.pending.expiry.pop_front();
+            if let Some(p) = self.pending.remove(seq) {
+                self.reply(p.request.id, Err(EngineError::Timeout));
+            }
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! Checkpoints and chunked, resumable snapshot transfer, for any log protocol.
+//!
+//! **Checkpoints.** When `snapshot_entries > 0` and at least that many entries were applied
+//! since the protocol's compacted index, `ready` asks the protocol to drop its log prefix up to
+//! the applied index ([`LogProtocol::compact`]) and writes a checkpoint record holding the
+//! protocol's state and the applied state (see `records.rs`).
+//!
+//! **Snapshot transfer.** A replica whose needed entries a peer compacted catches up from the
+//! peer's applied state instead. The protocol decides when ([`ProtocolEvent::SendSnapshot`]);
+//! this module moves the bytes:
+//! * the sender serialises its applied state once per applied index and shares the bytes among
+//!   all its transfers ([`SNAPSHOT_CHUNK_BYTES_MAX`] per chunk, at most
+//!   [`SNAPSHOT_CHUNKS_IN_FLIGHT_MAX`] chunks beyond the acknowledged offset, at most one
+//!   transfer per destination);
+//! * the receiver keeps one partial snapshot at a time and acknowledges the contiguous prefix
+//!   it holds; after loss (or its own restart, which acknowledges 0) the sender resends from
+//!   the acknowledged offset at the next heartbeat, and gives up after
+//!   [`SNAPSHOT_STALL_HEARTBEATS_MAX`] heartbeats without progress;
+//! * a complete snapshot is installed (the protocol replaces its log by the decided prefix, a
+//!   checkpoint record makes it durable) and acknowledged with `offset == total_bytes`, and the
+//!   sender's protocol learns it ([`LogProtocol::snapshot_delivered`]).
+//!
+//! Everything is keyed by the protocol's term (OmniPaxos's promised ballot, VR's view-number):
+//! a transfer from another term is dropped, so a deposed leader cannot install anything.
+//!
+//! [`ProtocolEvent::SendSnapshot`]: synod_core::ProtocolEvent::SendSnapshot
+
+use crate::Replica;
+use crate::messages::Message;
+use crate::records::{Checkpoint, Record};
+use crate::state::{AppliedState, StateImage};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use synod_core::{LogProtocol, NodeId, SnapshotAcceptance, TransferStatus};
+
+/// Largest chunk of snapshot bytes in one message.
+pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 64 * 1024;
+/// Chunks a sender may have sent beyond the receiver's acknowledged offset.
+pub const SNAPSHOT_CHUNKS_IN_FLIGHT_MAX: u64 = 4;
+/// Largest snapshot a receiver accepts (its buffer is at most this).
+pub const SNAPSHOT_BYTES_MAX: u64 = 1 << 30;
+/// Heartbeats without acknowledged progress after which a sender abandons a transfer (the
+/// receiver is down or busy with another snapshot; the protocol asks again).
+pub const SNAPSHOT_STALL_HEARTBEATS_MAX: u32 = 10;
+
+#[derive(Debug)]
+struct Outgoing<T> {
+    term: T,
+    snapshot_idx: u64,
+    data: Arc<Vec<u8>>,
+    /// The receiver holds `data[..acked]`.
+    acked: u64,
+    /// Chunks were sent up to here.
+    sent: u64,
+    /// `acked` at the last heartbeat, to notice a stalled transfer.
+    acked_at_heartbeat: u64,
+    stalled_heartbeats: u32,
+}
+
+#[derive(Debug)]
+struct Incoming<T> {
+    from: NodeId,
+    term: T,
+    snapshot_idx: u64,
+    total_bytes: u64,
+    bytes: Vec<u8>,
+}
+
+/// Volatile snapshot-transfer state of one replica.
+#[derive(Debug)]
+pub struct SnapshotTransfers<T> {
+    outgoing: BTreeMap<NodeId, Outgoing<T>>,
+    /// The last serialisation of this replica's applied state: (applied index, bytes).
+    cache: Option<(u64, Arc<Vec<u8>>)>,
+    incoming: Option<Incoming<T>>,
+}
+
+impl<T> Default for SnapshotTransfers<T> {
+    fn default() -> Self {
+        SnapshotTransfers {
+            outgoing: BTreeMap::new(),
+            cache: None,
+            incoming: None,
+        }
+    }
+}
+
+impl<T: Copy + Eq> TransferStatus<T> for SnapshotTransfers<T> {
+    fn sending_to(&self, to: NodeId, term: T) -> bool {
+        self.outgoing.get(&to).is_some_and(|o| o.term == term)
+    }
+
+    fn receiving_from(&self, from: NodeId, term: T) -> bool {
+        self.incoming
+            .as_ref()
+            .is_some_and(|i| i.from == from && i.term == term)
+    }
+}
+
+impl<P: LogProtocol> Replica<P> {
+    /// Called by `ready` after applying: compact and checkpoint every `snapshot_entries`.
+    pub(crate) fn maybe_checkpoint(&mut self) {
+        let every = self.config.snapshot_entries;
+        let applied = self.state.applied_index();
+        if every == 0 || applied < self.protocol.compacted_idx() + every {
+            return;
+        }
+        let protocol = self.protocol.compact(applied);
+        self.push_checkpoint(protocol);
+    }
+
+    fn push_checkpoint(&mut self, protocol: P::Checkpoint) {
+        assert_eq!(
+            self.protocol.compacted_idx(),
+            self.state.applied_index(),
+            "a checkpoint's state must sit exactly at the protocol's compacted index"
+        );
+        self.out
+            .records
+            .push(Record::Checkpoint(Box::new(Checkpoint {
+                protocol,
+                incarnation: self.pending.incarnation(),
+                state: self.state.image(),
+            })));
+    }
+
+    /// Starts sending this replica's snapshot to `to` in the protocol's current term, unless
+    /// a transfer to `to` in that term is already under way.
+    pub(crate) fn start_snapshot_send(&mut self, to: NodeId) {
+        let term = self.protocol.snapshot_term();
+        if self.snapshots.sending_to(to, term) {
+            return;
+        }
+        let idx = self.state.applied_index();
+        let data = match &self.snapshots.cache {
+            Some((i, d)) if *i == idx => Arc::clone(d),
+            _ => {
+                let Ok(bytes) = postcard::to_allocvec(&self.state.image()) else {
+                    // Serialising our own in-memory state cannot fail with postcard; if it
+                    // ever does, the protocol asks again.
+                    return;
+                };
+                let d = Arc::new(bytes);
+                self.snapshots.cache = Some((idx, Arc::clone(&d)));
+                d
+            }
+        };
+        self.snapshots.outgoing.insert(
+            to,
+            Outgoing {
+                term,
+                snapshot_idx: idx,
+                data,
+                acked: 0,
+                sent: 0,
+                acked_at_heartbeat: 0,
+                stalled_heartbeats: 0,
+            },
+        );
+        self.send_snapshot_chunks(to);
+    }
+
+    /// Sends chunks to `to` up to the in-flight window beyond the acknowledged offset.
+    fn send_snapshot_chunks(&mut self, to: NodeId) {
+        let Some(o) = self.snapshots.outgoing.get_mut(&to) else {
+            return;
+        };
+        let total = o.data.len() as u64;
+        let window_end =
+            total.min(o.acked + SNAPSHOT_CHUNKS_IN_FLIGHT_MAX * SNAPSHOT_CHUNK_BYTES_MAX as u64);
+        let mut msgs = Vec::new();
+        // An empty snapshot still needs one (empty) chunk to be delivered.
+        while o.sent < window_end || (total == 0 && o.sent == 0 && msgs.is_empty()) {
+            let end = window_end.min(o.sent + SNAPSHOT_CHUNK_BYTES_MAX as u64);
+            msgs.push(Message::SnapshotChunk {
+                term: o.term,
+                snapshot_idx: o.snapshot_idx,
+                total_bytes: total,
+                offset: o.sent,
+                data: o.data[o.sent as usize..end as usize].to_vec(),
+            });
+            o.sent = end;
+            if total == 0 {
+                break;
+            }
+        }
+        for m in msgs {
+            self.out.messages.push((to, m));
+        }
+    }
+
+    /// Every heartbeat: drop transfers of a term we no longer hold, resend from the
+    /// acknowledged offset where nothing progressed, abandon transfers stalled too long.
+    pub(crate) fn snapshot_heartbeat(&mut self) {
+        let term = self.protocol.snapshot_term();
+        self.snapshots.outgoing.retain(|_, o| o.term == term);
+        if self
+            .snapshots
+            .incoming
+            .as_ref()
+            .is_some_and(|i| i.term != term)
+        {
+            self.snapshots.incoming = None;
+        }
+        let mut resend = Vec::new();
+        let mut abandon = Vec::new();
+        for (to, o) in self.snapshots.outgoing.iter_mut() {
+            if o.acked > o.acked_at_heartbeat {
+                o.acked_at_heartbeat = o.acked;
+                o.stalled_heartbeats = 0;
+                continue;
+            }
+            o.stalled_heartbeats += 1;
+            if o.stalled_heartbeats > SNAPSHOT_STALL_HEARTBEATS_MAX {
+                abandon.push(*to);
+            } else {
+                o.sent = o.acked;
+                resend.push(*to);
+            }
+        }
+        for to in abandon {
+            self.snapshots.outgoing.remove(&to);
+        }
+        for to in resend {
+            self.send_snapshot_chunks(to);
+        }
+        if self.snapshots.outgoing.is_empty() {
+            // No transfer needs the bytes any more: do not hold a copy of the state.
+            self.snapshots.cache = None;
+        }
+    }
+
+    pub(crate) fn handle_snapshot_ack(&mut self, from: NodeId, term: P::Term, idx: u64, off: u64) {
+        let Some(o) = self.snapshots.outgoing.get_mut(&from) else {
+            return;
+        };
+        if o.term != term || o.snapshot_idx != idx || term != self.protocol.snapshot_term() {
+            return;
+        }
+        let total = o.data.len() as u64;
+        if off >= total {
+            self.snapshots.outgoing.remove(&from);
+            self.protocol
+                .snapshot_delivered(from, term, idx, &mut self.pout);
+            self.drain_protocol();
+            return;
+        }
+        if off < o.acked {
+            // The receiver lost what it had (restart): start over from there at the next
+            // heartbeat, not now, so repeated stale acks cannot multiply traffic.
+            o.acked = off;
+            o.acked_at_heartbeat = off;
+            o.sent = off;
+            return;
+        }
+        if off > o.acked {
+            o.acked = off;
+            self.send_snapshot_chunks(from);
+        }
+    }
+
+    fn ack_snapshot(&mut self, to: NodeId, term: P::Term, snapshot_idx: u64, offset: u64) {
+        self.out.messages.push((
+            to,
+            Message::SnapshotAck {
+                term,
+                snapshot_idx,
+                offset,
+            },
+        ));
+    }
+
+    pub(crate) fn handle_snapshot_chunk(
+        &mut self,
+        from: NodeId,
+        term: P::Term,
+        snapshot_idx: u64,
+        total_bytes: u64,
+        offset: u64,
+        data: Vec<u8>,
+    ) {
+        match self.protocol.accept_snapshot(from, term) {
+            SnapshotAcceptance::Ignore => return,
+            SnapshotAcceptance::NotNeeded => {
+                self.ack_snapshot(from, term, snapshot_idx, total_bytes);
+                return;
+            }
+            SnapshotAcceptance::Receive => {}
+        }
+        if snapshot_idx <= self.protocol.decided_idx() {
+            // Already have that prefix.
+            if self
+                .snapshots
+                .incoming
+                .as_ref()
+                .is_some_and(|i| i.from == from && i.snapshot_idx == snapshot_idx)
+            {
+                self.snapshots.incoming = None;
+            }
+            self.ack_snapshot(from, term, snapshot_idx, total_bytes);
+            return;
+        }
+        if total_bytes > SNAPSHOT_BYTES_MAX {
+            return;
+        }
+        if !self.take_incoming(from, term, snapshot_idx, total_bytes, offset) {
+            return;
+        }
+        let Some(inc) = self.snapshots.incoming.as_mut() else {
+            return;
+        };
+        let held = inc.bytes.len() as u64;
+        if offset == held && held + data.len() as u64 <= total_bytes {
+            inc.bytes.extend_from_slice(&data);
+        }
+        let held = inc.bytes.len() as u64;
+        if held < total_bytes {
+            self.ack_snapshot(from, term, snapshot_idx, held);
+            return;
+        }
+        let Some(inc) = self.snapshots.incoming.take() else {
+            return;
+        };
+        if self.install_snapshot(term, snapshot_idx, &inc.bytes) {
+            self.ack_snapshot(from, term, snapshot_idx, total_bytes);
+        } else {
+            // Undecodable: ask for it again from the start.
+            self.ack_snapshot(from, term, snapshot_idx, 0);
+        }
+    }
+
+    /// Whether this chunk belongs to the one incoming transfer (starting a new one if it may).
+    fn take_incoming(
+        &mut self,
+        from: NodeId,
+        term: P::Term,
+        snapshot_idx: u64,
+        total_bytes: u64,
+        offset: u64,
+    ) -> bool {
+        let same = self.snapshots.incoming.as_ref().is_some_and(|i| {
+            i.from == from
+                && i.term == term
+                && i.snapshot_idx == snapshot_idx
+                && i.total_bytes == total_bytes
+        });
+        if same {
+            return true;
+        }
+        let replace = offset == 0
+            && self
+                .snapshots
+                .incoming
+                .as_ref()
+                .is_none_or(|i| i.term != term || snapshot_idx > i.snapshot_idx);
+        if replace {
+            self.snapshots.incoming = Some(Incoming {
+                from,
+                term,
+                snapshot_idx,
+                total_bytes,
+                bytes: Vec::new(),
+            });
+            return true;
+        }
+        if offset > 0 && self.snapshots.incoming.is_none() {
+            // We hold nothing of it (restarted, or dropped it): resume from 0.
+            self.ack_snapshot(from, term, snapshot_idx, 0);
+        }
+        // Busy with another snapshot at least as new: let this sender stall out.
+        false
+    }
+
+    /// Installs a complete snapshot. Returns false if the bytes do not decode to a state at
+    /// `snapshot_idx` (corruption the transport did not catch).
+    fn install_snapshot(&mut self, term: P::Term, snapshot_idx: u64, bytes: &[u8]) -> bool {
+        let Ok(image) = postcard::from_bytes::<StateImage>(bytes) else {
+            return false;
+        };
+        if image.kv.applied_index() != snapshot_idx {
+            return false;
+        }
+        if snapshot_idx <= self.protocol.decided_idx() {
+            return true;
+        }
+        let protocol = self.protocol.install_snapshot(term, snapshot_idx);
+        self.state = AppliedState::from_image(image);
+        self.push_checkpoint(protocol);
+        self.protocol.snapshot_installed(&mut self.pout);
+        self.drain_protocol();
+        true
+    }
+}

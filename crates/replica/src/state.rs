@@ -1,0 +1,93 @@
+//! The applied state: the KV state machine plus the window of recently applied command
+//! origins, which makes applying a log position idempotent per origin.
+//!
+//! Why at apply time. A write submitted at one replica is re-forwarded to the leader until it
+//! is seen applied, and a leader change can leave a copy in the log that the new leader's
+//! re-proposal duplicates. Session writes are deduplicated by the KV store's client table, but
+//! writes without a session are not; so every replica skips a log entry whose origin it already
+//! applied. The decision is a function of the decided log alone, so every replica skips the same
+//! entries and reaches the same state (the skip advances the applied index and the digest).
+
+use serde::{Deserialize, Serialize};
+use std::collections::{HashSet, VecDeque};
+use synod_core::kv::{KvLimits, KvStore, Response};
+use synod_core::{Command, EngineError, Origin};
+
+/// Origins remembered for deduplication. A re-forwarded write without a session is applied
+/// twice only if its duplicate is decided after this many later commands — far beyond any
+/// `request_timeout_ticks` at the rates a group sustains.
+pub const APPLIED_ORIGINS_MAX: usize = 65_536;
+
+#[derive(Clone, Debug)]
+pub struct AppliedState {
+    pub kv: KvStore,
+    /// Oldest first.
+    origins: VecDeque<Origin>,
+    origin_set: HashSet<Origin>,
+}
+
+/// What a snapshot or checkpoint carries of the applied state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StateImage {
+    pub kv: KvStore,
+    pub origins: Vec<Origin>,
+}
+
+impl AppliedState {
+    pub fn new(limits: KvLimits) -> Self {
+        AppliedState {
+            kv: KvStore::new(limits),
+            origins: VecDeque::new(),
+            origin_set: HashSet::new(),
+        }
+    }
+
+    pub fn from_image(image: StateImage) -> Self {
+        let mut s = AppliedState {
+            kv: image.kv,
+            origins: VecDeque::with_capacity(image.origins.len()),
+            origin_set: HashSet::with_capacity(image.origins.len()),
+        };
+        for o in image.origins {
+            s.remember(o);
+        }
+        s
+    }
+
+    pub fn image(&self) -> StateImage {
+        StateImage {
+            kv: self.kv.clone(),
+            origins: self.origins.iter().copied().collect(),
+        }
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.kv.applied_index()
+    }
+
+    pub fn was_applied(&self, o: &Origin) -> bool {
+        self.origin_set.contains(o)
+    }
+
+    /// Applies the command at KV index `index` (log position `index - 1`). `None` when its
+    /// origin was applied before: nothing executes and nobody is answered twice.
+    pub fn apply(&mut self, index: u64, c: &Command) -> Option<Result<Response, EngineError>> {
+        if self.origin_set.contains(&c.origin) {
+            self.kv.skip(index);
+            return None;
+        }
+        self.remember(c.origin);
+        Some(self.kv.apply(index, c.id, c.first_unacked, &c.op))
+    }
+
+    fn remember(&mut self, o: Origin) {
+        if self.origin_set.insert(o) {
+            self.origins.push_back(o);
+        }
+        while self.origins.len() > APPLIED_ORIGINS_MAX {
+            if let Some(old) = self.origins.pop_front() {
+                self.origin_set.remove(&old);
+            }
+        }
+    }
+}

@@ -15,7 +15,7 @@ pub struct DevArgs {
     /// Members in the cluster.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
-    /// Replication engine: omnipaxos or caspaxos.
+    /// Replication engine: omnipaxos, vr or caspaxos.
     #[arg(long, default_value = "omnipaxos")]
     engine: String,
     /// Member i listens on base+10(i-1) (peers), +1 (HTTP), +2 (etcd gRPC).

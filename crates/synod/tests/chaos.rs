@@ -143,6 +143,11 @@ fn omnipaxos_chaos_run_is_linearizable() {
 }
 
 #[test]
+fn vr_chaos_run_is_linearizable() {
+    assert_passes("vr", "11");
+}
+
+#[test]
 fn caspaxos_chaos_run_is_linearizable() {
     assert_passes("caspaxos", "11");
 }

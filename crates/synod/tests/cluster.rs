@@ -1,6 +1,7 @@
-//! Real multi-process clusters on loopback: every member serves reads and writes (followers
-//! forward), the leader's death leaves the others serving within a few election timeouts, and a
-//! killed member comes back from its data directory and catches up.
+//! Real multi-process clusters on loopback, for each leader-based engine (OmniPaxos and VR):
+//! every member serves reads and writes (followers forward), the leader's death leaves the
+//! others serving within a few election timeouts, and a killed member comes back from its data
+//! directory and catches up.
 
 mod common;
 
@@ -8,8 +9,27 @@ use common::{Cluster, wait_until};
 use std::time::{Duration, Instant};
 
 #[test]
-fn every_member_serves_writes_and_linearizable_reads() {
-    let c = Cluster::start(3, "omnipaxos");
+fn every_member_serves_writes_and_linearizable_reads_omnipaxos() {
+    every_member_serves_writes_and_linearizable_reads("omnipaxos");
+}
+
+#[test]
+fn every_member_serves_writes_and_linearizable_reads_vr() {
+    every_member_serves_writes_and_linearizable_reads("vr");
+}
+
+#[test]
+fn killing_the_leader_leaves_the_others_serving_omnipaxos() {
+    killing_the_leader_leaves_the_others_serving("omnipaxos");
+}
+
+#[test]
+fn killing_the_primary_leaves_the_others_serving_vr() {
+    killing_the_leader_leaves_the_others_serving("vr");
+}
+
+fn every_member_serves_writes_and_linearizable_reads(engine: &str) {
+    let c = Cluster::start(3, engine);
     for id in 1..=3u64 {
         let r = c.put(id, &format!("k{id}"), &format!("v{id}"));
         assert_eq!(r.status().as_u16(), 200, "PUT at n{id}");
@@ -27,9 +47,8 @@ fn every_member_serves_writes_and_linearizable_reads() {
     assert_eq!(c.get(2, "missing", false), None);
 }
 
-#[test]
-fn killing_the_leader_leaves_the_others_serving() {
-    let mut c = Cluster::start(3, "omnipaxos");
+fn killing_the_leader_leaves_the_others_serving(engine: &str) {
+    let mut c = Cluster::start(3, engine);
     let leader = c.wait_for_leader(Duration::from_secs(10));
     assert_eq!(c.put(leader, "before", "1").status().as_u16(), 200);
 
@@ -53,7 +72,7 @@ fn killing_the_leader_leaves_the_others_serving() {
     );
     let outage = killed_at.elapsed();
     // Election timeout is 10 ticks of 10 ms; "a few election timeouts" with CI slack.
-    eprintln!("write availability restored {outage:?} after SIGKILL of leader n{leader}");
+    eprintln!("{engine}: write availability restored {outage:?} after SIGKILL of leader n{leader}");
     assert!(
         outage < Duration::from_secs(3),
         "outage {outage:?} is too long"

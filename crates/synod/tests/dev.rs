@@ -40,6 +40,11 @@ fn synod_dev_starts_a_working_cluster_and_stops_it_on_ctrl_c() {
 }
 
 #[test]
+fn synod_dev_starts_a_vr_cluster() {
+    run_dev("vr", "Synod dev cluster: 3 members, engine vr, leader n");
+}
+
+#[test]
 fn synod_dev_starts_a_leaderless_caspaxos_cluster() {
     run_dev(
         "caspaxos",

@@ -130,7 +130,16 @@ fn wait_for_progress(load: &Load, n: usize, within: Duration, what: &str) {
 }
 
 #[test]
-fn random_sigkills_and_restarts_lose_no_acknowledged_write() {
+fn random_sigkills_and_restarts_lose_no_acknowledged_write_omnipaxos() {
+    random_sigkills_and_restarts("omnipaxos");
+}
+
+#[test]
+fn random_sigkills_and_restarts_lose_no_acknowledged_write_vr() {
+    random_sigkills_and_restarts("vr");
+}
+
+fn random_sigkills_and_restarts(engine: &str) {
     let seed = std::env::var("SYNOD_DURABILITY_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -138,7 +147,7 @@ fn random_sigkills_and_restarts_lose_no_acknowledged_write() {
     eprintln!("random SIGKILL test: seed {seed} (set SYNOD_DURABILITY_SEED to replay)");
     // The kill schedule is drawn from the seed, so a printed seed replays it.
     let mut rng = SplitMix64::new(seed);
-    let mut c = Cluster::start(3, "omnipaxos");
+    let mut c = Cluster::start(3, engine);
     let load = Load::start(&c, "rk");
     wait_for_progress(
         &load,
@@ -169,7 +178,7 @@ fn random_sigkills_and_restarts_lose_no_acknowledged_write() {
     c.wait_for_leader(Duration::from_secs(30));
     let verified = verify_all(&c, &acked);
     eprintln!(
-        "random SIGKILL test: verified {verified} acknowledged writes, all present with their values"
+        "{engine} random SIGKILL test: verified {verified} acknowledged writes, all present with their values"
     );
     assert!(
         verified > 300,
@@ -180,7 +189,8 @@ fn random_sigkills_and_restarts_lose_no_acknowledged_write() {
 /// The whole cluster is SIGKILLed at once under load (a power loss, as far as the processes
 /// can tell) and restarted: every acknowledged write is there.
 fn whole_cluster_restart(engine: &str) {
-    let mut c = if engine == "omnipaxos" {
+    let leaderless = engine == "caspaxos";
+    let mut c = if !leaderless {
         Cluster::start(3, engine)
     } else {
         Cluster::start_leaderless(3, engine)
@@ -204,7 +214,7 @@ fn whole_cluster_restart(engine: &str) {
         c.restart(id);
     }
     c.wait_all_serving(Duration::from_secs(20));
-    if engine == "omnipaxos" {
+    if !leaderless {
         c.wait_for_leader(Duration::from_secs(30));
     }
     let verified = verify_all(&c, &acked);
@@ -215,6 +225,11 @@ fn whole_cluster_restart(engine: &str) {
 #[test]
 fn whole_cluster_sigkill_and_restart_omnipaxos() {
     whole_cluster_restart("omnipaxos");
+}
+
+#[test]
+fn whole_cluster_sigkill_and_restart_vr() {
+    whole_cluster_restart("vr");
 }
 
 #[test]

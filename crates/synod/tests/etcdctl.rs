@@ -42,9 +42,18 @@ fn run(etcdctl: &std::path::Path, endpoints: &str, args: &[&str], stdin: Option<
 }
 
 #[test]
-fn etcdctl_put_get_prefix_del_txn_status_members() {
+fn etcdctl_put_get_prefix_del_txn_status_members_omnipaxos() {
+    etcdctl_put_get_prefix_del_txn_status_members("omnipaxos");
+}
+
+#[test]
+fn etcdctl_put_get_prefix_del_txn_status_members_vr() {
+    etcdctl_put_get_prefix_del_txn_status_members("vr");
+}
+
+fn etcdctl_put_get_prefix_del_txn_status_members(engine: &str) {
     let Some(etcdctl) = etcdctl() else { return };
-    let c = Cluster::start(3, "omnipaxos");
+    let c = Cluster::start(3, engine);
     // Talk to a follower-or-leader member chosen without knowing which is which.
     let one = c.member(2).grpc_addr.clone();
     let all = c.grpc_endpoints();

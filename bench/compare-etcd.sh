@@ -11,6 +11,9 @@
 #
 # Usage: bench/compare-etcd.sh [--only both|etcd|synod] [--etcd-members 3] [--duration 10s]
 #                              [--warmup 2s] [--no-build] [--out DIR] [--keep-data]
+#                              [--engines omnipaxos,vr] [--workloads put-1,put-64,get-1,get-64]
+# --engines runs Synod once per engine (each a fresh 3-node `synod dev --engine E`); the first
+# fills the Synod columns of the main table, and a second table puts every engine side by side.
 # Environment: SYNOD_BIN (default target/release/synod), BENCH_CMD (default "$SYNOD_BIN bench",
 #              e.g. a stand-alone build of crates/bench/examples/bench.rs), WORK_PARENT (where
 #              the temporary data directory goes; default target/, i.e. the repository's disk).
@@ -24,6 +27,8 @@ WARMUP=2s
 BUILD=1
 KEEP_DATA=0
 OUT=""
+ENGINES=omnipaxos
+ONLY_WORKLOADS=""
 # Ports: Synod's dev cluster uses 7000-7022 (member i: base+10(i-1) peer, +1 HTTP, +2 gRPC);
 # etcd member i gets client 23800+10(i-1), peer +1 — nothing near Synod's dev ports or etcd's
 # 2379/2380 defaults, so a developer's own etcd is not disturbed.
@@ -45,6 +50,8 @@ while [[ $# -gt 0 ]]; do
     --no-build) BUILD=0; shift ;;
     --out) OUT=$2; shift 2 ;;
     --keep-data) KEEP_DATA=1; shift ;;
+    --engines) ENGINES=$2; shift 2 ;;
+    --workloads) ONLY_WORKLOADS=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "compare-etcd.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -172,15 +179,15 @@ start_etcd() {
 }
 
 SYNOD_EPS=""
-start_synod() {
-  local i eps=()
-  "$SYNOD_BIN" dev --nodes 3 --base-port "$SYNOD_BASE_PORT" --fresh --data-dir "$WORK/synod" \
-    >"$WORK/synod-dev.log" 2>&1 </dev/null &
+start_synod() {   # start_synod ENGINE
+  local engine=$1 i eps=()
+  "$SYNOD_BIN" dev --nodes 3 --engine "$engine" --base-port "$SYNOD_BASE_PORT" --fresh \
+    --data-dir "$WORK/synod-$engine" >"$WORK/synod-dev-$engine.log" 2>&1 </dev/null &
   SYNOD_DEV_PID=$!
   PIDS+=("$SYNOD_DEV_PID")
   for ((i = 1; i <= 3; i++)); do eps+=("127.0.0.1:$((SYNOD_BASE_PORT + 10 * (i - 1) + 2))"); done
   SYNOD_EPS=$(IFS=,; echo "${eps[*]}")
-  wait_healthy "synod (3 nodes)" "$SYNOD_EPS" "$SYNOD_DEV_PID"
+  wait_healthy "synod $engine (3 nodes)" "$SYNOD_EPS" "$SYNOD_DEV_PID"
   # The members are dev's children; remember them so they are stopped even if dev cannot.
   local child
   for child in $(pgrep -P "$SYNOD_DEV_PID" 2>/dev/null || true); do PIDS+=("$child"); done
@@ -191,11 +198,22 @@ start_synod() {
 WORKLOADS=(
   "put-1|--workload put --in-flight 1"
   "put-64|--workload put --in-flight 64"
+  "get-1|--workload get --in-flight 1"
   "get-64|--workload get --in-flight 64"
   "get-serializable-64|--workload get-serializable --in-flight 64"
   "txn-cas-64|--workload txn-cas --in-flight 64"
   "mixed-90/10-64|--workload mixed --read-ratio 0.9 --in-flight 64"
 )
+if [[ -n "$ONLY_WORKLOADS" ]]; then
+  selected=()
+  for entry in "${WORKLOADS[@]}"; do
+    [[ ",$ONLY_WORKLOADS," == *",${entry%%|*},"* ]] && selected+=("$entry")
+  done
+  [[ ${#selected[@]} -gt 0 ]] || die "--workloads matched none of: ${WORKLOADS[*]%%|*}"
+  WORKLOADS=("${selected[@]}")
+fi
+IFS=, read -r -a ENGINE_LIST <<<"$ENGINES"
+FIRST_ENGINE=${ENGINE_LIST[0]}
 COMMON=(--key-size 8 --value-size 256 --keys 10000 --connections 4 --target leader
         --duration "$DURATION" --warmup "$WARMUP")
 
@@ -224,9 +242,11 @@ if [[ "$ONLY" != synod ]]; then
   stop_all
 fi
 if [[ "$ONLY" != etcd ]]; then
-  start_synod
-  run_workloads synod "$SYNOD_EPS"
-  stop_all
+  for engine in "${ENGINE_LIST[@]}"; do
+    start_synod "$engine"
+    run_workloads "synod-$engine" "$SYNOD_EPS"
+    stop_all
+  done
 fi
 
 # ---- report --------------------------------------------------------------------------------
@@ -239,14 +259,14 @@ num() { awk -v a="$1" -v d="$2" 'BEGIN { if (a == "") print "–"; else printf "
   echo "- machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(uname -sr)"
   echo "- disk: $(df -h --output=source,fstype "$WORK" | tail -n 1 | tr -s ' ')"
   [[ "$ONLY" != synod ]] && echo "- etcd: $(etcd --version 2>/dev/null | head -n 1 | sed 's/etcd Version: //'), $ETCD_MEMBERS members, fsync on (defaults)"
-  [[ "$ONLY" != etcd ]] && echo "- synod: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown), 3 nodes via synod dev"
+  [[ "$ONLY" != etcd ]] && echo "- synod: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown), 3 nodes via synod dev, engine $FIRST_ENGINE (main table)"
   echo "- each run: $DURATION after $WARMUP warm-up, 8-byte keys, 256-byte values, 10000 keys, 4 connections, leader only"
   echo
   echo "| workload | Synod ops/s | etcd ops/s | ops/s Synod/etcd | Synod p50 ms | etcd p50 ms | Synod p99 ms | etcd p99 ms | p99 Synod/etcd | errors Synod / etcd |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for entry in "${WORKLOADS[@]}"; do
     name=${entry%%|*}
-    s="$OUT/synod-${name//\//_}.json"
+    s="$OUT/synod-$FIRST_ENGINE-${name//\//_}.json"
     e="$OUT/etcd-${name//\//_}.json"
     st=$(field "$s" throughput_ops_s); et=$(field "$e" throughput_ops_s)
     s50=$(field "$s" p50_ms); e50=$(field "$e" p50_ms)
@@ -254,6 +274,28 @@ num() { awk -v a="$1" -v d="$2" 'BEGIN { if (a == "") print "–"; else printf "
     serr=$(field "$s" errors); eerr=$(field "$e" errors)
     echo "| $name | $(num "$st" 0) | $(num "$et" 0) | $(ratio "$st" "$et") | $(num "$s50" 3) | $(num "$e50" 3) | $(num "$s99" 3) | $(num "$e99" 3) | $(ratio "$s99" "$e99") | ${serr:-–} / ${eerr:-–} |"
   done
+  if [[ "$ONLY" != etcd && ${#ENGINE_LIST[@]} -gt 1 ]]; then
+    echo
+    echo "Engines side by side (ops/s, p50 ms):"
+    echo
+    header="| workload |"; rule="|---|"
+    for engine in "${ENGINE_LIST[@]}"; do header+=" $engine ops/s | $engine p50 |"; rule+="---:|---:|"; done
+    [[ "$ONLY" != synod ]] && { header+=" etcd ops/s | etcd p50 |"; rule+="---:|---:|"; }
+    echo "$header"; echo "$rule"
+    for entry in "${WORKLOADS[@]}"; do
+      name=${entry%%|*}
+      row="| $name |"
+      for engine in "${ENGINE_LIST[@]}"; do
+        f="$OUT/synod-$engine-${name//\//_}.json"
+        row+=" $(num "$(field "$f" throughput_ops_s)" 0) | $(num "$(field "$f" p50_ms)" 3) |"
+      done
+      if [[ "$ONLY" != synod ]]; then
+        f="$OUT/etcd-${name//\//_}.json"
+        row+=" $(num "$(field "$f" throughput_ops_s)" 0) | $(num "$(field "$f" p50_ms)" 3) |"
+      fi
+      echo "$row"
+    done
+  fi
   echo
   echo "Raw JSON per run: $OUT"
 } | tee "$OUT/results.md"

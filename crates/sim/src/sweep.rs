@@ -188,6 +188,7 @@ fn cli_command(engine: &str, cfg: &RunConfig) -> Option<String> {
     expressible.clients = cfg.clients;
     expressible.ops_per_client = cfg.ops_per_client;
     expressible.planted_bug = cfg.planted_bug;
+    expressible.snapshot_entries = cfg.snapshot_entries;
     expressible.keep_history = cfg.keep_history;
     // Every other field must be at its default. Comparing the Debug forms covers fields added
     // later without a PartialEq on RunConfig (it holds an f64).
@@ -203,6 +204,9 @@ fn cli_command(engine: &str, cfg: &RunConfig) -> Option<String> {
         cfg.clients,
         cfg.ops_per_client
     );
+    if cfg.snapshot_entries > 0 {
+        s += &format!(" --snapshot-entries {}", cfg.snapshot_entries);
+    }
     if let Some(bug) = cfg.planted_bug {
         s += &format!(" --planted-bug {}", bug.name());
     }

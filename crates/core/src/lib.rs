@@ -6,6 +6,7 @@
 //! * [`engine`] — the [`Engine`](engine::Engine) trait every replication protocol implements
 //!   as a sans-IO state machine, and the [`Ready`](engine::Ready) batch that makes
 //!   persist-before-send structural.
+//! * [`log`] — [`CommandLog`], the in-memory log with a compacted prefix both log protocols use.
 //! * [`protocol`] — the [`LogProtocol`](protocol::LogProtocol) contract an ordering protocol
 //!   fulfils so that the replica layer can make it an engine.
 //! * [`history`] — the JSON history format written by the simulator and chaos runs and read by
@@ -19,6 +20,7 @@ pub mod engine;
 pub mod history;
 pub mod ids;
 pub mod kv;
+pub mod log;
 pub mod protocol;
 pub mod rng;
 
@@ -27,6 +29,7 @@ pub use engine::{
     EngineError, EngineStatus, Outbox, OutputBuffer, PlantedBug, Ready,
 };
 pub use ids::{ClientId, NodeId, RequestId};
+pub use log::CommandLog;
 pub use protocol::{
     Command, LogProtocol, Origin, ProtocolEvent, ProtocolOutput, SnapshotAcceptance, TransferStatus,
 };

@@ -89,6 +89,15 @@ impl<M, R> ProtocolOutput<M, R> {
     pub fn send(&mut self, to: NodeId, m: M) {
         self.messages.push((to, m));
     }
+
+    /// Moves everything in `other` to the end of `self`, keeping each list's order (a protocol
+    /// that buffers one call's outputs hands them over with this).
+    pub fn append(&mut self, other: &mut Self) {
+        self.early.append(&mut other.early);
+        self.records.append(&mut other.records);
+        self.messages.append(&mut other.messages);
+        self.events.append(&mut other.events);
+    }
 }
 
 /// What a replica does with snapshot chunks from `from` in a term.

@@ -169,7 +169,7 @@ impl LogProtocol for OmniPaxos {
     }
 
     fn compacted_idx(&self) -> u64 {
-        self.store.compacted_idx
+        self.store.compacted_idx()
     }
 
     fn entry(&self, idx: u64) -> &Command {
@@ -232,9 +232,6 @@ impl OmniPaxos {
 
     /// Moves this call's outputs to the caller's, in order.
     fn emit(&mut self, out: &mut Out) {
-        out.early.append(&mut self.out.early);
-        out.records.append(&mut self.out.records);
-        out.messages.append(&mut self.out.messages);
-        out.events.append(&mut self.out.events);
+        out.append(&mut self.out);
     }
 }

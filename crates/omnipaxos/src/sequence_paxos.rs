@@ -341,8 +341,8 @@ impl OmniPaxos {
         };
         // Entries below our compacted index are decided; if the leader may lack some of them,
         // it gets them as our snapshot (pushed now) and the suffix starts after them.
-        let suffix_start = start.max(self.store.compacted_idx);
-        if start < self.store.compacted_idx {
+        let suffix_start = start.max(self.store.compacted_idx());
+        if start < self.store.compacted_idx() {
             self.start_snapshot_send(from);
         }
         let suffix = self.store.slice(suffix_start, len);
@@ -486,7 +486,7 @@ impl OmniPaxos {
     pub(crate) fn send_accept_sync(&mut self, to: NodeId, sync_idx: u64) {
         let len = self.store.log_len();
         let decided = self.store.decided_idx;
-        let compacted = self.store.compacted_idx;
+        let compacted = self.store.compacted_idx();
         let Role::Leader(l) = &mut self.role else {
             return;
         };
@@ -685,7 +685,7 @@ impl OmniPaxos {
         let n = l.n;
         let heartbeat = std::mem::take(&mut l.heartbeat_due);
         // A follower so far behind that its next entry is compacted catches up by snapshot.
-        let compacted = self.store.compacted_idx;
+        let compacted = self.store.compacted_idx();
         let behind: Vec<NodeId> = l
             .followers
             .iter()

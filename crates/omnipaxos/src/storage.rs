@@ -16,8 +16,8 @@
 
 use crate::ballot::Ballot;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
 use synod_core::Command as Entry;
+use synod_core::CommandLog;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Record {
@@ -53,10 +53,8 @@ pub struct Checkpoint {
 pub struct DurableState {
     pub promised: Ballot,
     pub accepted_round: Ballot,
-    /// The log from `compacted_idx` on.
-    log: VecDeque<Entry>,
-    /// Log positions below this are compacted into the replica layer's checkpoint.
-    pub compacted_idx: u64,
+    /// The log; positions below its compacted index live in the replica layer's checkpoint.
+    log: CommandLog,
     pub decided_idx: u64,
 }
 
@@ -133,42 +131,27 @@ impl DurableState {
     fn restore(&mut self, c: &Checkpoint) {
         self.promised = c.promised;
         self.accepted_round = c.accepted_round;
-        self.compacted_idx = c.compacted_idx;
         self.decided_idx = c.decided_idx;
-        self.log = c.suffix.iter().cloned().collect();
+        self.log = CommandLog::from_suffix(c.compacted_idx, &c.suffix);
     }
 
     pub fn log_len(&self) -> u64 {
-        self.compacted_idx + self.log.len() as u64
+        self.log.len()
+    }
+
+    /// Log positions below this are compacted into the replica layer's checkpoint.
+    pub fn compacted_idx(&self) -> u64 {
+        self.log.compacted_idx()
     }
 
     /// The entry at absolute position `idx` (must be in `[compacted_idx, log_len)`).
     pub fn entry(&self, idx: u64) -> &Entry {
-        assert!(
-            idx >= self.compacted_idx && idx < self.log_len(),
-            "entry {idx} outside the in-memory log [{}, {})",
-            self.compacted_idx,
-            self.log_len()
-        );
-        &self.log[(idx - self.compacted_idx) as usize]
+        self.log.entry(idx)
     }
 
     /// Entries `[from, to)` (clamped to the log). `from` must not be compacted.
     pub fn slice(&self, from: u64, to: u64) -> Vec<Entry> {
-        let to = to.min(self.log_len());
-        if from >= to {
-            return Vec::new();
-        }
-        assert!(
-            from >= self.compacted_idx,
-            "slice from {from} reaches into the compacted prefix ({})",
-            self.compacted_idx
-        );
-        let base = self.compacted_idx;
-        self.log
-            .range((from - base) as usize..(to - base) as usize)
-            .cloned()
-            .collect()
+        self.log.slice(from, to)
     }
 
     pub fn promise(&mut self, b: Ballot, out: &mut Vec<Record>) {
@@ -197,8 +180,8 @@ impl DurableState {
             self.decided_idx,
             self.log_len()
         );
-        self.log.truncate((from_idx - self.compacted_idx) as usize);
-        self.log.extend(entries.iter().cloned());
+        self.log.truncate(from_idx);
+        self.log.extend(&entries);
         self.accepted_round = accepted_round;
         out.push(Record::Sync {
             accepted_round,
@@ -212,7 +195,7 @@ impl DurableState {
             return;
         }
         let from_idx = self.log_len();
-        self.log.extend(entries.iter().cloned());
+        self.log.extend(&entries);
         out.push(Record::Append { from_idx, entries });
     }
 
@@ -232,15 +215,12 @@ impl DurableState {
     /// layer writes) and returns this protocol's part of that checkpoint.
     pub fn compact(&mut self, idx: u64) -> Checkpoint {
         assert!(
-            idx >= self.compacted_idx && idx <= self.decided_idx,
+            idx >= self.compacted_idx() && idx <= self.decided_idx,
             "compaction to {idx} outside [{}, {}]",
-            self.compacted_idx,
+            self.compacted_idx(),
             self.decided_idx
         );
-        // Straight from the log, not via a collected copy: a compaction moves up to
-        // `snapshot_entries` entries, and a copy was most of a compaction's stall in profiles.
-        self.log.drain(..(idx - self.compacted_idx) as usize);
-        self.compacted_idx = idx;
+        self.log.compact(idx);
         self.checkpoint()
     }
 
@@ -253,8 +233,7 @@ impl DurableState {
             "snapshot at {idx} not beyond decided {}",
             self.decided_idx
         );
-        self.log.clear();
-        self.compacted_idx = idx;
+        self.log.reset(idx);
         self.decided_idx = idx;
         self.accepted_round = accepted_round;
         self.checkpoint()
@@ -264,9 +243,9 @@ impl DurableState {
         Checkpoint {
             promised: self.promised,
             accepted_round: self.accepted_round,
-            compacted_idx: self.compacted_idx,
+            compacted_idx: self.compacted_idx(),
             decided_idx: self.decided_idx,
-            suffix: self.log.iter().cloned().collect(),
+            suffix: self.log.suffix(),
         }
     }
 }

@@ -472,7 +472,7 @@ fn quorum_loss_recovers_through_the_only_quorum_connected_server() {
 /// The decided entries a node still holds in memory: (position of the first, entries).
 fn decided_in_memory(n: &OmniPaxos) -> (u64, Vec<synod_core::Command>) {
     let store = &n.protocol().store;
-    let from = store.compacted_idx;
+    let from = store.compacted_idx();
     (from, store.slice(from, store.decided_idx))
 }
 
@@ -616,7 +616,7 @@ fn checkpoints_compact_the_log_and_recovery_starts_from_them() {
         assert_eq!(node.protocol().store.decided_idx, 23);
         // Compaction happens at batch boundaries, so the point depends on how decisions were
         // batched; what must hold is that no more than 5 applied entries stay uncompacted.
-        let c = node.protocol().store.compacted_idx;
+        let c = node.protocol().store.compacted_idx();
         assert!(
             c > 23 - 5 && c <= 23,
             "n{id} compacts every 5 entries (at {c})"
@@ -656,9 +656,9 @@ fn a_follower_behind_a_fully_compacted_leader_catches_up_by_snapshot() {
         net.submit(l, put(12, i, &format!("k{i}"), &big));
     }
     assert!(net.run_until(300, |n| n.reply_for(l, rid(12, 12)).len() == 1));
-    assert!(net.run_until(50, |n| n.nodes[&l].protocol().store.compacted_idx == 12));
+    assert!(net.run_until(50, |n| n.nodes[&l].protocol().store.compacted_idx() == 12));
     assert_eq!(
-        net.nodes[&l].protocol().store.compacted_idx,
+        net.nodes[&l].protocol().store.compacted_idx(),
         net.nodes[&l].protocol().store.decided_idx,
         "the leader keeps no decided entry"
     );
@@ -676,7 +676,7 @@ fn a_follower_behind_a_fully_compacted_leader_catches_up_by_snapshot() {
         "the snapshot went in several chunks ({saw_chunks})"
     );
     assert_eq!(
-        net.nodes[&f].protocol().store.compacted_idx,
+        net.nodes[&f].protocol().store.compacted_idx(),
         12,
         "installed as a checkpoint"
     );
@@ -709,7 +709,7 @@ fn snapshot_transfer_resumes_after_loss() {
     net.cut.clear();
     net.loss_percent = 30;
     assert!(net.run_until(3000, converged), "no convergence under loss");
-    assert!(net.nodes[&f].protocol().store.compacted_idx >= 8);
+    assert!(net.nodes[&f].protocol().store.compacted_idx() >= 8);
 }
 
 /// The candidate side: a server far behind becomes leader while the others compacted beyond
@@ -736,7 +736,7 @@ fn a_lagging_candidate_gets_the_snapshot_of_a_promising_follower() {
         net.submit(3, put(14, i, &format!("k{i}"), "v"));
     }
     assert!(net.run_until(300, |n| n.reply_for(3, rid(14, 20)).len() == 1));
-    assert!(net.run_until(50, |n| n.nodes[&2].protocol().store.compacted_idx >= 18));
+    assert!(net.run_until(50, |n| n.nodes[&2].protocol().store.compacted_idx() >= 18));
     assert_eq!(net.nodes[&1].status().applied_index, 0);
     // Now the old leader is cut off and node 1 is back: it leads with an empty log while the
     // only other server compacted everything it decided.

@@ -180,20 +180,9 @@ pub fn run_many_with(
     let mut sum = SimSummary::default();
     for seed in opts.seeds.clone() {
         let r = runner(&opts.run_config(seed));
-        sum.seeds_run += 1;
-        sum.ops_ok += r.ops_ok;
-        sum.ops_unknown += r.ops_unknown;
-        sum.ops_failed += r.ops_failed;
-        sum.messages += r.messages;
-        sum.events += r.events;
-        sum.virtual_time_us += r.virtual_time_us;
-        sum.agreement_checked_seeds += u64::from(r.agreement_checked);
+        sum.record(&r);
         on_result(&r);
         if !r.passed() {
-            sum.failed_seeds.push(seed);
-            if sum.reports.len() < SUMMARY_REPORTS_MAX {
-                sum.reports.push(r.report());
-            }
             if let (Some(dir), Some(h)) = (&opts.history_dir, &r.history) {
                 let path = dir.join(format!("{}-seed{}.json", r.engine, seed));
                 if let Err(e) = std::fs::write(&path, h.to_json()) {

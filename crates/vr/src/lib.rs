@@ -252,10 +252,7 @@ impl Vr {
             self.store.commit_record(&mut self.out.records);
             self.commit_record_due = false;
         }
-        out.early.append(&mut self.out.early);
-        out.records.append(&mut self.out.records);
-        out.messages.append(&mut self.out.messages);
-        out.events.append(&mut self.out.events);
+        out.append(&mut self.out);
     }
 
     fn on_tick(&mut self, transfers: &dyn TransferStatus<View>) {

@@ -13,8 +13,7 @@
 
 use crate::messages::View;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
-use synod_core::Command;
+use synod_core::{Command, CommandLog};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Record {
@@ -63,9 +62,8 @@ pub struct Checkpoint {
 pub struct DurableState {
     view: View,
     last_normal: View,
-    /// The log from `compacted_idx` on.
-    log: VecDeque<Command>,
-    compacted_idx: u64,
+    /// The log; positions below its compacted index live in the replica layer's checkpoint.
+    log: CommandLog,
     commit: u64,
     /// The commit-number as last written in a record (lazily; see [`Record::Commit`]).
     commit_durable: u64,
@@ -95,11 +93,10 @@ impl DurableState {
             }
             s.view = c.view;
             s.last_normal = c.last_normal;
-            s.compacted_idx = c.compacted_idx;
             s.commit = c.commit;
             s.commit_durable = c.commit;
             s.amnesic = c.amnesic;
-            s.log = c.suffix.iter().cloned().collect();
+            s.log = CommandLog::from_suffix(c.compacted_idx, &c.suffix);
         }
         let mut sink = Vec::new();
         for (i, r) in records.iter().enumerate() {
@@ -147,10 +144,10 @@ impl DurableState {
                 self.replace(*view, *last_normal, *from, entries.clone(), sink);
             }
             Record::Committed { from, entries } => {
-                if *from > self.log_len() || *from < self.compacted_idx {
+                if *from > self.log_len() || *from < self.compacted_idx() {
                     return Err(format!(
                         "committed entries at {from} outside [{}, {}]",
-                        self.compacted_idx,
+                        self.compacted_idx(),
                         self.log_len()
                     ));
                 }
@@ -192,41 +189,22 @@ impl DurableState {
     }
 
     pub fn compacted_idx(&self) -> u64 {
-        self.compacted_idx
+        self.log.compacted_idx()
     }
 
     /// The op-number: how many operations the log holds (compacted ones included).
     pub fn log_len(&self) -> u64 {
-        self.compacted_idx + self.log.len() as u64
+        self.log.len()
     }
 
     /// The entry at absolute position `idx` (must be in `[compacted_idx, log_len)`).
     pub fn entry(&self, idx: u64) -> &Command {
-        assert!(
-            idx >= self.compacted_idx && idx < self.log_len(),
-            "entry {idx} outside the in-memory log [{}, {})",
-            self.compacted_idx,
-            self.log_len()
-        );
-        &self.log[(idx - self.compacted_idx) as usize]
+        self.log.entry(idx)
     }
 
     /// Entries `[from, to)`, clamped to the log. `from` must not be compacted.
     pub fn slice(&self, from: u64, to: u64) -> Vec<Command> {
-        let to = to.min(self.log_len());
-        if from >= to {
-            return Vec::new();
-        }
-        assert!(
-            from >= self.compacted_idx,
-            "slice from {from} reaches into the compacted prefix ({})",
-            self.compacted_idx
-        );
-        let base = self.compacted_idx;
-        self.log
-            .range((from - base) as usize..(to - base) as usize)
-            .cloned()
-            .collect()
+        self.log.slice(from, to)
     }
 
     pub fn raise_view(&mut self, v: View, out: &mut Vec<Record>) {
@@ -242,7 +220,7 @@ impl DurableState {
             return;
         }
         let from = self.log_len();
-        self.log.extend(entries.iter().cloned());
+        self.log.extend(&entries);
         out.push(Record::Append { from, entries });
     }
 
@@ -273,8 +251,8 @@ impl DurableState {
             self.commit,
             self.log_len()
         );
-        self.log.truncate((from - self.compacted_idx) as usize);
-        self.log.extend(entries.iter().cloned());
+        self.log.truncate(from);
+        self.log.extend(&entries);
         self.view = view;
         self.last_normal = last_normal;
         out.push(Record::Replace {
@@ -292,23 +270,16 @@ impl DurableState {
     /// quorum, of an operation committed in that view (see the crate docs, "deviations").
     pub fn learn_committed(&mut self, from: u64, entries: Vec<Command>, out: &mut Vec<Record>) {
         assert!(
-            from >= self.compacted_idx && from <= self.log_len(),
+            from >= self.compacted_idx() && from <= self.log_len(),
             "committed entries at {from} outside [{}, {}]",
-            self.compacted_idx,
+            self.compacted_idx(),
             self.log_len()
         );
         if entries.is_empty() {
             return;
         }
         let end = from + entries.len() as u64;
-        for (i, e) in entries.iter().enumerate() {
-            let pos = (from - self.compacted_idx) as usize + i;
-            if pos < self.log.len() {
-                self.log[pos] = e.clone();
-            } else {
-                self.log.push_back(e.clone());
-            }
-        }
+        self.log.overwrite(from, &entries);
         self.raise_commit(end);
         self.commit_durable = self.commit_durable.max(end);
         out.push(Record::Committed { from, entries });
@@ -343,10 +314,7 @@ impl DurableState {
             "compaction to {idx} beyond commit-number {}",
             self.commit
         );
-        if idx > self.compacted_idx {
-            self.log.drain(..(idx - self.compacted_idx) as usize);
-            self.compacted_idx = idx;
-        }
+        self.log.compact(idx);
         self.checkpoint()
     }
 
@@ -359,12 +327,7 @@ impl DurableState {
             "snapshot at {idx} not beyond commit-number {}",
             self.commit
         );
-        if idx >= self.log_len() {
-            self.log.clear();
-        } else {
-            self.log.drain(..(idx - self.compacted_idx) as usize);
-        }
-        self.compacted_idx = idx;
+        self.log.compact(idx);
         self.commit = idx;
         self.checkpoint()
     }
@@ -374,9 +337,9 @@ impl DurableState {
         Checkpoint {
             view: self.view,
             last_normal: self.last_normal,
-            compacted_idx: self.compacted_idx,
+            compacted_idx: self.compacted_idx(),
             commit: self.commit,
-            suffix: self.log.iter().cloned().collect(),
+            suffix: self.log.suffix(),
             amnesic: self.amnesic,
         }
     }

@@ -68,13 +68,7 @@ impl KvStore {
         first_unacked: u64,
         op: &Op,
     ) -> Result<Response, EngineError> {
-        assert!(
-            index > self.applied_index,
-            "apply index went back: {index} after {}",
-            self.applied_index
-        );
-        self.applied_index = index;
-        self.digest = mix(self.digest, index);
+        self.skip(index);
         if op.is_read() {
             return self.read(op);
         }
@@ -94,7 +88,8 @@ impl KvStore {
     }
 
     /// Advances the applied index past a log position whose command is not executed (a
-    /// duplicate of a command already applied; see the replica layer's origin window).
+    /// duplicate of a command already applied; see the replica layer's origin window). Every
+    /// applied position goes through here first, executed or not.
     pub fn skip(&mut self, index: u64) {
         assert!(
             index > self.applied_index,

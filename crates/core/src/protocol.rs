@@ -162,9 +162,9 @@ pub trait LogProtocol: Sized + Send + 'static {
     /// Called once per `Engine::ready`, first: append buffered proposals and send batches.
     fn flush(&mut self, out: &mut ProtocolOutput<Self::Message, Self::Record>);
 
-    /// Leader only (else ignored): propose `command` for the next batch. May drop it over the
-    /// protocol's bound; the origin's re-forwarding retries.
-    fn propose(&mut self, command: Command);
+    /// Leader only: propose `command` for the next batch. Returns false when it was not taken
+    /// (not the leader, or over the protocol's bound); the origin's re-forwarding retries.
+    fn propose(&mut self, command: Command) -> bool;
 
     /// The replica that client traffic should go to: this one while it leads, else the leader
     /// it believes in.

@@ -142,8 +142,8 @@ impl LogProtocol for OmniPaxos {
         self.emit(out);
     }
 
-    fn propose(&mut self, command: Command) {
-        self.propose_entry(command);
+    fn propose(&mut self, command: Command) -> bool {
+        self.propose_entry(command)
     }
 
     fn leader(&self) -> Option<NodeId> {

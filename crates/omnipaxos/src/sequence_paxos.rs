@@ -727,15 +727,16 @@ impl OmniPaxos {
     }
 
     /// Leader: queue a write for the next batch (the replica layer deduplicates origins).
-    pub(crate) fn propose_entry(&mut self, e: Entry) {
+    pub(crate) fn propose_entry(&mut self, e: Entry) -> bool {
         let cap = self.config.pending_requests_max * self.config.members.len();
         let Role::Leader(l) = &mut self.role else {
-            return;
+            return false;
         };
         if l.proposals.len() >= cap {
             // Over the bound the origin's re-forwarding retries later.
-            return;
+            return false;
         }
         l.proposals.push(e);
+        true
     }
 }

@@ -212,7 +212,11 @@ impl<P: LogProtocol> Replica<P> {
         if self.proposed.len() >= cap || !self.proposed.insert(c.origin) {
             return;
         }
-        self.protocol.propose(c);
+        let origin = c.origin;
+        if !self.protocol.propose(c) {
+            // Not taken: let the next re-forward try again in this leadership.
+            self.proposed.remove(&origin);
+        }
     }
 
     /// Re-forwards pending requests: all of them when `now` (leader change), else those not

@@ -434,12 +434,14 @@ impl LogProtocol for Vr {
         self.finish(out);
     }
 
-    fn propose(&mut self, command: Command) {
+    fn propose(&mut self, command: Command) -> bool {
         let cap = self.config.pending_requests_max.saturating_mul(self.n());
         if self.is_leader() && self.proposals.len() < cap {
             self.proposals.push(command);
+            return true;
         }
         // Over the bound (or not the primary) the command is dropped; its origin re-forwards.
+        false
     }
 
     fn leader(&self) -> Option<NodeId> {

@@ -393,7 +393,9 @@ impl Sim {
             self.next_seq += 1;
             seqs.push(s);
             for id in &leaders {
-                self.input(*id, |vr, _| vr.propose(cmd(s)));
+                self.input(*id, |vr, _| {
+                    vr.propose(cmd(s));
+                });
             }
         }
         seqs
@@ -409,7 +411,9 @@ impl Sim {
             .collect();
         for s in seqs.iter().filter(|s| !done.contains(s)) {
             for id in &leaders {
-                self.input(*id, |vr, _| vr.propose(cmd(*s)));
+                self.input(*id, |vr, _| {
+                    vr.propose(cmd(*s));
+                });
             }
         }
     }

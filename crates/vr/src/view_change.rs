@@ -70,16 +70,23 @@ impl Vr {
         self.send_all(m);
     }
 
-    /// `joined` relays whom the sender knows moved to `view` (deviation, see the crate docs).
-    pub(crate) fn handle_start_view_change(&mut self, from: NodeId, view: View, joined: &[NodeId]) {
+    /// A StartViewChange or DoViewChange for `view` arrived: join a newer view change, and say
+    /// whether this replica is now changing to exactly `view` (false for an older view, or one
+    /// it is already normal in).
+    fn join_view_change(&mut self, view: View) -> bool {
         if view < self.store.view() {
-            return;
+            return false;
         }
         if view > self.store.view() {
             self.start_view_change(view);
         }
-        if self.status != Status::ViewChange {
-            // Already normal in this view: the sender learns it from our primary's messages.
+        self.status == Status::ViewChange
+    }
+
+    /// `joined` relays whom the sender knows moved to `view` (deviation, see the crate docs).
+    pub(crate) fn handle_start_view_change(&mut self, from: NodeId, view: View, joined: &[NodeId]) {
+        if !self.join_view_change(view) {
+            // Older view, or already normal in it: the sender learns it from our primary.
             return;
         }
         self.vc.svc.insert(from);
@@ -135,13 +142,7 @@ impl Vr {
         let well_formed = dvc.last_normal < view
             && dvc.commit <= dvc.op_number
             && dvc.entries.len() as u64 == dvc.op_number - dvc.commit;
-        if view < self.store.view() || !well_formed {
-            return;
-        }
-        if view > self.store.view() {
-            self.start_view_change(view);
-        }
-        if self.status != Status::ViewChange {
+        if !well_formed || !self.join_view_change(view) {
             return;
         }
         // A DoViewChange also says its sender moved to this view change.

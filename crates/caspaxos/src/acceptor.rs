@@ -82,9 +82,45 @@ impl Acceptor {
                     self.restore(&Record::Register(r.clone()))?;
                 }
             }
-            Record::BallotLease { .. } => {}
+            Record::BallotLease { .. } | Record::Amnesic(_) => {}
         }
         Ok(())
+    }
+
+    /// Up to `keys_max` registers after `after`, in key order, and the key the next page
+    /// starts after (`None`: no more). For a repairing peer (`repair.rs`).
+    pub fn page(&self, after: Option<&Key>, keys_max: usize) -> (Vec<RegisterRecord>, Option<Key>) {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, |k| Bound::Excluded(k.clone()));
+        let mut page = Vec::new();
+        let mut range = self.registers.range((start, Bound::Unbounded));
+        for (k, r) in range.by_ref().take(keys_max) {
+            page.push(RegisterRecord {
+                key: k.clone(),
+                promised: r.promised,
+                accepted: r.accepted.clone(),
+            });
+        }
+        let next = match range.next() {
+            Some(_) => page.last().map(|r| r.key.clone()),
+            None => None,
+        };
+        (page, next)
+    }
+
+    /// Replaces the whole state by the one a repair merged from its peers (`repair.rs`).
+    pub fn install_repaired(&mut self, floor: Ballot, registers: Vec<RegisterRecord>) {
+        self.registers.clear();
+        self.floor = floor;
+        for r in registers {
+            self.registers.insert(
+                r.key,
+                AcceptorRegister {
+                    promised: r.promised,
+                    accepted: r.accepted,
+                },
+            );
+        }
     }
 
     pub fn floor(&self) -> Ballot {

@@ -8,6 +8,7 @@
 //! * `acceptor.rs` — promise / accept, the durable per-key state, dropping collected keys.
 //! * `proposer.rs` — rounds, the one-round-trip optimisation, backoff, expiry, batching.
 //! * `gc.rs` — the tombstone garbage collection and why it is safe.
+//! * `repair.rs` — rebuilding the acceptor from peers after lost or damaged storage.
 //!
 //! **Self-delivery.** A node's proposer talks to its own acceptor without the network: such
 //! messages go through an in-engine loopback queue drained before the input call returns. The
@@ -30,6 +31,7 @@ pub mod ballot;
 pub mod gc;
 pub mod messages;
 pub mod proposer;
+pub mod repair;
 
 #[cfg(test)]
 mod tests;
@@ -63,6 +65,8 @@ pub struct CasPaxos {
     loopback: VecDeque<Message>,
     /// Records emitted since the last checkpoint.
     records_since_checkpoint: u64,
+    /// Repairing after lost storage (`repair.rs`); `None` once the acceptor is whole.
+    repair: Option<repair::RepairState>,
 }
 
 impl CasPaxos {
@@ -112,6 +116,22 @@ impl CasPaxos {
     fn handle(&mut self, from: NodeId, message: Message) {
         let mut fx = Effects::default();
         let now = self.now_tick;
+        let message = match message {
+            Message::RepairQuery { nonce, after } => {
+                return self.handle_repair_query(from, nonce, after);
+            }
+            Message::RepairPage {
+                nonce,
+                after,
+                floor,
+                registers,
+                next,
+            } => return self.handle_repair_page(from, nonce, after, floor, registers, next),
+            // Repairing: the acceptor is not whole, so it answers nothing, and the proposer
+            // runs no rounds.
+            _ if self.repair.is_some() => return,
+            m => m,
+        };
         let acceptor_out = match message {
             Message::Prepare { key, ballot } => {
                 self.proposer.observe(ballot);
@@ -157,6 +177,7 @@ impl CasPaxos {
                 self.proposer.on_nack(key, ballot, promised, now, &mut fx);
                 None
             }
+            Message::RepairQuery { .. } | Message::RepairPage { .. } => None,
         };
         if let Some(out) = acceptor_out {
             if let Some(r) = out.record {
@@ -202,13 +223,21 @@ impl Engine for CasPaxos {
         }
         let mut acceptor = Acceptor::new(config.bug(PlantedBug::PromiseWithoutHighestAccepted));
         let mut counter_max = 0u64;
+        // Nothing on disk: a new node (which says so durably at once, so that a restart before
+        // its first record is not mistaken for a lost disk), or a lost disk (`repair.rs`).
+        let mut amnesic = records.is_empty() && !config.first_boot;
         for r in &records {
             match r {
                 Record::BallotLease { counter_max: c } => counter_max = counter_max.max(*c),
                 Record::Checkpoint { counter_max: c, .. } => counter_max = counter_max.max(*c),
+                Record::Amnesic(a) => amnesic = *a,
                 Record::Register(_) | Record::Dropped { .. } => {}
             }
             acceptor.restore(r)?;
+        }
+        let mut out = OutputBuffer::default();
+        if records.is_empty() {
+            out.records.push(Record::Amnesic(amnesic));
         }
         let mut proposer = Proposer::new(&config, counter_max);
         proposer.observe(acceptor.highest_promised());
@@ -219,18 +248,29 @@ impl Engine for CasPaxos {
         for (key, writes) in tombstones {
             proposer.note_tombstone(&key, writes, 0);
         }
-        Ok(CasPaxos {
+        let mut node = CasPaxos {
             config,
             now_tick: 0,
             acceptor,
             proposer,
-            out: OutputBuffer::default(),
+            out,
             loopback: VecDeque::new(),
             records_since_checkpoint: 0,
-        })
+            repair: amnesic.then(repair::RepairState::default),
+        };
+        node.repair_tick();
+        Ok(node)
     }
 
     fn submit(&mut self, request: ClientRequest) {
+        if self.repair.is_some() {
+            // Definitely not applied: the client retries at another node.
+            self.out.replies.push(synod_core::ClientReply {
+                id: request.id,
+                result: Err(synod_core::EngineError::Busy),
+            });
+            return;
+        }
         let mut fx = Effects::default();
         self.proposer.submit(request, self.now_tick, &mut fx);
         self.route(fx);
@@ -249,6 +289,10 @@ impl Engine for CasPaxos {
 
     fn tick(&mut self) {
         self.now_tick += 1;
+        if self.repair.is_some() {
+            self.repair_tick();
+            return;
+        }
         let mut fx = Effects::default();
         self.proposer.tick(self.now_tick, &mut fx);
         self.route(fx);
@@ -257,7 +301,8 @@ impl Engine for CasPaxos {
 
     fn ready(&mut self) -> Ready<Message, Record> {
         let every = self.config.snapshot_entries;
-        if every > 0 && self.records_since_checkpoint >= every {
+        // (Never while repairing: a checkpoint would subsume the `Amnesic(true)` record.)
+        if every > 0 && self.records_since_checkpoint >= every && self.repair.is_none() {
             // After every record of this batch, so it subsumes them.
             let cp = self.acceptor.checkpoint(self.proposer.leased_counter_max());
             self.out.records.push(cp);
@@ -276,7 +321,12 @@ impl Engine for CasPaxos {
             applied_digest: None,
             pending_requests: self.proposer.pending_requests(),
             keys: self.acceptor.len() as u64,
-            role: "proposer".to_string(),
+            role: if self.repair.is_some() {
+                "repairing"
+            } else {
+                "proposer"
+            }
+            .to_string(),
         }
     }
 }

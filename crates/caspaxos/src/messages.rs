@@ -96,6 +96,19 @@ pub enum Message {
     /// GC step 3 (see `gc.rs`): every acceptor accepted the tombstone at `ballot`; forget the
     /// key if that is still what you hold.
     Drop { key: Key, ballot: Ballot },
+    /// A node repairing lost storage (`repair.rs`) asks for the acceptor registers after
+    /// `after` (`None`: from the first); `nonce` identifies its boot.
+    RepairQuery { nonce: u64, after: Option<Key> },
+    /// One page of the answer, only from a node that is not repairing itself: registers in key
+    /// order after the query's `after`, the acceptor's floor, and where the next page starts
+    /// (`None`: this was the last).
+    RepairPage {
+        nonce: u64,
+        after: Option<Key>,
+        floor: Ballot,
+        registers: Vec<RegisterRecord>,
+        next: Option<Key>,
+    },
 }
 
 impl Message {
@@ -107,6 +120,7 @@ impl Message {
             | Message::Accepted { key, .. }
             | Message::Nack { key, .. }
             | Message::Drop { key, .. } => key,
+            Message::RepairQuery { .. } | Message::RepairPage { .. } => &[],
         }
     }
 }
@@ -135,6 +149,9 @@ pub enum Record {
         counter_max: u64,
         registers: Vec<RegisterRecord>,
     },
+    /// `true`: the storage was lost and the node is repairing from its peers (`repair.rs`);
+    /// `false`: a state it really has (written on a first boot and when a repair completes).
+    Amnesic(bool),
 }
 
 impl DurableRecord for Record {

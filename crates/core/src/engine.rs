@@ -248,10 +248,20 @@ pub enum PlantedBug {
     /// VR §5.2: a replica that learns of a newer view keeps its uncommitted suffix instead of
     /// truncating to its commit-number before state transfer.
     VrSkipTruncateOnStateTransfer,
+    /// OmniPaxos repair: a server that lost its storage promises like an ordinary one (an
+    /// empty log the leader counts toward its Prepare quorum) instead of flagging the promise
+    /// as amnesic, so it votes with state it does not have.
+    OmniAmnesicVotes,
+    /// Storage (node / simulator level): a member that finds a checksum failure in the middle
+    /// of its log truncates the log there and keeps voting, instead of repairing from peers.
+    TruncateAtCorruption,
+    /// CASPaxos repair: a node that lost its storage rebuilds its acceptor from the first peer
+    /// that answers in full instead of from n − majority + 1 of them.
+    CasRepairFromOnePeer,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 12] = [
+    pub const ALL: [PlantedBug; 15] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -264,6 +274,9 @@ impl PlantedBug {
         PlantedBug::VrRecoveringAnswers,
         PlantedBug::VrCommitTooEarly,
         PlantedBug::VrSkipTruncateOnStateTransfer,
+        PlantedBug::OmniAmnesicVotes,
+        PlantedBug::TruncateAtCorruption,
+        PlantedBug::CasRepairFromOnePeer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -280,6 +293,9 @@ impl PlantedBug {
             PlantedBug::VrRecoveringAnswers => "vr-recovering-answers",
             PlantedBug::VrCommitTooEarly => "vr-commit-too-early",
             PlantedBug::VrSkipTruncateOnStateTransfer => "vr-skip-truncate-on-state-transfer",
+            PlantedBug::OmniAmnesicVotes => "omni-amnesic-votes",
+            PlantedBug::TruncateAtCorruption => "truncate-at-corruption",
+            PlantedBug::CasRepairFromOnePeer => "cas-repair-from-one-peer",
         }
     }
 

@@ -42,6 +42,9 @@ pub struct Ble {
     replies: BTreeMap<NodeId, (Ballot, bool)>,
     /// Planted bug `IgnoreQuorumConnected`.
     ignore_quorum_connected: bool,
+    /// Repairing lost storage (`repair.rs`): this server is no candidate, neither in its own
+    /// rounds nor in its replies (it reports itself not quorum-connected).
+    repairing: bool,
 }
 
 impl Ble {
@@ -62,7 +65,12 @@ impl Ble {
             quorum_connected: true,
             replies: BTreeMap::new(),
             ignore_quorum_connected: config.bug(PlantedBug::IgnoreQuorumConnected),
+            repairing: false,
         }
+    }
+
+    pub fn set_repairing(&mut self, repairing: bool) {
+        self.repairing = repairing;
     }
 
     pub fn quorum_connected(&self) -> bool {
@@ -110,14 +118,21 @@ impl Ble {
             // Not quorum-connected: this server has no say in who leads.
             return None;
         }
+        let own = (!self.repairing).then_some(self.current_ballot);
         let top = self
             .replies
             .values()
             .filter(|(_, qc)| *qc || self.ignore_quorum_connected)
             .map(|(b, _)| *b)
-            .chain(std::iter::once(self.current_ballot))
-            .max()
-            .unwrap_or(self.current_ballot);
+            .chain(own)
+            .max()?;
+        if self.repairing {
+            // No candidate ourselves: just follow the top one if it is at least the known leader.
+            if top >= self.leader {
+                self.leader = top;
+            }
+            return None;
+        }
         if top < self.leader {
             // The leader is no longer among the quorum-connected candidates: outbid it, so this
             // server is the top candidate next round (if it still is quorum-connected).
@@ -141,7 +156,7 @@ impl Ble {
                 Message::Ble(BleMessage::HeartbeatReply {
                     round,
                     ballot: self.current_ballot,
-                    quorum_connected: self.quorum_connected,
+                    quorum_connected: self.quorum_connected && !self.repairing,
                 }),
             )),
             BleMessage::HeartbeatReply {

@@ -8,6 +8,7 @@
 //!   AcceptDecide/Accepted, decided index, PrepareReq resync (§4).
 //! * `reads` — the leadership confirmation behind the replica layer's read index.
 //! * `snapshot` — when a peer needs a snapshot, and what installing one means for the log.
+//! * `repair` — rejoining after lost or damaged storage without voting with lost state.
 //! * [`storage`] — the durable state and its [`Record`]s.
 //!
 //! Nothing here reads a clock, does I/O, spawns a thread or draws randomness; time is ticks.
@@ -17,6 +18,7 @@ pub mod ballot;
 mod ble;
 pub mod messages;
 mod reads;
+mod repair;
 mod sequence_paxos;
 mod snapshot;
 pub mod storage;
@@ -56,6 +58,8 @@ pub struct OmniPaxos {
     out: Out,
     /// Rate limit for PrepareReq (at most one per `heartbeat_ticks`).
     last_prepare_req_tick: Option<u64>,
+    /// Repairing after lost storage (see `repair.rs`); `None` once ordinary.
+    repair: Option<repair::RepairState>,
 }
 
 impl LogProtocol for OmniPaxos {
@@ -71,12 +75,17 @@ impl LogProtocol for OmniPaxos {
         records: &[Record],
         out: &mut Out,
     ) -> Result<Self, String> {
-        let store = storage::DurableState::replay(checkpoint, records)?;
+        let mut store = storage::DurableState::replay(checkpoint, records)?;
+        let mut own = Out::default();
+        if checkpoint.is_none() && records.is_empty() {
+            // Nothing on disk: a new member (which says so durably at once, so that a restart
+            // before its first promise is not mistaken for a lost disk), or a lost disk.
+            store.set_amnesic(!config.first_boot, &mut own.records);
+        }
         // BLE starts from scratch (its state is volatile); it adopts `store.promised` as the
         // known leader before its first election, and `on_ble_leader` makes a server that
         // finds its own recovered promise elected take a higher ballot (see ble.rs).
         let mut ble = Ble::new(config);
-        let mut own = Out::default();
         ble.start_round(&mut own.messages);
         let decided_persisted = store.decided_idx;
         let mut op = OmniPaxos {
@@ -90,7 +99,11 @@ impl LogProtocol for OmniPaxos {
             read_round: None,
             out: own,
             last_prepare_req_tick: None,
+            repair: None,
         };
+        if op.store.amnesic {
+            op.start_repair();
+        }
         op.emit(out);
         Ok(op)
     }
@@ -120,6 +133,7 @@ impl LogProtocol for OmniPaxos {
         if self.now_ticks.is_multiple_of(self.config.heartbeat_ticks) {
             self.decided_flush_due = true;
             self.leader_heartbeat(transfers);
+            self.send_repair_query();
         }
         self.emit(out);
     }
@@ -210,6 +224,9 @@ impl LogProtocol for OmniPaxos {
     }
 
     fn role(&self) -> &'static str {
+        if self.store.amnesic {
+            return "repairing";
+        }
         self.role.name()
     }
 }

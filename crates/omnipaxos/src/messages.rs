@@ -39,9 +39,12 @@ pub enum PaxosMessage {
         accepted_round: Ballot,
         log_len: u64,
     },
-    /// Follower → leader. `suffix` is the follower's log from `suffix_start`.
+    /// Follower → leader. `suffix` is the follower's log from `suffix_start`. `amnesic`: the
+    /// follower lost its storage and is repairing; its (empty) state must not count toward the
+    /// Prepare quorum, it only asks to be synchronised (see `repair.rs`).
     Promise {
         n: Ballot,
+        amnesic: bool,
         accepted_round: Ballot,
         log_len: u64,
         decided_idx: u64,
@@ -73,4 +76,8 @@ pub enum PaxosMessage {
     ReadConfirm { n: Ballot, round: u64 },
     /// Follower → leader: yes, my promised ballot is still `n`.
     ReadConfirmAck { n: Ballot, round: u64 },
+    /// Repairing server → all: what is the highest ballot you promised? (`nonce`: this boot.)
+    RepairQuery { nonce: u64 },
+    /// Answer to `RepairQuery`, only from servers that are not repairing themselves.
+    RepairInfo { nonce: u64, promised: Ballot },
 }

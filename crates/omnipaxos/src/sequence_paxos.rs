@@ -10,7 +10,7 @@
 use crate::OmniPaxos;
 use crate::ballot::Ballot;
 use crate::messages::{Message, PaxosMessage};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use synod_core::Command as Entry;
 use synod_core::{NodeId, PlantedBug, TransferStatus};
 
@@ -69,6 +69,9 @@ pub struct LeaderState {
     pub promises: BTreeMap<NodeId, PromiseInfo>,
     /// Accept phase: followers that were sent AcceptSync in ballot `n`.
     pub followers: BTreeMap<NodeId, Progress>,
+    /// Prepare phase: servers repairing lost storage that promised `n` (`repair.rs`): not
+    /// counted toward the quorum, synchronised from position 0 once the phase completes.
+    pub repairing: BTreeSet<NodeId>,
     /// Writes waiting for the next `flush` to be appended (batching).
     pub proposals: Vec<Entry>,
     /// A heartbeat tick passed: send every follower an AcceptDecide even if nothing is new.
@@ -112,6 +115,11 @@ impl OmniPaxos {
     /// round, so a server whose own ballot is elected but who does not lead it notices.
     pub(crate) fn on_ble_leader(&mut self, b: Ballot) {
         if b.pid == self.config.id {
+            if self.store.amnesic {
+                // Repairing: never lead with state we do not have (BLE does not nominate us;
+                // this guards a ballot elected before the storage was lost).
+                return;
+            }
             if self.leader_state().is_some_and(|l| l.n == b) {
                 return;
             }
@@ -155,6 +163,7 @@ impl OmniPaxos {
             phase: Phase::Prepare,
             promises,
             followers: BTreeMap::new(),
+            repairing: BTreeSet::new(),
             proposals: Vec::new(),
             heartbeat_due: false,
             awaiting_snapshot: None,
@@ -255,6 +264,7 @@ impl OmniPaxos {
             } => self.handle_prepare(from, n, decided_idx, accepted_round, log_len),
             PaxosMessage::Promise {
                 n,
+                amnesic,
                 accepted_round,
                 log_len,
                 decided_idx,
@@ -264,6 +274,7 @@ impl OmniPaxos {
                 snapshots,
                 from,
                 n,
+                amnesic,
                 PromiseInfo {
                     accepted_round,
                     log_len,
@@ -302,12 +313,16 @@ impl OmniPaxos {
                 self.send_prepare(from);
             }
             PaxosMessage::ReadConfirm { n, round } => {
-                if n == self.store.promised && !self.role.is_leader() {
+                if n == self.store.promised && !self.role.is_leader() && !self.store.amnesic {
                     self.send(from, PaxosMessage::ReadConfirmAck { n, round });
                 }
             }
             PaxosMessage::ReadConfirmAck { n, round } => {
                 self.handle_read_confirm_ack(from, n, round)
+            }
+            PaxosMessage::RepairQuery { nonce } => self.handle_repair_query(from, nonce),
+            PaxosMessage::RepairInfo { nonce, promised } => {
+                self.handle_repair_info(from, nonce, promised)
             }
         }
     }
@@ -323,6 +338,10 @@ impl OmniPaxos {
         leader_len: u64,
     ) {
         if n < self.store.promised || n.pid != from {
+            return;
+        }
+        if self.store.amnesic {
+            self.amnesic_promise(from, n);
             return;
         }
         if n > self.store.promised {
@@ -350,6 +369,7 @@ impl OmniPaxos {
             // PLANTED BUG: the promise forgets what this server accepted.
             PaxosMessage::Promise {
                 n,
+                amnesic: false,
                 accepted_round: Ballot::BOTTOM,
                 log_len: self.store.decided_idx,
                 decided_idx: self.store.decided_idx,
@@ -359,6 +379,7 @@ impl OmniPaxos {
         } else {
             PaxosMessage::Promise {
                 n,
+                amnesic: false,
                 accepted_round: self.store.accepted_round,
                 log_len: len,
                 decided_idx: self.store.decided_idx,
@@ -369,11 +390,35 @@ impl OmniPaxos {
         self.send(from, m);
     }
 
+    /// Repairing (`repair.rs`): once the promise floor is known, promise `n` but flag the
+    /// promise amnesic, so the leader only synchronises us.
+    fn amnesic_promise(&mut self, from: NodeId, n: Ballot) {
+        if !self.repair_floor_known() {
+            return;
+        }
+        self.store.promise(n, &mut self.out.records);
+        // PLANTED BUG (OmniAmnesicVotes): the empty promise looks like an ordinary one.
+        let amnesic = !self.config.bug(PlantedBug::OmniAmnesicVotes);
+        self.send(
+            from,
+            PaxosMessage::Promise {
+                n,
+                amnesic,
+                accepted_round: Ballot::BOTTOM,
+                log_len: 0,
+                decided_idx: 0,
+                suffix_start: 0,
+                suffix: Vec::new(),
+            },
+        );
+    }
+
     fn handle_promise(
         &mut self,
         snapshots: &dyn TransferStatus<Ballot>,
         from: NodeId,
         n: Ballot,
+        amnesic: bool,
         p: PromiseInfo,
     ) {
         let Some(l) = self.leader_state() else {
@@ -383,11 +428,17 @@ impl OmniPaxos {
             return;
         }
         match l.phase {
+            Phase::Prepare if amnesic => {
+                if let Role::Leader(l) = &mut self.role {
+                    l.repairing.insert(from);
+                }
+            }
             Phase::Prepare => {
                 let majority = self.majority();
                 let Role::Leader(l) = &mut self.role else {
                     return;
                 };
+                l.repairing.remove(&from);
                 l.promises.insert(from, p);
                 if l.promises.len() >= majority {
                     self.complete_prepare();
@@ -449,6 +500,7 @@ impl OmniPaxos {
         }
         l.awaiting_snapshot = None;
         let promises = std::mem::take(&mut l.promises);
+        let repairing = std::mem::take(&mut l.repairing);
         let decided = self.store.decided_idx;
         let (from_idx, suffix) = if adopt {
             // The suffix starts at our decided index or our length (see handle_prepare);
@@ -476,6 +528,10 @@ impl OmniPaxos {
                 p.decided_idx
             };
             self.send_accept_sync(pid, sync_idx);
+        }
+        for pid in repairing {
+            // Lost everything: the whole log (or a snapshot first).
+            self.send_accept_sync(pid, 0);
         }
     }
 
@@ -541,6 +597,9 @@ impl OmniPaxos {
         if n.pid != from || n < self.store.promised {
             return;
         }
+        if self.store.amnesic && !self.repair_floor_known() {
+            return;
+        }
         if n > self.store.promised {
             // We never promised n (a leader only syncs promised followers): get prepared.
             self.request_prepare(n);
@@ -570,6 +629,9 @@ impl OmniPaxos {
             return;
         }
         self.store.sync(n, sync_idx, suffix, &mut self.out.records);
+        // The leader's log, accepted in n (at or above any ballot we ever promised): a state
+        // we really have. Its record follows the sync record, so it is never durable alone.
+        self.finish_repair();
         self.update_decided(decided_idx);
         let accepted_idx = self.store.log_len();
         self.send(from, PaxosMessage::Accepted { n, accepted_idx });
@@ -584,6 +646,9 @@ impl OmniPaxos {
         decided_idx: u64,
     ) {
         if n.pid != from || n < self.store.promised {
+            return;
+        }
+        if self.store.amnesic && !self.repair_floor_known() {
             return;
         }
         // (n == promised with n.pid != me: we cannot be leading n ourselves.)

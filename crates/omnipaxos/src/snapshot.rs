@@ -34,7 +34,7 @@ impl OmniPaxos {
     /// Followers take a snapshot from the leader of the ballot they promised, candidates from
     /// any server promising their ballot; an Accept-phase leader's log is final.
     pub(crate) fn snapshot_acceptance(&self, from: NodeId, n: Ballot) -> SnapshotAcceptance {
-        if n != self.store.promised {
+        if n != self.store.promised || (self.store.amnesic && !self.repair_floor_known()) {
             return SnapshotAcceptance::Ignore;
         }
         match &self.role {
@@ -56,6 +56,9 @@ impl OmniPaxos {
         } else {
             n
         };
+        // A repairing follower now holds the decided prefix of the ballot it promised (at or
+        // above its floor): a state it really has.
+        self.finish_repair();
         let c = self.store.install_snapshot(accepted_round, idx);
         self.decided_persisted = self.decided_persisted.max(self.store.decided_idx);
         c

@@ -34,6 +34,10 @@ pub enum Record {
     Append { from_idx: u64, entries: Vec<Entry> },
     /// The decided index went up to this (written lazily: it can always be relearned).
     Decided(u64),
+    /// `true`: this server lost its storage and is repairing from its peers (see `repair.rs`);
+    /// `false`: it holds a state it really had (written on a first boot, and when a repair
+    /// completes). A restart finding the last one `true` repairs again.
+    Amnesic(bool),
 }
 
 /// The whole durable state with the log prefix `[0, compacted_idx)` dropped (it lives in the
@@ -56,6 +60,9 @@ pub struct DurableState {
     /// The log; positions below its compacted index live in the replica layer's checkpoint.
     log: CommandLog,
     pub decided_idx: u64,
+    /// Lost its storage and not repaired yet: promised ballot, accepted round and log are not
+    /// what this server promised and accepted before (see `repair.rs`).
+    pub amnesic: bool,
 }
 
 impl DurableState {
@@ -123,6 +130,7 @@ impl DurableState {
                 }
                 self.decided_idx = self.decided_idx.max(*d);
             }
+            Record::Amnesic(a) => self.amnesic = *a,
         }
         Ok(())
     }
@@ -137,6 +145,12 @@ impl DurableState {
 
     pub fn log_len(&self) -> u64 {
         self.log.len()
+    }
+
+    /// Marks the state amnesic (lost) or real, with its record.
+    pub fn set_amnesic(&mut self, amnesic: bool, out: &mut Vec<Record>) {
+        self.amnesic = amnesic;
+        out.push(Record::Amnesic(amnesic));
     }
 
     /// Log positions below this are compacted into the replica layer's checkpoint.
@@ -240,6 +254,8 @@ impl DurableState {
     }
 
     fn checkpoint(&self) -> Checkpoint {
+        // A checkpoint subsumes the `Amnesic(true)` record: it must not outlive the repair.
+        assert!(!self.amnesic, "checkpoint of an amnesic state");
         Checkpoint {
             promised: self.promised,
             accepted_round: self.accepted_round,

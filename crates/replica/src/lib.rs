@@ -39,6 +39,10 @@ use synod_core::{
     Origin, OutputBuffer, ProtocolEvent, ProtocolOutput, Ready,
 };
 
+/// Incarnations after a lost disk start at or above this (bit 62), plus bits of the boot nonce:
+/// far above the count a replica reaches by restarting, and distinct per boot.
+const AMNESIC_INCARNATION_BASE: u64 = 1 << 62;
+
 /// The engine's output buffer for protocol `P`.
 type EngineOutput<P> = OutputBuffer<
     Message<<P as LogProtocol>::Message, <P as LogProtocol>::Term>,
@@ -101,6 +105,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
         if config.batch_entries_max == 0 {
             return Err("batch_entries_max must be > 0".into());
         }
+        let lost_storage = records.is_empty() && !config.first_boot;
         let replayed = records::replay(records);
         let (state, protocol_cp) = match replayed.checkpoint {
             Some(c) => (AppliedState::from_image(c.state), Some(c.protocol)),
@@ -115,7 +120,14 @@ impl<P: LogProtocol> Engine for Replica<P> {
                 protocol.compacted_idx()
             ));
         }
-        let incarnation = replayed.incarnation + 1;
+        let incarnation = if lost_storage {
+            // The incarnations this replica used before are forgotten with its disk; counting
+            // from 1 again would reuse origins the applied state already holds, and those
+            // writes would be skipped as duplicates. Start far above any count instead.
+            AMNESIC_INCARNATION_BASE | (config.boot_nonce >> 2)
+        } else {
+            replayed.incarnation + 1
+        };
         let mut out = OutputBuffer::default();
         out.records.push(Record::Incarnation(incarnation));
         let mut r = Replica {

@@ -10,8 +10,9 @@
 //! Crash semantics ([`CrashMode`]): a process crash keeps written records (the OS still
 //! flushes its page cache); a power loss / machine crash keeps only synced records plus a
 //! random prefix of the unsynced tail, whose last record may be torn — recovery detects a torn
-//! record by its checksum and truncates it, so a torn record is simply lost. This is issue 5's
-//! model; corrupted files beyond the tail are not simulated.
+//! record by its checksum and truncates it, so a torn record is simply lost. Damage beyond the
+//! tail (bit flips, read errors, misdirected writes, damaged snapshots or metadata) is injected
+//! by `Fault::Damage` and found at the node's next start (see `Sim::recover_damaged_disk`).
 
 use synod_core::{DurableRecord, SplitMix64};
 
@@ -111,6 +112,17 @@ impl<R: DurableRecord> SimDisk<R> {
         self.synced_len = self.records.len();
         self.records_lost += lost as u64;
         lost
+    }
+
+    /// Keeps only the first `len` records (a node truncating its damaged log).
+    pub fn truncate(&mut self, len: usize) {
+        self.records.truncate(len);
+        self.synced_len = self.synced_len.min(len);
+    }
+
+    /// Drops every record (a node quarantining damaged storage and starting empty).
+    pub fn clear(&mut self) {
+        self.truncate(0);
     }
 
     /// What recovery reads back, in emission order.

@@ -40,6 +40,12 @@ pub struct FaultSet {
     pub power_loss: bool,
     /// Crashes are machine crashes: unsynced records may be lost and the last one torn.
     pub torn_writes: bool,
+    /// Storage faults (not in `all`; ask with `all,storage`): damaged records, snapshots and
+    /// metadata, read errors, misdirected writes (a node finds its storage damaged at its next
+    /// start), write errors / a full disk (the node stalls until it can persist), fsync
+    /// failures (the node halts and restarts). Damage hits at most f members per run — the
+    /// fault atlas — so every record keeps a majority of intact copies.
+    pub storage: bool,
 }
 
 impl FaultSet {
@@ -52,6 +58,7 @@ impl FaultSet {
         duplicate: false,
         power_loss: false,
         torn_writes: false,
+        storage: false,
     };
     pub const ALL: FaultSet = FaultSet {
         crash: true,
@@ -62,9 +69,10 @@ impl FaultSet {
         duplicate: true,
         power_loss: true,
         torn_writes: true,
+        storage: false,
     };
 
-    const NAMES: [&'static str; 8] = [
+    const NAMES: [&'static str; 9] = [
         "crash",
         "partition",
         "one-way",
@@ -73,6 +81,7 @@ impl FaultSet {
         "duplicate",
         "power-loss",
         "torn-writes",
+        "storage",
     ];
 
     fn flag(&mut self, name: &str) -> Option<&mut bool> {
@@ -85,19 +94,27 @@ impl FaultSet {
             "duplicate" => &mut self.duplicate,
             "power-loss" => &mut self.power_loss,
             "torn-writes" => &mut self.torn_writes,
+            "storage" => &mut self.storage,
             _ => return None,
         })
     }
 
-    /// `all`, `none`, or a comma-separated list of fault names.
+    /// `all`, `none`, or a comma-separated list of fault names (`all` among them adds every
+    /// fault of `all`, e.g. `all,storage`).
     pub fn parse(s: &str) -> Result<FaultSet, String> {
-        match s {
-            "all" => return Ok(FaultSet::ALL),
-            "none" | "" => return Ok(FaultSet::NONE),
-            _ => {}
+        if s == "none" || s.is_empty() {
+            return Ok(FaultSet::NONE);
         }
         let mut set = FaultSet::NONE;
         for name in s.split(',').map(str::trim) {
+            if name == "all" {
+                let storage = set.storage;
+                set = FaultSet {
+                    storage,
+                    ..FaultSet::ALL
+                };
+                continue;
+            }
             match set.flag(name) {
                 Some(f) => *f = true,
                 None => {
@@ -112,6 +129,17 @@ impl FaultSet {
     }
 
     pub fn names(&self) -> String {
+        if *self == FaultSet::ALL {
+            return "all".into();
+        }
+        if *self
+            == (FaultSet {
+                storage: true,
+                ..FaultSet::ALL
+            })
+        {
+            return "all,storage".into();
+        }
         let mut copy = *self;
         let on: Vec<&str> = FaultSet::NAMES
             .into_iter()
@@ -153,6 +181,57 @@ pub enum Fault {
     Duplicate {
         permille: u64,
     },
+    /// The node crashes and finds its storage damaged when it starts again.
+    Damage {
+        node: NodeId,
+        damage: Damage,
+    },
+    /// Writes fail (EIO, a full disk): the node holds its batch, persists nothing and sends
+    /// nothing until the fault ends — to its peers it is a stalled member.
+    WriteStall {
+        node: NodeId,
+    },
+    /// An fsync fails: the node halts (its unsynced writes may be gone) and restarts at the end.
+    FsyncFailure {
+        node: NodeId,
+    },
+}
+
+/// What a `Fault::Damage` did to the node's storage; every kind is detected at the next start
+/// (checksums, read errors), and all lead to the same recovery: repair from peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Damage {
+    /// Bit flips in a committed record in the middle of the log.
+    BitFlip,
+    /// The newest snapshot (the first stored record when there is one) is damaged.
+    Snapshot,
+    /// A latent sector error: reading a record fails with EIO.
+    ReadError,
+    /// A write landed in the wrong place: the record it overwrote is damaged and its own
+    /// place holds stale bytes.
+    MisdirectedWrite,
+    /// The data directory's metadata (identity) is damaged: nothing can be trusted.
+    Metadata,
+}
+
+impl Damage {
+    pub const ALL: [Damage; 5] = [
+        Damage::BitFlip,
+        Damage::Snapshot,
+        Damage::ReadError,
+        Damage::MisdirectedWrite,
+        Damage::Metadata,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Damage::BitFlip => "bit flip in a committed record",
+            Damage::Snapshot => "damaged snapshot",
+            Damage::ReadError => "read error (EIO)",
+            Damage::MisdirectedWrite => "misdirected write",
+            Damage::Metadata => "damaged metadata",
+        }
+    }
 }
 
 impl std::fmt::Display for Fault {
@@ -169,6 +248,9 @@ impl std::fmt::Display for Fault {
             Fault::Chained => write!(f, "chained"),
             Fault::Loss { permille } => write!(f, "loss {permille}‰"),
             Fault::Duplicate { permille } => write!(f, "duplication {permille}‰"),
+            Fault::Damage { node, damage } => write!(f, "storage of n{node}: {}", damage.name()),
+            Fault::WriteStall { node } => write!(f, "write errors on n{node} (stalls)"),
+            Fault::FsyncFailure { node } => write!(f, "fsync failure on n{node} (halts)"),
         }
     }
 }
@@ -221,6 +303,18 @@ pub fn random_schedule(
     add(set.loss, 4, 2);
     add(set.duplicate, 5, 2);
     add(set.power_loss, 6, 1);
+    add(set.storage, 7, 4);
+    add(set.storage, 8, 1);
+    add(set.storage, 9, 1);
+    // The fault atlas: only these members' storage is ever damaged (at most f of 2f + 1).
+    let prone: Vec<NodeId> = if set.storage {
+        let mut shuffled = members.to_vec();
+        rng.shuffle(&mut shuffled);
+        shuffled.truncate((members.len() - 1) / 2);
+        shuffled
+    } else {
+        Vec::new()
+    };
     if kinds.is_empty() || window_us < 2 * FAULT_DURATION_MIN_US {
         return Vec::new();
     }
@@ -265,6 +359,19 @@ pub fn random_schedule(
             },
             5 => Fault::Duplicate {
                 permille: rng.range(50, 300),
+            },
+            7 if prone.is_empty() => Fault::WriteStall {
+                node: *rng.pick(members),
+            },
+            7 => Fault::Damage {
+                node: *rng.pick(&prone),
+                damage: *rng.pick(&Damage::ALL),
+            },
+            8 => Fault::WriteStall {
+                node: *rng.pick(members),
+            },
+            9 => Fault::FsyncFailure {
+                node: *rng.pick(members),
             },
             _ => Fault::PowerLoss,
         };
@@ -358,6 +465,33 @@ mod tests {
         assert!(s.crash && s.partial && !s.loss);
         assert_eq!(FaultSet::parse(&s.names()).unwrap(), s);
         assert!(FaultSet::parse("crash,meteor").is_err());
+        let st = FaultSet::parse("all,storage").unwrap();
+        assert!(st.storage && st.crash && st.partial);
+        assert_eq!(FaultSet::parse(&st.names()).unwrap(), st);
+        assert!(!FaultSet::ALL.storage);
+    }
+
+    #[test]
+    fn storage_damage_hits_at_most_f_members_per_schedule() {
+        for n in [3usize, 5] {
+            let members: Vec<NodeId> = (1..=n as u64).collect();
+            let set = FaultSet::parse("all,storage").unwrap();
+            let mut damaged_any = false;
+            for seed in 0..500 {
+                let mut rng = SplitMix64::new(seed);
+                let damaged: std::collections::BTreeSet<NodeId> =
+                    random_schedule(&mut rng, &members, set, 6_000_000)
+                        .into_iter()
+                        .filter_map(|f| match f.fault {
+                            Fault::Damage { node, .. } => Some(node),
+                            _ => None,
+                        })
+                        .collect();
+                assert!(damaged.len() <= (n - 1) / 2, "seed {seed}: {damaged:?}");
+                damaged_any |= !damaged.is_empty();
+            }
+            assert!(damaged_any, "{n} nodes: no schedule damaged any storage");
+        }
     }
 
     #[test]
@@ -369,6 +503,10 @@ mod tests {
                 if let Fault::Split { side } = &f.fault {
                     assert!(!side.is_empty() && side.len() <= 2);
                 }
+                assert!(
+                    !matches!(f.fault, Fault::Damage { .. }),
+                    "storage is not in all"
+                );
             }
         }
     }

@@ -17,7 +17,7 @@
 
 use crate::client::{self, CLIENT_ATTEMPTS_MAX, Knowledge, OpenOp, SimClient};
 use crate::disk::{CrashMode, SimDisk};
-use crate::faults::{Fault, FaultSet, Scenario, ScheduledFault, random_schedule};
+use crate::faults::{Damage, Fault, FaultSet, Scenario, ScheduledFault, random_schedule};
 use crate::network::Network;
 use crate::trace::{Trace, TraceEntry, TraceKind};
 use std::cmp::Ordering;
@@ -45,6 +45,8 @@ pub const FAILURES_REPORTED_MAX: usize = 20;
 /// With crash faults on, the chance (per mille) that a batch with early messages and records
 /// ends in a machine crash between the two: the window `Ready::take_early` opens.
 pub const EARLY_WINDOW_CRASH_PERMILLE: u64 = 5;
+/// Inputs a write-stalled node holds at most (beyond: dropped, like a full socket buffer).
+pub const HELD_INPUTS_MAX: usize = 100_000;
 /// How long a node crashed in the early window stays down.
 pub const EARLY_RESTART_MIN_US: u64 = 50_000;
 pub const EARLY_RESTART_MAX_US: u64 = 2_000_000;
@@ -264,6 +266,12 @@ struct NodeSlot<E: Engine> {
     incarnation: u64,
     /// Faults currently keeping this node down; it restarts when the set empties.
     down_by: BTreeSet<u64>,
+    /// Storage damage its next start will find (`Fault::Damage`).
+    damage: Option<Damage>,
+    /// Write-stall faults in force: while any is, inputs wait in `held` (the node's engine
+    /// thread is blocked retrying a write) and its ticks are lost.
+    stalled_by: BTreeSet<u64>,
+    held: Vec<Ev<E::Message>>,
 }
 
 struct Sim<E: Engine> {
@@ -342,6 +350,9 @@ impl<E: Engine> Sim<E> {
                     disk: SimDisk::new(),
                     incarnation: 0,
                     down_by: BTreeSet::new(),
+                    damage: None,
+                    stalled_by: BTreeSet::new(),
+                    held: Vec::new(),
                 }
             })
             .collect();
@@ -466,13 +477,17 @@ impl<E: Engine> Sim<E> {
             Ev::Tick(node) => {
                 self.at(self.now_us + TICK_US, Ev::Tick(node));
                 let i = self.idx(node);
-                if let Some(engine) = self.nodes[i].engine.as_mut() {
+                let stalled = !self.nodes[i].stalled_by.is_empty();
+                if let Some(engine) = self.nodes[i].engine.as_mut().filter(|_| !stalled) {
                     engine.tick();
                     self.drain(node, TraceKind::Tick);
                 }
                 if node == self.members[0] {
                     self.check_converged();
                 }
+            }
+            Ev::Deliver { to, .. } | Ev::Submit { node: to, .. } if self.is_stalled(to) => {
+                self.hold(to, ev);
             }
             Ev::Deliver { from, to, message } => {
                 let i = self.idx(to);
@@ -689,13 +704,16 @@ impl<E: Engine> Sim<E> {
 
     fn boot(&mut self, node: NodeId) {
         let i = self.idx(node);
-        let records = self.nodes[i].disk.records();
         let mut config = self.nodes[i].config.clone();
         // A new nonce per boot (VR's recovery, §4.3); only the very first boot is a first boot
         // (a restart with a lost disk is not: it must recover from its peers).
         let incarnation = self.nodes[i].incarnation;
         config.boot_nonce = config.seed ^ incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         config.first_boot = incarnation == 0;
+        if let Some(damage) = self.nodes[i].damage.take() {
+            config.first_boot = self.recover_damaged_disk(node, damage);
+        }
+        let records = self.nodes[i].disk.records();
         match E::recover(config, records) {
             Ok(engine) => {
                 self.nodes[i].engine = Some(engine);
@@ -711,9 +729,70 @@ impl<E: Engine> Sim<E> {
         }
     }
 
+    /// What the node does at start with damaged storage; returns whether it then believes it
+    /// is a brand-new member. The correct node layer quarantines everything and starts with
+    /// nothing, as a member that lost its disk (never a first boot): its protocol repairs from
+    /// its peers. The planted `TruncateAtCorruption` bug keeps the records before the damage
+    /// and carries on as if they were all it ever had (an empty log looks brand new).
+    fn recover_damaged_disk(&mut self, node: NodeId, damage: Damage) -> bool {
+        let i = self.idx(node);
+        let len = self.nodes[i].disk.len();
+        if self.cfg.planted_bug != Some(PlantedBug::TruncateAtCorruption) {
+            self.nodes[i].disk.clear();
+            self.note(
+                Some(node),
+                TraceKind::Fault(format!(
+                    "start finds {}: {len} records quarantined, repairing from peers",
+                    damage.name()
+                )),
+            );
+            return false;
+        }
+        let keep = match damage {
+            Damage::Snapshot | Damage::Metadata => 0,
+            _ => self.rng_fault.below(len as u64 + 1) as usize,
+        };
+        self.nodes[i].disk.truncate(keep);
+        self.note(
+            Some(node),
+            TraceKind::Fault(format!(
+                "PLANTED BUG: start finds {}, truncates at record {keep} of {len} and votes",
+                damage.name()
+            )),
+        );
+        keep == 0
+    }
+
+    fn is_stalled(&self, node: NodeId) -> bool {
+        !self.nodes[self.idx(node)].stalled_by.is_empty()
+    }
+
+    /// Keeps an input for a stalled node (bounded like a socket buffer: beyond it, dropped).
+    fn hold(&mut self, node: NodeId, ev: Ev<E::Message>) {
+        let i = self.idx(node);
+        if self.nodes[i].held.len() < HELD_INPUTS_MAX {
+            self.nodes[i].held.push(ev);
+        } else {
+            self.net.messages_dropped += 1;
+        }
+    }
+
+    /// A write stall ends (when no other is in force): the held inputs arrive, in order.
+    fn unstall(&mut self, node: NodeId, fault_id: u64) {
+        let i = self.idx(node);
+        self.nodes[i].stalled_by.remove(&fault_id);
+        if self.nodes[i].stalled_by.is_empty() {
+            for ev in std::mem::take(&mut self.nodes[i].held) {
+                self.at(self.now_us, ev);
+            }
+        }
+    }
+
     fn crash(&mut self, node: NodeId, fault_id: u64, mode: CrashMode) {
         let i = self.idx(node);
         self.nodes[i].down_by.insert(fault_id);
+        // Inputs held by a write stall die with the process.
+        self.nodes[i].held.clear();
         if self.nodes[i].engine.take().is_some() {
             self.nodes[i].incarnation += 1;
             let lost = self.nodes[i].disk.crash(mode, &mut self.rng_fault);
@@ -881,6 +960,23 @@ impl<E: Engine> Sim<E> {
                 self.net.dup_burst(f.id, *permille);
                 f.fault.to_string()
             }
+            Fault::Damage { node, damage } => {
+                self.crash(*node, f.id, torn);
+                let i = self.idx(*node);
+                if !self.nodes[i].disk.is_empty() {
+                    self.nodes[i].damage = Some(*damage);
+                }
+                f.fault.to_string()
+            }
+            Fault::WriteStall { node } => {
+                let i = self.idx(*node);
+                self.nodes[i].stalled_by.insert(f.id);
+                f.fault.to_string()
+            }
+            Fault::FsyncFailure { node } => {
+                self.crash(*node, f.id, CrashMode::LoseUnsynced);
+                f.fault.to_string()
+            }
         };
         self.note(
             None,
@@ -891,7 +987,10 @@ impl<E: Engine> Sim<E> {
     fn fault_end(&mut self, i: usize) {
         let f = self.schedule[i].clone();
         match &f.fault {
-            Fault::Crash { node } => self.restart(*node, f.id),
+            Fault::Crash { node } | Fault::Damage { node, .. } | Fault::FsyncFailure { node } => {
+                self.restart(*node, f.id)
+            }
+            Fault::WriteStall { node } => self.unstall(*node, f.id),
             Fault::PowerLoss => {
                 for node in self.members.clone() {
                     self.restart(node, f.id);
@@ -907,6 +1006,10 @@ impl<E: Engine> Sim<E> {
         self.net.heal_all();
         for node in self.members.clone() {
             let i = self.idx(node);
+            let stalls: Vec<u64> = self.nodes[i].stalled_by.iter().copied().collect();
+            for id in stalls {
+                self.unstall(node, id);
+            }
             let ids: Vec<u64> = self.nodes[i].down_by.iter().copied().collect();
             for id in ids {
                 self.restart(node, id);

@@ -29,25 +29,46 @@ fn is_wal_file(name: &str) -> bool {
     segment || snapshot
 }
 
-/// Creates a fresh, uniquely named quarantine directory in `wal_dir`.
+/// A quarantine directory: `(seconds, n)` from its name, and its path.
+type Entry = ((u64, u64), PathBuf);
+
+/// Quarantine directories in `wal_dir`, oldest first.
+fn list(wal_dir: &Path) -> Result<Vec<Entry>, StorageError> {
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(wal_dir).map_err(|e| StorageError::io(wal_dir, e))? {
+        let entry = entry.map_err(|e| StorageError::io(wal_dir, e))?;
+        let name = entry.file_name();
+        if let Some(key) = name.to_str().and_then(parse_name)
+            && entry.file_type().is_ok_and(|t| t.is_dir())
+        {
+            dirs.push((key, entry.path()));
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// Creates a fresh quarantine directory in `wal_dir`, named to sort after every existing one
+/// of the same second (a name freed by pruning is never reused, or the newest directory
+/// would sort as the oldest and be pruned first).
 fn create_target(wal_dir: &Path) -> Result<PathBuf, StorageError> {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    for n in 0u32.. {
-        let name = match n {
-            0 => format!("{PREFIX}{secs}"),
-            n => format!("{PREFIX}{secs}-{n}"),
-        };
-        let path = wal_dir.join(name);
-        match std::fs::create_dir(&path) {
-            Ok(()) => return Ok(path),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(StorageError::io(&path, e)),
-        }
-    }
-    unreachable!("u32 names run out only after 2^32 quarantines in one second")
+    let n = list(wal_dir)?
+        .iter()
+        .filter(|((s, _), _)| *s == secs)
+        .map(|((_, n), _)| n + 1)
+        .max()
+        .unwrap_or(0);
+    let name = match n {
+        0 => format!("{PREFIX}{secs}"),
+        n => format!("{PREFIX}{secs}-{n}"),
+    };
+    let path = wal_dir.join(name);
+    std::fs::create_dir(&path).map_err(|e| StorageError::io(&path, e))?;
+    Ok(path)
 }
 
 /// Moves every segment and snapshot file of `wal_dir` into a new `quarantine-<secs>[-n]/`
@@ -84,17 +105,7 @@ pub fn quarantine(wal_dir: &Path) -> Result<PathBuf, StorageError> {
 
 /// Deletes all but the newest [`QUARANTINE_KEEP`] quarantine directories of `wal_dir`.
 fn prune(wal_dir: &Path) -> Result<(), StorageError> {
-    let mut dirs: Vec<((u64, u64), PathBuf)> = Vec::new();
-    for entry in std::fs::read_dir(wal_dir).map_err(|e| StorageError::io(wal_dir, e))? {
-        let entry = entry.map_err(|e| StorageError::io(wal_dir, e))?;
-        let name = entry.file_name();
-        if let Some(key) = name.to_str().and_then(parse_name)
-            && entry.file_type().is_ok_and(|t| t.is_dir())
-        {
-            dirs.push((key, entry.path()));
-        }
-    }
-    dirs.sort();
+    let dirs = list(wal_dir)?;
     let excess = dirs.len().saturating_sub(QUARANTINE_KEEP);
     for (_, path) in &dirs[..excess] {
         tracing::warn!(dir = %path.display(), keep = QUARANTINE_KEEP, "deleting an old quarantined log");

@@ -8,13 +8,21 @@
 //! to refuse), redb and fjall (embedded KV stores: a B-tree / LSM plus their own journal, so
 //! every record would be written twice and fsync batching is theirs, not ours). What Synod needs
 //! is small and exact: append a batch of opaque records with CRC32C and one fsync, read them
-//! back in order, truncate a torn tail, refuse corruption before the tail naming file and
-//! offset, rotate segments, and drop everything before a checkpoint record. That is a few
+//! back in order, truncate a torn last batch, refuse damage to acknowledged batches naming
+//! file, offset and sequence number, rotate segments, and drop everything before a checkpoint
+//! record. That is a few
 //! hundred lines whose crash behaviour we can test record by record, and it is the product's
 //! core (the durability promise), so we write it: [`wal::Wal`].
 //!
 //! Checkpoint records (an engine's full state) are stored as snapshot files of their own,
 //! written atomically and streamed: see `snapshot.rs` and [`wal`].
+//!
+//! ## Damage
+//! Every file that holds acknowledged state is checksummed: WAL batches and segment headers
+//! (`segment.rs`), snapshots, `meta.json` and `peers.json` ([`datadir`]). Damage to any of
+//! them is [`StorageError::Corrupt`], which [`StorageError::is_damage`] tells apart from I/O
+//! errors, a held lock, a wrong identity or an unsupported format: only damage may be
+//! answered by rebuilding the state from peers, after [`quarantine`] has moved the log aside.
 //!
 //! ## Snapshot thresholds
 //! Engines decide when to checkpoint (`snapshot_entries` in the engine config); the WAL only

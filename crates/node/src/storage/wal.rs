@@ -3,7 +3,7 @@
 //! * **Files.** `wal-{first_seq:020}.log`, where `first_seq` is the sequence number (from 1) of
 //!   the segment's first record; sorting names sorts segments. Subdirectories (quarantined
 //!   logs, [`super::quarantine`]) and other names are ignored.
-//! * **Framing** ([`super::segment`], format version 2). A segment starts with a 20-byte
+//! * **Framing** (`segment.rs`, format version 2). A segment starts with a 20-byte
 //!   header (magic, format version, `first_seq`, CRC32C), written and fsynced when the segment
 //!   is created. Then batches: one per append, `"SYNB" | count | body_len | first_seq | crc`
 //!   followed by the records (`len u32 | postcard payload`). The batch crc covers the header and
@@ -44,9 +44,15 @@
 //!     opening fails with [`StorageError::Corrupt`] naming the file, the offset and the first
 //!     damaged sequence number ([`StorageError::first_bad_seq`]); nothing is truncated.
 //!
-//!   Several appends before one [`Wal::sync`] put several unacknowledged batches at the end;
-//!   damage to one of them followed by an intact one is then reported as damage (safe, not
-//!   exact). The node syncs every batch it appends.
+//!   Limits of what bytes can tell: several appends before one [`Wal::sync`] put several
+//!   unacknowledged batches at the end, and damage to one of them followed by an intact one
+//!   is then reported as damage (safe, not exact; the node syncs every batch it appends).
+//!   Conversely, rot in the log's very last batch after it was acknowledged, or damage that
+//!   also destroys every later batch of the last segment, looks exactly like a torn write and
+//!   is truncated; only a peer's copy can tell those apart.
+//! * **Unused space.** Non-zero bytes after the zero header that ends the log, with no
+//!   verifying batch among them, are a torn write too (a batch whose header page never reached
+//!   the disk): truncated in the last segment, damage in any other.
 //! * **A damaged newest snapshot** fails opening with an error naming the file, unless the
 //!   segments still hold every record since the previous snapshot (a crash came before the
 //!   cleanup behind the new snapshot). Only then does recovery fall back to the previous

@@ -518,3 +518,24 @@ fn unchecksummed_metadata_is_read_and_upgraded_in_place() {
     let e = DataDir::open(dir.path(), 7, "c", 1).unwrap_err();
     assert!(e.is_damage() && e.to_string().contains("meta.json"), "{e}");
 }
+
+#[test]
+fn a_torn_segment_creation_gets_its_header_back_and_the_log_goes_on() {
+    for cut in [0u64, 7, SEGMENT_HEADER - 1] {
+        let log = write_log(0);
+        let (path, pristine) = log.files.last().unwrap();
+        put(path, &pristine[..cut as usize]);
+        let in_last = log.batches.iter().filter(|b| b.segment == 2).count();
+        let before = log.records_before(log.batches.len() - in_last);
+        let (mut wal, recs) = Wal::<Rec>::open(log.dir.path(), opts(0)).unwrap();
+        assert_eq!(recs, before, "cut to {cut}");
+        assert_eq!(std::fs::metadata(path).unwrap().len(), SEGMENT_HEADER);
+        assert_eq!(wal.next_seq(), before.len() as u64 + 1);
+        let next = Rec::Data(7, vec![7; 7]);
+        wal.append_and_sync(std::slice::from_ref(&next)).unwrap();
+        drop(wal);
+        let mut expected = before;
+        expected.push(next);
+        assert_eq!(log.open().unwrap(), expected);
+    }
+}

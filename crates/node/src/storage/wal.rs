@@ -25,7 +25,7 @@
 //!   the first all-zero batch header; `docs/durability.md` has the measurement.
 //! * **Checkpoints.** A record whose `is_checkpoint()` is true subsumes all earlier records. It
 //!   is not written into a segment: it becomes the snapshot file `snap-{seq}.snap`
-//!   ([`super::snapshot`], atomic and checksummed), the next record starts a fresh segment at
+//!   (`snapshot.rs`, atomic and checksummed), the next record starts a fresh segment at
 //!   `seq + 1`, and only once both are durable are the older segments and the previous
 //!   snapshot deleted.
 //! * **Recovery** ([`Wal::open`]). The newest snapshot that verifies is the base; segments
@@ -358,21 +358,9 @@ impl<R: DurableRecord> Wal<R> {
             );
         }
 
-        // Records before a checkpoint *inside* a segment (logs written before snapshots had
-        // files of their own) are subsumed by it.
-        let first_kept_seq = segments.first().map(|s| s.first_seq).unwrap_or(1);
-        if let Some(cp) = records.iter().rposition(|r| r.is_checkpoint()) {
-            let cp_seq = first_kept_seq + cp as u64;
-            records.drain(..cp);
-            let keep_from = segments
-                .iter()
-                .rposition(|s| s.first_seq <= cp_seq)
-                .unwrap_or(0);
-            for s in segments.drain(..keep_from) {
-                std::fs::remove_file(&s.path).map_err(|e| StorageError::io(&s.path, e))?;
-            }
-            sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
-        } else if let Some((_, _, r, _)) = &base {
+        // Checkpoints never sit inside a version-2 segment (append turns each into a snapshot
+        // file), so the base's record comes first and the segments' records follow it.
+        if let Some((_, _, r, _)) = &base {
             records.insert(0, r.clone());
         }
 
@@ -383,24 +371,7 @@ impl<R: DurableRecord> Wal<R> {
         }
 
         let next_seq = next_seq.unwrap_or(1);
-        let (active, active_file_bytes) = match segments.last() {
-            Some(s) => {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&s.path)
-                    .map_err(|e| StorageError::io(&s.path, e))?;
-                let len = f
-                    .metadata()
-                    .map_err(|e| StorageError::io(&s.path, e))?
-                    .len();
-                (f, len)
-            }
-            None => {
-                let (f, s) = Self::create_segment(dir, next_seq, opts.fsync)?;
-                segments.push(s);
-                (f, SEGMENT_HEADER_BYTES)
-            }
-        };
+        let (active, active_file_bytes) = Self::open_active(dir, &mut segments, next_seq, &opts)?;
         let (snapshot_seq, snapshot_bytes) = base.map(|b| (b.0, b.3)).unwrap_or((0, 0));
         let wal = Wal {
             dir: dir.to_path_buf(),
@@ -416,6 +387,30 @@ impl<R: DurableRecord> Wal<R> {
             _record: PhantomData,
         };
         Ok((wal, records))
+    }
+
+    /// Opens the last segment for appending (creating the first one in an empty log); returns
+    /// it with its file length.
+    fn open_active(
+        dir: &Path,
+        segments: &mut Vec<Segment>,
+        next_seq: u64,
+        opts: &WalOptions,
+    ) -> Result<(File, u64), StorageError> {
+        let Some(s) = segments.last() else {
+            let (f, s) = Self::create_segment(dir, next_seq, opts.fsync)?;
+            segments.push(s);
+            return Ok((f, SEGMENT_HEADER_BYTES));
+        };
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&s.path)
+            .map_err(|e| StorageError::io(&s.path, e))?;
+        let len = f
+            .metadata()
+            .map_err(|e| StorageError::io(&s.path, e))?
+            .len();
+        Ok((f, len))
     }
 
     /// Reads the segments after the base in order, checking that their sequence numbers
@@ -458,13 +453,8 @@ impl<R: DurableRecord> Wal<R> {
                 }
             }
             let (seg_records, end) = recover_segment::<R>(&path, first_seq, i == last, opts)?;
-            if i == 0
-                && !has_base
-                && damaged.is_none()
-                && first_seq != 1
-                && !seg_records.first().is_some_and(|r| r.is_checkpoint())
-            {
-                // Records 1..first_seq are gone and no snapshot or checkpoint covers them:
+            if i == 0 && !has_base && damaged.is_none() && first_seq != 1 {
+                // Records 1..first_seq are gone and no snapshot covers them:
                 // starting would silently forget them.
                 return Err(StorageError::Corrupt {
                     path,
@@ -530,7 +520,7 @@ impl<R: DurableRecord> Wal<R> {
     }
 
     /// Appends `records` and makes them durable with one fsync (unless fsync is disabled).
-    /// A checkpoint record goes to a snapshot file of its own instead (see [`super::snapshot`]);
+    /// A checkpoint record goes to a snapshot file of its own instead (see `snapshot.rs`);
     /// once it is durable, every older segment and snapshot is deleted.
     /// On error nothing of this batch may be treated as durable; the caller must stop.
     pub fn append_and_sync(&mut self, records: &[R]) -> io::Result<()>
@@ -586,6 +576,12 @@ impl<R: DurableRecord> Wal<R> {
             }
             segment::encode_batch(&mut buf, self.next_seq, &payloads);
             let at = self.active_bytes();
+            assert!(
+                self.segments
+                    .last()
+                    .is_some_and(|s| s.first_seq <= self.next_seq && at >= SEGMENT_HEADER_BYTES),
+                "a batch goes behind the header of a segment that starts at or before it"
+            );
             self.preallocate(at + buf.len() as u64)?;
             self.active.write_all_at(&buf, at)?;
             self.active_file_bytes = self.active_file_bytes.max(at + buf.len() as u64);

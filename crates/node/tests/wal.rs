@@ -1,5 +1,5 @@
 //! Write-ahead log behaviour: round trip, torn tails, corruption, rotation, checkpoints,
-//! reopening after a crash.
+//! reopening after a crash. The byte-by-byte fault sweeps are in `wal_faults.rs`.
 
 use serde::{Deserialize, Serialize};
 use std::fs::OpenOptions;
@@ -7,6 +7,9 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use synod_core::DurableRecord;
 use synod_node::storage::{StorageError, Wal, WalOptions};
+
+/// Bytes of the header every segment starts with (format version 2).
+const SEGMENT_HEADER: u64 = 20;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum Rec {
@@ -67,12 +70,13 @@ fn round_trip_and_reopen_appends_after_existing_records() {
 fn torn_tail_is_truncated_and_log_stays_usable() {
     let dir = tempfile::tempdir().unwrap();
     let (mut wal, _) = open(dir.path(), 1 << 20).unwrap();
-    wal.append_and_sync(&(1..=5).map(data).collect::<Vec<_>>())
-        .unwrap();
+    for n in 1..=5 {
+        wal.append_and_sync(&[data(n)]).unwrap();
+    }
     drop(wal);
     let seg = segments(dir.path()).pop().unwrap();
     let full = std::fs::metadata(&seg).unwrap().len();
-    // Cut the last record in half: a write that never finished before the crash.
+    // Cut the last batch in half: a write that never finished before the crash.
     let f = OpenOptions::new().write(true).open(&seg).unwrap();
     f.set_len(full - 50).unwrap();
     drop(f);
@@ -104,32 +108,38 @@ fn torn_tail_is_truncated_and_log_stays_usable() {
 fn corruption_before_the_tail_names_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
     let (mut wal, _) = open(dir.path(), 1 << 20).unwrap();
-    wal.append_and_sync(&(1..=5).map(data).collect::<Vec<_>>())
-        .unwrap();
+    for n in 1..=5 {
+        wal.append_and_sync(&[data(n)]).unwrap();
+    }
     drop(wal);
     let seg = segments(dir.path()).pop().unwrap();
-    let record_bytes = std::fs::metadata(&seg).unwrap().len() / 5;
-    // Flip a payload byte of the second record.
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let batch_bytes = (len - SEGMENT_HEADER) / 5;
+    let second = SEGMENT_HEADER + batch_bytes;
+    // Flip a payload byte of the second batch: three acknowledged batches follow it.
     let mut f = OpenOptions::new().write(true).open(&seg).unwrap();
-    f.seek(SeekFrom::Start(record_bytes + 20)).unwrap();
+    f.seek(SeekFrom::Start(second + 40)).unwrap();
     f.write_all(&[0xff]).unwrap();
     drop(f);
     let err = match open(dir.path(), 1 << 20) {
         Err(e) => e,
         Ok(_) => panic!("corruption in the middle must not open"),
     };
+    assert!(err.is_damage(), "{err}");
+    assert_eq!(err.first_bad_seq(), Some(2));
     match &err {
         StorageError::Corrupt { path, offset, .. } => {
             assert_eq!(path, &seg);
-            assert_eq!(*offset, record_bytes);
+            assert_eq!(*offset, second);
         }
         other => panic!("wrong error: {other}"),
     }
     let msg = err.to_string();
     assert!(msg.contains("wal-00000000000000000001.log"), "{msg}");
-    assert!(msg.contains(&format!("offset {record_bytes}")), "{msg}");
+    assert!(msg.contains(&format!("offset {second}")), "{msg}");
+    assert!(msg.contains("sequence 2"), "{msg}");
     // Nothing was truncated: the evidence is kept.
-    assert_eq!(std::fs::metadata(&seg).unwrap().len(), record_bytes * 5);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
 }
 
 #[test]
@@ -369,6 +379,10 @@ fn a_damaged_snapshot_the_log_no_longer_covers_is_refused_naming_it() {
     let err = open(dir.path(), 1000).err().expect("must refuse");
     let msg = err.to_string();
     assert!(matches!(err, StorageError::Corrupt { .. }), "{msg}");
+    assert!(
+        err.is_damage(),
+        "a damaged snapshot without fallback is damaged state"
+    );
     assert!(msg.contains("snap-00000000000000000003.snap"), "{msg}");
     assert!(msg.contains("checksum"), "{msg}");
     assert!(snap.exists(), "the evidence is kept");
@@ -468,8 +482,9 @@ fn preallocated_segments_keep_zeros_ahead_and_read_back_exactly_the_records() {
 fn preallocated_torn_tail_is_truncated_and_mid_log_damage_is_still_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let (mut wal, _) = open_preallocated(dir.path(), 1 << 20);
-    wal.append_and_sync(&(1..=5).map(data).collect::<Vec<_>>())
-        .unwrap();
+    for n in 1..=5 {
+        wal.append_and_sync(&[data(n)]).unwrap();
+    }
     let used = wal.bytes_since_snapshot();
     drop(wal);
     let seg = segments(dir.path()).pop().unwrap();
@@ -486,10 +501,10 @@ fn preallocated_torn_tail_is_truncated_and_mid_log_damage_is_still_corruption() 
     let (_, recs) = open_preallocated(dir.path(), 1 << 20);
     assert_eq!(recs, (1..=6).map(data).collect::<Vec<_>>());
 
-    // A flipped byte in the second record, with records after it, is corruption, not an end.
-    let record_bytes = used / 5;
+    // A flipped byte in the second batch, with batches after it, is corruption, not an end.
+    let second = SEGMENT_HEADER + (used - SEGMENT_HEADER) / 5;
     let f = OpenOptions::new().write(true).open(&seg).unwrap();
-    f.write_all_at(&[0xff], record_bytes + 20).unwrap();
+    f.write_all_at(&[0xff], second + 40).unwrap();
     drop(f);
     match Wal::<Rec>::open(
         dir.path(),
@@ -498,7 +513,10 @@ fn preallocated_torn_tail_is_truncated_and_mid_log_damage_is_still_corruption() 
             ..WalOptions::default()
         },
     ) {
-        Err(StorageError::Corrupt { offset, .. }) => assert_eq!(offset, record_bytes),
+        Err(e @ StorageError::Corrupt { offset, .. }) => {
+            assert_eq!(offset, second);
+            assert_eq!(e.first_bad_seq(), Some(2));
+        }
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("corruption in the middle must not open"),
     }

@@ -6,12 +6,20 @@
 //! `peers.json` (the data ids of the other members, see [`PeerDataIds`]), and the WAL's
 //! `wal-*.log` segments and `snap-*.snap` snapshots under `wal/`.
 //!
+//! **Checksums.** `meta.json` and `peers.json` are written atomically (temporary file, fsync,
+//! rename, directory fsync) as `{"crc32c": "<8 hex digits>", "data": <the content>}`, the
+//! checksum taken over the compact JSON of `data` (keys sorted). A file that does not parse,
+//! lacks either field or fails its checksum is [`StorageError::Corrupt`] naming it, which
+//! [`StorageError::is_damage`] reports as damaged state. Files written before checksums (the
+//! bare content) are still read, and rewritten with a checksum on the spot.
+//!
 //! **Data id.** `meta.json` holds a random `data_id` drawn when the directory is created. It
 //! names this *copy* of the member's state: a member whose directory was wiped comes back with
 //! a new one, which is how its peers tell "member 3, as it was" from "member 3, amnesiac" (see
 //! the storage module doc).
 
 use super::{StorageError, sync_dir, write_atomically};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -24,6 +32,54 @@ const BOOT_FILE: &str = "boot";
 const LOCK_FILE: &str = "LOCK";
 const PEERS_FILE: &str = "peers.json";
 const META_FORMAT: u32 = 1;
+
+/// `value` framed with a checksum (module doc).
+fn encode_checked<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+    let data = serde_json::to_value(value)?;
+    let crc = crc32c::crc32c(&serde_json::to_vec(&data)?);
+    let mut framed = serde_json::Map::new();
+    framed.insert("crc32c".into(), format!("{crc:08x}").into());
+    framed.insert("data".into(), data);
+    serde_json::to_vec_pretty(&serde_json::Value::Object(framed))
+}
+
+/// Reads a file written by [`encode_checked`], or an older one without a checksum (then the
+/// flag is true). Every failure is damage naming `path`.
+fn decode_checked<T: DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(T, bool), StorageError> {
+    let corrupt = |reason: String| StorageError::corrupt(path, 0, reason);
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(format!("does not parse: {e}")))?;
+    let framed = value
+        .as_object()
+        .filter(|o| o.contains_key("crc32c") || o.contains_key("data"));
+    let Some(framed) = framed else {
+        // Written before checksums: its content is all we can check.
+        let v = serde_json::from_value(value)
+            .map_err(|e| corrupt(format!("unchecksummed file does not decode: {e}")))?;
+        return Ok((v, true));
+    };
+    let stored = framed
+        .get("crc32c")
+        .and_then(|c| c.as_str())
+        .and_then(|c| u32::from_str_radix(c, 16).ok())
+        .ok_or_else(|| corrupt("checksum field missing or malformed".into()))?;
+    let data = framed
+        .get("data")
+        .ok_or_else(|| corrupt("data field missing".into()))?;
+    let canonical = serde_json::to_vec(data).map_err(|e| corrupt(e.to_string()))?;
+    let actual = crc32c::crc32c(&canonical);
+    if actual != stored {
+        return Err(corrupt(format!(
+            "checksum mismatch (stored {stored:08x}, content {actual:08x})"
+        )));
+    }
+    let v = serde_json::from_value(data.clone())
+        .map_err(|e| corrupt(format!("checksum holds but content does not decode: {e}")))?;
+    Ok((v, false))
+}
 
 /// Whose data this is. Written once, on first start; checked on every later start.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,18 +143,13 @@ impl DataDir {
         let fresh = !meta_path.exists();
         let mut meta = expected.clone();
         if fresh {
-            let bytes = serde_json::to_vec_pretty(&expected)
+            let bytes = encode_checked(&expected)
                 .map_err(|e| StorageError::io(&meta_path, std::io::Error::other(e)))?;
             write_atomically(path, META_FILE, &bytes)
                 .map_err(|e| StorageError::io(&meta_path, e))?;
         } else {
             let bytes = std::fs::read(&meta_path).map_err(|e| StorageError::io(&meta_path, e))?;
-            let found: Meta =
-                serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
-                    path: meta_path.clone(),
-                    offset: 0,
-                    reason: format!("meta file does not parse: {e}"),
-                })?;
+            let (found, unchecksummed): (Meta, bool) = decode_checked(&meta_path, &bytes)?;
             if found.cluster_id != cluster_id || found.member_id != member_id {
                 return Err(StorageError::WrongIdentity {
                     path: path.to_path_buf(),
@@ -112,9 +163,12 @@ impl DataDir {
                 });
             }
             meta = found;
-            if meta.data_id == 0 {
-                meta.data_id = expected.data_id;
-                let bytes = serde_json::to_vec_pretty(&meta)
+            if meta.data_id == 0 || unchecksummed {
+                if meta.data_id == 0 {
+                    meta.data_id = expected.data_id;
+                }
+                tracing::info!(file = %meta_path.display(), "rewriting meta file with a checksum");
+                let bytes = encode_checked(&meta)
                     .map_err(|e| StorageError::io(&meta_path, std::io::Error::other(e)))?;
                 write_atomically(path, META_FILE, &bytes)
                     .map_err(|e| StorageError::io(&meta_path, e))?;
@@ -122,10 +176,12 @@ impl DataDir {
         }
         let boot_path = path.join(BOOT_FILE);
         let previous = match std::fs::read_to_string(&boot_path) {
-            Ok(s) => s.trim().parse::<u64>().map_err(|e| StorageError::Corrupt {
-                path: boot_path.clone(),
-                offset: 0,
-                reason: format!("boot counter {s:?} does not parse: {e}"),
+            Ok(s) => s.trim().parse::<u64>().map_err(|e| {
+                StorageError::corrupt(
+                    &boot_path,
+                    0,
+                    format!("boot counter {s:?} does not parse: {e}"),
+                )
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(StorageError::io(&boot_path, e)),
@@ -219,11 +275,17 @@ impl PeerDataIds {
     fn load(dir: &Path) -> Result<PeerDataIds, StorageError> {
         let path = dir.join(PEERS_FILE);
         let ids = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
-                path: path.clone(),
-                offset: 0,
-                reason: format!("peer data ids do not parse: {e}"),
-            })?,
+            Ok(bytes) => {
+                let (ids, unchecksummed) = decode_checked(&path, &bytes)?;
+                if unchecksummed {
+                    tracing::info!(file = %path.display(), "rewriting peer data ids with a checksum");
+                    let bytes = encode_checked(&ids)
+                        .map_err(|e| StorageError::io(&path, std::io::Error::other(e)))?;
+                    write_atomically(dir, PEERS_FILE, &bytes)
+                        .map_err(|e| StorageError::io(&path, e))?;
+                }
+                ids
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(StorageError::io(&path, e)),
         };
@@ -254,7 +316,7 @@ impl PeerDataIds {
         }
         let mut next = ids.clone();
         next.insert(peer, presented);
-        let bytes = serde_json::to_vec_pretty(&next).map_err(std::io::Error::other)?;
+        let bytes = encode_checked(&next).map_err(std::io::Error::other)?;
         write_atomically(&self.dir, PEERS_FILE, &bytes)?;
         *ids = next;
         Ok(PeerIdentity::Known)

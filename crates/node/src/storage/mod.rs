@@ -8,13 +8,21 @@
 //! to refuse), redb and fjall (embedded KV stores: a B-tree / LSM plus their own journal, so
 //! every record would be written twice and fsync batching is theirs, not ours). What Synod needs
 //! is small and exact: append a batch of opaque records with CRC32C and one fsync, read them
-//! back in order, truncate a torn tail, refuse corruption before the tail naming file and
-//! offset, rotate segments, and drop everything before a checkpoint record. That is a few
+//! back in order, truncate a torn last batch, refuse damage to acknowledged batches naming
+//! file, offset and sequence number, rotate segments, and drop everything before a checkpoint
+//! record. That is a few
 //! hundred lines whose crash behaviour we can test record by record, and it is the product's
 //! core (the durability promise), so we write it: [`wal::Wal`].
 //!
 //! Checkpoint records (an engine's full state) are stored as snapshot files of their own,
 //! written atomically and streamed: see `snapshot.rs` and [`wal`].
+//!
+//! ## Damage
+//! Every file that holds acknowledged state is checksummed: WAL batches and segment headers
+//! (`segment.rs`), snapshots, `meta.json` and `peers.json` ([`datadir`]). Damage to any of
+//! them is [`StorageError::Corrupt`], which [`StorageError::is_damage`] tells apart from I/O
+//! errors, a held lock, a wrong identity or an unsupported format: only damage may be
+//! answered by rebuilding the state from peers, after [`quarantine`] has moved the log aside.
 //!
 //! ## Snapshot thresholds
 //! Engines decide when to checkpoint (`snapshot_entries` in the engine config); the WAL only
@@ -45,10 +53,13 @@
 //! have promised has synced it.
 
 pub mod datadir;
+mod quarantine;
+mod segment;
 mod snapshot;
 pub mod wal;
 
 pub use datadir::{DataDir, Meta, PeerDataIds, PeerIdentity};
+pub use quarantine::{QUARANTINE_KEEP, quarantine};
 pub use wal::{Wal, WalOptions};
 
 use std::path::PathBuf;
@@ -61,13 +72,22 @@ pub enum StorageError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// A record before the tail failed its checksum or did not decode: never silently dropped.
-    #[error("{path}: corrupt record at offset {offset}: {reason}")]
+    /// Durable state is damaged: bytes that were written and acknowledged (a WAL batch that a
+    /// later one follows, a snapshot, `meta.json`, `peers.json`) fail their checksum or do not
+    /// decode, or a file is missing. Never silently dropped; see [`StorageError::is_damage`].
+    #[error("{path}: corrupt at offset {offset}{}: {reason}", seq_note(.first_bad_seq))]
     Corrupt {
         path: PathBuf,
         offset: u64,
+        /// For the write-ahead log: the sequence number of the first record that cannot be
+        /// trusted (every record from it on is unusable). `None` for other files.
+        first_bad_seq: Option<u64>,
         reason: String,
     },
+    /// A file in a format this version does not read (an older or newer one). Not damage: the
+    /// bytes may be intact.
+    #[error("{path}: unsupported format: {reason}")]
+    UnsupportedFormat { path: PathBuf, reason: String },
     #[error("data directory {path} is in use by another process (lock file held)")]
     Locked { path: PathBuf },
     #[error("data directory {path} belongs to {found}, but this node is {expected}")]
@@ -78,7 +98,42 @@ pub enum StorageError {
     },
 }
 
+fn seq_note(first_bad_seq: &Option<u64>) -> String {
+    first_bad_seq
+        .map(|s| format!(" (first damaged record: sequence {s})"))
+        .unwrap_or_default()
+}
+
 impl StorageError {
+    /// True when the node's durable state is damaged (the node may rebuild it from its peers),
+    /// as opposed to an I/O error, a held lock, a wrong identity or an unsupported format,
+    /// where the state may be intact and must not be replaced.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, StorageError::Corrupt { .. })
+    }
+
+    /// For damage to the write-ahead log: the first sequence number that cannot be trusted.
+    pub fn first_bad_seq(&self) -> Option<u64> {
+        match self {
+            StorageError::Corrupt { first_bad_seq, .. } => *first_bad_seq,
+            _ => None,
+        }
+    }
+
+    /// Damage outside the write-ahead log's records (no sequence number to name).
+    pub(crate) fn corrupt(
+        path: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Self {
+        StorageError::Corrupt {
+            path: path.into(),
+            offset,
+            first_bad_seq: None,
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         StorageError::Io {
             path: path.into(),

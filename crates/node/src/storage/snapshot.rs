@@ -105,10 +105,8 @@ pub(crate) fn write<R: Serialize>(dir: &Path, seq: u64, record: &R) -> io::Resul
 
 /// Reads and verifies the snapshot at `path`, which its name says holds sequence `seq`.
 pub(crate) fn read<R: DeserializeOwned>(path: &Path, seq: u64) -> Result<(R, u64), StorageError> {
-    let corrupt = |offset: u64, reason: String| StorageError::Corrupt {
-        path: path.to_path_buf(),
-        offset,
-        reason: format!("snapshot: {reason}"),
+    let corrupt = |offset: u64, reason: String| {
+        StorageError::corrupt(path, offset, format!("snapshot: {reason}"))
     };
     let mut bytes = Vec::new();
     File::open(path)

@@ -1,10 +1,16 @@
 //! The write-ahead log: an ordered stream of an engine's durable records in segment files.
 //!
 //! * **Files.** `wal-{first_seq:020}.log`, where `first_seq` is the sequence number (from 1) of
-//!   the segment's first record; sorting names sorts segments.
-//! * **Records.** `len u32 LE | crc u32 LE | payload`, payload = postcard of the record, crc =
-//!   CRC32C over the length bytes and the payload. Covering the length means a zeroed header
-//!   (len 0, crc 0) never checks out, so zero-filled space is never read as a record.
+//!   the segment's first record; sorting names sorts segments. Subdirectories (quarantined
+//!   logs, [`super::quarantine`]) and other names are ignored.
+//! * **Framing** (`segment.rs`, format version 2). A segment starts with a 20-byte
+//!   header (magic, format version, `first_seq`, CRC32C), written and fsynced when the segment
+//!   is created. Then batches: one per append, `"SYNB" | count | body_len | first_seq | crc`
+//!   followed by the records (`len u32 | postcard payload`). The batch crc covers the header and
+//!   every record, so it is the batch's commit marker: a batch verifies whole or not at all, and
+//!   recovery returns whole batches only. Logs of format version 1 (unframed records, no
+//!   segment header) are refused with [`StorageError::UnsupportedFormat`] naming the file; they
+//!   are not read.
 //! * **Batches.** [`Wal::append`] writes a batch with one `write`; [`Wal::sync`] makes
 //!   everything appended durable with one `fdatasync`; the node calls
 //!   [`Wal::append_and_sync`], which does both. Group commit falls out of the runtime: while
@@ -12,36 +18,47 @@
 //! * **Rotation.** A batch that finds the active segment at or past `segment_bytes_max` starts a
 //!   new segment first (a batch is never split, so a segment may exceed the bound by one batch).
 //! * **Preallocation.** The active segment is kept zero-filled `preallocate_bytes` ahead of
-//!   its last record (real zeros written once, not `fallocate`, whose unwritten extents still
+//!   its last batch (real zeros written once, not `fallocate`, whose unwritten extents still
 //!   journal metadata on first write). A batch then overwrites blocks the file already owns,
 //!   so its `fdatasync` flushes data only, no size or extent change: on this machine's ext4 that
 //!   cut a small batch's sync from ≈250 µs to ≈150 µs and its CPU by ≈40 %. The logical end is
-//!   the first all-zero record header; a header of zeros with only zeros after it is clean
-//!   preallocated space, in any segment (a rotated segment is truncated to its records, but a
-//!   crash may come first). `docs/durability.md` has the measurement.
+//!   the first all-zero batch header; `docs/durability.md` has the measurement.
 //! * **Checkpoints.** A record whose `is_checkpoint()` is true subsumes all earlier records. It
 //!   is not written into a segment: it becomes the snapshot file `snap-{seq}.snap`
-//!   ([`super::snapshot`], atomic and checksummed), the next record starts a fresh segment at
+//!   (`snapshot.rs`, atomic and checksummed), the next record starts a fresh segment at
 //!   `seq + 1`, and only once both are durable are the older segments and the previous
 //!   snapshot deleted.
 //! * **Recovery** ([`Wal::open`]). The newest snapshot that verifies is the base; segments
-//!   after it are read in order, checking that sequence numbers are contiguous from the base
-//!   (or from 1 without one: a log that starts later with nothing covering the start is
-//!   refused). In the **last** segment a record that runs past the end of the file, or a bad
-//!   record followed only by zero bytes, is a torn tail (a write that never completed its
-//!   fsync, so never acknowledged): the file is truncated there. Any other bad record — in an
-//!   older segment, or followed by more data — is corruption: opening fails naming the file and
-//!   offset, and nothing is dropped silently.
+//!   after it are read in order, batch by batch, checking that sequence numbers are contiguous
+//!   from the base (or from 1 without one: a log that starts later with nothing covering the
+//!   start is refused). Reading a segment stops at the first batch that does not verify (or at
+//!   the zero header that ends the log, if anything but zeros follows it). That damage is
+//!   * a **torn write** if it is in the **last** segment and no batch after it verifies: the
+//!     last batch's write never finished (its pages may even have reached the disk out of
+//!     order: a bad record followed by intact ones of the same batch), so its fsync never
+//!     returned and nothing in it was acknowledged. The file is truncated to the end of the
+//!     last whole batch (a torn segment header is rewritten) and a warning is logged;
+//!   * **damage to acknowledged data** otherwise — in a segment that is not the last, or
+//!     followed by a batch that verifies (which was written, and so acknowledged, after it), or
+//!     a batch that verifies but holds the wrong sequence numbers or undecodable records:
+//!     opening fails with [`StorageError::Corrupt`] naming the file, the offset and the first
+//!     damaged sequence number ([`StorageError::first_bad_seq`]); nothing is truncated.
+//!
+//!   Limits of what bytes can tell: several appends before one [`Wal::sync`] put several
+//!   unacknowledged batches at the end, and damage to one of them followed by an intact one
+//!   is then reported as damage (safe, not exact; the node syncs every batch it appends).
+//!   Conversely, rot in the log's very last batch after it was acknowledged, or damage that
+//!   also destroys every later batch of the last segment, looks exactly like a torn write and
+//!   is truncated; only a peer's copy can tell those apart.
+//! * **Unused space.** Non-zero bytes after the zero header that ends the log, with no
+//!   verifying batch among them, are a torn write too (a batch whose header page never reached
+//!   the disk): truncated in the last segment, damage in any other.
 //! * **A damaged newest snapshot** fails opening with an error naming the file, unless the
 //!   segments still hold every record since the previous snapshot (a crash came before the
 //!   cleanup behind the new snapshot). Only then does recovery fall back to the previous
 //!   snapshot plus those records, logging loudly; the damaged file is kept.
-//!
-//! Known limit: a power loss can persist the pages of one unsynced batch out of order, leaving
-//! a bad record followed by intact ones of the same batch. We report that as corruption (safe:
-//! the node stops instead of losing data, but an operator must act). Per-batch commit markers
-//! would let us tell it apart; not done yet.
 
+use super::segment::{self, SEGMENT_HEADER_BYTES};
 use super::{StorageError, snapshot, sync_dir};
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
@@ -53,8 +70,6 @@ use std::sync::Arc;
 use synod_core::DurableRecord;
 
 use crate::metrics::Metrics;
-
-const HEADER_BYTES: u64 = 8;
 
 /// WAL tuning. Units in the names.
 #[derive(Clone, Debug)]
@@ -130,31 +145,171 @@ fn into_io(e: StorageError) -> io::Error {
     }
 }
 
-fn checksum(len_bytes: [u8; 4], payload: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&len_bytes), payload)
+/// The newest snapshot that verified: sequence number, path, record, file size.
+type Base<R> = (u64, PathBuf, R, u64);
+
+/// Segment and snapshot files in a WAL directory, each sorted by sequence number.
+type Listing = (Vec<(u64, PathBuf)>, Vec<(u64, PathBuf)>);
+
+/// Lists the segments and snapshots in `dir`, deleting unfinished snapshot writes. Anything
+/// else (quarantine subdirectories above all) is ignored.
+fn list_dir(dir: &Path) -> Result<Listing, StorageError> {
+    let mut found: Vec<(u64, PathBuf)> = Vec::new();
+    let mut snapshots: Vec<(u64, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
+        let entry = entry.map_err(|e| StorageError::io(dir, e))?;
+        let is_dir = entry
+            .file_type()
+            .map_err(|e| StorageError::io(entry.path(), e))?
+            .is_dir();
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if is_dir {
+            continue;
+        }
+        if let Some(seq) = parse_segment_name(name) {
+            found.push((seq, entry.path()));
+        } else if let Some(seq) = snapshot::parse_snapshot_name(name) {
+            snapshots.push((seq, entry.path()));
+        } else if snapshot::is_snapshot_tmp(name) {
+            // A snapshot write a crash interrupted: never renamed, so never relied on.
+            std::fs::remove_file(entry.path()).map_err(|e| StorageError::io(entry.path(), e))?;
+        }
+    }
+    found.sort();
+    snapshots.sort();
+    Ok((found, snapshots))
 }
 
-/// Appends one encoded record to `buf`.
-fn encode_record(buf: &mut Vec<u8>, payload: &[u8]) {
-    let len = (payload.len() as u32).to_le_bytes();
-    buf.extend_from_slice(&len);
-    buf.extend_from_slice(&checksum(len, payload).to_le_bytes());
-    buf.extend_from_slice(payload);
+/// The base: the newest snapshot that verifies. If the newest one is damaged we may fall back
+/// to the one before it, but only if the segments still hold every record between the two
+/// (checked by the caller); the damaged one is returned beside it.
+#[allow(clippy::type_complexity)]
+fn choose_base<R: DurableRecord>(
+    snapshots: &[(u64, PathBuf)],
+) -> Result<(Option<Base<R>>, Option<(u64, StorageError)>), StorageError> {
+    let mut damaged: Option<(u64, StorageError)> = None;
+    for (seq, path) in snapshots.iter().rev() {
+        match snapshot::read::<R>(path, *seq) {
+            Ok((r, bytes)) => return Ok((Some((*seq, path.clone(), r, bytes)), damaged)),
+            Err(e @ StorageError::Corrupt { .. }) if damaged.is_none() => {
+                tracing::error!(error = %e, "newest snapshot is damaged");
+                damaged = Some((*seq, e));
+            }
+            Err(e) => return Err(damaged.map(|(_, d)| d).unwrap_or(e)),
+        }
+    }
+    Ok((None, damaged))
 }
 
-/// What reading one segment found.
-struct SegmentScan<R> {
+/// The damaged snapshot's error, extended by why the log cannot stand in for it.
+fn refuse_damaged(dir: &Path, damaged: Option<(u64, StorageError)>, why: String) -> StorageError {
+    match damaged {
+        Some((
+            _,
+            StorageError::Corrupt {
+                path,
+                offset,
+                first_bad_seq,
+                reason,
+            },
+        )) => StorageError::Corrupt {
+            path,
+            offset,
+            first_bad_seq,
+            reason: format!("{reason}; cannot fall back to an older snapshot: {why}"),
+        },
+        Some((_, e)) => e,
+        None => StorageError::corrupt(dir, 0, why),
+    }
+}
+
+/// Reads a segment and applies the torn-versus-damage rule (module doc) to what stopped the
+/// read: truncates a torn last batch, or returns the damage. Returns the whole batches' records
+/// and the segment's length in use.
+fn recover_segment<R: DurableRecord>(
+    path: &Path,
+    first_seq: u64,
+    is_last: bool,
+    opts: &WalOptions,
+) -> Result<(Vec<R>, u64), StorageError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| StorageError::io(path, e))?;
+    let scan = segment::scan::<R>(path, &bytes, first_seq, opts.record_bytes_max)?;
+    let Some(bad) = scan.bad else {
+        return Ok((scan.records, scan.end));
+    };
+    let first_bad_seq = first_seq + scan.records.len() as u64;
+    if !is_last || bad.definite {
+        return Err(StorageError::Corrupt {
+            path: path.to_path_buf(),
+            offset: bad.offset,
+            first_bad_seq: Some(first_bad_seq),
+            reason: format!("acknowledged records are damaged: {}", bad.reason),
+        });
+    }
+    tracing::warn!(
+        file = %path.display(),
+        offset = bad.offset,
+        reason = %bad.reason,
+        first_lost_seq = first_bad_seq,
+        "discarding a torn final batch of the write-ahead log (its write never completed, so \
+         it was never acknowledged)"
+    );
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| StorageError::io(path, e))?;
+    let end = if scan.end < SEGMENT_HEADER_BYTES {
+        // The segment's creation was torn: give it its header again.
+        f.set_len(0).map_err(|e| StorageError::io(path, e))?;
+        f.write_all_at(&segment::segment_header(first_seq), 0)
+            .map_err(|e| StorageError::io(path, e))?;
+        SEGMENT_HEADER_BYTES
+    } else {
+        scan.end
+    };
+    f.set_len(end).map_err(|e| StorageError::io(path, e))?;
+    if opts.fsync {
+        f.sync_all().map_err(|e| StorageError::io(path, e))?;
+    }
+    assert!(scan.records.is_empty() || end > SEGMENT_HEADER_BYTES);
+    Ok((scan.records, end))
+}
+
+/// Deletes what a snapshot at `base_seq` subsumes but a crash left behind: older segments and
+/// snapshots.
+fn finish_cleanup(
+    dir: &Path,
+    stale: &[(u64, PathBuf)],
+    snapshots: &[(u64, PathBuf)],
+    base_seq: u64,
+) -> Result<(), StorageError> {
+    let mut removed = false;
+    let older_snapshots = snapshots.iter().filter(|(seq, _)| *seq < base_seq);
+    for (_, path) in stale.iter().chain(older_snapshots) {
+        std::fs::remove_file(path).map_err(|e| StorageError::io(path, e))?;
+        removed = true;
+    }
+    if removed {
+        sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+    }
+    Ok(())
+}
+
+/// What reading the segments after the base found.
+struct Replay<R> {
+    segments: Vec<Segment>,
     records: Vec<R>,
-    /// Offset just past the last good record.
-    good_bytes: u64,
-    /// Where and why reading stopped early, if it did.
-    bad: Option<(u64, String, bool)>,
+    next_seq: Option<u64>,
 }
 
 impl<R: DurableRecord> Wal<R> {
     /// Opens (creating if needed) the log in `dir` and returns the newest snapshot's record (if
     /// any) followed by every record after it, in append order. See the module docs for torn
-    /// tails, corruption and the snapshot fallback.
+    /// writes, damage ([`StorageError::is_damage`]) and the snapshot fallback.
     pub fn open(dir: &Path, opts: WalOptions) -> Result<(Self, Vec<R>), StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
         if !opts.fsync {
@@ -163,80 +318,111 @@ impl<R: DurableRecord> Wal<R> {
                 "UNSAFE: WAL fsync is disabled; acknowledged writes can be lost on power failure"
             );
         }
-        let mut found: Vec<(u64, PathBuf)> = Vec::new();
-        let mut snapshots: Vec<(u64, PathBuf)> = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
-            let entry = entry.map_err(|e| StorageError::io(dir, e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Some(seq) = parse_segment_name(name) {
-                found.push((seq, entry.path()));
-            } else if let Some(seq) = snapshot::parse_snapshot_name(name) {
-                snapshots.push((seq, entry.path()));
-            } else if snapshot::is_snapshot_tmp(name) {
-                // A snapshot write a crash interrupted: never renamed, so never relied on.
-                std::fs::remove_file(entry.path())
-                    .map_err(|e| StorageError::io(entry.path(), e))?;
-            }
-        }
-        found.sort();
-        snapshots.sort();
-
-        // The base: the newest snapshot that verifies. If the newest one is damaged we may fall
-        // back to the one before it, but only if the segments still hold every record between
-        // the two (checked below); otherwise its error is returned.
-        let mut base: Option<(u64, PathBuf, R, u64)> = None;
-        let mut damaged: Option<(u64, StorageError)> = None;
-        for (seq, path) in snapshots.iter().rev() {
-            match snapshot::read::<R>(path, *seq) {
-                Ok((r, bytes)) => {
-                    base = Some((*seq, path.clone(), r, bytes));
-                    break;
-                }
-                Err(e @ StorageError::Corrupt { .. }) if damaged.is_none() => {
-                    tracing::error!(error = %e, "newest snapshot is damaged");
-                    damaged = Some((*seq, e));
-                }
-                Err(e) => return Err(damaged.map(|(_, d)| d).unwrap_or(e)),
-            }
-        }
+        let (found, snapshots) = list_dir(dir)?;
+        let (base, mut damaged) = choose_base::<R>(&snapshots)?;
         let base_seq = base.as_ref().map(|b| b.0).unwrap_or(0);
         // Segments at or before the base hold only records the snapshot subsumes (a segment
         // never spans a checkpoint: one always starts right after it).
         let (stale, found): (Vec<_>, Vec<_>) =
             found.into_iter().partition(|(first, _)| *first <= base_seq);
-        let refuse_damaged = |damaged: Option<(u64, StorageError)>, why: String| match damaged {
-            Some((
-                _,
-                StorageError::Corrupt {
-                    path,
-                    offset,
-                    reason,
-                },
-            )) => StorageError::Corrupt {
-                path,
-                offset,
-                reason: format!("{reason}; cannot fall back to an older snapshot: {why}"),
-            },
-            Some((_, e)) => e,
-            None => StorageError::Corrupt {
-                path: dir.to_path_buf(),
-                offset: 0,
-                reason: why,
-            },
-        };
         if let Some(bad_seq) = damaged.as_ref().map(|d| d.0)
             && found.first().map(|(f, _)| *f) != Some(base_seq + 1)
         {
-            return Err(refuse_damaged(
-                damaged,
-                format!(
-                    "the log no longer holds the records between sequence {} and {bad_seq}",
-                    base_seq + 1
-                ),
-            ));
+            let why = format!(
+                "the log no longer holds the records between sequence {} and {bad_seq}",
+                base_seq + 1
+            );
+            return Err(refuse_damaged(dir, damaged, why));
+        }
+        let replay = Self::replay(dir, found, base.is_some(), base_seq, &mut damaged, &opts)?;
+        let Replay {
+            mut segments,
+            mut records,
+            next_seq,
+        } = replay;
+        if let Some(bad_seq) = damaged.as_ref().map(|d| d.0)
+            && next_seq.unwrap_or(0) < bad_seq
+        {
+            let why = format!(
+                "the log ends before record {}, short of the damaged snapshot's {bad_seq}",
+                next_seq.unwrap_or(0)
+            );
+            return Err(refuse_damaged(dir, damaged, why));
+        }
+        if let Some((bad_seq, e)) = &damaged {
+            tracing::error!(
+                error = %e,
+                fallback_to = base_seq,
+                "RECOVERING WITHOUT THE NEWEST SNAPSHOT (sequence {bad_seq}): it is damaged, but \
+                 the log still holds every record it summarised; keep the file for inspection"
+            );
         }
 
+        // Checkpoints never sit inside a version-2 segment (append turns each into a snapshot
+        // file), so the base's record comes first and the segments' records follow it.
+        if let Some((_, _, r, _)) = &base {
+            records.insert(0, r.clone());
+        }
+
+        // A crash between a snapshot becoming durable and the cleanup behind it leaves older
+        // segments and snapshots: finish that cleanup now (never while falling back).
+        if damaged.is_none() {
+            finish_cleanup(dir, &stale, &snapshots, base_seq)?;
+        }
+
+        let next_seq = next_seq.unwrap_or(1);
+        let (active, active_file_bytes) = Self::open_active(dir, &mut segments, next_seq, &opts)?;
+        let (snapshot_seq, snapshot_bytes) = base.map(|b| (b.0, b.3)).unwrap_or((0, 0));
+        let wal = Wal {
+            dir: dir.to_path_buf(),
+            opts,
+            segments,
+            active,
+            active_file_bytes,
+            dirty: false,
+            next_seq,
+            snapshot_seq,
+            snapshot_bytes,
+            metrics: None,
+            _record: PhantomData,
+        };
+        Ok((wal, records))
+    }
+
+    /// Opens the last segment for appending (creating the first one in an empty log); returns
+    /// it with its file length.
+    fn open_active(
+        dir: &Path,
+        segments: &mut Vec<Segment>,
+        next_seq: u64,
+        opts: &WalOptions,
+    ) -> Result<(File, u64), StorageError> {
+        let Some(s) = segments.last() else {
+            let (f, s) = Self::create_segment(dir, next_seq, opts.fsync)?;
+            segments.push(s);
+            return Ok((f, SEGMENT_HEADER_BYTES));
+        };
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&s.path)
+            .map_err(|e| StorageError::io(&s.path, e))?;
+        let len = f
+            .metadata()
+            .map_err(|e| StorageError::io(&s.path, e))?
+            .len();
+        Ok((f, len))
+    }
+
+    /// Reads the segments after the base in order, checking that their sequence numbers
+    /// continue each other.
+    fn replay(
+        dir: &Path,
+        found: Vec<(u64, PathBuf)>,
+        has_base: bool,
+        base_seq: u64,
+        damaged: &mut Option<(u64, StorageError)>,
+        opts: &WalOptions,
+    ) -> Result<Replay<R>, StorageError> {
         let mut segments = Vec::new();
         let mut records: Vec<R> = Vec::new();
         let mut next_seq: Option<u64> = (base_seq > 0).then_some(base_seq + 1);
@@ -255,153 +441,44 @@ impl<R: DurableRecord> Wal<R> {
                         "segment starts at record {first_seq} but the previous segment ended \
                          before record {expected} (a segment is missing or damaged)"
                     );
-                    if damaged.is_some() {
-                        return Err(refuse_damaged(damaged, why));
-                    }
-                    return Err(StorageError::Corrupt {
-                        path,
-                        offset: 0,
-                        reason: why,
+                    return Err(match damaged.take() {
+                        Some(d) => refuse_damaged(dir, Some(d), why),
+                        None => StorageError::Corrupt {
+                            path,
+                            offset: 0,
+                            first_bad_seq: Some(expected),
+                            reason: why,
+                        },
                     });
                 }
             }
-            let scan = Self::scan(&path, &opts)?;
-            if let Some((offset, reason, torn)) = scan.bad {
-                if i == last && torn {
-                    tracing::warn!(
-                        file = %path.display(),
-                        offset,
-                        reason,
-                        "truncating a torn tail in the write-ahead log"
-                    );
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(|e| StorageError::io(&path, e))?;
-                    f.set_len(offset).map_err(|e| StorageError::io(&path, e))?;
-                    f.sync_all().map_err(|e| StorageError::io(&path, e))?;
-                } else {
-                    return Err(StorageError::Corrupt {
-                        path,
-                        offset,
-                        reason,
-                    });
-                }
-            }
-            if i == 0
-                && base.is_none()
-                && damaged.is_none()
-                && first_seq != 1
-                && !scan.records.first().is_some_and(|r| r.is_checkpoint())
-            {
-                // Records 1..first_seq are gone and no snapshot or checkpoint covers them:
+            let (seg_records, end) = recover_segment::<R>(&path, first_seq, i == last, opts)?;
+            if i == 0 && !has_base && damaged.is_none() && first_seq != 1 {
+                // Records 1..first_seq are gone and no snapshot covers them:
                 // starting would silently forget them.
                 return Err(StorageError::Corrupt {
                     path,
                     offset: 0,
+                    first_bad_seq: Some(1),
                     reason: format!(
                         "the log starts at record {first_seq}, no snapshot covers records \
                          before it (a snapshot file or segment is missing)"
                     ),
                 });
             }
-            next_seq = Some(first_seq + scan.records.len() as u64);
+            next_seq = Some(first_seq + seg_records.len() as u64);
             segments.push(Segment {
                 first_seq,
                 path,
-                bytes: scan.good_bytes,
+                bytes: end,
             });
-            records.extend(scan.records);
+            records.extend(seg_records);
         }
-        if let Some(bad_seq) = damaged.as_ref().map(|d| d.0)
-            && next_seq.unwrap_or(0) < bad_seq
-        {
-            let why = format!(
-                "the log ends before record {}, short of the damaged snapshot's {bad_seq}",
-                next_seq.unwrap_or(0)
-            );
-            return Err(refuse_damaged(damaged, why));
-        }
-        if let Some((bad_seq, e)) = &damaged {
-            tracing::error!(
-                error = %e,
-                fallback_to = base_seq,
-                "RECOVERING WITHOUT THE NEWEST SNAPSHOT (sequence {bad_seq}): it is damaged, but \
-                 the log still holds every record it summarised; keep the file for inspection"
-            );
-        }
-
-        // Records before a checkpoint *inside* a segment (logs written before snapshots had
-        // files of their own) are subsumed by it.
-        let first_kept_seq = segments.first().map(|s| s.first_seq).unwrap_or(1);
-        if let Some(cp) = records.iter().rposition(|r| r.is_checkpoint()) {
-            let cp_seq = first_kept_seq + cp as u64;
-            records.drain(..cp);
-            let keep_from = segments
-                .iter()
-                .rposition(|s| s.first_seq <= cp_seq)
-                .unwrap_or(0);
-            for s in segments.drain(..keep_from) {
-                std::fs::remove_file(&s.path).map_err(|e| StorageError::io(&s.path, e))?;
-            }
-            sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
-        } else if let Some((_, _, r, _)) = &base {
-            records.insert(0, r.clone());
-        }
-
-        // A crash between a snapshot becoming durable and the cleanup behind it leaves older
-        // segments and snapshots: finish that cleanup now (never while falling back).
-        if damaged.is_none() {
-            let mut removed = false;
-            for (_, path) in &stale {
-                std::fs::remove_file(path).map_err(|e| StorageError::io(path, e))?;
-                removed = true;
-            }
-            for (seq, path) in &snapshots {
-                if *seq < base_seq {
-                    std::fs::remove_file(path).map_err(|e| StorageError::io(path, e))?;
-                    removed = true;
-                }
-            }
-            if removed {
-                sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
-            }
-        }
-
-        let next_seq = next_seq.unwrap_or(1);
-        let (active, active_file_bytes) = match segments.last() {
-            Some(s) => {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&s.path)
-                    .map_err(|e| StorageError::io(&s.path, e))?;
-                let len = f
-                    .metadata()
-                    .map_err(|e| StorageError::io(&s.path, e))?
-                    .len();
-                (f, len)
-            }
-            None => {
-                let (f, s) = Self::create_segment(dir, next_seq)?;
-                segments.push(s);
-                (f, 0)
-            }
-        };
-        let (snapshot_seq, snapshot_bytes) = base.map(|b| (b.0, b.3)).unwrap_or((0, 0));
-        let wal = Wal {
-            dir: dir.to_path_buf(),
-            opts,
+        Ok(Replay {
             segments,
-            active,
-            active_file_bytes,
-            dirty: false,
+            records,
             next_seq,
-            snapshot_seq,
-            snapshot_bytes,
-            metrics: None,
-            _record: PhantomData,
-        };
-        Ok((wal, records))
+        })
     }
 
     /// Counts fsyncs and records into these metrics from now on.
@@ -410,7 +487,12 @@ impl<R: DurableRecord> Wal<R> {
         self
     }
 
-    fn create_segment(dir: &Path, first_seq: u64) -> Result<(File, Segment), StorageError> {
+    /// Creates the segment file starting at `first_seq` with its header, durably.
+    fn create_segment(
+        dir: &Path,
+        first_seq: u64,
+        fsync: bool,
+    ) -> Result<(File, Segment), StorageError> {
         let path = dir.join(segment_name(first_seq));
         let f = OpenOptions::new()
             .create(true)
@@ -418,6 +500,13 @@ impl<R: DurableRecord> Wal<R> {
             .write(true)
             .open(&path)
             .map_err(|e| StorageError::io(&path, e))?;
+        f.write_all_at(&segment::segment_header(first_seq), 0)
+            .map_err(|e| StorageError::io(&path, e))?;
+        // The header is synced before any batch is written behind it, so a bad header with no
+        // batch after it can only be a torn creation, and with one after it only damage.
+        if fsync {
+            f.sync_data().map_err(|e| StorageError::io(&path, e))?;
+        }
         // The new name must survive a crash before any record in it is acknowledged.
         sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
         Ok((
@@ -425,98 +514,13 @@ impl<R: DurableRecord> Wal<R> {
             Segment {
                 first_seq,
                 path,
-                bytes: 0,
+                bytes: SEGMENT_HEADER_BYTES,
             },
         ))
     }
 
-    /// Reads one segment, stopping at the first bad record. `bad.2` says whether the damage
-    /// looks like a torn tail (nothing but zeros or a truncated record after it).
-    fn scan(path: &Path, opts: &WalOptions) -> Result<SegmentScan<R>, StorageError> {
-        let mut bytes = Vec::new();
-        File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(|e| StorageError::io(path, e))?;
-        let total = bytes.len() as u64;
-        let mut records = Vec::new();
-        let mut off: u64 = 0;
-        let rest_is_zero = |from: u64| bytes[from.min(total) as usize..].iter().all(|b| *b == 0);
-        while off < total {
-            if total - off < HEADER_BYTES {
-                return Ok(SegmentScan {
-                    records,
-                    good_bytes: off,
-                    bad: Some((off, "partial record header at end of file".into(), true)),
-                });
-            }
-            let at = off as usize;
-            let len_bytes: [u8; 4] = [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
-            let len = u32::from_le_bytes(len_bytes);
-            let crc =
-                u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
-            let end = off + HEADER_BYTES + len as u64;
-            if len == 0 && crc == 0 && rest_is_zero(off) {
-                // Preallocated space: the clean end of the records, not damage.
-                break;
-            }
-            if len > opts.record_bytes_max {
-                let torn = rest_is_zero(off);
-                return Ok(SegmentScan {
-                    records,
-                    good_bytes: off,
-                    bad: Some((
-                        off,
-                        format!(
-                            "record length {len} exceeds the {} byte bound",
-                            opts.record_bytes_max
-                        ),
-                        torn,
-                    )),
-                });
-            }
-            if end > total {
-                return Ok(SegmentScan {
-                    records,
-                    good_bytes: off,
-                    bad: Some((
-                        off,
-                        format!("record of {len} bytes runs past end of file"),
-                        true,
-                    )),
-                });
-            }
-            let payload = &bytes[(off + HEADER_BYTES) as usize..end as usize];
-            if checksum(len_bytes, payload) != crc {
-                let torn = rest_is_zero(end);
-                return Ok(SegmentScan {
-                    records,
-                    good_bytes: off,
-                    bad: Some((off, "checksum mismatch".into(), torn)),
-                });
-            }
-            match postcard::from_bytes::<R>(payload) {
-                Ok(r) => records.push(r),
-                Err(e) => {
-                    // The checksum held, so the bytes are what we wrote: a format mismatch,
-                    // never a torn write.
-                    return Ok(SegmentScan {
-                        records,
-                        good_bytes: off,
-                        bad: Some((off, format!("record does not decode: {e}"), false)),
-                    });
-                }
-            }
-            off = end;
-        }
-        Ok(SegmentScan {
-            records,
-            good_bytes: off,
-            bad: None,
-        })
-    }
-
     /// Appends `records` and makes them durable with one fsync (unless fsync is disabled).
-    /// A checkpoint record goes to a snapshot file of its own instead (see [`super::snapshot`]);
+    /// A checkpoint record goes to a snapshot file of its own instead (see `snapshot.rs`);
     /// once it is durable, every older segment and snapshot is deleted.
     /// On error nothing of this batch may be treated as durable; the caller must stop.
     pub fn append_and_sync(&mut self, records: &[R]) -> io::Result<()>
@@ -555,6 +559,7 @@ impl<R: DurableRecord> Wal<R> {
                 self.rotate()?;
             }
             buf.clear();
+            let mut payloads = Vec::with_capacity(until - start);
             for r in &records[start..until] {
                 let payload = postcard::to_allocvec(r).map_err(io::Error::other)?;
                 if payload.len() > self.opts.record_bytes_max as usize {
@@ -567,9 +572,16 @@ impl<R: DurableRecord> Wal<R> {
                         ),
                     ));
                 }
-                encode_record(&mut buf, &payload);
+                payloads.push(payload);
             }
+            segment::encode_batch(&mut buf, self.next_seq, &payloads);
             let at = self.active_bytes();
+            assert!(
+                self.segments
+                    .last()
+                    .is_some_and(|s| s.first_seq <= self.next_seq && at >= SEGMENT_HEADER_BYTES),
+                "a batch goes behind the header of a segment that starts at or before it"
+            );
             self.preallocate(at + buf.len() as u64)?;
             self.active.write_all_at(&buf, at)?;
             self.active_file_bytes = self.active_file_bytes.max(at + buf.len() as u64);
@@ -601,9 +613,10 @@ impl<R: DurableRecord> Wal<R> {
                 m.wal_fsyncs.inc();
             }
         }
-        let (f, s) = Self::create_segment(&self.dir, self.next_seq).map_err(into_io)?;
+        let (f, s) =
+            Self::create_segment(&self.dir, self.next_seq, self.opts.fsync).map_err(into_io)?;
         self.active = f;
-        self.active_file_bytes = 0;
+        self.active_file_bytes = SEGMENT_HEADER_BYTES;
         let old = std::mem::replace(&mut self.segments, vec![s]);
         for s in old {
             std::fs::remove_file(&s.path)?;
@@ -651,8 +664,8 @@ impl<R: DurableRecord> Wal<R> {
     /// Starts a new segment at `next_seq`, after syncing the active one ([`Wal::sync`] only
     /// ever syncs the active file).
     fn rotate(&mut self) -> io::Result<()> {
-        if self.active_bytes() == 0 {
-            // An empty active segment already starts at next_seq; reuse it.
+        if self.active_bytes() <= SEGMENT_HEADER_BYTES {
+            // An active segment without batches already starts at next_seq; reuse it.
             return Ok(());
         }
         self.sync()?;
@@ -662,9 +675,10 @@ impl<R: DurableRecord> Wal<R> {
         if self.active_file_bytes > used {
             self.active.set_len(used)?;
         }
-        let (f, s) = Self::create_segment(&self.dir, self.next_seq).map_err(into_io)?;
+        let (f, s) =
+            Self::create_segment(&self.dir, self.next_seq, self.opts.fsync).map_err(into_io)?;
         self.active = f;
-        self.active_file_bytes = 0;
+        self.active_file_bytes = SEGMENT_HEADER_BYTES;
         self.segments.push(s);
         Ok(())
     }

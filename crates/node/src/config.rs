@@ -453,7 +453,8 @@ pub struct NodeConfig {
     /// Test only: run a deliberately broken engine variant (see [`PlantedBug`]).
     pub planted_bug: Option<synod_core::PlantedBug>,
     /// Start even if this node's data directory is empty while its peers remember it with
-    /// other data (it was wiped). UNSAFE: see the storage module doc; logs a loud warning.
+    /// other data (it was wiped): the engine then starts repairing (it rebuilds its state from
+    /// its peers before taking part in any vote). See the storage module doc.
     pub allow_wiped_rejoin: bool,
 }
 

@@ -24,7 +24,7 @@
 use crate::config::{ConfigError, NodeConfig};
 use crate::handle::{NodeHandle, NodeInfo, NodeStatus, Submission};
 use crate::metrics::Metrics;
-use crate::storage::{DataDir, StorageError, Wal, WalOptions};
+use crate::storage::{DataDir, StorageError, Wal, WalOptions, quarantine};
 use crate::transport::{PROBE_MS_MAX, Transport, TransportIdentity, TransportStopper, probe_peers};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -65,11 +65,11 @@ pub enum NodeError {
     #[error(
         "refusing to start member {member} with the EMPTY data directory {dir}: peer(s) \
          {peers:?} remember this member with other data, so its data directory was wiped or \
-         replaced. Rejoining now would let it promise or accept as if it had never voted, which \
-         can lose acknowledged writes. Options: restore the data directory from the original \
-         disk; or remove this member from the cluster and add a new one; or, if you accept the \
-         risk (a majority of the OTHER members must still hold their data), restart with \
-         --allow-wiped-rejoin. See docs/durability.md"
+         replaced (or --data-dir points at the wrong place). If the directory really was lost, \
+         restart with --allow-wiped-rejoin: the member then rebuilds its state from its peers \
+         and takes no part in any vote until it has (it needs answers from a majority of the \
+         cluster among the OTHER members that still hold their data). Or restore the directory \
+         from the original disk. See docs/durability.md"
     )]
     WipedDataDir {
         member: NodeId,
@@ -178,7 +178,7 @@ pub async fn start_engine<E: Engine>(
             .await
             .map_err(|e| NodeError::Thread(format!("recovery task: {e}")))??
     };
-    let (data_dir, wal, engine) = recovered;
+    let (data_dir, wal, engine, identity_repaired) = recovered;
 
     let (submit_tx, submit_rx) = mpsc::channel(cluster.runtime.submit_queue_max);
     let (inbox_tx, inbox_rx) = mpsc::channel(cluster.runtime.inbox_messages_max);
@@ -196,8 +196,9 @@ pub async fn start_engine<E: Engine>(
         .collect();
     let identity = TransportIdentity {
         data_id: data_dir.meta().data_id,
-        peers: Arc::new(data_dir.peer_data_ids()?),
-        replace_data_id: data_dir.is_fresh() && cfg.allow_wiped_rejoin,
+        peers: Arc::new(peer_data_ids(&data_dir)?),
+        // Safe: the engine starts amnesic and repairs from its peers before taking part.
+        replace_data_id: (data_dir.is_fresh() && cfg.allow_wiped_rejoin) || identity_repaired,
     };
     // The engine thread's runtime exists before the transport so that peer connections can be
     // read on it (see the transport module doc); it starts running once the thread does.
@@ -224,7 +225,7 @@ pub async fn start_engine<E: Engine>(
     })?;
     let peer_addr = transport.local_addr();
     let stopper = transport.stopper();
-    if data_dir.is_fresh() {
+    if data_dir.is_fresh() && !identity_repaired {
         // After the transport is up, so peers probing us at the same time get their answer.
         check_not_wiped(&cfg, &data_dir, &peers).await?;
     }
@@ -241,7 +242,15 @@ pub async fn start_engine<E: Engine>(
     };
     let handle = NodeHandle::new(submit_tx, info, status_rx, metrics.clone());
 
-    let client = ClientId((id << 32) | (data_dir.boot() & 0xffff_ffff));
+    // Distinct per boot of this directory, and (by its data id) per directory: a member whose
+    // directory was wiped or quarantined counts boots from 1 again, and must not reuse the
+    // session ids of its earlier life, whose saved replies the replicated state still holds.
+    let client = ClientId(
+        (id << 32)
+            | ((data_dir.meta().data_id.rotate_left(17)
+                ^ data_dir.boot().wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                & 0xffff_ffff),
+    );
     let last_decided = engine.status().decided_index;
     let state = EngineLoop {
         id,
@@ -355,9 +364,8 @@ async fn check_not_wiped(
         tracing::warn!(
             node = cfg.node_id,
             peers = ?remembering,
-            "UNSAFE: --allow-wiped-rejoin: this member's data directory was WIPED and it rejoins \
-             remembering no promises. Safe only if a majority of the other members still hold \
-             their data and none of them is also wiped"
+            "--allow-wiped-rejoin: this member's data directory was WIPED; it rejoins repairing: \
+             it rebuilds its state from the peers that hold theirs and votes only once it has"
         );
         return Ok(());
     }
@@ -369,20 +377,88 @@ async fn check_not_wiped(
     })
 }
 
-/// Opens the data directory and the WAL, and rebuilds the engine from its records.
+/// The peers' remembered data ids; a damaged `peers.json` is quarantined and forgotten (its
+/// only cost: a peer that lost its disk meanwhile is not recognised as such).
+fn peer_data_ids(data_dir: &DataDir) -> Result<crate::storage::PeerDataIds, NodeError> {
+    match data_dir.peer_data_ids() {
+        Err(e) if e.is_damage() => {
+            tracing::error!(error = %e, "peers.json is damaged; quarantining it");
+            crate::storage::quarantine_metadata(data_dir.path(), &[crate::storage::PEERS_FILE])?;
+            Ok(data_dir.peer_data_ids()?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Opens the data directory. Damaged identity metadata (`meta.json`, `boot`) means nothing in
+/// the directory can be trusted as this member's: metadata and log go to quarantine, and the
+/// directory starts afresh with `true` (repairing: not a new member, see `recover`).
+fn open_data_dir(cfg: &NodeConfig) -> Result<(DataDir, bool), NodeError> {
+    let cluster = &cfg.cluster;
+    let open = || {
+        DataDir::open(
+            &cfg.data_dir,
+            cluster.cluster_id(),
+            &cluster.cluster_name,
+            cfg.node_id,
+        )
+    };
+    match open() {
+        Ok(d) => Ok((d, false)),
+        Err(e) if e.is_damage() => {
+            tracing::error!(
+                node = cfg.node_id,
+                error = %e,
+                "DAMAGED data-directory metadata: quarantining it and the log; this member \
+                 repairs its state from its peers"
+            );
+            crate::storage::quarantine_metadata(&cfg.data_dir, &crate::storage::IDENTITY_FILES)?;
+            let wal_dir = cfg.data_dir.join("wal");
+            if wal_dir.is_dir() {
+                quarantine(&wal_dir)?;
+            }
+            Ok((open()?, true))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Opens the WAL. Damage to acknowledged records or to the snapshot recovery needs cannot be
+/// fixed from this disk: the log goes to quarantine and the node starts with nothing, as a
+/// member that lost its disk, whose engine repairs from its peers before it takes part.
+#[allow(clippy::type_complexity)]
+fn open_wal<R: synod_core::DurableRecord>(
+    cfg: &NodeConfig,
+    wal_dir: &std::path::Path,
+    opts: WalOptions,
+) -> Result<(Wal<R>, Vec<R>, bool), NodeError> {
+    match Wal::open(wal_dir, opts.clone()) {
+        Ok((wal, records)) => Ok((wal, records, false)),
+        Err(e) if e.is_damage() => {
+            tracing::error!(
+                node = cfg.node_id,
+                error = %e,
+                "DAMAGED write-ahead log or snapshot: quarantining it; this member repairs its \
+                 state from its peers (it neither votes nor acknowledges until it has)"
+            );
+            quarantine(wal_dir)?;
+            let (wal, records) = Wal::open(wal_dir, opts)?;
+            Ok((wal, records, true))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Opens the data directory and the WAL, and rebuilds the engine from its records. The last
+/// value says the directory's identity was damaged and replaced (see `open_data_dir`).
 #[allow(clippy::type_complexity)]
 fn recover<E: Engine>(
     cfg: &NodeConfig,
     metrics: Arc<Metrics>,
-) -> Result<(DataDir, Wal<E::Record>, E), NodeError> {
+) -> Result<(DataDir, Wal<E::Record>, E, bool), NodeError> {
     let cluster = &cfg.cluster;
-    let data_dir = DataDir::open(
-        &cfg.data_dir,
-        cluster.cluster_id(),
-        &cluster.cluster_name,
-        cfg.node_id,
-    )?;
-    if data_dir.is_fresh() {
+    let (data_dir, identity_repaired) = open_data_dir(cfg)?;
+    if data_dir.is_fresh() && !identity_repaired {
         // See storage's module doc: an empty directory is a new member, or a wiped one.
         tracing::warn!(
             node = cfg.node_id,
@@ -397,7 +473,7 @@ fn recover<E: Engine>(
         fsync: cluster.storage.fsync,
         preallocate_bytes: cluster.storage.preallocate_bytes,
     };
-    let (wal, records) = Wal::open(&data_dir.wal_dir(), opts)?;
+    let (wal, records, wal_repaired) = open_wal(cfg, &data_dir.wal_dir(), opts)?;
     let n = records.len();
     let mut engine_config = cluster.engine_config(cfg.node_id);
     // VR's recovery nonce (§4.3): a different value on every boot of this copy of the state.
@@ -409,6 +485,10 @@ fn recover<E: Engine>(
     // A fresh directory is a first boot unless the operator says it is a wiped member coming
     // back (then a protocol that can recover from its peers must do so before taking part).
     engine_config.first_boot = data_dir.is_fresh() && !cfg.allow_wiped_rejoin;
+    if identity_repaired || wal_repaired {
+        // Not a new member: a member that lost its storage (its engine repairs from peers).
+        engine_config.first_boot = false;
+    }
     if let Some(bug) = cfg.planted_bug {
         tracing::warn!(
             bug = bug.name(),
@@ -427,7 +507,12 @@ fn recover<E: Engine>(
         boot = data_dir.boot(),
         "recovered"
     );
-    Ok((data_dir, wal.with_metrics(metrics), engine))
+    Ok((
+        data_dir,
+        wal.with_metrics(metrics),
+        engine,
+        identity_repaired,
+    ))
 }
 
 /// Everything the engine thread owns.

@@ -42,9 +42,9 @@ pub struct ServerArgs {
     /// UNSAFE: acknowledge writes without fsync. A power loss can lose acknowledged writes.
     #[arg(long)]
     unsafe_no_fsync: bool,
-    /// Start even though this member's data directory was wiped while peers remember it. UNSAFE
-    /// unless you know it never promised or accepted anything the cluster still depends on; see
-    /// docs/durability.md.
+    /// Start even though this member's data directory was wiped while peers remember it: it
+    /// rebuilds its state from its peers before it votes (damaged storage is repaired the same
+    /// way without this flag). See docs/durability.md.
     #[arg(long)]
     allow_wiped_rejoin: bool,
     /// Bind the peer listener here instead of the advertised peer address (used behind the

@@ -30,7 +30,10 @@ use synod_core::NodeId;
 const META_FILE: &str = "meta.json";
 const BOOT_FILE: &str = "boot";
 const LOCK_FILE: &str = "LOCK";
-const PEERS_FILE: &str = "peers.json";
+/// Where the peers' data ids are remembered.
+pub const PEERS_FILE: &str = "peers.json";
+/// Every metadata file of a data directory (quarantined together when its identity is damaged).
+pub const IDENTITY_FILES: [&str; 3] = [META_FILE, BOOT_FILE, PEERS_FILE];
 const META_FORMAT: u32 = 1;
 
 /// `value` framed with a checksum (module doc).

@@ -48,9 +48,11 @@
 //! during the probe cannot answer, but they refuse the member's connections when they return,
 //! so it cannot vote with them either.
 //!
-//! What this does not do yet (future engine work): rejoin *safely and automatically*, as a
-//! learner that neither promises nor accepts until a leader of a ballot above anything it could
-//! have promised has synced it.
+//! With the flag the member rejoins *repairing*: every engine starts from nothing as a member
+//! that lost its storage and neither promises, votes nor acknowledges anything until it has
+//! rebuilt its state from peers that hold theirs (OmniPaxos and CASPaxos `repair.rs`, VR's
+//! §4.3 recovery). The same path runs automatically, with no flag, when the node finds its
+//! WAL, snapshot or identity metadata damaged: the damaged files go to quarantine first.
 
 pub mod datadir;
 mod quarantine;
@@ -58,8 +60,8 @@ mod segment;
 mod snapshot;
 pub mod wal;
 
-pub use datadir::{DataDir, Meta, PeerDataIds, PeerIdentity};
-pub use quarantine::{QUARANTINE_KEEP, quarantine};
+pub use datadir::{DataDir, IDENTITY_FILES, Meta, PEERS_FILE, PeerDataIds, PeerIdentity};
+pub use quarantine::{QUARANTINE_KEEP, quarantine, quarantine_metadata};
 pub use wal::{Wal, WalOptions};
 
 use std::path::PathBuf;

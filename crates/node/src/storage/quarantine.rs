@@ -117,6 +117,30 @@ fn prune(wal_dir: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Moves the data directory's metadata files (`names` that exist) into a new quarantine
+/// directory inside `data_dir`, durably, and returns it: a damaged `meta.json` or `boot` means
+/// the directory's identity cannot be trusted, a damaged `peers.json` that the peers' data ids
+/// are forgotten. Pruned like the WAL's quarantines.
+pub fn quarantine_metadata(data_dir: &Path, names: &[&str]) -> Result<PathBuf, StorageError> {
+    let target = create_target(data_dir)?;
+    for name in names {
+        let from = data_dir.join(name);
+        if from.exists() {
+            let to = target.join(name);
+            std::fs::rename(&from, &to).map_err(|e| StorageError::io(&to, e))?;
+        }
+    }
+    sync_dir(&target).map_err(|e| StorageError::io(&target, e))?;
+    sync_dir(data_dir).map_err(|e| StorageError::io(data_dir, e))?;
+    tracing::warn!(
+        dir = %target.display(),
+        files = ?names,
+        "damaged data-directory metadata moved to quarantine; kept for inspection"
+    );
+    prune(data_dir)?;
+    Ok(target)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

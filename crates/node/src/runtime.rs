@@ -29,7 +29,7 @@ use crate::transport::{PROBE_MS_MAX, Transport, TransportIdentity, TransportStop
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use synod_core::kv::Response;
 use synod_core::{ClientId, ClientRequest, Engine, EngineError, NodeId, RequestId};
 use tokio::net::TcpListener;
@@ -272,6 +272,7 @@ pub async fn start_engine<E: Engine>(
         to_self: VecDeque::new(),
         last_leader: None,
         last_decided,
+        repairing: None,
     };
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let (done_tx, done_rx) = oneshot::channel();
@@ -540,7 +541,13 @@ struct EngineLoop<E: Engine> {
     to_self: VecDeque<E::Message>,
     last_leader: Option<NodeId>,
     last_decided: u64,
+    /// Since when the engine reports "repairing" (lost or damaged storage), and when that was
+    /// last logged: a repair that cannot finish must say so, not wait silently.
+    repairing: Option<(Instant, Instant)>,
 }
+
+/// How often a repair that has not finished is logged again.
+const REPAIR_LOG_EVERY: Duration = Duration::from_secs(30);
 
 impl<E: Engine> EngineLoop<E> {
     async fn run(mut self, mut shutdown: oneshot::Receiver<()>) -> Result<(), NodeError> {
@@ -656,8 +663,44 @@ impl<E: Engine> EngineLoop<E> {
         Ok(())
     }
 
+    /// Logs the start and end of a repair, and every `REPAIR_LOG_EVERY` while it lasts.
+    fn log_repair(&mut self, role: &str) {
+        let now = Instant::now();
+        match (&mut self.repairing, role == "repairing") {
+            (None, true) => {
+                tracing::warn!(
+                    node = self.id,
+                    "repairing: this member lost its storage and is rebuilding it from its peers; \
+                     it votes and acknowledges nothing until done"
+                );
+                self.repairing = Some((now, now));
+            }
+            (Some((since, logged)), true) if now.duration_since(*logged) >= REPAIR_LOG_EVERY => {
+                tracing::error!(
+                    node = self.id,
+                    waited_s = since.elapsed().as_secs(),
+                    "still repairing: it needs answers from a majority of the cluster among the \
+                     OTHER members that hold their data. If a majority lost its storage at once \
+                     this cannot finish (nothing acknowledged is lost meanwhile): bring those \
+                     members back with their disks, or restore the cluster from a backup"
+                );
+                *logged = now;
+            }
+            (Some((since, _)), false) => {
+                tracing::info!(
+                    node = self.id,
+                    took_ms = since.elapsed().as_millis() as u64,
+                    "repair complete"
+                );
+                self.repairing = None;
+            }
+            _ => {}
+        }
+    }
+
     fn publish_status(&mut self) {
         let engine = self.engine.status();
+        self.log_repair(&engine.role);
         if engine.leader != self.last_leader {
             if engine.leader.is_some() {
                 self.metrics.leader_changes.inc();

@@ -33,7 +33,7 @@ pub mod sweep;
 pub mod toy;
 pub mod trace;
 
-pub use faults::{Fault, FaultSet, Scenario};
+pub use faults::{Damage, Fault, FaultSet, Scenario, ScheduledFault};
 pub use sim::{RunConfig, RunResult, TICK_US, run_seed};
 
 use std::ops::Range;

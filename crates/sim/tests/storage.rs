@@ -95,3 +95,60 @@ fn a_caspaxos_repair_from_one_peer_is_caught() {
     cfg.planted_bug = Some(PlantedBug::CasRepairFromOnePeer);
     assert_caught::<CasPaxosEngine>(&cfg, 0..1_000);
 }
+
+/// Damage on a majority at once (beyond the atlas): nobody can answer the repairs, so the
+/// cluster halts — and must lose nothing acknowledged, which the checker verifies on the
+/// history of the writes acknowledged before the damage.
+fn majority_damaged<E: synod_core::Engine>() {
+    use synod_sim::{Damage, Fault, ScheduledFault, run_seed};
+    for seed in 0..20 {
+        let mut cfg = storage_faults(3);
+        cfg.fixed_schedule = Some(
+            [1, 2]
+                .into_iter()
+                .map(|node| ScheduledFault {
+                    id: node,
+                    start_us: 2_000_000,
+                    end_us: 2_500_000,
+                    fault: Fault::Damage {
+                        node,
+                        damage: Damage::BitFlip,
+                    },
+                })
+                .collect(),
+        );
+        cfg.seed = seed;
+        let r = run_seed::<E>(&cfg);
+        assert_eq!(
+            r.verdict,
+            synod_checker::Verdict::Linearizable,
+            "seed {seed}: {}",
+            r.report()
+        );
+        assert!(
+            !r.passed(),
+            "seed {seed}: a majority without storage cannot serve"
+        );
+        for f in &r.failures {
+            assert!(
+                f.starts_with("liveness") || f.starts_with("convergence"),
+                "seed {seed}: only liveness may fail, not: {f}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_majority_losing_its_storage_halts_and_loses_nothing_omnipaxos() {
+    majority_damaged::<OmniPaxosEngine>();
+}
+
+#[test]
+fn a_majority_losing_its_storage_halts_and_loses_nothing_vr() {
+    majority_damaged::<VrEngine>();
+}
+
+#[test]
+fn a_majority_losing_its_storage_halts_and_loses_nothing_caspaxos() {
+    majority_damaged::<CasPaxosEngine>();
+}

@@ -252,8 +252,8 @@ pub enum PlantedBug {
     /// empty log the leader counts toward its Prepare quorum) instead of flagging the promise
     /// as amnesic, so it votes with state it does not have.
     OmniAmnesicVotes,
-    /// Storage (node / simulator level): a member that finds a checksum failure in the middle
-    /// of its log truncates the log there and keeps voting, instead of repairing from peers.
+    /// Storage (simulator only): a member that finds a checksum failure in the middle of its
+    /// log truncates the log there and keeps voting, instead of repairing from peers.
     TruncateAtCorruption,
     /// CASPaxos repair: a node that lost its storage rebuilds its acceptor from the first peer
     /// that answers in full instead of from n − majority + 1 of them.

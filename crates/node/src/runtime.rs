@@ -435,7 +435,7 @@ fn open_wal<R: synod_core::DurableRecord>(
 ) -> Result<(Wal<R>, Vec<R>, bool), NodeError> {
     match Wal::open(wal_dir, opts.clone()) {
         Ok((wal, records)) => Ok((wal, records, false)),
-        Err(e) if e.is_damage() => {
+        Err(e) if e.is_damage() || is_read_error(&e) => {
             tracing::error!(
                 node = cfg.node_id,
                 error = %e,
@@ -448,6 +448,14 @@ fn open_wal<R: synod_core::DurableRecord>(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Linux's EIO: the device could not read a block (a latent sector error).
+const EIO: i32 = 5;
+
+/// A read the disk itself failed: the data behind it is as lost as a damaged record.
+fn is_read_error(e: &StorageError) -> bool {
+    matches!(e, StorageError::Io { source, .. } if source.raw_os_error() == Some(EIO))
 }
 
 /// Opens the data directory and the WAL, and rebuilds the engine from its records. The last

@@ -49,7 +49,7 @@ mod snapshot;
 pub mod wal;
 
 pub use datadir::{DataDir, Meta, PeerDataIds, PeerIdentity};
-pub use wal::{Wal, WalOptions};
+pub use wal::{AppendError, Wal, WalOptions};
 
 use std::path::PathBuf;
 

@@ -54,6 +54,10 @@ use synod_core::DurableRecord;
 
 use crate::metrics::Metrics;
 
+// Retryable appends for a full or failing disk; a child module so it can roll the log back.
+mod held;
+pub use held::AppendError;
+
 const HEADER_BYTES: u64 = 8;
 
 /// WAL tuning. Units in the names.

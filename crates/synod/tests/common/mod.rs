@@ -103,7 +103,12 @@ impl Cluster {
     /// Starts `n` members, waits until every one serves its client ports, then until a leader
     /// is elected.
     pub fn start(n: usize, engine: &str) -> Cluster {
-        let c = Cluster::launch_serving(n, engine);
+        Cluster::start_configured(n, engine, &|_| {})
+    }
+
+    /// Like [`Cluster::start`], with `tweak` applied to the cluster file first.
+    pub fn start_configured(n: usize, engine: &str, tweak: &dyn Fn(&mut ClusterConfig)) -> Cluster {
+        let c = Cluster::launch_serving(n, engine, tweak);
         c.wait_for_leader(Duration::from_secs(20));
         c
     }
@@ -111,9 +116,9 @@ impl Cluster {
     /// Launches until every member serves its client ports. A member that could not bind a
     /// port relaunches the whole cluster on new ports: peers learn each other's addresses
     /// from the cluster file, so one member cannot move alone.
-    fn launch_serving(n: usize, engine: &str) -> Cluster {
+    fn launch_serving(n: usize, engine: &str, tweak: &dyn Fn(&mut ClusterConfig)) -> Cluster {
         for attempt in 1..=LAUNCH_ATTEMPTS_MAX {
-            let mut c = Cluster::launch(n, engine);
+            let mut c = Cluster::launch(n, engine, tweak);
             match c.wait_launched_members_serving(SERVING_TIMEOUT) {
                 Ok(()) => return c,
                 Err(NotServing::PortTaken { id, line }) => {
@@ -130,10 +135,11 @@ impl Cluster {
     }
 
     /// Writes a cluster file on free loopback ports and spawns every member.
-    fn launch(n: usize, engine: &str) -> Cluster {
+    fn launch(n: usize, engine: &str, tweak: &dyn Fn(&mut ClusterConfig)) -> Cluster {
         let ports = free_ports(3 * n);
         let mut cfg = ClusterConfig::local(n, 1);
         cfg.engine = engine.to_string();
+        tweak(&mut cfg);
         static LAUNCHES: AtomicU64 = AtomicU64::new(0);
         let launch = LAUNCHES.fetch_add(1, Ordering::Relaxed);
         cfg.cluster_name = format!("test-{}-{launch}", std::process::id());
@@ -427,7 +433,12 @@ impl Cluster {
     /// Like [`Cluster::start`] but waits only until every member answers its status endpoint,
     /// not for a leader: leaderless engines (CASPaxos) never report one.
     pub fn start_leaderless(n: usize, engine: &str) -> Cluster {
-        Cluster::launch_serving(n, engine)
+        Cluster::launch_serving(n, engine, &|_| {})
+    }
+
+    /// Whether member `id`'s process is still running (an exit is reaped and makes it dead).
+    pub fn is_running(&mut self, id: u64) -> bool {
+        self.exit_status(id).is_none() && self.live_ids().contains(&id)
     }
 
     /// Waits until every live member serves its client ports; panics naming a member that

@@ -245,3 +245,85 @@ fn full_disk_refuses_writes_keeps_reads_and_resumes_by_itself() {
         assert_eq!(c.get(id, "before-4", false), None, "the delete was lost");
     }
 }
+
+/// Without a watermark the WAL itself runs out of space: the full member (a follower here, so
+/// the other two keep a working majority) holds the batch it could not write, raises NOSPACE,
+/// stays up, and catches up by itself once space is freed.
+#[test]
+fn wal_out_of_space_holds_the_batch_and_catches_up_after_space_is_freed() {
+    let fs = Tmpfs::mount(TMPFS_BYTES);
+    let mut c = Cluster::start_configured(3, "omnipaxos", &|cfg| {
+        cfg.storage.reserve_bytes = 0;
+        // Every append then needs new blocks, so the first write after filling fails.
+        cfg.storage.preallocate_bytes = 0;
+    });
+    let leader = c.wait_for_leader(Duration::from_secs(20));
+    let full = if leader == 1 { 2 } else { 1 };
+    move_data_dir(&mut c, full, &fs);
+    let leader = c.wait_for_leader(Duration::from_secs(20));
+    assert_ne!(
+        leader, full,
+        "leadership moved to the member just restarted"
+    );
+    let mut acked: Vec<(String, String)> = Vec::new();
+    let junk = fill(fs.path());
+
+    // Writes through the leader go on (it and the third member are a majority) and reach the
+    // full member, whose WAL append fails.
+    let value = "x".repeat(8 * 1024);
+    let mut i = 0;
+    wait_until(ALARM_WITHIN, "the full member's WAL write to fail", || {
+        i += 1;
+        let k = format!("k{i}");
+        let r = c.put(leader, &k, &value);
+        assert!(
+            r.status().is_success(),
+            "put through the leader: {}",
+            r.status()
+        );
+        acked.push((k, value.clone()));
+        (alarms(&c, full)? == ["NOSPACE"]).then_some(())
+    });
+    assert!(
+        c.log(full).contains("write-ahead log write failed"),
+        "the alarm did not come from a held WAL write:\n{}",
+        c.log(full)
+    );
+    let r = c.put(full, "refused", "x");
+    assert_eq!(r.status().as_u16(), 507, "put through the full member");
+    assert!(c.is_running(full), "n{full} exited:\n{}", c.log(full));
+
+    std::fs::remove_file(&junk).expect("remove junk");
+    let freed = Instant::now();
+    wait_until(
+        RESUME_WITHIN,
+        "a write through the full member after freeing",
+        || {
+            c.put(full, "after", "resumed")
+                .status()
+                .is_success()
+                .then_some(())
+        },
+    );
+    eprintln!(
+        "measured: held WAL write resumed, writes through n{full} {:?} after freeing",
+        freed.elapsed()
+    );
+    acked.push(("after".into(), "resumed".into()));
+    assert_eq!(alarms(&c, full), Some(Vec::new()));
+    assert!(c.is_running(full), "n{full} exited:\n{}", c.log(full));
+    for id in [1, 2, 3] {
+        for (k, v) in &acked {
+            assert_eq!(
+                c.get(id, k, false).as_deref(),
+                Some(v.as_str()),
+                "{k} at n{id}"
+            );
+        }
+        assert_eq!(
+            c.get(id, "refused", false),
+            None,
+            "a refused write was applied"
+        );
+    }
+}

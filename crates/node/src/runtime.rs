@@ -65,10 +65,6 @@ pub enum NodeError {
     },
     #[error("engine {0:?} is not available in this build")]
     EngineUnavailable(String),
-    /// Writing or syncing the WAL failed. The node stopped so that nothing unpersisted is ever
-    /// acknowledged; restart it once the disk is healthy.
-    #[error("write-ahead log write failed, node stopped: {0}")]
-    Persist(std::io::Error),
     /// A WAL fsync failed, or the log could not be brought back to a known state after a
     /// failed write: the node stopped (see [`AppendError::Fatal`]).
     #[error("write-ahead log unusable, node stopped: {0}")]

@@ -175,3 +175,52 @@ impl<R: DurableRecord> Wal<R> {
         Err(AppendError::Write { path: tmp, source })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::WalOptions;
+    use serde::Deserialize;
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct Rec(u64);
+
+    impl DurableRecord for Rec {}
+
+    /// fdatasync cannot be made to fail on a real filesystem in a test, but it fails (EINVAL) on
+    /// a socket: swap one in as the active file after the records are written.
+    #[test]
+    fn a_failed_fdatasync_is_fatal_and_never_reported_as_retryable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = Wal::<Rec>::open(dir.path(), WalOptions::default()).expect("open");
+        // Written, not yet synced: the next call has an fdatasync to do.
+        wal.append(&[Rec(1), Rec(2)]).expect("write");
+        let (socket, _peer) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+        let real = std::mem::replace(
+            &mut wal.active,
+            std::fs::File::from(std::os::fd::OwnedFd::from(socket)),
+        );
+        let error = wal
+            .append_and_sync_resumable(&[], &mut 0)
+            .expect_err("fdatasync on a socket fails");
+        assert!(
+            matches!(
+                error,
+                AppendError::Fatal {
+                    what: "fdatasync of",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("wal-"),
+            "names the file: {error}"
+        );
+        // What recovery then finds is whatever reached the file: here every written record.
+        wal.active = real;
+        drop(wal);
+        let (_, recs) = Wal::<Rec>::open(dir.path(), WalOptions::default()).expect("reopen");
+        assert_eq!(recs, vec![Rec(1), Rec(2)]);
+    }
+}

@@ -17,6 +17,8 @@ pub const KEY_NOT_PROVIDED: &str = "etcdserver: key is not provided";
 pub const TOO_MANY_OPS: &str = "etcdserver: too many operations in txn request";
 /// etcd's `ErrGRPCTooManyRequests` message.
 pub const TOO_MANY_REQUESTS: &str = "etcdserver: too many requests";
+/// etcd's `ErrGRPCNoSpace` message (RESOURCE_EXHAUSTED): the NOSPACE alarm is raised.
+pub const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
 
 /// Maps an error from [`synod_node::NodeHandle::execute`] to the status an etcd client
 /// expects.
@@ -34,6 +36,7 @@ pub fn api_error_to_status(e: &ApiError) -> Status {
         }
         ApiError::Invalid(s) => Status::invalid_argument(format!("synod: invalid request: {s}")),
         ApiError::Unavailable(s) => Status::unavailable(format!("synod: {s}")),
+        ApiError::NoSpace => Status::resource_exhausted(NO_SPACE),
         ApiError::Engine(e) => engine_error_to_status(e),
     }
 }
@@ -110,6 +113,8 @@ mod tests {
             (s.code(), s.message()),
             (Code::InvalidArgument, TOO_MANY_OPS)
         );
+        let s = api_error_to_status(&ApiError::NoSpace);
+        assert_eq!((s.code(), s.message()), (Code::ResourceExhausted, NO_SPACE));
         let s = api_error_to_status(&ApiError::Engine(EngineError::Busy));
         assert_eq!(s.code(), Code::ResourceExhausted);
         let s = api_error_to_status(&ApiError::Unavailable("no quorum".into()));

@@ -3,7 +3,8 @@
 //!
 //! * [`pb`] — the protocol, generated at build time from `proto/` (written from the public
 //!   etcd v3 API reference: same packages, names and field numbers).
-//! * KV Range / Put / DeleteRange / Txn, Maintenance.Status, Maintenance.Alarm (GET),
+//! * KV Range / Put / DeleteRange / Txn, Maintenance.Status, Maintenance.Alarm (GET, and
+//!   DEACTIVATE of NOSPACE),
 //!   Cluster.MemberList are served; every other method answers UNIMPLEMENTED with a message
 //!   naming it (see `stubs.rs`), as do etcd options Synod cannot honour (historical reads,
 //!   sorting other than by key, leases, nested txns).

@@ -1,8 +1,11 @@
 //! etcd's Maintenance and Cluster services: the node's status and the member list, read
 //! from [`synod_node::NodeHandle`] without going through the engine (as in etcd, these are
-//! member-local answers). Alarm GET answers "no alarms" (Synod raises none, and etcdctl's
-//! `endpoint health` asks); everything that would change the cluster or the store answers
-//! UNIMPLEMENTED.
+//! member-local answers). Alarm GET lists this member's NOSPACE alarm while it is raised
+//! (`etcdctl alarm list`; `endpoint health` asks too), and DEACTIVATE of NOSPACE disarms it
+//! (`etcdctl alarm disarm`; it re-raises if the disk is still short, and unlike etcd it also
+//! clears by itself once space is back). Unlike etcd's, the alarm is member-local: each member
+//! lists only its own. ACTIVATE and everything that would change the cluster or the store
+//! answer UNIMPLEMENTED.
 
 use crate::pb::etcdserverpb as pb;
 use crate::pb::etcdserverpb::cluster_server::Cluster;
@@ -26,23 +29,52 @@ fn i64_of(x: u64) -> i64 {
     i64::try_from(x).unwrap_or(i64::MAX)
 }
 
+impl EtcdService {
+    /// This member's raised alarms, as etcd lists them.
+    fn raised_alarms(&self) -> Vec<pb::AlarmMember> {
+        if !self.handle.alarms().nospace() {
+            return Vec::new();
+        }
+        vec![pb::AlarmMember {
+            member_id: self.handle.info().member_id,
+            alarm: pb::AlarmType::Nospace as i32,
+        }]
+    }
+}
+
 #[tonic::async_trait]
 impl Maintenance for EtcdService {
     async fn alarm(
         &self,
         request: Request<pb::AlarmRequest>,
     ) -> Result<tonic::Response<pb::AlarmResponse>, Status> {
-        let action = request.into_inner().action;
-        if action != pb::alarm_request::AlarmAction::Get as i32 {
-            return self.refuse(
-                "alarm",
-                "Maintenance.Alarm ACTIVATE/DEACTIVATE (synod has no alarms)",
-            );
-        }
+        use pb::alarm_request::AlarmAction;
+        let request = request.into_inner();
+        let disarm = match AlarmAction::try_from(request.action) {
+            Ok(AlarmAction::Get) => false,
+            Ok(AlarmAction::Deactivate) => true,
+            _ => {
+                return self.refuse(
+                    "alarm",
+                    "Maintenance.Alarm ACTIVATE (synod raises alarms itself)",
+                );
+            }
+        };
         self.observe("alarm", async {
+            let mut alarms = self.raised_alarms();
+            if disarm {
+                // etcdctl disarms alarm by alarm, naming the member each came from.
+                let me = self.handle.info().member_id;
+                alarms.retain(|a| {
+                    a.alarm == request.alarm && (request.member_id == me || request.member_id == 0)
+                });
+                if !alarms.is_empty() {
+                    self.handle.alarms().disarm_nospace();
+                }
+            }
             Ok(pb::AlarmResponse {
                 header: Some(self.header_now()),
-                alarms: Vec::new(),
+                alarms,
             })
         })
         .await
@@ -65,7 +97,12 @@ impl Maintenance for EtcdService {
                 raft_index: engine.decided_index,
                 raft_term: engine.term,
                 raft_applied_index: engine.applied_index,
-                errors: Vec::new(),
+                // etcd lists raised alarms here too (`etcdctl endpoint status`'s ERRORS).
+                errors: self
+                    .raised_alarms()
+                    .iter()
+                    .map(|a| format!("memberID:{} alarm:NOSPACE ", a.member_id))
+                    .collect(),
                 db_size_in_use: i64_of(status.db_size_bytes),
                 is_learner: false,
             })

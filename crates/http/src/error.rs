@@ -34,11 +34,14 @@ pub enum ErrorCode {
     Busy,
     /// A bug or an answer the API did not expect.
     Internal,
+    /// This member's disk is short of space (NOSPACE alarm): the write was not applied.
+    /// Reads and deletes still work; the alarm clears by itself once space is freed.
+    NoSpace,
 }
 
 impl ErrorCode {
     /// Every code, so tests (and the OpenAPI consistency test) can walk the whole mapping.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::InvalidRequest,
         ErrorCode::KeyNotFound,
         ErrorCode::NotFound,
@@ -48,6 +51,7 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::Busy,
         ErrorCode::Internal,
+        ErrorCode::NoSpace,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +65,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Busy => "busy",
             ErrorCode::Internal => "internal",
+            ErrorCode::NoSpace => "no_space",
         }
     }
 
@@ -73,6 +78,8 @@ impl ErrorCode {
             ErrorCode::Unsupported => StatusCode::NOT_IMPLEMENTED,
             ErrorCode::Unavailable | ErrorCode::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            // WebDAV's "Insufficient Storage": the server cannot store what the request needs.
+            ErrorCode::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 }
@@ -163,6 +170,7 @@ impl From<ApiError> for HttpError {
             ApiError::Invalid(_) => ErrorCode::InvalidRequest,
             ApiError::TooLarge { .. } => ErrorCode::TooLarge,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::NoSpace => ErrorCode::NoSpace,
             ApiError::Engine(engine) => match engine {
                 EngineError::Unsupported { .. } => ErrorCode::Unsupported,
                 EngineError::Busy => ErrorCode::Busy,
@@ -216,6 +224,7 @@ mod tests {
         assert!(e.message.contains("not supported by the caspaxos engine"));
         let cases = [
             (ApiError::Engine(EngineError::Busy), 503, "busy"),
+            (ApiError::NoSpace, 507, "no_space"),
             (ApiError::Engine(EngineError::Timeout), 503, "unavailable"),
             (ApiError::Unavailable("x".into()), 503, "unavailable"),
             (ApiError::Invalid("x".into()), 400, "invalid_request"),

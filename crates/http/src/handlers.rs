@@ -260,6 +260,8 @@ pub struct StatusReply {
     pub pending_requests: usize,
     pub connected_peers: Vec<NodeId>,
     pub db_size_bytes: u64,
+    /// Raised alarms, as etcd names them: `["NOSPACE"]` or empty.
+    pub alarms: Vec<&'static str>,
     pub members: Vec<MemberInfo>,
     pub capabilities: Capabilities,
 }
@@ -283,6 +285,11 @@ pub async fn status(State(handle): State<NodeHandle>) -> Json<StatusReply> {
         pending_requests: st.engine.pending_requests,
         connected_peers: st.connected_peers,
         db_size_bytes: st.db_size_bytes,
+        alarms: if handle.alarms().nospace() {
+            vec!["NOSPACE"]
+        } else {
+            Vec::new()
+        },
         members: info.members.clone(),
         capabilities: info.capabilities,
     })

@@ -148,6 +148,10 @@ pub struct StorageConfig {
     /// Engines take a checkpoint (snapshot record, log compaction) after this many applied
     /// entries; 0 = never.
     pub snapshot_entries: u64,
+    /// Free space (bytes) the data directory's filesystem must keep: below it the member raises
+    /// its NOSPACE alarm and refuses writes until space is back (see the `alarm` module);
+    /// 0 = no watermark (the alarm then rises only when a WAL write actually fails).
+    pub reserve_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -158,6 +162,7 @@ impl Default for StorageConfig {
             record_bytes_max: 256 * 1024 * 1024,
             preallocate_bytes: 4 * 1024 * 1024,
             snapshot_entries: 100_000,
+            reserve_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! not need the engine — sizes, empty keys, what the engine supports — happens here, at the
 //! edge, so that every API refuses the same things with the same errors.
 
+use crate::alarm::Alarms;
 use crate::metrics::Metrics;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -102,6 +103,10 @@ pub enum ApiError {
     },
     /// Malformed request (empty key, bad range…). 400 / INVALID_ARGUMENT.
     Invalid(String),
+    /// This member's NOSPACE alarm is raised (its disk is short of space): a write that would
+    /// grow the store was refused before reaching the engine, so it was not applied.
+    /// 507 / RESOURCE_EXHAUSTED with etcd's "database space exceeded".
+    NoSpace,
 }
 
 impl std::fmt::Display for ApiError {
@@ -113,6 +118,10 @@ impl std::fmt::Display for ApiError {
                 write!(f, "{what} too large: {bytes} bytes, at most {max}")
             }
             ApiError::Invalid(s) => write!(f, "invalid request: {s}"),
+            ApiError::NoSpace => f.write_str(
+                "no space: this member's disk is short of space (NOSPACE alarm); writes are \
+                 refused until space is freed, reads and deletes still work",
+            ),
         }
     }
 }
@@ -130,6 +139,7 @@ struct Inner {
     info: NodeInfo,
     status: watch::Receiver<NodeStatus>,
     metrics: Arc<Metrics>,
+    alarms: Arc<Alarms>,
 }
 
 impl NodeHandle {
@@ -139,14 +149,32 @@ impl NodeHandle {
         status: watch::Receiver<NodeStatus>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let alarms = Arc::new(Alarms::new(metrics.clone()));
+        Self::with_alarms(submit, info, status, metrics, alarms)
+    }
+
+    /// Like [`NodeHandle::new`], sharing the alarms the node raises.
+    pub fn with_alarms(
+        submit: mpsc::Sender<Submission>,
+        info: NodeInfo,
+        status: watch::Receiver<NodeStatus>,
+        metrics: Arc<Metrics>,
+        alarms: Arc<Alarms>,
+    ) -> Self {
         NodeHandle {
             inner: Arc::new(Inner {
                 submit,
                 info,
                 status,
                 metrics,
+                alarms,
             }),
         }
+    }
+
+    /// This member's alarms (NOSPACE).
+    pub fn alarms(&self) -> &Arc<Alarms> {
+        &self.inner.alarms
     }
 
     pub fn info(&self) -> &NodeInfo {
@@ -171,6 +199,9 @@ impl NodeHandle {
     /// Validates, submits and awaits one request.
     pub async fn execute(&self, op: Op, consistency: Consistency) -> Result<Response, ApiError> {
         self.validate(&op)?;
+        if grows_store(&op) && self.inner.alarms.nospace() {
+            return Err(ApiError::NoSpace);
+        }
         let (tx, rx) = oneshot::channel();
         let timeout = Duration::from_millis(self.inner.info.limits.request_timeout_ms);
         let submission = Submission {
@@ -222,6 +253,22 @@ impl NodeHandle {
             &self.inner.info.capabilities,
             &self.inner.info.engine,
         )
+    }
+}
+
+/// Whether `op` may store new data, which a member short of disk space refuses (etcd's
+/// NOSPACE rule: puts, and transactions containing one; reads and deletes stay allowed, since
+/// deleting is how an operator makes room).
+pub fn grows_store(op: &Op) -> bool {
+    match op {
+        Op::Range(_) | Op::DeleteRange(_) => false,
+        Op::Put(_) => true,
+        Op::Cas(c) => matches!(c.then, synod_core::kv::CasAction::Put(_)),
+        Op::Txn(t) => t
+            .success
+            .iter()
+            .chain(&t.failure)
+            .any(|o| matches!(o, TxnOp::Put(_))),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Synod's node layer: everything between the pure engines and the client APIs.
 //!
+//! * [`alarm`] — the NOSPACE alarm and the free-space watermark behind it.
 //! * [`handle`] — [`NodeHandle`], the only thing API layers (HTTP, etcd gRPC) see of a node.
 //! * [`metrics`] — the Prometheus registry every layer records into.
 //! * [`config`] — the cluster file shared by all members, plus per-node settings.
@@ -10,6 +11,7 @@
 //! API crates depend only on `handle` and `metrics`, so they can be tested against
 //! [`handle::local_test_node`] without a cluster.
 
+pub mod alarm;
 pub mod config;
 pub mod handle;
 pub mod metrics;
@@ -17,6 +19,7 @@ pub mod runtime;
 pub mod storage;
 pub mod transport;
 
+pub use alarm::Alarms;
 pub use config::{ClusterConfig, ConfigError, MemberConfig, NodeConfig};
 pub use handle::{ApiError, ApiLimits, MemberInfo, NodeHandle, NodeInfo, NodeStatus, Submission};
 pub use metrics::Metrics;

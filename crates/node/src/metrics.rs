@@ -42,6 +42,8 @@ pub struct Metrics {
     /// fsync calls and records written by the WAL (group-commit effect = records / fsyncs).
     pub wal_fsyncs: Counter,
     pub wal_records: Counter,
+    /// 1 while this member's NOSPACE alarm is raised (see `alarm`).
+    pub alarm_nospace: Gauge,
 }
 
 impl Default for Metrics {
@@ -64,6 +66,7 @@ impl Metrics {
         let peer_dropped_messages = Family::<PeerLabels, Counter>::default();
         let wal_fsyncs = Counter::default();
         let wal_records = Counter::default();
+        let alarm_nospace = Gauge::default();
         registry.register(
             "proposals",
             "Client requests handed to the engine",
@@ -105,6 +108,11 @@ impl Metrics {
             "Records appended to the write-ahead log",
             wal_records.clone(),
         );
+        registry.register(
+            "alarm_nospace",
+            "1 while this member refuses writes for lack of disk space (NOSPACE alarm)",
+            alarm_nospace.clone(),
+        );
         Metrics {
             registry,
             proposals,
@@ -116,6 +124,7 @@ impl Metrics {
             peer_dropped_messages,
             wal_fsyncs,
             wal_records,
+            alarm_nospace,
         }
     }
 

@@ -13,22 +13,32 @@
 //!
 //! Group commit falls out of step 2: while one fsync runs, inputs pile up in the channels and
 //! the next iteration turns all of them into one batch and one fsync. fsync blocks only this
-//! thread, never the API or transport tasks. A failed write or fsync stops the node with
-//! [`NodeError::Persist`]: nothing of that batch is sent or acknowledged.
+//! thread, never the API or transport tasks.
+//!
+//! **A full or failing disk** (see `docs/durability.md`, "Full disk"). A failed *write* of a
+//! batch (ENOSPC, EIO) rolls the WAL back to its last whole record, raises the NOSPACE alarm
+//! and HOLDS the batch: the engine thread retries the same append with backoff
+//! ([`HOLD_RETRY_MS_MIN`] doubling to [`HOLD_RETRY_MS_MAX`]) and takes no new input meanwhile,
+//! so nothing can depend on the unpersisted state, and nothing of the batch is sent or
+//! acknowledged until it is durable; peers see a slow member. A failed *fdatasync* stops the
+//! node with [`NodeError::WalFatal`] instead (a retried fsync can lie: see `storage::wal`'s
+//! `held` module). Either way nothing of that batch is sent or acknowledged.
 //!
 //! **Request ids.** Each boot gets one [`ClientId`] — the member id in the high 32 bits and the
 //! data directory's boot counter in the low 32 — so ids never repeat across nodes or restarts.
 //! Seqs count up from 1; `first_unacked` is the smallest seq still awaiting its reply, which
 //! lets every replica's client table drop replies this node will never ask for again.
 
+use crate::alarm::{Alarms, SpaceWatcher};
 use crate::config::{ConfigError, NodeConfig};
 use crate::handle::{NodeHandle, NodeInfo, NodeStatus, Submission};
 use crate::metrics::Metrics;
-use crate::storage::{DataDir, StorageError, Wal, WalOptions, quarantine};
+use crate::storage::{AppendError, DataDir, StorageError, Wal, WalOptions, quarantine};
 use crate::transport::{PROBE_MS_MAX, Transport, TransportIdentity, TransportStopper, probe_peers};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use synod_core::kv::Response;
 use synod_core::{ClientId, ClientRequest, Engine, EngineError, NodeId, RequestId};
@@ -55,10 +65,17 @@ pub enum NodeError {
     },
     #[error("engine {0:?} is not available in this build")]
     EngineUnavailable(String),
-    /// Writing or syncing the WAL failed. The node stopped so that nothing unpersisted is ever
-    /// acknowledged; restart it once the disk is healthy.
-    #[error("write-ahead log write failed, node stopped: {0}")]
-    Persist(std::io::Error),
+    /// A WAL fsync failed, or the log could not be brought back to a known state after a
+    /// failed write: the node stopped (see [`AppendError::Fatal`]).
+    #[error("write-ahead log unusable, node stopped: {0}")]
+    WalFatal(AppendError),
+    /// Asked to stop while holding a batch its WAL could not write: nothing of that batch was
+    /// sent or acknowledged.
+    #[error(
+        "stopped while holding a batch the write-ahead log could not write ({0}); nothing of \
+         it was sent or acknowledged"
+    )]
+    StoppedWhileHeld(AppendError),
     #[error("engine thread: {0}")]
     Thread(String),
     /// This node's data directory is empty but its peers remember it with other data.
@@ -86,7 +103,15 @@ pub struct RunningNode {
     /// The engine thread's outcome, sent after it dropped all its state (and the data-dir lock).
     done: Option<oneshot::Receiver<Result<(), NodeError>>>,
     transport: Option<TransportStopper>,
+    /// Tells an engine thread holding an unwritable batch to give up (see `persist_held`).
+    stop_holding: Arc<AtomicBool>,
+    _space_watcher: Option<SpaceWatcher>,
 }
+
+/// First pause before retrying a batch whose WAL write failed; doubles per failure.
+pub const HOLD_RETRY_MS_MIN: u64 = 50;
+/// Longest pause between retries of a held batch (also bounds how long a stop request waits).
+pub const HOLD_RETRY_MS_MAX: u64 = 1_000;
 
 impl RunningNode {
     /// Where the peer listener is bound (useful when the config said port 0).
@@ -111,6 +136,7 @@ impl RunningNode {
     /// "node stopped before replying". Returns an error if the engine had already stopped on
     /// one.
     pub async fn shutdown(mut self) -> Result<(), NodeError> {
+        self.stop_holding.store(true, Ordering::Relaxed);
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -240,7 +266,16 @@ pub async fn start_engine<E: Engine>(
         limits: cluster.limits.api_limits(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let handle = NodeHandle::new(submit_tx, info, status_rx, metrics.clone());
+    let alarms = Arc::new(Alarms::new(metrics.clone()));
+    let space_watcher = SpaceWatcher::start(
+        cfg.data_dir.clone(),
+        cluster.storage.reserve_bytes,
+        alarms.clone(),
+    )
+    .map_err(|e| NodeError::Thread(format!("spawn free-space watcher: {e}")))?;
+    let stop_holding = Arc::new(AtomicBool::new(false));
+    let handle =
+        NodeHandle::with_alarms(submit_tx, info, status_rx, metrics.clone(), alarms.clone());
 
     // Distinct per boot of this directory, and (by its data id) per directory: a member whose
     // directory was wiped or quarantined counts boots from 1 again, and must not reuse the
@@ -273,6 +308,8 @@ pub async fn start_engine<E: Engine>(
         last_leader: None,
         last_decided,
         repairing: None,
+        alarms,
+        stop_holding: stop_holding.clone(),
     };
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let (done_tx, done_rx) = oneshot::channel();
@@ -296,6 +333,8 @@ pub async fn start_engine<E: Engine>(
         shutdown: Some(shutdown_tx),
         done: Some(done_rx),
         transport: Some(stopper),
+        stop_holding,
+        _space_watcher: space_watcher,
     })
 }
 
@@ -552,6 +591,8 @@ struct EngineLoop<E: Engine> {
     /// Since when the engine reports "repairing" (lost or damaged storage), and when that was
     /// last logged: a repair that cannot finish must say so, not wait silently.
     repairing: Option<(Instant, Instant)>,
+    alarms: Arc<Alarms>,
+    stop_holding: Arc<AtomicBool>,
 }
 
 /// How often a repair that has not finished is logged again.
@@ -643,10 +684,8 @@ impl<E: Engine> EngineLoop<E> {
                     self.transport.send(to, &m);
                 }
             }
-            let wal = &mut self.wal;
-            let outbox = ready
-                .persist(|records| wal.append_and_sync(records))
-                .map_err(NodeError::Persist)?;
+            let (wal, alarms, stop) = (&mut self.wal, &self.alarms, &self.stop_holding);
+            let outbox = ready.persist(|records| persist_held(wal, records, alarms, stop))?;
             for (to, m) in outbox.messages {
                 if to == self.id {
                     self.to_self.push_back(m);
@@ -737,5 +776,58 @@ impl<E: Engine> EngineLoop<E> {
                 false
             }
         });
+    }
+}
+
+/// Appends and syncs `records`, holding them through failed writes (see the module doc): the
+/// calling engine thread retries until the write succeeds, the WAL fails fatally, or the node
+/// is asked to stop.
+fn persist_held<R: synod_core::DurableRecord + serde::Serialize>(
+    wal: &mut Wal<R>,
+    records: &[R],
+    alarms: &Alarms,
+    stop: &AtomicBool,
+) -> Result<(), NodeError> {
+    let mut done = 0;
+    let mut pause_ms = HOLD_RETRY_MS_MIN;
+    let mut held_since: Option<(Instant, u64)> = None;
+    loop {
+        let error = match wal.append_and_sync_resumable(records, &mut done) {
+            Ok(()) => {
+                if let Some((since, failures)) = held_since {
+                    alarms.set_wal_write_failing(false);
+                    tracing::warn!(
+                        held_ms = since.elapsed().as_millis() as u64,
+                        failures,
+                        "write-ahead log writes again; held batch persisted, NOSPACE alarm \
+                         cleared by the log (the free-space watermark may still hold it)"
+                    );
+                }
+                return Ok(());
+            }
+            Err(e @ AppendError::Fatal { .. }) => return Err(NodeError::WalFatal(e)),
+            Err(e) => e,
+        };
+        // Raised on every failure, so a disarm while the disk is still full does not stick.
+        alarms.set_wal_write_failing(true);
+        let (since, failures) = held_since.get_or_insert((Instant::now(), 0));
+        *failures += 1;
+        if *failures == 1 {
+            tracing::error!(
+                error = %error,
+                "write-ahead log write failed: NOSPACE alarm raised; holding this batch (nothing \
+                 of it is sent or acknowledged) and retrying until the disk takes it"
+            );
+        }
+        if stop.load(Ordering::Relaxed) {
+            tracing::warn!(
+                held_ms = since.elapsed().as_millis() as u64,
+                "stop requested"
+            );
+            return Err(NodeError::StoppedWhileHeld(error));
+        }
+        // Blocking is the point: this thread must take no new input while the batch is held.
+        std::thread::sleep(Duration::from_millis(pause_ms));
+        pause_ms = (pause_ms * 2).min(HOLD_RETRY_MS_MAX);
     }
 }

@@ -214,7 +214,8 @@ async fn a_failed_persist_stops_the_node_without_acknowledging() {
         other => panic!("an unpersisted write was answered: {other:?}"),
     }
     match tokio::time::timeout(DEADLINE, node.stopped()).await {
-        Ok(Err(NodeError::Persist(_))) => {}
+        // A record the log refuses cannot succeed on retry: fatal, not held.
+        Ok(Err(NodeError::WalFatal(_))) => {}
         other => panic!("node did not stop on a persist error: {other:?}"),
     }
     // The node refuses further work instead of hanging.

@@ -126,8 +126,12 @@ fn assert_repaired(c: &Cluster, id: u64, took: Duration, what: &str) {
 }
 
 /// A member of `engine` (the leader or a follower) restarted after `damage`: repaired.
-fn repairs(engine: &str, leader: bool, env: &[(&str, &str)], damage: fn(&Cluster, u64)) {
-    let mut c = Cluster::start_with_env(3, engine, env);
+fn repairs(engine: &str, leader: bool, snapshot_entries: Option<u64>, damage: fn(&Cluster, u64)) {
+    let mut c = Cluster::start_configured(3, engine, &|cfg| {
+        if let Some(n) = snapshot_entries {
+            cfg.storage.snapshot_entries = n;
+        }
+    });
     let lead = if engine == "caspaxos" {
         1
     } else {
@@ -166,57 +170,42 @@ fn repairs(engine: &str, leader: bool, env: &[(&str, &str)], damage: fn(&Cluster
 
 #[test]
 fn omnipaxos_follower_with_a_damaged_committed_record_repairs() {
-    repairs("omnipaxos", false, &[], damage_wal);
+    repairs("omnipaxos", false, None, damage_wal);
 }
 
 #[test]
 fn omnipaxos_leader_with_a_damaged_committed_record_repairs() {
-    repairs("omnipaxos", true, &[], damage_wal);
+    repairs("omnipaxos", true, None, damage_wal);
 }
 
 #[test]
 fn omnipaxos_follower_with_a_damaged_snapshot_repairs() {
-    repairs(
-        "omnipaxos",
-        false,
-        &[("SYNOD_SNAPSHOT_ENTRIES", "16")],
-        damage_newest_snapshot,
-    );
+    repairs("omnipaxos", false, Some(16), damage_newest_snapshot);
 }
 
 #[test]
 fn omnipaxos_leader_with_a_damaged_snapshot_repairs() {
-    repairs(
-        "omnipaxos",
-        true,
-        &[("SYNOD_SNAPSHOT_ENTRIES", "16")],
-        damage_newest_snapshot,
-    );
+    repairs("omnipaxos", true, Some(16), damage_newest_snapshot);
 }
 
 #[test]
 fn vr_follower_with_a_damaged_committed_record_repairs() {
-    repairs("vr", false, &[], damage_wal);
+    repairs("vr", false, None, damage_wal);
 }
 
 #[test]
 fn vr_leader_with_a_damaged_snapshot_repairs() {
-    repairs(
-        "vr",
-        true,
-        &[("SYNOD_SNAPSHOT_ENTRIES", "16")],
-        damage_newest_snapshot,
-    );
+    repairs("vr", true, Some(16), damage_newest_snapshot);
 }
 
 #[test]
 fn caspaxos_member_with_a_damaged_committed_record_repairs() {
-    repairs("caspaxos", false, &[], damage_wal);
+    repairs("caspaxos", false, None, damage_wal);
 }
 
 #[test]
 fn a_member_with_damaged_metadata_repairs() {
-    repairs("omnipaxos", false, &[], |c, id| {
+    repairs("omnipaxos", false, None, |c, id| {
         flip_middle(&c.data_dir(id).join("meta.json"));
     });
 }

@@ -62,7 +62,7 @@ pub mod wal;
 
 pub use datadir::{DataDir, IDENTITY_FILES, Meta, PEERS_FILE, PeerDataIds, PeerIdentity};
 pub use quarantine::{QUARANTINE_KEEP, quarantine, quarantine_metadata};
-pub use wal::{Wal, WalOptions};
+pub use wal::{AppendError, Wal, WalOptions};
 
 use std::path::PathBuf;
 

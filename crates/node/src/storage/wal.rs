@@ -71,6 +71,10 @@ use synod_core::DurableRecord;
 
 use crate::metrics::Metrics;
 
+// Retryable appends for a full or failing disk; a child module so it can roll the log back.
+mod held;
+pub use held::AppendError;
+
 /// WAL tuning. Units in the names.
 #[derive(Clone, Debug)]
 pub struct WalOptions {

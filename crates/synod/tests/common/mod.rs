@@ -22,8 +22,6 @@ pub struct Cluster {
     pub members: Vec<MemberConfig>,
     children: Vec<Option<Child>>,
     pub http: reqwest::blocking::Client,
-    /// Environment every member process gets (e.g. `SYNOD_SNAPSHOT_ENTRIES`).
-    env: Vec<(String, String)>,
 }
 
 /// Launches of a cluster before giving up on finding ports nobody else takes.
@@ -105,12 +103,12 @@ impl Cluster {
     /// Starts `n` members, waits until every one serves its client ports, then until a leader
     /// is elected.
     pub fn start(n: usize, engine: &str) -> Cluster {
-        Cluster::start_with_env(n, engine, &[])
+        Cluster::start_configured(n, engine, &|_| {})
     }
 
-    /// [`Cluster::start`] with extra environment for every member process.
-    pub fn start_with_env(n: usize, engine: &str, env: &[(&str, &str)]) -> Cluster {
-        let c = Cluster::launch_serving(n, engine, env);
+    /// Like [`Cluster::start`], with `tweak` applied to the cluster file first.
+    pub fn start_configured(n: usize, engine: &str, tweak: &dyn Fn(&mut ClusterConfig)) -> Cluster {
+        let c = Cluster::launch_serving(n, engine, tweak);
         if engine != "caspaxos" {
             c.wait_for_leader(Duration::from_secs(20));
         }
@@ -120,9 +118,9 @@ impl Cluster {
     /// Launches until every member serves its client ports. A member that could not bind a
     /// port relaunches the whole cluster on new ports: peers learn each other's addresses
     /// from the cluster file, so one member cannot move alone.
-    fn launch_serving(n: usize, engine: &str, env: &[(&str, &str)]) -> Cluster {
+    fn launch_serving(n: usize, engine: &str, tweak: &dyn Fn(&mut ClusterConfig)) -> Cluster {
         for attempt in 1..=LAUNCH_ATTEMPTS_MAX {
-            let mut c = Cluster::launch(n, engine, env);
+            let mut c = Cluster::launch(n, engine, tweak);
             match c.wait_launched_members_serving(SERVING_TIMEOUT) {
                 Ok(()) => return c,
                 Err(NotServing::PortTaken { id, line }) => {
@@ -139,10 +137,11 @@ impl Cluster {
     }
 
     /// Writes a cluster file on free loopback ports and spawns every member.
-    fn launch(n: usize, engine: &str, env: &[(&str, &str)]) -> Cluster {
+    fn launch(n: usize, engine: &str, tweak: &dyn Fn(&mut ClusterConfig)) -> Cluster {
         let ports = free_ports(3 * n);
         let mut cfg = ClusterConfig::local(n, 1);
         cfg.engine = engine.to_string();
+        tweak(&mut cfg);
         static LAUNCHES: AtomicU64 = AtomicU64::new(0);
         let launch = LAUNCHES.fetch_add(1, Ordering::Relaxed);
         cfg.cluster_name = format!("test-{}-{launch}", std::process::id());
@@ -164,10 +163,6 @@ impl Cluster {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .expect("http client"),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
         };
         for m in &cfg.members {
             let child = c.spawn(m.id);
@@ -191,7 +186,6 @@ impl Cluster {
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("n{id}")))
             .env("RUST_LOG", "info")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -441,7 +435,12 @@ impl Cluster {
     /// Like [`Cluster::start`] but waits only until every member answers its status endpoint,
     /// not for a leader: leaderless engines (CASPaxos) never report one.
     pub fn start_leaderless(n: usize, engine: &str) -> Cluster {
-        Cluster::launch_serving(n, engine, &[])
+        Cluster::launch_serving(n, engine, &|_| {})
+    }
+
+    /// Whether member `id`'s process is still running (an exit is reaped and makes it dead).
+    pub fn is_running(&mut self, id: u64) -> bool {
+        self.exit_status(id).is_none() && self.live_ids().contains(&id)
     }
 
     /// Waits until every live member serves its client ports; panics naming a member that

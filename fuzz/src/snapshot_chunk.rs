@@ -58,25 +58,34 @@ pub fn run(data: &[u8]) {
     }
 }
 
-fn deliver<E: Engine>(mut rest: &[u8], tick: bool) {
+/// Delivers the messages encoded in `rest` to a fresh replica and returns it (so a test can
+/// check that a seed really reaches, say, the snapshot install).
+pub fn deliver<E: Engine>(mut rest: &[u8], tick: bool) -> E {
     let mut replica = E::recover(config(), Vec::new()).expect("a fresh replica recovers");
     drain(&mut replica);
     for _ in 0..MESSAGES_MAX {
         let Some((&from, body)) = rest.split_first() else {
-            return;
+            break;
         };
         let Ok((message, tail)) = postcard::take_from_bytes::<E::Message>(body) else {
-            return;
+            break;
         };
         rest = tail;
-        // Any byte names a member: the transport only hands over messages from members.
-        let from = MEMBERS[usize::from(from) % MEMBERS.len()];
+        // Any byte names a member (a member's id names itself): the transport only hands
+        // over messages from members.
+        let from = NodeId::from(from);
+        let from = if MEMBERS.contains(&from) {
+            from
+        } else {
+            MEMBERS[(from % MEMBERS.len() as u64) as usize]
+        };
         replica.receive(from, message);
         if tick {
             replica.tick();
         }
         drain(&mut replica);
     }
+    replica
 }
 
 /// Takes the replica's output as the runtime does: records are persisted (encoded), then the

@@ -359,7 +359,40 @@ fn snapshot_chunk(dir: &Path) -> Result<()> {
             })
             .collect()
     };
+    // The snapshot, then the primary's next write and commit: the installed state is used.
+    let mut then_write = chunks(1);
+    let command = synod_core::Command {
+        id: RequestId {
+            client: ClientId(9),
+            seq: 7,
+        },
+        first_unacked: 7,
+        op: Op::Put(PutRequest {
+            key: b"key7".to_vec(),
+            value: b"after the snapshot".to_vec(),
+            prev_kv: true,
+        }),
+        origin: synod_core::Origin {
+            node: 1,
+            incarnation: 1,
+            seq: 7,
+        },
+    };
+    then_write.push((
+        1,
+        VrMessage::Protocol(synod_vr::Message::Prepare {
+            view: 0,
+            start: 6,
+            entries: vec![command],
+            commit: 6,
+        }),
+    ));
+    then_write.push((
+        1,
+        VrMessage::Protocol(synod_vr::Message::Commit { view: 0, commit: 7 }),
+    ));
     let mut seeds = vec![
+        input(false, false, &then_write),
         input(false, false, &chunks(1)),
         input(false, false, &chunks(3)),
         input(false, true, &chunks(2)),

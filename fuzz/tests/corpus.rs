@@ -6,6 +6,9 @@ use std::path::Path;
 use synod_core::Engine;
 use synod_fuzz::VrEngine;
 
+/// A harness entry point, as the fuzz targets call it.
+type Harness = fn(&[u8]);
+
 fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("corpus")
@@ -25,7 +28,7 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn every_corpus_input_runs() {
-    let targets: [(&str, fn(&[u8])); 5] = [
+    let targets: [(&str, Harness); 5] = [
         ("peer_frame", synod_fuzz::peer_frame::run),
         ("wal_segment", synod_fuzz::wal_segment::run),
         ("snapshot_chunk", synod_fuzz::snapshot_chunk::run),

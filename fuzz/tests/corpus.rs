@@ -48,7 +48,10 @@ fn snapshot_seeds_install_the_snapshot() {
     // seed-000: a state at applied index 6 from VR's primary in one chunk, then the primary's
     // next write and commit; seed-001 and seed-002: the state alone, in one and three chunks.
     let expected = [7, 6, 6];
-    for ((name, bytes), applied) in inputs("snapshot_chunk").into_iter().zip(expected) {
+    let seeds = inputs("snapshot_chunk")
+        .into_iter()
+        .filter(|(name, _)| name.contains("/seed-"));
+    for ((name, bytes), applied) in seeds.zip(expected) {
         let (flags, rest) = bytes.split_first().expect("flags");
         assert_eq!(flags & 1, 0, "{name} is a VR seed");
         let replica: VrEngine = synod_fuzz::snapshot_chunk::deliver(rest, flags & 2 != 0);

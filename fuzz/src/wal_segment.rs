@@ -7,8 +7,9 @@
 //! evolves; the corpus (`examples/gen_corpus.rs`) is written by [`Wal::append_and_sync`].
 //!
 //! Opening may refuse the directory (that is what damage should do); it must not panic,
-//! allocate what the files do not justify, or hang. When it opens, the log must still work:
-//! a record appended after recovery is recovered by the next open, after what was there.
+//! allocate what the files do not justify, or hang, and a refusal must leave every file in
+//! place (at most a torn tail cut off). When it opens, the log must still work: a record
+//! appended after recovery is recovered by the next open, after what was there.
 //!
 //! Input layout: `mode | seq | split u16 LE | file bytes…`: `mode & 3` is the [`Layout`],
 //! `(mode >> 2) % 3` the [`RecordKind`], `seq` the sequence number in the second file's name,
@@ -131,7 +132,21 @@ pub fn run(data: &[u8]) {
 }
 
 fn open_append_reopen<R: DurableRecord>(dir: &Path) {
+    let before = files(dir);
     let Ok((mut wal, records)) = Wal::<R>::open(dir, options()) else {
+        // A refusal must leave the evidence: the operator has to act on these files. Only a
+        // torn tail may have been cut off the last segment before the refusal.
+        let after = files(dir);
+        for (name, bytes) in &before {
+            let now = after
+                .iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("a refused open deleted {name}"));
+            assert!(
+                bytes.starts_with(&now.1),
+                "a refused open rewrote {name} (not only a truncation)"
+            );
+        }
         return;
     };
     // A plain record (a checkpoint would replace everything and prove less).
@@ -160,4 +175,18 @@ fn open_append_reopen<R: DurableRecord>(dir: &Path) {
         encode(&extra),
         "appended record changed"
     );
+}
+
+/// Every file in `dir`: (name, bytes), sorted by name.
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .expect("scratch directory")
+        .map(|e| {
+            let e = e.expect("scratch entry");
+            let bytes = std::fs::read(e.path()).expect("scratch file");
+            (e.file_name().to_string_lossy().into_owned(), bytes)
+        })
+        .collect();
+    v.sort();
+    v
 }

@@ -133,7 +133,7 @@ pub mod storage;
 mod tests;
 mod view_change;
 
-pub use messages::{Message, StateChunk, View};
+pub use messages::{Message, StateChunk, VIEW_MAX, View};
 pub use storage::{Checkpoint, Record};
 
 use connectivity::Connectivity;
@@ -299,7 +299,7 @@ impl Vr {
     }
 
     fn on_receive(&mut self, from: NodeId, m: Message, transfers: &dyn TransferStatus<View>) {
-        if !self.is_member_peer(from) {
+        if !self.is_member_peer(from) || m.view().is_some_and(|v| v > messages::VIEW_MAX) {
             return;
         }
         self.note_heard(from);

@@ -14,6 +14,11 @@ use synod_core::{Command, NodeId};
 /// A view-number (§4): view v is led by `members[v % n]`.
 pub type View = u64;
 
+/// The largest view-number a message may carry. No run of view changes gets near it (2^63
+/// of them); a message beyond it is damage and is dropped, because a replica that adopted
+/// such a view would have no later view to move to (`view + n` overflows).
+pub const VIEW_MAX: View = u64::MAX / 2;
+
 /// A piece of a log sent by state transfer (§5.2) or to a recovering replica (§4.3).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateChunk {

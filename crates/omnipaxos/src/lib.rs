@@ -118,6 +118,9 @@ impl LogProtocol for OmniPaxos {
         if from == self.config.id || !self.config.members.contains(&from) {
             return;
         }
+        if message.ballot_n_max() > messages::BALLOT_N_MAX {
+            return;
+        }
         match message {
             Message::Ble(m) => self.ble.handle(from, m, &mut self.out.messages),
             Message::Paxos(m) => self.handle_paxos(from, m, transfers),

@@ -81,3 +81,34 @@ pub enum PaxosMessage {
     /// Answer to `RepairQuery`, only from servers that are not repairing themselves.
     RepairInfo { nonce: u64, promised: Ballot },
 }
+
+/// Ballot numbers above this are refused on receipt: a server bumps a ballot it saw by one
+/// (BLE's outbid), so an accepted `u64::MAX` would overflow — a panic in debug builds, a ballot
+/// that goes back in release. No real cluster comes near it (one bump per election).
+pub const BALLOT_N_MAX: u64 = u64::MAX / 2;
+
+impl Message {
+    /// The highest ballot number this message carries.
+    pub fn ballot_n_max(&self) -> u64 {
+        match self {
+            Message::Ble(BleMessage::HeartbeatRequest { .. }) => 0,
+            Message::Ble(BleMessage::HeartbeatReply { ballot, .. }) => ballot.n,
+            Message::Paxos(m) => match m {
+                PaxosMessage::Prepare {
+                    n, accepted_round, ..
+                }
+                | PaxosMessage::Promise {
+                    n, accepted_round, ..
+                } => n.n.max(accepted_round.n),
+                PaxosMessage::AcceptSync { n, .. }
+                | PaxosMessage::AcceptDecide { n, .. }
+                | PaxosMessage::Accepted { n, .. }
+                | PaxosMessage::PrepareReq { n }
+                | PaxosMessage::ReadConfirm { n, .. }
+                | PaxosMessage::ReadConfirmAck { n, .. } => n.n,
+                PaxosMessage::RepairQuery { .. } => 0,
+                PaxosMessage::RepairInfo { promised, .. } => promised.n,
+            },
+        }
+    }
+}

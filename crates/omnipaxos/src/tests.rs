@@ -858,3 +858,42 @@ fn a_session_never_runs_further_ahead_than_its_reply_window() {
         net.reply_for(f, rid(9, 1))[0].result
     );
 }
+
+#[test]
+fn ballots_beyond_ballot_n_max_are_dropped_so_outbidding_never_overflows() {
+    use crate::messages::{BALLOT_N_MAX, BleMessage, PaxosMessage};
+    let mut cfg = EngineConfig::new(1, vec![1, 2, 3], 7);
+    cfg.first_boot = true;
+    let mut node = OmniPaxos::recover(cfg, Vec::new()).expect("recover");
+    let huge = crate::Ballot {
+        n: u64::MAX,
+        priority: 0,
+        pid: 2,
+    };
+    node.receive(
+        2,
+        Message::Protocol(crate::Message::Paxos(PaxosMessage::Prepare {
+            n: huge,
+            decided_idx: 0,
+            accepted_round: crate::Ballot::BOTTOM,
+            log_len: 0,
+        })),
+    );
+    node.receive(
+        2,
+        Message::Protocol(crate::Message::Ble(BleMessage::HeartbeatReply {
+            round: 1,
+            ballot: huge,
+            quorum_connected: true,
+        })),
+    );
+    // Rounds of BLE that would outbid the huge ballot (n + 1) if it had been taken.
+    for _ in 0..100 {
+        node.tick();
+        let _ = node.ready();
+    }
+    assert!(
+        node.status().term <= BALLOT_N_MAX,
+        "a huge ballot was adopted"
+    );
+}

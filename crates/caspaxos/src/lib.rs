@@ -283,6 +283,9 @@ impl Engine for CasPaxos {
         if from == self.config.id || !self.config.members.contains(&from) {
             return;
         }
+        if message.ballot_counter_max() > messages::BALLOT_COUNTER_MAX {
+            return;
+        }
         self.handle(from, message);
         self.drain_loopback();
     }

@@ -111,7 +111,44 @@ pub enum Message {
     },
 }
 
+/// Ballot counters above this are refused on receipt: a proposer issues `counter + 1` above
+/// every ballot it saw, so an accepted `u64::MAX` would overflow. No real cluster comes near it.
+pub const BALLOT_COUNTER_MAX: u64 = u64::MAX / 2;
+
+fn register_counter(r: &RegisterRecord) -> u64 {
+    r.promised
+        .counter
+        .max(r.accepted.as_ref().map_or(0, |a| a.ballot.counter))
+}
+
 impl Message {
+    /// The highest ballot counter this message carries.
+    pub fn ballot_counter_max(&self) -> u64 {
+        match self {
+            Message::Prepare { ballot, .. }
+            | Message::Accepted { ballot, .. }
+            | Message::Drop { ballot, .. } => ballot.counter,
+            Message::Promise {
+                ballot, accepted, ..
+            } => ballot
+                .counter
+                .max(accepted.as_ref().map_or(0, |a| a.ballot.counter)),
+            Message::Accept { ballot, next, .. } => {
+                ballot.counter.max(next.map_or(0, |n| n.counter))
+            }
+            Message::Nack {
+                ballot, promised, ..
+            } => ballot.counter.max(promised.counter),
+            Message::RepairQuery { .. } => 0,
+            Message::RepairPage {
+                floor, registers, ..
+            } => registers
+                .iter()
+                .map(register_counter)
+                .fold(floor.counter, u64::max),
+        }
+    }
+
     pub fn key(&self) -> &[u8] {
         match self {
             Message::Prepare { key, .. }

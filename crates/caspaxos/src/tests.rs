@@ -825,3 +825,22 @@ fn recover_rejects_an_accepted_ballot_above_its_promise() {
     });
     assert!(CasPaxos::recover(cfg, vec![bad]).is_err());
 }
+
+#[test]
+fn ballot_counters_beyond_the_max_are_dropped_so_issuing_never_overflows() {
+    let cfg = EngineConfig::new(1, vec![1, 2, 3], 7);
+    let mut node = CasPaxos::recover(cfg, Vec::new()).expect("recover");
+    let huge = Ballot {
+        counter: u64::MAX,
+        node: 2,
+    };
+    node.receive(
+        2,
+        Message::Prepare {
+            key: b"k".to_vec(),
+            ballot: huge,
+        },
+    );
+    assert!(node.out.messages.is_empty(), "no promise for a huge ballot");
+    assert!(node.status().term <= messages::BALLOT_COUNTER_MAX);
+}

@@ -42,6 +42,10 @@ pub struct Metrics {
     /// fsync calls and records written by the WAL (group-commit effect = records / fsyncs).
     pub wal_fsyncs: Counter,
     pub wal_records: Counter,
+    /// How late the engine thread ran each tick (behind a batch or an fsync), seconds.
+    pub engine_tick_delay_seconds: Histogram,
+    /// Time the engine thread spent making one batch durable (WAL write + fsync), seconds.
+    pub engine_persist_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -64,6 +68,19 @@ impl Metrics {
         let peer_dropped_messages = Family::<PeerLabels, Counter>::default();
         let wal_fsyncs = Counter::default();
         let wal_records = Counter::default();
+        // 0.1 ms to ≈ 3.3 s: from a healthy fsync to a stall longer than any election timeout.
+        let engine_tick_delay_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        let engine_persist_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        registry.register(
+            "engine_tick_delay_seconds",
+            "How late the engine thread ran each tick",
+            engine_tick_delay_seconds.clone(),
+        );
+        registry.register(
+            "engine_persist_seconds",
+            "WAL write and fsync time per engine batch",
+            engine_persist_seconds.clone(),
+        );
         registry.register(
             "proposals",
             "Client requests handed to the engine",
@@ -116,6 +133,8 @@ impl Metrics {
             peer_dropped_messages,
             wal_fsyncs,
             wal_records,
+            engine_tick_delay_seconds,
+            engine_persist_seconds,
         }
     }
 

@@ -32,13 +32,16 @@ pub enum ErrorCode {
     Unavailable,
     /// The node is overloaded: the request was not applied; retry later.
     Busy,
+    /// This member knows no leader or cannot reach it: not applied; retry here later or at
+    /// another member.
+    NoLeader,
     /// A bug or an answer the API did not expect.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, so tests (and the OpenAPI consistency test) can walk the whole mapping.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::InvalidRequest,
         ErrorCode::KeyNotFound,
         ErrorCode::NotFound,
@@ -47,6 +50,7 @@ impl ErrorCode {
         ErrorCode::Unsupported,
         ErrorCode::Unavailable,
         ErrorCode::Busy,
+        ErrorCode::NoLeader,
         ErrorCode::Internal,
     ];
 
@@ -60,6 +64,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Busy => "busy",
+            ErrorCode::NoLeader => "no_leader",
             ErrorCode::Internal => "internal",
         }
     }
@@ -71,7 +76,9 @@ impl ErrorCode {
             ErrorCode::CasConflict => StatusCode::CONFLICT,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unsupported => StatusCode::NOT_IMPLEMENTED,
-            ErrorCode::Unavailable | ErrorCode::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable | ErrorCode::Busy | ErrorCode::NoLeader => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -163,6 +170,7 @@ impl From<ApiError> for HttpError {
             ApiError::Invalid(_) => ErrorCode::InvalidRequest,
             ApiError::TooLarge { .. } => ErrorCode::TooLarge,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::NoLeader => ErrorCode::NoLeader,
             ApiError::Engine(engine) => match engine {
                 EngineError::Unsupported { .. } => ErrorCode::Unsupported,
                 EngineError::Busy => ErrorCode::Busy,
@@ -190,7 +198,7 @@ impl IntoResponse for HttpError {
         )
             .into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            // Both 503 codes are worth retrying; tell well-behaved clients not to hammer.
+            // Every 503 code is worth retrying; tell well-behaved clients not to hammer.
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -216,6 +224,7 @@ mod tests {
         assert!(e.message.contains("not supported by the caspaxos engine"));
         let cases = [
             (ApiError::Engine(EngineError::Busy), 503, "busy"),
+            (ApiError::NoLeader, 503, "no_leader"),
             (ApiError::Engine(EngineError::Timeout), 503, "unavailable"),
             (ApiError::Unavailable("x".into()), 503, "unavailable"),
             (ApiError::Invalid("x".into()), 400, "invalid_request"),

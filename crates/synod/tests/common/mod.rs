@@ -103,17 +103,22 @@ impl Cluster {
     /// Starts `n` members, waits until every one serves its client ports, then until a leader
     /// is elected.
     pub fn start(n: usize, engine: &str) -> Cluster {
-        let c = Cluster::launch_serving(n, engine);
-        c.wait_for_leader(Duration::from_secs(20));
+        Cluster::start_with(n, engine, |_| {})
+    }
+
+    /// [`Cluster::start`] with the cluster file changed by `tweak` first (timeouts, …).
+    pub fn start_with(n: usize, engine: &str, tweak: fn(&mut ClusterConfig)) -> Cluster {
+        let c = Cluster::launch_serving(n, engine, tweak);
+        c.wait_all_reach_leader(Duration::from_secs(20));
         c
     }
 
     /// Launches until every member serves its client ports. A member that could not bind a
     /// port relaunches the whole cluster on new ports: peers learn each other's addresses
     /// from the cluster file, so one member cannot move alone.
-    fn launch_serving(n: usize, engine: &str) -> Cluster {
+    fn launch_serving(n: usize, engine: &str, tweak: fn(&mut ClusterConfig)) -> Cluster {
         for attempt in 1..=LAUNCH_ATTEMPTS_MAX {
-            let mut c = Cluster::launch(n, engine);
+            let mut c = Cluster::launch(n, engine, tweak);
             match c.wait_launched_members_serving(SERVING_TIMEOUT) {
                 Ok(()) => return c,
                 Err(NotServing::PortTaken { id, line }) => {
@@ -130,10 +135,11 @@ impl Cluster {
     }
 
     /// Writes a cluster file on free loopback ports and spawns every member.
-    fn launch(n: usize, engine: &str) -> Cluster {
+    fn launch(n: usize, engine: &str, tweak: fn(&mut ClusterConfig)) -> Cluster {
         let ports = free_ports(3 * n);
         let mut cfg = ClusterConfig::local(n, 1);
         cfg.engine = engine.to_string();
+        tweak(&mut cfg);
         static LAUNCHES: AtomicU64 = AtomicU64::new(0);
         let launch = LAUNCHES.fetch_add(1, Ordering::Relaxed);
         cfg.cluster_name = format!("test-{}-{launch}", std::process::id());
@@ -339,6 +345,27 @@ impl Cluster {
         })
     }
 
+    /// Waits until every live member names the same live leader and is connected to it (a
+    /// member that cannot reach its leader refuses writes at once with `no_leader`), and
+    /// returns it.
+    pub fn wait_all_reach_leader(&self, within: Duration) -> u64 {
+        let live = self.live_ids();
+        wait_until(within, "every member connected to one live leader", || {
+            let mut leader = None;
+            for id in &live {
+                let s = self.status(*id)?;
+                let l = s.get("leader")?.as_u64()?;
+                let connected = s.get("connected_peers")?.as_array()?;
+                let reaches = l == *id || connected.iter().any(|p| p.as_u64() == Some(l));
+                if !live.contains(&l) || !reaches || leader.is_some_and(|x| x != l) {
+                    return None;
+                }
+                leader = Some(l);
+            }
+            leader
+        })
+    }
+
     pub fn put(&self, id: u64, key: &str, value: &str) -> reqwest::blocking::Response {
         self.http
             .put(self.url(id, &format!("/v1/kv/{key}")))
@@ -427,7 +454,7 @@ impl Cluster {
     /// Like [`Cluster::start`] but waits only until every member answers its status endpoint,
     /// not for a leader: leaderless engines (CASPaxos) never report one.
     pub fn start_leaderless(n: usize, engine: &str) -> Cluster {
-        Cluster::launch_serving(n, engine)
+        Cluster::launch_serving(n, engine, |_| {})
     }
 
     /// Waits until every live member serves its client ports; panics naming a member that

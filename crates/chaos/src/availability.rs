@@ -1,7 +1,9 @@
 //! Availability of a chaos run: successful operations per 100 ms per member over time, and the
 //! downtime of each fault — from the fault's start until the first success of an operation
 //! *called* after it, cluster-wide (and per member) — written as `availability.json` and drawn
-//! as `availability.svg` (one line per member, faults shaded on the time axis).
+//! as `availability.svg` (one line per member, faults shaded on the time axis) — and each
+//! member's **heal time**: from the fault's end (links restored, member continued or restarted)
+//! until that member next answered one of its clients successfully.
 
 use crate::workload::Success;
 use plotters::prelude::*;
@@ -42,6 +44,9 @@ pub struct FaultDowntime {
     pub downtime_ms: Option<f64>,
     /// The same per member (index order), for the members whose clients lost service.
     pub node_downtime_ms: Vec<Option<f64>>,
+    /// Per member: the fault's end to the first success returned to that member's clients
+    /// after it (≈ 0 for a member that kept serving); `None` if none until the end of the run.
+    pub node_heal_ms: Vec<Option<f64>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -51,6 +56,8 @@ pub struct KindSummary {
     pub max_downtime_ms: f64,
     /// Faults after which nothing succeeded until the end of the run.
     pub never_recovered: usize,
+    /// The longest heal time of any member after a fault of this kind.
+    pub max_heal_ms: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -86,6 +93,14 @@ pub fn compute(
             .min()
             .map(|r| (r - start) as f64 / 1000.0)
     };
+    let first_return_after = |end: u64, node: usize| -> Option<f64> {
+        successes
+            .iter()
+            .filter(|s| s.return_us >= end && s.node == node)
+            .map(|s| s.return_us)
+            .min()
+            .map(|r| (r - end) as f64 / 1000.0)
+    };
     let fd: Vec<FaultDowntime> = faults
         .iter()
         .map(|f| FaultDowntime {
@@ -99,6 +114,9 @@ pub fn compute(
             node_downtime_ms: (0..nodes.len())
                 .map(|n| first_after(f.effective_us, Some(n)))
                 .collect(),
+            node_heal_ms: (0..nodes.len())
+                .map(|n| first_return_after(f.end_us, n))
+                .collect(),
         })
         .collect();
     let mut by_kind: BTreeMap<String, KindSummary> = BTreeMap::new();
@@ -108,8 +126,12 @@ pub fn compute(
             mean_downtime_ms: 0.0,
             max_downtime_ms: 0.0,
             never_recovered: 0,
+            max_heal_ms: 0.0,
         });
         e.faults += 1;
+        e.max_heal_ms = f
+            .max_heal_ms()
+            .map_or(e.max_heal_ms, |h| e.max_heal_ms.max(h));
         match f.downtime_ms {
             Some(d) => {
                 e.mean_downtime_ms += d;
@@ -133,16 +155,26 @@ pub fn compute(
     }
 }
 
+impl FaultDowntime {
+    /// The slowest member's heal time (`None` if some member never answered again).
+    pub fn max_heal_ms(&self) -> Option<f64> {
+        self.node_heal_ms
+            .iter()
+            .try_fold(0.0f64, |m, h| h.map(|h| m.max(h)))
+    }
+}
+
 impl Availability {
     /// One line per fault kind, for the terminal report.
     pub fn summary(&self) -> String {
         let mut s = String::new();
         for (kind, k) in &self.by_kind {
             s.push_str(&format!(
-                "  {kind:<10} {} fault(s): downtime mean {:.0} ms, max {:.0} ms{}\n",
+                "  {kind:<10} {} fault(s): downtime mean {:.0} ms, max {:.0} ms; heal max {:.0} ms{}\n",
                 k.faults,
                 k.mean_downtime_ms,
                 k.max_downtime_ms,
+                k.max_heal_ms,
                 if k.never_recovered > 0 {
                     format!(", {} never recovered", k.never_recovered)
                 } else {
@@ -288,6 +320,9 @@ mod tests {
             a.faults[0].node_downtime_ms,
             vec![Some(1000.0), Some(1600.0)]
         );
+        // Heal: from the fault's end (2 s) to each member's next success returned after it.
+        assert_eq!(a.faults[0].node_heal_ms, vec![None, Some(500.0)]);
+        assert_eq!(a.faults[0].max_heal_ms(), None, "n1 never answered again");
         assert_eq!(a.by_kind["crash"].faults, 1);
         let dir = std::env::temp_dir().join(format!("synod-chaos-svg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

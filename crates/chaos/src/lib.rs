@@ -968,15 +968,19 @@ async fn report(
             .map(|(i, t)| format!("{} {}", names[i], ms(*t)))
             .unwrap_or_default();
         r.push_str(&format!(
-            "  #{:<3} {:>6.1}-{:>6.1} s  {:<58} downtime {} (worst member: {worst})\n",
+            "  #{:<3} {:>6.1}-{:>6.1} s  {:<58} downtime {} (worst member: {worst}), healed in {}\n",
             f.id,
             f.start_us as f64 / 1e6,
             f.end_us as f64 / 1e6,
             f.description,
             ms(d.downtime_ms),
+            ms(d.max_heal_ms()),
         ));
     }
-    r.push_str("downtime per fault kind (start of fault to first success cluster-wide):\n");
+    r.push_str(
+        "downtime per fault kind (start of fault to first success cluster-wide; heal = end of \
+         fault to the slowest member's next success):\n",
+    );
     r.push_str(&avail.summary());
     for e in &log.unexpected_exits {
         r.push_str(&format!("UNEXPECTED EXIT: {e}\n"));

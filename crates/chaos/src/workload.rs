@@ -8,7 +8,8 @@
 //!   unknown: recorded without output and return, and the client continues under a *new*
 //!   client id, because the unknown operation stays open forever and one client id may have only
 //!   one open operation;
-//! * a definite error (refused connection, 4xx, 503 `busy`) → left out: it had no effect.
+//! * a definite error (refused connection, 4xx, 503 `busy` or `no_leader`) → left out: it had
+//!   no effect.
 //!
 //! Values are unique (`c<client>s<seq>`), which is what lets the checker tell writes apart.
 
@@ -296,7 +297,8 @@ fn classify_answer(kind: OpKind, status: u16, body: &Value) -> Outcome {
             Some(body.get("kv").and_then(kv_of)),
         ),
         // Overloaded: refused before reaching the engine.
-        (503, _, "busy") => Outcome::Failed,
+        // Refused at the edge before reaching the engine: no effect.
+        (503, _, "busy" | "no_leader") => Outcome::Failed,
         // No quorum / no answer in time: a write may have been applied.
         (503, _, _) | (500..=599, _, _) => Outcome::Unknown,
         // Any other 4xx was refused at the edge and changed nothing.
@@ -342,6 +344,11 @@ mod tests {
         );
         let busy = json!({"error": {"code": "busy"}});
         assert_eq!(classify_answer(OpKind::Put, 503, &busy), Outcome::Failed);
+        let no_leader = json!({"error": {"code": "no_leader"}});
+        assert_eq!(
+            classify_answer(OpKind::Put, 503, &no_leader),
+            Outcome::Failed
+        );
         let bad = json!({"error": {"code": "invalid_request"}});
         assert_eq!(classify_answer(OpKind::Cas, 400, &bad), Outcome::Failed);
         assert_eq!(

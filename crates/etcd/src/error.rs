@@ -37,6 +37,8 @@ pub fn api_error_to_status(e: &ApiError) -> Status {
         ApiError::Invalid(s) => Status::invalid_argument(format!("synod: invalid request: {s}")),
         ApiError::Unavailable(s) => Status::unavailable(format!("synod: {s}")),
         ApiError::NoSpace => Status::resource_exhausted(NO_SPACE),
+        // Exactly etcd's text: clients map it to their ErrNoLeader and retry elsewhere.
+        ApiError::NoLeader => Status::unavailable(synod_node::handle::NO_LEADER),
         ApiError::Engine(e) => engine_error_to_status(e),
     }
 }
@@ -119,6 +121,12 @@ mod tests {
         assert_eq!(s.code(), Code::ResourceExhausted);
         let s = api_error_to_status(&ApiError::Unavailable("no quorum".into()));
         assert_eq!(s.code(), Code::Unavailable);
+        // etcd clients recognise "no leader" by exactly this message.
+        let s = api_error_to_status(&ApiError::NoLeader);
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Unavailable, "etcdserver: no leader")
+        );
         let s = api_error_to_status(&ApiError::Engine(EngineError::Unsupported {
             engine: "caspaxos".into(),
             what: "range and prefix requests".into(),

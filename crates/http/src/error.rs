@@ -32,6 +32,9 @@ pub enum ErrorCode {
     Unavailable,
     /// The node is overloaded: the request was not applied; retry later.
     Busy,
+    /// This member knows no leader or cannot reach it: not applied; retry here later or at
+    /// another member.
+    NoLeader,
     /// A bug or an answer the API did not expect.
     Internal,
     /// This member's disk is short of space (NOSPACE alarm): the write was not applied.
@@ -41,7 +44,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, so tests (and the OpenAPI consistency test) can walk the whole mapping.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::InvalidRequest,
         ErrorCode::KeyNotFound,
         ErrorCode::NotFound,
@@ -50,6 +53,7 @@ impl ErrorCode {
         ErrorCode::Unsupported,
         ErrorCode::Unavailable,
         ErrorCode::Busy,
+        ErrorCode::NoLeader,
         ErrorCode::Internal,
         ErrorCode::NoSpace,
     ];
@@ -64,6 +68,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Busy => "busy",
+            ErrorCode::NoLeader => "no_leader",
             ErrorCode::Internal => "internal",
             ErrorCode::NoSpace => "no_space",
         }
@@ -76,7 +81,9 @@ impl ErrorCode {
             ErrorCode::CasConflict => StatusCode::CONFLICT,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unsupported => StatusCode::NOT_IMPLEMENTED,
-            ErrorCode::Unavailable | ErrorCode::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable | ErrorCode::Busy | ErrorCode::NoLeader => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             // WebDAV's "Insufficient Storage": the server cannot store what the request needs.
             ErrorCode::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
@@ -171,6 +178,7 @@ impl From<ApiError> for HttpError {
             ApiError::TooLarge { .. } => ErrorCode::TooLarge,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::NoSpace => ErrorCode::NoSpace,
+            ApiError::NoLeader => ErrorCode::NoLeader,
             ApiError::Engine(engine) => match engine {
                 EngineError::Unsupported { .. } => ErrorCode::Unsupported,
                 EngineError::Busy => ErrorCode::Busy,
@@ -198,7 +206,7 @@ impl IntoResponse for HttpError {
         )
             .into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            // Both 503 codes are worth retrying; tell well-behaved clients not to hammer.
+            // Every 503 code is worth retrying; tell well-behaved clients not to hammer.
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -225,6 +233,7 @@ mod tests {
         let cases = [
             (ApiError::Engine(EngineError::Busy), 503, "busy"),
             (ApiError::NoSpace, 507, "no_space"),
+            (ApiError::NoLeader, 503, "no_leader"),
             (ApiError::Engine(EngineError::Timeout), 503, "unavailable"),
             (ApiError::Unavailable("x".into()), 503, "unavailable"),
             (ApiError::Invalid("x".into()), 400, "invalid_request"),

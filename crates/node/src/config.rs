@@ -189,6 +189,13 @@ impl Default for RuntimeConfig {
     }
 }
 
+/// Default election timeout of a cluster file: 1 s at the default 10 ms tick, etcd's default.
+pub const SERVER_ELECTION_TIMEOUT_TICKS: u64 = 100;
+
+/// Election timeout of [`ClusterConfig::local`] (`synod dev`, tests, chaos): 100 ms, so that
+/// failover on one machine is quick to watch and to test.
+pub const LOCAL_ELECTION_TIMEOUT_TICKS: u64 = 10;
+
 /// The file every member shares.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -199,6 +206,9 @@ pub struct ClusterConfig {
     pub engine: String,
     /// Wall-clock length of one engine tick.
     pub tick_ms: u64,
+    /// Leader-failure detection. The default (1 s at 10 ms ticks, etcd's) suits real networks
+    /// and busy disks: a leader stalled behind a slow fsync for less than this keeps leading.
+    /// `synod dev` and the test clusters use [`LOCAL_ELECTION_TIMEOUT_TICKS`].
     pub election_timeout_ticks: u64,
     pub heartbeat_ticks: u64,
     pub request_timeout_ticks: u64,
@@ -218,7 +228,7 @@ impl Default for ClusterConfig {
             cluster_name: String::new(),
             engine: "omnipaxos".into(),
             tick_ms: 10,
-            election_timeout_ticks: e.election_timeout_ticks,
+            election_timeout_ticks: SERVER_ELECTION_TIMEOUT_TICKS,
             heartbeat_ticks: e.heartbeat_ticks,
             request_timeout_ticks: e.request_timeout_ticks,
             batch_entries_max: e.batch_entries_max,
@@ -284,6 +294,7 @@ impl ClusterConfig {
             .collect();
         ClusterConfig {
             cluster_name: "synod-local".into(),
+            election_timeout_ticks: LOCAL_ELECTION_TIMEOUT_TICKS,
             members,
             ..ClusterConfig::default()
         }
@@ -302,6 +313,25 @@ impl ClusterConfig {
         let mut ids: Vec<NodeId> = self.members.iter().map(|m| m.id).collect();
         ids.sort_unstable();
         ids
+    }
+
+    /// The election timeout in wall-clock time.
+    pub fn election_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.tick_ms.saturating_mul(self.election_timeout_ticks))
+    }
+
+    /// The transport settings a node runs with: the configured ones, with the reconnect backoff
+    /// capped at one election timeout (never below its minimum). A peer that comes back must be
+    /// redialed within about an election timeout, or its clients wait on our backoff long
+    /// after the cluster itself recovered.
+    pub fn effective_transport(&self) -> TransportConfig {
+        let mut t = self.transport.clone();
+        let election_ms = u64::try_from(self.election_timeout().as_millis()).unwrap_or(u64::MAX);
+        t.reconnect_backoff_ms_max = t
+            .reconnect_backoff_ms_max
+            .min(election_ms)
+            .max(t.reconnect_backoff_ms_min);
+        t
     }
 
     /// The engine configuration of member `id`.
@@ -591,6 +621,33 @@ peer_addr = "10.0.0.2:2380"
 http_addr = "10.0.0.2:8080"
 grpc_addr = "10.0.0.2:2379"
 "#;
+
+    #[test]
+    fn a_cluster_file_defaults_to_etcds_election_timeout_and_dev_to_a_short_one() {
+        let c = ClusterConfig::from_toml_str(FILE).unwrap();
+        assert_eq!(c.election_timeout_ticks, SERVER_ELECTION_TIMEOUT_TICKS);
+        assert_eq!(
+            ClusterConfig::default().election_timeout().as_millis(),
+            1_000
+        );
+        assert_eq!(
+            ClusterConfig::local(3, 7000).election_timeout().as_millis(),
+            100
+        );
+    }
+
+    #[test]
+    fn reconnect_backoff_is_capped_at_one_election_timeout() {
+        let mut c = ClusterConfig::local(3, 7000);
+        assert_eq!(c.transport.reconnect_backoff_ms_max, 2_000);
+        assert_eq!(c.effective_transport().reconnect_backoff_ms_max, 100);
+        c.election_timeout_ticks = 1_000; // 10 s: the configured 2 s cap is the lower one.
+        assert_eq!(c.effective_transport().reconnect_backoff_ms_max, 2_000);
+        c.election_timeout_ticks = 1;
+        c.tick_ms = 1; // 1 ms: never below the backoff's own minimum.
+        let t = c.effective_transport();
+        assert_eq!(t.reconnect_backoff_ms_max, t.reconnect_backoff_ms_min);
+    }
 
     #[test]
     fn parses_a_minimal_file_with_defaults() {

@@ -4,6 +4,14 @@
 //! [`Submission`] over a bounded channel and await the reply on a oneshot. Validation that does
 //! not need the engine — sizes, empty keys, what the engine supports — happens here, at the
 //! edge, so that every API refuses the same things with the same errors.
+//!
+//! **Fail fast without a leader.** A write or linearizable read submitted while this member
+//! knows no leader, or cannot reach the one it knows, would only wait in the engine for its
+//! timeout (seconds) — a member cut off from the cluster would hold its clients that long
+//! instead of sending them elsewhere. Such a request is refused at once with
+//! [`ApiError::NoLeader`] (etcd's "etcdserver: no leader"), never reaching the engine, so it
+//! definitely had no effect and is safe to retry anywhere. Requests at a member that does
+//! reach its leader are forwarded as before; sequential reads are local and always served.
 
 use crate::alarm::Alarms;
 use crate::metrics::Metrics;
@@ -107,7 +115,13 @@ pub enum ApiError {
     /// grow the store was refused before reaching the engine, so it was not applied.
     /// 507 / RESOURCE_EXHAUSTED with etcd's "database space exceeded".
     NoSpace,
+    /// This member knows no leader or cannot reach it; refused before reaching the engine, so
+    /// definitely not applied. 503 `no_leader` / UNAVAILABLE "etcdserver: no leader".
+    NoLeader,
 }
+
+/// etcd's message for [`ApiError::NoLeader`]; etcd clients match it exactly.
+pub const NO_LEADER: &str = "etcdserver: no leader";
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,6 +136,7 @@ impl std::fmt::Display for ApiError {
                 "no space: this member's disk is short of space (NOSPACE alarm); writes are \
                  refused until space is freed, reads and deletes still work",
             ),
+            ApiError::NoLeader => f.write_str(NO_LEADER),
         }
     }
 }
@@ -202,6 +217,9 @@ impl NodeHandle {
         if grows_store(&op) && self.inner.alarms.nospace() {
             return Err(ApiError::NoSpace);
         }
+        if self.needs_leader(&op, consistency) && !self.leader_reachable() {
+            return Err(ApiError::NoLeader);
+        }
         let (tx, rx) = oneshot::channel();
         let timeout = Duration::from_millis(self.inner.info.limits.request_timeout_ms);
         let submission = Submission {
@@ -242,6 +260,23 @@ impl NodeHandle {
                     .into(),
             )),
             Ok(Ok(r)) => r.map_err(ApiError::Engine),
+        }
+    }
+
+    /// Whether serving `op` needs a leader. Engines with a store-wide revision (OmniPaxos, VR)
+    /// order every write through one; CASPaxos has no leader. Sequential reads are local.
+    fn needs_leader(&self, op: &Op, consistency: Consistency) -> bool {
+        self.inner.info.capabilities.revisions
+            && !(op.is_read() && consistency == Consistency::Sequential)
+    }
+
+    /// This member is the leader, or knows the leader and has a live connection to it.
+    fn leader_reachable(&self) -> bool {
+        let status = self.inner.status.borrow();
+        match status.engine.leader {
+            None => false,
+            Some(l) if l == self.inner.info.member_id => true,
+            Some(l) => status.connected_peers.contains(&l),
         }
     }
 
@@ -380,7 +415,11 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
         limits: ApiLimits::default(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let (status_tx, status_rx) = watch::channel(NodeStatus::default());
+    // It is its own leader from the start, as a one-member cluster is once elected.
+    let mut status = NodeStatus::default();
+    status.engine.leader = Some(1);
+    status.engine.role = "leader".into();
+    let (status_tx, status_rx) = watch::channel(status);
     tokio::spawn(async move {
         let mut store = KvStore::new(KvLimits::default());
         let mut index = 0;
@@ -398,4 +437,88 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
         }
     });
     NodeHandle::new(tx, info, status_rx, Arc::new(Metrics::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+    use synod_core::kv::{PutRequest, RangeRequest};
+
+    /// Far below the 5 s request timeout a queued request would wait.
+    const PROMPT: Duration = Duration::from_millis(500);
+
+    /// A handle of member 1 of {1, 2} whose status the test sets, and an engine stand-in that
+    /// answers every submission from a local store.
+    fn member_with(leader: Option<NodeId>, connected: Vec<NodeId>) -> NodeHandle {
+        let node = local_test_node(
+            "omnipaxos",
+            Capabilities {
+                ranges: true,
+                transactions: true,
+                revisions: true,
+            },
+        );
+        let mut status = NodeStatus::default();
+        status.engine.leader = leader;
+        status.connected_peers = connected;
+        let (_tx, rx) = watch::channel(status);
+        let inner = &node.inner;
+        NodeHandle::new(
+            inner.submit.clone(),
+            inner.info.clone(),
+            rx,
+            inner.metrics.clone(),
+        )
+    }
+
+    fn put() -> Op {
+        Op::Put(PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            prev_kv: false,
+        })
+    }
+
+    async fn timed(
+        h: &NodeHandle,
+        op: Op,
+        c: Consistency,
+    ) -> (Result<Response, ApiError>, Duration) {
+        let start = Instant::now();
+        let r = h.execute(op, c).await;
+        (r, start.elapsed())
+    }
+
+    #[tokio::test]
+    async fn without_a_known_leader_a_write_fails_fast_with_no_leader() {
+        let h = member_with(None, vec![2]);
+        let (r, took) = timed(&h, put(), Consistency::Linearizable).await;
+        assert_eq!(r, Err(ApiError::NoLeader));
+        assert!(took < PROMPT, "took {took:?}");
+        let get = Op::Range(RangeRequest::key(b"k".to_vec()));
+        let (r, _) = timed(&h, get, Consistency::Linearizable).await;
+        assert_eq!(
+            r,
+            Err(ApiError::NoLeader),
+            "a linearizable read needs the leader too"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_leader_is_as_good_as_none() {
+        let h = member_with(Some(2), vec![]);
+        let (r, took) = timed(&h, put(), Consistency::Linearizable).await;
+        assert_eq!(r, Err(ApiError::NoLeader));
+        assert!(took < PROMPT, "took {took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_reachable_leader_or_a_local_read_still_reaches_the_engine() {
+        let h = member_with(Some(2), vec![2]);
+        assert!(h.execute(put(), Consistency::Linearizable).await.is_ok());
+        let alone = member_with(None, vec![]);
+        let get = Op::Range(RangeRequest::key(b"k".to_vec()));
+        assert!(alone.execute(get, Consistency::Sequential).await.is_ok());
+    }
 }

@@ -44,6 +44,10 @@ pub struct Metrics {
     pub wal_records: Counter,
     /// 1 while this member's NOSPACE alarm is raised (see `alarm`).
     pub alarm_nospace: Gauge,
+    /// How late the engine thread ran each tick (behind a batch or an fsync), seconds.
+    pub engine_tick_delay_seconds: Histogram,
+    /// Time the engine thread spent making one batch durable (WAL write + fsync), seconds.
+    pub engine_persist_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -67,6 +71,19 @@ impl Metrics {
         let wal_fsyncs = Counter::default();
         let wal_records = Counter::default();
         let alarm_nospace = Gauge::default();
+        // 0.1 ms to ≈ 3.3 s: from a healthy fsync to a stall longer than any election timeout.
+        let engine_tick_delay_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        let engine_persist_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        registry.register(
+            "engine_tick_delay_seconds",
+            "How late the engine thread ran each tick",
+            engine_tick_delay_seconds.clone(),
+        );
+        registry.register(
+            "engine_persist_seconds",
+            "WAL write and fsync time per engine batch",
+            engine_persist_seconds.clone(),
+        );
         registry.register(
             "proposals",
             "Client requests handed to the engine",
@@ -125,6 +142,8 @@ impl Metrics {
             wal_fsyncs,
             wal_records,
             alarm_nospace,
+            engine_tick_delay_seconds,
+            engine_persist_seconds,
         }
     }
 

@@ -7,9 +7,17 @@
 //! side — and loops:
 //! 1. wait for any input — a submission from a [`NodeHandle`], a decoded peer message, or the
 //!    tick timer (`tick_ms`);
-//! 2. take whatever else is already queued, up to `inputs_per_batch_max` inputs;
+//! 2. take, in this order, the peer messages already received (up to `inputs_per_batch_max`),
+//!    the tick if it is due, and queued client submissions (what is left of
+//!    `inputs_per_batch_max`, at least a quarter of it);
 //! 3. drain [`Engine::ready`] and call [`synod_core::Ready::persist`] with the WAL: records are
 //!    written with one fsync, and only then are messages queued to peers and replies delivered.
+//!
+//! **Why peers first.** Heartbeats and their replies arrive while the previous batch is being
+//! persisted. Handled after a burst of client work, or after the tick that closes a heartbeat
+//! round, a reply that was already here counts as missing, and a busy but live leader loses
+//! its leadership. (Stalls longer than a round — a slow fsync, a starved thread — are what the
+//! election timeout must outlast; see docs/stability.md.)
 //!
 //! Group commit falls out of step 2: while one fsync runs, inputs pile up in the channels and
 //! the next iteration turns all of them into one batch and one fsync. fsync blocks only this
@@ -39,11 +47,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use synod_core::kv::Response;
 use synod_core::{ClientId, ClientRequest, Engine, EngineError, NodeId, RequestId};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 /// Why a node could not start, or why it stopped.
 #[derive(Debug, thiserror::Error)]
@@ -239,7 +248,7 @@ pub async fn start_engine<E: Engine>(
         cluster_id,
         peers.clone(),
         listener,
-        cluster.transport.clone(),
+        cluster.effective_transport(),
         metrics.clone(),
         inbox_tx,
         Some(identity),
@@ -600,47 +609,75 @@ const REPAIR_LOG_EVERY: Duration = Duration::from_secs(30);
 
 impl<E: Engine> EngineLoop<E> {
     async fn run(mut self, mut shutdown: oneshot::Receiver<()>) -> Result<(), NodeError> {
-        let mut ticker = tokio::time::interval(self.tick);
-        // After a long fsync, do not fire a burst of ticks: logical time follows real time
-        // loosely, and a burst would expire election timers all at once.
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_tick = Instant::now() + self.tick;
+        let timer = tokio::time::sleep_until(next_tick);
+        tokio::pin!(timer);
         let mut inbox_open = true;
         self.publish_status();
         loop {
+            // Wake on anything; peer messages and the tick before client submissions.
             tokio::select! {
                 biased;
                 _ = &mut shutdown => return Ok(()),
-                _ = ticker.tick() => self.engine.tick(),
-                s = self.submit_rx.recv() => match s {
-                    Some(s) => self.submit(s),
-                    None => return Ok(()), // Every handle is gone.
-                },
                 m = self.inbox_rx.recv(), if inbox_open => match m {
                     Some((from, m)) => self.engine.receive(from, m),
                     None => inbox_open = false,
                 },
+                _ = &mut timer => {}
+                s = self.submit_rx.recv() => match s {
+                    Some(s) => self.submit(s),
+                    None => return Ok(()), // Every handle is gone.
+                },
             }
-            let mut inputs = 1;
-            while inputs < self.inputs_per_batch_max {
-                let mut progressed = false;
-                if let Ok(s) = self.submit_rx.try_recv() {
-                    self.submit(s);
-                    inputs += 1;
-                    progressed = true;
-                }
-                if let Ok((from, m)) = self.inbox_rx.try_recv() {
-                    self.engine.receive(from, m);
-                    inputs += 1;
-                    progressed = true;
-                }
-                if !progressed {
-                    break;
-                }
+            let peer_inputs = self.take_peer_messages();
+            if let Some(late) = Instant::now().checked_duration_since(next_tick) {
+                self.metrics
+                    .engine_tick_delay_seconds
+                    .observe(late.as_secs_f64());
+                self.engine.tick();
+                // Like `MissedTickBehavior::Delay`: after a stall, one tick, not a burst that
+                // would expire election timers all at once.
+                next_tick = Instant::now() + self.tick;
+                timer.as_mut().reset(next_tick);
             }
+            self.take_submissions(peer_inputs);
             while let Some(m) = self.to_self.pop_front() {
                 self.engine.receive(self.id, m);
             }
             self.drain()?;
+        }
+    }
+
+    /// Hands the engine the peer messages already received, up to `inputs_per_batch_max`.
+    /// They go first — before this iteration's tick and client submissions — because they
+    /// carry heartbeats and acknowledgements that arrived while the previous batch was being
+    /// persisted: a tick that ended a heartbeat round before reading the reply already waiting
+    /// in the inbox would count a live leader as silent.
+    fn take_peer_messages(&mut self) -> usize {
+        let mut taken = 0;
+        while taken < self.inputs_per_batch_max {
+            let Ok((from, m)) = self.inbox_rx.try_recv() else {
+                break;
+            };
+            self.engine.receive(from, m);
+            taken += 1;
+        }
+        taken
+    }
+
+    /// Takes queued client submissions into this batch: what is left of `inputs_per_batch_max`
+    /// after the peer messages, but at least a quarter of it so clients always progress.
+    fn take_submissions(&mut self, peer_inputs: usize) {
+        let budget = self
+            .inputs_per_batch_max
+            .saturating_sub(peer_inputs)
+            .max(self.inputs_per_batch_max / 4)
+            .max(1);
+        for _ in 0..budget {
+            let Ok(s) = self.submit_rx.try_recv() else {
+                break;
+            };
+            self.submit(s);
         }
     }
 
@@ -685,7 +722,11 @@ impl<E: Engine> EngineLoop<E> {
                 }
             }
             let (wal, alarms, stop) = (&mut self.wal, &self.alarms, &self.stop_holding);
+            let started = std::time::Instant::now();
             let outbox = ready.persist(|records| persist_held(wal, records, alarms, stop))?;
+            self.metrics
+                .engine_persist_seconds
+                .observe(started.elapsed().as_secs_f64());
             for (to, m) in outbox.messages {
                 if to == self.id {
                     self.to_self.push_back(m);

@@ -33,6 +33,12 @@
 //!   backlog (up to `write_batch_frames_max` frames per vectored write) whenever the socket
 //!   has room again. A frame cut short by a lost connection is dropped, never resumed on the
 //!   next one, so a peer always sees whole frames.
+//! * **Prompt reconnects.** A peer that dials *us* (a hello, or a start-up probe) is alive
+//!   again — back from a crash or from the far side of a healed partition — so our writer to
+//!   it stops backing off and dials at once ([`PeerLink::heard_from`]). Without this a member
+//!   coming back waited out our backoff (up to `reconnect_backoff_ms_max`, seconds) before it
+//!   heard any reply, while it already reached us: its clients saw seconds of errors after
+//!   the cluster itself had recovered.
 //! * **Receiving** applies back-pressure: a reader awaits room in the engine's bounded inbox,
 //!   so a flooding peer slows its own socket, not the node. Given a runtime for readers
 //!   ([`Transport::start_with_identity`]), each connection moves there after its handshake —
@@ -170,6 +176,8 @@ struct PeerLink {
     state: Mutex<LinkState>,
     /// Wakes the writer task: there is backlog to drain.
     wake: Notify,
+    /// Ends the writer's reconnect backoff: the peer was just heard from.
+    redial: Notify,
     connected: AtomicBool,
     backlog_frames_max: usize,
 }
@@ -194,6 +202,46 @@ enum Wrote {
     All,
     Some,
     Failed(std::io::Error),
+}
+
+/// Exponential reconnect backoff: `min`, doubling per failure, never above `max`; back to
+/// `min` after a connection or when the peer is heard from.
+#[derive(Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        let max = max.max(min);
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
+    }
+
+    /// The delay before the next attempt; the one after it is twice as long (up to `max`).
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+impl PeerLink {
+    /// The peer showed it is alive (it dialed us): if our writer is backing off, dial now.
+    fn heard_from(&self) {
+        if !self.connected.load(Ordering::Relaxed) {
+            self.redial.notify_one();
+        }
+    }
 }
 
 impl LinkState {
@@ -250,6 +298,8 @@ struct Shared {
     identity: Option<TransportIdentity>,
     /// Where connections are read after the handshake (None: right here).
     readers: Option<Handle>,
+    /// Our outgoing side to each peer, so an inbound hello can end that writer's backoff.
+    links: BTreeMap<NodeId, Arc<PeerLink>>,
 }
 
 /// The running transport of one node. Dropping it stops every connection task.
@@ -303,6 +353,22 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
         let local_addr = listener.local_addr()?;
         let mut members: Vec<NodeId> = peers.iter().map(|(id, _)| *id).collect();
         members.push(local);
+        let mut queues = BTreeMap::new();
+        for (id, _) in &peers {
+            assert_ne!(*id, local, "a node is not its own peer");
+            let link = Arc::new(PeerLink {
+                state: Mutex::new(LinkState::default()),
+                wake: Notify::new(),
+                redial: Notify::new(),
+                connected: AtomicBool::new(false),
+                backlog_frames_max: cfg.peer_queue_messages_max,
+            });
+            metrics
+                .peer_connected
+                .get_or_create(&peer_label(*id))
+                .set(0);
+            queues.insert(*id, link);
+        }
         let shared = Arc::new(Shared {
             local,
             cluster_id,
@@ -311,6 +377,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
             metrics: metrics.clone(),
             identity,
             readers,
+            links: queues.clone(),
         });
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(accept_loop::<M>(
@@ -318,23 +385,11 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
             shared.clone(),
             inbox,
         )));
-        let mut queues = BTreeMap::new();
         for (id, addr) in peers {
-            assert_ne!(id, local, "a node is not its own peer");
-            let link = Arc::new(PeerLink {
-                state: Mutex::new(LinkState::default()),
-                wake: Notify::new(),
-                connected: AtomicBool::new(false),
-                backlog_frames_max: cfg.peer_queue_messages_max,
-            });
-            metrics.peer_connected.get_or_create(&peer_label(id)).set(0);
-            tasks.push(tokio::spawn(writer_loop(
-                id,
-                addr,
-                link.clone(),
-                shared.clone(),
-            )));
-            queues.insert(id, link);
+            if let Some(link) = queues.get(&id) {
+                let link = link.clone();
+                tasks.push(tokio::spawn(writer_loop(id, addr, link, shared.clone())));
+            }
         }
         Ok(Transport {
             local,
@@ -552,6 +607,11 @@ async fn serve_inbound<M: DeserializeOwned + Send + 'static>(
     } else {
         None
     };
+    if refusal.is_none()
+        && let Some(link) = shared.links.get(&hello.from)
+    {
+        link.heard_from();
+    }
     let identity = shared.identity.as_ref();
     let refusal = match (refusal, identity) {
         (Some(r), _) => Some(r),
@@ -744,9 +804,10 @@ async fn probe_one(
 }
 
 async fn writer_loop(peer: NodeId, addr: String, link: Arc<PeerLink>, shared: Arc<Shared>) {
-    let min = Duration::from_millis(shared.cfg.reconnect_backoff_ms_min);
-    let max = Duration::from_millis(shared.cfg.reconnect_backoff_ms_max);
-    let mut backoff = min;
+    let mut backoff = Backoff::new(
+        Duration::from_millis(shared.cfg.reconnect_backoff_ms_min),
+        Duration::from_millis(shared.cfg.reconnect_backoff_ms_max),
+    );
     let mut failures: u64 = 0;
     let gauge = shared
         .metrics
@@ -757,7 +818,7 @@ async fn writer_loop(peer: NodeId, addr: String, link: Arc<PeerLink>, shared: Ar
         match dial(peer, &addr, &shared).await {
             Ok(stream) => {
                 tracing::info!(local = shared.local, peer, %addr, "connected to peer");
-                backoff = min;
+                backoff.reset();
                 failures = 0;
                 let e = pump(stream, &link, shared.cfg.write_batch_frames_max, &gauge).await;
                 tracing::warn!(local = shared.local, peer, error = %e, "lost peer connection");
@@ -770,10 +831,18 @@ async fn writer_loop(peer: NodeId, addr: String, link: Arc<PeerLink>, shared: Ar
                 } else {
                     tracing::debug!(local = shared.local, peer, %addr, error = %e, failures, "cannot connect to peer");
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(max);
+                wait_to_redial(&mut backoff, &link).await;
             }
         }
+    }
+}
+
+/// Sleeps out the backoff, or less if the peer dials us meanwhile (then the backoff restarts
+/// from its minimum: the peer is back).
+async fn wait_to_redial(backoff: &mut Backoff, link: &PeerLink) {
+    tokio::select! {
+        _ = tokio::time::sleep(backoff.next_delay()) => {}
+        _ = link.redial.notified() => backoff.reset(),
     }
 }
 
@@ -872,4 +941,28 @@ async fn pump(
     link.connected.store(false, Ordering::Relaxed);
     gauge.set(0);
     error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_a_reset_starts_over() {
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new(ms(20), ms(100));
+        let delays: Vec<Duration> = (0..5).map(|_| b.next_delay()).collect();
+        assert_eq!(delays, [ms(20), ms(40), ms(80), ms(100), ms(100)]);
+        b.reset();
+        assert_eq!(b.next_delay(), ms(20));
+    }
+
+    #[test]
+    fn a_cap_below_the_minimum_is_the_minimum() {
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new(ms(50), ms(10));
+        assert_eq!(b.next_delay(), ms(50));
+        assert_eq!(b.next_delay(), ms(50));
+    }
 }

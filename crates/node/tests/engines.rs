@@ -30,13 +30,16 @@ fn cluster(engine: &str, addrs: &[String]) -> ClusterConfig {
     c
 }
 
-/// Retries while the cluster is still electing / reconnecting; any other error fails.
+/// Retries while the cluster is still electing / reconnecting (no leader yet, or no reply in
+/// time); any other error fails.
 async fn execute(h: &NodeHandle, op: Op) -> synod_core::kv::Response {
     let start = Instant::now();
     loop {
         match h.execute(op.clone(), Consistency::Linearizable).await {
             Ok(r) => return r,
-            Err(ApiError::Unavailable(e)) if start.elapsed() < DEADLINE => {
+            Err(e @ (ApiError::Unavailable(_) | ApiError::NoLeader))
+                if start.elapsed() < DEADLINE =>
+            {
                 tracing::debug!("retrying: {e}");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

@@ -154,7 +154,10 @@ async fn three_nodes_answer_writes_at_a_follower_and_recover_after_restart() {
             .await
         {
             Ok(r) => break r,
-            Err(ApiError::Unavailable(_)) if start.elapsed() < DEADLINE => continue,
+            Err(ApiError::Unavailable(_) | ApiError::NoLeader) if start.elapsed() < DEADLINE => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
             Err(e) => panic!("{e}"),
         }
     };

@@ -351,3 +351,40 @@ async fn moved_readers_and_partial_writes_deliver_whole_frames_in_order() {
     let _ = stop_tx.send(());
     thread.join().unwrap();
 }
+
+/// A peer that dials us is back: our writer to it stops backing off and connects at once,
+/// instead of after the rest of a backoff that grew while the peer was down.
+#[tokio::test]
+async fn a_peer_that_dials_us_is_redialed_without_waiting_out_the_backoff() {
+    // Backoff far longer than the test's bound: only the redial can connect in time.
+    let long = TransportConfig {
+        reconnect_backoff_ms_min: 30_000,
+        reconnect_backoff_ms_max: 30_000,
+        ..cfg()
+    };
+    let lb = bind().await;
+    let ab = lb.local_addr().unwrap();
+    drop(lb); // Peer 2 is down: 1's first dial is refused and it backs off for 30 s.
+    let la = bind().await;
+    let aa = la.local_addr().unwrap();
+    let a = start(1, CLUSTER, la, vec![(2, ab.to_string())], long);
+    // Give the refused dial time to happen (loopback refuses in microseconds). Were it slower,
+    // the test would only get weaker (1 dialing late), never flaky.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(a.t.connected_peers().is_empty());
+    // Peer 2 comes back on its old address and dials 1 (its own backoff is fresh).
+    let Ok(lb) = TcpListener::bind(ab).await else {
+        eprintln!("port {ab} was taken meanwhile; nothing to test");
+        return;
+    };
+    let back = Instant::now();
+    let b = start(2, CLUSTER, lb, vec![(1, aa.to_string())], cfg());
+    while a.t.connected_peers() != vec![2] {
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "1 did not redial 2 within 5 s of hearing from it (backoff 30 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(b);
+}

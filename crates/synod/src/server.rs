@@ -24,7 +24,8 @@ pub struct ServerArgs {
     /// Wall-clock length of one engine tick.
     #[arg(long)]
     tick_ms: Option<u64>,
-    /// Leader-failure detection, in ticks.
+    /// Leader-failure detection, in ticks. Default: the cluster file's, else 100 (1 s at 10 ms
+    /// ticks, etcd's default); `synod dev` writes 10 (100 ms on loopback).
     #[arg(long)]
     election_timeout_ticks: Option<u64>,
     /// Write a checkpoint (snapshot file, log compaction) every this many applied entries;

@@ -176,7 +176,11 @@ pub fn never_answering_node(request_timeout_ms: u64) -> (NodeHandle, mpsc::Recei
         },
         version: "test".into(),
     };
-    let (_status_tx, status_rx) = watch::channel(NodeStatus::default());
+    // It leads (a one-member cluster): requests must reach the engine, not be refused at the
+    // edge for want of a leader.
+    let mut status = NodeStatus::default();
+    status.engine.leader = Some(1);
+    let (_status_tx, status_rx) = watch::channel(status);
     (
         NodeHandle::new(tx, info, status_rx, Arc::new(Metrics::new())),
         rx,

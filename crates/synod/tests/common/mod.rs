@@ -106,11 +106,16 @@ impl Cluster {
         Cluster::start_configured(n, engine, &|_| {})
     }
 
-    /// Like [`Cluster::start`], with `tweak` applied to the cluster file first.
+    /// [`Cluster::start`] with the cluster file changed by `tweak` first (timeouts, …).
+    pub fn start_with(n: usize, engine: &str, tweak: fn(&mut ClusterConfig)) -> Cluster {
+        Cluster::start_configured(n, engine, &tweak)
+    }
+
+    /// Like [`Cluster::start`], with `tweak` applied to the cluster file first (a closure).
     pub fn start_configured(n: usize, engine: &str, tweak: &dyn Fn(&mut ClusterConfig)) -> Cluster {
         let c = Cluster::launch_serving(n, engine, tweak);
         if engine != "caspaxos" {
-            c.wait_for_leader(Duration::from_secs(20));
+            c.wait_all_reach_leader(Duration::from_secs(20));
         }
         c
     }
@@ -344,6 +349,27 @@ impl Cluster {
                 let l = self.status(*id)?.get("leader")?.as_u64()?;
                 live.contains(&l).then_some(l)
             })
+        })
+    }
+
+    /// Waits until every live member names the same live leader and is connected to it (a
+    /// member that cannot reach its leader refuses writes at once with `no_leader`), and
+    /// returns it.
+    pub fn wait_all_reach_leader(&self, within: Duration) -> u64 {
+        let live = self.live_ids();
+        wait_until(within, "every member connected to one live leader", || {
+            let mut leader = None;
+            for id in &live {
+                let s = self.status(*id)?;
+                let l = s.get("leader")?.as_u64()?;
+                let connected = s.get("connected_peers")?.as_array()?;
+                let reaches = l == *id || connected.iter().any(|p| p.as_u64() == Some(l));
+                if !live.contains(&l) || !reaches || leader.is_some_and(|x| x != l) {
+                    return None;
+                }
+                leader = Some(l);
+            }
+            leader
         })
     }
 

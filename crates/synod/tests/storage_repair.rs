@@ -17,13 +17,21 @@ const KEYS: usize = 60;
 /// The bound: every acknowledged key served by the restarted member within this.
 const REPAIRED_WITHIN: Duration = Duration::from_secs(30);
 
-/// Puts `KEYS` keys through `via` and returns them; every one must be acknowledged.
+/// Puts `KEYS` keys through `via` and returns them; every one must be acknowledged. A 503
+/// (`no_leader` right after the leader was killed: definitely not applied) is retried until a
+/// new leader serves, within 10 s.
 fn write_keys(c: &Cluster, via: u64, prefix: &str) -> Vec<(String, String)> {
     (0..KEYS)
         .map(|i| {
             let (k, v) = (format!("{prefix}-{i:03}"), format!("value-{i}"));
-            let status = c.put(via, &k, &v).status();
-            assert!(status.is_success(), "put {k} through n{via}: {status}");
+            wait_until(Duration::from_secs(10), &format!("put {k} through n{via}"), || {
+                let status = c.put(via, &k, &v).status();
+                assert!(
+                    status.is_success() || status.as_u16() == 503,
+                    "put {k} through n{via}: {status}"
+                );
+                status.is_success().then_some(())
+            });
             (k, v)
         })
         .collect()

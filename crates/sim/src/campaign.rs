@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use synod_core::PlantedBug;
 
 /// The campaign's own flags (the depth flags of `synod sim` override the profile's).
 pub const USAGE: &str =
@@ -24,7 +25,8 @@ pub const USAGE: &str =
                  [--engines omnipaxos,vr,caspaxos] [--nodes 3,5] [--threads N]
                  [--ledger FILE] [--progress DURATION] [--flush DURATION] [--allow-dirty]
                  [--clients N] [--ops N] [--keys N] [--sim-seconds S] [--faults LIST]
-                 [--snapshot-entries N] [--history-dir DIR] [--stop-on-failure]
+                 [--snapshot-entries N] [--planted-bug NAME] [--history-dir DIR]
+                 [--stop-on-failure]
   --seeds N runs N more seeds per cell (engine x nodes); --for 90m runs until then (s, m, h).
   Each cell continues after the highest seed the ledger (default docs/sim-ledger.jsonl)
   holds for it; results are appended there every --flush (default 10m) and at the end.
@@ -148,6 +150,11 @@ fn depth_flag(
         "--faults" => base.faults = FaultSet::parse(&value()?)?,
         "--snapshot-entries" => base.snapshot_entries = number(flag, &value()?)?,
         "--history-dir" => base.history_dir = Some(PathBuf::from(value()?)),
+        "--planted-bug" => {
+            let v = value()?;
+            let bug = PlantedBug::parse(&v).ok_or(format!("unknown planted bug {v:?}"))?;
+            base.planted_bug = Some(bug);
+        }
         other => return Err(format!("unknown campaign argument {other:?}")),
     }
     Ok(())
@@ -369,6 +376,7 @@ fn cell_spec(profile: &str, o: &SimOptions) -> CellSpec {
         keys: o.keys,
         sim_seconds: o.sim_seconds,
         snapshot_entries: o.snapshot_entries,
+        planted_bug: o.planted_bug.map(|b| b.name().to_string()),
     }
 }
 

@@ -31,6 +31,10 @@ pub struct CellSpec {
     pub keys: u64,
     pub sim_seconds: u64,
     pub snapshot_entries: u64,
+    /// Only in campaigns that prove the harness (their failures are expected): never counts
+    /// towards a correct engine's totals, since it makes a cell of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planted_bug: Option<String>,
 }
 
 /// One appended line.
@@ -206,6 +210,7 @@ mod tests {
             keys: 20,
             sim_seconds: 60,
             snapshot_entries: 0,
+            planted_bug: None,
         }
     }
 

@@ -9,6 +9,8 @@
 //! * `proposer.rs` — rounds, the one-round-trip optimisation, backoff, expiry, batching.
 //! * `gc.rs` — the tombstone garbage collection and why it is safe.
 //! * `repair.rs` — rebuilding the acceptor from peers after lost or damaged storage.
+//! * `digest.rs` — the order-independent register digest the simulator's agreement check
+//!   compares at quiescence.
 //!
 //! **Self-delivery.** A node's proposer talks to its own acceptor without the network: such
 //! messages go through an in-engine loopback queue drained before the input call returns. The
@@ -28,6 +30,7 @@
 
 pub mod acceptor;
 pub mod ballot;
+pub mod digest;
 pub mod gc;
 pub mod messages;
 pub mod proposer;
@@ -36,7 +39,8 @@ pub mod repair;
 #[cfg(test)]
 mod tests;
 
-use crate::acceptor::Acceptor;
+use crate::acceptor::{Acceptor, AcceptorOutput};
+use crate::digest::RegisterDigest;
 use crate::messages::{Message, Record};
 use crate::proposer::{Dest, Effects, Proposer};
 use std::collections::VecDeque;
@@ -67,6 +71,8 @@ pub struct CasPaxos {
     records_since_checkpoint: u64,
     /// Repairing after lost storage (`repair.rs`); `None` once the acceptor is whole.
     repair: Option<repair::RepairState>,
+    /// The acceptor's registers as `EngineStatus::state_digest` reports them.
+    digest: RegisterDigest,
 }
 
 impl CasPaxos {
@@ -82,6 +88,7 @@ impl CasPaxos {
 
     fn push_record(&mut self, record: Record) {
         self.records_since_checkpoint += 1;
+        self.digest.apply(&record);
         self.out.records.push(record);
     }
 
@@ -147,7 +154,14 @@ impl CasPaxos {
                 // than learn it from a Nack.
                 self.proposer
                     .observe(next.map_or(ballot, |n| n.max(ballot)));
-                Some(self.acceptor.on_accept(key, ballot, value, next))
+                if self.lies_about_accepts() {
+                    Some(AcceptorOutput {
+                        reply: Some(Message::Accepted { key, ballot }),
+                        record: None,
+                    })
+                } else {
+                    Some(self.acceptor.on_accept(key, ballot, value, next))
+                }
             }
             Message::Drop { key, ballot } => {
                 let out = self.acceptor.on_drop(key, ballot);
@@ -188,6 +202,14 @@ impl CasPaxos {
             }
         }
         self.route(fx);
+    }
+
+    /// Planted bug `CasAcceptedWithoutStoring`: the highest-numbered node's acceptor answers
+    /// Accepted and keeps nothing (a disk that acknowledges writes it loses). One node only, so
+    /// that the others still hold the truth the digests are compared against.
+    fn lies_about_accepts(&self) -> bool {
+        self.config.bug(PlantedBug::CasAcceptedWithoutStoring)
+            && self.config.members.last() == Some(&self.config.id)
     }
 
     fn drain_loopback(&mut self) {
@@ -248,6 +270,12 @@ impl Engine for CasPaxos {
         for (key, writes) in tombstones {
             proposer.note_tombstone(&key, writes, 0);
         }
+        // From the acceptor's registers as restored, not from the records: whatever recovery
+        // kept is what this node holds.
+        let digest = match acceptor.checkpoint(0) {
+            Record::Checkpoint { registers, .. } => RegisterDigest::of_registers(&registers),
+            _ => RegisterDigest::default(),
+        };
         let mut node = CasPaxos {
             config,
             now_tick: 0,
@@ -256,6 +284,7 @@ impl Engine for CasPaxos {
             out,
             loopback: VecDeque::new(),
             records_since_checkpoint: 0,
+            digest,
             repair: amnesic.then(repair::RepairState::default),
         };
         node.repair_tick();
@@ -322,6 +351,7 @@ impl Engine for CasPaxos {
             applied_index: 0,
             revision: 0,
             applied_digest: None,
+            state_digest: Some(self.digest.value()),
             pending_requests: self.proposer.pending_requests(),
             keys: self.acceptor.len() as u64,
             role: if self.repair.is_some() {

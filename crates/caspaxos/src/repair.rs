@@ -169,6 +169,7 @@ impl CasPaxos {
         self.acceptor.install_repaired(floor, registers);
         self.proposer.observe(self.acceptor.highest_promised());
         let cp = self.acceptor.checkpoint(self.proposer.leased_counter_max());
+        self.digest.apply(&cp);
         self.out.records.push(cp);
         self.out.records.push(Record::Amnesic(false));
         self.records_since_checkpoint = 0;

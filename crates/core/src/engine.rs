@@ -234,6 +234,9 @@ pub enum PlantedBug {
     AcceptWithoutQuorum,
     /// CASPaxos: a Promise omits the acceptor's highest accepted value.
     PromiseWithoutHighestAccepted,
+    /// CASPaxos: one acceptor (the highest-numbered node) answers Accepted without storing
+    /// anything — a disk that acknowledges writes it then loses.
+    CasAcceptedWithoutStoring,
     /// Durability: a reply leaves before its records are fsynced (storage / simulator level).
     AckBeforeFsync,
     /// VR §4.2: the new primary picks the DoViewChange log by op-number only, ignoring the
@@ -261,13 +264,14 @@ pub enum PlantedBug {
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 15] = [
+    pub const ALL: [PlantedBug; 16] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
         PlantedBug::ForgetAcceptedBallot,
         PlantedBug::AcceptWithoutQuorum,
         PlantedBug::PromiseWithoutHighestAccepted,
+        PlantedBug::CasAcceptedWithoutStoring,
         PlantedBug::AckBeforeFsync,
         PlantedBug::VrLogByOpNumberOnly,
         PlantedBug::VrPrepareWithGap,
@@ -287,6 +291,7 @@ impl PlantedBug {
             PlantedBug::ForgetAcceptedBallot => "forget-accepted-ballot",
             PlantedBug::AcceptWithoutQuorum => "accept-without-quorum",
             PlantedBug::PromiseWithoutHighestAccepted => "promise-without-highest-accepted",
+            PlantedBug::CasAcceptedWithoutStoring => "cas-accepted-without-storing",
             PlantedBug::AckBeforeFsync => "ack-before-fsync",
             PlantedBug::VrLogByOpNumberOnly => "vr-log-by-op-number-only",
             PlantedBug::VrPrepareWithGap => "vr-prepare-with-gap",
@@ -393,6 +398,13 @@ pub struct EngineStatus {
     /// [`crate::kv::KvStore::digest`] at `applied_index`: replicas with the same applied index
     /// must report the same digest. `None` where replicas have no common applied state.
     pub applied_digest: Option<u64>,
+    /// For engines with no applied index (CASPaxos): an order-independent digest of the whole
+    /// replicated state this replica holds (every key's value and version). Replicas differ
+    /// legitimately while writes are in flight or a replica missed an accept; once every key has
+    /// been read through every replica after the last write, with all replicas up and the network
+    /// whole, they must all report the same value — the simulator checks exactly that.
+    /// `None` for engines that report `applied_digest` instead.
+    pub state_digest: Option<u64>,
     /// Requests submitted here and not yet answered.
     pub pending_requests: usize,
     /// Keys in the local state machine.

@@ -223,6 +223,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
             applied_index: self.state.applied_index(),
             revision: self.state.kv.revision(),
             applied_digest: Some(self.state.kv.digest()),
+            state_digest: None,
             pending_requests: self.pending.len(),
             keys: self.state.kv.len() as u64,
             role: self.protocol.role().to_string(),

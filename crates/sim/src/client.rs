@@ -6,7 +6,7 @@
 //! in all three forms (by value, by version, expect absent) so lost updates show up as two
 //! successful CAS from the same expectation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use synod_core::history::{Expected, HistoryOp, OpKind, Output, ReadConsistency};
 use synod_core::kv::{
     CasAction, CasRequest, DeleteRangeRequest, Expect, Op, PutRequest, RangeRequest, Response,
@@ -28,6 +28,8 @@ pub struct OpenOp {
     /// The node the current attempt went to.
     pub node: NodeId,
     pub is_read: bool,
+    /// Where the first attempt goes (scripted reads); `None` = a random node.
+    pub first_node: Option<NodeId>,
 }
 
 #[derive(Clone, Debug)]
@@ -39,6 +41,21 @@ pub struct SimClient {
     pub seq: u64,
     pub ops_started: usize,
     pub open: Option<OpenOp>,
+    /// `None` for a workload client (random operations). `Some` for the simulator's own
+    /// final-read client: the (key, node) reads it still has to make, in order.
+    pub script: Option<VecDeque<(String, NodeId)>>,
+}
+
+impl SimClient {
+    pub fn workload(id: ClientId) -> Self {
+        SimClient {
+            id,
+            seq: 1,
+            ops_started: 0,
+            open: None,
+            script: None,
+        }
+    }
 }
 
 /// What the workload has seen of each key, to aim CAS expectations at plausible states.
@@ -135,6 +152,29 @@ pub fn next_op(
         first_unacked: seq,
         op,
         consistency,
+    };
+    (request, hist)
+}
+
+/// A linearizable read of `key` (the simulator's final reads).
+pub fn read_op(key: &str, client: ClientId, seq: u64, now_us: u64) -> (ClientRequest, HistoryOp) {
+    let key = key.to_string();
+    let hist = HistoryOp {
+        client: client.0,
+        op: OpKind::Get,
+        key: key.clone(),
+        value: None,
+        expected: None,
+        consistency: ReadConsistency::Linearizable,
+        output: None,
+        call: now_us,
+        ret: None,
+    };
+    let request = ClientRequest {
+        id: RequestId { client, seq },
+        first_unacked: seq,
+        op: Op::Range(RangeRequest::key(key.into_bytes())),
+        consistency: Consistency::Linearizable,
     };
     (request, hist)
 }

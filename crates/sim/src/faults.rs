@@ -276,8 +276,10 @@ impl std::fmt::Display for ScheduledFault {
     }
 }
 
-/// Most faults in one random schedule.
+/// Most faults in one random schedule over the default window.
 pub const SCHEDULE_FAULTS_MAX: u64 = 6;
+/// The default fault window; a longer window gets [`SCHEDULE_FAULTS_MAX`] per this much time.
+pub const SCHEDULE_WINDOW_US: u64 = 6_000_000;
 /// Shortest and longest fault.
 pub const FAULT_DURATION_MIN_US: u64 = 200_000;
 pub const FAULT_DURATION_MAX_US: u64 = 2_500_000;
@@ -318,7 +320,7 @@ pub fn random_schedule(
     if kinds.is_empty() || window_us < 2 * FAULT_DURATION_MIN_US {
         return Vec::new();
     }
-    let count = rng.range(1, SCHEDULE_FAULTS_MAX);
+    let count = rng.range(1, schedule_faults_max(window_us));
     let mut out = Vec::new();
     for id in 1..=count {
         let start_us = rng.range(FAULT_DURATION_MIN_US / 2, window_us - FAULT_DURATION_MIN_US);
@@ -384,6 +386,13 @@ pub fn random_schedule(
     }
     out.sort_by_key(|f| (f.start_us, f.id));
     out
+}
+
+/// Most faults in a schedule over `window_us`: as dense as in the default window, so that a
+/// long seed is not a short seed followed by a minute of calm. Windows up to the default's get
+/// exactly [`SCHEDULE_FAULTS_MAX`], which keeps every existing seed's schedule unchanged.
+pub fn schedule_faults_max(window_us: u64) -> u64 {
+    SCHEDULE_FAULTS_MAX * (window_us / SCHEDULE_WINDOW_US).max(1)
 }
 
 /// The paper's partial-connectivity scenarios, as fixed schedules for the report.
@@ -492,6 +501,20 @@ mod tests {
             }
             assert!(damaged_any, "{n} nodes: no schedule damaged any storage");
         }
+    }
+
+    #[test]
+    fn long_windows_get_proportionally_more_faults() {
+        assert_eq!(schedule_faults_max(SCHEDULE_WINDOW_US), SCHEDULE_FAULTS_MAX);
+        assert_eq!(schedule_faults_max(1_000_000), SCHEDULE_FAULTS_MAX);
+        assert_eq!(schedule_faults_max(60_000_000), 10 * SCHEDULE_FAULTS_MAX);
+        let most = (0..200)
+            .map(|seed| {
+                let mut rng = SplitMix64::new(seed);
+                random_schedule(&mut rng, &[1, 2, 3], FaultSet::ALL, 60_000_000).len()
+            })
+            .max();
+        assert!(most > Some(SCHEDULE_FAULTS_MAX as usize), "{most:?}");
     }
 
     #[test]

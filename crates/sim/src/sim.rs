@@ -8,18 +8,23 @@
 //! simulated clients — the same order the node runtime uses.
 //!
 //! Checks made while running: agreement (every (applied index, digest) pair any replica reports
-//! is compared with every other replica's at the same index — only for engines that report an
-//! `applied_digest`; a log-less engine such as CASPaxos reports `None`, has no common applied
-//! state to compare, and its result says the check was not applicable), persist-before-send (no unsynced
-//! record on a node that sends), no output from a crashed node (its engine does not exist), and
-//! liveness after healing. At the end: convergence of applied indexes and the linearizability
-//! of the history.
+//! is compared with every other replica's at the same index, for engines that report an
+//! `applied_digest`), persist-before-send (no unsynced record on a node that sends), no output
+//! from a crashed node (its engine does not exist), and liveness after healing. At the end:
+//! convergence of applied indexes and the linearizability of the history. A log-less engine
+//! (CASPaxos) reports a `state_digest` instead, comparable only at quiescence: once healed and
+//! done, the simulator reads every key through every node and then requires equal digests
+//! (the `quiesce` module).
 
 use crate::client::{self, CLIENT_ATTEMPTS_MAX, Knowledge, OpenOp, SimClient};
 use crate::disk::{CrashMode, SimDisk};
-use crate::faults::{Damage, Fault, FaultSet, Scenario, ScheduledFault, random_schedule};
+use crate::faults::{
+    Damage, Fault, FaultSet, SCHEDULE_WINDOW_US, Scenario, ScheduledFault, random_schedule,
+};
 use crate::network::Network;
 use crate::trace::{Trace, TraceEntry, TraceKind};
+
+mod quiesce;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::{Duration, Instant};
@@ -143,14 +148,18 @@ pub struct RunResult {
     pub events: u64,
     pub virtual_time_us: u64,
     pub wall: Duration,
+    /// Of `wall`, the time the linearizability check took.
+    pub check_wall: Duration,
     /// Scenario runs: longest interval with no operation completing while the scenario's
     /// topology was in place, and whether any operation completed after it began.
     pub downtime_us: u64,
     pub recovered: bool,
-    /// Some replica reported an `applied_digest`, so agreement (and convergence of applied
-    /// indexes) was actually checked. False for log-less engines (CASPaxos): there the run is
-    /// judged by linearizability and liveness alone.
+    /// Agreement was actually checked: some replica reported an `applied_digest`, or (for a
+    /// `state_digest` engine, CASPaxos) the digests were compared after the final reads.
     pub agreement_checked: bool,
+    /// The `synod sim` command line that replays this run exactly (faults and workload depth
+    /// included); `None` when the run's settings have no flags (fixed schedules, scenarios).
+    pub rerun: Option<String>,
 }
 
 impl RunResult {
@@ -161,18 +170,15 @@ impl RunResult {
     /// The failure report: seed, engine, nodes, schedule, what failed, the last events.
     pub fn report(&self) -> String {
         let mut s = format!(
-            "FAILED seed {} engine {} nodes {}{}\n  rerun: synod sim --engine {} --nodes {} --seeds {}..{}{}\n",
+            "FAILED seed {} engine {} nodes {}{}\n  rerun: {}\n",
             self.seed,
             self.engine,
             self.nodes,
             self.planted_bug
                 .map_or(String::new(), |b| format!(" planted bug {}", b.name())),
-            self.engine,
-            self.nodes,
-            self.seed,
-            self.seed + 1,
-            self.planted_bug
-                .map_or(String::new(), |b| format!(" --planted-bug {}", b.name())),
+            self.rerun.as_deref().unwrap_or(
+                "no synod sim flags express this run (fixed schedule or scenario): replay it through the test that ran it"
+            ),
         );
         s += "  fault schedule:\n";
         for f in &self.schedule {
@@ -309,6 +315,8 @@ struct Sim<E: Engine> {
     converged: bool,
     /// Some replica reported an applied digest (see [`RunResult::agreement_checked`]).
     digest_seen: bool,
+    /// State-digest engines (CASPaxos): the final reads and the last digests compared.
+    quiesce: quiesce::Quiesce,
     ops_ok: u64,
     ops_unknown: u64,
     ops_failed: u64,
@@ -407,6 +415,7 @@ impl<E: Engine> Sim<E> {
             completions_us: Vec::new(),
             converged: false,
             digest_seen: false,
+            quiesce: quiesce::Quiesce::default(),
             ops_ok: 0,
             ops_unknown: 0,
             ops_failed: 0,
@@ -448,12 +457,7 @@ impl<E: Engine> Sim<E> {
         for slot in 0..self.cfg.clients {
             let id = self.fresh_client_id();
             self.slot_by_client.insert(id, slot);
-            self.clients.push(SimClient {
-                id,
-                seq: 1,
-                ops_started: 0,
-                open: None,
-            });
+            self.clients.push(SimClient::workload(id));
             let start = self.rng_work.below(self.think_max_us.max(1));
             self.at(start, Ev::ClientStart(slot));
         }
@@ -1021,6 +1025,10 @@ impl<E: Engine> Sim<E> {
     // ---- clients -----------------------------------------------------------------------------
 
     fn start_op(&mut self, slot: usize) {
+        if self.clients[slot].script.is_some() {
+            self.start_final_read(slot);
+            return;
+        }
         let stop = self.clients_stop_at_us.is_some_and(|t| self.now_us >= t);
         let c = &self.clients[slot];
         if c.open.is_some() || c.ops_started >= self.cfg.ops_per_client || stop {
@@ -1043,6 +1051,7 @@ impl<E: Engine> Sim<E> {
             attempt: 0,
             node: 0,
             is_read,
+            first_node: None,
         });
         self.send_attempt(slot);
     }
@@ -1050,8 +1059,18 @@ impl<E: Engine> Sim<E> {
     /// Sends the open operation to a node: a random one first, then always a different one.
     fn send_attempt(&mut self, slot: usize) {
         let previous = self.clients[slot].open.as_ref().map_or(0, |o| o.node);
-        let candidates = self.others(&[previous]);
-        let node = *self.rng_work.pick(&candidates);
+        let first = self.clients[slot]
+            .open
+            .as_ref()
+            .filter(|o| o.attempt == 0)
+            .and_then(|o| o.first_node);
+        let node = match first {
+            Some(n) => n,
+            None => {
+                let candidates = self.others(&[previous]);
+                *self.rng_work.pick(&candidates)
+            }
+        };
         let Some(open) = self.clients[slot].open.as_mut() else {
             return;
         };
@@ -1111,8 +1130,26 @@ impl<E: Engine> Sim<E> {
     }
 
     fn schedule_next(&mut self, slot: usize) {
-        let think = self.rng_work.below(self.think_max_us.max(1));
+        let think = self.rng_work.below(self.think_max(slot).max(1));
         self.at(self.now_us + think, Ev::ClientStart(slot));
+    }
+
+    /// Longest think time before `slot`'s next operation. A window longer than the default
+    /// paces instead: the client's remaining operations spread over what is left of the window,
+    /// because the fixed think time assumes operations take no time, and under a minute of
+    /// faults their latencies add up to tens of seconds past the heal (seen: 60 s seeds still
+    /// running at the hard stop). Default-length and shorter windows keep the fixed think time,
+    /// so every existing seed runs exactly as before.
+    fn think_max(&self, slot: usize) -> u64 {
+        if self.cfg.scenario.is_some() || self.cfg.fault_window_us <= SCHEDULE_WINDOW_US {
+            return self.think_max_us;
+        }
+        let left = self
+            .cfg
+            .ops_per_client
+            .saturating_sub(self.clients[slot].ops_started);
+        let remaining_us = self.heal_at_us.saturating_sub(self.now_us);
+        (2 * remaining_us / left.max(1) as u64).min(self.think_max_us)
     }
 
     fn on_reply(&mut self, slot: usize, node: NodeId, reply: ClientReply) {
@@ -1221,9 +1258,13 @@ impl<E: Engine> Sim<E> {
 
     fn clients_done(&self) -> bool {
         let stop = self.clients_stop_at_us.is_some_and(|t| self.now_us >= t);
-        self.clients
-            .iter()
-            .all(|c| c.open.is_none() && (stop || c.ops_started >= self.cfg.ops_per_client))
+        self.clients.iter().all(|c| {
+            c.open.is_none()
+                && match &c.script {
+                    Some(reads) => reads.is_empty(),
+                    None => stop || c.ops_started >= self.cfg.ops_per_client,
+                }
+        })
     }
 
     /// After healing and once clients are done: all replicas at the same applied index.
@@ -1233,6 +1274,10 @@ impl<E: Engine> Sim<E> {
         }
         let st = self.statuses();
         if st.len() < self.members.len() {
+            return;
+        }
+        if st.iter().any(|(_, s)| s.state_digest.is_some()) {
+            self.converged = self.state_digests_agree(&st);
             return;
         }
         let first = &st[0].1;
@@ -1268,7 +1313,9 @@ impl<E: Engine> Sim<E> {
                 }
             }
         }
-        if !self.converged {
+        if !self.converged && self.state_digest_engine() {
+            self.fail_state_digests();
+        } else if !self.converged {
             let st: Vec<String> = self
                 .statuses()
                 .iter()
@@ -1301,12 +1348,14 @@ impl<E: Engine> Sim<E> {
             meta,
             ops: std::mem::take(&mut self.history),
         };
+        let check_start = Instant::now();
         let report = check_history(
             &history,
             &CheckOptions {
                 time_budget: self.cfg.check_budget,
             },
         );
+        let check_wall = check_start.elapsed();
         match report.verdict {
             Verdict::Linearizable => {}
             Verdict::NotLinearizable => {
@@ -1367,9 +1416,11 @@ impl<E: Engine> Sim<E> {
             events: self.trace.events,
             virtual_time_us: now,
             wall: wall_start.elapsed(),
+            check_wall,
             downtime_us,
             recovered,
             agreement_checked: self.digest_seen,
+            rerun: crate::sweep::cli_command(E::NAME, &self.cfg),
             failures: self.failures,
         }
     }

@@ -58,6 +58,7 @@ impl SimSummary {
         self.messages += r.messages;
         self.events += r.events;
         self.virtual_time_us += r.virtual_time_us;
+        self.check_wall += r.check_wall;
         self.agreement_checked_seeds += u64::from(r.agreement_checked);
         if !r.passed() {
             self.failed_seeds.push(r.seed);
@@ -141,7 +142,7 @@ pub fn assert_caught<E: Engine>(template: &RunConfig, seeds: Range<u64>) -> RunR
 }
 
 /// `all` for every fault (what `--faults` accepts), else the list.
-fn fault_names(faults: FaultSet) -> String {
+pub fn fault_names(faults: FaultSet) -> String {
     if faults == FaultSet::ALL {
         "all".into()
     } else {
@@ -181,28 +182,35 @@ pub fn replay_command(engine: &str, template: &RunConfig, seed: u64, only_seed: 
     }
 }
 
-/// `synod sim` flags for `cfg`, or None when it sets something the CLI cannot.
-fn cli_command(engine: &str, cfg: &RunConfig) -> Option<String> {
+/// `synod sim` flags that rerun exactly `cfg`, or None when it sets something the CLI cannot.
+/// Every workload and fault flag is spelled out, defaults included, so the line stays exact
+/// even if a default changes later.
+pub fn cli_command(engine: &str, cfg: &RunConfig) -> Option<String> {
     let mut expressible = RunConfig::new(cfg.seed, cfg.nodes);
     expressible.faults = cfg.faults;
     expressible.clients = cfg.clients;
     expressible.ops_per_client = cfg.ops_per_client;
+    expressible.keys = cfg.keys;
+    expressible.fault_window_us = cfg.fault_window_us;
     expressible.planted_bug = cfg.planted_bug;
     expressible.snapshot_entries = cfg.snapshot_entries;
     expressible.keep_history = cfg.keep_history;
     // Every other field must be at its default. Comparing the Debug forms covers fields added
     // later without a PartialEq on RunConfig (it holds an f64).
-    if format!("{expressible:?}") != format!("{cfg:?}") {
+    let whole_seconds = cfg.fault_window_us.is_multiple_of(1_000_000);
+    if format!("{expressible:?}") != format!("{cfg:?}") || !whole_seconds {
         return None;
     }
     let mut s = format!(
-        "synod sim --engine {engine} --nodes {} --seeds {}..{} --faults {} --clients {} --ops {}",
+        "synod sim --engine {engine} --nodes {} --seeds {}..{} --faults {} --clients {} --ops {} --keys {} --sim-seconds {}",
         cfg.nodes,
         cfg.seed,
         cfg.seed + 1,
         fault_names(cfg.faults),
         cfg.clients,
-        cfg.ops_per_client
+        cfg.ops_per_client,
+        cfg.keys,
+        cfg.fault_window_us / 1_000_000
     );
     if cfg.snapshot_entries > 0 {
         s += &format!(" --snapshot-entries {}", cfg.snapshot_entries);

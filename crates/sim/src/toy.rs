@@ -305,6 +305,7 @@ impl Engine for Toy {
             applied_index: self.kv.applied_index(),
             revision: self.kv.revision(),
             applied_digest: Some(self.kv.digest()),
+            state_digest: None,
             pending_requests: self.pending.len(),
             keys: self.kv.len() as u64,
             role: if self.is_sequencer() {

@@ -24,14 +24,18 @@ fn write_keys(c: &Cluster, via: u64, prefix: &str) -> Vec<(String, String)> {
     (0..KEYS)
         .map(|i| {
             let (k, v) = (format!("{prefix}-{i:03}"), format!("value-{i}"));
-            wait_until(Duration::from_secs(10), &format!("put {k} through n{via}"), || {
-                let status = c.put(via, &k, &v).status();
-                assert!(
-                    status.is_success() || status.as_u16() == 503,
-                    "put {k} through n{via}: {status}"
-                );
-                status.is_success().then_some(())
-            });
+            wait_until(
+                Duration::from_secs(10),
+                &format!("put {k} through n{via}"),
+                || {
+                    let status = c.put(via, &k, &v).status();
+                    assert!(
+                        status.is_success() || status.as_u16() == 503,
+                        "put {k} through n{via}: {status}"
+                    );
+                    status.is_success().then_some(())
+                },
+            );
             (k, v)
         })
         .collect()

@@ -334,6 +334,13 @@ fn mix_bytes(mut h: u64, bytes: &[u8]) -> u64 {
     mix(h, bytes.len() as u64)
 }
 
+/// A well-mixed hash of one pair's key, value and version, for digests that must not depend
+/// on the order keys were visited or written in (XOR or sum them): CASPaxos's register digest.
+pub fn key_value_hash(kv: &KeyValue) -> u64 {
+    let h = mix_bytes(mix_bytes(0x6b76_6861_7368_0001, &kv.key), &kv.value);
+    mix(h, kv.version)
+}
+
 fn mix_kv(h: u64, kv: &KeyValue) -> u64 {
     let h = mix_bytes(mix_bytes(h, &kv.key), &kv.value);
     mix(mix(h, kv.version), kv.mod_revision)

@@ -140,6 +140,7 @@ impl Engine for Toy {
             applied_index: self.index,
             revision: self.store.revision(),
             applied_digest: Some(self.store.digest()),
+            state_digest: None,
             pending_requests: self.forwarded.len(),
             keys: self.store.len() as u64,
             role: if self.cfg.id == leader {

@@ -1,27 +1,16 @@
 //! Write-ahead log behaviour: round trip, torn tails, corruption, rotation, checkpoints,
 //! reopening after a crash. The byte-by-byte fault sweeps are in `wal_faults.rs`.
 
-use serde::{Deserialize, Serialize};
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
-use synod_core::DurableRecord;
 use synod_node::storage::{StorageError, Wal, WalOptions};
 
 /// Bytes of the header every segment starts with (format version 2).
 const SEGMENT_HEADER: u64 = 20;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-enum Rec {
-    Data(u64, Vec<u8>),
-    Checkpoint(u64),
-}
-
-impl DurableRecord for Rec {
-    fn is_checkpoint(&self) -> bool {
-        matches!(self, Rec::Checkpoint(_))
-    }
-}
+mod support;
+use support::Rec;
 
 fn data(n: u64) -> Rec {
     Rec::Data(n, vec![n as u8; 100])

@@ -3,25 +3,14 @@
 //! batch persisted out of order, old formats, metadata files damaged byte by byte, and the
 //! quarantine of a damaged log. `wal.rs` has the behavioural tests.
 
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use synod_core::DurableRecord;
 use synod_node::storage::{DataDir, QUARANTINE_KEEP, StorageError, Wal, WalOptions, quarantine};
 
 /// Bytes of the header every segment starts with (format version 2).
 const SEGMENT_HEADER: u64 = 20;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-enum Rec {
-    Data(u64, Vec<u8>),
-    Checkpoint(u64),
-}
-
-impl DurableRecord for Rec {
-    fn is_checkpoint(&self) -> bool {
-        matches!(self, Rec::Checkpoint(_))
-    }
-}
+mod support;
+use support::Rec;
 
 fn opts(preallocate_bytes: u64) -> WalOptions {
     WalOptions {

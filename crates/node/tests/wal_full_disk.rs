@@ -5,11 +5,9 @@
 //! Needs root (mount). Run as root in CI; without root these tests FAIL with a message saying
 //! so rather than skip unseen.
 
-use serde::{Deserialize, Serialize};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use synod_core::DurableRecord;
 use synod_node::storage::{AppendError, Wal, WalOptions};
 
 /// Size of each test's tmpfs.
@@ -21,17 +19,8 @@ const BATCH_RECORDS: u64 = 5;
 /// Batches appended before giving up on filling the disk (far more than fit).
 const BATCHES_MAX: u64 = 10_000;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-enum Rec {
-    Data(u64, Vec<u8>),
-    Checkpoint(u64),
-}
-
-impl DurableRecord for Rec {
-    fn is_checkpoint(&self) -> bool {
-        matches!(self, Rec::Checkpoint(_))
-    }
-}
+mod support;
+use support::Rec;
 
 fn data(n: u64) -> Rec {
     Rec::Data(n, vec![n as u8; RECORD_PAYLOAD_BYTES])

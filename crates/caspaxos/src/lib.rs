@@ -350,6 +350,7 @@ impl Engine for CasPaxos {
             decided_index: 0,
             applied_index: 0,
             revision: 0,
+            compact_revision: 0,
             applied_digest: None,
             state_digest: Some(self.digest.value()),
             pending_requests: self.proposer.pending_requests(),

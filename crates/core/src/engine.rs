@@ -75,10 +75,11 @@
 //! volatile by design (leader hints, pending forwards — which is why clients retry).
 
 use crate::ids::{NodeId, RequestId};
-use crate::kv::{KvLimits, Op, Response};
+use crate::kv::{KvLimits, Op, Response, RevisionEvents};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
+use std::sync::Arc;
 
 /// A replication protocol as a deterministic state machine. See the module docs.
 pub trait Engine: Sized + Send + 'static {
@@ -113,6 +114,30 @@ pub trait Engine: Sized + Send + 'static {
 
     /// A cheap snapshot of protocol state for APIs, metrics and the simulator.
     fn status(&self) -> EngineStatus;
+
+    /// The events of the revisions this replica applied since the last call, oldest first:
+    /// what its watchers are sent. The first call switches collection on (nothing is buffered
+    /// for a caller that never asks). Only applied, hence decided, revisions appear. After a
+    /// snapshot install the revisions jump: the caller catches up through
+    /// [`Engine::watch_history`]. Engines without revisions return nothing.
+    fn take_watch_events(&mut self) -> Vec<Arc<RevisionEvents>> {
+        Vec::new()
+    }
+
+    /// The applied events of revisions `start..`, at most `max_revisions` of them, for a
+    /// watcher catching up from the past. [`EngineError::Compacted`] below the compaction
+    /// revision, [`EngineError::FutureRevision`] beyond the next revision.
+    fn watch_history(
+        &self,
+        start: u64,
+        max_revisions: usize,
+    ) -> Result<Vec<Arc<RevisionEvents>>, EngineError> {
+        let _ = (start, max_revisions);
+        Err(EngineError::Unsupported {
+            engine: Self::NAME.to_string(),
+            what: "watch".to_string(),
+        })
+    }
 }
 
 /// A durable record type. `is_checkpoint` records subsume every earlier record, so storage may
@@ -353,7 +378,18 @@ pub enum EngineError {
     SessionExpired,
     /// Malformed beyond what the API layer validates. Definitely not applied.
     InvalidRequest(String),
+    /// A read, watch or compaction named a revision below the store's compaction revision
+    /// (etcd's ErrCompacted). Definitely not applied.
+    Compacted { compact_revision: u64 },
+    /// A read, watch or compaction named a revision above the store's current one (etcd's
+    /// ErrFutureRev). Definitely not applied.
+    FutureRevision { revision: u64 },
 }
+
+/// etcd's text for [`EngineError::Compacted`]; clients match it exactly.
+pub const ERR_COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
+/// etcd's text for [`EngineError::FutureRevision`]; clients match it exactly.
+pub const ERR_FUTURE_REV: &str = "etcdserver: mvcc: required revision is a future revision";
 
 impl EngineError {
     /// True when the request definitely had no effect.
@@ -376,6 +412,8 @@ impl std::fmt::Display for EngineError {
                 write!(f, "request already acknowledged or session expired")
             }
             EngineError::InvalidRequest(s) => write!(f, "invalid request: {s}"),
+            EngineError::Compacted { .. } => f.write_str(ERR_COMPACTED),
+            EngineError::FutureRevision { .. } => f.write_str(ERR_FUTURE_REV),
         }
     }
 }
@@ -395,6 +433,8 @@ pub struct EngineStatus {
     pub applied_index: u64,
     /// The KV store's revision (0 where there is none).
     pub revision: u64,
+    /// The KV store's compaction revision: history below it is gone (0 = never compacted).
+    pub compact_revision: u64,
     /// [`crate::kv::KvStore::digest`] at `applied_index`: replicas with the same applied index
     /// must report the same digest. `None` where replicas have no common applied state.
     pub applied_digest: Option<u64>,

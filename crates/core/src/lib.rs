@@ -25,8 +25,9 @@ pub mod protocol;
 pub mod rng;
 
 pub use engine::{
-    Capabilities, ClientReply, ClientRequest, Consistency, DurableRecord, Engine, EngineConfig,
-    EngineError, EngineStatus, Outbox, OutputBuffer, PlantedBug, Ready,
+    Capabilities, ClientReply, ClientRequest, Consistency, DurableRecord, ERR_COMPACTED,
+    ERR_FUTURE_REV, Engine, EngineConfig, EngineError, EngineStatus, Outbox, OutputBuffer,
+    PlantedBug, Ready,
 };
 pub use ids::{ClientId, NodeId, RequestId};
 pub use log::CommandLog;

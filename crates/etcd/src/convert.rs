@@ -21,46 +21,54 @@ fn not_supported(what: &str) -> Status {
     Status::unimplemented(format!("{what} not supported by synod"))
 }
 
-/// A Range as a Synod command, refusing the options Synod cannot honour.
+/// A Range as a Synod command. Every option etcd has is honoured: a past `revision`, sort
+/// order and target, and min/max mod/create revision filters. etcd treats a revision or a
+/// bound of 0 or below as "none", and so does Synod.
 pub fn range_request(r: pb::RangeRequest) -> Result<kv::RangeRequest, Status> {
+    use pb::range_request::{SortOrder as O, SortTarget as T};
     if r.key.is_empty() {
         return Err(Status::invalid_argument(KEY_NOT_PROVIDED));
     }
-    if r.revision > 0 {
-        return Err(not_supported(
-            "range at a past revision (historical reads are not supported by synod)",
-        ));
-    }
-    // Synod returns keys in ascending key order, which is exactly etcd's default and
-    // (KEY, ASCEND); any other order would be a wrong answer, so it is refused.
-    let order = pb::range_request::SortOrder::try_from(r.sort_order)
-        .map_err(|_| Status::invalid_argument(format!("unknown sort_order {}", r.sort_order)))?;
-    let target = pb::range_request::SortTarget::try_from(r.sort_target)
-        .map_err(|_| Status::invalid_argument(format!("unknown sort_target {}", r.sort_target)))?;
-    let key_ascending = target == pb::range_request::SortTarget::Key
-        && order != pb::range_request::SortOrder::Descend;
-    if !key_ascending && order != pb::range_request::SortOrder::None {
-        return Err(not_supported(&format!(
-            "sorting by {} {}",
-            target.as_str_name(),
-            order.as_str_name()
-        )));
-    }
-    if r.min_mod_revision != 0
-        || r.max_mod_revision != 0
-        || r.min_create_revision != 0
-        || r.max_create_revision != 0
-    {
-        return Err(not_supported("filtering a range by mod/create revision"));
-    }
+    let sort_order = match O::try_from(r.sort_order) {
+        Ok(O::None) => kv::SortOrder::None,
+        Ok(O::Ascend) => kv::SortOrder::Ascend,
+        Ok(O::Descend) => kv::SortOrder::Descend,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "unknown sort_order {}",
+                r.sort_order
+            )));
+        }
+    };
+    let sort_target = match T::try_from(r.sort_target) {
+        Ok(T::Key) => kv::SortTarget::Key,
+        Ok(T::Version) => kv::SortTarget::Version,
+        Ok(T::Create) => kv::SortTarget::Create,
+        Ok(T::Mod) => kv::SortTarget::Mod,
+        Ok(T::Value) => kv::SortTarget::Value,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "unknown sort_target {}",
+                r.sort_target
+            )));
+        }
+    };
     let limit = u64::try_from(r.limit)
         .map_err(|_| Status::invalid_argument(format!("negative limit {}", r.limit)))?;
+    let bound = |x: i64| u64::try_from(x).unwrap_or(0);
     Ok(kv::RangeRequest {
         key: r.key,
         range_end: r.range_end,
         limit,
         keys_only: r.keys_only,
         count_only: r.count_only,
+        revision: bound(r.revision),
+        sort_order,
+        sort_target,
+        min_mod_revision: bound(r.min_mod_revision),
+        max_mod_revision: bound(r.max_mod_revision),
+        min_create_revision: bound(r.min_create_revision),
+        max_create_revision: bound(r.max_create_revision),
     })
 }
 
@@ -289,41 +297,35 @@ mod tests {
     }
 
     #[test]
-    fn range_options_synod_cannot_honour_are_refused() {
+    fn every_range_option_is_carried_over() {
         let mut r = range("a");
         r.revision = 3;
-        assert_eq!(range_request(r).unwrap_err().code(), Code::Unimplemented);
-        let mut r = range("a");
         r.sort_order = pb::range_request::SortOrder::Descend as i32;
-        assert_eq!(range_request(r).unwrap_err().code(), Code::Unimplemented);
+        r.sort_target = pb::range_request::SortTarget::Create as i32;
+        r.min_mod_revision = 2;
+        r.max_create_revision = 9;
+        r.limit = 5;
+        let k = range_request(r).unwrap();
+        assert_eq!((k.revision, k.limit), (3, 5));
+        assert_eq!(
+            (k.sort_order, k.sort_target),
+            (kv::SortOrder::Descend, kv::SortTarget::Create)
+        );
+        assert_eq!((k.min_mod_revision, k.max_create_revision), (2, 9));
+        // etcd reads "revision <= 0" as the current revision.
         let mut r = range("a");
-        r.sort_order = pb::range_request::SortOrder::Ascend as i32;
-        r.sort_target = pb::range_request::SortTarget::Value as i32;
-        assert_eq!(range_request(r).unwrap_err().code(), Code::Unimplemented);
-        let mut r = range("a");
-        r.min_mod_revision = 1;
-        assert_eq!(range_request(r).unwrap_err().code(), Code::Unimplemented);
+        r.revision = -1;
+        assert_eq!(range_request(r).unwrap().revision, 0);
         let mut r = range("a");
         r.limit = -1;
+        assert_eq!(range_request(r).unwrap_err().code(), Code::InvalidArgument);
+        let mut r = range("a");
+        r.sort_target = 42;
         assert_eq!(range_request(r).unwrap_err().code(), Code::InvalidArgument);
         assert_eq!(
             range_request(range("")).unwrap_err().message(),
             KEY_NOT_PROVIDED
         );
-    }
-
-    #[test]
-    fn default_and_key_ascending_order_are_accepted() {
-        let mut r = range("a");
-        r.sort_order = pb::range_request::SortOrder::Ascend as i32;
-        r.limit = 5;
-        r.revision = -1;
-        let k = range_request(r).unwrap();
-        assert_eq!((k.key.as_slice(), k.limit), (&b"a"[..], 5));
-        // A target with order NONE is what etcdctl sends by default: no sorting asked.
-        let mut r = range("a");
-        r.sort_target = pb::range_request::SortTarget::Mod as i32;
-        assert!(range_request(r).is_ok());
     }
 
     #[test]

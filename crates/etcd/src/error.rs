@@ -54,6 +54,9 @@ fn engine_error_to_status(e: &EngineError) -> Status {
         EngineError::InvalidRequest(s) => {
             Status::invalid_argument(format!("synod: invalid request: {s}"))
         }
+        // etcd answers both with OUT_OF_RANGE and these exact texts (rpctypes).
+        EngineError::Compacted { .. } => Status::out_of_range(synod_core::ERR_COMPACTED),
+        EngineError::FutureRevision { .. } => Status::out_of_range(synod_core::ERR_FUTURE_REV),
     }
 }
 

@@ -40,11 +40,16 @@ pub enum ErrorCode {
     /// This member's disk is short of space (NOSPACE alarm): the write was not applied.
     /// Reads and deletes still work; the alarm clears by itself once space is freed.
     NoSpace,
+    /// The revision asked for is below the store's compaction revision: its history is gone
+    /// (re-list at the current revision, then watch from there).
+    Compacted,
+    /// The revision asked for is above the store's current revision.
+    FutureRevision,
 }
 
 impl ErrorCode {
     /// Every code, so tests (and the OpenAPI consistency test) can walk the whole mapping.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::InvalidRequest,
         ErrorCode::KeyNotFound,
         ErrorCode::NotFound,
@@ -56,6 +61,8 @@ impl ErrorCode {
         ErrorCode::NoLeader,
         ErrorCode::Internal,
         ErrorCode::NoSpace,
+        ErrorCode::Compacted,
+        ErrorCode::FutureRevision,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +78,8 @@ impl ErrorCode {
             ErrorCode::NoLeader => "no_leader",
             ErrorCode::Internal => "internal",
             ErrorCode::NoSpace => "no_space",
+            ErrorCode::Compacted => "compacted",
+            ErrorCode::FutureRevision => "future_revision",
         }
     }
 
@@ -87,6 +96,9 @@ impl ErrorCode {
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             // WebDAV's "Insufficient Storage": the server cannot store what the request needs.
             ErrorCode::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
+            // The history asked for existed once and is gone for good.
+            ErrorCode::Compacted => StatusCode::GONE,
+            ErrorCode::FutureRevision => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -187,6 +199,8 @@ impl From<ApiError> for HttpError {
                 // HTTP requests carry no client session, so the client table should never
                 // refuse one; if it does, that is our bug, not the caller's.
                 EngineError::SessionExpired => ErrorCode::Internal,
+                EngineError::Compacted { .. } => ErrorCode::Compacted,
+                EngineError::FutureRevision { .. } => ErrorCode::FutureRevision,
             },
         };
         HttpError::new(code, message)

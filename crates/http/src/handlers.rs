@@ -221,6 +221,7 @@ fn list_range(q: &ListQuery) -> Result<RangeRequest, HttpError> {
         limit: q.limit,
         keys_only: q.keys_only,
         count_only: q.count_only,
+        ..Default::default()
     })
 }
 

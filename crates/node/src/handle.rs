@@ -296,7 +296,7 @@ impl NodeHandle {
 /// deleting is how an operator makes room).
 pub fn grows_store(op: &Op) -> bool {
     match op {
-        Op::Range(_) | Op::DeleteRange(_) => false,
+        Op::Range(_) | Op::DeleteRange(_) | Op::Compact(_) => false,
         Op::Put(_) => true,
         Op::Cas(c) => matches!(c.then, synod_core::kv::CasAction::Put(_)),
         Op::Txn(t) => t
@@ -358,7 +358,13 @@ pub fn validate_op(
         }
         Ok(())
     };
+    if op.needs_revisions() && !caps.revisions {
+        return Err(unsupported(
+            "revision history (reads at a revision, revision filters, compaction)",
+        ));
+    }
     match op {
+        Op::Compact(_) => Ok(()),
         Op::Range(r) => range(&r.key, &r.range_end),
         Op::Put(p) => key(&p.key).and_then(|_| value(&p.value)),
         Op::DeleteRange(d) => range(&d.key, &d.range_end),

@@ -34,9 +34,11 @@ use reads::ReadIndexState;
 use snapshot::SnapshotTransfers;
 use state::AppliedState;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use synod_core::kv::RevisionEvents;
 use synod_core::{
-    Capabilities, ClientRequest, Command, Engine, EngineConfig, EngineStatus, LogProtocol, NodeId,
-    Origin, OutputBuffer, ProtocolEvent, ProtocolOutput, Ready,
+    Capabilities, ClientRequest, Command, Engine, EngineConfig, EngineError, EngineStatus,
+    LogProtocol, NodeId, Origin, OutputBuffer, ProtocolEvent, ProtocolOutput, Ready,
 };
 
 /// Incarnations after a lost disk start at or above this (bit 62), plus bits of the boot nonce:
@@ -222,12 +224,25 @@ impl<P: LogProtocol> Engine for Replica<P> {
             decided_index: self.protocol.decided_idx(),
             applied_index: self.state.applied_index(),
             revision: self.state.kv.revision(),
+            compact_revision: self.state.kv.compact_revision(),
             applied_digest: Some(self.state.kv.digest()),
             state_digest: None,
             pending_requests: self.pending.len(),
             keys: self.state.kv.len() as u64,
             role: self.protocol.role().to_string(),
         }
+    }
+
+    fn take_watch_events(&mut self) -> Vec<Arc<RevisionEvents>> {
+        self.state.kv.take_fresh_events()
+    }
+
+    fn watch_history(
+        &self,
+        start: u64,
+        max_revisions: usize,
+    ) -> Result<Vec<Arc<RevisionEvents>>, EngineError> {
+        self.state.kv.history_from(start, max_revisions)
     }
 }
 

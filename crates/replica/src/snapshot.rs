@@ -384,7 +384,12 @@ impl<P: LogProtocol> Replica<P> {
             return true;
         }
         let protocol = self.protocol.install_snapshot(term, snapshot_idx);
+        let watched = self.state.kv.collects_events();
         self.state = AppliedState::from_image(image);
+        if watched {
+            // The watch layer sees the revision jump and catches up from the new history.
+            let _ = self.state.kv.take_fresh_events();
+        }
         self.push_checkpoint(protocol);
         self.protocol.snapshot_installed(&mut self.pout);
         self.drain_protocol();

@@ -304,6 +304,7 @@ impl Engine for Toy {
             decided_index: self.decided,
             applied_index: self.kv.applied_index(),
             revision: self.kv.revision(),
+            compact_revision: self.kv.compact_revision(),
             applied_digest: Some(self.kv.digest()),
             state_digest: None,
             pending_requests: self.pending.len(),

@@ -10,6 +10,10 @@
 //!   whole Txn). `create_revision` / `mod_revision` are the revisions of the key's creation and
 //!   last change. Only engines that give a total order (OmniPaxos, VR, EPaxos after
 //!   execution ordering) maintain revisions; CASPaxos reports 0.
+//!
+//! **MVCC.** The store keeps the events of every revision since its compaction revision
+//! (see [`store`]): reads at a past revision, watches that start in the past and
+//! [`Op::Compact`] follow etcd's semantics and error texts.
 
 pub mod register;
 pub mod session;
@@ -59,6 +63,16 @@ pub enum Op {
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
     Cas(CasRequest),
+    /// etcd's KV.Compact: drop the history below `revision`.
+    Compact(CompactRequest),
+}
+
+/// etcd's CompactionRequest. `physical` is accepted for compatibility: Synod's compaction is
+/// done when the command is applied, so every compaction is physical.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CompactRequest {
+    pub revision: u64,
+    pub physical: bool,
 }
 
 impl Op {
@@ -69,6 +83,22 @@ impl Op {
             Op::Txn(t) => {
                 t.success.iter().all(TxnOp::is_read) && t.failure.iter().all(TxnOp::is_read)
             }
+            Op::Put(_) | Op::DeleteRange(_) | Op::Cas(_) | Op::Compact(_) => false,
+        }
+    }
+
+    /// Whether this op needs the store's revision history (a read at a past revision, a
+    /// compaction): what an engine without a total order of writes cannot serve.
+    pub fn needs_revisions(&self) -> bool {
+        let range = |r: &RangeRequest| r.revision > 0 || r.filters_by_revision();
+        match self {
+            Op::Range(r) => range(r),
+            Op::Compact(_) => true,
+            Op::Txn(t) => t
+                .success
+                .iter()
+                .chain(&t.failure)
+                .any(|o| matches!(o, TxnOp::Range(r) if range(r))),
             Op::Put(_) | Op::DeleteRange(_) | Op::Cas(_) => false,
         }
     }
@@ -97,6 +127,7 @@ impl Op {
                 .sum()
         }
         16 + match self {
+            Op::Compact(_) => 16,
             Op::Range(r) => r.key.len() + r.range_end.len(),
             Op::Put(p) => p.key.len() + p.value.len(),
             Op::DeleteRange(d) => d.key.len() + d.range_end.len(),
@@ -133,9 +164,48 @@ pub struct RangeRequest {
     pub limit: u64,
     pub keys_only: bool,
     pub count_only: bool,
+    /// Read the store as it was at this revision; 0 = the current revision.
+    pub revision: u64,
+    pub sort_order: SortOrder,
+    pub sort_target: SortTarget,
+    /// Keep only keys whose mod / create revision lies in `[min, max]`; 0 = no bound.
+    pub min_mod_revision: u64,
+    pub max_mod_revision: u64,
+    pub min_create_revision: u64,
+    pub max_create_revision: u64,
+}
+
+/// etcd's RangeRequest.SortOrder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SortOrder {
+    /// Key order, ascending (the store's own order) — unless a target other than the key is
+    /// named, which etcd sorts ascending.
+    #[default]
+    None,
+    Ascend,
+    Descend,
+}
+
+/// etcd's RangeRequest.SortTarget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SortTarget {
+    #[default]
+    Key,
+    Version,
+    Create,
+    Mod,
+    Value,
 }
 
 impl RangeRequest {
+    /// Whether any min/max mod/create revision filter is set.
+    pub fn filters_by_revision(&self) -> bool {
+        self.min_mod_revision != 0
+            || self.max_mod_revision != 0
+            || self.min_create_revision != 0
+            || self.max_create_revision != 0
+    }
+
     pub fn key(key: impl Into<Key>) -> Self {
         RangeRequest {
             key: key.into(),
@@ -265,6 +335,45 @@ pub enum ResponseBody {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Cas(CasResponse),
+    /// A compaction took effect (the reply's revision is the store's, not the compacted one).
+    Compact,
+}
+
+/// What a watch event reports, as etcd's `mvccpb.Event.EventType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change to one key, as etcd's `mvccpb.Event`: for a put `kv` is the key after it, for a
+/// delete `kv` carries only the key and the deleting revision (`mod_revision`); `prev_kv` is
+/// the key before the change (absent if it did not exist).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchEvent {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+    pub prev_kv: Option<KeyValue>,
+}
+
+/// Every change of one revision, in the order the command made them. A revision is never
+/// split: watchers see all of it or none of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionEvents {
+    pub revision: u64,
+    pub events: Vec<WatchEvent>,
+}
+
+impl RevisionEvents {
+    /// Rough size in memory and on the wire, for buffer bounds.
+    pub fn size_bytes(&self) -> usize {
+        let kv = |kv: &KeyValue| 48 + kv.key.len() + kv.value.len();
+        16 + self
+            .events
+            .iter()
+            .map(|e| 8 + kv(&e.kv) + e.prev_kv.as_ref().map_or(0, kv))
+            .sum::<usize>()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]

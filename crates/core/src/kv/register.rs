@@ -23,7 +23,7 @@ pub fn apply_to_register(
         version: current.map_or(1, |kv| kv.version + 1),
     };
     match op {
-        Op::Range(r) if r.range_end.is_empty() => {
+        Op::Range(r) if r.range_end.is_empty() && !op.needs_revisions() => {
             let mut kvs: Vec<KeyValue> = current.cloned().into_iter().collect();
             let count = kvs.len() as u64;
             if r.count_only {
@@ -78,7 +78,11 @@ pub fn apply_to_register(
             };
             Ok((next, ResponseBody::Cas(resp)))
         }
+        Op::Range(r) if r.range_end.is_empty() => {
+            Err(unsupported("reads at a revision and revision filters"))
+        }
         Op::Range(_) | Op::DeleteRange(_) => Err(unsupported("range requests")),
         Op::Txn(_) => Err(unsupported("multi-key transactions")),
+        Op::Compact(_) => Err(unsupported("revision history (compaction)")),
     }
 }

@@ -10,19 +10,30 @@ use crate::engine::EngineError;
 use crate::ids::RequestId;
 use crate::kv::session::{ClientTable, SessionVerdict};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
+use std::sync::Arc;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KvStore {
     data: BTreeMap<Key, KeyValue>,
     /// etcd's store revision: +1 per write command that changed something.
     revision: u64,
+    /// History below this revision is gone (etcd's compact revision); 0 = never compacted.
+    compact_revision: u64,
+    /// The events of revisions `history_first()..=revision`, oldest first. Each event keeps
+    /// the key before it, so a read at a past revision undoes the newer events and a watcher
+    /// gets `prev_kv` without another lookup. Bounded only by compaction (see the module doc).
+    history: VecDeque<Arc<RevisionEvents>>,
     /// Log index (engine-defined position) of the last applied command.
     applied_index: u64,
     /// Rolling hash of every mutation, for cheap cross-replica agreement checks.
     digest: u64,
     sessions: ClientTable,
+    /// Revisions applied since the watch layer last took them, when it asked for them at all
+    /// (volatile: a restarted or snapshot-installed store starts without a taker).
+    #[serde(skip)]
+    fresh: Option<Vec<Arc<RevisionEvents>>>,
 }
 
 impl KvStore {
@@ -30,14 +41,20 @@ impl KvStore {
         KvStore {
             data: BTreeMap::new(),
             revision: 0,
+            compact_revision: 0,
+            history: VecDeque::new(),
             applied_index: 0,
             digest: 0xcbf2_9ce4_8422_2325,
             sessions: ClientTable::new(limits),
+            fresh: None,
         }
     }
 
     pub fn revision(&self) -> u64 {
         self.revision
+    }
+    pub fn compact_revision(&self) -> u64 {
+        self.compact_revision
     }
     pub fn applied_index(&self) -> u64 {
         self.applied_index
@@ -56,6 +73,54 @@ impl KvStore {
     }
     pub fn sessions(&self) -> &ClientTable {
         &self.sessions
+    }
+
+    /// The oldest revision whose events the store still holds.
+    fn history_first(&self) -> u64 {
+        self.revision + 1 - self.history.len() as u64
+    }
+
+    /// Revisions of history held (what compaction bounds).
+    pub fn history_revisions(&self) -> usize {
+        self.history.len()
+    }
+
+    /// The events of the revisions applied since the last call, oldest first. The first call
+    /// switches collection on; until then nothing is buffered.
+    pub fn take_fresh_events(&mut self) -> Vec<Arc<RevisionEvents>> {
+        std::mem::take(self.fresh.get_or_insert_with(Vec::new))
+    }
+
+    /// Whether a watch layer takes fresh events (carried over a snapshot install).
+    pub fn collects_events(&self) -> bool {
+        self.fresh.is_some()
+    }
+
+    /// The events of revisions `start..`, at most `max_revisions` of them, for a watcher that
+    /// catches up. `start` below the compaction revision is [`EngineError::Compacted`]; above
+    /// `revision + 1` it is [`EngineError::FutureRevision`].
+    pub fn history_from(
+        &self,
+        start: u64,
+        max_revisions: usize,
+    ) -> Result<Vec<Arc<RevisionEvents>>, EngineError> {
+        let start = start.max(1);
+        if start < self.compact_revision || start < self.history_first() {
+            return Err(EngineError::Compacted {
+                compact_revision: self.compact_revision,
+            });
+        }
+        if start > self.revision + 1 {
+            return Err(EngineError::FutureRevision { revision: start });
+        }
+        let skip = (start - self.history_first()) as usize;
+        Ok(self
+            .history
+            .iter()
+            .skip(skip)
+            .take(max_revisions)
+            .cloned()
+            .collect())
     }
 
     /// Applies a decided command at log position `index` (must be increasing) and returns the
@@ -77,7 +142,9 @@ impl KvStore {
             SessionVerdict::Stale => return Err(EngineError::SessionExpired),
             SessionVerdict::New => {}
         }
-        let body = self.execute(op);
+        // Refused commands change nothing and are not saved: a retry gets the same answer
+        // (or, for a compaction overtaken by another, the same kind of answer).
+        let body = self.execute(op)?;
         let reply = Response {
             revision: self.revision,
             body,
@@ -103,17 +170,18 @@ impl KvStore {
     /// Executes a read-only op against the current state without changing anything.
     pub fn read(&self, op: &Op) -> Result<Response, EngineError> {
         let body = match op {
-            Op::Range(r) => ResponseBody::Range(self.range(r)),
+            Op::Range(r) => ResponseBody::Range(self.range(r)?),
             Op::Txn(t) if op.is_read() => {
+                self.check_txn_revisions(t)?;
                 let succeeded = self.txn_compares_hold(&t.compare);
                 let ops = if succeeded { &t.success } else { &t.failure };
-                let responses = ops
-                    .iter()
-                    .map(|o| match o {
-                        TxnOp::Range(r) => ResponseBody::Range(self.range(r)),
+                let mut responses = Vec::with_capacity(ops.len());
+                for o in ops {
+                    match o {
+                        TxnOp::Range(r) => responses.push(ResponseBody::Range(self.range(r)?)),
                         _ => unreachable!("is_read checked"),
-                    })
-                    .collect();
+                    }
+                }
                 ResponseBody::Txn(TxnResponse {
                     succeeded,
                     responses,
@@ -129,88 +197,115 @@ impl KvStore {
         })
     }
 
-    fn execute(&mut self, op: &Op) -> ResponseBody {
-        match op {
-            Op::Range(r) => ResponseBody::Range(self.range(r)),
-            Op::Put(p) => {
-                self.revision += 1;
-                ResponseBody::Put(self.put(p, self.revision))
-            }
+    fn execute(&mut self, op: &Op) -> Result<ResponseBody, EngineError> {
+        let mut events = Vec::new();
+        let body = match op {
+            Op::Range(r) => ResponseBody::Range(self.range(r)?),
+            Op::Put(p) => ResponseBody::Put(self.put(p, self.revision + 1, &mut events)),
             Op::DeleteRange(d) => {
-                let resp = self.delete_range(d, self.revision + 1);
-                if resp.deleted > 0 {
-                    self.revision += 1;
-                }
-                ResponseBody::DeleteRange(resp)
+                ResponseBody::DeleteRange(self.delete_range(d, self.revision + 1, &mut events))
             }
-            Op::Txn(t) => {
-                let succeeded = self.txn_compares_hold(&t.compare);
-                let ops = if succeeded { &t.success } else { &t.failure };
-                let rev = self.revision + 1;
-                let mut changed = false;
-                let mut responses = Vec::with_capacity(ops.len());
-                for o in ops {
-                    responses.push(match o {
-                        TxnOp::Range(r) => ResponseBody::Range(self.range(r)),
-                        TxnOp::Put(p) => {
-                            changed = true;
-                            ResponseBody::Put(self.put(p, rev))
-                        }
-                        TxnOp::DeleteRange(d) => {
-                            let resp = self.delete_range(d, rev);
-                            changed |= resp.deleted > 0;
-                            ResponseBody::DeleteRange(resp)
-                        }
-                    });
-                }
-                if changed {
-                    self.revision = rev;
-                }
-                ResponseBody::Txn(TxnResponse {
-                    succeeded,
-                    responses,
-                })
+            Op::Txn(t) => self.txn(t, &mut events)?,
+            Op::Cas(c) => self.cas(c, &mut events),
+            Op::Compact(c) => {
+                self.compact(c.revision)?;
+                ResponseBody::Compact
             }
-            Op::Cas(c) => {
-                let prev = self.data.get(&c.key).cloned();
-                if !expect_holds(&c.expect, prev.as_ref()) {
-                    return ResponseBody::Cas(CasResponse {
-                        succeeded: false,
-                        kv: prev.clone(),
-                        prev_kv: prev,
-                    });
-                }
-                match &c.then {
-                    CasAction::Put(v) => {
-                        self.revision += 1;
-                        let p = PutRequest {
-                            key: c.key.clone(),
-                            value: v.clone(),
-                            prev_kv: false,
-                        };
-                        self.put(&p, self.revision);
-                    }
-                    CasAction::Delete => {
-                        if prev.is_some() {
-                            self.revision += 1;
-                            let d = DeleteRangeRequest {
-                                key: c.key.clone(),
-                                ..Default::default()
-                            };
-                            self.delete_range(&d, self.revision);
-                        }
-                    }
-                }
-                ResponseBody::Cas(CasResponse {
-                    succeeded: true,
-                    prev_kv: prev,
-                    kv: self.data.get(&c.key).cloned(),
-                })
+        };
+        if !events.is_empty() {
+            self.revision += 1;
+            let rev = Arc::new(RevisionEvents {
+                revision: self.revision,
+                events,
+            });
+            if let Some(fresh) = &mut self.fresh {
+                fresh.push(rev.clone());
             }
+            self.history.push_back(rev);
         }
+        Ok(body)
     }
 
-    fn put(&mut self, p: &PutRequest, rev: u64) -> PutResponse {
+    fn txn(
+        &mut self,
+        t: &TxnRequest,
+        events: &mut Vec<WatchEvent>,
+    ) -> Result<ResponseBody, EngineError> {
+        // Checked up front so a refused transaction changes nothing.
+        self.check_txn_revisions(t)?;
+        let succeeded = self.txn_compares_hold(&t.compare);
+        let ops = if succeeded { &t.success } else { &t.failure };
+        let rev = self.revision + 1;
+        let mut responses = Vec::with_capacity(ops.len());
+        for o in ops {
+            responses.push(match o {
+                TxnOp::Range(r) => ResponseBody::Range(self.range_with_pending(r, events)?),
+                TxnOp::Put(p) => ResponseBody::Put(self.put(p, rev, events)),
+                TxnOp::DeleteRange(d) => {
+                    ResponseBody::DeleteRange(self.delete_range(d, rev, events))
+                }
+            });
+        }
+        Ok(ResponseBody::Txn(TxnResponse {
+            succeeded,
+            responses,
+        }))
+    }
+
+    fn cas(&mut self, c: &CasRequest, events: &mut Vec<WatchEvent>) -> ResponseBody {
+        let prev = self.data.get(&c.key).cloned();
+        if !expect_holds(&c.expect, prev.as_ref()) {
+            return ResponseBody::Cas(CasResponse {
+                succeeded: false,
+                kv: prev.clone(),
+                prev_kv: prev,
+            });
+        }
+        let rev = self.revision + 1;
+        match &c.then {
+            CasAction::Put(v) => {
+                let p = PutRequest {
+                    key: c.key.clone(),
+                    value: v.clone(),
+                    prev_kv: false,
+                };
+                self.put(&p, rev, events);
+            }
+            CasAction::Delete => {
+                let d = DeleteRangeRequest {
+                    key: c.key.clone(),
+                    ..Default::default()
+                };
+                self.delete_range(&d, rev, events);
+            }
+        }
+        ResponseBody::Cas(CasResponse {
+            succeeded: true,
+            prev_kv: prev,
+            kv: self.data.get(&c.key).cloned(),
+        })
+    }
+
+    /// etcd's compaction: `revision` must be above the last compaction and not in the future.
+    /// Reads at `revision` itself stay possible; everything older is dropped.
+    fn compact(&mut self, revision: u64) -> Result<(), EngineError> {
+        if revision <= self.compact_revision {
+            return Err(EngineError::Compacted {
+                compact_revision: self.compact_revision,
+            });
+        }
+        if revision > self.revision {
+            return Err(EngineError::FutureRevision { revision });
+        }
+        while self.history_first() < revision {
+            self.history.pop_front();
+        }
+        self.compact_revision = revision;
+        self.digest = mix(mix(self.digest, 0xc0_4ac7), revision);
+        Ok(())
+    }
+
+    fn put(&mut self, p: &PutRequest, rev: u64, events: &mut Vec<WatchEvent>) -> PutResponse {
         // One lookup for a key that exists (the common case), and the previous value moves
         // out instead of being copied: this runs once per write on every replica.
         let new_kv = |create_revision, version| KeyValue {
@@ -220,25 +315,37 @@ impl KvStore {
             mod_revision: rev,
             version,
         };
-        let prev = match self.data.get_mut(&p.key) {
+        let (prev, kv) = match self.data.get_mut(&p.key) {
             Some(cur) => {
                 let kv = new_kv(cur.create_revision, cur.version + 1);
                 self.digest = mix_kv(self.digest, &kv);
-                Some(std::mem::replace(cur, kv))
+                let event_kv = kv.clone();
+                (Some(std::mem::replace(cur, kv)), event_kv)
             }
             None => {
                 let kv = new_kv(rev, 1);
                 self.digest = mix_kv(self.digest, &kv);
-                self.data.insert(p.key.clone(), kv);
-                None
+                self.data.insert(p.key.clone(), kv.clone());
+                (None, kv)
             }
         };
-        PutResponse {
-            prev_kv: if p.prev_kv { prev } else { None },
-        }
+        let reply = PutResponse {
+            prev_kv: if p.prev_kv { prev.clone() } else { None },
+        };
+        events.push(WatchEvent {
+            kind: EventKind::Put,
+            kv,
+            prev_kv: prev,
+        });
+        reply
     }
 
-    fn delete_range(&mut self, d: &DeleteRangeRequest, rev: u64) -> DeleteRangeResponse {
+    fn delete_range(
+        &mut self,
+        d: &DeleteRangeRequest,
+        rev: u64,
+        events: &mut Vec<WatchEvent>,
+    ) -> DeleteRangeResponse {
         let keys: Vec<Key> = self
             .keys_in(&d.key, &d.range_end)
             .map(|kv| kv.key.clone())
@@ -248,8 +355,17 @@ impl KvStore {
             if let Some(kv) = self.data.remove(k) {
                 self.digest = mix(mix_bytes(self.digest, k), rev);
                 if d.prev_kv {
-                    prev_kvs.push(kv);
+                    prev_kvs.push(kv.clone());
                 }
+                events.push(WatchEvent {
+                    kind: EventKind::Delete,
+                    kv: KeyValue {
+                        key: k.clone(),
+                        mod_revision: rev,
+                        ..Default::default()
+                    },
+                    prev_kv: Some(kv),
+                });
             }
         }
         DeleteRangeResponse {
@@ -278,24 +394,69 @@ impl KvStore {
         Box::new(self.data.range::<Key, _>((lower, upper)).map(|(_, v)| v))
     }
 
-    fn range(&self, r: &RangeRequest) -> RangeResponse {
-        let mut resp = RangeResponse::default();
-        for kv in self.keys_in(&r.key, &r.range_end) {
-            resp.count += 1;
-            if r.count_only {
-                continue;
-            }
-            if r.limit > 0 && resp.kvs.len() as u64 >= r.limit {
-                resp.more = true;
-                continue;
-            }
-            let mut kv = kv.clone();
-            if r.keys_only {
-                kv.value.clear();
-            }
-            resp.kvs.push(kv);
+    /// A read at `r.revision` must be at or above the compaction and not in the future.
+    fn check_read_revision(&self, revision: u64) -> Result<(), EngineError> {
+        if revision > self.revision {
+            return Err(EngineError::FutureRevision { revision });
         }
-        resp
+        if revision > 0 && revision < self.compact_revision {
+            return Err(EngineError::Compacted {
+                compact_revision: self.compact_revision,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_txn_revisions(&self, t: &TxnRequest) -> Result<(), EngineError> {
+        for o in t.success.iter().chain(&t.failure) {
+            if let TxnOp::Range(r) = o {
+                self.check_read_revision(r.revision)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn range(&self, r: &RangeRequest) -> Result<RangeResponse, EngineError> {
+        self.check_read_revision(r.revision)?;
+        if r.revision == 0 || r.revision == self.revision {
+            return Ok(select(self.keys_in(&r.key, &r.range_end), r));
+        }
+        let past = self.state_at(r.revision, &r.key, &r.range_end);
+        Ok(select(past.values(), r))
+    }
+
+    /// A range inside a transaction that already wrote (in `events`, not yet a revision):
+    /// the current state is what it sees, as in etcd, so a read at a past revision must undo
+    /// the transaction's own writes too.
+    fn range_with_pending(
+        &self,
+        r: &RangeRequest,
+        pending: &[WatchEvent],
+    ) -> Result<RangeResponse, EngineError> {
+        if r.revision == 0 || pending.is_empty() {
+            return self.range(r);
+        }
+        let mut past = self.state_at(r.revision, &r.key, &r.range_end);
+        undo(&mut past, pending.iter().rev(), &r.key, &r.range_end);
+        Ok(select(past.values(), r))
+    }
+
+    /// The keys in `[start, end)` as they were at `revision` (≥ the history's first − 1):
+    /// the current ones with every newer event undone, newest first.
+    fn state_at(&self, revision: u64, start: &[u8], end: &[u8]) -> BTreeMap<Key, KeyValue> {
+        let mut state: BTreeMap<Key, KeyValue> = self
+            .keys_in(start, end)
+            .map(|kv| (kv.key.clone(), kv.clone()))
+            .collect();
+        let newer = (self.revision - revision) as usize;
+        let events = self
+            .history
+            .iter()
+            .rev()
+            .take(newer)
+            .flat_map(|r| r.events.iter().rev());
+        undo(&mut state, events, start, end);
+        state
     }
 
     fn txn_compares_hold(&self, compares: &[Compare]) -> bool {
@@ -303,6 +464,98 @@ impl KvStore {
             let kvs: Vec<&KeyValue> = self.keys_in(&c.key, &c.range_end).collect();
             compare_holds(c, &kvs)
         })
+    }
+}
+
+/// Rolls `state` back over `events` (newest first) inside `[start, end)`.
+fn undo<'a>(
+    state: &mut BTreeMap<Key, KeyValue>,
+    events: impl Iterator<Item = &'a WatchEvent>,
+    start: &[u8],
+    end: &[u8],
+) {
+    for e in events {
+        if !in_range(start, end, &e.kv.key) {
+            continue;
+        }
+        match &e.prev_kv {
+            Some(prev) => {
+                state.insert(prev.key.clone(), prev.clone());
+            }
+            None => {
+                state.remove(&e.kv.key);
+            }
+        }
+    }
+}
+
+/// Applies a range's filters, sort and limit to the keys it matched (in key order), etcd's
+/// way: `count` is every key in the range, `more` says the limit cut the filtered list.
+fn select<'a>(kvs: impl Iterator<Item = &'a KeyValue>, r: &RangeRequest) -> RangeResponse {
+    let mut resp = RangeResponse::default();
+    let order = match (r.sort_order, r.sort_target) {
+        (SortOrder::None, SortTarget::Key) => SortOrder::None,
+        (SortOrder::None, _) => SortOrder::Ascend,
+        (o, _) => o,
+    };
+    let keeps = |kv: &KeyValue| {
+        let within = |x: u64, min: u64, max: u64| (min == 0 || x >= min) && (max == 0 || x <= max);
+        within(kv.mod_revision, r.min_mod_revision, r.max_mod_revision)
+            && within(
+                kv.create_revision,
+                r.min_create_revision,
+                r.max_create_revision,
+            )
+    };
+    let simple = order == SortOrder::None
+        || (order == SortOrder::Ascend && r.sort_target == SortTarget::Key);
+    let mut picked: Vec<&KeyValue> = Vec::new();
+    for kv in kvs {
+        resp.count += 1;
+        if r.count_only || !keeps(kv) {
+            continue;
+        }
+        if simple && r.limit > 0 && picked.len() as u64 >= r.limit {
+            resp.more = true;
+            continue;
+        }
+        picked.push(kv);
+    }
+    if !simple {
+        sort_kvs(&mut picked, order, r.sort_target);
+        if r.limit > 0 && picked.len() as u64 > r.limit {
+            picked.truncate(r.limit as usize);
+            resp.more = true;
+        }
+    }
+    resp.kvs = picked
+        .into_iter()
+        .map(|kv| {
+            let mut kv = kv.clone();
+            if r.keys_only {
+                kv.value.clear();
+            }
+            kv
+        })
+        .collect();
+    resp
+}
+
+/// A stable sort: keys with equal targets keep key order, as etcd's results do in practice.
+fn sort_kvs(kvs: &mut [&KeyValue], order: SortOrder, target: SortTarget) {
+    use std::cmp::Ordering;
+    let cmp = |a: &&KeyValue, b: &&KeyValue| -> Ordering {
+        match target {
+            SortTarget::Key => a.key.cmp(&b.key),
+            SortTarget::Version => a.version.cmp(&b.version),
+            SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+            SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+            SortTarget::Value => a.value.cmp(&b.value),
+        }
+    };
+    match order {
+        SortOrder::Descend => kvs.sort_by(|a, b| cmp(b, a)),
+        _ => kvs.sort_by(cmp),
     }
 }
 
@@ -530,6 +783,211 @@ mod tests {
         a.apply(2, rid(0, 0), 0, &put("k", "2")).unwrap();
         b.apply(2, rid(0, 0), 0, &put("k", "3")).unwrap();
         assert_ne!(a.digest(), b.digest());
+    }
+
+    fn del(k: &str) -> Op {
+        Op::DeleteRange(DeleteRangeRequest {
+            key: k.into(),
+            range_end: vec![],
+            prev_kv: false,
+        })
+    }
+
+    fn range_at(s: &KvStore, r: RangeRequest) -> Result<RangeResponse, EngineError> {
+        match s.read(&Op::Range(r))?.body {
+            ResponseBody::Range(rr) => Ok(rr),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn at(prefix: &str, revision: u64) -> RangeRequest {
+        RangeRequest {
+            revision,
+            ..RangeRequest::prefix(prefix)
+        }
+    }
+
+    fn values(rr: &RangeResponse) -> Vec<(String, String)> {
+        rr.kvs
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(&kv.key).into(),
+                    String::from_utf8_lossy(&kv.value).into(),
+                )
+            })
+            .collect()
+    }
+
+    fn kvs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn reads_at_past_revisions_see_the_store_as_it_was() {
+        let mut s = KvStore::new(KvLimits::default());
+        s.apply(1, rid(0, 0), 0, &put("k/a", "1")).unwrap(); // rev 1
+        s.apply(2, rid(0, 0), 0, &put("k/b", "1")).unwrap(); // rev 2
+        s.apply(3, rid(0, 0), 0, &put("k/a", "2")).unwrap(); // rev 3
+        s.apply(4, rid(0, 0), 0, &del("k/b")).unwrap(); // rev 4
+        s.apply(5, rid(0, 0), 0, &del("k/zz")).unwrap(); // no change, no revision
+        assert_eq!(s.revision(), 4);
+        assert_eq!(
+            values(&range_at(&s, at("k/", 1)).unwrap()),
+            kvs(&[("k/a", "1")])
+        );
+        assert_eq!(
+            values(&range_at(&s, at("k/", 2)).unwrap()),
+            kvs(&[("k/a", "1"), ("k/b", "1")])
+        );
+        assert_eq!(
+            values(&range_at(&s, at("k/", 3)).unwrap()),
+            kvs(&[("k/a", "2"), ("k/b", "1")])
+        );
+        assert_eq!(
+            values(&range_at(&s, at("k/", 4)).unwrap()),
+            kvs(&[("k/a", "2")])
+        );
+        let b = &range_at(&s, at("k/b", 3)).unwrap().kvs[0];
+        assert_eq!((b.create_revision, b.mod_revision, b.version), (2, 2, 1));
+        assert_eq!(
+            range_at(&s, at("k/", 5)),
+            Err(EngineError::FutureRevision { revision: 5 })
+        );
+    }
+
+    #[test]
+    fn compaction_follows_etcd_and_keeps_the_compacted_revision_readable() {
+        let mut s = KvStore::new(KvLimits::default());
+        for i in 1..=5 {
+            s.apply(i, rid(0, 0), 0, &put("k", &i.to_string())).unwrap();
+        }
+        let compact = |rev| {
+            Op::Compact(CompactRequest {
+                revision: rev,
+                physical: true,
+            })
+        };
+        assert_eq!(
+            s.apply(6, rid(0, 0), 0, &compact(9)),
+            Err(EngineError::FutureRevision { revision: 9 })
+        );
+        let before = s.digest();
+        s.apply(7, rid(0, 0), 0, &compact(3)).unwrap();
+        assert_ne!(s.digest(), before, "replicas must agree on compactions too");
+        assert_eq!(s.revision(), 5, "a compaction is not a revision");
+        assert_eq!(
+            values(&range_at(&s, at("k", 3)).unwrap()),
+            kvs(&[("k", "3")])
+        );
+        assert_eq!(
+            range_at(&s, at("k", 2)),
+            Err(EngineError::Compacted {
+                compact_revision: 3
+            })
+        );
+        assert_eq!(
+            s.apply(8, rid(0, 0), 0, &compact(3)),
+            Err(EngineError::Compacted {
+                compact_revision: 3
+            })
+        );
+        assert_eq!(s.history_from(3, 10).unwrap().len(), 3);
+        assert_eq!(
+            s.history_from(2, 10),
+            Err(EngineError::Compacted {
+                compact_revision: 3
+            })
+        );
+        assert_eq!(s.history_revisions(), 3);
+        // History survives a checkpoint round trip.
+        let back: KvStore = postcard::from_bytes(&postcard::to_stdvec(&s).unwrap()).unwrap();
+        assert_eq!(
+            values(&range_at(&back, at("k", 4)).unwrap()),
+            kvs(&[("k", "4")])
+        );
+    }
+
+    #[test]
+    fn events_carry_every_change_of_a_revision_with_prev_kv() {
+        let mut s = KvStore::new(KvLimits::default());
+        assert!(s.take_fresh_events().is_empty());
+        s.apply(1, rid(0, 0), 0, &put("a", "1")).unwrap();
+        s.apply(2, rid(0, 0), 0, &put("b", "1")).unwrap();
+        let txn = Op::Txn(TxnRequest {
+            compare: vec![],
+            success: vec![
+                TxnOp::Put(PutRequest {
+                    key: "a".into(),
+                    value: "2".into(),
+                    prev_kv: false,
+                }),
+                TxnOp::DeleteRange(DeleteRangeRequest {
+                    key: "b".into(),
+                    range_end: vec![],
+                    prev_kv: false,
+                }),
+            ],
+            failure: vec![],
+        });
+        s.apply(3, rid(0, 0), 0, &txn).unwrap();
+        let fresh = s.take_fresh_events();
+        assert_eq!(
+            fresh.iter().map(|r| r.revision).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        let r3 = &fresh[2];
+        assert_eq!(r3.events.len(), 2, "one revision, both changes");
+        assert_eq!(r3.events[0].kind, EventKind::Put);
+        assert_eq!(r3.events[0].prev_kv.as_ref().unwrap().value, b"1");
+        assert_eq!(r3.events[1].kind, EventKind::Delete);
+        assert_eq!(
+            (r3.events[1].kv.mod_revision, r3.events[1].kv.version),
+            (3, 0)
+        );
+        assert!(s.take_fresh_events().is_empty());
+        // A past read undoes both changes of the transaction.
+        assert_eq!(
+            values(&range_at(&s, at("", 2)).unwrap()),
+            kvs(&[("a", "1"), ("b", "1")])
+        );
+    }
+
+    #[test]
+    fn sorting_filters_and_limits_follow_etcd() {
+        let mut s = KvStore::new(KvLimits::default());
+        for (i, (k, v)) in [("p/c", "x"), ("p/a", "z"), ("p/b", "y"), ("p/a", "w")]
+            .iter()
+            .enumerate()
+        {
+            s.apply(i as u64 + 1, rid(0, 0), 0, &put(k, v)).unwrap();
+        }
+        let mut r = RangeRequest::prefix("p/");
+        r.sort_target = SortTarget::Create;
+        r.sort_order = SortOrder::Descend;
+        r.limit = 2;
+        let rr = range_at(&s, r.clone()).unwrap();
+        assert_eq!(values(&rr), kvs(&[("p/b", "y"), ("p/a", "w")]));
+        assert_eq!((rr.count, rr.more), (3, true));
+        // A target with no order sorts ascending (etcd's rule).
+        r.sort_order = SortOrder::None;
+        r.limit = 0;
+        r.sort_target = SortTarget::Value;
+        assert_eq!(
+            values(&range_at(&s, r.clone()).unwrap()),
+            kvs(&[("p/a", "w"), ("p/c", "x"), ("p/b", "y")])
+        );
+        let mut f = RangeRequest::prefix("p/");
+        f.max_create_revision = 2;
+        f.min_mod_revision = 2;
+        assert_eq!(values(&range_at(&s, f).unwrap()), kvs(&[("p/a", "w")]));
+        let mut c = RangeRequest::prefix("p/");
+        c.count_only = true;
+        let rr = range_at(&s, c).unwrap();
+        assert_eq!((rr.kvs.len(), rr.count), (0, 3));
     }
 
     #[test]

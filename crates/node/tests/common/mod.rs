@@ -139,6 +139,7 @@ impl Engine for Toy {
             decided_index: self.index,
             applied_index: self.index,
             revision: self.store.revision(),
+            compact_revision: self.store.compact_revision(),
             applied_digest: Some(self.store.digest()),
             state_digest: None,
             pending_requests: self.forwarded.len(),

@@ -1,5 +1,5 @@
-//! etcd's KV service (Range, Put, DeleteRange, Txn) over [`NodeHandle::execute`].
-//! Compact answers UNIMPLEMENTED: Synod keeps no history to compact.
+//! etcd's KV service (Range, Put, DeleteRange, Txn, Compact) over [`NodeHandle::execute`].
+//! Compact is a replicated command: every member drops the same history at the same point.
 //!
 //! [`NodeHandle::execute`]: synod_node::NodeHandle::execute
 
@@ -9,7 +9,7 @@ use crate::pb::etcdserverpb as pb;
 use crate::pb::etcdserverpb::kv_server::Kv;
 use crate::service::EtcdService;
 use synod_core::Consistency;
-use synod_core::kv::{Op, Response, ResponseBody};
+use synod_core::kv::{CompactRequest, Op, Response, ResponseBody};
 use tonic::{Request, Status};
 
 impl EtcdService {
@@ -106,11 +106,23 @@ impl Kv for EtcdService {
 
     async fn compact(
         &self,
-        _request: Request<pb::CompactionRequest>,
+        request: Request<pb::CompactionRequest>,
     ) -> Result<tonic::Response<pb::CompactionResponse>, Status> {
-        self.refuse(
-            "compact",
-            "KV.Compact (synod keeps no revision history to compact)",
-        )
+        self.observe("compact", async {
+            let r = request.into_inner();
+            let revision = u64::try_from(r.revision).unwrap_or(0);
+            let op = Op::Compact(CompactRequest {
+                revision,
+                physical: r.physical,
+            });
+            let reply = self.execute(op, Consistency::Linearizable).await?;
+            match reply.body {
+                ResponseBody::Compact => Ok(pb::CompactionResponse {
+                    header: Some(self.header_at(reply.revision)),
+                }),
+                other => Err(wrong_reply("compact", &other)),
+            }
+        })
+        .await
     }
 }

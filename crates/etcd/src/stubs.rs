@@ -1,27 +1,14 @@
-//! The etcd services Synod does not implement — Watch, Lease and Auth. Every method answers
+//! The etcd services Synod does not implement — Lease and Auth. Every method answers
 //! UNIMPLEMENTED at once with a message naming it: a client must never hang on, nor be
-//! misled by, a feature that is not there. Watch and LeaseKeepAlive are bidirectional
-//! streams; they fail before reading the client's stream, so no request is ever left waiting.
+//! misled by, a feature that is not there. LeaseKeepAlive is a bidirectional
+//! stream; it fails before reading the client's stream, so no request is ever left waiting.
 
 use crate::pb::etcdserverpb as pb;
 use crate::pb::etcdserverpb::auth_server::Auth;
 use crate::pb::etcdserverpb::lease_server::Lease;
-use crate::pb::etcdserverpb::watch_server::Watch;
 use crate::service::EtcdService;
 use tokio_stream::Empty;
 use tonic::{Request, Response, Status, Streaming};
-
-#[tonic::async_trait]
-impl Watch for EtcdService {
-    type WatchStream = Empty<Result<pb::WatchResponse, Status>>;
-
-    async fn watch(
-        &self,
-        _request: Request<Streaming<pb::WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        self.refuse("watch", "Watch.Watch")
-    }
-}
 
 #[tonic::async_trait]
 impl Lease for EtcdService {

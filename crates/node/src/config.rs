@@ -70,6 +70,7 @@ pub struct LimitsConfig {
     pub request_bytes_max: usize,
     pub txn_ops_max: usize,
     pub request_timeout_ms: u64,
+    pub watch_progress_notify_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -81,6 +82,7 @@ impl Default for LimitsConfig {
             request_bytes_max: d.request_bytes_max,
             txn_ops_max: d.txn_ops_max,
             request_timeout_ms: d.request_timeout_ms,
+            watch_progress_notify_ms: d.watch_progress_notify_ms,
         }
     }
 }
@@ -93,6 +95,7 @@ impl LimitsConfig {
             request_bytes_max: self.request_bytes_max,
             txn_ops_max: self.txn_ops_max,
             request_timeout_ms: self.request_timeout_ms,
+            watch_progress_notify_ms: self.watch_progress_notify_ms,
         }
     }
 }

@@ -15,6 +15,7 @@
 
 use crate::alarm::Alarms;
 use crate::metrics::Metrics;
+use crate::watch::{HistoryQuery, WatchHub};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,9 @@ pub struct ApiLimits {
     pub txn_ops_max: usize,
     /// How long an API waits for the engine before answering "unavailable".
     pub request_timeout_ms: u64,
+    /// How often a caught-up watcher that asked for progress notifications gets one (etcd's
+    /// `--experimental-watch-progress-notify-interval`, default 10 minutes).
+    pub watch_progress_notify_ms: u64,
 }
 
 impl Default for ApiLimits {
@@ -53,6 +57,7 @@ impl Default for ApiLimits {
             request_bytes_max: 1536 * 1024 + 4 * 1024,
             txn_ops_max: 128,
             request_timeout_ms: 5_000,
+            watch_progress_notify_ms: 600_000,
         }
     }
 }
@@ -155,6 +160,8 @@ struct Inner {
     status: watch::Receiver<NodeStatus>,
     metrics: Arc<Metrics>,
     alarms: Arc<Alarms>,
+    /// Where this member's applied revisions reach watchers; `None` on a node without one.
+    watch: Option<Arc<WatchHub>>,
 }
 
 impl NodeHandle {
@@ -183,7 +190,35 @@ impl NodeHandle {
                 status,
                 metrics,
                 alarms,
+                watch: None,
             }),
+        }
+    }
+
+    /// This handle with watches served from `hub`.
+    pub fn with_watch_hub(self, hub: Arc<WatchHub>) -> Self {
+        let i = &self.inner;
+        NodeHandle {
+            inner: Arc::new(Inner {
+                submit: i.submit.clone(),
+                info: i.info.clone(),
+                status: i.status.clone(),
+                metrics: i.metrics.clone(),
+                alarms: i.alarms.clone(),
+                watch: Some(hub),
+            }),
+        }
+    }
+
+    /// The hub watches are served from, or why this node cannot serve them (an engine with
+    /// no store-wide revision, CASPaxos, has no history to watch).
+    pub fn watch_hub(&self) -> Result<&Arc<WatchHub>, ApiError> {
+        match &self.inner.watch {
+            Some(hub) if self.inner.info.capabilities.revisions => Ok(hub),
+            _ => Err(ApiError::Engine(EngineError::Unsupported {
+                engine: self.inner.info.engine.clone(),
+                what: "watch".into(),
+            })),
         }
     }
 
@@ -426,23 +461,42 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
     status.engine.leader = Some(1);
     status.engine.role = "leader".into();
     let (status_tx, status_rx) = watch::channel(status);
+    let (history_tx, mut history_rx) = mpsc::channel::<HistoryQuery>(64);
+    let hub = Arc::new(WatchHub::new(0, history_tx));
+    let publish_to = hub.clone();
     tokio::spawn(async move {
         let mut store = KvStore::new(KvLimits::default());
+        let _ = store.take_fresh_events(); // Collect events from the first write on.
         let mut index = 0;
-        while let Some(s) = rx.recv().await {
+        loop {
+            let s = tokio::select! {
+                q = history_rx.recv() => {
+                    if let Some(q) = q {
+                        let _ = q.reply.send(store.history_from(q.start, q.max_revisions));
+                    }
+                    continue;
+                }
+                s = rx.recv() => match s {
+                    Some(s) => s,
+                    None => break,
+                },
+            };
             index += 1;
             let r = store.apply(index, synod_core::RequestId::default(), 0, &s.op);
+            publish_to.set_compacted(store.compact_revision());
+            publish_to.publish(store.take_fresh_events(), store.revision());
             let _ = s.reply.send(r);
             status_tx.send_modify(|st| {
                 st.engine.leader = Some(1);
                 st.engine.applied_index = index;
                 st.engine.revision = store.revision();
+                st.engine.compact_revision = store.compact_revision();
                 st.engine.keys = store.len() as u64;
                 st.engine.role = "leader".into();
             });
         }
     });
-    NodeHandle::new(tx, info, status_rx, Arc::new(Metrics::new()))
+    NodeHandle::new(tx, info, status_rx, Arc::new(Metrics::new())).with_watch_hub(hub)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! * [`transport`] — framed, handshaken TCP between members with bounded per-peer queues.
 //! * [`storage`] — the write-ahead log and the data directory (lock, identity, boot counter).
 //! * [`runtime`] — [`start`]: the engine thread that drains persist → send → reply.
+//! * [`watch`] — the hub that hands applied revisions to every API's watchers.
 //!
 //! API crates depend only on `handle` and `metrics`, so they can be tested against
 //! [`handle::local_test_node`] without a cluster.
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod storage;
 pub mod transport;
+pub mod watch;
 
 pub use alarm::Alarms;
 pub use config::{ClusterConfig, ConfigError, MemberConfig, NodeConfig};

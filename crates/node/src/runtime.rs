@@ -43,6 +43,7 @@ use crate::handle::{NodeHandle, NodeInfo, NodeStatus, Submission};
 use crate::metrics::Metrics;
 use crate::storage::{AppendError, DataDir, StorageError, Wal, WalOptions, quarantine};
 use crate::transport::{PROBE_MS_MAX, Transport, TransportIdentity, TransportStopper, probe_peers};
+use crate::watch::{HistoryQuery, WatchHub};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -213,7 +214,11 @@ pub async fn start_engine<E: Engine>(
             .await
             .map_err(|e| NodeError::Thread(format!("recovery task: {e}")))??
     };
-    let (data_dir, wal, engine, identity_repaired) = recovered;
+    let (data_dir, wal, mut engine, identity_repaired) = recovered;
+    // Watchers see every revision applied from here on (earlier ones come from history).
+    let _ = engine.take_watch_events();
+    let (history_tx, history_rx) = mpsc::channel::<HistoryQuery>(cluster.runtime.submit_queue_max);
+    let hub = Arc::new(WatchHub::new(engine.status().revision, history_tx));
 
     let (submit_tx, submit_rx) = mpsc::channel(cluster.runtime.submit_queue_max);
     let (inbox_tx, inbox_rx) = mpsc::channel(cluster.runtime.inbox_messages_max);
@@ -284,7 +289,8 @@ pub async fn start_engine<E: Engine>(
     .map_err(|e| NodeError::Thread(format!("spawn free-space watcher: {e}")))?;
     let stop_holding = Arc::new(AtomicBool::new(false));
     let handle =
-        NodeHandle::with_alarms(submit_tx, info, status_rx, metrics.clone(), alarms.clone());
+        NodeHandle::with_alarms(submit_tx, info, status_rx, metrics.clone(), alarms.clone())
+            .with_watch_hub(hub.clone());
 
     // Distinct per boot of this directory, and (by its data id) per directory: a member whose
     // directory was wiped or quarantined counts boots from 1 again, and must not reuse the
@@ -304,6 +310,8 @@ pub async fn start_engine<E: Engine>(
         transport,
         submit_rx,
         inbox_rx,
+        history_rx,
+        hub,
         status_tx,
         metrics,
         client,
@@ -582,6 +590,9 @@ struct EngineLoop<E: Engine> {
     transport: Transport<E::Message>,
     submit_rx: mpsc::Receiver<Submission>,
     inbox_rx: mpsc::Receiver<(NodeId, E::Message)>,
+    /// Watchers' reads of history older than the hub's ring.
+    history_rx: mpsc::Receiver<HistoryQuery>,
+    hub: Arc<WatchHub>,
     status_tx: watch::Sender<NodeStatus>,
     metrics: Arc<Metrics>,
     client: ClientId,
@@ -624,6 +635,10 @@ impl<E: Engine> EngineLoop<E> {
                     None => inbox_open = false,
                 },
                 _ = &mut timer => {}
+                Some(q) = self.history_rx.recv() => {
+                    let _ = q.reply.send(self.engine.watch_history(q.start, q.max_revisions));
+                    continue;
+                }
                 s = self.submit_rx.recv() => match s {
                     Some(s) => self.submit(s),
                     None => return Ok(()), // Every handle is gone.
@@ -711,6 +726,13 @@ impl<E: Engine> EngineLoop<E> {
     /// persist → send → reply, in that order, enforced by `Ready::persist`.
     fn drain(&mut self) -> Result<(), NodeError> {
         let mut ready = self.engine.ready();
+        // Applied revisions are decided, so watchers may have them before this batch is
+        // durable here; and before its replies, so a client that saw its write acknowledged
+        // and then watches "from now" is not sent that write.
+        let fresh = self.engine.take_watch_events();
+        if let Some(revision) = fresh.last().map(|r| r.revision) {
+            self.hub.publish(fresh, revision);
+        }
         if !ready.is_empty() {
             // Early messages overlap our fsync with the peers' (see Ready::take_early). Inputs
             // that answer them are read only after this batch's persist returns.
@@ -788,6 +810,9 @@ impl<E: Engine> EngineLoop<E> {
 
     fn publish_status(&mut self) {
         let engine = self.engine.status();
+        // Moves the watch head over a revision jump without events (a snapshot install).
+        self.hub.set_compacted(engine.compact_revision);
+        self.hub.publish(Vec::new(), engine.revision);
         self.log_repair(&engine.role);
         if engine.leader != self.last_leader {
             if engine.leader.is_some() {

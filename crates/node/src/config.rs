@@ -221,7 +221,32 @@ pub struct ClusterConfig {
     pub storage: StorageConfig,
     pub transport: TransportConfig,
     pub runtime: RuntimeConfig,
+    pub history: HistoryConfig,
     pub members: Vec<MemberConfig>,
+}
+
+/// How much revision history the store keeps (etcd's `--auto-compaction-mode` and
+/// `--auto-compaction-retention`). History costs memory and checkpoint size per retained
+/// revision (about twice the key and value of each change, see docs/watch.md), so it is
+/// bounded by default; clients can still compact further themselves (`KV.Compact`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// "revision": keep the last `retention_revisions` revisions; "periodic": keep about
+    /// `retention_seconds` of history; "off": keep everything until a client compacts.
+    pub auto_compaction_mode: String,
+    pub retention_revisions: u64,
+    pub retention_seconds: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            auto_compaction_mode: "revision".into(),
+            retention_revisions: 10_000,
+            retention_seconds: 3600,
+        }
+    }
 }
 
 impl Default for ClusterConfig {
@@ -240,6 +265,7 @@ impl Default for ClusterConfig {
             storage: StorageConfig::default(),
             transport: TransportConfig::default(),
             runtime: RuntimeConfig::default(),
+            history: HistoryConfig::default(),
             members: Vec::new(),
         }
     }
@@ -358,6 +384,23 @@ impl ClusterConfig {
                 "engine",
                 format!("unknown engine {:?}; known: {ENGINE_NAMES:?}", self.engine),
             ));
+        }
+        match self.history.auto_compaction_mode.as_str() {
+            "off" => {}
+            "revision" if self.history.retention_revisions > 0 => {}
+            "periodic" if self.history.retention_seconds > 0 => {}
+            "revision" | "periodic" => {
+                return Err(invalid(
+                    "history",
+                    "the retention of the chosen auto_compaction_mode must be > 0",
+                ));
+            }
+            other => {
+                return Err(invalid(
+                    "history.auto_compaction_mode",
+                    format!("unknown mode {other:?}; known: \"revision\", \"periodic\", \"off\""),
+                ));
+            }
         }
         if self.members.is_empty() {
             return Err(invalid(

@@ -1,6 +1,7 @@
 //! Synod's node layer: everything between the pure engines and the client APIs.
 //!
 //! * [`alarm`] — the NOSPACE alarm and the free-space watermark behind it.
+//! * [`compactor`] — auto-compaction of the revision history.
 //! * [`handle`] — [`NodeHandle`], the only thing API layers (HTTP, etcd gRPC) see of a node.
 //! * [`metrics`] — the Prometheus registry every layer records into.
 //! * [`config`] — the cluster file shared by all members, plus per-node settings.
@@ -13,6 +14,7 @@
 //! [`handle::local_test_node`] without a cluster.
 
 pub mod alarm;
+pub mod compactor;
 pub mod config;
 pub mod handle;
 pub mod metrics;
@@ -22,7 +24,7 @@ pub mod transport;
 pub mod watch;
 
 pub use alarm::Alarms;
-pub use config::{ClusterConfig, ConfigError, MemberConfig, NodeConfig};
+pub use config::{ClusterConfig, ConfigError, HistoryConfig, MemberConfig, NodeConfig};
 pub use handle::{ApiError, ApiLimits, MemberInfo, NodeHandle, NodeInfo, NodeStatus, Submission};
 pub use metrics::Metrics;
 pub use runtime::{NodeError, RunningNode, start, start_engine, start_with_listener};

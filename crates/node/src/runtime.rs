@@ -116,6 +116,17 @@ pub struct RunningNode {
     /// Tells an engine thread holding an unwritable batch to give up (see `persist_held`).
     stop_holding: Arc<AtomicBool>,
     _space_watcher: Option<SpaceWatcher>,
+    /// Auto-compaction; aborted with the node.
+    _compactor: AbortOnDrop,
+}
+
+/// Aborts a task when dropped, so a node's helper tasks end with it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// First pause before retrying a batch whose WAL write failed; doubles per failure.
@@ -302,6 +313,7 @@ pub async fn start_engine<E: Engine>(
                 & 0xffff_ffff),
     );
     let last_decided = engine.status().decided_index;
+    let handle_for_compactor = handle.clone();
     let state = EngineLoop {
         id,
         engine,
@@ -352,6 +364,10 @@ pub async fn start_engine<E: Engine>(
         transport: Some(stopper),
         stop_holding,
         _space_watcher: space_watcher,
+        _compactor: AbortOnDrop(tokio::spawn(crate::compactor::run(
+            handle_for_compactor,
+            cluster.history.clone(),
+        ))),
     })
 }
 

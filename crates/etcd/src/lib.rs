@@ -58,10 +58,14 @@ pub fn decoding_message_bytes_max(handle: &NodeHandle) -> usize {
         .saturating_add(GRPC_OVERHEAD_BYTES)
 }
 
-/// Every etcd service over `handle`, ready to add to a tonic server.
+/// Every etcd service over `handle`, ready to add to a tonic server. Watch streams stay open
+/// until their clients leave; [`serve`] also ends them at shutdown.
 pub fn routes(handle: NodeHandle) -> Routes {
-    let decode_max = decoding_message_bytes_max(&handle);
-    let svc = EtcdService::new(handle);
+    routes_of(EtcdService::new(handle))
+}
+
+fn routes_of(svc: EtcdService) -> Routes {
+    let decode_max = decoding_message_bytes_max(&svc.handle);
     Routes::new(KvServer::new(svc.clone()).max_decoding_message_size(decode_max))
         .add_service(WatchServer::new(svc.clone()).max_decoding_message_size(decode_max))
         .add_service(LeaseServer::new(svc.clone()).max_decoding_message_size(decode_max))
@@ -80,6 +84,12 @@ pub async fn serve(
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, "etcd gRPC API listening");
     let decode_max = decoding_message_bytes_max(&handle);
-    let kv = KvServer::new(EtcdService::new(handle.clone())).max_decoding_message_size(decode_max);
-    server::serve(listener, kv, routes(handle), shutdown).await
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let svc = EtcdService::new(handle).with_stopping(stopping);
+    let kv = KvServer::new(svc.clone()).max_decoding_message_size(decode_max);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    };
+    server::serve(listener, kv, routes_of(svc), shutdown).await
 }

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use synod_node::NodeHandle;
+use tokio::sync::watch;
 use tonic::Status;
 
 /// Implements every etcd v3 service over one [`NodeHandle`]. Cheap to clone: one per
@@ -20,6 +21,11 @@ pub struct EtcdService {
     /// `/metrics` lists only operations that happened): the labelled lookup (three label
     /// strings, a hash and a lock per request) showed in the API thread's profile.
     ok_histograms: Arc<[(&'static str, OnceLock<Histogram>)]>,
+    /// Turns true when the server shuts down: long-lived streams (Watch) end then, instead of
+    /// holding the shutdown for its whole grace period.
+    pub(crate) stopping: watch::Receiver<bool>,
+    /// Keeps `stopping` open for services built without a shutdown signal.
+    _never: Arc<watch::Sender<bool>>,
 }
 
 /// KV operations whose successful calls use a cached histogram.
@@ -28,10 +34,19 @@ const HOT_OPS: [&str; 4] = ["range", "put", "delete", "txn"];
 impl EtcdService {
     pub fn new(handle: NodeHandle) -> Self {
         let ok_histograms = HOT_OPS.iter().map(|op| (*op, OnceLock::new())).collect();
+        let (never, stopping) = watch::channel(false);
         EtcdService {
             handle,
             ok_histograms,
+            stopping,
+            _never: Arc::new(never),
         }
+    }
+
+    /// This service, ending its streams when `stopping` turns true.
+    pub fn with_stopping(mut self, stopping: watch::Receiver<bool>) -> Self {
+        self.stopping = stopping;
+        self
     }
 
     /// Runs one RPC body and records its latency and outcome under `op`.

@@ -110,9 +110,13 @@ struct WatchStream {
 impl WatchStream {
     async fn run(mut self, mut requests: Streaming<pb::WatchRequest>) {
         let mut head = self.hub.subscribe();
+        let mut stopping = self.svc.stopping.clone();
         let mut ticker = tokio::time::interval(self.progress_every.min(Duration::from_secs(1)));
         let mut half_closed = false;
         loop {
+            if *stopping.borrow() {
+                return;
+            }
             let Ok(behind) = self.serve_round().await else {
                 return;
             };
@@ -125,6 +129,10 @@ impl WatchStream {
             tokio::select! {
                 biased;
                 () = self.out.closed() => return,
+                // Server shutdown: ending the stream lets the client reconnect elsewhere.
+                r = stopping.changed() => if r.is_err() || *stopping.borrow() {
+                    return;
+                },
                 r = requests.message(), if !half_closed => match r {
                     Ok(Some(req)) => {
                         if self.handle_request(req).await.is_err() {

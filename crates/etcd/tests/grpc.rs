@@ -12,7 +12,6 @@ use synod_etcd::pb::etcdserverpb::cluster_client::ClusterClient;
 use synod_etcd::pb::etcdserverpb::kv_client::KvClient;
 use synod_etcd::pb::etcdserverpb::lease_client::LeaseClient;
 use synod_etcd::pb::etcdserverpb::maintenance_client::MaintenanceClient;
-use synod_etcd::pb::etcdserverpb::watch_client::WatchClient;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
@@ -412,20 +411,6 @@ async fn unsupported_methods_and_options_answer_unimplemented_at_once() {
     put(&mut c, "k", "v").await;
 
     assert_unimplemented(
-        "Compact",
-        c.compact(pb::CompactionRequest {
-            revision: 1,
-            physical: false,
-        }),
-    )
-    .await;
-    let mut historical = range("k", b"");
-    historical.revision = 1;
-    assert_unimplemented("Range at a revision", c.range(historical)).await;
-    let mut sorted = range("a", &[0]);
-    sorted.sort_order = pb::range_request::SortOrder::Descend as i32;
-    assert_unimplemented("Range sorted descending", c.range(sorted)).await;
-    assert_unimplemented(
         "Put with a lease",
         c.put(pb::PutRequest {
             key: "k".into(),
@@ -435,17 +420,6 @@ async fn unsupported_methods_and_options_answer_unimplemented_at_once() {
     )
     .await;
 
-    // Watch is a bidirectional stream: it must fail immediately, not wait for requests.
-    let mut w = WatchClient::new(ch.clone());
-    let requests = tokio_stream::iter(vec![pb::WatchRequest {
-        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
-            pb::WatchCreateRequest {
-                key: "k".into(),
-                ..Default::default()
-            },
-        )),
-    }]);
-    assert_unimplemented("Watch", w.watch(Request::new(requests))).await;
     let mut l = LeaseClient::new(ch.clone());
     assert_unimplemented(
         "LeaseGrant",

@@ -38,8 +38,8 @@ use synod_checker::watch::WatchReport;
 use synod_checker::{CheckOptions, Verdict, check_history};
 use synod_core::history::{History, HistoryOp};
 use synod_core::{
-    ClientId, ClientReply, ClientRequest, DurableRecord, Engine, EngineConfig, EngineError,
-    EngineStatus, NodeId, PlantedBug, SplitMix64,
+    ClientId, ClientReply, ClientRequest, Engine, EngineConfig, EngineError, EngineStatus, NodeId,
+    PlantedBug, SplitMix64,
 };
 
 /// Virtual time between two ticks of one node (the node runtime's tick is 10 ms too).
@@ -595,14 +595,7 @@ impl<E: Engine> Sim<E> {
             .as_mut()
             .unwrap_or_else(|| panic!("drain of crashed node {node}"));
         let mut ready = engine.ready();
-        // What the batch applied, taken at once so that a crash below cannot lose it from the
-        // watch checker's reference; watchers get it only once the batch completed.
-        let fresh = if watch_on {
-            engine.take_watch_events()
-        } else {
-            Vec::new()
-        };
-        let checkpointed = watch_on && ready.records().iter().any(DurableRecord::is_checkpoint);
+        let (fresh, checkpointed) = watch::take_applied(engine, &ready, watch_on);
         let counts = ready.counts();
         // Early messages leave before the batch's records are durable (Ready::take_early).
         let early = ready.take_early();

@@ -28,7 +28,7 @@ use synod_checker::watch::{
     self, Reference, WatchInput, WatchReport, WatchSpec, WatchStep, WatcherLog,
 };
 use synod_core::kv::{Response, RevisionEvents};
-use synod_core::{EngineError, NodeId, SplitMix64};
+use synod_core::{DurableRecord, EngineError, NodeId, Ready, SplitMix64};
 
 /// Revisions one `watch_history` call returns at most; a catch-up pages through.
 pub const HISTORY_PAGE_REVISIONS: usize = 64;
@@ -394,6 +394,21 @@ impl WatchHub {
         };
         watch::check(&input)
     }
+}
+
+/// What `engine`'s batch `ready` applied, taken at once so that a crash before the batch
+/// completes cannot lose it from the reference (watchers get it only once the batch completed),
+/// and whether the batch carries a checkpoint record. Nothing is taken when no watcher runs.
+pub(super) fn take_applied<E: Engine>(
+    engine: &mut E,
+    ready: &Ready<E::Message, E::Record>,
+    watch_on: bool,
+) -> (Vec<Arc<RevisionEvents>>, bool) {
+    if !watch_on {
+        return (Vec::new(), false);
+    }
+    let checkpointed = ready.records().iter().any(DurableRecord::is_checkpoint);
+    (engine.take_watch_events(), checkpointed)
 }
 
 impl<E: Engine> Sim<E> {

@@ -117,6 +117,22 @@ fn planted_compaction_drops_watched_event_is_caught() {
     caught::<VrEngine>(PlantedBug::CompactionDropsWatchedEvent);
 }
 
+/// Watchers keep a seed a pure function of its configuration.
+#[test]
+fn same_seed_replays_exactly_with_watchers() {
+    let run = |seed| {
+        synod_sim::run_seed::<VrEngine>(&RunConfig {
+            seed,
+            ..template(5)
+        })
+    };
+    let (a, b) = (run(9), run(9));
+    assert_eq!((a.trace_hash, a.events), (b.trace_hash, b.events));
+    let (wa, wb) = (a.watch.expect("watched"), b.watch.expect("watched"));
+    assert_eq!((wa.deliveries, wa.resumes), (wb.deliveries, wb.resumes));
+    assert_ne!(a.trace_hash, run(10).trace_hash);
+}
+
 /// Without watchers a run is what it was before they existed: the watch checker stays off.
 #[test]
 fn runs_without_watchers_do_not_check_watches() {

@@ -21,6 +21,7 @@ mod explain;
 pub mod generate;
 mod model;
 mod search;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -286,10 +286,22 @@ pub enum PlantedBug {
     /// CASPaxos repair: a node that lost its storage rebuilds its acceptor from the first peer
     /// that answers in full instead of from n − majority + 1 of them.
     CasRepairFromOnePeer,
+    /// Watch (replica layer): a member also hands its watchers the events of log entries it
+    /// has accepted but that are not decided yet, and then suppresses the decided revisions it
+    /// already "sent" — a leader change that discards the accepted suffix leaves its watchers
+    /// with events that never happened.
+    WatchUndecidedEvent,
+    /// Watch (replica layer): history replay for a watcher that catches up or resumes starts
+    /// one revision late (`watch_history(start)` answers from `start + 1`).
+    WatchResumeSkipsRevision,
+    /// Watch (KV store): a compaction also drops, from the buffer of revisions the watch layer
+    /// has not taken yet, the ones below the compaction revision, so watchers miss revisions
+    /// applied in the same batch as the `Compact`.
+    CompactionDropsWatchedEvent,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 16] = [
+    pub const ALL: [PlantedBug; 19] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -306,6 +318,9 @@ impl PlantedBug {
         PlantedBug::OmniAmnesicVotes,
         PlantedBug::TruncateAtCorruption,
         PlantedBug::CasRepairFromOnePeer,
+        PlantedBug::WatchUndecidedEvent,
+        PlantedBug::WatchResumeSkipsRevision,
+        PlantedBug::CompactionDropsWatchedEvent,
     ];
 
     pub fn name(self) -> &'static str {
@@ -326,6 +341,9 @@ impl PlantedBug {
             PlantedBug::OmniAmnesicVotes => "omni-amnesic-votes",
             PlantedBug::TruncateAtCorruption => "truncate-at-corruption",
             PlantedBug::CasRepairFromOnePeer => "cas-repair-from-one-peer",
+            PlantedBug::WatchUndecidedEvent => "watch-undecided-event",
+            PlantedBug::WatchResumeSkipsRevision => "watch-resume-skips-revision",
+            PlantedBug::CompactionDropsWatchedEvent => "compaction-drops-watched-event",
         }
     }
 

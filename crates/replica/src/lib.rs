@@ -11,6 +11,7 @@
 //! * `snapshot` — checkpoints (log compaction) and chunked, resumable snapshot transfer.
 //! * [`records`] — the durable records and their replay.
 //! * [`messages`] — the wire messages.
+//! * `planted` — deliberately broken watch variants (test only, see [`PlantedBug`]).
 //!
 //! Sans-IO and deterministic like the protocols under it: no clock, no I/O, no threads, no
 //! randomness. Persist-before-send stays structural: the protocol pushes records before the
@@ -19,6 +20,7 @@
 
 pub mod messages;
 mod pending;
+mod planted;
 mod reads;
 pub mod records;
 mod snapshot;
@@ -38,7 +40,7 @@ use std::sync::Arc;
 use synod_core::kv::RevisionEvents;
 use synod_core::{
     Capabilities, ClientRequest, Command, Engine, EngineConfig, EngineError, EngineStatus,
-    LogProtocol, NodeId, Origin, OutputBuffer, ProtocolEvent, ProtocolOutput, Ready,
+    LogProtocol, NodeId, Origin, OutputBuffer, PlantedBug, ProtocolEvent, ProtocolOutput, Ready,
 };
 
 /// Incarnations after a lost disk start at or above this (bit 62), plus bits of the boot nonce:
@@ -74,6 +76,9 @@ pub struct Replica<P: LogProtocol> {
     last_leader_hint: Option<NodeId>,
     /// Snapshot transfers in both directions (volatile).
     snapshots: SnapshotTransfers<P::Term>,
+    /// Test only (planted `WatchUndecidedEvent`): the highest revision handed to the watch
+    /// layer ahead of its decision.
+    watch_speculated: u64,
 }
 
 impl<P: LogProtocol> std::fmt::Debug for Replica<P> {
@@ -146,6 +151,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
             out,
             last_leader_hint: None,
             snapshots: SnapshotTransfers::default(),
+            watch_speculated: 0,
         };
         // Nobody waits for replies of what was decided before the crash.
         r.apply_decided();
@@ -234,7 +240,13 @@ impl<P: LogProtocol> Engine for Replica<P> {
     }
 
     fn take_watch_events(&mut self) -> Vec<Arc<RevisionEvents>> {
-        self.state.kv.take_fresh_events()
+        let compaction_bug = self.config.bug(PlantedBug::CompactionDropsWatchedEvent);
+        self.state.kv.plant_compaction_bug(compaction_bug);
+        let fresh = self.state.kv.take_fresh_events();
+        if self.config.bug(PlantedBug::WatchUndecidedEvent) {
+            return self.planted_undecided_events(fresh);
+        }
+        fresh
     }
 
     fn watch_history(
@@ -242,6 +254,9 @@ impl<P: LogProtocol> Engine for Replica<P> {
         start: u64,
         max_revisions: usize,
     ) -> Result<Vec<Arc<RevisionEvents>>, EngineError> {
+        let late = self.config.bug(PlantedBug::WatchResumeSkipsRevision)
+            && start < self.state.kv.revision();
+        let start = if late { start + 1 } else { start };
         self.state.kv.history_from(start, max_revisions)
     }
 }

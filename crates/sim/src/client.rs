@@ -30,6 +30,9 @@ pub struct OpenOp {
     pub is_read: bool,
     /// Where the first attempt goes (scripted reads); `None` = a random node.
     pub first_node: Option<NodeId>,
+    /// A watch-workload operation (see [`crate::watch_ops`]): judged by the watch checker,
+    /// never entered in the linearizability history.
+    pub watch_extra: bool,
 }
 
 #[derive(Clone, Debug)]

@@ -21,6 +21,8 @@
 //! * [`ledger`] — the campaign's append-only record of which seeds ran, where the README's
 //!   "0 failures over N seeds" figures come from.
 //! * [`toy`] — a fixed-sequencer engine for testing the simulator itself.
+//! * [`watch_ops`] — the watch workload (compactions, past and range reads, multi-key txns) and
+//!   what replies tell the watch checker; the watchers themselves live in `sim/watch.rs`.
 //!
 //! The library API for `synod sim` is [`SimOptions`], [`run_many`], [`run_cli`] and
 //! [`partial_connectivity_report`].
@@ -37,6 +39,7 @@ pub mod sim;
 pub mod sweep;
 pub mod toy;
 pub mod trace;
+pub mod watch_ops;
 
 pub use faults::{Damage, Fault, FaultSet, Scenario, ScheduledFault};
 pub use sim::{RunConfig, RunResult, TICK_US, run_seed};
@@ -66,6 +69,18 @@ pub fn engine_runner(name: &str) -> Result<Runner, String> {
     }
 }
 
+/// Whether the named engine keeps store revisions (what watchers need).
+fn engine_keeps_revisions(name: &str) -> bool {
+    use synod_core::Engine;
+    match name {
+        "toy" => toy::Toy::capabilities().revisions,
+        "omnipaxos" => engines::OmniPaxosEngine::capabilities().revisions,
+        "vr" => engines::VrEngine::capabilities().revisions,
+        "caspaxos" => engines::CasPaxosEngine::capabilities().revisions,
+        _ => false,
+    }
+}
+
 /// What `synod sim` runs.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
@@ -89,6 +104,8 @@ pub struct SimOptions {
     pub stop_on_failure: bool,
     /// Checkpoint (compact the log) every this many applied entries; 0 = never.
     pub snapshot_entries: u64,
+    /// Watchers per node, with the watch workload and checker ([`RunConfig::watchers`]).
+    pub watchers: usize,
 }
 
 impl Default for SimOptions {
@@ -110,6 +127,7 @@ impl Default for SimOptions {
             history_dir: None,
             stop_on_failure: false,
             snapshot_entries: 0,
+            watchers: run.watchers,
         }
     }
 }
@@ -119,6 +137,8 @@ impl Default for SimOptions {
 pub const SIM_SECONDS_MAX: u64 = 3_600;
 /// Most keys (operations stay cheap to check per key; beyond this a run would hardly collide).
 pub const KEYS_MAX: u64 = 1_000_000;
+/// Most watchers per node (each costs a filter per applied revision per node).
+pub const WATCHERS_MAX: usize = 1_000;
 
 impl SimOptions {
     /// Refuses workloads the simulator cannot run (no clients, no keys, no time).
@@ -147,6 +167,7 @@ impl SimOptions {
         cfg.fault_window_us = self.sim_seconds.saturating_mul(1_000_000);
         cfg.planted_bug = self.planted_bug;
         cfg.snapshot_entries = self.snapshot_entries;
+        cfg.watchers = self.watchers;
         cfg.keep_history = self.history_dir.is_some();
         cfg
     }
@@ -171,6 +192,62 @@ pub struct SimSummary {
     /// Seeds in which agreement by applied digest was checked (see
     /// [`RunResult::agreement_checked`]); fewer than `seeds_run` for log-less engines.
     pub agreement_checked_seeds: u64,
+    /// Totals of the watch checker over the seeds that had watchers.
+    pub watch: WatchTotals,
+}
+
+/// What the watch checker covered over many seeds.
+#[derive(Clone, Debug, Default)]
+pub struct WatchTotals {
+    pub seeds: u64,
+    pub watchers: u64,
+    pub deliveries: u64,
+    pub resumes: u64,
+    pub cancels: u64,
+    pub revisions: u64,
+    pub reads: u64,
+    pub writes: u64,
+    pub compares: u64,
+    pub ops_ok: u64,
+}
+
+impl WatchTotals {
+    /// Adds one run's watch report.
+    pub fn record(&mut self, r: &RunResult) {
+        let Some(w) = &r.watch else {
+            return;
+        };
+        self.seeds += 1;
+        self.watchers += w.watchers as u64;
+        self.deliveries += w.deliveries;
+        self.resumes += w.resumes;
+        self.cancels += w.cancels;
+        self.revisions += w.revisions;
+        self.reads += w.reads as u64;
+        self.writes += w.writes as u64;
+        self.compares += w.compares as u64;
+        self.ops_ok += r.watch_ops_ok;
+    }
+
+    /// One line for the totals, empty when no seed had watchers.
+    pub fn line(&self) -> String {
+        if self.seeds == 0 {
+            return String::new();
+        }
+        format!(
+            " | watch: {} seeds, {} watchers, {} deliveries over {} revisions, {} resumes, {} cancelled as compacted, checked {} range reads, {} acked writes, {} txn compares ({} watch-workload ops ok)",
+            self.seeds,
+            self.watchers,
+            self.deliveries,
+            self.revisions,
+            self.resumes,
+            self.cancels,
+            self.reads,
+            self.writes,
+            self.compares,
+            self.ops_ok
+        )
+    }
 }
 
 /// Failure reports kept in a summary.
@@ -192,7 +269,7 @@ impl SimSummary {
             )
         };
         format!(
-            "seeds {} ({} failed) | ops {} ok, {} unknown, {} failed | messages {} | simulated {:.1} s | wall {:.2} s ({:.2} s checking) | {:.0} simulated events/s{agreement}",
+            "seeds {} ({} failed) | ops {} ok, {} unknown, {} failed | messages {} | simulated {:.1} s | wall {:.2} s ({:.2} s checking) | {:.0} simulated events/s{agreement}{}",
             self.seeds_run,
             self.failed_seeds.len(),
             self.ops_ok,
@@ -203,6 +280,7 @@ impl SimSummary {
             wall_s,
             self.check_wall.as_secs_f64(),
             self.events as f64 / wall_s,
+            self.watch.line(),
         )
     }
 }
@@ -217,6 +295,18 @@ pub fn run_many_with(
         return Err(format!("--nodes must be 1..=9, got {}", opts.nodes));
     }
     opts.check_workload()?;
+    if opts.watchers > 0 && !engine_keeps_revisions(&opts.engine) {
+        return Err(format!(
+            "--watchers needs an engine with revisions; {} has none",
+            opts.engine
+        ));
+    }
+    if opts.watchers > WATCHERS_MAX {
+        return Err(format!(
+            "--watchers must be 0..={WATCHERS_MAX}, got {}",
+            opts.watchers
+        ));
+    }
     let start = Instant::now();
     let mut sum = SimSummary::default();
     for seed in opts.seeds.clone() {
@@ -335,13 +425,15 @@ pub fn partial_connectivity_report(engine: &str, nodes: usize) -> Result<String,
 pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|toy] [--nodes N] [--seeds A..B | N]
                  [--faults all|none|crash,partition,one-way,partial,loss,duplicate,power-loss,torn-writes]
                  [--clients N] [--ops N] [--keys N] [--sim-seconds S]
-                 [--snapshot-entries N] [--planted-bug NAME]
+                 [--snapshot-entries N] [--watchers N] [--planted-bug NAME]
                  [--history-dir DIR]
                  [--stop-on-failure] [--verbose] [--report]
        synod sim --campaign (--for DURATION | --seeds N) ...   (see synod sim --campaign --help)
   --seeds N means 0..N. --report prints the partial-connectivity table instead of running seeds.
   --ops is per client; --sim-seconds is the fault window the operations spread over
   (defaults: 5 clients x 40 ops on 4 keys over 6 s).
+  --watchers N keeps N watchers per node (log engines), adds compactions, past-revision and
+  range reads and multi-key txns to the workload, and runs the watch checker (docs/simulation.md).
   exit status: 0 every seed passed, 1 some seed failed, 2 bad arguments.";
 
 /// Parsed command line of `synod sim`.
@@ -385,6 +477,7 @@ pub fn parse_args(args: &[String]) -> Result<CliArgs, String> {
             "--keys" => opts.keys = num(flag, value(flag)?)?,
             "--sim-seconds" => opts.sim_seconds = num(flag, value(flag)?)?,
             "--snapshot-entries" => opts.snapshot_entries = num(flag, value(flag)?)?,
+            "--watchers" => opts.watchers = num(flag, value(flag)?)? as usize,
             "--planted-bug" => {
                 let v = value(flag)?;
                 opts.planted_bug = Some(PlantedBug::parse(&v).ok_or_else(|| {
@@ -453,7 +546,7 @@ pub fn run_cli(args: &[String]) -> i32 {
     match result {
         Ok(sum) => {
             println!(
-                "engine {} nodes {} faults {} | {} clients x {} ops on {} keys over {} s{}",
+                "engine {} nodes {} faults {} | {} clients x {} ops on {} keys over {} s{}{}",
                 cli.opts.engine,
                 cli.opts.nodes,
                 cli.opts.faults.names(),
@@ -461,6 +554,11 @@ pub fn run_cli(args: &[String]) -> i32 {
                 cli.opts.ops_per_client,
                 cli.opts.keys,
                 cli.opts.sim_seconds,
+                if cli.opts.watchers > 0 {
+                    format!(" | {} watchers per node", cli.opts.watchers)
+                } else {
+                    String::new()
+                },
                 cli.opts
                     .planted_bug
                     .map_or(String::new(), |b| format!(" planted bug {}", b.name()))

@@ -15,6 +15,11 @@
 //! (CASPaxos) reports a `state_digest` instead, comparable only at quiescence: once healed and
 //! done, the simulator reads every key through every node and then requires equal digests
 //! (the `quiesce` module).
+//!
+//! With `watchers > 0` (the `watch` module) every node also feeds watchers from what it applied:
+//! a feed that skips or repeats revisions outside a snapshot install fails at once, and at the
+//! end the watch checker (`synod_checker::watch`) judges every watcher, range read, acknowledged
+//! write and transaction compare against the revisions the replicas applied.
 
 use crate::client::{self, CLIENT_ATTEMPTS_MAX, Knowledge, OpenOp, SimClient};
 use crate::disk::{CrashMode, SimDisk};
@@ -25,9 +30,11 @@ use crate::network::Network;
 use crate::trace::{Trace, TraceEntry, TraceKind};
 
 mod quiesce;
+mod watch;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::{Duration, Instant};
+use synod_checker::watch::WatchReport;
 use synod_checker::{CheckOptions, Verdict, check_history};
 use synod_core::history::{History, HistoryOp};
 use synod_core::{
@@ -94,6 +101,10 @@ pub struct RunConfig {
     /// A fixed fault schedule to run instead of a random one (targeted scenarios, e.g. a
     /// follower isolated while the leader compacts). Faults should end by `fault_window_us`.
     pub fixed_schedule: Option<Vec<ScheduledFault>>,
+    /// Watchers kept open per node, with the watch workload (compactions, reads at past
+    /// revisions, ranges, multi-key transactions) and the watch checker; 0 = none (the run is
+    /// exactly what it was before watchers existed). Engines without revisions ignore it.
+    pub watchers: usize,
 }
 
 impl RunConfig {
@@ -118,6 +129,7 @@ impl RunConfig {
             scenario_downtime_max_ets: None,
             snapshot_entries: 0,
             fixed_schedule: None,
+            watchers: 0,
         }
     }
 
@@ -160,6 +172,10 @@ pub struct RunResult {
     /// The `synod sim` command line that replays this run exactly (faults and workload depth
     /// included); `None` when the run's settings have no flags (fixed schedules, scenarios).
     pub rerun: Option<String>,
+    /// The watch checker's report, in runs with watchers.
+    pub watch: Option<WatchReport>,
+    /// Watch-workload operations that completed (not in the linearizability history).
+    pub watch_ops_ok: u64,
 }
 
 impl RunResult {
@@ -237,6 +253,8 @@ enum Ev<M> {
         node: NodeId,
         fault_id: u64,
     },
+    /// A watcher opens or resumes.
+    Watch(watch::WatchTask),
 }
 
 struct Scheduled<M> {
@@ -317,6 +335,8 @@ struct Sim<E: Engine> {
     digest_seen: bool,
     /// State-digest engines (CASPaxos): the final reads and the last digests compared.
     quiesce: quiesce::Quiesce,
+    /// Watchers, their feeds and the watch checker's evidence (runs with `watchers > 0`).
+    watch: watch::WatchHub,
     ops_ok: u64,
     ops_unknown: u64,
     ops_failed: u64,
@@ -325,6 +345,15 @@ struct Sim<E: Engine> {
 fn fail(failures: &mut Vec<String>, msg: String) {
     if failures.len() < FAILURES_REPORTED_MAX {
         failures.push(msg);
+    }
+}
+
+/// Watchers per node for engine `E`: none where the engine keeps no revisions (CASPaxos).
+fn watchers_per_node<E: Engine>(cfg: &RunConfig) -> usize {
+    if E::capabilities().revisions {
+        cfg.watchers
+    } else {
+        0
     }
 }
 
@@ -416,6 +445,7 @@ impl<E: Engine> Sim<E> {
             converged: false,
             digest_seen: false,
             quiesce: quiesce::Quiesce::default(),
+            watch: watch::WatchHub::new(cfg.seed, cfg.nodes, watchers_per_node::<E>(&cfg)),
             ops_ok: 0,
             ops_unknown: 0,
             ops_failed: 0,
@@ -461,6 +491,7 @@ impl<E: Engine> Sim<E> {
             let start = self.rng_work.below(self.think_max_us.max(1));
             self.at(start, Ev::ClientStart(slot));
         }
+        self.watch_start();
         while let Some(Scheduled { time_us, ev, .. }) = self.queue.pop() {
             self.now_us = time_us;
             if self.now_us > self.hard_stop_us() || self.converged {
@@ -541,6 +572,7 @@ impl<E: Engine> Sim<E> {
             Ev::FaultEnd(i) => self.fault_end(i),
             Ev::HealAll => self.heal_all(),
             Ev::EarlyRestart { node, fault_id } => self.restart(node, fault_id),
+            Ev::Watch(task) => self.watch_task(task),
             Ev::DiskSync { node, incarnation } => {
                 let i = self.idx(node);
                 if self.nodes[i].incarnation == incarnation {
@@ -554,6 +586,7 @@ impl<E: Engine> Sim<E> {
     fn drain(&mut self, node: NodeId, kind: TraceKind<E::Message>) {
         let i = self.idx(node);
         let ack_before_fsync = self.cfg.planted_bug == Some(PlantedBug::AckBeforeFsync);
+        let watch_on = self.watch.enabled;
         let slot = &mut self.nodes[i];
         // No output from a crashed node: its engine does not exist, so this is an invariant of
         // the loop, asserted here rather than assumed.
@@ -562,6 +595,7 @@ impl<E: Engine> Sim<E> {
             .as_mut()
             .unwrap_or_else(|| panic!("drain of crashed node {node}"));
         let mut ready = engine.ready();
+        let (fresh, checkpointed) = watch::take_applied(engine, &ready, watch_on);
         let counts = ready.counts();
         // Early messages leave before the batch's records are durable (Ready::take_early).
         let early = ready.take_early();
@@ -575,6 +609,7 @@ impl<E: Engine> Sim<E> {
             // The machine dies after the early messages left and before the fsync: the
             // batch's records never reach the disk, and nothing else of the batch leaves.
             drop(ready);
+            self.watch_observe_only(node, &fresh);
             let fault_id = self.next_early_fault;
             self.next_early_fault -= 1;
             self.crash(node, fault_id, CrashMode::LoseUnsynced);
@@ -605,6 +640,7 @@ impl<E: Engine> Sim<E> {
                 }
                 Err(e) => {
                     fail(&mut self.failures, format!("n{node}: persist failed: {e}"));
+                    self.watch_observe_only(node, &fresh);
                     return;
                 }
             }
@@ -623,6 +659,9 @@ impl<E: Engine> Sim<E> {
                     format!("n{node} replied to unknown client {}", reply.id),
                 ),
             }
+        }
+        if watch_on {
+            self.watch_batch(node, fresh, checkpointed);
         }
         let status = self.nodes[i]
             .engine
@@ -798,6 +837,8 @@ impl<E: Engine> Sim<E> {
         // Inputs held by a write stall die with the process.
         self.nodes[i].held.clear();
         if self.nodes[i].engine.take().is_some() {
+            self.watch.disconnect(node);
+            self.watch_flush();
             self.nodes[i].incarnation += 1;
             let lost = self.nodes[i].disk.crash(mode, &mut self.rng_fault);
             self.note(
@@ -1034,14 +1075,27 @@ impl<E: Engine> Sim<E> {
         if c.open.is_some() || c.ops_started >= self.cfg.ops_per_client || stop {
             return;
         }
-        let (request, hist) = client::next_op(
-            &mut self.rng_work,
-            self.cfg.keys,
-            c.id,
-            c.seq,
-            &self.knowledge,
-            self.now_us,
-        );
+        let watch_extra =
+            self.watch.enabled && self.watch.rng.below(100) < crate::watch_ops::EXTRA_PERCENT;
+        let (request, hist) = if watch_extra {
+            crate::watch_ops::extra_op(
+                &mut self.watch.rng,
+                self.cfg.keys,
+                c.id,
+                c.seq,
+                self.watch.known_revision,
+                self.now_us,
+            )
+        } else {
+            client::next_op(
+                &mut self.rng_work,
+                self.cfg.keys,
+                c.id,
+                c.seq,
+                &self.knowledge,
+                self.now_us,
+            )
+        };
         let is_read = request.op.is_read();
         let c = &mut self.clients[slot];
         c.ops_started += 1;
@@ -1052,6 +1106,7 @@ impl<E: Engine> Sim<E> {
             node: 0,
             is_read,
             first_node: None,
+            watch_extra,
         });
         self.send_attempt(slot);
     }
@@ -1114,7 +1169,7 @@ impl<E: Engine> Sim<E> {
         let Some(open) = self.clients[slot].open.take() else {
             return;
         };
-        if !open.is_read {
+        if !open.is_read && !open.watch_extra {
             self.history.push(open.hist);
             self.ops_unknown += 1;
         }
@@ -1184,6 +1239,15 @@ impl<E: Engine> Sim<E> {
                 let Some(mut open) = self.clients[slot].open.take() else {
                     return;
                 };
+                if self.watch.enabled {
+                    self.watch_reply(node, &open, &response);
+                }
+                if open.watch_extra {
+                    self.check_op_liveness(&open.hist, now);
+                    self.clients[slot].seq += 1;
+                    self.schedule_next(slot);
+                    return;
+                }
                 match client::output_of(open.hist.op, &response) {
                     Some(output) => {
                         client::learn(&mut self.knowledge, &open.hist, &response);
@@ -1227,10 +1291,12 @@ impl<E: Engine> Sim<E> {
                 self.give_up(slot);
             }
             Err(_) => {
-                // Definitely not applied: left out of the history.
+                // Definitely not applied: left out of the history. (The watch workload's
+                // compactions and past reads are refused as compacted or future by design.)
+                let extra = open.watch_extra;
                 self.clients[slot].open = None;
                 self.clients[slot].seq += 1;
-                self.ops_failed += 1;
+                self.ops_failed += u64::from(!extra);
                 self.schedule_next(slot);
             }
         }
@@ -1307,7 +1373,7 @@ impl<E: Engine> Sim<E> {
                         ),
                     );
                 }
-                if !open.is_read {
+                if !open.is_read && !open.watch_extra {
                     self.history.push(open.hist);
                     self.ops_unknown += 1;
                 }
@@ -1381,6 +1447,7 @@ impl<E: Engine> Sim<E> {
                 ),
             ),
         }
+        let watch = self.watch_finish();
         let (downtime_us, recovered) = self.downtime();
         if let Some(max_ets) = self.cfg.scenario_downtime_max_ets {
             let ets = downtime_us as f64 / self.cfg.election_timeout_us() as f64;
@@ -1421,6 +1488,8 @@ impl<E: Engine> Sim<E> {
             recovered,
             agreement_checked: self.digest_seen,
             rerun: crate::sweep::cli_command(E::NAME, &self.cfg),
+            watch,
+            watch_ops_ok: self.watch.ops_ok,
             failures: self.failures,
         }
     }

@@ -60,6 +60,7 @@ impl SimSummary {
         self.virtual_time_us += r.virtual_time_us;
         self.check_wall += r.check_wall;
         self.agreement_checked_seeds += u64::from(r.agreement_checked);
+        self.watch.record(r);
         if !r.passed() {
             self.failed_seeds.push(r.seed);
             if self.reports.len() < SUMMARY_REPORTS_MAX {
@@ -166,6 +167,9 @@ fn describe(cfg: &RunConfig) -> String {
     if let Some(scenario) = cfg.scenario {
         s += &format!(", scenario {}", scenario.name());
     }
+    if cfg.watchers > 0 {
+        s += &format!(", {} watchers per node", cfg.watchers);
+    }
     if let Some(bug) = cfg.planted_bug {
         s += &format!(", planted bug {}", bug.name());
     }
@@ -194,6 +198,7 @@ pub fn cli_command(engine: &str, cfg: &RunConfig) -> Option<String> {
     expressible.fault_window_us = cfg.fault_window_us;
     expressible.planted_bug = cfg.planted_bug;
     expressible.snapshot_entries = cfg.snapshot_entries;
+    expressible.watchers = cfg.watchers;
     expressible.keep_history = cfg.keep_history;
     // Every other field must be at its default. Comparing the Debug forms covers fields added
     // later without a PartialEq on RunConfig (it holds an f64).
@@ -214,6 +219,9 @@ pub fn cli_command(engine: &str, cfg: &RunConfig) -> Option<String> {
     );
     if cfg.snapshot_entries > 0 {
         s += &format!(" --snapshot-entries {}", cfg.snapshot_entries);
+    }
+    if cfg.watchers > 0 {
+        s += &format!(" --watchers {}", cfg.watchers);
     }
     if let Some(bug) = cfg.planted_bug {
         s += &format!(" --planted-bug {}", bug.name());

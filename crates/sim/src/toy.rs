@@ -17,7 +17,8 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use synod_core::kv::{KvStore, Op};
+use std::sync::Arc;
+use synod_core::kv::{KvStore, Op, RevisionEvents};
 use synod_core::{
     Capabilities, ClientReply, ClientRequest, Consistency, DurableRecord, Engine, EngineConfig,
     EngineError, EngineStatus, NodeId, OutputBuffer, PlantedBug, Ready, RequestId,
@@ -295,6 +296,18 @@ impl Engine for Toy {
 
     fn ready(&mut self) -> Ready<ToyMessage, ToyRecord> {
         self.out.take()
+    }
+
+    fn take_watch_events(&mut self) -> Vec<Arc<RevisionEvents>> {
+        self.kv.take_fresh_events()
+    }
+
+    fn watch_history(
+        &self,
+        start: u64,
+        max_revisions: usize,
+    ) -> Result<Vec<Arc<RevisionEvents>>, EngineError> {
+        self.kv.history_from(start, max_revisions)
     }
 
     fn status(&self) -> EngineStatus {

@@ -34,6 +34,10 @@ pub struct KvStore {
     /// (volatile: a restarted or snapshot-installed store starts without a taker).
     #[serde(skip)]
     fresh: Option<Vec<Arc<RevisionEvents>>>,
+    /// Test only: the planted `CompactionDropsWatchedEvent` bug, switched on by the replica
+    /// layer (the store has no config). Volatile like `fresh`.
+    #[serde(skip)]
+    planted_compaction_bug: bool,
 }
 
 impl KvStore {
@@ -47,6 +51,7 @@ impl KvStore {
             digest: 0xcbf2_9ce4_8422_2325,
             sessions: ClientTable::new(limits),
             fresh: None,
+            planted_compaction_bug: false,
         }
     }
 
@@ -89,6 +94,11 @@ impl KvStore {
     /// switches collection on; until then nothing is buffered.
     pub fn take_fresh_events(&mut self) -> Vec<Arc<RevisionEvents>> {
         std::mem::take(self.fresh.get_or_insert_with(Vec::new))
+    }
+
+    /// Test only: plants `CompactionDropsWatchedEvent` (see [`crate::PlantedBug`]).
+    pub fn plant_compaction_bug(&mut self, on: bool) {
+        self.planted_compaction_bug = on;
     }
 
     /// Whether a watch layer takes fresh events (carried over a snapshot install).
@@ -299,6 +309,12 @@ impl KvStore {
         }
         while self.history_first() < revision {
             self.history.pop_front();
+        }
+        if self.planted_compaction_bug
+            && let Some(fresh) = &mut self.fresh
+        {
+            // The bug: the untaken buffer is trimmed like the history.
+            fresh.retain(|r| r.revision >= revision);
         }
         self.compact_revision = revision;
         self.digest = mix(mix(self.digest, 0xc0_4ac7), revision);

@@ -86,6 +86,7 @@ impl<E: Engine> Sim<E> {
             node: 0,
             is_read: true,
             first_node: Some(node),
+            watch_extra: false,
         });
         self.send_attempt(slot);
     }

@@ -1,0 +1,42 @@
+//! Deliberately broken variants of the replica layer's watch feed (test only), so the
+//! simulator's watch checker can prove it sees them. Reached only through
+//! `EngineConfig::bug`; a correct replica never runs this code.
+
+use crate::Replica;
+use std::sync::Arc;
+use synod_core::LogProtocol;
+use synod_core::kv::RevisionEvents;
+
+impl<P: LogProtocol> Replica<P> {
+    /// Planted `WatchUndecidedEvent`: besides the applied revisions, hand the watch layer the
+    /// revisions its accepted-but-undecided log suffix would make (applied to a copy of the
+    /// state), and later drop the decided revisions it already handed out that way. Harmless
+    /// while the suffix gets decided as accepted; wrong once a leader change replaces it.
+    pub(crate) fn planted_undecided_events(
+        &mut self,
+        mut fresh: Vec<Arc<RevisionEvents>>,
+    ) -> Vec<Arc<RevisionEvents>> {
+        fresh.retain(|r| r.revision > self.watch_speculated);
+        let mut ahead = self.state.clone();
+        // Collection is on in the copy (the caller just took from the original); make sure.
+        let _ = ahead.kv.take_fresh_events();
+        let first = self
+            .state
+            .applied_index()
+            .max(self.protocol.compacted_idx());
+        for idx in first..self.protocol.log_len() {
+            let _ = ahead.apply(idx + 1, self.protocol.entry(idx));
+        }
+        let floor = fresh
+            .last()
+            .map_or(self.watch_speculated, |r| r.revision)
+            .max(self.watch_speculated);
+        for r in ahead.kv.take_fresh_events() {
+            if r.revision > floor {
+                self.watch_speculated = self.watch_speculated.max(r.revision);
+                fresh.push(r);
+            }
+        }
+        fresh
+    }
+}

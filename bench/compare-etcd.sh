@@ -203,6 +203,9 @@ WORKLOADS=(
   "get-serializable-64|--workload get-serializable --in-flight 64"
   "txn-cas-64|--workload txn-cas --in-flight 64"
   "mixed-90/10-64|--workload mixed --read-ratio 0.9 --in-flight 64"
+  "put-16-watchers-0|--workload put --in-flight 16"
+  "put-16-watchers-100|--workload put --in-flight 16 --watchers 100"
+  "put-16-watchers-10000|--workload put --in-flight 16 --watchers 10000"
 )
 if [[ -n "$ONLY_WORKLOADS" ]]; then
   selected=()
@@ -228,6 +231,12 @@ run_workloads() {   # run_workloads LABEL ENDPOINTS
     "${BENCH[@]}" --endpoints "$eps" --label "$label" $flags "${COMMON[@]}" --json "$file" >&2 \
       || die "$label $name failed"
   done
+}
+
+# fanout FILE KEY → KEY inside the watchers' "fanout" summary.
+fanout() {
+  [[ -f "$1" ]] || { echo ""; return; }
+  sed -n '/"fanout"/,/}/p' "$1" | sed -n "s/.*\"$2\": \([-0-9.eE+]*\).*/\1/p" | head -n 1
 }
 
 # field FILE KEY → the first numeric value of "KEY": in the pretty-printed JSON.
@@ -274,6 +283,22 @@ num() { awk -v a="$1" -v d="$2" 'BEGIN { if (a == "") print "–"; else printf "
     serr=$(field "$s" errors); eerr=$(field "$e" errors)
     echo "| $name | $(num "$st" 0) | $(num "$et" 0) | $(ratio "$st" "$et") | $(num "$s50" 3) | $(num "$e50" 3) | $(num "$s99" 3) | $(num "$e99" 3) | $(ratio "$s99" "$e99") | ${serr:-–} / ${eerr:-–} |"
   done
+  watch_rows=""
+  for entry in "${WORKLOADS[@]}"; do
+    name=${entry%%|*}
+    [[ "$entry" == *--watchers* ]] || continue
+    s="$OUT/synod-$FIRST_ENGINE-${name//\//_}.json"
+    e="$OUT/etcd-${name//\//_}.json"
+    watch_rows+="| $name | $(num "$(field "$s" events_per_s)" 0) | $(num "$(field "$e" events_per_s)" 0) | $(num "$(fanout "$s" p50_ms)" 2) | $(num "$(fanout "$e" p50_ms)" 2) | $(num "$(fanout "$s" p99_ms)" 2) | $(num "$(fanout "$e" p99_ms)" 2) |"$'\n'
+  done
+  if [[ -n "$watch_rows" ]]; then
+    echo
+    echo "Watch fan-out (watchers over the whole keyspace on every member; latency = put sent → event received):"
+    echo
+    echo "| workload | Synod events/s | etcd events/s | Synod fan-out p50 ms | etcd fan-out p50 ms | Synod fan-out p99 ms | etcd fan-out p99 ms |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    printf '%s' "$watch_rows"
+  fi
   if [[ "$ONLY" != etcd && ${#ENGINE_LIST[@]} -gt 1 ]]; then
     echo
     echo "Engines side by side (ops/s, p50 ms):"

@@ -156,6 +156,13 @@ pub struct BenchArgs {
     /// gives up after between 1 and 1.125 times this.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub request_timeout: Duration,
+    /// Watchers over the whole keyspace, held open during the run on every endpoint; the
+    /// table then adds events delivered per second and fan-out latency (put sent → event).
+    #[arg(long, default_value_t = 0)]
+    pub watchers: usize,
+    /// Watch streams (each its own connection) the watchers are spread over.
+    #[arg(long, default_value_t = 4)]
+    pub watch_connections: usize,
 }
 
 /// How long a run measures when neither --count nor --duration is given.
@@ -175,6 +182,11 @@ impl BenchArgs {
         ensure!(
             !self.endpoints.is_empty(),
             "--endpoints needs at least one endpoint"
+        );
+        ensure!(
+            self.watchers == 0 || (self.value_size >= 8 && self.watch_connections >= 1),
+            "--watchers needs --value-size of at least 8 (the send time rides in the value) \
+             and --watch-connections of at least 1"
         );
         ensure!(
             self.endpoints.iter().all(|e| !e.trim().is_empty()),

@@ -18,11 +18,13 @@ mod keys;
 mod plot;
 mod runner;
 mod stats;
+mod watchers;
 
 pub use args::{BenchArgs, KeyDist, StopAfter, Target, Workload, parse_duration};
 pub use keys::{Distribution, HOT_KEY_INDEX, KeyChooser, Zipf};
 pub use plot::write_plot;
 pub use stats::{LatencySummary, LevelResult, Report, format_table};
+pub use watchers::WatchSummary;
 
 use anyhow::Context as _;
 use std::io::IsTerminal as _;
@@ -93,14 +95,28 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
     };
     let conns = client::connect_all(&targets, args.connections, args.request_timeout).await?;
 
-    let plan = Arc::new(runner::Plan::new(
+    let mut plan = runner::Plan::new(
         args.workload,
         args.read_ratio,
         keys::KeySpace::new(args.keys, args.key_size)?,
         keys::ValuePool::new(args.value_size, args.seed),
         KeyChooser::new(args.keys, args.distribution(), args.hot_key_pct),
         args.seed,
-    ));
+    );
+    let watchers = if args.watchers > 0 {
+        let w = watchers::Watchers::start(
+            &uris,
+            args.watchers,
+            args.watch_connections,
+            std::time::Instant::now(),
+        )
+        .await?;
+        plan = plan.with_stamps(w.epoch());
+        Some(Arc::new(w))
+    } else {
+        None
+    };
+    let plan = Arc::new(plan);
     let progress = args.progress || std::io::stderr().is_terminal();
     if args.workload.needs_preload() {
         let t0 = std::time::Instant::now();
@@ -124,6 +140,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
             rate_ops_s: args.rate,
             progress,
             label: args.label.clone(),
+            watchers: watchers.clone(),
         };
         results.push(runner::run_level(&plan, &conns, &spec).await);
     }

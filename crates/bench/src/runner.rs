@@ -13,6 +13,7 @@ use crate::client::{self, Kv};
 use crate::conn::Connection;
 use crate::keys::{KeyChooser, KeySpace, ValuePool, stream_rng};
 use crate::stats::{LevelResult, WorkerStats};
+use crate::watchers::Watchers;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -49,6 +50,8 @@ pub struct Plan {
     /// only grow, so a slower reply must not overwrite a newer revision).
     pub mod_revisions: Vec<AtomicI64>,
     pub seed: u64,
+    /// With watchers: put values carry their send time from this epoch (see `watchers`).
+    pub stamp_epoch: Option<Instant>,
 }
 
 impl Plan {
@@ -74,7 +77,14 @@ impl Plan {
             chooser,
             mod_revisions,
             seed,
+            stamp_epoch: None,
         }
+    }
+
+    /// Put values start with their send time, for watchers to measure fan-out latency.
+    pub fn with_stamps(mut self, epoch: Instant) -> Self {
+        self.stamp_epoch = Some(epoch);
+        self
     }
 
     fn note_revision(&self, key_index: u64, revision: i64) {
@@ -100,10 +110,16 @@ async fn execute(
     rng: &mut SplitMix64,
 ) -> (Duration, Result<Outcome, tonic::Status>) {
     let key = plan.keys.key(key_index);
-    let put = || PutRequest {
-        key: key.to_vec(),
-        value: plan.values.value(value_seq).to_vec(),
-        ..Default::default()
+    let put = || {
+        let mut value = plan.values.value(value_seq).to_vec();
+        if let Some(epoch) = plan.stamp_epoch {
+            crate::watchers::stamp(&mut value, epoch);
+        }
+        PutRequest {
+            key: key.to_vec(),
+            value,
+            ..Default::default()
+        }
     };
     let range = |serializable| RangeRequest {
         key: key.to_vec(),
@@ -272,6 +288,8 @@ pub struct LevelSpec {
     pub rate_ops_s: Option<f64>,
     pub progress: bool,
     pub label: String,
+    /// Watchers to measure over this level (`--watchers`).
+    pub watchers: Option<Arc<Watchers>>,
 }
 
 /// Runs one closed-loop level and merges what the workers measured.
@@ -312,6 +330,13 @@ pub async fn run_level(plan: &Arc<Plan>, conns: &[Connection], spec: &LevelSpec)
         tokio::spawn(progress_line(prefix, level, done))
     });
 
+    // The watchers measure the same window as the workers.
+    let watch_begin = spec.watchers.clone().map(|w| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_start.into()).await;
+            w.begin();
+        })
+    });
     let workers: Vec<_> = (0..spec.in_flight)
         .map(|i| {
             let kv = client::kv(&conns[i % conns.len()]);
@@ -328,17 +353,23 @@ pub async fn run_level(plan: &Arc<Plan>, conns: &[Connection], spec: &LevelSpec)
         }
     }
     let elapsed = Instant::now().saturating_duration_since(measure_start);
+    if let Some(b) = watch_begin {
+        let _ = b.await;
+    }
+    let watch = spec.watchers.as_ref().map(|w| w.end(elapsed));
     done.store(true, Ordering::Relaxed);
     if let Some(p) = progress {
         let _ = p.await;
     }
-    LevelResult::new(
+    let mut result = LevelResult::new(
         plan.workload.name(),
         spec.in_flight,
         &merged,
         elapsed,
         plan.workload == Workload::TxnCas,
-    )
+    );
+    result.watch = watch;
+    result
 }
 
 async fn progress_line(prefix: String, level: Arc<Level>, done: Arc<AtomicBool>) {

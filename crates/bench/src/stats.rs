@@ -124,6 +124,9 @@ pub struct LevelResult {
     pub cas_succeeded: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cas_failed: Option<u64>,
+    /// `--watchers`: what the watchers received during the measured time.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub watch: Option<crate::watchers::WatchSummary>,
 }
 
 impl LevelResult {
@@ -152,6 +155,7 @@ impl LevelResult {
             latency: LatencySummary::from_histogram(&stats.latency_ns),
             cas_succeeded: cas.then_some(stats.cas_succeeded),
             cas_failed: cas.then_some(stats.cas_failed),
+            watch: None,
         }
     }
 }
@@ -235,6 +239,20 @@ pub fn format_table(label: &str, results: &[LevelResult]) -> String {
                 out,
                 "  txn-cas at in-flight {}: {ok} compares held, {failed} conflicts",
                 r.in_flight
+            );
+        }
+        if let Some(w) = &r.watch {
+            let _ = writeln!(
+                out,
+                "  {} watchers at in-flight {}: {} events, {:.0} events/s, fan-out p50 {:.2} ms \
+                 p99 {:.2} ms max {:.2} ms",
+                w.watchers,
+                r.in_flight,
+                w.events,
+                w.events_per_s,
+                w.fanout.p50_ms,
+                w.fanout.p99_ms,
+                w.fanout.max_ms
             );
         }
     }

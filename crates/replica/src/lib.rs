@@ -29,7 +29,7 @@ mod state;
 pub use messages::Message;
 pub use records::{Checkpoint, Record};
 pub use snapshot::{SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
-pub use state::{APPLIED_ORIGINS_MAX, StateImage};
+pub use state::{APPLIED_ORIGINS_MAX, StateBytes, StateImage};
 
 use pending::PendingTable;
 use reads::ReadIndexState;
@@ -115,7 +115,10 @@ impl<P: LogProtocol> Engine for Replica<P> {
         let lost_storage = records.is_empty() && !config.first_boot;
         let replayed = records::replay(records);
         let (state, protocol_cp) = match replayed.checkpoint {
-            Some(c) => (AppliedState::from_image(c.state), Some(c.protocol)),
+            Some(c) => (
+                AppliedState::from_image(c.state.decode()?),
+                Some(c.protocol),
+            ),
             None => (AppliedState::new(config.kv), None),
         };
         let mut pout = ProtocolOutput::default();

@@ -5,7 +5,7 @@
 //! `[0, compacted_idx)` dropped, and the applied state at exactly `compacted_idx` (the KV store
 //! and the origin window). Storage may drop every record before it.
 
-use crate::state::StateImage;
+use crate::state::StateBytes;
 use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
 use synod_core::DurableRecord;
@@ -23,8 +23,8 @@ pub enum Record<R, C> {
 pub struct Checkpoint<C> {
     pub protocol: C,
     pub incarnation: u64,
-    /// `state.kv.applied_index()` is the protocol's compacted index.
-    pub state: StateImage,
+    /// A serialised `StateImage` whose `kv.applied_index()` is the protocol's compacted index.
+    pub state: StateBytes,
 }
 
 impl<R, C> DurableRecord for Record<R, C>
@@ -38,18 +38,13 @@ where
 }
 
 impl<R: PartialEq, C: PartialEq> PartialEq for Record<R, C> {
-    /// A checkpoint's KV store compares by applied index and digest (the store has no
-    /// `PartialEq`).
+    /// A checkpoint's state compares by its serialised bytes.
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Record::Protocol(a), Record::Protocol(b)) => a == b,
             (Record::Incarnation(a), Record::Incarnation(b)) => a == b,
             (Record::Checkpoint(a), Record::Checkpoint(b)) => {
-                a.protocol == b.protocol
-                    && a.incarnation == b.incarnation
-                    && a.state.origins == b.state.origins
-                    && a.state.kv.applied_index() == b.state.kv.applied_index()
-                    && a.state.kv.digest() == b.state.kv.digest()
+                a.protocol == b.protocol && a.incarnation == b.incarnation && a.state == b.state
             }
             _ => false,
         }

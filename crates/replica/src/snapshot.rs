@@ -28,7 +28,7 @@
 use crate::Replica;
 use crate::messages::Message;
 use crate::records::{Checkpoint, Record};
-use crate::state::{AppliedState, StateImage};
+use crate::state::{AppliedState, StateBytes, StateImage};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use synod_core::{LogProtocol, NodeId, SnapshotAcceptance, TransferStatus};
@@ -105,22 +105,29 @@ impl<P: LogProtocol> Replica<P> {
         if every == 0 || applied < self.protocol.compacted_idx() + every {
             return;
         }
+        // Serialising our own in-memory state cannot fail with postcard; if it ever did, the
+        // log is simply not compacted this time.
+        let Ok(state) = self.state.encode() else {
+            return;
+        };
         let protocol = self.protocol.compact(applied);
-        self.push_checkpoint(protocol);
+        self.push_checkpoint(protocol, state);
     }
 
-    fn push_checkpoint(&mut self, protocol: P::Checkpoint) {
+    fn push_checkpoint(&mut self, protocol: P::Checkpoint, state: StateBytes) {
         assert_eq!(
             self.protocol.compacted_idx(),
             self.state.applied_index(),
             "a checkpoint's state must sit exactly at the protocol's compacted index"
         );
+        // The same bytes serve a snapshot transfer from this index.
+        self.snapshots.cache = Some((self.state.applied_index(), Arc::clone(&state.0)));
         self.out
             .records
             .push(Record::Checkpoint(Box::new(Checkpoint {
                 protocol,
                 incarnation: self.pending.incarnation(),
-                state: self.state.image(),
+                state,
             })));
     }
 
@@ -135,12 +142,12 @@ impl<P: LogProtocol> Replica<P> {
         let data = match &self.snapshots.cache {
             Some((i, d)) if *i == idx => Arc::clone(d),
             _ => {
-                let Ok(bytes) = postcard::to_allocvec(&self.state.image()) else {
+                let Ok(bytes) = self.state.encode() else {
                     // Serialising our own in-memory state cannot fail with postcard; if it
                     // ever does, the protocol asks again.
                     return;
                 };
-                let d = Arc::new(bytes);
+                let d = bytes.0;
                 self.snapshots.cache = Some((idx, Arc::clone(&d)));
                 d
             }
@@ -384,13 +391,14 @@ impl<P: LogProtocol> Replica<P> {
             return true;
         }
         let protocol = self.protocol.install_snapshot(term, snapshot_idx);
+        let state = StateBytes(Arc::new(bytes.to_vec()));
         let watched = self.state.kv.collects_events();
         self.state = AppliedState::from_image(image);
         if watched {
             // The watch layer sees the revision jump and catches up from the new history.
             let _ = self.state.kv.take_fresh_events();
         }
-        self.push_checkpoint(protocol);
+        self.push_checkpoint(protocol, state);
         self.protocol.snapshot_installed(&mut self.pout);
         self.drain_protocol();
         true

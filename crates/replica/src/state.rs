@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 use synod_core::kv::{KvLimits, KvStore, Response};
 use synod_core::{Command, EngineError, Origin};
 
@@ -33,6 +34,43 @@ pub struct StateImage {
     pub origins: Vec<Origin>,
 }
 
+/// A [`StateImage`] in its serialised form (postcard), as checkpoints hold it and snapshot
+/// transfers send it: made once, shared by both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateBytes(pub Arc<Vec<u8>>);
+
+impl StateBytes {
+    pub fn decode(&self) -> Result<StateImage, String> {
+        postcard::from_bytes(&self.0).map_err(|e| format!("checkpoint state does not decode: {e}"))
+    }
+}
+
+impl Serialize for StateBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // As bytes, not as a sequence of u8 (one call per byte).
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for StateBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StateBytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("serialised applied state bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<StateBytes, E> {
+                Ok(StateBytes(Arc::new(v.to_vec())))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<StateBytes, E> {
+                Ok(StateBytes(Arc::new(v)))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
 impl AppliedState {
     pub fn new(limits: KvLimits) -> Self {
         AppliedState {
@@ -54,11 +92,20 @@ impl AppliedState {
         s
     }
 
-    pub fn image(&self) -> StateImage {
-        StateImage {
-            kv: self.kv.clone(),
-            origins: self.origins.iter().copied().collect(),
+    /// The state serialised as a [`StateImage`] — straight from the live state, without
+    /// copying it first: a checkpoint used to clone the whole store (≈ 11 ms at 10,000 keys)
+    /// before serialising it, both on the engine thread.
+    pub fn encode(&self) -> Result<StateBytes, postcard::Error> {
+        #[derive(Serialize)]
+        struct ImageRef<'a> {
+            kv: &'a KvStore,
+            origins: &'a VecDeque<Origin>,
         }
+        let bytes = postcard::to_allocvec(&ImageRef {
+            kv: &self.kv,
+            origins: &self.origins,
+        })?;
+        Ok(StateBytes(Arc::new(bytes)))
     }
 
     pub fn applied_index(&self) -> u64 {

@@ -184,7 +184,17 @@ impl std::fmt::Display for HttpError {
 impl From<ApiError> for HttpError {
     /// The single mapping from node/engine errors to the API's codes.
     fn from(e: ApiError) -> Self {
-        let message = e.to_string();
+        let mut message = e.to_string();
+        // etcd's texts do not say which revisions; an HTTP user is better served if they do.
+        match &e {
+            ApiError::Engine(EngineError::Compacted { compact_revision }) => {
+                message.push_str(&format!(" (compacted up to revision {compact_revision})"));
+            }
+            ApiError::Engine(EngineError::FutureRevision { revision }) => {
+                message.push_str(&format!(" (revision {revision})"));
+            }
+            _ => {}
+        }
         let code = match &e {
             ApiError::Invalid(_) => ErrorCode::InvalidRequest,
             ApiError::TooLarge { .. } => ErrorCode::TooLarge,
@@ -270,12 +280,32 @@ mod tests {
                 500,
                 "internal",
             ),
+            (
+                ApiError::Engine(EngineError::Compacted {
+                    compact_revision: 4,
+                }),
+                410,
+                "compacted",
+            ),
+            (
+                ApiError::Engine(EngineError::FutureRevision { revision: 9 }),
+                400,
+                "future_revision",
+            ),
         ];
         for (api, status, code) in cases {
             let e = HttpError::from(api);
             assert_eq!(e.code.status().as_u16(), status);
             assert_eq!(e.code.as_str(), code);
         }
+        let e = HttpError::from(ApiError::Engine(EngineError::Compacted {
+            compact_revision: 4,
+        }));
+        assert!(
+            e.message.starts_with(synod_core::ERR_COMPACTED) && e.message.ends_with("revision 4)"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -3,15 +3,18 @@
 //! translate the reply into the contract's JSON.
 
 use crate::error::{ErrorCode, HttpError};
-use crate::json::{CasBody, JsonBody, KeyPath, KvJson, ListQuery, PutBody, ReadQuery, ValidQuery};
+use crate::json::{
+    CasBody, CompactBody, JsonBody, KeyPath, KvJson, ListQuery, PutBody, ReadQuery, SortOrderParam,
+    ValidQuery,
+};
 use axum::Json;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use synod_core::kv::{
-    CasAction, CasRequest, DeleteRangeRequest, Expect, KeyValue, Op, PutRequest, RangeRequest,
-    ResponseBody, prefix_end,
+    CasAction, CasRequest, CompactRequest, DeleteRangeRequest, Expect, KeyValue, Op, PutRequest,
+    RangeRequest, ResponseBody, prefix_end,
 };
 use synod_core::{Capabilities, Consistency, NodeId};
 use synod_node::{MemberInfo, NodeHandle};
@@ -21,7 +24,7 @@ pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
 /// etcd's "from this key to the end of the keyspace" range end (and, as a start key, the
 /// smallest non-empty key, since keys are never empty).
-const KEYSPACE_END: &[u8] = &[0];
+pub(crate) const KEYSPACE_END: &[u8] = &[0];
 
 fn unexpected(op: &str, body: &ResponseBody) -> HttpError {
     HttpError::internal(format!("the engine answered a {op} with {body:?}"))
@@ -38,9 +41,11 @@ pub async fn get_key(
     KeyPath(key): KeyPath,
     ValidQuery(q): ValidQuery<ReadQuery>,
 ) -> Result<Json<GetReply>, HttpError> {
-    let r = handle
-        .execute(Op::Range(RangeRequest::key(key)), q.consistency.into())
-        .await?;
+    let get = RangeRequest {
+        revision: q.revision,
+        ..RangeRequest::key(key)
+    };
+    let r = handle.execute(Op::Range(get), q.consistency.into()).await?;
     let ResponseBody::Range(range) = &r.body else {
         return Err(unexpected("get", &r.body));
     };
@@ -221,7 +226,13 @@ fn list_range(q: &ListQuery) -> Result<RangeRequest, HttpError> {
         limit: q.limit,
         keys_only: q.keys_only,
         count_only: q.count_only,
-        ..Default::default()
+        revision: q.revision,
+        sort_order: SortOrderParam::order(q.sort_order),
+        sort_target: q.sort_target.into(),
+        min_mod_revision: q.min_mod_revision,
+        max_mod_revision: q.max_mod_revision,
+        min_create_revision: q.min_create_revision,
+        max_create_revision: q.max_create_revision,
     })
 }
 
@@ -240,6 +251,36 @@ pub async fn list_keys(
         kvs: range.kvs.iter().map(KvJson::from).collect(),
         count: range.count,
         more: range.more,
+        revision: r.revision,
+    }))
+}
+
+#[derive(Serialize)]
+pub struct CompactReply {
+    /// The revision the history now starts at (the one asked for).
+    pub compact_revision: u64,
+    pub revision: u64,
+}
+
+pub async fn compact(
+    State(handle): State<NodeHandle>,
+    JsonBody(body): JsonBody<CompactBody>,
+) -> Result<Json<CompactReply>, HttpError> {
+    // etcd answers 0 with "compacted" (0 is never above the last compaction); that reads as if
+    // something were gone, so say what is wrong instead.
+    if body.revision == 0 {
+        return Err(HttpError::invalid("revision must be at least 1"));
+    }
+    let op = Op::Compact(CompactRequest {
+        revision: body.revision,
+        physical: body.physical,
+    });
+    let r = handle.execute(op, Consistency::Linearizable).await?;
+    let ResponseBody::Compact = &r.body else {
+        return Err(unexpected("compact", &r.body));
+    };
+    Ok(Json(CompactReply {
+        compact_revision: body.revision,
         revision: r.revision,
     }))
 }

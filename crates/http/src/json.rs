@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use synod_core::Consistency;
-use synod_core::kv::{Expect, KeyValue};
+use synod_core::kv::{EventKind, Expect, KeyValue, SortOrder, SortTarget, WatchEvent};
 
 /// A key with its metadata, as the contract's "KV object".
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,12 +93,59 @@ impl From<ConsistencyParam> for Consistency {
     }
 }
 
+/// `sort_order=` on lists (etcd's names). Absent = key order, unless `sort_target` names
+/// something else, which is then sorted ascending (etcd's rule).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrderParam {
+    Ascend,
+    Descend,
+}
+
+impl SortOrderParam {
+    /// The store's order for an optional `sort_order=`.
+    pub fn order(param: Option<SortOrderParam>) -> SortOrder {
+        match param {
+            None => SortOrder::None,
+            Some(SortOrderParam::Ascend) => SortOrder::Ascend,
+            Some(SortOrderParam::Descend) => SortOrder::Descend,
+        }
+    }
+}
+
+/// `sort_target=` on lists (etcd's names: `create` and `mod` are the revisions).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SortTargetParam {
+    #[default]
+    Key,
+    Version,
+    Create,
+    Mod,
+    Value,
+}
+
+impl From<SortTargetParam> for SortTarget {
+    fn from(t: SortTargetParam) -> Self {
+        match t {
+            SortTargetParam::Key => SortTarget::Key,
+            SortTargetParam::Version => SortTarget::Version,
+            SortTargetParam::Create => SortTarget::Create,
+            SortTargetParam::Mod => SortTarget::Mod,
+            SortTargetParam::Value => SortTarget::Value,
+        }
+    }
+}
+
 /// Query of `GET /v1/kv/{key}`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReadQuery {
     #[serde(default)]
     pub consistency: ConsistencyParam,
+    /// Read the key as it was at this revision; 0 = now.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// Query of `GET /v1/kv` (list).
@@ -117,6 +164,117 @@ pub struct ListQuery {
     pub count_only: bool,
     #[serde(default)]
     pub consistency: ConsistencyParam,
+    /// List the keys as they were at this revision; 0 = now.
+    #[serde(default)]
+    pub revision: u64,
+    pub sort_order: Option<SortOrderParam>,
+    #[serde(default)]
+    pub sort_target: SortTargetParam,
+    /// Keep only keys whose mod / create revision lies in `[min, max]`; 0 = no bound.
+    #[serde(default)]
+    pub min_mod_revision: u64,
+    #[serde(default)]
+    pub max_mod_revision: u64,
+    #[serde(default)]
+    pub min_create_revision: u64,
+    #[serde(default)]
+    pub max_create_revision: u64,
+}
+
+/// `POST /v1/compact` body (etcd's CompactionRequest). `physical` is accepted for etcd
+/// compatibility and changes nothing: Synod's compaction is complete when it is applied.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompactBody {
+    pub revision: u64,
+    #[serde(default)]
+    pub physical: bool,
+}
+
+/// Query of `GET /v1/watch`. Which keys: `key` (one key), `key` + `end` (`[key, end)`) or
+/// `prefix` (empty = every key).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchQuery {
+    pub key: Option<String>,
+    pub prefix: Option<String>,
+    pub end: Option<String>,
+    /// First revision to report; 0 = the next one applied after the stream starts.
+    #[serde(default)]
+    pub start_revision: u64,
+    #[serde(default)]
+    pub prev_kv: bool,
+    /// Comma-separated event kinds to leave out: `noput`, `nodelete` (etcd's filter names).
+    #[serde(default)]
+    pub filters: String,
+    /// `None` (absent) differs from `false`: `progress_notify_ms` alone turns progress on.
+    pub progress_notify: Option<bool>,
+    pub progress_notify_ms: Option<u64>,
+}
+
+/// The first line of a watch stream: the stream is open, `revision` is the member's applied
+/// revision when it opened and `start_revision` the first revision it will report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchCreated {
+    pub created: bool,
+    pub revision: u64,
+    pub start_revision: u64,
+}
+
+/// One revision's events that the watch selects, in the order the revision made them. A
+/// revision is never split across lines.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchRevision {
+    pub revision: u64,
+    pub events: Vec<WatchEventJson>,
+}
+
+/// One change to one key. For a delete, `kv` carries the key and the deleting revision as
+/// `mod_revision` (value empty, version and create_revision 0), as etcd reports it;
+/// `prev_kv` is the key before the change, when asked for (`prev_kv=true`) and it existed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchEventJson {
+    #[serde(rename = "type")]
+    pub kind: WatchEventType,
+    pub kv: KvJson,
+    pub prev_kv: Option<KvJson>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchEventType {
+    Put,
+    Delete,
+}
+
+impl From<&WatchEvent> for WatchEventJson {
+    fn from(e: &WatchEvent) -> Self {
+        WatchEventJson {
+            kind: match e.kind {
+                EventKind::Put => WatchEventType::Put,
+                EventKind::Delete => WatchEventType::Delete,
+            },
+            kv: (&e.kv).into(),
+            prev_kv: e.prev_kv.as_ref().map(KvJson::from),
+        }
+    }
+}
+
+/// Sent by a caught-up stream that has sent nothing for a progress interval: every event up
+/// to `progress_revision` has been reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchProgress {
+    pub progress_revision: u64,
+}
+
+/// The last line of a stream the server ended. `compact_revision` is set when the history the
+/// stream still needed was compacted (re-list, then watch from the list's revision + 1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchCanceled {
+    pub canceled: bool,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compact_revision: Option<u64>,
 }
 
 /// A key taken from the URL path (percent-decoded). Empty keys never reach here (the route

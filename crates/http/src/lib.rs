@@ -7,6 +7,8 @@
 //! * [`json`] has the wire shapes and the extractors that make every rejection JSON.
 //! * `edge` (middleware) bounds requests in flight and records latency and a log line;
 //!   `listener` bounds open connections. Both answer overload with a fast 503 `busy`.
+//! * `watch` serves `GET /v1/watch`, the NDJSON event stream, with its own bound on open
+//!   streams; `serve` ends the streams at shutdown.
 
 pub mod error;
 pub mod json;
@@ -14,6 +16,7 @@ pub mod json;
 mod edge;
 mod handlers;
 mod listener;
+mod watch;
 
 pub use error::{ErrorCode, HttpError};
 pub use handlers::OPENAPI_JSON;
@@ -21,10 +24,13 @@ pub use listener::{
     ACCEPT_ERROR_BACKOFF_MS, REFUSED_CONNECTION_TIMEOUT_MS, REFUSED_CONNECTIONS_ANSWERING_MAX,
     REFUSED_REQUEST_READ_BYTES_MAX,
 };
+pub use watch::{
+    CHUNK_BYTES_SOFT_MAX, PROGRESS_NOTIFY_MS_MIN, REVISIONS_PER_READ, WATCH_STREAMS_MAX,
+};
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{MethodFilter, MethodRouter, on};
+use axum::{Extension, Router};
 use std::sync::Arc;
 use std::time::Duration;
 use synod_node::NodeHandle;
@@ -72,6 +78,10 @@ pub const ROUTES: &[RouteSpec] = &[
     route("DELETE", "/v1/kv/{key}", "delete", true),
     route("POST", "/v1/kv/{key}/cas", "cas", true),
     route("GET", "/v1/kv", "list", true),
+    route("POST", "/v1/compact", "compact", true),
+    // Engine-bound while it opens (it may read history); the stream itself holds no
+    // in-flight permit (it is bounded by `watch_streams_max` instead).
+    route("GET", "/v1/watch", "watch", true),
     route("GET", "/v1/status", "status", false),
     route("GET", "/v1/members", "members", false),
     route("GET", "/healthz", "healthz", false),
@@ -98,6 +108,8 @@ fn endpoint(spec: &RouteSpec) -> MethodRouter<NodeHandle> {
         "delete" => on(filter, handlers::delete_key),
         "cas" => on(filter, handlers::cas_key),
         "list" => on(filter, handlers::list_keys),
+        "compact" => on(filter, handlers::compact),
+        "watch" => on(filter, watch::watch),
         "status" => on(filter, handlers::status),
         "members" => on(filter, handlers::members),
         "healthz" => on(filter, handlers::healthz),
@@ -113,6 +125,7 @@ pub struct HttpConfig {
     pub connections_max: usize,
     pub requests_in_flight_max: usize,
     pub shutdown_grace_ms: u64,
+    pub watch_streams_max: usize,
 }
 
 impl Default for HttpConfig {
@@ -121,6 +134,7 @@ impl Default for HttpConfig {
             connections_max: CONNECTIONS_MAX,
             requests_in_flight_max: REQUESTS_IN_FLIGHT_MAX,
             shutdown_grace_ms: SHUTDOWN_GRACE_MS,
+            watch_streams_max: WATCH_STREAMS_MAX,
         }
     }
 }
@@ -130,8 +144,17 @@ pub fn router(handle: NodeHandle) -> Router {
     router_with(handle, &HttpConfig::default())
 }
 
-/// The API with explicit bounds.
+/// The API with explicit bounds. Its watch streams end only when their clients leave; use
+/// [`serve_with`] to have them end at shutdown.
 pub fn router_with(handle: NodeHandle, config: &HttpConfig) -> Router {
+    app(
+        handle,
+        config,
+        watch::WatchStreams::new(config.watch_streams_max),
+    )
+}
+
+fn app(handle: NodeHandle, config: &HttpConfig, streams: watch::WatchStreams) -> Router {
     assert!(
         config.requests_in_flight_max > 0,
         "requests_in_flight_max must be positive"
@@ -149,6 +172,7 @@ pub fn router_with(handle: NodeHandle, config: &HttpConfig) -> Router {
         .fallback(handlers::fallback)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_bytes_max))
+        .layer(Extension(streams))
         .layer(axum::middleware::from_fn_with_state(edge_state, edge::edge))
         .with_state(handle)
 }
@@ -171,12 +195,16 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    let app = router_with(handle, &config);
+    let streams = watch::WatchStreams::new(config.watch_streams_max);
+    let app = app(handle, &config, streams.clone());
     let listener = listener::LimitedListener::new(listener, config.connections_max);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let server =
         axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
             shutdown.await;
+            // Watch streams never finish by themselves: end them, or the grace period
+            // would always run out.
+            streams.close();
             let _ = signalled_tx.send(());
         });
     tracing::info!(%addr, "HTTP API listening");

@@ -122,9 +122,16 @@ async fn every_documented_route_is_served() {
         // Fresh at version 1 each time, whatever the previous operation did to it.
         s.delete("/v1/kv/k").await;
         s.put_ok("k", "v").await;
-        let concrete = path.replace("{key}", "k") + if path == "/v1/kv" { "?prefix=" } else { "" };
+        let query = match path.as_str() {
+            "/v1/kv" => "?prefix=",
+            "/v1/watch" => "?key=k",
+            _ => "",
+        };
+        let concrete = path.replace("{key}", "k") + query;
         let body = if path.ends_with("/cas") {
             r#"{"expect": {"version": 1}, "value": "w"}"#
+        } else if path == "/v1/compact" {
+            r#"{"revision": 1}"#
         } else {
             r#"{"value": "v"}"#
         };
@@ -145,4 +152,85 @@ async fn every_documented_route_is_served() {
     // And the served document is this one.
     let (_, served) = s.get("/openapi.json").await;
     assert_eq!(served, doc());
+}
+
+#[test]
+fn documented_watch_lines_are_the_served_shapes() {
+    use synod_http::json::{
+        KvJson, WatchCanceled, WatchCreated, WatchEventJson, WatchEventType, WatchProgress,
+        WatchRevision,
+    };
+    let kv = KvJson {
+        key: "k".into(),
+        value: "v".into(),
+        version: 1,
+        create_revision: 1,
+        mod_revision: 1,
+    };
+    let event = WatchEventJson {
+        kind: WatchEventType::Put,
+        kv: kv.clone(),
+        prev_kv: Some(kv),
+    };
+    let lines = [
+        (
+            "WatchCreated",
+            serde_json::to_value(WatchCreated {
+                created: true,
+                revision: 1,
+                start_revision: 2,
+            }),
+        ),
+        (
+            "WatchRevision",
+            serde_json::to_value(WatchRevision {
+                revision: 2,
+                events: vec![event.clone()],
+            }),
+        ),
+        ("WatchEvent", serde_json::to_value(event)),
+        (
+            "WatchProgress",
+            serde_json::to_value(WatchProgress {
+                progress_revision: 2,
+            }),
+        ),
+        (
+            "WatchCanceled",
+            serde_json::to_value(WatchCanceled {
+                canceled: true,
+                reason: "compacted".into(),
+                compact_revision: Some(2),
+            }),
+        ),
+    ];
+    let doc = doc();
+    let line_refs = doc["components"]["schemas"]["WatchLine"]["oneOf"].to_string();
+    for (name, value) in lines {
+        let value = value.expect("serialise");
+        let schema = &doc["components"]["schemas"][name];
+        let documented: BTreeSet<&str> = schema["properties"]
+            .as_object()
+            .expect(name)
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let sent: BTreeSet<&str> = value
+            .as_object()
+            .expect(name)
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(documented, sent, "{name}");
+        for required in schema["required"].as_array().expect(name) {
+            assert!(
+                sent.contains(required.as_str().unwrap_or_default()),
+                "{name}"
+            );
+        }
+        assert!(
+            name == "WatchEvent" || line_refs.contains(&format!("/{name}\"")),
+            "WatchLine lists {name}"
+        );
+    }
 }

@@ -87,6 +87,16 @@ pub enum Command {
     Del { key: String },
     /// Compare-and-swap: write (or delete) KEY only if the expectation holds.
     Cas(CasArgs),
+    /// Drop the history below REVISION: reads and watches before it then fail with
+    /// `compacted`.
+    Compact {
+        revision: u64,
+        /// Accepted for etcdctl compatibility; every Synod compaction is complete when applied.
+        #[arg(long)]
+        physical: bool,
+    },
+    /// Print changes to KEY, a prefix or [KEY, RANGE_END) as they happen, until interrupted.
+    Watch(WatchArgs),
     /// Count keys starting with PREFIX (all keys when omitted).
     Count {
         prefix: Option<String>,
@@ -120,6 +130,27 @@ pub struct GetArgs {
     pub keys_only: bool,
     #[arg(long, value_enum, default_value_t)]
     pub consistency: Consistency,
+    /// Read as of this store revision (0 = now).
+    #[arg(long, default_value_t = 0)]
+    pub rev: u64,
+    /// Sort a prefix or range by this (ascending unless --order desc).
+    #[arg(long, value_enum, ignore_case = true)]
+    pub sort_by: Option<SortBy>,
+    /// Order of a prefix or range (default: by key, ascending).
+    #[arg(long, value_enum, ignore_case = true)]
+    pub order: Option<Order>,
+    /// Only keys last modified at or after this revision (prefix or range).
+    #[arg(long)]
+    pub min_mod_revision: Option<u64>,
+    /// Only keys last modified at or before this revision (prefix or range).
+    #[arg(long)]
+    pub max_mod_revision: Option<u64>,
+    /// Only keys created at or after this revision (prefix or range).
+    #[arg(long)]
+    pub min_create_revision: Option<u64>,
+    /// Only keys created at or before this revision (prefix or range).
+    #[arg(long)]
+    pub max_create_revision: Option<u64>,
 }
 
 impl GetArgs {
@@ -127,6 +158,89 @@ impl GetArgs {
     pub fn is_range(&self) -> bool {
         self.prefix || self.range_end.is_some()
     }
+
+    /// The list query parameters for sorting and revision filters (only a scan takes them).
+    pub fn list_options(&self) -> Vec<(&'static str, String)> {
+        let mut q = Vec::new();
+        if let Some(by) = self.sort_by {
+            q.push(("sort_target", by.as_query().to_string()));
+        }
+        if let Some(order) = self.order {
+            q.push(("sort_order", order.as_query().to_string()));
+        }
+        let bounds = [
+            ("min_mod_revision", self.min_mod_revision),
+            ("max_mod_revision", self.max_mod_revision),
+            ("min_create_revision", self.min_create_revision),
+            ("max_create_revision", self.max_create_revision),
+        ];
+        for (name, bound) in bounds {
+            if let Some(b) = bound {
+                q.push((name, b.to_string()));
+            }
+        }
+        q
+    }
+}
+
+/// What `get --sort-by` sorts on (etcdctl's names).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortBy {
+    Key,
+    Version,
+    /// The create revision.
+    Create,
+    /// The mod revision.
+    #[value(alias = "modify")]
+    Mod,
+    Value,
+}
+
+impl SortBy {
+    pub fn as_query(self) -> &'static str {
+        match self {
+            SortBy::Key => "key",
+            SortBy::Version => "version",
+            SortBy::Create => "create",
+            SortBy::Mod => "mod",
+            SortBy::Value => "value",
+        }
+    }
+}
+
+/// `get --order`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    #[value(alias = "ascend")]
+    Asc,
+    #[value(alias = "descend")]
+    Desc,
+}
+
+impl Order {
+    pub fn as_query(self) -> &'static str {
+        match self {
+            Order::Asc => "ascend",
+            Order::Desc => "descend",
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct WatchArgs {
+    pub key: String,
+    /// Exclusive end of a range watch [KEY, RANGE_END).
+    #[arg(conflicts_with = "prefix")]
+    pub range_end: Option<String>,
+    /// Treat KEY as a prefix ("" = every key).
+    #[arg(long)]
+    pub prefix: bool,
+    /// Start at this revision (replaying the history since); 0 = from now on.
+    #[arg(long, default_value_t = 0)]
+    pub rev: u64,
+    /// Also print each key as it was before the change.
+    #[arg(long)]
+    pub prev_kv: bool,
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]
@@ -360,6 +474,51 @@ mod tests {
             cli(&["get", "a", "z", "--prefix"]).is_err(),
             "range end and prefix conflict"
         );
+    }
+
+    #[test]
+    fn history_flags() {
+        let c = cli(&[
+            "get",
+            "p",
+            "--prefix",
+            "--rev",
+            "4",
+            "--sort-by",
+            "MODIFY",
+            "--order",
+            "desc",
+            "--min-create-revision",
+            "2",
+        ])
+        .unwrap();
+        let Some(Command::Get(g)) = c.command else {
+            panic!("not a get: {c:?}")
+        };
+        assert_eq!(g.rev, 4);
+        assert_eq!(
+            g.list_options(),
+            vec![
+                ("sort_target", "mod".to_string()),
+                ("sort_order", "descend".to_string()),
+                ("min_create_revision", "2".to_string()),
+            ]
+        );
+        assert!(cli(&["get", "p", "--sort-by", "size"]).is_err());
+        assert_eq!(
+            cli(&["compact", "7", "--physical"]).unwrap().command,
+            Some(Command::Compact {
+                revision: 7,
+                physical: true
+            })
+        );
+        assert!(cli(&["compact"]).is_err(), "needs a revision");
+        let c = cli(&["watch", "k", "--prefix", "--rev", "3", "--prev-kv"]).unwrap();
+        let Some(Command::Watch(w)) = c.command else {
+            panic!("not a watch: {c:?}")
+        };
+        assert!(w.prefix && w.prev_kv && w.rev == 3);
+        assert!(cli(&["watch", "a", "z", "--prefix"]).is_err());
     }
 
     #[test]

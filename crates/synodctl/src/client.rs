@@ -7,6 +7,11 @@
 //! final. The endpoint that last answered is tried first next time (the REPL keeps one client),
 //! so a dead first endpoint costs one connect attempt per session, not per command.
 //!
+//! Streams (`GET /v1/watch`) open with the same failover, on a second HTTP client whose read
+//! timeout is [`STREAM_SILENCE_MAX`] rather than `--timeout`: a watch is quiet for as long as
+//! nothing changes, so it asks the server for progress lines and only a longer silence counts
+//! as a dead endpoint.
+//!
 //! Retrying after 503 `unavailable` or a timeout is what the API contract asks of clients,
 //! but it is not exactly-once: the first node may still apply the write. A retried `put`
 //! converges to the same value; a retried `del` or `cas` may then report `key_not_found` or
@@ -15,7 +20,7 @@
 use reqwest::blocking::{Client as HttpClient, Response};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
-use std::io::Read;
+use std::io::{BufReader, Read};
 use std::time::Duration;
 
 /// Largest response body synodctl reads; a guard against a misbehaving endpoint, far above any
@@ -24,6 +29,13 @@ pub const RESPONSE_BYTES_MAX: u64 = 512 * 1024 * 1024;
 
 /// How much of a non-JSON error body is quoted in the error message.
 const ERROR_BODY_QUOTE_BYTES_MAX: usize = 200;
+
+/// How often a stream asks the server for a progress line when nothing else is sent (the
+/// API's `progress_notify_ms`): its heartbeat.
+pub const STREAM_PROGRESS_MS: u64 = 2_000;
+/// Longest a stream may stay silent before its endpoint counts as dead: several missed
+/// heartbeats, so a busy server is not mistaken for a dead one.
+pub const STREAM_SILENCE_MAX: Duration = Duration::from_millis(3 * STREAM_PROGRESS_MS);
 
 /// Why a command failed; each maps to one exit code.
 #[derive(Debug, Clone, PartialEq)]
@@ -186,12 +198,32 @@ struct Endpoint {
     base: String,
 }
 
+/// An open response stream (NDJSON), with the endpoint it comes from.
+pub struct Stream {
+    pub endpoint: String,
+    pub reader: BufReader<Response>,
+}
+
 /// A failover client over a fixed list of endpoints.
 pub struct Client {
     endpoints: Vec<Endpoint>,
     http: HttpClient,
+    /// For streams: the same, but reads may wait [`STREAM_SILENCE_MAX`].
+    streams: HttpClient,
     /// Index of the endpoint to try first: the last one that answered.
     preferred: usize,
+}
+
+fn http_client(connect: Duration, read: Duration) -> Result<HttpClient, CtlError> {
+    HttpClient::builder()
+        .timeout(read)
+        .connect_timeout(connect)
+        // Endpoints are cluster members, usually on loopback or a private network; an
+        // HTTP_PROXY meant for the internet must not capture them.
+        .no_proxy()
+        .user_agent(concat!("synodctl/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| CtlError::Usage(format!("cannot build the HTTP client: {e}")))
 }
 
 impl Client {
@@ -203,18 +235,10 @@ impl Client {
         if endpoints.is_empty() {
             return Err(CtlError::Usage("no endpoints given".into()));
         }
-        let http = HttpClient::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            // Endpoints are cluster members, usually on loopback or a private network; an
-            // HTTP_PROXY meant for the internet must not capture them.
-            .no_proxy()
-            .user_agent(concat!("synodctl/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| CtlError::Usage(format!("cannot build the HTTP client: {e}")))?;
         Ok(Client {
             endpoints,
-            http,
+            http: http_client(timeout, timeout)?,
+            streams: http_client(timeout, STREAM_SILENCE_MAX.max(timeout))?,
             preferred: 0,
         })
     }
@@ -230,12 +254,35 @@ impl Client {
 
     /// Sends `req` with failover (see the module doc).
     pub fn send(&mut self, req: &Request) -> Result<Answer, CtlError> {
+        self.failover(|client, idx| client.send_to(idx, req))
+    }
+
+    /// Opens a response stream with failover; the stream's lines are read by the caller.
+    pub fn open_stream(&mut self, req: &Request) -> Result<Stream, CtlError> {
+        self.failover(|client, idx| {
+            let resp = client.respond(&client.streams, idx, req)?;
+            Ok(Stream {
+                endpoint: client.endpoints[idx].display.clone(),
+                reader: BufReader::new(resp),
+            })
+        })
+    }
+
+    /// Moves on from the endpoint tried first (after its stream broke, say).
+    pub fn skip_preferred(&mut self) {
+        self.preferred = (self.preferred + 1) % self.endpoints.len();
+    }
+
+    fn failover<T>(
+        &mut self,
+        attempt: impl Fn(&Self, usize) -> Result<T, Attempt>,
+    ) -> Result<T, CtlError> {
         let n = self.endpoints.len();
         let mut attempts = Vec::new();
         let mut last_unavailable = None;
         for i in 0..n {
             let idx = (self.preferred + i) % n;
-            match self.send_to(idx, req) {
+            match attempt(self, idx) {
                 Ok(answer) => {
                     self.preferred = idx;
                     return Ok(answer);
@@ -271,6 +318,27 @@ impl Client {
     }
 
     fn send_to(&self, idx: usize, req: &Request) -> Result<Answer, Attempt> {
+        let resp = self.respond(&self.http, idx, req)?;
+        let status = resp.status();
+        // A body cut short by a dropped connection is as good as no answer.
+        let bytes = read_body(resp).map_err(Attempt::Unreachable)?;
+        let endpoint = self.endpoints[idx].display.clone();
+        serde_json::from_slice(&bytes)
+            .map(|body| Answer {
+                endpoint: endpoint.clone(),
+                body,
+            })
+            .map_err(|e| {
+                Attempt::Final(CtlError::BadAnswer {
+                    endpoint,
+                    reason: format!("HTTP {status} with a body that is not JSON: {e}"),
+                })
+            })
+    }
+
+    /// Sends `req` to endpoint `idx`: a 2xx response with its body unread, or the attempt's
+    /// error (an error body is read and parsed).
+    fn respond(&self, http: &HttpClient, idx: usize, req: &Request) -> Result<Response, Attempt> {
         let ep = &self.endpoints[idx];
         let mut url = Url::parse(&format!("{}{}", ep.base, req.path))
             .map_err(|e| Attempt::Final(CtlError::Usage(format!("bad request URL: {e}"))))?;
@@ -280,7 +348,7 @@ impl Client {
                 pairs.append_pair(k, v);
             }
         }
-        let mut builder = self.http.request(req.method.clone(), url);
+        let mut builder = http.request(req.method.clone(), url);
         if let Some(body) = &req.body {
             builder = builder.json(body);
         }
@@ -288,19 +356,11 @@ impl Client {
             .send()
             .map_err(|e| Attempt::Unreachable(describe(&e)))?;
         let status = resp.status();
-        // A body cut short by a dropped connection is as good as no answer.
-        let bytes = read_body(resp).map_err(Attempt::Unreachable)?;
-        let endpoint = ep.display.clone();
         if status.is_success() {
-            let body = serde_json::from_slice(&bytes).map_err(|e| {
-                Attempt::Final(CtlError::BadAnswer {
-                    endpoint: endpoint.clone(),
-                    reason: format!("HTTP {status} with a body that is not JSON: {e}"),
-                })
-            })?;
-            return Ok(Answer { endpoint, body });
+            return Ok(resp);
         }
-        let err = server_error(endpoint, status, &bytes);
+        let bytes = read_body(resp).map_err(Attempt::Unreachable)?;
+        let err = server_error(ep.display.clone(), status, &bytes);
         if status == StatusCode::SERVICE_UNAVAILABLE {
             Err(Attempt::Unavailable(err))
         } else {

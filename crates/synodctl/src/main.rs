@@ -1,16 +1,18 @@
 //! `synodctl`: Synod's command-line client over the HTTP/JSON API.
 //!
-//! With a command (`put`, `get`, `del`, `cas`, `count`, `status`, `members`) it runs it once and
-//! exits 0 (ok), 1 (the server reported an error), 2 (usage) or 3 (no endpoint reachable).
-//! Without one it starts a REPL (see `repl.rs`). This file maps each [`Command`] to its API
-//! request and its output formatter; the transport is `client.rs`, the text is `output.rs`.
+//! With a command (`put`, `get`, `del`, `cas`, `compact`, `watch`, `count`, `status`,
+//! `members`) it runs it once and exits 0 (ok), 1 (the server reported an error), 2 (usage) or
+//! 3 (no endpoint reachable). Without one it starts a REPL (see `repl.rs`). This file maps
+//! each [`Command`] to its API request and its output formatter; the transport is
+//! `client.rs`, the text is `output.rs`, the streaming `watch` is `watch.rs`.
 
 mod args;
 mod client;
 mod output;
 mod repl;
+mod watch;
 
-use args::{Cli, Command, Format};
+use args::{Cli, Command, Format, GetArgs};
 use clap::Parser;
 use client::{Answer, Client, CtlError, Request, kv_path};
 use reqwest::Method;
@@ -71,25 +73,21 @@ pub fn run_command(
             emit(out, output::put(format, &a.body));
         }
         Command::Get(g) if !g.is_range() => {
-            let req = Request::new(Method::GET, kv_path(&g.key, "")?)
+            if !g.list_options().is_empty() {
+                return Err(CtlError::Usage(
+                    "sorting and revision filters need --prefix or a RANGE_END".into(),
+                ));
+            }
+            let mut req = Request::new(Method::GET, kv_path(&g.key, "")?)
                 .query("consistency", g.consistency.as_query());
+            if g.rev > 0 {
+                req = req.query("revision", g.rev.to_string());
+            }
             let a = client.send(&req)?;
             emit(out, output::get_one(format, &a.body, g.keys_only));
         }
         Command::Get(g) => {
-            let mut req = Request::new(Method::GET, "/v1/kv".into());
-            req = match &g.range_end {
-                Some(end) => req.query("start", g.key.clone()).query("end", end.clone()),
-                None => req.query("prefix", g.key.clone()),
-            };
-            if let Some(limit) = g.limit {
-                req = req.query("limit", limit.to_string());
-            }
-            if g.keys_only {
-                req = req.query("keys_only", "true");
-            }
-            req = req.query("consistency", g.consistency.as_query());
-            let a = client.send(&req)?;
+            let a = client.send(&list_request(g))?;
             emit(out, output::get_many(format, &a.body, g.keys_only));
         }
         Command::Del { key } => {
@@ -117,6 +115,13 @@ pub fn run_command(
             check_cas(&a)?;
             emit(out, output::cas(format, &a.body));
         }
+        Command::Compact { revision, physical } => {
+            let req = Request::new(Method::POST, "/v1/compact".into())
+                .body(json!({ "revision": revision, "physical": physical }));
+            let a = client.send(&req)?;
+            emit(out, output::compact(format, &a.body));
+        }
+        Command::Watch(w) => watch::run(client, format, w, out)?,
         Command::Count {
             prefix,
             consistency,
@@ -132,32 +137,55 @@ pub fn run_command(
             let a = client.send(&Request::new(Method::GET, "/v1/status".into()))?;
             emit(out, output::status(format, &[(a.endpoint, a.body)]));
         }
-        Command::Status { all: true } => {
-            let req = Request::new(Method::GET, "/v1/status".into());
-            let mut answers = Vec::new();
-            let mut first_error = None;
-            for idx in 0..client.endpoint_count() {
-                match client.send_one(idx, &req) {
-                    Ok(a) => answers.push((a.endpoint, a.body)),
-                    Err(e) => {
-                        // Reported after the rows of the endpoints that did answer.
-                        first_error.get_or_insert(e);
-                    }
-                }
-            }
-            if !answers.is_empty() {
-                emit(out, output::status(format, &answers));
-            }
-            if let Some(e) = first_error {
-                return Err(e);
-            }
-        }
+        Command::Status { all: true } => status_all(client, format, out)?,
         Command::Members => {
             let a = client.send(&Request::new(Method::GET, "/v1/members".into()))?;
             emit(out, output::members(format, &a.body));
         }
     }
     Ok(())
+}
+
+/// `status --all`: every endpoint's row, then the first failure (if any) as the error.
+fn status_all(client: &Client, format: Format, out: &mut dyn Write) -> Result<(), CtlError> {
+    let req = Request::new(Method::GET, "/v1/status".into());
+    let mut answers = Vec::new();
+    let mut first_error = None;
+    for idx in 0..client.endpoint_count() {
+        match client.send_one(idx, &req) {
+            Ok(a) => answers.push((a.endpoint, a.body)),
+            Err(e) => {
+                // Reported after the rows of the endpoints that did answer.
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if !answers.is_empty() {
+        emit(out, output::status(format, &answers));
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// `GET /v1/kv?...` for a prefix or range read.
+fn list_request(g: &GetArgs) -> Request {
+    let mut req = Request::new(Method::GET, "/v1/kv".into());
+    req = match &g.range_end {
+        Some(end) => req.query("start", g.key.clone()).query("end", end.clone()),
+        None => req.query("prefix", g.key.clone()),
+    };
+    if let Some(limit) = g.limit {
+        req = req.query("limit", limit.to_string());
+    }
+    if g.keys_only {
+        req = req.query("keys_only", "true");
+    }
+    if g.rev > 0 {
+        req = req.query("revision", g.rev.to_string());
+    }
+    for (name, value) in g.list_options() {
+        req = req.query(name, value);
+    }
+    req.query("consistency", g.consistency.as_query())
 }
 
 /// The contract answers a lost compare-and-swap with 409; a 200 that says `succeeded: false`

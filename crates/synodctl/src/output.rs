@@ -127,6 +127,36 @@ pub fn cas(format: Format, body: &Value) -> String {
     }
 }
 
+/// `compact`: etcdctl's line.
+pub fn compact(format: Format, body: &Value) -> String {
+    match format {
+        Format::Json => json(body),
+        _ => format!("compacted revision {}", field(body, "compact_revision")),
+    }
+}
+
+/// One revision line of `watch` (`{"revision", "events": [...]}`) as etcdctl prints events:
+/// per event its type (`PUT` / `DELETE`), then the previous key and value if the line has
+/// them, then the key and value (a deleted key's value is empty, so that line is blank).
+pub fn watch_events(line: &Value) -> String {
+    let events = line
+        .get("events")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut lines = Vec::new();
+    for e in events {
+        lines.push(field(e, "type").to_uppercase());
+        for kv in [e.get("prev_kv"), e.get("kv")].into_iter().flatten() {
+            if kv.is_object() {
+                lines.push(field(kv, "key"));
+                lines.push(kv.get("value").and_then(Value::as_str).unwrap_or("").into());
+            }
+        }
+    }
+    lines.join("\n")
+}
+
 /// `count`: the number alone, for scripts.
 pub fn count(format: Format, body: &Value) -> String {
     match format {
@@ -321,6 +351,24 @@ mod tests {
         assert_eq!(
             count(Format::Simple, &json!({"kvs": [], "count": 42})),
             "42"
+        );
+    }
+
+    #[test]
+    fn watch_events_print_like_etcdctl() {
+        let line = json!({"revision": 7, "events": [
+            {"type": "put", "kv": kv("a", "new", 2), "prev_kv": kv("a", "old", 1)},
+            {"type": "delete", "kv": {"key": "b", "value": "", "version": 0,
+                                      "create_revision": 0, "mod_revision": 7},
+             "prev_kv": null},
+        ]});
+        assert_eq!(watch_events(&line), "PUT\na\nold\na\nnew\nDELETE\nb\n");
+        assert_eq!(
+            compact(
+                Format::Simple,
+                &json!({"compact_revision": 5, "revision": 9})
+            ),
+            "compacted revision 5"
         );
     }
 

@@ -22,15 +22,19 @@ pub const HELP: &str = "\
 Commands (names are case-insensitive; quote values with spaces: SET k \"a b\"):
   put KEY VALUE                 set KEY                               (alias: SET)
   get KEY [RANGE_END] [--prefix] [--limit N] [--keys-only] [--consistency sequential]
+      [--rev N] [--sort-by key|version|create|mod|value] [--order asc|desc]
+      [--min-mod-revision N] [--max-mod-revision N] [--min-create-revision N] [--max-create-revision N]
                                 read KEY, a prefix or [KEY, RANGE_END) (alias: GET)
   del KEY                       delete KEY                            (alias: DEL)
   cas KEY (--expect-version N | --expect-value V | --expect-absent) (--value V | --delete)
                                 compare-and-swap
+  compact REVISION              drop the history below REVISION
   count [PREFIX]                count keys (SIZE = count of all keys)
   status [--all]                node status
   members                       cluster members
   help                          this message
-  quit                          leave (also QUIT, exit, Ctrl-D)";
+  quit                          leave (also QUIT, exit, Ctrl-D)
+(watch runs until interrupted, so it is a one-shot command: synodctl watch KEY)";
 
 /// What the loop should do after a line.
 #[derive(Debug, PartialEq, Eq)]
@@ -136,6 +140,11 @@ fn handle_line(line: &str, client: &mut Client, format: Format) -> (Step, i32) {
             let _ = writeln!(stdout, "{HELP}");
             0
         }
+        // Ctrl-C, the only way to stop a watch, would end the whole session.
+        ReplCommand::Kv(crate::args::Command::Watch(_)) => {
+            eprintln!("Error: watch runs until interrupted; run it as `synodctl watch ...`");
+            2
+        }
         ReplCommand::Kv(cmd) => match crate::run_command(client, format, &cmd, &mut stdout) {
             Ok(()) => 0,
             Err(e) => {
@@ -161,8 +170,23 @@ mod tests {
     #[test]
     fn help_lists_every_command_and_alias() {
         for word in [
-            "put", "SET", "get", "GET", "del", "DEL", "cas", "count", "SIZE", "status", "members",
-            "help", "QUIT",
+            "put",
+            "SET",
+            "get",
+            "GET",
+            "del",
+            "DEL",
+            "cas",
+            "compact",
+            "count",
+            "SIZE",
+            "status",
+            "members",
+            "help",
+            "QUIT",
+            "--rev",
+            "--sort-by",
+            "--order",
         ] {
             assert!(HELP.contains(word), "help misses {word}");
         }

@@ -422,3 +422,205 @@ fn repl_from_stdin() {
     assert!(err.contains("type help"), "{err}");
     assert_eq!(expect(out, 2), "2\n", "SIZE still ran");
 }
+
+#[test]
+fn reads_at_a_revision_sorted_lists_and_compaction() {
+    let s = Server::start();
+    expect(ctl(&s, &["put", "a", "1"]), 0); // revision 1
+    expect(ctl(&s, &["put", "b", "x"]), 0); // 2
+    expect(ctl(&s, &["put", "a", "2"]), 0); // 3
+    assert_eq!(expect(ctl(&s, &["get", "a", "--rev", "1"]), 0), "a\n1\n");
+    assert_eq!(
+        expect(ctl(&s, &["get", "", "--prefix", "--rev", "1"]), 0),
+        "a\n1\n"
+    );
+    assert_eq!(
+        expect(
+            ctl(
+                &s,
+                &[
+                    "get",
+                    "",
+                    "--prefix",
+                    "--keys-only",
+                    "--sort-by",
+                    "mod",
+                    "--order",
+                    "desc"
+                ]
+            ),
+            0
+        ),
+        "a\nb\n"
+    );
+    assert_eq!(
+        expect(
+            ctl(
+                &s,
+                &["get", "", "--prefix", "--keys-only", "--sort-by", "create"]
+            ),
+            0
+        ),
+        "a\nb\n"
+    );
+    assert_eq!(
+        expect(
+            ctl(
+                &s,
+                &[
+                    "get",
+                    "",
+                    "--prefix",
+                    "--keys-only",
+                    "--max-mod-revision",
+                    "2"
+                ]
+            ),
+            0
+        ),
+        "b\n"
+    );
+    expect(ctl(&s, &["get", "a", "--sort-by", "mod"]), 2);
+
+    assert_eq!(
+        expect(ctl(&s, &["compact", "2"]), 0),
+        "compacted revision 2\n"
+    );
+    let gone = ctl(&s, &["get", "a", "--rev", "1"]);
+    assert!(
+        stderr(&gone).starts_with("Error: compacted"),
+        "{}",
+        stderr(&gone)
+    );
+    expect(gone, 1);
+    let future = ctl(&s, &["get", "a", "--rev", "9"]);
+    assert!(
+        stderr(&future).contains("future_revision"),
+        "{}",
+        stderr(&future)
+    );
+    expect(future, 1);
+    let json: Value =
+        serde_json::from_str(&expect(ctl(&s, &["-w", "json", "compact", "3"]), 0)).expect("json");
+    assert_eq!(json["compact_revision"], 3);
+}
+
+/// A running `synodctl watch`, its stdout lines delivered through a channel.
+struct Watching {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Watching {
+    fn start(endpoints: &str, args: &[&str]) -> Watching {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_synodctl"))
+            .args(["--endpoints", endpoints, "watch"])
+            .args(args)
+            .env_remove("SYNODCTL_ENDPOINTS")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn synodctl watch");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Watching { child, lines }
+    }
+
+    /// The next `n` lines printed, failing the test if they do not come in time.
+    fn take(&self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                self.lines
+                    .recv_timeout(Duration::from_millis(SERVER_START_TIMEOUT_MS))
+                    .unwrap_or_else(|e| panic!("watch line {i} of {n}: {e}"))
+            })
+            .collect()
+    }
+
+    /// Waits for the command to exit by itself; returns its exit code and stderr.
+    fn exit(mut self) -> (Option<i32>, String) {
+        let status = self.child.wait().expect("wait");
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status.code(), err)
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        // Ctrl-C's job, for a command that runs until interrupted.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn watch_prints_events_as_they_happen() {
+    let s = Server::start();
+    expect(ctl(&s, &["put", "a", "1"]), 0); // revision 1
+    // From revision 2: whenever the stream opens, it reports the writes below.
+    let w = Watching::start(&s.endpoint(), &["a", "--rev", "2", "--prev-kv"]);
+    expect(ctl(&s, &["put", "a", "2"]), 0); // 2
+    expect(ctl(&s, &["put", "other", "x"]), 0); // 3: not watched
+    expect(ctl(&s, &["del", "a"]), 0); // 4
+    assert_eq!(
+        w.take(10),
+        ["PUT", "a", "1", "a", "2", "DELETE", "a", "2", "a", ""],
+        "type, previous key and value, key and value (a deleted key's value is empty)"
+    );
+
+    let json = Watching::start(&s.endpoint(), &["", "--prefix", "--rev", "1", "-w", "json"]);
+    let lines = json.take(4);
+    let revisions: Vec<u64> = lines
+        .iter()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("a JSON line");
+            v["revision"].as_u64().expect("an event line")
+        })
+        .collect();
+    assert_eq!(revisions, [1, 2, 3, 4]);
+
+    // A start that was compacted away cannot be watched: exit 1, the code on stderr.
+    expect(ctl(&s, &["compact", "3"]), 0);
+    let (code, err) = Watching::start(&s.endpoint(), &["a", "--rev", "2"]).exit();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.starts_with("Error: compacted"), "{err}");
+    let (code, _) = Watching::start(&s.endpoint(), &[""]).exit();
+    assert_eq!(
+        code,
+        Some(2),
+        "an empty key without --prefix is a usage error"
+    );
+}
+
+#[test]
+fn watch_resumes_at_the_next_endpoint_without_gaps_or_repeats() {
+    // Two stand-ins playing two members of one cluster: the same writes, the second a
+    // little ahead.
+    let first = Server::start();
+    let second = Server::start();
+    for (server, values) in [(&first, &["1", "2"][..]), (&second, &["1", "2", "3"][..])] {
+        for v in values {
+            expect(ctl(server, &["put", "k", v]), 0);
+        }
+    }
+    let endpoints = format!("{},{}", first.endpoint(), second.endpoint());
+    let w = Watching::start(&endpoints, &["k", "--rev", "2"]);
+    assert_eq!(w.take(3), ["PUT", "k", "2"]);
+    // The first member shuts down: its stream ends, the watch resumes at revision 3 on the
+    // second, so revision 2 is not printed again.
+    drop(first);
+    assert_eq!(w.take(3), ["PUT", "k", "3"]);
+    expect(ctl(&second, &["put", "k", "4"]), 0);
+    assert_eq!(w.take(3), ["PUT", "k", "4"]);
+}

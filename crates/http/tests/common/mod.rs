@@ -202,3 +202,62 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// An open `GET /v1/watch` stream, read line by line.
+pub struct WatchLines {
+    response: reqwest::Response,
+    buf: Vec<u8>,
+}
+
+impl WatchLines {
+    /// Opens `/v1/watch?{query}`; the answer must be a 200 NDJSON stream.
+    pub async fn open(s: &Server, query: &str) -> WatchLines {
+        let response = s
+            .client
+            .get(s.url(&format!("/v1/watch?{query}")))
+            .send()
+            .await
+            .expect("watch request");
+        assert_eq!(response.status(), 200, "watch {query}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/x-ndjson",
+            "watch {query}"
+        );
+        WatchLines {
+            response,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next line as JSON; `None` when the server ended the body. Fails the test after
+    /// [`WAIT_DEADLINE_MS`].
+    pub async fn next(&mut self) -> Option<Value> {
+        let deadline = Duration::from_millis(WAIT_DEADLINE_MS);
+        loop {
+            if let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                let text = String::from_utf8_lossy(&line[..end]).into_owned();
+                let value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("watch line is not JSON ({e}): {text:?}"));
+                return Some(value);
+            }
+            let chunk = tokio::time::timeout(deadline, self.response.chunk())
+                .await
+                .expect("timed out waiting for a watch line")
+                .expect("reading the watch stream");
+            match chunk {
+                Some(bytes) => self.buf.extend_from_slice(&bytes),
+                None => {
+                    assert!(self.buf.is_empty(), "stream ended mid-line: {:?}", self.buf);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The next line, which must be there.
+    pub async fn line(&mut self) -> Value {
+        self.next().await.expect("the watch stream ended")
+    }
+}

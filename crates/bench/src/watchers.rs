@@ -166,14 +166,9 @@ async fn run_stream(
     epoch: Instant,
     created: tokio::sync::oneshot::Sender<()>,
 ) {
+    // The create requests are queued before the call: grpc-go servers (etcd) send response
+    // headers only with their first message, and the call returns only once headers arrive.
     let (tx, rx) = mpsc::channel(watchers.max(1));
-    let Ok(response) = WatchClient::new(channel)
-        .watch(ReceiverStream::new(rx))
-        .await
-    else {
-        return;
-    };
-    let mut responses = response.into_inner();
     for _ in 0..watchers {
         let create = pb::WatchCreateRequest {
             key: vec![0],
@@ -183,10 +178,17 @@ async fn run_stream(
         let req = pb::WatchRequest {
             request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
         };
-        if tx.send(req).await.is_err() {
+        if tx.try_send(req).is_err() {
             return;
         }
     }
+    let Ok(response) = WatchClient::new(channel)
+        .watch(ReceiverStream::new(rx))
+        .await
+    else {
+        return;
+    };
+    let mut responses = response.into_inner();
     let mut pending = watchers;
     let mut created = Some(created);
     if pending == 0 {

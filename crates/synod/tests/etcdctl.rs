@@ -3,15 +3,12 @@
 
 mod common;
 
-use common::{Cluster, etcdctl};
+use common::{Cluster, etcdctl, etcdctl_command};
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 fn run(etcdctl: &std::path::Path, endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new(etcdctl)
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoints}"))
-        .arg("--command-timeout=10s")
+    let mut child = etcdctl_command(etcdctl, endpoints)
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()

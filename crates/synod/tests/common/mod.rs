@@ -455,6 +455,16 @@ pub fn etcdctl() -> Option<PathBuf> {
     found
 }
 
+/// An etcdctl 3.4 command line against `endpoints` (v3 API, a 10 s command timeout), for the
+/// caller to add its arguments to.
+pub fn etcdctl_command(etcdctl: &std::path::Path, endpoints: &str) -> Command {
+    let mut cmd = Command::new(etcdctl);
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=10s");
+    cmd
+}
+
 // ---- Added for the durability tests (crates/synod/tests/durability.rs). ----
 
 impl Cluster {

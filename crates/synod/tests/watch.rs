@@ -1,0 +1,588 @@
+//! Issue #15 (MVCC + Watch) proven with real etcd clients nobody here wrote, against a
+//! 3-process cluster on each log engine:
+//!
+//! - etcdctl 3.4: `watch --prefix --rev --prev-kv -w json` on a member that took none of the
+//!   writes (history replayed, then live writes and deletes, in revision order with the right
+//!   prev_kv), a progress request, `get --rev`, `compaction` and what fails below it (a read,
+//!   a watch, on any member), `get --sort-by / --order / --limit`.
+//! - python-etcd3 (`tests/py/etcd3_checks.py`): its watch API (iterator, callbacks, cancel),
+//!   sorted gets, reads at a revision, Compact, and a Kubernetes-style list-then-watch loop that
+//!   re-lists after a compaction and ends with its map equal to a fresh list.
+//!
+//! etcdctl comes from `.ci/run` (apt), python-etcd3 from `.ci/py-clients` (a pinned
+//! virtualenv); a missing client fails its tests loudly unless explicitly allowed.
+
+mod common;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use common::{Cluster, etcdctl, etcdctl_command};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Longest wait for a watch's next output line, or for a cancelled watch to exit.
+const WATCH_WAIT: Duration = Duration::from_secs(20);
+/// Longest the Python checks may run in all (its own watchdog stops one check after 90 s).
+const PYTHON_RUN_MAX: Duration = Duration::from_secs(300);
+/// Progress-notification interval for the Python run's cluster (etcd's default is 10 min;
+/// the list-then-watch loop waits for notifications, so they must come quickly).
+const PROGRESS_NOTIFY_MS: u64 = 200;
+const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
+const FUTURE: &str = "etcdserver: mvcc: required revision is a future revision";
+
+/// One watch event as etcdctl prints it, decoded from base64.
+#[derive(Debug, PartialEq, Eq)]
+struct Ev {
+    delete: bool,
+    key: String,
+    /// `None` for a delete.
+    value: Option<String>,
+    /// The value before the event, when there was one (watches asked for prev_kv).
+    prev: Option<String>,
+    mod_revision: u64,
+}
+
+fn put_ev(key: &str, value: &str, prev: Option<&str>, mod_revision: u64) -> Ev {
+    Ev {
+        delete: false,
+        key: key.into(),
+        value: Some(value.into()),
+        prev: prev.map(Into::into),
+        mod_revision,
+    }
+}
+
+fn del_ev(key: &str, prev: &str, mod_revision: u64) -> Ev {
+    Ev {
+        delete: true,
+        key: key.into(),
+        value: None,
+        prev: Some(prev.into()),
+        mod_revision,
+    }
+}
+
+fn b64(v: &Value) -> String {
+    let raw = BASE64
+        .decode(v.as_str().unwrap_or_default())
+        .expect("base64 in etcdctl json");
+    String::from_utf8(raw).expect("utf-8 key or value")
+}
+
+fn parse_event(e: &Value) -> Ev {
+    // etcdctl's JSON leaves out zero fields: PUT is type 0, so only DELETE (1) shows.
+    let delete = e["type"].as_u64() == Some(1);
+    let kv = &e["kv"];
+    Ev {
+        delete,
+        key: b64(&kv["key"]),
+        value: (!delete).then(|| b64(&kv["value"])),
+        prev: e.get("prev_kv").map(|p| b64(&p["value"])),
+        mod_revision: kv["mod_revision"].as_u64().expect("mod_revision"),
+    }
+}
+
+fn revision(v: &Value) -> u64 {
+    v["header"]["revision"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no header.revision in {v}"))
+}
+
+/// etcdctl, one command at a time.
+struct Ctl {
+    bin: PathBuf,
+}
+
+impl Ctl {
+    fn output(&self, endpoint: &str, args: &[&str]) -> Output {
+        etcdctl_command(&self.bin, endpoint)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run etcdctl")
+    }
+
+    /// stdout of a command that must succeed.
+    fn ok(&self, endpoint: &str, args: &[&str]) -> String {
+        let out = self.output(endpoint, args);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?} at {endpoint} failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// stderr of a command that must fail.
+    fn fails(&self, endpoint: &str, args: &[&str]) -> String {
+        let out = self.output(endpoint, args);
+        assert!(
+            !out.status.success(),
+            "etcdctl {args:?} at {endpoint} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).to_string()
+    }
+
+    fn json(&self, endpoint: &str, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.extend(["-w", "json"]);
+        let out = self.ok(endpoint, &args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("etcdctl {args:?}: {e}: {out}"))
+    }
+
+    /// Puts through `endpoint`; the revision it made.
+    fn put(&self, endpoint: &str, key: &str, value: &str) -> u64 {
+        revision(&self.json(endpoint, &["put", key, value]))
+    }
+
+    /// Deletes one existing key through `endpoint`; the revision it made.
+    fn del(&self, endpoint: &str, key: &str) -> u64 {
+        let v = self.json(endpoint, &["del", key]);
+        assert_eq!(v["deleted"].as_u64(), Some(1), "del {key}: {v}");
+        revision(&v)
+    }
+
+    /// `get ... --keys-only` as the list of keys, in the order etcdctl printed them.
+    fn keys(&self, endpoint: &str, args: &[&str]) -> Vec<String> {
+        let v = self.json(endpoint, &[&["get", "--keys-only"], args].concat());
+        let kvs = v["kvs"].as_array().cloned().unwrap_or_default();
+        kvs.iter().map(|kv| b64(&kv["key"])).collect()
+    }
+
+    /// `watch` as a running child; `interactive` keeps its stdin open for commands.
+    fn watch(&self, endpoint: &str, args: &[&str], interactive: bool) -> Watch {
+        let mut child = etcdctl_command(&self.bin, endpoint)
+            .arg("watch")
+            .args(args)
+            .args(["-w", "json"])
+            .stdin(if interactive {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn etcdctl watch");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = child.stderr.take().expect("stderr");
+        let stderr = Some(std::thread::spawn(move || read_all(stderr)));
+        let stdin = child.stdin.take();
+        Watch {
+            child,
+            lines,
+            stdin,
+            stderr,
+        }
+    }
+}
+
+fn read_all(mut r: impl Read) -> String {
+    let mut s = String::new();
+    let _ = r.read_to_string(&mut s);
+    s
+}
+
+/// A running `etcdctl watch -w json`. Its stdout is read on a thread, so every wait here
+/// has a deadline; dropping it kills the child.
+struct Watch {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stdin: Option<ChildStdin>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl Watch {
+    /// The next stdout line, or None once etcdctl closed its stdout.
+    fn line(&mut self) -> Option<String> {
+        match self.lines.recv_timeout(WATCH_WAIT) {
+            Ok(line) => Some(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => None,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("etcdctl watch printed nothing for {WATCH_WAIT:?}")
+            }
+        }
+    }
+
+    /// Reads responses until at least `n` events came; returns every event read.
+    fn events(&mut self, n: usize) -> Vec<Ev> {
+        let mut events = Vec::new();
+        while events.len() < n {
+            let line = self
+                .line()
+                .unwrap_or_else(|| panic!("watch ended after {events:?}: {}", self.stderr()));
+            let resp: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            assert_eq!(resp["Canceled"], false, "watch cancelled: {line}");
+            let batch = resp["Events"].as_array().cloned().unwrap_or_default();
+            events.extend(batch.iter().map(parse_event));
+        }
+        events
+    }
+
+    fn send(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().expect("an interactive watch");
+        stdin.write_all(text.as_bytes()).expect("write to etcdctl");
+        stdin.flush().expect("flush");
+    }
+
+    /// Waits for etcdctl to exit by itself; its status and every stdout line left.
+    fn exit(&mut self) -> (ExitStatus, Vec<String>) {
+        let deadline = Instant::now() + WATCH_WAIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let printed: Vec<String> = self.lines.try_iter().collect();
+                panic!("etcdctl watch still runs after {WATCH_WAIT:?}; it printed {printed:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut rest = Vec::new();
+        while let Some(line) = self.line() {
+            rest.push(line);
+        }
+        (status, rest)
+    }
+
+    /// Everything etcdctl wrote to stderr (kills it first if it still runs).
+    fn stderr(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn grpc(c: &Cluster, id: u64) -> String {
+    c.member(id).grpc_addr.clone()
+}
+
+#[test]
+fn etcdctl_watch_replays_history_then_follows_live_writes_omnipaxos() {
+    etcdctl_watch_replays_history_then_follows_live_writes("omnipaxos");
+}
+
+#[test]
+fn etcdctl_watch_replays_history_then_follows_live_writes_vr() {
+    etcdctl_watch_replays_history_then_follows_live_writes("vr");
+}
+
+/// Writes go to members 2 and 3; the watch is on member 1, which serves them from its own
+/// applied state.
+fn etcdctl_watch_replays_history_then_follows_live_writes(engine: &str) {
+    let Some(bin) = etcdctl() else { return };
+    let c = Cluster::start(3, engine);
+    let ctl = Ctl { bin };
+    let (m1, m2, m3) = (grpc(&c, 1), grpc(&c, 2), grpc(&c, 3));
+    let r1 = ctl.put(&m2, "/w/a", "1");
+    let r2 = ctl.put(&m3, "/w/b", "2");
+    ctl.put(&m3, "/wx", "outside the prefix");
+    let r3 = ctl.put(&m2, "/w/a", "3");
+    let r4 = ctl.del(&m3, "/w/b");
+    let from = r1.to_string();
+    let mut watch = ctl.watch(
+        &m1,
+        &["--prefix", "/w/", "--rev", &from, "--prev-kv"],
+        false,
+    );
+    let history = vec![
+        put_ev("/w/a", "1", None, r1),
+        put_ev("/w/b", "2", None, r2),
+        put_ev("/w/a", "3", Some("1"), r3),
+        del_ev("/w/b", "2", r4),
+    ];
+    assert_eq!(watch.events(history.len()), history, "replayed history");
+    let r5 = ctl.put(&m3, "/w/c", "5");
+    let r6 = ctl.put(&m2, "/w/a", "6");
+    ctl.put(&m2, "/wx", "still outside");
+    let r7 = ctl.del(&m3, "/w/c");
+    let live = vec![
+        put_ev("/w/c", "5", None, r5),
+        put_ev("/w/a", "6", Some("3"), r6),
+        del_ev("/w/c", "5", r7),
+    ];
+    assert_eq!(watch.events(live.len()), live, "live events");
+    drop(watch);
+
+    // A linearizable read on member 1 returns once it applied everything above, so its
+    // progress notification must then report the cluster's last revision.
+    let last = revision(&ctl.json(&m1, &["get", "/w/a"]));
+    assert_eq!(last, r7);
+    let mut watch = ctl.watch(&m1, &["-i"], true);
+    watch.send("watch --prefix /w/\nprogress\n");
+    let notified = loop {
+        let line = watch.line().expect("etcdctl watch -i output");
+        if let Some(rev) = line.strip_prefix("progress notify: ") {
+            break rev.parse::<u64>().expect("progress revision");
+        }
+    };
+    assert_eq!(notified, last, "progress notification revision");
+}
+
+#[test]
+fn etcdctl_history_compaction_and_sorted_gets_omnipaxos() {
+    etcdctl_history_compaction_and_sorted_gets("omnipaxos");
+}
+
+#[test]
+fn etcdctl_history_compaction_and_sorted_gets_vr() {
+    etcdctl_history_compaction_and_sorted_gets("vr");
+}
+
+fn etcdctl_history_compaction_and_sorted_gets(engine: &str) {
+    let Some(bin) = etcdctl() else { return };
+    let c = Cluster::start(3, engine);
+    let ctl = Ctl { bin };
+    let (m1, m2, m3) = (grpc(&c, 1), grpc(&c, 2), grpc(&c, 3));
+    // Created c, a, b; then c modified: create order c a b, modify order a b c.
+    let r1 = ctl.put(&m2, "/s/c", "1");
+    let r2 = ctl.put(&m3, "/s/a", "2");
+    let r3 = ctl.put(&m2, "/s/b", "3");
+    let r4 = ctl.put(&m3, "/s/c", "4");
+    sorted_gets(&ctl, &m1);
+
+    let at = |rev: u64| ctl.ok(&m1, &["get", "--prefix", "/s/", "--rev", &rev.to_string()]);
+    assert_eq!(at(r1), "/s/c\n1\n");
+    assert_eq!(at(r2), "/s/a\n2\n/s/c\n1\n");
+    assert_eq!(at(r4), "/s/a\n2\n/s/b\n3\n/s/c\n4\n");
+    let future = (r4 + 100).to_string();
+    assert!(
+        ctl.fails(&m1, &["get", "/s/c", "--rev", &future])
+            .contains(FUTURE)
+    );
+
+    let r3s = r3.to_string();
+    assert_eq!(
+        ctl.ok(&m1, &["compaction", &r3s]),
+        format!("compacted revision {r3}\n")
+    );
+    // Below the compaction revision reads fail on every member; at it they still work.
+    for m in [&m1, &m2, &m3] {
+        let err = ctl.fails(m, &["get", "/s/c", "--rev", &r2.to_string()]);
+        assert!(
+            err.contains(COMPACTED),
+            "get below the compaction at {m}: {err}"
+        );
+        assert_eq!(ctl.ok(m, &["get", "/s/c", "--rev", &r3s]), "/s/c\n1\n");
+    }
+    assert!(
+        ctl.fails(&m2, &["compaction", &r2.to_string()])
+            .contains(COMPACTED)
+    );
+    assert!(ctl.fails(&m2, &["compaction", &future]).contains(FUTURE));
+
+    // A watch from below the compaction: created, then cancelled with the compact revision.
+    let mut watch = ctl.watch(&m2, &["--prefix", "/s/", "--rev", &r1.to_string()], false);
+    let (status, lines) = watch.exit();
+    let stderr = watch.stderr();
+    assert!(!status.success(), "a compacted watch exits non-zero");
+    assert!(
+        stderr.contains(&format!("watch was canceled ({COMPACTED})")),
+        "{stderr}"
+    );
+    let resp: Value = serde_json::from_str(&lines.concat()).expect("one cancel response");
+    assert_eq!(resp["Canceled"], true, "{resp}");
+    assert_eq!(resp["CompactRevision"].as_u64(), Some(r3), "{resp}");
+    // From the compaction revision itself: everything from there on.
+    let mut watch = ctl.watch(&m3, &["--prefix", "/s/", "--rev", &r3s, "--prev-kv"], false);
+    let want = vec![
+        put_ev("/s/b", "3", None, r3),
+        put_ev("/s/c", "4", Some("1"), r4),
+    ];
+    assert_eq!(watch.events(want.len()), want);
+}
+
+/// etcdctl's sort and limit flags over /s/{a,b,c}, created c, a, b and modified a, b, c.
+fn sorted_gets(ctl: &Ctl, m: &str) {
+    let keys = |args: &[&str]| ctl.keys(m, &[&["--prefix", "/s/"], args].concat());
+    assert_eq!(
+        keys(&["--sort-by=CREATE", "--order=DESCEND"]),
+        ["/s/b", "/s/a", "/s/c"]
+    );
+    assert_eq!(keys(&["--sort-by=CREATE"]), ["/s/c", "/s/a", "/s/b"]);
+    assert_eq!(keys(&["--sort-by=MODIFY"]), ["/s/a", "/s/b", "/s/c"]);
+    assert_eq!(keys(&["--order=DESCEND"]), ["/s/c", "/s/b", "/s/a"]);
+    assert_eq!(keys(&["--sort-by=CREATE", "--limit", "1"]), ["/s/c"]);
+    let limited = ctl.json(
+        m,
+        &[
+            "get",
+            "--prefix",
+            "/s/",
+            "--sort-by=MODIFY",
+            "--order=DESCEND",
+            "--limit",
+            "2",
+        ],
+    );
+    let got: Vec<String> = limited["kvs"]
+        .as_array()
+        .expect("kvs")
+        .iter()
+        .map(|kv| b64(&kv["key"]))
+        .collect();
+    assert_eq!(got, ["/s/c", "/s/b"], "{limited}");
+    assert_eq!(
+        (limited["count"].as_u64(), limited["more"].as_bool()),
+        (Some(3), Some(true)),
+        "{limited}"
+    );
+}
+
+#[test]
+fn python_etcd3_watch_compact_and_list_watch_loop_omnipaxos() {
+    python_etcd3_watch_compact_and_list_watch_loop("omnipaxos");
+}
+
+#[test]
+fn python_etcd3_watch_compact_and_list_watch_loop_vr() {
+    python_etcd3_watch_compact_and_list_watch_loop("vr");
+}
+
+/// Every check the script makes, in its order.
+const PYTHON_CHECKS: [&str; 6] = [
+    "sorted_gets",
+    "history_and_compact",
+    "watch_iterator",
+    "watch_callbacks",
+    "watch_compacted",
+    "list_watch_loop",
+];
+
+fn python_etcd3_watch_compact_and_list_watch_loop(engine: &str) {
+    let Some(python) = python_etcd3() else { return };
+    let c = Cluster::start_configured(3, engine, &|cfg| {
+        cfg.limits.watch_progress_notify_ms = PROGRESS_NOTIFY_MS;
+    });
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/etcd3_checks.py");
+    let mut cmd = Command::new(&python);
+    cmd.arg(&script).arg("--endpoints").arg(c.grpc_endpoints());
+    let (status, stdout, stderr) = run_with_deadline(cmd, PYTHON_RUN_MAX);
+    assert!(
+        status.success(),
+        "python-etcd3 checks failed ({status}):\n{stdout}\n{stderr}"
+    );
+    let passed: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("PASS "))
+        .collect();
+    assert_eq!(passed, PYTHON_CHECKS, "{stdout}");
+    let result: Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .map(|j| serde_json::from_str(j).expect("RESULT json"))
+        .unwrap_or_else(|| panic!("no RESULT line:\n{stdout}"));
+    // One compaction error, answered by exactly one re-list; events and progress seen.
+    assert_eq!(result["compacted"], 1, "{result}");
+    assert_eq!(result["lists"], 2, "{result}");
+    assert!(result["events"].as_u64() >= Some(40), "{result}");
+    assert!(result["progress"].as_u64() >= Some(2), "{result}");
+    // The reflector's map is the cluster's state, read back through another API and member.
+    assert_eq!(result["items"], http_prefix(&c, 2, "/ref/"), "{result}");
+}
+
+/// `prefix` listed through member `id`'s HTTP API, as {key: value}.
+fn http_prefix(c: &Cluster, id: u64, prefix: &str) -> Value {
+    let url = c.url(id, &format!("/v1/kv?prefix={}", prefix.replace('/', "%2F")));
+    let v: Value = c
+        .http
+        .get(url)
+        .send()
+        .expect("GET prefix")
+        .json()
+        .expect("json");
+    let kvs = v["kvs"].as_array().expect("kvs");
+    Value::Object(
+        kvs.iter()
+            .map(|kv| (kv["key"].as_str().expect("key").into(), kv["value"].clone()))
+            .collect(),
+    )
+}
+
+/// Runs `cmd` to its end, killing it past `max`; its status, stdout and stderr.
+fn run_with_deadline(mut cmd: Command, max: Duration) -> (ExitStatus, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let stdout = std::thread::spawn(move || read_all(stdout));
+    let stderr = std::thread::spawn(move || read_all(stderr));
+    let deadline = Instant::now() + max;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} still running after {max:?}:\n{}\n{}",
+                stdout.join().unwrap_or_default(),
+                stderr.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    (status, stdout, stderr.join().unwrap_or_default())
+}
+
+/// The Python that has python-etcd3: `SYNOD_PY`, else the virtualenv `.ci/py-clients` makes
+/// by default (target/py-clients). Missing, or unable to import etcd3, it fails the test
+/// loudly unless SYNOD_ALLOW_MISSING_PY_CLIENTS=1 is set — etcdctl's rule.
+fn python_etcd3() -> Option<PathBuf> {
+    let python = std::env::var_os("SYNOD_PY").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/py-clients/bin/python"),
+        PathBuf::from,
+    );
+    let imports = Command::new(&python)
+        .args(["-c", "import etcd3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if imports {
+        return Some(python);
+    }
+    eprintln!("\n********************************************************************");
+    eprintln!("*** python-etcd3 NOT FOUND at {}", python.display());
+    eprintln!("*** The Python etcd client tests are NOT RUN.");
+    eprintln!("*** Install it: bash .ci/py-clients (CI does), or set SYNOD_PY.");
+    eprintln!("********************************************************************\n");
+    assert!(
+        std::env::var("SYNOD_ALLOW_MISSING_PY_CLIENTS").as_deref() == Ok("1"),
+        "python-etcd3 is required (set SYNOD_ALLOW_MISSING_PY_CLIENTS=1 to skip loudly)"
+    );
+    None
+}

@@ -3,7 +3,8 @@
 //! Semantics are etcd v3's: create with key / range_end, `start_revision` (0 = from the next
 //! revision; a past one replays history, then goes live), `prev_kv`, NOPUT / NODELETE
 //! filters, `progress_notify`, client-chosen `watch_id` (a duplicate is refused with etcd's
-//! reason), cancel, and `fragment`. A watcher whose start revision was compacted is created
+//! reason; ids chosen here are never reused on a stream), cancel, and `fragment`. A range
+//! holding no key (range_end at or below key) is refused as etcd refuses it. A watcher whose start revision was compacted is created
 //! and then cancelled with `compact_revision` set. A `ProgressRequest` is answered (watch_id
 //! −1, the member's revision) only once every watcher on the stream has caught up, so the
 //! revision it reports is one the client has seen everything up to.
@@ -45,6 +46,8 @@ const RESPONSE_BYTES_SOFT_MAX: usize = 1 << 20;
 const WATCHERS_PER_STREAM_MAX: usize = 65_536;
 /// etcd's reason for a duplicate client-chosen watch id.
 const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+/// etcd's reason for a watch whose range_end is at or below its key.
+const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
 
 #[tonic::async_trait]
 impl Watch for EtcdService {
@@ -166,6 +169,15 @@ impl WatchStream {
         }
     }
 
+    /// etcd's answer to a create it refuses: created and cancelled at once, watch id −1.
+    fn refusal(&self, revision: u64, reason: &str) -> pb::WatchResponse {
+        let mut r = self.response(-1, revision);
+        r.created = true;
+        r.canceled = true;
+        r.cancel_reason = reason.to_string();
+        r
+    }
+
     async fn send(&self, r: pb::WatchResponse) -> Result<(), Gone> {
         self.out.send(Ok(r)).await.map_err(|_| Gone)
     }
@@ -193,34 +205,34 @@ impl WatchStream {
 
     async fn create(&mut self, c: pb::WatchCreateRequest) -> Result<(), Gone> {
         let head = self.hub.head();
+        // etcd refuses a range holding no key, before it assigns an id: an end at or below
+        // the key (an end of "\0" is no end: every key from `key` on).
+        if !c.range_end.is_empty() && c.range_end != [0] && c.range_end <= c.key {
+            return self.send(self.refusal(head, EMPTY_RANGE)).await;
+        }
         let id = if c.watch_id != 0 {
             c.watch_id
         } else {
+            // Like etcd, never hand out an id twice on one stream, even after a cancel: the
+            // client may still be tearing down the old watcher under that id.
             while self.watchers.contains_key(&self.next_auto_id) {
                 self.next_auto_id += 1;
             }
-            self.next_auto_id
-        };
-        let refuse = |id: i64, reason: &str| {
-            let mut r = self.response(id, head);
-            r.created = true;
-            r.canceled = true;
-            r.cancel_reason = reason.to_string();
-            r
+            self.next_auto_id += 1;
+            self.next_auto_id - 1
         };
         if id < 0 {
-            return self
-                .send(refuse(-1, "synod: watch_id must not be negative"))
-                .await;
+            let reason = "synod: watch_id must not be negative";
+            return self.send(self.refusal(head, reason)).await;
         }
         if self.watchers.contains_key(&id) {
-            return self.send(refuse(-1, DUPLICATE_WATCH_ID)).await;
+            return self.send(self.refusal(head, DUPLICATE_WATCH_ID)).await;
         }
         if self.watchers.len() >= WATCHERS_PER_STREAM_MAX {
             let reason = format!(
                 "synod: at most {WATCHERS_PER_STREAM_MAX} watchers per stream; open another stream"
             );
-            return self.send(refuse(-1, &reason)).await;
+            return self.send(self.refusal(head, &reason)).await;
         }
         use pb::watch_create_request::FilterType;
         let filter = WatchFilter {

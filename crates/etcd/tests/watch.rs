@@ -392,3 +392,62 @@ async fn reads_at_a_revision_sorting_and_compaction_errors() {
     assert_eq!(err.code(), Code::OutOfRange);
     s.stop().await;
 }
+
+fn range_watch(key: &str, range_end: &[u8]) -> pb::WatchCreateRequest {
+    pb::WatchCreateRequest {
+        key: key.into(),
+        range_end: range_end.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Compared by hand against etcd 3.4.23: same ids, flags and reasons.
+#[tokio::test]
+async fn a_range_holding_no_key_is_refused_as_etcd_refuses_it() {
+    let s = TestServer::start().await;
+    let mut w = Stream::open(channel(&s).await).await;
+    let refused = |r: pb::WatchResponse| (r.watch_id, r.created, r.canceled, r.cancel_reason);
+    let empty = (-1, true, true, "mvcc: watcher range is empty".to_string());
+    w.create(range_watch("b", b"a")).await;
+    assert_eq!(refused(w.next().await), empty, "end below key");
+    w.create(range_watch("b", b"b")).await;
+    assert_eq!(refused(w.next().await), empty, "end equal to key");
+    // A refused create takes no id: the next one gets the first.
+    w.create(range_watch("b", b"c")).await;
+    let ok = w.next().await;
+    assert_eq!((ok.watch_id, ok.created, ok.canceled), (0, true, false));
+    // "\0" is no end: every key from `key` on.
+    w.create(range_watch("b", &[0])).await;
+    let from_key = w.next().await;
+    assert_eq!((from_key.watch_id, from_key.canceled), (1, false));
+    drop(w);
+    s.stop().await;
+}
+
+/// Compared by hand against etcd 3.4.23: it numbers 0, 1, 2, 3 here too.
+#[tokio::test]
+async fn ids_the_server_picks_are_not_reused_after_a_cancel() {
+    let s = TestServer::start().await;
+    let mut w = Stream::open(channel(&s).await).await;
+    w.create(range_watch("k", b"")).await;
+    assert_eq!(w.next().await.watch_id, 0);
+    w.send(pb::watch_request::RequestUnion::CancelRequest(
+        pb::WatchCancelRequest { watch_id: 0 },
+    ))
+    .await;
+    let cancelled = w.next().await;
+    assert_eq!((cancelled.watch_id, cancelled.canceled), (0, true));
+    w.create(range_watch("k", b"")).await;
+    assert_eq!(w.next().await.watch_id, 1, "0 was cancelled, not freed");
+    // An id the client chose is skipped, as etcd skips it.
+    w.create(pb::WatchCreateRequest {
+        watch_id: 2,
+        ..range_watch("k", b"")
+    })
+    .await;
+    assert_eq!(w.next().await.watch_id, 2);
+    w.create(range_watch("k", b"")).await;
+    assert_eq!(w.next().await.watch_id, 3);
+    drop(w);
+    s.stop().await;
+}

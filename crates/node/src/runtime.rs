@@ -749,6 +749,10 @@ impl<E: Engine> EngineLoop<E> {
         if let Some(revision) = fresh.last().map(|r| r.revision) {
             self.hub.publish(fresh, revision);
         }
+        // Likewise a compaction: once its reply is out, no watcher may be served below it.
+        if ready.counts().2 > 0 {
+            self.hub.set_compacted(self.engine.status().compact_revision);
+        }
         if !ready.is_empty() {
             // Early messages overlap our fsync with the peers' (see Ready::take_early). Inputs
             // that answer them are read only after this batch's persist returns.

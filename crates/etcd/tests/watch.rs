@@ -451,3 +451,60 @@ async fn ids_the_server_picks_are_not_reused_after_a_cancel() {
     drop(w);
     s.stop().await;
 }
+
+/// A watcher whose client does not read falls behind without the server buffering for it
+/// (beyond the transport's windows and a few responses): when it reads again it catches up
+/// from history, every revision in order; if the history it needs is compacted meanwhile, it
+/// is cancelled with the compaction revision. 64 KiB values, so the transport's buffers hold
+/// only a few hundred revisions.
+#[tokio::test]
+async fn a_slow_watcher_catches_up_from_history_or_is_cancelled_when_compacted() {
+    const WRITES: i64 = 1_000;
+    let value = "v".repeat(64 * 1024);
+    let s = TestServer::start().await;
+    let ch = channel(&s).await;
+    let mut kv = KvClient::new(ch.clone());
+    let mut slow = Stream::open(ch.clone()).await;
+    slow.create(prefix("s/")).await;
+    assert!(slow.next().await.created);
+    // Its own connection: an unread stream holds HTTP/2 connection-level flow-control credit
+    // in the client, which would stall the other stream's reads on a shared connection.
+    let mut doomed = Stream::open(channel(&s).await).await;
+    doomed.create(prefix("s/")).await;
+    assert!(doomed.next().await.created);
+    // Neither stream is read while the writes go in.
+    let mut last = 0;
+    for i in 0..WRITES {
+        last = put(&mut kv, &format!("s/{}", i % 100), &value).await;
+    }
+    assert_eq!(last, WRITES);
+    // The first stream reads everything: no revision missing or repeated.
+    let mut expect = 1;
+    while expect <= WRITES {
+        for e in events(&slow.next().await) {
+            assert_eq!(e.3, expect, "revisions in order, none skipped");
+            expect += 1;
+        }
+    }
+    // Compact past the second stream's cursor (it holds at most a few buffered responses).
+    kv.compact(pb::CompactionRequest {
+        revision: WRITES,
+        physical: true,
+    })
+    .await
+    .expect("compact");
+    let mut delivered = 0;
+    let cancel = loop {
+        let r = doomed.next().await;
+        if r.canceled {
+            break r;
+        }
+        delivered += r.events.len();
+    };
+    assert_eq!(cancel.compact_revision, WRITES);
+    assert!(
+        (delivered as i64) < WRITES,
+        "it was cancelled before it caught up ({delivered} events)"
+    );
+    s.stop().await;
+}

@@ -751,7 +751,8 @@ impl<E: Engine> EngineLoop<E> {
         }
         // Likewise a compaction: once its reply is out, no watcher may be served below it.
         if ready.counts().2 > 0 {
-            self.hub.set_compacted(self.engine.status().compact_revision);
+            self.hub
+                .set_compacted(self.engine.status().compact_revision);
         }
         if !ready.is_empty() {
             // Early messages overlap our fsync with the peers' (see Ready::take_early). Inputs

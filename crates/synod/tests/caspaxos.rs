@@ -386,6 +386,20 @@ fn etcdctl_single_key_works_and_prefix_get_is_unimplemented() {
         "{stderr}"
     );
     assert!(stderr.contains("caspaxos"), "{stderr}");
+    // No store-wide revision, so no history and no watch: refused up front, never a hang.
+    for args in [
+        &["get", "foo", "--rev=1"][..],
+        &["compaction", "1"][..],
+        &["watch", "foo"][..],
+    ] {
+        let out = run(2, args);
+        assert!(!out.status.success(), "{args:?} must fail: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("not supported") && stderr.contains("caspaxos"),
+            "{args:?}: {stderr}"
+        );
+    }
     let out = run(3, &["del", "foo"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n", "{out:?}");
 }

@@ -78,56 +78,26 @@ impl Reference {
     }
 }
 
-/// What a watcher asked for: an etcd key range (`range_end` empty = the key alone, `[0]` = every
-/// key from `key` on), etcd's NOPUT / NODELETE filters, and whether it wants `prev_kv`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WatchSpec {
-    pub key: Key,
-    pub range_end: Key,
-    pub no_put: bool,
-    pub no_delete: bool,
-    pub prev_kv: bool,
-}
+/// What a watcher asked for (the same filter the server applies).
+pub type WatchSpec = synod_core::kv::WatchFilter;
 
-impl WatchSpec {
-    /// The events of `rev` this watcher is sent, as it is sent them.
-    pub fn select(&self, rev: &RevisionEvents) -> Vec<WatchEvent> {
-        rev.events
-            .iter()
-            .filter(|e| in_range(&self.key, &self.range_end, &e.kv.key))
-            .filter(|e| match e.kind {
-                EventKind::Put => !self.no_put,
-                EventKind::Delete => !self.no_delete,
-            })
-            .map(|e| WatchEvent {
-                prev_kv: if self.prev_kv {
-                    e.prev_kv.clone()
-                } else {
-                    None
-                },
-                ..e.clone()
-            })
-            .collect()
+/// A watcher's spec in a violation message.
+pub fn describe(spec: &WatchSpec) -> String {
+    let mut s = if spec.range_end.is_empty() {
+        format!("key {}", show(&spec.key))
+    } else {
+        format!("[{}, {})", show(&spec.key), show(&spec.range_end))
+    };
+    if spec.no_put {
+        s += " no-put";
     }
-
-    pub fn describe(&self) -> String {
-        let range = if self.range_end.is_empty() {
-            format!("key {}", show(&self.key))
-        } else {
-            format!("[{}, {})", show(&self.key), show(&self.range_end))
-        };
-        let mut s = range;
-        if self.no_put {
-            s += " no-put";
-        }
-        if self.no_delete {
-            s += " no-delete";
-        }
-        if self.prev_kv {
-            s += " prev-kv";
-        }
-        s
+    if spec.no_delete {
+        s += " no-delete";
     }
+    if spec.prev_kv {
+        s += " prev-kv";
+    }
+    s
 }
 
 /// One thing that happened to a watcher, in order.
@@ -413,7 +383,7 @@ fn check_write(reference: &Reference, w: &AckedWrite, report: &mut WatchReport) 
 
 /// One watcher's deliveries against the reference.
 fn check_watcher(reference: &Reference, w: &WatcherLog, report: &mut WatchReport) {
-    let name = format!("watcher {} ({}, from {})", w.id, w.spec.describe(), w.start);
+    let name = format!("watcher {} ({}, from {})", w.id, describe(&w.spec), w.start);
     let mut last: Option<u64> = None;
     let mut delivered = BTreeSet::new();
     let mut cancelled = false;

@@ -22,7 +22,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use synod_core::EngineError;
-use synod_core::kv::{EventKind, RevisionEvents, WatchEvent, in_range};
+use synod_core::kv::RevisionEvents;
+pub use synod_core::kv::WatchFilter;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most revisions the shared ring keeps.
@@ -175,45 +176,10 @@ impl WatchHub {
     }
 }
 
-/// What one watcher asks for (etcd's WatchCreateRequest, minus the stream bookkeeping).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WatchFilter {
-    pub key: Vec<u8>,
-    /// As in a range: empty = just `key`; `[0]` = every key ≥ `key`.
-    pub range_end: Vec<u8>,
-    pub prev_kv: bool,
-    pub no_put: bool,
-    pub no_delete: bool,
-}
-
-impl WatchFilter {
-    /// The events of one revision this watcher wants, in the revision's order. `prev_kv` is
-    /// dropped unless asked for.
-    pub fn select(&self, rev: &RevisionEvents) -> Vec<WatchEvent> {
-        rev.events
-            .iter()
-            .filter(|e| in_range(&self.key, &self.range_end, &e.kv.key))
-            .filter(|e| match e.kind {
-                EventKind::Put => !self.no_put,
-                EventKind::Delete => !self.no_delete,
-            })
-            .map(|e| WatchEvent {
-                kind: e.kind,
-                kv: e.kv.clone(),
-                prev_kv: if self.prev_kv {
-                    e.prev_kv.clone()
-                } else {
-                    None
-                },
-            })
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use synod_core::kv::KeyValue;
+    use synod_core::kv::{EventKind, KeyValue, WatchEvent};
 
     fn rev(r: u64, key: &str) -> Arc<RevisionEvents> {
         Arc::new(RevisionEvents {

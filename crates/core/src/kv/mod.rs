@@ -376,6 +376,42 @@ impl RevisionEvents {
     }
 }
 
+/// What one watcher asks for (etcd's WatchCreateRequest without the stream bookkeeping): an
+/// etcd key range (`range_end` empty = the key alone, `[0]` = every key from `key` on),
+/// NOPUT / NODELETE, and whether it wants `prev_kv`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchFilter {
+    pub key: Key,
+    pub range_end: Key,
+    pub prev_kv: bool,
+    pub no_put: bool,
+    pub no_delete: bool,
+}
+
+impl WatchFilter {
+    /// The events of one revision this watcher is sent, in the revision's order; `prev_kv`
+    /// only when asked for.
+    pub fn select(&self, rev: &RevisionEvents) -> Vec<WatchEvent> {
+        rev.events
+            .iter()
+            .filter(|e| in_range(&self.key, &self.range_end, &e.kv.key))
+            .filter(|e| match e.kind {
+                EventKind::Put => !self.no_put,
+                EventKind::Delete => !self.no_delete,
+            })
+            .map(|e| WatchEvent {
+                kind: e.kind,
+                kv: e.kv.clone(),
+                prev_kv: if self.prev_kv {
+                    e.prev_kv.clone()
+                } else {
+                    None
+                },
+            })
+            .collect()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct RangeResponse {
     pub kvs: Vec<KeyValue>,

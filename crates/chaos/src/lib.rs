@@ -7,6 +7,7 @@
 //! * [`cluster`] — the server processes (start, kill, pause; nothing left behind).
 //! * [`schedule`] — the fault schedule drawn from the seed.
 //! * [`workload`] — the clients and the history they record.
+//! * [`watchers`] — watch streams on every member, checked by the watch checker.
 //! * [`availability`] — ops per 100 ms per member, downtime per fault, the SVG chart.
 //!
 //! Exit codes of [`run`]: 0 linearizable, 1 not linearizable, 2 unknown / inconclusive
@@ -16,6 +17,7 @@ pub mod availability;
 pub mod cluster;
 pub mod proxy;
 pub mod schedule;
+pub mod watchers;
 pub mod workload;
 
 use availability::FaultRecord;
@@ -51,6 +53,8 @@ const STATUS_TIMEOUT_MS: u64 = 300;
 /// Progress line period on a terminal and in a log.
 const PROGRESS_TTY_MS: u64 = 250;
 const PROGRESS_LOG_MS: u64 = 5_000;
+/// After the clients stop, the watchers get this long to deliver the last acknowledged write.
+const WATCH_CATCH_UP_MS: u64 = 10_000;
 /// Most members and clients a run may ask for.
 const NODES_MAX: usize = 9;
 const CLIENTS_MAX: usize = 256;
@@ -713,6 +717,19 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
         keys: args.keys,
         read_percent: args.read_percent,
     };
+    // Engines without revisions (caspaxos) have no watch.
+    let watch_streams = (args.engine != "caspaxos").then(|| {
+        let targets = s
+            .cluster
+            .members
+            .iter()
+            .map(|m| watchers::Target {
+                id: m.id,
+                http_addr: m.http_addr.clone(),
+            })
+            .collect();
+        watchers::Watchers::start(targets, watchers::plan(args.nodes, args.keys, seed))
+    });
     let mut clients = Vec::new();
     for c in 0..args.clients {
         let node = c % args.nodes;
@@ -802,6 +819,26 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
         let _ = c.await;
     }
     let run_us = clock.now_us() - t0_us;
+    let watch_run = match watch_streams {
+        Some(w) => {
+            let last_acked = rec
+                .writes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|w| w.revision)
+                .max()
+                .unwrap_or(0);
+            // Not a wait for luck: it returns as soon as the reference holds that revision,
+            // and a reference that never does is the checker's to report.
+            if !interrupted {
+                w.wait_for(last_acked, Duration::from_millis(WATCH_CATCH_UP_MS))
+                    .await;
+            }
+            Some(w.finish().await)
+        }
+        None => None,
+    };
     progress.abort();
     finish_progress_line();
     s.cluster.kill_all();
@@ -817,6 +854,7 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
         t0_us,
         run_us,
         interrupted,
+        watch_run,
         &mut ctrl_c,
     )
     .await
@@ -833,6 +871,7 @@ async fn report(
     t0_us: u64,
     run_us: u64,
     interrupted: bool,
+    watch_run: Option<watchers::WatchRun>,
     ctrl_c: &mut Interrupt,
 ) -> i32 {
     let mut ops = std::mem::take(&mut *rec.ops.lock().unwrap_or_else(|e| e.into_inner()));
@@ -937,6 +976,17 @@ async fn report(
         }
         (code, text)
     };
+    // The watch verdict joins the linearizability one: a violation fails the run.
+    let writes = std::mem::take(&mut *rec.writes.lock().unwrap_or_else(|e| e.into_inner()));
+    let (code, verdict_text, watch_numbers) = match watch_run {
+        Some(w) if !interrupted => {
+            eprintln!("checking {} watchers…", w.logs.len());
+            let (passed, text, numbers) = watchers::verdict(w, writes);
+            let code = if passed { code } else { EXIT_VIOLATION };
+            (code, format!("{verdict_text}{text}"), numbers)
+        }
+        _ => (code, verdict_text, serde_json::Value::Null),
+    };
 
     let mut r = String::new();
     r.push_str(&format!(
@@ -995,7 +1045,7 @@ async fn report(
     ));
     if code != EXIT_LINEARIZABLE {
         let what = match code {
-            EXIT_VIOLATION => "FAILED: not linearizable",
+            EXIT_VIOLATION => "FAILED: not linearizable or a watch violation",
             _ if interrupted => "INTERRUPTED",
             _ => "INCONCLUSIVE",
         };
@@ -1008,7 +1058,7 @@ async fn report(
     let summary = json!({
         "seed": seed, "engine": args.engine, "exit_code": code, "ops_ok": ok, "ops_unknown": unknown,
         "ops_failed": failed, "ports": &s.ports, "out_dir": out, "unexpected_exits": &log.unexpected_exits,
-        "by_kind": &avail.by_kind,
+        "by_kind": &avail.by_kind, "watch": watch_numbers,
     });
     let _ = std::fs::write(
         out.join("summary.json"),

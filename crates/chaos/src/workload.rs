@@ -17,6 +17,7 @@ use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use synod_checker::watch::AckedWrite;
 use synod_core::SplitMix64;
 use synod_core::history::{Expected, HistoryOp, OpKind, Output};
 
@@ -62,6 +63,8 @@ pub struct Recorder {
     pub ok: AtomicU64,
     pub unknown: AtomicU64,
     pub failed: AtomicU64,
+    /// Successful writes with the revision their answer named (engines with revisions).
+    pub writes: Mutex<Vec<AckedWrite>>,
     pub stop: AtomicBool,
     /// Next client id handed to a client after an unknown outcome.
     next_client_id: AtomicU64,
@@ -153,7 +156,7 @@ pub async fn run_client(
             }
         };
         let call = clock.now_us();
-        let outcome = classify(kind, req.send().await).await;
+        let (outcome, body) = classify(kind, req.send().await).await;
         let ret = clock.now_us();
         let mut op = HistoryOp {
             client: client_id,
@@ -170,6 +173,9 @@ pub async fn run_client(
             Outcome::Ok(output, kv) => {
                 if let Some(kv) = kv {
                     seen[k] = kv;
+                }
+                if let Some(w) = acked_write(kind, &op.key, op.value.as_deref(), &body) {
+                    rec.writes.lock().unwrap_or_else(|e| e.into_inner()).push(w);
                 }
                 op.output = Some(output);
                 op.ret = Some(ret);
@@ -207,20 +213,45 @@ enum Outcome {
     Failed,
 }
 
-async fn classify(kind: OpKind, r: Result<reqwest::Response, reqwest::Error>) -> Outcome {
+/// The outcome, and the answer's body (null if there was none).
+async fn classify(kind: OpKind, r: Result<reqwest::Response, reqwest::Error>) -> (Outcome, Value) {
     let resp = match r {
         Ok(r) => r,
         // Nothing was sent: a refused or timed-out connect.
-        Err(e) if e.is_connect() => return Outcome::Failed,
-        Err(_) => return Outcome::Unknown,
+        Err(e) if e.is_connect() => return (Outcome::Failed, Value::Null),
+        Err(_) => return (Outcome::Unknown, Value::Null),
     };
     let status = resp.status().as_u16();
     let body: Value = match resp.json().await {
         Ok(v) => v,
         // The answer was lost mid-body: we cannot tell what happened.
-        Err(_) => return Outcome::Unknown,
+        Err(_) => return (Outcome::Unknown, Value::Null),
     };
-    classify_answer(kind, status, &body)
+    (classify_answer(kind, status, &body), body)
+}
+
+/// The change a successful write's answer acknowledges at the revision it names, for the
+/// watch checker: a put (or CAS) of the value, a delete (or deleting CAS) of an existing key.
+/// `None` for reads, for answers without a revision (caspaxos) and for writes that changed
+/// nothing (a delete of a missing key, a failed CAS).
+fn acked_write(kind: OpKind, key: &str, value: Option<&str>, body: &Value) -> Option<AckedWrite> {
+    let revision = body.get("revision").and_then(Value::as_u64)?;
+    let change = match (kind, value) {
+        (OpKind::Put, Some(v)) => Some(v.as_bytes().to_vec()),
+        (OpKind::Delete, _) if body.get("deleted").and_then(Value::as_u64)? > 0 => None,
+        (OpKind::Cas, Some(v)) if body.get("succeeded")?.as_bool()? => Some(v.as_bytes().to_vec()),
+        (OpKind::Cas, None)
+            if body.get("succeeded")?.as_bool()? && !body.get("prev_kv")?.is_null() =>
+        {
+            None
+        }
+        _ => return None,
+    };
+    Some(AckedWrite {
+        what: format!("{kind:?} {key}={}", value.unwrap_or("(delete)")),
+        revision,
+        changes: vec![(key.as_bytes().to_vec(), change)],
+    })
 }
 
 fn kv_of(v: &Value) -> Option<(String, u64)> {

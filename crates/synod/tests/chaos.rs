@@ -134,7 +134,31 @@ fn assert_passes(engine: &str, seed: &str) {
     // The schedule really injected faults of each family.
     let kinds = s["by_kind"].as_object().expect("by_kind");
     assert!(kinds.len() >= 3, "fault kinds injected: {kinds:?}");
+    assert_watchers_held(engine, &s, &report);
     clean(&out);
+}
+
+/// The watch streams kept on every member (engines with revisions) passed the watch checker,
+/// saw most of the run, and were resumed elsewhere when a crash or pause took their member.
+fn assert_watchers_held(engine: &str, s: &Value, report: &str) {
+    let w = &s["watch"];
+    if engine == "caspaxos" {
+        assert!(w.is_null(), "caspaxos has no watch: {w}");
+        return;
+    }
+    assert_eq!(w["passed"], true, "watch verdict failed:\n{report}");
+    assert_eq!(w["whole_keyspace"], 3, "{w}");
+    let n = |f: &str| w[f].as_u64().unwrap_or(0);
+    // Every acknowledged write is a revision each whole-keyspace watcher delivered.
+    assert!(n("writes_checked") > 50, "{w}");
+    assert!(n("deliveries") > 3 * n("writes_checked"), "{w}");
+    let kinds = s["by_kind"].as_object().expect("by_kind");
+    if kinds.contains_key("crash") || kinds.contains_key("pause") {
+        assert!(
+            n("resumes") >= 1,
+            "a member went away but no watcher resumed: {w}"
+        );
+    }
 }
 
 #[test]

@@ -220,6 +220,46 @@ fn planted_stale_read_is_caught() {
     );
 }
 
+/// Watch events for log entries that are accepted but not decided: a member that loses its
+/// leader's uncommitted suffix has already shown watchers revisions that never happened, and
+/// the watch checker (members disagreeing on a revision, a watcher delivered a revision that is
+/// not the agreed one) catches it in a real cluster.
+#[test]
+fn planted_undecided_watch_event_is_caught() {
+    // Bounded retries: a crash must land while a follower holds an undecided suffix.
+    const SEEDS: [&str; 4] = ["5", "7", "8", "9"];
+    let mut reports = Vec::new();
+    for seed in SEEDS {
+        let out = out_dir(&format!("watch-undecided-{seed}"));
+        let code = chaos(
+            &[
+                "--engine",
+                "omnipaxos",
+                "--duration",
+                "20s",
+                "--seed",
+                seed,
+                "--faults",
+                "crash,partition",
+                "--plant-bug",
+                "watch-undecided-event",
+            ],
+            &out,
+        );
+        let report = std::fs::read_to_string(out.join("report.txt")).unwrap_or_default();
+        if code == EXIT_VIOLATION {
+            assert!(report.contains("watch verdict: FAILED"), "{report}");
+            clean(&out);
+            return;
+        }
+        reports.push(format!("seed {seed}: exit {code}\n{report}"));
+    }
+    panic!(
+        "the planted undecided watch event was not caught:\n{}",
+        reports.join("\n")
+    );
+}
+
 /// Ctrl-C (SIGINT) in the middle of a run: every server and the proxy stop, the history and
 /// logs are kept, the exit code is 2 (inconclusive), and nothing is left behind.
 #[test]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::wait_until;
+use common::{etcdctl, wait_until};
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -107,6 +107,10 @@ fn run_dev(engine: &str, expect_banner: &str) {
         );
     }
 
+    if engine != "caspaxos" {
+        etcdctl_history_and_watch(base);
+    }
+
     // Ctrl-C: the launcher stops every member and exits 0.
     let pid = child.id().to_string();
     assert!(
@@ -132,4 +136,67 @@ fn run_dev(engine: &str, expect_banner: &str) {
                 .then_some(())
         },
     );
+}
+
+/// The "done when", literally against `synod dev`: etcdctl's `get --rev`,
+/// `get --sort-by=CREATE`, `watch --rev` and `compaction` on the three writes made above
+/// (revisions 1, 2, 3: from-0, from-1, from-2).
+fn etcdctl_history_and_watch(base: u16) {
+    let Some(bin) = etcdctl() else { return };
+    let endpoint = format!("127.0.0.1:{}", base + 2);
+    let run = |args: &[&str]| {
+        let out = Command::new(&bin)
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoint}"))
+            .args(args)
+            .output()
+            .expect("run etcdctl");
+        assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(run(&["get", "from-0", "--rev=1"]), "from-0\nx\n");
+    assert_eq!(
+        run(&[
+            "get",
+            "--prefix",
+            "from-",
+            "--sort-by=CREATE",
+            "--order=DESCEND",
+            "--keys-only"
+        ]),
+        "from-2\n\nfrom-1\n\nfrom-0\n\n"
+    );
+    // A watch from revision 2 replays from-1 and from-2, in order, then keeps running.
+    let mut watch = Command::new(&bin)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(["watch", "--prefix", "from-", "--rev=2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn etcdctl watch");
+    let out = watch.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => got.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(
+        got,
+        ["PUT", "from-1", "x", "PUT", "from-2", "x"],
+        "watch --rev=2"
+    );
+    assert_eq!(run(&["compaction", "2"]), "compacted revision 2\n");
 }

@@ -362,21 +362,20 @@ async fn a_peer_that_dials_us_is_redialed_without_waiting_out_the_backoff() {
         reconnect_backoff_ms_max: 30_000,
         ..cfg()
     };
+    // Peer 2's address answers 1's first dial by closing it mid-handshake: 1 then backs off
+    // for 30 s. Waiting for that dial (not for a while) makes the backoff certain.
     let lb = bind().await;
     let ab = lb.local_addr().unwrap();
-    drop(lb); // Peer 2 is down: 1's first dial is refused and it backs off for 30 s.
     let la = bind().await;
     let aa = la.local_addr().unwrap();
     let a = start(1, CLUSTER, la, vec![(2, ab.to_string())], long);
-    // Give the refused dial time to happen (loopback refuses in microseconds). Were it slower,
-    // the test would only get weaker (1 dialing late), never flaky.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (first_dial, _) = tokio::time::timeout(DEADLINE, lb.accept())
+        .await
+        .expect("1 dials 2 at once")
+        .unwrap();
+    drop(first_dial);
     assert!(a.t.connected_peers().is_empty());
-    // Peer 2 comes back on its old address and dials 1 (its own backoff is fresh).
-    let Ok(lb) = TcpListener::bind(ab).await else {
-        eprintln!("port {ab} was taken meanwhile; nothing to test");
-        return;
-    };
+    // Peer 2 comes up on that address and dials 1 (its own backoff is fresh).
     let back = Instant::now();
     let b = start(2, CLUSTER, lb, vec![(1, aa.to_string())], cfg());
     while a.t.connected_peers() != vec![2] {

@@ -49,8 +49,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use synod_core::kv::Response;
-use synod_core::{ClientId, ClientRequest, Engine, EngineError, NodeId, RequestId};
+use synod_core::kv::{Response, RevisionEvents};
+use synod_core::{ClientId, ClientRequest, Engine, EngineError, EngineStatus, NodeId, RequestId};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -745,15 +745,11 @@ impl<E: Engine> EngineLoop<E> {
         // Applied revisions are decided, so watchers may have them before this batch is
         // durable here; and before its replies, so a client that saw its write acknowledged
         // and then watches "from now" is not sent that write.
-        let fresh = self.engine.take_watch_events();
-        if let Some(revision) = fresh.last().map(|r| r.revision) {
-            self.hub.publish(fresh, revision);
-        }
         // Likewise a compaction: once its reply is out, no watcher may be served below it.
-        if ready.counts().2 > 0 {
-            self.hub
-                .set_compacted(self.engine.status().compact_revision);
-        }
+        // Nothing below changes the engine, so this status is also the one published after.
+        let fresh = self.engine.take_watch_events();
+        let status = self.engine.status();
+        self.publish_watch(fresh, &status);
         if !ready.is_empty() {
             // Early messages overlap our fsync with the peers' (see Ready::take_early). Inputs
             // that answer them are read only after this batch's persist returns.
@@ -790,8 +786,15 @@ impl<E: Engine> EngineLoop<E> {
                 }
             }
         }
-        self.publish_status();
+        self.publish(status);
         Ok(())
+    }
+
+    /// Hands watchers the newly applied revisions and the store's revision and compaction
+    /// (the head moves over a revision jump without events too: a snapshot install).
+    fn publish_watch(&self, fresh: Vec<Arc<RevisionEvents>>, status: &EngineStatus) {
+        self.hub.set_compacted(status.compact_revision);
+        self.hub.publish(fresh, status.revision);
     }
 
     /// Logs the start and end of a repair, and every `REPAIR_LOG_EVERY` while it lasts.
@@ -831,9 +834,11 @@ impl<E: Engine> EngineLoop<E> {
 
     fn publish_status(&mut self) {
         let engine = self.engine.status();
-        // Moves the watch head over a revision jump without events (a snapshot install).
-        self.hub.set_compacted(engine.compact_revision);
-        self.hub.publish(Vec::new(), engine.revision);
+        self.publish_watch(Vec::new(), &engine);
+        self.publish(engine);
+    }
+
+    fn publish(&mut self, engine: EngineStatus) {
         self.log_repair(&engine.role);
         if engine.leader != self.last_leader {
             if engine.leader.is_some() {

@@ -89,6 +89,7 @@ mod tests {
             create_revision: 0,
             mod_revision: 0,
             version: 1,
+            ..Default::default()
         });
         Record::Register(RegisterRecord {
             key: key.into(),

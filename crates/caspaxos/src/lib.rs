@@ -233,6 +233,7 @@ impl Engine for CasPaxos {
             ranges: false,
             transactions: false,
             revisions: false,
+            leases: false,
         }
     }
 

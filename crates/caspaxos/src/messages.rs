@@ -46,6 +46,7 @@ impl RegisterValue {
             sessions: ClientTable::new(KvLimits {
                 client_table_max: SESSIONS_PER_REGISTER_MAX,
                 client_window_max: REPLIES_PER_SESSION_MAX,
+                ..Default::default()
             }),
             writes: 0,
         }

@@ -187,6 +187,7 @@ fn put(key: &str, value: &str) -> Op {
         key: key.into(),
         value: value.into(),
         prev_kv: false,
+        ..Default::default()
     })
 }
 
@@ -483,7 +484,8 @@ fn unsupported_ops_fail_at_once() {
         Capabilities {
             ranges: false,
             transactions: false,
-            revisions: false
+            revisions: false,
+            leases: false,
         }
     );
 }

@@ -546,6 +546,7 @@ fn kv_of(v: &Value) -> Option<KeyValue> {
         version: v.get("version")?.as_u64()?,
         create_revision: v.get("create_revision")?.as_u64()?,
         mod_revision: v.get("mod_revision")?.as_u64()?,
+        ..Default::default()
     })
 }
 

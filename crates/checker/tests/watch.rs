@@ -16,6 +16,7 @@ fn kv(key: &str, value: &str, version: u64, create: u64, modr: u64) -> KeyValue 
         create_revision: create,
         mod_revision: modr,
         version,
+        ..Default::default()
     }
 }
 

@@ -16,6 +16,7 @@ fn store(keys: u64, writes: u64, keep: u64) -> KvStore {
             key: format!("{:08}", i % keys).into_bytes(),
             value: vec![7u8; 256],
             prev_kv: false,
+            ..Default::default()
         });
         s.apply(index, RequestId::default(), 0, &op).expect("put");
     }

@@ -158,6 +158,8 @@ pub struct Capabilities {
     pub transactions: bool,
     /// A store-wide revision in the etcd sense (needs a total order of writes).
     pub revisions: bool,
+    /// etcd leases (a lessor that proposes expiry, keys attached to leases).
+    pub leases: bool,
 }
 
 /// Static configuration of one replica. Every timeout is in ticks, every bound has a unit.
@@ -185,6 +187,9 @@ pub struct EngineConfig {
     pub priority: u64,
     /// Bounds on the KV state machine.
     pub kv: KvLimits,
+    /// Wall-clock length of one tick, in milliseconds: what turns lease TTLs (seconds) into
+    /// ticks. The node's tick interval; the simulator's virtual tick.
+    pub tick_ms: u64,
     /// Take a checkpoint (snapshot record, log compaction) after this many applied entries
     /// (log engines) or durable records (CASPaxos); 0 = never.
     pub snapshot_entries: u64,
@@ -222,6 +227,7 @@ impl EngineConfig {
             pending_requests_max: 65_536,
             priority: 0,
             kv: KvLimits::default(),
+            tick_ms: 10,
             snapshot_entries: 0,
             planted_bug: None,
             boot_nonce: seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15),
@@ -298,10 +304,14 @@ pub enum PlantedBug {
     /// has not taken yet, the ones below the compaction revision, so watchers miss revisions
     /// applied in the same batch as the `Compact`.
     CompactionDropsWatchedEvent,
+    /// Leases (replica layer): a follower's lessor does not restart a lease's TTL when it
+    /// applies a keep-alive, and a new leader does not extend the TTLs it inherits (etcd's
+    /// rule) — so a lease its holder kept alive expires early after a leader change.
+    LeaseExpiresWithoutExtension,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 19] = [
+    pub const ALL: [PlantedBug; 20] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -321,6 +331,7 @@ impl PlantedBug {
         PlantedBug::WatchUndecidedEvent,
         PlantedBug::WatchResumeSkipsRevision,
         PlantedBug::CompactionDropsWatchedEvent,
+        PlantedBug::LeaseExpiresWithoutExtension,
     ];
 
     pub fn name(self) -> &'static str {
@@ -344,6 +355,7 @@ impl PlantedBug {
             PlantedBug::WatchUndecidedEvent => "watch-undecided-event",
             PlantedBug::WatchResumeSkipsRevision => "watch-resume-skips-revision",
             PlantedBug::CompactionDropsWatchedEvent => "compaction-drops-watched-event",
+            PlantedBug::LeaseExpiresWithoutExtension => "lease-expires-without-extension",
         }
     }
 
@@ -402,12 +414,31 @@ pub enum EngineError {
     /// A read, watch or compaction named a revision above the store's current one (etcd's
     /// ErrFutureRev). Definitely not applied.
     FutureRevision { revision: u64 },
+    /// The lease named does not exist (never granted, revoked or expired). Definitely not
+    /// applied.
+    LeaseNotFound,
+    /// A grant named a lease id already in use. Definitely not applied.
+    LeaseExists,
+    /// A grant asked for a TTL above [`crate::kv::LEASE_TTL_MAX_SECONDS`]. Definitely not
+    /// applied.
+    LeaseTtlTooLarge,
+    /// A put with `ignore_value` or `ignore_lease` named a key that does not exist.
+    /// Definitely not applied.
+    KeyNotFound,
 }
 
 /// etcd's text for [`EngineError::Compacted`]; clients match it exactly.
 pub const ERR_COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
 /// etcd's text for [`EngineError::FutureRevision`]; clients match it exactly.
 pub const ERR_FUTURE_REV: &str = "etcdserver: mvcc: required revision is a future revision";
+/// etcd's text for [`EngineError::LeaseNotFound`].
+pub const ERR_LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
+/// etcd's text for [`EngineError::LeaseExists`].
+pub const ERR_LEASE_EXISTS: &str = "etcdserver: lease already exists";
+/// etcd's text for [`EngineError::LeaseTtlTooLarge`].
+pub const ERR_LEASE_TTL_TOO_LARGE: &str = "etcdserver: too large lease TTL";
+/// etcd's text for [`EngineError::KeyNotFound`].
+pub const ERR_KEY_NOT_FOUND: &str = "etcdserver: key not found";
 
 impl EngineError {
     /// True when the request definitely had no effect.
@@ -432,6 +463,10 @@ impl std::fmt::Display for EngineError {
             EngineError::InvalidRequest(s) => write!(f, "invalid request: {s}"),
             EngineError::Compacted { .. } => f.write_str(ERR_COMPACTED),
             EngineError::FutureRevision { .. } => f.write_str(ERR_FUTURE_REV),
+            EngineError::LeaseNotFound => f.write_str(ERR_LEASE_NOT_FOUND),
+            EngineError::LeaseExists => f.write_str(ERR_LEASE_EXISTS),
+            EngineError::LeaseTtlTooLarge => f.write_str(ERR_LEASE_TTL_TOO_LARGE),
+            EngineError::KeyNotFound => f.write_str(ERR_KEY_NOT_FOUND),
         }
     }
 }

@@ -89,6 +89,7 @@ pub fn put_request(p: pb::PutRequest) -> Result<kv::PutRequest, Status> {
         key: p.key,
         value: p.value,
         prev_kv: p.prev_kv,
+        ..Default::default()
     })
 }
 

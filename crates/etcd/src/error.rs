@@ -17,6 +17,8 @@ pub const KEY_NOT_PROVIDED: &str = "etcdserver: key is not provided";
 pub const TOO_MANY_OPS: &str = "etcdserver: too many operations in txn request";
 /// etcd's `ErrGRPCTooManyRequests` message.
 pub const TOO_MANY_REQUESTS: &str = "etcdserver: too many requests";
+/// etcd's `ErrGRPCLeaseProvided` message.
+pub const LEASE_PROVIDED: &str = "etcdserver: lease is provided";
 /// etcd's `ErrGRPCNoSpace` message (RESOURCE_EXHAUSTED): the NOSPACE alarm is raised.
 pub const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
 
@@ -31,6 +33,9 @@ pub fn api_error_to_status(e: &ApiError) -> Status {
             Status::invalid_argument(REQUEST_TOO_LARGE)
         }
         ApiError::Invalid(s) if s == "key is empty" => Status::invalid_argument(KEY_NOT_PROVIDED),
+        ApiError::Invalid(s) if s == synod_node::handle::LEASE_PROVIDED => {
+            Status::invalid_argument(LEASE_PROVIDED)
+        }
         ApiError::Invalid(s) if s.starts_with("too many operations in txn request") => {
             Status::invalid_argument(TOO_MANY_OPS)
         }
@@ -57,6 +62,11 @@ fn engine_error_to_status(e: &EngineError) -> Status {
         // etcd answers both with OUT_OF_RANGE and these exact texts (rpctypes).
         EngineError::Compacted { .. } => Status::out_of_range(synod_core::ERR_COMPACTED),
         EngineError::FutureRevision { .. } => Status::out_of_range(synod_core::ERR_FUTURE_REV),
+        // etcd's codes for its lease errors (rpctypes): clients match code and text.
+        EngineError::LeaseNotFound => Status::not_found(synod_core::ERR_LEASE_NOT_FOUND),
+        EngineError::LeaseExists => Status::failed_precondition(synod_core::ERR_LEASE_EXISTS),
+        EngineError::LeaseTtlTooLarge => Status::out_of_range(synod_core::ERR_LEASE_TTL_TOO_LARGE),
+        EngineError::KeyNotFound => Status::invalid_argument(synod_core::ERR_KEY_NOT_FOUND),
     }
 }
 

@@ -15,6 +15,7 @@ async fn main() -> std::io::Result<()> {
         ranges: full,
         transactions: full,
         revisions: full,
+        leases: full,
     };
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("HTTP API of a local {engine} stand-in on http://{addr} (Ctrl-C stops)");

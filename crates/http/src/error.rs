@@ -211,6 +211,10 @@ impl From<ApiError> for HttpError {
                 EngineError::SessionExpired => ErrorCode::Internal,
                 EngineError::Compacted { .. } => ErrorCode::Compacted,
                 EngineError::FutureRevision { .. } => ErrorCode::FutureRevision,
+                EngineError::KeyNotFound => ErrorCode::KeyNotFound,
+                EngineError::LeaseNotFound
+                | EngineError::LeaseExists
+                | EngineError::LeaseTtlTooLarge => ErrorCode::InvalidRequest,
             },
         };
         HttpError::new(code, message)

@@ -75,6 +75,7 @@ pub async fn put_key(
         key: key.clone(),
         value: value.clone(),
         prev_kv: true,
+        ..Default::default()
     });
     let r = handle.execute(op, Consistency::Linearizable).await?;
     let ResponseBody::Put(put) = &r.body else {
@@ -90,6 +91,7 @@ pub async fn put_key(
         create_revision: prev.map_or(r.revision, |p| p.create_revision),
         mod_revision: r.revision,
         version: prev.map_or(1, |p| p.version + 1),
+        ..Default::default()
     };
     Ok(Json(PutReply {
         kv: (&kv).into(),

@@ -439,6 +439,7 @@ mod tests {
                     create_revision: 1,
                     mod_revision: revision,
                     version: revision,
+                    ..Default::default()
                 },
                 prev_kv: None,
             }],

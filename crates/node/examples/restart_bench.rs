@@ -62,6 +62,7 @@ fn apply(store: &mut KvStore, index: u64, key: Vec<u8>, value: Vec<u8>) {
         key,
         value,
         prev_kv: false,
+        ..Default::default()
     });
     if let Err(e) = store.apply(index, id, index, &op) {
         panic!("put {index} failed: {e}");

@@ -368,6 +368,7 @@ impl ClusterConfig {
         let mut e = EngineConfig::new(id, self.member_ids(), self.cluster_id() ^ id);
         e.election_timeout_ticks = self.election_timeout_ticks;
         e.heartbeat_ticks = self.heartbeat_ticks;
+        e.tick_ms = self.tick_ms;
         e.request_timeout_ticks = self.request_timeout_ticks;
         e.batch_entries_max = self.batch_entries_max;
         e.pending_requests_max = self.pending_requests_max;

@@ -326,13 +326,25 @@ impl NodeHandle {
     }
 }
 
+/// etcd's text (after its "etcdserver: " prefix) for a put with both a lease and
+/// `ignore_lease`.
+pub const LEASE_PROVIDED: &str = "lease is provided";
+
 /// Whether `op` may store new data, which a member short of disk space refuses (etcd's
 /// NOSPACE rule: puts, and transactions containing one; reads and deletes stay allowed, since
 /// deleting is how an operator makes room).
 pub fn grows_store(op: &Op) -> bool {
     match op {
-        Op::Range(_) | Op::DeleteRange(_) | Op::Compact(_) => false,
-        Op::Put(_) => true,
+        Op::Range(_)
+        | Op::DeleteRange(_)
+        | Op::Compact(_)
+        | Op::LeaseRevoke { .. }
+        | Op::LeaseKeepAlive { .. }
+        | Op::LeaseTimeToLive { .. }
+        | Op::LeaseLeases
+        | Op::LeaseExpire { .. } => false,
+        // etcd's capped applier refuses grants too: a lease is state that only grows.
+        Op::Put(_) | Op::LeaseGrant(_) => true,
         Op::Cas(c) => matches!(c.then, synod_core::kv::CasAction::Put(_)),
         Op::Txn(t) => t
             .success
@@ -398,10 +410,30 @@ pub fn validate_op(
             "revision history (reads at a revision, revision filters, compaction)",
         ));
     }
+    if op.uses_leases() && !caps.leases {
+        return Err(unsupported("leases"));
+    }
+    let put = |p: &synod_core::kv::PutRequest| -> Result<(), ApiError> {
+        if p.ignore_lease && p.lease != 0 {
+            return Err(ApiError::Invalid(LEASE_PROVIDED.into()));
+        }
+        key(&p.key).and_then(|_| value(&p.value))
+    };
     match op {
-        Op::Compact(_) => Ok(()),
+        Op::Compact(_)
+        | Op::LeaseRevoke { .. }
+        | Op::LeaseKeepAlive { .. }
+        | Op::LeaseTimeToLive { .. }
+        | Op::LeaseLeases => Ok(()),
+        Op::LeaseGrant(g) if g.ttl > synod_core::kv::LEASE_TTL_MAX_SECONDS => {
+            Err(ApiError::Engine(EngineError::LeaseTtlTooLarge))
+        }
+        Op::LeaseGrant(_) => Ok(()),
+        Op::LeaseExpire { .. } => Err(ApiError::Invalid(
+            "lease expiry is proposed by the lessor, not by clients".into(),
+        )),
         Op::Range(r) => range(&r.key, &r.range_end),
-        Op::Put(p) => key(&p.key).and_then(|_| value(&p.value)),
+        Op::Put(p) => put(p),
         Op::DeleteRange(d) => range(&d.key, &d.range_end),
         Op::Cas(c) => {
             key(&c.key)?;
@@ -427,7 +459,7 @@ pub fn validate_op(
             for o in t.success.iter().chain(&t.failure) {
                 match o {
                     TxnOp::Range(r) => range(&r.key, &r.range_end)?,
-                    TxnOp::Put(p) => key(&p.key).and_then(|_| value(&p.value))?,
+                    TxnOp::Put(p) => put(p)?,
                     TxnOp::DeleteRange(d) => range(&d.key, &d.range_end)?,
                 }
             }
@@ -517,6 +549,7 @@ mod tests {
                 ranges: true,
                 transactions: true,
                 revisions: true,
+                leases: true,
             },
         );
         let mut status = NodeStatus::default();
@@ -537,6 +570,7 @@ mod tests {
             key: b"k".to_vec(),
             value: b"v".to_vec(),
             prev_kv: false,
+            ..Default::default()
         })
     }
 

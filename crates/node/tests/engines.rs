@@ -53,6 +53,7 @@ fn put(k: &str, v: &str) -> Op {
         key: k.as_bytes().to_vec(),
         value: v.as_bytes().to_vec(),
         prev_kv: false,
+        ..Default::default()
     })
 }
 

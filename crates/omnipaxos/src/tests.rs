@@ -183,6 +183,7 @@ fn put(client: u64, seq: u64, k: &str, v: &str) -> ClientRequest {
             key: k.into(),
             value: v.into(),
             prev_kv: false,
+            ..Default::default()
         }),
         consistency: Consistency::Linearizable,
     }

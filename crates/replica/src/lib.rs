@@ -18,6 +18,7 @@
 //! messages depending on them into a [`ProtocolOutput`], which is moved, in order, into the
 //! engine's [`Ready`] after every protocol call.
 
+mod lessor;
 pub mod messages;
 mod pending;
 mod planted;
@@ -76,6 +77,8 @@ pub struct Replica<P: LogProtocol> {
     last_leader_hint: Option<NodeId>,
     /// Snapshot transfers in both directions (volatile).
     snapshots: SnapshotTransfers<P::Term>,
+    /// When leases expire (volatile: clocks restart on recovery).
+    lessor: lessor::Lessor,
     /// Test only (planted `WatchUndecidedEvent`): the highest revision handed to the watch
     /// layer ahead of its decision.
     watch_speculated: u64,
@@ -102,6 +105,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
             ranges: true,
             transactions: true,
             revisions: true,
+            leases: true,
         }
     }
 
@@ -154,8 +158,10 @@ impl<P: LogProtocol> Engine for Replica<P> {
             out,
             last_leader_hint: None,
             snapshots: SnapshotTransfers::default(),
+            lessor: lessor::Lessor::default(),
             watch_speculated: 0,
         };
+        r.restart_lease_clocks();
         // Nobody waits for replies of what was decided before the crash.
         r.apply_decided();
         r.out.replies.clear();
@@ -212,6 +218,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
             self.reforward(false);
         }
         self.expire_requests();
+        self.lessor_tick();
         self.after_input();
     }
 

@@ -11,7 +11,7 @@
 use crate::Replica;
 use crate::messages::Message;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use synod_core::kv::Response;
+use synod_core::kv::{Op, Response, ResponseBody};
 use synod_core::{
     ClientId, ClientReply, ClientRequest, Command, Consistency, EngineError, LogProtocol, NodeId,
     Origin, PlantedBug, RequestId,
@@ -102,6 +102,14 @@ impl PendingTable {
         Some(p)
     }
 
+    /// A sequence number for a command this replica makes itself (a lessor's expiry): an
+    /// origin no client request has, and nobody waits for its reply.
+    pub fn next_internal_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
     pub fn origin(&self, node: NodeId, seq: u64) -> Origin {
         Origin {
             node,
@@ -126,7 +134,25 @@ impl<P: LogProtocol> Replica<P> {
         self.out.replies.push(ClientReply { id, result });
     }
 
-    pub(crate) fn submit_request(&mut self, request: ClientRequest) {
+    /// A read of the local state, with what the lessor adds (a lease's time left).
+    fn read_local(&self, op: &Op) -> Result<Response, EngineError> {
+        let mut r = self.state.kv.read(op);
+        if let Ok(Response {
+            body: ResponseBody::LeaseTimeToLive(ttl),
+            ..
+        }) = &mut r
+        {
+            self.with_remaining_ttl(ttl);
+        }
+        r
+    }
+
+    pub(crate) fn submit_request(&mut self, mut request: ClientRequest) {
+        if let Op::LeaseGrant(g) = &mut request.op {
+            // etcd's rule: a lease shorter than an election would expire before a new leader
+            // could have renewed it.
+            g.ttl = g.ttl.max(self.min_lease_ttl());
+        }
         if self.pending.len() >= self.config.pending_requests_max {
             self.reply(request.id, Err(EngineError::Busy));
             return;
@@ -150,7 +176,7 @@ impl<P: LogProtocol> Replica<P> {
             {
                 // Sequential: local state never goes back at one replica. (With the planted
                 // bug `StaleLinearizableRead` linearizable reads take this path too.)
-                let r = self.state.kv.read(&request.op);
+                let r = self.read_local(&request.op);
                 self.reply(request.id, r);
                 return;
             }
@@ -332,6 +358,7 @@ impl<P: LogProtocol> Replica<P> {
                 }
             }
         }
+        self.track_leases();
     }
 
     /// Serves linearizable reads whose read index is applied.
@@ -343,7 +370,7 @@ impl<P: LogProtocol> Replica<P> {
             }
             self.pending.ready_reads.remove(&(idx, seq));
             if let Some(p) = self.pending.remove(seq) {
-                let r = self.state.kv.read(&p.request.op);
+                let r = self.read_local(&p.request.op);
                 self.reply(p.request.id, r);
             }
         }

@@ -394,6 +394,7 @@ impl<P: LogProtocol> Replica<P> {
         let state = StateBytes(Arc::new(bytes.to_vec()));
         let watched = self.state.kv.collects_events();
         self.state = AppliedState::from_image(image);
+        self.restart_lease_clocks();
         if watched {
             // The watch layer sees the revision jump and catches up from the new history.
             let _ = self.state.kv.take_fresh_events();

@@ -114,6 +114,7 @@ pub fn next_op(
             key: key.as_bytes().to_vec(),
             value: value.into_bytes(),
             prev_kv: false,
+            ..Default::default()
         })
     } else if roll < 70 {
         hist.op = OpKind::Delete;

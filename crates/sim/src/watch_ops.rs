@@ -128,6 +128,7 @@ fn txn(rng: &mut SplitMix64, value: Vec<u8>) -> TxnRequest {
             key: k.as_bytes().to_vec(),
             value: value.clone(),
             prev_kv: false,
+            ..Default::default()
         })
     };
     TxnRequest {

@@ -33,6 +33,7 @@ fn cmd(seq: u64) -> Command {
             key: b"k".to_vec(),
             value: seq.to_le_bytes().to_vec(),
             prev_kv: false,
+            ..Default::default()
         }),
         origin: Origin {
             node: 1,

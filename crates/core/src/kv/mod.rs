@@ -15,10 +15,14 @@
 //! (see [`store`]): reads at a past revision, watches that start in the past and
 //! [`Op::Compact`] follow etcd's semantics and error texts.
 
+pub mod lease;
 pub mod register;
 pub mod session;
 pub mod store;
 
+pub use lease::{
+    LEASE_TTL_MAX_SECONDS, Lease, LeaseChange, LeaseGrantRequest, LeaseId, LeaseInfo, LeaseTtl,
+};
 pub use session::{ClientTable, SessionVerdict};
 pub use store::KvStore;
 
@@ -34,6 +38,10 @@ pub struct KvLimits {
     pub client_table_max: usize,
     /// Saved replies kept per session (requests a client may have in flight at once).
     pub client_window_max: usize,
+    /// Leases held at once (etcd has no such bound; a grant beyond it is refused).
+    pub leases_max: usize,
+    /// Keys attached to one lease; a put that would attach one more is refused.
+    pub lease_keys_max: usize,
 }
 
 impl Default for KvLimits {
@@ -41,6 +49,8 @@ impl Default for KvLimits {
         KvLimits {
             client_table_max: 16_384,
             client_window_max: 1_024,
+            leases_max: 100_000,
+            lease_keys_max: 100_000,
         }
     }
 }
@@ -53,6 +63,8 @@ pub struct KeyValue {
     pub create_revision: u64,
     pub mod_revision: u64,
     pub version: u64,
+    /// The lease the key is attached to (0 = none): the key is deleted when the lease ends.
+    pub lease: LeaseId,
 }
 
 /// A command submitted to the replicated store.
@@ -65,6 +77,31 @@ pub enum Op {
     Cas(CasRequest),
     /// etcd's KV.Compact: drop the history below `revision`.
     Compact(CompactRequest),
+    /// etcd's Lease.LeaseGrant.
+    LeaseGrant(LeaseGrantRequest),
+    /// etcd's Lease.LeaseRevoke: the lease ends and its keys are deleted in one revision.
+    LeaseRevoke {
+        id: LeaseId,
+    },
+    /// One keep-alive of etcd's Lease.LeaseKeepAlive stream: the lease's TTL starts again.
+    /// Replicated like a write, so every replica knows when a lease was last renewed.
+    LeaseKeepAlive {
+        id: LeaseId,
+    },
+    /// etcd's Lease.LeaseTimeToLive (a read).
+    LeaseTimeToLive {
+        id: LeaseId,
+        keys: bool,
+    },
+    /// etcd's Lease.LeaseLeases (a read).
+    LeaseLeases,
+    /// Proposed by the leader's lessor, never accepted from a client: the lease ends unless
+    /// it was renewed after the lessor saw it (`stamp` is the lease's renewal stamp then), so
+    /// an expiry that races a keep-alive changes nothing.
+    LeaseExpire {
+        id: LeaseId,
+        stamp: u64,
+    },
 }
 
 /// etcd's CompactionRequest. `physical` is accepted for compatibility: Synod's compaction is
@@ -79,11 +116,39 @@ impl Op {
     /// Reads never change state; engines may serve them without a log entry.
     pub fn is_read(&self) -> bool {
         match self {
-            Op::Range(_) => true,
+            Op::Range(_) | Op::LeaseTimeToLive { .. } | Op::LeaseLeases => true,
             Op::Txn(t) => {
                 t.success.iter().all(TxnOp::is_read) && t.failure.iter().all(TxnOp::is_read)
             }
-            Op::Put(_) | Op::DeleteRange(_) | Op::Cas(_) | Op::Compact(_) => false,
+            Op::Put(_)
+            | Op::DeleteRange(_)
+            | Op::Cas(_)
+            | Op::Compact(_)
+            | Op::LeaseGrant(_)
+            | Op::LeaseRevoke { .. }
+            | Op::LeaseKeepAlive { .. }
+            | Op::LeaseExpire { .. } => false,
+        }
+    }
+
+    /// Whether this op creates, renews, ends, reads or attaches to a lease: what an engine
+    /// without a leader-driven lessor (CASPaxos) cannot serve.
+    pub fn uses_leases(&self) -> bool {
+        let put = |p: &PutRequest| p.lease != 0 || p.ignore_lease;
+        match self {
+            Op::LeaseGrant(_)
+            | Op::LeaseRevoke { .. }
+            | Op::LeaseKeepAlive { .. }
+            | Op::LeaseTimeToLive { .. }
+            | Op::LeaseLeases
+            | Op::LeaseExpire { .. } => true,
+            Op::Put(p) => put(p),
+            Op::Txn(t) => t
+                .success
+                .iter()
+                .chain(&t.failure)
+                .any(|o| matches!(o, TxnOp::Put(p) if put(p))),
+            Op::Range(_) | Op::DeleteRange(_) | Op::Cas(_) | Op::Compact(_) => false,
         }
     }
 
@@ -100,6 +165,12 @@ impl Op {
                 .chain(&t.failure)
                 .any(|o| matches!(o, TxnOp::Range(r) if range(r))),
             Op::Put(_) | Op::DeleteRange(_) | Op::Cas(_) => false,
+            Op::LeaseGrant(_)
+            | Op::LeaseRevoke { .. }
+            | Op::LeaseKeepAlive { .. }
+            | Op::LeaseTimeToLive { .. }
+            | Op::LeaseLeases
+            | Op::LeaseExpire { .. } => false,
         }
     }
 
@@ -127,7 +198,13 @@ impl Op {
                 .sum()
         }
         16 + match self {
-            Op::Compact(_) => 16,
+            Op::Compact(_)
+            | Op::LeaseGrant(_)
+            | Op::LeaseRevoke { .. }
+            | Op::LeaseKeepAlive { .. }
+            | Op::LeaseTimeToLive { .. }
+            | Op::LeaseLeases
+            | Op::LeaseExpire { .. } => 16,
             Op::Range(r) => r.key.len() + r.range_end.len(),
             Op::Put(p) => p.key.len() + p.value.len(),
             Op::DeleteRange(d) => d.key.len() + d.range_end.len(),
@@ -242,6 +319,24 @@ pub struct PutRequest {
     pub key: Key,
     pub value: Value,
     pub prev_kv: bool,
+    /// Attach the key to this lease. 0 = none: like etcd, a put without a lease detaches the
+    /// key from the one it had (`ignore_lease` keeps it).
+    pub lease: LeaseId,
+    /// Keep the key's current value (the key must exist).
+    pub ignore_value: bool,
+    /// Keep the key's current lease (the key must exist; `lease` must be 0).
+    pub ignore_lease: bool,
+}
+
+impl PutRequest {
+    /// A plain put: no lease, no prev_kv.
+    pub fn new(key: impl Into<Key>, value: impl Into<Value>) -> Self {
+        PutRequest {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -337,6 +432,16 @@ pub enum ResponseBody {
     Cas(CasResponse),
     /// A compaction took effect (the reply's revision is the store's, not the compacted one).
     Compact,
+    LeaseGrant(LeaseInfo),
+    LeaseRevoke,
+    /// The lease renewed, with its granted TTL.
+    LeaseKeepAlive(LeaseInfo),
+    LeaseTimeToLive(LeaseTtl),
+    LeaseLeases(Vec<LeaseId>),
+    /// Whether the lessor's expiry took effect (false: the lease was renewed or already gone).
+    LeaseExpire {
+        expired: bool,
+    },
 }
 
 /// What a watch event reports, as etcd's `mvccpb.Event.EventType`.

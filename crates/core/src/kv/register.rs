@@ -21,6 +21,7 @@ pub fn apply_to_register(
         create_revision: 0,
         mod_revision: 0,
         version: current.map_or(1, |kv| kv.version + 1),
+        ..Default::default()
     };
     match op {
         Op::Range(r) if r.range_end.is_empty() && !op.needs_revisions() => {
@@ -41,8 +42,13 @@ pub fn apply_to_register(
                 }),
             ))
         }
+        Op::Put(p) if p.lease != 0 || p.ignore_lease => Err(unsupported("leases")),
+        Op::Put(p) if p.ignore_value && current.is_none() => Err(EngineError::KeyNotFound),
         Op::Put(p) => Ok((
-            Some(put(&p.key, &p.value)),
+            Some(match (p.ignore_value, current) {
+                (true, Some(kv)) => put(&p.key, &kv.value),
+                _ => put(&p.key, &p.value),
+            }),
             ResponseBody::Put(PutResponse {
                 prev_kv: if p.prev_kv { current.cloned() } else { None },
             }),
@@ -84,5 +90,11 @@ pub fn apply_to_register(
         Op::Range(_) | Op::DeleteRange(_) => Err(unsupported("range requests")),
         Op::Txn(_) => Err(unsupported("multi-key transactions")),
         Op::Compact(_) => Err(unsupported("revision history (compaction)")),
+        Op::LeaseGrant(_)
+        | Op::LeaseRevoke { .. }
+        | Op::LeaseKeepAlive { .. }
+        | Op::LeaseTimeToLive { .. }
+        | Op::LeaseLeases
+        | Op::LeaseExpire { .. } => Err(unsupported("leases")),
     }
 }

@@ -48,6 +48,11 @@ pub enum SessionVerdict {
 }
 
 impl ClientTable {
+    /// The bounds this table (and the store it belongs to) keeps.
+    pub fn limits(&self) -> &KvLimits {
+        &self.limits
+    }
+
     pub fn new(limits: KvLimits) -> Self {
         assert!(limits.client_table_max > 0 && limits.client_window_max > 0);
         ClientTable {
@@ -141,6 +146,7 @@ mod tests {
         let limits = KvLimits {
             client_table_max: 2,
             client_window_max: 3,
+            ..Default::default()
         };
         let mut t = ClientTable::new(limits);
         for seq in 1..=5 {

@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
+mod leases;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KvStore {
     data: BTreeMap<Key, KeyValue>,
@@ -31,6 +33,11 @@ pub struct KvStore {
     /// Rolling hash of every mutation, for cheap cross-replica agreement checks.
     digest: u64,
     sessions: ClientTable,
+    /// Live leases by id (see [`super::lease`]).
+    leases: BTreeMap<LeaseId, Lease>,
+    /// What happened to leases since the lessor last looked (volatile, like `fresh`).
+    #[serde(skip)]
+    lease_changes: Vec<LeaseChange>,
     /// Revisions applied since the watch layer last took them, when it asked for them at all
     /// (volatile: a restarted or snapshot-installed store starts without a taker).
     #[serde(skip)]
@@ -51,6 +58,8 @@ impl KvStore {
             applied_index: 0,
             digest: 0xcbf2_9ce4_8422_2325,
             sessions: ClientTable::new(limits),
+            leases: BTreeMap::new(),
+            lease_changes: Vec::new(),
             fresh: None,
             planted_compaction_bug: false,
         }
@@ -198,6 +207,8 @@ impl KvStore {
                     responses,
                 })
             }
+            Op::LeaseTimeToLive { id, keys } => ResponseBody::LeaseTimeToLive(self.ttl(*id, *keys)),
+            Op::LeaseLeases => ResponseBody::LeaseLeases(self.leases.keys().copied().collect()),
             _ => {
                 return Err(EngineError::InvalidRequest("read() given a write".into()));
             }
@@ -211,8 +222,11 @@ impl KvStore {
     fn execute(&mut self, op: &Op) -> Result<ResponseBody, EngineError> {
         let mut events = Vec::new();
         let body = match op {
-            Op::Range(r) => ResponseBody::Range(self.range(r)?),
-            Op::Put(p) => ResponseBody::Put(self.put(p, self.revision + 1, &mut events)),
+            Op::Range(_) | Op::LeaseTimeToLive { .. } | Op::LeaseLeases => self.read(op)?.body,
+            Op::Put(p) => {
+                self.check_put(p, &[])?;
+                ResponseBody::Put(self.put(p, self.revision + 1, &mut events))
+            }
             Op::DeleteRange(d) => {
                 ResponseBody::DeleteRange(self.delete_range(d, self.revision + 1, &mut events))
             }
@@ -221,6 +235,19 @@ impl KvStore {
             Op::Compact(c) => {
                 self.compact(c.revision)?;
                 ResponseBody::Compact
+            }
+            Op::LeaseGrant(g) => ResponseBody::LeaseGrant(self.grant(g)?),
+            Op::LeaseRevoke { id } => {
+                self.end_lease(*id, &mut events)?;
+                ResponseBody::LeaseRevoke
+            }
+            Op::LeaseKeepAlive { id } => ResponseBody::LeaseKeepAlive(self.keep_alive(*id)?),
+            Op::LeaseExpire { id, stamp } => {
+                let due = self.leases.get(id).is_some_and(|l| l.stamp == *stamp);
+                if due {
+                    self.end_lease(*id, &mut events)?;
+                }
+                ResponseBody::LeaseExpire { expired: due }
             }
         };
         if !events.is_empty() {
@@ -246,6 +273,16 @@ impl KvStore {
         self.check_txn_revisions(t)?;
         let succeeded = self.txn_compares_hold(&t.compare);
         let ops = if succeeded { &t.success } else { &t.failure };
+        let puts: Vec<&PutRequest> = ops
+            .iter()
+            .filter_map(|o| match o {
+                TxnOp::Put(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        for (i, p) in puts.iter().enumerate() {
+            self.check_put(p, &puts[..i])?;
+        }
         let rev = self.revision + 1;
         let mut responses = Vec::with_capacity(ops.len());
         for o in ops {
@@ -279,6 +316,7 @@ impl KvStore {
                     key: c.key.clone(),
                     value: v.clone(),
                     prev_kv: false,
+                    ..Default::default()
                 };
                 self.put(&p, rev, events);
             }
@@ -322,30 +360,46 @@ impl KvStore {
         Ok(())
     }
 
+    /// A put that [`Self::check_put`] accepted.
     fn put(&mut self, p: &PutRequest, rev: u64, events: &mut Vec<WatchEvent>) -> PutResponse {
         // One lookup for a key that exists (the common case), and the previous value moves
         // out instead of being copied: this runs once per write on every replica.
-        let new_kv = |create_revision, version| KeyValue {
-            key: p.key.clone(),
-            value: p.value.clone(),
-            create_revision,
-            mod_revision: rev,
-            version,
-        };
         let (prev, kv) = match self.data.get_mut(&p.key) {
             Some(cur) => {
-                let kv = new_kv(cur.create_revision, cur.version + 1);
+                let kv = KeyValue {
+                    key: p.key.clone(),
+                    value: if p.ignore_value {
+                        cur.value.clone()
+                    } else {
+                        p.value.clone()
+                    },
+                    create_revision: cur.create_revision,
+                    mod_revision: rev,
+                    version: cur.version + 1,
+                    lease: if p.ignore_lease { cur.lease } else { p.lease },
+                };
                 self.digest = mix_kv(self.digest, &kv);
                 let event_kv = kv.clone();
                 (Some(std::mem::replace(cur, kv)), event_kv)
             }
             None => {
-                let kv = new_kv(rev, 1);
+                let kv = KeyValue {
+                    key: p.key.clone(),
+                    value: p.value.clone(),
+                    create_revision: rev,
+                    mod_revision: rev,
+                    version: 1,
+                    lease: p.lease,
+                };
                 self.digest = mix_kv(self.digest, &kv);
                 self.data.insert(p.key.clone(), kv.clone());
                 (None, kv)
             }
         };
+        let old_lease = prev.as_ref().map_or(0, |kv| kv.lease);
+        if old_lease != kv.lease {
+            self.move_lease(&p.key, old_lease, kv.lease);
+        }
         let reply = PutResponse {
             prev_kv: if p.prev_kv { prev.clone() } else { None },
         };
@@ -371,6 +425,9 @@ impl KvStore {
         for k in &keys {
             if let Some(kv) = self.data.remove(k) {
                 self.digest = mix(mix_bytes(self.digest, k), rev);
+                if kv.lease != 0 {
+                    self.move_lease(k, kv.lease, 0);
+                }
                 if d.prev_kv {
                     prev_kvs.push(kv.clone());
                 }
@@ -714,7 +771,12 @@ pub fn key_value_hash(kv: &KeyValue) -> u64 {
 
 fn mix_kv(h: u64, kv: &KeyValue) -> u64 {
     let h = mix_bytes(mix_bytes(h, &kv.key), &kv.value);
-    mix(mix(h, kv.version), kv.mod_revision)
+    let h = mix(mix(h, kv.version), kv.mod_revision);
+    if kv.lease == 0 {
+        h
+    } else {
+        mix(h, kv.lease as u64)
+    }
 }
 
 #[cfg(test)]
@@ -727,6 +789,7 @@ mod tests {
             key: k.into(),
             value: v.into(),
             prev_kv: true,
+            ..Default::default()
         })
     }
     fn rid(c: u64, s: u64) -> RequestId {
@@ -869,11 +932,13 @@ mod tests {
                     key: "c".into(),
                     value: "1".into(),
                     prev_kv: false,
+                    ..Default::default()
                 }),
                 TxnOp::Put(PutRequest {
                     key: "d".into(),
                     value: "1".into(),
                     prev_kv: false,
+                    ..Default::default()
                 }),
             ],
             failure: vec![],
@@ -1047,6 +1112,7 @@ mod tests {
                     key: "a".into(),
                     value: "2".into(),
                     prev_kv: false,
+                    ..Default::default()
                 }),
                 TxnOp::DeleteRange(DeleteRangeRequest {
                     key: "b".into(),

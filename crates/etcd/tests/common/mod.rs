@@ -23,6 +23,7 @@ impl TestServer {
             ranges: true,
             transactions: true,
             revisions: true,
+            leases: true,
         };
         let handle = local_test_node("local", caps);
         // Port 0: the OS picks a free port, so tests can run in parallel.

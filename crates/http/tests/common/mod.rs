@@ -20,12 +20,14 @@ pub const ALL_CAPS: Capabilities = Capabilities {
     ranges: true,
     transactions: true,
     revisions: true,
+    leases: true,
 };
 
 pub const CASPAXOS_CAPS: Capabilities = Capabilities {
     ranges: false,
     transactions: false,
     revisions: false,
+    leases: false,
 };
 
 pub struct Server {

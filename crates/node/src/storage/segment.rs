@@ -20,7 +20,9 @@ const BATCH_HEADER_BYTES: usize = 28;
 const SEGMENT_MAGIC: [u8; 4] = *b"SYNW";
 const BATCH_MAGIC: [u8; 4] = *b"SYNB";
 /// Version 1 was the unframed `len | crc | payload` log; its segments have no header.
-const FORMAT_VERSION: u8 = 2;
+/// Version 2 framed the same records before leases: its records (puts, key-values, checkpoints)
+/// lack the lease fields, so they are refused rather than misread.
+const FORMAT_VERSION: u8 = 3;
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut x = [0u8; 4];
@@ -210,7 +212,8 @@ fn check_header(
             path: path.to_path_buf(),
             reason: format!(
                 "unknown WAL format (magic {:?}, version {}); this version reads version \
-                 {FORMAT_VERSION}",
+                 {FORMAT_VERSION} (version 2 data directories predate leases: copy the data out \
+                 with the synod that wrote them)",
                 &bytes[..4],
                 bytes[4]
             ),

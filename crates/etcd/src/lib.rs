@@ -3,17 +3,18 @@
 //!
 //! * [`pb`] — the protocol, generated at build time from `proto/` (written from the public
 //!   etcd v3 API reference: same packages, names and field numbers).
-//! * KV Range (with every option: past revisions, sorting, revision filters) / Put /
-//!   DeleteRange / Txn / Compact, Watch (see `watch.rs`), Maintenance.Status,
-//!   Maintenance.Alarm (GET, and DEACTIVATE of NOSPACE), Cluster.MemberList are served;
-//!   every other method answers UNIMPLEMENTED with a message naming it (see `stubs.rs`), as
-//!   do etcd options Synod cannot honour (leases, nested txns).
+//! * KV Range (with every option: past revisions, sorting, revision filters) / Put (with
+//!   leases) / DeleteRange / Txn / Compact, Watch (see `watch.rs`), Lease (see `lease.rs`),
+//!   Maintenance.Status, Maintenance.Alarm (GET, and DEACTIVATE of NOSPACE),
+//!   Cluster.MemberList are served; every other method answers UNIMPLEMENTED with a message
+//!   naming it (see `stubs.rs`), as do etcd options Synod cannot honour (nested txns).
 //! * [`serve`] runs the whole API on a listener until a shutdown future completes;
 //!   [`routes`] gives the services to callers that build their own tonic server.
 
 mod convert;
 pub mod error;
 mod kv;
+mod lease;
 mod maintenance;
 pub mod pb;
 mod server;

@@ -133,11 +133,8 @@ mod tests {
             pb::LeaseKeepAliveRequest { id: 8 },
         ];
         let mut s = client_stream(&requests, 1 << 20).expect("stream");
-        assert_eq!(s.message().await.expect("first"), Some(requests[0].clone()));
-        assert_eq!(
-            s.message().await.expect("second"),
-            Some(requests[1].clone())
-        );
+        assert_eq!(s.message().await.expect("first"), Some(requests[0]));
+        assert_eq!(s.message().await.expect("second"), Some(requests[1]));
         assert_eq!(s.message().await.expect("end"), None);
     }
 

@@ -10,9 +10,12 @@
 //!   naming it (see `stubs.rs`), as do etcd options Synod cannot honour (nested txns).
 //! * [`serve`] runs the whole API on a listener until a shutdown future completes;
 //!   [`routes`] gives the services to callers that build their own tonic server.
+//! * [`gateway`] serves the same services as etcd's gRPC-gateway JSON API (`POST /v3/...`)
+//!   for the HTTP port.
 
 mod convert;
 pub mod error;
+pub mod gateway;
 mod kv;
 mod lease;
 mod maintenance;
@@ -34,6 +37,16 @@ use pb::etcdserverpb::watch_server::WatchServer;
 use std::future::Future;
 use synod_node::NodeHandle;
 use tonic::service::Routes;
+
+/// The etcd release whose API Synod serves, as `GET /version` reports it to gateway clients
+/// (`etcdserver`). Clients gate features on it: PyPI etcd3gw picks its URL prefix from it
+/// (`/v3/` needs 3.4 or later; older answers send it to `/v3beta/` or `/v3alpha/`), and
+/// Synod implements etcd 3.4's API (its protos, gateway paths and JSON mapping). A claim of
+/// a later release would promise APIs (3.5's) Synod does not serve. Maintenance.Status keeps
+/// reporting Synod's own version (what `etcdctl endpoint status` shows).
+pub const ETCD_VERSION: &str = "3.4.0";
+/// The cluster version `GET /version` reports (`etcdcluster`): etcd gives major.minor.0.
+pub const ETCD_CLUSTER_VERSION: &str = "3.4.0";
 
 /// Room for gRPC framing and protobuf overhead above the request limit (etcd's
 /// `grpcOverheadBytes`). Requests up to `request_bytes_max + this` are decoded, so those just

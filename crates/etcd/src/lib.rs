@@ -38,12 +38,13 @@ use std::future::Future;
 use synod_node::NodeHandle;
 use tonic::service::Routes;
 
-/// The etcd release whose API Synod serves, as `GET /version` reports it to gateway clients
-/// (`etcdserver`). Clients gate features on it: PyPI etcd3gw picks its URL prefix from it
-/// (`/v3/` needs 3.4 or later; older answers send it to `/v3beta/` or `/v3alpha/`), and
-/// Synod implements etcd 3.4's API (its protos, gateway paths and JSON mapping). A claim of
-/// a later release would promise APIs (3.5's) Synod does not serve. Maintenance.Status keeps
-/// reporting Synod's own version (what `etcdctl endpoint status` shows).
+/// The etcd release whose API Synod serves, as `GET /version` (`etcdserver`) and
+/// Maintenance.Status (`version`, what `etcdctl endpoint status` shows) report it. Clients
+/// gate features on it: PyPI etcd3gw picks its URL prefix from it (`/v3/` needs 3.4 or
+/// later; older answers send it to `/v3beta/` or `/v3alpha/`), and Go clients built with
+/// `RejectOldCluster` refuse members below 3.2. Synod implements etcd 3.4's API (its protos,
+/// gateway paths and JSON mapping); a claim of a later release would promise APIs (3.5's)
+/// Synod does not serve. Synod's own version is in `/v1/status` and `synod --version`.
 pub const ETCD_VERSION: &str = "3.4.0";
 /// The cluster version `GET /version` reports (`etcdcluster`): etcd gives major.minor.0.
 pub const ETCD_CLUSTER_VERSION: &str = "3.4.0";

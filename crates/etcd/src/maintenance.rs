@@ -85,12 +85,11 @@ impl Maintenance for EtcdService {
         _request: Request<pb::StatusRequest>,
     ) -> Result<tonic::Response<pb::StatusResponse>, Status> {
         self.observe("status", async {
-            let info = self.handle.info();
             let status = self.handle.status();
             let engine = &status.engine;
             Ok(pb::StatusResponse {
                 header: Some(self.header_now()),
-                version: info.version.clone(),
+                version: crate::ETCD_VERSION.to_string(),
                 db_size: i64_of(status.db_size_bytes),
                 leader: engine.leader.unwrap_or(0),
                 // etcd's raftIndex is the committed index: Synod's decided index.

@@ -352,7 +352,7 @@ async fn status_and_member_list_describe_the_node() {
     put(&mut c, "b", "2").await;
     let mut m = MaintenanceClient::new(channel(&s).await);
     let st = m.status(pb::StatusRequest {}).await.unwrap().into_inner();
-    assert_eq!(st.version, s.handle.info().version);
+    assert_eq!(st.version, synod_etcd::ETCD_VERSION);
     assert_eq!(st.leader, 1);
     assert_eq!(st.raft_applied_index, 2);
     let h = st.header.unwrap();

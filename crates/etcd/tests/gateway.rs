@@ -29,6 +29,7 @@ impl Server {
             ranges: true,
             transactions: true,
             revisions: true,
+            leases: true,
         };
         let handle = local_test_node("local", caps);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -491,7 +492,7 @@ async fn version_cluster_maintenance_and_v1_beside_the_gateway() {
     let status = s.ok("/v3/maintenance/status", json!({})).await;
     assert_eq!(
         status["version"],
-        json!(s.handle.info().version),
+        json!(synod_etcd::ETCD_VERSION),
         "{status}"
     );
     assert_eq!(status["leader"], json!("1"), "{status}");
@@ -526,47 +527,44 @@ async fn version_cluster_maintenance_and_v1_beside_the_gateway() {
     s.stop().await;
 }
 
-/// The Lease routes call the Lease service: whatever it answers is the gateway's answer. Until
-/// leases exist that is UNIMPLEMENTED (501) naming the method; once they do, a grant's ID and
-/// TTL come back as int64 strings and keepalive answers one `{"result": …}` line.
+/// The Lease routes call the Lease service: a grant's ID and TTL come back as int64 strings,
+/// a put attaches a key, time-to-live lists it, keepalive answers one `{"result": …}` line,
+/// and a revoke deletes the key; a lease that is gone is etcd's NotFound (404).
 #[tokio::test]
 async fn lease_routes_reach_the_lease_service() {
     let s = Server::start().await;
-    let (status, grant) = s.post("/v3/lease/grant", json!({"TTL": 30, "ID": 0})).await;
-    if status == 501 {
-        assert_eq!(grant["code"], json!(12), "{grant}");
-        assert!(
-            grant["message"]
-                .as_str()
-                .expect("message")
-                .contains("Lease.LeaseGrant"),
-            "{grant}"
-        );
-        for path in [
-            "/v3/kv/lease/timetolive",
-            "/v3/lease/timetolive",
-            "/v3/kv/lease/revoke",
-        ] {
-            let (status, err) = s.post(path, json!({"ID": "7"})).await;
-            assert_eq!((status, &err["code"]), (501, &json!(12)), "{path}: {err}");
-        }
-        // A stream that fails at once: grpc-gateway's stream error object, HTTP 501.
-        let (status, err) = s.post("/v3/lease/keepalive", json!({"ID": "7"})).await;
-        assert_eq!(status, 501, "{err}");
-        assert_eq!(err["error"]["grpc_code"], json!(12), "{err}");
-        assert_eq!(err["error"]["http_code"], json!(501), "{err}");
-    } else {
-        assert_eq!(status, 200, "{grant}");
-        let id = grant["ID"].as_str().expect("ID as a string").to_string();
-        assert_eq!(grant["TTL"], json!("30"), "{grant}");
-        let ttl = s
-            .ok("/v3/kv/lease/timetolive", json!({"ID": id, "keys": true}))
-            .await;
-        assert_eq!(ttl["ID"], json!(id), "{ttl}");
-        let (status, alive) = s.post("/v3/lease/keepalive", json!({"ID": id})).await;
-        assert_eq!(status, 200, "{alive}");
-        assert_eq!(alive["result"]["ID"], json!(id), "{alive}");
-        s.ok("/v3/lease/revoke", json!({"ID": id})).await;
-    }
+    let grant = s.ok("/v3/lease/grant", json!({"TTL": 30, "ID": 0})).await;
+    let id = grant["ID"].as_str().expect("ID as a string").to_string();
+    assert_eq!(grant["TTL"], json!("30"), "{grant}");
+    s.ok(
+        "/v3/kv/put",
+        json!({"key": "bGs=", "value": "dg==", "lease": id}),
+    )
+    .await;
+    let ttl = s
+        .ok("/v3/kv/lease/timetolive", json!({"ID": id, "keys": true}))
+        .await;
+    assert_eq!(ttl["ID"], json!(id), "{ttl}");
+    assert_eq!(ttl["grantedTTL"], json!("30"), "{ttl}");
+    assert_eq!(ttl["keys"], json!(["bGs="]), "{ttl}");
+    let leases = s.ok("/v3/lease/leases", json!({})).await;
+    assert_eq!(leases["leases"], json!([{"ID": id}]), "{leases}");
+    let (status, alive) = s.post("/v3/lease/keepalive", json!({"ID": id})).await;
+    assert_eq!(status, 200, "{alive}");
+    assert_eq!(alive["result"]["ID"], json!(id), "{alive}");
+    assert_eq!(alive["result"]["TTL"], json!("30"), "{alive}");
+    s.ok("/v3/kv/lease/revoke", json!({"ID": id})).await;
+    let range = s.ok("/v3/kv/range", json!({"key": "bGs="})).await;
+    assert!(
+        range.get("kvs").is_none(),
+        "the revoke deleted the key: {range}"
+    );
+    let (status, err) = s.post("/v3/lease/revoke", json!({"ID": id})).await;
+    assert_eq!((status, &err["code"]), (404, &json!(5)), "{err}");
+    assert_eq!(
+        err["message"],
+        json!("etcdserver: requested lease not found"),
+        "{err}"
+    );
     s.stop().await;
 }

@@ -1,7 +1,7 @@
 //! etcd's /v3 JSON gateway on the real binary: a 3-process `synod server` cluster driven over
 //! its HTTP ports by `curl` (put on one member, range on another, `GET /version`) and by PyPI
 //! etcd3gw (`tests/py/etcd3gw_checks.py`: KV, prefixes, txn helpers, watch iterators across
-//! members, status and members, and leases once the Lease service answers).
+//! members, status and members, and leases).
 //!
 //! etcd3gw comes from the virtualenv `.ci/py-clients` makes (or `SYNOD_PY`); without it the test
 //! fails loudly unless SYNOD_ALLOW_MISSING_PY_CLIENTS=1 is set, as the python-etcd3 tests do.
@@ -70,8 +70,13 @@ fn curl_put_then_range_on_another_member_and_version() {
     assert_eq!(err, json!({"error": text, "code": 3, "message": text}));
 }
 
-/// Every check the script passes, in its order; `lease` may be a SKIP (see below).
-const ETCD3GW_CHECKS: [&str; 3] = ["kv_basics", "watch_prefix_iterator", "watch_key_and_once"];
+/// Every check the script passes, in its order.
+const ETCD3GW_CHECKS: [&str; 4] = [
+    "kv_basics",
+    "watch_prefix_iterator",
+    "watch_key_and_once",
+    "lease",
+];
 
 #[test]
 fn etcd3gw_kv_watch_and_lease_against_a_real_cluster() {
@@ -91,19 +96,7 @@ fn etcd3gw_kv_watch_and_lease_against_a_real_cluster() {
         .lines()
         .filter_map(|l| l.strip_prefix("PASS "))
         .collect();
-    if let Some(skip) = stdout.lines().find_map(|l| l.strip_prefix("SKIP ")) {
-        // Only the lease check may skip, and only while the Lease service is a stub.
-        assert!(skip.starts_with("lease: "), "{stdout}");
-        eprintln!("\n********************************************************************");
-        eprintln!("*** etcd3gw LEASE CHECK SKIPPED: {skip}");
-        eprintln!("*** (it runs by itself once Lease.LeaseGrant stops answering UNIMPLEMENTED)");
-        eprintln!("********************************************************************\n");
-        assert_eq!(passed, ETCD3GW_CHECKS, "{stdout}");
-    } else {
-        let mut all = ETCD3GW_CHECKS.to_vec();
-        all.push("lease");
-        assert_eq!(passed, all, "{stdout}");
-    }
+    assert_eq!(passed, ETCD3GW_CHECKS, "{stdout}");
 }
 
 /// Runs `cmd` to its end, killing it past `max`; its status, stdout and stderr.

@@ -7,9 +7,7 @@ addresses) with the pinned client from requirements.txt. The client finds its UR
 endpoint, writes to the others, so each watch also proves a member streams writes it did not
 receive itself.
 
-Each check prints `PASS <name>`; a check the server cannot do yet prints `SKIP <name>: <why>`
-(only the lease check may, and only while the Lease service answers UNIMPLEMENTED). A failed
-check raises: traceback, exit status 1. A watchdog ends a run that waits too long (every
+Each check prints `PASS <name>`. A failed check raises: traceback, exit status 1. A watchdog ends a run that waits too long (every
 thread's stack printed, exit status 1), so a lost watch event fails instead of hanging.
 """
 
@@ -118,14 +116,7 @@ def watch_key_and_once(watcher, writers):
 
 
 def lease(reader, writer):
-    try:
-        granted = writer.lease(ttl=30)
-    except exceptions.Etcd3Exception as e:
-        text = e.detail_text or ""
-        if "Lease.LeaseGrant is not supported" in text:
-            print(f"SKIP lease: the Lease service answers UNIMPLEMENTED: {text}", flush=True)
-            return
-        raise
+    granted = writer.lease(ttl=30)
     writer.put("/gw/leased", "v", lease=granted)
     ttl = granted.ttl()
     check("lease ttl", 0 < ttl <= 30, ttl)

@@ -18,7 +18,6 @@ import sys
 import threading
 
 import etcd3gw
-from etcd3gw import exceptions
 
 # Longest the whole run may take before the watchdog ends it.
 RUN_SECONDS_MAX = 120

@@ -209,6 +209,9 @@ pub struct LeaseReport {
     pub absences: usize,
     /// Of those, made before the lease's alive-until (each needed a client's excuse).
     pub absences_before_deadline: usize,
+    /// The smallest margin by which an absence came after its lease's alive-until, µs: how
+    /// close the history came to an early expiry (a sharp check sees small margins).
+    pub closest_after_deadline_us: Option<u64>,
     /// Leases whose end the liveness probes judged.
     pub liveness_judged: usize,
     /// Leases granted that no probe came late enough to judge.
@@ -412,6 +415,12 @@ fn judge_absence(
         return;
     };
     if ret >= until {
+        let margin = ret - until;
+        report.closest_after_deadline_us = Some(
+            report
+                .closest_after_deadline_us
+                .map_or(margin, |m| m.min(margin)),
+        );
         return;
     }
     report.absences_before_deadline += 1;

@@ -226,6 +226,8 @@ pub struct LeaseTotals {
     pub absences: u64,
     pub absences_before_deadline: u64,
     pub liveness_judged: u64,
+    /// The smallest margin by which an absence followed its lease's proven end, µs.
+    pub closest_after_deadline_us: Option<u64>,
     pub ops_ok: u64,
 }
 
@@ -241,6 +243,10 @@ impl LeaseTotals {
         self.absences += l.absences as u64;
         self.absences_before_deadline += l.absences_before_deadline as u64;
         self.liveness_judged += l.liveness_judged as u64;
+        if let Some(m) = l.closest_after_deadline_us {
+            self.closest_after_deadline_us =
+                Some(self.closest_after_deadline_us.map_or(m, |c| c.min(m)));
+        }
         self.ops_ok += r.lease_ops_ok;
     }
 
@@ -250,12 +256,17 @@ impl LeaseTotals {
             return String::new();
         }
         format!(
-            " | leases: {} seeds, {} leases, {} grants/keep-alives ok, {} absences judged ({} before the lease's proven end, each excused by a client's revoke/delete/overwrite), {} leases judged gone at the end ({} lease-workload ops ok)",
+            " | leases: {} seeds, {} leases, {} grants/keep-alives ok, {} absences judged ({} before the lease's proven end, each excused by a client's revoke/delete/overwrite; the closest after it by {}), {} leases judged gone at the end ({} lease-workload ops ok)",
             self.seeds,
             self.leases,
             self.renewals,
             self.absences,
             self.absences_before_deadline,
+            self.closest_after_deadline_us
+                .map_or("-".to_string(), |us| format!(
+                    "{:.1} ms",
+                    us as f64 / 1000.0
+                )),
             self.liveness_judged,
             self.ops_ok
         )

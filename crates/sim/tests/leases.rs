@@ -104,6 +104,19 @@ fn planted_lease_expires_without_extension_is_caught() {
     caught::<VrEngine>();
 }
 
+/// The two seeds that found the lessor's deadline one tick early (it counted from the last tick
+/// before the apply, so a grant applied late in a tick interval expired up to a tick before its
+/// invoke time + TTL): fault-free runs with 8 lease clients, where every expiry comes from a
+/// stable leader's own clock.
+#[test]
+fn deadline_a_tick_early_regression_seeds() {
+    let mut cfg = template(3);
+    cfg.leases = 8;
+    cfg.faults = FaultSet::NONE;
+    assert_all_pass::<VrEngine>(&cfg, 1053..1054);
+    assert_all_pass::<OmniPaxosEngine>(&cfg, 1678..1679);
+}
+
 /// Lease clients keep a seed a pure function of its configuration.
 #[test]
 fn same_seed_replays_exactly_with_leases() {

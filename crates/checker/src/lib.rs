@@ -16,9 +16,14 @@
 //!   makes the verdict [`Verdict::Unknown`] with the key named — never a silent pass.
 //! * **Explanation**: a violation is reduced to a small set of operations that cannot be
 //!   ordered, by relaxations that keep it a sound witness — see `explain.rs`.
+//!
+//! Two more checkers judge what a register model cannot: [`watch`] (watch streams, ranges,
+//! past reads, transactions against the applied revisions) and [`leases`] (keys attached to
+//! leases never vanish before a keep-alive's invoke time + TTL; abandoned leases end).
 
 mod explain;
 pub mod generate;
+pub mod leases;
 mod model;
 mod search;
 pub mod watch;

@@ -56,7 +56,7 @@ impl Lessor {
         self.by_deadline.clear();
         self.in_flight.clear();
         for l in leases {
-            self.set(l.id, now + ttl_ticks(l.ttl, tick_ms));
+            self.set(l.id, deadline(now, l.ttl, tick_ms));
         }
     }
 
@@ -73,6 +73,14 @@ fn ttl_ticks(ttl_seconds: i64, tick_ms: u64) -> u64 {
     (ttl_seconds.max(0) as u64)
         .saturating_mul(1000)
         .div_ceil(tick_ms.max(1))
+}
+
+/// The deadline tick of a TTL that starts now. `now` counts the ticks *before* this moment,
+/// which may be up to a tick ago, so one more tick keeps the deadline from falling before
+/// "now + TTL" in real time (without it the simulator saw a key expire 2.5 ms before its
+/// grant's invoke time + TTL: the grant was applied late in a tick interval).
+fn deadline(now: u64, ttl_seconds: i64, tick_ms: u64) -> u64 {
+    now + ttl_ticks(ttl_seconds, tick_ms) + 1
 }
 
 impl<P: LogProtocol> Replica<P> {
@@ -96,8 +104,8 @@ impl<P: LogProtocol> Replica<P> {
                         continue;
                     }
                     self.lessor.in_flight.remove(&id);
-                    let deadline = self.now_ticks + ttl_ticks(ttl, self.config.tick_ms);
-                    self.lessor.set(id, deadline);
+                    let at = deadline(self.now_ticks, ttl, self.config.tick_ms);
+                    self.lessor.set(id, at);
                 }
                 LeaseChange::Ended { id } => self.lessor.remove(id),
             }

@@ -7,6 +7,7 @@
 //! successful CAS from the same expectation.
 
 use std::collections::{BTreeMap, VecDeque};
+use synod_checker::leases::LeaseOpKind;
 use synod_core::history::{Expected, HistoryOp, OpKind, Output, ReadConsistency};
 use synod_core::kv::{
     CasAction, CasRequest, DeleteRangeRequest, Expect, Op, PutRequest, RangeRequest, Response,
@@ -33,6 +34,16 @@ pub struct OpenOp {
     /// A watch-workload operation (see [`crate::watch_ops`]): judged by the watch checker,
     /// never entered in the linearizability history.
     pub watch_extra: bool,
+    /// A lease-workload operation (see [`crate::lease_ops`]): judged by the lease checker,
+    /// never entered in the linearizability history.
+    pub lease: Option<LeaseOpKind>,
+}
+
+impl OpenOp {
+    /// Whether the operation goes into the linearizability history (a register operation).
+    pub fn in_history(&self) -> bool {
+        !self.watch_extra && self.lease.is_none()
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -21,6 +21,8 @@
 //! * [`ledger`] — the campaign's append-only record of which seeds ran, where the README's
 //!   "0 failures over N seeds" figures come from.
 //! * [`toy`] — a fixed-sequencer engine for testing the simulator itself.
+//! * [`lease_ops`] — the lease workload (grants, keep-alives, revokes, lapses, reads of lease
+//!   keys) and the lease checker's history; the lease clients live in `sim/leases.rs`.
 //! * [`watch_ops`] — the watch workload (compactions, past and range reads, multi-key txns) and
 //!   what replies tell the watch checker; the watchers themselves live in `sim/watch.rs`.
 //!
@@ -32,6 +34,7 @@ pub mod client;
 pub mod disk;
 pub mod engines;
 pub mod faults;
+pub mod lease_ops;
 pub mod ledger;
 pub mod network;
 pub mod rng;
@@ -66,6 +69,18 @@ pub fn engine_runner(name: &str) -> Result<Runner, String> {
             "unknown engine {other:?}; known engines: {}",
             ENGINES.join(", ")
         )),
+    }
+}
+
+/// Whether the named engine has leases (what lease clients need).
+fn engine_has_leases(name: &str) -> bool {
+    use synod_core::Engine;
+    match name {
+        "toy" => toy::Toy::capabilities().leases,
+        "omnipaxos" => engines::OmniPaxosEngine::capabilities().leases,
+        "vr" => engines::VrEngine::capabilities().leases,
+        "caspaxos" => engines::CasPaxosEngine::capabilities().leases,
+        _ => false,
     }
 }
 
@@ -106,6 +121,8 @@ pub struct SimOptions {
     pub snapshot_entries: u64,
     /// Watchers per node, with the watch workload and checker ([`RunConfig::watchers`]).
     pub watchers: usize,
+    /// Lease clients, with the lease checker ([`RunConfig::leases`]).
+    pub leases: usize,
 }
 
 impl Default for SimOptions {
@@ -128,6 +145,7 @@ impl Default for SimOptions {
             stop_on_failure: false,
             snapshot_entries: 0,
             watchers: run.watchers,
+            leases: run.leases,
         }
     }
 }
@@ -168,6 +186,7 @@ impl SimOptions {
         cfg.planted_bug = self.planted_bug;
         cfg.snapshot_entries = self.snapshot_entries;
         cfg.watchers = self.watchers;
+        cfg.leases = self.leases;
         cfg.keep_history = self.history_dir.is_some();
         cfg
     }
@@ -194,6 +213,64 @@ pub struct SimSummary {
     pub agreement_checked_seeds: u64,
     /// Totals of the watch checker over the seeds that had watchers.
     pub watch: WatchTotals,
+    /// Totals of the lease checker over the seeds that had lease clients.
+    pub leases: LeaseTotals,
+}
+
+/// What the lease checker covered over many seeds.
+#[derive(Clone, Debug, Default)]
+pub struct LeaseTotals {
+    pub seeds: u64,
+    pub leases: u64,
+    pub renewals: u64,
+    pub absences: u64,
+    pub absences_before_deadline: u64,
+    pub liveness_judged: u64,
+    /// The smallest margin by which an absence followed its lease's proven end, µs.
+    pub closest_after_deadline_us: Option<u64>,
+    pub ops_ok: u64,
+}
+
+impl LeaseTotals {
+    /// Adds one run's lease report.
+    pub fn record(&mut self, r: &RunResult) {
+        let Some(l) = &r.leases else {
+            return;
+        };
+        self.seeds += 1;
+        self.leases += l.leases as u64;
+        self.renewals += l.renewals as u64;
+        self.absences += l.absences as u64;
+        self.absences_before_deadline += l.absences_before_deadline as u64;
+        self.liveness_judged += l.liveness_judged as u64;
+        if let Some(m) = l.closest_after_deadline_us {
+            self.closest_after_deadline_us =
+                Some(self.closest_after_deadline_us.map_or(m, |c| c.min(m)));
+        }
+        self.ops_ok += r.lease_ops_ok;
+    }
+
+    /// One line for the totals, empty when no seed had lease clients.
+    pub fn line(&self) -> String {
+        if self.seeds == 0 {
+            return String::new();
+        }
+        format!(
+            " | leases: {} seeds, {} leases, {} grants/keep-alives ok, {} absences judged ({} before the lease's proven end, each excused by a client's revoke/delete/overwrite; the closest after it by {}), {} leases judged gone at the end ({} lease-workload ops ok)",
+            self.seeds,
+            self.leases,
+            self.renewals,
+            self.absences,
+            self.absences_before_deadline,
+            self.closest_after_deadline_us
+                .map_or("-".to_string(), |us| format!(
+                    "{:.1} ms",
+                    us as f64 / 1000.0
+                )),
+            self.liveness_judged,
+            self.ops_ok
+        )
+    }
 }
 
 /// What the watch checker covered over many seeds.
@@ -269,7 +346,7 @@ impl SimSummary {
             )
         };
         format!(
-            "seeds {} ({} failed) | ops {} ok, {} unknown, {} failed | messages {} | simulated {:.1} s | wall {:.2} s ({:.2} s checking) | {:.0} simulated events/s{agreement}{}",
+            "seeds {} ({} failed) | ops {} ok, {} unknown, {} failed | messages {} | simulated {:.1} s | wall {:.2} s ({:.2} s checking) | {:.0} simulated events/s{agreement}{}{}",
             self.seeds_run,
             self.failed_seeds.len(),
             self.ops_ok,
@@ -281,6 +358,7 @@ impl SimSummary {
             self.check_wall.as_secs_f64(),
             self.events as f64 / wall_s,
             self.watch.line(),
+            self.leases.line(),
         )
     }
 }
@@ -299,6 +377,19 @@ pub fn run_many_with(
         return Err(format!(
             "--watchers needs an engine with revisions; {} has none",
             opts.engine
+        ));
+    }
+    if opts.leases > 0 && !engine_has_leases(&opts.engine) {
+        return Err(format!(
+            "--leases needs an engine with leases; {} has none",
+            opts.engine
+        ));
+    }
+    if opts.leases > lease_ops::LEASE_CLIENTS_MAX {
+        return Err(format!(
+            "--leases must be 0..={}, got {}",
+            lease_ops::LEASE_CLIENTS_MAX,
+            opts.leases
         ));
     }
     if opts.watchers > WATCHERS_MAX {
@@ -425,7 +516,7 @@ pub fn partial_connectivity_report(engine: &str, nodes: usize) -> Result<String,
 pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|toy] [--nodes N] [--seeds A..B | N]
                  [--faults all|none|crash,partition,one-way,partial,loss,duplicate,power-loss,torn-writes]
                  [--clients N] [--ops N] [--keys N] [--sim-seconds S]
-                 [--snapshot-entries N] [--watchers N] [--planted-bug NAME]
+                 [--snapshot-entries N] [--watchers N] [--leases N] [--planted-bug NAME]
                  [--history-dir DIR]
                  [--stop-on-failure] [--verbose] [--report]
        synod sim --campaign (--for DURATION | --seeds N) ...   (see synod sim --campaign --help)
@@ -434,6 +525,8 @@ pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|toy] [
   (defaults: 5 clients x 40 ops on 4 keys over 6 s).
   --watchers N keeps N watchers per node (log engines), adds compactions, past-revision and
   range reads and multi-key txns to the workload, and runs the watch checker (docs/simulation.md).
+  --leases N adds N lease clients (log engines: grant, attach keys, keep alive, revoke, lapse,
+  read lease keys) and runs the lease checker: never early, and gone at the end (docs/leases.md).
   exit status: 0 every seed passed, 1 some seed failed, 2 bad arguments.";
 
 /// Parsed command line of `synod sim`.
@@ -478,6 +571,7 @@ pub fn parse_args(args: &[String]) -> Result<CliArgs, String> {
             "--sim-seconds" => opts.sim_seconds = num(flag, value(flag)?)?,
             "--snapshot-entries" => opts.snapshot_entries = num(flag, value(flag)?)?,
             "--watchers" => opts.watchers = num(flag, value(flag)?)? as usize,
+            "--leases" => opts.leases = num(flag, value(flag)?)? as usize,
             "--planted-bug" => {
                 let v = value(flag)?;
                 opts.planted_bug = Some(PlantedBug::parse(&v).ok_or_else(|| {
@@ -546,7 +640,7 @@ pub fn run_cli(args: &[String]) -> i32 {
     match result {
         Ok(sum) => {
             println!(
-                "engine {} nodes {} faults {} | {} clients x {} ops on {} keys over {} s{}{}",
+                "engine {} nodes {} faults {} | {} clients x {} ops on {} keys over {} s{}{}{}",
                 cli.opts.engine,
                 cli.opts.nodes,
                 cli.opts.faults.names(),
@@ -556,6 +650,11 @@ pub fn run_cli(args: &[String]) -> i32 {
                 cli.opts.sim_seconds,
                 if cli.opts.watchers > 0 {
                     format!(" | {} watchers per node", cli.opts.watchers)
+                } else {
+                    String::new()
+                },
+                if cli.opts.leases > 0 {
+                    format!(" | {} lease clients", cli.opts.leases)
                 } else {
                     String::new()
                 },

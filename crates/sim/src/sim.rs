@@ -29,11 +29,13 @@ use crate::faults::{
 use crate::network::Network;
 use crate::trace::{Trace, TraceEntry, TraceKind};
 
+mod leases;
 mod quiesce;
 mod watch;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::{Duration, Instant};
+use synod_checker::leases::LeaseReport;
 use synod_checker::watch::WatchReport;
 use synod_checker::{CheckOptions, Verdict, check_history};
 use synod_core::history::{History, HistoryOp};
@@ -105,6 +107,11 @@ pub struct RunConfig {
     /// revisions, ranges, multi-key transactions) and the watch checker; 0 = none (the run is
     /// exactly what it was before watchers existed). Engines without revisions ignore it.
     pub watchers: usize,
+    /// Lease clients (see [`crate::lease_ops`]): each grants short leases, attaches keys,
+    /// keeps some alive, revokes or abandons them, and reads lease keys; the lease checker
+    /// judges the run. 0 = none (the run is exactly what it was before leases existed).
+    /// Engines without leases ignore it.
+    pub leases: usize,
 }
 
 impl RunConfig {
@@ -130,6 +137,7 @@ impl RunConfig {
             snapshot_entries: 0,
             fixed_schedule: None,
             watchers: 0,
+            leases: 0,
         }
     }
 
@@ -176,6 +184,10 @@ pub struct RunResult {
     pub watch: Option<WatchReport>,
     /// Watch-workload operations that completed (not in the linearizability history).
     pub watch_ops_ok: u64,
+    /// The lease checker's report, in runs with lease clients.
+    pub leases: Option<LeaseReport>,
+    /// Lease-workload operations answered with success (not in the linearizability history).
+    pub lease_ops_ok: u64,
 }
 
 impl RunResult {
@@ -337,6 +349,8 @@ struct Sim<E: Engine> {
     quiesce: quiesce::Quiesce,
     /// Watchers, their feeds and the watch checker's evidence (runs with `watchers > 0`).
     watch: watch::WatchHub,
+    /// Lease clients and their history (runs with `leases > 0`).
+    leases: leases::LeaseHub,
     ops_ok: u64,
     ops_unknown: u64,
     ops_failed: u64,
@@ -352,6 +366,15 @@ fn fail(failures: &mut Vec<String>, msg: String) {
 fn watchers_per_node<E: Engine>(cfg: &RunConfig) -> usize {
     if E::capabilities().revisions {
         cfg.watchers
+    } else {
+        0
+    }
+}
+
+/// Lease clients for engine `E`: none where the engine has no leases (CASPaxos).
+fn lease_clients<E: Engine>(cfg: &RunConfig) -> usize {
+    if E::capabilities().leases {
+        cfg.leases
     } else {
         0
     }
@@ -446,6 +469,7 @@ impl<E: Engine> Sim<E> {
             digest_seen: false,
             quiesce: quiesce::Quiesce::default(),
             watch: watch::WatchHub::new(cfg.seed, cfg.nodes, watchers_per_node::<E>(&cfg)),
+            leases: leases::LeaseHub::new(cfg.seed, lease_clients::<E>(&cfg), heal_at_us),
             ops_ok: 0,
             ops_unknown: 0,
             ops_failed: 0,
@@ -467,8 +491,14 @@ impl<E: Engine> Sim<E> {
         (node - 1) as usize
     }
 
+    /// With lease clients, the run also waits for every lease to run out and the probes.
     fn hard_stop_us(&self) -> u64 {
-        self.heal_at_us + 2 * self.cfg.liveness_bound_us
+        let leases = if self.leases.enabled {
+            crate::lease_ops::TTL_MAX_S as u64 * 1_000_000 + leases::EXPIRY_BOUND_US
+        } else {
+            0
+        };
+        self.heal_at_us + 2 * self.cfg.liveness_bound_us + leases
     }
 
     fn run(&mut self) {
@@ -491,6 +521,7 @@ impl<E: Engine> Sim<E> {
             let start = self.rng_work.below(self.think_max_us.max(1));
             self.at(start, Ev::ClientStart(slot));
         }
+        self.lease_start();
         self.watch_start();
         while let Some(Scheduled { time_us, ev, .. }) = self.queue.pop() {
             self.now_us = time_us;
@@ -1066,6 +1097,10 @@ impl<E: Engine> Sim<E> {
     // ---- clients -----------------------------------------------------------------------------
 
     fn start_op(&mut self, slot: usize) {
+        if self.is_lease_slot(slot) {
+            self.start_lease_op(slot);
+            return;
+        }
         if self.clients[slot].script.is_some() {
             self.start_final_read(slot);
             return;
@@ -1107,6 +1142,7 @@ impl<E: Engine> Sim<E> {
             is_read,
             first_node: None,
             watch_extra,
+            lease: None,
         });
         self.send_attempt(slot);
     }
@@ -1169,6 +1205,10 @@ impl<E: Engine> Sim<E> {
         let Some(open) = self.clients[slot].open.take() else {
             return;
         };
+        if open.lease.is_some() {
+            self.lease_unknown(slot, open);
+            return;
+        }
         if !open.is_read && !open.watch_extra {
             self.history.push(open.hist);
             self.ops_unknown += 1;
@@ -1185,6 +1225,10 @@ impl<E: Engine> Sim<E> {
     }
 
     fn schedule_next(&mut self, slot: usize) {
+        if self.is_lease_slot(slot) {
+            self.lease_schedule_next(slot);
+            return;
+        }
         let think = self.rng_work.below(self.think_max(slot).max(1));
         self.at(self.now_us + think, Ev::ClientStart(slot));
     }
@@ -1242,6 +1286,10 @@ impl<E: Engine> Sim<E> {
                 if self.watch.enabled {
                     self.watch_reply(node, &open, &response);
                 }
+                if open.lease.is_some() {
+                    self.lease_reply(slot, node, open, Ok(&response));
+                    return;
+                }
                 if open.watch_extra {
                     self.check_op_liveness(&open.hist, now);
                     self.clients[slot].seq += 1;
@@ -1290,6 +1338,11 @@ impl<E: Engine> Sim<E> {
                 // safe record is "unknown".
                 self.give_up(slot);
             }
+            Err(e) if open.lease.is_some() => {
+                if let Some(open) = self.clients[slot].open.take() {
+                    self.lease_reply(slot, node, open, Err(&e));
+                }
+            }
             Err(_) => {
                 // Definitely not applied: left out of the history. (The watch workload's
                 // compactions and past reads are refused as compacted or future by design.)
@@ -1324,13 +1377,15 @@ impl<E: Engine> Sim<E> {
 
     fn clients_done(&self) -> bool {
         let stop = self.clients_stop_at_us.is_some_and(|t| self.now_us >= t);
-        self.clients.iter().all(|c| {
-            c.open.is_none()
-                && match &c.script {
-                    Some(reads) => reads.is_empty(),
-                    None => stop || c.ops_started >= self.cfg.ops_per_client,
-                }
-        })
+        self.leases.done()
+            && self.clients.iter().enumerate().all(|(slot, c)| {
+                c.open.is_none()
+                    && (self.is_lease_slot(slot)
+                        || match &c.script {
+                            Some(reads) => reads.is_empty(),
+                            None => stop || c.ops_started >= self.cfg.ops_per_client,
+                        })
+            })
     }
 
     /// After healing and once clients are done: all replicas at the same applied index.
@@ -1373,12 +1428,15 @@ impl<E: Engine> Sim<E> {
                         ),
                     );
                 }
-                if !open.is_read && !open.watch_extra {
+                if open.lease.is_some() {
+                    self.lease_open_at_end(open);
+                } else if !open.is_read && open.in_history() {
                     self.history.push(open.hist);
                     self.ops_unknown += 1;
                 }
             }
         }
+        let lease_report = self.lease_finish();
         if !self.converged && self.state_digest_engine() {
             self.fail_state_digests();
         } else if !self.converged {
@@ -1490,6 +1548,8 @@ impl<E: Engine> Sim<E> {
             rerun: crate::sweep::cli_command(E::NAME, &self.cfg),
             watch,
             watch_ops_ok: self.watch.ops_ok,
+            leases: lease_report,
+            lease_ops_ok: self.leases.ops_ok,
             failures: self.failures,
         }
     }

@@ -61,6 +61,7 @@ impl SimSummary {
         self.check_wall += r.check_wall;
         self.agreement_checked_seeds += u64::from(r.agreement_checked);
         self.watch.record(r);
+        self.leases.record(r);
         if !r.passed() {
             self.failed_seeds.push(r.seed);
             if self.reports.len() < SUMMARY_REPORTS_MAX {
@@ -170,6 +171,9 @@ fn describe(cfg: &RunConfig) -> String {
     if cfg.watchers > 0 {
         s += &format!(", {} watchers per node", cfg.watchers);
     }
+    if cfg.leases > 0 {
+        s += &format!(", {} lease clients", cfg.leases);
+    }
     if let Some(bug) = cfg.planted_bug {
         s += &format!(", planted bug {}", bug.name());
     }
@@ -199,6 +203,7 @@ pub fn cli_command(engine: &str, cfg: &RunConfig) -> Option<String> {
     expressible.planted_bug = cfg.planted_bug;
     expressible.snapshot_entries = cfg.snapshot_entries;
     expressible.watchers = cfg.watchers;
+    expressible.leases = cfg.leases;
     expressible.keep_history = cfg.keep_history;
     // Every other field must be at its default. Comparing the Debug forms covers fields added
     // later without a PartialEq on RunConfig (it holds an f64).
@@ -222,6 +227,9 @@ pub fn cli_command(engine: &str, cfg: &RunConfig) -> Option<String> {
     }
     if cfg.watchers > 0 {
         s += &format!(" --watchers {}", cfg.watchers);
+    }
+    if cfg.leases > 0 {
+        s += &format!(" --leases {}", cfg.leases);
     }
     if let Some(bug) = cfg.planted_bug {
         s += &format!(" --planted-bug {}", bug.name());

@@ -156,7 +156,7 @@ impl Engine for Toy {
             ranges: true,
             transactions: true,
             revisions: true,
-            leases: true,
+            leases: false,
         }
     }
 

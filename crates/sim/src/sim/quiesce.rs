@@ -87,6 +87,7 @@ impl<E: Engine> Sim<E> {
             is_read: true,
             first_node: Some(node),
             watch_extra: false,
+            lease: None,
         });
         self.send_attempt(slot);
     }

@@ -12,6 +12,11 @@
 # Usage: bench/compare-etcd.sh [--only both|etcd|synod] [--etcd-members 3] [--duration 10s]
 #                              [--warmup 2s] [--no-build] [--out DIR] [--keep-data]
 #                              [--engines omnipaxos,vr] [--workloads put-1,put-64,get-1,get-64]
+#                              [--coordination]
+# --coordination also measures the coordination primitives on each cluster, at its leader:
+# lease keep-alives per second (crates/bench/examples/leases.rs) and, when that example is
+# built, lock acquire/release latency (crates/bench/examples/locks.rs); both are built with
+# `cargo build --release -p synod-bench --examples` unless --no-build.
 # --engines runs Synod once per engine (each a fresh 3-node `synod dev --engine E`); the first
 # fills the Synod columns of the main table, and a second table puts every engine side by side.
 # Environment: SYNOD_BIN (default target/release/synod), BENCH_CMD (default "$SYNOD_BIN bench",
@@ -29,6 +34,7 @@ KEEP_DATA=0
 OUT=""
 ENGINES=omnipaxos
 ONLY_WORKLOADS=""
+COORD=0
 # Ports: Synod's dev cluster uses 7000-7022 (member i: base+10(i-1) peer, +1 HTTP, +2 gRPC);
 # etcd member i gets client 23800+10(i-1), peer +1 — nothing near Synod's dev ports or etcd's
 # 2379/2380 defaults, so a developer's own etcd is not disturbed.
@@ -52,6 +58,7 @@ while [[ $# -gt 0 ]]; do
     --keep-data) KEEP_DATA=1; shift ;;
     --engines) ENGINES=$2; shift 2 ;;
     --workloads) ONLY_WORKLOADS=$2; shift 2 ;;
+    --coordination) COORD=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "compare-etcd.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -83,6 +90,12 @@ if [[ "$ONLY" != etcd || -z "${BENCH_CMD:-}" ]]; then
   fi
   [[ -x "$SYNOD_BIN" ]] || die "$SYNOD_BIN not found (build it, or drop --no-build)"
 fi
+EXAMPLES=${EXAMPLES:-$ROOT/target/release/examples}
+if [[ $COORD -eq 1 && $BUILD -eq 1 ]]; then
+  log "building the coordination benchmarks (cargo build --release -p synod-bench --examples)"
+  (cd "$ROOT" && cargo build --release -p synod-bench --examples) || die "cargo build failed"
+fi
+[[ $COORD -eq 0 || -x "$EXAMPLES/leases" ]] || die "$EXAMPLES/leases not found (drop --no-build)"
 if [[ -n "${BENCH_CMD:-}" ]]; then
   read -r -a BENCH <<<"$BENCH_CMD"
 else
@@ -233,6 +246,24 @@ run_workloads() {   # run_workloads LABEL ENDPOINTS
   done
 }
 
+run_coordination() {   # run_coordination LABEL ENDPOINTS
+  [[ $COORD -eq 1 ]] || return 0
+  local label=$1 eps="http://${2//,/,http://}"
+  log "$label: lease keep-alives"
+  "$EXAMPLES/leases" --endpoints "$eps" --duration "${DURATION%s}" --warmup "${WARMUP%s}" \
+    >"$OUT/$label-lease-keepalive.json" || die "$label lease keep-alives failed"
+  if [[ -x "$EXAMPLES/locks" ]]; then
+    log "$label: lock acquire/release"
+    "$EXAMPLES/locks" --endpoints "$eps" >"$OUT/$label-locks.json" || die "$label locks failed"
+  fi
+}
+
+# jfield FILE KEY → KEY's number in a one-line JSON object (the coordination examples' output).
+jfield() {
+  [[ -f "$1" ]] || { echo ""; return; }
+  grep -o "\"$2\":[-0-9.eE+]*" "$1" | head -n 1 | cut -d: -f2
+}
+
 # fanout FILE KEY → KEY inside the watchers' "fanout" summary.
 fanout() {
   [[ -f "$1" ]] || { echo ""; return; }
@@ -248,12 +279,14 @@ field() {
 if [[ "$ONLY" != synod ]]; then
   start_etcd
   run_workloads etcd "$ETCD_EPS"
+  run_coordination etcd "$ETCD_EPS"
   stop_all
 fi
 if [[ "$ONLY" != etcd ]]; then
   for engine in "${ENGINE_LIST[@]}"; do
     start_synod "$engine"
     run_workloads "synod-$engine" "$SYNOD_EPS"
+    run_coordination "synod-$engine" "$SYNOD_EPS"
     stop_all
   done
 fi
@@ -298,6 +331,23 @@ num() { awk -v a="$1" -v d="$2" 'BEGIN { if (a == "") print "–"; else printf "
     echo "| workload | Synod events/s | etcd events/s | Synod fan-out p50 ms | etcd fan-out p50 ms | Synod fan-out p99 ms | etcd fan-out p99 ms |"
     echo "|---|---:|---:|---:|---:|---:|---:|"
     printf '%s' "$watch_rows"
+  fi
+  if [[ $COORD -eq 1 ]]; then
+    s="$OUT/synod-$FIRST_ENGINE-lease-keepalive.json"; e="$OUT/etcd-lease-keepalive.json"
+    echo
+    echo "Coordination primitives, at the leader (16 keep-alive streams × 16 outstanding; lock rows: see locks.rs):"
+    echo
+    echo "| measurement | Synod | etcd | Synod/etcd |"
+    echo "|---|---:|---:|---:|"
+    sk=$(jfield "$s" keepalives_per_s); ek=$(jfield "$e" keepalives_per_s)
+    echo "| lease keep-alives/s | $(num "$sk" 0) | $(num "$ek" 0) | $(ratio "$sk" "$ek") |"
+    echo "| keep-alive p50 ms | $(num "$(jfield "$s" p50_ms)" 2) | $(num "$(jfield "$e" p50_ms)" 2) | $(ratio "$(jfield "$s" p50_ms)" "$(jfield "$e" p50_ms)") |"
+    echo "| keep-alive p99 ms | $(num "$(jfield "$s" p99_ms)" 2) | $(num "$(jfield "$e" p99_ms)" 2) | $(ratio "$(jfield "$s" p99_ms)" "$(jfield "$e" p99_ms)") |"
+    s="$OUT/synod-$FIRST_ENGINE-locks.json"; e="$OUT/etcd-locks.json"
+    for k in uncontended_acquire_p50_ms uncontended_acquire_p99_ms uncontended_release_p50_ms uncontended_release_p99_ms contended_acquire_p50_ms contended_acquire_p99_ms contended_locks_per_s; do
+      [[ -f "$s" || -f "$e" ]] || break
+      echo "| lock ${k//_/ } | $(num "$(jfield "$s" "$k")" 2) | $(num "$(jfield "$e" "$k")" 2) | $(ratio "$(jfield "$s" "$k")" "$(jfield "$e" "$k")") |"
+    done
   fi
   if [[ "$ONLY" != etcd && ${#ENGINE_LIST[@]} -gt 1 ]]; then
     echo

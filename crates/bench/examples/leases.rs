@@ -3,26 +3,30 @@
 //! TTL/3 on one stream per client, so a member that renews K per second holds 3·K/TTL leases'
 //! worth of clients (K = 10,000/s and TTL = 60 s: 200,000 leases).
 //!
-//! Grants `--leases` leases (TTL 600 s), opens `--streams` LeaseKeepAlive streams to the
-//! endpoint, keeps `--window` keep-alives outstanding on each (each for its own lease, matched
+//! Finds the leader among `--endpoints` (by Maintenance.Status, etcd and Synod alike), grants
+//! `--streams` × `--window` leases (TTL 600 s) there, opens `--streams` LeaseKeepAlive streams
+//! to it, keeps `--window` keep-alives outstanding on each (each for its own lease, matched
 //! by id), and counts the answers for `--duration` after `--warmup`. Prints one JSON line:
 //! keep-alives per second, latency p50/p99 in ms, and failures (TTL 0 or errors).
 //!
-//! `cargo run --release -p synod-bench --example leases -- --endpoint http://127.0.0.1:7002`
+//! `cargo run --release -p synod-bench --example leases -- --endpoints http://127.0.0.1:7002,http://127.0.0.1:7012,http://127.0.0.1:7022`
 
 use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use synod_etcd::pb::etcdserverpb::lease_client::LeaseClient;
-use synod_etcd::pb::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest};
+use synod_etcd::pb::etcdserverpb::maintenance_client::MaintenanceClient;
+use synod_etcd::pb::etcdserverpb::{
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, StatusRequest,
+};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 struct Args {
-    endpoint: String,
+    endpoints: Vec<String>,
     streams: usize,
     window: usize,
     duration: Duration,
@@ -31,7 +35,7 @@ struct Args {
 
 fn parse() -> anyhow::Result<Args> {
     let mut a = Args {
-        endpoint: "http://127.0.0.1:7002".into(),
+        endpoints: vec!["http://127.0.0.1:7002".into()],
         streams: 16,
         window: 16,
         duration: Duration::from_secs(10),
@@ -41,7 +45,7 @@ fn parse() -> anyhow::Result<Args> {
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--endpoint" => a.endpoint = value,
+            "--endpoints" => a.endpoints = value.split(',').map(String::from).collect(),
             "--streams" => a.streams = value.parse()?,
             "--window" => a.window = value.parse()?,
             "--duration" => a.duration = Duration::from_secs_f64(value.parse()?),
@@ -88,7 +92,10 @@ async fn drive(
         let reply = reply?;
         let now = Instant::now();
         let Some(t0) = sent.remove(&reply.id) else {
-            bail!("a keep-alive answer for lease {} nobody asked for", reply.id);
+            bail!(
+                "a keep-alive answer for lease {} nobody asked for",
+                reply.id
+            );
         };
         if t0 >= measure_from {
             if reply.ttl > 0 {
@@ -108,10 +115,26 @@ async fn drive(
     Ok(r)
 }
 
+/// The endpoint whose member leads, by Maintenance.Status (the first one if none says so).
+async fn leader(endpoints: &[String]) -> anyhow::Result<String> {
+    for e in endpoints {
+        let ch = Channel::from_shared(e.clone())?.connect().await?;
+        let st = MaintenanceClient::new(ch)
+            .status(StatusRequest {})
+            .await?
+            .into_inner();
+        if st.header.is_some_and(|h| h.member_id == st.leader) {
+            return Ok(e.clone());
+        }
+    }
+    endpoints.first().cloned().context("no endpoints")
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = parse()?;
-    let channel = Channel::from_shared(a.endpoint.clone())?.connect().await?;
+    let endpoint = leader(&a.endpoints).await?;
+    let channel = Channel::from_shared(endpoint.clone())?.connect().await?;
     let mut lease = LeaseClient::new(channel.clone());
     let mut ids = Vec::new();
     for _ in 0..a.streams * a.window {
@@ -126,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for chunk in ids.chunks(a.window) {
         // One connection per stream, as separate etcd clients would have.
-        let ch = Channel::from_shared(a.endpoint.clone())?.connect().await?;
+        let ch = Channel::from_shared(endpoint.clone())?.connect().await?;
         tasks.push(tokio::spawn(drive(
             LeaseClient::new(ch),
             chunk.to_vec(),
@@ -153,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "{{\"endpoint\":\"{}\",\"streams\":{},\"window\":{},\"keepalives_per_s\":{:.0},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\"failed\":{}}}",
-        a.endpoint,
+        endpoint,
         a.streams,
         a.window,
         total.ok as f64 / a.duration.as_secs_f64(),

@@ -75,15 +75,17 @@ async fn drive(
     end: Instant,
 ) -> anyhow::Result<StreamResult> {
     let (tx, rx) = mpsc::channel(ids.len());
-    let mut replies = client
-        .lease_keep_alive(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    // The first requests go out before the call is awaited: a grpc-go server (etcd) sends the
+    // response headers only with its first answer, so awaiting them first would deadlock.
     let mut sent: HashMap<i64, Instant> = HashMap::new();
     for &id in &ids {
         sent.insert(id, Instant::now());
         tx.send(LeaseKeepAliveRequest { id }).await?;
     }
+    let mut replies = client
+        .lease_keep_alive(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
     let mut r = StreamResult {
         latency_us: Some(Histogram::new(3)?),
         ..Default::default()

@@ -4,10 +4,12 @@
 //! etcd's protocol with exactly the same message definitions the server uses.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    const PROTO_FILES: [&str; 3] = [
+    const PROTO_FILES: [&str; 5] = [
         "proto/mvccpb/kv.proto",
         "proto/authpb/auth.proto",
         "proto/etcdserverpb/rpc.proto",
+        "proto/v3lockpb/v3lock.proto",
+        "proto/v3electionpb/v3election.proto",
     ];
     for file in PROTO_FILES {
         println!("cargo:rerun-if-changed={file}");

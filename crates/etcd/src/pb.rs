@@ -18,3 +18,13 @@ pub mod mvccpb {
 pub mod authpb {
     tonic::include_proto!("authpb");
 }
+
+/// etcd's Lock service (the server side of the `concurrency.Mutex` recipe).
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+}
+
+/// etcd's Election service (the server side of the `concurrency.Election` recipe).
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
+}

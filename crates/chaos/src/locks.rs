@@ -30,9 +30,7 @@ use synod_etcd::pb::etcdserverpb::kv_client::KvClient;
 use synod_etcd::pb::etcdserverpb::lease_client::LeaseClient;
 use synod_etcd::pb::v3lockpb as lpb;
 use synod_etcd::pb::v3lockpb::lock_client::LockClient;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::workload::Clock;
@@ -275,10 +273,11 @@ impl Contender {
         });
         let lease = timed(RPC_TIMEOUT_MS, grant).await?;
         let lease_id = lease.id;
-        let keepalive = AbortOnDrop(tokio::spawn(keep_alive(
+        let keepalive = AbortOnDrop(tokio::spawn(synod_etcd::client::keep_alive(
             self.ch.clone(),
             lease_id,
-            lease.ttl.max(1),
+            lease.ttl,
+            Duration::from_millis(RPC_TIMEOUT_MS),
         )));
         let mut lock_client = LockClient::new(self.ch.clone());
         let lock = lock_client.lock(lpb::LockRequest {
@@ -399,42 +398,6 @@ impl Contender {
 /// The token at the front of a register value.
 fn stored_token(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v.get(..20)?).ok()?.parse().ok()
-}
-
-/// Keeps `lease` alive (a keep-alive every third of its TTL) until aborted, reopening the
-/// stream after errors.
-async fn keep_alive(ch: Channel, lease: i64, ttl_secs: i64) {
-    let every = Duration::from_millis(u64::try_from(ttl_secs).unwrap_or(1) * 1000 / 3);
-    loop {
-        let (tx, rx) = mpsc::channel(1);
-        let _ = tx.try_send(epb::LeaseKeepAliveRequest { id: lease });
-        let mut call_client = LeaseClient::new(ch.clone());
-        let call = call_client.lease_keep_alive(ReceiverStream::new(rx));
-        if let Ok(Ok(resp)) =
-            tokio::time::timeout(Duration::from_millis(RPC_TIMEOUT_MS), call).await
-        {
-            let mut answers = resp.into_inner();
-            loop {
-                let answer =
-                    tokio::time::timeout(Duration::from_millis(RPC_TIMEOUT_MS), answers.message());
-                match answer.await {
-                    // The lease is gone (TTL ≤ 0): nothing left to keep alive.
-                    Ok(Ok(Some(a))) if a.ttl <= 0 => return,
-                    Ok(Ok(Some(_))) => {}
-                    _ => break,
-                }
-                tokio::time::sleep(every).await;
-                if tx
-                    .send(epb::LeaseKeepAliveRequest { id: lease })
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(RETRY_BACKOFF_MS)).await;
-    }
 }
 
 /// The verdict over a run's holds and writes.

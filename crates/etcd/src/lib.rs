@@ -13,6 +13,7 @@
 //! * [`serve`] runs the whole API on a listener until a shutdown future completes;
 //!   [`routes`] gives the services to callers that build their own tonic server.
 
+pub mod client;
 mod concurrency;
 mod convert;
 mod election;

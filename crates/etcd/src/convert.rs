@@ -76,20 +76,19 @@ pub fn put_request(p: pb::PutRequest) -> Result<kv::PutRequest, Status> {
     if p.key.is_empty() {
         return Err(Status::invalid_argument(KEY_NOT_PROVIDED));
     }
-    if p.lease != 0 {
-        return Err(not_supported("leases (put with a lease)"));
-    }
-    if p.ignore_value {
-        return Err(not_supported("put with ignore_value"));
-    }
-    if p.ignore_lease {
-        return Err(not_supported("put with ignore_lease"));
+    if p.lease < 0 {
+        return Err(Status::invalid_argument(format!(
+            "synod: invalid request: negative lease id {}",
+            p.lease
+        )));
     }
     Ok(kv::PutRequest {
         key: p.key,
         value: p.value,
         prev_kv: p.prev_kv,
-        ..Default::default()
+        lease: p.lease,
+        ignore_value: p.ignore_value,
+        ignore_lease: p.ignore_lease,
     })
 }
 
@@ -148,7 +147,8 @@ fn compare(c: pb::Compare) -> Result<kv::Compare, Status> {
         (Ok(T::Mod), Some(U::ModRevision(n))) => {
             kv::CompareTarget::ModRevision(number(Some(n), "mod_revision")?)
         }
-        (Ok(T::Lease), _) => return Err(not_supported("compare on LEASE (leases)")),
+        (Ok(T::Lease), None) => kv::CompareTarget::Lease(0),
+        (Ok(T::Lease), Some(U::Lease(n))) => kv::CompareTarget::Lease(n),
         (Ok(_), Some(_)) => return Err(mismatch()),
         (Err(_), _) => {
             return Err(Status::invalid_argument(format!(
@@ -207,7 +207,7 @@ pub fn key_value(kv: kv::KeyValue) -> mvccpb::KeyValue {
         mod_revision: to_i64(kv.mod_revision),
         version: to_i64(kv.version),
         value: kv.value,
-        lease: 0,
+        lease: kv.lease,
     }
 }
 
@@ -330,26 +330,29 @@ mod tests {
     }
 
     #[test]
-    fn put_lease_options_are_refused() {
-        for p in [
-            pb::PutRequest {
-                key: b"k".to_vec(),
-                lease: 7,
-                ..Default::default()
-            },
-            pb::PutRequest {
-                key: b"k".to_vec(),
-                ignore_value: true,
-                ..Default::default()
-            },
-            pb::PutRequest {
-                key: b"k".to_vec(),
-                ignore_lease: true,
-                ..Default::default()
-            },
-        ] {
-            assert_eq!(put_request(p).unwrap_err().code(), Code::Unimplemented);
-        }
+    fn put_lease_options_are_carried_over() {
+        let p = put_request(pb::PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            lease: 7,
+            ignore_value: true,
+            ignore_lease: true,
+            prev_kv: true,
+        })
+        .unwrap();
+        assert_eq!(
+            (p.lease, p.ignore_value, p.ignore_lease, p.prev_kv),
+            (7, true, true, true)
+        );
+        let negative = pb::PutRequest {
+            key: b"k".to_vec(),
+            lease: -1,
+            ..Default::default()
+        };
+        assert_eq!(
+            put_request(negative).unwrap_err().code(),
+            Code::InvalidArgument
+        );
     }
 
     fn cmp(target: T, result: R, union: Option<U>) -> pb::Compare {
@@ -373,8 +376,8 @@ mod tests {
         assert_eq!(c.target, kv::CompareTarget::CreateRevision(3));
         let c = compare(cmp(T::Mod, R::Equal, None)).unwrap();
         assert_eq!(c.target, kv::CompareTarget::ModRevision(0));
-        let e = compare(cmp(T::Lease, R::Equal, Some(U::Lease(1)))).unwrap_err();
-        assert_eq!(e.code(), Code::Unimplemented);
+        let c = compare(cmp(T::Lease, R::Equal, Some(U::Lease(1)))).unwrap();
+        assert_eq!(c.target, kv::CompareTarget::Lease(1));
         let e = compare(cmp(T::Version, R::Equal, Some(U::Value(b"x".to_vec())))).unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
         let e = compare(cmp(T::Version, R::Equal, Some(U::Version(-1)))).unwrap_err();

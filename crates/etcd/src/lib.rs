@@ -3,22 +3,26 @@
 //!
 //! * [`pb`] — the protocol, generated at build time from `proto/` (written from the public
 //!   etcd v3 API reference: same packages, names and field numbers).
-//! * KV Range (with every option: past revisions, sorting, revision filters) / Put /
-//!   DeleteRange / Txn / Compact, Watch (see `watch.rs`), Maintenance.Status,
-//!   Maintenance.Alarm (GET, and DEACTIVATE of NOSPACE), Cluster.MemberList are served;
-//!   every other method answers UNIMPLEMENTED with a message naming it (see `stubs.rs`), as
-//!   do etcd options Synod cannot honour (leases, nested txns).
+//! * KV Range (with every option: past revisions, sorting, revision filters) / Put (with
+//!   leases) / DeleteRange / Txn / Compact, Watch (see `watch.rs`), Lease (see `lease.rs`),
+//!   Maintenance.Status, Maintenance.Alarm (GET, and DEACTIVATE of NOSPACE),
+//!   Cluster.MemberList are served; every other method answers UNIMPLEMENTED with a message
+//!   naming it (see `stubs.rs`), as do etcd options Synod cannot honour (nested txns).
 //! * v3lockpb.Lock and v3electionpb.Election (see `lock.rs`, `election.rs` and the recipe they
 //!   share in `concurrency.rs`) on the log engines; UNIMPLEMENTED on CASPaxos.
 //! * [`serve`] runs the whole API on a listener until a shutdown future completes;
 //!   [`routes`] gives the services to callers that build their own tonic server.
+//! * [`gateway`] serves the same services as etcd's gRPC-gateway JSON API (`POST /v3/...`)
+//!   for the HTTP port.
 
 pub mod client;
 mod concurrency;
 mod convert;
 mod election;
 pub mod error;
+pub mod gateway;
 mod kv;
+mod lease;
 mod lock;
 mod maintenance;
 pub mod pb;
@@ -42,6 +46,16 @@ use pb::v3lockpb::lock_server::LockServer;
 use std::future::Future;
 use synod_node::NodeHandle;
 use tonic::service::Routes;
+
+/// The etcd release whose API Synod serves, as `GET /version` reports it to gateway clients
+/// (`etcdserver`). Clients gate features on it: PyPI etcd3gw picks its URL prefix from it
+/// (`/v3/` needs 3.4 or later; older answers send it to `/v3beta/` or `/v3alpha/`), and
+/// Synod implements etcd 3.4's API (its protos, gateway paths and JSON mapping). A claim of
+/// a later release would promise APIs (3.5's) Synod does not serve. Maintenance.Status keeps
+/// reporting Synod's own version (what `etcdctl endpoint status` shows).
+pub const ETCD_VERSION: &str = "3.4.0";
+/// The cluster version `GET /version` reports (`etcdcluster`): etcd gives major.minor.0.
+pub const ETCD_CLUSTER_VERSION: &str = "3.4.0";
 
 /// Room for gRPC framing and protobuf overhead above the request limit (etcd's
 /// `grpcOverheadBytes`). Requests up to `request_bytes_max + this` are decoded, so those just

@@ -1,54 +1,11 @@
-//! The etcd services Synod does not implement — Lease and Auth. Every method answers
-//! UNIMPLEMENTED at once with a message naming it: a client must never hang on, nor be
-//! misled by, a feature that is not there. LeaseKeepAlive is a bidirectional
-//! stream; it fails before reading the client's stream, so no request is ever left waiting.
+//! The etcd service Synod does not implement — Auth. Every method answers UNIMPLEMENTED at
+//! once with a message naming it: a client must never hang on, nor be misled by, a feature
+//! that is not there.
 
 use crate::pb::etcdserverpb as pb;
 use crate::pb::etcdserverpb::auth_server::Auth;
-use crate::pb::etcdserverpb::lease_server::Lease;
 use crate::service::EtcdService;
-use tokio_stream::Empty;
-use tonic::{Request, Response, Status, Streaming};
-
-#[tonic::async_trait]
-impl Lease for EtcdService {
-    async fn lease_grant(
-        &self,
-        _request: Request<pb::LeaseGrantRequest>,
-    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-        self.refuse("lease_grant", "Lease.LeaseGrant")
-    }
-
-    async fn lease_revoke(
-        &self,
-        _request: Request<pb::LeaseRevokeRequest>,
-    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        self.refuse("lease_revoke", "Lease.LeaseRevoke")
-    }
-
-    type LeaseKeepAliveStream = Empty<Result<pb::LeaseKeepAliveResponse, Status>>;
-
-    async fn lease_keep_alive(
-        &self,
-        _request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
-    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        self.refuse("lease_keep_alive", "Lease.LeaseKeepAlive")
-    }
-
-    async fn lease_time_to_live(
-        &self,
-        _request: Request<pb::LeaseTimeToLiveRequest>,
-    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        self.refuse("lease_time_to_live", "Lease.LeaseTimeToLive")
-    }
-
-    async fn lease_leases(
-        &self,
-        _request: Request<pb::LeaseLeasesRequest>,
-    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        self.refuse("lease_leases", "Lease.LeaseLeases")
-    }
-}
+use tonic::{Request, Response, Status};
 
 #[tonic::async_trait]
 impl Auth for EtcdService {

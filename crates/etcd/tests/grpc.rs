@@ -10,7 +10,6 @@ use synod_etcd::pb::etcdserverpb as pb;
 use synod_etcd::pb::etcdserverpb::auth_client::AuthClient;
 use synod_etcd::pb::etcdserverpb::cluster_client::ClusterClient;
 use synod_etcd::pb::etcdserverpb::kv_client::KvClient;
-use synod_etcd::pb::etcdserverpb::lease_client::LeaseClient;
 use synod_etcd::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -410,29 +409,6 @@ async fn unsupported_methods_and_options_answer_unimplemented_at_once() {
     let mut c = KvClient::new(ch.clone());
     put(&mut c, "k", "v").await;
 
-    assert_unimplemented(
-        "Put with a lease",
-        c.put(pb::PutRequest {
-            key: "k".into(),
-            lease: 42,
-            ..Default::default()
-        }),
-    )
-    .await;
-
-    let mut l = LeaseClient::new(ch.clone());
-    assert_unimplemented(
-        "LeaseGrant",
-        l.lease_grant(pb::LeaseGrantRequest { ttl: 10, id: 0 }),
-    )
-    .await;
-    assert_unimplemented(
-        "LeaseKeepAlive",
-        l.lease_keep_alive(Request::new(tokio_stream::pending::<
-            pb::LeaseKeepAliveRequest,
-        >())),
-    )
-    .await;
     let mut a = AuthClient::new(ch.clone());
     assert_unimplemented(
         "Authenticate",

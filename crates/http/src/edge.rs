@@ -20,6 +20,8 @@ pub struct EdgeState {
     /// [`crate::HttpConfig::requests_in_flight_max`]. Status, health and metrics routes do not
     /// take one, so an operator can still see an overloaded node.
     pub engine_requests: Arc<Semaphore>,
+    /// The routes of the [`crate::Mount`] served beside [`crate::ROUTES`].
+    pub mounted: Arc<[crate::RouteSpec]>,
 }
 
 /// Records the request as cancelled if the client hangs up before the handler finishes (hyper
@@ -63,9 +65,13 @@ pub async fn edge(State(edge): State<EdgeState>, request: Request, next: Next) -
     } else {
         method.as_str()
     };
-    let spec = route
-        .as_deref()
-        .and_then(|path| crate::route_spec(routed_method, path));
+    let spec = route.as_deref().and_then(|path| {
+        crate::route_spec(routed_method, path).or_else(|| {
+            edge.mounted
+                .iter()
+                .find(|r| r.method == routed_method && r.path == path)
+        })
+    });
     let op = spec.map_or("unknown", |s| s.op);
     // The route pattern, not the raw path: keys can be 4 KiB and are the users' data.
     let span = tracing::debug_span!(

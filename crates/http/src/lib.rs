@@ -9,6 +9,8 @@
 //!   `listener` bounds open connections. Both answer overload with a fast 503 `busy`.
 //! * `watch` serves `GET /v1/watch`, the NDJSON event stream, with its own bound on open
 //!   streams; `serve` ends the streams at shutdown.
+//! * A [`Mount`] adds another crate's routes to the same port, behind the same edge (the
+//!   etcd `/v3` JSON gateway, which lives in `synod-etcd` with the services it calls).
 
 pub mod error;
 pub mod json;
@@ -139,6 +141,16 @@ impl Default for HttpConfig {
     }
 }
 
+/// Routes served on this port by another crate (the etcd `/v3` JSON gateway), behind the same
+/// edge as [`ROUTES`]: the in-flight bound for `engine` routes, metrics under each `op`, the
+/// request log. Their paths must not overlap [`ROUTES`]'. The router reads its own bodies (the
+/// body limit here applies to axum's body extractors only) and answers its own errors.
+#[derive(Clone, Default)]
+pub struct Mount {
+    pub router: Router,
+    pub routes: Vec<RouteSpec>,
+}
+
 /// The API with the default bounds.
 pub fn router(handle: NodeHandle) -> Router {
     router_with(handle, &HttpConfig::default())
@@ -147,14 +159,25 @@ pub fn router(handle: NodeHandle) -> Router {
 /// The API with explicit bounds. Its watch streams end only when their clients leave; use
 /// [`serve_with`] to have them end at shutdown.
 pub fn router_with(handle: NodeHandle, config: &HttpConfig) -> Router {
+    router_with_mount(handle, config, Mount::default())
+}
+
+/// [`router_with`] plus `mount`'s routes.
+pub fn router_with_mount(handle: NodeHandle, config: &HttpConfig, mount: Mount) -> Router {
     app(
         handle,
         config,
         watch::WatchStreams::new(config.watch_streams_max),
+        mount,
     )
 }
 
-fn app(handle: NodeHandle, config: &HttpConfig, streams: watch::WatchStreams) -> Router {
+fn app(
+    handle: NodeHandle,
+    config: &HttpConfig,
+    streams: watch::WatchStreams,
+    mount: Mount,
+) -> Router {
     assert!(
         config.requests_in_flight_max > 0,
         "requests_in_flight_max must be positive"
@@ -162,6 +185,7 @@ fn app(handle: NodeHandle, config: &HttpConfig, streams: watch::WatchStreams) ->
     let edge_state = edge::EdgeState {
         handle: handle.clone(),
         engine_requests: Arc::new(Semaphore::new(config.requests_in_flight_max)),
+        mounted: mount.routes.into(),
     };
     let body_bytes_max = handle.info().limits.request_bytes_max;
     let mut router = Router::new();
@@ -169,12 +193,13 @@ fn app(handle: NodeHandle, config: &HttpConfig, streams: watch::WatchStreams) ->
         router = router.route(spec.path, endpoint(spec));
     }
     router
+        .with_state(handle)
+        .merge(mount.router)
         .fallback(handlers::fallback)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_bytes_max))
         .layer(Extension(streams))
         .layer(axum::middleware::from_fn_with_state(edge_state, edge::edge))
-        .with_state(handle)
 }
 
 /// Serves the API on `listener` with the default bounds until `shutdown` completes, then
@@ -194,9 +219,21 @@ pub async fn serve_with(
     config: HttpConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with_mount(listener, handle, config, Mount::default(), shutdown).await
+}
+
+/// [`serve_with`] plus `mount`'s routes. Streams the mount serves must end by themselves at
+/// shutdown (the gateway's watch `stopping` signal), or they hold the grace period.
+pub async fn serve_with_mount(
+    listener: TcpListener,
+    handle: NodeHandle,
+    config: HttpConfig,
+    mount: Mount,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let streams = watch::WatchStreams::new(config.watch_streams_max);
-    let app = app(handle, &config, streams.clone());
+    let app = app(handle, &config, streams.clone(), mount);
     let listener = listener::LimitedListener::new(listener, config.connections_max);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let server =

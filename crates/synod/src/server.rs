@@ -163,9 +163,26 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let http_task = tokio::spawn(synod_http::serve(
+    // etcd's /v3 JSON gateway shares the HTTP port; its watch streams end at shutdown.
+    let gateway =
+        synod_etcd::gateway::Gateway::new(node.handle.clone()).with_stopping(stop_rx.clone());
+    let mount = synod_http::Mount {
+        router: gateway.router(),
+        routes: synod_etcd::gateway::Gateway::routes()
+            .into_iter()
+            .map(|r| synod_http::RouteSpec {
+                method: r.method,
+                path: r.path,
+                op: r.op,
+                engine: r.engine,
+            })
+            .collect(),
+    };
+    let http_task = tokio::spawn(synod_http::serve_with_mount(
         http,
         node.handle.clone(),
+        synod_http::HttpConfig::default(),
+        mount,
         wait(stop_rx.clone()),
     ));
     let grpc_task = tokio::spawn(synod_etcd::serve(

@@ -16,7 +16,7 @@ mod common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::{Cluster, etcdctl, etcdctl_command};
+use common::{Cluster, etcdctl, etcdctl_command, python_etcd3};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -556,33 +556,4 @@ fn run_with_deadline(mut cmd: Command, max: Duration) -> (ExitStatus, String, St
     };
     let stdout = stdout.join().unwrap_or_default();
     (status, stdout, stderr.join().unwrap_or_default())
-}
-
-/// The Python that has python-etcd3: `SYNOD_PY`, else the virtualenv `.ci/py-clients` makes
-/// by default (target/py-clients). Missing, or unable to import etcd3, it fails the test
-/// loudly unless SYNOD_ALLOW_MISSING_PY_CLIENTS=1 is set — etcdctl's rule.
-fn python_etcd3() -> Option<PathBuf> {
-    let python = std::env::var_os("SYNOD_PY").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/py-clients/bin/python"),
-        PathBuf::from,
-    );
-    let imports = Command::new(&python)
-        .args(["-c", "import etcd3"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if imports {
-        return Some(python);
-    }
-    eprintln!("\n********************************************************************");
-    eprintln!("*** python-etcd3 NOT FOUND at {}", python.display());
-    eprintln!("*** The Python etcd client tests are NOT RUN.");
-    eprintln!("*** Install it: bash .ci/py-clients (CI does), or set SYNOD_PY.");
-    eprintln!("********************************************************************\n");
-    assert!(
-        std::env::var("SYNOD_ALLOW_MISSING_PY_CLIENTS").as_deref() == Ok("1"),
-        "python-etcd3 is required (set SYNOD_ALLOW_MISSING_PY_CLIENTS=1 to skip loudly)"
-    );
-    None
 }

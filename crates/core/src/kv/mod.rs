@@ -381,6 +381,8 @@ pub enum CompareTarget {
     Version(u64),
     CreateRevision(u64),
     ModRevision(u64),
+    /// The lease the key is attached to (0 = none; a missing key compares as 0).
+    Lease(LeaseId),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -582,6 +584,7 @@ fn compare_one(c: &Compare, kv: &KeyValue) -> bool {
         CompareTarget::Version(v) => kv.version.cmp(v),
         CompareTarget::CreateRevision(v) => kv.create_revision.cmp(v),
         CompareTarget::ModRevision(v) => kv.mod_revision.cmp(v),
+        CompareTarget::Lease(v) => kv.lease.cmp(v),
     };
     match c.result {
         CompareResult::Equal => ord == Ordering::Equal,

@@ -523,3 +523,35 @@ impl Cluster {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
 }
+
+/// The Python that has python-etcd3: `SYNOD_PY`, else the virtualenv `.ci/py-clients` makes
+/// by default (target/py-clients). Missing, or unable to import etcd3, it fails the test
+/// loudly unless SYNOD_ALLOW_MISSING_PY_CLIENTS=1 is set — etcdctl's rule.
+pub fn python_etcd3() -> Option<PathBuf> {
+    let python = std::env::var_os("SYNOD_PY").map_or_else(
+        || {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/py-clients/bin/python")
+        },
+        PathBuf::from,
+    );
+    let imports = Command::new(&python)
+        .args(["-c", "import etcd3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if imports {
+        return Some(python);
+    }
+    eprintln!("\n********************************************************************");
+    eprintln!("*** python-etcd3 NOT FOUND at {}", python.display());
+    eprintln!("*** The Python etcd client tests are NOT RUN.");
+    eprintln!("*** Install it: bash .ci/py-clients (CI does), or set SYNOD_PY.");
+    eprintln!("********************************************************************\n");
+    assert!(
+        std::env::var("SYNOD_ALLOW_MISSING_PY_CLIENTS").as_deref() == Ok("1"),
+        "python-etcd3 is required (set SYNOD_ALLOW_MISSING_PY_CLIENTS=1 to skip loudly)"
+    );
+    None
+}

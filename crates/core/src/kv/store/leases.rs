@@ -179,3 +179,209 @@ impl KvStore {
         self.digest = mix(mix_bytes(self.digest, key), (to as u64) ^ 0x1ea5e);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::EngineError;
+    use crate::ids::{ClientId, RequestId};
+    use crate::kv::*;
+
+    struct S {
+        kv: KvStore,
+        index: u64,
+    }
+
+    impl S {
+        fn new() -> S {
+            S {
+                kv: KvStore::new(KvLimits {
+                    lease_keys_max: 2,
+                    leases_max: 3,
+                    ..KvLimits::default()
+                }),
+                index: 0,
+            }
+        }
+        fn apply(&mut self, op: Op) -> Result<Response, EngineError> {
+            self.index += 1;
+            let id = RequestId {
+                client: ClientId::NONE,
+                seq: self.index,
+            };
+            self.kv.apply(self.index, id, 0, &op)
+        }
+        fn grant(&mut self, id: LeaseId, ttl: i64) -> LeaseId {
+            match self.apply(Op::LeaseGrant(LeaseGrantRequest { id, ttl })) {
+                Ok(Response {
+                    body: ResponseBody::LeaseGrant(info),
+                    ..
+                }) => info.id,
+                other => panic!("grant: {other:?}"),
+            }
+        }
+        fn put(&mut self, key: &str, lease: LeaseId) -> Result<Response, EngineError> {
+            self.apply(Op::Put(PutRequest {
+                lease,
+                ..PutRequest::new(key, "v")
+            }))
+        }
+    }
+
+    #[test]
+    fn revoke_deletes_the_attached_keys_in_one_revision() {
+        let mut s = S::new();
+        let id = s.grant(0, 10);
+        assert!(id > 0);
+        s.put("a", id).unwrap();
+        s.put("b", id).unwrap();
+        s.put("c", 0).unwrap();
+        assert_eq!(s.kv.get(b"a").unwrap().lease, id);
+        let _ = s.kv.take_fresh_events();
+        let before = s.kv.revision();
+        s.apply(Op::LeaseRevoke { id }).unwrap();
+        assert_eq!(s.kv.revision(), before + 1);
+        let revs = s.kv.take_fresh_events();
+        assert_eq!(revs.len(), 1);
+        let keys: Vec<_> = revs[0].events.iter().map(|e| e.kv.key.clone()).collect();
+        assert_eq!(keys, [b"a".to_vec(), b"b".to_vec()]);
+        assert!(revs[0].events.iter().all(|e| e.kind == EventKind::Delete));
+        assert!(s.kv.get(b"c").is_some());
+        assert_eq!(
+            s.apply(Op::LeaseRevoke { id }),
+            Err(EngineError::LeaseNotFound)
+        );
+    }
+
+    #[test]
+    fn expiry_is_a_no_op_after_a_renewal() {
+        let mut s = S::new();
+        let id = s.grant(7, 5);
+        s.put("k", id).unwrap();
+        let stamp = s.kv.lease(id).unwrap().stamp;
+        s.apply(Op::LeaseKeepAlive { id }).unwrap();
+        let r = s.apply(Op::LeaseExpire { id, stamp }).unwrap();
+        assert_eq!(r.body, ResponseBody::LeaseExpire { expired: false });
+        assert!(s.kv.get(b"k").is_some());
+        let stamp = s.kv.lease(id).unwrap().stamp;
+        let r = s.apply(Op::LeaseExpire { id, stamp }).unwrap();
+        assert_eq!(r.body, ResponseBody::LeaseExpire { expired: true });
+        assert!(s.kv.get(b"k").is_none());
+        assert!(s.kv.lease(id).is_none());
+    }
+
+    #[test]
+    fn puts_move_keys_between_leases_like_etcd() {
+        let mut s = S::new();
+        let (a, b) = (s.grant(1, 5), s.grant(2, 5));
+        s.put("k", a).unwrap();
+        s.put("k", b).unwrap();
+        assert!(s.kv.lease(a).unwrap().keys.is_empty());
+        assert!(s.kv.lease(b).unwrap().keys.contains(b"k".as_slice()));
+        // ignore_lease keeps it; a plain put detaches it; a delete detaches it.
+        s.apply(Op::Put(PutRequest {
+            ignore_lease: true,
+            ..PutRequest::new("k", "v2")
+        }))
+        .unwrap();
+        assert_eq!(s.kv.get(b"k").unwrap().lease, b);
+        s.put("k", 0).unwrap();
+        assert!(s.kv.lease(b).unwrap().keys.is_empty());
+        s.put("k", b).unwrap();
+        s.apply(Op::DeleteRange(DeleteRangeRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        }))
+        .unwrap();
+        assert!(s.kv.lease(b).unwrap().keys.is_empty());
+    }
+
+    #[test]
+    fn refusals_change_nothing() {
+        let mut s = S::new();
+        let id = s.grant(1, 5);
+        let digest = s.kv.digest();
+        assert_eq!(s.put("k", 99), Err(EngineError::LeaseNotFound));
+        let txn = Op::Txn(TxnRequest {
+            compare: vec![],
+            success: vec![
+                TxnOp::Put(PutRequest::new("x", "1")),
+                TxnOp::Put(PutRequest {
+                    lease: 99,
+                    ..PutRequest::new("y", "1")
+                }),
+            ],
+            failure: vec![],
+        });
+        assert_eq!(s.apply(txn), Err(EngineError::LeaseNotFound));
+        assert!(s.kv.get(b"x").is_none());
+        let ignore = Op::Put(PutRequest {
+            ignore_value: true,
+            ..PutRequest::new("missing", "")
+        });
+        assert_eq!(s.apply(ignore), Err(EngineError::KeyNotFound));
+        // Bounds: two keys per lease, three leases.
+        s.put("a", id).unwrap();
+        s.put("b", id).unwrap();
+        assert!(matches!(
+            s.put("c", id),
+            Err(EngineError::InvalidRequest(_))
+        ));
+        s.grant(2, 5);
+        s.grant(3, 5);
+        let over = s.apply(Op::LeaseGrant(LeaseGrantRequest { id: 4, ttl: 5 }));
+        assert!(matches!(over, Err(EngineError::InvalidRequest(_))));
+        let big = LeaseGrantRequest {
+            id: 5,
+            ttl: LEASE_TTL_MAX_SECONDS + 1,
+        };
+        assert_eq!(
+            s.apply(Op::LeaseGrant(big)),
+            Err(EngineError::LeaseTtlTooLarge)
+        );
+        assert_eq!(
+            s.apply(Op::LeaseGrant(LeaseGrantRequest { id: 1, ttl: 5 })),
+            Err(EngineError::LeaseExists)
+        );
+        assert_ne!(
+            s.kv.digest(),
+            digest,
+            "the accepted puts and grants changed it"
+        );
+    }
+
+    #[test]
+    fn leases_survive_a_checkpoint_round_trip_and_ids_are_deterministic() {
+        let mut a = S::new();
+        let mut b = S::new();
+        let (ia, ib) = (a.grant(0, 9), b.grant(0, 9));
+        assert_eq!(ia, ib, "a chosen id is a function of the applied commands");
+        a.put("k", ia).unwrap();
+        let bytes = postcard::to_allocvec(&a.kv).unwrap();
+        let back: KvStore = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.lease(ia), a.kv.lease(ia));
+        assert_eq!(back.get(b"k").unwrap().lease, ia);
+        assert_eq!(back.digest(), a.kv.digest());
+        let ttl = back
+            .read(&Op::LeaseTimeToLive { id: ia, keys: true })
+            .unwrap();
+        assert_eq!(
+            ttl.body,
+            ResponseBody::LeaseTimeToLive(LeaseTtl {
+                id: ia,
+                granted_ttl: 9,
+                remaining_ttl: 9,
+                keys: vec![b"k".to_vec()],
+            })
+        );
+        let missing = back
+            .read(&Op::LeaseTimeToLive { id: 1, keys: false })
+            .unwrap();
+        assert!(matches!(
+            missing.body,
+            ResponseBody::LeaseTimeToLive(LeaseTtl {
+                remaining_ttl: -1,
+                ..
+            })
+        ));
+    }
+}

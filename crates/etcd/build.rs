@@ -11,10 +11,12 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    const PROTO_FILES: [&str; 3] = [
+    const PROTO_FILES: [&str; 5] = [
         "proto/mvccpb/kv.proto",
         "proto/authpb/auth.proto",
         "proto/etcdserverpb/rpc.proto",
+        "proto/v3lockpb/v3lock.proto",
+        "proto/v3electionpb/v3election.proto",
     ];
     for file in PROTO_FILES {
         println!("cargo:rerun-if-changed={file}");

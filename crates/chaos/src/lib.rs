@@ -8,6 +8,7 @@
 //! * [`schedule`] — the fault schedule drawn from the seed.
 //! * [`workload`] — the clients and the history they record.
 //! * [`watchers`] — watch streams on every member, checked by the watch checker.
+//! * [`locks`] — lock clients writing a fenced register, checked for token order.
 //! * [`availability`] — ops per 100 ms per member, downtime per fault, the SVG chart.
 //!
 //! Exit codes of [`run`]: 0 linearizable, 1 not linearizable, 2 unknown / inconclusive
@@ -15,6 +16,7 @@
 
 pub mod availability;
 pub mod cluster;
+pub mod locks;
 pub mod proxy;
 pub mod schedule;
 pub mod watchers;
@@ -98,6 +100,22 @@ pub struct ChaosArgs {
     /// Port of the proxy's control API on 127.0.0.1 (default: a free port, printed).
     #[arg(long)]
     pub control_port: Option<u16>,
+    /// Lock clients (0 = none): each repeatedly takes one lock with the etcd Lock service and
+    /// writes a fenced register while holding it; the run also checks the writes' token order
+    /// (docs/locks.md). Log engines only.
+    #[arg(long, default_value_t = 0)]
+    pub locks: usize,
+    /// Lease TTL of the lock clients, seconds (the cluster raises it to its minimum).
+    #[arg(long, default_value_t = 2)]
+    pub lock_ttl: i64,
+    /// TESTING ONLY: lock clients write without fencing (a plain put), to prove the check
+    /// catches a stale holder.
+    #[arg(long)]
+    pub lock_unfenced: bool,
+    /// Lock client 0 pauses its first hold (no keep-alives, no write) until another holder has
+    /// written, then writes: a stale holder by construction.
+    #[arg(long)]
+    pub lock_pause_holder: bool,
 }
 
 #[derive(Parser)]
@@ -152,7 +170,7 @@ pub fn run(args: ChaosArgs, synod_exe: &Path) -> i32 {
         }
     };
     eprintln!(
-        "synod chaos: engine {}, {} nodes, {} clients, {:?}, faults {}, seed {seed}\n  output in {}\n  reproduce: synod chaos --engine {} --nodes {} --clients {} --duration {}ms --faults {} --seed {seed}{}",
+        "synod chaos: engine {}, {} nodes, {} clients, {:?}, faults {}, seed {seed}\n  output in {}\n  reproduce: synod chaos --engine {} --nodes {} --clients {} --duration {}ms --faults {} --seed {seed}{}{}",
         args.engine,
         args.nodes,
         args.clients,
@@ -167,7 +185,8 @@ pub fn run(args: ChaosArgs, synod_exe: &Path) -> i32 {
         args.plant_bug
             .as_ref()
             .map(|b| format!(" --plant-bug {b}"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        lock_flags(&args),
     );
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -186,6 +205,27 @@ pub fn run(args: ChaosArgs, synod_exe: &Path) -> i32 {
     code
 }
 
+/// The lock flags of a run, for its reproduce line.
+fn lock_flags(args: &ChaosArgs) -> String {
+    if args.locks == 0 {
+        return String::new();
+    }
+    let mut f = format!(" --locks {} --lock-ttl {}", args.locks, args.lock_ttl);
+    if args.lock_unfenced {
+        f.push_str(" --lock-unfenced");
+    }
+    if args.lock_pause_holder {
+        f.push_str(" --lock-pause-holder");
+    }
+    f
+}
+
+/// The checks that join the linearizability verdict.
+struct Checks {
+    watch: Option<watchers::WatchRun>,
+    locks: Option<locks::LockReport>,
+}
+
 fn random_seed() -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -200,6 +240,12 @@ fn prepare_out_dir(args: &ChaosArgs, seed: u64) -> Result<PathBuf, String> {
     }
     if !(1..=CLIENTS_MAX).contains(&args.clients) {
         return Err(format!("--clients must be 1..={CLIENTS_MAX}"));
+    }
+    if args.locks > CLIENTS_MAX {
+        return Err(format!("--locks must be 0..={CLIENTS_MAX}"));
+    }
+    if args.locks > 0 && args.engine == "caspaxos" {
+        return Err("--locks needs leases and transactions: use --engine omnipaxos or vr".into());
     }
     if args.keys == 0 {
         return Err("--keys must be at least 1".into());
@@ -292,6 +338,8 @@ struct Setup {
     control_addr: SocketAddr,
     ports: Vec<u16>,
     ids: Vec<NodeId>,
+    /// Each member's etcd gRPC address (the lock clients use it).
+    grpc_addrs: Vec<String>,
 }
 
 async fn setup(
@@ -308,11 +356,13 @@ async fn setup(
     let mut routes = Vec::new();
     let mut members = Vec::new();
     let mut all_ports = Vec::new();
+    let mut grpc_addrs = Vec::new();
     for (m, p) in cfg.members.iter_mut().zip(ports) {
         let proxy_addr = p.proxy.local_addr().map_err(|e| e.to_string())?;
         m.peer_addr = proxy_addr.to_string();
         m.http_addr = p.http.to_string();
         m.grpc_addr = p.grpc.to_string();
+        grpc_addrs.push(m.grpc_addr.clone());
         all_ports.extend([
             proxy_addr.port(),
             p.peer_real.port(),
@@ -396,6 +446,7 @@ async fn setup(
         control_addr,
         ports: all_ports,
         ids,
+        grpc_addrs,
     })
 }
 
@@ -743,6 +794,23 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
             rec.clone(),
         )));
     }
+    let lock_run = if args.locks > 0 {
+        let cfg = locks::LockConfig {
+            clients: args.locks,
+            ttl_secs: args.lock_ttl,
+            fenced: !args.lock_unfenced,
+            pause_holder: args.lock_pause_holder,
+        };
+        match locks::LockRun::start(&s.grpc_addrs, cfg, seed, clock).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("synod chaos: setup error: {e}");
+                return EXIT_SETUP;
+            }
+        }
+    } else {
+        None
+    };
     let current = Arc::new(Mutex::new(String::from("none")));
     let progress = tokio::spawn(progress_loop(
         rec.clone(),
@@ -818,6 +886,10 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
     for c in clients {
         let _ = c.await;
     }
+    let lock_report = match lock_run {
+        Some(r) => Some(r.finish().await),
+        None => None,
+    };
     let run_us = clock.now_us() - t0_us;
     let watch_run = match watch_streams {
         Some(w) => {
@@ -854,7 +926,10 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
         t0_us,
         run_us,
         interrupted,
-        watch_run,
+        Checks {
+            watch: watch_run,
+            locks: lock_report,
+        },
         &mut ctrl_c,
     )
     .await
@@ -871,7 +946,7 @@ async fn report(
     t0_us: u64,
     run_us: u64,
     interrupted: bool,
-    watch_run: Option<watchers::WatchRun>,
+    checks: Checks,
     ctrl_c: &mut Interrupt,
 ) -> i32 {
     let mut ops = std::mem::take(&mut *rec.ops.lock().unwrap_or_else(|e| e.into_inner()));
@@ -978,12 +1053,23 @@ async fn report(
     };
     // The watch verdict joins the linearizability one: a violation fails the run.
     let writes = std::mem::take(&mut *rec.writes.lock().unwrap_or_else(|e| e.into_inner()));
-    let (code, verdict_text, watch_numbers) = match watch_run {
+    let (code, verdict_text, watch_numbers) = match checks.watch {
         Some(w) if !interrupted => {
             eprintln!("checking {} watchers…", w.logs.len());
             let (passed, text, numbers) = watchers::verdict(w, writes);
             let code = if passed { code } else { EXIT_VIOLATION };
             (code, format!("{verdict_text}{text}"), numbers)
+        }
+        _ => (code, verdict_text, serde_json::Value::Null),
+    };
+    // So does the lock verdict: an accepted write out of token order fails the run.
+    let (code, verdict_text, lock_numbers) = match &checks.locks {
+        Some(l) if !interrupted => {
+            if let Err(e) = std::fs::write(out.join("locks.json"), l.to_json()) {
+                eprintln!("synod chaos: cannot write locks.json: {e}");
+            }
+            let code = if l.safe() { code } else { EXIT_VIOLATION };
+            (code, format!("{verdict_text}{}", l.render()), l.numbers())
         }
         _ => (code, verdict_text, serde_json::Value::Null),
     };
@@ -1045,7 +1131,7 @@ async fn report(
     ));
     if code != EXIT_LINEARIZABLE {
         let what = match code {
-            EXIT_VIOLATION => "FAILED: not linearizable or a watch violation",
+            EXIT_VIOLATION => "FAILED: not linearizable, a watch violation or an unsafe lock",
             _ if interrupted => "INTERRUPTED",
             _ => "INCONCLUSIVE",
         };
@@ -1058,7 +1144,7 @@ async fn report(
     let summary = json!({
         "seed": seed, "engine": args.engine, "exit_code": code, "ops_ok": ok, "ops_unknown": unknown,
         "ops_failed": failed, "ports": &s.ports, "out_dir": out, "unexpected_exits": &log.unexpected_exits,
-        "by_kind": &avail.by_kind, "watch": watch_numbers,
+        "by_kind": &avail.by_kind, "watch": watch_numbers, "locks": lock_numbers,
     });
     let _ = std::fs::write(
         out.join("summary.json"),

@@ -8,16 +8,22 @@
 //!   Maintenance.Status, Maintenance.Alarm (GET, and DEACTIVATE of NOSPACE),
 //!   Cluster.MemberList are served; every other method answers UNIMPLEMENTED with a message
 //!   naming it (see `stubs.rs`), as do etcd options Synod cannot honour (nested txns).
+//! * v3lockpb.Lock and v3electionpb.Election (see `lock.rs`, `election.rs` and the recipe they
+//!   share in `concurrency.rs`) on the log engines; UNIMPLEMENTED on CASPaxos.
 //! * [`serve`] runs the whole API on a listener until a shutdown future completes;
 //!   [`routes`] gives the services to callers that build their own tonic server.
 //! * [`gateway`] serves the same services as etcd's gRPC-gateway JSON API (`POST /v3/...`)
 //!   for the HTTP port.
 
+pub mod client;
+mod concurrency;
 mod convert;
+mod election;
 pub mod error;
 pub mod gateway;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
 pub mod pb;
 mod server;
@@ -25,6 +31,7 @@ mod service;
 mod stubs;
 mod watch;
 
+pub use concurrency::{COORDINATION_WAITERS_MAX, Coordination};
 pub use server::Unvectored;
 pub use service::EtcdService;
 
@@ -34,6 +41,8 @@ use pb::etcdserverpb::kv_server::KvServer;
 use pb::etcdserverpb::lease_server::LeaseServer;
 use pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use pb::etcdserverpb::watch_server::WatchServer;
+use pb::v3electionpb::election_server::ElectionServer;
+use pb::v3lockpb::lock_server::LockServer;
 use std::future::Future;
 use synod_node::NodeHandle;
 use tonic::service::Routes;
@@ -80,12 +89,21 @@ pub fn routes(handle: NodeHandle) -> Routes {
 }
 
 fn routes_of(svc: EtcdService) -> Routes {
+    let coordination = Coordination::new(svc.clone());
+    routes_with(svc, coordination)
+}
+
+/// Every etcd service, with Lock and Election served by `coordination` (tests pass one with a
+/// small waiter bound).
+pub fn routes_with(svc: EtcdService, coordination: Coordination) -> Routes {
     let decode_max = decoding_message_bytes_max(&svc.handle);
     Routes::new(KvServer::new(svc.clone()).max_decoding_message_size(decode_max))
         .add_service(WatchServer::new(svc.clone()).max_decoding_message_size(decode_max))
         .add_service(LeaseServer::new(svc.clone()).max_decoding_message_size(decode_max))
         .add_service(ClusterServer::new(svc.clone()).max_decoding_message_size(decode_max))
         .add_service(MaintenanceServer::new(svc.clone()).max_decoding_message_size(decode_max))
+        .add_service(LockServer::new(coordination.clone()).max_decoding_message_size(decode_max))
+        .add_service(ElectionServer::new(coordination).max_decoding_message_size(decode_max))
         .add_service(AuthServer::new(svc).max_decoding_message_size(decode_max))
 }
 

@@ -24,3 +24,15 @@ pub mod authpb {
     tonic::include_proto!("authpb");
     include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
 }
+
+/// etcd's Lock service (the server side of the `concurrency.Mutex` recipe).
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
+}
+
+/// etcd's Election service (the server side of the `concurrency.Election` recipe).
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
+}

@@ -111,6 +111,40 @@ pub enum Command {
     },
     /// List the cluster's members.
     Members,
+    /// Take the lock NAME (etcd's Lock service, over the member's gRPC port), run COMMAND
+    /// while holding it — with SYNOD_LOCK_KEY, SYNOD_LOCK_REVISION (the fencing token) and
+    /// SYNOD_LOCK_LEASE set — then release it and exit with COMMAND's status. Without a
+    /// COMMAND, print the key and hold the lock until Ctrl-C. One-shot only.
+    Lock(LockArgs),
+    /// Campaign in the election NAME with VALUE and hold the leadership until Ctrl-C; with
+    /// --listen, print each leader (key, then value) as it changes. One-shot only.
+    Elect(ElectArgs),
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct LockArgs {
+    pub name: String,
+    /// TTL of the lock's lease, seconds: how long the lock outlives a synodctl that stops
+    /// renewing it (killed, paused, cut off).
+    #[arg(long, default_value_t = 10)]
+    pub ttl: i64,
+    /// The command to run while holding the lock (after `--`).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct ElectArgs {
+    pub name: String,
+    /// What the leader announces (required unless --listen).
+    #[arg(required_unless_present = "listen")]
+    pub value: Option<String>,
+    /// Observe the election instead of campaigning.
+    #[arg(short = 'l', long)]
+    pub listen: bool,
+    /// TTL of the candidate's lease, seconds.
+    #[arg(long, default_value_t = 10)]
+    pub ttl: i64,
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]

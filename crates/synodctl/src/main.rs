@@ -1,13 +1,14 @@
 //! `synodctl`: Synod's command-line client over the HTTP/JSON API.
 //!
 //! With a command (`put`, `get`, `del`, `cas`, `compact`, `watch`, `count`, `status`,
-//! `members`) it runs it once and exits 0 (ok), 1 (the server reported an error), 2 (usage) or
+//! `members`, and the gRPC-based `lock` and `elect` of `coord.rs`) it runs it once and exits 0 (ok), 1 (the server reported an error), 2 (usage) or
 //! 3 (no endpoint reachable). Without one it starts a REPL (see `repl.rs`). This file maps
 //! each [`Command`] to its API request and its output formatter; the transport is
 //! `client.rs`, the text is `output.rs`, the streaming `watch` is `watch.rs`.
 
 mod args;
 mod client;
+mod coord;
 mod output;
 mod repl;
 mod watch;
@@ -38,6 +39,8 @@ fn main() -> ExitCode {
     };
     let code = match &cli.command {
         None => repl::run(&mut client, cli.write_out),
+        Some(Command::Lock(l)) => coord::lock(&mut client, l, cli.timeout),
+        Some(Command::Elect(e)) => coord::elect(&mut client, e, cli.timeout),
         Some(cmd) => {
             let mut stdout = std::io::stdout().lock();
             let result = run_command(&mut client, cli.write_out, cmd, &mut stdout);
@@ -141,6 +144,13 @@ pub fn run_command(
         Command::Members => {
             let a = client.send(&Request::new(Method::GET, "/v1/members".into()))?;
             emit(out, output::members(format, &a.body));
+        }
+        Command::Lock(_) | Command::Elect(_) => {
+            return Err(CtlError::Usage(
+                "lock and elect hold a lease while they run: use them as one-shot commands \
+                 (synodctl lock NAME -- COMMAND), not in the REPL"
+                    .into(),
+            ));
         }
     }
     Ok(())

@@ -103,7 +103,9 @@ async fn drive(
             if reply.ttl > 0 {
                 r.ok += 1;
                 let us = now.duration_since(t0).as_micros() as u64;
-                r.latency_us.as_mut().map(|h| h.saturating_record(us));
+                if let Some(h) = r.latency_us.as_mut() {
+                    h.saturating_record(us);
+                }
             } else {
                 r.failed += 1;
             }

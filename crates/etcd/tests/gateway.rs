@@ -8,7 +8,6 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use synod_core::Capabilities;
 use synod_etcd::gateway::Gateway;
-use synod_node::NodeHandle;
 use synod_node::handle::local_test_node;
 use tokio::sync::{oneshot, watch};
 
@@ -18,7 +17,6 @@ const DEADLINE: Duration = Duration::from_secs(10);
 struct Server {
     base: String,
     client: reqwest::Client,
-    handle: NodeHandle,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -65,7 +63,6 @@ impl Server {
         Server {
             base,
             client: reqwest::Client::new(),
-            handle,
             stop: Some(stop),
             task: Some(task),
         }
@@ -566,5 +563,54 @@ async fn lease_routes_reach_the_lease_service() {
         json!("etcdserver: requested lease not found"),
         "{err}"
     );
+    s.stop().await;
+}
+
+/// Lock and Election over the gateway (etcd's `/v3/lock/*` and `/v3/election/*`): a lock
+/// taken with a lease answers its key, whose create revision is the header's; a campaign
+/// makes its value the leader's; resign and unlock end them.
+#[tokio::test]
+async fn lock_and_election_routes_reach_the_coordination_service() {
+    let s = Server::start().await;
+    let grant = s.ok("/v3/lease/grant", json!({"TTL": 30})).await;
+    let id = grant["ID"].as_str().expect("ID").to_string();
+    // name "gw-lock"
+    let lock = s
+        .ok(
+            "/v3/lock/lock",
+            json!({"name": "Z3ctbG9jaw==", "lease": id}),
+        )
+        .await;
+    let key = lock["key"].as_str().expect("key").to_string();
+    let range = s.ok("/v3/kv/range", json!({"key": key})).await;
+    assert_eq!(range["kvs"][0]["lease"], json!(id), "{range}");
+    assert_eq!(
+        range["kvs"][0]["create_revision"], lock["header"]["revision"],
+        "the lock's header revision is its key's create revision (the fencing token)"
+    );
+    s.ok("/v3/lock/unlock", json!({"key": key})).await;
+    let range = s.ok("/v3/kv/range", json!({"key": key})).await;
+    assert!(
+        range.get("kvs").is_none(),
+        "unlock deleted the key: {range}"
+    );
+
+    // name "gw-elect", value "v1"
+    let won = s
+        .ok(
+            "/v3/election/campaign",
+            json!({"name": "Z3ctZWxlY3Q=", "lease": id, "value": "djE="}),
+        )
+        .await;
+    let leader = won["leader"].clone();
+    let now = s
+        .ok("/v3/election/leader", json!({"name": "Z3ctZWxlY3Q="}))
+        .await;
+    assert_eq!(now["kv"]["value"], json!("djE="), "{now}");
+    s.ok("/v3/election/resign", json!({"leader": leader})).await;
+    let (status, err) = s
+        .post("/v3/election/leader", json!({"name": "Z3ctZWxlY3Q="}))
+        .await;
+    assert_ne!(status, 200, "no leader after the resign: {err}");
     s.stop().await;
 }

@@ -35,7 +35,9 @@ use crate::pb::etcdserverpb::kv_server::Kv;
 use crate::pb::etcdserverpb::lease_server::Lease;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::pb::etcdserverpb::watch_server::Watch;
-use crate::{ETCD_CLUSTER_VERSION, ETCD_VERSION, EtcdService, GRPC_OVERHEAD_BYTES};
+use crate::pb::v3electionpb::election_server::Election;
+use crate::pb::v3lockpb::lock_server::Lock;
+use crate::{Coordination, ETCD_CLUSTER_VERSION, ETCD_VERSION, EtcdService, GRPC_OVERHEAD_BYTES};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Method, Uri};
@@ -55,18 +57,28 @@ use tonic::codec::Streaming;
 /// A unary RPC as a POST route: `unary!(Trait, method)`.
 macro_rules! unary {
     ($service:ident, $method:ident) => {
-        $crate::gateway::unary(|svc: $crate::EtcdService, request| async move {
-            <$crate::EtcdService as $service>::$method(&svc, request).await
+        $crate::gateway::unary(|gw: $crate::gateway::Gateway, request| async move {
+            <$crate::EtcdService as $service>::$method(&gw.svc, request).await
+        })
+    };
+    // Lock and Election are served by the Coordination service (it bounds waiting calls).
+    (coordination $service:ident, $method:ident) => {
+        $crate::gateway::unary(|gw: $crate::gateway::Gateway, request| async move {
+            <$crate::Coordination as $service>::$method(&gw.coordination, request).await
         })
     };
 }
 
 /// A server-streaming RPC as a POST route: `server_stream!(Trait, method)`.
-#[allow(unused_macros)]
 macro_rules! server_stream {
     ($service:ident, $method:ident) => {
-        $crate::gateway::server_stream(|svc: $crate::EtcdService, request| async move {
-            <$crate::EtcdService as $service>::$method(&svc, request).await
+        $crate::gateway::server_stream(|gw: $crate::gateway::Gateway, request| async move {
+            <$crate::EtcdService as $service>::$method(&gw.svc, request).await
+        })
+    };
+    (coordination $service:ident, $method:ident) => {
+        $crate::gateway::server_stream(|gw: $crate::gateway::Gateway, request| async move {
+            <$crate::Coordination as $service>::$method(&gw.coordination, request).await
         })
     };
 }
@@ -75,8 +87,8 @@ macro_rules! server_stream {
 macro_rules! bidi {
     ($service:ident, $method:ident, $replies:expr) => {
         $crate::gateway::bidi(
-            |svc: $crate::EtcdService, request| async move {
-                <$crate::EtcdService as $service>::$method(&svc, request).await
+            |gw: $crate::gateway::Gateway, request| async move {
+                <$crate::EtcdService as $service>::$method(&gw.svc, request).await
             },
             $replies,
         )
@@ -102,6 +114,8 @@ pub struct Route {
 #[derive(Clone)]
 pub struct Gateway {
     svc: EtcdService,
+    /// Lock and Election (their own waiter bound, separate from the gRPC server's).
+    coordination: Coordination,
     /// The largest request body read. Bytes travel as base64 in JSON (4 characters per 3
     /// bytes), so this is the node's request limit scaled by 4/3 plus the same overhead the
     /// gRPC server allows: a request etcd would take fits, and one just over the limit gets
@@ -117,8 +131,10 @@ impl Gateway {
     pub fn new(handle: NodeHandle) -> Gateway {
         let request_bytes_max = handle.info().limits.request_bytes_max;
         let message_bytes_max = crate::decoding_message_bytes_max(&handle);
+        let svc = EtcdService::new(handle);
         Gateway {
-            svc: EtcdService::new(handle),
+            coordination: Coordination::new(svc.clone()),
+            svc,
             body_bytes_max: request_bytes_max
                 .div_ceil(3)
                 .saturating_mul(4)
@@ -165,6 +181,48 @@ impl Gateway {
 /// Every route, in etcd 3.4's `rpc.proto` http annotations' order.
 fn table() -> Vec<(Route, MethodRouter<Gateway>)> {
     vec![
+        route(
+            "/v3/lock/lock",
+            "v3_lock",
+            true,
+            unary!(coordination Lock, lock),
+        ),
+        route(
+            "/v3/lock/unlock",
+            "v3_unlock",
+            true,
+            unary!(coordination Lock, unlock),
+        ),
+        route(
+            "/v3/election/campaign",
+            "v3_campaign",
+            true,
+            unary!(coordination Election, campaign),
+        ),
+        route(
+            "/v3/election/proclaim",
+            "v3_proclaim",
+            true,
+            unary!(coordination Election, proclaim),
+        ),
+        route(
+            "/v3/election/leader",
+            "v3_leader",
+            true,
+            unary!(coordination Election, leader),
+        ),
+        route(
+            "/v3/election/resign",
+            "v3_resign",
+            true,
+            unary!(coordination Election, resign),
+        ),
+        route(
+            "/v3/election/observe",
+            "v3_observe",
+            true,
+            server_stream!(coordination Election, observe),
+        ),
         route("/v3/kv/range", "v3_range", true, unary!(Kv, range)),
         route("/v3/kv/put", "v3_put", true, unary!(Kv, put)),
         route(
@@ -279,7 +337,7 @@ pub(crate) fn unary<Req, Resp, F, Fut>(call: F) -> MethodRouter<Gateway>
 where
     Req: DeserializeOwned + Default + Send + 'static,
     Resp: Serialize + Send + 'static,
-    F: Fn(EtcdService, tonic::Request<Req>) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Gateway, tonic::Request<Req>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>> + Send + 'static,
 {
     let handler = move |State(gw): State<Gateway>, body: Body| async move {
@@ -288,7 +346,7 @@ where
             Err(status) => Err(status),
         };
         let reply = match request {
-            Ok(request) => call(gw.svc.clone(), tonic::Request::new(request)).await,
+            Ok(request) => call(gw.clone(), tonic::Request::new(request)).await,
             Err(status) => Err(status),
         };
         match reply {
@@ -300,13 +358,12 @@ where
 }
 
 /// The route for a server-streaming call: one request message in, `{"result": …}` lines out.
-#[allow(dead_code)]
 pub(crate) fn server_stream<Req, Resp, St, F, Fut>(call: F) -> MethodRouter<Gateway>
 where
     Req: DeserializeOwned + Default + Send + 'static,
     Resp: Serialize + Send + 'static,
     St: Stream<Item = Result<Resp, Status>> + Send + 'static,
-    F: Fn(EtcdService, tonic::Request<Req>) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Gateway, tonic::Request<Req>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<tonic::Response<St>, Status>> + Send + 'static,
 {
     let handler = move |State(gw): State<Gateway>, body: Body| async move {
@@ -319,7 +376,7 @@ where
             Err(status) => return codec::error_response(&status),
         };
         let (request, permit) = request;
-        match call(gw.svc.clone(), tonic::Request::new(request)).await {
+        match call(gw.clone(), tonic::Request::new(request)).await {
             Ok(replies) => stream::respond(replies.into_inner(), None, permit).await,
             Err(status) => codec::stream_error_response(&status),
         }
@@ -334,7 +391,7 @@ where
     Req: DeserializeOwned + prost::Message + Default + Send + 'static,
     Resp: Serialize + Send + 'static,
     St: Stream<Item = Result<Resp, Status>> + Send + 'static,
-    F: Fn(EtcdService, tonic::Request<Streaming<Req>>) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Gateway, tonic::Request<Streaming<Req>>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<tonic::Response<St>, Status>> + Send + 'static,
 {
     let handler = move |State(gw): State<Gateway>, body: Body| async move {
@@ -352,7 +409,7 @@ where
             Ok(opened) => opened,
             Err(status) => return codec::error_response(&status),
         };
-        match call(gw.svc.clone(), tonic::Request::new(client)).await {
+        match call(gw.clone(), tonic::Request::new(client)).await {
             Ok(replies) => stream::respond(replies.into_inner(), replies_max, permit).await,
             Err(status) => codec::stream_error_response(&status),
         }

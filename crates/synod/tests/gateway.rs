@@ -8,12 +8,11 @@
 
 mod common;
 
-use common::Cluster;
+use common::{Cluster, python_with, run_with_deadline};
 use serde_json::{Value, json};
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 /// Longest the etcd3gw script may run (it has its own watchdog, shorter).
 const PYTHON_RUN_MAX: Duration = Duration::from_secs(180);
@@ -80,7 +79,7 @@ const ETCD3GW_CHECKS: [&str; 4] = [
 
 #[test]
 fn etcd3gw_kv_watch_and_lease_against_a_real_cluster() {
-    let Some(python) = python_with_etcd3gw() else {
+    let Some(python) = python_with("etcd3gw") else {
         return;
     };
     let c = Cluster::start(3, "omnipaxos");
@@ -97,70 +96,4 @@ fn etcd3gw_kv_watch_and_lease_against_a_real_cluster() {
         .filter_map(|l| l.strip_prefix("PASS "))
         .collect();
     assert_eq!(passed, ETCD3GW_CHECKS, "{stdout}");
-}
-
-/// Runs `cmd` to its end, killing it past `max`; its status, stdout and stderr.
-fn run_with_deadline(mut cmd: Command, max: Duration) -> (ExitStatus, String, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let read_all = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let stdout = read_all(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = read_all(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + max;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{cmd:?} still running after {max:?}:\n{}\n{}",
-                stdout.join().unwrap_or_default(),
-                stderr.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = stdout.join().unwrap_or_default();
-    (status, stdout, stderr.join().unwrap_or_default())
-}
-
-/// The Python that has etcd3gw: `SYNOD_PY`, else the virtualenv `.ci/py-clients` makes by
-/// default (target/py-clients). Missing, or unable to import etcd3gw, it fails the test loudly
-/// unless SYNOD_ALLOW_MISSING_PY_CLIENTS=1 is set — the python-etcd3 tests' rule.
-fn python_with_etcd3gw() -> Option<PathBuf> {
-    let python = std::env::var_os("SYNOD_PY").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/py-clients/bin/python"),
-        PathBuf::from,
-    );
-    let imports = Command::new(&python)
-        .args(["-c", "import etcd3gw"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if imports {
-        return Some(python);
-    }
-    eprintln!("\n********************************************************************");
-    eprintln!("*** etcd3gw NOT FOUND at {}", python.display());
-    eprintln!("*** The etcd3gw gateway test is NOT RUN.");
-    eprintln!("*** Install it: bash .ci/py-clients (CI does), or set SYNOD_PY.");
-    eprintln!("********************************************************************\n");
-    assert!(
-        std::env::var("SYNOD_ALLOW_MISSING_PY_CLIENTS").as_deref() == Ok("1"),
-        "etcd3gw is required (set SYNOD_ALLOW_MISSING_PY_CLIENTS=1 to skip loudly)"
-    );
-    None
 }

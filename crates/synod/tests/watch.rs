@@ -16,7 +16,7 @@ mod common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::{Cluster, etcdctl, etcdctl_command, python_etcd3};
+use common::{Cluster, etcdctl, etcdctl_command, python_etcd3, run_with_deadline};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -524,36 +524,4 @@ fn http_prefix(c: &Cluster, id: u64, prefix: &str) -> Value {
             .map(|kv| (kv["key"].as_str().expect("key").into(), kv["value"].clone()))
             .collect(),
     )
-}
-
-/// Runs `cmd` to its end, killing it past `max`; its status, stdout and stderr.
-fn run_with_deadline(mut cmd: Command, max: Duration) -> (ExitStatus, String, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    let stdout = std::thread::spawn(move || read_all(stdout));
-    let stderr = std::thread::spawn(move || read_all(stderr));
-    let deadline = Instant::now() + max;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{cmd:?} still running after {max:?}:\n{}\n{}",
-                stdout.join().unwrap_or_default(),
-                stderr.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = stdout.join().unwrap_or_default();
-    (status, stdout, stderr.join().unwrap_or_default())
 }

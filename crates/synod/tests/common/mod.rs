@@ -524,10 +524,16 @@ impl Cluster {
     }
 }
 
-/// The Python that has python-etcd3: `SYNOD_PY`, else the virtualenv `.ci/py-clients` makes
-/// by default (target/py-clients). Missing, or unable to import etcd3, it fails the test
-/// loudly unless SYNOD_ALLOW_MISSING_PY_CLIENTS=1 is set — etcdctl's rule.
+/// The Python that has python-etcd3 (see [`python_with`]).
 pub fn python_etcd3() -> Option<PathBuf> {
+    python_with("etcd3")
+}
+
+/// The Python that can import `module` (python-etcd3's `etcd3`, `etcd3gw`): `SYNOD_PY`, else
+/// the virtualenv `.ci/py-clients` makes by default (target/py-clients). Missing, or unable to
+/// import it, it fails the test loudly unless SYNOD_ALLOW_MISSING_PY_CLIENTS=1 is set —
+/// etcdctl's rule.
+pub fn python_with(module: &str) -> Option<PathBuf> {
     let python = std::env::var_os("SYNOD_PY").map_or_else(
         || {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -536,7 +542,7 @@ pub fn python_etcd3() -> Option<PathBuf> {
         PathBuf::from,
     );
     let imports = Command::new(&python)
-        .args(["-c", "import etcd3"])
+        .args(["-c", &format!("import {module}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -545,13 +551,53 @@ pub fn python_etcd3() -> Option<PathBuf> {
         return Some(python);
     }
     eprintln!("\n********************************************************************");
-    eprintln!("*** python-etcd3 NOT FOUND at {}", python.display());
-    eprintln!("*** The Python etcd client tests are NOT RUN.");
+    eprintln!(
+        "*** Python module {module} NOT FOUND at {}",
+        python.display()
+    );
+    eprintln!("*** The tests of that Python client are NOT RUN.");
     eprintln!("*** Install it: bash .ci/py-clients (CI does), or set SYNOD_PY.");
     eprintln!("********************************************************************\n");
     assert!(
         std::env::var("SYNOD_ALLOW_MISSING_PY_CLIENTS").as_deref() == Ok("1"),
-        "python-etcd3 is required (set SYNOD_ALLOW_MISSING_PY_CLIENTS=1 to skip loudly)"
+        "{module} is required (set SYNOD_ALLOW_MISSING_PY_CLIENTS=1 to skip loudly)"
     );
     None
+}
+
+/// Runs `cmd` to its end, killing it past `max`; its status, stdout and stderr.
+pub fn run_with_deadline(mut cmd: Command, max: Duration) -> (ExitStatus, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let read_all = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = read_all(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + max;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} still running after {max:?}:\n{}\n{}",
+                stdout.join().unwrap_or_default(),
+                stderr.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    (status, stdout, stderr.join().unwrap_or_default())
 }

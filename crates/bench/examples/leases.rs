@@ -16,14 +16,15 @@ use hdrhistogram::Histogram;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use synod_etcd::pb::etcdserverpb::lease_client::LeaseClient;
-use synod_etcd::pb::etcdserverpb::maintenance_client::MaintenanceClient;
-use synod_etcd::pb::etcdserverpb::{
-    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, StatusRequest,
-};
+use synod_etcd::pb::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
+
+#[path = "shared/leader.rs"]
+mod shared;
+use shared::leader;
 
 struct Args {
     endpoints: Vec<String>,
@@ -87,7 +88,7 @@ async fn drive(
         .await?
         .into_inner();
     let mut r = StreamResult {
-        latency_us: Some(Histogram::new(3)?),
+        latency_us: Some(shared::histogram()?),
         ..Default::default()
     };
     while let Some(reply) = replies.next().await {
@@ -119,21 +120,6 @@ async fn drive(
     Ok(r)
 }
 
-/// The endpoint whose member leads, by Maintenance.Status (the first one if none says so).
-async fn leader(endpoints: &[String]) -> anyhow::Result<String> {
-    for e in endpoints {
-        let ch = Channel::from_shared(e.clone())?.connect().await?;
-        let st = MaintenanceClient::new(ch)
-            .status(StatusRequest {})
-            .await?
-            .into_inner();
-        if st.header.is_some_and(|h| h.member_id == st.leader) {
-            return Ok(e.clone());
-        }
-    }
-    endpoints.first().cloned().context("no endpoints")
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = parse()?;
@@ -162,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
         )));
     }
     let mut total = StreamResult {
-        latency_us: Some(Histogram::new(3)?),
+        latency_us: Some(shared::histogram()?),
         ..Default::default()
     };
     for t in tasks {

@@ -14,11 +14,14 @@ use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};
 use synod_etcd::pb::etcdserverpb::lease_client::LeaseClient;
-use synod_etcd::pb::etcdserverpb::maintenance_client::MaintenanceClient;
-use synod_etcd::pb::etcdserverpb::{LeaseGrantRequest, LeaseRevokeRequest, StatusRequest};
+use synod_etcd::pb::etcdserverpb::{LeaseGrantRequest, LeaseRevokeRequest};
 use synod_etcd::pb::v3lockpb::lock_client::LockClient;
 use synod_etcd::pb::v3lockpb::{LockRequest, UnlockRequest};
 use tonic::transport::Channel;
+
+#[path = "shared/leader.rs"]
+mod shared;
+use shared::leader;
 
 struct Args {
     endpoints: Vec<String>,
@@ -49,21 +52,6 @@ fn parse() -> anyhow::Result<Args> {
         bail!("--rounds and --contenders must be > 0");
     }
     Ok(a)
-}
-
-/// The endpoint whose member leads, by Maintenance.Status (the first one if none says so).
-async fn leader(endpoints: &[String]) -> anyhow::Result<String> {
-    for e in endpoints {
-        let ch = Channel::from_shared(e.clone())?.connect().await?;
-        let st = MaintenanceClient::new(ch)
-            .status(StatusRequest {})
-            .await?
-            .into_inner();
-        if st.header.is_some_and(|h| h.member_id == st.leader) {
-            return Ok(e.clone());
-        }
-    }
-    endpoints.first().cloned().context("no endpoints")
 }
 
 /// One client: its own connection and lease (TTL 60 s, long enough for the run).
@@ -142,7 +130,7 @@ async fn contended(
     let mut tasks = Vec::new();
     for mut c in clients {
         tasks.push(tokio::spawn(async move {
-            let mut h = Histogram::<u64>::new(3)?;
+            let mut h = shared::histogram()?;
             while Instant::now() < end {
                 let (key, took) = c.acquire("bench-c").await?;
                 record(&mut h, took);
@@ -152,7 +140,7 @@ async fn contended(
             anyhow::Ok(h)
         }));
     }
-    let mut all = Histogram::<u64>::new(3)?;
+    let mut all = shared::histogram()?;
     for t in tasks {
         all.add(t.await??)?;
     }
@@ -164,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
     let a = parse()?;
     let endpoint = leader(&a.endpoints).await?;
     let mut c = Client::new(&endpoint).await?;
-    let (mut acq, mut rel) = (Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?);
+    let (mut acq, mut rel) = (shared::histogram()?, shared::histogram()?);
     for _ in 0..a.rounds {
         let (key, took) = c.acquire("bench-u").await?;
         record(&mut acq, took);

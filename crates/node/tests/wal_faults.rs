@@ -363,17 +363,22 @@ fn old_and_unknown_formats_are_refused_naming_the_file() {
     assert!(e.to_string().contains("version 1"), "{e}");
     assert_eq!(std::fs::read(&path).unwrap(), v1, "left as it was");
 
-    // A newer version with a header that verifies.
-    let mut h = b"SYNW\x03\0\0\0".to_vec();
-    h.extend_from_slice(&1u64.to_le_bytes());
-    let crc = crc32c::crc32c(&h);
-    h.extend_from_slice(&crc.to_le_bytes());
-    std::fs::write(&path, &h).unwrap();
-    let e = Wal::<Rec>::open(dir.path(), opts(0))
-        .err()
-        .expect("refused");
-    assert!(matches!(e, StorageError::UnsupportedFormat { .. }), "{e}");
-    assert!(e.to_string().contains("version 3"), "{e}");
+    // Version 2 (before leases: records of another shape) and a newer version, each with a
+    // header that verifies.
+    for (version, says) in [(2u8, "predate leases"), (4u8, "version 4")] {
+        let mut h = b"SYNW".to_vec();
+        h.extend_from_slice(&[version, 0, 0, 0]);
+        h.extend_from_slice(&1u64.to_le_bytes());
+        let crc = crc32c::crc32c(&h);
+        h.extend_from_slice(&crc.to_le_bytes());
+        std::fs::write(&path, &h).unwrap();
+        let e = Wal::<Rec>::open(dir.path(), opts(0))
+            .err()
+            .expect("refused");
+        assert!(matches!(e, StorageError::UnsupportedFormat { .. }), "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), h, "left as it was");
+    }
 }
 
 fn entries(dir: &Path) -> Vec<String> {

@@ -43,6 +43,7 @@ pub fn run(data: &[u8]) {
             ranges: !limited,
             transactions: !limited,
             revisions: !limited,
+            leases: !limited,
         };
         let engine = if limited { "caspaxos" } else { "omnipaxos" };
         let handle = synod_node::handle::local_test_node(engine, capabilities);
@@ -50,6 +51,7 @@ pub fn run(data: &[u8]) {
             key: b"a".to_vec(),
             value: b"1".to_vec(),
             prev_kv: false,
+            ..Default::default()
         });
         handle
             .execute(put, Consistency::Linearizable)

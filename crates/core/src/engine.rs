@@ -308,10 +308,23 @@ pub enum PlantedBug {
     /// applies a keep-alive, and a new leader does not extend the TTLs it inherits (etcd's
     /// rule) — so a lease its holder kept alive expires early after a leader change.
     LeaseExpiresWithoutExtension,
+    /// EPaxos recovery (Sutra's bug): Explicit Prepare picks the reply with the highest
+    /// *promised* ballot instead of the highest ballot the attributes were accepted in (vbal).
+    EpaxosRecoveryByBallot,
+    /// EPaxos: the fast quorum is one replica smaller than F + ⌊(F+1)/2⌋.
+    EpaxosFastQuorumTooSmall,
+    /// EPaxos: an acceptor answers PreAccept with the command leader's deps and seq without
+    /// merging the interfering instances it knows.
+    EpaxosEchoDeps,
+    /// EPaxos: an instance executes once it is committed, without waiting for its
+    /// dependencies to be committed and executed.
+    EpaxosExecuteBeforeDeps,
+    /// EPaxos: a read is treated as commuting with writes of the same key (no dependency).
+    EpaxosGetCommutesWithPut,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 20] = [
+    pub const ALL: [PlantedBug; 25] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -332,6 +345,11 @@ impl PlantedBug {
         PlantedBug::WatchResumeSkipsRevision,
         PlantedBug::CompactionDropsWatchedEvent,
         PlantedBug::LeaseExpiresWithoutExtension,
+        PlantedBug::EpaxosRecoveryByBallot,
+        PlantedBug::EpaxosFastQuorumTooSmall,
+        PlantedBug::EpaxosEchoDeps,
+        PlantedBug::EpaxosExecuteBeforeDeps,
+        PlantedBug::EpaxosGetCommutesWithPut,
     ];
 
     pub fn name(self) -> &'static str {
@@ -356,6 +374,11 @@ impl PlantedBug {
             PlantedBug::WatchResumeSkipsRevision => "watch-resume-skips-revision",
             PlantedBug::CompactionDropsWatchedEvent => "compaction-drops-watched-event",
             PlantedBug::LeaseExpiresWithoutExtension => "lease-expires-without-extension",
+            PlantedBug::EpaxosRecoveryByBallot => "epaxos-recovery-by-ballot",
+            PlantedBug::EpaxosFastQuorumTooSmall => "epaxos-fast-quorum-too-small",
+            PlantedBug::EpaxosEchoDeps => "epaxos-echo-deps",
+            PlantedBug::EpaxosExecuteBeforeDeps => "epaxos-execute-before-deps",
+            PlantedBug::EpaxosGetCommutesWithPut => "epaxos-get-commutes-with-put",
         }
     }
 

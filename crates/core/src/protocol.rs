@@ -26,7 +26,7 @@
 //! [`Ready`](crate::Ready), whose `persist` writes records before releasing messages. `early`
 //! messages follow the rule in [`crate::engine`]'s docs.
 
-use crate::engine::EngineConfig;
+use crate::engine::{Capabilities, EngineConfig};
 use crate::ids::{NodeId, RequestId};
 use crate::kv::Op;
 use serde::de::DeserializeOwned;
@@ -130,8 +130,23 @@ pub trait LogProtocol: Sized + Send + 'static {
     /// transfer from an older term is dropped, so a deposed leader installs nothing.
     type Term: Copy + Eq + Ord + Debug + Serialize + DeserializeOwned + Send + 'static;
 
-    /// Short lowercase name: "omnipaxos", "vr".
+    /// Short lowercase name: "omnipaxos", "vr", "epaxos".
     const NAME: &'static str;
+
+    /// What the KV service on this protocol can do. A total order of commands (one log
+    /// decided in the same order everywhere) supports everything; a protocol whose replicas
+    /// apply non-interfering commands in different orders (EPaxos) has no store-wide revision.
+    const CAPABILITIES: Capabilities = Capabilities {
+        ranges: true,
+        transactions: true,
+        revisions: true,
+        leases: true,
+    };
+
+    /// Linearizable reads are ordered as commands through the protocol (EPaxos: a read
+    /// interferes with writes of its keys) instead of by a leader's confirmed read index.
+    /// Such a protocol never answers [`LogProtocol::start_read_round`].
+    const READS_AS_COMMANDS: bool = false;
 
     /// Builds a replica from the last checkpoint's protocol state (if any) and the protocol
     /// records written after it, in order. Initial messages (a first heartbeat round, a

@@ -100,13 +100,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
     const NAME: &'static str = P::NAME;
 
     fn capabilities() -> Capabilities {
-        // A total order of writes: everything the KV store can do.
-        Capabilities {
-            ranges: true,
-            transactions: true,
-            revisions: true,
-            leases: true,
-        }
+        P::CAPABILITIES
     }
 
     fn recover(config: EngineConfig, records: Vec<Self::Record>) -> Result<Self, String> {
@@ -241,8 +235,12 @@ impl<P: LogProtocol> Engine for Replica<P> {
             applied_index: self.state.applied_index(),
             revision: self.state.kv.revision(),
             compact_revision: self.state.kv.compact_revision(),
-            applied_digest: Some(self.state.kv.digest()),
-            state_digest: None,
+            // Without a total order (EPaxos) replicas at the same applied index may hold
+            // different states mid-run; only their contents at quiescence are comparable.
+            applied_digest: P::CAPABILITIES
+                .revisions
+                .then(|| self.state.kv.digest()),
+            state_digest: (!P::CAPABILITIES.revisions).then(|| self.state.kv.content_digest()),
             pending_requests: self.pending.len(),
             keys: self.state.kv.len() as u64,
             role: self.protocol.role().to_string(),

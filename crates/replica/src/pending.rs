@@ -170,7 +170,7 @@ impl<P: LogProtocol> Replica<P> {
             return;
         }
         let deadline = self.now_ticks + self.config.request_timeout_ticks;
-        if request.op.is_read() {
+        if request.op.is_read() && !(P::READS_AS_COMMANDS && !self.sequential(&request)) {
             if request.consistency == Consistency::Sequential
                 || self.config.bug(PlantedBug::StaleLinearizableRead)
             {
@@ -188,6 +188,12 @@ impl<P: LogProtocol> Replica<P> {
             let seq = self.pending.insert(request, PendingKind::Write, deadline);
             self.route(seq);
         }
+    }
+
+    /// A read that may be served from local state (etcd's serializable).
+    fn sequential(&self, request: &ClientRequest) -> bool {
+        request.consistency == Consistency::Sequential
+            || self.config.bug(PlantedBug::StaleLinearizableRead)
     }
 
     /// Sends a pending write or read-index request towards the leader (or handles it here).

@@ -3,4 +3,5 @@
 
 pub type OmniPaxosEngine = synod_replica::Replica<synod_omnipaxos::OmniPaxos>;
 pub type VrEngine = synod_replica::Replica<synod_vr::Vr>;
+pub type EPaxosEngine = synod_replica::Replica<synod_epaxos::EPaxos>;
 pub type CasPaxosEngine = synod_caspaxos::CasPaxos;

@@ -56,7 +56,7 @@ use synod_core::PlantedBug;
 pub type Runner = fn(&RunConfig) -> RunResult;
 
 /// Engine names the simulator knows.
-pub const ENGINES: [&str; 4] = ["omnipaxos", "vr", "caspaxos", "toy"];
+pub const ENGINES: [&str; 5] = ["omnipaxos", "vr", "caspaxos", "epaxos", "toy"];
 
 /// Maps an engine name to its runner. "toy" is the simulator's own test engine.
 pub fn engine_runner(name: &str) -> Result<Runner, String> {
@@ -65,6 +65,7 @@ pub fn engine_runner(name: &str) -> Result<Runner, String> {
         "omnipaxos" => Ok(run_seed::<engines::OmniPaxosEngine>),
         "vr" => Ok(run_seed::<engines::VrEngine>),
         "caspaxos" => Ok(run_seed::<engines::CasPaxosEngine>),
+        "epaxos" => Ok(run_seed::<engines::EPaxosEngine>),
         other => Err(format!(
             "unknown engine {other:?}; known engines: {}",
             ENGINES.join(", ")
@@ -80,6 +81,7 @@ fn engine_has_leases(name: &str) -> bool {
         "omnipaxos" => engines::OmniPaxosEngine::capabilities().leases,
         "vr" => engines::VrEngine::capabilities().leases,
         "caspaxos" => engines::CasPaxosEngine::capabilities().leases,
+        "epaxos" => engines::EPaxosEngine::capabilities().leases,
         _ => false,
     }
 }
@@ -92,6 +94,7 @@ fn engine_keeps_revisions(name: &str) -> bool {
         "omnipaxos" => engines::OmniPaxosEngine::capabilities().revisions,
         "vr" => engines::VrEngine::capabilities().revisions,
         "caspaxos" => engines::CasPaxosEngine::capabilities().revisions,
+        "epaxos" => engines::EPaxosEngine::capabilities().revisions,
         _ => false,
     }
 }
@@ -513,7 +516,7 @@ pub fn partial_connectivity_report(engine: &str, nodes: usize) -> Result<String,
 }
 
 /// Usage of [`run_cli`].
-pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|toy] [--nodes N] [--seeds A..B | N]
+pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos|toy] [--nodes N] [--seeds A..B | N]
                  [--faults all|none|crash,partition,one-way,partial,loss,duplicate,power-loss,torn-writes]
                  [--clients N] [--ops N] [--keys N] [--sim-seconds S]
                  [--snapshot-entries N] [--watchers N] [--leases N] [--planted-bug NAME]

@@ -15,11 +15,13 @@
 //! (see [`store`]): reads at a past revision, watches that start in the past and
 //! [`Op::Compact`] follow etcd's semantics and error texts.
 
+pub mod footprint;
 pub mod lease;
 pub mod register;
 pub mod session;
 pub mod store;
 
+pub use footprint::{Footprint, Span};
 pub use lease::{
     LEASE_TTL_MAX_SECONDS, Lease, LeaseChange, LeaseGrantRequest, LeaseId, LeaseInfo, LeaseTtl,
 };

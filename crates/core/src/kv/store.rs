@@ -77,6 +77,15 @@ impl KvStore {
     pub fn digest(&self) -> u64 {
         self.digest
     }
+    /// A digest of every key's value and version, independent of the order in which
+    /// non-conflicting writes were applied and of the revisions they got: what replicas of a
+    /// leaderless engine (EPaxos), whose revisions are local, must agree on. O(keys).
+    pub fn content_digest(&self) -> u64 {
+        self.data.values().fold(0u64, |acc, kv| {
+            acc.wrapping_add(mix(mix_bytes(mix_bytes(0, &kv.key), &kv.value), kv.version))
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.data.len()
     }

@@ -53,6 +53,21 @@ struct KeyMarks {
     any: Marks,
 }
 
+/// A data key in the index (tag 0), apart from the session pseudo-keys (tag 1).
+fn data_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(0);
+    k.extend_from_slice(key);
+    k
+}
+
+/// A client session's pseudo-key: the client's writes interfere with each other.
+fn session_key(client: u64) -> Vec<u8> {
+    let mut k = vec![1];
+    k.extend_from_slice(&client.to_be_bytes());
+    k
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct ConflictIndex {
@@ -97,7 +112,7 @@ impl ConflictIndex {
             }
             match span.single() {
                 Some(key) => {
-                    if let Some(m) = self.keys.get(key) {
+                    if let Some(m) = self.keys.get(&data_key(key)) {
                         m.writes.add_to(&mut a);
                     }
                     self.wide_writes.add_to(&mut a);
@@ -105,10 +120,15 @@ impl ConflictIndex {
                 None => self.all_writes.add_to(&mut a),
             }
         }
+        for c in &f.sessions {
+            if let Some(m) = self.keys.get(&session_key(*c)) {
+                m.any.add_to(&mut a);
+            }
+        }
         for span in &f.writes {
             match span.single() {
                 Some(key) => {
-                    if let Some(m) = self.keys.get(key) {
+                    if let Some(m) = self.keys.get(&data_key(key)) {
                         let marks = if reads_commute { &m.writes } else { &m.any };
                         marks.add_to(&mut a);
                     }
@@ -133,7 +153,7 @@ impl ConflictIndex {
             match span.single() {
                 Some(key) => self
                     .keys
-                    .entry(key.to_vec())
+                    .entry(data_key(key))
                     .or_insert_with(|| KeyMarks {
                         writes: Marks::new(n),
                         any: Marks::new(n),
@@ -145,20 +165,16 @@ impl ConflictIndex {
         }
         for span in &f.writes {
             match span.single() {
-                Some(key) => {
-                    let m = self.keys.entry(key.to_vec()).or_insert_with(|| KeyMarks {
-                        writes: Marks::new(n),
-                        any: Marks::new(n),
-                    });
-                    m.writes.note(k, slot, seq);
-                    m.any.note(k, slot, seq);
-                }
+                Some(key) => self.note_write(data_key(key), k, slot, seq),
                 None => {
                     self.wide_writes.note(k, slot, seq);
                     self.wide_any.note(k, slot, seq);
                 }
             }
             self.all_writes.note(k, slot, seq);
+        }
+        for c in &f.sessions {
+            self.note_write(session_key(*c), k, slot, seq);
         }
         if global {
             self.wide_writes.note(k, slot, seq);
@@ -168,6 +184,16 @@ impl ConflictIndex {
         if global || !f.reads.is_empty() || !f.writes.is_empty() {
             self.all_any.note(k, slot, seq);
         }
+    }
+
+    fn note_write(&mut self, key: Vec<u8>, k: usize, slot: u64, seq: u64) {
+        let n = self.n;
+        let m = self.keys.entry(key).or_insert_with(|| KeyMarks {
+            writes: Marks::new(n),
+            any: Marks::new(n),
+        });
+        m.writes.note(k, slot, seq);
+        m.any.note(k, slot, seq);
     }
 
     /// Forgets keys whose every mark is at or below the garbage-collection floor: those

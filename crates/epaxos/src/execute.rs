@@ -270,7 +270,7 @@ impl EPaxos {
         }
     }
 
-    fn execute_one(&mut self, id: InstanceId) {
+    pub(crate) fn execute_one(&mut self, id: InstanceId) {
         let Some(k) = self.pos(id.replica) else {
             return;
         };
@@ -282,5 +282,6 @@ impl EPaxos {
             self.log.extend(inst.cmds.iter().cloned());
         }
         self.exec.mark_executed(k, id);
+        self.executed_now.push(id);
     }
 }

@@ -81,6 +81,8 @@ pub struct EPaxos {
     /// The execution order: what the replica layer applies. Index `base + i` is entry `i`.
     log: VecDeque<Command>,
     log_base: u64,
+    /// Instances executed since the last flush, in order (recorded by `flush`).
+    executed_now: Vec<InstanceId>,
     /// Per member position, per member position: what each member reported executed.
     peer_upto: Vec<Vec<u64>>,
     /// Per member position: slots at or below are executed everywhere and dropped.
@@ -186,6 +188,7 @@ impl EPaxos {
             exec: execute::ExecState::new(n),
             log: VecDeque::new(),
             log_base: 0,
+            executed_now: Vec::new(),
             peer_upto: vec![vec![0; n]; n],
             gc_floor: vec![0; n],
             fast_commits: 0,
@@ -225,6 +228,19 @@ impl EPaxos {
                     Some(i) => i.bal = i.bal.max(*bal),
                     None => self.store(*id, Instance::promised(*bal)),
                 },
+                Record::Executed { ids } => {
+                    for id in ids {
+                        match self.instance(*id) {
+                            Some(i) if i.status == Status::Committed => self.execute_one(*id),
+                            _ if self.is_executed(*id) => {}
+                            _ => {
+                                return Err(format!(
+                                    "epaxos: execution record names {id}, which is not committed"
+                                ));
+                            }
+                        }
+                    }
+                }
                 Record::Commit { id, attrs } => {
                     let Some(i) = self.instance_mut(*id) else {
                         return Err(format!("epaxos: commit record for unknown instance {id}"));
@@ -243,12 +259,17 @@ impl EPaxos {
         self.next_slot = self.next_slot.max(self.exec.upto(self.me) + 1);
         let known: Vec<(InstanceId, Status)> = self.all_instances();
         for (id, status) in known {
+            if self.is_executed(id) {
+                continue;
+            }
             if status == Status::Committed {
                 self.exec.on_commit(id);
             } else {
                 self.wait_for(id);
             }
         }
+        // Replayed executions are on disk already.
+        self.executed_now.clear();
         debug_assert!(self.next_slot > 0 && own > 0);
         Ok(())
     }
@@ -406,6 +427,10 @@ impl LogProtocol for EPaxos {
             self.lead(cmds, out);
         }
         self.execute();
+        if !self.executed_now.is_empty() {
+            let ids = std::mem::take(&mut self.executed_now);
+            out.records.push(Record::Executed { ids });
+        }
     }
 
     fn propose(&mut self, command: Command) -> bool {

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use synod_core::kv::Footprint;
-use synod_core::{Command, NodeId};
+use synod_core::{ClientId, Command, NodeId};
 
 /// Instance `replica.slot` (the paper's R.i): the `slot`-th instance in `replica`'s own
 /// instance space. Slots start at 1.
@@ -115,6 +115,9 @@ pub fn batch_footprint(cmds: &[Command]) -> Footprint {
     let mut f = Footprint::default();
     for c in cmds {
         let g = c.op.footprint();
+        if c.id.client != ClientId::NONE && !c.op.is_read() {
+            f.sessions.push(c.id.client.0);
+        }
         f.global |= g.global;
         f.reads.extend(g.reads);
         f.writes.extend(g.writes);
@@ -123,6 +126,8 @@ pub fn batch_footprint(cmds: &[Command]) -> Footprint {
     f.reads.dedup();
     f.writes.sort();
     f.writes.dedup();
+    f.sessions.sort_unstable();
+    f.sessions.dedup();
     f
 }
 
@@ -204,6 +209,11 @@ pub enum Record {
     Promise { id: InstanceId, bal: Ballot },
     /// The instance is committed with `attrs` and the commands already recorded for it.
     Commit { id: InstanceId, attrs: Attrs },
+    /// These instances executed here, in this order. Replay repeats exactly this order:
+    /// once every member executed an instance, later commands no longer depend on it
+    /// (garbage collection), so re-running the dependency search after a restart could
+    /// order them differently.
+    Executed { ids: Vec<InstanceId> },
 }
 
 /// The protocol's durable state at a checkpoint: every instance not yet executed by every

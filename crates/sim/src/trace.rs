@@ -6,7 +6,7 @@ use std::fmt::Debug;
 use synod_core::NodeId;
 
 /// Events kept for the failure report.
-pub const TRACE_RING_EVENTS_MAX: usize = 200;
+pub const TRACE_RING_EVENTS_MAX: usize = 200_000;
 
 /// One processed event, kept cheaply (messages are cloned, formatted only on failure).
 #[derive(Clone, Debug)]

@@ -63,11 +63,16 @@ pub struct Footprint {
     pub writes: Vec<Span>,
     /// Interferes with every other command (its effect is not confined to keys).
     pub global: bool,
+    /// Client sessions whose exactly-once table the command updates (a write with a client
+    /// id): a client's writes are ordered among themselves, because the session table
+    /// forgets replies below the client's acknowledged floor and so must see them in the
+    /// order the client issued them. Filled in by the engine (the op does not know its client).
+    pub sessions: Vec<u64>,
 }
 
 impl Footprint {
     pub fn is_empty(&self) -> bool {
-        self.reads.is_empty() && self.writes.is_empty() && !self.global
+        self.reads.is_empty() && self.writes.is_empty() && self.sessions.is_empty() && !self.global
     }
 
     /// Everything: interferes with every other command.
@@ -88,7 +93,8 @@ impl Footprint {
             return true;
         }
         let any = |a: &[Span], b: &[Span]| a.iter().any(|x| b.iter().any(|y| x.overlaps(y)));
-        any(&self.writes, &other.writes)
+        self.same_session(other)
+            || any(&self.writes, &other.writes)
             || any(&self.writes, &other.reads)
             || any(&self.reads, &other.writes)
     }
@@ -102,9 +108,15 @@ impl Footprint {
         if self.global || other.global {
             return true;
         }
-        self.writes
-            .iter()
-            .any(|x| other.writes.iter().any(|y| x.overlaps(y)))
+        self.same_session(other)
+            || self
+                .writes
+                .iter()
+                .any(|x| other.writes.iter().any(|y| x.overlaps(y)))
+    }
+
+    fn same_session(&self, other: &Footprint) -> bool {
+        self.sessions.iter().any(|c| other.sessions.contains(c))
     }
 }
 

@@ -7,6 +7,9 @@ use crate::types::{Attrs, Ballot, Batch, Instance, InstanceId, Message, Record, 
 use crate::{EPaxos, Out};
 use synod_core::{NodeId, PlantedBug};
 
+/// Most slots one catch-up request covers.
+const FETCH_SLOTS_MAX: u64 = 512;
+
 impl EPaxos {
     /// An instance this replica already committed: answer any phase message with the commit,
     /// so a coordinator (or a recoverer) learns it at once.
@@ -267,6 +270,45 @@ impl EPaxos {
             && mine != committed_cmds
         {
             self.queue.extend(mine);
+        }
+    }
+
+    /// Answers a catch-up request with the commits this replica holds in the range.
+    pub(crate) fn on_fetch(&mut self, from: NodeId, replica: NodeId, lo: u64, hi: u64, out: &mut Out) {
+        let Some(k) = self.pos(replica) else {
+            return;
+        };
+        let hi = hi.min(lo.saturating_add(FETCH_SLOTS_MAX));
+        for (slot, i) in self.instances[k].range(lo..=hi) {
+            if i.status == Status::Committed {
+                let m = Message::Commit {
+                    id: InstanceId { replica, slot: *slot },
+                    bal: i.vbal,
+                    cmds: Some(i.cmds.clone()),
+                    attrs: i.attrs.clone(),
+                };
+                out.send(from, m);
+            }
+        }
+    }
+
+    /// Asks every peer for the commits of instances this replica waits for, per member from
+    /// its first unexecuted slot to the highest awaited one.
+    pub(crate) fn fetch_missing(&mut self, out: &mut Out) {
+        let mut hi: Vec<u64> = vec![0; self.n()];
+        for id in self.waiting.keys() {
+            if let Some(k) = self.pos(id.replica) {
+                hi[k] = hi[k].max(id.slot);
+            }
+        }
+        for (k, &h) in hi.iter().enumerate() {
+            let lo = self.exec.upto(k) + 1;
+            if h >= lo {
+                let replica = self.config.members[k];
+                for p in self.config.peers() {
+                    out.send(p, Message::Fetch { replica, lo, hi: h });
+                }
+            }
         }
     }
 

@@ -395,6 +395,7 @@ impl LogProtocol for EPaxos {
             Message::PrepareReply { id, bal, ok, state } => {
                 self.on_prepare_reply(from, id, bal, ok, state, out)
             }
+            Message::Fetch { replica, lo, hi } => self.on_fetch(from, replica, lo, hi, out),
             Message::Executed { upto } => {
                 if let Some(p) = self.pos(from)
                     && upto.len() == self.n()
@@ -410,6 +411,9 @@ impl LogProtocol for EPaxos {
     fn tick(&mut self, _transfers: &dyn TransferStatus<Self::Term>, out: &mut Out) {
         self.now += 1;
         self.retransmit(out);
+        if self.now.is_multiple_of(self.config.heartbeat_ticks) {
+            self.fetch_missing(out);
+        }
         self.start_recoveries(out);
         if self.now.is_multiple_of(5 * self.config.heartbeat_ticks) {
             let upto: Vec<u64> = (0..self.n()).map(|k| self.exec.upto(k)).collect();

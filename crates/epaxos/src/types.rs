@@ -193,6 +193,10 @@ pub enum Message {
         ok: bool,
         state: Option<Reported>,
     },
+    /// Catch-up: send me the commits you hold of `replica`'s slots `lo..=hi`. No ballot is
+    /// involved, so it is safe at any time; a member that missed commits (a partition, lost
+    /// messages) fetches them in bulk instead of recovering instances one by one.
+    Fetch { replica: NodeId, lo: u64, hi: u64 },
     /// Garbage collection: the sender has executed every instance `R.1..=upto[k]` of member
     /// `k`. Instances every member executed are dropped everywhere.
     Executed { upto: Vec<u64> },

@@ -211,7 +211,21 @@ impl EPaxos {
             return;
         }
         let known = self.instance(id);
-        if known.is_some_and(|i| i.status == Status::Committed) {
+        if let Some(i) = known
+            && i.status == Status::Committed
+        {
+            // Agreement (§4.3, Theorem 1): one instance is committed with one command and
+            // one set of attributes everywhere. Anything else is a broken protocol: stop.
+            let same = i.attrs == attrs && cmds.as_ref().is_none_or(|c| *c == i.cmds);
+            assert!(
+                same,
+                "epaxos safety violation at n{}: instance {id} committed as {:?} {:?} and again as {:?} {:?}",
+                self.config.id,
+                i.attrs,
+                i.cmds.iter().map(|c| c.id).collect::<Vec<_>>(),
+                attrs,
+                cmds.map(|c| c.iter().map(|c| c.id).collect::<Vec<_>>())
+            );
             return;
         }
         let cmds = match cmds {

@@ -384,7 +384,19 @@ fn lease_clients<E: Engine>(cfg: &RunConfig) -> usize {
 pub fn run_seed<E: Engine>(cfg: &RunConfig) -> RunResult {
     let wall_start = Instant::now();
     let mut sim = Sim::<E>::new(cfg.clone());
-    sim.run();
+    // An engine that detects a broken invariant (say, one instance committed twice with
+    // different contents) panics; the run then fails with the message instead of taking the
+    // whole sweep down.
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.run()));
+    if let Err(panic) = run {
+        let msg = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "(no message)".to_string());
+        sim.failures.insert(0, format!("engine panic: {msg}"));
+        sim.healed = false;
+    }
     sim.finish(wall_start)
 }
 

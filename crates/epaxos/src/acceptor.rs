@@ -181,7 +181,12 @@ impl EPaxos {
     }
 
     /// Records a promise of `bal` for `id` and returns what this replica holds of it.
-    pub(crate) fn promise(&mut self, id: InstanceId, bal: Ballot, out: &mut Out) -> Option<Reported> {
+    pub(crate) fn promise(
+        &mut self,
+        id: InstanceId,
+        bal: Ballot,
+        out: &mut Out,
+    ) -> Option<Reported> {
         match self.instance_mut(id) {
             Some(i) => i.bal = bal,
             None => self.store(id, Instance::promised(bal)),
@@ -288,7 +293,14 @@ impl EPaxos {
     }
 
     /// Answers a catch-up request with the commits this replica holds in the range.
-    pub(crate) fn on_fetch(&mut self, from: NodeId, replica: NodeId, lo: u64, hi: u64, out: &mut Out) {
+    pub(crate) fn on_fetch(
+        &mut self,
+        from: NodeId,
+        replica: NodeId,
+        lo: u64,
+        hi: u64,
+        out: &mut Out,
+    ) {
         let Some(k) = self.pos(replica) else {
             return;
         };
@@ -296,7 +308,10 @@ impl EPaxos {
         for (slot, i) in self.instances[k].range(lo..=hi) {
             if i.status == Status::Committed {
                 let m = Message::Commit {
-                    id: InstanceId { replica, slot: *slot },
+                    id: InstanceId {
+                        replica,
+                        slot: *slot,
+                    },
                     bal: i.vbal,
                     cmds: Some(i.cmds.clone()),
                     attrs: i.attrs.clone(),

@@ -369,6 +369,11 @@ impl EPaxos {
 
     /// Explicit Prepare for every awaited instance whose wait ran out (§4.4).
     pub(crate) fn start_recoveries(&mut self, out: &mut Out) {
+        // A replica that cannot reach a majority cannot finish a recovery; starting one would
+        // only raise the ballot under the feet of a replica that can (duelling recoverers).
+        if self.reach() < self.majority() {
+            return;
+        }
         let due: Vec<InstanceId> = self
             .waiting
             .iter()
@@ -393,8 +398,11 @@ impl EPaxos {
     }
 
     /// Phase "Explicit Prepare" at a ballot above any this replica has seen for `id`.
-    fn prepare(&mut self, id: InstanceId, out: &mut Out) {
-        let seen = self.instance(id).map(|i| i.bal.max(i.vbal)).unwrap_or(Ballot::ZERO);
+    pub(crate) fn prepare(&mut self, id: InstanceId, out: &mut Out) {
+        let seen = self
+            .instance(id)
+            .map(|i| i.bal.max(i.vbal))
+            .unwrap_or(Ballot::ZERO);
         let bal = Ballot {
             n: seen.n + 1,
             node: self.config.id,

@@ -62,7 +62,11 @@ impl ExecState {
     }
 
     pub fn save(&self) -> (Vec<u64>, Vec<Vec<u64>>) {
-        let above = self.above.iter().map(|s| s.iter().copied().collect()).collect();
+        let above = self
+            .above
+            .iter()
+            .map(|s| s.iter().copied().collect())
+            .collect();
         (self.upto.clone(), above)
     }
 
@@ -189,7 +193,14 @@ impl EPaxos {
             Err(b) => blocker = Some(b),
         }
         if blocker.is_none() {
-            visits.insert(root, Visit { index: visits.len(), low: visits.len(), on_stack: true });
+            visits.insert(
+                root,
+                Visit {
+                    index: visits.len(),
+                    low: visits.len(),
+                    on_stack: true,
+                },
+            );
             stack.push(root);
         }
         while blocker.is_none() {
@@ -219,7 +230,14 @@ impl EPaxos {
                 match self.edges(w) {
                     Ok(e) => {
                         let index = visits.len();
-                        visits.insert(w, Visit { index, low: index, on_stack: true });
+                        visits.insert(
+                            w,
+                            Visit {
+                                index,
+                                low: index,
+                                on_stack: true,
+                            },
+                        );
                         stack.push(w);
                         calls.push((w, e, 0));
                     }

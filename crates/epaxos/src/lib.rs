@@ -87,6 +87,10 @@ pub struct EPaxos {
     peer_upto: Vec<Vec<u64>>,
     /// Per member position: slots at or below are executed everywhere and dropped.
     gc_floor: Vec<u64>,
+    /// Per member position: the tick of the last message from it.
+    heard: Vec<u64>,
+    /// Per member position: how many members it reported hearing from.
+    peer_reach: Vec<usize>,
     /// Statistics: own instances committed on the fast path / the slow path.
     pub fast_commits: u64,
     pub slow_commits: u64,
@@ -191,6 +195,8 @@ impl EPaxos {
             executed_now: Vec::new(),
             peer_upto: vec![vec![0; n]; n],
             gc_floor: vec![0; n],
+            heard: vec![0; n],
+            peer_reach: vec![n; n],
             fast_commits: 0,
             slow_commits: 0,
         };
@@ -254,7 +260,11 @@ impl EPaxos {
         }
         // Own slots are never reused, and everything recovered waits to commit or execute.
         let own = self.config.id;
-        let own_max = self.instances[self.me].keys().next_back().copied().unwrap_or(0);
+        let own_max = self.instances[self.me]
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0);
         self.next_slot = self.next_slot.max(own_max + 1);
         self.next_slot = self.next_slot.max(self.exec.upto(self.me) + 1);
         let known: Vec<(InstanceId, Status)> = self.all_instances();
@@ -279,7 +289,13 @@ impl EPaxos {
         for (k, space) in self.instances.iter().enumerate() {
             let replica = self.config.members[k];
             for (slot, inst) in space {
-                v.push((InstanceId { replica, slot: *slot }, inst.status));
+                v.push((
+                    InstanceId {
+                        replica,
+                        slot: *slot,
+                    },
+                    inst.status,
+                ));
             }
         }
         v
@@ -311,6 +327,15 @@ impl EPaxos {
             self.exec.backlog(),
             self.conflicts.len(),
         )
+    }
+
+    fn heard_lately(&self, k: usize) -> bool {
+        k == self.me || self.now <= self.heard[k] + 2 * self.config.election_timeout_ticks
+    }
+
+    /// Members (this one included) heard from within two election timeouts.
+    fn reach(&self) -> usize {
+        (0..self.n()).filter(|&k| self.heard_lately(k)).count()
     }
 
     /// Retained instances, for the simulator's and metrics' reports.
@@ -365,9 +390,10 @@ impl LogProtocol for EPaxos {
         _transfers: &dyn TransferStatus<Self::Term>,
         out: &mut Out,
     ) {
-        if self.pos(from).is_none() {
+        let Some(p) = self.pos(from) else {
             return;
-        }
+        };
+        self.heard[p] = self.now;
         match message {
             Message::PreAccept {
                 id,
@@ -396,13 +422,14 @@ impl LogProtocol for EPaxos {
                 self.on_prepare_reply(from, id, bal, ok, state, out)
             }
             Message::Fetch { replica, lo, hi } => self.on_fetch(from, replica, lo, hi, out),
-            Message::Executed { upto } => {
+            Message::Executed { upto, reach } => {
                 if let Some(p) = self.pos(from)
                     && upto.len() == self.n()
                 {
                     for (have, got) in self.peer_upto[p].iter_mut().zip(upto) {
                         *have = (*have).max(got);
                     }
+                    self.peer_reach[p] = reach as usize;
                 }
             }
         }
@@ -415,10 +442,15 @@ impl LogProtocol for EPaxos {
             self.fetch_missing(out);
         }
         self.start_recoveries(out);
-        if self.now.is_multiple_of(5 * self.config.heartbeat_ticks) {
+        if self.now.is_multiple_of(2 * self.config.heartbeat_ticks) {
             let upto: Vec<u64> = (0..self.n()).map(|k| self.exec.upto(k)).collect();
+            let reach = self.reach() as u32;
             for p in self.config.peers() {
-                out.send(p, Message::Executed { upto: upto.clone() });
+                let m = Message::Executed {
+                    upto: upto.clone(),
+                    reach,
+                };
+                out.send(p, m);
             }
             self.collect();
         }
@@ -426,7 +458,10 @@ impl LogProtocol for EPaxos {
 
     fn flush(&mut self, out: &mut Out) {
         while !self.queue.is_empty() && self.retained() < RETAINED_INSTANCES_MAX {
-            let take = self.queue.len().min(BATCH_MAX.min(self.config.batch_entries_max));
+            let take = self
+                .queue
+                .len()
+                .min(BATCH_MAX.min(self.config.batch_entries_max));
             let cmds: Vec<Command> = self.queue.drain(..take).collect();
             self.lead(cmds, out);
         }
@@ -445,8 +480,19 @@ impl LogProtocol for EPaxos {
         true
     }
 
+    /// EPaxos has no leader: every replica leads the commands submitted to it. The one
+    /// exception is a replica that cannot reach a majority (a partial partition): it hands
+    /// requests to the best-connected peer it still hears from, through the replica layer's
+    /// forwarding, instead of letting them wait for the request timeout.
     fn leader(&self) -> Option<NodeId> {
-        Some(self.config.id)
+        let majority = self.majority();
+        if self.reach() >= majority {
+            return Some(self.config.id);
+        }
+        let best = (0..self.n())
+            .filter(|&k| k != self.me && self.heard_lately(k) && self.peer_reach[k] >= majority)
+            .max_by_key(|&k| (self.peer_reach[k], std::cmp::Reverse(k)));
+        Some(best.map_or(self.config.id, |k| self.config.members[k]))
     }
 
     fn is_leader(&self) -> bool {
@@ -486,7 +532,13 @@ impl LogProtocol for EPaxos {
         for (k, space) in self.instances.iter().enumerate() {
             let replica = self.config.members[k];
             for (slot, inst) in space {
-                instances.push((InstanceId { replica, slot: *slot }, inst.clone()));
+                instances.push((
+                    InstanceId {
+                        replica,
+                        slot: *slot,
+                    },
+                    inst.clone(),
+                ));
             }
         }
         Checkpoint {

@@ -182,10 +182,7 @@ pub enum Message {
         attrs: Attrs,
     },
     /// Explicit Prepare (recovery, §4.4) in ballot `bal`.
-    Prepare {
-        id: InstanceId,
-        bal: Ballot,
-    },
+    Prepare { id: InstanceId, bal: Ballot },
     /// `state` is `None` when the acceptor knows nothing of the instance.
     PrepareReply {
         id: InstanceId,
@@ -199,7 +196,12 @@ pub enum Message {
     Fetch { replica: NodeId, lo: u64, hi: u64 },
     /// Garbage collection: the sender has executed every instance `R.1..=upto[k]` of member
     /// `k`. Instances every member executed are dropped everywhere.
-    Executed { upto: Vec<u64> },
+    Executed {
+        upto: Vec<u64>,
+        /// How many members (itself included) the sender heard from lately: a member that
+        /// cannot reach a majority hands new requests to one that can.
+        reach: u32,
+    },
 }
 
 /// Durable records. Replayed in order on recovery; a checkpoint (the replica layer's)

@@ -237,9 +237,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
             compact_revision: self.state.kv.compact_revision(),
             // Without a total order (EPaxos) replicas at the same applied index may hold
             // different states mid-run; only their contents at quiescence are comparable.
-            applied_digest: P::CAPABILITIES
-                .revisions
-                .then(|| self.state.kv.digest()),
+            applied_digest: P::CAPABILITIES.revisions.then(|| self.state.kv.digest()),
             state_digest: (!P::CAPABILITIES.revisions).then(|| self.state.kv.content_digest()),
             pending_requests: self.pending.len(),
             keys: self.state.kv.len() as u64,

@@ -137,9 +137,7 @@ impl Op {
                     match op {
                         TxnOp::Range(r) => f.reads.push(Span::range(&r.key, &r.range_end)),
                         TxnOp::Put(p) => f.writes.push(Span::key(&p.key)),
-                        TxnOp::DeleteRange(d) => {
-                            f.writes.push(Span::range(&d.key, &d.range_end))
-                        }
+                        TxnOp::DeleteRange(d) => f.writes.push(Span::range(&d.key, &d.range_end)),
                     }
                 }
                 f.reads.sort();
@@ -185,7 +183,11 @@ mod tests {
 
     #[test]
     fn reads_commute_writes_do_not() {
-        let (ga, pa, pb) = (get("a").footprint(), put("a").footprint(), put("b").footprint());
+        let (ga, pa, pb) = (
+            get("a").footprint(),
+            put("a").footprint(),
+            put("b").footprint(),
+        );
         assert!(!ga.interferes(&ga));
         assert!(ga.interferes(&pa) && pa.interferes(&ga));
         assert!(pa.interferes(&pa));
@@ -227,6 +229,10 @@ mod tests {
         assert!(t.interferes(&get("s").footprint()));
         assert!(t.interferes(&put("f").footprint()));
         assert!(!t.interferes(&get("f").footprint()));
-        assert!(Op::LeaseLeases.footprint().interferes(&get("x").footprint()));
+        assert!(
+            Op::LeaseLeases
+                .footprint()
+                .interferes(&get("x").footprint())
+        );
     }
 }

@@ -362,6 +362,7 @@ impl Engine for CasPaxos {
                 "proposer"
             }
             .to_string(),
+            ..Default::default()
         }
     }
 }

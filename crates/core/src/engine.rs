@@ -527,6 +527,10 @@ pub struct EngineStatus {
     pub keys: u64,
     /// Free-form role: "leader", "follower", "candidate", "proposer", ….
     pub role: String,
+    /// Protocols with a fast path (EPaxos): commands this replica led that committed in one
+    /// round trip, and those that needed the slow path. 0 elsewhere.
+    pub fast_path_commits: u64,
+    pub slow_path_commits: u64,
 }
 
 /// Everything an engine produced since the last [`Engine::ready`]. See the module docs for why

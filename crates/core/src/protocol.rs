@@ -229,6 +229,12 @@ pub trait LogProtocol: Sized + Send + 'static {
         out: &mut ProtocolOutput<Self::Message, Self::Record>,
     );
 
+    /// Commands this replica led that committed on the fast path and on the slow path
+    /// (protocols with one: EPaxos).
+    fn path_commits(&self) -> (u64, u64) {
+        (0, 0)
+    }
+
     /// Ballot number / view-number: goes up with each election.
     fn term(&self) -> u64;
     /// "leader", "follower", "candidate", "primary", "backup", "recovering", ….

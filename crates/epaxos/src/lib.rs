@@ -568,6 +568,10 @@ impl LogProtocol for EPaxos {
 
     fn snapshot_delivered(&mut self, _to: NodeId, _term: u64, _idx: u64, _out: &mut Out) {}
 
+    fn path_commits(&self) -> (u64, u64) {
+        (self.fast_commits, self.slow_commits)
+    }
+
     fn term(&self) -> u64 {
         0
     }

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub leader_changes: Counter,
     /// 1 while this node is the leader.
     pub is_leader: Gauge,
+    /// Commands this member led that committed on the fast / slow path (EPaxos).
+    pub fast_path_commits: Gauge,
+    pub slow_path_commits: Gauge,
     /// Request latency at the API edge, seconds.
     pub request_seconds: Family<RequestLabels, Histogram>,
     /// 1 while the connection to a peer is up.
@@ -63,6 +66,8 @@ impl Metrics {
         let decisions = Counter::default();
         let leader_changes = Counter::default();
         let is_leader = Gauge::default();
+        let fast_path_commits = Gauge::default();
+        let slow_path_commits = Gauge::default();
         let request_seconds = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
         });
@@ -101,6 +106,16 @@ impl Metrics {
             is_leader.clone(),
         );
         registry.register(
+            "fast_path_commits",
+            "Commands this member led that committed on the fast path (EPaxos)",
+            fast_path_commits.clone(),
+        );
+        registry.register(
+            "slow_path_commits",
+            "Commands this member led that needed the slow path (EPaxos)",
+            slow_path_commits.clone(),
+        );
+        registry.register(
             "request_seconds",
             "Client request latency at the API edge",
             request_seconds.clone(),
@@ -136,6 +151,8 @@ impl Metrics {
             decisions,
             leader_changes,
             is_leader,
+            fast_path_commits,
+            slow_path_commits,
             request_seconds,
             peer_connected,
             peer_dropped_messages,

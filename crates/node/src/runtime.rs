@@ -849,6 +849,13 @@ impl<E: Engine> EngineLoop<E> {
         self.metrics
             .is_leader
             .set(i64::from(engine.leader == Some(self.id)));
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.metrics
+            .fast_path_commits
+            .set(gauge(engine.fast_path_commits));
+        self.metrics
+            .slow_path_commits
+            .set(gauge(engine.slow_path_commits));
         if engine.decided_index > self.last_decided {
             self.metrics
                 .decisions

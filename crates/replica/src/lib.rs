@@ -242,6 +242,8 @@ impl<P: LogProtocol> Engine for Replica<P> {
             pending_requests: self.pending.len(),
             keys: self.state.kv.len() as u64,
             role: self.protocol.role().to_string(),
+            fast_path_commits: self.protocol.path_commits().0,
+            slow_path_commits: self.protocol.path_commits().1,
         }
     }
 

@@ -328,6 +328,7 @@ impl Engine for Toy {
             } else {
                 "follower".into()
             },
+            ..Default::default()
         }
     }
 }

@@ -151,6 +151,7 @@ impl Engine for Toy {
                 "follower"
             }
             .into(),
+            ..Default::default()
         }
     }
 }

@@ -148,6 +148,11 @@ pub trait LogProtocol: Sized + Send + 'static {
     /// Such a protocol never answers [`LogProtocol::start_read_round`].
     const READS_AS_COMMANDS: bool = false;
 
+    /// A replica whose storage was lost (no records at all, and not a new cluster) can
+    /// rejoin safely: the protocol rebuilds what it forgot from its peers before it votes
+    /// (OmniPaxos's repair, VR's recovery). A protocol without that refuses to start.
+    const REPAIRS_LOST_STORAGE: bool = true;
+
     /// Builds a replica from the last checkpoint's protocol state (if any) and the protocol
     /// records written after it, in order. Initial messages (a first heartbeat round, a
     /// recovery request) go to `out`.

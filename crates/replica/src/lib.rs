@@ -111,6 +111,13 @@ impl<P: LogProtocol> Engine for Replica<P> {
             return Err("batch_entries_max must be > 0".into());
         }
         let lost_storage = records.is_empty() && !config.first_boot;
+        if lost_storage && !P::REPAIRS_LOST_STORAGE {
+            return Err(format!(
+                "{}: this member lost its storage and the protocol cannot rebuild it from its \
+                 peers; it must not rejoin with an empty state (docs/engines.md)",
+                P::NAME
+            ));
+        }
         let replayed = records::replay(records);
         let (state, protocol_cp) = match replayed.checkpoint {
             Some(c) => (

@@ -170,7 +170,7 @@ impl<P: LogProtocol> Replica<P> {
             return;
         }
         let deadline = self.now_ticks + self.config.request_timeout_ticks;
-        if request.op.is_read() && !(P::READS_AS_COMMANDS && !self.sequential(&request)) {
+        if request.op.is_read() && (!P::READS_AS_COMMANDS || self.sequential(&request)) {
             if request.consistency == Consistency::Sequential
                 || self.config.bug(PlantedBug::StaleLinearizableRead)
             {

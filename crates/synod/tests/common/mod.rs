@@ -517,7 +517,7 @@ pub fn etcdctl_command(etcdctl: &std::path::Path, endpoints: &str) -> Command {
 
 impl Cluster {
     /// Like [`Cluster::start`] but waits only until every member answers its status endpoint,
-    /// not for a leader: leaderless engines (CASPaxos) never report one.
+    /// not for a leader nor for peer connections (a test may be about to kill one).
     pub fn start_leaderless(n: usize, engine: &str) -> Cluster {
         Cluster::launch_serving(n, engine, &|_| {})
     }

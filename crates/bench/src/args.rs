@@ -71,7 +71,10 @@ pub enum KeyDist {
 pub enum Target {
     /// Only the member whose Maintenance.Status says it is the leader.
     Leader,
-    /// Every endpoint; connections are spread round-robin over them.
+    /// Every endpoint: connections are spread round-robin over them, at least one each (so
+    /// `--connections` below the number of endpoints is raised to it). Request slot i uses
+    /// connection i mod connections, so `--in-flight` below the number of endpoints leaves some
+    /// idle. The way to load every member of a leaderless engine (epaxos, caspaxos).
     All,
 }
 
@@ -97,7 +100,9 @@ pub struct BenchArgs {
     /// Zipfian exponent (0 = uniform; larger = more skewed).
     #[arg(long, default_value_t = 0.99)]
     pub zipf_s: f64,
-    /// Percentage of operations that go to one hot key (key 0), to provoke conflicts.
+    /// Percentage (0-100) of operations that go to one hot key (key 0), to provoke conflicts:
+    /// on EPaxos, concurrent writes of one key at different members interfere and take the
+    /// slow path. The rest are drawn from --key-dist over the whole key space.
     #[arg(long, default_value_t = 0.0)]
     pub hot_key_pct: f64,
     /// Key size in bytes (keys are zero-padded decimal indexes).
@@ -118,7 +123,8 @@ pub struct BenchArgs {
     /// only if the client itself is the bottleneck (one core busy with `synod bench`).
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
-    /// Send to the leader only, or to every endpoint.
+    /// Send to the leader only, or to every endpoint. Members of EPaxos each report
+    /// themselves as leader, so `leader` drives the first endpoint only; use `all`.
     #[arg(long, value_enum, default_value_t = Target::Leader)]
     pub target: Target,
     /// Stop after this many measured operations (errors included).

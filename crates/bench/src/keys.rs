@@ -349,6 +349,22 @@ mod tests {
     }
 
     #[test]
+    fn all_hot_means_only_the_hot_key_and_none_means_no_favourite() {
+        let all = KeyChooser::new(1000, Distribution::Uniform, 100.0);
+        let mut rng = SplitMix64::new(13);
+        assert!((0..SAMPLES).all(|_| all.choose(&mut rng) == HOT_KEY_INDEX));
+        // At 0 % the hot key is just one key of 50: about 2 %, never a visible favourite.
+        let none = KeyChooser::new(50, Distribution::Uniform, 0.0);
+        let counts = histogram(50, || none.choose(&mut rng));
+        assert_close(counts[HOT_KEY_INDEX as usize], 0.02, 0.05, "hot key at 0%");
+        let busiest = counts.iter().copied().max().unwrap_or_default();
+        assert!(
+            busiest < SAMPLES * 3 / 100,
+            "no key is a favourite at 0%: the busiest drew {busiest}"
+        );
+    }
+
+    #[test]
     fn hot_key_combines_with_zipfian() {
         let chooser = KeyChooser::new(100, Distribution::Zipfian(0.99), 30.0);
         let mut rng = SplitMix64::new(9);

@@ -23,7 +23,7 @@ mod watchers;
 pub use args::{BenchArgs, KeyDist, StopAfter, Target, Workload, parse_duration};
 pub use keys::{Distribution, HOT_KEY_INDEX, KeyChooser, Zipf};
 pub use plot::write_plot;
-pub use stats::{LatencySummary, LevelResult, Report, format_table};
+pub use stats::{LatencySummary, LevelResult, Report, format_run, format_table};
 pub use watchers::WatchSummary;
 
 use anyhow::Context as _;
@@ -61,6 +61,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     .context("cannot start the async runtime")?;
     let report = runtime.block_on(bench(&args))?;
+    print!("{}", format_run(&report));
     print!("{}", format_table(&report.label, &report.results));
     write_outputs(&args, &report)
 }
@@ -75,6 +76,15 @@ pub fn write_outputs(args: &BenchArgs, report: &Report) -> anyhow::Result<()> {
         write_plot(path, &[report])?;
     }
     Ok(())
+}
+
+/// Connections to open: `--target all` promises every endpoint, and connections are handed
+/// out round-robin, so fewer connections than endpoints would leave the last ones unloaded.
+fn connections_for(target: Target, asked: usize, endpoints: usize) -> usize {
+    match target {
+        Target::All => asked.max(endpoints),
+        Target::Leader => asked,
+    }
 }
 
 /// Connects, preloads if the workload reads, and runs every in-flight level in order.
@@ -93,7 +103,8 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         Target::All => uris.clone(),
         Target::Leader => vec![client::find_leader(&uris, args.request_timeout).await?],
     };
-    let conns = client::connect_all(&targets, args.connections, args.request_timeout).await?;
+    let connections = connections_for(args.target, args.connections, targets.len());
+    let conns = client::connect_all(&targets, connections, args.request_timeout).await?;
 
     let mut plan = runner::Plan::new(
         args.workload,
@@ -150,7 +161,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         workload: args.workload.name().to_string(),
         endpoints: args.endpoints.clone(),
         targets,
-        connections: args.connections,
+        connections,
         client_threads: args.client_threads,
         keys: args.keys,
         key_dist: match args.key_dist {
@@ -167,4 +178,16 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         started_unix_s,
         results,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_all_opens_a_connection_to_every_endpoint() {
+        assert_eq!(connections_for(Target::All, 1, 3), 3);
+        assert_eq!(connections_for(Target::All, 8, 3), 8);
+        assert_eq!(connections_for(Target::Leader, 1, 1), 1);
+    }
 }

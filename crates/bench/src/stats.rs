@@ -186,6 +186,24 @@ pub struct Report {
     pub results: Vec<LevelResult>,
 }
 
+/// The line above the table: what was driven and how keys were chosen, so a pasted table
+/// says whether its run had a hot key and loaded every member.
+pub fn format_run(r: &Report) -> String {
+    format!(
+        "{}: {} to {} endpoint{} ({} connection{}), {} keys {}, hot key {}% of operations\n",
+        r.label,
+        r.workload,
+        r.targets.len(),
+        if r.targets.len() == 1 { "" } else { "s" },
+        r.connections,
+        if r.connections == 1 { "" } else { "s" },
+        r.keys,
+        r.key_dist,
+        // f64's Display is the shortest exact form: 20 prints as 20, 0.5 as 0.5.
+        r.hot_key_pct,
+    )
+}
+
 /// The final table: one row per level, then one line per error code.
 pub fn format_table(label: &str, results: &[LevelResult]) -> String {
     let mut out = String::new();
@@ -335,5 +353,46 @@ mod tests {
         let json = serde_json::to_string(&r).expect("serialises");
         let back: LevelResult = serde_json::from_str(&json).expect("parses");
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn run_line_names_targets_and_hot_key_share() {
+        let mut report = Report {
+            label: "synod".into(),
+            workload: "put".into(),
+            endpoints: vec!["a:1".into(), "b:2".into(), "c:3".into()],
+            targets: vec![
+                "http://a:1".into(),
+                "http://b:2".into(),
+                "http://c:3".into(),
+            ],
+            connections: 3,
+            client_threads: 1,
+            keys: 10_000,
+            key_dist: "uniform".into(),
+            hot_key_pct: 20.0,
+            key_size: 8,
+            value_size: 256,
+            read_ratio: None,
+            rate_ops_s: None,
+            warmup_s: 2.0,
+            seed: 1,
+            started_unix_s: 0,
+            results: Vec::new(),
+        };
+        assert_eq!(
+            format_run(&report),
+            "synod: put to 3 endpoints (3 connections), 10000 keys uniform, hot key 20% of \
+             operations\n"
+        );
+        report.targets.truncate(1);
+        report.connections = 1;
+        report.hot_key_pct = 0.5;
+        let line = format_run(&report);
+        assert!(line.contains("to 1 endpoint (1 connection)"), "{line}");
+        assert!(line.contains("hot key 0.5% of operations"), "{line}");
+        // The JSON carries the percentage too.
+        let json = serde_json::to_value(&report).expect("serialises");
+        assert_eq!(json["hot_key_pct"], 0.5);
     }
 }

@@ -57,6 +57,11 @@ const PROGRESS_TTY_MS: u64 = 250;
 const PROGRESS_LOG_MS: u64 = 5_000;
 /// After the clients stop, the watchers get this long to deliver the last acknowledged write.
 const WATCH_CATCH_UP_MS: u64 = 10_000;
+/// Engines without a store-wide revision (their capabilities say `revisions: false`): no
+/// watch to check, no leases for lock clients. EPaxos has per-member revisions only, which a
+/// watch checker comparing members would misread as disagreement.
+const NO_REVISION_ENGINES: [&str; 2] = ["caspaxos", "epaxos"];
+
 /// Most members and clients a run may ask for.
 const NODES_MAX: usize = 9;
 const CLIENTS_MAX: usize = 256;
@@ -69,7 +74,7 @@ pub struct ChaosArgs {
     /// Members in the cluster.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
-    /// Replication engine: omnipaxos, vr or caspaxos.
+    /// Replication engine: omnipaxos, vr, caspaxos or epaxos.
     #[arg(long, default_value = "omnipaxos")]
     pub engine: String,
     /// Concurrent clients; client i talks to member (i mod nodes).
@@ -244,7 +249,7 @@ fn prepare_out_dir(args: &ChaosArgs, seed: u64) -> Result<PathBuf, String> {
     if args.locks > CLIENTS_MAX {
         return Err(format!("--locks must be 0..={CLIENTS_MAX}"));
     }
-    if args.locks > 0 && args.engine == "caspaxos" {
+    if args.locks > 0 && NO_REVISION_ENGINES.contains(&args.engine.as_str()) {
         return Err("--locks needs leases and transactions: use --engine omnipaxos or vr".into());
     }
     if args.keys == 0 {
@@ -768,8 +773,8 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
         keys: args.keys,
         read_percent: args.read_percent,
     };
-    // Engines without revisions (caspaxos) have no watch.
-    let watch_streams = (args.engine != "caspaxos").then(|| {
+    // Engines without a store-wide revision have no watch.
+    let watch_streams = (!NO_REVISION_ENGINES.contains(&args.engine.as_str())).then(|| {
         let targets = s
             .cluster
             .members

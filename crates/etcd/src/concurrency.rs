@@ -92,7 +92,7 @@ impl Coordination {
     }
 
     /// The hub to wait on, or UNIMPLEMENTED on an engine without leases, transactions or a
-    /// store-wide revision (CASPaxos): the recipe needs all three.
+    /// store-wide revision (CASPaxos, EPaxos): the recipe needs all three.
     pub(crate) fn hub(&self, method: &str) -> Result<Arc<WatchHub>, Status> {
         let info = self.svc.handle.info();
         let caps = &info.capabilities;

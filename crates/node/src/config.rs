@@ -205,7 +205,7 @@ pub const LOCAL_ELECTION_TIMEOUT_TICKS: u64 = 10;
 pub struct ClusterConfig {
     /// Names the cluster; its hash is the cluster id peers check in the handshake.
     pub cluster_name: String,
-    /// "omnipaxos" or "caspaxos".
+    /// One of [`ENGINE_NAMES`]: "omnipaxos", "vr", "caspaxos" or "epaxos".
     pub engine: String,
     /// Wall-clock length of one engine tick.
     pub tick_ms: u64,
@@ -272,7 +272,7 @@ impl Default for ClusterConfig {
 }
 
 /// Engines the runtime knows how to start.
-pub const ENGINE_NAMES: [&str; 3] = ["omnipaxos", "vr", "caspaxos"];
+pub const ENGINE_NAMES: [&str; 4] = ["omnipaxos", "vr", "caspaxos", "epaxos"];
 
 impl ClusterConfig {
     /// Reads and validates a cluster file. Errors name the file and the offending field.

@@ -83,7 +83,7 @@ pub struct NodeInfo {
     pub cluster_name: String,
     pub member_id: NodeId,
     pub members: Vec<MemberInfo>,
-    /// "omnipaxos", "caspaxos", …
+    /// "omnipaxos", "vr", "caspaxos", "epaxos", …
     pub engine: String,
     pub capabilities: Capabilities,
     pub limits: ApiLimits,
@@ -446,6 +446,15 @@ pub fn validate_op(
             if !caps.transactions {
                 return Err(unsupported("multi-key transactions"));
             }
+            // Without a store-wide revision each member numbers its own writes (EPaxos applies
+            // non-interfering commands in different orders), so a compare on a create or mod
+            // revision would take different branches at different members and split their
+            // state. A compare against 0 only asks whether the key exists: every member agrees.
+            if !caps.revisions && t.compare.iter().any(compares_a_local_revision) {
+                return Err(unsupported(
+                    "compares on create or mod revision (other than against 0)",
+                ));
+            }
             let n = t.compare.len().max(t.success.len()).max(t.failure.len());
             if n > limits.txn_ops_max {
                 return Err(ApiError::Invalid(format!(
@@ -466,6 +475,16 @@ pub fn validate_op(
             Ok(())
         }
     }
+}
+
+/// Whether `c` compares a key's create or mod revision with something other than 0 (0 means
+/// "absent", which does not depend on how a member numbered its writes).
+fn compares_a_local_revision(c: &synod_core::kv::Compare) -> bool {
+    use synod_core::kv::CompareTarget;
+    matches!(
+        c.target,
+        CompareTarget::CreateRevision(r) | CompareTarget::ModRevision(r) if r != 0
+    )
 }
 
 /// A single-node stand-in for API tests: a task that applies every submission to a local
@@ -582,6 +601,65 @@ mod tests {
         let start = Instant::now();
         let r = h.execute(op, c).await;
         (r, start.elapsed())
+    }
+
+    #[test]
+    fn revision_compares_are_refused_without_store_wide_revisions() {
+        use synod_core::kv::{Compare, CompareResult, CompareTarget, TxnRequest};
+        let txn = |target| {
+            Op::Txn(TxnRequest {
+                compare: vec![Compare {
+                    key: b"k".to_vec(),
+                    range_end: Vec::new(),
+                    target,
+                    result: CompareResult::Equal,
+                }],
+                success: vec![TxnOp::Put(PutRequest {
+                    key: b"k".to_vec(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                })],
+                failure: Vec::new(),
+            })
+        };
+        let epaxos = Capabilities {
+            ranges: true,
+            transactions: true,
+            revisions: false,
+            leases: false,
+        };
+        let log = Capabilities {
+            revisions: true,
+            leases: true,
+            ..epaxos
+        };
+        let limits = ApiLimits::default();
+        for target in [
+            CompareTarget::ModRevision(7),
+            CompareTarget::CreateRevision(3),
+        ] {
+            let op = txn(target);
+            match validate_op(&op, &limits, &epaxos, "epaxos") {
+                Err(ApiError::Engine(EngineError::Unsupported { engine, what })) => {
+                    assert_eq!(engine, "epaxos");
+                    assert!(what.contains("revision"), "{what}");
+                }
+                other => panic!("{op:?} on epaxos: {other:?}"),
+            }
+            assert_eq!(validate_op(&op, &limits, &log, "omnipaxos"), Ok(()));
+        }
+        // Absence checks and value/version compares mean the same at every member.
+        for target in [
+            CompareTarget::CreateRevision(0),
+            CompareTarget::ModRevision(0),
+            CompareTarget::Value(b"v".to_vec()),
+            CompareTarget::Version(2),
+        ] {
+            assert_eq!(
+                validate_op(&txn(target), &limits, &epaxos, "epaxos"),
+                Ok(())
+            );
+        }
     }
 
     #[tokio::test]

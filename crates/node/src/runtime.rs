@@ -198,6 +198,10 @@ pub async fn start_with_listener(
         "vr" => start_engine::<synod_replica::Replica<synod_vr::Vr>>(cfg, listener).await,
         #[cfg(feature = "caspaxos")]
         "caspaxos" => start_engine::<synod_caspaxos::CasPaxos>(cfg, listener).await,
+        #[cfg(feature = "epaxos")]
+        "epaxos" => {
+            start_engine::<synod_replica::Replica<synod_epaxos::EPaxos>>(cfg, listener).await
+        }
         other => {
             drop(listener);
             Err(NodeError::EngineUnavailable(other.to_string()))

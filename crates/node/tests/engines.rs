@@ -1,6 +1,6 @@
 //! The runtime with the real engines (dispatch by name): three nodes on loopback, writes at a
 //! follower answered, a node restarted from its data directory reads back what was written.
-#![cfg(all(feature = "omnipaxos", feature = "caspaxos"))]
+#![cfg(all(feature = "omnipaxos", feature = "caspaxos", feature = "epaxos"))]
 
 use std::time::{Duration, Instant};
 use synod_core::Consistency;
@@ -136,4 +136,9 @@ async fn omnipaxos_three_nodes_write_restart_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caspaxos_three_nodes_write_restart_read() {
     three_nodes_write_restart_read("caspaxos").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epaxos_three_nodes_write_restart_read() {
+    three_nodes_write_restart_read("epaxos").await;
 }

@@ -15,7 +15,7 @@ pub struct DevArgs {
     /// Members in the cluster.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
-    /// Replication engine: omnipaxos, vr or caspaxos.
+    /// Replication engine: omnipaxos, vr, caspaxos or epaxos.
     #[arg(long, default_value = "omnipaxos")]
     engine: String,
     /// Member i listens on base+10(i-1) (peers), +1 (HTTP), +2 (etcd gRPC).
@@ -213,12 +213,13 @@ fn print_banner(cluster: &ClusterConfig, data_dir: &Path, config: &Path, leader:
     println!("Ctrl-C stops every member.");
 }
 
-/// Engines with no leader to wait for at start-up.
-const LEADERLESS_ENGINES: [&str; 1] = ["caspaxos"];
+/// Engines with no leader to wait for at start-up. EPaxos reports each member as its own
+/// leader (every member leads the commands submitted to it), so members never agree on one.
+const LEADERLESS_ENGINES: [&str; 2] = ["caspaxos", "epaxos"];
 
 /// `Some(leader)` once every member answers its status endpoint and is connected to all its
 /// peers, and — for engines with a leader (status names one anywhere) — members agree on it.
-/// Leaderless engines (CASPaxos) are ready with `Some(None)`.
+/// Leaderless engines (CASPaxos, EPaxos) are ready with `Some(None)`.
 fn cluster_ready(cluster: &ClusterConfig) -> Option<Option<u64>> {
     let peers = cluster.members.len() - 1;
     let mut leaders = Vec::new();
@@ -231,10 +232,13 @@ fn cluster_ready(cluster: &ClusterConfig) -> Option<Option<u64>> {
         }
         leaders.push(v.get("leader").and_then(serde_json::Value::as_u64));
     }
-    let has_leader = !LEADERLESS_ENGINES.contains(&cluster.engine.as_str());
+    // Checked before agreement: a one-member EPaxos cluster would otherwise "agree" on
+    // itself and be announced as having a leader.
+    if LEADERLESS_ENGINES.contains(&cluster.engine.as_str()) {
+        return Some(None);
+    }
     match leaders.first().copied().flatten() {
         Some(l) if leaders.iter().all(|x| *x == Some(l)) => Some(Some(l)),
-        _ if !has_leader => Some(None),
         _ => None,
     }
 }

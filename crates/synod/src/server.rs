@@ -18,7 +18,7 @@ pub struct ServerArgs {
     /// Where this member keeps its write-ahead log and metadata.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Replication engine: omnipaxos, vr or caspaxos (must match the other members).
+    /// Replication engine: omnipaxos, vr, caspaxos or epaxos (must match the other members).
     #[arg(long)]
     engine: Option<String>,
     /// Wall-clock length of one engine tick.

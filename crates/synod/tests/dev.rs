@@ -52,6 +52,14 @@ fn synod_dev_starts_a_leaderless_caspaxos_cluster() {
     );
 }
 
+#[test]
+fn synod_dev_starts_a_leaderless_epaxos_cluster() {
+    run_dev(
+        "epaxos",
+        "Synod dev cluster: 3 members, engine epaxos, leaderless",
+    );
+}
+
 fn run_dev(engine: &str, expect_banner: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = free_base(3);
@@ -107,7 +115,8 @@ fn run_dev(engine: &str, expect_banner: &str) {
         );
     }
 
-    if engine != "caspaxos" {
+    // Engines without a store-wide revision have no history or watch.
+    if !["caspaxos", "epaxos"].contains(&engine) {
         etcdctl_history_and_watch(base);
     }
 

@@ -24,6 +24,10 @@ pub struct Cluster {
     pub http: reqwest::blocking::Client,
 }
 
+/// Engines without a leader (EPaxos names each member its own): a cluster of them is ready
+/// when its members are connected, not when they agree on a leader.
+pub const LEADERLESS_ENGINES: [&str; 2] = ["caspaxos", "epaxos"];
+
 /// Launches of a cluster before giving up on finding ports nobody else takes.
 const LAUNCH_ATTEMPTS_MAX: usize = 5;
 /// How long a spawned member may take to serve its client ports.
@@ -114,7 +118,9 @@ impl Cluster {
     /// Like [`Cluster::start`], with `tweak` applied to the cluster file first (a closure).
     pub fn start_configured(n: usize, engine: &str, tweak: &dyn Fn(&mut ClusterConfig)) -> Cluster {
         let c = Cluster::launch_serving(n, engine, tweak);
-        if engine != "caspaxos" {
+        if LEADERLESS_ENGINES.contains(&engine) {
+            c.wait_all_connected(Duration::from_secs(20));
+        } else {
             c.wait_all_reach_leader(Duration::from_secs(20));
         }
         c
@@ -373,6 +379,27 @@ impl Cluster {
         })
     }
 
+    /// Waits until every live member is connected to every other live member: what a
+    /// leaderless engine needs before a write can reach a quorum without waiting on a
+    /// reconnect.
+    pub fn wait_all_connected(&self, within: Duration) {
+        let live = self.live_ids();
+        wait_until(within, "every live member connected to the others", || {
+            live.iter()
+                .all(|id| {
+                    self.status(*id).is_some_and(|s| {
+                        let connected: Vec<u64> = s
+                            .get("connected_peers")
+                            .and_then(Value::as_array)
+                            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                            .unwrap_or_default();
+                        live.iter().all(|p| p == id || connected.contains(p))
+                    })
+                })
+                .then_some(())
+        })
+    }
+
     pub fn put(&self, id: u64, key: &str, value: &str) -> reqwest::blocking::Response {
         self.http
             .put(self.url(id, &format!("/v1/kv/{key}")))
@@ -434,6 +461,27 @@ pub fn wait_until<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option
     }
 }
 
+/// The synodctl binary built beside synod. `cargo test -p synod` alone does not build it (it
+/// is another package), so it is built here once with the same cargo if missing.
+pub fn synodctl() -> PathBuf {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_synod")).with_file_name("synodctl");
+    if !path.is_file() {
+        let out = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "synodctl"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cargo build -p synodctl");
+        assert!(
+            out.status.success(),
+            "cargo build -p synodctl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(path.is_file(), "synodctl not found at {}", path.display());
+    path
+}
+
 /// etcdctl, or a loud message. CI installs it (.ci/run); a missing etcdctl fails the test unless
 /// SYNOD_ALLOW_MISSING_ETCDCTL=1 is set.
 pub fn etcdctl() -> Option<PathBuf> {
@@ -469,7 +517,7 @@ pub fn etcdctl_command(etcdctl: &std::path::Path, endpoints: &str) -> Command {
 
 impl Cluster {
     /// Like [`Cluster::start`] but waits only until every member answers its status endpoint,
-    /// not for a leader: leaderless engines (CASPaxos) never report one.
+    /// not for a leader nor for peer connections (a test may be about to kill one).
     pub fn start_leaderless(n: usize, engine: &str) -> Cluster {
         Cluster::launch_serving(n, engine, &|_| {})
     }

@@ -92,6 +92,14 @@ pub trait Engine: Sized + Send + 'static {
     /// Short lowercase name: "omnipaxos", "vr", "caspaxos", "epaxos".
     const NAME: &'static str;
 
+    /// Whether the node tags the requests it submits with its own client session. A
+    /// session orders a client's writes (its table forgets replies below the client's
+    /// acknowledged floor), so under EPaxos it would make every write submitted at one member
+    /// interfere with the previous one, and the seq of one conflict would ripple through all
+    /// of them; there the replica layer's once-per-origin rule already makes the node's own
+    /// submissions exactly-once. Clients that send their own request ids keep their session.
+    const NODE_SESSIONS: bool = true;
+
     /// What this engine can execute, so APIs can refuse up front with a clear error.
     fn capabilities() -> Capabilities;
 

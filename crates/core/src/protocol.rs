@@ -148,6 +148,9 @@ pub trait LogProtocol: Sized + Send + 'static {
     /// Such a protocol never answers [`LogProtocol::start_read_round`].
     const READS_AS_COMMANDS: bool = false;
 
+    /// See [`crate::Engine::NODE_SESSIONS`].
+    const NODE_SESSIONS: bool = true;
+
     /// A replica whose storage was lost (no records at all, and not a new cluster) can
     /// rejoin safely: the protocol rebuilds what it forgot from its peers before it votes
     /// (OmniPaxos's repair, VR's recovery). A protocol without that refuses to start.

@@ -362,6 +362,8 @@ impl LogProtocol for EPaxos {
 
     const READS_AS_COMMANDS: bool = true;
 
+    const NODE_SESSIONS: bool = false;
+
     /// A member that lost its storage forgot its promises and what it accepted; answering
     /// as an acceptor could undo a decision, and this EPaxos has no repair from peers.
     const REPAIRS_LOST_STORAGE: bool = false;

@@ -730,7 +730,7 @@ impl<E: Engine> EngineLoop<E> {
         // node's oldest unanswered one goes without a session, so it can never push out that
         // one's reply (the engines refuse such a write with `Busy` rather than risk a spurious
         // `SessionExpired`). It stays exactly-once: engines apply a command once per origin.
-        let client = if seq - first_unacked < self.session_window {
+        let client = if E::NODE_SESSIONS && seq - first_unacked < self.session_window {
             self.client
         } else {
             ClientId::NONE

@@ -98,6 +98,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
     type Message = Message<P::Message, P::Term>;
     type Record = Record<P::Record, P::Checkpoint>;
     const NAME: &'static str = P::NAME;
+    const NODE_SESSIONS: bool = P::NODE_SESSIONS;
 
     fn capabilities() -> Capabilities {
         P::CAPABILITIES

@@ -365,6 +365,9 @@ impl<P: LogProtocol> Replica<P> {
             }
         }
         self.track_leases();
+        if !P::CAPABILITIES.revisions {
+            self.state.kv.forget_history();
+        }
     }
 
     /// Serves linearizable reads whose read index is applied.

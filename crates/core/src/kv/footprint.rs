@@ -178,7 +178,7 @@ mod tests {
     }
 
     fn put(k: &str) -> Op {
-        Op::Put(PutRequest::new(k.into(), b"v".to_vec()))
+        Op::Put(PutRequest::new(k.as_bytes().to_vec(), b"v".to_vec()))
     }
 
     #[test]

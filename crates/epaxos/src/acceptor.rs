@@ -74,15 +74,7 @@ impl EPaxos {
         }
         let merged = self.merged_attrs(&cmds, &attrs);
         let unchanged = merged == attrs && bal == Ballot::initial(id);
-        let inst = Instance {
-            status: Status::PreAccepted,
-            bal,
-            vbal: bal,
-            cmds,
-            attrs: merged.clone(),
-            unchanged,
-            footprint: Default::default(),
-        };
+        let inst = Instance::at(Status::PreAccepted, bal, cmds, merged.clone(), unchanged);
         self.record_instance(id, inst, out);
         self.wait_for(id);
         let reply = Message::PreAcceptReply {
@@ -138,15 +130,7 @@ impl EPaxos {
             );
             return;
         }
-        let inst = Instance {
-            status: Status::Accepted,
-            bal,
-            vbal: bal,
-            cmds,
-            attrs,
-            unchanged: false,
-            footprint: Default::default(),
-        };
+        let inst = Instance::at(Status::Accepted, bal, cmds, attrs, false);
         self.record_instance(id, inst, out);
         self.wait_for(id);
         out.send(from, Message::AcceptReply { id, bal, ok: true });
@@ -261,15 +245,8 @@ impl EPaxos {
             .instance(id)
             .is_some_and(|i| i.status != Status::None && i.cmds == cmds);
         let promised = self.promised(id);
-        let inst = Instance {
-            status: Status::Committed,
-            bal: promised.max(bal),
-            vbal: bal,
-            cmds,
-            attrs: attrs.clone(),
-            unchanged: false,
-            footprint: Default::default(),
-        };
+        let mut inst = Instance::at(Status::Committed, bal, cmds, attrs.clone(), false);
+        inst.bal = promised.max(bal);
         let committed_cmds = inst.cmds.clone();
         if same_cmds {
             out.records.push(Record::Commit { id, attrs });

@@ -81,15 +81,13 @@ impl EPaxos {
         fast_allowed: bool,
         out: &mut Out,
     ) {
-        let inst = Instance {
-            status: Status::PreAccepted,
+        let inst = Instance::at(
+            Status::PreAccepted,
             bal,
-            vbal: bal,
-            cmds: cmds.clone(),
-            attrs: attrs.clone(),
-            unchanged: fast_allowed,
-            footprint: Default::default(),
-        };
+            cmds.clone(),
+            attrs.clone(),
+            fast_allowed,
+        );
         self.record_instance(id, inst, out);
         for p in others(&self.config) {
             let m = Message::PreAccept {
@@ -193,15 +191,7 @@ impl EPaxos {
 
     /// Phase 2 (Paxos-Accept) at `bal`.
     fn accept(&mut self, id: InstanceId, bal: Ballot, cmds: Batch, attrs: Attrs, out: &mut Out) {
-        let inst = Instance {
-            status: Status::Accepted,
-            bal,
-            vbal: bal,
-            cmds: cmds.clone(),
-            attrs: attrs.clone(),
-            unchanged: false,
-            footprint: Default::default(),
-        };
+        let inst = Instance::at(Status::Accepted, bal, cmds.clone(), attrs.clone(), false);
         self.record_instance(id, inst, out);
         for p in others(&self.config) {
             let m = Message::Accept {

@@ -97,6 +97,19 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// An instance whose command and attributes were set in ballot `bal` (so `vbal = bal`).
+    pub fn at(status: Status, bal: Ballot, cmds: Batch, attrs: Attrs, unchanged: bool) -> Instance {
+        Instance {
+            status,
+            bal,
+            vbal: bal,
+            cmds,
+            attrs,
+            unchanged,
+            footprint: Footprint::default(),
+        }
+    }
+
     pub fn promised(bal: Ballot) -> Instance {
         Instance {
             status: Status::None,

@@ -10,7 +10,7 @@
 //! sweep in the test run that one seed alone (sweeps whose range does not hold it are skipped).
 //! A planted-bug search replays as it is: it is deterministic and stops at the same seed.
 
-use crate::{FaultSet, RunConfig, RunResult, SUMMARY_REPORTS_MAX, SimSummary, run_seed};
+use crate::{FaultSet, RunConfig, RunResult, SUMMARY_REPORTS_MAX, Scenario, SimSummary, run_seed};
 use std::ops::Range;
 use std::time::Instant;
 use synod_core::Engine;
@@ -255,4 +255,33 @@ fn test_command(seed: Option<u64>) -> String {
         .to_string();
     let env = seed.map_or(String::new(), |s| format!("{SEED_ENV}={s} "));
     format!("{env}cargo test -p synod-sim --test {binary} {test} -- --exact")
+}
+
+/// The OmniPaxos paper's partial-connectivity scenarios: each `(scenario, nodes)` for every seed
+/// in `seeds`, 4 clients running throughout, the topology held for 30 election timeouts; each
+/// run must have no interval longer than `downtime_max_ets` election timeouts without an
+/// operation completing (and pass every other check). Prints each run's downtime.
+pub fn assert_scenarios_recover<E: Engine>(
+    cases: &[(Scenario, usize)],
+    seeds: std::ops::RangeInclusive<u64>,
+    downtime_max_ets: f64,
+) {
+    for &(scenario, nodes) in cases {
+        for seed in seeds.clone() {
+            let mut cfg = RunConfig::new(seed, nodes);
+            cfg.faults = FaultSet::NONE;
+            cfg.scenario = Some(scenario);
+            cfg.clients = 4;
+            cfg.ops_per_client = usize::MAX;
+            cfg.fault_window_us = 30 * cfg.election_timeout_us();
+            cfg.scenario_downtime_max_ets = Some(downtime_max_ets);
+            let r = run_seed::<E>(&cfg);
+            println!(
+                "{} {nodes} nodes seed {seed}: downtime {:.1} ETs",
+                scenario.name(),
+                r.downtime_us as f64 / cfg.election_timeout_us() as f64
+            );
+            assert!(r.passed(), "{}", r.report());
+        }
+    }
 }

@@ -5,8 +5,10 @@
 
 use synod_core::PlantedBug;
 use synod_sim::engines::VrEngine;
-use synod_sim::sweep::{assert_all_pass, assert_caught, halves, seed_count};
-use synod_sim::{FaultSet, RunConfig, RunResult, Scenario, run_seed};
+use synod_sim::sweep::{
+    assert_all_pass, assert_caught, assert_scenarios_recover, halves, seed_count,
+};
+use synod_sim::{RunConfig, RunResult, Scenario, run_seed};
 
 /// Seeds for the all-faults suites, per node count, unless `SYNOD_SIM_SEEDS` says otherwise.
 const SEEDS_DEFAULT: u64 = 500;
@@ -65,29 +67,16 @@ fn same_seed_replays_exactly() {
 /// timeouts, like OmniPaxos.
 #[test]
 fn partial_connectivity_scenarios_recover_within_a_few_election_timeouts() {
-    for (scenario, nodes) in [
-        (Scenario::QuorumLoss, 5),
-        (Scenario::ConstrainedElection, 5),
-        (Scenario::Chained, 3),
-        (Scenario::QuorumLoss, 3),
-    ] {
-        for seed in 1..=5 {
-            let mut cfg = RunConfig::new(seed, nodes);
-            cfg.faults = FaultSet::NONE;
-            cfg.scenario = Some(scenario);
-            cfg.clients = 4;
-            cfg.ops_per_client = usize::MAX;
-            cfg.fault_window_us = 30 * cfg.election_timeout_us();
-            cfg.scenario_downtime_max_ets = Some(10.0);
-            let r = run_seed::<VrEngine>(&cfg);
-            println!(
-                "{} {nodes} nodes seed {seed}: downtime {:.1} ETs",
-                scenario.name(),
-                r.downtime_us as f64 / cfg.election_timeout_us() as f64
-            );
-            assert!(r.passed(), "{}", r.report());
-        }
-    }
+    assert_scenarios_recover::<VrEngine>(
+        &[
+            (Scenario::QuorumLoss, 5),
+            (Scenario::ConstrainedElection, 5),
+            (Scenario::Chained, 3),
+            (Scenario::QuorumLoss, 3),
+        ],
+        1..=5,
+        10.0,
+    );
 }
 
 /// Seeds a planted bug may take to be caught (the bound is 1,000).

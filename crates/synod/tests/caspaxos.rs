@@ -7,9 +7,9 @@
 
 mod common;
 
-use common::{Cluster, etcdctl};
+use common::{Cluster, etcdctl, synodctl};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 /// What every refusal of a range request says, whichever API carried it.
@@ -212,28 +212,6 @@ fn http_single_key_operations_work_at_every_member_and_ranges_are_refused() {
         let msg = b["error"]["message"].as_str().unwrap_or_default();
         assert!(msg.contains(UNSUPPORTED), "n{id} {query}: {msg}");
     }
-}
-
-/// The synodctl binary built beside synod (`cargo test --workspace` builds it because it has
-/// integration tests of its own). Run alone, `cargo test -p synod` does not build it, so it is
-/// built here once with the same cargo.
-fn synodctl() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_synod")).with_file_name("synodctl");
-    if !path.is_file() {
-        let out = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "synodctl"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cargo build -p synodctl");
-        assert!(
-            out.status.success(),
-            "cargo build -p synodctl failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    assert!(path.is_file(), "synodctl not found at {}", path.display());
-    path
 }
 
 fn ctl(bin: &Path, endpoints: &str, args: &[&str]) -> Output {

@@ -3,11 +3,15 @@
 //! HTTP/JSON API and synodctl. EPaxos is leaderless and has no store-wide revision, so watch,
 //! compaction, leases, reads at a revision and txn compares on a revision are refused with
 //! the clear "not supported by … epaxos engine" error. A member SIGKILLed while the others
-//! keep taking writes serves those writes once restarted.
+//! keep taking writes serves those writes once restarted. python-etcd3 (`tests/py/
+//! epaxos_checks.py`) writes at every member, races writers on one key from all of them, runs
+//! value transactions and prefix reads, and sees watch and leases refused.
 
 mod common;
 
-use common::{Cluster, etcdctl, etcdctl_command, run_with_deadline, synodctl, wait_until};
+use common::{
+    Cluster, etcdctl, etcdctl_command, python_etcd3, run_with_deadline, synodctl, wait_until,
+};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::path::Path;
@@ -442,4 +446,33 @@ fn a_killed_member_misses_nothing_the_others_took_while_it_was_down() {
     // And it takes part again: a write at n3 is read at n1.
     assert_eq!(c.put(3, "after", "back").status().as_u16(), 200);
     assert_eq!(c.get(1, "after", false), Some("back".to_string()));
+}
+
+#[test]
+fn python_etcd3_writes_everywhere_and_concurrent_writers_agree() {
+    let Some(python) = python_etcd3() else { return };
+    let c = start();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/epaxos_checks.py");
+    let mut cmd = Command::new(&python);
+    cmd.arg(&script).arg("--endpoints").arg(c.grpc_endpoints());
+    let (status, stdout, stderr) = run_with_deadline(cmd, Duration::from_secs(120));
+    assert!(
+        status.success(),
+        "python-etcd3 checks failed ({status}):\n{stdout}\n{stderr}"
+    );
+    let passed: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("PASS "))
+        .collect();
+    assert_eq!(
+        passed,
+        [
+            "write_anywhere_read_everywhere",
+            "concurrent_writers_agree",
+            "value_transactions",
+            "prefix_reads",
+            "unsupported_is_refused"
+        ],
+        "{stdout}"
+    );
 }

@@ -6,10 +6,10 @@
 
 mod common;
 
-use common::{Cluster, etcdctl, etcdctl_command, wait_until};
+use common::{Cluster, etcdctl, etcdctl_command, synodctl, wait_until};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -219,22 +219,6 @@ fn etcdctl_elect_hands_over_on_lease_revoke_and_on_exit() {
     let _ = next_line(&seen, "observer");
     assert_eq!(next_line(&seen, "observer"), "gamma");
     drop((alpha, beta, gamma, listener));
-}
-
-/// The synodctl binary, built if stale (`cargo test -p synod` alone does not build it).
-fn synodctl() -> PathBuf {
-    let out = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "synodctl"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cargo build -p synodctl");
-    assert!(
-        out.status.success(),
-        "cargo build -p synodctl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Path::new(env!("CARGO_BIN_EXE_synod")).with_file_name("synodctl")
 }
 
 /// `synodctl lock NAME -- COMMAND`: the command sees the key and token, its exit status is

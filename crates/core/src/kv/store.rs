@@ -102,7 +102,8 @@ impl KvStore {
     fn content_change(&self, old: Option<&KeyValue>, new: Option<&KeyValue>) {
         if let Some(c) = self.content.get() {
             let c = c.wrapping_sub(old.map_or(0, content_term));
-            self.content.set(Some(c.wrapping_add(new.map_or(0, content_term))));
+            self.content
+                .set(Some(c.wrapping_add(new.map_or(0, content_term))));
         }
     }
 
@@ -857,14 +858,27 @@ mod tests {
         };
         let mut a = KvStore::new(KvLimits::default());
         let empty = a.content_digest();
-        let ops_a = [put("x", "1"), put("y", "1"), put("x", "2"), del("y"), put("z", "1")];
+        let ops_a = [
+            put("x", "1"),
+            put("y", "1"),
+            put("x", "2"),
+            del("y"),
+            put("z", "1"),
+        ];
         for (i, op) in ops_a.iter().enumerate() {
             a.apply(i as u64 + 1, rid(0, 0), 0, op).unwrap();
         }
         // The same writes with the commuting ones in another order (and one revision more,
         // from a delete of a missing key): the same content.
         let mut b = KvStore::new(KvLimits::default());
-        let ops_b = [put("z", "1"), del("q"), put("x", "1"), put("y", "1"), del("y"), put("x", "2")];
+        let ops_b = [
+            put("z", "1"),
+            del("q"),
+            put("x", "1"),
+            put("y", "1"),
+            del("y"),
+            put("x", "2"),
+        ];
         for (i, op) in ops_b.iter().enumerate() {
             b.apply(i as u64 + 1, rid(0, 0), 0, op).unwrap();
         }

@@ -329,6 +329,25 @@ impl EPaxos {
         )
     }
 
+    /// Dependency vectors sized for this configuration, slots that exist.
+    fn well_formed(&self, m: &Message) -> bool {
+        let n = self.n();
+        let attrs_ok = |a: &Attrs| a.deps.len() == n;
+        let id_ok = |id: &InstanceId| id.slot > 0;
+        match m {
+            Message::PreAccept { id, attrs, .. }
+            | Message::Accept { id, attrs, .. }
+            | Message::Commit { id, attrs, .. } => id_ok(id) && attrs_ok(attrs),
+            Message::PreAcceptReply { id, ok, attrs, .. } => id_ok(id) && (!ok || attrs_ok(attrs)),
+            Message::PrepareReply { id, state, .. } => {
+                id_ok(id) && state.as_ref().is_none_or(|r| attrs_ok(&r.attrs))
+            }
+            Message::AcceptReply { id, .. } | Message::Prepare { id, .. } => id_ok(id),
+            Message::Fetch { lo, hi, .. } => lo <= hi,
+            Message::Executed { upto, .. } => upto.len() == n,
+        }
+    }
+
     fn heard_lately(&self, k: usize) -> bool {
         k == self.me || self.now <= self.heard[k] + 2 * self.config.election_timeout_ticks
     }
@@ -399,6 +418,11 @@ impl LogProtocol for EPaxos {
         let Some(p) = self.pos(from) else {
             return;
         };
+        if !self.well_formed(&message) {
+            // A frame from a member that decoded but cannot be ours (another configuration,
+            // a bug): dropping it is what a lost message would do, and losses are survived.
+            return;
+        }
         self.heard[p] = self.now;
         match message {
             Message::PreAccept {

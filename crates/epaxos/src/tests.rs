@@ -315,3 +315,35 @@ fn planted_fast_quorum_too_small_is_caught() {
     assert!(at_leader.is_some(), "the buggy leader commits on 3 of 5");
     assert_ne!(at_leader, recovered, "and recovery commits something else");
 }
+
+#[test]
+fn malformed_frames_from_a_member_are_dropped_not_fatal() {
+    let mut net = Net::new(3, None);
+    let bad = Message::Accept {
+        id: inst(2, 1),
+        bal: Ballot::initial(inst(2, 1)),
+        cmds: Vec::new(),
+        attrs: Attrs {
+            seq: 1,
+            deps: vec![7; 9],
+        },
+    };
+    let mut out = Out::default();
+    net.node(1).receive(2, bad, &NoTransfers, &mut out);
+    net.node(1).receive(
+        2,
+        Message::Executed {
+            upto: vec![1],
+            reach: 3,
+        },
+        &NoTransfers,
+        &mut out,
+    );
+    net.node(1).flush(&mut out);
+    assert!(out.messages.is_empty() && out.records.is_empty());
+    assert!(net.r[0].instance(inst(2, 1)).is_none());
+    // And the member still works.
+    net.put(1, "a", 1);
+    net.deliver(|_, _, _| true);
+    assert!(net.committed(2, inst(1, 1)).is_some());
+}

@@ -22,7 +22,7 @@ use synod_core::PlantedBug;
 /// The campaign's own flags (the depth flags of `synod sim` override the profile's).
 pub const USAGE: &str =
     "usage: synod sim --campaign [--profile long|short] (--for DURATION | --seeds N)
-                 [--engines omnipaxos,vr,caspaxos] [--nodes 3,5] [--threads N]
+                 [--engines omnipaxos,vr,caspaxos,epaxos] [--nodes 3,5] [--threads N]
                  [--ledger FILE] [--progress DURATION] [--flush DURATION] [--allow-dirty]
                  [--clients N] [--ops N] [--keys N] [--sim-seconds S] [--faults LIST]
                  [--snapshot-entries N] [--planted-bug NAME] [--history-dir DIR]
@@ -61,7 +61,7 @@ pub const SHORT: Profile = Profile {
 };
 
 /// The engines a campaign runs by default (the toy is the simulator's own test engine).
-pub const CAMPAIGN_ENGINES: [&str; 3] = ["omnipaxos", "vr", "caspaxos"];
+pub const CAMPAIGN_ENGINES: [&str; 4] = ["omnipaxos", "vr", "caspaxos", "epaxos"];
 
 /// Parsed `--campaign` command line.
 #[derive(Clone, Debug)]

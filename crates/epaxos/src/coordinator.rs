@@ -127,15 +127,12 @@ impl EPaxos {
         attrs: Attrs,
         out: &mut Out,
     ) {
+        if !self.reply_counts(id, bal, ok) {
+            return;
+        }
         let Some(c) = self.coords.get_mut(&id) else {
             return;
         };
-        if !ok {
-            if bal > c.bal {
-                self.abandon(id);
-            }
-            return;
-        }
         let Phase::PreAccept {
             orig,
             merged,
@@ -146,7 +143,7 @@ impl EPaxos {
         else {
             return;
         };
-        if bal != c.bal || attrs.deps.len() != orig.deps.len() || !replies.insert(from) {
+        if attrs.deps.len() != orig.deps.len() || !replies.insert(from) {
             return;
         }
         if attrs != *orig {
@@ -226,19 +223,14 @@ impl EPaxos {
         ok: bool,
         out: &mut Out,
     ) {
-        let Some(c) = self.coords.get_mut(&id) else {
-            return;
-        };
-        if !ok {
-            if bal > c.bal {
-                self.abandon(id);
-            }
+        if !self.reply_counts(id, bal, ok) {
             return;
         }
-        if bal != c.bal {
-            return;
-        }
-        if let Phase::Accept { acks, .. } = &mut c.phase {
+        if let Some(Coord {
+            phase: Phase::Accept { acks, .. },
+            ..
+        }) = self.coords.get_mut(&id)
+        {
             acks.insert(from);
         }
         self.try_finish_accept(id, out);
@@ -284,6 +276,21 @@ impl EPaxos {
             out.send(p, m);
         }
         self.commit_local(id, bal, cmds, attrs, out);
+    }
+
+    /// Whether a reply in ballot `bal` counts for the coordination of `id`: one is under way
+    /// in that ballot and the reply is positive. A refusal naming a higher ballot ends it.
+    fn reply_counts(&mut self, id: InstanceId, bal: Ballot, ok: bool) -> bool {
+        let Some(c) = self.coords.get(&id) else {
+            return false;
+        };
+        if !ok {
+            if bal > c.bal {
+                self.abandon(id);
+            }
+            return false;
+        }
+        bal == c.bal
     }
 
     /// A higher ballot took over: stop, and wait (recovery may follow if nothing commits).
@@ -424,19 +431,14 @@ impl EPaxos {
         state: Option<Reported>,
         out: &mut Out,
     ) {
-        let Some(c) = self.coords.get_mut(&id) else {
-            return;
-        };
-        if !ok {
-            if bal > c.bal {
-                self.abandon(id);
-            }
+        if !self.reply_counts(id, bal, ok) {
             return;
         }
-        if bal != c.bal {
-            return;
-        }
-        if let Phase::Prepare { replies } = &mut c.phase {
+        if let Some(Coord {
+            phase: Phase::Prepare { replies },
+            ..
+        }) = self.coords.get_mut(&id)
+        {
             replies.entry(from).or_insert(state);
         }
         self.try_finish_prepare(id, out);

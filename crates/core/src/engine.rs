@@ -212,6 +212,14 @@ pub struct EngineConfig {
     /// cluster), as opposed to a restart or a wiped disk. Only then may a protocol that recovers
     /// from its peers (VR) start as an ordinary member of view 0.
     pub first_boot: bool,
+    /// The bootstrap configuration's member details (names, addresses). Empty: bare ids from
+    /// `members` (the simulator). Only a new cluster's first boot uses it; afterwards the
+    /// configuration is replicated state.
+    pub initial_members: Vec<crate::membership::Member>,
+    /// This replica was added to a running cluster: it has no state of its own and takes the
+    /// configuration and the state from a snapshot its peers send; `members` only says whom
+    /// to ask. It votes in nothing before that.
+    pub join: bool,
 }
 
 impl EngineConfig {
@@ -240,6 +248,8 @@ impl EngineConfig {
             planted_bug: None,
             boot_nonce: seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15),
             first_boot: true,
+            initial_members: Vec::new(),
+            join: false,
         }
     }
 
@@ -456,6 +466,9 @@ pub enum EngineError {
     /// A put with `ignore_value` or `ignore_lease` named a key that does not exist.
     /// Definitely not applied.
     KeyNotFound,
+    /// A membership change refused where it was applied (etcd's message, e.g. "etcdserver:
+    /// member not found"); nothing changed.
+    Membership(String),
 }
 
 /// etcd's text for [`EngineError::Compacted`]; clients match it exactly.
@@ -498,6 +511,7 @@ impl std::fmt::Display for EngineError {
             EngineError::LeaseExists => f.write_str(ERR_LEASE_EXISTS),
             EngineError::LeaseTtlTooLarge => f.write_str(ERR_LEASE_TTL_TOO_LARGE),
             EngineError::KeyNotFound => f.write_str(ERR_KEY_NOT_FOUND),
+            EngineError::Membership(m) => f.write_str(m),
         }
     }
 }
@@ -539,6 +553,10 @@ pub struct EngineStatus {
     /// round trip, and those that needed the slow path. 0 elsewhere.
     pub fast_path_commits: u64,
     pub slow_path_commits: u64,
+    /// The configuration this replica applied last (empty for engines without one).
+    pub configuration: crate::membership::Configuration,
+    /// Learners' applied indexes as this replica last heard them (voters only).
+    pub learner_applied: Vec<(NodeId, u64)>,
 }
 
 /// Everything an engine produced since the last [`Engine::ready`]. See the module docs for why

@@ -9,6 +9,8 @@
 //! * [`log`] — [`CommandLog`], the in-memory log with a compacted prefix both log protocols use.
 //! * [`protocol`] — the [`LogProtocol`](protocol::LogProtocol) contract an ordering protocol
 //!   fulfils so that the replica layer can make it an engine.
+//! * [`membership`] — the replicated configuration (members, voters, learners) and its
+//!   changes.
 //! * [`history`] — the JSON history format written by the simulator and chaos runs and read by
 //!   the linearizability checker.
 //!
@@ -21,6 +23,7 @@ pub mod history;
 pub mod ids;
 pub mod kv;
 pub mod log;
+pub mod membership;
 pub mod protocol;
 pub mod rng;
 

@@ -237,6 +237,17 @@ pub trait LogProtocol: Sized + Send + 'static {
         out: &mut ProtocolOutput<Self::Message, Self::Record>,
     );
 
+    /// The protocol state of a brand-new instance whose log starts at `base_idx` (everything
+    /// before it decided and compacted into the replica layer's state), for a new
+    /// configuration epoch: the replica layer applies a change of the voter set by starting a
+    /// new instance from the state at the change (OmniPaxos §6's StopSign, VR Revisited §7's
+    /// epochs). `None`: the protocol cannot change its members, and the replica layer refuses
+    /// such changes.
+    fn epoch_checkpoint(base_idx: u64) -> Option<Self::Checkpoint> {
+        let _ = base_idx;
+        None
+    }
+
     /// Commands this replica led that committed on the fast path and on the slow path
     /// (protocols with one: EPaxos).
     fn path_commits(&self) -> (u64, u64) {

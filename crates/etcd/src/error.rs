@@ -67,6 +67,12 @@ fn engine_error_to_status(e: &EngineError) -> Status {
         EngineError::LeaseExists => Status::failed_precondition(synod_core::ERR_LEASE_EXISTS),
         EngineError::LeaseTtlTooLarge => Status::out_of_range(synod_core::ERR_LEASE_TTL_TOO_LARGE),
         EngineError::KeyNotFound => Status::invalid_argument(synod_core::ERR_KEY_NOT_FOUND),
+        // etcd's codes for its membership errors (rpctypes): NotFound for an unknown member,
+        // FailedPrecondition for the rest.
+        EngineError::Membership(m) if m == synod_core::membership::ERR_MEMBER_NOT_FOUND => {
+            Status::not_found(m.clone())
+        }
+        EngineError::Membership(m) => Status::failed_precondition(m.clone()),
     }
 }
 

@@ -205,7 +205,9 @@ impl From<ApiError> for HttpError {
                 EngineError::Unsupported { .. } => ErrorCode::Unsupported,
                 EngineError::Busy => ErrorCode::Busy,
                 EngineError::Timeout => ErrorCode::Unavailable,
-                EngineError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+                EngineError::InvalidRequest(_) | EngineError::Membership(_) => {
+                    ErrorCode::InvalidRequest
+                }
                 // HTTP requests carry no client session, so the client table should never
                 // refuse one; if it does, that is our bug, not the caller's.
                 EngineError::SessionExpired => ErrorCode::Internal,

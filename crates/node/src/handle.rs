@@ -342,7 +342,8 @@ pub fn grows_store(op: &Op) -> bool {
         | Op::LeaseKeepAlive { .. }
         | Op::LeaseTimeToLive { .. }
         | Op::LeaseLeases
-        | Op::LeaseExpire { .. } => false,
+        | Op::LeaseExpire { .. }
+        | Op::Membership(_) => false,
         // etcd's capped applier refuses grants too: a lease is state that only grows.
         Op::Put(_) | Op::LeaseGrant(_) => true,
         Op::Cas(c) => matches!(c.then, synod_core::kv::CasAction::Put(_)),
@@ -424,7 +425,8 @@ pub fn validate_op(
         | Op::LeaseRevoke { .. }
         | Op::LeaseKeepAlive { .. }
         | Op::LeaseTimeToLive { .. }
-        | Op::LeaseLeases => Ok(()),
+        | Op::LeaseLeases
+        | Op::Membership(_) => Ok(()),
         Op::LeaseGrant(g) if g.ttl > synod_core::kv::LEASE_TTL_MAX_SECONDS => {
             Err(ApiError::Engine(EngineError::LeaseTtlTooLarge))
         }

@@ -193,6 +193,18 @@ impl LogProtocol for OmniPaxos {
         self.store.entry(idx)
     }
 
+    fn epoch_checkpoint(base_idx: u64) -> Option<Checkpoint> {
+        // A new configuration's Sequence Paxos instance (§6): no promise, no accepted round,
+        // its log starting after the StopSign.
+        Some(Checkpoint {
+            promised: Ballot::default(),
+            accepted_round: Ballot::default(),
+            compacted_idx: base_idx,
+            decided_idx: base_idx,
+            suffix: Vec::new(),
+        })
+    }
+
     fn compact(&mut self, idx: u64) -> Checkpoint {
         let c = self.store.compact(idx);
         // The checkpoint carries the decided index too.

@@ -252,6 +252,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
             role: self.protocol.role().to_string(),
             fast_path_commits: self.protocol.path_commits().0,
             slow_path_commits: self.protocol.path_commits().1,
+            ..Default::default()
         }
     }
 

@@ -480,6 +480,19 @@ impl LogProtocol for Vr {
         self.store.entry(idx)
     }
 
+    fn epoch_checkpoint(base_idx: u64) -> Option<Checkpoint> {
+        // A new epoch (§7): view 0 in the new group, op-number and commit-number at the
+        // reconfiguration request.
+        Some(Checkpoint {
+            view: View::default(),
+            last_normal: View::default(),
+            compacted_idx: base_idx,
+            commit: base_idx,
+            suffix: Vec::new(),
+            amnesic: false,
+        })
+    }
+
     fn compact(&mut self, idx: u64) -> Checkpoint {
         self.store.compact(idx)
     }

@@ -151,7 +151,8 @@ impl Op {
             | Op::LeaseKeepAlive { .. }
             | Op::LeaseTimeToLive { .. }
             | Op::LeaseLeases
-            | Op::LeaseExpire { .. } => f.global = true,
+            | Op::LeaseExpire { .. }
+            | Op::Membership(_) => f.global = true,
         }
         f
     }

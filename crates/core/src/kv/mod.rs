@@ -104,6 +104,9 @@ pub enum Op {
         id: LeaseId,
         stamp: u64,
     },
+    /// A change of the cluster's configuration (etcd's Cluster API), decided like a write and
+    /// applied by the replica layer, not the KV store (see [`crate::membership`]).
+    Membership(crate::membership::MemberChange),
 }
 
 /// etcd's CompactionRequest. `physical` is accepted for compatibility: Synod's compaction is
@@ -129,7 +132,8 @@ impl Op {
             | Op::LeaseGrant(_)
             | Op::LeaseRevoke { .. }
             | Op::LeaseKeepAlive { .. }
-            | Op::LeaseExpire { .. } => false,
+            | Op::LeaseExpire { .. }
+            | Op::Membership(_) => false,
         }
     }
 
@@ -150,7 +154,9 @@ impl Op {
                 .iter()
                 .chain(&t.failure)
                 .any(|o| matches!(o, TxnOp::Put(p) if put(p))),
-            Op::Range(_) | Op::DeleteRange(_) | Op::Cas(_) | Op::Compact(_) => false,
+            Op::Range(_) | Op::DeleteRange(_) | Op::Cas(_) | Op::Compact(_) | Op::Membership(_) => {
+                false
+            }
         }
     }
 
@@ -172,7 +178,8 @@ impl Op {
             | Op::LeaseKeepAlive { .. }
             | Op::LeaseTimeToLive { .. }
             | Op::LeaseLeases
-            | Op::LeaseExpire { .. } => false,
+            | Op::LeaseExpire { .. }
+            | Op::Membership(_) => false,
         }
     }
 
@@ -207,6 +214,7 @@ impl Op {
             | Op::LeaseTimeToLive { .. }
             | Op::LeaseLeases
             | Op::LeaseExpire { .. } => 16,
+            Op::Membership(_) => 256,
             Op::Range(r) => r.key.len() + r.range_end.len(),
             Op::Put(p) => p.key.len() + p.value.len(),
             Op::DeleteRange(d) => d.key.len() + d.range_end.len(),
@@ -446,6 +454,8 @@ pub enum ResponseBody {
     LeaseExpire {
         expired: bool,
     },
+    /// The configuration after a membership change.
+    Membership(crate::membership::Configuration),
 }
 
 /// What a watch event reports, as etcd's `mvccpb.Event.EventType`.

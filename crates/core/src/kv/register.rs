@@ -96,5 +96,6 @@ pub fn apply_to_register(
         | Op::LeaseTimeToLive { .. }
         | Op::LeaseLeases
         | Op::LeaseExpire { .. } => Err(unsupported("leases")),
+        Op::Membership(_) => Err(unsupported("membership change through a register")),
     }
 }

@@ -279,6 +279,13 @@ impl KvStore {
                 }
                 ResponseBody::LeaseExpire { expired: due }
             }
+            Op::Membership(_) => {
+                // The replica layer applies configuration changes; one reaching the store is
+                // a caller's mistake, refused the same way on every replica.
+                return Err(EngineError::InvalidRequest(
+                    "membership changes are applied by the replica layer".into(),
+                ));
+            }
         };
         if !events.is_empty() {
             self.revision += 1;

@@ -380,16 +380,16 @@ fn snapshot_chunk(dir: &Path) -> Result<()> {
     };
     then_write.push((
         1,
-        VrMessage::Protocol(synod_vr::Message::Prepare {
+        VrMessage::Protocol { epoch: 0, m: synod_vr::Message::Prepare {
             view: 0,
             start: 6,
             entries: vec![command],
             commit: 6,
-        }),
+        } },
     ));
     then_write.push((
         1,
-        VrMessage::Protocol(synod_vr::Message::Commit { view: 0, commit: 7 }),
+        VrMessage::Protocol { epoch: 0, m: synod_vr::Message::Commit { view: 0, commit: 7 } },
     ));
     let mut seeds = vec![
         input(false, false, &then_write),

@@ -339,10 +339,11 @@ pub enum PlantedBug {
     EpaxosExecuteBeforeDeps,
     /// EPaxos: a read is treated as commuting with writes of the same key (no dependency).
     EpaxosGetCommutesWithPut,
+    ApplyPastStopSign,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 25] = [
+    pub const ALL: [PlantedBug; 26] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -368,6 +369,7 @@ impl PlantedBug {
         PlantedBug::EpaxosEchoDeps,
         PlantedBug::EpaxosExecuteBeforeDeps,
         PlantedBug::EpaxosGetCommutesWithPut,
+        PlantedBug::ApplyPastStopSign,
     ];
 
     pub fn name(self) -> &'static str {
@@ -397,6 +399,7 @@ impl PlantedBug {
             PlantedBug::EpaxosEchoDeps => "epaxos-echo-deps",
             PlantedBug::EpaxosExecuteBeforeDeps => "epaxos-execute-before-deps",
             PlantedBug::EpaxosGetCommutesWithPut => "epaxos-get-commutes-with-put",
+            PlantedBug::ApplyPastStopSign => "apply-past-stop-sign",
         }
     }
 

@@ -472,7 +472,7 @@ fn quorum_loss_recovers_through_the_only_quorum_connected_server() {
 
 /// The decided entries a node still holds in memory: (position of the first, entries).
 fn decided_in_memory(n: &OmniPaxos) -> (u64, Vec<synod_core::Command>) {
-    let store = &n.protocol().store;
+    let store = &n.protocol().expect("a voter").store;
     let from = store.compacted_idx();
     (from, store.slice(from, store.decided_idx))
 }
@@ -614,10 +614,10 @@ fn checkpoints_compact_the_log_and_recovery_starts_from_them() {
     );
     for id in 1..=3 {
         let node = &net.nodes[&id];
-        assert_eq!(node.protocol().store.decided_idx, 23);
+        assert_eq!(node.protocol().expect("a voter").store.decided_idx, 23);
         // Compaction happens at batch boundaries, so the point depends on how decisions were
         // batched; what must hold is that no more than 5 applied entries stay uncompacted.
-        let c = node.protocol().store.compacted_idx();
+        let c = node.protocol().expect("a voter").store.compacted_idx();
         assert!(
             c > 23 - 5 && c <= 23,
             "n{id} compacts every 5 entries (at {c})"
@@ -633,8 +633,8 @@ fn checkpoints_compact_the_log_and_recovery_starts_from_them() {
         assert_eq!(again.status().applied_index, 23);
         assert_eq!(again.status().applied_digest, node.status().applied_digest);
         assert_eq!(
-            again.protocol().store.promised,
-            node.protocol().store.promised
+            again.protocol().expect("a voter").store.promised,
+            node.protocol().expect("a voter").store.promised
         );
     }
 }
@@ -657,10 +657,10 @@ fn a_follower_behind_a_fully_compacted_leader_catches_up_by_snapshot() {
         net.submit(l, put(12, i, &format!("k{i}"), &big));
     }
     assert!(net.run_until(300, |n| n.reply_for(l, rid(12, 12)).len() == 1));
-    assert!(net.run_until(50, |n| n.nodes[&l].protocol().store.compacted_idx() == 12));
+    assert!(net.run_until(50, |n| n.nodes[&l].protocol().expect("a voter").store.compacted_idx() == 12));
     assert_eq!(
-        net.nodes[&l].protocol().store.compacted_idx(),
-        net.nodes[&l].protocol().store.decided_idx,
+        net.nodes[&l].protocol().expect("a voter").store.compacted_idx(),
+        net.nodes[&l].protocol().expect("a voter").store.decided_idx,
         "the leader keeps no decided entry"
     );
     assert_eq!(net.nodes[&f].status().applied_index, 0);
@@ -677,7 +677,7 @@ fn a_follower_behind_a_fully_compacted_leader_catches_up_by_snapshot() {
         "the snapshot went in several chunks ({saw_chunks})"
     );
     assert_eq!(
-        net.nodes[&f].protocol().store.compacted_idx(),
+        net.nodes[&f].protocol().expect("a voter").store.compacted_idx(),
         12,
         "installed as a checkpoint"
     );
@@ -710,7 +710,7 @@ fn snapshot_transfer_resumes_after_loss() {
     net.cut.clear();
     net.loss_percent = 30;
     assert!(net.run_until(3000, converged), "no convergence under loss");
-    assert!(net.nodes[&f].protocol().store.compacted_idx() >= 8);
+    assert!(net.nodes[&f].protocol().expect("a voter").store.compacted_idx() >= 8);
 }
 
 /// The candidate side: a server far behind becomes leader while the others compacted beyond
@@ -737,7 +737,7 @@ fn a_lagging_candidate_gets_the_snapshot_of_a_promising_follower() {
         net.submit(3, put(14, i, &format!("k{i}"), "v"));
     }
     assert!(net.run_until(300, |n| n.reply_for(3, rid(14, 20)).len() == 1));
-    assert!(net.run_until(50, |n| n.nodes[&2].protocol().store.compacted_idx() >= 18));
+    assert!(net.run_until(50, |n| n.nodes[&2].protocol().expect("a voter").store.compacted_idx() >= 18));
     assert_eq!(net.nodes[&1].status().applied_index, 0);
     // Now the old leader is cut off and node 1 is back: it leads with an empty log while the
     // only other server compacted everything it decided.
@@ -791,7 +791,7 @@ fn a_restarted_whole_cluster_elects_a_leader_again() {
     let l = net.leader().expect("leader");
     net.submit(l, put(15, 1, "a", "1"));
     assert!(net.run_until(100, |n| n.reply_for(l, rid(15, 1)).len() == 1));
-    let promised = net.nodes[&l].protocol().store.promised;
+    let promised = net.nodes[&l].protocol().expect("a voter").store.promised;
     for id in 1..=3 {
         net.crash(id);
     }
@@ -809,7 +809,7 @@ fn a_restarted_whole_cluster_elects_a_leader_again() {
     );
     let new = net.leader().expect("leader");
     assert!(
-        net.nodes[&new].protocol().store.promised > promised,
+        net.nodes[&new].protocol().expect("a voter").store.promised > promised,
         "a strictly higher ballot"
     );
     net.submit(new, put(15, 2, "a", "2"));
@@ -873,20 +873,20 @@ fn ballots_beyond_ballot_n_max_are_dropped_so_outbidding_never_overflows() {
     };
     node.receive(
         2,
-        Message::Protocol(crate::Message::Paxos(PaxosMessage::Prepare {
+        Message::Protocol { epoch: 0, m: crate::Message::Paxos(PaxosMessage::Prepare {
             n: huge,
             decided_idx: 0,
             accepted_round: crate::Ballot::BOTTOM,
             log_len: 0,
-        })),
+        }) },
     );
     node.receive(
         2,
-        Message::Protocol(crate::Message::Ble(BleMessage::HeartbeatReply {
+        Message::Protocol { epoch: 0, m: crate::Message::Ble(BleMessage::HeartbeatReply {
             round: 1,
             ballot: huge,
             quorum_connected: true,
-        })),
+        }) },
     );
     // Rounds of BLE that would outbid the huge ballot (n + 1) if it had been taken.
     for _ in 0..100 {

@@ -122,12 +122,13 @@ impl<P: LogProtocol> Replica<P> {
 
     /// On every tick: a new leadership restarts every TTL; a leader proposes due expiries.
     pub(crate) fn lessor_tick(&mut self) {
-        if !self.protocol.is_leader() {
+        let Some(term) = self.protocol.as_ref().filter(|p| p.is_leader()).map(|p| p.term()) else {
             self.lessor.leading_term = None;
             self.lessor.in_flight.clear();
             return;
-        }
-        let term = self.protocol.term();
+        };
+        // A new epoch's instance counts terms from 0 again.
+        let term = (self.state.config.epoch << 40) | term;
         if self.lessor.leading_term != Some(term) {
             self.lessor.leading_term = Some(term);
             if !self.config.bug(PlantedBug::LeaseExpiresWithoutExtension) {

@@ -9,6 +9,9 @@
 //!   (sessions live in the KV store's client table).
 //! * `reads` — linearizable reads by a read index the protocol confirms with a quorum.
 //! * `snapshot` — checkpoints (log compaction) and chunked, resumable snapshot transfer.
+//! * `membership` — the replicated configuration: a change of the voter set starts a new
+//!   protocol instance (an epoch) from the state at the change; learners are fed the decided
+//!   log; members that are behind an epoch (or new) get a snapshot.
 //! * [`records`] — the durable records and their replay.
 //! * [`messages`] — the wire messages.
 //! * `planted` — deliberately broken watch variants (test only, see [`PlantedBug`]).
@@ -19,6 +22,7 @@
 //! engine's [`Ready`] after every protocol call.
 
 mod lessor;
+mod membership;
 pub mod messages;
 mod pending;
 mod planted;
@@ -39,6 +43,7 @@ use state::AppliedState;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use synod_core::kv::RevisionEvents;
+use synod_core::membership::Configuration;
 use synod_core::{
     Capabilities, ClientRequest, Command, Engine, EngineConfig, EngineError, EngineStatus,
     LogProtocol, NodeId, Origin, OutputBuffer, PlantedBug, ProtocolEvent, ProtocolOutput, Ready,
@@ -46,7 +51,7 @@ use synod_core::{
 
 /// Incarnations after a lost disk start at or above this (bit 62), plus bits of the boot nonce:
 /// far above the count a replica reaches by restarting, and distinct per boot.
-const AMNESIC_INCARNATION_BASE: u64 = 1 << 62;
+pub(crate) const AMNESIC_INCARNATION_BASE: u64 = 1 << 62;
 
 /// The engine's output buffer for protocol `P`.
 type EngineOutput<P> = OutputBuffer<
@@ -58,7 +63,14 @@ type EngineOutput<P> = OutputBuffer<
 pub struct Replica<P: LogProtocol> {
     config: EngineConfig,
     now_ticks: u64,
-    protocol: P,
+    /// The ordering protocol's instance for the current epoch; `None` while this replica is
+    /// not a voter of it (a learner, a new member without state yet, a removed member).
+    protocol: Option<P>,
+    /// The configuration a new cluster starts with (and that images written before
+    /// configurations were replicated stand for).
+    bootstrap: Configuration,
+    /// Learner progress and cross-epoch help (volatile).
+    members: membership::MemberFeeds,
     /// Scratch output of the protocol; drained into `out` after every protocol call.
     pout: ProtocolOutput<P::Message, P::Record>,
     state: AppliedState,
@@ -111,7 +123,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
         if config.batch_entries_max == 0 {
             return Err("batch_entries_max must be > 0".into());
         }
-        let lost_storage = records.is_empty() && !config.first_boot;
+        let lost_storage = records.is_empty() && !config.first_boot && !config.join;
         if lost_storage && !P::REPAIRS_LOST_STORAGE {
             return Err(format!(
                 "{}: this member lost its storage and the protocol cannot rebuild it from its \
@@ -119,21 +131,18 @@ impl<P: LogProtocol> Engine for Replica<P> {
                 P::NAME
             ));
         }
+        let bootstrap = membership::bootstrap_configuration(&config);
         let replayed = records::replay(records);
-        let (state, protocol_cp) = match replayed.checkpoint {
-            Some(c) => (
-                AppliedState::from_image(c.state.decode()?),
-                Some(c.protocol),
-            ),
-            None => (AppliedState::new(config.kv), None),
-        };
         let mut pout = ProtocolOutput::default();
-        let protocol = P::recover(&config, protocol_cp.as_ref(), &replayed.protocol, &mut pout)?;
-        if state.applied_index() != protocol.compacted_idx() {
+        let (state, protocol, joining) =
+            membership::recover_state::<P>(&config, &bootstrap, replayed.checkpoint, &replayed.protocol, &mut pout)?;
+        if let Some(p) = &protocol
+            && state.applied_index() != p.compacted_idx()
+        {
             return Err(format!(
                 "checkpoint state at {} but log compacted at {}",
                 state.applied_index(),
-                protocol.compacted_idx()
+                p.compacted_idx()
             ));
         }
         let incarnation = if lost_storage {
@@ -150,6 +159,8 @@ impl<P: LogProtocol> Engine for Replica<P> {
             config,
             now_ticks: 0,
             protocol,
+            bootstrap,
+            members: membership::MemberFeeds::default(),
             pout,
             state,
             pending: PendingTable::new(incarnation),
@@ -163,6 +174,11 @@ impl<P: LogProtocol> Engine for Replica<P> {
             lessor: lessor::Lessor::default(),
             watch_speculated: 0,
         };
+        if joining {
+            // Durably a member being added: a restart before its state arrives must not be
+            // mistaken for a bootstrap member (or a lost disk).
+            r.push_state_checkpoint();
+        }
         r.restart_lease_clocks();
         // Nobody waits for replies of what was decided before the crash.
         r.apply_decided();
@@ -177,15 +193,20 @@ impl<P: LogProtocol> Engine for Replica<P> {
     }
 
     fn receive(&mut self, from: NodeId, message: Self::Message) {
-        if from == self.config.id || !self.config.members.contains(&from) {
+        // Whom to hear from is the transport's business (it knows the configuration); a
+        // removed or lagging member must still be answered, so that it learns where it stands.
+        if from == self.config.id {
             return;
         }
         match message {
-            Message::Protocol(m) => {
-                self.protocol
-                    .receive(from, m, &self.snapshots, &mut self.pout);
-                self.drain_protocol();
-            }
+            Message::Protocol { epoch, m } => self.handle_protocol(from, epoch, m),
+            Message::LearnerEntries {
+                epoch,
+                first,
+                entries,
+            } => self.handle_learner_entries(from, epoch, first, entries),
+            Message::LearnerApplied { applied } => self.handle_learner_applied(from, applied),
+            Message::Behind { epoch, applied } => self.handle_behind(from, epoch, applied),
             Message::Forward { entries } => self.handle_forward(from, entries),
             Message::ReadIndexReq { incarnation, seqs } => {
                 self.handle_read_index_req(from, incarnation, seqs)
@@ -196,27 +217,39 @@ impl<P: LogProtocol> Engine for Replica<P> {
                 read_index,
             } => self.handle_read_index_resp(incarnation, seqs, read_index),
             Message::SnapshotChunk {
+                epoch,
                 term,
                 snapshot_idx,
                 total_bytes,
                 offset,
                 data,
-            } => self.handle_snapshot_chunk(from, term, snapshot_idx, total_bytes, offset, data),
+            } => self.handle_snapshot_chunk(
+                from,
+                (epoch, term),
+                snapshot_idx,
+                total_bytes,
+                offset,
+                data,
+            ),
             Message::SnapshotAck {
+                epoch,
                 term,
                 snapshot_idx,
                 offset,
-            } => self.handle_snapshot_ack(from, term, snapshot_idx, offset),
+            } => self.handle_snapshot_ack(from, (epoch, term), snapshot_idx, offset),
         }
         self.after_input();
     }
 
     fn tick(&mut self) {
         self.now_ticks += 1;
-        self.protocol.tick(&self.snapshots, &mut self.pout);
+        if let Some(p) = self.protocol.as_mut() {
+            p.tick(&self.snapshots, &mut self.pout);
+        }
         self.drain_protocol();
         if self.now_ticks.is_multiple_of(self.config.heartbeat_ticks) {
             self.snapshot_heartbeat();
+            self.membership_heartbeat();
             self.reforward(false);
         }
         self.expire_requests();
@@ -225,21 +258,25 @@ impl<P: LogProtocol> Engine for Replica<P> {
     }
 
     fn ready(&mut self) -> Ready<Self::Message, Self::Record> {
-        self.protocol.flush(&mut self.pout);
+        if let Some(p) = self.protocol.as_mut() {
+            p.flush(&mut self.pout);
+        }
         self.drain_protocol();
         self.start_read_round();
         self.flush_forwards();
         self.apply_decided();
+        self.feed_learners();
         self.serve_ready_reads();
         self.maybe_checkpoint();
         self.out.take()
     }
 
     fn status(&self) -> EngineStatus {
+        let p = self.protocol.as_ref();
         EngineStatus {
-            leader: self.protocol.leader(),
-            term: self.protocol.term(),
-            decided_index: self.protocol.decided_idx(),
+            leader: p.and_then(|p| p.leader()),
+            term: p.map_or(0, |p| p.term()),
+            decided_index: p.map_or(self.state.applied_index(), |p| p.decided_idx()),
             applied_index: self.state.applied_index(),
             revision: self.state.kv.revision(),
             compact_revision: self.state.kv.compact_revision(),
@@ -249,10 +286,11 @@ impl<P: LogProtocol> Engine for Replica<P> {
             state_digest: (!P::CAPABILITIES.revisions).then(|| self.state.kv.content_digest()),
             pending_requests: self.pending.len(),
             keys: self.state.kv.len() as u64,
-            role: self.protocol.role().to_string(),
-            fast_path_commits: self.protocol.path_commits().0,
-            slow_path_commits: self.protocol.path_commits().1,
-            ..Default::default()
+            role: self.role().to_string(),
+            fast_path_commits: p.map_or(0, |p| p.path_commits().0),
+            slow_path_commits: p.map_or(0, |p| p.path_commits().1),
+            configuration: self.state.config.clone(),
+            learner_applied: self.members.learner_applied(),
         }
     }
 
@@ -279,18 +317,37 @@ impl<P: LogProtocol> Engine for Replica<P> {
 }
 
 impl<P: LogProtocol> Replica<P> {
-    /// The ordering protocol, for protocol-specific reports (the simulator's).
-    pub fn protocol(&self) -> &P {
-        &self.protocol
+    /// The ordering protocol's current instance, for protocol-specific reports (the
+    /// simulator's); `None` while this replica votes in no epoch.
+    pub fn protocol(&self) -> Option<&P> {
+        self.protocol.as_ref()
+    }
+
+    /// This replica's current epoch (its applied configuration's).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.state.config.epoch
+    }
+
+    /// Who leads the current epoch, as far as this replica knows.
+    pub(crate) fn leader_hint(&self) -> Option<NodeId> {
+        match &self.protocol {
+            Some(p) => p.leader(),
+            None => self.members.leader_hint(),
+        }
+    }
+
+    pub(crate) fn is_leader(&self) -> bool {
+        self.protocol.as_ref().is_some_and(|p| p.is_leader())
     }
 
     /// Moves the protocol's outputs into the engine's, in order, and acts on its events.
     fn drain_protocol(&mut self) {
         let pout = &mut self.pout;
+        let epoch = self.state.config.epoch;
         self.out.early.extend(
             pout.early
                 .drain(..)
-                .map(|(to, m)| (to, Message::Protocol(m))),
+                .map(|(to, m)| (to, Message::Protocol { epoch, m })),
         );
         self.out
             .records
@@ -298,13 +355,13 @@ impl<P: LogProtocol> Replica<P> {
         self.out.messages.extend(
             pout.messages
                 .drain(..)
-                .map(|(to, m)| (to, Message::Protocol(m))),
+                .map(|(to, m)| (to, Message::Protocol { epoch, m })),
         );
         let events = std::mem::take(&mut pout.events);
         for e in events {
             match e {
                 ProtocolEvent::ReadConfirmed { round } => self.on_read_confirmed(round),
-                ProtocolEvent::SendSnapshot { to } => self.start_snapshot_send(to),
+                ProtocolEvent::SendSnapshot { to } => self.start_snapshot_send(to, true),
             }
         }
     }
@@ -312,11 +369,12 @@ impl<P: LogProtocol> Replica<P> {
     /// Runs after every input: a leadership change voids read rounds and this leader's
     /// proposal set, and a new leader hint re-forwards everything at once.
     fn after_input(&mut self) {
-        let epoch = (self.protocol.term(), self.protocol.is_leader());
-        if self.reads.on_epoch(epoch) || !epoch.1 {
+        let term = self.protocol.as_ref().map_or(0, |p| p.term());
+        let epoch = (self.epoch(), term, self.is_leader());
+        if self.reads.on_epoch(epoch) || !epoch.2 {
             self.proposed.clear();
         }
-        let hint = self.protocol.leader();
+        let hint = self.leader_hint();
         if hint != self.last_leader_hint {
             self.last_leader_hint = hint;
             self.proposed.clear();

@@ -118,6 +118,24 @@ impl PendingTable {
         }
     }
 
+    /// A new epoch: reads promised an index past its start were confirmed by the old
+    /// instance, whose log there is void; they ask the new epoch's leader again.
+    pub fn reset_reads_above(&mut self, applied: u64) {
+        let above: Vec<(u64, u64)> = self
+            .ready_reads
+            .iter()
+            .filter(|(idx, _)| *idx > applied)
+            .copied()
+            .collect();
+        for (idx, seq) in above {
+            self.ready_reads.remove(&(idx, seq));
+            if let Some(p) = self.entries.get_mut(&seq) {
+                p.kind = PendingKind::ReadAwaitIndex;
+                p.last_sent_tick = None;
+            }
+        }
+    }
+
     /// A read learned its confirmed read index.
     pub fn set_read_index(&mut self, seq: u64, read_index: u64) {
         if let Some(p) = self.entries.get_mut(&seq)
@@ -148,6 +166,10 @@ impl<P: LogProtocol> Replica<P> {
     }
 
     pub(crate) fn submit_request(&mut self, mut request: ClientRequest) {
+        if let Some(e) = self.check_membership(&request) {
+            self.reply(request.id, Err(e));
+            return;
+        }
         if let Op::LeaseGrant(g) = &mut request.op {
             // etcd's rule: a lease shorter than an election would expire before a new leader
             // could have renewed it.
@@ -199,7 +221,7 @@ impl<P: LogProtocol> Replica<P> {
     /// Sends a pending write or read-index request towards the leader (or handles it here).
     fn route(&mut self, seq: u64) {
         let me = self.config.id;
-        let hint = self.protocol.leader();
+        let hint = self.leader_hint();
         let origin = self.pending.origin(me, seq);
         let Some(p) = self.pending.entries.get_mut(&seq) else {
             return;
@@ -235,17 +257,20 @@ impl<P: LogProtocol> Replica<P> {
 
     /// Leader: proposes a command unless it was applied or proposed in this leadership.
     pub(crate) fn propose(&mut self, c: Command) {
-        if !self.protocol.is_leader() || self.state.was_applied(&c.origin) {
+        if !self.is_leader() || self.state.was_applied(&c.origin) {
             return;
         }
         // Bounded like the pending tables of all members together; beyond it the origin's
         // re-forwarding retries later.
-        let cap = self.config.pending_requests_max * self.config.members.len();
+        let cap = self.config.pending_requests_max * self.state.config.members.len().max(1);
         if self.proposed.len() >= cap || !self.proposed.insert(c.origin) {
             return;
         }
         let origin = c.origin;
-        if !self.protocol.propose(c) {
+        let Some(p) = self.protocol.as_mut() else {
+            return;
+        };
+        if !p.propose(c) {
             // Not taken: let the next re-forward try again in this leadership.
             self.proposed.remove(&origin);
         }
@@ -301,7 +326,7 @@ impl<P: LogProtocol> Replica<P> {
     /// Forwarded writes: only the leader takes them; anyone else drops them and the origin's
     /// re-forwarding finds the leader.
     pub(crate) fn handle_forward(&mut self, from: NodeId, entries: Vec<Command>) {
-        if !self.protocol.is_leader() {
+        if !self.is_leader() {
             return;
         }
         for c in entries {
@@ -312,7 +337,7 @@ impl<P: LogProtocol> Replica<P> {
     }
 
     pub(crate) fn handle_read_index_req(&mut self, from: NodeId, incarnation: u64, seqs: Vec<u64>) {
-        if !self.protocol.is_leader() {
+        if !self.is_leader() {
             return;
         }
         for seq in seqs {
@@ -333,40 +358,64 @@ impl<P: LogProtocol> Replica<P> {
         }
     }
 
-    /// Applies newly decided entries in log order and answers the requests waiting here.
+    /// Applies newly decided entries in log order and answers the requests waiting here. A
+    /// change of the voter set ends the epoch there (see `membership.rs`).
     pub(crate) fn apply_decided(&mut self) {
-        let me = self.config.id;
-        let incarnation = self.pending.incarnation();
-        let decided = self.protocol.decided_idx();
-        while self.state.applied_index() < decided {
+        let mut new_epoch = false;
+        while let Some(p) = self.protocol.as_ref() {
+            let decided = p.decided_idx();
+            if self.state.applied_index() >= decided {
+                break;
+            }
             let idx = self.state.applied_index() + 1;
-            let c = self.protocol.entry(idx - 1);
+            let before = self.state.config.epoch;
+            let c = p.entry(idx - 1);
             let (origin, id) = (c.origin, c.id);
             self.proposed.remove(&origin);
-            let Some(result) = self.state.apply(idx, c) else {
-                continue;
-            };
-            let mut answer: Vec<u64> = Vec::new();
-            if origin.node == me && origin.incarnation == incarnation {
-                answer.push(origin.seq);
+            let result = self.state.apply(idx, c);
+            if let Some(result) = result {
+                self.answer_applied(origin, id, result);
             }
-            if id.client != ClientId::NONE
-                && let Some(set) = self.pending.by_id.get(&id)
-            {
-                answer.extend(set.iter().copied());
-            }
-            for seq in answer {
-                if let Some(p) = self.pending.entries.get(&seq)
-                    && p.kind == PendingKind::Write
-                    && let Some(p) = self.pending.remove(seq)
-                {
-                    self.reply(p.request.id, result.clone());
+            if self.state.config.epoch != before {
+                new_epoch = true;
+                if !self.past_stop_sign_planted() {
+                    break;
                 }
             }
+        }
+        if new_epoch {
+            self.start_epoch_instance();
         }
         self.track_leases();
         if !P::CAPABILITIES.revisions {
             self.state.kv.forget_history();
+        }
+    }
+
+    /// Answers the requests waiting here for the command of `origin` / `id`.
+    pub(crate) fn answer_applied(
+        &mut self,
+        origin: Origin,
+        id: RequestId,
+        result: Result<Response, EngineError>,
+    ) {
+        let me = self.config.id;
+        let mut answer: Vec<u64> = Vec::new();
+        if origin.node == me && origin.incarnation == self.pending.incarnation() {
+            answer.push(origin.seq);
+        }
+        if id.client != ClientId::NONE
+            && let Some(set) = self.pending.by_id.get(&id)
+        {
+            answer.extend(set.iter().copied());
+        }
+        for seq in answer {
+            if let Some(p) = self.pending.entries.get(&seq)
+                && p.kind == PendingKind::Write
+                && let Some(p) = self.pending.remove(seq)
+            {
+                self.reply(p.request.id, result.clone());
+            }
         }
     }
 

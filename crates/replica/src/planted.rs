@@ -17,15 +17,18 @@ impl<P: LogProtocol> Replica<P> {
         mut fresh: Vec<Arc<RevisionEvents>>,
     ) -> Vec<Arc<RevisionEvents>> {
         fresh.retain(|r| r.revision > self.watch_speculated);
+        let Some(p) = self.protocol.as_ref() else {
+            return fresh;
+        };
         let mut ahead = self.state.clone();
         // Collection is on in the copy (the caller just took from the original); make sure.
         let _ = ahead.kv.take_fresh_events();
         let first = self
             .state
             .applied_index()
-            .max(self.protocol.compacted_idx());
-        for idx in first..self.protocol.log_len() {
-            let _ = ahead.apply(idx + 1, self.protocol.entry(idx));
+            .max(p.compacted_idx());
+        for idx in first..p.log_len() {
+            let _ = ahead.apply(idx + 1, p.entry(idx));
         }
         let floor = fresh
             .last()

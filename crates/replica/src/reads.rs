@@ -33,8 +33,9 @@ pub struct ReadIndexState {
     waiting: BTreeSet<Origin>,
     in_flight: Option<ReadRound>,
     next_round: u64,
-    /// (term, leading) when the round in flight started: a change voids it.
-    epoch: (u64, bool),
+    /// (configuration epoch, term, leading) when the round in flight started: a change
+    /// voids it.
+    epoch: (u64, u64, bool),
 }
 
 #[derive(Debug)]
@@ -57,7 +58,7 @@ impl ReadIndexState {
 
     /// Drops everything when this replica's leadership changed since the last call, and says
     /// whether it did.
-    pub fn on_epoch(&mut self, epoch: (u64, bool)) -> bool {
+    pub fn on_epoch(&mut self, epoch: (u64, u64, bool)) -> bool {
         if epoch == self.epoch {
             return false;
         }
@@ -76,7 +77,10 @@ impl<P: LogProtocol> Replica<P> {
             return;
         }
         let round = self.reads.next_round + 1;
-        let Some(read_index) = self.protocol.start_read_round(round, &mut self.pout) else {
+        let Some(p) = self.protocol.as_mut() else {
+            return;
+        };
+        let Some(read_index) = p.start_read_round(round, &mut self.pout) else {
             return;
         };
         self.reads.next_round = round;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
 use synod_core::DurableRecord;
 
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Record<R, C> {
     Protocol(R),
@@ -17,6 +18,10 @@ pub enum Record<R, C> {
     /// sequence numbers of pending requests are never reused across restarts.
     Incarnation(u64),
     Checkpoint(Box<Checkpoint<C>>),
+    /// A checkpoint of a replica that holds no protocol instance — a learner, a member being
+    /// added that has no state yet (its configuration is then empty), or a removed member:
+    /// only the applied state. (Appended after the others so older logs still decode.)
+    StateCheckpoint { incarnation: u64, state: StateBytes },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -33,7 +38,7 @@ where
     C: Clone + Debug + Serialize + serde::de::DeserializeOwned + Send + 'static,
 {
     fn is_checkpoint(&self) -> bool {
-        matches!(self, Record::Checkpoint(_))
+        matches!(self, Record::Checkpoint(_) | Record::StateCheckpoint { .. })
     }
 }
 
@@ -46,14 +51,31 @@ impl<R: PartialEq, C: PartialEq> PartialEq for Record<R, C> {
             (Record::Checkpoint(a), Record::Checkpoint(b)) => {
                 a.protocol == b.protocol && a.incarnation == b.incarnation && a.state == b.state
             }
+            (
+                Record::StateCheckpoint {
+                    incarnation: a,
+                    state: sa,
+                },
+                Record::StateCheckpoint {
+                    incarnation: b,
+                    state: sb,
+                },
+            ) => a == b && sa == sb,
             _ => false,
         }
     }
 }
 
+/// The last checkpoint of either kind.
+pub enum LastCheckpoint<C> {
+    None,
+    Full(Checkpoint<C>),
+    State(StateBytes),
+}
+
 /// Records split at the last checkpoint: what recovery starts from.
 pub struct Replayed<R, C> {
-    pub checkpoint: Option<Checkpoint<C>>,
+    pub checkpoint: LastCheckpoint<C>,
     /// Protocol records after the checkpoint, in order.
     pub protocol: Vec<R>,
     /// Highest incarnation recorded.
@@ -61,11 +83,11 @@ pub struct Replayed<R, C> {
 }
 
 pub fn replay<R, C>(records: Vec<Record<R, C>>) -> Replayed<R, C> {
-    let last_cp = records
-        .iter()
-        .rposition(|r| matches!(r, Record::Checkpoint(_)));
+    let last_cp = records.iter().rposition(|r| {
+        matches!(r, Record::Checkpoint(_) | Record::StateCheckpoint { .. })
+    });
     let mut out = Replayed {
-        checkpoint: None,
+        checkpoint: LastCheckpoint::None,
         protocol: Vec::new(),
         incarnation: 0,
     };
@@ -75,7 +97,13 @@ pub fn replay<R, C>(records: Vec<Record<R, C>>) -> Replayed<R, C> {
             Record::Checkpoint(c) => {
                 out.incarnation = out.incarnation.max(c.incarnation);
                 if Some(i) == last_cp {
-                    out.checkpoint = Some(*c);
+                    out.checkpoint = LastCheckpoint::Full(*c);
+                }
+            }
+            Record::StateCheckpoint { incarnation, state } => {
+                out.incarnation = out.incarnation.max(incarnation);
+                if Some(i) == last_cp {
+                    out.checkpoint = LastCheckpoint::State(state);
                 }
             }
             Record::Protocol(p) => {

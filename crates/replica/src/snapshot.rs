@@ -20,8 +20,12 @@
 //!   checkpoint record makes it durable) and acknowledged with `offset == total_bytes`, and the
 //!   sender's protocol learns it ([`LogProtocol::snapshot_delivered`]).
 //!
-//! Everything is keyed by the protocol's term (OmniPaxos's promised ballot, VR's view-number):
-//! a transfer from another term is dropped, so a deposed leader cannot install anything.
+//! Everything is keyed by the configuration epoch and the protocol's term (OmniPaxos's
+//! promised ballot, VR's view-number): within an epoch a transfer from another term is
+//! dropped, so a deposed leader cannot install anything. Transfers the membership layer starts
+//! (to a learner, to a member being added, to a member still in an older epoch) are taken by a
+//! receiver that holds no instance of the sender's epoch, whatever the term (see
+//! `membership.rs`).
 //!
 //! [`ProtocolEvent::SendSnapshot`]: synod_core::ProtocolEvent::SendSnapshot
 
@@ -45,7 +49,10 @@ pub const SNAPSHOT_STALL_HEARTBEATS_MAX: u32 = 10;
 
 #[derive(Debug)]
 struct Outgoing<T> {
+    epoch: u64,
     term: T,
+    /// The protocol asked for it (and hears when it was delivered); else membership did.
+    for_protocol: bool,
     snapshot_idx: u64,
     data: Arc<Vec<u8>>,
     /// The receiver holds `data[..acked]`.
@@ -60,6 +67,7 @@ struct Outgoing<T> {
 #[derive(Debug)]
 struct Incoming<T> {
     from: NodeId,
+    epoch: u64,
     term: T,
     snapshot_idx: u64,
     total_bytes: u64,
@@ -102,7 +110,10 @@ impl<P: LogProtocol> Replica<P> {
     pub(crate) fn maybe_checkpoint(&mut self) {
         let every = self.config.snapshot_entries;
         let applied = self.state.applied_index();
-        if every == 0 || applied < self.protocol.compacted_idx() + every {
+        let Some(p) = self.protocol.as_mut() else {
+            return;
+        };
+        if every == 0 || applied < p.compacted_idx() + every {
             return;
         }
         // Serialising our own in-memory state cannot fail with postcard; if it ever did, the
@@ -110,14 +121,14 @@ impl<P: LogProtocol> Replica<P> {
         let Ok(state) = self.state.encode() else {
             return;
         };
-        let protocol = self.protocol.compact(applied);
+        let protocol = p.compact(applied);
         self.push_checkpoint(protocol, state);
     }
 
-    fn push_checkpoint(&mut self, protocol: P::Checkpoint, state: StateBytes) {
+    pub(crate) fn push_checkpoint(&mut self, protocol: P::Checkpoint, state: StateBytes) {
         assert_eq!(
-            self.protocol.compacted_idx(),
-            self.state.applied_index(),
+            self.protocol.as_ref().map(|p| p.compacted_idx()),
+            Some(self.state.applied_index()),
             "a checkpoint's state must sit exactly at the protocol's compacted index"
         );
         // The same bytes serve a snapshot transfer from this index.
@@ -132,10 +143,20 @@ impl<P: LogProtocol> Replica<P> {
     }
 
     /// Starts sending this replica's snapshot to `to` in the protocol's current term, unless
-    /// a transfer to `to` in that term is already under way.
-    pub(crate) fn start_snapshot_send(&mut self, to: NodeId) {
-        let term = self.protocol.snapshot_term();
-        if self.snapshots.sending_to(to, term) {
+    /// a transfer to `to` in that term is already under way. `for_protocol`: the protocol
+    /// asked for it; otherwise membership did (a learner, a new member, an older epoch).
+    pub(crate) fn start_snapshot_send(&mut self, to: NodeId, for_protocol: bool) {
+        let Some(p) = self.protocol.as_ref() else {
+            return;
+        };
+        let term = p.snapshot_term();
+        let epoch = self.epoch();
+        if self
+            .snapshots
+            .outgoing
+            .get(&to)
+            .is_some_and(|o| o.term == term && o.epoch == epoch)
+        {
             return;
         }
         let idx = self.state.applied_index();
@@ -155,7 +176,9 @@ impl<P: LogProtocol> Replica<P> {
         self.snapshots.outgoing.insert(
             to,
             Outgoing {
+                epoch,
                 term,
+                for_protocol,
                 snapshot_idx: idx,
                 data,
                 acked: 0,
@@ -180,6 +203,7 @@ impl<P: LogProtocol> Replica<P> {
         while o.sent < window_end || (total == 0 && o.sent == 0 && msgs.is_empty()) {
             let end = window_end.min(o.sent + SNAPSHOT_CHUNK_BYTES_MAX as u64);
             msgs.push(Message::SnapshotChunk {
+                epoch: o.epoch,
                 term: o.term,
                 snapshot_idx: o.snapshot_idx,
                 total_bytes: total,
@@ -196,16 +220,29 @@ impl<P: LogProtocol> Replica<P> {
         }
     }
 
+    /// Whether an incoming transfer of `(epoch, term)` may go on: within our epoch only in
+    /// our term (if we hold an instance); from a newer epoch, or to a replica without an
+    /// instance, whatever the term.
+    fn incoming_allowed(&self, epoch: u64, term: P::Term) -> bool {
+        let mine = self.epoch();
+        match &self.protocol {
+            _ if epoch > mine => true,
+            _ if epoch < mine => false,
+            Some(p) => p.snapshot_term() == term,
+            None => true,
+        }
+    }
+
     /// Every heartbeat: drop transfers of a term we no longer hold, resend from the
     /// acknowledged offset where nothing progressed, abandon transfers stalled too long.
     pub(crate) fn snapshot_heartbeat(&mut self) {
-        let term = self.protocol.snapshot_term();
-        self.snapshots.outgoing.retain(|_, o| o.term == term);
-        if self
-            .snapshots
-            .incoming
-            .as_ref()
-            .is_some_and(|i| i.term != term)
+        let term = self.protocol.as_ref().map(|p| p.snapshot_term());
+        let epoch = self.epoch();
+        self.snapshots
+            .outgoing
+            .retain(|_, o| Some(o.term) == term && o.epoch == epoch);
+        if let Some(i) = &self.snapshots.incoming
+            && !self.incoming_allowed(i.epoch, i.term)
         {
             self.snapshots.incoming = None;
         }
@@ -237,19 +274,30 @@ impl<P: LogProtocol> Replica<P> {
         }
     }
 
-    pub(crate) fn handle_snapshot_ack(&mut self, from: NodeId, term: P::Term, idx: u64, off: u64) {
+    pub(crate) fn handle_snapshot_ack(
+        &mut self,
+        from: NodeId,
+        (epoch, term): (u64, P::Term),
+        idx: u64,
+        off: u64,
+    ) {
+        let current = self.protocol.as_ref().map(|p| p.snapshot_term());
         let Some(o) = self.snapshots.outgoing.get_mut(&from) else {
             return;
         };
-        if o.term != term || o.snapshot_idx != idx || term != self.protocol.snapshot_term() {
+        if o.term != term || o.epoch != epoch || o.snapshot_idx != idx || current != Some(term) {
             return;
         }
         let total = o.data.len() as u64;
         if off >= total {
+            let for_protocol = o.for_protocol;
             self.snapshots.outgoing.remove(&from);
-            self.protocol
-                .snapshot_delivered(from, term, idx, &mut self.pout);
-            self.drain_protocol();
+            if for_protocol && let Some(p) = self.protocol.as_mut() {
+                p.snapshot_delivered(from, term, idx, &mut self.pout);
+                self.drain_protocol();
+            } else {
+                self.handle_learner_applied(from, idx);
+            }
             return;
         }
         if off < o.acked {
@@ -266,35 +314,52 @@ impl<P: LogProtocol> Replica<P> {
         }
     }
 
-    fn ack_snapshot(&mut self, to: NodeId, term: P::Term, snapshot_idx: u64, offset: u64) {
+    fn ack_snapshot(&mut self, to: NodeId, (epoch, term): (u64, P::Term), idx: u64, offset: u64) {
         self.out.messages.push((
             to,
             Message::SnapshotAck {
+                epoch,
                 term,
-                snapshot_idx,
+                snapshot_idx: idx,
                 offset,
             },
         ));
     }
 
+    /// What to do with a chunk of `(epoch, term)` from `from`.
+    fn snapshot_acceptance(&self, from: NodeId, epoch: u64, term: P::Term) -> SnapshotAcceptance {
+        let mine = self.epoch();
+        match &self.protocol {
+            _ if epoch < mine => SnapshotAcceptance::Ignore,
+            Some(p) if epoch == mine => p.accept_snapshot(from, term),
+            _ => SnapshotAcceptance::Receive,
+        }
+    }
+
     pub(crate) fn handle_snapshot_chunk(
         &mut self,
         from: NodeId,
-        term: P::Term,
+        key: (u64, P::Term),
         snapshot_idx: u64,
         total_bytes: u64,
         offset: u64,
         data: Vec<u8>,
     ) {
-        match self.protocol.accept_snapshot(from, term) {
+        match self.snapshot_acceptance(from, key.0, key.1) {
             SnapshotAcceptance::Ignore => return,
             SnapshotAcceptance::NotNeeded => {
-                self.ack_snapshot(from, term, snapshot_idx, total_bytes);
+                self.ack_snapshot(from, key, snapshot_idx, total_bytes);
                 return;
             }
             SnapshotAcceptance::Receive => {}
         }
-        if snapshot_idx <= self.protocol.decided_idx() {
+        let have = match &self.protocol {
+            Some(p) if key.0 == self.epoch() => p.decided_idx(),
+            // Without an instance of that epoch: only state we have not applied helps.
+            _ if self.state.config.members.is_empty() => 0,
+            _ => self.state.applied_index(),
+        };
+        if snapshot_idx <= have {
             // Already have that prefix.
             if self
                 .snapshots
@@ -304,13 +369,13 @@ impl<P: LogProtocol> Replica<P> {
             {
                 self.snapshots.incoming = None;
             }
-            self.ack_snapshot(from, term, snapshot_idx, total_bytes);
+            self.ack_snapshot(from, key, snapshot_idx, total_bytes);
             return;
         }
         if total_bytes > SNAPSHOT_BYTES_MAX {
             return;
         }
-        if !self.take_incoming(from, term, snapshot_idx, total_bytes, offset) {
+        if !self.take_incoming(from, key, snapshot_idx, total_bytes, offset) {
             return;
         }
         let Some(inc) = self.snapshots.incoming.as_mut() else {
@@ -322,17 +387,17 @@ impl<P: LogProtocol> Replica<P> {
         }
         let held = inc.bytes.len() as u64;
         if held < total_bytes {
-            self.ack_snapshot(from, term, snapshot_idx, held);
+            self.ack_snapshot(from, key, snapshot_idx, held);
             return;
         }
         let Some(inc) = self.snapshots.incoming.take() else {
             return;
         };
-        if self.install_snapshot(term, snapshot_idx, &inc.bytes) {
-            self.ack_snapshot(from, term, snapshot_idx, total_bytes);
+        if self.install_snapshot(key, snapshot_idx, &inc.bytes) {
+            self.ack_snapshot(from, key, snapshot_idx, total_bytes);
         } else {
             // Undecodable: ask for it again from the start.
-            self.ack_snapshot(from, term, snapshot_idx, 0);
+            self.ack_snapshot(from, key, snapshot_idx, 0);
         }
     }
 
@@ -340,13 +405,14 @@ impl<P: LogProtocol> Replica<P> {
     fn take_incoming(
         &mut self,
         from: NodeId,
-        term: P::Term,
+        (epoch, term): (u64, P::Term),
         snapshot_idx: u64,
         total_bytes: u64,
         offset: u64,
     ) -> bool {
         let same = self.snapshots.incoming.as_ref().is_some_and(|i| {
             i.from == from
+                && i.epoch == epoch
                 && i.term == term
                 && i.snapshot_idx == snapshot_idx
                 && i.total_bytes == total_bytes
@@ -355,14 +421,13 @@ impl<P: LogProtocol> Replica<P> {
             return true;
         }
         let replace = offset == 0
-            && self
-                .snapshots
-                .incoming
-                .as_ref()
-                .is_none_or(|i| i.term != term || snapshot_idx > i.snapshot_idx);
+            && self.snapshots.incoming.as_ref().is_none_or(|i| {
+                i.epoch != epoch || i.term != term || snapshot_idx > i.snapshot_idx
+            });
         if replace {
             self.snapshots.incoming = Some(Incoming {
                 from,
+                epoch,
                 term,
                 snapshot_idx,
                 total_bytes,
@@ -372,7 +437,7 @@ impl<P: LogProtocol> Replica<P> {
         }
         if offset > 0 && self.snapshots.incoming.is_none() {
             // We hold nothing of it (restarted, or dropped it): resume from 0.
-            self.ack_snapshot(from, term, snapshot_idx, 0);
+            self.ack_snapshot(from, (epoch, term), snapshot_idx, 0);
         }
         // Busy with another snapshot at least as new: let this sender stall out.
         false
@@ -380,28 +445,51 @@ impl<P: LogProtocol> Replica<P> {
 
     /// Installs a complete snapshot. Returns false if the bytes do not decode to a state at
     /// `snapshot_idx` (corruption the transport did not catch).
-    fn install_snapshot(&mut self, term: P::Term, snapshot_idx: u64, bytes: &[u8]) -> bool {
-        let Ok(image) = postcard::from_bytes::<StateImage>(bytes) else {
+    fn install_snapshot(&mut self, (epoch, term): (u64, P::Term), idx: u64, bytes: &[u8]) -> bool {
+        let Ok(image) = StateImage::decode(bytes) else {
             return false;
         };
-        if image.kv.applied_index() != snapshot_idx {
+        if image.kv.applied_index() != idx {
             return false;
         }
-        if snapshot_idx <= self.protocol.decided_idx() {
-            return true;
-        }
-        let protocol = self.protocol.install_snapshot(term, snapshot_idx);
-        let state = StateBytes(Arc::new(bytes.to_vec()));
+        let same_epoch = epoch == self.epoch() && !self.state.config.members.is_empty();
         let watched = self.state.kv.collects_events();
-        self.state = AppliedState::from_image(image);
+        let state = StateBytes(Arc::new(bytes.to_vec()));
+        match self.protocol.as_mut() {
+            Some(p) if same_epoch => {
+                if idx <= p.decided_idx() {
+                    return true;
+                }
+                let protocol = p.install_snapshot(term, idx);
+                self.state = AppliedState::from_image(image, &self.bootstrap);
+                self.after_state_replaced(watched);
+                self.push_checkpoint(protocol, state);
+                if let Some(p) = self.protocol.as_mut() {
+                    p.snapshot_installed(&mut self.pout);
+                }
+                self.drain_protocol();
+            }
+            _ => {
+                // A learner catching up, a new member's first state, or a newer epoch: the
+                // snapshot's configuration says what this replica is now.
+                let old_epoch = self.epoch();
+                self.state = AppliedState::from_image(image, &self.bootstrap);
+                self.after_state_replaced(watched);
+                if self.protocol.is_some() || self.epoch() != old_epoch || !same_epoch {
+                    self.start_epoch_instance();
+                } else {
+                    self.push_state_checkpoint();
+                }
+            }
+        }
+        true
+    }
+
+    fn after_state_replaced(&mut self, watched: bool) {
         self.restart_lease_clocks();
         if watched {
             // The watch layer sees the revision jump and catches up from the new history.
             let _ = self.state.kv.take_fresh_events();
         }
-        self.push_checkpoint(protocol, state);
-        self.protocol.snapshot_installed(&mut self.pout);
-        self.drain_protocol();
-        true
     }
 }

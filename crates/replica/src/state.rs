@@ -11,7 +11,8 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use synod_core::kv::{KvLimits, KvStore, Response};
+use synod_core::kv::{KvLimits, KvStore, Op, Response, ResponseBody};
+use synod_core::membership::Configuration;
 use synod_core::{Command, EngineError, Origin};
 
 /// Origins remembered for deduplication. A re-forwarded write without a session is applied
@@ -25,13 +26,46 @@ pub struct AppliedState {
     /// Oldest first.
     origins: VecDeque<Origin>,
     origin_set: HashSet<Origin>,
+    /// The configuration as of the applied index (see `synod_core::membership`). No members:
+    /// a joining replica that has not received any state yet.
+    pub config: Configuration,
 }
 
-/// What a snapshot or checkpoint carries of the applied state.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// What a snapshot or checkpoint carries of the applied state. Serialised as the KV store and
+/// the origins, then — since membership change — the configuration; an image from before
+/// (no trailing bytes) decodes with `config: None`, and recovery uses the bootstrap one.
+#[derive(Clone, Debug)]
 pub struct StateImage {
     pub kv: KvStore,
     pub origins: Vec<Origin>,
+    pub config: Option<Configuration>,
+}
+
+/// The part of a [`StateImage`] every version has.
+#[derive(Serialize, Deserialize)]
+struct ImageBase {
+    kv: KvStore,
+    origins: Vec<Origin>,
+}
+
+impl StateImage {
+    pub fn decode(bytes: &[u8]) -> Result<StateImage, String> {
+        let (base, rest) = postcard::take_from_bytes::<ImageBase>(bytes)
+            .map_err(|e| format!("state image does not decode: {e}"))?;
+        let config = if rest.is_empty() {
+            None
+        } else {
+            Some(
+                postcard::from_bytes::<Configuration>(rest)
+                    .map_err(|e| format!("state image's configuration does not decode: {e}"))?,
+            )
+        };
+        Ok(StateImage {
+            kv: base.kv,
+            origins: base.origins,
+            config,
+        })
+    }
 }
 
 /// A [`StateImage`] in its serialised form (postcard), as checkpoints hold it and snapshot
@@ -41,7 +75,7 @@ pub struct StateBytes(pub Arc<Vec<u8>>);
 
 impl StateBytes {
     pub fn decode(&self) -> Result<StateImage, String> {
-        postcard::from_bytes(&self.0).map_err(|e| format!("checkpoint state does not decode: {e}"))
+        StateImage::decode(&self.0).map_err(|e| format!("checkpoint: {e}"))
     }
 }
 
@@ -72,19 +106,22 @@ impl<'de> Deserialize<'de> for StateBytes {
 }
 
 impl AppliedState {
-    pub fn new(limits: KvLimits) -> Self {
+    pub fn new(limits: KvLimits, config: Configuration) -> Self {
         AppliedState {
             kv: KvStore::new(limits),
             origins: VecDeque::new(),
             origin_set: HashSet::new(),
+            config,
         }
     }
 
-    pub fn from_image(image: StateImage) -> Self {
+    /// `bootstrap` stands in for an image written before configurations were replicated.
+    pub fn from_image(image: StateImage, bootstrap: &Configuration) -> Self {
         let mut s = AppliedState {
             kv: image.kv,
             origins: VecDeque::with_capacity(image.origins.len()),
             origin_set: HashSet::with_capacity(image.origins.len()),
+            config: image.config.unwrap_or_else(|| bootstrap.clone()),
         };
         for o in image.origins {
             s.remember(o);
@@ -101,10 +138,11 @@ impl AppliedState {
             kv: &'a KvStore,
             origins: &'a VecDeque<Origin>,
         }
-        let bytes = postcard::to_allocvec(&ImageRef {
+        let mut bytes = postcard::to_allocvec(&ImageRef {
             kv: &self.kv,
             origins: &self.origins,
         })?;
+        bytes.extend_from_slice(&postcard::to_allocvec(&self.config)?);
         Ok(StateBytes(Arc::new(bytes)))
     }
 
@@ -124,6 +162,20 @@ impl AppliedState {
             return None;
         }
         self.remember(c.origin);
+        if let Op::Membership(change) = &c.op {
+            // Not the KV store's: it advances the index (and the digest) without a revision.
+            self.kv.skip(index);
+            return Some(match self.config.apply(change) {
+                Ok(next) => {
+                    self.config = next.clone();
+                    Ok(Response {
+                        revision: self.kv.revision(),
+                        body: ResponseBody::Membership(next),
+                    })
+                }
+                Err(why) => Err(EngineError::Membership(why)),
+            });
+        }
         Some(self.kv.apply(index, c.id, c.first_unacked, &c.op))
     }
 

@@ -1,0 +1,444 @@
+//! Membership change for every log protocol, written once: epochs, learners, and bringing
+//! members that are behind (or brand new) up to date.
+//!
+//! **Epochs.** The configuration is part of the applied state (`state.rs`); a change is a
+//! command decided in the log like a write. A change of the *voter* set ends the epoch at its
+//! log position s: the replica that applies it drops the protocol instance and starts a new
+//! one for the new voters whose log begins at s + 1 ([`LogProtocol::epoch_checkpoint`]), and
+//! writes a checkpoint of the state at s + 1 in the same batch, before anything of the new
+//! instance leaves. Entries the old instance decides after s are never applied: every
+//! replica stops at the same decided position, so all of them start the new epoch from the
+//! same state, and the requests behind those entries are re-forwarded into the new epoch
+//! (applying stays once per origin). This is OmniPaxos's StopSign (§6) and VR Revisited's
+//! epochs (§7) on the replica layer: each configuration is its own instance with its own
+//! ballots / views, so no quorum of one configuration is ever counted in another.
+//!
+//! Why an old-epoch quorum cannot act after the change is decided: a replica that entered the
+//! new epoch never answers old-epoch messages except with a snapshot, a majority of the old
+//! voters accepted the StopSign, and one change adds or removes one voter, so any old-epoch
+//! majority that still answers contains a replica whose log holds the StopSign — a read index
+//! or a decision there lies past s and is void.
+//!
+//! **Learners** are members outside the voter set: the leader streams them decided entries
+//! (`LearnerEntries`), or its snapshot when they need entries it compacted or have no state;
+//! they report how far they applied to every voter (`LearnerApplied`), which is what a
+//! promotion is checked against (etcd's rule: within 10 % of the leader's log). A learner
+//! applies the same log with the same rule, so when its promotion is applied it enters the new
+//! epoch at exactly the StopSign, like everyone else.
+//!
+//! **Behind.** A replica that hears a protocol message from a newer epoch (or that was added
+//! and has no state yet) says `Behind`; a replica of the newer epoch answers an older-epoch
+//! message, or a `Behind`, with its snapshot. Installing a snapshot from a newer epoch starts
+//! that epoch's instance at the snapshot's index — safe because the replica never took part in
+//! that epoch: entering one is durable before anything of it leaves.
+//!
+//! **Lost storage.** A replica whose disk was wiped cannot know in which epochs it voted, so it
+//! never starts an epoch's instance from scratch: in the bootstrap epoch the protocol's own
+//! repair rebuilds it (OmniPaxos, VR); in a later epoch it stays a non-voting member until an
+//! operator removes it and adds it again (`docs/membership.md`).
+
+use crate::Replica;
+use crate::messages::Message;
+use crate::records::LastCheckpoint;
+use crate::state::AppliedState;
+use std::collections::BTreeMap;
+use synod_core::kv::Op;
+use synod_core::membership::{Configuration, ERR_LEARNER_NOT_READY, MemberChange};
+use synod_core::{
+    ClientRequest, Command, EngineConfig, EngineError, LogProtocol, NodeId, PlantedBug,
+    ProtocolOutput,
+};
+
+/// Entries a leader has sent a learner beyond what it acknowledged.
+const LEARNER_IN_FLIGHT_MAX: u64 = 4096;
+
+/// The configuration a new cluster boots with.
+pub(crate) fn bootstrap_configuration(config: &EngineConfig) -> Configuration {
+    if config.initial_members.is_empty() {
+        Configuration::of_ids(&config.members)
+    } else {
+        Configuration::bootstrap(config.initial_members.clone())
+    }
+}
+
+/// The protocol's config in epoch `c`: the same timing and bounds, the epoch's voters.
+pub(crate) fn epoch_config(base: &EngineConfig, c: &Configuration) -> EngineConfig {
+    let mut e = base.clone();
+    e.members = c.voters();
+    e
+}
+
+/// Recovery: the applied state and the protocol instance from the last checkpoint and the
+/// records after it. The third value says a member being added starts with nothing.
+#[allow(clippy::type_complexity)]
+pub(crate) fn recover_state<P: LogProtocol>(
+    config: &EngineConfig,
+    bootstrap: &Configuration,
+    checkpoint: LastCheckpoint<P::Checkpoint>,
+    records: &[P::Record],
+    pout: &mut ProtocolOutput<P::Message, P::Record>,
+) -> Result<(AppliedState, Option<P>, bool), String> {
+    match checkpoint {
+        LastCheckpoint::Full(c) => {
+            let state = AppliedState::from_image(c.state.decode()?, bootstrap);
+            if !state.config.is_voter(config.id) {
+                return Err(format!(
+                    "a protocol checkpoint of epoch {} but member {} is no voter of it",
+                    state.config.epoch, config.id
+                ));
+            }
+            let pc = epoch_config(config, &state.config);
+            let p = P::recover(&pc, Some(&c.protocol), records, pout)?;
+            Ok((state, Some(p), false))
+        }
+        LastCheckpoint::State(bytes) => {
+            if !records.is_empty() {
+                return Err("protocol records after a checkpoint without a protocol".into());
+            }
+            let state = AppliedState::from_image(bytes.decode()?, bootstrap);
+            Ok((state, None, false))
+        }
+        LastCheckpoint::None if config.join && records.is_empty() => Ok((
+            AppliedState::new(config.kv, Configuration::default()),
+            None,
+            true,
+        )),
+        LastCheckpoint::None => {
+            let state = AppliedState::new(config.kv, bootstrap.clone());
+            if !bootstrap.is_voter(config.id) {
+                return Ok((state, None, false));
+            }
+            let pc = epoch_config(config, bootstrap);
+            let p = P::recover(&pc, None, records, pout)?;
+            Ok((state, Some(p), false))
+        }
+    }
+}
+
+/// What a voter knows of one learner.
+#[derive(Debug, Default, Clone, Copy)]
+struct Progress {
+    /// The learner's applied index, as it last said.
+    applied: u64,
+    /// Entries were sent up to this log length.
+    sent: u64,
+    /// `applied` at the last heartbeat, to resend after loss.
+    applied_at_heartbeat: u64,
+}
+
+/// Volatile membership bookkeeping of one replica.
+#[derive(Debug, Default)]
+pub(crate) struct MemberFeeds {
+    /// Voter side: learners' progress.
+    progress: BTreeMap<NodeId, Progress>,
+    /// Learner side: the voter that fed it last (where its requests go).
+    feeder: Option<NodeId>,
+    /// When this replica last said `Behind` to each peer (one per heartbeat at most).
+    behind_sent: BTreeMap<NodeId, u64>,
+    /// Applied index of the last state-only checkpoint (learners).
+    state_checkpoint_idx: u64,
+}
+
+impl MemberFeeds {
+    pub(crate) fn leader_hint(&self) -> Option<NodeId> {
+        self.feeder
+    }
+
+    pub(crate) fn learner_applied(&self) -> Vec<(NodeId, u64)> {
+        self.progress.iter().map(|(id, p)| (*id, p.applied)).collect()
+    }
+}
+
+impl<P: LogProtocol> Replica<P> {
+    /// Whether this replica started from a lost disk (its incarnations say so durably).
+    fn amnesic(&self) -> bool {
+        self.pending.incarnation() >= crate::AMNESIC_INCARNATION_BASE
+    }
+
+    /// "leader", "follower", … from the protocol; otherwise where this member stands.
+    pub(crate) fn role(&self) -> &'static str {
+        let me = self.config.id;
+        match &self.protocol {
+            Some(p) => p.role(),
+            None if self.state.config.members.is_empty() => "joining",
+            None if self.state.config.is_learner(me) => "learner",
+            None if !self.state.config.contains(me) => "removed",
+            None => "non-voting (lost storage)",
+        }
+    }
+
+    /// Refuses up front what this replica can tell is wrong with a membership change; `None`
+    /// lets it go through the log.
+    pub(crate) fn check_membership(&self, request: &ClientRequest) -> Option<EngineError> {
+        let Op::Membership(change) = &request.op else {
+            return None;
+        };
+        if P::epoch_checkpoint(0).is_none() {
+            return Some(EngineError::Unsupported {
+                engine: P::NAME.to_string(),
+                what: "membership change".to_string(),
+            });
+        }
+        if let (MemberChange::Promote(id), Some(p)) = (change, &self.protocol)
+            && self.state.config.is_learner(*id)
+        {
+            // etcd's rule: a learner is ready once it holds 90 % of the leader's log.
+            let applied = self.members.progress.get(id).map_or(0, |pr| pr.applied);
+            if applied.saturating_mul(10) < p.decided_idx().saturating_mul(9) || applied == 0 {
+                return Some(EngineError::Membership(ERR_LEARNER_NOT_READY.into()));
+            }
+        }
+        None
+    }
+
+    /// A protocol message: to the instance of its epoch, if that is ours.
+    pub(crate) fn handle_protocol(&mut self, from: NodeId, epoch: u64, m: P::Message) {
+        let mine = self.epoch();
+        if epoch == mine && !self.state.config.members.is_empty() {
+            if let Some(p) = self.protocol.as_mut() {
+                p.receive(from, m, &self.snapshots, &mut self.pout);
+                self.drain_protocol();
+            }
+        } else if epoch > mine || self.state.config.members.is_empty() {
+            self.say_behind(from);
+        } else {
+            self.start_snapshot_send(from, false);
+        }
+    }
+
+    fn say_behind(&mut self, to: NodeId) {
+        let now = self.now_ticks;
+        let last = self.members.behind_sent.get(&to).copied();
+        if last.is_some_and(|t| now < t + self.config.heartbeat_ticks) {
+            return;
+        }
+        self.members.behind_sent.insert(to, now);
+        let (epoch, applied) = (self.epoch(), self.state.applied_index());
+        self.out
+            .messages
+            .push((to, Message::Behind { epoch, applied }));
+    }
+
+    /// A member behind us, or without state: our snapshot, from the leader (or from anyone
+    /// of a newer epoch when the asker is in an older one).
+    pub(crate) fn handle_behind(&mut self, from: NodeId, epoch: u64, applied: u64) {
+        let Some(p) = &self.protocol else {
+            return;
+        };
+        if self.state.config.is_learner(from) {
+            self.handle_learner_applied(from, applied);
+            return;
+        }
+        let older = epoch < self.epoch();
+        let empty = applied == 0 && self.state.applied_index() > 0;
+        if (older || empty) && (p.is_leader() || p.leader().is_none() || older) {
+            self.start_snapshot_send(from, false);
+        }
+    }
+
+    pub(crate) fn handle_learner_applied(&mut self, from: NodeId, applied: u64) {
+        if self.protocol.is_none() || !self.state.config.is_learner(from) {
+            return;
+        }
+        let pr = self.members.progress.entry(from).or_default();
+        if applied < pr.applied {
+            // It restarted and lost what it had not checkpointed: resend from there.
+            pr.sent = applied;
+        }
+        pr.applied = applied;
+    }
+
+    /// Learner side: decided entries from a voter of our epoch, applied like our own log.
+    pub(crate) fn handle_learner_entries(
+        &mut self,
+        from: NodeId,
+        epoch: u64,
+        first: u64,
+        entries: Vec<Command>,
+    ) {
+        if self.protocol.is_some() {
+            return;
+        }
+        if epoch != self.epoch() || self.state.config.members.is_empty() {
+            if epoch > self.epoch() || self.state.config.members.is_empty() {
+                self.say_behind(from);
+            }
+            return;
+        }
+        self.members.feeder = Some(from);
+        let mut idx = first;
+        for c in entries {
+            if idx == self.state.applied_index() + 1 {
+                let before = self.epoch();
+                self.apply_entry(idx, &c);
+                if self.epoch() != before {
+                    self.start_epoch_instance();
+                    break;
+                }
+            }
+            idx += 1;
+        }
+        let applied = self.state.applied_index();
+        self.out
+            .messages
+            .push((from, Message::LearnerApplied { applied }));
+        self.maybe_state_checkpoint();
+    }
+
+    /// Leader side, after applying: stream decided entries (or a snapshot) to learners.
+    pub(crate) fn feed_learners(&mut self) {
+        let Some(p) = &self.protocol else {
+            return;
+        };
+        if !p.is_leader() {
+            return;
+        }
+        let (decided, compacted) = (p.decided_idx(), p.compacted_idx());
+        let epoch = self.epoch();
+        let batch = self.config.batch_entries_max as u64;
+        let mut snapshots = Vec::new();
+        let learners = self.state.config.learners();
+        self.members.progress.retain(|id, _| learners.contains(id));
+        for id in learners {
+            let Some(pr) = self.members.progress.get_mut(&id) else {
+                continue;
+            };
+            if pr.applied < compacted || pr.applied == 0 {
+                snapshots.push(id);
+                continue;
+            }
+            let from = pr.sent.max(pr.applied);
+            if from >= decided || from - pr.applied >= LEARNER_IN_FLIGHT_MAX {
+                continue;
+            }
+            let end = decided.min(from + batch);
+            let entries: Vec<Command> = (from..end).map(|i| p.entry(i).clone()).collect();
+            pr.sent = end;
+            self.out.messages.push((
+                id,
+                Message::LearnerEntries {
+                    epoch,
+                    first: from + 1,
+                    entries,
+                },
+            ));
+        }
+        for id in snapshots {
+            self.start_snapshot_send(id, false);
+        }
+    }
+
+    /// Every heartbeat: learners and new members report; leaders resend what was lost.
+    pub(crate) fn membership_heartbeat(&mut self) {
+        let me = self.config.id;
+        let applied = self.state.applied_index();
+        if self.protocol.is_some() {
+            for pr in self.members.progress.values_mut() {
+                if pr.applied == pr.applied_at_heartbeat {
+                    pr.sent = pr.applied;
+                }
+                pr.applied_at_heartbeat = pr.applied;
+            }
+            return;
+        }
+        if self.state.config.members.is_empty() {
+            let contacts: Vec<NodeId> = self.config.peers().collect();
+            for to in contacts {
+                self.say_behind(to);
+            }
+        } else if self.state.config.is_learner(me) {
+            for to in self.state.config.voters() {
+                self.out
+                    .messages
+                    .push((to, Message::LearnerApplied { applied }));
+            }
+        }
+    }
+
+    /// Applies one decided entry at KV index `idx` and answers whoever waits for it here.
+    pub(crate) fn apply_entry(&mut self, idx: u64, c: &Command) {
+        self.proposed.remove(&c.origin);
+        if let Some(result) = self.state.apply(idx, c) {
+            self.answer_applied(c.origin, c.id, result);
+        }
+    }
+
+    /// The configuration in the applied state changed epoch (a StopSign was applied, or a
+    /// snapshot of a newer epoch installed): start this epoch's protocol instance from the
+    /// state here, or none if this replica is no voter of it, and checkpoint — in the batch
+    /// that also carries the new instance's first records and messages.
+    pub(crate) fn start_epoch_instance(&mut self) {
+        debug_assert!(self.pout.records.is_empty() && self.pout.messages.is_empty());
+        self.protocol = None;
+        self.snapshots = Default::default();
+        self.reads = Default::default();
+        self.proposed.clear();
+        self.members = MemberFeeds {
+            state_checkpoint_idx: self.state.applied_index(),
+            ..MemberFeeds::default()
+        };
+        let me = self.config.id;
+        let idx = self.state.applied_index();
+        let voter = self.state.config.is_voter(me) && !self.amnesic();
+        let fresh = if voter {
+            P::epoch_checkpoint(idx)
+        } else {
+            None
+        };
+        let Some(cp) = fresh else {
+            self.push_state_checkpoint();
+            self.pending.reset_reads_above(idx);
+            self.reforward(true);
+            return;
+        };
+        let pc = epoch_config(&self.config, &self.state.config);
+        match P::recover(&pc, Some(&cp), &[], &mut self.pout) {
+            Ok(p) => {
+                self.protocol = Some(p);
+                match self.state.encode() {
+                    Ok(state) => self.push_checkpoint(cp, state),
+                    Err(e) => panic!("the applied state does not serialise: {e}"),
+                }
+            }
+            // A fresh checkpoint the protocol made itself: refusing it is a bug in it.
+            Err(e) => panic!("{}: a new epoch's instance did not start: {e}", P::NAME),
+        }
+        self.pending.reset_reads_above(idx);
+        self.drain_protocol();
+        self.reforward(true);
+    }
+
+    /// Learners checkpoint their applied state every `snapshot_entries` (they write no
+    /// other records), so a restart does not refetch everything.
+    fn maybe_state_checkpoint(&mut self) {
+        let every = self.config.snapshot_entries;
+        if self.protocol.is_some()
+            || every == 0
+            || self.state.applied_index() < self.members.state_checkpoint_idx + every
+        {
+            return;
+        }
+        self.push_state_checkpoint();
+    }
+
+    /// A checkpoint of the applied state alone (no protocol instance).
+    pub(crate) fn push_state_checkpoint(&mut self) {
+        // Serialising our own in-memory state cannot fail with postcard.
+        let Ok(state) = self.state.encode() else {
+            return;
+        };
+        self.members.state_checkpoint_idx = self.state.applied_index();
+        self.out
+            .records
+            .push(crate::records::Record::StateCheckpoint {
+                incarnation: self.pending.incarnation(),
+                state,
+            });
+    }
+
+    /// Planted `ApplyPastStopSign`: keep applying what the old instance decided after a
+    /// StopSign before starting the new epoch.
+    pub(crate) fn past_stop_sign_planted(&self) -> bool {
+        self.config.bug(PlantedBug::ApplyPastStopSign)
+    }
+}

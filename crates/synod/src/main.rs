@@ -3,6 +3,7 @@
 //! `sim` (synod-sim), `check` (synod-checker), `bench` (synod-bench), `chaos` (synod-chaos).
 
 mod dev;
+mod join;
 mod server;
 
 // The API and transport paths allocate per request (gRPC frames, protobuf messages, replies);

@@ -1,8 +1,10 @@
 //! Node and cluster configuration.
 //!
-//! One TOML file describes the whole cluster and is shared verbatim by every member (like the
+//! One TOML file describes a new cluster and is shared verbatim by its first members (like the
 //! vstamp seed's member list): cluster name, members and their addresses, the engine, timing,
-//! limits, storage settings. What differs per node — which member it is and where its data
+//! limits, storage settings. The `[[members]]` list only bootstraps: it becomes the engine's
+//! first configuration (`EngineConfig::initial_members`), which then changes as replicated
+//! state, and a restarted node takes its peers from the configuration it recovered. What differs per node — which member it is and where its data
 //! lives — is in [`NodeConfig`], filled from flags or `SYNOD_*` environment variables by the
 //! binary. Every field has a default, so a file needs only `cluster_name` and `[[members]]`.
 //! Unknown fields are refused: a typo must not silently fall back to a default.

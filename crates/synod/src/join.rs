@@ -154,52 +154,69 @@ fn record(
     })
 }
 
+/// What one look at the configuration did about publishing.
+enum Published {
+    Done,
+    /// No configuration yet (still joining), or one without this member (removed).
+    NotYet,
+    Failed(anyhow::Error),
+}
+
 /// Waits until this node applied a configuration that contains it, then proposes its name
-/// and client addresses there if they differ (see the module doc). Ends when done.
-pub async fn publish(handle: NodeHandle, me: MemberConfig) {
+/// and client addresses there if they differ (see the module doc). Ends when done, or at once
+/// on a bootstrap member whose engine keeps no configuration (CASPaxos).
+pub async fn publish(handle: NodeHandle, me: MemberConfig, joined: bool) {
     let mut failures: u32 = 0;
     loop {
-        let (members, version) = handle.members();
-        let listed = members.iter().find(|m| m.id == me.id);
-        match (version, listed) {
-            (Some(_), Some(m))
-                if m.name == me.name
-                    && m.http_addr == me.http_addr
-                    && m.grpc_addr == me.grpc_addr =>
-            {
-                return;
-            }
-            (Some(_), Some(_)) => {
-                let change = MemberChange::Update(Member {
-                    id: me.id,
-                    name: me.name.clone(),
-                    peer_addr: String::new(),
-                    http_addr: me.http_addr.clone(),
-                    grpc_addr: me.grpc_addr.clone(),
-                    learner: false,
-                });
-                let others: Vec<String> = members
-                    .iter()
-                    .filter(|m| m.id != me.id && !m.learner && !m.http_addr.is_empty())
-                    .map(|m| m.http_addr.clone())
-                    .collect();
-                match propose_update(&handle, change, &others).await {
-                    Ok(()) => {
-                        tracing::info!(member = me.id, "published client addresses");
-                        return;
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        if failures % 20 == 1 {
-                            tracing::warn!(member = me.id, error = %e, failures, "cannot publish client addresses yet; retrying");
-                        }
-                    }
+        match publish_once(&handle, &me).await {
+            Published::Done => return,
+            Published::NotYet if !joined && handle.members().1.is_none() => return,
+            Published::NotYet => {}
+            Published::Failed(e) => {
+                failures += 1;
+                if failures % 20 == 1 {
+                    tracing::warn!(member = me.id, error = %e, failures,
+                        "cannot publish client addresses yet; retrying");
                 }
             }
-            // No configuration yet (still joining), or one without us (removed): wait.
-            _ => {}
         }
         tokio::time::sleep(Duration::from_millis(PUBLISH_RETRY_MS)).await;
+    }
+}
+
+async fn publish_once(handle: &NodeHandle, me: &MemberConfig) -> Published {
+    let (members, version) = handle.members();
+    let Some(listed) = members.iter().find(|m| m.id == me.id) else {
+        return Published::NotYet;
+    };
+    if version.is_none() {
+        return Published::NotYet;
+    }
+    if listed.name == me.name
+        && listed.http_addr == me.http_addr
+        && listed.grpc_addr == me.grpc_addr
+    {
+        return Published::Done;
+    }
+    let change = MemberChange::Update(Member {
+        id: me.id,
+        name: me.name.clone(),
+        peer_addr: String::new(),
+        http_addr: me.http_addr.clone(),
+        grpc_addr: me.grpc_addr.clone(),
+        learner: false,
+    });
+    let others: Vec<String> = members
+        .iter()
+        .filter(|m| m.id != me.id && !m.learner && !m.http_addr.is_empty())
+        .map(|m| m.http_addr.clone())
+        .collect();
+    match propose_update(handle, change, &others).await {
+        Ok(()) => {
+            tracing::info!(member = me.id, "published client addresses");
+            Published::Done
+        }
+        Err(e) => Published::Failed(e),
     }
 }
 

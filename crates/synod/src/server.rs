@@ -260,7 +260,7 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen for gRPC on {}: {e}", me.grpc_addr))?;
     let mut node = synod_node::start(cfg.clone()).await?;
     // etcd's "publish": the configuration learns this member's name and client addresses.
-    let publisher = tokio::spawn(join::publish(node.handle.clone(), me.clone()));
+    let publisher = tokio::spawn(join::publish(node.handle.clone(), me.clone(), cfg.join));
     tracing::info!(
         member = me.id,
         engine = %cfg.cluster.engine,

@@ -311,7 +311,7 @@ impl MemberSet {
         }
         Some(match self.version {
             Some(v) => format!(
-                "member {from} is not in configuration version {v} (members: {:?})",
+                "unknown member {from}: not in configuration version {v} (members: {:?})",
                 self.ids
             ),
             None => format!("unknown member {from} (members: {:?})", self.ids),

@@ -340,10 +340,12 @@ pub enum PlantedBug {
     /// EPaxos: a read is treated as commuting with writes of the same key (no dependency).
     EpaxosGetCommutesWithPut,
     ApplyPastStopSign,
+    JoinWithoutState,
+    RemovedLeaderServes,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 26] = [
+    pub const ALL: [PlantedBug; 28] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -370,6 +372,8 @@ impl PlantedBug {
         PlantedBug::EpaxosExecuteBeforeDeps,
         PlantedBug::EpaxosGetCommutesWithPut,
         PlantedBug::ApplyPastStopSign,
+        PlantedBug::JoinWithoutState,
+        PlantedBug::RemovedLeaderServes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -400,6 +404,8 @@ impl PlantedBug {
             PlantedBug::EpaxosExecuteBeforeDeps => "epaxos-execute-before-deps",
             PlantedBug::EpaxosGetCommutesWithPut => "epaxos-get-commutes-with-put",
             PlantedBug::ApplyPastStopSign => "apply-past-stop-sign",
+            PlantedBug::JoinWithoutState => "join-without-state",
+            PlantedBug::RemovedLeaderServes => "removed-leader-serves",
         }
     }
 

@@ -218,6 +218,9 @@ pub struct SimSummary {
     pub watch: WatchTotals,
     /// Totals of the lease checker over the seeds that had lease clients.
     pub leases: LeaseTotals,
+    /// Reconfiguration runs, and the membership changes acknowledged in them.
+    pub reconfig_seeds: u64,
+    pub reconfig_steps: u64,
 }
 
 /// What the lease checker covered over many seeds.
@@ -349,7 +352,7 @@ impl SimSummary {
             )
         };
         format!(
-            "seeds {} ({} failed) | ops {} ok, {} unknown, {} failed | messages {} | simulated {:.1} s | wall {:.2} s ({:.2} s checking) | {:.0} simulated events/s{agreement}{}{}",
+            "seeds {} ({} failed) | ops {} ok, {} unknown, {} failed | messages {} | simulated {:.1} s | wall {:.2} s ({:.2} s checking) | {:.0} simulated events/s{agreement}{}{}{}",
             self.seeds_run,
             self.failed_seeds.len(),
             self.ops_ok,
@@ -362,6 +365,18 @@ impl SimSummary {
             self.events as f64 / wall_s,
             self.watch.line(),
             self.leases.line(),
+            self.reconfig_line(),
+        )
+    }
+
+    /// One line for membership changes, empty when no seed had them.
+    fn reconfig_line(&self) -> String {
+        if self.reconfig_seeds == 0 {
+            return String::new();
+        }
+        format!(
+            " | reconfig: {} membership changes acknowledged in {} seeds",
+            self.reconfig_steps, self.reconfig_seeds
         )
     }
 }

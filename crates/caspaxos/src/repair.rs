@@ -168,7 +168,9 @@ impl CasPaxos {
             .collect();
         self.acceptor.install_repaired(floor, registers);
         self.proposer.observe(self.acceptor.highest_promised());
-        let cp = self.acceptor.checkpoint(self.proposer.leased_counter_max());
+        let cp = self
+            .acceptor
+            .checkpoint(self.proposer.leased_counter_max(), self.cas_config.clone());
         self.digest.apply(&cp);
         self.out.records.push(cp);
         self.out.records.push(Record::Amnesic(false));

@@ -399,6 +399,7 @@ fn a_restarted_acceptor_still_refuses_lower_ballots() {
         Message::Prepare {
             key: b"k".to_vec(),
             ballot: lower,
+            version: 0,
         },
     );
     let outbox = net
@@ -608,6 +609,7 @@ fn a_stale_accept_after_gc_is_refused() {
             ballot: stale,
             value,
             next: None,
+            version: 0,
         },
     );
     let outbox = net
@@ -841,6 +843,7 @@ fn ballot_counters_beyond_the_max_are_dropped_so_issuing_never_overflows() {
         Message::Prepare {
             key: b"k".to_vec(),
             ballot: huge,
+            version: 0,
         },
     );
     assert!(node.out.messages.is_empty(), "no promise for a huge ballot");

@@ -339,10 +339,14 @@ pub enum PlantedBug {
     EpaxosExecuteBeforeDeps,
     /// EPaxos: a read is treated as commuting with writes of the same key (no dependency).
     EpaxosGetCommutesWithPut,
+    /// CASPaxos membership change (§2.3): growing to an even number of acceptors skips the
+    /// identity-transition rescan, so values chosen before the change stay on an accept quorum
+    /// of the old configuration only, and removing old members later can lose them.
+    CasSkipRescanOnGrow,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 25] = [
+    pub const ALL: [PlantedBug; 26] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -368,6 +372,7 @@ impl PlantedBug {
         PlantedBug::EpaxosEchoDeps,
         PlantedBug::EpaxosExecuteBeforeDeps,
         PlantedBug::EpaxosGetCommutesWithPut,
+        PlantedBug::CasSkipRescanOnGrow,
     ];
 
     pub fn name(self) -> &'static str {
@@ -397,6 +402,7 @@ impl PlantedBug {
             PlantedBug::EpaxosEchoDeps => "epaxos-echo-deps",
             PlantedBug::EpaxosExecuteBeforeDeps => "epaxos-execute-before-deps",
             PlantedBug::EpaxosGetCommutesWithPut => "epaxos-get-commutes-with-put",
+            PlantedBug::CasSkipRescanOnGrow => "cas-skip-rescan-on-grow",
         }
     }
 

@@ -11,22 +11,25 @@ use synod_core::kv::{
 };
 use synod_core::{ClientId, ClientReply, DurableRecord, EngineError, RequestId, SplitMix64};
 
-struct Net {
-    nodes: BTreeMap<NodeId, Option<CasPaxos>>,
-    configs: BTreeMap<NodeId, EngineConfig>,
-    disks: BTreeMap<NodeId, Vec<Record>>,
-    pool: Vec<(NodeId, NodeId, Message)>,
-    replies: BTreeMap<RequestId, Vec<(NodeId, ClientReply)>>,
+pub(crate) struct Net {
+    pub(crate) nodes: BTreeMap<NodeId, Option<CasPaxos>>,
+    pub(crate) configs: BTreeMap<NodeId, EngineConfig>,
+    pub(crate) disks: BTreeMap<NodeId, Vec<Record>>,
+    pub(crate) pool: Vec<(NodeId, NodeId, Message)>,
+    pub(crate) replies: BTreeMap<RequestId, Vec<(NodeId, ClientReply)>>,
     /// Messages from or to these nodes are dropped.
-    isolated: BTreeSet<NodeId>,
+    pub(crate) isolated: BTreeSet<NodeId>,
     /// When set, the pool is delivered in a seeded random order, with duplicates.
-    chaos: Option<SplitMix64>,
+    pub(crate) chaos: Option<SplitMix64>,
     /// Every message sent, for counting.
-    sent_log: Vec<(NodeId, NodeId, Message)>,
+    pub(crate) sent_log: Vec<(NodeId, NodeId, Message)>,
+    /// These nodes' answers on the data path (promises, accepts, nacks, key pages) are lost;
+    /// their configuration messages still flow (a node slow or lossy on its data path).
+    pub(crate) muted: BTreeSet<NodeId>,
 }
 
 impl Net {
-    fn new(n: u64, tweak: impl Fn(&mut EngineConfig)) -> Net {
+    pub(crate) fn new(n: u64, tweak: impl Fn(&mut EngineConfig)) -> Net {
         let members: Vec<NodeId> = (1..=n).collect();
         let mut net = Net {
             nodes: BTreeMap::new(),
@@ -37,6 +40,7 @@ impl Net {
             isolated: BTreeSet::new(),
             chaos: None,
             sent_log: Vec::new(),
+            muted: BTreeSet::new(),
         };
         for &id in &members {
             let mut cfg = EngineConfig::new(id, members.clone(), 7);
@@ -49,7 +53,7 @@ impl Net {
         net
     }
 
-    fn node(&mut self, id: NodeId) -> &mut CasPaxos {
+    pub(crate) fn node(&mut self, id: NodeId) -> &mut CasPaxos {
         self.nodes
             .get_mut(&id)
             .and_then(Option::as_mut)
@@ -57,7 +61,7 @@ impl Net {
     }
 
     /// Drains every node's Ready: records to its disk, then messages to the pool.
-    fn pump(&mut self) {
+    pub(crate) fn pump(&mut self) {
         for (&id, slot) in self.nodes.iter_mut() {
             let Some(engine) = slot.as_mut() else {
                 continue;
@@ -86,7 +90,7 @@ impl Net {
     }
 
     /// Delivers one message from the pool; false when the pool is empty.
-    fn deliver_one(&mut self) -> bool {
+    pub(crate) fn deliver_one(&mut self) -> bool {
         if self.pool.is_empty() {
             return false;
         }
@@ -105,6 +109,16 @@ impl Net {
         if self.isolated.contains(&from) || self.isolated.contains(&to) {
             return true;
         }
+        let data_answer = matches!(
+            m,
+            Message::Promise { .. }
+                | Message::Accepted { .. }
+                | Message::Nack { .. }
+                | Message::KeysPage { .. }
+        );
+        if data_answer && self.muted.contains(&from) {
+            return true;
+        }
         if let Some(Some(engine)) = self.nodes.get_mut(&to) {
             engine.receive(from, m);
         }
@@ -112,7 +126,7 @@ impl Net {
     }
 
     /// Pumps and delivers until nothing moves (bounded).
-    fn settle(&mut self) {
+    pub(crate) fn settle(&mut self) {
         for _ in 0..100_000 {
             self.pump();
             if !self.deliver_one() {
@@ -122,14 +136,14 @@ impl Net {
         panic!("network did not settle");
     }
 
-    fn tick(&mut self) {
+    pub(crate) fn tick(&mut self) {
         for engine in self.nodes.values_mut().flatten() {
             engine.tick();
         }
         self.settle();
     }
 
-    fn submit(&mut self, at: NodeId, id: RequestId, op: Op) {
+    pub(crate) fn submit(&mut self, at: NodeId, id: RequestId, op: Op) {
         self.node(at).submit(ClientRequest {
             id,
             first_unacked: 0,
@@ -139,7 +153,7 @@ impl Net {
     }
 
     /// Ticks until `cond` holds; panics after `max_ticks`.
-    fn run_until(&mut self, max_ticks: u64, mut cond: impl FnMut(&mut Net) -> bool) {
+    pub(crate) fn run_until(&mut self, max_ticks: u64, mut cond: impl FnMut(&mut Net) -> bool) {
         self.settle();
         for _ in 0..max_ticks {
             if cond(self) {
@@ -151,7 +165,12 @@ impl Net {
     }
 
     /// Submits at `at` and waits for the reply.
-    fn call(&mut self, at: NodeId, id: RequestId, op: Op) -> Result<Response, EngineError> {
+    pub(crate) fn call(
+        &mut self,
+        at: NodeId,
+        id: RequestId,
+        op: Op,
+    ) -> Result<Response, EngineError> {
         let before = self.replies.get(&id).map_or(0, Vec::len);
         self.submit(at, id, op);
         self.run_until(1_000, |n| n.replies.get(&id).map_or(0, Vec::len) > before);
@@ -163,26 +182,26 @@ impl Net {
         reply.result
     }
 
-    fn crash(&mut self, id: NodeId) {
+    pub(crate) fn crash(&mut self, id: NodeId) {
         self.nodes.insert(id, None);
         self.pool.retain(|(_, to, _)| *to != id);
     }
 
-    fn restart(&mut self, id: NodeId) {
+    pub(crate) fn restart(&mut self, id: NodeId) {
         let engine = CasPaxos::recover(self.configs[&id].clone(), self.disks[&id].clone())
             .expect("records recover");
         self.nodes.insert(id, Some(engine));
     }
 }
 
-fn rid(client: u64, seq: u64) -> RequestId {
+pub(crate) fn rid(client: u64, seq: u64) -> RequestId {
     RequestId {
         client: ClientId(client),
         seq,
     }
 }
 
-fn put(key: &str, value: &str) -> Op {
+pub(crate) fn put(key: &str, value: &str) -> Op {
     Op::Put(PutRequest {
         key: key.into(),
         value: value.into(),
@@ -191,7 +210,7 @@ fn put(key: &str, value: &str) -> Op {
     })
 }
 
-fn get(key: &str) -> Op {
+pub(crate) fn get(key: &str) -> Op {
     Op::Range(RangeRequest::key(key))
 }
 
@@ -212,7 +231,7 @@ fn cas(key: &str, expect: Expect, then: CasAction) -> Op {
 }
 
 /// (value, version) of a get, or None when absent.
-fn read(r: Result<Response, EngineError>) -> Option<(String, u64)> {
+pub(crate) fn read(r: Result<Response, EngineError>) -> Option<(String, u64)> {
     match r.expect("read succeeds").body {
         ResponseBody::Range(rr) => rr.kvs.first().map(|kv| {
             (

@@ -182,6 +182,19 @@ impl Net {
         reply.result
     }
 
+    /// Starts `id` as a new, empty acceptor joining the running cluster, configured like
+    /// node 1 otherwise.
+    pub(crate) fn join(&mut self, id: NodeId) {
+        let mut cfg = self.configs[&1].clone();
+        cfg.id = id;
+        cfg.members = (1..=id).collect();
+        cfg.join = true;
+        let engine = CasPaxos::recover(cfg.clone(), Vec::new()).expect("joining replica");
+        self.nodes.insert(id, Some(engine));
+        self.configs.insert(id, cfg);
+        self.disks.insert(id, Vec::new());
+    }
+
     pub(crate) fn crash(&mut self, id: NodeId) {
         self.nodes.insert(id, None);
         self.pool.retain(|(_, to, _)| *to != id);
@@ -676,17 +689,114 @@ struct StressClient {
 /// acknowledged CAS succeed on the same expected version (a lost update), and a client never
 /// observes the version going back. Returns the first violation.
 fn stress(seed: u64, bug: Option<PlantedBug>) -> Result<u64, String> {
+    let outcome = stress_with_plan(seed, bug, StressPlan::default())?;
+    assert!(
+        outcome.crashes > 0,
+        "seed {seed}: the fault schedule crashed nothing"
+    );
+    Ok(outcome.wins)
+}
+
+/// What a stress run achieved.
+pub(crate) struct StressOutcome {
+    /// Successful CAS operations.
+    pub(crate) wins: u64,
+    /// Changes of the plan that completed.
+    pub(crate) changes: usize,
+    pub(crate) crashes: u64,
+}
+
+/// Membership changes made during a stress run (`reconf_tests.rs`): nodes started as joiners
+/// at tick 0 and changes submitted one after the other, each retried until it succeeds.
+#[derive(Default)]
+pub(crate) struct StressPlan {
+    pub(crate) joins: Vec<NodeId>,
+    pub(crate) changes: Vec<(NodeId, Op)>,
+}
+
+/// Drives a [`StressPlan`]'s changes: one in flight at a time, retried after a failure.
+struct ChangeDriver {
+    changes: Vec<(NodeId, Op)>,
+    next: usize,
+    in_flight: Option<(NodeId, RequestId)>,
+    not_before_tick: u64,
+    seq: u64,
+}
+
+impl ChangeDriver {
+    const CLIENT: u64 = 999;
+    const RETRY_TICKS: u64 = 20;
+
+    fn step(&mut self, net: &mut Net, tick: u64, down: &BTreeMap<NodeId, u64>) {
+        if let Some((_, id)) = self.in_flight
+            && let Some(replies) = net.replies.remove(&id)
+        {
+            self.in_flight = None;
+            // A change that timed out may have completed meanwhile: its retry is then refused
+            // as already applied, which is success for the plan.
+            let done_already = |m: &str| {
+                m == synod_core::membership::ERR_MEMBER_ID_EXISTS
+                    || m == synod_core::membership::ERR_MEMBER_NOT_FOUND
+                    || m == crate::coordinator::ERR_MEMBER_REMOVED
+            };
+            let ok = match &replies[0].1.result {
+                Ok(_) => true,
+                Err(EngineError::Membership(m)) => done_already(m),
+                Err(_) => false,
+            };
+            if ok {
+                self.next += 1;
+            } else {
+                self.not_before_tick = tick + Self::RETRY_TICKS;
+            }
+        }
+        let Some((at, op)) = self.changes.get(self.next) else {
+            return;
+        };
+        if self.in_flight.is_none() && tick >= self.not_before_tick && !down.contains_key(at) {
+            self.seq += 1;
+            let id = rid(Self::CLIENT, self.seq);
+            net.submit(*at, id, op.clone());
+            self.in_flight = Some((*at, id));
+        }
+    }
+
+    /// The coordinator crashed: its request is gone with it.
+    fn on_crash(&mut self, victim: NodeId) {
+        if self.in_flight.is_some_and(|(at, _)| at == victim) {
+            self.in_flight = None;
+        }
+    }
+}
+
+/// [`stress`] with membership changes.
+pub(crate) fn stress_with_plan(
+    seed: u64,
+    bug: Option<PlantedBug>,
+    plan: StressPlan,
+) -> Result<StressOutcome, String> {
     let mut net = Net::new(3, |c| {
         c.planted_bug = bug;
         c.request_timeout_ticks = 100;
         c.snapshot_entries = 64;
     });
+    for &id in &plan.joins {
+        net.join(id);
+    }
+    let nodes = 3 + plan.joins.len() as u64;
+    let mut driver = ChangeDriver {
+        changes: plan.changes,
+        next: 0,
+        in_flight: None,
+        not_before_tick: 0,
+        seq: 0,
+    };
     let mut rng = SplitMix64::new(seed);
     net.chaos = Some(SplitMix64::new(seed ^ 0xDEAD_BEEF));
     let mut clients: Vec<StressClient> = (1..=6u64)
         .map(|id| StressClient {
             id,
-            node: 1 + id % 3,
+            node: 1 + id % nodes,
             seq: 0,
             in_flight: None,
             seen_version: 0,
@@ -698,8 +808,9 @@ fn stress(seed: u64, bug: Option<PlantedBug>) -> Result<u64, String> {
     for tick in 0..2_000u64 {
         // Faults: crash a replica now and then (never two at once), restart it later.
         if down.is_empty() && rng.next_u64().is_multiple_of(300) {
-            let victim = 1 + rng.next_u64() % 3;
+            let victim = 1 + rng.next_u64() % nodes;
             net.crash(victim);
+            driver.on_crash(victim);
             crashes += 1;
             down.insert(victim, tick + 40);
             for c in clients.iter_mut().filter(|c| c.node == victim) {
@@ -715,6 +826,7 @@ fn stress(seed: u64, bug: Option<PlantedBug>) -> Result<u64, String> {
             down.remove(&n);
             net.restart(n);
         }
+        driver.step(&mut net, tick, &down);
         for c in clients.iter_mut() {
             if c.in_flight.is_none() && !down.contains_key(&c.node) {
                 c.seq += 1;
@@ -798,11 +910,11 @@ fn stress(seed: u64, bug: Option<PlantedBug>) -> Result<u64, String> {
             }
         }
     }
-    assert!(
-        crashes > 0,
-        "seed {seed}: the fault schedule crashed nothing"
-    );
-    Ok(wins.len() as u64)
+    Ok(StressOutcome {
+        wins: wins.len() as u64,
+        changes: driver.next,
+        crashes,
+    })
 }
 
 #[test]

@@ -68,7 +68,8 @@ pub const ERR_NO_PROMOTE: &str =
     "caspaxos: CASPaxos has no learners to promote; members join as acceptors directly";
 pub const ERR_MEMBER_REMOVED: &str =
     "etcdserver: the member has been permanently removed from the cluster";
-pub const ERR_NOT_READY: &str = "caspaxos: this node holds no configuration yet (joining)";
+pub const ERR_NOT_READY: &str =
+    "caspaxos: this node cannot coordinate yet (joining, or repairing lost storage)";
 
 /// Volatile progress of the change this node coordinates.
 pub struct Coordination {
@@ -131,10 +132,10 @@ impl CasPaxos {
         if self.is_removed() {
             return refuse(ERR_MEMBER_REMOVED);
         }
-        let Some(held) = self.cas_config.clone() else {
+        let Some(held) = self.cas_config.clone().filter(|_| self.repair.is_none()) else {
             return refuse(ERR_NOT_READY);
         };
-        if self.coordination.is_some() || self.repair.is_some() {
+        if self.coordination.is_some() {
             return refuse(ERR_CHANGE_IN_PROGRESS);
         }
         let target = held.stable.apply(change).map_err(EngineError::Membership)?;

@@ -684,6 +684,63 @@ struct StressClient {
     seen_version: u64,
 }
 
+impl StressClient {
+    /// Checks one reply against what this client saw before, and sends the next request.
+    fn on_reply(
+        &mut self,
+        net: &mut Net,
+        body: ResponseBody,
+        expected: Option<u64>,
+        wins: &mut BTreeSet<u64>,
+        seed: u64,
+    ) -> Result<(), String> {
+        let c = self;
+        match (body, expected) {
+            (ResponseBody::Range(r), None) => {
+                let v = r.kvs.first().map_or(0, |kv| kv.version);
+                if v < c.seen_version {
+                    return Err(format!(
+                        "seed {seed}: client {} read version {v} after {}",
+                        c.id, c.seen_version
+                    ));
+                }
+                c.seen_version = v;
+                c.seq += 1;
+                let id = rid(c.id, c.seq);
+                let expect = if v == 0 {
+                    Expect::Absent
+                } else {
+                    Expect::Version(v)
+                };
+                let value = format!("{}-{}", c.id, c.seq);
+                net.submit(c.node, id, cas("x", expect, CasAction::Put(value.into())));
+                c.in_flight = Some((id, Some(v)));
+            }
+            (ResponseBody::Cas(r), Some(v)) => {
+                if r.succeeded {
+                    if !wins.insert(v) {
+                        return Err(format!(
+                            "seed {seed}: two CAS succeeded on version {v} (lost update)"
+                        ));
+                    }
+                    c.seen_version = v + 1;
+                } else {
+                    let now = r.kv.map_or(0, |kv| kv.version);
+                    if now < c.seen_version {
+                        return Err(format!(
+                            "seed {seed}: client {} saw version {now} after {}",
+                            c.id, c.seen_version
+                        ));
+                    }
+                    c.seen_version = now;
+                }
+            }
+            (body, _) => return Err(format!("unexpected reply {body:?}")),
+        }
+        Ok(())
+    }
+}
+
 /// Read-then-CAS clients on one key under message reordering, duplication, loss and crash /
 /// restart of replicas. Checks what linearizability implies for this workload: no two
 /// acknowledged CAS succeed on the same expected version (a lost update), and a client never
@@ -866,48 +923,7 @@ pub(crate) fn stress_with_plan(
             let Ok(resp) = result else {
                 continue; // timeout: unknown, move on
             };
-            match (resp.body, expected) {
-                (ResponseBody::Range(r), None) => {
-                    let v = r.kvs.first().map_or(0, |kv| kv.version);
-                    if v < c.seen_version {
-                        return Err(format!(
-                            "seed {seed}: client {} read version {v} after {}",
-                            c.id, c.seen_version
-                        ));
-                    }
-                    c.seen_version = v;
-                    c.seq += 1;
-                    let id = rid(c.id, c.seq);
-                    let expect = if v == 0 {
-                        Expect::Absent
-                    } else {
-                        Expect::Version(v)
-                    };
-                    let value = format!("{}-{}", c.id, c.seq);
-                    net.submit(c.node, id, cas("x", expect, CasAction::Put(value.into())));
-                    c.in_flight = Some((id, Some(v)));
-                }
-                (ResponseBody::Cas(r), Some(v)) => {
-                    if r.succeeded {
-                        if !wins.insert(v) {
-                            return Err(format!(
-                                "seed {seed}: two CAS succeeded on version {v} (lost update)"
-                            ));
-                        }
-                        c.seen_version = v + 1;
-                    } else {
-                        let now = r.kv.map_or(0, |kv| kv.version);
-                        if now < c.seen_version {
-                            return Err(format!(
-                                "seed {seed}: client {} saw version {now} after {}",
-                                c.id, c.seen_version
-                            ));
-                        }
-                        c.seen_version = now;
-                    }
-                }
-                (body, _) => return Err(format!("unexpected reply {body:?}")),
-            }
+            c.on_reply(&mut net, resp.body, expected, &mut wins, seed)?;
         }
     }
     Ok(StressOutcome {

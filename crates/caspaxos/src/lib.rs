@@ -9,6 +9,10 @@
 //! * `proposer.rs` — rounds, the one-round-trip optimisation, backoff, expiry, batching.
 //! * `gc.rs` — the tombstone garbage collection and why it is safe.
 //! * `repair.rs` — rebuilding the acceptor from peers after lost or damaged storage.
+//! * `reconf.rs` — versioned configurations and the prepare/accept quorums of each step of a
+//!   membership change (§2.3); `coordinator.rs` — driving a change from the node where it was
+//!   submitted (installs acknowledged by every proposer, the rescan), and every node's side
+//!   of it (adopting, acknowledging, refusing older versions, listing keys).
 //! * `digest.rs` — the order-independent register digest the simulator's agreement check
 //!   compares at quiescence.
 //!

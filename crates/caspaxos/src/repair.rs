@@ -92,7 +92,9 @@ impl CasPaxos {
     }
 
     pub(crate) fn handle_repair_query(&mut self, from: NodeId, nonce: u64, after: Option<Key>) {
-        if self.repair.is_some() {
+        // A joining node is empty on purpose: its pages would count as a complete answer
+        // without holding anything chosen.
+        if self.repair.is_some() || self.cas_config.is_none() {
             return;
         }
         let (registers, next) = self.acceptor.page(after.as_ref(), REPAIR_PAGE_KEYS_MAX);

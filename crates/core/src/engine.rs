@@ -339,13 +339,22 @@ pub enum PlantedBug {
     EpaxosExecuteBeforeDeps,
     /// EPaxos: a read is treated as commuting with writes of the same key (no dependency).
     EpaxosGetCommutesWithPut,
+    /// Membership change (replica layer): what the old configuration's instance decided after
+    /// the StopSign is acknowledged, while the new epoch starts at the StopSign without it.
     ApplyPastStopSign,
+    /// Membership change: a new member goes on (votes, applies, serves) with the configuration
+    /// it was sent but not the state.
     JoinWithoutState,
+    /// Membership change: a leader that applied its own removal keeps answering reads.
     RemovedLeaderServes,
+    /// CASPaxos membership change (§2.3): growing to an even number of acceptors skips the
+    /// identity-transition rescan, so values chosen before the change stay on an accept quorum
+    /// of the old configuration only, and removing old members later can lose them.
+    CasSkipRescanOnGrow,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 28] = [
+    pub const ALL: [PlantedBug; 29] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -374,6 +383,7 @@ impl PlantedBug {
         PlantedBug::ApplyPastStopSign,
         PlantedBug::JoinWithoutState,
         PlantedBug::RemovedLeaderServes,
+        PlantedBug::CasSkipRescanOnGrow,
     ];
 
     pub fn name(self) -> &'static str {
@@ -406,6 +416,7 @@ impl PlantedBug {
             PlantedBug::ApplyPastStopSign => "apply-past-stop-sign",
             PlantedBug::JoinWithoutState => "join-without-state",
             PlantedBug::RemovedLeaderServes => "removed-leader-serves",
+            PlantedBug::CasSkipRescanOnGrow => "cas-skip-rescan-on-grow",
         }
     }
 

@@ -91,8 +91,26 @@ pub struct Operator {
     pub plan_name: &'static str,
 }
 
-/// Draws the plan for a run over `nodes` original members and spares `s1`, `s2`.
-pub fn draw_plan(rng: &mut SplitMix64, nodes: usize) -> (&'static str, Vec<Step>) {
+/// Draws the plan for a run over `nodes` original members and spares `s1`, `s2`. Without
+/// learners (CASPaxos: members join as acceptors directly) a learner and its promotion are one
+/// voter addition.
+pub fn draw_plan(rng: &mut SplitMix64, nodes: usize, learners: bool) -> (&'static str, Vec<Step>) {
+    let (name, plan) = draw_learner_plan(rng, nodes);
+    if learners {
+        return (name, plan);
+    }
+    let plan = plan
+        .into_iter()
+        .filter_map(|s| match s {
+            Step::AddLearner(id) => Some(Step::AddVoter(id)),
+            Step::Promote(_) => None,
+            s => Some(s),
+        })
+        .collect();
+    (name, plan)
+}
+
+fn draw_learner_plan(rng: &mut SplitMix64, nodes: usize) -> (&'static str, Vec<Step>) {
     let (s1, s2) = (nodes as NodeId + 1, nodes as NodeId + 2);
     use Step::*;
     match rng.below(5) {
@@ -128,7 +146,8 @@ impl<E: Engine> Sim<E> {
         if !self.cfg.faults.reconfig {
             return;
         }
-        let (name, plan) = draw_plan(&mut self.rng_fault, self.cfg.nodes);
+        let learners = E::NAME != "caspaxos";
+        let (name, plan) = draw_plan(&mut self.rng_fault, self.cfg.nodes, learners);
         self.operator.enabled = true;
         self.operator.plan = plan.into();
         self.operator.plan_name = name;
@@ -271,7 +290,11 @@ impl<E: Engine> Sim<E> {
             {
                 true
             }
-            Err(EngineError::Membership(m)) if m == ERR_LEARNER_NOT_READY => {
+            // Not yet: a learner still catching up, or (CASPaxos) an earlier change whose
+            // coordinator stopped answering and that another member has not resumed yet.
+            Err(EngineError::Membership(m))
+                if m == ERR_LEARNER_NOT_READY || m.contains("in progress") =>
+            {
                 if let Some(a) = self.operator.current.as_mut() {
                     a.attempt += 1;
                 }

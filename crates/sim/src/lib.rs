@@ -532,7 +532,7 @@ pub fn partial_connectivity_report(engine: &str, nodes: usize) -> Result<String,
 
 /// Usage of [`run_cli`].
 pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos|toy] [--nodes N] [--seeds A..B | N]
-                 [--faults all|none|crash,partition,one-way,partial,loss,duplicate,power-loss,torn-writes]
+                 [--faults all|none|crash,partition,one-way,partial,loss,duplicate,power-loss,torn-writes,storage,reconfig]
                  [--clients N] [--ops N] [--keys N] [--sim-seconds S]
                  [--snapshot-entries N] [--watchers N] [--leases N] [--planted-bug NAME]
                  [--history-dir DIR]
@@ -545,6 +545,8 @@ pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos
   range reads and multi-key txns to the workload, and runs the watch checker (docs/simulation.md).
   --leases N adds N lease clients (log engines: grant, attach keys, keep alive, revoke, lapse,
   read lease keys) and runs the lease checker: never early, and gone at the end (docs/leases.md).
+  --faults all,reconfig adds membership changes: an operator adds learners and voters, promotes,
+  and removes members (the leader too) while clients run (docs/membership.md).
   exit status: 0 every seed passed, 1 some seed failed, 2 bad arguments.";
 
 /// Parsed command line of `synod sim`.

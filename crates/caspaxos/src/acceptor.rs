@@ -7,6 +7,7 @@
 
 use crate::ballot::Ballot;
 use crate::messages::{AcceptedValue, Message, Record, RegisterRecord, RegisterValue};
+use crate::reconf::CasConfig;
 use std::collections::BTreeMap;
 use synod_core::kv::Key;
 
@@ -82,7 +83,10 @@ impl Acceptor {
                     self.restore(&Record::Register(r.clone()))?;
                 }
             }
-            Record::BallotLease { .. } | Record::Amnesic(_) => {}
+            Record::BallotLease { .. }
+            | Record::Amnesic(_)
+            | Record::Config(_)
+            | Record::Joining => {}
         }
         Ok(())
     }
@@ -121,6 +125,24 @@ impl Acceptor {
                 },
             );
         }
+    }
+
+    /// Up to `keys_max` keys after `after`, in order, and the key the next page starts after
+    /// (`None`: no more). For the membership rescan (`coordinator.rs`); tombstones included,
+    /// since a tombstone is a value that must reach the new quorums too.
+    pub fn key_page(&self, after: Option<&Key>, keys_max: usize) -> (Vec<Key>, Option<Key>) {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, |k| Bound::Excluded(k.clone()));
+        let mut range = self
+            .registers
+            .range((start, Bound::Unbounded))
+            .map(|(k, _)| k);
+        let keys: Vec<Key> = range.by_ref().take(keys_max).cloned().collect();
+        let next = match range.next() {
+            Some(_) => keys.last().cloned(),
+            None => None,
+        };
+        (keys, next)
     }
 
     pub fn floor(&self) -> Ballot {
@@ -162,11 +184,12 @@ impl Acceptor {
             })
     }
 
-    /// Every register, for a checkpoint record.
-    pub fn checkpoint(&self, counter_max: u64) -> Record {
+    /// Every register, for a checkpoint record (which also carries the node's configuration).
+    pub fn checkpoint(&self, counter_max: u64, config: Option<CasConfig>) -> Record {
         Record::Checkpoint {
             floor: self.floor,
             counter_max,
+            config,
             registers: self
                 .registers
                 .iter()

@@ -58,7 +58,10 @@ impl RegisterDigest {
             Record::Register(r) => self.set(&r.key, r.accepted.as_ref()),
             Record::Dropped { key, .. } => self.set(key, None),
             Record::Checkpoint { registers, .. } => *self = Self::of_registers(registers),
-            Record::BallotLease { .. } | Record::Amnesic(_) => {}
+            Record::BallotLease { .. }
+            | Record::Amnesic(_)
+            | Record::Config(_)
+            | Record::Joining => {}
         }
     }
 

@@ -4,6 +4,7 @@
 //! the durable records.
 
 use crate::ballot::Ballot;
+use crate::reconf::CasConfig;
 use serde::{Deserialize, Serialize};
 use synod_core::DurableRecord;
 use synod_core::kv::{ClientTable, Key, KeyValue, KvLimits};
@@ -69,7 +70,13 @@ pub struct AcceptedValue {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Message {
     /// Phase 1a: promise not to accept ballots below `ballot`, and tell me what you accepted.
-    Prepare { key: Key, ballot: Ballot },
+    /// `version` (here, in Accept and in Drop) is the sender's configuration version: an
+    /// acceptor holding a newer one refuses (see `reconf.rs`).
+    Prepare {
+        key: Key,
+        ballot: Ballot,
+        version: u64,
+    },
     /// Phase 1b: the promise, with the acceptor's accepted pair (`None` = never accepted).
     Promise {
         key: Key,
@@ -84,6 +91,7 @@ pub enum Message {
         ballot: Ballot,
         value: RegisterValue,
         next: Option<Ballot>,
+        version: u64,
     },
     /// Phase 2b: `ballot` accepted (and `next` promised if the Accept carried one).
     Accepted { key: Key, ballot: Ballot },
@@ -96,7 +104,11 @@ pub enum Message {
     },
     /// GC step 3 (see `gc.rs`): every acceptor accepted the tombstone at `ballot`; forget the
     /// key if that is still what you hold.
-    Drop { key: Key, ballot: Ballot },
+    Drop {
+        key: Key,
+        ballot: Ballot,
+        version: u64,
+    },
     /// A node repairing lost storage (`repair.rs`) asks for the acceptor registers after
     /// `after` (`None`: from the first); `nonce` identifies its boot.
     RepairQuery { nonce: u64, after: Option<Key> },
@@ -108,6 +120,26 @@ pub enum Message {
         after: Option<Key>,
         floor: Ballot,
         registers: Vec<RegisterRecord>,
+        next: Option<Key>,
+    },
+    /// Membership change (`coordinator.rs`): adopt `config` durably if it supersedes yours,
+    /// then acknowledge with the version you hold.
+    Install { config: CasConfig },
+    /// The answer to an Install, sent once the version named is durable.
+    InstallAck { version: u64 },
+    /// "Your configuration is outdated": an acceptor refusing a message of an older version, a
+    /// node answering an Install it holds something newer than, or a `ConfigPull`.
+    NewerConfig { config: CasConfig },
+    /// A node saw a version above its own (or holds none yet): send me your configuration.
+    ConfigPull { version: u64 },
+    /// The rescan asks for the keys of the acceptor after `after` (`None`: from the first).
+    KeysQuery { version: u64, after: Option<Key> },
+    /// One page of keys in order after `after`; `next` is where the following page starts
+    /// (`None`: this was the last).
+    KeysPage {
+        version: u64,
+        after: Option<Key>,
+        keys: Vec<Key>,
         next: Option<Key>,
     },
 }
@@ -140,7 +172,13 @@ impl Message {
             Message::Nack {
                 ballot, promised, ..
             } => ballot.counter.max(promised.counter),
-            Message::RepairQuery { .. } => 0,
+            Message::RepairQuery { .. }
+            | Message::Install { .. }
+            | Message::InstallAck { .. }
+            | Message::NewerConfig { .. }
+            | Message::ConfigPull { .. }
+            | Message::KeysQuery { .. }
+            | Message::KeysPage { .. } => 0,
             Message::RepairPage {
                 floor, registers, ..
             } => registers
@@ -158,7 +196,7 @@ impl Message {
             | Message::Accepted { key, .. }
             | Message::Nack { key, .. }
             | Message::Drop { key, .. } => key,
-            Message::RepairQuery { .. } | Message::RepairPage { .. } => &[],
+            _ => &[],
         }
     }
 }
@@ -186,7 +224,15 @@ pub enum Record {
         floor: Ballot,
         counter_max: u64,
         registers: Vec<RegisterRecord>,
+        /// The configuration held (`None` only in checkpoints of a node that never persisted
+        /// one: it recovers to the bootstrap configuration).
+        config: Option<CasConfig>,
     },
+    /// The configuration this node holds from now on (`reconf.rs`); the last one wins.
+    Config(CasConfig),
+    /// This node was started to join a running cluster: it is empty on purpose and holds no
+    /// configuration until a coordinator installs one (never the bootstrap one).
+    Joining,
     /// `true`: the storage was lost and the node is repairing from its peers (`repair.rs`);
     /// `false`: a state it really has (written on a first boot and when a repair completes).
     Amnesic(bool),

@@ -12,6 +12,7 @@
 use crate::ballot::{Ballot, BallotCounter};
 use crate::gc::{GC_INTERVAL_TICKS, GC_ROUNDS_PER_INTERVAL_MAX, GcQueue};
 use crate::messages::{AcceptedValue, Message, Record, RegisterValue};
+use crate::reconf::Quorums;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use synod_core::kv::register::apply_to_register;
 use synod_core::kv::{Key, Response, SessionVerdict};
@@ -27,10 +28,15 @@ pub const BACKOFF_MAX_TICKS: u64 = 64;
 /// beyond it idle keys lose their cache and fall back to two round trips.
 pub const IDLE_KEYS_MAX: usize = 4096;
 
-/// Where a proposer message goes.
+/// Where a proposer message goes (the sets of the configuration it holds, `reconf.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dest {
-    All,
+    /// The prepare set.
+    Prepare,
+    /// The accept set.
+    Accept,
+    /// Every acceptor of either set (tombstone GC).
+    Everyone,
     Node(NodeId),
 }
 
@@ -125,8 +131,10 @@ impl KeyProposer {
 /// This node's proposer for every key.
 pub struct Proposer {
     id: NodeId,
-    members: usize,
-    majority: usize,
+    /// Acceptor sets and quorum sizes of the configuration this node holds.
+    quorums: Quorums,
+    /// That configuration's version, carried by every Prepare, Accept and Drop.
+    version: u64,
     batch_entries_max: usize,
     pending_requests_max: usize,
     request_timeout_ticks: u64,
@@ -142,11 +150,16 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    pub fn new(config: &EngineConfig, leased_counter_max: u64) -> Self {
+    pub fn new(
+        config: &EngineConfig,
+        leased_counter_max: u64,
+        quorums: Quorums,
+        version: u64,
+    ) -> Self {
         Proposer {
             id: config.id,
-            members: config.members.len(),
-            majority: config.majority(),
+            quorums,
+            version,
             batch_entries_max: config.batch_entries_max.max(1),
             pending_requests_max: config.pending_requests_max,
             request_timeout_ticks: config.request_timeout_ticks.max(1),
@@ -273,10 +286,11 @@ impl Proposer {
         };
         round.phase_deadline_tick = now_tick.saturating_add(round_timeout);
         fx.sends.push((
-            Dest::All,
+            Dest::Prepare,
             Message::Prepare {
                 key: key.to_vec(),
                 ballot,
+                version: self.version,
             },
         ));
     }
@@ -318,13 +332,19 @@ impl Proposer {
             }
         };
         let ballot = round.ballot;
+        // GC step 1 needs every acceptor that any prepare quorum might include.
+        let dest = match round.kind {
+            RoundKind::Client => Dest::Accept,
+            RoundKind::Gc => Dest::Everyone,
+        };
         fx.sends.push((
-            Dest::All,
+            dest,
             Message::Accept {
                 key: key.to_vec(),
                 ballot,
                 value: value.clone(),
                 next,
+                version: self.version,
             },
         ));
         round.phase = Phase::Accepting {
@@ -344,10 +364,15 @@ impl Proposer {
         now_tick: u64,
         fx: &mut Effects,
     ) {
+        // Promises count only from the prepare set: during a transition its quorum size is
+        // computed for that set alone (`reconf.rs`).
+        if !self.quorums.prepare.contains(&from) {
+            return;
+        }
         let needed = if self.accept_without_quorum {
             1
         } else {
-            self.majority
+            self.quorums.prepare_quorum
         };
         let Some(round) = self.keys.get_mut(&key).and_then(|ks| ks.round.as_mut()) else {
             return;
@@ -391,12 +416,19 @@ impl Proposer {
         if round.ballot != ballot {
             return;
         }
-        accepted.insert(from);
-        // GC step 1 needs every acceptor; client rounds a quorum.
-        let needed = match round.kind {
-            RoundKind::Client => self.majority,
-            RoundKind::Gc => self.members,
+        // GC step 1 needs every acceptor; client rounds a quorum of the accept set.
+        let (set, needed) = match round.kind {
+            RoundKind::Client => (self.quorums.accept.clone(), self.quorums.accept_quorum),
+            RoundKind::Gc => {
+                let all = self.quorums.everyone();
+                let n = all.len();
+                (all, n)
+            }
         };
+        if !set.contains(&from) {
+            return;
+        }
+        accepted.insert(from);
         if accepted.len() < needed {
             return;
         }
@@ -431,10 +463,11 @@ impl Proposer {
                 self.gc.forget(&key);
                 ks.prepared = None;
                 fx.sends.push((
-                    Dest::All,
+                    Dest::Everyone,
                     Message::Drop {
                         key: key.clone(),
                         ballot,
+                        version: self.version,
                     },
                 ));
             }
@@ -639,6 +672,54 @@ impl Proposer {
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    pub fn quorums(&self) -> &Quorums {
+        &self.quorums
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// A new configuration version is durable at this node (`reconf.rs`). Every round in a
+    /// phase restarts (after the usual backoff) under the new quorums and every one-round-trip
+    /// cache is dropped: a round must run entirely within one version, because only adjacent
+    /// versions are guaranteed to have intersecting quorums, and a cached ballot was prepared
+    /// by a quorum of the old version.
+    pub fn reconfigure(&mut self, quorums: Quorums, version: u64, now_tick: u64, fx: &mut Effects) {
+        assert!(version >= self.version, "configuration versions only grow");
+        self.quorums = quorums;
+        self.version = version;
+        let keys: Vec<Key> = self.keys.keys().cloned().collect();
+        for key in keys {
+            let Some(ks) = self.keys.get_mut(&key) else {
+                continue;
+            };
+            ks.prepared = None;
+            let in_phase = ks.round.as_ref().is_some_and(|r| {
+                matches!(r.phase, Phase::Preparing { .. } | Phase::Accepting { .. })
+            });
+            if in_phase {
+                self.fail_attempt(&key, now_tick, fx);
+            }
+        }
+    }
+
+    /// This node left the cluster: every request it holds is answered `Timeout` (a round may
+    /// have reached some acceptors, so the outcome is unknown) and it forgets every key.
+    pub fn abandon_all(&mut self, fx: &mut Effects) {
+        for (_, ks) in std::mem::take(&mut self.keys) {
+            let ops = ks.round.into_iter().flat_map(|r| r.ops).chain(ks.queue);
+            for op in ops {
+                fx.replies.push(ClientReply {
+                    id: op.request.id,
+                    result: Err(EngineError::Timeout),
+                });
+            }
+        }
+        self.pending_requests = 0;
+        self.gc = GcQueue::new(self.request_timeout_ticks);
     }
 }
 

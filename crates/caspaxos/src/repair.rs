@@ -92,7 +92,9 @@ impl CasPaxos {
     }
 
     pub(crate) fn handle_repair_query(&mut self, from: NodeId, nonce: u64, after: Option<Key>) {
-        if self.repair.is_some() {
+        // A joining node is empty on purpose: its pages would count as a complete answer
+        // without holding anything chosen.
+        if self.repair.is_some() || self.cas_config.is_none() {
             return;
         }
         let (registers, next) = self.acceptor.page(after.as_ref(), REPAIR_PAGE_KEYS_MAX);
@@ -168,7 +170,9 @@ impl CasPaxos {
             .collect();
         self.acceptor.install_repaired(floor, registers);
         self.proposer.observe(self.acceptor.highest_promised());
-        let cp = self.acceptor.checkpoint(self.proposer.leased_counter_max());
+        let cp = self
+            .acceptor
+            .checkpoint(self.proposer.leased_counter_max(), self.cas_config.clone());
         self.digest.apply(&cp);
         self.out.records.push(cp);
         self.out.records.push(Record::Amnesic(false));

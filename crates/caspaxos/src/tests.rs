@@ -11,22 +11,25 @@ use synod_core::kv::{
 };
 use synod_core::{ClientId, ClientReply, DurableRecord, EngineError, RequestId, SplitMix64};
 
-struct Net {
-    nodes: BTreeMap<NodeId, Option<CasPaxos>>,
-    configs: BTreeMap<NodeId, EngineConfig>,
-    disks: BTreeMap<NodeId, Vec<Record>>,
-    pool: Vec<(NodeId, NodeId, Message)>,
-    replies: BTreeMap<RequestId, Vec<(NodeId, ClientReply)>>,
+pub(crate) struct Net {
+    pub(crate) nodes: BTreeMap<NodeId, Option<CasPaxos>>,
+    pub(crate) configs: BTreeMap<NodeId, EngineConfig>,
+    pub(crate) disks: BTreeMap<NodeId, Vec<Record>>,
+    pub(crate) pool: Vec<(NodeId, NodeId, Message)>,
+    pub(crate) replies: BTreeMap<RequestId, Vec<(NodeId, ClientReply)>>,
     /// Messages from or to these nodes are dropped.
-    isolated: BTreeSet<NodeId>,
+    pub(crate) isolated: BTreeSet<NodeId>,
     /// When set, the pool is delivered in a seeded random order, with duplicates.
-    chaos: Option<SplitMix64>,
+    pub(crate) chaos: Option<SplitMix64>,
     /// Every message sent, for counting.
-    sent_log: Vec<(NodeId, NodeId, Message)>,
+    pub(crate) sent_log: Vec<(NodeId, NodeId, Message)>,
+    /// These nodes' answers on the data path (promises, accepts, nacks, key pages) are lost;
+    /// their configuration messages still flow (a node slow or lossy on its data path).
+    pub(crate) muted: BTreeSet<NodeId>,
 }
 
 impl Net {
-    fn new(n: u64, tweak: impl Fn(&mut EngineConfig)) -> Net {
+    pub(crate) fn new(n: u64, tweak: impl Fn(&mut EngineConfig)) -> Net {
         let members: Vec<NodeId> = (1..=n).collect();
         let mut net = Net {
             nodes: BTreeMap::new(),
@@ -37,6 +40,7 @@ impl Net {
             isolated: BTreeSet::new(),
             chaos: None,
             sent_log: Vec::new(),
+            muted: BTreeSet::new(),
         };
         for &id in &members {
             let mut cfg = EngineConfig::new(id, members.clone(), 7);
@@ -49,7 +53,7 @@ impl Net {
         net
     }
 
-    fn node(&mut self, id: NodeId) -> &mut CasPaxos {
+    pub(crate) fn node(&mut self, id: NodeId) -> &mut CasPaxos {
         self.nodes
             .get_mut(&id)
             .and_then(Option::as_mut)
@@ -57,7 +61,7 @@ impl Net {
     }
 
     /// Drains every node's Ready: records to its disk, then messages to the pool.
-    fn pump(&mut self) {
+    pub(crate) fn pump(&mut self) {
         for (&id, slot) in self.nodes.iter_mut() {
             let Some(engine) = slot.as_mut() else {
                 continue;
@@ -86,7 +90,7 @@ impl Net {
     }
 
     /// Delivers one message from the pool; false when the pool is empty.
-    fn deliver_one(&mut self) -> bool {
+    pub(crate) fn deliver_one(&mut self) -> bool {
         if self.pool.is_empty() {
             return false;
         }
@@ -105,6 +109,16 @@ impl Net {
         if self.isolated.contains(&from) || self.isolated.contains(&to) {
             return true;
         }
+        let data_answer = matches!(
+            m,
+            Message::Promise { .. }
+                | Message::Accepted { .. }
+                | Message::Nack { .. }
+                | Message::KeysPage { .. }
+        );
+        if data_answer && self.muted.contains(&from) {
+            return true;
+        }
         if let Some(Some(engine)) = self.nodes.get_mut(&to) {
             engine.receive(from, m);
         }
@@ -112,7 +126,7 @@ impl Net {
     }
 
     /// Pumps and delivers until nothing moves (bounded).
-    fn settle(&mut self) {
+    pub(crate) fn settle(&mut self) {
         for _ in 0..100_000 {
             self.pump();
             if !self.deliver_one() {
@@ -122,14 +136,14 @@ impl Net {
         panic!("network did not settle");
     }
 
-    fn tick(&mut self) {
+    pub(crate) fn tick(&mut self) {
         for engine in self.nodes.values_mut().flatten() {
             engine.tick();
         }
         self.settle();
     }
 
-    fn submit(&mut self, at: NodeId, id: RequestId, op: Op) {
+    pub(crate) fn submit(&mut self, at: NodeId, id: RequestId, op: Op) {
         self.node(at).submit(ClientRequest {
             id,
             first_unacked: 0,
@@ -139,7 +153,7 @@ impl Net {
     }
 
     /// Ticks until `cond` holds; panics after `max_ticks`.
-    fn run_until(&mut self, max_ticks: u64, mut cond: impl FnMut(&mut Net) -> bool) {
+    pub(crate) fn run_until(&mut self, max_ticks: u64, mut cond: impl FnMut(&mut Net) -> bool) {
         self.settle();
         for _ in 0..max_ticks {
             if cond(self) {
@@ -151,7 +165,12 @@ impl Net {
     }
 
     /// Submits at `at` and waits for the reply.
-    fn call(&mut self, at: NodeId, id: RequestId, op: Op) -> Result<Response, EngineError> {
+    pub(crate) fn call(
+        &mut self,
+        at: NodeId,
+        id: RequestId,
+        op: Op,
+    ) -> Result<Response, EngineError> {
         let before = self.replies.get(&id).map_or(0, Vec::len);
         self.submit(at, id, op);
         self.run_until(1_000, |n| n.replies.get(&id).map_or(0, Vec::len) > before);
@@ -163,26 +182,39 @@ impl Net {
         reply.result
     }
 
-    fn crash(&mut self, id: NodeId) {
+    /// Starts `id` as a new, empty acceptor joining the running cluster, configured like
+    /// node 1 otherwise.
+    pub(crate) fn join(&mut self, id: NodeId) {
+        let mut cfg = self.configs[&1].clone();
+        cfg.id = id;
+        cfg.members = (1..=id).collect();
+        cfg.join = true;
+        let engine = CasPaxos::recover(cfg.clone(), Vec::new()).expect("joining replica");
+        self.nodes.insert(id, Some(engine));
+        self.configs.insert(id, cfg);
+        self.disks.insert(id, Vec::new());
+    }
+
+    pub(crate) fn crash(&mut self, id: NodeId) {
         self.nodes.insert(id, None);
         self.pool.retain(|(_, to, _)| *to != id);
     }
 
-    fn restart(&mut self, id: NodeId) {
+    pub(crate) fn restart(&mut self, id: NodeId) {
         let engine = CasPaxos::recover(self.configs[&id].clone(), self.disks[&id].clone())
             .expect("records recover");
         self.nodes.insert(id, Some(engine));
     }
 }
 
-fn rid(client: u64, seq: u64) -> RequestId {
+pub(crate) fn rid(client: u64, seq: u64) -> RequestId {
     RequestId {
         client: ClientId(client),
         seq,
     }
 }
 
-fn put(key: &str, value: &str) -> Op {
+pub(crate) fn put(key: &str, value: &str) -> Op {
     Op::Put(PutRequest {
         key: key.into(),
         value: value.into(),
@@ -191,7 +223,7 @@ fn put(key: &str, value: &str) -> Op {
     })
 }
 
-fn get(key: &str) -> Op {
+pub(crate) fn get(key: &str) -> Op {
     Op::Range(RangeRequest::key(key))
 }
 
@@ -212,7 +244,7 @@ fn cas(key: &str, expect: Expect, then: CasAction) -> Op {
 }
 
 /// (value, version) of a get, or None when absent.
-fn read(r: Result<Response, EngineError>) -> Option<(String, u64)> {
+pub(crate) fn read(r: Result<Response, EngineError>) -> Option<(String, u64)> {
     match r.expect("read succeeds").body {
         ResponseBody::Range(rr) => rr.kvs.first().map(|kv| {
             (
@@ -399,6 +431,7 @@ fn a_restarted_acceptor_still_refuses_lower_ballots() {
         Message::Prepare {
             key: b"k".to_vec(),
             ballot: lower,
+            version: 0,
         },
     );
     let outbox = net
@@ -608,6 +641,7 @@ fn a_stale_accept_after_gc_is_refused() {
             ballot: stale,
             value,
             next: None,
+            version: 0,
         },
     );
     let outbox = net
@@ -650,22 +684,176 @@ struct StressClient {
     seen_version: u64,
 }
 
+impl StressClient {
+    /// Checks one reply against what this client saw before, and sends the next request.
+    fn on_reply(
+        &mut self,
+        net: &mut Net,
+        body: ResponseBody,
+        expected: Option<u64>,
+        wins: &mut BTreeSet<u64>,
+        seed: u64,
+    ) -> Result<(), String> {
+        let c = self;
+        match (body, expected) {
+            (ResponseBody::Range(r), None) => {
+                let v = r.kvs.first().map_or(0, |kv| kv.version);
+                if v < c.seen_version {
+                    return Err(format!(
+                        "seed {seed}: client {} read version {v} after {}",
+                        c.id, c.seen_version
+                    ));
+                }
+                c.seen_version = v;
+                c.seq += 1;
+                let id = rid(c.id, c.seq);
+                let expect = if v == 0 {
+                    Expect::Absent
+                } else {
+                    Expect::Version(v)
+                };
+                let value = format!("{}-{}", c.id, c.seq);
+                net.submit(c.node, id, cas("x", expect, CasAction::Put(value.into())));
+                c.in_flight = Some((id, Some(v)));
+            }
+            (ResponseBody::Cas(r), Some(v)) => {
+                if r.succeeded {
+                    if !wins.insert(v) {
+                        return Err(format!(
+                            "seed {seed}: two CAS succeeded on version {v} (lost update)"
+                        ));
+                    }
+                    c.seen_version = v + 1;
+                } else {
+                    let now = r.kv.map_or(0, |kv| kv.version);
+                    if now < c.seen_version {
+                        return Err(format!(
+                            "seed {seed}: client {} saw version {now} after {}",
+                            c.id, c.seen_version
+                        ));
+                    }
+                    c.seen_version = now;
+                }
+            }
+            (body, _) => return Err(format!("unexpected reply {body:?}")),
+        }
+        Ok(())
+    }
+}
+
 /// Read-then-CAS clients on one key under message reordering, duplication, loss and crash /
 /// restart of replicas. Checks what linearizability implies for this workload: no two
 /// acknowledged CAS succeed on the same expected version (a lost update), and a client never
 /// observes the version going back. Returns the first violation.
 fn stress(seed: u64, bug: Option<PlantedBug>) -> Result<u64, String> {
+    let outcome = stress_with_plan(seed, bug, StressPlan::default())?;
+    assert!(
+        outcome.crashes > 0,
+        "seed {seed}: the fault schedule crashed nothing"
+    );
+    Ok(outcome.wins)
+}
+
+/// What a stress run achieved.
+pub(crate) struct StressOutcome {
+    /// Successful CAS operations.
+    pub(crate) wins: u64,
+    /// Changes of the plan that completed.
+    pub(crate) changes: usize,
+    pub(crate) crashes: u64,
+}
+
+/// Membership changes made during a stress run (`reconf_tests.rs`): nodes started as joiners
+/// at tick 0 and changes submitted one after the other, each retried until it succeeds.
+#[derive(Default)]
+pub(crate) struct StressPlan {
+    pub(crate) joins: Vec<NodeId>,
+    pub(crate) changes: Vec<(NodeId, Op)>,
+}
+
+/// Drives a [`StressPlan`]'s changes: one in flight at a time, retried after a failure.
+struct ChangeDriver {
+    changes: Vec<(NodeId, Op)>,
+    next: usize,
+    in_flight: Option<(NodeId, RequestId)>,
+    not_before_tick: u64,
+    seq: u64,
+}
+
+impl ChangeDriver {
+    const CLIENT: u64 = 999;
+    const RETRY_TICKS: u64 = 20;
+
+    fn step(&mut self, net: &mut Net, tick: u64, down: &BTreeMap<NodeId, u64>) {
+        if let Some((_, id)) = self.in_flight
+            && let Some(replies) = net.replies.remove(&id)
+        {
+            self.in_flight = None;
+            // A change that timed out may have completed meanwhile: its retry is then refused
+            // as already applied, which is success for the plan.
+            let done_already = |m: &str| {
+                m == synod_core::membership::ERR_MEMBER_ID_EXISTS
+                    || m == synod_core::membership::ERR_MEMBER_NOT_FOUND
+                    || m == crate::coordinator::ERR_MEMBER_REMOVED
+            };
+            let ok = match &replies[0].1.result {
+                Ok(_) => true,
+                Err(EngineError::Membership(m)) => done_already(m),
+                Err(_) => false,
+            };
+            if ok {
+                self.next += 1;
+            } else {
+                self.not_before_tick = tick + Self::RETRY_TICKS;
+            }
+        }
+        let Some((at, op)) = self.changes.get(self.next) else {
+            return;
+        };
+        if self.in_flight.is_none() && tick >= self.not_before_tick && !down.contains_key(at) {
+            self.seq += 1;
+            let id = rid(Self::CLIENT, self.seq);
+            net.submit(*at, id, op.clone());
+            self.in_flight = Some((*at, id));
+        }
+    }
+
+    /// The coordinator crashed: its request is gone with it.
+    fn on_crash(&mut self, victim: NodeId) {
+        if self.in_flight.is_some_and(|(at, _)| at == victim) {
+            self.in_flight = None;
+        }
+    }
+}
+
+/// [`stress`] with membership changes.
+pub(crate) fn stress_with_plan(
+    seed: u64,
+    bug: Option<PlantedBug>,
+    plan: StressPlan,
+) -> Result<StressOutcome, String> {
     let mut net = Net::new(3, |c| {
         c.planted_bug = bug;
         c.request_timeout_ticks = 100;
         c.snapshot_entries = 64;
     });
+    for &id in &plan.joins {
+        net.join(id);
+    }
+    let nodes = 3 + plan.joins.len() as u64;
+    let mut driver = ChangeDriver {
+        changes: plan.changes,
+        next: 0,
+        in_flight: None,
+        not_before_tick: 0,
+        seq: 0,
+    };
     let mut rng = SplitMix64::new(seed);
     net.chaos = Some(SplitMix64::new(seed ^ 0xDEAD_BEEF));
     let mut clients: Vec<StressClient> = (1..=6u64)
         .map(|id| StressClient {
             id,
-            node: 1 + id % 3,
+            node: 1 + id % nodes,
             seq: 0,
             in_flight: None,
             seen_version: 0,
@@ -677,8 +865,9 @@ fn stress(seed: u64, bug: Option<PlantedBug>) -> Result<u64, String> {
     for tick in 0..2_000u64 {
         // Faults: crash a replica now and then (never two at once), restart it later.
         if down.is_empty() && rng.next_u64().is_multiple_of(300) {
-            let victim = 1 + rng.next_u64() % 3;
+            let victim = 1 + rng.next_u64() % nodes;
             net.crash(victim);
+            driver.on_crash(victim);
             crashes += 1;
             down.insert(victim, tick + 40);
             for c in clients.iter_mut().filter(|c| c.node == victim) {
@@ -694,6 +883,7 @@ fn stress(seed: u64, bug: Option<PlantedBug>) -> Result<u64, String> {
             down.remove(&n);
             net.restart(n);
         }
+        driver.step(&mut net, tick, &down);
         for c in clients.iter_mut() {
             if c.in_flight.is_none() && !down.contains_key(&c.node) {
                 c.seq += 1;
@@ -733,55 +923,14 @@ fn stress(seed: u64, bug: Option<PlantedBug>) -> Result<u64, String> {
             let Ok(resp) = result else {
                 continue; // timeout: unknown, move on
             };
-            match (resp.body, expected) {
-                (ResponseBody::Range(r), None) => {
-                    let v = r.kvs.first().map_or(0, |kv| kv.version);
-                    if v < c.seen_version {
-                        return Err(format!(
-                            "seed {seed}: client {} read version {v} after {}",
-                            c.id, c.seen_version
-                        ));
-                    }
-                    c.seen_version = v;
-                    c.seq += 1;
-                    let id = rid(c.id, c.seq);
-                    let expect = if v == 0 {
-                        Expect::Absent
-                    } else {
-                        Expect::Version(v)
-                    };
-                    let value = format!("{}-{}", c.id, c.seq);
-                    net.submit(c.node, id, cas("x", expect, CasAction::Put(value.into())));
-                    c.in_flight = Some((id, Some(v)));
-                }
-                (ResponseBody::Cas(r), Some(v)) => {
-                    if r.succeeded {
-                        if !wins.insert(v) {
-                            return Err(format!(
-                                "seed {seed}: two CAS succeeded on version {v} (lost update)"
-                            ));
-                        }
-                        c.seen_version = v + 1;
-                    } else {
-                        let now = r.kv.map_or(0, |kv| kv.version);
-                        if now < c.seen_version {
-                            return Err(format!(
-                                "seed {seed}: client {} saw version {now} after {}",
-                                c.id, c.seen_version
-                            ));
-                        }
-                        c.seen_version = now;
-                    }
-                }
-                (body, _) => return Err(format!("unexpected reply {body:?}")),
-            }
+            c.on_reply(&mut net, resp.body, expected, &mut wins, seed)?;
         }
     }
-    assert!(
-        crashes > 0,
-        "seed {seed}: the fault schedule crashed nothing"
-    );
-    Ok(wins.len() as u64)
+    Ok(StressOutcome {
+        wins: wins.len() as u64,
+        changes: driver.next,
+        crashes,
+    })
 }
 
 #[test]
@@ -841,6 +990,7 @@ fn ballot_counters_beyond_the_max_are_dropped_so_issuing_never_overflows() {
         Message::Prepare {
             key: b"k".to_vec(),
             ballot: huge,
+            version: 0,
         },
     );
     assert!(node.out.messages.is_empty(), "no promise for a huge ballot");

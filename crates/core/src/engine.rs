@@ -339,11 +339,22 @@ pub enum PlantedBug {
     EpaxosExecuteBeforeDeps,
     /// EPaxos: a read is treated as commuting with writes of the same key (no dependency).
     EpaxosGetCommutesWithPut,
+    /// Membership change (replica layer): what the old configuration's instance decided after
+    /// the StopSign is acknowledged, while the new epoch starts at the StopSign without it.
     ApplyPastStopSign,
+    /// Membership change: a new member goes on (votes, applies, serves) with the configuration
+    /// it was sent but not the state.
+    JoinWithoutState,
+    /// Membership change: a leader that applied its own removal keeps answering reads.
+    RemovedLeaderServes,
+    /// CASPaxos membership change (§2.3): growing to an even number of acceptors skips the
+    /// identity-transition rescan, so values chosen before the change stay on an accept quorum
+    /// of the old configuration only, and removing old members later can lose them.
+    CasSkipRescanOnGrow,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 26] = [
+    pub const ALL: [PlantedBug; 29] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -370,6 +381,9 @@ impl PlantedBug {
         PlantedBug::EpaxosExecuteBeforeDeps,
         PlantedBug::EpaxosGetCommutesWithPut,
         PlantedBug::ApplyPastStopSign,
+        PlantedBug::JoinWithoutState,
+        PlantedBug::RemovedLeaderServes,
+        PlantedBug::CasSkipRescanOnGrow,
     ];
 
     pub fn name(self) -> &'static str {
@@ -400,6 +414,9 @@ impl PlantedBug {
             PlantedBug::EpaxosExecuteBeforeDeps => "epaxos-execute-before-deps",
             PlantedBug::EpaxosGetCommutesWithPut => "epaxos-get-commutes-with-put",
             PlantedBug::ApplyPastStopSign => "apply-past-stop-sign",
+            PlantedBug::JoinWithoutState => "join-without-state",
+            PlantedBug::RemovedLeaderServes => "removed-leader-serves",
+            PlantedBug::CasSkipRescanOnGrow => "cas-skip-rescan-on-grow",
         }
     }
 

@@ -657,9 +657,20 @@ fn a_follower_behind_a_fully_compacted_leader_catches_up_by_snapshot() {
         net.submit(l, put(12, i, &format!("k{i}"), &big));
     }
     assert!(net.run_until(300, |n| n.reply_for(l, rid(12, 12)).len() == 1));
-    assert!(net.run_until(50, |n| n.nodes[&l].protocol().expect("a voter").store.compacted_idx() == 12));
+    assert!(net.run_until(50, |n| {
+        n.nodes[&l]
+            .protocol()
+            .expect("a voter")
+            .store
+            .compacted_idx()
+            == 12
+    }));
     assert_eq!(
-        net.nodes[&l].protocol().expect("a voter").store.compacted_idx(),
+        net.nodes[&l]
+            .protocol()
+            .expect("a voter")
+            .store
+            .compacted_idx(),
         net.nodes[&l].protocol().expect("a voter").store.decided_idx,
         "the leader keeps no decided entry"
     );
@@ -677,7 +688,11 @@ fn a_follower_behind_a_fully_compacted_leader_catches_up_by_snapshot() {
         "the snapshot went in several chunks ({saw_chunks})"
     );
     assert_eq!(
-        net.nodes[&f].protocol().expect("a voter").store.compacted_idx(),
+        net.nodes[&f]
+            .protocol()
+            .expect("a voter")
+            .store
+            .compacted_idx(),
         12,
         "installed as a checkpoint"
     );
@@ -710,7 +725,14 @@ fn snapshot_transfer_resumes_after_loss() {
     net.cut.clear();
     net.loss_percent = 30;
     assert!(net.run_until(3000, converged), "no convergence under loss");
-    assert!(net.nodes[&f].protocol().expect("a voter").store.compacted_idx() >= 8);
+    assert!(
+        net.nodes[&f]
+            .protocol()
+            .expect("a voter")
+            .store
+            .compacted_idx()
+            >= 8
+    );
 }
 
 /// The candidate side: a server far behind becomes leader while the others compacted beyond
@@ -737,7 +759,14 @@ fn a_lagging_candidate_gets_the_snapshot_of_a_promising_follower() {
         net.submit(3, put(14, i, &format!("k{i}"), "v"));
     }
     assert!(net.run_until(300, |n| n.reply_for(3, rid(14, 20)).len() == 1));
-    assert!(net.run_until(50, |n| n.nodes[&2].protocol().expect("a voter").store.compacted_idx() >= 18));
+    assert!(net.run_until(50, |n| {
+        n.nodes[&2]
+            .protocol()
+            .expect("a voter")
+            .store
+            .compacted_idx()
+            >= 18
+    }));
     assert_eq!(net.nodes[&1].status().applied_index, 0);
     // Now the old leader is cut off and node 1 is back: it leads with an empty log while the
     // only other server compacted everything it decided.
@@ -873,20 +902,26 @@ fn ballots_beyond_ballot_n_max_are_dropped_so_outbidding_never_overflows() {
     };
     node.receive(
         2,
-        Message::Protocol { epoch: 0, m: crate::Message::Paxos(PaxosMessage::Prepare {
-            n: huge,
-            decided_idx: 0,
-            accepted_round: crate::Ballot::BOTTOM,
-            log_len: 0,
-        }) },
+        Message::Protocol {
+            epoch: 0,
+            m: crate::Message::Paxos(PaxosMessage::Prepare {
+                n: huge,
+                decided_idx: 0,
+                accepted_round: crate::Ballot::BOTTOM,
+                log_len: 0,
+            }),
+        },
     );
     node.receive(
         2,
-        Message::Protocol { epoch: 0, m: crate::Message::Ble(BleMessage::HeartbeatReply {
-            round: 1,
-            ballot: huge,
-            quorum_connected: true,
-        }) },
+        Message::Protocol {
+            epoch: 0,
+            m: crate::Message::Ble(BleMessage::HeartbeatReply {
+                round: 1,
+                ballot: huge,
+                quorum_connected: true,
+            }),
+        },
     );
     // Rounds of BLE that would outbid the huge ballot (n + 1) if it had been taken.
     for _ in 0..100 {

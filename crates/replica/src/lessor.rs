@@ -122,7 +122,12 @@ impl<P: LogProtocol> Replica<P> {
 
     /// On every tick: a new leadership restarts every TTL; a leader proposes due expiries.
     pub(crate) fn lessor_tick(&mut self) {
-        let Some(term) = self.protocol.as_ref().filter(|p| p.is_leader()).map(|p| p.term()) else {
+        let Some(term) = self
+            .protocol
+            .as_ref()
+            .filter(|p| p.is_leader())
+            .map(|p| p.term())
+        else {
             self.lessor.leading_term = None;
             self.lessor.in_flight.clear();
             return;

@@ -134,8 +134,13 @@ impl<P: LogProtocol> Engine for Replica<P> {
         let bootstrap = membership::bootstrap_configuration(&config);
         let replayed = records::replay(records);
         let mut pout = ProtocolOutput::default();
-        let (state, protocol, joining) =
-            membership::recover_state::<P>(&config, &bootstrap, replayed.checkpoint, &replayed.protocol, &mut pout)?;
+        let (state, protocol, joining) = membership::recover_state::<P>(
+            &config,
+            &bootstrap,
+            replayed.checkpoint,
+            &replayed.protocol,
+            &mut pout,
+        )?;
         if let Some(p) = &protocol
             && state.applied_index() != p.compacted_idx()
         {

@@ -137,6 +137,8 @@ pub(crate) struct MemberFeeds {
     behind_sent: BTreeMap<NodeId, u64>,
     /// Applied index of the last state-only checkpoint (learners).
     state_checkpoint_idx: u64,
+    /// Planted `RemovedLeaderServes`: this replica led when its removal was applied.
+    removed_leader: bool,
 }
 
 impl MemberFeeds {
@@ -145,7 +147,10 @@ impl MemberFeeds {
     }
 
     pub(crate) fn learner_applied(&self) -> Vec<(NodeId, u64)> {
-        self.progress.iter().map(|(id, p)| (*id, p.applied)).collect()
+        self.progress
+            .iter()
+            .map(|(id, p)| (*id, p.applied))
+            .collect()
     }
 }
 
@@ -222,16 +227,18 @@ impl<P: LogProtocol> Replica<P> {
     /// A member behind us, or without state: our snapshot, from the leader (or from anyone
     /// of a newer epoch when the asker is in an older one).
     pub(crate) fn handle_behind(&mut self, from: NodeId, epoch: u64, applied: u64) {
-        let Some(p) = &self.protocol else {
-            return;
-        };
-        if self.state.config.is_learner(from) {
-            self.handle_learner_applied(from, applied);
+        if self.protocol.is_none() {
             return;
         }
-        let older = epoch < self.epoch();
-        let empty = applied == 0 && self.state.applied_index() > 0;
-        if (older || empty) && (p.is_leader() || p.leader().is_none() || older) {
+        if applied == 0 && self.state.applied_index() > 0 {
+            // A new member knows only whom it was told to ask, which may not include the
+            // leader: any voter it asked starts it (with a state that may not list it yet —
+            // it asks again until one does; the leader feeds it from then on).
+            self.start_snapshot_send(from, false);
+        } else if self.state.config.is_learner(from) {
+            self.handle_learner_applied(from, applied);
+        } else if epoch < self.epoch() {
+            // Anyone of the newer epoch can bring a member of an older one over.
             self.start_snapshot_send(from, false);
         }
     }
@@ -266,17 +273,16 @@ impl<P: LogProtocol> Replica<P> {
             return;
         }
         self.members.feeder = Some(from);
-        let mut idx = first;
-        for c in entries {
-            if idx == self.state.applied_index() + 1 {
-                let before = self.epoch();
-                self.apply_entry(idx, &c);
-                if self.epoch() != before {
-                    self.start_epoch_instance();
-                    break;
-                }
+        for (idx, c) in (first..).zip(entries) {
+            if idx != self.state.applied_index() + 1 {
+                continue;
             }
-            idx += 1;
+            let before = self.epoch();
+            self.apply_entry(idx, &c);
+            if self.epoch() != before {
+                self.start_epoch_instance();
+                break;
+            }
         }
         let applied = self.state.applied_index();
         self.out
@@ -346,6 +352,12 @@ impl<P: LogProtocol> Replica<P> {
             for to in contacts {
                 self.say_behind(to);
             }
+        } else if !self.state.config.contains(me) {
+            // Not (yet, or no longer) a member as far as this state knows: a new member whose
+            // first state predates its addition keeps asking; a removed one is ignored.
+            for to in self.state.config.voters() {
+                self.say_behind(to);
+            }
         } else if self.state.config.is_learner(me) {
             for to in self.state.config.voters() {
                 self.out
@@ -369,15 +381,17 @@ impl<P: LogProtocol> Replica<P> {
     /// that also carries the new instance's first records and messages.
     pub(crate) fn start_epoch_instance(&mut self) {
         debug_assert!(self.pout.records.is_empty() && self.pout.messages.is_empty());
+        let was_leader = self.is_leader();
         self.protocol = None;
         self.snapshots = Default::default();
         self.reads = Default::default();
         self.proposed.clear();
+        let me = self.config.id;
         self.members = MemberFeeds {
             state_checkpoint_idx: self.state.applied_index(),
+            removed_leader: was_leader && !self.state.config.contains(me),
             ..MemberFeeds::default()
         };
-        let me = self.config.id;
         let idx = self.state.applied_index();
         let voter = self.state.config.is_voter(me) && !self.amnesic();
         let fresh = if voter {
@@ -391,7 +405,9 @@ impl<P: LogProtocol> Replica<P> {
             self.reforward(true);
             return;
         };
-        let pc = epoch_config(&self.config, &self.state.config);
+        let mut pc = epoch_config(&self.config, &self.state.config);
+        // This instance's first boot (VR starts normal in view 0 on it).
+        pc.first_boot = true;
         match P::recover(&pc, Some(&cp), &[], &mut self.pout) {
             Ok(p) => {
                 self.protocol = Some(p);
@@ -436,9 +452,38 @@ impl<P: LogProtocol> Replica<P> {
             });
     }
 
-    /// Planted `ApplyPastStopSign`: keep applying what the old instance decided after a
-    /// StopSign before starting the new epoch.
+    /// PLANTED BUG (`RemovedLeaderServes`): a leader that applied its own removal keeps
+    /// answering linearizable reads from its state, which no longer changes (VR's old primary
+    /// going on after the reconfiguration request).
+    pub(crate) fn planted_removed_leader_read(&self, request: &ClientRequest) -> bool {
+        self.config.bug(PlantedBug::RemovedLeaderServes)
+            && self.members.removed_leader
+            && request.op.is_read()
+    }
+
+    /// Planted `ApplyPastStopSign`: the old instance's decisions after a StopSign count.
     pub(crate) fn past_stop_sign_planted(&self) -> bool {
         self.config.bug(PlantedBug::ApplyPastStopSign)
+    }
+
+    /// PLANTED BUG (`ApplyPastStopSign`): what the old instance decided after the StopSign is
+    /// acknowledged to its clients (executed on a copy of the state, as if the old
+    /// configuration still decided things) — while the new epoch starts at the StopSign
+    /// without it, so those acknowledged writes are lost.
+    pub(crate) fn planted_ack_past_stop_sign(&mut self) {
+        let Some(p) = self.protocol.as_ref() else {
+            return;
+        };
+        let mut copy = self.state.clone();
+        let mut acks = Vec::new();
+        for i in self.state.applied_index()..p.decided_idx() {
+            let c = p.entry(i);
+            if let Some(r) = copy.apply(i + 1, c) {
+                acks.push((c.origin, c.id, r));
+            }
+        }
+        for (origin, id, r) in acks {
+            self.answer_applied(origin, id, r);
+        }
     }
 }

@@ -195,6 +195,7 @@ impl<P: LogProtocol> Replica<P> {
         if request.op.is_read() && (!P::READS_AS_COMMANDS || self.sequential(&request)) {
             if request.consistency == Consistency::Sequential
                 || self.config.bug(PlantedBug::StaleLinearizableRead)
+                || self.planted_removed_leader_read(&request)
             {
                 // Sequential: local state never goes back at one replica. (With the planted
                 // bug `StaleLinearizableRead` linearizable reads take this path too.)
@@ -378,9 +379,10 @@ impl<P: LogProtocol> Replica<P> {
             }
             if self.state.config.epoch != before {
                 new_epoch = true;
-                if !self.past_stop_sign_planted() {
-                    break;
+                if self.past_stop_sign_planted() {
+                    self.planted_ack_past_stop_sign();
                 }
+                break;
             }
         }
         if new_epoch {

@@ -23,10 +23,7 @@ impl<P: LogProtocol> Replica<P> {
         let mut ahead = self.state.clone();
         // Collection is on in the copy (the caller just took from the original); make sure.
         let _ = ahead.kv.take_fresh_events();
-        let first = self
-            .state
-            .applied_index()
-            .max(p.compacted_idx());
+        let first = self.state.applied_index().max(p.compacted_idx());
         for idx in first..p.log_len() {
             let _ = ahead.apply(idx + 1, p.entry(idx));
         }

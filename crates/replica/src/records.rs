@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
 use synod_core::DurableRecord;
 
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Record<R, C> {
     Protocol(R),
@@ -21,7 +20,10 @@ pub enum Record<R, C> {
     /// A checkpoint of a replica that holds no protocol instance — a learner, a member being
     /// added that has no state yet (its configuration is then empty), or a removed member:
     /// only the applied state. (Appended after the others so older logs still decode.)
-    StateCheckpoint { incarnation: u64, state: StateBytes },
+    StateCheckpoint {
+        incarnation: u64,
+        state: StateBytes,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -83,9 +85,9 @@ pub struct Replayed<R, C> {
 }
 
 pub fn replay<R, C>(records: Vec<Record<R, C>>) -> Replayed<R, C> {
-    let last_cp = records.iter().rposition(|r| {
-        matches!(r, Record::Checkpoint(_) | Record::StateCheckpoint { .. })
-    });
+    let last_cp = records
+        .iter()
+        .rposition(|r| matches!(r, Record::Checkpoint(_) | Record::StateCheckpoint { .. }));
     let mut out = Replayed {
         checkpoint: LastCheckpoint::None,
         protocol: Vec::new(),

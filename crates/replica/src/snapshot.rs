@@ -35,7 +35,7 @@ use crate::records::{Checkpoint, Record};
 use crate::state::{AppliedState, StateBytes, StateImage};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use synod_core::{LogProtocol, NodeId, SnapshotAcceptance, TransferStatus};
+use synod_core::{LogProtocol, NodeId, PlantedBug, SnapshotAcceptance, TransferStatus};
 
 /// Largest chunk of snapshot bytes in one message.
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 64 * 1024;
@@ -473,7 +473,11 @@ impl<P: LogProtocol> Replica<P> {
                 // A learner catching up, a new member's first state, or a newer epoch: the
                 // snapshot's configuration says what this replica is now.
                 let old_epoch = self.epoch();
+                let joining = self.state.config.members.is_empty();
                 self.state = AppliedState::from_image(image, &self.bootstrap);
+                if joining && self.config.bug(PlantedBug::JoinWithoutState) {
+                    self.state = AppliedState::planted_config_only(&self.state, self.config.kv);
+                }
                 self.after_state_replaced(watched);
                 if self.protocol.is_some() || self.epoch() != old_epoch || !same_epoch {
                     self.start_epoch_instance();

@@ -146,6 +146,15 @@ impl AppliedState {
         Ok(StateBytes(Arc::new(bytes)))
     }
 
+    /// PLANTED BUG (`JoinWithoutState`): a new member takes the configuration and the index
+    /// of the state it was sent, but not the state: it goes on (votes, applies, serves) as if
+    /// the transfer had finished.
+    pub fn planted_config_only(full: &AppliedState, limits: KvLimits) -> AppliedState {
+        let mut s = AppliedState::new(limits, full.config.clone());
+        s.kv.skip(full.applied_index());
+        s
+    }
+
     pub fn applied_index(&self) -> u64 {
         self.kv.applied_index()
     }

@@ -46,6 +46,10 @@ pub struct FaultSet {
     /// failures (the node halts and restarts). Damage hits at most f members per run — the
     /// fault atlas — so every record keeps a majority of intact copies.
     pub storage: bool,
+    /// Membership changes (not in `all`; ask with `all,reconfig`): an operator adds learners,
+    /// promotes them, adds voters and removes members — the leader among them — while the
+    /// other faults and the clients run (see `sim/reconfig.rs`).
+    pub reconfig: bool,
 }
 
 impl FaultSet {
@@ -59,6 +63,7 @@ impl FaultSet {
         power_loss: false,
         torn_writes: false,
         storage: false,
+        reconfig: false,
     };
     pub const ALL: FaultSet = FaultSet {
         crash: true,
@@ -70,9 +75,10 @@ impl FaultSet {
         power_loss: true,
         torn_writes: true,
         storage: false,
+        reconfig: false,
     };
 
-    const NAMES: [&'static str; 9] = [
+    const NAMES: [&'static str; 10] = [
         "crash",
         "partition",
         "one-way",
@@ -82,6 +88,7 @@ impl FaultSet {
         "power-loss",
         "torn-writes",
         "storage",
+        "reconfig",
     ];
 
     fn flag(&mut self, name: &str) -> Option<&mut bool> {
@@ -95,6 +102,7 @@ impl FaultSet {
             "power-loss" => &mut self.power_loss,
             "torn-writes" => &mut self.torn_writes,
             "storage" => &mut self.storage,
+            "reconfig" => &mut self.reconfig,
             _ => return None,
         })
     }
@@ -108,9 +116,10 @@ impl FaultSet {
         let mut set = FaultSet::NONE;
         for name in s.split(',').map(str::trim) {
             if name == "all" {
-                let storage = set.storage;
+                let (storage, reconfig) = (set.storage, set.reconfig);
                 set = FaultSet {
                     storage,
+                    reconfig,
                     ..FaultSet::ALL
                 };
                 continue;
@@ -129,16 +138,20 @@ impl FaultSet {
     }
 
     pub fn names(&self) -> String {
-        if *self == FaultSet::ALL {
-            return "all".into();
-        }
-        if *self
-            == (FaultSet {
-                storage: true,
-                ..FaultSet::ALL
-            })
-        {
-            return "all,storage".into();
+        let extras = |storage, reconfig| FaultSet {
+            storage,
+            reconfig,
+            ..FaultSet::ALL
+        };
+        for (storage, reconfig, name) in [
+            (false, false, "all"),
+            (true, false, "all,storage"),
+            (false, true, "all,reconfig"),
+            (true, true, "all,storage,reconfig"),
+        ] {
+            if *self == extras(storage, reconfig) {
+                return name.into();
+            }
         }
         let mut copy = *self;
         let on: Vec<&str> = FaultSet::NAMES

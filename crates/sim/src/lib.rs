@@ -218,6 +218,9 @@ pub struct SimSummary {
     pub watch: WatchTotals,
     /// Totals of the lease checker over the seeds that had lease clients.
     pub leases: LeaseTotals,
+    /// Reconfiguration runs, and the membership changes acknowledged in them.
+    pub reconfig_seeds: u64,
+    pub reconfig_steps: u64,
 }
 
 /// What the lease checker covered over many seeds.
@@ -349,7 +352,7 @@ impl SimSummary {
             )
         };
         format!(
-            "seeds {} ({} failed) | ops {} ok, {} unknown, {} failed | messages {} | simulated {:.1} s | wall {:.2} s ({:.2} s checking) | {:.0} simulated events/s{agreement}{}{}",
+            "seeds {} ({} failed) | ops {} ok, {} unknown, {} failed | messages {} | simulated {:.1} s | wall {:.2} s ({:.2} s checking) | {:.0} simulated events/s{agreement}{}{}{}",
             self.seeds_run,
             self.failed_seeds.len(),
             self.ops_ok,
@@ -362,6 +365,18 @@ impl SimSummary {
             self.events as f64 / wall_s,
             self.watch.line(),
             self.leases.line(),
+            self.reconfig_line(),
+        )
+    }
+
+    /// One line for membership changes, empty when no seed had them.
+    fn reconfig_line(&self) -> String {
+        if self.reconfig_seeds == 0 {
+            return String::new();
+        }
+        format!(
+            " | reconfig: {} membership changes acknowledged in {} seeds",
+            self.reconfig_steps, self.reconfig_seeds
         )
     }
 }
@@ -517,7 +532,7 @@ pub fn partial_connectivity_report(engine: &str, nodes: usize) -> Result<String,
 
 /// Usage of [`run_cli`].
 pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos|toy] [--nodes N] [--seeds A..B | N]
-                 [--faults all|none|crash,partition,one-way,partial,loss,duplicate,power-loss,torn-writes]
+                 [--faults all|none|crash,partition,one-way,partial,loss,duplicate,power-loss,torn-writes,storage,reconfig]
                  [--clients N] [--ops N] [--keys N] [--sim-seconds S]
                  [--snapshot-entries N] [--watchers N] [--leases N] [--planted-bug NAME]
                  [--history-dir DIR]
@@ -530,6 +545,8 @@ pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos
   range reads and multi-key txns to the workload, and runs the watch checker (docs/simulation.md).
   --leases N adds N lease clients (log engines: grant, attach keys, keep alive, revoke, lapse,
   read lease keys) and runs the lease checker: never early, and gone at the end (docs/leases.md).
+  --faults all,reconfig adds membership changes: an operator adds learners and voters, promotes,
+  and removes members (the leader too) while clients run (docs/membership.md).
   exit status: 0 every seed passed, 1 some seed failed, 2 bad arguments.";
 
 /// Parsed command line of `synod sim`.

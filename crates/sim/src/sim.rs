@@ -31,6 +31,7 @@ use crate::trace::{Trace, TraceEntry, TraceKind};
 
 mod leases;
 mod quiesce;
+pub mod reconfig;
 mod watch;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -188,6 +189,10 @@ pub struct RunResult {
     pub leases: Option<LeaseReport>,
     /// Lease-workload operations answered with success (not in the linearizability history).
     pub lease_ops_ok: u64,
+    /// Reconfiguration runs: the operator's plan and how many of its changes were
+    /// acknowledged.
+    pub reconfig_plan: &'static str,
+    pub reconfig_steps: usize,
 }
 
 impl RunResult {
@@ -256,6 +261,7 @@ enum Ev<M> {
     FaultStart(usize),
     FaultEnd(usize),
     HealAll,
+    Operator(reconfig::OperatorEv),
     DiskSync {
         node: NodeId,
         incarnation: u64,
@@ -308,6 +314,10 @@ struct NodeSlot<E: Engine> {
     /// thread is blocked retrying a write) and its ticks are lost.
     stalled_by: BTreeSet<u64>,
     held: Vec<Ev<E::Message>>,
+    /// A spare slot is not a member until the operator adds it (reconfiguration runs).
+    provisioned: bool,
+    /// Removed from the cluster and stopped for good.
+    retired: bool,
 }
 
 struct Sim<E: Engine> {
@@ -315,6 +325,8 @@ struct Sim<E: Engine> {
     now_us: u64,
     next_seq: u64,
     queue: BinaryHeap<Scheduled<E::Message>>,
+    /// The members that exist now: the original ones, plus those the operator added, less
+    /// those it removed (reconfiguration runs).
     members: Vec<NodeId>,
     nodes: Vec<NodeSlot<E>>,
     net: Network,
@@ -354,6 +366,8 @@ struct Sim<E: Engine> {
     ops_ok: u64,
     ops_unknown: u64,
     ops_failed: u64,
+    /// Membership changes (runs with the `reconfig` fault).
+    operator: reconfig::Operator,
 }
 
 fn fail(failures: &mut Vec<String>, msg: String) {
@@ -364,7 +378,9 @@ fn fail(failures: &mut Vec<String>, msg: String) {
 
 /// Watchers per node for engine `E`: none where the engine keeps no revisions (CASPaxos).
 fn watchers_per_node<E: Engine>(cfg: &RunConfig) -> usize {
-    if E::capabilities().revisions {
+    // Watchers and lease clients follow a fixed member set; reconfiguration runs judge
+    // through the clients' history only.
+    if E::capabilities().revisions && !cfg.faults.reconfig {
         cfg.watchers
     } else {
         0
@@ -373,7 +389,7 @@ fn watchers_per_node<E: Engine>(cfg: &RunConfig) -> usize {
 
 /// Lease clients for engine `E`: none where the engine has no leases (CASPaxos).
 fn lease_clients<E: Engine>(cfg: &RunConfig) -> usize {
-    if E::capabilities().leases {
+    if E::capabilities().leases && !cfg.faults.reconfig {
         cfg.leases
     } else {
         0
@@ -404,18 +420,31 @@ impl<E: Engine> Sim<E> {
     fn new(cfg: RunConfig) -> Self {
         assert!(cfg.nodes >= 1 && cfg.clients >= 1 && cfg.keys >= 1);
         let members: Vec<NodeId> = (1..=cfg.nodes as u64).collect();
+        let spares = if cfg.faults.reconfig {
+            reconfig::SPARES
+        } else {
+            0
+        };
+        let slots: Vec<NodeId> = (1..=(cfg.nodes + spares) as u64).collect();
         let mut rng_net = SplitMix64::fork(cfg.seed, 1);
         let rng_work = SplitMix64::fork(cfg.seed, 2);
         let mut rng_fault = SplitMix64::fork(cfg.seed, 3);
-        let net = Network::new(&members, &mut rng_net);
-        let nodes = members
+        let net = Network::new(&slots, &mut rng_net);
+        let nodes = slots
             .iter()
             .map(|&id| {
-                let mut config = EngineConfig::new(id, members.clone(), cfg.seed ^ (id << 48));
+                let spare = !members.contains(&id);
+                // A spare knows the original members as whom to ask for its state.
+                let mut known = members.clone();
+                if spare {
+                    known.push(id);
+                }
+                let mut config = EngineConfig::new(id, known, cfg.seed ^ (id << 48));
                 config.election_timeout_ticks = cfg.election_timeout_ticks;
                 config.request_timeout_ticks = cfg.request_timeout_ticks;
                 config.planted_bug = cfg.planted_bug;
                 config.snapshot_entries = cfg.snapshot_entries;
+                config.join = spare;
                 NodeSlot {
                     config,
                     engine: None,
@@ -425,6 +454,8 @@ impl<E: Engine> Sim<E> {
                     damage: None,
                     stalled_by: BTreeSet::new(),
                     held: Vec::new(),
+                    provisioned: !spare,
+                    retired: false,
                 }
             })
             .collect();
@@ -485,6 +516,7 @@ impl<E: Engine> Sim<E> {
             ops_ok: 0,
             ops_unknown: 0,
             ops_failed: 0,
+            operator: reconfig::Operator::default(),
             cfg,
         }
     }
@@ -514,8 +546,7 @@ impl<E: Engine> Sim<E> {
     }
 
     fn run(&mut self) {
-        for i in 0..self.nodes.len() {
-            let id = self.members[i];
+        for id in self.members.clone() {
             self.boot(id);
             let phase = self.rng_fault.below(TICK_US);
             self.at(phase, Ev::Tick(id));
@@ -535,6 +566,7 @@ impl<E: Engine> Sim<E> {
         }
         self.lease_start();
         self.watch_start();
+        self.operator_start();
         while let Some(Scheduled { time_us, ev, .. }) = self.queue.pop() {
             self.now_us = time_us;
             if self.now_us > self.hard_stop_us() || self.converged {
@@ -614,6 +646,7 @@ impl<E: Engine> Sim<E> {
             Ev::FaultStart(i) => self.fault_start(i),
             Ev::FaultEnd(i) => self.fault_end(i),
             Ev::HealAll => self.heal_all(),
+            Ev::Operator(e) => self.operator_event(e),
             Ev::EarlyRestart { node, fault_id } => self.restart(node, fault_id),
             Ev::Watch(task) => self.watch_task(task),
             Ev::DiskSync { node, incarnation } => {
@@ -690,6 +723,14 @@ impl<E: Engine> Sim<E> {
         };
         self.send_all(node, outbox.messages);
         for reply in outbox.replies {
+            if reply.id.client == reconfig::OPERATOR_CLIENT {
+                let delay = self
+                    .rng_net
+                    .range(CLIENT_LATENCY_MIN_US, CLIENT_LATENCY_MAX_US);
+                let ev = reconfig::OperatorEv::Reply { node, reply };
+                self.at(self.now_us + delay, Ev::Operator(ev));
+                continue;
+            }
             match self.slot_by_client.get(&reply.id.client) {
                 Some(&slot) => {
                     let delay = self
@@ -769,8 +810,10 @@ impl<E: Engine> Sim<E> {
 
     fn send_all(&mut self, node: NodeId, messages: Vec<(NodeId, E::Message)>) {
         for (to, message) in messages {
+            // A node may still address a member that was removed (it learns of the removal
+            // later) or one being added: those slots exist and drop what reaches them.
             assert!(
-                to != node && self.members.contains(&to),
+                to != node && (to as usize) <= self.nodes.len() && to > 0,
                 "n{node} sent to non-peer {to}: {message:?}"
             );
             for delay in self.net.send(node, to, &mut self.rng_net) {
@@ -790,6 +833,9 @@ impl<E: Engine> Sim<E> {
 
     fn boot(&mut self, node: NodeId) {
         let i = self.idx(node);
+        if !self.nodes[i].provisioned || self.nodes[i].retired {
+            return;
+        }
         let mut config = self.nodes[i].config.clone();
         // A new nonce per boot (VR's recovery, §4.3); only the very first boot is a first boot
         // (a restart with a lost disk is not: it must recover from its peers).
@@ -1536,6 +1582,8 @@ impl<E: Engine> Sim<E> {
             seed: self.cfg.seed,
             engine: E::NAME,
             nodes: self.cfg.nodes,
+            reconfig_plan: self.operator.plan_name,
+            reconfig_steps: self.operator.steps_done,
             planted_bug: self.cfg.planted_bug,
             schedule: self.schedule.iter().map(|f| f.to_string()).collect(),
             trace_tail: if failed {

@@ -62,6 +62,10 @@ impl SimSummary {
         self.agreement_checked_seeds += u64::from(r.agreement_checked);
         self.watch.record(r);
         self.leases.record(r);
+        if !r.reconfig_plan.is_empty() {
+            self.reconfig_seeds += 1;
+            self.reconfig_steps += r.reconfig_steps as u64;
+        }
         if !r.passed() {
             self.failed_seeds.push(r.seed);
             if self.reports.len() < SUMMARY_REPORTS_MAX {

@@ -165,7 +165,10 @@ pub enum Status {
 #[derive(Debug)]
 pub struct Vr {
     config: EngineConfig,
-    /// Failures tolerated: f = (n − 1) / 2; quorums are f + 1.
+    /// Quorums are f + 1 replicas. VR Revisited assumes n = 2f + 1, f = (n − 1) / 2; an
+    /// even member count (4 voters while a cluster grows from 3 to 5) needs f = n / 2, so
+    /// that quorums are majorities and any two of them intersect — with f + 1 = 2 of 4, a
+    /// view change by two replicas could miss what the other two committed.
     f: usize,
     store: DurableState,
     status: Status,
@@ -377,8 +380,14 @@ impl LogProtocol for Vr {
         out: &mut Out,
     ) -> Result<Self, String> {
         let store = DurableState::replay(checkpoint, records)?;
+        // A new epoch's instance (its first boot, from `epoch_checkpoint`) starts like a new
+        // cluster: normal in view 0 (§7: the new group starts in view 0).
+        let epoch_start = config.first_boot
+            && records.is_empty()
+            && checkpoint.is_some_and(|c| c.view == 0 && c.suffix.is_empty() && !c.amnesic);
         // A wiped disk, or one that was wiped and has not finished recovering since.
-        let durable = (checkpoint.is_some() || !records.is_empty()) && !store.amnesic();
+        let durable =
+            (checkpoint.is_some() || !records.is_empty()) && !store.amnesic() && !epoch_start;
         let n = config.members.len();
         if n == 0 || !config.members.contains(&config.id) {
             return Err(format!(
@@ -387,7 +396,7 @@ impl LogProtocol for Vr {
             ));
         }
         let mut vr = Vr {
-            f: (n - 1) / 2,
+            f: n / 2,
             store,
             status: Status::Recovering,
             primary: None,

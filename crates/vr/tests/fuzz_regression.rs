@@ -35,13 +35,13 @@ fn deliver(replica: &mut Replica<Vr>, messages: Vec<(NodeId, Message)>) {
 /// adopted view u64::MAX, and at the next view-change timeout `next_view` computed
 /// `view + 1`: an overflow panic (in release builds a wrap to view 0, a view going back).
 const CRASH_VIEW_OVERFLOW: &[u8] = &[
-    0x3a, 0x01, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x00, 0x00,
-    0x00, 0x00, 0x01, 0x00, 0x00, 0x01, 0x01, 0x00, 0x00, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x3a, 0x01, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x00,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x01, 0x01, 0x00, 0x00, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00,
     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-    0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x03,
-    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00,
-    0x00, 0x00, 0x00, 0x00, 0x00, 0x03,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00,
+    0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03,
 ];
 
 /// Decodes an input of the fuzz target: `flags | (from u8, postcard message)…`, a byte that
@@ -74,7 +74,10 @@ fn fuzz_regression_view_overflow_replayed() {
             messages.first(),
             Some((
                 1,
-                Message::Protocol { m: synod_vr::Message::Prepare { view: u64::MAX, .. }, .. }
+                Message::Protocol {
+                    m: synod_vr::Message::Prepare { view: u64::MAX, .. },
+                    ..
+                }
             ))
         ),
         "the input still decodes as the crash it was"
@@ -91,20 +94,26 @@ fn fuzz_regression_views_beyond_view_max_are_dropped() {
         let messages = vec![
             (
                 1,
-                Message::Protocol { epoch: 0, m: synod_vr::Message::Prepare {
-                    view,
-                    start: 0,
-                    entries: Vec::new(),
-                    commit: 0,
-                } },
+                Message::Protocol {
+                    epoch: 0,
+                    m: synod_vr::Message::Prepare {
+                        view,
+                        start: 0,
+                        entries: Vec::new(),
+                        commit: 0,
+                    },
+                },
             ),
             (
                 3,
-                Message::Protocol { epoch: 0, m: synod_vr::Message::StartViewChange {
-                    view,
-                    connected: true,
-                    joined: vec![3],
-                } },
+                Message::Protocol {
+                    epoch: 0,
+                    m: synod_vr::Message::StartViewChange {
+                        view,
+                        connected: true,
+                        joined: vec![3],
+                    },
+                },
             ),
         ];
         deliver(&mut r, messages);
@@ -112,10 +121,13 @@ fn fuzz_regression_views_beyond_view_max_are_dropped() {
     }
     // VIEW_MAX itself is still a view: its changes stay far from overflowing.
     let mut r = replica();
-    let at_max = Message::Protocol { epoch: 0, m: synod_vr::Message::StartViewChange {
-        view: VIEW_MAX,
-        connected: true,
-        joined: vec![3],
-    } };
+    let at_max = Message::Protocol {
+        epoch: 0,
+        m: synod_vr::Message::StartViewChange {
+            view: VIEW_MAX,
+            connected: true,
+            joined: vec![3],
+        },
+    };
     deliver(&mut r, vec![(3, at_max)]);
 }

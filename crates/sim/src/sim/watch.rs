@@ -283,7 +283,10 @@ impl WatchHub {
 
     /// The node's process died: its watchers are disconnected and will resume elsewhere.
     pub(super) fn disconnect(&mut self, node: NodeId) {
-        self.feeds[(node - 1) as usize] = Feed::default();
+        // Nodes beyond the original members (reconfiguration runs) have no watch feed.
+        if let Some(feed) = self.feeds.get_mut((node - 1) as usize) {
+            *feed = Feed::default();
+        }
         for w in 0..self.watchers.len() {
             if self.watchers[w].node == Some(node) {
                 self.watchers[w].node = None;

@@ -337,7 +337,7 @@ pub async fn start_engine<E: Engine>(
         to_self: VecDeque::new(),
         last_leader: None,
         last_decided,
-        configuration_version: None,
+        followed: None,
         peer_ids,
         repairing: None,
         alarms,
@@ -404,19 +404,26 @@ impl Drop for EngineRuntime {
 
 /// Whom the transport dials at start: the members of the configuration the engine recovered
 /// (the replicated truth once there is one), else the cluster file's list (a new cluster's
-/// bootstrap members, or the members a joining node contacts).
+/// bootstrap members, or the members a joining node contacts). A configuration member without
+/// an address (an engine that knows only ids while joining) takes the file's, if it has one.
 fn startup_peers(cfg: &NodeConfig, recovered: &Configuration) -> Vec<(NodeId, String)> {
+    let file: Vec<(NodeId, String)> = cfg
+        .cluster
+        .members
+        .iter()
+        .map(|m| (m.id, m.peer_addr.clone()))
+        .collect();
     let all: Vec<(NodeId, String)> = if recovered.members.is_empty() {
-        cfg.cluster
-            .members
-            .iter()
-            .map(|m| (m.id, m.peer_addr.clone()))
-            .collect()
+        file
     } else {
+        let from_file = |id: NodeId| file.iter().find(|(f, _)| *f == id).map(|(_, a)| a.clone());
         recovered
             .members
             .iter()
-            .map(|m| (m.id, m.peer_addr.clone()))
+            .filter_map(|m| match m.peer_addr.as_str() {
+                "" => from_file(m.id).map(|a| (m.id, a)),
+                a => Some((m.id, a.to_string())),
+            })
             .collect()
     };
     all.into_iter()
@@ -652,8 +659,10 @@ struct EngineLoop<E: Engine> {
     to_self: VecDeque<E::Message>,
     last_leader: Option<NodeId>,
     last_decided: u64,
-    /// The version of the configuration the transport follows (`None`: the start-up list).
-    configuration_version: Option<u64>,
+    /// The configuration the transport follows (`None`: the start-up list). Compared whole,
+    /// not by version alone: CASPaxos reports a change's target members while the change is
+    /// under way, under the old version.
+    followed: Option<Configuration>,
     /// Peers' recorded data ids; a member that leaves the configuration is forgotten.
     peer_ids: Arc<crate::storage::PeerDataIds>,
     /// Since when the engine reports "repairing" (lost or damaged storage), and when that was
@@ -866,13 +875,13 @@ impl<E: Engine> EngineLoop<E> {
         }
     }
 
-    /// Points the transport at a configuration the engine applied, once per version (see
+    /// Points the transport at a configuration the engine applied, once per change of it (see
     /// the transport's module doc); forgets the data ids of members that left it.
     fn follow_configuration(&mut self, c: &Configuration) {
-        if c.members.is_empty() || self.configuration_version == Some(c.version) {
+        if c.members.is_empty() || self.followed.as_ref() == Some(c) {
             return;
         }
-        let before = self.configuration_version.replace(c.version);
+        let before = self.followed.replace(c.clone()).map(|b| b.version);
         if !c.contains(self.id) {
             tracing::warn!(
                 node = self.id,

@@ -500,8 +500,9 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
 
     /// Follows configuration `version`: `peers` (id, host:port; this node left out) become
     /// the only members this transport sends to and accepts from. New peers are dialed,
-    /// removed ones dropped, a peer at a new address redialed there; connections from ids
-    /// outside the set are refused from here on, open ones at their next frame.
+    /// removed ones dropped, a peer at a new address redialed there (an empty address keeps
+    /// the one already known); connections from ids outside the set are refused from here on,
+    /// open ones at their next frame.
     pub fn set_members(&mut self, version: u64, peers: Vec<(NodeId, String)>) {
         let mut ids: BTreeSet<NodeId> = peers.iter().map(|(id, _)| *id).collect();
         ids.insert(self.local);
@@ -516,9 +517,15 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
         self.shared
             .members_generation
             .fetch_add(1, Ordering::Release);
+        // An empty address means "not known here": keep dialing the one we have, if any.
         let wanted: BTreeMap<NodeId, String> = peers
             .into_iter()
             .filter(|(id, _)| *id != self.local)
+            .filter_map(|(id, addr)| match (addr.is_empty(), self.peers.get(&id)) {
+                (false, _) => Some((id, addr)),
+                (true, Some(p)) => Some((id, p.addr.clone())),
+                (true, None) => None,
+            })
             .collect();
         let stale: Vec<NodeId> = self
             .peers

@@ -14,7 +14,7 @@
 //! itself, it proposes a MemberUpdate with its name and client addresses if they differ,
 //! retrying until it is decided or the server stops. A learner knows no leader to forward to
 //! (it answers "no leader" to writes, as etcd's learners refuse them), so when its own handle
-//! refuses, the update goes to the other members' HTTP APIs instead.
+//! fails, the update goes to the other voters' HTTP APIs instead.
 
 use anyhow::{Context, bail};
 use serde_json::Value;
@@ -220,17 +220,18 @@ async fn publish_once(handle: &NodeHandle, me: &MemberConfig) -> Published {
     }
 }
 
-/// Proposes `change` (a MemberUpdate) here, or — where this member knows no leader (a
-/// learner) — through the first of `others` (HTTP host:port) that takes it.
+/// Proposes `change` (a MemberUpdate) here, or — where this member cannot (a learner knows
+/// no leader) — through the first of `others` (HTTP host:port) that takes it.
 async fn propose_update(
     handle: &NodeHandle,
     change: MemberChange,
     others: &[String],
 ) -> anyhow::Result<()> {
+    // The update is idempotent, so after any failure here (a learner knows no leader, a
+    // joining CASPaxos node cannot coordinate yet) another member may propose it again.
     let local = match handle.change_members(change.clone()).await {
         Ok(_) => return Ok(()),
-        Err(synod_node::ApiError::NoLeader) => "this member knows no leader".to_string(),
-        Err(e) => return Err(e.into()),
+        Err(e) => format!("here: {e}"),
     };
     let MemberChange::Update(m) = change else {
         anyhow::bail!("only updates are published");

@@ -488,3 +488,80 @@ fn python_etcd3_lists_adds_and_removes_members() {
         );
     }
 }
+
+/// Whether `endpoint` reads every key of `acked` with its value, one key at a time (CASPaxos
+/// has no ranges).
+fn serves_each(ctl: &Path, endpoint: &str, acked: &BTreeMap<String, String>) -> bool {
+    acked.iter().all(|(k, v)| {
+        let (success, stdout, _) = etcd(ctl, endpoint, &["get", k, "--print-value-only"]);
+        success && stdout.trim_end() == v
+    })
+}
+
+/// CASPaxos has no learners: a member joins as an acceptor directly, and the change completes
+/// only once the new member answers (the paper's §2.3 steps), so `member add` runs while the
+/// new member starts. Then an original member is removed and every write is readable at the
+/// remaining ones.
+#[test]
+fn caspaxos_grows_and_shrinks_through_etcdctl() {
+    let Some(ctl) = etcdctl() else { return };
+    let mut c = Cluster::start(3, "caspaxos");
+    let voters = c.grpc_endpoints();
+    let mut acked = BTreeMap::new();
+    write(&ctl, &voters, 0..10, &mut acked);
+    let e = refused(
+        &ctl,
+        &voters,
+        &[
+            "member",
+            "add",
+            "x",
+            "--peer-urls=http://127.0.0.1:1",
+            "--learner",
+        ],
+    );
+    assert!(e.contains("CASPaxos has no learners"), "{e}");
+
+    let ports = free_ports(3);
+    let peer_url = format!("--peer-urls=http://127.0.0.1:{}", ports[0]);
+    let adding = {
+        let (ctl, voters) = (ctl.clone(), voters.clone());
+        std::thread::spawn(move || etcd(&ctl, &voters, &["member", "add", "n4", &peer_url]))
+    };
+    let id = poll(&c, &[1], "the added member to be listed", || {
+        let l = member_list(&ctl, &c.member(1).grpc_addr)?;
+        l.iter()
+            .find(|m| m.peer_urls == [format!("http://127.0.0.1:{}", ports[0])])
+            .map(|m| m.id)
+    });
+    c.spawn_joiner(id, "n4", [ports[0], ports[1], ports[2]]);
+    let (added, stdout, stderr) = adding.join().expect("member add thread");
+    // The add answers once decided; on a slow start it times out and completes anyway.
+    assert!(
+        added || stderr.contains("did not decide in time"),
+        "{stdout}{stderr}"
+    );
+    let n4 = c.member(id).grpc_addr.clone();
+    poll(
+        &c,
+        &[1, id],
+        "n4 to be started and serve the writes",
+        || {
+            let l = member_list(&ctl, &c.member(1).grpc_addr)?;
+            let started = l.iter().any(|m| m.id == id && m.name == "n4");
+            (started && serves_each(&ctl, &n4, &acked)).then_some(())
+        },
+    );
+    write(&ctl, &format!("{voters},{n4}"), 10..20, &mut acked);
+
+    ok(&ctl, &c.member(2).grpc_addr, &["member", "remove", "1"]);
+    c.kill(1);
+    for m in [2, 3, id] {
+        let at = c.member(m).grpc_addr.clone();
+        poll(&c, &[m], &format!("n{m} to serve every write"), || {
+            serves_each(&ctl, &at, &acked).then_some(())
+        });
+        let l = member_list(&ctl, &at).expect("member list");
+        assert_eq!(l.iter().map(|x| x.id).collect::<Vec<_>>(), vec![2, 3, id]);
+    }
+}

@@ -400,7 +400,7 @@ async fn set_members_adds_and_drops_peers() {
         lc.local_addr().unwrap(),
     );
     let mut a = start(1, CLUSTER, la, vec![(2, ab.to_string())], cfg());
-    let mut b = start(2, CLUSTER, lb, vec![(1, aa.to_string())], cfg());
+    let b = start(2, CLUSTER, lb, vec![(1, aa.to_string())], cfg());
     let mut c = start(3, CLUSTER, lc, vec![(1, aa.to_string())], cfg());
     deliver(&b, 1, &mut a, (1, "from 2".into())).await;
 

@@ -206,7 +206,12 @@ impl CasPaxos {
                 floor,
                 registers,
                 next,
-            } => return self.handle_repair_page(from, nonce, after, floor, registers, next),
+                config,
+            } => {
+                // The newest configuration first: it says whose answers count.
+                self.adopt(config);
+                return self.handle_repair_page(from, nonce, after, floor, registers, next);
+            }
             // Repairing: the acceptor is not whole, so it answers nothing, and the proposer
             // runs no rounds.
             _ if self.repair.is_some() => return,

@@ -18,7 +18,7 @@
 use super::{Ev, Sim, fail};
 use crate::trace::TraceKind;
 use std::collections::VecDeque;
-use synod_caspaxos::coordinator::ERR_MEMBER_REMOVED;
+use synod_caspaxos::coordinator::{ERR_MEMBER_REMOVED, ERR_NOT_READY};
 use synod_core::kv::{Op, ResponseBody};
 use synod_core::membership::{
     Configuration, ERR_LEARNER_NOT_READY, ERR_MEMBER_ID_EXISTS, ERR_MEMBER_NOT_FOUND,
@@ -295,9 +295,12 @@ impl<E: Engine> Sim<E> {
                 true
             }
             // Not yet: a learner still catching up, or (CASPaxos) an earlier change whose
-            // coordinator stopped answering and that another member has not resumed yet.
+            // coordinator stopped answering and that another member has not resumed yet, or
+            // a member still repairing lost storage that cannot coordinate until it is whole.
             Err(EngineError::Membership(m))
-                if m == ERR_LEARNER_NOT_READY || m.contains("in progress") =>
+                if m == ERR_LEARNER_NOT_READY
+                    || m.contains("in progress")
+                    || m == ERR_NOT_READY =>
             {
                 if let Some(a) = self.operator.current.as_mut() {
                     a.attempt += 1;

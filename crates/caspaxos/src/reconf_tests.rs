@@ -423,3 +423,30 @@ fn a_joined_member_that_lost_its_disk_repairs_instead_of_joining_again() {
         Some(("v".into(), 1))
     );
 }
+
+#[test]
+fn a_member_whose_original_peers_are_all_gone_still_repairs() {
+    // 3 → 5 → {3, 4, 5}: node 3 was started knowing 1 and 2 only, and both are stopped.
+    let mut net = Net::new(3, |_| {});
+    for (id, seq) in [(4, 1), (5, 2)] {
+        net.join(id);
+        assert!(net.call(1, rid(1, seq), add(id)).is_ok());
+    }
+    assert_eq!(voters(net.call(3, rid(1, 3), remove(1))), vec![2, 3, 4, 5]);
+    assert_eq!(voters(net.call(3, rid(1, 4), remove(2))), vec![3, 4, 5]);
+    net.crash(1);
+    net.crash(2);
+    // k chosen on {3, 4} only.
+    net.isolated.insert(5);
+    assert!(net.call(4, rid(2, 1), put("k", "v")).is_ok());
+    net.isolated.clear();
+    net.lose_disk(3);
+    // Any round reaching 3 tells it whom to ask.
+    assert!(net.call(4, rid(2, 2), get("x")).is_ok());
+    net.run_until(1_000, |n| n.node(3).status().role != "repairing");
+    net.isolated.insert(4);
+    assert_eq!(
+        read(net.call(5, rid(3, 1), get("k"))),
+        Some(("v".into(), 1))
+    );
+}

@@ -2,7 +2,9 @@
 //! found damaged (the node layer quarantines them and starts with nothing), rebuilds its
 //! acceptor from its peers before it answers any Prepare or Accept again.
 //!
-//! **Why merging is safe.** The node asks every peer for its registers (paged, in key order)
+//! **Why merging is safe.** The node asks every peer for its registers (paged, in key order):
+//! the members it was started with, those of the newest configuration any page carried, and
+//! any node that talks to it meanwhile (after membership changes the first may all be gone)
 //! and waits for complete answers from `n − majority + 1` peers that are not repairing (f + 1 of
 //! 2f + 1) — counted in the configuration the cluster holds, which every page carries (the
 //! node's own was lost with its disk, and the members it was started with may be long gone; see
@@ -72,11 +74,25 @@ impl CasPaxos {
         // (the cluster may have changed since it was started).
         let mut peers: Vec<NodeId> = self.config.members.clone();
         peers.extend(self.cas_config.iter().flat_map(|c| c.members()));
+        peers.extend(self.repair.iter().flat_map(|r| r.peers.keys().copied()));
         peers.sort_unstable();
         peers.dedup();
         peers.retain(|m| *m != self.config.id);
         for p in peers {
             self.ask_page(p);
+        }
+    }
+
+    /// A node we had not asked talks to us while we repair (the members we know of may all
+    /// be gone): ask it too. Bounded by the cluster's size, since each peer is asked once here
+    /// and afterwards only by `repair_tick`.
+    pub(crate) fn repair_hear_from(&mut self, peer: NodeId) {
+        let known = self
+            .repair
+            .as_ref()
+            .is_none_or(|r| r.peers.contains_key(&peer));
+        if !known {
+            self.ask_page(peer);
         }
     }
 

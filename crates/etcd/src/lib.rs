@@ -16,6 +16,7 @@
 //!   for the HTTP port.
 
 pub mod client;
+mod cluster;
 mod concurrency;
 mod convert;
 mod election;

@@ -1,29 +1,17 @@
-//! etcd's Maintenance and Cluster services: the node's status and the member list, read
-//! from [`synod_node::NodeHandle`] without going through the engine (as in etcd, these are
-//! member-local answers). Alarm GET lists this member's NOSPACE alarm while it is raised
+//! etcd's Maintenance service: the node's status, read from [`synod_node::NodeHandle`]
+//! without going through the engine (as in etcd, a member-local answer; the Cluster service
+//! is in `cluster.rs`). Alarm GET lists this member's NOSPACE alarm while it is raised
 //! (`etcdctl alarm list`; `endpoint health` asks too), and DEACTIVATE of NOSPACE disarms it
 //! (`etcdctl alarm disarm`; it re-raises if the disk is still short, and unlike etcd it also
 //! clears by itself once space is back). Unlike etcd's, the alarm is member-local: each member
-//! lists only its own. ACTIVATE and everything that would change the cluster or the store
+//! lists only its own. ACTIVATE and everything that would change the store
 //! answer UNIMPLEMENTED.
 
 use crate::pb::etcdserverpb as pb;
-use crate::pb::etcdserverpb::cluster_server::Cluster;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::service::EtcdService;
-use synod_node::MemberInfo;
 use tokio_stream::Empty;
 use tonic::{Request, Status};
-
-fn member(m: &MemberInfo) -> pb::Member {
-    pb::Member {
-        id: m.id,
-        name: m.name.clone(),
-        peer_ur_ls: vec![format!("http://{}", m.peer_addr)],
-        client_ur_ls: vec![format!("http://{}", m.grpc_addr)],
-        is_learner: false,
-    }
-}
 
 fn i64_of(x: u64) -> i64 {
     i64::try_from(x).unwrap_or(i64::MAX)
@@ -144,58 +132,5 @@ impl Maintenance for EtcdService {
         _request: Request<pb::MoveLeaderRequest>,
     ) -> Result<tonic::Response<pb::MoveLeaderResponse>, Status> {
         self.refuse("move_leader", "Maintenance.MoveLeader")
-    }
-}
-
-#[tonic::async_trait]
-impl Cluster for EtcdService {
-    async fn member_list(
-        &self,
-        _request: Request<pb::MemberListRequest>,
-    ) -> Result<tonic::Response<pb::MemberListResponse>, Status> {
-        self.observe("member_list", async {
-            Ok(pb::MemberListResponse {
-                header: Some(self.header_now()),
-                members: self.handle.info().members.iter().map(member).collect(),
-            })
-        })
-        .await
-    }
-
-    async fn member_add(
-        &self,
-        _request: Request<pb::MemberAddRequest>,
-    ) -> Result<tonic::Response<pb::MemberAddResponse>, Status> {
-        self.refuse("member_add", "Cluster.MemberAdd (membership is static)")
-    }
-
-    async fn member_remove(
-        &self,
-        _request: Request<pb::MemberRemoveRequest>,
-    ) -> Result<tonic::Response<pb::MemberRemoveResponse>, Status> {
-        self.refuse(
-            "member_remove",
-            "Cluster.MemberRemove (membership is static)",
-        )
-    }
-
-    async fn member_update(
-        &self,
-        _request: Request<pb::MemberUpdateRequest>,
-    ) -> Result<tonic::Response<pb::MemberUpdateResponse>, Status> {
-        self.refuse(
-            "member_update",
-            "Cluster.MemberUpdate (membership is static)",
-        )
-    }
-
-    async fn member_promote(
-        &self,
-        _request: Request<pb::MemberPromoteRequest>,
-    ) -> Result<tonic::Response<pb::MemberPromoteResponse>, Status> {
-        self.refuse(
-            "member_promote",
-            "Cluster.MemberPromote (synod has no learners)",
-        )
     }
 }

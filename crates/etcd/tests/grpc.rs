@@ -421,15 +421,6 @@ async fn unsupported_methods_and_options_answer_unimplemented_at_once() {
     let mut m = MaintenanceClient::new(ch.clone());
     assert_unimplemented("Snapshot", m.snapshot(pb::SnapshotRequest {})).await;
     assert_unimplemented("Defragment", m.defragment(pb::DefragmentRequest {})).await;
-    let mut cl = ClusterClient::new(ch);
-    assert_unimplemented(
-        "MemberAdd",
-        cl.member_add(pb::MemberAddRequest {
-            peer_ur_ls: vec!["http://127.0.0.1:1".into()],
-            is_learner: false,
-        }),
-    )
-    .await;
 
     // The store was not touched by any of the refused requests.
     let r = c.range(range("k", b"")).await.unwrap().into_inner();
@@ -437,6 +428,111 @@ async fn unsupported_methods_and_options_answer_unimplemented_at_once() {
         (r.kvs[0].value.as_slice(), r.kvs[0].version),
         (&b"v"[..], 1)
     );
+    s.stop().await;
+}
+
+/// The Cluster service over a node whose stand-in engine applies membership changes as the
+/// replica layer does: each change answers with the members after it; refusals carry etcd's
+/// codes and texts, and a malformed peer URL never reaches the engine.
+#[tokio::test]
+async fn cluster_service_adds_promotes_updates_and_removes_members() {
+    let s = TestServer::start().await;
+    let mut cl = ClusterClient::new(channel(&s).await);
+    let add = |url: &str, learner: bool| pb::MemberAddRequest {
+        peer_ur_ls: vec![url.to_string()],
+        is_learner: learner,
+    };
+    let r = cl
+        .member_add(add("http://127.0.0.1:9", true))
+        .await
+        .expect("add")
+        .into_inner();
+    let new = r.member.expect("the new member");
+    assert_eq!((new.id, new.is_learner, new.name.as_str()), (2, true, ""));
+    assert_eq!(new.peer_ur_ls, vec!["http://127.0.0.1:9"]);
+    assert!(new.client_ur_ls.is_empty(), "unstarted: {new:?}");
+    assert_eq!(r.members.len(), 2);
+    let header = r.header.expect("header");
+    assert_eq!(
+        (header.cluster_id, header.member_id),
+        (s.handle.info().cluster_id, 1)
+    );
+
+    let e = cl
+        .member_add(add("http://127.0.0.1:9", false))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (
+            Code::FailedPrecondition,
+            "etcdserver: Peer URLs already exists"
+        )
+    );
+    for bad in ["http://127.0.0.1", "ftp://127.0.0.1:1", "http://h:1/x"] {
+        let e = cl.member_add(add(bad, false)).await.unwrap_err();
+        assert_eq!(
+            (e.code(), e.message()),
+            (
+                Code::InvalidArgument,
+                "etcdserver: given member URLs are invalid"
+            ),
+            "{bad}"
+        );
+    }
+    let e = cl
+        .member_promote(pb::MemberPromoteRequest { id: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (
+            Code::FailedPrecondition,
+            "etcdserver: can only promote a learner member"
+        )
+    );
+    let e = cl
+        .member_remove(pb::MemberRemoveRequest { id: 7 })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::NotFound, "etcdserver: member not found")
+    );
+
+    let r = cl
+        .member_promote(pb::MemberPromoteRequest { id: 2 })
+        .await
+        .expect("promote")
+        .into_inner();
+    assert!(r.members.iter().all(|m| !m.is_learner), "{r:?}");
+    let r = cl
+        .member_update(pb::MemberUpdateRequest {
+            id: 2,
+            peer_ur_ls: vec!["http://127.0.0.1:10".into()],
+        })
+        .await
+        .expect("update")
+        .into_inner();
+    assert_eq!(r.members[1].peer_ur_ls, vec!["http://127.0.0.1:10"]);
+    let r = cl
+        .member_remove(pb::MemberRemoveRequest { id: 2 })
+        .await
+        .expect("remove")
+        .into_inner();
+    assert_eq!(r.members.len(), 1);
+    let e = cl
+        .member_remove(pb::MemberRemoveRequest { id: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let l = cl
+        .member_list(pb::MemberListRequest {})
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(l.members.len(), 1);
+    assert_eq!(l.members[0].client_ur_ls, vec!["http://127.0.0.1:0"]);
     s.stop().await;
 }
 

@@ -45,11 +45,16 @@ pub enum ErrorCode {
     Compacted,
     /// The revision asked for is above the store's current revision.
     FutureRevision,
+    /// A membership change named a member id the configuration does not have.
+    MemberNotFound,
+    /// A membership change the configuration refuses (an address already used, the last
+    /// voter, a learner not in sync, promoting a voter); nothing changed.
+    MembershipRefused,
 }
 
 impl ErrorCode {
     /// Every code, so tests (and the OpenAPI consistency test) can walk the whole mapping.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::InvalidRequest,
         ErrorCode::KeyNotFound,
         ErrorCode::NotFound,
@@ -63,6 +68,8 @@ impl ErrorCode {
         ErrorCode::NoSpace,
         ErrorCode::Compacted,
         ErrorCode::FutureRevision,
+        ErrorCode::MemberNotFound,
+        ErrorCode::MembershipRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -80,6 +87,8 @@ impl ErrorCode {
             ErrorCode::NoSpace => "no_space",
             ErrorCode::Compacted => "compacted",
             ErrorCode::FutureRevision => "future_revision",
+            ErrorCode::MemberNotFound => "member_not_found",
+            ErrorCode::MembershipRefused => "membership_refused",
         }
     }
 
@@ -99,6 +108,8 @@ impl ErrorCode {
             // The history asked for existed once and is gone for good.
             ErrorCode::Compacted => StatusCode::GONE,
             ErrorCode::FutureRevision => StatusCode::BAD_REQUEST,
+            ErrorCode::MemberNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MembershipRefused => StatusCode::CONFLICT,
         }
     }
 }
@@ -205,9 +216,11 @@ impl From<ApiError> for HttpError {
                 EngineError::Unsupported { .. } => ErrorCode::Unsupported,
                 EngineError::Busy => ErrorCode::Busy,
                 EngineError::Timeout => ErrorCode::Unavailable,
-                EngineError::InvalidRequest(_) | EngineError::Membership(_) => {
-                    ErrorCode::InvalidRequest
+                EngineError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+                EngineError::Membership(m) if m == synod_core::membership::ERR_MEMBER_NOT_FOUND => {
+                    ErrorCode::MemberNotFound
                 }
+                EngineError::Membership(_) => ErrorCode::MembershipRefused,
                 // HTTP requests carry no client session, so the client table should never
                 // refuse one; if it does, that is our bug, not the caller's.
                 EngineError::SessionExpired => ErrorCode::Internal,

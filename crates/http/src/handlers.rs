@@ -334,19 +334,8 @@ pub async fn status(State(handle): State<NodeHandle>) -> Json<StatusReply> {
         } else {
             Vec::new()
         },
-        members: info.members.clone(),
+        members: handle.members().0,
         capabilities: info.capabilities,
-    })
-}
-
-#[derive(Serialize)]
-pub struct MembersReply {
-    pub members: Vec<MemberInfo>,
-}
-
-pub async fn members(State(handle): State<NodeHandle>) -> Json<MembersReply> {
-    Json(MembersReply {
-        members: handle.info().members.clone(),
     })
 }
 

@@ -18,6 +18,7 @@ pub mod json;
 mod edge;
 mod handlers;
 mod listener;
+mod members;
 mod watch;
 
 pub use error::{ErrorCode, HttpError};
@@ -86,6 +87,10 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/v1/watch", "watch", true),
     route("GET", "/v1/status", "status", false),
     route("GET", "/v1/members", "members", false),
+    route("POST", "/v1/members", "member_add", true),
+    route("DELETE", "/v1/members/{id}", "member_remove", true),
+    route("PUT", "/v1/members/{id}", "member_update", true),
+    route("POST", "/v1/members/{id}/promote", "member_promote", true),
     route("GET", "/healthz", "healthz", false),
     route("GET", "/metrics", "metrics", false),
     route("GET", "/openapi.json", "openapi", false),
@@ -113,7 +118,11 @@ fn endpoint(spec: &RouteSpec) -> MethodRouter<NodeHandle> {
         "compact" => on(filter, handlers::compact),
         "watch" => on(filter, watch::watch),
         "status" => on(filter, handlers::status),
-        "members" => on(filter, handlers::members),
+        "members" => on(filter, members::list),
+        "member_add" => on(filter, members::add),
+        "member_remove" => on(filter, members::remove),
+        "member_update" => on(filter, members::update),
+        "member_promote" => on(filter, members::promote),
         "healthz" => on(filter, handlers::healthz),
         "metrics" => on(filter, handlers::metrics),
         "openapi" => on(filter, handlers::openapi),

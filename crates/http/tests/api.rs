@@ -271,8 +271,9 @@ async fn status_members_health_metrics_openapi() {
     assert_eq!(status, 200);
     assert_eq!(
         r,
-        json!({"members": [{"id": 1, "name": "n1", "peer_addr": "127.0.0.1:0",
-                            "http_addr": "127.0.0.1:0", "grpc_addr": "127.0.0.1:0"}]})
+        json!({"version": 0, "members": [{"id": 1, "name": "n1", "peer_addr": "127.0.0.1:0",
+                            "http_addr": "127.0.0.1:0", "grpc_addr": "127.0.0.1:0",
+                            "learner": false}]})
     );
 
     let health = s

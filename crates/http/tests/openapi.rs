@@ -127,18 +127,31 @@ async fn every_documented_route_is_served() {
             "/v1/watch" => "?key=k",
             _ => "",
         };
-        let concrete = path.replace("{key}", "k") + query;
+        let member = if path.contains("{id}") {
+            s.add_learner().await.to_string()
+        } else {
+            String::new()
+        };
+        let concrete = path.replace("{key}", "k").replace("{id}", &member) + query;
+        let add = format!(
+            r#"{{"peer_addr": "127.0.0.1:{}", "learner": true}}"#,
+            s.fresh_port()
+        );
         let body = if path.ends_with("/cas") {
             r#"{"expect": {"version": 1}, "value": "w"}"#
         } else if path == "/v1/compact" {
             r#"{"revision": 1}"#
+        } else if path == "/v1/members" {
+            &add
+        } else if path == "/v1/members/{id}" {
+            r#"{"name": "renamed"}"#
         } else {
             r#"{"value": "v"}"#
         };
         let response = s
             .client
             .request(method.parse().expect("method"), s.url(&concrete))
-            .body(body)
+            .body(body.to_string())
             .send()
             .await
             .expect("request");

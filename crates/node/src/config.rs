@@ -1,8 +1,10 @@
 //! Node and cluster configuration.
 //!
-//! One TOML file describes the whole cluster and is shared verbatim by every member (like the
+//! One TOML file describes a new cluster and is shared verbatim by its first members (like the
 //! vstamp seed's member list): cluster name, members and their addresses, the engine, timing,
-//! limits, storage settings. What differs per node — which member it is and where its data
+//! limits, storage settings. The `[[members]]` list only bootstraps: it becomes the engine's
+//! first configuration (`EngineConfig::initial_members`), which then changes as replicated
+//! state, and a restarted node takes its peers from the configuration it recovered. What differs per node — which member it is and where its data
 //! lives — is in [`NodeConfig`], filled from flags or `SYNOD_*` environment variables by the
 //! binary. Every field has a default, so a file needs only `cluster_name` and `[[members]]`.
 //! Unknown fields are refused: a typo must not silently fall back to a default.
@@ -56,6 +58,19 @@ impl MemberConfig {
             peer_addr: self.peer_addr.clone(),
             http_addr: self.http_addr.clone(),
             grpc_addr: self.grpc_addr.clone(),
+            learner: false,
+        }
+    }
+
+    /// This entry as a member of the replicated configuration (file members are voters).
+    pub fn member(&self) -> synod_core::membership::Member {
+        synod_core::membership::Member {
+            id: self.id,
+            name: self.name.clone(),
+            peer_addr: self.peer_addr.clone(),
+            http_addr: self.http_addr.clone(),
+            grpc_addr: self.grpc_addr.clone(),
+            learner: false,
         }
     }
 }
@@ -373,6 +388,7 @@ impl ClusterConfig {
         e.batch_entries_max = self.batch_entries_max;
         e.pending_requests_max = self.pending_requests_max;
         e.snapshot_entries = self.storage.snapshot_entries;
+        e.initial_members = self.members.iter().map(MemberConfig::member).collect();
         e
     }
 
@@ -538,6 +554,11 @@ pub struct NodeConfig {
     /// other data (it was wiped): the engine then starts repairing (it rebuilds its state from
     /// its peers before taking part in any vote). See the storage module doc.
     pub allow_wiped_rejoin: bool,
+    /// This node was added to a running cluster (`synod server --join`): it has no state of
+    /// its own, takes configuration and state from its peers, and the cluster file only says
+    /// whom to contact. Its empty data directory is expected, so the wiped-directory probe is
+    /// skipped.
+    pub join: bool,
 }
 
 impl NodeConfig {
@@ -549,6 +570,7 @@ impl NodeConfig {
             peer_listen_addr: None,
             planted_bug: None,
             allow_wiped_rejoin: false,
+            join: false,
         }
     }
 

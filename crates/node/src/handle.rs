@@ -73,6 +73,22 @@ pub struct MemberInfo {
     pub http_addr: String,
     /// host:port of the etcd v3 gRPC API.
     pub grpc_addr: String,
+    /// A learner receives the log but does not vote (etcd's `isLearner`).
+    #[serde(default)]
+    pub learner: bool,
+}
+
+impl MemberInfo {
+    pub fn of(m: &synod_core::membership::Member) -> Self {
+        MemberInfo {
+            id: m.id,
+            name: m.name.clone(),
+            peer_addr: m.peer_addr.clone(),
+            http_addr: m.http_addr.clone(),
+            grpc_addr: m.grpc_addr.clone(),
+            learner: m.learner,
+        }
+    }
 }
 
 /// Static facts about this node and its cluster.
@@ -82,6 +98,8 @@ pub struct NodeInfo {
     pub cluster_id: u64,
     pub cluster_name: String,
     pub member_id: NodeId,
+    /// The members this node started with (the cluster file's list). What clients are told is
+    /// [`NodeHandle::members`]: the configuration the engine applied, once it has one.
     pub members: Vec<MemberInfo>,
     /// "omnipaxos", "vr", "caspaxos", "epaxos", …
     pub engine: String,
@@ -244,6 +262,37 @@ impl NodeHandle {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
+    }
+
+    /// The members as of the configuration this node applied last, and that configuration's
+    /// version; the start-up list (version `None`) until the engine has one (engines without
+    /// replicated membership, a joining member that has not received its state yet).
+    pub fn members(&self) -> (Vec<MemberInfo>, Option<u64>) {
+        let s = self.inner.status.borrow();
+        let c = &s.engine.configuration;
+        if c.members.is_empty() {
+            return (self.inner.info.members.clone(), None);
+        }
+        (
+            c.members.iter().map(MemberInfo::of).collect(),
+            Some(c.version),
+        )
+    }
+
+    /// Submits a membership change like a write and returns the configuration after it.
+    pub async fn change_members(
+        &self,
+        change: synod_core::membership::MemberChange,
+    ) -> Result<synod_core::membership::Configuration, ApiError> {
+        let r = self
+            .execute(Op::Membership(change), Consistency::Linearizable)
+            .await?;
+        match r.body {
+            synod_core::kv::ResponseBody::Membership(c) => Ok(c),
+            other => Err(ApiError::Unavailable(format!(
+                "the engine answered a membership change with {other:?}"
+            ))),
+        }
     }
 
     /// Validates, submits and awaits one request.
@@ -503,6 +552,7 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
             peer_addr: "127.0.0.1:0".into(),
             http_addr: "127.0.0.1:0".into(),
             grpc_addr: "127.0.0.1:0".into(),
+            learner: false,
         }],
         engine: engine.to_string(),
         capabilities,
@@ -517,6 +567,15 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
     let (history_tx, mut history_rx) = mpsc::channel::<HistoryQuery>(64);
     let hub = Arc::new(WatchHub::new(0, history_tx));
     let publish_to = hub.clone();
+    let mut configuration =
+        synod_core::membership::Configuration::bootstrap(vec![synod_core::membership::Member {
+            id: 1,
+            name: "n1".into(),
+            peer_addr: "127.0.0.1:0".into(),
+            http_addr: "127.0.0.1:0".into(),
+            grpc_addr: "127.0.0.1:0".into(),
+            learner: false,
+        }]);
     tokio::spawn(async move {
         let mut store = KvStore::new(KvLimits::default());
         let _ = store.take_fresh_events(); // Collect events from the first write on.
@@ -535,7 +594,21 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
                 },
             };
             index += 1;
-            let r = store.apply(index, synod_core::RequestId::default(), 0, &s.op);
+            let r = match &s.op {
+                // Membership changes as the replica layer applies them (learners count as
+                // in sync here).
+                Op::Membership(change) => configuration
+                    .apply(change)
+                    .map(|c| {
+                        configuration = c.clone();
+                        Response {
+                            revision: store.revision(),
+                            body: synod_core::kv::ResponseBody::Membership(c),
+                        }
+                    })
+                    .map_err(EngineError::Membership),
+                op => store.apply(index, synod_core::RequestId::default(), 0, op),
+            };
             publish_to.set_compacted(store.compact_revision());
             publish_to.publish(store.take_fresh_events(), store.revision());
             let _ = s.reply.send(r);
@@ -546,6 +619,7 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
                 st.engine.compact_revision = store.compact_revision();
                 st.engine.keys = store.len() as u64;
                 st.engine.role = "leader".into();
+                st.engine.configuration = configuration.clone();
             });
         }
     });

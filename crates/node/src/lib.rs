@@ -17,6 +17,8 @@ pub mod alarm;
 pub mod compactor;
 pub mod config;
 pub mod handle;
+pub mod joined;
+pub mod members;
 pub mod metrics;
 pub mod runtime;
 pub mod storage;

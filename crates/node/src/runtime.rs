@@ -50,6 +50,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use synod_core::kv::{Response, RevisionEvents};
+use synod_core::membership::Configuration;
 use synod_core::{ClientId, ClientRequest, Engine, EngineError, EngineStatus, NodeId, RequestId};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -243,15 +244,11 @@ pub async fn start_engine<E: Engine>(
         db_size_bytes: wal.size_bytes(),
         connected_peers: Vec::new(),
     });
-    let peers: Vec<(NodeId, String)> = cluster
-        .members
-        .iter()
-        .filter(|m| m.id != id)
-        .map(|m| (m.id, m.peer_addr.clone()))
-        .collect();
+    let peers = startup_peers(&cfg, &engine.status().configuration);
+    let peer_ids = Arc::new(peer_data_ids(&data_dir)?);
     let identity = TransportIdentity {
         data_id: data_dir.meta().data_id,
-        peers: Arc::new(peer_data_ids(&data_dir)?),
+        peers: peer_ids.clone(),
         // Safe: the engine starts amnesic and repairs from its peers before taking part.
         replace_data_id: (data_dir.is_fresh() && cfg.allow_wiped_rejoin) || identity_repaired,
     };
@@ -280,7 +277,7 @@ pub async fn start_engine<E: Engine>(
     })?;
     let peer_addr = transport.local_addr();
     let stopper = transport.stopper();
-    if data_dir.is_fresh() && !identity_repaired {
+    if data_dir.is_fresh() && !identity_repaired && !cfg.join {
         // After the transport is up, so peers probing us at the same time get their answer.
         check_not_wiped(&cfg, &data_dir, &peers).await?;
     }
@@ -340,6 +337,8 @@ pub async fn start_engine<E: Engine>(
         to_self: VecDeque::new(),
         last_leader: None,
         last_decided,
+        followed: None,
+        peer_ids,
         repairing: None,
         alarms,
         stop_holding: stop_holding.clone(),
@@ -401,6 +400,35 @@ impl Drop for EngineRuntime {
             rt.shutdown_background();
         }
     }
+}
+
+/// Whom the transport dials at start: the members of the configuration the engine recovered
+/// (the replicated truth once there is one), else the cluster file's list (a new cluster's
+/// bootstrap members, or the members a joining node contacts). A configuration member without
+/// an address (an engine that knows only ids while joining) takes the file's, if it has one.
+fn startup_peers(cfg: &NodeConfig, recovered: &Configuration) -> Vec<(NodeId, String)> {
+    let file: Vec<(NodeId, String)> = cfg
+        .cluster
+        .members
+        .iter()
+        .map(|m| (m.id, m.peer_addr.clone()))
+        .collect();
+    let all: Vec<(NodeId, String)> = if recovered.members.is_empty() {
+        file
+    } else {
+        let from_file = |id: NodeId| file.iter().find(|(f, _)| *f == id).map(|(_, a)| a.clone());
+        recovered
+            .members
+            .iter()
+            .filter_map(|m| match m.peer_addr.as_str() {
+                "" => from_file(m.id).map(|a| (m.id, a)),
+                a => Some((m.id, a.to_string())),
+            })
+            .collect()
+    };
+    all.into_iter()
+        .filter(|(id, _)| *id != cfg.node_id)
+        .collect()
 }
 
 /// A fresh data directory: ask the peers whether they remember this member with other data
@@ -569,7 +597,10 @@ fn recover<E: Engine>(
         .wrapping_add(data_dir.boot().wrapping_mul(0x9e37_79b9_7f4a_7c15));
     // A fresh directory is a first boot unless the operator says it is a wiped member coming
     // back (then a protocol that can recover from its peers must do so before taking part).
-    engine_config.first_boot = data_dir.is_fresh() && !cfg.allow_wiped_rejoin;
+    engine_config.first_boot = data_dir.is_fresh() && !cfg.allow_wiped_rejoin && !cfg.join;
+    // A joined member stays one: with no state yet it asks its peers; with state the engine
+    // takes its configuration from its records, like any restart.
+    engine_config.join = cfg.join;
     if identity_repaired || wal_repaired {
         // Not a new member: a member that lost its storage (its engine repairs from peers).
         engine_config.first_boot = false;
@@ -628,6 +659,12 @@ struct EngineLoop<E: Engine> {
     to_self: VecDeque<E::Message>,
     last_leader: Option<NodeId>,
     last_decided: u64,
+    /// The configuration the transport follows (`None`: the start-up list). Compared whole,
+    /// not by version alone: CASPaxos reports a change's target members while the change is
+    /// under way, under the old version.
+    followed: Option<Configuration>,
+    /// Peers' recorded data ids; a member that leaves the configuration is forgotten.
+    peer_ids: Arc<crate::storage::PeerDataIds>,
     /// Since when the engine reports "repairing" (lost or damaged storage), and when that was
     /// last logged: a repair that cannot finish must say so, not wait silently.
     repairing: Option<(Instant, Instant)>,
@@ -754,6 +791,8 @@ impl<E: Engine> EngineLoop<E> {
         let fresh = self.engine.take_watch_events();
         let status = self.engine.status();
         self.publish_watch(fresh, &status);
+        // Before this batch's messages, which may already address a member it added.
+        self.follow_configuration(&status.configuration);
         if !ready.is_empty() {
             // Early messages overlap our fsync with the peers' (see Ready::take_early). Inputs
             // that answer them are read only after this batch's persist returns.
@@ -836,9 +875,50 @@ impl<E: Engine> EngineLoop<E> {
         }
     }
 
+    /// Points the transport at a configuration the engine applied, once per change of it (see
+    /// the transport's module doc); forgets the data ids of members that left it.
+    fn follow_configuration(&mut self, c: &Configuration) {
+        if c.members.is_empty() || self.followed.as_ref() == Some(c) {
+            return;
+        }
+        let before = self.followed.replace(c.clone()).map(|b| b.version);
+        if !c.contains(self.id) {
+            tracing::warn!(
+                node = self.id,
+                version = c.version,
+                "this member is not in the configuration any more (removed): its peers refuse \
+                 it; stop it and wipe its data directory"
+            );
+        }
+        for gone in self.transport.peer_ids() {
+            if !c.contains(gone)
+                && let Err(e) = self.peer_ids.forget(gone)
+            {
+                tracing::error!(peer = gone, error = %e, "cannot forget a removed member's data id");
+            }
+        }
+        let peers = c
+            .members
+            .iter()
+            .filter(|m| m.id != self.id)
+            .map(|m| (m.id, m.peer_addr.clone()))
+            .collect();
+        tracing::info!(
+            node = self.id,
+            version = c.version,
+            epoch = c.epoch,
+            previous = ?before,
+            voters = ?c.voters(),
+            learners = ?c.learners(),
+            "following configuration"
+        );
+        self.transport.set_members(c.version, peers);
+    }
+
     fn publish_status(&mut self) {
         let engine = self.engine.status();
         self.publish_watch(Vec::new(), &engine);
+        self.follow_configuration(&engine.configuration);
         self.publish(engine);
     }
 

@@ -11,6 +11,13 @@
 //!   self-claiming member, or a hello addressed to another member is refused with the reason
 //!   (logged on both sides) and the connection closed. Only then are messages read, so
 //!   everything handed to the engine comes from a member of this cluster.
+//! * **Membership follows the configuration.** The member set starts as the bootstrap list (or,
+//!   on restart, the engine's recovered configuration) and is replaced by
+//!   [`Transport::set_members`] whenever the node applies a new configuration: writers to new
+//!   peers start, writers to removed ones stop, a peer whose address changed is redialed at
+//!   the new one, and hellos *and frames* from ids outside the current set are refused with
+//!   a logged reason naming the member and the configuration version (a reader rechecks only
+//!   when the set changed: one atomic load per frame).
 //! * **Data ids** (wiped-directory detection, see the storage module doc). A hello also carries
 //!   the sender's `data_id` (drawn when its data directory was created). The acceptor records
 //!   the first id each member presents and refuses a member presenting a different one: that
@@ -51,14 +58,13 @@ use crate::storage::{PeerDataIds, PeerIdentity};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::IoSlice;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 use synod_core::NodeId;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -288,24 +294,80 @@ impl LinkState {
     }
 }
 
+/// The ids whose hellos and frames are accepted, and which configuration they come from.
+#[derive(Clone, Debug)]
+struct MemberSet {
+    /// The configuration version; `None` while the node runs on its bootstrap list.
+    version: Option<u64>,
+    /// Every member, this node included.
+    ids: BTreeSet<NodeId>,
+}
+
+impl MemberSet {
+    /// Why `from` may not talk to us, if it may not.
+    fn refusal(&self, from: NodeId) -> Option<String> {
+        if self.ids.contains(&from) {
+            return None;
+        }
+        Some(match self.version {
+            Some(v) => format!(
+                "unknown member {from}: not in configuration version {v} (members: {:?})",
+                self.ids
+            ),
+            None => format!("unknown member {from} (members: {:?})", self.ids),
+        })
+    }
+}
+
 /// Everything the connection tasks share.
 struct Shared {
     local: NodeId,
     cluster_id: u64,
-    members: Vec<NodeId>,
+    /// Replaced by [`Transport::set_members`]; read at every handshake.
+    members: RwLock<MemberSet>,
+    /// Bumped with every replacement of `members`, so readers recheck only then.
+    members_generation: AtomicU64,
     cfg: TransportConfig,
     metrics: Arc<Metrics>,
     identity: Option<TransportIdentity>,
     /// Where connections are read after the handshake (None: right here).
     readers: Option<Handle>,
     /// Our outgoing side to each peer, so an inbound hello can end that writer's backoff.
-    links: BTreeMap<NodeId, Arc<PeerLink>>,
+    links: Mutex<BTreeMap<NodeId, Arc<PeerLink>>>,
+}
+
+impl Shared {
+    fn members(&self) -> MemberSet {
+        self.members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn link(&self, id: NodeId) -> Option<Arc<PeerLink>> {
+        self.links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+}
+
+/// One peer this node sends to.
+struct Peer {
+    link: Arc<PeerLink>,
+    addr: String,
+    /// Its writer task, stopped when the peer leaves the configuration.
+    writer: tokio::task::AbortHandle,
 }
 
 /// The running transport of one node. Dropping it stops every connection task.
 pub struct Transport<M> {
     local: NodeId,
-    peers: BTreeMap<NodeId, Arc<PeerLink>>,
+    peers: BTreeMap<NodeId, Peer>,
+    shared: Arc<Shared>,
+    /// Where writer tasks of peers added later run (the runtime the transport started on).
+    spawner: Handle,
     write_batch_frames_max: usize,
     local_addr: SocketAddr,
     frame_bytes_max: u32,
@@ -351,49 +413,29 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
         readers: Option<Handle>,
     ) -> std::io::Result<Self> {
         let local_addr = listener.local_addr()?;
-        let mut members: Vec<NodeId> = peers.iter().map(|(id, _)| *id).collect();
-        members.push(local);
-        let mut queues = BTreeMap::new();
-        for (id, _) in &peers {
-            assert_ne!(*id, local, "a node is not its own peer");
-            let link = Arc::new(PeerLink {
-                state: Mutex::new(LinkState::default()),
-                wake: Notify::new(),
-                redial: Notify::new(),
-                connected: AtomicBool::new(false),
-                backlog_frames_max: cfg.peer_queue_messages_max,
-            });
-            metrics
-                .peer_connected
-                .get_or_create(&peer_label(*id))
-                .set(0);
-            queues.insert(*id, link);
-        }
+        let mut ids: BTreeSet<NodeId> = peers.iter().map(|(id, _)| *id).collect();
+        ids.insert(local);
         let shared = Arc::new(Shared {
             local,
             cluster_id,
-            members,
+            members: RwLock::new(MemberSet { version: None, ids }),
+            members_generation: AtomicU64::new(0),
             cfg: cfg.clone(),
             metrics: metrics.clone(),
             identity,
             readers,
-            links: queues.clone(),
+            links: Mutex::new(BTreeMap::new()),
         });
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(accept_loop::<M>(
+        let tasks = vec![tokio::spawn(accept_loop::<M>(
             listener,
             shared.clone(),
             inbox,
-        )));
-        for (id, addr) in peers {
-            if let Some(link) = queues.get(&id) {
-                let link = link.clone();
-                tasks.push(tokio::spawn(writer_loop(id, addr, link, shared.clone())));
-            }
-        }
-        Ok(Transport {
+        ))];
+        let mut transport = Transport {
             local,
-            peers: queues,
+            peers: BTreeMap::new(),
+            shared,
+            spawner: Handle::current(),
             write_batch_frames_max: cfg.write_batch_frames_max,
             local_addr,
             frame_bytes_max: cfg.frame_bytes_max,
@@ -401,19 +443,130 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
             tasks,
             aborts: Vec::new(),
             _message: PhantomData,
-        })
+        };
+        for (id, addr) in peers {
+            transport.add_peer(id, addr);
+        }
+        Ok(transport)
+    }
+
+    /// Starts sending to `id` at `addr`: a link, and a writer task that dials it.
+    fn add_peer(&mut self, id: NodeId, addr: String) {
+        assert_ne!(id, self.local, "a node is not its own peer");
+        let link = Arc::new(PeerLink {
+            state: Mutex::new(LinkState::default()),
+            wake: Notify::new(),
+            redial: Notify::new(),
+            connected: AtomicBool::new(false),
+            backlog_frames_max: self.shared.cfg.peer_queue_messages_max,
+        });
+        self.metrics
+            .peer_connected
+            .get_or_create(&peer_label(id))
+            .set(0);
+        self.shared
+            .links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, link.clone());
+        let writer = self
+            .spawner
+            .spawn(writer_loop(
+                id,
+                addr.clone(),
+                link.clone(),
+                self.shared.clone(),
+            ))
+            .abort_handle();
+        self.peers.insert(id, Peer { link, addr, writer });
+    }
+
+    /// Stops sending to `id`: its writer ends, its backlog is dropped.
+    fn remove_peer(&mut self, id: NodeId) {
+        if let Some(p) = self.peers.remove(&id) {
+            p.writer.abort();
+            p.link.connected.store(false, Ordering::Relaxed);
+        }
+        self.shared
+            .links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        self.metrics
+            .peer_connected
+            .get_or_create(&peer_label(id))
+            .set(0);
+    }
+
+    /// Follows configuration `version`: `peers` (id, host:port; this node left out) become
+    /// the only members this transport sends to and accepts from. New peers are dialed,
+    /// removed ones dropped, a peer at a new address redialed there (an empty address keeps
+    /// the one already known); connections from ids outside the set are refused from here on,
+    /// open ones at their next frame.
+    pub fn set_members(&mut self, version: u64, peers: Vec<(NodeId, String)>) {
+        let mut ids: BTreeSet<NodeId> = peers.iter().map(|(id, _)| *id).collect();
+        ids.insert(self.local);
+        *self
+            .shared
+            .members
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = MemberSet {
+            version: Some(version),
+            ids,
+        };
+        self.shared
+            .members_generation
+            .fetch_add(1, Ordering::Release);
+        // An empty address means "not known here": keep dialing the one we have, if any.
+        let wanted: BTreeMap<NodeId, String> = peers
+            .into_iter()
+            .filter(|(id, _)| *id != self.local)
+            .filter_map(|(id, addr)| match (addr.is_empty(), self.peers.get(&id)) {
+                (false, _) => Some((id, addr)),
+                (true, Some(p)) => Some((id, p.addr.clone())),
+                (true, None) => None,
+            })
+            .collect();
+        let stale: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| wanted.get(id) != Some(&p.addr))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &stale {
+            self.remove_peer(*id);
+        }
+        let added: Vec<NodeId> = wanted
+            .keys()
+            .filter(|id| !self.peers.contains_key(id))
+            .copied()
+            .collect();
+        for (id, addr) in wanted {
+            if !self.peers.contains_key(&id) {
+                self.add_peer(id, addr);
+            }
+        }
+        tracing::info!(
+            local = self.local,
+            version,
+            ?added,
+            dropped = ?stale,
+            "peer links follow configuration"
+        );
     }
 
     /// Sends `message` to `to` without blocking: written to the socket at once when it can
     /// be, else queued in the peer's backlog. Returns false if it was dropped (full backlog,
     /// unknown peer, or too big to frame).
     pub fn send(&self, to: NodeId, message: &M) -> bool {
-        let Some(peer) = self.peers.get(&to) else {
-            tracing::error!(
+        let Some(peer) = self.peers.get(&to).map(|p| &p.link) else {
+            // After a configuration change an engine may still address a member that left.
+            tracing::debug!(
                 from = self.local,
                 to,
                 "message to a node that is not a peer"
             );
+            self.count_drop(to);
             return false;
         };
         let frame = match encode_frame(message, self.frame_bytes_max) {
@@ -456,11 +609,16 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
             .inc();
     }
 
+    /// Every peer this transport sends to.
+    pub fn peer_ids(&self) -> Vec<NodeId> {
+        self.peers.keys().copied().collect()
+    }
+
     /// Peers with a live, handshaken outgoing connection.
     pub fn connected_peers(&self) -> Vec<NodeId> {
         self.peers
             .iter()
-            .filter(|(_, p)| p.connected.load(Ordering::Relaxed))
+            .filter(|(_, p)| p.link.connected.load(Ordering::Relaxed))
             .map(|(id, _)| *id)
             .collect()
     }
@@ -505,7 +663,8 @@ impl<M> Transport<M> {
             a.abort();
         }
         for (id, p) in &self.peers {
-            p.connected.store(false, Ordering::Relaxed);
+            p.writer.abort();
+            p.link.connected.store(false, Ordering::Relaxed);
             self.metrics
                 .peer_connected
                 .get_or_create(&peer_label(*id))
@@ -571,7 +730,7 @@ async fn accept_loop<M: DeserializeOwned + Send + 'static>(
 /// Handshake, then read messages until the peer goes away or misbehaves.
 async fn serve_inbound<M: DeserializeOwned + Send + 'static>(
     stream: TcpStream,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     inbox: mpsc::Sender<(NodeId, M)>,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
@@ -599,16 +758,16 @@ async fn serve_inbound<M: DeserializeOwned + Send + 'static>(
             "hello addressed to member {}, but this is member {}",
             hello.to, shared.local
         ))
-    } else if hello.from == shared.local || !shared.members.contains(&hello.from) {
+    } else if hello.from == shared.local {
         Some(format!(
-            "unknown member {} (members: {:?})",
-            hello.from, shared.members
+            "unknown member {} (it claims this node's id)",
+            hello.from
         ))
     } else {
-        None
+        shared.members().refusal(hello.from)
     };
     if refusal.is_none()
-        && let Some(link) = shared.links.get(&hello.from)
+        && let Some(link) = shared.link(hello.from)
     {
         link.heard_from();
     }
@@ -656,7 +815,7 @@ async fn serve_inbound<M: DeserializeOwned + Send + 'static>(
     let from = hello.from;
     tracing::debug!(local = shared.local, from, "peer connected (inbound)");
     let Some(readers) = &shared.readers else {
-        return read_messages(read, from, max, inbox).await;
+        return read_messages(read, from, shared.clone(), inbox).await;
     };
     // Move the connection to the readers' runtime: out of this runtime's reactor and into
     // that one's, carrying over anything already buffered past the hello.
@@ -668,11 +827,12 @@ async fn serve_inbound<M: DeserializeOwned + Send + 'static>(
     let stream = stream
         .into_std()
         .map_err(|e| format!("cannot move the connection: {e}"))?;
+    let shared = shared.clone();
     let task = readers.spawn(async move {
         let stream =
             TcpStream::from_std(stream).map_err(|e| format!("cannot move the connection: {e}"))?;
         let reader = BufReader::new(std::io::Cursor::new(leftover).chain(stream));
-        read_messages(reader, from, max, inbox).await
+        read_messages(reader, from, shared, inbox).await
     });
     // Aborting the accept loop (transport stopped) must end the moved reader too.
     let _abort = AbortOnDrop(task.abort_handle());
@@ -688,20 +848,29 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Decodes frames from a handshaken member into the inbox until the peer goes away or
-/// misbehaves (`Err` names why; the connection is closed either way).
+/// Decodes frames from a handshaken member into the inbox until the peer goes away, misbehaves
+/// or leaves the configuration (`Err` names why; the connection is closed either way).
 async fn read_messages<M: DeserializeOwned, R: AsyncRead + Unpin>(
     mut read: R,
     from: NodeId,
-    max: u32,
+    shared: Arc<Shared>,
     inbox: mpsc::Sender<(NodeId, M)>,
 ) -> Result<(), String> {
+    let max = shared.cfg.frame_bytes_max;
+    let mut generation = shared.members_generation.load(Ordering::Acquire);
     loop {
         let payload = match read_frame(&mut read, max).await {
             Ok(Some(p)) => p,
             Ok(None) => return Ok(()),
             Err(e) => return Err(format!("from member {from}: {e}")),
         };
+        let now = shared.members_generation.load(Ordering::Acquire);
+        if now != generation {
+            generation = now;
+            if let Some(r) = shared.members().refusal(from) {
+                return Err(format!("dropping frames: {r}"));
+            }
+        }
         let message =
             decode_payload::<M>(&payload).map_err(|e| format!("from member {from}: {e}"))?;
         if inbox.send((from, message)).await.is_err() {

@@ -387,3 +387,66 @@ async fn a_peer_that_dials_us_is_redialed_without_waiting_out_the_backoff() {
     }
     drop(b);
 }
+
+/// The member set follows the configuration: an added member is dialed and accepted, a removed
+/// one's open connection is dropped at its next frame and its new hellos are refused naming
+/// the configuration version.
+#[tokio::test]
+async fn set_members_adds_and_drops_peers() {
+    let (la, lb, lc) = (bind().await, bind().await, bind().await);
+    let (aa, ab, ac) = (
+        la.local_addr().unwrap(),
+        lb.local_addr().unwrap(),
+        lc.local_addr().unwrap(),
+    );
+    let mut a = start(1, CLUSTER, la, vec![(2, ab.to_string())], cfg());
+    let mut b = start(2, CLUSTER, lb, vec![(1, aa.to_string())], cfg());
+    let mut c = start(3, CLUSTER, lc, vec![(1, aa.to_string())], cfg());
+    deliver(&b, 1, &mut a, (1, "from 2".into())).await;
+
+    // 3 is added: 1 dials it and accepts it.
+    a.t.set_members(1, vec![(2, ab.to_string()), (3, ac.to_string())]);
+    assert_eq!(a.t.peer_ids(), vec![2, 3]);
+    deliver(&a, 3, &mut c, (2, "to 3".into())).await;
+    assert_eq!(deliver(&c, 1, &mut a, (3, "from 3".into())).await, 3);
+
+    // 2 is removed: 1 no longer sends to it, and drops what 2 sends on its open connection.
+    a.t.set_members(2, vec![(3, ac.to_string())]);
+    assert_eq!(a.t.peer_ids(), vec![3]);
+    assert!(!a.t.send(2, &(4, "to 2".into())));
+    for i in 0..20 {
+        b.t.send(1, &(100 + i, "stale".into()));
+    }
+    let quiet = tokio::time::timeout(Duration::from_millis(300), async {
+        // Only what 2 sent after its removal counts (retried deliveries may be queued).
+        while let Some((from, (i, _))) = a.inbox.recv().await {
+            if from == 2 && i >= 100 {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(
+        !matches!(quiet, Ok(true)),
+        "a removed member's frame reached the engine"
+    );
+    let hello = Hello {
+        magic: MAGIC,
+        cluster_id: CLUSTER,
+        from: 2,
+        to: 1,
+        data_id: 0,
+        probe: false,
+        replace_data_id: false,
+    };
+    let (mut s, reply) = hello_exchange(aa, &hello).await;
+    match reply {
+        HelloReply::Refused(r) => assert!(
+            r.contains("unknown member 2: not in configuration version 2"),
+            "{r}"
+        ),
+        other => panic!("a removed member was not refused: {other:?}"),
+    }
+    assert_closed(&mut s).await;
+}

@@ -3,6 +3,7 @@
 //! `sim` (synod-sim), `check` (synod-checker), `bench` (synod-bench), `chaos` (synod-chaos).
 
 mod dev;
+mod join;
 mod server;
 
 // The API and transport paths allocate per request (gRPC frames, protobuf messages, replies);
@@ -29,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one cluster member.
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Start a local cluster on loopback (3 nodes by default) and stop it on Ctrl-C.
     Dev(dev::DevArgs),
     /// Run the deterministic simulator over many seeds (see `synod sim --help`).
@@ -58,7 +59,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Server(args) => server::run(args),
+        Command::Server(args) => server::run(*args),
         Command::Dev(args) => dev::run(args),
         Command::Chaos(args) => match std::env::current_exe() {
             Ok(exe) => exit(synod_chaos::run(*args, &exe)),

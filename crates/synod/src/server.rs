@@ -1,20 +1,47 @@
 //! `synod server`: one cluster member — the node runtime plus the HTTP/JSON and etcd gRPC APIs,
 //! configured from the shared cluster file, `SYNOD_*` environment variables and flags (flags win).
+//! A member added to a running cluster starts with `--join` instead of a member entry in the
+//! file (see `join.rs`); after that its data directory holds what it needs.
 
+use crate::join::{self, Joiner};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use synod_node::joined::JoinRecord;
 use synod_node::{ClusterConfig, NodeConfig};
 use tokio::net::TcpListener;
 
 #[derive(Args, Debug)]
 pub struct ServerArgs {
-    /// The cluster file (TOML) shared by all members.
+    /// The cluster file (TOML) shared by all members. It bootstraps a new cluster; with
+    /// --join only its settings (timing, limits, storage) are used.
     #[arg(long, env = "SYNOD_CONFIG")]
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// This member's id in the cluster file.
     #[arg(long)]
     id: Option<u64>,
+    /// Join a running cluster: comma-separated HTTP endpoints of its members, asked for this
+    /// node's id and the members (an operator adds it first with `etcdctl member add` or
+    /// `synodctl member add`, as with etcd). Needs an empty --data-dir, --name, --peer-addr,
+    /// --http-addr and --grpc-addr; on later restarts the data directory remembers all of it.
+    #[arg(long, value_delimiter = ',')]
+    join: Option<Vec<String>>,
+    /// etcd's flag: `existing` is `--join`'s mode (it needs --join); `new` bootstraps from
+    /// the cluster file.
+    #[arg(long, value_parser = ["new", "existing"])]
+    initial_cluster_state: Option<String>,
+    /// With --join: this member's name.
+    #[arg(long)]
+    name: Option<String>,
+    /// With --join: host:port other members dial (the address it was added with).
+    #[arg(long)]
+    peer_addr: Option<String>,
+    /// With --join: host:port of this member's HTTP/JSON API.
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// With --join: host:port of this member's etcd gRPC API.
+    #[arg(long)]
+    grpc_addr: Option<String>,
     /// Where this member keeps its write-ahead log and metadata.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -59,14 +86,6 @@ pub struct ServerArgs {
 
 pub fn run(args: ServerArgs) -> ExitCode {
     init_logging(&args.log_format);
-    let cfg = match build_config(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("synod server: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.api_threads {
         builder.worker_threads(usize::from(n));
@@ -76,6 +95,14 @@ pub fn run(args: ServerArgs) -> ExitCode {
         Err(e) => {
             eprintln!("synod server: cannot start the async runtime: {e}");
             return ExitCode::from(1);
+        }
+    };
+    let cfg = match rt.block_on(resolve_config(&args)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("synod server: {e:#}");
+            return ExitCode::from(2);
         }
     };
     match rt.block_on(serve(cfg)) {
@@ -88,8 +115,85 @@ pub fn run(args: ServerArgs) -> ExitCode {
     }
 }
 
+/// The node's configuration: from the join record in its data directory (a member that
+/// joined earlier), by asking the cluster (`--join`, first start), or from the cluster file.
+async fn resolve_config(args: &ServerArgs) -> anyhow::Result<NodeConfig> {
+    if args.initial_cluster_state.as_deref() == Some("existing") && args.join.is_none() {
+        anyhow::bail!(
+            "--initial-cluster-state existing needs --join ENDPOINTS (whom to ask to join)"
+        );
+    }
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or_else(|| std::env::var_os("SYNOD_DATA_DIR").map(PathBuf::from));
+    if let Some(dir) = &data_dir
+        && let Some(record) = JoinRecord::load(dir)?
+    {
+        if args.join.is_some() {
+            tracing::info!(
+                member = record.member_id,
+                "this member joined before; --join ignored"
+            );
+        }
+        let mut cfg = record.node_config(dir);
+        cfg.apply_env()?;
+        cfg.node_id = record.member_id;
+        return finish_config(cfg, args);
+    }
+    match (&args.join, data_dir) {
+        (Some(endpoints), Some(dir)) => join_config(args, endpoints, dir).await,
+        (Some(_), None) => anyhow::bail!("--join needs --data-dir (an empty directory)"),
+        (None, _) => build_config(args),
+    }
+}
+
+/// First start of a member added to a running cluster (see `join.rs`).
+async fn join_config(
+    args: &ServerArgs,
+    endpoints: &[String],
+    dir: PathBuf,
+) -> anyhow::Result<NodeConfig> {
+    let in_use = std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_some());
+    if in_use {
+        anyhow::bail!(
+            "--join needs an EMPTY data directory, and {} holds data without a join record:              a bootstrap member restarts with --config and --id, not --join",
+            dir.display()
+        );
+    }
+    let need = |v: &Option<String>, flag: &str| {
+        v.clone()
+            .ok_or_else(|| anyhow::anyhow!("--join needs {flag}"))
+    };
+    let me = Joiner {
+        name: need(&args.name, "--name")?,
+        peer_addr: need(&args.peer_addr, "--peer-addr")?,
+        http_addr: need(&args.http_addr, "--http-addr")?,
+        grpc_addr: need(&args.grpc_addr, "--grpc-addr")?,
+    };
+    let settings = match &args.config {
+        Some(path) => ClusterConfig::from_file(path)?,
+        None => ClusterConfig::default(),
+    };
+    let record = join::discover(endpoints, &me, settings).await?;
+    record.save(&dir)?;
+    tracing::info!(
+        member = record.member_id,
+        cluster = %record.cluster.cluster_name,
+        engine = %record.cluster.engine,
+        "joining: found this node in the cluster's member list"
+    );
+    let mut cfg = record.node_config(&dir);
+    cfg.apply_env()?;
+    cfg.node_id = record.member_id;
+    finish_config(cfg, args)
+}
+
 fn build_config(args: &ServerArgs) -> anyhow::Result<NodeConfig> {
-    let cluster = ClusterConfig::from_file(&args.config)?;
+    let Some(path) = &args.config else {
+        anyhow::bail!("pass --config FILE (a new cluster's file), or --join ENDPOINTS");
+    };
+    let cluster = ClusterConfig::from_file(path)?;
     let mut cfg = NodeConfig::new(cluster, 0, PathBuf::new());
     cfg.apply_env()?;
     if let Some(id) = args.id {
@@ -101,6 +205,11 @@ fn build_config(args: &ServerArgs) -> anyhow::Result<NodeConfig> {
     if cfg.data_dir.as_os_str().is_empty() {
         cfg.data_dir = PathBuf::from(format!("synod-data/n{}", cfg.node_id));
     }
+    finish_config(cfg, args)
+}
+
+/// The flags every way of starting shares, then validation.
+fn finish_config(mut cfg: NodeConfig, args: &ServerArgs) -> anyhow::Result<NodeConfig> {
     if let Some(e) = &args.engine {
         cfg.cluster.engine = e.clone();
     }
@@ -150,6 +259,8 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for gRPC on {}: {e}", me.grpc_addr))?;
     let mut node = synod_node::start(cfg.clone()).await?;
+    // etcd's "publish": the configuration learns this member's name and client addresses.
+    let publisher = tokio::spawn(join::publish(node.handle.clone(), me.clone(), cfg.join));
     tracing::info!(
         member = me.id,
         engine = %cfg.cluster.engine,
@@ -197,6 +308,7 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
             Ok(())
         }
     };
+    publisher.abort();
     let _ = stop_tx.send(true);
     let _ = http_task.await;
     let _ = grpc_task.await;

@@ -109,8 +109,12 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// List the cluster's members.
+    /// List the cluster's members (the same as `member list`).
     Members,
+    /// Change the cluster's members: list, add, remove, promote, update (etcd's
+    /// `etcdctl member …`; ids in decimal, or hex with 0x as etcdctl prints them).
+    #[command(subcommand)]
+    Member(MemberCommand),
     /// Take the lock NAME (etcd's Lock service, over the member's gRPC port), run COMMAND
     /// while holding it — with SYNOD_LOCK_KEY, SYNOD_LOCK_REVISION (the fencing token) and
     /// SYNOD_LOCK_LEASE set — then release it and exit with COMMAND's status. Without a
@@ -119,6 +123,67 @@ pub enum Command {
     /// Campaign in the election NAME with VALUE and hold the leadership until Ctrl-C; with
     /// --listen, print each leader (key, then value) as it changes. One-shot only.
     Elect(ElectArgs),
+}
+
+/// `synodctl member …`.
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum MemberCommand {
+    /// List the members of the configuration the answering member applied.
+    List,
+    /// Add a member; then start it with `synod server --join`. Add it as a learner, let it
+    /// catch up, then promote it.
+    Add {
+        name: String,
+        /// host:port (or http://host:port) other members dial.
+        #[arg(long)]
+        peer_addr: String,
+        /// host:port of its HTTP API (it publishes it itself when it starts).
+        #[arg(long, default_value = "")]
+        http_addr: String,
+        /// host:port of its etcd gRPC API (it publishes it itself when it starts).
+        #[arg(long, default_value = "")]
+        grpc_addr: String,
+        /// Add it as a learner (receives the log, does not vote).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove the member ID.
+    Remove {
+        #[arg(value_parser = parse_member_id)]
+        id: u64,
+    },
+    /// Make the learner ID a voter (refused until it caught up with the leader).
+    Promote {
+        #[arg(value_parser = parse_member_id)]
+        id: u64,
+    },
+    /// Change the member ID's name or addresses (what is not given stays).
+    Update {
+        #[arg(value_parser = parse_member_id)]
+        id: u64,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, default_value = "")]
+        peer_addr: String,
+        #[arg(long, default_value = "")]
+        http_addr: String,
+        #[arg(long, default_value = "")]
+        grpc_addr: String,
+    },
+}
+
+/// A member id: decimal, or hex with `0x` (etcdctl prints ids in hex).
+pub fn parse_member_id(s: &str) -> Result<u64, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    match parsed {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(format!(
+            "{s:?} is not a member id (decimal, or hex with 0x)"
+        )),
+    }
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]

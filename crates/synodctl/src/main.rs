@@ -13,7 +13,7 @@ mod output;
 mod repl;
 mod watch;
 
-use args::{Cli, Command, Format, GetArgs};
+use args::{Cli, Command, Format, GetArgs, MemberCommand};
 use clap::Parser;
 use client::{Answer, Client, CtlError, Request, kv_path};
 use reqwest::Method;
@@ -141,9 +141,14 @@ pub fn run_command(
             emit(out, output::status(format, &[(a.endpoint, a.body)]));
         }
         Command::Status { all: true } => status_all(client, format, out)?,
-        Command::Members => {
+        Command::Members | Command::Member(MemberCommand::List) => {
             let a = client.send(&Request::new(Method::GET, "/v1/members".into()))?;
             emit(out, output::members(format, &a.body));
+        }
+        Command::Member(m) => {
+            let (req, done) = member_request(m);
+            let a = client.send(&req)?;
+            emit(out, output::member_changed(format, &done, &a.body));
         }
         Command::Lock(_) | Command::Elect(_) => {
             return Err(CtlError::Usage(
@@ -215,6 +220,50 @@ fn check_cas(a: &Answer) -> Result<(), CtlError> {
 
 /// Writes one command's output. Write errors (a closed pipe, as with `| head`) are ignored on
 /// purpose: the command itself succeeded and there is nobody left to tell.
+/// The request of a `member` change, and its confirmation (an add's names the new id).
+fn member_request(m: &MemberCommand) -> (Request, String) {
+    match m {
+        MemberCommand::List => (
+            Request::new(Method::GET, "/v1/members".into()),
+            String::new(),
+        ),
+        MemberCommand::Add {
+            name,
+            peer_addr,
+            http_addr,
+            grpc_addr,
+            learner,
+        } => (
+            Request::new(Method::POST, "/v1/members".into()).body(json!({
+                "name": name, "peer_addr": peer_addr, "http_addr": http_addr,
+                "grpc_addr": grpc_addr, "learner": learner,
+            })),
+            String::new(),
+        ),
+        MemberCommand::Remove { id } => (
+            Request::new(Method::DELETE, format!("/v1/members/{id}")),
+            format!("Member {id} removed"),
+        ),
+        MemberCommand::Promote { id } => (
+            Request::new(Method::POST, format!("/v1/members/{id}/promote")),
+            format!("Member {id} promoted"),
+        ),
+        MemberCommand::Update {
+            id,
+            name,
+            peer_addr,
+            http_addr,
+            grpc_addr,
+        } => (
+            Request::new(Method::PUT, format!("/v1/members/{id}")).body(json!({
+                "name": name, "peer_addr": peer_addr, "http_addr": http_addr,
+                "grpc_addr": grpc_addr,
+            })),
+            format!("Member {id} updated"),
+        ),
+    }
+}
+
 fn emit(out: &mut dyn Write, text: String) {
     if text.is_empty() {
         return;

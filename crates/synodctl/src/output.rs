@@ -32,7 +32,14 @@ const STATUS_FIELDS: [&str; 14] = [
     "db_size_bytes",
 ];
 
-const MEMBER_FIELDS: [&str; 5] = ["id", "name", "peer_addr", "http_addr", "grpc_addr"];
+const MEMBER_FIELDS: [&str; 6] = [
+    "id",
+    "name",
+    "peer_addr",
+    "http_addr",
+    "grpc_addr",
+    "learner",
+];
 
 /// A field rendered for people: strings as they are, `null`/missing as `-`, lists joined.
 pub fn field(v: &Value, name: &str) -> String {
@@ -228,6 +235,28 @@ pub fn members(format: Format, body: &Value) -> String {
     }
 }
 
+/// A membership change's answer: `DONE (configuration version V)` (DONE: "Member 4
+/// removed", …); an add's is `Member ID added …` and the new member's line. json is the
+/// server's answer.
+pub fn member_changed(format: Format, done: &str, body: &Value) -> String {
+    if format == Format::Json {
+        return json(body);
+    }
+    let version = field(body, "version");
+    match body.get("member") {
+        Some(m) => format!(
+            "Member {} added (configuration version {version})\n{}",
+            field(m, "id"),
+            MEMBER_FIELDS
+                .iter()
+                .map(|f| field(m, f))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => format!("{done} (configuration version {version})"),
+    }
+}
+
 /// The text for stderr: `Error: code: message (HTTP status from endpoint)`, plus the current
 /// value when a compare-and-swap lost, so the user can retry without another `get`.
 pub fn error(e: &CtlError) -> String {
@@ -411,8 +440,8 @@ mod tests {
         );
 
         let m = json!({"members": [{"id": 1, "name": "n1", "peer_addr": "p:1",
-                        "http_addr": "h:1", "grpc_addr": "g:1"}]});
-        assert_eq!(members(Format::Simple, &m), "1, n1, p:1, h:1, g:1");
+                        "http_addr": "h:1", "grpc_addr": "g:1", "learner": false}]});
+        assert_eq!(members(Format::Simple, &m), "1, n1, p:1, h:1, g:1, false");
         assert!(members(Format::Table, &m).contains("| 1  | n1   | p:1       |"));
     }
 

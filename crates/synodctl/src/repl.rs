@@ -31,7 +31,10 @@ Commands (names are case-insensitive; quote values with spaces: SET k \"a b\"):
   compact REVISION              drop the history below REVISION
   count [PREFIX]                count keys (SIZE = count of all keys)
   status [--all]                node status
-  members                       cluster members
+  members                       cluster members (also: member list)
+  member add NAME --peer-addr A [--http-addr H] [--grpc-addr G] [--learner]
+  member remove|promote ID      ID decimal, or hex with 0x (as etcdctl prints it)
+  member update ID [--name N] [--peer-addr A] [--http-addr H] [--grpc-addr G]
   help                          this message
   quit                          leave (also QUIT, exit, Ctrl-D)
 (watch runs until interrupted, so it is a one-shot command: synodctl watch KEY)";
@@ -182,6 +185,7 @@ mod tests {
             "SIZE",
             "status",
             "members",
+            "member add",
             "help",
             "QUIT",
             "--rev",

@@ -296,6 +296,87 @@ fn compare_and_swap() {
     expect(cas(&["--expect-absent"]), 2);
 }
 
+/// `member add|list|promote|update|remove` against a node whose stand-in engine applies
+/// membership changes as the replica layer does; refusals exit 1 with the server's code.
+#[test]
+fn member_changes() {
+    let s = Server::start();
+    let added = expect(
+        ctl(
+            &s,
+            &[
+                "member",
+                "add",
+                "n2",
+                "--peer-addr",
+                "http://127.0.0.1:9",
+                "--learner",
+            ],
+        ),
+        0,
+    );
+    assert!(added.starts_with("Member 2 added"), "{added}");
+    assert!(
+        added.trim_end().ends_with("\n2, n2, 127.0.0.1:9, , , true"),
+        "{added}"
+    );
+    let list = expect(ctl(&s, &["member", "list"]), 0);
+    assert_eq!(list.lines().count(), 2, "{list}");
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("2, n2") && l.ends_with("true")),
+        "{list}"
+    );
+    let promoted = expect(ctl(&s, &["member", "promote", "0x2"]), 0);
+    assert!(promoted.starts_with("Member 2 promoted"), "{promoted}");
+    expect(
+        ctl(
+            &s,
+            &["member", "update", "2", "--grpc-addr", "127.0.0.1:19"],
+        ),
+        0,
+    );
+    let json: Value =
+        serde_json::from_str(&expect(ctl(&s, &["-w", "json", "member", "list"]), 0)).expect("json");
+    assert_eq!(json["members"][1]["grpc_addr"], "127.0.0.1:19");
+    assert_eq!(json["members"][1]["learner"], false);
+
+    let again = ctl(&s, &["member", "promote", "2"]);
+    assert!(
+        stderr(&again).contains("membership_refused"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(
+        stderr(&again).contains("can only promote a learner member"),
+        "{}",
+        stderr(&again)
+    );
+    expect(again, 1);
+    let unknown = ctl(&s, &["member", "remove", "9"]);
+    assert!(
+        stderr(&unknown).contains("member_not_found"),
+        "{}",
+        stderr(&unknown)
+    );
+    expect(unknown, 1);
+    let bad = ctl(&s, &["member", "add", "n3", "--peer-addr", "unix://x:1"]);
+    assert!(stderr(&bad).contains("invalid_request"), "{}", stderr(&bad));
+    expect(bad, 1);
+    expect(ctl(&s, &["member", "remove", "zz"]), 2);
+
+    let removed = expect(ctl(&s, &["member", "remove", "2"]), 0);
+    assert!(removed.starts_with("Member 2 removed"), "{removed}");
+    let last = ctl(&s, &["member", "remove", "1"]);
+    assert!(
+        stderr(&last).contains("not enough started members"),
+        "{}",
+        stderr(&last)
+    );
+    expect(last, 1);
+    assert_eq!(expect(ctl(&s, &["member", "list"]), 0).lines().count(), 1);
+}
+
 #[test]
 fn status_and_members() {
     let s = Server::start();

@@ -299,6 +299,30 @@ fn table() -> Vec<(Route, MethodRouter<Gateway>)> {
             unary!(Cluster, member_list),
         ),
         route(
+            "/v3/cluster/member/add",
+            "v3_member_add",
+            true,
+            unary!(Cluster, member_add),
+        ),
+        route(
+            "/v3/cluster/member/remove",
+            "v3_member_remove",
+            true,
+            unary!(Cluster, member_remove),
+        ),
+        route(
+            "/v3/cluster/member/update",
+            "v3_member_update",
+            true,
+            unary!(Cluster, member_update),
+        ),
+        route(
+            "/v3/cluster/member/promote",
+            "v3_member_promote",
+            true,
+            unary!(Cluster, member_promote),
+        ),
+        route(
             "/v3/maintenance/status",
             "v3_status",
             false,

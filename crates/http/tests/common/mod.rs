@@ -103,6 +103,23 @@ impl Server {
     }
 
     /// A put that must succeed; returns the reply.
+    /// A peer port no member of this test node uses yet (addresses must be unique).
+    pub fn fresh_port(&self) -> u16 {
+        static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(20_000);
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Adds a learner at a fresh peer address and returns its id.
+    pub async fn add_learner(&self) -> u64 {
+        let body = format!(
+            r#"{{"peer_addr": "127.0.0.1:{}", "learner": true}}"#,
+            self.fresh_port()
+        );
+        let (status, reply) = self.post("/v1/members", &body).await;
+        assert_eq!(status, 200, "{reply}");
+        reply["member"]["id"].as_u64().expect("the new member's id")
+    }
+
     pub async fn put_ok(&self, key: &str, value: &str) -> Value {
         let body = serde_json::json!({ "value": value }).to_string();
         let (status, reply) = self.put(&format!("/v1/kv/{key}"), &body).await;
@@ -169,6 +186,7 @@ pub fn never_answering_node(request_timeout_ms: u64) -> (NodeHandle, mpsc::Recei
             peer_addr: "127.0.0.1:0".into(),
             http_addr: "127.0.0.1:0".into(),
             grpc_addr: "127.0.0.1:0".into(),
+            learner: false,
         }],
         engine: "omnipaxos".into(),
         capabilities: ALL_CAPS,

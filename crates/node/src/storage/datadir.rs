@@ -325,6 +325,21 @@ impl PeerDataIds {
         Ok(PeerIdentity::Known)
     }
 
+    /// Forgets `peer` (durably): it left the configuration, so an id reused for a new member
+    /// later presents a data directory of its own without being taken for a wiped one.
+    pub fn forget(&self, peer: NodeId) -> std::io::Result<()> {
+        let mut ids = self.lock();
+        if !ids.contains_key(&peer) {
+            return Ok(());
+        }
+        let mut next = ids.clone();
+        next.remove(&peer);
+        let bytes = encode_checked(&next).map_err(std::io::Error::other)?;
+        write_atomically(&self.dir, PEERS_FILE, &bytes)?;
+        *ids = next;
+        Ok(())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, u64>> {
         // A panic while holding the lock left the map intact (it is replaced whole).
         self.ids.lock().unwrap_or_else(|p| p.into_inner())

@@ -182,21 +182,30 @@ impl Cluster {
         c
     }
 
+    /// Starts member `id`: a bootstrap member from the cluster file; a member that joined
+    /// later from its data directory alone (it remembers the cluster, no `--join` again).
     fn spawn(&self, id: u64) -> Child {
+        let data_dir = self.dir.path().join(format!("n{id}"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_synod"));
+        cmd.arg("server");
+        if !data_dir.join("joined.toml").is_file() {
+            cmd.arg("--config")
+                .arg(&self.config_path)
+                .arg("--id")
+                .arg(id.to_string());
+        }
+        cmd.arg("--data-dir").arg(data_dir);
+        self.run_member(id, cmd)
+    }
+
+    /// Runs `cmd` as member `id`, its output appended to the member's log.
+    fn run_member(&self, id: u64, mut cmd: Command) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path(id))
             .expect("log file");
-        Command::new(env!("CARGO_BIN_EXE_synod"))
-            .arg("server")
-            .arg("--config")
-            .arg(&self.config_path)
-            .arg("--id")
-            .arg(id.to_string())
-            .arg("--data-dir")
-            .arg(self.dir.path().join(format!("n{id}")))
-            .env("RUST_LOG", "info")
+        cmd.env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -511,6 +520,43 @@ pub fn etcdctl_command(etcdctl: &std::path::Path, endpoints: &str) -> Command {
         .arg(format!("--endpoints={endpoints}"))
         .arg("--command-timeout=10s");
     cmd
+}
+
+// ---- Added for the membership tests (crates/synod/tests/membership.rs). ----
+
+impl Cluster {
+    /// Starts `synod server --join` for the member an operator added as `id` at peer address
+    /// 127.0.0.1:`ports[0]` (HTTP on `ports[1]`, gRPC on `ports[2]`), asking the current
+    /// members; the cluster file gives only the settings. It is one of this cluster's members
+    /// from here on (status, kill, restart — a restart without `--join`).
+    pub fn spawn_joiner(&mut self, id: u64, name: &str, ports: [u16; 3]) {
+        let member = MemberConfig {
+            id,
+            name: name.to_string(),
+            peer_addr: format!("127.0.0.1:{}", ports[0]),
+            http_addr: format!("127.0.0.1:{}", ports[1]),
+            grpc_addr: format!("127.0.0.1:{}", ports[2]),
+        };
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_synod"));
+        cmd.arg("server")
+            .arg("--join")
+            .arg(self.http_endpoints())
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--name")
+            .arg(name)
+            .arg("--peer-addr")
+            .arg(&member.peer_addr)
+            .arg("--http-addr")
+            .arg(&member.http_addr)
+            .arg("--grpc-addr")
+            .arg(&member.grpc_addr)
+            .arg("--data-dir")
+            .arg(self.data_dir(id));
+        let child = self.run_member(id, cmd);
+        self.members.push(member);
+        self.children.push(Some(child));
+    }
 }
 
 // ---- Added for the durability tests (crates/synod/tests/durability.rs). ----

@@ -166,6 +166,13 @@ impl CasPaxos {
             // A joining node takes only a configuration that includes it (one from before
             // its Add would make it look removed).
             None if !config.members().contains(&self.config.id) => return false,
+            // A joining node offered a configuration past the step that adds it lost its
+            // storage after joining: it may have promised and accepted as a voter, so it
+            // repairs from its peers before its acceptor answers again (`repair.rs`).
+            None if !is_fresh_join(&config, self.config.id) && self.repair.is_none() => {
+                self.push_record(Record::Amnesic(true));
+                self.repair = Some(crate::repair::RepairState::default());
+            }
             _ => {}
         }
         self.push_record(Record::Config(config.clone()));
@@ -435,6 +442,15 @@ impl CasPaxos {
         }
         self.rescan_replies.clear();
     }
+}
+
+/// `config` is the reservation of the change that adds `me`: the first configuration a new
+/// member ever holds (the coordinator waits for its acknowledgement before the next step, and
+/// until then the new member is in no quorum).
+fn is_fresh_join(config: &CasConfig, me: NodeId) -> bool {
+    config.change.as_ref().is_some_and(|c| {
+        c.step == Step::Reserved && c.target.contains(me) && !config.stable.contains(me)
+    })
 }
 
 impl Coordination {

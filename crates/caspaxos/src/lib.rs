@@ -206,7 +206,12 @@ impl CasPaxos {
                 floor,
                 registers,
                 next,
-            } => return self.handle_repair_page(from, nonce, after, floor, registers, next),
+                config,
+            } => {
+                // The newest configuration first: it says whose answers count.
+                self.adopt(config);
+                return self.handle_repair_page(from, nonce, after, floor, registers, next);
+            }
             // Repairing: the acceptor is not whole, so it answers nothing, and the proposer
             // runs no rounds.
             _ if self.repair.is_some() => return,
@@ -437,11 +442,19 @@ impl Engine for CasPaxos {
         if from == self.config.id || message.ballot_counter_max() > messages::BALLOT_COUNTER_MAX {
             return;
         }
+        // Repairing, the configuration held may be long gone (lost with the disk, so the
+        // bootstrap one): whoever talks to us is asked for its registers, and its pages (which
+        // carry its configuration) are taken even from outside the one held (`repair.rs`).
+        if self.repair.is_some() {
+            self.repair_hear_from(from);
+        }
+        let repair_page = self.repair.is_some() && matches!(message, Message::RepairPage { .. });
         // The transport authenticates members of the configuration we hold; a joining node
         // holds none yet and hears from whoever its node layer connected it to. A non-member
         // running an older configuration (a removed node that missed its removal) is told.
         if let Some(own) = &self.cas_config
             && !own.members().contains(&from)
+            && !repair_page
         {
             let stale = match &message {
                 Message::Prepare { version, .. }

@@ -114,13 +114,15 @@ pub enum Message {
     RepairQuery { nonce: u64, after: Option<Key> },
     /// One page of the answer, only from a node that is not repairing itself: registers in key
     /// order after the query's `after`, the acceptor's floor, and where the next page starts
-    /// (`None`: this was the last).
+    /// (`None`: this was the last); with the configuration the answering node holds, since the
+    /// repairing node lost its own and must count answers against the current one.
     RepairPage {
         nonce: u64,
         after: Option<Key>,
         floor: Ballot,
         registers: Vec<RegisterRecord>,
         next: Option<Key>,
+        config: CasConfig,
     },
     /// Membership change (`coordinator.rs`): adopt `config` durably if it supersedes yours,
     /// then acknowledge with the version you hold.

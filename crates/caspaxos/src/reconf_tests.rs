@@ -355,3 +355,98 @@ fn cas_stays_linearizable_while_the_cluster_grows_to_5_and_sheds_its_first_membe
     // timed out is retried and resumes where it stopped).
     assert_eq!(completed, 8 * 4, "changes completed");
 }
+
+impl Net {
+    /// `id` restarts with its storage gone (the node layer quarantined it): everything it
+    /// promised and accepted is lost, and it knows only what its `EngineConfig` says.
+    fn lose_disk(&mut self, id: NodeId) {
+        self.crash(id);
+        self.disks.insert(id, Vec::new());
+        if let Some(cfg) = self.configs.get_mut(&id) {
+            cfg.first_boot = false;
+        }
+        self.restart(id);
+    }
+}
+
+/// Grows 3 → 5, chooses `k` on {1, 4, 5} only, and has node `lost` lose its disk; once it is
+/// whole again, reads `k` without 4 and 5 (the read's prepare quorum is {1, 2, 3}).
+fn read_after_losing_a_disk_in_the_grown_cluster(lost: NodeId) -> Option<(String, u64)> {
+    let mut net = Net::new(3, |_| {});
+    net.join(4);
+    assert_eq!(voters(net.call(1, rid(1, 1), add(4))), vec![1, 2, 3, 4]);
+    net.join(5);
+    assert_eq!(voters(net.call(1, rid(1, 2), add(5))), vec![1, 2, 3, 4, 5]);
+    net.isolated.extend([2, 3]);
+    assert!(net.call(1, rid(2, 1), put("k", "v")).is_ok());
+    net.isolated.clear();
+    net.lose_disk(lost);
+    net.run_until(1_000, |n| {
+        let role = n.node(lost).status().role;
+        role != "repairing" && role != "joining"
+    });
+    net.isolated.extend([4, 5]);
+    read(net.call(2, rid(3, 1), get("k")))
+}
+
+#[test]
+fn an_original_member_that_lost_its_disk_repairs_from_the_configuration_it_grew_into() {
+    // Node 1's EngineConfig still names the 3 original members: repairing from 2 of them
+    // (the bootstrap majority rule) misses k, which only 4 and 5 hold besides node 1.
+    assert_eq!(
+        read_after_losing_a_disk_in_the_grown_cluster(1),
+        Some(("v".into(), 1))
+    );
+}
+
+#[test]
+fn a_joined_member_that_lost_its_disk_repairs_instead_of_joining_again() {
+    // Node 5 was started with `join`: with its disk gone it looks like a new joiner, but the
+    // configuration it is offered already counts it as a voter, so it must repair first.
+    let mut net = Net::new(3, |_| {});
+    net.join(4);
+    assert_eq!(voters(net.call(1, rid(1, 1), add(4))), vec![1, 2, 3, 4]);
+    assert_eq!(voters(net.call(1, rid(1, 2), remove(1))), vec![2, 3, 4]);
+    // k chosen on {3, 4} only.
+    net.isolated.insert(2);
+    assert!(net.call(3, rid(2, 1), put("k", "v")).is_ok());
+    net.isolated.clear();
+    net.lose_disk(4);
+    // Any round reaching 4 makes it ask for the configuration.
+    assert!(net.call(2, rid(2, 2), get("x")).is_ok());
+    net.run_until(1_000, |n| {
+        n.node(4).cas_config().is_some() && n.node(4).status().role != "repairing"
+    });
+    net.isolated.insert(3);
+    assert_eq!(
+        read(net.call(2, rid(3, 1), get("k"))),
+        Some(("v".into(), 1))
+    );
+}
+
+#[test]
+fn a_member_whose_original_peers_are_all_gone_still_repairs() {
+    // 3 → 5 → {3, 4, 5}: node 3 was started knowing 1 and 2 only, and both are stopped.
+    let mut net = Net::new(3, |_| {});
+    for (id, seq) in [(4, 1), (5, 2)] {
+        net.join(id);
+        assert!(net.call(1, rid(1, seq), add(id)).is_ok());
+    }
+    assert_eq!(voters(net.call(3, rid(1, 3), remove(1))), vec![2, 3, 4, 5]);
+    assert_eq!(voters(net.call(3, rid(1, 4), remove(2))), vec![3, 4, 5]);
+    net.crash(1);
+    net.crash(2);
+    // k chosen on {3, 4} only.
+    net.isolated.insert(5);
+    assert!(net.call(4, rid(2, 1), put("k", "v")).is_ok());
+    net.isolated.clear();
+    net.lose_disk(3);
+    // Any round reaching 3 tells it whom to ask.
+    assert!(net.call(4, rid(2, 2), get("x")).is_ok());
+    net.run_until(1_000, |n| n.node(3).status().role != "repairing");
+    net.isolated.insert(4);
+    assert_eq!(
+        read(net.call(5, rid(3, 1), get("k"))),
+        Some(("v".into(), 1))
+    );
+}

@@ -2,9 +2,13 @@
 //! found damaged (the node layer quarantines them and starts with nothing), rebuilds its
 //! acceptor from its peers before it answers any Prepare or Accept again.
 //!
-//! **Why merging is safe.** The node asks every peer for its registers (paged, in key order)
+//! **Why merging is safe.** The node asks every peer for its registers (paged, in key order):
+//! the members it was started with, those of the newest configuration any page carried, and
+//! any node that talks to it meanwhile (after membership changes the first may all be gone)
 //! and waits for complete answers from `n − majority + 1` peers that are not repairing (f + 1 of
-//! 2f + 1). Per key it keeps the highest promise (raised to the highest floor, which is what an
+//! 2f + 1) — counted in the configuration the cluster holds, which every page carries (the
+//! node's own was lost with its disk, and the members it was started with may be long gone; see
+//! [`answers_needed`] for the count during a membership change). Per key it keeps the highest promise (raised to the highest floor, which is what an
 //! absent key is promised at) and the accepted pair with the highest ballot.
 //! * A ballot this node promised before the loss was promised by a quorum of `majority` nodes,
 //!   so by `majority − 1` others; `n − majority + 1` answering peers always include one of them,
@@ -66,15 +70,29 @@ impl CasPaxos {
         if self.repair.is_none() || !self.now_tick.is_multiple_of(REPAIR_RETRY_TICKS) {
             return;
         }
-        let peers: Vec<NodeId> = self
-            .config
-            .members
-            .iter()
-            .copied()
-            .filter(|m| *m != self.config.id)
-            .collect();
+        // The members it was started with, and those of the newest configuration it learned
+        // (the cluster may have changed since it was started).
+        let mut peers: Vec<NodeId> = self.config.members.clone();
+        peers.extend(self.cas_config.iter().flat_map(|c| c.members()));
+        peers.extend(self.repair.iter().flat_map(|r| r.peers.keys().copied()));
+        peers.sort_unstable();
+        peers.dedup();
+        peers.retain(|m| *m != self.config.id);
         for p in peers {
             self.ask_page(p);
+        }
+    }
+
+    /// A node we had not asked talks to us while we repair (the members we know of may all
+    /// be gone): ask it too. Bounded by the cluster's size, since each peer is asked once here
+    /// and afterwards only by `repair_tick`.
+    pub(crate) fn repair_hear_from(&mut self, peer: NodeId) {
+        let known = self
+            .repair
+            .as_ref()
+            .is_none_or(|r| r.peers.contains_key(&peer));
+        if !known {
+            self.ask_page(peer);
         }
     }
 
@@ -94,9 +112,9 @@ impl CasPaxos {
     pub(crate) fn handle_repair_query(&mut self, from: NodeId, nonce: u64, after: Option<Key>) {
         // A joining node is empty on purpose: its pages would count as a complete answer
         // without holding anything chosen.
-        if self.repair.is_some() || self.cas_config.is_none() {
+        let Some(config) = self.cas_config.clone().filter(|_| self.repair.is_none()) else {
             return;
-        }
+        };
         let (registers, next) = self.acceptor.page(after.as_ref(), REPAIR_PAGE_KEYS_MAX);
         let floor = self.acceptor.floor();
         self.out.messages.push((
@@ -107,6 +125,7 @@ impl CasPaxos {
                 floor,
                 registers,
                 next,
+                config,
             },
         ));
     }
@@ -134,15 +153,21 @@ impl CasPaxos {
         for reg in registers {
             merge(&mut r.merged, reg);
         }
+        let (counted, needed) = answers_needed(&self.config, self.cas_config.as_ref());
         let needed = if self
             .config
             .bug(synod_core::PlantedBug::CasRepairFromOnePeer)
         {
             1 // PLANTED BUG: one peer's registers may miss a value chosen with this node.
         } else {
-            self.config.members.len() - self.config.majority() + 1
+            needed
         };
-        if r.peers.values().filter(|p| p.done).count() >= needed {
+        let complete = r
+            .peers
+            .iter()
+            .filter(|(id, p)| p.done && counted.contains(id))
+            .count();
+        if complete >= needed {
             self.finish_repair();
         } else {
             self.ask_page(from);
@@ -178,6 +203,33 @@ impl CasPaxos {
         self.out.records.push(Record::Amnesic(false));
         self.records_since_checkpoint = 0;
     }
+}
+
+/// Whose complete answers count, and how many are needed: every member of the configuration
+/// held (the newest any answer carried) but this node, all but `q − 2` of them, where `q` is the
+/// smallest quorum of that configuration's step. A quorum this node was part of has at least
+/// `q − 1` other members, so it meets the answers in at least one. For a stable configuration
+/// of `n` that is the `n − majority + 1` of the module docs; during a change it counts the
+/// members of both configurations and the smaller of the prepare and accept quorums (adjacent
+/// steps share their members, and a value chosen two steps back was rescanned onto the newer
+/// quorums). Without a configuration (never the case while repairing): the members it was
+/// started with.
+fn answers_needed(
+    engine: &synod_core::EngineConfig,
+    held: Option<&crate::reconf::CasConfig>,
+) -> (Vec<NodeId>, usize) {
+    let (mut members, smallest_quorum) = match held {
+        Some(c) => {
+            let q = c.quorums();
+            (c.members(), q.prepare_quorum.min(q.accept_quorum))
+        }
+        None => (engine.members.clone(), engine.majority()),
+    };
+    members.retain(|m| *m != engine.id);
+    let needed = (members.len() + 2)
+        .saturating_sub(smallest_quorum)
+        .clamp(1, members.len().max(1));
+    (members, needed)
 }
 
 /// Keeps the highest promise and the highest-ballot accepted pair of `key`.

@@ -26,6 +26,9 @@ pub struct OpenOp {
     /// The history entry, without output/return until the final reply.
     pub hist: HistoryOp,
     pub attempt: u32,
+    /// An earlier attempt may have been applied: it timed out, or was answered `Timeout`.
+    /// A definite error on a later attempt then says nothing about the operation as a whole.
+    pub maybe_applied: bool,
     /// The node the current attempt went to.
     pub node: NodeId,
     pub is_read: bool,

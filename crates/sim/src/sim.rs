@@ -631,6 +631,9 @@ impl<E: Engine> Sim<E> {
                     .as_ref()
                     .is_some_and(|o| o.request.id.seq == seq && o.attempt == attempt);
                 if current {
+                    if let Some(open) = self.clients[slot].open.as_mut() {
+                        open.maybe_applied = true;
+                    }
                     self.retry(slot);
                 }
             }
@@ -1196,6 +1199,7 @@ impl<E: Engine> Sim<E> {
             request,
             hist,
             attempt: 0,
+            maybe_applied: false,
             node: 0,
             is_read,
             first_node: None,
@@ -1382,7 +1386,12 @@ impl<E: Engine> Sim<E> {
                 }
                 self.schedule_next(slot);
             }
-            Err(EngineError::Timeout) if current_node => self.retry(slot),
+            Err(EngineError::Timeout) if current_node => {
+                if let Some(open) = self.clients[slot].open.as_mut() {
+                    open.maybe_applied = true;
+                }
+                self.retry(slot);
+            }
             Err(EngineError::Busy) if current_node => {
                 let attempt = open.attempt;
                 self.at(
@@ -1394,6 +1403,11 @@ impl<E: Engine> Sim<E> {
             Err(EngineError::SessionExpired) => {
                 // Documented as "not applied (again)": it may have been applied once, so the
                 // safe record is "unknown".
+                self.give_up(slot);
+            }
+            // A definite error (say, from a member removed meanwhile) covers this attempt
+            // only: a write whose earlier attempt timed out may still have been applied.
+            Err(_) if open.maybe_applied && !open.is_read && open.lease.is_none() => {
                 self.give_up(slot);
             }
             Err(e) if open.lease.is_some() => {

@@ -133,6 +133,7 @@ impl<E: Engine> Sim<E> {
                     request,
                     hist,
                     attempt: 0,
+                    maybe_applied: false,
                     node: 0,
                     first_node: None,
                     watch_extra: false,

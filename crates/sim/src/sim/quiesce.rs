@@ -83,6 +83,7 @@ impl<E: Engine> Sim<E> {
             request,
             hist,
             attempt: 0,
+            maybe_applied: false,
             node: 0,
             is_read: true,
             first_node: Some(node),

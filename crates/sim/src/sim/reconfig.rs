@@ -18,6 +18,7 @@
 use super::{Ev, Sim, fail};
 use crate::trace::TraceKind;
 use std::collections::VecDeque;
+use synod_caspaxos::coordinator::{ERR_MEMBER_REMOVED, ERR_NOT_READY};
 use synod_core::kv::{Op, ResponseBody};
 use synod_core::membership::{
     Configuration, ERR_LEARNER_NOT_READY, ERR_MEMBER_ID_EXISTS, ERR_MEMBER_NOT_FOUND,
@@ -88,6 +89,9 @@ pub struct Operator {
     pub steps_done: usize,
     /// The latest configuration an answer carried.
     pub config: Option<Configuration>,
+    /// Members that answered they were removed (CASPaxos says so, where a log engine's
+    /// removed member stays silent): never asked again, even before `config` shows it.
+    said_removed: Vec<NodeId>,
     pub plan_name: &'static str,
 }
 
@@ -248,7 +252,7 @@ impl<E: Engine> Sim<E> {
             .members
             .iter()
             .copied()
-            .filter(|m| voters.contains(m))
+            .filter(|m| voters.contains(m) && !self.operator.said_removed.contains(m))
             .collect();
         if candidates.is_empty() {
             return;
@@ -291,9 +295,12 @@ impl<E: Engine> Sim<E> {
                 true
             }
             // Not yet: a learner still catching up, or (CASPaxos) an earlier change whose
-            // coordinator stopped answering and that another member has not resumed yet.
+            // coordinator stopped answering and that another member has not resumed yet, or
+            // a member still repairing lost storage that cannot coordinate until it is whole.
             Err(EngineError::Membership(m))
-                if m == ERR_LEARNER_NOT_READY || m.contains("in progress") =>
+                if m == ERR_LEARNER_NOT_READY
+                    || m.contains("in progress")
+                    || m == ERR_NOT_READY =>
             {
                 if let Some(a) = self.operator.current.as_mut() {
                     a.attempt += 1;
@@ -302,6 +309,14 @@ impl<E: Engine> Sim<E> {
                     self.now_us + NOT_READY_RETRY_US,
                     Ev::Operator(OperatorEv::Next),
                 );
+                return;
+            }
+            // The member asked was removed meanwhile — by this very step when it is the one
+            // being removed, the first attempt having been applied elsewhere. It cannot tell
+            // whether the step is done; another member can (it answers "member not found").
+            Err(EngineError::Membership(m)) if m == ERR_MEMBER_REMOVED => {
+                self.operator.said_removed.push(node);
+                self.operator_send();
                 return;
             }
             Err(EngineError::Membership(m)) => {

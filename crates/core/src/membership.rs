@@ -40,6 +40,9 @@ pub struct Configuration {
     pub epoch: u64,
     /// Sorted by id, ids unique.
     pub members: Vec<Member>,
+    /// The id an `Add` without one gets: above every id ever used, so a removed member's id
+    /// never comes back (peers may still hold state keyed by it, such as its data id).
+    pub next_id: u64,
 }
 
 /// A change an operator asks for (etcd's Cluster API).
@@ -74,10 +77,12 @@ impl Configuration {
         for m in &mut members {
             m.learner = false;
         }
+        let next_id = members.iter().map(|m| m.id).max().unwrap_or(0) + 1;
         Configuration {
             version: 0,
             epoch: 0,
             members,
+            next_id,
         }
     }
 
@@ -140,7 +145,7 @@ impl Configuration {
             MemberChange::Add(m) => {
                 let mut m = m.clone();
                 if m.id == 0 {
-                    m.id = self.members.iter().map(|m| m.id).max().unwrap_or(0) + 1;
+                    m.id = self.next_id.max(1);
                 }
                 if self.contains(m.id) {
                     return Err(ERR_MEMBER_ID_EXISTS.into());
@@ -156,6 +161,7 @@ impl Configuration {
                 if m.name.is_empty() {
                     m.name = format!("n{}", m.id);
                 }
+                next.next_id = next.next_id.max(m.id + 1);
                 next.members.push(m);
                 next.members.sort_by_key(|m| m.id);
             }
@@ -284,8 +290,16 @@ mod tests {
             .unwrap();
         assert_eq!(c1.voters(), vec![1, 2, 3, 4]);
         assert_eq!(c1.epoch, 1);
-        let c2 = c1.apply(&MemberChange::Remove(2)).unwrap();
-        assert_eq!(c2.voters(), vec![1, 3, 4]);
+        let c2 = c1.apply(&MemberChange::Remove(4)).unwrap();
+        assert_eq!(c2.voters(), vec![1, 2, 3]);
         assert_eq!(c2.epoch, 2);
+        // The removed member's id is not given out again.
+        let c3 = c2
+            .apply(&MemberChange::Add(Member {
+                id: 0,
+                ..member(8, true)
+            }))
+            .unwrap();
+        assert_eq!(c3.learners(), vec![5]);
     }
 }

@@ -75,8 +75,9 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 
 /// Version of the frame payload encoding. Bump on any incompatible change to [`Hello`],
-/// [`HelloReply`] or an engine's `Message`.
-pub const WIRE_VERSION: u8 = 2;
+/// [`HelloReply`] or an engine's `Message` (3: protocol messages and snapshots carry the
+/// configuration epoch; learner and catch-up messages).
+pub const WIRE_VERSION: u8 = 3;
 
 /// Identifies our protocol before anything else is believed.
 pub const MAGIC: [u8; 4] = *b"SYND";

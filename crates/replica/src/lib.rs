@@ -279,7 +279,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
     fn status(&self) -> EngineStatus {
         let p = self.protocol.as_ref();
         EngineStatus {
-            leader: p.and_then(|p| p.leader()),
+            leader: self.leader_hint(),
             term: p.map_or(0, |p| p.term()),
             decided_index: p.map_or(self.state.applied_index(), |p| p.decided_idx()),
             applied_index: self.state.applied_index(),

@@ -338,12 +338,27 @@ impl<P: LogProtocol> Replica<P> {
     pub(crate) fn membership_heartbeat(&mut self) {
         let me = self.config.id;
         let applied = self.state.applied_index();
-        if self.protocol.is_some() {
+        if let Some(p) = &self.protocol {
             for pr in self.members.progress.values_mut() {
                 if pr.applied == pr.applied_at_heartbeat {
                     pr.sent = pr.applied;
                 }
                 pr.applied_at_heartbeat = pr.applied;
+            }
+            if p.is_leader() {
+                // An empty batch: learners learn who leads (where their requests go) even
+                // when nothing is being decided.
+                let epoch = self.epoch();
+                for id in self.state.config.learners() {
+                    let first = self.state.applied_index() + 1;
+                    let entries = Vec::new();
+                    let m = Message::LearnerEntries {
+                        epoch,
+                        first,
+                        entries,
+                    };
+                    self.out.messages.push((id, m));
+                }
             }
             return;
         }

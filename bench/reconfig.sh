@@ -49,7 +49,7 @@ cleanup() {
   sleep 1
   pkill -KILL -f "synod server --config $WORK/" 2>/dev/null || true
   pkill -KILL -f "synod server --join .* --data-dir $WORK/" 2>/dev/null || true
-  rm -rf "$WORK"
+  [[ -n "${KEEP:-}" ]] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -72,7 +72,8 @@ except Exception: print(0)'
 add_member() {
   local id=$1 eps=$2 contacts=$3
   local start=$SECONDS
-  until etcdctl --endpoints="$eps" member add "n$id" --learner --peer-urls="http://$(peer "$id")" >/dev/null 2>&1; do
+  until { etcdctl --endpoints="$eps" member add "n$id" --learner --peer-urls="http://$(peer "$id")" 2>&1 || true; } |
+    grep -qE "added|Peer URLs already exists"; do
     (( SECONDS - start < 60 )) || die "member add n$id failed for 60 s"
     sleep 0.2
   done
@@ -93,7 +94,8 @@ add_member() {
   local took; took=$(awk -v a="$t_join" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
   event "n$id caught up with the leader's applied index $target in ${took} s"
   echo "n$id catch-up: ${took} s (to applied index $target)" >>"$OUT/catchup.txt"
-  until etcdctl --endpoints="$eps" member promote "$id" >/dev/null 2>&1; do
+  # An attempt whose reply was lost (a timeout across the epoch change) may have promoted it.
+  until { etcdctl --endpoints="$eps" member promote "$id" 2>&1 || true; } | grep -qE "promoted|can only promote a learner member$"; do
     (( SECONDS - start < 660 )) || die "n$id was never promoted"
     sleep 0.2
   done
@@ -105,8 +107,8 @@ remove_member() {
   local id=$1 eps=$2
   local start=$SECONDS
   # Right after a promotion the new configuration's instance is still electing its leader.
-  until etcdctl --endpoints="$eps" member remove "$id" >/dev/null 2>&1; do
-    (( SECONDS - start < 60 )) || die "member remove $id failed for 60 s"
+  until { etcdctl --endpoints="$eps" member remove "$id" 2>&1 || true; } | grep -qE "removed|member not found"; do
+    (( SECONDS - start < 300 )) || die "member remove $id failed for 300 s"
     sleep 0.2
   done
   event "n$id removed"

@@ -289,3 +289,29 @@ pub fn assert_scenarios_recover<E: Engine>(
         }
     }
 }
+
+/// The template of a reconfiguration run: every fault plus the membership operator.
+pub fn reconfig_config(nodes: usize) -> RunConfig {
+    let mut cfg = RunConfig::new(0, nodes);
+    cfg.faults = FaultSet {
+        reconfig: true,
+        ..FaultSet::ALL
+    };
+    cfg
+}
+
+/// Reconfiguration seeds pass every check, and the operator's changes really happened — at
+/// least two acknowledged per seed on average (a run where no change was acknowledged would
+/// prove nothing about membership change).
+pub fn assert_reconfig_pass<E: Engine>(template: &RunConfig, seeds: Range<u64>) {
+    let n = seeds.end - seeds.start;
+    let sum = assert_all_pass::<E>(template, seeds);
+    if sum.seeds_run == n {
+        assert_eq!(sum.reconfig_seeds, n, "every seed ran an operator");
+        assert!(
+            sum.reconfig_steps >= 2 * n,
+            "too few membership changes acknowledged: {} in {n} seeds",
+            sum.reconfig_steps
+        );
+    }
+}

@@ -52,14 +52,7 @@ pub struct MemberConfig {
 
 impl MemberConfig {
     pub fn info(&self) -> MemberInfo {
-        MemberInfo {
-            id: self.id,
-            name: self.name.clone(),
-            peer_addr: self.peer_addr.clone(),
-            http_addr: self.http_addr.clone(),
-            grpc_addr: self.grpc_addr.clone(),
-            learner: false,
-        }
+        MemberInfo::of(&self.member())
     }
 
     /// This entry as a member of the replicated configuration (file members are voters).

@@ -542,18 +542,19 @@ fn compares_a_local_revision(c: &synod_core::kv::Compare) -> bool {
 /// [`KvStore`] in arrival order (trivially linearizable). No engine, no disk, no peers.
 pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
     let (tx, mut rx) = mpsc::channel::<Submission>(1024);
+    let me = synod_core::membership::Member {
+        id: 1,
+        name: "n1".into(),
+        peer_addr: "127.0.0.1:0".into(),
+        http_addr: "127.0.0.1:0".into(),
+        grpc_addr: "127.0.0.1:0".into(),
+        learner: false,
+    };
     let info = NodeInfo {
         cluster_id: 0x5eed,
         cluster_name: "test".into(),
         member_id: 1,
-        members: vec![MemberInfo {
-            id: 1,
-            name: "n1".into(),
-            peer_addr: "127.0.0.1:0".into(),
-            http_addr: "127.0.0.1:0".into(),
-            grpc_addr: "127.0.0.1:0".into(),
-            learner: false,
-        }],
+        members: vec![MemberInfo::of(&me)],
         engine: engine.to_string(),
         capabilities,
         limits: ApiLimits::default(),
@@ -567,15 +568,7 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
     let (history_tx, mut history_rx) = mpsc::channel::<HistoryQuery>(64);
     let hub = Arc::new(WatchHub::new(0, history_tx));
     let publish_to = hub.clone();
-    let mut configuration =
-        synod_core::membership::Configuration::bootstrap(vec![synod_core::membership::Member {
-            id: 1,
-            name: "n1".into(),
-            peer_addr: "127.0.0.1:0".into(),
-            http_addr: "127.0.0.1:0".into(),
-            grpc_addr: "127.0.0.1:0".into(),
-            learner: false,
-        }]);
+    let mut configuration = synod_core::membership::Configuration::bootstrap(vec![me]);
     tokio::spawn(async move {
         let mut store = KvStore::new(KvLimits::default());
         let _ = store.take_fresh_events(); // Collect events from the first write on.

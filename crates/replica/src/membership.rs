@@ -299,6 +299,11 @@ impl<P: LogProtocol> Replica<P> {
         if !p.is_leader() {
             return;
         }
+        // Runs after every batch: nothing to allocate or scan without learners.
+        if !self.state.config.members.iter().any(|m| m.learner) {
+            self.members.progress.clear();
+            return;
+        }
         let (decided, compacted) = (p.decided_idx(), p.compacted_idx());
         let epoch = self.epoch();
         let batch = self.config.batch_entries_max as u64;

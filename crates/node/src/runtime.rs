@@ -93,11 +93,13 @@ pub enum NodeError {
     #[error(
         "refusing to start member {member} with the EMPTY data directory {dir}: peer(s) \
          {peers:?} remember this member with other data, so its data directory was wiped or \
-         replaced (or --data-dir points at the wrong place). If the directory really was lost, \
-         restart with --allow-wiped-rejoin: the member then rebuilds its state from its peers \
-         and takes no part in any vote until it has (it needs answers from a majority of the \
-         cluster among the OTHER members that still hold their data). Or restore the directory \
-         from the original disk. See docs/durability.md"
+         replaced (or --data-dir points at the wrong place). `synod server` then removes this \
+         member and adds the node back as a new one (unless --no-auto-rejoin; not on EPaxos). \
+         As a last resort, when the cluster cannot decide that change, --allow-wiped-rejoin \
+         rebuilds this member's state from its peers and takes no part in any vote until it \
+         has (it needs answers from a majority of the cluster among the OTHER members that \
+         still hold their data). Or restore the directory from the original disk. See \
+         docs/durability.md"
     )]
     WipedDataDir {
         member: NodeId,

@@ -253,7 +253,9 @@ impl Nemesis<'_> {
         };
         self.cluster.kill(i);
         if let Err(e) = self.cluster.wipe(i) {
-            self.log.warnings.push(format!("reconfig: cannot wipe n{n}: {e}"));
+            self.log
+                .warnings
+                .push(format!("reconfig: cannot wipe n{n}: {e}"));
         }
         self.restart(i);
         // Nothing to send: the member does it; the steps only wait for the result. The proxy
@@ -263,7 +265,11 @@ impl Nemesis<'_> {
             .step(
                 &format!("the wiped n{n} to re-add itself"),
                 |_, _| {},
-                |ms| ms.iter().find(|m| m.peer_addr == at && m.id != n).map(|m| m.id),
+                |ms| {
+                    ms.iter()
+                        .find(|m| m.peer_addr == at && m.id != n)
+                        .map(|m| m.id)
+                },
             )
             .await;
         let Some(new) = added else {

@@ -924,6 +924,18 @@ impl<E: Engine> EngineLoop<E> {
         self.publish(engine);
     }
 
+    fn publish_size_metrics(&self, engine: &EngineStatus) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let m = &self.metrics;
+        m.apply_lag_entries.set(gauge(
+            engine.decided_index.saturating_sub(engine.applied_index),
+        ));
+        m.db_size_bytes.set(gauge(self.wal.size_bytes()));
+        m.snapshot_bytes.set(gauge(self.wal.snapshot_size_bytes()));
+        m.keys.set(gauge(engine.keys));
+        m.watch_streams.set(gauge(self.hub.streams() as u64));
+    }
+
     fn publish(&mut self, engine: EngineStatus) {
         self.log_repair(&engine.role);
         if engine.leader != self.last_leader {
@@ -948,6 +960,7 @@ impl<E: Engine> EngineLoop<E> {
                 .inc_by(engine.decided_index - self.last_decided);
             self.last_decided = engine.decided_index;
         }
+        self.publish_size_metrics(&engine);
         let status = NodeStatus {
             engine,
             db_size_bytes: self.wal.size_bytes(),

@@ -344,6 +344,7 @@ pub async fn start_engine<E: Engine>(
         repairing: None,
         alarms,
         stop_holding: stop_holding.clone(),
+        quota_backend_bytes: cluster.storage.quota_backend_bytes,
     };
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let (done_tx, done_rx) = oneshot::channel();
@@ -672,6 +673,8 @@ struct EngineLoop<E: Engine> {
     repairing: Option<(Instant, Instant)>,
     alarms: Arc<Alarms>,
     stop_holding: Arc<AtomicBool>,
+    /// `storage.quota_backend_bytes` (0 = none), checked after every persisted batch.
+    quota_backend_bytes: u64,
 }
 
 /// How often a repair that has not finished is logged again.
@@ -811,6 +814,8 @@ impl<E: Engine> EngineLoop<E> {
             self.metrics
                 .engine_persist_seconds
                 .observe(started.elapsed().as_secs_f64());
+            self.alarms
+                .check_quota(self.wal.size_bytes(), self.quota_backend_bytes);
             for (to, m) in outbox.messages {
                 if to == self.id {
                     self.to_self.push_back(m);

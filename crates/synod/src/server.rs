@@ -76,6 +76,11 @@ pub struct ServerArgs {
     /// way without this flag). See docs/durability.md.
     #[arg(long)]
     allow_wiped_rejoin: bool,
+    /// etcd's flag: raise NOSPACE and refuse writes once this member's database (WAL + newest
+    /// snapshot) grows past this many bytes; 0 = no quota (the cluster file's
+    /// `storage.quota_backend_bytes` otherwise).
+    #[arg(long)]
+    quota_backend_bytes: Option<u64>,
     /// Do not rejoin automatically when this member's data directory was wiped (by default it
     /// removes its old id and adds itself back as a new member, then promotes itself once
     /// caught up; see docs/membership.md): refuse to start instead.
@@ -230,6 +235,9 @@ fn finish_config(mut cfg: NodeConfig, args: &ServerArgs) -> anyhow::Result<NodeC
     }
     if args.unsafe_no_fsync {
         cfg.cluster.storage.fsync = false;
+    }
+    if let Some(q) = args.quota_backend_bytes {
+        cfg.cluster.storage.quota_backend_bytes = q;
     }
     cfg.allow_wiped_rejoin = args.allow_wiped_rejoin;
     if let Some(a) = &args.peer_listen_addr {

@@ -1,0 +1,94 @@
+//! etcd's space quota (`--quota-backend-bytes`, here `storage.quota_backend_bytes`) on a real
+//! cluster, through etcdctl: writes fill the database past the quota; the member raises NOSPACE
+//! (`etcdctl alarm list`), refuses puts with etcd's error but keeps serving reads and deletes;
+//! the alarm is sticky (a disarm while the database is still too big is undone by the next
+//! batch); once the keys are deleted, the history compacted and the log checkpointed, a disarm
+//! sticks and writes resume. Every acknowledged write stays readable until deleted.
+
+mod common;
+
+use common::{Cluster, etcdctl, etcdctl_command, wait_until};
+use std::path::Path;
+use std::time::Duration;
+
+/// The quota: a few dozen 8 KiB values.
+const QUOTA_BYTES: u64 = 256 * 1024;
+/// Checkpoints often, so that deleting and compacting shrinks the log soon after.
+const SNAPSHOT_ENTRIES: u64 = 16;
+const VALUE_BYTES: usize = 8 * 1024;
+/// etcd's gRPC message for NOSPACE.
+const ETCD_NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
+
+fn etcd(ctl: &Path, endpoint: &str, args: &[&str]) -> (bool, String) {
+    let out = etcdctl_command(ctl, endpoint)
+        .args(args)
+        .output()
+        .expect("run etcdctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_quota_raises_nospace_and_a_compacted_database_takes_writes_again() {
+    let Some(ctl) = etcdctl() else { return };
+    let c = Cluster::start_configured(3, "omnipaxos", &|cfg| {
+        cfg.storage.quota_backend_bytes = QUOTA_BYTES;
+        cfg.storage.snapshot_entries = SNAPSHOT_ENTRIES;
+    });
+    let n1 = c.member(1).grpc_addr.clone();
+    let value = "x".repeat(VALUE_BYTES);
+    let mut acked = Vec::new();
+    let bound = 4 * QUOTA_BYTES as usize / VALUE_BYTES;
+    for i in 0..bound {
+        let key = format!("q{i:04}");
+        let (ok, text) = etcd(&ctl, &n1, &["put", &key, &value]);
+        if !ok {
+            assert!(text.contains(ETCD_NO_SPACE), "{text}");
+            break;
+        }
+        acked.push(key);
+    }
+    assert!(
+        !acked.is_empty() && acked.len() < bound,
+        "the quota never refused a write ({} acknowledged)",
+        acked.len()
+    );
+    let (_, list) = etcd(&ctl, &n1, &["alarm", "list"]);
+    assert!(list.contains("alarm:NOSPACE"), "{list}");
+    // Reads still work, and see every acknowledged write.
+    for key in &acked {
+        let (ok, text) = etcd(&ctl, &n1, &["get", key, "--print-value-only"]);
+        assert!(ok && text.trim() == value, "{key}: {text}");
+    }
+    // Sticky: disarmed while still too big, the next batch raises it again.
+    etcd(&ctl, &n1, &["alarm", "disarm"]);
+    wait_until(Duration::from_secs(10), "NOSPACE raised again", || {
+        let (ok, text) = etcd(&ctl, &n1, &["put", "probe", "v"]);
+        (!ok && text.contains(ETCD_NO_SPACE)).then_some(())
+    });
+    // Free the space: delete (allowed under NOSPACE), compact, and let the log checkpoint.
+    let (ok, text) = etcd(&ctl, &n1, &["del", "q", "--prefix", "-w", "json"]);
+    assert!(ok, "{text}");
+    let revision: u64 = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["header"]["revision"].as_u64())
+        .expect("revision of the delete");
+    let (ok, text) = etcd(&ctl, &n1, &["compact", &revision.to_string()]);
+    assert!(ok, "{text}");
+    for i in 0..3 * SNAPSHOT_ENTRIES {
+        let (ok, text) = etcd(&ctl, &n1, &["del", &format!("pad{i}")]);
+        assert!(ok, "{text}");
+    }
+    wait_until(Duration::from_secs(20), "writes after a disarm", || {
+        etcd(&ctl, &n1, &["alarm", "disarm"]);
+        let (ok, _) = etcd(&ctl, &n1, &["put", "after", "v"]);
+        ok.then_some(())
+    });
+    let (ok, text) = etcd(&ctl, &n1, &["get", "after", "--print-value-only"]);
+    assert!(ok && text.trim() == "v", "{text}");
+    assert_eq!(c.metric(1, "synod_alarm_nospace"), Some(0.0));
+}

@@ -146,6 +146,14 @@ pub trait Engine: Sized + Send + 'static {
             what: "watch".to_string(),
         })
     }
+
+    /// Defragmentation (`etcdctl defrag`): take a checkpoint at the next [`Engine::ready`]
+    /// even if fewer than `snapshot_entries` entries were applied since the last, so storage
+    /// can drop the log before it. False when there is nothing to do: an engine without a log
+    /// to compact, or nothing applied since the last checkpoint.
+    fn checkpoint_now(&mut self) -> bool {
+        false
+    }
 }
 
 /// A durable record type. `is_checkpoint` records subsume every earlier record, so storage may

@@ -639,6 +639,44 @@ fn checkpoints_compact_the_log_and_recovery_starts_from_them() {
     }
 }
 
+/// Defragmentation: `checkpoint_now` takes a checkpoint before `snapshot_entries` is reached,
+/// so storage can drop the log; with nothing applied since, there is nothing to do.
+#[test]
+fn checkpoint_now_compacts_before_the_threshold() {
+    let mut net = net_with_snapshots(3, 1_000);
+    assert!(net.run_until(100, |n| n.leader().is_some()));
+    let l = net.leader().expect("leader");
+    for i in 1..=7 {
+        net.submit(l, put(11, i, "k", &format!("v{i}")));
+    }
+    assert!(net.run_until(200, |n| n.reply_for(l, rid(11, 7)).len() == 1
+        && converged(n)));
+    let checkpoints = |net: &Net| {
+        net.disk[&l]
+            .iter()
+            .filter(|r| synod_core::DurableRecord::is_checkpoint(*r))
+            .count()
+    };
+    let before = checkpoints(&net);
+    let node = net.nodes.get_mut(&l).expect("leader");
+    assert!(
+        node.checkpoint_now(),
+        "7 entries applied since the last checkpoint"
+    );
+    assert!(net.run_until(20, |n| checkpoints(n) > before));
+    let node = &net.nodes[&l];
+    let applied = node.status().applied_index;
+    assert_eq!(
+        node.protocol().expect("a voter").store.compacted_idx(),
+        applied
+    );
+    let node = net.nodes.get_mut(&l).expect("leader");
+    assert!(
+        !node.checkpoint_now(),
+        "nothing applied since: nothing to do"
+    );
+}
+
 /// The op-etcd case: the leader compacted its whole decided log while a follower was cut off;
 /// the follower catches up by a chunked snapshot and then takes part in deciding again.
 #[test]

@@ -89,6 +89,8 @@ pub struct Replica<P: LogProtocol> {
     last_leader_hint: Option<NodeId>,
     /// Snapshot transfers in both directions (volatile).
     snapshots: SnapshotTransfers<P::Term>,
+    /// An operator asked for a checkpoint now ([`Engine::checkpoint_now`], defragmentation).
+    checkpoint_requested: bool,
     /// When leases expire (volatile: clocks restart on recovery).
     lessor: lessor::Lessor,
     /// Test only (planted `WatchUndecidedEvent`): the highest revision handed to the watch
@@ -176,6 +178,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
             out,
             last_leader_hint: None,
             snapshots: SnapshotTransfers::default(),
+            checkpoint_requested: false,
             lessor: lessor::Lessor::default(),
             watch_speculated: 0,
         };
@@ -318,6 +321,16 @@ impl<P: LogProtocol> Engine for Replica<P> {
             && start < self.state.kv.revision();
         let start = if late { start + 1 } else { start };
         self.state.kv.history_from(start, max_revisions)
+    }
+
+    fn checkpoint_now(&mut self) -> bool {
+        let applied = self.state.applied_index();
+        let due = self
+            .protocol
+            .as_ref()
+            .is_some_and(|p| applied > p.compacted_idx());
+        self.checkpoint_requested |= due;
+        due
     }
 }
 

@@ -113,7 +113,9 @@ impl<P: LogProtocol> Replica<P> {
         let Some(p) = self.protocol.as_mut() else {
             return;
         };
-        if every == 0 || applied < p.compacted_idx() + every {
+        let requested = std::mem::take(&mut self.checkpoint_requested);
+        let due = every > 0 && applied >= p.compacted_idx() + every;
+        if !(due || requested && applied > p.compacted_idx()) {
             return;
         }
         // Serialising our own in-memory state cannot fail with postcard; if it ever did, the

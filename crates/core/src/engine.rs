@@ -146,6 +146,34 @@ pub trait Engine: Sized + Send + 'static {
             what: "watch".to_string(),
         })
     }
+
+    /// A point-in-time image of this replica's applied state for a backup (see
+    /// [`crate::backup`]), taken between two inputs. Engines without one state machine to
+    /// image refuse with [`EngineError::Unsupported`].
+    fn backup_image(&self) -> Result<crate::backup::BackupImage, EngineError> {
+        Err(EngineError::Unsupported {
+            engine: Self::NAME.to_string(),
+            what: "backup (Maintenance.Snapshot)".to_string(),
+        })
+    }
+
+    /// etcd's HashKV of the applied key-value history up to `revision` (0: the current one);
+    /// see [`crate::kv::KvStore::hash_kv`].
+    fn hash_kv(&self, revision: u64) -> Result<crate::kv::KvHash, EngineError> {
+        let _ = revision;
+        Err(EngineError::Unsupported {
+            engine: Self::NAME.to_string(),
+            what: "HashKV".to_string(),
+        })
+    }
+
+    /// etcd's Hash of the whole applied state; see [`crate::kv::KvStore::hash_all`].
+    fn hash_all(&self) -> Result<u32, EngineError> {
+        Err(EngineError::Unsupported {
+            engine: Self::NAME.to_string(),
+            what: "Hash".to_string(),
+        })
+    }
 }
 
 /// A durable record type. `is_checkpoint` records subsume every earlier record, so storage may

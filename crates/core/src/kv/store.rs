@@ -14,7 +14,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
+mod hash;
 mod leases;
+
+pub use hash::KvHash;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KvStore {

@@ -379,10 +379,14 @@ pub enum PlantedBug {
     /// identity-transition rescan, so values chosen before the change stay on an accept quorum
     /// of the old configuration only, and removing old members later can lose them.
     CasSkipRescanOnGrow,
+    /// Corruption check (replica layer): this member applies every put with its value's bytes
+    /// altered — what silent corruption of one member's memory or disk does to its state. Its
+    /// HashKV disagrees with its peers' and the node's corruption check must raise CORRUPT.
+    DivergentApply,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 29] = [
+    pub const ALL: [PlantedBug; 30] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -412,6 +416,7 @@ impl PlantedBug {
         PlantedBug::JoinWithoutState,
         PlantedBug::RemovedLeaderServes,
         PlantedBug::CasSkipRescanOnGrow,
+        PlantedBug::DivergentApply,
     ];
 
     pub fn name(self) -> &'static str {
@@ -445,6 +450,7 @@ impl PlantedBug {
             PlantedBug::JoinWithoutState => "join-without-state",
             PlantedBug::RemovedLeaderServes => "removed-leader-serves",
             PlantedBug::CasSkipRescanOnGrow => "cas-skip-rescan-on-grow",
+            PlantedBug::DivergentApply => "divergent-apply",
         }
     }
 

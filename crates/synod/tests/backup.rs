@@ -2,7 +2,8 @@
 //! and `synod restore`: the effects are checked, not just the exit codes — a restored cluster
 //! holds exactly the backed-up state (and its history), not what was written after; damaged,
 //! truncated, foreign and same-cluster restores are refused with nothing written; members'
-//! HashKV agree after writes, deletes and a compaction.
+//! HashKV agree after writes, deletes and a compaction; a member whose applied state silently
+//! diverges (a planted bug) raises CORRUPT, lists it, refuses service, and the others do not.
 
 mod common;
 
@@ -223,4 +224,44 @@ fn hashkv_is_equal_on_every_member_after_writes_deletes_and_compaction() {
         format!("{out}{err}").contains("required revision has been compacted"),
         "{out}{err}"
     );
+}
+
+#[test]
+fn a_member_whose_state_diverges_raises_corrupt_and_refuses_service() {
+    let Some(etcdctl) = etcdctl() else { return };
+    let mut c = Cluster::start_with(3, "omnipaxos", |cfg| cfg.corrupt_check_ms = 300);
+    // n3 comes back applying every put with its value altered: its memory or disk "rots".
+    c.kill(3);
+    c.restart_with_args(3, &["--plant-bug", "divergent-apply"]);
+    c.wait_all_reach_leader(DEADLINE);
+    let n1 = c.member(1).grpc_addr.clone();
+    let n3 = c.member(3).grpc_addr.clone();
+    for i in 0..5 {
+        ctl(&etcdctl, &n1, &["put", &format!("k{i}"), "value"]);
+    }
+    wait_until(DEADLINE, "alarm:CORRUPT on n3", || {
+        let out = ctl(&etcdctl, &n3, &["alarm", "list"]);
+        out.contains("alarm:CORRUPT").then_some(())
+    });
+    assert!(c.log(3).contains("CORRUPT alarm raised"), "{}", c.log(3));
+    // The healthy majority keeps serving and lists no alarm; it logged the odd one out.
+    for id in [1, 2] {
+        let addr = c.member(id).grpc_addr.clone();
+        assert_eq!(ctl(&etcdctl, &addr, &["alarm", "list"]), "");
+        assert_eq!(
+            ctl(&etcdctl, &addr, &["get", "k0", "--print-value-only"]),
+            "value\n"
+        );
+    }
+    wait_until(DEADLINE, "a healthy member logging the mismatch", || {
+        c.log(1).contains("HashKV mismatch").then_some(())
+    });
+    // n3 refuses reads and writes with etcd's error.
+    for args in [&["get", "k0"][..], &["put", "k9", "x"][..]] {
+        let mut cmd = etcdctl_command(&etcdctl, &n3);
+        cmd.args(args);
+        let (status, out, err) = run_with_deadline(cmd, DEADLINE);
+        assert!(!status.success(), "n3 served {args:?}: {out}");
+        assert!(err.contains("corrupt cluster"), "{args:?}: {err}");
+    }
 }

@@ -208,6 +208,10 @@ impl Cluster {
     /// Starts member `id`: a bootstrap member from the cluster file; a member that joined
     /// later from its data directory alone (it remembers the cluster, no `--join` again).
     fn spawn(&self, id: u64) -> Child {
+        self.spawn_with(id, &[])
+    }
+
+    fn spawn_with(&self, id: u64, args: &[&str]) -> Child {
         let data_dir = self.dir.path().join(format!("n{id}"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_synod"));
         cmd.arg("server");
@@ -217,7 +221,7 @@ impl Cluster {
                 .arg("--id")
                 .arg(id.to_string());
         }
-        cmd.arg("--data-dir").arg(data_dir);
+        cmd.arg("--data-dir").arg(data_dir).args(args);
         self.run_member(id, cmd)
     }
 
@@ -354,9 +358,14 @@ impl Cluster {
     }
 
     pub fn restart(&mut self, id: u64) {
+        self.restart_with_args(id, &[]);
+    }
+
+    /// [`Cluster::restart`] with extra `synod server` flags (a planted bug, …).
+    pub fn restart_with_args(&mut self, id: u64, args: &[&str]) {
         let i = self.index(id);
         assert!(self.children[i].is_none(), "member {id} is still running");
-        self.children[i] = Some(self.spawn(id));
+        self.children[i] = Some(self.spawn_with(id, args));
     }
 
     fn index(&self, id: u64) -> usize {

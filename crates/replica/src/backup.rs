@@ -29,6 +29,9 @@ use synod_core::{EngineError, LogProtocol};
 
 impl<P: LogProtocol> Replica<P> {
     pub(crate) fn take_backup_image(&self) -> Result<BackupImage, EngineError> {
+        // Without one order of commands a member's image is not a point of a shared history,
+        // and no engine could start from it: refuse rather than hand out a useless file.
+        self.refuse_without_revisions("backup (Maintenance.Snapshot)")?;
         let idx = self.state.applied_index();
         let state = match self.snapshots.cached(idx) {
             Some(bytes) => bytes,
@@ -52,7 +55,8 @@ impl<P: LogProtocol> Replica<P> {
         })
     }
 
-    /// Hashes compare revisions, which only a total order makes common to all members.
+    /// Hashes compare revisions and backups restore them, which only a total order makes
+    /// common to all members.
     fn refuse_without_revisions(&self, what: &str) -> Result<(), EngineError> {
         if P::CAPABILITIES.revisions {
             return Ok(());

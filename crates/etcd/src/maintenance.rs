@@ -206,7 +206,7 @@ impl Maintenance for EtcdService {
             let start = i * BACKUP_CHUNK_BYTES_MAX;
             let end = total.min(start + BACKUP_CHUNK_BYTES_MAX);
             Ok(pb::SnapshotResponse {
-                header: Some(header.clone()),
+                header: Some(header),
                 remaining_bytes: (total - end) as u64,
                 blob: file.bytes[start..end].to_vec(),
             })

@@ -216,6 +216,27 @@ fn hashkv_is_equal_on_every_member_after_writes_deletes_and_compaction() {
         });
         assert_eq!(hashes[0].1, 10, "compact revision reported");
     }
+    // The other two ways to take a backup give the same format, with the state it was at.
+    let via_ctl = c.dir.path().join("ctl.db");
+    let mut cmd = Command::new(common::synodctl());
+    cmd.args(["--endpoints", &c.member(2).http_addr, "snapshot", "save"])
+        .arg(&via_ctl);
+    let (status, out, err) = run_with_deadline(cmd, DEADLINE);
+    assert!(status.success(), "synodctl snapshot save: {out}{err}");
+    let via_http = c.dir.path().join("http.db");
+    let resp = c
+        .http
+        .get(c.url(3, "/v1/snapshot"))
+        .send()
+        .expect("GET /v1/snapshot");
+    assert!(resp.status().is_success(), "{}", resp.status());
+    std::fs::write(&via_http, resp.bytes().expect("body")).expect("write");
+    for file in [&via_ctl, &via_http] {
+        let (ok, summary, err) = synod_restore(&[path_str(file), "--verify"]);
+        assert!(ok, "{}: {err}", file.display());
+        assert!(summary.contains("revision         23"), "{summary}");
+        assert!(summary.contains("compact revision 10"), "{summary}");
+    }
     // A compacted revision is refused with etcd's error.
     let mut cmd = etcdctl_command(&etcdctl, &c.member(1).grpc_addr);
     cmd.args(["endpoint", "hashkv", "--rev=5"]);

@@ -64,6 +64,31 @@ impl MaintenanceQuery {
     }
 }
 
+impl MaintenanceQuery {
+    /// Answers from a bare KV store ([`crate::handle::local_test_node`], which has no replica
+    /// layer): hashes as an engine would; a backup with an empty state image, since only the
+    /// framing is what API tests of such a node can check.
+    pub(crate) fn answer_from_store(self, store: &synod_core::kv::KvStore) {
+        match self {
+            MaintenanceQuery::Backup(reply) => {
+                let _ = reply.send(Ok(BackupImage {
+                    applied_index: store.applied_index(),
+                    revision: store.revision(),
+                    compact_revision: store.compact_revision(),
+                    keys: store.len() as u64,
+                    state: Arc::new(Vec::new()),
+                }));
+            }
+            MaintenanceQuery::HashKv { revision, reply } => {
+                let _ = reply.send(store.hash_kv(revision));
+            }
+            MaintenanceQuery::Hash(reply) => {
+                let _ = reply.send(Ok(store.hash_all()));
+            }
+        }
+    }
+}
+
 /// The API side: where queries go, the backup bound and the CORRUPT alarm.
 pub struct Maintenance {
     queries: mpsc::Sender<MaintenanceQuery>,

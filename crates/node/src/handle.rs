@@ -604,6 +604,8 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
     let hub = Arc::new(WatchHub::new(0, history_tx));
     let publish_to = hub.clone();
     let mut configuration = synod_core::membership::Configuration::bootstrap(vec![me]);
+    let (maintenance_tx, mut maintenance_rx) =
+        mpsc::channel::<crate::backup::MaintenanceQuery>(crate::backup::MAINTENANCE_QUEUE_MAX);
     tokio::spawn(async move {
         let mut store = KvStore::new(KvLimits::default());
         let _ = store.take_fresh_events(); // Collect events from the first write on.
@@ -614,6 +616,10 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
                     if let Some(q) = q {
                         let _ = q.reply.send(store.history_from(q.start, q.max_revisions));
                     }
+                    continue;
+                }
+                Some(q) = maintenance_rx.recv() => {
+                    q.answer_from_store(&store);
                     continue;
                 }
                 s = rx.recv() => match s {
@@ -651,7 +657,9 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
             });
         }
     });
-    NodeHandle::new(tx, info, status_rx, Arc::new(Metrics::new())).with_watch_hub(hub)
+    NodeHandle::new(tx, info, status_rx, Arc::new(Metrics::new()))
+        .with_watch_hub(hub)
+        .with_maintenance(Arc::new(crate::backup::Maintenance::new(maintenance_tx)))
 }
 
 #[cfg(test)]

@@ -14,7 +14,10 @@
 //! * the configuration, by the new cluster's bootstrap one (the old members are not members);
 //! * the origin window, emptied: origins are (member, incarnation, seq) of the OLD cluster's
 //!   members, and a new member with the same id counting incarnations from 1 again would see its
-//!   first writes skipped as "already applied".
+//!   first writes skipped as "already applied";
+//! * the client sessions, emptied for the same reason: a new member's client id (member id and
+//!   a hash of its data directory's id) could equal an old member's, and would be answered the
+//!   old cluster's saved replies. Nothing in flight survives a restore anyway.
 //!
 //! A protocol without `epoch_checkpoint` (EPaxos: no instance can start past index 0) cannot
 //! start from a backup, and restore says so before writing anything.
@@ -94,6 +97,7 @@ pub fn restored_checkpoint<P: LogProtocol>(
         ));
     };
     image.origins.clear();
+    image.kv.forget_sessions();
     image.config = Some(config.clone());
     let state = AppliedState::from_image(image, &config)
         .encode()

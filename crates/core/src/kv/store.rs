@@ -123,6 +123,13 @@ impl KvStore {
         &self.sessions
     }
 
+    /// Forgets every client session (saved replies): for a store restored into a new
+    /// cluster, whose members' client ids could collide with the old cluster's and would then
+    /// be answered the old cluster's saved replies. Nothing in flight survives a restore.
+    pub fn forget_sessions(&mut self) {
+        self.sessions = ClientTable::new(*self.sessions.limits());
+    }
+
     /// The oldest revision whose events the store still holds.
     fn history_first(&self) -> u64 {
         self.revision + 1 - self.history.len() as u64

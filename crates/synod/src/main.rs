@@ -4,6 +4,7 @@
 
 mod dev;
 mod join;
+mod rejoin;
 mod restore;
 mod server;
 

@@ -253,7 +253,7 @@ fn a_member_whose_state_diverges_raises_corrupt_and_refuses_service() {
     let mut c = Cluster::start_with(3, "omnipaxos", |cfg| cfg.corrupt_check_ms = 300);
     // n3 comes back applying every put with its value altered: its memory or disk "rots".
     c.kill(3);
-    c.restart_with_args(3, &["--plant-bug", "divergent-apply"]);
+    c.restart_with(3, &["--plant-bug", "divergent-apply"]);
     c.wait_all_reach_leader(DEADLINE);
     let n1 = c.member(1).grpc_addr.clone();
     let n3 = c.member(3).grpc_addr.clone();

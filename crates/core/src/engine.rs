@@ -154,6 +154,34 @@ pub trait Engine: Sized + Send + 'static {
     fn checkpoint_now(&mut self) -> bool {
         false
     }
+
+    /// A point-in-time image of this replica's applied state for a backup (see
+    /// [`crate::backup`]), taken between two inputs. Engines without one state machine to
+    /// image refuse with [`EngineError::Unsupported`].
+    fn backup_image(&self) -> Result<crate::backup::BackupImage, EngineError> {
+        Err(EngineError::Unsupported {
+            engine: Self::NAME.to_string(),
+            what: "backup (Maintenance.Snapshot)".to_string(),
+        })
+    }
+
+    /// etcd's HashKV of the applied key-value history up to `revision` (0: the current one);
+    /// see [`crate::kv::KvStore::hash_kv`].
+    fn hash_kv(&self, revision: u64) -> Result<crate::kv::KvHash, EngineError> {
+        let _ = revision;
+        Err(EngineError::Unsupported {
+            engine: Self::NAME.to_string(),
+            what: "HashKV".to_string(),
+        })
+    }
+
+    /// etcd's Hash of the whole applied state; see [`crate::kv::KvStore::hash_all`].
+    fn hash_all(&self) -> Result<u32, EngineError> {
+        Err(EngineError::Unsupported {
+            engine: Self::NAME.to_string(),
+            what: "Hash".to_string(),
+        })
+    }
 }
 
 /// A durable record type. `is_checkpoint` records subsume every earlier record, so storage may
@@ -359,10 +387,14 @@ pub enum PlantedBug {
     /// identity-transition rescan, so values chosen before the change stay on an accept quorum
     /// of the old configuration only, and removing old members later can lose them.
     CasSkipRescanOnGrow,
+    /// Corruption check (replica layer): this member applies every put with its value's bytes
+    /// altered — what silent corruption of one member's memory or disk does to its state. Its
+    /// HashKV disagrees with its peers' and the node's corruption check must raise CORRUPT.
+    DivergentApply,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 29] = [
+    pub const ALL: [PlantedBug; 30] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -392,6 +424,7 @@ impl PlantedBug {
         PlantedBug::JoinWithoutState,
         PlantedBug::RemovedLeaderServes,
         PlantedBug::CasSkipRescanOnGrow,
+        PlantedBug::DivergentApply,
     ];
 
     pub fn name(self) -> &'static str {
@@ -425,6 +458,7 @@ impl PlantedBug {
             PlantedBug::JoinWithoutState => "join-without-state",
             PlantedBug::RemovedLeaderServes => "removed-leader-serves",
             PlantedBug::CasSkipRescanOnGrow => "cas-skip-rescan-on-grow",
+            PlantedBug::DivergentApply => "divergent-apply",
         }
     }
 

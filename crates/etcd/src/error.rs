@@ -44,6 +44,8 @@ pub fn api_error_to_status(e: &ApiError) -> Status {
         ApiError::NoSpace => Status::resource_exhausted(NO_SPACE),
         // Exactly etcd's text: clients map it to their ErrNoLeader and retry elsewhere.
         ApiError::NoLeader => Status::unavailable(synod_node::handle::NO_LEADER),
+        // etcd's ErrGRPCCorrupt: DATA_LOSS with exactly this text.
+        ApiError::Corrupt => Status::data_loss(synod_node::backup::ERR_CORRUPT),
         ApiError::Engine(e) => engine_error_to_status(e),
     }
 }

@@ -19,6 +19,7 @@ pub mod client;
 mod cluster;
 mod concurrency;
 mod convert;
+pub mod corrupt;
 mod election;
 pub mod error;
 pub mod gateway;

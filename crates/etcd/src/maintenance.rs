@@ -4,13 +4,18 @@
 //! (`etcdctl alarm list`; `endpoint health` asks too), and DEACTIVATE of NOSPACE disarms it
 //! (`etcdctl alarm disarm`; it re-raises if the disk is still short, and unlike etcd it also
 //! clears by itself once space is back). Unlike etcd's, the alarm is member-local: each member
-//! lists only its own. ACTIVATE and everything that would change the store
-//! answer UNIMPLEMENTED.
+//! lists only its own; the same holds for CORRUPT (raised by the corruption check, see
+//! `synod_node::backup`), which DEACTIVATE disarms too. Snapshot streams a backup of this
+//! member's state and Hash / HashKV hash it (`synod_core::kv::KvStore::hash_kv`).
+//! ACTIVATE and everything that would change the store answer UNIMPLEMENTED.
 
+use crate::error::api_error_to_status;
 use crate::pb::etcdserverpb as pb;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::service::EtcdService;
-use tokio_stream::Empty;
+use std::pin::Pin;
+use synod_node::backup::BACKUP_CHUNK_BYTES_MAX;
+use tokio_stream::Stream;
 use tonic::{Request, Status};
 
 fn i64_of(x: u64) -> i64 {
@@ -20,13 +25,21 @@ fn i64_of(x: u64) -> i64 {
 impl EtcdService {
     /// This member's raised alarms, as etcd lists them.
     fn raised_alarms(&self) -> Vec<pb::AlarmMember> {
-        if !self.handle.alarms().nospace() {
-            return Vec::new();
+        let member_id = self.handle.info().member_id;
+        let mut alarms = Vec::new();
+        if self.handle.alarms().nospace() {
+            alarms.push(pb::AlarmMember {
+                member_id,
+                alarm: pb::AlarmType::Nospace as i32,
+            });
         }
-        vec![pb::AlarmMember {
-            member_id: self.handle.info().member_id,
-            alarm: pb::AlarmType::Nospace as i32,
-        }]
+        if self.handle.corrupt() {
+            alarms.push(pb::AlarmMember {
+                member_id,
+                alarm: pb::AlarmType::Corrupt as i32,
+            });
+        }
+        alarms
     }
 }
 
@@ -56,8 +69,18 @@ impl Maintenance for EtcdService {
                 alarms.retain(|a| {
                     a.alarm == request.alarm && (request.member_id == me || request.member_id == 0)
                 });
-                if !alarms.is_empty() {
+                if alarms
+                    .iter()
+                    .any(|a| a.alarm == pb::AlarmType::Nospace as i32)
+                {
                     self.handle.alarms().disarm_nospace();
+                }
+                if alarms
+                    .iter()
+                    .any(|a| a.alarm == pb::AlarmType::Corrupt as i32)
+                    && let Some(m) = self.handle.maintenance()
+                {
+                    m.disarm_corrupt();
                 }
             }
             Ok(pb::AlarmResponse {
@@ -88,7 +111,11 @@ impl Maintenance for EtcdService {
                 errors: self
                     .raised_alarms()
                     .iter()
-                    .map(|a| format!("memberID:{} alarm:NOSPACE ", a.member_id))
+                    .map(|a| {
+                        let name =
+                            pb::AlarmType::try_from(a.alarm).map_or("UNKNOWN", |t| t.as_str_name());
+                        format!("memberID:{} alarm:{name} ", a.member_id)
+                    })
                     .collect(),
                 db_size_in_use: i64_of(status.db_size_bytes),
                 is_learner: false,
@@ -104,27 +131,87 @@ impl Maintenance for EtcdService {
         self.refuse("defragment", "Maintenance.Defragment")
     }
 
+    /// etcd's Hash: this member's whole applied state (`synod_core::kv::KvStore::hash_all`).
     async fn hash(
         &self,
         _request: Request<pb::HashRequest>,
     ) -> Result<tonic::Response<pb::HashResponse>, Status> {
-        self.refuse("hash", "Maintenance.Hash")
+        self.observe("hash", async {
+            let hash = self
+                .handle
+                .hash_all()
+                .await
+                .map_err(|e| api_error_to_status(&e))?;
+            Ok(pb::HashResponse {
+                header: Some(self.header_now()),
+                hash,
+            })
+        })
+        .await
     }
 
+    /// etcd's HashKV: the key-value history up to `revision` (0: the current one), equal on
+    /// every member that applied it (`synod_core::kv::KvStore::hash_kv`).
     async fn hash_kv(
         &self,
-        _request: Request<pb::HashKvRequest>,
+        request: Request<pb::HashKvRequest>,
     ) -> Result<tonic::Response<pb::HashKvResponse>, Status> {
-        self.refuse("hash_kv", "Maintenance.HashKV")
+        let revision = request.into_inner().revision;
+        self.observe("hash_kv", async {
+            let revision = u64::try_from(revision).map_err(|_| {
+                Status::invalid_argument(format!("synod: invalid request: revision {revision}"))
+            })?;
+            let h = self
+                .handle
+                .hash_kv(revision)
+                .await
+                .map_err(|e| api_error_to_status(&e))?;
+            Ok(pb::HashKvResponse {
+                header: Some(self.header_now()),
+                hash: h.hash,
+                compact_revision: i64_of(h.compact_revision),
+            })
+        })
+        .await
     }
 
-    type SnapshotStream = Empty<Result<pb::SnapshotResponse, Status>>;
+    type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send>>;
 
+    /// A backup of this member's applied state in Synod's backup format (`docs/backup.md`),
+    /// streamed in chunks; `etcdctl snapshot save` writes it to its file unchanged.
     async fn snapshot(
         &self,
         _request: Request<pb::SnapshotRequest>,
     ) -> Result<tonic::Response<Self::SnapshotStream>, Status> {
-        self.refuse("snapshot", "Maintenance.Snapshot")
+        let file = self
+            .handle
+            .backup()
+            .await
+            .map_err(|e| api_error_to_status(&e))?;
+        tracing::info!(
+            revision = file.header.revision,
+            applied_index = file.header.applied_index,
+            bytes = file.bytes.len(),
+            "streaming a backup (Maintenance.Snapshot)"
+        );
+        self.handle
+            .metrics()
+            .observe_request("grpc", "snapshot", "ok", 0.0);
+        let header = self.header_now();
+        let total = file.bytes.len();
+        let chunks = total.div_ceil(BACKUP_CHUNK_BYTES_MAX).max(1);
+        // The file (and its slot among the member's concurrent backups) lives as long as the
+        // stream; each chunk is copied out only when the client takes it.
+        let stream = tokio_stream::iter((0..chunks).map(move |i| {
+            let start = i * BACKUP_CHUNK_BYTES_MAX;
+            let end = total.min(start + BACKUP_CHUNK_BYTES_MAX);
+            Ok(pb::SnapshotResponse {
+                header: Some(header),
+                remaining_bytes: (total - end) as u64,
+                blob: file.bytes[start..end].to_vec(),
+            })
+        }));
+        Ok(tonic::Response::new(Box::pin(stream)))
     }
 
     async fn move_leader(

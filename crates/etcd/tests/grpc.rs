@@ -419,7 +419,6 @@ async fn unsupported_methods_and_options_answer_unimplemented_at_once() {
     )
     .await;
     let mut m = MaintenanceClient::new(ch.clone());
-    assert_unimplemented("Snapshot", m.snapshot(pb::SnapshotRequest {})).await;
     assert_unimplemented("Defragment", m.defragment(pb::DefragmentRequest {})).await;
 
     // The store was not touched by any of the refused requests.

@@ -212,6 +212,8 @@ impl From<ApiError> for HttpError {
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::NoSpace => ErrorCode::NoSpace,
             ApiError::NoLeader => ErrorCode::NoLeader,
+            // Nothing is served from a member whose state diverged: go to another.
+            ApiError::Corrupt => ErrorCode::Unavailable,
             ApiError::Engine(engine) => match engine {
                 EngineError::Unsupported { .. } => ErrorCode::Unsupported,
                 EngineError::Busy => ErrorCode::Busy,

@@ -15,6 +15,7 @@
 pub mod error;
 pub mod json;
 
+mod backup;
 mod edge;
 mod handlers;
 mod listener;
@@ -86,6 +87,7 @@ pub const ROUTES: &[RouteSpec] = &[
     // in-flight permit (it is bounded by `watch_streams_max` instead).
     route("GET", "/v1/watch", "watch", true),
     route("GET", "/v1/status", "status", false),
+    route("GET", "/v1/snapshot", "snapshot", true),
     route("GET", "/v1/members", "members", false),
     route("POST", "/v1/members", "member_add", true),
     route("DELETE", "/v1/members/{id}", "member_remove", true),
@@ -118,6 +120,7 @@ fn endpoint(spec: &RouteSpec) -> MethodRouter<NodeHandle> {
         "compact" => on(filter, handlers::compact),
         "watch" => on(filter, watch::watch),
         "status" => on(filter, handlers::status),
+        "snapshot" => on(filter, backup::snapshot),
         "members" => on(filter, members::list),
         "member_add" => on(filter, members::add),
         "member_remove" => on(filter, members::remove),

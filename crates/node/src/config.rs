@@ -236,6 +236,10 @@ pub struct ClusterConfig {
     pub transport: TransportConfig,
     pub runtime: RuntimeConfig,
     pub history: HistoryConfig,
+    /// How often this member compares its HashKV with its peers' and raises CORRUPT on a
+    /// mismatch (etcd's `--experimental-corrupt-check-time`); 0 = never (etcd's default).
+    /// See `synod_node::backup` and docs/backup.md.
+    pub corrupt_check_ms: u64,
     pub members: Vec<MemberConfig>,
 }
 
@@ -280,6 +284,7 @@ impl Default for ClusterConfig {
             transport: TransportConfig::default(),
             runtime: RuntimeConfig::default(),
             history: HistoryConfig::default(),
+            corrupt_check_ms: 0,
             members: Vec::new(),
         }
     }

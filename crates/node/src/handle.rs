@@ -14,6 +14,7 @@
 //! reach its leader are forwarded as before; sequential reads are local and always served.
 
 use crate::alarm::Alarms;
+use crate::backup::Maintenance;
 use crate::metrics::Metrics;
 use crate::watch::{HistoryQuery, WatchHub};
 use serde::{Deserialize, Serialize};
@@ -141,6 +142,9 @@ pub enum ApiError {
     /// This member knows no leader or cannot reach it; refused before reaching the engine, so
     /// definitely not applied. 503 `no_leader` / UNAVAILABLE "etcdserver: no leader".
     NoLeader,
+    /// This member's CORRUPT alarm is raised (its state disagrees with its peers'): nothing
+    /// is served from it. 503 / DATA_LOSS with etcd's "etcdserver: corrupt cluster".
+    Corrupt,
 }
 
 /// etcd's message for [`ApiError::NoLeader`]; etcd clients match it exactly.
@@ -160,6 +164,7 @@ impl std::fmt::Display for ApiError {
                  refused until space is freed, reads and deletes still work",
             ),
             ApiError::NoLeader => f.write_str(NO_LEADER),
+            ApiError::Corrupt => f.write_str(crate::backup::ERR_CORRUPT),
         }
     }
 }
@@ -180,6 +185,8 @@ struct Inner {
     alarms: Arc<Alarms>,
     /// Where this member's applied revisions reach watchers; `None` on a node without one.
     watch: Option<Arc<WatchHub>>,
+    /// Backups, hashes and the CORRUPT alarm (`backup.rs`); `None` on a node without them.
+    maintenance: Option<Arc<Maintenance>>,
 }
 
 impl NodeHandle {
@@ -209,6 +216,7 @@ impl NodeHandle {
                 metrics,
                 alarms,
                 watch: None,
+                maintenance: None,
             }),
         }
     }
@@ -224,8 +232,30 @@ impl NodeHandle {
                 metrics: i.metrics.clone(),
                 alarms: i.alarms.clone(),
                 watch: Some(hub),
+                maintenance: i.maintenance.clone(),
             }),
         }
+    }
+
+    /// This handle with backups and hashes answered through `m`.
+    pub fn with_maintenance(self, m: Arc<Maintenance>) -> Self {
+        let i = &self.inner;
+        NodeHandle {
+            inner: Arc::new(Inner {
+                submit: i.submit.clone(),
+                info: i.info.clone(),
+                status: i.status.clone(),
+                metrics: i.metrics.clone(),
+                alarms: i.alarms.clone(),
+                watch: i.watch.clone(),
+                maintenance: Some(m),
+            }),
+        }
+    }
+
+    /// Backups, hashes and the CORRUPT alarm, if this node has them.
+    pub fn maintenance(&self) -> Option<&Arc<Maintenance>> {
+        self.inner.maintenance.as_ref()
     }
 
     /// The hub watches are served from, or why this node cannot serve them (an engine with
@@ -298,6 +328,11 @@ impl NodeHandle {
     /// Validates, submits and awaits one request.
     pub async fn execute(&self, op: Op, consistency: Consistency) -> Result<Response, ApiError> {
         self.validate(&op)?;
+        // A member whose state diverged serves nothing from it; membership changes stay
+        // possible, since removing it is the way out.
+        if self.corrupt() && !matches!(op, Op::Membership(_)) {
+            return Err(ApiError::Corrupt);
+        }
         if grows_store(&op) && self.inner.alarms.nospace() {
             return Err(ApiError::NoSpace);
         }
@@ -569,6 +604,8 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
     let hub = Arc::new(WatchHub::new(0, history_tx));
     let publish_to = hub.clone();
     let mut configuration = synod_core::membership::Configuration::bootstrap(vec![me]);
+    let (maintenance_tx, mut maintenance_rx) =
+        mpsc::channel::<crate::backup::MaintenanceQuery>(crate::backup::MAINTENANCE_QUEUE_MAX);
     tokio::spawn(async move {
         let mut store = KvStore::new(KvLimits::default());
         let _ = store.take_fresh_events(); // Collect events from the first write on.
@@ -579,6 +616,10 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
                     if let Some(q) = q {
                         let _ = q.reply.send(store.history_from(q.start, q.max_revisions));
                     }
+                    continue;
+                }
+                Some(q) = maintenance_rx.recv() => {
+                    q.answer_from_store(&store);
                     continue;
                 }
                 s = rx.recv() => match s {
@@ -616,7 +657,9 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
             });
         }
     });
-    NodeHandle::new(tx, info, status_rx, Arc::new(Metrics::new())).with_watch_hub(hub)
+    NodeHandle::new(tx, info, status_rx, Arc::new(Metrics::new()))
+        .with_watch_hub(hub)
+        .with_maintenance(Arc::new(crate::backup::Maintenance::new(maintenance_tx)))
 }
 
 #[cfg(test)]

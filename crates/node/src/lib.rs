@@ -1,6 +1,8 @@
 //! Synod's node layer: everything between the pure engines and the client APIs.
 //!
 //! * [`alarm`] — the NOSPACE alarm and the free-space watermark behind it.
+//! * [`backup`] — backups, consistency hashes and the CORRUPT alarm (Maintenance.Snapshot,
+//!   Hash, HashKV).
 //! * [`compactor`] — auto-compaction of the revision history.
 //! * [`handle`] — [`NodeHandle`], the only thing API layers (HTTP, etcd gRPC) see of a node.
 //! * [`metrics`] — the Prometheus registry every layer records into.
@@ -14,6 +16,7 @@
 //! [`handle::local_test_node`] without a cluster.
 
 pub mod alarm;
+pub mod backup;
 pub mod compactor;
 pub mod config;
 pub mod handle;

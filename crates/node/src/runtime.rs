@@ -302,9 +302,11 @@ pub async fn start_engine<E: Engine>(
     )
     .map_err(|e| NodeError::Thread(format!("spawn free-space watcher: {e}")))?;
     let stop_holding = Arc::new(AtomicBool::new(false));
+    let (maintenance_tx, maintenance_rx) = mpsc::channel(crate::backup::MAINTENANCE_QUEUE_MAX);
     let handle =
         NodeHandle::with_alarms(submit_tx, info, status_rx, metrics.clone(), alarms.clone())
-            .with_watch_hub(hub.clone());
+            .with_watch_hub(hub.clone())
+            .with_maintenance(Arc::new(crate::backup::Maintenance::new(maintenance_tx)));
 
     // Distinct per boot of this directory, and (by its data id) per directory: a member whose
     // directory was wiped or quarantined counts boots from 1 again, and must not reuse the
@@ -326,6 +328,7 @@ pub async fn start_engine<E: Engine>(
         submit_rx,
         inbox_rx,
         history_rx,
+        maintenance_rx,
         hub,
         status_tx,
         metrics,
@@ -646,6 +649,8 @@ struct EngineLoop<E: Engine> {
     inbox_rx: mpsc::Receiver<(NodeId, E::Message)>,
     /// Watchers' reads of history older than the hub's ring.
     history_rx: mpsc::Receiver<HistoryQuery>,
+    /// Backups and hashes (`backup.rs`), answered between batches.
+    maintenance_rx: mpsc::Receiver<crate::backup::MaintenanceQuery>,
     hub: Arc<WatchHub>,
     status_tx: watch::Sender<NodeStatus>,
     metrics: Arc<Metrics>,
@@ -699,6 +704,10 @@ impl<E: Engine> EngineLoop<E> {
                 _ = &mut timer => {}
                 Some(q) = self.history_rx.recv() => {
                     let _ = q.reply.send(self.engine.watch_history(q.start, q.max_revisions));
+                    continue;
+                }
+                Some(q) = self.maintenance_rx.recv() => {
+                    q.answer(&self.engine);
                     continue;
                 }
                 s = self.submit_rx.recv() => match s {

@@ -14,6 +14,7 @@
 //!   log; members that are behind an epoch (or new) get a snapshot.
 //! * [`records`] — the durable records and their replay.
 //! * [`messages`] — the wire messages.
+//! * `backup` — backup images, consistency hashes, and the first record of a restored member.
 //! * `planted` — deliberately broken watch variants (test only, see [`PlantedBug`]).
 //!
 //! Sans-IO and deterministic like the protocols under it: no clock, no I/O, no threads, no
@@ -21,6 +22,7 @@
 //! messages depending on them into a [`ProtocolOutput`], which is moved, in order, into the
 //! engine's [`Ready`] after every protocol call.
 
+mod backup;
 mod lessor;
 mod membership;
 pub mod messages;
@@ -31,6 +33,7 @@ pub mod records;
 mod snapshot;
 mod state;
 
+pub use backup::restored_checkpoint;
 pub use messages::Message;
 pub use records::{Checkpoint, Record};
 pub use snapshot::{SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
@@ -331,6 +334,18 @@ impl<P: LogProtocol> Engine for Replica<P> {
             .is_some_and(|p| applied > p.compacted_idx());
         self.checkpoint_requested |= due;
         due
+    }
+
+    fn backup_image(&self) -> Result<synod_core::backup::BackupImage, EngineError> {
+        self.take_backup_image()
+    }
+
+    fn hash_kv(&self, revision: u64) -> Result<synod_core::kv::KvHash, EngineError> {
+        self.state_hash_kv(revision)
+    }
+
+    fn hash_all(&self) -> Result<u32, EngineError> {
+        self.state_hash_all()
     }
 }
 

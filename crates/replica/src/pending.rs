@@ -373,7 +373,11 @@ impl<P: LogProtocol> Replica<P> {
             let c = p.entry(idx - 1);
             let (origin, id) = (c.origin, c.id);
             self.proposed.remove(&origin);
-            let result = self.state.apply(idx, c);
+            let result = if self.config.bug(PlantedBug::DivergentApply) {
+                self.state.apply(idx, &crate::planted::diverged(c))
+            } else {
+                self.state.apply(idx, c)
+            };
             if let Some(result) = result {
                 self.answer_applied(origin, id, result);
             }

@@ -1,5 +1,6 @@
 //! Deliberately broken variants of the replica layer's watch feed (test only), so the
-//! simulator's watch checker can prove it sees them. Reached only through
+//! simulator's watch checker can prove it sees them; and a member whose applied state
+//! silently diverges (`DivergentApply`), for the corruption check. Reached only through
 //! `EngineConfig::bug`; a correct replica never runs this code.
 
 use crate::Replica;
@@ -39,4 +40,24 @@ impl<P: LogProtocol> Replica<P> {
         }
         fresh
     }
+}
+
+/// PLANTED BUG (`DivergentApply`): the command with every put's value altered (each byte
+/// flipped), as this member alone would apply it.
+pub(crate) fn diverged(c: &synod_core::Command) -> synod_core::Command {
+    use synod_core::kv::{Op, TxnOp};
+    let flip = |v: &mut Vec<u8>| v.iter_mut().for_each(|b| *b ^= 0x20);
+    let mut c = c.clone();
+    match &mut c.op {
+        Op::Put(p) => flip(&mut p.value),
+        Op::Txn(t) => {
+            for o in t.success.iter_mut().chain(t.failure.iter_mut()) {
+                if let TxnOp::Put(p) = o {
+                    flip(&mut p.value);
+                }
+            }
+        }
+        _ => {}
+    }
+    c
 }

@@ -93,6 +93,16 @@ impl<T> Default for SnapshotTransfers<T> {
     }
 }
 
+impl<T> SnapshotTransfers<T> {
+    /// The serialised state at applied index `idx`, if a checkpoint or transfer made it.
+    pub(crate) fn cached(&self, idx: u64) -> Option<Arc<Vec<u8>>> {
+        match &self.cache {
+            Some((i, d)) if *i == idx => Some(Arc::clone(d)),
+            _ => None,
+        }
+    }
+}
+
 impl<T: Copy + Eq> TransferStatus<T> for SnapshotTransfers<T> {
     fn sending_to(&self, to: NodeId, term: T) -> bool {
         self.outgoing.get(&to).is_some_and(|o| o.term == term)

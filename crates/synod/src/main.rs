@@ -1,10 +1,11 @@
 //! `synod`: the one binary. Thin by design — each subcommand parses flags and calls a library:
 //! `server` (synod-node + synod-http + synod-etcd), `dev` (spawns `synod server` processes),
-//! `sim` (synod-sim), `check` (synod-checker), `bench` (synod-bench), `chaos` (synod-chaos).
+//! `restore` (a new cluster from a backup), `sim` (synod-sim), `check` (synod-checker), `bench` (synod-bench), `chaos` (synod-chaos).
 
 mod dev;
 mod join;
 mod rejoin;
+mod restore;
 mod server;
 
 // The API and transport paths allocate per request (gRPC frames, protobuf messages, replies);
@@ -34,6 +35,9 @@ enum Command {
     Server(Box<server::ServerArgs>),
     /// Start a local cluster on loopback (3 nodes by default) and stop it on Ctrl-C.
     Dev(dev::DevArgs),
+    /// Build a NEW cluster's data directories from a backup (`etcdctl snapshot save`), or
+    /// check one with --verify. Exit codes: 0 done, 2 refused (nothing written).
+    Restore(restore::RestoreArgs),
     /// Run the deterministic simulator over many seeds (see `synod sim --help`).
     #[command(disable_help_flag = true)]
     Sim {
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Server(args) => server::run(*args),
         Command::Dev(args) => dev::run(args),
+        Command::Restore(args) => restore::run(args),
         Command::Chaos(args) => match std::env::current_exe() {
             Ok(exe) => exit(synod_chaos::run(*args, &exe)),
             Err(e) => {

@@ -65,6 +65,11 @@ pub struct ServerArgs {
     /// contending for the same cores, fewer cross-thread wake-ups.
     #[arg(long, env = "SYNOD_API_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     api_threads: Option<u16>,
+    /// Compare this member's HashKV with its peers' this often and raise the CORRUPT alarm
+    /// when it disagrees with a majority (etcd's flag; e.g. 5s, 1m). Default: the cluster
+    /// file's `corrupt_check_ms`, else never.
+    #[arg(long, value_parser = synod_chaos::parse_duration)]
+    experimental_corrupt_check_time: Option<std::time::Duration>,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -239,6 +244,9 @@ fn finish_config(mut cfg: NodeConfig, args: &ServerArgs) -> anyhow::Result<NodeC
     if let Some(q) = args.quota_backend_bytes {
         cfg.cluster.storage.quota_backend_bytes = q;
     }
+    if let Some(d) = args.experimental_corrupt_check_time {
+        cfg.cluster.corrupt_check_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    }
     cfg.allow_wiped_rejoin = args.allow_wiped_rejoin;
     if let Some(a) = &args.peer_listen_addr {
         cfg.peer_listen_addr = Some(a.clone());
@@ -290,6 +298,10 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
     let mut node = synod_node::start(cfg.clone()).await?;
     // etcd's "publish": the configuration learns this member's name and client addresses.
     let publisher = tokio::spawn(join::publish(node.handle.clone(), me.clone(), cfg.join));
+    let corrupt_check = tokio::spawn(synod_etcd::corrupt::run(
+        node.handle.clone(),
+        std::time::Duration::from_millis(cfg.cluster.corrupt_check_ms),
+    ));
     // A member that re-added itself after a wipe promotes itself once caught up.
     let promoter = match JoinRecord::load(&cfg.data_dir) {
         Ok(Some(r)) if r.auto_promote => Some(tokio::spawn(rejoin::promote_self(
@@ -346,6 +358,7 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         }
     };
     publisher.abort();
+    corrupt_check.abort();
     if let Some(p) = promoter {
         p.abort();
     }

@@ -120,9 +120,22 @@ pub enum Command {
     /// SYNOD_LOCK_LEASE set — then release it and exit with COMMAND's status. Without a
     /// COMMAND, print the key and hold the lock until Ctrl-C. One-shot only.
     Lock(LockArgs),
+    /// Back up the answering member (`snapshot save FILE`) or check a backup file and print
+    /// what it holds (`snapshot status FILE`); `synod restore` makes a new cluster of one.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Campaign in the election NAME with VALUE and hold the leadership until Ctrl-C; with
     /// --listen, print each leader (key, then value) as it changes. One-shot only.
     Elect(ElectArgs),
+}
+
+/// `synodctl snapshot …`.
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum SnapshotCommand {
+    /// Download a backup of the answering member's state into FILE (verified first).
+    Save { file: std::path::PathBuf },
+    /// Verify FILE and print its checksum, revision, keys and size (etcdctl's columns).
+    Status { file: std::path::PathBuf },
 }
 
 /// `synodctl member …`.

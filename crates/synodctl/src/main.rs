@@ -11,6 +11,7 @@ mod client;
 mod coord;
 mod output;
 mod repl;
+mod snapshot;
 mod watch;
 
 use args::{Cli, Command, Format, GetArgs, MemberCommand};
@@ -144,6 +145,12 @@ pub fn run_command(
         Command::Members | Command::Member(MemberCommand::List) => {
             let a = client.send(&Request::new(Method::GET, "/v1/members".into()))?;
             emit(out, output::members(format, &a.body));
+        }
+        Command::Snapshot(args::SnapshotCommand::Save { file }) => {
+            snapshot::save(client, file, out)?;
+        }
+        Command::Snapshot(args::SnapshotCommand::Status { file }) => {
+            snapshot::status(file, format, out)?;
         }
         Command::Member(m) => {
             let (req, done) = member_request(m);

@@ -14,7 +14,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
+mod hash;
 mod leases;
+
+pub use hash::KvHash;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KvStore {
@@ -118,6 +121,13 @@ impl KvStore {
     }
     pub fn sessions(&self) -> &ClientTable {
         &self.sessions
+    }
+
+    /// Forgets every client session (saved replies): for a store restored into a new
+    /// cluster, whose members' client ids could collide with the old cluster's and would then
+    /// be answered the old cluster's saved replies. Nothing in flight survives a restore.
+    pub fn forget_sessions(&mut self) {
+        self.sessions = ClientTable::new(*self.sessions.limits());
     }
 
     /// The oldest revision whose events the store still holds.

@@ -117,7 +117,19 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with `tweak` applied to the cluster file first (a closure).
     pub fn start_configured(n: usize, engine: &str, tweak: &dyn Fn(&mut ClusterConfig)) -> Cluster {
-        let c = Cluster::launch_serving(n, engine, tweak);
+        Cluster::start_prepared(n, engine, tweak, &|_, _| {})
+    }
+
+    /// Like [`Cluster::start_configured`], with `prepare(cluster file, directory)` run after
+    /// the cluster file is written and before any member starts (members' data directories
+    /// are `directory/n<ID>`): e.g. `synod restore` building them from a backup.
+    pub fn start_prepared(
+        n: usize,
+        engine: &str,
+        tweak: &dyn Fn(&mut ClusterConfig),
+        prepare: &dyn Fn(&std::path::Path, &std::path::Path),
+    ) -> Cluster {
+        let c = Cluster::launch_serving(n, engine, tweak, prepare);
         if LEADERLESS_ENGINES.contains(&engine) {
             c.wait_all_connected(Duration::from_secs(20));
         } else {
@@ -129,9 +141,14 @@ impl Cluster {
     /// Launches until every member serves its client ports. A member that could not bind a
     /// port relaunches the whole cluster on new ports: peers learn each other's addresses
     /// from the cluster file, so one member cannot move alone.
-    fn launch_serving(n: usize, engine: &str, tweak: &dyn Fn(&mut ClusterConfig)) -> Cluster {
+    fn launch_serving(
+        n: usize,
+        engine: &str,
+        tweak: &dyn Fn(&mut ClusterConfig),
+        prepare: &dyn Fn(&std::path::Path, &std::path::Path),
+    ) -> Cluster {
         for attempt in 1..=LAUNCH_ATTEMPTS_MAX {
-            let mut c = Cluster::launch(n, engine, tweak);
+            let mut c = Cluster::launch(n, engine, tweak, prepare);
             match c.wait_launched_members_serving(SERVING_TIMEOUT) {
                 Ok(()) => return c,
                 Err(NotServing::PortTaken { id, line }) => {
@@ -148,7 +165,12 @@ impl Cluster {
     }
 
     /// Writes a cluster file on free loopback ports and spawns every member.
-    fn launch(n: usize, engine: &str, tweak: &dyn Fn(&mut ClusterConfig)) -> Cluster {
+    fn launch(
+        n: usize,
+        engine: &str,
+        tweak: &dyn Fn(&mut ClusterConfig),
+        prepare: &dyn Fn(&std::path::Path, &std::path::Path),
+    ) -> Cluster {
         let ports = free_ports(3 * n);
         let mut cfg = ClusterConfig::local(n, 1);
         cfg.engine = engine.to_string();
@@ -164,6 +186,7 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("cluster.toml");
         std::fs::write(&config_path, cfg.to_toml_string()).expect("write cluster file");
+        prepare(&config_path, dir.path());
         let mut c = Cluster {
             dir,
             config_path,
@@ -577,7 +600,7 @@ impl Cluster {
     /// Like [`Cluster::start`] but waits only until every member answers its status endpoint,
     /// not for a leader nor for peer connections (a test may be about to kill one).
     pub fn start_leaderless(n: usize, engine: &str) -> Cluster {
-        Cluster::launch_serving(n, engine, &|_| {})
+        Cluster::launch_serving(n, engine, &|_| {}, &|_, _| {})
     }
 
     /// Whether member `id`'s process is still running (an exit is reaped and makes it dead).

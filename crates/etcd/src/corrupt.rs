@@ -1,0 +1,156 @@
+//! The periodic corruption check (etcd's `--experimental-corrupt-check-time`): every
+//! `corrupt_check_ms` this member compares its HashKV with its peers' at a revision all of
+//! them applied, and raises its CORRUPT alarm when it is the odd one out.
+//!
+//! One round:
+//! 1. ask every other voter of the configuration this member applied (at its client gRPC
+//!    address) for its status: the revision it applied;
+//! 2. take R = the lowest of those and this member's own revision — every answering member has
+//!    applied R, so their histories up to R must be equal;
+//! 3. hash this member's history up to R and ask each peer for its HashKV(R); a peer whose
+//!    compact revision differs is not comparable this round (etcd skips it too);
+//! 4. if a peer differs, log both hashes; if the members that agree with this one (itself
+//!    included) are fewer than a majority of the voters, raise CORRUPT here.
+//!
+//! Why raise only on the minority side: the alarm makes a member refuse service, and with
+//! three members and one diverged, the two healthy ones each see one mismatch. Raising on every
+//! member that sees a mismatch would take the whole cluster down for one bad disk; raising
+//! where a majority disagrees takes down exactly the member whose state nobody else has.
+//! (etcd raises a cluster-wide alarm instead; Synod's alarms are member-local.) A round that
+//! cannot reach enough peers, or finds R compacted meanwhile, decides nothing.
+
+use crate::pb::etcdserverpb as pb;
+use crate::pb::etcdserverpb::maintenance_client::MaintenanceClient;
+use std::time::Duration;
+use synod_node::NodeHandle;
+use tonic::transport::Endpoint;
+
+/// How long one peer may take to answer one call of a round.
+const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs the check every `every` until the task is aborted. `every == 0` returns at once.
+pub async fn run(handle: NodeHandle, every: Duration) {
+    if every.is_zero() {
+        return;
+    }
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        check_once(&handle).await;
+    }
+}
+
+/// A peer's answer in one round.
+struct PeerHash {
+    id: u64,
+    hash: u32,
+    compact_revision: i64,
+}
+
+/// One round (see the module doc). Returns whether this member's alarm is raised after it.
+pub async fn check_once(handle: &NodeHandle) -> bool {
+    let Some(m) = handle.maintenance() else {
+        return false;
+    };
+    let status = handle.status();
+    let me = handle.info().member_id;
+    let voters = status.engine.configuration.voters();
+    let peers: Vec<(u64, String)> = status
+        .engine
+        .configuration
+        .members
+        .iter()
+        .filter(|p| p.id != me && !p.learner && !p.grpc_addr.is_empty())
+        .map(|p| (p.id, p.grpc_addr.clone()))
+        .collect();
+    let mut clients = Vec::new();
+    let mut revision = status.engine.revision;
+    for (id, addr) in peers {
+        let Some(mut client) = connect(&addr).await else {
+            continue;
+        };
+        let Some(rev) = peer_revision(&mut client).await else {
+            continue;
+        };
+        revision = revision.min(rev);
+        clients.push((id, client));
+    }
+    if revision == 0 || clients.is_empty() {
+        return m.corrupt();
+    }
+    let Ok(mine) = handle.hash_kv(revision).await else {
+        return m.corrupt();
+    };
+    let mut answers = Vec::new();
+    for (id, client) in &mut clients {
+        if let Some((hash, compact_revision)) = peer_hash(client, revision).await {
+            answers.push(PeerHash {
+                id: *id,
+                hash,
+                compact_revision,
+            });
+        }
+    }
+    let comparable: Vec<&PeerHash> = answers
+        .iter()
+        .filter(|a| u64::try_from(a.compact_revision).ok() == Some(mine.compact_revision))
+        .collect();
+    let differing: Vec<String> = comparable
+        .iter()
+        .filter(|a| a.hash != mine.hash)
+        .map(|a| format!("n{}={:08x}", a.id, a.hash))
+        .collect();
+    let agreeing = 1 + comparable.len() - differing.len();
+    let majority = voters.len() / 2 + 1;
+    if differing.is_empty() {
+        return m.corrupt();
+    }
+    if agreeing < majority && comparable.len() + 1 >= majority {
+        if m.raise_corrupt() {
+            tracing::error!(
+                revision,
+                hash = format!("{:08x}", mine.hash),
+                peers = %differing.join(" "),
+                "CORRUPT alarm raised: this member's key-value history disagrees with a \
+                 majority of the voters at a revision all of them applied; it refuses reads \
+                 and writes until an operator disarms the alarm (see docs/backup.md)"
+            );
+        }
+    } else {
+        tracing::error!(
+            revision,
+            hash = format!("{:08x}", mine.hash),
+            peers = %differing.join(" "),
+            "HashKV mismatch: these peers' key-value history differs from this member's (and \
+             from the majority's); they raise their own CORRUPT alarm"
+        );
+    }
+    m.corrupt()
+}
+
+async fn connect(addr: &str) -> Option<MaintenanceClient<tonic::transport::Channel>> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect_timeout(PEER_CALL_TIMEOUT)
+        .timeout(PEER_CALL_TIMEOUT);
+    let channel = endpoint.connect().await.ok()?;
+    Some(MaintenanceClient::new(channel))
+}
+
+async fn peer_revision(client: &mut MaintenanceClient<tonic::transport::Channel>) -> Option<u64> {
+    let status = client.status(pb::StatusRequest {}).await.ok()?.into_inner();
+    u64::try_from(status.header?.revision).ok()
+}
+
+async fn peer_hash(
+    client: &mut MaintenanceClient<tonic::transport::Channel>,
+    revision: u64,
+) -> Option<(u32, i64)> {
+    let request = pb::HashKvRequest {
+        revision: i64::try_from(revision).ok()?,
+    };
+    let r = client.hash_kv(request).await.ok()?.into_inner();
+    Some((r.hash, r.compact_revision))
+}

@@ -1,0 +1,110 @@
+//! Backup and restore on the replica layer: the image a backup carries, the consistency
+//! hashes, and the first durable record of a member restored from a backup.
+//!
+//! **Backup.** The payload is the same serialised state image checkpoints and snapshot
+//! transfers use (`state.rs`): the KV store with its MVCC history, compaction, leases and
+//! sessions, the command-origin window and the configuration. It is taken between two inputs
+//! on the engine thread, so it is exactly the state after one applied index; when a
+//! checkpoint or a transfer serialised the same index already, those bytes are shared.
+//!
+//! **Restore.** A restored member starts a *new* cluster from the image, so its first record
+//! is a checkpoint of a fresh protocol instance whose log begins at the image's applied index
+//! — the same start a new configuration epoch makes ([`LogProtocol::epoch_checkpoint`]) — with
+//! two things of the image replaced:
+//! * the configuration, by the new cluster's bootstrap one (the old members are not members);
+//! * the origin window, emptied: origins are (member, incarnation, seq) of the OLD cluster's
+//!   members, and a new member with the same id counting incarnations from 1 again would see its
+//!   first writes skipped as "already applied";
+//! * the client sessions, emptied for the same reason: a new member's client id (member id and
+//!   a hash of its data directory's id) could equal an old member's, and would be answered the
+//!   old cluster's saved replies. Nothing in flight survives a restore anyway.
+//!
+//! A protocol without `epoch_checkpoint` (EPaxos: no instance can start past index 0) cannot
+//! start from a backup, and restore says so before writing anything.
+
+use crate::Replica;
+use crate::records::{Checkpoint, Record};
+use crate::state::{AppliedState, StateImage};
+use synod_core::backup::BackupImage;
+use synod_core::kv::KvHash;
+use synod_core::membership::Configuration;
+use synod_core::{EngineError, LogProtocol};
+
+impl<P: LogProtocol> Replica<P> {
+    pub(crate) fn take_backup_image(&self) -> Result<BackupImage, EngineError> {
+        // Without one order of commands a member's image is not a point of a shared history,
+        // and no engine could start from it: refuse rather than hand out a useless file.
+        self.refuse_without_revisions("backup (Maintenance.Snapshot)")?;
+        let idx = self.state.applied_index();
+        let state = match self.snapshots.cached(idx) {
+            Some(bytes) => bytes,
+            None => {
+                self.state
+                    .encode()
+                    .map_err(|e| {
+                        EngineError::InvalidRequest(format!(
+                            "the applied state does not serialise: {e}"
+                        ))
+                    })?
+                    .0
+            }
+        };
+        Ok(BackupImage {
+            applied_index: idx,
+            revision: self.state.kv.revision(),
+            compact_revision: self.state.kv.compact_revision(),
+            keys: self.state.kv.len() as u64,
+            state,
+        })
+    }
+
+    /// Hashes compare revisions and backups restore them, which only a total order makes
+    /// common to all members.
+    fn refuse_without_revisions(&self, what: &str) -> Result<(), EngineError> {
+        if P::CAPABILITIES.revisions {
+            return Ok(());
+        }
+        Err(EngineError::Unsupported {
+            engine: P::NAME.to_string(),
+            what: format!("{what} (each member numbers its own revisions)"),
+        })
+    }
+
+    pub(crate) fn state_hash_kv(&self, revision: u64) -> Result<KvHash, EngineError> {
+        self.refuse_without_revisions("HashKV")?;
+        self.state.kv.hash_kv(revision)
+    }
+
+    pub(crate) fn state_hash_all(&self) -> Result<u32, EngineError> {
+        self.refuse_without_revisions("Hash")?;
+        Ok(self.state.kv.hash_all())
+    }
+}
+
+/// The first (and only) record of a member of a new cluster restored from a backup whose
+/// payload is `image`; `config` is the new cluster's bootstrap configuration.
+pub fn restored_checkpoint<P: LogProtocol>(
+    image: &[u8],
+    config: Configuration,
+) -> Result<Record<P::Record, P::Checkpoint>, String> {
+    let mut image = StateImage::decode(image)?;
+    let idx = image.kv.applied_index();
+    let Some(protocol) = P::epoch_checkpoint(idx) else {
+        return Err(format!(
+            "the {} engine cannot start a cluster from a backup: its instances cannot begin \
+             past the first log index (restore into omnipaxos or vr)",
+            P::NAME
+        ));
+    };
+    image.origins.clear();
+    image.kv.forget_sessions();
+    image.config = Some(config.clone());
+    let state = AppliedState::from_image(image, &config)
+        .encode()
+        .map_err(|e| format!("the restored state does not serialise: {e}"))?;
+    Ok(Record::Checkpoint(Box::new(Checkpoint {
+        protocol,
+        incarnation: 0,
+        state,
+    })))
+}

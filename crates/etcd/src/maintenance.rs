@@ -124,11 +124,36 @@ impl Maintenance for EtcdService {
         .await
     }
 
+    /// etcd's Defragment (`etcdctl defrag`): this member takes a checkpoint now and its log
+    /// before it is dropped, which is what shrinks Synod's database after a compaction;
+    /// answered once the checkpoint is durable. With nothing to reclaim (nothing applied since
+    /// the last checkpoint, or an engine without a log) it succeeds at once and says so in the
+    /// log.
     async fn defragment(
         &self,
         _request: Request<pb::DefragmentRequest>,
     ) -> Result<tonic::Response<pb::DefragmentResponse>, Status> {
-        self.refuse("defragment", "Maintenance.Defragment")
+        self.observe("defragment", async {
+            let d = self
+                .handle
+                .defragment()
+                .await
+                .map_err(|e| api_error_to_status(&e))?;
+            tracing::info!(
+                checkpointed = d.checkpointed,
+                db_size_bytes = d.db_size_bytes,
+                "defragment: {}",
+                if d.checkpointed {
+                    "checkpoint written, log before it dropped"
+                } else {
+                    "nothing to reclaim"
+                }
+            );
+            Ok(pb::DefragmentResponse {
+                header: Some(self.header_now()),
+            })
+        })
+        .await
     }
 
     /// etcd's Hash: this member's whole applied state (`synod_core::kv::KvStore::hash_all`).

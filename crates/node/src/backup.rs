@@ -45,6 +45,19 @@ pub enum MaintenanceQuery {
         reply: oneshot::Sender<Result<KvHash, EngineError>>,
     },
     Hash(oneshot::Sender<Result<u32, EngineError>>),
+    /// etcd's Defragment: a checkpoint now, answered once it is on disk (by the runtime, which
+    /// can drive the engine; see [`Defragmented`]).
+    Defragment(oneshot::Sender<Result<Defragmented, EngineError>>),
+}
+
+/// What a defragmentation did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Defragmented {
+    /// A checkpoint was written and the log before it dropped; false: nothing to reclaim
+    /// (nothing applied since the last checkpoint, or an engine without a log to compact).
+    pub checkpointed: bool,
+    /// The database (WAL + newest snapshot) afterwards.
+    pub db_size_bytes: u64,
 }
 
 impl MaintenanceQuery {
@@ -59,6 +72,13 @@ impl MaintenanceQuery {
             }
             MaintenanceQuery::Hash(reply) => {
                 let _ = reply.send(engine.hash_all());
+            }
+            // The runtime intercepts it; an engine seen only by reference cannot checkpoint.
+            MaintenanceQuery::Defragment(reply) => {
+                let _ = reply.send(Ok(Defragmented {
+                    checkpointed: false,
+                    db_size_bytes: 0,
+                }));
             }
         }
     }
@@ -84,6 +104,12 @@ impl MaintenanceQuery {
             }
             MaintenanceQuery::Hash(reply) => {
                 let _ = reply.send(Ok(store.hash_all()));
+            }
+            MaintenanceQuery::Defragment(reply) => {
+                let _ = reply.send(Ok(Defragmented {
+                    checkpointed: false,
+                    db_size_bytes: 0,
+                }));
             }
         }
     }
@@ -201,5 +227,11 @@ impl NodeHandle {
     /// etcd's Hash of this member's whole applied state.
     pub async fn hash_all(&self) -> Result<u32, ApiError> {
         self.ask("Hash", MaintenanceQuery::Hash).await
+    }
+
+    /// etcd's Defragment: a checkpoint now, so storage drops the log before it; answers once
+    /// the checkpoint is durable (or at once when there is nothing to reclaim).
+    pub async fn defragment(&self) -> Result<Defragmented, ApiError> {
+        self.ask("Defragment", MaintenanceQuery::Defragment).await
     }
 }

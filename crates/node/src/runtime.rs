@@ -329,6 +329,7 @@ pub async fn start_engine<E: Engine>(
         inbox_rx,
         history_rx,
         maintenance_rx,
+        defrag_waiters: Vec::new(),
         hub,
         status_tx,
         metrics,
@@ -651,6 +652,8 @@ struct EngineLoop<E: Engine> {
     history_rx: mpsc::Receiver<HistoryQuery>,
     /// Backups and hashes (`backup.rs`), answered between batches.
     maintenance_rx: mpsc::Receiver<crate::backup::MaintenanceQuery>,
+    /// Defragmentations waiting for their checkpoint to be persisted (the next batch's).
+    defrag_waiters: Vec<DefragReply>,
     hub: Arc<WatchHub>,
     status_tx: watch::Sender<NodeStatus>,
     metrics: Arc<Metrics>,
@@ -682,6 +685,9 @@ struct EngineLoop<E: Engine> {
     quota_backend_bytes: u64,
 }
 
+/// Where a defragmentation's outcome goes.
+type DefragReply = oneshot::Sender<Result<crate::backup::Defragmented, synod_core::EngineError>>;
+
 /// How often a repair that has not finished is logged again.
 const REPAIR_LOG_EVERY: Duration = Duration::from_secs(30);
 
@@ -707,7 +713,10 @@ impl<E: Engine> EngineLoop<E> {
                     continue;
                 }
                 Some(q) = self.maintenance_rx.recv() => {
-                    q.answer(&self.engine);
+                    match q {
+                        crate::backup::MaintenanceQuery::Defragment(reply) => self.defragment(reply),
+                        q => q.answer(&self.engine),
+                    }
                     continue;
                 }
                 s = self.submit_rx.recv() => match s {
@@ -825,6 +834,7 @@ impl<E: Engine> EngineLoop<E> {
                 .observe(started.elapsed().as_secs_f64());
             self.alarms
                 .check_quota(self.wal.size_bytes(), self.quota_backend_bytes);
+            self.answer_defragmentations(true);
             for (to, m) in outbox.messages {
                 if to == self.id {
                     self.to_self.push_back(m);
@@ -936,6 +946,24 @@ impl<E: Engine> EngineLoop<E> {
         self.publish_watch(Vec::new(), &engine);
         self.follow_configuration(&engine.configuration);
         self.publish(engine);
+    }
+
+    /// etcd's Defragment: asks the engine for a checkpoint now; answered after the batch that
+    /// persists it, or at once when there is nothing to reclaim.
+    fn defragment(&mut self, reply: DefragReply) {
+        self.defrag_waiters.push(reply);
+        if !self.engine.checkpoint_now() {
+            self.answer_defragmentations(false);
+        }
+    }
+
+    fn answer_defragmentations(&mut self, checkpointed: bool) {
+        for reply in self.defrag_waiters.drain(..) {
+            let _ = reply.send(Ok(crate::backup::Defragmented {
+                checkpointed,
+                db_size_bytes: self.wal.size_bytes(),
+            }));
+        }
     }
 
     fn publish_size_metrics(&self, engine: &EngineStatus) {

@@ -123,6 +123,20 @@ pub trait Engine: Sized + Send + 'static {
     /// A cheap snapshot of protocol state for APIs, metrics and the simulator.
     fn status(&self) -> EngineStatus;
 
+    /// Asks this replica, the leader, to hand leadership to voter `to` (etcd's MoveLeader).
+    /// `Ok` means the hand-off started; it completed once [`EngineStatus::leader`] names `to`,
+    /// and it is abandoned (the old leader leads on) after
+    /// [`crate::protocol::leader_transfer_ticks`]. Engines without a leader refuse.
+    fn transfer_leadership(
+        &mut self,
+        to: NodeId,
+    ) -> Result<(), crate::protocol::LeaderTransferError> {
+        let _ = to;
+        Err(crate::protocol::LeaderTransferError::Unsupported {
+            engine: Self::NAME.to_string(),
+        })
+    }
+
     /// The events of the revisions this replica applied since the last call, oldest first:
     /// what its watchers are sent. The first call switches collection on (nothing is buffered
     /// for a caller that never asks). Only applied, hence decided, revisions appear. After a
@@ -351,10 +365,15 @@ pub enum PlantedBug {
     /// identity-transition rescan, so values chosen before the change stay on an accept quorum
     /// of the old configuration only, and removing old members later can lose them.
     CasSkipRescanOnGrow,
+    /// OmniPaxos leader transfer: the leader tells the target to take over without waiting
+    /// until the target accepted the leader's whole log, and the target, trusting the
+    /// hand-off, leads with its own log instead of adopting the most up-to-date log its
+    /// Prepare phase collects — entries the old leader decided can be lost.
+    TransferTargetKeepsOwnLog,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 29] = [
+    pub const ALL: [PlantedBug; 30] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -384,6 +403,7 @@ impl PlantedBug {
         PlantedBug::JoinWithoutState,
         PlantedBug::RemovedLeaderServes,
         PlantedBug::CasSkipRescanOnGrow,
+        PlantedBug::TransferTargetKeepsOwnLog,
     ];
 
     pub fn name(self) -> &'static str {
@@ -417,6 +437,7 @@ impl PlantedBug {
             PlantedBug::JoinWithoutState => "join-without-state",
             PlantedBug::RemovedLeaderServes => "removed-leader-serves",
             PlantedBug::CasSkipRescanOnGrow => "cas-skip-rescan-on-grow",
+            PlantedBug::TransferTargetKeepsOwnLog => "transfer-target-keeps-own-log",
         }
     }
 

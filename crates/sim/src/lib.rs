@@ -221,6 +221,9 @@ pub struct SimSummary {
     /// Reconfiguration runs, and the membership changes acknowledged in them.
     pub reconfig_seeds: u64,
     pub reconfig_steps: u64,
+    /// Leader hand-offs started and completed (runs with the `transfer` fault).
+    pub transfers_started: u64,
+    pub transfers_completed: u64,
 }
 
 /// What the lease checker covered over many seeds.
@@ -352,7 +355,7 @@ impl SimSummary {
             )
         };
         format!(
-            "seeds {} ({} failed) | ops {} ok, {} unknown, {} failed | messages {} | simulated {:.1} s | wall {:.2} s ({:.2} s checking) | {:.0} simulated events/s{agreement}{}{}{}",
+            "seeds {} ({} failed) | ops {} ok, {} unknown, {} failed | messages {} | simulated {:.1} s | wall {:.2} s ({:.2} s checking) | {:.0} simulated events/s{agreement}{}{}{}{}",
             self.seeds_run,
             self.failed_seeds.len(),
             self.ops_ok,
@@ -366,6 +369,18 @@ impl SimSummary {
             self.watch.line(),
             self.leases.line(),
             self.reconfig_line(),
+            self.transfer_line(),
+        )
+    }
+
+    /// One line for leader transfers, empty when no seed had them.
+    fn transfer_line(&self) -> String {
+        if self.transfers_started == 0 {
+            return String::new();
+        }
+        format!(
+            " | leader transfers {} started, {} completed",
+            self.transfers_started, self.transfers_completed
         )
     }
 

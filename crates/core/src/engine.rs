@@ -123,14 +123,15 @@ pub trait Engine: Sized + Send + 'static {
     /// A cheap snapshot of protocol state for APIs, metrics and the simulator.
     fn status(&self) -> EngineStatus;
 
-    /// Asks this replica, the leader, to hand leadership to voter `to` (etcd's MoveLeader).
-    /// `Ok` means the hand-off started; it completed once [`EngineStatus::leader`] names `to`,
-    /// and it is abandoned (the old leader leads on) after
+    /// Asks this replica, the leader, to hand leadership to voter `to` (etcd's MoveLeader), or
+    /// with `None` to the voter with the most up-to-date log (a graceful shutdown). `Ok` names
+    /// the target: the hand-off started, and completed once [`EngineStatus::leader`] names it;
+    /// it is abandoned (the old leader leads on) after
     /// [`crate::protocol::leader_transfer_ticks`]. Engines without a leader refuse.
     fn transfer_leadership(
         &mut self,
-        to: NodeId,
-    ) -> Result<(), crate::protocol::LeaderTransferError> {
+        to: Option<NodeId>,
+    ) -> Result<NodeId, crate::protocol::LeaderTransferError> {
         let _ = to;
         Err(crate::protocol::LeaderTransferError::Unsupported {
             engine: Self::NAME.to_string(),

@@ -98,11 +98,11 @@ impl std::fmt::Display for LeaderTransferError {
                  (every member coordinates its own commands)"
             ),
             LeaderTransferError::NotLeader { leader: Some(l) } => {
-                write!(f, "{ERR_NOT_LEADER} (the leader is member {l:x})")
+                write!(f, "{ERR_NOT_LEADER} (the leader is member {l:#x})")
             }
             LeaderTransferError::NotLeader { leader: None } => f.write_str(ERR_NOT_LEADER),
             LeaderTransferError::BadTarget { target, why } => {
-                write!(f, "{ERR_BAD_LEADER_TRANSFEREE}: member {target:x} {why}")
+                write!(f, "{ERR_BAD_LEADER_TRANSFEREE}: member {target:#x} {why}")
             }
             LeaderTransferError::NotReady(why) => write!(f, "leader transfer not possible now: {why}"),
         }
@@ -328,6 +328,12 @@ pub trait LogProtocol: Sized + Send + 'static {
         Err(LeaderTransferError::Unsupported {
             engine: Self::NAME.to_string(),
         })
+    }
+
+    /// Leader only: the voter a transfer without a chosen target should go to — the one whose
+    /// log is the most up to date as far as this leader knows. `None`: no such knowledge.
+    fn transfer_candidate(&self) -> Option<NodeId> {
+        None
     }
 
     /// The voter a leader transfer under way hands leadership to (`None`: none under way).

@@ -4,14 +4,32 @@
 //! (`etcdctl alarm list`; `endpoint health` asks too), and DEACTIVATE of NOSPACE disarms it
 //! (`etcdctl alarm disarm`; it re-raises if the disk is still short, and unlike etcd it also
 //! clears by itself once space is back). Unlike etcd's, the alarm is member-local: each member
-//! lists only its own. ACTIVATE and everything that would change the store
-//! answer UNIMPLEMENTED.
+//! lists only its own. MoveLeader hands leadership to another voter (`synod_node::transfer`).
+//! ACTIVATE and everything that would change the store answer UNIMPLEMENTED.
 
 use crate::pb::etcdserverpb as pb;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::service::EtcdService;
 use tokio_stream::Empty;
 use tonic::{Request, Status};
+
+/// etcd's codes for its leader-transfer errors (rpctypes): FAILED_PRECONDITION for "not
+/// leader" and "bad leader transferee", UNAVAILABLE for "leader transfer took too long".
+fn move_leader_status(e: &synod_node::MoveLeaderError) -> Status {
+    use synod_core::LeaderTransferError as Refused;
+    use synod_node::MoveLeaderError as E;
+    match e {
+        E::Refused(Refused::Unsupported { .. }) => Status::unimplemented(e.to_string()),
+        // Exactly etcd's text: clientv3 turns it into its typed ErrNotLeader.
+        E::Refused(Refused::NotLeader { .. }) => {
+            Status::failed_precondition(synod_core::ERR_NOT_LEADER)
+        }
+        E::Refused(Refused::BadTarget { .. }) => Status::failed_precondition(e.to_string()),
+        E::Refused(Refused::NotReady(_)) | E::TimedOut | E::Unavailable(_) => {
+            Status::unavailable(e.to_string())
+        }
+    }
+}
 
 fn i64_of(x: u64) -> i64 {
     i64::try_from(x).unwrap_or(i64::MAX)
@@ -127,10 +145,23 @@ impl Maintenance for EtcdService {
         self.refuse("snapshot", "Maintenance.Snapshot")
     }
 
+    /// etcd's MoveLeader: only the leader takes it (etcdctl finds the leader by Status first),
+    /// and it answers once the target leads. A follower answers "etcdserver: not leader"
+    /// (naming the leader) instead of forwarding, as etcd does.
     async fn move_leader(
         &self,
-        _request: Request<pb::MoveLeaderRequest>,
+        request: Request<pb::MoveLeaderRequest>,
     ) -> Result<tonic::Response<pb::MoveLeaderResponse>, Status> {
-        self.refuse("move_leader", "Maintenance.MoveLeader")
+        let target = request.into_inner().target_id;
+        self.observe("move_leader", async {
+            self.handle
+                .move_leader(Some(target))
+                .await
+                .map_err(|e| move_leader_status(&e))?;
+            Ok(pb::MoveLeaderResponse {
+                header: Some(self.header_now()),
+            })
+        })
+        .await
     }
 }

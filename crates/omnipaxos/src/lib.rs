@@ -252,6 +252,10 @@ impl LogProtocol for OmniPaxos {
         OmniPaxos::transfer_target(self)
     }
 
+    fn transfer_candidate(&self) -> Option<NodeId> {
+        self.most_up_to_date_follower()
+    }
+
     fn term(&self) -> u64 {
         self.store.promised.n
     }

@@ -67,6 +67,16 @@ impl OmniPaxos {
         Ok(())
     }
 
+    /// Leader: the synchronised follower that accepted the most of the log in this ballot
+    /// (the lowest id among equals), the one a graceful shutdown hands leadership to.
+    pub(crate) fn most_up_to_date_follower(&self) -> Option<NodeId> {
+        let l = self.leader_state()?;
+        l.followers
+            .iter()
+            .max_by_key(|(id, p)| (p.accepted_idx, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id)
+    }
+
     /// The target of the hand-off under way, if any.
     pub(crate) fn transfer_target(&self) -> Option<NodeId> {
         self.leader_state().and_then(|l| l.transfer).map(|t| t.to)

@@ -303,7 +303,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
         }
     }
 
-    fn transfer_leadership(&mut self, to: NodeId) -> Result<(), LeaderTransferError> {
+    fn transfer_leadership(&mut self, to: Option<NodeId>) -> Result<NodeId, LeaderTransferError> {
         let r = self.start_leader_transfer(to);
         self.after_input();
         r

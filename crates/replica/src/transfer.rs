@@ -9,12 +9,20 @@ use crate::Replica;
 use synod_core::{LeaderTransferError, LogProtocol, NodeId};
 
 impl<P: LogProtocol> Replica<P> {
-    pub(crate) fn start_leader_transfer(&mut self, to: NodeId) -> Result<(), LeaderTransferError> {
+    /// Starts a hand-off to `to`, or to the most up-to-date other voter; returns the target.
+    pub(crate) fn start_leader_transfer(
+        &mut self,
+        to: Option<NodeId>,
+    ) -> Result<NodeId, LeaderTransferError> {
         if P::LEADERLESS {
             return Err(LeaderTransferError::Unsupported {
                 engine: P::NAME.to_string(),
             });
         }
+        let to = match to {
+            Some(to) => to,
+            None => self.best_transfer_target()?,
+        };
         let config = &self.state.config;
         if !config.members.is_empty() && !config.contains(to) {
             return Err(LeaderTransferError::BadTarget {
@@ -35,14 +43,29 @@ impl<P: LogProtocol> Replica<P> {
         }
         if to == self.config.id {
             // Already leading: etcd answers a move to the current leader with success too.
-            return Ok(());
+            return Ok(to);
         }
         let Some(p) = self.protocol.as_mut() else {
             return Err(LeaderTransferError::NotLeader { leader: None });
         };
         let r = p.transfer_leadership(to, &mut self.pout);
         self.drain_protocol();
-        r
+        r.map(|()| to)
+    }
+
+    /// The protocol's most up-to-date follower, else the first other voter.
+    fn best_transfer_target(&self) -> Result<NodeId, LeaderTransferError> {
+        if !self.is_leader() {
+            return Err(LeaderTransferError::NotLeader {
+                leader: self.leader_hint(),
+            });
+        }
+        let me = self.config.id;
+        let candidate = self.protocol.as_ref().and_then(|p| p.transfer_candidate());
+        let voters = self.state.config.voters();
+        candidate
+            .or_else(|| voters.into_iter().find(|v| *v != me))
+            .ok_or_else(|| LeaderTransferError::NotReady("no other voter to lead".into()))
     }
 
     /// The voter a hand-off under way goes to (for the simulator's reports).

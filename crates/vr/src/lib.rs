@@ -535,6 +535,10 @@ impl LogProtocol for Vr {
         r
     }
 
+    fn transfer_candidate(&self) -> Option<NodeId> {
+        self.most_up_to_date_backup()
+    }
+
     fn term(&self) -> u64 {
         self.store.view()
     }

@@ -34,6 +34,16 @@ impl Vr {
         Ok(())
     }
 
+    /// Primary: the backup that acknowledged the most of the log (the lowest id among equals),
+    /// the one a graceful shutdown hands leadership to.
+    pub(crate) fn most_up_to_date_backup(&self) -> Option<NodeId> {
+        let p = self.primary.as_ref()?;
+        p.progress
+            .iter()
+            .max_by_key(|(id, g)| (g.acked, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id)
+    }
+
     /// The first view after `view` whose primary is `to` (at most n views on).
     fn view_led_by(&self, to: NodeId, view: crate::View) -> crate::View {
         let n = self.config.members.len() as u64;

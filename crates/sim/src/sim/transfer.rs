@@ -102,12 +102,15 @@ impl<E: Engine> Sim<E> {
         let Some(engine) = self.nodes[i].engine.as_mut() else {
             return;
         };
-        let r = engine.transfer_leadership(to);
+        let r = engine.transfer_leadership(Some(to));
         let note = match &r {
-            Ok(()) => format!("operator: transfer leadership n{from} → n{to}"),
+            Ok(_) => format!("operator: transfer leadership n{from} → n{to}"),
             Err(e) => format!("operator: transfer n{from} → n{to} refused: {e}"),
         };
         self.drain(from, TraceKind::Note(note));
+        if r.as_ref().is_ok_and(|t| *t != to) {
+            panic!("a transfer to n{to} went to another member: {r:?}");
+        }
         if r.is_err() {
             self.mover.refused += 1;
             return;

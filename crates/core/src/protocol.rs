@@ -104,7 +104,9 @@ impl std::fmt::Display for LeaderTransferError {
             LeaderTransferError::BadTarget { target, why } => {
                 write!(f, "{ERR_BAD_LEADER_TRANSFEREE}: member {target:#x} {why}")
             }
-            LeaderTransferError::NotReady(why) => write!(f, "leader transfer not possible now: {why}"),
+            LeaderTransferError::NotReady(why) => {
+                write!(f, "leader transfer not possible now: {why}")
+            }
         }
     }
 }

@@ -345,7 +345,11 @@ pub async fn status(State(handle): State<NodeHandle>) -> Json<StatusReply> {
 pub async fn healthz(State(handle): State<NodeHandle>) -> Response {
     match handle.health() {
         Ok(()) => "ok".into_response(),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {why}\n")).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {why}\n"),
+        )
+            .into_response(),
     }
 }
 

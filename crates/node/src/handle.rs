@@ -258,8 +258,9 @@ impl NodeHandle {
         };
         let (reply, rx) = oneshot::channel();
         let req = crate::transfer::TransferRequest { to, reply };
-        tx.try_send(req)
-            .map_err(|_| Unavailable("too many leader transfers waiting, or node stopped".into()))?;
+        tx.try_send(req).map_err(|_| {
+            Unavailable("too many leader transfers waiting, or node stopped".into())
+        })?;
         rx.await
             .unwrap_or_else(|_| Err(Unavailable("node stopped before replying".into())))
     }

@@ -31,5 +31,5 @@ pub use alarm::Alarms;
 pub use config::{ClusterConfig, ConfigError, HistoryConfig, MemberConfig, NodeConfig};
 pub use handle::{ApiError, ApiLimits, MemberInfo, NodeHandle, NodeInfo, NodeStatus, Submission};
 pub use metrics::Metrics;
-pub use transfer::MoveLeaderError;
 pub use runtime::{NodeError, RunningNode, start, start_engine, start_with_listener};
+pub use transfer::MoveLeaderError;

@@ -58,7 +58,11 @@ pub struct TransferRequest {
 /// The engine thread's side: transfers started and waiting for their target to lead.
 #[derive(Debug)]
 pub(crate) struct Transfers {
-    waiting: Vec<(NodeId, Instant, oneshot::Sender<Result<NodeId, MoveLeaderError>>)>,
+    waiting: Vec<(
+        NodeId,
+        Instant,
+        oneshot::Sender<Result<NodeId, MoveLeaderError>>,
+    )>,
     /// How long a started transfer may take (the engine's bound in wall time, plus slack).
     bound: Duration,
 }
@@ -85,7 +89,8 @@ impl Transfers {
             }
             Ok(to) => {
                 tracing::info!(target_member = to, "leader transfer started");
-                self.waiting.push((to, Instant::now() + self.bound, req.reply));
+                self.waiting
+                    .push((to, Instant::now() + self.bound, req.reply));
             }
         }
     }
@@ -102,7 +107,11 @@ impl Transfers {
         self.waiting = waiting;
         for (to, _, reply) in done {
             let r = if status.leader == Some(to) {
-                tracing::info!(target_member = to, term = status.term, "leader transfer done");
+                tracing::info!(
+                    target_member = to,
+                    term = status.term,
+                    "leader transfer done"
+                );
                 Ok(to)
             } else {
                 tracing::warn!(target_member = to, "leader transfer took too long; gave up");

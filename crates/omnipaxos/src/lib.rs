@@ -23,9 +23,9 @@ mod repair;
 mod sequence_paxos;
 mod snapshot;
 pub mod storage;
-mod transfer;
 #[cfg(test)]
 mod tests;
+mod transfer;
 
 pub use ballot::Ballot;
 pub use messages::{BleMessage, Message, PaxosMessage};
@@ -237,7 +237,11 @@ impl LogProtocol for OmniPaxos {
         self.emit(out);
     }
 
-    fn transfer_leadership(&mut self, to: NodeId, out: &mut Out) -> Result<(), LeaderTransferError> {
+    fn transfer_leadership(
+        &mut self,
+        to: NodeId,
+        out: &mut Out,
+    ) -> Result<(), LeaderTransferError> {
         if self.store.amnesic {
             return Err(LeaderTransferError::NotReady(
                 "this member is repairing lost storage".into(),

@@ -952,22 +952,38 @@ fn a_hand_off_makes_the_target_lead_with_every_write_and_it_stays() {
         net.submit(l, put(1, i, "k", &format!("v{i}")));
     }
     let term = net.nodes[&l].status().term;
-    let started = net.nodes.get_mut(&l).expect("leader").transfer_leadership(Some(to));
+    let started = net
+        .nodes
+        .get_mut(&l)
+        .expect("leader")
+        .transfer_leadership(Some(to));
     assert_eq!(started, Ok(to));
     net.drain(l);
-    assert!(net.run_until(100, |n| n.leader() == Some(to)), "no hand-off");
+    assert!(
+        net.run_until(100, |n| n.leader() == Some(to)),
+        "no hand-off"
+    );
     assert!(net.nodes[&to].status().term > term, "a new ballot");
     // Every write submitted before the hand-off is answered, none lost.
-    assert!(net.run_until(200, |n| (1..=20).all(|i| !n.reply_for(l, rid(1, i)).is_empty())));
+    assert!(net.run_until(200, |n| {
+        (1..=20).all(|i| !n.reply_for(l, rid(1, i)).is_empty())
+    }));
     assert!((1..=20).all(|i| net.reply_for(l, rid(1, i))[0].result.is_ok()));
     // BLE does not flap back: many election timeouts later the target still leads.
     for _ in 0..20 * net.configs[&l].election_timeout_ticks {
         net.step();
-        assert_eq!(net.leader(), Some(to), "leadership moved again after the hand-off");
+        assert_eq!(
+            net.leader(),
+            Some(to),
+            "leadership moved again after the hand-off"
+        );
     }
     net.submit(l, get(1, 21, "k", Consistency::Linearizable));
     assert!(net.run_until(100, |n| !n.reply_for(l, rid(1, 21)).is_empty()));
-    assert_eq!(read_value(net.reply_for(l, rid(1, 21))[0]), Some(b"v20".to_vec()));
+    assert_eq!(
+        read_value(net.reply_for(l, rid(1, 21))[0]),
+        Some(b"v20".to_vec())
+    );
 }
 
 #[test]
@@ -975,7 +991,10 @@ fn a_hand_off_to_an_unreachable_target_gives_up_and_the_leader_leads_on() {
     let (mut net, l, to) = with_leader();
     net.crash(to);
     assert_eq!(
-        net.nodes.get_mut(&l).expect("leader").transfer_leadership(Some(to)),
+        net.nodes
+            .get_mut(&l)
+            .expect("leader")
+            .transfer_leadership(Some(to)),
         Ok(to)
     );
     net.drain(l);
@@ -983,7 +1002,10 @@ fn a_hand_off_to_an_unreachable_target_gives_up_and_the_leader_leads_on() {
     net.submit(l, put(1, 1, "a", "1"));
     let bound = synod_core::leader_transfer_ticks(&net.configs[&l]);
     net.run_until(bound / 2, |_| false);
-    assert!(net.reply_for(l, rid(1, 1)).is_empty(), "a write taken mid-hand-off");
+    assert!(
+        net.reply_for(l, rid(1, 1)).is_empty(),
+        "a write taken mid-hand-off"
+    );
     // … and once the bound passed the old leader takes it.
     assert!(net.run_until(4 * bound, |n| !n.reply_for(l, rid(1, 1)).is_empty()));
     assert!(net.reply_for(l, rid(1, 1))[0].result.is_ok());
@@ -995,11 +1017,26 @@ fn a_hand_off_to_an_unreachable_target_gives_up_and_the_leader_leads_on() {
 fn a_transfer_is_refused_by_a_follower_and_for_a_stranger() {
     use synod_core::LeaderTransferError;
     let (mut net, l, to) = with_leader();
-    let r = net.nodes.get_mut(&to).expect("follower").transfer_leadership(Some(l));
+    let r = net
+        .nodes
+        .get_mut(&to)
+        .expect("follower")
+        .transfer_leadership(Some(l));
     assert_eq!(r, Err(LeaderTransferError::NotLeader { leader: Some(l) }));
-    let r = net.nodes.get_mut(&l).expect("leader").transfer_leadership(Some(9));
-    assert!(matches!(r, Err(LeaderTransferError::BadTarget { target: 9, .. })), "{r:?}");
+    let r = net
+        .nodes
+        .get_mut(&l)
+        .expect("leader")
+        .transfer_leadership(Some(9));
+    assert!(
+        matches!(r, Err(LeaderTransferError::BadTarget { target: 9, .. })),
+        "{r:?}"
+    );
     // No target given: the most up-to-date follower.
-    let r = net.nodes.get_mut(&l).expect("leader").transfer_leadership(None);
+    let r = net
+        .nodes
+        .get_mut(&l)
+        .expect("leader")
+        .transfer_leadership(None);
     assert!(matches!(r, Ok(t) if t != l), "{r:?}");
 }

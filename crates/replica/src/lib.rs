@@ -48,7 +48,8 @@ use synod_core::kv::RevisionEvents;
 use synod_core::membership::Configuration;
 use synod_core::{
     Capabilities, ClientRequest, Command, Engine, EngineConfig, EngineError, EngineStatus,
-    LeaderTransferError, LogProtocol, NodeId, Origin, OutputBuffer, PlantedBug, ProtocolEvent, ProtocolOutput, Ready,
+    LeaderTransferError, LogProtocol, NodeId, Origin, OutputBuffer, PlantedBug, ProtocolEvent,
+    ProtocolOutput, Ready,
 };
 
 /// Incarnations after a lost disk start at or above this (bit 62), plus bits of the boot nonce:

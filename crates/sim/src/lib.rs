@@ -547,7 +547,7 @@ pub fn partial_connectivity_report(engine: &str, nodes: usize) -> Result<String,
 
 /// Usage of [`run_cli`].
 pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos|toy] [--nodes N] [--seeds A..B | N]
-                 [--faults all|none|crash,partition,one-way,partial,loss,duplicate,power-loss,torn-writes,storage,reconfig]
+                 [--faults all|none|crash,partition,one-way,partial,loss,duplicate,power-loss,torn-writes,storage,reconfig,transfer]
                  [--clients N] [--ops N] [--keys N] [--sim-seconds S]
                  [--snapshot-entries N] [--watchers N] [--leases N] [--planted-bug NAME]
                  [--history-dir DIR]
@@ -562,6 +562,9 @@ pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos
   read lease keys) and runs the lease checker: never early, and gone at the end (docs/leases.md).
   --faults all,reconfig adds membership changes: an operator adds learners and voters, promotes,
   and removes members (the leader too) while clients run (docs/membership.md).
+  --faults all,transfer adds leader transfers: an operator asks the leader to hand leadership to
+  a random other voter at random moments; the totals count hand-offs started and completed
+  (docs/leader-transfer.md).
   exit status: 0 every seed passed, 1 some seed failed, 2 bad arguments.";
 
 /// Parsed command line of `synod sim`.

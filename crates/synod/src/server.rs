@@ -325,7 +325,10 @@ async fn hand_off_leadership(handle: &synod_node::NodeHandle, me: u64) {
     if handle.status().engine.leader != Some(me) {
         return;
     }
-    tracing::info!(member = me, "leading: handing leadership away before stopping");
+    tracing::info!(
+        member = me,
+        "leading: handing leadership away before stopping"
+    );
     let started = std::time::Instant::now();
     tokio::select! {
         r = handle.move_leader(None) => match r {

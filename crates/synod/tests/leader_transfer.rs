@@ -85,14 +85,20 @@ fn etcdctl_move_leader(engine: &str) {
         text(&out.stderr)
     );
     assert!(
-        stdout.contains(&format!("Leadership transferred from {leader:x} to {target:x}")),
+        stdout.contains(&format!(
+            "Leadership transferred from {leader:x} to {target:x}"
+        )),
         "{stdout}"
     );
     // Every endpoint reports the target as leader, in a raft term above 0.
-    wait_until(TRANSFER_WITHIN, "endpoint status to show the new leader", || {
-        let rows = endpoint_status(&all);
-        (rows.len() == 3 && rows.iter().all(|(l, t)| *l == target && *t > 0)).then_some(())
-    });
+    wait_until(
+        TRANSFER_WITHIN,
+        "endpoint status to show the new leader",
+        || {
+            let rows = endpoint_status(&all);
+            (rows.len() == 3 && rows.iter().all(|(l, t)| *l == target && *t > 0)).then_some(())
+        },
+    );
     // Writes go on through the new leader, and the one before the hand-off is still there.
     assert_eq!(c.put(leader, "after", "2").status().as_u16(), 200);
     assert_eq!(c.get(leader, "before", false).as_deref(), Some("1"));
@@ -248,7 +254,11 @@ fn sigterm_hand_off(engine: &str) {
     });
     stop.store(true, Ordering::Relaxed);
     let acked = writer.join().expect("writer");
-    assert!(acked.len() >= 20, "only {} writes acknowledged", acked.len());
+    assert!(
+        acked.len() >= 20,
+        "only {} writes acknowledged",
+        acked.len()
+    );
     for key in &acked {
         assert!(
             c.get(new_leader, key, false).is_some(),

@@ -154,7 +154,10 @@ pub fn run_command(
             let a = move_leader(client, *id)?;
             let from = a.0;
             // etcdctl's words, ids in hex as it prints them.
-            emit(out, format!("Leadership transferred from {from:x} to {id:x}"));
+            emit(
+                out,
+                format!("Leadership transferred from {from:x} to {id:x}"),
+            );
         }
         Command::Lock(_) | Command::Elect(_) => {
             return Err(CtlError::Usage(

@@ -143,8 +143,8 @@ use reads::ReadRounds;
 use recovery::RecoveryState;
 use storage::DurableState;
 use synod_core::{
-    Command, EngineConfig, LeaderTransferError, LogProtocol, NodeId, ProtocolEvent,
-    ProtocolOutput, SnapshotAcceptance, SplitMix64, TransferStatus,
+    Command, EngineConfig, LeaderTransferError, LogProtocol, NodeId, ProtocolEvent, ProtocolOutput,
+    SnapshotAcceptance, SplitMix64, TransferStatus,
 };
 use view_change::ViewChangeState;
 
@@ -529,7 +529,11 @@ impl LogProtocol for Vr {
         self.finish(out);
     }
 
-    fn transfer_leadership(&mut self, to: NodeId, out: &mut Out) -> Result<(), LeaderTransferError> {
+    fn transfer_leadership(
+        &mut self,
+        to: NodeId,
+        out: &mut Out,
+    ) -> Result<(), LeaderTransferError> {
         let r = self.start_transfer(to);
         self.finish(out);
         r

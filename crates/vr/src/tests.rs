@@ -1081,7 +1081,8 @@ fn a_transfer_is_a_view_change_to_the_targets_view_that_keeps_every_op() {
         assert_eq!(sim.primaries(), vec![1]);
         let to = n;
         sim.input(1, |vr, out| {
-            vr.transfer_leadership(to, out).expect("the primary starts it");
+            vr.transfer_leadership(to, out)
+                .expect("the primary starts it");
         });
         sim.rounds(40);
         assert_eq!(sim.primaries(), vec![to], "n = {n}: the target leads");
@@ -1093,7 +1094,10 @@ fn a_transfer_is_a_view_change_to_the_targets_view_that_keeps_every_op() {
         sim.assert_safe();
         // A backup cannot start one, and the target must be another member.
         let r = synod_core::LogProtocol::transfer_leadership(
-            sim.nodes.get_mut(&1).and_then(|s| s.vr.as_mut()).expect("n1"),
+            sim.nodes
+                .get_mut(&1)
+                .and_then(|s| s.vr.as_mut())
+                .expect("n1"),
             2,
             &mut Out::default(),
         );

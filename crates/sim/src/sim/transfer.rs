@@ -135,7 +135,8 @@ impl<E: Engine> Sim<E> {
             self.mover.completed += 1;
             return;
         }
-        let bound_ticks = leader_transfer_ticks(&self.nodes[i].config) + 2 * self.cfg.election_timeout_ticks;
+        let bound_ticks =
+            leader_transfer_ticks(&self.nodes[i].config) + 2 * self.cfg.election_timeout_ticks;
         if self.now_us > asked_us + bound_ticks * TICK_US {
             return;
         }

@@ -55,14 +55,13 @@ pub struct TransferRequest {
     pub reply: oneshot::Sender<Result<NodeId, MoveLeaderError>>,
 }
 
+/// Where a transfer's outcome goes: the member that leads after it, or why not.
+type Reply = oneshot::Sender<Result<NodeId, MoveLeaderError>>;
+
 /// The engine thread's side: transfers started and waiting for their target to lead.
 #[derive(Debug)]
 pub(crate) struct Transfers {
-    waiting: Vec<(
-        NodeId,
-        Instant,
-        oneshot::Sender<Result<NodeId, MoveLeaderError>>,
-    )>,
+    waiting: Vec<(NodeId, Instant, Reply)>,
     /// How long a started transfer may take (the engine's bound in wall time, plus slack).
     bound: Duration,
 }

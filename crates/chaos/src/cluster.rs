@@ -6,6 +6,10 @@
 //! (so even if `synod chaos` itself is SIGKILLed, the kernel kills the servers). [`Cluster`]'s
 //! `Drop` kills every child — SIGCONT first if paused, then SIGKILL, then reaps — so a panic or an
 //! early return cannot leave a server running.
+//!
+//! A member is a *slot*: its ports, data directory and log file stay put while membership
+//! changes (`--faults reconfig`) give the slot a new member — a new id, an empty data directory,
+//! started with `--join` — or retire it. Spare slots start retired and are used to grow.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -27,6 +31,21 @@ pub struct Member {
     paused: bool,
     /// Starts so far (1 after the first start); written into the log before each start.
     pub starts: u32,
+    /// Not a member of the cluster (a spare, or removed and not replaced): never started,
+    /// never restarted by a heal.
+    pub retired: bool,
+    /// Set once the slot holds a member added at run time: how that member joins.
+    pub join: Option<JoinArgs>,
+}
+
+/// `synod server --join` flags of a member added at run time (its addresses are the slot's).
+#[derive(Clone, Debug)]
+pub struct JoinArgs {
+    /// HTTP endpoints of members to ask for the configuration.
+    pub endpoints: Vec<String>,
+    /// The advertised peer address (the proxy's listener for this slot).
+    pub peer_addr: String,
+    pub grpc_addr: String,
 }
 
 impl Member {
@@ -71,6 +90,8 @@ impl Cluster {
                 child: None,
                 paused: false,
                 starts: 0,
+                retired: false,
+                join: None,
             })
             .collect();
         Cluster {
@@ -82,7 +103,7 @@ impl Cluster {
     }
 
     pub fn index_of(&self, id: NodeId) -> Option<usize> {
-        self.members.iter().position(|m| m.id == id)
+        self.members.iter().position(|m| m.id == id && !m.retired)
     }
 
     /// Starts member `i` (from its data directory, so a restart recovers from its WAL).
@@ -102,13 +123,26 @@ impl Cluster {
             m.name,
             at_us as f64 / 1e6
         )?;
+        assert!(!m.retired, "slot {} holds no member", m.name);
         let mut cmd = Command::new(&self.exe);
-        cmd.arg("server")
-            .arg("--config")
-            .arg(&self.config_path)
-            .arg("--id")
-            .arg(m.id.to_string())
-            .arg("--data-dir")
+        cmd.arg("server").arg("--config").arg(&self.config_path);
+        match &m.join {
+            // A joined member finds its id in its data directory (or, on its first start, by
+            // asking the endpoints); --join is ignored once it has joined.
+            Some(j) => cmd
+                .arg("--join")
+                .arg(j.endpoints.join(","))
+                .arg("--name")
+                .arg(format!("n{}", m.id))
+                .arg("--peer-addr")
+                .arg(&j.peer_addr)
+                .arg("--http-addr")
+                .arg(&m.http_addr)
+                .arg("--grpc-addr")
+                .arg(&j.grpc_addr),
+            None => cmd.arg("--id").arg(m.id.to_string()),
+        };
+        cmd.arg("--data-dir")
             .arg(&m.data_dir)
             .arg("--peer-listen-addr")
             .arg(&m.peer_listen_addr);
@@ -183,6 +217,28 @@ impl Cluster {
             }
         }
         v
+    }
+
+    /// Slot `i` gets a new member (`id`, joining with `join`) with an empty data directory;
+    /// whatever ran there must have been killed. Not started yet.
+    pub fn assign(&mut self, i: usize, id: NodeId, join: JoinArgs) -> std::io::Result<()> {
+        let m = &mut self.members[i];
+        assert!(m.child.is_none(), "slot {} still runs n{}", m.name, m.id);
+        match std::fs::remove_dir_all(&m.data_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        m.id = id;
+        m.join = Some(join);
+        m.retired = false;
+        Ok(())
+    }
+
+    /// Slot `i` no longer holds a member: killed, never restarted.
+    pub fn retire(&mut self, i: usize) {
+        self.kill(i);
+        self.members[i].retired = true;
     }
 
     pub fn kill_all(&mut self) {

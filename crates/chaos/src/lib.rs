@@ -10,6 +10,7 @@
 //! * [`watchers`] — watch streams on every member, checked by the watch checker.
 //! * [`locks`] — lock clients writing a fenced register, checked for token order.
 //! * [`availability`] — ops per 100 ms per member, downtime per fault, the SVG chart.
+//! * [`reconfig`] — membership changes as faults (`--faults …,reconfig`).
 //!
 //! Exit codes of [`run`]: 0 linearizable, 1 not linearizable, 2 unknown / inconclusive
 //! (checker budget, no successful operation, interrupted), 3 setup error.
@@ -18,6 +19,7 @@ pub mod availability;
 pub mod cluster;
 pub mod locks;
 pub mod proxy;
+pub mod reconfig;
 pub mod schedule;
 pub mod watchers;
 pub mod workload;
@@ -83,7 +85,9 @@ pub struct ChaosArgs {
     /// Seed of the fault schedule and the workload (printed; random if not given).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Faults to inject: crash, pause, partition, partial (comma-separated), all or none.
+    /// Faults to inject: crash, pause, partition, partial, reconfig (comma-separated), all or
+    /// none. `all` leaves the member set fixed; `all,reconfig` also replaces members and
+    /// resizes the cluster (not on epaxos).
     #[arg(long, default_value = "all", value_parser = FaultKinds::parse)]
     pub faults: FaultKinds,
     /// Where to keep the history, schedule, logs and chart (default
@@ -255,6 +259,9 @@ fn prepare_out_dir(args: &ChaosArgs, seed: u64) -> Result<PathBuf, String> {
     if args.keys == 0 {
         return Err("--keys must be at least 1".into());
     }
+    if args.faults.reconfig && args.engine == "epaxos" {
+        return Err("--faults reconfig: the epaxos engine has no membership change".into());
+    }
     if !synod_node::config::ENGINE_NAMES.contains(&args.engine.as_str()) {
         return Err(format!(
             "unknown engine {:?}; known: {:?}",
@@ -354,7 +361,14 @@ async fn setup(
     out: &Path,
     clock: &Clock,
 ) -> Result<Setup, String> {
-    let ports = pick_ports(args.nodes).map_err(|e| format!("cannot pick free ports: {e}"))?;
+    let spares = if args.faults.reconfig {
+        reconfig::SPARES
+    } else {
+        0
+    };
+    let mut ports =
+        pick_ports(args.nodes + spares).map_err(|e| format!("cannot pick free ports: {e}"))?;
+    let spare_ports = ports.split_off(args.nodes);
     let mut cfg = ClusterConfig::local(args.nodes, 0);
     cfg.cluster_name = format!("chaos-{seed}");
     cfg.engine = args.engine.clone();
@@ -389,6 +403,32 @@ async fn setup(
         ));
     }
     cfg.validate().map_err(|e| e.to_string())?;
+    // Spare slots (reconfig runs): routed and addressed like members, started only once a
+    // membership change adds a member there.
+    for (k, p) in spare_ports.into_iter().enumerate() {
+        let proxy_addr = p.proxy.local_addr().map_err(|e| e.to_string())?;
+        all_ports.extend([
+            proxy_addr.port(),
+            p.peer_real.port(),
+            p.http.port(),
+            p.grpc.port(),
+        ]);
+        grpc_addrs.push(p.grpc.to_string());
+        p.proxy.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::from_std(p.proxy).map_err(|e| e.to_string())?;
+        let id = reconfig::spare_id(k);
+        routes.push(Route {
+            member: id,
+            listener,
+            target: p.peer_real,
+        });
+        members.push((
+            id,
+            format!("s{}", k + 1),
+            p.http.to_string(),
+            p.peer_real.to_string(),
+        ));
+    }
     let config_path = out.join("cluster.toml");
     std::fs::write(&config_path, cfg.to_toml_string())
         .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
@@ -409,6 +449,10 @@ async fn setup(
     let ids = cfg.member_ids();
     let mut cluster = Cluster::new(exe, &config_path, args.plant_bug.clone(), members, out);
     for i in 0..cluster.members.len() {
+        if i >= args.nodes {
+            cluster.members[i].retired = true;
+            continue;
+        }
         cluster
             .start(i, clock.now_us())
             .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
@@ -458,7 +502,7 @@ async fn setup(
 /// Whether every member answers `/v1/status` (it answers only once all its listeners are bound
 /// and its node is running).
 async fn every_member_serves(http: &reqwest::Client, cluster: &Cluster) -> bool {
-    for m in &cluster.members {
+    for m in cluster.members.iter().filter(|m| !m.retired) {
         let url = format!("http://{}/v1/status", m.http_addr);
         match http.get(&url).send().await {
             Ok(r) if r.status().is_success() => {}
@@ -476,12 +520,18 @@ struct NemesisLog {
     unexpected_exits: Vec<String>,
     /// Restarts that failed and similar trouble.
     warnings: Vec<String>,
+    /// The member ids when the run ended (a reconfig run replaces and adds members).
+    members_at_end: Vec<NodeId>,
 }
 
 struct Nemesis<'a> {
     cluster: &'a mut Cluster,
     proxy: &'a Proxy,
+    /// The members now (membership changes replace and add ids).
     ids: Vec<NodeId>,
+    engine: String,
+    /// Each slot's etcd gRPC address, spares included.
+    grpc_addrs: Vec<String>,
     rng: SplitMix64,
     http: reqwest::Client,
     clock: Clock,
@@ -494,6 +544,11 @@ enum Undo {
     Restart(usize),
     Resume(usize),
     Links,
+    /// A replaced member's newcomer, promoted from learner.
+    Promote(NodeId),
+    /// Members a resize added, removed again.
+    Shrink(Vec<NodeId>),
+    Nothing,
 }
 
 impl Nemesis<'_> {
@@ -533,6 +588,17 @@ impl Nemesis<'_> {
     /// (target, description of its role).
     async fn resolve(&mut self, t: Target) -> (NodeId, String) {
         let leader = self.leader().await;
+        // Target::Node names a slot (see its doc); a retired slot falls back to member 1's.
+        let t = match t {
+            Target::Node(n) => {
+                let slot = usize::try_from(n.saturating_sub(1)).unwrap_or(0);
+                match self.cluster.members.get(slot).filter(|m| !m.retired) {
+                    Some(m) => Target::Node(m.id),
+                    None => Target::Node(self.ids[0]),
+                }
+            }
+            other => other,
+        };
         match (t, leader) {
             (Target::Node(n), Some(l)) if n == l => (n, " (leader)".into()),
             (Target::Node(n), _) => (n, String::new()),
@@ -645,6 +711,16 @@ impl Nemesis<'_> {
                     None,
                 )
             }
+            Fault::Replace { target } => {
+                let (n, role) = self.resolve(*target).await;
+                let (description, learner) = self.replace(n, &role).await;
+                let undo = learner.map_or(Undo::Nothing, Undo::Promote);
+                (description, undo, None)
+            }
+            Fault::Resize => {
+                let (description, added) = self.grow().await;
+                (description, Undo::Shrink(added), None)
+            }
         }
     }
 
@@ -655,18 +731,25 @@ impl Nemesis<'_> {
         self.proxy.cut(&cuts);
     }
 
-    fn undo(&mut self, u: Undo) {
+    async fn undo(&mut self, u: Undo) {
         match u {
-            Undo::Restart(i) => {
-                if let Err(e) = self.cluster.start(i, self.clock.now_us()) {
-                    self.log.warnings.push(format!(
-                        "restart of {} failed: {e}",
-                        self.cluster.members[i].name
-                    ));
-                }
+            Undo::Promote(id) => {
+                self.promote_member(id).await;
             }
+            Undo::Shrink(added) => self.shrink(&added).await,
+            Undo::Nothing => {}
+            Undo::Restart(i) => self.restart(i),
             Undo::Resume(i) => self.cluster.resume(i),
             Undo::Links => self.proxy.restore_all(),
+        }
+    }
+
+    fn restart(&mut self, i: usize) {
+        if let Err(e) = self.cluster.start(i, self.clock.now_us()) {
+            self.log.warnings.push(format!(
+                "restart of {} failed: {e}",
+                self.cluster.members[i].name
+            ));
         }
     }
 
@@ -692,8 +775,8 @@ impl Nemesis<'_> {
         self.proxy.restore_all();
         for i in 0..self.cluster.members.len() {
             self.cluster.resume(i);
-            if !self.cluster.members[i].is_running() {
-                self.undo(Undo::Restart(i));
+            if !self.cluster.members[i].is_running() && !self.cluster.members[i].retired {
+                self.restart(i);
             }
         }
     }
@@ -779,6 +862,7 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
             .cluster
             .members
             .iter()
+            .take(args.nodes)
             .map(|m| watchers::Target {
                 id: m.id,
                 http_addr: m.http_addr.clone(),
@@ -806,7 +890,7 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
             fenced: !args.lock_unfenced,
             pause_holder: args.lock_pause_holder,
         };
-        match locks::LockRun::start(&s.grpc_addrs, cfg, seed, clock).await {
+        match locks::LockRun::start(&s.grpc_addrs[..args.nodes], cfg, seed, clock).await {
             Ok(r) => Some(r),
             Err(e) => {
                 eprintln!("synod chaos: setup error: {e}");
@@ -830,6 +914,8 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
         cluster: &mut s.cluster,
         proxy: &s.proxy,
         ids: s.ids.clone(),
+        engine: args.engine.clone(),
+        grpc_addrs: s.grpc_addrs.clone(),
         rng: SplitMix64::new(seed ^ 0xFA17),
         http: reqwest::Client::new(),
         clock,
@@ -859,7 +945,7 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
         if !interrupted && !wait_until(at(f.end_ms), &mut nemesis, &mut ctrl_c).await {
             interrupted = true;
         }
-        nemesis.undo(undo);
+        nemesis.undo(undo).await;
         let end_us = clock.now_us() - t0_us;
         nemesis.log.records.push(FaultRecord {
             id: f.id,
@@ -884,6 +970,7 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
         interrupted = true;
     }
     nemesis.reap();
+    nemesis.log.members_at_end = nemesis.ids.clone();
     let log = std::mem::take(&mut nemesis.log);
     drop(nemesis);
     // Let clients finish their open operation (bounded by the client timeout).
@@ -991,7 +1078,14 @@ async fn report(
             "unexpected_exits": &log.unexpected_exits, "warnings": &log.warnings}))
         .unwrap_or_default(),
     );
-    let names: Vec<String> = s.cluster.members.iter().map(|m| m.name.clone()).collect();
+    // One lane per slot with clients (spare slots have none).
+    let names: Vec<String> = s
+        .cluster
+        .members
+        .iter()
+        .take(args.nodes)
+        .map(|m| m.name.clone())
+        .collect();
     let avail = availability::compute(&names, &successes, &log.records, run_us);
     write(
         "availability.json",
@@ -1150,6 +1244,7 @@ async fn report(
         "seed": seed, "engine": args.engine, "exit_code": code, "ops_ok": ok, "ops_unknown": unknown,
         "ops_failed": failed, "ports": &s.ports, "out_dir": out, "unexpected_exits": &log.unexpected_exits,
         "by_kind": &avail.by_kind, "watch": watch_numbers, "locks": lock_numbers,
+        "members_at_end": &log.members_at_end, "warnings": &log.warnings,
     });
     let _ = std::fs::write(
         out.join("summary.json"),

@@ -106,12 +106,19 @@ struct Shared {
     stats: Mutex<BTreeMap<Link, LinkStats>>,
     /// Bumped on every rule change so open connections re-check whether they were cut.
     changed: watch::Sender<u64>,
-    members: Vec<NodeId>,
+    /// The member behind each route, by route index. A membership change (`synod chaos
+    /// --faults reconfig`) gives a route a new member id: the replacement keeps the slot's
+    /// addresses, so clients and schedules stay put while the cluster changes under them.
+    slots: Mutex<Vec<NodeId>>,
     connections_total: AtomicU64,
     cfg: ProxyConfig,
 }
 
 impl Shared {
+    fn members(&self) -> Vec<NodeId> {
+        lock(&self.slots).clone()
+    }
+
     fn rule(&self, link: Link) -> LinkRule {
         lock(&self.rules).get(&link).copied().unwrap_or_default()
     }
@@ -129,7 +136,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The running proxy. Dropping it (or [`Proxy::shutdown`]) closes every listener and connection.
 pub struct Proxy {
     shared: Arc<Shared>,
-    listen: BTreeMap<NodeId, SocketAddr>,
+    /// Each route's listening address, by route index.
+    listen: Vec<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -142,17 +150,17 @@ impl Proxy {
             rules: Mutex::new(BTreeMap::new()),
             stats: Mutex::new(BTreeMap::new()),
             changed,
-            members,
+            slots: Mutex::new(members),
             connections_total: AtomicU64::new(0),
             cfg,
         });
-        let mut listen = BTreeMap::new();
+        let mut listen = Vec::new();
         let mut tasks = Vec::new();
-        for r in routes {
-            listen.insert(r.member, r.listener.local_addr()?);
+        for (slot, r) in routes.into_iter().enumerate() {
+            listen.push(r.listener.local_addr()?);
             tasks.push(tokio::spawn(accept_loop(
                 r.listener,
-                r.member,
+                slot,
                 r.target,
                 shared.clone(),
             )));
@@ -166,11 +174,27 @@ impl Proxy {
 
     /// The address the proxy listens on for `member` (its advertised peer address).
     pub fn listen_addr(&self, member: NodeId) -> Option<SocketAddr> {
-        self.listen.get(&member).copied()
+        let slot = self.shared.members().iter().position(|&m| m == member)?;
+        self.listen.get(slot).copied()
     }
 
-    pub fn members(&self) -> &[NodeId] {
-        &self.shared.members
+    pub fn members(&self) -> Vec<NodeId> {
+        self.shared.members()
+    }
+
+    /// The route that served `old` now serves `new` (a member replaced in its slot, or a spare
+    /// slot's placeholder given to an added member). Rules on `old`'s links are dropped; its
+    /// process is gone, so its connections close by themselves.
+    pub fn rename(&self, old: NodeId, new: NodeId) {
+        {
+            let mut slots = lock(&self.shared.slots);
+            assert!(!slots.contains(&new), "member {new} already has a route");
+            if let Some(s) = slots.iter_mut().find(|m| **m == old) {
+                *s = new;
+            }
+        }
+        lock(&self.shared.rules).retain(|l, _| l.0 != old && l.1 != old);
+        self.shared.changed.send_modify(|v| *v += 1);
     }
 
     fn update(&self, links: &[Link], f: impl Fn(&mut LinkRule)) {
@@ -235,10 +259,10 @@ impl Proxy {
 
     /// Every directed link between two distinct members.
     pub fn all_links(&self) -> Vec<Link> {
-        let m = &self.shared.members;
+        let m = self.shared.members();
         let mut v = Vec::new();
-        for &a in m {
-            for &b in m {
+        for &a in &m {
+            for &b in &m {
                 if a != b {
                     v.push((a, b));
                 }
@@ -310,12 +334,7 @@ fn describe_rule(r: &LinkRule) -> String {
     parts.join(", ")
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    member: NodeId,
-    target: SocketAddr,
-    shared: Arc<Shared>,
-) {
+async fn accept_loop(listener: TcpListener, slot: usize, target: SocketAddr, shared: Arc<Shared>) {
     let slots = Arc::new(Semaphore::new(CONNECTIONS_PER_MEMBER_MAX));
     // Dropping the JoinSet (when this task is aborted) aborts every connection task.
     let mut conns = JoinSet::new();
@@ -335,7 +354,7 @@ async fn accept_loop(
         let shared = shared.clone();
         conns.spawn(async move {
             let _permit = permit;
-            let _ = serve_connection(stream, member, target, shared).await;
+            let _ = serve_connection(stream, slot, target, shared).await;
         });
     }
 }
@@ -372,7 +391,7 @@ enum Closed {
 
 async fn serve_connection(
     inbound: TcpStream,
-    member: NodeId,
+    slot: usize,
     target: SocketAddr,
     shared: Arc<Shared>,
 ) -> Closed {
@@ -394,7 +413,9 @@ async fn serve_connection(
         Ok(h) => h,
         Err(e) => return Closed::BadHello(e),
     };
-    if hello.magic != MAGIC || hello.to != member || !shared.members.contains(&hello.from) {
+    let members = shared.members();
+    let member = members[slot];
+    if hello.magic != MAGIC || hello.to != member || !members.contains(&hello.from) {
         return Closed::BadHello(format!(
             "hello {hello:?} is not for member {member} via this proxy"
         ));
@@ -533,7 +554,7 @@ async fn serve_control_connection(stream: TcpStream, handle: ControlHandle) -> s
     let mut r = BufReader::new(r);
     let proxy = Proxy {
         shared: handle.proxy_shared.clone(),
-        listen: BTreeMap::new(),
+        listen: Vec::new(),
         tasks: Vec::new(),
     };
     loop {
@@ -588,7 +609,7 @@ fn control_command_inner(proxy: &Proxy, line: &str) -> Result<String, String> {
     let parse_links = |from: &str, to: &str| -> Result<Vec<Link>, String> {
         let side = |s: &str| -> Result<Vec<NodeId>, String> {
             if s == "*" {
-                return Ok(proxy.members().to_vec());
+                return Ok(proxy.members());
             }
             let id: NodeId = s
                 .parse()

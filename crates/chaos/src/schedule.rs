@@ -16,6 +16,8 @@ pub struct FaultKinds {
     pub pause: bool,
     pub partition: bool,
     pub partial: bool,
+    /// Membership changes (`reconfig.rs`): not in `all`, which keeps the member set fixed.
+    pub reconfig: bool,
 }
 
 impl FaultKinds {
@@ -24,27 +26,36 @@ impl FaultKinds {
         pause: true,
         partition: true,
         partial: true,
+        reconfig: false,
     };
 
-    /// `all`, `none`, or a comma-separated list of `crash`, `pause`, `partition`, `partial`.
+    /// `all`, `none`, or a comma-separated list of `crash`, `pause`, `partition`, `partial`,
+    /// `reconfig` (`all,reconfig` is everything).
     pub fn parse(s: &str) -> Result<FaultKinds, String> {
         let mut k = FaultKinds {
             crash: false,
             pause: false,
             partition: false,
             partial: false,
+            reconfig: false,
         };
         for w in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
             match w {
-                "all" => k = FaultKinds::ALL,
+                "all" => {
+                    k = FaultKinds {
+                        reconfig: k.reconfig,
+                        ..FaultKinds::ALL
+                    }
+                }
                 "none" => {}
                 "crash" => k.crash = true,
                 "pause" => k.pause = true,
                 "partition" => k.partition = true,
                 "partial" => k.partial = true,
+                "reconfig" => k.reconfig = true,
                 other => {
                     return Err(format!(
-                        "unknown fault kind {other:?}; use crash, pause, partition, partial, all or none"
+                        "unknown fault kind {other:?}; use crash, pause, partition, partial, reconfig, all or none"
                     ));
                 }
             }
@@ -59,6 +70,7 @@ impl FaultKinds {
             (self.pause, "pause"),
             (self.partition, "partition"),
             (self.partial, "partial"),
+            (self.reconfig, "reconfig"),
         ] {
             if on {
                 v.push(name);
@@ -85,6 +97,8 @@ pub enum Target {
     Leader,
     /// A member that is not the leader.
     Follower,
+    /// The member in slot `n - 1` when the fault starts (member `n` unless a membership change
+    /// put a newcomer there).
     Node(NodeId),
 }
 
@@ -107,6 +121,10 @@ pub enum Fault {
     ConstrainedElection,
     /// The link leader ↔ one follower is down; the third member reaches both.
     Chained,
+    /// Remove the target, wipe it, add a newcomer at its addresses (promoted at the end).
+    Replace { target: Target },
+    /// Grow by two members, shrink back at the end.
+    Resize,
 }
 
 impl Fault {
@@ -117,6 +135,7 @@ impl Fault {
             Fault::Pause { .. } => "pause",
             Fault::Isolate { .. } | Fault::OneWay { .. } => "partition",
             Fault::QuorumLoss | Fault::ConstrainedElection | Fault::Chained => "partial",
+            Fault::Replace { .. } | Fault::Resize => "reconfig",
         }
     }
 
@@ -130,6 +149,8 @@ impl Fault {
             Fault::QuorumLoss => "quorum-loss",
             Fault::ConstrainedElection => "constrained-election",
             Fault::Chained => "chained",
+            Fault::Replace { .. } => "replace",
+            Fault::Resize => "resize",
         }
     }
 }
@@ -149,6 +170,9 @@ const FAULT_MS_MAX: u64 = 5_000;
 /// Quiet time between faults, so the cluster recovers and each fault's downtime is its own.
 const GAP_MS_MIN: u64 = 1_500;
 const GAP_MS_MAX: u64 = 3_000;
+/// A membership change's window: long enough for a newcomer to catch up before its promotion.
+const RECONFIG_MS_MIN: u64 = 4_000;
+const RECONFIG_MS_MAX: u64 = 7_000;
 
 /// Draws faults in `[from_ms, until_ms)`; every fault ends by `until_ms`.
 pub fn random_schedule(
@@ -173,11 +197,16 @@ pub fn random_schedule(
     };
     let mut t = from_ms;
     loop {
-        let len = rng.range(FAULT_MS_MIN, FAULT_MS_MAX);
+        let kind = *rng.pick(&enabled);
+        let len = if kind == "reconfig" {
+            rng.range(RECONFIG_MS_MIN, RECONFIG_MS_MAX)
+        } else {
+            rng.range(FAULT_MS_MIN, FAULT_MS_MAX)
+        };
         if t + len > until_ms {
             break;
         }
-        let fault = match *rng.pick(&enabled) {
+        let fault = match kind {
             "crash" => Fault::Crash {
                 target: node_target(&mut rng),
             },
@@ -201,6 +230,15 @@ pub fn random_schedule(
                     }
                 }
             }
+            "reconfig" => match rng.below(3) {
+                0 => Fault::Resize,
+                1 => Fault::Replace {
+                    target: Target::Leader,
+                },
+                _ => Fault::Replace {
+                    target: Target::Follower,
+                },
+            },
             _ => match rng.below(3) {
                 0 => Fault::QuorumLoss,
                 1 => Fault::ConstrainedElection,
@@ -270,6 +308,23 @@ mod tests {
         );
         assert!(FaultKinds::parse("crash,bogus").is_err());
         assert!(random_schedule(1, FaultKinds::parse("none").unwrap(), 3, 0, 100_000).is_empty());
+    }
+
+    #[test]
+    fn reconfig_is_opt_in_and_drawn_with_its_longer_window() {
+        assert!(!FaultKinds::parse("all").unwrap().reconfig);
+        for s in ["all,reconfig", "reconfig,all"] {
+            let k = FaultKinds::parse(s).unwrap();
+            assert!(k.reconfig && k.crash && k.partial, "{s}");
+        }
+        let s = random_schedule(7, FaultKinds::parse("reconfig").unwrap(), 3, 0, 200_000);
+        assert!(s.len() > 5);
+        assert!(s.iter().any(|f| f.fault == Fault::Resize));
+        assert!(s.iter().any(|f| matches!(f.fault, Fault::Replace { .. })));
+        for f in &s {
+            assert_eq!(f.fault.kind(), "reconfig");
+            assert!((RECONFIG_MS_MIN..=RECONFIG_MS_MAX).contains(&(f.end_ms - f.start_ms)));
+        }
     }
 
     #[test]

@@ -176,6 +176,71 @@ fn caspaxos_chaos_run_is_linearizable() {
     assert_passes("caspaxos", "11");
 }
 
+/// Membership changes as faults (`--faults reconfig`): members replaced (the leader too, on
+/// some seeds) and the cluster grown by two and shrunk back while clients and watchers run.
+/// The history and the watchers must pass, and the changes must really have happened.
+fn assert_reconfig_passes(engine: &str, faults: &str, seed: &str) {
+    let out = out_dir(&format!("reconfig-{engine}"));
+    let seed = std::env::var("SYNOD_CHAOS_SEED").unwrap_or_else(|_| seed.to_string());
+    let duration = std::env::var("SYNOD_CHAOS_DURATION").unwrap_or_else(|_| "40s".into());
+    let flags = [
+        "--engine",
+        engine,
+        "--duration",
+        &duration,
+        "--seed",
+        &seed,
+        "--faults",
+        faults,
+    ];
+    let code = chaos(&flags, &out);
+    let report = std::fs::read_to_string(out.join("report.txt")).unwrap_or_default();
+    assert_eq!(
+        code, EXIT_LINEARIZABLE,
+        "{engine} reconfig run failed:\n{report}"
+    );
+    let s = summary(&out);
+    assert!(s["ops_ok"].as_u64().unwrap_or(0) > 100, "{s}");
+    assert!(
+        s["by_kind"].get("reconfig").is_some(),
+        "no reconfig fault ran: {s}"
+    );
+    assert_eq!(s["warnings"], serde_json::json!([]), "{report}");
+    // Every replacement and resize completed: a replaced member's id is gone for good, the
+    // cluster is back to three members, and at least one of them joined during the run.
+    assert!(
+        report.contains(" by n"),
+        "no member was replaced:\n{report}"
+    );
+    assert!(
+        report.contains("resize: grow by n"),
+        "no resize ran:\n{report}"
+    );
+    let end: Vec<u64> = s["members_at_end"]
+        .as_array()
+        .expect("members_at_end")
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .collect();
+    assert_eq!(end.len(), 3, "{report}");
+    assert!(
+        end.iter().any(|&id| id > 3),
+        "members at the end {end:?}:\n{report}"
+    );
+    assert_watchers_held(engine, &s, &report);
+    clean(&out);
+}
+
+#[test]
+fn omnipaxos_reconfig_chaos_run_is_linearizable() {
+    assert_reconfig_passes("omnipaxos", "reconfig", "11");
+}
+
+#[test]
+fn caspaxos_reconfig_chaos_run_is_linearizable() {
+    assert_reconfig_passes("caspaxos", "reconfig", "11");
+}
+
 /// Linearizable reads served from local state: an isolated (or cut-off old leader) member keeps
 /// answering reads with what it had while the majority moves on. Read-heavy, few keys, and only
 /// partitions, so every fault leaves a stale member with clients reading from it.

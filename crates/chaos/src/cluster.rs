@@ -222,17 +222,23 @@ impl Cluster {
     /// Slot `i` gets a new member (`id`, joining with `join`) with an empty data directory;
     /// whatever ran there must have been killed. Not started yet.
     pub fn assign(&mut self, i: usize, id: NodeId, join: JoinArgs) -> std::io::Result<()> {
+        self.wipe(i)?;
         let m = &mut self.members[i];
-        assert!(m.child.is_none(), "slot {} still runs n{}", m.name, m.id);
-        match std::fs::remove_dir_all(&m.data_dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
         m.id = id;
         m.join = Some(join);
         m.retired = false;
         Ok(())
+    }
+
+    /// Deletes slot `i`'s data directory (its member must have been killed): a lost disk.
+    pub fn wipe(&mut self, i: usize) -> std::io::Result<()> {
+        let m = &self.members[i];
+        assert!(m.child.is_none(), "slot {} still runs n{}", m.name, m.id);
+        match std::fs::remove_dir_all(&m.data_dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Slot `i` no longer holds a member: killed, never restarted.

@@ -721,6 +721,10 @@ impl Nemesis<'_> {
                 let (description, added) = self.grow().await;
                 (description, Undo::Shrink(added), None)
             }
+            Fault::Wipe { target } => {
+                let (n, role) = self.resolve(*target).await;
+                (self.wipe(n, &role).await, Undo::Nothing, None)
+            }
         }
     }
 

@@ -6,6 +6,10 @@
 //!   directory, add a new member at the same addresses and start it with `--join`; on a log
 //!   engine it joins as a learner and is promoted when the fault ends. The slot keeps its ports,
 //!   so its clients and watchers reconnect to the newcomer.
+//! * **wipe** — SIGKILL a member, wipe its data directory and restart it with the same flags:
+//!   `synod server` must notice (its peers remember other data for it) and rejoin by itself
+//!   under a new id (remove, add, catch up, promote itself); the nemesis waits until the
+//!   configuration shows the newcomer at the slot's address as a voter.
 //! * **resize** — grow by two spare slots (learners, then promoted), and shrink back when the
 //!   fault ends by removing them again: 3 → 5 → 3.
 //!
@@ -237,6 +241,56 @@ impl Nemesis<'_> {
                 )
             }
         }
+    }
+
+    /// Wipe: kill `n`, wipe its data directory, restart it as it was; it rejoins by itself.
+    pub(crate) async fn wipe(&mut self, n: NodeId, role: &str) -> String {
+        let Some(i) = self.cluster.index_of(n) else {
+            return format!("wipe n{n}: no such member");
+        };
+        let Some(peer_addr) = self.proxy.listen_addr(n).map(|a| a.to_string()) else {
+            return format!("wipe n{n}: no route");
+        };
+        self.cluster.kill(i);
+        if let Err(e) = self.cluster.wipe(i) {
+            self.log
+                .warnings
+                .push(format!("reconfig: cannot wipe n{n}: {e}"));
+        }
+        self.restart(i);
+        // Nothing to send: the member does it; the steps only wait for the result. The proxy
+        // must route the newcomer's id as soon as it exists, or its links stay refused.
+        let at = peer_addr.clone();
+        let added = self
+            .step(
+                &format!("the wiped n{n} to re-add itself"),
+                |_, _| {},
+                |ms| {
+                    ms.iter()
+                        .find(|m| m.peer_addr == at && m.id != n)
+                        .map(|m| m.id)
+                },
+            )
+            .await;
+        let Some(new) = added else {
+            return format!("wipe n{n}{role}: it did not rejoin");
+        };
+        self.cluster.members[i].id = new;
+        self.proxy.rename(n, new);
+        self.ids.retain(|&x| x != n);
+        self.ids.push(new);
+        self.ids.sort_unstable();
+        let promoted = self
+            .step(
+                &format!("n{new} (the wiped n{n}) to promote itself"),
+                |_, _| {},
+                |ms| ms.iter().any(|m| m.id == new && !m.learner).then_some(()),
+            )
+            .await;
+        if promoted.is_none() {
+            return format!("wipe n{n}{role}: rejoined as n{new}, not promoted");
+        }
+        format!("wipe n{n}{role}: rejoined by itself as n{new}")
     }
 
     /// Resize: add a member in each of up to [`SPARES`] free slots (learners are promoted at

@@ -123,6 +123,9 @@ pub enum Fault {
     Chained,
     /// Remove the target, wipe it, add a newcomer at its addresses (promoted at the end).
     Replace { target: Target },
+    /// SIGKILL the target, wipe its data directory, restart it with the same flags: it must
+    /// rejoin by itself as a new member (`synod server`'s automatic rejoin).
+    Wipe { target: Target },
     /// Grow by two members, shrink back at the end.
     Resize,
 }
@@ -135,7 +138,7 @@ impl Fault {
             Fault::Pause { .. } => "pause",
             Fault::Isolate { .. } | Fault::OneWay { .. } => "partition",
             Fault::QuorumLoss | Fault::ConstrainedElection | Fault::Chained => "partial",
-            Fault::Replace { .. } | Fault::Resize => "reconfig",
+            Fault::Replace { .. } | Fault::Resize | Fault::Wipe { .. } => "reconfig",
         }
     }
 
@@ -151,6 +154,7 @@ impl Fault {
             Fault::Chained => "chained",
             Fault::Replace { .. } => "replace",
             Fault::Resize => "resize",
+            Fault::Wipe { .. } => "wipe",
         }
     }
 }
@@ -230,9 +234,12 @@ pub fn random_schedule(
                     }
                 }
             }
-            "reconfig" => match rng.below(3) {
+            "reconfig" => match rng.below(4) {
                 0 => Fault::Resize,
-                1 => Fault::Replace {
+                1 => Fault::Wipe {
+                    target: node_target(&mut rng),
+                },
+                2 => Fault::Replace {
                     target: Target::Leader,
                 },
                 _ => Fault::Replace {
@@ -321,6 +328,7 @@ mod tests {
         assert!(s.len() > 5);
         assert!(s.iter().any(|f| f.fault == Fault::Resize));
         assert!(s.iter().any(|f| matches!(f.fault, Fault::Replace { .. })));
+        assert!(s.iter().any(|f| matches!(f.fault, Fault::Wipe { .. })));
         for f in &s {
             assert_eq!(f.fault.kind(), "reconfig");
             assert!((RECONFIG_MS_MIN..=RECONFIG_MS_MAX).contains(&(f.end_ms - f.start_ms)));

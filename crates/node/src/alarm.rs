@@ -1,14 +1,18 @@
 //! The NOSPACE alarm: this member is short of disk space, so the API edge refuses writes that
 //! would grow the store (etcd's `NOSPACE`, see `docs/durability.md`, "Full disk").
 //!
-//! Two independent causes raise it, and it stays raised while either holds:
+//! Three independent causes raise it, and it stays raised while any holds:
 //! * **the watermark** — a [`SpaceWatcher`] thread polls `statvfs` on the data directory's
 //!   filesystem every [`SPACE_POLL_MS`] and raises the alarm when the space available drops
 //!   below `storage.reserve_bytes`. It clears only once the space is back above the reserve
 //!   plus a quarter ([`RESERVE_HYSTERESIS_DIVISOR`]), so a member hovering at the line does not
 //!   flap between refusing and accepting writes every poll;
 //! * **a failed WAL write** — the engine thread raises it while it holds a batch it could not
-//!   write (ENOSPC, EIO) and clears it once the retried write succeeds.
+//!   write (ENOSPC, EIO) and clears it once the retried write succeeds;
+//! * **the quota** (`storage.quota_backend_bytes`, etcd's `--quota-backend-bytes`) — the engine
+//!   thread raises it when the database (WAL + newest snapshot) outgrows the quota after a
+//!   batch. Like etcd's, it is sticky: only `disarm` clears it (after the operator compacted
+//!   and defragmented), and the next batch raises it again if the database is still too big.
 //!
 //! Unlike etcd, where the alarm is replicated and a single member short of space stops writes
 //! cluster-wide until an operator runs `etcdctl alarm disarm`, Synod's alarm is member-local and
@@ -37,6 +41,8 @@ pub struct Alarms {
     low_space: AtomicBool,
     /// A WAL write failed and its batch is held until a retry succeeds (set by the engine).
     wal_write_failing: AtomicBool,
+    /// The database outgrew `quota_backend_bytes` (set by the engine, cleared by disarm).
+    over_quota: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -45,13 +51,16 @@ impl Alarms {
         Alarms {
             low_space: AtomicBool::new(false),
             wal_write_failing: AtomicBool::new(false),
+            over_quota: AtomicBool::new(false),
             metrics,
         }
     }
 
     /// True while writes that grow the store must be refused.
     pub fn nospace(&self) -> bool {
-        self.low_space.load(Ordering::Relaxed) || self.wal_write_failing.load(Ordering::Relaxed)
+        self.low_space.load(Ordering::Relaxed)
+            || self.wal_write_failing.load(Ordering::Relaxed)
+            || self.over_quota.load(Ordering::Relaxed)
     }
 
     /// `etcdctl alarm disarm`: clears the alarm now. A cause that still holds raises it again on
@@ -59,8 +68,27 @@ impl Alarms {
     pub fn disarm_nospace(&self) {
         self.low_space.store(false, Ordering::Relaxed);
         self.wal_write_failing.store(false, Ordering::Relaxed);
+        self.over_quota.store(false, Ordering::Relaxed);
         self.publish();
         tracing::warn!("NOSPACE alarm disarmed by an operator");
+    }
+
+    /// After each persisted batch: raises NOSPACE once `db_bytes` exceeds a non-zero
+    /// `quota_bytes`. Never clears it (see the module doc).
+    pub(crate) fn check_quota(&self, db_bytes: u64, quota_bytes: u64) {
+        if quota_bytes == 0 || db_bytes <= quota_bytes {
+            return;
+        }
+        if !self.over_quota.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                db_size_bytes = db_bytes,
+                quota_backend_bytes = quota_bytes,
+                "NOSPACE alarm raised: the database outgrew quota_backend_bytes; this member \
+                 refuses writes (reads, deletes and compaction still work) until it is \
+                 compacted, defragmented and the alarm disarmed"
+            );
+            self.publish();
+        }
     }
 
     pub(crate) fn set_low_space(&self, low: bool) {
@@ -184,6 +212,23 @@ fn apply_verdict(dir: &std::path::Path, free: u64, reserve_bytes: u64, alarms: &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_quota_alarm_is_sticky_until_disarmed_and_zero_disables_it() {
+        let a = Alarms::new(Arc::new(Metrics::new()));
+        a.check_quota(u64::MAX, 0);
+        a.check_quota(100, 100);
+        assert!(!a.nospace());
+        a.check_quota(101, 100);
+        assert!(a.nospace());
+        // Shrinking below the quota does not clear it by itself: the operator disarms.
+        a.check_quota(10, 100);
+        assert!(a.nospace());
+        a.disarm_nospace();
+        assert!(!a.nospace());
+        a.check_quota(101, 100);
+        assert!(a.nospace(), "still too big after a disarm: raised again");
+    }
 
     #[test]
     fn watermark_has_hysteresis_and_zero_disables_it() {

@@ -163,6 +163,11 @@ pub struct StorageConfig {
     /// its NOSPACE alarm and refuses writes until space is back (see the `alarm` module);
     /// 0 = no watermark (the alarm then rises only when a WAL write actually fails).
     pub reserve_bytes: u64,
+    /// etcd's `--quota-backend-bytes`: once the member's database (WAL + newest snapshot, what
+    /// Status reports as dbSize) grows past this, it raises NOSPACE and refuses writes that
+    /// grow the store until an operator compacts, defragments (a checkpoint that drops the log
+    /// before it) and disarms the alarm; 0 = no quota.
+    pub quota_backend_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -174,6 +179,7 @@ impl Default for StorageConfig {
             preallocate_bytes: 4 * 1024 * 1024,
             snapshot_entries: 100_000,
             reserve_bytes: 64 * 1024 * 1024,
+            quota_backend_bytes: 0,
         }
     }
 }

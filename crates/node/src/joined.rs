@@ -21,6 +21,10 @@ pub struct JoinRecord {
     /// The id the cluster gave this member when an operator added it.
     pub member_id: NodeId,
     pub cluster: ClusterConfig,
+    /// The member added itself back after its data directory was wiped (`synod server`'s
+    /// automatic rejoin) as a learner, and promotes itself once it has caught up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_promote: bool,
 }
 
 impl JoinRecord {
@@ -70,6 +74,7 @@ mod tests {
         let r = JoinRecord {
             member_id: 3,
             cluster: ClusterConfig::local(3, 7000),
+            auto_promote: true,
         };
         r.save(dir.path()).unwrap();
         assert_eq!(JoinRecord::load(dir.path()).unwrap(), Some(r.clone()));

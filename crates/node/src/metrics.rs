@@ -47,6 +47,15 @@ pub struct Metrics {
     pub wal_records: Counter,
     /// 1 while this member's NOSPACE alarm is raised (see `alarm`).
     pub alarm_nospace: Gauge,
+    /// Decided but not yet applied: a member falling behind its own log (slow apply).
+    pub apply_lag_entries: Gauge,
+    /// What `Maintenance.Status` reports as dbSize: WAL segments plus the snapshot.
+    pub db_size_bytes: Gauge,
+    /// The newest checkpoint's size: what a new member's state transfer costs.
+    pub snapshot_bytes: Gauge,
+    pub keys: Gauge,
+    /// Receivers of the watch hub's head (one per watch stream waiting for revisions).
+    pub watch_streams: Gauge,
     /// How late the engine thread ran each tick (behind a batch or an fsync), seconds.
     pub engine_tick_delay_seconds: Histogram,
     /// Time the engine thread spent making one batch durable (WAL write + fsync), seconds.
@@ -76,6 +85,11 @@ impl Metrics {
         let wal_fsyncs = Counter::default();
         let wal_records = Counter::default();
         let alarm_nospace = Gauge::default();
+        let apply_lag_entries = Gauge::default();
+        let db_size_bytes = Gauge::default();
+        let snapshot_bytes = Gauge::default();
+        let keys = Gauge::default();
+        let watch_streams = Gauge::default();
         // 0.1 ms to ≈ 3.3 s: from a healthy fsync to a stall longer than any election timeout.
         let engine_tick_delay_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
         let engine_persist_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
@@ -145,8 +159,34 @@ impl Metrics {
             "1 while this member refuses writes for lack of disk space (NOSPACE alarm)",
             alarm_nospace.clone(),
         );
+        registry.register(
+            "apply_lag_entries",
+            "Entries decided but not yet applied on this member",
+            apply_lag_entries.clone(),
+        );
+        registry.register(
+            "db_size_bytes",
+            "Bytes of the write-ahead log and snapshot this member recovers from",
+            db_size_bytes.clone(),
+        );
+        registry.register(
+            "snapshot_bytes",
+            "Size of the newest checkpoint (snapshot file)",
+            snapshot_bytes.clone(),
+        );
+        registry.register("keys", "Keys in the store", keys.clone());
+        registry.register(
+            "watch_streams",
+            "Watchers waiting on this member's applied revisions",
+            watch_streams.clone(),
+        );
         Metrics {
             registry,
+            apply_lag_entries,
+            db_size_bytes,
+            snapshot_bytes,
+            keys,
+            watch_streams,
             proposals,
             decisions,
             leader_changes,

@@ -93,11 +93,13 @@ pub enum NodeError {
     #[error(
         "refusing to start member {member} with the EMPTY data directory {dir}: peer(s) \
          {peers:?} remember this member with other data, so its data directory was wiped or \
-         replaced (or --data-dir points at the wrong place). If the directory really was lost, \
-         restart with --allow-wiped-rejoin: the member then rebuilds its state from its peers \
-         and takes no part in any vote until it has (it needs answers from a majority of the \
-         cluster among the OTHER members that still hold their data). Or restore the directory \
-         from the original disk. See docs/durability.md"
+         replaced (or --data-dir points at the wrong place). `synod server` then removes this \
+         member and adds the node back as a new one (unless --no-auto-rejoin; not on EPaxos). \
+         As a last resort, when the cluster cannot decide that change, --allow-wiped-rejoin \
+         rebuilds this member's state from its peers and takes no part in any vote until it \
+         has (it needs answers from a majority of the cluster among the OTHER members that \
+         still hold their data). Or restore the directory from the original disk. See \
+         docs/durability.md"
     )]
     WipedDataDir {
         member: NodeId,
@@ -349,6 +351,7 @@ pub async fn start_engine<E: Engine>(
             Duration::from_millis(cluster.tick_ms),
             &cluster.engine_config(id),
         ),
+        quota_backend_bytes: cluster.storage.quota_backend_bytes,
     };
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let (done_tx, done_rx) = oneshot::channel();
@@ -680,6 +683,8 @@ struct EngineLoop<E: Engine> {
     /// Leader transfers asked by the API (`transfer.rs`), and those waiting for their target.
     transfer_rx: mpsc::Receiver<crate::transfer::TransferRequest>,
     transfers: crate::transfer::Transfers,
+    /// `storage.quota_backend_bytes` (0 = none), checked after every persisted batch.
+    quota_backend_bytes: u64,
 }
 
 /// How often a repair that has not finished is logged again.
@@ -820,6 +825,8 @@ impl<E: Engine> EngineLoop<E> {
             self.metrics
                 .engine_persist_seconds
                 .observe(started.elapsed().as_secs_f64());
+            self.alarms
+                .check_quota(self.wal.size_bytes(), self.quota_backend_bytes);
             for (to, m) in outbox.messages {
                 if to == self.id {
                     self.to_self.push_back(m);
@@ -933,6 +940,18 @@ impl<E: Engine> EngineLoop<E> {
         self.publish(engine);
     }
 
+    fn publish_size_metrics(&self, engine: &EngineStatus) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let m = &self.metrics;
+        m.apply_lag_entries.set(gauge(
+            engine.decided_index.saturating_sub(engine.applied_index),
+        ));
+        m.db_size_bytes.set(gauge(self.wal.size_bytes()));
+        m.snapshot_bytes.set(gauge(self.wal.snapshot_size_bytes()));
+        m.keys.set(gauge(engine.keys));
+        m.watch_streams.set(gauge(self.hub.streams() as u64));
+    }
+
     fn publish(&mut self, engine: EngineStatus) {
         self.log_repair(&engine.role);
         if engine.leader != self.last_leader {
@@ -958,6 +977,7 @@ impl<E: Engine> EngineLoop<E> {
             self.last_decided = engine.decided_index;
         }
         self.transfers.check(&engine);
+        self.publish_size_metrics(&engine);
         let status = NodeStatus {
             engine,
             db_size_bytes: self.wal.size_bytes(),

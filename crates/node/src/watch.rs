@@ -138,6 +138,11 @@ impl WatchHub {
         *self.head.borrow()
     }
 
+    /// Watch streams waiting on the head (each holds one subscription).
+    pub fn streams(&self) -> usize {
+        self.head.receiver_count()
+    }
+
     /// Wakes when the head moves.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.head.subscribe()

@@ -151,6 +151,7 @@ fn record(
     Ok(JoinRecord {
         member_id: id,
         cluster,
+        auto_promote: false,
     })
 }
 

@@ -4,6 +4,7 @@
 
 mod dev;
 mod join;
+mod rejoin;
 mod server;
 
 // The API and transport paths allocate per request (gRPC frames, protobuf messages, replies);

@@ -4,6 +4,7 @@
 //! file (see `join.rs`); after that its data directory holds what it needs.
 
 use crate::join::{self, Joiner};
+use crate::rejoin;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +76,16 @@ pub struct ServerArgs {
     /// way without this flag). See docs/durability.md.
     #[arg(long)]
     allow_wiped_rejoin: bool,
+    /// etcd's flag: raise NOSPACE and refuse writes once this member's database (WAL + newest
+    /// snapshot) grows past this many bytes; 0 = no quota (the cluster file's
+    /// `storage.quota_backend_bytes` otherwise).
+    #[arg(long)]
+    quota_backend_bytes: Option<u64>,
+    /// Do not rejoin automatically when this member's data directory was wiped (by default it
+    /// removes its old id and adds itself back as a new member, then promotes itself once
+    /// caught up; see docs/membership.md): refuse to start instead.
+    #[arg(long)]
+    no_auto_rejoin: bool,
     /// Bind the peer listener here instead of the advertised peer address (used behind the
     /// chaos proxy).
     #[arg(long, hide = true)]
@@ -105,7 +116,7 @@ pub fn run(args: ServerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(serve(cfg)) {
+    match rt.block_on(serve_or_rejoin(cfg, &args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -225,6 +236,9 @@ fn finish_config(mut cfg: NodeConfig, args: &ServerArgs) -> anyhow::Result<NodeC
     if args.unsafe_no_fsync {
         cfg.cluster.storage.fsync = false;
     }
+    if let Some(q) = args.quota_backend_bytes {
+        cfg.cluster.storage.quota_backend_bytes = q;
+    }
     cfg.allow_wiped_rejoin = args.allow_wiped_rejoin;
     if let Some(a) = &args.peer_listen_addr {
         cfg.peer_listen_addr = Some(a.clone());
@@ -246,6 +260,21 @@ fn finish_config(mut cfg: NodeConfig, args: &ServerArgs) -> anyhow::Result<NodeC
     Ok(cfg)
 }
 
+/// Serves; a member whose data directory was wiped rejoins as a new member first (`rejoin.rs`).
+async fn serve_or_rejoin(cfg: NodeConfig, args: &ServerArgs) -> anyhow::Result<()> {
+    match serve(cfg.clone()).await {
+        Err(e) if rejoin::is_wiped(&e) && !args.no_auto_rejoin => {
+            tracing::warn!("{e:#}");
+            let record = rejoin::rejoin(&cfg).await?;
+            let mut joined = record.node_config(&cfg.data_dir);
+            joined.apply_env()?;
+            joined.node_id = record.member_id;
+            serve(finish_config(joined, args)?).await
+        }
+        r => r,
+    }
+}
+
 async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
     let me = cfg
         .me()
@@ -261,6 +290,14 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
     let mut node = synod_node::start(cfg.clone()).await?;
     // etcd's "publish": the configuration learns this member's name and client addresses.
     let publisher = tokio::spawn(join::publish(node.handle.clone(), me.clone(), cfg.join));
+    // A member that re-added itself after a wipe promotes itself once caught up.
+    let promoter = match JoinRecord::load(&cfg.data_dir) {
+        Ok(Some(r)) if r.auto_promote => Some(tokio::spawn(rejoin::promote_self(
+            node.handle.clone(),
+            me.id,
+        ))),
+        _ => None,
+    };
     tracing::info!(
         member = me.id,
         engine = %cfg.cluster.engine,
@@ -310,6 +347,9 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         }
     };
     publisher.abort();
+    if let Some(p) = promoter {
+        p.abort();
+    }
     let _ = stop_tx.send(true);
     let _ = http_task.await;
     let _ = grpc_task.await;

@@ -177,7 +177,8 @@ fn caspaxos_chaos_run_is_linearizable() {
 }
 
 /// Membership changes as faults (`--faults reconfig`): members replaced (the leader too, on
-/// some seeds) and the cluster grown by two and shrunk back while clients and watchers run.
+/// some seeds), a member's data directory wiped (it must rejoin by itself under a new id), and
+/// the cluster grown by two and shrunk back while clients and watchers run.
 /// The history and the watchers must pass, and the changes must really have happened.
 fn assert_reconfig_passes(engine: &str, faults: &str, seed: &str) {
     let out = out_dir(&format!("reconfig-{engine}"));

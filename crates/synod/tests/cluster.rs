@@ -45,6 +45,17 @@ fn every_member_serves_writes_and_linearizable_reads(engine: &str) {
         }
     }
     assert_eq!(c.get(2, "missing", false), None);
+    // The gauges operators watch: every member applied the three writes and has them on disk.
+    for id in 1..=3u64 {
+        wait_until(Duration::from_secs(10), "the size gauges", || {
+            let keys = c.metric(id, "synod_keys")?;
+            let lag = c.metric(id, "synod_apply_lag_entries")?;
+            let db = c.metric(id, "synod_db_size_bytes")?;
+            (keys == 3.0 && lag == 0.0 && db > 0.0).then_some(())
+        });
+        assert!(c.metric(id, "synod_snapshot_bytes").is_some());
+        assert!(c.metric(id, "synod_watch_streams").is_some());
+    }
 }
 
 fn killing_the_leader_leaves_the_others_serving(engine: &str) {

@@ -238,7 +238,7 @@ fn whole_cluster_sigkill_and_restart_caspaxos() {
 }
 
 #[test]
-fn a_member_with_a_wiped_data_directory_is_refused_at_start() {
+fn a_member_with_a_wiped_data_directory_is_refused_at_start_without_auto_rejoin() {
     let mut c = Cluster::start(3, "omnipaxos");
     let leader = c.wait_for_leader(Duration::from_secs(10));
     assert_eq!(c.put(leader, "before-wipe", "1").status().as_u16(), 200);
@@ -250,7 +250,8 @@ fn a_member_with_a_wiped_data_directory_is_refused_at_start() {
         .expect("a follower");
     c.kill(victim);
     std::fs::remove_dir_all(c.data_dir(victim)).expect("wipe the data directory");
-    c.restart(victim);
+    // (By default it would rejoin as a new member: membership.rs tests that.)
+    c.restart_with(victim, &["--no-auto-rejoin"]);
     let status = c.wait_exit(victim, Duration::from_secs(20));
     assert!(!status.success(), "a wiped member must not start: {status}");
     let log = c.log(victim);

@@ -706,6 +706,11 @@ impl<R: DurableRecord> Wal<R> {
     }
 
     /// Bytes on disk: live segments plus the current snapshot.
+    /// The newest snapshot's size (0 before the first).
+    pub fn snapshot_size_bytes(&self) -> u64 {
+        self.snapshot_bytes
+    }
+
     pub fn size_bytes(&self) -> u64 {
         self.bytes_since_snapshot() + self.snapshot_bytes
     }

@@ -185,6 +185,11 @@ impl Cluster {
     /// Starts member `id`: a bootstrap member from the cluster file; a member that joined
     /// later from its data directory alone (it remembers the cluster, no `--join` again).
     fn spawn(&self, id: u64) -> Child {
+        self.run_member(id, self.command(id))
+    }
+
+    /// The `synod server` command of member `id` (see [`Cluster::spawn`]).
+    fn command(&self, id: u64) -> Command {
         let data_dir = self.dir.path().join(format!("n{id}"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_synod"));
         cmd.arg("server");
@@ -195,7 +200,7 @@ impl Cluster {
                 .arg(id.to_string());
         }
         cmd.arg("--data-dir").arg(data_dir);
-        self.run_member(id, cmd)
+        cmd
     }
 
     /// Runs `cmd` as member `id`, its output appended to the member's log.
@@ -331,9 +336,16 @@ impl Cluster {
     }
 
     pub fn restart(&mut self, id: u64) {
+        self.restart_with(id, &[]);
+    }
+
+    /// [`Cluster::restart`] with extra `synod server` flags.
+    pub fn restart_with(&mut self, id: u64, flags: &[&str]) {
         let i = self.index(id);
         assert!(self.children[i].is_none(), "member {id} is still running");
-        self.children[i] = Some(self.spawn(id));
+        let mut cmd = self.command(id);
+        cmd.args(flags);
+        self.children[i] = Some(self.run_member(id, cmd));
     }
 
     fn index(&self, id: u64) -> usize {

@@ -123,6 +123,21 @@ pub trait Engine: Sized + Send + 'static {
     /// A cheap snapshot of protocol state for APIs, metrics and the simulator.
     fn status(&self) -> EngineStatus;
 
+    /// Asks this replica, the leader, to hand leadership to voter `to` (etcd's MoveLeader), or
+    /// with `None` to the voter with the most up-to-date log (a graceful shutdown). `Ok` names
+    /// the target: the hand-off started, and completed once [`EngineStatus::leader`] names it;
+    /// it is abandoned (the old leader leads on) after
+    /// [`crate::protocol::leader_transfer_ticks`]. Engines without a leader refuse.
+    fn transfer_leadership(
+        &mut self,
+        to: Option<NodeId>,
+    ) -> Result<NodeId, crate::protocol::LeaderTransferError> {
+        let _ = to;
+        Err(crate::protocol::LeaderTransferError::Unsupported {
+            engine: Self::NAME.to_string(),
+        })
+    }
+
     /// The events of the revisions this replica applied since the last call, oldest first:
     /// what its watchers are sent. The first call switches collection on (nothing is buffered
     /// for a caller that never asks). Only applied, hence decided, revisions appear. After a
@@ -391,10 +406,15 @@ pub enum PlantedBug {
     /// altered — what silent corruption of one member's memory or disk does to its state. Its
     /// HashKV disagrees with its peers' and the node's corruption check must raise CORRUPT.
     DivergentApply,
+    /// OmniPaxos leader transfer: the leader tells the target to take over without waiting
+    /// until the target accepted the leader's whole log, and the target, trusting the
+    /// hand-off, leads with its own log instead of adopting the most up-to-date log its
+    /// Prepare phase collects — entries the old leader decided can be lost.
+    TransferTargetKeepsOwnLog,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 30] = [
+    pub const ALL: [PlantedBug; 31] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -425,6 +445,7 @@ impl PlantedBug {
         PlantedBug::RemovedLeaderServes,
         PlantedBug::CasSkipRescanOnGrow,
         PlantedBug::DivergentApply,
+        PlantedBug::TransferTargetKeepsOwnLog,
     ];
 
     pub fn name(self) -> &'static str {
@@ -459,6 +480,7 @@ impl PlantedBug {
             PlantedBug::RemovedLeaderServes => "removed-leader-serves",
             PlantedBug::CasSkipRescanOnGrow => "cas-skip-rescan-on-grow",
             PlantedBug::DivergentApply => "divergent-apply",
+            PlantedBug::TransferTargetKeepsOwnLog => "transfer-target-keeps-own-log",
         }
     }
 

@@ -38,6 +38,8 @@ pub use engine::{
 pub use ids::{ClientId, NodeId, RequestId};
 pub use log::CommandLog;
 pub use protocol::{
-    Command, LogProtocol, Origin, ProtocolEvent, ProtocolOutput, SnapshotAcceptance, TransferStatus,
+    Command, ERR_BAD_LEADER_TRANSFEREE, ERR_LEADER_TRANSFER_TIMEOUT, ERR_NOT_LEADER,
+    LEADER_TRANSFER_ELECTION_TIMEOUTS, LeaderTransferError, LogProtocol, Origin, ProtocolEvent,
+    ProtocolOutput, SnapshotAcceptance, TransferStatus, leader_transfer_ticks,
 };
 pub use rng::SplitMix64;

@@ -15,6 +15,9 @@
 //! * who leads ([`LogProtocol::leader`], [`LogProtocol::is_leader`]);
 //! * a leadership confirmation for reads ([`LogProtocol::start_read_round`], answered by a
 //!   [`ProtocolEvent::ReadConfirmed`] once a quorum confirmed this leader);
+//! * leader transfer ([`LogProtocol::transfer_leadership`]): the leader hands leadership to a
+//!   chosen voter (OmniPaxos: a ballot hand-off; VR: a view change to the target's view);
+//!   leaderless protocols keep the default, which refuses;
 //! * compaction ([`LogProtocol::compact`]) and snapshot install
 //!   ([`LogProtocol::install_snapshot`]); it asks for a snapshot to be pushed to a peer with
 //!   [`ProtocolEvent::SendSnapshot`] and learns that it arrived with
@@ -63,6 +66,52 @@ pub enum ProtocolEvent {
     /// current [`LogProtocol::snapshot_term`]; `to` needs entries this replica compacted.
     SendSnapshot { to: NodeId },
 }
+
+/// Why a leader transfer was not started. Nothing changed in any of these cases.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaderTransferError {
+    /// The protocol has no leader to move (CASPaxos, EPaxos).
+    Unsupported { engine: String },
+    /// This replica does not lead (it believes `leader` does).
+    NotLeader { leader: Option<NodeId> },
+    /// The target is not a voter of the current configuration (unknown, or a learner).
+    BadTarget { target: NodeId, why: String },
+    /// This leader cannot hand off now (still establishing its leadership, repairing, a
+    /// membership change under way); retry later.
+    NotReady(String),
+}
+
+/// etcd's text for a transfer that did not complete in time (`ErrTimeoutLeaderTransfer`).
+pub const ERR_LEADER_TRANSFER_TIMEOUT: &str =
+    "etcdserver: request timed out, leader transfer took too long";
+/// etcd's text for a transfer asked of a member that does not lead (`ErrNotLeader`).
+pub const ERR_NOT_LEADER: &str = "etcdserver: not leader";
+/// etcd's text for a target that is no voting member (`ErrBadLeaderTransferee`).
+pub const ERR_BAD_LEADER_TRANSFEREE: &str = "etcdserver: bad leader transferee";
+
+impl std::fmt::Display for LeaderTransferError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeaderTransferError::Unsupported { engine } => write!(
+                f,
+                "leader transfer not supported by the {engine} engine: it is leaderless \
+                 (every member coordinates its own commands)"
+            ),
+            LeaderTransferError::NotLeader { leader: Some(l) } => {
+                write!(f, "{ERR_NOT_LEADER} (the leader is member {l:#x})")
+            }
+            LeaderTransferError::NotLeader { leader: None } => f.write_str(ERR_NOT_LEADER),
+            LeaderTransferError::BadTarget { target, why } => {
+                write!(f, "{ERR_BAD_LEADER_TRANSFEREE}: member {target:#x} {why}")
+            }
+            LeaderTransferError::NotReady(why) => {
+                write!(f, "leader transfer not possible now: {why}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for LeaderTransferError {}
 
 /// Outputs of one protocol call. The replica layer drains it after every call.
 #[derive(Debug)]
@@ -118,6 +167,16 @@ pub trait TransferStatus<T> {
     fn receiving_from(&self, from: NodeId, term: T) -> bool;
 }
 
+/// How long a leader transfer may take before the old leader gives up and leads on: a few
+/// election timeouts (catching the target up, one Prepare or view change, and slack for a lost
+/// message and its retry at the next heartbeat).
+pub fn leader_transfer_ticks(config: &EngineConfig) -> u64 {
+    LEADER_TRANSFER_ELECTION_TIMEOUTS * config.election_timeout_ticks
+}
+
+/// See [`leader_transfer_ticks`].
+pub const LEADER_TRANSFER_ELECTION_TIMEOUTS: u64 = 3;
+
 /// An ordering protocol as a sans-IO deterministic state machine. See the module docs.
 pub trait LogProtocol: Sized + Send + 'static {
     type Message: Clone + Debug + Serialize + DeserializeOwned + Send + 'static;
@@ -147,6 +206,10 @@ pub trait LogProtocol: Sized + Send + 'static {
     /// interferes with writes of its keys) instead of by a leader's confirmed read index.
     /// Such a protocol never answers [`LogProtocol::start_read_round`].
     const READS_AS_COMMANDS: bool = false;
+
+    /// No replica leads (EPaxos: every replica leads its own instances): there is no
+    /// leadership to transfer, and [`LogProtocol::transfer_leadership`] keeps its default.
+    const LEADERLESS: bool = false;
 
     /// See [`crate::Engine::NODE_SESSIONS`].
     const NODE_SESSIONS: bool = true;
@@ -252,6 +315,32 @@ pub trait LogProtocol: Sized + Send + 'static {
     /// (protocols with one: EPaxos).
     fn path_commits(&self) -> (u64, u64) {
         (0, 0)
+    }
+
+    /// Leader only: hand leadership to voter `to` (not this replica). The protocol stops taking
+    /// proposals, brings `to` up to date and tells it to take over; it gives up on its own
+    /// after [`leader_transfer_ticks`] and then leads on as before. Completion is visible as
+    /// [`LogProtocol::leader`] naming `to`. The default: a leaderless protocol refuses.
+    fn transfer_leadership(
+        &mut self,
+        to: NodeId,
+        out: &mut ProtocolOutput<Self::Message, Self::Record>,
+    ) -> Result<(), LeaderTransferError> {
+        let _ = (to, out);
+        Err(LeaderTransferError::Unsupported {
+            engine: Self::NAME.to_string(),
+        })
+    }
+
+    /// Leader only: the voter a transfer without a chosen target should go to — the one whose
+    /// log is the most up to date as far as this leader knows. `None`: no such knowledge.
+    fn transfer_candidate(&self) -> Option<NodeId> {
+        None
+    }
+
+    /// The voter a leader transfer under way hands leadership to (`None`: none under way).
+    fn transfer_target(&self) -> Option<NodeId> {
+        None
     }
 
     /// Ballot number / view-number: goes up with each election.

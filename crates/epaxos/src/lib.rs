@@ -371,6 +371,7 @@ impl LogProtocol for EPaxos {
     type Term = u64;
 
     const NAME: &'static str = "epaxos";
+    const LEADERLESS: bool = true;
 
     const CAPABILITIES: Capabilities = Capabilities {
         ranges: true,

@@ -7,7 +7,9 @@
 //! lists only its own; the same holds for CORRUPT (raised by the corruption check, see
 //! `synod_node::backup`), which DEACTIVATE disarms too. Snapshot streams a backup of this
 //! member's state and Hash / HashKV hash it (`synod_core::kv::KvStore::hash_kv`).
-//! ACTIVATE and everything that would change the store answer UNIMPLEMENTED.
+//! MoveLeader hands leadership to another voter (`synod_node::transfer`); Defragment writes a
+//! checkpoint now and drops the log before it. Alarm ACTIVATE answers UNIMPLEMENTED (Synod
+//! raises its alarms itself).
 
 use crate::error::api_error_to_status;
 use crate::pb::etcdserverpb as pb;
@@ -17,6 +19,24 @@ use std::pin::Pin;
 use synod_node::backup::BACKUP_CHUNK_BYTES_MAX;
 use tokio_stream::Stream;
 use tonic::{Request, Status};
+
+/// etcd's codes for its leader-transfer errors (rpctypes): FAILED_PRECONDITION for "not
+/// leader" and "bad leader transferee", UNAVAILABLE for "leader transfer took too long".
+fn move_leader_status(e: &synod_node::MoveLeaderError) -> Status {
+    use synod_core::LeaderTransferError as Refused;
+    use synod_node::MoveLeaderError as E;
+    match e {
+        E::Refused(Refused::Unsupported { .. }) => Status::unimplemented(e.to_string()),
+        // Exactly etcd's text: clientv3 turns it into its typed ErrNotLeader.
+        E::Refused(Refused::NotLeader { .. }) => {
+            Status::failed_precondition(synod_core::ERR_NOT_LEADER)
+        }
+        E::Refused(Refused::BadTarget { .. }) => Status::failed_precondition(e.to_string()),
+        E::Refused(Refused::NotReady(_)) | E::TimedOut | E::Unavailable(_) => {
+            Status::unavailable(e.to_string())
+        }
+    }
+}
 
 fn i64_of(x: u64) -> i64 {
     i64::try_from(x).unwrap_or(i64::MAX)
@@ -239,10 +259,23 @@ impl Maintenance for EtcdService {
         Ok(tonic::Response::new(Box::pin(stream)))
     }
 
+    /// etcd's MoveLeader: only the leader takes it (etcdctl finds the leader by Status first),
+    /// and it answers once the target leads. A follower answers "etcdserver: not leader"
+    /// (naming the leader) instead of forwarding, as etcd does.
     async fn move_leader(
         &self,
-        _request: Request<pb::MoveLeaderRequest>,
+        request: Request<pb::MoveLeaderRequest>,
     ) -> Result<tonic::Response<pb::MoveLeaderResponse>, Status> {
-        self.refuse("move_leader", "Maintenance.MoveLeader")
+        let target = request.into_inner().target_id;
+        self.observe("move_leader", async {
+            self.handle
+                .move_leader(Some(target))
+                .await
+                .map_err(|e| move_leader_status(&e))?;
+            Ok(pb::MoveLeaderResponse {
+                header: Some(self.header_now()),
+            })
+        })
+        .await
     }
 }

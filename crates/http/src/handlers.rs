@@ -9,7 +9,7 @@ use crate::json::{
 };
 use axum::Json;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use synod_core::kv::{
@@ -339,8 +339,18 @@ pub async fn status(State(handle): State<NodeHandle>) -> Json<StatusReply> {
     })
 }
 
-pub async fn healthz() -> &'static str {
-    "ok"
+/// 200 "ok" while this member can serve (a quorum of voters reachable and, on engines with a
+/// leader, a reachable leader); 503 with the reason otherwise, so a load balancer or an
+/// orchestrator's probe takes a cut-off member out of rotation.
+pub async fn healthz(State(handle): State<NodeHandle>) -> Response {
+    match handle.health() {
+        Ok(()) => "ok".into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {why}\n"),
+        )
+            .into_response(),
+    }
 }
 
 pub async fn metrics(State(handle): State<NodeHandle>) -> Response {

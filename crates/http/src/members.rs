@@ -165,3 +165,38 @@ pub async fn update(
     let after = change(&handle, MemberChange::Update(member)).await?;
     Ok(Json(reply(&after)))
 }
+
+/// `POST /v1/members/{id}/lead` reply: who leads now.
+#[derive(Serialize)]
+pub struct LeadReply {
+    pub leader: NodeId,
+}
+
+/// `POST /v1/members/{id}/lead`: this member, the leader, hands leadership to member `id` and
+/// answers once `id` leads (etcd's MoveLeader; see `synod_node::transfer`).
+pub async fn lead(
+    State(handle): State<NodeHandle>,
+    Path(id): Path<String>,
+) -> Result<Json<LeadReply>, HttpError> {
+    use synod_core::LeaderTransferError as Refused;
+    use synod_node::MoveLeaderError as E;
+    let target = member_id(&id)?;
+    match handle.move_leader(Some(target)).await {
+        Ok(leader) => Ok(Json(LeadReply { leader })),
+        Err(e) => {
+            let code = match &e {
+                E::Refused(Refused::Unsupported { .. }) => ErrorCode::Unsupported,
+                E::Refused(Refused::BadTarget { why, .. }) if why.contains("not a member") => {
+                    ErrorCode::MemberNotFound
+                }
+                E::Refused(Refused::BadTarget { .. } | Refused::NotLeader { .. }) => {
+                    ErrorCode::MembershipRefused
+                }
+                E::Refused(Refused::NotReady(_)) | E::TimedOut | E::Unavailable(_) => {
+                    ErrorCode::Unavailable
+                }
+            };
+            Err(HttpError::new(code, e.to_string()))
+        }
+    }
+}

@@ -155,6 +155,12 @@ async fn every_documented_route_is_served() {
             .send()
             .await
             .expect("request");
+        if path.ends_with("/lead") {
+            // The test node has no engine thread to hand leadership over (real clusters:
+            // crates/synod/tests/leader_transfer.rs); served means its documented 503.
+            assert_eq!(response.status(), 503, "{method} {concrete}");
+            continue;
+        }
         assert_eq!(
             response.status(),
             200,

@@ -177,6 +177,7 @@ pub struct NodeHandle {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     submit: mpsc::Sender<Submission>,
     info: NodeInfo,
@@ -187,6 +188,8 @@ struct Inner {
     watch: Option<Arc<WatchHub>>,
     /// Backups, hashes and the CORRUPT alarm (`backup.rs`); `None` on a node without them.
     maintenance: Option<Arc<Maintenance>>,
+    /// Where leader transfers go (the engine thread); `None` on a node without one.
+    transfer: Option<mpsc::Sender<crate::transfer::TransferRequest>>,
 }
 
 impl NodeHandle {
@@ -217,45 +220,55 @@ impl NodeHandle {
                 alarms,
                 watch: None,
                 maintenance: None,
+                transfer: None,
             }),
+        }
+    }
+
+    /// A copy of this handle with one part of it changed (the builders below).
+    fn with(&self, change: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = (*self.inner).clone();
+        change(&mut inner);
+        NodeHandle {
+            inner: Arc::new(inner),
         }
     }
 
     /// This handle with watches served from `hub`.
     pub fn with_watch_hub(self, hub: Arc<WatchHub>) -> Self {
-        let i = &self.inner;
-        NodeHandle {
-            inner: Arc::new(Inner {
-                submit: i.submit.clone(),
-                info: i.info.clone(),
-                status: i.status.clone(),
-                metrics: i.metrics.clone(),
-                alarms: i.alarms.clone(),
-                watch: Some(hub),
-                maintenance: i.maintenance.clone(),
-            }),
-        }
+        self.with(|i| i.watch = Some(hub))
     }
 
     /// This handle with backups and hashes answered through `m`.
     pub fn with_maintenance(self, m: Arc<Maintenance>) -> Self {
-        let i = &self.inner;
-        NodeHandle {
-            inner: Arc::new(Inner {
-                submit: i.submit.clone(),
-                info: i.info.clone(),
-                status: i.status.clone(),
-                metrics: i.metrics.clone(),
-                alarms: i.alarms.clone(),
-                watch: i.watch.clone(),
-                maintenance: Some(m),
-            }),
-        }
+        self.with(|i| i.maintenance = Some(m))
+    }
+
+    /// This handle with leader transfers sent to the engine thread over `tx`.
+    pub fn with_leader_transfer(self, tx: mpsc::Sender<crate::transfer::TransferRequest>) -> Self {
+        self.with(|i| i.transfer = Some(tx))
     }
 
     /// Backups, hashes and the CORRUPT alarm, if this node has them.
     pub fn maintenance(&self) -> Option<&Arc<Maintenance>> {
         self.inner.maintenance.as_ref()
+    }
+
+    /// Asks this member, the leader, to hand leadership to voter `to` (`None`: the most
+    /// up-to-date other voter), and waits until it leads (etcd's MoveLeader); returns who
+    /// leads. See [`crate::transfer`].
+    pub async fn move_leader(&self, to: Option<NodeId>) -> Result<NodeId, crate::MoveLeaderError> {
+        use crate::MoveLeaderError::Unavailable;
+        let Some(tx) = &self.inner.transfer else {
+            return Err(Unavailable("this node cannot transfer leadership".into()));
+        };
+        let (reply, rx) = oneshot::channel();
+        let req = crate::transfer::TransferRequest { to, reply };
+        tx.try_send(req).map_err(|_| {
+            Unavailable("too many leader transfers waiting, or node stopped".into())
+        })?;
+        rx.await
+            .unwrap_or_else(|_| Err(Unavailable("node stopped before replying".into())))
     }
 
     /// The hub watches are served from, or why this node cannot serve them (an engine with
@@ -387,6 +400,36 @@ impl NodeHandle {
     fn needs_leader(&self, op: &Op, consistency: Consistency) -> bool {
         self.inner.info.capabilities.revisions
             && !(op.is_read() && consistency == Consistency::Sequential)
+    }
+
+    /// Whether this member can serve writes and linearizable reads now (`/healthz`): it has
+    /// live connections to a majority of the voters (itself included, if it votes) and, on
+    /// engines with a leader, knows one and reaches it. `Err` says what is missing.
+    pub fn health(&self) -> Result<(), String> {
+        let status = self.inner.status.borrow();
+        let me = self.inner.info.member_id;
+        let config = &status.engine.configuration;
+        let voters: Vec<NodeId> = if config.members.is_empty() {
+            self.inner.info.members.iter().map(|m| m.id).collect()
+        } else {
+            config.voters()
+        };
+        let reached = voters
+            .iter()
+            .filter(|v| **v == me || status.connected_peers.contains(v))
+            .count();
+        let majority = voters.len() / 2 + 1;
+        if reached < majority {
+            return Err(format!(
+                "cannot reach a quorum: {reached} of {} voters reachable, {majority} needed",
+                voters.len()
+            ));
+        }
+        drop(status);
+        if self.inner.info.capabilities.revisions && !self.leader_reachable() {
+            return Err(NO_LEADER.to_string());
+        }
+        Ok(())
     }
 
     /// This member is the leader, or knows the leader and has a live connection to it.

@@ -10,6 +10,7 @@
 //! * [`transport`] — framed, handshaken TCP between members with bounded per-peer queues.
 //! * [`storage`] — the write-ahead log and the data directory (lock, identity, boot counter).
 //! * [`runtime`] — [`start`]: the engine thread that drains persist → send → reply.
+//! * [`transfer`] — leader transfer (MoveLeader) between the API and the engine thread.
 //! * [`watch`] — the hub that hands applied revisions to every API's watchers.
 //!
 //! API crates depend only on `handle` and `metrics`, so they can be tested against
@@ -25,6 +26,7 @@ pub mod members;
 pub mod metrics;
 pub mod runtime;
 pub mod storage;
+pub mod transfer;
 pub mod transport;
 pub mod watch;
 
@@ -33,3 +35,4 @@ pub use config::{ClusterConfig, ConfigError, HistoryConfig, MemberConfig, NodeCo
 pub use handle::{ApiError, ApiLimits, MemberInfo, NodeHandle, NodeInfo, NodeStatus, Submission};
 pub use metrics::Metrics;
 pub use runtime::{NodeError, RunningNode, start, start_engine, start_with_listener};
+pub use transfer::MoveLeaderError;

@@ -303,10 +303,12 @@ pub async fn start_engine<E: Engine>(
     .map_err(|e| NodeError::Thread(format!("spawn free-space watcher: {e}")))?;
     let stop_holding = Arc::new(AtomicBool::new(false));
     let (maintenance_tx, maintenance_rx) = mpsc::channel(crate::backup::MAINTENANCE_QUEUE_MAX);
+    let (transfer_tx, transfer_rx) = mpsc::channel(crate::transfer::WAITING_TRANSFERS_MAX);
     let handle =
         NodeHandle::with_alarms(submit_tx, info, status_rx, metrics.clone(), alarms.clone())
             .with_watch_hub(hub.clone())
-            .with_maintenance(Arc::new(crate::backup::Maintenance::new(maintenance_tx)));
+            .with_maintenance(Arc::new(crate::backup::Maintenance::new(maintenance_tx)))
+            .with_leader_transfer(transfer_tx);
 
     // Distinct per boot of this directory, and (by its data id) per directory: a member whose
     // directory was wiped or quarantined counts boots from 1 again, and must not reuse the
@@ -348,6 +350,11 @@ pub async fn start_engine<E: Engine>(
         repairing: None,
         alarms,
         stop_holding: stop_holding.clone(),
+        transfer_rx,
+        transfers: crate::transfer::Transfers::new(
+            Duration::from_millis(cluster.tick_ms),
+            &cluster.engine_config(id),
+        ),
         quota_backend_bytes: cluster.storage.quota_backend_bytes,
     };
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
@@ -681,6 +688,9 @@ struct EngineLoop<E: Engine> {
     repairing: Option<(Instant, Instant)>,
     alarms: Arc<Alarms>,
     stop_holding: Arc<AtomicBool>,
+    /// Leader transfers asked by the API (`transfer.rs`), and those waiting for their target.
+    transfer_rx: mpsc::Receiver<crate::transfer::TransferRequest>,
+    transfers: crate::transfer::Transfers,
     /// `storage.quota_backend_bytes` (0 = none), checked after every persisted batch.
     quota_backend_bytes: u64,
 }
@@ -708,6 +718,7 @@ impl<E: Engine> EngineLoop<E> {
                     None => inbox_open = false,
                 },
                 _ = &mut timer => {}
+                Some(t) = self.transfer_rx.recv() => self.transfers.start(&mut self.engine, t),
                 Some(q) = self.history_rx.recv() => {
                     let _ = q.reply.send(self.engine.watch_history(q.start, q.max_revisions));
                     continue;
@@ -1002,6 +1013,7 @@ impl<E: Engine> EngineLoop<E> {
                 .inc_by(engine.decided_index - self.last_decided);
             self.last_decided = engine.decided_index;
         }
+        self.transfers.check(&engine);
         self.publish_size_metrics(&engine);
         let status = NodeStatus {
             engine,

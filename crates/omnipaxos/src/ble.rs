@@ -111,7 +111,13 @@ impl Ble {
 
     fn hb_timeout(&mut self, sequence_paxos_promise: Ballot) -> Option<Ballot> {
         self.quorum_connected = self.replies.len() + 1 >= self.majority;
-        if sequence_paxos_promise > self.leader {
+        // A ballot learned from a promise during this round may be newer than the replies:
+        // its owner can have raised it mid-round (a leader hand-off, or an outbid at the end
+        // of its own round), after answering our heartbeat with its old ballot. Judge whether
+        // it is still a candidate on the next round's replies, or we would outbid a live
+        // leader at once and take the leadership straight back.
+        let adopted = sequence_paxos_promise > self.leader;
+        if adopted {
             self.leader = sequence_paxos_promise;
         }
         if !self.quorum_connected && !self.ignore_quorum_connected {
@@ -136,7 +142,9 @@ impl Ble {
         if top < self.leader {
             // The leader is no longer among the quorum-connected candidates: outbid it, so this
             // server is the top candidate next round (if it still is quorum-connected).
-            self.outbid(self.leader);
+            if !adopted {
+                self.outbid(self.leader);
+            }
             return None;
         }
         self.leader = top;
@@ -147,6 +155,17 @@ impl Ble {
     /// next round. Never lowers it.
     pub fn outbid(&mut self, b: Ballot) {
         self.current_ballot.n = self.current_ballot.n.max(b.n + 1);
+    }
+
+    /// A leader hand-off made this server the next leader: its ballot goes above `known` (the
+    /// highest ballot it knows of) and above every candidate it heard this round, and it is
+    /// the leader as far as its own BLE is concerned from now on. Returns the new ballot.
+    pub fn take_over(&mut self, known: Ballot) -> Ballot {
+        let heard = self.replies.values().map(|(b, _)| *b).max();
+        let top = heard.map_or(known, |h| h.max(known)).max(self.leader);
+        self.outbid(top);
+        self.leader = self.current_ballot;
+        self.current_ballot
     }
 
     pub fn handle(&mut self, from: NodeId, msg: BleMessage, out: &mut Vec<(NodeId, Message)>) {

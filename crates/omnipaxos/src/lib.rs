@@ -9,6 +9,7 @@
 //! * `reads` — the leadership confirmation behind the replica layer's read index.
 //! * `snapshot` — when a peer needs a snapshot, and what installing one means for the log.
 //! * `repair` — rejoining after lost or damaged storage without voting with lost state.
+//! * `transfer` — leader transfer by a ballot hand-off (etcd's MoveLeader).
 //! * [`storage`] — the durable state and its [`Record`]s.
 //!
 //! Nothing here reads a clock, does I/O, spawns a thread or draws randomness; time is ticks.
@@ -24,6 +25,7 @@ mod snapshot;
 pub mod storage;
 #[cfg(test)]
 mod tests;
+mod transfer;
 
 pub use ballot::Ballot;
 pub use messages::{BleMessage, Message, PaxosMessage};
@@ -33,7 +35,8 @@ use ble::Ble;
 use reads::ReadConfirmRound;
 use sequence_paxos::Role;
 use synod_core::{
-    Command, EngineConfig, LogProtocol, NodeId, ProtocolOutput, SnapshotAcceptance, TransferStatus,
+    Command, EngineConfig, LeaderTransferError, LogProtocol, NodeId, ProtocolOutput,
+    SnapshotAcceptance, TransferStatus,
 };
 
 type Out = ProtocolOutput<Message, Record>;
@@ -232,6 +235,29 @@ impl LogProtocol for OmniPaxos {
     fn snapshot_delivered(&mut self, to: NodeId, n: Ballot, idx: u64, out: &mut Out) {
         self.on_snapshot_delivered(to, n, idx);
         self.emit(out);
+    }
+
+    fn transfer_leadership(
+        &mut self,
+        to: NodeId,
+        out: &mut Out,
+    ) -> Result<(), LeaderTransferError> {
+        if self.store.amnesic {
+            return Err(LeaderTransferError::NotReady(
+                "this member is repairing lost storage".into(),
+            ));
+        }
+        let r = self.start_transfer(to);
+        self.emit(out);
+        r
+    }
+
+    fn transfer_target(&self) -> Option<NodeId> {
+        OmniPaxos::transfer_target(self)
+    }
+
+    fn transfer_candidate(&self) -> Option<NodeId> {
+        self.most_up_to_date_follower()
     }
 
     fn term(&self) -> u64 {

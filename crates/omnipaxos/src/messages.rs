@@ -76,6 +76,9 @@ pub enum PaxosMessage {
     ReadConfirm { n: Ballot, round: u64 },
     /// Follower → leader: yes, my promised ballot is still `n`.
     ReadConfirmAck { n: Ballot, round: u64 },
+    /// Leader of `n` → the target of a leader hand-off (`transfer.rs`): you accepted my whole
+    /// log (`log_len` entries) and I take no more proposals; start your Prepare phase now.
+    TakeOver { n: Ballot, log_len: u64 },
     /// Repairing server → all: what is the highest ballot you promised? (`nonce`: this boot.)
     RepairQuery { nonce: u64 },
     /// Answer to `RepairQuery`, only from servers that are not repairing themselves.
@@ -105,7 +108,8 @@ impl Message {
                 | PaxosMessage::Accepted { n, .. }
                 | PaxosMessage::PrepareReq { n }
                 | PaxosMessage::ReadConfirm { n, .. }
-                | PaxosMessage::ReadConfirmAck { n, .. } => n.n,
+                | PaxosMessage::ReadConfirmAck { n, .. }
+                | PaxosMessage::TakeOver { n, .. } => n.n,
                 PaxosMessage::RepairQuery { .. } => 0,
                 PaxosMessage::RepairInfo { promised, .. } => promised.n,
             },

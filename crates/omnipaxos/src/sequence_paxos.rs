@@ -79,6 +79,11 @@ pub struct LeaderState {
     /// Prepare phase: the log to adopt starts beyond ours (its owner compacted entries we
     /// lack); waiting for that server's snapshot, for this many heartbeats so far.
     pub awaiting_snapshot: Option<(NodeId, u32)>,
+    /// Accept phase: handing leadership to another voter (`transfer.rs`).
+    pub transfer: Option<crate::transfer::Transfer>,
+    /// Planted `TransferTargetKeepsOwnLog` only: a target that took over by hand-off keeps
+    /// its own log at the end of its Prepare phase. Always false in a correct server.
+    pub keep_own_log: bool,
 }
 
 impl OmniPaxos {
@@ -153,7 +158,7 @@ impl OmniPaxos {
         }
     }
 
-    fn become_leader(&mut self, n: Ballot) {
+    pub(crate) fn become_leader(&mut self, n: Ballot) {
         self.store.promise(n, &mut self.out.records);
         self.read_round = None;
         let mut promises = BTreeMap::new();
@@ -167,6 +172,8 @@ impl OmniPaxos {
             proposals: Vec::new(),
             heartbeat_due: false,
             awaiting_snapshot: None,
+            transfer: None,
+            keep_own_log: false,
         }));
         let peers: Vec<NodeId> = self.config.peers().collect();
         for p in peers {
@@ -235,6 +242,7 @@ impl OmniPaxos {
             self.complete_prepare();
         }
         self.resend_read_confirm();
+        self.transfer_progress();
     }
 
     /// A snapshot was installed: a candidate re-evaluates its Prepare phase with its new log.
@@ -320,6 +328,7 @@ impl OmniPaxos {
             PaxosMessage::ReadConfirmAck { n, round } => {
                 self.handle_read_confirm_ack(from, n, round)
             }
+            PaxosMessage::TakeOver { n, log_len } => self.handle_take_over(from, n, log_len),
             PaxosMessage::RepairQuery { nonce } => self.handle_repair_query(from, nonce),
             PaxosMessage::RepairInfo { nonce, promised } => {
                 self.handle_repair_info(from, nonce, promised)
@@ -480,7 +489,10 @@ impl OmniPaxos {
             .max_by_key(|(pid, p)| (p.accepted_round, p.log_len, **pid == me))
             .map(|(pid, p)| (*pid, p.clone()))
             .expect("own promise is always present");
-        let adopt = max_pid != me && (max.accepted_round, max.log_len) > (my_round, my_len);
+        // (Planted TransferTargetKeepsOwnLog: a hand-off target skips the adoption.)
+        let adopt = max_pid != me
+            && (max.accepted_round, max.log_len) > (my_round, my_len)
+            && !l.keep_own_log;
         // Adopting means keeping our log below `suffix_start` and taking the suffix after it,
         // so our log must equal the adopted one there: guaranteed up to our length in the same
         // accepted round (logs of one round are prefixes of each other), else only up to our
@@ -690,6 +702,7 @@ impl OmniPaxos {
             p.accepted_idx = p.accepted_idx.max(accepted_idx);
         }
         self.try_decide();
+        self.transfer_progress();
     }
 
     /// Decided = the highest index accepted in this ballot by a majority (the leader's own log
@@ -797,6 +810,10 @@ impl OmniPaxos {
         let Role::Leader(l) = &mut self.role else {
             return false;
         };
+        if l.transfer.is_some() {
+            // Handing leadership away (transfer.rs): the origin re-forwards to the next leader.
+            return false;
+        }
         if l.proposals.len() >= cap {
             // Over the bound the origin's re-forwarding retries later.
             return false;

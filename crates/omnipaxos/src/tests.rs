@@ -971,3 +971,110 @@ fn ballots_beyond_ballot_n_max_are_dropped_so_outbidding_never_overflows() {
         "a huge ballot was adopted"
     );
 }
+
+// ---- Leader transfer (transfer.rs) ----
+
+/// Elected leader, a follower to hand off to, and the net.
+fn with_leader() -> (Net, NodeId, NodeId) {
+    let mut net = Net::new(3);
+    assert!(net.run_until(100, |n| n.leader().is_some()), "no leader");
+    let l = net.leader().expect("leader");
+    let to = (1..=3).find(|i| *i != l).expect("follower");
+    (net, l, to)
+}
+
+#[test]
+fn a_hand_off_makes_the_target_lead_with_every_write_and_it_stays() {
+    let (mut net, l, to) = with_leader();
+    for i in 1..=20 {
+        net.submit(l, put(1, i, "k", &format!("v{i}")));
+    }
+    let term = net.nodes[&l].status().term;
+    let started = net
+        .nodes
+        .get_mut(&l)
+        .expect("leader")
+        .transfer_leadership(Some(to));
+    assert_eq!(started, Ok(to));
+    net.drain(l);
+    assert!(
+        net.run_until(100, |n| n.leader() == Some(to)),
+        "no hand-off"
+    );
+    assert!(net.nodes[&to].status().term > term, "a new ballot");
+    // Every write submitted before the hand-off is answered, none lost.
+    assert!(net.run_until(200, |n| {
+        (1..=20).all(|i| !n.reply_for(l, rid(1, i)).is_empty())
+    }));
+    assert!((1..=20).all(|i| net.reply_for(l, rid(1, i))[0].result.is_ok()));
+    // BLE does not flap back: many election timeouts later the target still leads.
+    for _ in 0..20 * net.configs[&l].election_timeout_ticks {
+        net.step();
+        assert_eq!(
+            net.leader(),
+            Some(to),
+            "leadership moved again after the hand-off"
+        );
+    }
+    net.submit(l, get(1, 21, "k", Consistency::Linearizable));
+    assert!(net.run_until(100, |n| !n.reply_for(l, rid(1, 21)).is_empty()));
+    assert_eq!(
+        read_value(net.reply_for(l, rid(1, 21))[0]),
+        Some(b"v20".to_vec())
+    );
+}
+
+#[test]
+fn a_hand_off_to_an_unreachable_target_gives_up_and_the_leader_leads_on() {
+    let (mut net, l, to) = with_leader();
+    net.crash(to);
+    assert_eq!(
+        net.nodes
+            .get_mut(&l)
+            .expect("leader")
+            .transfer_leadership(Some(to)),
+        Ok(to)
+    );
+    net.drain(l);
+    // While handing off, a write waits (it is re-forwarded, not lost) …
+    net.submit(l, put(1, 1, "a", "1"));
+    let bound = synod_core::leader_transfer_ticks(&net.configs[&l]);
+    net.run_until(bound / 2, |_| false);
+    assert!(
+        net.reply_for(l, rid(1, 1)).is_empty(),
+        "a write taken mid-hand-off"
+    );
+    // … and once the bound passed the old leader takes it.
+    assert!(net.run_until(4 * bound, |n| !n.reply_for(l, rid(1, 1)).is_empty()));
+    assert!(net.reply_for(l, rid(1, 1))[0].result.is_ok());
+    assert_eq!(net.leader(), Some(l));
+    assert_eq!(net.nodes[&l].status().role, "leader");
+}
+
+#[test]
+fn a_transfer_is_refused_by_a_follower_and_for_a_stranger() {
+    use synod_core::LeaderTransferError;
+    let (mut net, l, to) = with_leader();
+    let r = net
+        .nodes
+        .get_mut(&to)
+        .expect("follower")
+        .transfer_leadership(Some(l));
+    assert_eq!(r, Err(LeaderTransferError::NotLeader { leader: Some(l) }));
+    let r = net
+        .nodes
+        .get_mut(&l)
+        .expect("leader")
+        .transfer_leadership(Some(9));
+    assert!(
+        matches!(r, Err(LeaderTransferError::BadTarget { target: 9, .. })),
+        "{r:?}"
+    );
+    // No target given: the most up-to-date follower.
+    let r = net
+        .nodes
+        .get_mut(&l)
+        .expect("leader")
+        .transfer_leadership(None);
+    assert!(matches!(r, Ok(t) if t != l), "{r:?}");
+}

@@ -12,6 +12,7 @@
 //! * `membership` — the replicated configuration: a change of the voter set starts a new
 //!   protocol instance (an epoch) from the state at the change; learners are fed the decided
 //!   log; members that are behind an epoch (or new) get a snapshot.
+//! * `transfer` — leader transfer: the shared checks before the protocol's hand-off.
 //! * [`records`] — the durable records and their replay.
 //! * [`messages`] — the wire messages.
 //! * `backup` — backup images, consistency hashes, and the first record of a restored member.
@@ -32,6 +33,7 @@ mod reads;
 pub mod records;
 mod snapshot;
 mod state;
+mod transfer;
 
 pub use backup::restored_checkpoint;
 pub use messages::Message;
@@ -49,7 +51,8 @@ use synod_core::kv::RevisionEvents;
 use synod_core::membership::Configuration;
 use synod_core::{
     Capabilities, ClientRequest, Command, Engine, EngineConfig, EngineError, EngineStatus,
-    LogProtocol, NodeId, Origin, OutputBuffer, PlantedBug, ProtocolEvent, ProtocolOutput, Ready,
+    LeaderTransferError, LogProtocol, NodeId, Origin, OutputBuffer, PlantedBug, ProtocolEvent,
+    ProtocolOutput, Ready,
 };
 
 /// Incarnations after a lost disk start at or above this (bit 62), plus bits of the boot nonce:
@@ -286,7 +289,9 @@ impl<P: LogProtocol> Engine for Replica<P> {
         let p = self.protocol.as_ref();
         EngineStatus {
             leader: self.leader_hint(),
-            term: p.map_or(0, |p| p.term()),
+            // etcd's raft term is 1 from the first election on; ballots and view-numbers
+            // count from 0, so the first leadership would read as term 0.
+            term: p.map_or(0, |p| p.term() + 1),
             decided_index: p.map_or(self.state.applied_index(), |p| p.decided_idx()),
             applied_index: self.state.applied_index(),
             revision: self.state.kv.revision(),
@@ -303,6 +308,12 @@ impl<P: LogProtocol> Engine for Replica<P> {
             configuration: self.state.config.clone(),
             learner_applied: self.members.learner_applied(),
         }
+    }
+
+    fn transfer_leadership(&mut self, to: Option<NodeId>) -> Result<NodeId, LeaderTransferError> {
+        let r = self.start_leader_transfer(to);
+        self.after_input();
+        r
     }
 
     fn take_watch_events(&mut self) -> Vec<Arc<RevisionEvents>> {

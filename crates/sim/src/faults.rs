@@ -50,6 +50,9 @@ pub struct FaultSet {
     /// promotes them, adds voters and removes members — the leader among them — while the
     /// other faults and the clients run (see `sim/reconfig.rs`).
     pub reconfig: bool,
+    /// Leader transfers (not in `all`; ask with `all,transfer`): an operator asks the leader
+    /// to hand leadership to a random other voter at random moments (see `sim/transfer.rs`).
+    pub transfer: bool,
 }
 
 impl FaultSet {
@@ -64,6 +67,7 @@ impl FaultSet {
         torn_writes: false,
         storage: false,
         reconfig: false,
+        transfer: false,
     };
     pub const ALL: FaultSet = FaultSet {
         crash: true,
@@ -76,9 +80,10 @@ impl FaultSet {
         torn_writes: true,
         storage: false,
         reconfig: false,
+        transfer: false,
     };
 
-    const NAMES: [&'static str; 10] = [
+    const NAMES: [&'static str; 11] = [
         "crash",
         "partition",
         "one-way",
@@ -89,6 +94,7 @@ impl FaultSet {
         "torn-writes",
         "storage",
         "reconfig",
+        "transfer",
     ];
 
     fn flag(&mut self, name: &str) -> Option<&mut bool> {
@@ -103,6 +109,7 @@ impl FaultSet {
             "torn-writes" => &mut self.torn_writes,
             "storage" => &mut self.storage,
             "reconfig" => &mut self.reconfig,
+            "transfer" => &mut self.transfer,
             _ => return None,
         })
     }
@@ -116,10 +123,11 @@ impl FaultSet {
         let mut set = FaultSet::NONE;
         for name in s.split(',').map(str::trim) {
             if name == "all" {
-                let (storage, reconfig) = (set.storage, set.reconfig);
+                let (storage, reconfig, transfer) = (set.storage, set.reconfig, set.transfer);
                 set = FaultSet {
                     storage,
                     reconfig,
+                    transfer,
                     ..FaultSet::ALL
                 };
                 continue;
@@ -138,6 +146,16 @@ impl FaultSet {
     }
 
     pub fn names(&self) -> String {
+        if self.transfer {
+            let rest = FaultSet {
+                transfer: false,
+                ..*self
+            };
+            return match rest.names().as_str() {
+                "none" => "transfer".into(),
+                names => format!("{names},transfer"),
+            };
+        }
         let extras = |storage, reconfig| FaultSet {
             storage,
             reconfig,

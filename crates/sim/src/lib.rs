@@ -221,6 +221,9 @@ pub struct SimSummary {
     /// Reconfiguration runs, and the membership changes acknowledged in them.
     pub reconfig_seeds: u64,
     pub reconfig_steps: u64,
+    /// Leader hand-offs started and completed (runs with the `transfer` fault).
+    pub transfers_started: u64,
+    pub transfers_completed: u64,
 }
 
 /// What the lease checker covered over many seeds.
@@ -352,7 +355,7 @@ impl SimSummary {
             )
         };
         format!(
-            "seeds {} ({} failed) | ops {} ok, {} unknown, {} failed | messages {} | simulated {:.1} s | wall {:.2} s ({:.2} s checking) | {:.0} simulated events/s{agreement}{}{}{}",
+            "seeds {} ({} failed) | ops {} ok, {} unknown, {} failed | messages {} | simulated {:.1} s | wall {:.2} s ({:.2} s checking) | {:.0} simulated events/s{agreement}{}{}{}{}",
             self.seeds_run,
             self.failed_seeds.len(),
             self.ops_ok,
@@ -366,6 +369,18 @@ impl SimSummary {
             self.watch.line(),
             self.leases.line(),
             self.reconfig_line(),
+            self.transfer_line(),
+        )
+    }
+
+    /// One line for leader transfers, empty when no seed had them.
+    fn transfer_line(&self) -> String {
+        if self.transfers_started == 0 {
+            return String::new();
+        }
+        format!(
+            " | leader transfers {} started, {} completed",
+            self.transfers_started, self.transfers_completed
         )
     }
 
@@ -532,7 +547,7 @@ pub fn partial_connectivity_report(engine: &str, nodes: usize) -> Result<String,
 
 /// Usage of [`run_cli`].
 pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos|toy] [--nodes N] [--seeds A..B | N]
-                 [--faults all|none|crash,partition,one-way,partial,loss,duplicate,power-loss,torn-writes,storage,reconfig]
+                 [--faults all|none|crash,partition,one-way,partial,loss,duplicate,power-loss,torn-writes,storage,reconfig,transfer]
                  [--clients N] [--ops N] [--keys N] [--sim-seconds S]
                  [--snapshot-entries N] [--watchers N] [--leases N] [--planted-bug NAME]
                  [--history-dir DIR]
@@ -547,6 +562,9 @@ pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos
   read lease keys) and runs the lease checker: never early, and gone at the end (docs/leases.md).
   --faults all,reconfig adds membership changes: an operator adds learners and voters, promotes,
   and removes members (the leader too) while clients run (docs/membership.md).
+  --faults all,transfer adds leader transfers: an operator asks the leader to hand leadership to
+  a random other voter at random moments; the totals count hand-offs started and completed
+  (docs/leader-transfer.md).
   exit status: 0 every seed passed, 1 some seed failed, 2 bad arguments.";
 
 /// Parsed command line of `synod sim`.

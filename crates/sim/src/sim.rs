@@ -32,6 +32,7 @@ use crate::trace::{Trace, TraceEntry, TraceKind};
 mod leases;
 mod quiesce;
 pub mod reconfig;
+mod transfer;
 mod watch;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -193,6 +194,10 @@ pub struct RunResult {
     /// acknowledged.
     pub reconfig_plan: &'static str,
     pub reconfig_steps: usize,
+    /// Runs with the `transfer` fault: leader hand-offs started, and completed (the target
+    /// led within the bound).
+    pub transfers_started: u64,
+    pub transfers_completed: u64,
 }
 
 impl RunResult {
@@ -262,6 +267,8 @@ enum Ev<M> {
     FaultEnd(usize),
     HealAll,
     Operator(reconfig::OperatorEv),
+    /// Leader transfers (runs with the `transfer` fault).
+    Mover(transfer::MoverEv),
     DiskSync {
         node: NodeId,
         incarnation: u64,
@@ -368,6 +375,8 @@ struct Sim<E: Engine> {
     ops_failed: u64,
     /// Membership changes (runs with the `reconfig` fault).
     operator: reconfig::Operator,
+    /// Leader transfers (runs with the `transfer` fault).
+    mover: transfer::Mover,
 }
 
 fn fail(failures: &mut Vec<String>, msg: String) {
@@ -517,6 +526,7 @@ impl<E: Engine> Sim<E> {
             ops_unknown: 0,
             ops_failed: 0,
             operator: reconfig::Operator::default(),
+            mover: transfer::Mover::new(cfg.seed, cfg.faults.transfer),
             cfg,
         }
     }
@@ -567,6 +577,7 @@ impl<E: Engine> Sim<E> {
         self.lease_start();
         self.watch_start();
         self.operator_start();
+        self.mover_start();
         while let Some(Scheduled { time_us, ev, .. }) = self.queue.pop() {
             self.now_us = time_us;
             if self.now_us > self.hard_stop_us() || self.converged {
@@ -650,6 +661,7 @@ impl<E: Engine> Sim<E> {
             Ev::FaultEnd(i) => self.fault_end(i),
             Ev::HealAll => self.heal_all(),
             Ev::Operator(e) => self.operator_event(e),
+            Ev::Mover(e) => self.mover_event(e),
             Ev::EarlyRestart { node, fault_id } => self.restart(node, fault_id),
             Ev::Watch(task) => self.watch_task(task),
             Ev::DiskSync { node, incarnation } => {
@@ -1598,6 +1610,8 @@ impl<E: Engine> Sim<E> {
             nodes: self.cfg.nodes,
             reconfig_plan: self.operator.plan_name,
             reconfig_steps: self.operator.steps_done,
+            transfers_started: self.mover.started,
+            transfers_completed: self.mover.completed,
             planted_bug: self.cfg.planted_bug,
             schedule: self.schedule.iter().map(|f| f.to_string()).collect(),
             trace_tail: if failed {

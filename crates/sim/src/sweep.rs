@@ -62,6 +62,8 @@ impl SimSummary {
         self.agreement_checked_seeds += u64::from(r.agreement_checked);
         self.watch.record(r);
         self.leases.record(r);
+        self.transfers_started += r.transfers_started;
+        self.transfers_completed += r.transfers_completed;
         if !r.reconfig_plan.is_empty() {
             self.reconfig_seeds += 1;
             self.reconfig_steps += r.reconfig_steps as u64;
@@ -314,4 +316,30 @@ pub fn assert_reconfig_pass<E: Engine>(template: &RunConfig, seeds: Range<u64>) 
             sum.reconfig_steps
         );
     }
+}
+
+/// The template of a leader-transfer run: every fault plus the transfer operator.
+pub fn transfer_config(nodes: usize) -> RunConfig {
+    let mut cfg = RunConfig::new(0, nodes);
+    cfg.faults = FaultSet {
+        transfer: true,
+        ..FaultSet::ALL
+    };
+    cfg
+}
+
+/// Leader-transfer seeds pass every check, and hand-offs really completed: at least one per
+/// seed on average (a sweep whose hand-offs all timed out would prove nothing about them).
+pub fn assert_transfer_pass<E: Engine>(template: &RunConfig, seeds: Range<u64>) -> SimSummary {
+    let n = seeds.end - seeds.start;
+    let sum = assert_all_pass::<E>(template, seeds);
+    if sum.seeds_run == n {
+        assert!(
+            sum.transfers_completed >= n,
+            "too few leader transfers completed: {} of {} started in {n} seeds",
+            sum.transfers_completed,
+            sum.transfers_started
+        );
+    }
+    sum
 }

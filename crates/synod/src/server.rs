@@ -354,6 +354,7 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         r = node.stopped() => r.map_err(anyhow::Error::from),
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
+            hand_off_leadership(&node.handle, me.id).await;
             Ok(())
         }
     };
@@ -367,6 +368,37 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
     let _ = grpc_task.await;
     node.shutdown().await?;
     result
+}
+
+/// A leader that stops hands leadership to the most up-to-date voter first (a graceful
+/// shutdown), so the cluster goes on without waiting out an election timeout. Bounded: the
+/// engine abandons a hand-off after a few election timeouts, and the node answers then; the
+/// client APIs keep serving (and forwarding) meanwhile. A second signal stops at once.
+async fn hand_off_leadership(handle: &synod_node::NodeHandle, me: u64) {
+    if handle.status().engine.leader != Some(me) {
+        return;
+    }
+    tracing::info!(
+        member = me,
+        "leading: handing leadership away before stopping"
+    );
+    let started = std::time::Instant::now();
+    tokio::select! {
+        r = handle.move_leader(None) => match r {
+            Ok(to) => tracing::info!(
+                member = me,
+                new_leader = to,
+                took_ms = started.elapsed().as_millis() as u64,
+                "leadership handed off; stopping"
+            ),
+            Err(e) => tracing::warn!(
+                member = me,
+                error = %e,
+                "leadership not handed off; stopping anyway (the others elect a leader after an election timeout)"
+            ),
+        },
+        _ = shutdown_signal() => tracing::warn!("second signal: stopping without a hand-off"),
+    }
 }
 
 async fn shutdown_signal() {

@@ -115,6 +115,12 @@ pub enum Command {
     /// `etcdctl member …`; ids in decimal, or hex with 0x as etcdctl prints them).
     #[command(subcommand)]
     Member(MemberCommand),
+    /// Hand leadership to member ID (etcd's `move-leader`; decimal, or hex with 0x): finds
+    /// the leader through the endpoints' status and asks it; returns once ID leads.
+    MoveLeader {
+        #[arg(value_parser = parse_member_id)]
+        id: u64,
+    },
     /// Take the lock NAME (etcd's Lock service, over the member's gRPC port), run COMMAND
     /// while holding it — with SYNOD_LOCK_KEY, SYNOD_LOCK_REVISION (the fencing token) and
     /// SYNOD_LOCK_LEASE set — then release it and exit with COMMAND's status. Without a

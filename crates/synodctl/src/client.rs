@@ -212,6 +212,8 @@ pub struct Client {
     streams: HttpClient,
     /// Index of the endpoint to try first: the last one that answered.
     preferred: usize,
+    /// Time allowed for one request (a client for another endpoint gets the same).
+    timeout: Duration,
 }
 
 fn http_client(connect: Duration, read: Duration) -> Result<HttpClient, CtlError> {
@@ -240,7 +242,12 @@ impl Client {
             http: http_client(timeout, timeout)?,
             streams: http_client(timeout, STREAM_SILENCE_MAX.max(timeout))?,
             preferred: 0,
+            timeout,
         })
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// host:port of the endpoint that will be tried first (the REPL's prompt).

@@ -157,6 +157,15 @@ pub fn run_command(
             let a = client.send(&req)?;
             emit(out, output::member_changed(format, &done, &a.body));
         }
+        Command::MoveLeader { id } => {
+            let a = move_leader(client, *id)?;
+            let from = a.0;
+            // etcdctl's words, ids in hex as it prints them.
+            emit(
+                out,
+                format!("Leadership transferred from {from:x} to {id:x}"),
+            );
+        }
         Command::Lock(_) | Command::Elect(_) => {
             return Err(CtlError::Usage(
                 "lock and elect hold a lease while they run: use them as one-shot commands \
@@ -166,6 +175,42 @@ pub fn run_command(
         }
     }
     Ok(())
+}
+
+/// `move-leader ID`, as etcdctl does it: the leader is found through the endpoints' status
+/// (its HTTP address through the member list), and only it is asked — a follower would answer
+/// "not leader". Returns the old leader's id.
+fn move_leader(client: &mut Client, id: u64) -> Result<(u64, Answer), CtlError> {
+    let status = client.send(&Request::new(Method::GET, "/v1/status".into()))?;
+    let no_leader = |endpoint: String| CtlError::Server {
+        endpoint,
+        status: 503,
+        code: "no_leader".into(),
+        message: "the cluster has no leader to move".into(),
+        body: Value::Null,
+    };
+    let Some(leader) = status.body.get("leader").and_then(Value::as_u64) else {
+        return Err(no_leader(status.endpoint));
+    };
+    let members = client.send(&Request::new(Method::GET, "/v1/members".into()))?;
+    let addr = members
+        .body
+        .get("members")
+        .and_then(Value::as_array)
+        .and_then(|ms| {
+            ms.iter()
+                .find(|m| m.get("id").and_then(Value::as_u64) == Some(leader))
+        })
+        .and_then(|m| m.get("http_addr").and_then(Value::as_str))
+        .filter(|a| !a.is_empty())
+        .map(str::to_string);
+    let req = Request::new(Method::POST, format!("/v1/members/{id}/lead"));
+    let answer = match addr {
+        Some(addr) => Client::new(&[addr], client.timeout())?.send(&req)?,
+        // No published address: the endpoint that answered the status may be the leader.
+        None => client.send(&req)?,
+    };
+    Ok((leader, answer))
 }
 
 /// `status --all`: every endpoint's row, then the first failure (if any) as the error.

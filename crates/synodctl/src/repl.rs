@@ -35,6 +35,7 @@ Commands (names are case-insensitive; quote values with spaces: SET k \"a b\"):
   member add NAME --peer-addr A [--http-addr H] [--grpc-addr G] [--learner]
   member remove|promote ID      ID decimal, or hex with 0x (as etcdctl prints it)
   member update ID [--name N] [--peer-addr A] [--http-addr H] [--grpc-addr G]
+  move-leader ID                hand leadership to member ID (asks the leader)
   help                          this message
   quit                          leave (also QUIT, exit, Ctrl-D)
 (watch runs until interrupted, so it is a one-shot command: synodctl watch KEY)";

@@ -131,6 +131,7 @@ mod state_transfer;
 pub mod storage;
 #[cfg(test)]
 mod tests;
+mod transfer;
 mod view_change;
 
 pub use messages::{Message, StateChunk, VIEW_MAX, View};
@@ -142,8 +143,8 @@ use reads::ReadRounds;
 use recovery::RecoveryState;
 use storage::DurableState;
 use synod_core::{
-    Command, EngineConfig, LogProtocol, NodeId, ProtocolEvent, ProtocolOutput, SnapshotAcceptance,
-    SplitMix64, TransferStatus,
+    Command, EngineConfig, LeaderTransferError, LogProtocol, NodeId, ProtocolEvent, ProtocolOutput,
+    SnapshotAcceptance, SplitMix64, TransferStatus,
 };
 use view_change::ViewChangeState;
 
@@ -526,6 +527,20 @@ impl LogProtocol for Vr {
     fn snapshot_delivered(&mut self, to: NodeId, term: View, idx: u64, out: &mut Out) {
         self.on_snapshot_delivered(to, term, idx);
         self.finish(out);
+    }
+
+    fn transfer_leadership(
+        &mut self,
+        to: NodeId,
+        out: &mut Out,
+    ) -> Result<(), LeaderTransferError> {
+        let r = self.start_transfer(to);
+        self.finish(out);
+        r
+    }
+
+    fn transfer_candidate(&self) -> Option<NodeId> {
+        self.most_up_to_date_backup()
     }
 
     fn term(&self) -> u64 {

@@ -1069,3 +1069,38 @@ fn chaos_sweep() {
         failures.len()
     );
 }
+
+// ---- Leader transfer (transfer.rs) ----
+
+#[test]
+fn a_transfer_is_a_view_change_to_the_targets_view_that_keeps_every_op() {
+    for n in [3, 5] {
+        let mut sim = Sim::new(n, 13, None);
+        let before = sim.propose(20);
+        assert!(sim.settle(&before, 200));
+        assert_eq!(sim.primaries(), vec![1]);
+        let to = n;
+        sim.input(1, |vr, out| {
+            vr.transfer_leadership(to, out)
+                .expect("the primary starts it");
+        });
+        sim.rounds(40);
+        assert_eq!(sim.primaries(), vec![to], "n = {n}: the target leads");
+        // The first view after 0 whose primary (members[v mod n]) is the target.
+        assert_eq!(sim.vr(to).term(), to - 1);
+        let after = sim.propose(10);
+        assert!(sim.settle(&after, 200), "n = {n}: commits go on");
+        assert_eq!(sim.vr(1).decided_idx(), 30);
+        sim.assert_safe();
+        // A backup cannot start one, and the target must be another member.
+        let r = synod_core::LogProtocol::transfer_leadership(
+            sim.nodes
+                .get_mut(&1)
+                .and_then(|s| s.vr.as_mut())
+                .expect("n1"),
+            2,
+            &mut Out::default(),
+        );
+        assert!(r.is_err(), "{r:?}");
+    }
+}

@@ -730,3 +730,18 @@ pub fn run_with_deadline(mut cmd: Command, max: Duration) -> (ExitStatus, String
     let stdout = stdout.join().unwrap_or_default();
     (status, stdout, stderr.join().unwrap_or_default())
 }
+
+// ---- Added for the leader-transfer tests (crates/synod/tests/leader_transfer.rs). ----
+
+impl Cluster {
+    /// SIGTERM: the member shuts down gracefully (a leader hands leadership away first). Wait
+    /// for it with [`Cluster::wait_exit`].
+    pub fn terminate(&mut self, id: u64) {
+        let i = self.index(id);
+        let pid = self.children[i].as_ref().expect("member is running").id();
+        let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
+        // SAFETY: kill(2) on a child process this cluster spawned and has not reaped.
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0, "SIGTERM to n{id}");
+    }
+}

@@ -182,8 +182,17 @@ async fn etcdctl_3_4_works_against_synod() {
         "1, started, n1, http://127.0.0.1:0, http://127.0.0.1:0, false\n"
     );
 
-    // Something Synod does not support: a clear error, non-zero exit, no hang.
+    // Defragment is served (nothing to reclaim on this node without a log).
     let o = etcdctl(&s, &["defrag"], None).await;
+    assert!(
+        o.ok && o.stdout.contains("Finished defragmenting"),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
+
+    // Something Synod does not support: a clear error, non-zero exit, no hang.
+    let o = etcdctl(&s, &["user", "list"], None).await;
     assert!(!o.ok);
     assert!(o.stderr.contains("not supported by synod"), "{}", o.stderr);
 

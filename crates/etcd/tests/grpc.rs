@@ -419,7 +419,15 @@ async fn unsupported_methods_and_options_answer_unimplemented_at_once() {
     )
     .await;
     let mut m = MaintenanceClient::new(ch.clone());
-    assert_unimplemented("Defragment", m.defragment(pb::DefragmentRequest {})).await;
+    assert_unimplemented(
+        "Alarm ACTIVATE",
+        m.alarm(pb::AlarmRequest {
+            action: pb::alarm_request::AlarmAction::Activate as i32,
+            member_id: 0,
+            alarm: pb::AlarmType::Nospace as i32,
+        }),
+    )
+    .await;
 
     // The store was not touched by any of the refused requests.
     let r = c.range(range("k", b"")).await.unwrap().into_inner();

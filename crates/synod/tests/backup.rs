@@ -286,3 +286,37 @@ fn a_member_whose_state_diverges_raises_corrupt_and_refuses_service() {
         assert!(err.contains("corrupt cluster"), "{args:?}: {err}");
     }
 }
+
+/// A real client library, unchanged: python-etcd3 reads status (leader, term, db size), hashes
+/// every member (equal), streams a backup that `synod restore --verify` accepts, defragments
+/// every member and lists no alarm (tests/py/maintenance_checks.py).
+#[test]
+fn python_etcd3_status_hash_snapshot_defragment() {
+    let Some(python) = common::python_etcd3() else {
+        return;
+    };
+    let c = Cluster::start(3, "omnipaxos");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("py.backup");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/maintenance_checks.py");
+    let mut cmd = Command::new(&python);
+    cmd.arg(&script)
+        .arg("--endpoints")
+        .arg(c.grpc_endpoints())
+        .arg("--backup")
+        .arg(&file);
+    let (status, stdout, stderr) = run_with_deadline(cmd, Duration::from_secs(120));
+    assert!(
+        status.success(),
+        "python-etcd3 maintenance checks failed ({status}):\n{stdout}\n{stderr}"
+    );
+    for check in ["status", "hash", "snapshot", "defragment", "alarms"] {
+        assert!(
+            stdout.contains(&format!("PASS {check}")),
+            "{check} not run:\n{stdout}"
+        );
+    }
+    let (ok, summary, err) = synod_restore(&[path_str(&file), "--verify"]);
+    assert!(ok, "verify: {err}");
+    assert!(summary.contains("keys"), "{summary}");
+}

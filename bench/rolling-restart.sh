@@ -124,6 +124,7 @@ run() {
   local ports; ports="$(http 1 | cut -d: -f2),$(http 2 | cut -d: -f2),$(http 3 | cut -d: -f2)"
   python3 "$WORK/probe.py" "$ports" "$OUT/$mode-acks.txt" "$WRITERS" &
   PROBE=$!
+  # Measurement window, not a wait for readiness: 5 s of undisturbed load as the baseline.
   sleep 5
   : >"$OUT/$mode-events.txt"
   for i in 1 2 3; do
@@ -136,8 +137,10 @@ run() {
     start_member "$i"
     wait_healthy "$i"
     echo "$(date +%s.%N) serving n$i" >>"$OUT/$mode-events.txt"
+    # Load between restarts, so each restart's dip is measured on its own.
     sleep 3
   done
+  # A tail of steady load after the last restart.
   sleep 2
   kill "$PROBE"; wait "$PROBE" 2>/dev/null || true; PROBE=""
   local stored

@@ -411,10 +411,13 @@ pub enum PlantedBug {
     /// hand-off, leads with its own log instead of adopting the most up-to-date log its
     /// Prepare phase collects — entries the old leader decided can be lost.
     TransferTargetKeepsOwnLog,
+    /// Auth (API edge): a Txn's permission check skips its failure branch, so a user may put
+    /// or read keys it has no permission on through the else-branch of a compare it fails.
+    TxnElseBranchUnchecked,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 31] = [
+    pub const ALL: [PlantedBug; 32] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -446,6 +449,7 @@ impl PlantedBug {
         PlantedBug::CasSkipRescanOnGrow,
         PlantedBug::DivergentApply,
         PlantedBug::TransferTargetKeepsOwnLog,
+        PlantedBug::TxnElseBranchUnchecked,
     ];
 
     pub fn name(self) -> &'static str {
@@ -481,6 +485,7 @@ impl PlantedBug {
             PlantedBug::CasSkipRescanOnGrow => "cas-skip-rescan-on-grow",
             PlantedBug::DivergentApply => "divergent-apply",
             PlantedBug::TransferTargetKeepsOwnLog => "transfer-target-keeps-own-log",
+            PlantedBug::TxnElseBranchUnchecked => "txn-else-branch-unchecked",
         }
     }
 
@@ -553,6 +558,9 @@ pub enum EngineError {
     /// A membership change refused where it was applied (etcd's message, e.g. "etcdserver:
     /// member not found"); nothing changed.
     Membership(String),
+    /// An auth change refused where it was applied, or a request refused by the permission
+    /// check (etcd's auth errors); nothing changed.
+    Auth(crate::auth::AuthError),
 }
 
 /// etcd's text for [`EngineError::Compacted`]; clients match it exactly.
@@ -596,6 +604,7 @@ impl std::fmt::Display for EngineError {
             EngineError::LeaseTtlTooLarge => f.write_str(ERR_LEASE_TTL_TOO_LARGE),
             EngineError::KeyNotFound => f.write_str(ERR_KEY_NOT_FOUND),
             EngineError::Membership(m) => f.write_str(m),
+            EngineError::Auth(e) => f.write_str(e.message()),
         }
     }
 }
@@ -639,6 +648,10 @@ pub struct EngineStatus {
     pub slow_path_commits: u64,
     /// The configuration this replica applied last (empty for engines without one).
     pub configuration: crate::membership::Configuration,
+    /// The auth state this replica applied last (default for engines without one). Shared,
+    /// not copied: it changes rarely and the status is published after every batch.
+    #[serde(skip)]
+    pub auth: std::sync::Arc<crate::auth::AuthState>,
     /// Learners' applied indexes as this replica last heard them (voters only).
     pub learner_applied: Vec<(NodeId, u64)>,
 }

@@ -14,11 +14,14 @@
 //! * [`history`] — the JSON history format written by the simulator and chaos runs and read by
 //!   the linearizability checker.
 //!
+//! * [`auth`] — etcd's users, roles and permissions: the replicated auth state and the
+//!   permission check.
 //! * [`backup`] — the backup file format (header, state image, checksums).
 //! * [`rng`] — the one seeded generator (splitmix64) everything deterministic draws from.
 //!
 //! This crate has no dependency on tokio, std::time, threads or OS randomness; keep it so.
 
+pub mod auth;
 pub mod backup;
 pub mod engine;
 pub mod history;

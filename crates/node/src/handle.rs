@@ -14,6 +14,7 @@
 //! reach its leader are forwarded as before; sequential reads are local and always served.
 
 use crate::alarm::Alarms;
+use crate::auth::AuthGate;
 use crate::backup::Maintenance;
 use crate::metrics::Metrics;
 use crate::watch::{HistoryQuery, WatchHub};
@@ -190,6 +191,8 @@ struct Inner {
     maintenance: Option<Arc<Maintenance>>,
     /// Where leader transfers go (the engine thread); `None` on a node without one.
     transfer: Option<mpsc::Sender<crate::transfer::TransferRequest>>,
+    /// Who may do what (`auth.rs`): the applied auth state and this member's tokens.
+    auth: Arc<AuthGate>,
 }
 
 impl NodeHandle {
@@ -221,6 +224,7 @@ impl NodeHandle {
                 watch: None,
                 maintenance: None,
                 transfer: None,
+                auth: Arc::default(),
             }),
         }
     }
@@ -247,6 +251,16 @@ impl NodeHandle {
     /// This handle with leader transfers sent to the engine thread over `tx`.
     pub fn with_leader_transfer(self, tx: mpsc::Sender<crate::transfer::TransferRequest>) -> Self {
         self.with(|i| i.transfer = Some(tx))
+    }
+
+    /// This handle with auth decided by `gate` (the one the engine thread keeps up to date).
+    pub fn with_auth(self, gate: Arc<AuthGate>) -> Self {
+        self.with(|i| i.auth = gate)
+    }
+
+    /// Authentication and permission checks (see [`crate::auth`]).
+    pub fn auth(&self) -> &Arc<AuthGate> {
+        &self.inner.auth
     }
 
     /// Backups, hashes and the CORRUPT alarm, if this node has them.
@@ -338,8 +352,44 @@ impl NodeHandle {
         }
     }
 
-    /// Validates, submits and awaits one request.
+    /// Validates, checks the caller's permission for (see [`crate::auth`]), submits and awaits
+    /// one request.
     pub async fn execute(&self, op: Op, consistency: Consistency) -> Result<Response, ApiError> {
+        if !self.inner.auth.enabled() {
+            return self.submit(op, consistency).await;
+        }
+        self.validate(&op)?;
+        self.inner.auth.check_op(&op)?;
+        if let Op::LeaseRevoke { id } = op {
+            // Revoking deletes the lease's keys: etcd wants write on each of them.
+            let keys = self.lease_keys(id).await?;
+            for k in &keys {
+                let need = synod_core::auth::Need::Write(synod_core::kv::Span::key(k));
+                self.inner.auth.check_needs(&[need])?;
+            }
+        }
+        let keys_listed = matches!(op, Op::LeaseTimeToLive { keys: true, .. });
+        let reply = self.submit(op, consistency).await?;
+        if keys_listed && let synod_core::kv::ResponseBody::LeaseTimeToLive(ttl) = &reply.body {
+            for k in &ttl.keys {
+                self.inner.auth.require_read(k, &[])?;
+            }
+        }
+        Ok(reply)
+    }
+
+    /// The keys attached to lease `id`, as this member has applied them (unknown lease: none).
+    async fn lease_keys(&self, id: synod_core::kv::LeaseId) -> Result<Vec<Vec<u8>>, ApiError> {
+        let op = Op::LeaseTimeToLive { id, keys: true };
+        let reply = self.submit(op, Consistency::Sequential).await?;
+        Ok(match reply.body {
+            synod_core::kv::ResponseBody::LeaseTimeToLive(ttl) => ttl.keys,
+            _ => Vec::new(),
+        })
+    }
+
+    /// Validates, submits and awaits one request, with no permission check.
+    async fn submit(&self, op: Op, consistency: Consistency) -> Result<Response, ApiError> {
         self.validate(&op)?;
         // A member whose state diverged serves nothing from it; membership changes stay
         // possible, since removing it is the way out.
@@ -470,7 +520,8 @@ pub fn grows_store(op: &Op) -> bool {
         | Op::LeaseTimeToLive { .. }
         | Op::LeaseLeases
         | Op::LeaseExpire { .. }
-        | Op::Membership(_) => false,
+        | Op::Membership(_)
+        | Op::Auth(_) => false,
         // etcd's capped applier refuses grants too: a lease is state that only grows.
         Op::Put(_) | Op::LeaseGrant(_) => true,
         Op::Cas(c) => matches!(c.then, synod_core::kv::CasAction::Put(_)),
@@ -554,6 +605,10 @@ pub fn validate_op(
         | Op::LeaseTimeToLive { .. }
         | Op::LeaseLeases
         | Op::Membership(_) => Ok(()),
+        // The auth state lives in the replica layer's applied state, which every engine with
+        // transactions (the log engines) has and CASPaxos's registers do not.
+        Op::Auth(_) if !caps.transactions => Err(unsupported("authentication")),
+        Op::Auth(_) => Ok(()),
         Op::LeaseGrant(g) if g.ttl > synod_core::kv::LEASE_TTL_MAX_SECONDS => {
             Err(ApiError::Engine(EngineError::LeaseTtlTooLarge))
         }
@@ -647,6 +702,9 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
     let hub = Arc::new(WatchHub::new(0, history_tx));
     let publish_to = hub.clone();
     let mut configuration = synod_core::membership::Configuration::bootstrap(vec![me]);
+    let gate = Arc::new(AuthGate::default());
+    let gate_for_engine = gate.clone();
+    let mut auth = Arc::new(synod_core::auth::AuthState::default());
     let (maintenance_tx, mut maintenance_rx) =
         mpsc::channel::<crate::backup::MaintenanceQuery>(crate::backup::MAINTENANCE_QUEUE_MAX);
     tokio::spawn(async move {
@@ -684,6 +742,19 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
                         }
                     })
                     .map_err(EngineError::Membership),
+                // Auth changes as the replica layer applies them.
+                Op::Auth(change) => {
+                    let mut next = (*auth).clone();
+                    next.apply(change).map_err(EngineError::Auth).map(|()| {
+                        let auth_revision = next.revision;
+                        auth = Arc::new(next);
+                        gate_for_engine.observe(&auth);
+                        Response {
+                            revision: store.revision(),
+                            body: synod_core::kv::ResponseBody::Auth { auth_revision },
+                        }
+                    })
+                }
                 op => store.apply(index, synod_core::RequestId::default(), 0, op),
             };
             publish_to.set_compacted(store.compact_revision());
@@ -697,12 +768,14 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
                 st.engine.keys = store.len() as u64;
                 st.engine.role = "leader".into();
                 st.engine.configuration = configuration.clone();
+                st.engine.auth = auth.clone();
             });
         }
     });
     NodeHandle::new(tx, info, status_rx, Arc::new(Metrics::new()))
         .with_watch_hub(hub)
         .with_maintenance(Arc::new(crate::backup::Maintenance::new(maintenance_tx)))
+        .with_auth(gate)
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Synod's node layer: everything between the pure engines and the client APIs.
 //!
 //! * [`alarm`] — the NOSPACE alarm and the free-space watermark behind it.
+//! * [`auth`] — who is calling and whether they may: tokens, password hashes, permission
+//!   checks against the applied auth state.
 //! * [`backup`] — backups, consistency hashes and the CORRUPT alarm (Maintenance.Snapshot,
 //!   Hash, HashKV).
 //! * [`compactor`] — auto-compaction of the revision history.
@@ -17,6 +19,7 @@
 //! [`handle::local_test_node`] without a cluster.
 
 pub mod alarm;
+pub mod auth;
 pub mod backup;
 pub mod compactor;
 pub mod config;

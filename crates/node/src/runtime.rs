@@ -304,8 +304,13 @@ pub async fn start_engine<E: Engine>(
     let stop_holding = Arc::new(AtomicBool::new(false));
     let (maintenance_tx, maintenance_rx) = mpsc::channel(crate::backup::MAINTENANCE_QUEUE_MAX);
     let (transfer_tx, transfer_rx) = mpsc::channel(crate::transfer::WAITING_TRANSFERS_MAX);
+    let auth = Arc::new(crate::auth::AuthGate::new(
+        cfg.planted_bug == Some(synod_core::PlantedBug::TxnElseBranchUnchecked),
+    ));
+    auth.observe(&engine.status().auth);
     let handle =
         NodeHandle::with_alarms(submit_tx, info, status_rx, metrics.clone(), alarms.clone())
+            .with_auth(auth.clone())
             .with_watch_hub(hub.clone())
             .with_maintenance(Arc::new(crate::backup::Maintenance::new(maintenance_tx)))
             .with_leader_transfer(transfer_tx);
@@ -334,6 +339,7 @@ pub async fn start_engine<E: Engine>(
         defrag_waiters: Vec::new(),
         hub,
         status_tx,
+        auth,
         metrics,
         client,
         next_seq: 1,
@@ -663,6 +669,8 @@ struct EngineLoop<E: Engine> {
     defrag_waiters: Vec<DefragReply>,
     hub: Arc<WatchHub>,
     status_tx: watch::Sender<NodeStatus>,
+    /// Takes each applied auth state, for the API's permission checks.
+    auth: Arc<crate::auth::AuthGate>,
     metrics: Arc<Metrics>,
     client: ClientId,
     next_seq: u64,
@@ -1014,6 +1022,7 @@ impl<E: Engine> EngineLoop<E> {
             self.last_decided = engine.decided_index;
         }
         self.transfers.check(&engine);
+        self.auth.observe(&engine.auth);
         self.publish_size_metrics(&engine);
         let status = NodeStatus {
             engine,

@@ -306,6 +306,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
             fast_path_commits: p.map_or(0, |p| p.path_commits().0),
             slow_path_commits: p.map_or(0, |p| p.path_commits().1),
             configuration: self.state.config.clone(),
+            auth: self.state.auth.clone(),
             learner_applied: self.members.learner_applied(),
         }
     }

@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use synod_core::auth::AuthState;
 use synod_core::kv::{KvLimits, KvStore, Op, Response, ResponseBody};
 use synod_core::membership::Configuration;
 use synod_core::{Command, EngineError, Origin};
@@ -29,16 +30,21 @@ pub struct AppliedState {
     /// The configuration as of the applied index (see `synod_core::membership`). No members:
     /// a joining replica that has not received any state yet.
     pub config: Configuration,
+    /// Users, roles and permissions as of the applied index (`synod_core::auth`). Shared so
+    /// that publishing it with the status after every batch copies a pointer.
+    pub auth: Arc<AuthState>,
 }
 
 /// What a snapshot or checkpoint carries of the applied state. Serialised as the KV store and
-/// the origins, then — since membership change — the configuration; an image from before
-/// (no trailing bytes) decodes with `config: None`, and recovery uses the bootstrap one.
+/// the origins, then — since membership change — the configuration, then — since auth — the
+/// auth state; an image from before either (no trailing bytes) decodes with `None` for it
+/// (recovery uses the bootstrap configuration, and auth starts empty and disabled).
 #[derive(Clone, Debug)]
 pub struct StateImage {
     pub kv: KvStore,
     pub origins: Vec<Origin>,
     pub config: Option<Configuration>,
+    pub auth: Option<AuthState>,
 }
 
 /// The part of a [`StateImage`] every version has.
@@ -52,18 +58,26 @@ impl StateImage {
     pub fn decode(bytes: &[u8]) -> Result<StateImage, String> {
         let (base, rest) = postcard::take_from_bytes::<ImageBase>(bytes)
             .map_err(|e| format!("state image does not decode: {e}"))?;
-        let config = if rest.is_empty() {
+        let (config, rest) = if rest.is_empty() {
+            (None, rest)
+        } else {
+            let (c, rest) = postcard::take_from_bytes::<Configuration>(rest)
+                .map_err(|e| format!("state image's configuration does not decode: {e}"))?;
+            (Some(c), rest)
+        };
+        let auth = if rest.is_empty() {
             None
         } else {
             Some(
-                postcard::from_bytes::<Configuration>(rest)
-                    .map_err(|e| format!("state image's configuration does not decode: {e}"))?,
+                postcard::from_bytes::<AuthState>(rest)
+                    .map_err(|e| format!("state image's auth state does not decode: {e}"))?,
             )
         };
         Ok(StateImage {
             kv: base.kv,
             origins: base.origins,
             config,
+            auth,
         })
     }
 }
@@ -112,6 +126,7 @@ impl AppliedState {
             origins: VecDeque::new(),
             origin_set: HashSet::new(),
             config,
+            auth: Arc::default(),
         }
     }
 
@@ -122,6 +137,7 @@ impl AppliedState {
             origins: VecDeque::with_capacity(image.origins.len()),
             origin_set: HashSet::with_capacity(image.origins.len()),
             config: image.config.unwrap_or_else(|| bootstrap.clone()),
+            auth: Arc::new(image.auth.unwrap_or_default()),
         };
         for o in image.origins {
             s.remember(o);
@@ -143,6 +159,7 @@ impl AppliedState {
             origins: &self.origins,
         })?;
         bytes.extend_from_slice(&postcard::to_allocvec(&self.config)?);
+        bytes.extend_from_slice(&postcard::to_allocvec(&*self.auth)?);
         Ok(StateBytes(Arc::new(bytes)))
     }
 
@@ -151,6 +168,7 @@ impl AppliedState {
     /// the transfer had finished.
     pub fn planted_config_only(full: &AppliedState, limits: KvLimits) -> AppliedState {
         let mut s = AppliedState::new(limits, full.config.clone());
+        s.auth = full.auth.clone();
         s.kv.skip(full.applied_index());
         s
     }
@@ -183,6 +201,23 @@ impl AppliedState {
                     })
                 }
                 Err(why) => Err(EngineError::Membership(why)),
+            });
+        }
+        if let Op::Auth(change) = &c.op {
+            // Like membership: beside the store, advancing the index without a revision. A
+            // refused change leaves the state (and its shared copy) untouched.
+            self.kv.skip(index);
+            let mut next = (*self.auth).clone();
+            return Some(match next.apply(change) {
+                Ok(()) => {
+                    let auth_revision = next.revision;
+                    self.auth = Arc::new(next);
+                    Ok(Response {
+                        revision: self.kv.revision(),
+                        body: ResponseBody::Auth { auth_revision },
+                    })
+                }
+                Err(e) => Err(EngineError::Auth(e)),
             });
         }
         Some(self.kv.apply(index, c.id, c.first_unacked, &c.op))

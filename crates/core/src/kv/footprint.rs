@@ -152,7 +152,9 @@ impl Op {
             | Op::LeaseTimeToLive { .. }
             | Op::LeaseLeases
             | Op::LeaseExpire { .. }
-            | Op::Membership(_) => f.global = true,
+            | Op::Membership(_)
+            // An auth change can grant or revoke any key: ordered against everything.
+            | Op::Auth(_) => f.global = true,
         }
         f
     }

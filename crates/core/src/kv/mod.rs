@@ -107,6 +107,9 @@ pub enum Op {
     /// A change of the cluster's configuration (etcd's Cluster API), decided like a write and
     /// applied by the replica layer, not the KV store (see [`crate::membership`]).
     Membership(crate::membership::MemberChange),
+    /// A change of the users, roles and permissions (etcd's Auth API), decided like a write
+    /// and applied by the replica layer beside the store (see [`crate::auth`]).
+    Auth(crate::auth::AuthChange),
 }
 
 /// etcd's CompactionRequest. `physical` is accepted for compatibility: Synod's compaction is
@@ -133,7 +136,8 @@ impl Op {
             | Op::LeaseRevoke { .. }
             | Op::LeaseKeepAlive { .. }
             | Op::LeaseExpire { .. }
-            | Op::Membership(_) => false,
+            | Op::Membership(_)
+            | Op::Auth(_) => false,
         }
     }
 
@@ -154,9 +158,12 @@ impl Op {
                 .iter()
                 .chain(&t.failure)
                 .any(|o| matches!(o, TxnOp::Put(p) if put(p))),
-            Op::Range(_) | Op::DeleteRange(_) | Op::Cas(_) | Op::Compact(_) | Op::Membership(_) => {
-                false
-            }
+            Op::Range(_)
+            | Op::DeleteRange(_)
+            | Op::Cas(_)
+            | Op::Compact(_)
+            | Op::Membership(_)
+            | Op::Auth(_) => false,
         }
     }
 
@@ -179,7 +186,8 @@ impl Op {
             | Op::LeaseTimeToLive { .. }
             | Op::LeaseLeases
             | Op::LeaseExpire { .. }
-            | Op::Membership(_) => false,
+            | Op::Membership(_)
+            | Op::Auth(_) => false,
         }
     }
 
@@ -214,7 +222,7 @@ impl Op {
             | Op::LeaseTimeToLive { .. }
             | Op::LeaseLeases
             | Op::LeaseExpire { .. } => 16,
-            Op::Membership(_) => 256,
+            Op::Membership(_) | Op::Auth(_) => 256,
             Op::Range(r) => r.key.len() + r.range_end.len(),
             Op::Put(p) => p.key.len() + p.value.len(),
             Op::DeleteRange(d) => d.key.len() + d.range_end.len(),
@@ -456,6 +464,10 @@ pub enum ResponseBody {
     },
     /// The configuration after a membership change.
     Membership(crate::membership::Configuration),
+    /// An auth change took effect; the auth revision after it.
+    Auth {
+        auth_revision: u64,
+    },
 }
 
 /// What a watch event reports, as etcd's `mvccpb.Event.EventType`.

@@ -97,5 +97,8 @@ pub fn apply_to_register(
         | Op::LeaseLeases
         | Op::LeaseExpire { .. } => Err(unsupported("leases")),
         Op::Membership(_) => Err(unsupported("membership change through a register")),
+        Op::Auth(_) => Err(unsupported(
+            "authentication (auth changes need a log engine)",
+        )),
     }
 }

@@ -289,11 +289,11 @@ impl KvStore {
                 }
                 ResponseBody::LeaseExpire { expired: due }
             }
-            Op::Membership(_) => {
-                // The replica layer applies configuration changes; one reaching the store is
+            Op::Membership(_) | Op::Auth(_) => {
+                // The replica layer applies configuration and auth changes; one reaching the store is
                 // a caller's mistake, refused the same way on every replica.
                 return Err(EngineError::InvalidRequest(
-                    "membership changes are applied by the replica layer".into(),
+                    "membership and auth changes are applied by the replica layer".into(),
                 ));
             }
         };

@@ -259,6 +259,7 @@ impl Coordination {
             key: entry.key.clone(),
             create_revision: entry.create_revision,
             armed: entry.created,
+            caller: synod_node::auth::current(),
         }
     }
 }
@@ -297,6 +298,9 @@ pub(crate) struct KeyGuard {
     key: Vec<u8>,
     create_revision: u64,
     armed: bool,
+    /// Who created the key: the cleanup deletes it as them (a dropped call's future is not
+    /// polled inside its request's auth scope any more).
+    caller: synod_node::auth::Caller,
 }
 
 impl KeyGuard {
@@ -317,12 +321,13 @@ impl Drop for KeyGuard {
         let coord = self.coord.clone();
         let key = std::mem::take(&mut self.key);
         let rev = self.create_revision;
-        rt.spawn(async move {
+        let caller = std::mem::replace(&mut self.caller, synod_node::auth::Caller::Anonymous);
+        rt.spawn(synod_node::auth::scope(caller, async move {
             if let Err(s) = coord.delete_own(&key, rev).await {
                 // The lease still ends it; nothing else can be done from here.
                 tracing::debug!(status = %s, "could not delete an abandoned contender key");
             }
-        });
+        }));
     }
 }
 

@@ -112,7 +112,17 @@ impl Election for Coordination {
                 let permit = self.waiter()?;
                 let (tx, rx) = mpsc::channel(OBSERVE_RESPONSES_MAX);
                 let coord = self.clone();
-                tokio::spawn(async move {
+                // Observing reads every candidate's key: the election's whole prefix.
+                let mut prefix = r.name.clone();
+                prefix.push(b'/');
+                let end = synod_core::kv::prefix_end(&prefix);
+                self.svc
+                    .handle
+                    .auth()
+                    .require_read(&prefix, &end)
+                    .map_err(|e| crate::error::api_error_to_status(&e))?;
+                let caller = synod_node::auth::current();
+                tokio::spawn(synod_node::auth::scope(caller, async move {
                     let _permit = permit;
                     let out = tx.clone();
                     tokio::select! {
@@ -123,7 +133,7 @@ impl Election for Coordination {
                             }
                         }
                     }
-                });
+                }));
                 Ok(ReceiverStream::new(rx))
             })
             .await

@@ -75,7 +75,31 @@ fn engine_error_to_status(e: &EngineError) -> Status {
             Status::not_found(m.clone())
         }
         EngineError::Membership(m) => Status::failed_precondition(m.clone()),
+        EngineError::Auth(a) => auth_error_to_status(*a),
     }
+}
+
+/// etcd's codes for its auth errors (rpctypes), with their exact texts.
+pub fn auth_error_to_status(e: synod_core::auth::AuthError) -> Status {
+    use synod_core::auth::AuthError as A;
+    let code = match e {
+        A::UserEmpty | A::RoleEmpty | A::AuthFailed | A::InvalidAuthManagement => {
+            Code::InvalidArgument
+        }
+        A::PermissionDenied => Code::PermissionDenied,
+        A::InvalidAuthToken => Code::Unauthenticated,
+        A::TooLarge => Code::InvalidArgument,
+        A::UserAlreadyExists
+        | A::UserNotFound
+        | A::RoleAlreadyExists
+        | A::RoleNotFound
+        | A::RoleNotGranted
+        | A::PermissionNotGranted
+        | A::RootUserNotExist
+        | A::RootRoleNotExist
+        | A::AuthNotEnabled => Code::FailedPrecondition,
+    };
+    Status::new(code, e.message())
 }
 
 /// The answer for every RPC Synod does not implement: immediate, and naming the method.

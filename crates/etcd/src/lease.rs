@@ -184,7 +184,10 @@ impl Lease for EtcdService {
             )));
         }
         let (tx, rx) = mpsc::channel(KEEPALIVES_IN_FLIGHT);
-        tokio::spawn(self.clone().serve_keep_alives(request.into_inner(), tx));
+        // The stream's task runs as the caller that opened it.
+        let caller = synod_node::auth::current();
+        let serve = self.clone().serve_keep_alives(request.into_inner(), tx);
+        tokio::spawn(synod_node::auth::scope(caller, serve));
         Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

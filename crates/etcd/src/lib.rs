@@ -6,8 +6,11 @@
 //! * KV Range (with every option: past revisions, sorting, revision filters) / Put (with
 //!   leases) / DeleteRange / Txn / Compact, Watch (see `watch.rs`), Lease (see `lease.rs`),
 //!   Maintenance.Status, Maintenance.Alarm (GET, and DEACTIVATE of NOSPACE),
-//!   Cluster.MemberList are served; every other method answers UNIMPLEMENTED with a message
-//!   naming it (see `stubs.rs`), as do etcd options Synod cannot honour (nested txns).
+//!   Cluster.MemberList are served; etcd options Synod cannot honour (nested txns) answer
+//!   UNIMPLEMENTED with a message naming them.
+//! * Auth (see `auth.rs`): users, roles, permissions and simple tokens. The token travels as
+//!   gRPC metadata `token` (what clientv3 and etcdctl send); `server.rs` resolves it and runs
+//!   the call as that user, and every key the call touches is checked (`synod_node::auth`).
 //! * v3lockpb.Lock and v3electionpb.Election (see `lock.rs`, `election.rs` and the recipe they
 //!   share in `concurrency.rs`) on the log engines; UNIMPLEMENTED on CASPaxos.
 //! * [`serve`] runs the whole API on a listener until a shutdown future completes;
@@ -15,6 +18,7 @@
 //! * [`gateway`] serves the same services as etcd's gRPC-gateway JSON API (`POST /v3/...`)
 //!   for the HTTP port.
 
+mod auth;
 pub mod client;
 mod cluster;
 mod concurrency;
@@ -30,7 +34,6 @@ mod maintenance;
 pub mod pb;
 mod server;
 mod service;
-mod stubs;
 mod watch;
 
 pub use concurrency::{COORDINATION_WAITERS_MAX, Coordination};
@@ -120,11 +123,12 @@ pub async fn serve(
     tracing::info!(addr = ?local, "etcd gRPC API listening");
     let decode_max = decoding_message_bytes_max(&handle);
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let auth = handle.auth().clone();
     let svc = EtcdService::new(handle).with_stopping(stopping);
     let kv = KvServer::new(svc.clone()).max_decoding_message_size(decode_max);
     let shutdown = async move {
         shutdown.await;
         let _ = stopping_tx.send(true);
     };
-    server::serve(listener, kv, routes_of(svc), shutdown).await
+    server::serve(listener, kv, routes_of(svc), auth, shutdown).await
 }

@@ -10,6 +10,9 @@
 //! MoveLeader hands leadership to another voter (`synod_node::transfer`); Defragment writes a
 //! checkpoint now and drops the log before it. Alarm ACTIVATE answers UNIMPLEMENTED (Synod
 //! raises its alarms itself).
+//!
+//! With auth on, everything but Status and listing alarms needs the `root` role (etcd's
+//! rule for its maintenance server; disarming is a change, so it does too).
 
 use crate::error::api_error_to_status;
 use crate::pb::etcdserverpb as pb;
@@ -84,6 +87,7 @@ impl Maintenance for EtcdService {
         self.observe("alarm", async {
             let mut alarms = self.raised_alarms();
             if disarm {
+                self.require_root()?;
                 // etcdctl disarms alarm by alarm, naming the member each came from.
                 let me = self.handle.info().member_id;
                 alarms.retain(|a| {
@@ -154,6 +158,7 @@ impl Maintenance for EtcdService {
         _request: Request<pb::DefragmentRequest>,
     ) -> Result<tonic::Response<pb::DefragmentResponse>, Status> {
         self.observe("defragment", async {
+            self.require_root()?;
             let d = self
                 .handle
                 .defragment()
@@ -182,6 +187,7 @@ impl Maintenance for EtcdService {
         _request: Request<pb::HashRequest>,
     ) -> Result<tonic::Response<pb::HashResponse>, Status> {
         self.observe("hash", async {
+            self.require_root()?;
             let hash = self
                 .handle
                 .hash_all()
@@ -203,6 +209,7 @@ impl Maintenance for EtcdService {
     ) -> Result<tonic::Response<pb::HashKvResponse>, Status> {
         let revision = request.into_inner().revision;
         self.observe("hash_kv", async {
+            self.require_root()?;
             let revision = u64::try_from(revision).map_err(|_| {
                 Status::invalid_argument(format!("synod: invalid request: revision {revision}"))
             })?;
@@ -228,6 +235,7 @@ impl Maintenance for EtcdService {
         &self,
         _request: Request<pb::SnapshotRequest>,
     ) -> Result<tonic::Response<Self::SnapshotStream>, Status> {
+        self.require_root()?;
         let file = self
             .handle
             .backup()
@@ -268,6 +276,7 @@ impl Maintenance for EtcdService {
     ) -> Result<tonic::Response<pb::MoveLeaderResponse>, Status> {
         let target = request.into_inner().target_id;
         self.observe("move_leader", async {
+            self.require_root()?;
             self.handle
                 .move_leader(Some(target))
                 .await

@@ -33,6 +33,9 @@ use tokio::task::JoinSet;
 use tonic::codegen::Service;
 use tonic::service::Routes;
 
+/// The gRPC metadata key etcd clients (clientv3, etcdctl) send their auth token under.
+pub const AUTH_TOKEN_METADATA: &str = "token";
+
 /// How long a shutdown waits for a connection's requests in flight before dropping it.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -49,6 +52,8 @@ use tonic::codegen::http;
 struct GrpcService {
     kv: KvServer<EtcdService>,
     rest: Routes,
+    /// Resolves each request's token to its caller (see `synod_node::auth`).
+    auth: Arc<synod_node::auth::AuthGate>,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for GrpcService {
@@ -57,12 +62,29 @@ impl hyper::service::Service<http::Request<Incoming>> for GrpcService {
     type Future = BoxFuture<Result<Response, Infallible>>;
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
-        if req.uri().path().starts_with("/etcdserverpb.KV/") {
-            let mut kv = self.kv.clone();
-            Box::pin(async move { kv.call(req).await })
-        } else {
-            let mut rest = self.rest.clone();
-            Box::pin(async move { rest.call(req).await })
+        // Auth off: one atomic load, no scope. On: the whole call runs as its caller.
+        // TLS with client-certificate auth passes the verified certificate's CN as the
+        // second argument of `resolve`; until then no certificate names a user.
+        let caller = self.auth.enabled().then(|| {
+            let headers = req.headers();
+            // etcd also takes `authorization` (what its gateway forwards the header as).
+            let token = headers
+                .get(AUTH_TOKEN_METADATA)
+                .or_else(|| headers.get("authorization"));
+            let token = token.and_then(|t| t.to_str().ok());
+            self.auth.resolve(token, None)
+        });
+        let call: BoxFuture<Result<Response, Infallible>> =
+            if req.uri().path().starts_with("/etcdserverpb.KV/") {
+                let mut kv = self.kv.clone();
+                Box::pin(async move { kv.call(req).await })
+            } else {
+                let mut rest = self.rest.clone();
+                Box::pin(async move { rest.call(req).await })
+            };
+        match caller {
+            None => call,
+            Some(caller) => Box::pin(synod_node::auth::scope(caller, call)),
         }
     }
 }
@@ -172,9 +194,10 @@ pub(crate) async fn serve(
     listener: TcpListener,
     kv: KvServer<EtcdService>,
     rest: Routes,
+    auth: Arc<synod_node::auth::AuthGate>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let service = GrpcService { kv, rest };
+    let service = GrpcService { kv, rest, auth };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);

@@ -83,6 +83,14 @@ impl EtcdService {
         Err(status)
     }
 
+    /// Root only (maintenance, auth administration), when auth is on.
+    pub(crate) fn require_root(&self) -> Result<(), Status> {
+        self.handle
+            .auth()
+            .require_root()
+            .map_err(|e| crate::error::api_error_to_status(&e))
+    }
+
     /// A header stamped with `revision` (the revision a KV reply was computed at) and the
     /// term this node currently knows.
     pub(crate) fn header_at(&self, revision: u64) -> pb::ResponseHeader {

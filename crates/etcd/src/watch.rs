@@ -81,7 +81,12 @@ impl Watch for EtcdService {
         self.handle
             .metrics()
             .observe_request("grpc", "watch", "ok", 0.0);
-        tokio::spawn(stream.run(request.into_inner()));
+        // The stream's task runs as the caller that opened it: each create is checked.
+        let caller = synod_node::auth::current();
+        tokio::spawn(synod_node::auth::scope(
+            caller,
+            stream.run(request.into_inner()),
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -209,6 +214,12 @@ impl WatchStream {
         // the key (an end of "\0" is no end: every key from `key` on).
         if !c.range_end.is_empty() && c.range_end != [0] && c.range_end <= c.key {
             return self.send(self.refusal(head, EMPTY_RANGE)).await;
+        }
+        // The whole watched range must be readable (etcd's rule); checked when the watcher is
+        // created, like etcd, not again for each event.
+        if let Err(e) = self.svc.handle.auth().require_read(&c.key, &c.range_end) {
+            let status = api_error_to_status(&e);
+            return self.send(self.refusal(head, status.message())).await;
         }
         let id = if c.watch_id != 0 {
             c.watch_id

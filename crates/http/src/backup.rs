@@ -12,6 +12,10 @@ use synod_node::NodeHandle;
 use synod_node::backup::BACKUP_CHUNK_BYTES_MAX;
 
 pub async fn snapshot(State(handle): State<NodeHandle>) -> Response {
+    // A backup holds every key: root only when auth is on (etcd's rule).
+    if let Err(e) = handle.auth().require_root() {
+        return HttpError::from(e).into_response();
+    }
     let file = match handle.backup().await {
         Ok(f) => f,
         Err(e) => return HttpError::from(e).into_response(),

@@ -100,7 +100,18 @@ pub async fn edge(State(edge): State<EdgeState>, request: Request, next: Next) -
             },
             _ => None,
         };
-        next.run(request).await
+        // Auth off: one atomic load. On: the request runs as the user its `Authorization`
+        // header's token names (the /v3 gateway's convention, used by /v1 as well).
+        let auth = edge.handle.auth();
+        if !auth.enabled() {
+            return next.run(request).await;
+        }
+        let token = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|t| t.to_str().ok());
+        let caller = auth.resolve(token, None);
+        synod_node::auth::scope(caller, next.run(request)).await
     }
     .instrument(span.clone())
     .await;

@@ -50,11 +50,17 @@ pub enum ErrorCode {
     /// A membership change the configuration refuses (an address already used, the last
     /// voter, a learner not in sync, promoting a voter); nothing changed.
     MembershipRefused,
+    /// Auth is on and the request carries no valid token (none, expired, or issued by
+    /// another member: authenticate again, at this member).
+    Unauthenticated,
+    /// Auth is on and the token's user lacks the permission (etcd's "permission denied"),
+    /// or an auth change was refused.
+    PermissionDenied,
 }
 
 impl ErrorCode {
     /// Every code, so tests (and the OpenAPI consistency test) can walk the whole mapping.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::InvalidRequest,
         ErrorCode::KeyNotFound,
         ErrorCode::NotFound,
@@ -70,6 +76,8 @@ impl ErrorCode {
         ErrorCode::FutureRevision,
         ErrorCode::MemberNotFound,
         ErrorCode::MembershipRefused,
+        ErrorCode::Unauthenticated,
+        ErrorCode::PermissionDenied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +97,8 @@ impl ErrorCode {
             ErrorCode::FutureRevision => "future_revision",
             ErrorCode::MemberNotFound => "member_not_found",
             ErrorCode::MembershipRefused => "membership_refused",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::PermissionDenied => "permission_denied",
         }
     }
 
@@ -110,6 +120,8 @@ impl ErrorCode {
             ErrorCode::FutureRevision => StatusCode::BAD_REQUEST,
             ErrorCode::MemberNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MembershipRefused => StatusCode::CONFLICT,
+            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
         }
     }
 }
@@ -232,6 +244,7 @@ impl From<ApiError> for HttpError {
                 EngineError::LeaseNotFound
                 | EngineError::LeaseExists
                 | EngineError::LeaseTtlTooLarge => ErrorCode::InvalidRequest,
+                EngineError::Auth(a) => auth_code(*a),
             },
         };
         HttpError::new(code, message)
@@ -338,5 +351,14 @@ mod tests {
         );
         let e = HttpError::new(ErrorCode::Busy, "later");
         assert_eq!(e.body(), r#"{"error":{"code":"busy","message":"later"}}"#);
+    }
+}
+
+/// The code for an auth refusal: no valid credentials, or not allowed.
+fn auth_code(e: synod_core::auth::AuthError) -> ErrorCode {
+    use synod_core::auth::AuthError as A;
+    match e {
+        A::UserEmpty | A::InvalidAuthToken | A::AuthFailed => ErrorCode::Unauthenticated,
+        _ => ErrorCode::PermissionDenied,
     }
 }

@@ -181,6 +181,7 @@ pub async fn lead(
     use synod_core::LeaderTransferError as Refused;
     use synod_node::MoveLeaderError as E;
     let target = member_id(&id)?;
+    handle.auth().require_root()?;
     match handle.move_leader(Some(target)).await {
         Ok(leader) => Ok(Json(LeadReply { leader })),
         Err(e) => {

@@ -97,6 +97,8 @@ pub async fn watch(
         range_end: filter.range_end.clone(),
         ..Default::default()
     }))?;
+    // With auth on, the whole watched range must be readable, checked once at the start.
+    handle.auth().require_read(&filter.key, &filter.range_end)?;
     let progress_every = progress_interval(&q, handle.info().limits.watch_progress_notify_ms)?;
     if *streams.closing.borrow() {
         return Err(HttpError::new(

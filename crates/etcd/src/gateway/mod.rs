@@ -30,6 +30,7 @@ mod stream;
 pub use codec::http_status;
 pub use stream::Replies;
 
+use crate::pb::etcdserverpb::auth_server::Auth;
 use crate::pb::etcdserverpb::cluster_server::Cluster;
 use crate::pb::etcdserverpb::kv_server::Kv;
 use crate::pb::etcdserverpb::lease_server::Lease;
@@ -40,7 +41,7 @@ use crate::pb::v3lockpb::lock_server::Lock;
 use crate::{Coordination, ETCD_CLUSTER_VERSION, ETCD_VERSION, EtcdService, GRPC_OVERHEAD_BYTES};
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{Method, Uri};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
@@ -167,6 +168,19 @@ impl Gateway {
             router = router.route(route.path, endpoint);
         }
         router.with_state(self)
+    }
+
+    /// Runs `call` as the user the request's `Authorization` header names (etcd's gateway
+    /// takes the token from Authenticate there, bare, as its gRPC metadata `token`).
+    async fn as_caller<F: Future>(&self, headers: &HeaderMap, call: F) -> F::Output {
+        let auth = self.svc.handle.auth();
+        if !auth.enabled() {
+            return call.await;
+        }
+        let token = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|t| t.to_str().ok());
+        synod_node::auth::scope(auth.resolve(token, None), call).await
     }
 
     fn stream_permit(&self) -> Result<OwnedSemaphorePermit, Status> {
@@ -328,6 +342,102 @@ fn table() -> Vec<(Route, MethodRouter<Gateway>)> {
             false,
             unary!(Maintenance, status),
         ),
+        route(
+            "/v3/auth/enable",
+            "v3_auth_enable",
+            true,
+            unary!(Auth, auth_enable),
+        ),
+        route(
+            "/v3/auth/disable",
+            "v3_auth_disable",
+            true,
+            unary!(Auth, auth_disable),
+        ),
+        route(
+            "/v3/auth/authenticate",
+            "v3_authenticate",
+            true,
+            unary!(Auth, authenticate),
+        ),
+        route(
+            "/v3/auth/user/add",
+            "v3_user_add",
+            true,
+            unary!(Auth, user_add),
+        ),
+        route(
+            "/v3/auth/user/get",
+            "v3_user_get",
+            true,
+            unary!(Auth, user_get),
+        ),
+        route(
+            "/v3/auth/user/list",
+            "v3_user_list",
+            true,
+            unary!(Auth, user_list),
+        ),
+        route(
+            "/v3/auth/user/delete",
+            "v3_user_delete",
+            true,
+            unary!(Auth, user_delete),
+        ),
+        route(
+            "/v3/auth/user/changepw",
+            "v3_user_changepw",
+            true,
+            unary!(Auth, user_change_password),
+        ),
+        route(
+            "/v3/auth/user/grant",
+            "v3_user_grant",
+            true,
+            unary!(Auth, user_grant_role),
+        ),
+        route(
+            "/v3/auth/user/revoke",
+            "v3_user_revoke",
+            true,
+            unary!(Auth, user_revoke_role),
+        ),
+        route(
+            "/v3/auth/role/add",
+            "v3_role_add",
+            true,
+            unary!(Auth, role_add),
+        ),
+        route(
+            "/v3/auth/role/get",
+            "v3_role_get",
+            true,
+            unary!(Auth, role_get),
+        ),
+        route(
+            "/v3/auth/role/list",
+            "v3_role_list",
+            true,
+            unary!(Auth, role_list),
+        ),
+        route(
+            "/v3/auth/role/delete",
+            "v3_role_delete",
+            true,
+            unary!(Auth, role_delete),
+        ),
+        route(
+            "/v3/auth/role/grant",
+            "v3_role_grant",
+            true,
+            unary!(Auth, role_grant_permission),
+        ),
+        route(
+            "/v3/auth/role/revoke",
+            "v3_role_revoke",
+            true,
+            unary!(Auth, role_revoke_permission),
+        ),
         (
             Route {
                 method: "GET",
@@ -364,13 +474,16 @@ where
     F: Fn(Gateway, tonic::Request<Req>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>> + Send + 'static,
 {
-    let handler = move |State(gw): State<Gateway>, body: Body| async move {
+    let handler = move |State(gw): State<Gateway>, headers: HeaderMap, body: Body| async move {
         let request = match codec::read_body(body, gw.body_bytes_max).await {
             Ok(bytes) => codec::decode_one::<Req>(&bytes),
             Err(status) => Err(status),
         };
         let reply = match request {
-            Ok(request) => call(gw.clone(), tonic::Request::new(request)).await,
+            Ok(request) => {
+                gw.as_caller(&headers, call(gw.clone(), tonic::Request::new(request)))
+                    .await
+            }
             Err(status) => Err(status),
         };
         match reply {
@@ -390,7 +503,7 @@ where
     F: Fn(Gateway, tonic::Request<Req>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<tonic::Response<St>, Status>> + Send + 'static,
 {
-    let handler = move |State(gw): State<Gateway>, body: Body| async move {
+    let handler = move |State(gw): State<Gateway>, headers: HeaderMap, body: Body| async move {
         let request = match codec::read_body(body, gw.body_bytes_max).await {
             Ok(bytes) => codec::decode_one::<Req>(&bytes),
             Err(status) => Err(status),
@@ -400,7 +513,8 @@ where
             Err(status) => return codec::error_response(&status),
         };
         let (request, permit) = request;
-        match call(gw.clone(), tonic::Request::new(request)).await {
+        let call = call(gw.clone(), tonic::Request::new(request));
+        match gw.as_caller(&headers, call).await {
             Ok(replies) => stream::respond(replies.into_inner(), None, permit).await,
             Err(status) => codec::stream_error_response(&status),
         }
@@ -418,7 +532,7 @@ where
     F: Fn(Gateway, tonic::Request<Streaming<Req>>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<tonic::Response<St>, Status>> + Send + 'static,
 {
-    let handler = move |State(gw): State<Gateway>, body: Body| async move {
+    let handler = move |State(gw): State<Gateway>, headers: HeaderMap, body: Body| async move {
         let opened = async {
             let bytes = codec::read_body(body, gw.body_bytes_max).await?;
             let requests = codec::decode_many::<Req>(&bytes)?;
@@ -433,7 +547,8 @@ where
             Ok(opened) => opened,
             Err(status) => return codec::error_response(&status),
         };
-        match call(gw.clone(), tonic::Request::new(client)).await {
+        let call = call(gw.clone(), tonic::Request::new(client));
+        match gw.as_caller(&headers, call).await {
             Ok(replies) => stream::respond(replies.into_inner(), replies_max, permit).await,
             Err(status) => codec::stream_error_response(&status),
         }

@@ -191,10 +191,16 @@ async fn etcdctl_3_4_works_against_synod() {
         o.stderr
     );
 
-    // Something Synod does not support: a clear error, non-zero exit, no hang.
+    // Auth is served: no users yet, and enabling without root says etcd's words.
     let o = etcdctl(&s, &["user", "list"], None).await;
+    assert!(o.ok && o.stdout.is_empty(), "{}{}", o.stdout, o.stderr);
+    let o = etcdctl(&s, &["auth", "enable"], None).await;
     assert!(!o.ok);
-    assert!(o.stderr.contains("not supported by synod"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("etcdserver: root user does not exist"),
+        "{}",
+        o.stderr
+    );
 
     s.stop().await;
 }

@@ -275,6 +275,15 @@ impl IntoResponse for HttpError {
     }
 }
 
+/// The code for an auth refusal: no valid credentials, or not allowed.
+fn auth_code(e: synod_core::auth::AuthError) -> ErrorCode {
+    use synod_core::auth::AuthError as A;
+    match e {
+        A::UserEmpty | A::InvalidAuthToken | A::AuthFailed => ErrorCode::Unauthenticated,
+        _ => ErrorCode::PermissionDenied,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,14 +360,5 @@ mod tests {
         );
         let e = HttpError::new(ErrorCode::Busy, "later");
         assert_eq!(e.body(), r#"{"error":{"code":"busy","message":"later"}}"#);
-    }
-}
-
-/// The code for an auth refusal: no valid credentials, or not allowed.
-fn auth_code(e: synod_core::auth::AuthError) -> ErrorCode {
-    use synod_core::auth::AuthError as A;
-    match e {
-        A::UserEmpty | A::InvalidAuthToken | A::AuthFailed => ErrorCode::Unauthenticated,
-        _ => ErrorCode::PermissionDenied,
     }
 }

@@ -833,13 +833,13 @@ fn run_grpc_rows(
                 )),
             }
         }
-        if let Err(s) = rt.block_on((row.call)(with(allowed.as_deref()))) {
-            if is_auth_refusal(s.message()) {
-                failures.push(format!(
-                    "grpc row {i} {} ({:?}): allowed caller refused: {s:?}",
-                    row.method, row.need
-                ));
-            }
+        if let Err(s) = rt.block_on((row.call)(with(allowed.as_deref())))
+            && is_auth_refusal(s.message())
+        {
+            failures.push(format!(
+                "grpc row {i} {} ({:?}): allowed caller refused: {s:?}",
+                row.method, row.need
+            ));
         }
     }
     failures

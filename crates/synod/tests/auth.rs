@@ -1666,3 +1666,22 @@ fn python_etcd3_puts_and_gets_as_a_user() {
         );
     }
 }
+
+/// Auth changes are replicated commands every log engine decides: on VR through its log, on
+/// EPaxos ordered against every other command (an auth change's footprint is global).
+#[test]
+fn auth_on_vr_and_epaxos() {
+    let Some(etcdctl) = etcdctl() else { return };
+    for engine in ["vr", "epaxos"] {
+        let c = Cluster::start(3, engine);
+        etcdctl_set_up(&etcdctl, &c.grpc_endpoints());
+        for m in &c.members {
+            wait_until(DEADLINE, "member enforces auth", || {
+                let (ok, _, _) =
+                    ctl_raw(&etcdctl, &m.grpc_addr, &["get", "app/a", "--consistency=s"]);
+                (!ok).then_some(())
+            });
+            check_reader(&etcdctl, &m.grpc_addr);
+        }
+    }
+}

@@ -234,3 +234,46 @@ impl AppliedState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_core::auth::AuthChange;
+
+    fn applied_with_user() -> AppliedState {
+        let mut s = AppliedState::new(KvLimits::default(), Configuration::default());
+        let mut auth = AuthState::default();
+        let add = AuthChange::UserAdd {
+            name: "alice".into(),
+            password: None,
+        };
+        auth.apply(&add).expect("add");
+        s.auth = Arc::new(auth);
+        s
+    }
+
+    #[test]
+    fn the_auth_state_round_trips_through_an_image() {
+        let s = applied_with_user();
+        let image = s.encode().expect("encode").decode().expect("decode");
+        assert_eq!(image.auth.as_ref(), Some(&*s.auth));
+        let back = AppliedState::from_image(image, &Configuration::default());
+        assert!(back.auth.users.contains_key("alice"));
+    }
+
+    #[test]
+    fn an_image_from_before_auth_decodes_with_auth_off() {
+        let s = applied_with_user();
+        // What an image was before the auth section: the base, then the configuration.
+        let mut bytes = postcard::to_allocvec(&ImageBase {
+            kv: s.kv.clone(),
+            origins: Vec::new(),
+        })
+        .expect("base");
+        bytes.extend_from_slice(&postcard::to_allocvec(&s.config).expect("config"));
+        let image = StateImage::decode(&bytes).expect("decode");
+        assert!(image.auth.is_none());
+        let back = AppliedState::from_image(image, &Configuration::default());
+        assert!(!back.auth.enabled && back.auth.users.is_empty());
+    }
+}

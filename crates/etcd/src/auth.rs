@@ -43,6 +43,7 @@ impl EtcdService {
             return Ok((*state).clone());
         }
         match current() {
+            Caller::Member => Ok((*state).clone()),
             Caller::User(u) if state.is_root(&u) || allowed(&state, &u) => Ok((*state).clone()),
             Caller::User(_) => Err(auth_error_to_status(AuthError::PermissionDenied)),
             Caller::InvalidToken => Err(auth_error_to_status(AuthError::InvalidAuthToken)),

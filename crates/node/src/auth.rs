@@ -53,6 +53,9 @@ pub enum Caller {
     InvalidToken,
     /// An authenticated user.
     User(String),
+    /// The member itself (auto-compaction, a joining member publishing its addresses): never
+    /// resolved from a request's credentials, only set by [`as_member`].
+    Member,
 }
 
 tokio::task_local! {
@@ -62,6 +65,12 @@ tokio::task_local! {
 /// Runs `f` on behalf of `caller`: the checks inside it see that caller.
 pub async fn scope<F: Future>(caller: Caller, f: F) -> F::Output {
     CALLER.scope(caller, f).await
+}
+
+/// Runs `f` as the member itself, allowed everything: for work the node does on its own
+/// behalf, which no client's credentials cover.
+pub async fn as_member<F: Future>(f: F) -> F::Output {
+    CALLER.scope(Caller::Member, f).await
 }
 
 /// The caller of the request being served here (anonymous outside any [`scope`]).
@@ -221,6 +230,7 @@ impl AuthGate {
         match current() {
             Caller::Anonymous => refuse(AuthError::UserEmpty),
             Caller::InvalidToken => refuse(AuthError::InvalidAuthToken),
+            Caller::Member => Ok(()),
             Caller::User(u) => self
                 .state()
                 .check(&u, needs)
@@ -334,6 +344,7 @@ mod tests {
         assert_eq!(gate.resolve(None, Some("cn")), Caller::User("cn".into()));
         let denied = scope(Caller::Anonymous, async { gate.require_root() }).await;
         assert!(denied.is_err());
+        assert_eq!(as_member(async { gate.require_root() }).await, Ok(()));
         let root = scope(gate.resolve(Some(&token), None), async {
             gate.require_root()
         })

@@ -103,7 +103,9 @@ pub async fn run(handle: NodeHandle, cfg: HistoryConfig) {
             revision: target,
             physical: true,
         });
-        match handle.execute(op, Consistency::Linearizable).await {
+        // The member compacts on its own behalf: with auth on, no client's token covers it.
+        let compacted = crate::auth::as_member(handle.execute(op, Consistency::Linearizable));
+        match compacted.await {
             Ok(_) => tracing::debug!(revision = target, "auto-compacted"),
             Err(e) => tracing::debug!(revision = target, error = %e, "auto-compaction refused"),
         }

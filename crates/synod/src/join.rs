@@ -230,7 +230,9 @@ async fn propose_update(
 ) -> anyhow::Result<()> {
     // The update is idempotent, so after any failure here (a learner knows no leader, a
     // joining CASPaxos node cannot coordinate yet) another member may propose it again.
-    let local = match handle.change_members(change.clone()).await {
+    // On the member's own behalf: with auth on, no client's token covers it.
+    let local = synod_node::auth::as_member(handle.change_members(change.clone()));
+    let local = match local.await {
         Ok(_) => return Ok(()),
         Err(e) => format!("here: {e}"),
     };

@@ -104,8 +104,9 @@ impl<S> AuthorityFix<S> {
         }
     }
 
-    /// Whether header blocks of this connection are being rewritten (for tests and logs).
-    pub fn rewriting(&self) -> bool {
+    /// Whether header blocks of this connection are being rewritten.
+    #[cfg(test)]
+    fn rewriting(&self) -> bool {
         matches!(self.mode, Mode::Rewrite(_))
     }
 

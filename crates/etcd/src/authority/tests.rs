@@ -93,8 +93,11 @@ async fn filtered(data: Vec<u8>, step: usize) -> (Vec<u8>, bool) {
     (out, rewriting)
 }
 
+/// A frame as the server sees it: type, stream, decoded headers (header blocks), payload.
+type ServerFrame = (u8, u32, Headers, Vec<u8>);
+
 /// Parses `bytes` as a server would: the frames, with header blocks decoded.
-fn server_view(bytes: &[u8]) -> Vec<(u8, u32, Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>)> {
+fn server_view(bytes: &[u8]) -> Vec<ServerFrame> {
     assert!(bytes.starts_with(PREFACE), "preface kept");
     let mut dec = Decoder::new();
     let mut at = PREFACE.len();

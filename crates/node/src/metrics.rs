@@ -51,6 +51,8 @@ pub struct Metrics {
     pub apply_lag_entries: Gauge,
     /// What `Maintenance.Status` reports as dbSize: WAL segments plus the snapshot.
     pub db_size_bytes: Gauge,
+    /// What `Maintenance.Status` reports as dbSizeInUse (see `NodeStatus`).
+    pub db_size_in_use_bytes: Gauge,
     /// The newest checkpoint's size: what a new member's state transfer costs.
     pub snapshot_bytes: Gauge,
     pub keys: Gauge,
@@ -87,6 +89,7 @@ impl Metrics {
         let alarm_nospace = Gauge::default();
         let apply_lag_entries = Gauge::default();
         let db_size_bytes = Gauge::default();
+        let db_size_in_use_bytes = Gauge::default();
         let snapshot_bytes = Gauge::default();
         let keys = Gauge::default();
         let watch_streams = Gauge::default();
@@ -170,6 +173,11 @@ impl Metrics {
             db_size_bytes.clone(),
         );
         registry.register(
+            "db_size_in_use_bytes",
+            "Bytes of live data and retained history: what a defragment would leave",
+            db_size_in_use_bytes.clone(),
+        );
+        registry.register(
             "snapshot_bytes",
             "Size of the newest checkpoint (snapshot file)",
             snapshot_bytes.clone(),
@@ -184,6 +192,7 @@ impl Metrics {
             registry,
             apply_lag_entries,
             db_size_bytes,
+            db_size_in_use_bytes,
             snapshot_bytes,
             keys,
             watch_streams,

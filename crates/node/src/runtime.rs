@@ -1020,6 +1020,9 @@ impl<E: Engine> EngineLoop<E> {
             db_size_bytes: self.wal.size_bytes(),
             connected_peers: self.transport.connected_peers(),
         };
+        self.metrics
+            .db_size_in_use_bytes
+            .set(i64::try_from(status.db_size_in_use_bytes()).unwrap_or(i64::MAX));
         self.status_tx.send_if_modified(|cur| {
             if *cur != status {
                 *cur = status;

@@ -323,6 +323,7 @@ impl Engine for Toy {
             state_digest: None,
             pending_requests: self.pending.len(),
             keys: self.kv.len() as u64,
+            bytes_in_use: None,
             role: if self.is_sequencer() {
                 "sequencer".into()
             } else {

@@ -635,6 +635,8 @@ pub struct EngineStatus {
     /// `KvStore::bytes_in_use`): etcd's dbSizeInUse. `None` when the engine keeps no such
     /// count (CASPaxos, whose registers are not a `KvStore`).
     pub bytes_in_use: Option<u64>,
+    /// Live leases in the local state machine (0 for engines without leases).
+    pub leases: u64,
     /// Free-form role: "leader", "follower", "candidate", "proposer", ….
     pub role: String,
     /// Protocols with a fast path (EPaxos): commands this replica led that committed in one

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub keys: Gauge,
     /// Receivers of the watch hub's head (one per watch stream waiting for revisions).
     pub watch_streams: Gauge,
+    /// Live leases in this member's state machine.
+    pub leases: Gauge,
     /// How late the engine thread ran each tick (behind a batch or an fsync), seconds.
     pub engine_tick_delay_seconds: Histogram,
     /// Time the engine thread spent making one batch durable (WAL write + fsync), seconds.
@@ -93,6 +95,7 @@ impl Metrics {
         let snapshot_bytes = Gauge::default();
         let keys = Gauge::default();
         let watch_streams = Gauge::default();
+        let leases = Gauge::default();
         // 0.1 ms to ≈ 3.3 s: from a healthy fsync to a stall longer than any election timeout.
         let engine_tick_delay_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
         let engine_persist_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
@@ -188,6 +191,11 @@ impl Metrics {
             "Watchers waiting on this member's applied revisions",
             watch_streams.clone(),
         );
+        registry.register(
+            "leases",
+            "Live leases in this member's state machine",
+            leases.clone(),
+        );
         Metrics {
             registry,
             apply_lag_entries,
@@ -196,6 +204,7 @@ impl Metrics {
             snapshot_bytes,
             keys,
             watch_streams,
+            leases,
             proposals,
             decisions,
             leader_changes,

@@ -987,6 +987,7 @@ impl<E: Engine> EngineLoop<E> {
         m.snapshot_bytes.set(gauge(self.wal.snapshot_size_bytes()));
         m.keys.set(gauge(engine.keys));
         m.watch_streams.set(gauge(self.hub.streams() as u64));
+        m.leases.set(gauge(engine.leases));
     }
 
     fn publish(&mut self, engine: EngineStatus) {

@@ -324,6 +324,7 @@ impl Engine for Toy {
             pending_requests: self.pending.len(),
             keys: self.kv.len() as u64,
             bytes_in_use: None,
+            leases: 0,
             role: if self.is_sequencer() {
                 "sequencer".into()
             } else {

@@ -19,6 +19,7 @@
 //!   for the HTTP port.
 
 mod auth;
+mod authority;
 pub mod client;
 mod cluster;
 mod concurrency;

@@ -12,6 +12,7 @@
 //! Shutdown matches tonic's: stop accepting, send GOAWAY on every connection, let requests in
 //! flight finish (at most [`SHUTDOWN_GRACE`]), then return.
 
+use crate::authority::AuthorityFix;
 use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::{
     EtcdService, GRPC_KEEPALIVE_INTERVAL_MS, GRPC_KEEPALIVE_TIMEOUT_MS,
@@ -143,7 +144,7 @@ impl tokio::io::AsyncWrite for Unvectored {
     }
 }
 
-type Connection = http2::Connection<TokioIo<Unvectored>, GrpcService, Handlers>;
+type Connection = http2::Connection<TokioIo<AuthorityFix<Unvectored>>, GrpcService, Handlers>;
 
 /// One connection and its handlers, polled as one future.
 struct Driver {
@@ -219,7 +220,10 @@ pub(crate) async fn serve(
                         .keep_alive_timeout(Duration::from_millis(GRPC_KEEPALIVE_TIMEOUT_MS))
                         // gRPC clients ignore it; formatting it is pure cost.
                         .auto_date_header(false)
-                        .serve_connection(TokioIo::new(Unvectored(stream)), service.clone());
+                        .serve_connection(
+                            TokioIo::new(AuthorityFix::new(Unvectored(stream))),
+                            service.clone(),
+                        );
                     let driver = Driver {
                         conn: Box::pin(conn),
                         new: handlers,

@@ -1002,6 +1002,21 @@ fn gateway_rows(lease: i64, taken_peer_url: &str) -> Vec<HttpRow> {
             r#"{"ID":"999"}"#.into(),
         ),
         post("/v3/maintenance/status", Need::Open, "{}".into()),
+        post("/v3/maintenance/alarm", Need::Open, "{}".into()),
+        post(
+            "/v3/maintenance/alarm",
+            Need::Root,
+            r#"{"action":"DEACTIVATE","alarm":"NOSPACE"}"#.into(),
+        ),
+        post("/v3/maintenance/defragment", Need::Root, "{}".into()),
+        post("/v3/maintenance/hash", Need::Root, "{}".into()),
+        post("/v3/maintenance/hashkv", Need::Root, "{}".into()),
+        post("/v3/maintenance/snapshot", Need::Root, "{}".into()),
+        post(
+            "/v3/maintenance/transfer-leadership",
+            Need::Root,
+            r#"{"targetID":"999"}"#.into(),
+        ),
         post("/v3/auth/enable", Need::Open, "{}".into()),
         post(
             "/v3/auth/authenticate",

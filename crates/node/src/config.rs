@@ -276,7 +276,7 @@ impl Default for HistoryConfig {
 /// TLS for clients and peers, under etcd's flag names (`cert_file` is `--cert-file`, and so
 /// on; `synod server`'s flags override these). Paths are this member's, so members sharing
 /// one file need the same paths on every machine. Unset: plain TCP. See docs/security.md.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
@@ -287,6 +287,25 @@ pub struct TlsConfig {
     pub peer_key_file: Option<PathBuf>,
     pub peer_trusted_ca_file: Option<PathBuf>,
     pub peer_client_cert_auth: bool,
+    /// A client-port connection must finish its TLS handshake within this (the peer port
+    /// uses `transport.handshake_timeout_ms`).
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            trusted_ca_file: None,
+            client_cert_auth: false,
+            peer_cert_file: None,
+            peer_key_file: None,
+            peer_trusted_ca_file: None,
+            peer_client_cert_auth: false,
+            handshake_timeout_ms: crate::tls::TLS_HANDSHAKE_TIMEOUT_MS,
+        }
+    }
 }
 
 impl TlsConfig {
@@ -311,6 +330,9 @@ impl TlsConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.handshake_timeout_ms == 0 {
+            return Err(invalid("tls.handshake_timeout_ms", "must be positive"));
+        }
         self.client()
             .check("client TLS")
             .map_err(|m| invalid("tls", m))?;

@@ -37,8 +37,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-/// How long a client or peer may take to finish its TLS handshake before we close it.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to finish its TLS handshake before we close it (the default of
+/// the cluster file's `tls.handshake_timeout_ms`).
+pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// [`TLS_HANDSHAKE_TIMEOUT_MS`] as a duration.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS);
 /// TLS handshakes one listener runs at once; a connection beyond it is closed at once.
 pub const TLS_HANDSHAKES_IN_PROGRESS_MAX: usize = 128;
 /// The certificate files are looked at no more often than this.

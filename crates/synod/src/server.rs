@@ -136,7 +136,8 @@ struct TlsArgs {
     /// process without one cannot talk to this member as a peer).
     #[arg(long)]
     peer_client_cert_auth: bool,
-    /// TESTING: client-port TLS handshake timeout (default 10 s).
+    /// Client-port TLS handshake timeout (the cluster file's `tls.handshake_timeout_ms`,
+    /// default 10 s).
     #[arg(long, hide = true)]
     tls_handshake_timeout_ms: Option<u64>,
 }
@@ -156,20 +157,17 @@ impl TlsArgs {
         set(&mut tls.peer_key_file, &self.peer_key_file);
         set(&mut tls.peer_trusted_ca_file, &self.peer_trusted_ca_file);
         tls.peer_client_cert_auth |= self.peer_client_cert_auth;
-    }
-
-    fn handshake_timeout(&self) -> std::time::Duration {
-        self.tls_handshake_timeout_ms.map_or(
-            synod_node::tls::TLS_HANDSHAKE_TIMEOUT,
-            std::time::Duration::from_millis,
-        )
+        if let Some(ms) = self.tls_handshake_timeout_ms {
+            tls.handshake_timeout_ms = ms;
+        }
     }
 }
 
 /// The client ports' TLS (gRPC offers h2, HTTP http/1.1), if configured.
 type ClientTls = Option<(Arc<ServerTls>, Arc<ServerTls>)>;
 
-fn client_tls(cfg: &NodeConfig, timeout: std::time::Duration) -> anyhow::Result<ClientTls> {
+fn client_tls(cfg: &NodeConfig) -> anyhow::Result<ClientTls> {
+    let timeout = std::time::Duration::from_millis(cfg.cluster.tls.handshake_timeout_ms);
     let files = cfg.cluster.tls.client();
     if !files.enabled() {
         return Ok(None);
@@ -353,27 +351,26 @@ fn finish_config(mut cfg: NodeConfig, args: &ServerArgs) -> anyhow::Result<NodeC
 
 /// Serves; a member whose data directory was wiped rejoins as a new member first (`rejoin.rs`).
 async fn serve_or_rejoin(cfg: NodeConfig, args: &ServerArgs) -> anyhow::Result<()> {
-    let timeout = args.tls.handshake_timeout();
-    match serve(cfg.clone(), timeout).await {
+    match serve(cfg.clone()).await {
         Err(e) if rejoin::is_wiped(&e) && !args.no_auto_rejoin => {
             tracing::warn!("{e:#}");
             let record = rejoin::rejoin(&cfg).await?;
             let mut joined = record.node_config(&cfg.data_dir);
             joined.apply_env()?;
             joined.node_id = record.member_id;
-            serve(finish_config(joined, args)?, timeout).await
+            serve(finish_config(joined, args)?).await
         }
         r => r,
     }
 }
 
-async fn serve(cfg: NodeConfig, handshake_timeout: std::time::Duration) -> anyhow::Result<()> {
+async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
     let me = cfg
         .me()
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("node id not in cluster"))?;
     // Before anything listens, so unreadable certificate files fail the start.
-    let tls = client_tls(&cfg, handshake_timeout)?;
+    let tls = client_tls(&cfg)?;
     let (grpc_tls, http_tls) = tls.map_or((None, None), |(g, h)| (Some(g), Some(h)));
     // Bind the client listeners before starting the engine, so a port clash fails fast.
     let http = TcpListener::bind(&me.http_addr)

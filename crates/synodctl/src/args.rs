@@ -38,15 +38,21 @@ pub struct Cli {
 
     /// TLS: trust only this PEM CA bundle for the servers (etcdctl's flag). Any of --cacert,
     /// --cert, --key makes endpoints without a scheme https://.
-    #[arg(long, env = "SYNODCTL_CACERT", global = true)]
+    #[arg(
+        long = "cacert",
+        id = "tls_cacert",
+        env = "SYNODCTL_CACERT",
+        global = true
+    )]
     pub cacert: Option<PathBuf>,
 
     /// TLS: present this PEM client certificate (with --key).
-    #[arg(long, env = "SYNODCTL_CERT", global = true)]
+    #[arg(long = "cert", id = "tls_cert", env = "SYNODCTL_CERT", global = true)]
     pub cert: Option<PathBuf>,
 
-    /// TLS: the PEM private key of --cert.
-    #[arg(long, env = "SYNODCTL_KEY", global = true)]
+    /// TLS: the PEM private key of --cert. (Each TLS flag has an id of its own: a global
+    /// `key` would collide with the commands' KEY arguments.)
+    #[arg(long = "key", id = "tls_key", env = "SYNODCTL_KEY", global = true)]
     pub key: Option<PathBuf>,
 
     /// Time allowed for one request to one endpoint (e.g. 5s, 500ms, 2).

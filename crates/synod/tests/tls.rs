@@ -1,0 +1,368 @@
+//! TLS end to end: one 3-member cluster with client and peer TLS, certificate auth on both
+//! (what `synod dev --tls` runs), driven by etcdctl 3.4, curl and synodctl. Strangers are
+//! refused — a client without the CA, one without a client certificate, a fourth process
+//! holding a member certificate from another CA — while the cluster keeps serving; garbage
+//! and half-open connections on the TLS ports close without harm; replacing the client
+//! ports' certificate files takes effect without a restart. Every wait polls a condition
+//! with a deadline.
+
+mod common;
+
+use common::{ClientSide, Cluster, etcdctl_command, free_ports, run_with_deadline, wait_until};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use synod_node::ClusterConfig;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+/// The client ports' handshake timeout in this cluster (the default is 10 s).
+const HANDSHAKE_TIMEOUT_MS: u64 = 1_000;
+
+/// The files `synod certs` writes into a directory.
+struct Certs {
+    dir: PathBuf,
+}
+
+impl Certs {
+    fn generate(dir: PathBuf, ca_name: &str) -> Certs {
+        let status = Command::new(env!("CARGO_BIN_EXE_synod"))
+            .args(["certs", "--ca-name", ca_name, "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run synod certs");
+        assert!(status.success(), "synod certs failed");
+        Certs { dir }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+    fn server(&self) -> (PathBuf, PathBuf) {
+        (self.dir.join("server.pem"), self.dir.join("server-key.pem"))
+    }
+    fn client(&self) -> (PathBuf, PathBuf) {
+        (self.dir.join("client.pem"), self.dir.join("client-key.pem"))
+    }
+
+    /// etcdctl's, curl's and synodctl's flags for this CA and its client certificate
+    /// (`--cacert PATH --cert PATH --key PATH`: curl takes no `--flag=value`).
+    fn flags(&self) -> Vec<String> {
+        let (cert, key) = self.client();
+        let path = |p: PathBuf| p.display().to_string();
+        vec![
+            "--cacert".into(),
+            path(self.ca()),
+            "--cert".into(),
+            path(cert),
+            "--key".into(),
+            path(key),
+        ]
+    }
+}
+
+/// An HTTPS client trusting only `ca`, presenting `client` (certificate, key).
+fn https_client(ca: &Path, client: &(PathBuf, PathBuf)) -> reqwest::blocking::Client {
+    let read = |p: &Path| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let mut identity = read(&client.0);
+    identity.push(b'\n');
+    identity.extend(read(&client.1));
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .add_root_certificate(reqwest::Certificate::from_pem(&read(ca)).expect("CA"))
+        .identity(reqwest::Identity::from_pem(&identity).expect("identity"))
+        .build()
+        .expect("https client")
+}
+
+/// Copies `from` over `to` atomically (a temporary file and a rename).
+fn replace(from: &Path, to: &Path) {
+    let tmp = to.with_extension("tmp");
+    std::fs::copy(from, &tmp).expect("copy");
+    std::fs::rename(&tmp, to).expect("rename");
+}
+
+#[test]
+fn a_tls_cluster_serves_certified_clients_and_refuses_strangers() {
+    let Some(etcdctl) = common::etcdctl() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = Certs::generate(tmp.path().join("ca"), "synod test CA");
+    // The client ports get their own copy of the server pair, so replacing it (the reload
+    // check) leaves the peer links' certificate alone.
+    let port_cert = tmp.path().join("client-port.pem");
+    let port_key = tmp.path().join("client-port-key.pem");
+    replace(&ca.server().0, &port_cert);
+    replace(&ca.server().1, &port_key);
+    let tweak = |cfg: &mut ClusterConfig| {
+        let t = &mut cfg.tls;
+        t.cert_file = Some(port_cert.clone());
+        t.key_file = Some(port_key.clone());
+        t.trusted_ca_file = Some(ca.ca());
+        t.client_cert_auth = true;
+        t.peer_cert_file = Some(ca.server().0);
+        t.peer_key_file = Some(ca.server().1);
+        t.peer_trusted_ca_file = Some(ca.ca());
+        t.peer_client_cert_auth = true;
+        t.handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS;
+    };
+    let side = ClientSide {
+        http: https_client(&ca.ca(), &ca.client()),
+        scheme: "https",
+    };
+    let c = Cluster::start_tls(3, "omnipaxos", &tweak, side);
+
+    etcdctl_with_and_without_certificates(&c, &etcdctl, &ca);
+    curl_and_synodctl(&c, &ca);
+    garbage_and_half_open_connections(&c);
+    a_member_certificate_from_another_ca_is_refused(&c, tmp.path(), &ca);
+    the_client_certificate_reloads_without_a_restart(&c, tmp.path(), &ca, &port_cert, &port_key);
+}
+
+fn etcdctl_ok(
+    c: &Cluster,
+    etcdctl: &Path,
+    endpoints: &str,
+    tls: &[String],
+    args: &[&str],
+) -> String {
+    let mut cmd = etcdctl_command(etcdctl, endpoints);
+    cmd.args(tls).args(args);
+    let (status, out, err) = run_with_deadline(cmd, DEADLINE);
+    assert!(
+        status.success(),
+        "etcdctl {args:?} failed: {out}{err}\nn1 log:\n{}",
+        c.log(1)
+    );
+    out
+}
+
+fn etcdctl_fails(etcdctl: &Path, endpoint: &str, tls: &[String]) -> String {
+    let mut cmd = etcdctl_command(etcdctl, endpoint);
+    cmd.args(tls)
+        .args(["--dial-timeout=2s", "--command-timeout=3s", "get", "k1"]);
+    let (status, out, err) = run_with_deadline(cmd, DEADLINE);
+    assert!(!status.success(), "etcdctl {tls:?} should fail: {out}");
+    err
+}
+
+fn etcdctl_with_and_without_certificates(c: &Cluster, etcdctl: &Path, ca: &Certs) {
+    let tls = ca.flags();
+    // Endpoints written both ways: host:port (TLS from the flags) and https://host:port.
+    let plain = c.grpc_endpoints();
+    let https: Vec<String> = plain.split(',').map(|e| format!("https://{e}")).collect();
+    let https = https.join(",");
+    assert_eq!(
+        etcdctl_ok(c, etcdctl, &plain, &tls, &["put", "k1", "v1"]),
+        "OK\n"
+    );
+    assert_eq!(
+        etcdctl_ok(c, etcdctl, &https, &tls, &["get", "k1"]),
+        "k1\nv1\n"
+    );
+    let status = etcdctl_ok(c, etcdctl, &https, &tls, &["endpoint", "status"]);
+    assert_eq!(status.lines().count(), 3, "{status}");
+    let members = etcdctl_ok(c, etcdctl, &https, &tls, &["member", "list"]);
+    assert_eq!(members.lines().count(), 3, "{members}");
+    for line in members.lines() {
+        // Peer and client URLs are advertised as https://.
+        assert_eq!(line.matches("https://").count(), 2, "{members}");
+    }
+
+    let one = &c.member(1).grpc_addr;
+    // No --cacert: the server's certificate is not trusted.
+    let no_ca: Vec<String> = tls[2..].to_vec();
+    etcdctl_fails(etcdctl, one, &no_ca);
+    // No client certificate: --client-cert-auth refuses it, and says so in its log.
+    let no_cert: Vec<String> = tls[..2].to_vec();
+    etcdctl_fails(etcdctl, one, &no_cert);
+    wait_until(DEADLINE, "n1 logging the refused client", || {
+        c.log(1)
+            .lines()
+            .any(|l| l.contains("refused TLS connection") && l.contains("no certificates"))
+            .then_some(())
+    });
+}
+
+fn curl_and_synodctl(c: &Cluster, ca: &Certs) {
+    let tls = ca.flags();
+    let url = format!("https://{}/v1/kv/k1", c.member(2).http_addr);
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "--fail"]).args(&tls).arg(&url);
+    let (status, out, err) = run_with_deadline(curl, DEADLINE);
+    assert!(status.success(), "curl {url}: {err}");
+    assert!(out.contains(r#""value":"v1""#), "{out}");
+
+    let endpoints = c
+        .members
+        .iter()
+        .map(|m| m.http_addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let ctl = |args: &[&str]| {
+        let mut cmd = Command::new(common::synodctl());
+        cmd.args(&tls).args(["--endpoints", &endpoints]).args(args);
+        let (status, out, err) = run_with_deadline(cmd, DEADLINE);
+        assert!(status.success(), "synodctl {args:?}: {out}{err}");
+        out
+    };
+    assert_eq!(ctl(&["put", "k2", "v2"]), "OK\n");
+    assert_eq!(ctl(&["get", "k2"]), "k2\nv2\n");
+}
+
+/// Whether the server closes `s` within `within` (EOF or an error other than a timeout).
+fn closed_within(mut s: TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("read timeout");
+    let mut buf = [0u8; 1024];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {} // a TLS alert: keep reading until the close
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+fn put_ok(c: &Cluster, id: u64, key: &str) {
+    let r = c.put(id, key, "x");
+    assert!(
+        r.status().is_success(),
+        "PUT {key} at n{id}: {}",
+        r.status()
+    );
+}
+
+fn garbage_and_half_open_connections(c: &Cluster) {
+    let m = c.member(1).clone();
+    for addr in [&m.grpc_addr, &m.http_addr, &m.peer_addr] {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.write_all(b"GET / HTTP/1.1\r\n\r\nthis is not a ClientHello\x00\xff\xfe")
+            .expect("write garbage");
+        assert!(
+            closed_within(s, Duration::from_secs(5)),
+            "{addr} kept a garbage connection open"
+        );
+        put_ok(c, 1, "after-garbage");
+    }
+    // Half-open: connected, nothing sent. The member serves meanwhile, then closes them.
+    let idle: Vec<TcpStream> = [&m.grpc_addr, &m.http_addr]
+        .into_iter()
+        .map(|a| TcpStream::connect(a).expect("connect"))
+        .collect();
+    put_ok(c, 1, "while-half-open");
+    assert_eq!(c.get(1, "while-half-open", false).as_deref(), Some("x"));
+    for s in idle {
+        let within = Duration::from_millis(HANDSHAKE_TIMEOUT_MS * 5);
+        assert!(
+            closed_within(s, within),
+            "a half-open connection outlived the timeout"
+        );
+    }
+}
+
+/// A fourth `synod server` claiming member 1's id, with a member certificate from another
+/// CA, dialing the real members: they refuse it at the TLS handshake and keep serving.
+fn a_member_certificate_from_another_ca_is_refused(c: &Cluster, tmp: &Path, ca: &Certs) {
+    let foreign = Certs::generate(tmp.join("foreign"), "not the cluster CA");
+    let mut cfg = ClusterConfig::from_file(&c.config_path).expect("cluster file");
+    let ports = free_ports(3);
+    let me = &mut cfg.members[0];
+    me.peer_addr = format!("127.0.0.1:{}", ports[0]);
+    me.http_addr = format!("127.0.0.1:{}", ports[1]);
+    me.grpc_addr = format!("127.0.0.1:{}", ports[2]);
+    let t = &mut cfg.tls;
+    t.cert_file = Some(foreign.server().0);
+    t.key_file = Some(foreign.server().1);
+    t.trusted_ca_file = Some(foreign.ca());
+    t.peer_cert_file = Some(foreign.server().0);
+    t.peer_key_file = Some(foreign.server().1);
+    // The cluster CA's certificate is public: the intruder trusts the members, and only its
+    // own certificate gives it away.
+    t.peer_trusted_ca_file = Some(ca.ca());
+    let file = tmp.join("intruder.toml");
+    std::fs::write(&file, cfg.to_toml_string()).expect("write");
+    let log_path = tmp.join("intruder.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let intruder: Child = Command::new(env!("CARGO_BIN_EXE_synod"))
+        .args(["server", "--id", "1", "--config"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(tmp.join("intruder-data"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn intruder");
+    let _kill = KillOnDrop(intruder);
+    eprintln!("intruder log: {}", log_path.display());
+    let refused = wait_until(
+        DEADLINE,
+        "n2 or n3 refusing the intruder's certificate",
+        || {
+            put_ok(c, 2, "during-intrusion");
+            [2, 3].into_iter().find_map(|id| {
+                c.log(id)
+                    .lines()
+                    .find(|l| {
+                        l.contains("refused peer TLS") && l.contains("invalid peer certificate")
+                    })
+                    .map(str::to_string)
+            })
+        },
+    );
+    assert!(refused.contains("addr=127.0.0.1:"), "{refused}");
+    for id in 1..=3 {
+        put_ok(c, id, "after-intrusion");
+    }
+    c.wait_all_reach_leader(DEADLINE);
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The client ports' certificate files are replaced by ones from a new CA: a client trusting
+/// only the new CA gets in without any member restarting.
+fn the_client_certificate_reloads_without_a_restart(
+    c: &Cluster,
+    tmp: &Path,
+    ca: &Certs,
+    port_cert: &Path,
+    port_key: &Path,
+) {
+    let next = Certs::generate(tmp.join("next"), "the next CA");
+    // The client certificate still comes from the first CA: client cert auth trusts it.
+    let client = https_client(&next.ca(), &ca.client());
+    let url = format!("https://{}/v1/kv/k1", c.member(1).http_addr);
+    assert!(
+        client.get(&url).send().is_err(),
+        "trusted the new CA too early"
+    );
+    replace(&next.server().1, port_key);
+    replace(&next.server().0, port_cert);
+    wait_until(DEADLINE, "the reloaded certificate served", || {
+        client
+            .get(&url)
+            .send()
+            .ok()
+            .filter(|r| r.status().is_success())
+    });
+    assert!(c.log(1).contains("TLS certificate reloaded"));
+}

@@ -202,6 +202,9 @@ struct Endpoint {
     base: String,
 }
 
+/// A PEM certificate and its PEM key, as read.
+type PemPair = (Vec<u8>, Vec<u8>);
+
 /// TLS files, etcdctl's `--cacert`, `--cert`, `--key`.
 #[derive(Clone, Debug, Default)]
 pub struct Tls {
@@ -222,7 +225,7 @@ impl Tls {
 
     /// The client certificate and key, when both were given (one without the other is a
     /// usage error).
-    fn identity_pem(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, CtlError> {
+    fn identity_pem(&self) -> Result<Option<PemPair>, CtlError> {
         match (&self.cert, &self.key) {
             (Some(c), Some(k)) => Ok(Some((Self::read(c)?, Self::read(k)?))),
             (None, None) => Ok(None),

@@ -418,3 +418,38 @@ impl AsyncWrite for ServerStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(cert: bool, key: bool, ca: bool, auth: bool) -> TlsFiles {
+        let p = |on: bool, name: &str| on.then(|| PathBuf::from(name));
+        TlsFiles {
+            cert_file: p(cert, "c.pem"),
+            key_file: p(key, "k.pem"),
+            trusted_ca_file: p(ca, "ca.pem"),
+            client_cert_auth: auth,
+        }
+    }
+
+    #[test]
+    fn tls_files_that_do_not_fit_together_are_refused() {
+        assert!(files(false, false, false, false).check("x").is_ok());
+        assert!(files(true, true, false, false).check("x").is_ok());
+        assert!(files(true, true, true, true).check("x").is_ok());
+        assert!(files(true, false, false, false).check("x").is_err());
+        assert!(files(false, true, false, false).check("x").is_err());
+        assert!(files(true, true, false, true).check("x").is_err());
+        assert!(files(false, false, true, false).check("x").is_err());
+    }
+
+    #[test]
+    fn a_missing_certificate_file_is_named_in_the_error() {
+        let e = ServerTls::new(&files(true, true, false, false), &[ALPN_H2])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("c.pem"), "{e}");
+    }
+}

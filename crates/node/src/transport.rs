@@ -51,8 +51,8 @@
 //!   against the cluster CA and the address it dialed, and with `peer_client_cert_auth` the
 //!   acceptor checks the dialer's, so a process without a certificate from the cluster CA is
 //!   refused before its hello is read (logged with its address and the verification error).
-//!   The handshake shares `handshake_timeout_ms` and the `inbound_connections_max` slots with
-//!   the hello. Two costs, TLS only: frames go out through the writer task (the engine thread
+//!   The TLS handshake gets `handshake_timeout_ms` of its own before the hello gets its, and
+//!   holds one of the `inbound_connections_max` slots. Two costs, TLS only: frames go out through the writer task (the engine thread
 //!   queues and wakes it instead of writing the socket itself), and inbound connections are
 //!   read on the accepting runtime instead of moving to the engine thread's.
 //! * **Receiving** applies back-pressure: a reader awaits room in the engine's bounded inbox,

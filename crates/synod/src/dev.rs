@@ -133,10 +133,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
 
-    print_banner(&cluster, &data_dir, &config_path, leader);
-    if let Some(c) = &certs {
-        print_tls_banner(&cluster, c);
-    }
+    print_banner(&cluster, &data_dir, &config_path, leader, certs.as_ref());
 
     // Run until Ctrl-C; report members that die (a developer may be killing them on purpose).
     let mut alive: Vec<bool> = vec![true; children.len()];
@@ -186,7 +183,13 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_banner(cluster: &ClusterConfig, data_dir: &Path, config: &Path, leader: Option<u64>) {
+fn print_banner(
+    cluster: &ClusterConfig,
+    data_dir: &Path,
+    config: &Path,
+    leader: Option<u64>,
+    certs: Option<&CertFiles>,
+) {
     let http: Vec<&str> = cluster
         .members
         .iter()
@@ -216,6 +219,11 @@ fn print_banner(cluster: &ClusterConfig, data_dir: &Path, config: &Path, leader:
         );
     }
     println!();
+    if let Some(c) = certs {
+        print_tls_banner(cluster, c);
+        println!("Ctrl-C stops every member.");
+        return;
+    }
     println!("Talk to it:");
     println!(
         "  curl -X PUT http://{}/v1/kv/greeting -d '{{\"value\":\"hello\"}}'",
@@ -274,7 +282,9 @@ fn print_tls_banner(cluster: &ClusterConfig, c: &CertFiles) {
         c.client_cert.display(),
         c.client_key.display()
     );
-    println!("TLS is on (client and peer certificate auth). With TLS, instead of the above:");
+    println!(
+        "Talk to it (TLS, client and peer certificate auth; endpoints as host:port or https://):"
+    );
     println!(
         "  ETCDCTL_API=3 etcdctl {tls} --endpoints={} put greeting hello",
         grpc.join(",")
@@ -293,7 +303,7 @@ fn print_tls_banner(cluster: &ClusterConfig, c: &CertFiles) {
         "  cargo run -q --bin synodctl -- {tls} --endpoints {} get greeting",
         endpoints.join(",")
     );
-    println!("  (the CN of {} is `root`)", c.client_cert.display());
+    println!("  (the client certificate's CN is `root`)");
     println!();
 }
 

@@ -366,3 +366,75 @@ fn the_client_certificate_reloads_without_a_restart(
     });
     assert!(c.log(1).contains("TLS certificate reloaded"));
 }
+
+/// `synod dev --tls`: the printed etcdctl, curl and synodctl lines work as printed, and
+/// Ctrl-C stops the cluster.
+#[test]
+fn synod_dev_tls_prints_commands_that_work() {
+    let Some(etcdctl) = common::etcdctl() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = common::free_base(3);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_synod"))
+        .args(["dev", "--tls", "--fresh", "--base-port", &base.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path().join("dev"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn synod dev --tls");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut banner = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line.expect("line");
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.contains("Ctrl-C stops every member") {
+            break;
+        }
+    }
+    // Each printed line, run as printed (the program replaced by the one found or built).
+    let printed = |prefix: &str| -> Vec<String> {
+        let line = banner
+            .lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{banner}"));
+        line.split_whitespace().map(str::to_string).collect()
+    };
+    let run = |program: &Path, args: &[String]| {
+        let mut cmd = Command::new(program);
+        cmd.env("ETCDCTL_API", "3").args(args);
+        let (status, out, err) = run_with_deadline(cmd, DEADLINE);
+        assert!(
+            status.success(),
+            "{program:?} {args:?}: {out}{err}\n{banner}"
+        );
+        out
+    };
+    let puts = printed("ETCDCTL_API=3 etcdctl");
+    assert!(
+        puts.iter().any(|a| a.starts_with("--endpoints=127.0.0.1:")),
+        "{banner}"
+    );
+    assert_eq!(run(&etcdctl, &puts[2..]), "OK\n");
+    let gets: Vec<String> = banner
+        .lines()
+        .filter(|l| l.contains("etcdctl") && l.contains("https://"))
+        .flat_map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .skip(2)
+        .collect();
+    assert_eq!(run(&etcdctl, &gets), "greeting\nhello\n");
+    let curl = printed("curl");
+    assert!(run(Path::new("curl"), &curl[1..]).contains(r#""value":"hello""#));
+    let ctl = printed("cargo run -q --bin synodctl --");
+    assert_eq!(run(&common::synodctl(), &ctl[6..]), "greeting\nhello\n");
+
+    let pid = child.id().to_string();
+    let sigint = Command::new("kill").args(["-INT", &pid]).status();
+    assert!(sigint.expect("kill").success());
+    let status = wait_until(DEADLINE, "synod dev to exit", || {
+        child.try_wait().ok().flatten()
+    });
+    assert!(status.success(), "synod dev exited with {status}");
+}

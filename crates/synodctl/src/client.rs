@@ -569,7 +569,16 @@ mod tests {
             ("localhost:8".into(), "http://localhost:8".into())
         );
         assert_eq!(normalize_endpoint("node1").unwrap().0, "node1:80");
-        for bad in ["", "https://a:1", "ftp://a:1", "a:1/x", "a:notaport"] {
+        // https:// is taken as given; TLS flags make a bare host:port https.
+        assert_eq!(
+            normalize_endpoint("https://a:1").unwrap(),
+            ("a:1".into(), "https://a:1".into())
+        );
+        assert_eq!(
+            normalize_endpoint_with("a:1", "https").unwrap().1,
+            "https://a:1"
+        );
+        for bad in ["", "ftp://a:1", "a:1/x", "a:notaport"] {
             assert_eq!(
                 normalize_endpoint(bad).unwrap_err().exit_code(),
                 2,

@@ -287,6 +287,8 @@ pub struct TlsConfig {
     pub peer_key_file: Option<PathBuf>,
     pub peer_trusted_ca_file: Option<PathBuf>,
     pub peer_client_cert_auth: bool,
+    /// Refuse peer certificates whose subject CN is not this (needs `peer_client_cert_auth`).
+    pub peer_cert_allowed_cn: Option<String>,
     /// A client-port connection must finish its TLS handshake within this (the peer port
     /// uses `transport.handshake_timeout_ms`).
     pub handshake_timeout_ms: u64,
@@ -303,6 +305,7 @@ impl Default for TlsConfig {
             peer_key_file: None,
             peer_trusted_ca_file: None,
             peer_client_cert_auth: false,
+            peer_cert_allowed_cn: None,
             handshake_timeout_ms: crate::tls::TLS_HANDSHAKE_TIMEOUT_MS,
         }
     }
@@ -316,6 +319,7 @@ impl TlsConfig {
             key_file: self.key_file.clone(),
             trusted_ca_file: self.trusted_ca_file.clone(),
             client_cert_auth: self.client_cert_auth,
+            allowed_cn: None,
         }
     }
 
@@ -326,6 +330,7 @@ impl TlsConfig {
             key_file: self.peer_key_file.clone(),
             trusted_ca_file: self.peer_trusted_ca_file.clone(),
             client_cert_auth: self.peer_client_cert_auth,
+            allowed_cn: self.peer_cert_allowed_cn.clone(),
         }
     }
 

@@ -63,6 +63,9 @@ pub struct TlsFiles {
     pub trusted_ca_file: Option<PathBuf>,
     /// Refuse clients without a certificate signed by `trusted_ca_file`.
     pub client_cert_auth: bool,
+    /// With client cert auth: also refuse a client certificate whose subject CN is not this
+    /// (etcd's `--peer-cert-allowed-cn`; used on the peer port only).
+    pub allowed_cn: Option<String>,
 }
 
 /// Why TLS could not be set up. Messages name the file.
@@ -95,6 +98,11 @@ impl TlsFiles {
         if self.client_cert_auth && self.trusted_ca_file.is_none() {
             return Err(format!(
                 "{side}: client certificate auth needs a trusted CA file"
+            ));
+        }
+        if self.allowed_cn.is_some() && !self.client_cert_auth {
+            return Err(format!(
+                "{side}: an allowed CN needs client certificate auth"
             ));
         }
         if !self.enabled() && (self.trusted_ca_file.is_some() || self.client_cert_auth) {
@@ -354,6 +362,70 @@ impl ServerTls {
     }
 }
 
+/// One DER element: (tag, contents, what follows). `None` on truncated or oversized input.
+fn der_next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The subject common name of a DER certificate (RFC 5280 §4.1: the subject follows the
+/// optional version, serial number, signature algorithm, issuer and validity). Only ever
+/// given certificates rustls already verified against the trusted CA.
+pub fn common_name(cert_der: &[u8]) -> Option<String> {
+    /// id-at-commonName, 2.5.4.3.
+    const CN_OID: [u8; 3] = [0x55, 0x04, 0x03];
+    let (_, cert, _) = der_next(cert_der)?;
+    let (_, tbs, _) = der_next(cert)?;
+    let (tag, _, after_version) = der_next(tbs)?;
+    let mut rest = if tag == 0xa0 { after_version } else { tbs };
+    for _field in ["serialNumber", "signature", "issuer", "validity"] {
+        rest = der_next(rest)?.2;
+    }
+    let (_, mut rdns, _) = der_next(rest)?;
+    while !rdns.is_empty() {
+        let (_, mut set, next) = der_next(rdns)?;
+        rdns = next;
+        while !set.is_empty() {
+            let (_, attribute, next) = der_next(set)?;
+            set = next;
+            let (_, oid, value) = der_next(attribute)?;
+            if oid == CN_OID {
+                let (_, text, _) = der_next(value)?;
+                return std::str::from_utf8(text).ok().map(str::to_string);
+            }
+        }
+    }
+    None
+}
+
+/// Why a verified client certificate is still refused by `allowed_cn`, if it is.
+pub fn cn_refusal(conn: &rustls::ServerConnection, allowed_cn: Option<&str>) -> Option<String> {
+    let allowed = allowed_cn?;
+    let cn = conn
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|cert| common_name(cert));
+    match cn {
+        Some(cn) if cn == allowed => None,
+        other => Some(format!(
+            "certificate CN {other:?} is not the allowed CN {allowed:?}"
+        )),
+    }
+}
+
 /// An accepted client connection: plain TCP or TLS over it.
 pub enum ServerStream {
     Plain(TcpStream),
@@ -430,6 +502,7 @@ mod tests {
             key_file: p(key, "k.pem"),
             trusted_ca_file: p(ca, "ca.pem"),
             client_cert_auth: auth,
+            allowed_cn: None,
         }
     }
 
@@ -442,6 +515,22 @@ mod tests {
         assert!(files(false, true, false, false).check("x").is_err());
         assert!(files(true, true, false, true).check("x").is_err());
         assert!(files(false, false, true, false).check("x").is_err());
+    }
+
+    #[test]
+    fn common_name_is_read_from_the_subject_and_bad_der_is_none() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut p = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "synod");
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "member-1");
+        let cert = p.self_signed(&key).expect("cert");
+        let der: &[u8] = cert.der();
+        assert_eq!(common_name(der).as_deref(), Some("member-1"));
+        assert_eq!(common_name(&der[..der.len() / 2]), None);
+        assert_eq!(common_name(b"\x30\x84\xff\xff\xff\xff"), None);
+        assert_eq!(common_name(&[]), None);
     }
 
     #[test]

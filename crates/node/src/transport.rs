@@ -813,6 +813,11 @@ async fn serve_inbound<M: DeserializeOwned + Send + 'static>(
         .accept(stream)
         .await
         .map_err(|e| format!("refused peer TLS: {e}"))?;
+    if let Some(r) =
+        crate::tls::cn_refusal(stream.get_ref().1, shared.cfg.tls.allowed_cn.as_deref())
+    {
+        return Err(format!("refused peer TLS: {r}"));
+    }
     let (read, mut write) = tokio::io::split(stream);
     let mut read = BufReader::new(read);
     let Some(from) = answer_hello(&mut read, &mut write, shared).await? else {

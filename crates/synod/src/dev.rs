@@ -264,6 +264,7 @@ fn client_tls(certs: &CertFiles) -> anyhow::Result<Arc<rustls::ClientConfig>> {
         key_file: Some(certs.client_key.clone()),
         trusted_ca_file: Some(certs.ca.clone()),
         client_cert_auth: false,
+        allowed_cn: None,
     };
     Ok(synod_node::tls::client_config(&files, &[ALPN_HTTP1])?)
 }

@@ -136,6 +136,9 @@ struct TlsArgs {
     /// process without one cannot talk to this member as a peer).
     #[arg(long)]
     peer_client_cert_auth: bool,
+    /// With --peer-client-cert-auth: refuse peer certificates whose subject CN is not this.
+    #[arg(long)]
+    peer_cert_allowed_cn: Option<String>,
     /// Client-port TLS handshake timeout (the cluster file's `tls.handshake_timeout_ms`,
     /// default 10 s).
     #[arg(long, hide = true)]
@@ -157,6 +160,10 @@ impl TlsArgs {
         set(&mut tls.peer_key_file, &self.peer_key_file);
         set(&mut tls.peer_trusted_ca_file, &self.peer_trusted_ca_file);
         tls.peer_client_cert_auth |= self.peer_client_cert_auth;
+        if self.peer_cert_allowed_cn.is_some() {
+            tls.peer_cert_allowed_cn
+                .clone_from(&self.peer_cert_allowed_cn);
+        }
         if let Some(ms) = self.tls_handshake_timeout_ms {
             tls.handshake_timeout_ms = ms;
         }

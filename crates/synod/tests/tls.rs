@@ -107,6 +107,8 @@ fn a_tls_cluster_serves_certified_clients_and_refuses_strangers() {
         t.peer_key_file = Some(ca.server().1);
         t.peer_trusted_ca_file = Some(ca.ca());
         t.peer_client_cert_auth = true;
+        // `synod certs` names every server certificate "synod"; its client certificate "root".
+        t.peer_cert_allowed_cn = Some("synod".into());
         t.handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS;
     };
     let side = ClientSide {
@@ -118,7 +120,14 @@ fn a_tls_cluster_serves_certified_clients_and_refuses_strangers() {
     etcdctl_with_and_without_certificates(&c, &etcdctl, &ca);
     curl_and_synodctl(&c, &ca);
     garbage_and_half_open_connections(&c);
-    a_member_certificate_from_another_ca_is_refused(&c, tmp.path(), &ca);
+    let foreign = Certs::generate(tmp.path().join("foreign"), "not the cluster CA");
+    let intruder = |name: &str, pair: (PathBuf, PathBuf), expect: &str| {
+        an_intruder_is_refused(&c, &tmp.path().join(name), &ca, pair, expect)
+    };
+    // A member certificate from another CA.
+    intruder("foreign", foreign.server(), "invalid peer certificate");
+    // The cluster CA's certificate, but not a member's (the client certificate, CN root).
+    intruder("wrong-cn", ca.client(), "is not the allowed CN");
     the_client_certificate_reloads_without_a_restart(&c, tmp.path(), &ca, &port_cert, &port_key);
 }
 
@@ -271,10 +280,17 @@ fn garbage_and_half_open_connections(c: &Cluster) {
     }
 }
 
-/// A fourth `synod server` claiming member 1's id, with a member certificate from another
-/// CA, dialing the real members: they refuse it at the TLS handshake and keep serving.
-fn a_member_certificate_from_another_ca_is_refused(c: &Cluster, tmp: &Path, ca: &Certs) {
-    let foreign = Certs::generate(tmp.join("foreign"), "not the cluster CA");
+/// A fourth `synod server` claiming member 1's id, presenting `pair` as its peer certificate,
+/// dialing the real members: they refuse it at the TLS handshake (logging `expect`) and keep
+/// serving.
+fn an_intruder_is_refused(
+    c: &Cluster,
+    tmp: &Path,
+    ca: &Certs,
+    pair: (PathBuf, PathBuf),
+    expect: &str,
+) {
+    std::fs::create_dir_all(tmp).expect("intruder dir");
     let mut cfg = ClusterConfig::from_file(&c.config_path).expect("cluster file");
     let ports = free_ports(3);
     let me = &mut cfg.members[0];
@@ -282,11 +298,10 @@ fn a_member_certificate_from_another_ca_is_refused(c: &Cluster, tmp: &Path, ca: 
     me.http_addr = format!("127.0.0.1:{}", ports[1]);
     me.grpc_addr = format!("127.0.0.1:{}", ports[2]);
     let t = &mut cfg.tls;
-    t.cert_file = Some(foreign.server().0);
-    t.key_file = Some(foreign.server().1);
-    t.trusted_ca_file = Some(foreign.ca());
-    t.peer_cert_file = Some(foreign.server().0);
-    t.peer_key_file = Some(foreign.server().1);
+    t.cert_file = Some(pair.0.clone());
+    t.key_file = Some(pair.1.clone());
+    t.peer_cert_file = Some(pair.0);
+    t.peer_key_file = Some(pair.1);
     // The cluster CA's certificate is public: the intruder trusts the members, and only its
     // own certificate gives it away.
     t.peer_trusted_ca_file = Some(ca.ca());
@@ -315,9 +330,7 @@ fn a_member_certificate_from_another_ca_is_refused(c: &Cluster, tmp: &Path, ca: 
             [2, 3].into_iter().find_map(|id| {
                 c.log(id)
                     .lines()
-                    .find(|l| {
-                        l.contains("refused peer TLS") && l.contains("invalid peer certificate")
-                    })
+                    .find(|l| l.contains("refused peer TLS") && l.contains(expect))
                     .map(str::to_string)
             })
         },

@@ -12,7 +12,8 @@
 # key is counted back (none may be missing).
 #
 # usage: bench/rolling-restart.sh [--engine omnipaxos|vr] [--mode both|term|kill] [--out DIR]
-# SYNOD=path/to/synod skips the release build. Writes DIR/results.md and DIR/<mode>-*.txt.
+# SYNOD=path/to/synod skips the release build. Writes DIR/results.md, DIR/rolling-restart.svg
+# (acknowledged writes per 100 ms, stops marked) and DIR/<mode>-*.txt.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -183,5 +184,47 @@ for m in modes:
         print(f"| {label[m]} | {member} ({leader.split('=')[1]}) | {gap * 1000:.0f} ms | {len(keys)} / {stored} |")
     print(f"| **{label[m]}** | **worst** | **{worst * 1000:.0f} ms** | {'none lost' if stored >= len(keys) else 'LOST WRITES'} |")
 EOF
+# The chart: acknowledged writes per 100 ms through each run, stops marked (the leader's in red).
+python3 - "$OUT" "$ENGINE" "$MODE" >"$OUT/rolling-restart.svg" <<'EOF'
+import pathlib, sys
+out, engine, mode = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+modes = ["term", "kill"] if mode == "both" else [mode]
+title = {"term": "SIGTERM: the leader hands off first", "kill": "SIGKILL: no hand-off"}
+W, LEFT, TOP, PH, GAP, BUCKET = 900, 60, 30, 170, 50, 0.1
+panels = []
+for m in modes:
+    times = sorted(float(l.split()[0]) for l in (out / f"{m}-acks.txt").read_text().split("\n") if l)
+    ev = [l.split() for l in (out / f"{m}-events.txt").read_text().split("\n") if l]
+    t0 = times[0]
+    counts = [0] * (int((times[-1] - t0) / BUCKET) + 1)
+    for t in times:
+        counts[int((t - t0) / BUCKET)] += 1
+    stops = [(float(e[0]) - t0, e[2], e[3].endswith("yes")) for e in ev if e[1] == "stop"]
+    panels.append((m, counts, stops))
+H = TOP + len(panels) * (PH + GAP)
+span = max(len(c) for _, c, _ in panels) * BUCKET
+peak = max(max(c) for _, c, _ in panels) or 1
+x = lambda t: LEFT + (W - LEFT - 20) * t / span
+print(f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">')
+print(f'<rect width="{W}" height="{H}" fill="white"/>')
+print(f'<text x="{LEFT}" y="18" font-size="14">Rolling restart of 3 members under load, {engine}: acknowledged writes per 100 ms</text>')
+for i, (m, counts, stops) in enumerate(panels):
+    top = TOP + i * (PH + GAP) + 20
+    y = lambda v: top + PH - PH * v / peak
+    print(f'<text x="{LEFT}" y="{top - 6}">{title[m]}</text>')
+    print(f'<line x1="{LEFT}" y1="{top + PH}" x2="{W - 20}" y2="{top + PH}" stroke="black"/>')
+    print(f'<line x1="{LEFT}" y1="{top}" x2="{LEFT}" y2="{top + PH}" stroke="black"/>')
+    print(f'<text x="{LEFT - 6}" y="{top + 4}" text-anchor="end">{peak}</text>')
+    print(f'<text x="{LEFT - 6}" y="{top + PH}" text-anchor="end">0</text>')
+    for s in range(0, int(span) + 1, 5):
+        print(f'<text x="{x(s):.1f}" y="{top + PH + 14}" text-anchor="middle">{s} s</text>')
+    for t, member, leader in stops:
+        color = "#c0392b" if leader else "#7f8c8d"
+        print(f'<line x1="{x(t):.1f}" y1="{top}" x2="{x(t):.1f}" y2="{top + PH}" stroke="{color}" stroke-dasharray="4,3"/>')
+        print(f'<text x="{x(t) + 3:.1f}" y="{top + 12}" fill="{color}">stop {member}{" (leader)" if leader else ""}</text>')
+    pts = " ".join(f"{x(k * BUCKET):.1f},{y(c):.1f}" for k, c in enumerate(counts))
+    print(f'<polyline points="{pts}" fill="none" stroke="#2c3e50" stroke-width="1"/>')
+print("</svg>")
+EOF
 cat "$OUT/results.md" >&2
-log "results in $OUT"
+log "results in $OUT (chart: rolling-restart.svg)"

@@ -527,6 +527,8 @@ impl Engine for CasPaxos {
             state_digest: Some(self.digest.value()),
             pending_requests: self.proposer.pending_requests(),
             keys: self.acceptor.len() as u64,
+            bytes_in_use: None,
+            leases: 0,
             role: role.to_string(),
             // A joining node reports the peers it was told to ask, so the node layer keeps
             // them connected until a coordinator installs the real configuration.

@@ -631,6 +631,12 @@ pub struct EngineStatus {
     pub pending_requests: usize,
     /// Keys in the local state machine.
     pub keys: u64,
+    /// Bytes the state machine's data takes, estimated (live keys and retained history — see
+    /// `KvStore::bytes_in_use`): etcd's dbSizeInUse. `None` when the engine keeps no such
+    /// count (CASPaxos, whose registers are not a `KvStore`).
+    pub bytes_in_use: Option<u64>,
+    /// Live leases in the local state machine (0 for engines without leases).
+    pub leases: u64,
     /// Free-form role: "leader", "follower", "candidate", "proposer", ….
     pub role: String,
     /// Protocols with a fast path (EPaxos): commands this replica led that committed in one

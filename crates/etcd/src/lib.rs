@@ -15,6 +15,7 @@
 //! * [`gateway`] serves the same services as etcd's gRPC-gateway JSON API (`POST /v3/...`)
 //!   for the HTTP port.
 
+mod authority;
 pub mod client;
 mod cluster;
 mod concurrency;

@@ -137,7 +137,7 @@ impl Maintenance for EtcdService {
                         format!("memberID:{} alarm:{name} ", a.member_id)
                     })
                     .collect(),
-                db_size_in_use: i64_of(status.db_size_bytes),
+                db_size_in_use: i64_of(status.db_size_in_use_bytes()),
                 is_learner: false,
             })
         })

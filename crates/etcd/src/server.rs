@@ -17,6 +17,7 @@
 //! Shutdown matches tonic's: stop accepting, send GOAWAY on every connection, let requests in
 //! flight finish (at most [`SHUTDOWN_GRACE`]), then return.
 
+use crate::authority::AuthorityFix;
 use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::{
     EtcdService, GRPC_KEEPALIVE_INTERVAL_MS, GRPC_KEEPALIVE_TIMEOUT_MS,
@@ -128,7 +129,7 @@ impl<S: AsyncWrite + Unpin> tokio::io::AsyncWrite for Unvectored<S> {
     }
 }
 
-type Connection<S> = http2::Connection<TokioIo<Unvectored<S>>, GrpcService, Handlers>;
+type Connection<S> = http2::Connection<TokioIo<AuthorityFix<Unvectored<S>>>, GrpcService, Handlers>;
 
 /// One connection and its handlers, polled as one future.
 struct Driver<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
@@ -148,7 +149,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Driver<S> {
             .keep_alive_timeout(Duration::from_millis(GRPC_KEEPALIVE_TIMEOUT_MS))
             // gRPC clients ignore it; formatting it is pure cost.
             .auto_date_header(false)
-            .serve_connection(TokioIo::new(Unvectored(stream)), service);
+            .serve_connection(TokioIo::new(AuthorityFix::new(Unvectored(stream))), service);
         Driver {
             conn: Box::pin(conn),
             new: handlers,

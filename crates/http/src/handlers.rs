@@ -304,6 +304,8 @@ pub struct StatusReply {
     pub pending_requests: usize,
     pub connected_peers: Vec<NodeId>,
     pub db_size_bytes: u64,
+    /// Bytes of live data and retained history (etcd's dbSizeInUse).
+    pub db_size_in_use_bytes: u64,
     /// Raised alarms, as etcd names them: `["NOSPACE"]` or empty.
     pub alarms: Vec<&'static str>,
     pub members: Vec<MemberInfo>,
@@ -313,6 +315,7 @@ pub struct StatusReply {
 pub async fn status(State(handle): State<NodeHandle>) -> Json<StatusReply> {
     let info = handle.info();
     let st = handle.status();
+    let db_size_in_use_bytes = st.db_size_in_use_bytes();
     Json(StatusReply {
         member_id: info.member_id,
         cluster_id: info.cluster_id,
@@ -329,6 +332,7 @@ pub async fn status(State(handle): State<NodeHandle>) -> Json<StatusReply> {
         pending_requests: st.engine.pending_requests,
         connected_peers: st.connected_peers,
         db_size_bytes: st.db_size_bytes,
+        db_size_in_use_bytes,
         alarms: if handle.alarms().nospace() {
             vec!["NOSPACE"]
         } else {

@@ -126,6 +126,18 @@ pub struct NodeStatus {
     pub connected_peers: Vec<NodeId>,
 }
 
+impl NodeStatus {
+    /// etcd's dbSizeInUse: the part of [`Self::db_size_bytes`] that live data and retained
+    /// history take — what a defragment (checkpoint) would leave. The engine's estimate,
+    /// never above the size on disk; the size on disk itself when the engine keeps no
+    /// estimate (CASPaxos).
+    pub fn db_size_in_use_bytes(&self) -> u64 {
+        self.engine
+            .bytes_in_use
+            .map_or(self.db_size_bytes, |b| b.min(self.db_size_bytes))
+    }
+}
+
 /// Why an API request failed. Each maps to one HTTP status and one gRPC code.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ApiError {

@@ -51,11 +51,15 @@ pub struct Metrics {
     pub apply_lag_entries: Gauge,
     /// What `Maintenance.Status` reports as dbSize: WAL segments plus the snapshot.
     pub db_size_bytes: Gauge,
+    /// What `Maintenance.Status` reports as dbSizeInUse (see `NodeStatus`).
+    pub db_size_in_use_bytes: Gauge,
     /// The newest checkpoint's size: what a new member's state transfer costs.
     pub snapshot_bytes: Gauge,
     pub keys: Gauge,
     /// Receivers of the watch hub's head (one per watch stream waiting for revisions).
     pub watch_streams: Gauge,
+    /// Live leases in this member's state machine.
+    pub leases: Gauge,
     /// How late the engine thread ran each tick (behind a batch or an fsync), seconds.
     pub engine_tick_delay_seconds: Histogram,
     /// Time the engine thread spent making one batch durable (WAL write + fsync), seconds.
@@ -87,9 +91,11 @@ impl Metrics {
         let alarm_nospace = Gauge::default();
         let apply_lag_entries = Gauge::default();
         let db_size_bytes = Gauge::default();
+        let db_size_in_use_bytes = Gauge::default();
         let snapshot_bytes = Gauge::default();
         let keys = Gauge::default();
         let watch_streams = Gauge::default();
+        let leases = Gauge::default();
         // 0.1 ms to ≈ 3.3 s: from a healthy fsync to a stall longer than any election timeout.
         let engine_tick_delay_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
         let engine_persist_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
@@ -170,6 +176,11 @@ impl Metrics {
             db_size_bytes.clone(),
         );
         registry.register(
+            "db_size_in_use_bytes",
+            "Bytes of live data and retained history: what a defragment would leave",
+            db_size_in_use_bytes.clone(),
+        );
+        registry.register(
             "snapshot_bytes",
             "Size of the newest checkpoint (snapshot file)",
             snapshot_bytes.clone(),
@@ -180,13 +191,20 @@ impl Metrics {
             "Watchers waiting on this member's applied revisions",
             watch_streams.clone(),
         );
+        registry.register(
+            "leases",
+            "Live leases in this member's state machine",
+            leases.clone(),
+        );
         Metrics {
             registry,
             apply_lag_entries,
             db_size_bytes,
+            db_size_in_use_bytes,
             snapshot_bytes,
             keys,
             watch_streams,
+            leases,
             proposals,
             decisions,
             leader_changes,

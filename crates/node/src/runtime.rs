@@ -990,6 +990,7 @@ impl<E: Engine> EngineLoop<E> {
         m.snapshot_bytes.set(gauge(self.wal.snapshot_size_bytes()));
         m.keys.set(gauge(engine.keys));
         m.watch_streams.set(gauge(self.hub.streams() as u64));
+        m.leases.set(gauge(engine.leases));
     }
 
     fn publish(&mut self, engine: EngineStatus) {
@@ -1023,6 +1024,9 @@ impl<E: Engine> EngineLoop<E> {
             db_size_bytes: self.wal.size_bytes(),
             connected_peers: self.transport.connected_peers(),
         };
+        self.metrics
+            .db_size_in_use_bytes
+            .set(i64::try_from(status.db_size_in_use_bytes()).unwrap_or(i64::MAX));
         self.status_tx.send_if_modified(|cur| {
             if *cur != status {
                 *cur = status;

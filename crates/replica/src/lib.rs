@@ -302,6 +302,8 @@ impl<P: LogProtocol> Engine for Replica<P> {
             state_digest: (!P::CAPABILITIES.revisions).then(|| self.state.kv.content_digest()),
             pending_requests: self.pending.len(),
             keys: self.state.kv.len() as u64,
+            bytes_in_use: Some(self.state.kv.bytes_in_use()),
+            leases: self.state.kv.lease_count() as u64,
             role: self.role().to_string(),
             fast_path_commits: p.map_or(0, |p| p.path_commits().0),
             slow_path_commits: p.map_or(0, |p| p.path_commits().1),

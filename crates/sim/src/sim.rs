@@ -9,7 +9,8 @@
 //!
 //! Checks made while running: agreement (every (applied index, digest) pair any replica reports
 //! is compared with every other replica's at the same index, for engines that report an
-//! `applied_digest`), persist-before-send (no unsynced record on a node that sends), no output
+//! `applied_digest`; once they converge, their etcd HashKV too — the hash the node's
+//! corruption check compares between members), persist-before-send (no unsynced record on a node that sends), no output
 //! from a crashed node (its engine does not exist), and liveness after healing. At the end:
 //! convergence of applied indexes and the linearizability of the history. A log-less engine
 //! (CASPaxos) reports a `state_digest` instead, comparable only at quiescence: once healed and
@@ -179,6 +180,9 @@ pub struct RunResult {
     /// Agreement was actually checked: some replica reported an `applied_digest`, or (for a
     /// `state_digest` engine, CASPaxos) the digests were compared after the final reads.
     pub agreement_checked: bool,
+    /// The converged replicas' HashKV (etcd's consistency hash, the one members compare) was
+    /// computed and found equal: log engines with store revisions, once converged.
+    pub hash_kv_checked: bool,
     /// The `synod sim` command line that replays this run exactly (faults and workload depth
     /// included); `None` when the run's settings have no flags (fixed schedules, scenarios).
     pub rerun: Option<String>,
@@ -362,6 +366,8 @@ struct Sim<E: Engine> {
     think_max_us: u64,
     completions_us: Vec<u64>,
     converged: bool,
+    /// See [`RunResult::hash_kv_checked`].
+    hash_kv_checked: bool,
     /// Some replica reported an applied digest (see [`RunResult::agreement_checked`]).
     digest_seen: bool,
     /// State-digest engines (CASPaxos): the final reads and the last digests compared.
@@ -518,6 +524,7 @@ impl<E: Engine> Sim<E> {
             think_max_us,
             completions_us: Vec::new(),
             converged: false,
+            hash_kv_checked: false,
             digest_seen: false,
             quiesce: quiesce::Quiesce::default(),
             watch: watch::WatchHub::new(cfg.seed, cfg.nodes, watchers_per_node::<E>(&cfg)),
@@ -1486,9 +1493,34 @@ impl<E: Engine> Sim<E> {
             return;
         }
         let first = &st[0].1;
-        self.converged = st.iter().all(|(_, s)| {
+        let converged = st.iter().all(|(_, s)| {
             s.applied_index == first.applied_index && s.applied_digest == first.applied_digest
         });
+        if converged && !self.converged {
+            self.check_hash_kv_agreement();
+        }
+        self.converged = converged;
+    }
+
+    /// Converged replicas hold the same revision, so etcd's HashKV over it — what members
+    /// compare in the node's corruption check (`synod_etcd::corrupt`) — must be equal too: a
+    /// second opinion beside the rolling digest, computed from the state itself rather than
+    /// from the sequence of changes that built it.
+    fn check_hash_kv_agreement(&mut self) {
+        let hashes: Vec<(NodeId, synod_core::kv::KvHash)> = self
+            .nodes
+            .iter()
+            .filter_map(|s| Some((s.config.id, s.engine.as_ref()?.hash_kv(0).ok()?)))
+            .collect();
+        if let Some((_, first)) = hashes.first()
+            && hashes.iter().any(|(_, h)| h != first)
+        {
+            fail(
+                &mut self.failures,
+                format!("agreement: HashKV differs between converged replicas: {hashes:?}"),
+            );
+        }
+        self.hash_kv_checked = !hashes.is_empty();
     }
 
     // ---- end of run --------------------------------------------------------------------------
@@ -1633,6 +1665,7 @@ impl<E: Engine> Sim<E> {
             downtime_us,
             recovered,
             agreement_checked: self.digest_seen,
+            hash_kv_checked: self.hash_kv_checked,
             rerun: crate::sweep::cli_command(E::NAME, &self.cfg),
             watch,
             watch_ops_ok: self.watch.ops_ok,

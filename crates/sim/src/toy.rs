@@ -323,6 +323,8 @@ impl Engine for Toy {
             state_digest: None,
             pending_requests: self.pending.len(),
             keys: self.kv.len() as u64,
+            bytes_in_use: None,
+            leases: 0,
             role: if self.is_sequencer() {
                 "sequencer".into()
             } else {

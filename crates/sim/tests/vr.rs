@@ -58,6 +58,10 @@ fn same_seed_replays_exactly() {
         a.trace_hash,
         run_seed::<VrEngine>(&RunConfig::new(10, 5)).trace_hash
     );
+    // The replicas converged, and etcd's HashKV — what members compare in the corruption
+    // check — was computed on each and found equal.
+    assert!(a.failures.is_empty(), "{:?}", a.failures);
+    assert!(a.hash_kv_checked);
 }
 
 /// The OmniPaxos paper's partial-connectivity scenarios: VR as the paper describes it

@@ -192,11 +192,14 @@ fn hashkv_is_equal_on_every_member_after_writes_deletes_and_compaction() {
     ctl(&etcdctl, &all, &["compaction", "10"]);
     ctl(&etcdctl, &all, &["put", "last", "one"]);
     // Members apply asynchronously: poll until all three report the same hash at the latest
-    // revision (23), and at a past one.
+    // revision (23), and at a past one. `--cluster` finds the members from MemberList's client
+    // URLs, which carry a scheme — etcdctl 3.4 then sends `http://host:port` as HTTP/2
+    // :authority, which the gRPC port must accept.
+    let one = format!("http://{}", c.member(1).grpc_addr);
     for rev in ["--rev=23", "--rev=15"] {
         let hashes = wait_until(DEADLINE, "equal HashKV on every member", || {
-            let mut cmd = etcdctl_command(&etcdctl, &all);
-            cmd.args(["endpoint", "hashkv", rev, "-w", "json"]);
+            let mut cmd = etcdctl_command(&etcdctl, &one);
+            cmd.args(["endpoint", "hashkv", "--cluster", rev, "-w", "json"]);
             let (status, out, _) = run_with_deadline(cmd, DEADLINE);
             if !status.success() {
                 return None;

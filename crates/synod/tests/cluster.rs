@@ -56,6 +56,19 @@ fn every_member_serves_writes_and_linearizable_reads(engine: &str) {
         assert!(c.metric(id, "synod_snapshot_bytes").is_some());
         assert!(c.metric(id, "synod_watch_streams").is_some());
     }
+    // A lease granted through one member is counted on every member once applied.
+    let granted = c
+        .http
+        .post(c.url(1, "/v3/lease/grant"))
+        .body(r#"{"TTL":"60"}"#)
+        .send()
+        .expect("lease grant");
+    assert!(granted.status().is_success(), "{}", granted.status());
+    for id in 1..=3u64 {
+        wait_until(Duration::from_secs(10), "the lease gauge", || {
+            (c.metric(id, "synod_leases")? == 1.0).then_some(())
+        });
+    }
 }
 
 fn killing_the_leader_leaves_the_others_serving(engine: &str) {

@@ -133,4 +133,39 @@ fn etcdctl_put_get_prefix_del_txn_status_members(engine: &str) {
             "member list names {name}: {members}"
         );
     }
+
+    // Endpoints written as URLs, etcd's documented form, and `--cluster`, which dials the
+    // client URLs MemberList gives: etcdctl 3.4 then sends `http://host:port` as HTTP/2
+    // :authority.
+    let urls = all
+        .split(',')
+        .map(|a| format!("http://{a}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    assert_eq!(run(&etcdctl, &urls, &["put", "url", "form"], None), "OK\n");
+    assert_eq!(
+        run(&etcdctl, &urls, &["get", "url", "--print-value-only"], None),
+        "form\n"
+    );
+    let status = run(
+        &etcdctl,
+        &format!("http://{one}"),
+        &["endpoint", "status", "--cluster", "-w", "json"],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_str(&status).expect("endpoint status json");
+    assert_eq!(v.as_array().map(Vec::len), Some(3), "{status}");
+    let health = run(
+        &etcdctl,
+        &one,
+        &["endpoint", "health", "--cluster", "-w", "json"],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_str(&health).expect("endpoint health json");
+    let healthy = v.as_array().map(|a| {
+        a.iter()
+            .filter(|e| e["health"].as_bool() == Some(true))
+            .count()
+    });
+    assert_eq!(healthy, Some(3), "{health}");
 }

@@ -97,3 +97,115 @@ fn etcd3gw_kv_watch_and_lease_against_a_real_cluster() {
         .collect();
     assert_eq!(passed, ETCD3GW_CHECKS, "{stdout}");
 }
+
+/// `curl -sS -X POST -d body url` for a streaming route: every `{"result": …}` line.
+fn curl_lines(url: &str, body: &str) -> Vec<Value> {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            CURL_SECONDS_MAX,
+            "-X",
+            "POST",
+            "-d",
+            body,
+            url,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run curl (apt-get install curl): {e}"));
+    assert!(out.status.success(), "curl {url}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{url}: {e}: {l}")))
+        .collect()
+}
+
+/// An int64/uint64 field as the gateway writes it (a JSON string) or a uint32 (a number).
+fn int(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_str()?.parse().ok())
+}
+
+#[test]
+fn curl_maintenance_hash_alarm_defragment_snapshot_and_transfer_leadership() {
+    use base64::Engine as _;
+    let c = Cluster::start(3, "omnipaxos");
+    for i in 0..5 {
+        let body = json!({"key": base64::engine::general_purpose::STANDARD.encode(format!("k{i}")),
+                          "value": "dg=="});
+        curl(&c.url(1 + i % 3, "/v3/kv/put"), Some(&body.to_string()));
+    }
+    // Hash and HashKV at revision 5: equal on every member once each has applied it.
+    for (path, body) in [
+        ("/v3/maintenance/hash", "{}"),
+        ("/v3/maintenance/hashkv", r#"{"revision":"5"}"#),
+    ] {
+        common::wait_until(Duration::from_secs(20), path, || {
+            let hashes: Vec<Option<u64>> = (1..=3)
+                .map(|m| int(&curl(&c.url(m, path), Some(body))["hash"]))
+                .collect();
+            (hashes[0].is_some() && hashes.iter().all(|h| *h == hashes[0])).then_some(())
+        });
+    }
+    let alarms = curl(
+        &c.url(2, "/v3/maintenance/alarm"),
+        Some(r#"{"action":"GET"}"#),
+    );
+    assert!(alarms["header"].is_object(), "{alarms}");
+    assert!(alarms.get("alarms").is_none(), "no alarm raised: {alarms}");
+    let defrag = curl(&c.url(2, "/v3/maintenance/defragment"), Some("{}"));
+    assert!(defrag["header"].is_object(), "{defrag}");
+    // Snapshot: `{"result": {"blob": …, "remaining_bytes": …}}` lines that add up to a backup
+    // `synod restore --verify` accepts.
+    let lines = curl_lines(&c.url(3, "/v3/maintenance/snapshot"), "{}");
+    let mut backup = Vec::new();
+    for line in &lines {
+        let blob = line["result"]["blob"].as_str().unwrap_or_default();
+        backup.extend(
+            base64::engine::general_purpose::STANDARD
+                .decode(blob)
+                .expect("blob is base64"),
+        );
+    }
+    assert!(
+        !lines.is_empty() && backup.starts_with(b"SYNODBAK"),
+        "{lines:?}"
+    );
+    let file = c.dir.path().join("gateway.db");
+    std::fs::write(&file, &backup).expect("write backup");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_synod"));
+    cmd.arg("restore").arg(&file).arg("--verify");
+    let (status, out, err) = run_with_deadline(cmd, Duration::from_secs(30));
+    assert!(
+        status.success() && out.contains("revision         5"),
+        "{out}{err}"
+    );
+    // transfer-leadership: asked of the leader, to another member; refused for a stranger.
+    let leader = common::wait_until(Duration::from_secs(20), "a leader", || {
+        int(&curl(&c.url(1, "/v3/maintenance/status"), Some("{}"))["leader"]).filter(|l| *l > 0)
+    });
+    let target = if leader == 1 { 2 } else { 1 };
+    let bad = curl(
+        &c.url(leader, "/v3/maintenance/transfer-leadership"),
+        Some(r#"{"targetID":"12345"}"#),
+    );
+    assert!(
+        bad["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("bad leader transferee")),
+        "{bad}"
+    );
+    let moved = curl(
+        &c.url(leader, "/v3/maintenance/transfer-leadership"),
+        Some(&json!({"targetID": target.to_string()}).to_string()),
+    );
+    assert!(moved["header"].is_object(), "{moved}");
+    common::wait_until(Duration::from_secs(20), "the new leader everywhere", || {
+        (1..=3)
+            .all(|m| {
+                int(&curl(&c.url(m, "/v3/maintenance/status"), Some("{}"))["leader"])
+                    == Some(target)
+            })
+            .then_some(())
+    });
+}

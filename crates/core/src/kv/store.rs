@@ -54,6 +54,10 @@ pub struct KvStore {
     /// recomputed once after a restart or a snapshot install.
     #[serde(skip)]
     content: std::cell::Cell<Option<u64>>,
+    /// [`KvStore::bytes_in_use`], once computed: kept in step by every change to `data` and
+    /// `history` from then on. Volatile like `content`.
+    #[serde(skip)]
+    in_use: std::cell::Cell<Option<u64>>,
 }
 
 impl KvStore {
@@ -71,6 +75,7 @@ impl KvStore {
             fresh: None,
             planted_compaction_bug: false,
             content: std::cell::Cell::new(None),
+            in_use: std::cell::Cell::new(None),
         }
     }
 
@@ -101,8 +106,31 @@ impl KvStore {
         c
     }
 
-    /// Keeps the content digest (if computed) in step with a change of one key.
+    /// What the data takes, estimated from its parts: every live key (key, value and
+    /// [`KV_OVERHEAD_BYTES`] of metadata) and every event the history still holds (what
+    /// compaction would free). etcd's dbSizeInUse — the part of the database a defragment
+    /// keeps. O(keys + history) once, then kept in step.
+    pub fn bytes_in_use(&self) -> u64 {
+        if let Some(n) = self.in_use.get() {
+            return n;
+        }
+        let live: u64 = self.data.values().map(kv_bytes).sum();
+        let history: u64 = self.history.iter().map(|r| r.size_bytes() as u64).sum();
+        self.in_use.set(Some(live + history));
+        live + history
+    }
+
+    /// Keeps [`Self::bytes_in_use`] (if computed) in step: `added` bytes came, `removed` went.
+    fn in_use_change(&self, added: u64, removed: u64) {
+        if let Some(n) = self.in_use.get() {
+            self.in_use.set(Some((n + added).saturating_sub(removed)));
+        }
+    }
+
+    /// Keeps the content digest and the bytes in use (if computed) in step with a change of
+    /// one key.
     fn content_change(&self, old: Option<&KeyValue>, new: Option<&KeyValue>) {
+        self.in_use_change(new.map_or(0, kv_bytes), old.map_or(0, kv_bytes));
         if let Some(c) = self.content.get() {
             let c = c.wrapping_sub(old.map_or(0, content_term));
             self.content
@@ -306,6 +334,7 @@ impl KvStore {
             if let Some(fresh) = &mut self.fresh {
                 fresh.push(rev.clone());
             }
+            self.in_use_change(rev.size_bytes() as u64, 0);
             self.history.push_back(rev);
         }
         Ok(body)
@@ -403,7 +432,9 @@ impl KvStore {
             return Err(EngineError::FutureRevision { revision });
         }
         while self.history_first() < revision {
-            self.history.pop_front();
+            if let Some(gone) = self.history.pop_front() {
+                self.in_use_change(0, gone.size_bytes() as u64);
+            }
         }
         if self.planted_compaction_bug
             && let Some(fresh) = &mut self.fresh
@@ -794,6 +825,14 @@ mod history_wire {
     }
 }
 
+/// Metadata bytes counted per live key by [`KvStore::bytes_in_use`]: three revisions, a
+/// version, a lease id and length prefixes.
+pub const KV_OVERHEAD_BYTES: u64 = 48;
+
+fn kv_bytes(kv: &KeyValue) -> u64 {
+    KV_OVERHEAD_BYTES + kv.key.len() as u64 + kv.value.len() as u64
+}
+
 fn mix(h: u64, x: u64) -> u64 {
     // splitmix64 finaliser over the running hash: cheap and well distributed.
     let mut z = h ^ x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -907,6 +946,43 @@ mod tests {
         assert_eq!(fresh.content_digest(), a.content_digest());
         a.apply(9, rid(0, 0), 0, &put("x", "3")).unwrap();
         assert_ne!(fresh.content_digest(), a.content_digest());
+    }
+
+    #[test]
+    fn bytes_in_use_is_kept_in_step_and_shrinks_with_compaction() {
+        let mut s = KvStore::new(KvLimits::default());
+        let empty = s.bytes_in_use();
+        assert_eq!(empty, 0);
+        for i in 0..20u64 {
+            s.apply(
+                i + 1,
+                rid(0, 0),
+                0,
+                &put(&format!("k{}", i % 4), "0123456789"),
+            )
+            .unwrap();
+        }
+        s.apply(21, rid(0, 0), 0, &del("k3")).unwrap();
+        let grown = s.bytes_in_use();
+        // Incrementally kept = computed afresh (as after a restart).
+        let fresh: KvStore = postcard::from_bytes(&postcard::to_allocvec(&s).unwrap()).unwrap();
+        assert_eq!(fresh.bytes_in_use(), grown);
+        // Three live keys at least, plus 21 revisions of history.
+        assert!(grown > 3 * (KV_OVERHEAD_BYTES + 12), "{grown}");
+        s.apply(
+            22,
+            rid(0, 0),
+            0,
+            &Op::Compact(CompactRequest {
+                revision: 21,
+                physical: false,
+            }),
+        )
+        .unwrap();
+        let compacted = s.bytes_in_use();
+        assert!(compacted < grown, "{compacted} < {grown}");
+        let fresh: KvStore = postcard::from_bytes(&postcard::to_allocvec(&s).unwrap()).unwrap();
+        assert_eq!(fresh.bytes_in_use(), compacted);
     }
 
     #[test]

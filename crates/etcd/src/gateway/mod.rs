@@ -328,6 +328,44 @@ fn table() -> Vec<(Route, MethodRouter<Gateway>)> {
             false,
             unary!(Maintenance, status),
         ),
+        route(
+            "/v3/maintenance/alarm",
+            "v3_alarm",
+            false,
+            unary!(Maintenance, alarm),
+        ),
+        route(
+            "/v3/maintenance/defragment",
+            "v3_defragment",
+            true,
+            unary!(Maintenance, defragment),
+        ),
+        // etcd 3.4 annotates both Hash and HashKV with `/v3/maintenance/hash`, where Hash is
+        // the one its gateway serves; later releases give HashKV `/v3/maintenance/hashkv`.
+        route(
+            "/v3/maintenance/hash",
+            "v3_hash",
+            true,
+            unary!(Maintenance, hash),
+        ),
+        route(
+            "/v3/maintenance/hashkv",
+            "v3_hashkv",
+            true,
+            unary!(Maintenance, hash_kv),
+        ),
+        route(
+            "/v3/maintenance/snapshot",
+            "v3_snapshot",
+            false,
+            server_stream!(Maintenance, snapshot),
+        ),
+        route(
+            "/v3/maintenance/transfer-leadership",
+            "v3_move_leader",
+            true,
+            unary!(Maintenance, move_leader),
+        ),
         (
             Route {
                 method: "GET",

@@ -1,6 +1,6 @@
 //! Consistency hashes of the KV state machine: what etcd's Maintenance.Hash and
 //! Maintenance.HashKV answer, and what members compare to detect a silent divergence (the
-//! node's corruption check; the simulator's agreement check can use the same function).
+//! node's corruption check, and the simulator's agreement check once replicas converge).
 //!
 //! **What is hashed.** [`KvStore::hash_kv`]`(R)` covers the MVCC key-value history up to
 //! revision `R` that the store still holds: the compact revision, `R`, every key as it was at

@@ -16,6 +16,10 @@ impl KvStore {
     }
 
     /// Every live lease, by id.
+    pub fn lease_count(&self) -> usize {
+        self.leases.len()
+    }
+
     pub fn leases(&self) -> impl Iterator<Item = &Lease> {
         self.leases.values()
     }

@@ -149,6 +149,11 @@ fn etcdctl_ok(
     out
 }
 
+/// The first of comma-separated endpoints.
+fn one_https(endpoints: &str) -> &str {
+    endpoints.split(',').next().unwrap_or(endpoints)
+}
+
 fn etcdctl_fails(etcdctl: &Path, endpoint: &str, tls: &[String]) -> String {
     let mut cmd = etcdctl_command(etcdctl, endpoint);
     cmd.args(tls)
@@ -174,6 +179,16 @@ fn etcdctl_with_and_without_certificates(c: &Cluster, etcdctl: &Path, ca: &Certs
     );
     let status = etcdctl_ok(c, etcdctl, &https, &tls, &["endpoint", "status"]);
     assert_eq!(status.lines().count(), 3, "{status}");
+    // --cluster dials the advertised https:// client URLs, which etcdctl 3.4 also sends as
+    // :authority: TLS and the authority fix together.
+    let cluster = etcdctl_ok(
+        c,
+        etcdctl,
+        one_https(&https),
+        &tls,
+        &["endpoint", "status", "--cluster"],
+    );
+    assert_eq!(cluster.matches("https://").count(), 3, "{cluster}");
     let members = etcdctl_ok(c, etcdctl, &https, &tls, &["member", "list"]);
     assert_eq!(members.lines().count(), 3, "{members}");
     for line in members.lines() {

@@ -162,6 +162,16 @@ pub struct BenchArgs {
     /// gives up after between 1 and 1.125 times this.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub request_timeout: Duration,
+    /// TLS: trust this PEM CA for the servers (etcdctl's flag); endpoints without a scheme
+    /// become https://. Not with --watchers (their streams are plain).
+    #[arg(long)]
+    pub cacert: Option<std::path::PathBuf>,
+    /// TLS: present this PEM client certificate (with --key).
+    #[arg(long)]
+    pub cert: Option<std::path::PathBuf>,
+    /// TLS: the PEM key of --cert.
+    #[arg(long)]
+    pub key: Option<std::path::PathBuf>,
     /// Watchers over the whole keyspace, held open during the run on every endpoint; the
     /// table then adds events delivered per second and fan-out latency (put sent → event).
     #[arg(long, default_value_t = 0)]
@@ -182,6 +192,26 @@ pub enum StopAfter {
 }
 
 impl BenchArgs {
+    /// The TLS connector of --cacert/--cert/--key (ALPN h2), if given.
+    pub fn tls_connector(&self) -> anyhow::Result<Option<tokio_rustls::TlsConnector>> {
+        let Some(ca) = &self.cacert else {
+            anyhow::ensure!(
+                self.cert.is_none() && self.key.is_none(),
+                "--cert and --key need --cacert"
+            );
+            return Ok(None);
+        };
+        anyhow::ensure!(self.watchers == 0, "--watchers do not speak TLS yet");
+        let files = synod_node::tls::TlsFiles {
+            cert_file: self.cert.clone(),
+            key_file: self.key.clone(),
+            trusted_ca_file: Some(ca.clone()),
+            client_cert_auth: false,
+            allowed_cn: None,
+        };
+        let config = synod_node::tls::client_config(&files, &[synod_node::tls::ALPN_H2])?;
+        Ok(Some(tokio_rustls::TlsConnector::from(config)))
+    }
     /// Checks every option's range; the message names the flag.
     pub fn validate(&self) -> anyhow::Result<()> {
         use anyhow::ensure;

@@ -17,6 +17,16 @@ pub fn kv(conn: &Connection) -> Kv {
     KvClient::with_origin(conn.clone(), conn.origin().clone())
 }
 
+/// `host:port` → `https://host:port` when `tls`, else [`normalize_endpoint`]'s.
+pub fn normalize_endpoint_as(endpoint: &str, tls: bool) -> String {
+    let e = endpoint.trim();
+    if tls && !e.contains("://") {
+        format!("https://{e}")
+    } else {
+        normalize_endpoint(e)
+    }
+}
+
 /// `host:port` → `http://host:port`; an explicit scheme is kept.
 pub fn normalize_endpoint(endpoint: &str) -> String {
     let e = endpoint.trim();
@@ -32,6 +42,7 @@ pub async fn connect_all(
     uris: &[String],
     connections: usize,
     request_timeout: Duration,
+    tls: Option<&tokio_rustls::TlsConnector>,
 ) -> anyhow::Result<Vec<Connection>> {
     assert!(
         !uris.is_empty(),
@@ -39,7 +50,7 @@ pub async fn connect_all(
     );
     let mut conns = Vec::with_capacity(connections);
     for i in 0..connections {
-        conns.push(conn::connect(&uris[i % uris.len()], request_timeout).await?);
+        conns.push(conn::connect_with(&uris[i % uris.len()], request_timeout, tls).await?);
     }
     Ok(conns)
 }
@@ -53,8 +64,12 @@ pub struct MemberStatus {
 }
 
 /// Maintenance.Status of one endpoint.
-pub async fn status(uri: &str, request_timeout: Duration) -> anyhow::Result<MemberStatus> {
-    let conn = conn::connect(uri, request_timeout).await?;
+pub async fn status(
+    uri: &str,
+    request_timeout: Duration,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> anyhow::Result<MemberStatus> {
+    let conn = conn::connect_with(uri, request_timeout, tls).await?;
     let resp = MaintenanceClient::with_origin(conn.clone(), conn.origin().clone())
         .status(StatusRequest {})
         .await
@@ -69,10 +84,14 @@ pub async fn status(uri: &str, request_timeout: Duration) -> anyhow::Result<Memb
 }
 
 /// The endpoint that reports itself as leader; the error lists what every endpoint said.
-pub async fn find_leader(uris: &[String], request_timeout: Duration) -> anyhow::Result<String> {
+pub async fn find_leader(
+    uris: &[String],
+    request_timeout: Duration,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> anyhow::Result<String> {
     let mut seen = Vec::with_capacity(uris.len());
     for uri in uris {
-        match status(uri, request_timeout).await {
+        match status(uri, request_timeout, tls).await {
             Ok(s) if s.leader != 0 && s.member_id == s.leader => return Ok(s.uri),
             Ok(s) => seen.push(format!(
                 "{uri}: member {:x}, leader {:x}",

@@ -23,6 +23,9 @@
 //! that dies stays dead and every later request on it fails at once with `Unavailable` naming
 //! the endpoint — a benchmark should show a lost connection as errors, not paper over it.
 //! Unary calls only: the request body is sent in full before the response is awaited.
+//!
+//! With `--cacert` (and `--cert`/`--key`) the same h2 runs over rustls (ALPN h2) to
+//! `https://` endpoints, so TLS on and off are measured with one client.
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -86,17 +89,52 @@ impl Connection {
     }
 }
 
+/// Sends the HTTP/2 preface on `io` and runs its driver on a task of its own.
+async fn h2_over<S>(io: S) -> Result<h2::client::SendRequest<Bytes>, BoxError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .max_send_buffer_size(MAX_SEND_BUFFER_BYTES)
+        .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+        .enable_push(false)
+        .handshake::<_, Bytes>(synod_etcd::Unvectored(io))
+        .await?;
+    // The driver's own error is not lost: h2 hands it to every stream and to `poll_ready`.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(send)
+}
+
 /// Opens one TCP connection to `uri` (`http://host:port`), sets TCP_NODELAY and sends the
 /// HTTP/2 preface; the connection's socket I/O runs on a task of its own until every clone is
 /// dropped or the peer goes away.
+#[cfg(test)]
 pub async fn connect(uri: &str, request_timeout: Duration) -> anyhow::Result<Connection> {
+    connect_with(uri, request_timeout, None).await
+}
+
+/// [`connect`], or over TLS to an `https://` endpoint when given a connector (ALPN h2).
+pub async fn connect_with(
+    uri: &str,
+    request_timeout: Duration,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> anyhow::Result<Connection> {
     let origin: http::Uri = uri
         .parse()
         .with_context(|| format!("bad endpoint `{uri}`"))?;
-    anyhow::ensure!(
-        origin.scheme_str() == Some("http"),
-        "endpoint `{uri}`: only plaintext http:// endpoints are supported"
-    );
+    let tls = match (origin.scheme_str(), tls) {
+        (Some("http"), _) => None,
+        (Some("https"), Some(tls)) => Some(tls.clone()),
+        (Some("https"), None) => anyhow::bail!("endpoint `{uri}`: https:// needs --cacert"),
+        _ => anyhow::bail!("endpoint `{uri}`: only http:// and https:// endpoints"),
+    };
     let authority = origin
         .authority()
         .with_context(|| format!("endpoint `{uri}` has no host:port"))?;
@@ -111,22 +149,13 @@ pub async fn connect(uri: &str, request_timeout: Duration) -> anyhow::Result<Con
         let tcp = TcpStream::connect((host.as_str(), port)).await?;
         // Small request/reply pairs: Nagle would hold requests back by a delayed-ACK period.
         tcp.set_nodelay(true)?;
-        let (send, conn) = h2::client::Builder::new()
-            .initial_window_size(STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-            .max_frame_size(MAX_FRAME_BYTES)
-            .max_header_list_size(MAX_HEADER_LIST_BYTES)
-            .max_send_buffer_size(MAX_SEND_BUFFER_BYTES)
-            .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
-            .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
-            .enable_push(false)
-            .handshake::<_, Bytes>(synod_etcd::Unvectored(tcp))
-            .await?;
-        // The driver's own error is not lost: h2 hands it to every stream and to `poll_ready`.
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok::<_, BoxError>(send)
+        match tls {
+            None => h2_over(tcp).await,
+            Some(tls) => {
+                let name = rustls_pki_types::ServerName::try_from(host.clone())?;
+                h2_over(tls.connect(name, tcp).await?).await
+            }
+        }
     };
     let send = match tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), open).await {
         Ok(Ok(send)) => send,
@@ -562,7 +591,7 @@ mod tests {
         let err = connect("https://127.0.0.1:1", Duration::from_secs(1))
             .await
             .err()
-            .expect("TLS is not supported");
-        assert!(format!("{err:#}").contains("plaintext"), "{err:#}");
+            .expect("https without a CA");
+        assert!(format!("{err:#}").contains("needs --cacert"), "{err:#}");
     }
 }

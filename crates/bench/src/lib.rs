@@ -94,17 +94,19 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
     let started_unix_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let tls = args.tls_connector()?;
     let uris: Vec<String> = args
         .endpoints
         .iter()
-        .map(|e| client::normalize_endpoint(e))
+        .map(|e| client::normalize_endpoint_as(e, tls.is_some()))
         .collect();
+    let tls = tls.as_ref();
     let targets = match args.target {
         Target::All => uris.clone(),
-        Target::Leader => vec![client::find_leader(&uris, args.request_timeout).await?],
+        Target::Leader => vec![client::find_leader(&uris, args.request_timeout, tls).await?],
     };
     let connections = connections_for(args.target, args.connections, targets.len());
-    let conns = client::connect_all(&targets, connections, args.request_timeout).await?;
+    let conns = client::connect_all(&targets, connections, args.request_timeout, tls).await?;
 
     let mut plan = runner::Plan::new(
         args.workload,

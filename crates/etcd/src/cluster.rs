@@ -5,8 +5,9 @@
 //!
 //! etcd's conventions kept: a member that has not published its client addresses yet (added,
 //! not started) has an empty name and no client URLs, which etcdctl shows as "unstarted";
-//! peer URLs are `http://host:port`; a malformed one is refused before anything is proposed,
-//! with etcd's "given member URLs are invalid".
+//! peer URLs are `http://host:port` (`https://`, and client URLs too, where TLS is on); a
+//! malformed one is refused before anything is proposed, with etcd's "given member URLs are
+//! invalid".
 
 use crate::error::api_error_to_status;
 use crate::pb::etcdserverpb as pb;
@@ -17,8 +18,25 @@ use synod_node::MemberInfo;
 use synod_node::members::{ERR_BAD_URLS, added_member, peer_addr_of_urls};
 use tonic::{Request, Status};
 
+/// URL schemes of the advertised addresses: `https` where this member serves TLS.
+#[derive(Clone, Copy)]
+pub(crate) struct Schemes {
+    client: &'static str,
+    peer: &'static str,
+}
+
+impl Schemes {
+    pub(crate) fn of(info: &synod_node::NodeInfo) -> Self {
+        let scheme = |tls: bool| if tls { "https" } else { "http" };
+        Schemes {
+            client: scheme(info.client_tls),
+            peer: scheme(info.peer_tls),
+        }
+    }
+}
+
 /// etcd's view of one member.
-pub(crate) fn member_pb(m: &MemberInfo) -> pb::Member {
+pub(crate) fn member_pb(m: &MemberInfo, schemes: Schemes) -> pb::Member {
     let started = !m.grpc_addr.is_empty();
     pb::Member {
         id: m.id,
@@ -27,9 +45,9 @@ pub(crate) fn member_pb(m: &MemberInfo) -> pb::Member {
         } else {
             String::new()
         },
-        peer_ur_ls: vec![format!("http://{}", m.peer_addr)],
+        peer_ur_ls: vec![format!("{}://{}", schemes.peer, m.peer_addr)],
         client_ur_ls: if started {
-            vec![format!("http://{}", m.grpc_addr)]
+            vec![format!("{}://{}", schemes.client, m.grpc_addr)]
         } else {
             Vec::new()
         },
@@ -37,10 +55,10 @@ pub(crate) fn member_pb(m: &MemberInfo) -> pb::Member {
     }
 }
 
-fn members_pb(c: &Configuration) -> Vec<pb::Member> {
+fn members_pb(c: &Configuration, schemes: Schemes) -> Vec<pb::Member> {
     c.members
         .iter()
-        .map(|m| member_pb(&MemberInfo::of(m)))
+        .map(|m| member_pb(&MemberInfo::of(m), schemes))
         .collect()
 }
 
@@ -53,6 +71,10 @@ fn peer_addr(urls: &[String]) -> Result<String, Status> {
 }
 
 impl EtcdService {
+    fn schemes(&self) -> Schemes {
+        Schemes::of(self.handle.info())
+    }
+
     /// Proposes `change` and returns the configuration after it.
     async fn change(&self, change: MemberChange) -> Result<Configuration, Status> {
         self.handle
@@ -72,7 +94,10 @@ impl Cluster for EtcdService {
             let (members, _) = self.handle.members();
             Ok(pb::MemberListResponse {
                 header: Some(self.header_now()),
-                members: members.iter().map(member_pb).collect(),
+                members: members
+                    .iter()
+                    .map(|m| member_pb(m, self.schemes()))
+                    .collect(),
             })
         })
         .await
@@ -98,8 +123,8 @@ impl Cluster for EtcdService {
             })?;
             Ok(pb::MemberAddResponse {
                 header: Some(self.header_now()),
-                member: Some(member_pb(&MemberInfo::of(&added))),
-                members: members_pb(&after),
+                member: Some(member_pb(&MemberInfo::of(&added), self.schemes())),
+                members: members_pb(&after, self.schemes()),
             })
         })
         .await
@@ -115,7 +140,7 @@ impl Cluster for EtcdService {
                 .await?;
             Ok(pb::MemberRemoveResponse {
                 header: Some(self.header_now()),
-                members: members_pb(&after),
+                members: members_pb(&after, self.schemes()),
             })
         })
         .await
@@ -137,7 +162,7 @@ impl Cluster for EtcdService {
                 .await?;
             Ok(pb::MemberUpdateResponse {
                 header: Some(self.header_now()),
-                members: members_pb(&after),
+                members: members_pb(&after, self.schemes()),
             })
         })
         .await
@@ -153,7 +178,7 @@ impl Cluster for EtcdService {
                 .await?;
             Ok(pb::MemberPromoteResponse {
                 header: Some(self.header_now()),
-                members: members_pb(&after),
+                members: members_pb(&after, self.schemes()),
             })
         })
         .await

@@ -120,6 +120,16 @@ pub async fn serve(
     handle: NodeHandle,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_tls(listener, handle, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is set (see the `server` module doc).
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    handle: NodeHandle,
+    tls: Option<std::sync::Arc<synod_node::tls::ServerTls>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, "etcd gRPC API listening");
     let decode_max = decoding_message_bytes_max(&handle);
@@ -131,5 +141,5 @@ pub async fn serve(
         shutdown.await;
         let _ = stopping_tx.send(true);
     };
-    server::serve(listener, kv, routes_of(svc), auth, shutdown).await
+    server::serve(listener, kv, routes_of(svc), auth, tls, shutdown).await
 }

@@ -9,6 +9,11 @@
 //! answers a whole batch at once) leave in one write. Requests for the KV service skip tonic's
 //! router as well; every other service still goes through it.
 //!
+//! TLS (`--cert-file` …): the handshake runs inside the connection's task, bounded by
+//! [`ServerTls`] (timeout, handshakes in progress), so a slow client never holds up the
+//! accept loop. A connection is driven as a [`Driver`] generic over its stream, so the plain
+//! path is exactly what it was (a `TcpStream`) and a wrapper around the stream composes.
+//!
 //! Shutdown matches tonic's: stop accepting, send GOAWAY on every connection, let requests in
 //! flight finish (at most [`SHUTDOWN_GRACE`]), then return.
 
@@ -28,6 +33,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use synod_node::tls::ServerTls;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -55,6 +62,9 @@ struct GrpcService {
     rest: Routes,
     /// Resolves each request's token to its caller (see `synod_node::auth`).
     auth: Arc<synod_node::auth::AuthGate>,
+    /// The subject CN of the connection's verified TLS client certificate: the caller of a
+    /// request without a token once auth is on (etcd's rule).
+    cert_user: Option<Arc<str>>,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for GrpcService {
@@ -63,9 +73,8 @@ impl hyper::service::Service<http::Request<Incoming>> for GrpcService {
     type Future = BoxFuture<Result<Response, Infallible>>;
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
-        // Auth off: one atomic load, no scope. On: the whole call runs as its caller.
-        // TLS with client-certificate auth passes the verified certificate's CN as the
-        // second argument of `resolve`; until then no certificate names a user.
+        // Auth off: one atomic load, no scope. On: the whole call runs as its caller — the
+        // token's user, else the client certificate's CN.
         let caller = self.auth.enabled().then(|| {
             let headers = req.headers();
             // etcd also takes `authorization` (what its gateway forwards the header as).
@@ -73,7 +82,7 @@ impl hyper::service::Service<http::Request<Incoming>> for GrpcService {
                 .get(AUTH_TOKEN_METADATA)
                 .or_else(|| headers.get("authorization"));
             let token = token.and_then(|t| t.to_str().ok());
-            self.auth.resolve(token, None)
+            self.auth.resolve(token, self.cert_user.as_deref())
         });
         let call: BoxFuture<Result<Response, Infallible>> =
             if req.uri().path().starts_with("/etcdserverpb.KV/") {
@@ -106,13 +115,13 @@ where
     }
 }
 
-/// A TCP stream that tells h2 it has no vectored writes. h2 then copies DATA frames of up to
+/// A stream (TCP, or TLS over it) that tells h2 it has no vectored writes. h2 then copies DATA frames of up to
 /// 1 KiB into its write buffer instead of chaining them — and a chained frame forces a flush
 /// before the next frame is buffered, so messages with a 256-byte value would each cost a
 /// syscall again, however many were ready together. The bench client uses it too.
-pub struct Unvectored(pub TcpStream);
+pub struct Unvectored<S = TcpStream>(pub S);
 
-impl tokio::io::AsyncRead for Unvectored {
+impl<S: AsyncRead + Unpin> tokio::io::AsyncRead for Unvectored<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -122,7 +131,7 @@ impl tokio::io::AsyncRead for Unvectored {
     }
 }
 
-impl tokio::io::AsyncWrite for Unvectored {
+impl<S: AsyncWrite + Unpin> tokio::io::AsyncWrite for Unvectored<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -144,16 +153,34 @@ impl tokio::io::AsyncWrite for Unvectored {
     }
 }
 
-type Connection = http2::Connection<TokioIo<AuthorityFix<Unvectored>>, GrpcService, Handlers>;
+type Connection<S> = http2::Connection<TokioIo<AuthorityFix<Unvectored<S>>>, GrpcService, Handlers>;
 
 /// One connection and its handlers, polled as one future.
-struct Driver {
-    conn: Pin<Box<Connection>>,
+struct Driver<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
+    conn: Pin<Box<Connection<S>>>,
     new: Handlers,
     running: FuturesUnordered<BoxFuture<()>>,
 }
 
-impl Driver {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Driver<S> {
+    /// Serves HTTP/2 on an accepted (and, with TLS, handshaken) stream.
+    fn new(stream: S, service: GrpcService) -> Self {
+        let handlers = Handlers::default();
+        let conn = http2::Builder::new(handlers.clone())
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(GRPC_STREAMS_PER_CONNECTION_MAX)
+            .keep_alive_interval(Duration::from_millis(GRPC_KEEPALIVE_INTERVAL_MS))
+            .keep_alive_timeout(Duration::from_millis(GRPC_KEEPALIVE_TIMEOUT_MS))
+            // gRPC clients ignore it; formatting it is pure cost.
+            .auto_date_header(false)
+            .serve_connection(TokioIo::new(AuthorityFix::new(Unvectored(stream))), service);
+        Driver {
+            conn: Box::pin(conn),
+            new: handlers,
+            running: FuturesUnordered::new(),
+        }
+    }
+
     fn graceful_shutdown(&mut self) {
         self.conn.as_mut().graceful_shutdown();
     }
@@ -166,7 +193,7 @@ impl Driver {
     }
 }
 
-impl Future for Driver {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Driver<S> {
     type Output = hyper::Result<()>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -190,15 +217,21 @@ impl Future for Driver {
     }
 }
 
-/// Serves the etcd API on `listener` until `shutdown` completes.
+/// Serves the etcd API on `listener` until `shutdown` completes; over TLS when `tls` is set.
 pub(crate) async fn serve(
     listener: TcpListener,
     kv: KvServer<EtcdService>,
     rest: Routes,
     auth: Arc<synod_node::auth::AuthGate>,
+    tls: Option<Arc<ServerTls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let service = GrpcService { kv, rest, auth };
+    let service = GrpcService {
+        kv,
+        rest,
+        auth,
+        cert_user: None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -212,24 +245,17 @@ pub(crate) async fn serve(
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!(error = %e, "could not set TCP_NODELAY");
                     }
-                    let handlers = Handlers::default();
-                    let conn = http2::Builder::new(handlers.clone())
-                        .timer(TokioTimer::new())
-                        .max_concurrent_streams(GRPC_STREAMS_PER_CONNECTION_MAX)
-                        .keep_alive_interval(Duration::from_millis(GRPC_KEEPALIVE_INTERVAL_MS))
-                        .keep_alive_timeout(Duration::from_millis(GRPC_KEEPALIVE_TIMEOUT_MS))
-                        // gRPC clients ignore it; formatting it is pure cost.
-                        .auto_date_header(false)
-                        .serve_connection(
-                            TokioIo::new(AuthorityFix::new(Unvectored(stream))),
-                            service.clone(),
-                        );
-                    let driver = Driver {
-                        conn: Box::pin(conn),
-                        new: handlers,
-                        running: FuturesUnordered::new(),
-                    };
-                    connections.spawn(drive(driver, peer, stop_rx.clone()));
+                    let stop = stop_rx.clone();
+                    match &tls {
+                        None => {
+                            let driver = Driver::new(stream, service.clone());
+                            connections.spawn(drive(driver, peer, stop));
+                        }
+                        Some(tls) => {
+                            let service = service.clone();
+                            connections.spawn(drive_tls(tls.clone(), stream, service, peer, stop));
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "gRPC accept failed; retrying");
@@ -245,7 +271,40 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-async fn drive(mut driver: Driver, peer: std::net::SocketAddr, mut stop: watch::Receiver<bool>) {
+/// Handshakes (within [`ServerTls`]'s bounds, or until shutdown), then drives the connection.
+async fn drive_tls(
+    tls: Arc<ServerTls>,
+    stream: TcpStream,
+    service: GrpcService,
+    peer: std::net::SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let tls_stream = tokio::select! {
+        s = tls.accept_logged(stream, peer, "gRPC") => s,
+        _ = stop.wait_for(|s| *s) => None,
+    };
+    if let Some(s) = tls_stream {
+        // Only certificates rustls verified against the trusted CA get this far.
+        let cert_user = s
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|cert| synod_node::tls::common_name(cert.as_ref()))
+            .map(Arc::<str>::from);
+        let service = GrpcService {
+            cert_user,
+            ..service
+        };
+        drive(Driver::new(s, service), peer, stop).await;
+    }
+}
+
+async fn drive<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    mut driver: Driver<S>,
+    peer: std::net::SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
     let result = tokio::select! {
         r = &mut driver => Some(r),
         _ = stop.wait_for(|s| *s) => None,

@@ -245,10 +245,25 @@ pub async fn serve_with_mount(
     mount: Mount,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with_mount_tls(listener, handle, config, mount, None, shutdown).await
+}
+
+/// [`serve_with_mount`], over TLS when `tls` is set (see the `listener` module doc).
+pub async fn serve_with_mount_tls(
+    listener: TcpListener,
+    handle: NodeHandle,
+    config: HttpConfig,
+    mount: Mount,
+    tls: Option<std::sync::Arc<synod_node::tls::ServerTls>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let streams = watch::WatchStreams::new(config.watch_streams_max);
     let app = app(handle, &config, streams.clone(), mount);
-    let listener = listener::LimitedListener::new(listener, config.connections_max);
+    let mut listener = listener::LimitedListener::new(listener, config.connections_max);
+    if let Some(tls) = tls {
+        listener = listener.with_tls(tls);
+    }
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let server =
         axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {

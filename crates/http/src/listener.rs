@@ -4,6 +4,10 @@
 //!
 //! axum's own `TcpListener` impl accepts without limit; this wraps it. Each accepted stream
 //! carries a semaphore permit that is returned when hyper drops the connection.
+//!
+//! With TLS the handshake runs in a task of its own (bounded by [`ServerTls`]: timeout and
+//! handshakes in progress; the connection holds its permit meanwhile) and the finished
+//! stream comes back through a channel, so one slow client never stalls `accept`.
 
 use crate::error::{ErrorCode, HttpError};
 use axum::serve::Listener;
@@ -13,9 +17,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use synod_node::tls::{ServerStream, ServerTls};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// Refused connections being answered at once; beyond this they are closed without an answer
 /// (the answer itself must not become the unbounded work a flood causes).
@@ -29,33 +34,53 @@ pub const REFUSED_REQUEST_READ_BYTES_MAX: usize = 8 * 1024;
 pub const ACCEPT_ERROR_BACKOFF_MS: u64 = 50;
 
 pub struct LimitedListener {
+    tcp: Tcp,
+    tls: Option<TlsAccept>,
+}
+
+/// The bounded TCP side.
+struct Tcp {
     inner: TcpListener,
     connections: Arc<Semaphore>,
     answering_refused: Arc<Semaphore>,
+}
+
+/// The TLS side of a listener: where handshakes finish.
+struct TlsAccept {
+    server: Arc<ServerTls>,
+    done_tx: mpsc::Sender<(LimitedStream, SocketAddr)>,
+    done_rx: mpsc::Receiver<(LimitedStream, SocketAddr)>,
 }
 
 impl LimitedListener {
     pub fn new(inner: TcpListener, connections_max: usize) -> Self {
         assert!(connections_max > 0, "connections_max must be positive");
         LimitedListener {
-            inner,
-            connections: Arc::new(Semaphore::new(connections_max)),
-            answering_refused: Arc::new(Semaphore::new(REFUSED_CONNECTIONS_ANSWERING_MAX)),
+            tcp: Tcp {
+                inner,
+                connections: Arc::new(Semaphore::new(connections_max)),
+                answering_refused: Arc::new(Semaphore::new(REFUSED_CONNECTIONS_ANSWERING_MAX)),
+            },
+            tls: None,
         }
+    }
+
+    /// Serves TLS on every connection (see the module doc).
+    pub fn with_tls(mut self, server: Arc<ServerTls>) -> Self {
+        // Bounded by the permits: every stream in the channel holds one.
+        let (done_tx, done_rx) = mpsc::channel(synod_node::tls::TLS_HANDSHAKES_IN_PROGRESS_MAX);
+        self.tls = Some(TlsAccept {
+            server,
+            done_tx,
+            done_rx,
+        });
+        self
     }
 }
 
-/// An accepted connection holding one of the listener's permits.
-pub struct LimitedStream {
-    stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Listener for LimitedListener {
-    type Io = LimitedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+impl Tcp {
+    /// The next TCP connection with a permit.
+    async fn accept(&self) -> (TcpStream, SocketAddr, OwnedSemaphorePermit) {
         loop {
             let (stream, addr) = match self.inner.accept().await {
                 Ok(accepted) => accepted,
@@ -78,11 +103,7 @@ impl Listener for LimitedListener {
                 Ok(permit) => {
                     // Small request/response exchanges: Nagle would only add latency.
                     let _ = stream.set_nodelay(true);
-                    let stream = LimitedStream {
-                        stream,
-                        _permit: permit,
-                    };
-                    return (stream, addr);
+                    return (stream, addr, permit);
                 }
                 Err(_) => {
                     tracing::debug!(%addr, "refusing an HTTP connection: too many open");
@@ -97,9 +118,47 @@ impl Listener for LimitedListener {
             }
         }
     }
+}
+
+/// An accepted connection holding one of the listener's permits.
+pub struct LimitedStream {
+    stream: ServerStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Listener for LimitedListener {
+    type Io = LimitedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let Some(tls) = &mut self.tls else {
+            let (stream, addr, permit) = self.tcp.accept().await;
+            let stream = LimitedStream {
+                stream: ServerStream::Plain(stream),
+                _permit: permit,
+            };
+            return (stream, addr);
+        };
+        loop {
+            let (stream, addr, permit) = tokio::select! {
+                Some(done) = tls.done_rx.recv() => return done,
+                accepted = self.tcp.accept() => accepted,
+            };
+            let (server, done) = (tls.server.clone(), tls.done_tx.clone());
+            tokio::spawn(async move {
+                if let Some(s) = server.accept_logged(stream, addr, "HTTP").await {
+                    let stream = LimitedStream {
+                        stream: ServerStream::Tls(Box::new(s)),
+                        _permit: permit,
+                    };
+                    let _ = done.send((stream, addr)).await;
+                }
+            });
+        }
+    }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
+        self.tcp.inner.local_addr()
     }
 }
 

@@ -126,6 +126,10 @@ pub struct TransportConfig {
     pub handshake_timeout_ms: u64,
     /// Inbound peer connections served at once; more are closed on accept (connection floods).
     pub inbound_connections_max: usize,
+    /// Peer TLS, copied from the file's `[tls]` section by
+    /// [`ClusterConfig::effective_transport`] (so `[transport]` has no second place for it).
+    #[serde(skip)]
+    pub tls: crate::tls::TlsFiles,
 }
 
 impl Default for TransportConfig {
@@ -138,6 +142,7 @@ impl Default for TransportConfig {
             reconnect_backoff_ms_max: 2_000,
             handshake_timeout_ms: 2_000,
             inbound_connections_max: 64,
+            tls: crate::tls::TlsFiles::default(),
         }
     }
 }
@@ -236,6 +241,7 @@ pub struct ClusterConfig {
     pub transport: TransportConfig,
     pub runtime: RuntimeConfig,
     pub history: HistoryConfig,
+    pub tls: TlsConfig,
     /// How often this member compares its HashKV with its peers' and raises CORRUPT on a
     /// mismatch (etcd's `--experimental-corrupt-check-time`); 0 = never (etcd's default).
     /// See `synod_node::backup` and docs/backup.md.
@@ -267,6 +273,87 @@ impl Default for HistoryConfig {
     }
 }
 
+/// TLS for clients and peers, under etcd's flag names (`cert_file` is `--cert-file`, and so
+/// on; `synod server`'s flags override these). Paths are this member's, so members sharing
+/// one file need the same paths on every machine. Unset: plain TCP. See docs/security.md.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub trusted_ca_file: Option<PathBuf>,
+    pub client_cert_auth: bool,
+    pub peer_cert_file: Option<PathBuf>,
+    pub peer_key_file: Option<PathBuf>,
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    pub peer_client_cert_auth: bool,
+    /// Refuse peer certificates whose subject CN is not this (needs `peer_client_cert_auth`).
+    pub peer_cert_allowed_cn: Option<String>,
+    /// A client-port connection must finish its TLS handshake within this (the peer port
+    /// uses `transport.handshake_timeout_ms`).
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            trusted_ca_file: None,
+            client_cert_auth: false,
+            peer_cert_file: None,
+            peer_key_file: None,
+            peer_trusted_ca_file: None,
+            peer_client_cert_auth: false,
+            peer_cert_allowed_cn: None,
+            handshake_timeout_ms: crate::tls::TLS_HANDSHAKE_TIMEOUT_MS,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// The client APIs' files (gRPC and HTTP share them, as etcd's client port does).
+    pub fn client(&self) -> crate::tls::TlsFiles {
+        crate::tls::TlsFiles {
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            trusted_ca_file: self.trusted_ca_file.clone(),
+            client_cert_auth: self.client_cert_auth,
+            allowed_cn: None,
+        }
+    }
+
+    /// The peer transport's files.
+    pub fn peer(&self) -> crate::tls::TlsFiles {
+        crate::tls::TlsFiles {
+            cert_file: self.peer_cert_file.clone(),
+            key_file: self.peer_key_file.clone(),
+            trusted_ca_file: self.peer_trusted_ca_file.clone(),
+            client_cert_auth: self.peer_client_cert_auth,
+            allowed_cn: self.peer_cert_allowed_cn.clone(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.handshake_timeout_ms == 0 {
+            return Err(invalid("tls.handshake_timeout_ms", "must be positive"));
+        }
+        self.client()
+            .check("client TLS")
+            .map_err(|m| invalid("tls", m))?;
+        let peer = self.peer();
+        peer.check("peer TLS").map_err(|m| invalid("tls", m))?;
+        if peer.enabled() && peer.trusted_ca_file.is_none() {
+            // The dialing side verifies the member it reaches against this CA.
+            return Err(invalid(
+                "tls.peer_trusted_ca_file",
+                "peer TLS needs the cluster CA",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for ClusterConfig {
     fn default() -> Self {
         let e = EngineConfig::new(1, vec![1], 0);
@@ -284,6 +371,7 @@ impl Default for ClusterConfig {
             transport: TransportConfig::default(),
             runtime: RuntimeConfig::default(),
             history: HistoryConfig::default(),
+            tls: TlsConfig::default(),
             corrupt_check_ms: 0,
             members: Vec::new(),
         }
@@ -379,6 +467,7 @@ impl ClusterConfig {
             .reconnect_backoff_ms_max
             .min(election_ms)
             .max(t.reconnect_backoff_ms_min);
+        t.tls = self.tls.peer();
         t
     }
 
@@ -397,6 +486,7 @@ impl ClusterConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.tls.validate()?;
         if self.cluster_name.trim().is_empty() {
             return Err(invalid("cluster_name", "must be set and non-empty"));
         }

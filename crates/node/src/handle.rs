@@ -108,6 +108,13 @@ pub struct NodeInfo {
     pub capabilities: Capabilities,
     pub limits: ApiLimits,
     pub version: String,
+    /// Clients reach this member over TLS: its client URLs are advertised as `https://`.
+    /// Taken as true of every member (members are expected to share one TLS setting).
+    #[serde(default)]
+    pub client_tls: bool,
+    /// Members talk over TLS: peer URLs are advertised as `https://`.
+    #[serde(default)]
+    pub peer_tls: bool,
 }
 
 /// Live state, published by the engine task after every batch.
@@ -704,6 +711,8 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
         capabilities,
         limits: ApiLimits::default(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        client_tls: false,
+        peer_tls: false,
     };
     // It is its own leader from the start, as a one-member cluster is once elected.
     let mut status = NodeStatus::default();

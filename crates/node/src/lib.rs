@@ -10,6 +10,7 @@
 //! * [`metrics`] — the Prometheus registry every layer records into.
 //! * [`config`] — the cluster file shared by all members, plus per-node settings.
 //! * [`transport`] — framed, handshaken TCP between members with bounded per-peer queues.
+//! * [`tls`] — rustls configs, reloading certificates and bounded handshakes for every port.
 //! * [`storage`] — the write-ahead log and the data directory (lock, identity, boot counter).
 //! * [`runtime`] — [`start`]: the engine thread that drains persist → send → reply.
 //! * [`transfer`] — leader transfer (MoveLeader) between the API and the engine thread.
@@ -29,6 +30,7 @@ pub mod members;
 pub mod metrics;
 pub mod runtime;
 pub mod storage;
+pub mod tls;
 pub mod transfer;
 pub mod transport;
 pub mod watch;

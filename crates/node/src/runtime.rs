@@ -293,6 +293,8 @@ pub async fn start_engine<E: Engine>(
         capabilities: E::capabilities(),
         limits: cluster.limits.api_limits(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        client_tls: cluster.tls.client().enabled(),
+        peer_tls: cluster.tls.peer().enabled(),
     };
     let alarms = Arc::new(Alarms::new(metrics.clone()));
     let space_watcher = SpaceWatcher::start(
@@ -464,7 +466,8 @@ async fn check_not_wiped(
         cfg.cluster.cluster_id(),
         peers,
         data_id,
-        &cfg.cluster.transport,
+        // Effective: it carries the peer TLS files from the `[tls]` section.
+        &cfg.cluster.effective_transport(),
         Duration::from_millis(PROBE_MS_MAX),
     )
     .await;

@@ -46,6 +46,15 @@
 //!   coming back waited out our backoff (up to `reconnect_backoff_ms_max`, seconds) before it
 //!   heard any reply, while it already reached us: its clients saw seconds of errors after
 //!   the cluster itself had recovered.
+//! * **TLS** (`[tls] peer_*`, `--peer-cert-file` …): every connection, probes included, is
+//!   TLS first (ALPN [`crate::tls::ALPN_PEER`]); the dialer checks the acceptor's certificate
+//!   against the cluster CA and the address it dialed, and with `peer_client_cert_auth` the
+//!   acceptor checks the dialer's, so a process without a certificate from the cluster CA is
+//!   refused before its hello is read (logged with its address and the verification error).
+//!   The TLS handshake gets `handshake_timeout_ms` of its own before the hello gets its, and
+//!   holds one of the `inbound_connections_max` slots. Two costs, TLS only: frames go out through the writer task (the engine thread
+//!   queues and wakes it instead of writing the socket itself), and inbound connections are
+//!   read on the accepting runtime instead of moving to the engine thread's.
 //! * **Receiving** applies back-pressure: a reader awaits room in the engine's bounded inbox,
 //!   so a flooding peer slows its own socket, not the node. Given a runtime for readers
 //!   ([`Transport::start_with_identity`]), each connection moves there after its handshake —
@@ -67,7 +76,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 use synod_core::NodeId;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
@@ -198,6 +207,9 @@ struct LinkState {
     /// The front frame was partly written on the current connection (its rest is `backlog[0]`):
     /// a new connection must not start with it.
     front_partial: bool,
+    /// A TLS connection is up: its writer task writes everything (rustls state is not
+    /// shared with the engine thread), so a send only queues and wakes it.
+    tls_live: bool,
 }
 
 /// Most frames one vectored write takes (Linux accepts up to 1024 slices; more frames than
@@ -335,6 +347,62 @@ struct Shared {
     readers: Option<Handle>,
     /// Our outgoing side to each peer, so an inbound hello can end that writer's backoff.
     links: Mutex<BTreeMap<NodeId, Arc<PeerLink>>>,
+    /// Peer TLS, when configured.
+    tls: Option<PeerTls>,
+}
+
+/// Both ends of peer TLS, built once at start (the certificate reloads by itself).
+struct PeerTls {
+    server: crate::tls::ServerTls,
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl PeerTls {
+    fn new(cfg: &TransportConfig) -> Result<Option<Self>, String> {
+        if !cfg.tls.enabled() {
+            return Ok(None);
+        }
+        let alpn = [crate::tls::ALPN_PEER];
+        let server = crate::tls::ServerTls::new(&cfg.tls, &alpn)
+            .map_err(|e| format!("peer TLS: {e}"))?
+            .with_handshake_timeout(Duration::from_millis(cfg.handshake_timeout_ms));
+        let client =
+            crate::tls::client_config(&cfg.tls, &alpn).map_err(|e| format!("peer TLS: {e}"))?;
+        Ok(Some(PeerTls {
+            server,
+            connector: tokio_rustls::TlsConnector::from(client),
+        }))
+    }
+}
+
+/// The name a dialed peer's certificate must carry: the host of its `host:port`.
+fn server_name(addr: &str) -> Result<rustls_pki_types::ServerName<'static>, String> {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    rustls_pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("peer address {addr:?}: {e}"))
+}
+
+/// A dialed connection, handshaken.
+enum Dialed {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Connects to `addr`, through TLS when `tls` is set.
+async fn connect(addr: &str, tls: Option<&tokio_rustls::TlsConnector>) -> Result<Dialed, String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let Some(connector) = tls else {
+        return Ok(Dialed::Plain(stream));
+    };
+    let tls = connector
+        .connect(server_name(addr)?, stream)
+        .await
+        .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+    Ok(Dialed::Tls(Box::new(tls)))
 }
 
 impl Shared {
@@ -414,6 +482,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
         readers: Option<Handle>,
     ) -> std::io::Result<Self> {
         let local_addr = listener.local_addr()?;
+        let tls = PeerTls::new(&cfg).map_err(std::io::Error::other)?;
         let mut ids: BTreeSet<NodeId> = peers.iter().map(|(id, _)| *id).collect();
         ids.insert(local);
         let shared = Arc::new(Shared {
@@ -426,6 +495,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
             identity,
             readers,
             links: Mutex::new(BTreeMap::new()),
+            tls,
         });
         let tasks = vec![tokio::spawn(accept_loop::<M>(
             listener,
@@ -595,7 +665,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
                 Wrote::Some | Wrote::Failed(_) => {}
             }
         }
-        let wake = st.stream.is_some();
+        let wake = st.stream.is_some() || st.tls_live;
         drop(st);
         if wake {
             peer.wake.notify_one();
@@ -735,11 +805,80 @@ async fn serve_inbound<M: DeserializeOwned + Send + 'static>(
     inbox: mpsc::Sender<(NodeId, M)>,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
+    let Some(tls) = &shared.tls else {
+        return serve_plain(stream, shared, inbox).await;
+    };
+    let stream = tls
+        .server
+        .accept(stream)
+        .await
+        .map_err(|e| format!("refused peer TLS: {e}"))?;
+    if let Some(r) =
+        crate::tls::cn_refusal(stream.get_ref().1, shared.cfg.tls.allowed_cn.as_deref())
+    {
+        return Err(format!("refused peer TLS: {r}"));
+    }
+    let (read, mut write) = tokio::io::split(stream);
+    let mut read = BufReader::new(read);
+    let Some(from) = answer_hello(&mut read, &mut write, shared).await? else {
+        return Ok(());
+    };
+    tracing::debug!(local = shared.local, from, "peer connected (inbound, TLS)");
+    read_messages(read, from, shared.clone(), inbox).await
+}
+
+/// The plain-TCP inbound path: after the hello the connection moves to the readers' runtime.
+async fn serve_plain<M: DeserializeOwned + Send + 'static>(
+    stream: TcpStream,
+    shared: &Arc<Shared>,
+    inbox: mpsc::Sender<(NodeId, M)>,
+) -> Result<(), String> {
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
+    let Some(from) = answer_hello(&mut read, &mut write, shared).await? else {
+        return Ok(());
+    };
+    tracing::debug!(local = shared.local, from, "peer connected (inbound)");
+    let Some(readers) = &shared.readers else {
+        return read_messages(read, from, shared.clone(), inbox).await;
+    };
+    // Move the connection to the readers' runtime: out of this runtime's reactor and into
+    // that one's, carrying over anything already buffered past the hello.
+    let leftover = read.buffer().to_vec();
+    let stream = read
+        .into_inner()
+        .reunite(write)
+        .map_err(|e| format!("cannot move the connection: {e}"))?;
+    let stream = stream
+        .into_std()
+        .map_err(|e| format!("cannot move the connection: {e}"))?;
+    let shared = shared.clone();
+    let task = readers.spawn(async move {
+        let stream =
+            TcpStream::from_std(stream).map_err(|e| format!("cannot move the connection: {e}"))?;
+        let reader = BufReader::new(std::io::Cursor::new(leftover).chain(stream));
+        read_messages(reader, from, shared, inbox).await
+    });
+    // Aborting the accept loop (transport stopped) must end the moved reader too.
+    let _abort = AbortOnDrop(task.abort_handle());
+    // A join error means the readers' runtime is gone: the node is stopping.
+    task.await.unwrap_or(Ok(()))
+}
+
+/// Reads the dialer's [`Hello`] and answers it. `Ok(Some(member))`: accepted, messages from
+/// `member` follow; `Ok(None)`: a probe, answered, nothing follows; `Err`: refused (why).
+async fn answer_hello<R, W>(
+    read: &mut R,
+    write: &mut W,
+    shared: &Arc<Shared>,
+) -> Result<Option<NodeId>, String>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let max = shared.cfg.frame_bytes_max;
     let timeout = Duration::from_millis(shared.cfg.handshake_timeout_ms);
-    let hello = match tokio::time::timeout(timeout, read_frame(&mut read, max)).await {
+    let hello = match tokio::time::timeout(timeout, read_frame(read, max)).await {
         Err(_) => return Err("no handshake within handshake_timeout_ms".into()),
         Ok(Err(e)) => return Err(format!("bad handshake frame: {e}")),
         Ok(Ok(None)) => return Err("closed before the handshake".into()),
@@ -747,26 +886,7 @@ async fn serve_inbound<M: DeserializeOwned + Send + 'static>(
             decode_payload::<Hello>(&p).map_err(|e| format!("bad handshake: {e}"))?
         }
     };
-    let refusal = if hello.magic != MAGIC {
-        Some("not a Synod peer (bad magic)".to_string())
-    } else if hello.cluster_id != shared.cluster_id {
-        Some(format!(
-            "wrong cluster: peer is in cluster {:x}, this node in {:x}",
-            hello.cluster_id, shared.cluster_id
-        ))
-    } else if hello.to != shared.local {
-        Some(format!(
-            "hello addressed to member {}, but this is member {}",
-            hello.to, shared.local
-        ))
-    } else if hello.from == shared.local {
-        Some(format!(
-            "unknown member {} (it claims this node's id)",
-            hello.from
-        ))
-    } else {
-        shared.members().refusal(hello.from)
-    };
+    let refusal = hello_refusal(&hello, shared);
     if refusal.is_none()
         && let Some(link) = shared.link(hello.from)
     {
@@ -779,9 +899,9 @@ async fn serve_inbound<M: DeserializeOwned + Send + 'static>(
             let recorded_data_id = identity.and_then(|i| i.peers.recorded(hello.from));
             let reply = HelloReply::Probe { recorded_data_id };
             if let Ok(frame) = encode_frame(&reply, max) {
-                let _ = tokio::time::timeout(timeout, write.write_all(&frame)).await;
+                let _ = tokio::time::timeout(timeout, write_flushed(write, &frame)).await;
             }
-            return Ok(());
+            return Ok(None);
         }
         (None, Some(i)) if hello.data_id != 0 => {
             // Rare (once per member per directory lifetime) and must be durable before we
@@ -808,37 +928,42 @@ async fn serve_inbound<M: DeserializeOwned + Send + 'static>(
     };
     if let Ok(frame) = encode_frame(&reply, max) {
         // Best effort for a refusal: the peer may already be gone.
-        let _ = tokio::time::timeout(timeout, write.write_all(&frame)).await;
+        let _ = tokio::time::timeout(timeout, write_flushed(write, &frame)).await;
     }
-    if let Some(r) = refusal {
-        return Err(format!("refused handshake: {r}"));
+    match refusal {
+        Some(r) => Err(format!("refused handshake: {r}")),
+        None => Ok(Some(hello.from)),
     }
-    let from = hello.from;
-    tracing::debug!(local = shared.local, from, "peer connected (inbound)");
-    let Some(readers) = &shared.readers else {
-        return read_messages(read, from, shared.clone(), inbox).await;
-    };
-    // Move the connection to the readers' runtime: out of this runtime's reactor and into
-    // that one's, carrying over anything already buffered past the hello.
-    let leftover = read.buffer().to_vec();
-    let stream = read
-        .into_inner()
-        .reunite(write)
-        .map_err(|e| format!("cannot move the connection: {e}"))?;
-    let stream = stream
-        .into_std()
-        .map_err(|e| format!("cannot move the connection: {e}"))?;
-    let shared = shared.clone();
-    let task = readers.spawn(async move {
-        let stream =
-            TcpStream::from_std(stream).map_err(|e| format!("cannot move the connection: {e}"))?;
-        let reader = BufReader::new(std::io::Cursor::new(leftover).chain(stream));
-        read_messages(reader, from, shared, inbox).await
-    });
-    // Aborting the accept loop (transport stopped) must end the moved reader too.
-    let _abort = AbortOnDrop(task.abort_handle());
-    // A join error means the readers' runtime is gone: the node is stopping.
-    task.await.unwrap_or(Ok(()))
+}
+
+/// Why `hello` may not talk to this node, if it may not (before any data-id check).
+fn hello_refusal(hello: &Hello, shared: &Shared) -> Option<String> {
+    if hello.magic != MAGIC {
+        Some("not a Synod peer (bad magic)".to_string())
+    } else if hello.cluster_id != shared.cluster_id {
+        Some(format!(
+            "wrong cluster: peer is in cluster {:x}, this node in {:x}",
+            hello.cluster_id, shared.cluster_id
+        ))
+    } else if hello.to != shared.local {
+        Some(format!(
+            "hello addressed to member {}, but this is member {}",
+            hello.to, shared.local
+        ))
+    } else if hello.from == shared.local {
+        Some(format!(
+            "unknown member {} (it claims this node's id)",
+            hello.from
+        ))
+    } else {
+        shared.members().refusal(hello.from)
+    }
+}
+
+/// Writes `bytes` and flushes (a TLS stream holds written bytes until flushed).
+async fn write_flushed<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);
@@ -905,12 +1030,33 @@ pub async fn probe_peers(
     within: Duration,
 ) -> BTreeMap<NodeId, Option<u64>> {
     let mut tasks = JoinSet::new();
+    let connector = match cfg.tls.enabled() {
+        false => None,
+        true => match crate::tls::client_config(&cfg.tls, &[crate::tls::ALPN_PEER]) {
+            Ok(c) => Some(tokio_rustls::TlsConnector::from(c)),
+            Err(e) => {
+                // The transport refuses to start with the same error right after.
+                tracing::warn!(error = %e, "peer TLS unusable; not probing peers");
+                return BTreeMap::new();
+            }
+        },
+    };
     for (peer, addr) in peers.iter().cloned() {
         let cfg = cfg.clone();
+        let connector = connector.clone();
         tasks.spawn(async move {
             let mut backoff = Duration::from_millis(cfg.reconnect_backoff_ms_min);
             loop {
-                match probe_one(local, cluster_id, peer, &addr, data_id, &cfg).await {
+                let probe = probe_one(
+                    local,
+                    cluster_id,
+                    peer,
+                    &addr,
+                    data_id,
+                    &cfg,
+                    connector.as_ref(),
+                );
+                match probe.await {
                     Ok(answer) => return (peer, answer),
                     Err(e) => tracing::debug!(peer, error = %e, "probe failed; retrying"),
                 }
@@ -939,12 +1085,10 @@ async fn probe_one(
     addr: &str,
     data_id: u64,
     cfg: &TransportConfig,
+    tls: Option<&tokio_rustls::TlsConnector>,
 ) -> Result<Option<u64>, String> {
     let timeout = Duration::from_millis(cfg.handshake_timeout_ms);
     let exchange = async {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
         let hello = Hello {
             magic: MAGIC,
             cluster_id,
@@ -954,15 +1098,11 @@ async fn probe_one(
             probe: true,
             replace_data_id: false,
         };
-        stream
-            .write_all(&encode_frame(&hello, cfg.frame_bytes_max)?)
-            .await
-            .map_err(|e| format!("send probe: {e}"))?;
-        let reply = read_frame(&mut stream, cfg.frame_bytes_max)
-            .await
-            .map_err(|e| format!("read probe reply: {e}"))?
-            .ok_or_else(|| "peer closed during the probe".to_string())?;
-        match decode_payload::<HelloReply>(&reply)? {
+        let reply = match connect(addr, tls).await? {
+            Dialed::Plain(mut s) => exchange_hello(&mut s, &hello, cfg.frame_bytes_max).await?,
+            Dialed::Tls(mut s) => exchange_hello(&mut s, &hello, cfg.frame_bytes_max).await?,
+        };
+        match reply {
             HelloReply::Probe { recorded_data_id } => Ok(recorded_data_id),
             HelloReply::Refused(reason) => Err(format!("peer refused the probe: {reason}")),
             HelloReply::Accepted => Err("peer answered a probe with Accepted".into()),
@@ -990,7 +1130,11 @@ async fn writer_loop(peer: NodeId, addr: String, link: Arc<PeerLink>, shared: Ar
                 tracing::info!(local = shared.local, peer, %addr, "connected to peer");
                 backoff.reset();
                 failures = 0;
-                let e = pump(stream, &link, shared.cfg.write_batch_frames_max, &gauge).await;
+                let batch = shared.cfg.write_batch_frames_max;
+                let e = match stream {
+                    Dialed::Plain(s) => pump(s, &link, batch, &gauge).await,
+                    Dialed::Tls(s) => pump_tls(*s, &link, batch, &gauge).await,
+                };
                 tracing::warn!(local = shared.local, peer, error = %e, "lost peer connection");
             }
             Err(e) => {
@@ -1016,13 +1160,28 @@ async fn wait_to_redial(backoff: &mut Backoff, link: &PeerLink) {
     }
 }
 
-async fn dial(peer: NodeId, addr: &str, shared: &Shared) -> Result<TcpStream, String> {
+/// Sends `hello` on a fresh connection and reads the answer.
+async fn exchange_hello<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    hello: &Hello,
+    frame_bytes_max: u32,
+) -> Result<HelloReply, String> {
+    let frame = encode_frame(hello, frame_bytes_max)?;
+    write_flushed(stream, &frame)
+        .await
+        .map_err(|e| format!("send hello: {e}"))?;
+    let reply = read_frame(stream, frame_bytes_max)
+        .await
+        .map_err(|e| format!("read hello reply: {e}"))?
+        .ok_or_else(|| "peer closed during the handshake".to_string())?;
+    decode_payload::<HelloReply>(&reply)
+}
+
+async fn dial(peer: NodeId, addr: &str, shared: &Shared) -> Result<Dialed, String> {
     let timeout = Duration::from_millis(shared.cfg.handshake_timeout_ms);
     let handshake = async {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let _ = stream.set_nodelay(true);
+        let connector = shared.tls.as_ref().map(|t| &t.connector);
+        let mut dialed = connect(addr, connector).await?;
         let hello = Hello {
             magic: MAGIC,
             cluster_id: shared.cluster_id,
@@ -1032,17 +1191,13 @@ async fn dial(peer: NodeId, addr: &str, shared: &Shared) -> Result<TcpStream, St
             probe: false,
             replace_data_id: shared.identity.as_ref().is_some_and(|i| i.replace_data_id),
         };
-        let frame = encode_frame(&hello, shared.cfg.frame_bytes_max)?;
-        stream
-            .write_all(&frame)
-            .await
-            .map_err(|e| format!("send hello: {e}"))?;
-        let reply = read_frame(&mut stream, shared.cfg.frame_bytes_max)
-            .await
-            .map_err(|e| format!("read hello reply: {e}"))?
-            .ok_or_else(|| "peer closed during the handshake".to_string())?;
-        match decode_payload::<HelloReply>(&reply)? {
-            HelloReply::Accepted => Ok(stream),
+        let max = shared.cfg.frame_bytes_max;
+        let reply = match &mut dialed {
+            Dialed::Plain(s) => exchange_hello(s, &hello, max).await?,
+            Dialed::Tls(s) => exchange_hello(s.as_mut(), &hello, max).await?,
+        };
+        match reply {
+            HelloReply::Accepted => Ok(dialed),
             HelloReply::Refused(reason) => Err(format!("peer refused us: {reason}")),
             HelloReply::Probe { .. } => Err("peer answered a hello as a probe".into()),
         }
@@ -1108,6 +1263,65 @@ async fn pump(
         }
     };
     link.state.lock().unwrap_or_else(|p| p.into_inner()).stream = None;
+    link.connected.store(false, Ordering::Relaxed);
+    gauge.set(0);
+    error
+}
+
+/// [`pump`] for a TLS connection: the backlog is written by this task alone, a batch of
+/// frames per TLS write (see the module doc). A batch cut short by a lost connection is
+/// dropped with it, like a frame cut short on plain TCP.
+async fn pump_tls(
+    stream: tokio_rustls::client::TlsStream<TcpStream>,
+    link: &PeerLink,
+    batch_frames_max: usize,
+    gauge: &prometheus_client::metrics::gauge::Gauge,
+) -> std::io::Error {
+    let (mut read, mut write) = tokio::io::split(stream);
+    {
+        let mut st = link.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.front_partial {
+            st.backlog.pop_front();
+            st.front_partial = false;
+        }
+        st.tls_live = true;
+    }
+    link.connected.store(true, Ordering::Relaxed);
+    gauge.set(1);
+    link.wake.notify_one();
+    let mut probe = [0u8; 1];
+    let mut batch: Vec<u8> = Vec::new();
+    let error = 'connection: loop {
+        tokio::select! {
+            _ = link.wake.notified() => {}
+            r = read.read(&mut probe) => {
+                break match r {
+                    Ok(_) => std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "peer closed the connection"),
+                    Err(e) => e,
+                };
+            }
+        }
+        loop {
+            batch.clear();
+            {
+                let mut st = link.state.lock().unwrap_or_else(|p| p.into_inner());
+                let n = st.backlog.len().min(batch_frames_max.max(1));
+                for frame in st.backlog.drain(..n) {
+                    batch.extend_from_slice(&frame);
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            if let Err(e) = write_flushed(&mut write, &batch).await {
+                break 'connection e;
+            }
+        }
+    };
+    link.state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .tls_live = false;
     link.connected.store(false, Ordering::Relaxed);
     gauge.set(0);
     error

@@ -2,6 +2,7 @@
 //! `server` (synod-node + synod-http + synod-etcd), `dev` (spawns `synod server` processes),
 //! `restore` (a new cluster from a backup), `sim` (synod-sim), `check` (synod-checker), `bench` (synod-bench), `chaos` (synod-chaos).
 
+mod certs;
 mod dev;
 mod join;
 mod rejoin;
@@ -50,6 +51,9 @@ enum Command {
     Chaos(Box<synod_chaos::ChaosArgs>),
     /// Load generator over the etcd v3 gRPC API (works against Synod and against etcd).
     Bench(Box<synod_bench::BenchArgs>),
+    /// Write a throwaway CA and loopback certificates (what `synod dev --tls` uses).
+    #[command(hide = true)]
+    Certs(certs::CertsArgs),
     /// Check a history file for linearizability.
     /// Exit codes: 0 linearizable, 1 not linearizable, 2 unknown (time budget), 3 unreadable input.
     Check {
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Command::Server(args) => server::run(*args),
         Command::Dev(args) => dev::run(args),
         Command::Restore(args) => restore::run(args),
+        Command::Certs(args) => certs::run(args),
         Command::Chaos(args) => match std::env::current_exe() {
             Ok(exe) => exit(synod_chaos::run(*args, &exe)),
             Err(e) => {

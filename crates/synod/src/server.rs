@@ -8,7 +8,9 @@ use crate::rejoin;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use synod_node::joined::JoinRecord;
+use synod_node::tls::{ALPN_H2, ALPN_HTTP1, ServerTls};
 use synod_node::{ClusterConfig, NodeConfig};
 use tokio::net::TcpListener;
 
@@ -91,6 +93,8 @@ pub struct ServerArgs {
     /// caught up; see docs/membership.md): refuse to start instead.
     #[arg(long)]
     no_auto_rejoin: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Bind the peer listener here instead of the advertised peer address (used behind the
     /// chaos proxy).
     #[arg(long, hide = true)]
@@ -98,6 +102,89 @@ pub struct ServerArgs {
     /// TESTING ONLY: run a deliberately broken engine variant, to prove the checks catch it.
     #[arg(long, hide = true)]
     plant_bug: Option<String>,
+}
+
+/// TLS flags, etcd's names (see docs/security.md). Each overrides the cluster file's `[tls]`
+/// key of the same name.
+#[derive(Args, Debug)]
+struct TlsArgs {
+    /// PEM certificate (chain) the client ports (gRPC and HTTP) present; turns TLS on for
+    /// them. Re-read when the file changes (checked at most once a second).
+    #[arg(long)]
+    cert_file: Option<PathBuf>,
+    /// PEM private key of --cert-file.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// PEM CA bundle client certificates must chain to (with --client-cert-auth).
+    #[arg(long)]
+    trusted_ca_file: Option<PathBuf>,
+    /// Refuse clients without a certificate signed by --trusted-ca-file.
+    #[arg(long)]
+    client_cert_auth: bool,
+    /// PEM certificate this member presents to other members (as server and as client);
+    /// turns peer TLS on. Re-read when the file changes.
+    #[arg(long)]
+    peer_cert_file: Option<PathBuf>,
+    /// PEM private key of --peer-cert-file.
+    #[arg(long)]
+    peer_key_file: Option<PathBuf>,
+    /// PEM CA bundle of the cluster: the members this member dials must present a certificate
+    /// from it, and with --peer-client-cert-auth so must the members dialing it.
+    #[arg(long)]
+    peer_trusted_ca_file: Option<PathBuf>,
+    /// Refuse peer connections without a certificate signed by --peer-trusted-ca-file (a
+    /// process without one cannot talk to this member as a peer).
+    #[arg(long)]
+    peer_client_cert_auth: bool,
+    /// With --peer-client-cert-auth: refuse peer certificates whose subject CN is not this.
+    #[arg(long)]
+    peer_cert_allowed_cn: Option<String>,
+    /// Client-port TLS handshake timeout (the cluster file's `tls.handshake_timeout_ms`,
+    /// default 10 s).
+    #[arg(long, hide = true)]
+    tls_handshake_timeout_ms: Option<u64>,
+}
+
+impl TlsArgs {
+    fn apply(&self, tls: &mut synod_node::config::TlsConfig) {
+        let set = |to: &mut Option<PathBuf>, from: &Option<PathBuf>| {
+            if from.is_some() {
+                to.clone_from(from);
+            }
+        };
+        set(&mut tls.cert_file, &self.cert_file);
+        set(&mut tls.key_file, &self.key_file);
+        set(&mut tls.trusted_ca_file, &self.trusted_ca_file);
+        tls.client_cert_auth |= self.client_cert_auth;
+        set(&mut tls.peer_cert_file, &self.peer_cert_file);
+        set(&mut tls.peer_key_file, &self.peer_key_file);
+        set(&mut tls.peer_trusted_ca_file, &self.peer_trusted_ca_file);
+        tls.peer_client_cert_auth |= self.peer_client_cert_auth;
+        if self.peer_cert_allowed_cn.is_some() {
+            tls.peer_cert_allowed_cn
+                .clone_from(&self.peer_cert_allowed_cn);
+        }
+        if let Some(ms) = self.tls_handshake_timeout_ms {
+            tls.handshake_timeout_ms = ms;
+        }
+    }
+}
+
+/// The client ports' TLS (gRPC offers h2, HTTP http/1.1), if configured.
+type ClientTls = Option<(Arc<ServerTls>, Arc<ServerTls>)>;
+
+fn client_tls(cfg: &NodeConfig) -> anyhow::Result<ClientTls> {
+    let timeout = std::time::Duration::from_millis(cfg.cluster.tls.handshake_timeout_ms);
+    let files = cfg.cluster.tls.client();
+    if !files.enabled() {
+        return Ok(None);
+    }
+    let side = |alpn: &[u8]| -> anyhow::Result<Arc<ServerTls>> {
+        let tls =
+            ServerTls::new(&files, &[alpn]).map_err(|e| anyhow::anyhow!("client TLS: {e}"))?;
+        Ok(Arc::new(tls.with_handshake_timeout(timeout)))
+    };
+    Ok(Some((side(ALPN_H2)?, side(ALPN_HTTP1)?)))
 }
 
 pub fn run(args: ServerArgs) -> ExitCode {
@@ -248,6 +335,7 @@ fn finish_config(mut cfg: NodeConfig, args: &ServerArgs) -> anyhow::Result<NodeC
         cfg.cluster.corrupt_check_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     }
     cfg.allow_wiped_rejoin = args.allow_wiped_rejoin;
+    args.tls.apply(&mut cfg.cluster.tls);
     if let Some(a) = &args.peer_listen_addr {
         cfg.peer_listen_addr = Some(a.clone());
     }
@@ -288,6 +376,9 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         .me()
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("node id not in cluster"))?;
+    // Before anything listens, so unreadable certificate files fail the start.
+    let tls = client_tls(&cfg)?;
+    let (grpc_tls, http_tls) = tls.map_or((None, None), |(g, h)| (Some(g), Some(h)));
     // Bind the client listeners before starting the engine, so a port clash fails fast.
     let http = TcpListener::bind(&me.http_addr)
         .await
@@ -316,6 +407,8 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         peer = %me.peer_addr,
         http = %me.http_addr,
         grpc = %me.grpc_addr,
+        client_tls = grpc_tls.is_some(),
+        peer_tls = cfg.cluster.tls.peer().enabled(),
         data_dir = %cfg.data_dir.display(),
         "synod server started"
     );
@@ -338,16 +431,18 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
             })
             .collect(),
     };
-    let http_task = tokio::spawn(synod_http::serve_with_mount(
+    let http_task = tokio::spawn(synod_http::serve_with_mount_tls(
         http,
         node.handle.clone(),
         synod_http::HttpConfig::default(),
         mount,
+        http_tls,
         wait(stop_rx.clone()),
     ));
-    let grpc_task = tokio::spawn(synod_etcd::serve(
+    let grpc_task = tokio::spawn(synod_etcd::serve_tls(
         grpc,
         node.handle.clone(),
+        grpc_tls,
         wait(stop_rx.clone()),
     ));
     let result = tokio::select! {

@@ -3,33 +3,11 @@
 
 mod common;
 
-use common::{etcdctl, wait_until};
+use common::{etcdctl, free_base, wait_until};
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// A base port such that every port `synod dev` derives from it (base + 10i + {0,1,2}) is free.
-fn free_base(nodes: u16) -> u16 {
-    // Tests in this file run in parallel: each call starts from its own offset so two calls
-    // cannot both pick a range that is free only because neither has started its cluster yet.
-    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-    let salt = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * 500;
-    for attempt in 0..200u16 {
-        let base = 20_000 + (std::process::id() as u16 % 2000) * 10 + salt + attempt * 37;
-        let ports: Vec<u16> = (0..nodes)
-            .flat_map(|i| (0..3).map(move |k| base + 10 * i + k))
-            .collect();
-        let held: Vec<TcpListener> = ports
-            .iter()
-            .filter_map(|p| TcpListener::bind(("127.0.0.1", *p)).ok())
-            .collect();
-        if held.len() == ports.len() {
-            return base;
-        }
-    }
-    panic!("no free port range for synod dev");
-}
 
 #[test]
 fn synod_dev_starts_a_working_cluster_and_stops_it_on_ctrl_c() {

@@ -6,6 +6,7 @@
 //! it was typed at the shell or at the `synodctl>` prompt.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where synodctl looks when neither `--endpoints` nor `SYNODCTL_ENDPOINTS` is given: node 1's
@@ -34,6 +35,25 @@ pub struct Cli {
         global = true
     )]
     pub endpoints: Vec<String>,
+
+    /// TLS: trust only this PEM CA bundle for the servers (etcdctl's flag). Any of --cacert,
+    /// --cert, --key makes endpoints without a scheme https://.
+    #[arg(
+        long = "cacert",
+        id = "tls_cacert",
+        env = "SYNODCTL_CACERT",
+        global = true
+    )]
+    pub cacert: Option<PathBuf>,
+
+    /// TLS: present this PEM client certificate (with --key).
+    #[arg(long = "cert", id = "tls_cert", env = "SYNODCTL_CERT", global = true)]
+    pub cert: Option<PathBuf>,
+
+    /// TLS: the PEM private key of --cert. (Each TLS flag has an id of its own: a global
+    /// `key` would collide with the commands' KEY arguments.)
+    #[arg(long = "key", id = "tls_key", env = "SYNODCTL_KEY", global = true)]
+    pub key: Option<PathBuf>,
 
     /// Time allowed for one request to one endpoint (e.g. 5s, 500ms, 2).
     #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]

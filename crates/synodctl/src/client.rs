@@ -157,22 +157,26 @@ pub fn encode_segment(s: &str) -> String {
 }
 
 /// Turns `host:port` or `http://host:port[/]` into a base URL without a trailing slash.
+#[cfg(test)]
 pub fn normalize_endpoint(raw: &str) -> Result<(String, String), CtlError> {
+    normalize_endpoint_with(raw, "http")
+}
+
+/// [`normalize_endpoint`], with the scheme of an endpoint that names none (`https` when TLS
+/// flags were given).
+pub fn normalize_endpoint_with(raw: &str, scheme: &str) -> Result<(String, String), CtlError> {
     let raw = raw.trim().trim_end_matches('/');
     if raw.is_empty() {
         return Err(CtlError::Usage("empty endpoint in --endpoints".into()));
     }
-    if raw.starts_with("https://") {
-        return Err(CtlError::Usage(format!(
-            "{raw}: https is not supported; Synod's HTTP API is plain http"
-        )));
-    }
-    let base = if raw.starts_with("http://") {
+    let base = if raw.starts_with("http://") || raw.starts_with("https://") {
         raw.to_string()
     } else if raw.contains("://") {
-        return Err(CtlError::Usage(format!("{raw}: only http:// endpoints")));
+        return Err(CtlError::Usage(format!(
+            "{raw}: only http:// and https:// endpoints"
+        )));
     } else {
-        format!("http://{raw}")
+        format!("{scheme}://{raw}")
     };
     let url = Url::parse(&base).map_err(|e| CtlError::Usage(format!("{raw}: {e}")))?;
     let host = url
@@ -194,8 +198,73 @@ pub fn normalize_endpoint(raw: &str) -> Result<(String, String), CtlError> {
 struct Endpoint {
     /// host:port, for prompts and messages.
     display: String,
-    /// http://host:port
+    /// http://host:port or https://host:port
     base: String,
+}
+
+/// A PEM certificate and its PEM key, as read.
+type PemPair = (Vec<u8>, Vec<u8>);
+
+/// TLS files, etcdctl's `--cacert`, `--cert`, `--key`.
+#[derive(Clone, Debug, Default)]
+pub struct Tls {
+    pub cacert: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl Tls {
+    /// Whether any TLS flag was given.
+    pub fn any(&self) -> bool {
+        self.cacert.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+
+    fn read(path: &std::path::Path) -> Result<Vec<u8>, CtlError> {
+        std::fs::read(path).map_err(|e| CtlError::Usage(format!("{}: {e}", path.display())))
+    }
+
+    /// The client certificate and key, when both were given (one without the other is a
+    /// usage error).
+    fn identity_pem(&self) -> Result<Option<PemPair>, CtlError> {
+        match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => Ok(Some((Self::read(c)?, Self::read(k)?))),
+            (None, None) => Ok(None),
+            _ => Err(CtlError::Usage("--cert and --key go together".into())),
+        }
+    }
+
+    fn apply(
+        &self,
+        mut b: reqwest::blocking::ClientBuilder,
+    ) -> Result<reqwest::blocking::ClientBuilder, CtlError> {
+        let bad = |e: reqwest::Error| CtlError::Usage(format!("TLS files: {e}"));
+        if let Some(ca) = &self.cacert {
+            let ca = reqwest::Certificate::from_pem(&Self::read(ca)?).map_err(bad)?;
+            b = b.add_root_certificate(ca);
+        }
+        if let Some((mut cert, key)) = self.identity_pem()? {
+            // rustls wants the certificate and its key in one PEM document.
+            cert.push(b'\n');
+            cert.extend_from_slice(&key);
+            b = b.identity(reqwest::Identity::from_pem(&cert).map_err(bad)?);
+        }
+        Ok(b)
+    }
+
+    /// The same files for tonic (lock, elect).
+    pub fn grpc(&self) -> Result<Option<tonic::transport::ClientTlsConfig>, CtlError> {
+        if !self.any() {
+            return Ok(None);
+        }
+        let mut c = tonic::transport::ClientTlsConfig::new();
+        if let Some(ca) = &self.cacert {
+            c = c.ca_certificate(tonic::transport::Certificate::from_pem(Self::read(ca)?));
+        }
+        if let Some((cert, key)) = self.identity_pem()? {
+            c = c.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        Ok(Some(c))
+    }
 }
 
 /// An open response stream (NDJSON), with the endpoint it comes from.
@@ -214,10 +283,11 @@ pub struct Client {
     preferred: usize,
     /// Time allowed for one request (a client for another endpoint gets the same).
     timeout: Duration,
+    tls: Tls,
 }
 
-fn http_client(connect: Duration, read: Duration) -> Result<HttpClient, CtlError> {
-    HttpClient::builder()
+fn http_client(connect: Duration, read: Duration, tls: &Tls) -> Result<HttpClient, CtlError> {
+    tls.apply(HttpClient::builder())?
         .timeout(read)
         .connect_timeout(connect)
         // Endpoints are cluster members, usually on loopback or a private network; an
@@ -230,20 +300,34 @@ fn http_client(connect: Duration, read: Duration) -> Result<HttpClient, CtlError
 
 impl Client {
     pub fn new(endpoints: &[String], timeout: Duration) -> Result<Client, CtlError> {
+        Self::with_tls(endpoints, timeout, Tls::default())
+    }
+
+    /// [`Client::new`] over TLS where `tls` (or an endpoint's https://) says so.
+    pub fn with_tls(endpoints: &[String], timeout: Duration, tls: Tls) -> Result<Client, CtlError> {
+        let scheme = if tls.any() { "https" } else { "http" };
         let endpoints = endpoints
             .iter()
-            .map(|e| normalize_endpoint(e).map(|(display, base)| Endpoint { display, base }))
+            .map(|e| {
+                normalize_endpoint_with(e, scheme).map(|(display, base)| Endpoint { display, base })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if endpoints.is_empty() {
             return Err(CtlError::Usage("no endpoints given".into()));
         }
         Ok(Client {
             endpoints,
-            http: http_client(timeout, timeout)?,
-            streams: http_client(timeout, STREAM_SILENCE_MAX.max(timeout))?,
+            http: http_client(timeout, timeout, &tls)?,
+            streams: http_client(timeout, STREAM_SILENCE_MAX.max(timeout), &tls)?,
             preferred: 0,
             timeout,
+            tls,
         })
+    }
+
+    /// The TLS files this client was made with.
+    pub fn tls(&self) -> &Tls {
+        &self.tls
     }
 
     pub fn timeout(&self) -> Duration {
@@ -485,7 +569,16 @@ mod tests {
             ("localhost:8".into(), "http://localhost:8".into())
         );
         assert_eq!(normalize_endpoint("node1").unwrap().0, "node1:80");
-        for bad in ["", "https://a:1", "ftp://a:1", "a:1/x", "a:notaport"] {
+        // https:// is taken as given; TLS flags make a bare host:port https.
+        assert_eq!(
+            normalize_endpoint("https://a:1").unwrap(),
+            ("a:1".into(), "https://a:1".into())
+        );
+        assert_eq!(
+            normalize_endpoint_with("a:1", "https").unwrap().1,
+            "https://a:1"
+        );
+        for bad in ["", "ftp://a:1", "a:1/x", "a:notaport"] {
             assert_eq!(
                 normalize_endpoint(bad).unwrap_err().exit_code(),
                 2,

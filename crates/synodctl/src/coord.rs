@@ -45,8 +45,19 @@ fn fail(what: &str, s: &tonic::Status) -> Failed {
     })
 }
 
+/// Where the gRPC services are: addresses (the answering member's first) and the TLS to
+/// reach them with (synodctl's --cacert/--cert/--key).
+struct Targets {
+    addrs: Vec<String>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+}
+
 /// The members' gRPC addresses, the answering member's first.
-fn grpc_targets(client: &mut Client) -> Result<Vec<String>, Failed> {
+fn grpc_targets(client: &mut Client) -> Result<Targets, Failed> {
+    let tls = client.tls().grpc().map_err(|e| {
+        eprintln!("{}", crate::output::error(&e));
+        Failed(e.exit_code())
+    })?;
     let a = client
         .send(&Request::new(Method::GET, "/v1/members".into()))
         .map_err(|e| {
@@ -68,18 +79,36 @@ fn grpc_targets(client: &mut Client) -> Result<Vec<String>, Failed> {
         );
         return Err(Failed(EXIT_SERVER));
     }
-    Ok(targets.into_iter().map(|(_, g)| g).collect())
+    Ok(Targets {
+        addrs: targets.into_iter().map(|(_, g)| g).collect(),
+        tls,
+    })
 }
 
-async fn connect(targets: &[String], timeout: Duration) -> Result<Channel, Failed> {
+async fn connect(targets: &Targets, timeout: Duration) -> Result<Channel, Failed> {
     let mut attempts = Vec::new();
-    for t in targets {
-        let endpoint = match Channel::from_shared(format!("http://{t}")) {
+    let scheme = if targets.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    for t in &targets.addrs {
+        let endpoint = match Channel::from_shared(format!("{scheme}://{t}")) {
             Ok(e) => e.connect_timeout(timeout),
             Err(e) => {
                 attempts.push(format!("{t}: {e}"));
                 continue;
             }
+        };
+        let endpoint = match &targets.tls {
+            None => endpoint,
+            Some(tls) => match endpoint.tls_config(tls.clone()) {
+                Ok(e) => e,
+                Err(e) => {
+                    attempts.push(format!("{t}: {e}"));
+                    continue;
+                }
+            },
         };
         match endpoint.connect().await {
             Ok(ch) => return Ok(ch),
@@ -156,7 +185,7 @@ pub fn lock(client: &mut Client, args: &LockArgs, timeout: Duration) -> i32 {
     run().unwrap_or_else(|Failed(code)| code)
 }
 
-async fn lock_async(targets: &[String], args: &LockArgs, timeout: Duration) -> Result<i32, Failed> {
+async fn lock_async(targets: &Targets, args: &LockArgs, timeout: Duration) -> Result<i32, Failed> {
     let ch = connect(targets, timeout).await?;
     let mut session = Session::open(ch.clone(), args.ttl, timeout).await?;
     let request = lpb::LockRequest {
@@ -252,7 +281,7 @@ fn print_leader(kv: Option<&synod_etcd::pb::mvccpb::KeyValue>) {
     }
 }
 
-async fn campaign(targets: &[String], args: &ElectArgs, timeout: Duration) -> Result<i32, Failed> {
+async fn campaign(targets: &Targets, args: &ElectArgs, timeout: Duration) -> Result<i32, Failed> {
     let ch = connect(targets, timeout).await?;
     let mut session = Session::open(ch.clone(), args.ttl, timeout).await?;
     let value = args.value.clone().unwrap_or_default();
@@ -294,7 +323,7 @@ async fn campaign(targets: &[String], args: &ElectArgs, timeout: Duration) -> Re
     Ok(code)
 }
 
-async fn observe(targets: &[String], args: &ElectArgs, timeout: Duration) -> Result<i32, Failed> {
+async fn observe(targets: &Targets, args: &ElectArgs, timeout: Duration) -> Result<i32, Failed> {
     let ch = connect(targets, timeout).await?;
     let request = elpb::LeaderRequest {
         name: args.name.clone().into_bytes(),

@@ -31,7 +31,12 @@ fn main() -> ExitCode {
             return exit(e.exit_code());
         }
     };
-    let mut client = match Client::new(&cli.endpoints, cli.timeout) {
+    let tls = client::Tls {
+        cacert: cli.cacert.clone(),
+        cert: cli.cert.clone(),
+        key: cli.key.clone(),
+    };
+    let mut client = match Client::with_tls(&cli.endpoints, cli.timeout, tls) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{}", output::error(&e));
@@ -206,7 +211,9 @@ fn move_leader(client: &mut Client, id: u64) -> Result<(u64, Answer), CtlError> 
         .map(str::to_string);
     let req = Request::new(Method::POST, format!("/v1/members/{id}/lead"));
     let answer = match addr {
-        Some(addr) => Client::new(&[addr], client.timeout())?.send(&req)?,
+        Some(addr) => {
+            Client::with_tls(&[addr], client.timeout(), client.tls().clone())?.send(&req)?
+        }
         // No published address: the endpoint that answered the status may be the leader.
         None => client.send(&req)?,
     };

@@ -195,6 +195,8 @@ pub fn never_answering_node(request_timeout_ms: u64) -> (NodeHandle, mpsc::Recei
             ..ApiLimits::default()
         },
         version: "test".into(),
+        client_tls: false,
+        peer_tls: false,
     };
     // It leads (a one-member cluster): requests must reach the engine, not be refused at the
     // edge for want of a leader.

@@ -22,6 +22,15 @@ pub struct Cluster {
     pub members: Vec<MemberConfig>,
     children: Vec<Option<Child>>,
     pub http: reqwest::blocking::Client,
+    /// "http", or "https" for a cluster started with [`Cluster::start_tls`].
+    pub scheme: &'static str,
+}
+
+/// How the harness itself reaches the client ports of a TLS cluster.
+#[derive(Clone)]
+pub struct ClientSide {
+    pub http: reqwest::blocking::Client,
+    pub scheme: &'static str,
 }
 
 /// Engines without a leader (EPaxos names each member its own): a cluster of them is ready
@@ -129,7 +138,28 @@ impl Cluster {
         tweak: &dyn Fn(&mut ClusterConfig),
         prepare: &dyn Fn(&std::path::Path, &std::path::Path),
     ) -> Cluster {
-        let c = Cluster::launch_serving(n, engine, tweak, prepare);
+        Cluster::start_side(n, engine, tweak, prepare, None)
+    }
+
+    /// [`Cluster::start_configured`] for a cluster whose client ports speak TLS (`tweak` sets
+    /// the cluster file's `[tls]`): the harness polls them with `side`.
+    pub fn start_tls(
+        n: usize,
+        engine: &str,
+        tweak: &dyn Fn(&mut ClusterConfig),
+        side: ClientSide,
+    ) -> Cluster {
+        Cluster::start_side(n, engine, tweak, &|_, _| {}, Some(&side))
+    }
+
+    fn start_side(
+        n: usize,
+        engine: &str,
+        tweak: &dyn Fn(&mut ClusterConfig),
+        prepare: &dyn Fn(&std::path::Path, &std::path::Path),
+        side: Option<&ClientSide>,
+    ) -> Cluster {
+        let c = Cluster::launch_serving(n, engine, tweak, prepare, side);
         if LEADERLESS_ENGINES.contains(&engine) {
             c.wait_all_connected(Duration::from_secs(20));
         } else {
@@ -146,9 +176,10 @@ impl Cluster {
         engine: &str,
         tweak: &dyn Fn(&mut ClusterConfig),
         prepare: &dyn Fn(&std::path::Path, &std::path::Path),
+        side: Option<&ClientSide>,
     ) -> Cluster {
         for attempt in 1..=LAUNCH_ATTEMPTS_MAX {
-            let mut c = Cluster::launch(n, engine, tweak, prepare);
+            let mut c = Cluster::launch(n, engine, tweak, prepare, side);
             match c.wait_launched_members_serving(SERVING_TIMEOUT) {
                 Ok(()) => return c,
                 Err(NotServing::PortTaken { id, line }) => {
@@ -170,6 +201,7 @@ impl Cluster {
         engine: &str,
         tweak: &dyn Fn(&mut ClusterConfig),
         prepare: &dyn Fn(&std::path::Path, &std::path::Path),
+        side: Option<&ClientSide>,
     ) -> Cluster {
         let ports = free_ports(3 * n);
         let mut cfg = ClusterConfig::local(n, 1);
@@ -193,10 +225,14 @@ impl Cluster {
             cluster_name: cfg.cluster_name.clone(),
             members: cfg.members.clone(),
             children: Vec::new(),
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("http client"),
+            http: match side {
+                Some(side) => side.http.clone(),
+                None => reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .expect("http client"),
+            },
+            scheme: side.map_or("http", |s| s.scheme),
         };
         for m in &cfg.members {
             let child = c.spawn(m.id);
@@ -321,7 +357,7 @@ impl Cluster {
     }
 
     pub fn url(&self, id: u64, path: &str) -> String {
-        format!("http://{}{}", self.member(id).http_addr, path)
+        format!("{}://{}{}", self.scheme, self.member(id).http_addr, path)
     }
 
     pub fn grpc_endpoints(&self) -> String {
@@ -600,7 +636,7 @@ impl Cluster {
     /// Like [`Cluster::start`] but waits only until every member answers its status endpoint,
     /// not for a leader nor for peer connections (a test may be about to kill one).
     pub fn start_leaderless(n: usize, engine: &str) -> Cluster {
-        Cluster::launch_serving(n, engine, &|_| {}, &|_, _| {})
+        Cluster::launch_serving(n, engine, &|_| {}, &|_, _| {}, None)
     }
 
     /// Whether member `id`'s process is still running (an exit is reaped and makes it dead).
@@ -744,4 +780,28 @@ impl Cluster {
         let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
         assert_eq!(rc, 0, "SIGTERM to n{id}");
     }
+}
+
+// ---- Shared by `synod dev` tests (crates/synod/tests/dev.rs, tls.rs). ----
+
+/// A base port such that every port `synod dev` derives from it (base + 10i + {0,1,2}) is free.
+pub fn free_base(nodes: u16) -> u16 {
+    // Tests in one binary run in parallel: each call starts from its own offset so two calls
+    // cannot both pick a range that is free only because neither has started its cluster yet.
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let salt = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * 500;
+    for attempt in 0..200u16 {
+        let base = 20_000 + (std::process::id() as u16 % 2000) * 10 + salt + attempt * 37;
+        let ports: Vec<u16> = (0..nodes)
+            .flat_map(|i| (0..3).map(move |k| base + 10 * i + k))
+            .collect();
+        let held: Vec<TcpListener> = ports
+            .iter()
+            .filter_map(|p| TcpListener::bind(("127.0.0.1", *p)).ok())
+            .collect();
+        if held.len() == ports.len() {
+            return base;
+        }
+    }
+    panic!("no free port range for synod dev");
 }

@@ -1474,6 +1474,7 @@ fn etcdctl_users_roles_permissions_restart_and_disable() {
         (!ok).then_some(())
     });
     check_reader(&etcdctl, &one);
+    synodctl_as_a_user(&c.member(3).http_addr);
     // A txn touching a forbidden key in its else branch is refused even though its compare
     // holds (both branches are checked).
     let txn = "value(\"app/a\") = \"1\"\n\nget app/a\n\nget secret\n\n";
@@ -1558,6 +1559,30 @@ fn etcdctl_users_roles_permissions_restart_and_disable() {
             .then_some(())
     });
     ctl(&etcdctl, &one, &["put", "secret", "open"]);
+}
+
+/// synodctl's `--user name:password` over the HTTP API: it authenticates at the endpoint and
+/// sends the token as `Authorization`; without it the member refuses.
+fn synodctl_as_a_user(http: &str) {
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(common::synodctl());
+        cmd.args(["--endpoints", http]).args(args);
+        run_with_deadline(cmd, DEADLINE)
+    };
+    let (status, out, err) = run(&["--user", "reader:readerpw", "get", "app/a"]);
+    assert!(status.success() && out == "app/a\n1\n", "{out}{err}");
+    let (status, out, err) = run(&["--user", "reader:readerpw", "put", "app/a", "2"]);
+    assert!(
+        !status.success() && format!("{out}{err}").contains("permission denied"),
+        "{out}{err}"
+    );
+    let (status, out, err) = run(&["get", "app/a"]);
+    assert!(!status.success(), "no --user: {out}{err}");
+    let (status, out, err) = run(&["--user", "reader:wrong", "get", "app/a"]);
+    assert!(
+        !status.success() && format!("{out}{err}").contains("authentication failed"),
+        "{out}{err}"
+    );
 }
 
 /// Runs `cmd` for at most `max` (a watch does not end by itself), then its output.

@@ -55,6 +55,11 @@ pub struct Cli {
     #[arg(long = "key", id = "tls_key", env = "SYNODCTL_KEY", global = true)]
     pub key: Option<PathBuf>,
 
+    /// Auth: `name:password` (etcdctl's flag). synodctl authenticates at each endpoint it
+    /// talks to (tokens are member-local) and sends the token as `Authorization`.
+    #[arg(long, env = "SYNODCTL_USER", global = true)]
+    pub user: Option<String>,
+
     /// Time allowed for one request to one endpoint (e.g. 5s, 500ms, 2).
     #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]
     pub timeout: Duration,

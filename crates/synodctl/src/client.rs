@@ -284,6 +284,10 @@ pub struct Client {
     /// Time allowed for one request (a client for another endpoint gets the same).
     timeout: Duration,
     tls: Tls,
+    /// `--user`: the credentials, and the token each endpoint gave for them (tokens are
+    /// member-local, so each endpoint is asked once, when first used).
+    user: Option<(String, String)>,
+    tokens: std::sync::Mutex<Vec<Option<String>>>,
 }
 
 fn http_client(connect: Duration, read: Duration, tls: &Tls) -> Result<HttpClient, CtlError> {
@@ -315,6 +319,7 @@ impl Client {
         if endpoints.is_empty() {
             return Err(CtlError::Usage("no endpoints given".into()));
         }
+        let tokens = std::sync::Mutex::new(vec![None; endpoints.len()]);
         Ok(Client {
             endpoints,
             http: http_client(timeout, timeout, &tls)?,
@@ -322,7 +327,67 @@ impl Client {
             preferred: 0,
             timeout,
             tls,
+            user: None,
+            tokens,
         })
+    }
+
+    /// Sends every request as `name:password` (etcdctl's `--user`); a name without a
+    /// password is a usage error.
+    pub fn with_user(mut self, user: &str) -> Result<Client, CtlError> {
+        let (name, password) = user
+            .split_once(':')
+            .ok_or_else(|| CtlError::Usage("--user takes name:password (etcdctl's form)".into()))?;
+        self.user = Some((name.to_string(), password.to_string()));
+        Ok(self)
+    }
+
+    /// A client for one more endpoint (the leader, found by status), with this one's TLS
+    /// files and `--user`.
+    pub fn for_endpoint(&self, endpoint: String) -> Result<Client, CtlError> {
+        let mut other = Client::with_tls(&[endpoint], self.timeout, self.tls.clone())?;
+        other.user = self.user.clone();
+        Ok(other)
+    }
+
+    /// The token endpoint `idx` gave for `--user`, asked for on first use (POST
+    /// /v3/auth/authenticate on the same port); `None` without `--user`.
+    fn token(&self, idx: usize) -> Result<Option<String>, Attempt> {
+        let Some((name, password)) = &self.user else {
+            return Ok(None);
+        };
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = &tokens[idx] {
+            return Ok(Some(t.clone()));
+        }
+        let url = format!("{}/v3/auth/authenticate", self.endpoints[idx].base);
+        let body = serde_json::json!({"name": name, "password": password});
+        let resp = self
+            .http
+            .post(url)
+            .json(&body)
+            .send()
+            .map_err(|e| Attempt::Unreachable(describe(&e)))?;
+        let status = resp.status();
+        let bytes = read_body(resp).map_err(Attempt::Unreachable)?;
+        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        match answer.get("token").and_then(Value::as_str) {
+            Some(t) if status.is_success() => {
+                tokens[idx] = Some(t.to_string());
+                Ok(Some(t.to_string()))
+            }
+            _ => {
+                // The gateway's error body: {"error": text, "code": n, "message": text}.
+                let message = answer
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no token in the answer");
+                Err(Attempt::Final(CtlError::Usage(format!(
+                    "--user {name}: {}: {message}",
+                    self.endpoints[idx].display
+                ))))
+            }
+        }
     }
 
     /// The TLS files this client was made with.
@@ -440,6 +505,9 @@ impl Client {
             }
         }
         let mut builder = http.request(req.method.clone(), url);
+        if let Some(token) = self.token(idx)? {
+            builder = builder.header(reqwest::header::AUTHORIZATION, token);
+        }
         if let Some(body) = &req.body {
             builder = builder.json(body);
         }

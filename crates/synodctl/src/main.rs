@@ -36,7 +36,11 @@ fn main() -> ExitCode {
         cert: cli.cert.clone(),
         key: cli.key.clone(),
     };
-    let mut client = match Client::with_tls(&cli.endpoints, cli.timeout, tls) {
+    let client = Client::with_tls(&cli.endpoints, cli.timeout, tls).and_then(|c| match &cli.user {
+        Some(user) => c.with_user(user),
+        None => Ok(c),
+    });
+    let mut client = match client {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{}", output::error(&e));
@@ -211,9 +215,7 @@ fn move_leader(client: &mut Client, id: u64) -> Result<(u64, Answer), CtlError> 
         .map(str::to_string);
     let req = Request::new(Method::POST, format!("/v1/members/{id}/lead"));
     let answer = match addr {
-        Some(addr) => {
-            Client::with_tls(&[addr], client.timeout(), client.tls().clone())?.send(&req)?
-        }
+        Some(addr) => client.for_endpoint(addr)?.send(&req)?,
         // No published address: the endpoint that answered the status may be the leader.
         None => client.send(&req)?,
     };

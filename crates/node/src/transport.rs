@@ -1235,12 +1235,7 @@ async fn pump(
     let error = loop {
         tokio::select! {
             _ = link.wake.notified() => {}
-            r = read.read(&mut probe) => {
-                break match r {
-                    Ok(_) => std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "peer closed the connection"),
-                    Err(e) => e,
-                };
-            }
+            r = read.read(&mut probe) => break closed(r),
         }
         let failed = loop {
             let wrote = link
@@ -1294,12 +1289,7 @@ async fn pump_tls(
     let error = 'connection: loop {
         tokio::select! {
             _ = link.wake.notified() => {}
-            r = read.read(&mut probe) => {
-                break match r {
-                    Ok(_) => std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "peer closed the connection"),
-                    Err(e) => e,
-                };
-            }
+            r = read.read(&mut probe) => break closed(r),
         }
         loop {
             batch.clear();
@@ -1325,6 +1315,18 @@ async fn pump_tls(
     link.connected.store(false, Ordering::Relaxed);
     gauge.set(0);
     error
+}
+
+/// Why a writer's connection ended, from the read that watches it: the peer never sends on
+/// it, so any completed read (data or EOF) means it went away.
+fn closed(read: std::io::Result<usize>) -> std::io::Error {
+    match read {
+        Ok(_) => std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "peer closed the connection",
+        ),
+        Err(e) => e,
+    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 const DEADLINE: Duration = Duration::from_secs(30);
+/// How often a condition waited for with [`DEADLINE`] is polled.
+const POLL: Duration = Duration::from_millis(50);
 const ROOT_PW: &str = "rootpw";
 const ALICE_PW: &str = "alicepw";
 const NOBODY_PW: &str = "nobodypw";
@@ -784,19 +786,23 @@ fn authenticate_all(rt: &tokio::runtime::Runtime, ch: &Channel) -> Creds {
     })
 }
 
-/// A token for `name`, retried while member 1 has not applied `auth enable` yet.
+/// A token for `name`, polled (until [`DEADLINE`]) while member 1 has not applied
+/// `auth enable` yet.
 async fn token_of(a: &mut pb::auth_client::AuthClient<Channel>, name: &str, pw: &str) -> String {
-    for _ in 0..100 {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
         let r = pb::AuthenticateRequest {
             name: name.into(),
             password: pw.into(),
         };
         match a.authenticate(r).await {
             Ok(t) => return t.into_inner().token,
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => last = Some(e),
         }
+        tokio::time::sleep(POLL).await;
     }
-    panic!("{name} could not authenticate at member 1");
+    panic!("{name} could not authenticate at member 1 within {DEADLINE:?}: {last:?}");
 }
 
 /// The (refused, allowed) callers of a row.
@@ -1598,7 +1604,7 @@ fn run_for(mut cmd: Command, max: Duration) -> (String, String) {
         if let Ok(Some(_)) = child.try_wait() {
             break;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(POLL);
     }
     let _ = child.kill();
     let out = child.wait_with_output().expect("output");

@@ -170,6 +170,14 @@ pub trait Engine: Sized + Send + 'static {
         false
     }
 
+    /// Take, at the next [`Engine::ready`], a checkpoint that subsumes every record this
+    /// replica emitted so far — even if nothing was applied since the last one. The
+    /// partitioned engine needs it: its checkpoint must cover every group at once, because
+    /// storage drops all records before a checkpoint. False if this engine cannot.
+    fn checkpoint_full(&mut self) -> bool {
+        false
+    }
+
     /// A point-in-time image of this replica's applied state for a backup (see
     /// [`crate::backup`]), taken between two inputs. Engines without one state machine to
     /// image refuse with [`EngineError::Unsupported`].
@@ -271,6 +279,10 @@ pub struct EngineConfig {
     /// configuration and the state from a snapshot its peers send; `members` only says whom
     /// to ask. It votes in nothing before that.
     pub join: bool,
+    /// Partitioned mode (see the `synod-partition` crate): the keys where one group's range
+    /// ends and the next one's begins, ascending. Empty: one group, the whole keyspace. Only
+    /// the partitioned engine reads it; every replica of a cluster must be given the same.
+    pub split_keys: Vec<crate::kv::Key>,
 }
 
 impl EngineConfig {
@@ -301,6 +313,7 @@ impl EngineConfig {
             first_boot: true,
             initial_members: Vec::new(),
             join: false,
+            split_keys: Vec::new(),
         }
     }
 
@@ -414,10 +427,17 @@ pub enum PlantedBug {
     /// Auth (API edge): a Txn's permission check skips its failure branch, so a user may put
     /// or read keys it has no permission on through the else-branch of a compare it fails.
     TxnElseBranchUnchecked,
+    /// Partitioned mode: one member routes a key equal to a split key to the group below the
+    /// split, where the others route it to the group above — the same key has two owners.
+    PartitionBoundaryMisroute,
+    /// Partitioned mode: the node-wide checkpoint covers only the groups that checkpointed in
+    /// that batch, so storage drops the other groups' records before it (their promises and
+    /// accepted entries) and a restart forgets them.
+    PartitionCheckpointSkipsGroups,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 32] = [
+    pub const ALL: [PlantedBug; 34] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -450,6 +470,8 @@ impl PlantedBug {
         PlantedBug::DivergentApply,
         PlantedBug::TransferTargetKeepsOwnLog,
         PlantedBug::TxnElseBranchUnchecked,
+        PlantedBug::PartitionBoundaryMisroute,
+        PlantedBug::PartitionCheckpointSkipsGroups,
     ];
 
     pub fn name(self) -> &'static str {
@@ -486,6 +508,8 @@ impl PlantedBug {
             PlantedBug::DivergentApply => "divergent-apply",
             PlantedBug::TransferTargetKeepsOwnLog => "transfer-target-keeps-own-log",
             PlantedBug::TxnElseBranchUnchecked => "txn-else-branch-unchecked",
+            PlantedBug::PartitionBoundaryMisroute => "partition-boundary-misroute",
+            PlantedBug::PartitionCheckpointSkipsGroups => "partition-checkpoint-skips-groups",
         }
     }
 
@@ -660,6 +684,29 @@ pub struct EngineStatus {
     pub auth: std::sync::Arc<crate::auth::AuthState>,
     /// Learners' applied indexes as this replica last heard them (voters only).
     pub learner_applied: Vec<(NodeId, u64)>,
+    /// Partitioned mode: one entry per consensus group hosted here, in key order. Empty for
+    /// a single-group engine.
+    pub groups: Vec<GroupStatus>,
+}
+
+/// One consensus group of a partitioned engine, as this replica sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct GroupStatus {
+    pub group: u32,
+    /// The group's keys are `[start, end)`; an empty `end` means "to the end of the keyspace".
+    pub start: crate::kv::Key,
+    pub end: crate::kv::Key,
+    pub leader: Option<NodeId>,
+    /// Where the partitioned engine tries to keep this group's leader, so leaders spread.
+    pub preferred_leader: Option<NodeId>,
+    pub term: u64,
+    pub applied_index: u64,
+    /// The group's [`EngineStatus::applied_digest`] at `applied_index`.
+    pub applied_digest: Option<u64>,
+    /// The group's own revision: revisions are per group in partitioned mode.
+    pub revision: u64,
+    pub keys: u64,
+    pub role: String,
 }
 
 /// Everything an engine produced since the last [`Engine::ready`]. See the module docs for why
@@ -739,6 +786,14 @@ impl<M, R> Ready<M, R> {
     ) -> Result<Outbox<M>, E> {
         write_and_sync(&self.records)?;
         Ok(self.into_outbox().1)
+    }
+
+    /// Takes the batch apart: (early messages, records, messages, replies). Only for an
+    /// engine that wraps other engines (the partitioned engine): it puts the parts into a
+    /// [`Ready`] of its own, whose [`Ready::persist`] then keeps the order for all of them.
+    #[allow(clippy::type_complexity)]
+    pub fn into_parts(self) -> (Vec<(NodeId, M)>, Vec<R>, Vec<(NodeId, M)>, Vec<ClientReply>) {
+        (self.early, self.records, self.messages, self.replies)
     }
 
     /// Test-only escape hatch used by the planted `AckBeforeFsync` bug: the outbox *before*

@@ -310,6 +310,40 @@ pub struct StatusReply {
     pub alarms: Vec<&'static str>,
     pub members: Vec<MemberInfo>,
     pub capabilities: Capabilities,
+    /// Partitioned mode: the groups in key order (empty: one group).
+    pub groups: Vec<RangeInfo>,
+}
+
+/// One consensus group of a partitioned cluster, for `/v1/status` and `synodctl range list`.
+#[derive(Debug, Serialize)]
+pub struct RangeInfo {
+    pub group: u32,
+    pub start: String,
+    pub end: String,
+    pub leader: Option<NodeId>,
+    pub preferred_leader: Option<NodeId>,
+    pub term: u64,
+    pub applied_index: u64,
+    pub revision: u64,
+    pub keys: u64,
+    pub role: String,
+}
+
+impl RangeInfo {
+    fn of(g: &synod_core::GroupStatus) -> Self {
+        RangeInfo {
+            group: g.group,
+            start: String::from_utf8_lossy(&g.start).into_owned(),
+            end: String::from_utf8_lossy(&g.end).into_owned(),
+            leader: g.leader,
+            preferred_leader: g.preferred_leader,
+            term: g.term,
+            applied_index: g.applied_index,
+            revision: g.revision,
+            keys: g.keys,
+            role: g.role.clone(),
+        }
+    }
 }
 
 pub async fn status(State(handle): State<NodeHandle>) -> Json<StatusReply> {
@@ -340,6 +374,7 @@ pub async fn status(State(handle): State<NodeHandle>) -> Json<StatusReply> {
         },
         members: handle.members().0,
         capabilities: info.capabilities,
+        groups: st.engine.groups.iter().map(RangeInfo::of).collect(),
     })
 }
 

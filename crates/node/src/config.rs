@@ -246,8 +246,44 @@ pub struct ClusterConfig {
     /// mismatch (etcd's `--experimental-corrupt-check-time`); 0 = never (etcd's default).
     /// See `synod_node::backup` and docs/backup.md.
     pub corrupt_check_ms: u64,
+    /// Partitioned mode: the keyspace split into ranges, one consensus group each. See
+    /// [`PartitionConfig`] and docs/partitioning.md.
+    pub partition: PartitionConfig,
     pub members: Vec<MemberConfig>,
 }
+
+/// The `[partition]` section: where the keyspace is split into groups. Every member must have
+/// the same (the split keys are part of the cluster id, so members with others refuse each
+/// other). Fixed for the life of the data directories: a node whose log holds other groups
+/// refuses to start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PartitionConfig {
+    /// Ascending, distinct, non-empty keys: group 0 holds the keys below the first, group
+    /// `i` the keys from the `i`-th on. Empty: one group (the ordinary, unpartitioned store).
+    pub split_keys: Vec<String>,
+}
+
+impl PartitionConfig {
+    /// `groups` groups over keys that start with a printable ASCII character: the first byte's
+    /// range `!`..`~` cut into equal parts (one split key of one character each). A guess for
+    /// a keyspace nobody described; name split keys that fit the data where it is known.
+    pub fn even(groups: usize) -> Self {
+        let (lo, span) = (0x21usize, 0x7e - 0x21 + 1);
+        let groups = groups.clamp(1, span);
+        let split_keys = (1..groups)
+            .map(|i| char::from((lo + i * span / groups) as u8).to_string())
+            .collect();
+        PartitionConfig { split_keys }
+    }
+}
+
+/// Engines that can run partitioned (log engines on the replica layer with a leader).
+pub const PARTITIONED_ENGINES: [&str; 2] = ["omnipaxos", "vr"];
+
+/// Most groups one cluster may be split into: each group costs every member an engine
+/// instance (its log, its store, its timers), all driven by the member's one engine thread.
+pub const GROUPS_MAX: usize = 64;
 
 /// How much revision history the store keeps (etcd's `--auto-compaction-mode` and
 /// `--auto-compaction-retention`). History costs memory and checkpoint size per retained
@@ -373,6 +409,7 @@ impl Default for ClusterConfig {
             history: HistoryConfig::default(),
             tls: TlsConfig::default(),
             corrupt_check_ms: 0,
+            partition: PartitionConfig::default(),
             members: Vec::new(),
         }
     }
@@ -436,9 +473,23 @@ impl ClusterConfig {
         }
     }
 
-    /// Stable across processes, versions and platforms: FNV-1a of the cluster name (never 0).
+    /// Stable across processes, versions and platforms: FNV-1a of the cluster name (never 0),
+    /// and of the split keys when the cluster is partitioned.
     pub fn cluster_id(&self) -> u64 {
-        cluster_id_of(&self.cluster_name)
+        if self.partition.split_keys.is_empty() {
+            return cluster_id_of(&self.cluster_name);
+        }
+        // Members that split the keys differently must not talk: a key would have two owners.
+        cluster_id_of(&format!(
+            "{}\0split:{}",
+            self.cluster_name,
+            self.partition.split_keys.join("\0")
+        ))
+    }
+
+    /// Consensus groups: one more than the split keys.
+    pub fn groups(&self) -> usize {
+        self.partition.split_keys.len() + 1
     }
 
     pub fn member(&self, id: NodeId) -> Option<&MemberConfig> {
@@ -482,7 +533,42 @@ impl ClusterConfig {
         e.pending_requests_max = self.pending_requests_max;
         e.snapshot_entries = self.storage.snapshot_entries;
         e.initial_members = self.members.iter().map(MemberConfig::member).collect();
+        e.split_keys = self
+            .partition
+            .split_keys
+            .iter()
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
         e
+    }
+
+    fn validate_partition(&self) -> Result<(), ConfigError> {
+        let splits = &self.partition.split_keys;
+        if splits.is_empty() {
+            return Ok(());
+        }
+        if !PARTITIONED_ENGINES.contains(&self.engine.as_str()) {
+            return Err(invalid(
+                "partition.split_keys",
+                format!(
+                    "the {} engine cannot run partitioned; engines that can: {PARTITIONED_ENGINES:?}",
+                    self.engine
+                ),
+            ));
+        }
+        if self.groups() > GROUPS_MAX {
+            return Err(invalid(
+                "partition.split_keys",
+                format!("{} groups; at most {GROUPS_MAX}", self.groups()),
+            ));
+        }
+        if splits.iter().any(String::is_empty) || splits.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(invalid(
+                "partition.split_keys",
+                "split keys must be non-empty, ascending and distinct",
+            ));
+        }
+        Ok(())
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -496,6 +582,7 @@ impl ClusterConfig {
                 format!("unknown engine {:?}; known: {ENGINE_NAMES:?}", self.engine),
             ));
         }
+        self.validate_partition()?;
         match self.history.auto_compaction_mode.as_str() {
             "off" => {}
             "revision" if self.history.retention_revisions > 0 => {}
@@ -870,6 +957,24 @@ grpc_addr = "10.0.0.2:2379"
         assert_eq!(cluster_id_of(""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(cluster_id_of("a"), 0xaf63_dc4c_8601_ec8c);
         assert_ne!(cluster_id_of("prod"), cluster_id_of("prod2"));
+    }
+
+    #[test]
+    fn even_partitions_are_valid_and_change_the_cluster_id() {
+        let mut c = ClusterConfig::local(3, 20000);
+        let plain = c.cluster_id();
+        c.partition = PartitionConfig::even(4);
+        assert_eq!(c.partition.split_keys, ["8", "P", "g"]);
+        c.validate().unwrap();
+        assert_ne!(c.cluster_id(), plain);
+        c.partition.split_keys = vec!["b".into(), "a".into()];
+        assert!(c.validate().is_err());
+        c.partition = PartitionConfig::even(2);
+        c.engine = "caspaxos".into();
+        assert!(
+            c.validate().is_err(),
+            "CASPaxos has no groups to partition into"
+        );
     }
 
     #[test]

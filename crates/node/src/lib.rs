@@ -36,7 +36,9 @@ pub mod transport;
 pub mod watch;
 
 pub use alarm::Alarms;
-pub use config::{ClusterConfig, ConfigError, HistoryConfig, MemberConfig, NodeConfig};
+pub use config::{
+    ClusterConfig, ConfigError, HistoryConfig, MemberConfig, NodeConfig, PartitionConfig,
+};
 pub use handle::{ApiError, ApiLimits, MemberInfo, NodeHandle, NodeInfo, NodeStatus, Submission};
 pub use metrics::Metrics;
 pub use runtime::{NodeError, RunningNode, start, start_engine, start_with_listener};

@@ -192,6 +192,9 @@ pub async fn start_with_listener(
     listener: TcpListener,
 ) -> Result<RunningNode, NodeError> {
     // The one place that knows which engines exist. Add an arm per engine as they land.
+    if !cfg.cluster.partition.split_keys.is_empty() {
+        return start_partitioned(cfg, listener).await;
+    }
     match cfg.cluster.engine.as_str() {
         #[cfg(feature = "omnipaxos")]
         "omnipaxos" => {
@@ -208,6 +211,34 @@ pub async fn start_with_listener(
         other => {
             drop(listener);
             Err(NodeError::EngineUnavailable(other.to_string()))
+        }
+    }
+}
+
+/// A partitioned node: the configured log engine, one instance per group, behind
+/// [`synod_partition::Partitioned`] (see that crate).
+async fn start_partitioned(
+    cfg: NodeConfig,
+    listener: TcpListener,
+) -> Result<RunningNode, NodeError> {
+    use synod_partition::Partitioned;
+    match cfg.cluster.engine.as_str() {
+        #[cfg(feature = "omnipaxos")]
+        "omnipaxos" => {
+            start_engine::<Partitioned<synod_replica::Replica<synod_omnipaxos::OmniPaxos>>>(
+                cfg, listener,
+            )
+            .await
+        }
+        #[cfg(feature = "vr")]
+        "vr" => {
+            start_engine::<Partitioned<synod_replica::Replica<synod_vr::Vr>>>(cfg, listener).await
+        }
+        other => {
+            drop(listener);
+            Err(NodeError::EngineUnavailable(format!(
+                "{other} (partitioned)"
+            )))
         }
     }
 }
@@ -289,7 +320,13 @@ pub async fn start_engine<E: Engine>(
         cluster_name: cluster.cluster_name.clone(),
         member_id: id,
         members: cluster.members.iter().map(|m| m.info()).collect(),
-        engine: E::NAME.to_string(),
+        // What refusals name ("watch not supported by synod's omnipaxos-partitioned engine"):
+        // the same protocol unpartitioned has what this one lacks.
+        engine: if cluster.partition.split_keys.is_empty() {
+            E::NAME.to_string()
+        } else {
+            format!("{}-partitioned", E::NAME)
+        },
         capabilities: E::capabilities(),
         limits: cluster.limits.api_limits(),
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -999,6 +1036,7 @@ impl<E: Engine> EngineLoop<E> {
         m.keys.set(gauge(engine.keys));
         m.watch_streams.set(gauge(self.hub.streams() as u64));
         m.leases.set(gauge(engine.leases));
+        m.observe_groups(self.id, &engine.groups);
     }
 
     fn publish(&mut self, engine: EngineStatus) {

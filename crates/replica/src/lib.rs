@@ -97,6 +97,9 @@ pub struct Replica<P: LogProtocol> {
     snapshots: SnapshotTransfers<P::Term>,
     /// An operator asked for a checkpoint now ([`Engine::checkpoint_now`], defragmentation).
     checkpoint_requested: bool,
+    /// A checkpoint at the next `ready` even with nothing applied since the last
+    /// ([`Engine::checkpoint_full`]).
+    checkpoint_forced: bool,
     /// When leases expire (volatile: clocks restart on recovery).
     lessor: lessor::Lessor,
     /// Test only (planted `WatchUndecidedEvent`): the highest revision handed to the watch
@@ -185,6 +188,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
             last_leader_hint: None,
             snapshots: SnapshotTransfers::default(),
             checkpoint_requested: false,
+            checkpoint_forced: false,
             lessor: lessor::Lessor::default(),
             watch_speculated: 0,
         };
@@ -310,6 +314,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
             configuration: self.state.config.clone(),
             auth: self.state.auth.clone(),
             learner_applied: self.members.learner_applied(),
+            groups: Vec::new(),
         }
     }
 
@@ -338,6 +343,11 @@ impl<P: LogProtocol> Engine for Replica<P> {
             && start < self.state.kv.revision();
         let start = if late { start + 1 } else { start };
         self.state.kv.history_from(start, max_revisions)
+    }
+
+    fn checkpoint_full(&mut self) -> bool {
+        self.checkpoint_forced = true;
+        true
     }
 
     fn checkpoint_now(&mut self) -> bool {

@@ -120,12 +120,19 @@ impl<P: LogProtocol> Replica<P> {
     pub(crate) fn maybe_checkpoint(&mut self) {
         let every = self.config.snapshot_entries;
         let applied = self.state.applied_index();
+        let forced = std::mem::take(&mut self.checkpoint_forced);
         let Some(p) = self.protocol.as_mut() else {
+            if forced {
+                self.push_state_checkpoint();
+            }
             return;
         };
         let requested = std::mem::take(&mut self.checkpoint_requested);
         let due = every > 0 && applied >= p.compacted_idx() + every;
-        if !(due || requested && applied > p.compacted_idx()) {
+        // A forced checkpoint needs the applied state at the compacted index at least (it is
+        // not while a snapshot is being installed); without one the caller sees none.
+        let forced = forced && applied >= p.compacted_idx();
+        if !(due || forced || requested && applied > p.compacted_idx()) {
             return;
         }
         // Serialising our own in-memory state cannot fail with postcard; if it ever did, the

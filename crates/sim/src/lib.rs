@@ -56,7 +56,19 @@ use synod_core::PlantedBug;
 pub type Runner = fn(&RunConfig) -> RunResult;
 
 /// Engine names the simulator knows.
-pub const ENGINES: [&str; 5] = ["omnipaxos", "vr", "caspaxos", "epaxos", "toy"];
+pub const ENGINES: [&str; 7] = [
+    "omnipaxos",
+    "vr",
+    "caspaxos",
+    "epaxos",
+    "omnipaxos-groups",
+    "vr-groups",
+    "toy",
+];
+
+/// Groups the partitioned engines ("omnipaxos-groups", "vr-groups") split the keys into,
+/// unless the run names its own split keys.
+pub const SIM_GROUPS: usize = 4;
 
 /// Maps an engine name to its runner. "toy" is the simulator's own test engine.
 pub fn engine_runner(name: &str) -> Result<Runner, String> {
@@ -66,11 +78,36 @@ pub fn engine_runner(name: &str) -> Result<Runner, String> {
         "vr" => Ok(run_seed::<engines::VrEngine>),
         "caspaxos" => Ok(run_seed::<engines::CasPaxosEngine>),
         "epaxos" => Ok(run_seed::<engines::EPaxosEngine>),
+        "omnipaxos-groups" => Ok(run_groups::<engines::OmniPaxosEngine>),
+        "vr-groups" => Ok(run_groups::<engines::VrEngine>),
         other => Err(format!(
             "unknown engine {other:?}; known engines: {}",
             ENGINES.join(", ")
         )),
     }
+}
+
+/// Runs one seed of log engine `E` partitioned into groups: [`SIM_GROUPS`] of them over the
+/// run's keys, unless the config names its own split keys.
+pub fn run_groups<E: synod_core::Engine>(cfg: &RunConfig) -> RunResult {
+    let mut cfg = cfg.clone();
+    if cfg.split_keys.is_empty() {
+        cfg.split_keys = default_split_keys(cfg.keys, SIM_GROUPS);
+    }
+    run_seed::<synod_partition::Partitioned<E>>(&cfg)
+}
+
+/// Split keys that share the run's keys (`k0`, `k1`, …) out evenly among `groups` groups.
+/// Each split key is itself one of the keys, so routing at a boundary is exercised.
+pub fn default_split_keys(keys: u64, groups: usize) -> Vec<Vec<u8>> {
+    let mut names: Vec<String> = (0..keys).map(client::key_name).collect();
+    names.sort_unstable();
+    let g = groups.clamp(1, names.len().max(1));
+    let mut splits: Vec<Vec<u8>> = (1..g)
+        .map(|i| names[i * names.len() / g].clone().into_bytes())
+        .collect();
+    splits.dedup();
+    splits
 }
 
 /// Whether the named engine has leases (what lease clients need).

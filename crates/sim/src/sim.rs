@@ -115,6 +115,9 @@ pub struct RunConfig {
     /// judges the run. 0 = none (the run is exactly what it was before leases existed).
     /// Engines without leases ignore it.
     pub leases: usize,
+    /// `EngineConfig::split_keys` of every replica (the partitioned engines); empty = one
+    /// group.
+    pub split_keys: Vec<Vec<u8>>,
 }
 
 impl RunConfig {
@@ -141,6 +144,7 @@ impl RunConfig {
             fixed_schedule: None,
             watchers: 0,
             leases: 0,
+            split_keys: Vec::new(),
         }
     }
 
@@ -356,7 +360,8 @@ struct Sim<E: Engine> {
     history: Vec<HistoryOp>,
     trace: Trace<E::Message>,
     /// applied index → (digest, first node that reported it).
-    agreement: BTreeMap<u64, (u64, NodeId)>,
+    /// (group, applied index) → the digest first reported there, and by whom.
+    agreement: BTreeMap<(u32, u64), (u64, NodeId)>,
     failures: Vec<String>,
     schedule: Vec<ScheduledFault>,
     heal_at_us: u64,
@@ -460,6 +465,7 @@ impl<E: Engine> Sim<E> {
                 config.planted_bug = cfg.planted_bug;
                 config.snapshot_entries = cfg.snapshot_entries;
                 config.join = spare;
+                config.split_keys = cfg.split_keys.clone();
                 NodeSlot {
                     config,
                     engine: None,
@@ -793,23 +799,39 @@ impl<E: Engine> Sim<E> {
     }
 
     fn check_agreement(&mut self, node: NodeId, status: &EngineStatus) {
+        if status.groups.is_empty() {
+            self.check_group_agreement(node, 0, status.applied_index, status.applied_digest);
+        }
+        // A partitioned engine: every group is a log of its own.
+        for g in &status.groups {
+            self.check_group_agreement(node, g.group, g.applied_index, g.applied_digest);
+        }
+    }
+
+    fn check_group_agreement(
+        &mut self,
+        node: NodeId,
+        group: u32,
+        applied_index: u64,
+        digest: Option<u64>,
+    ) {
         // Log-less engines have no common applied state: nothing to compare.
-        let Some(digest) = status.applied_digest else {
+        let Some(digest) = digest else {
             return;
         };
         self.digest_seen = true;
-        if status.applied_index == 0 {
+        if applied_index == 0 {
             return;
         }
-        match self.agreement.get(&status.applied_index) {
+        match self.agreement.get(&(group, applied_index)) {
             None => {
-                self.agreement.insert(status.applied_index, (digest, node));
+                self.agreement
+                    .insert((group, applied_index), (digest, node));
             }
             Some(&(d, other)) if d != digest => fail(
                 &mut self.failures,
                 format!(
-                    "agreement: at applied index {} n{node} has digest {digest:016x} but n{other} had {d:016x} (t={} ms)",
-                    status.applied_index,
+                    "agreement: in group {group} at applied index {applied_index} n{node} has digest {digest:016x} but n{other} had {d:016x} (t={} ms)",
                     self.now_us / 1000
                 ),
             ),
@@ -1493,8 +1515,16 @@ impl<E: Engine> Sim<E> {
             return;
         }
         let first = &st[0].1;
+        let per_group = |s: &EngineStatus| -> Vec<(u64, Option<u64>)> {
+            s.groups
+                .iter()
+                .map(|g| (g.applied_index, g.applied_digest))
+                .collect()
+        };
         let converged = st.iter().all(|(_, s)| {
-            s.applied_index == first.applied_index && s.applied_digest == first.applied_digest
+            s.applied_index == first.applied_index
+                && s.applied_digest == first.applied_digest
+                && per_group(s) == per_group(first)
         });
         if converged && !self.converged {
             self.check_hash_kv_agreement();

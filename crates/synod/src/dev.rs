@@ -37,6 +37,14 @@ pub struct DevArgs {
     /// TLS on every port, with client and peer certificate auth, from a throwaway CA.
     #[arg(long)]
     tls: bool,
+    /// Partition the keyspace into this many consensus groups (omnipaxos, vr). Without
+    /// --split-keys the ranges cut the first byte of printable ASCII evenly.
+    #[arg(long, default_value_t = 1)]
+    groups: usize,
+    /// Where one group's keys end and the next one's begin (comma-separated, ascending);
+    /// implies --groups (one more than the keys given).
+    #[arg(long, value_delimiter = ',')]
+    split_keys: Vec<String>,
 }
 
 pub fn run(args: DevArgs) -> ExitCode {
@@ -65,6 +73,14 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     );
     let mut cluster = ClusterConfig::local(args.nodes, args.base_port);
     cluster.engine = args.engine.clone();
+    cluster.partition = if args.split_keys.is_empty() {
+        synod_node::PartitionConfig::even(args.groups)
+    } else {
+        synod_node::PartitionConfig {
+            split_keys: args.split_keys.clone(),
+        }
+    };
+    cluster.validate()?;
     if args.fresh && args.data_dir.exists() {
         std::fs::remove_dir_all(&args.data_dir)?;
     }
@@ -209,6 +225,13 @@ fn print_banner(
             None => "leaderless (every member proposes)".to_string(),
         }
     );
+    if !cluster.partition.split_keys.is_empty() {
+        println!(
+            "  partitioned  {} groups, split at {:?} (synodctl range list)",
+            cluster.groups(),
+            cluster.partition.split_keys
+        );
+    }
     println!("  data dir     {}", data_dir.display());
     println!("  cluster file {}", config.display());
     println!("  logs         {}/n*.log", data_dir.display());

@@ -158,6 +158,17 @@ pub enum Command {
     /// Campaign in the election NAME with VALUE and hold the leadership until Ctrl-C; with
     /// --listen, print each leader (key, then value) as it changes. One-shot only.
     Elect(ElectArgs),
+    /// The key ranges of a partitioned cluster: `range list` shows each range's group, keys,
+    /// members and leader, as the answering member sees them.
+    #[command(subcommand)]
+    Range(RangeCommand),
+}
+
+/// `synodctl range …`.
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum RangeCommand {
+    /// One row per range (one row for an unpartitioned cluster).
+    List,
 }
 
 /// `synodctl snapshot …`.

@@ -151,6 +151,10 @@ pub fn run_command(
             emit(out, output::status(format, &[(a.endpoint, a.body)]));
         }
         Command::Status { all: true } => status_all(client, format, out)?,
+        Command::Range(args::RangeCommand::List) => {
+            let a = client.send(&Request::new(Method::GET, "/v1/status".into()))?;
+            emit(out, output::ranges(format, &a.body));
+        }
         Command::Members | Command::Member(MemberCommand::List) => {
             let a = client.send(&Request::new(Method::GET, "/v1/members".into()))?;
             emit(out, output::members(format, &a.body));

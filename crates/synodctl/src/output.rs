@@ -235,6 +235,58 @@ pub fn members(format: Format, body: &Value) -> String {
     }
 }
 
+const RANGE_FIELDS: [&str; 9] = [
+    "group",
+    "start",
+    "end",
+    "members",
+    "leader",
+    "preferred_leader",
+    "applied_index",
+    "revision",
+    "keys",
+];
+
+/// `range list`, from a member's `/v1/status`: its `groups`, or the whole keyspace as one
+/// range when the cluster is not partitioned. Every group spans every member.
+pub fn ranges(format: Format, body: &Value) -> String {
+    if format == Format::Json {
+        return json(body.get("groups").unwrap_or(&Value::Null));
+    }
+    let members: Vec<String> = body
+        .get("members")
+        .and_then(Value::as_array)
+        .map(|ms| ms.iter().map(|m| field(m, "id")).collect())
+        .unwrap_or_default();
+    let whole = serde_json::json!([{
+        "group": 0, "start": "", "end": "",
+        "leader": body.get("leader"), "preferred_leader": null,
+        "applied_index": body.get("applied_index"), "revision": body.get("revision"),
+        "keys": body.get("keys"),
+    }]);
+    let groups = match body.get("groups").and_then(Value::as_array) {
+        Some(g) if !g.is_empty() => g.clone(),
+        _ => whole.as_array().cloned().unwrap_or_default(),
+    };
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .map(|g| {
+            RANGE_FIELDS
+                .iter()
+                .map(|f| match *f {
+                    "members" => members.join(","),
+                    "end" if field(g, "end").is_empty() => "(end)".to_string(),
+                    _ => field(g, f),
+                })
+                .collect()
+        })
+        .collect();
+    match format {
+        Format::Simple | Format::Table => table(&RANGE_FIELDS, &rows),
+        Format::Json => unreachable!("answered above"),
+    }
+}
+
 /// A membership change's answer: `DONE (configuration version V)` (DONE: "Member 4
 /// removed", …); an add's is `Member ID added …` and the new member's line. json is the
 /// server's answer.

@@ -26,7 +26,7 @@ pub use lease::{
     LEASE_TTL_MAX_SECONDS, Lease, LeaseChange, LeaseGrantRequest, LeaseId, LeaseInfo, LeaseTtl,
 };
 pub use session::{ClientTable, SessionVerdict};
-pub use store::{KvHash, KvStore};
+pub use store::{KvHash, KvStore, merge_ranges};
 
 use serde::{Deserialize, Serialize};
 

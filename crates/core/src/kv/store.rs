@@ -658,11 +658,7 @@ fn undo<'a>(
 /// way: `count` is every key in the range, `more` says the limit cut the filtered list.
 fn select<'a>(kvs: impl Iterator<Item = &'a KeyValue>, r: &RangeRequest) -> RangeResponse {
     let mut resp = RangeResponse::default();
-    let order = match (r.sort_order, r.sort_target) {
-        (SortOrder::None, SortTarget::Key) => SortOrder::None,
-        (SortOrder::None, _) => SortOrder::Ascend,
-        (o, _) => o,
-    };
+    let (order, simple) = effective_order(r);
     let keeps = |kv: &KeyValue| {
         let within = |x: u64, min: u64, max: u64| (min == 0 || x >= min) && (max == 0 || x <= max);
         within(kv.mod_revision, r.min_mod_revision, r.max_mod_revision)
@@ -672,8 +668,6 @@ fn select<'a>(kvs: impl Iterator<Item = &'a KeyValue>, r: &RangeRequest) -> Rang
                 r.max_create_revision,
             )
     };
-    let simple = order == SortOrder::None
-        || (order == SortOrder::Ascend && r.sort_target == SortTarget::Key);
     let mut picked: Vec<&KeyValue> = Vec::new();
     for kv in kvs {
         resp.count += 1;
@@ -707,9 +701,10 @@ fn select<'a>(kvs: impl Iterator<Item = &'a KeyValue>, r: &RangeRequest) -> Rang
 }
 
 /// A stable sort: keys with equal targets keep key order, as etcd's results do in practice.
-fn sort_kvs(kvs: &mut [&KeyValue], order: SortOrder, target: SortTarget) {
+fn sort_kvs<T: std::borrow::Borrow<KeyValue>>(kvs: &mut [T], order: SortOrder, target: SortTarget) {
     use std::cmp::Ordering;
-    let cmp = |a: &&KeyValue, b: &&KeyValue| -> Ordering {
+    let cmp = |a: &T, b: &T| -> Ordering {
+        let (a, b) = (a.borrow(), b.borrow());
         match target {
             SortTarget::Key => a.key.cmp(&b.key),
             SortTarget::Version => a.version.cmp(&b.version),
@@ -722,6 +717,47 @@ fn sort_kvs(kvs: &mut [&KeyValue], order: SortOrder, target: SortTarget) {
         SortOrder::Descend => kvs.sort_by(|a, b| cmp(b, a)),
         _ => kvs.sort_by(cmp),
     }
+}
+
+/// The sort a range asks for: key order stays the store's own order.
+fn effective_order(r: &RangeRequest) -> (SortOrder, bool) {
+    let order = match (r.sort_order, r.sort_target) {
+        (SortOrder::None, SortTarget::Key) => SortOrder::None,
+        (SortOrder::None, _) => SortOrder::Ascend,
+        (o, _) => o,
+    };
+    let simple = order == SortOrder::None
+        || (order == SortOrder::Ascend && r.sort_target == SortTarget::Key);
+    (order, simple)
+}
+
+/// Merges the answers to one range read that was split into parts over consecutive key
+/// ranges, given in key order (partitioned mode): counts add up, keys keep key order, then
+/// the request's sort and limit apply to the whole, as [`select`] applies them to one store.
+/// Each part must have been read with the same sort and limit, so it holds its own best
+/// `limit` keys and the merged best `limit` are among them — and with values when sorting by
+/// value (`keys_only` is applied here, after the sort).
+pub fn merge_ranges(parts: Vec<RangeResponse>, r: &RangeRequest) -> RangeResponse {
+    let (order, simple) = effective_order(r);
+    let mut out = RangeResponse::default();
+    for p in parts {
+        out.count += p.count;
+        out.more |= p.more;
+        out.kvs.extend(p.kvs);
+    }
+    if !simple {
+        sort_kvs(&mut out.kvs, order, r.sort_target);
+    }
+    if r.limit > 0 && out.kvs.len() as u64 > r.limit {
+        out.kvs.truncate(r.limit as usize);
+        out.more = true;
+    }
+    if r.keys_only {
+        for kv in &mut out.kvs {
+            kv.value.clear();
+        }
+    }
+    out
 }
 
 /// The history as checkpoints and snapshots carry it: each event without its `prev_kv`, plus,

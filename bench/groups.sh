@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# groups.sh — what partitioning buys on this machine: puts at 256 in flight on a 3-member Synod
+# cluster (OmniPaxos) with 1, 2, 4 and 8 consensus groups, and etcd 3.4 beside it, one cluster at
+# a time with the same `synod bench`.
+#
+# The 1-group row is the ordinary, unpartitioned cluster with the load sent to its leader (its
+# best case). Partitioned clusters get the load spread over every member (every member leads some
+# groups; a request for a group led elsewhere is forwarded by the member that received it). Split
+# keys cut the bench's key space (10,000 8-digit keys) into equal ranges. Per member, the CPU time
+# it used per acknowledged put is read from /proc before and after the timed run.
+#
+# usage: bench/groups.sh [--duration 10s] [--warmup 3s] [--groups "1 2 4 8"] [--out DIR]
+# SYNOD_BIN (default target/release/synod; build it first). Writes DIR/results.md and the JSON.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DURATION=10s
+WARMUP=3s
+GROUP_COUNTS="1 2 4 8"
+OUT=""
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --duration) DURATION=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
+    --groups) GROUP_COUNTS=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+SYNOD_BIN=${SYNOD_BIN:-$ROOT/target/release/synod}
+[[ -x "$SYNOD_BIN" ]] || { echo "$SYNOD_BIN missing: cargo build --release --bin synod" >&2; exit 1; }
+command -v etcd >/dev/null || { echo "etcd missing: apt-get install -y etcd-server" >&2; exit 1; }
+export ETCDCTL_API=3
+OUT=${OUT:-$ROOT/target/groups/$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/groups.XXXXXX")
+PIDS=()
+KEYS=10000
+log() { echo "groups: $*" >&2; }
+stop_all() {
+  for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true
+  done
+  PIDS=()
+}
+trap 'stop_all; rm -rf "$WORK"' EXIT
+
+wait_healthy() {
+  for _ in $(seq 1 120); do
+    etcdctl --endpoints="$1" --dial-timeout=1s endpoint health >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  log "not healthy: $1 (logs in $WORK)"; exit 1
+}
+
+# Split keys cutting 0..KEYS into $1 equal ranges, as the bench's zero-padded 8-digit keys.
+splits() {
+  local g=$1 i out=""
+  for ((i = 1; i < g; i++)); do out+="${out:+,}$(printf '%08d' $((i * KEYS / g)))"; done
+  echo "$out"
+}
+
+# Total CPU seconds (user + system) the processes in $MEMBER_PIDS used so far, one per member.
+cpu_of() {
+  local p tck
+  tck=$(getconf CLK_TCK)
+  for p in $MEMBER_PIDS; do
+    awk -v t="$tck" '{ printf "%.3f ", ($14 + $15) / t }' "/proc/$p/stat"
+  done
+}
+
+start_synod() {   # start_synod GROUP_COUNTS
+  local g=$1 flags=()
+  [[ $g -gt 1 ]] && flags=(--split-keys "$(splits "$g")")
+  "$SYNOD_BIN" dev --nodes 3 --base-port 7900 --fresh --data-dir "$WORK/synod-$g" "${flags[@]}" \
+    >"$WORK/synod-$g.log" 2>&1 </dev/null &
+  PIDS+=($!)
+  EPS=127.0.0.1:7902,127.0.0.1:7912,127.0.0.1:7922
+  wait_healthy "$EPS"
+  # Leaders reach their preferred members within a few election timeouts.
+  sleep 3
+  MEMBER_PIDS=$(pgrep -f "synod-$g/cluster.toml" | tr '\n' ' ')
+}
+
+start_etcd() {
+  local i cluster="" eps=()
+  for i in 1 2 3; do cluster+="${cluster:+,}e$i=http://127.0.0.1:$((24800 + 10 * i + 1))"; done
+  for i in 1 2 3; do
+    local client=$((24800 + 10 * i)) peer=$((24800 + 10 * i + 1))
+    etcd --name "e$i" --data-dir "$WORK/etcd/e$i" \
+      --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+      --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+      --initial-cluster "$cluster" --initial-cluster-state new --log-level warn \
+      >"$WORK/etcd-e$i.log" 2>&1 </dev/null &
+    PIDS+=($!)
+    eps+=("127.0.0.1:$client")
+  done
+  EPS=$(IFS=,; echo "${eps[*]}")
+  wait_healthy "$EPS"
+  MEMBER_PIDS="${PIDS[*]}"
+}
+
+run() {   # run LABEL TARGET
+  local label=$1 target=$2 before after
+  log "$label"
+  before=$(cpu_of)
+  "$SYNOD_BIN" bench --endpoints "$EPS" --label "$label" --workload put --in-flight 256 \
+    --key-size 8 --value-size 256 --keys "$KEYS" --connections 6 --target "$target" \
+    --duration "$DURATION" --warmup "$WARMUP" --json "$OUT/$label.json" >&2
+  after=$(cpu_of)
+  echo "$before" >"$OUT/$label.cpu-before"
+  echo "$after" >"$OUT/$label.cpu-after"
+}
+
+for g in $GROUP_COUNTS; do
+  start_synod "$g"
+  if [[ $g -gt 1 ]]; then
+    "$ROOT/target/release/synodctl" --endpoints 127.0.0.1:7901 range list >"$OUT/synod-$g.ranges" 2>&1 || true
+    run "synod-$g" all
+  else
+    run "synod-$g" leader
+  fi
+  stop_all
+done
+start_etcd; run etcd leader; stop_all
+
+field() { sed -n "s/.*\"$2\": \([-0-9.eE+]*\).*/\1/p" "$1" | head -n 1; }
+# CPU microseconds per acknowledged put, per member: (after - before) / (ops/s * seconds), the
+# warm-up (inside the CPU window) counted at the measured rate.
+WARMUP_S=${WARMUP%s}
+cpu_per_put() {
+  local label=$1 ops secs
+  ops=$(field "$OUT/$label.json" throughput_ops_s)
+  secs=$(awk -v e="$(field "$OUT/$label.json" elapsed_s)" -v w="$WARMUP_S" 'BEGIN { print e + w }')
+  paste -d' ' <(tr ' ' '\n' <"$OUT/$label.cpu-before" | sed '/^$/d') \
+              <(tr ' ' '\n' <"$OUT/$label.cpu-after" | sed '/^$/d') |
+    awk -v o="$ops" -v s="${secs:-0}" '{ d = $2 - $1; printf "%s%.0f", (NR > 1 ? " / " : ""), (o * s > 0 ? d * 1e6 / (o * s) : 0) }'
+}
+{
+  echo "Partitioning, $(date -u '+%Y-%m-%d %H:%M UTC'), synod $(cd "$ROOT" && git rev-parse --short HEAD), $(etcd --version | head -n 1), $(nproc) cores"
+  echo
+  echo "| cluster | puts/s at 256 in flight | vs 1 group | p50 ms | p99 ms | CPU µs per put, each member |"
+  echo "|---|---:|---:|---:|---:|---|"
+  base=$(field "$OUT/synod-1.json" throughput_ops_s)
+  for label in $(for g in $GROUP_COUNTS; do echo "synod-$g"; done) etcd; do
+    [[ -f $OUT/$label.json ]] || continue
+    ops=$(field "$OUT/$label.json" throughput_ops_s)
+    echo "| $label | $(awk -v a="$ops" 'BEGIN { printf "%.0f", a }') | $(awk -v a="$ops" -v b="$base" 'BEGIN { printf "%.2f", a / b }') | $(awk -v a="$(field "$OUT/$label.json" p50_ms)" 'BEGIN { printf "%.2f", a }') | $(awk -v a="$(field "$OUT/$label.json" p99_ms)" 'BEGIN { printf "%.2f", a }') | $(cpu_per_put "$label") |"
+  done
+} | tee "$OUT/results.md"

@@ -1,0 +1,245 @@
+//! Tests of the partitioned engine on a tiny lossless in-memory network: routing, merged
+//! range reads, spread leaders, and node-wide checkpoints that recover every group. (Faults,
+//! crashes and the linearizability checker are the simulator's: `synod sim --engine
+//! omnipaxos-groups`.)
+
+use super::*;
+use synod_core::kv::{Op, PutRequest, RangeRequest, SortOrder};
+use synod_core::{ClientId, Consistency};
+
+type Group = synod_replica::Replica<synod_omnipaxos::OmniPaxos>;
+type Node = Partitioned<Group>;
+
+struct Net {
+    nodes: Vec<Node>,
+    /// Each node's durable records, compacted at the last checkpoint as storage does.
+    disks: Vec<Vec<GroupRecord<<Group as Engine>::Record>>>,
+    replies: Vec<ClientReply>,
+    seq: u64,
+}
+
+fn config(id: NodeId, snapshot_entries: u64) -> EngineConfig {
+    let mut c = EngineConfig::new(id, vec![1, 2, 3], 7);
+    c.split_keys = vec![b"g".to_vec(), b"p".to_vec()];
+    c.snapshot_entries = snapshot_entries;
+    c
+}
+
+impl Net {
+    fn new(snapshot_entries: u64) -> Net {
+        Net {
+            nodes: (1..=3)
+                .map(|id| Node::recover(config(id, snapshot_entries), Vec::new()).expect("boot"))
+                .collect(),
+            disks: vec![Vec::new(); 3],
+            replies: Vec::new(),
+            seq: 0,
+        }
+    }
+
+    /// One round: every node ticks, then outputs flow until the network is quiet.
+    fn round(&mut self) {
+        for n in &mut self.nodes {
+            n.tick();
+        }
+        loop {
+            let mut inflight = Vec::new();
+            for (i, n) in self.nodes.iter_mut().enumerate() {
+                let disk = &mut self.disks[i];
+                let outbox = n
+                    .ready()
+                    .persist(|records| {
+                        for r in records {
+                            if r.is_checkpoint() {
+                                disk.clear();
+                            }
+                            disk.push(r.clone());
+                        }
+                        Ok::<(), ()>(())
+                    })
+                    .expect("in-memory disk");
+                inflight.extend(
+                    outbox
+                        .messages
+                        .into_iter()
+                        .map(|(to, m)| (i as u64 + 1, to, m)),
+                );
+                self.replies.extend(outbox.replies);
+            }
+            if inflight.is_empty() {
+                return;
+            }
+            for (from, to, m) in inflight {
+                self.nodes[to as usize - 1].receive(from, m);
+            }
+        }
+    }
+
+    fn rounds(&mut self, n: usize) {
+        for _ in 0..n {
+            self.round();
+        }
+    }
+
+    /// Submits `op` at node `at` and runs until it is answered.
+    fn call(&mut self, at: usize, op: Op) -> Result<Response, EngineError> {
+        self.seq += 1;
+        let id = RequestId {
+            client: ClientId(99),
+            seq: self.seq,
+        };
+        self.nodes[at].submit(ClientRequest {
+            id,
+            first_unacked: self.seq,
+            op,
+            consistency: Consistency::Linearizable,
+        });
+        for _ in 0..500 {
+            self.round();
+            if let Some(i) = self.replies.iter().position(|r| r.id == id) {
+                return self.replies.remove(i).result;
+            }
+        }
+        panic!("no reply to request {id:?}");
+    }
+
+    fn put(&mut self, at: usize, key: &str, value: &str) {
+        let r = self.call(at, Op::Put(PutRequest::new(key, value)));
+        assert!(r.is_ok(), "put {key}: {r:?}");
+    }
+}
+
+fn keys_of(r: &Response) -> Vec<String> {
+    match &r.body {
+        ResponseBody::Range(r) => r
+            .kvs
+            .iter()
+            .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+            .collect(),
+        other => panic!("not a range answer: {other:?}"),
+    }
+}
+
+fn all_keys() -> RangeRequest {
+    RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        ..RangeRequest::default()
+    }
+}
+
+#[test]
+fn leaders_spread_and_keys_go_to_their_groups() {
+    let mut net = Net::new(0);
+    net.rounds(600);
+    let st = net.nodes[0].status();
+    let leaders: Vec<Option<NodeId>> = st.groups.iter().map(|g| g.leader).collect();
+    assert_eq!(
+        leaders,
+        vec![Some(1), Some(2), Some(3)],
+        "each group led by its preferred member"
+    );
+    for (at, key) in [(0, "apple"), (1, "house"), (2, "zebra"), (0, "g")] {
+        net.put(at, key, "v");
+    }
+    net.rounds(5);
+    let keys: Vec<u64> = net.nodes[2]
+        .status()
+        .groups
+        .iter()
+        .map(|g| g.keys)
+        .collect();
+    assert_eq!(keys, vec![1, 2, 1], "g belongs to the group from g on");
+}
+
+#[test]
+fn range_reads_across_groups_merge_in_order_with_limit_and_sort() {
+    let mut net = Net::new(0);
+    net.rounds(50);
+    for (k, v) in [("a", "3"), ("h", "1"), ("q", "4"), ("z", "2"), ("i", "5")] {
+        net.put(1, k, v);
+    }
+    let all = net.call(2, Op::Range(all_keys())).expect("read");
+    assert_eq!(keys_of(&all), ["a", "h", "i", "q", "z"]);
+    let limited = net
+        .call(
+            0,
+            Op::Range(RangeRequest {
+                limit: 2,
+                ..all_keys()
+            }),
+        )
+        .expect("read");
+    assert_eq!(keys_of(&limited), ["a", "h"]);
+    let ResponseBody::Range(body) = &limited.body else {
+        panic!("range")
+    };
+    assert!(body.more && body.count == 5, "{body:?}");
+    let by_value = RangeRequest {
+        sort_order: SortOrder::Descend,
+        sort_target: synod_core::kv::SortTarget::Value,
+        keys_only: true,
+        limit: 3,
+        ..all_keys()
+    };
+    let sorted = net.call(0, Op::Range(by_value)).expect("read");
+    assert_eq!(
+        keys_of(&sorted),
+        ["i", "q", "a"],
+        "by value 5, 4, 3 across groups"
+    );
+}
+
+#[test]
+fn writes_spanning_groups_are_refused_and_nothing_changes() {
+    let mut net = Net::new(0);
+    net.rounds(50);
+    net.put(0, "a", "1");
+    net.put(0, "z", "1");
+    let del = Op::DeleteRange(synod_core::kv::DeleteRangeRequest {
+        key: b"a".to_vec(),
+        range_end: vec![0],
+        prev_kv: false,
+    });
+    let err = net.call(1, del).expect_err("spans groups");
+    assert!(err.to_string().contains("span groups 0..=2"), "{err}");
+    let all = net.call(1, Op::Range(all_keys())).expect("read");
+    assert_eq!(keys_of(&all), ["a", "z"]);
+}
+
+#[test]
+fn a_checkpoint_covers_every_group_and_recovers_them_all() {
+    let mut net = Net::new(5);
+    net.rounds(50);
+    // Group 2 gets enough writes to checkpoint; groups 0 and 1 only a few.
+    net.put(0, "a", "kept in group 0");
+    net.put(0, "h", "kept in group 1");
+    for i in 0..12 {
+        net.put(0, &format!("z{i}"), "v");
+    }
+    net.rounds(5);
+    for (i, disk) in net.disks.iter().enumerate() {
+        let GroupRecord::Checkpoint(groups) = &disk[0] else {
+            panic!("node {} log starts with {:?}", i + 1, disk.first());
+        };
+        let ids: Vec<u32> = groups.iter().map(|(g, _)| *g).collect();
+        assert_eq!(ids, vec![0, 1, 2], "one checkpoint for every group");
+    }
+    // Node 1 restarts from its compacted log alone and still has every group's keys.
+    let records = net.disks[0].clone();
+    net.nodes[0] = Node::recover(config(1, 5), records).expect("recover");
+    net.rounds(100);
+    let st = net.nodes[0].status();
+    let keys: Vec<u64> = st.groups.iter().map(|g| g.keys).collect();
+    assert_eq!(keys, vec![1, 1, 12]);
+}
+
+#[test]
+fn recovery_refuses_a_log_of_other_groups() {
+    let rec: GroupRecord<<Group as Engine>::Record> =
+        GroupRecord::Group(7, synod_replica::records::Record::Incarnation(1));
+    let err = Node::recover(config(1, 0), vec![rec])
+        .err()
+        .expect("refused");
+    assert!(err.contains("split keys changed"), "{err}");
+}

@@ -76,6 +76,10 @@ pub struct ChaosArgs {
     /// Members in the cluster.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// Partition the keyspace into this many consensus groups (omnipaxos, vr): the split keys
+    /// cut the workload's keys (`k0`, `k1`, …) evenly, each split key itself one of them.
+    #[arg(long, default_value_t = 1)]
+    pub groups: usize,
     /// Replication engine: omnipaxos, vr, caspaxos or epaxos.
     #[arg(long, default_value = "omnipaxos")]
     pub engine: String,
@@ -243,6 +247,17 @@ fn random_seed() -> u64 {
     SplitMix64::new(t ^ u64::from(std::process::id()).rotate_left(32)).next_u64() % 1_000_000_000
 }
 
+/// Split keys that share the workload's keys `k0..k{keys}` out evenly among `groups` groups
+/// (the simulator's rule): each split key is one of the keys, so boundaries are exercised.
+pub fn split_keys(keys: usize, groups: usize) -> Vec<String> {
+    let mut names: Vec<String> = (0..keys).map(|k| format!("k{k}")).collect();
+    names.sort_unstable();
+    let g = groups.clamp(1, names.len().max(1));
+    let mut splits: Vec<String> = (1..g).map(|i| names[i * names.len() / g].clone()).collect();
+    splits.dedup();
+    splits
+}
+
 fn prepare_out_dir(args: &ChaosArgs, seed: u64) -> Result<PathBuf, String> {
     if !(1..=NODES_MAX).contains(&args.nodes) {
         return Err(format!("--nodes must be 1..={NODES_MAX}"));
@@ -258,6 +273,20 @@ fn prepare_out_dir(args: &ChaosArgs, seed: u64) -> Result<PathBuf, String> {
     }
     if args.keys == 0 {
         return Err("--keys must be at least 1".into());
+    }
+    if args.groups > 1 {
+        if !synod_node::config::PARTITIONED_ENGINES.contains(&args.engine.as_str()) {
+            return Err("--groups: only omnipaxos and vr run partitioned".into());
+        }
+        if args.groups > args.keys {
+            return Err("--groups cannot exceed --keys (every group gets a key)".into());
+        }
+        if args.locks > 0 || args.faults.reconfig {
+            return Err(
+                "--groups: partitioned clusters have no leases (locks) nor membership change yet"
+                    .into(),
+            );
+        }
     }
     if args.faults.reconfig && args.engine == "epaxos" {
         return Err("--faults reconfig: the epaxos engine has no membership change".into());
@@ -372,6 +401,7 @@ async fn setup(
     let mut cfg = ClusterConfig::local(args.nodes, 0);
     cfg.cluster_name = format!("chaos-{seed}");
     cfg.engine = args.engine.clone();
+    cfg.partition.split_keys = split_keys(args.keys, args.groups);
     let mut routes = Vec::new();
     let mut members = Vec::new();
     let mut all_ports = Vec::new();
@@ -860,20 +890,21 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
         keys: args.keys,
         read_percent: args.read_percent,
     };
-    // Engines without a store-wide revision have no watch.
-    let watch_streams = (!NO_REVISION_ENGINES.contains(&args.engine.as_str())).then(|| {
-        let targets = s
-            .cluster
-            .members
-            .iter()
-            .take(args.nodes)
-            .map(|m| watchers::Target {
-                id: m.id,
-                http_addr: m.http_addr.clone(),
-            })
-            .collect();
-        watchers::Watchers::start(targets, watchers::plan(args.nodes, args.keys, seed))
-    });
+    // Engines without a store-wide revision have no watch (nor has a partitioned cluster).
+    let watch_streams = (!NO_REVISION_ENGINES.contains(&args.engine.as_str()) && args.groups <= 1)
+        .then(|| {
+            let targets = s
+                .cluster
+                .members
+                .iter()
+                .take(args.nodes)
+                .map(|m| watchers::Target {
+                    id: m.id,
+                    http_addr: m.http_addr.clone(),
+                })
+                .collect();
+            watchers::Watchers::start(targets, watchers::plan(args.nodes, args.keys, seed))
+        });
     let mut clients = Vec::new();
     for c in 0..args.clients {
         let node = c % args.nodes;

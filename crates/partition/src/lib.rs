@@ -7,8 +7,9 @@
 //!
 //! * **One engine thread.** The node runtime drives one engine, as always; a group is a value
 //!   inside it, not a thread.
-//! * **One connection per peer pair.** A message is a [`GroupMessage`]: the group's own
-//!   message tagged with the group id, on the node's one transport.
+//! * **One connection per peer pair.** A message is a [`GroupMessage`]: everything one batch
+//!   sends one peer, each group's messages tagged with the group id, on the node's one
+//!   transport.
 //! * **One log, one fsync.** A record is a [`GroupRecord`]: the groups' records of a batch
 //!   are tagged and persisted together, so one fsync commits every group's batch.
 //!   *Persist-before-send* holds for all of them at once: each group's outputs are taken
@@ -34,7 +35,8 @@
 //! a key's `mod_revision`, and a response's header revision, are those of the key's group. So
 //! compare-by-revision inside a (single-group) transaction means what it means in etcd, but
 //! there is no store-wide revision: the engine reports no `revisions` capability, and the
-//! APIs refuse watches, reads at past revisions and compaction. Leases are refused too (a
+//! APIs refuse watches, reads at past revisions and compaction. Each group's leader bounds
+//! the group's history itself ([`HISTORY_REVISIONS`]). Leases are refused too (a
 //! lease would have to span groups). What a spanning range read returns is each group's
 //! linearizable read, not one snapshot of every group.
 
@@ -50,11 +52,13 @@ use synod_core::{
     EngineStatus, GroupStatus, NodeId, PlantedBug, Ready, RequestId,
 };
 
-/// A peer message of one group.
+/// What one batch sends one peer: the messages of every group, each tagged with its group,
+/// in the order each group emitted them. One frame per peer per batch instead of one per group
+/// and message: with many groups the per-message costs (framing, decoding, one engine input
+/// each) would otherwise grow with the number of groups.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GroupMessage<M> {
-    pub group: u32,
-    pub message: M,
+    pub parts: Vec<(u32, M)>,
 }
 
 /// A durable record of the partitioned engine.
@@ -80,6 +84,20 @@ const BALANCE_EVERY_ETS: u64 = 1;
 const BALANCE_PAUSE_MIN_ETS: u64 = 20;
 const BALANCE_PAUSE_MAX_ETS: u64 = 640;
 
+/// Revisions of history the groups keep between them (each its share, at least
+/// [`HISTORY_REVISIONS_MIN`]): a group's leader compacts below its revision minus its share
+/// once it is a tenth further on. The same total as an unpartitioned cluster's default
+/// retention, which compacts through the node's policy — that policy speaks store-wide
+/// revisions, which a partitioned cluster has not. Without it every put would keep its old
+/// value forever and memory would only grow.
+pub const HISTORY_REVISIONS: u64 = 10_000;
+pub const HISTORY_REVISIONS_MIN: u64 = 1_000;
+/// How often (in ticks) a leader looks at its groups' history.
+const COMPACT_EVERY_TICKS: u64 = 100;
+/// Sequence numbers of the engine's own compaction requests (client `ClientId::NONE`, no
+/// session) start here, far above any a client would use with that id.
+const OWN_SEQ_BASE: u64 = 1 << 62;
+
 /// Many groups of engine `E` as one engine. See the module docs.
 pub struct Partitioned<E: Engine> {
     id: NodeId,
@@ -97,6 +115,9 @@ pub struct Partitioned<E: Engine> {
     balance: Vec<(u64, u64)>,
     /// Planted bug `PartitionCheckpointSkipsGroups`.
     bug_skip_groups: bool,
+    /// This engine's own compaction requests still unanswered; their replies are swallowed.
+    own: std::collections::BTreeSet<RequestId>,
+    next_own_seq: u64,
 }
 
 /// One split range read: its parts' groups and answers, in key order.
@@ -167,8 +188,43 @@ impl<E: Engine> Partitioned<E> {
         }
     }
 
+    /// Bounds each group's history: a leader proposes a compaction of a group it leads once
+    /// the group holds a tenth more than its share of [`HISTORY_REVISIONS`].
+    fn compact_histories(&mut self) {
+        for g in 0..self.groups.len() {
+            let keep = (HISTORY_REVISIONS / self.groups.len() as u64).max(HISTORY_REVISIONS_MIN);
+            let st = self.groups[g].status();
+            if st.leader != Some(self.id)
+                || st.revision < st.compact_revision + keep + keep / 10
+                || self.own.len() >= self.groups.len()
+            {
+                continue;
+            }
+            let id = RequestId {
+                client: synod_core::ClientId::NONE,
+                seq: self.next_own_seq,
+            };
+            self.next_own_seq += 1;
+            self.own.insert(id);
+            self.groups[g].submit(ClientRequest {
+                id,
+                first_unacked: 0,
+                op: synod_core::kv::Op::Compact(synod_core::kv::CompactRequest {
+                    revision: st.revision - keep,
+                    physical: false,
+                }),
+                consistency: synod_core::Consistency::Linearizable,
+            });
+        }
+    }
+
     /// Collects the answer of one group to a split read; the merged reply once all are in.
     fn gather(&mut self, g: usize, reply: ClientReply) -> Option<ClientReply> {
+        // The answer to our own compaction: nobody waits for it, and a failed one is simply
+        // proposed again later.
+        if self.own.remove(&reply.id) {
+            return None;
+        }
         let Some(gather) = self.gathers.get_mut(&reply.id) else {
             return Some(reply);
         };
@@ -253,16 +309,17 @@ fn merge_answers(gather: Gather) -> Result<Response, EngineError> {
     })
 }
 
-fn tag<M>(g: usize, msgs: Vec<(NodeId, M)>) -> impl Iterator<Item = (NodeId, GroupMessage<M>)> {
-    msgs.into_iter().map(move |(to, message)| {
-        (
-            to,
-            GroupMessage {
-                group: g as u32,
-                message,
-            },
-        )
-    })
+/// Gathers the groups' messages into one [`GroupMessage`] per destination.
+fn by_peer<M>(per_group: Vec<Vec<(NodeId, M)>>) -> Vec<(NodeId, GroupMessage<M>)> {
+    let mut out: BTreeMap<NodeId, Vec<(u32, M)>> = BTreeMap::new();
+    for (g, msgs) in per_group.into_iter().enumerate() {
+        for (to, m) in msgs {
+            out.entry(to).or_default().push((g as u32, m));
+        }
+    }
+    out.into_iter()
+        .map(|(to, parts)| (to, GroupMessage { parts }))
+        .collect()
 }
 
 impl<E: Engine> Engine for Partitioned<E> {
@@ -332,6 +389,8 @@ impl<E: Engine> Engine for Partitioned<E> {
             election_timeout_ticks: et,
             balance: vec![(0, BALANCE_PAUSE_MIN_ETS * et); n],
             bug_skip_groups: config.bug(PlantedBug::PartitionCheckpointSkipsGroups),
+            own: std::collections::BTreeSet::new(),
+            next_own_seq: OWN_SEQ_BASE,
         })
     }
 
@@ -367,10 +426,12 @@ impl<E: Engine> Engine for Partitioned<E> {
     }
 
     fn receive(&mut self, from: NodeId, message: Self::Message) {
-        // A group this layout does not have: a peer with other split keys, which the
-        // cluster identity should already have kept out. Dropped like a garbled message.
-        if let Some(g) = self.groups.get_mut(message.group as usize) {
-            g.receive(from, message.message);
+        for (g, m) in message.parts {
+            // A group this layout does not have: a peer with other split keys, which the
+            // cluster identity should already have kept out. Dropped like a garbled message.
+            if let Some(group) = self.groups.get_mut(g as usize) {
+                group.receive(from, m);
+            }
         }
     }
 
@@ -386,6 +447,9 @@ impl<E: Engine> Engine for Partitioned<E> {
         {
             self.balance_leaders();
         }
+        if self.ticks.is_multiple_of(COMPACT_EVERY_TICKS) {
+            self.compact_histories();
+        }
     }
 
     fn ready(&mut self) -> Ready<Self::Message, Self::Record> {
@@ -395,17 +459,17 @@ impl<E: Engine> Engine for Partitioned<E> {
             .map(|g| g.ready().into_parts())
             .collect();
         let records = self.batch_records(&mut parts);
-        let mut early = Vec::new();
-        let mut messages = Vec::new();
+        let mut early = Vec::with_capacity(parts.len());
+        let mut messages = Vec::with_capacity(parts.len());
         let mut replies = std::mem::take(&mut self.refused);
         for (g, (e, _, m, r)) in parts.into_iter().enumerate() {
-            early.extend(tag(g, e));
-            messages.extend(tag(g, m));
+            early.push(e);
+            messages.push(m);
             for reply in r {
                 replies.extend(self.gather(g, reply));
             }
         }
-        Ready::new(records, messages, replies).with_early(early)
+        Ready::new(records, by_peer(messages), replies).with_early(by_peer(early))
     }
 
     fn status(&self) -> EngineStatus {

@@ -1,0 +1,85 @@
+"""python-etcd3 (kragniz's etcd v3 client, nobody here wrote it) against a partitioned Synod
+cluster whose groups split at "c", "m" and "t".
+
+Run by crates/synod/tests/partition.rs as `python partition_checks.py --endpoints A,B,C`. Each
+check prints `PASS <name>`; a failed check raises (traceback, exit status 1).
+"""
+
+import argparse
+
+import etcd3
+import grpc
+
+CALL_SECONDS_MAX = 10
+
+
+def connect(endpoint):
+    host, port = endpoint.rsplit(":", 1)
+    return etcd3.client(host=host, port=int(port), timeout=CALL_SECONDS_MAX)
+
+
+def single_keys(clients):
+    # One key per group, written through one member and read through the next.
+    for i, key in enumerate(["bee", "dog", "owl", "yak"]):
+        clients[i % 3].put(key, "v-" + key)
+    for i, key in enumerate(["bee", "dog", "owl", "yak"]):
+        value, meta = clients[(i + 1) % 3].get(key)
+        assert value == ("v-" + key).encode(), (key, value)
+        assert meta.key == key.encode()
+    assert clients[0].delete("owl")
+    assert clients[1].get("owl")[0] is None
+
+
+def range_across_groups(clients):
+    for key in ["ant", "cat", "emu", "sow", "tit", "zebu"]:
+        clients[1].put(key, key.upper())
+    keys = [m.key.decode() for _, m in clients[2].get_all()]
+    assert keys == sorted(keys), keys
+    assert {"ant", "bee", "cat", "dog", "emu", "sow", "tit", "yak", "zebu"} <= set(keys), keys
+    # A range from "b" to "u" spans groups 0..3 and comes back in key order.
+    got = [m.key.decode() for _, m in clients[0].get_range("b", "u")]
+    assert got == ["bee", "cat", "dog", "emu", "sow", "tit"], got
+    desc = [m.key.decode() for _, m in clients[0].get_range("b", "u", sort_order="descend")]
+    assert desc == list(reversed(got)), desc
+
+
+def txn_in_one_group(clients):
+    c = clients[0]
+    c.put("mole", "1")
+    ok, _ = c.transaction(
+        compare=[c.transactions.value("mole") == "1"],
+        success=[c.transactions.put("mole", "2"), c.transactions.put("newt", "x")],
+        failure=[],
+    )
+    assert ok
+    assert c.get("mole")[0] == b"2" and c.get("newt")[0] == b"x"
+
+
+def txn_across_groups_refused(clients):
+    c = clients[2]
+    try:
+        c.transaction(
+            compare=[c.transactions.value("mole") == "2"],
+            success=[c.transactions.put("ant", "changed")],
+            failure=[],
+        )
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
+        assert "span groups 0..=2" in e.details(), e.details()
+    else:
+        raise AssertionError("a transaction across groups was accepted")
+    assert c.get("ant")[0] == b"ANT"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--endpoints", required=True)
+    args = ap.parse_args()
+    clients = [connect(e) for e in args.endpoints.split(",")]
+    for check in [single_keys, range_across_groups, txn_in_one_group, txn_across_groups_refused]:
+        check(clients)
+        print("PASS", check.__name__, flush=True)
+
+
+if __name__ == "__main__":
+    main()

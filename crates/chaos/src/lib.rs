@@ -183,7 +183,7 @@ pub fn run(args: ChaosArgs, synod_exe: &Path) -> i32 {
         }
     };
     eprintln!(
-        "synod chaos: engine {}, {} nodes, {} clients, {:?}, faults {}, seed {seed}\n  output in {}\n  reproduce: synod chaos --engine {} --nodes {} --clients {} --duration {}ms --faults {} --seed {seed}{}{}",
+        "synod chaos: engine {}, {} nodes, {} clients, {:?}, faults {}, seed {seed}\n  output in {}\n  reproduce: synod chaos --engine {} --nodes {} --clients {} --duration {}ms --faults {} --keys {} --seed {seed}{}{}{}",
         args.engine,
         args.nodes,
         args.clients,
@@ -195,12 +195,26 @@ pub fn run(args: ChaosArgs, synod_exe: &Path) -> i32 {
         args.clients,
         args.duration.as_millis(),
         args.faults.names(),
+        args.keys,
         args.plant_bug
             .as_ref()
             .map(|b| format!(" --plant-bug {b}"))
             .unwrap_or_default(),
         lock_flags(&args),
+        if args.groups > 1 {
+            format!(" --groups {}", args.groups)
+        } else {
+            String::new()
+        },
     );
+    if args.groups > 1 {
+        eprintln!(
+            "  partitioned: {} groups split at {:?} (add --groups {} to reproduce)",
+            args.groups,
+            split_keys(args.keys, args.groups),
+            args.groups
+        );
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

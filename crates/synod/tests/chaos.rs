@@ -176,6 +176,44 @@ fn caspaxos_chaos_run_is_linearizable() {
     assert_passes("caspaxos", "11");
 }
 
+/// Four consensus groups (`--groups 4`: the split keys are workload keys, so boundaries are
+/// exercised) under every fault; no watchers, which a partitioned cluster refuses.
+#[test]
+fn partitioned_chaos_run_is_linearizable() {
+    let out = out_dir("groups");
+    let duration = std::env::var("SYNOD_CHAOS_DURATION").unwrap_or_else(|_| "30s".into());
+    let code = chaos(
+        &[
+            "--engine",
+            "omnipaxos",
+            "--groups",
+            "4",
+            "--duration",
+            &duration,
+            "--seed",
+            "11",
+            "--faults",
+            "all",
+        ],
+        &out,
+    );
+    let report = std::fs::read_to_string(out.join("report.txt")).unwrap_or_default();
+    assert_eq!(
+        code, EXIT_LINEARIZABLE,
+        "partitioned chaos run failed:\n{report}"
+    );
+    let s = summary(&out);
+    assert!(
+        s["ops_ok"].as_u64().unwrap_or(0) > 100,
+        "too few successful ops: {s}"
+    );
+    assert!(
+        s["watch"].is_null(),
+        "no watchers on a partitioned cluster: {s}"
+    );
+    clean(&out);
+}
+
 /// Membership changes as faults (`--faults reconfig`): members replaced (the leader too, on
 /// some seeds), a member's data directory wiped (it must rejoin by itself under a new id), and
 /// the cluster grown by two and shrunk back while clients and watchers run.

@@ -22,9 +22,11 @@
 //!   group cannot, the batch's checkpoints are written as ordinary tagged records and storage
 //!   keeps the log (correct, just not compacted this time).
 //! * **Leaders spread.** Group `g` prefers member `g mod n` (sorted ids) as its leader: that
-//!   member gets a higher election priority in the group, and a leader that is not the
-//!   preferred one hands leadership over ([`Engine::transfer_leadership`]), retrying with a
-//!   growing pause while the preferred member cannot take it.
+//!   member gets a higher election priority in the group, and a leader of a group `g > 0`
+//!   that is not the preferred one hands leadership over ([`Engine::transfer_leadership`]),
+//!   retrying with a growing pause while the preferred member cannot take it. Group 0's
+//!   leader is the cluster's leader as etcd's API reports it: `move-leader` moves it, and it
+//!   stays where it is put.
 //!
 //! **Routing** ([`layout::Layout::route`]): a single-key request goes to its key's group; a
 //! range read over several groups is split into one clamped read per group and the answers
@@ -163,9 +165,11 @@ impl<E: Engine> Partitioned<E> {
             .collect()
     }
 
-    /// Hands a group this replica leads to its preferred member, now and then.
+    /// Hands a group this replica leads to its preferred member, now and then. Group 0 is
+    /// left alone: its leader is the one etcd's API reports and `move-leader` moves, and an
+    /// operator's choice must stick.
     fn balance_leaders(&mut self) {
-        for g in 0..self.groups.len() {
+        for g in 1..self.groups.len() {
             let want = self.preferred[g];
             let (not_before, pause) = self.balance[g];
             let st = self.groups[g].status();

@@ -583,7 +583,7 @@ pub fn partial_connectivity_report(engine: &str, nodes: usize) -> Result<String,
 }
 
 /// Usage of [`run_cli`].
-pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos|toy] [--nodes N] [--seeds A..B | N]
+pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos|omnipaxos-groups|vr-groups|toy] [--nodes N] [--seeds A..B | N]
                  [--faults all|none|crash,partition,one-way,partial,loss,duplicate,power-loss,torn-writes,storage,reconfig,transfer]
                  [--clients N] [--ops N] [--keys N] [--sim-seconds S]
                  [--snapshot-entries N] [--watchers N] [--leases N] [--planted-bug NAME]
@@ -602,6 +602,8 @@ pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos
   --faults all,transfer adds leader transfers: an operator asks the leader to hand leadership to
   a random other voter at random moments; the totals count hand-offs started and completed
   (docs/leader-transfer.md).
+  --engine omnipaxos-groups|vr-groups runs the engine partitioned into 4 groups whose split keys
+  are among the run's keys; agreement is checked per group (docs/partitioning.md).
   exit status: 0 every seed passed, 1 some seed failed, 2 bad arguments.";
 
 /// Parsed command line of `synod sim`.

@@ -107,6 +107,23 @@ fn etcdctl_and_synodctl_on_four_groups() {
     }
     // A boundary key belongs to the group that starts at it.
     ok(&all, &["put", "m", "boundary"]);
+    // move-leader moves group 0's leader (the one etcd's API reports), and it stays moved
+    // while the other groups keep theirs: the balancer leaves group 0 alone.
+    let moved = ok(&one(&c, 1), &["move-leader", "2"]);
+    assert!(
+        moved.contains("Leadership transferred from 1 to 2"),
+        "{moved}"
+    );
+    let group_leaders = |c: &Cluster| -> Option<Vec<u64>> {
+        c.status(3)?["groups"]
+            .as_array()?
+            .iter()
+            .map(|g| g["leader"].as_u64())
+            .collect()
+    };
+    wait_until(Duration::from_secs(10), "group 0 led by n2", || {
+        (group_leaders(&c)? == [2, 2, 3, 1]).then_some(())
+    });
     // Range reads across groups: merged in key order, with limit and sort.
     let whole = ok(&all, &["get", "", "--from-key", "--keys-only"]);
     let listed: Vec<&str> = whole.lines().filter(|l| !l.is_empty()).collect();
@@ -151,6 +168,9 @@ fn etcdctl_and_synodctl_on_four_groups() {
         "{err}"
     );
 
+    // Many balance rounds later (the reads and refusals above), the move still holds.
+    assert_eq!(group_leaders(&c), Some(vec![2, 2, 3, 1]));
+
     // synodctl range list: the groups, their keys, members and leaders.
     let list = Command::new(synodctl())
         .args(["--endpoints", &c.http_endpoints(), "range", "list"])
@@ -170,7 +190,7 @@ fn etcdctl_and_synodctl_on_four_groups() {
     assert_eq!(
         summary,
         [
-            ("0", "1,2,3", "1"),
+            ("0", "1,2,3", "2"),
             ("1", "1,2,3", "2"),
             ("2", "1,2,3", "3"),
             ("3", "1,2,3", "1")

@@ -199,6 +199,34 @@ fn etcdctl_and_synodctl_on_four_groups() {
     );
     assert!(text.contains("| c ") && text.contains("(end)"), "{text}");
 
+    // curl: the /v1 list and the /v3 gateway read across groups, in key order.
+    let curl = |url: String, body: Option<&str>| -> Value {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "10"]);
+        if let Some(b) = body {
+            cmd.args(["-X", "POST", "-d", b]);
+        }
+        let out = cmd.arg(&url).output().expect("curl (apt-get install curl)");
+        assert!(out.status.success(), "curl {url}: {out:?}");
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let v1 = curl(c.url(2, "/v1/kv?prefix="), None);
+    let v1_keys: Vec<&str> = v1["kvs"]
+        .as_array()
+        .expect("kvs")
+        .iter()
+        .filter_map(|kv| kv["key"].as_str())
+        .collect();
+    assert_eq!(v1_keys, ["apple", "m", "pear", "zucchini"], "{v1}");
+    // key "\0", range_end "\0": every key.
+    let v3 = curl(
+        c.url(3, "/v3/kv/range"),
+        Some(r#"{"key":"AA==","range_end":"AA==","keys_only":true}"#),
+    );
+    assert_eq!(v3["count"], "4", "{v3}");
+    let first = v3["kvs"][0]["key"].as_str().unwrap_or_default();
+    assert_eq!(first, "YXBwbGU=", "apple, base64, comes first: {v3}");
+
     // Every member's gauges count each group's keys alike.
     for id in 1..=3 {
         wait_until(Duration::from_secs(10), "per-group key gauges", || {

@@ -97,26 +97,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 /// seeds or run longer through the same assertions).
 fn assert_passes(engine: &str, seed: &str) {
     let out = out_dir(engine);
-    let seed = std::env::var("SYNOD_CHAOS_SEED").unwrap_or_else(|_| seed.to_string());
-    let duration = std::env::var("SYNOD_CHAOS_DURATION").unwrap_or_else(|_| "45s".into());
-    let code = chaos(
-        &[
-            "--engine",
-            engine,
-            "--duration",
-            &duration,
-            "--seed",
-            &seed,
-            "--faults",
-            "all",
-        ],
-        &out,
-    );
-    let report = std::fs::read_to_string(out.join("report.txt")).unwrap_or_default();
-    assert_eq!(
-        code, EXIT_LINEARIZABLE,
-        "{engine} chaos run failed:\n{report}"
-    );
+    let report = run_all_faults(engine, seed, "45s", &[], &out);
     for f in [
         "history.json",
         "availability.svg",
@@ -136,6 +117,32 @@ fn assert_passes(engine: &str, seed: &str) {
     assert!(kinds.len() >= 3, "fault kinds injected: {kinds:?}");
     assert_watchers_held(engine, &s, &report);
     clean(&out);
+}
+
+/// One run with every fault, `extra` flags added; asserts its verdict is linearizable and
+/// returns its report. The seed and duration defaults give way to `SYNOD_CHAOS_SEED` and
+/// `SYNOD_CHAOS_DURATION`.
+fn run_all_faults(engine: &str, seed: &str, duration: &str, extra: &[&str], out: &Path) -> String {
+    let seed = std::env::var("SYNOD_CHAOS_SEED").unwrap_or_else(|_| seed.to_string());
+    let duration = std::env::var("SYNOD_CHAOS_DURATION").unwrap_or_else(|_| duration.into());
+    let mut flags = vec![
+        "--engine",
+        engine,
+        "--duration",
+        &duration,
+        "--seed",
+        &seed,
+        "--faults",
+        "all",
+    ];
+    flags.extend_from_slice(extra);
+    let code = chaos(&flags, out);
+    let report = std::fs::read_to_string(out.join("report.txt")).unwrap_or_default();
+    assert_eq!(
+        code, EXIT_LINEARIZABLE,
+        "{engine} {extra:?} chaos run failed:\n{report}"
+    );
+    report
 }
 
 /// The watch streams kept on every member (engines with revisions) passed the watch checker,
@@ -181,27 +188,7 @@ fn caspaxos_chaos_run_is_linearizable() {
 #[test]
 fn partitioned_chaos_run_is_linearizable() {
     let out = out_dir("groups");
-    let duration = std::env::var("SYNOD_CHAOS_DURATION").unwrap_or_else(|_| "30s".into());
-    let code = chaos(
-        &[
-            "--engine",
-            "omnipaxos",
-            "--groups",
-            "4",
-            "--duration",
-            &duration,
-            "--seed",
-            "11",
-            "--faults",
-            "all",
-        ],
-        &out,
-    );
-    let report = std::fs::read_to_string(out.join("report.txt")).unwrap_or_default();
-    assert_eq!(
-        code, EXIT_LINEARIZABLE,
-        "partitioned chaos run failed:\n{report}"
-    );
+    run_all_faults("omnipaxos", "11", "30s", &["--groups", "4"], &out);
     let s = summary(&out);
     assert!(
         s["ops_ok"].as_u64().unwrap_or(0) > 100,

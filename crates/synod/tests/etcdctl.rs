@@ -3,37 +3,13 @@
 
 mod common;
 
-use common::{Cluster, etcdctl, etcdctl_command};
-use std::io::Write;
-use std::process::Stdio;
+use common::{Cluster, etcdctl, etcdctl_run};
 
 fn run(etcdctl: &std::path::Path, endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = etcdctl_command(etcdctl, endpoints)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn etcdctl");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write stdin");
-    }
-    let out = child.wait_with_output().expect("etcdctl output");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let (success, stdout, stderr) = etcdctl_run(etcdctl, endpoints, args, stdin);
     assert!(
-        out.status.success(),
-        "etcdctl {args:?} failed: {}\nstdout: {stdout}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+        success,
+        "etcdctl {args:?} failed\nstdout: {stdout}\nstderr: {stderr}"
     );
     stdout
 }

@@ -7,13 +7,10 @@
 
 mod common;
 
-use common::{
-    Cluster, etcdctl, etcdctl_command, python_etcd3, run_with_deadline, synodctl, wait_until,
-};
+use common::{Cluster, etcdctl, python_etcd3, run_with_deadline, synodctl, wait_until};
 use serde_json::Value;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const SPLITS: [&str; 3] = ["c", "m", "t"];
@@ -40,32 +37,7 @@ fn partitioned(engine: &str, snapshot_entries: Option<u64>) -> Cluster {
 
 /// etcdctl's output, and whether it succeeded.
 fn etcdctl_run(endpoints: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    let etcdctl = etcdctl().expect("etcdctl");
-    let mut child = etcdctl_command(&etcdctl, endpoints)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn etcdctl");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write stdin");
-    }
-    let out = child.wait_with_output().expect("etcdctl output");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::etcdctl_run(&etcdctl().expect("etcdctl"), endpoints, args, stdin)
 }
 
 fn ok(endpoints: &str, args: &[&str]) -> String {

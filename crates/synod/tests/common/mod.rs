@@ -593,6 +593,43 @@ pub fn etcdctl_command(etcdctl: &std::path::Path, endpoints: &str) -> Command {
     cmd
 }
 
+/// Runs etcdctl `args` against `endpoints`, feeding it `stdin` if given: whether it succeeded,
+/// its stdout and its stderr.
+#[allow(dead_code)]
+pub fn etcdctl_run(
+    etcdctl: &std::path::Path,
+    endpoints: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = etcdctl_command(etcdctl, endpoints)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn etcdctl");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("etcdctl output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 // ---- Added for the membership tests (crates/synod/tests/membership.rs). ----
 
 impl Cluster {

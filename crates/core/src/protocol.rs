@@ -277,6 +277,14 @@ pub trait LogProtocol: Sized + Send + 'static {
     /// returns the protocol state to put in it.
     fn compact(&mut self, idx: u64) -> Self::Checkpoint;
 
+    /// Whether [`LogProtocol::compact`] may be called now. False while the protocol state is
+    /// not one a checkpoint may hold — an OmniPaxos replica repairing lost storage, a VR
+    /// replica recovering. Checkpoints that follow applies never meet that state (nothing is
+    /// applied meanwhile); a forced one ([`crate::Engine::checkpoint_full`]) asks first.
+    fn can_checkpoint(&self) -> bool {
+        true
+    }
+
     /// The term snapshot transfers are guarded by now.
     fn snapshot_term(&self) -> Self::Term;
 

@@ -270,6 +270,11 @@ impl LogProtocol for OmniPaxos {
         }
         self.role.name()
     }
+
+    fn can_checkpoint(&self) -> bool {
+        // A checkpoint subsumes the amnesic mark; it must not outlive the repair.
+        !self.store.amnesic
+    }
 }
 
 impl OmniPaxos {

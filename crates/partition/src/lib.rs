@@ -232,7 +232,10 @@ impl<E: Engine> Partitioned<E> {
         let Some(gather) = self.gathers.get_mut(&reply.id) else {
             return Some(reply);
         };
-        let slot = gather.groups.iter().position(|&x| x == g)?;
+        let Some(slot) = gather.groups.iter().position(|&x| x == g) else {
+            // Not one of this read's parts: someone else's request with the same id.
+            return Some(reply);
+        };
         gather.answers[slot] = Some(reply.result);
         if gather.answers.iter().any(Option::is_none) {
             return None;
@@ -515,8 +518,14 @@ impl<E: Engine> Engine for Partitioned<E> {
             fast_path_commits: sum(|s| s.fast_path_commits),
             slow_path_commits: sum(|s| s.slow_path_commits),
             groups,
-            // Leader, term, role, members and auth: the first group's, which holds the auth
-            // state and answers for the cluster as a whole.
+            // A repair anywhere is the member's: the runtime logs it and health reports it.
+            role: if all.iter().any(|s| s.role == "repairing") {
+                "repairing".into()
+            } else {
+                first.role.clone()
+            },
+            // Leader, term, members and auth: the first group's, which holds the auth state
+            // and answers for the cluster as a whole.
             ..first
         }
     }

@@ -130,8 +130,9 @@ impl<P: LogProtocol> Replica<P> {
         let requested = std::mem::take(&mut self.checkpoint_requested);
         let due = every > 0 && applied >= p.compacted_idx() + every;
         // A forced checkpoint needs the applied state at the compacted index at least (it is
-        // not while a snapshot is being installed); without one the caller sees none.
-        let forced = forced && applied >= p.compacted_idx();
+        // not while a snapshot is being installed) and a protocol state a checkpoint may hold
+        // (not while repairing or recovering); without one the caller sees none.
+        let forced = forced && applied >= p.compacted_idx() && p.can_checkpoint();
         if !(due || forced || requested && applied > p.compacted_idx()) {
             return;
         }

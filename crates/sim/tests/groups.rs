@@ -1,9 +1,10 @@
 //! Partitioned mode under the simulator: OmniPaxos and VR split into groups (`SIM_GROUPS` over
-//! the run's keys, each split key itself one of the keys), with every fault and node-wide
-//! checkpoints every few entries; the linearizability checker partitions by key, so histories
-//! that cross groups are checked as they are. Both planted bugs of the mechanism are caught: a
-//! member that routes a boundary key to the wrong group, and a node-wide checkpoint that leaves
-//! out the groups that did not checkpoint. Seed counts scale with `SYNOD_SIM_SEEDS`.
+//! the run's keys, each split key itself one of the keys), with every fault, storage faults
+//! with repairs, and node-wide checkpoints every few entries; the linearizability checker
+//! partitions by key, so histories that cross groups are checked as they are. Both planted bugs
+//! of the mechanism are caught: a member that routes a boundary key to the wrong group, and a
+//! node-wide checkpoint that leaves out the groups that did not checkpoint. Seed counts scale
+//! with `SYNOD_SIM_SEEDS`.
 
 use synod_core::PlantedBug;
 use synod_partition::Partitioned;
@@ -44,6 +45,18 @@ fn omnipaxos_groups_pass_every_fault() {
 fn vr_groups_pass_every_fault() {
     let n = seed_count(SEEDS_DEFAULT);
     assert_all_pass::<Partitioned<VrEngine>>(&partitioned(10), 80_000..80_000 + n);
+}
+
+/// Lost and damaged storage: a member repairing its groups from its peers while another of
+/// its groups checkpoints must not be forced into a checkpoint it cannot take (an amnesic
+/// OmniPaxos state, a recovering VR replica) — the bundle then waits for a later batch.
+#[test]
+fn storage_faults_with_node_wide_checkpoints() {
+    let mut cfg = partitioned(10);
+    cfg.faults = synod_sim::FaultSet::parse("all,storage").expect("valid fault list");
+    let n = seed_count(SEEDS_DEFAULT) / 3;
+    assert_all_pass::<Partitioned<OmniPaxosEngine>>(&cfg, 0..n);
+    assert_all_pass::<Partitioned<VrEngine>>(&cfg, 0..n);
 }
 
 #[test]

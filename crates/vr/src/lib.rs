@@ -547,6 +547,11 @@ impl LogProtocol for Vr {
         self.store.view()
     }
 
+    fn can_checkpoint(&self) -> bool {
+        // A recovering replica's state is not yet one it may vouch for.
+        self.status != Status::Recovering
+    }
+
     fn role(&self) -> &'static str {
         match self.status {
             Status::Normal if self.primary.is_some() => "primary",

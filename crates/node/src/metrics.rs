@@ -29,6 +29,26 @@ pub struct GroupLabels {
     pub group: String,
 }
 
+/// The gauges of one group (see [`Metrics::group_gauges`]).
+#[derive(Clone)]
+pub struct GroupGauges {
+    is_leader: Gauge,
+    applied_index: Gauge,
+    revision: Gauge,
+    keys: Gauge,
+}
+
+impl GroupGauges {
+    /// Sets them from the group's status as member `me` sees it.
+    pub fn observe(&self, me: synod_core::NodeId, g: &synod_core::GroupStatus) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.is_leader.set(i64::from(g.leader == Some(me)));
+        self.applied_index.set(gauge(g.applied_index));
+        self.revision.set(gauge(g.revision));
+        self.keys.set(gauge(g.keys));
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Client requests handed to the engine.
@@ -266,21 +286,17 @@ impl Metrics {
         }
     }
 
-    /// Publishes a partitioned engine's per-group state (nothing for one group).
-    pub fn observe_groups(&self, me: synod_core::NodeId, groups: &[synod_core::GroupStatus]) {
-        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        for g in groups {
-            let l = GroupLabels {
-                group: g.group.to_string(),
-            };
-            self.group_is_leader
-                .get_or_create(&l)
-                .set(i64::from(g.leader == Some(me)));
-            self.group_applied_index
-                .get_or_create(&l)
-                .set(gauge(g.applied_index));
-            self.group_revision.get_or_create(&l).set(gauge(g.revision));
-            self.group_keys.get_or_create(&l).set(gauge(g.keys));
+    /// Group `group`'s gauges, looked up once: the engine thread keeps them and sets them
+    /// after every batch without a label lookup.
+    pub fn group_gauges(&self, group: u32) -> GroupGauges {
+        let l = GroupLabels {
+            group: group.to_string(),
+        };
+        GroupGauges {
+            is_leader: self.group_is_leader.get_or_create(&l).clone(),
+            applied_index: self.group_applied_index.get_or_create(&l).clone(),
+            revision: self.group_revision.get_or_create(&l).clone(),
+            keys: self.group_keys.get_or_create(&l).clone(),
         }
     }
 

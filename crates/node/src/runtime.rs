@@ -401,6 +401,7 @@ pub async fn start_engine<E: Engine>(
             &cluster.engine_config(id),
         ),
         quota_backend_bytes: cluster.storage.quota_backend_bytes,
+        group_gauges: Vec::new(),
     };
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let (done_tx, done_rx) = oneshot::channel();
@@ -741,6 +742,8 @@ struct EngineLoop<E: Engine> {
     transfers: crate::transfer::Transfers,
     /// `storage.quota_backend_bytes` (0 = none), checked after every persisted batch.
     quota_backend_bytes: u64,
+    /// Partitioned mode: each group's gauges, taken once (see `Metrics::group_gauges`).
+    group_gauges: Vec<crate::metrics::GroupGauges>,
 }
 
 /// Where a defragmentation's outcome goes.
@@ -1025,7 +1028,7 @@ impl<E: Engine> EngineLoop<E> {
         }
     }
 
-    fn publish_size_metrics(&self, engine: &EngineStatus) {
+    fn publish_size_metrics(&mut self, engine: &EngineStatus) {
         let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let m = &self.metrics;
         m.apply_lag_entries.set(gauge(
@@ -1036,7 +1039,14 @@ impl<E: Engine> EngineLoop<E> {
         m.keys.set(gauge(engine.keys));
         m.watch_streams.set(gauge(self.hub.streams() as u64));
         m.leases.set(gauge(engine.leases));
-        m.observe_groups(self.id, &engine.groups);
+        for g in &engine.groups {
+            let i = g.group as usize;
+            while self.group_gauges.len() <= i {
+                let next = self.group_gauges.len() as u32;
+                self.group_gauges.push(self.metrics.group_gauges(next));
+            }
+            self.group_gauges[i].observe(self.id, g);
+        }
     }
 
     fn publish(&mut self, engine: EngineStatus) {

@@ -37,23 +37,9 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/groups.XXXXXX")
 PIDS=()
 KEYS=10000
 log() { echo "groups: $*" >&2; }
-stop_all() {
-  for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true
-  done
-  PIDS=()
-}
 trap 'stop_all; rm -rf "$WORK"' EXIT
 
-wait_healthy() {
-  for _ in $(seq 1 120); do
-    etcdctl --endpoints="$1" --dial-timeout=1s endpoint health >/dev/null 2>&1 && return 0
-    sleep 0.5
-  done
-  log "not healthy: $1 (logs in $WORK)"; exit 1
-}
+source "$ROOT/bench/lib.sh"
 
 # Split keys cutting 0..KEYS into $1 equal ranges, as the bench's zero-padded 8-digit keys.
 splits() {
@@ -79,27 +65,17 @@ start_synod() {   # start_synod GROUP_COUNTS
   PIDS+=($!)
   EPS=127.0.0.1:7902,127.0.0.1:7912,127.0.0.1:7922
   wait_healthy "$EPS"
-  # Leaders reach their preferred members within a few election timeouts.
-  sleep 3
+  # Leaders reach their preferred members within a few election timeouts; wait (at most 10 s)
+  # until every group but 0 (placed by election priority, never moved) is led by its own.
+  if [[ $g -gt 1 ]]; then
+    for _ in $(seq 1 100); do
+      curl -sf http://127.0.0.1:7901/v1/status | python3 -c 'import json, sys
+g = json.load(sys.stdin)["groups"]
+sys.exit(0 if all(x["leader"] == x["preferred_leader"] for x in g[1:]) else 1)' && break
+      sleep 0.1
+    done
+  fi
   MEMBER_PIDS=$(pgrep -f "synod-$g/cluster.toml" | tr '\n' ' ')
-}
-
-start_etcd() {
-  local i cluster="" eps=()
-  for i in 1 2 3; do cluster+="${cluster:+,}e$i=http://127.0.0.1:$((24800 + 10 * i + 1))"; done
-  for i in 1 2 3; do
-    local client=$((24800 + 10 * i)) peer=$((24800 + 10 * i + 1))
-    etcd --name "e$i" --data-dir "$WORK/etcd/e$i" \
-      --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
-      --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-      --initial-cluster "$cluster" --initial-cluster-state new --log-level warn \
-      >"$WORK/etcd-e$i.log" 2>&1 </dev/null &
-    PIDS+=($!)
-    eps+=("127.0.0.1:$client")
-  done
-  EPS=$(IFS=,; echo "${eps[*]}")
-  wait_healthy "$EPS"
-  MEMBER_PIDS="${PIDS[*]}"
 }
 
 run() {   # run LABEL TARGET
@@ -124,7 +100,7 @@ for g in $GROUP_COUNTS; do
   fi
   stop_all
 done
-start_etcd; run etcd leader; stop_all
+start_etcd plain; MEMBER_PIDS="${PIDS[*]}"; run etcd leader; stop_all
 
 field() { sed -n "s/.*\"$2\": \([-0-9.eE+]*\).*/\1/p" "$1" | head -n 1; }
 # CPU microseconds per acknowledged put, per member: (after - before) / (ops/s * seconds), the

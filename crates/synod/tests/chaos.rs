@@ -97,7 +97,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 /// seeds or run longer through the same assertions).
 fn assert_passes(engine: &str, seed: &str) {
     let out = out_dir(engine);
-    let report = run_all_faults(engine, seed, "45s", &[], &out);
+    let (report, s) = run_checked(engine, seed, "45s", "all", &[], &out);
     for f in [
         "history.json",
         "availability.svg",
@@ -107,11 +107,6 @@ fn assert_passes(engine: &str, seed: &str) {
     ] {
         assert!(out.join(f).is_file(), "{f} missing in {}", out.display());
     }
-    let s = summary(&out);
-    assert!(
-        s["ops_ok"].as_u64().unwrap_or(0) > 100,
-        "too few successful ops: {s}"
-    );
     // The schedule really injected faults of each family.
     let kinds = s["by_kind"].as_object().expect("by_kind");
     assert!(kinds.len() >= 3, "fault kinds injected: {kinds:?}");
@@ -119,10 +114,17 @@ fn assert_passes(engine: &str, seed: &str) {
     clean(&out);
 }
 
-/// One run with every fault, `extra` flags added; asserts its verdict is linearizable and
-/// returns its report. The seed and duration defaults give way to `SYNOD_CHAOS_SEED` and
-/// `SYNOD_CHAOS_DURATION`.
-fn run_all_faults(engine: &str, seed: &str, duration: &str, extra: &[&str], out: &Path) -> String {
+/// One run with `faults` and `extra` flags; asserts its verdict is linearizable and that it
+/// did real work, and returns its report and summary. The seed and duration defaults give way
+/// to `SYNOD_CHAOS_SEED` and `SYNOD_CHAOS_DURATION`.
+fn run_checked(
+    engine: &str,
+    seed: &str,
+    duration: &str,
+    faults: &str,
+    extra: &[&str],
+    out: &Path,
+) -> (String, Value) {
     let seed = std::env::var("SYNOD_CHAOS_SEED").unwrap_or_else(|_| seed.to_string());
     let duration = std::env::var("SYNOD_CHAOS_DURATION").unwrap_or_else(|_| duration.into());
     let mut flags = vec![
@@ -133,16 +135,21 @@ fn run_all_faults(engine: &str, seed: &str, duration: &str, extra: &[&str], out:
         "--seed",
         &seed,
         "--faults",
-        "all",
+        faults,
     ];
     flags.extend_from_slice(extra);
     let code = chaos(&flags, out);
     let report = std::fs::read_to_string(out.join("report.txt")).unwrap_or_default();
     assert_eq!(
         code, EXIT_LINEARIZABLE,
-        "{engine} {extra:?} chaos run failed:\n{report}"
+        "{engine} {faults} {extra:?} chaos run failed:\n{report}"
     );
-    report
+    let s = summary(out);
+    assert!(
+        s["ops_ok"].as_u64().unwrap_or(0) > 100,
+        "too few successful ops: {s}"
+    );
+    (report, s)
 }
 
 /// The watch streams kept on every member (engines with revisions) passed the watch checker,
@@ -188,12 +195,7 @@ fn caspaxos_chaos_run_is_linearizable() {
 #[test]
 fn partitioned_chaos_run_is_linearizable() {
     let out = out_dir("groups");
-    run_all_faults("omnipaxos", "11", "30s", &["--groups", "4"], &out);
-    let s = summary(&out);
-    assert!(
-        s["ops_ok"].as_u64().unwrap_or(0) > 100,
-        "too few successful ops: {s}"
-    );
+    let (_, s) = run_checked("omnipaxos", "11", "30s", "all", &["--groups", "4"], &out);
     assert!(
         s["watch"].is_null(),
         "no watchers on a partitioned cluster: {s}"
@@ -207,26 +209,7 @@ fn partitioned_chaos_run_is_linearizable() {
 /// The history and the watchers must pass, and the changes must really have happened.
 fn assert_reconfig_passes(engine: &str, faults: &str, seed: &str) {
     let out = out_dir(&format!("reconfig-{engine}"));
-    let seed = std::env::var("SYNOD_CHAOS_SEED").unwrap_or_else(|_| seed.to_string());
-    let duration = std::env::var("SYNOD_CHAOS_DURATION").unwrap_or_else(|_| "40s".into());
-    let flags = [
-        "--engine",
-        engine,
-        "--duration",
-        &duration,
-        "--seed",
-        &seed,
-        "--faults",
-        faults,
-    ];
-    let code = chaos(&flags, &out);
-    let report = std::fs::read_to_string(out.join("report.txt")).unwrap_or_default();
-    assert_eq!(
-        code, EXIT_LINEARIZABLE,
-        "{engine} reconfig run failed:\n{report}"
-    );
-    let s = summary(&out);
-    assert!(s["ops_ok"].as_u64().unwrap_or(0) > 100, "{s}");
+    let (report, s) = run_checked(engine, seed, "40s", faults, &[], &out);
     assert!(
         s["by_kind"].get("reconfig").is_some(),
         "no reconfig fault ran: {s}"

@@ -10,7 +10,8 @@
 mod common;
 
 use common::{
-    Cluster, etcdctl, etcdctl_command, python_etcd3, run_with_deadline, synodctl, wait_until,
+    Cluster, etcdctl, etcdctl_command, python_checks, python_etcd3, run_with_deadline, synodctl,
+    wait_until,
 };
 use serde_json::{Value, json};
 use std::io::Write;
@@ -452,18 +453,12 @@ fn a_killed_member_misses_nothing_the_others_took_while_it_was_down() {
 fn python_etcd3_writes_everywhere_and_concurrent_writers_agree() {
     let Some(python) = python_etcd3() else { return };
     let c = start();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/epaxos_checks.py");
-    let mut cmd = Command::new(&python);
-    cmd.arg(&script).arg("--endpoints").arg(c.grpc_endpoints());
-    let (status, stdout, stderr) = run_with_deadline(cmd, Duration::from_secs(120));
-    assert!(
-        status.success(),
-        "python-etcd3 checks failed ({status}):\n{stdout}\n{stderr}"
+    let passed = python_checks(
+        &python,
+        "epaxos_checks.py",
+        &c.grpc_endpoints(),
+        Duration::from_secs(120),
     );
-    let passed: Vec<&str> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("PASS "))
-        .collect();
     assert_eq!(
         passed,
         [
@@ -473,6 +468,6 @@ fn python_etcd3_writes_everywhere_and_concurrent_writers_agree() {
             "prefix_reads",
             "unsupported_is_refused"
         ],
-        "{stdout}"
+        "{passed:?}"
     );
 }

@@ -7,9 +7,8 @@
 
 mod common;
 
-use common::{Cluster, etcdctl, python_etcd3, run_with_deadline, synodctl, wait_until};
+use common::{Cluster, etcdctl, python_checks, python_etcd3, synodctl, wait_until};
 use serde_json::Value;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -253,15 +252,12 @@ fn every_group_survives_a_restart_of_every_member_after_checkpoints() {
 fn python_etcd3_on_four_groups() {
     let Some(python) = python_etcd3() else { return };
     let c = partitioned("omnipaxos", None);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/partition_checks.py");
-    let mut cmd = Command::new(&python);
-    cmd.arg(&script).arg("--endpoints").arg(c.grpc_endpoints());
-    let (status, stdout, stderr) = run_with_deadline(cmd, Duration::from_secs(120));
-    assert!(status.success(), "{stdout}\n{stderr}");
-    let passed: Vec<&str> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("PASS "))
-        .collect();
+    let passed = python_checks(
+        &python,
+        "partition_checks.py",
+        &c.grpc_endpoints(),
+        Duration::from_secs(120),
+    );
     assert_eq!(
         passed,
         [
@@ -270,6 +266,6 @@ fn python_etcd3_on_four_groups() {
             "txn_in_one_group",
             "txn_across_groups_refused"
         ],
-        "{stdout}"
+        "{passed:?}"
     );
 }

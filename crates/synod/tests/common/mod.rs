@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -765,6 +765,27 @@ pub fn python_with(module: &str) -> Option<PathBuf> {
         "{module} is required (set SYNOD_ALLOW_MISSING_PY_CLIENTS=1 to skip loudly)"
     );
     None
+}
+
+/// Runs `tests/py/<script> --endpoints <endpoints>` with `python` to its end (at most `max`),
+/// asserts it succeeded, and returns the names of the checks it printed as `PASS <name>`.
+#[allow(dead_code)]
+pub fn python_checks(python: &Path, script: &str, endpoints: &str, max: Duration) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(script);
+    let mut cmd = Command::new(python);
+    cmd.arg(&path).arg("--endpoints").arg(endpoints);
+    let (status, stdout, stderr) = run_with_deadline(cmd, max);
+    assert!(
+        status.success(),
+        "{script} failed ({status}):\n{stdout}\n{stderr}"
+    );
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("PASS "))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Runs `cmd` to its end, killing it past `max`; its status, stdout and stderr.

@@ -483,9 +483,11 @@ pub fn needs(op: &Op, skip_failure_branch: bool) -> Vec<Need> {
         | Op::LeaseLeases
         | Op::LeaseRevoke { .. }
         | Op::LeaseTimeToLive { .. } => n.push(Need::User),
-        Op::Compact(_) | Op::LeaseExpire { .. } | Op::Membership(_) | Op::Auth(_) => {
-            n.push(Need::Root)
-        }
+        Op::Compact(_)
+        | Op::LeaseExpire { .. }
+        | Op::Membership(_)
+        | Op::Auth(_)
+        | Op::Split(_) => n.push(Need::Root),
     }
     n
 }

@@ -198,6 +198,29 @@ pub trait Engine: Sized + Send + 'static {
         })
     }
 
+    /// Partitioned mode: the keys this replica's group owns and the splits it applied, oldest
+    /// first (see [`crate::kv::owned`]). `None`: an engine without ranges.
+    fn key_range(&self) -> Option<(&crate::kv::KeyRange, &[crate::kv::SplitMark])> {
+        None
+    }
+
+    /// Partitioned mode: the groups split off since the last call, each with the first
+    /// durable record of its replica on this member (a checkpoint of the upper half at the
+    /// split, starting a fresh protocol instance there).
+    fn take_splits(&mut self) -> Vec<(crate::kv::SplitMark, Self::Record)> {
+        Vec::new()
+    }
+
+    /// Partitioned mode: the records a replica of a group this member knows was split off,
+    /// but did not apply the split of (it installed a later snapshot of the parent), starts
+    /// from: a member without state, which takes its state from a snapshot the group's
+    /// members send and votes in nothing before — or, on a member that lost its storage and
+    /// may have voted in that group before, nothing at all, so that the protocol repairs it
+    /// from its peers like any group of a lost disk. `None`: an engine that cannot.
+    fn split_joiner(&self) -> Option<Vec<Self::Record>> {
+        None
+    }
+
     /// etcd's Hash of the whole applied state; see [`crate::kv::KvStore::hash_all`].
     fn hash_all(&self) -> Result<u32, EngineError> {
         Err(EngineError::Unsupported {
@@ -283,6 +306,9 @@ pub struct EngineConfig {
     /// ends and the next one's begins, ascending. Empty: one group, the whole keyspace. Only
     /// the partitioned engine reads it; every replica of a cluster must be given the same.
     pub split_keys: Vec<crate::kv::Key>,
+    /// Partitioned mode, one group's replica: the keys its group owns in the initial layout
+    /// (a group split off later has its range in its state). Default: everything.
+    pub key_range: crate::kv::KeyRange,
 }
 
 impl EngineConfig {
@@ -314,6 +340,7 @@ impl EngineConfig {
             initial_members: Vec::new(),
             join: false,
             split_keys: Vec::new(),
+            key_range: crate::kv::KeyRange::default(),
         }
     }
 
@@ -434,10 +461,18 @@ pub enum PlantedBug {
     /// that batch, so storage drops the other groups' records before it (their promises and
     /// accepted entries) and a restart forgets them.
     PartitionCheckpointSkipsGroups,
+    /// Partitioned mode: a group that split its range off keeps answering reads of the keys
+    /// it gave away (from a store that no longer has them) instead of refusing them as a
+    /// wrong group.
+    PartitionSplitServesMovedKeys,
+    /// Partitioned mode: the new group of a split starts with an empty client table and
+    /// origin window, so a write the old group applied before the split and retried after it
+    /// is applied again by the new group.
+    PartitionSplitDropsSessions,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 34] = [
+    pub const ALL: [PlantedBug; 36] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -472,6 +507,8 @@ impl PlantedBug {
         PlantedBug::TxnElseBranchUnchecked,
         PlantedBug::PartitionBoundaryMisroute,
         PlantedBug::PartitionCheckpointSkipsGroups,
+        PlantedBug::PartitionSplitServesMovedKeys,
+        PlantedBug::PartitionSplitDropsSessions,
     ];
 
     pub fn name(self) -> &'static str {
@@ -510,6 +547,8 @@ impl PlantedBug {
             PlantedBug::TxnElseBranchUnchecked => "txn-else-branch-unchecked",
             PlantedBug::PartitionBoundaryMisroute => "partition-boundary-misroute",
             PlantedBug::PartitionCheckpointSkipsGroups => "partition-checkpoint-skips-groups",
+            PlantedBug::PartitionSplitServesMovedKeys => "partition-split-serves-moved-keys",
+            PlantedBug::PartitionSplitDropsSessions => "partition-split-drops-sessions",
         }
     }
 
@@ -585,7 +624,18 @@ pub enum EngineError {
     /// An auth change refused where it was applied, or a request refused by the permission
     /// check (etcd's auth errors); nothing changed.
     Auth(crate::auth::AuthError),
+    /// Partitioned mode: the request names keys outside the range of the group it reached —
+    /// the range was split (or the request was routed by a stale layout). Definitely not
+    /// applied there; the partitioned engine routes it again, and a client that sees it may
+    /// retry.
+    WrongGroup {
+        start: crate::kv::Key,
+        end: crate::kv::Key,
+    },
 }
+
+/// The text of [`EngineError::WrongGroup`] (retryable).
+pub const ERR_WRONG_GROUP: &str = "synod: the key range moved to another group (a split); retry";
 
 /// etcd's text for [`EngineError::Compacted`]; clients match it exactly.
 pub const ERR_COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
@@ -629,6 +679,7 @@ impl std::fmt::Display for EngineError {
             EngineError::KeyNotFound => f.write_str(ERR_KEY_NOT_FOUND),
             EngineError::Membership(m) => f.write_str(m),
             EngineError::Auth(e) => f.write_str(e.message()),
+            EngineError::WrongGroup { .. } => f.write_str(ERR_WRONG_GROUP),
         }
     }
 }
@@ -692,7 +743,9 @@ pub struct EngineStatus {
 /// One consensus group of a partitioned engine, as this replica sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct GroupStatus {
-    pub group: u32,
+    /// `0..n` for the configured groups; a hash with the top bit set for a group split off at
+    /// run time (see the `synod-partition` crate).
+    pub group: u64,
     /// The group's keys are `[start, end)`; an empty `end` means "to the end of the keyspace".
     pub start: crate::kv::Key,
     pub end: crate::kv::Key,

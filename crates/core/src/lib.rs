@@ -35,8 +35,8 @@ pub mod rng;
 pub use engine::{
     Capabilities, ClientReply, ClientRequest, Consistency, DurableRecord, ERR_COMPACTED,
     ERR_FUTURE_REV, ERR_KEY_NOT_FOUND, ERR_LEASE_EXISTS, ERR_LEASE_NOT_FOUND,
-    ERR_LEASE_TTL_TOO_LARGE, Engine, EngineConfig, EngineError, EngineStatus, GroupStatus, Outbox,
-    OutputBuffer, PlantedBug, Ready,
+    ERR_LEASE_TTL_TOO_LARGE, ERR_WRONG_GROUP, Engine, EngineConfig, EngineError, EngineStatus,
+    GroupStatus, Outbox, OutputBuffer, PlantedBug, Ready,
 };
 pub use ids::{ClientId, NodeId, RequestId};
 pub use log::CommandLog;

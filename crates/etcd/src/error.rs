@@ -76,6 +76,8 @@ fn engine_error_to_status(e: &EngineError) -> Status {
         }
         EngineError::Membership(m) => Status::failed_precondition(m.clone()),
         EngineError::Auth(a) => auth_error_to_status(*a),
+        // Retryable: the keys moved to a new group (a split) while the request was in flight.
+        EngineError::WrongGroup { .. } => Status::unavailable(synod_core::ERR_WRONG_GROUP),
     }
 }
 

@@ -245,6 +245,7 @@ impl From<ApiError> for HttpError {
                 | EngineError::LeaseExists
                 | EngineError::LeaseTtlTooLarge => ErrorCode::InvalidRequest,
                 EngineError::Auth(a) => auth_code(*a),
+                EngineError::WrongGroup { .. } => ErrorCode::Unavailable,
             },
         };
         HttpError::new(code, message)

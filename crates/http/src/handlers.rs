@@ -317,7 +317,11 @@ pub struct StatusReply {
 /// One consensus group of a partitioned cluster, for `/v1/status` and `synodctl range list`.
 #[derive(Debug, Serialize)]
 pub struct RangeInfo {
-    pub group: u32,
+    /// `0..n` for the configured groups; below 2^53 with bit 52 set for a group split off at
+    /// run time.
+    pub group: u64,
+    /// How `synodctl` and the metrics' `group` label name it (`3`, `s0f3a…`).
+    pub name: String,
     pub start: String,
     pub end: String,
     pub leader: Option<NodeId>,
@@ -333,6 +337,7 @@ impl RangeInfo {
     fn of(g: &synod_core::GroupStatus) -> Self {
         RangeInfo {
             group: g.group,
+            name: synod_partition::layout::group_name(g.group),
             start: String::from_utf8_lossy(&g.start).into_owned(),
             end: String::from_utf8_lossy(&g.end).into_owned(),
             leader: g.leader,

@@ -407,8 +407,46 @@ impl NodeHandle {
         })
     }
 
-    /// Validates, submits and awaits one request, with no permission check.
+    /// Splits the range that holds `at` there (partitioned mode): the keys from `at` on go to
+    /// a new group. Returns the range the old group keeps and the split's log index there.
+    pub async fn split_range(&self, at: Vec<u8>) -> Result<(Vec<u8>, Vec<u8>, u64), ApiError> {
+        let op = Op::Split(synod_core::kv::SplitRequest { at });
+        let r = self.execute(op, Consistency::Linearizable).await?;
+        match r.body {
+            synod_core::kv::ResponseBody::Split { start, end, index } => Ok((start, end, index)),
+            other => Err(ApiError::Unavailable(format!(
+                "the engine answered a split with {other:?}"
+            ))),
+        }
+    }
+
+    fn partitioned(&self) -> bool {
+        self.inner.info.engine.ends_with("-partitioned")
+    }
+
+    /// Validates, submits and awaits one request, with no permission check. In partitioned
+    /// mode a request that reached a group after a split moved its keys away was definitely
+    /// not applied there (`WrongGroup`): it is routed again, by then by the new layout.
     async fn submit(&self, op: Op, consistency: Consistency) -> Result<Response, ApiError> {
+        if !self.partitioned() {
+            return self.submit_once(op, consistency).await;
+        }
+        let mut attempt = 0;
+        loop {
+            match self.submit_once(op.clone(), consistency).await {
+                Err(ApiError::Engine(EngineError::WrongGroup { .. }))
+                    if attempt < WRONG_GROUP_RETRIES =>
+                {
+                    attempt += 1;
+                    // The new group starts within a few batches on this member.
+                    tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn submit_once(&self, op: Op, consistency: Consistency) -> Result<Response, ApiError> {
         self.validate(&op)?;
         // A member whose state diverged serves nothing from it; membership changes stay
         // possible, since removing it is the way out.
@@ -522,6 +560,9 @@ impl NodeHandle {
     }
 }
 
+/// How often a request refused by a group that split its keys away is routed again.
+const WRONG_GROUP_RETRIES: u32 = 8;
+
 /// etcd's text (after its "etcdserver: " prefix) for a put with both a lease and
 /// `ignore_lease`.
 pub const LEASE_PROVIDED: &str = "lease is provided";
@@ -540,7 +581,8 @@ pub fn grows_store(op: &Op) -> bool {
         | Op::LeaseLeases
         | Op::LeaseExpire { .. }
         | Op::Membership(_)
-        | Op::Auth(_) => false,
+        | Op::Auth(_)
+        | Op::Split(_) => false,
         // etcd's capped applier refuses grants too: a lease is state that only grows.
         Op::Put(_) | Op::LeaseGrant(_) => true,
         Op::Cas(c) => matches!(c.then, synod_core::kv::CasAction::Put(_)),
@@ -628,6 +670,10 @@ pub fn validate_op(
         // transactions (the log engines) has and CASPaxos's registers do not.
         Op::Auth(_) if !caps.transactions => Err(unsupported("authentication")),
         Op::Auth(_) => Ok(()),
+        Op::Split(_) if !engine.ends_with("-partitioned") => Err(unsupported(
+            "range splits (only a partitioned cluster has ranges: `synod dev --groups N`)",
+        )),
+        Op::Split(sp) => key(&sp.at),
         Op::LeaseGrant(g) if g.ttl > synod_core::kv::LEASE_TTL_MAX_SECONDS => {
             Err(ApiError::Engine(EngineError::LeaseTtlTooLarge))
         }

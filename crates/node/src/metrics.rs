@@ -288,9 +288,9 @@ impl Metrics {
 
     /// Group `group`'s gauges, looked up once: the engine thread keeps them and sets them
     /// after every batch without a label lookup.
-    pub fn group_gauges(&self, group: u32) -> GroupGauges {
+    pub fn group_gauges(&self, group: u64) -> GroupGauges {
         let l = GroupLabels {
-            group: group.to_string(),
+            group: synod_partition::layout::group_name(group),
         };
         GroupGauges {
             is_leader: self.group_is_leader.get_or_create(&l).clone(),

@@ -401,7 +401,7 @@ pub async fn start_engine<E: Engine>(
             &cluster.engine_config(id),
         ),
         quota_backend_bytes: cluster.storage.quota_backend_bytes,
-        group_gauges: Vec::new(),
+        group_gauges: std::collections::BTreeMap::new(),
     };
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let (done_tx, done_rx) = oneshot::channel();
@@ -743,7 +743,7 @@ struct EngineLoop<E: Engine> {
     /// `storage.quota_backend_bytes` (0 = none), checked after every persisted batch.
     quota_backend_bytes: u64,
     /// Partitioned mode: each group's gauges, taken once (see `Metrics::group_gauges`).
-    group_gauges: Vec<crate::metrics::GroupGauges>,
+    group_gauges: std::collections::BTreeMap<u64, crate::metrics::GroupGauges>,
 }
 
 /// Where a defragmentation's outcome goes.
@@ -1040,12 +1040,11 @@ impl<E: Engine> EngineLoop<E> {
         m.watch_streams.set(gauge(self.hub.streams() as u64));
         m.leases.set(gauge(engine.leases));
         for g in &engine.groups {
-            let i = g.group as usize;
-            while self.group_gauges.len() <= i {
-                let next = self.group_gauges.len() as u32;
-                self.group_gauges.push(self.metrics.group_gauges(next));
-            }
-            self.group_gauges[i].observe(self.id, g);
+            let metrics = &self.metrics;
+            self.group_gauges
+                .entry(g.group)
+                .or_insert_with(|| metrics.group_gauges(g.group))
+                .observe(self.id, g);
         }
     }
 

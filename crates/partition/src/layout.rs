@@ -9,10 +9,14 @@ use synod_core::kv::{
     Compare, DeleteRangeRequest, Key, Op, RangeRequest, SortTarget, TxnOp, TxnRequest,
 };
 
-/// Split keys, ascending and distinct, none empty.
+/// A group's id: `0..n` for the groups of the configured layout, derived from the parent's
+/// id and the split for a group split off at run time ([`child_id`]).
+pub type GroupId = u64;
+
+/// Where each group's range begins, ascending; the first begins at the empty key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
-    splits: Vec<Key>,
+    starts: Vec<(Key, GroupId)>,
     /// Planted bug `PartitionBoundaryMisroute` on this replica.
     misroute_boundary: bool,
 }
@@ -21,16 +25,33 @@ pub struct Layout {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
     /// To one group, unchanged.
-    One(usize),
+    One(GroupId),
     /// A range read over several groups: one clamped read per group, in key order.
-    Split(Vec<(usize, Op)>),
+    Split(Vec<(GroupId, Op)>),
     /// Refused before any group saw it.
     Refuse(EngineError),
 }
 
+/// The id of the group split off `parent` by `mark`: the same on every member (both are
+/// decided in the parent's log), distinct from the configured groups' ids (bit 52 set) and,
+/// being a 52-bit hash of a unique (parent, split index) pair, from every other split's but
+/// with negligible odds. Below 2^53, so JSON readers keep it exact.
+pub fn child_id(parent: GroupId, mark: &synod_core::kv::SplitMark) -> GroupId {
+    let mut h = 0xcbf2_9ce4_8422_2325_u64 ^ parent.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for b in mark.at.iter().copied().chain(mark.index.to_le_bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 29;
+    CHILD_ID_BASE | (h & (CHILD_ID_BASE - 1))
+}
+
+/// Ids from here on are groups split off at run time.
+pub const CHILD_ID_BASE: GroupId = 1 << 52;
+
 impl Layout {
     /// Fails on split keys that are empty, unsorted or repeated: every member must see the
-    /// same, well-formed layout or keys would have two owners.
+    /// same, well-formed layout or keys would have two owners. Group `i` begins at split key
+    /// `i - 1`.
     pub fn new(splits: Vec<Key>) -> Result<Self, String> {
         if splits.iter().any(|k| k.is_empty()) {
             return Err("a split key must not be empty".into());
@@ -38,8 +59,27 @@ impl Layout {
         if splits.windows(2).any(|w| w[0] >= w[1]) {
             return Err("split keys must be ascending and distinct".into());
         }
+        let starts = std::iter::once(Key::new())
+            .chain(splits)
+            .enumerate()
+            .map(|(i, k)| (k, i as GroupId))
+            .collect();
         Ok(Layout {
-            splits,
+            starts,
+            misroute_boundary: false,
+        })
+    }
+
+    /// A layout as persisted ([`Layout::entries`]); checked like [`Layout::new`].
+    pub fn from_entries(starts: Vec<(Key, GroupId)>) -> Result<Self, String> {
+        if starts.first().is_none_or(|(k, _)| !k.is_empty()) {
+            return Err("a persisted layout must begin at the empty key".into());
+        }
+        if starts.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err("a persisted layout's starts must be ascending and distinct".into());
+        }
+        Ok(Layout {
+            starts,
             misroute_boundary: false,
         })
     }
@@ -50,33 +90,72 @@ impl Layout {
     }
 
     pub fn groups(&self) -> usize {
-        self.splits.len() + 1
+        self.starts.len()
+    }
+
+    /// Each group's first key and id, in key order.
+    pub fn entries(&self) -> &[(Key, GroupId)] {
+        &self.starts
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.starts.iter().map(|(_, g)| *g)
+    }
+
+    /// The group beginning at `at` now owns the keys from `at` to the next start.
+    pub fn split(&mut self, at: Key, child: GroupId) {
+        let pos = self.starts.partition_point(|(s, _)| s < &at);
+        match self.starts.get_mut(pos) {
+            Some(e) if e.0 == at => e.1 = child,
+            _ => self.starts.insert(pos, (at, child)),
+        }
+    }
+
+    /// The position (in key order) of the group owning `key`.
+    fn position_of(&self, key: &[u8]) -> usize {
+        if self.misroute_boundary {
+            // PLANTED BUG: a key equal to a split key goes to the group below it.
+            return self
+                .starts
+                .partition_point(|(s, _)| s.as_slice() < key)
+                .saturating_sub(1);
+        }
+        self.starts
+            .partition_point(|(s, _)| s.as_slice() <= key)
+            .saturating_sub(1)
     }
 
     /// The group owning `key`.
-    pub fn group_of(&self, key: &[u8]) -> usize {
-        if self.misroute_boundary {
-            // PLANTED BUG: a key equal to a split key goes to the group below it.
-            return self.splits.partition_point(|s| s.as_slice() < key);
-        }
-        self.splits.partition_point(|s| s.as_slice() <= key)
+    pub fn group_of(&self, key: &[u8]) -> GroupId {
+        self.starts[self.position_of(key)].1
     }
 
-    /// Group `g`'s keys: `[start, end)`, `end` empty = to the end of the keyspace.
-    pub fn bounds(&self, g: usize) -> (Key, Key) {
-        let start = if g == 0 {
-            Key::new()
-        } else {
-            self.splits[g - 1].clone()
-        };
-        let end = self.splits.get(g).cloned().unwrap_or_default();
+    /// The position of group `id` in key order.
+    pub fn position(&self, id: GroupId) -> Option<usize> {
+        self.starts.iter().position(|(_, g)| *g == id)
+    }
+
+    /// The keys of the group at position `pos`: `[start, end)`, `end` empty = to the end.
+    pub fn bounds_at(&self, pos: usize) -> (Key, Key) {
+        let start = self.starts[pos].0.clone();
+        let end = self
+            .starts
+            .get(pos + 1)
+            .map(|(k, _)| k.clone())
+            .unwrap_or_default();
         (start, end)
     }
 
-    /// The groups an etcd key range touches (`end` empty: the key alone; `[0]`: every key
-    /// from `start` on), first and last, inclusive.
+    /// Group `id`'s keys (empty bounds for a group not in the layout).
+    pub fn bounds(&self, id: GroupId) -> (Key, Key) {
+        self.position(id)
+            .map_or((Key::new(), Key::new()), |p| self.bounds_at(p))
+    }
+
+    /// The positions of the groups an etcd key range touches (`end` empty: the key alone;
+    /// `[0]`: every key from `start` on), first and last, inclusive.
     pub fn groups_of_range(&self, start: &[u8], end: &[u8]) -> (usize, usize) {
-        let first = self.group_of(start);
+        let first = self.position_of(start);
         let last = if end.is_empty() {
             first
         } else if end == [0] {
@@ -85,7 +164,9 @@ impl Layout {
             first // an empty range: the store answers it
         } else {
             // The group of the largest key below `end`.
-            self.splits.partition_point(|s| s.as_slice() < end)
+            self.starts
+                .partition_point(|(s, _)| s.as_slice() < end)
+                .saturating_sub(1)
         };
         (first, last.max(first))
     }
@@ -99,7 +180,9 @@ impl Layout {
             Op::DeleteRange(d) => self.route_delete(d),
             Op::Txn(t) => self.route_txn(t),
             // The auth state lives in the first group, where every member reads it.
-            Op::Auth(_) => Route::One(0),
+            Op::Auth(_) => Route::One(self.starts[0].1),
+            // A split goes to the group that owns its key.
+            Op::Split(s) => Route::One(self.group_of(&s.at)),
             Op::Compact(_) => Route::Refuse(unsupported("compaction")),
             Op::Membership(_) => Route::Refuse(EngineError::Membership(
                 "etcdserver: membership changes are not supported on a partitioned cluster yet"
@@ -117,23 +200,24 @@ impl Layout {
     fn route_range(&self, r: &RangeRequest) -> Route {
         let (first, last) = self.groups_of_range(&r.key, &r.range_end);
         if first == last {
-            return Route::One(first);
+            return Route::One(self.starts[first].1);
         }
         if r.revision != 0 {
             return Route::Refuse(EngineError::InvalidRequest(format!(
                 "a read at a past revision must stay within one group (revisions are per group), \
-                 but this range spans groups {first}..={last}"
+                 but this range spans groups {}",
+                self.names(first, last)
             )));
         }
         let parts = (first..=last)
-            .map(|g| {
+            .map(|pos| {
                 let mut sub = r.clone();
-                (sub.key, sub.range_end) = self.clamp(g, &r.key, &r.range_end);
+                (sub.key, sub.range_end) = self.clamp(pos, &r.key, &r.range_end);
                 // The merge sorts by value across parts: it needs the values.
                 if r.sort_target == SortTarget::Value {
                     sub.keys_only = false;
                 }
-                (g, Op::Range(sub))
+                (self.starts[pos].1, Op::Range(sub))
             })
             .collect();
         Route::Split(parts)
@@ -142,9 +226,9 @@ impl Layout {
     fn route_delete(&self, d: &DeleteRangeRequest) -> Route {
         let (first, last) = self.groups_of_range(&d.key, &d.range_end);
         if first == last {
-            return Route::One(first);
+            return Route::One(self.starts[first].1);
         }
-        Route::Refuse(spans("a delete", first, last))
+        Route::Refuse(spans("a delete", &self.names(first, last)))
     }
 
     fn route_txn(&self, t: &TxnRequest) -> Route {
@@ -164,16 +248,24 @@ impl Layout {
             }
         }
         match (groups.first(), groups.last()) {
-            (None, _) => Route::One(0),
-            (Some(&a), Some(&b)) if a == b => Route::One(a),
-            (Some(&a), Some(&b)) => Route::Refuse(spans("a transaction", a, b)),
-            (Some(_), None) => Route::One(0),
+            (Some(&a), Some(&b)) if a == b => Route::One(self.starts[a].1),
+            (Some(&a), Some(&b)) => Route::Refuse(spans("a transaction", &self.names(a, b))),
+            _ => Route::One(self.starts[0].1),
         }
     }
 
-    /// The part of `[start, end)` group `g` owns, as an etcd range.
-    fn clamp(&self, g: usize, start: &[u8], end: &[u8]) -> (Key, Key) {
-        let (lo, hi) = self.bounds(g);
+    /// The groups at positions `first..=last`, as `synodctl range list` names them.
+    fn names(&self, first: usize, last: usize) -> String {
+        let ids: Vec<String> = self.starts[first..=last]
+            .iter()
+            .map(|(_, g)| group_name(*g))
+            .collect();
+        ids.join(", ")
+    }
+
+    /// The part of `[start, end)` the group at `pos` owns, as an etcd range.
+    fn clamp(&self, pos: usize, start: &[u8], end: &[u8]) -> (Key, Key) {
+        let (lo, hi) = self.bounds_at(pos);
         let s = if start < lo.as_slice() {
             lo
         } else {
@@ -190,6 +282,16 @@ impl Layout {
     }
 }
 
+/// How a group is named to people: its number for a configured group, `s` and its id's 52
+/// hash bits in hex for one split off at run time.
+pub fn group_name(id: GroupId) -> String {
+    if id < CHILD_ID_BASE {
+        id.to_string()
+    } else {
+        format!("s{:013x}", id - CHILD_ID_BASE)
+    }
+}
+
 fn unsupported(what: &str) -> EngineError {
     EngineError::Unsupported {
         engine: "partitioned".into(),
@@ -197,9 +299,9 @@ fn unsupported(what: &str) -> EngineError {
     }
 }
 
-fn spans(what: &str, first: usize, last: usize) -> EngineError {
+fn spans(what: &str, groups: &str) -> EngineError {
     EngineError::InvalidRequest(format!(
-        "{what} whose keys span groups {first}..={last} is refused: partitioned mode runs each \
+        "{what} whose keys span groups {groups} is refused: partitioned mode runs each \
          write within one group (see `synodctl range list` for the split keys)"
     ))
 }
@@ -226,6 +328,26 @@ mod tests {
     }
 
     #[test]
+    fn a_split_inserts_the_new_group_in_key_order() {
+        let mut l = layout();
+        let mark = synod_core::kv::SplitMark {
+            at: b"k".to_vec(),
+            index: 7,
+        };
+        let child = child_id(1, &mark);
+        assert!(child >= CHILD_ID_BASE && child != child_id(2, &mark));
+        l.split(mark.at.clone(), child);
+        assert_eq!(l.group_of(b"j"), 1);
+        assert_eq!(l.group_of(b"k"), child);
+        assert_eq!(l.group_of(b"p"), 2);
+        assert_eq!(l.bounds(child), (b"k".to_vec(), b"p".to_vec()));
+        assert_eq!(l.bounds(1), (b"g".to_vec(), b"k".to_vec()));
+        let back = Layout::from_entries(l.entries().to_vec()).expect("valid");
+        assert_eq!(back, l);
+        assert!(Layout::from_entries(vec![(b"a".to_vec(), 0)]).is_err());
+    }
+
+    #[test]
     fn bad_layouts_are_refused() {
         assert!(Layout::new(vec![b"b".to_vec(), b"a".to_vec()]).is_err());
         assert!(Layout::new(vec![b"a".to_vec(), b"a".to_vec()]).is_err());
@@ -246,7 +368,7 @@ mod tests {
         })) else {
             panic!("a whole-keyspace read is split");
         };
-        let bounds: Vec<(usize, Key, Key)> = parts
+        let bounds: Vec<(GroupId, Key, Key)> = parts
             .into_iter()
             .map(|(g, op)| match op {
                 Op::Range(r) => (g, r.key, r.range_end),
@@ -274,7 +396,7 @@ mod tests {
         let Route::Refuse(e) = l.route(&del) else {
             panic!("refused")
         };
-        assert!(e.to_string().contains("groups 0..=2"), "{e}");
+        assert!(e.to_string().contains("groups 0, 1, 2"), "{e}");
         let put = |k: &[u8]| TxnOp::Put(PutRequest::new(k.to_vec(), b"v".to_vec()));
         let txn = |ops| {
             Op::Txn(TxnRequest {

@@ -33,6 +33,19 @@
 //! merged in key order ([`synod_core::kv::merge_ranges`]); a write or transaction whose keys
 //! span groups is refused with an error naming the groups (no cross-group atomicity yet).
 //!
+//! **Splits at run time.** A split is a command (`Op::Split`) decided in the log of the group
+//! that owns the split key. Applying it cuts the group's state in two (the replica layer):
+//! the group keeps the keys below, and every member that applies it starts the new group from
+//! the upper half — a fresh protocol instance whose log begins at the split's index, with the
+//! same members, the client table and the origin window copied, under an id derived from the
+//! parent's and the split's ([`layout::child_id`]). A member that skipped the split (it
+//! installed a later snapshot of the parent) sees the split in the parent's state and starts
+//! the new group without state, to be sent a snapshot. The layout is this engine's routing
+//! cache, persisted with the groups' records. A request routed by a layout from before a
+//! split is refused by the old group where it is applied (or served, for a read) with the
+//! retryable `WrongGroup` — definitely not applied — so it is answered exactly once or
+//! retried by the caller; the node runtime retries it on the new layout.
+//!
 //! **Revisions are per group.** Each group is a full KV store with its own revision counter:
 //! a key's `mod_revision`, and a response's header revision, are those of the key's group. So
 //! compare-by-revision inside a (single-group) transaction means what it means in etcd, but
@@ -44,10 +57,10 @@
 
 pub mod layout;
 
-use layout::{Layout, Route};
+use layout::{CHILD_ID_BASE, GroupId, Layout, Route, child_id};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use synod_core::kv::{RangeRequest, Response, ResponseBody, merge_ranges};
+use synod_core::kv::{KeyRange, RangeRequest, Response, ResponseBody, SplitMark, merge_ranges};
 use synod_core::protocol::LeaderTransferError;
 use synod_core::{
     Capabilities, ClientReply, ClientRequest, DurableRecord, Engine, EngineConfig, EngineError,
@@ -60,21 +73,33 @@ use synod_core::{
 /// each) would otherwise grow with the number of groups.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GroupMessage<M> {
-    pub parts: Vec<(u32, M)>,
+    pub parts: Vec<(GroupId, M)>,
 }
 
-/// A durable record of the partitioned engine.
+/// A durable record of the partitioned engine. (Group ids were `u32` before runtime splits;
+/// postcard writes both as the same varint, so older logs decode.)
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum GroupRecord<R> {
     /// One group's record.
-    Group(u32, R),
-    /// A checkpoint of every group, taken in one batch: subsumes all earlier records.
-    Checkpoint(Vec<(u32, R)>),
+    Group(GroupId, R),
+    /// A checkpoint of every group, taken in one batch, in the configured layout: subsumes
+    /// all earlier records.
+    Checkpoint(Vec<(GroupId, R)>),
+    /// The layout changed (a split): each group's first key and id, in key order.
+    Layout(Vec<(synod_core::kv::Key, GroupId)>),
+    /// A checkpoint of every group with the layout they form: subsumes all earlier records.
+    CheckpointAt {
+        layout: Vec<(synod_core::kv::Key, GroupId)>,
+        groups: Vec<(GroupId, R)>,
+    },
 }
 
 impl<R: DurableRecord> DurableRecord for GroupRecord<R> {
     fn is_checkpoint(&self) -> bool {
-        matches!(self, GroupRecord::Checkpoint(_))
+        matches!(
+            self,
+            GroupRecord::Checkpoint(_) | GroupRecord::CheckpointAt { .. }
+        )
     }
 }
 
@@ -103,10 +128,12 @@ const OWN_SEQ_BASE: u64 = 1 << 62;
 /// Many groups of engine `E` as one engine. See the module docs.
 pub struct Partitioned<E: Engine> {
     id: NodeId,
+    /// The node's engine config, which every group's is derived from.
+    base: EngineConfig,
+    /// The configured layout: the ranges the configured groups' states start from.
+    configured: Layout,
     layout: Layout,
-    groups: Vec<E>,
-    /// Where each group's leader should be.
-    preferred: Vec<NodeId>,
+    groups: BTreeMap<GroupId, E>,
     /// Range reads split over several groups, waiting for their parts.
     gathers: BTreeMap<RequestId, Gather>,
     /// Replies decided before any group saw the request (refusals).
@@ -114,67 +141,91 @@ pub struct Partitioned<E: Engine> {
     ticks: u64,
     election_timeout_ticks: u64,
     /// Per group: the tick before which no hand-off is tried, and the next pause.
-    balance: Vec<(u64, u64)>,
+    balance: BTreeMap<GroupId, (u64, u64)>,
     /// Planted bug `PartitionCheckpointSkipsGroups`.
     bug_skip_groups: bool,
     /// This engine's own compaction requests still unanswered; their replies are swallowed.
     own: std::collections::BTreeSet<RequestId>,
     next_own_seq: u64,
+    /// Per group: how many of its splits have a group here.
+    known_splits: BTreeMap<GroupId, usize>,
+    /// First records of groups created since the last `ready`, to persist with its batch.
+    created: Vec<(GroupId, E::Record)>,
+    layout_changed: bool,
 }
 
 /// One split range read: its parts' groups and answers, in key order.
 struct Gather {
     request: RangeRequest,
-    groups: Vec<usize>,
+    groups: Vec<GroupId>,
     answers: Vec<Option<Result<Response, EngineError>>>,
 }
 
 impl<E: Engine> Partitioned<E> {
     /// The groups' engines, in key order (for the simulator's per-group reports).
-    pub fn groups(&self) -> &[E] {
-        &self.groups
+    pub fn groups(&self) -> impl Iterator<Item = (GroupId, &E)> + '_ {
+        self.layout
+            .ids()
+            .filter_map(|g| self.groups.get(&g).map(|e| (g, e)))
     }
 
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
 
-    fn group_config(base: &EngineConfig, g: usize, preferred: NodeId) -> EngineConfig {
+    fn group_config(&self, g: GroupId) -> EngineConfig {
+        let base = &self.base;
         let mut c = base.clone();
         c.split_keys.clear();
-        let mix = (g as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mix = g.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         c.seed = base.seed ^ mix;
         // Still differs on every boot (VR's recovery nonce), now also per group.
         c.boot_nonce = base.boot_nonce ^ mix.rotate_left(29);
-        if preferred == base.id {
+        if self.preferred(g) == base.id {
             c.priority = base.priority + 1;
         }
+        // A configured group's range as configured (its state's own once it splits); a group
+        // split off at run time has its range in its state from the start.
+        c.key_range = match self.configured.position(g) {
+            Some(pos) => {
+                let (start, end) = self.configured.bounds_at(pos);
+                KeyRange { start, end }
+            }
+            None => KeyRange::default(),
+        };
         c
     }
 
-    fn preferred_leaders(config: &EngineConfig, groups: usize) -> Vec<NodeId> {
-        let mut members = config.members.clone();
+    /// Where group `g`'s leader should be: member `g mod n` of the sorted members.
+    fn preferred(&self, g: GroupId) -> NodeId {
+        let mut members = self.base.members.clone();
         members.sort_unstable();
-        (0..groups)
-            .map(|g| {
-                members
-                    .get(g % members.len().max(1))
-                    .copied()
-                    .unwrap_or(config.id)
-            })
-            .collect()
+        let n = members.len().max(1) as u64;
+        members
+            .get((g % n) as usize)
+            .copied()
+            .unwrap_or(self.base.id)
     }
 
     /// Hands a group this replica leads to its preferred member, now and then. Group 0 is
     /// left alone: its leader is the one etcd's API reports and `move-leader` moves, and an
     /// operator's choice must stick.
     fn balance_leaders(&mut self) {
-        for g in 1..self.groups.len() {
-            let want = self.preferred[g];
-            let (not_before, pause) = self.balance[g];
-            let st = self.groups[g].status();
+        let ids: Vec<GroupId> = self.groups.keys().copied().filter(|&g| g != 0).collect();
+        let et = self.election_timeout_ticks;
+        for g in ids {
+            let want = self.preferred(g);
+            let (not_before, pause) = *self
+                .balance
+                .entry(g)
+                .or_insert((0, BALANCE_PAUSE_MIN_ETS * et));
+            let Some(group) = self.groups.get_mut(&g) else {
+                continue;
+            };
+            let st = group.status();
             if st.leader == Some(want) {
-                self.balance[g].1 = BALANCE_PAUSE_MIN_ETS * self.election_timeout_ticks;
+                self.balance
+                    .insert(g, (not_before, BALANCE_PAUSE_MIN_ETS * et));
                 continue;
             }
             let eligible =
@@ -185,9 +236,10 @@ impl<E: Engine> Partitioned<E> {
             if self.ticks < not_before {
                 continue;
             }
-            if self.groups[g].transfer_leadership(Some(want)).is_ok() {
-                let max = BALANCE_PAUSE_MAX_ETS * self.election_timeout_ticks;
-                self.balance[g] = (self.ticks + pause, (pause * 2).min(max));
+            if group.transfer_leadership(Some(want)).is_ok() {
+                let max = BALANCE_PAUSE_MAX_ETS * et;
+                self.balance
+                    .insert(g, (self.ticks + pause, (pause * 2).min(max)));
             }
         }
     }
@@ -195,12 +247,13 @@ impl<E: Engine> Partitioned<E> {
     /// Bounds each group's history: a leader proposes a compaction of a group it leads once
     /// the group holds a tenth more than its share of [`HISTORY_REVISIONS`].
     fn compact_histories(&mut self) {
-        for g in 0..self.groups.len() {
-            let keep = (HISTORY_REVISIONS / self.groups.len() as u64).max(HISTORY_REVISIONS_MIN);
-            let st = self.groups[g].status();
+        let n = self.groups.len() as u64;
+        let keep = (HISTORY_REVISIONS / n.max(1)).max(HISTORY_REVISIONS_MIN);
+        for (_, group) in self.groups.iter_mut() {
+            let st = group.status();
             if st.leader != Some(self.id)
                 || st.revision < st.compact_revision + keep + keep / 10
-                || self.own.len() >= self.groups.len()
+                || self.own.len() as u64 >= n
             {
                 continue;
             }
@@ -210,7 +263,7 @@ impl<E: Engine> Partitioned<E> {
             };
             self.next_own_seq += 1;
             self.own.insert(id);
-            self.groups[g].submit(ClientRequest {
+            group.submit(ClientRequest {
                 id,
                 first_unacked: 0,
                 op: synod_core::kv::Op::Compact(synod_core::kv::CompactRequest {
@@ -223,7 +276,7 @@ impl<E: Engine> Partitioned<E> {
     }
 
     /// Collects the answer of one group to a split read; the merged reply once all are in.
-    fn gather(&mut self, g: usize, reply: ClientReply) -> Option<ClientReply> {
+    fn gather(&mut self, g: GroupId, reply: ClientReply) -> Option<ClientReply> {
         // The answer to our own compaction: nobody waits for it, and a failed one is simply
         // proposed again later.
         if self.own.remove(&reply.id) {
@@ -247,43 +300,142 @@ impl<E: Engine> Partitioned<E> {
         })
     }
 
+    /// Starts the groups split off group `parent` that have none here yet: from the first
+    /// record the split left (`records`), or without state when this member did not apply
+    /// the split itself. Returns the new groups' ids.
+    fn adopt_splits(
+        &mut self,
+        parent: GroupId,
+        mut records: Vec<(SplitMark, E::Record)>,
+    ) -> Vec<GroupId> {
+        let Some(group) = self.groups.get(&parent) else {
+            return Vec::new();
+        };
+        let Some((_, marks)) = group.key_range() else {
+            return Vec::new();
+        };
+        let known = self.known_splits.get(&parent).copied().unwrap_or(0);
+        if marks.len() <= known && records.is_empty() {
+            return Vec::new();
+        }
+        let marks: Vec<SplitMark> = marks.to_vec();
+        let joiner = group.split_joiner();
+        self.known_splits.insert(parent, marks.len());
+        let mut made = Vec::new();
+        for mark in marks {
+            let child = child_id(parent, &mark);
+            if self.groups.contains_key(&child) {
+                continue;
+            }
+            let first = match records.iter().position(|(m, _)| *m == mark) {
+                Some(i) => vec![records.swap_remove(i).1],
+                None => match &joiner {
+                    Some(r) => r.clone(),
+                    None => continue,
+                },
+            };
+            let mut config = self.group_config(child);
+            // VR starts a new instance normal in view 0 only on its first boot; a group of a
+            // lost disk (no first records) is no first boot: its protocol repairs it.
+            config.first_boot = !first.is_empty();
+            match E::recover(config, first.clone()) {
+                Ok(engine) => {
+                    self.groups.insert(child, engine);
+                    self.created.extend(first.into_iter().map(|r| (child, r)));
+                    self.layout.split(mark.at.clone(), child);
+                    self.layout_changed = true;
+                    made.push(child);
+                }
+                // Our own record of our own state: a failure is a bug, and a group missing
+                // here only costs this member its copy (its peers still hold the quorum).
+                Err(e) => debug_assert!(false, "split-off group did not start: {e}"),
+            }
+        }
+        made
+    }
+
     /// The records of one batch: one node-wide checkpoint if every group has one in it (or
     /// was made to), else every record tagged with its group.
-    fn batch_records(&mut self, parts: &mut [Parts<E>]) -> Vec<GroupRecord<E::Record>> {
+    fn batch_records(&mut self, parts: &mut [(GroupId, Parts<E>)]) -> Vec<GroupRecord<E::Record>> {
         let has_cp = |recs: &[E::Record]| recs.iter().any(DurableRecord::is_checkpoint);
-        if parts.iter().any(|p| has_cp(&p.1)) && !self.bug_skip_groups {
-            for (g, p) in parts.iter_mut().enumerate() {
-                if !has_cp(&p.1) && self.groups[g].checkpoint_full() {
-                    let (early, records, messages, replies) = self.groups[g].ready().into_parts();
+        if parts.iter().any(|p| has_cp(&p.1.1)) && !self.bug_skip_groups {
+            for (g, p) in parts.iter_mut() {
+                let Some(group) = self.groups.get_mut(g) else {
+                    continue;
+                };
+                if !has_cp(&p.1) && group.checkpoint_full() {
+                    let (early, records, messages, replies) = group.ready().into_parts();
                     // After this batch's earlier messages, as the group emitted them; sent
                     // only once the records are durable, which is always safe.
-                    p.2.extend(early);
+                    p.0.extend(early);
                     p.1.extend(records);
                     p.2.extend(messages);
                     p.3.extend(replies);
                 }
             }
         }
-        let bundle = parts.iter().all(|p| has_cp(&p.1))
-            || (self.bug_skip_groups && parts.iter().any(|p| has_cp(&p.1)));
+        let bundle = parts.iter().all(|p| has_cp(&p.1.1))
+            || (self.bug_skip_groups && parts.iter().any(|p| has_cp(&p.1.1)));
         let mut out = Vec::new();
         let mut checkpoints = Vec::new();
-        for (g, p) in parts.iter_mut().enumerate() {
+        for (g, p) in parts.iter_mut() {
             let records = std::mem::take(&mut p.1);
             let last_cp = records.iter().rposition(DurableRecord::is_checkpoint);
             for (i, r) in records.into_iter().enumerate() {
                 match last_cp {
                     // Subsumed by the group's checkpoint in the same batch.
                     Some(c) if bundle && i < c => {}
-                    Some(c) if bundle && i == c => checkpoints.push((g as u32, r)),
-                    _ => out.push(GroupRecord::Group(g as u32, r)),
+                    Some(c) if bundle && i == c => checkpoints.push((*g, r)),
+                    _ => out.push(GroupRecord::Group(*g, r)),
                 }
             }
         }
+        let layout = self.layout.entries().to_vec();
         if !checkpoints.is_empty() {
-            out.insert(0, GroupRecord::Checkpoint(checkpoints));
+            out.insert(
+                0,
+                GroupRecord::CheckpointAt {
+                    layout,
+                    groups: checkpoints,
+                },
+            );
+        } else if self.layout_changed {
+            // After the new groups' first records: a layout naming a group whose records
+            // did not make it to disk is never read back.
+            out.push(GroupRecord::Layout(layout));
         }
+        self.layout_changed = false;
         out
+    }
+
+    /// The groups' records from a log, by group, and the layout last persisted in it.
+    #[allow(clippy::type_complexity)]
+    fn sort_records(
+        records: Vec<GroupRecord<E::Record>>,
+        mut layout: Layout,
+    ) -> Result<(BTreeMap<GroupId, Vec<E::Record>>, Layout), String> {
+        let mut per_group: BTreeMap<GroupId, Vec<E::Record>> = BTreeMap::new();
+        for r in records {
+            match r {
+                GroupRecord::Group(g, r) => per_group.entry(g).or_default().push(r),
+                GroupRecord::Checkpoint(list) => {
+                    for (g, r) in list {
+                        per_group.entry(g).or_default().push(r);
+                    }
+                }
+                GroupRecord::Layout(entries) => layout = Layout::from_entries(entries)?,
+                GroupRecord::CheckpointAt {
+                    layout: entries,
+                    groups,
+                } => {
+                    layout = Layout::from_entries(entries)?;
+                    for (g, r) in groups {
+                        per_group.entry(g).or_default().push(r);
+                    }
+                }
+            }
+        }
+        Ok((per_group, layout))
     }
 }
 
@@ -317,11 +469,11 @@ fn merge_answers(gather: Gather) -> Result<Response, EngineError> {
 }
 
 /// Gathers the groups' messages into one [`GroupMessage`] per destination.
-fn by_peer<M>(per_group: Vec<Vec<(NodeId, M)>>) -> Vec<(NodeId, GroupMessage<M>)> {
-    let mut out: BTreeMap<NodeId, Vec<(u32, M)>> = BTreeMap::new();
-    for (g, msgs) in per_group.into_iter().enumerate() {
+fn by_peer<M>(per_group: Vec<(GroupId, Vec<(NodeId, M)>)>) -> Vec<(NodeId, GroupMessage<M>)> {
+    let mut out: BTreeMap<NodeId, Vec<(GroupId, M)>> = BTreeMap::new();
+    for (g, msgs) in per_group {
         for (to, m) in msgs {
-            out.entry(to).or_default().push((g as u32, m));
+            out.entry(to).or_default().push((g, m));
         }
     }
     out.into_iter()
@@ -349,61 +501,83 @@ impl<E: Engine> Engine for Partitioned<E> {
         // The planted misroute is one member's: were all wrong the same way, keys would
         // still have one owner each.
         let first_member = config.members.iter().min() == Some(&config.id);
-        let layout = Layout::new(config.split_keys.clone())?.with_planted_misroute(
-            first_member && config.bug(PlantedBug::PartitionBoundaryMisroute),
-        );
-        let n = layout.groups();
-        let mut per_group: Vec<Vec<E::Record>> = (0..n).map(|_| Vec::new()).collect();
-        let mut place = |g: u32, r: E::Record| -> Result<(), String> {
-            per_group
-                .get_mut(g as usize)
-                .ok_or_else(|| {
-                    format!(
-                        "the log holds records of group {g} but the layout has {n} groups: \
-                         the split keys changed"
-                    )
-                })
-                .map(|v| v.push(r))
-        };
-        for r in records {
-            match r {
-                GroupRecord::Group(g, r) => place(g, r)?,
-                GroupRecord::Checkpoint(list) => {
-                    for (g, r) in list {
-                        place(g, r)?;
-                    }
-                }
-            }
+        let misroute = first_member && config.bug(PlantedBug::PartitionBoundaryMisroute);
+        let configured = Layout::new(config.split_keys.clone())?;
+        let (mut per_group, layout) = Self::sort_records(records, configured.clone())?;
+        if let Some(g) = per_group
+            .keys()
+            .find(|&&g| g < CHILD_ID_BASE && configured.position(g).is_none())
+        {
+            return Err(format!(
+                "the log holds records of group {g} but the layout has {} groups: the split \
+                 keys changed",
+                configured.groups()
+            ));
         }
-        let preferred = Self::preferred_leaders(&config, n);
-        let groups = per_group
-            .into_iter()
-            .enumerate()
-            .map(|(g, recs)| {
-                E::recover(Self::group_config(&config, g, preferred[g]), recs)
-                    .map_err(|e| format!("group {g}: {e}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         let et = config.election_timeout_ticks.max(1);
-        Ok(Partitioned {
+        let mut p = Partitioned {
             id: config.id,
-            layout,
-            groups,
-            preferred,
+            bug_skip_groups: config.bug(PlantedBug::PartitionCheckpointSkipsGroups),
+            base: config,
+            configured,
+            layout: layout.with_planted_misroute(misroute),
+            groups: BTreeMap::new(),
             gathers: BTreeMap::new(),
             refused: Vec::new(),
             ticks: 0,
             election_timeout_ticks: et,
-            balance: vec![(0, BALANCE_PAUSE_MIN_ETS * et); n],
-            bug_skip_groups: config.bug(PlantedBug::PartitionCheckpointSkipsGroups),
+            balance: BTreeMap::new(),
             own: std::collections::BTreeSet::new(),
             next_own_seq: OWN_SEQ_BASE,
-        })
+            known_splits: BTreeMap::new(),
+            created: Vec::new(),
+            layout_changed: false,
+        };
+        // The layout's groups, and any split-off group whose records made it to disk
+        // without the layout naming it yet: its state says where it begins.
+        let mut ids: Vec<GroupId> = p.layout.ids().collect();
+        ids.extend(
+            per_group
+                .keys()
+                .filter(|g| p.layout.position(**g).is_none()),
+        );
+        for g in ids {
+            let recs = per_group.remove(&g).unwrap_or_default();
+            if g >= CHILD_ID_BASE && recs.is_empty() {
+                continue; // started again from its parent's split below
+            }
+            let engine = E::recover(p.group_config(g), recs)
+                .map_err(|e| format!("group {}: {e}", layout::group_name(g)))?;
+            if p.layout.position(g).is_none() {
+                match engine.key_range() {
+                    Some((r, _)) if !r.start.is_empty() => p.layout.split(r.start.clone(), g),
+                    _ => continue,
+                }
+            }
+            p.groups.insert(g, engine);
+        }
+        // Splits replayed above, or known from a parent's state only.
+        let mut parents: Vec<GroupId> = p.groups.keys().copied().collect();
+        while let Some(g) = parents.pop() {
+            let records = p.groups.get_mut(&g).map(E::take_splits).unwrap_or_default();
+            parents.extend(p.adopt_splits(g, records));
+        }
+        Ok(p)
     }
 
     fn submit(&mut self, request: ClientRequest) {
+        let missing = |g: GroupId| ClientReply {
+            id: request.id,
+            result: Err(EngineError::WrongGroup {
+                start: Vec::new(),
+                end: format!("group {} not started here yet", layout::group_name(g)).into(),
+            }),
+        };
         match self.layout.route(&request.op) {
-            Route::One(g) => self.groups[g].submit(request),
+            Route::One(g) => match self.groups.get_mut(&g) {
+                Some(group) => group.submit(request),
+                None => self.refused.push(missing(g)),
+            },
             Route::Refuse(e) => self.refused.push(ClientReply {
                 id: request.id,
                 result: Err(e),
@@ -411,6 +585,10 @@ impl<E: Engine> Engine for Partitioned<E> {
             Route::Split(parts) => {
                 // A retry of a read still being gathered: the pending one answers it.
                 if self.gathers.contains_key(&request.id) {
+                    return;
+                }
+                if let Some((g, _)) = parts.iter().find(|(g, _)| !self.groups.contains_key(g)) {
+                    self.refused.push(missing(*g));
                     return;
                 }
                 let synod_core::kv::Op::Range(range) = &request.op else {
@@ -423,10 +601,12 @@ impl<E: Engine> Engine for Partitioned<E> {
                 };
                 self.gathers.insert(request.id, gather);
                 for (g, op) in parts {
-                    self.groups[g].submit(ClientRequest {
-                        op,
-                        ..request.clone()
-                    });
+                    if let Some(group) = self.groups.get_mut(&g) {
+                        group.submit(ClientRequest {
+                            op,
+                            ..request.clone()
+                        });
+                    }
                 }
             }
         }
@@ -434,16 +614,17 @@ impl<E: Engine> Engine for Partitioned<E> {
 
     fn receive(&mut self, from: NodeId, message: Self::Message) {
         for (g, m) in message.parts {
-            // A group this layout does not have: a peer with other split keys, which the
-            // cluster identity should already have kept out. Dropped like a garbled message.
-            if let Some(group) = self.groups.get_mut(g as usize) {
+            // A group not started here: split off by a split this member has not applied
+            // yet (it will start it then, and the sender repeats itself), or a peer with
+            // other split keys, which the cluster identity should already have kept out.
+            if let Some(group) = self.groups.get_mut(&g) {
                 group.receive(from, m);
             }
         }
     }
 
     fn tick(&mut self) {
-        for g in &mut self.groups {
+        for g in self.groups.values_mut() {
             g.tick();
         }
         self.ticks += 1;
@@ -460,18 +641,36 @@ impl<E: Engine> Engine for Partitioned<E> {
     }
 
     fn ready(&mut self) -> Ready<Self::Message, Self::Record> {
-        let mut parts: Vec<Parts<E>> = self
-            .groups
-            .iter_mut()
-            .map(|g| g.ready().into_parts())
-            .collect();
+        let mut todo: Vec<GroupId> = self.groups.keys().rev().copied().collect();
+        let mut parts: Vec<(GroupId, Parts<E>)> = Vec::with_capacity(todo.len());
+        while let Some(g) = todo.pop() {
+            let Some(group) = self.groups.get_mut(&g) else {
+                continue;
+            };
+            let mut p = group.ready().into_parts();
+            let splits = group.take_splits();
+            if let Some(pos) = self.created.iter().position(|(c, _)| *c == g) {
+                // A group created by an earlier part of this batch: its first record first.
+                let (_, first) = self.created.swap_remove(pos);
+                p.1.insert(0, first);
+            }
+            parts.push((g, p));
+            todo.extend(self.adopt_splits(g, splits));
+        }
+        // Groups created at recovery: their first records go with the first batch.
+        for (g, first) in std::mem::take(&mut self.created) {
+            match parts.iter_mut().find(|(x, _)| *x == g) {
+                Some((_, p)) => p.1.insert(0, first),
+                None => parts.push((g, (Vec::new(), vec![first], Vec::new(), Vec::new()))),
+            }
+        }
         let records = self.batch_records(&mut parts);
         let mut early = Vec::with_capacity(parts.len());
         let mut messages = Vec::with_capacity(parts.len());
         let mut replies = std::mem::take(&mut self.refused);
-        for (g, (e, _, m, r)) in parts.into_iter().enumerate() {
-            early.push(e);
-            messages.push(m);
+        for (g, (e, _, m, r)) in parts {
+            early.push((g, e));
+            messages.push((g, m));
             for reply in r {
                 replies.extend(self.gather(g, reply));
             }
@@ -480,19 +679,19 @@ impl<E: Engine> Engine for Partitioned<E> {
     }
 
     fn status(&self) -> EngineStatus {
-        let all: Vec<EngineStatus> = self.groups.iter().map(Engine::status).collect();
-        let first = all.first().cloned().unwrap_or_default();
+        let all: Vec<(GroupId, EngineStatus)> =
+            self.groups().map(|(g, e)| (g, e.status())).collect();
+        let first = all.first().map(|(_, s)| s.clone()).unwrap_or_default();
         let groups = all
             .iter()
-            .enumerate()
             .map(|(g, s)| {
-                let (start, end) = self.layout.bounds(g);
+                let (start, end) = self.layout.bounds(*g);
                 GroupStatus {
-                    group: g as u32,
+                    group: *g,
                     start,
                     end,
                     leader: s.leader,
-                    preferred_leader: self.preferred.get(g).copied(),
+                    preferred_leader: Some(self.preferred(*g)),
                     term: s.term,
                     applied_index: s.applied_index,
                     applied_digest: s.applied_digest,
@@ -502,24 +701,24 @@ impl<E: Engine> Engine for Partitioned<E> {
                 }
             })
             .collect();
-        let sum = |f: fn(&EngineStatus) -> u64| all.iter().map(f).sum::<u64>();
+        let sum = |f: fn(&EngineStatus) -> u64| all.iter().map(|(_, s)| f(s)).sum::<u64>();
         EngineStatus {
             decided_index: sum(|s| s.decided_index),
             applied_index: sum(|s| s.applied_index),
-            revision: all.iter().map(|s| s.revision).max().unwrap_or(0),
+            revision: all.iter().map(|(_, s)| s.revision).max().unwrap_or(0),
             compact_revision: 0,
             // Per group (in `groups`): a sum of indexes has no common state to digest.
             applied_digest: None,
             state_digest: None,
-            pending_requests: all.iter().map(|s| s.pending_requests).sum(),
+            pending_requests: all.iter().map(|(_, s)| s.pending_requests).sum(),
             keys: sum(|s| s.keys),
-            bytes_in_use: all.iter().map(|s| s.bytes_in_use).sum(),
+            bytes_in_use: all.iter().map(|(_, s)| s.bytes_in_use).sum(),
             leases: 0,
             fast_path_commits: sum(|s| s.fast_path_commits),
             slow_path_commits: sum(|s| s.slow_path_commits),
             groups,
             // A repair anywhere is the member's: the runtime logs it and health reports it.
-            role: if all.iter().any(|s| s.role == "repairing") {
+            role: if all.iter().any(|(_, s)| s.role == "repairing") {
                 "repairing".into()
             } else {
                 first.role.clone()
@@ -532,7 +731,7 @@ impl<E: Engine> Engine for Partitioned<E> {
 
     fn transfer_leadership(&mut self, to: Option<NodeId>) -> Result<NodeId, LeaderTransferError> {
         self.groups
-            .first_mut()
+            .get_mut(&0)
             .map_or(Err(LeaderTransferError::NotLeader { leader: None }), |g| {
                 g.transfer_leadership(to)
             })
@@ -540,7 +739,7 @@ impl<E: Engine> Engine for Partitioned<E> {
 
     fn checkpoint_now(&mut self) -> bool {
         let mut any = false;
-        for g in &mut self.groups {
+        for g in self.groups.values_mut() {
             any |= g.checkpoint_now();
         }
         any
@@ -555,7 +754,7 @@ impl<E: Engine> Engine for Partitioned<E> {
         }
         let mut hash = 0x811c_9dc5_u32;
         let mut top = 0;
-        for g in &self.groups {
+        for (_, g) in self.groups() {
             let h = g.hash_kv(0)?;
             top = top.max(h.revision);
             for b in h

@@ -12,6 +12,8 @@ type Node = Partitioned<Group>;
 
 struct Net {
     nodes: Vec<Node>,
+    /// A node cut off from the others (its messages, both ways, are lost).
+    down: Option<usize>,
     /// Each node's durable records, compacted at the last checkpoint as storage does.
     disks: Vec<Vec<GroupRecord<<Group as Engine>::Record>>>,
     replies: Vec<ClientReply>,
@@ -31,6 +33,7 @@ impl Net {
             nodes: (1..=3)
                 .map(|id| Node::recover(config(id, snapshot_entries), Vec::new()).expect("boot"))
                 .collect(),
+            down: None,
             disks: vec![Vec::new(); 3],
             replies: Vec::new(),
             seq: 0,
@@ -58,10 +61,12 @@ impl Net {
                         Ok::<(), ()>(())
                     })
                     .expect("in-memory disk");
+                let lost = self.down == Some(i);
                 inflight.extend(
                     outbox
                         .messages
                         .into_iter()
+                        .filter(|_| !lost)
                         .map(|(to, m)| (i as u64 + 1, to, m)),
                 );
                 self.replies.extend(outbox.replies);
@@ -70,7 +75,10 @@ impl Net {
                 return;
             }
             for (from, to, m) in inflight {
-                self.nodes[to as usize - 1].receive(from, m);
+                let cut = |n: u64| self.down == Some(n as usize - 1);
+                if !cut(from) && !cut(to) {
+                    self.nodes[to as usize - 1].receive(from, m);
+                }
             }
         }
     }
@@ -202,7 +210,7 @@ fn writes_spanning_groups_are_refused_and_nothing_changes() {
         prev_kv: false,
     });
     let err = net.call(1, del).expect_err("spans groups");
-    assert!(err.to_string().contains("span groups 0..=2"), "{err}");
+    assert!(err.to_string().contains("span groups 0, 1, 2"), "{err}");
     let all = net.call(1, Op::Range(all_keys())).expect("read");
     assert_eq!(keys_of(&all), ["a", "z"]);
 }
@@ -219,10 +227,10 @@ fn a_checkpoint_covers_every_group_and_recovers_them_all() {
     }
     net.rounds(5);
     for (i, disk) in net.disks.iter().enumerate() {
-        let GroupRecord::Checkpoint(groups) = &disk[0] else {
+        let GroupRecord::CheckpointAt { groups, .. } = &disk[0] else {
             panic!("node {} log starts with {:?}", i + 1, disk.first());
         };
-        let ids: Vec<u32> = groups.iter().map(|(g, _)| *g).collect();
+        let ids: Vec<u64> = groups.iter().map(|(g, _)| *g).collect();
         assert_eq!(ids, vec![0, 1, 2], "one checkpoint for every group");
     }
     // Node 1 restarts from its compacted log alone and still has every group's keys.
@@ -242,4 +250,119 @@ fn recovery_refuses_a_log_of_other_groups() {
         .err()
         .expect("refused");
     assert!(err.contains("split keys changed"), "{err}");
+}
+
+fn split(at: &str) -> Op {
+    Op::Split(synod_core::kv::SplitRequest { at: at.into() })
+}
+
+fn keys_per_group(n: &Node) -> Vec<u64> {
+    n.status().groups.iter().map(|g| g.keys).collect()
+}
+
+#[test]
+fn a_split_moves_the_upper_keys_to_a_new_group_on_every_member() {
+    let mut net = Net::new(0);
+    net.rounds(50);
+    for k in ["h", "k", "m", "a", "z"] {
+        net.put(0, k, "before");
+    }
+    let r = net.call(1, split("k")).expect("split");
+    let ResponseBody::Split { start, end, .. } = r.body else {
+        panic!("a split answer: {r:?}");
+    };
+    assert_eq!(
+        (start, end),
+        (b"g".to_vec(), b"k".to_vec()),
+        "group 1 keeps [g, k)"
+    );
+    net.rounds(20);
+    for n in &net.nodes {
+        assert_eq!(keys_per_group(n), vec![1, 1, 2, 1], "k and m moved");
+        let child = n.layout().group_of(b"k");
+        assert!(child >= CHILD_ID_BASE && n.layout().group_of(b"j") == 1);
+    }
+    // The new group serves its keys, old and new, from every member.
+    net.put(2, "l", "after");
+    for at in 0..3 {
+        let all = net.call(at, Op::Range(all_keys())).expect("read");
+        assert_eq!(keys_of(&all), ["a", "h", "k", "l", "m", "z"]);
+    }
+    // The old group refuses to split outside its range; the new one splits again.
+    let again = net
+        .call(0, split("g"))
+        .expect_err("g starts group 1: nothing to cut");
+    assert!(again.to_string().contains("does not cut"), "{again}");
+    net.call(0, split("l")).expect("split the new group");
+    net.rounds(20);
+    assert_eq!(keys_per_group(&net.nodes[2]), vec![1, 1, 1, 2, 1]);
+}
+
+#[test]
+fn a_write_routed_before_a_split_and_decided_after_it_is_refused_not_applied() {
+    let mut net = Net::new(0);
+    net.rounds(50);
+    net.put(0, "m", "old");
+    // Both routed to group 1 by the layout of now; the split is decided first.
+    let req = |seq, op| ClientRequest {
+        id: RequestId {
+            client: ClientId(5),
+            seq,
+        },
+        first_unacked: 1,
+        op,
+        consistency: Consistency::Linearizable,
+    };
+    net.nodes[1].submit(req(1, split("k")));
+    net.nodes[1].submit(req(2, Op::Put(PutRequest::new("m", "lost?"))));
+    net.rounds(30);
+    let answer = |seq| {
+        net.replies
+            .iter()
+            .find(|r| r.id.client == ClientId(5) && r.id.seq == seq)
+            .map(|r| r.result.clone())
+            .expect("answered")
+    };
+    assert!(answer(1).is_ok(), "the split: {:?}", answer(1));
+    assert!(
+        matches!(answer(2), Err(EngineError::WrongGroup { .. })),
+        "the put: {:?}",
+        answer(2)
+    );
+    let got = net
+        .call(0, Op::Range(RangeRequest::key("m")))
+        .expect("read");
+    match got.body {
+        ResponseBody::Range(r) => assert_eq!(r.kvs[0].value, b"old"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn split_groups_survive_a_restart_and_a_member_that_missed_the_split_catches_up() {
+    let mut net = Net::new(5);
+    net.rounds(50);
+    net.put(0, "h", "v");
+    net.put(0, "m", "v");
+    // Member 3 misses the split and enough of group 1's log that it gets a snapshot.
+    net.down = Some(2);
+    net.call(0, split("k")).expect("split");
+    for i in 0..12 {
+        net.put(0, &format!("h{i}"), "v");
+        net.put(1, &format!("m{i}"), "v");
+    }
+    net.down = None;
+    net.rounds(300);
+    assert_eq!(keys_per_group(&net.nodes[2]), keys_per_group(&net.nodes[0]));
+    assert_eq!(keys_per_group(&net.nodes[2]), vec![0, 13, 13, 0]);
+    // Every member restarts from its compacted log alone.
+    for i in 0..3 {
+        let records = net.disks[i].clone();
+        net.nodes[i] = Node::recover(config(i as u64 + 1, 5), records).expect("recover");
+    }
+    net.rounds(300);
+    for n in &net.nodes {
+        assert_eq!(keys_per_group(n), vec![0, 13, 13, 0]);
+    }
+    net.put(2, "m", "after restart");
 }

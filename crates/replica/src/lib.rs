@@ -32,6 +32,7 @@ mod planted;
 mod reads;
 pub mod records;
 mod snapshot;
+mod split;
 mod state;
 mod transfer;
 
@@ -197,6 +198,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
             // mistaken for a bootstrap member (or a lost disk).
             r.push_state_checkpoint();
         }
+        r.adopt_configured_range();
         r.restart_lease_clocks();
         // Nobody waits for replies of what was decided before the crash.
         r.apply_decided();
@@ -370,6 +372,18 @@ impl<P: LogProtocol> Engine for Replica<P> {
 
     fn hash_all(&self) -> Result<u32, EngineError> {
         self.state_hash_all()
+    }
+
+    fn key_range(&self) -> Option<(&synod_core::kv::KeyRange, &[synod_core::kv::SplitMark])> {
+        Some((&self.state.range.range, &self.state.range.splits))
+    }
+
+    fn take_splits(&mut self) -> Vec<(synod_core::kv::SplitMark, Self::Record)> {
+        self.split_records()
+    }
+
+    fn split_joiner(&self) -> Option<Vec<Self::Record>> {
+        self.joiner_records()
     }
 }
 

@@ -154,6 +154,13 @@ impl<P: LogProtocol> Replica<P> {
 
     /// A read of the local state, with what the lessor adds (a lease's time left).
     fn read_local(&self, op: &Op) -> Result<Response, EngineError> {
+        // A split applied since the read was routed: the keys are another group's now.
+        if !self.state.range.range.holds(op)
+            && self.owner_checks()
+            && !self.config.bug(PlantedBug::PartitionSplitServesMovedKeys)
+        {
+            return Err(self.state.wrong_group());
+        }
         let mut r = self.state.kv.read(op);
         if let Ok(Response {
             body: ResponseBody::LeaseTimeToLive(ttl),
@@ -362,6 +369,7 @@ impl<P: LogProtocol> Replica<P> {
     /// Applies newly decided entries in log order and answers the requests waiting here. A
     /// change of the voter set ends the epoch there (see `membership.rs`).
     pub(crate) fn apply_decided(&mut self) {
+        self.state.owner_checks = self.owner_checks();
         let mut new_epoch = false;
         while let Some(p) = self.protocol.as_ref() {
             let decided = p.decided_idx();

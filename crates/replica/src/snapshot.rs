@@ -499,7 +499,9 @@ impl<P: LogProtocol> Replica<P> {
                     self.state = AppliedState::planted_config_only(&self.state, self.config.kv);
                 }
                 self.after_state_replaced(watched);
-                if self.protocol.is_some() || self.epoch() != old_epoch || !same_epoch {
+                // A member without state starts the epoch it was sent even when its number is
+                // the one an empty state has (a group split off in epoch 0, `split.rs`).
+                if self.protocol.is_some() || self.epoch() != old_epoch || !same_epoch || joining {
                     self.start_epoch_instance();
                 } else {
                     self.push_state_checkpoint();
@@ -510,6 +512,7 @@ impl<P: LogProtocol> Replica<P> {
     }
 
     fn after_state_replaced(&mut self, watched: bool) {
+        self.adopt_configured_range();
         self.restart_lease_clocks();
         if watched {
             // The watch layer sees the revision jump and catches up from the new history.

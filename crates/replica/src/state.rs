@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use synod_core::auth::AuthState;
-use synod_core::kv::{KvLimits, KvStore, Op, Response, ResponseBody};
+use synod_core::kv::{KvLimits, KvStore, Op, RangeState, Response, ResponseBody, SplitMark};
 use synod_core::membership::Configuration;
 use synod_core::{Command, EngineError, Origin};
 
@@ -33,6 +33,13 @@ pub struct AppliedState {
     /// Users, roles and permissions as of the applied index (`synod_core::auth`). Shared so
     /// that publishing it with the status after every batch copies a pointer.
     pub auth: Arc<AuthState>,
+    /// Partitioned mode: the keys this group owns and the splits it made.
+    pub range: RangeState,
+    /// Groups split off by the last applies, for the replica to hand out (volatile).
+    pub split_out: Vec<(SplitMark, AppliedState)>,
+    /// Refuse commands outside `range`; off only for the planted `PartitionBoundaryMisroute`
+    /// (set by the replica before applying; volatile).
+    pub owner_checks: bool,
 }
 
 /// What a snapshot or checkpoint carries of the applied state. Serialised as the KV store and
@@ -45,6 +52,7 @@ pub struct StateImage {
     pub origins: Vec<Origin>,
     pub config: Option<Configuration>,
     pub auth: Option<AuthState>,
+    pub range: Option<RangeState>,
 }
 
 /// The part of a [`StateImage`] every version has.
@@ -65,12 +73,19 @@ impl StateImage {
                 .map_err(|e| format!("state image's configuration does not decode: {e}"))?;
             (Some(c), rest)
         };
-        let auth = if rest.is_empty() {
+        let (auth, rest) = if rest.is_empty() {
+            (None, rest)
+        } else {
+            let (a, rest) = postcard::take_from_bytes::<AuthState>(rest)
+                .map_err(|e| format!("state image's auth state does not decode: {e}"))?;
+            (Some(a), rest)
+        };
+        let range = if rest.is_empty() {
             None
         } else {
             Some(
-                postcard::from_bytes::<AuthState>(rest)
-                    .map_err(|e| format!("state image's auth state does not decode: {e}"))?,
+                postcard::from_bytes::<RangeState>(rest)
+                    .map_err(|e| format!("state image's key range does not decode: {e}"))?,
             )
         };
         Ok(StateImage {
@@ -78,6 +93,7 @@ impl StateImage {
             origins: base.origins,
             config,
             auth,
+            range,
         })
     }
 }
@@ -127,6 +143,9 @@ impl AppliedState {
             origin_set: HashSet::new(),
             config,
             auth: Arc::default(),
+            range: RangeState::default(),
+            split_out: Vec::new(),
+            owner_checks: true,
         }
     }
 
@@ -138,6 +157,9 @@ impl AppliedState {
             origin_set: HashSet::with_capacity(image.origins.len()),
             config: image.config.unwrap_or_else(|| bootstrap.clone()),
             auth: Arc::new(image.auth.unwrap_or_default()),
+            range: image.range.unwrap_or_default(),
+            split_out: Vec::new(),
+            owner_checks: true,
         };
         for o in image.origins {
             s.remember(o);
@@ -160,6 +182,9 @@ impl AppliedState {
         })?;
         bytes.extend_from_slice(&postcard::to_allocvec(&self.config)?);
         bytes.extend_from_slice(&postcard::to_allocvec(&*self.auth)?);
+        if self.range != RangeState::default() {
+            bytes.extend_from_slice(&postcard::to_allocvec(&self.range)?);
+        }
         Ok(StateBytes(Arc::new(bytes)))
     }
 
@@ -189,6 +214,16 @@ impl AppliedState {
             return None;
         }
         self.remember(c.origin);
+        if let Op::Split(split) = &c.op {
+            self.kv.skip(index);
+            return Some(self.split(index, &split.at));
+        }
+        if self.owner_checks && !self.range.range.holds(&c.op) {
+            // Routed by a layout from before a split decided earlier in this log: refused
+            // here, the same way on every replica, and routed again by the origin.
+            self.kv.skip(index);
+            return Some(Err(self.wrong_group()));
+        }
         if let Op::Membership(change) = &c.op {
             // Not the KV store's: it advances the index (and the digest) without a revision.
             self.kv.skip(index);
@@ -221,6 +256,65 @@ impl AppliedState {
             });
         }
         Some(self.kv.apply(index, c.id, c.first_unacked, &c.op))
+    }
+
+    /// PLANTED BUG (`PartitionSplitDropsSessions`): forgets which writes were applied.
+    pub fn planted_forget_applied(&mut self) {
+        self.kv.forget_sessions();
+        self.origins.clear();
+        self.origin_set.clear();
+    }
+
+    /// `WrongGroup`, naming this group's range.
+    pub fn wrong_group(&self) -> EngineError {
+        EngineError::WrongGroup {
+            start: self.range.range.start.clone(),
+            end: self.range.range.end.clone(),
+        }
+    }
+
+    /// Applies a split at `at` (KV index `index`, already skipped): the keys from `at` on
+    /// leave this store for the new group's state, which goes to `split_out`.
+    fn split(&mut self, index: u64, at: &[u8]) -> Result<Response, EngineError> {
+        if !self.range.range.splits_at(at) {
+            return Err(EngineError::InvalidRequest(format!(
+                "split key {} does not cut this group's range [{}, {}) in two",
+                String::from_utf8_lossy(at),
+                String::from_utf8_lossy(&self.range.range.start),
+                String::from_utf8_lossy(&self.range.range.end),
+            )));
+        }
+        let upper = AppliedState {
+            kv: self.kv.split_off(at),
+            origins: self.origins.clone(),
+            origin_set: self.origin_set.clone(),
+            config: self.config.clone(),
+            auth: self.auth.clone(),
+            range: RangeState {
+                range: synod_core::kv::KeyRange {
+                    start: at.to_vec(),
+                    end: self.range.range.end.clone(),
+                },
+                splits: Vec::new(),
+            },
+            split_out: Vec::new(),
+            owner_checks: true,
+        };
+        self.range.range.end = at.to_vec();
+        let mark = SplitMark {
+            at: at.to_vec(),
+            index,
+        };
+        self.range.splits.push(mark.clone());
+        self.split_out.push((mark, upper));
+        Ok(Response {
+            revision: self.kv.revision(),
+            body: ResponseBody::Split {
+                start: self.range.range.start.clone(),
+                end: self.range.range.end.clone(),
+                index,
+            },
+        })
     }
 
     fn remember(&mut self, o: Origin) {

@@ -69,6 +69,9 @@ pub const ENGINES: [&str; 7] = [
 /// Groups the partitioned engines ("omnipaxos-groups", "vr-groups") split the keys into,
 /// unless the run names its own split keys.
 pub const SIM_GROUPS: usize = 4;
+/// Groups a partitioned run of `synod sim` starts with: the operator splits more off at run
+/// time (`sim/splitter.rs`), up to one per key.
+pub const SIM_GROUPS_AT_START: usize = 2;
 
 /// Maps an engine name to its runner. "toy" is the simulator's own test engine.
 pub fn engine_runner(name: &str) -> Result<Runner, String> {
@@ -87,13 +90,16 @@ pub fn engine_runner(name: &str) -> Result<Runner, String> {
     }
 }
 
-/// Runs one seed of log engine `E` partitioned into groups: [`SIM_GROUPS`] of them over the
-/// run's keys, unless the config names its own split keys.
+/// Runs one seed of log engine `E` partitioned into groups: [`SIM_GROUPS_AT_START`] of them
+/// over the run's keys, unless the config names its own split keys, and more split off while
+/// it runs.
 pub fn run_groups<E: synod_core::Engine>(cfg: &RunConfig) -> RunResult {
     let mut cfg = cfg.clone();
     if cfg.split_keys.is_empty() {
-        cfg.split_keys = default_split_keys(cfg.keys, SIM_GROUPS);
+        cfg.split_keys = default_split_keys(cfg.keys, SIM_GROUPS_AT_START);
     }
+    // Partitioned runs split ranges while they run.
+    cfg.splits = true;
     run_seed::<synod_partition::Partitioned<E>>(&cfg)
 }
 
@@ -261,6 +267,8 @@ pub struct SimSummary {
     /// Leader hand-offs started and completed (runs with the `transfer` fault).
     pub transfers_started: u64,
     pub transfers_completed: u64,
+    /// Range splits that took effect (partitioned runs).
+    pub splits_done: u64,
 }
 
 /// What the lease checker covered over many seeds.
@@ -412,11 +420,16 @@ impl SimSummary {
 
     /// One line for leader transfers, empty when no seed had them.
     fn transfer_line(&self) -> String {
+        let splits = if self.splits_done == 0 {
+            String::new()
+        } else {
+            format!(" | range splits {}", self.splits_done)
+        };
         if self.transfers_started == 0 {
-            return String::new();
+            return splits;
         }
         format!(
-            " | leader transfers {} started, {} completed",
+            " | leader transfers {} started, {} completed{splits}",
             self.transfers_started, self.transfers_completed
         )
     }

@@ -33,6 +33,7 @@ use crate::trace::{Trace, TraceEntry, TraceKind};
 mod leases;
 mod quiesce;
 pub mod reconfig;
+mod splitter;
 mod transfer;
 mod watch;
 use std::cmp::Ordering;
@@ -118,6 +119,9 @@ pub struct RunConfig {
     /// `EngineConfig::split_keys` of every replica (the partitioned engines); empty = one
     /// group.
     pub split_keys: Vec<Vec<u8>>,
+    /// Partitioned runs: an operator splits ranges at random keys during the fault window
+    /// (`sim/splitter.rs`).
+    pub splits: bool,
 }
 
 impl RunConfig {
@@ -145,6 +149,7 @@ impl RunConfig {
             watchers: 0,
             leases: 0,
             split_keys: Vec::new(),
+            splits: false,
         }
     }
 
@@ -206,6 +211,8 @@ pub struct RunResult {
     /// led within the bound).
     pub transfers_started: u64,
     pub transfers_completed: u64,
+    /// Partitioned runs: range splits that took effect (answered at some member).
+    pub splits_done: u64,
 }
 
 impl RunResult {
@@ -277,6 +284,8 @@ enum Ev<M> {
     Operator(reconfig::OperatorEv),
     /// Leader transfers (runs with the `transfer` fault).
     Mover(transfer::MoverEv),
+    /// Range splits (partitioned runs).
+    Splitter(splitter::SplitterEv),
     DiskSync {
         node: NodeId,
         incarnation: u64,
@@ -361,7 +370,7 @@ struct Sim<E: Engine> {
     trace: Trace<E::Message>,
     /// applied index → (digest, first node that reported it).
     /// (group, applied index) → the digest first reported there, and by whom.
-    agreement: BTreeMap<(u32, u64), (u64, NodeId)>,
+    agreement: BTreeMap<(u64, u64), (u64, NodeId)>,
     failures: Vec<String>,
     schedule: Vec<ScheduledFault>,
     heal_at_us: u64,
@@ -388,6 +397,7 @@ struct Sim<E: Engine> {
     operator: reconfig::Operator,
     /// Leader transfers (runs with the `transfer` fault).
     mover: transfer::Mover,
+    splitter: splitter::Splitter,
 }
 
 fn fail(failures: &mut Vec<String>, msg: String) {
@@ -540,6 +550,7 @@ impl<E: Engine> Sim<E> {
             ops_failed: 0,
             operator: reconfig::Operator::default(),
             mover: transfer::Mover::new(cfg.seed, cfg.faults.transfer),
+            splitter: splitter::Splitter::new(cfg.seed, cfg.splits),
             cfg,
         }
     }
@@ -591,6 +602,7 @@ impl<E: Engine> Sim<E> {
         self.watch_start();
         self.operator_start();
         self.mover_start();
+        self.splitter_start();
         while let Some(Scheduled { time_us, ev, .. }) = self.queue.pop() {
             self.now_us = time_us;
             if self.now_us > self.hard_stop_us() || self.converged {
@@ -675,6 +687,7 @@ impl<E: Engine> Sim<E> {
             Ev::HealAll => self.heal_all(),
             Ev::Operator(e) => self.operator_event(e),
             Ev::Mover(e) => self.mover_event(e),
+            Ev::Splitter(e) => self.splitter_event(e),
             Ev::EarlyRestart { node, fault_id } => self.restart(node, fault_id),
             Ev::Watch(task) => self.watch_task(task),
             Ev::DiskSync { node, incarnation } => {
@@ -751,6 +764,10 @@ impl<E: Engine> Sim<E> {
         };
         self.send_all(node, outbox.messages);
         for reply in outbox.replies {
+            if reply.id.client == splitter::SPLITTER_CLIENT {
+                self.splitter_reply(&reply);
+                continue;
+            }
             if reply.id.client == reconfig::OPERATOR_CLIENT {
                 let delay = self
                     .rng_net
@@ -811,7 +828,7 @@ impl<E: Engine> Sim<E> {
     fn check_group_agreement(
         &mut self,
         node: NodeId,
-        group: u32,
+        group: u64,
         applied_index: u64,
         digest: Option<u64>,
     ) {
@@ -1674,6 +1691,7 @@ impl<E: Engine> Sim<E> {
             reconfig_steps: self.operator.steps_done,
             transfers_started: self.mover.started,
             transfers_completed: self.mover.completed,
+            splits_done: self.splitter.done,
             planted_bug: self.cfg.planted_bug,
             schedule: self.schedule.iter().map(|f| f.to_string()).collect(),
             trace_tail: if failed {

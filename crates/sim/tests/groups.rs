@@ -24,6 +24,15 @@ fn partitioned(snapshot_entries: u64) -> RunConfig {
     cfg
 }
 
+/// Fewer groups at the start, and an operator splitting ranges at random keys while the run
+/// goes on (`sim/splitter.rs`): with 4 keys, up to 4 groups.
+fn splitting(snapshot_entries: u64) -> RunConfig {
+    let mut cfg = partitioned(snapshot_entries);
+    cfg.split_keys = default_split_keys(cfg.keys, 2);
+    cfg.splits = true;
+    cfg
+}
+
 #[test]
 fn the_default_layout_gives_every_key_its_own_group() {
     let cfg = partitioned(0);
@@ -57,6 +66,40 @@ fn storage_faults_with_node_wide_checkpoints() {
     let n = seed_count(SEEDS_DEFAULT) / 3;
     assert_all_pass::<Partitioned<OmniPaxosEngine>>(&cfg, 0..n);
     assert_all_pass::<Partitioned<VrEngine>>(&cfg, 0..n);
+}
+
+#[test]
+fn splits_racing_every_fault_lose_nothing() {
+    let n = seed_count(SEEDS_DEFAULT);
+    let omni = assert_all_pass::<Partitioned<OmniPaxosEngine>>(&splitting(10), 71_000..71_000 + n);
+    let vr = assert_all_pass::<Partitioned<VrEngine>>(&splitting(10), 81_000..81_000 + n);
+    for sum in [omni, vr] {
+        assert!(sum.ops_ok > 0);
+        assert!(sum.splits_done >= n, "splits happened: {}", sum.splits_done);
+    }
+}
+
+#[test]
+fn splits_with_storage_faults_lose_nothing() {
+    let mut cfg = splitting(10);
+    cfg.faults = synod_sim::FaultSet::parse("all,storage").expect("valid fault list");
+    let n = seed_count(SEEDS_DEFAULT) / 3;
+    assert_all_pass::<Partitioned<OmniPaxosEngine>>(&cfg, 0..n);
+    assert_all_pass::<Partitioned<VrEngine>>(&cfg, 0..n);
+}
+
+#[test]
+fn planted_split_that_keeps_serving_moved_keys_is_caught() {
+    let mut cfg = splitting(0);
+    cfg.planted_bug = Some(PlantedBug::PartitionSplitServesMovedKeys);
+    assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 0..PLANT_SEEDS_MAX);
+}
+
+#[test]
+fn planted_split_that_drops_the_client_table_is_caught() {
+    let mut cfg = splitting(0);
+    cfg.planted_bug = Some(PlantedBug::PartitionSplitDropsSessions);
+    assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 0..PLANT_SEEDS_MAX);
 }
 
 #[test]

@@ -154,7 +154,8 @@ impl Op {
             | Op::LeaseExpire { .. }
             | Op::Membership(_)
             // An auth change can grant or revoke any key: ordered against everything.
-            | Op::Auth(_) => f.global = true,
+            | Op::Auth(_)
+            | Op::Split(_) => f.global = true,
         }
         f
     }

@@ -17,6 +17,7 @@
 
 pub mod footprint;
 pub mod lease;
+pub mod owned;
 pub mod register;
 pub mod session;
 pub mod store;
@@ -25,6 +26,7 @@ pub use footprint::{Footprint, Span};
 pub use lease::{
     LEASE_TTL_MAX_SECONDS, Lease, LeaseChange, LeaseGrantRequest, LeaseId, LeaseInfo, LeaseTtl,
 };
+pub use owned::{KeyRange, RangeState, SplitMark};
 pub use session::{ClientTable, SessionVerdict};
 pub use store::{KvHash, KvStore, merge_ranges};
 
@@ -110,6 +112,15 @@ pub enum Op {
     /// A change of the users, roles and permissions (etcd's Auth API), decided like a write
     /// and applied by the replica layer beside the store (see [`crate::auth`]).
     Auth(crate::auth::AuthChange),
+    /// Partitioned mode: the group's key range ends at `at`, and a new group takes the keys
+    /// from `at` on ([`owned`]). Decided like a write, applied by the replica layer.
+    Split(SplitRequest),
+}
+
+/// See [`Op::Split`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitRequest {
+    pub at: Key,
 }
 
 /// etcd's CompactionRequest. `physical` is accepted for compatibility: Synod's compaction is
@@ -137,7 +148,8 @@ impl Op {
             | Op::LeaseKeepAlive { .. }
             | Op::LeaseExpire { .. }
             | Op::Membership(_)
-            | Op::Auth(_) => false,
+            | Op::Auth(_)
+            | Op::Split(_) => false,
         }
     }
 
@@ -163,7 +175,8 @@ impl Op {
             | Op::Cas(_)
             | Op::Compact(_)
             | Op::Membership(_)
-            | Op::Auth(_) => false,
+            | Op::Auth(_)
+            | Op::Split(_) => false,
         }
     }
 
@@ -187,7 +200,8 @@ impl Op {
             | Op::LeaseLeases
             | Op::LeaseExpire { .. }
             | Op::Membership(_)
-            | Op::Auth(_) => false,
+            | Op::Auth(_)
+            | Op::Split(_) => false,
         }
     }
 
@@ -223,6 +237,7 @@ impl Op {
             | Op::LeaseLeases
             | Op::LeaseExpire { .. } => 16,
             Op::Membership(_) | Op::Auth(_) => 256,
+            Op::Split(s) => s.at.len(),
             Op::Range(r) => r.key.len() + r.range_end.len(),
             Op::Put(p) => p.key.len() + p.value.len(),
             Op::DeleteRange(d) => d.key.len() + d.range_end.len(),
@@ -467,6 +482,13 @@ pub enum ResponseBody {
     /// An auth change took effect; the auth revision after it.
     Auth {
         auth_revision: u64,
+    },
+    /// A split took effect: the range this group keeps (`end` empty: to the end of the
+    /// keyspace) and the applied index the new group starts from.
+    Split {
+        start: Key,
+        end: Key,
+        index: u64,
     },
 }
 

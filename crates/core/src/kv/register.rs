@@ -100,5 +100,6 @@ pub fn apply_to_register(
         Op::Auth(_) => Err(unsupported(
             "authentication (auth changes need a log engine)",
         )),
+        Op::Split(_) => Err(unsupported("range splits (partitioned mode only)")),
     }
 }

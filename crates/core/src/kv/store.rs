@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 mod hash;
 mod leases;
+mod split;
 
 pub use hash::KvHash;
 
@@ -317,11 +318,11 @@ impl KvStore {
                 }
                 ResponseBody::LeaseExpire { expired: due }
             }
-            Op::Membership(_) | Op::Auth(_) => {
-                // The replica layer applies configuration and auth changes; one reaching the store is
-                // a caller's mistake, refused the same way on every replica.
+            Op::Membership(_) | Op::Auth(_) | Op::Split(_) => {
+                // The replica layer applies configuration, auth and range changes; one reaching
+                // the store is a caller's mistake, refused the same way on every replica.
                 return Err(EngineError::InvalidRequest(
-                    "membership and auth changes are applied by the replica layer".into(),
+                    "membership, auth and split changes are applied by the replica layer".into(),
                 ));
             }
         };

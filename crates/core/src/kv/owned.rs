@@ -1,0 +1,135 @@
+//! The key range a replica's group owns (partitioned mode): `[start, end)`, an empty `end`
+//! meaning to the end of the keyspace. An unpartitioned store owns everything.
+//!
+//! Why the state machine checks it, not only the router: a split is decided in the group's
+//! log, so a request routed by a layout from before the split can be decided after it. The
+//! group refuses it at apply (and a read when it is served) with `WrongGroup`, the same way
+//! on every replica, so no key is ever answered by a group that no longer holds it.
+
+use super::{Key, Op, TxnOp};
+use serde::{Deserialize, Serialize};
+
+/// One split a group applied: its range ended at `at` from KV index `index` on (the index
+/// the new group's log starts at). Identifies the new group together with the old one's id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitMark {
+    pub at: Key,
+    pub index: u64,
+}
+
+/// A group's range and the splits it made, as the applied state holds them.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RangeState {
+    pub range: KeyRange,
+    pub splits: Vec<SplitMark>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct KeyRange {
+    pub start: Key,
+    /// Exclusive; empty = unbounded.
+    pub end: Key,
+}
+
+impl KeyRange {
+    pub fn everything(&self) -> bool {
+        self.start.is_empty() && self.end.is_empty()
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && (self.end.is_empty() || key < self.end.as_slice())
+    }
+
+    /// Whether `at` cuts this range into two non-empty ranges.
+    pub fn splits_at(&self, at: &[u8]) -> bool {
+        !at.is_empty() && at > self.start.as_slice() && self.contains(at)
+    }
+
+    /// Whether the etcd span `[key, range_end)` (empty end: the key alone; `[0]`: every key
+    /// from `key` on) lies inside this range. An empty span (`range_end <= key`) touches no
+    /// key and is inside wherever its start is.
+    pub fn holds_span(&self, key: &[u8], range_end: &[u8]) -> bool {
+        if self.everything() {
+            return true;
+        }
+        if !self.contains(key) {
+            return false;
+        }
+        if range_end.is_empty() || (range_end != [0] && range_end <= key) {
+            return true;
+        }
+        if range_end == [0] {
+            return self.end.is_empty();
+        }
+        self.end.is_empty() || range_end <= self.end.as_slice()
+    }
+
+    /// Whether every key `op` reads or writes lies inside this range. Ops not about keys
+    /// (compaction, auth, membership, leases) belong to every group.
+    pub fn holds(&self, op: &Op) -> bool {
+        if self.everything() {
+            return true;
+        }
+        let txn_op = |o: &TxnOp| match o {
+            TxnOp::Range(r) => self.holds_span(&r.key, &r.range_end),
+            TxnOp::Put(p) => self.contains(&p.key),
+            TxnOp::DeleteRange(d) => self.holds_span(&d.key, &d.range_end),
+        };
+        match op {
+            Op::Range(r) => self.holds_span(&r.key, &r.range_end),
+            Op::Put(p) => self.contains(&p.key),
+            Op::DeleteRange(d) => self.holds_span(&d.key, &d.range_end),
+            Op::Cas(c) => self.contains(&c.key),
+            Op::Txn(t) => {
+                t.compare
+                    .iter()
+                    .all(|c| self.holds_span(&c.key, &c.range_end))
+                    && t.success.iter().chain(&t.failure).all(txn_op)
+            }
+            _ => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::{PutRequest, in_range};
+
+    fn r(start: &str, end: &str) -> KeyRange {
+        KeyRange {
+            start: start.into(),
+            end: end.into(),
+        }
+    }
+
+    #[test]
+    fn spans_inside_and_across_the_bounds() {
+        let g = r("b", "d");
+        assert!(g.holds_span(b"b", b""));
+        assert!(g.holds_span(b"c", b"d"));
+        assert!(!g.holds_span(b"c", b"e"));
+        assert!(!g.holds_span(b"a", b"c"));
+        assert!(!g.holds_span(b"d", b""));
+        assert!(!g.holds_span(b"b", &[0]));
+        assert!(r("b", "").holds_span(b"b", &[0]));
+        assert!(g.holds_span(b"c", b"a"), "an empty span touches nothing");
+        assert!(in_range(b"b", b"d", b"c"));
+    }
+
+    #[test]
+    fn ops_outside_are_not_held() {
+        let g = r("b", "d");
+        let put = |k: &str| {
+            Op::Put(PutRequest {
+                key: k.into(),
+                ..PutRequest::default()
+            })
+        };
+        assert!(g.holds(&put("c")));
+        assert!(!g.holds(&put("d")));
+        assert!(!g.holds(&put("a")));
+        assert!(KeyRange::default().holds(&put("zzz")));
+        assert!(g.splits_at(b"c") && !g.splits_at(b"b") && !g.splits_at(b"d"));
+    }
+}

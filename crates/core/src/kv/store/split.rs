@@ -1,0 +1,100 @@
+//! Cutting a store in two at a key (partitioned mode's range split): the keys from the split
+//! key on move to a new store that starts where this one is — the same applied index and
+//! revision, and a copy of the client table — so the new group goes on from exactly the state
+//! the split was decided in.
+//!
+//! Why the client table is copied whole: a write applied here before the split and retried
+//! after it reaches the new group, which must answer it from the saved reply instead of
+//! applying it again. Entries of clients that only wrote lower keys are harmless there.
+
+use super::{KvStore, mix, mix_bytes};
+use std::cell::Cell;
+use std::collections::VecDeque;
+
+/// Digest salts of the two halves: each half's digest stays a function of the commands applied.
+const LOWER: u64 = 0x5b17_0001;
+const UPPER: u64 = 0x5b17_0002;
+
+impl KvStore {
+    /// Moves the keys `>= at` into a new store and returns it. The new store keeps no
+    /// history (its compaction revision is the current revision: reads at earlier revisions of
+    /// its keys are refused as compacted) and no leases (a partitioned cluster has none).
+    pub fn split_off(&mut self, at: &[u8]) -> KvStore {
+        assert!(
+            self.leases.is_empty(),
+            "a store with leases cannot be split (partitioned mode has no leases)"
+        );
+        let data = self.data.split_off(at);
+        let base = mix_bytes(self.digest, at);
+        self.digest = mix(base, LOWER);
+        // The moved keys' share of the cached figures: recomputed on the next call.
+        self.content.set(None);
+        self.in_use.set(None);
+        KvStore {
+            data,
+            revision: self.revision,
+            compact_revision: self.revision,
+            history: VecDeque::new(),
+            applied_index: self.applied_index,
+            digest: mix(base, UPPER),
+            sessions: self.sessions.clone(),
+            leases: Default::default(),
+            lease_changes: Vec::new(),
+            fresh: None,
+            planted_compaction_bug: self.planted_compaction_bug,
+            content: Cell::new(None),
+            in_use: Cell::new(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ids::{ClientId, RequestId};
+    use crate::kv::{KvLimits, KvStore, Op, PutRequest, ResponseBody};
+
+    fn put(s: &mut KvStore, index: u64, k: &str) {
+        let id = RequestId {
+            client: ClientId(7),
+            seq: index,
+        };
+        let op = Op::Put(PutRequest {
+            key: k.into(),
+            value: b"v".to_vec(),
+            ..PutRequest::default()
+        });
+        s.apply(index, id, 0, &op).expect("put");
+    }
+
+    #[test]
+    fn keys_from_the_split_key_move_with_the_index_revision_and_sessions() {
+        let mut s = KvStore::new(KvLimits::default());
+        for (i, k) in ["a", "b", "c", "d"].iter().enumerate() {
+            put(&mut s, i as u64 + 1, k);
+        }
+        let before = s.digest();
+        let upper = s.split_off(b"c");
+        assert_eq!(s.len(), 2);
+        assert_eq!(upper.len(), 2);
+        assert!(upper.get(b"c").is_some() && s.get(b"c").is_none());
+        assert_eq!(upper.applied_index(), s.applied_index());
+        assert_eq!(upper.revision(), s.revision());
+        assert_eq!(upper.compact_revision(), upper.revision());
+        assert!(s.digest() != before && upper.digest() != before && s.digest() != upper.digest());
+        // A retry of a write applied before the split is answered, not applied again.
+        let mut upper = upper;
+        let op = Op::Put(PutRequest {
+            key: "d".into(),
+            value: b"v".to_vec(),
+            ..PutRequest::default()
+        });
+        let id = RequestId {
+            client: ClientId(7),
+            seq: 4,
+        };
+        let rev = upper.revision();
+        let again = upper.apply(9, id, 0, &op).expect("duplicate");
+        assert!(matches!(again.body, ResponseBody::Put(_)));
+        assert_eq!(upper.revision(), rev, "nothing applied twice");
+    }
+}

@@ -1,0 +1,104 @@
+//! Range splits at run time, for partitioned runs: an operator asks a random member to split
+//! the range holding a random key at that key (`synodctl range split`), at random moments of
+//! the fault window, while the clients, crashes and partitions run. A split must never cost an
+//! acknowledged write or answer a key from a group that gave it away (the linearizability
+//! checker judges that), and every group's members must agree (the agreement check). The
+//! counts say whether splits happened at all.
+//!
+//! Draws come from a stream of their own, so splits leave a seed's fault schedule and workload
+//! as they were.
+
+use super::{Ev, Sim};
+use crate::client::key_name;
+use synod_core::kv::{Op, SplitRequest};
+use synod_core::{
+    ClientId, ClientReply, ClientRequest, Consistency, Engine, RequestId, SplitMix64,
+};
+
+/// The client id of the split operator's requests.
+pub const SPLITTER_CLIENT: ClientId = ClientId(u64::MAX - 11);
+/// Pause between two split requests.
+const GAP_MIN_US: u64 = 200_000;
+const GAP_MAX_US: u64 = 900_000;
+
+#[derive(Debug)]
+pub enum SplitterEv {
+    Ask,
+}
+
+/// The split operator's state in one run.
+#[derive(Debug)]
+pub struct Splitter {
+    pub enabled: bool,
+    rng: SplitMix64,
+    seq: u64,
+    pub asked: u64,
+    /// Splits that took effect (the split key cut a range in two).
+    pub done: u64,
+    /// Refused (the key begins a range already) or lost with a crash.
+    pub refused: u64,
+}
+
+impl Splitter {
+    pub fn new(seed: u64, enabled: bool) -> Self {
+        Splitter {
+            enabled,
+            rng: SplitMix64::fork(seed, 13),
+            seq: 0,
+            asked: 0,
+            done: 0,
+            refused: 0,
+        }
+    }
+}
+
+impl<E: Engine> Sim<E> {
+    pub(super) fn splitter_start(&mut self) {
+        if !self.splitter.enabled {
+            return;
+        }
+        let first = self.splitter.rng.range(GAP_MIN_US, GAP_MAX_US);
+        self.at(first, Ev::Splitter(SplitterEv::Ask));
+    }
+
+    pub(super) fn splitter_event(&mut self, ev: SplitterEv) {
+        match ev {
+            SplitterEv::Ask => {
+                self.splitter_ask();
+                let next = self.now_us + self.splitter.rng.range(GAP_MIN_US, GAP_MAX_US);
+                if next < self.heal_at_us {
+                    self.at(next, Ev::Splitter(SplitterEv::Ask));
+                }
+            }
+        }
+    }
+
+    fn splitter_ask(&mut self) {
+        let members = self.members.to_vec();
+        if members.is_empty() {
+            return;
+        }
+        let node = members[self.splitter.rng.below(members.len() as u64) as usize];
+        let at = key_name(self.splitter.rng.below(self.cfg.keys.max(1))).into_bytes();
+        self.splitter.seq += 1;
+        self.splitter.asked += 1;
+        let seq = self.splitter.seq;
+        let request = ClientRequest {
+            id: RequestId {
+                client: SPLITTER_CLIENT,
+                seq,
+            },
+            first_unacked: seq,
+            op: Op::Split(SplitRequest { at }),
+            consistency: Consistency::Linearizable,
+        };
+        self.at(self.now_us + 500, Ev::Submit { node, request });
+    }
+
+    pub(super) fn splitter_reply(&mut self, reply: &ClientReply) {
+        match reply.result {
+            Ok(_) => self.splitter.done += 1,
+            Err(_) => self.splitter.refused += 1,
+        }
+    }
+}

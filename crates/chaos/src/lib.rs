@@ -21,6 +21,7 @@ pub mod locks;
 pub mod proxy;
 pub mod reconfig;
 pub mod schedule;
+pub mod splits;
 pub mod watchers;
 pub mod workload;
 
@@ -80,6 +81,10 @@ pub struct ChaosArgs {
     /// cut the workload's keys (`k0`, `k1`, …) evenly, each split key itself one of them.
     #[arg(long, default_value_t = 1)]
     pub groups: usize,
+    /// Partitioned runs: range splits during the fault window, each at one of the workload's
+    /// keys that no range begins at yet (at most as many as there are such keys).
+    #[arg(long, default_value_t = 2)]
+    pub splits: usize,
     /// Replication engine: omnipaxos, vr, caspaxos or epaxos.
     #[arg(long, default_value = "omnipaxos")]
     pub engine: String,
@@ -251,6 +256,7 @@ fn lock_flags(args: &ChaosArgs) -> String {
 struct Checks {
     watch: Option<watchers::WatchRun>,
     locks: Option<locks::LockReport>,
+    splits: Vec<splits::SplitRecord>,
 }
 
 fn random_seed() -> u64 {
@@ -959,6 +965,26 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
 
     let base = Instant::now();
     let at = |ms: u64| base + Duration::from_millis(ms);
+    let splitter = (args.groups > 1 && args.splits > 0).then(|| {
+        let keys = splits::plan(
+            args.keys,
+            &split_keys(args.keys, args.groups),
+            args.splits,
+            seed,
+        );
+        let n = keys.len() as u64;
+        let times = (1..=n)
+            .map(|i| WARMUP_MS + heal_at_ms.saturating_sub(WARMUP_MS) * i / (n + 1))
+            .collect();
+        let addrs = s
+            .cluster
+            .members
+            .iter()
+            .take(args.nodes)
+            .map(|m| m.http_addr.clone())
+            .collect();
+        tokio::spawn(splits::run(addrs, keys, times, base))
+    });
     let mut nemesis = Nemesis {
         cluster: &mut s.cluster,
         proxy: &s.proxy,
@@ -1031,6 +1057,10 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
         Some(r) => Some(r.finish().await),
         None => None,
     };
+    let split_records = match splitter {
+        Some(t) => t.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
     let run_us = clock.now_us() - t0_us;
     let watch_run = match watch_streams {
         Some(w) => {
@@ -1070,6 +1100,7 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
         Checks {
             watch: watch_run,
             locks: lock_report,
+            splits: split_records,
         },
         &mut ctrl_c,
     )
@@ -1272,6 +1303,9 @@ async fn report(
     for w in log.warnings.iter().chain(&problems) {
         r.push_str(&format!("warning: {w}\n"));
     }
+    if !checks.splits.is_empty() {
+        r.push_str(&splits::report(&checks.splits));
+    }
     r.push_str(&verdict_text);
     r.push_str(&format!(
         "files: {dir}/history.json, schedule.json, availability.json, availability.svg, n*.log, report.txt\n",
@@ -1294,6 +1328,7 @@ async fn report(
         "ops_failed": failed, "ports": &s.ports, "out_dir": out, "unexpected_exits": &log.unexpected_exits,
         "by_kind": &avail.by_kind, "watch": watch_numbers, "locks": lock_numbers,
         "members_at_end": &log.members_at_end, "warnings": &log.warnings,
+        "splits": &checks.splits,
     });
     let _ = std::fs::write(
         out.join("summary.json"),

@@ -204,6 +204,12 @@ pub trait Engine: Sized + Send + 'static {
         None
     }
 
+    /// Partitioned mode: the key in the middle of this replica's store (where a split leaves
+    /// two halves of equal key counts). `None`: fewer than two keys, or no store.
+    fn middle_key(&self) -> Option<crate::kv::Key> {
+        None
+    }
+
     /// Partitioned mode: the groups split off since the last call, each with the first
     /// durable record of its replica on this member (a checkpoint of the upper half at the
     /// split, starting a fresh protocol instance there).
@@ -309,6 +315,9 @@ pub struct EngineConfig {
     /// Partitioned mode, one group's replica: the keys its group owns in the initial layout
     /// (a group split off later has its range in its state). Default: everything.
     pub key_range: crate::kv::KeyRange,
+    /// Partitioned mode: a group whose store holds more keys than this is split at its middle
+    /// key by its leader (0: never).
+    pub auto_split_keys: u64,
 }
 
 impl EngineConfig {
@@ -341,6 +350,7 @@ impl EngineConfig {
             join: false,
             split_keys: Vec::new(),
             key_range: crate::kv::KeyRange::default(),
+            auto_split_keys: 0,
         }
     }
 

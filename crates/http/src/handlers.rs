@@ -11,7 +11,7 @@ use axum::Json;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use synod_core::kv::{
     CasAction, CasRequest, CompactRequest, DeleteRangeRequest, Expect, KeyValue, Op, PutRequest,
     RangeRequest, ResponseBody, prefix_end,
@@ -284,6 +284,41 @@ pub async fn compact(
     Ok(Json(CompactReply {
         compact_revision: body.revision,
         revision: r.revision,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitBody {
+    pub key: String,
+}
+
+#[derive(Serialize)]
+pub struct SplitReply {
+    /// The range the split group keeps: `[start, end)`.
+    pub start: String,
+    pub end: String,
+    /// The new group's range begins here (the split key).
+    pub new_start: String,
+    /// The split's index in the old group's log: the new group's log begins there.
+    pub index: u64,
+}
+
+/// Splits the range holding `key` at `key` (partitioned clusters): the keys from `key` on
+/// move to a new group. `synodctl range split`.
+pub async fn range_split(
+    State(handle): State<NodeHandle>,
+    JsonBody(body): JsonBody<SplitBody>,
+) -> Result<Json<SplitReply>, HttpError> {
+    if body.key.is_empty() {
+        return Err(HttpError::invalid("key must not be empty"));
+    }
+    let (start, end, index) = handle.split_range(body.key.clone().into_bytes()).await?;
+    Ok(Json(SplitReply {
+        start: String::from_utf8_lossy(&start).into_owned(),
+        end: String::from_utf8_lossy(&end).into_owned(),
+        new_start: body.key,
+        index,
     }))
 }
 

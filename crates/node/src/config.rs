@@ -252,16 +252,20 @@ pub struct ClusterConfig {
     pub members: Vec<MemberConfig>,
 }
 
-/// The `[partition]` section: where the keyspace is split into groups. Every member must have
-/// the same (the split keys are part of the cluster id, so members with others refuse each
-/// other). Fixed for the life of the data directories: a node whose log holds other groups
-/// refuses to start.
+/// The `[partition]` section: where the keyspace is split into groups at first boot. Every
+/// member must have the same (the split keys are part of the cluster id, so members with
+/// others refuse each other). Ranges split at run time (`synodctl range split`, or
+/// automatically past `auto_split_keys`) are recorded in the log; the configured split keys
+/// stay as they were.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct PartitionConfig {
     /// Ascending, distinct, non-empty keys: group 0 holds the keys below the first, group
     /// `i` the keys from the `i`-th on. Empty: one group (the ordinary, unpartitioned store).
     pub split_keys: Vec<String>,
+    /// A group whose store holds more keys than this is split at its middle key by its
+    /// leader (0: never; at most 64 groups in all).
+    pub auto_split_keys: u64,
 }
 
 impl PartitionConfig {
@@ -274,7 +278,10 @@ impl PartitionConfig {
         let split_keys = (1..groups)
             .map(|i| char::from((lo + i * span / groups) as u8).to_string())
             .collect();
-        PartitionConfig { split_keys }
+        PartitionConfig {
+            split_keys,
+            auto_split_keys: 0,
+        }
     }
 }
 
@@ -539,6 +546,7 @@ impl ClusterConfig {
             .iter()
             .map(|k| k.as_bytes().to_vec())
             .collect();
+        e.auto_split_keys = self.partition.auto_split_keys;
         e
     }
 

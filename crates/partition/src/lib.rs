@@ -121,6 +121,10 @@ pub const HISTORY_REVISIONS: u64 = 10_000;
 pub const HISTORY_REVISIONS_MIN: u64 = 1_000;
 /// How often (in ticks) a leader looks at its groups' history.
 const COMPACT_EVERY_TICKS: u64 = 100;
+/// Most groups one partitioned engine runs (each costs memory and heartbeats even idle; see
+/// docs/partitioning.md): splits beyond are refused.
+pub const GROUPS_MAX: usize = 64;
+
 /// Sequence numbers of the engine's own compaction requests (client `ClientId::NONE`, no
 /// session) start here, far above any a client would use with that id.
 const OWN_SEQ_BASE: u64 = 1 << 62;
@@ -152,6 +156,8 @@ pub struct Partitioned<E: Engine> {
     /// First records of groups created since the last `ready`, to persist with its batch.
     created: Vec<(GroupId, E::Record)>,
     layout_changed: bool,
+    /// This replica's automatic split still unanswered.
+    splitting: Option<RequestId>,
 }
 
 /// One split range read: its parts' groups and answers, in key order.
@@ -275,11 +281,47 @@ impl<E: Engine> Partitioned<E> {
         }
     }
 
+    /// Splits the groups this replica leads that hold more than `auto_split_keys` keys, at
+    /// their middle key: one split in flight at a time, none past [`GROUPS_MAX`].
+    fn auto_split(&mut self) {
+        let over = self.base.auto_split_keys;
+        if over == 0 || self.groups.len() >= GROUPS_MAX || self.splitting.is_some() {
+            return;
+        }
+        let due = self.groups.iter().find_map(|(g, e)| {
+            let st = e.status();
+            (st.leader == Some(self.id) && st.keys > over)
+                .then(|| e.middle_key().map(|k| (*g, k)))
+                .flatten()
+        });
+        let Some((g, at)) = due else {
+            return;
+        };
+        let id = RequestId {
+            client: synod_core::ClientId::NONE,
+            seq: self.next_own_seq,
+        };
+        self.next_own_seq += 1;
+        self.own.insert(id);
+        self.splitting = Some(id);
+        if let Some(group) = self.groups.get_mut(&g) {
+            group.submit(ClientRequest {
+                id,
+                first_unacked: 0,
+                op: synod_core::kv::Op::Split(synod_core::kv::SplitRequest { at }),
+                consistency: synod_core::Consistency::Linearizable,
+            });
+        }
+    }
+
     /// Collects the answer of one group to a split read; the merged reply once all are in.
     fn gather(&mut self, g: GroupId, reply: ClientReply) -> Option<ClientReply> {
         // The answer to our own compaction: nobody waits for it, and a failed one is simply
         // proposed again later.
         if self.own.remove(&reply.id) {
+            if self.splitting == Some(reply.id) {
+                self.splitting = None;
+            }
             return None;
         }
         let Some(gather) = self.gathers.get_mut(&reply.id) else {
@@ -532,6 +574,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             known_splits: BTreeMap::new(),
             created: Vec::new(),
             layout_changed: false,
+            splitting: None,
         };
         // The layout's groups, and any split-off group whose records made it to disk
         // without the layout naming it yet: its state says where it begins.
@@ -573,6 +616,15 @@ impl<E: Engine> Engine for Partitioned<E> {
                 end: format!("group {} not started here yet", layout::group_name(g)).into(),
             }),
         };
+        if matches!(request.op, synod_core::kv::Op::Split(_)) && self.groups.len() >= GROUPS_MAX {
+            self.refused.push(ClientReply {
+                id: request.id,
+                result: Err(EngineError::InvalidRequest(format!(
+                    "a partitioned cluster runs at most {GROUPS_MAX} groups"
+                ))),
+            });
+            return;
+        }
         match self.layout.route(&request.op) {
             Route::One(g) => match self.groups.get_mut(&g) {
                 Some(group) => group.submit(request),
@@ -637,6 +689,7 @@ impl<E: Engine> Engine for Partitioned<E> {
         }
         if self.ticks.is_multiple_of(COMPACT_EVERY_TICKS) {
             self.compact_histories();
+            self.auto_split();
         }
     }
 

@@ -366,3 +366,26 @@ fn split_groups_survive_a_restart_and_a_member_that_missed_the_split_catches_up(
     }
     net.put(2, "m", "after restart");
 }
+
+#[test]
+fn a_group_past_the_key_threshold_splits_itself_at_its_middle_key() {
+    let mut net = Net::new(0);
+    for n in &mut net.nodes {
+        n.base.auto_split_keys = 5;
+    }
+    net.rounds(50);
+    for k in ["h1", "h2", "h3", "h4", "h5", "h6", "h7", "h8"] {
+        net.put(0, k, "v");
+    }
+    // The leader looks every COMPACT_EVERY_TICKS ticks; one round is one tick.
+    net.rounds(3 * COMPACT_EVERY_TICKS as usize);
+    for n in &net.nodes {
+        let groups = keys_per_group(n);
+        assert!(groups.len() > 3, "group 1 split: {groups:?}");
+        assert!(
+            groups.iter().all(|&k| k <= 5),
+            "none over the threshold: {groups:?}"
+        );
+        assert_eq!(groups.iter().sum::<u64>(), 8);
+    }
+}

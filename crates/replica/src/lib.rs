@@ -378,6 +378,10 @@ impl<P: LogProtocol> Engine for Replica<P> {
         Some((&self.state.range.range, &self.state.range.splits))
     }
 
+    fn middle_key(&self) -> Option<synod_core::kv::Key> {
+        self.state.kv.middle_key()
+    }
+
     fn take_splits(&mut self) -> Vec<(synod_core::kv::SplitMark, Self::Record)> {
         self.split_records()
     }

@@ -45,6 +45,10 @@ pub struct DevArgs {
     /// implies --groups (one more than the keys given).
     #[arg(long, value_delimiter = ',')]
     split_keys: Vec<String>,
+    /// Partitioned clusters: a group holding more keys than this splits itself at its middle
+    /// key (0: only `synodctl range split` splits).
+    #[arg(long, default_value_t = 0)]
+    auto_split_keys: u64,
 }
 
 pub fn run(args: DevArgs) -> ExitCode {
@@ -78,8 +82,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     } else {
         synod_node::PartitionConfig {
             split_keys: args.split_keys.clone(),
+            auto_split_keys: 0,
         }
     };
+    cluster.partition.auto_split_keys = args.auto_split_keys;
     cluster.validate()?;
     if args.fresh && args.data_dir.exists() {
         std::fs::remove_dir_all(&args.data_dir)?;

@@ -191,14 +191,22 @@ fn caspaxos_chaos_run_is_linearizable() {
 }
 
 /// Four consensus groups (`--groups 4`: the split keys are workload keys, so boundaries are
-/// exercised) under every fault; no watchers, which a partitioned cluster refuses.
+/// exercised) under every fault, and two ranges split at run time while the faults go on; no
+/// watchers, which a partitioned cluster refuses.
 #[test]
 fn partitioned_chaos_run_is_linearizable() {
     let out = out_dir("groups");
-    let (_, s) = run_checked("omnipaxos", "11", "30s", "all", &["--groups", "4"], &out);
+    let (report, s) = run_checked("omnipaxos", "11", "30s", "all", &["--groups", "4"], &out);
     assert!(
         s["watch"].is_null(),
         "no watchers on a partitioned cluster: {s}"
+    );
+    // Two ranges split while the faults ran (k0 and k4: the keys no range began at).
+    let splits = s["splits"].as_array().expect("split records");
+    assert_eq!(splits.len(), 2, "{report}");
+    assert!(
+        splits.iter().all(|r| r["done_ms"].is_u64()),
+        "every split took effect:\n{report}"
     );
     clean(&out);
 }

@@ -3,7 +3,7 @@
 //! supports, and the clear errors for what it refuses (a write or transaction spanning groups,
 //! watches, leases); `synodctl range list`, `/v1/status` and the per-group gauges; and every
 //! group's data surviving a restart of every member after node-wide checkpoints compacted the
-//! log.
+//! log; and `synodctl range split` under a client's writes.
 
 mod common;
 
@@ -268,4 +268,160 @@ fn python_etcd3_on_four_groups() {
         ],
         "{passed:?}"
     );
+}
+
+/// `synodctl range split` while a client writes into the range being split: every write is
+/// acknowledged (a write that reached the old group after the split was refused there, not
+/// applied, and routed again by the member), every key is where it should be afterwards on
+/// every member, and the new group survives a restart.
+#[test]
+fn a_split_under_load_moves_keys_and_loses_nothing() {
+    if etcdctl().is_none() {
+        return;
+    }
+    let mut c = partitioned("omnipaxos", None);
+    // Group 1 owns [c, m): keys on both sides of the coming split at "f".
+    for k in ["d1", "e1", "f1", "g1", "k1"] {
+        ok(&one(&c, 1), &["put", k, "before"]);
+    }
+    let urls: Vec<String> = (1..=3).map(|id| c.url(id, "/v1/kv/")).collect();
+    let http = c.http.clone();
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let count = std::sync::Arc::new(AtomicU32::new(0));
+    let writer = {
+        let (stop, count) = (stop.clone(), count.clone());
+        std::thread::spawn(move || {
+            let mut written = Vec::new();
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                // Alternating sides of the split key, through every member in turn.
+                let key = format!("{}w{i:04}", if i.is_multiple_of(2) { "e" } else { "h" });
+                let r = http
+                    .put(format!("{}{key}", urls[i as usize % 3]))
+                    .json(&serde_json::json!({ "value": format!("v{i}") }))
+                    .send()
+                    .expect("PUT");
+                assert!(r.status().is_success(), "put {key}: {}", r.status());
+                written.push(key);
+                i += 1;
+                count.store(i, Ordering::Relaxed);
+            }
+            written
+        })
+    };
+    let acked = |at_least: u32| {
+        wait_until(
+            Duration::from_secs(30),
+            "the writer's puts acknowledged",
+            || (count.load(Ordering::Relaxed) >= at_least).then_some(()),
+        );
+    };
+    acked(30); // writes are under way
+    let split = Command::new(synodctl())
+        .args(["--endpoints", &c.http_endpoints(), "range", "split", "f"])
+        .output()
+        .expect("synodctl");
+    let said = String::from_utf8_lossy(&split.stdout).into_owned();
+    assert!(
+        split.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&split.stderr)
+    );
+    assert!(
+        said.starts_with("Range [c, f) kept; f.. is a new group"),
+        "{said}"
+    );
+    acked(count.load(Ordering::Relaxed) + 30); // and go on after it
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().expect("writer");
+    // Every member: five ranges, the new one [f, m) led by someone.
+    for id in 1..=3 {
+        wait_until(
+            Duration::from_secs(10),
+            "five ranges on every member",
+            || {
+                let s = c.status(id)?;
+                let groups = s["groups"].as_array()?;
+                let new = groups.iter().find(|g| g["start"] == "f")?;
+                (groups.len() == 5 && new["end"] == "m" && new["leader"].as_u64().is_some())
+                    .then_some(())
+            },
+        );
+    }
+    // Every acknowledged key, and the keys from before, through every member.
+    for id in 1..=3 {
+        let out = ok(&one(&c, id), &["get", "d", "m", "--keys-only"]);
+        let got: std::collections::BTreeSet<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+        for k in written
+            .iter()
+            .map(String::as_str)
+            .chain(["d1", "e1", "f1", "g1", "k1"])
+        {
+            assert!(got.contains(k), "n{id} lost {k}");
+        }
+    }
+    // The new group takes writes and transactions of its own; splitting at a range's start
+    // is refused.
+    ok(&one(&c, 2), &["put", "fig", "new"]);
+    assert_eq!(
+        ok(&one(&c, 3), &["get", "fig", "--print-value-only"]),
+        "new\n"
+    );
+    let again = Command::new(synodctl())
+        .args(["--endpoints", &c.http_endpoints(), "range", "split", "f"])
+        .output()
+        .expect("synodctl");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("does not cut"));
+    // A restarted member comes back with the new group from its own log.
+    c.kill(3);
+    c.restart(3);
+    c.wait_all_reach_leader(Duration::from_secs(30));
+    wait_until(Duration::from_secs(10), "the new group back on n3", || {
+        let s = c.status(3)?;
+        (s["groups"].as_array()?.len() == 5).then_some(())
+    });
+    assert_eq!(
+        ok(&one(&c, 3), &["get", "f1", "--print-value-only"]),
+        "before\n"
+    );
+}
+
+/// `[partition] auto_split_keys`: a group past the threshold splits itself at its middle key,
+/// again and again, and every key stays readable through every member.
+#[test]
+fn groups_past_the_key_threshold_split_themselves() {
+    if etcdctl().is_none() {
+        return;
+    }
+    let c = Cluster::start_configured(3, "vr", &|cfg| {
+        cfg.partition.split_keys = vec!["m".into()];
+        cfg.partition.auto_split_keys = 20;
+    });
+    let keys: Vec<String> = (0..90).map(|i| format!("a{i:03}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let r = c.put(i as u64 % 3 + 1, k, "v");
+        assert!(r.status().is_success(), "put {k}: {}", r.status());
+    }
+    let ranges = |id: u64| -> Option<Vec<u64>> {
+        c.status(id)?["groups"]
+            .as_array()?
+            .iter()
+            .map(|g| g["keys"].as_u64())
+            .collect()
+    };
+    for id in 1..=3 {
+        wait_until(
+            Duration::from_secs(30),
+            "groups under the threshold",
+            || {
+                let keys = ranges(id)?;
+                (keys.len() >= 5 && keys.iter().all(|&k| k <= 20) && keys.iter().sum::<u64>() == 90)
+                    .then_some(())
+            },
+        );
+        let out = ok(&one(&c, id), &["get", "a", "b", "--keys-only"]);
+        assert_eq!(out.lines().filter(|l| !l.is_empty()).count(), 90, "n{id}");
+    }
 }

@@ -159,7 +159,8 @@ pub enum Command {
     /// --listen, print each leader (key, then value) as it changes. One-shot only.
     Elect(ElectArgs),
     /// The key ranges of a partitioned cluster: `range list` shows each range's group, keys,
-    /// members and leader, as the answering member sees them.
+    /// members and leader, as the answering member sees them; `range split KEY` cuts the
+    /// range holding KEY in two there.
     #[command(subcommand)]
     Range(RangeCommand),
 }
@@ -169,6 +170,9 @@ pub enum Command {
 pub enum RangeCommand {
     /// One row per range (one row for an unpartitioned cluster).
     List,
+    /// Split the range holding KEY at KEY: the keys from KEY on move to a new group on the
+    /// same members (partitioned clusters).
+    Split { key: String },
 }
 
 /// `synodctl snapshot …`.

@@ -276,6 +276,8 @@ pub fn ranges(format: Format, body: &Value) -> String {
                 .map(|f| match *f {
                     "members" => members.join(","),
                     "end" if field(g, "end").is_empty() => "(end)".to_string(),
+                    // A split-off group's id is a 53-bit hash: its short name reads better.
+                    "group" if !field(g, "name").is_empty() => field(g, "name"),
                     _ => field(g, f),
                 })
                 .collect()
@@ -285,6 +287,27 @@ pub fn ranges(format: Format, body: &Value) -> String {
         Format::Simple | Format::Table => table(&RANGE_FIELDS, &rows),
         Format::Json => unreachable!("answered above"),
     }
+}
+
+/// A split's answer: `Range [START, KEY) kept; KEY.. is a new group (from log index N)`.
+pub fn range_split(format: Format, body: &Value) -> String {
+    if format == Format::Json {
+        return json(body);
+    }
+    let end = |k: &str| {
+        if k.is_empty() {
+            "(end)".to_string()
+        } else {
+            k.to_string()
+        }
+    };
+    format!(
+        "Range [{}, {}) kept; {}.. is a new group (from log index {})",
+        field(body, "start"),
+        end(&field(body, "end")),
+        field(body, "new_start"),
+        field(body, "index"),
+    )
 }
 
 /// A membership change's answer: `DONE (configuration version V)` (DONE: "Member 4

@@ -16,6 +16,15 @@ const LOWER: u64 = 0x5b17_0001;
 const UPPER: u64 = 0x5b17_0002;
 
 impl KvStore {
+    /// The key with as many keys below it as from it on (rounded down); `None` under two keys.
+    /// Walks half the keys: called rarely (an automatic split's leader, past a threshold).
+    pub fn middle_key(&self) -> Option<Vec<u8>> {
+        if self.data.len() < 2 {
+            return None;
+        }
+        self.data.keys().nth(self.data.len() / 2).cloned()
+    }
+
     /// Moves the keys `>= at` into a new store and returns it. The new store keeps no
     /// history (its compaction revision is the current revision: reads at earlier revisions of
     /// its keys are refused as compacted) and no leases (a partitioned cluster has none).

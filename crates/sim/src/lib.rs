@@ -66,8 +66,7 @@ pub const ENGINES: [&str; 7] = [
     "toy",
 ];
 
-/// Groups the partitioned engines ("omnipaxos-groups", "vr-groups") split the keys into,
-/// unless the run names its own split keys.
+/// Groups of the fixed layouts the partitioned tests use (one key each with the default 4 keys).
 pub const SIM_GROUPS: usize = 4;
 /// Groups a partitioned run of `synod sim` starts with: the operator splits more off at run
 /// time (`sim/splitter.rs`), up to one per key.
@@ -615,8 +614,9 @@ pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos
   --faults all,transfer adds leader transfers: an operator asks the leader to hand leadership to
   a random other voter at random moments; the totals count hand-offs started and completed
   (docs/leader-transfer.md).
-  --engine omnipaxos-groups|vr-groups runs the engine partitioned into 4 groups whose split keys
-  are among the run's keys; agreement is checked per group (docs/partitioning.md).
+  --engine omnipaxos-groups|vr-groups runs the engine partitioned into 2 groups whose split key
+  is one of the run's keys, and an operator splits more ranges off at random keys while the
+  faults run (up to one group per key); agreement is checked per group (docs/partitioning.md).
   exit status: 0 every seed passed, 1 some seed failed, 2 bad arguments.";
 
 /// Parsed command line of `synod sim`.

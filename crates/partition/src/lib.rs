@@ -148,9 +148,8 @@ pub struct Partitioned<E: Engine> {
     balance: BTreeMap<GroupId, (u64, u64)>,
     /// Planted bug `PartitionCheckpointSkipsGroups`.
     bug_skip_groups: bool,
-    /// This engine's own compaction requests still unanswered; their replies are swallowed.
-    own: std::collections::BTreeSet<RequestId>,
-    next_own_seq: u64,
+    /// This engine's own requests (compactions, automatic splits) still unanswered.
+    own: OwnRequests,
     /// Per group: how many of its splits have a group here.
     known_splits: BTreeMap<GroupId, usize>,
     /// First records of groups created since the last `ready`, to persist with its batch.
@@ -158,6 +157,40 @@ pub struct Partitioned<E: Engine> {
     layout_changed: bool,
     /// This replica's automatic split still unanswered.
     splitting: Option<RequestId>,
+}
+
+/// Requests this engine makes itself (client `ClientId::NONE`, no session): nobody waits for
+/// their replies, which are swallowed; a failed one is simply made again later.
+#[derive(Default)]
+struct OwnRequests {
+    pending: std::collections::BTreeSet<RequestId>,
+    next_seq: u64,
+}
+
+impl OwnRequests {
+    fn request(&mut self, op: synod_core::kv::Op) -> ClientRequest {
+        let id = RequestId {
+            client: synod_core::ClientId::NONE,
+            seq: OWN_SEQ_BASE + self.next_seq,
+        };
+        self.next_seq += 1;
+        self.pending.insert(id);
+        ClientRequest {
+            id,
+            first_unacked: 0,
+            op,
+            consistency: synod_core::Consistency::Linearizable,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether `id` was one of ours (and is answered now).
+    fn answered(&mut self, id: &RequestId) -> bool {
+        self.pending.remove(id)
+    }
 }
 
 /// One split range read: its parts' groups and answers, in key order.
@@ -190,14 +223,16 @@ impl<E: Engine> Partitioned<E> {
         if self.preferred(g) == base.id {
             c.priority = base.priority + 1;
         }
-        // A configured group's range as configured (its state's own once it splits); a group
-        // split off at run time has its range in its state from the start.
-        c.key_range = match self.configured.position(g) {
-            Some(pos) => {
+        // A configured group's range as configured (its state's own once it splits).
+        c.key_range = match (self.configured.position(g), self.layout.position(g)) {
+            (Some(pos), _) => {
                 let (start, end) = self.configured.bounds_at(pos);
                 KeyRange { start, end }
             }
-            None => KeyRange::default(),
+            // A group split off later: its state holds its range; one restarting without
+            // state owns nothing until the state arrives.
+            (None, Some(pos)) => KeyRange::none_at(&self.layout.bounds_at(pos).0),
+            (None, None) => KeyRange::default(),
         };
         c
     }
@@ -263,21 +298,12 @@ impl<E: Engine> Partitioned<E> {
             {
                 continue;
             }
-            let id = RequestId {
-                client: synod_core::ClientId::NONE,
-                seq: self.next_own_seq,
-            };
-            self.next_own_seq += 1;
-            self.own.insert(id);
-            group.submit(ClientRequest {
-                id,
-                first_unacked: 0,
-                op: synod_core::kv::Op::Compact(synod_core::kv::CompactRequest {
+            group.submit(self.own.request(synod_core::kv::Op::Compact(
+                synod_core::kv::CompactRequest {
                     revision: st.revision - keep,
                     physical: false,
-                }),
-                consistency: synod_core::Consistency::Linearizable,
-            });
+                },
+            )));
         }
     }
 
@@ -297,20 +323,14 @@ impl<E: Engine> Partitioned<E> {
         let Some((g, at)) = due else {
             return;
         };
-        let id = RequestId {
-            client: synod_core::ClientId::NONE,
-            seq: self.next_own_seq,
-        };
-        self.next_own_seq += 1;
-        self.own.insert(id);
-        self.splitting = Some(id);
+        let request = self
+            .own
+            .request(synod_core::kv::Op::Split(synod_core::kv::SplitRequest {
+                at,
+            }));
+        self.splitting = Some(request.id);
         if let Some(group) = self.groups.get_mut(&g) {
-            group.submit(ClientRequest {
-                id,
-                first_unacked: 0,
-                op: synod_core::kv::Op::Split(synod_core::kv::SplitRequest { at }),
-                consistency: synod_core::Consistency::Linearizable,
-            });
+            group.submit(request);
         }
     }
 
@@ -318,7 +338,7 @@ impl<E: Engine> Partitioned<E> {
     fn gather(&mut self, g: GroupId, reply: ClientReply) -> Option<ClientReply> {
         // The answer to our own compaction: nobody waits for it, and a failed one is simply
         // proposed again later.
-        if self.own.remove(&reply.id) {
+        if self.own.answered(&reply.id) {
             if self.splitting == Some(reply.id) {
                 self.splitting = None;
             }
@@ -380,6 +400,9 @@ impl<E: Engine> Partitioned<E> {
             // VR starts a new instance normal in view 0 only on its first boot; a group of a
             // lost disk (no first records) is no first boot: its protocol repairs it.
             config.first_boot = !first.is_empty();
+            // Until its state arrives, a replica started without it owns no key: it must not
+            // answer a (serializable) read from its empty store.
+            config.key_range = KeyRange::none_at(&mark.at);
             match E::recover(config, first.clone()) {
                 Ok(engine) => {
                     self.groups.insert(child, engine);
@@ -569,8 +592,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             ticks: 0,
             election_timeout_ticks: et,
             balance: BTreeMap::new(),
-            own: std::collections::BTreeSet::new(),
-            next_own_seq: OWN_SEQ_BASE,
+            own: OwnRequests::default(),
             known_splits: BTreeMap::new(),
             created: Vec::new(),
             layout_changed: false,

@@ -315,6 +315,8 @@ fn a_write_routed_before_a_split_and_decided_after_it_is_refused_not_applied() {
     };
     net.nodes[1].submit(req(1, split("k")));
     net.nodes[1].submit(req(2, Op::Put(PutRequest::new("m", "lost?"))));
+    // A second split routed by the same layout: its key is the new group's by then.
+    net.nodes[1].submit(req(3, split("l")));
     net.rounds(30);
     let answer = |seq| {
         net.replies

@@ -22,8 +22,16 @@ impl<P: LogProtocol> Replica<P> {
     /// The groups split off since the last call, each with its first record here. The
     /// incarnation is this replica's: the new group's origins (member, incarnation + 1, seq)
     /// then never repeat one of the old group's that its origin window holds.
+    ///
+    /// None on a replica that lost its storage: it may have voted in the new group before
+    /// the loss (it applies the split again only because its log was rebuilt), so it must
+    /// not start that group as a fresh voter; the partitioned engine then starts it as lost
+    /// storage too ([`Replica::joiner_records`]), and the protocol repairs it.
     pub(crate) fn split_records(&mut self) -> Vec<(SplitMark, ReplicaRecord<P>)> {
         let outs = std::mem::take(&mut self.state.split_out);
+        if self.pending.incarnation() >= crate::AMNESIC_INCARNATION_BASE {
+            return Vec::new();
+        }
         let mut records = Vec::with_capacity(outs.len());
         for (mark, mut upper) in outs {
             if self.config.bug(PlantedBug::PartitionSplitDropsSessions) {

@@ -276,6 +276,10 @@ impl AppliedState {
     /// Applies a split at `at` (KV index `index`, already skipped): the keys from `at` on
     /// leave this store for the new group's state, which goes to `split_out`.
     fn split(&mut self, index: u64, at: &[u8]) -> Result<Response, EngineError> {
+        if !self.range.range.contains(at) {
+            // Routed by a layout from before another split: the key is another group's now.
+            return Err(self.wrong_group());
+        }
         if !self.range.range.splits_at(at) {
             return Err(EngineError::InvalidRequest(format!(
                 "split key {} does not cut this group's range [{}, {}) in two",

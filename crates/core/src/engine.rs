@@ -318,6 +318,8 @@ pub struct EngineConfig {
     /// Partitioned mode: a group whose store holds more keys than this is split at its middle
     /// key by its leader (0: never).
     pub auto_split_keys: u64,
+    /// This replica is one group of a partitioned engine: the only kind that takes splits.
+    pub partition_group: bool,
 }
 
 impl EngineConfig {
@@ -351,6 +353,7 @@ impl EngineConfig {
             split_keys: Vec::new(),
             key_range: crate::kv::KeyRange::default(),
             auto_split_keys: 0,
+            partition_group: false,
         }
     }
 

@@ -670,9 +670,8 @@ pub fn validate_op(
         // transactions (the log engines) has and CASPaxos's registers do not.
         Op::Auth(_) if !caps.transactions => Err(unsupported("authentication")),
         Op::Auth(_) => Ok(()),
-        Op::Split(_) if !engine.ends_with("-partitioned") => Err(unsupported(
-            "range splits (only a partitioned cluster has ranges: `synod dev --groups N`)",
-        )),
+        // Refused by the engine unless partitioned (after the permission check, which wants
+        // root whatever the engine).
         Op::Split(sp) => key(&sp.at),
         Op::LeaseGrant(g) if g.ttl > synod_core::kv::LEASE_TTL_MAX_SECONDS => {
             Err(ApiError::Engine(EngineError::LeaseTtlTooLarge))

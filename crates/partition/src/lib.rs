@@ -216,6 +216,7 @@ impl<E: Engine> Partitioned<E> {
         let base = &self.base;
         let mut c = base.clone();
         c.split_keys.clear();
+        c.partition_group = true;
         let mix = g.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         c.seed = base.seed ^ mix;
         // Still differs on every boot (VR's recovery nonce), now also per group.

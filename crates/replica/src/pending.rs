@@ -177,6 +177,19 @@ impl<P: LogProtocol> Replica<P> {
             self.reply(request.id, Err(e));
             return;
         }
+        if matches!(request.op, Op::Split(_)) && !self.config.partition_group {
+            // Cutting the one store of an unpartitioned cluster would lose half of it.
+            self.reply(
+                request.id,
+                Err(EngineError::Unsupported {
+                    engine: P::NAME.to_string(),
+                    what: "range splits (only a partitioned cluster has ranges: \
+                           `synod dev --groups N`)"
+                        .to_string(),
+                }),
+            );
+            return;
+        }
         if let Op::LeaseGrant(g) = &mut request.op {
             // etcd's rule: a lease shorter than an election would expire before a new leader
             // could have renewed it.

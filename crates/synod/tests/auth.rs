@@ -1134,6 +1134,13 @@ fn http_rows(taken_peer: &str) -> Vec<HttpRow> {
             Need::Root,
             Some(r#"{"revision":1}"#),
         ),
+        r(
+            "POST",
+            "/v1/ranges/split",
+            "/v1/ranges/split",
+            Need::Root,
+            Some(r#"{"key":"t/x"}"#),
+        ),
         r("GET", "/v1/watch", "/v1/watch?prefix=t/", Need::Key, None),
         r("GET", "/v1/watch", "/v1/watch?prefix=z/", Need::Root, None),
         r("GET", "/v1/status", "/v1/status", Need::Open, None),

@@ -821,6 +821,11 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
                         }
                     })
                 }
+                // One group, as an unpartitioned replica refuses splits.
+                Op::Split(_) => Err(EngineError::Unsupported {
+                    engine: "local".into(),
+                    what: "range splits (only a partitioned cluster has ranges)".into(),
+                }),
                 op => store.apply(index, synod_core::RequestId::default(), 0, op),
             };
             publish_to.set_compacted(store.compact_revision());

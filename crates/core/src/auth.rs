@@ -487,7 +487,9 @@ pub fn needs(op: &Op, skip_failure_branch: bool) -> Vec<Need> {
         | Op::LeaseExpire { .. }
         | Op::Membership(_)
         | Op::Auth(_)
-        | Op::Split(_) => n.push(Need::Root),
+        | Op::Split(_)
+        | Op::Merge(_)
+        | Op::Absorb(_) => n.push(Need::Root),
     }
     n
 }

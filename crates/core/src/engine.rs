@@ -198,10 +198,23 @@ pub trait Engine: Sized + Send + 'static {
         })
     }
 
-    /// Partitioned mode: the keys this replica's group owns and the splits it applied, oldest
-    /// first (see [`crate::kv::owned`]). `None`: an engine without ranges.
-    fn key_range(&self) -> Option<(&crate::kv::KeyRange, &[crate::kv::SplitMark])> {
+    /// Partitioned mode: the keys this replica's group owns and the splits and merges it
+    /// applied, oldest first (see [`crate::kv::owned`]). `None`: an engine without ranges.
+    fn range_state(&self) -> Option<&crate::kv::RangeState> {
         None
+    }
+
+    /// Partitioned mode: this group's state encoded for the group below to absorb
+    /// ([`crate::kv::Op::Absorb`]), once it is frozen for a merge. `None` otherwise.
+    fn merge_image(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Partitioned mode: this group is gone (absorbed by another); the replies owed to its
+    /// pending requests — `WrongGroup` where it is known they were not applied, else a
+    /// timeout (the outcome is unknown here).
+    fn retire(&mut self) -> Vec<crate::ClientReply> {
+        Vec::new()
     }
 
     /// Partitioned mode: the key in the middle of this replica's store (where a split leaves
@@ -482,10 +495,16 @@ pub enum PlantedBug {
     /// origin window, so a write the old group applied before the split and retried after it
     /// is applied again by the new group.
     PartitionSplitDropsSessions,
+    /// Partitioned mode: a group frozen for a merge keeps applying writes, after its state
+    /// was handed to the group below — those writes are acknowledged and then lost.
+    PartitionMergeFrozenServes,
+    /// Partitioned mode: an absorb takes the frozen group's keys but not its client table, so
+    /// a write the frozen group applied and a client retried after the merge is applied again.
+    PartitionMergeDropsSessions,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 36] = [
+    pub const ALL: [PlantedBug; 38] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -522,6 +541,8 @@ impl PlantedBug {
         PlantedBug::PartitionCheckpointSkipsGroups,
         PlantedBug::PartitionSplitServesMovedKeys,
         PlantedBug::PartitionSplitDropsSessions,
+        PlantedBug::PartitionMergeFrozenServes,
+        PlantedBug::PartitionMergeDropsSessions,
     ];
 
     pub fn name(self) -> &'static str {
@@ -562,6 +583,8 @@ impl PlantedBug {
             PlantedBug::PartitionCheckpointSkipsGroups => "partition-checkpoint-skips-groups",
             PlantedBug::PartitionSplitServesMovedKeys => "partition-split-serves-moved-keys",
             PlantedBug::PartitionSplitDropsSessions => "partition-split-drops-sessions",
+            PlantedBug::PartitionMergeFrozenServes => "partition-merge-frozen-serves",
+            PlantedBug::PartitionMergeDropsSessions => "partition-merge-drops-sessions",
         }
     }
 

@@ -111,6 +111,26 @@ impl Layout {
         }
     }
 
+    /// Group `gone`, which began at `at`, was absorbed by the group before it, whose range
+    /// now reaches the next start. Nothing if `at` begins another group's range by now (a
+    /// split at the same key, applied with the absorb, made a new group there).
+    pub fn merge(&mut self, at: &[u8], gone: GroupId) {
+        if let Some(pos) = self
+            .starts
+            .iter()
+            .position(|(s, g)| s.as_slice() == at && *g == gone)
+            && pos > 0
+        {
+            self.starts.remove(pos);
+        }
+    }
+
+    /// The group whose range ends where group `upper`'s begins.
+    pub fn below(&self, upper: GroupId) -> Option<GroupId> {
+        let pos = self.position(upper)?;
+        pos.checked_sub(1).map(|p| self.starts[p].1)
+    }
+
     /// The position (in key order) of the group owning `key`.
     fn position_of(&self, key: &[u8]) -> usize {
         if self.misroute_boundary {
@@ -183,6 +203,11 @@ impl Layout {
             Op::Auth(_) => Route::One(self.starts[0].1),
             // A split goes to the group that owns its key.
             Op::Split(s) => Route::One(self.group_of(&s.at)),
+            // A merge freezes the group that begins at its key (the upper of the two).
+            Op::Merge(m) => Route::One(self.group_of(&m.at)),
+            Op::Absorb(_) => Route::Refuse(EngineError::InvalidRequest(
+                "absorbs are made by the partitioned engine, never by clients".into(),
+            )),
             Op::Compact(_) => Route::Refuse(unsupported("compaction")),
             Op::Membership(_) => Route::Refuse(EngineError::Membership(
                 "etcdserver: membership changes are not supported on a partitioned cluster yet"

@@ -60,7 +60,9 @@ pub mod layout;
 use layout::{CHILD_ID_BASE, GroupId, Layout, Route, child_id};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use synod_core::kv::{KeyRange, RangeRequest, Response, ResponseBody, SplitMark, merge_ranges};
+use synod_core::kv::{
+    AbsorbMark, KeyRange, RangeRequest, Response, ResponseBody, SplitMark, merge_ranges,
+};
 use synod_core::protocol::LeaderTransferError;
 use synod_core::{
     Capabilities, ClientReply, ClientRequest, DurableRecord, Engine, EngineConfig, EngineError,
@@ -92,6 +94,10 @@ pub enum GroupRecord<R> {
         layout: Vec<(synod_core::kv::Key, GroupId)>,
         groups: Vec<(GroupId, R)>,
     },
+    /// Every group absorbed by another so far (a merge): never started again, whatever
+    /// records or split marks name it. Written whenever the set grows, and after every
+    /// node-wide checkpoint (which drops the earlier ones).
+    Retired(Vec<GroupId>),
 }
 
 impl<R: DurableRecord> DurableRecord for GroupRecord<R> {
@@ -157,6 +163,14 @@ pub struct Partitioned<E: Engine> {
     layout_changed: bool,
     /// This replica's automatic split still unanswered.
     splitting: Option<RequestId>,
+    /// Groups absorbed by another (merged away): gone for good.
+    retired: std::collections::BTreeSet<GroupId>,
+    retired_changed: bool,
+    /// Per group: how many of its absorbs this engine has acted on.
+    known_absorbs: BTreeMap<GroupId, usize>,
+    /// Per frozen group: this replica's absorb of it still unanswered, and the tick before
+    /// which it is not made again.
+    absorbing: BTreeMap<GroupId, (Option<RequestId>, u64)>,
 }
 
 /// Requests this engine makes itself (client `ClientId::NONE`, no session): nobody waits for
@@ -317,7 +331,8 @@ impl<E: Engine> Partitioned<E> {
         }
         let due = self.groups.iter().find_map(|(g, e)| {
             let st = e.status();
-            (st.leader == Some(self.id) && st.keys > over)
+            let frozen = e.range_state().is_some_and(|r| r.frozen.is_some());
+            (st.leader == Some(self.id) && st.keys > over && !frozen)
                 .then(|| e.middle_key().map(|k| (*g, k)))
                 .flatten()
         });
@@ -342,6 +357,13 @@ impl<E: Engine> Partitioned<E> {
         if self.own.answered(&reply.id) {
             if self.splitting == Some(reply.id) {
                 self.splitting = None;
+            }
+            let retry_at = self.ticks + self.election_timeout_ticks;
+            for (id, not_before) in self.absorbing.values_mut() {
+                if *id == Some(reply.id) {
+                    *id = None;
+                    *not_before = retry_at;
+                }
             }
             return None;
         }
@@ -369,12 +391,12 @@ impl<E: Engine> Partitioned<E> {
     fn adopt_splits(
         &mut self,
         parent: GroupId,
-        mut records: Vec<(SplitMark, E::Record)>,
+        records: Vec<(SplitMark, E::Record)>,
     ) -> Vec<GroupId> {
         let Some(group) = self.groups.get(&parent) else {
             return Vec::new();
         };
-        let Some((_, marks)) = group.key_range() else {
+        let Some(marks) = group.range_state().map(|r| &r.splits) else {
             return Vec::new();
         };
         let known = self.known_splits.get(&parent).copied().unwrap_or(0);
@@ -384,15 +406,28 @@ impl<E: Engine> Partitioned<E> {
         let marks: Vec<SplitMark> = marks.to_vec();
         let joiner = group.split_joiner();
         self.known_splits.insert(parent, marks.len());
+        self.start_children(parent, marks, records, joiner.as_ref())
+    }
+
+    /// Starts the groups `marks` split off `parent` that are neither here nor retired: from
+    /// their first record in `records` if this member applied the split, else from `joiner`
+    /// (without state, to be sent a snapshot). Returns the new groups' ids.
+    fn start_children(
+        &mut self,
+        parent: GroupId,
+        marks: Vec<SplitMark>,
+        mut records: Vec<(SplitMark, E::Record)>,
+        joiner: Option<&Vec<E::Record>>,
+    ) -> Vec<GroupId> {
         let mut made = Vec::new();
         for mark in marks {
             let child = child_id(parent, &mark);
-            if self.groups.contains_key(&child) {
+            if self.groups.contains_key(&child) || self.retired.contains(&child) {
                 continue;
             }
             let first = match records.iter().position(|(m, _)| *m == mark) {
                 Some(i) => vec![records.swap_remove(i).1],
-                None => match &joiner {
+                None => match joiner {
                     Some(r) => r.clone(),
                     None => continue,
                 },
@@ -457,7 +492,8 @@ impl<E: Engine> Partitioned<E> {
             }
         }
         let layout = self.layout.entries().to_vec();
-        if !checkpoints.is_empty() {
+        let checkpointed = !checkpoints.is_empty();
+        if checkpointed {
             out.insert(
                 0,
                 GroupRecord::CheckpointAt {
@@ -470,8 +506,118 @@ impl<E: Engine> Partitioned<E> {
             // did not make it to disk is never read back.
             out.push(GroupRecord::Layout(layout));
         }
+        if (checkpointed || self.retired_changed) && !self.retired.is_empty() {
+            // After the checkpoint, which drops every record before it.
+            out.push(GroupRecord::Retired(self.retired.iter().copied().collect()));
+        }
         self.layout_changed = false;
+        self.retired_changed = false;
         out
+    }
+
+    /// Acts on the absorbs group `g` applied since the last call (or shows in a snapshot):
+    /// each absorbed group is retired here — its pending requests answered, its replica
+    /// dropped, its range given to the group below. Returns the replies owed.
+    fn adopt_merges(&mut self, g: GroupId) -> Vec<(GroupId, ClientReply)> {
+        let Some(marks) = self.groups.get(&g).and_then(|e| e.range_state()) else {
+            return Vec::new();
+        };
+        let known = self.known_absorbs.get(&g).copied().unwrap_or(0);
+        if marks.absorbed.len() <= known {
+            return Vec::new();
+        }
+        let marks = marks.absorbed[known..].to_vec();
+        self.known_absorbs.insert(g, known + marks.len());
+        let joiner = self.groups.get(&g).and_then(|e| e.split_joiner());
+        let mut replies = Vec::new();
+        for mark in &marks {
+            self.retire_mark(mark, &mut replies);
+        }
+        // Groups the absorbed ones had split off, which this member never started (it
+        // lagged behind the split and the merge): they live on.
+        for mark in &marks {
+            self.start_orphans(mark, joiner.as_ref());
+        }
+        replies
+    }
+
+    /// Retires the group `mark` names and, first, every group it had absorbed itself.
+    fn retire_mark(&mut self, mark: &AbsorbMark, replies: &mut Vec<(GroupId, ClientReply)>) {
+        for inner in &mark.absorbed {
+            self.retire_mark(inner, replies);
+        }
+        replies.extend(self.retire(mark.group).into_iter().map(|r| (mark.group, r)));
+        self.layout.merge(&mark.at, mark.group);
+        self.layout_changed = true;
+    }
+
+    /// Starts the children of the groups `mark` retired that are neither here nor retired.
+    fn start_orphans(&mut self, mark: &AbsorbMark, joiner: Option<&Vec<E::Record>>) {
+        for inner in &mark.absorbed {
+            self.start_orphans(inner, joiner);
+        }
+        // Their own splits, if any by the time their state arrives, are adopted then.
+        self.start_children(mark.group, mark.splits.clone(), Vec::new(), joiner);
+    }
+
+    /// Group `gone` was absorbed: never to run here again.
+    fn retire(&mut self, gone: GroupId) -> Vec<ClientReply> {
+        if self.retired.insert(gone) {
+            self.retired_changed = true;
+        }
+        self.known_splits.remove(&gone);
+        self.known_absorbs.remove(&gone);
+        self.balance.remove(&gone);
+        self.absorbing.remove(&gone);
+        self.groups
+            .remove(&gone)
+            .map(|mut e| e.retire())
+            .unwrap_or_default()
+    }
+
+    /// On the leader of the group below each frozen group: proposes the absorb of the frozen
+    /// group's state, once at a time, again an election timeout after a failed one.
+    fn absorb_frozen(&mut self) {
+        let frozen: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, e)| e.range_state().is_some_and(|r| r.frozen.is_some()))
+            .map(|(g, _)| *g)
+            .collect();
+        self.absorbing.retain(|g, _| frozen.contains(g));
+        for upper in frozen {
+            let (pending, not_before) = self.absorbing.get(&upper).copied().unwrap_or((None, 0));
+            if pending.is_some() || self.ticks < not_before {
+                continue;
+            }
+            let Some(lower) = self.layout.below(upper) else {
+                continue;
+            };
+            let leads = self
+                .groups
+                .get(&lower)
+                .is_some_and(|e| e.status().leader == Some(self.id));
+            if !leads {
+                continue;
+            }
+            let Some(frozen) = self.groups.get(&upper) else {
+                continue;
+            };
+            let (Some(range), Some(image)) = (frozen.range_state(), frozen.merge_image()) else {
+                continue;
+            };
+            let op = synod_core::kv::Op::Absorb(synod_core::kv::AbsorbRequest {
+                group: upper,
+                start: range.range.start.clone(),
+                end: range.range.end.clone(),
+                image,
+            });
+            let request = self.own.request(op);
+            self.absorbing.insert(upper, (Some(request.id), 0));
+            if let Some(group) = self.groups.get_mut(&lower) {
+                group.submit(request);
+            }
+        }
     }
 
     /// The groups' records from a log, by group, and the layout last persisted in it.
@@ -479,10 +625,12 @@ impl<E: Engine> Partitioned<E> {
     fn sort_records(
         records: Vec<GroupRecord<E::Record>>,
         mut layout: Layout,
-    ) -> Result<(BTreeMap<GroupId, Vec<E::Record>>, Layout), String> {
+    ) -> Result<(BTreeMap<GroupId, Vec<E::Record>>, Layout, Vec<GroupId>), String> {
         let mut per_group: BTreeMap<GroupId, Vec<E::Record>> = BTreeMap::new();
+        let mut retired = Vec::new();
         for r in records {
             match r {
+                GroupRecord::Retired(list) => retired = list,
                 GroupRecord::Group(g, r) => per_group.entry(g).or_default().push(r),
                 GroupRecord::Checkpoint(list) => {
                     for (g, r) in list {
@@ -501,7 +649,10 @@ impl<E: Engine> Partitioned<E> {
                 }
             }
         }
-        Ok((per_group, layout))
+        for g in &retired {
+            per_group.remove(g);
+        }
+        Ok((per_group, layout, retired))
     }
 }
 
@@ -569,7 +720,7 @@ impl<E: Engine> Engine for Partitioned<E> {
         let first_member = config.members.iter().min() == Some(&config.id);
         let misroute = first_member && config.bug(PlantedBug::PartitionBoundaryMisroute);
         let configured = Layout::new(config.split_keys.clone())?;
-        let (mut per_group, layout) = Self::sort_records(records, configured.clone())?;
+        let (mut per_group, layout, retired) = Self::sort_records(records, configured.clone())?;
         if let Some(g) = per_group
             .keys()
             .find(|&&g| g < CHILD_ID_BASE && configured.position(g).is_none())
@@ -598,10 +749,14 @@ impl<E: Engine> Engine for Partitioned<E> {
             created: Vec::new(),
             layout_changed: false,
             splitting: None,
+            retired: retired.into_iter().collect(),
+            retired_changed: false,
+            known_absorbs: BTreeMap::new(),
+            absorbing: BTreeMap::new(),
         };
         // The layout's groups, and any split-off group whose records made it to disk
         // without the layout naming it yet: its state says where it begins.
-        let mut ids: Vec<GroupId> = p.layout.ids().collect();
+        let mut ids: Vec<GroupId> = p.layout.ids().filter(|g| !p.retired.contains(g)).collect();
         ids.extend(
             per_group
                 .keys()
@@ -615,8 +770,10 @@ impl<E: Engine> Engine for Partitioned<E> {
             let engine = E::recover(p.group_config(g), recs)
                 .map_err(|e| format!("group {}: {e}", layout::group_name(g)))?;
             if p.layout.position(g).is_none() {
-                match engine.key_range() {
-                    Some((r, _)) if !r.start.is_empty() => p.layout.split(r.start.clone(), g),
+                match engine.range_state() {
+                    Some(r) if !r.range.start.is_empty() => {
+                        p.layout.split(r.range.start.clone(), g)
+                    }
                     _ => continue,
                 }
             }
@@ -627,6 +784,11 @@ impl<E: Engine> Engine for Partitioned<E> {
         while let Some(g) = parents.pop() {
             let records = p.groups.get_mut(&g).map(E::take_splits).unwrap_or_default();
             parents.extend(p.adopt_splits(g, records));
+        }
+        // Merges replayed above: nobody waits for the retired groups' replies after a crash.
+        let ids: Vec<GroupId> = p.groups.keys().copied().collect();
+        for g in ids {
+            p.adopt_merges(g);
         }
         Ok(p)
     }
@@ -718,6 +880,7 @@ impl<E: Engine> Engine for Partitioned<E> {
 
     fn ready(&mut self) -> Ready<Self::Message, Self::Record> {
         let mut todo: Vec<GroupId> = self.groups.keys().rev().copied().collect();
+        let mut retired_replies = Vec::new();
         let mut parts: Vec<(GroupId, Parts<E>)> = Vec::with_capacity(todo.len());
         while let Some(g) = todo.pop() {
             let Some(group) = self.groups.get_mut(&g) else {
@@ -732,7 +895,9 @@ impl<E: Engine> Engine for Partitioned<E> {
             }
             parts.push((g, p));
             todo.extend(self.adopt_splits(g, splits));
+            retired_replies.extend(self.adopt_merges(g));
         }
+        self.absorb_frozen();
         // Groups created at recovery: their first records go with the first batch.
         for (g, first) in std::mem::take(&mut self.created) {
             match parts.iter_mut().find(|(x, _)| *x == g) {
@@ -750,6 +915,9 @@ impl<E: Engine> Engine for Partitioned<E> {
             for reply in r {
                 replies.extend(self.gather(g, reply));
             }
+        }
+        for (g, reply) in retired_replies {
+            replies.extend(self.gather(g, reply));
         }
         Ready::new(records, by_peer(messages), replies).with_early(by_peer(early))
     }

@@ -391,3 +391,86 @@ fn a_group_past_the_key_threshold_splits_itself_at_its_middle_key() {
         assert_eq!(groups.iter().sum::<u64>(), 8);
     }
 }
+
+fn merge(at: &str) -> Op {
+    Op::Merge(synod_core::kv::MergeRequest { at: at.into() })
+}
+
+#[test]
+fn a_merge_gives_the_upper_range_to_the_group_below_on_every_member() {
+    let mut net = Net::new(0);
+    net.rounds(50);
+    for k in ["a", "h", "m", "q", "z"] {
+        net.put(0, k, "before");
+    }
+    // Not the first key of a range, and the first range has nothing below: refused.
+    let inside = net.call(0, merge("h")).expect_err("h is inside [g, p)");
+    assert!(
+        inside.to_string().contains("does not begin a range"),
+        "{inside}"
+    );
+    let r = net.call(1, merge("p")).expect("merge");
+    let ResponseBody::Merge { start, end, .. } = r.body else {
+        panic!("a merge answer: {r:?}");
+    };
+    assert_eq!((start, end), (b"p".to_vec(), Vec::new()), "[p, end) froze");
+    net.rounds(20);
+    for n in &net.nodes {
+        assert_eq!(
+            keys_per_group(n),
+            vec![1, 4],
+            "group 2 is gone, its keys in group 1"
+        );
+        assert_eq!(n.layout().group_of(b"z"), 1);
+        assert!(!n.groups.contains_key(&2), "the retired replica is dropped");
+    }
+    // The absorbing group serves the keys, old and new, from every member.
+    net.put(2, "r", "after");
+    for at in 0..3 {
+        let all = net.call(at, Op::Range(all_keys())).expect("read");
+        assert_eq!(keys_of(&all), ["a", "h", "m", "q", "r", "z"]);
+    }
+    // Merged down to one group: it owns everything, and splits again.
+    net.call(0, merge("g")).expect("merge into group 0");
+    net.rounds(20);
+    assert_eq!(keys_per_group(&net.nodes[1]), vec![6]);
+    net.call(2, split("n")).expect("split again");
+    net.rounds(20);
+    assert_eq!(keys_per_group(&net.nodes[0]), vec![3, 3]);
+}
+
+#[test]
+fn merged_groups_stay_gone_after_a_restart_and_a_member_that_missed_the_merge_catches_up() {
+    let mut net = Net::new(5);
+    net.rounds(50);
+    net.put(0, "h", "v");
+    net.put(0, "q", "v");
+    // Member 3 misses a split of group 2 and both merges, and enough of group 1's log
+    // that it gets a snapshot: it learns of the retired groups from group 1's state alone.
+    net.down = Some(2);
+    net.call(0, split("t")).expect("split");
+    net.rounds(10);
+    net.call(0, merge("t")).expect("merge the new group back");
+    net.rounds(10);
+    net.call(0, merge("p")).expect("merge group 2");
+    for i in 0..12 {
+        net.put(0, &format!("h{i}"), "v");
+        net.put(1, &format!("q{i}"), "v");
+    }
+    net.down = None;
+    net.rounds(300);
+    for n in &net.nodes {
+        assert_eq!(keys_per_group(n), vec![0, 26], "only groups 0 and 1 remain");
+    }
+    // Every member restarts from its compacted log alone: the retired groups stay retired.
+    for i in 0..3 {
+        let records = net.disks[i].clone();
+        net.nodes[i] = Node::recover(config(i as u64 + 1, 5), records).expect("recover");
+    }
+    net.rounds(300);
+    for n in &net.nodes {
+        assert_eq!(keys_per_group(n), vec![0, 26]);
+        assert_eq!(n.groups.len(), 2);
+    }
+    net.put(2, "q", "after restart");
+}

@@ -51,9 +51,9 @@ use std::sync::Arc;
 use synod_core::kv::RevisionEvents;
 use synod_core::membership::Configuration;
 use synod_core::{
-    Capabilities, ClientRequest, Command, Engine, EngineConfig, EngineError, EngineStatus,
-    LeaderTransferError, LogProtocol, NodeId, Origin, OutputBuffer, PlantedBug, ProtocolEvent,
-    ProtocolOutput, Ready,
+    Capabilities, ClientReply, ClientRequest, Command, Engine, EngineConfig, EngineError,
+    EngineStatus, LeaderTransferError, LogProtocol, NodeId, Origin, OutputBuffer, PlantedBug,
+    ProtocolEvent, ProtocolOutput, Ready,
 };
 
 /// Incarnations after a lost disk start at or above this (bit 62), plus bits of the boot nonce:
@@ -374,8 +374,16 @@ impl<P: LogProtocol> Engine for Replica<P> {
         self.state_hash_all()
     }
 
-    fn key_range(&self) -> Option<(&synod_core::kv::KeyRange, &[synod_core::kv::SplitMark])> {
-        Some((&self.state.range.range, &self.state.range.splits))
+    fn range_state(&self) -> Option<&synod_core::kv::RangeState> {
+        Some(&self.state.range)
+    }
+
+    fn merge_image(&self) -> Option<Vec<u8>> {
+        self.state.merge_image()
+    }
+
+    fn retire(&mut self) -> Vec<ClientReply> {
+        self.retire_pending()
     }
 
     fn middle_key(&self) -> Option<synod_core::kv::Key> {

@@ -390,7 +390,7 @@ impl<P: LogProtocol> Replica<P> {
     /// Applies one decided entry at KV index `idx` and answers whoever waits for it here.
     pub(crate) fn apply_entry(&mut self, idx: u64, c: &Command) {
         self.proposed.remove(&c.origin);
-        self.state.owner_checks = self.owner_checks();
+        self.state.checks = self.range_checks();
         if let Some(result) = self.state.apply(idx, c) {
             self.answer_applied(c.origin, c.id, result);
         }

@@ -66,6 +66,17 @@ impl PendingTable {
         self.entries.len()
     }
 
+    /// Every pending request, in submission order, and the table emptied.
+    pub fn drain(&mut self) -> Vec<ClientRequest> {
+        self.by_id.clear();
+        self.expiry.clear();
+        self.ready_reads.clear();
+        std::mem::take(&mut self.entries)
+            .into_values()
+            .map(|p| p.request)
+            .collect()
+    }
+
     pub fn incarnation(&self) -> u64 {
         self.incarnation
     }
@@ -154,9 +165,12 @@ impl<P: LogProtocol> Replica<P> {
 
     /// A read of the local state, with what the lessor adds (a lease's time left).
     fn read_local(&self, op: &Op) -> Result<Response, EngineError> {
-        // A split applied since the read was routed: the keys are another group's now.
-        if !self.state.range.range.holds(op)
-            && self.owner_checks()
+        // A split or merge applied since the read was routed: the keys are another
+        // group's now.
+        let checks = self.range_checks();
+        let frozen = checks.frozen && self.state.range.frozen.is_some();
+        if (frozen || !self.state.range.range.holds(op))
+            && checks.owner
             && !self.config.bug(PlantedBug::PartitionSplitServesMovedKeys)
         {
             return Err(self.state.wrong_group());
@@ -177,13 +191,15 @@ impl<P: LogProtocol> Replica<P> {
             self.reply(request.id, Err(e));
             return;
         }
-        if matches!(request.op, Op::Split(_)) && !self.config.partition_group {
+        if matches!(request.op, Op::Split(_) | Op::Merge(_) | Op::Absorb(_))
+            && !self.config.partition_group
+        {
             // Cutting the one store of an unpartitioned cluster would lose half of it.
             self.reply(
                 request.id,
                 Err(EngineError::Unsupported {
                     engine: P::NAME.to_string(),
-                    what: "range splits (only a partitioned cluster has ranges: \
+                    what: "range splits and merges (only a partitioned cluster has ranges: \
                            `synod dev --groups N`)"
                         .to_string(),
                 }),
@@ -382,7 +398,7 @@ impl<P: LogProtocol> Replica<P> {
     /// Applies newly decided entries in log order and answers the requests waiting here. A
     /// change of the voter set ends the epoch there (see `membership.rs`).
     pub(crate) fn apply_decided(&mut self) {
-        self.state.owner_checks = self.owner_checks();
+        self.state.checks = self.range_checks();
         let mut new_epoch = false;
         while let Some(p) = self.protocol.as_ref() {
             let decided = p.decided_idx();

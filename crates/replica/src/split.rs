@@ -11,9 +11,10 @@
 
 use crate::Replica;
 use crate::records::{Checkpoint, Record};
-use crate::state::AppliedState;
+use crate::state::{AppliedState, RangeChecks};
 use synod_core::kv::SplitMark;
 use synod_core::membership::Configuration;
+use synod_core::{ClientReply, EngineError};
 use synod_core::{LogProtocol, PlantedBug};
 
 type ReplicaRecord<P> = Record<<P as LogProtocol>::Record, <P as LogProtocol>::Checkpoint>;
@@ -56,18 +57,41 @@ impl<P: LogProtocol> Replica<P> {
         records
     }
 
-    /// Whether this replica refuses keys outside its group's range. Not on the member with
-    /// the planted `PartitionBoundaryMisroute` (the partitioned engine's first member): its
+    /// The range checks of apply. The owner check is off only on the member with the
+    /// planted `PartitionBoundaryMisroute` (the partitioned engine's first member): its
     /// off-by-one boundary is its groups' too, else they would refuse what it misroutes.
-    pub(crate) fn owner_checks(&self) -> bool {
-        !(self.config.bug(PlantedBug::PartitionBoundaryMisroute)
-            && self.config.members.iter().min() == Some(&self.config.id))
+    pub(crate) fn range_checks(&self) -> RangeChecks {
+        RangeChecks {
+            owner: !(self.config.bug(PlantedBug::PartitionBoundaryMisroute)
+                && self.config.members.iter().min() == Some(&self.config.id)),
+            frozen: !self.config.bug(PlantedBug::PartitionMergeFrozenServes),
+            merge_sessions: !self.config.bug(PlantedBug::PartitionMergeDropsSessions),
+        }
+    }
+
+    /// The replies owed to this group's pending requests when it is retired (absorbed by
+    /// another): `WrongGroup` once the freeze is applied here (whatever is still pending is
+    /// decided after it, if ever, and refused there), else a timeout — the request may have
+    /// been applied before the freeze on the members ahead of this one.
+    pub(crate) fn retire_pending(&mut self) -> Vec<ClientReply> {
+        let frozen = self.state.range.frozen.is_some();
+        let error = if frozen {
+            self.state.wrong_group()
+        } else {
+            EngineError::Timeout
+        };
+        let mut replies = std::mem::take(&mut self.out.replies);
+        replies.extend(self.pending.drain().into_iter().map(|request| ClientReply {
+            id: request.id,
+            result: Err(error.clone()),
+        }));
+        replies
     }
 
     /// The group's range as configured at bootstrap, for a state that has none of its own
     /// (a group of the initial layout: only splits write a range into the state).
     pub(crate) fn adopt_configured_range(&mut self) {
-        if self.state.range.range.everything() {
+        if self.state.range.range.everything() && !self.state.range.changed() {
             self.state.range.range = self.config.key_range.clone();
         }
     }

@@ -16,6 +16,8 @@ use synod_core::kv::{KvLimits, KvStore, Op, RangeState, Response, ResponseBody, 
 use synod_core::membership::Configuration;
 use synod_core::{Command, EngineError, Origin};
 
+mod merge;
+
 /// Origins remembered for deduplication. A re-forwarded write without a session is applied
 /// twice only if its duplicate is decided after this many later commands — far beyond any
 /// `request_timeout_ticks` at the rates a group sustains.
@@ -37,10 +39,44 @@ pub struct AppliedState {
     pub range: RangeState,
     /// Groups split off by the last applies, for the replica to hand out (volatile).
     pub split_out: Vec<(SplitMark, AppliedState)>,
-    /// Refuse commands outside `range`; off only for the planted `PartitionBoundaryMisroute`
-    /// (set by the replica before applying; volatile).
-    pub owner_checks: bool,
+    /// What apply checks of ranges, set by the replica before applying (volatile).
+    pub checks: RangeChecks,
 }
+
+/// The range checks of apply; each off only for a planted bug.
+#[derive(Clone, Copy, Debug)]
+pub struct RangeChecks {
+    /// Refuse commands outside `range` (off: `PartitionBoundaryMisroute`).
+    pub owner: bool,
+    /// Refuse everything once frozen for a merge (off: `PartitionMergeFrozenServes`).
+    pub frozen: bool,
+    /// Take the frozen group's client table with its keys (off: `PartitionMergeDropsSessions`).
+    pub merge_sessions: bool,
+}
+
+impl Default for RangeChecks {
+    fn default() -> Self {
+        RangeChecks {
+            owner: true,
+            frozen: true,
+            merge_sessions: true,
+        }
+    }
+}
+
+/// What a frozen group hands the group below in `Op::Absorb`: its keys and client table (no
+/// history, no origins: the origins name proposals of the frozen group's log, which the
+/// absorbing group's log never holds) and its range state.
+#[derive(Serialize, Deserialize)]
+struct MergeImage {
+    kv: KvStore,
+    range: RangeState,
+}
+
+/// The most a merge moves through the absorbing group's log, in live bytes of the frozen
+/// group: the whole state travels in one entry (and one peer frame). Larger ranges are
+/// refused when the merge is asked for; delete keys, or merge smaller ranges.
+pub const MERGE_BYTES_MAX: u64 = 4 << 20;
 
 /// What a snapshot or checkpoint carries of the applied state. Serialised as the KV store and
 /// the origins, then — since membership change — the configuration, then — since auth — the
@@ -145,7 +181,7 @@ impl AppliedState {
             auth: Arc::default(),
             range: RangeState::default(),
             split_out: Vec::new(),
-            owner_checks: true,
+            checks: RangeChecks::default(),
         }
     }
 
@@ -159,7 +195,7 @@ impl AppliedState {
             auth: Arc::new(image.auth.unwrap_or_default()),
             range: image.range.unwrap_or_default(),
             split_out: Vec::new(),
-            owner_checks: true,
+            checks: RangeChecks::default(),
         };
         for o in image.origins {
             s.remember(o);
@@ -218,7 +254,16 @@ impl AppliedState {
             self.kv.skip(index);
             return Some(self.split(index, &split.at));
         }
-        if self.owner_checks && !self.range.range.holds(&c.op) {
+        if let Op::Merge(merge) = &c.op {
+            self.kv.skip(index);
+            return Some(self.freeze(index, &merge.at));
+        }
+        if let Op::Absorb(absorb) = &c.op {
+            self.kv.skip(index);
+            return Some(self.absorb(index, absorb));
+        }
+        let frozen = self.checks.frozen && self.range.frozen.is_some();
+        if frozen || (self.checks.owner && !self.range.range.holds(&c.op)) {
             // Routed by a layout from before a split decided earlier in this log: refused
             // here, the same way on every replica, and routed again by the origin.
             self.kv.skip(index);
@@ -276,7 +321,7 @@ impl AppliedState {
     /// Applies a split at `at` (KV index `index`, already skipped): the keys from `at` on
     /// leave this store for the new group's state, which goes to `split_out`.
     fn split(&mut self, index: u64, at: &[u8]) -> Result<Response, EngineError> {
-        if !self.range.range.contains(at) {
+        if !self.range.range.contains(at) || self.range.frozen.is_some() {
             // Routed by a layout from before another split: the key is another group's now.
             return Err(self.wrong_group());
         }
@@ -299,10 +344,10 @@ impl AppliedState {
                     start: at.to_vec(),
                     end: self.range.range.end.clone(),
                 },
-                splits: Vec::new(),
+                ..RangeState::default()
             },
             split_out: Vec::new(),
-            owner_checks: true,
+            checks: RangeChecks::default(),
         };
         self.range.range.end = at.to_vec();
         let mark = SplitMark {

@@ -266,8 +266,9 @@ pub struct SimSummary {
     /// Leader hand-offs started and completed (runs with the `transfer` fault).
     pub transfers_started: u64,
     pub transfers_completed: u64,
-    /// Range splits that took effect (partitioned runs).
+    /// Range splits and merges that took effect (partitioned runs).
     pub splits_done: u64,
+    pub merges_done: u64,
 }
 
 /// What the lease checker covered over many seeds.
@@ -422,7 +423,10 @@ impl SimSummary {
         let splits = if self.splits_done == 0 {
             String::new()
         } else {
-            format!(" | range splits {}", self.splits_done)
+            format!(
+                " | range splits {}, merges {}",
+                self.splits_done, self.merges_done
+            )
         };
         if self.transfers_started == 0 {
             return splits;

@@ -119,8 +119,8 @@ pub struct RunConfig {
     /// `EngineConfig::split_keys` of every replica (the partitioned engines); empty = one
     /// group.
     pub split_keys: Vec<Vec<u8>>,
-    /// Partitioned runs: an operator splits ranges at random keys during the fault window
-    /// (`sim/splitter.rs`).
+    /// Partitioned runs: an operator splits and merges ranges at random keys during the
+    /// fault window (`sim/splitter.rs`).
     pub splits: bool,
 }
 
@@ -211,8 +211,9 @@ pub struct RunResult {
     /// led within the bound).
     pub transfers_started: u64,
     pub transfers_completed: u64,
-    /// Partitioned runs: range splits that took effect (answered at some member).
+    /// Partitioned runs: range splits and merges that took effect (answered at some member).
     pub splits_done: u64,
+    pub merges_done: u64,
 }
 
 impl RunResult {
@@ -1692,6 +1693,7 @@ impl<E: Engine> Sim<E> {
             transfers_started: self.mover.started,
             transfers_completed: self.mover.completed,
             splits_done: self.splitter.done,
+            merges_done: self.splitter.merged,
             planted_bug: self.cfg.planted_bug,
             schedule: self.schedule.iter().map(|f| f.to_string()).collect(),
             trace_tail: if failed {

@@ -65,6 +65,7 @@ impl SimSummary {
         self.transfers_started += r.transfers_started;
         self.transfers_completed += r.transfers_completed;
         self.splits_done += r.splits_done;
+        self.merges_done += r.merges_done;
         if !r.reconfig_plan.is_empty() {
             self.reconfig_seeds += 1;
             self.reconfig_steps += r.reconfig_steps as u64;

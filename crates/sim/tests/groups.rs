@@ -1,10 +1,12 @@
 //! Partitioned mode under the simulator: OmniPaxos and VR split into groups (`SIM_GROUPS` over
 //! the run's keys, each split key itself one of the keys), with every fault, storage faults
 //! with repairs, and node-wide checkpoints every few entries; the linearizability checker
-//! partitions by key, so histories that cross groups are checked as they are. Both planted bugs
-//! of the mechanism are caught: a member that routes a boundary key to the wrong group, and a
-//! node-wide checkpoint that leaves out the groups that did not checkpoint. Seed counts scale
-//! with `SYNOD_SIM_SEEDS`.
+//! partitions by key, so histories that cross groups are checked as they are. Runs with an
+//! operator split and merge ranges while the faults go on. Every planted bug of the mechanisms
+//! is caught: a member that routes a boundary key to the wrong group, a node-wide checkpoint
+//! that leaves out the groups that did not checkpoint, a split that serves moved keys or
+//! drops the client table, a frozen group that keeps applying writes, an absorb that drops
+//! the client table. Seed counts scale with `SYNOD_SIM_SEEDS`.
 
 use synod_core::PlantedBug;
 use synod_partition::Partitioned;
@@ -24,8 +26,8 @@ fn partitioned(snapshot_entries: u64) -> RunConfig {
     cfg
 }
 
-/// Fewer groups at the start, and an operator splitting ranges at random keys while the run
-/// goes on (`sim/splitter.rs`): with 4 keys, up to 4 groups.
+/// Fewer groups at the start, and an operator splitting and merging ranges at random keys
+/// while the run goes on (`sim/splitter.rs`): with 4 keys, up to 4 groups.
 fn splitting(snapshot_entries: u64) -> RunConfig {
     let mut cfg = partitioned(snapshot_entries);
     cfg.split_keys = default_split_keys(cfg.keys, 2);
@@ -76,6 +78,11 @@ fn splits_racing_every_fault_lose_nothing() {
     for sum in [omni, vr] {
         assert!(sum.ops_ok > 0);
         assert!(sum.splits_done >= n, "splits happened: {}", sum.splits_done);
+        assert!(
+            sum.merges_done >= n / 2,
+            "merges happened: {}",
+            sum.merges_done
+        );
     }
 }
 
@@ -99,6 +106,20 @@ fn planted_split_that_keeps_serving_moved_keys_is_caught() {
 fn planted_split_that_drops_the_client_table_is_caught() {
     let mut cfg = splitting(0);
     cfg.planted_bug = Some(PlantedBug::PartitionSplitDropsSessions);
+    assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 0..PLANT_SEEDS_MAX);
+}
+
+#[test]
+fn planted_frozen_group_that_keeps_applying_is_caught() {
+    let mut cfg = splitting(0);
+    cfg.planted_bug = Some(PlantedBug::PartitionMergeFrozenServes);
+    assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 0..PLANT_SEEDS_MAX);
+}
+
+#[test]
+fn planted_absorb_that_drops_the_client_table_is_caught() {
+    let mut cfg = splitting(0);
+    cfg.planted_bug = Some(PlantedBug::PartitionMergeDropsSessions);
     assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 0..PLANT_SEEDS_MAX);
 }
 

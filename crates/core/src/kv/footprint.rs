@@ -155,7 +155,9 @@ impl Op {
             | Op::Membership(_)
             // An auth change can grant or revoke any key: ordered against everything.
             | Op::Auth(_)
-            | Op::Split(_) => f.global = true,
+            | Op::Split(_)
+            | Op::Merge(_)
+            | Op::Absorb(_) => f.global = true,
         }
         f
     }

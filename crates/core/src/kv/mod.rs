@@ -26,7 +26,7 @@ pub use footprint::{Footprint, Span};
 pub use lease::{
     LEASE_TTL_MAX_SECONDS, Lease, LeaseChange, LeaseGrantRequest, LeaseId, LeaseInfo, LeaseTtl,
 };
-pub use owned::{KeyRange, RangeState, SplitMark};
+pub use owned::{AbsorbMark, KeyRange, RangeState, SplitMark};
 pub use session::{ClientTable, SessionVerdict};
 pub use store::{KvHash, KvStore, merge_ranges};
 
@@ -115,6 +115,43 @@ pub enum Op {
     /// Partitioned mode: the group's key range ends at `at`, and a new group takes the keys
     /// from `at` on ([`owned`]). Decided like a write, applied by the replica layer.
     Split(SplitRequest),
+    /// Partitioned mode: the group whose range begins at `at` stops (it is *frozen*: it
+    /// refuses everything from here on), to be absorbed by the group whose range ends at `at`
+    /// ([`Op::Absorb`]). Decided in the upper group's log, applied by the replica layer.
+    Merge(MergeRequest),
+    /// Partitioned mode, never accepted from a client: the frozen group `group`'s state (its
+    /// range `[start, end)`) joins this group's, whose range ends at `start`. The state travels
+    /// in the entry so that every replica of this group applies the same one. Proposed by the
+    /// partitioned engine on the lower group's leader.
+    Absorb(AbsorbRequest),
+}
+
+/// See [`Op::Merge`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeRequest {
+    pub at: Key,
+}
+
+/// See [`Op::Absorb`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbsorbRequest {
+    pub group: u64,
+    pub start: Key,
+    pub end: Key,
+    /// The frozen group's state, as the replica layer encodes it for a merge.
+    pub image: Vec<u8>,
+}
+
+impl std::fmt::Debug for AbsorbRequest {
+    /// Not the image: it may be megabytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AbsorbRequest")
+            .field("group", &self.group)
+            .field("start", &String::from_utf8_lossy(&self.start))
+            .field("end", &String::from_utf8_lossy(&self.end))
+            .field("image_bytes", &self.image.len())
+            .finish()
+    }
 }
 
 /// See [`Op::Split`].
@@ -149,7 +186,9 @@ impl Op {
             | Op::LeaseExpire { .. }
             | Op::Membership(_)
             | Op::Auth(_)
-            | Op::Split(_) => false,
+            | Op::Split(_)
+            | Op::Merge(_)
+            | Op::Absorb(_) => false,
         }
     }
 
@@ -176,7 +215,9 @@ impl Op {
             | Op::Compact(_)
             | Op::Membership(_)
             | Op::Auth(_)
-            | Op::Split(_) => false,
+            | Op::Split(_)
+            | Op::Merge(_)
+            | Op::Absorb(_) => false,
         }
     }
 
@@ -201,7 +242,9 @@ impl Op {
             | Op::LeaseExpire { .. }
             | Op::Membership(_)
             | Op::Auth(_)
-            | Op::Split(_) => false,
+            | Op::Split(_)
+            | Op::Merge(_)
+            | Op::Absorb(_) => false,
         }
     }
 
@@ -238,6 +281,8 @@ impl Op {
             | Op::LeaseExpire { .. } => 16,
             Op::Membership(_) | Op::Auth(_) => 256,
             Op::Split(s) => s.at.len(),
+            Op::Merge(m) => m.at.len(),
+            Op::Absorb(a) => a.start.len() + a.end.len() + a.image.len(),
             Op::Range(r) => r.key.len() + r.range_end.len(),
             Op::Put(p) => p.key.len() + p.value.len(),
             Op::DeleteRange(d) => d.key.len() + d.range_end.len(),
@@ -486,6 +531,13 @@ pub enum ResponseBody {
     /// A split took effect: the range this group keeps (`end` empty: to the end of the
     /// keyspace) and the applied index the new group starts from.
     Split {
+        start: Key,
+        end: Key,
+        index: u64,
+    },
+    /// A merge began (the group owning `[start, end)` froze at `index`, for the group below
+    /// to absorb), or an absorb took effect (this group now owns `[start, end)`).
+    Merge {
         start: Key,
         end: Key,
         index: u64,

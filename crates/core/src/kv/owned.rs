@@ -17,11 +17,42 @@ pub struct SplitMark {
     pub index: u64,
 }
 
-/// A group's range and the splits it made, as the applied state holds them.
+/// One merge a group applied: it absorbed group `group`, whose range began at `at`, at KV
+/// index `index`. Tells every member (also one that installs a later snapshot of this group)
+/// that `group` is gone for good — and, since the absorbed group's own marks come along,
+/// which groups it had absorbed and split off before: a member that lagged behind all of it
+/// learns from the live groups alone which groups exist.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbsorbMark {
+    pub group: u64,
+    pub at: Key,
+    pub index: u64,
+    pub splits: Vec<SplitMark>,
+    pub absorbed: Vec<AbsorbMark>,
+}
+
+/// A group's range and the splits and merges it made, as the applied state holds them.
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RangeState {
     pub range: KeyRange,
     pub splits: Vec<SplitMark>,
+    /// Set when the group froze for a merge (the KV index of `Op::Merge`): it refuses every
+    /// command and read from then on, and its state waits to be absorbed by the group below.
+    pub frozen: Option<u64>,
+    pub absorbed: Vec<AbsorbMark>,
+}
+
+impl RangeState {
+    /// Whether this group serves `op`: inside its range, and not frozen.
+    pub fn serves(&self, op: &Op) -> bool {
+        self.frozen.is_none() && self.range.holds(op)
+    }
+
+    /// Whether this state ever took part in a layout change: then its range is its own, not
+    /// the configured one (a group merged down to the whole keyspace owns "everything").
+    pub fn changed(&self) -> bool {
+        !self.splits.is_empty() || !self.absorbed.is_empty() || self.frozen.is_some()
+    }
 }
 
 /// `[start, end)`. `start == end` (not empty) holds no key: the range of a group whose state

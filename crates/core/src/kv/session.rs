@@ -104,6 +104,38 @@ impl ClientTable {
         }
     }
 
+    /// Takes in the table of a group being merged into this one, at log position `index`.
+    /// Per client: the higher floor (a seq below either was acknowledged or dropped, so it
+    /// must never be applied), and every saved reply at or above it (a seq both tables saved
+    /// was applied once, before a split copied the table: the replies are the same). Clients
+    /// new here count as active at `index`; then the usual bounds apply.
+    pub fn absorb(&mut self, other: ClientTable, index: u64) {
+        for (client, theirs) in other.sessions {
+            let known = self.sessions.contains_key(&client);
+            let s = self.sessions.entry(client).or_default();
+            s.floor = s.floor.max(theirs.floor);
+            for (seq, reply) in theirs.replies {
+                s.replies.entry(seq).or_insert(reply);
+            }
+            s.replies = s.replies.split_off(&s.floor);
+            while s.replies.len() > self.limits.client_window_max {
+                if let Some((seq, _)) = s.replies.pop_first() {
+                    s.floor = s.floor.max(seq + 1);
+                }
+            }
+            if !known {
+                s.last_active = index;
+                self.by_activity.insert((index, client));
+            }
+        }
+        while self.sessions.len() > self.limits.client_table_max {
+            let Some((_, victim)) = self.by_activity.pop_first() else {
+                break;
+            };
+            self.sessions.remove(&victim);
+        }
+    }
+
     /// Marks `client` active at log position `index` and evicts beyond the table bound.
     pub fn touch(&mut self, client: ClientId, index: u64) {
         if client == ClientId::NONE {

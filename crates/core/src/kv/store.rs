@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 mod hash;
 mod leases;
+mod merge;
 mod split;
 
 pub use hash::KvHash;
@@ -318,11 +319,12 @@ impl KvStore {
                 }
                 ResponseBody::LeaseExpire { expired: due }
             }
-            Op::Membership(_) | Op::Auth(_) | Op::Split(_) => {
+            Op::Membership(_) | Op::Auth(_) | Op::Split(_) | Op::Merge(_) | Op::Absorb(_) => {
                 // The replica layer applies configuration, auth and range changes; one reaching
                 // the store is a caller's mistake, refused the same way on every replica.
                 return Err(EngineError::InvalidRequest(
-                    "membership, auth and split changes are applied by the replica layer".into(),
+                    "membership, auth, split and merge changes are applied by the replica layer"
+                        .into(),
                 ));
             }
         };

@@ -1,16 +1,18 @@
-//! Range splits at run time, for partitioned runs: an operator asks a random member to split
-//! the range holding a random key at that key (`synodctl range split`), at random moments of
-//! the fault window, while the clients, crashes and partitions run. A split must never cost an
-//! acknowledged write or answer a key from a group that gave it away (the linearizability
-//! checker judges that), and every group's members must agree (the agreement check). The
-//! counts say whether splits happened at all.
+//! Range splits and merges at run time, for partitioned runs: an operator asks a random
+//! member to split the range holding a random key at that key (`synodctl range split`), or to
+//! merge the range beginning at it into the one below (`synodctl range merge`; refused when
+//! the key begins no range), at random moments of the fault window, while the clients,
+//! crashes and partitions run. Neither may cost an acknowledged write, answer a key from a
+//! group that gave it away, or apply a retried write twice (the linearizability checker
+//! judges that), and every group's members must agree (the agreement check). The counts say
+//! whether splits and merges happened at all.
 //!
 //! Draws come from a stream of their own, so splits leave a seed's fault schedule and workload
 //! as they were.
 
 use super::{Ev, Sim};
 use crate::client::key_name;
-use synod_core::kv::{Op, SplitRequest};
+use synod_core::kv::{MergeRequest, Op, ResponseBody, SplitRequest};
 use synod_core::{
     ClientId, ClientReply, ClientRequest, Consistency, Engine, RequestId, SplitMix64,
 };
@@ -35,6 +37,8 @@ pub struct Splitter {
     pub asked: u64,
     /// Splits that took effect (the split key cut a range in two).
     pub done: u64,
+    /// Merges that took effect (the key began a range, which froze for the one below).
+    pub merged: u64,
     /// Refused (the key begins a range already) or lost with a crash.
     pub refused: u64,
 }
@@ -47,6 +51,7 @@ impl Splitter {
             seq: 0,
             asked: 0,
             done: 0,
+            merged: 0,
             refused: 0,
         }
     }
@@ -80,6 +85,11 @@ impl<E: Engine> Sim<E> {
         }
         let node = members[self.splitter.rng.below(members.len() as u64) as usize];
         let at = key_name(self.splitter.rng.below(self.cfg.keys.max(1))).into_bytes();
+        let op = if self.splitter.rng.below(2) == 0 {
+            Op::Split(SplitRequest { at })
+        } else {
+            Op::Merge(MergeRequest { at })
+        };
         self.splitter.seq += 1;
         self.splitter.asked += 1;
         let seq = self.splitter.seq;
@@ -89,14 +99,15 @@ impl<E: Engine> Sim<E> {
                 seq,
             },
             first_unacked: seq,
-            op: Op::Split(SplitRequest { at }),
+            op,
             consistency: Consistency::Linearizable,
         };
         self.at(self.now_us + 500, Ev::Submit { node, request });
     }
 
     pub(super) fn splitter_reply(&mut self, reply: &ClientReply) {
-        match reply.result {
+        match &reply.result {
+            Ok(r) if matches!(r.body, ResponseBody::Merge { .. }) => self.splitter.merged += 1,
             Ok(_) => self.splitter.done += 1,
             Err(_) => self.splitter.refused += 1,
         }

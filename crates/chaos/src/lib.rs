@@ -85,6 +85,10 @@ pub struct ChaosArgs {
     /// keys that no range begins at yet (at most as many as there are such keys).
     #[arg(long, default_value_t = 2)]
     pub splits: usize,
+    /// Partitioned runs: of those splits, this many are merged back later in the run (the
+    /// range the split made joins the one below again).
+    #[arg(long, default_value_t = 1)]
+    pub merges: usize,
     /// Replication engine: omnipaxos, vr, caspaxos or epaxos.
     #[arg(long, default_value = "omnipaxos")]
     pub engine: String,
@@ -972,6 +976,7 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
             args.splits,
             seed,
         );
+        let keys = splits::changes(keys, args.merges);
         let n = keys.len() as u64;
         let times = (1..=n)
             .map(|i| WARMUP_MS + heal_at_ms.saturating_sub(WARMUP_MS) * i / (n + 1))

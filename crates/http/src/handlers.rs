@@ -323,6 +323,32 @@ pub async fn range_split(
 }
 
 #[derive(Serialize)]
+pub struct MergeReply {
+    /// The range merged away: `[start, end)` (the group below owns it from now on).
+    pub start: String,
+    pub end: String,
+    /// The merge's index in the frozen group's log.
+    pub index: u64,
+}
+
+/// Merges the range beginning at `key` into the range below it (partitioned clusters).
+/// `synodctl range merge`.
+pub async fn range_merge(
+    State(handle): State<NodeHandle>,
+    JsonBody(body): JsonBody<SplitBody>,
+) -> Result<Json<MergeReply>, HttpError> {
+    if body.key.is_empty() {
+        return Err(HttpError::invalid("key must not be empty"));
+    }
+    let (start, end, index) = handle.merge_range(body.key.into_bytes()).await?;
+    Ok(Json(MergeReply {
+        start: String::from_utf8_lossy(&start).into_owned(),
+        end: String::from_utf8_lossy(&end).into_owned(),
+        index,
+    }))
+}
+
+#[derive(Serialize)]
 pub struct StatusReply {
     pub member_id: NodeId,
     pub cluster_id: u64,

@@ -84,6 +84,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/v1/kv", "list", true),
     route("POST", "/v1/compact", "compact", true),
     route("POST", "/v1/ranges/split", "range_split", true),
+    route("POST", "/v1/ranges/merge", "range_merge", true),
     // Engine-bound while it opens (it may read history); the stream itself holds no
     // in-flight permit (it is bounded by `watch_streams_max` instead).
     route("GET", "/v1/watch", "watch", true),
@@ -121,6 +122,7 @@ fn endpoint(spec: &RouteSpec) -> MethodRouter<NodeHandle> {
         "list" => on(filter, handlers::list_keys),
         "compact" => on(filter, handlers::compact),
         "range_split" => on(filter, handlers::range_split),
+        "range_merge" => on(filter, handlers::range_merge),
         "watch" => on(filter, watch::watch),
         "status" => on(filter, handlers::status),
         "snapshot" => on(filter, backup::snapshot),

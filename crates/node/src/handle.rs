@@ -420,6 +420,21 @@ impl NodeHandle {
         }
     }
 
+    /// Merges the range that begins at `at` into the range below it (partitioned mode).
+    /// Returns the range that froze for it and the freeze's log index there; the group below
+    /// takes it over within a round trip, and requests for its keys meanwhile are refused as
+    /// a wrong group and routed again.
+    pub async fn merge_range(&self, at: Vec<u8>) -> Result<(Vec<u8>, Vec<u8>, u64), ApiError> {
+        let op = Op::Merge(synod_core::kv::MergeRequest { at });
+        let r = self.execute(op, Consistency::Linearizable).await?;
+        match r.body {
+            synod_core::kv::ResponseBody::Merge { start, end, index } => Ok((start, end, index)),
+            other => Err(ApiError::Unavailable(format!(
+                "the engine answered a merge with {other:?}"
+            ))),
+        }
+    }
+
     fn partitioned(&self) -> bool {
         self.inner.info.engine.ends_with("-partitioned")
     }
@@ -582,7 +597,9 @@ pub fn grows_store(op: &Op) -> bool {
         | Op::LeaseExpire { .. }
         | Op::Membership(_)
         | Op::Auth(_)
-        | Op::Split(_) => false,
+        | Op::Split(_)
+        | Op::Merge(_)
+        | Op::Absorb(_) => false,
         // etcd's capped applier refuses grants too: a lease is state that only grows.
         Op::Put(_) | Op::LeaseGrant(_) => true,
         Op::Cas(c) => matches!(c.then, synod_core::kv::CasAction::Put(_)),
@@ -673,6 +690,10 @@ pub fn validate_op(
         // Refused by the engine unless partitioned (after the permission check, which wants
         // root whatever the engine).
         Op::Split(sp) => key(&sp.at),
+        Op::Merge(m) => key(&m.at),
+        Op::Absorb(_) => Err(ApiError::Invalid(
+            "absorbs are made by the partitioned engine, never by clients".into(),
+        )),
         Op::LeaseGrant(g) if g.ttl > synod_core::kv::LEASE_TTL_MAX_SECONDS => {
             Err(ApiError::Engine(EngineError::LeaseTtlTooLarge))
         }
@@ -822,9 +843,9 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
                     })
                 }
                 // One group, as an unpartitioned replica refuses splits.
-                Op::Split(_) => Err(EngineError::Unsupported {
+                Op::Split(_) | Op::Merge(_) | Op::Absorb(_) => Err(EngineError::Unsupported {
                     engine: "local".into(),
-                    what: "range splits (only a partitioned cluster has ranges)".into(),
+                    what: "range splits and merges (only a partitioned cluster has ranges)".into(),
                 }),
                 op => store.apply(index, synod_core::RequestId::default(), 0, op),
             };

@@ -300,6 +300,17 @@ impl Metrics {
         }
     }
 
+    /// Removes group `group`'s series (it was merged away).
+    pub fn drop_group_gauges(&self, group: u64) {
+        let l = GroupLabels {
+            group: synod_partition::layout::group_name(group),
+        };
+        self.group_is_leader.remove(&l);
+        self.group_applied_index.remove(&l);
+        self.group_revision.remove(&l);
+        self.group_keys.remove(&l);
+    }
+
     /// Observes one API request.
     /// The histogram [`Metrics::observe_request`] would use, to keep for a hot path (it shares
     /// its buckets with the registered one).

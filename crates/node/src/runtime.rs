@@ -1046,6 +1046,18 @@ impl<E: Engine> EngineLoop<E> {
                 .or_insert_with(|| metrics.group_gauges(g.group))
                 .observe(self.id, g);
         }
+        if self.group_gauges.len() > engine.groups.len() {
+            // Groups merged away: their series go, rather than report their last values.
+            let live: std::collections::BTreeSet<u64> =
+                engine.groups.iter().map(|g| g.group).collect();
+            let metrics = &self.metrics;
+            self.group_gauges.retain(|g, _| {
+                live.contains(g) || {
+                    metrics.drop_group_gauges(*g);
+                    false
+                }
+            });
+        }
     }
 
     fn publish(&mut self, engine: EngineStatus) {

@@ -1141,6 +1141,13 @@ fn http_rows(taken_peer: &str) -> Vec<HttpRow> {
             Need::Root,
             Some(r#"{"key":"t/x"}"#),
         ),
+        r(
+            "POST",
+            "/v1/ranges/merge",
+            "/v1/ranges/merge",
+            Need::Root,
+            Some(r#"{"key":"t/x"}"#),
+        ),
         r("GET", "/v1/watch", "/v1/watch?prefix=t/", Need::Key, None),
         r("GET", "/v1/watch", "/v1/watch?prefix=z/", Need::Root, None),
         r("GET", "/v1/status", "/v1/status", Need::Open, None),

@@ -191,8 +191,8 @@ fn caspaxos_chaos_run_is_linearizable() {
 }
 
 /// Four consensus groups (`--groups 4`: the split keys are workload keys, so boundaries are
-/// exercised) under every fault, and two ranges split at run time while the faults go on; no
-/// watchers, which a partitioned cluster refuses.
+/// exercised) under every fault, two ranges split at run time and one merged back while the
+/// faults go on; no watchers, which a partitioned cluster refuses.
 #[test]
 fn partitioned_chaos_run_is_linearizable() {
     let out = out_dir("groups");
@@ -201,12 +201,14 @@ fn partitioned_chaos_run_is_linearizable() {
         s["watch"].is_null(),
         "no watchers on a partitioned cluster: {s}"
     );
-    // Two ranges split while the faults ran (k0 and k4: the keys no range began at).
+    // Two ranges split while the faults ran (k0 and k4: the keys no range began at), then
+    // the first merged back.
     let splits = s["splits"].as_array().expect("split records");
-    assert_eq!(splits.len(), 2, "{report}");
+    let ops: Vec<&str> = splits.iter().filter_map(|r| r["op"].as_str()).collect();
+    assert_eq!(ops, ["split", "split", "merge"], "{report}");
     assert!(
         splits.iter().all(|r| r["done_ms"].is_u64()),
-        "every split took effect:\n{report}"
+        "every split and merge took effect:\n{report}"
     );
     clean(&out);
 }

@@ -388,6 +388,123 @@ fn a_split_under_load_moves_keys_and_loses_nothing() {
     );
 }
 
+/// `synodctl range merge` while a client writes on both sides of the merged boundary through
+/// every member: every write is acknowledged (one that reached the frozen group was refused
+/// there, not applied, and routed again once the group below took the range over), every key
+/// is readable through every member afterwards, and the merged layout survives a restart.
+#[test]
+fn a_merge_under_load_loses_nothing() {
+    if etcdctl().is_none() {
+        return;
+    }
+    let mut c = partitioned("vr", None);
+    // Group 1 owns [c, m) and group 2 [m, t): the merge at "m" joins them.
+    for k in ["d1", "k1", "m1", "s1"] {
+        ok(&one(&c, 1), &["put", k, "before"]);
+    }
+    let urls: Vec<String> = (1..=3).map(|id| c.url(id, "/v1/kv/")).collect();
+    let http = c.http.clone();
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let count = std::sync::Arc::new(AtomicU32::new(0));
+    let writer = {
+        let (stop, count) = (stop.clone(), count.clone());
+        std::thread::spawn(move || {
+            let mut written = Vec::new();
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("{}w{i:04}", if i.is_multiple_of(2) { "k" } else { "n" });
+                let r = http
+                    .put(format!("{}{key}", urls[i as usize % 3]))
+                    .json(&serde_json::json!({ "value": format!("v{i}") }))
+                    .send()
+                    .expect("PUT");
+                assert!(r.status().is_success(), "put {key}: {}", r.status());
+                written.push(key);
+                i += 1;
+                count.store(i, Ordering::Relaxed);
+            }
+            written
+        })
+    };
+    let acked = |at_least: u32| {
+        wait_until(
+            Duration::from_secs(30),
+            "the writer's puts acknowledged",
+            || (count.load(Ordering::Relaxed) >= at_least).then_some(()),
+        );
+    };
+    acked(30);
+    let synodctl_range = |args: &[&str]| {
+        Command::new(synodctl())
+            .args(["--endpoints", &c.http_endpoints(), "range"])
+            .args(args)
+            .output()
+            .expect("synodctl")
+    };
+    let merged = synodctl_range(&["merge", "m"]);
+    let said = String::from_utf8_lossy(&merged.stdout).into_owned();
+    assert!(
+        merged.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&merged.stderr)
+    );
+    assert!(
+        said.starts_with("Range [m, t) merged into the range below"),
+        "{said}"
+    );
+    acked(count.load(Ordering::Relaxed) + 30);
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().expect("writer");
+    for id in 1..=3 {
+        wait_until(
+            Duration::from_secs(10),
+            "three ranges on every member",
+            || {
+                let s = c.status(id)?;
+                let groups = s["groups"].as_array()?;
+                let below = groups.iter().find(|g| g["start"] == "c")?;
+                (groups.len() == 3 && below["end"] == "t").then_some(())
+            },
+        );
+    }
+    for id in 1..=3 {
+        let out = ok(&one(&c, id), &["get", "c", "t", "--keys-only"]);
+        let got: std::collections::BTreeSet<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+        for k in written
+            .iter()
+            .map(String::as_str)
+            .chain(["d1", "k1", "m1", "s1"])
+        {
+            assert!(got.contains(k), "n{id} lost {k}");
+        }
+    }
+    // One group now: a transaction over both former ranges runs, where it was refused.
+    let txn = "value(\"k1\") = \"before\"\n\nput k1 both\nput s1 both\n\n\n";
+    let (success, out, err) = etcdctl_run(&one(&c, 2), &["txn"], Some(txn));
+    assert!(success && out.starts_with("SUCCESS"), "{out}\n{err}");
+    assert_eq!(
+        ok(&one(&c, 1), &["get", "s1", "--print-value-only"]),
+        "both\n"
+    );
+    // A key inside a range begins none, and the first range has nothing below: refused.
+    let inside = synodctl_range(&["merge", "p"]);
+    assert!(!inside.status.success());
+    assert!(String::from_utf8_lossy(&inside.stderr).contains("does not begin a range"));
+    // A restarted member comes back with the merged layout from its own log.
+    c.kill(3);
+    c.restart(3);
+    c.wait_all_reach_leader(Duration::from_secs(30));
+    wait_until(Duration::from_secs(10), "three ranges on n3", || {
+        let s = c.status(3)?;
+        (s["groups"].as_array()?.len() == 3).then_some(())
+    });
+    assert_eq!(
+        ok(&one(&c, 3), &["get", "s1", "--print-value-only"]),
+        "both\n"
+    );
+}
+
 /// `[partition] auto_split_keys`: a group past the threshold splits itself at its middle key,
 /// again and again, and every key stays readable through every member.
 #[test]

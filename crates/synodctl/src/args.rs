@@ -173,6 +173,9 @@ pub enum RangeCommand {
     /// Split the range holding KEY at KEY: the keys from KEY on move to a new group on the
     /// same members (partitioned clusters).
     Split { key: String },
+    /// Merge the range beginning at KEY into the range below it: the group that held it
+    /// stops, and the group below takes over its keys (partitioned clusters).
+    Merge { key: String },
 }
 
 /// `synodctl snapshot …`.

@@ -161,6 +161,12 @@ pub fn run_command(
             let a = client.send(&req)?;
             emit(out, output::range_split(format, &a.body));
         }
+        Command::Range(args::RangeCommand::Merge { key }) => {
+            let req =
+                Request::new(Method::POST, "/v1/ranges/merge".into()).body(json!({ "key": key }));
+            let a = client.send(&req)?;
+            emit(out, output::range_merge(format, &a.body));
+        }
         Command::Members | Command::Member(MemberCommand::List) => {
             let a = client.send(&Request::new(Method::GET, "/v1/members".into()))?;
             emit(out, output::members(format, &a.body));

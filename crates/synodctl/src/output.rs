@@ -310,6 +310,24 @@ pub fn range_split(format: Format, body: &Value) -> String {
     )
 }
 
+/// A merge's answer: `Range [KEY, END) merged into the range below (frozen at log index N)`.
+pub fn range_merge(format: Format, body: &Value) -> String {
+    if format == Format::Json {
+        return json(body);
+    }
+    let end = field(body, "end");
+    format!(
+        "Range [{}, {}) merged into the range below (frozen at log index {})",
+        field(body, "start"),
+        if end.is_empty() {
+            "(end)"
+        } else {
+            end.as_str()
+        },
+        field(body, "index"),
+    )
+}
+
 /// A membership change's answer: `DONE (configuration version V)` (DONE: "Member 4
 /// removed", …); an add's is `Member ID added …` and the new member's line. json is the
 /// server's answer.

@@ -66,14 +66,14 @@ impl PendingTable {
         self.entries.len()
     }
 
-    /// Every pending request, in submission order, and the table emptied.
-    pub fn drain(&mut self) -> Vec<ClientRequest> {
+    /// Every pending request with its seq, in submission order, and the table emptied.
+    pub fn drain(&mut self) -> Vec<(u64, ClientRequest)> {
         self.by_id.clear();
         self.expiry.clear();
         self.ready_reads.clear();
         std::mem::take(&mut self.entries)
-            .into_values()
-            .map(|p| p.request)
+            .into_iter()
+            .map(|(seq, p)| (seq, p.request))
             .collect()
     }
 

@@ -70,21 +70,28 @@ impl<P: LogProtocol> Replica<P> {
     }
 
     /// The replies owed to this group's pending requests when it is retired (absorbed by
-    /// another): `WrongGroup` once the freeze is applied here (whatever is still pending is
-    /// decided after it, if ever, and refused there), else a timeout — the request may have
-    /// been applied before the freeze on the members ahead of this one.
+    /// another). Once the freeze is applied here, nothing pending can be applied any more
+    /// (a decision after the freeze is refused), and this state says what was applied before:
+    /// a write with a saved reply gets it; one whose origin was applied without a session
+    /// (its reply is gone) a timeout; anything else `WrongGroup`, definitely not applied.
+    /// Before the freeze is applied here, every answer is a timeout: the request may have
+    /// been applied on the members ahead of this one.
     pub(crate) fn retire_pending(&mut self) -> Vec<ClientReply> {
         let frozen = self.state.range.frozen.is_some();
-        let error = if frozen {
-            self.state.wrong_group()
-        } else {
-            EngineError::Timeout
-        };
         let mut replies = std::mem::take(&mut self.out.replies);
-        replies.extend(self.pending.drain().into_iter().map(|request| ClientReply {
-            id: request.id,
-            result: Err(error.clone()),
-        }));
+        for (seq, request) in self.pending.drain() {
+            let origin = self.pending.origin(self.config.id, seq);
+            let result = match self.state.kv.sessions().saved(request.id) {
+                _ if !frozen => Err(EngineError::Timeout),
+                Some(saved) => Ok(saved.clone()),
+                None if self.state.was_applied(&origin) => Err(EngineError::Timeout),
+                None => Err(self.state.wrong_group()),
+            };
+            replies.push(ClientReply {
+                id: request.id,
+                result,
+            });
+        }
         replies
     }
 

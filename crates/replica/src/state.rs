@@ -264,6 +264,12 @@ impl AppliedState {
         }
         let frozen = self.checks.frozen && self.range.frozen.is_some();
         if frozen || (self.checks.owner && !self.range.range.holds(&c.op)) {
+            if let Some(saved) = self.kv.sessions().saved(c.id).cloned() {
+                // A copy of a write applied here before the split or freeze (re-forwarded,
+                // or retried by a member that missed the answer): its answer, not a refusal.
+                self.kv.skip(index);
+                return Some(Ok(saved));
+            }
             // Routed by a layout from before a split decided earlier in this log: refused
             // here, the same way on every replica, and routed again by the origin.
             self.kv.skip(index);

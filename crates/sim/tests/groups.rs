@@ -150,3 +150,19 @@ fn planted_checkpoint_that_skips_groups_is_caught() {
     cfg.planted_bug = Some(PlantedBug::PartitionCheckpointSkipsGroups);
     assert_caught::<Partitioned<VrEngine>>(&cfg, 0..PLANT_SEEDS_MAX);
 }
+
+/// Regression (found at VR seed 81,343 of 1,000): a member that missed a write's answer (it
+/// installed a snapshot that covered it) still had the write pending when its group froze and
+/// was absorbed; it answered "wrong group" — definitely not applied — for a write that was
+/// applied before the freeze. The saved reply is the answer now.
+#[test]
+fn a_write_applied_before_a_freeze_is_never_answered_as_refused() {
+    for seed in [81_343, 81_398] {
+        let r = run_seed::<Partitioned<VrEngine>>(&RunConfig {
+            seed,
+            ..splitting(10)
+        });
+        assert!(r.passed(), "seed {seed}: {:?}", r.failures);
+        assert!(r.merges_done > 0, "seed {seed} merged");
+    }
+}

@@ -160,7 +160,8 @@ pub enum Command {
     Elect(ElectArgs),
     /// The key ranges of a partitioned cluster: `range list` shows each range's group, keys,
     /// members and leader, as the answering member sees them; `range split KEY` cuts the
-    /// range holding KEY in two there.
+    /// range holding KEY in two there; `range merge KEY` joins the range beginning at KEY to
+    /// the one below.
     #[command(subcommand)]
     Range(RangeCommand),
 }

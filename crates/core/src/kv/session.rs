@@ -90,6 +90,19 @@ impl ClientTable {
         }
     }
 
+    /// The saved reply of `id`, if it was applied and is still in the window. Read-only: for a
+    /// command refused for another reason (its group gave the key away), whose earlier copy
+    /// may have been applied before — the client must get that answer, not a refusal.
+    pub fn saved(&self, id: RequestId) -> Option<&Response> {
+        if id.client == ClientId::NONE {
+            return None;
+        }
+        let s = self.sessions.get(&id.client)?;
+        (id.seq >= s.floor)
+            .then(|| s.replies.get(&id.seq))
+            .flatten()
+    }
+
     /// Saves the reply of a newly applied write.
     pub fn record(&mut self, id: RequestId, reply: Response) {
         if id.client == ClientId::NONE {

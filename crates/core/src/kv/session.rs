@@ -110,11 +110,7 @@ impl ClientTable {
         }
         let s = self.sessions.entry(id.client).or_default();
         s.replies.insert(id.seq, reply);
-        while s.replies.len() > self.limits.client_window_max {
-            if let Some((seq, _)) = s.replies.pop_first() {
-                s.floor = s.floor.max(seq + 1);
-            }
-        }
+        trim_window(s, self.limits.client_window_max);
     }
 
     /// Takes in the table of a group being merged into this one, at log position `index`.
@@ -131,22 +127,13 @@ impl ClientTable {
                 s.replies.entry(seq).or_insert(reply);
             }
             s.replies = s.replies.split_off(&s.floor);
-            while s.replies.len() > self.limits.client_window_max {
-                if let Some((seq, _)) = s.replies.pop_first() {
-                    s.floor = s.floor.max(seq + 1);
-                }
-            }
+            trim_window(s, self.limits.client_window_max);
             if !known {
                 s.last_active = index;
                 self.by_activity.insert((index, client));
             }
         }
-        while self.sessions.len() > self.limits.client_table_max {
-            let Some((_, victim)) = self.by_activity.pop_first() else {
-                break;
-            };
-            self.sessions.remove(&victim);
-        }
+        self.evict();
     }
 
     /// Marks `client` active at log position `index` and evicts beyond the table bound.
@@ -159,11 +146,26 @@ impl ClientTable {
             s.last_active = index;
             self.by_activity.insert((index, client));
         }
+        self.evict();
+    }
+
+    /// Drops the least recently active clients beyond the table bound.
+    fn evict(&mut self) {
         while self.sessions.len() > self.limits.client_table_max {
             let Some((_, victim)) = self.by_activity.pop_first() else {
                 break;
             };
             self.sessions.remove(&victim);
+        }
+    }
+}
+
+/// Keeps a client's newest `max` saved replies; the floor rises past the dropped ones (their
+/// seqs must never be applied again, and their replies are gone).
+fn trim_window(s: &mut Session, max: usize) {
+    while s.replies.len() > max {
+        if let Some((seq, _)) = s.replies.pop_first() {
+            s.floor = s.floor.max(seq + 1);
         }
     }
 }

@@ -331,6 +331,18 @@ pub struct EngineConfig {
     /// Partitioned mode: a group whose store holds more keys than this is split at its middle
     /// key by its leader (0: never).
     pub auto_split_keys: u64,
+    /// Partitioned mode: a group that applies more writes per second than this, sustained
+    /// for a few seconds, is split by its leader where its recent writes divide in half
+    /// (0: never).
+    pub auto_split_writes: u64,
+    /// Partitioned mode: a range split off automatically is merged back into the range below
+    /// by its leader once the two hold fewer keys than this together (and, with load splits
+    /// on, take less than half their write threshold) (0: never).
+    pub auto_merge_keys: u64,
+    /// Partitioned mode: looks (one a second at the 10 ms tick) without a layout change of
+    /// either range before an automatic merge: a range just split by load is not merged back
+    /// while the load may return.
+    pub auto_merge_quiet_looks: u32,
     /// This replica is one group of a partitioned engine: the only kind that takes splits.
     pub partition_group: bool,
 }
@@ -366,6 +378,9 @@ impl EngineConfig {
             split_keys: Vec::new(),
             key_range: crate::kv::KeyRange::default(),
             auto_split_keys: 0,
+            auto_split_writes: 0,
+            auto_merge_keys: 0,
+            auto_merge_quiet_looks: 30,
             partition_group: false,
         }
     }

@@ -255,8 +255,8 @@ pub struct ClusterConfig {
 /// The `[partition]` section: where the keyspace is split into groups at first boot. Every
 /// member must have the same (the split keys are part of the cluster id, so members with
 /// others refuse each other). Ranges split at run time (`synodctl range split`, or
-/// automatically past `auto_split_keys`) are recorded in the log; the configured split keys
-/// stay as they were.
+/// automatically past `auto_split_keys` or `auto_split_writes`) are recorded in the log; the
+/// configured split keys stay as they were.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct PartitionConfig {
@@ -266,6 +266,13 @@ pub struct PartitionConfig {
     /// A group whose store holds more keys than this is split at its middle key by its
     /// leader (0: never; at most 64 groups in all).
     pub auto_split_keys: u64,
+    /// A group applying more writes per second than this for 5 s is split by its leader
+    /// where its recent writes divide in half (0: never).
+    pub auto_split_writes: u64,
+    /// A range split off automatically merges back into the range below after 30 s without
+    /// a layout change once the two hold fewer keys than this together (and take less than
+    /// half of `auto_split_writes`). At most half of `auto_split_keys` (0: never).
+    pub auto_merge_keys: u64,
 }
 
 impl PartitionConfig {
@@ -280,7 +287,7 @@ impl PartitionConfig {
             .collect();
         PartitionConfig {
             split_keys,
-            auto_split_keys: 0,
+            ..PartitionConfig::default()
         }
     }
 }
@@ -547,6 +554,8 @@ impl ClusterConfig {
             .map(|k| k.as_bytes().to_vec())
             .collect();
         e.auto_split_keys = self.partition.auto_split_keys;
+        e.auto_split_writes = self.partition.auto_split_writes;
+        e.auto_merge_keys = self.partition.auto_merge_keys;
         e
     }
 
@@ -574,6 +583,20 @@ impl ClusterConfig {
             return Err(invalid(
                 "partition.split_keys",
                 "split keys must be non-empty, ascending and distinct",
+            ));
+        }
+        let p = &self.partition;
+        if p.auto_merge_keys > 0
+            && p.auto_split_keys > 0
+            && p.auto_merge_keys > p.auto_split_keys / 2
+        {
+            // Else a merged range could be over the split threshold at once: split, merge, …
+            return Err(invalid(
+                "partition.auto_merge_keys",
+                format!(
+                    "{} is more than half of auto_split_keys ({}): merged ranges would split again",
+                    p.auto_merge_keys, p.auto_split_keys
+                ),
             ));
         }
         Ok(())
@@ -983,6 +1006,29 @@ grpc_addr = "10.0.0.2:2379"
             c.validate().is_err(),
             "CASPaxos has no groups to partition into"
         );
+    }
+
+    #[test]
+    fn automatic_merges_stay_under_half_the_split_size() {
+        let mut c = ClusterConfig::local(3, 20000);
+        c.partition = PartitionConfig::even(2);
+        let id = c.cluster_id();
+        c.partition.auto_split_keys = 1000;
+        c.partition.auto_split_writes = 5000;
+        c.partition.auto_merge_keys = 500;
+        c.validate().unwrap();
+        assert_eq!(
+            c.cluster_id(),
+            id,
+            "thresholds are each member's, not the cluster's"
+        );
+        assert_eq!(c.engine_config(1).auto_merge_keys, 500);
+        assert_eq!(c.engine_config(1).auto_split_writes, 5000);
+        c.partition.auto_merge_keys = 501;
+        let e = c.validate().expect_err("a merged range could split again");
+        assert!(e.to_string().contains("auto_merge_keys"), "{e}");
+        c.partition.auto_split_keys = 0;
+        c.validate().unwrap();
     }
 
     #[test]

@@ -55,6 +55,7 @@
 //! lease would have to span groups). What a spanning range read returns is each group's
 //! linearizable read, not one snapshot of every group.
 
+mod auto;
 pub mod layout;
 
 use layout::{CHILD_ID_BASE, GroupId, Layout, Route, child_id};
@@ -161,8 +162,8 @@ pub struct Partitioned<E: Engine> {
     /// First records of groups created since the last `ready`, to persist with its batch.
     created: Vec<(GroupId, E::Record)>,
     layout_changed: bool,
-    /// This replica's automatic split still unanswered.
-    splitting: Option<RequestId>,
+    /// Automatic splits and merges (by size, by load).
+    auto: auto::Auto,
     /// Groups absorbed by another (merged away): gone for good.
     retired: std::collections::BTreeSet<GroupId>,
     retired_changed: bool,
@@ -322,42 +323,12 @@ impl<E: Engine> Partitioned<E> {
         }
     }
 
-    /// Splits the groups this replica leads that hold more than `auto_split_keys` keys, at
-    /// their middle key: one split in flight at a time, none past [`GROUPS_MAX`].
-    fn auto_split(&mut self) {
-        let over = self.base.auto_split_keys;
-        if over == 0 || self.groups.len() >= GROUPS_MAX || self.splitting.is_some() {
-            return;
-        }
-        let due = self.groups.iter().find_map(|(g, e)| {
-            let st = e.status();
-            let frozen = e.range_state().is_some_and(|r| r.frozen.is_some());
-            (st.leader == Some(self.id) && st.keys > over && !frozen)
-                .then(|| e.middle_key().map(|k| (*g, k)))
-                .flatten()
-        });
-        let Some((g, at)) = due else {
-            return;
-        };
-        let request = self
-            .own
-            .request(synod_core::kv::Op::Split(synod_core::kv::SplitRequest {
-                at,
-            }));
-        self.splitting = Some(request.id);
-        if let Some(group) = self.groups.get_mut(&g) {
-            group.submit(request);
-        }
-    }
-
     /// Collects the answer of one group to a split read; the merged reply once all are in.
     fn gather(&mut self, g: GroupId, reply: ClientReply) -> Option<ClientReply> {
         // The answer to our own compaction: nobody waits for it, and a failed one is simply
         // proposed again later.
         if self.own.answered(&reply.id) {
-            if self.splitting == Some(reply.id) {
-                self.splitting = None;
-            }
+            self.auto.answered(reply.id, self.ticks);
             let retry_at = self.ticks + self.election_timeout_ticks;
             for (id, not_before) in self.absorbing.values_mut() {
                 if *id == Some(reply.id) {
@@ -569,6 +540,7 @@ impl<E: Engine> Partitioned<E> {
         self.known_absorbs.remove(&gone);
         self.balance.remove(&gone);
         self.absorbing.remove(&gone);
+        self.auto.forget(gone);
         self.groups
             .remove(&gone)
             .map(|mut e| e.retire())
@@ -748,7 +720,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             known_splits: BTreeMap::new(),
             created: Vec::new(),
             layout_changed: false,
-            splitting: None,
+            auto: auto::Auto::default(),
             retired: retired.into_iter().collect(),
             retired_changed: false,
             known_absorbs: BTreeMap::new(),
@@ -874,7 +846,9 @@ impl<E: Engine> Engine for Partitioned<E> {
         }
         if self.ticks.is_multiple_of(COMPACT_EVERY_TICKS) {
             self.compact_histories();
-            self.auto_split();
+        }
+        if self.ticks.is_multiple_of(auto::LOOK_EVERY_TICKS) {
+            self.look();
         }
     }
 

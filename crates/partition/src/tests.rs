@@ -474,3 +474,118 @@ fn merged_groups_stay_gone_after_a_restart_and_a_member_that_missed_the_merge_ca
     }
     net.put(2, "q", "after restart");
 }
+
+fn starts(n: &Node) -> Vec<String> {
+    n.layout()
+        .entries()
+        .iter()
+        .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+        .collect()
+}
+
+fn delete(key: &str) -> Op {
+    Op::DeleteRange(synod_core::kv::DeleteRangeRequest {
+        key: key.into(),
+        range_end: Vec::new(),
+        prev_kv: false,
+    })
+}
+
+#[test]
+fn a_group_past_the_write_threshold_splits_where_its_writes_divide_in_half() {
+    let mut net = Net::new(0);
+    for n in &mut net.nodes {
+        n.base.auto_split_writes = 20;
+    }
+    net.rounds(50);
+    // Writes on six keys of group 1 ([g, p)), about one per 10 ms tick: far over 20/s.
+    let hot = ["i1", "j1", "k1", "l1", "m1", "n1"];
+    let mut puts = 0;
+    while starts(&net.nodes[0]).len() == 3 {
+        let put = Op::Put(PutRequest::new(hot[puts % hot.len()], "v"));
+        match net.call(puts % 3, put) {
+            // Routed by a member that had not applied the split yet: routed again.
+            Ok(_) | Err(EngineError::WrongGroup { .. }) => {}
+            Err(e) => panic!("put: {e}"),
+        }
+        puts += 1;
+        assert!(puts < 2_000, "no load split after {puts} puts");
+    }
+    // Not before the load was sustained for LOAD_SPLIT_LOOKS looks.
+    assert!(
+        puts as u64 >= u64::from(auto::LOAD_SPLIT_LOOKS) * auto::LOOK_EVERY_TICKS / 2,
+        "split after only {puts} puts"
+    );
+    net.rounds(5);
+    for n in &net.nodes {
+        // The writes were spread evenly over the six keys, a write more on some: the cut
+        // is at the third or fourth key.
+        let at = starts(n);
+        assert_eq!(at.len(), 4, "one split: {at:?}");
+        assert!(
+            at[2] == "k1" || at[2] == "l1",
+            "cut where the writes halve: {at:?}"
+        );
+        let groups = keys_per_group(n);
+        assert!(groups[1] >= 2 && groups[2] >= 3, "{groups:?}");
+        assert_eq!(groups.iter().sum::<u64>(), 6);
+    }
+}
+
+#[test]
+fn writes_on_one_key_split_nothing() {
+    let mut net = Net::new(0);
+    for n in &mut net.nodes {
+        n.base.auto_split_writes = 20;
+    }
+    net.rounds(50);
+    net.put(0, "h", "cold");
+    for i in 0..1_000 {
+        net.put(i % 3, "k", "hot");
+    }
+    for n in &net.nodes {
+        assert_eq!(starts(n), ["", "g", "p"], "no cut spreads one key's writes");
+    }
+}
+
+#[test]
+fn small_quiet_ranges_split_off_automatically_merge_back_and_an_operators_stay() {
+    let mut net = Net::new(0);
+    for n in &mut net.nodes {
+        n.base.auto_split_keys = 4;
+        n.base.auto_merge_keys = 3;
+    }
+    net.rounds(50);
+    let keys = ["h1", "h2", "h3", "h4", "h5", "h6", "h7", "h8"];
+    for k in keys {
+        net.put(0, k, "v");
+    }
+    net.call(1, split("t")).expect("an operator's split");
+    net.rounds(3 * auto::LOOK_EVERY_TICKS as usize);
+    let grown = starts(&net.nodes[0]).len();
+    assert!(
+        grown >= 5,
+        "group 1 split by size: {:?}",
+        starts(&net.nodes[0])
+    );
+    // Nothing merges while the ranges hold 3 keys or more together.
+    net.rounds((30 + 5) * auto::LOOK_EVERY_TICKS as usize);
+    assert_eq!(
+        starts(&net.nodes[0]).len(),
+        grown,
+        "nothing small enough yet"
+    );
+    for k in keys {
+        net.call(2, delete(k)).expect("delete");
+    }
+    // Quiet again, then merged back one pair per look.
+    net.rounds((30 + grown * 3) * 2 * auto::LOOK_EVERY_TICKS as usize);
+    for n in &net.nodes {
+        assert_eq!(
+            starts(n),
+            ["", "g", "p", "t"],
+            "automatic splits undone, the configured layout and the operator's split kept"
+        );
+    }
+    net.put(1, "h9", "after");
+}

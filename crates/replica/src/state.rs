@@ -252,7 +252,8 @@ impl AppliedState {
         self.remember(c.origin);
         if let Op::Split(split) = &c.op {
             self.kv.skip(index);
-            return Some(self.split(index, &split.at));
+            let auto = c.id.client == synod_core::ClientId::NONE;
+            return Some(self.split(index, &split.at, auto));
         }
         if let Op::Merge(merge) = &c.op {
             self.kv.skip(index);
@@ -325,8 +326,9 @@ impl AppliedState {
     }
 
     /// Applies a split at `at` (KV index `index`, already skipped): the keys from `at` on
-    /// leave this store for the new group's state, which goes to `split_out`.
-    fn split(&mut self, index: u64, at: &[u8]) -> Result<Response, EngineError> {
+    /// leave this store for the new group's state, which goes to `split_out`. `auto`: the
+    /// partitioned engine asked for it itself (its requests have no client).
+    fn split(&mut self, index: u64, at: &[u8], auto: bool) -> Result<Response, EngineError> {
         if !self.range.range.contains(at) || self.range.frozen.is_some() {
             // Routed by a layout from before another split: the key is another group's now.
             return Err(self.wrong_group());
@@ -350,6 +352,7 @@ impl AppliedState {
                     start: at.to_vec(),
                     end: self.range.range.end.clone(),
                 },
+                auto,
                 ..RangeState::default()
             },
             split_out: Vec::new(),

@@ -269,6 +269,9 @@ pub struct SimSummary {
     /// Range splits and merges that took effect (partitioned runs).
     pub splits_done: u64,
     pub merges_done: u64,
+    /// Partitioned runs: groups created and retired in all (by the operator or the engines).
+    pub groups_created: u64,
+    pub groups_retired: u64,
 }
 
 /// What the lease checker covered over many seeds.
@@ -420,12 +423,12 @@ impl SimSummary {
 
     /// One line for leader transfers, empty when no seed had them.
     fn transfer_line(&self) -> String {
-        let splits = if self.splits_done == 0 {
+        let splits = if self.splits_done == 0 && self.groups_created == 0 {
             String::new()
         } else {
             format!(
-                " | range splits {}, merges {}",
-                self.splits_done, self.merges_done
+                " | range splits {}, merges {} (groups created {}, retired {})",
+                self.splits_done, self.merges_done, self.groups_created, self.groups_retired
             )
         };
         if self.transfers_started == 0 {

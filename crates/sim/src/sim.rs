@@ -122,6 +122,10 @@ pub struct RunConfig {
     /// Partitioned runs: an operator splits and merges ranges at random keys during the
     /// fault window (`sim/splitter.rs`).
     pub splits: bool,
+    /// Partitioned runs: the engines split and merge ranges themselves, by size and by load
+    /// (`auto_split_keys`, `auto_split_writes`, `auto_merge_keys`), with thresholds low
+    /// enough for the run's few keys and seconds.
+    pub auto_layout: bool,
 }
 
 impl RunConfig {
@@ -150,6 +154,7 @@ impl RunConfig {
             leases: 0,
             split_keys: Vec::new(),
             splits: false,
+            auto_layout: false,
         }
     }
 
@@ -214,6 +219,11 @@ pub struct RunResult {
     /// Partitioned runs: range splits and merges that took effect (answered at some member).
     pub splits_done: u64,
     pub merges_done: u64,
+    /// Partitioned runs: groups that ever applied an entry, and groups left at the end (on
+    /// the first live member): the layout changes made by anyone, the engines included.
+    pub groups_at_start: u64,
+    pub groups_seen: u64,
+    pub groups_at_end: u64,
 }
 
 impl RunResult {
@@ -477,6 +487,14 @@ impl<E: Engine> Sim<E> {
                 config.snapshot_entries = cfg.snapshot_entries;
                 config.join = spare;
                 config.split_keys = cfg.split_keys.clone();
+                if cfg.auto_layout {
+                    // A group of 2 keys or more splits; writes at 4/s for 5 s split too; two
+                    // ranges of at most 1 key together merge after 2 s without a change.
+                    config.auto_split_keys = 1;
+                    config.auto_split_writes = 4;
+                    config.auto_merge_keys = 2;
+                    config.auto_merge_quiet_looks = 2;
+                }
                 NodeSlot {
                     config,
                     engine: None,
@@ -1009,6 +1027,12 @@ impl<E: Engine> Sim<E> {
     }
 
     // ---- faults ------------------------------------------------------------------------------
+
+    /// Distinct groups the agreement check saw apply something.
+    fn groups_seen(&self) -> u64 {
+        let groups: BTreeSet<u64> = self.agreement.keys().map(|(g, _)| *g).collect();
+        groups.len() as u64
+    }
 
     fn statuses(&self) -> Vec<(NodeId, EngineStatus)> {
         self.nodes
@@ -1694,6 +1718,16 @@ impl<E: Engine> Sim<E> {
             transfers_completed: self.mover.completed,
             splits_done: self.splitter.done,
             merges_done: self.splitter.merged,
+            groups_at_start: if self.cfg.split_keys.is_empty() {
+                0
+            } else {
+                self.cfg.split_keys.len() as u64 + 1
+            },
+            groups_seen: self.groups_seen(),
+            groups_at_end: self
+                .statuses()
+                .first()
+                .map_or(0, |(_, s)| s.groups.len() as u64),
             planted_bug: self.cfg.planted_bug,
             schedule: self.schedule.iter().map(|f| f.to_string()).collect(),
             trace_tail: if failed {

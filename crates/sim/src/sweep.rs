@@ -66,6 +66,11 @@ impl SimSummary {
         self.transfers_completed += r.transfers_completed;
         self.splits_done += r.splits_done;
         self.merges_done += r.merges_done;
+        if r.groups_seen > 0 {
+            let at_start = r.groups_at_start;
+            self.groups_created += r.groups_seen.saturating_sub(at_start);
+            self.groups_retired += r.groups_seen.saturating_sub(r.groups_at_end);
+        }
         if !r.reconfig_plan.is_empty() {
             self.reconfig_seeds += 1;
             self.reconfig_steps += r.reconfig_steps as u64;

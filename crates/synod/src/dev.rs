@@ -49,6 +49,14 @@ pub struct DevArgs {
     /// key (0: only `synodctl range split` splits).
     #[arg(long, default_value_t = 0)]
     auto_split_keys: u64,
+    /// Partitioned clusters: a group applying more writes per second than this for 5 s splits
+    /// itself where its recent writes divide in half (0: never).
+    #[arg(long, default_value_t = 0)]
+    auto_split_writes: u64,
+    /// Partitioned clusters: a range split off automatically merges back into the range below
+    /// once the two hold fewer keys than this and have been quiet for 30 s (0: never).
+    #[arg(long, default_value_t = 0)]
+    auto_merge_keys: u64,
 }
 
 pub fn run(args: DevArgs) -> ExitCode {
@@ -82,10 +90,12 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     } else {
         synod_node::PartitionConfig {
             split_keys: args.split_keys.clone(),
-            auto_split_keys: 0,
+            ..synod_node::PartitionConfig::default()
         }
     };
     cluster.partition.auto_split_keys = args.auto_split_keys;
+    cluster.partition.auto_split_writes = args.auto_split_writes;
+    cluster.partition.auto_merge_keys = args.auto_merge_keys;
     cluster.validate()?;
     if args.fresh && args.data_dir.exists() {
         std::fs::remove_dir_all(&args.data_dir)?;

@@ -55,6 +55,67 @@ fn one(c: &Cluster, id: u64) -> String {
     c.member(id).grpc_addr.clone()
 }
 
+/// A client writing unique keys over HTTP through every member in turn, asserting each write
+/// is acknowledged, until stopped: what a split or merge under load must not lose.
+struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    count: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Writer {
+    /// Starts writing key `key(i)` for i = 0, 1, 2, ….
+    fn spawn(c: &Cluster, key: fn(u32) -> String) -> Writer {
+        use std::sync::atomic::Ordering;
+        let urls: Vec<String> = (1..=3).map(|id| c.url(id, "/v1/kv/")).collect();
+        let http = c.http.clone();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (stop2, count2) = (stop.clone(), count.clone());
+        let thread = std::thread::spawn(move || {
+            let mut written = Vec::new();
+            let mut i = 0u32;
+            while !stop2.load(Ordering::Relaxed) {
+                let key = key(i);
+                let r = http
+                    .put(format!("{}{key}", urls[i as usize % 3]))
+                    .json(&serde_json::json!({ "value": format!("v{i}") }))
+                    .send()
+                    .expect("PUT");
+                assert!(r.status().is_success(), "put {key}: {}", r.status());
+                written.push(key);
+                i += 1;
+                count2.store(i, Ordering::Relaxed);
+            }
+            written
+        });
+        Writer {
+            stop,
+            count,
+            thread,
+        }
+    }
+
+    fn count(&self) -> u32 {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits (at most 30 s) until at least `n` writes were acknowledged.
+    fn acked(&self, n: u32) {
+        wait_until(
+            Duration::from_secs(30),
+            "the writer's puts acknowledged",
+            || (self.count() >= n).then_some(()),
+        );
+    }
+
+    /// Stops writing; the keys written, every one acknowledged.
+    fn stop(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("writer")
+    }
+}
+
 #[test]
 fn etcdctl_and_synodctl_on_four_groups() {
     if etcdctl().is_none() {
@@ -284,40 +345,11 @@ fn a_split_under_load_moves_keys_and_loses_nothing() {
     for k in ["d1", "e1", "f1", "g1", "k1"] {
         ok(&one(&c, 1), &["put", k, "before"]);
     }
-    let urls: Vec<String> = (1..=3).map(|id| c.url(id, "/v1/kv/")).collect();
-    let http = c.http.clone();
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let count = std::sync::Arc::new(AtomicU32::new(0));
-    let writer = {
-        let (stop, count) = (stop.clone(), count.clone());
-        std::thread::spawn(move || {
-            let mut written = Vec::new();
-            let mut i = 0u32;
-            while !stop.load(Ordering::Relaxed) {
-                // Alternating sides of the split key, through every member in turn.
-                let key = format!("{}w{i:04}", if i.is_multiple_of(2) { "e" } else { "h" });
-                let r = http
-                    .put(format!("{}{key}", urls[i as usize % 3]))
-                    .json(&serde_json::json!({ "value": format!("v{i}") }))
-                    .send()
-                    .expect("PUT");
-                assert!(r.status().is_success(), "put {key}: {}", r.status());
-                written.push(key);
-                i += 1;
-                count.store(i, Ordering::Relaxed);
-            }
-            written
-        })
-    };
-    let acked = |at_least: u32| {
-        wait_until(
-            Duration::from_secs(30),
-            "the writer's puts acknowledged",
-            || (count.load(Ordering::Relaxed) >= at_least).then_some(()),
-        );
-    };
-    acked(30); // writes are under way
+    // Alternating sides of the split key, through every member in turn.
+    let writer = Writer::spawn(&c, |i| {
+        format!("{}w{i:04}", if i.is_multiple_of(2) { "e" } else { "h" })
+    });
+    writer.acked(30); // writes are under way
     let split = Command::new(synodctl())
         .args(["--endpoints", &c.http_endpoints(), "range", "split", "f"])
         .output()
@@ -332,9 +364,8 @@ fn a_split_under_load_moves_keys_and_loses_nothing() {
         said.starts_with("Range [c, f) kept; f.. is a new group"),
         "{said}"
     );
-    acked(count.load(Ordering::Relaxed) + 30); // and go on after it
-    stop.store(true, Ordering::Relaxed);
-    let written = writer.join().expect("writer");
+    writer.acked(writer.count() + 30); // and go on after it
+    let written = writer.stop();
     // Every member: five ranges, the new one [f, m) led by someone.
     for id in 1..=3 {
         wait_until(
@@ -402,39 +433,10 @@ fn a_merge_under_load_loses_nothing() {
     for k in ["d1", "k1", "m1", "s1"] {
         ok(&one(&c, 1), &["put", k, "before"]);
     }
-    let urls: Vec<String> = (1..=3).map(|id| c.url(id, "/v1/kv/")).collect();
-    let http = c.http.clone();
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let count = std::sync::Arc::new(AtomicU32::new(0));
-    let writer = {
-        let (stop, count) = (stop.clone(), count.clone());
-        std::thread::spawn(move || {
-            let mut written = Vec::new();
-            let mut i = 0u32;
-            while !stop.load(Ordering::Relaxed) {
-                let key = format!("{}w{i:04}", if i.is_multiple_of(2) { "k" } else { "n" });
-                let r = http
-                    .put(format!("{}{key}", urls[i as usize % 3]))
-                    .json(&serde_json::json!({ "value": format!("v{i}") }))
-                    .send()
-                    .expect("PUT");
-                assert!(r.status().is_success(), "put {key}: {}", r.status());
-                written.push(key);
-                i += 1;
-                count.store(i, Ordering::Relaxed);
-            }
-            written
-        })
-    };
-    let acked = |at_least: u32| {
-        wait_until(
-            Duration::from_secs(30),
-            "the writer's puts acknowledged",
-            || (count.load(Ordering::Relaxed) >= at_least).then_some(()),
-        );
-    };
-    acked(30);
+    let writer = Writer::spawn(&c, |i| {
+        format!("{}w{i:04}", if i.is_multiple_of(2) { "k" } else { "n" })
+    });
+    writer.acked(30);
     let synodctl_range = |args: &[&str]| {
         Command::new(synodctl())
             .args(["--endpoints", &c.http_endpoints(), "range"])
@@ -453,9 +455,8 @@ fn a_merge_under_load_loses_nothing() {
         said.starts_with("Range [m, t) merged into the range below"),
         "{said}"
     );
-    acked(count.load(Ordering::Relaxed) + 30);
-    stop.store(true, Ordering::Relaxed);
-    let written = writer.join().expect("writer");
+    writer.acked(writer.count() + 30);
+    let written = writer.stop();
     for id in 1..=3 {
         wait_until(
             Duration::from_secs(10),
@@ -540,5 +541,55 @@ fn groups_past_the_key_threshold_split_themselves() {
         );
         let out = ok(&one(&c, id), &["get", "a", "b", "--keys-only"]);
         assert_eq!(out.lines().filter(|l| !l.is_empty()).count(), 90, "n{id}");
+    }
+}
+
+/// `[partition] auto_split_writes` and `auto_merge_keys`: a group taking more writes than the
+/// threshold splits itself where its writes divide in half; once the load is gone the range
+/// merges back (30 s without a layout change), and no write is lost on the way.
+#[test]
+fn a_hot_range_splits_by_load_and_merges_back_when_cool() {
+    if etcdctl().is_none() {
+        return;
+    }
+    let c = Cluster::start_configured(3, "omnipaxos", &|cfg| {
+        cfg.partition.split_keys = vec!["m".into()];
+        cfg.partition.auto_split_writes = 30;
+        cfg.partition.auto_merge_keys = 100_000;
+    });
+    let starts = |id: u64| -> Option<Vec<String>> {
+        c.status(id)?["groups"]
+            .as_array()?
+            .iter()
+            .map(|g| g["start"].as_str().map(str::to_string))
+            .collect()
+    };
+    // Writes spread evenly over a0000..a9999, all in group 0 ([, m)), through every member.
+    let writer = Writer::spawn(&c, |i| format!("a{:04}", (u64::from(i) * 7919) % 10_000));
+    let split = wait_until(Duration::from_secs(60), "a split by load", || {
+        let s = starts(1)?;
+        (s.len() > 2).then_some(s)
+    });
+    let written = writer.stop();
+    assert!(
+        written.len() > 150,
+        "{} writes in 5 s and more",
+        written.len()
+    );
+    let at = &split[1];
+    assert!(
+        at.as_str() > "a2" && at.as_str() < "a8",
+        "cut where the writes divide in half, not at {at}: {split:?}"
+    );
+    // No writes any more: the split-off ranges merge back, then every write is there.
+    for id in 1..=3 {
+        wait_until(Duration::from_secs(120), "merged back", || {
+            (starts(id)? == ["", "m"]).then_some(())
+        });
+        let out = ok(&one(&c, id), &["get", "a", "b", "--keys-only"]);
+        let got: std::collections::BTreeSet<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+        for k in &written {
+            assert!(got.contains(k.as_str()), "n{id} lost {k}");
+        }
     }
 }

@@ -40,12 +40,25 @@ pub struct RangeState {
     /// command and read from then on, and its state waits to be absorbed by the group below.
     pub frozen: Option<u64>,
     pub absorbed: Vec<AbsorbMark>,
+    /// Split off by a partitioned engine's own automatic split (by size or load), so an
+    /// automatic merge may undo it; a range an operator split off stays until an operator
+    /// merges it.
+    pub auto: bool,
 }
 
 impl RangeState {
     /// Whether this group serves `op`: inside its range, and not frozen.
     pub fn serves(&self, op: &Op) -> bool {
         self.frozen.is_none() && self.range.holds(op)
+    }
+
+    /// Whether group `g` was absorbed into this group, directly or by a group this one
+    /// absorbed later: its state is here already, and must never be taken in again.
+    pub fn has_absorbed(&self, g: u64) -> bool {
+        fn within(marks: &[AbsorbMark], g: u64) -> bool {
+            marks.iter().any(|m| m.group == g || within(&m.absorbed, g))
+        }
+        within(&self.absorbed, g)
     }
 
     /// Whether this state ever took part in a layout change: then its range is its own, not

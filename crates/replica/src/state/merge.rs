@@ -73,6 +73,16 @@ impl AppliedState {
             // engine makes it again for the group that ends there now.
             return Err(self.wrong_group());
         }
+        if self.range.has_absorbed(a.group) {
+            // A second absorb of the same frozen state (two leaders each proposed one, or one
+            // was made again after its answer was lost), decided after this range ended at
+            // that boundary again (a split there since): taking it in again would bring back
+            // the keys' values from before the merge, beside the group that owns them now.
+            return Err(EngineError::InvalidRequest(format!(
+                "group {} was absorbed here already",
+                a.group
+            )));
+        }
         let image: MergeImage = postcard::from_bytes(&a.image)
             .map_err(|e| EngineError::InvalidRequest(format!("merge image: {e}")))?;
         let expected = KeyRange {

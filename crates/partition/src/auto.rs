@@ -1,0 +1,260 @@
+//! Automatic layout changes: splits by size or by load, and merges of small, quiet ranges that
+//! an automatic split made.
+//!
+//! Policy only. Each change is the command an operator would send (`Op::Split`, `Op::Merge`),
+//! proposed by the leader of the group concerned on this member, so everything that makes a
+//! split or a merge safe is the commands' own (see the crate docs); this module decides *when*
+//! and *where*. It reads only what the local replicas already hold — their status, their
+//! layout marks and their recent history — so it needs no messages of its own, and what one
+//! member decides from a stale view is at worst a command the group refuses.
+//!
+//! * **By size** (`auto_split_keys`): a group holding more keys splits at its middle key.
+//! * **By load** (`auto_split_writes`): a group that applied more writes per second than the
+//!   threshold for [`LOAD_SPLIT_LOOKS`] looks in a row splits where its recent writes divide
+//!   in half (read from its own MVCC history), so each side takes about half the load. All
+//!   the writes on one key: no split (no cut would spread them).
+//! * **Merges** (`auto_merge_keys`): a range split off *automatically* is merged back into the
+//!   range below once both have been quiet (no layout change) for `auto_merge_quiet_looks`
+//!   looks (30 s by default),
+//!   hold fewer keys than the threshold together and, with load splits on, take less than
+//!   half the load threshold together. Ranges an operator made (configured split keys,
+//!   `synodctl range split`) are never merged automatically: the operator's layout stands.
+//!   The node's configuration keeps `auto_merge_keys` at most half of `auto_split_keys`, so a
+//!   merged range is not over the size threshold and does not split again at once.
+
+use crate::Partitioned;
+use crate::layout::GroupId;
+use std::collections::BTreeMap;
+use synod_core::kv::{Key, KeyRange, MergeRequest, Op, SplitRequest};
+use synod_core::{Engine, RequestId};
+
+/// How often (in ticks) the leader looks at its groups' size, load and history.
+pub(crate) const LOOK_EVERY_TICKS: u64 = 100;
+/// Looks in a row over the write threshold before a group splits by load (5 s at the 10 ms
+/// tick): a burst shorter than that is not worth a split.
+pub(crate) const LOAD_SPLIT_LOOKS: u32 = 5;
+/// Looks after an automatic merge was answered before the next is proposed (one refused,
+/// say over the merge size bound, is not asked again at once).
+const MERGE_RETRY_LOOKS: u64 = 10;
+/// Most recent revisions read to find where a group's writes divide in half.
+const LOAD_SAMPLE_REVISIONS: u64 = 4096;
+
+/// What this member's automatic changes are doing.
+#[derive(Default)]
+pub(crate) struct Auto {
+    /// Per group: what the last look saw.
+    load: BTreeMap<GroupId, Load>,
+    /// This replica's automatic split still unanswered.
+    pub(crate) splitting: Option<RequestId>,
+    /// This replica's automatic merge still unanswered.
+    pub(crate) merging: Option<RequestId>,
+    /// No automatic merge is proposed before this tick (one refused is not asked again at once).
+    merge_not_before: u64,
+}
+
+#[derive(Clone, Copy, Default, Debug)]
+struct Load {
+    /// The group's revision at the last look: one more per applied write.
+    revision: u64,
+    /// Layout changes the group took part in so far (splits, absorbs, a freeze). An absorb
+    /// makes the revision jump, so the rate starts over after any change.
+    changes: usize,
+    /// Writes per second between the last two looks.
+    rate: u64,
+    /// Looks in a row over the write threshold, and the revision where that run began.
+    hot: u32,
+    hot_since: u64,
+    /// Looks since the group's last layout change.
+    quiet: u32,
+}
+
+impl Auto {
+    /// A split or merge of ours was answered (done or refused): the next may follow.
+    pub(crate) fn answered(&mut self, id: RequestId, now: u64) {
+        if self.splitting == Some(id) {
+            self.splitting = None;
+        }
+        if self.merging == Some(id) {
+            self.merging = None;
+            self.merge_not_before = now + MERGE_RETRY_LOOKS * LOOK_EVERY_TICKS;
+        }
+    }
+
+    pub(crate) fn forget(&mut self, g: GroupId) {
+        self.load.remove(&g);
+    }
+}
+
+impl<E: Engine> Partitioned<E> {
+    /// Every [`LOOK_EVERY_TICKS`]: measures the groups' load, then proposes at most one split
+    /// and one merge.
+    pub(crate) fn look(&mut self) {
+        self.measure_load();
+        self.auto_split();
+        self.auto_merge();
+    }
+
+    fn measure_load(&mut self) {
+        let per_look_ms = LOOK_EVERY_TICKS * self.base.tick_ms.max(1);
+        let threshold = self.base.auto_split_writes;
+        let auto = &mut self.auto;
+        auto.load.retain(|g, _| self.groups.contains_key(g));
+        for (g, e) in &self.groups {
+            let revision = e.status().revision;
+            let changes = e.range_state().map_or(0, |r| {
+                r.splits.len() + r.absorbed.len() + usize::from(r.frozen.is_some())
+            });
+            let seen = auto.load.entry(*g).or_insert(Load {
+                revision,
+                changes,
+                ..Load::default()
+            });
+            if seen.changes != changes || revision < seen.revision {
+                *seen = Load {
+                    revision,
+                    changes,
+                    ..Load::default()
+                };
+                continue;
+            }
+            seen.rate = (revision - seen.revision) * 1000 / per_look_ms;
+            seen.quiet = seen.quiet.saturating_add(1);
+            if threshold > 0 && seen.rate > threshold {
+                if seen.hot == 0 {
+                    seen.hot_since = seen.revision;
+                }
+                seen.hot += 1;
+            } else {
+                seen.hot = 0;
+            }
+            seen.revision = revision;
+        }
+    }
+
+    /// Splits one group this replica leads that is over the size or the load threshold: at
+    /// its middle key, or where its recent writes divide in half. One split in flight at a
+    /// time, none past [`crate::GROUPS_MAX`].
+    fn auto_split(&mut self) {
+        if self.groups.len() >= crate::GROUPS_MAX || self.auto.splitting.is_some() {
+            return;
+        }
+        let (over_keys, over_load) = (self.base.auto_split_keys, self.base.auto_split_writes);
+        let mut due = None;
+        for (g, e) in &self.groups {
+            let st = e.status();
+            let Some(range) = e.range_state() else {
+                continue;
+            };
+            if st.leader != Some(self.id) || range.frozen.is_some() {
+                continue;
+            }
+            if over_keys > 0 && st.keys > over_keys {
+                due = e.middle_key().map(|k| (*g, k));
+            } else if over_load > 0
+                && let Some(load) = self.auto.load.get_mut(g)
+                && load.hot >= LOAD_SPLIT_LOOKS
+            {
+                due = load_split_key(e, load.hot_since, &range.range).map(|k| (*g, k));
+                // Found or not (one hot key), look again only after another run.
+                load.hot = 0;
+            }
+            if due.is_some() {
+                break;
+            }
+        }
+        let Some((g, at)) = due else {
+            return;
+        };
+        let request = self.own.request(Op::Split(SplitRequest { at }));
+        self.auto.splitting = Some(request.id);
+        if let Some(group) = self.groups.get_mut(&g) {
+            group.submit(request);
+        }
+    }
+
+    /// Merges one range this replica leads, split off automatically, into the range below
+    /// once both are quiet, small and (with load splits on) cool. One merge in flight.
+    fn auto_merge(&mut self) {
+        let most_keys = self.base.auto_merge_keys;
+        if most_keys == 0 || self.auto.merging.is_some() || self.ticks < self.auto.merge_not_before
+        {
+            return;
+        }
+        let load_threshold = self.base.auto_split_writes;
+        let quiet_looks = self.base.auto_merge_quiet_looks;
+        let quiet = |g: &GroupId| {
+            self.auto
+                .load
+                .get(g)
+                .filter(|l| l.quiet >= quiet_looks)
+                .copied()
+        };
+        let mut due = None;
+        for (up, e) in &self.groups {
+            let Some(range) = e.range_state() else {
+                continue;
+            };
+            let st = e.status();
+            if !range.auto || range.frozen.is_some() || st.leader != Some(self.id) {
+                continue;
+            }
+            let Some(lower) = self.layout.below(*up) else {
+                continue;
+            };
+            let Some(below) = self.groups.get(&lower) else {
+                continue;
+            };
+            if below.range_state().is_none_or(|r| r.frozen.is_some()) {
+                continue;
+            }
+            let (Some(a), Some(b)) = (quiet(up), quiet(&lower)) else {
+                continue;
+            };
+            let small = st.keys + below.status().keys < most_keys;
+            let cool = load_threshold == 0 || (a.rate + b.rate) * 2 < load_threshold;
+            if small && cool {
+                due = Some((*up, range.range.start.clone()));
+                break;
+            }
+        }
+        let Some((up, at)) = due else {
+            return;
+        };
+        let request = self.own.request(Op::Merge(MergeRequest { at }));
+        self.auto.merging = Some(request.id);
+        if let Some(group) = self.groups.get_mut(&up) {
+            group.submit(request);
+        }
+    }
+}
+
+/// Where `group`'s writes since revision `since` (at most the last
+/// [`LOAD_SAMPLE_REVISIONS`]) divide in half: the key of the middle write, or the next
+/// written key above it when the middle one begins the range. `None` when every write hit
+/// one key (no cut spreads those) or the history is gone.
+fn load_split_key<E: Engine>(group: &E, since: u64, range: &KeyRange) -> Option<Key> {
+    let st = group.status();
+    let from = since
+        .max(st.revision.saturating_sub(LOAD_SAMPLE_REVISIONS))
+        .max(st.compact_revision)
+        + 1;
+    let history = group
+        .watch_history(from, LOAD_SAMPLE_REVISIONS as usize)
+        .ok()?;
+    let mut keys: Vec<&[u8]> = history
+        .iter()
+        .flat_map(|r| r.events.iter().map(|e| e.kv.key.as_slice()))
+        .filter(|k| range.contains(k))
+        .collect();
+    keys.sort_unstable();
+    if keys.first() == keys.last() {
+        return None;
+    }
+    let middle = keys[keys.len() / 2];
+    if range.splits_at(middle) {
+        return Some(middle.to_vec());
+    }
+    keys.into_iter()
+        .find(|k| *k > middle && range.splits_at(k))
+        .map(<[u8]>::to_vec)
+}

@@ -441,20 +441,27 @@ impl NodeHandle {
 
     /// Validates, submits and awaits one request, with no permission check. In partitioned
     /// mode a request that reached a group after a split moved its keys away was definitely
-    /// not applied there (`WrongGroup`): it is routed again, by then by the new layout.
+    /// not applied there (`WrongGroup`): it is routed again, by then by the new layout — for
+    /// as long as the request timeout, since the group that takes the keys over may need an
+    /// election first (a merge whose absorb waits for the lower group's new leader).
     async fn submit(&self, op: Op, consistency: Consistency) -> Result<Response, ApiError> {
         if !self.partitioned() {
             return self.submit_once(op, consistency).await;
         }
-        let mut attempt = 0;
+        let timeout = Duration::from_millis(self.inner.info.limits.request_timeout_ms);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut attempt = 0u32;
         loop {
             match self.submit_once(op.clone(), consistency).await {
                 Err(ApiError::Engine(EngineError::WrongGroup { .. }))
-                    if attempt < WRONG_GROUP_RETRIES =>
+                    if tokio::time::Instant::now() < deadline =>
                 {
                     attempt += 1;
-                    // The new group starts within a few batches on this member.
-                    tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
+                    // The new group starts within a few batches on this member; 4 ms, then
+                    // doubling to at most 128 ms between tries.
+                    let pause = Duration::from_millis(2 << attempt.min(6));
+                    tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + pause))
+                        .await;
                 }
                 r => return r,
             }
@@ -574,9 +581,6 @@ impl NodeHandle {
         )
     }
 }
-
-/// How often a request refused by a group that split its keys away is routed again.
-const WRONG_GROUP_RETRIES: u32 = 8;
 
 /// etcd's text (after its "etcdserver: " prefix) for a put with both a lease and
 /// `ignore_lease`.

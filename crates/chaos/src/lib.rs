@@ -89,6 +89,11 @@ pub struct ChaosArgs {
     /// range the split made joins the one below again).
     #[arg(long, default_value_t = 1)]
     pub merges: usize,
+    /// Partitioned runs: the engines also split ranges by load themselves, past this many
+    /// writes a second for 5 s (`[partition] auto_split_writes`; 0: never). The report names
+    /// the ranges at the end.
+    #[arg(long, default_value_t = 0)]
+    pub auto_split_writes: u64,
     /// Replication engine: omnipaxos, vr, caspaxos or epaxos.
     #[arg(long, default_value = "omnipaxos")]
     pub engine: String,
@@ -211,7 +216,10 @@ pub fn run(args: ChaosArgs, synod_exe: &Path) -> i32 {
             .unwrap_or_default(),
         lock_flags(&args),
         if args.groups > 1 {
-            format!(" --groups {}", args.groups)
+            format!(
+                " --groups {} --splits {} --merges {} --auto-split-writes {}",
+                args.groups, args.splits, args.merges, args.auto_split_writes
+            )
         } else {
             String::new()
         },
@@ -261,6 +269,8 @@ struct Checks {
     watch: Option<watchers::WatchRun>,
     locks: Option<locks::LockReport>,
     splits: Vec<splits::SplitRecord>,
+    /// Partitioned runs: the first key of each range at the end, as a member reported it.
+    ranges_at_end: Vec<String>,
 }
 
 fn random_seed() -> u64 {
@@ -426,6 +436,7 @@ async fn setup(
     cfg.cluster_name = format!("chaos-{seed}");
     cfg.engine = args.engine.clone();
     cfg.partition.split_keys = split_keys(args.keys, args.groups);
+    cfg.partition.auto_split_writes = args.auto_split_writes;
     let mut routes = Vec::new();
     let mut members = Vec::new();
     let mut all_ports = Vec::new();
@@ -564,6 +575,29 @@ async fn every_member_serves(http: &reqwest::Client, cluster: &Cluster) -> bool 
         }
     }
     true
+}
+
+/// The first key of each range, from the first member whose `/v1/status` answers (empty if
+/// none does).
+async fn ranges_now(http: &reqwest::Client, cluster: &Cluster) -> Vec<String> {
+    for m in cluster.members.iter().filter(|m| !m.retired) {
+        let url = format!("http://{}/v1/status", m.http_addr);
+        let Ok(r) = http.get(&url).send().await else {
+            continue;
+        };
+        let Ok(status) = r.json::<serde_json::Value>().await else {
+            continue;
+        };
+        let starts: Option<Vec<String>> = status["groups"].as_array().map(|gs| {
+            gs.iter()
+                .filter_map(|g| g["start"].as_str().map(str::to_string))
+                .collect()
+        });
+        if let Some(starts) = starts.filter(|s| !s.is_empty()) {
+            return starts;
+        }
+    }
+    Vec::new()
 }
 
 /// What the nemesis did and noticed.
@@ -1087,6 +1121,15 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
         }
         None => None,
     };
+    let ranges_at_end = if args.groups > 1 {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap_or_default();
+        ranges_now(&http, &s.cluster).await
+    } else {
+        Vec::new()
+    };
     progress.abort();
     finish_progress_line();
     s.cluster.kill_all();
@@ -1106,6 +1149,7 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
             watch: watch_run,
             locks: lock_report,
             splits: split_records,
+            ranges_at_end,
         },
         &mut ctrl_c,
     )
@@ -1311,6 +1355,13 @@ async fn report(
     if !checks.splits.is_empty() {
         r.push_str(&splits::report(&checks.splits));
     }
+    if !checks.ranges_at_end.is_empty() {
+        r.push_str(&format!(
+            "ranges at the end: {} (first keys {:?})\n",
+            checks.ranges_at_end.len(),
+            checks.ranges_at_end
+        ));
+    }
     r.push_str(&verdict_text);
     r.push_str(&format!(
         "files: {dir}/history.json, schedule.json, availability.json, availability.svg, n*.log, report.txt\n",
@@ -1333,7 +1384,7 @@ async fn report(
         "ops_failed": failed, "ports": &s.ports, "out_dir": out, "unexpected_exits": &log.unexpected_exits,
         "by_kind": &avail.by_kind, "watch": watch_numbers, "locks": lock_numbers,
         "members_at_end": &log.members_at_end, "warnings": &log.warnings,
-        "splits": &checks.splits,
+        "splits": &checks.splits, "ranges_at_end": &checks.ranges_at_end,
     });
     let _ = std::fs::write(
         out.join("summary.json"),

@@ -46,6 +46,9 @@
 //! retryable `WrongGroup` — definitely not applied — so it is answered exactly once or
 //! retried by the caller; the node runtime retries it on the new layout.
 //!
+//! **Automatic changes** (`auto.rs`): splits by size or load, and merges of small quiet ranges
+//! an automatic split made — the same commands, proposed by the group's leader here.
+//!
 //! **Revisions are per group.** Each group is a full KV store with its own revision counter:
 //! a key's `mod_revision`, and a response's header revision, are those of the key's group. So
 //! compare-by-revision inside a (single-group) transaction means what it means in etcd, but

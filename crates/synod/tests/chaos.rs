@@ -213,6 +213,33 @@ fn partitioned_chaos_run_is_linearizable() {
     clean(&out);
 }
 
+/// The engines' own layout changes under every fault: no operator, but a load threshold low
+/// enough (5 writes a second) that the groups split themselves by load while the faults go on.
+#[test]
+fn partitioned_chaos_with_load_splits_is_linearizable() {
+    let out = out_dir("groups-load");
+    let args = [
+        "--groups",
+        "4",
+        "--keys",
+        "8",
+        "--splits",
+        "0",
+        "--merges",
+        "0",
+        "--auto-split-writes",
+        "5",
+    ];
+    let (report, s) = run_checked("vr", "12", "30s", "all", &args, &out);
+    let ranges = s["ranges_at_end"].as_array().expect("ranges at the end");
+    assert!(
+        ranges.len() > 4,
+        "the groups split themselves by load:\n{report}"
+    );
+    assert_eq!(s["splits"], serde_json::json!([]), "no operator: {report}");
+    clean(&out);
+}
+
 /// Membership changes as faults (`--faults reconfig`): members replaced (the leader too, on
 /// some seeds), a member's data directory wiped (it must rejoin by itself under a new id), and
 /// the cluster grown by two and shrunk back while clients and watchers run.

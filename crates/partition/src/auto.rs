@@ -162,13 +162,8 @@ impl<E: Engine> Partitioned<E> {
                 break;
             }
         }
-        let Some((g, at)) = due else {
-            return;
-        };
-        let request = self.own.request(Op::Split(SplitRequest { at }));
-        self.auto.splitting = Some(request.id);
-        if let Some(group) = self.groups.get_mut(&g) {
-            group.submit(request);
+        if let Some((g, at)) = due {
+            self.auto.splitting = Some(self.propose(g, Op::Split(SplitRequest { at })));
         }
     }
 
@@ -217,14 +212,19 @@ impl<E: Engine> Partitioned<E> {
                 break;
             }
         }
-        let Some((up, at)) = due else {
-            return;
-        };
-        let request = self.own.request(Op::Merge(MergeRequest { at }));
-        self.auto.merging = Some(request.id);
-        if let Some(group) = self.groups.get_mut(&up) {
+        if let Some((up, at)) = due {
+            self.auto.merging = Some(self.propose(up, Op::Merge(MergeRequest { at })));
+        }
+    }
+
+    /// Submits `op` to group `g` here as this engine's own request; its id.
+    fn propose(&mut self, g: GroupId, op: Op) -> RequestId {
+        let request = self.own.request(op);
+        let id = request.id;
+        if let Some(group) = self.groups.get_mut(&g) {
             group.submit(request);
         }
+        id
     }
 }
 

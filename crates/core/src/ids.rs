@@ -35,6 +35,18 @@ pub struct RequestId {
     pub seq: u64,
 }
 
+/// Sequence numbers from here on, with client [`ClientId::NONE`], are an engine's own requests
+/// (a partitioned engine's compactions, automatic splits and merges): far above any a node
+/// counts to. A node's request without a session is `ClientId::NONE` too, but below this.
+pub const ENGINE_OWN_SEQ_BASE: u64 = 1 << 62;
+
+impl RequestId {
+    /// Whether an engine made this request itself (see [`ENGINE_OWN_SEQ_BASE`]).
+    pub fn is_engine_own(&self) -> bool {
+        self.client == ClientId::NONE && self.seq >= ENGINE_OWN_SEQ_BASE
+    }
+}
+
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}#{}", self.client, self.seq)

@@ -137,7 +137,7 @@ pub const GROUPS_MAX: usize = 64;
 
 /// Sequence numbers of the engine's own compaction requests (client `ClientId::NONE`, no
 /// session) start here, far above any a client would use with that id.
-const OWN_SEQ_BASE: u64 = 1 << 62;
+const OWN_SEQ_BASE: u64 = synod_core::ids::ENGINE_OWN_SEQ_BASE;
 
 /// Many groups of engine `E` as one engine. See the module docs.
 pub struct Partitioned<E: Engine> {

@@ -561,10 +561,21 @@ fn small_quiet_ranges_split_off_automatically_merge_back_and_an_operators_stay()
         net.put(0, k, "v");
     }
     net.call(1, split("t")).expect("an operator's split");
+    // Another, without a session (a node sends one so when it has many requests in flight):
+    // still an operator's, though its client is `ClientId::NONE` like the engine's own.
+    net.nodes[1].submit(ClientRequest {
+        id: RequestId {
+            client: ClientId::NONE,
+            seq: 7,
+        },
+        first_unacked: 0,
+        op: split("w"),
+        consistency: Consistency::Linearizable,
+    });
     net.rounds(3 * auto::LOOK_EVERY_TICKS as usize);
     let grown = starts(&net.nodes[0]).len();
     assert!(
-        grown >= 5,
+        grown >= 6,
         "group 1 split by size: {:?}",
         starts(&net.nodes[0])
     );
@@ -583,8 +594,8 @@ fn small_quiet_ranges_split_off_automatically_merge_back_and_an_operators_stay()
     for n in &net.nodes {
         assert_eq!(
             starts(n),
-            ["", "g", "p", "t"],
-            "automatic splits undone, the configured layout and the operator's split kept"
+            ["", "g", "p", "t", "w"],
+            "automatic splits undone, the configured layout and the operator's splits kept"
         );
     }
     net.put(1, "h9", "after");

@@ -252,7 +252,9 @@ impl AppliedState {
         self.remember(c.origin);
         if let Op::Split(split) = &c.op {
             self.kv.skip(index);
-            let auto = c.id.client == synod_core::ClientId::NONE;
+            // The engine's own split, not an operator's (whose request may go without a
+            // session, also as `ClientId::NONE`, when its node has many in flight).
+            let auto = c.id.is_engine_own();
             return Some(self.split(index, &split.at, auto));
         }
         if let Op::Merge(merge) = &c.op {

@@ -343,6 +343,13 @@ impl AppliedState {
                 String::from_utf8_lossy(&self.range.range.end),
             )));
         }
+        if self.kv.lease_count() > 0 {
+            // Partitioned groups grant no leases (the split was decided in a store that is
+            // not a group's: a faulty peer's log). The same refusal on every replica.
+            return Err(EngineError::InvalidRequest(
+                "a store with leases cannot be split".into(),
+            ));
+        }
         let upper = AppliedState {
             kv: self.kv.split_off(at),
             origins: self.origins.clone(),
@@ -413,6 +420,48 @@ mod tests {
         assert_eq!(image.auth.as_ref(), Some(&*s.auth));
         let back = AppliedState::from_image(image, &Configuration::default());
         assert!(back.auth.users.contains_key("alice"));
+    }
+
+    fn command(seq: u64, op: Op) -> Command {
+        Command {
+            id: synod_core::RequestId {
+                client: synod_core::ClientId(9),
+                seq,
+            },
+            first_unacked: seq,
+            op,
+            origin: Origin {
+                node: 1,
+                incarnation: 1,
+                seq,
+            },
+        }
+    }
+
+    /// Found by the `snapshot_chunk` fuzz target (2026-12-03): a peer's decided `Split` in a
+    /// store holding a lease (no partitioned group's can) hit the store's assertion and
+    /// panicked the replica. Now it is refused, the same way on every replica.
+    #[test]
+    fn fuzz_regression_a_split_of_a_store_with_leases_is_refused() {
+        use synod_core::kv::{LeaseGrantRequest, PutRequest, SplitRequest};
+        let mut s = AppliedState::new(KvLimits::default(), Configuration::default());
+        let grant = Op::LeaseGrant(LeaseGrantRequest { id: 7, ttl: 60 });
+        assert!(matches!(s.apply(1, &command(1, grant)), Some(Ok(_))));
+        for (i, k) in ["a", "m", "z"].into_iter().enumerate() {
+            let put = Op::Put(PutRequest::new(k, "v"));
+            assert!(matches!(
+                s.apply(2 + i as u64, &command(2 + i as u64, put)),
+                Some(Ok(_))
+            ));
+        }
+        let split = Op::Split(SplitRequest { at: b"m".to_vec() });
+        assert!(matches!(
+            s.apply(5, &command(5, split)),
+            Some(Err(EngineError::InvalidRequest(_)))
+        ));
+        assert!(s.split_out.is_empty());
+        assert_eq!(s.kv.len(), 3, "no key moved");
+        assert_eq!(s.applied_index(), 5);
     }
 
     #[test]

@@ -89,9 +89,18 @@ impl AppliedState {
             start: a.start.clone(),
             end: a.end.clone(),
         };
-        if image.range.range != expected || image.range.frozen.is_none() {
+        if image.range.range != expected
+            || image.range.frozen.is_none()
+            || !image.kv.holds_only(&expected)
+        {
             return Err(EngineError::InvalidRequest(
                 "merge image is not the frozen state of the range it names".into(),
+            ));
+        }
+        if self.kv.lease_count() + image.kv.lease_count() > 0 {
+            // Partitioned groups grant no leases; a store with some is not a group's.
+            return Err(EngineError::InvalidRequest(
+                "stores with leases cannot be merged".into(),
             ));
         }
         self.kv.absorb(image.kv, index, self.checks.merge_sessions);

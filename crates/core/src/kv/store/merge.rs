@@ -40,6 +40,13 @@ impl KvStore {
         }
     }
 
+    /// Every key of this store lies in `range` (a merge image must hold only the range it
+    /// names: one from a faulty peer is refused, not merged over the keys of this group).
+    pub fn holds_only(&self, range: &crate::kv::KeyRange) -> bool {
+        let inside = |k: Option<(&Vec<u8>, _)>| k.is_none_or(|(k, _)| range.contains(k));
+        inside(self.data.first_key_value()) && inside(self.data.last_key_value())
+    }
+
     /// Takes in `other`'s keys (a range disjoint from this store's) and, unless
     /// `with_sessions` is off (the planted `PartitionMergeDropsSessions`), its client table,
     /// at this store's KV index `index` (already skipped). Goes on from the larger revision,

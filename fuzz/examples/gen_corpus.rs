@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use synod_core::kv::{KvLimits, KvStore, Op, PutRequest, RangeRequest};
+use synod_core::kv::{Op, PutRequest, RangeRequest};
 use synod_core::{ClientId, ClientRequest, Consistency, Engine, EngineConfig, NodeId, RequestId};
 use synod_fuzz::{CasPaxosEngine, OmniPaxosEngine, VrEngine};
 use synod_node::config::TransportConfig;
@@ -55,19 +55,26 @@ struct Run<E: Engine> {
     records: Vec<E::Record>,
 }
 
-/// Runs members {1, 2, 3} of engine `E` with instant delivery for `steps` ticks, submitting
-/// writes and reads to member 1.
-fn cluster<E: Engine>(steps: u64, snapshot_entries: u64) -> Run<E> {
-    let members: Vec<NodeId> = vec![1, 2, 3];
-    let mut nodes: Vec<E> = members
+/// The members of every cluster the generator runs.
+const MEMBERS: [NodeId; 3] = [1, 2, 3];
+
+/// Members {1, 2, 3} of engine `E`, booting for the first time.
+fn boot<E: Engine>(snapshot_entries: u64) -> Vec<E> {
+    MEMBERS
         .iter()
         .map(|&id| {
-            let mut c = EngineConfig::new(id, members.clone(), 42);
+            let mut c = EngineConfig::new(id, MEMBERS.to_vec(), 42);
             c.first_boot = true;
             c.snapshot_entries = snapshot_entries;
             E::recover(c, Vec::new()).expect("a fresh replica recovers")
         })
-        .collect();
+        .collect()
+}
+
+/// Runs members {1, 2, 3} of engine `E` with instant delivery for `steps` ticks, submitting
+/// writes and reads to member 1.
+fn cluster<E: Engine>(steps: u64, snapshot_entries: u64) -> Run<E> {
+    let mut nodes: Vec<E> = boot(snapshot_entries);
     let mut run = Run {
         messages: Vec::new(),
         records: Vec::new(),
@@ -81,17 +88,13 @@ fn cluster<E: Engine>(steps: u64, snapshot_entries: u64) -> Run<E> {
             seq += 1;
             let op = if seq % 4 == 0 {
                 Op::Range(RangeRequest {
-                    key: b"k".to_vec(),
                     range_end: b"l".to_vec(),
-                    limit: 0,
-                    keys_only: false,
-                    count_only: false,
+                    ..RangeRequest::key(b"k".to_vec())
                 })
             } else {
                 Op::Put(PutRequest {
-                    key: format!("k{}", seq % 5).into_bytes(),
-                    value: format!("v{seq}").into_bytes(),
                     prev_kv: seq % 2 == 0,
+                    ..PutRequest::new(format!("k{}", seq % 5), format!("v{seq}"))
                 })
             };
             nodes[0].submit(ClientRequest {
@@ -104,34 +107,7 @@ fn cluster<E: Engine>(steps: u64, snapshot_entries: u64) -> Run<E> {
                 consistency: Consistency::Linearizable,
             });
         }
-        // Deliver until quiet.
-        for _ in 0..20 {
-            let mut inflight = Vec::new();
-            for (i, n) in nodes.iter_mut().enumerate() {
-                let from = members[i];
-                let ready = n.ready();
-                let outbox = ready
-                    .persist(|records| {
-                        if from == 1 {
-                            run.records.extend(records.iter().cloned());
-                        }
-                        Ok::<(), ()>(())
-                    })
-                    .expect("in-memory persist");
-                for (to, m) in outbox.messages {
-                    inflight.push((from, to, m));
-                }
-            }
-            if inflight.is_empty() {
-                break;
-            }
-            for (from, to, m) in inflight {
-                run.messages.push((from, to, m.clone()));
-                if let Some(i) = members.iter().position(|&x| x == to) {
-                    nodes[i].receive(from, m);
-                }
-            }
-        }
+        settle(&mut nodes, &mut run);
     }
     println!(
         "{}: {} messages, {} records of member 1",
@@ -142,15 +118,70 @@ fn cluster<E: Engine>(steps: u64, snapshot_entries: u64) -> Run<E> {
     run
 }
 
-/// Messages of distinct kinds (first three encoded bytes: the variant and, for wrapped protocol
-/// messages, the inner variants), at most `max`.
-fn distinct<M: serde::Serialize + Clone>(messages: &[(NodeId, NodeId, M)], max: usize) -> Vec<M> {
+/// Delivers the members' messages instantly until none is left (at most 20 rounds), noting
+/// them and member 1's records in `run`.
+fn settle<E: Engine>(nodes: &mut [E], run: &mut Run<E>) {
+    for _ in 0..20 {
+        let mut inflight = Vec::new();
+        for (i, n) in nodes.iter_mut().enumerate() {
+            let from = MEMBERS[i];
+            let ready = n.ready();
+            let outbox = ready
+                .persist(|records| {
+                    if from == 1 {
+                        run.records.extend(records.iter().cloned());
+                    }
+                    Ok::<(), ()>(())
+                })
+                .expect("in-memory persist");
+            for (to, m) in outbox.messages {
+                inflight.push((from, to, m));
+            }
+        }
+        if inflight.is_empty() {
+            break;
+        }
+        for (from, to, m) in inflight {
+            run.messages.push((from, to, m.clone()));
+            if let Some(i) = MEMBERS.iter().position(|&x| x == to) {
+                nodes[i].receive(from, m);
+            }
+        }
+    }
+}
+
+/// The first `n` bytes of `m`'s encoding.
+fn head<M: serde::Serialize>(m: &M, n: usize) -> Vec<u8> {
+    let bytes = postcard::to_allocvec(m).expect("encodes");
+    bytes.into_iter().take(n).collect()
+}
+
+/// A message's kind: its first three encoded bytes (the variant and what follows).
+fn kind<M: serde::Serialize>(m: &M) -> Vec<u8> {
+    head(m, 3)
+}
+
+/// A replica-layer message's kind: the variant and, for a wrapped protocol message, the
+/// protocol's variants. Not the epoch between them, which says nothing of the kind.
+fn replica_kind<M: serde::Serialize, T: serde::Serialize>(
+    message: &synod_replica::Message<M, T>,
+) -> Vec<u8> {
+    match message {
+        synod_replica::Message::Protocol { m, .. } => [head(message, 1), head(m, 2)].concat(),
+        other => kind(other),
+    }
+}
+
+/// Messages of distinct `kind`s, at most `max`.
+fn distinct<M: Clone>(
+    messages: &[(NodeId, NodeId, M)],
+    max: usize,
+    kind: impl Fn(&M) -> Vec<u8>,
+) -> Vec<M> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for (_, _, m) in messages {
-        let bytes = postcard::to_allocvec(m).expect("encodes");
-        let kind: Vec<u8> = bytes.iter().take(3).copied().collect();
-        if seen.insert(kind) {
+        if seen.insert(kind(m)) {
             out.push(m.clone());
         }
         if out.len() == max {
@@ -196,11 +227,19 @@ fn peer_frame(dir: &Path) -> Result<()> {
             .collect()
     }
     let omni = cluster::<OmniPaxosEngine>(40, 0);
-    seeds.extend(stream(&hello, &distinct(&omni.messages, 16), max));
+    seeds.extend(stream(
+        &hello,
+        &distinct(&omni.messages, 16, replica_kind),
+        max,
+    ));
     let vr = cluster::<VrEngine>(40, 0);
-    seeds.extend(stream(&hello, &distinct(&vr.messages, 16), max));
+    seeds.extend(stream(
+        &hello,
+        &distinct(&vr.messages, 16, replica_kind),
+        max,
+    ));
     let cas = cluster::<CasPaxosEngine>(40, 0);
-    seeds.extend(stream(&hello, &distinct(&cas.messages, 16), max));
+    seeds.extend(stream(&hello, &distinct(&cas.messages, 16, kind), max));
     write_seeds(dir, &seeds)?;
     Ok(())
 }
@@ -316,30 +355,8 @@ fn wal_segment(dir: &Path) -> Result<()> {
 fn snapshot_chunk(dir: &Path) -> Result<()> {
     use synod_fuzz::snapshot_chunk::input;
     type VrMessage = <VrEngine as Engine>::Message;
-    // A real applied state at index 6, as a VR primary (member 1, view 0) would send it.
-    let mut kv = KvStore::new(KvLimits::default());
-    for i in 1..=6u64 {
-        let op = Op::Put(PutRequest {
-            key: format!("key{i}").into_bytes(),
-            value: vec![b'v'; 40],
-            prev_kv: false,
-        });
-        kv.apply(
-            i,
-            RequestId {
-                client: ClientId(9),
-                seq: i,
-            },
-            i,
-            &op,
-        )
-        .map_err(|e| format!("{e:?}"))?;
-    }
-    let image = synod_replica::StateImage {
-        kv,
-        origins: Vec::new(),
-    };
-    let bytes = postcard::to_allocvec(&image)?;
+    // A real applied state at index 6, as a VR primary (member 1, view 0) sends it.
+    let bytes = vr_primary_state(6)?;
     let chunks = |n: usize| -> Vec<(NodeId, VrMessage)> {
         let size = bytes.len().div_ceil(n);
         bytes
@@ -349,6 +366,8 @@ fn snapshot_chunk(dir: &Path) -> Result<()> {
                 (
                     1,
                     VrMessage::SnapshotChunk {
+                        // First boot: configuration epoch 0, view 0.
+                        epoch: 0,
                         term: 0,
                         snapshot_idx: 6,
                         total_bytes: bytes.len() as u64,
@@ -368,9 +387,8 @@ fn snapshot_chunk(dir: &Path) -> Result<()> {
         },
         first_unacked: 7,
         op: Op::Put(PutRequest {
-            key: b"key7".to_vec(),
-            value: b"after the snapshot".to_vec(),
             prev_kv: true,
+            ..PutRequest::new(b"key7".to_vec(), b"after the snapshot".to_vec())
         }),
         origin: synod_core::Origin {
             node: 1,
@@ -380,16 +398,22 @@ fn snapshot_chunk(dir: &Path) -> Result<()> {
     };
     then_write.push((
         1,
-        VrMessage::Protocol { epoch: 0, m: synod_vr::Message::Prepare {
-            view: 0,
-            start: 6,
-            entries: vec![command],
-            commit: 6,
-        } },
+        VrMessage::Protocol {
+            epoch: 0,
+            m: synod_vr::Message::Prepare {
+                view: 0,
+                start: 6,
+                entries: vec![command],
+                commit: 6,
+            },
+        },
     ));
     then_write.push((
         1,
-        VrMessage::Protocol { epoch: 0, m: synod_vr::Message::Commit { view: 0, commit: 7 } },
+        VrMessage::Protocol {
+            epoch: 0,
+            m: synod_vr::Message::Commit { view: 0, commit: 7 },
+        },
     ));
     let mut seeds = vec![
         input(false, false, &then_write),
@@ -419,6 +443,46 @@ fn snapshot_chunk(dir: &Path) -> Result<()> {
     seeds.push(input(true, true, &omni_to_two));
     write_seeds(dir, &seeds)?;
     Ok(())
+}
+
+/// The applied state of a real VR primary (member 1 of {1, 2, 3}, view 0) after `puts`
+/// writes, in the bytes its snapshot transfers send: the replica serialises it itself (as it
+/// does for a backup), so the seeds follow the image's layout wherever it goes next.
+fn vr_primary_state(puts: u64) -> Result<Vec<u8>> {
+    let mut nodes: Vec<VrEngine> = boot(0);
+    let mut run = Run {
+        messages: Vec::new(),
+        records: Vec::new(),
+    };
+    // Once, so that the primary knows it leads view 0 before the writes come: a write
+    // submitted before is proposed again when it finds out (a duplicate the apply skips, which
+    // would take an index of its own).
+    for n in nodes.iter_mut() {
+        n.tick();
+    }
+    settle(&mut nodes, &mut run);
+    for seq in 1..=puts {
+        nodes[0].submit(ClientRequest {
+            id: RequestId {
+                client: ClientId(9),
+                seq,
+            },
+            first_unacked: seq,
+            op: Op::Put(PutRequest::new(format!("key{seq}"), vec![b'v'; 40])),
+            consistency: Consistency::Linearizable,
+        });
+        settle(&mut nodes, &mut run);
+    }
+    let image = nodes[0].backup_image().map_err(|e| format!("{e:?}"))?;
+    // The seeds name this index in their chunks and in the write that follows them.
+    if image.applied_index != puts {
+        return Err(format!(
+            "the primary applied {} entries, not the {puts} writes",
+            image.applied_index
+        )
+        .into());
+    }
+    Ok(image.state.to_vec())
 }
 
 fn http_json(dir: &Path) -> Result<()> {

@@ -94,6 +94,10 @@ pub struct ChaosArgs {
     /// the ranges at the end.
     #[arg(long, default_value_t = 0)]
     pub auto_split_writes: u64,
+    /// Partitioned runs: the same past this many linearizable reads a second for 5 s
+    /// (`[partition] auto_split_reads`; 0: never).
+    #[arg(long, default_value_t = 0)]
+    pub auto_split_reads: u64,
     /// Replication engine: omnipaxos, vr, caspaxos or epaxos.
     #[arg(long, default_value = "omnipaxos")]
     pub engine: String,
@@ -217,8 +221,12 @@ pub fn run(args: ChaosArgs, synod_exe: &Path) -> i32 {
         lock_flags(&args),
         if args.groups > 1 {
             format!(
-                " --groups {} --splits {} --merges {} --auto-split-writes {}",
-                args.groups, args.splits, args.merges, args.auto_split_writes
+                " --groups {} --splits {} --merges {} --auto-split-writes {} --auto-split-reads {}",
+                args.groups,
+                args.splits,
+                args.merges,
+                args.auto_split_writes,
+                args.auto_split_reads
             )
         } else {
             String::new()
@@ -437,6 +445,7 @@ async fn setup(
     cfg.engine = args.engine.clone();
     cfg.partition.split_keys = split_keys(args.keys, args.groups);
     cfg.partition.auto_split_writes = args.auto_split_writes;
+    cfg.partition.auto_split_reads = args.auto_split_reads;
     let mut routes = Vec::new();
     let mut members = Vec::new();
     let mut all_ports = Vec::new();

@@ -147,6 +147,14 @@ pub trait Engine: Sized + Send + 'static {
         Vec::new()
     }
 
+    /// Linearizable reads this replica confirmed as leader (read-index rounds), the reads
+    /// every member forwarded included: the read load of its group, counted where the group
+    /// decides. Reads served without the leader (serializable) are not counted. 0 for engines
+    /// without read-index rounds.
+    fn reads_led(&self) -> u64 {
+        0
+    }
+
     /// The applied events of revisions `start..`, at most `max_revisions` of them, for a
     /// watcher catching up from the past. [`EngineError::Compacted`] below the compaction
     /// revision, [`EngineError::FutureRevision`] beyond the next revision.
@@ -335,6 +343,10 @@ pub struct EngineConfig {
     /// for a few seconds, is split by its leader where its recent writes divide in half
     /// (0: never).
     pub auto_split_writes: u64,
+    /// Partitioned mode: a group whose leader confirms more linearizable reads per second
+    /// than this, sustained for a few seconds, is split by that leader where the reads it
+    /// served itself divide in half (0: never).
+    pub auto_split_reads: u64,
     /// Partitioned mode: a range split off automatically is merged back into the range below
     /// by its leader once the two hold fewer keys than this together (and, with load splits
     /// on, take less than half their write threshold) (0: never).
@@ -379,6 +391,7 @@ impl EngineConfig {
             key_range: crate::kv::KeyRange::default(),
             auto_split_keys: 0,
             auto_split_writes: 0,
+            auto_split_reads: 0,
             auto_merge_keys: 0,
             auto_merge_quiet_looks: 30,
             partition_group: false,

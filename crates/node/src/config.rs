@@ -269,9 +269,13 @@ pub struct PartitionConfig {
     /// A group applying more writes per second than this for 5 s is split by its leader
     /// where its recent writes divide in half (0: never).
     pub auto_split_writes: u64,
+    /// A group whose leader confirms more linearizable reads per second than this for 5 s
+    /// is split by that leader where the reads it served itself divide in half (0: never).
+    pub auto_split_reads: u64,
     /// A range split off automatically merges back into the range below after 30 s without
     /// a layout change once the two hold fewer keys than this together (and take less than
-    /// half of `auto_split_writes`). At most half of `auto_split_keys` (0: never).
+    /// half of `auto_split_writes` and of `auto_split_reads`). At most half of
+    /// `auto_split_keys` (0: never).
     pub auto_merge_keys: u64,
 }
 
@@ -555,6 +559,7 @@ impl ClusterConfig {
             .collect();
         e.auto_split_keys = self.partition.auto_split_keys;
         e.auto_split_writes = self.partition.auto_split_writes;
+        e.auto_split_reads = self.partition.auto_split_reads;
         e.auto_merge_keys = self.partition.auto_merge_keys;
         e
     }
@@ -1015,6 +1020,7 @@ grpc_addr = "10.0.0.2:2379"
         let id = c.cluster_id();
         c.partition.auto_split_keys = 1000;
         c.partition.auto_split_writes = 5000;
+        c.partition.auto_split_reads = 20000;
         c.partition.auto_merge_keys = 500;
         c.validate().unwrap();
         assert_eq!(
@@ -1024,6 +1030,7 @@ grpc_addr = "10.0.0.2:2379"
         );
         assert_eq!(c.engine_config(1).auto_merge_keys, 500);
         assert_eq!(c.engine_config(1).auto_split_writes, 5000);
+        assert_eq!(c.engine_config(1).auto_split_reads, 20000);
         c.partition.auto_merge_keys = 501;
         let e = c.validate().expect_err("a merged range could split again");
         assert!(e.to_string().contains("auto_merge_keys"), "{e}");

@@ -13,6 +13,10 @@
 //!   threshold for [`LOAD_SPLIT_LOOKS`] looks in a row splits where its recent writes divide
 //!   in half (read from its own MVCC history), so each side takes about half the load. All
 //!   the writes on one key: no split (no cut would spread them).
+//! * **By reads** (`auto_split_reads`): the same for linearizable reads, counted by the
+//!   group's leader as it confirms their read index (every member's reads pass there). The
+//!   keys come from the reads this member served itself (the last [`READ_SAMPLE_KEYS`]): reads
+//!   leave no history, and the leader's own share is a sample of where they fall.
 //! * **Merges** (`auto_merge_keys`): a range split off *automatically* is merged back into the
 //!   range below once both have been quiet (no layout change) for `auto_merge_quiet_looks`
 //!   looks (30 s by default),
@@ -24,7 +28,7 @@
 
 use crate::Partitioned;
 use crate::layout::GroupId;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use synod_core::kv::{Key, KeyRange, MergeRequest, Op, SplitRequest};
 use synod_core::{Engine, RequestId};
 
@@ -38,12 +42,16 @@ pub(crate) const LOAD_SPLIT_LOOKS: u32 = 5;
 const MERGE_RETRY_LOOKS: u64 = 10;
 /// Most recent revisions read to find where a group's writes divide in half.
 const LOAD_SAMPLE_REVISIONS: u64 = 4096;
+/// Most recent read keys remembered per group, to find where its reads divide in half.
+pub(crate) const READ_SAMPLE_KEYS: usize = 1024;
 
 /// What this member's automatic changes are doing.
 #[derive(Default)]
 pub(crate) struct Auto {
     /// Per group: what the last look saw.
     load: BTreeMap<GroupId, Load>,
+    /// Per group: the keys of the last reads this member routed to it (read splits on only).
+    read_keys: BTreeMap<GroupId, VecDeque<Key>>,
     /// This replica's automatic split still unanswered.
     pub(crate) splitting: Option<RequestId>,
     /// This replica's automatic merge still unanswered.
@@ -66,6 +74,12 @@ struct Load {
     hot_since: u64,
     /// Looks since the group's last layout change.
     quiet: u32,
+    /// Reads this member confirmed as the group's leader, at the last look.
+    reads: u64,
+    /// Reads per second between the last two looks (0 where this member does not lead).
+    read_rate: u64,
+    /// Looks in a row over the read threshold.
+    read_hot: u32,
 }
 
 impl Auto {
@@ -82,6 +96,16 @@ impl Auto {
 
     pub(crate) fn forget(&mut self, g: GroupId) {
         self.load.remove(&g);
+        self.read_keys.remove(&g);
+    }
+
+    /// A read of `key` routed to group `g` here: remembered for where a read split cuts.
+    pub(crate) fn note_read(&mut self, g: GroupId, key: &[u8]) {
+        let keys = self.read_keys.entry(g).or_default();
+        if keys.len() == READ_SAMPLE_KEYS {
+            keys.pop_front();
+        }
+        keys.push_back(key.to_vec());
     }
 }
 
@@ -97,25 +121,33 @@ impl<E: Engine> Partitioned<E> {
     fn measure_load(&mut self) {
         let per_look_ms = LOOK_EVERY_TICKS * self.base.tick_ms.max(1);
         let threshold = self.base.auto_split_writes;
+        let read_threshold = self.base.auto_split_reads;
         let auto = &mut self.auto;
         auto.load.retain(|g, _| self.groups.contains_key(g));
+        auto.read_keys.retain(|g, _| self.groups.contains_key(g));
         for (g, e) in &self.groups {
             let revision = e.status().revision;
+            let reads = e.reads_led();
             let changes = e.range_state().map_or(0, |r| {
                 r.splits.len() + r.absorbed.len() + usize::from(r.frozen.is_some())
             });
-            let seen = auto.load.entry(*g).or_insert(Load {
+            let fresh = Load {
                 revision,
                 changes,
+                reads,
                 ..Load::default()
-            });
-            if seen.changes != changes || revision < seen.revision {
-                *seen = Load {
-                    revision,
-                    changes,
-                    ..Load::default()
-                };
+            };
+            let seen = auto.load.entry(*g).or_insert(fresh);
+            if seen.changes != changes || revision < seen.revision || reads < seen.reads {
+                *seen = fresh;
                 continue;
+            }
+            seen.read_rate = (reads - seen.reads) * 1000 / per_look_ms;
+            seen.reads = reads;
+            if read_threshold > 0 && seen.read_rate > read_threshold {
+                seen.read_hot += 1;
+            } else {
+                seen.read_hot = 0;
             }
             seen.rate = (revision - seen.revision) * 1000 / per_look_ms;
             seen.quiet = seen.quiet.saturating_add(1);
@@ -139,6 +171,7 @@ impl<E: Engine> Partitioned<E> {
             return;
         }
         let (over_keys, over_load) = (self.base.auto_split_keys, self.base.auto_split_writes);
+        let over_reads = self.base.auto_split_reads;
         let mut due = None;
         for (g, e) in &self.groups {
             let st = e.status();
@@ -157,6 +190,14 @@ impl<E: Engine> Partitioned<E> {
                 due = load_split_key(e, load.hot_since, &range.range).map(|k| (*g, k));
                 // Found or not (one hot key), look again only after another run.
                 load.hot = 0;
+            } else if over_reads > 0
+                && let Some(load) = self.auto.load.get_mut(g)
+                && load.read_hot >= LOAD_SPLIT_LOOKS
+            {
+                let sample = self.auto.read_keys.get(g).into_iter().flatten();
+                due =
+                    middle_cut(sample.map(Vec::as_slice).collect(), &range.range).map(|k| (*g, k));
+                load.read_hot = 0;
             }
             if due.is_some() {
                 break;
@@ -176,6 +217,7 @@ impl<E: Engine> Partitioned<E> {
             return;
         }
         let load_threshold = self.base.auto_split_writes;
+        let read_threshold = self.base.auto_split_reads;
         let quiet_looks = self.base.auto_merge_quiet_looks;
         let quiet = |g: &GroupId| {
             self.auto
@@ -206,7 +248,10 @@ impl<E: Engine> Partitioned<E> {
                 continue;
             };
             let small = st.keys + below.status().keys < most_keys;
-            let cool = load_threshold == 0 || (a.rate + b.rate) * 2 < load_threshold;
+            // The range below's reads count only where this member leads it too: they are
+            // counted by each group's leader.
+            let cool = (load_threshold == 0 || (a.rate + b.rate) * 2 < load_threshold)
+                && (read_threshold == 0 || (a.read_rate + b.read_rate) * 2 < read_threshold);
             if small && cool {
                 due = Some((*up, range.range.start.clone()));
                 break;
@@ -229,9 +274,8 @@ impl<E: Engine> Partitioned<E> {
 }
 
 /// Where `group`'s writes since revision `since` (at most the last
-/// [`LOAD_SAMPLE_REVISIONS`]) divide in half: the key of the middle write, or the next
-/// written key above it when the middle one begins the range. `None` when every write hit
-/// one key (no cut spreads those) or the history is gone.
+/// [`LOAD_SAMPLE_REVISIONS`]) divide in half ([`middle_cut`]); `None` as well when the
+/// history is gone.
 fn load_split_key<E: Engine>(group: &E, since: u64, range: &KeyRange) -> Option<Key> {
     let st = group.status();
     let from = since
@@ -241,11 +285,18 @@ fn load_split_key<E: Engine>(group: &E, since: u64, range: &KeyRange) -> Option<
     let history = group
         .watch_history(from, LOAD_SAMPLE_REVISIONS as usize)
         .ok()?;
-    let mut keys: Vec<&[u8]> = history
+    let keys = history
         .iter()
         .flat_map(|r| r.events.iter().map(|e| e.kv.key.as_slice()))
-        .filter(|k| range.contains(k))
         .collect();
+    middle_cut(keys, range)
+}
+
+/// Where the requests on `keys` (one entry per request) that fall in `range` divide in
+/// half: the middle key, or the next key above it when the middle one begins the range.
+/// `None` when they all hit one key (no cut spreads those) or none is in the range.
+fn middle_cut(keys: Vec<&[u8]>, range: &KeyRange) -> Option<Key> {
+    let mut keys: Vec<&[u8]> = keys.into_iter().filter(|k| range.contains(k)).collect();
     keys.sort_unstable();
     if keys.first() == keys.last() {
         return None;

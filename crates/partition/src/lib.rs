@@ -787,7 +787,14 @@ impl<E: Engine> Engine for Partitioned<E> {
         }
         match self.layout.route(&request.op) {
             Route::One(g) => match self.groups.get_mut(&g) {
-                Some(group) => group.submit(request),
+                Some(group) => {
+                    if let synod_core::kv::Op::Range(r) = &request.op
+                        && self.base.auto_split_reads > 0
+                    {
+                        self.auto.note_read(g, &r.key);
+                    }
+                    group.submit(request)
+                }
                 None => self.refused.push(missing(g)),
             },
             Route::Refuse(e) => self.refused.push(ClientReply {

@@ -548,6 +548,74 @@ fn writes_on_one_key_split_nothing() {
     }
 }
 
+/// Linearizable reads of `keys`, each at every member in turn, until node 0 sees a split or
+/// `most` reads were made; how many were.
+fn read_until_split(net: &mut Net, keys: &[&str], most: usize) -> usize {
+    let mut reads = 0;
+    while starts(&net.nodes[0]).len() == 3 && reads < most {
+        let get = Op::Range(RangeRequest::key(keys[(reads / 3) % keys.len()]));
+        match net.call(reads % 3, get) {
+            // Routed by a member that had not applied the split yet: routed again.
+            Ok(_) | Err(EngineError::WrongGroup { .. }) => {}
+            Err(e) => panic!("get: {e}"),
+        }
+        reads += 1;
+    }
+    reads
+}
+
+#[test]
+fn a_group_past_the_read_threshold_splits_where_its_reads_divide_in_half() {
+    let mut net = Net::new(0);
+    for n in &mut net.nodes {
+        n.base.auto_split_reads = 20;
+    }
+    net.rounds(50);
+    let hot = ["i1", "j1", "k1", "l1", "m1", "n1"];
+    for k in hot {
+        net.put(0, k, "v");
+    }
+    // About one read per 10 ms tick, far over 20/s, and no writes at all.
+    let reads = read_until_split(&mut net, &hot, 2_000);
+    assert!(reads < 2_000, "no read split after {reads} reads");
+    assert!(
+        reads as u64 >= u64::from(auto::LOAD_SPLIT_LOOKS) * auto::LOOK_EVERY_TICKS / 2,
+        "split after only {reads} reads"
+    );
+    net.rounds(5);
+    for n in &net.nodes {
+        let at = starts(n);
+        assert_eq!(at.len(), 4, "one split: {at:?}");
+        assert!(
+            at[2] == "k1" || at[2] == "l1" || at[2] == "m1",
+            "cut where the reads halve: {at:?}"
+        );
+        assert_eq!(keys_per_group(n).iter().sum::<u64>(), 6);
+    }
+}
+
+#[test]
+fn reads_on_one_key_or_under_the_threshold_split_nothing() {
+    let mut net = Net::new(0);
+    for n in &mut net.nodes {
+        n.base.auto_split_reads = 20;
+    }
+    net.rounds(50);
+    for k in ["h", "k"] {
+        net.put(0, k, "v");
+    }
+    read_until_split(&mut net, &["k"], 1_000);
+    assert_eq!(starts(&net.nodes[0]), ["", "g", "p"], "one key's reads");
+    // Two keys, but about 10 reads a second: under the threshold.
+    for i in 0..100 {
+        read_until_split(&mut net, &["h", "k"][i % 2..=i % 2], 1);
+        net.rounds(9);
+    }
+    for n in &net.nodes {
+        assert_eq!(starts(n), ["", "g", "p"], "cool reads split nothing");
+    }
+}
+
 #[test]
 fn small_quiet_ranges_split_off_automatically_merge_back_and_an_operators_stay() {
     let mut net = Net::new(0);

@@ -386,6 +386,10 @@ impl<P: LogProtocol> Engine for Replica<P> {
         self.retire_pending()
     }
 
+    fn reads_led(&self) -> u64 {
+        self.reads.confirmed
+    }
+
     fn middle_key(&self) -> Option<synod_core::kv::Key> {
         self.state.kv.middle_key()
     }

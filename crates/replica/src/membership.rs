@@ -405,7 +405,7 @@ impl<P: LogProtocol> Replica<P> {
         let was_leader = self.is_leader();
         self.protocol = None;
         self.snapshots = Default::default();
-        self.reads = Default::default();
+        self.reads.restart();
         self.proposed.clear();
         let me = self.config.id;
         self.members = MemberFeeds {

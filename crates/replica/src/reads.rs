@@ -36,6 +36,8 @@ pub struct ReadIndexState {
     /// (configuration epoch, term, leading) when the round in flight started: a change
     /// voids it.
     epoch: (u64, u64, bool),
+    /// Reads whose round this replica confirmed as leader, ever ([`synod_core::Engine::reads_led`]).
+    pub confirmed: u64,
 }
 
 #[derive(Debug)]
@@ -54,6 +56,15 @@ impl ReadIndexState {
         if !in_flight {
             self.waiting.insert(o);
         }
+    }
+
+    /// A new protocol instance (epoch): no round of the old one stands, and the count of
+    /// reads led goes on.
+    pub fn restart(&mut self) {
+        *self = ReadIndexState {
+            confirmed: self.confirmed,
+            ..ReadIndexState::default()
+        };
     }
 
     /// Drops everything when this replica's leadership changed since the last call, and says
@@ -106,6 +117,7 @@ impl<P: LogProtocol> Replica<P> {
         let Some(r) = self.reads.in_flight.take() else {
             return;
         };
+        self.reads.confirmed += r.reads.len() as u64;
         let me = self.config.id;
         let incarnation = self.pending.incarnation();
         let mut remote: BTreeMap<(NodeId, u64), Vec<u64>> = BTreeMap::new();

@@ -123,9 +123,13 @@ pub struct RunConfig {
     /// fault window (`sim/splitter.rs`).
     pub splits: bool,
     /// Partitioned runs: the engines split and merge ranges themselves, by size and by load
-    /// (`auto_split_keys`, `auto_split_writes`, `auto_merge_keys`), with thresholds low
-    /// enough for the run's few keys and seconds.
+    /// (`auto_split_keys`, `auto_split_writes`, `auto_split_reads`, `auto_merge_keys`), with
+    /// thresholds low enough for the run's few keys and seconds.
     pub auto_layout: bool,
+    /// With `auto_layout`: no splits by size, so the writes and reads alone decide the layout
+    /// (size splits, at one key, would otherwise leave load nothing to cut); reads count
+    /// only here, so `auto_layout` runs alone replay as they did before reads counted.
+    pub auto_by_load: bool,
 }
 
 impl RunConfig {
@@ -155,6 +159,7 @@ impl RunConfig {
             split_keys: Vec::new(),
             splits: false,
             auto_layout: false,
+            auto_by_load: false,
         }
     }
 
@@ -489,9 +494,11 @@ impl<E: Engine> Sim<E> {
                 config.split_keys = cfg.split_keys.clone();
                 if cfg.auto_layout {
                     // A group of 2 keys or more splits; writes at 4/s for 5 s split too; two
-                    // ranges of at most 1 key together merge after 2 s without a change.
-                    config.auto_split_keys = 1;
+                    // ranges of at most 1 key together merge after 2 s without a change. By
+                    // load only: no size splits, and reads at 4/s split as well.
+                    config.auto_split_keys = u64::from(!cfg.auto_by_load);
                     config.auto_split_writes = 4;
+                    config.auto_split_reads = if cfg.auto_by_load { 4 } else { 0 };
                     config.auto_merge_keys = 2;
                     config.auto_merge_quiet_looks = 2;
                 }

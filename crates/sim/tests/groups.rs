@@ -200,6 +200,25 @@ fn automatic_splits_and_merges_lose_nothing() {
     );
 }
 
+/// The same with no splits by size: the writes and reads alone split ranges (a group over 4
+/// writes or 4 reads a second for 5 s, where they divide in half).
+#[test]
+fn splits_by_load_alone_lose_nothing() {
+    let n = seed_count(SEEDS_DEFAULT / 6);
+    let by_load = RunConfig {
+        auto_by_load: true,
+        ..auto_layout()
+    };
+    let a = assert_all_pass::<Partitioned<OmniPaxosEngine>>(&by_load, 99_000..99_000 + n);
+    let b = assert_all_pass::<Partitioned<VrEngine>>(&by_load, 99_500..99_500 + n);
+    assert!(
+        a.groups_created > 0 && b.groups_created > 0,
+        "load split ranges: {} and {} groups created",
+        a.groups_created,
+        b.groups_created
+    );
+}
+
 /// Found by the automatic layout runs (1 of 3,000 seeds): two leaders of the group below a
 /// frozen range each proposed its absorb; the first took the range in, the group split again
 /// at the same boundary, and the second absorb — still valid by range — brought back the keys'

@@ -53,6 +53,11 @@ pub struct DevArgs {
     /// itself where its recent writes divide in half (0: never).
     #[arg(long, default_value_t = 0)]
     auto_split_writes: u64,
+    /// Partitioned clusters: a group whose leader confirms more linearizable reads per second
+    /// than this for 5 s splits itself where the reads that leader served divide in half
+    /// (0: never).
+    #[arg(long, default_value_t = 0)]
+    auto_split_reads: u64,
     /// Partitioned clusters: a range split off automatically merges back into the range below
     /// once the two hold fewer keys than this and have been quiet for 30 s (0: never).
     #[arg(long, default_value_t = 0)]
@@ -95,6 +100,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     };
     cluster.partition.auto_split_keys = args.auto_split_keys;
     cluster.partition.auto_split_writes = args.auto_split_writes;
+    cluster.partition.auto_split_reads = args.auto_split_reads;
     cluster.partition.auto_merge_keys = args.auto_merge_keys;
     cluster.validate()?;
     if args.fresh && args.data_dir.exists() {

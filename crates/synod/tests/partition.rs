@@ -56,7 +56,8 @@ fn one(c: &Cluster, id: u64) -> String {
 }
 
 /// A client writing unique keys over HTTP through every member in turn, asserting each write
-/// is acknowledged, until stopped: what a split or merge under load must not lose.
+/// is acknowledged, until stopped: what a split or merge under load must not lose. Or reading
+/// keys that must all be there ([`Writer::spawn_reader`]).
 struct Writer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     count: std::sync::Arc<std::sync::atomic::AtomicU32>,
@@ -66,6 +67,15 @@ struct Writer {
 impl Writer {
     /// Starts writing key `key(i)` for i = 0, 1, 2, ….
     fn spawn(c: &Cluster, key: fn(u32) -> String) -> Writer {
+        Writer::start(c, key, false)
+    }
+
+    /// Starts reading key `key(i)` (linearizably; each must be found) for i = 0, 1, 2, ….
+    fn spawn_reader(c: &Cluster, key: fn(u32) -> String) -> Writer {
+        Writer::start(c, key, true)
+    }
+
+    fn start(c: &Cluster, key: fn(u32) -> String, read: bool) -> Writer {
         use std::sync::atomic::Ordering;
         let urls: Vec<String> = (1..=3).map(|id| c.url(id, "/v1/kv/")).collect();
         let http = c.http.clone();
@@ -77,12 +87,14 @@ impl Writer {
             let mut i = 0u32;
             while !stop2.load(Ordering::Relaxed) {
                 let key = key(i);
-                let r = http
-                    .put(format!("{}{key}", urls[i as usize % 3]))
-                    .json(&serde_json::json!({ "value": format!("v{i}") }))
-                    .send()
-                    .expect("PUT");
-                assert!(r.status().is_success(), "put {key}: {}", r.status());
+                let url = format!("{}{key}", urls[i as usize % 3]);
+                let r = if read {
+                    http.get(url).send().expect("GET")
+                } else {
+                    let value = serde_json::json!({ "value": format!("v{i}") });
+                    http.put(url).json(&value).send().expect("PUT")
+                };
+                assert!(r.status().is_success(), "{key}: {}", r.status());
                 written.push(key);
                 i += 1;
                 count2.store(i, Ordering::Relaxed);
@@ -591,5 +603,54 @@ fn a_hot_range_splits_by_load_and_merges_back_when_cool() {
         for k in &written {
             assert!(got.contains(k.as_str()), "n{id} lost {k}");
         }
+    }
+}
+
+/// `[partition] auto_split_reads`: a range read (linearizably) more often than the threshold,
+/// with no writes at all, splits itself where its leader's reads divide in half, and every
+/// key stays readable through every member.
+#[test]
+fn a_read_hot_range_splits_by_reads() {
+    if etcdctl().is_none() {
+        return;
+    }
+    let c = Cluster::start_configured(3, "vr", &|cfg| {
+        cfg.partition.split_keys = vec!["m".into()];
+        cfg.partition.auto_split_reads = 30;
+    });
+    for i in 0..300 {
+        let r = c.put(i % 3 + 1, &format!("a{i:03}"), "v");
+        assert!(r.status().is_success(), "put: {}", r.status());
+    }
+    let starts = |id: u64| -> Option<Vec<String>> {
+        c.status(id)?["groups"]
+            .as_array()?
+            .iter()
+            .map(|g| g["start"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(
+        starts(1).as_deref(),
+        Some(&["".to_string(), "m".into()][..])
+    );
+    // Reads spread evenly over a000..a299, all in group 0 ([, m)), through every member.
+    let reader = Writer::spawn_reader(&c, |i| format!("a{:03}", (u64::from(i) * 7) % 300));
+    let split = wait_until(Duration::from_secs(60), "a split by reads", || {
+        let s = starts(1)?;
+        (s.len() > 2).then_some(s)
+    });
+    let read = reader.stop();
+    assert!(read.len() > 150, "{} reads in 5 s and more", read.len());
+    let at = &split[1];
+    assert!(
+        at.as_str() > "a060" && at.as_str() < "a240",
+        "cut where the reads divide in half, not at {at}: {split:?}"
+    );
+    for id in 1..=3 {
+        wait_until(Duration::from_secs(10), "the split on every member", || {
+            (starts(id)?.len() > 2).then_some(())
+        });
+        let out = ok(&one(&c, id), &["get", "a", "b", "--keys-only"]);
+        assert_eq!(out.lines().filter(|l| !l.is_empty()).count(), 300, "n{id}");
     }
 }

@@ -518,6 +518,15 @@ fn a_merge_under_load_loses_nothing() {
     );
 }
 
+/// The first key of each range as member `id` reports them (`None` while it does not answer).
+fn range_starts(c: &Cluster, id: u64) -> Option<Vec<String>> {
+    c.status(id)?["groups"]
+        .as_array()?
+        .iter()
+        .map(|g| g["start"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// `[partition] auto_split_keys`: a group past the threshold splits itself at its middle key,
 /// again and again, and every key stays readable through every member.
 #[test]
@@ -569,13 +578,7 @@ fn a_hot_range_splits_by_load_and_merges_back_when_cool() {
         cfg.partition.auto_split_writes = 30;
         cfg.partition.auto_merge_keys = 100_000;
     });
-    let starts = |id: u64| -> Option<Vec<String>> {
-        c.status(id)?["groups"]
-            .as_array()?
-            .iter()
-            .map(|g| g["start"].as_str().map(str::to_string))
-            .collect()
-    };
+    let starts = |id: u64| range_starts(&c, id);
     // Writes spread evenly over a0000..a9999, all in group 0 ([, m)), through every member.
     let writer = Writer::spawn(&c, |i| format!("a{:04}", (u64::from(i) * 7919) % 10_000));
     let split = wait_until(Duration::from_secs(60), "a split by load", || {
@@ -622,13 +625,7 @@ fn a_read_hot_range_splits_by_reads() {
         let r = c.put(i % 3 + 1, &format!("a{i:03}"), "v");
         assert!(r.status().is_success(), "put: {}", r.status());
     }
-    let starts = |id: u64| -> Option<Vec<String>> {
-        c.status(id)?["groups"]
-            .as_array()?
-            .iter()
-            .map(|g| g["start"].as_str().map(str::to_string))
-            .collect()
-    };
+    let starts = |id: u64| range_starts(&c, id);
     assert_eq!(
         starts(1).as_deref(),
         Some(&["".to_string(), "m".into()][..])

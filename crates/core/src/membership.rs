@@ -86,6 +86,13 @@ impl Configuration {
         }
     }
 
+    /// Member ids are sorted and unique, as every change keeps them. Quorum arithmetic
+    /// counts members, so a configuration from outside (a snapshot, a checkpoint) that
+    /// repeats an id is refused before anything counts on it.
+    pub fn is_well_formed(&self) -> bool {
+        self.members.windows(2).all(|w| w[0].id < w[1].id)
+    }
+
     /// A bootstrap configuration of bare ids (the simulator's).
     pub fn of_ids(ids: &[NodeId]) -> Self {
         Configuration::bootstrap(

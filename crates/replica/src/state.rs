@@ -107,6 +107,9 @@ impl StateImage {
         } else {
             let (c, rest) = postcard::take_from_bytes::<Configuration>(rest)
                 .map_err(|e| format!("state image's configuration does not decode: {e}"))?;
+            if !c.is_well_formed() {
+                return Err("state image's configuration repeats or misorders member ids".into());
+            }
             (Some(c), rest)
         };
         let (auth, rest) = if rest.is_empty() {
@@ -462,6 +465,27 @@ mod tests {
         assert!(s.split_out.is_empty());
         assert_eq!(s.kv.len(), 3, "no key moved");
         assert_eq!(s.applied_index(), 5);
+    }
+
+    /// Found by the `snapshot_chunk` fuzz target (2026-12-03, an 8-minute run): a snapshot
+    /// whose configuration named member 2 twice started a VR instance counting 2 voters
+    /// with no peer to hear from, and its first commit indexed past its one-element quorum
+    /// list. A configuration that repeats (or misorders) ids is refused at decode now.
+    #[test]
+    fn fuzz_regression_an_image_whose_configuration_repeats_a_member_is_refused() {
+        let s = AppliedState::new(KvLimits::default(), Configuration::of_ids(&[1, 2, 3]));
+        let bytes = s.encode().expect("encode");
+        assert!(bytes.decode().is_ok());
+        let mut config = Configuration::of_ids(&[2]);
+        config.members.push(config.members[0].clone());
+        let mut bad = postcard::to_allocvec(&ImageBase {
+            kv: s.kv.clone(),
+            origins: Vec::new(),
+        })
+        .expect("base");
+        bad.extend_from_slice(&postcard::to_allocvec(&config).expect("config"));
+        let e = StateImage::decode(&bad).expect_err("a repeated member");
+        assert!(e.contains("repeats"), "{e}");
     }
 
     #[test]

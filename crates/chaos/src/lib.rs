@@ -325,7 +325,7 @@ fn prepare_out_dir(args: &ChaosArgs, seed: u64) -> Result<PathBuf, String> {
         }
         if args.locks > 0 || args.faults.reconfig {
             return Err(
-                "--groups: partitioned clusters have no leases (locks) nor membership change yet"
+                "--groups: partitioned clusters have no locks (a waiter needs a watch) nor membership change yet"
                     .into(),
             );
         }

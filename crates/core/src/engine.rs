@@ -529,10 +529,14 @@ pub enum PlantedBug {
     /// Partitioned mode: an absorb takes the frozen group's keys but not its client table, so
     /// a write the frozen group applied and a client retried after the merge is applied again.
     PartitionMergeDropsSessions,
+    /// Partitioned mode: a lease keep-alive renews only the first group's copy of the lease
+    /// and is acknowledged, so the copies in the other groups run out on their old clock and
+    /// their keys go before the acknowledged keep-alive's TTL has passed.
+    PartitionLeaseRenewsOneGroup,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 38] = [
+    pub const ALL: [PlantedBug; 39] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -571,6 +575,7 @@ impl PlantedBug {
         PlantedBug::PartitionSplitDropsSessions,
         PlantedBug::PartitionMergeFrozenServes,
         PlantedBug::PartitionMergeDropsSessions,
+        PlantedBug::PartitionLeaseRenewsOneGroup,
     ];
 
     pub fn name(self) -> &'static str {
@@ -613,6 +618,7 @@ impl PlantedBug {
             PlantedBug::PartitionSplitDropsSessions => "partition-split-drops-sessions",
             PlantedBug::PartitionMergeFrozenServes => "partition-merge-frozen-serves",
             PlantedBug::PartitionMergeDropsSessions => "partition-merge-drops-sessions",
+            PlantedBug::PartitionLeaseRenewsOneGroup => "partition-lease-renews-one-group",
         }
     }
 

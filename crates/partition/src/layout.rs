@@ -213,12 +213,17 @@ impl Layout {
                 "etcdserver: membership changes are not supported on a partitioned cluster yet"
                     .into(),
             )),
+            // Fanned out to every group by the partitioned engine (`leases.rs`) before routing.
             Op::LeaseGrant(_)
             | Op::LeaseRevoke { .. }
             | Op::LeaseKeepAlive { .. }
             | Op::LeaseTimeToLive { .. }
-            | Op::LeaseLeases
-            | Op::LeaseExpire { .. } => Route::Refuse(unsupported("leases")),
+            | Op::LeaseLeases => Route::Refuse(EngineError::InvalidRequest(
+                "lease requests go to every group, not one".into(),
+            )),
+            Op::LeaseExpire { .. } => Route::Refuse(EngineError::InvalidRequest(
+                "expiries are made by each group's lessor, never by clients".into(),
+            )),
         }
     }
 

@@ -54,12 +54,15 @@
 //! compare-by-revision inside a (single-group) transaction means what it means in etcd, but
 //! there is no store-wide revision: the engine reports no `revisions` capability, and the
 //! APIs refuse watches, reads at past revisions and compaction. Each group's leader bounds
-//! the group's history itself ([`HISTORY_REVISIONS`]). Leases are refused too (a
-//! lease would have to span groups). What a spanning range read returns is each group's
-//! linearizable read, not one snapshot of every group.
+//! the group's history itself ([`HISTORY_REVISIONS`]). What a spanning range read returns is
+//! each group's linearizable read, not one snapshot of every group.
+//!
+//! **Leases** (`leases.rs`): every group keeps a copy of every lease, with its own keys
+//! attached; lease requests are fanned out to every group and answered once all answered.
 
 mod auto;
 pub mod layout;
+mod leases;
 
 use layout::{CHILD_ID_BASE, GroupId, Layout, Route, child_id};
 use serde::{Deserialize, Serialize};
@@ -175,6 +178,8 @@ pub struct Partitioned<E: Engine> {
     /// Per frozen group: this replica's absorb of it still unanswered, and the tick before
     /// which it is not made again.
     absorbing: BTreeMap<GroupId, (Option<RequestId>, u64)>,
+    /// Lease requests on their way through every group (`leases.rs`).
+    leases: leases::LeaseFans,
 }
 
 /// Requests this engine makes itself (client `ClientId::NONE`, no session): nobody waits for
@@ -326,6 +331,24 @@ impl<E: Engine> Partitioned<E> {
         }
     }
 
+    /// Sends the parts the lease requests still need; the replies of those now complete.
+    fn pump_leases(&mut self) -> Vec<ClientReply> {
+        let mut parts = Vec::new();
+        let groups = &self.groups;
+        let replies = self.leases.pump(
+            &self.layout,
+            self.ticks,
+            |g| groups.contains_key(&g),
+            |g, request| parts.push((g, request)),
+        );
+        for (g, request) in parts {
+            if let Some(group) = self.groups.get_mut(&g) {
+                group.submit(request);
+            }
+        }
+        replies
+    }
+
     /// Collects the answer of one group to a split read; the merged reply once all are in.
     fn gather(&mut self, g: GroupId, reply: ClientReply) -> Option<ClientReply> {
         // The answer to our own compaction: nobody waits for it, and a failed one is simply
@@ -341,6 +364,7 @@ impl<E: Engine> Partitioned<E> {
             }
             return None;
         }
+        let reply = self.leases.answer(g, reply, &self.layout, self.ticks)?;
         let Some(gather) = self.gathers.get_mut(&reply.id) else {
             return Some(reply);
         };
@@ -685,7 +709,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             ranges: c.ranges,
             transactions: c.transactions,
             revisions: false,
-            leases: false,
+            leases: c.leases,
         }
     }
 
@@ -728,7 +752,9 @@ impl<E: Engine> Engine for Partitioned<E> {
             retired_changed: false,
             known_absorbs: BTreeMap::new(),
             absorbing: BTreeMap::new(),
+            leases: leases::LeaseFans::default(),
         };
+        p.leases.bug_renew_one_group = p.base.bug(PlantedBug::PartitionLeaseRenewsOneGroup);
         // The layout's groups, and any split-off group whose records made it to disk
         // without the layout naming it yet: its state says where it begins.
         let mut ids: Vec<GroupId> = p.layout.ids().filter(|g| !p.retired.contains(g)).collect();
@@ -783,6 +809,13 @@ impl<E: Engine> Engine for Partitioned<E> {
                     "a partitioned cluster runs at most {GROUPS_MAX} groups"
                 ))),
             });
+            return;
+        }
+        if leases::is_fanned(&request.op) {
+            let timeout = self.base.request_timeout_ticks;
+            self.leases.start(request, self.ticks, timeout);
+            let replies = self.pump_leases();
+            self.refused.extend(replies);
             return;
         }
         match self.layout.route(&request.op) {
@@ -860,6 +893,8 @@ impl<E: Engine> Engine for Partitioned<E> {
         if self.ticks.is_multiple_of(auto::LOOK_EVERY_TICKS) {
             self.look();
         }
+        let replies = self.pump_leases();
+        self.refused.extend(replies);
     }
 
     fn ready(&mut self) -> Ready<Self::Message, Self::Record> {
@@ -903,6 +938,7 @@ impl<E: Engine> Engine for Partitioned<E> {
         for (g, reply) in retired_replies {
             replies.extend(self.gather(g, reply));
         }
+        replies.extend(self.pump_leases());
         Ready::new(records, by_peer(messages), replies).with_early(by_peer(early))
     }
 
@@ -941,7 +977,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             pending_requests: all.iter().map(|(_, s)| s.pending_requests).sum(),
             keys: sum(|s| s.keys),
             bytes_in_use: all.iter().map(|(_, s)| s.bytes_in_use).sum(),
-            leases: 0,
+            // Every group holds a copy of every lease: the first group's count.
             fast_path_commits: sum(|s| s.fast_path_commits),
             slow_path_commits: sum(|s| s.slow_path_commits),
             groups,

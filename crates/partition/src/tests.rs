@@ -668,3 +668,5 @@ fn small_quiet_ranges_split_off_automatically_merge_back_and_an_operators_stay()
     }
     net.put(1, "h9", "after");
 }
+
+mod leases;

@@ -410,6 +410,13 @@ impl<P: LogProtocol> Replica<P> {
         self.protocol.as_ref()
     }
 
+    /// The keys lease `id` holds in this replica's store, in key order; `None` without the
+    /// lease (for the partitioned engine's tests: each group keeps its own copy).
+    pub fn lease_keys(&self, id: synod_core::kv::LeaseId) -> Option<Vec<synod_core::kv::Key>> {
+        let lease = self.state.kv.lease(id)?;
+        Some(lease.keys.iter().cloned().collect())
+    }
+
     /// This replica's current epoch (its applied configuration's).
     pub(crate) fn epoch(&self) -> u64 {
         self.state.config.epoch

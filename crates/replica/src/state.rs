@@ -346,13 +346,6 @@ impl AppliedState {
                 String::from_utf8_lossy(&self.range.range.end),
             )));
         }
-        if self.kv.lease_count() > 0 {
-            // Partitioned groups grant no leases (the split was decided in a store that is
-            // not a group's: a faulty peer's log). The same refusal on every replica.
-            return Err(EngineError::InvalidRequest(
-                "a store with leases cannot be split".into(),
-            ));
-        }
         let upper = AppliedState {
             kv: self.kv.split_off(at),
             origins: self.origins.clone(),
@@ -442,29 +435,34 @@ mod tests {
     }
 
     /// Found by the `snapshot_chunk` fuzz target (2026-12-03): a peer's decided `Split` in a
-    /// store holding a lease (no partitioned group's can) hit the store's assertion and
-    /// panicked the replica. Now it is refused, the same way on every replica.
+    /// store holding a lease hit the store's assertion and panicked the replica (groups held
+    /// no leases then). Since partitioned clusters keep a copy of every lease in every group,
+    /// a split cuts the leases too: each half keeps the lease, with the keys it holds.
     #[test]
-    fn fuzz_regression_a_split_of_a_store_with_leases_is_refused() {
+    fn fuzz_regression_a_split_of_a_store_with_leases_splits_the_leases() {
         use synod_core::kv::{LeaseGrantRequest, PutRequest, SplitRequest};
         let mut s = AppliedState::new(KvLimits::default(), Configuration::default());
         let grant = Op::LeaseGrant(LeaseGrantRequest { id: 7, ttl: 60 });
         assert!(matches!(s.apply(1, &command(1, grant)), Some(Ok(_))));
         for (i, k) in ["a", "m", "z"].into_iter().enumerate() {
-            let put = Op::Put(PutRequest::new(k, "v"));
+            let mut put = PutRequest::new(k, "v");
+            put.lease = 7;
+            let index = 2 + i as u64;
             assert!(matches!(
-                s.apply(2 + i as u64, &command(2 + i as u64, put)),
+                s.apply(index, &command(index, Op::Put(put))),
                 Some(Ok(_))
             ));
         }
         let split = Op::Split(SplitRequest { at: b"m".to_vec() });
-        assert!(matches!(
-            s.apply(5, &command(5, split)),
-            Some(Err(EngineError::InvalidRequest(_)))
-        ));
-        assert!(s.split_out.is_empty());
-        assert_eq!(s.kv.len(), 3, "no key moved");
-        assert_eq!(s.applied_index(), 5);
+        assert!(matches!(s.apply(5, &command(5, split)), Some(Ok(_))));
+        let (_, upper) = s.split_out.pop().expect("the upper half");
+        let keys = |st: &AppliedState| st.kv.lease(7).map(|l| l.keys.clone()).expect("lease 7");
+        assert_eq!(keys(&s).into_iter().collect::<Vec<_>>(), [b"a".to_vec()]);
+        assert_eq!(
+            keys(&upper).into_iter().collect::<Vec<_>>(),
+            [b"m".to_vec(), b"z".to_vec()]
+        );
+        assert_eq!((s.kv.len(), upper.kv.len()), (1, 2));
     }
 
     /// Found by the `snapshot_chunk` fuzz target (2026-12-03, an 8-minute run): a snapshot

@@ -1489,6 +1489,17 @@ impl<E: Engine> Sim<E> {
                     Ev::ClientRetry { slot, attempt },
                 );
             }
+            // A lease client retries a request a layout change refused (definitely not
+            // applied), as the node runtime does for every request of a partitioned cluster.
+            // (The register clients record it as failed, as they always have: their seeds
+            // replay the runs that found earlier bugs.)
+            Err(EngineError::WrongGroup { .. }) if current_node && open.lease.is_some() => {
+                let attempt = open.attempt;
+                self.at(
+                    now + CLIENT_BUSY_BACKOFF_US,
+                    Ev::ClientRetry { slot, attempt },
+                );
+            }
             Err(EngineError::Timeout) | Err(EngineError::Busy) => {}
             Err(EngineError::SessionExpired) => {
                 // Documented as "not applied (again)": it may have been applied once, so the

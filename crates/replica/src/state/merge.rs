@@ -97,12 +97,6 @@ impl AppliedState {
                 "merge image is not the frozen state of the range it names".into(),
             ));
         }
-        if self.kv.lease_count() + image.kv.lease_count() > 0 {
-            // Partitioned groups grant no leases; a store with some is not a group's.
-            return Err(EngineError::InvalidRequest(
-                "stores with leases cannot be merged".into(),
-            ));
-        }
         self.kv.absorb(image.kv, index, self.checks.merge_sessions);
         self.range.range.end = a.end.clone();
         self.range.absorbed.push(AbsorbMark {

@@ -6,6 +6,7 @@ check prints `PASS <name>`; a failed check raises (traceback, exit status 1).
 """
 
 import argparse
+import time
 
 import etcd3
 import grpc
@@ -71,12 +72,58 @@ def txn_across_groups_refused(clients):
     assert c.get("ant")[0] == b"ANT"
 
 
+LEASE_KEYS = ["bat", "elk", "pig", "wolf"]  # one in each group
+
+
+def leases_across_groups(clients):
+    # One lease, its keys in all four groups, written through every member.
+    lease = clients[0].lease(30)
+    for i, key in enumerate(LEASE_KEYS):
+        clients[i % 3].put(key, "held", lease=lease)
+    assert sorted(k.decode() for k in lease.keys) == LEASE_KEYS, lease.keys
+    assert 0 < lease.remaining_ttl <= 30 and lease.granted_ttl == 30
+    (renewed,) = lease.refresh()
+    assert renewed.TTL == 30, renewed
+    assert clients[2].get("wolf")[1].lease_id == lease.id
+    lease.revoke()
+    for key in LEASE_KEYS:
+        assert clients[1].get(key)[0] is None, key
+    assert clients[0].get_lease_info(lease.id).TTL == -1
+
+
+def short_lease_kept_alive_then_expired(clients):
+    # A 1-second lease kept alive through another member for three seconds holds its keys
+    # in two groups; left alone, both go.
+    lease = clients[1].lease(1)
+    clients[0].put("cow", "x", lease=lease)
+    clients[2].put("yeti", "x", lease=lease)
+    until = time.monotonic() + 3
+    while time.monotonic() < until:
+        # A generator: the keep-alive goes out as its answer is read.
+        (renewed,) = list(clients[2].refresh_lease(lease.id))
+        assert renewed.TTL == 1, renewed
+        time.sleep(0.25)
+    assert clients[0].get("cow")[0] == b"x" and clients[0].get("yeti")[0] == b"x"
+    deadline = time.monotonic() + 15
+    while clients[1].get("cow")[0] is not None or clients[1].get("yeti")[0] is not None:
+        assert time.monotonic() < deadline, "the lease's keys outlived it"
+        time.sleep(0.1)
+    assert clients[0].get_lease_info(lease.id).TTL == -1
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--endpoints", required=True)
     args = ap.parse_args()
     clients = [connect(e) for e in args.endpoints.split(",")]
-    for check in [single_keys, range_across_groups, txn_in_one_group, txn_across_groups_refused]:
+    for check in [
+        single_keys,
+        range_across_groups,
+        txn_in_one_group,
+        txn_across_groups_refused,
+        leases_across_groups,
+        short_lease_kept_alive_then_expired,
+    ]:
         check(clients)
         print("PASS", check.__name__, flush=True)
 

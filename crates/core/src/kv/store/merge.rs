@@ -6,6 +6,14 @@
 //! saved reply instead of applying it again. Why the history does not: the two groups count
 //! revisions apart, so one store can only go on from the larger revision with no history
 //! below it (partitioned mode serves no reads at past revisions).
+//!
+//! Leases (a partitioned cluster keeps a copy of each lease in every group): a lease both
+//! stores hold goes on as the lower group's, with the keys of both — its TTL counts from the
+//! lower group's last renewal, which every acknowledged keep-alive reached (it is acknowledged
+//! only once every group renewed it). A lease only the frozen group still holds has ended in
+//! the lower group (revoked or expired there; or its grant is still on its way, when no key can
+//! be attached to it yet): it ends here, and its keys go, in the absorb's revision. That keeps a
+//! revoke that reached the lower group before the merge from being undone by the frozen copy.
 
 use super::{KvStore, kv_bytes, mix};
 use std::cell::Cell;
@@ -21,7 +29,8 @@ impl KvStore {
         self.data.values().map(kv_bytes).sum()
     }
 
-    /// A copy to hand to a merge: keys and client table, no history (see the module doc).
+    /// A copy to hand to a merge: keys, leases and client table, no history (see the module
+    /// doc).
     pub fn merge_copy(&self) -> KvStore {
         KvStore {
             data: self.data.clone(),
@@ -31,7 +40,7 @@ impl KvStore {
             applied_index: self.applied_index,
             digest: self.digest,
             sessions: self.sessions.clone(),
-            leases: Default::default(),
+            leases: self.leases.clone(),
             lease_changes: Vec::new(),
             fresh: None,
             planted_compaction_bug: false,
@@ -40,28 +49,43 @@ impl KvStore {
         }
     }
 
-    /// Every key of this store lies in `range` (a merge image must hold only the range it
-    /// names: one from a faulty peer is refused, not merged over the keys of this group).
+    /// Every key of this store, and every key its leases hold, lies in `range` (a merge
+    /// image must hold only the range it names: one from a faulty peer is refused, not merged
+    /// over the keys of this group).
     pub fn holds_only(&self, range: &crate::kv::KeyRange) -> bool {
-        let inside = |k: Option<(&Vec<u8>, _)>| k.is_none_or(|(k, _)| range.contains(k));
-        inside(self.data.first_key_value()) && inside(self.data.last_key_value())
+        let inside = |k: Option<&Vec<u8>>| k.is_none_or(|k| range.contains(k));
+        inside(self.data.first_key_value().map(|(k, _)| k))
+            && inside(self.data.last_key_value().map(|(k, _)| k))
+            && self
+                .leases
+                .values()
+                .all(|l| inside(l.keys.first()) && inside(l.keys.last()))
     }
 
-    /// Takes in `other`'s keys (a range disjoint from this store's) and, unless
-    /// `with_sessions` is off (the planted `PartitionMergeDropsSessions`), its client table,
-    /// at this store's KV index `index` (already skipped). Goes on from the larger revision,
-    /// with no history below it.
+    /// Takes in `other`'s keys (a range disjoint from this store's), its leases (see the
+    /// module doc) and, unless `with_sessions` is off (the planted
+    /// `PartitionMergeDropsSessions`), its client table, at this store's KV index `index`
+    /// (already skipped). Goes on from the larger revision, with no history below it; one
+    /// revision more if a lease only `other` held took keys with it.
     pub fn absorb(&mut self, mut other: KvStore, index: u64, with_sessions: bool) {
-        assert!(
-            self.leases.is_empty() && other.leases.is_empty(),
-            "stores with leases cannot be merged (partitioned mode has no leases)"
-        );
         debug_assert!(
             other.data.keys().all(|k| !self.data.contains_key(k)),
             "merged stores must hold disjoint ranges"
         );
+        let mut ended_keys = false;
+        for (id, lease) in std::mem::take(&mut other.leases) {
+            match self.leases.get_mut(&id) {
+                Some(ours) => ours.keys.extend(lease.keys),
+                None => {
+                    for key in &lease.keys {
+                        ended_keys |= other.data.remove(key).is_some();
+                    }
+                    self.digest = mix(mix(self.digest, 0xdead), id as u64);
+                }
+            }
+        }
         self.data.append(&mut other.data);
-        self.revision = self.revision.max(other.revision);
+        self.revision = self.revision.max(other.revision) + u64::from(ended_keys);
         self.history.clear();
         self.compact_revision = self.revision;
         if with_sessions {
@@ -151,6 +175,60 @@ mod tests {
             lower.revision(),
             rev + 1,
             "the planted bug applies it twice"
+        );
+    }
+
+    fn apply(s: &mut KvStore, index: u64, op: Op) {
+        let id = RequestId {
+            client: ClientId(5),
+            seq: index,
+        };
+        s.apply(index, id, 0, &op).expect("applied");
+    }
+
+    fn with_lease(k: &str, lease: i64) -> Op {
+        let mut p = PutRequest::new(k, "v");
+        p.lease = lease;
+        Op::Put(p)
+    }
+
+    #[test]
+    fn leases_of_both_halves_merge_and_one_the_lower_half_ended_goes_with_its_keys() {
+        use crate::kv::LeaseGrantRequest;
+        let mut lower = KvStore::new(KvLimits::default());
+        for (i, id) in [1, 2].into_iter().enumerate() {
+            apply(
+                &mut lower,
+                i as u64 + 1,
+                Op::LeaseGrant(LeaseGrantRequest { id, ttl: 10 }),
+            );
+        }
+        apply(&mut lower, 3, with_lease("a", 1));
+        apply(&mut lower, 4, with_lease("b", 2));
+        let mut upper = lower.split_off(b"m");
+        apply(&mut upper, 5, with_lease("x", 1));
+        apply(&mut upper, 6, with_lease("y", 2));
+        apply(&mut upper, 7, with_lease("z", 2));
+        // Lease 2 ends in the lower half only (a revoke that reached it before the merge).
+        lower.skip(5);
+        apply(&mut lower, 8, Op::LeaseRevoke { id: 2 });
+        assert!(lower.get(b"b").is_none());
+        let rev = lower.revision().max(upper.revision());
+        lower.skip(9);
+        lower.absorb(upper.merge_copy(), 9, true);
+        let keys = |id| {
+            lower
+                .lease(id)
+                .map(|l| l.keys.iter().cloned().collect::<Vec<_>>())
+        };
+        assert_eq!(keys(1), Some(vec![b"a".to_vec(), b"x".to_vec()]));
+        assert_eq!(keys(2), None, "not brought back by the frozen copy");
+        assert!(lower.get(b"y").is_none() && lower.get(b"z").is_none());
+        assert!(lower.get(b"x").is_some());
+        assert_eq!(
+            lower.revision(),
+            rev + 1,
+            "the keys went in a revision of their own"
         );
     }
 }

@@ -3,6 +3,11 @@
 //! revision, and a copy of the client table — so the new group goes on from exactly the state
 //! the split was decided in.
 //!
+//! Leases are split too: both halves keep every lease (a partitioned cluster keeps a copy of
+//! each lease in every group, see `synod_partition`), each with the keys it holds. The new
+//! group's lessor starts every TTL afresh when its replicas start, which extends, never
+//! shortens, a lease.
+//!
 //! Why the client table is copied whole: a write applied here before the split and retried
 //! after it reaches the new group, which must answer it from the saved reply instead of
 //! applying it again. Entries of clients that only wrote lower keys are harmless there.
@@ -27,13 +32,18 @@ impl KvStore {
 
     /// Moves the keys `>= at` into a new store and returns it. The new store keeps no
     /// history (its compaction revision is the current revision: reads at earlier revisions of
-    /// its keys are refused as compacted) and no leases (a partitioned cluster has none).
+    /// its keys are refused as compacted) and a copy of every lease, holding the moved keys.
     pub fn split_off(&mut self, at: &[u8]) -> KvStore {
-        assert!(
-            self.leases.is_empty(),
-            "a store with leases cannot be split (partitioned mode has no leases)"
-        );
         let data = self.data.split_off(at);
+        let leases = self
+            .leases
+            .iter_mut()
+            .map(|(id, lease)| {
+                let mut upper = lease.clone();
+                upper.keys = lease.keys.split_off(at);
+                (*id, upper)
+            })
+            .collect();
         let base = mix_bytes(self.digest, at);
         self.digest = mix(base, LOWER);
         // The moved keys' share of the cached figures: recomputed on the next call.
@@ -47,7 +57,7 @@ impl KvStore {
             applied_index: self.applied_index,
             digest: mix(base, UPPER),
             sessions: self.sessions.clone(),
-            leases: Default::default(),
+            leases,
             lease_changes: Vec::new(),
             fresh: None,
             planted_compaction_bug: self.planted_compaction_bug,

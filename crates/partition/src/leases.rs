@@ -1,0 +1,395 @@
+//! Leases in partitioned mode: every group keeps a copy of every lease.
+//!
+//! A lease is one etcd object, but the keys attached to it live in many groups, and a put
+//! with a lease must find the lease where the put is applied — in its key's group, atomically
+//! with the put. So each group's store holds its own copy of every lease, with the keys of that
+//! group attached, and each group's lessor ends its own copy (deleting its keys) when the TTL
+//! runs out since that group last renewed it. A lease request is *fanned out* to every group
+//! of the layout and answered once every group answered:
+//!
+//! * **Grant**: first in the first group (which chooses the id when the client did not, and
+//!   answers a retried grant from its client table), then with that id in every other group.
+//! * **Keep-alive**: renews every copy, and is acknowledged only once every group renewed —
+//!   so no group's clock starts before the acknowledged keep-alive was sent, which is what
+//!   "no key goes before keep-alive + TTL" needs. If any group has no copy, the lease is
+//!   reported gone (`LeaseNotFound`): a lease lives while every copy does.
+//! * **Revoke**: ends every copy (each group deletes its keys in one revision of its own).
+//! * **TimeToLive / Leases**: the smallest time left and the keys of every group; the leases
+//!   every group holds.
+//!
+//! **Layout changes.** A fan is complete only when every group of the layout *at completion*
+//! answered; groups split off meanwhile are sent the request too, and answers of groups merged
+//! away meanwhile do not count (their copy joined the group below, whose answer does). Why
+//! that suffices: a group's answer reaches this member only after this member's replica of the
+//! group applied the request, hence every split the group decided before it — so the layout
+//! here already names every group that could hold a copy the request did not reach. A group
+//! that refused a part as a wrong group (frozen for a merge, not started here yet) is asked
+//! again after a growing pause. Parts carry request ids of their own, so a part asked again is
+//! applied again rather than answered from a client table (a revoke must reach the copy a
+//! merge brought in).
+
+use crate::layout::{GroupId, Layout};
+use std::collections::BTreeMap;
+use synod_core::ids::ENGINE_OWN_SEQ_BASE;
+use synod_core::kv::{LeaseGrantRequest, LeaseInfo, LeaseTtl, Op, Response, ResponseBody};
+use synod_core::{ClientId, ClientReply, ClientRequest, EngineError, RequestId};
+
+/// Sequence numbers of the parts start here: engine-own requests (no session), apart from the
+/// partitioned engine's other own requests (compactions, splits, absorbs).
+const PART_SEQ_BASE: u64 = ENGINE_OWN_SEQ_BASE + (1 << 61);
+/// Longest pause, in ticks, before a group that refused a part is asked again.
+const RETRY_TICKS_MAX: u64 = 32;
+
+/// Whether `op` is a lease request a partitioned engine fans out to every group.
+pub(crate) fn is_fanned(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::LeaseGrant(_)
+            | Op::LeaseRevoke { .. }
+            | Op::LeaseKeepAlive { .. }
+            | Op::LeaseTimeToLive { .. }
+            | Op::LeaseLeases
+    )
+}
+
+/// The lease requests being fanned out, and their parts in flight.
+#[derive(Default)]
+pub(crate) struct LeaseFans {
+    fans: BTreeMap<RequestId, Fan>,
+    /// Each part in flight: the client request it belongs to, and its group.
+    parts: BTreeMap<RequestId, (RequestId, GroupId)>,
+    next_seq: u64,
+    /// Planted bug `PartitionLeaseRenewsOneGroup`.
+    pub(crate) bug_renew_one_group: bool,
+}
+
+/// One client's lease request on its way through the groups.
+struct Fan {
+    request: ClientRequest,
+    /// A grant: the first group's answer, which every other group grants.
+    granted: Option<LeaseInfo>,
+    /// Every group's answer (a wrong-group refusal is no answer: the group is asked again).
+    answers: BTreeMap<GroupId, Result<Response, EngineError>>,
+    pending: BTreeMap<GroupId, RequestId>,
+    /// Per group that refused a part: the tick before which it is not asked again, and the
+    /// pause after the next refusal.
+    retry: BTreeMap<GroupId, (u64, u64)>,
+    deadline: u64,
+}
+
+impl LeaseFans {
+    /// Takes a client's lease request. A retry of one still on its way is left to it.
+    pub(crate) fn start(&mut self, request: ClientRequest, now: u64, timeout: u64) {
+        if self.fans.contains_key(&request.id) {
+            return;
+        }
+        let fan = Fan {
+            request,
+            granted: None,
+            answers: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            retry: BTreeMap::new(),
+            deadline: now + timeout.max(1),
+        };
+        self.fans.insert(fan.request.id, fan);
+    }
+
+    /// Records a group's answer to a part; gives `reply` back if it is not a part's.
+    pub(crate) fn answer(
+        &mut self,
+        g: GroupId,
+        reply: ClientReply,
+        layout: &Layout,
+        now: u64,
+    ) -> Option<ClientReply> {
+        let Some(&(fan_id, pg)) = self.parts.get(&reply.id) else {
+            return Some(reply);
+        };
+        if pg != g {
+            return Some(reply); // another group's request with the same (client's) id
+        }
+        self.parts.remove(&reply.id);
+        let Some(fan) = self.fans.get_mut(&fan_id) else {
+            return None; // the fan timed out meanwhile
+        };
+        fan.pending.remove(&g);
+        // Merged away meanwhile: the group below answers for its copy.
+        layout.position(g)?;
+        match reply.result {
+            Err(EngineError::WrongGroup { .. }) => fan.back_off(g, now),
+            Ok(Response {
+                body: ResponseBody::LeaseGrant(info),
+                ..
+            }) if fan.granted.is_none() => {
+                fan.granted = Some(info);
+                fan.answers.insert(g, reply.result);
+            }
+            result => {
+                fan.answers.insert(g, result);
+            }
+        }
+        None
+    }
+
+    /// Sends the parts every fan still needs (to `started` groups of `layout`, which
+    /// `submit` hands them to) and returns the replies of the fans now complete or timed out.
+    pub(crate) fn pump(
+        &mut self,
+        layout: &Layout,
+        now: u64,
+        started: impl Fn(GroupId) -> bool,
+        mut submit: impl FnMut(GroupId, ClientRequest),
+    ) -> Vec<ClientReply> {
+        let mut done = Vec::new();
+        if self.fans.is_empty() {
+            return done;
+        }
+        let ids: Vec<GroupId> = layout.ids().collect();
+        let Some(&first) = ids.first() else {
+            return done;
+        };
+        for (id, fan) in self.fans.iter_mut() {
+            if let Some(result) = fan.outcome(&ids, self.bug_renew_one_group) {
+                done.push(ClientReply { id: *id, result });
+                continue;
+            }
+            if now >= fan.deadline {
+                done.push(ClientReply {
+                    id: *id,
+                    result: Err(EngineError::Timeout),
+                });
+                continue;
+            }
+            for &g in &ids {
+                let Some(op) = fan.part_op(g, first, self.bug_renew_one_group) else {
+                    continue;
+                };
+                if fan.answers.contains_key(&g)
+                    || fan.pending.contains_key(&g)
+                    || fan.retry.get(&g).is_some_and(|(at, _)| now < *at)
+                {
+                    continue;
+                }
+                if !started(g) {
+                    fan.back_off(g, now);
+                    continue;
+                }
+                let part = if g == first {
+                    // The client's own id: the first group's client table answers a retry
+                    // (a grant with id 0 must not make a second lease).
+                    ClientRequest {
+                        op,
+                        ..fan.request.clone()
+                    }
+                } else {
+                    self.next_seq += 1;
+                    ClientRequest {
+                        id: RequestId {
+                            client: ClientId::NONE,
+                            seq: PART_SEQ_BASE + self.next_seq,
+                        },
+                        first_unacked: 0,
+                        op,
+                        consistency: fan.request.consistency,
+                    }
+                };
+                fan.pending.insert(g, part.id);
+                self.parts.insert(part.id, (*id, g));
+                submit(g, part);
+            }
+        }
+        for reply in &done {
+            self.fans.remove(&reply.id);
+        }
+        done
+    }
+}
+
+impl Fan {
+    fn back_off(&mut self, g: GroupId, now: u64) {
+        let pause = self.retry.get(&g).map_or(1, |(_, p)| *p);
+        self.retry
+            .insert(g, (now + pause, (pause * 2).min(RETRY_TICKS_MAX)));
+    }
+
+    /// What group `g` is asked (`first` is the layout's first group); `None`: nothing yet.
+    fn part_op(&self, g: GroupId, first: GroupId, renew_one_group: bool) -> Option<Op> {
+        match (&self.request.op, self.granted) {
+            (Op::LeaseGrant(_), None) if g != first => None,
+            (Op::LeaseGrant(asked), Some(info)) => Some(Op::LeaseGrant(LeaseGrantRequest {
+                id: info.id,
+                ttl: asked.ttl,
+            })),
+            (Op::LeaseKeepAlive { .. }, _) if renew_one_group && g != first => None,
+            (op, _) => Some(op.clone()),
+        }
+    }
+
+    /// The reply, once every group of the layout (`ids`) answered.
+    fn outcome(
+        &self,
+        ids: &[GroupId],
+        renew_one_group: bool,
+    ) -> Option<Result<Response, EngineError>> {
+        if let (Op::LeaseGrant(_), None) = (&self.request.op, self.granted) {
+            // The first group refused the grant (or has not answered): no other was asked.
+            return match self.answers.get(ids.first()?)? {
+                Err(e) => Some(Err(e.clone())),
+                Ok(other) => Some(Err(EngineError::InvalidRequest(format!(
+                    "a grant was answered with {other:?}"
+                )))),
+            };
+        }
+        let one = renew_one_group && matches!(self.request.op, Op::LeaseKeepAlive { .. });
+        let asked = if one { &ids[..1] } else { ids };
+        let answers: Vec<&Result<Response, EngineError>> = asked
+            .iter()
+            .map(|g| self.answers.get(g))
+            .collect::<Option<_>>()?;
+        let revision = answers
+            .iter()
+            .filter_map(|a| a.as_ref().ok())
+            .map(|r| r.revision)
+            .max()
+            .unwrap_or(0);
+        let body = match &self.request.op {
+            Op::LeaseGrant(_) => combine_grants(&answers, self.granted),
+            Op::LeaseKeepAlive { id } => combine_keep_alives(&answers, *id),
+            Op::LeaseRevoke { .. } => combine_revokes(&answers),
+            Op::LeaseTimeToLive { id, .. } => combine_ttls(&answers, *id),
+            Op::LeaseLeases => combine_lists(&answers),
+            other => Err(EngineError::InvalidRequest(format!(
+                "not a lease request: {other:?}"
+            ))),
+        };
+        Some(body.map(|body| Response { revision, body }))
+    }
+}
+
+type Answers<'a> = [&'a Result<Response, EngineError>];
+
+/// The first error that is not `allowed`.
+fn first_error(answers: &Answers, allowed: fn(&EngineError) -> bool) -> Option<EngineError> {
+    answers
+        .iter()
+        .find_map(|a| a.as_ref().err().filter(|e| !allowed(e)).cloned())
+}
+
+/// A grant holds once every group holds the lease (a group that already had this id holds it).
+fn combine_grants(
+    answers: &Answers,
+    granted: Option<LeaseInfo>,
+) -> Result<ResponseBody, EngineError> {
+    if let Some(e) = first_error(answers, |e| matches!(e, EngineError::LeaseExists)) {
+        return Err(e);
+    }
+    granted
+        .map(ResponseBody::LeaseGrant)
+        .ok_or_else(|| EngineError::InvalidRequest("a grant without the first group's".into()))
+}
+
+/// Renewed only if every copy was; gone if any copy is.
+fn combine_keep_alives(
+    answers: &Answers,
+    id: synod_core::kv::LeaseId,
+) -> Result<ResponseBody, EngineError> {
+    if answers
+        .iter()
+        .any(|a| matches!(a, Err(EngineError::LeaseNotFound)))
+    {
+        return Err(EngineError::LeaseNotFound);
+    }
+    if let Some(e) = first_error(answers, |_| false) {
+        return Err(e);
+    }
+    let ttl = answers
+        .iter()
+        .filter_map(|a| match a {
+            Ok(Response {
+                body: ResponseBody::LeaseKeepAlive(info),
+                ..
+            }) => Some(info.ttl),
+            _ => None,
+        })
+        .min()
+        .unwrap_or(0);
+    Ok(ResponseBody::LeaseKeepAlive(LeaseInfo { id, ttl }))
+}
+
+/// Revoked if some copy was and no group failed; not found if no group had one.
+fn combine_revokes(answers: &Answers) -> Result<ResponseBody, EngineError> {
+    if let Some(e) = first_error(answers, |e| matches!(e, EngineError::LeaseNotFound)) {
+        return Err(e);
+    }
+    if answers.iter().all(|a| a.is_err()) {
+        return Err(EngineError::LeaseNotFound);
+    }
+    Ok(ResponseBody::LeaseRevoke)
+}
+
+/// The smallest time left and every group's keys, in key order (the groups are); a lease
+/// some group has no copy of is gone.
+fn combine_ttls(
+    answers: &Answers,
+    id: synod_core::kv::LeaseId,
+) -> Result<ResponseBody, EngineError> {
+    if let Some(e) = first_error(answers, |_| false) {
+        return Err(e);
+    }
+    let mut out: Option<LeaseTtl> = None;
+    for a in answers {
+        let Ok(Response {
+            body: ResponseBody::LeaseTimeToLive(t),
+            ..
+        }) = a
+        else {
+            return Err(EngineError::InvalidRequest(format!(
+                "a TimeToLive part was answered with {a:?}"
+            )));
+        };
+        if t.remaining_ttl < 0 {
+            return Ok(ResponseBody::LeaseTimeToLive(LeaseTtl {
+                id,
+                granted_ttl: 0,
+                remaining_ttl: -1,
+                keys: Vec::new(),
+            }));
+        }
+        match &mut out {
+            None => out = Some(t.clone()),
+            Some(o) => {
+                o.remaining_ttl = o.remaining_ttl.min(t.remaining_ttl);
+                o.keys.extend(t.keys.iter().cloned());
+            }
+        }
+    }
+    out.map(ResponseBody::LeaseTimeToLive)
+        .ok_or_else(|| EngineError::InvalidRequest("a TimeToLive without parts".into()))
+}
+
+/// The leases every group holds.
+fn combine_lists(answers: &Answers) -> Result<ResponseBody, EngineError> {
+    if let Some(e) = first_error(answers, |_| false) {
+        return Err(e);
+    }
+    let mut common: Option<std::collections::BTreeSet<synod_core::kv::LeaseId>> = None;
+    for a in answers {
+        let Ok(Response {
+            body: ResponseBody::LeaseLeases(ids),
+            ..
+        }) = a
+        else {
+            return Err(EngineError::InvalidRequest(format!(
+                "a Leases part was answered with {a:?}"
+            )));
+        };
+        let ids = ids.iter().copied().collect();
+        common = Some(match common {
+            None => ids,
+            Some(c) => c.intersection(&ids).copied().collect(),
+        });
+    }
+    Ok(ResponseBody::LeaseLeases(
+        common.unwrap_or_default().into_iter().collect(),
+    ))
+}

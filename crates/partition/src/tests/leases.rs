@@ -1,0 +1,189 @@
+//! Leases on the partitioned engine: a copy in every group, kept in step by fanned-out
+//! requests, and carried through splits and merges (see `leases.rs`).
+
+use super::*;
+use synod_core::kv::{LeaseGrantRequest, LeaseId, LeaseInfo};
+
+fn grant(net: &mut Net, at: usize, ttl: i64) -> LeaseId {
+    let r = net
+        .call(at, Op::LeaseGrant(LeaseGrantRequest { id: 0, ttl }))
+        .expect("grant");
+    match r.body {
+        ResponseBody::LeaseGrant(info) => info.id,
+        other => panic!("a grant answer: {other:?}"),
+    }
+}
+
+fn put_with(net: &mut Net, at: usize, key: &str, lease: LeaseId) {
+    let mut p = PutRequest::new(key, "v");
+    p.lease = lease;
+    let r = net.call(at, Op::Put(p));
+    assert!(r.is_ok(), "put {key} with lease {lease}: {r:?}");
+}
+
+fn time_to_live(net: &mut Net, at: usize, id: LeaseId) -> synod_core::kv::LeaseTtl {
+    let r = net
+        .call(at, Op::LeaseTimeToLive { id, keys: true })
+        .expect("ttl");
+    match r.body {
+        ResponseBody::LeaseTimeToLive(t) => t,
+        other => panic!("a TimeToLive answer: {other:?}"),
+    }
+}
+
+fn keep_alive(net: &mut Net, at: usize, id: LeaseId) -> Result<Response, EngineError> {
+    net.call(at, Op::LeaseKeepAlive { id })
+}
+
+/// Every member's every group holds a copy of lease `id` (or none does).
+fn copies(net: &Net, id: LeaseId) -> Vec<usize> {
+    net.nodes
+        .iter()
+        .map(|n| {
+            n.groups()
+                .filter(|(_, g)| g.lease_keys(id).is_some())
+                .count()
+        })
+        .collect()
+}
+
+fn live_keys(net: &mut Net) -> Vec<String> {
+    let all = net.call(0, Op::Range(all_keys())).expect("read");
+    keys_of(&all)
+}
+
+#[test]
+fn a_lease_lives_in_every_group_and_its_keys_in_three_groups_go_when_it_expires() {
+    let mut net = Net::new(0);
+    net.rounds(50);
+    let id = grant(&mut net, 1, 1);
+    assert_eq!(
+        copies(&net, id),
+        [3, 3, 3],
+        "a copy in each of the 3 groups"
+    );
+    // One key in each group ([.., g), [g, p), [p, ..)), put through different members.
+    for (at, k) in ["a", "h", "q"].into_iter().enumerate() {
+        put_with(&mut net, at, k, id);
+    }
+    net.put(0, "z", "no lease");
+    let t = time_to_live(&mut net, 2, id);
+    assert_eq!(t.keys, [b"a".to_vec(), b"h".to_vec(), b"q".to_vec()]);
+    assert!(t.remaining_ttl > 0 && t.granted_ttl == 1, "{t:?}");
+    let listed = net.call(0, Op::LeaseLeases).expect("leases");
+    assert_eq!(listed.body, ResponseBody::LeaseLeases(vec![id]));
+    // Nobody keeps it alive: every group's lessor ends its copy, with its keys.
+    net.rounds(150);
+    assert_eq!(live_keys(&mut net), ["z"]);
+    assert_eq!(copies(&net, id), [0, 0, 0]);
+    assert_eq!(time_to_live(&mut net, 0, id).remaining_ttl, -1);
+    let gone = keep_alive(&mut net, 1, id).expect_err("expired");
+    assert_eq!(gone, EngineError::LeaseNotFound);
+}
+
+#[test]
+fn keep_alives_renew_every_group_and_a_revoke_ends_every_copy() {
+    let mut net = Net::new(0);
+    net.rounds(50);
+    let id = grant(&mut net, 0, 1);
+    for k in ["b", "i", "r"] {
+        put_with(&mut net, 2, k, id);
+    }
+    // Three TTLs, renewed every third of one through a different member each time.
+    for i in 0..9 {
+        let r = keep_alive(&mut net, i % 3, id).expect("renewed");
+        assert_eq!(
+            r.body,
+            ResponseBody::LeaseKeepAlive(LeaseInfo { id, ttl: 1 })
+        );
+        net.rounds(30);
+    }
+    assert_eq!(live_keys(&mut net), ["b", "i", "r"], "no copy ran out");
+    net.call(1, Op::LeaseRevoke { id }).expect("revoke");
+    assert!(live_keys(&mut net).is_empty());
+    assert_eq!(copies(&net, id), [0, 0, 0]);
+    let again = net.call(1, Op::LeaseRevoke { id }).expect_err("gone");
+    assert_eq!(again, EngineError::LeaseNotFound);
+}
+
+#[test]
+fn a_lease_goes_with_its_keys_through_a_split_and_a_merge() {
+    let mut net = Net::new(0);
+    net.rounds(50);
+    let id = grant(&mut net, 0, 1);
+    for k in ["h", "i", "m", "n"] {
+        put_with(&mut net, 1, k, id);
+    }
+    net.call(0, split("l")).expect("split [g, p) at l");
+    net.rounds(20);
+    assert_eq!(copies(&net, id), [4, 4, 4], "the new group has a copy");
+    for n in &net.nodes {
+        let upper = n.layout().group_of(b"m");
+        let keys = n.groups.get(&upper).and_then(|g| g.lease_keys(id));
+        assert_eq!(keys, Some(vec![b"m".to_vec(), b"n".to_vec()]));
+    }
+    // Renewed in all four groups: the split-off copy does not run out on its own.
+    for _ in 0..6 {
+        keep_alive(&mut net, 2, id).expect("renewed");
+        net.rounds(30);
+    }
+    assert_eq!(live_keys(&mut net), ["h", "i", "m", "n"]);
+    net.call(1, merge("l")).expect("merge back");
+    net.rounds(20);
+    assert_eq!(copies(&net, id), [3, 3, 3]);
+    let t = time_to_live(&mut net, 0, id);
+    assert_eq!(
+        t.keys.len(),
+        4,
+        "the merged copy holds both halves' keys: {t:?}"
+    );
+    net.call(2, Op::LeaseRevoke { id }).expect("revoke");
+    assert!(live_keys(&mut net).is_empty());
+}
+
+#[test]
+fn a_grant_with_a_taken_id_is_refused_and_expiries_stay_internal() {
+    let mut net = Net::new(0);
+    net.rounds(50);
+    let id = grant(&mut net, 0, 5);
+    let taken = net
+        .call(1, Op::LeaseGrant(LeaseGrantRequest { id, ttl: 5 }))
+        .expect_err("taken");
+    assert_eq!(taken, EngineError::LeaseExists);
+    let mine = net
+        .call(2, Op::LeaseGrant(LeaseGrantRequest { id: 77, ttl: 5 }))
+        .expect("an id of the client's");
+    assert_eq!(
+        mine.body,
+        ResponseBody::LeaseGrant(LeaseInfo { id: 77, ttl: 5 })
+    );
+    assert_eq!(copies(&net, 77), [3, 3, 3]);
+    let forged = net
+        .call(0, Op::LeaseExpire { id: 77, stamp: 0 })
+        .expect_err("not a client's");
+    assert!(matches!(forged, EngineError::InvalidRequest(_)), "{forged}");
+}
+
+#[test]
+fn planted_keep_alive_of_one_group_lets_the_other_copies_run_out() {
+    let mut net = Net::new(0);
+    for (i, n) in net.nodes.iter_mut().enumerate() {
+        let mut c = config(i as u64 + 1, 0);
+        c.planted_bug = Some(PlantedBug::PartitionLeaseRenewsOneGroup);
+        *n = Node::recover(c, Vec::new()).expect("boot");
+    }
+    net.rounds(50);
+    let id = grant(&mut net, 0, 1);
+    for k in ["b", "i", "r"] {
+        put_with(&mut net, 0, k, id);
+    }
+    for _ in 0..6 {
+        keep_alive(&mut net, 1, id).expect("acknowledged, wrongly");
+        net.rounds(30);
+    }
+    assert_eq!(
+        live_keys(&mut net),
+        ["b"],
+        "only the first group's copy was renewed"
+    );
+}

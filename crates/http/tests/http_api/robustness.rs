@@ -1,7 +1,7 @@
 //! Hostile clients: hang-ups mid-request, floods of connections, more requests in flight than
 //! the node takes. Each gets a bounded, quick answer and the node keeps serving.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::{Duration, Instant};

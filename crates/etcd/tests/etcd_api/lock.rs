@@ -4,7 +4,7 @@
 //! the key of a cancelled call, the waiter bound, leader changes seen by Observe, and
 //! UNIMPLEMENTED on an engine without leases.
 
-mod common;
+use crate::common;
 
 use common::TestServer;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! create / events / prev_kv / filters / cancel / progress / duplicate ids / compacted starts
 //! / fragments, reads at a revision, sorting and compaction — each answer as etcd gives it.
 
-mod common;
+use crate::common;
 
 use common::TestServer;
 use std::time::Duration;

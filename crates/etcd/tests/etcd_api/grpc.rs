@@ -1,7 +1,7 @@
 //! The etcd v3 gRPC API end to end: a tonic client generated from the same protos talks to
 //! `synod_etcd::serve` over loopback, backed by a single-node stand-in store.
 
-mod common;
+use crate::common;
 
 use bytes::{Buf, BufMut};
 use common::TestServer;

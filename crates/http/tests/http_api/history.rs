@@ -1,7 +1,7 @@
 //! MVCC over HTTP: reads at a past revision (one key and lists), etcd's sort and revision
 //! filters on lists, and `POST /v1/compact` with the compacted / future-revision errors.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

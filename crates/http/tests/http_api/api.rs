@@ -2,7 +2,7 @@
 //! reqwest. Every endpoint's success path, CAS in all its forms, listing options, and every
 //! error code — each followed by a check that the node keeps serving.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

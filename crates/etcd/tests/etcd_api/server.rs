@@ -2,7 +2,7 @@
 //! each answered with their own reply, connections that are not HTTP/2 or that vanish cost
 //! the server nothing, and shutdown still returns while clients stay connected.
 
-mod common;
+use crate::common;
 
 use common::TestServer;
 use std::time::Duration;

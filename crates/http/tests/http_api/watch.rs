@@ -2,7 +2,7 @@
 //! prev_kv, key / range / prefix selection, filters, starting in the past, a compacted start,
 //! progress lines, the bound on streams (a disconnect frees its place) and shutdown.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

@@ -4,7 +4,7 @@
 //! `SYNOD_ALLOW_MISSING_ETCDCTL=1` says a skip is acceptable on this machine (CI installs the
 //! `etcd-client` package, so it never skips there).
 
-mod common;
+use crate::common;
 
 use common::TestServer;
 use std::process::Stdio;

@@ -2,7 +2,7 @@
 //! served (by the running server, not just the list), operation ids are the metric op names,
 //! every `$ref` resolves, and the documented error codes and statuses are the code's mapping.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

@@ -128,6 +128,25 @@ pub fn assert_all_pass<E: Engine>(template: &RunConfig, seeds: Range<u64>) -> Si
     sum
 }
 
+/// The lease checker judged every seed of `sum` (none skipped): renewals beyond grants, absences
+/// before a lease's proven end (each excused) and every lease by the final probes — so a sweep
+/// with lease clients cannot pass by having nothing to judge.
+pub fn assert_leases_judged(sum: &SimSummary) {
+    if sum.seeds_run == 0 {
+        return; // Skipped (SYNOD_SIM_SEED is outside).
+    }
+    let l = &sum.leases;
+    assert_eq!(l.seeds, sum.seeds_run, "every seed ran the lease checker");
+    assert!(
+        l.renewals > l.leases && l.absences > 0 && l.absences_before_deadline > 0,
+        "{l:?}"
+    );
+    assert_eq!(
+        l.liveness_judged, l.leases,
+        "every lease judged by the final probes: {l:?}"
+    );
+}
+
 /// The first run in `seeds` that fails with `template`, which plants a bug; panics naming the
 /// bug if every seed passes (a planted bug the checks cannot see is a hole in the checks).
 pub fn assert_caught<E: Engine>(template: &RunConfig, seeds: Range<u64>) -> RunResult {

@@ -11,7 +11,7 @@
 use synod_core::PlantedBug;
 use synod_partition::Partitioned;
 use synod_sim::engines::{OmniPaxosEngine, VrEngine};
-use synod_sim::sweep::{assert_all_pass, assert_caught, seed_count};
+use synod_sim::sweep::{assert_all_pass, assert_caught, assert_leases_judged, seed_count};
 use synod_sim::{RunConfig, SIM_GROUPS, default_split_keys, run_seed};
 
 /// Seeds per engine in CI, unless `SYNOD_SIM_SEEDS` says otherwise (2 × 150 ≥ 300).
@@ -251,18 +251,6 @@ fn with_leases(mut cfg: RunConfig) -> RunConfig {
     cfg
 }
 
-fn leases_judged(sum: &synod_sim::SimSummary) {
-    if sum.seeds_run == 0 {
-        return; // Skipped (SYNOD_SIM_SEED is outside).
-    }
-    let l = &sum.leases;
-    assert_eq!(l.seeds, sum.seeds_run, "every seed ran the lease checker");
-    assert!(
-        l.renewals > l.leases && l.absences > 0 && l.absences_before_deadline > 0,
-        "{l:?}"
-    );
-}
-
 #[test]
 fn leases_across_groups_hold_through_every_fault() {
     let n = seed_count(SEEDS_DEFAULT / 3);
@@ -272,8 +260,8 @@ fn leases_across_groups_hold_through_every_fault() {
     );
     let vr =
         assert_all_pass::<Partitioned<VrEngine>>(&with_leases(partitioned(10)), 82_000..82_000 + n);
-    leases_judged(&omni);
-    leases_judged(&vr);
+    assert_leases_judged(&omni);
+    assert_leases_judged(&vr);
 }
 
 /// The same while the layout changes under the leases: the operator's splits and merges, and
@@ -288,8 +276,8 @@ fn leases_hold_while_ranges_split_and_merge() {
     );
     let auto =
         assert_all_pass::<Partitioned<VrEngine>>(&with_leases(auto_layout()), 83_000..83_000 + n);
-    leases_judged(&splits);
-    leases_judged(&auto);
+    assert_leases_judged(&splits);
+    assert_leases_judged(&auto);
     assert!(splits.seeds_run == 0 || splits.splits_done > 0);
     assert!(auto.seeds_run == 0 || auto.groups_created > 0);
 }

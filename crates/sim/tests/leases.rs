@@ -10,7 +10,7 @@
 
 use synod_core::{Engine, PlantedBug};
 use synod_sim::engines::{CasPaxosEngine, OmniPaxosEngine, VrEngine};
-use synod_sim::sweep::{assert_all_pass, assert_caught, halves, seed_count};
+use synod_sim::sweep::{assert_all_pass, assert_caught, assert_leases_judged, halves, seed_count};
 use synod_sim::{FaultSet, RunConfig, RunResult};
 
 /// Seeds per engine and node count.
@@ -28,20 +28,7 @@ fn template(nodes: usize) -> RunConfig {
 
 /// Every seed passes, and the lease checker had something to judge in every one.
 fn all_pass<E: Engine>(cfg: &RunConfig, seeds: std::ops::Range<u64>) {
-    let sum = assert_all_pass::<E>(cfg, seeds);
-    if sum.seeds_run == 0 {
-        return; // Skipped (SYNOD_SIM_SEED is outside).
-    }
-    let l = &sum.leases;
-    assert_eq!(l.seeds, sum.seeds_run, "every seed ran the lease checker");
-    assert!(
-        l.renewals > l.leases && l.absences > 0 && l.absences_before_deadline > 0,
-        "{l:?}"
-    );
-    assert_eq!(
-        l.liveness_judged, l.leases,
-        "every lease judged by the final probes: {l:?}"
-    );
+    assert_leases_judged(&assert_all_pass::<E>(cfg, seeds));
 }
 
 // Five sweeps of about equal cost, so the test harness keeps both cores busy.

@@ -1,9 +1,10 @@
 //! A partitioned cluster (four consensus groups over split keys `c`, `m`, `t`) driven by real
 //! clients nobody here wrote: etcdctl 3.4 and python-etcd3 for everything the routing
 //! supports (leases with keys in several groups among it), and the clear errors for what it
-//! refuses (a write or transaction spanning groups, watches); `synodctl range list`, `/v1/status` and the per-group gauges; and every
-//! group's data surviving a restart of every member after node-wide checkpoints compacted the
-//! log; and `synodctl range split` under a client's writes.
+//! refuses (a write or transaction spanning groups, watches); `synodctl range list`,
+//! `/v1/status` and the per-group gauges; every group's data surviving a restart of every
+//! member after node-wide checkpoints compacted the log; `synodctl range split` under a
+//! client's writes; and a lease kept alive through a split and a merge of its keys' range.
 
 mod common;
 
@@ -676,4 +677,99 @@ fn a_read_hot_range_splits_by_reads() {
         let out = ok(&one(&c, id), &["get", "a", "b", "--keys-only"]);
         assert_eq!(out.lines().filter(|l| !l.is_empty()).count(), 300, "n{id}");
     }
+}
+
+/// `synodctl` with `args` against the cluster's HTTP endpoints; panics unless it succeeds.
+fn synodctl_ok(c: &Cluster, args: &[&str]) -> String {
+    let out = Command::new(synodctl())
+        .args(["--endpoints", &c.http_endpoints()])
+        .args(args)
+        .output()
+        .expect("synodctl");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "synodctl {args:?}: {said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said
+}
+
+/// Kills the child (an `etcdctl lease keep-alive`) when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A lease kept alive by `etcdctl lease keep-alive` while its range is split and merged back:
+/// the new group gets a copy with its keys, keep-alives reach it (no key goes while they run,
+/// over several TTLs), TimeToLive lists the keys of both groups, and once the keep-alives stop
+/// every key goes.
+#[test]
+fn a_lease_kept_alive_through_a_split_and_a_merge_holds_its_keys_then_expires() {
+    let Some(etcdctl_bin) = etcdctl() else { return };
+    let c = partitioned("vr", None);
+    let all = c.grpc_endpoints();
+    let granted = ok(&all, &["lease", "grant", "3"]);
+    let id = granted
+        .split_whitespace()
+        .nth(1)
+        .expect("lease id")
+        .to_string();
+    // Group 1 owns [c, m): keys on both sides of the coming split at "f".
+    let keys = ["d1", "e1", "f1", "g1", "k1"];
+    for (i, k) in keys.into_iter().enumerate() {
+        ok(
+            &one(&c, i as u64 % 3 + 1),
+            &["put", k, "held", &format!("--lease={id}")],
+        );
+    }
+    let keep = KillOnDrop(
+        Command::new(etcdctl_bin)
+            .args(["--endpoints", &all, "lease", "keep-alive", &id])
+            .env("ETCDCTL_API", "3")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("etcdctl lease keep-alive"),
+    );
+    let held = |c: &Cluster| {
+        let listed = ok(&one(c, 2), &["get", "d", "l", "--keys-only"]);
+        let present: Vec<&str> = listed.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(present, keys, "a key went while its lease was kept alive");
+    };
+    synodctl_ok(&c, &["range", "split", "f"]);
+    wait_until(Duration::from_secs(10), "the split on member 3", || {
+        (range_starts(&c, 3)?.len() == 5).then_some(())
+    });
+    // Three TTLs and more, the keys checked every half second.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < until {
+        held(&c);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let ttl = ok(&all, &["lease", "timetolive", &id, "--keys"]);
+    assert!(ttl.contains("attached keys([d1 e1 f1 g1 k1])"), "{ttl}");
+    synodctl_ok(&c, &["range", "merge", "f"]);
+    wait_until(Duration::from_secs(10), "the merge on member 1", || {
+        (range_starts(&c, 1)?.len() == 4).then_some(())
+    });
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < until {
+        held(&c);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(keep);
+    wait_until(Duration::from_secs(15), "the lease's keys gone", || {
+        ok(&all, &["get", "d", "l", "--keys-only"])
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
+    let gone = ok(&all, &["lease", "timetolive", &id]);
+    assert!(gone.contains("already expired"), "{gone}");
 }

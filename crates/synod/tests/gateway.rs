@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Cluster, python_with, run_with_deadline};
+use common::{CURL_SECONDS_MAX, Cluster, curl, python_with, run_with_deadline};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
@@ -16,24 +16,6 @@ use std::time::Duration;
 
 /// Longest the etcd3gw script may run (it has its own watchdog, shorter).
 const PYTHON_RUN_MAX: Duration = Duration::from_secs(180);
-/// Longest one curl call may take.
-const CURL_SECONDS_MAX: &str = "10";
-
-/// `curl -sS [-X POST -d body] url`, as a user types it: the reply parsed as JSON.
-fn curl(url: &str, body: Option<&str>) -> Value {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", CURL_SECONDS_MAX]);
-    if let Some(body) = body {
-        cmd.args(["-X", "POST", "-d", body]);
-    }
-    let out = cmd
-        .arg(url)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run curl (apt-get install curl): {e}"));
-    assert!(out.status.success(), "curl {url}: {out:?}");
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("curl {url}: not JSON ({e}): {out:?}"))
-}
 
 #[test]
 fn curl_put_then_range_on_another_member_and_version() {

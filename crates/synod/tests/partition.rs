@@ -714,12 +714,14 @@ fn a_lease_kept_alive_through_a_split_and_a_merge_holds_its_keys_then_expires() 
     let Some(etcdctl_bin) = etcdctl() else { return };
     let c = partitioned("vr", None);
     let all = c.grpc_endpoints();
-    let granted = ok(&all, &["lease", "grant", "3"]);
-    let id = granted
-        .split_whitespace()
-        .nth(1)
-        .expect("lease id")
-        .to_string();
+    // Granted through the /v3 JSON gateway with curl (etcd's int64 id as a decimal string);
+    // etcdctl speaks hex.
+    let granted = common::curl(&c.url(1, "/v3/lease/grant"), Some(r#"{"TTL":3}"#));
+    let decimal: i64 = granted["ID"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a lease id: {granted}"));
+    let id = format!("{decimal:x}");
     // Group 1 owns [c, m): keys on both sides of the coming split at "f".
     let keys = ["d1", "e1", "f1", "g1", "k1"];
     for (i, k) in keys.into_iter().enumerate() {
@@ -754,6 +756,13 @@ fn a_lease_kept_alive_through_a_split_and_a_merge_holds_its_keys_then_expires() 
     }
     let ttl = ok(&all, &["lease", "timetolive", &id, "--keys"]);
     assert!(ttl.contains("attached keys([d1 e1 f1 g1 k1])"), "{ttl}");
+    let body = format!(r#"{{"ID":"{decimal}","keys":true}}"#);
+    let ttl = common::curl(&c.url(3, "/v3/lease/timetolive"), Some(&body));
+    assert_eq!(
+        ttl["keys"].as_array().map(Vec::len),
+        Some(5),
+        "the keys of both groups through the gateway: {ttl}"
+    );
     synodctl_ok(&c, &["range", "merge", "f"]);
     wait_until(Duration::from_secs(10), "the merge on member 1", || {
         (range_starts(&c, 1)?.len() == 4).then_some(())

@@ -863,3 +863,22 @@ pub fn free_base(nodes: u16) -> u16 {
     }
     panic!("no free port range for synod dev");
 }
+
+/// Longest one curl call may take.
+pub const CURL_SECONDS_MAX: &str = "10";
+
+/// `curl -sS [-X POST -d body] url`, as a user types it: the reply parsed as JSON.
+pub fn curl(url: &str, body: Option<&str>) -> serde_json::Value {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", CURL_SECONDS_MAX]);
+    if let Some(body) = body {
+        cmd.args(["-X", "POST", "-d", body]);
+    }
+    let out = cmd
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run curl (apt-get install curl): {e}"));
+    assert!(out.status.success(), "curl {url}: {out:?}");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("curl {url}: not JSON ({e}): {out:?}"))
+}

@@ -147,6 +147,16 @@ pub fn assert_leases_judged(sum: &SimSummary) {
     );
 }
 
+/// Panics unless a failure of `r` (a run that caught a planted bug) starts with `verdict`: the
+/// bug must be caught by the check it was planted for, not by chance by another.
+pub fn assert_caught_by(r: &RunResult, verdict: &str) {
+    assert!(
+        r.failures.iter().any(|f| f.starts_with(verdict)),
+        "caught, but not by \"{verdict}\":\n{}",
+        r.report()
+    );
+}
+
 /// The first run in `seeds` that fails with `template`, which plants a bug; panics naming the
 /// bug if every seed passes (a planted bug the checks cannot see is a hole in the checks).
 pub fn assert_caught<E: Engine>(template: &RunConfig, seeds: Range<u64>) -> RunResult {

@@ -11,7 +11,9 @@
 use synod_core::PlantedBug;
 use synod_partition::Partitioned;
 use synod_sim::engines::{OmniPaxosEngine, VrEngine};
-use synod_sim::sweep::{assert_all_pass, assert_caught, assert_leases_judged, seed_count};
+use synod_sim::sweep::{
+    assert_all_pass, assert_caught, assert_caught_by, assert_leases_judged, seed_count,
+};
 use synod_sim::{RunConfig, SIM_GROUPS, default_split_keys, run_seed};
 
 /// Seeds per engine in CI, unless `SYNOD_SIM_SEEDS` says otherwise (2 × 150 ≥ 300).
@@ -287,11 +289,5 @@ fn planted_keep_alive_of_one_group_is_caught() {
     let mut cfg = with_leases(partitioned(10));
     cfg.planted_bug = Some(PlantedBug::PartitionLeaseRenewsOneGroup);
     let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 0..PLANT_SEEDS_MAX);
-    assert!(
-        r.failures
-            .iter()
-            .any(|f| f.starts_with("lease: early expiry")),
-        "caught, but not by the lease check:\n{}",
-        r.report()
-    );
+    assert_caught_by(&r, "lease: early expiry");
 }

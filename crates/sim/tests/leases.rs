@@ -10,7 +10,9 @@
 
 use synod_core::{Engine, PlantedBug};
 use synod_sim::engines::{CasPaxosEngine, OmniPaxosEngine, VrEngine};
-use synod_sim::sweep::{assert_all_pass, assert_caught, assert_leases_judged, halves, seed_count};
+use synod_sim::sweep::{
+    assert_all_pass, assert_caught, assert_caught_by, assert_leases_judged, halves, seed_count,
+};
 use synod_sim::{FaultSet, RunConfig, RunResult};
 
 /// Seeds per engine and node count.
@@ -75,13 +77,7 @@ fn caught<E: Engine>() -> RunResult {
     cfg.faults = FaultSet::ALL;
     cfg.planted_bug = Some(PlantedBug::LeaseExpiresWithoutExtension);
     let r = assert_caught::<E>(&cfg, 0..PLANT_SEEDS_MAX);
-    assert!(
-        r.failures
-            .iter()
-            .any(|f| f.starts_with("lease: early expiry")),
-        "caught, but not by the lease check:\n{}",
-        r.report()
-    );
+    assert_caught_by(&r, "lease: early expiry");
     r
 }
 

@@ -739,21 +739,21 @@ fn a_lease_kept_alive_through_a_split_and_a_merge_holds_its_keys_then_expires() 
             .spawn()
             .expect("etcdctl lease keep-alive"),
     );
-    let held = |c: &Cluster| {
-        let listed = ok(&one(c, 2), &["get", "d", "l", "--keys-only"]);
-        let present: Vec<&str> = listed.lines().filter(|l| !l.is_empty()).collect();
-        assert_eq!(present, keys, "a key went while its lease was kept alive");
+    // Every key present on every read over `span` (each read an etcdctl run, one after another).
+    let held_for = |c: &Cluster, span: Duration| {
+        let until = std::time::Instant::now() + span;
+        while std::time::Instant::now() < until {
+            let listed = ok(&one(c, 2), &["get", "d", "l", "--keys-only"]);
+            let present: Vec<&str> = listed.lines().filter(|l| !l.is_empty()).collect();
+            assert_eq!(present, keys, "a key went while its lease was kept alive");
+        }
     };
     synodctl_ok(&c, &["range", "split", "f"]);
     wait_until(Duration::from_secs(10), "the split on member 3", || {
         (range_starts(&c, 3)?.len() == 5).then_some(())
     });
     // Three TTLs and more, the keys checked every half second.
-    let until = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < until {
-        held(&c);
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    held_for(&c, Duration::from_secs(10));
     let ttl = ok(&all, &["lease", "timetolive", &id, "--keys"]);
     assert!(ttl.contains("attached keys([d1 e1 f1 g1 k1])"), "{ttl}");
     let body = format!(r#"{{"ID":"{decimal}","keys":true}}"#);
@@ -767,11 +767,7 @@ fn a_lease_kept_alive_through_a_split_and_a_merge_holds_its_keys_then_expires() 
     wait_until(Duration::from_secs(10), "the merge on member 1", || {
         (range_starts(&c, 1)?.len() == 4).then_some(())
     });
-    let until = std::time::Instant::now() + Duration::from_secs(5);
-    while std::time::Instant::now() < until {
-        held(&c);
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    held_for(&c, Duration::from_secs(5));
     drop(keep);
     wait_until(Duration::from_secs(15), "the lease's keys gone", || {
         ok(&all, &["get", "d", "l", "--keys-only"])

@@ -43,6 +43,7 @@ pub fn run(data: &[u8]) {
             ranges: !limited,
             transactions: !limited,
             revisions: !limited,
+            watch: !limited,
             leases: !limited,
         };
         let engine = if limited { "caspaxos" } else { "omnipaxos" };

@@ -319,6 +319,7 @@ impl Engine for CasPaxos {
             ranges: false,
             transactions: false,
             revisions: false,
+            watch: false,
             leases: false,
         }
     }

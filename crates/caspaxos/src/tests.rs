@@ -518,6 +518,7 @@ fn unsupported_ops_fail_at_once() {
             ranges: false,
             transactions: false,
             revisions: false,
+            watch: false,
             leases: false,
         }
     );

@@ -147,6 +147,39 @@ pub trait Engine: Sized + Send + 'static {
         Vec::new()
     }
 
+    /// What [`Engine::take_watch_events`] gives, by revision stream, with the ranges that left
+    /// each stream. An unpartitioned engine has one stream, 0, whose range never moves. A
+    /// partitioned engine has one per group (revisions are per group), and a split or merge
+    /// moves keys from one group's stream to another's: the watch layer follows a watcher's
+    /// range across such a [`WatchMove`].
+    fn take_group_watch_events(&mut self) -> Vec<GroupEvents> {
+        let events = self.take_watch_events();
+        if events.is_empty() {
+            return Vec::new();
+        }
+        vec![GroupEvents {
+            group: 0,
+            events,
+            moves: Vec::new(),
+        }]
+    }
+
+    /// [`Engine::watch_history`] of one stream of [`Engine::take_group_watch_events`].
+    fn group_watch_history(
+        &self,
+        group: u64,
+        start: u64,
+        max_revisions: usize,
+    ) -> Result<Vec<Arc<RevisionEvents>>, EngineError> {
+        if group == 0 {
+            return self.watch_history(start, max_revisions);
+        }
+        Err(EngineError::Unsupported {
+            engine: Self::NAME.to_string(),
+            what: format!("watch history of group {group}"),
+        })
+    }
+
     /// Linearizable reads this replica confirmed as leader (read-index rounds), the reads
     /// every member forwarded included: the read load of its group, counted where the group
     /// decides. Reads served without the leader (serializable) are not counted. 0 for engines
@@ -275,6 +308,10 @@ pub struct Capabilities {
     pub transactions: bool,
     /// A store-wide revision in the etcd sense (needs a total order of writes).
     pub revisions: bool,
+    /// Watches: of any range at the store-wide revisions, or — partitioned, where revisions
+    /// are per group — of a range inside one group, at that group's revisions
+    /// ([`Engine::take_group_watch_events`]).
+    pub watch: bool,
     /// etcd leases (a lessor that proposes expiry, keys attached to leases).
     pub leases: bool,
 }
@@ -533,10 +570,14 @@ pub enum PlantedBug {
     /// and is acknowledged, so the copies in the other groups run out on their old clock and
     /// their keys go before the acknowledged keep-alive's TTL has passed.
     PartitionLeaseRenewsOneGroup,
+    /// Partitioned watch feed: a split's move of keys to the new group is published as if it
+    /// happened one revision earlier, so a watcher following its keys moves on before the
+    /// parent's last revision and never sees that revision's events of them.
+    PartitionWatchMoveEarly,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 39] = [
+    pub const ALL: [PlantedBug; 40] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -576,6 +617,7 @@ impl PlantedBug {
         PlantedBug::PartitionMergeFrozenServes,
         PlantedBug::PartitionMergeDropsSessions,
         PlantedBug::PartitionLeaseRenewsOneGroup,
+        PlantedBug::PartitionWatchMoveEarly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -619,6 +661,7 @@ impl PlantedBug {
             PlantedBug::PartitionMergeFrozenServes => "partition-merge-frozen-serves",
             PlantedBug::PartitionMergeDropsSessions => "partition-merge-drops-sessions",
             PlantedBug::PartitionLeaseRenewsOneGroup => "partition-lease-renews-one-group",
+            PlantedBug::PartitionWatchMoveEarly => "partition-watch-move-early",
         }
     }
 
@@ -810,6 +853,48 @@ pub struct EngineStatus {
     pub groups: Vec<GroupStatus>,
 }
 
+/// One revision stream's newly applied revisions ([`Engine::take_group_watch_events`]).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct GroupEvents {
+    /// The group (0 for an unpartitioned engine).
+    pub group: u64,
+    /// Oldest first, as [`Engine::take_watch_events`] gives them.
+    pub events: Vec<Arc<RevisionEvents>>,
+    /// Changes of the keys it covers, in the order they happened.
+    pub moves: Vec<WatchMove>,
+}
+
+/// A change of the keys a group's revision stream covers, published no later than the first
+/// revision after `through`, so a watcher that has read past `through` is sure to know of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchMove {
+    /// The group's revision where the change took effect.
+    pub through: u64,
+    pub range: crate::kv::KeyRange,
+    pub kind: MoveKind,
+}
+
+/// What happened to a [`WatchMove`]'s keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MoveKind {
+    /// They left in a split, as the group's replica applied it (the partitioned engine turns
+    /// it into [`MoveKind::Group`]).
+    Split(crate::kv::SplitMark),
+    /// They left for this group, whose revisions go on from `through` (a split's new group
+    /// starts at its parent's revision).
+    Group(u64),
+    /// They left, with no stream to follow them on: the group froze for a merge, or lost them
+    /// by a snapshot install or a merge this member did not apply itself. Watchers of them are
+    /// cancelled once they have read through `through`, to watch again.
+    Gone,
+    /// They arrived from a merged group: this group's revision jumped from `before` to
+    /// `through` with no event of its other keys in between.
+    Absorbed { before: u64 },
+    /// They arrived with a snapshot that showed this group larger than before (it absorbed
+    /// them where this member did not see it): nothing to skip, nothing to follow.
+    Arrived,
+}
+
 /// One consensus group of a partitioned engine, as this replica sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct GroupStatus {
@@ -828,6 +913,8 @@ pub struct GroupStatus {
     pub applied_digest: Option<u64>,
     /// The group's own revision: revisions are per group in partitioned mode.
     pub revision: u64,
+    /// The group's compaction revision (its watch history starts there).
+    pub compact_revision: u64,
     pub keys: u64,
     pub role: String,
 }

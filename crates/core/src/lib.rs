@@ -36,7 +36,7 @@ pub use engine::{
     Capabilities, ClientReply, ClientRequest, Consistency, DurableRecord, ERR_COMPACTED,
     ERR_FUTURE_REV, ERR_KEY_NOT_FOUND, ERR_LEASE_EXISTS, ERR_LEASE_NOT_FOUND,
     ERR_LEASE_TTL_TOO_LARGE, ERR_WRONG_GROUP, Engine, EngineConfig, EngineError, EngineStatus,
-    GroupStatus, Outbox, OutputBuffer, PlantedBug, Ready,
+    GroupEvents, GroupStatus, MoveKind, Outbox, OutputBuffer, PlantedBug, Ready, WatchMove,
 };
 pub use ids::{ClientId, NodeId, RequestId};
 pub use log::CommandLog;

@@ -199,6 +199,7 @@ pub trait LogProtocol: Sized + Send + 'static {
         ranges: true,
         transactions: true,
         revisions: true,
+        watch: true,
         leases: true,
     };
 

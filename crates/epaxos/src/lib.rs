@@ -377,6 +377,7 @@ impl LogProtocol for EPaxos {
         ranges: true,
         transactions: true,
         revisions: false,
+        watch: false,
         leases: false,
     };
 

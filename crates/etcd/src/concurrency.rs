@@ -1,6 +1,6 @@
 //! The server side of etcd's `concurrency` recipes, shared by the Lock and Election services
 //! (`lock.rs`, `election.rs`): a contender's key, the queue of contenders ordered by create
-//! revision, and waiting — on the member's [`WatchHub`], never by polling — for the contender
+//! revision, and waiting — on the member's watch streams, never by polling — for the contender
 //! ahead to go.
 //!
 //! **The recipe** (etcd's `concurrency.Mutex` / `Election`). Contenders for `name` each own one
@@ -33,7 +33,7 @@ use synod_core::kv::{
     RangeRequest, Response, ResponseBody, RevisionEvents, SortOrder, SortTarget, TxnOp, TxnRequest,
 };
 use synod_core::{Consistency, EngineError};
-use synod_node::watch::WatchHub;
+use synod_node::watch::{Cursor, CursorError, WatchHubs};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tonic::Status;
 
@@ -91,12 +91,12 @@ impl Coordination {
         }
     }
 
-    /// The hub to wait on, or UNIMPLEMENTED on an engine without leases, transactions or a
-    /// store-wide revision (CASPaxos, EPaxos): the recipe needs all three.
-    pub(crate) fn hub(&self, method: &str) -> Result<Arc<WatchHub>, Status> {
+    /// The watch streams to wait on, or UNIMPLEMENTED on an engine without leases,
+    /// transactions or watches (CASPaxos, EPaxos): the recipe needs all three.
+    pub(crate) fn hubs(&self, method: &str) -> Result<Arc<WatchHubs>, Status> {
         let info = self.svc.handle.info();
         let caps = &info.capabilities;
-        if !(caps.leases && caps.transactions && caps.revisions) {
+        if !(caps.leases && caps.transactions && caps.watch) {
             return Err(Status::unimplemented(format!(
                 "{method} not supported by synod's {} engine: it needs leases, transactions \
                  and revisions (use the omnipaxos or vr engine)",
@@ -105,7 +105,7 @@ impl Coordination {
         }
         self.svc
             .handle
-            .watch_hub()
+            .watch_hubs()
             .cloned()
             .map_err(|e| api_error_to_status(&e))
     }
@@ -202,7 +202,7 @@ impl Coordination {
     /// revision at which ownership was observed.
     pub(crate) async fn wait_turn(
         &self,
-        hub: &WatchHub,
+        hubs: &Arc<WatchHubs>,
         prefix: &[u8],
         me: &Entry,
     ) -> Result<u64, Status> {
@@ -229,7 +229,7 @@ impl Coordination {
             else {
                 return Ok(revision);
             };
-            let mut follow = Follow::new(hub, revision + 1, self.svc.stopping.clone());
+            let mut follow = Follow::new(hubs, prefix, revision + 1, self.svc.stopping.clone())?;
             let watched = [ahead.key.clone(), me.key.clone()];
             // Whichever went (or if history was compacted), the next Range tells.
             follow.until_deleted(&watched).await?;
@@ -335,49 +335,72 @@ impl Drop for KeyGuard {
 pub(crate) enum Stopped {
     /// The member is shutting down.
     Shutdown,
+    /// The keys followed left their group with no stream to follow them on (partitioned).
+    Moved(String),
 }
 
 impl From<Stopped> for Status {
-    fn from(_: Stopped) -> Status {
-        Status::unavailable("synod: the member is shutting down; retry elsewhere")
+    fn from(s: Stopped) -> Status {
+        match s {
+            Stopped::Shutdown => {
+                Status::unavailable("synod: the member is shutting down; retry elsewhere")
+            }
+            Stopped::Moved(reason) => Status::unavailable(reason),
+        }
     }
 }
 
-/// A cursor over the member's applied revisions, waiting on the hub's head for new ones.
-pub(crate) struct Follow<'a> {
-    hub: &'a WatchHub,
-    head: watch::Receiver<u64>,
+/// A cursor over the applied revisions of a contenders' prefix, waiting on the member's watch
+/// streams for new ones.
+pub(crate) struct Follow {
+    cursor: Cursor,
+    any: watch::Receiver<u64>,
     stopping: watch::Receiver<bool>,
-    /// The next revision to read.
-    pub next: u64,
 }
 
-impl<'a> Follow<'a> {
-    pub(crate) fn new(hub: &'a WatchHub, from: u64, stopping: watch::Receiver<bool>) -> Self {
+impl Follow {
+    /// From revision `from` of the group holding `prefix` (FAILED_PRECONDITION if its keys
+    /// span groups of a partitioned cluster: their revisions could not be compared).
+    pub(crate) fn new(
+        hubs: &Arc<WatchHubs>,
+        prefix: &[u8],
+        from: u64,
+        stopping: watch::Receiver<bool>,
+    ) -> Result<Self, Status> {
         // Subscribed before the first read, so a publish in between is not missed.
-        let head = hub.subscribe();
-        Follow {
-            hub,
-            head,
+        let any = hubs.subscribe();
+        let end = synod_core::kv::prefix_end(prefix);
+        let cursor = hubs
+            .cursor(prefix, &end, Some(from))
+            .map_err(Status::failed_precondition)?;
+        Ok(Follow {
+            cursor,
+            any,
             stopping,
-            next: from,
-        }
+        })
+    }
+
+    /// Reads again from revision `next` on the next step.
+    pub(crate) fn rewind(&mut self, next: u64) {
+        self.cursor.next = next;
     }
 
     /// The next applied revisions (at least one), waiting for them if need be. `Ok(None)`:
     /// the history from `next` was compacted away — the caller re-reads the current state.
     pub(crate) async fn step(&mut self) -> Result<Option<Vec<Arc<RevisionEvents>>>, Stopped> {
         loop {
-            match self.hub.read(self.next, REVISIONS_PER_READ).await {
+            self.any.borrow_and_update();
+            match self.cursor.read(REVISIONS_PER_READ).await {
                 Ok(revs) if !revs.is_empty() => {
                     if let Some(last) = revs.last() {
-                        self.next = last.revision + 1;
+                        self.cursor.next = last.revision + 1;
                     }
                     return Ok(Some(revs));
                 }
                 Ok(_) => {}
-                Err(EngineError::Compacted { .. }) => return Ok(None),
-                Err(e) => {
+                Err(CursorError::Engine(EngineError::Compacted { .. })) => return Ok(None),
+                Err(CursorError::Moved(reason)) => return Err(Stopped::Moved(reason)),
+                Err(CursorError::Engine(e)) => {
                     tracing::debug!(error = %e, "coordination: hub read failed");
                     return Err(Stopped::Shutdown);
                 }
@@ -386,7 +409,7 @@ impl<'a> Follow<'a> {
                 return Err(Stopped::Shutdown);
             }
             tokio::select! {
-                r = self.head.changed() => if r.is_err() {
+                r = self.any.changed() => if r.is_err() {
                     return Err(Stopped::Shutdown);
                 },
                 _ = self.stopping.wait_for(|s| *s) => return Err(Stopped::Shutdown),

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use synod_core::kv::{
     EventKind, KeyValue, PutRequest, RangeRequest, SortOrder, SortTarget, TxnOp, TxnRequest,
 };
-use synod_node::watch::WatchHub;
+use synod_node::watch::WatchHubs;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -35,7 +35,7 @@ impl Election for Coordination {
         self.svc
             .observe("campaign", async {
                 let r = request.into_inner();
-                let hub = self.hub("Election.Campaign")?;
+                let hubs = self.hubs("Election.Campaign")?;
                 let _permit = self.waiter()?;
                 let entry = self
                     .enter(contender_key(&r.name, r.lease), r.lease, r.value.clone())
@@ -51,7 +51,7 @@ impl Election for Coordination {
                 if !entry.created && entry.value != r.value {
                     self.proclaim_as(&leader, r.value).await?;
                 }
-                self.wait_turn(&hub, &contenders_prefix(&r.name), &entry)
+                self.wait_turn(&hubs, &contenders_prefix(&r.name), &entry)
                     .await?;
                 guard.disarm();
                 Ok(pb::CampaignResponse {
@@ -69,7 +69,7 @@ impl Election for Coordination {
         self.svc
             .observe("proclaim", async {
                 let r = request.into_inner();
-                self.hub("Election.Proclaim")?;
+                self.hubs("Election.Proclaim")?;
                 let leader = r
                     .leader
                     .ok_or_else(|| Status::invalid_argument(MISSING_LEADER_KEY))?;
@@ -88,7 +88,7 @@ impl Election for Coordination {
         self.svc
             .observe("leader", async {
                 let r = request.into_inner();
-                self.hub("Election.Leader")?;
+                self.hubs("Election.Leader")?;
                 let (kv, revision) = self.current_leader(&r.name).await?;
                 let kv = kv.ok_or_else(|| Status::not_found(NO_LEADER))?;
                 Ok(pb::LeaderResponse {
@@ -108,7 +108,7 @@ impl Election for Coordination {
         self.svc
             .observe("observe", async {
                 let r = request.into_inner();
-                let hub = self.hub("Election.Observe")?;
+                let hubs = self.hubs("Election.Observe")?;
                 let permit = self.waiter()?;
                 let (tx, rx) = mpsc::channel(OBSERVE_RESPONSES_MAX);
                 let coord = self.clone();
@@ -127,7 +127,7 @@ impl Election for Coordination {
                     let out = tx.clone();
                     tokio::select! {
                         () = tx.closed() => {}
-                        r = coord.observe_leaders(&hub, &r.name, &out) => {
+                        r = coord.observe_leaders(&hubs, &r.name, &out) => {
                             if let Err(status) = r {
                                 let _ = out.send(Err(status)).await;
                             }
@@ -146,7 +146,7 @@ impl Election for Coordination {
         self.svc
             .observe("resign", async {
                 let r = request.into_inner();
-                self.hub("Election.Resign")?;
+                self.hubs("Election.Resign")?;
                 let leader = r
                     .leader
                     .ok_or_else(|| Status::invalid_argument(MISSING_LEADER_KEY))?;
@@ -207,14 +207,14 @@ impl Coordination {
     /// the prefix), then every put on its key until it is deleted; then again.
     async fn observe_leaders(
         &self,
-        hub: &Arc<WatchHub>,
+        hubs: &Arc<WatchHubs>,
         name: &[u8],
         out: &mpsc::Sender<Result<pb::LeaderResponse, Status>>,
     ) -> Result<(), Status> {
         let prefix = contenders_prefix(name);
         loop {
             let (leader, revision) = self.current_leader(name).await?;
-            let mut follow = Follow::new(hub, revision + 1, self.svc.stopping.clone());
+            let mut follow = Follow::new(hubs, &prefix, revision + 1, self.svc.stopping.clone())?;
             let mut leader = match leader {
                 Some(kv) => (kv, revision),
                 None => match first_put(&mut follow, &prefix).await? {
@@ -243,10 +243,7 @@ impl Coordination {
 }
 
 /// The first put of a key under `prefix`, with its revision (`None`: history compacted).
-async fn first_put(
-    follow: &mut Follow<'_>,
-    prefix: &[u8],
-) -> Result<Option<(KeyValue, u64)>, Status> {
+async fn first_put(follow: &mut Follow, prefix: &[u8]) -> Result<Option<(KeyValue, u64)>, Status> {
     loop {
         let Some(revs) = follow.step().await? else {
             return Ok(None);
@@ -264,7 +261,7 @@ async fn first_put(
 /// The next change of the leader's `key`: `Some(Some(kv))` a new value, `Some(None)` it was
 /// deleted, `None` history compacted.
 async fn next_change(
-    follow: &mut Follow<'_>,
+    follow: &mut Follow,
     key: &[u8],
 ) -> Result<Option<Option<(KeyValue, u64)>>, Status> {
     loop {
@@ -275,7 +272,7 @@ async fn next_change(
             if let Some(e) = rev.events.iter().find(|e| e.kv.key == key) {
                 // Revisions after this one are read again on the next step.
                 if let Some(next) = revs.get(i + 1) {
-                    follow.next = next.revision;
+                    follow.rewind(next.revision);
                 }
                 return Ok(Some(match e.kind {
                     EventKind::Put => Some((e.kv.clone(), rev.revision)),

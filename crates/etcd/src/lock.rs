@@ -22,13 +22,13 @@ impl Lock for Coordination {
         self.svc
             .observe("lock", async {
                 let r = request.into_inner();
-                let hub = self.hub("Lock.Lock")?;
+                let hubs = self.hubs("Lock.Lock")?;
                 let _permit = self.waiter()?;
                 let entry = self
                     .enter(contender_key(&r.name, r.lease), r.lease, Vec::new())
                     .await?;
                 let guard = self.guard(&entry);
-                self.wait_turn(&hub, &contenders_prefix(&r.name), &entry)
+                self.wait_turn(&hubs, &contenders_prefix(&r.name), &entry)
                     .await?;
                 guard.disarm();
                 Ok(pb::LockResponse {
@@ -47,7 +47,7 @@ impl Lock for Coordination {
         self.svc
             .observe("unlock", async {
                 let r = request.into_inner();
-                self.hub("Lock.Unlock")?;
+                self.hubs("Lock.Unlock")?;
                 let reply = self
                     .execute(Op::DeleteRange(DeleteRangeRequest {
                         key: r.key,

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use synod_core::EngineError;
 use synod_core::kv::{EventKind, WatchEvent};
-use synod_node::watch::{WatchFilter, WatchHub};
+use synod_node::watch::{Cursor, CursorError, WatchFilter, WatchHubs};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -57,8 +57,8 @@ impl Watch for EtcdService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let hub = match self.handle.watch_hub() {
-            Ok(hub) => hub.clone(),
+        let hubs = match self.handle.watch_hubs() {
+            Ok(hubs) => hubs.clone(),
             Err(e) => {
                 self.handle
                     .metrics()
@@ -70,7 +70,7 @@ impl Watch for EtcdService {
         let limits = &self.handle.info().limits;
         let stream = WatchStream {
             svc: self.clone(),
-            hub,
+            hubs,
             out: tx,
             watchers: BTreeMap::new(),
             next_auto_id: 0,
@@ -93,8 +93,8 @@ impl Watch for EtcdService {
 
 struct Watcher {
     filter: WatchFilter,
-    /// The next revision this watcher needs.
-    next: u64,
+    /// Its place in its keys' revision stream (`next`: the next revision it needs).
+    cursor: Cursor,
     progress_notify: bool,
     fragment: bool,
     /// When it was last sent anything (for progress notifications).
@@ -106,7 +106,7 @@ struct Gone;
 
 struct WatchStream {
     svc: EtcdService,
-    hub: Arc<WatchHub>,
+    hubs: Arc<WatchHubs>,
     out: mpsc::Sender<Result<pb::WatchResponse, Status>>,
     watchers: BTreeMap<i64, Watcher>,
     next_auto_id: i64,
@@ -117,7 +117,7 @@ struct WatchStream {
 
 impl WatchStream {
     async fn run(mut self, mut requests: Streaming<pb::WatchRequest>) {
-        let mut head = self.hub.subscribe();
+        let mut head = self.hubs.subscribe();
         let mut stopping = self.svc.stopping.clone();
         let mut ticker = tokio::time::interval(self.progress_every.min(Duration::from_secs(1)));
         let mut half_closed = false;
@@ -130,7 +130,7 @@ impl WatchStream {
             };
             if self.progress_requested && !behind {
                 self.progress_requested = false;
-                if self.send(self.response(-1, self.hub.head())).await.is_err() {
+                if self.send(self.response(-1, self.progress())).await.is_err() {
                     return;
                 }
             }
@@ -193,8 +193,8 @@ impl WatchStream {
             Some(RequestUnion::CreateRequest(c)) => self.create(c).await,
             Some(RequestUnion::CancelRequest(c)) => {
                 // etcd answers only a cancel of a watcher that exists.
-                if self.watchers.remove(&c.watch_id).is_some() {
-                    let mut r = self.response(c.watch_id, self.hub.head());
+                if let Some(w) = self.watchers.remove(&c.watch_id) {
+                    let mut r = self.response(c.watch_id, w.cursor.head());
                     r.canceled = true;
                     self.send(r).await?;
                 }
@@ -209,7 +209,7 @@ impl WatchStream {
     }
 
     async fn create(&mut self, c: pb::WatchCreateRequest) -> Result<(), Gone> {
-        let head = self.hub.head();
+        let head = self.hubs.head();
         // etcd refuses a range holding no key, before it assigns an id: an end at or below
         // the key (an end of "\0" is no end: every key from `key` on).
         if !c.range_end.is_empty() && c.range_end != [0] && c.range_end <= c.key {
@@ -253,16 +253,19 @@ impl WatchStream {
             no_put: c.filters.contains(&(FilterType::Noput as i32)),
             no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
         };
-        // etcd reads a start revision of 0 or below as "from the next revision".
-        let next = u64::try_from(c.start_revision)
-            .ok()
-            .filter(|r| *r > 0)
-            .unwrap_or(head + 1);
+        // etcd reads a start revision of 0 or below as "from the next revision" (of the
+        // keys' group, partitioned).
+        let start = u64::try_from(c.start_revision).ok().filter(|r| *r > 0);
+        let cursor = match self.hubs.cursor(&filter.key, &filter.range_end, start) {
+            Ok(cursor) => cursor,
+            Err(reason) => return self.send(self.refusal(head, &reason)).await,
+        };
+        let head = cursor.head();
         self.watchers.insert(
             id,
             Watcher {
                 filter,
-                next,
+                cursor,
                 progress_notify: c.progress_notify,
                 fragment: c.fragment,
                 last_sent: Instant::now(),
@@ -276,28 +279,32 @@ impl WatchStream {
     /// One bounded round over every watcher that is behind the head. Returns whether any is
     /// still behind afterwards.
     async fn serve_round(&mut self) -> Result<bool, Gone> {
-        let head = self.hub.head();
         let ids: Vec<i64> = self
             .watchers
             .iter()
-            .filter(|(_, w)| w.next <= head)
+            .filter(|(_, w)| w.cursor.ready())
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
             self.serve_one(id).await?;
         }
-        Ok(self.watchers.values().any(|w| w.next <= head))
+        Ok(self.watchers.values().any(|w| w.cursor.ready()))
+    }
+
+    /// The revision a stream-wide progress response may claim: every watcher on the stream
+    /// has seen everything up to it in its own group (the lowest, when they differ).
+    fn progress(&self) -> u64 {
+        let heads = self.watchers.values().map(|w| w.cursor.head());
+        heads.min().unwrap_or_else(|| self.hubs.head())
     }
 
     async fn serve_one(&mut self, id: i64) -> Result<(), Gone> {
-        let Some(next) = self.watchers.get(&id).map(|w| w.next) else {
+        let Some(w) = self.watchers.get_mut(&id) else {
             return Ok(());
         };
-        match self.hub.read(next, REVISIONS_PER_ROUND).await {
+        match w.cursor.read(REVISIONS_PER_ROUND).await {
             Ok(revs) => {
-                let Some(w) = self.watchers.get_mut(&id) else {
-                    return Ok(());
-                };
+                let next = w.cursor.next;
                 let mut batch: Vec<mvccpb::Event> = Vec::new();
                 let mut batch_bytes = 0;
                 let mut through = next.saturating_sub(1);
@@ -305,7 +312,7 @@ impl WatchStream {
                 for rev in &revs {
                     let events = w.filter.select(rev);
                     through = rev.revision;
-                    w.next = rev.revision + 1;
+                    w.cursor.next = rev.revision + 1;
                     if events.is_empty() {
                         continue;
                     }
@@ -329,15 +336,17 @@ impl WatchStream {
                 Ok(())
             }
             Err(e) => {
+                let head = w.cursor.head();
                 self.watchers.remove(&id);
-                let mut r = self.response(id, self.hub.head());
+                let mut r = self.response(id, head);
                 r.canceled = true;
                 match e {
-                    EngineError::Compacted { compact_revision } => {
+                    CursorError::Engine(EngineError::Compacted { compact_revision }) => {
                         r.compact_revision = i64::try_from(compact_revision).unwrap_or(i64::MAX);
                         r.cancel_reason = synod_core::ERR_COMPACTED.to_string();
                     }
-                    other => r.cancel_reason = format!("synod: {other}"),
+                    CursorError::Engine(other) => r.cancel_reason = format!("synod: {other}"),
+                    CursorError::Moved(reason) => r.cancel_reason = reason,
                 }
                 self.send(r).await
             }
@@ -385,15 +394,15 @@ impl WatchStream {
     /// Caught-up watchers that asked for progress notifications and were sent nothing for a
     /// whole interval get an empty response stamped with the member's revision.
     async fn notify_progress(&mut self) -> Result<(), Gone> {
-        let head = self.hub.head();
         let every = self.progress_every;
-        let due: Vec<i64> = self
+        let due: Vec<(i64, u64)> = self
             .watchers
             .iter()
-            .filter(|(_, w)| w.progress_notify && w.next > head && w.last_sent.elapsed() >= every)
-            .map(|(id, _)| *id)
+            .filter(|(_, w)| w.progress_notify && !w.cursor.ready())
+            .filter(|(_, w)| w.last_sent.elapsed() >= every)
+            .map(|(id, w)| (*id, w.cursor.head()))
             .collect();
-        for id in due {
+        for (id, head) in due {
             if let Some(w) = self.watchers.get_mut(&id) {
                 w.last_sent = Instant::now();
             }

@@ -15,6 +15,7 @@ async fn main() -> std::io::Result<()> {
         ranges: full,
         transactions: full,
         revisions: full,
+        watch: full,
         leases: full,
     };
     let listener = tokio::net::TcpListener::bind(&addr).await?;

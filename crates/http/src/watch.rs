@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use synod_core::EngineError;
 use synod_core::kv::{Op, RangeRequest, RevisionEvents, prefix_end};
-use synod_node::watch::{WatchFilter, WatchHub};
+use synod_node::watch::{Cursor as NodeCursor, CursorError, WatchFilter};
 use synod_node::{ApiError, NodeHandle};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
@@ -89,7 +89,7 @@ pub async fn watch(
     Extension(streams): Extension<WatchStreams>,
     ValidQuery(q): ValidQuery<WatchQuery>,
 ) -> Result<Response, HttpError> {
-    let hub = handle.watch_hub()?.clone();
+    let hubs = handle.watch_hubs()?.clone();
     let filter = watch_filter(&q)?;
     // The watched range is checked as a read of it would be (empty key, key size).
     handle.validate(&Op::Range(RangeRequest {
@@ -115,31 +115,36 @@ pub async fn watch(
             ),
         )
     })?;
-    let mut head = hub.subscribe();
-    let now = *head.borrow_and_update();
-    let start = match q.start_revision {
-        0 => now + 1,
-        r => r,
-    };
+    let head = hubs.subscribe();
+    let start = (q.start_revision != 0).then_some(q.start_revision);
+    // Partitioned, a watch follows one group's revisions: its keys must lie in one group.
+    let mut node_cursor = hubs
+        .cursor(&filter.key, &filter.range_end, start)
+        .map_err(HttpError::invalid)?;
+    let now = node_cursor.head();
+    let start = node_cursor.next;
     // Reading the first page here, before any line is sent, turns a start revision that is
     // already compacted into a plain 410 like every other read of compacted history.
     let first = if start <= now {
-        hub.read(start, REVISIONS_PER_READ)
+        node_cursor
+            .read(REVISIONS_PER_READ)
             .await
             .map_err(|e| match e {
-                EngineError::Compacted { .. } => HttpError::from(ApiError::Engine(e)),
-                other => HttpError::new(
+                CursorError::Engine(e @ EngineError::Compacted { .. }) => {
+                    HttpError::from(ApiError::Engine(e))
+                }
+                CursorError::Engine(other) => HttpError::new(
                     ErrorCode::Unavailable,
                     format!("cannot read the history to watch from: {other}"),
                 ),
+                CursorError::Moved(reason) => HttpError::new(ErrorCode::Unavailable, reason),
             })?
     } else {
         Vec::new()
     };
     let mut cursor = Cursor {
-        hub,
+        node: node_cursor,
         filter,
-        next: start,
         pending: VecDeque::new(),
         unsent: Vec::new(),
         head,
@@ -241,15 +246,14 @@ fn progress_interval(q: &WatchQuery, node_ms: u64) -> Result<Option<Duration>, H
 
 /// One stream's state: where it is in the revision sequence and what it has not sent yet.
 struct Cursor {
-    hub: Arc<WatchHub>,
+    /// Its place in its keys' revision stream (`node.next`: the next revision to read).
+    node: NodeCursor,
     filter: WatchFilter,
-    /// The next revision to read from the hub.
-    next: u64,
     /// Revisions read but not yet turned into lines (at most one page).
     pending: VecDeque<Arc<RevisionEvents>>,
     /// Lines written but not yet handed to hyper (the `created` line before the first poll).
     unsent: Vec<u8>,
-    /// The hub's applied revision; wakes the stream when it moves.
+    /// Moves with the member's applied revisions; wakes the stream.
     head: watch::Receiver<u64>,
     closing: watch::Receiver<bool>,
     progress_every: Option<Duration>,
@@ -293,8 +297,9 @@ impl Cursor {
                 self.last_sent = Instant::now();
                 return Some(out.into());
             }
-            let head = *self.head.borrow_and_update();
-            if self.next <= head {
+            self.head.borrow_and_update();
+            let head = self.node.head();
+            if self.node.ready() {
                 match self.read_page().await {
                     Ok(true) => continue,
                     // Nothing to read although the head is past the cursor; wait for the
@@ -310,7 +315,7 @@ impl Cursor {
                 Wake::Progress => {
                     // Every event up to here has been sent (nothing is pending), and never
                     // claim a revision the member has not applied.
-                    let progress_revision = head.min(self.next - 1);
+                    let progress_revision = head.min(self.node.next - 1);
                     write_line(&mut out, &WatchProgress { progress_revision });
                     self.last_sent = Instant::now();
                     return Some(out.into());
@@ -349,13 +354,14 @@ impl Cursor {
         // A stream paging through revisions it filters out sends nothing and may never wait:
         // let the runtime's other tasks run.
         tokio::task::consume_budget().await;
-        match self.hub.read(self.next, REVISIONS_PER_READ).await {
+        match self.node.read(REVISIONS_PER_READ).await {
             Ok(page) => Ok(self.take_page(page)),
-            Err(EngineError::Compacted { compact_revision }) => Err((
+            Err(CursorError::Engine(EngineError::Compacted { compact_revision })) => Err((
                 synod_core::ERR_COMPACTED.to_string(),
                 Some(compact_revision),
             )),
-            Err(other) => Err((format!("synod: {other}"), None)),
+            Err(CursorError::Engine(other)) => Err((format!("synod: {other}"), None)),
+            Err(CursorError::Moved(reason)) => Err((reason, None)),
         }
     }
 
@@ -365,10 +371,10 @@ impl Cursor {
             return false;
         };
         debug_assert!(
-            page.first().is_some_and(|r| r.revision >= self.next),
+            page.first().is_some_and(|r| r.revision >= self.node.next),
             "the hub answered a page starting before the cursor"
         );
-        self.next = last.revision + 1;
+        self.node.next = last.revision + 1;
         self.pending.extend(page);
         true
     }
@@ -428,6 +434,7 @@ mod tests {
     use super::*;
     use serde_json::{Value, json};
     use synod_core::kv::{EventKind, KeyValue, WatchEvent};
+    use synod_node::watch::{WatchHub, WatchHubs};
     use tokio::sync::mpsc;
 
     fn put(revision: u64, value_bytes: usize) -> Arc<RevisionEvents> {
@@ -454,18 +461,18 @@ mod tests {
         let (history, _) = mpsc::channel(1);
         let hub = Arc::new(WatchHub::new(0, history));
         hub.publish((1..=head).map(|r| put(r, value_bytes)).collect(), head);
+        let hubs = Arc::new(WatchHubs::single(hub.clone()));
         let streams = WatchStreams::new(1);
         let permit = streams.permits.clone().try_acquire_owned().unwrap();
         let cursor = Cursor {
-            hub: hub.clone(),
+            node: hubs.cursor(b"k", b"", Some(start)).unwrap(),
             filter: WatchFilter {
                 key: b"k".to_vec(),
                 ..Default::default()
             },
-            next: start,
             pending: VecDeque::new(),
             unsent: Vec::new(),
-            head: hub.subscribe(),
+            head: hubs.subscribe(),
             closing: streams.closing.subscribe(),
             progress_every: Some(Duration::from_millis(PROGRESS_NOTIFY_MS_MIN)),
             last_sent: Instant::now(),

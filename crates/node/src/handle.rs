@@ -17,7 +17,7 @@ use crate::alarm::Alarms;
 use crate::auth::AuthGate;
 use crate::backup::Maintenance;
 use crate::metrics::Metrics;
-use crate::watch::{HistoryQuery, WatchHub};
+use crate::watch::{HistoryQuery, WatchHub, WatchHubs};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -205,7 +205,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     alarms: Arc<Alarms>,
     /// Where this member's applied revisions reach watchers; `None` on a node without one.
-    watch: Option<Arc<WatchHub>>,
+    watch: Option<Arc<WatchHubs>>,
     /// Backups, hashes and the CORRUPT alarm (`backup.rs`); `None` on a node without them.
     maintenance: Option<Arc<Maintenance>>,
     /// Where leader transfers go (the engine thread); `None` on a node without one.
@@ -259,7 +259,12 @@ impl NodeHandle {
 
     /// This handle with watches served from `hub`.
     pub fn with_watch_hub(self, hub: Arc<WatchHub>) -> Self {
-        self.with(|i| i.watch = Some(hub))
+        self.with_watch_hubs(Arc::new(WatchHubs::single(hub)))
+    }
+
+    /// The member's revision streams (one per group when partitioned).
+    pub fn with_watch_hubs(self, hubs: Arc<WatchHubs>) -> Self {
+        self.with(|i| i.watch = Some(hubs))
     }
 
     /// This handle with backups and hashes answered through `m`.
@@ -304,11 +309,11 @@ impl NodeHandle {
             .unwrap_or_else(|_| Err(Unavailable("node stopped before replying".into())))
     }
 
-    /// The hub watches are served from, or why this node cannot serve them (an engine with
-    /// no store-wide revision, CASPaxos, has no history to watch).
-    pub fn watch_hub(&self) -> Result<&Arc<WatchHub>, ApiError> {
+    /// The revision streams watches are served from, or why this node cannot serve them
+    /// (an engine with no revisions, CASPaxos or EPaxos, has no history to watch).
+    pub fn watch_hubs(&self) -> Result<&Arc<WatchHubs>, ApiError> {
         match &self.inner.watch {
-            Some(hub) if self.inner.info.capabilities.revisions => Ok(hub),
+            Some(hubs) if self.inner.info.capabilities.watch => Ok(hubs),
             _ => Err(ApiError::Engine(EngineError::Unsupported {
                 engine: self.inner.info.engine.clone(),
                 what: "watch".into(),
@@ -666,7 +671,12 @@ pub fn validate_op(
         }
         Ok(())
     };
-    if op.needs_revisions() && !caps.revisions {
+    // Partitioned, revisions are per group: a read at a revision, a revision filter or a
+    // compare on a revision means something within one group (the engine refuses it across
+    // groups), compaction of "the" store does not.
+    let per_group = caps.watch && !caps.revisions;
+    let revisions_meant = caps.revisions || (per_group && !matches!(op, Op::Compact(_)));
+    if op.needs_revisions() && !revisions_meant {
         return Err(unsupported(
             "revision history (reads at a revision, revision filters, compaction)",
         ));
@@ -723,7 +733,7 @@ pub fn validate_op(
             // non-interfering commands in different orders), so a compare on a create or mod
             // revision would take different branches at different members and split their
             // state. A compare against 0 only asks whether the key exists: every member agrees.
-            if !caps.revisions && t.compare.iter().any(compares_a_local_revision) {
+            if !revisions_meant && t.compare.iter().any(compares_a_local_revision) {
                 return Err(unsupported(
                     "compares on create or mod revision (other than against 0)",
                 ));
@@ -892,6 +902,7 @@ mod tests {
                 ranges: true,
                 transactions: true,
                 revisions: true,
+                watch: true,
                 leases: true,
             },
         );
@@ -950,10 +961,12 @@ mod tests {
             ranges: true,
             transactions: true,
             revisions: false,
+            watch: false,
             leases: false,
         };
         let log = Capabilities {
             revisions: true,
+            watch: true,
             leases: true,
             ..epaxos
         };

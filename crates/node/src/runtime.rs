@@ -43,13 +43,13 @@ use crate::handle::{NodeHandle, NodeInfo, NodeStatus, Submission};
 use crate::metrics::Metrics;
 use crate::storage::{AppendError, DataDir, StorageError, Wal, WalOptions, quarantine};
 use crate::transport::{PROBE_MS_MAX, Transport, TransportIdentity, TransportStopper, probe_peers};
-use crate::watch::{HistoryQuery, WatchHub};
+use crate::watch::{HistoryQuery, WatchHubs};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use synod_core::kv::{Response, RevisionEvents};
+use synod_core::kv::Response;
 use synod_core::membership::Configuration;
 use synod_core::{ClientId, ClientRequest, Engine, EngineError, EngineStatus, NodeId, RequestId};
 use tokio::net::TcpListener;
@@ -265,9 +265,9 @@ pub async fn start_engine<E: Engine>(
     };
     let (data_dir, wal, mut engine, identity_repaired) = recovered;
     // Watchers see every revision applied from here on (earlier ones come from history).
-    let _ = engine.take_watch_events();
+    let _ = engine.take_group_watch_events();
     let (history_tx, history_rx) = mpsc::channel::<HistoryQuery>(cluster.runtime.submit_queue_max);
-    let hub = Arc::new(WatchHub::new(engine.status().revision, history_tx));
+    let hubs = Arc::new(WatchHubs::new(&engine.status(), history_tx));
 
     let (submit_tx, submit_rx) = mpsc::channel(cluster.runtime.submit_queue_max);
     let (inbox_tx, inbox_rx) = mpsc::channel(cluster.runtime.inbox_messages_max);
@@ -350,7 +350,7 @@ pub async fn start_engine<E: Engine>(
     let handle =
         NodeHandle::with_alarms(submit_tx, info, status_rx, metrics.clone(), alarms.clone())
             .with_auth(auth.clone())
-            .with_watch_hub(hub.clone())
+            .with_watch_hubs(hubs.clone())
             .with_maintenance(Arc::new(crate::backup::Maintenance::new(maintenance_tx)))
             .with_leader_transfer(transfer_tx);
 
@@ -376,7 +376,7 @@ pub async fn start_engine<E: Engine>(
         history_rx,
         maintenance_rx,
         defrag_waiters: Vec::new(),
-        hub,
+        hubs,
         status_tx,
         auth,
         metrics,
@@ -708,7 +708,7 @@ struct EngineLoop<E: Engine> {
     maintenance_rx: mpsc::Receiver<crate::backup::MaintenanceQuery>,
     /// Defragmentations waiting for their checkpoint to be persisted (the next batch's).
     defrag_waiters: Vec<DefragReply>,
-    hub: Arc<WatchHub>,
+    hubs: Arc<WatchHubs>,
     status_tx: watch::Sender<NodeStatus>,
     /// Takes each applied auth state, for the API's permission checks.
     auth: Arc<crate::auth::AuthGate>,
@@ -771,7 +771,7 @@ impl<E: Engine> EngineLoop<E> {
                 _ = &mut timer => {}
                 Some(t) = self.transfer_rx.recv() => self.transfers.start(&mut self.engine, t),
                 Some(q) = self.history_rx.recv() => {
-                    let _ = q.reply.send(self.engine.watch_history(q.start, q.max_revisions));
+                    let _ = q.reply.send(self.engine.group_watch_history(q.group, q.start, q.max_revisions));
                     continue;
                 }
                 Some(q) = self.maintenance_rx.recv() => {
@@ -873,9 +873,9 @@ impl<E: Engine> EngineLoop<E> {
         // and then watches "from now" is not sent that write.
         // Likewise a compaction: once its reply is out, no watcher may be served below it.
         // Nothing below changes the engine, so this status is also the one published after.
-        let fresh = self.engine.take_watch_events();
+        let fresh = self.engine.take_group_watch_events();
         let status = self.engine.status();
-        self.publish_watch(fresh, &status);
+        self.hubs.publish(fresh, &status);
         // Before this batch's messages, which may already address a member it added.
         self.follow_configuration(&status.configuration);
         if !ready.is_empty() {
@@ -919,13 +919,6 @@ impl<E: Engine> EngineLoop<E> {
         }
         self.publish(status);
         Ok(())
-    }
-
-    /// Hands watchers the newly applied revisions and the store's revision and compaction
-    /// (the head moves over a revision jump without events too: a snapshot install).
-    fn publish_watch(&self, fresh: Vec<Arc<RevisionEvents>>, status: &EngineStatus) {
-        self.hub.set_compacted(status.compact_revision);
-        self.hub.publish(fresh, status.revision);
     }
 
     /// Logs the start and end of a repair, and every `REPAIR_LOG_EVERY` while it lasts.
@@ -1005,7 +998,7 @@ impl<E: Engine> EngineLoop<E> {
 
     fn publish_status(&mut self) {
         let engine = self.engine.status();
-        self.publish_watch(Vec::new(), &engine);
+        self.hubs.publish(Vec::new(), &engine);
         self.follow_configuration(&engine.configuration);
         self.publish(engine);
     }
@@ -1037,7 +1030,7 @@ impl<E: Engine> EngineLoop<E> {
         m.db_size_bytes.set(gauge(self.wal.size_bytes()));
         m.snapshot_bytes.set(gauge(self.wal.snapshot_size_bytes()));
         m.keys.set(gauge(engine.keys));
-        m.watch_streams.set(gauge(self.hub.streams() as u64));
+        m.watch_streams.set(gauge(self.hubs.streams() as u64));
         m.leases.set(gauge(engine.leases));
         for g in &engine.groups {
             let metrics = &self.metrics;

@@ -239,6 +239,24 @@ impl Layout {
                 self.names(first, last)
             )));
         }
+        let by_revision = matches!(r.sort_target, SortTarget::Create | SortTarget::Mod)
+            || [
+                r.min_mod_revision,
+                r.max_mod_revision,
+                r.min_create_revision,
+                r.max_create_revision,
+            ]
+            .iter()
+            .any(|&x| x != 0);
+        if by_revision {
+            // Revisions of different groups are not comparable: such an order would mean
+            // nothing (and a lock recipe ordering its contenders by it could grant twice).
+            return Route::Refuse(EngineError::InvalidRequest(format!(
+                "sorting or filtering by create or mod revision must stay within one group \
+                 (revisions are per group), but this range spans groups {}",
+                self.names(first, last)
+            )));
+        }
         let parts = (first..=last)
             .map(|pos| {
                 let mut sub = r.clone();

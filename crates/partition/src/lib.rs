@@ -63,17 +63,20 @@
 mod auto;
 pub mod layout;
 mod leases;
+mod watch;
 
 use layout::{CHILD_ID_BASE, GroupId, Layout, Route, child_id};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use synod_core::kv::{
-    AbsorbMark, KeyRange, RangeRequest, Response, ResponseBody, SplitMark, merge_ranges,
+    AbsorbMark, KeyRange, RangeRequest, Response, ResponseBody, RevisionEvents, SplitMark,
+    merge_ranges,
 };
 use synod_core::protocol::LeaderTransferError;
 use synod_core::{
     Capabilities, ClientReply, ClientRequest, DurableRecord, Engine, EngineConfig, EngineError,
-    EngineStatus, GroupStatus, NodeId, PlantedBug, Ready, RequestId,
+    EngineStatus, GroupEvents, GroupStatus, NodeId, PlantedBug, Ready, RequestId,
 };
 
 /// What one batch sends one peer: the messages of every group, each tagged with its group,
@@ -180,6 +183,8 @@ pub struct Partitioned<E: Engine> {
     absorbing: BTreeMap<GroupId, (Option<RequestId>, u64)>,
     /// Lease requests on their way through every group (`leases.rs`).
     leases: leases::LeaseFans,
+    /// Every group's revision stream for the watch layer (`watch.rs`).
+    watch: watch::WatchFeed,
 }
 
 /// Requests this engine makes itself (client `ClientId::NONE`, no session): nobody waits for
@@ -438,7 +443,11 @@ impl<E: Engine> Partitioned<E> {
             // answer a (serializable) read from its empty store.
             config.key_range = KeyRange::none_at(&mark.at);
             match E::recover(config, first.clone()) {
-                Ok(engine) => {
+                Ok(mut engine) => {
+                    if self.watch.on {
+                        // Its events are collected from its first applied revision on.
+                        let _ = engine.take_group_watch_events();
+                    }
                     self.groups.insert(child, engine);
                     self.created.extend(first.into_iter().map(|r| (child, r)));
                     self.layout.split(mark.at.clone(), child);
@@ -568,10 +577,11 @@ impl<E: Engine> Partitioned<E> {
         self.balance.remove(&gone);
         self.absorbing.remove(&gone);
         self.auto.forget(gone);
-        self.groups
-            .remove(&gone)
-            .map(|mut e| e.retire())
-            .unwrap_or_default()
+        let mut engine = self.groups.remove(&gone);
+        if let Some(e) = engine.as_mut().filter(|_| self.watch.on) {
+            self.watch.retire(gone, e);
+        }
+        engine.map(|mut e| e.retire()).unwrap_or_default()
     }
 
     /// On the leader of the group below each frozen group: proposes the absorb of the frozen
@@ -709,6 +719,8 @@ impl<E: Engine> Engine for Partitioned<E> {
             ranges: c.ranges,
             transactions: c.transactions,
             revisions: false,
+            // Per group: a watch of a range inside one group (see `take_group_watch_events`).
+            watch: c.watch,
             leases: c.leases,
         }
     }
@@ -753,8 +765,10 @@ impl<E: Engine> Engine for Partitioned<E> {
             known_absorbs: BTreeMap::new(),
             absorbing: BTreeMap::new(),
             leases: leases::LeaseFans::default(),
+            watch: watch::WatchFeed::default(),
         };
         p.leases.bug_renew_one_group = p.base.bug(PlantedBug::PartitionLeaseRenewsOneGroup);
+        p.watch.bug_move_early = p.base.bug(PlantedBug::PartitionWatchMoveEarly);
         // The layout's groups, and any split-off group whose records made it to disk
         // without the layout naming it yet: its state says where it begins.
         let mut ids: Vec<GroupId> = p.layout.ids().filter(|g| !p.retired.contains(g)).collect();
@@ -960,6 +974,7 @@ impl<E: Engine> Engine for Partitioned<E> {
                     applied_index: s.applied_index,
                     applied_digest: s.applied_digest,
                     revision: s.revision,
+                    compact_revision: s.compact_revision,
                     keys: s.keys,
                     role: s.role.clone(),
                 }
@@ -999,6 +1014,29 @@ impl<E: Engine> Engine for Partitioned<E> {
             .map_or(Err(LeaderTransferError::NotLeader { leader: None }), |g| {
                 g.transfer_leadership(to)
             })
+    }
+
+    fn take_group_watch_events(&mut self) -> Vec<GroupEvents> {
+        self.watch.on = true;
+        let mut out = self.watch.take_retired();
+        for (g, e) in self.groups.iter_mut() {
+            out.extend(self.watch.take(*g, e));
+        }
+        out
+    }
+
+    fn group_watch_history(
+        &self,
+        group: u64,
+        start: u64,
+        max_revisions: usize,
+    ) -> Result<Vec<Arc<RevisionEvents>>, EngineError> {
+        match self.groups.get(&group) {
+            Some(e) => e.watch_history(start, max_revisions),
+            None => Err(EngineError::InvalidRequest(format!(
+                "group {group} is not on this member (merged away): watch again"
+            ))),
+        }
     }
 
     fn checkpoint_now(&mut self) -> bool {

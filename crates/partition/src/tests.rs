@@ -670,3 +670,4 @@ fn small_quiet_ranges_split_off_automatically_merge_back_and_an_operators_stay()
 }
 
 mod leases;
+mod watch;

@@ -52,8 +52,8 @@ use synod_core::kv::RevisionEvents;
 use synod_core::membership::Configuration;
 use synod_core::{
     Capabilities, ClientReply, ClientRequest, Command, Engine, EngineConfig, EngineError,
-    EngineStatus, LeaderTransferError, LogProtocol, NodeId, Origin, OutputBuffer, PlantedBug,
-    ProtocolEvent, ProtocolOutput, Ready,
+    EngineStatus, GroupEvents, LeaderTransferError, LogProtocol, NodeId, Origin, OutputBuffer,
+    PlantedBug, ProtocolEvent, ProtocolOutput, Ready,
 };
 
 /// Incarnations after a lost disk start at or above this (bit 62), plus bits of the boot nonce:
@@ -334,6 +334,19 @@ impl<P: LogProtocol> Engine for Replica<P> {
             return self.planted_undecided_events(fresh);
         }
         fresh
+    }
+
+    fn take_group_watch_events(&mut self) -> Vec<GroupEvents> {
+        let events = self.take_watch_events();
+        let moves = std::mem::take(&mut self.state.watch_moves);
+        if events.is_empty() && moves.is_empty() {
+            return Vec::new();
+        }
+        vec![GroupEvents {
+            group: 0,
+            events,
+            moves,
+        }]
     }
 
     fn watch_history(

@@ -12,9 +12,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use synod_core::auth::AuthState;
-use synod_core::kv::{KvLimits, KvStore, Op, RangeState, Response, ResponseBody, SplitMark};
+use synod_core::kv::{
+    KeyRange, KvLimits, KvStore, Op, RangeState, Response, ResponseBody, SplitMark,
+};
 use synod_core::membership::Configuration;
-use synod_core::{Command, EngineError, Origin};
+use synod_core::{Command, EngineError, MoveKind, Origin, WatchMove};
 
 mod merge;
 
@@ -41,6 +43,9 @@ pub struct AppliedState {
     pub split_out: Vec<(SplitMark, AppliedState)>,
     /// What apply checks of ranges, set by the replica before applying (volatile).
     pub checks: RangeChecks,
+    /// Changes of this group's keys for the watch layer, collected while it takes events
+    /// (volatile, like the store's fresh events).
+    pub watch_moves: Vec<WatchMove>,
 }
 
 /// The range checks of apply; each off only for a planted bug.
@@ -185,6 +190,7 @@ impl AppliedState {
             range: RangeState::default(),
             split_out: Vec::new(),
             checks: RangeChecks::default(),
+            watch_moves: Vec::new(),
         }
     }
 
@@ -199,6 +205,7 @@ impl AppliedState {
             range: image.range.unwrap_or_default(),
             split_out: Vec::new(),
             checks: RangeChecks::default(),
+            watch_moves: Vec::new(),
         };
         for o in image.origins {
             s.remember(o);
@@ -362,6 +369,7 @@ impl AppliedState {
             },
             split_out: Vec::new(),
             checks: RangeChecks::default(),
+            watch_moves: Vec::new(),
         };
         self.range.range.end = at.to_vec();
         let mark = SplitMark {
@@ -369,6 +377,7 @@ impl AppliedState {
             index,
         };
         self.range.splits.push(mark.clone());
+        self.note_move(upper.range.range.clone(), MoveKind::Split(mark.clone()));
         self.split_out.push((mark, upper));
         Ok(Response {
             revision: self.kv.revision(),
@@ -378,6 +387,18 @@ impl AppliedState {
                 index,
             },
         })
+    }
+
+    /// Records a change of this group's keys at the current revision, if a watch layer
+    /// takes this store's events.
+    pub(crate) fn note_move(&mut self, range: KeyRange, kind: MoveKind) {
+        if self.kv.collects_events() {
+            self.watch_moves.push(WatchMove {
+                through: self.kv.revision(),
+                range,
+                kind,
+            });
+        }
     }
 
     fn remember(&mut self, o: Origin) {

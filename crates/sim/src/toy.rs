@@ -156,6 +156,7 @@ impl Engine for Toy {
             ranges: true,
             transactions: true,
             revisions: true,
+            watch: true,
             leases: false,
         }
     }

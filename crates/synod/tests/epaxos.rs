@@ -210,7 +210,7 @@ fn http_api_reads_and_writes_at_every_member_and_refuses_revision_features() {
         assert_eq!(st["role"], "replica", "{st}");
         assert_eq!(
             st["capabilities"],
-            json!({"ranges": true, "transactions": true, "revisions": false, "leases": false}),
+            json!({"ranges": true, "transactions": true, "revisions": false, "watch": false, "leases": false}),
             "{st}"
         );
     }

@@ -100,8 +100,26 @@ fn wait_ok(child: &mut Child, what: &str) {
 /// first holds until the test creates a file; the order is read from the log they append to.
 #[test]
 fn etcdctl_lock_serialises_two_holders() {
+    etcdctl_lock_serialises(Cluster::start);
+}
+
+/// The same on a cluster of four groups (split at c, m and t): the lock's keys live in one
+/// group, whose revisions order them, and the waiter's watch is that group's.
+#[test]
+fn etcdctl_lock_serialises_two_holders_partitioned() {
+    etcdctl_lock_serialises(partitioned);
+}
+
+/// A 3-member cluster of four groups, split at c, m and t.
+fn partitioned(n: usize, engine: &str) -> Cluster {
+    Cluster::start_configured(n, engine, &|cfg| {
+        cfg.partition.split_keys = ["c", "m", "t"].map(String::from).to_vec();
+    })
+}
+
+fn etcdctl_lock_serialises(start: fn(usize, &str) -> Cluster) {
     let Some(etcdctl) = etcdctl() else { return };
-    let c = Cluster::start(3, "omnipaxos");
+    let c = start(3, "omnipaxos");
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("log");
     let release = dir.path().join("release");
@@ -156,13 +174,25 @@ fn etcdctl_lock_serialises_two_holders() {
 /// interrupted (it closes its session); `etcdctl elect -l` sees every leader.
 #[test]
 fn etcdctl_elect_hands_over_on_lease_revoke_and_on_exit() {
+    etcdctl_elect_hands_over(Cluster::start);
+}
+
+/// The same on four groups: the election's keys (`boss/…`) and its observer's watch live in
+/// group 0.
+#[test]
+fn etcdctl_elect_hands_over_on_lease_revoke_and_on_exit_partitioned() {
+    etcdctl_elect_hands_over(partitioned);
+}
+
+fn etcdctl_elect_hands_over(start: fn(usize, &str) -> Cluster) {
     let Some(etcdctl) = etcdctl() else { return };
-    let c = Cluster::start(3, "omnipaxos");
+    let c = start(3, "omnipaxos");
     // etcd's store never gives revision 1 to a write (it starts at 1; the first write is 2),
     // and its recipe's waitDeletes reads "max create revision = mine − 1 = 0" as no bound:
     // a candidate whose key got revision 1 would wait for itself. Synod's first write gets
-    // revision 1, so take it here (see docs/locks.md).
-    assert!(c.put(1, "warm-up", "x").status().is_success());
+    // revision 1 (of its group, partitioned: "b…" is group 0's), so take it here (see
+    // docs/locks.md).
+    assert!(c.put(1, "b-warm-up", "x").status().is_success());
     let eps = c.grpc_endpoints();
     let start = |args: &[&str]| {
         etcdctl_command(&etcdctl, &eps)
@@ -226,8 +256,18 @@ fn etcdctl_elect_hands_over_on_lease_revoke_and_on_exit() {
 /// its lease expires and the waiting candidate leads, as `elect --listen` reports.
 #[test]
 fn synodctl_lock_runs_a_command_and_elect_survives_a_killed_leader() {
+    synodctl_lock_and_elect(Cluster::start);
+}
+
+/// The same on four groups: the Lock and Election services wait on one group's stream.
+#[test]
+fn synodctl_lock_runs_a_command_and_elect_survives_a_killed_leader_partitioned() {
+    synodctl_lock_and_elect(partitioned);
+}
+
+fn synodctl_lock_and_elect(start: fn(usize, &str) -> Cluster) {
     let ctl = synodctl();
-    let c = Cluster::start(3, "omnipaxos");
+    let c = start(3, "omnipaxos");
     let eps = c.http_endpoints();
     let out = Command::new(&ctl)
         .args(["--endpoints", &eps, "lock", "job", "--ttl", "5", "--"])

@@ -346,6 +346,64 @@ fn etcdctl_watch_replays_history_then_follows_live_writes(engine: &str) {
     assert_eq!(notified, last, "progress notification revision");
 }
 
+/// Partitioned (four groups, split at c, m and t; revisions per group): etcdctl watches the
+/// keys of one group from a past revision of that group, then live; a watch over keys of two
+/// groups is refused by name; and a watch keeps delivering after `synodctl range split` hands
+/// its keys to a new group, whose revisions go on from its parent's.
+#[test]
+fn etcdctl_watch_on_a_partitioned_cluster_follows_its_keys_through_a_split() {
+    let Some(bin) = etcdctl() else { return };
+    let c = Cluster::start_configured(3, "vr", &|cfg| {
+        cfg.partition.split_keys = ["c", "m", "t"].map(String::from).to_vec();
+    });
+    let ctl = Ctl { bin };
+    let (m1, m2, m3) = (grpc(&c, 1), grpc(&c, 2), grpc(&c, 3));
+    // Group 1 holds [c, m): its first write is its revision 1, whatever other groups did.
+    ctl.put(&m2, "apple", "elsewhere");
+    ctl.put(&m3, "zebra", "elsewhere");
+    let r1 = ctl.put(&m2, "d/1", "a");
+    let r2 = ctl.put(&m3, "k/1", "b");
+    assert_eq!((r1, r2), (1, 2), "group 1's own revisions");
+    let mut watch = ctl.watch(&m1, &["d/", "l", "--rev", "1", "--prev-kv"], false);
+    assert_eq!(
+        watch.events(2),
+        [put_ev("d/1", "a", None, 1), put_ev("k/1", "b", None, 2)]
+    );
+    let r3 = ctl.put(&m2, "k/1", "c");
+    assert_eq!(watch.events(1), [put_ev("k/1", "c", Some("b"), r3)]);
+
+    // Keys of groups 0 and 1 together: refused, naming them.
+    let mut across = ctl.watch(&m1, &["a", "e"], false);
+    let (status, _) = across.exit();
+    let err = across.stderr();
+    assert!(
+        !status.success() && err.contains("span groups 0, 1"),
+        "{err}"
+    );
+
+    // Split group 1 at "h": k/1 moves to a new group; the watch of [d/, l) now spans two
+    // groups and ends (after everything up to the split), a watch of k/ alone follows it.
+    let mut one_group = ctl.watch(&m3, &["--prefix", "k/"], false);
+    let out = Command::new(common::synodctl())
+        .args(["--endpoints", &c.http_endpoints(), "range", "split", "h"])
+        .output()
+        .expect("synodctl range split");
+    assert!(out.status.success(), "{out:?}");
+    let r4 = ctl.put(&m1, "k/1", "after the split");
+    assert!(r4 > r3, "the new group goes on from its parent's revision");
+    assert_eq!(
+        one_group.events(1),
+        [put_ev("k/1", "after the split", None, r4)]
+    );
+    // etcdctl prints no reason for a cancellation after creation (the node's tests check it).
+    let (status, _) = watch.exit();
+    let err = watch.stderr();
+    assert!(
+        !status.success() && err.contains("watch is canceled by the server"),
+        "{err}"
+    );
+}
+
 #[test]
 fn etcdctl_history_compaction_and_sorted_gets_omnipaxos() {
     etcdctl_history_compaction_and_sorted_gets("omnipaxos");

@@ -45,6 +45,7 @@ impl Server {
                     ranges: true,
                     transactions: true,
                     revisions: true,
+                    watch: true,
                     leases: true,
                 };
                 let handle = synod_node::handle::local_test_node("omnipaxos", caps);

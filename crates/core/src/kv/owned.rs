@@ -78,6 +78,14 @@ pub struct KeyRange {
 }
 
 impl KeyRange {
+    /// `[start, end)` (an empty `end`: to the end of the keyspace).
+    pub fn new(start: impl Into<Key>, end: impl Into<Key>) -> Self {
+        KeyRange {
+            start: start.into(),
+            end: end.into(),
+        }
+    }
+
     /// No key at all, at `at` (see the type's doc).
     pub fn none_at(at: &[u8]) -> Self {
         KeyRange {
@@ -151,10 +159,7 @@ mod tests {
     use crate::kv::{PutRequest, in_range};
 
     fn r(start: &str, end: &str) -> KeyRange {
-        KeyRange {
-            start: start.into(),
-            end: end.into(),
-        }
+        KeyRange::new(start, end)
     }
 
     #[test]

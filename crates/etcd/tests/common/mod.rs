@@ -23,6 +23,7 @@ impl TestServer {
             ranges: true,
             transactions: true,
             revisions: true,
+            watch: true,
             leases: true,
         };
         let handle = local_test_node("local", caps);

@@ -27,6 +27,7 @@ impl Server {
             ranges: true,
             transactions: true,
             revisions: true,
+            watch: true,
             leases: true,
         };
         let handle = local_test_node("local", caps);

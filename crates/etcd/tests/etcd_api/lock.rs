@@ -421,6 +421,7 @@ async fn without_leases_the_services_answer_unimplemented() {
         ranges: false,
         transactions: false,
         revisions: false,
+        watch: false,
         leases: false,
     };
     let handle = synod_node::handle::local_test_node("caspaxos", caps);

@@ -20,6 +20,7 @@ pub const ALL_CAPS: Capabilities = Capabilities {
     ranges: true,
     transactions: true,
     revisions: true,
+    watch: true,
     leases: true,
 };
 
@@ -27,6 +28,7 @@ pub const CASPAXOS_CAPS: Capabilities = Capabilities {
     ranges: false,
     transactions: false,
     revisions: false,
+    watch: false,
     leases: false,
 };
 

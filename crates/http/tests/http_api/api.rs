@@ -264,7 +264,7 @@ async fn status_members_health_metrics_openapi() {
     assert_eq!(r["keys"], 1);
     assert_eq!(
         r["capabilities"],
-        json!({"ranges": true, "transactions": true, "revisions": true, "leases": true})
+        json!({"ranges": true, "transactions": true, "revisions": true, "watch": true, "leases": true})
     );
 
     let (status, r) = s.get("/v1/members").await;

@@ -72,6 +72,7 @@ impl Engine for Toy {
             ranges: true,
             transactions: true,
             revisions: true,
+            watch: true,
             leases: true,
         }
     }

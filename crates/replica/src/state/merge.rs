@@ -11,8 +11,8 @@
 //! freeze, and every replica of the lower group must apply the same state at the same index.
 
 use super::{AppliedState, MERGE_BYTES_MAX, MergeImage};
-use synod_core::EngineError;
 use synod_core::kv::{AbsorbMark, AbsorbRequest, KeyRange, Response, ResponseBody};
+use synod_core::{EngineError, MoveKind};
 
 impl AppliedState {
     /// Applies `Op::Merge` at KV index `index` (already skipped): freezes this group if its
@@ -41,6 +41,7 @@ impl AppliedState {
             )));
         }
         self.range.frozen = Some(index);
+        self.note_move(self.range.range.clone(), MoveKind::Gone);
         Ok(Response {
             revision: self.kv.revision(),
             body: ResponseBody::Merge {
@@ -97,8 +98,10 @@ impl AppliedState {
                 "merge image is not the frozen state of the range it names".into(),
             ));
         }
+        let before = self.kv.revision();
         self.kv.absorb(image.kv, index, self.checks.merge_sessions);
         self.range.range.end = a.end.clone();
+        self.note_move(expected, MoveKind::Absorbed { before });
         self.range.absorbed.push(AbsorbMark {
             group: a.group,
             at: a.start.clone(),

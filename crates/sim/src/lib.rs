@@ -272,6 +272,9 @@ pub struct SimSummary {
     /// Partitioned runs: groups created and retired in all (by the operator or the engines).
     pub groups_created: u64,
     pub groups_retired: u64,
+    /// Partitioned runs: revisions and moves of keys the watch feed check saw.
+    pub feed_revisions: u64,
+    pub feed_moves: u64,
 }
 
 /// What the lease checker covered over many seeds.

@@ -30,6 +30,7 @@ use crate::faults::{
 use crate::network::Network;
 use crate::trace::{Trace, TraceEntry, TraceKind};
 
+mod group_feed;
 mod leases;
 mod quiesce;
 pub mod reconfig;
@@ -229,6 +230,10 @@ pub struct RunResult {
     pub groups_at_start: u64,
     pub groups_seen: u64,
     pub groups_at_end: u64,
+    /// Partitioned runs: revisions and moves of keys between groups the watch feed check
+    /// saw (see the `group_feed` module).
+    pub feed_revisions: u64,
+    pub feed_moves: u64,
 }
 
 impl RunResult {
@@ -404,6 +409,8 @@ struct Sim<E: Engine> {
     quiesce: quiesce::Quiesce,
     /// Watchers, their feeds and the watch checker's evidence (runs with `watchers > 0`).
     watch: watch::WatchHub,
+    /// The partitioned engines' per-group watch feed, checked (partitioned runs).
+    group_feed: group_feed::GroupFeed,
     /// Lease clients and their history (runs with `leases > 0`).
     leases: leases::LeaseHub,
     ops_ok: u64,
@@ -570,6 +577,7 @@ impl<E: Engine> Sim<E> {
             digest_seen: false,
             quiesce: quiesce::Quiesce::default(),
             watch: watch::WatchHub::new(cfg.seed, cfg.nodes, watchers_per_node::<E>(&cfg)),
+            group_feed: group_feed::GroupFeed::new(!cfg.split_keys.is_empty()),
             leases: leases::LeaseHub::new(cfg.seed, lease_clients::<E>(&cfg), heal_at_us),
             ops_ok: 0,
             ops_unknown: 0,
@@ -739,6 +747,7 @@ impl<E: Engine> Sim<E> {
             .unwrap_or_else(|| panic!("drain of crashed node {node}"));
         let mut ready = engine.ready();
         let (fresh, checkpointed) = watch::take_applied(engine, &ready, watch_on);
+        self.group_feed.take(node, engine, &mut self.failures);
         let counts = ready.counts();
         // Early messages leave before the batch's records are durable (Ready::take_early).
         let early = ready.take_early();
@@ -1015,6 +1024,7 @@ impl<E: Engine> Sim<E> {
         if self.nodes[i].engine.take().is_some() {
             self.watch.disconnect(node);
             self.watch_flush();
+            self.group_feed.forget(node);
             self.nodes[i].incarnation += 1;
             let lost = self.nodes[i].disk.crash(mode, &mut self.rng_fault);
             self.note(
@@ -1746,6 +1756,8 @@ impl<E: Engine> Sim<E> {
                 .statuses()
                 .first()
                 .map_or(0, |(_, s)| s.groups.len() as u64),
+            feed_revisions: self.group_feed.revisions,
+            feed_moves: self.group_feed.moves,
             planted_bug: self.cfg.planted_bug,
             schedule: self.schedule.iter().map(|f| f.to_string()).collect(),
             trace_tail: if failed {

@@ -66,6 +66,8 @@ impl SimSummary {
         self.transfers_completed += r.transfers_completed;
         self.splits_done += r.splits_done;
         self.merges_done += r.merges_done;
+        self.feed_revisions += r.feed_revisions;
+        self.feed_moves += r.feed_moves;
         if r.groups_seen > 0 {
             let at_start = r.groups_at_start;
             self.groups_created += r.groups_seen.saturating_sub(at_start);

@@ -6,7 +6,8 @@
 //! is caught: a member that routes a boundary key to the wrong group, a node-wide checkpoint
 //! that leaves out the groups that did not checkpoint, a split that serves moved keys or
 //! drops the client table, a frozen group that keeps applying writes, an absorb that drops
-//! the client table. Seed counts scale with `SYNOD_SIM_SEEDS`.
+//! the client table, a split's key move published to watchers one revision early (the watch
+//! feed check runs in every partitioned run). Seed counts scale with `SYNOD_SIM_SEEDS`.
 
 use synod_core::PlantedBug;
 use synod_partition::Partitioned;
@@ -81,6 +82,12 @@ fn splits_racing_every_fault_lose_nothing() {
         assert!(sum.ops_ok > 0);
         assert!(sum.splits_done >= n, "splits happened: {}", sum.splits_done);
         assert!(
+            sum.feed_revisions > 0 && sum.feed_moves >= sum.splits_done,
+            "the watch feed was checked: {} revisions, {} moves",
+            sum.feed_revisions,
+            sum.feed_moves
+        );
+        assert!(
             sum.merges_done >= n / 2,
             "merges happened: {}",
             sum.merges_done
@@ -109,6 +116,17 @@ fn planted_split_that_drops_the_client_table_is_caught() {
     let mut cfg = splitting(0);
     cfg.planted_bug = Some(PlantedBug::PartitionSplitDropsSessions);
     assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 0..PLANT_SEEDS_MAX);
+}
+
+/// A split's move of keys published one revision early: a watcher following its keys would
+/// skip the parent's last revision of them. The watch feed check sees the parent's event of a
+/// moved key after the revision the move names.
+#[test]
+fn planted_watch_move_published_early_is_caught() {
+    let mut cfg = splitting(0);
+    cfg.planted_bug = Some(PlantedBug::PartitionWatchMoveEarly);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 0..PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "watch feed:");
 }
 
 #[test]

@@ -872,12 +872,14 @@ impl<E: Engine> EngineLoop<E> {
         // durable here; and before its replies, so a client that saw its write acknowledged
         // and then watches "from now" is not sent that write.
         // Likewise a compaction: once its reply is out, no watcher may be served below it.
-        // Nothing below changes the engine, so this status is also the one published after.
+        // Nothing below changes the engine, so this status is also the one published, before
+        // the replies: a client that saw its member update acknowledged must list it.
         let fresh = self.engine.take_group_watch_events();
         let status = self.engine.status();
         self.hubs.publish(fresh, &status);
         // Before this batch's messages, which may already address a member it added.
         self.follow_configuration(&status.configuration);
+        let mut status = Some(status);
         if !ready.is_empty() {
             // Early messages overlap our fsync with the peers' (see Ready::take_early). Inputs
             // that answer them are read only after this batch's persist returns.
@@ -904,6 +906,9 @@ impl<E: Engine> EngineLoop<E> {
                     self.transport.send(to, &m);
                 }
             }
+            if let Some(status) = status.take() {
+                self.publish(status);
+            }
             for reply in outbox.replies {
                 let waiter = (reply.id.client == self.client || reply.id.client == ClientId::NONE)
                     .then(|| self.pending.remove(&reply.id.seq))
@@ -917,7 +922,9 @@ impl<E: Engine> EngineLoop<E> {
                 }
             }
         }
-        self.publish(status);
+        if let Some(status) = status {
+            self.publish(status);
+        }
         Ok(())
     }
 

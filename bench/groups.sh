@@ -4,8 +4,10 @@
 # a time with the same `synod bench`.
 #
 # The 1-group row is the ordinary, unpartitioned cluster with the load sent to its leader (its
-# best case). Partitioned clusters get the load spread over every member (every member leads some
-# groups; a request for a group led elsewhere is forwarded by the member that received it). Split
+# best case). Partitioned clusters run twice: with the load spread over every member (every
+# member leads some groups; a request for a group led elsewhere is forwarded by the member that
+# received it), as an etcd client would send it, and "routed", each key sent to its group's
+# leader (`synod bench --target ranges`), the partitioned best case as the 1-group row is. Split
 # keys cut the bench's key space (10,000 8-digit keys) into equal ranges. Per member, the CPU time
 # it used per acknowledged put is read from /proc before and after the timed run.
 #
@@ -78,13 +80,25 @@ sys.exit(0 if all(x["leader"] == x["preferred_leader"] for x in g[1:]) else 1)' 
   MEMBER_PIDS=$(pgrep -f "synod-$g/cluster.toml" | tr '\n' ' ')
 }
 
-run() {   # run LABEL TARGET
-  local label=$1 target=$2 before after
+# The layout as `synod bench --target ranges` takes it: "SPLITS ENDPOINTS", each group's range
+# start (the first group's excepted) and its leader's gRPC endpoint, in key order. Member n of
+# `synod dev --base-port 7900` serves gRPC on 7900 + 10 (n - 1) + 2.
+layout_routes() {
+  curl -sf http://127.0.0.1:7901/v1/status | python3 -c 'import json, sys
+g = sorted(json.load(sys.stdin)["groups"], key=lambda x: x["start"])
+assert all(x["leader"] for x in g), "a group without a leader"
+print(",".join(x["start"] for x in g[1:]),
+      ",".join("127.0.0.1:%d" % (7902 + 10 * (x["leader"] - 1)) for x in g))'
+}
+
+run() {   # run LABEL TARGET [ENDPOINTS SPLITS]
+  local label=$1 target=$2 eps=${3:-$EPS} before after route=()
+  [[ -n ${4:-} ]] && route=(--route-splits "$4")
   log "$label"
   before=$(cpu_of)
-  "$SYNOD_BIN" bench --endpoints "$EPS" --label "$label" --workload put --in-flight 256 \
-    --key-size 8 --value-size 256 --keys "$KEYS" --connections 6 --target "$target" \
-    --duration "$DURATION" --warmup "$WARMUP" --json "$OUT/$label.json" >&2
+  "$SYNOD_BIN" bench --endpoints "$eps" "${route[@]}" --label "$label" --workload put \
+    --in-flight 256 --key-size 8 --value-size 256 --keys "$KEYS" --connections 6 \
+    --target "$target" --duration "$DURATION" --warmup "$WARMUP" --json "$OUT/$label.json" >&2
   after=$(cpu_of)
   echo "$before" >"$OUT/$label.cpu-before"
   echo "$after" >"$OUT/$label.cpu-after"
@@ -95,6 +109,8 @@ for g in $GROUP_COUNTS; do
   if [[ $g -gt 1 ]]; then
     "$ROOT/target/release/synodctl" --endpoints 127.0.0.1:7901 range list >"$OUT/synod-$g.ranges" 2>&1 || true
     run "synod-$g" all
+    read -r splits eps < <(layout_routes)
+    run "synod-$g-routed" ranges "$eps" "$splits"
   else
     run "synod-$g" leader
   fi
@@ -120,7 +136,7 @@ cpu_per_put() {
   echo "| cluster | puts/s at 256 in flight | vs 1 group | p50 ms | p99 ms | CPU µs per put, each member |"
   echo "|---|---:|---:|---:|---:|---|"
   base=$(field "$OUT/synod-1.json" throughput_ops_s)
-  for label in $(for g in $GROUP_COUNTS; do echo "synod-$g"; done) etcd; do
+  for label in $(for g in $GROUP_COUNTS; do echo "synod-$g synod-$g-routed"; done) etcd; do
     [[ -f $OUT/$label.json ]] || continue
     ops=$(field "$OUT/$label.json" throughput_ops_s)
     echo "| $label | $(awk -v a="$ops" 'BEGIN { printf "%.0f", a }') | $(awk -v a="$ops" -v b="$base" 'BEGIN { printf "%.2f", a / b }') | $(awk -v a="$(field "$OUT/$label.json" p50_ms)" 'BEGIN { printf "%.2f", a }') | $(awk -v a="$(field "$OUT/$label.json" p99_ms)" 'BEGIN { printf "%.2f", a }') | $(cpu_per_put "$label") |"

@@ -76,6 +76,11 @@ pub enum Target {
     /// connection i mod connections, so `--in-flight` below the number of endpoints leaves some
     /// idle. The way to load every member of a leaderless engine (epaxos, caspaxos).
     All,
+    /// Each key to the endpoint of its range: `--route-splits` cuts the key space into one
+    /// range per endpoint, in order (a split key is the first key of its range), and
+    /// `--connections` are shared out over the ranges, at least one each. The client of a
+    /// partitioned cluster that knows its layout and sends each key to its group's leader.
+    Ranges,
 }
 
 /// `synod bench`: drive an etcd v3 gRPC endpoint (Synod or etcd) with a closed-loop workload
@@ -123,10 +128,14 @@ pub struct BenchArgs {
     /// only if the client itself is the bottleneck (one core busy with `synod bench`).
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
-    /// Send to the leader only, or to every endpoint. Members of EPaxos each report
-    /// themselves as leader, so `leader` drives the first endpoint only; use `all`.
+    /// Send to the leader only, to every endpoint, or each key to its range's endpoint
+    /// (`ranges`). Members of EPaxos each report themselves as leader, so `leader` drives the
+    /// first endpoint only; use `all`.
     #[arg(long, value_enum, default_value_t = Target::Leader)]
     pub target: Target,
+    /// With `--target ranges`: the split keys, ascending, one fewer than `--endpoints`.
+    #[arg(long, value_delimiter = ',')]
+    pub route_splits: Vec<String>,
     /// Stop after this many measured operations (errors included).
     #[arg(long, conflicts_with = "duration")]
     pub count: Option<u64>,
@@ -228,6 +237,25 @@ impl BenchArgs {
             self.endpoints.iter().all(|e| !e.trim().is_empty()),
             "--endpoints has an empty entry"
         );
+        if self.target == Target::Ranges {
+            ensure!(
+                self.route_splits.len() + 1 == self.endpoints.len(),
+                "--target ranges needs one endpoint per range: {} split keys make {} ranges, \
+                 got {} endpoints",
+                self.route_splits.len(),
+                self.route_splits.len() + 1,
+                self.endpoints.len()
+            );
+            ensure!(
+                self.route_splits.windows(2).all(|w| w[0] < w[1]),
+                "--route-splits must be ascending and distinct"
+            );
+        } else {
+            ensure!(
+                self.route_splits.is_empty(),
+                "--route-splits goes with --target ranges"
+            );
+        }
         ensure!(
             (0.0..=1.0).contains(&self.read_ratio),
             "--read-ratio must be between 0 and 1, got {}",
@@ -476,6 +504,45 @@ mod tests {
         invalid(&["--duration", "0s"], "--duration");
         invalid(&["--zipf-s=-1"], "--zipf-s");
         invalid(&["--value-size", "2000000"], "--value-size");
+        invalid(&["--route-splits", "m"], "--route-splits");
+        invalid(
+            &[
+                "--target",
+                "ranges",
+                "--endpoints",
+                "a:1,b:2",
+                "--route-splits",
+                "m,t",
+            ],
+            "--target ranges",
+        );
+        invalid(
+            &[
+                "--target",
+                "ranges",
+                "--endpoints",
+                "a:1,b:2,c:3",
+                "--route-splits",
+                "t,m",
+            ],
+            "--route-splits",
+        );
+    }
+
+    #[test]
+    fn ranges_take_one_endpoint_each() {
+        let a = parse(&[
+            "--target",
+            "ranges",
+            "--endpoints",
+            "a:1,b:2,a:1",
+            "--route-splits",
+            "00003333,00006666",
+        ])
+        .expect("parses");
+        assert_eq!(a.target, Target::Ranges);
+        assert_eq!(a.route_splits, vec!["00003333", "00006666"]);
+        a.validate().expect("valid");
     }
 
     #[test]

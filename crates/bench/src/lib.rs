@@ -16,6 +16,7 @@ mod client;
 mod conn;
 mod keys;
 mod plot;
+mod route;
 mod runner;
 mod stats;
 mod watchers;
@@ -82,9 +83,19 @@ pub fn write_outputs(args: &BenchArgs, report: &Report) -> anyhow::Result<()> {
 /// out round-robin, so fewer connections than endpoints would leave the last ones unloaded.
 fn connections_for(target: Target, asked: usize, endpoints: usize) -> usize {
     match target {
-        Target::All => asked.max(endpoints),
+        Target::All | Target::Ranges => asked.max(endpoints),
         Target::Leader => asked,
     }
+}
+
+/// `conns` as [`client::connect_all`] spread them over `endpoints` endpoints, regrouped by
+/// endpoint (connection i went to endpoint i mod endpoints).
+fn by_endpoint(conns: Vec<conn::Connection>, endpoints: usize) -> Vec<Vec<conn::Connection>> {
+    let mut grouped: Vec<Vec<conn::Connection>> = (0..endpoints).map(|_| Vec::new()).collect();
+    for (i, c) in conns.into_iter().enumerate() {
+        grouped[i % endpoints].push(c);
+    }
+    grouped
 }
 
 /// Connects, preloads if the workload reads, and runs every in-flight level in order.
@@ -102,11 +113,21 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         .collect();
     let tls = tls.as_ref();
     let targets = match args.target {
-        Target::All => uris.clone(),
+        Target::All | Target::Ranges => uris.clone(),
         Target::Leader => vec![client::find_leader(&uris, args.request_timeout, tls).await?],
     };
     let connections = connections_for(args.target, args.connections, targets.len());
     let conns = client::connect_all(&targets, connections, args.request_timeout, tls).await?;
+    let routes = match args.target {
+        Target::Ranges => route::Routes::by_range(
+            args.route_splits
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .collect(),
+            by_endpoint(conns, targets.len()),
+        ),
+        Target::All | Target::Leader => route::Routes::single(conns),
+    };
 
     let mut plan = runner::Plan::new(
         args.workload,
@@ -133,7 +154,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
     let progress = args.progress || std::io::stderr().is_terminal();
     if args.workload.needs_preload() {
         let t0 = std::time::Instant::now();
-        runner::preload(&plan, &conns).await?;
+        runner::preload(&plan, &routes).await?;
         if progress {
             eprintln!(
                 "[{}] preloaded {} keys in {:.1} s",
@@ -155,7 +176,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
             label: args.label.clone(),
             watchers: watchers.clone(),
         };
-        results.push(runner::run_level(&plan, &conns, &spec).await);
+        results.push(runner::run_level(&plan, &routes, &spec).await);
     }
 
     Ok(Report {
@@ -163,7 +184,8 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         workload: args.workload.name().to_string(),
         endpoints: args.endpoints.clone(),
         targets,
-        connections,
+        route_splits: args.route_splits.clone(),
+        connections: routes.connections(),
         client_threads: args.client_threads,
         keys: args.keys,
         key_dist: match args.key_dist {

@@ -1,7 +1,7 @@
 //! The load itself: the preload of the key space, and one closed-loop level — `in_flight` worker
 //! tasks, each sending its next request as soon as the previous reply arrives, over connections
-//! shared round-robin — with warm-up, count/duration stop, the optional global rate limit and
-//! the progress line.
+//! shared round-robin (per key range with `--target ranges`, see `route`) — with warm-up,
+//! count/duration stop, the optional global rate limit and the progress line.
 //!
 //! Latency is measured per request from the moment the RPC is issued to the moment its reply
 //! (or error) is back. With `--rate`, time spent waiting for a send slot is not latency: this is
@@ -9,9 +9,9 @@
 //! arriving at that rate would see (coordinated omission).
 
 use crate::args::{StopAfter, Workload};
-use crate::client::{self, Kv};
-use crate::conn::Connection;
+use crate::client::Kv;
 use crate::keys::{KeyChooser, KeySpace, ValuePool, stream_rng};
+use crate::route::{Routes, WorkerRoutes};
 use crate::stats::{LevelResult, WorkerStats};
 use crate::watchers::Watchers;
 use std::io::Write as _;
@@ -224,7 +224,12 @@ struct Level {
     failed: AtomicU64,
 }
 
-async fn worker(plan: Arc<Plan>, level: Arc<Level>, mut kv: Kv, stream: u64) -> WorkerStats {
+async fn worker(
+    plan: Arc<Plan>,
+    level: Arc<Level>,
+    mut routes: WorkerRoutes,
+    stream: u64,
+) -> WorkerStats {
     let mut rng = stream_rng(plan.seed, stream);
     let mut stats = WorkerStats::new();
     // Workers start at different places in the value pool so concurrent writes differ.
@@ -249,7 +254,8 @@ async fn worker(plan: Arc<Plan>, level: Arc<Level>, mut kv: Kv, stream: u64) -> 
         }
         let key_index = plan.chooser.choose(&mut rng);
         value_seq = value_seq.wrapping_add(1);
-        let (latency, result) = execute(&plan, &mut kv, key_index, value_seq, &mut rng).await;
+        let kv = routes.kv_for(plan.keys.key(key_index));
+        let (latency, result) = execute(&plan, kv, key_index, value_seq, &mut rng).await;
         match result {
             Ok(outcome) => {
                 if measuring {
@@ -293,11 +299,8 @@ pub struct LevelSpec {
 }
 
 /// Runs one closed-loop level and merges what the workers measured.
-pub async fn run_level(plan: &Arc<Plan>, conns: &[Connection], spec: &LevelSpec) -> LevelResult {
-    assert!(
-        !conns.is_empty() && spec.in_flight > 0,
-        "validated by the caller"
-    );
+pub async fn run_level(plan: &Arc<Plan>, routes: &Routes, spec: &LevelSpec) -> LevelResult {
+    assert!(spec.in_flight > 0, "validated by the caller");
     let start = Instant::now();
     let measure_start = start + spec.warmup;
     let (end, count) = match spec.stop_after {
@@ -339,8 +342,8 @@ pub async fn run_level(plan: &Arc<Plan>, conns: &[Connection], spec: &LevelSpec)
     });
     let workers: Vec<_> = (0..spec.in_flight)
         .map(|i| {
-            let kv = client::kv(&conns[i % conns.len()]);
-            tokio::spawn(worker(plan.clone(), level.clone(), kv, i as u64))
+            let routes = routes.worker(i);
+            tokio::spawn(worker(plan.clone(), level.clone(), routes, i as u64))
         })
         .collect();
     let mut merged = WorkerStats::new();
@@ -407,11 +410,11 @@ async fn progress_line(prefix: String, level: Arc<Level>, done: Arc<AtomicBool>)
 }
 
 /// Writes every key once so reads find real values and txn-cas knows each key's revision.
-pub async fn preload(plan: &Arc<Plan>, conns: &[Connection]) -> anyhow::Result<()> {
+pub async fn preload(plan: &Arc<Plan>, routes: &Routes) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..PRELOAD_IN_FLIGHT.min(plan.keys.count() as usize))
         .map(|i| {
-            let mut kv = client::kv(&conns[i % conns.len()]);
+            let mut routes = routes.worker(i);
             let (plan, next) = (plan.clone(), next.clone());
             tokio::spawn(async move {
                 loop {
@@ -426,7 +429,7 @@ pub async fn preload(plan: &Arc<Plan>, conns: &[Connection]) -> anyhow::Result<(
                             value: plan.values.value(k).to_vec(),
                             ..Default::default()
                         };
-                        match kv.put(req).await {
+                        match routes.kv_for(&req.key).put(req).await {
                             Ok(resp) => {
                                 let rev = resp.into_inner().header.map(|h| h.revision).unwrap_or_default();
                                 plan.note_revision(k, rev);

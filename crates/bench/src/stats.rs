@@ -168,6 +168,9 @@ pub struct Report {
     pub endpoints: Vec<String>,
     /// The endpoints actually driven (the leader alone with `--target leader`).
     pub targets: Vec<String>,
+    /// `--route-splits` of `--target ranges`: target i took the keys from split i - 1 to split i.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route_splits: Vec<String>,
     pub connections: usize,
     /// `--client-threads`; 0 in reports written before the option existed.
     #[serde(default)]
@@ -366,6 +369,7 @@ mod tests {
                 "http://b:2".into(),
                 "http://c:3".into(),
             ],
+            route_splits: Vec::new(),
             connections: 3,
             client_threads: 1,
             keys: 10_000,

@@ -1,6 +1,7 @@
 //! `synod bench` against a REAL etcd: starts a single-member etcd from PATH on free loopback
 //! ports with a temporary data dir, runs tiny put / get / txn-cas / mixed runs and a sweep, and
-//! checks the counts, the absence of errors, the preload, and the JSON and SVG outputs.
+//! checks the counts, the absence of errors, the preload, and the JSON and SVG outputs; and two
+//! of them behind `--target ranges`, to see each key land at its range's endpoint.
 //!
 //! etcd is not installed by the test. On Debian: `apt-get install -y etcd-server etcd-client`.
 //! Without it the test fails loudly, unless SYNOD_ALLOW_MISSING_ETCD=1 says that is expected.
@@ -160,16 +161,8 @@ fn read_report(path: &Path) -> Report {
 
 #[test]
 fn bench_drives_a_real_etcd() {
-    let Some(etcd_bin) = find_on_path("etcd") else {
-        let banner = "#".repeat(78);
-        eprintln!(
-            "\n{banner}\n# etcd NOT FOUND on PATH: the synod-bench etcd integration test cannot run.\n\
-             # Install it with: apt-get update && apt-get install -y etcd-server etcd-client\n{banner}\n"
-        );
-        if std::env::var("SYNOD_ALLOW_MISSING_ETCD").as_deref() == Ok("1") {
-            return;
-        }
-        panic!("etcd not found on PATH (set SYNOD_ALLOW_MISSING_ETCD=1 to skip deliberately)");
+    let Some(etcd_bin) = etcd_or_skip() else {
+        return;
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let etcd = start_ready_etcd(&rt, &etcd_bin);
@@ -290,6 +283,86 @@ fn bench_drives_a_real_etcd() {
         plot.contains("<svg") && plot.contains("p99 latency"),
         "an SVG with the axis label"
     );
+}
+
+/// The etcd on PATH; without it a loud banner, then a failure, or None (skip) when
+/// SYNOD_ALLOW_MISSING_ETCD=1 says that is expected.
+fn etcd_or_skip() -> Option<PathBuf> {
+    let found = find_on_path("etcd");
+    if found.is_none() {
+        let banner = "#".repeat(78);
+        eprintln!(
+            "\n{banner}\n# etcd NOT FOUND on PATH: the synod-bench etcd integration tests cannot run.\n\
+             # Install it with: apt-get update && apt-get install -y etcd-server etcd-client\n{banner}\n"
+        );
+        if std::env::var("SYNOD_ALLOW_MISSING_ETCD").as_deref() != Ok("1") {
+            panic!("etcd not found on PATH (set SYNOD_ALLOW_MISSING_ETCD=1 to skip deliberately)");
+        }
+    }
+    found
+}
+
+/// The keys an etcd holds, in order.
+fn keys_of(rt: &tokio::runtime::Runtime, etcd: &Etcd) -> Vec<String> {
+    rt.block_on(async {
+        let mut kv = KvClient::connect(format!("http://{}", etcd.client_addr))
+            .await
+            .expect("connect");
+        let resp = kv
+            .range(RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                keys_only: true,
+                ..Default::default()
+            })
+            .await
+            .expect("range");
+        resp.into_inner()
+            .kvs
+            .into_iter()
+            .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+            .collect()
+    })
+}
+
+/// `--target ranges` sends each key to its range's endpoint: two separate etcds (not a
+/// cluster) behind split key 00000040 end up holding exactly the keys below it and from it on.
+#[test]
+fn target_ranges_sends_each_key_to_its_ranges_endpoint() {
+    let Some(etcd_bin) = etcd_or_skip() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (low, high) = (
+        start_ready_etcd(&rt, &etcd_bin),
+        start_ready_etcd(&rt, &etcd_bin),
+    );
+    let endpoints = format!("{},{}", low.client_addr, high.client_addr);
+    // The get workload preloads every key first, through the same routes as the run.
+    synod_bench::run(bench_args(&[
+        "--endpoints",
+        &endpoints,
+        "--target",
+        "ranges",
+        "--route-splits",
+        "00000040",
+        "--workload",
+        "get",
+        "--keys",
+        "100",
+        "--count",
+        "200",
+        "--in-flight",
+        "8",
+        "--connections",
+        "3",
+        "--warmup",
+        "0s",
+    ]))
+    .expect("routed run");
+    let all: Vec<String> = (0..100).map(|i| format!("{i:08}")).collect();
+    assert_eq!(keys_of(&rt, &low), all[..40]);
+    assert_eq!(keys_of(&rt, &high), all[40..]);
 }
 
 #[test]

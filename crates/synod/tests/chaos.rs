@@ -192,14 +192,22 @@ fn caspaxos_chaos_run_is_linearizable() {
 
 /// Four consensus groups (`--groups 4`: the split keys are workload keys, so boundaries are
 /// exercised) under every fault, two ranges split at run time and one merged back while the
-/// faults go on; no watchers, which a partitioned cluster refuses.
+/// faults go on, and lock clients writing their fenced register (the lock's keys and the
+/// register lie in the first group; their leases span every group); no watchers (chaos's
+/// watchers watch the whole keyspace, which a partitioned cluster refuses).
 #[test]
 fn partitioned_chaos_run_is_linearizable() {
     let out = out_dir("groups");
-    let (report, s) = run_checked("omnipaxos", "11", "30s", "all", &["--groups", "4"], &out);
+    let flags = ["--groups", "4", "--locks", "3"];
+    let (report, s) = run_checked("omnipaxos", "11", "30s", "all", &flags, &out);
     assert!(
         s["watch"].is_null(),
         "no watchers on a partitioned cluster: {s}"
+    );
+    assert_eq!(s["locks"]["safe"], true, "{report}");
+    assert!(
+        s["locks"]["acquisitions"].as_u64() >= Some(1),
+        "the lock was taken:\n{report}"
     );
     // Two ranges split while the faults ran (k0 and k4: the keys no range began at), then
     // the first merged back.

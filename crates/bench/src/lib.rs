@@ -79,8 +79,9 @@ pub fn write_outputs(args: &BenchArgs, report: &Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connections to open: `--target all` promises every endpoint, and connections are handed
-/// out round-robin, so fewer connections than endpoints would leave the last ones unloaded.
+/// Connections to open: `--target all` and `ranges` promise every endpoint, and connections
+/// are handed out round-robin, so fewer connections than endpoints would leave the last ones
+/// unloaded.
 fn connections_for(target: Target, asked: usize, endpoints: usize) -> usize {
     match target {
         Target::All | Target::Ranges => asked.max(endpoints),

@@ -392,6 +392,10 @@ pub struct EngineConfig {
     /// either range before an automatic merge: a range just split by load is not merged back
     /// while the load may return.
     pub auto_merge_quiet_looks: u32,
+    /// Partitioned mode: threads a batch's groups are worked on with, the engine thread's
+    /// included (1: the engine thread alone). What the engine emits is the same either way;
+    /// more threads let a member that hosts several busy groups use more than one core.
+    pub engine_threads: usize,
     /// This replica is one group of a partitioned engine: the only kind that takes splits.
     pub partition_group: bool,
 }
@@ -431,6 +435,7 @@ impl EngineConfig {
             auto_split_reads: 0,
             auto_merge_keys: 0,
             auto_merge_quiet_looks: 30,
+            engine_threads: 1,
             partition_group: false,
         }
     }

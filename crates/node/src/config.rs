@@ -277,9 +277,28 @@ pub struct PartitionConfig {
     /// half of `auto_split_writes` and of `auto_split_reads`). At most half of
     /// `auto_split_keys` (0: never).
     pub auto_merge_keys: u64,
+    /// Threads a member works on its groups' batches with, its engine thread included
+    /// (0: half the machine's cores, 1 to [`ENGINE_THREADS_AUTO_MAX`]: the API threads and
+    /// the WAL need the others). Members that share one machine should share its cores out
+    /// (`ClusterConfig::local`, hence `synod dev`, does). Each member may have its own.
+    pub engine_threads: usize,
 }
 
+/// The most engine threads a member takes by itself (`engine_threads = 0`).
+pub const ENGINE_THREADS_AUTO_MAX: usize = 8;
+
 impl PartitionConfig {
+    /// `engine_threads`, with 0 resolved to half this machine's cores (1 to
+    /// [`ENGINE_THREADS_AUTO_MAX`]). On 2 cores that is the engine thread alone: a pool of
+    /// two measured no reliable gain there (README, "Engine threads").
+    pub fn engine_threads(&self) -> usize {
+        match self.engine_threads {
+            0 => (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2)
+                .clamp(1, ENGINE_THREADS_AUTO_MAX),
+            n => n,
+        }
+    }
+
     /// `groups` groups over keys that start with a printable ASCII character: the first byte's
     /// range `!`..`~` cut into equal parts (one split key of one character each). A guess for
     /// a keyspace nobody described; name split keys that fit the data where it is known.
@@ -483,10 +502,16 @@ impl ClusterConfig {
                 }
             })
             .collect();
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
         ClusterConfig {
             cluster_name: "synod-local".into(),
             election_timeout_ticks: LOCAL_ELECTION_TIMEOUT_TICKS,
             members,
+            // Every member on this machine: they share its cores rather than each take all.
+            partition: PartitionConfig {
+                engine_threads: (cores / n).max(1),
+                ..PartitionConfig::default()
+            },
             ..ClusterConfig::default()
         }
     }
@@ -561,10 +586,18 @@ impl ClusterConfig {
         e.auto_split_writes = self.partition.auto_split_writes;
         e.auto_split_reads = self.partition.auto_split_reads;
         e.auto_merge_keys = self.partition.auto_merge_keys;
+        e.engine_threads = self.partition.engine_threads();
         e
     }
 
     fn validate_partition(&self) -> Result<(), ConfigError> {
+        if self.partition.engine_threads > GROUPS_MAX {
+            // A thread per group is the most a batch could use.
+            return Err(invalid(
+                "partition.engine_threads",
+                format!("at most {GROUPS_MAX} (0: the machine's cores)"),
+            ));
+        }
         let splits = &self.partition.split_keys;
         if splits.is_empty() {
             return Ok(());
@@ -1036,6 +1069,35 @@ grpc_addr = "10.0.0.2:2379"
         assert!(e.to_string().contains("auto_merge_keys"), "{e}");
         c.partition.auto_split_keys = 0;
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn engine_threads_are_shared_out_locally_and_bounded() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut c = ClusterConfig::local(3, 20000);
+        c.partition.split_keys = vec!["m".into()];
+        let id = c.cluster_id();
+        assert_eq!(
+            c.partition.engine_threads,
+            (cores / 3).max(1),
+            "members share the cores"
+        );
+        assert_eq!(c.engine_config(1).engine_threads, (cores / 3).max(1));
+        c.partition.engine_threads = 0;
+        assert_eq!(
+            c.engine_config(1).engine_threads,
+            (cores / 2).clamp(1, ENGINE_THREADS_AUTO_MAX),
+            "by itself: half the cores"
+        );
+        c.partition.engine_threads = 5;
+        c.validate().unwrap();
+        assert_eq!(c.engine_config(2).engine_threads, 5);
+        assert_eq!(c.cluster_id(), id, "each member's own, not the cluster's");
+        c.partition.engine_threads = GROUPS_MAX + 1;
+        let e = c
+            .validate()
+            .expect_err("more threads than groups could use");
+        assert!(e.to_string().contains("engine_threads"), "{e}");
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! member hosts every group, and [`Partitioned`] multiplexes them behind the ordinary engine
 //! interface, which is what makes a node host many groups *cheaply*:
 //!
-//! * **One engine thread.** The node runtime drives one engine, as always; a group is a value
-//!   inside it, not a thread.
+//! * **A small pool of engine threads, not a thread per group.** The node runtime drives one
+//!   engine, as always; a group is a value inside it. A batch's groups are worked on at once
+//!   by `engine_threads` threads (`pool.rs`: each group moved to a thread and back, results in
+//!   group order), so what the engine emits does not depend on the threads.
 //! * **One connection per peer pair.** A message is a [`GroupMessage`]: everything one batch
 //!   sends one peer, each group's messages tagged with the group id, on the node's one
 //!   transport.
@@ -63,6 +65,7 @@
 mod auto;
 pub mod layout;
 mod leases;
+mod pool;
 mod watch;
 
 use layout::{CHILD_ID_BASE, GroupId, Layout, Route, child_id};
@@ -185,6 +188,46 @@ pub struct Partitioned<E: Engine> {
     leases: leases::LeaseFans,
     /// Every group's revision stream for the watch layer (`watch.rs`).
     watch: watch::WatchFeed,
+    /// The threads a batch's groups are worked on with (`pool.rs`).
+    pool: pool::Pool<GroupJob<E>, GroupDone<E>>,
+    /// Per group: requests and messages it was given since the last batch (how busy it is).
+    inputs: BTreeMap<GroupId, u32>,
+}
+
+/// Inputs since the last batch that make a group worth handing to another thread: a group
+/// with a heartbeat or two is done before a worker would have woken up.
+const POOL_INPUTS_MIN: u32 = 4;
+
+/// What a group is moved to a pool thread for.
+#[derive(Clone, Copy)]
+enum Work {
+    /// Its batch: `ready`, and the splits it applied.
+    Ready,
+    /// A checkpoint forced by another group's (see `batch_records`).
+    Checkpoint,
+}
+
+type GroupJob<E> = (GroupId, E, Work);
+type GroupDone<E> = (GroupId, E, Option<Parts<E>>, Splits<E>);
+/// A group's work's outcome, the group moved back: its batch (if any) and its splits.
+type Worked<E> = (GroupId, Option<Parts<E>>, Splits<E>);
+type Splits<E> = Vec<(SplitMark, <E as Engine>::Record)>;
+
+/// One group's work, on whichever thread of the pool: touches that group alone.
+fn work<E: Engine>((g, mut engine, w): GroupJob<E>) -> GroupDone<E> {
+    match w {
+        Work::Ready => {
+            let parts = engine.ready().into_parts();
+            let splits = engine.take_splits();
+            (g, engine, Some(parts), splits)
+        }
+        Work::Checkpoint => {
+            let parts = engine
+                .checkpoint_full()
+                .then(|| engine.ready().into_parts());
+            (g, engine, parts, Vec::new())
+        }
+    }
 }
 
 /// Requests this engine makes itself (client `ClientId::NONE`, no session): nobody waits for
@@ -462,24 +505,70 @@ impl<E: Engine> Partitioned<E> {
         made
     }
 
+    /// `w` for each of the groups `ids` that runs here, on the pool's threads: each group is
+    /// moved out for its work and back, and the results come in the order of `ids`.
+    fn run_groups(&mut self, ids: Vec<GroupId>, w: Work) -> Vec<Worked<E>> {
+        // Only groups with work worth a hand-off go to the pool, the busiest first so that
+        // dealing them round-robin spreads the work; a forced checkpoint always is.
+        let load = |g: &GroupId| match w {
+            Work::Ready => self.inputs.get(g).copied().unwrap_or(0),
+            Work::Checkpoint => u32::MAX,
+        };
+        let (mut busy, idle): (Vec<GroupId>, Vec<GroupId>) = ids
+            .iter()
+            .copied()
+            .partition(|g| load(g) >= POOL_INPUTS_MIN);
+        busy.sort_by_key(|g| (std::cmp::Reverse(load(g)), *g));
+        let (pooled, here) = match busy.len() {
+            0 | 1 => (Vec::new(), ids.clone()),
+            _ => (busy, idle),
+        };
+        let take =
+            |groups: &mut BTreeMap<GroupId, E>, g: GroupId| groups.remove(&g).map(|e| (g, e, w));
+        let jobs: Vec<GroupJob<E>> = pooled
+            .into_iter()
+            .filter_map(|g| take(&mut self.groups, g))
+            .collect();
+        let mut done = self.pool.map(jobs);
+        done.extend(
+            here.into_iter()
+                .filter_map(|g| take(&mut self.groups, g))
+                .map(work::<E>),
+        );
+        // In the order of `ids`, whichever way the work was shared out: what the engine does
+        // with the results must not depend on the threads.
+        let at: BTreeMap<GroupId, usize> = ids.iter().enumerate().map(|(i, g)| (*g, i)).collect();
+        done.sort_by_key(|(g, ..)| at.get(g).copied());
+        let mut out = Vec::with_capacity(done.len());
+        for (g, engine, parts, splits) in done {
+            self.groups.insert(g, engine);
+            out.push((g, parts, splits));
+        }
+        out
+    }
+
     /// The records of one batch: one node-wide checkpoint if every group has one in it (or
     /// was made to), else every record tagged with its group.
     fn batch_records(&mut self, parts: &mut [(GroupId, Parts<E>)]) -> Vec<GroupRecord<E::Record>> {
         let has_cp = |recs: &[E::Record]| recs.iter().any(DurableRecord::is_checkpoint);
         if parts.iter().any(|p| has_cp(&p.1.1)) && !self.bug_skip_groups {
-            for (g, p) in parts.iter_mut() {
-                let Some(group) = self.groups.get_mut(g) else {
+            let lacking: Vec<GroupId> = parts
+                .iter()
+                .filter(|(_, p)| !has_cp(&p.1))
+                .map(|(g, _)| *g)
+                .collect();
+            for (g, extra, _) in self.run_groups(lacking, Work::Checkpoint) {
+                let (Some((early, records, messages, replies)), Some((_, p))) =
+                    (extra, parts.iter_mut().find(|(x, _)| *x == g))
+                else {
                     continue;
                 };
-                if !has_cp(&p.1) && group.checkpoint_full() {
-                    let (early, records, messages, replies) = group.ready().into_parts();
-                    // After this batch's earlier messages, as the group emitted them; sent
-                    // only once the records are durable, which is always safe.
-                    p.0.extend(early);
-                    p.1.extend(records);
-                    p.2.extend(messages);
-                    p.3.extend(replies);
-                }
+                // After this batch's earlier messages, as the group emitted them; sent
+                // only once the records are durable, which is always safe.
+                p.0.extend(early);
+                p.1.extend(records);
+                p.2.extend(messages);
+                p.3.extend(replies);
             }
         }
         let bundle = parts.iter().all(|p| has_cp(&p.1.1))
@@ -743,6 +832,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             ));
         }
         let et = config.election_timeout_ticks.max(1);
+        let (id, threads) = (config.id, config.engine_threads);
         let mut p = Partitioned {
             id: config.id,
             bug_skip_groups: config.bug(PlantedBug::PartitionCheckpointSkipsGroups),
@@ -766,6 +856,9 @@ impl<E: Engine> Engine for Partitioned<E> {
             absorbing: BTreeMap::new(),
             leases: leases::LeaseFans::default(),
             watch: watch::WatchFeed::default(),
+            pool: pool::Pool::new(threads, &format!("synod-groups-{id}"), work::<E>)
+                .map_err(|e| format!("cannot start the engine's threads: {e}"))?,
+            inputs: BTreeMap::new(),
         };
         p.leases.bug_renew_one_group = p.base.bug(PlantedBug::PartitionLeaseRenewsOneGroup);
         p.watch.bug_move_early = p.base.bug(PlantedBug::PartitionWatchMoveEarly);
@@ -840,7 +933,8 @@ impl<E: Engine> Engine for Partitioned<E> {
                     {
                         self.auto.note_read(g, &r.key);
                     }
-                    group.submit(request)
+                    group.submit(request);
+                    *self.inputs.entry(g).or_default() += 1;
                 }
                 None => self.refused.push(missing(g)),
             },
@@ -885,6 +979,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             // other split keys, which the cluster identity should already have kept out.
             if let Some(group) = self.groups.get_mut(&g) {
                 group.receive(from, m);
+                *self.inputs.entry(g).or_default() += 1;
             }
         }
     }
@@ -912,24 +1007,31 @@ impl<E: Engine> Engine for Partitioned<E> {
     }
 
     fn ready(&mut self) -> Ready<Self::Message, Self::Record> {
-        let mut todo: Vec<GroupId> = self.groups.keys().rev().copied().collect();
+        // In rounds: every group at once, then the groups the first round's splits created
+        // (their first batch holds their first records), and so on. A group another group
+        // absorbed in the same round still emits what its own batch held: the same as had
+        // its batch come just before the absorb.
+        let mut round: Vec<GroupId> = self.groups.keys().copied().collect();
         let mut retired_replies = Vec::new();
-        let mut parts: Vec<(GroupId, Parts<E>)> = Vec::with_capacity(todo.len());
-        while let Some(g) = todo.pop() {
-            let Some(group) = self.groups.get_mut(&g) else {
-                continue;
-            };
-            let mut p = group.ready().into_parts();
-            let splits = group.take_splits();
-            if let Some(pos) = self.created.iter().position(|(c, _)| *c == g) {
-                // A group created by an earlier part of this batch: its first record first.
-                let (_, first) = self.created.swap_remove(pos);
-                p.1.insert(0, first);
+        let mut parts: Vec<(GroupId, Parts<E>)> = Vec::with_capacity(round.len());
+        while !round.is_empty() {
+            let mut next = Vec::new();
+            for (g, p, splits) in self.run_groups(std::mem::take(&mut round), Work::Ready) {
+                let Some(mut p) = p else {
+                    continue;
+                };
+                if let Some(pos) = self.created.iter().position(|(c, _)| *c == g) {
+                    // A group created by an earlier round of this batch: its first record first.
+                    let (_, first) = self.created.swap_remove(pos);
+                    p.1.insert(0, first);
+                }
+                parts.push((g, p));
+                next.extend(self.adopt_splits(g, splits));
+                retired_replies.extend(self.adopt_merges(g));
             }
-            parts.push((g, p));
-            todo.extend(self.adopt_splits(g, splits));
-            retired_replies.extend(self.adopt_merges(g));
+            round = next;
         }
+        self.inputs.clear();
         self.absorb_frozen();
         // Groups created at recovery: their first records go with the first batch.
         for (g, first) in std::mem::take(&mut self.created) {

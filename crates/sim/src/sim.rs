@@ -131,6 +131,9 @@ pub struct RunConfig {
     /// (size splits, at one key, would otherwise leave load nothing to cut); reads count
     /// only here, so `auto_layout` runs alone replay as they did before reads counted.
     pub auto_by_load: bool,
+    /// `EngineConfig::engine_threads` of every replica: the partitioned engine's pool. What
+    /// a replica emits must not depend on it (checked by running seeds both ways).
+    pub engine_threads: usize,
 }
 
 impl RunConfig {
@@ -160,6 +163,7 @@ impl RunConfig {
             split_keys: Vec::new(),
             splits: false,
             auto_layout: false,
+            engine_threads: 1,
             auto_by_load: false,
         }
     }
@@ -499,6 +503,7 @@ impl<E: Engine> Sim<E> {
                 config.snapshot_entries = cfg.snapshot_entries;
                 config.join = spare;
                 config.split_keys = cfg.split_keys.clone();
+                config.engine_threads = cfg.engine_threads;
                 if cfg.auto_layout {
                     // A group of 2 keys or more splits; writes at 4/s for 5 s split too; two
                     // ranges of at most 1 key together merge after 2 s without a change. By

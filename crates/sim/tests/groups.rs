@@ -309,3 +309,40 @@ fn planted_keep_alive_of_one_group_is_caught() {
     let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 0..PLANT_SEEDS_MAX);
     assert_caught_by(&r, "lease: early expiry");
 }
+
+/// The engine's pool of threads (`engine_threads`) changes where groups are worked on, never
+/// what a replica emits: the same seeds — splits and merges, storage faults, leases — give the
+/// same trace (every event's outputs and the replicas' applied state) with 3 threads as with
+/// one, and pass.
+#[test]
+fn a_pool_of_engine_threads_changes_nothing_a_replica_emits() {
+    let n = seed_count(SEEDS_DEFAULT / 30).max(2);
+    let mut storage = with_leases(splitting(10));
+    storage.faults = synod_sim::FaultSet::parse("all,storage").expect("valid fault list");
+    for (base, template) in [(74_000, storage), (84_000, auto_layout())] {
+        for seed in base..base + n {
+            let mut cfg = template.clone();
+            cfg.seed = seed;
+            let one = run_seed::<Partitioned<OmniPaxosEngine>>(&cfg);
+            let vr_one = run_seed::<Partitioned<VrEngine>>(&cfg);
+            cfg.engine_threads = 3;
+            let pooled = run_seed::<Partitioned<OmniPaxosEngine>>(&cfg);
+            let vr_pooled = run_seed::<Partitioned<VrEngine>>(&cfg);
+            for (a, b) in [(one, pooled), (vr_one, vr_pooled)] {
+                assert!(a.failures.is_empty(), "seed {seed}: {:?}", a.failures);
+                assert!(
+                    b.failures.is_empty(),
+                    "seed {seed} pooled: {:?}",
+                    b.failures
+                );
+                assert!(a.events > 0 && a.ops_ok > 0, "seed {seed} ran nothing");
+                assert_eq!(
+                    (a.trace_hash, a.events, a.ops_ok, a.messages),
+                    (b.trace_hash, b.events, b.ops_ok, b.messages),
+                    "seed {seed} ({}): the pooled run differs",
+                    a.engine
+                );
+            }
+        }
+    }
+}

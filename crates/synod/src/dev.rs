@@ -62,6 +62,10 @@ pub struct DevArgs {
     /// once the two hold fewer keys than this and have been quiet for 30 s (0: never).
     #[arg(long, default_value_t = 0)]
     auto_merge_keys: u64,
+    /// Partitioned clusters: threads each member works on its groups with (0: this machine's
+    /// cores shared out among the members, at least one each).
+    #[arg(long, default_value_t = 0)]
+    engine_threads: usize,
 }
 
 pub fn run(args: DevArgs) -> ExitCode {
@@ -90,6 +94,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     );
     let mut cluster = ClusterConfig::local(args.nodes, args.base_port);
     cluster.engine = args.engine.clone();
+    let shared_threads = cluster.partition.engine_threads;
     cluster.partition = if args.split_keys.is_empty() {
         synod_node::PartitionConfig::even(args.groups)
     } else {
@@ -102,6 +107,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     cluster.partition.auto_split_writes = args.auto_split_writes;
     cluster.partition.auto_split_reads = args.auto_split_reads;
     cluster.partition.auto_merge_keys = args.auto_merge_keys;
+    cluster.partition.engine_threads = match args.engine_threads {
+        0 => shared_threads,
+        n => n,
+    };
     cluster.validate()?;
     if args.fresh && args.data_dir.exists() {
         std::fs::remove_dir_all(&args.data_dir)?;

@@ -16,8 +16,14 @@ use std::time::Duration;
 const SPLITS: [&str; 3] = ["c", "m", "t"];
 
 fn partitioned(engine: &str, snapshot_entries: Option<u64>) -> Cluster {
+    partitioned_with(engine, snapshot_entries, 1)
+}
+
+/// With `engine_threads` threads per member for its groups (`pooled` checks they run).
+fn partitioned_with(engine: &str, snapshot_entries: Option<u64>, engine_threads: usize) -> Cluster {
     let c = Cluster::start_configured(3, engine, &|cfg| {
         cfg.partition.split_keys = SPLITS.iter().map(|s| s.to_string()).collect();
+        cfg.partition.engine_threads = engine_threads;
         if let Some(n) = snapshot_entries {
             cfg.storage.snapshot_entries = n;
         }
@@ -311,9 +317,25 @@ fn etcdctl_and_synodctl_on_four_groups() {
     }
 }
 
+/// Member `id`'s group threads (`synod-groups-<id>-<n>`, as the kernel keeps 15 bytes of it).
+fn pooled(c: &Cluster, id: u64) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", c.pid(id))).expect("/proc");
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with("synod-groups-"))
+        .count()
+}
+
+/// On 3 threads per member: node-wide checkpoints (every group made to checkpoint with the
+/// first that does) are taken on the pool, and come back after a restart.
 #[test]
 fn every_group_survives_a_restart_of_every_member_after_checkpoints() {
-    let mut c = partitioned("vr", Some(20));
+    let mut c = partitioned_with("vr", Some(20), 3);
+    assert!(
+        (1..=3).all(|id| pooled(&c, id) == 2),
+        "2 group threads each"
+    );
     let keys: Vec<String> = (0..120)
         .map(|i| format!("{}{i:03}", (b'a' + (i % 26) as u8) as char))
         .collect();
@@ -380,7 +402,9 @@ fn a_split_under_load_moves_keys_and_loses_nothing() {
     if etcdctl().is_none() {
         return;
     }
-    let mut c = partitioned("omnipaxos", None);
+    // On 2 threads per member: the new group's first batch runs in a round of its own.
+    let mut c = partitioned_with("omnipaxos", None, 2);
+    assert!((1..=3).all(|id| pooled(&c, id) == 1), "1 group thread each");
     // Group 1 owns [c, m): keys on both sides of the coming split at "f".
     for k in ["d1", "e1", "f1", "g1", "k1"] {
         ok(&one(&c, 1), &["put", k, "before"]);

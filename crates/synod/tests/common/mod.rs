@@ -828,6 +828,14 @@ pub fn run_with_deadline(mut cmd: Command, max: Duration) -> (ExitStatus, String
 // ---- Added for the leader-transfer tests (crates/synod/tests/leader_transfer.rs). ----
 
 impl Cluster {
+    /// The running member's process id.
+    pub fn pid(&self, id: u64) -> u32 {
+        self.children[self.index(id)]
+            .as_ref()
+            .expect("member is running")
+            .id()
+    }
+
     /// SIGTERM: the member shuts down gracefully (a leader hands leadership away first). Wait
     /// for it with [`Cluster::wait_exit`].
     pub fn terminate(&mut self, id: u64) {

@@ -78,8 +78,9 @@ pub enum Target {
     All,
     /// Each key to the endpoint of its range: `--route-splits` cuts the key space into one
     /// range per endpoint, in order (a split key is the first key of its range), and
-    /// `--connections` are shared out over the ranges, at least one each. The client of a
-    /// partitioned cluster that knows its layout and sends each key to its group's leader.
+    /// `--connections` are shared out over the distinct endpoints, at least one each (ranges
+    /// on one endpoint share its connections). The client of a partitioned cluster that knows
+    /// its layout and sends each key to its group's leader.
     Ranges,
 }
 

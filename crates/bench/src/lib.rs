@@ -113,8 +113,12 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         .map(|e| client::normalize_endpoint_as(e, tls.is_some()))
         .collect();
     let tls = tls.as_ref();
+    // With `--target ranges`, one endpoint per range: ranges on one member share its
+    // connections.
+    let (distinct, endpoint_of) = route::distinct_endpoints(&uris);
     let targets = match args.target {
-        Target::All | Target::Ranges => uris.clone(),
+        Target::All => uris.clone(),
+        Target::Ranges => distinct,
         Target::Leader => vec![client::find_leader(&uris, args.request_timeout, tls).await?],
     };
     let connections = connections_for(args.target, args.connections, targets.len());
@@ -126,6 +130,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
                 .map(|s| s.as_bytes().to_vec())
                 .collect(),
             by_endpoint(conns, targets.len()),
+            endpoint_of,
         ),
         Target::All | Target::Leader => route::Routes::single(conns),
     };

@@ -323,11 +323,6 @@ fn prepare_out_dir(args: &ChaosArgs, seed: u64) -> Result<PathBuf, String> {
         if args.groups > args.keys {
             return Err("--groups cannot exceed --keys (every group gets a key)".into());
         }
-        if args.faults.reconfig {
-            return Err(
-                "--groups: membership change is not built for partitioned clusters yet".into(),
-            );
-        }
     }
     if args.faults.reconfig && args.engine == "epaxos" {
         return Err("--faults reconfig: the epaxos engine has no membership change".into());

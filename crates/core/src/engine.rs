@@ -579,10 +579,14 @@ pub enum PlantedBug {
     /// happened one revision earlier, so a watcher following its keys moves on before the
     /// parent's last revision and never sees that revision's events of them.
     PartitionWatchMoveEarly,
+    /// Partitioned membership change: the groups other than the first follow the cluster's
+    /// additions, promotions and updates but never its removals, so a member removed from
+    /// the cluster keeps its vote in every other group.
+    PartitionGroupsKeepRemovedMembers,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 40] = [
+    pub const ALL: [PlantedBug; 41] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -623,6 +627,7 @@ impl PlantedBug {
         PlantedBug::PartitionMergeDropsSessions,
         PlantedBug::PartitionLeaseRenewsOneGroup,
         PlantedBug::PartitionWatchMoveEarly,
+        PlantedBug::PartitionGroupsKeepRemovedMembers,
     ];
 
     pub fn name(self) -> &'static str {
@@ -667,6 +672,9 @@ impl PlantedBug {
             PlantedBug::PartitionMergeDropsSessions => "partition-merge-drops-sessions",
             PlantedBug::PartitionLeaseRenewsOneGroup => "partition-lease-renews-one-group",
             PlantedBug::PartitionWatchMoveEarly => "partition-watch-move-early",
+            PlantedBug::PartitionGroupsKeepRemovedMembers => {
+                "partition-groups-keep-removed-members"
+            }
         }
     }
 
@@ -856,6 +864,11 @@ pub struct EngineStatus {
     /// Partitioned mode: one entry per consensus group hosted here, in key order. Empty for
     /// a single-group engine.
     pub groups: Vec<GroupStatus>,
+    /// Partitioned mode: members some group still (or already) has that `configuration`
+    /// (the first group's, the cluster's) does not list — while a membership change spreads
+    /// through the groups. The node keeps reaching them.
+    #[serde(default)]
+    pub other_members: Vec<crate::membership::Member>,
 }
 
 /// One revision stream's newly applied revisions ([`Engine::take_group_watch_events`]).
@@ -922,6 +935,12 @@ pub struct GroupStatus {
     pub compact_revision: u64,
     pub keys: u64,
     pub role: String,
+    /// The group's own configuration: its voters and learners. They follow the first
+    /// group's (the cluster's) and differ from it only while a membership change spreads.
+    #[serde(default)]
+    pub voters: Vec<NodeId>,
+    #[serde(default)]
+    pub learners: Vec<NodeId>,
 }
 
 /// Everything an engine produced since the last [`Engine::ready`]. See the module docs for why

@@ -392,6 +392,9 @@ pub struct RangeInfo {
     pub revision: u64,
     pub keys: u64,
     pub role: String,
+    /// The group's own members: the cluster's, except while a membership change spreads.
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
 }
 
 impl RangeInfo {
@@ -408,6 +411,8 @@ impl RangeInfo {
             revision: g.revision,
             keys: g.keys,
             role: g.role.clone(),
+            voters: g.voters.clone(),
+            learners: g.learners.clone(),
         }
     }
 }

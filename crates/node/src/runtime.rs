@@ -878,7 +878,7 @@ impl<E: Engine> EngineLoop<E> {
         let status = self.engine.status();
         self.hubs.publish(fresh, &status);
         // Before this batch's messages, which may already address a member it added.
-        self.follow_configuration(&status.configuration);
+        self.follow_configuration(&status);
         let mut status = Some(status);
         if !ready.is_empty() {
             // Early messages overlap our fsync with the peers' (see Ready::take_early). Inputs
@@ -964,8 +964,20 @@ impl<E: Engine> EngineLoop<E> {
     }
 
     /// Points the transport at a configuration the engine applied, once per change of it (see
-    /// the transport's module doc); forgets the data ids of members that left it.
-    fn follow_configuration(&mut self, c: &Configuration) {
+    /// the transport's module doc); forgets the data ids of members that left it. On a
+    /// partitioned engine, the members some group has beside the cluster's configuration
+    /// (while a membership change spreads through the groups) are peers too.
+    fn follow_configuration(&mut self, status: &EngineStatus) {
+        let joined;
+        let c = if status.other_members.is_empty() {
+            &status.configuration
+        } else {
+            let mut all = status.configuration.clone();
+            all.members.extend(status.other_members.iter().cloned());
+            all.members.sort_by_key(|m| m.id);
+            joined = all;
+            &joined
+        };
         if c.members.is_empty() || self.followed.as_ref() == Some(c) {
             return;
         }
@@ -1006,7 +1018,7 @@ impl<E: Engine> EngineLoop<E> {
     fn publish_status(&mut self) {
         let engine = self.engine.status();
         self.hubs.publish(Vec::new(), &engine);
-        self.follow_configuration(&engine.configuration);
+        self.follow_configuration(&engine);
         self.publish(engine);
     }
 

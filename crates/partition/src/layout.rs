@@ -209,10 +209,9 @@ impl Layout {
                 "absorbs are made by the partitioned engine, never by clients".into(),
             )),
             Op::Compact(_) => Route::Refuse(unsupported("compaction")),
-            Op::Membership(_) => Route::Refuse(EngineError::Membership(
-                "etcdserver: membership changes are not supported on a partitioned cluster yet"
-                    .into(),
-            )),
+            // The first group's configuration is the cluster's; the others follow it
+            // (`members.rs`).
+            Op::Membership(_) => Route::One(self.starts[0].1),
             // Fanned out to every group by the partitioned engine (`leases.rs`) before routing.
             Op::LeaseGrant(_)
             | Op::LeaseRevoke { .. }

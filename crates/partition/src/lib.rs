@@ -61,10 +61,15 @@
 //!
 //! **Leases** (`leases.rs`): every group keeps a copy of every lease, with its own keys
 //! attached; lease requests are fanned out to every group and answered once all answered.
+//!
+//! **Membership** (`members.rs`): an operator's change is decided in the first group, whose
+//! configuration is the cluster's; every other group's leader brings its group to it through
+//! the group's own log, and the answer waits until every group here has followed.
 
 mod auto;
 pub mod layout;
 mod leases;
+mod members;
 mod pool;
 mod watch;
 
@@ -76,6 +81,7 @@ use synod_core::kv::{
     AbsorbMark, KeyRange, RangeRequest, Response, ResponseBody, RevisionEvents, SplitMark,
     merge_ranges,
 };
+use synod_core::membership::MemberChange;
 use synod_core::protocol::LeaderTransferError;
 use synod_core::{
     Capabilities, ClientReply, ClientRequest, DurableRecord, Engine, EngineConfig, EngineError,
@@ -192,7 +198,32 @@ pub struct Partitioned<E: Engine> {
     pool: pool::Pool<GroupJob<E>, GroupDone<E>>,
     /// Per group: requests and messages it was given since the last batch (how busy it is).
     inputs: BTreeMap<GroupId, u32>,
+    /// Per group: the membership change this replica proposed to bring it to the first
+    /// group's configuration (`members.rs`), while unanswered.
+    following: BTreeMap<GroupId, RequestId>,
+    /// Operators' membership changes routed to the first group, until it answers.
+    member_requests: BTreeMap<RequestId, MemberChange>,
+    /// Their answers, held until every group here followed the change (or the request's
+    /// time ran out): acknowledged means every group has it, so the operator may stop a
+    /// member it removed.
+    held_members: Vec<HeldMember>,
+    /// Planted bug `PartitionGroupsKeepRemovedMembers`.
+    bug_keep_removed: bool,
 }
+
+/// An operator's membership change the first group applied, waiting for the other groups.
+struct HeldMember {
+    reply: ClientReply,
+    change: MemberChange,
+    /// The first group's configuration after the change.
+    after: synod_core::membership::Configuration,
+    /// The tick at which it is answered `Timeout` instead (outcome unknown to the caller;
+    /// the change itself stands and the groups go on following it).
+    until: u64,
+}
+
+/// How often (in ticks) a leader brings its groups' members to the first group's.
+const FOLLOW_MEMBERS_EVERY_TICKS: u64 = 10;
 
 /// Inputs since the last batch that make a group worth handing to another thread: a group
 /// with a heartbeat or two is done before a worker would have woken up.
@@ -262,6 +293,10 @@ impl OwnRequests {
     fn answered(&mut self, id: &RequestId) -> bool {
         self.pending.remove(id)
     }
+
+    fn is_pending(&self, id: &RequestId) -> bool {
+        self.pending.contains(id)
+    }
 }
 
 /// One split range read: its parts' groups and answers, in key order.
@@ -309,9 +344,26 @@ impl<E: Engine> Partitioned<E> {
         c
     }
 
-    /// Where group `g`'s leader should be: member `g mod n` of the sorted members.
+    /// Where group `g`'s leader should be: member `g mod n` of the cluster's voters (the
+    /// first group's; the configured members until it has any).
     fn preferred(&self, g: GroupId) -> NodeId {
-        let mut members = self.base.members.clone();
+        let voters = self
+            .layout
+            .ids()
+            .next()
+            .and_then(|first| self.groups.get(&first))
+            .map(|e| e.status().configuration.voters())
+            .unwrap_or_default();
+        self.preferred_among(voters, g)
+    }
+
+    /// [`Self::preferred`] with the cluster's voters known.
+    fn preferred_among(&self, voters: Vec<NodeId>, g: GroupId) -> NodeId {
+        let mut members = if voters.is_empty() {
+            self.base.members.clone()
+        } else {
+            voters
+        };
         members.sort_unstable();
         let n = members.len().max(1) as u64;
         members
@@ -379,6 +431,88 @@ impl<E: Engine> Partitioned<E> {
         }
     }
 
+    /// Brings every group this replica leads to the first group's configuration — the
+    /// cluster's, where operators' membership changes are decided — one change at a time,
+    /// each through the group's own log (`members.rs`).
+    fn follow_members(&mut self) {
+        let Some(first) = self.layout.ids().next() else {
+            return;
+        };
+        let Some(target) = self.groups.get(&first).map(|e| e.status().configuration) else {
+            return;
+        };
+        let ids: Vec<GroupId> = self
+            .groups
+            .keys()
+            .copied()
+            .filter(|&g| g != first)
+            .collect();
+        for g in ids {
+            if self
+                .following
+                .get(&g)
+                .is_some_and(|id| self.own.is_pending(id))
+            {
+                continue;
+            }
+            let Some(group) = self.groups.get_mut(&g) else {
+                continue;
+            };
+            let st = group.status();
+            if st.leader != Some(self.id) {
+                continue;
+            }
+            let change = if self.bug_keep_removed {
+                members::next_change(
+                    &members::keeping(&target, &st.configuration),
+                    &st.configuration,
+                )
+            } else {
+                members::next_change(&target, &st.configuration)
+            };
+            let Some(change) = change else {
+                continue;
+            };
+            let request = self.own.request(synod_core::kv::Op::Membership(change));
+            self.following.insert(g, request.id);
+            group.submit(request);
+        }
+    }
+
+    /// The answers to membership changes every group here has followed now, and `Timeout` for
+    /// those whose time ran out. A replica without a configuration yet (joining) does not
+    /// count.
+    fn release_members(&mut self) -> Vec<ClientReply> {
+        if self.held_members.is_empty() {
+            return Vec::new();
+        }
+        let configs: Vec<_> = self
+            .groups
+            .values()
+            .map(|e| e.status().configuration)
+            .filter(|c| !c.members.is_empty())
+            .collect();
+        let ticks = self.ticks;
+        let mut out = Vec::new();
+        self.held_members.retain(|h| {
+            if configs
+                .iter()
+                .all(|c| members::followed(&h.change, &h.after, c))
+            {
+                out.push(h.reply.clone());
+            } else if ticks >= h.until {
+                out.push(ClientReply {
+                    id: h.reply.id,
+                    result: Err(EngineError::Timeout),
+                });
+            } else {
+                return true;
+            }
+            false
+        });
+        out
+    }
+
     /// Sends the parts the lease requests still need; the replies of those now complete.
     fn pump_leases(&mut self) -> Vec<ClientReply> {
         let mut parts = Vec::new();
@@ -410,6 +544,22 @@ impl<E: Engine> Partitioned<E> {
                     *not_before = retry_at;
                 }
             }
+            return None;
+        }
+        if let Some(change) = self.member_requests.remove(&reply.id) {
+            let Ok(Response {
+                body: ResponseBody::Membership(after),
+                ..
+            }) = &reply.result
+            else {
+                return Some(reply);
+            };
+            self.held_members.push(HeldMember {
+                after: after.clone(),
+                reply,
+                change,
+                until: self.ticks + self.base.request_timeout_ticks,
+            });
             return None;
         }
         let reply = self.leases.answer(g, reply, &self.layout, self.ticks)?;
@@ -859,7 +1009,12 @@ impl<E: Engine> Engine for Partitioned<E> {
             pool: pool::Pool::new(threads, &format!("synod-groups-{id}"), work::<E>)
                 .map_err(|e| format!("cannot start the engine's threads: {e}"))?,
             inputs: BTreeMap::new(),
+            following: BTreeMap::new(),
+            member_requests: BTreeMap::new(),
+            held_members: Vec::new(),
+            bug_keep_removed: false,
         };
+        p.bug_keep_removed = p.base.bug(PlantedBug::PartitionGroupsKeepRemovedMembers);
         p.leases.bug_renew_one_group = p.base.bug(PlantedBug::PartitionLeaseRenewsOneGroup);
         p.watch.bug_move_early = p.base.bug(PlantedBug::PartitionWatchMoveEarly);
         // The layout's groups, and any split-off group whose records made it to disk
@@ -928,6 +1083,9 @@ impl<E: Engine> Engine for Partitioned<E> {
         match self.layout.route(&request.op) {
             Route::One(g) => match self.groups.get_mut(&g) {
                 Some(group) => {
+                    if let synod_core::kv::Op::Membership(change) = &request.op {
+                        self.member_requests.insert(request.id, change.clone());
+                    }
                     if let synod_core::kv::Op::Range(r) = &request.op
                         && self.base.auto_split_reads > 0
                     {
@@ -1002,6 +1160,9 @@ impl<E: Engine> Engine for Partitioned<E> {
         if self.ticks.is_multiple_of(auto::LOOK_EVERY_TICKS) {
             self.look();
         }
+        if self.ticks.is_multiple_of(FOLLOW_MEMBERS_EVERY_TICKS) {
+            self.follow_members();
+        }
         let replies = self.pump_leases();
         self.refused.extend(replies);
     }
@@ -1055,6 +1216,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             replies.extend(self.gather(g, reply));
         }
         replies.extend(self.pump_leases());
+        replies.extend(self.release_members());
         Ready::new(records, by_peer(messages), replies).with_early(by_peer(early))
     }
 
@@ -1062,6 +1224,7 @@ impl<E: Engine> Engine for Partitioned<E> {
         let all: Vec<(GroupId, EngineStatus)> =
             self.groups().map(|(g, e)| (g, e.status())).collect();
         let first = all.first().map(|(_, s)| s.clone()).unwrap_or_default();
+        let voters = first.configuration.voters();
         let groups = all
             .iter()
             .map(|(g, s)| {
@@ -1071,7 +1234,7 @@ impl<E: Engine> Engine for Partitioned<E> {
                     start,
                     end,
                     leader: s.leader,
-                    preferred_leader: Some(self.preferred(*g)),
+                    preferred_leader: Some(self.preferred_among(voters.clone(), *g)),
                     term: s.term,
                     applied_index: s.applied_index,
                     applied_digest: s.applied_digest,
@@ -1079,6 +1242,8 @@ impl<E: Engine> Engine for Partitioned<E> {
                     compact_revision: s.compact_revision,
                     keys: s.keys,
                     role: s.role.clone(),
+                    voters: s.configuration.voters(),
+                    learners: s.configuration.learners(),
                 }
             })
             .collect();
@@ -1097,6 +1262,10 @@ impl<E: Engine> Engine for Partitioned<E> {
             // Every group holds a copy of every lease: the first group's count.
             fast_path_commits: sum(|s| s.fast_path_commits),
             slow_path_commits: sum(|s| s.slow_path_commits),
+            other_members: members::other_members(
+                &first.configuration,
+                all.iter().skip(1).map(|(_, s)| &s.configuration),
+            ),
             groups,
             // A repair anywhere is the member's: the runtime logs it and health reports it.
             role: if all.iter().any(|(_, s)| s.role == "repairing") {

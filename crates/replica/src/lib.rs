@@ -317,6 +317,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
             auth: self.state.auth.clone(),
             learner_applied: self.members.learner_applied(),
             groups: Vec::new(),
+            other_members: Vec::new(),
         }
     }
 

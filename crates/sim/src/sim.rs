@@ -1596,10 +1596,18 @@ impl<E: Engine> Sim<E> {
                 .map(|g| (g.applied_index, g.applied_digest))
                 .collect()
         };
+        // Partitioned: every group has the cluster's members (the first group's), once a
+        // membership change spread through them all.
+        let groups_follow = |s: &EngineStatus| {
+            s.groups.iter().all(|g| {
+                g.voters == s.configuration.voters() && g.learners == s.configuration.learners()
+            })
+        };
         let converged = st.iter().all(|(_, s)| {
             s.applied_index == first.applied_index
                 && s.applied_digest == first.applied_digest
                 && per_group(s) == per_group(first)
+                && groups_follow(s)
         });
         if converged && !self.converged {
             self.check_hash_kv_agreement();
@@ -1665,9 +1673,25 @@ impl<E: Engine> Sim<E> {
                 .statuses()
                 .iter()
                 .map(|(id, s)| {
+                    let off: Vec<String> = s
+                        .groups
+                        .iter()
+                        .filter(|g| g.voters != s.configuration.voters())
+                        .map(|g| format!("group {} voters {:?}", g.group, g.voters))
+                        .collect();
                     format!(
-                        "n{id}: applied {} decided {}",
-                        s.applied_index, s.decided_index
+                        "n{id}: applied {} decided {}{}",
+                        s.applied_index,
+                        s.decided_index,
+                        if off.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                " (cluster voters {:?}; {})",
+                                s.configuration.voters(),
+                                off.join(", ")
+                            )
+                        }
                     )
                 })
                 .collect();

@@ -13,7 +13,8 @@ use synod_core::PlantedBug;
 use synod_partition::Partitioned;
 use synod_sim::engines::{OmniPaxosEngine, VrEngine};
 use synod_sim::sweep::{
-    assert_all_pass, assert_caught, assert_caught_by, assert_leases_judged, seed_count,
+    assert_all_pass, assert_caught, assert_caught_by, assert_leases_judged, assert_reconfig_pass,
+    seed_count,
 };
 use synod_sim::{RunConfig, SIM_GROUPS, default_split_keys, run_seed};
 
@@ -345,4 +346,31 @@ fn a_pool_of_engine_threads_changes_nothing_a_replica_emits() {
             }
         }
     }
+}
+
+/// Membership change on a partitioned cluster: the operator's plans (replace a member, replace
+/// the leader, grow by two, grow and shrink, add a voter directly) run against the first
+/// group while every fault goes on, and every other group's leader brings its group to the
+/// first group's members (`partition/members.rs`). The runs converge only once every group on
+/// every member has the cluster's voters and learners.
+fn reconfiguring() -> RunConfig {
+    let mut cfg = synod_sim::sweep::reconfig_config(3);
+    cfg.split_keys = default_split_keys(cfg.keys, SIM_GROUPS);
+    cfg.snapshot_entries = 10;
+    cfg
+}
+
+#[test]
+fn membership_changes_reach_every_group() {
+    let n = seed_count(SEEDS_DEFAULT / 2);
+    assert_reconfig_pass::<Partitioned<OmniPaxosEngine>>(&reconfiguring(), 75_000..75_000 + n);
+    assert_reconfig_pass::<Partitioned<VrEngine>>(&reconfiguring(), 85_000..85_000 + n);
+}
+
+#[test]
+fn planted_groups_that_keep_removed_members_are_caught() {
+    let mut cfg = reconfiguring();
+    cfg.planted_bug = Some(PlantedBug::PartitionGroupsKeepRemovedMembers);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 0..PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "convergence");
 }

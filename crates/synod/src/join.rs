@@ -124,15 +124,24 @@ fn record(
         .as_str()
         .context("status without cluster_name")?
         .to_string();
+    let engine = status["engine"].as_str().context("status without engine")?;
+    // A partitioned cluster reports `<engine>-partitioned`; its split keys are part of the
+    // cluster id, so they come from --config like the other settings.
+    let partitioned = engine.strip_suffix("-partitioned");
     if status["cluster_id"].as_u64() != Some(cluster.cluster_id()) {
+        if partitioned.is_some() {
+            bail!(
+                "the cluster's id does not match: a partitioned cluster's id covers its split \
+                 keys, so start this member with --config naming the cluster's [partition] \
+                 split_keys (ours: {:?})",
+                cluster.partition.split_keys
+            );
+        }
         bail!(
             "the cluster's id does not match its name's hash: not a Synod cluster of this version"
         );
     }
-    cluster.engine = status["engine"]
-        .as_str()
-        .context("status without engine")?
-        .to_string();
+    cluster.engine = partitioned.unwrap_or(engine).to_string();
     // Members that have not published client addresses yet cannot be written into a cluster
     // file; the engine's configuration lists them anyway once this node has it.
     cluster.members = listed

@@ -803,3 +803,97 @@ fn a_lease_kept_alive_through_a_split_and_a_merge_holds_its_keys_then_expires() 
     let gone = ok(&all, &["lease", "timetolive", &id]);
     assert!(gone.contains("already expired"), "{gone}");
 }
+
+/// Each group's voters and learners as member `id` reports them, in key order.
+fn group_members(c: &Cluster, id: u64) -> Option<Vec<(Vec<u64>, Vec<u64>)>> {
+    let ids = |v: &Value| -> Option<Vec<u64>> { v.as_array()?.iter().map(Value::as_u64).collect() };
+    c.status(id)?["groups"]
+        .as_array()?
+        .iter()
+        .map(|g| Some((ids(&g["voters"])?, ids(&g["learners"])?)))
+        .collect()
+}
+
+/// Membership change on a partitioned cluster with etcdctl, as on any other: a learner added,
+/// started with `--join`, promoted once in sync, an original member removed. The change is
+/// decided in the first group and every other group follows it, so in the end every group on
+/// every member has the same three voters, and the new member serves every group's keys.
+#[test]
+fn members_are_added_promoted_and_removed_in_every_group_through_etcdctl() {
+    if etcdctl().is_none() {
+        return;
+    }
+    let mut c = partitioned("omnipaxos", None);
+    let keys = ["apple", "grape", "pear", "zucchini"]; // one per group
+    for (i, k) in keys.iter().enumerate() {
+        ok(&c.grpc_endpoints(), &["put", k, &format!("v{i}")]);
+    }
+    let ports = common::free_ports(3);
+    let added = ok(
+        &c.grpc_endpoints(),
+        &[
+            "member",
+            "add",
+            "n4",
+            &format!("--peer-urls=http://127.0.0.1:{}", ports[0]),
+            "--learner",
+        ],
+    );
+    // "Member 4 added to cluster …": the id in hex.
+    let hex = added
+        .split_whitespace()
+        .nth(1)
+        .expect("the new member's id");
+    let id = u64::from_str_radix(hex, 16).expect("a hex member id");
+    // Every group adds it as a learner, before it even started.
+    wait_until(
+        Duration::from_secs(20),
+        "n4 a learner in every group",
+        || {
+            group_members(&c, 1)?
+                .iter()
+                .all(|(v, l)| v == &[1, 2, 3] && l == &[id])
+                .then_some(())
+        },
+    );
+    c.spawn_joiner(id, "n4", [ports[0], ports[1], ports[2]]);
+    let n4 = c.member(id).grpc_addr.clone();
+    for (i, k) in keys.iter().enumerate() {
+        let want = format!("{k}\nv{i}\n");
+        wait_until(Duration::from_secs(30), "n4 to serve every group", || {
+            let (success, out, _) = etcdctl_run(&n4, &["get", k, "--consistency=s"], None);
+            (success && out == want).then_some(())
+        });
+    }
+    wait_until(Duration::from_secs(30), "n4 promoted", || {
+        let (success, _, err) = etcdctl_run(&c.grpc_endpoints(), &["member", "promote", hex], None);
+        (success
+            || err.contains("can only promote a learner member\n")
+            || err
+                .trim_end()
+                .ends_with("can only promote a learner member"))
+        .then_some(())
+    });
+    ok(&one(&c, 2), &["member", "remove", "1"]);
+    c.kill(1);
+    for at in [2, 3, id] {
+        wait_until(Duration::from_secs(30), "every group on 2, 3, n4", || {
+            group_members(&c, at)?
+                .iter()
+                .all(|(v, l)| v == &[2, 3, id] && l.is_empty())
+                .then_some(())
+        });
+    }
+    let listed = ok(&one(&c, 3), &["member", "list"]);
+    let ids: Vec<&str> = listed.lines().filter_map(|l| l.split(',').next()).collect();
+    assert_eq!(ids, ["2", "3", hex], "{listed}");
+    // Every group still decides with member 1 gone: a write to each, read back through n4.
+    for k in keys {
+        ok(
+            &format!("{},{}", one(&c, 2), one(&c, 3)),
+            &["put", k, "after"],
+        );
+        let (success, out, err) = etcdctl_run(&n4, &["get", k], None);
+        assert!(success && out == format!("{k}\nafter\n"), "{k}: {out}{err}");
+    }
+}

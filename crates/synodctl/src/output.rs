@@ -274,7 +274,7 @@ pub fn ranges(format: Format, body: &Value) -> String {
             RANGE_FIELDS
                 .iter()
                 .map(|f| match *f {
-                    "members" => members.join(","),
+                    "members" => group_members(g).unwrap_or_else(|| members.join(",")),
                     "end" if field(g, "end").is_empty() => "(end)".to_string(),
                     // A split-off group's id is a 53-bit hash: its short name reads better.
                     "group" if !field(g, "name").is_empty() => field(g, "name"),
@@ -287,6 +287,25 @@ pub fn ranges(format: Format, body: &Value) -> String {
         Format::Simple | Format::Table => table(&RANGE_FIELDS, &rows),
         Format::Json => unreachable!("answered above"),
     }
+}
+
+/// A group's own members (`1,2,3,4(learner)`), which differ from the cluster's only while a
+/// membership change spreads through the groups; `None` from a member that does not say.
+fn group_members(g: &Value) -> Option<String> {
+    let ids = |f: &str| -> Option<Vec<String>> {
+        g.get(f)?
+            .as_array()?
+            .iter()
+            .map(|v| v.as_u64().map(|id| id.to_string()))
+            .collect()
+    };
+    let mut out = ids("voters")?;
+    out.extend(
+        ids("learners")?
+            .into_iter()
+            .map(|id| format!("{id}(learner)")),
+    );
+    Some(out.join(","))
 }
 
 /// A split's answer: `Range [START, KEY) kept; KEY.. is a new group (from log index N)`.
@@ -424,6 +443,21 @@ fn escape_controls(s: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn range_list_shows_each_groups_own_members() {
+        let body = json!({
+            "members": [{"id": 1}, {"id": 2}, {"id": 3}],
+            "groups": [
+                {"group": 0, "start": "", "end": "m", "voters": [1, 2, 3], "learners": [4]},
+                {"group": 1, "start": "m", "end": "", "voters": [1, 2, 3], "learners": []},
+                {"group": 2, "start": "t", "end": ""}
+            ]
+        });
+        let out = ranges(Format::Simple, &body);
+        assert!(out.contains("| 1,2,3,4(learner) |"), "{out}");
+        assert_eq!(out.matches("| 1,2,3 ").count(), 2, "{out}");
+    }
 
     fn kv(k: &str, v: &str, version: u64) -> Value {
         json!({"key": k, "value": v, "version": version, "create_revision": 2, "mod_revision": 7})

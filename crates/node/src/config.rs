@@ -806,8 +806,8 @@ pub struct NodeConfig {
     pub allow_wiped_rejoin: bool,
     /// This node was added to a running cluster (`synod server --join`): it has no state of
     /// its own, takes configuration and state from its peers, and the cluster file only says
-    /// whom to contact. Its empty data directory is expected, so the wiped-directory probe is
-    /// skipped.
+    /// whom to contact. Its empty data directory is expected; the wiped-directory probe still
+    /// runs, for a member that joined, ran and lost its directory (its peers remember it).
     pub join: bool,
 }
 

@@ -310,7 +310,10 @@ pub async fn start_engine<E: Engine>(
     })?;
     let peer_addr = transport.local_addr();
     let stopper = transport.stopper();
-    if data_dir.is_fresh() && !identity_repaired && !cfg.join {
+    // A joining member is probed too: one added under a new id is unknown to its peers, but
+    // one that joined before, ran, and lost its data directory is restarted with the same
+    // `--join` flags and finds its old id again, which its peers remember with other data.
+    if data_dir.is_fresh() && !identity_repaired {
         // After the transport is up, so peers probing us at the same time get their answer.
         check_not_wiped(&cfg, &data_dir, &peers).await?;
     }

@@ -896,4 +896,41 @@ fn members_are_added_promoted_and_removed_in_every_group_through_etcdctl() {
         let (success, out, err) = etcdctl_run(&n4, &["get", k], None);
         assert!(success && out == format!("{k}\nafter\n"), "{k}: {out}{err}");
     }
+    // The joined member loses its data directory and is started again with the same --join
+    // flags: its peers remember its old id with other data, so it removes that id and comes
+    // back under a new one, in every group, serving every group's keys.
+    c.kill(id);
+    std::fs::remove_dir_all(c.data_dir(id)).expect("wipe n4");
+    c.respawn_joiner(id);
+    let eps = format!("{},{}", one(&c, 2), one(&c, 3));
+    let back = wait_until(Duration::from_secs(60), "n4 back under a new id", || {
+        let (success, out, _) = etcdctl_run(&eps, &["member", "list"], None);
+        let ids: Vec<u64> = out
+            .lines()
+            .filter_map(|l| u64::from_str_radix(l.split(',').next()?, 16).ok())
+            .collect();
+        (success && ids.len() == 3 && !ids.contains(&id) && out.contains(&n4))
+            .then(|| ids.into_iter().find(|x| ![2, 3].contains(x)))
+            .flatten()
+    });
+    wait_until(
+        Duration::from_secs(60),
+        "every group with the new id",
+        || {
+            group_members(&c, 2)?
+                .iter()
+                .all(|(v, l)| v == &[2, 3, back] && l.is_empty())
+                .then_some(())
+        },
+    );
+    for k in keys {
+        wait_until(
+            Duration::from_secs(30),
+            "the rejoined member serves every group",
+            || {
+                let (success, out, _) = etcdctl_run(&n4, &["get", k, "--consistency=s"], None);
+                (success && out == format!("{k}\nafter\n")).then_some(())
+            },
+        );
+    }
 }

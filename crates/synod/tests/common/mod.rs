@@ -645,6 +645,22 @@ impl Cluster {
             http_addr: format!("127.0.0.1:{}", ports[1]),
             grpc_addr: format!("127.0.0.1:{}", ports[2]),
         };
+        let child = self.run_member(id, self.joiner_command(id, &member));
+        self.members.push(member);
+        self.children.push(Some(child));
+    }
+
+    /// Starts joined member `id` (stopped) again with the `--join` flags it first started
+    /// with — what a supervisor does after its data directory was wiped.
+    pub fn respawn_joiner(&mut self, id: u64) {
+        let i = self.index(id);
+        assert!(self.children[i].is_none(), "member {id} is still running");
+        let member = self.members[i].clone();
+        self.children[i] = Some(self.run_member(id, self.joiner_command(id, &member)));
+    }
+
+    fn joiner_command(&self, id: u64, member: &MemberConfig) -> Command {
+        let name = member.name.as_str();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_synod"));
         cmd.arg("server")
             .arg("--join")
@@ -661,9 +677,7 @@ impl Cluster {
             .arg(&member.grpc_addr)
             .arg("--data-dir")
             .arg(self.data_dir(id));
-        let child = self.run_member(id, cmd);
-        self.members.push(member);
-        self.children.push(Some(child));
+        cmd
     }
 }
 

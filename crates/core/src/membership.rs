@@ -69,6 +69,19 @@ pub const ERR_LEARNER_NOT_READY: &str =
 pub const ERR_LAST_VOTER: &str =
     "etcdserver: re-configuration failed due to not enough started members";
 
+impl Member {
+    /// Member `id` named `n<id>` with peer address `127.0.0.1:<7000 + id>`: for tests.
+    pub fn example(id: NodeId, learner: bool) -> Member {
+        Member {
+            id,
+            name: format!("n{id}"),
+            peer_addr: format!("127.0.0.1:{}", 7000 + id),
+            learner,
+            ..Member::default()
+        }
+    }
+}
+
 impl Configuration {
     /// The configuration a new cluster boots with: every member a voter, version and epoch 0.
     pub fn bootstrap(mut members: Vec<Member>) -> Self {
@@ -232,13 +245,7 @@ mod tests {
     use super::*;
 
     fn member(id: NodeId, learner: bool) -> Member {
-        Member {
-            id,
-            name: format!("n{id}"),
-            peer_addr: format!("127.0.0.1:{}", 7000 + id),
-            learner,
-            ..Member::default()
-        }
+        Member::example(id, learner)
     }
 
     fn three() -> Configuration {

@@ -134,13 +134,7 @@ mod tests {
     use super::*;
 
     fn member(id: u64, learner: bool) -> Member {
-        Member {
-            id,
-            name: format!("n{id}"),
-            peer_addr: format!("127.0.0.1:{}", 7000 + id),
-            learner,
-            ..Member::default()
-        }
+        Member::example(id, learner)
     }
 
     fn config(members: Vec<Member>) -> Configuration {

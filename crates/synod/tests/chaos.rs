@@ -248,6 +248,21 @@ fn partitioned_chaos_with_load_splits_is_linearizable() {
     clean(&out);
 }
 
+/// The cluster is back to three members at the end, at least one of them added during the run.
+fn assert_three_with_a_newcomer(s: &Value, report: &str) {
+    let end: Vec<u64> = s["members_at_end"]
+        .as_array()
+        .expect("members_at_end")
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .collect();
+    assert_eq!(end.len(), 3, "{report}");
+    assert!(
+        end.iter().any(|&id| id > 3),
+        "members at the end {end:?}:\n{report}"
+    );
+}
+
 /// Membership changes as faults (`--faults reconfig`): members replaced (the leader too, on
 /// some seeds), a member's data directory wiped (it must rejoin by itself under a new id), and
 /// the cluster grown by two and shrunk back while clients and watchers run.
@@ -270,17 +285,7 @@ fn assert_reconfig_passes(engine: &str, faults: &str, seed: &str) {
         report.contains("resize: grow by n"),
         "no resize ran:\n{report}"
     );
-    let end: Vec<u64> = s["members_at_end"]
-        .as_array()
-        .expect("members_at_end")
-        .iter()
-        .filter_map(|v| v.as_u64())
-        .collect();
-    assert_eq!(end.len(), 3, "{report}");
-    assert!(
-        end.iter().any(|&id| id > 3),
-        "members at the end {end:?}:\n{report}"
-    );
+    assert_three_with_a_newcomer(&s, &report);
     assert_watchers_held(engine, &s, &report);
     clean(&out);
 }
@@ -304,14 +309,7 @@ fn partitioned_reconfig_chaos_run_is_linearizable() {
     for what in [" by n", "resize: grow by n", "rejoined by itself as n"] {
         assert!(report.contains(what), "no {what:?}:\n{report}");
     }
-    let end: Vec<u64> = s["members_at_end"]
-        .as_array()
-        .expect("members_at_end")
-        .iter()
-        .filter_map(|v| v.as_u64())
-        .collect();
-    assert_eq!(end.len(), 3, "{report}");
-    assert!(end.iter().any(|&id| id > 3), "{end:?}:\n{report}");
+    assert_three_with_a_newcomer(&s, &report);
     let splits = s["splits"].as_array().expect("split records");
     assert!(
         !splits.is_empty() && splits.iter().all(|r| r["done_ms"].is_u64()),

@@ -348,13 +348,17 @@ impl<E: Engine> Partitioned<E> {
     /// first group's; the configured members until it has any).
     fn preferred(&self, g: GroupId) -> NodeId {
         let voters = self
-            .layout
-            .ids()
-            .next()
-            .and_then(|first| self.groups.get(&first))
-            .map(|e| e.status().configuration.voters())
+            .cluster_configuration()
+            .map(|(_, c)| c.voters())
             .unwrap_or_default();
         self.preferred_among(voters, g)
+    }
+
+    /// The first group and its configuration: the cluster's (`members.rs`).
+    fn cluster_configuration(&self) -> Option<(GroupId, synod_core::membership::Configuration)> {
+        let first = self.layout.ids().next()?;
+        let e = self.groups.get(&first)?;
+        Some((first, e.status().configuration))
     }
 
     /// [`Self::preferred`] with the cluster's voters known.
@@ -435,10 +439,7 @@ impl<E: Engine> Partitioned<E> {
     /// cluster's, where operators' membership changes are decided — one change at a time,
     /// each through the group's own log (`members.rs`).
     fn follow_members(&mut self) {
-        let Some(first) = self.layout.ids().next() else {
-            return;
-        };
-        let Some(target) = self.groups.get(&first).map(|e| e.status().configuration) else {
+        let Some((first, target)) = self.cluster_configuration() else {
             return;
         };
         let ids: Vec<GroupId> = self

@@ -814,6 +814,17 @@ fn group_members(c: &Cluster, id: u64) -> Option<Vec<(Vec<u64>, Vec<u64>)>> {
         .collect()
 }
 
+/// Waits (at most `secs`) until every group on member `at` has these voters and learners.
+fn wait_groups_have(c: &Cluster, at: u64, voters: &[u64], learners: &[u64], secs: u64) {
+    let what = format!("every group on n{at} with voters {voters:?}, learners {learners:?}");
+    wait_until(Duration::from_secs(secs), &what, || {
+        group_members(c, at)?
+            .iter()
+            .all(|(v, l)| v == voters && l == learners)
+            .then_some(())
+    });
+}
+
 /// Membership change on a partitioned cluster with etcdctl, as on any other: a learner added,
 /// started with `--join`, promoted once in sync, an original member removed. The change is
 /// decided in the first group and every other group follows it, so in the end every group on
@@ -846,16 +857,7 @@ fn members_are_added_promoted_and_removed_in_every_group_through_etcdctl() {
         .expect("the new member's id");
     let id = u64::from_str_radix(hex, 16).expect("a hex member id");
     // Every group adds it as a learner, before it even started.
-    wait_until(
-        Duration::from_secs(20),
-        "n4 a learner in every group",
-        || {
-            group_members(&c, 1)?
-                .iter()
-                .all(|(v, l)| v == &[1, 2, 3] && l == &[id])
-                .then_some(())
-        },
-    );
+    wait_groups_have(&c, 1, &[1, 2, 3], &[id], 20);
     c.spawn_joiner(id, "n4", [ports[0], ports[1], ports[2]]);
     let n4 = c.member(id).grpc_addr.clone();
     for (i, k) in keys.iter().enumerate() {
@@ -877,12 +879,7 @@ fn members_are_added_promoted_and_removed_in_every_group_through_etcdctl() {
     ok(&one(&c, 2), &["member", "remove", "1"]);
     c.kill(1);
     for at in [2, 3, id] {
-        wait_until(Duration::from_secs(30), "every group on 2, 3, n4", || {
-            group_members(&c, at)?
-                .iter()
-                .all(|(v, l)| v == &[2, 3, id] && l.is_empty())
-                .then_some(())
-        });
+        wait_groups_have(&c, at, &[2, 3, id], &[], 30);
     }
     let listed = ok(&one(&c, 3), &["member", "list"]);
     let ids: Vec<&str> = listed.lines().filter_map(|l| l.split(',').next()).collect();
@@ -913,16 +910,7 @@ fn members_are_added_promoted_and_removed_in_every_group_through_etcdctl() {
             .then(|| ids.into_iter().find(|x| ![2, 3].contains(x)))
             .flatten()
     });
-    wait_until(
-        Duration::from_secs(60),
-        "every group with the new id",
-        || {
-            group_members(&c, 2)?
-                .iter()
-                .all(|(v, l)| v == &[2, 3, back] && l.is_empty())
-                .then_some(())
-        },
-    );
+    wait_groups_have(&c, 2, &[2, 3, back], &[], 60);
     for k in keys {
         wait_until(
             Duration::from_secs(30),

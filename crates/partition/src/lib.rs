@@ -67,12 +67,14 @@
 //! the group's own log, and the answer waits until every group here has followed.
 
 mod auto;
+mod backup;
 pub mod layout;
 mod leases;
 mod members;
 mod pool;
 mod watch;
 
+pub use backup::GroupsImage;
 use layout::{CHILD_ID_BASE, GroupId, Layout, Route, child_id};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -1317,6 +1319,10 @@ impl<E: Engine> Engine for Partitioned<E> {
             any |= g.checkpoint_now();
         }
         any
+    }
+
+    fn backup_image(&self) -> Result<synod_core::backup::BackupImage, EngineError> {
+        self.take_backup_image()
     }
 
     fn hash_kv(&self, revision: u64) -> Result<synod_core::kv::KvHash, EngineError> {

@@ -669,5 +669,6 @@ fn small_quiet_ranges_split_off_automatically_merge_back_and_an_operators_stay()
     net.put(1, "h9", "after");
 }
 
+mod backup;
 mod leases;
 mod watch;

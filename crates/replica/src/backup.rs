@@ -7,8 +7,10 @@
 //! on the engine thread, so it is exactly the state after one applied index; when a
 //! checkpoint or a transfer serialised the same index already, those bytes are shared.
 //!
-//! **Restore.** A restored member starts a *new* cluster from the image, so its first record
-//! is a checkpoint of a fresh protocol instance whose log begins at the image's applied index
+//! **Restore.** A restored member starts a *new* cluster from the image (or from the images of
+//! a partitioned backup's groups, joined and cut again at the new cluster's split keys:
+//! [`restored_checkpoints`]), so each of its groups' first record is a checkpoint of a fresh
+//! protocol instance whose log begins at the image's applied index
 //! — the same start a new configuration epoch makes ([`LogProtocol::epoch_checkpoint`]) — with
 //! two things of the image replaced:
 //! * the configuration, by the new cluster's bootstrap one (the old members are not members);
@@ -87,7 +89,75 @@ pub fn restored_checkpoint<P: LogProtocol>(
     image: &[u8],
     config: Configuration,
 ) -> Result<Record<P::Record, P::Checkpoint>, String> {
-    let mut image = StateImage::decode(image)?;
+    let mut records = restored_checkpoints::<P>(&[image], &[], config)?;
+    records
+        .pop()
+        .ok_or_else(|| "a restore without split keys makes one group".to_string())
+}
+
+/// The first record of each group of a member of a new cluster restored from a backup: the
+/// state `images` hold (one, or one per group of a partitioned backup, in key order) laid
+/// out anew by the new cluster's `split_keys` — one record per group, lowest range first;
+/// one record without split keys.
+///
+/// Any layout restores into any other: the images' stores are joined into one
+/// ([`KvStore::join_for_restore`](synod_core::kv::KvStore::join_for_restore)), which is then
+/// cut at the split keys. A store with no history below its revision comes out of either step
+/// as soon as more than one group is involved (groups count revisions apart, and a split-off
+/// group starts with none), so a restore keeps the MVCC history only from one image into one
+/// group; every key's latest value, every lease and the auth state always come along, in
+/// every group. Each group starts from the highest revision of the images it was made from.
+pub fn restored_checkpoints<P: LogProtocol>(
+    images: &[&[u8]],
+    split_keys: &[Vec<u8>],
+    config: Configuration,
+) -> Result<Vec<Record<P::Record, P::Checkpoint>>, String> {
+    let mut decoded = images.iter().enumerate().map(|(i, bytes)| {
+        StateImage::decode(bytes).map_err(|e| format!("group image {}: {e}", i + 1))
+    });
+    let mut image = decoded
+        .next()
+        .ok_or_else(|| "the backup holds no state image".to_string())??;
+    for next in decoded {
+        image.kv.join_for_restore(next?.kv).map_err(|key| {
+            format!(
+                "two of the backup's groups hold key {:?}: not images of one layout",
+                String::from_utf8_lossy(&key)
+            )
+        })?;
+    }
+    image.origins.clear();
+    image.kv.forget_sessions();
+    image.config = Some(config.clone());
+    // The new layout is the new cluster's configured one: no range, split or absorb mark of
+    // the old cluster's groups may come along (a mark would start groups the layout lacks).
+    image.range = None;
+    let mut parts = Vec::with_capacity(split_keys.len() + 1);
+    for key in split_keys.iter().rev() {
+        parts.push(image.kv.split_off(key));
+    }
+    parts.push(image.kv);
+    parts.reverse();
+    parts
+        .into_iter()
+        .map(|kv| {
+            let part = StateImage {
+                kv,
+                origins: Vec::new(),
+                config: Some(config.clone()),
+                auth: image.auth.clone(),
+                range: None,
+            };
+            first_record::<P>(part, &config)
+        })
+        .collect()
+}
+
+/// A group's first record: a fresh protocol instance whose log begins at the image's index.
+fn first_record<P: LogProtocol>(
+    image: StateImage,
+    config: &Configuration,
+) -> Result<Record<P::Record, P::Checkpoint>, String> {
     let idx = image.kv.applied_index();
     let Some(protocol) = P::epoch_checkpoint(idx) else {
         return Err(format!(
@@ -96,10 +166,7 @@ pub fn restored_checkpoint<P: LogProtocol>(
             P::NAME
         ));
     };
-    image.origins.clear();
-    image.kv.forget_sessions();
-    image.config = Some(config.clone());
-    let state = AppliedState::from_image(image, &config)
+    let state = AppliedState::from_image(image, config)
         .encode()
         .map_err(|e| format!("the restored state does not serialise: {e}"))?;
     Ok(Record::Checkpoint(Box::new(Checkpoint {

@@ -36,7 +36,7 @@ mod split;
 mod state;
 mod transfer;
 
-pub use backup::restored_checkpoint;
+pub use backup::{restored_checkpoint, restored_checkpoints};
 pub use messages::Message;
 pub use records::{Checkpoint, Record};
 pub use snapshot::{SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};

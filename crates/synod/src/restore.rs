@@ -10,6 +10,10 @@
 //! checkpoint of a fresh protocol instance starting at the backup's applied index (see
 //! `synod_replica::restored_checkpoint`).
 //!
+//! A partitioned member's backup (every group's image) and an unpartitioned one restore into
+//! either kind of cluster: the images are joined and cut at the new cluster file's split keys,
+//! and a partitioned member's first record is a checkpoint of every configured group.
+//!
 //! Nothing is written unless everything checks out: the file is verified whole (magic,
 //! version, both CRCs, the SHA-256 trailer), the image decoded and the checkpoint built, and
 //! every target directory found absent or empty, before the first byte goes to disk. Each
@@ -24,6 +28,7 @@ use synod_core::backup::{Backup, decode_backup};
 use synod_core::membership::Configuration;
 use synod_node::storage::{DataDir, Wal, WalOptions};
 use synod_node::{ClusterConfig, MemberConfig};
+use synod_partition::{GroupRecord, GroupsImage};
 
 /// Largest backup file read (the largest state a snapshot transfer carries, plus framing).
 const BACKUP_FILE_BYTES_MAX: u64 = synod_replica::SNAPSHOT_BYTES_MAX + 1024 * 1024;
@@ -57,6 +62,10 @@ pub fn run(args: RestoreArgs) -> ExitCode {
         }
     };
     if args.verify {
+        if let Err(e) = backup_images(&backup) {
+            eprintln!("synod restore: {}: {e:#}", args.file.display());
+            return ExitCode::from(2);
+        }
         print_summary(&args.file, &backup);
         return ExitCode::SUCCESS;
     }
@@ -101,6 +110,21 @@ fn print_summary(path: &Path, b: &Backup) {
     println!("compact revision {}", h.compact_revision);
     println!("applied index    {}", h.applied_index);
     println!("keys             {}", h.keys);
+    if h.engine.ends_with("-partitioned") {
+        // Decoded once already (`backup_images`).
+        if let Ok(g) = GroupsImage::decode(&b.payload) {
+            let starts: Vec<String> = g
+                .groups
+                .iter()
+                .map(|(k, _, _)| format!("{:?}", String::from_utf8_lossy(k)))
+                .collect();
+            println!(
+                "groups           {} (ranges from {})",
+                starts.len(),
+                starts.join(", ")
+            );
+        }
+    }
     println!("payload bytes    {}", b.payload.len());
     println!("payload crc32c   {:08x}", b.payload_crc32c);
     println!("sha256           {sha}");
@@ -124,17 +148,12 @@ fn restore(args: &RestoreArgs, backup: &Backup) -> anyhow::Result<Vec<(u64, Path
             cluster.cluster_id()
         );
     }
-    if !["omnipaxos", "vr"].contains(&backup.header.engine.as_str()) {
-        anyhow::bail!(
-            "a backup of the {} engine cannot be restored: its members number their own \
-             revisions, so its image is not a point of one shared history",
-            backup.header.engine
-        );
-    }
+    let images = backup_images(backup)?;
     let targets = targets(&cluster, args.id, data_dir)?;
     let bootstrap =
         Configuration::bootstrap(cluster.members.iter().map(MemberConfig::member).collect());
-    let writer = Writer::new(&cluster, &backup.payload, bootstrap)?;
+    let images: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+    let writer = Writer::new(&cluster, &images, bootstrap)?;
     for (_, dir) in &targets {
         ensure_empty(dir)?;
     }
@@ -182,22 +201,57 @@ fn ensure_empty(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The first record, built once for the target engine and written into each directory.
-enum Writer {
-    OmniPaxos(<synod_replica::Replica<synod_omnipaxos::OmniPaxos> as synod_core::Engine>::Record),
-    Vr(<synod_replica::Replica<synod_vr::Vr> as synod_core::Engine>::Record),
+/// The state images a backup holds: one, or one per group of a partitioned member's backup
+/// (in key order).
+fn backup_images(backup: &Backup) -> anyhow::Result<Vec<Vec<u8>>> {
+    let engine = backup.header.engine.as_str();
+    match engine.strip_suffix("-partitioned").unwrap_or(engine) {
+        "omnipaxos" | "vr" => {}
+        _ => anyhow::bail!(
+            "a backup of the {engine} engine cannot be restored: its members number their own \
+             revisions, so its image is not a point of one shared history"
+        ),
+    }
+    if engine.ends_with("-partitioned") {
+        let groups = GroupsImage::decode(&backup.payload).map_err(anyhow::Error::msg)?;
+        return Ok(groups.groups.into_iter().map(|(_, _, s)| s).collect());
+    }
+    Ok(vec![backup.payload.clone()])
 }
 
+/// The first records of a restored member, built once for the target engine and layout and
+/// written into each directory: one record, or a checkpoint of every configured group.
+enum Writer {
+    OmniPaxos(Vec<OmniRecord>, bool),
+    Vr(Vec<VrRecord>, bool),
+}
+
+type OmniRecord =
+    <synod_replica::Replica<synod_omnipaxos::OmniPaxos> as synod_core::Engine>::Record;
+type VrRecord = <synod_replica::Replica<synod_vr::Vr> as synod_core::Engine>::Record;
+
 impl Writer {
-    fn new(cluster: &ClusterConfig, image: &[u8], c: Configuration) -> anyhow::Result<Self> {
+    fn new(cluster: &ClusterConfig, images: &[&[u8]], c: Configuration) -> anyhow::Result<Self> {
         let bad = |e: String| anyhow::anyhow!("the backup's state image: {e}");
+        let splits: Vec<Vec<u8>> = cluster
+            .partition
+            .split_keys
+            .iter()
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
+        let partitioned = !splits.is_empty();
         Ok(match cluster.engine.as_str() {
             "omnipaxos" => Writer::OmniPaxos(
-                synod_replica::restored_checkpoint::<synod_omnipaxos::OmniPaxos>(image, c)
-                    .map_err(bad)?,
+                synod_replica::restored_checkpoints::<synod_omnipaxos::OmniPaxos>(
+                    images, &splits, c,
+                )
+                .map_err(bad)?,
+                partitioned,
             ),
             "vr" => Writer::Vr(
-                synod_replica::restored_checkpoint::<synod_vr::Vr>(image, c).map_err(bad)?,
+                synod_replica::restored_checkpoints::<synod_vr::Vr>(images, &splits, c)
+                    .map_err(bad)?,
+                partitioned,
             ),
             other => anyhow::bail!(
                 "the new cluster's engine is {other}: a backup restores into omnipaxos or vr \
@@ -208,10 +262,30 @@ impl Writer {
 
     fn write(&self, cluster: &ClusterConfig, m: &MemberConfig, dir: &Path) -> anyhow::Result<()> {
         match self {
-            Writer::OmniPaxos(r) => write_member(cluster, m, dir, r),
-            Writer::Vr(r) => write_member(cluster, m, dir, r),
+            Writer::OmniPaxos(r, p) => write_records(cluster, m, dir, r, *p),
+            Writer::Vr(r, p) => write_records(cluster, m, dir, r, *p),
         }
     }
+}
+
+/// A partitioned member's first record is a checkpoint of every group of its configured
+/// layout (group `i` is the `i`-th range), an unpartitioned one's the group's own.
+fn write_records<R: DurableRecord + Clone>(
+    cluster: &ClusterConfig,
+    m: &MemberConfig,
+    dir: &Path,
+    records: &[R],
+    partitioned: bool,
+) -> anyhow::Result<()> {
+    if !partitioned {
+        return write_member(cluster, m, dir, records);
+    }
+    let groups = records
+        .iter()
+        .enumerate()
+        .map(|(g, r)| (g as synod_partition::layout::GroupId, r.clone()))
+        .collect();
+    write_member(cluster, m, dir, &[GroupRecord::Checkpoint(groups)])
 }
 
 /// Builds `dir` beside it, then renames it into place.
@@ -219,7 +293,7 @@ fn write_member<R: DurableRecord>(
     cluster: &ClusterConfig,
     m: &MemberConfig,
     dir: &Path,
-    record: &R,
+    records: &[R],
 ) -> anyhow::Result<()> {
     let name = dir
         .file_name()
@@ -237,7 +311,7 @@ fn write_member<R: DurableRecord>(
             preallocate_bytes: cluster.storage.preallocate_bytes,
         };
         let (mut wal, _) = Wal::<R>::open(&data.wal_dir(), opts)?;
-        wal.append_and_sync(std::slice::from_ref(record))?;
+        wal.append_and_sync(records)?;
         Ok(())
     })();
     if let Err(e) = built {

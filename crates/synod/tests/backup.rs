@@ -108,6 +108,143 @@ fn backup_then_restore(engine: &str) {
             "v2\n"
         );
     }
+    drop(restored);
+    // The same file into a partitioned cluster: the keys are laid out by its split keys.
+    let split = Cluster::start_prepared(
+        3,
+        engine,
+        &|c| c.partition.split_keys = vec!["k3".into()],
+        &|config, dir| {
+            let (ok, out, err) = synod_restore(&[
+                path_str(&file),
+                "--config",
+                path_str(config),
+                "--data-dir",
+                path_str(dir),
+            ]);
+            assert!(ok, "synod restore: {out}\n{err}");
+        },
+    );
+    for m in &split.members {
+        let got = ctl(&etcdctl, &m.grpc_addr, &["get", "--prefix", ""]);
+        assert_eq!(got, "k2\nv2\nk3\nv3\n", "member {} of two groups", m.id);
+    }
+    let groups = split.status(1).expect("status")["groups"].clone();
+    let keys: Vec<u64> = groups
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g["keys"].as_u64())
+        .collect();
+    assert_eq!(
+        keys,
+        vec![1, 1],
+        "k2 below the split key, k3 from it: {groups}"
+    );
+}
+
+/// A partitioned member's backup holds every group (a range split at run time included) and
+/// restores into any layout: one group on another engine, or other split keys — every key,
+/// the lease with the keys of every group, and writes go on above the backup's revision.
+#[test]
+fn a_partitioned_backup_restores_into_one_group_and_into_other_split_keys() {
+    let Some(etcdctl) = etcdctl() else { return };
+    let old = Cluster::start_configured(3, "omnipaxos", &|c| {
+        c.partition.split_keys = vec!["g".into(), "p".into()];
+    });
+    let all = old.grpc_endpoints();
+    for k in ["a", "h", "q", "z"] {
+        ctl(&etcdctl, &all, &["put", k, &format!("{k}-value")]);
+    }
+    let granted = ctl(&etcdctl, &all, &["lease", "grant", "600"]);
+    let lease = granted
+        .split_whitespace()
+        .nth(1)
+        .expect("lease id")
+        .to_string();
+    ctl(&etcdctl, &all, &["put", "--lease", &lease, "b", "leased"]);
+    ctl(&etcdctl, &all, &["put", "--lease", &lease, "r", "leased"]);
+    let split = common::curl(&old.url(1, "/v1/ranges/split"), Some(r#"{"key":"t"}"#));
+    assert!(split.get("error").is_none(), "{split}");
+    ctl(&etcdctl, &all, &["put", "u", "u-value"]); // in the group split off
+    let expected =
+        "a\na-value\nb\nleased\nh\nh-value\nq\nq-value\nr\nleased\nu\nu-value\nz\nz-value\n";
+    // A linearizable read through member 2 returns once its groups applied every write.
+    let member = old.member(2).grpc_addr.clone();
+    assert_eq!(ctl(&etcdctl, &member, &["get", "--prefix", ""]), expected);
+    let file = old.dir.path().join("partitioned.db");
+    let saved = ctl(&etcdctl, &member, &["snapshot", "save", path_str(&file)]);
+    assert!(saved.contains("Snapshot saved at"), "{saved}");
+    ctl(&etcdctl, &all, &["put", "a", "after the backup"]);
+    let (ok, summary, err) = synod_restore(&[path_str(&file), "--verify"]);
+    assert!(ok, "verify: {err}");
+    assert!(
+        summary.contains("engine           omnipaxos-partitioned"),
+        "{summary}"
+    );
+    assert!(summary.contains("keys             7"), "{summary}");
+    assert!(
+        summary.contains(r#"groups           4 (ranges from "", "g", "p", "t")"#),
+        "{summary}"
+    );
+
+    let backed_up: u64 = summary
+        .lines()
+        .find_map(|l| l.strip_prefix("revision "))
+        .and_then(|r| r.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no revision in {summary}"));
+    let restore_into = |engine: &str, splits: &[&str]| {
+        let splits: Vec<String> = splits.iter().map(|s| s.to_string()).collect();
+        Cluster::start_prepared(
+            3,
+            engine,
+            &|c| c.partition.split_keys = splits.clone(),
+            &|config, dir| {
+                let (ok, out, err) = synod_restore(&[
+                    path_str(&file),
+                    "--config",
+                    path_str(config),
+                    "--data-dir",
+                    path_str(dir),
+                ]);
+                assert!(ok, "synod restore: {out}\n{err}");
+            },
+        )
+    };
+    for (engine, splits) in [("vr", &[][..]), ("omnipaxos", &["m"][..])] {
+        let new = restore_into(engine, splits);
+        let eps = new.grpc_endpoints();
+        let what = format!("{engine} split at {splits:?}");
+        for m in &new.members {
+            let got = ctl(&etcdctl, &m.grpc_addr, &["get", "--prefix", ""]);
+            assert_eq!(
+                got, expected,
+                "{what}: member {} holds the backed-up state",
+                m.id
+            );
+        }
+        let ttl = ctl(&etcdctl, &eps, &["lease", "timetolive", &lease, "--keys"]);
+        assert!(ttl.contains("attached keys([b r])"), "{what}: {ttl}");
+        // An unpartitioned member lists no groups.
+        let groups = new.status(1).expect("status")["groups"]
+            .as_array()
+            .map_or(0, Vec::len)
+            .max(1);
+        assert_eq!(groups, splits.len() + 1, "{what}: the new cluster's layout");
+        ctl(&etcdctl, &eps, &["put", "c", "new"]);
+        let out = ctl(&etcdctl, &eps, &["get", "c", "-w", "json"]);
+        let rev: u64 = out
+            .split("\"mod_revision\":")
+            .nth(1)
+            .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{what}: no mod_revision in {out}"));
+        assert_eq!(
+            rev,
+            backed_up + 1,
+            "{what}: the revision goes on from the backup's"
+        );
+    }
 }
 
 /// Damaged, truncated, foreign and same-cluster restores are refused, naming what is wrong,

@@ -4,7 +4,7 @@
 use super::*;
 use synod_core::kv::{LeaseGrantRequest, LeaseId, LeaseInfo};
 
-fn grant(net: &mut Net, at: usize, ttl: i64) -> LeaseId {
+pub(super) fn grant(net: &mut Net, at: usize, ttl: i64) -> LeaseId {
     let r = net
         .call(at, Op::LeaseGrant(LeaseGrantRequest { id: 0, ttl }))
         .expect("grant");
@@ -14,14 +14,14 @@ fn grant(net: &mut Net, at: usize, ttl: i64) -> LeaseId {
     }
 }
 
-fn put_with(net: &mut Net, at: usize, key: &str, lease: LeaseId) {
+pub(super) fn put_with(net: &mut Net, at: usize, key: &str, lease: LeaseId) {
     let mut p = PutRequest::new(key, "v");
     p.lease = lease;
     let r = net.call(at, Op::Put(p));
     assert!(r.is_ok(), "put {key} with lease {lease}: {r:?}");
 }
 
-fn time_to_live(net: &mut Net, at: usize, id: LeaseId) -> synod_core::kv::LeaseTtl {
+pub(super) fn time_to_live(net: &mut Net, at: usize, id: LeaseId) -> synod_core::kv::LeaseTtl {
     let r = net
         .call(at, Op::LeaseTimeToLive { id, keys: true })
         .expect("ttl");

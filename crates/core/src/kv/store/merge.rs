@@ -95,6 +95,27 @@ impl KvStore {
         self.content.set(None);
         self.in_use.set(None);
     }
+
+    /// Joins the store of another group of the same backup into this one, for a restore
+    /// that lays keys out anew (`synod restore` of a partitioned backup): unlike a merge, no
+    /// lease ends — a lease that one group's image lacks (its grant or revoke had not reached
+    /// that group on the member backed up) is kept with the keys of every group that has it.
+    /// Refused, naming a key, if the two stores share one (images of one layout never do).
+    pub fn join_for_restore(&mut self, other: KvStore) -> Result<(), Vec<u8>> {
+        if let Some(k) = other.data.keys().find(|k| self.data.contains_key(*k)) {
+            return Err(k.clone());
+        }
+        for (id, lease) in &other.leases {
+            self.leases.entry(*id).or_insert_with(|| crate::kv::Lease {
+                keys: Default::default(),
+                ..lease.clone()
+            });
+        }
+        let index = self.applied_index.max(other.applied_index);
+        self.absorb(other, index, false);
+        self.applied_index = index;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -230,5 +251,43 @@ mod tests {
             rev + 1,
             "the keys went in a revision of their own"
         );
+    }
+    #[test]
+    fn a_restore_join_keeps_every_lease_and_refuses_shared_keys() {
+        let mut lower = KvStore::new(KvLimits::default());
+        put(&mut lower, 1, 7, "a");
+        let mut upper = lower.split_off(b"m");
+        // Lease 5 reached only the upper group on the member backed up.
+        upper
+            .apply(
+                2,
+                RequestId {
+                    client: ClientId(7),
+                    seq: 2,
+                },
+                0,
+                &Op::LeaseGrant(crate::kv::LeaseGrantRequest { id: 5, ttl: 10 }),
+            )
+            .expect("grant");
+        let op = Op::Put(PutRequest {
+            key: b"x".to_vec(),
+            value: b"v".to_vec(),
+            lease: 5,
+            ..PutRequest::default()
+        });
+        let id = RequestId {
+            client: ClientId(7),
+            seq: 3,
+        };
+        upper.apply(3, id, 0, &op).expect("put with lease");
+        let clash = upper.merge_copy();
+        lower.join_for_restore(upper).expect("disjoint stores join");
+        assert!(lower.get(b"a").is_some() && lower.get(b"x").is_some());
+        let lease = lower
+            .lease(5)
+            .expect("the lease only one group had is kept");
+        assert!(lease.keys.contains(b"x".as_slice()), "{lease:?}");
+        assert_eq!(lower.applied_index(), 3);
+        assert_eq!(lower.join_for_restore(clash), Err(b"x".to_vec()));
     }
 }

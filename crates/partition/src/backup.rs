@@ -1,0 +1,95 @@
+//! Backups of a partitioned member (`etcdctl snapshot save`, `GET /v1/snapshot`): every
+//! group's state image as this member applied it, in key order, in one file.
+//!
+//! The payload of such a file is a [`GroupsImage`] (postcard), the header's engine is
+//! `<engine>-partitioned`, and its figures are the groups' together: the highest applied
+//! index, revision and compact revision of any group, and the keys of all. `synod restore`
+//! joins the groups' stores and lays them out by the new cluster's split keys, so a backup
+//! restores into any layout, partitioned or not (`synod_replica::restored_checkpoints`).
+//!
+//! **What point it is of.** Each group's image is that group's state after one applied index
+//! on this member (taken between two batches, as any backup); the groups are not cut at one
+//! moment of a shared history — there is none: revisions are per group, and what a backup
+//! holds of two groups is what a range read over both returns, each group's own point. A
+//! write acknowledged a moment ago may be missing from a follower's groups, as unpartitioned.
+//!
+//! **Refused** (with a message saying to retry or ask another member) while a group of the layout has no state on this
+//! member yet (it waits for a snapshot after a split it skipped): its keys would be missing
+//! from the file. Another member, or this one a moment later, answers.
+
+use crate::Partitioned;
+use crate::layout::{GroupId, group_name};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use synod_core::backup::BackupImage;
+use synod_core::kv::Key;
+use synod_core::{Engine, EngineError};
+
+/// The payload of a partitioned member's backup.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupsImage {
+    /// Each group of the member's layout, in key order: its first key, its id and its state
+    /// image (the replica layer's, as an unpartitioned backup carries one).
+    pub groups: Vec<(Key, GroupId, Vec<u8>)>,
+}
+
+impl GroupsImage {
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let image: GroupsImage = postcard::from_bytes(bytes)
+            .map_err(|e| format!("the partitioned backup's group list does not decode: {e}"))?;
+        if image.groups.is_empty() {
+            return Err("the partitioned backup holds no group".into());
+        }
+        if !image.groups[0].0.is_empty() || image.groups.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err("the partitioned backup's groups are not ranges in key order".into());
+        }
+        Ok(image)
+    }
+
+    /// The groups' state images, in key order.
+    pub fn images(&self) -> Vec<&[u8]> {
+        self.groups.iter().map(|(_, _, s)| s.as_slice()).collect()
+    }
+}
+
+impl<E: Engine> Partitioned<E> {
+    pub(crate) fn take_backup_image(&self) -> Result<BackupImage, EngineError> {
+        let mut groups = Vec::with_capacity(self.layout.groups());
+        let mut total = BackupImage {
+            applied_index: 0,
+            revision: 0,
+            compact_revision: 0,
+            keys: 0,
+            state: Arc::default(),
+        };
+        for (pos, g) in self.layout.ids().enumerate() {
+            let (start, _) = self.layout.bounds_at(pos);
+            let engine = self.groups.get(&g).ok_or_else(|| missing(g))?;
+            if engine
+                .range_state()
+                .is_some_and(|r| !r.range.start.is_empty() && r.range.start == r.range.end)
+            {
+                return Err(missing(g));
+            }
+            let image = engine.backup_image()?;
+            total.applied_index = total.applied_index.max(image.applied_index);
+            total.revision = total.revision.max(image.revision);
+            total.compact_revision = total.compact_revision.max(image.compact_revision);
+            total.keys += image.keys;
+            groups.push((start, g, image.state.to_vec()));
+        }
+        let bytes = postcard::to_allocvec(&GroupsImage { groups }).map_err(|e| {
+            EngineError::InvalidRequest(format!("the groups' images do not serialise: {e}"))
+        })?;
+        total.state = Arc::new(bytes);
+        Ok(total)
+    }
+}
+
+fn missing(g: GroupId) -> EngineError {
+    EngineError::InvalidRequest(format!(
+        "group {} has no state on this member yet (it waits for a snapshot): back up another \
+         member, or this one in a moment",
+        group_name(g)
+    ))
+}

@@ -583,10 +583,14 @@ pub enum PlantedBug {
     /// additions, promotions and updates but never its removals, so a member removed from
     /// the cluster keeps its vote in every other group.
     PartitionGroupsKeepRemovedMembers,
+    /// Partitioned watch feed: an absorb goes on from the lower group's own revision, not the
+    /// larger of the two, so the absorbed keys' next events can come at revisions below the
+    /// frozen group's last — which a watcher that followed the merge has already passed.
+    PartitionAbsorbRevisionBehind,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 41] = [
+    pub const ALL: [PlantedBug; 42] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -628,6 +632,7 @@ impl PlantedBug {
         PlantedBug::PartitionLeaseRenewsOneGroup,
         PlantedBug::PartitionWatchMoveEarly,
         PlantedBug::PartitionGroupsKeepRemovedMembers,
+        PlantedBug::PartitionAbsorbRevisionBehind,
     ];
 
     pub fn name(self) -> &'static str {
@@ -675,6 +680,7 @@ impl PlantedBug {
             PlantedBug::PartitionGroupsKeepRemovedMembers => {
                 "partition-groups-keep-removed-members"
             }
+            PlantedBug::PartitionAbsorbRevisionBehind => "partition-absorb-revision-behind",
         }
     }
 
@@ -901,13 +907,18 @@ pub enum MoveKind {
     /// They left for this group, whose revisions go on from `through` (a split's new group
     /// starts at its parent's revision).
     Group(u64),
-    /// They left, with no stream to follow them on: the group froze for a merge, or lost them
-    /// by a snapshot install or a merge this member did not apply itself. Watchers of them are
-    /// cancelled once they have read through `through`, to watch again.
+    /// They left, with no stream to follow them on: the group lost them by a snapshot install
+    /// or a merge this member did not apply itself. Watchers of them are cancelled once they
+    /// have read through `through`, to watch again.
     Gone,
-    /// They arrived from a merged group: this group's revision jumped from `before` to
-    /// `through` with no event of its other keys in between.
-    Absorbed { before: u64 },
+    /// The group froze for a merge after `through`: the group below takes its keys in with an
+    /// absorb (`Absorbed { from }` naming this group, in that group's stream), and its
+    /// watchers go on there after the absorb.
+    Frozen,
+    /// They arrived from merged group `from`: this group's revision jumped from `before` to
+    /// `through` (at least the frozen group's last revision) with no event of its other keys
+    /// in between.
+    Absorbed { before: u64, from: u64 },
     /// They arrived with a snapshot that showed this group larger than before (it absorbed
     /// them where this member did not see it): nothing to skip, nothing to follow.
     Arrived,

@@ -389,6 +389,26 @@ impl WatchHubs {
             next,
             key: key.to_vec(),
             range_end: range_end.to_vec(),
+            after_absorb_of: None,
+        })
+    }
+
+    /// The group whose stream took in frozen group `frozen` by an absorb, and the revision it
+    /// reached with it (at least the frozen group's last: see `MoveKind::Absorbed`).
+    fn absorber(&self, frozen: u64) -> Option<(u64, u64)> {
+        let hubs: Vec<Arc<WatchHub>> = self
+            .hubs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        hubs.iter().find_map(|h| {
+            let ring = h.ring();
+            ring.moves.iter().find_map(|m| match m.kind {
+                MoveKind::Absorbed { from, .. } if from == frozen => Some((h.group(), m.through)),
+                _ => None,
+            })
         })
     }
 
@@ -459,8 +479,19 @@ enum Due {
     Read {
         cap: u64,
     },
-    /// Go on reading in another group.
-    Follow(u64),
+    /// Go on reading in another group, from revision `next` at the earliest; `absorb`: the
+    /// group took the keys in by absorbing the cursor's frozen group (its moves up to that
+    /// absorb are history the cursor must not act on).
+    Follow {
+        to: u64,
+        next: u64,
+        absorb: Option<u64>,
+    },
+    /// The keys' group froze for a merge and no group here has absorbed it yet: nothing to
+    /// do until another stream publishes.
+    Wait,
+    /// (Inside `due` only.) The group froze for a merge: find the group that absorbs it.
+    Frozen,
     /// Skip a revision jump that holds none of the watched keys' events.
     Skip(u64),
     Stop(CursorError),
@@ -477,6 +508,9 @@ pub struct Cursor {
     pub next: u64,
     key: Key,
     range_end: Key,
+    /// Followed a merge into this group: the frozen group its absorb names. The moves of
+    /// this group's stream up to that absorb are skipped (they happened before the keys came).
+    after_absorb_of: Option<u64>,
 }
 
 impl Cursor {
@@ -490,7 +524,7 @@ impl Cursor {
     /// after that belong to the next group).
     pub fn head(&self) -> u64 {
         let head = self.hub.head();
-        match self.due(head) {
+        match self.resolved(head) {
             Due::Read { cap } => cap.min(head),
             _ => self.next.saturating_sub(1).min(head),
         }
@@ -499,9 +533,27 @@ impl Cursor {
     /// Whether a read would do something now: revisions to read, or a move to act on.
     pub fn ready(&self) -> bool {
         let head = self.hub.head();
-        match self.due(head) {
+        match self.resolved(head) {
             Due::Read { cap } => self.next <= cap.min(head),
+            Due::Wait => false,
             _ => true,
+        }
+    }
+
+    /// [`Cursor::due`], with a freeze resolved to the group that absorbed the frozen one —
+    /// looked up after `due` let go of its hub's lock (the engine thread takes the hubs' lock
+    /// before a hub's, so this must not hold them the other way round).
+    fn resolved(&self, head: u64) -> Due {
+        match self.due(head) {
+            Due::Frozen => match self.hubs.absorber(self.hub.group()) {
+                Some((to, through)) => Due::Follow {
+                    to,
+                    next: through + 1,
+                    absorb: Some(self.hub.group()),
+                },
+                None => Due::Wait,
+            },
+            due => due,
         }
     }
 
@@ -523,12 +575,25 @@ impl Cursor {
             )));
         }
         let span = span_range(&self.key, &self.range_end);
-        for m in &ring.moves {
+        let mut moves = ring.moves.iter();
+        if let Some(frozen) = self.after_absorb_of {
+            let absorb = |m: &&WatchMove| matches!(m.kind, MoveKind::Absorbed { from, .. } if from == frozen);
+            if moves.clone().any(|m| absorb(&m)) {
+                moves.by_ref().find(absorb);
+            } else {
+                return Due::Stop(CursorError::Moved(format!(
+                    "synod: the watched keys' group changed too often since revision {}; watch \
+                     again",
+                    self.next
+                )));
+            }
+        }
+        for m in moves {
             if m.kind == MoveKind::Arrived {
                 // Keys came in by a snapshot: this cursor's keys were not among them.
                 continue;
             }
-            if let MoveKind::Absorbed { before } = m.kind {
+            if let MoveKind::Absorbed { before, .. } = m.kind {
                 if before < self.next && self.next <= m.through {
                     return if span_meets(&self.key, &self.range_end, &m.range) {
                         Due::Stop(CursorError::Engine(EngineError::Compacted {
@@ -547,7 +612,12 @@ impl Cursor {
                 return Due::Read { cap: m.through };
             }
             return match m.kind {
-                MoveKind::Group(to) if range_holds(&m.range, &span) => Due::Follow(to),
+                MoveKind::Group(to) if range_holds(&m.range, &span) => Due::Follow {
+                    to,
+                    next: self.next,
+                    absorb: None,
+                },
+                MoveKind::Frozen if range_holds(&m.range, &span) => Due::Frozen,
                 MoveKind::Group(to) => Due::Stop(CursorError::Moved(format!(
                     "synod: the watched keys were split between groups after revision {}: \
                      part went to group {to}; watch each group's part from revision {}",
@@ -570,15 +640,20 @@ impl Cursor {
     pub async fn read(&mut self, max: usize) -> Result<Vec<Arc<RevisionEvents>>, CursorError> {
         loop {
             let head = self.hub.head();
-            match self.due(head) {
+            match self.resolved(head) {
                 Due::Read { cap } => {
                     let mut revs = self.hub.read(self.next, max).await?;
                     revs.retain(|r| r.revision <= cap);
                     return Ok(revs);
                 }
                 Due::Skip(next) => self.next = next,
-                Due::Follow(to) => match self.hubs.hub(to) {
-                    Some(hub) => self.hub = hub,
+                Due::Wait => return Ok(Vec::new()),
+                Due::Follow { to, next, absorb } => match self.hubs.hub(to) {
+                    Some(hub) => {
+                        self.hub = hub;
+                        self.next = self.next.max(next);
+                        self.after_absorb_of = absorb;
+                    }
                     None => {
                         return Err(CursorError::Moved(format!(
                             "synod: the watched keys moved to group {to}, which is not on this \
@@ -588,6 +663,7 @@ impl Cursor {
                     }
                 },
                 Due::Stop(e) => return Err(e),
+                Due::Frozen => unreachable!("resolved above"),
             }
         }
     }
@@ -825,7 +901,7 @@ mod tests {
         let absorbed = WatchMove {
             through: 7,
             range: KeyRange::new("m", ""),
-            kind: MoveKind::Absorbed { before: 1 },
+            kind: MoveKind::Absorbed { before: 1, from: 7 },
         };
         hubs.publish(
             vec![batch(1, &[(8, "b")], vec![absorbed])],
@@ -833,5 +909,81 @@ mod tests {
         );
         assert!(c.ready());
         assert_eq!(read_keys(&mut c).await.unwrap(), [(8, "b".into())]);
+    }
+
+    #[tokio::test]
+    async fn a_cursor_follows_its_keys_through_a_merge_into_the_group_that_absorbs_them() {
+        let (tx, _rx) = mpsc::channel(4);
+        // Group 2 = [m, end) was split off group 1 (at group 1's revision 0): a move of group
+        // 1's stream from before the merge, which a follower must not act on.
+        let hubs = Arc::new(WatchHubs::new(&partitioned((0, 0), &[]), tx));
+        let split = WatchMove {
+            through: 0,
+            range: KeyRange::new("m", ""),
+            kind: MoveKind::Group(2),
+        };
+        hubs.publish(vec![batch(1, &[], vec![split])], &partitioned((0, 0), &[]));
+        let mut c = hubs.cursor(b"q", b"", Some(1)).unwrap();
+        assert_eq!(c.group(), 2);
+        // Group 2 freezes after its revision 2; group 1 is at 5.
+        let freeze = WatchMove {
+            through: 2,
+            range: KeyRange::new("m", ""),
+            kind: MoveKind::Frozen,
+        };
+        hubs.publish(
+            vec![
+                batch(1, &[(5, "b")], Vec::new()),
+                batch(2, &[(1, "q"), (2, "q")], vec![freeze]),
+            ],
+            &partitioned((5, 2), &[]),
+        );
+        assert_eq!(
+            read_keys(&mut c).await.unwrap(),
+            [(1, "q".into()), (2, "q".into())]
+        );
+        assert!(
+            !c.ready(),
+            "nothing to do until a group absorbs the frozen one"
+        );
+        assert_eq!(c.head(), 2, "never past the freeze before the absorb");
+        assert_eq!(read_keys(&mut c).await.unwrap(), []);
+        // Group 1 absorbs group 2: its revision stays 5 (the larger), then q is written at 6.
+        let absorb = WatchMove {
+            through: 5,
+            range: KeyRange::new("m", ""),
+            kind: MoveKind::Absorbed { before: 5, from: 2 },
+        };
+        let mut merged = partitioned((6, 0), &[]);
+        merged.groups.truncate(1);
+        merged.groups[0].end.clear();
+        hubs.publish(vec![batch(1, &[(6, "q")], vec![absorb])], &merged);
+        assert!(c.ready(), "the absorb is what the cursor waited for");
+        assert_eq!(read_keys(&mut c).await.unwrap(), [(6, "q".into())]);
+        assert_eq!((c.group(), c.head()), (1, 6));
+        // A later split of the group below, elsewhere, leaves the follower where it is; one
+        // that takes its keys is followed as usual.
+        let split_again = WatchMove {
+            through: 6,
+            range: KeyRange::new("p", ""),
+            kind: MoveKind::Group(9),
+        };
+        let mut after = merged.clone();
+        after.groups[0].end = b"p".to_vec();
+        after.groups.push(synod_core::GroupStatus {
+            group: 9,
+            start: b"p".to_vec(),
+            revision: 7,
+            ..Default::default()
+        });
+        hubs.publish(
+            vec![
+                batch(1, &[], vec![split_again]),
+                batch(9, &[(7, "q")], Vec::new()),
+            ],
+            &after,
+        );
+        assert_eq!(read_keys(&mut c).await.unwrap(), [(7, "q".into())]);
+        assert_eq!(c.group(), 9);
     }
 }

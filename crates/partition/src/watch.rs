@@ -4,7 +4,8 @@
 //! Revisions are per group, so a watch lives on one group's stream at a time. A group's
 //! replica reports the moves it applies itself — a split (turned here into the new group's
 //! id: the watcher follows its keys there, at the same revision numbers, since the new group
-//! goes on from its parent's revision), a freeze for a merge, an absorb — each at the revision
+//! goes on from its parent's revision), a freeze for a merge and the absorb that takes the
+//! frozen keys in (naming the frozen group, so its watchers follow them) — each at the revision
 //! where it happened. What a replica cannot report, because it did not apply it (a snapshot
 //! install that shrank its range, a merge this member learned of from the group below only),
 //! is found here by comparing the keys each stream covered after the moves already published
@@ -176,9 +177,9 @@ mod tests {
             after_moves(r("a", ""), std::slice::from_ref(&split)),
             r("a", "m")
         );
-        let absorb = mv(8, r("m", "t"), MoveKind::Absorbed { before: 6 });
+        let absorb = mv(8, r("m", "t"), MoveKind::Absorbed { before: 6, from: 4 });
         assert_eq!(after_moves(r("a", ""), &[split, absorb]), r("a", "t"));
-        let freeze = mv(3, r("a", "m"), MoveKind::Gone);
+        let freeze = mv(3, r("a", "m"), MoveKind::Frozen);
         assert_eq!(after_moves(r("a", "m"), &[freeze]), KeyRange::none_at(b"a"));
     }
 }

@@ -83,12 +83,15 @@ impl<P: LogProtocol> Replica<P> {
     }
 }
 
+/// A restored group's first record.
+type RestoredRecord<P> = Record<<P as LogProtocol>::Record, <P as LogProtocol>::Checkpoint>;
+
 /// The first (and only) record of a member of a new cluster restored from a backup whose
 /// payload is `image`; `config` is the new cluster's bootstrap configuration.
 pub fn restored_checkpoint<P: LogProtocol>(
     image: &[u8],
     config: Configuration,
-) -> Result<Record<P::Record, P::Checkpoint>, String> {
+) -> Result<RestoredRecord<P>, String> {
     let mut records = restored_checkpoints::<P>(&[image], &[], config)?;
     records
         .pop()
@@ -111,7 +114,7 @@ pub fn restored_checkpoints<P: LogProtocol>(
     images: &[&[u8]],
     split_keys: &[Vec<u8>],
     config: Configuration,
-) -> Result<Vec<Record<P::Record, P::Checkpoint>>, String> {
+) -> Result<Vec<RestoredRecord<P>>, String> {
     let mut decoded = images.iter().enumerate().map(|(i, bytes)| {
         StateImage::decode(bytes).map_err(|e| format!("group image {}: {e}", i + 1))
     });
@@ -157,7 +160,7 @@ pub fn restored_checkpoints<P: LogProtocol>(
 fn first_record<P: LogProtocol>(
     image: StateImage,
     config: &Configuration,
-) -> Result<Record<P::Record, P::Checkpoint>, String> {
+) -> Result<RestoredRecord<P>, String> {
     let idx = image.kv.applied_index();
     let Some(protocol) = P::epoch_checkpoint(idx) else {
         return Err(format!(

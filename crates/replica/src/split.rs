@@ -66,6 +66,7 @@ impl<P: LogProtocol> Replica<P> {
                 && self.config.members.iter().min() == Some(&self.config.id)),
             frozen: !self.config.bug(PlantedBug::PartitionMergeFrozenServes),
             merge_sessions: !self.config.bug(PlantedBug::PartitionMergeDropsSessions),
+            merge_revision: !self.config.bug(PlantedBug::PartitionAbsorbRevisionBehind),
         }
     }
 

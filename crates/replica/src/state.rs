@@ -57,6 +57,8 @@ pub struct RangeChecks {
     pub frozen: bool,
     /// Take the frozen group's client table with its keys (off: `PartitionMergeDropsSessions`).
     pub merge_sessions: bool,
+    /// Go on from the larger revision after an absorb (off: `PartitionAbsorbRevisionBehind`).
+    pub merge_revision: bool,
 }
 
 impl Default for RangeChecks {
@@ -65,6 +67,7 @@ impl Default for RangeChecks {
             owner: true,
             frozen: true,
             merge_sessions: true,
+            merge_revision: true,
         }
     }
 }

@@ -130,6 +130,17 @@ fn planted_watch_move_published_early_is_caught() {
     assert_caught_by(&r, "watch feed:");
 }
 
+/// An absorb that goes on from the lower group's own revision: the frozen group's keys come
+/// back at revisions a watcher following the merge has passed. The watch feed check sees the
+/// absorb's revision below the frozen group's last event of those keys.
+#[test]
+fn planted_absorb_that_goes_back_in_revisions_is_caught() {
+    let mut cfg = splitting(0);
+    cfg.planted_bug = Some(PlantedBug::PartitionAbsorbRevisionBehind);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 0..PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "watch feed:");
+}
+
 #[test]
 fn planted_frozen_group_that_keeps_applying_is_caught() {
     let mut cfg = splitting(0);

@@ -404,6 +404,44 @@ fn etcdctl_watch_on_a_partitioned_cluster_follows_its_keys_through_a_split() {
     );
 }
 
+/// A merge hands a watch's keys to the group below: the watch reads the frozen group to its
+/// last revision and goes on in the group below after the absorb, whose revision is at least
+/// the frozen group's — so the revisions a client sees keep growing.
+#[test]
+fn etcdctl_watch_on_a_partitioned_cluster_follows_its_keys_through_a_merge() {
+    let Some(bin) = etcdctl() else { return };
+    let c = Cluster::start_configured(3, "omnipaxos", &|cfg| {
+        cfg.partition.split_keys = vec!["m".into()];
+    });
+    let ctl = Ctl { bin };
+    let (m1, m2, m3) = (grpc(&c, 1), grpc(&c, 2), grpc(&c, 3));
+    assert_eq!(ctl.put(&m1, "q/1", "a"), 1, "group 1's first revision");
+    assert_eq!(ctl.put(&m3, "q/2", "b"), 2);
+    for (i, m) in [&m1, &m2, &m3, &m1].into_iter().enumerate() {
+        assert_eq!(
+            ctl.put(m, "b", "below"),
+            i as u64 + 1,
+            "group 0's own revisions"
+        );
+    }
+    let mut watch = ctl.watch(&m2, &["--prefix", "q/", "--rev", "2"], false);
+    assert_eq!(watch.events(1), [put_ev("q/2", "b", None, 2)]);
+    // A watch of the group below's own keys goes on too, unmoved by the revision jump.
+    let mut below = ctl.watch(&m3, &["b"], false);
+    let out = Command::new(common::synodctl())
+        .args(["--endpoints", &c.http_endpoints(), "range", "merge", "m"])
+        .output()
+        .expect("synodctl range merge");
+    assert!(out.status.success(), "{out:?}");
+    let r = ctl.put(&m1, "q/1", "after the merge");
+    assert_eq!(r, 5, "the merged group goes on from the larger revision, 4");
+    assert_eq!(watch.events(1), [put_ev("q/1", "after the merge", None, r)]);
+    let rb = ctl.put(&m2, "b", "after the merge");
+    assert_eq!(below.events(1), [put_ev("b", "after the merge", None, rb)]);
+    let r2 = ctl.put(&m3, "q/2", "later");
+    assert_eq!(watch.events(1), [put_ev("q/2", "later", None, r2)]);
+}
+
 #[test]
 fn etcdctl_history_compaction_and_sorted_gets_omnipaxos() {
     etcdctl_history_compaction_and_sorted_gets("omnipaxos");

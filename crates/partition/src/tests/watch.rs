@@ -94,7 +94,7 @@ fn a_merge_ends_the_upper_stream_and_the_lower_one_jumps_over_it() {
         [WatchMove {
             through: 4,
             range: range("p", ""),
-            kind: MoveKind::Gone,
+            kind: MoveKind::Frozen,
         }],
         "the frozen group's watchers are told after its last revision"
     );
@@ -103,7 +103,7 @@ fn a_merge_ends_the_upper_stream_and_the_lower_one_jumps_over_it() {
         [WatchMove {
             through: 4,
             range: range("p", ""),
-            kind: MoveKind::Absorbed { before: 1 },
+            kind: MoveKind::Absorbed { before: 1, from: 2 },
         }],
         "group 1 jumped from 1 to 4 with no event of its own keys"
     );

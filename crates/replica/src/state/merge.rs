@@ -41,7 +41,7 @@ impl AppliedState {
             )));
         }
         self.range.frozen = Some(index);
-        self.note_move(self.range.range.clone(), MoveKind::Gone);
+        self.note_move(self.range.range.clone(), MoveKind::Frozen);
         Ok(Response {
             revision: self.kv.revision(),
             body: ResponseBody::Merge {
@@ -100,8 +100,17 @@ impl AppliedState {
         }
         let before = self.kv.revision();
         self.kv.absorb(image.kv, index, self.checks.merge_sessions);
+        if !self.checks.merge_revision {
+            self.kv.planted_rewind_revision(before);
+        }
         self.range.range.end = a.end.clone();
-        self.note_move(expected, MoveKind::Absorbed { before });
+        self.note_move(
+            expected,
+            MoveKind::Absorbed {
+                before,
+                from: a.group,
+            },
+        );
         self.range.absorbed.push(AbsorbMark {
             group: a.group,
             at: a.start.clone(),

@@ -105,7 +105,9 @@ impl GroupFeed {
             let late = published
                 .filter(|(k, _)| m.range.contains(k))
                 .find(|(_, at)| **at > m.through);
-            if let (Some((key, at)), MoveKind::Group(_) | MoveKind::Gone) = (late, &m.kind) {
+            if let (Some((key, at)), MoveKind::Group(_) | MoveKind::Gone | MoveKind::Frozen) =
+                (late, &m.kind)
+            {
                 fail(
                     failures,
                     format!(
@@ -116,6 +118,9 @@ impl GroupFeed {
                         String::from_utf8_lossy(key),
                     ),
                 );
+            }
+            if let MoveKind::Absorbed { from, .. } = m.kind {
+                self.check_absorb(node, group, from, m, failures);
             }
             match m.kind {
                 MoveKind::Absorbed { .. } | MoveKind::Arrived => {
@@ -132,13 +137,46 @@ impl GroupFeed {
                         .push(entry.clone());
                     self.arrived.entry((node, to)).or_default().push(entry);
                 }
-                MoveKind::Gone | MoveKind::Split(_) => self
+                MoveKind::Gone | MoveKind::Frozen | MoveKind::Split(_) => self
                     .moved
                     .entry((node, group))
                     .or_default()
                     .push((m.through, m.range.clone())),
             }
         }
+    }
+
+    /// Group `group` took in frozen group `from`'s keys at `m.through`: every revision `from`
+    /// published of them must be at or below it (a watcher that read `from` to its end goes
+    /// on in `group` after the absorb), and `group` publishes none of them at or below it.
+    fn check_absorb(
+        &mut self,
+        node: NodeId,
+        group: u64,
+        from: u64,
+        m: &WatchMove,
+        failures: &mut Vec<String>,
+    ) {
+        let published = self.last.get(&(node, from)).into_iter().flatten();
+        let ahead = published
+            .filter(|(k, _)| m.range.contains(k))
+            .find(|(_, at)| **at > m.through);
+        if let Some((key, at)) = ahead {
+            fail(
+                failures,
+                format!(
+                    "watch feed: n{node} group {group} took in group {from}'s keys at revision \
+                     {}, but group {from} had published key {} at revision {at}: a watcher \
+                     following the merge would go back",
+                    m.through,
+                    String::from_utf8_lossy(key),
+                ),
+            );
+        }
+        self.arrived
+            .entry((node, group))
+            .or_default()
+            .push((m.through, m.range.clone()));
     }
 
     fn check_revision(

@@ -96,6 +96,13 @@ impl KvStore {
         self.in_use.set(None);
     }
 
+    /// PLANTED BUG (`PartitionAbsorbRevisionBehind`): back to revision `r` (the lower
+    /// group's own) after an absorb took the store past it.
+    pub fn planted_rewind_revision(&mut self, r: u64) {
+        self.revision = r;
+        self.compact_revision = r;
+    }
+
     /// Joins the store of another group of the same backup into this one, for a restore
     /// that lays keys out anew (`synod restore` of a partitioned backup): unlike a merge, no
     /// lease ends — a lease that one group's image lacks (its grant or revoke had not reached

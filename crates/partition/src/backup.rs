@@ -1,5 +1,6 @@
-//! Backups of a partitioned member (`etcdctl snapshot save`, `GET /v1/snapshot`): every
-//! group's state image as this member applied it, in key order, in one file.
+//! Backups and consistency hashes of a partitioned member: a backup (`etcdctl snapshot save`,
+//! `GET /v1/snapshot`) holds every group's state image as this member applied it, in key
+//! order, in one file; Hash and HashKV combine the groups' own.
 //!
 //! The payload of such a file is a [`GroupsImage`] (postcard), the header's engine is
 //! `<engine>-partitioned`, and its figures are the groups' together: the highest applied
@@ -22,7 +23,7 @@ use crate::layout::{GroupId, group_name};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use synod_core::backup::BackupImage;
-use synod_core::kv::Key;
+use synod_core::kv::{Key, KvHash};
 use synod_core::{Engine, EngineError};
 
 /// The payload of a partitioned member's backup.
@@ -53,6 +54,38 @@ impl GroupsImage {
 }
 
 impl<E: Engine> Partitioned<E> {
+    /// etcd's HashKV at the current revision (0): the groups' own, combined in group order;
+    /// the revision reported is the highest group's. At a given revision it is refused, since
+    /// revisions are per group.
+    pub(crate) fn groups_hash_kv(&self, revision: u64) -> Result<KvHash, EngineError> {
+        if revision != 0 {
+            return Err(EngineError::Unsupported {
+                engine: "partitioned".into(),
+                what: "HashKV at a revision (revisions are per group)".into(),
+            });
+        }
+        let mut parts = Vec::with_capacity(self.groups.len());
+        for (_, g) in self.groups() {
+            let h = g.hash_kv(0)?;
+            parts.push((h.hash, h.revision));
+        }
+        Ok(KvHash {
+            hash: combine(&parts),
+            revision: parts.iter().map(|(_, r)| *r).max().unwrap_or(0),
+            compact_revision: 0,
+        })
+    }
+
+    /// etcd's Hash of the whole applied state: the groups' own, combined in group order (with
+    /// each group's revision, so members that applied the same commands agree).
+    pub(crate) fn groups_hash_all(&self) -> Result<u32, EngineError> {
+        let mut parts = Vec::with_capacity(self.groups.len());
+        for (_, g) in self.groups() {
+            parts.push((g.hash_all()?, g.status().revision));
+        }
+        Ok(combine(&parts))
+    }
+
     pub(crate) fn take_backup_image(&self) -> Result<BackupImage, EngineError> {
         let mut groups = Vec::with_capacity(self.layout.groups());
         let mut total = BackupImage {
@@ -84,6 +117,17 @@ impl<E: Engine> Partitioned<E> {
         total.state = Arc::new(bytes);
         Ok(total)
     }
+}
+
+/// FNV-1a over each group's hash and revision, in order.
+fn combine(parts: &[(u32, u64)]) -> u32 {
+    let mut hash = 0x811c_9dc5_u32;
+    for (h, revision) in parts {
+        for b in h.to_le_bytes().into_iter().chain(revision.to_le_bytes()) {
+            hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+    }
+    hash
 }
 
 fn missing(g: GroupId) -> EngineError {

@@ -1326,31 +1326,11 @@ impl<E: Engine> Engine for Partitioned<E> {
     }
 
     fn hash_kv(&self, revision: u64) -> Result<synod_core::kv::KvHash, EngineError> {
-        if revision != 0 {
-            return Err(EngineError::Unsupported {
-                engine: "partitioned".into(),
-                what: "HashKV at a revision (revisions are per group)".into(),
-            });
-        }
-        let mut hash = 0x811c_9dc5_u32;
-        let mut top = 0;
-        for (_, g) in self.groups() {
-            let h = g.hash_kv(0)?;
-            top = top.max(h.revision);
-            for b in h
-                .hash
-                .to_le_bytes()
-                .into_iter()
-                .chain(h.revision.to_le_bytes())
-            {
-                hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
-            }
-        }
-        Ok(synod_core::kv::KvHash {
-            hash,
-            revision: top,
-            compact_revision: 0,
-        })
+        self.groups_hash_kv(revision)
+    }
+
+    fn hash_all(&self) -> Result<u32, EngineError> {
+        self.groups_hash_all()
     }
 }
 

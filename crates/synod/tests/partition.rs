@@ -387,7 +387,8 @@ fn python_etcd3_on_four_groups() {
             "txn_across_groups_refused",
             "leases_across_groups",
             "short_lease_kept_alive_then_expired",
-            "watch_in_one_group"
+            "watch_in_one_group",
+            "maintenance_of_every_group"
         ],
         "{passed:?}"
     );

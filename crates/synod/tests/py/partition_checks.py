@@ -1,11 +1,13 @@
 """python-etcd3 (kragniz's etcd v3 client, nobody here wrote it) against a partitioned Synod
-cluster whose groups split at "c", "m" and "t".
+cluster whose groups split at "c", "m" and "t" (keys, ranges, transactions, leases, a watch, Hash,
+snapshot and defragment).
 
 Run by crates/synod/tests/partition.rs as `python partition_checks.py --endpoints A,B,C`. Each
 check prints `PASS <name>`; a failed check raises (traceback, exit status 1).
 """
 
 import argparse
+import tempfile
 import time
 
 import etcd3
@@ -127,6 +129,29 @@ def watch_in_one_group(clients):
     assert got == [("PutEvent", "owl/1"), ("DeleteEvent", "owl/1")], got
 
 
+def maintenance_of_every_group(clients):
+    # Hash: each member combines its groups' hashes; equal once every member applied the writes.
+    for key in ["ant", "dog", "owl", "yak"]:
+        clients[0].put(key, "hashed")
+    deadline = time.monotonic() + 20
+    while True:
+        hashes = [c.hash() for c in clients]
+        if len(set(hashes)) == 1:
+            break
+        assert time.monotonic() < deadline, hashes
+        time.sleep(0.1)
+    # Snapshot: one file holding every group, its header naming the partitioned engine.
+    with tempfile.TemporaryFile() as f:
+        clients[2].snapshot(f)
+        f.seek(0)
+        head = f.read(13)
+        assert head[:8] == b"SYNODBAK", head
+        engine = f.read(head[12])
+        assert engine.endswith(b"-partitioned"), engine
+    for c in clients:
+        c.defragment()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--endpoints", required=True)
@@ -140,6 +165,7 @@ def main():
         leases_across_groups,
         short_lease_kept_alive_then_expired,
         watch_in_one_group,
+        maintenance_of_every_group,
     ]:
         check(clients)
         print("PASS", check.__name__, flush=True)

@@ -625,8 +625,9 @@ impl Cursor {
                     m.through + 1
                 ))),
                 _ => Due::Stop(CursorError::Moved(format!(
-                    "synod: the watched keys moved to another group (a merge) after revision \
-                     {}; watch again from revision {}",
+                    "synod: the watched keys moved to another group after revision {} (this \
+                     member learned of it from a snapshot or the group below); watch again \
+                     from revision {}",
                     m.through,
                     m.through + 1
                 ))),

@@ -34,6 +34,26 @@ fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
 
+/// A new 3-member cluster of `engine`, split at `splits`, built by `synod restore` from `file`.
+fn restored_cluster(file: &Path, engine: &str, splits: &[&str]) -> Cluster {
+    let splits: Vec<String> = splits.iter().map(|s| s.to_string()).collect();
+    Cluster::start_prepared(
+        3,
+        engine,
+        &|c| c.partition.split_keys = splits.clone(),
+        &|config, dir| {
+            let (ok, out, err) = synod_restore(&[
+                path_str(file),
+                "--config",
+                path_str(config),
+                "--data-dir",
+                path_str(dir),
+            ]);
+            assert!(ok, "synod restore: {out}\n{err}");
+        },
+    )
+}
+
 #[test]
 fn backup_then_restore_into_a_new_cluster_holds_exactly_the_backed_up_state_omnipaxos() {
     backup_then_restore("omnipaxos");
@@ -80,16 +100,7 @@ fn backup_then_restore(engine: &str) {
 
     refusals(&file, &old);
 
-    let restored = Cluster::start_prepared(3, engine, &|_| {}, &|config, dir| {
-        let (ok, out, err) = synod_restore(&[
-            path_str(&file),
-            "--config",
-            path_str(config),
-            "--data-dir",
-            path_str(dir),
-        ]);
-        assert!(ok, "synod restore: {out}\n{err}");
-    });
+    let restored = restored_cluster(&file, engine, &[]);
     let new = restored.grpc_endpoints();
     assert_eq!(
         ctl(&etcdctl, &new, &["get", "--prefix", ""]),
@@ -110,21 +121,7 @@ fn backup_then_restore(engine: &str) {
     }
     drop(restored);
     // The same file into a partitioned cluster: the keys are laid out by its split keys.
-    let split = Cluster::start_prepared(
-        3,
-        engine,
-        &|c| c.partition.split_keys = vec!["k3".into()],
-        &|config, dir| {
-            let (ok, out, err) = synod_restore(&[
-                path_str(&file),
-                "--config",
-                path_str(config),
-                "--data-dir",
-                path_str(dir),
-            ]);
-            assert!(ok, "synod restore: {out}\n{err}");
-        },
-    );
+    let split = restored_cluster(&file, engine, &["k3"]);
     for m in &split.members {
         let got = ctl(&etcdctl, &m.grpc_addr, &["get", "--prefix", ""]);
         assert_eq!(got, "k2\nv2\nk3\nv3\n", "member {} of two groups", m.id);
@@ -193,26 +190,8 @@ fn a_partitioned_backup_restores_into_one_group_and_into_other_split_keys() {
         .find_map(|l| l.strip_prefix("revision "))
         .and_then(|r| r.trim().parse().ok())
         .unwrap_or_else(|| panic!("no revision in {summary}"));
-    let restore_into = |engine: &str, splits: &[&str]| {
-        let splits: Vec<String> = splits.iter().map(|s| s.to_string()).collect();
-        Cluster::start_prepared(
-            3,
-            engine,
-            &|c| c.partition.split_keys = splits.clone(),
-            &|config, dir| {
-                let (ok, out, err) = synod_restore(&[
-                    path_str(&file),
-                    "--config",
-                    path_str(config),
-                    "--data-dir",
-                    path_str(dir),
-                ]);
-                assert!(ok, "synod restore: {out}\n{err}");
-            },
-        )
-    };
     for (engine, splits) in [("vr", &[][..]), ("omnipaxos", &["m"][..])] {
-        let new = restore_into(engine, splits);
+        let new = restored_cluster(&file, engine, splits);
         let eps = new.grpc_endpoints();
         let what = format!("{engine} split at {splits:?}");
         for m in &new.members {

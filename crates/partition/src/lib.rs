@@ -55,9 +55,14 @@
 //! a key's `mod_revision`, and a response's header revision, are those of the key's group. So
 //! compare-by-revision inside a (single-group) transaction means what it means in etcd, but
 //! there is no store-wide revision: the engine reports no `revisions` capability, and the
-//! APIs refuse watches, reads at past revisions and compaction. Each group's leader bounds
-//! the group's history itself ([`HISTORY_REVISIONS`]). What a spanning range read returns is
-//! each group's linearizable read, not one snapshot of every group.
+//! APIs refuse compaction, and watches and reads at past revisions over keys of several
+//! groups; a watch of one group's keys reads that group's stream (`watch.rs`), following its
+//! keys through splits and merges. Each group's leader bounds the group's history itself
+//! ([`HISTORY_REVISIONS`]). What a spanning range read returns is each group's linearizable
+//! read, not one snapshot of every group.
+//!
+//! **Backups and hashes** (`backup.rs`): a backup holds every group's image, in key order;
+//! Hash and HashKV combine the groups' own.
 //!
 //! **Leases** (`leases.rs`): every group keeps a copy of every lease, with its own keys
 //! attached; lease requests are fanned out to every group and answered once all answered.

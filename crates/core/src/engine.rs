@@ -587,10 +587,14 @@ pub enum PlantedBug {
     /// larger of the two, so the absorbed keys' next events can come at revisions below the
     /// frozen group's last — which a watcher that followed the merge has already passed.
     PartitionAbsorbRevisionBehind,
+    /// Partitioned watch (the node's cursors): a cursor in a group that took its keys back
+    /// (a merge after a split) acts on that group's moves from before — the old split sends
+    /// a watcher that followed the merge, or one made after it, to the retired group.
+    PartitionWatchFollowsOldMoves,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 42] = [
+    pub const ALL: [PlantedBug; 43] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -633,6 +637,7 @@ impl PlantedBug {
         PlantedBug::PartitionWatchMoveEarly,
         PlantedBug::PartitionGroupsKeepRemovedMembers,
         PlantedBug::PartitionAbsorbRevisionBehind,
+        PlantedBug::PartitionWatchFollowsOldMoves,
     ];
 
     pub fn name(self) -> &'static str {
@@ -681,6 +686,7 @@ impl PlantedBug {
                 "partition-groups-keep-removed-members"
             }
             PlantedBug::PartitionAbsorbRevisionBehind => "partition-absorb-revision-behind",
+            PlantedBug::PartitionWatchFollowsOldMoves => "partition-watch-follows-old-moves",
         }
     }
 

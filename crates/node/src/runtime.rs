@@ -267,7 +267,7 @@ pub async fn start_engine<E: Engine>(
     // Watchers see every revision applied from here on (earlier ones come from history).
     let _ = engine.take_group_watch_events();
     let (history_tx, history_rx) = mpsc::channel::<HistoryQuery>(cluster.runtime.submit_queue_max);
-    let hubs = Arc::new(WatchHubs::new(&engine.status(), history_tx));
+    let hubs = Arc::new(WatchHubs::new(&engine.status(), history_tx).planted(cfg.planted_bug));
 
     let (submit_tx, submit_rx) = mpsc::channel(cluster.runtime.submit_queue_max);
     let (inbox_tx, inbox_rx) = mpsc::channel(cluster.runtime.inbox_messages_max);

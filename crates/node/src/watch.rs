@@ -260,9 +260,17 @@ pub struct WatchHubs {
     /// Moves whenever any hub's head moves or a move is published: streams wait on it.
     any: watch::Sender<u64>,
     history: mpsc::Sender<HistoryQuery>,
+    /// Planted bug `PartitionWatchFollowsOldMoves`.
+    bug_old_moves: bool,
 }
 
 impl WatchHubs {
+    /// Plants `bug` if it is one of the watch layer's (testing only).
+    pub fn planted(mut self, bug: Option<synod_core::PlantedBug>) -> Self {
+        self.bug_old_moves = bug == Some(synod_core::PlantedBug::PartitionWatchFollowsOldMoves);
+        self
+    }
+
     /// The streams of an engine whose status is `status` (history reads go to `history`).
     pub fn new(status: &EngineStatus, history: mpsc::Sender<HistoryQuery>) -> Self {
         let hubs = WatchHubs {
@@ -270,6 +278,7 @@ impl WatchHubs {
             layout: RwLock::default(),
             any: watch::channel(0).0,
             history,
+            bug_old_moves: false,
         };
         hubs.publish(Vec::new(), status);
         hubs
@@ -282,6 +291,7 @@ impl WatchHubs {
             layout: RwLock::default(),
             any: hub.any.clone(),
             history: hub.history.clone(),
+            bug_old_moves: false,
         }
     }
 
@@ -389,7 +399,6 @@ impl WatchHubs {
             next,
             key: key.to_vec(),
             range_end: range_end.to_vec(),
-            after_absorb_of: None,
         })
     }
 
@@ -479,13 +488,10 @@ enum Due {
     Read {
         cap: u64,
     },
-    /// Go on reading in another group, from revision `next` at the earliest; `absorb`: the
-    /// group took the keys in by absorbing the cursor's frozen group (its moves up to that
-    /// absorb are history the cursor must not act on).
+    /// Go on reading in another group, from revision `next` at the earliest.
     Follow {
         to: u64,
         next: u64,
-        absorb: Option<u64>,
     },
     /// The keys' group froze for a merge and no group here has absorbed it yet: nothing to
     /// do until another stream publishes.
@@ -508,9 +514,6 @@ pub struct Cursor {
     pub next: u64,
     key: Key,
     range_end: Key,
-    /// Followed a merge into this group: the frozen group its absorb names. The moves of
-    /// this group's stream up to that absorb are skipped (they happened before the keys came).
-    after_absorb_of: Option<u64>,
 }
 
 impl Cursor {
@@ -549,7 +552,6 @@ impl Cursor {
                 Some((to, through)) => Due::Follow {
                     to,
                     next: through + 1,
-                    absorb: Some(self.hub.group()),
                 },
                 None => Due::Wait,
             },
@@ -575,20 +577,19 @@ impl Cursor {
             )));
         }
         let span = span_range(&self.key, &self.range_end);
-        let mut moves = ring.moves.iter();
-        if let Some(frozen) = self.after_absorb_of {
-            let absorb = |m: &&WatchMove| matches!(m.kind, MoveKind::Absorbed { from, .. } if from == frozen);
-            if moves.clone().any(|m| absorb(&m)) {
-                moves.by_ref().find(absorb);
-            } else {
-                return Due::Stop(CursorError::Moved(format!(
-                    "synod: the watched keys' group changed too often since revision {}; watch \
-                     again",
-                    self.next
-                )));
-            }
-        }
-        for m in moves {
+        // The keys came (back) into this group before `next` — an absorb or a snapshot: what
+        // the stream did with them earlier (a split that took them away, before a merge
+        // brought them back) is not this cursor's. It reads on from the last such return.
+        let returned = ring.moves.iter().rposition(|m| {
+            matches!(m.kind, MoveKind::Absorbed { .. } | MoveKind::Arrived)
+                && m.through < self.next
+                && range_holds(&m.range, &span)
+        });
+        let skip = match returned {
+            Some(i) if !self.hubs.bug_old_moves => i + 1,
+            _ => 0,
+        };
+        for m in ring.moves.iter().skip(skip) {
             if m.kind == MoveKind::Arrived {
                 // Keys came in by a snapshot: this cursor's keys were not among them.
                 continue;
@@ -615,7 +616,6 @@ impl Cursor {
                 MoveKind::Group(to) if range_holds(&m.range, &span) => Due::Follow {
                     to,
                     next: self.next,
-                    absorb: None,
                 },
                 MoveKind::Frozen if range_holds(&m.range, &span) => Due::Frozen,
                 MoveKind::Group(to) => Due::Stop(CursorError::Moved(format!(
@@ -649,11 +649,10 @@ impl Cursor {
                 }
                 Due::Skip(next) => self.next = next,
                 Due::Wait => return Ok(Vec::new()),
-                Due::Follow { to, next, absorb } => match self.hubs.hub(to) {
+                Due::Follow { to, next } => match self.hubs.hub(to) {
                     Some(hub) => {
                         self.hub = hub;
                         self.next = self.next.max(next);
-                        self.after_absorb_of = absorb;
                     }
                     None => {
                         return Err(CursorError::Moved(format!(
@@ -986,5 +985,36 @@ mod tests {
         );
         assert_eq!(read_keys(&mut c).await.unwrap(), [(7, "q".into())]);
         assert_eq!(c.group(), 9);
+    }
+
+    /// After a split and a merge back, the group below's stream still holds the split's move
+    /// of the keys it has again: a watch made afterwards, from now or from a revision after
+    /// the merge, must not act on it.
+    #[tokio::test]
+    async fn a_watch_made_after_a_merge_back_reads_the_group_that_holds_its_keys() {
+        let (tx, _rx) = mpsc::channel(4);
+        let hubs = Arc::new(WatchHubs::new(&partitioned((0, 0), &[]), tx));
+        let split = WatchMove {
+            through: 2,
+            range: KeyRange::new("m", ""),
+            kind: MoveKind::Group(2),
+        };
+        let absorb = WatchMove {
+            through: 5,
+            range: KeyRange::new("m", ""),
+            kind: MoveKind::Absorbed { before: 4, from: 2 },
+        };
+        let mut merged = partitioned((5, 0), &[]);
+        merged.groups.truncate(1);
+        merged.groups[0].end.clear();
+        hubs.publish(vec![batch(1, &[(2, "b")], vec![split, absorb])], &merged);
+        let mut now = hubs.cursor(b"q", b"", None).unwrap();
+        let mut since = hubs.cursor(b"q", b"", Some(6)).unwrap();
+        assert_eq!((now.group(), now.next, since.next), (1, 6, 6));
+        let mut after = merged.clone();
+        after.groups[0].revision = 6;
+        hubs.publish(vec![batch(1, &[(6, "q")], Vec::new())], &after);
+        assert_eq!(read_keys(&mut now).await.unwrap(), [(6, "q".into())]);
+        assert_eq!(read_keys(&mut since).await.unwrap(), [(6, "q".into())]);
     }
 }

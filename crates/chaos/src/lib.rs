@@ -952,21 +952,25 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
         read_percent: args.read_percent,
     };
     // Engines without a store-wide revision have no watch; a partitioned cluster's watches are
-    // per group, and these watchers watch every key (not built for it yet).
-    let watch_streams = (!NO_REVISION_ENGINES.contains(&args.engine.as_str()) && args.groups <= 1)
-        .then(|| {
-            let targets = s
-                .cluster
-                .members
-                .iter()
-                .take(args.nodes)
-                .map(|m| watchers::Target {
-                    id: m.id,
-                    http_addr: m.http_addr.clone(),
-                })
-                .collect();
-            watchers::Watchers::start(targets, watchers::plan(args.nodes, args.keys, seed))
-        });
+    // per group, so its watchers watch one key each and each key is its own reference.
+    let keyed = args.groups > 1;
+    let watch_streams = (!NO_REVISION_ENGINES.contains(&args.engine.as_str())).then(|| {
+        let targets = s
+            .cluster
+            .members
+            .iter()
+            .take(args.nodes)
+            .map(|m| watchers::Target {
+                id: m.id,
+                http_addr: m.http_addr.clone(),
+            })
+            .collect();
+        let plan = match keyed {
+            true => watchers::keyed::plan(args.nodes, args.keys),
+            false => watchers::plan(args.nodes, args.keys, seed),
+        };
+        watchers::Watchers::start(targets, plan, keyed)
+    });
     let mut clients = Vec::new();
     for c in 0..args.clients {
         let node = c % args.nodes;
@@ -1107,19 +1111,15 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
     let run_us = clock.now_us() - t0_us;
     let watch_run = match watch_streams {
         Some(w) => {
-            let last_acked = rec
-                .writes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .map(|w| w.revision)
-                .max()
-                .unwrap_or(0);
-            // Not a wait for luck: it returns as soon as the reference holds that revision,
-            // and a reference that never does is the checker's to report.
-            if !interrupted {
-                w.wait_for(last_acked, Duration::from_millis(WATCH_CATCH_UP_MS))
-                    .await;
+            let writes = rec.writes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let last_acked = writes.iter().map(|w| w.revision).max().unwrap_or(0);
+            // Not a wait for luck: it returns as soon as the reference holds that revision
+            // (each key's, keyed), and a reference that never does is the checker's to report.
+            let within = Duration::from_millis(WATCH_CATCH_UP_MS);
+            if !interrupted && keyed {
+                w.wait_for_keys(&writes, within).await;
+            } else if !interrupted {
+                w.wait_for(last_acked, within).await;
             }
             Some(w.finish().await)
         }

@@ -6,7 +6,9 @@
 //! sent every revision whole, so its deliveries are the checker's [`Reference`] (one
 //! observation per member and revision, which is also the check that members agree on what
 //! each revision holds). Every member also hosts one or two narrower watchers (a key, a range
-//! or a prefix, sometimes with a `noput` / `nodelete` filter) watching "from now".
+//! or a prefix, sometimes with a `noput` / `nodelete` filter) watching "from now". A
+//! partitioned cluster has no whole-keyspace stream: there every member watches each key, and
+//! each key is its own reference (`keyed.rs`).
 //!
 //! Watchers reach members as the clients do: straight at their HTTP address (the fault proxy
 //! sits on peer links only), so a partitioned member's streams lag with its applied state. A
@@ -19,13 +21,16 @@
 //! [`DELIVERIES_PER_WATCHER_MAX`] recorded deliveries per watcher (a watcher that reaches it
 //! stops, and the report says so).
 
+pub mod keyed;
+
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use synod_checker::watch::{
     AckedWrite, Reference, WatchInput, WatchReport, WatchSpec, WatchStep, WatcherLog, check,
 };
-use synod_core::kv::{EventKind, KeyValue, RevisionEvents, WatchEvent};
+use synod_core::kv::{EventKind, Key, KeyValue, RevisionEvents, WatchEvent};
 use synod_core::{NodeId, SplitMix64};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -57,8 +62,11 @@ pub struct Target {
 pub struct Planned {
     pub spec: WatchSpec,
     pub query: String,
-    /// Whole keyspace with `prev_kv` from revision 1: feeds the reference.
+    /// Feeds the reference: the whole keyspace with `prev_kv` from revision 1, or on a
+    /// partitioned cluster one key with `prev_kv` from now (`keyed.rs`).
     pub whole: bool,
+    /// Opens from revision 1 rather than from now.
+    pub from_start: bool,
     /// Index of the member it first attaches to.
     pub home: usize,
 }
@@ -74,6 +82,7 @@ pub fn plan(members: usize, keys: usize, seed: u64) -> Vec<Planned> {
             spec: spec(vec![0], vec![0], "", true),
             query: "prefix=&prev_kv=true".into(),
             whole: true,
+            from_start: true,
             home,
         });
         let k = format!("k{}", rng.below(keys));
@@ -82,6 +91,7 @@ pub fn plan(members: usize, keys: usize, seed: u64) -> Vec<Planned> {
             spec: spec(k.clone().into_bytes(), Vec::new(), "", prev),
             query: format!("key={k}&prev_kv={prev}"),
             whole: false,
+            from_start: false,
             home,
         });
         if rng.below(3) == 0 {
@@ -101,6 +111,7 @@ pub fn plan(members: usize, keys: usize, seed: u64) -> Vec<Planned> {
             spec: spec(key, end, filters, false),
             query: format!("{query}&filters={filters}"),
             whole: false,
+            from_start: false,
             home,
         });
     }
@@ -121,6 +132,8 @@ fn spec(key: Vec<u8>, range_end: Vec<u8>, filters: &str, prev_kv: bool) -> Watch
 #[derive(Default)]
 struct State {
     reference: Reference,
+    /// Partitioned: one reference per key, fed by that key's watchers (`keyed.rs`).
+    keyed: Option<BTreeMap<Key, Reference>>,
     /// Indexed like the plan; `None` until the watcher's first stream opened.
     logs: Vec<Option<WatcherLog>>,
     /// Reference disagreements and malformed streams: violations of their own.
@@ -162,6 +175,7 @@ pub struct Watchers {
 /// What the watchers recorded, for the checker and the report.
 pub struct WatchRun {
     pub reference: Reference,
+    pub keyed: Option<BTreeMap<Key, Reference>>,
     pub logs: Vec<WatcherLog>,
     pub problems: Vec<String>,
     pub problems_total: usize,
@@ -172,11 +186,13 @@ pub struct WatchRun {
 }
 
 impl Watchers {
-    /// Starts every planned watcher at its home member.
-    pub fn start(targets: Vec<Target>, planned: Vec<Planned>) -> Watchers {
+    /// Starts every planned watcher at its home member; `keyed`: a partitioned cluster's
+    /// per-key watchers ([`keyed::plan`]), each key its own reference.
+    pub fn start(targets: Vec<Target>, planned: Vec<Planned>, keyed: bool) -> Watchers {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 logs: vec![None; planned.len()],
+                keyed: keyed.then(BTreeMap::new),
                 ..State::default()
             }),
             last: watch::channel(0).0,
@@ -199,6 +215,30 @@ impl Watchers {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// Keyed: waits until each key's reference holds the last acknowledged write of that key;
+    /// false if `within` passed first.
+    pub async fn wait_for_keys(&self, writes: &[AckedWrite], within: Duration) -> bool {
+        let mut last: BTreeMap<Key, u64> = BTreeMap::new();
+        for w in writes {
+            for (k, _) in &w.changes {
+                let l = last.entry(k.clone()).or_default();
+                *l = (*l).max(w.revision);
+            }
+        }
+        let caught_up = || {
+            let st = self.shared.lock();
+            let refs = st.keyed.as_ref();
+            last.iter().all(|(k, r)| {
+                refs.and_then(|m| m.get(k))
+                    .is_some_and(|reference| reference.last() >= *r)
+            })
+        };
+        let mut rx = self.shared.last.subscribe();
+        tokio::time::timeout(within, rx.wait_for(|_| caught_up()))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     /// Stops every watcher (each ends at its next line or timeout) and hands over the logs.
     pub async fn finish(self) -> WatchRun {
         self.shared.stop.send_replace(true);
@@ -208,14 +248,19 @@ impl Watchers {
         let mut st = self.shared.lock();
         let st = std::mem::take(&mut *st);
         let whole = st.logs.iter().flatten().filter(|l| is_whole(l)).count();
-        let last = st.reference.last();
+        let last = |l: &WatcherLog| match &st.keyed {
+            Some(refs) => refs.get(&l.spec.key).map_or(0, Reference::last),
+            None => st.reference.last(),
+        };
+        let logs = st
+            .logs
+            .iter()
+            .flatten()
+            .map(|l| within_reference(l.clone(), last(l)))
+            .collect();
         WatchRun {
-            logs: st
-                .logs
-                .into_iter()
-                .flatten()
-                .map(|l| within_reference(l, last))
-                .collect(),
+            logs,
+            keyed: st.keyed,
             reference: st.reference,
             problems: st.problems,
             problems_total: st.problems_total,
@@ -274,7 +319,7 @@ async fn run_watcher(idx: usize, plan: Planned, targets: Arc<Vec<Target>>, share
             let st = shared.lock();
             match &st.logs[idx] {
                 Some(log) => next_from(log),
-                None if plan.whole => 1,
+                None if plan.from_start => 1,
                 None => 0,
             }
         };
@@ -476,16 +521,26 @@ impl Stream<'_> {
             events,
         });
         let capped = log.steps.len() >= DELIVERIES_PER_WATCHER_MAX;
+        let key = log.spec.key.clone();
         if let Some(rev) = rev {
-            if let Err(e) = st.reference.observe(node, &rev) {
+            let seen = match st.keyed.as_mut() {
+                Some(refs) => refs.entry(key).or_default().observe(node, &rev),
+                None => st.reference.observe(node, &rev),
+            };
+            if let Err(e) = seen {
                 st.problem(e);
             }
-            let last = st.reference.last();
-            self.shared.last.send_if_modified(|l| {
-                let grew = last > *l;
-                *l = last.max(*l);
-                grew
-            });
+            if st.keyed.is_some() {
+                // A key's reference grew: `wait_for_keys` looks again.
+                self.shared.last.send_modify(|l| *l = l.wrapping_add(1));
+            } else {
+                let last = st.reference.last();
+                self.shared.last.send_if_modified(|l| {
+                    let grew = last > *l;
+                    *l = last.max(*l);
+                    grew
+                });
+            }
         }
         if capped {
             st.capped += 1;
@@ -555,6 +610,9 @@ fn kv_of(v: &Value) -> Option<KeyValue> {
 /// whole-keyspace watcher stopped at its cap (otherwise such a write is a violation: it names
 /// a revision no member applied).
 pub fn verdict(run: WatchRun, mut writes: Vec<AckedWrite>) -> (bool, String, Value) {
+    if run.keyed.is_some() {
+        return keyed::verdict(run, writes);
+    }
     let before = writes.len();
     if run.capped > 0 {
         let last = run.reference.last();
@@ -581,11 +639,14 @@ pub fn verdict(run: WatchRun, mut writes: Vec<AckedWrite>) -> (bool, String, Val
 
 /// The watch part of the report: counts, verdict and violations.
 fn render(run: &WatchRun, report: &WatchReport, unchecked_writes: usize) -> String {
+    let what = match run.keyed {
+        Some(_) => "per key, each key its own reference".to_string(),
+        None => format!("{} whole-keyspace", run.whole),
+    };
     let mut s = format!(
-        "watch: {} watchers ({} whole-keyspace) over {} revisions: {} deliveries, {} resumes \
+        "watch: {} watchers ({what}) over {} revisions: {} deliveries, {} resumes \
          ({} broken, {} stalled streams), {} cancels; {} acknowledged writes checked",
         report.watchers,
-        run.whole,
         report.revisions,
         report.deliveries,
         report.resumes,
@@ -595,7 +656,11 @@ fn render(run: &WatchRun, report: &WatchReport, unchecked_writes: usize) -> Stri
         report.writes,
     );
     if unchecked_writes > 0 {
-        s += &format!(", {unchecked_writes} not (beyond the capped watchers)");
+        let why = match run.keyed {
+            Some(_) => "every watcher of their key had ended",
+            None => "beyond the capped watchers",
+        };
+        s += &format!(", {unchecked_writes} not ({why})");
     }
     if run.capped > 0 {
         s += &format!(

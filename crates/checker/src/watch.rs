@@ -24,6 +24,9 @@
 //!   value) — agreement between the client-visible history and the watch stream;
 //! * **every transaction compare**: it held iff the replayed key's version satisfied it.
 //!
+//! A store whose revisions are per group (partitioned) has no one sequence to replay:
+//! [`check_key`] judges one key's history alone, from its first observed revision.
+//!
 //! What the checker needs from a run is plain data ([`WatchInput`]), so its tests write
 //! histories by hand.
 
@@ -225,6 +228,76 @@ pub fn check(input: &WatchInput) -> WatchReport {
         check_watcher(&input.reference, w, &mut report);
     }
     report
+}
+
+/// [`check`] for one key of a store whose revisions are per group (a partitioned cluster: a
+/// key's revisions grow through splits and merges, but revision numbers of different keys
+/// mean nothing to each other): `input.reference` holds only that key's revisions, from
+/// wherever its first watcher started, so it has holes (other keys' revisions) and no state
+/// before its first revision. The reference is checked from its first revision on — every
+/// event of the key, stamped with its revision, each one's `prev_kv` equal to the event before
+/// it, versions following — and the watchers and acknowledged writes exactly as [`check`]
+/// does (a watcher's gap check skips revisions the reference does not hold: other keys').
+/// Reads and compares are not judged here.
+pub fn check_key(key: &[u8], input: &WatchInput) -> WatchReport {
+    let mut report = WatchReport {
+        revisions: input.reference.len() as u64,
+        watchers: input.watchers.len(),
+        writes: input.writes.len(),
+        ..WatchReport::default()
+    };
+    let mut before: Option<Option<KeyValue>> = None;
+    for (r, (rev, _)) in &input.reference.revisions {
+        let [e] = rev.events.as_slice() else {
+            report.violation(format!(
+                "reference of {}: revision {r} holds {} events, not one",
+                show(key),
+                rev.events.len()
+            ));
+            continue;
+        };
+        if e.kv.key != key {
+            report.violation(format!(
+                "reference of {}: revision {r} changes {}",
+                show(key),
+                show(&e.kv.key)
+            ));
+            continue;
+        }
+        // The first revision's prior state is unknown here: taken from its prev_kv.
+        let prior = before.take().unwrap_or_else(|| e.prev_kv.clone());
+        let mut state: BTreeMap<Key, KeyValue> =
+            prior.map(|kv| (key.to_vec(), kv)).into_iter().collect();
+        apply_checked(&mut state, rev, &mut report);
+        before = Some(state.remove(key));
+    }
+    for w in &input.writes {
+        check_write(&input.reference, w, &mut report);
+    }
+    for w in &input.watchers {
+        check_watcher(&input.reference, w, &mut report);
+    }
+    report
+}
+
+impl WatchReport {
+    /// Adds `other`'s counts and violations (the reports of several keys as one).
+    pub fn absorb(&mut self, other: WatchReport) {
+        for v in other.violations {
+            if self.violations.len() < VIOLATIONS_REPORTED_MAX {
+                self.violations.push(v);
+            }
+        }
+        self.violations_total += other.violations_total;
+        self.revisions += other.revisions;
+        self.watchers += other.watchers;
+        self.deliveries += other.deliveries;
+        self.resumes += other.resumes;
+        self.cancels += other.cancels;
+        self.reads += other.reads;
+        self.writes += other.writes;
+        self.compares += other.compares;
+    }
 }
 
 /// Replays the reference from revision 1, checking it and answering the reads and compares

@@ -397,3 +397,102 @@ fn a_hole_in_the_reference_is_reported() {
     };
     single_violation(&input, "revision 3 was never applied");
 }
+
+/// One key of a partitioned store: revisions 4, 9 and 12 (other keys took those between, in
+/// its group or others), its first revision's prior state known only from its prev_kv.
+fn key_history() -> Vec<Arc<RevisionEvents>> {
+    let k3 = kv("k", "3", 3, 2, 4);
+    let k4 = kv("k", "4", 4, 2, 9);
+    let revs = [
+        (4, put(k3.clone(), Some(kv("k", "2", 2, 2, 3)))),
+        (9, put(k4.clone(), Some(k3))),
+        (12, delete("k", 12, k4)),
+    ];
+    revs.into_iter()
+        .map(|(revision, e)| {
+            Arc::new(RevisionEvents {
+                revision,
+                events: vec![e],
+            })
+        })
+        .collect()
+}
+
+fn key_watcher(id: u64, steps: &[(u64, &Arc<RevisionEvents>)], passed: u64) -> WatcherLog {
+    WatcherLog {
+        id,
+        spec: WatchSpec {
+            key: b"k".to_vec(),
+            range_end: Vec::new(),
+            no_put: false,
+            no_delete: false,
+            prev_kv: true,
+        },
+        start: 4,
+        steps: std::iter::once(WatchStep::Attach {
+            node: 1,
+            from: 4,
+            resume: false,
+        })
+        .chain(steps.iter().map(|(r, rev)| WatchStep::Deliver {
+            node: 1,
+            revision: *r,
+            events: rev.events.clone(),
+        }))
+        .collect(),
+        passed,
+    }
+}
+
+#[test]
+fn one_keys_history_with_holes_passes_and_a_skipped_revision_is_named() {
+    use synod_checker::watch::check_key;
+    let revs = key_history();
+    let write = AckedWrite {
+        what: "put k=4".into(),
+        revision: 9,
+        changes: vec![(b"k".to_vec(), Some(b"4".to_vec()))],
+    };
+    let good = WatchInput {
+        reference: reference(&revs),
+        watchers: vec![key_watcher(
+            1,
+            &[(4, &revs[0]), (9, &revs[1]), (12, &revs[2])],
+            12,
+        )],
+        writes: vec![write.clone()],
+        ..WatchInput::default()
+    };
+    let r = check_key(b"k", &good);
+    assert!(r.passed(), "{:?}", r.violations);
+    assert_eq!((r.revisions, r.deliveries, r.writes), (3, 3, 1));
+
+    // A watcher that skipped revision 9 (a follower that moved on too early) is named.
+    let skipped = WatchInput {
+        watchers: vec![key_watcher(2, &[(4, &revs[0]), (12, &revs[2])], 12)],
+        ..good.clone()
+    };
+    let r = check_key(b"k", &skipped);
+    assert!(
+        r.violations.iter().any(|v| v.contains("gap: revision 9")),
+        "{:?}",
+        r.violations
+    );
+
+    // A reference whose revision 9 every watcher missed: the next event's prev_kv and the
+    // acknowledged write at 9 both say so.
+    let holed = WatchInput {
+        reference: reference(&[revs[0].clone(), revs[2].clone()]),
+        watchers: Vec::new(),
+        ..good
+    };
+    let r = check_key(b"k", &holed);
+    assert!(
+        r.violations
+            .iter()
+            .any(|v| v.starts_with("prev_kv: revision 12")),
+        "{:?}",
+        r.violations
+    );
+    assert!(r.violations_total >= 2, "{:?}", r.violations);
+}

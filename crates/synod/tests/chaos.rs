@@ -4,7 +4,7 @@
 //! a port behind. The runs are serialised (one cluster at a time) because the machine is small
 //! and timing is part of what they exercise.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -192,18 +192,25 @@ fn caspaxos_chaos_run_is_linearizable() {
 
 /// Four consensus groups (`--groups 4`: the split keys are workload keys, so boundaries are
 /// exercised) under every fault, two ranges split at run time and one merged back while the
-/// faults go on, and lock clients writing their fenced register (the lock's keys and the
-/// register lie in the first group; their leases span every group); no watchers (chaos's
-/// watchers watch the whole keyspace, which a partitioned cluster refuses).
+/// faults go on, lock clients writing their fenced register (the lock's keys and the
+/// register lie in the first group; their leases span every group), and a watcher of every
+/// key on every member (revisions are per group, so each key is its own reference), following
+/// its key through the split and the merge.
 #[test]
 fn partitioned_chaos_run_is_linearizable() {
     let out = out_dir("groups");
     let flags = ["--groups", "4", "--locks", "3"];
     let (report, s) = run_checked("omnipaxos", "11", "30s", "all", &flags, &out);
-    assert!(
-        s["watch"].is_null(),
-        "no watchers on a partitioned cluster: {s}"
+    let w = &s["watch"];
+    assert_eq!(w["passed"], true, "watch verdict failed:\n{report}");
+    assert_eq!(
+        (&w["per_key"], &w["watchers"]),
+        (&json!(true), &json!(15)),
+        "{w}"
     );
+    let n = |f: &str| w[f].as_u64().unwrap_or(0);
+    assert!(n("writes_checked") > 50, "{w}");
+    assert!(n("deliveries") > 2 * n("writes_checked"), "{w}");
     assert_eq!(s["locks"]["safe"], true, "{report}");
     assert!(
         s["locks"]["acquisitions"].as_u64() >= Some(1),
@@ -410,6 +417,39 @@ fn planted_undecided_watch_event_is_caught() {
         "the planted undecided watch event was not caught:\n{}",
         reports.join("\n")
     );
+}
+
+/// A partitioned watcher that acts on moves from before its keys came back (the split a
+/// merge undid) is caught by the per-key watch check: the merged keys' watchers, sent to the
+/// retired group, never see their key's writes after the merge, which the acknowledged writes
+/// name.
+#[test]
+fn planted_partitioned_watch_on_old_moves_is_caught() {
+    let out = out_dir("watch-old-moves");
+    let flags = [
+        "--groups",
+        "4",
+        "--keys",
+        "8",
+        "--splits",
+        "2",
+        "--merges",
+        "1",
+        "--duration",
+        "20s",
+        "--faults",
+        "none",
+        "--seed",
+        "7",
+        "--plant-bug",
+        "partition-watch-follows-old-moves",
+    ];
+    let code = chaos(&flags, &out);
+    let report = std::fs::read_to_string(out.join("report.txt")).unwrap_or_default();
+    assert_eq!(code, EXIT_VIOLATION, "{report}");
+    assert!(report.contains("watch verdict: FAILED"), "{report}");
+    assert!(report.contains("verdict: LINEARIZABLE"), "{report}");
+    clean(&out);
 }
 
 /// Ctrl-C (SIGINT) in the middle of a run: every server and the proxy stop, the history and

@@ -248,15 +248,19 @@ impl Watchers {
         let mut st = self.shared.lock();
         let st = std::mem::take(&mut *st);
         let whole = st.logs.iter().flatten().filter(|l| is_whole(l)).count();
-        let last = |l: &WatcherLog| match &st.keyed {
+        let (keyed, reference) = (&st.keyed, &st.reference);
+        let last = |l: &WatcherLog| match keyed {
             Some(refs) => refs.get(&l.spec.key).map_or(0, Reference::last),
-            None => st.reference.last(),
+            None => reference.last(),
         };
         let logs = st
             .logs
-            .iter()
+            .into_iter()
             .flatten()
-            .map(|l| within_reference(l.clone(), last(l)))
+            .map(|l| {
+                let last = last(&l);
+                within_reference(l, last)
+            })
             .collect();
         WatchRun {
             logs,
@@ -505,6 +509,7 @@ impl Stream<'_> {
 
     fn deliver(&self, st: &mut State, revision: u64, events: Vec<WatchEvent>) -> Option<End> {
         let node = self.node;
+        let keyed = st.keyed.is_some();
         let Some(log) = st.logs[self.idx].as_mut() else {
             return Some(End::Lost);
         };
@@ -521,16 +526,17 @@ impl Stream<'_> {
             events,
         });
         let capped = log.steps.len() >= DELIVERIES_PER_WATCHER_MAX;
-        let key = log.spec.key.clone();
+        // Only a keyed reference needs the key (once the log's borrow ends).
+        let key = (keyed && rev.is_some()).then(|| log.spec.key.clone());
         if let Some(rev) = rev {
-            let seen = match st.keyed.as_mut() {
-                Some(refs) => refs.entry(key).or_default().observe(node, &rev),
-                None => st.reference.observe(node, &rev),
+            let seen = match (st.keyed.as_mut(), key) {
+                (Some(refs), Some(key)) => refs.entry(key).or_default().observe(node, &rev),
+                _ => st.reference.observe(node, &rev),
             };
             if let Err(e) = seen {
                 st.problem(e);
             }
-            if st.keyed.is_some() {
+            if keyed {
                 // A key's reference grew: `wait_for_keys` looks again.
                 self.shared.last.send_modify(|l| *l = l.wrapping_add(1));
             } else {
@@ -626,10 +632,16 @@ pub fn verdict(run: WatchRun, mut writes: Vec<AckedWrite>) -> (bool, String, Val
         ..WatchInput::default()
     };
     let report = check(&input);
+    outcome(&run, &report, unchecked)
+}
+
+/// The verdict, the report's text and `summary.json`'s numbers of a checked run.
+fn outcome(run: &WatchRun, report: &WatchReport, unchecked: usize) -> (bool, String, Value) {
     let passed = report.passed() && run.problems_total == 0;
-    let text = render(&run, &report, unchecked);
+    let text = render(run, report, unchecked);
     let numbers = serde_json::json!({
         "passed": passed, "watchers": report.watchers, "whole_keyspace": run.whole,
+        "per_key": run.keyed.is_some(),
         "revisions": report.revisions, "deliveries": report.deliveries, "resumes": report.resumes,
         "broken": run.broken, "stalled": run.stalled, "cancels": report.cancels,
         "writes_checked": report.writes, "violations": report.violations_total + run.problems_total,

@@ -13,7 +13,7 @@
 //! unpartitioned run; where the key's group has no history that far back (a split's new group
 //! starts without history), the member cancels it as compacted and it ends there.
 
-use super::{Planned, WatchRun, render, spec};
+use super::{Planned, WatchRun, outcome, spec};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use synod_checker::watch::{AckedWrite, WatchInput, WatchReport, WatchStep, check_key};
@@ -81,15 +81,7 @@ pub fn verdict(run: WatchRun, writes: Vec<AckedWrite>) -> (bool, String, Value) 
         };
         report.absorb(check_key(&key, &input));
     }
-    let passed = report.passed() && run.problems_total == 0;
-    let text = render(&run, &report, unchecked);
-    let numbers = serde_json::json!({
-        "passed": passed, "watchers": report.watchers, "per_key": true,
-        "revisions": report.revisions, "deliveries": report.deliveries, "resumes": report.resumes,
-        "broken": run.broken, "stalled": run.stalled, "cancels": report.cancels,
-        "writes_checked": report.writes, "violations": report.violations_total + run.problems_total,
-    });
-    (passed, text, numbers)
+    outcome(&run, &report, unchecked)
 }
 
 #[cfg(test)]

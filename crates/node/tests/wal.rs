@@ -226,16 +226,21 @@ fn crash_between_checkpoint_and_deleting_old_segments_recovers_from_checkpoint()
 #[test]
 fn oversized_record_is_refused_on_append() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::<Rec>::open(
-        dir.path(),
-        WalOptions {
-            record_bytes_max: 64,
-            ..WalOptions::default()
-        },
-    )
-    .unwrap();
-    let e = wal.append_and_sync(&[data(1)]).unwrap_err();
+    let opts = WalOptions {
+        record_bytes_max: 64,
+        ..WalOptions::default()
+    };
+    let (mut wal, _) = Wal::<Rec>::open(dir.path(), opts.clone()).unwrap();
+    let small = |n: u64| Rec::Data(n, vec![n as u8; 8]);
+    // The batch is refused whole, though its first record fits.
+    let e = wal.append_and_sync(&[small(1), data(2)]).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("exceeds record_bytes_max 64"), "{e}");
+    // Nothing of it was written, and the log goes on from where it was.
+    wal.append_and_sync(&[small(3)]).unwrap();
+    drop(wal);
+    let (_, recs) = Wal::<Rec>::open(dir.path(), opts).unwrap();
+    assert_eq!(recs, vec![small(3)]);
 }
 
 #[test]

@@ -47,28 +47,83 @@ pub(crate) fn segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER_BYTES as usi
     h
 }
 
-/// Appends one batch holding `payloads` (records `first_seq`, `first_seq + 1`, ...) to `buf`.
-pub(crate) fn encode_batch(buf: &mut Vec<u8>, first_seq: u64, payloads: &[Vec<u8>]) {
-    assert!(!payloads.is_empty(), "a batch holds at least one record");
-    let count = u32::try_from(payloads.len()).expect("fewer than 2^32 records per batch");
-    let start = buf.len();
-    buf.extend_from_slice(&BATCH_MAGIC);
-    buf.extend_from_slice(&count.to_le_bytes());
-    buf.extend_from_slice(&[0u8; 8]); // body_len, filled in below
-    buf.extend_from_slice(&first_seq.to_le_bytes());
-    buf.extend_from_slice(&[0u8; 4]); // crc, filled in below
-    for p in payloads {
-        let len = u32::try_from(p.len()).expect("records are bounded by record_bytes_max");
-        buf.extend_from_slice(&len.to_le_bytes());
-        buf.extend_from_slice(p);
+/// Appends one batch to a buffer record by record, each serialized in place (no buffer per
+/// record, and the caller's buffer keeps its capacity from batch to batch: a record of a few
+/// hundred KB grown by doubling into fresh memory cost more than writing it).
+pub(crate) struct BatchWriter<'a> {
+    buf: &'a mut Vec<u8>,
+    start: usize,
+    count: u32,
+}
+
+impl<'a> BatchWriter<'a> {
+    /// Starts a batch whose first record is `first_seq` at the end of `buf`.
+    pub(crate) fn begin(buf: &'a mut Vec<u8>, first_seq: u64) -> Self {
+        let start = buf.len();
+        buf.extend_from_slice(&BATCH_MAGIC);
+        buf.extend_from_slice(&[0u8; 4]); // count, filled in by `finish`
+        buf.extend_from_slice(&[0u8; 8]); // body_len, filled in by `finish`
+        buf.extend_from_slice(&first_seq.to_le_bytes());
+        buf.extend_from_slice(&[0u8; 4]); // crc, filled in by `finish`
+        BatchWriter {
+            buf,
+            start,
+            count: 0,
+        }
     }
-    let body_len = (buf.len() - start - BATCH_HEADER_BYTES) as u64;
-    buf[start + 8..start + 16].copy_from_slice(&body_len.to_le_bytes());
-    let crc = crc32c::crc32c_append(
-        crc32c::crc32c(&buf[start..start + 24]),
-        &buf[start + BATCH_HEADER_BYTES..],
-    );
-    buf[start + 24..start + 28].copy_from_slice(&crc.to_le_bytes());
+
+    /// Appends one record as `write` serializes it; returns its length. A record longer than
+    /// `max` is taken back out and refused.
+    pub(crate) fn push(
+        &mut self,
+        max: u32,
+        write: impl FnOnce(Vec<u8>) -> Result<Vec<u8>, String>,
+    ) -> Result<usize, String> {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0u8; 4]);
+        let mut out = write(std::mem::take(self.buf))?;
+        let len = out.len() - at - 4;
+        let fits = u32::try_from(len).ok().filter(|l| *l <= max);
+        let Some(len32) = fits else {
+            out.truncate(at);
+            *self.buf = out;
+            return Err(format!(
+                "record of {len} bytes exceeds record_bytes_max {max}"
+            ));
+        };
+        out[at..at + 4].copy_from_slice(&len32.to_le_bytes());
+        *self.buf = out;
+        self.count += 1;
+        Ok(len)
+    }
+
+    /// Fills in the header: count, body length, checksum.
+    pub(crate) fn finish(self) {
+        assert!(self.count > 0, "a batch holds at least one record");
+        let (buf, start) = (self.buf, self.start);
+        buf[start + 4..start + 8].copy_from_slice(&self.count.to_le_bytes());
+        let body_len = (buf.len() - start - BATCH_HEADER_BYTES) as u64;
+        buf[start + 8..start + 16].copy_from_slice(&body_len.to_le_bytes());
+        let crc = crc32c::crc32c_append(
+            crc32c::crc32c(&buf[start..start + 24]),
+            &buf[start + BATCH_HEADER_BYTES..],
+        );
+        buf[start + 24..start + 28].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Appends one batch holding `payloads` (records `first_seq`, `first_seq + 1`, ...) to `buf`.
+#[cfg(test)]
+pub(crate) fn encode_batch(buf: &mut Vec<u8>, first_seq: u64, payloads: &[Vec<u8>]) {
+    let mut w = BatchWriter::begin(buf, first_seq);
+    for p in payloads {
+        let pushed = w.push(u32::MAX, |mut b| {
+            b.extend_from_slice(p);
+            Ok(b)
+        });
+        assert!(pushed.is_ok(), "records are bounded by record_bytes_max");
+    }
+    w.finish();
 }
 
 /// A batch whose framing and checksum verified.

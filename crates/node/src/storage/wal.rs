@@ -128,8 +128,13 @@ pub struct Wal<R> {
     snapshot_seq: u64,
     snapshot_bytes: u64,
     metrics: Option<Arc<Metrics>>,
+    /// The buffer batches are encoded into, kept from one append to the next.
+    scratch: Vec<u8>,
     _record: PhantomData<fn() -> R>,
 }
+
+/// Capacity [`Wal::append`] keeps in its buffer after a batch larger than this.
+const SCRATCH_KEEP_BYTES: usize = 16 * 1024 * 1024;
 
 fn segment_name(first_seq: u64) -> String {
     format!("wal-{first_seq:020}.log")
@@ -388,6 +393,7 @@ impl<R: DurableRecord> Wal<R> {
             snapshot_seq,
             snapshot_bytes,
             metrics: None,
+            scratch: Vec::new(),
             _record: PhantomData,
         };
         Ok((wal, records))
@@ -542,7 +548,19 @@ impl<R: DurableRecord> Wal<R> {
     where
         R: Serialize,
     {
-        let mut buf = Vec::new();
+        let mut buf = std::mem::take(&mut self.scratch);
+        let done = self.append_into(records, &mut buf);
+        buf.clear();
+        buf.shrink_to(SCRATCH_KEEP_BYTES);
+        self.scratch = buf;
+        done
+    }
+
+    /// [`Self::append`], each batch encoded into `buf`.
+    fn append_into(&mut self, records: &[R], buf: &mut Vec<u8>) -> io::Result<()>
+    where
+        R: Serialize,
+    {
         let mut start = 0;
         while start < records.len() {
             if records[start].is_checkpoint() {
@@ -563,22 +581,15 @@ impl<R: DurableRecord> Wal<R> {
                 self.rotate()?;
             }
             buf.clear();
-            let mut payloads = Vec::with_capacity(until - start);
+            let mut batch = segment::BatchWriter::begin(buf, self.next_seq);
             for r in &records[start..until] {
-                let payload = postcard::to_allocvec(r).map_err(io::Error::other)?;
-                if payload.len() > self.opts.record_bytes_max as usize {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!(
-                            "record of {} bytes exceeds record_bytes_max {}",
-                            payload.len(),
-                            self.opts.record_bytes_max
-                        ),
-                    ));
-                }
-                payloads.push(payload);
+                batch
+                    .push(self.opts.record_bytes_max, |b| {
+                        postcard::to_extend(r, b).map_err(|e| e.to_string())
+                    })
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
             }
-            segment::encode_batch(&mut buf, self.next_seq, &payloads);
+            batch.finish();
             let at = self.active_bytes();
             assert!(
                 self.segments
@@ -587,7 +598,7 @@ impl<R: DurableRecord> Wal<R> {
                 "a batch goes behind the header of a segment that starts at or before it"
             );
             self.preallocate(at + buf.len() as u64)?;
-            self.active.write_all_at(&buf, at)?;
+            self.active.write_all_at(buf, at)?;
             self.active_file_bytes = self.active_file_bytes.max(at + buf.len() as u64);
             self.dirty = true;
             let n = (until - start) as u64;

@@ -112,20 +112,6 @@ impl<'a> BatchWriter<'a> {
     }
 }
 
-/// Appends one batch holding `payloads` (records `first_seq`, `first_seq + 1`, ...) to `buf`.
-#[cfg(test)]
-pub(crate) fn encode_batch(buf: &mut Vec<u8>, first_seq: u64, payloads: &[Vec<u8>]) {
-    let mut w = BatchWriter::begin(buf, first_seq);
-    for p in payloads {
-        let pushed = w.push(u32::MAX, |mut b| {
-            b.extend_from_slice(p);
-            Ok(b)
-        });
-        assert!(pushed.is_ok(), "records are bounded by record_bytes_max");
-    }
-    w.finish();
-}
-
 /// A batch whose framing and checksum verified.
 struct Batch {
     count: u32,

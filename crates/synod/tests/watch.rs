@@ -395,6 +395,22 @@ fn etcdctl_watch_on_a_partitioned_cluster_follows_its_keys_through_a_split() {
         one_group.events(1),
         [put_ev("k/1", "after the split", None, r4)]
     );
+    // A client that reconnects from a revision before the split (as every etcd client
+    // resumes) is sent to the new group, which holds its keys' past: no compaction error.
+    let mut resumed = ctl.watch(&m2, &["--prefix", "k/", "--rev", "1", "--prev-kv"], false);
+    assert_eq!(
+        resumed.events(3),
+        [
+            put_ev("k/1", "b", None, r2),
+            put_ev("k/1", "c", Some("b"), r3),
+            put_ev("k/1", "after the split", Some("c"), r4),
+        ]
+    );
+    assert_eq!(
+        ctl.ok(&m3, &["get", "k/1", "--rev", &r2.to_string()]),
+        "k/1\nb\n",
+        "a read at a revision before the split, in the new group"
+    );
     // etcdctl prints no reason for a cancellation after creation (the node's tests check it).
     let (status, _) = watch.exit();
     let err = watch.stderr();

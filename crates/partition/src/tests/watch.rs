@@ -73,6 +73,31 @@ fn a_split_hands_its_keys_on_to_the_new_group_at_the_split_revision() {
             .map(|h| h.len()),
         Ok(1)
     );
+    // The new group holds its keys' past too (a watch resumed from before the split is sent
+    // there): every revision of the parent's history, with the moved keys' events only.
+    let past = net.nodes[1]
+        .group_watch_history(child, 1, 10)
+        .expect("the moved keys' history");
+    let keys: Vec<(u64, Vec<String>)> = past
+        .iter()
+        .map(|r| {
+            let ks = r.events.iter();
+            (
+                r.revision,
+                ks.map(|e| String::from_utf8_lossy(&e.kv.key).into())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (1, vec![]),
+            (2, vec!["k".to_string()]),
+            (3, vec!["m".to_string()]),
+            (4, vec!["m".to_string()]),
+        ]
+    );
 }
 
 #[test]

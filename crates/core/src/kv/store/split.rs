@@ -1,7 +1,7 @@
 //! Cutting a store in two at a key (partitioned mode's range split): the keys from the split
 //! key on move to a new store that starts where this one is — the same applied index and
 //! revision, and a copy of the client table — so the new group goes on from exactly the state
-//! the split was decided in.
+//! the split was decided in, with the moved keys' history.
 //!
 //! Leases are split too: both halves keep every lease (a partitioned cluster keeps a copy of
 //! each lease in every group, see `synod_partition`), each with the keys it holds. The new
@@ -13,8 +13,9 @@
 //! applying it again. Entries of clients that only wrote lower keys are harmless there.
 
 use super::{KvStore, mix, mix_bytes};
+use crate::kv::RevisionEvents;
 use std::cell::Cell;
-use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Digest salts of the two halves: each half's digest stays a function of the commands applied.
 const LOWER: u64 = 0x5b17_0001;
@@ -30,9 +31,15 @@ impl KvStore {
         self.data.keys().nth(self.data.len() / 2).cloned()
     }
 
-    /// Moves the keys `>= at` into a new store and returns it. The new store keeps no
-    /// history (its compaction revision is the current revision: reads at earlier revisions of
-    /// its keys are refused as compacted) and a copy of every lease, holding the moved keys.
+    /// Moves the keys `>= at` into a new store and returns it. The new store takes the moved
+    /// keys' share of the history (every revision this one holds, with the events of the
+    /// moved keys only, so its revisions stay contiguous and its compaction revision is this
+    /// one's) and a copy of every lease, holding the moved keys.
+    ///
+    /// Why the history: a watcher that reconnects with a start revision from before the split
+    /// (every etcd client does, from the last revision it saw) is sent to the group that owns
+    /// its keys now, and reads at a past revision go there too. Without the moved keys' past,
+    /// both were refused as compacted the moment a range split.
     pub fn split_off(&mut self, at: &[u8]) -> KvStore {
         let data = self.data.split_off(at);
         let leases = self
@@ -49,11 +56,27 @@ impl KvStore {
         // The moved keys' share of the cached figures: recomputed on the next call.
         self.content.set(None);
         self.in_use.set(None);
+        let history = self
+            .history
+            .iter()
+            .map(|r| {
+                let events = r
+                    .events
+                    .iter()
+                    .filter(|e| e.kv.key.as_slice() >= at)
+                    .cloned()
+                    .collect();
+                Arc::new(RevisionEvents {
+                    revision: r.revision,
+                    events,
+                })
+            })
+            .collect();
         KvStore {
             data,
             revision: self.revision,
-            compact_revision: self.revision,
-            history: VecDeque::new(),
+            compact_revision: self.compact_revision,
+            history,
             applied_index: self.applied_index,
             digest: mix(base, UPPER),
             sessions: self.sessions.clone(),
@@ -98,7 +121,16 @@ mod tests {
         assert!(upper.get(b"c").is_some() && s.get(b"c").is_none());
         assert_eq!(upper.applied_index(), s.applied_index());
         assert_eq!(upper.revision(), s.revision());
-        assert_eq!(upper.compact_revision(), upper.revision());
+        // The moved keys' history came along: revisions 1..=4, events of c and d only.
+        assert_eq!(upper.compact_revision(), s.compact_revision());
+        let past = upper.history_from(1, 10).expect("history");
+        let keys: Vec<Vec<u8>> = past
+            .iter()
+            .flat_map(|r| r.events.iter().map(|e| e.kv.key.clone()))
+            .collect();
+        assert_eq!(past.len(), 4);
+        assert_eq!(keys, [b"c".to_vec(), b"d".to_vec()]);
+        assert_eq!(s.history_from(3, 10).map(|h| h.len()), Ok(2), "kept below");
         assert!(s.digest() != before && upper.digest() != before && s.digest() != upper.digest());
         // A retry of a write applied before the split is answered, not applied again.
         let mut upper = upper;

@@ -591,10 +591,14 @@ pub enum PlantedBug {
     /// (a merge after a split) acts on that group's moves from before — the old split sends
     /// a watcher that followed the merge, or one made after it, to the retired group.
     PartitionWatchFollowsOldMoves,
+    /// Partitioned merge: the absorbed group's history is joined one revision late, so a
+    /// watch resumed (or a read made) from before the merge sees the absorbed keys' events at
+    /// revisions that are not theirs.
+    PartitionMergeHistoryShifted,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 43] = [
+    pub const ALL: [PlantedBug; 44] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -638,6 +642,7 @@ impl PlantedBug {
         PlantedBug::PartitionGroupsKeepRemovedMembers,
         PlantedBug::PartitionAbsorbRevisionBehind,
         PlantedBug::PartitionWatchFollowsOldMoves,
+        PlantedBug::PartitionMergeHistoryShifted,
     ];
 
     pub fn name(self) -> &'static str {
@@ -687,6 +692,7 @@ impl PlantedBug {
             }
             PlantedBug::PartitionAbsorbRevisionBehind => "partition-absorb-revision-behind",
             PlantedBug::PartitionWatchFollowsOldMoves => "partition-watch-follows-old-moves",
+            PlantedBug::PartitionMergeHistoryShifted => "partition-merge-history-shifted",
         }
     }
 

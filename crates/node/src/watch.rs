@@ -95,6 +95,13 @@ impl Ring {
         }
     }
 
+    /// Drops the revisions up to `through` (the ring stays one contiguous run).
+    fn forget_through(&mut self, through: u64) {
+        while let Some(old) = self.revisions.pop_front_if(|r| r.revision <= through) {
+            self.bytes -= old.size_bytes();
+        }
+    }
+
     fn note_move(&mut self, m: WatchMove) {
         self.moves.push_back(m);
         while self.moves.len() > HUB_MOVES_MAX {
@@ -171,11 +178,22 @@ impl WatchHub {
             if !moves.is_empty() {
                 self.has_moves.store(true, Ordering::Release);
             }
+            // An absorb joined the absorbed group's history into this group's revisions up
+            // to it: what the ring holds of them lacks those events, so they are read from
+            // the store's history from now on.
+            let absorbed_through = moves
+                .iter()
+                .filter(|m| matches!(m.kind, MoveKind::Absorbed { .. }))
+                .map(|m| m.through)
+                .max();
             for m in moves {
                 ring.note_move(m);
             }
             for r in fresh {
                 ring.push(r);
+            }
+            if let Some(through) = absorbed_through {
+                ring.forget_through(through);
             }
         }
         let moved = self.head.send_if_modified(|h| {
@@ -595,14 +613,16 @@ impl Cursor {
                 continue;
             }
             if let MoveKind::Absorbed { before, .. } = m.kind {
-                if before < self.next && self.next <= m.through {
-                    return if span_meets(&self.key, &self.range_end, &m.range) {
-                        Due::Stop(CursorError::Engine(EngineError::Compacted {
-                            compact_revision: m.through,
-                        }))
-                    } else {
-                        Due::Skip(m.through + 1)
-                    };
+                // Of this group's own keys, B+1..M hold no events: skipped, not read (the
+                // history may not reach back that far). Of the absorbed keys, the merged
+                // history holds their events at their own revisions — a watch made or resumed
+                // after the merge from before it reads them there (or is told "compacted" by
+                // the history read, if the merge could not keep them).
+                if before < self.next
+                    && self.next <= m.through
+                    && !span_meets(&self.key, &self.range_end, &m.range)
+                {
+                    return Due::Skip(m.through + 1);
                 }
                 continue;
             }
@@ -985,6 +1005,47 @@ mod tests {
         );
         assert_eq!(read_keys(&mut c).await.unwrap(), [(7, "q".into())]);
         assert_eq!(c.group(), 9);
+    }
+
+    /// A watch of the absorbed keys made after a merge, from a revision the absorb jumped
+    /// over, reads the merged group's history (which holds the absorbed group's events), not
+    /// "compacted".
+    #[tokio::test]
+    async fn a_watch_made_after_a_merge_from_before_it_reads_the_merged_history() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let hubs = Arc::new(WatchHubs::new(&partitioned((1, 0), &[]), tx));
+        let absorb = WatchMove {
+            through: 7,
+            range: KeyRange::new("m", ""),
+            kind: MoveKind::Absorbed { before: 1, from: 2 },
+        };
+        let mut merged = partitioned((7, 0), &[]);
+        merged.groups.truncate(1);
+        merged.groups[0].end.clear();
+        // Group 1's own revision 1 was published (and held in its ring) before the absorb.
+        hubs.publish(vec![batch(1, &[(1, "b")], vec![absorb])], &merged);
+        for start in [5, 1] {
+            let mut c = hubs.cursor(b"q", b"", Some(start)).unwrap();
+            assert_eq!(c.group(), 1);
+            assert!(
+                matches!(c.resolved(c.hub.head()), Due::Read { cap: 7 }),
+                "a read of the history, not a stop"
+            );
+            let mut reader = tokio::spawn(async move { read_keys(&mut c).await });
+            let q = tokio::select! {
+                q = rx.recv() => q.unwrap(),
+                r = &mut reader => panic!("answered without the store's history: {r:?}"),
+            };
+            assert_eq!(
+                q.start, start,
+                "from the store's history, which the absorb changed (not the ring)"
+            );
+            q.reply.send(Ok(vec![rev(5, "q"), rev(7, "q")])).unwrap();
+            assert_eq!(
+                reader.await.unwrap().unwrap(),
+                [(5, "q".into()), (7, "q".into())]
+            );
+        }
     }
 
     /// After a split and a merge back, the group below's stream still holds the split's move

@@ -67,6 +67,7 @@ impl<P: LogProtocol> Replica<P> {
             frozen: !self.config.bug(PlantedBug::PartitionMergeFrozenServes),
             merge_sessions: !self.config.bug(PlantedBug::PartitionMergeDropsSessions),
             merge_revision: !self.config.bug(PlantedBug::PartitionAbsorbRevisionBehind),
+            merge_history: !self.config.bug(PlantedBug::PartitionMergeHistoryShifted),
         }
     }
 

@@ -59,6 +59,8 @@ pub struct RangeChecks {
     pub merge_sessions: bool,
     /// Go on from the larger revision after an absorb (off: `PartitionAbsorbRevisionBehind`).
     pub merge_revision: bool,
+    /// Join the absorbed history at its own revisions (off: `PartitionMergeHistoryShifted`).
+    pub merge_history: bool,
 }
 
 impl Default for RangeChecks {
@@ -68,6 +70,7 @@ impl Default for RangeChecks {
             frozen: true,
             merge_sessions: true,
             merge_revision: true,
+            merge_history: true,
         }
     }
 }

@@ -141,6 +141,17 @@ fn planted_absorb_that_goes_back_in_revisions_is_caught() {
     assert_caught_by(&r, "watch feed:");
 }
 
+/// A merge that joins the absorbed group's history one revision late: a watch resumed from
+/// before the merge would see the absorbed keys' events at revisions that are not theirs. The
+/// history check sees an event whose revision is not its slot's.
+#[test]
+fn planted_merge_history_shifted_is_caught() {
+    let mut cfg = splitting(0);
+    cfg.planted_bug = Some(PlantedBug::PartitionMergeHistoryShifted);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 0..PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "history:");
+}
+
 #[test]
 fn planted_frozen_group_that_keeps_applying_is_caught() {
     let mut cfg = splitting(0);

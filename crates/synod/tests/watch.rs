@@ -422,7 +422,8 @@ fn etcdctl_watch_on_a_partitioned_cluster_follows_its_keys_through_a_split() {
 
 /// A merge hands a watch's keys to the group below: the watch reads the frozen group to its
 /// last revision and goes on in the group below after the absorb, whose revision is at least
-/// the frozen group's — so the revisions a client sees keep growing.
+/// the frozen group's — so the revisions a client sees keep growing. A watch made afterwards
+/// from before the merge replays the absorbed keys' history at their own revisions.
 #[test]
 fn etcdctl_watch_on_a_partitioned_cluster_follows_its_keys_through_a_merge() {
     let Some(bin) = etcdctl() else { return };
@@ -456,6 +457,20 @@ fn etcdctl_watch_on_a_partitioned_cluster_follows_its_keys_through_a_merge() {
     assert_eq!(below.events(1), [put_ev("b", "after the merge", None, rb)]);
     let r2 = ctl.put(&m3, "q/2", "later");
     assert_eq!(watch.events(1), [put_ev("q/2", "later", None, r2)]);
+    // The merged group holds the absorbed keys' past at their own revisions: a client that
+    // reconnects from before the merge is served, not told "compacted".
+    let mut resumed = ctl.watch(&m3, &["--prefix", "q/", "--rev", "1", "--prev-kv"], false);
+    assert_eq!(
+        resumed.events(4),
+        [
+            put_ev("q/1", "a", None, 1),
+            put_ev("q/2", "b", None, 2),
+            put_ev("q/1", "after the merge", Some("a"), r),
+            put_ev("q/2", "later", Some("b"), r2),
+        ]
+    );
+    assert_eq!(ctl.ok(&m2, &["get", "q/2", "--rev", "2"]), "q/2\nb\n");
+    assert_eq!(ctl.ok(&m2, &["get", "b", "--rev", "3"]), "b\nbelow\n");
 }
 
 #[test]

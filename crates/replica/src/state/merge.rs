@@ -99,9 +99,13 @@ impl AppliedState {
             ));
         }
         let before = self.kv.revision();
-        self.kv.absorb(image.kv, index, self.checks.merge_sessions);
+        self.kv
+            .absorb(image.kv, index, self.checks.merge_sessions, Some(&expected));
         if !self.checks.merge_revision {
             self.kv.planted_rewind_revision(before);
+        }
+        if !self.checks.merge_history {
+            self.kv.planted_shift_history(&expected);
         }
         self.range.range.end = a.end.clone();
         self.note_move(

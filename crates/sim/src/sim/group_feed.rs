@@ -10,6 +10,12 @@
 //!   none of them at or below `through`. A cursor reads a group up to a move, then the next
 //!   group from the revision after it: either slip would lose or repeat a revision's events.
 //!
+//! * **A history holds each event at its own revision.** A group that took keys in (a split's
+//!   new group, a merge's absorbing group) holds their past in its history, where a watch
+//!   resumed from before the move and a read at a past revision find it: right after the
+//!   move, every event of that history sits at the revision its key names, and each key's
+//!   events chain (`prev_kv` is the key as its previous event left it).
+//!
 //! Both are per node incarnation: a crash ends its watchers, and the restarted node may apply
 //! again what it had applied but not made durable. Taking the feed changes nothing the engines
 //! decide, so seeds replay as before.
@@ -17,7 +23,7 @@
 use super::{Engine, NodeId, fail};
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
-use synod_core::kv::{KeyRange, RevisionEvents};
+use synod_core::kv::{EventKind, KeyRange, KeyValue, RevisionEvents};
 use synod_core::{MoveKind, WatchMove};
 
 /// Keys `range` moved out of a group after `through` (or into one, for `arrived`).
@@ -83,7 +89,15 @@ impl GroupFeed {
         if !self.on {
             return;
         }
+        let mut took_keys = Vec::new();
         for batch in engine.take_group_watch_events() {
+            for m in &batch.moves {
+                match m.kind {
+                    MoveKind::Absorbed { .. } => took_keys.push(batch.group),
+                    MoveKind::Group(to) => took_keys.push(to),
+                    _ => {}
+                }
+            }
             // In revision order: a move follows the revisions up to its own.
             let mut events = batch.events.iter().peekable();
             for m in &batch.moves {
@@ -95,6 +109,9 @@ impl GroupFeed {
             for r in events {
                 self.check_revision(node, batch.group, r, failures);
             }
+        }
+        for group in took_keys {
+            check_history(node, group, engine, failures);
         }
     }
 
@@ -237,6 +254,48 @@ impl GroupFeed {
                     ),
                 );
             }
+        }
+    }
+}
+
+/// The history of `group` on `node` (a group that just took keys in): every event at the
+/// revision its key names, each key's events chained by `prev_kv`.
+fn check_history<E: Engine>(node: NodeId, group: u64, engine: &E, failures: &mut Vec<String>) {
+    let status = engine.status();
+    let Some(g) = status.groups.iter().find(|g| g.group == group) else {
+        return; // not started here yet (a split this node has not applied)
+    };
+    let Ok(history) = engine.group_watch_history(group, g.compact_revision.max(1), usize::MAX)
+    else {
+        return;
+    };
+    let mut state: BTreeMap<&[u8], Option<&KeyValue>> = BTreeMap::new();
+    for r in &history {
+        for e in &r.events {
+            let key = e.kv.key.as_slice();
+            let broken = if e.kv.mod_revision != r.revision {
+                Some(format!("says revision {}", e.kv.mod_revision))
+            } else {
+                match state.get(key) {
+                    Some(prev) if e.prev_kv.as_ref() != *prev => {
+                        Some("does not follow the key's previous event".to_string())
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(why) = broken {
+                fail(
+                    failures,
+                    format!(
+                        "history: n{node} group {group} holds an event of key {} at revision {} \
+                         that {why}",
+                        String::from_utf8_lossy(key),
+                        r.revision,
+                    ),
+                );
+                return;
+            }
+            state.insert(key, (e.kind == EventKind::Put).then_some(&e.kv));
         }
     }
 }

@@ -3,9 +3,17 @@
 //!
 //! Why the client table moves too: a write the frozen group applied, whose reply was lost,
 //! is retried after the merge and reaches the absorbing group, which must answer it from the
-//! saved reply instead of applying it again. Why the history does not: the two groups count
-//! revisions apart, so one store can only go on from the larger revision with no history
-//! below it (partitioned mode serves no reads at past revisions).
+//! saved reply instead of applying it again.
+//!
+//! The history comes along where it can: the merged store goes on from the larger of the two
+//! revisions, and its history is one contiguous run of revisions from the later of the two
+//! histories' starts, each revision holding the events either store had at that number (their
+//! keys are disjoint, so every key's own events keep their revisions and `prev_kv` chains).
+//! What a watcher resumed from before the merge, or a read at a past revision, sees of one
+//! key is exactly what it saw in that key's group. The older part of a history that starts
+//! below the other's is dropped (compacted), and so is all of it when the merge ends a lease
+//! (see below), whose keys go without an event. A merge copy carries at most
+//! [`MERGE_HISTORY_BYTES_MAX`] of history, the newest revisions.
 //!
 //! Leases (a partitioned cluster keeps a copy of each lease in every group): a lease both
 //! stores hold goes on as the lower group's, with the keys of both — its TTL counts from the
@@ -16,11 +24,27 @@
 //! revoke that reached the lower group before the merge from being undone by the frozen copy.
 
 use super::{KvStore, kv_bytes, mix};
+use crate::kv::{KeyRange, RevisionEvents, WatchEvent};
 use std::cell::Cell;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Digest salt of an absorb.
 const ABSORB: u64 = 0x3e79_0001;
+
+/// The most history (by [`RevisionEvents::size_bytes`]) a merge copy carries: the copy travels
+/// in one log entry and one peer frame, beside at most 4 MiB of live keys.
+pub const MERGE_HISTORY_BYTES_MAX: usize = 4 << 20;
+
+/// Revision `r` of a history whose first revision is `first`, if it holds it.
+fn slot(
+    history: &VecDeque<Arc<RevisionEvents>>,
+    first: u64,
+    r: u64,
+) -> Option<&Arc<RevisionEvents>> {
+    let at = usize::try_from(r.checked_sub(first)?).ok()?;
+    history.get(at)
+}
 
 impl KvStore {
     /// What the live keys take (keys, values, metadata), without the history: what a merge
@@ -29,14 +53,36 @@ impl KvStore {
         self.data.values().map(kv_bytes).sum()
     }
 
-    /// A copy to hand to a merge: keys, leases and client table, no history (see the module
-    /// doc).
+    /// A copy to hand to a merge: keys, leases, client table and the newest history up to
+    /// [`MERGE_HISTORY_BYTES_MAX`] (see the module doc).
     pub fn merge_copy(&self) -> KvStore {
+        let mut bytes = 0;
+        let keep = self
+            .history
+            .iter()
+            .rev()
+            .take_while(|r| {
+                bytes += r.size_bytes();
+                bytes <= MERGE_HISTORY_BYTES_MAX
+            })
+            .count();
+        let history: VecDeque<_> = self
+            .history
+            .iter()
+            .skip(self.history.len() - keep)
+            .cloned()
+            .collect();
+        let first = self.revision + 1 - keep as u64;
+        let compact_revision = if keep == self.history.len() {
+            self.compact_revision
+        } else {
+            self.compact_revision.max(first)
+        };
         KvStore {
             data: self.data.clone(),
             revision: self.revision,
-            compact_revision: self.revision,
-            history: VecDeque::new(),
+            compact_revision,
+            history,
             applied_index: self.applied_index,
             digest: self.digest,
             sessions: self.sessions.clone(),
@@ -65,9 +111,16 @@ impl KvStore {
     /// Takes in `other`'s keys (a range disjoint from this store's), its leases (see the
     /// module doc) and, unless `with_sessions` is off (the planted
     /// `PartitionMergeDropsSessions`), its client table, at this store's KV index `index`
-    /// (already skipped). Goes on from the larger revision, with no history below it; one
-    /// revision more if a lease only `other` held took keys with it.
-    pub fn absorb(&mut self, mut other: KvStore, index: u64, with_sessions: bool) {
+    /// (already skipped). Goes on from the larger revision; one revision more if a lease only
+    /// `other` held took keys with it. With `range`, the range `other` held (just above this
+    /// store's), the two histories are joined (the module doc); without, none is kept.
+    pub fn absorb(
+        &mut self,
+        mut other: KvStore,
+        index: u64,
+        with_sessions: bool,
+        range: Option<&KeyRange>,
+    ) {
         debug_assert!(
             other.data.keys().all(|k| !self.data.contains_key(k)),
             "merged stores must hold disjoint ranges"
@@ -85,9 +138,16 @@ impl KvStore {
             }
         }
         self.data.append(&mut other.data);
-        self.revision = self.revision.max(other.revision) + u64::from(ended_keys);
-        self.history.clear();
-        self.compact_revision = self.revision;
+        let revision = self.revision.max(other.revision) + u64::from(ended_keys);
+        match range {
+            // The ended lease's keys go in `revision` with no event: no history below it.
+            Some(range) if !ended_keys => self.join_history(&other, range, revision),
+            _ => {
+                self.history.clear();
+                self.compact_revision = revision;
+            }
+        }
+        self.revision = revision;
         if with_sessions {
             self.sessions.absorb(other.sessions, index);
         }
@@ -96,11 +156,57 @@ impl KvStore {
         self.in_use.set(None);
     }
 
+    /// This store's history joined with `other`'s, which held `range`, up to `revision` (see
+    /// the module doc): one revision per slot from the later of the two starts, each with the
+    /// events either store had at that number of its own keys — a history also holds events
+    /// of keys its group split off since (its watchers of them read up to the split), which
+    /// are another group's now.
+    fn join_history(&mut self, other: &KvStore, range: &KeyRange, revision: u64) {
+        let (ours, theirs) = (self.history_first(), other.history_first());
+        let first = ours.max(theirs);
+        let mut joined =
+            VecDeque::with_capacity(usize::try_from(revision + 1 - first).unwrap_or(0));
+        let own = |e: &&WatchEvent| e.kv.key.as_slice() < range.start.as_slice();
+        let theirs_own = |e: &&WatchEvent| range.contains(&e.kv.key);
+        for r in first..=revision {
+            let a = slot(&self.history, ours, r).map(|x| x.events.iter().filter(own));
+            let b = slot(&other.history, theirs, r).map(|x| x.events.iter().filter(theirs_own));
+            let events: Vec<WatchEvent> = a
+                .into_iter()
+                .flatten()
+                .chain(b.into_iter().flatten())
+                .cloned()
+                .collect();
+            joined.push_back(Arc::new(RevisionEvents {
+                revision: r,
+                events,
+            }));
+        }
+        self.history = joined;
+        let compact = self.compact_revision.max(other.compact_revision).max(first);
+        self.compact_revision = compact.min(revision);
+    }
+
     /// PLANTED BUG (`PartitionAbsorbRevisionBehind`): back to revision `r` (the lower
     /// group's own) after an absorb took the store past it.
     pub fn planted_rewind_revision(&mut self, r: u64) {
         self.revision = r;
         self.compact_revision = r;
+        self.history.clear();
+    }
+
+    /// PLANTED BUG (`PartitionMergeHistoryShifted`): the events of `range`'s keys in the
+    /// history one revision later than they were (the last revision's dropped).
+    pub fn planted_shift_history(&mut self, range: &KeyRange) {
+        let mut carried: Vec<WatchEvent> = Vec::new();
+        for slot in self.history.iter_mut() {
+            let r = Arc::make_mut(slot);
+            let (moved, kept): (Vec<_>, Vec<_>) =
+                r.events.drain(..).partition(|e| range.contains(&e.kv.key));
+            r.events = kept;
+            r.events.append(&mut carried);
+            carried = moved;
+        }
     }
 
     /// Joins the store of another group of the same backup into this one, for a restore
@@ -119,7 +225,9 @@ impl KvStore {
             });
         }
         let index = self.applied_index.max(other.applied_index);
-        self.absorb(other, index, false);
+        // Groups of one backup may each hold events of keys split between them since: no
+        // history is kept (the restore's new layout cuts the joined store anew).
+        self.absorb(other, index, false, None);
         self.applied_index = index;
         Ok(())
     }
@@ -128,7 +236,7 @@ impl KvStore {
 #[cfg(test)]
 mod tests {
     use crate::ids::{ClientId, RequestId};
-    use crate::kv::{KvLimits, KvStore, Op, PutRequest, ResponseBody};
+    use crate::kv::{KeyRange, KvLimits, KvStore, Op, PutRequest, ResponseBody};
 
     fn put(s: &mut KvStore, index: u64, client: u64, k: &str) {
         let id = RequestId {
@@ -157,11 +265,24 @@ mod tests {
         let copy = upper.merge_copy();
         assert_eq!(copy.live_bytes(), upper.live_bytes());
         lower.skip(5);
-        lower.absorb(copy, 5, true);
+        lower.absorb(copy, 5, true, Some(&KeyRange::new("c", "")));
         assert_eq!(lower.len(), 6);
         assert!(lower.get(b"f").is_some() && lower.get(b"a").is_some());
         assert_eq!(lower.revision(), upper_rev, "the larger revision goes on");
-        assert_eq!(lower.compact_revision(), lower.revision());
+        // One history: every key's events once, at their own revisions (c and d were in
+        // both halves' histories, from before the split).
+        let events: Vec<(u64, Vec<u8>)> = lower
+            .history_from(1, 100)
+            .expect("joined history")
+            .iter()
+            .flat_map(|r| r.events.iter().map(|e| (r.revision, e.kv.key.clone())))
+            .collect();
+        let want: Vec<(u64, Vec<u8>)> = ["a", "b", "c", "d", "e", "f"]
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (i as u64 + 1, k.as_bytes().to_vec()))
+            .collect();
+        assert_eq!(events, want);
         // A write the upper group applied, retried after the merge: answered, not applied.
         let id = RequestId {
             client: ClientId(8),
@@ -180,6 +301,87 @@ mod tests {
         assert_eq!(lower.revision(), upper_rev + 1);
     }
 
+    fn value_at(s: &KvStore, key: &str, revision: u64) -> Option<Vec<u8>> {
+        let op = Op::Range(crate::kv::RangeRequest {
+            key: key.into(),
+            revision,
+            ..Default::default()
+        });
+        match s.read(&op).expect("read").body {
+            ResponseBody::Range(r) => r.kvs.first().map(|kv| kv.value.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn histories_join_from_the_later_start_and_past_reads_see_each_key_as_its_group_did() {
+        let mut lower = KvStore::new(KvLimits::default());
+        put(&mut lower, 1, 7, "a"); // 1
+        put(&mut lower, 2, 7, "m"); // 2
+        let mut upper = lower.split_off(b"m");
+        let put_v = |s: &mut KvStore, index: u64, k: &str, v: &str| {
+            let id = RequestId {
+                client: ClientId(9),
+                seq: index,
+            };
+            s.apply(index, id, 0, &Op::Put(PutRequest::new(k, v)))
+                .expect("put");
+        };
+        put_v(&mut upper, 3, "m", "x"); // upper 3
+        put_v(&mut upper, 4, "n", "1"); // upper 4
+        put_v(&mut upper, 5, "n", "2"); // upper 5
+        put_v(&mut lower, 3, "a", "y"); // lower 3
+        put_v(&mut lower, 4, "b", "1"); // lower 4
+        lower.skip(6);
+        lower.absorb(upper.merge_copy(), 6, true, Some(&KeyRange::new("m", "")));
+        assert_eq!(lower.revision(), 5);
+        let at = |r| {
+            let h = lower.history_from(r, 1).expect("history");
+            h[0].events
+                .iter()
+                .map(|e| String::from_utf8_lossy(&e.kv.key).into_owned())
+                .collect::<Vec<_>>()
+        };
+        // Revision 3 was a put of a in one group and of m in the other: both, once each;
+        // revision 2's m only once, though both halves held it.
+        assert_eq!(
+            (at(2), at(3), at(4), at(5)),
+            (
+                vec!["m".to_string()],
+                vec!["a".into(), "m".into()],
+                vec!["b".into(), "n".into()],
+                vec!["n".into()]
+            )
+        );
+        assert_eq!(value_at(&lower, "m", 2).as_deref(), Some(&b"v"[..]));
+        assert_eq!(value_at(&lower, "m", 3).as_deref(), Some(&b"x"[..]));
+        assert_eq!(value_at(&lower, "n", 4).as_deref(), Some(&b"1"[..]));
+        assert_eq!(value_at(&lower, "a", 2).as_deref(), Some(&b"v"[..]));
+        assert_eq!(value_at(&lower, "b", 3), None);
+
+        // A history that starts later (compacted at 4) cuts the joined one there.
+        let mut lower = KvStore::new(KvLimits::default());
+        put(&mut lower, 1, 7, "a");
+        let mut upper = lower.split_off(b"m");
+        for i in 2..=5 {
+            put_v(&mut upper, i, "n", "v");
+        }
+        let id = RequestId {
+            client: ClientId::NONE,
+            seq: 99,
+        };
+        let compact = Op::Compact(crate::kv::CompactRequest {
+            revision: 4,
+            physical: false,
+        });
+        upper.apply(6, id, 0, &compact).expect("compact");
+        lower.skip(7);
+        lower.absorb(upper.merge_copy(), 7, true, Some(&KeyRange::new("m", "")));
+        assert_eq!(lower.compact_revision(), 4);
+        assert!(lower.history_from(3, 10).is_err());
+        assert_eq!(lower.history_from(4, 10).map(|h| h.len()), Ok(2));
+    }
+
     #[test]
     fn without_sessions_a_retry_is_applied_again() {
         let mut lower = KvStore::new(KvLimits::default());
@@ -187,7 +389,7 @@ mod tests {
         let mut upper = lower.split_off(b"m");
         put(&mut upper, 2, 8, "x");
         lower.skip(2);
-        lower.absorb(upper.merge_copy(), 2, false);
+        lower.absorb(upper.merge_copy(), 2, false, Some(&KeyRange::new("m", "")));
         let rev = lower.revision();
         let id = RequestId {
             client: ClientId(8),
@@ -243,7 +445,7 @@ mod tests {
         assert!(lower.get(b"b").is_none());
         let rev = lower.revision().max(upper.revision());
         lower.skip(9);
-        lower.absorb(upper.merge_copy(), 9, true);
+        lower.absorb(upper.merge_copy(), 9, true, Some(&KeyRange::new("m", "")));
         let keys = |id| {
             lower
                 .lease(id)

@@ -673,9 +673,9 @@ pub fn validate_op(
     };
     // Partitioned, revisions are per group: a read at a revision, a revision filter or a
     // compare on a revision means something within one group (the engine refuses it across
-    // groups), compaction of "the" store does not.
+    // groups), and a compaction compacts every group that reached its revision.
     let per_group = caps.watch && !caps.revisions;
-    let revisions_meant = caps.revisions || (per_group && !matches!(op, Op::Compact(_)));
+    let revisions_meant = caps.revisions || per_group;
     if op.needs_revisions() && !revisions_meant {
         return Err(unsupported(
             "revision history (reads at a revision, revision filters, compaction)",

@@ -672,3 +672,70 @@ fn small_quiet_ranges_split_off_automatically_merge_back_and_an_operators_stay()
 mod backup;
 mod leases;
 mod watch;
+
+/// etcd's Compact(R) compacts every group whose revisions reached R to R (`compact.rs`), and
+/// leaves the others alone; R beyond every group is a future revision, R at or below every
+/// reached group's compaction is "compacted".
+#[test]
+fn a_compaction_compacts_every_group_that_reached_its_revision() {
+    let mut net = Net::new(0);
+    net.rounds(50);
+    // Groups: [.., g) at revision 4, [g, p) at 2, [p, ..) at 1.
+    for v in ["1", "2", "3", "4"] {
+        net.put(0, "a", v);
+    }
+    net.put(1, "h", "1");
+    net.put(2, "h", "2");
+    net.put(0, "q", "1");
+    let compact = |revision| {
+        Op::Compact(synod_core::kv::CompactRequest {
+            revision,
+            physical: false,
+        })
+    };
+    let done = net.call(1, compact(2)).expect("compacted");
+    assert_eq!(done.body, ResponseBody::Compact);
+    net.rounds(5);
+    for at in 0..3 {
+        let compacted: Vec<u64> = net.nodes[at]
+            .status()
+            .groups
+            .iter()
+            .map(|g| g.compact_revision)
+            .collect();
+        assert_eq!(
+            compacted,
+            [2, 2, 0],
+            "node {at}: groups at 4 and 2 compacted to 2"
+        );
+    }
+    let at = |key: &str, revision| {
+        Op::Range(synod_core::kv::RangeRequest {
+            key: key.into(),
+            revision,
+            ..Default::default()
+        })
+    };
+    assert!(matches!(
+        net.call(0, at("a", 1)),
+        Err(EngineError::Compacted {
+            compact_revision: 2
+        })
+    ));
+    assert!(net.call(0, at("a", 2)).is_ok(), "the revision itself stays");
+    assert!(
+        net.call(0, at("q", 1)).is_ok(),
+        "the group below 2 kept its history"
+    );
+    assert_eq!(
+        net.call(2, compact(5)),
+        Err(EngineError::FutureRevision { revision: 5 })
+    );
+    assert_eq!(
+        net.call(2, compact(2)),
+        Err(EngineError::Compacted {
+            compact_revision: 2
+        })
+    );
+    assert!(net.call(0, compact(3)).is_ok(), "group 0 only");
+}

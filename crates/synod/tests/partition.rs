@@ -239,6 +239,21 @@ fn etcdctl_and_synodctl_on_four_groups() {
     // ... and over several groups it is refused.
     let err = refused(&all, &["get", "a", "z", "--rev", "1"], None);
     assert!(err.contains("spans groups 0, 1, 2, 3"), "{err}");
+    // Compaction compacts each group that reached the revision to it (python-etcd3's check
+    // shows the groups left alone); the revision itself stays readable.
+    let out = ok(&all, &["compaction", "1"]);
+    assert!(out.contains("compacted revision 1"), "{out}");
+    assert_eq!(ok(&all, &["get", "apple", "--rev", "1"]), "apple\n1\n");
+    let err = refused(&all, &["compaction", "1"], None);
+    assert!(
+        err.contains("required revision has been compacted"),
+        "{err}"
+    );
+    let err = refused(&all, &["compaction", "100000"], None);
+    assert!(
+        err.contains("required revision is a future revision"),
+        "{err}"
+    );
     // A watch follows one group's revisions: over keys of several groups it is refused.
     let (_, out, err) = etcdctl_run(&all, &["watch", "a", "z"], None);
     assert!((out + &err).contains("span groups 0, 1, 2, 3"), "{err}");
@@ -388,7 +403,8 @@ fn python_etcd3_on_four_groups() {
             "leases_across_groups",
             "short_lease_kept_alive_then_expired",
             "watch_in_one_group",
-            "maintenance_of_every_group"
+            "maintenance_of_every_group",
+            "compaction_of_every_group"
         ],
         "{passed:?}"
     );

@@ -1,6 +1,6 @@
 """python-etcd3 (kragniz's etcd v3 client, nobody here wrote it) against a partitioned Synod
 cluster whose groups split at "c", "m" and "t" (keys, ranges, transactions, leases, a watch, Hash,
-snapshot and defragment).
+snapshot, defragment and compaction).
 
 Run by crates/synod/tests/partition.rs as `python partition_checks.py --endpoints A,B,C`. Each
 check prints `PASS <name>`; a failed check raises (traceback, exit status 1).
@@ -11,6 +11,7 @@ import tempfile
 import time
 
 import etcd3
+import etcd3.etcdrpc as etcdrpc
 import grpc
 
 CALL_SECONDS_MAX = 10
@@ -152,6 +153,41 @@ def maintenance_of_every_group(clients):
         c.defragment()
 
 
+def range_at(client, key, revision):
+    req = etcdrpc.RangeRequest(key=key.encode(), revision=revision)
+    return client.kvstub.Range(req, CALL_SECONDS_MAX)
+
+
+def expect_out_of_range(call, message):
+    try:
+        call()
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.OUT_OF_RANGE, (e.code(), e.details())
+        assert e.details() == message, e.details()
+        return
+    raise AssertionError(f"expected OUT_OF_RANGE {message!r}, the call succeeded")
+
+
+def compaction_of_every_group(clients):
+    # Revisions are per group: Compact(R) compacts each group that reached R to R and leaves
+    # the others alone. Group 3 ([t, ..)) is written until it is well past group 0 ([.., c)).
+    low = clients[0].put("ant/c", "kept").header.revision
+    high = [clients[1].put("yak/c", str(i)).header.revision for i in range(3)]
+    while high[-1] < low + 4:
+        high.append(clients[1].put("yak/c", str(len(high))).header.revision)
+    target = high[-2]
+    clients[2].compact(target)
+    compacted = "etcdserver: mvcc: required revision has been compacted"
+    expect_out_of_range(lambda: range_at(clients[0], "yak/c", high[-3]), compacted)
+    kept = range_at(clients[0], "yak/c", target).kvs
+    assert [kv.value.decode() for kv in kept] == [str(len(high) - 2)], kept
+    # Group 0 had not reached the revision: its history is all still there.
+    assert [kv.value for kv in range_at(clients[1], "ant/c", low).kvs] == [b"kept"]
+    future = "etcdserver: mvcc: required revision is a future revision"
+    expect_out_of_range(lambda: clients[0].compact(high[-1] + 1000), future)
+    expect_out_of_range(lambda: clients[1].compact(target), compacted)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--endpoints", required=True)
@@ -166,6 +202,7 @@ def main():
         short_lease_kept_alive_then_expired,
         watch_in_one_group,
         maintenance_of_every_group,
+        compaction_of_every_group,
     ]:
         check(clients)
         print("PASS", check.__name__, flush=True)

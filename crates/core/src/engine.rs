@@ -595,10 +595,13 @@ pub enum PlantedBug {
     /// watch resumed (or a read made) from before the merge sees the absorbed keys' events at
     /// revisions that are not theirs.
     PartitionMergeHistoryShifted,
+    /// Partitioned compaction: answered once the first group compacted, the others never
+    /// asked — history below the compaction stays readable in groups that had reached it.
+    PartitionCompactOneGroup,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 44] = [
+    pub const ALL: [PlantedBug; 45] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -643,6 +646,7 @@ impl PlantedBug {
         PlantedBug::PartitionAbsorbRevisionBehind,
         PlantedBug::PartitionWatchFollowsOldMoves,
         PlantedBug::PartitionMergeHistoryShifted,
+        PlantedBug::PartitionCompactOneGroup,
     ];
 
     pub fn name(self) -> &'static str {
@@ -693,6 +697,7 @@ impl PlantedBug {
             PlantedBug::PartitionAbsorbRevisionBehind => "partition-absorb-revision-behind",
             PlantedBug::PartitionWatchFollowsOldMoves => "partition-watch-follows-old-moves",
             PlantedBug::PartitionMergeHistoryShifted => "partition-merge-history-shifted",
+            PlantedBug::PartitionCompactOneGroup => "partition-compact-one-group",
         }
     }
 

@@ -208,8 +208,8 @@ impl Layout {
             Op::Absorb(_) => Route::Refuse(EngineError::InvalidRequest(
                 "absorbs are made by the partitioned engine, never by clients".into(),
             )),
-            // Sent to every group that reached its revision by the partitioned engine
-            // (`compact.rs`) before routing.
+            // Fanned out to every group by the partitioned engine (`compact.rs`) before
+            // routing.
             Op::Compact(_) => Route::Refuse(EngineError::InvalidRequest(
                 "compactions go to every group, not one".into(),
             )),

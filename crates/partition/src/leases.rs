@@ -17,6 +17,8 @@
 //! * **TimeToLive / Leases**: the smallest time left and the keys of every group; the leases
 //!   every group holds.
 //!
+//! Compactions are fanned out the same way (their answers combine in `compact.rs`).
+//!
 //! **Layout changes.** A fan is complete only when every group of the layout *at completion*
 //! answered; groups split off meanwhile are sent the request too, and answers of groups merged
 //! away meanwhile do not count (their copy joined the group below, whose answer does). Why
@@ -40,7 +42,8 @@ const PART_SEQ_BASE: u64 = ENGINE_OWN_SEQ_BASE + (1 << 61);
 /// Longest pause, in ticks, before a group that refused a part is asked again.
 const RETRY_TICKS_MAX: u64 = 32;
 
-/// Whether `op` is a lease request a partitioned engine fans out to every group.
+/// Whether `op` is a request a partitioned engine fans out to every group: a lease request,
+/// or a compaction (`compact.rs`), which needs the same completeness through splits and merges.
 pub(crate) fn is_fanned(op: &Op) -> bool {
     matches!(
         op,
@@ -49,6 +52,7 @@ pub(crate) fn is_fanned(op: &Op) -> bool {
             | Op::LeaseKeepAlive { .. }
             | Op::LeaseTimeToLive { .. }
             | Op::LeaseLeases
+            | Op::Compact(_)
     )
 }
 
@@ -61,6 +65,8 @@ pub(crate) struct LeaseFans {
     next_seq: u64,
     /// Planted bug `PartitionLeaseRenewsOneGroup`.
     pub(crate) bug_renew_one_group: bool,
+    /// Planted bug `PartitionCompactOneGroup`.
+    pub(crate) bug_compact_one_group: bool,
 }
 
 /// One client's lease request on its way through the groups.
@@ -149,7 +155,8 @@ impl LeaseFans {
             return done;
         };
         for (id, fan) in self.fans.iter_mut() {
-            if let Some(result) = fan.outcome(&ids, self.bug_renew_one_group) {
+            let one_group = fan.one_group(self.bug_renew_one_group, self.bug_compact_one_group);
+            if let Some(result) = fan.outcome(&ids, one_group) {
                 done.push(ClientReply { id: *id, result });
                 continue;
             }
@@ -161,7 +168,7 @@ impl LeaseFans {
                 continue;
             }
             for &g in &ids {
-                let Some(op) = fan.part_op(g, first, self.bug_renew_one_group) else {
+                let Some(op) = fan.part_op(g, first, one_group) else {
                     continue;
                 };
                 if fan.answers.contains_key(&g)
@@ -206,6 +213,16 @@ impl LeaseFans {
 }
 
 impl Fan {
+    /// Whether a planted bug asks only the first group: a keep-alive
+    /// (`PartitionLeaseRenewsOneGroup`) or a compaction (`PartitionCompactOneGroup`).
+    fn one_group(&self, renew_bug: bool, compact_bug: bool) -> bool {
+        match self.request.op {
+            Op::LeaseKeepAlive { .. } => renew_bug,
+            Op::Compact(_) => compact_bug,
+            _ => false,
+        }
+    }
+
     fn back_off(&mut self, g: GroupId, now: u64) {
         let pause = self.retry.get(&g).map_or(1, |(_, p)| *p);
         self.retry
@@ -213,24 +230,20 @@ impl Fan {
     }
 
     /// What group `g` is asked (`first` is the layout's first group); `None`: nothing yet.
-    fn part_op(&self, g: GroupId, first: GroupId, renew_one_group: bool) -> Option<Op> {
+    fn part_op(&self, g: GroupId, first: GroupId, one_group: bool) -> Option<Op> {
         match (&self.request.op, self.granted) {
             (Op::LeaseGrant(_), None) if g != first => None,
             (Op::LeaseGrant(asked), Some(info)) => Some(Op::LeaseGrant(LeaseGrantRequest {
                 id: info.id,
                 ttl: asked.ttl,
             })),
-            (Op::LeaseKeepAlive { .. }, _) if renew_one_group && g != first => None,
+            _ if one_group && g != first => None,
             (op, _) => Some(op.clone()),
         }
     }
 
     /// The reply, once every group of the layout (`ids`) answered.
-    fn outcome(
-        &self,
-        ids: &[GroupId],
-        renew_one_group: bool,
-    ) -> Option<Result<Response, EngineError>> {
+    fn outcome(&self, ids: &[GroupId], one_group: bool) -> Option<Result<Response, EngineError>> {
         if let (Op::LeaseGrant(_), None) = (&self.request.op, self.granted) {
             // The first group refused the grant (or has not answered): no other was asked.
             return match self.answers.get(ids.first()?)? {
@@ -240,8 +253,7 @@ impl Fan {
                 )))),
             };
         }
-        let one = renew_one_group && matches!(self.request.op, Op::LeaseKeepAlive { .. });
-        let asked = if one { &ids[..1] } else { ids };
+        let asked = if one_group { &ids[..1] } else { ids };
         let answers: Vec<&Result<Response, EngineError>> = asked
             .iter()
             .map(|g| self.answers.get(g))
@@ -258,8 +270,13 @@ impl Fan {
             Op::LeaseRevoke { .. } => combine_revokes(&answers),
             Op::LeaseTimeToLive { id, .. } => combine_ttls(&answers, *id),
             Op::LeaseLeases => combine_lists(&answers),
+            Op::Compact(_) => {
+                return Some(crate::compact::combine(
+                    answers.into_iter().cloned().collect(),
+                ));
+            }
             other => Err(EngineError::InvalidRequest(format!(
-                "not a lease request: {other:?}"
+                "not a fanned request: {other:?}"
             ))),
         };
         Some(body.map(|body| Response { revision, body }))

@@ -309,17 +309,9 @@ impl OwnRequests {
 
 /// One split range read: its parts' groups and answers, in key order.
 struct Gather {
-    request: Gathered,
+    request: RangeRequest,
     groups: Vec<GroupId>,
     answers: Vec<Option<Result<Response, EngineError>>>,
-}
-
-/// What a request sent to several groups was.
-enum Gathered {
-    /// A range read split at the groups' bounds: the parts merged in key order.
-    Range(RangeRequest),
-    /// A compaction of every group that reached its revision (`compact.rs`).
-    Compact,
 }
 
 impl<E: Engine> Partitioned<E> {
@@ -548,42 +540,8 @@ impl<E: Engine> Partitioned<E> {
         replies
     }
 
-    /// A client's compaction to `revision`: to every group here that reached it (`compact.rs`).
-    fn start_compaction(&mut self, request: ClientRequest, revision: u64) {
-        if self.gathers.contains_key(&request.id) {
-            return; // a retry: the pending one answers it
-        }
-        let statuses = self.groups().map(|(g, e)| {
-            let st = e.status();
-            (g, st.revision, st.compact_revision)
-        });
-        let groups = match compact::targets(statuses.collect::<Vec<_>>(), revision) {
-            Ok(groups) => groups,
-            Err(e) => {
-                self.refused.push(ClientReply {
-                    id: request.id,
-                    result: Err(e),
-                });
-                return;
-            }
-        };
-        for &g in &groups {
-            if let Some(group) = self.groups.get_mut(&g) {
-                group.submit(request.clone());
-                *self.inputs.entry(g).or_default() += 1;
-            }
-        }
-        let answers = groups.iter().map(|_| None).collect();
-        let gather = Gather {
-            request: Gathered::Compact,
-            groups,
-            answers,
-        };
-        self.gathers.insert(request.id, gather);
-    }
-
-    /// Collects the answer of one group to a request sent to several (a split read, a
-    /// compaction); the combined reply once all are in.
+    /// Collects the answer of one group to a split read (or a fanned request's part); the
+    /// merged reply once all are in.
     fn gather(&mut self, g: GroupId, reply: ClientReply) -> Option<ClientReply> {
         // The answer to our own compaction: nobody waits for it, and a failed one is simply
         // proposed again later.
@@ -963,14 +921,8 @@ type Parts<E> = (
     Vec<ClientReply>,
 );
 
-/// The reply to a request sent to several groups, once all answered.
+/// The reply to a split read: the first error in key order, or the parts merged.
 fn merge_answers(gather: Gather) -> Result<Response, EngineError> {
-    let request = match gather.request {
-        Gathered::Range(r) => r,
-        Gathered::Compact => {
-            return compact::combine(gather.answers.into_iter().flatten().collect());
-        }
-    };
     let mut revision = 0;
     let mut parts = Vec::with_capacity(gather.answers.len());
     for answer in gather.answers.into_iter().flatten() {
@@ -987,7 +939,7 @@ fn merge_answers(gather: Gather) -> Result<Response, EngineError> {
     }
     Ok(Response {
         revision,
-        body: ResponseBody::Range(merge_ranges(parts, &request)),
+        body: ResponseBody::Range(merge_ranges(parts, &gather.request)),
     })
 }
 
@@ -1074,6 +1026,7 @@ impl<E: Engine> Engine for Partitioned<E> {
         };
         p.bug_keep_removed = p.base.bug(PlantedBug::PartitionGroupsKeepRemovedMembers);
         p.leases.bug_renew_one_group = p.base.bug(PlantedBug::PartitionLeaseRenewsOneGroup);
+        p.leases.bug_compact_one_group = p.base.bug(PlantedBug::PartitionCompactOneGroup);
         p.watch.bug_move_early = p.base.bug(PlantedBug::PartitionWatchMoveEarly);
         // The layout's groups, and any split-off group whose records made it to disk
         // without the layout naming it yet: its state says where it begins.
@@ -1131,11 +1084,6 @@ impl<E: Engine> Engine for Partitioned<E> {
             });
             return;
         }
-        if let synod_core::kv::Op::Compact(c) = &request.op {
-            let revision = c.revision;
-            self.start_compaction(request, revision);
-            return;
-        }
         if leases::is_fanned(&request.op) {
             let timeout = self.base.request_timeout_ticks;
             self.leases.start(request, self.ticks, timeout);
@@ -1176,7 +1124,7 @@ impl<E: Engine> Engine for Partitioned<E> {
                     unreachable!("only range reads are split");
                 };
                 let gather = Gather {
-                    request: Gathered::Range(range.clone()),
+                    request: range.clone(),
                     groups: parts.iter().map(|(g, _)| *g).collect(),
                     answers: parts.iter().map(|_| None).collect(),
                 };

@@ -40,12 +40,15 @@ pub struct OpenOp {
     /// A lease-workload operation (see [`crate::lease_ops`]): judged by the lease checker,
     /// never entered in the linearizability history.
     pub lease: Option<LeaseOpKind>,
+    /// A compaction-workload operation (`sim/compactions.rs`): judged by its own check,
+    /// never entered in the linearizability history.
+    pub compaction: Option<crate::sim::compactions::Extra>,
 }
 
 impl OpenOp {
     /// Whether the operation goes into the linearizability history (a register operation).
     pub fn in_history(&self) -> bool {
-        !self.watch_extra && self.lease.is_none()
+        !self.watch_extra && self.lease.is_none() && self.compaction.is_none()
     }
 }
 

@@ -275,6 +275,10 @@ pub struct SimSummary {
     /// Partitioned runs: revisions and moves of keys the watch feed check saw.
     pub feed_revisions: u64,
     pub feed_moves: u64,
+    /// Partitioned runs with the compaction workload: compactions acknowledged, and reads
+    /// at past revisions refused.
+    pub compactions_acknowledged: u64,
+    pub past_reads_refused: u64,
 }
 
 /// What the lease checker covered over many seeds.
@@ -430,8 +434,19 @@ impl SimSummary {
             String::new()
         } else {
             format!(
-                " | range splits {}, merges {} (groups created {}, retired {})",
-                self.splits_done, self.merges_done, self.groups_created, self.groups_retired
+                " | range splits {}, merges {} (groups created {}, retired {}){}",
+                self.splits_done,
+                self.merges_done,
+                self.groups_created,
+                self.groups_retired,
+                if self.compactions_acknowledged > 0 {
+                    format!(
+                        ", compactions {} (past reads refused {})",
+                        self.compactions_acknowledged, self.past_reads_refused
+                    )
+                } else {
+                    String::new()
+                }
             )
         };
         if self.transfers_started == 0 {

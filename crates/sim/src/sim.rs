@@ -30,6 +30,7 @@ use crate::faults::{
 use crate::network::Network;
 use crate::trace::{Trace, TraceEntry, TraceKind};
 
+pub(crate) mod compactions;
 mod group_feed;
 mod leases;
 mod quiesce;
@@ -131,6 +132,10 @@ pub struct RunConfig {
     /// (size splits, at one key, would otherwise leave load nothing to cut); reads count
     /// only here, so `auto_layout` runs alone replay as they did before reads counted.
     pub auto_by_load: bool,
+    /// Partitioned runs: the compaction workload (`sim/compactions.rs`) — compactions and
+    /// reads at past revisions among the register clients' operations, and the check that an
+    /// acknowledged compaction holds in every group that had reached its revision.
+    pub compactions: bool,
     /// `EngineConfig::engine_threads` of every replica: the partitioned engine's pool. What
     /// a replica emits must not depend on it (checked by running seeds both ways).
     pub engine_threads: usize,
@@ -165,6 +170,7 @@ impl RunConfig {
             auto_layout: false,
             engine_threads: 1,
             auto_by_load: false,
+            compactions: false,
         }
     }
 
@@ -214,6 +220,10 @@ pub struct RunResult {
     pub watch: Option<WatchReport>,
     /// Watch-workload operations that completed (not in the linearizability history).
     pub watch_ops_ok: u64,
+    /// Compactions acknowledged, and reads at past revisions refused (compacted), in runs
+    /// with the compaction workload.
+    pub compactions_acknowledged: u64,
+    pub past_reads_refused: u64,
     /// The lease checker's report, in runs with lease clients.
     pub leases: Option<LeaseReport>,
     /// Lease-workload operations answered with success (not in the linearizability history).
@@ -417,6 +427,8 @@ struct Sim<E: Engine> {
     group_feed: group_feed::GroupFeed,
     /// Lease clients and their history (runs with `leases > 0`).
     leases: leases::LeaseHub,
+    /// The compaction workload (partitioned runs with `compactions`).
+    compactions: compactions::Compactions,
     ops_ok: u64,
     ops_unknown: u64,
     ops_failed: u64,
@@ -584,6 +596,10 @@ impl<E: Engine> Sim<E> {
             watch: watch::WatchHub::new(cfg.seed, cfg.nodes, watchers_per_node::<E>(&cfg)),
             group_feed: group_feed::GroupFeed::new(!cfg.split_keys.is_empty()),
             leases: leases::LeaseHub::new(cfg.seed, lease_clients::<E>(&cfg), heal_at_us),
+            compactions: compactions::Compactions::new(
+                cfg.seed,
+                cfg.compactions && !cfg.split_keys.is_empty(),
+            ),
             ops_ok: 0,
             ops_unknown: 0,
             ops_failed: 0,
@@ -1278,24 +1294,34 @@ impl<E: Engine> Sim<E> {
         }
         let watch_extra =
             self.watch.enabled && self.watch.rng.below(100) < crate::watch_ops::EXTRA_PERCENT;
-        let (request, hist) = if watch_extra {
-            crate::watch_ops::extra_op(
+        let compaction = if !watch_extra && self.compactions.draws() {
+            self.compactions
+                .next(self.cfg.keys, c.id, c.seq, self.now_us)
+        } else {
+            None
+        };
+        let (request, hist, compaction) = if let Some((request, hist, extra)) = compaction {
+            (request, hist, Some(extra))
+        } else if watch_extra {
+            let (request, hist) = crate::watch_ops::extra_op(
                 &mut self.watch.rng,
                 self.cfg.keys,
                 c.id,
                 c.seq,
                 self.watch.known_revision,
                 self.now_us,
-            )
+            );
+            (request, hist, None)
         } else {
-            client::next_op(
+            let (request, hist) = client::next_op(
                 &mut self.rng_work,
                 self.cfg.keys,
                 c.id,
                 c.seq,
                 &self.knowledge,
                 self.now_us,
-            )
+            );
+            (request, hist, None)
         };
         let is_read = request.op.is_read();
         let c = &mut self.clients[slot];
@@ -1310,6 +1336,7 @@ impl<E: Engine> Sim<E> {
             first_node: None,
             watch_extra,
             lease: None,
+            compaction,
         });
         self.send_attempt(slot);
     }
@@ -1376,7 +1403,7 @@ impl<E: Engine> Sim<E> {
             self.lease_unknown(slot, open);
             return;
         }
-        if !open.is_read && !open.watch_extra {
+        if !open.is_read && open.in_history() {
             self.history.push(open.hist);
             self.ops_unknown += 1;
         }
@@ -1463,9 +1490,16 @@ impl<E: Engine> Sim<E> {
                     self.schedule_next(slot);
                     return;
                 }
+                if let Some(extra) = open.compaction.take() {
+                    self.compaction_reply(extra, &response, now);
+                    self.clients[slot].seq += 1;
+                    self.schedule_next(slot);
+                    return;
+                }
                 match client::output_of(open.hist.op, &response) {
                     Some(output) => {
                         client::learn(&mut self.knowledge, &open.hist, &response);
+                        self.compactions.saw(&open.hist.key, response.revision);
                         open.hist.output = Some(output);
                         open.hist.ret = Some(now);
                         self.check_op_liveness(&open.hist, now);
@@ -1534,7 +1568,10 @@ impl<E: Engine> Sim<E> {
             Err(_) => {
                 // Definitely not applied: left out of the history. (The watch workload's
                 // compactions and past reads are refused as compacted or future by design.)
-                let extra = open.watch_extra;
+                let extra = open.watch_extra || open.compaction.is_some();
+                if let Some(x) = open.compaction.clone() {
+                    self.compaction_refused(&x);
+                }
                 self.clients[slot].open = None;
                 self.clients[slot].seq += 1;
                 self.ops_failed += u64::from(!extra);
@@ -1812,6 +1849,8 @@ impl<E: Engine> Sim<E> {
             rerun: crate::sweep::cli_command(E::NAME, &self.cfg),
             watch,
             watch_ops_ok: self.watch.ops_ok,
+            compactions_acknowledged: self.compactions.acknowledged,
+            past_reads_refused: self.compactions.past_reads_refused,
             leases: lease_report,
             lease_ops_ok: self.leases.ops_ok,
             failures: self.failures,

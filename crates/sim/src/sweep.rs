@@ -68,6 +68,8 @@ impl SimSummary {
         self.merges_done += r.merges_done;
         self.feed_revisions += r.feed_revisions;
         self.feed_moves += r.feed_moves;
+        self.compactions_acknowledged += r.compactions_acknowledged;
+        self.past_reads_refused += r.past_reads_refused;
         if r.groups_seen > 0 {
             let at_start = r.groups_at_start;
             self.groups_created += r.groups_seen.saturating_sub(at_start);

@@ -141,6 +141,41 @@ fn planted_absorb_that_goes_back_in_revisions_is_caught() {
     assert_caught_by(&r, "watch feed:");
 }
 
+/// etcd's Compact on a partitioned cluster, racing splits, merges and every fault: once a
+/// compaction to R is acknowledged, a key whose group had reached R reads nothing below R —
+/// in whichever group it is by then (`sim/compactions.rs`).
+#[test]
+fn compactions_hold_in_every_group_through_splits_and_merges() {
+    let n = seed_count(60);
+    let mut cfg = splitting(0);
+    cfg.compactions = true;
+    let a = assert_all_pass::<Partitioned<OmniPaxosEngine>>(&cfg, 95_000..95_000 + n);
+    let b = assert_all_pass::<Partitioned<VrEngine>>(&cfg, 96_000..96_000 + n);
+    for sum in [a, b] {
+        assert!(
+            sum.compactions_acknowledged > 0 && sum.past_reads_refused > 0,
+            "{}",
+            sum.totals()
+        );
+        assert!(
+            sum.splits_done > 0 && sum.merges_done > 0,
+            "{}",
+            sum.totals()
+        );
+    }
+}
+
+/// A compaction answered once the first group compacted, the others never asked: a key of
+/// another group that had reached the revision still reads below it.
+#[test]
+fn planted_compaction_of_one_group_is_caught() {
+    let mut cfg = splitting(0);
+    cfg.compactions = true;
+    cfg.planted_bug = Some(PlantedBug::PartitionCompactOneGroup);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 0..PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "compaction:");
+}
+
 /// A merge that joins the absorbed group's history one revision late: a watch resumed from
 /// before the merge would see the absorbed keys' events at revisions that are not theirs. The
 /// history check sees an event whose revision is not its slot's.

@@ -138,6 +138,7 @@ impl<E: Engine> Sim<E> {
                     first_node: None,
                     watch_extra: false,
                     lease: Some(kind),
+                    compaction: None,
                 });
                 self.send_attempt(slot);
             }

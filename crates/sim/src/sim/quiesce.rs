@@ -89,6 +89,7 @@ impl<E: Engine> Sim<E> {
             first_node: Some(node),
             watch_extra: false,
             lease: None,
+            compaction: None,
         });
         self.send_attempt(slot);
     }

@@ -1,0 +1,182 @@
+//! The compaction workload of partitioned runs (`RunConfig::compactions`): etcd's Compact
+//! through the API, where revisions are per group, and the promise it makes.
+//!
+//! Now and then a register client compacts to a revision a little below the highest one a
+//! reply reported for some key, or reads a key at a revision a little below the highest it
+//! saw. Neither enters the linearizability history. The check: once a compaction to `R` was
+//! acknowledged, a read of key `k` at a revision below `R` issued after that must fail as
+//! compacted, if `k`'s group had reached `R` before the compaction was issued (a reply on `k`
+//! said so). That group, and every group `k` went to since (a split's new group, a merge's
+//! absorbing group), must have compacted: the fan-out has to reach every group of the layout
+//! through splits and merges, and split and merged histories must keep the compaction.
+//!
+//! Draws come from the workload's own generator, so runs without it draw what they drew.
+
+use super::{Engine, Sim, fail};
+use crate::client::key_name;
+use std::collections::{BTreeMap, BTreeSet};
+use synod_core::history::{HistoryOp, OpKind, ReadConsistency};
+use synod_core::kv::{CompactRequest, Op, RangeRequest, Response, ResponseBody};
+use synod_core::{ClientId, ClientRequest, Consistency, RequestId, SplitMix64};
+
+/// Of the register clients' operations, this many percent are compaction workload.
+pub const PERCENT: u64 = 6;
+/// Compactions and past reads aim at most this many revisions below what a reply reported.
+const LAG_MAX: u64 = 6;
+
+/// A compaction-workload operation in flight.
+#[derive(Clone, Debug)]
+pub enum Extra {
+    /// To `revision`; `reached`: the keys whose group had reached it when it was issued.
+    Compact {
+        revision: u64,
+        reached: BTreeSet<String>,
+    },
+    /// Of `key` at `revision`, issued at `call_us`.
+    PastRead {
+        key: String,
+        revision: u64,
+        call_us: u64,
+    },
+}
+
+/// What the workload knows and has promised.
+pub(super) struct Compactions {
+    pub(super) enabled: bool,
+    rng: SplitMix64,
+    /// Per register key: the highest revision a reply on it reported (its group's).
+    seen: BTreeMap<String, u64>,
+    /// Acknowledged compactions: (revision, keys whose group had reached it, ack time).
+    promises: Vec<(u64, BTreeSet<String>, u64)>,
+    pub(super) acknowledged: u64,
+    pub(super) past_reads_refused: u64,
+}
+
+impl Compactions {
+    pub(super) fn new(seed: u64, enabled: bool) -> Self {
+        Compactions {
+            enabled,
+            rng: SplitMix64::new(seed ^ 0xc0_3ac7_1035),
+            seen: BTreeMap::new(),
+            promises: Vec::new(),
+            acknowledged: 0,
+            past_reads_refused: 0,
+        }
+    }
+
+    /// Whether the next register operation is one of this workload's instead.
+    pub(super) fn draws(&mut self) -> bool {
+        self.enabled && self.rng.below(100) < PERCENT
+    }
+
+    /// A register operation on `key` was answered at `revision` (its group's).
+    pub(super) fn saw(&mut self, key: &str, revision: u64) {
+        if self.enabled {
+            let r = self.seen.entry(key.to_string()).or_default();
+            *r = (*r).max(revision);
+        }
+    }
+
+    /// The next operation, if any key has been seen far enough yet.
+    pub(super) fn next(
+        &mut self,
+        keys: u64,
+        client: ClientId,
+        seq: u64,
+        now_us: u64,
+    ) -> Option<(ClientRequest, HistoryOp, Extra)> {
+        let key = key_name(self.rng.below(keys.max(1)));
+        let top = *self.seen.get(&key)?;
+        let lag = self.rng.below(LAG_MAX + 1);
+        let (op, extra) = if self.rng.below(2) == 0 {
+            let revision = top.saturating_sub(lag).max(1);
+            let reached = self
+                .seen
+                .iter()
+                .filter(|(_, r)| **r >= revision)
+                .map(|(k, _)| k.clone())
+                .collect();
+            let op = Op::Compact(CompactRequest {
+                revision,
+                physical: false,
+            });
+            (op, Extra::Compact { revision, reached })
+        } else {
+            let revision = top.checked_sub(1 + lag).filter(|r| *r >= 1)?;
+            let op = Op::Range(RangeRequest {
+                key: key.clone().into_bytes(),
+                revision,
+                ..RangeRequest::default()
+            });
+            let call_us = now_us;
+            (
+                op,
+                Extra::PastRead {
+                    key,
+                    revision,
+                    call_us,
+                },
+            )
+        };
+        let hist = HistoryOp {
+            client: client.0,
+            op: OpKind::Get,
+            key: "(compaction workload)".into(),
+            value: None,
+            expected: None,
+            consistency: ReadConsistency::Linearizable,
+            output: None,
+            call: now_us,
+            ret: None,
+        };
+        let request = ClientRequest {
+            id: RequestId { client, seq },
+            first_unacked: seq,
+            op,
+            consistency: Consistency::Linearizable,
+        };
+        Some((request, hist, extra))
+    }
+}
+
+impl<E: Engine> Sim<E> {
+    /// A compaction-workload operation was answered with success at `now`.
+    pub(super) fn compaction_reply(&mut self, extra: Extra, response: &Response, now: u64) {
+        let w = &mut self.compactions;
+        match extra {
+            Extra::Compact { revision, reached } => {
+                if response.body == ResponseBody::Compact {
+                    w.acknowledged += 1;
+                    w.promises.push((revision, reached, now));
+                }
+            }
+            Extra::PastRead {
+                key,
+                revision,
+                call_us,
+            } => {
+                let broken = w.promises.iter().find(|(r, reached, acked)| {
+                    *acked < call_us && revision < *r && reached.contains(&key)
+                });
+                if let Some((r, _, acked)) = broken {
+                    fail(
+                        &mut self.failures,
+                        format!(
+                            "compaction: a read of {key} at revision {revision}, made after a \
+                             compaction to {r} was acknowledged (at {acked} µs) in a group \
+                             that had reached {r}, was answered: {:?}",
+                            response.body
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// A compaction-workload operation failed definitely.
+    pub(super) fn compaction_refused(&mut self, extra: &Extra) {
+        if matches!(extra, Extra::PastRead { .. }) {
+            self.compactions.past_reads_refused += 1;
+        }
+    }
+}

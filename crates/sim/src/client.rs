@@ -177,20 +177,27 @@ pub fn next_op(
     (request, hist)
 }
 
-/// A linearizable read of `key` (the simulator's final reads).
-pub fn read_op(key: &str, client: ClientId, seq: u64, now_us: u64) -> (ClientRequest, HistoryOp) {
-    let key = key.to_string();
-    let hist = HistoryOp {
-        client: client.0,
+/// The history entry of a linearizable read of `key` called at `now_us`; also the placeholder
+/// of an operation kept out of the history (`key` names its workload; only the call time is
+/// used, for the liveness bound).
+pub fn read_hist(client: u64, key: String, now_us: u64) -> HistoryOp {
+    HistoryOp {
+        client,
         op: OpKind::Get,
-        key: key.clone(),
+        key,
         value: None,
         expected: None,
         consistency: ReadConsistency::Linearizable,
         output: None,
         call: now_us,
         ret: None,
-    };
+    }
+}
+
+/// A linearizable read of `key` (the simulator's final reads).
+pub fn read_op(key: &str, client: ClientId, seq: u64, now_us: u64) -> (ClientRequest, HistoryOp) {
+    let key = key.to_string();
+    let hist = read_hist(client.0, key.clone(), now_us);
     let request = ClientRequest {
         id: RequestId { client, seq },
         first_unacked: seq,

@@ -17,7 +17,7 @@
 
 use crate::client::key_name;
 use synod_checker::watch::{AckedWrite, RangeRead, VersionCompare};
-use synod_core::history::{HistoryOp, OpKind, ReadConsistency};
+use synod_core::history::HistoryOp;
 use synod_core::kv::{
     CompactRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest, Key, Op, PutRequest,
     RangeRequest, Response, ResponseBody, TxnOp, TxnRequest, prefix_end,
@@ -99,17 +99,7 @@ pub fn extra_op(
             }),
         )
     };
-    let hist = HistoryOp {
-        client: client.0,
-        op: OpKind::Get,
-        key: format!("(watch workload: {what})"),
-        value: None,
-        expected: None,
-        consistency: ReadConsistency::Linearizable,
-        output: None,
-        call: now_us,
-        ret: None,
-    };
+    let hist = crate::client::read_hist(client.0, format!("(watch workload: {what})"), now_us);
     let request = ClientRequest {
         id: RequestId { client, seq },
         first_unacked: seq,

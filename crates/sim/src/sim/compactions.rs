@@ -15,7 +15,7 @@
 use super::{Engine, Sim, fail};
 use crate::client::key_name;
 use std::collections::{BTreeMap, BTreeSet};
-use synod_core::history::{HistoryOp, OpKind, ReadConsistency};
+use synod_core::history::HistoryOp;
 use synod_core::kv::{CompactRequest, Op, RangeRequest, Response, ResponseBody};
 use synod_core::{ClientId, ClientRequest, Consistency, RequestId, SplitMix64};
 
@@ -118,17 +118,7 @@ impl Compactions {
                 },
             )
         };
-        let hist = HistoryOp {
-            client: client.0,
-            op: OpKind::Get,
-            key: "(compaction workload)".into(),
-            value: None,
-            expected: None,
-            consistency: ReadConsistency::Linearizable,
-            output: None,
-            call: now_us,
-            ret: None,
-        };
+        let hist = crate::client::read_hist(client.0, "(compaction workload)".into(), now_us);
         let request = ClientRequest {
             id: RequestId { client, seq },
             first_unacked: seq,

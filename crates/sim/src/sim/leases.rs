@@ -12,7 +12,7 @@
 use super::{Engine, Ev, OpenOp, Sim, SimClient, fail};
 use crate::lease_ops::{self, Step, Workload};
 use synod_checker::leases::{self, LeaseInput, LeaseOp, LeaseOpKind, LeaseOutcome, LeaseReport};
-use synod_core::history::{HistoryOp, OpKind, ReadConsistency};
+use synod_core::history::HistoryOp;
 use synod_core::kv::Response;
 use synod_core::{EngineError, NodeId};
 
@@ -80,17 +80,8 @@ impl LeaseHub {
 /// The placeholder history entry of a lease operation (only its call time is used, for the
 /// liveness bound and the lease history).
 fn placeholder(client: u64, kind: &LeaseOpKind, now_us: u64) -> HistoryOp {
-    HistoryOp {
-        client,
-        op: OpKind::Get,
-        key: format!("(lease workload: {})", lease_ops::describe(kind)),
-        value: None,
-        expected: None,
-        consistency: ReadConsistency::Linearizable,
-        output: None,
-        call: now_us,
-        ret: None,
-    }
+    let what = format!("(lease workload: {})", lease_ops::describe(kind));
+    crate::client::read_hist(client, what, now_us)
 }
 
 impl<E: Engine> Sim<E> {

@@ -11,8 +11,9 @@ import tempfile
 import time
 
 import etcd3
-import etcd3.etcdrpc as etcdrpc
 import grpc
+
+from etcd3_checks import COMPACTED, FUTURE, expect_out_of_range, range_at
 
 CALL_SECONDS_MAX = 10
 
@@ -153,21 +154,6 @@ def maintenance_of_every_group(clients):
         c.defragment()
 
 
-def range_at(client, key, revision):
-    req = etcdrpc.RangeRequest(key=key.encode(), revision=revision)
-    return client.kvstub.Range(req, CALL_SECONDS_MAX)
-
-
-def expect_out_of_range(call, message):
-    try:
-        call()
-    except grpc.RpcError as e:
-        assert e.code() == grpc.StatusCode.OUT_OF_RANGE, (e.code(), e.details())
-        assert e.details() == message, e.details()
-        return
-    raise AssertionError(f"expected OUT_OF_RANGE {message!r}, the call succeeded")
-
-
 def compaction_of_every_group(clients):
     # Revisions are per group: Compact(R) compacts each group that reached R to R and leaves
     # the others alone. Group 3 ([t, ..)) is written until it is well past group 0 ([.., c)).
@@ -177,15 +163,13 @@ def compaction_of_every_group(clients):
         high.append(clients[1].put("yak/c", str(len(high))).header.revision)
     target = high[-2]
     clients[2].compact(target)
-    compacted = "etcdserver: mvcc: required revision has been compacted"
-    expect_out_of_range(lambda: range_at(clients[0], "yak/c", high[-3]), compacted)
+    expect_out_of_range(lambda: range_at(clients[0], "yak/c", high[-3]), COMPACTED)
     kept = range_at(clients[0], "yak/c", target).kvs
     assert [kv.value.decode() for kv in kept] == [str(len(high) - 2)], kept
     # Group 0 had not reached the revision: its history is all still there.
     assert [kv.value for kv in range_at(clients[1], "ant/c", low).kvs] == [b"kept"]
-    future = "etcdserver: mvcc: required revision is a future revision"
-    expect_out_of_range(lambda: clients[0].compact(high[-1] + 1000), future)
-    expect_out_of_range(lambda: clients[1].compact(target), compacted)
+    expect_out_of_range(lambda: clients[0].compact(high[-1] + 1000), FUTURE)
+    expect_out_of_range(lambda: clients[1].compact(target), COMPACTED)
 
 
 def main():

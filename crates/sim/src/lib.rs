@@ -279,6 +279,7 @@ pub struct SimSummary {
     /// at past revisions refused.
     pub compactions_acknowledged: u64,
     pub past_reads_refused: u64,
+    pub past_reads_checked: u64,
 }
 
 /// What the lease checker covered over many seeds.
@@ -441,8 +442,10 @@ impl SimSummary {
                 self.groups_retired,
                 if self.compactions_acknowledged > 0 {
                     format!(
-                        ", compactions {} (past reads refused {})",
-                        self.compactions_acknowledged, self.past_reads_refused
+                        ", compactions {}, past reads {} answered and checked, {} refused",
+                        self.compactions_acknowledged,
+                        self.past_reads_checked,
+                        self.past_reads_refused
                     )
                 } else {
                     String::new()

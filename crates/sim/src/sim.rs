@@ -224,6 +224,7 @@ pub struct RunResult {
     /// with the compaction workload.
     pub compactions_acknowledged: u64,
     pub past_reads_refused: u64,
+    pub past_reads_checked: u64,
     /// The lease checker's report, in runs with lease clients.
     pub leases: Option<LeaseReport>,
     /// Lease-workload operations answered with success (not in the linearizability history).
@@ -1499,7 +1500,10 @@ impl<E: Engine> Sim<E> {
                 match client::output_of(open.hist.op, &response) {
                     Some(output) => {
                         client::learn(&mut self.knowledge, &open.hist, &response);
-                        self.compactions.saw(&open.hist.key, response.revision);
+                        let put = (open.hist.op == synod_core::history::OpKind::Put)
+                            .then_some(open.hist.value.as_deref())
+                            .flatten();
+                        self.compactions.saw(&open.hist.key, response.revision, put);
                         open.hist.output = Some(output);
                         open.hist.ret = Some(now);
                         self.check_op_liveness(&open.hist, now);
@@ -1851,6 +1855,7 @@ impl<E: Engine> Sim<E> {
             watch_ops_ok: self.watch.ops_ok,
             compactions_acknowledged: self.compactions.acknowledged,
             past_reads_refused: self.compactions.past_reads_refused,
+            past_reads_checked: self.compactions.past_reads_checked,
             leases: lease_report,
             lease_ops_ok: self.leases.ops_ok,
             failures: self.failures,

@@ -153,7 +153,9 @@ fn compactions_hold_in_every_group_through_splits_and_merges() {
     let b = assert_all_pass::<Partitioned<VrEngine>>(&cfg, 96_000..96_000 + n);
     for sum in [a, b] {
         assert!(
-            sum.compactions_acknowledged > 0 && sum.past_reads_refused > 0,
+            sum.compactions_acknowledged > 0
+                && sum.past_reads_refused > 0
+                && sum.past_reads_checked > 0,
             "{}",
             sum.totals()
         );

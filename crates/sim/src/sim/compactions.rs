@@ -10,6 +10,12 @@
 //! absorbing group), must have compacted: the fan-out has to reach every group of the layout
 //! through splits and merges, and split and merged histories must keep the compaction.
 //!
+//! A past read that is answered is checked too: the key as it was at that revision must not
+//! be newer than the revision, nor older than an acknowledged put of it at or below the
+//! revision, and must hold the value of the acknowledged put that made it — a key's
+//! revisions are its own through splits and merges (a new group goes on from its parent's
+//! revision, a merged one from the larger), so this checks the history the keys carry.
+//!
 //! Draws come from the workload's own generator, so runs without it draw what they drew.
 
 use super::{Engine, Sim, fail};
@@ -48,6 +54,9 @@ pub(super) struct Compactions {
     seen: BTreeMap<String, u64>,
     /// Acknowledged compactions: (revision, keys whose group had reached it, ack time).
     promises: Vec<(u64, BTreeSet<String>, u64)>,
+    /// Per register key: its acknowledged puts, by revision (the value written).
+    puts: BTreeMap<String, BTreeMap<u64, String>>,
+    pub(super) past_reads_checked: u64,
     pub(super) acknowledged: u64,
     pub(super) past_reads_refused: u64,
 }
@@ -59,6 +68,8 @@ impl Compactions {
             rng: SplitMix64::new(seed ^ 0xc0_3ac7_1035),
             seen: BTreeMap::new(),
             promises: Vec::new(),
+            puts: BTreeMap::new(),
+            past_reads_checked: 0,
             acknowledged: 0,
             past_reads_refused: 0,
         }
@@ -69,12 +80,48 @@ impl Compactions {
         self.enabled && self.rng.below(100) < PERCENT
     }
 
-    /// A register operation on `key` was answered at `revision` (its group's).
-    pub(super) fn saw(&mut self, key: &str, revision: u64) {
+    /// A register operation on `key` was answered at `revision` (its group's); `put`: it
+    /// was a put of that value, made in that revision.
+    pub(super) fn saw(&mut self, key: &str, revision: u64, put: Option<&str>) {
         if self.enabled {
             let r = self.seen.entry(key.to_string()).or_default();
             *r = (*r).max(revision);
+            if let Some(v) = put {
+                let puts = self.puts.entry(key.to_string()).or_default();
+                puts.insert(revision, v.to_string());
+            }
         }
+    }
+
+    /// What is wrong with `got`, the answer to a read of `key` at `revision`, if anything.
+    fn past_read_wrong(&self, key: &str, revision: u64, got: &ResponseBody) -> Option<String> {
+        let ResponseBody::Range(r) = got else {
+            return Some(format!("answered {got:?}"));
+        };
+        let kv = r.kvs.first()?;
+        let puts = self.puts.get(key);
+        let last_put = puts.and_then(|p| p.range(..=revision).next_back());
+        if kv.mod_revision > revision {
+            return Some(format!(
+                "it returned the key as of revision {}",
+                kv.mod_revision
+            ));
+        }
+        if let Some((w, _)) = last_put.filter(|(w, _)| **w > kv.mod_revision) {
+            return Some(format!(
+                "it returned the key as of revision {}, but a put of it at revision {w} was \
+                 acknowledged",
+                kv.mod_revision
+            ));
+        }
+        let written = puts.and_then(|p| p.get(&kv.mod_revision))?;
+        (written.as_bytes() != kv.value.as_slice()).then(|| {
+            format!(
+                "it returned {:?} at revision {}, where the acknowledged put wrote {written:?}",
+                String::from_utf8_lossy(&kv.value),
+                kv.mod_revision
+            )
+        })
     }
 
     /// The next operation, if any key has been seen far enough yet.
@@ -145,6 +192,14 @@ impl<E: Engine> Sim<E> {
                 revision,
                 call_us,
             } => {
+                w.past_reads_checked += 1;
+                if let Some(why) = w.past_read_wrong(&key, revision, &response.body) {
+                    fail(
+                        &mut self.failures,
+                        format!("past read: a read of {key} at revision {revision}: {why}"),
+                    );
+                    return;
+                }
                 let broken = w.promises.iter().find(|(r, reached, acked)| {
                     *acked < call_us && revision < *r && reached.contains(&key)
                 });

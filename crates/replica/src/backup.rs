@@ -105,11 +105,11 @@ pub fn restored_checkpoint<P: LogProtocol>(
 ///
 /// Any layout restores into any other: the images' stores are joined into one
 /// ([`KvStore::join_for_restore`](synod_core::kv::KvStore::join_for_restore)), which is then
-/// cut at the split keys. A store with no history below its revision comes out of either step
-/// as soon as more than one group is involved (groups count revisions apart, and a split-off
-/// group starts with none), so a restore keeps the MVCC history only from one image into one
-/// group; every key's latest value, every lease and the auth state always come along, in
-/// every group. Each group starts from the highest revision of the images it was made from.
+/// cut at the split keys. The MVCC history comes along as a merge and a split carry it: joined
+/// from the later of the histories' starts (groups count revisions apart), each part of the
+/// cut with its keys' history. Every key's latest value, every lease and the auth state always
+/// come along, in every group. Each group starts from the highest revision of the images it
+/// was made from.
 pub fn restored_checkpoints<P: LogProtocol>(
     images: &[&[u8]],
     split_keys: &[Vec<u8>],
@@ -122,7 +122,9 @@ pub fn restored_checkpoints<P: LogProtocol>(
         .next()
         .ok_or_else(|| "the backup holds no state image".to_string())??;
     for next in decoded {
-        image.kv.join_for_restore(next?.kv).map_err(|key| {
+        let next = next?;
+        let range = next.range.as_ref().map(|r| &r.range);
+        image.kv.join_for_restore(next.kv, range).map_err(|key| {
             format!(
                 "two of the backup's groups hold key {:?}: not images of one layout",
                 String::from_utf8_lossy(&key)

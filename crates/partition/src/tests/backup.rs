@@ -1,5 +1,5 @@
-//! Backups of a partitioned member, restored into another layout: every key, lease and
-//! revision comes along, whatever the old and new split keys (see `backup.rs`).
+//! Backups of a partitioned member, restored into another layout: every key, lease, revision
+//! and the history come along, whatever the old and new split keys (see `backup.rs`).
 
 use super::leases::{grant, put_with, time_to_live};
 use super::*;
@@ -81,6 +81,17 @@ fn a_backup_of_every_group_restores_into_another_layout() {
     }
     let all = new.call(2, Op::Range(all_keys())).expect("read");
     assert_eq!(keys_of(&all), ["a", "b", "h", "q", "r", "z"]);
+    // The history came along too, each key at its own group's revisions: a (group [.., g))
+    // and h (group [g, p)) were each their group's first write, and are now one group's.
+    for k in ["a", "h"] {
+        let past = Op::Range(synod_core::kv::RangeRequest {
+            key: k.into(),
+            revision: 1,
+            ..Default::default()
+        });
+        let at_one = new.call(0, past).expect("a read at revision 1");
+        assert_eq!(keys_of(&at_one), [k], "{k} at revision 1");
+    }
     let ttl = time_to_live(&mut new, 0, lease);
     assert_eq!(ttl.granted_ttl, 60);
     assert_eq!(

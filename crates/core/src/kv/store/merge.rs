@@ -214,7 +214,13 @@ impl KvStore {
     /// lease ends — a lease that one group's image lacks (its grant or revoke had not reached
     /// that group on the member backed up) is kept with the keys of every group that has it.
     /// Refused, naming a key, if the two stores share one (images of one layout never do).
-    pub fn join_for_restore(&mut self, other: KvStore) -> Result<(), Vec<u8>> {
+    /// With `range`, the range `other`'s group held (just above this store's keys), the
+    /// histories are joined as a merge joins them; without, none is kept.
+    pub fn join_for_restore(
+        &mut self,
+        other: KvStore,
+        range: Option<&KeyRange>,
+    ) -> Result<(), Vec<u8>> {
         if let Some(k) = other.data.keys().find(|k| self.data.contains_key(*k)) {
             return Err(k.clone());
         }
@@ -225,9 +231,7 @@ impl KvStore {
             });
         }
         let index = self.applied_index.max(other.applied_index);
-        // Groups of one backup may each hold events of keys split between them since: no
-        // history is kept (the restore's new layout cuts the joined store anew).
-        self.absorb(other, index, false, None);
+        self.absorb(other, index, false, range);
         self.applied_index = index;
         Ok(())
     }
@@ -490,13 +494,15 @@ mod tests {
         };
         upper.apply(3, id, 0, &op).expect("put with lease");
         let clash = upper.merge_copy();
-        lower.join_for_restore(upper).expect("disjoint stores join");
+        lower
+            .join_for_restore(upper, Some(&KeyRange::new("m", "")))
+            .expect("disjoint stores join");
         assert!(lower.get(b"a").is_some() && lower.get(b"x").is_some());
         let lease = lower
             .lease(5)
             .expect("the lease only one group had is kept");
         assert!(lease.keys.contains(b"x".as_slice()), "{lease:?}");
         assert_eq!(lower.applied_index(), 3);
-        assert_eq!(lower.join_for_restore(clash), Err(b"x".to_vec()));
+        assert_eq!(lower.join_for_restore(clash, None), Err(b"x".to_vec()));
     }
 }

@@ -1474,61 +1474,7 @@ impl<E: Engine> Sim<E> {
         };
         let current_node = open.node == node;
         match reply.result {
-            Ok(response) => {
-                let Some(mut open) = self.clients[slot].open.take() else {
-                    return;
-                };
-                if self.watch.enabled {
-                    self.watch_reply(node, &open, &response);
-                }
-                if open.lease.is_some() {
-                    self.lease_reply(slot, node, open, Ok(&response));
-                    return;
-                }
-                if open.watch_extra {
-                    self.check_op_liveness(&open.hist, now);
-                    self.clients[slot].seq += 1;
-                    self.schedule_next(slot);
-                    return;
-                }
-                if let Some(extra) = open.compaction.take() {
-                    self.compaction_reply(extra, &response, now);
-                    self.clients[slot].seq += 1;
-                    self.schedule_next(slot);
-                    return;
-                }
-                match client::output_of(open.hist.op, &response) {
-                    Some(output) => {
-                        client::learn(&mut self.knowledge, &open.hist, &response);
-                        let put = (open.hist.op == synod_core::history::OpKind::Put)
-                            .then_some(open.hist.value.as_deref())
-                            .flatten();
-                        self.compactions.saw(&open.hist.key, response.revision, put);
-                        open.hist.output = Some(output);
-                        open.hist.ret = Some(now);
-                        self.check_op_liveness(&open.hist, now);
-                        self.history.push(open.hist);
-                        self.completions_us.push(now);
-                        self.ops_ok += 1;
-                        self.clients[slot].seq += 1;
-                    }
-                    None => {
-                        fail(
-                            &mut self.failures,
-                            format!(
-                                "n{node}: reply body {:?} does not match request {}",
-                                response.body, reply.id
-                            ),
-                        );
-                        if !open.is_read {
-                            self.history.push(open.hist);
-                            self.ops_unknown += 1;
-                        }
-                        self.new_session(slot);
-                    }
-                }
-                self.schedule_next(slot);
-            }
+            Ok(response) => self.on_reply_ok(slot, node, reply.id, response),
             Err(EngineError::Timeout) if current_node => {
                 if let Some(open) = self.clients[slot].open.as_mut() {
                     open.maybe_applied = true;
@@ -1582,6 +1528,70 @@ impl<E: Engine> Sim<E> {
                 self.schedule_next(slot);
             }
         }
+    }
+
+    /// A success for the open operation of `slot` (already matched to it).
+    fn on_reply_ok(
+        &mut self,
+        slot: usize,
+        node: NodeId,
+        id: synod_core::RequestId,
+        response: synod_core::kv::Response,
+    ) {
+        let now = self.now_us;
+        let Some(mut open) = self.clients[slot].open.take() else {
+            return;
+        };
+        if self.watch.enabled {
+            self.watch_reply(node, &open, &response);
+        }
+        if open.lease.is_some() {
+            self.lease_reply(slot, node, open, Ok(&response));
+            return;
+        }
+        if open.watch_extra {
+            self.check_op_liveness(&open.hist, now);
+            self.clients[slot].seq += 1;
+            self.schedule_next(slot);
+            return;
+        }
+        if let Some(extra) = open.compaction.take() {
+            self.compaction_reply(extra, &response, now);
+            self.clients[slot].seq += 1;
+            self.schedule_next(slot);
+            return;
+        }
+        match client::output_of(open.hist.op, &response) {
+            Some(output) => {
+                client::learn(&mut self.knowledge, &open.hist, &response);
+                let put = (open.hist.op == synod_core::history::OpKind::Put)
+                    .then_some(open.hist.value.as_deref())
+                    .flatten();
+                self.compactions.saw(&open.hist.key, response.revision, put);
+                open.hist.output = Some(output);
+                open.hist.ret = Some(now);
+                self.check_op_liveness(&open.hist, now);
+                self.history.push(open.hist);
+                self.completions_us.push(now);
+                self.ops_ok += 1;
+                self.clients[slot].seq += 1;
+            }
+            None => {
+                fail(
+                    &mut self.failures,
+                    format!(
+                        "n{node}: reply body {:?} does not match request {}",
+                        response.body, id
+                    ),
+                );
+                if !open.is_read {
+                    self.history.push(open.hist);
+                    self.ops_unknown += 1;
+                }
+                self.new_session(slot);
+            }
+        }
+        self.schedule_next(slot);
     }
 
     fn check_op_liveness(&mut self, hist: &HistoryOp, now: u64) {

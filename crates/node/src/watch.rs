@@ -95,11 +95,16 @@ impl Ring {
         }
     }
 
-    /// Drops the revisions up to `through` (the ring stays one contiguous run).
-    fn forget_through(&mut self, through: u64) {
-        while let Some(old) = self.revisions.pop_front_if(|r| r.revision <= through) {
-            self.bytes -= old.size_bytes();
-        }
+    /// Whether revision `next` of the keys `[key, range_end)` must come from the store's
+    /// history rather than this ring: an absorb at or after it joined another group's events
+    /// of those keys into the history, which the revisions the ring cached lack. (Every other
+    /// key's revisions the ring holds are still right, so its readers keep it.)
+    fn lacks_absorbed(&self, next: u64, key: &[u8], range_end: &[u8]) -> bool {
+        self.moves.iter().any(|m| {
+            matches!(m.kind, MoveKind::Absorbed { .. })
+                && m.through >= next
+                && span_meets(key, range_end, &m.range)
+        })
     }
 
     fn note_move(&mut self, m: WatchMove) {
@@ -178,22 +183,11 @@ impl WatchHub {
             if !moves.is_empty() {
                 self.has_moves.store(true, Ordering::Release);
             }
-            // An absorb joined the absorbed group's history into this group's revisions up
-            // to it: what the ring holds of them lacks those events, so they are read from
-            // the store's history from now on.
-            let absorbed_through = moves
-                .iter()
-                .filter(|m| matches!(m.kind, MoveKind::Absorbed { .. }))
-                .map(|m| m.through)
-                .max();
             for m in moves {
                 ring.note_move(m);
             }
             for r in fresh {
                 ring.push(r);
-            }
-            if let Some(through) = absorbed_through {
-                ring.forget_through(through);
             }
         }
         let moved = self.head.send_if_modified(|h| {
@@ -239,6 +233,16 @@ impl WatchHub {
         start: u64,
         max: usize,
     ) -> Result<Vec<Arc<RevisionEvents>>, EngineError> {
+        self.read_from(start, max, true).await
+    }
+
+    /// [`WatchHub::read`], from the store's history alone unless `ring` allows the ring.
+    async fn read_from(
+        &self,
+        start: u64,
+        max: usize,
+        ring: bool,
+    ) -> Result<Vec<Arc<RevisionEvents>>, EngineError> {
         let compact_revision = self.compacted.load(Ordering::Relaxed);
         if start < compact_revision {
             return Err(EngineError::Compacted { compact_revision });
@@ -247,7 +251,7 @@ impl WatchHub {
         if start > head {
             return Ok(Vec::new());
         }
-        let cached = self.ring().read(start, max);
+        let cached = ring.then(|| self.ring().read(start, max)).flatten();
         if let Some(revs) = cached {
             return Ok(revs);
         }
@@ -663,7 +667,12 @@ impl Cursor {
             let head = self.hub.head();
             match self.resolved(head) {
                 Due::Read { cap } => {
-                    let mut revs = self.hub.read(self.next, max).await?;
+                    let ring = !(self.hub.has_moves.load(Ordering::Acquire)
+                        && self
+                            .hub
+                            .ring()
+                            .lacks_absorbed(self.next, &self.key, &self.range_end));
+                    let mut revs = self.hub.read_from(self.next, max, ring).await?;
                     revs.retain(|r| r.revision <= cap);
                     return Ok(revs);
                 }
@@ -1024,6 +1033,14 @@ mod tests {
         merged.groups[0].end.clear();
         // Group 1's own revision 1 was published (and held in its ring) before the absorb.
         hubs.publish(vec![batch(1, &[(1, "b")], vec![absorb])], &merged);
+        // A watch of group 1's own keys still reads what the ring holds.
+        let mut own = hubs.cursor(b"b", b"", Some(1)).unwrap();
+        let mut reader = tokio::spawn(async move { read_keys(&mut own).await });
+        let got = tokio::select! {
+            q = rx.recv() => panic!("an own key's read went to the history: {:?}", q.map(|q| q.start)),
+            r = &mut reader => r.unwrap().unwrap(),
+        };
+        assert_eq!(got, [(1, "b".into())]);
         for start in [5, 1] {
             let mut c = hubs.cursor(b"q", b"", Some(start)).unwrap();
             assert_eq!(c.group(), 1);

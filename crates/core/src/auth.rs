@@ -489,7 +489,8 @@ pub fn needs(op: &Op, skip_failure_branch: bool) -> Vec<Need> {
         | Op::Auth(_)
         | Op::Split(_)
         | Op::Merge(_)
-        | Op::Absorb(_) => n.push(Need::Root),
+        | Op::Absorb(_)
+        | Op::CloseRevisions { .. } => n.push(Need::Root),
     }
     n
 }

@@ -188,6 +188,13 @@ pub trait Engine: Sized + Send + 'static {
         0
     }
 
+    /// Revisions this replica's store closed without events (`Op::CloseRevisions`) since it
+    /// started or last installed a snapshot: what a write rate read from the revision must
+    /// leave out. 0 for engines without closes.
+    fn revisions_closed(&self) -> u64 {
+        0
+    }
+
     /// The applied events of revisions `start..`, at most `max_revisions` of them, for a
     /// watcher catching up from the past. [`EngineError::Compacted`] below the compaction
     /// revision, [`EngineError::FutureRevision`] beyond the next revision.
@@ -598,10 +605,18 @@ pub enum PlantedBug {
     /// Partitioned compaction: answered once the first group compacted, the others never
     /// asked — history below the compaction stays readable in groups that had reached it.
     PartitionCompactOneGroup,
+    /// Partitioned revision close: the group's revision jumps without the empty history
+    /// slots, so every event the history held before the close seems to sit at a later
+    /// revision — what a watch resumed from before it, or a read at a past revision, sees.
+    PartitionCloseWithoutSlots,
+    /// Partitioned watch over several groups (the node's cursors): revisions are delivered
+    /// as soon as *one* group read has passed them, not every one, so a lagging group's
+    /// events come after later revisions of another group (a resumed client skips them).
+    PartitionWatchMergedAhead,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 45] = [
+    pub const ALL: [PlantedBug; 47] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -647,6 +662,8 @@ impl PlantedBug {
         PlantedBug::PartitionWatchFollowsOldMoves,
         PlantedBug::PartitionMergeHistoryShifted,
         PlantedBug::PartitionCompactOneGroup,
+        PlantedBug::PartitionCloseWithoutSlots,
+        PlantedBug::PartitionWatchMergedAhead,
     ];
 
     pub fn name(self) -> &'static str {
@@ -698,6 +715,8 @@ impl PlantedBug {
             PlantedBug::PartitionWatchFollowsOldMoves => "partition-watch-follows-old-moves",
             PlantedBug::PartitionMergeHistoryShifted => "partition-merge-history-shifted",
             PlantedBug::PartitionCompactOneGroup => "partition-compact-one-group",
+            PlantedBug::PartitionCloseWithoutSlots => "partition-close-without-slots",
+            PlantedBug::PartitionWatchMergedAhead => "partition-watch-merged-ahead",
         }
     }
 
@@ -925,8 +944,9 @@ pub enum MoveKind {
     /// starts at its parent's revision).
     Group(u64),
     /// They left, with no stream to follow them on: the group lost them by a snapshot install
-    /// or a merge this member did not apply itself. Watchers of them are cancelled once they
-    /// have read through `through`, to watch again.
+    /// or a merge this member did not apply itself, at a revision up to `through` it did not
+    /// see. Watchers of them are cancelled at once (their stream may already lack the keys'
+    /// events), to watch again from their next revision.
     Gone,
     /// The group froze for a merge after `through`: the group below takes its keys in with an
     /// absorb (`Absorbed { from }` naming this group, in that group's stream), and its

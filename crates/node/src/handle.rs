@@ -608,7 +608,8 @@ pub fn grows_store(op: &Op) -> bool {
         | Op::Auth(_)
         | Op::Split(_)
         | Op::Merge(_)
-        | Op::Absorb(_) => false,
+        | Op::Absorb(_)
+        | Op::CloseRevisions { .. } => false,
         // etcd's capped applier refuses grants too: a lease is state that only grows.
         Op::Put(_) | Op::LeaseGrant(_) => true,
         Op::Cas(c) => matches!(c.then, synod_core::kv::CasAction::Put(_)),
@@ -705,8 +706,9 @@ pub fn validate_op(
         // root whatever the engine).
         Op::Split(sp) => key(&sp.at),
         Op::Merge(m) => key(&m.at),
-        Op::Absorb(_) => Err(ApiError::Invalid(
-            "absorbs are made by the partitioned engine, never by clients".into(),
+        Op::Absorb(_) | Op::CloseRevisions { .. } => Err(ApiError::Invalid(
+            "absorbs and revision closes are made by the partitioned engine, never by clients"
+                .into(),
         )),
         Op::LeaseGrant(g) if g.ttl > synod_core::kv::LEASE_TTL_MAX_SECONDS => {
             Err(ApiError::Engine(EngineError::LeaseTtlTooLarge))
@@ -857,10 +859,13 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
                     })
                 }
                 // One group, as an unpartitioned replica refuses splits.
-                Op::Split(_) | Op::Merge(_) | Op::Absorb(_) => Err(EngineError::Unsupported {
-                    engine: "local".into(),
-                    what: "range splits and merges (only a partitioned cluster has ranges)".into(),
-                }),
+                Op::Split(_) | Op::Merge(_) | Op::Absorb(_) | Op::CloseRevisions { .. } => {
+                    Err(EngineError::Unsupported {
+                        engine: "local".into(),
+                        what: "range splits and merges (only a partitioned cluster has ranges)"
+                            .into(),
+                    })
+                }
                 op => store.apply(index, synod_core::RequestId::default(), 0, op),
             };
             publish_to.set_compacted(store.compact_revision());

@@ -208,6 +208,9 @@ impl Layout {
             Op::Absorb(_) => Route::Refuse(EngineError::InvalidRequest(
                 "absorbs are made by the partitioned engine, never by clients".into(),
             )),
+            Op::CloseRevisions { .. } => Route::Refuse(EngineError::InvalidRequest(
+                "revision closes are made by each group's leader, never by clients".into(),
+            )),
             // Fanned out to every group by the partitioned engine (`compact.rs`) before
             // routing.
             Op::Compact(_) => Route::Refuse(EngineError::InvalidRequest(

@@ -73,6 +73,7 @@
 
 mod auto;
 mod backup;
+mod close;
 mod compact;
 pub mod layout;
 mod leases;
@@ -217,6 +218,8 @@ pub struct Partitioned<E: Engine> {
     held_members: Vec<HeldMember>,
     /// Planted bug `PartitionGroupsKeepRemovedMembers`.
     bug_keep_removed: bool,
+    /// Revision closes in flight (`close.rs`).
+    closing: close::Closing,
 }
 
 /// An operator's membership change the first group applied, waiting for the other groups.
@@ -426,11 +429,12 @@ impl<E: Engine> Partitioned<E> {
     fn compact_histories(&mut self) {
         let n = self.groups.len() as u64;
         let keep = (HISTORY_REVISIONS / n.max(1)).max(HISTORY_REVISIONS_MIN);
+        let closes = self.closes_in_flight();
         for (_, group) in self.groups.iter_mut() {
             let st = group.status();
             if st.leader != Some(self.id)
                 || st.revision < st.compact_revision + keep + keep / 10
-                || self.own.len() as u64 >= n
+                || (self.own.len() - closes) as u64 >= n
             {
                 continue;
             }
@@ -1023,6 +1027,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             member_requests: BTreeMap::new(),
             held_members: Vec::new(),
             bug_keep_removed: false,
+            closing: close::Closing::default(),
         };
         p.bug_keep_removed = p.base.bug(PlantedBug::PartitionGroupsKeepRemovedMembers);
         p.leases.bug_renew_one_group = p.base.bug(PlantedBug::PartitionLeaseRenewsOneGroup);
@@ -1164,6 +1169,9 @@ impl<E: Engine> Engine for Partitioned<E> {
                 .is_multiple_of(BALANCE_EVERY_ETS * self.election_timeout_ticks)
         {
             self.balance_leaders();
+        }
+        if self.ticks.is_multiple_of(close::CLOSE_EVERY_TICKS) {
+            self.close_revisions();
         }
         if self.ticks.is_multiple_of(COMPACT_EVERY_TICKS) {
             self.compact_histories();

@@ -404,6 +404,10 @@ impl<P: LogProtocol> Engine for Replica<P> {
         self.reads.confirmed
     }
 
+    fn revisions_closed(&self) -> u64 {
+        self.state.kv.revisions_closed()
+    }
+
     fn middle_key(&self) -> Option<synod_core::kv::Key> {
         self.state.kv.middle_key()
     }

@@ -191,8 +191,10 @@ impl<P: LogProtocol> Replica<P> {
             self.reply(request.id, Err(e));
             return;
         }
-        if matches!(request.op, Op::Split(_) | Op::Merge(_) | Op::Absorb(_))
-            && !self.config.partition_group
+        if matches!(
+            request.op,
+            Op::Split(_) | Op::Merge(_) | Op::Absorb(_) | Op::CloseRevisions { .. }
+        ) && !self.config.partition_group
         {
             // Cutting the one store of an unpartitioned cluster would lose half of it.
             self.reply(

@@ -68,6 +68,7 @@ impl<P: LogProtocol> Replica<P> {
             merge_sessions: !self.config.bug(PlantedBug::PartitionMergeDropsSessions),
             merge_revision: !self.config.bug(PlantedBug::PartitionAbsorbRevisionBehind),
             merge_history: !self.config.bug(PlantedBug::PartitionMergeHistoryShifted),
+            close_slots: !self.config.bug(PlantedBug::PartitionCloseWithoutSlots),
         }
     }
 

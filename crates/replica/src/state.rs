@@ -61,6 +61,8 @@ pub struct RangeChecks {
     pub merge_revision: bool,
     /// Join the absorbed history at its own revisions (off: `PartitionMergeHistoryShifted`).
     pub merge_history: bool,
+    /// A revision close fills its revisions' history slots (off: `PartitionCloseWithoutSlots`).
+    pub close_slots: bool,
 }
 
 impl Default for RangeChecks {
@@ -71,6 +73,7 @@ impl Default for RangeChecks {
             merge_sessions: true,
             merge_revision: true,
             merge_history: true,
+            close_slots: true,
         }
     }
 }
@@ -303,6 +306,16 @@ impl AppliedState {
             // here, the same way on every replica, and routed again by the origin.
             self.kv.skip(index);
             return Some(Err(self.wrong_group()));
+        }
+        if let Op::CloseRevisions { through } = &c.op
+            && !self.checks.close_slots
+        {
+            self.kv.skip(index);
+            self.kv.planted_raise_revision(*through);
+            return Some(Ok(Response {
+                revision: self.kv.revision(),
+                body: ResponseBody::Closed,
+            }));
         }
         if let Op::Membership(change) = &c.op {
             // Not the KV store's: it advances the index (and the digest) without a revision.

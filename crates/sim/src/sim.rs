@@ -1654,14 +1654,27 @@ impl<E: Engine> Sim<E> {
                 g.voters == s.configuration.voters() && g.learners == s.configuration.learners()
             })
         };
+        // Partitioned: every group closed the revisions of the others (`Op::CloseRevisions`),
+        // once the groups are quiet: what a watch over several groups waits for.
+        let groups_closed = |s: &EngineStatus| {
+            let top = s.groups.iter().map(|g| g.revision).max().unwrap_or(0);
+            s.groups.iter().all(|g| g.revision == top)
+        };
         let converged = st.iter().all(|(_, s)| {
             s.applied_index == first.applied_index
                 && s.applied_digest == first.applied_digest
                 && per_group(s) == per_group(first)
                 && groups_follow(s)
+                && groups_closed(s)
         });
         if converged && !self.converged {
             self.check_hash_kv_agreement();
+            for node in &self.nodes {
+                if let Some(engine) = node.engine.as_ref() {
+                    self.group_feed
+                        .check_all(node.config.id, engine, &mut self.failures);
+                }
+            }
         }
         self.converged = converged;
     }
@@ -1720,32 +1733,38 @@ impl<E: Engine> Sim<E> {
         if !self.converged && self.state_digest_engine() {
             self.fail_state_digests();
         } else if !self.converged {
-            let st: Vec<String> = self
-                .statuses()
-                .iter()
-                .map(|(id, s)| {
-                    let off: Vec<String> = s
-                        .groups
-                        .iter()
-                        .filter(|g| g.voters != s.configuration.voters())
-                        .map(|g| format!("group {} voters {:?}", g.group, g.voters))
-                        .collect();
-                    format!(
-                        "n{id}: applied {} decided {}{}",
-                        s.applied_index,
-                        s.decided_index,
-                        if off.is_empty() {
-                            String::new()
-                        } else {
-                            format!(
-                                " (cluster voters {:?}; {})",
-                                s.configuration.voters(),
-                                off.join(", ")
-                            )
-                        }
-                    )
-                })
-                .collect();
+            let st: Vec<String> =
+                self.statuses()
+                    .iter()
+                    .map(|(id, s)| {
+                        let top = s.groups.iter().map(|g| g.revision).max().unwrap_or(0);
+                        let mut off: Vec<String> = s
+                            .groups
+                            .iter()
+                            .filter(|g| g.voters != s.configuration.voters())
+                            .map(|g| format!("group {} voters {:?}", g.group, g.voters))
+                            .collect();
+                        off.extend(
+                            s.groups.iter().filter(|g| g.revision < top).map(|g| {
+                                format!("group {} revision {} < {top}", g.group, g.revision)
+                            }),
+                        );
+                        format!(
+                            "n{id}: applied {} decided {}{}",
+                            s.applied_index,
+                            s.decided_index,
+                            if off.is_empty() {
+                                String::new()
+                            } else {
+                                format!(
+                                    " (cluster voters {:?}; {})",
+                                    s.configuration.voters(),
+                                    off.join(", ")
+                                )
+                            }
+                        )
+                    })
+                    .collect();
             let live = st.len();
             fail(
                 &mut self.failures,

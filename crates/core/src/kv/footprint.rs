@@ -157,7 +157,8 @@ impl Op {
             | Op::Auth(_)
             | Op::Split(_)
             | Op::Merge(_)
-            | Op::Absorb(_) => f.global = true,
+            | Op::Absorb(_)
+            | Op::CloseRevisions { .. } => f.global = true,
         }
         f
     }

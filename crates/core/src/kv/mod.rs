@@ -28,7 +28,7 @@ pub use lease::{
 };
 pub use owned::{AbsorbMark, KeyRange, RangeState, SplitMark};
 pub use session::{ClientTable, SessionVerdict};
-pub use store::{KvHash, KvStore, merge_ranges};
+pub use store::{CLOSE_STEP_MAX, KvHash, KvStore, merge_ranges};
 
 use serde::{Deserialize, Serialize};
 
@@ -124,6 +124,14 @@ pub enum Op {
     /// in the entry so that every replica of this group applies the same one. Proposed by the
     /// partitioned engine on the lower group's leader.
     Absorb(AbsorbRequest),
+    /// Partitioned mode, never accepted from a client: the group's revision goes up to
+    /// `through` if it is below (revisions with no event), so that no write of this group gets
+    /// a revision at or below it. Revisions are per group; proposed by a group's leader while
+    /// other groups are ahead, it keeps the counters together, and a watch over keys of
+    /// several groups delivers a revision once every group it reads has *closed* it.
+    CloseRevisions {
+        through: u64,
+    },
 }
 
 /// See [`Op::Merge`].
@@ -188,7 +196,8 @@ impl Op {
             | Op::Auth(_)
             | Op::Split(_)
             | Op::Merge(_)
-            | Op::Absorb(_) => false,
+            | Op::Absorb(_)
+            | Op::CloseRevisions { .. } => false,
         }
     }
 
@@ -217,7 +226,8 @@ impl Op {
             | Op::Auth(_)
             | Op::Split(_)
             | Op::Merge(_)
-            | Op::Absorb(_) => false,
+            | Op::Absorb(_)
+            | Op::CloseRevisions { .. } => false,
         }
     }
 
@@ -244,7 +254,8 @@ impl Op {
             | Op::Auth(_)
             | Op::Split(_)
             | Op::Merge(_)
-            | Op::Absorb(_) => false,
+            | Op::Absorb(_)
+            | Op::CloseRevisions { .. } => false,
         }
     }
 
@@ -278,7 +289,8 @@ impl Op {
             | Op::LeaseKeepAlive { .. }
             | Op::LeaseTimeToLive { .. }
             | Op::LeaseLeases
-            | Op::LeaseExpire { .. } => 16,
+            | Op::LeaseExpire { .. }
+            | Op::CloseRevisions { .. } => 16,
             Op::Membership(_) | Op::Auth(_) => 256,
             Op::Split(s) => s.at.len(),
             Op::Merge(m) => m.at.len(),
@@ -542,6 +554,8 @@ pub enum ResponseBody {
         end: Key,
         index: u64,
     },
+    /// [`Op::CloseRevisions`] applied: the group's revision is the reply's.
+    Closed,
 }
 
 /// What a watch event reports, as etcd's `mvccpb.Event.EventType`.

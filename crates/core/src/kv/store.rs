@@ -21,6 +21,9 @@ mod split;
 
 pub use hash::KvHash;
 
+/// Most revisions one [`Op::CloseRevisions`] closes (each costs an empty history slot).
+pub const CLOSE_STEP_MAX: u64 = 1 << 16;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KvStore {
     data: BTreeMap<Key, KeyValue>,
@@ -51,6 +54,10 @@ pub struct KvStore {
     /// layer (the store has no config). Volatile like `fresh`.
     #[serde(skip)]
     planted_compaction_bug: bool,
+    /// Revisions closed without events since this store was made or loaded (volatile: for a
+    /// write rate read from the revision, which must leave them out).
+    #[serde(skip)]
+    closed: u64,
     /// [`KvStore::content_digest`], once computed: kept up to date by every change to
     /// `data` from then on (a sum of per-key hashes, so a change swaps one term). Volatile:
     /// recomputed once after a restart or a snapshot install.
@@ -76,6 +83,7 @@ impl KvStore {
             lease_changes: Vec::new(),
             fresh: None,
             planted_compaction_bug: false,
+            closed: 0,
             content: std::cell::Cell::new(None),
             in_use: std::cell::Cell::new(None),
         }
@@ -158,6 +166,11 @@ impl KvStore {
     /// be answered the old cluster's saved replies. Nothing in flight survives a restore.
     pub fn forget_sessions(&mut self) {
         self.sessions = ClientTable::new(*self.sessions.limits());
+    }
+
+    /// See the `closed` field.
+    pub fn revisions_closed(&self) -> u64 {
+        self.closed
     }
 
     /// The oldest revision whose events the store still holds.
@@ -319,6 +332,10 @@ impl KvStore {
                 }
                 ResponseBody::LeaseExpire { expired: due }
             }
+            Op::CloseRevisions { through } => {
+                self.close_revisions(*through)?;
+                ResponseBody::Closed
+            }
             Op::Membership(_) | Op::Auth(_) | Op::Split(_) | Op::Merge(_) | Op::Absorb(_) => {
                 // The replica layer applies configuration, auth and range changes; one reaching
                 // the store is a caller's mistake, refused the same way on every replica.
@@ -421,6 +438,33 @@ impl KvStore {
             // Cannot fail: the revision is above the last compaction and not in the future.
             let _ = self.compact(self.revision);
         }
+    }
+
+    /// [`Op::CloseRevisions`]: the revisions up to `through` are closed here — each gets an
+    /// empty history slot (the history stays one contiguous run, as an absorb's jump leaves
+    /// it), so the next write gets a revision above `through`. At most
+    /// [`CLOSE_STEP_MAX`] revisions at once: the slots are real memory until compacted.
+    fn close_revisions(&mut self, through: u64) -> Result<(), EngineError> {
+        if through > self.revision + CLOSE_STEP_MAX {
+            return Err(EngineError::InvalidRequest(format!(
+                "a revision close may move the revision by at most {CLOSE_STEP_MAX}"
+            )));
+        }
+        while self.revision < through {
+            self.revision += 1;
+            self.closed += 1;
+            let rev = Arc::new(RevisionEvents {
+                revision: self.revision,
+                events: Vec::new(),
+            });
+            if let Some(fresh) = &mut self.fresh {
+                fresh.push(rev.clone());
+            }
+            self.in_use_change(rev.size_bytes() as u64, 0);
+            self.history.push_back(rev);
+        }
+        self.digest = mix(mix(self.digest, 0x00c1_05ed), self.revision);
+        Ok(())
     }
 
     /// etcd's compaction: `revision` must be above the last compaction and not in the future.

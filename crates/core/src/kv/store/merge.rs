@@ -90,6 +90,7 @@ impl KvStore {
             lease_changes: Vec::new(),
             fresh: None,
             planted_compaction_bug: false,
+            closed: 0,
             content: Cell::new(None),
             in_use: Cell::new(None),
         }
@@ -143,7 +144,13 @@ impl KvStore {
             // The ended lease's keys go in `revision` with no event: no history below it.
             Some(range) if !ended_keys => self.join_history(&other, range, revision),
             _ => {
+                // One empty slot for `revision` itself: the compaction revision stays readable
+                // (etcd's promise), holding no event of the keys that went.
                 self.history.clear();
+                self.history.push_back(Arc::new(RevisionEvents {
+                    revision,
+                    events: Vec::new(),
+                }));
                 self.compact_revision = revision;
             }
         }
@@ -163,7 +170,8 @@ impl KvStore {
     /// are another group's now.
     fn join_history(&mut self, other: &KvStore, range: &KeyRange, revision: u64) {
         let (ours, theirs) = (self.history_first(), other.history_first());
-        let first = ours.max(theirs);
+        // At least `revision` itself: the compaction revision below stays readable.
+        let first = ours.max(theirs).min(revision.max(1));
         let mut joined =
             VecDeque::with_capacity(usize::try_from(revision + 1 - first).unwrap_or(0));
         let own = |e: &&WatchEvent| e.kv.key.as_slice() < range.start.as_slice();
@@ -187,12 +195,22 @@ impl KvStore {
         self.compact_revision = compact.min(revision);
     }
 
+    /// PLANTED BUG (`PartitionCloseWithoutSlots`): the revision goes up to `through` with no
+    /// history slots for the revisions it passes.
+    pub fn planted_raise_revision(&mut self, through: u64) {
+        self.revision = self.revision.max(through);
+    }
+
     /// PLANTED BUG (`PartitionAbsorbRevisionBehind`): back to revision `r` (the lower
     /// group's own) after an absorb took the store past it.
     pub fn planted_rewind_revision(&mut self, r: u64) {
         self.revision = r;
         self.compact_revision = r;
         self.history.clear();
+        self.history.push_back(Arc::new(RevisionEvents {
+            revision: r,
+            events: Vec::new(),
+        }));
     }
 
     /// PLANTED BUG (`PartitionMergeHistoryShifted`): the events of `range`'s keys in the
@@ -410,6 +428,52 @@ mod tests {
             rev + 1,
             "the planted bug applies it twice"
         );
+    }
+
+    #[test]
+    fn a_revision_close_leaves_empty_revisions_and_every_event_at_its_own() {
+        let mut s = KvStore::new(KvLimits::default());
+        s.take_fresh_events();
+        put(&mut s, 1, 7, "a"); // 1
+        apply(&mut s, 2, Op::CloseRevisions { through: 5 });
+        assert_eq!(s.revision(), 5);
+        let fresh: Vec<(u64, usize)> = s
+            .take_fresh_events()
+            .iter()
+            .map(|r| (r.revision, r.events.len()))
+            .collect();
+        assert_eq!(fresh, [(1, 1), (2, 0), (3, 0), (4, 0), (5, 0)]);
+        put(&mut s, 3, 7, "a"); // 6: the next write goes above the close
+        assert_eq!(s.get(b"a").map(|kv| kv.mod_revision), Some(6));
+        let history = s.history_from(1, 100).expect("history");
+        let at: Vec<(u64, Vec<u64>)> = history
+            .iter()
+            .map(|r| {
+                (
+                    r.revision,
+                    r.events.iter().map(|e| e.kv.mod_revision).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(at[0], (1, vec![1]));
+        assert_eq!(at[5], (6, vec![6]));
+        assert_eq!(
+            value_at(&s, "a", 4),
+            Some(b"v".to_vec()),
+            "as of a closed revision"
+        );
+        // A close at or below the revision changes nothing; one too far is refused.
+        apply(&mut s, 4, Op::CloseRevisions { through: 3 });
+        assert_eq!(s.revision(), 6);
+        let far = Op::CloseRevisions {
+            through: 6 + crate::kv::CLOSE_STEP_MAX + 1,
+        };
+        let id = RequestId {
+            client: ClientId(5),
+            seq: 5,
+        };
+        assert!(s.apply(5, id, 0, &far).is_err());
+        assert_eq!(s.revision(), 6);
     }
 
     fn apply(s: &mut KvStore, index: u64, op: Op) {

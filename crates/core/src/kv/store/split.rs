@@ -84,6 +84,7 @@ impl KvStore {
             lease_changes: Vec::new(),
             fresh: None,
             planted_compaction_bug: self.planted_compaction_bug,
+            closed: 0,
             content: Cell::new(None),
             in_use: Cell::new(None),
         }

@@ -250,6 +250,8 @@ impl Watchers {
         let whole = st.logs.iter().flatten().filter(|l| is_whole(l)).count();
         let (keyed, reference) = (&st.keyed, &st.reference);
         let last = |l: &WatcherLog| match keyed {
+            // A watch over several keys feeds their references itself: nothing is beyond.
+            Some(_) if keyed::is_span(&l.spec) => u64::MAX,
             Some(refs) => refs.get(&l.spec.key).map_or(0, Reference::last),
             None => reference.last(),
         };
@@ -526,6 +528,10 @@ impl Stream<'_> {
             events,
         });
         let capped = log.steps.len() >= DELIVERIES_PER_WATCHER_MAX;
+        let span = (keyed && keyed::is_span(&log.spec)).then(|| match log.steps.last() {
+            Some(WatchStep::Deliver { events, .. }) => events.clone(),
+            _ => Vec::new(),
+        });
         // Only a keyed reference needs the key (once the log's borrow ends).
         let key = (keyed && rev.is_some()).then(|| log.spec.key.clone());
         if let Some(rev) = rev {
@@ -547,6 +553,10 @@ impl Stream<'_> {
                     grew
                 });
             }
+        }
+        if let Some(events) = span {
+            keyed::observe_span(st, node, revision, events);
+            self.shared.last.send_modify(|l| *l = l.wrapping_add(1));
         }
         if capped {
             st.capped += 1;

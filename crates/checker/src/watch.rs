@@ -79,6 +79,30 @@ impl Reference {
     pub fn is_empty(&self) -> bool {
         self.revisions.is_empty()
     }
+
+    /// Per-key references (a partitioned run's) as one: each revision holds the events every
+    /// key's reference has at it, in key order — what a watch over those keys must deliver at
+    /// that revision (in key order: see [`check_span_watcher`]).
+    pub fn merged<'a>(refs: impl IntoIterator<Item = &'a Reference>) -> Reference {
+        let mut at: BTreeMap<u64, (Vec<WatchEvent>, NodeId)> = BTreeMap::new();
+        for r in refs {
+            for (revision, (rev, node)) in &r.revisions {
+                let slot = at.entry(*revision).or_insert((Vec::new(), *node));
+                slot.0.extend(rev.events.iter().cloned());
+            }
+        }
+        let revisions = at
+            .into_iter()
+            .map(|(revision, (mut events, node))| {
+                events.sort_by(|a, b| a.kv.key.cmp(&b.kv.key));
+                (
+                    revision,
+                    (Arc::new(RevisionEvents { revision, events }), node),
+                )
+            })
+            .collect();
+        Reference { revisions }
+    }
 }
 
 /// What a watcher asked for (the same filter the server applies).
@@ -227,6 +251,28 @@ pub fn check(input: &WatchInput) -> WatchReport {
     for w in &input.watchers {
         check_watcher(&input.reference, w, &mut report);
     }
+    report
+}
+
+/// A watcher over keys of several groups of a partitioned store, against the [`merged`]
+/// per-key references of those keys: every delivery exactly one revision's events of its keys
+/// (whole, compared in key order: across groups the order within a revision is the cursor's),
+/// in increasing revision order, no gap up to the revision it passed, resumes from the one
+/// after the last delivered — the watcher checks of [`check`].
+///
+/// [`merged`]: Reference::merged
+pub fn check_span_watcher(reference: &Reference, w: &WatcherLog) -> WatchReport {
+    let mut report = WatchReport {
+        watchers: 1,
+        ..WatchReport::default()
+    };
+    let mut sorted = w.clone();
+    for step in &mut sorted.steps {
+        if let WatchStep::Deliver { events, .. } = step {
+            events.sort_by(|a, b| a.kv.key.cmp(&b.kv.key));
+        }
+    }
+    check_watcher(reference, &sorted, &mut report);
     report
 }
 

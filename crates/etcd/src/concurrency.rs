@@ -382,7 +382,7 @@ impl Follow {
 
     /// Reads again from revision `next` on the next step.
     pub(crate) fn rewind(&mut self, next: u64) {
-        self.cursor.next = next;
+        self.cursor.rewind(next);
     }
 
     /// The next applied revisions (at least one), waiting for them if need be. `Ok(None)`:
@@ -393,7 +393,7 @@ impl Follow {
             match self.cursor.read(REVISIONS_PER_READ).await {
                 Ok(revs) if !revs.is_empty() => {
                     if let Some(last) = revs.last() {
-                        self.cursor.next = last.revision + 1;
+                        self.cursor.advance(last.revision + 1);
                     }
                     return Ok(Some(revs));
                 }

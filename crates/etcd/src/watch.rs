@@ -304,7 +304,7 @@ impl WatchStream {
         };
         match w.cursor.read(REVISIONS_PER_ROUND).await {
             Ok(revs) => {
-                let next = w.cursor.next;
+                let next = w.cursor.next();
                 let mut batch: Vec<mvccpb::Event> = Vec::new();
                 let mut batch_bytes = 0;
                 let mut through = next.saturating_sub(1);
@@ -312,7 +312,7 @@ impl WatchStream {
                 for rev in &revs {
                     let events = w.filter.select(rev);
                     through = rev.revision;
-                    w.cursor.next = rev.revision + 1;
+                    w.cursor.advance(rev.revision + 1);
                     if events.is_empty() {
                         continue;
                     }

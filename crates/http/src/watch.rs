@@ -122,7 +122,7 @@ pub async fn watch(
         .cursor(&filter.key, &filter.range_end, start)
         .map_err(HttpError::invalid)?;
     let now = node_cursor.head();
-    let start = node_cursor.next;
+    let start = node_cursor.next();
     // Reading the first page here, before any line is sent, turns a start revision that is
     // already compacted into a plain 410 like every other read of compacted history.
     let first = if start <= now {
@@ -315,7 +315,7 @@ impl Cursor {
                 Wake::Progress => {
                     // Every event up to here has been sent (nothing is pending), and never
                     // claim a revision the member has not applied.
-                    let progress_revision = head.min(self.node.next - 1);
+                    let progress_revision = head.min(self.node.next() - 1);
                     write_line(&mut out, &WatchProgress { progress_revision });
                     self.last_sent = Instant::now();
                     return Some(out.into());
@@ -371,10 +371,10 @@ impl Cursor {
             return false;
         };
         debug_assert!(
-            page.first().is_some_and(|r| r.revision >= self.node.next),
+            page.first().is_some_and(|r| r.revision >= self.node.next()),
             "the hub answered a page starting before the cursor"
         );
-        self.node.next = last.revision + 1;
+        self.node.advance(last.revision + 1);
         self.pending.extend(page);
         true
     }

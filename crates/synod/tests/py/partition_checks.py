@@ -1,6 +1,6 @@
 """python-etcd3 (kragniz's etcd v3 client, nobody here wrote it) against a partitioned Synod
-cluster whose groups split at "c", "m" and "t" (keys, ranges, transactions, leases, a watch, Hash,
-snapshot, defragment and compaction).
+cluster whose groups split at "c", "m" and "t" (keys, ranges, transactions, leases, watches of one
+group and of every group, Hash, snapshot, defragment and compaction).
 
 Run by crates/synod/tests/partition.rs as `python partition_checks.py --endpoints A,B,C`. Each
 check prints `PASS <name>`; a failed check raises (traceback, exit status 1).
@@ -117,8 +117,7 @@ def short_lease_kept_alive_then_expired(clients):
 
 def watch_in_one_group(clients):
     # Keys of group 2 ([m, t)): a watch from the next revision sees a put and a delete made
-    # through other members, in order (a watch over keys of two groups is refused: python-etcd3
-    # would wait forever on the refusal, so etcdctl checks that, in watch.rs).
+    # through other members, in order.
     events, cancel = clients[0].watch_prefix("owl/")
     clients[1].put("owl/1", "a")
     clients[2].delete("owl/1")
@@ -129,6 +128,41 @@ def watch_in_one_group(clients):
             break
     cancel()
     assert got == [("PutEvent", "owl/1"), ("DeleteEvent", "owl/1")], got
+
+
+def watch_across_groups(clients):
+    # Keys of every group ("a" to "z"): each revision once every group closed it, so the
+    # events of four groups come in revision order, and a watch resumed from a revision
+    # replays exactly the events at it and after.
+    events, cancel = clients[0].watch("a", range_end="z")
+    revisions = {}
+    for i, key in enumerate(["yew/1", "bat/1", "elk/1", "pig/1", "bat/2", "yew/2"]):
+        revisions[key] = clients[i % 3].put(key, "v").header.revision
+    # A watch "from now" starts at the next revision of its lowest group, so it may also
+    # show other checks' last events (their keys lie in the range): ours are checked.
+    seen = []
+    for ev in events:
+        seen.append((ev.mod_revision, ev.key.decode()))
+        if len([e for e in seen if e[1] in revisions]) == len(revisions):
+            break
+    cancel()
+    assert [r for r, _ in seen] == sorted(r for r, _ in seen), seen
+    got = [e for e in seen if e[1] in revisions]
+    assert sorted(got) == sorted((r, k) for k, r in revisions.items()), (got, revisions)
+    # The replay holds other checks' events too (their keys lie in the range): ours among
+    # them, all at the start revision or later, in order.
+    middle = got[len(got) // 2][0]
+    events, cancel = clients[1].watch("a", range_end="z", start_revision=middle)
+    want = [e for e in got if e[0] >= middle]
+    replay = []
+    for ev in events:
+        replay.append((ev.mod_revision, ev.key.decode()))
+        if len([e for e in replay if e[1] in revisions]) == len(want):
+            break
+    cancel()
+    assert [r for r, _ in replay] == sorted(r for r, _ in replay), replay
+    assert replay[0][0] >= middle, (replay, middle)
+    assert [e for e in replay if e[1] in revisions] == want, (replay, want)
 
 
 def maintenance_of_every_group(clients):
@@ -155,19 +189,25 @@ def maintenance_of_every_group(clients):
 
 
 def compaction_of_every_group(clients):
-    # Revisions are per group: Compact(R) compacts each group that reached R to R and leaves
-    # the others alone. Group 3 ([t, ..)) is written until it is well past group 0 ([.., c)).
+    # Compact(R) compacts each group that reached R to R and leaves the others alone; the
+    # groups close each other's revisions, so a quiet group reaches R soon after a busy one.
+    # Group 3 ([t, ..)) is written until it is well past group 0's last write ([.., c)).
     low = clients[0].put("ant/c", "kept").header.revision
     high = [clients[1].put("yak/c", str(i)).header.revision for i in range(3)]
     while high[-1] < low + 4:
         high.append(clients[1].put("yak/c", str(len(high))).header.revision)
     target = high[-2]
+    deadline = time.monotonic() + 10
+    while range_at(clients[0], "ant/c", 0).header.revision < high[-1]:
+        assert time.monotonic() < deadline, "group 0 never closed the revisions of group 3"
+        time.sleep(0.05)
     clients[2].compact(target)
     expect_out_of_range(lambda: range_at(clients[0], "yak/c", high[-3]), COMPACTED)
     kept = range_at(clients[0], "yak/c", target).kvs
     assert [kv.value.decode() for kv in kept] == [str(len(high) - 2)], kept
-    # Group 0 had not reached the revision: its history is all still there.
-    assert [kv.value for kv in range_at(clients[1], "ant/c", low).kvs] == [b"kept"]
+    # Group 0 had closed the revision too: compacted alike, its last write still readable.
+    expect_out_of_range(lambda: range_at(clients[1], "ant/c", low), COMPACTED)
+    assert [kv.value for kv in range_at(clients[1], "ant/c", target).kvs] == [b"kept"]
     expect_out_of_range(lambda: clients[0].compact(high[-1] + 1000), FUTURE)
     expect_out_of_range(lambda: clients[1].compact(target), COMPACTED)
 
@@ -185,6 +225,7 @@ def main():
         leases_across_groups,
         short_lease_kept_alive_then_expired,
         watch_in_one_group,
+        watch_across_groups,
         maintenance_of_every_group,
         compaction_of_every_group,
     ]:

@@ -653,19 +653,12 @@ mod tests {
         }
     }
 
+    /// Every revision a cursor delivers, with the key of its first event.
     async fn read_keys(c: &mut Cursor) -> Result<Vec<(u64, String)>, CursorError> {
-        let revs = c.read(100).await?;
-        if let Some(last) = revs.last() {
-            c.advance(last.revision + 1);
-        }
-        Ok(revs
-            .iter()
-            .map(|r| {
-                (
-                    r.revision,
-                    String::from_utf8_lossy(&r.events[0].kv.key).into(),
-                )
-            })
+        let all = read_all(c).await?;
+        Ok(all
+            .into_iter()
+            .map(|(r, keys)| (r, keys.into_iter().next().unwrap_or_default()))
             .collect())
     }
 

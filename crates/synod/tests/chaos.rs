@@ -426,24 +426,30 @@ fn planted_undecided_watch_event_is_caught() {
 /// name.
 #[test]
 fn planted_partitioned_watch_on_old_moves_is_caught() {
-    let out = out_dir("watch-old-moves");
+    planted_partitioned_watch_bug_is_caught("partition-watch-follows-old-moves", ["2", "1", "20s"]);
+}
+
+/// A quiet partitioned run (4 groups, 8 keys, no faults) with a planted watch bug and
+/// `[splits, merges, duration]`: linearizable, but the watch verdict fails.
+fn planted_partitioned_watch_bug_is_caught(bug: &str, [splits, merges, duration]: [&str; 3]) {
+    let out = out_dir(bug);
     let flags = [
         "--groups",
         "4",
         "--keys",
         "8",
         "--splits",
-        "2",
+        splits,
         "--merges",
-        "1",
+        merges,
         "--duration",
-        "20s",
+        duration,
         "--faults",
         "none",
         "--seed",
         "7",
         "--plant-bug",
-        "partition-watch-follows-old-moves",
+        bug,
     ];
     let code = chaos(&flags, &out);
     let report = std::fs::read_to_string(out.join("report.txt")).unwrap_or_default();
@@ -459,31 +465,7 @@ fn planted_partitioned_watch_on_old_moves_is_caught() {
 /// order), or skip them on a resume — the merged check of the prefix watchers catches it.
 #[test]
 fn planted_partitioned_watch_merged_ahead_is_caught() {
-    let out = out_dir("watch-merged-ahead");
-    let flags = [
-        "--groups",
-        "4",
-        "--keys",
-        "8",
-        "--splits",
-        "0",
-        "--merges",
-        "0",
-        "--duration",
-        "15s",
-        "--faults",
-        "none",
-        "--seed",
-        "7",
-        "--plant-bug",
-        "partition-watch-merged-ahead",
-    ];
-    let code = chaos(&flags, &out);
-    let report = std::fs::read_to_string(out.join("report.txt")).unwrap_or_default();
-    assert_eq!(code, EXIT_VIOLATION, "{report}");
-    assert!(report.contains("watch verdict: FAILED"), "{report}");
-    assert!(report.contains("verdict: LINEARIZABLE"), "{report}");
-    clean(&out);
+    planted_partitioned_watch_bug_is_caught("partition-watch-merged-ahead", ["0", "0", "15s"]);
 }
 
 /// Ctrl-C (SIGINT) in the middle of a run: every server and the proxy stop, the history and

@@ -130,6 +130,16 @@ def watch_in_one_group(clients):
     assert got == [("PutEvent", "owl/1"), ("DeleteEvent", "owl/1")], got
 
 
+def events_until(events, keys, n):
+    # (revision, key) of every event until n of them were of `keys`.
+    seen = []
+    for ev in events:
+        seen.append((ev.mod_revision, ev.key.decode()))
+        if len([e for e in seen if e[1] in keys]) == n:
+            break
+    return seen
+
+
 def watch_across_groups(clients):
     # Keys of every group ("a" to "z"): each revision once every group closed it, so the
     # events of four groups come in revision order, and a watch resumed from a revision
@@ -140,11 +150,7 @@ def watch_across_groups(clients):
         revisions[key] = clients[i % 3].put(key, "v").header.revision
     # A watch "from now" starts at the next revision of its lowest group, so it may also
     # show other checks' last events (their keys lie in the range): ours are checked.
-    seen = []
-    for ev in events:
-        seen.append((ev.mod_revision, ev.key.decode()))
-        if len([e for e in seen if e[1] in revisions]) == len(revisions):
-            break
+    seen = events_until(events, revisions, len(revisions))
     cancel()
     assert [r for r, _ in seen] == sorted(r for r, _ in seen), seen
     got = [e for e in seen if e[1] in revisions]
@@ -154,11 +160,7 @@ def watch_across_groups(clients):
     middle = got[len(got) // 2][0]
     events, cancel = clients[1].watch("a", range_end="z", start_revision=middle)
     want = [e for e in got if e[0] >= middle]
-    replay = []
-    for ev in events:
-        replay.append((ev.mod_revision, ev.key.decode()))
-        if len([e for e in replay if e[1] in revisions]) == len(want):
-            break
+    replay = events_until(events, revisions, len(want))
     cancel()
     assert [r for r, _ in replay] == sorted(r for r, _ in replay), replay
     assert replay[0][0] >= middle, (replay, middle)

@@ -163,16 +163,7 @@ impl Part {
                 continue;
             }
             if m.kind == MoveKind::Gone {
-                // The keys left at some revision up to `through` that this member did not see
-                // (a snapshot showed it): its stream may already lack their events before
-                // `through`, so nothing more is read here — the watch starts again from its
-                // next revision, which the group that holds the keys now serves.
-                return Due::Stop(CursorError::Moved(format!(
-                    "synod: the watched keys moved to another group by revision {} (this member \
-                     learned of it from a snapshot or the group below); watch again from \
-                     revision {}",
-                    m.through, self.next
-                )));
+                return self.gone(m.through);
             }
             if self.next <= m.through {
                 return Due::Read { cap: m.through };
@@ -212,6 +203,18 @@ impl Part {
             };
         }
         Due::Read { cap: head }
+    }
+
+    /// Its keys left at some revision up to `through` that this member did not see (a
+    /// snapshot showed it): its stream may already lack their events before `through`, so
+    /// nothing more is read here — the watch starts again from its next revision, which the
+    /// group that holds the keys now serves.
+    fn gone(&self, through: u64) -> Due {
+        Due::Stop(CursorError::Moved(format!(
+            "synod: the watched keys moved to another group by revision {through} (this member \
+             learned of it from a snapshot or the group below); watch again from revision {}",
+            self.next
+        )))
     }
 
     /// Acts on every move of its keys it has read up to: skips, follows, forks (the new part

@@ -1702,6 +1702,54 @@ impl<E: Engine> Sim<E> {
 
     // ---- end of run --------------------------------------------------------------------------
 
+    /// The run ended without every replica at the same applied index (and, partitioned, every
+    /// group with the cluster's members and the others' revisions closed): what each reached.
+    fn fail_convergence(&mut self, now: u64) {
+        let st: Vec<String> = self
+            .statuses()
+            .iter()
+            .map(|(id, s)| {
+                let top = s.groups.iter().map(|g| g.revision).max().unwrap_or(0);
+                let mut off: Vec<String> = s
+                    .groups
+                    .iter()
+                    .filter(|g| g.voters != s.configuration.voters())
+                    .map(|g| format!("group {} voters {:?}", g.group, g.voters))
+                    .collect();
+                off.extend(
+                    s.groups
+                        .iter()
+                        .filter(|g| g.revision < top)
+                        .map(|g| format!("group {} revision {} < {top}", g.group, g.revision)),
+                );
+                format!(
+                    "n{id}: applied {} decided {}{}",
+                    s.applied_index,
+                    s.decided_index,
+                    if off.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (cluster voters {:?}; {})",
+                            s.configuration.voters(),
+                            off.join(", ")
+                        )
+                    }
+                )
+            })
+            .collect();
+        let live = st.len();
+        fail(
+            &mut self.failures,
+            format!(
+                "convergence: replicas did not reach the same applied index by {} ms ({live}/{} live): {}",
+                now / 1000,
+                self.members.len(),
+                st.join(", ")
+            ),
+        );
+    }
+
     fn finish(mut self, wall_start: Instant) -> RunResult {
         let now = self.now_us;
         // Operations still open: liveness failures once healed, and unknown in the history.
@@ -1733,48 +1781,7 @@ impl<E: Engine> Sim<E> {
         if !self.converged && self.state_digest_engine() {
             self.fail_state_digests();
         } else if !self.converged {
-            let st: Vec<String> =
-                self.statuses()
-                    .iter()
-                    .map(|(id, s)| {
-                        let top = s.groups.iter().map(|g| g.revision).max().unwrap_or(0);
-                        let mut off: Vec<String> = s
-                            .groups
-                            .iter()
-                            .filter(|g| g.voters != s.configuration.voters())
-                            .map(|g| format!("group {} voters {:?}", g.group, g.voters))
-                            .collect();
-                        off.extend(
-                            s.groups.iter().filter(|g| g.revision < top).map(|g| {
-                                format!("group {} revision {} < {top}", g.group, g.revision)
-                            }),
-                        );
-                        format!(
-                            "n{id}: applied {} decided {}{}",
-                            s.applied_index,
-                            s.decided_index,
-                            if off.is_empty() {
-                                String::new()
-                            } else {
-                                format!(
-                                    " (cluster voters {:?}; {})",
-                                    s.configuration.voters(),
-                                    off.join(", ")
-                                )
-                            }
-                        )
-                    })
-                    .collect();
-            let live = st.len();
-            fail(
-                &mut self.failures,
-                format!(
-                    "convergence: replicas did not reach the same applied index by {} ms ({live}/{} live): {}",
-                    now / 1000,
-                    self.members.len(),
-                    st.join(", ")
-                ),
-            );
+            self.fail_convergence(now);
         }
         let meta = serde_json::json!({
             "engine": E::NAME,

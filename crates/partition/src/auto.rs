@@ -127,7 +127,8 @@ impl<E: Engine> Partitioned<E> {
         auto.read_keys.retain(|g, _| self.groups.contains_key(g));
         for (g, e) in &self.groups {
             // Revisions closed without a write (`close.rs`) are no load.
-            let revision = e.status().revision - e.revisions_closed().min(e.status().revision);
+            let revision = e.status().revision;
+            let revision = revision - e.revisions_closed().min(revision);
             let reads = e.reads_led();
             let changes = e.range_state().map_or(0, |r| {
                 r.splits.len() + r.absorbed.len() + usize::from(r.frozen.is_some())

@@ -613,10 +613,14 @@ pub enum PlantedBug {
     /// as soon as *one* group read has passed them, not every one, so a lagging group's
     /// events come after later revisions of another group (a resumed client skips them).
     PartitionWatchMergedAhead,
+    /// Partitioned range read over several groups: each part is its group's latest state and
+    /// the reply's revision the largest of theirs — a lagging group's next write gets a
+    /// revision at or below it, so a watch resumed from the read's revision misses it.
+    PartitionSpanReadUnaligned,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 47] = [
+    pub const ALL: [PlantedBug; 48] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -664,6 +668,7 @@ impl PlantedBug {
         PlantedBug::PartitionCompactOneGroup,
         PlantedBug::PartitionCloseWithoutSlots,
         PlantedBug::PartitionWatchMergedAhead,
+        PlantedBug::PartitionSpanReadUnaligned,
     ];
 
     pub fn name(self) -> &'static str {
@@ -717,6 +722,7 @@ impl PlantedBug {
             PlantedBug::PartitionCompactOneGroup => "partition-compact-one-group",
             PlantedBug::PartitionCloseWithoutSlots => "partition-close-without-slots",
             PlantedBug::PartitionWatchMergedAhead => "partition-watch-merged-ahead",
+            PlantedBug::PartitionSpanReadUnaligned => "partition-span-read-unaligned",
         }
     }
 

@@ -672,9 +672,10 @@ pub fn validate_op(
         }
         Ok(())
     };
-    // Partitioned, revisions are per group: a read at a revision, a revision filter or a
-    // compare on a revision means something within one group (the engine refuses it across
-    // groups), and a compaction compacts every group that reached its revision.
+    // Partitioned, revisions are per group, kept together by the groups' closes: a read at a
+    // revision over several groups reads every group at it, a revision filter or sort means
+    // something within one group (the engine refuses it across groups), and a compaction
+    // compacts every group that reached its revision.
     let per_group = caps.watch && !caps.revisions;
     let revisions_meant = caps.revisions || per_group;
     if op.needs_revisions() && !revisions_meant {

@@ -72,6 +72,12 @@ impl<E: Engine> Partitioned<E> {
         }
     }
 
+    /// The highest revision of this member's groups: one every group closes within a round.
+    pub(crate) fn highest_revision(&self) -> u64 {
+        let revisions = self.groups.values().map(|e| e.status().revision);
+        revisions.max().unwrap_or(0)
+    }
+
     /// Own requests in flight that are closes (other own work is bounded apart from them).
     pub(crate) fn closes_in_flight(&self) -> usize {
         let own = &self.own;

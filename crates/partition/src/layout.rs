@@ -238,13 +238,6 @@ impl Layout {
         if first == last {
             return Route::One(self.starts[first].1);
         }
-        if r.revision != 0 {
-            return Route::Refuse(EngineError::InvalidRequest(format!(
-                "a read at a past revision must stay within one group (revisions are per group), \
-                 but this range spans groups {}",
-                self.names(first, last)
-            )));
-        }
         let by_revision = matches!(r.sort_target, SortTarget::Create | SortTarget::Mod)
             || [
                 r.min_mod_revision,
@@ -255,11 +248,12 @@ impl Layout {
             .iter()
             .any(|&x| x != 0);
         if by_revision {
-            // Revisions of different groups are not comparable: such an order would mean
-            // nothing (and a lock recipe ordering its contenders by it could grant twice).
+            // Keys of different groups can share a revision, and a later write in one group
+            // can get a smaller revision than an earlier one in another: a lock recipe that
+            // orders its contenders by create revision over such keys could grant twice.
             return Route::Refuse(EngineError::InvalidRequest(format!(
                 "sorting or filtering by create or mod revision must stay within one group \
-                 (revisions are per group), but this range spans groups {}",
+                 (keys of different groups may share a revision), but this range spans groups {}",
                 self.names(first, last)
             )));
         }

@@ -51,15 +51,14 @@
 //! **Automatic changes** (`auto.rs`): splits by size or load, and merges of small quiet ranges
 //! an automatic split made — the same commands, proposed by the group's leader here.
 //!
-//! **Revisions are per group.** Each group is a full KV store with its own revision counter:
-//! a key's `mod_revision`, and a response's header revision, are those of the key's group. So
-//! compare-by-revision inside a (single-group) transaction means what it means in etcd, but
-//! there is no store-wide revision: the engine reports no `revisions` capability, and the
-//! APIs refuse compaction, and watches and reads at past revisions over keys of several
-//! groups; a watch of one group's keys reads that group's stream (`watch.rs`), following its
-//! keys through splits and merges. Each group's leader bounds the group's history itself
-//! ([`HISTORY_REVISIONS`]). What a spanning range read returns is each group's linearizable
-//! read, not one snapshot of every group.
+//! **Revisions are per group, kept together.** Each group is a full KV store with its own
+//! revision counter: a key's `mod_revision` is its group's. So compare-by-revision inside a
+//! (single-group) transaction means what it means in etcd. The groups close each other's
+//! revisions (`close.rs`), so revision R is one point in every group's history: a range read
+//! over several groups is every group at one revision, the reply's (`gather.rs`), a
+//! compaction reaches every group (`compact.rs`), and the node's watches over several groups
+//! merge the groups' streams (`watch.rs` feeds them), following keys through splits and
+//! merges. Each group's leader bounds the group's history itself ([`HISTORY_REVISIONS`]).
 //!
 //! **Backups and hashes** (`backup.rs`): a backup holds every group's image, in key order;
 //! Hash and HashKV combine the groups' own.
@@ -75,6 +74,7 @@ mod auto;
 mod backup;
 mod close;
 mod compact;
+mod gather;
 pub mod layout;
 mod leases;
 mod members;
@@ -86,10 +86,7 @@ use layout::{CHILD_ID_BASE, GroupId, Layout, Route, child_id};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use synod_core::kv::{
-    AbsorbMark, KeyRange, RangeRequest, Response, ResponseBody, RevisionEvents, SplitMark,
-    merge_ranges,
-};
+use synod_core::kv::{AbsorbMark, KeyRange, Response, ResponseBody, RevisionEvents, SplitMark};
 use synod_core::membership::MemberChange;
 use synod_core::protocol::LeaderTransferError;
 use synod_core::{
@@ -172,8 +169,8 @@ pub struct Partitioned<E: Engine> {
     configured: Layout,
     layout: Layout,
     groups: BTreeMap<GroupId, E>,
-    /// Range reads split over several groups, waiting for their parts.
-    gathers: BTreeMap<RequestId, Gather>,
+    /// Range reads split over several groups, waiting for their parts (`gather.rs`).
+    gathers: gather::Gathers,
     /// Replies decided before any group saw the request (refusals).
     refused: Vec<ClientReply>,
     ticks: u64,
@@ -308,13 +305,6 @@ impl OwnRequests {
     fn is_pending(&self, id: &RequestId) -> bool {
         self.pending.contains(id)
     }
-}
-
-/// One split range read: its parts' groups and answers, in key order.
-struct Gather {
-    request: RangeRequest,
-    groups: Vec<GroupId>,
-    answers: Vec<Option<Result<Response, EngineError>>>,
 }
 
 impl<E: Engine> Partitioned<E> {
@@ -577,22 +567,35 @@ impl<E: Engine> Partitioned<E> {
             return None;
         }
         let reply = self.leases.answer(g, reply, &self.layout, self.ticks)?;
-        let Some(gather) = self.gathers.get_mut(&reply.id) else {
+        if !self.gathers.is_part(&reply.id, g) {
             return Some(reply);
-        };
-        let Some(slot) = gather.groups.iter().position(|&x| x == g) else {
-            // Not one of this read's parts: someone else's request with the same id.
-            return Some(reply);
-        };
-        gather.answers[slot] = Some(reply.result);
-        if gather.answers.iter().any(Option::is_none) {
-            return None;
         }
-        let gather = self.gathers.remove(&reply.id)?;
-        Some(ClientReply {
-            id: reply.id,
-            result: merge_answers(gather),
-        })
+        let highest = match &reply.result {
+            Err(EngineError::FutureRevision { .. }) => self.highest_revision(),
+            _ => 0,
+        };
+        let next = self.gathers.answer(g, reply, self.ticks, highest);
+        self.submit_parts(next.submit);
+        self.refused.extend(next.replies);
+        None
+    }
+
+    /// Hands split reads' parts to their groups.
+    fn submit_parts(&mut self, parts: Vec<(GroupId, ClientRequest)>) {
+        for (g, request) in parts {
+            match self.groups.get_mut(&g) {
+                Some(group) => group.submit(request),
+                // Merged away since: the read is answered with the retryable `WrongGroup`,
+                // and routed again by the new layout.
+                None => {
+                    let gone = EngineError::WrongGroup {
+                        start: Vec::new(),
+                        end: format!("group {} is gone", layout::group_name(g)).into(),
+                    };
+                    self.refused.extend(self.gathers.fail(&request.id, g, gone));
+                }
+            }
+        }
     }
 
     /// Starts the groups split off group `parent` that have none here yet: from the first
@@ -925,28 +928,6 @@ type Parts<E> = (
     Vec<ClientReply>,
 );
 
-/// The reply to a split read: the first error in key order, or the parts merged.
-fn merge_answers(gather: Gather) -> Result<Response, EngineError> {
-    let mut revision = 0;
-    let mut parts = Vec::with_capacity(gather.answers.len());
-    for answer in gather.answers.into_iter().flatten() {
-        let response = answer?;
-        revision = revision.max(response.revision);
-        match response.body {
-            ResponseBody::Range(r) => parts.push(r),
-            other => {
-                return Err(EngineError::InvalidRequest(format!(
-                    "a range part was answered with {other:?}"
-                )));
-            }
-        }
-    }
-    Ok(Response {
-        revision,
-        body: ResponseBody::Range(merge_ranges(parts, &gather.request)),
-    })
-}
-
 /// Gathers the groups' messages into one [`GroupMessage`] per destination.
 fn by_peer<M>(per_group: Vec<(GroupId, Vec<(NodeId, M)>)>) -> Vec<(NodeId, GroupMessage<M>)> {
     let mut out: BTreeMap<NodeId, Vec<(GroupId, M)>> = BTreeMap::new();
@@ -1004,7 +985,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             configured,
             layout: layout.with_planted_misroute(misroute),
             groups: BTreeMap::new(),
-            gathers: BTreeMap::new(),
+            gathers: gather::Gathers::default(),
             refused: Vec::new(),
             ticks: 0,
             election_timeout_ticks: et,
@@ -1033,6 +1014,7 @@ impl<E: Engine> Engine for Partitioned<E> {
         p.leases.bug_renew_one_group = p.base.bug(PlantedBug::PartitionLeaseRenewsOneGroup);
         p.leases.bug_compact_one_group = p.base.bug(PlantedBug::PartitionCompactOneGroup);
         p.watch.bug_move_early = p.base.bug(PlantedBug::PartitionWatchMoveEarly);
+        p.gathers.bug_unaligned = p.base.bug(PlantedBug::PartitionSpanReadUnaligned);
         // The layout's groups, and any split-off group whose records made it to disk
         // without the layout naming it yet: its state says where it begins.
         let mut ids: Vec<GroupId> = p.layout.ids().filter(|g| !p.retired.contains(g)).collect();
@@ -1118,30 +1100,16 @@ impl<E: Engine> Engine for Partitioned<E> {
             }),
             Route::Split(parts) => {
                 // A retry of a read still being gathered: the pending one answers it.
-                if self.gathers.contains_key(&request.id) {
+                if self.gathers.contains(&request.id) {
                     return;
                 }
                 if let Some((g, _)) = parts.iter().find(|(g, _)| !self.groups.contains_key(g)) {
                     self.refused.push(missing(*g));
                     return;
                 }
-                let synod_core::kv::Op::Range(range) = &request.op else {
-                    unreachable!("only range reads are split");
-                };
-                let gather = Gather {
-                    request: range.clone(),
-                    groups: parts.iter().map(|(g, _)| *g).collect(),
-                    answers: parts.iter().map(|_| None).collect(),
-                };
-                self.gathers.insert(request.id, gather);
-                for (g, op) in parts {
-                    if let Some(group) = self.groups.get_mut(&g) {
-                        group.submit(ClientRequest {
-                            op,
-                            ..request.clone()
-                        });
-                    }
-                }
+                let until = self.ticks + self.base.request_timeout_ticks;
+                let next = self.gathers.start(request, parts, until);
+                self.submit_parts(next.submit);
             }
         }
     }
@@ -1184,6 +1152,9 @@ impl<E: Engine> Engine for Partitioned<E> {
         }
         let replies = self.pump_leases();
         self.refused.extend(replies);
+        let next = self.gathers.pump(self.ticks);
+        self.submit_parts(next.submit);
+        self.refused.extend(next.replies);
     }
 
     fn ready(&mut self) -> Ready<Self::Message, Self::Record> {

@@ -670,6 +670,7 @@ fn small_quiet_ranges_split_off_automatically_merge_back_and_an_operators_stay()
 }
 
 mod backup;
+mod gather;
 mod leases;
 mod watch;
 

@@ -280,6 +280,8 @@ pub struct SimSummary {
     pub compactions_acknowledged: u64,
     pub past_reads_refused: u64,
     pub past_reads_checked: u64,
+    /// Scans of every key (over several groups) answered, checked at the end of each run.
+    pub scans_checked: u64,
 }
 
 /// What the lease checker covered over many seeds.
@@ -442,10 +444,12 @@ impl SimSummary {
                 self.groups_retired,
                 if self.compactions_acknowledged > 0 {
                     format!(
-                        ", compactions {}, past reads {} answered and checked, {} refused",
+                        ", compactions {}, past reads {} answered and checked, {} refused, \
+                         scans {} checked",
                         self.compactions_acknowledged,
                         self.past_reads_checked,
-                        self.past_reads_refused
+                        self.past_reads_refused,
+                        self.scans_checked
                     )
                 } else {
                     String::new()

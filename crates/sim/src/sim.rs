@@ -225,6 +225,8 @@ pub struct RunResult {
     pub compactions_acknowledged: u64,
     pub past_reads_refused: u64,
     pub past_reads_checked: u64,
+    /// Scans of every key answered (each checked at the end of the run).
+    pub scans_checked: u64,
     /// The lease checker's report, in runs with lease clients.
     pub leases: Option<LeaseReport>,
     /// Lease-workload operations answered with success (not in the linearizability history).
@@ -1778,6 +1780,7 @@ impl<E: Engine> Sim<E> {
             }
         }
         let lease_report = self.lease_finish();
+        self.check_scans();
         if !self.converged && self.state_digest_engine() {
             self.fail_state_digests();
         } else if !self.converged {
@@ -1892,6 +1895,7 @@ impl<E: Engine> Sim<E> {
             compactions_acknowledged: self.compactions.acknowledged,
             past_reads_refused: self.compactions.past_reads_refused,
             past_reads_checked: self.compactions.past_reads_checked,
+            scans_checked: self.compactions.scans_checked(),
             leases: lease_report,
             lease_ops_ok: self.leases.ops_ok,
             failures: self.failures,

@@ -71,6 +71,7 @@ impl SimSummary {
         self.compactions_acknowledged += r.compactions_acknowledged;
         self.past_reads_refused += r.past_reads_refused;
         self.past_reads_checked += r.past_reads_checked;
+        self.scans_checked += r.scans_checked;
         if r.groups_seen > 0 {
             let at_start = r.groups_at_start;
             self.groups_created += r.groups_seen.saturating_sub(at_start);

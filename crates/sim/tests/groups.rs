@@ -143,7 +143,8 @@ fn planted_absorb_that_goes_back_in_revisions_is_caught() {
 
 /// etcd's Compact on a partitioned cluster, racing splits, merges and every fault: once a
 /// compaction to R is acknowledged, a key whose group had reached R reads nothing below R —
-/// in whichever group it is by then (`sim/compactions.rs`).
+/// in whichever group it is by then; and a read of every key, over several groups, is each
+/// key as it was at the read's revision (`sim/compactions.rs`).
 #[test]
 fn compactions_hold_in_every_group_through_splits_and_merges() {
     let n = seed_count(60);
@@ -155,7 +156,8 @@ fn compactions_hold_in_every_group_through_splits_and_merges() {
         assert!(
             sum.compactions_acknowledged > 0
                 && sum.past_reads_refused > 0
-                && sum.past_reads_checked > 0,
+                && sum.past_reads_checked > 0
+                && sum.scans_checked > 0,
             "{}",
             sum.totals()
         );
@@ -176,6 +178,19 @@ fn planted_compaction_of_one_group_is_caught() {
     cfg.planted_bug = Some(PlantedBug::PartitionCompactOneGroup);
     let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 0..PLANT_SEEDS_MAX);
     assert_caught_by(&r, "compaction:");
+}
+
+/// A read over several groups answered with each group's latest state and the largest
+/// revision: a group that was behind takes its next writes at revisions at or below the
+/// read's, and the scans' check (every key as it was at the read's revision, judged against
+/// every acknowledged put) sees a key older than a put the read's revision covers.
+#[test]
+fn planted_unaligned_read_over_groups_is_caught() {
+    let mut cfg = splitting(0);
+    cfg.compactions = true;
+    cfg.planted_bug = Some(PlantedBug::PartitionSpanReadUnaligned);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 0..PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "scan:");
 }
 
 /// A merge that joins the absorbed group's history one revision late: a watch resumed from

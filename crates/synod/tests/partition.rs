@@ -233,11 +233,32 @@ fn etcdctl_and_synodctl_on_four_groups() {
     let locked = ok(&one(&c, 2), &["lock", "mutex", "echo", "in the lock"]);
     assert!(locked.contains("in the lock"), "{locked}");
     assert_eq!(ok(&all, &["get", "mutex", "--prefix", "--keys-only"]), "");
-    // What partitioned mode does not do yet is refused by name.
-    // Revisions are per group: a read at a revision within one group is that group's ...
+    // A read at a revision within one group is that group's.
     assert_eq!(ok(&all, &["get", "apple", "--rev", "1"]), "apple\n1\n");
-    // ... and over several groups it is refused.
-    let err = refused(&all, &["get", "a", "z", "--rev", "1"], None);
+    // A read over several groups is one cut of every group at the reply's revision: read
+    // again at that revision it is the same, and a write after it gets a later revision.
+    let (at, listed) = cut(&all, &["get", "a", "z"]);
+    let names: Vec<&str> = listed.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(names, ["YXBwbGU=", "bQ==", "cGVhcg=="], "apple, m, pear");
+    let written = ok(&one(&c, 3), &["put", "zebra", "after", "-w", "json"]);
+    let written: Value = serde_json::from_str(&written).expect("json");
+    let after = written["header"]["revision"].as_u64().expect("revision");
+    assert!(
+        after > at,
+        "a write after a read at {at} got revision {after}"
+    );
+    let again = cut(&one(&c, 2), &["get", "a", "z", "--rev", &at.to_string()]);
+    assert_eq!(
+        again.1, listed,
+        "the same cut, read at {at} on another member"
+    );
+    assert_eq!(ok(&all, &["del", "zebra"]), "1\n");
+    let ahead = (after + 1000).to_string();
+    let err = refused(&all, &["get", "a", "z", "--rev", &ahead], None);
+    assert!(err.contains("future revision"), "{err}");
+    // Sorting by revision over several groups is refused, naming the groups: keys of
+    // different groups may share one.
+    let err = refused(&all, &["get", "a", "z", "--sort-by=CREATE"], None);
     assert!(err.contains("spans groups 0, 1, 2, 3"), "{err}");
     // Compaction compacts each group that reached the revision to it (the groups close each
     // other's revisions, so soon every group); the revision itself stays readable.
@@ -331,6 +352,24 @@ fn etcdctl_and_synodctl_on_four_groups() {
 }
 
 /// Member `id`'s group threads (`synod-groups-<id>-<n>`, as the kernel keeps 15 bytes of it).
+/// A range read's revision and its keys, each with its value and mod revision (etcdctl's
+/// JSON: base64 as it came).
+fn cut(endpoints: &str, args: &[&str]) -> (u64, Vec<(String, String, u64)>) {
+    let args = [args, &["-w", "json"]].concat();
+    let v: Value = serde_json::from_str(&ok(endpoints, &args)).expect("json");
+    let kvs = v["kvs"].as_array().cloned().unwrap_or_default();
+    let text = |x: &Value| x.as_str().unwrap_or_default().to_string();
+    let kvs = kvs
+        .iter()
+        .map(|kv| {
+            let m = kv["mod_revision"].as_u64().expect("mod revision");
+            (text(&kv["key"]), text(&kv["value"]), m)
+        })
+        .collect();
+    let revision = v["header"]["revision"].as_u64().expect("header revision");
+    (revision, kvs)
+}
+
 fn pooled(c: &Cluster, id: u64) -> usize {
     let tasks = std::fs::read_dir(format!("/proc/{}/task", c.pid(id))).expect("/proc");
     tasks
@@ -402,6 +441,7 @@ fn python_etcd3_on_four_groups() {
             "short_lease_kept_alive_then_expired",
             "watch_in_one_group",
             "watch_across_groups",
+            "list_then_watch_across_groups",
             "maintenance_of_every_group",
             "compaction_of_every_group"
         ],

@@ -16,13 +16,20 @@
 //! revisions are its own through splits and merges (a new group goes on from its parent's
 //! revision, a merged one from the larger), so this checks the history the keys carry.
 //!
+//! Scans read every register key at once — over several groups — at the latest revision
+//! (linearizable or serializable) or at a past one. The reply must be one cut of every group
+//! at one revision `H` (the reply's, or the one asked for): each key as the past-read check
+//! wants it at `H`, judged at the end of the run against every put acknowledged by then — a
+//! put acknowledged *after* the scan at a revision at or below `H` (a group that was behind
+//! when the scan read it) is what a client that watches from `H + 1` would never see.
+//!
 //! Draws come from the workload's own generator, so runs without it draw what they drew.
 
 use super::{Engine, Sim, fail};
 use crate::client::key_name;
 use std::collections::{BTreeMap, BTreeSet};
 use synod_core::history::HistoryOp;
-use synod_core::kv::{CompactRequest, Op, RangeRequest, Response, ResponseBody};
+use synod_core::kv::{CompactRequest, KeyValue, Op, RangeRequest, Response, ResponseBody};
 use synod_core::{ClientId, ClientRequest, Consistency, RequestId, SplitMix64};
 
 /// Of the register clients' operations, this many percent are compaction workload.
@@ -44,6 +51,8 @@ pub enum Extra {
         revision: u64,
         call_us: u64,
     },
+    /// Of every register key, at `revision` (0: the latest).
+    Scan { revision: u64 },
 }
 
 /// What the workload knows and has promised.
@@ -57,6 +66,8 @@ pub(super) struct Compactions {
     /// Per register key: its acknowledged puts, by revision (the value written).
     puts: BTreeMap<String, BTreeMap<u64, String>>,
     pub(super) past_reads_checked: u64,
+    /// Answered scans: the revision each stands for, and the keys it returned.
+    scans: Vec<(u64, Vec<KeyValue>)>,
     pub(super) acknowledged: u64,
     pub(super) past_reads_refused: u64,
 }
@@ -70,9 +81,14 @@ impl Compactions {
             promises: Vec::new(),
             puts: BTreeMap::new(),
             past_reads_checked: 0,
+            scans: Vec::new(),
             acknowledged: 0,
             past_reads_refused: 0,
         }
+    }
+
+    pub(super) fn scans_checked(&self) -> u64 {
+        self.scans.len() as u64
     }
 
     /// Whether the next register operation is one of this workload's instead.
@@ -98,7 +114,11 @@ impl Compactions {
         let ResponseBody::Range(r) = got else {
             return Some(format!("answered {got:?}"));
         };
-        let kv = r.kvs.first()?;
+        self.state_wrong(key, revision, r.kvs.first()?)
+    }
+
+    /// What is wrong with `kv` as key `key`'s state at `revision`, if anything.
+    fn state_wrong(&self, key: &str, revision: u64, kv: &KeyValue) -> Option<String> {
         let puts = self.puts.get(key);
         let last_put = puts.and_then(|p| p.range(..=revision).next_back());
         if kv.mod_revision > revision {
@@ -135,7 +155,24 @@ impl Compactions {
         let key = key_name(self.rng.below(keys.max(1)));
         let top = *self.seen.get(&key)?;
         let lag = self.rng.below(LAG_MAX + 1);
-        let (op, extra) = if self.rng.below(2) == 0 {
+        let mut consistency = Consistency::Linearizable;
+        let kind = self.rng.below(3);
+        let (op, extra) = if kind == 2 {
+            // A scan: now, now as this member has it, or a little in the past.
+            let revision = match self.rng.below(3) {
+                0 => top.saturating_sub(lag).max(1),
+                1 => {
+                    consistency = Consistency::Sequential;
+                    0
+                }
+                _ => 0,
+            };
+            let op = Op::Range(RangeRequest {
+                revision,
+                ..RangeRequest::prefix("k")
+            });
+            (op, Extra::Scan { revision })
+        } else if kind == 0 {
             let revision = top.saturating_sub(lag).max(1);
             let reached = self
                 .seen
@@ -170,7 +207,7 @@ impl Compactions {
             id: RequestId { client, seq },
             first_unacked: seq,
             op,
-            consistency: Consistency::Linearizable,
+            consistency,
         };
         Some((request, hist, extra))
     }
@@ -181,6 +218,16 @@ impl<E: Engine> Sim<E> {
     pub(super) fn compaction_reply(&mut self, extra: Extra, response: &Response, now: u64) {
         let w = &mut self.compactions;
         match extra {
+            Extra::Scan { revision } => {
+                if let ResponseBody::Range(r) = &response.body {
+                    let at = if revision == 0 {
+                        response.revision
+                    } else {
+                        revision
+                    };
+                    w.scans.push((at, r.kvs.clone()));
+                }
+            }
             Extra::Compact { revision, reached } => {
                 if response.body == ResponseBody::Compact {
                     w.acknowledged += 1;
@@ -215,6 +262,24 @@ impl<E: Engine> Sim<E> {
                     );
                 }
             }
+        }
+    }
+
+    /// Every answered scan against every put acknowledged in the run: each key it returned
+    /// as it was at the scan's revision.
+    pub(super) fn check_scans(&mut self) {
+        let w = &self.compactions;
+        let wrong = w.scans.iter().find_map(|(at, kvs)| {
+            kvs.iter().find_map(|kv| {
+                let key = String::from_utf8_lossy(&kv.key);
+                let why = w.state_wrong(&key, *at, kv)?;
+                Some(format!(
+                    "scan: a read of every key at revision {at}: {key}: {why}"
+                ))
+            })
+        });
+        if let Some(why) = wrong {
+            fail(&mut self.failures, why);
         }
     }
 

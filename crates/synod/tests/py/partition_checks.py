@@ -1,6 +1,7 @@
 """python-etcd3 (kragniz's etcd v3 client, nobody here wrote it) against a partitioned Synod
 cluster whose groups split at "c", "m" and "t" (keys, ranges, transactions, leases, watches of one
-group and of every group, Hash, snapshot, defragment and compaction).
+group and of every group, a list then a watch over every group, Hash, snapshot, defragment and
+compaction).
 
 Run by crates/synod/tests/partition.rs as `python partition_checks.py --endpoints A,B,C`. Each
 check prints `PASS <name>`; a failed check raises (traceback, exit status 1).
@@ -11,6 +12,7 @@ import tempfile
 import time
 
 import etcd3
+import etcd3.etcdrpc as etcdrpc
 import grpc
 
 from etcd3_checks import COMPACTED, FUTURE, expect_out_of_range, range_at
@@ -167,6 +169,35 @@ def watch_across_groups(clients):
     assert [e for e in replay if e[1] in revisions] == want, (replay, want)
 
 
+def scan(client, revision=0):
+    # Every key from "a" to "z" (four groups) at `revision` (0: now): the header's revision
+    # and (key, value, mod_revision) of each.
+    req = etcdrpc.RangeRequest(key=b"a", range_end=b"z", revision=revision)
+    got = client.kvstub.Range(req, CALL_SECONDS_MAX)
+    return got.header.revision, [(kv.key, kv.value, kv.mod_revision) for kv in got.kvs]
+
+
+def list_then_watch_across_groups(clients):
+    # The informer pattern over four groups: list, then watch from the list's revision + 1.
+    # The list is every group at that one revision, so the watch shows every later write and
+    # nothing the list held; read again at that revision on another member, it is the same.
+    for i, key in enumerate(["ape/l", "elk/l", "pug/l", "yak/l"]):
+        clients[i % 3].put(key, "0")
+    at, listed = scan(clients[1])
+    assert all(m <= at for _, _, m in listed), (at, listed)
+    events, cancel = clients[0].watch("a", range_end="z", start_revision=at + 1)
+    written = {}
+    for i, key in enumerate(["yak/l", "ape/l", "pug/l", "elk/l"]):
+        written[key] = clients[i % 3].put(key, "1").header.revision
+    assert min(written.values()) > at, (written, at)
+    seen = events_until(events, written, len(written))
+    cancel()
+    assert all(r > at for r, _ in seen), (seen, at)
+    assert sorted(e for e in seen if e[1] in written) == sorted((r, k) for k, r in written.items())
+    assert scan(clients[2], at)[1] == listed, "the same cut, read at its revision"
+    expect_out_of_range(lambda: scan(clients[0], max(written.values()) + 1000), FUTURE)
+
+
 def maintenance_of_every_group(clients):
     # Hash: each member combines its groups' hashes; equal once every member applied the writes.
     for key in ["ant", "dog", "owl", "yak"]:
@@ -228,6 +259,7 @@ def main():
         short_lease_kept_alive_then_expired,
         watch_in_one_group,
         watch_across_groups,
+        list_then_watch_across_groups,
         maintenance_of_every_group,
         compaction_of_every_group,
     ]:

@@ -617,10 +617,14 @@ pub enum PlantedBug {
     /// the reply's revision the largest of theirs — a lagging group's next write gets a
     /// revision at or below it, so a watch resumed from the read's revision misses it.
     PartitionSpanReadUnaligned,
+    /// Partitioned merge: a lease the absorbed group had ended (its lessor expired it, its
+    /// keys went) lives on in the absorbing group, whose copy was still alive — a keep-alive
+    /// after the merge succeeds although the lease's keys are already gone.
+    PartitionMergeKeepsEndedLease,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 48] = [
+    pub const ALL: [PlantedBug; 49] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -669,6 +673,7 @@ impl PlantedBug {
         PlantedBug::PartitionCloseWithoutSlots,
         PlantedBug::PartitionWatchMergedAhead,
         PlantedBug::PartitionSpanReadUnaligned,
+        PlantedBug::PartitionMergeKeepsEndedLease,
     ];
 
     pub fn name(self) -> &'static str {
@@ -723,6 +728,7 @@ impl PlantedBug {
             PlantedBug::PartitionCloseWithoutSlots => "partition-close-without-slots",
             PlantedBug::PartitionWatchMergedAhead => "partition-watch-merged-ahead",
             PlantedBug::PartitionSpanReadUnaligned => "partition-span-read-unaligned",
+            PlantedBug::PartitionMergeKeepsEndedLease => "partition-merge-keeps-ended-lease",
         }
     }
 

@@ -69,6 +69,7 @@ impl<P: LogProtocol> Replica<P> {
             merge_revision: !self.config.bug(PlantedBug::PartitionAbsorbRevisionBehind),
             merge_history: !self.config.bug(PlantedBug::PartitionMergeHistoryShifted),
             close_slots: !self.config.bug(PlantedBug::PartitionCloseWithoutSlots),
+            merge_lease_ends: !self.config.bug(PlantedBug::PartitionMergeKeepsEndedLease),
         }
     }
 

@@ -63,6 +63,8 @@ pub struct RangeChecks {
     pub merge_history: bool,
     /// A revision close fills its revisions' history slots (off: `PartitionCloseWithoutSlots`).
     pub close_slots: bool,
+    /// An absorb ends the leases the absorbed group ended (off: `PartitionMergeKeepsEndedLease`).
+    pub merge_lease_ends: bool,
 }
 
 impl Default for RangeChecks {
@@ -74,6 +76,7 @@ impl Default for RangeChecks {
             merge_revision: true,
             merge_history: true,
             close_slots: true,
+            merge_lease_ends: true,
         }
     }
 }

@@ -389,6 +389,21 @@ fn leases_hold_while_ranges_split_and_merge() {
     assert!(auto.seeds_run == 0 || auto.groups_created > 0);
 }
 
+/// A merge that keeps a lease the absorbed group had ended: the absorbing group's copy lives
+/// on (its new leader had extended it), so a keep-alive after the merge succeeds although the
+/// lease's keys in the absorbed range are gone — what the lease checker calls an early expiry.
+/// Seed 73,374 is where the 1,000-seed sweep of the test above first met it (2026-12-04, the
+/// bug real then); the schedule that leads there is this one seed's, so a change to the
+/// simulator or the engines may move it — then find another with the planted bug and
+/// `SYNOD_SIM_SEEDS=1000` on the test above.
+#[test]
+fn planted_merge_keeping_an_ended_lease_is_caught() {
+    let mut cfg = with_leases(splitting(10));
+    cfg.planted_bug = Some(PlantedBug::PartitionMergeKeepsEndedLease);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 73_374..73_375);
+    assert_caught_by(&r, "lease: early expiry");
+}
+
 #[test]
 fn planted_keep_alive_of_one_group_is_caught() {
     let mut cfg = with_leases(partitioned(10));

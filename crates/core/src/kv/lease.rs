@@ -68,3 +68,160 @@ pub enum LeaseChange {
     /// Revoked or expired.
     Ended { id: LeaseId },
 }
+
+/// The most ended leases a store remembers (see [`Leases::ended`]); beyond it the oldest
+/// ends are forgotten.
+pub const ENDED_LEASES_MAX: usize = 4096;
+
+/// A store's leases: the live ones (what every lease operation sees, through `Deref`), and
+/// the ids of the ones this store ended lately.
+///
+/// Why remember ended leases: in partitioned mode each group keeps its own copy of a lease
+/// and ends it by its own lessor's clock; a lease lives while every copy does. When a merge
+/// brings a group whose copy ended into one whose copy still lives (its lessor was slower, or
+/// its new leader extended every lease, as a new leader must), the surviving copy must end
+/// too — otherwise a keep-alive acknowledged after the merge would renew a lease whose keys in
+/// the merged range are already gone. A copy that is simply missing cannot tell an ended lease
+/// from a grant still on its way; the ended ids can.
+///
+/// On the wire this is one map, as it always was: an ended lease is an entry at the negated
+/// id (lease ids are positive) with no keys and its end's applied index as `stamp`, so stores
+/// written before this existed load with no ended leases.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Leases {
+    live: std::collections::BTreeMap<LeaseId, Lease>,
+    /// Ended lease ids, with the applied index of their end.
+    ended: std::collections::BTreeMap<LeaseId, u64>,
+}
+
+impl Leases {
+    /// Whether this store ended lease `id` (and has not granted it again since).
+    pub fn has_ended(&self, id: LeaseId) -> bool {
+        self.ended.contains_key(&id)
+    }
+
+    /// Remembers that lease `id` ended at applied index `at`, forgetting the oldest end
+    /// beyond [`ENDED_LEASES_MAX`].
+    pub fn note_ended(&mut self, id: LeaseId, at: u64) {
+        self.ended.insert(id, at);
+        if self.ended.len() > ENDED_LEASES_MAX {
+            let oldest = self.ended.iter().min_by_key(|(id, at)| (**at, **id));
+            if let Some((&old, _)) = oldest {
+                self.ended.remove(&old);
+            }
+        }
+    }
+
+    /// A lease granted (again): no longer ended.
+    pub fn note_granted(&mut self, id: LeaseId) {
+        self.ended.remove(&id);
+    }
+
+    /// The ended ids and their ends, taken out (a merge hands them to the absorbing store).
+    pub fn take_ended(&mut self) -> std::collections::BTreeMap<LeaseId, u64> {
+        std::mem::take(&mut self.ended)
+    }
+
+    /// The live leases, taken out.
+    pub fn take_live(&mut self) -> std::collections::BTreeMap<LeaseId, Lease> {
+        std::mem::take(&mut self.live)
+    }
+
+    /// A copy with the live leases mapped by `f` (a split's upper half) and the same ends.
+    pub fn split_with(&mut self, mut f: impl FnMut(&mut Lease) -> Lease) -> Leases {
+        Leases {
+            live: self.live.iter_mut().map(|(id, l)| (*id, f(l))).collect(),
+            ended: self.ended.clone(),
+        }
+    }
+}
+
+impl std::ops::Deref for Leases {
+    type Target = std::collections::BTreeMap<LeaseId, Lease>;
+    fn deref(&self) -> &Self::Target {
+        &self.live
+    }
+}
+
+impl std::ops::DerefMut for Leases {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.live
+    }
+}
+
+impl Serialize for Leases {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use std::borrow::Cow;
+        // Key order, as the plain map had it: the negated ended ids first.
+        let ended = self.ended.iter().rev().map(|(&id, &at)| {
+            let tomb = Lease {
+                id: -id,
+                ttl: 0,
+                stamp: at,
+                keys: BTreeSet::new(),
+            };
+            (-id, Cow::Owned(tomb))
+        });
+        let live = self.live.iter().map(|(&id, l)| (id, Cow::Borrowed(l)));
+        s.collect_map(ended.chain(live))
+    }
+}
+
+impl<'de> Deserialize<'de> for Leases {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let all = std::collections::BTreeMap::<LeaseId, Lease>::deserialize(d)?;
+        let mut leases = Leases::default();
+        for (id, lease) in all {
+            if id < 0 {
+                leases.ended.insert(-id, lease.stamp);
+            } else {
+                leases.live.insert(id, lease);
+            }
+        }
+        Ok(leases)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(id: LeaseId) -> Lease {
+        Lease {
+            id,
+            ttl: 5,
+            stamp: 7,
+            keys: [b"k".to_vec()].into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn ended_leases_travel_in_the_plain_maps_wire_form() {
+        let mut leases = Leases::default();
+        leases.insert(3, lease(3));
+        leases.note_ended(9, 40);
+        let bytes = postcard::to_allocvec(&leases).expect("encode");
+        let back: Leases = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(back, leases);
+        assert!(back.has_ended(9) && !back.has_ended(3));
+        assert_eq!(back.len(), 1, "only live leases are seen as leases");
+        // A store written before ended leases existed: a plain map, no ended lease.
+        let plain: std::collections::BTreeMap<LeaseId, Lease> = [(3, lease(3))].into();
+        let old: Leases =
+            postcard::from_bytes(&postcard::to_allocvec(&plain).expect("encode")).expect("decode");
+        assert_eq!(old.len(), 1);
+        assert!(!old.has_ended(9));
+    }
+
+    #[test]
+    fn the_oldest_end_is_forgotten_past_the_bound() {
+        let mut leases = Leases::default();
+        for id in 1..=(ENDED_LEASES_MAX as i64 + 1) {
+            leases.note_ended(id, id as u64);
+        }
+        assert!(!leases.has_ended(1), "the oldest end went");
+        assert!(leases.has_ended(2) && leases.has_ended(ENDED_LEASES_MAX as i64 + 1));
+        leases.note_granted(5);
+        assert!(!leases.has_ended(5), "granted again");
+    }
+}

@@ -24,7 +24,8 @@ pub mod store;
 
 pub use footprint::{Footprint, Span};
 pub use lease::{
-    LEASE_TTL_MAX_SECONDS, Lease, LeaseChange, LeaseGrantRequest, LeaseId, LeaseInfo, LeaseTtl,
+    ENDED_LEASES_MAX, LEASE_TTL_MAX_SECONDS, Lease, LeaseChange, LeaseGrantRequest, LeaseId,
+    LeaseInfo, LeaseTtl, Leases,
 };
 pub use owned::{AbsorbMark, KeyRange, RangeState, SplitMark};
 pub use session::{ClientTable, SessionVerdict};

@@ -41,8 +41,9 @@ pub struct KvStore {
     /// Rolling hash of every mutation, for cheap cross-replica agreement checks.
     digest: u64,
     sessions: ClientTable,
-    /// Live leases by id (see [`super::lease`]).
-    leases: BTreeMap<LeaseId, Lease>,
+    /// Live leases by id, and the ids of those this store ended lately (see
+    /// [`super::lease::Leases`]).
+    leases: Leases,
     /// What happened to leases since the lessor last looked (volatile, like `fresh`).
     #[serde(skip)]
     lease_changes: Vec<LeaseChange>,
@@ -54,6 +55,10 @@ pub struct KvStore {
     /// layer (the store has no config). Volatile like `fresh`.
     #[serde(skip)]
     planted_compaction_bug: bool,
+    /// Test only: the planted `PartitionMergeKeepsEndedLease` bug (an absorb keeps the leases
+    /// the absorbed group ended), switched on by the replica layer. Volatile like `fresh`.
+    #[serde(skip)]
+    planted_keep_ended: bool,
     /// Revisions closed without events since this store was made or loaded (volatile: for a
     /// write rate read from the revision, which must leave them out).
     #[serde(skip)]
@@ -79,10 +84,11 @@ impl KvStore {
             applied_index: 0,
             digest: 0xcbf2_9ce4_8422_2325,
             sessions: ClientTable::new(limits),
-            leases: BTreeMap::new(),
+            leases: Leases::default(),
             lease_changes: Vec::new(),
             fresh: None,
             planted_compaction_bug: false,
+            planted_keep_ended: false,
             closed: 0,
             content: std::cell::Cell::new(None),
             in_use: std::cell::Cell::new(None),
@@ -192,6 +198,11 @@ impl KvStore {
     /// Test only: plants `CompactionDropsWatchedEvent` (see [`crate::PlantedBug`]).
     pub fn plant_compaction_bug(&mut self, on: bool) {
         self.planted_compaction_bug = on;
+    }
+
+    /// Test only: plants `PartitionMergeKeepsEndedLease` (see [`crate::PlantedBug`]).
+    pub fn plant_keep_ended_leases(&mut self, on: bool) {
+        self.planted_keep_ended = on;
     }
 
     /// Whether a watch layer takes fresh events (carried over a snapshot install).
@@ -345,19 +356,26 @@ impl KvStore {
                 ));
             }
         };
-        if !events.is_empty() {
-            self.revision += 1;
-            let rev = Arc::new(RevisionEvents {
-                revision: self.revision,
-                events,
-            });
-            if let Some(fresh) = &mut self.fresh {
-                fresh.push(rev.clone());
-            }
-            self.in_use_change(rev.size_bytes() as u64, 0);
-            self.history.push_back(rev);
-        }
+        self.commit_events(events);
         Ok(body)
+    }
+
+    /// A command's events, if any, as the next revision: in the history and for the watch
+    /// layer.
+    fn commit_events(&mut self, events: Vec<WatchEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        self.revision += 1;
+        let rev = Arc::new(RevisionEvents {
+            revision: self.revision,
+            events,
+        });
+        if let Some(fresh) = &mut self.fresh {
+            fresh.push(rev.clone());
+        }
+        self.in_use_change(rev.size_bytes() as u64, 0);
+        self.history.push_back(rev);
     }
 
     fn txn(

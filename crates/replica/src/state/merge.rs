@@ -100,6 +100,8 @@ impl AppliedState {
         }
         let before = self.kv.revision();
         self.kv
+            .plant_keep_ended_leases(!self.checks.merge_lease_ends);
+        self.kv
             .absorb(image.kv, index, self.checks.merge_sessions, Some(&expected));
         if !self.checks.merge_revision {
             self.kv.planted_rewind_revision(before);

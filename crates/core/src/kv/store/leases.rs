@@ -55,6 +55,7 @@ impl KvStore {
             self.fresh_lease_id()
         };
         let ttl = g.ttl.max(1);
+        self.leases.note_granted(id);
         self.leases.insert(
             id,
             Lease {
@@ -109,6 +110,7 @@ impl KvStore {
             self.delete_range(&d, rev, events);
         }
         self.digest = mix(mix(self.digest, 0xdead), id as u64);
+        self.leases.note_ended(id, self.applied_index);
         self.lease_changes.push(LeaseChange::Ended { id });
         Ok(())
     }

@@ -22,9 +22,15 @@
 //! the lower group (revoked or expired there; or its grant is still on its way, when no key can
 //! be attached to it yet): it ends here, and its keys go, in the absorb's revision. That keeps a
 //! revoke that reached the lower group before the merge from being undone by the frozen copy.
+//! The other way round — a lease the frozen group *ended* (its lessor expired it, or a revoke
+//! reached it first) that the lower group still holds — ends in the lower group too, its keys
+//! deleted as the events of the next revision: a lease lives while every copy does, so a
+//! keep-alive after the merge must not renew it (stores remember the leases they ended for
+//! this, [`crate::kv::Leases`]; a lease the frozen group merely lacks is left alone — its grant
+//! may still be on its way there).
 
 use super::{KvStore, kv_bytes, mix};
-use crate::kv::{KeyRange, RevisionEvents, WatchEvent};
+use crate::kv::{KeyRange, LeaseId, RevisionEvents, WatchEvent};
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -90,6 +96,7 @@ impl KvStore {
             lease_changes: Vec::new(),
             fresh: None,
             planted_compaction_bug: false,
+            planted_keep_ended: false,
             closed: 0,
             content: Cell::new(None),
             in_use: Cell::new(None),
@@ -127,7 +134,17 @@ impl KvStore {
             "merged stores must hold disjoint ranges"
         );
         let mut ended_keys = false;
-        for (id, lease) in std::mem::take(&mut other.leases) {
+        // Leases the frozen group ended that this store still holds: they end here too.
+        let theirs_ended = other.leases.take_ended();
+        let to_end: Vec<LeaseId> = theirs_ended
+            .keys()
+            .copied()
+            .filter(|id| self.leases.contains_key(id) && !self.planted_keep_ended)
+            .collect();
+        for (id, at) in theirs_ended {
+            self.leases.note_ended(id, at);
+        }
+        for (id, lease) in other.leases.take_live() {
             match self.leases.get_mut(&id) {
                 Some(ours) => ours.keys.extend(lease.keys),
                 None => {
@@ -158,9 +175,22 @@ impl KvStore {
         if with_sessions {
             self.sessions.absorb(other.sessions, index);
         }
+        self.end_leases_after_absorb(&to_end);
         self.digest = mix(mix(self.digest, other.digest), ABSORB);
         self.content.set(None);
         self.in_use.set(None);
+    }
+
+    /// Ends the leases the absorbed group had ended (their keys of this group deleted as the
+    /// events of one revision after the absorb's, like an expiry): a lease lives while every
+    /// copy does, so a keep-alive must not renew the survivor (see [`crate::kv::Leases`]).
+    fn end_leases_after_absorb(&mut self, ids: &[LeaseId]) {
+        let mut events = Vec::new();
+        for &id in ids {
+            // Held, checked by the caller: `end_lease` cannot fail here.
+            let _ = self.end_lease(id, &mut events);
+        }
+        self.commit_events(events);
     }
 
     /// This store's history joined with `other`'s, which held `range`, up to `revision` (see
@@ -236,18 +266,20 @@ impl KvStore {
     /// histories are joined as a merge joins them; without, none is kept.
     pub fn join_for_restore(
         &mut self,
-        other: KvStore,
+        mut other: KvStore,
         range: Option<&KeyRange>,
     ) -> Result<(), Vec<u8>> {
         if let Some(k) = other.data.keys().find(|k| self.data.contains_key(*k)) {
             return Err(k.clone());
         }
-        for (id, lease) in &other.leases {
+        for (id, lease) in other.leases.iter() {
             self.leases.entry(*id).or_insert_with(|| crate::kv::Lease {
                 keys: Default::default(),
                 ..lease.clone()
             });
         }
+        // No lease ends in a restore: what one group's image ended, another's may hold.
+        other.leases.take_ended();
         let index = self.applied_index.max(other.applied_index);
         self.absorb(other, index, false, range);
         self.applied_index = index;
@@ -529,6 +561,54 @@ mod tests {
             "the keys went in a revision of their own"
         );
     }
+
+    /// Lease 1 expires in the upper half only (its lessor was quicker); lease 2 the upper half
+    /// never had (a grant on its way there). After the merge lease 1 is gone with the lower
+    /// half's keys, deleted as events of one revision; lease 2 stays.
+    fn merge_after_upper_expiry(keep_ended: bool) -> (KvStore, u64) {
+        use crate::kv::LeaseGrantRequest;
+        let mut lower = KvStore::new(KvLimits::default());
+        let grant = |id| Op::LeaseGrant(LeaseGrantRequest { id, ttl: 10 });
+        apply(&mut lower, 1, grant(1));
+        apply(&mut lower, 2, with_lease("a", 1));
+        let mut upper = lower.split_off(b"m");
+        apply(&mut upper, 3, with_lease("x", 1));
+        let stamp = upper.lease(1).expect("copied").stamp;
+        apply(&mut upper, 4, Op::LeaseExpire { id: 1, stamp });
+        assert!(upper.get(b"x").is_none());
+        lower.skip(4);
+        apply(&mut lower, 5, grant(2));
+        apply(&mut lower, 6, with_lease("b", 2));
+        let before = lower.revision().max(upper.revision());
+        lower.plant_keep_ended_leases(keep_ended);
+        lower.absorb(upper.merge_copy(), 7, true, Some(&KeyRange::new("m", "")));
+        (lower, before)
+    }
+
+    #[test]
+    fn a_lease_the_absorbed_group_ended_ends_in_the_absorbing_one_with_its_keys() {
+        let (lower, before) = merge_after_upper_expiry(false);
+        assert!(lower.lease(1).is_none(), "ended in one copy: ended");
+        assert!(lower.get(b"a").is_none(), "its key in the lower half went");
+        assert!(lower.lease(2).is_some() && lower.get(b"b").is_some());
+        assert_eq!(lower.revision(), before + 1);
+        let last = lower.history.back().expect("a revision");
+        let deleted: Vec<&[u8]> = last.events.iter().map(|e| e.kv.key.as_slice()).collect();
+        assert_eq!(
+            deleted,
+            [b"a".as_slice()],
+            "a delete event at {}",
+            last.revision
+        );
+        assert!(lower.leases.has_ended(1), "remembered for the next merge");
+    }
+
+    #[test]
+    fn planted_merge_keeping_an_ended_lease_keeps_it() {
+        let (lower, _) = merge_after_upper_expiry(true);
+        assert!(lower.lease(1).is_some() && lower.get(b"a").is_some());
+    }
+
     #[test]
     fn a_restore_join_keeps_every_lease_and_refuses_shared_keys() {
         let mut lower = KvStore::new(KvLimits::default());

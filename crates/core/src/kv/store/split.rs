@@ -42,15 +42,12 @@ impl KvStore {
     /// both were refused as compacted the moment a range split.
     pub fn split_off(&mut self, at: &[u8]) -> KvStore {
         let data = self.data.split_off(at);
-        let leases = self
-            .leases
-            .iter_mut()
-            .map(|(id, lease)| {
-                let mut upper = lease.clone();
-                upper.keys = lease.keys.split_off(at);
-                (*id, upper)
-            })
-            .collect();
+        // Both halves remember the leases this store ended (a later merge of either needs them).
+        let leases = self.leases.split_with(|lease| {
+            let mut upper = lease.clone();
+            upper.keys = lease.keys.split_off(at);
+            upper
+        });
         let base = mix_bytes(self.digest, at);
         self.digest = mix(base, LOWER);
         // The moved keys' share of the cached figures: recomputed on the next call.
@@ -84,6 +81,7 @@ impl KvStore {
             lease_changes: Vec::new(),
             fresh: None,
             planted_compaction_bug: self.planted_compaction_bug,
+            planted_keep_ended: false,
             closed: 0,
             content: Cell::new(None),
             in_use: Cell::new(None),

@@ -91,6 +91,12 @@ impl Net {
 
     /// Submits `op` at node `at` and runs until it is answered.
     fn call(&mut self, at: usize, op: Op) -> Result<Response, EngineError> {
+        let id = self.submit(at, op, Consistency::Linearizable);
+        self.wait(id)
+    }
+
+    /// Submits `op` at node `at` as the test's client; its id.
+    fn submit(&mut self, at: usize, op: Op, consistency: Consistency) -> RequestId {
         self.seq += 1;
         let id = RequestId {
             client: ClientId(99),
@@ -100,8 +106,13 @@ impl Net {
             id,
             first_unacked: self.seq,
             op,
-            consistency: Consistency::Linearizable,
+            consistency,
         });
+        id
+    }
+
+    /// Runs until request `id` is answered.
+    fn wait(&mut self, id: RequestId) -> Result<Response, EngineError> {
         for _ in 0..500 {
             self.round();
             if let Some(i) = self.replies.iter().position(|r| r.id == id) {

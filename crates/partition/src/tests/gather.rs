@@ -32,30 +32,15 @@ fn list(
     revision: u64,
     close: bool,
 ) -> Result<Response, EngineError> {
-    net.seq += 1;
-    let id = RequestId {
-        client: ClientId(98),
-        seq: net.seq,
-    };
-    net.nodes[at].submit(ClientRequest {
-        id,
-        first_unacked: net.seq,
-        op: Op::Range(RangeRequest {
-            revision,
-            ..all_keys()
-        }),
-        consistency,
+    let op = Op::Range(RangeRequest {
+        revision,
+        ..all_keys()
     });
+    let id = net.submit(at, op, consistency);
     for n in &mut net.nodes {
         n.closing.off = !close;
     }
-    for _ in 0..600 {
-        net.round();
-        if let Some(i) = net.replies.iter().position(|r| r.id == id) {
-            return net.replies.remove(i).result;
-        }
-    }
-    panic!("no reply to the list");
+    net.wait(id)
 }
 
 /// `(key, value, mod revision)` of a range answer.
@@ -174,7 +159,7 @@ fn a_part_that_fails_answers_the_read_once_and_no_other_part_reaches_the_client(
     let stray: Vec<&ClientReply> = net
         .replies
         .iter()
-        .filter(|r| r.id.client == ClientId(98))
+        .filter(|r| r.id.client == ClientId(99))
         .collect();
     assert!(
         stray.is_empty(),

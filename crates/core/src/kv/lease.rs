@@ -92,6 +92,9 @@ pub struct Leases {
     live: std::collections::BTreeMap<LeaseId, Lease>,
     /// Ended lease ids, with the applied index of their end.
     ended: std::collections::BTreeMap<LeaseId, u64>,
+    /// The same, ordered by end: the oldest is found without a scan (ends are applied on
+    /// the apply path, one per expiry).
+    by_end: BTreeSet<(u64, LeaseId)>,
 }
 
 impl Leases {
@@ -103,22 +106,27 @@ impl Leases {
     /// Remembers that lease `id` ended at applied index `at`, forgetting the oldest end
     /// beyond [`ENDED_LEASES_MAX`].
     pub fn note_ended(&mut self, id: LeaseId, at: u64) {
+        self.note_granted(id);
         self.ended.insert(id, at);
-        if self.ended.len() > ENDED_LEASES_MAX {
-            let oldest = self.ended.iter().min_by_key(|(id, at)| (**at, **id));
-            if let Some((&old, _)) = oldest {
-                self.ended.remove(&old);
-            }
+        self.by_end.insert((at, id));
+        if self.ended.len() > ENDED_LEASES_MAX
+            && let Some((_, old)) = self.by_end.pop_first()
+        {
+            self.ended.remove(&old);
         }
+        debug_assert_eq!(self.ended.len(), self.by_end.len());
     }
 
     /// A lease granted (again): no longer ended.
     pub fn note_granted(&mut self, id: LeaseId) {
-        self.ended.remove(&id);
+        if let Some(at) = self.ended.remove(&id) {
+            self.by_end.remove(&(at, id));
+        }
     }
 
     /// The ended ids and their ends, taken out (a merge hands them to the absorbing store).
     pub fn take_ended(&mut self) -> std::collections::BTreeMap<LeaseId, u64> {
+        self.by_end.clear();
         std::mem::take(&mut self.ended)
     }
 
@@ -132,6 +140,7 @@ impl Leases {
         Leases {
             live: self.live.iter_mut().map(|(id, l)| (*id, f(l))).collect(),
             ended: self.ended.clone(),
+            by_end: self.by_end.clone(),
         }
     }
 }
@@ -173,7 +182,7 @@ impl<'de> Deserialize<'de> for Leases {
         let mut leases = Leases::default();
         for (id, lease) in all {
             if id < 0 {
-                leases.ended.insert(-id, lease.stamp);
+                leases.note_ended(-id, lease.stamp);
             } else {
                 leases.live.insert(id, lease);
             }

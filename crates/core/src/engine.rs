@@ -278,6 +278,20 @@ pub trait Engine: Sized + Send + 'static {
         Vec::new()
     }
 
+    /// Partitioned mode: the ticks left of each live lease's TTL on this replica, handed to
+    /// the replicas of the groups split off here ([`Engine::inherit_lease_clocks`]).
+    fn lease_clocks(&self) -> Vec<(crate::kv::LeaseId, u64)> {
+        Vec::new()
+    }
+
+    /// Partitioned mode: a replica of a group just split off, started from its first record,
+    /// goes on with its parent's lease clocks (`clocks`, from [`Engine::lease_clocks`] of the
+    /// parent's replica on this member) instead of restarting every TTL — a lease whose keys'
+    /// range keeps splitting would otherwise never expire on time.
+    fn inherit_lease_clocks(&mut self, clocks: &[(crate::kv::LeaseId, u64)]) {
+        let _ = clocks;
+    }
+
     /// Partitioned mode: the records a replica of a group this member knows was split off,
     /// but did not apply the split of (it installed a later snapshot of the parent), starts
     /// from: a member without state, which takes its state from a snapshot the group's
@@ -621,10 +635,14 @@ pub enum PlantedBug {
     /// keys went) lives on in the absorbing group, whose copy was still alive — a keep-alive
     /// after the merge succeeds although the lease's keys are already gone.
     PartitionMergeKeepsEndedLease,
+    /// Partitioned split: the new group's replica takes its parent's lease deadlines as they
+    /// are, in the parent's ticks — but every replica counts ticks from its own start, so the
+    /// new group's leases run on for as long as the parent had lived.
+    PartitionSplitLeaseClocksUnrebased,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 49] = [
+    pub const ALL: [PlantedBug; 50] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -674,6 +692,7 @@ impl PlantedBug {
         PlantedBug::PartitionWatchMergedAhead,
         PlantedBug::PartitionSpanReadUnaligned,
         PlantedBug::PartitionMergeKeepsEndedLease,
+        PlantedBug::PartitionSplitLeaseClocksUnrebased,
     ];
 
     pub fn name(self) -> &'static str {
@@ -729,6 +748,9 @@ impl PlantedBug {
             PlantedBug::PartitionWatchMergedAhead => "partition-watch-merged-ahead",
             PlantedBug::PartitionSpanReadUnaligned => "partition-span-read-unaligned",
             PlantedBug::PartitionMergeKeepsEndedLease => "partition-merge-keeps-ended-lease",
+            PlantedBug::PartitionSplitLeaseClocksUnrebased => {
+                "partition-split-lease-clocks-unrebased"
+            }
         }
     }
 

@@ -618,30 +618,41 @@ impl<E: Engine> Partitioned<E> {
         }
         let marks: Vec<SplitMark> = marks.to_vec();
         let joiner = group.split_joiner();
+        let clocks = match records.is_empty() {
+            true => Vec::new(),
+            false => group.lease_clocks(),
+        };
         self.known_splits.insert(parent, marks.len());
-        self.start_children(parent, marks, records, joiner.as_ref())
+        let made = self.start_children(parent, marks, records, joiner.as_ref());
+        for (child, from_records) in &made {
+            if let (true, Some(engine)) = (from_records, self.groups.get_mut(child)) {
+                engine.inherit_lease_clocks(&clocks);
+            }
+        }
+        made.into_iter().map(|(child, _)| child).collect()
     }
 
     /// Starts the groups `marks` split off `parent` that are neither here nor retired: from
     /// their first record in `records` if this member applied the split, else from `joiner`
-    /// (without state, to be sent a snapshot). Returns the new groups' ids.
+    /// (without state, to be sent a snapshot). Returns the new groups' ids, each with whether
+    /// it started from its first record (with the split's state, so its parent's clocks).
     fn start_children(
         &mut self,
         parent: GroupId,
         marks: Vec<SplitMark>,
         mut records: Vec<(SplitMark, E::Record)>,
         joiner: Option<&Vec<E::Record>>,
-    ) -> Vec<GroupId> {
+    ) -> Vec<(GroupId, bool)> {
         let mut made = Vec::new();
         for mark in marks {
             let child = child_id(parent, &mark);
             if self.groups.contains_key(&child) || self.retired.contains(&child) {
                 continue;
             }
-            let first = match records.iter().position(|(m, _)| *m == mark) {
-                Some(i) => vec![records.swap_remove(i).1],
+            let (first, from_records) = match records.iter().position(|(m, _)| *m == mark) {
+                Some(i) => (vec![records.swap_remove(i).1], true),
                 None => match joiner {
-                    Some(r) => r.clone(),
+                    Some(r) => (r.clone(), false),
                     None => continue,
                 },
             };
@@ -662,7 +673,7 @@ impl<E: Engine> Partitioned<E> {
                     self.created.extend(first.into_iter().map(|r| (child, r)));
                     self.layout.split(mark.at.clone(), child);
                     self.layout_changed = true;
-                    made.push(child);
+                    made.push((child, from_records));
                 }
                 // Our own record of our own state: a failure is a bug, and a group missing
                 // here only costs this member its copy (its peers still hold the quorum).

@@ -12,6 +12,17 @@
 //! leader change extends leases and never shortens them. Restarts and snapshot installs also
 //! restart TTLs (the state comes back without any clock).
 //!
+//! **Splits (partitioned mode).** A group split off starts with its parent's clocks on the
+//! same member ([`Replica::inherit_lease_clocks`]) and its replicas' first leadership restarts
+//! nothing: otherwise every split would restart every lease's TTL in the new group, and a lease
+//! whose keys' range keeps splitting would outlive its TTL by as long as the splits go on. Safe
+//! because every deadline a replica holds was set when *it* applied a grant or keep-alive (or
+//! later), so it is never before that request's invoke time + TTL — the parent's too, and the
+//! parent applied every keep-alive acknowledged before the split before it applied the split.
+//! The restart at promotion is etcd's (its followers keep no clocks); ours is a second margin,
+//! and an expiry proposed on a stale clock is harmless anyway: its renewal stamp no longer
+//! matches once a later keep-alive was applied.
+//!
 //! **Bounded.** At most [`EXPIRIES_PER_TICK`] expiries are proposed per tick (etcd limits
 //! revocations per second too), and an expiry in flight is re-proposed only after an election
 //! timeout, so a mass expiry cannot flood the log.
@@ -33,6 +44,9 @@ pub struct Lessor {
     in_flight: HashMap<LeaseId, u64>,
     /// The term in which this replica last found itself leading (None: not leading).
     leading_term: Option<u64>,
+    /// The clocks are a split parent's and this replica has not led yet: its first
+    /// leadership keeps them.
+    inherited: bool,
 }
 
 impl Lessor {
@@ -52,6 +66,7 @@ impl Lessor {
 
     /// Every lease's TTL starts now (after recovery, a snapshot install, a promotion).
     fn restart_all<'a>(&mut self, leases: impl Iterator<Item = &'a Lease>, now: u64, tick_ms: u64) {
+        self.inherited = false;
         self.deadlines.clear();
         self.by_deadline.clear();
         self.in_flight.clear();
@@ -136,7 +151,8 @@ impl<P: LogProtocol> Replica<P> {
         let term = (self.state.config.epoch << 40) | term;
         if self.lessor.leading_term != Some(term) {
             self.lessor.leading_term = Some(term);
-            if !self.config.bug(PlantedBug::LeaseExpiresWithoutExtension) {
+            let inherited = std::mem::take(&mut self.lessor.inherited);
+            if !inherited && !self.config.bug(PlantedBug::LeaseExpiresWithoutExtension) {
                 let (now, tick_ms) = (self.now_ticks, self.config.tick_ms);
                 self.lessor
                     .restart_all(self.state.kv.leases(), now, tick_ms);
@@ -177,6 +193,38 @@ impl<P: LogProtocol> Replica<P> {
                 origin,
             });
         }
+    }
+
+    /// The ticks left of every live lease's TTL here (none left: 0), for the groups split off.
+    pub(crate) fn lease_clocks(&self) -> Vec<(LeaseId, u64)> {
+        let now = self.now_ticks;
+        let planted = self
+            .config
+            .bug(PlantedBug::PartitionSplitLeaseClocksUnrebased);
+        let left = |deadline: u64| match planted {
+            true => deadline,
+            false => deadline.saturating_sub(now),
+        };
+        (self.lessor.deadlines.iter())
+            .map(|(id, deadline)| (*id, left(*deadline)))
+            .collect()
+    }
+
+    /// A group split off here goes on with its parent's clocks (`clocks`, ticks left); a lease
+    /// the parent has no clock for (it ended there after the split) keeps the TTL started at
+    /// recovery. Only before this replica led: a leader's clocks are its own.
+    pub(crate) fn inherit_lease_clocks(&mut self, clocks: &[(LeaseId, u64)]) {
+        debug_assert!(
+            self.lessor.leading_term.is_none(),
+            "a leader's clocks are its own"
+        );
+        let now = self.now_ticks;
+        for (id, left) in clocks {
+            if self.state.kv.lease(*id).is_some() {
+                self.lessor.set(*id, now + left);
+            }
+        }
+        self.lessor.inherited = true;
     }
 
     /// Fills in what only the lessor knows: the time left of a lease (LeaseTimeToLive).

@@ -416,6 +416,14 @@ impl<P: LogProtocol> Engine for Replica<P> {
         self.split_records()
     }
 
+    fn lease_clocks(&self) -> Vec<(synod_core::kv::LeaseId, u64)> {
+        Replica::lease_clocks(self)
+    }
+
+    fn inherit_lease_clocks(&mut self, clocks: &[(synod_core::kv::LeaseId, u64)]) {
+        Replica::inherit_lease_clocks(self, clocks);
+    }
+
     fn split_joiner(&self) -> Option<Vec<Self::Record>> {
         self.joiner_records()
     }

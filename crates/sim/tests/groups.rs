@@ -404,6 +404,18 @@ fn planted_merge_keeping_an_ended_lease_is_caught() {
     assert_caught_by(&r, "lease: early expiry");
 }
 
+/// A split that hands its parent's lease clocks to the new group without rebasing them on
+/// the new replica's own tick count: the new group's leases run on for about as long as the
+/// parent had lived, and the lease checker's liveness bound (gone by TTL + a margin after the
+/// cluster settled) catches an abandoned lease whose keys went to a split-off group.
+#[test]
+fn planted_split_lease_clocks_unrebased_is_caught() {
+    let mut cfg = with_leases(auto_layout());
+    cfg.planted_bug = Some(PlantedBug::PartitionSplitLeaseClocksUnrebased);
+    let r = assert_caught::<Partitioned<VrEngine>>(&cfg, 83_000..83_000 + PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "lease: liveness");
+}
+
 #[test]
 fn planted_keep_alive_of_one_group_is_caught() {
     let mut cfg = with_leases(partitioned(10));

@@ -141,6 +141,49 @@ fn a_lease_goes_with_its_keys_through_a_split_and_a_merge() {
     assert!(live_keys(&mut net).is_empty());
 }
 
+/// Ticks left of lease `id` in the group of `key` on every member.
+fn clocks_at(net: &Net, key: &[u8], id: LeaseId) -> Vec<u64> {
+    let left = |n: &Node| {
+        let g = n.groups.get(&n.layout().group_of(key))?;
+        g.lease_clocks().into_iter().find(|(l, _)| *l == id)
+    };
+    net.nodes
+        .iter()
+        .map(|n| left(n).expect("a clock for the lease").1)
+        .collect()
+}
+
+#[test]
+fn a_split_off_group_goes_on_with_its_parents_lease_clocks() {
+    let mut net = Net::new(0);
+    net.rounds(50);
+    let id = grant(&mut net, 0, 3);
+    for k in ["h", "m"] {
+        put_with(&mut net, 1, k, id);
+    }
+    // Half the TTL goes by unrenewed, then [g, p) splits at l: "m" goes to a new group.
+    net.rounds(150);
+    net.call(0, split("l")).expect("split [g, p) at l");
+    net.rounds(5);
+    let (parent, child) = (clocks_at(&net, b"h", id), clocks_at(&net, b"m", id));
+    for (p, c) in parent.iter().zip(&child) {
+        assert!(
+            p.abs_diff(*c) <= 2,
+            "the parent's clock goes on: {parent:?} {child:?}"
+        );
+        assert!(*c < 200, "not restarted (300 ticks): {child:?}");
+    }
+    // So both keys go when the TTL runs out, not "m" a split's worth of TTL later.
+    let mut rounds = 0;
+    while live_keys(&mut net).contains(&"h".to_string()) {
+        assert!(rounds < 400, "h outlived its lease");
+        net.rounds(1);
+        rounds += 1;
+    }
+    net.rounds(10);
+    assert!(live_keys(&mut net).is_empty(), "m went with h");
+}
+
 #[test]
 fn a_grant_with_a_taken_id_is_refused_and_expiries_stay_internal() {
     let mut net = Net::new(0);

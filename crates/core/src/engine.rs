@@ -265,10 +265,12 @@ pub trait Engine: Sized + Send + 'static {
         Vec::new()
     }
 
-    /// Partitioned mode: the key in the middle of this replica's store (where a split leaves
-    /// two halves of equal key counts). `None`: fewer than two keys, or no store.
-    fn middle_key(&self) -> Option<crate::kv::Key> {
-        None
+    /// Partitioned mode: up to about `most` keys spread evenly over this replica's store in
+    /// key order (where a size split cuts, and how many keys each side gets). Empty: fewer
+    /// than two keys, or no store.
+    fn key_sample(&self, most: usize) -> Vec<crate::kv::Key> {
+        let _ = most;
+        Vec::new()
     }
 
     /// Partitioned mode: the groups split off since the last call, each with the first

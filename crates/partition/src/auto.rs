@@ -44,6 +44,11 @@ const MERGE_RETRY_LOOKS: u64 = 10;
 const LOAD_SAMPLE_REVISIONS: u64 = 4096;
 /// Most recent read keys remembered per group, to find where its reads divide in half.
 pub(crate) const READ_SAMPLE_KEYS: usize = 1024;
+/// Keys sampled evenly from a group's store to find where its keys divide in half.
+const SIZE_SAMPLE_KEYS: usize = 1024;
+/// A cut moved to a directory's boundary must leave at least this share (1/n) of the sample
+/// on each side; otherwise the middle key itself is the cut.
+const DIRECTORY_CUT_SHARE_MIN: usize = 8;
 
 /// What this member's automatic changes are doing.
 #[derive(Default)]
@@ -184,7 +189,9 @@ impl<E: Engine> Partitioned<E> {
                 continue;
             }
             if over_keys > 0 && st.keys > over_keys {
-                due = e.middle_key().map(|k| (*g, k));
+                let sample = e.key_sample(SIZE_SAMPLE_KEYS);
+                due = middle_cut(sample.iter().map(Vec::as_slice).collect(), &range.range)
+                    .map(|k| (*g, k));
             } else if over_load > 0
                 && let Some(load) = self.auto.load.get_mut(g)
                 && load.hot >= LOAD_SPLIT_LOOKS
@@ -294,9 +301,11 @@ fn load_split_key<E: Engine>(group: &E, since: u64, range: &KeyRange) -> Option<
     middle_cut(keys, range)
 }
 
-/// Where the requests on `keys` (one entry per request) that fall in `range` divide in
-/// half: the middle key, or the next key above it when the middle one begins the range.
-/// `None` when they all hit one key (no cut spreads those) or none is in the range.
+/// Where the requests on `keys` (one entry per request, or a sample of a store's keys) that
+/// fall in `range` divide in half: the middle key, or the next key above it when the middle
+/// one begins the range — moved to the nearest boundary of a directory around it
+/// ([`directory_cut`]) when one divides them nearly as well. `None` when they all hit one key
+/// (no cut spreads those) or none is in the range.
 fn middle_cut(keys: Vec<&[u8]>, range: &KeyRange) -> Option<Key> {
     let mut keys: Vec<&[u8]> = keys.into_iter().filter(|k| range.contains(k)).collect();
     keys.sort_unstable();
@@ -304,10 +313,92 @@ fn middle_cut(keys: Vec<&[u8]>, range: &KeyRange) -> Option<Key> {
         return None;
     }
     let middle = keys[keys.len() / 2];
-    if range.splits_at(middle) {
-        return Some(middle.to_vec());
+    let cut = match range.splits_at(middle) {
+        true => middle,
+        false => keys
+            .iter()
+            .copied()
+            .find(|k| *k > middle && range.splits_at(k))?,
+    };
+    Some(directory_cut(cut, &keys, range).unwrap_or_else(|| cut.to_vec()))
+}
+
+/// A cut at the start or the end of a `/`-directory holding `cut`, the deepest first, that
+/// leaves at least 1/[`DIRECTORY_CUT_SHARE_MIN`] of the sorted `keys` on each side (the
+/// better balanced of the two); `None` if no directory boundary does.
+///
+/// Why: etcd's lock and election recipes keep their contenders under one prefix (`name/` +
+/// lease id) and find who is next with a read over that prefix sorted or filtered by create
+/// revision — which a partitioned cluster refuses over several groups (two groups can each
+/// have a write at one revision). A split inside such a prefix would make every lock on it
+/// fail; a cut at a directory boundary keeps the directory (and every one below it) whole.
+fn directory_cut(cut: &[u8], keys: &[&[u8]], range: &KeyRange) -> Option<Key> {
+    let n = keys.len();
+    let least = n.div_ceil(DIRECTORY_CUT_SHARE_MIN).max(1);
+    let below = |at: &[u8]| keys.partition_point(|k| *k < at);
+    let fits = |at: &[u8]| range.splits_at(at) && below(at) >= least && n - below(at) >= least;
+    let mut end = cut.len();
+    while let Some(slash) = cut[..end].iter().rposition(|b| *b == b'/') {
+        let dir = &cut[..=slash];
+        let best = [dir.to_vec(), synod_core::kv::prefix_end(dir)]
+            .into_iter()
+            .filter(|at| fits(at))
+            .min_by_key(|at| below(at).abs_diff(n / 2));
+        if best.is_some() {
+            return best;
+        }
+        end = slash;
     }
-    keys.into_iter()
-        .find(|k| *k > middle && range.splits_at(k))
-        .map(<[u8]>::to_vec)
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut_of(keys: &[&str], range: &KeyRange) -> Option<String> {
+        let keys = keys.iter().map(|k| k.as_bytes()).collect();
+        middle_cut(keys, range).map(|k| String::from_utf8_lossy(&k).into_owned())
+    }
+
+    #[test]
+    fn a_cut_keeps_the_directory_of_the_middle_key_whole() {
+        let all = KeyRange::default();
+        // The middle key is a lock contender: the cut goes before /lock/, the better half.
+        let keys = [
+            "/a/1", "/a/2", "/a/3", "/lock/61", "/lock/62", "/lock/63", "/z/1", "/z/2",
+        ];
+        assert_eq!(cut_of(&keys, &all).as_deref(), Some("/lock/"));
+        // Closer to the end of the directory: the cut goes after it.
+        let keys = [
+            "/a/1", "/lock/61", "/lock/62", "/lock/63", "/z/1", "/z/2", "/z/3",
+        ];
+        assert_eq!(cut_of(&keys, &all).as_deref(), Some("/lock0"));
+        // Nested: the deepest directory that divides them well enough.
+        let keys = [
+            "/s/a/1", "/s/a/2", "/s/b/1", "/s/b/2", "/s/b/3", "/s/c/1", "/s/c/2",
+        ];
+        assert_eq!(cut_of(&keys, &all).as_deref(), Some("/s/b/"));
+    }
+
+    #[test]
+    fn without_a_balanced_directory_boundary_the_middle_key_is_the_cut() {
+        let all = KeyRange::default();
+        // Keys without directories.
+        assert_eq!(cut_of(&["a", "b", "c", "d"], &all).as_deref(), Some("c"));
+        // One big directory with one key beside it: its boundary leaves too little below.
+        let mut keys = vec!["/a"];
+        let many: Vec<String> = (0..20).map(|i| format!("/big/{i:02}")).collect();
+        keys.extend(many.iter().map(String::as_str));
+        assert_eq!(cut_of(&keys, &all).as_deref(), Some("/big/09"));
+        // The range is inside one directory: its boundaries do not split it.
+        let range = KeyRange {
+            start: b"/lock/".to_vec(),
+            end: b"/lock0".to_vec(),
+        };
+        let keys = ["/lock/1", "/lock/2", "/lock/3", "/lock/4"];
+        assert_eq!(cut_of(&keys, &range).as_deref(), Some("/lock/3"));
+        // Every request on one key: no cut.
+        assert_eq!(cut_of(&["/k", "/k"], &all), None);
+    }
 }

@@ -381,7 +381,7 @@ fn split_groups_survive_a_restart_and_a_member_that_missed_the_split_catches_up(
 }
 
 #[test]
-fn a_group_past_the_key_threshold_splits_itself_at_its_middle_key() {
+fn a_group_past_the_key_threshold_splits_itself_near_its_middle_key() {
     let mut net = Net::new(0);
     for n in &mut net.nodes {
         n.base.auto_split_keys = 5;
@@ -401,6 +401,46 @@ fn a_group_past_the_key_threshold_splits_itself_at_its_middle_key() {
         );
         assert_eq!(groups.iter().sum::<u64>(), 8);
     }
+}
+
+/// A size split whose middle key is a lock contender cuts at the lock's directory boundary,
+/// so the lock recipe's read (its prefix, by create revision) stays within one group.
+#[test]
+fn a_size_split_keeps_a_lock_prefix_in_one_group() {
+    let mut net = Net::new(0);
+    for n in &mut net.nodes {
+        n.base.auto_split_keys = 6;
+    }
+    net.rounds(50);
+    let keys = [
+        "/a/1",
+        "/a/2",
+        "/a/3",
+        "/lock/694d01",
+        "/lock/694d02",
+        "/lock/694d03",
+    ];
+    for k in keys.into_iter().chain(["/z/1", "/z/2"]) {
+        net.put(0, k, "v");
+    }
+    net.rounds(3 * COMPACT_EVERY_TICKS as usize);
+    for n in &net.nodes {
+        assert!(starts(n).contains(&"/lock/".to_string()), "{:?}", starts(n));
+    }
+    let contenders = RangeRequest {
+        key: b"/lock/".to_vec(),
+        range_end: b"/lock0".to_vec(),
+        sort_order: SortOrder::Ascend,
+        sort_target: synod_core::kv::SortTarget::Create,
+        ..all_keys()
+    };
+    let next = net
+        .call(1, Op::Range(contenders))
+        .expect("one group's read");
+    assert_eq!(
+        keys_of(&next),
+        ["/lock/694d01", "/lock/694d02", "/lock/694d03"]
+    );
 }
 
 fn merge(at: &str) -> Op {

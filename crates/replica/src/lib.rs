@@ -408,8 +408,8 @@ impl<P: LogProtocol> Engine for Replica<P> {
         self.state.kv.revisions_closed()
     }
 
-    fn middle_key(&self) -> Option<synod_core::kv::Key> {
-        self.state.kv.middle_key()
+    fn key_sample(&self, most: usize) -> Vec<synod_core::kv::Key> {
+        self.state.kv.key_sample(most)
     }
 
     fn take_splits(&mut self) -> Vec<(synod_core::kv::SplitMark, Self::Record)> {

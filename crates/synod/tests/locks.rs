@@ -100,14 +100,45 @@ fn wait_ok(child: &mut Child, what: &str) {
 /// first holds until the test creates a file; the order is read from the log they append to.
 #[test]
 fn etcdctl_lock_serialises_two_holders() {
-    etcdctl_lock_serialises(Cluster::start);
+    etcdctl_lock_serialises(Cluster::start, |_| ());
 }
 
 /// The same on a cluster of four groups (split at c, m and t): the lock's keys live in one
 /// group, whose revisions order them, and the waiter's watch is that group's.
 #[test]
 fn etcdctl_lock_serialises_two_holders_partitioned() {
-    etcdctl_lock_serialises(partitioned);
+    etcdctl_lock_serialises(partitioned, |_| ());
+}
+
+/// The same while the lock's group splits itself by size with the middle of its keys a lock
+/// contender (`door/<lease>` between five `b/…` and five `f/…` keys): the cut goes at the
+/// lock's directory, `door/`, so the waiter's read over `door/` by create revision — which a
+/// partitioned cluster refuses over several groups — stays within one group and the lock
+/// passes on. (Cut at the middle key itself, the waiter fails once the holder releases.)
+#[test]
+fn etcdctl_lock_passes_on_after_its_group_splits_by_size() {
+    let start = |n: usize, engine: &str| {
+        Cluster::start_configured(n, engine, &|cfg| {
+            cfg.partition.split_keys = vec!["m".into()];
+            cfg.partition.auto_split_keys = 11;
+        })
+    };
+    etcdctl_lock_serialises(start, |c| {
+        for k in (0..5).flat_map(|i| [format!("b/{i}"), format!("f/{i}")]) {
+            let r = c.put(1, &k.replace('/', "%2F"), "v");
+            assert!(r.status().is_success(), "put {k}: {}", r.status());
+        }
+        for id in 1..=3 {
+            wait_until(PROMPT, "the lock's group split at door/", || {
+                let starts = c.range_starts(id)?;
+                (starts.len() == 3).then_some(starts)
+            });
+        }
+        assert_eq!(
+            c.range_starts(1),
+            Some(vec!["".into(), "door/".into(), "m".into()])
+        );
+    });
 }
 
 /// A 3-member cluster of four groups, split at c, m and t.
@@ -117,7 +148,8 @@ fn partitioned(n: usize, engine: &str) -> Cluster {
     })
 }
 
-fn etcdctl_lock_serialises(start: fn(usize, &str) -> Cluster) {
+/// `between` runs while the first holds the lock and the second waits.
+fn etcdctl_lock_serialises(start: fn(usize, &str) -> Cluster, between: fn(&Cluster)) {
     let Some(etcdctl) = etcdctl() else { return };
     let c = start(3, "omnipaxos");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -154,6 +186,7 @@ fn etcdctl_lock_serialises(start: fn(usize, &str) -> Cluster) {
     wait_until(PROMPT, "b queued behind a", || {
         (keys_under(&c, "door/").len() == 2).then_some(())
     });
+    between(&c);
     assert_eq!(
         read_lines(&log).len(),
         1,

@@ -626,15 +626,6 @@ fn a_merge_under_load_loses_nothing() {
     );
 }
 
-/// The first key of each range as member `id` reports them (`None` while it does not answer).
-fn range_starts(c: &Cluster, id: u64) -> Option<Vec<String>> {
-    c.status(id)?["groups"]
-        .as_array()?
-        .iter()
-        .map(|g| g["start"].as_str().map(str::to_string))
-        .collect()
-}
-
 /// `[partition] auto_split_keys`: a group past the threshold splits itself at its middle key,
 /// again and again, and every key stays readable through every member.
 #[test]
@@ -686,7 +677,7 @@ fn a_hot_range_splits_by_load_and_merges_back_when_cool() {
         cfg.partition.auto_split_writes = 30;
         cfg.partition.auto_merge_keys = 100_000;
     });
-    let starts = |id: u64| range_starts(&c, id);
+    let starts = |id: u64| c.range_starts(id);
     // Writes spread evenly over a0000..a9999, all in group 0 ([, m)), through every member.
     let writer = Writer::spawn(&c, |i| format!("a{:04}", (u64::from(i) * 7919) % 10_000));
     let split = wait_until(Duration::from_secs(60), "a split by load", || {
@@ -733,7 +724,7 @@ fn a_read_hot_range_splits_by_reads() {
         let r = c.put(i % 3 + 1, &format!("a{i:03}"), "v");
         assert!(r.status().is_success(), "put: {}", r.status());
     }
-    let starts = |id: u64| range_starts(&c, id);
+    let starts = |id: u64| c.range_starts(id);
     assert_eq!(
         starts(1).as_deref(),
         Some(&["".to_string(), "m".into()][..])
@@ -831,7 +822,7 @@ fn a_lease_kept_alive_through_a_split_and_a_merge_holds_its_keys_then_expires() 
     };
     synodctl_ok(&c, &["range", "split", "f"]);
     wait_until(Duration::from_secs(10), "the split on member 3", || {
-        (range_starts(&c, 3)?.len() == 5).then_some(())
+        (c.range_starts(3)?.len() == 5).then_some(())
     });
     // Three TTLs and more, the keys checked every half second.
     held_for(&c, Duration::from_secs(10));
@@ -846,7 +837,7 @@ fn a_lease_kept_alive_through_a_split_and_a_merge_holds_its_keys_then_expires() 
     );
     synodctl_ok(&c, &["range", "merge", "f"]);
     wait_until(Duration::from_secs(10), "the merge on member 1", || {
-        (range_starts(&c, 1)?.len() == 4).then_some(())
+        (c.range_starts(1)?.len() == 4).then_some(())
     });
     held_for(&c, Duration::from_secs(5));
     drop(keep);

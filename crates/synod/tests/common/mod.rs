@@ -427,6 +427,16 @@ impl Cluster {
         r.json().ok()
     }
 
+    /// Partitioned: the first key of each range as member `id` reports them (`None` while it
+    /// does not answer).
+    pub fn range_starts(&self, id: u64) -> Option<Vec<String>> {
+        self.status(id)?["groups"]
+            .as_array()?
+            .iter()
+            .map(|g| g["start"].as_str().map(str::to_string))
+            .collect()
+    }
+
     /// Waits until some live member reports a leader that is itself live, and returns it.
     pub fn wait_for_leader(&self, within: Duration) -> u64 {
         let live = self.live_ids();

@@ -22,13 +22,16 @@ const LOWER: u64 = 0x5b17_0001;
 const UPPER: u64 = 0x5b17_0002;
 
 impl KvStore {
-    /// The key with as many keys below it as from it on (rounded down); `None` under two keys.
-    /// Walks half the keys: called rarely (an automatic split's leader, past a threshold).
-    pub fn middle_key(&self) -> Option<Vec<u8>> {
-        if self.data.len() < 2 {
-            return None;
+    /// Up to about `most` keys spread evenly over the store in key order (every
+    /// `len / most`-th, the first included), so the keys below any one of them are known to
+    /// within a step; empty under two keys. Walks every key: called rarely (an automatic
+    /// split's leader, past the size threshold).
+    pub fn key_sample(&self, most: usize) -> Vec<Vec<u8>> {
+        if self.data.len() < 2 || most == 0 {
+            return Vec::new();
         }
-        self.data.keys().nth(self.data.len() / 2).cloned()
+        let step = self.data.len().div_ceil(most).max(1);
+        self.data.keys().step_by(step).cloned().collect()
     }
 
     /// Moves the keys `>= at` into a new store and returns it. The new store takes the moved

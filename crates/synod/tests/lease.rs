@@ -308,7 +308,8 @@ fn python_lease_checks(engine: &str) {
         [
             "grant_attach_refresh",
             "revoke_deletes_in_one_revision",
-            "unrefreshed_lease_expires"
+            "unrefreshed_lease_expires",
+            "contended_lock"
         ],
         "{stdout}"
     );

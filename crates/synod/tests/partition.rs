@@ -443,7 +443,8 @@ fn python_etcd3_on_four_groups() {
             "watch_across_groups",
             "list_then_watch_across_groups",
             "maintenance_of_every_group",
-            "compaction_of_every_group"
+            "compaction_of_every_group",
+            "contended_lock"
         ],
         "{passed:?}"
     );

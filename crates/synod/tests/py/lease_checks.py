@@ -1,8 +1,8 @@
 """python-etcd3's lease API against a running Synod cluster (run by crates/synod/tests/lease.rs).
 
 `python lease_checks.py --endpoints A,B,C`: grants, attaches keys, refreshes, reads the time to
-live, watches the keys while the lease is revoked (one DELETE per key, all in one revision), and
-lets a short lease expire. Each check prints `PASS <name>`; a failure raises (exit status 1).
+live, watches the keys while the lease is revoked (one DELETE per key, all in one revision),
+lets a short lease expire, and contends for python-etcd3's `Lock` through two members. Each check prints `PASS <name>`; a failure raises (exit status 1).
 """
 
 import argparse
@@ -80,6 +80,33 @@ def check_unrefreshed_lease_expires(c):
     print("PASS unrefreshed_lease_expires", flush=True)
 
 
+def check_contended_lock(c, other, name="py-door"):
+    """python-etcd3's Lock (a lease, a transaction creating /locks/NAME, then a watch of that
+    key while someone else holds it): a second client through another member cannot take it
+    while the first holds it, waits, and takes it once the first releases."""
+    first, second = c.lock(name, ttl=10), other.lock(name, ttl=10)
+    assert first.acquire(timeout=CALL_SECONDS_MAX), "an uncontended lock"
+    # Held: a short attempt waits on the key and gives up (tenacity's retry, watch_once).
+    assert not second.acquire(timeout=1), "two holders"
+    waiter = other.lock(name, ttl=10)
+    got = queue.Queue()
+    threading.Thread(target=lambda: got.put(waiter.acquire(timeout=CALL_SECONDS_MAX))).start()
+    # Released only once the waiter watches the key (its client holds the watch the server
+    # created): the Lock watches from "now", not from its failed transaction's revision, so a
+    # release before the watch exists is a wake-up lost — on etcd as well.
+    deadline = time.monotonic() + CALL_SECONDS_MAX
+    while not other.watcher._callbacks:
+        assert time.monotonic() < deadline, "the waiter never watched the lock"
+        time.sleep(0.01)
+    assert got.empty(), "the waiter took a held lock"
+    first.release()
+    assert got.get(timeout=CALL_SECONDS_MAX), "the waiter never got the released lock"
+    assert c.get("/locks/" + name)[0] == waiter.uuid, "the holder's key is the waiter's"
+    assert waiter.is_acquired() and not first.is_acquired()
+    waiter.release()
+    assert c.get("/locks/" + name)[0] is None
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--endpoints", required=True)
@@ -90,6 +117,8 @@ def main():
     lease = check_grant_attach_refresh(c, other)
     check_revoke_deletes_in_one_revision(c, other, lease)
     check_unrefreshed_lease_expires(c)
+    check_contended_lock(c, other)
+    print("PASS contended_lock", flush=True)
     return 0
 
 

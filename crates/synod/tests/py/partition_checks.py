@@ -15,6 +15,7 @@ import etcd3
 import etcd3.etcdrpc as etcdrpc
 import grpc
 
+import lease_checks
 from etcd3_checks import COMPACTED, FUTURE, expect_out_of_range, range_at
 
 CALL_SECONDS_MAX = 10
@@ -245,6 +246,11 @@ def compaction_of_every_group(clients):
     expect_out_of_range(lambda: clients[1].compact(target), COMPACTED)
 
 
+def contended_lock(clients):
+    # The lock key /locks/NAME lives in the first group; the waiter's watch is that group's.
+    lease_checks.check_contended_lock(clients[0], clients[2], name="door-in-group-0")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--endpoints", required=True)
@@ -262,6 +268,7 @@ def main():
         list_then_watch_across_groups,
         maintenance_of_every_group,
         compaction_of_every_group,
+        contended_lock,
     ]:
         check(clients)
         print("PASS", check.__name__, flush=True)

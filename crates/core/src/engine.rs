@@ -246,6 +246,22 @@ pub trait Engine: Sized + Send + 'static {
         })
     }
 
+    /// Partitioned mode: this group's share of a HashKV at `revision` over the keys of
+    /// `range` (see [`crate::kv::KvStore::hash_kv_part`]); `after` is the highest compaction
+    /// of the member's groups.
+    fn hash_kv_part(
+        &self,
+        revision: u64,
+        after: u64,
+        range: &crate::kv::KeyRange,
+    ) -> Result<crate::kv::KvHashPart, EngineError> {
+        let _ = (revision, after, range);
+        Err(EngineError::Unsupported {
+            engine: Self::NAME.to_string(),
+            what: "a partitioned HashKV".to_string(),
+        })
+    }
+
     /// Partitioned mode: the keys this replica's group owns and the splits and merges it
     /// applied, oldest first (see [`crate::kv::owned`]). `None`: an engine without ranges.
     fn range_state(&self) -> Option<&crate::kv::RangeState> {

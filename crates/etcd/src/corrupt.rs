@@ -22,11 +22,17 @@
 use crate::pb::etcdserverpb as pb;
 use crate::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use std::time::Duration;
-use synod_node::NodeHandle;
+use synod_core::{ERR_FUTURE_REV, EngineError};
+use synod_node::{ApiError, NodeHandle};
 use tonic::transport::Endpoint;
 
 /// How long one peer may take to answer one call of a round.
 const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// A HashKV at a revision "in the future" is asked again this many times, this far apart: a
+/// partitioned member answers one only once every group of it reached (closed) the revision,
+/// which the groups behind do within a close interval (50 ms) of the others' writes.
+const FUTURE_RETRIES: u32 = 5;
+const FUTURE_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Runs the check every `every` until the task is aborted. `every == 0` returns at once.
 pub async fn run(handle: NodeHandle, every: Duration) {
@@ -80,7 +86,7 @@ pub async fn check_once(handle: &NodeHandle) -> bool {
     if revision == 0 || clients.is_empty() {
         return m.corrupt();
     }
-    let Ok(mine) = handle.hash_kv(revision).await else {
+    let Some(mine) = own_hash(handle, revision).await else {
         return m.corrupt();
     };
     let mut answers = Vec::new();
@@ -130,6 +136,20 @@ pub async fn check_once(handle: &NodeHandle) -> bool {
     m.corrupt()
 }
 
+/// This member's HashKV at `revision`, asked again while some group here has not reached it.
+async fn own_hash(handle: &NodeHandle, revision: u64) -> Option<synod_core::kv::KvHash> {
+    for _ in 0..FUTURE_RETRIES {
+        match handle.hash_kv(revision).await {
+            Ok(h) => return Some(h),
+            Err(ApiError::Engine(EngineError::FutureRevision { .. })) => {
+                tokio::time::sleep(FUTURE_RETRY_PAUSE).await;
+            }
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
 async fn connect(addr: &str) -> Option<MaintenanceClient<tonic::transport::Channel>> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .ok()?
@@ -151,6 +171,17 @@ async fn peer_hash(
     let request = pb::HashKvRequest {
         revision: i64::try_from(revision).ok()?,
     };
-    let r = client.hash_kv(request).await.ok()?.into_inner();
-    Some((r.hash, r.compact_revision))
+    for _ in 0..FUTURE_RETRIES {
+        match client.hash_kv(request.clone()).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                return Some((r.hash, r.compact_revision));
+            }
+            Err(s) if s.code() == tonic::Code::OutOfRange && s.message() == ERR_FUTURE_REV => {
+                tokio::time::sleep(FUTURE_RETRY_PAUSE).await;
+            }
+            Err(_) => return None,
+        }
+    }
+    None
 }

@@ -1,6 +1,7 @@
 //! Backups and consistency hashes of a partitioned member: a backup (`etcdctl snapshot save`,
 //! `GET /v1/snapshot`) holds every group's state image as this member applied it, in key
-//! order, in one file; Hash and HashKV combine the groups' own.
+//! order, in one file; Hash and HashKV combine the groups' own (HashKV at a revision so that
+//! the layout does not matter).
 //!
 //! The payload of such a file is a [`GroupsImage`] (postcard), the header's engine is
 //! `<engine>-partitioned`, and its figures are the groups' together: the highest applied
@@ -23,7 +24,7 @@ use crate::layout::{GroupId, group_name};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use synod_core::backup::BackupImage;
-use synod_core::kv::{Key, KvHash};
+use synod_core::kv::{Key, KeyRange, KvHash, combine_hash_parts};
 use synod_core::{Engine, EngineError};
 
 /// The payload of a partitioned member's backup.
@@ -54,15 +55,16 @@ impl GroupsImage {
 }
 
 impl<E: Engine> Partitioned<E> {
-    /// etcd's HashKV at the current revision (0): the groups' own, combined in group order;
-    /// the revision reported is the highest group's. At a given revision it is refused, since
-    /// revisions are per group.
+    /// etcd's HashKV. At the current revision (0): the groups' own, combined in group order
+    /// with the revision reported the highest group's — comparable between members with the
+    /// same layout at the same revisions. At a revision `R`: every group's keys at `R` and
+    /// events after the groups' highest compaction, combined so that the layout does not
+    /// matter ([`synod_core::kv::combine_hash_parts`]) — what members compare at a revision
+    /// they all reached (etcdctl `endpoint hashkv --rev R`, the corruption check). A group
+    /// that has not reached `R` here (not closed it yet): "future revision", retry.
     pub(crate) fn groups_hash_kv(&self, revision: u64) -> Result<KvHash, EngineError> {
         if revision != 0 {
-            return Err(EngineError::Unsupported {
-                engine: "partitioned".into(),
-                what: "HashKV at a revision (revisions are per group)".into(),
-            });
+            return self.groups_hash_kv_at(revision);
         }
         let mut parts = Vec::with_capacity(self.groups.len());
         for (_, g) in self.groups() {
@@ -73,6 +75,36 @@ impl<E: Engine> Partitioned<E> {
             hash: combine(&parts),
             revision: parts.iter().map(|(_, r)| *r).max().unwrap_or(0),
             compact_revision: 0,
+        })
+    }
+
+    fn groups_hash_kv_at(&self, revision: u64) -> Result<KvHash, EngineError> {
+        let engines = self
+            .layout
+            .ids()
+            .map(|g| {
+                self.groups
+                    .get(&g)
+                    .filter(|e| has_state(*e))
+                    .ok_or_else(|| missing(g))
+            })
+            .collect::<Result<Vec<&E>, _>>()?;
+        let compact = engines.iter().map(|e| e.status().compact_revision).max();
+        let compact = compact.unwrap_or(0);
+        if revision < compact {
+            return Err(EngineError::Compacted {
+                compact_revision: compact,
+            });
+        }
+        let mut parts = Vec::with_capacity(engines.len());
+        for (pos, engine) in engines.into_iter().enumerate() {
+            let (start, end) = self.layout.bounds_at(pos);
+            parts.push(engine.hash_kv_part(revision, compact, &KeyRange { start, end })?);
+        }
+        Ok(KvHash {
+            hash: combine_hash_parts(compact, revision, parts),
+            revision,
+            compact_revision: compact,
         })
     }
 
@@ -97,13 +129,8 @@ impl<E: Engine> Partitioned<E> {
         };
         for (pos, g) in self.layout.ids().enumerate() {
             let (start, _) = self.layout.bounds_at(pos);
-            let engine = self.groups.get(&g).ok_or_else(|| missing(g))?;
-            if engine
-                .range_state()
-                .is_some_and(|r| !r.range.start.is_empty() && r.range.start == r.range.end)
-            {
-                return Err(missing(g));
-            }
+            let engine = self.groups.get(&g).filter(|e| has_state(*e));
+            let engine = engine.ok_or_else(|| missing(g))?;
             let image = engine.backup_image()?;
             total.applied_index = total.applied_index.max(image.applied_index);
             total.revision = total.revision.max(image.revision);
@@ -130,9 +157,17 @@ fn combine(parts: &[(u32, u64)]) -> u32 {
     hash
 }
 
+/// Whether this member's replica of a group holds its state (not a split-off group still
+/// waiting for its snapshot, whose range is empty until it arrives).
+fn has_state<E: Engine>(engine: &E) -> bool {
+    !engine
+        .range_state()
+        .is_some_and(|r| !r.range.start.is_empty() && r.range.start == r.range.end)
+}
+
 fn missing(g: GroupId) -> EngineError {
     EngineError::InvalidRequest(format!(
-        "group {} has no state on this member yet (it waits for a snapshot): back up another \
+        "group {} has no state on this member yet (it waits for a snapshot): ask another \
          member, or this one in a moment",
         group_name(g)
     ))

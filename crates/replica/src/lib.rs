@@ -388,6 +388,15 @@ impl<P: LogProtocol> Engine for Replica<P> {
         self.state_hash_all()
     }
 
+    fn hash_kv_part(
+        &self,
+        revision: u64,
+        after: u64,
+        range: &synod_core::kv::KeyRange,
+    ) -> Result<synod_core::kv::KvHashPart, EngineError> {
+        (self.state.kv).hash_kv_part(revision, after, &range.start, &range.end)
+    }
+
     fn range_state(&self) -> Option<&synod_core::kv::RangeState> {
         Some(&self.state.range)
     }

@@ -11,6 +11,7 @@ use common::{Cluster, etcdctl, etcdctl_command, run_with_deadline, wait_until};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use synod_node::ClusterConfig;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -368,8 +369,22 @@ fn hashkv_is_equal_on_every_member_after_writes_deletes_and_compaction() {
 
 #[test]
 fn a_member_whose_state_diverges_raises_corrupt_and_refuses_service() {
+    diverging_member_raises_corrupt(&|cfg| cfg.corrupt_check_ms = 300);
+}
+
+/// The same on four groups: the check compares HashKV at a revision every member reached,
+/// which a partitioned member answers once each of its groups reached it, whatever its layout.
+#[test]
+fn a_member_whose_state_diverges_raises_corrupt_and_refuses_service_partitioned() {
+    diverging_member_raises_corrupt(&|cfg| {
+        cfg.corrupt_check_ms = 300;
+        cfg.partition.split_keys = ["c", "m", "t"].map(String::from).to_vec();
+    });
+}
+
+fn diverging_member_raises_corrupt(tweak: &dyn Fn(&mut ClusterConfig)) {
     let Some(etcdctl) = etcdctl() else { return };
-    let mut c = Cluster::start_with(3, "omnipaxos", |cfg| cfg.corrupt_check_ms = 300);
+    let mut c = Cluster::start_configured(3, "omnipaxos", tweak);
     // n3 comes back applying every put with its value altered: its memory or disk "rots".
     c.kill(3);
     c.restart_with(3, &["--plant-bug", "divergent-apply"]);

@@ -29,7 +29,7 @@ pub use lease::{
 };
 pub use owned::{AbsorbMark, KeyRange, RangeState, SplitMark};
 pub use session::{ClientTable, SessionVerdict};
-pub use store::{CLOSE_STEP_MAX, KvHash, KvStore, merge_ranges};
+pub use store::{CLOSE_STEP_MAX, KvHash, KvHashPart, KvStore, combine_hash_parts, merge_ranges};
 
 use serde::{Deserialize, Serialize};
 

@@ -19,7 +19,7 @@ mod leases;
 mod merge;
 mod split;
 
-pub use hash::KvHash;
+pub use hash::{KvHash, KvHashPart, combine_hash_parts};
 
 /// Most revisions one [`Op::CloseRevisions`] closes (each costs an empty history slot).
 pub const CLOSE_STEP_MAX: u64 = 1 << 16;

@@ -10,6 +10,14 @@
 //! reached. [`KvStore::hash_all`] adds the current revision and the leases (the whole state
 //! etcd's Hash covers), so it is only comparable between members at the same revision.
 //!
+//! **Partitioned** ([`KvStore::hash_kv_part`], [`combine_hash_parts`]): each group hashes its
+//! share — its keys at `R` as one CRC stream, and each of its events after the groups' highest
+//! compaction with its revision and key — and the member combines the shares: the key streams
+//! of adjacent ranges join into the stream of their union (CRC-32C combines), the events sort
+//! by (revision, key). So the result does not depend on where the keyspace is cut: members
+//! that applied a split at different times, or hold different layouts, agree at any `R` every
+//! group reached.
+//!
 //! **Deterministic and independent of memory layout.** Every field is fed as fixed-width
 //! little-endian integers and length-prefixed byte strings, in key order (the store's
 //! `BTreeMap`) and revision order; nothing depends on pointer values, hash-map order, the
@@ -18,7 +26,7 @@
 
 use super::KvStore;
 use crate::engine::EngineError;
-use crate::kv::{EventKind, KeyValue};
+use crate::kv::{EventKind, Key, KeyValue, WatchEvent};
 
 /// A HashKV answer: the hash, the revision it covers and the compaction it starts after.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,19 +37,42 @@ pub struct KvHash {
     pub compact_revision: u64,
 }
 
-/// A CRC-32C fed field by field.
-struct Hasher(u32);
+/// One group's share of a partitioned HashKV at a revision ([`KvStore::hash_kv_part`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KvHashPart {
+    /// CRC-32C of the group's keys at the revision, fed in key order, and the bytes fed: the
+    /// parts of adjacent ranges combine into the CRC of their union.
+    pub keys_crc: u32,
+    pub keys_bytes: u64,
+    pub keys: u64,
+    /// Each event after the compaction up to the revision: its revision, key and CRC-32C.
+    pub events: Vec<(u64, Key, u32)>,
+}
+
+/// A CRC-32C fed field by field, counting the bytes fed (what combining two streams needs).
+struct Hasher(u32, u64);
 
 impl Hasher {
     fn new(domain: &[u8]) -> Self {
-        Hasher(crc32c::crc32c(domain))
+        Hasher(crc32c::crc32c(domain), domain.len() as u64)
+    }
+    fn append(&mut self, b: &[u8]) {
+        self.0 = crc32c::crc32c_append(self.0, b);
+        self.1 += b.len() as u64;
     }
     fn u64(&mut self, x: u64) {
-        self.0 = crc32c::crc32c_append(self.0, &x.to_le_bytes());
+        self.append(&x.to_le_bytes());
     }
     fn bytes(&mut self, b: &[u8]) {
         self.u64(b.len() as u64);
-        self.0 = crc32c::crc32c_append(self.0, b);
+        self.append(b);
+    }
+    fn event(&mut self, e: &WatchEvent) {
+        self.u64(match e.kind {
+            EventKind::Put => 1,
+            EventKind::Delete => 2,
+        });
+        self.kv(&e.kv);
     }
     fn kv(&mut self, kv: &KeyValue) {
         self.bytes(&kv.key);
@@ -118,18 +149,87 @@ impl KvStore {
             h.u64(r.revision);
             h.u64(r.events.len() as u64);
             for e in &r.events {
-                h.u64(match e.kind {
-                    EventKind::Put => 1,
-                    EventKind::Delete => 2,
-                });
-                h.kv(&e.kv);
+                h.event(e);
             }
         }
     }
+
+    /// One group's share of a partitioned HashKV at `revision` (not 0): its keys in
+    /// `[start, end)` (`end` empty: unbounded) at `revision`, and their events in
+    /// `(after, revision]` — `after` is the highest compaction of the member's groups, at or
+    /// above this store's. Errors as [`KvStore::hash_kv`], and `Compacted` when the events
+    /// after `after` are no longer all held. O(keys in range + held history events).
+    pub fn hash_kv_part(
+        &self,
+        revision: u64,
+        after: u64,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<KvHashPart, EngineError> {
+        if revision == 0 || revision > self.revision {
+            return Err(EngineError::FutureRevision { revision });
+        }
+        let first_needed = revision.min(after) + 1;
+        if revision < self.compact_revision || first_needed < self.history_first() {
+            return Err(EngineError::Compacted {
+                compact_revision: self.compact_revision.max(after),
+            });
+        }
+        let inside = |k: &[u8]| k >= start && (end.is_empty() || k < end);
+        let mut keys = Hasher(0, 0);
+        // `[0]` as the end: every key from `start` on (etcd's "from key" form).
+        let state = self.state_at(revision, start, if end.is_empty() { &[0] } else { end });
+        state.values().for_each(|kv| keys.kv(kv));
+        let mut events = Vec::new();
+        let held = self.history.iter();
+        for r in held.filter(|r| r.revision > after && r.revision <= revision) {
+            for e in r.events.iter().filter(|e| inside(&e.kv.key)) {
+                let mut h = Hasher(0, 0);
+                h.event(e);
+                events.push((r.revision, e.kv.key.clone(), h.0));
+            }
+        }
+        Ok(KvHashPart {
+            keys_crc: keys.0,
+            keys_bytes: keys.1,
+            keys: state.len() as u64,
+            events,
+        })
+    }
+}
+
+/// A partitioned member's HashKV at `revision`: its groups' shares ([`KvStore::hash_kv_part`],
+/// all taken after `compact`, the highest compaction among them) in the key order of their
+/// ranges. Equal for every cut of the same keys and history into ranges.
+pub fn combine_hash_parts(compact: u64, revision: u64, parts: Vec<KvHashPart>) -> u32 {
+    let (mut crc, mut bytes, mut keys) = (0u32, 0u64, 0u64);
+    let mut events = Vec::new();
+    for p in parts {
+        let len = usize::try_from(p.keys_bytes).unwrap_or(usize::MAX);
+        crc = crc32c::crc32c_combine(crc, p.keys_crc, len);
+        bytes += p.keys_bytes;
+        keys += p.keys;
+        events.extend(p.events);
+    }
+    events.sort_unstable();
+    let mut h = Hasher::new(b"synod-hashkv-partitioned-v1");
+    h.u64(compact);
+    h.u64(revision);
+    h.u64(keys);
+    h.u64(bytes);
+    h.u64(u64::from(crc));
+    h.u64(events.len() as u64);
+    for (revision, key, event) in events {
+        h.u64(revision);
+        h.bytes(&key);
+        h.u64(u64::from(event));
+    }
+    h.0
 }
 
 #[cfg(test)]
 mod tests {
+    use crate::EngineError;
     use crate::ids::{ClientId, RequestId};
     use crate::kv::*;
 
@@ -175,6 +275,95 @@ mod tests {
             assert_ne!(a.hash_kv(rev).unwrap().hash, c.hash_kv(rev).unwrap().hash);
         }
         assert_eq!(a.hash_kv(1), c.hash_kv(1));
+    }
+
+    /// The partitioned HashKV of `parts` (stores with their ranges, in key order) at `rev`.
+    fn partitioned(parts: &[(&KvStore, &str, &str)], rev: u64) -> Result<u32, EngineError> {
+        let compact = parts
+            .iter()
+            .map(|p| p.0.compact_revision)
+            .max()
+            .unwrap_or(0);
+        let shares = parts
+            .iter()
+            .map(|(s, start, end)| s.hash_kv_part(rev, compact, start.as_bytes(), end.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(super::combine_hash_parts(compact, rev, shares))
+    }
+
+    #[test]
+    fn a_partitioned_hash_does_not_depend_on_where_the_keys_are_cut() {
+        let ops = [
+            put("a", "1"),
+            put("m", "2"),
+            put("q", "3"),
+            del("a"),
+            put("z", "4"),
+            put("m", "5"),
+        ];
+        let whole = store_of(&ops);
+        for rev in 1..=6 {
+            let one = partitioned(&[(&whole, "", "")], rev).unwrap();
+            let mut lower = store_of(&ops);
+            let upper = lower.split_off(b"m");
+            let two = partitioned(&[(&lower, "", "m"), (&upper, "m", "")], rev).unwrap();
+            assert_eq!(one, two, "cut at m, revision {rev}");
+            let mut low = store_of(&ops);
+            let mut mid = low.split_off(b"b");
+            let high = mid.split_off(b"r");
+            let three = [(&low, "", "b"), (&mid, "b", "r"), (&high, "r", "")];
+            assert_eq!(
+                one,
+                partitioned(&three, rev).unwrap(),
+                "cut at b and r, revision {rev}"
+            );
+        }
+        // A different value anywhere shows, and a later revision differs from an earlier one.
+        let mut other = ops.clone();
+        other[2] = put("q", "X");
+        let changed = store_of(&other);
+        assert_ne!(
+            partitioned(&[(&whole, "", "")], 6).unwrap(),
+            partitioned(&[(&changed, "", "")], 6).unwrap()
+        );
+        assert_ne!(
+            partitioned(&[(&whole, "", "")], 5).unwrap(),
+            partitioned(&[(&whole, "", "")], 6).unwrap()
+        );
+        assert!(matches!(
+            partitioned(&[(&whole, "", "")], 7),
+            Err(EngineError::FutureRevision { .. })
+        ));
+        assert!(matches!(
+            partitioned(&[(&whole, "", "")], 0),
+            Err(EngineError::FutureRevision { .. })
+        ));
+    }
+
+    #[test]
+    fn a_partitioned_hash_starts_after_the_highest_compaction() {
+        let ops = [put("a", "1"), put("m", "2"), put("a", "3"), put("m", "4")];
+        let mut lower = store_of(&ops);
+        let mut upper = lower.split_off(b"m");
+        compact(&mut upper, 5, 2);
+        let cut = [(&lower, "", "m"), (&upper, "m", "")];
+        // Below the upper group's compaction: refused, not hashed from what is left.
+        assert!(matches!(
+            partitioned(&cut, 1),
+            Err(EngineError::Compacted {
+                compact_revision: 2
+            })
+        ));
+        // At or above it, the same as one store compacted there.
+        let mut whole = store_of(&ops);
+        compact(&mut whole, 5, 2);
+        for rev in 2..=4 {
+            assert_eq!(
+                partitioned(&cut, rev).unwrap(),
+                partitioned(&[(&whole, "", "")], rev).unwrap(),
+                "revision {rev}"
+            );
+        }
     }
 
     #[test]

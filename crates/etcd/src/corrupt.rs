@@ -172,7 +172,7 @@ async fn peer_hash(
         revision: i64::try_from(revision).ok()?,
     };
     for _ in 0..FUTURE_RETRIES {
-        match client.hash_kv(request.clone()).await {
+        match client.hash_kv(request).await {
             Ok(r) => {
                 let r = r.into_inner();
                 return Some((r.hash, r.compact_revision));

@@ -1684,13 +1684,11 @@ impl<E: Engine> Sim<E> {
     /// Converged replicas hold the same revision, so etcd's HashKV over it — what members
     /// compare in the node's corruption check (`synod_etcd::corrupt`) — must be equal too: a
     /// second opinion beside the rolling digest, computed from the state itself rather than
-    /// from the sequence of changes that built it.
+    /// from the sequence of changes that built it. And at a past revision (half the current
+    /// one), as the corruption check asks, among the replicas at the same compaction (a
+    /// partitioned member's answer there must not depend on its layout).
     fn check_hash_kv_agreement(&mut self) {
-        let hashes: Vec<(NodeId, synod_core::kv::KvHash)> = self
-            .nodes
-            .iter()
-            .filter_map(|s| Some((s.config.id, s.engine.as_ref()?.hash_kv(0).ok()?)))
-            .collect();
+        let hashes = self.hash_kv_of_all(0);
         if let Some((_, first)) = hashes.first()
             && hashes.iter().any(|(_, h)| h != first)
         {
@@ -1700,6 +1698,34 @@ impl<E: Engine> Sim<E> {
             );
         }
         self.hash_kv_checked = !hashes.is_empty();
+        let past = hashes.first().map_or(0, |(_, h)| h.revision / 2);
+        let at_past = if past > 0 {
+            self.hash_kv_of_all(past)
+        } else {
+            Vec::new()
+        };
+        let differ = at_past.iter().any(|(_, a)| {
+            at_past
+                .iter()
+                .any(|(_, b)| a.compact_revision == b.compact_revision && a.hash != b.hash)
+        });
+        if differ {
+            fail(
+                &mut self.failures,
+                format!(
+                    "agreement: HashKV at revision {past} differs between converged replicas \
+                     at one compaction: {at_past:?}"
+                ),
+            );
+        }
+    }
+
+    /// Each live replica's HashKV at `revision` (those that answer).
+    fn hash_kv_of_all(&self, revision: u64) -> Vec<(NodeId, synod_core::kv::KvHash)> {
+        self.nodes
+            .iter()
+            .filter_map(|s| Some((s.config.id, s.engine.as_ref()?.hash_kv(revision).ok()?)))
+            .collect()
     }
 
     // ---- end of run --------------------------------------------------------------------------

@@ -193,9 +193,13 @@ async fn lock_async(targets: &Targets, args: &LockArgs, timeout: Duration) -> Re
         lease: session.lease,
     };
     let mut locks = LockClient::new(ch);
+    // One listener for the whole call, first polled before the lock is asked for: a Ctrl-C
+    // between two `select!`s (right after the key is printed) is not lost.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     let locked = tokio::select! {
         r = locks.lock(request) => r,
-        _ = tokio::signal::ctrl_c() => {
+        _ = &mut interrupted => {
             session.close().await;
             return Ok(EXIT_INTERRUPTED);
         }
@@ -212,7 +216,7 @@ async fn lock_async(targets: &Targets, args: &LockArgs, timeout: Duration) -> Re
     let code = if args.command.is_empty() {
         println!("{key}");
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => 0,
+            _ = &mut interrupted => 0,
             () = session.lost() => {
                 eprintln!("synodctl: lost the lock {key}: its lease ended");
                 EXIT_SERVER
@@ -291,9 +295,12 @@ async fn campaign(targets: &Targets, args: &ElectArgs, timeout: Duration) -> Res
         value: value.clone().into_bytes(),
     };
     let mut election = ElectionClient::new(ch);
+    // As in `lock_async`: one listener, so a Ctrl-C right after the value is printed counts.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     let won = tokio::select! {
         r = election.campaign(request) => r,
-        _ = tokio::signal::ctrl_c() => {
+        _ = &mut interrupted => {
             session.close().await;
             return Ok(EXIT_INTERRUPTED);
         }
@@ -310,7 +317,7 @@ async fn campaign(targets: &Targets, args: &ElectArgs, timeout: Duration) -> Res
         println!("{value}");
     }
     let code = tokio::select! {
-        _ = tokio::signal::ctrl_c() => 0,
+        _ = &mut interrupted => 0,
         () = session.lost() => {
             eprintln!("synodctl: lost the leadership of {}: its lease ended", args.name);
             EXIT_SERVER
@@ -333,9 +340,11 @@ async fn observe(targets: &Targets, args: &ElectArgs, timeout: Duration) -> Resu
         .await
         .map_err(|s| fail("observe", &s))?
         .into_inner();
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(0),
+            _ = &mut interrupted => return Ok(0),
             m = stream.message() => match m {
                 Ok(Some(r)) => print_leader(r.kv.as_ref()),
                 Ok(None) => {

@@ -552,10 +552,13 @@ pub fn wait_until<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option
 }
 
 /// The synodctl binary built beside synod. `cargo test -p synod` alone does not build it (it
-/// is another package), so it is built here once with the same cargo if missing.
+/// is another package), so it is built here with the same cargo if missing or older than a
+/// synodctl source file (else a test run after a synodctl change would test the old binary).
 pub fn synodctl() -> PathBuf {
     let path = std::path::Path::new(env!("CARGO_BIN_EXE_synod")).with_file_name("synodctl");
-    if !path.is_file() {
+    let sources = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../synodctl/src");
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    if built.is_none_or(|b| newest_change(&sources).is_some_and(|s| s > b)) {
         let out = Command::new(env!("CARGO"))
             .args(["build", "-q", "-p", "synodctl"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -570,6 +573,20 @@ pub fn synodctl() -> PathBuf {
     }
     assert!(path.is_file(), "synodctl not found at {}", path.display());
     path
+}
+
+/// When a file under `dir` last changed (none readable: `None`).
+fn newest_change(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        let changed = match meta.is_dir() {
+            true => newest_change(&entry.path()),
+            false => meta.modified().ok(),
+        };
+        newest = newest.max(changed);
+    }
+    newest
 }
 
 /// etcdctl, or a loud message. CI installs it (.ci/run); a missing etcdctl fails the test unless

@@ -291,6 +291,10 @@ pub async fn compact(
 #[serde(deny_unknown_fields)]
 pub struct SplitBody {
     pub key: String,
+    /// Split even inside a `/`-directory whose keys hold leases (a lock's contenders), which
+    /// is refused otherwise.
+    #[serde(default)]
+    pub force: bool,
 }
 
 #[derive(Serialize)]
@@ -313,7 +317,9 @@ pub async fn range_split(
     if body.key.is_empty() {
         return Err(HttpError::invalid("key must not be empty"));
     }
-    let (start, end, index) = handle.split_range(body.key.clone().into_bytes()).await?;
+    let (start, end, index) = handle
+        .split_range(body.key.clone().into_bytes(), body.force)
+        .await?;
     Ok(Json(SplitReply {
         start: String::from_utf8_lossy(&start).into_owned(),
         end: String::from_utf8_lossy(&end).into_owned(),

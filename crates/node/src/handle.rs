@@ -25,6 +25,8 @@ use synod_core::kv::{KvLimits, KvStore, Op, Response, TxnOp};
 use synod_core::{Capabilities, Consistency, EngineError, EngineStatus, NodeId};
 use tokio::sync::{mpsc, oneshot, watch};
 
+mod ranges;
+
 /// One request on its way to the engine task. The runtime assigns the [`synod_core::RequestId`].
 #[derive(Debug)]
 pub struct Submission {
@@ -412,35 +414,7 @@ impl NodeHandle {
         })
     }
 
-    /// Splits the range that holds `at` there (partitioned mode): the keys from `at` on go to
-    /// a new group. Returns the range the old group keeps and the split's log index there.
-    pub async fn split_range(&self, at: Vec<u8>) -> Result<(Vec<u8>, Vec<u8>, u64), ApiError> {
-        let op = Op::Split(synod_core::kv::SplitRequest { at });
-        let r = self.execute(op, Consistency::Linearizable).await?;
-        match r.body {
-            synod_core::kv::ResponseBody::Split { start, end, index } => Ok((start, end, index)),
-            other => Err(ApiError::Unavailable(format!(
-                "the engine answered a split with {other:?}"
-            ))),
-        }
-    }
-
-    /// Merges the range that begins at `at` into the range below it (partitioned mode).
-    /// Returns the range that froze for it and the freeze's log index there; the group below
-    /// takes it over within a round trip, and requests for its keys meanwhile are refused as
-    /// a wrong group and routed again.
-    pub async fn merge_range(&self, at: Vec<u8>) -> Result<(Vec<u8>, Vec<u8>, u64), ApiError> {
-        let op = Op::Merge(synod_core::kv::MergeRequest { at });
-        let r = self.execute(op, Consistency::Linearizable).await?;
-        match r.body {
-            synod_core::kv::ResponseBody::Merge { start, end, index } => Ok((start, end, index)),
-            other => Err(ApiError::Unavailable(format!(
-                "the engine answered a merge with {other:?}"
-            ))),
-        }
-    }
-
-    fn partitioned(&self) -> bool {
+    pub(crate) fn partitioned(&self) -> bool {
         self.inner.info.engine.ends_with("-partitioned")
     }
 

@@ -970,3 +970,63 @@ fn members_are_added_promoted_and_removed_in_every_group_through_etcdctl() {
         );
     }
 }
+
+/// An operator's split inside a `/`-directory whose keys hold leases — a lock's contenders,
+/// which etcd's lock recipe reads by create revision, refused over two groups — is refused
+/// with the directory named (over HTTP: 400) and nothing split, unless forced; a split at
+/// the directory's start, or inside a directory without leases, is done.
+#[test]
+fn a_split_among_a_locks_contenders_is_refused_unless_forced() {
+    if etcdctl().is_none() {
+        return;
+    }
+    let c = partitioned("omnipaxos", None);
+    let all = c.grpc_endpoints();
+    let granted = ok(&all, &["lease", "grant", "60"]);
+    let id = granted
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("a lease id: {granted}"))
+        .to_string();
+    // Group 1 owns [c, m): both directories are in it.
+    for k in ["door/1", "door/2"] {
+        ok(&all, &["put", k, "held", &format!("--lease={id}")]);
+    }
+    for k in ["dir/1", "dir/2"] {
+        ok(&all, &["put", k, "plain"]);
+    }
+    let out = Command::new(synodctl())
+        .args([
+            "--endpoints",
+            &c.http_endpoints(),
+            "range",
+            "split",
+            "door/2",
+        ])
+        .output()
+        .expect("synodctl");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "split among leased keys done");
+    assert!(
+        said.contains(r#"falls inside "door/""#) && said.contains("force"),
+        "the refusal names the directory and the way out: {said}"
+    );
+    let http = common::curl(&c.url(2, "/v1/ranges/split"), Some(r#"{"key":"door/2"}"#));
+    assert_eq!(
+        http["error"]["code"], "invalid_request",
+        "over HTTP too: {http}"
+    );
+    let starts = |id| c.range_starts(id).unwrap_or_default();
+    assert_eq!(starts(1), ["", "c", "m", "t"], "nothing split");
+    synodctl_ok(&c, &["range", "split", "dir/2"]);
+    synodctl_ok(&c, &["range", "split", "door/"]);
+    synodctl_ok(&c, &["range", "split", "door/2", "--force"]);
+    wait_until(
+        Duration::from_secs(10),
+        "the three splits on member 3",
+        || {
+            let want = ["", "c", "dir/2", "door/", "door/2", "m", "t"];
+            (starts(3) == want).then_some(())
+        },
+    );
+}

@@ -172,8 +172,14 @@ pub enum RangeCommand {
     /// One row per range (one row for an unpartitioned cluster).
     List,
     /// Split the range holding KEY at KEY: the keys from KEY on move to a new group on the
-    /// same members (partitioned clusters).
-    Split { key: String },
+    /// same members (partitioned clusters). A KEY inside a `/`-directory whose keys on both
+    /// sides hold leases (a lock's or an election's contenders) is refused unless --force.
+    Split {
+        key: String,
+        /// Split even inside a directory of leased keys.
+        #[arg(long)]
+        force: bool,
+    },
     /// Merge the range beginning at KEY into the range below it: the group that held it
     /// stops, and the group below takes over its keys (partitioned clusters).
     Merge { key: String },

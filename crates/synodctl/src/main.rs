@@ -155,9 +155,9 @@ pub fn run_command(
             let a = client.send(&Request::new(Method::GET, "/v1/status".into()))?;
             emit(out, output::ranges(format, &a.body));
         }
-        Command::Range(args::RangeCommand::Split { key }) => {
-            let req =
-                Request::new(Method::POST, "/v1/ranges/split".into()).body(json!({ "key": key }));
+        Command::Range(args::RangeCommand::Split { key, force }) => {
+            let body = json!({ "key": key, "force": force });
+            let req = Request::new(Method::POST, "/v1/ranges/split".into()).body(body);
             let a = client.send(&req)?;
             emit(out, output::range_split(format, &a.body));
         }

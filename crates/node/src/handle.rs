@@ -414,7 +414,7 @@ impl NodeHandle {
         })
     }
 
-    pub(crate) fn partitioned(&self) -> bool {
+    fn partitioned(&self) -> bool {
         self.inner.info.engine.ends_with("-partitioned")
     }
 

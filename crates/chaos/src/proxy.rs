@@ -808,6 +808,7 @@ mod tests {
             data_id: 0,
             probe: false,
             replace_data_id: false,
+            question: None,
         }
     }
 

@@ -3,8 +3,11 @@
 //! them applied, and raises its CORRUPT alarm when it is the odd one out.
 //!
 //! One round:
-//! 1. ask every other voter of the configuration this member applied (at its client gRPC
-//!    address) for its status: the revision it applied;
+//! 1. ask every other voter of the configuration this member applied for the revision it
+//!    applied — over the peer port (`synod_node::transport::ask`), as etcd asks over its peer
+//!    URLs: a member has no user for its peers' client APIs when auth is on, nor a client
+//!    certificate when they demand one (until 2026-12-05 it asked there, and with auth or
+//!    client TLS on the check compared nothing);
 //! 2. take R = the lowest of those and this member's own revision — every answering member has
 //!    applied R, so their histories up to R must be equal;
 //! 3. hash this member's history up to R and ask each peer for its HashKV(R); a peer whose
@@ -19,15 +22,10 @@
 //! (etcd raises a cluster-wide alarm instead; Synod's alarms are member-local.) A round that
 //! cannot reach enough peers, or finds R compacted meanwhile, decides nothing.
 
-use crate::pb::etcdserverpb as pb;
-use crate::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use std::time::Duration;
-use synod_core::{ERR_FUTURE_REV, EngineError};
+use synod_core::EngineError;
+use synod_node::transport::{PeerAnswer, PeerQuestion};
 use synod_node::{ApiError, NodeHandle};
-use tonic::transport::Endpoint;
-
-/// How long one peer may take to answer one call of a round.
-const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// A HashKV at a revision "in the future" is asked again this many times, this far apart: a
 /// partitioned member answers one only once every group of it reached (closed) the revision,
 /// which the groups behind do within a close interval (50 ms) of the others' writes.
@@ -52,7 +50,7 @@ pub async fn run(handle: NodeHandle, every: Duration) {
 struct PeerHash {
     id: u64,
     hash: u32,
-    compact_revision: i64,
+    compact_revision: u64,
 }
 
 /// One round (see the module doc). Returns whether this member's alarm is raised after it.
@@ -68,30 +66,27 @@ pub async fn check_once(handle: &NodeHandle) -> bool {
         .configuration
         .members
         .iter()
-        .filter(|p| p.id != me && !p.learner && !p.grpc_addr.is_empty())
-        .map(|p| (p.id, p.grpc_addr.clone()))
+        .filter(|p| p.id != me && !p.learner && !p.peer_addr.is_empty())
+        .map(|p| (p.id, p.peer_addr.clone()))
         .collect();
-    let mut clients = Vec::new();
+    let mut reached = Vec::new();
     let mut revision = status.engine.revision;
     for (id, addr) in peers {
-        let Some(mut client) = connect(&addr).await else {
-            continue;
-        };
-        let Some(rev) = peer_revision(&mut client).await else {
+        let Some(rev) = peer_revision(handle, id, &addr).await else {
             continue;
         };
         revision = revision.min(rev);
-        clients.push((id, client));
+        reached.push((id, addr));
     }
-    if revision == 0 || clients.is_empty() {
+    if revision == 0 || reached.is_empty() {
         return m.corrupt();
     }
     let Some(mine) = own_hash(handle, revision).await else {
         return m.corrupt();
     };
     let mut answers = Vec::new();
-    for (id, client) in &mut clients {
-        if let Some((hash, compact_revision)) = peer_hash(client, revision).await {
+    for (id, addr) in &reached {
+        if let Some((hash, compact_revision)) = peer_hash(handle, *id, addr, revision).await {
             answers.push(PeerHash {
                 id: *id,
                 hash,
@@ -101,7 +96,7 @@ pub async fn check_once(handle: &NodeHandle) -> bool {
     }
     let comparable: Vec<&PeerHash> = answers
         .iter()
-        .filter(|a| u64::try_from(a.compact_revision).ok() == Some(mine.compact_revision))
+        .filter(|a| a.compact_revision == mine.compact_revision)
         .collect();
     let differing: Vec<String> = comparable
         .iter()
@@ -150,37 +145,40 @@ async fn own_hash(handle: &NodeHandle, revision: u64) -> Option<synod_core::kv::
     None
 }
 
-async fn connect(addr: &str) -> Option<MaintenanceClient<tonic::transport::Channel>> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .ok()?
-        .connect_timeout(PEER_CALL_TIMEOUT)
-        .timeout(PEER_CALL_TIMEOUT);
-    let channel = endpoint.connect().await.ok()?;
-    Some(MaintenanceClient::new(channel))
+/// The revision member `id` (peer port `addr`) applied; `None` if it does not answer.
+async fn peer_revision(handle: &NodeHandle, id: u64, addr: &str) -> Option<u64> {
+    match handle.ask_peer(id, addr, PeerQuestion::Revision).await {
+        Ok(PeerAnswer::Revision(r)) => Some(r),
+        Ok(other) => {
+            tracing::debug!(peer = id, answer = ?other, "corruption check: no revision");
+            None
+        }
+        Err(e) => {
+            tracing::debug!(peer = id, error = %e, "corruption check: peer unreachable");
+            None
+        }
+    }
 }
 
-async fn peer_revision(client: &mut MaintenanceClient<tonic::transport::Channel>) -> Option<u64> {
-    let status = client.status(pb::StatusRequest {}).await.ok()?.into_inner();
-    u64::try_from(status.header?.revision).ok()
-}
-
-async fn peer_hash(
-    client: &mut MaintenanceClient<tonic::transport::Channel>,
-    revision: u64,
-) -> Option<(u32, i64)> {
-    let request = pb::HashKvRequest {
-        revision: i64::try_from(revision).ok()?,
-    };
+/// Member `id`'s HashKV at `revision` and its compact revision, asked again while it has not
+/// reached the revision; `None` if it does not answer.
+async fn peer_hash(handle: &NodeHandle, id: u64, addr: &str, revision: u64) -> Option<(u32, u64)> {
+    let question = PeerQuestion::HashKv { revision };
     for _ in 0..FUTURE_RETRIES {
-        match client.hash_kv(request).await {
-            Ok(r) => {
-                let r = r.into_inner();
-                return Some((r.hash, r.compact_revision));
+        match handle.ask_peer(id, addr, question.clone()).await {
+            Ok(PeerAnswer::HashKv {
+                hash,
+                compact_revision,
+            }) => return Some((hash, compact_revision)),
+            Ok(PeerAnswer::FutureRevision) => tokio::time::sleep(FUTURE_RETRY_PAUSE).await,
+            Ok(other) => {
+                tracing::debug!(peer = id, answer = ?other, "corruption check: no HashKV");
+                return None;
             }
-            Err(s) if s.code() == tonic::Code::OutOfRange && s.message() == ERR_FUTURE_REV => {
-                tokio::time::sleep(FUTURE_RETRY_PAUSE).await;
+            Err(e) => {
+                tracing::debug!(peer = id, error = %e, "corruption check: peer unreachable");
+                return None;
             }
-            Err(_) => return None,
         }
     }
     None

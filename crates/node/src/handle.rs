@@ -214,6 +214,8 @@ struct Inner {
     transfer: Option<mpsc::Sender<crate::transfer::TransferRequest>>,
     /// Who may do what (`auth.rs`): the applied auth state and this member's tokens.
     auth: Arc<AuthGate>,
+    /// Questions to peers over their peer ports; `None` on a node without a transport.
+    peers: Option<crate::transport::PeerAsker>,
 }
 
 impl NodeHandle {
@@ -246,6 +248,7 @@ impl NodeHandle {
                 maintenance: None,
                 transfer: None,
                 auth: Arc::default(),
+                peers: None,
             }),
         }
     }
@@ -277,6 +280,24 @@ impl NodeHandle {
     /// This handle with leader transfers sent to the engine thread over `tx`.
     pub fn with_leader_transfer(self, tx: mpsc::Sender<crate::transfer::TransferRequest>) -> Self {
         self.with(|i| i.transfer = Some(tx))
+    }
+
+    /// This handle asking peers questions with `asker` (the corruption check).
+    pub fn with_peer_asker(self, asker: crate::transport::PeerAsker) -> Self {
+        self.with(|i| i.peers = Some(asker))
+    }
+
+    /// Asks member `peer` (at its peer address `addr`) a question over the peer port.
+    pub async fn ask_peer(
+        &self,
+        peer: NodeId,
+        addr: &str,
+        question: crate::transport::PeerQuestion,
+    ) -> Result<crate::transport::PeerAnswer, String> {
+        match &self.inner.peers {
+            Some(asker) => asker.ask(peer, addr, question).await,
+            None => Err("this node has no peer transport".into()),
+        }
     }
 
     /// This handle with auth decided by `gate` (the one the engine thread keeps up to date).

@@ -42,7 +42,10 @@ use crate::config::{ConfigError, NodeConfig};
 use crate::handle::{NodeHandle, NodeInfo, NodeStatus, Submission};
 use crate::metrics::Metrics;
 use crate::storage::{AppendError, DataDir, StorageError, Wal, WalOptions, quarantine};
-use crate::transport::{PROBE_MS_MAX, Transport, TransportIdentity, TransportStopper, probe_peers};
+use crate::transport::{
+    Answerer, PROBE_MS_MAX, PeerAnswer, PeerQuestion, Transport, TransportIdentity,
+    TransportStopper, probe_peers,
+};
 use crate::watch::{HistoryQuery, WatchHubs};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -355,7 +358,13 @@ pub async fn start_engine<E: Engine>(
             .with_auth(auth.clone())
             .with_watch_hubs(hubs.clone())
             .with_maintenance(Arc::new(crate::backup::Maintenance::new(maintenance_tx)))
-            .with_leader_transfer(transfer_tx);
+            .with_leader_transfer(transfer_tx)
+            .with_peer_asker(crate::transport::PeerAsker::new(
+                id,
+                cluster_id,
+                cluster.effective_transport(),
+            ));
+    transport.set_answerer(answerer(handle.clone()));
 
     // Distinct per boot of this directory, and (by its data id) per directory: a member whose
     // directory was wiped or quarantined counts boots from 1 again, and must not reuse the
@@ -469,6 +478,30 @@ impl Drop for EngineRuntime {
 /// (the replicated truth once there is one), else the cluster file's list (a new cluster's
 /// bootstrap members, or the members a joining node contacts). A configuration member without
 /// an address (an engine that knows only ids while joining) takes the file's, if it has one.
+/// Answers peers' questions (the corruption check's) from this member's own state, as its
+/// client APIs would but without their auth and client-TLS requirements: only members of this
+/// cluster reach the peer port.
+fn answerer(handle: NodeHandle) -> Answerer {
+    Arc::new(move |question| {
+        let handle = handle.clone();
+        Box::pin(async move {
+            match question {
+                PeerQuestion::Revision => PeerAnswer::Revision(handle.status().engine.revision),
+                PeerQuestion::HashKv { revision } => match handle.hash_kv(revision).await {
+                    Ok(h) => PeerAnswer::HashKv {
+                        hash: h.hash,
+                        compact_revision: h.compact_revision,
+                    },
+                    Err(crate::handle::ApiError::Engine(EngineError::FutureRevision {
+                        ..
+                    })) => PeerAnswer::FutureRevision,
+                    Err(e) => PeerAnswer::Unavailable(e.to_string()),
+                },
+            }
+        })
+    })
+}
+
 fn startup_peers(cfg: &NodeConfig, recovered: &Configuration) -> Vec<(NodeId, String)> {
     let file: Vec<(NodeId, String)> = cfg
         .cluster

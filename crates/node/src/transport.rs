@@ -83,10 +83,13 @@ use tokio::runtime::Handle;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 
+pub mod ask;
+pub use ask::{Answerer, PeerAnswer, PeerAsker, PeerQuestion};
+
 /// Version of the frame payload encoding. Bump on any incompatible change to [`Hello`],
 /// [`HelloReply`] or an engine's `Message` (3: protocol messages and snapshots carry the
-/// configuration epoch; learner and catch-up messages).
-pub const WIRE_VERSION: u8 = 3;
+/// configuration epoch; learner and catch-up messages; 4: peer questions).
+pub const WIRE_VERSION: u8 = 4;
 
 /// Identifies our protocol before anything else is believed.
 pub const MAGIC: [u8; 4] = *b"SYND";
@@ -104,6 +107,8 @@ pub struct Hello {
     pub probe: bool,
     /// The operator allowed this member to rejoin with a wiped directory: replace the record.
     pub replace_data_id: bool,
+    /// Only ask this question, then close ([`ask`]).
+    pub question: Option<PeerQuestion>,
 }
 
 /// The acceptor's answer to a [`Hello`].
@@ -115,6 +120,8 @@ pub enum HelloReply {
     Probe {
         recorded_data_id: Option<u64>,
     },
+    /// The answer to a question.
+    Answer(PeerAnswer),
 }
 
 /// Who this node's data is, for the data-id checks of the handshake.
@@ -349,6 +356,8 @@ struct Shared {
     links: Mutex<BTreeMap<NodeId, Arc<PeerLink>>>,
     /// Peer TLS, when configured.
     tls: Option<PeerTls>,
+    /// Answers peers' questions, once the node set it ([`Transport::set_answerer`]).
+    answerer: std::sync::OnceLock<Answerer>,
 }
 
 /// Both ends of peer TLS, built once at start (the certificate reloads by itself).
@@ -496,6 +505,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
             readers,
             links: Mutex::new(BTreeMap::new()),
             tls,
+            answerer: std::sync::OnceLock::new(),
         });
         let tasks = vec![tokio::spawn(accept_loop::<M>(
             listener,
@@ -692,6 +702,11 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
             .filter(|(_, p)| p.link.connected.load(Ordering::Relaxed))
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// Answers peers' questions with `answerer` from now on (before: "starting"). Once.
+    pub fn set_answerer(&self, answerer: Answerer) {
+        let _ = self.shared.answerer.set(answerer);
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -895,6 +910,10 @@ where
     let identity = shared.identity.as_ref();
     let refusal = match (refusal, identity) {
         (Some(r), _) => Some(r),
+        (None, _) if let Some(question) = hello.question.clone() => {
+            ask::answer(write, shared, question).await;
+            return Ok(None);
+        }
         (None, _) if hello.probe => {
             let recorded_data_id = identity.and_then(|i| i.peers.recorded(hello.from));
             let reply = HelloReply::Probe { recorded_data_id };
@@ -1097,6 +1116,7 @@ async fn probe_one(
             data_id,
             probe: true,
             replace_data_id: false,
+            question: None,
         };
         let reply = match connect(addr, tls).await? {
             Dialed::Plain(mut s) => exchange_hello(&mut s, &hello, cfg.frame_bytes_max).await?,
@@ -1105,7 +1125,9 @@ async fn probe_one(
         match reply {
             HelloReply::Probe { recorded_data_id } => Ok(recorded_data_id),
             HelloReply::Refused(reason) => Err(format!("peer refused the probe: {reason}")),
-            HelloReply::Accepted => Err("peer answered a probe with Accepted".into()),
+            HelloReply::Accepted | HelloReply::Answer(_) => {
+                Err(format!("peer answered a probe with {reply:?}"))
+            }
         }
     };
     tokio::time::timeout(timeout, exchange)
@@ -1190,6 +1212,7 @@ async fn dial(peer: NodeId, addr: &str, shared: &Shared) -> Result<Dialed, Strin
             data_id: shared.identity.as_ref().map(|i| i.data_id).unwrap_or(0),
             probe: false,
             replace_data_id: shared.identity.as_ref().is_some_and(|i| i.replace_data_id),
+            question: None,
         };
         let max = shared.cfg.frame_bytes_max;
         let reply = match &mut dialed {
@@ -1199,7 +1222,9 @@ async fn dial(peer: NodeId, addr: &str, shared: &Shared) -> Result<Dialed, Strin
         match reply {
             HelloReply::Accepted => Ok(dialed),
             HelloReply::Refused(reason) => Err(format!("peer refused us: {reason}")),
-            HelloReply::Probe { .. } => Err("peer answered a hello as a probe".into()),
+            HelloReply::Probe { .. } | HelloReply::Answer(_) => {
+                Err(format!("peer answered a hello with {reply:?}"))
+            }
         }
     };
     tokio::time::timeout(timeout, handshake)

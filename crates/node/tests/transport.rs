@@ -7,7 +7,8 @@ use synod_core::NodeId;
 use synod_node::Metrics;
 use synod_node::config::TransportConfig;
 use synod_node::transport::{
-    Hello, HelloReply, MAGIC, Transport, decode_payload, encode_frame, read_frame,
+    Hello, HelloReply, MAGIC, PeerAnswer, PeerAsker, PeerQuestion, Transport, decode_payload,
+    encode_frame, read_frame,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -135,6 +136,7 @@ async fn wrong_cluster_and_unknown_members_are_refused() {
         data_id: 0,
         probe: false,
         replace_data_id: false,
+        question: None,
     };
     let cases = [
         (
@@ -235,6 +237,7 @@ async fn garbage_and_oversized_frames_close_the_connection_and_listener_keeps_se
         data_id: 0,
         probe: false,
         replace_data_id: false,
+        question: None,
     };
     let (mut s, reply) = hello_exchange(addr, &good).await;
     assert_eq!(reply, HelloReply::Accepted);
@@ -439,6 +442,7 @@ async fn set_members_adds_and_drops_peers() {
         data_id: 0,
         probe: false,
         replace_data_id: false,
+        question: None,
     };
     let (mut s, reply) = hello_exchange(aa, &hello).await;
     match reply {
@@ -449,4 +453,48 @@ async fn set_members_adds_and_drops_peers() {
         other => panic!("a removed member was not refused: {other:?}"),
     }
     assert_closed(&mut s).await;
+}
+
+/// A member's question (the corruption check's) is answered by what the node set, and the
+/// connection closed; before the node set anything, "starting"; a stranger's or another
+/// cluster's question is refused as its hello would be.
+#[tokio::test]
+async fn questions_from_members_are_answered_and_strangers_refused() {
+    let l = bind().await;
+    let addr = l.local_addr().unwrap().to_string();
+    let node = start(1, CLUSTER, l, vec![(2, "127.0.0.1:1".into())], cfg());
+    let member = PeerAsker::new(2, CLUSTER, cfg());
+    let early = member.ask(1, &addr, PeerQuestion::Revision).await;
+    assert!(matches!(early, Ok(PeerAnswer::Unavailable(_))), "{early:?}");
+    node.t.set_answerer(Arc::new(|q| {
+        Box::pin(async move {
+            match q {
+                PeerQuestion::Revision => PeerAnswer::Revision(42),
+                PeerQuestion::HashKv { revision } => PeerAnswer::HashKv {
+                    hash: revision as u32 + 1,
+                    compact_revision: 7,
+                },
+            }
+        })
+    }));
+    let revision = member.ask(1, &addr, PeerQuestion::Revision).await;
+    assert_eq!(revision, Ok(PeerAnswer::Revision(42)));
+    let hash = member
+        .ask(1, &addr, PeerQuestion::HashKv { revision: 9 })
+        .await;
+    let want = PeerAnswer::HashKv {
+        hash: 10,
+        compact_revision: 7,
+    };
+    assert_eq!(hash, Ok(want));
+    for (asker, why) in [
+        (PeerAsker::new(9, CLUSTER, cfg()), "unknown member 9"),
+        (PeerAsker::new(2, 0xbad, cfg()), "wrong cluster"),
+    ] {
+        let refused = asker.ask(1, &addr, PeerQuestion::Revision).await;
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains(why)),
+            "{refused:?} should say {why:?}"
+        );
+    }
 }

@@ -16,6 +16,11 @@ use synod_node::ClusterConfig;
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Runs etcdctl to its end and returns stdout; panics with its output on failure.
+/// [`ctl`] under another name, for where a closure shadows it.
+fn super_ctl(etcdctl: &Path, endpoints: &str, args: &[&str]) -> String {
+    ctl(etcdctl, endpoints, args)
+}
+
 fn ctl(etcdctl: &Path, endpoints: &str, args: &[&str]) -> String {
     let mut cmd = etcdctl_command(etcdctl, endpoints);
     cmd.args(args);
@@ -369,22 +374,44 @@ fn hashkv_is_equal_on_every_member_after_writes_deletes_and_compaction() {
 
 #[test]
 fn a_member_whose_state_diverges_raises_corrupt_and_refuses_service() {
-    diverging_member_raises_corrupt(&|cfg| cfg.corrupt_check_ms = 300);
+    diverging_member_raises_corrupt(&|cfg| cfg.corrupt_check_ms = 300, false);
+}
+
+/// The same with auth on: the check asks its peers over the peer port, not their client APIs
+/// (which want a root user the member does not have; there it compared nothing).
+#[test]
+fn a_member_whose_state_diverges_raises_corrupt_with_auth_on() {
+    diverging_member_raises_corrupt(&|cfg| cfg.corrupt_check_ms = 300, true);
 }
 
 /// The same on four groups: the check compares HashKV at a revision every member reached,
 /// which a partitioned member answers once each of its groups reached it, whatever its layout.
 #[test]
 fn a_member_whose_state_diverges_raises_corrupt_and_refuses_service_partitioned() {
-    diverging_member_raises_corrupt(&|cfg| {
-        cfg.corrupt_check_ms = 300;
-        cfg.partition.split_keys = ["c", "m", "t"].map(String::from).to_vec();
-    });
+    diverging_member_raises_corrupt(
+        &|cfg| {
+            cfg.corrupt_check_ms = 300;
+            cfg.partition.split_keys = ["c", "m", "t"].map(String::from).to_vec();
+        },
+        false,
+    );
 }
 
-fn diverging_member_raises_corrupt(tweak: &dyn Fn(&mut ClusterConfig)) {
+fn diverging_member_raises_corrupt(tweak: &dyn Fn(&mut ClusterConfig), auth: bool) {
     let Some(etcdctl) = etcdctl() else { return };
     let mut c = Cluster::start_configured(3, "omnipaxos", tweak);
+    let user: &[&str] = if auth {
+        &["--user", "root:rootpw"]
+    } else {
+        &[]
+    };
+    let ctl =
+        |etcdctl: &Path, addr: &str, args: &[&str]| ctl(etcdctl, addr, &[args, user].concat());
+    if auth {
+        let all = c.grpc_endpoints();
+        super_ctl(&etcdctl, &all, &["user", "add", "root:rootpw"]);
+        super_ctl(&etcdctl, &all, &["auth", "enable"]);
+    }
     // n3 comes back applying every put with its value altered: its memory or disk "rots".
     c.kill(3);
     c.restart_with(3, &["--plant-bug", "divergent-apply"]);
@@ -414,7 +441,7 @@ fn diverging_member_raises_corrupt(tweak: &dyn Fn(&mut ClusterConfig)) {
     // n3 refuses reads and writes with etcd's error.
     for args in [&["get", "k0"][..], &["put", "k9", "x"][..]] {
         let mut cmd = etcdctl_command(&etcdctl, &n3);
-        cmd.args(args);
+        cmd.args(args).args(user);
         let (status, out, err) = run_with_deadline(cmd, DEADLINE);
         assert!(!status.success(), "n3 served {args:?}: {out}");
         assert!(err.contains("corrupt cluster"), "{args:?}: {err}");

@@ -142,6 +142,7 @@ fn a_peer_claiming_an_unknown_member_id_or_another_cluster_is_refused() {
                 data_id: 7,
                 probe: false,
                 replace_data_id: false,
+                question: None,
             },
         ),
         (
@@ -154,6 +155,7 @@ fn a_peer_claiming_an_unknown_member_id_or_another_cluster_is_refused() {
                 data_id: 7,
                 probe: false,
                 replace_data_id: false,
+                question: None,
             },
         ),
     ];

@@ -504,3 +504,50 @@ fn synod_dev_tls_prints_commands_that_work() {
     });
     assert!(status.success(), "synod dev exited with {status}");
 }
+
+/// The periodic corruption check on a cluster whose client ports demand a certificate: a
+/// member asks its peers over the peer port (peer TLS), so the member whose state diverged
+/// raises CORRUPT (until 2026-12-05 it dialled its peers' client ports in plain text, and with
+/// client TLS on it compared nothing).
+#[test]
+fn the_corruption_check_works_behind_client_and_peer_tls() {
+    let Some(etcdctl) = common::etcdctl() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = Certs::generate(tmp.path().join("ca"), "synod test CA");
+    let tweak = |cfg: &mut ClusterConfig| {
+        let t = &mut cfg.tls;
+        t.cert_file = Some(ca.server().0);
+        t.key_file = Some(ca.server().1);
+        t.trusted_ca_file = Some(ca.ca());
+        t.client_cert_auth = true;
+        t.peer_cert_file = Some(ca.server().0);
+        t.peer_key_file = Some(ca.server().1);
+        t.peer_trusted_ca_file = Some(ca.ca());
+        t.peer_client_cert_auth = true;
+        t.peer_cert_allowed_cn = Some("synod".into());
+        cfg.corrupt_check_ms = 300;
+    };
+    let side = ClientSide {
+        http: https_client(&ca.ca(), &ca.client()),
+        scheme: "https",
+    };
+    let mut c = Cluster::start_tls(3, "omnipaxos", &tweak, side);
+    // n3 comes back applying every put with its value altered.
+    c.kill(3);
+    c.restart_with(3, &["--plant-bug", "divergent-apply"]);
+    c.wait_all_reach_leader(DEADLINE);
+    let tls = ca.flags();
+    let (n1, n3) = (c.member(1).grpc_addr.clone(), c.member(3).grpc_addr.clone());
+    for i in 0..5 {
+        etcdctl_ok(&c, &etcdctl, &n1, &tls, &["put", &format!("k{i}"), "value"]);
+    }
+    wait_until(DEADLINE, "alarm:CORRUPT on n3", || {
+        let out = etcdctl_ok(&c, &etcdctl, &n3, &tls, &["alarm", "list"]);
+        out.contains("alarm:CORRUPT").then_some(())
+    });
+    assert!(c.log(3).contains("CORRUPT alarm raised"), "{}", c.log(3));
+    let healthy = etcdctl_ok(&c, &etcdctl, &n1, &tls, &["alarm", "list"]);
+    assert_eq!(healthy, "", "the healthy majority raises nothing");
+}

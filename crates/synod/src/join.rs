@@ -23,6 +23,8 @@ use synod_core::membership::{Member, MemberChange};
 use synod_node::joined::JoinRecord;
 use synod_node::{ClusterConfig, MemberConfig, NodeHandle};
 
+use crate::member_http::MemberHttp;
+
 /// How long discovery keeps asking the `--join` endpoints before giving up.
 const DISCOVERY_MS_MAX: u64 = 30_000;
 /// Pause between rounds over the endpoints.
@@ -46,10 +48,7 @@ pub async fn discover(
     me: &Joiner,
     settings: ClusterConfig,
 ) -> anyhow::Result<JoinRecord> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .context("HTTP client")?;
+    let http = MemberHttp::new(&settings.tls.client(), Duration::from_secs(5))?;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(DISCOVERY_MS_MAX);
     loop {
         let mut last = String::new();
@@ -68,16 +67,11 @@ pub async fn discover(
 }
 
 /// `/v1/status` and `/v1/members` of one endpoint.
-async fn ask(http: &reqwest::Client, endpoint: &str) -> anyhow::Result<(Value, Value)> {
-    let base = if endpoint.contains("://") {
-        endpoint.trim_end_matches('/').to_string()
-    } else {
-        format!("http://{endpoint}")
-    };
+async fn ask(http: &MemberHttp, endpoint: &str) -> anyhow::Result<(Value, Value)> {
     let get = |path: &str| {
-        let url = format!("{base}{path}");
+        let url = http.url(endpoint, path);
         async move {
-            let r = http.get(&url).send().await?.error_for_status()?;
+            let r = http.client().get(&url).send().await?.error_for_status()?;
             r.json::<Value>().await
         }
     };
@@ -175,10 +169,10 @@ enum Published {
 /// Waits until this node applied a configuration that contains it, then proposes its name
 /// and client addresses there if they differ (see the module doc). Ends when done, or at once
 /// on a bootstrap member whose engine keeps no configuration (CASPaxos).
-pub async fn publish(handle: NodeHandle, me: MemberConfig, joined: bool) {
+pub async fn publish(handle: NodeHandle, me: MemberConfig, joined: bool, http: MemberHttp) {
     let mut failures: u32 = 0;
     loop {
-        match publish_once(&handle, &me).await {
+        match publish_once(&handle, &me, &http).await {
             Published::Done => return,
             Published::NotYet if !joined && handle.members().1.is_none() => return,
             Published::NotYet => {}
@@ -194,7 +188,7 @@ pub async fn publish(handle: NodeHandle, me: MemberConfig, joined: bool) {
     }
 }
 
-async fn publish_once(handle: &NodeHandle, me: &MemberConfig) -> Published {
+async fn publish_once(handle: &NodeHandle, me: &MemberConfig, http: &MemberHttp) -> Published {
     let (members, version) = handle.members();
     let Some(listed) = members.iter().find(|m| m.id == me.id) else {
         return Published::NotYet;
@@ -221,7 +215,7 @@ async fn publish_once(handle: &NodeHandle, me: &MemberConfig) -> Published {
         .filter(|m| m.id != me.id && !m.learner && !m.http_addr.is_empty())
         .map(|m| m.http_addr.clone())
         .collect();
-    match propose_update(handle, change, &others).await {
+    match propose_update(handle, change, &others, http).await {
         Ok(()) => {
             tracing::info!(member = me.id, "published client addresses");
             Published::Done
@@ -236,6 +230,7 @@ async fn propose_update(
     handle: &NodeHandle,
     change: MemberChange,
     others: &[String],
+    http: &MemberHttp,
 ) -> anyhow::Result<()> {
     // The update is idempotent, so after any failure here (a learner knows no leader, a
     // joining CASPaxos node cannot coordinate yet) another member may propose it again.
@@ -248,16 +243,13 @@ async fn propose_update(
     let MemberChange::Update(m) = change else {
         anyhow::bail!("only updates are published");
     };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
     let body = serde_json::json!({
         "name": m.name, "http_addr": m.http_addr, "grpc_addr": m.grpc_addr,
     });
     let mut last = local;
     for addr in others {
-        let url = format!("http://{addr}/v1/members/{}", m.id);
-        match http.put(&url).json(&body).send().await {
+        let url = http.url(addr, &format!("/v1/members/{}", m.id));
+        match http.client().put(&url).json(&body).send().await {
             Ok(r) if r.status().is_success() => return Ok(()),
             Ok(r) => last = format!("{url}: {}", r.text().await.unwrap_or_default()),
             Err(e) => last = format!("{url}: {e}"),

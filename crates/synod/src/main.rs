@@ -5,6 +5,7 @@
 mod certs;
 mod dev;
 mod join;
+mod member_http;
 mod rejoin;
 mod restore;
 mod server;

@@ -30,6 +30,8 @@ use synod_node::joined::JoinRecord;
 use synod_node::runtime::NodeError;
 use synod_node::{MemberConfig, NodeConfig, NodeHandle};
 
+use crate::member_http::MemberHttp;
+
 /// Longest one step (remove, add) is retried.
 const STEP_MS_MAX: u64 = 60_000;
 /// One request's timeout, and how often a step's request is sent again.
@@ -56,7 +58,7 @@ struct Listed {
 
 /// The HTTP side of the rejoin: whom to ask, and how.
 struct Operator {
-    http: reqwest::Client,
+    http: MemberHttp,
     /// HTTP host:port of members to ask (grows as configurations list more).
     endpoints: Vec<String>,
     /// This node's own HTTP address, never asked.
@@ -68,7 +70,7 @@ impl Operator {
     async fn configuration(&mut self) -> Option<Vec<Listed>> {
         let mut best: Option<(u64, Vec<Listed>)> = None;
         for ep in &self.endpoints {
-            let Some(v) = self.get(&format!("http://{ep}/v1/members")).await else {
+            let Some(v) = self.get(&self.http.url(ep, "/v1/members")).await else {
                 continue;
             };
             let version = v["version"].as_u64().unwrap_or(0);
@@ -93,7 +95,7 @@ impl Operator {
     }
 
     async fn get(&self, url: &str) -> Option<Value> {
-        let r = self.http.get(url).send().await.ok()?;
+        let r = self.http.client().get(url).send().await.ok()?;
         r.json::<Value>().await.ok()
     }
 
@@ -104,7 +106,8 @@ impl Operator {
             return;
         }
         let ep = &self.endpoints[attempt % self.endpoints.len()];
-        let mut req = self.http.request(method, format!("http://{ep}{path}"));
+        let url = self.http.url(ep, path);
+        let mut req = self.http.client().request(method, url);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -168,9 +171,10 @@ pub async fn rejoin(cfg: &NodeConfig) -> anyhow::Result<JoinRecord> {
         bail!("the epaxos engine has no membership change, so a wiped member cannot rejoin");
     }
     let mut op = Operator {
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
-            .build()?,
+        http: MemberHttp::new(
+            &cfg.cluster.tls.client(),
+            Duration::from_millis(REQUEST_TIMEOUT_MS),
+        )?,
         endpoints: cfg
             .cluster
             .members
@@ -228,13 +232,7 @@ pub async fn rejoin(cfg: &NodeConfig) -> anyhow::Result<JoinRecord> {
 
 /// Promotes this learner (re-added after a wipe) once it has caught up: through the voters'
 /// HTTP APIs, since a learner knows no leader to forward to. Runs until done or removed.
-pub async fn promote_self(handle: NodeHandle, me: NodeId) {
-    let Ok(http) = reqwest::Client::builder()
-        .timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
-        .build()
-    else {
-        return;
-    };
+pub async fn promote_self(handle: NodeHandle, me: NodeId, http: MemberHttp) {
     let mut attempts: u32 = 0;
     loop {
         let (members, version) = handle.members();
@@ -254,8 +252,8 @@ pub async fn promote_self(handle: NodeHandle, me: NodeId) {
                 .collect();
             if !voters.is_empty() {
                 let ep = voters[attempts as usize % voters.len()];
-                let url = format!("http://{ep}/v1/members/{me}/promote");
-                let answer = match http.post(&url).send().await {
+                let url = http.url(ep, &format!("/v1/members/{me}/promote"));
+                let answer = match http.client().post(&url).send().await {
                     Ok(r) => r.text().await.unwrap_or_default(),
                     Err(e) => e.to_string(),
                 };

@@ -4,6 +4,7 @@
 //! file (see `join.rs`); after that its data directory holds what it needs.
 
 use crate::join::{self, Joiner};
+use crate::member_http::MemberHttp;
 use crate::rejoin;
 use clap::Args;
 use std::path::PathBuf;
@@ -274,10 +275,12 @@ async fn join_config(
         http_addr: need(&args.http_addr, "--http-addr")?,
         grpc_addr: need(&args.grpc_addr, "--grpc-addr")?,
     };
-    let settings = match &args.config {
+    let mut settings = match &args.config {
         Some(path) => ClusterConfig::from_file(path)?,
         None => ClusterConfig::default(),
     };
+    // The TLS flags too: with client TLS on, the members are asked over HTTPS.
+    args.tls.apply(&mut settings.tls);
     let record = join::discover(endpoints, &me, settings).await?;
     record.save(&dir)?;
     tracing::info!(
@@ -388,7 +391,14 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen for gRPC on {}: {e}", me.grpc_addr))?;
     let mut node = synod_node::start(cfg.clone()).await?;
     // etcd's "publish": the configuration learns this member's name and client addresses.
-    let publisher = tokio::spawn(join::publish(node.handle.clone(), me.clone(), cfg.join));
+    let member_http =
+        MemberHttp::new(&cfg.cluster.tls.client(), std::time::Duration::from_secs(5))?;
+    let publisher = tokio::spawn(join::publish(
+        node.handle.clone(),
+        me.clone(),
+        cfg.join,
+        member_http.clone(),
+    ));
     let corrupt_check = tokio::spawn(synod_etcd::corrupt::run(
         node.handle.clone(),
         std::time::Duration::from_millis(cfg.cluster.corrupt_check_ms),
@@ -398,6 +408,7 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         Ok(Some(r)) if r.auto_promote => Some(tokio::spawn(rejoin::promote_self(
             node.handle.clone(),
             me.id,
+            member_http,
         ))),
         _ => None,
     };

@@ -551,3 +551,59 @@ fn the_corruption_check_works_behind_client_and_peer_tls() {
     let healthy = etcdctl_ok(&c, &etcdctl, &n1, &tls, &["alarm", "list"]);
     assert_eq!(healthy, "", "the healthy majority raises nothing");
 }
+
+/// A member added to a cluster whose client ports demand a certificate joins it: `--join`
+/// asks the members over HTTPS with the cluster's CA and its own certificate, the learner
+/// publishes its client addresses through the voters the same way, and it serves (until
+/// 2026-12-05 it asked over plain HTTP and never got in).
+#[test]
+fn a_member_joins_a_cluster_whose_client_ports_demand_certificates() {
+    let Some(etcdctl) = common::etcdctl() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = Certs::generate(tmp.path().join("ca"), "synod test CA");
+    let tweak = |cfg: &mut ClusterConfig| {
+        let t = &mut cfg.tls;
+        t.cert_file = Some(ca.server().0);
+        t.key_file = Some(ca.server().1);
+        t.trusted_ca_file = Some(ca.ca());
+        t.client_cert_auth = true;
+        t.peer_cert_file = Some(ca.server().0);
+        t.peer_key_file = Some(ca.server().1);
+        t.peer_trusted_ca_file = Some(ca.ca());
+        t.peer_client_cert_auth = true;
+    };
+    let side = ClientSide {
+        http: https_client(&ca.ca(), &ca.client()),
+        scheme: "https",
+    };
+    let mut c = Cluster::start_tls(3, "omnipaxos", &tweak, side);
+    let (tls, all) = (ca.flags(), c.grpc_endpoints());
+    etcdctl_ok(&c, &etcdctl, &all, &tls, &["put", "before", "1"]);
+    let ports = free_ports(3);
+    let peer_url = format!("--peer-urls=https://127.0.0.1:{}", ports[0]);
+    let added = etcdctl_ok(
+        &c,
+        &etcdctl,
+        &all,
+        &tls,
+        &["member", "add", "n4", &peer_url, "--learner"],
+    );
+    let hex = added.split_whitespace().nth(1).expect("an id");
+    let id = u64::from_str_radix(hex, 16).unwrap_or_else(|e| panic!("{added}: {e}"));
+    c.spawn_joiner(id, "n4", [ports[0], ports[1], ports[2]]);
+    let n4 = c.member(id).grpc_addr.clone();
+    let client_url = format!("https://{n4}");
+    wait_until(DEADLINE, "n4 listed with its client URL", || {
+        let listed = etcdctl_ok(&c, &etcdctl, &all, &tls, &["member", "list"]);
+        listed
+            .lines()
+            .any(|l| l.contains(", started, n4, ") && l.contains(&client_url))
+            .then_some(())
+    });
+    wait_until(DEADLINE, "n4 serving the earlier write", || {
+        let args = ["get", "before", "--print-value-only", "--consistency=s"];
+        (etcdctl_ok(&c, &etcdctl, &n4, &tls, &args) == "1\n").then_some(())
+    });
+}

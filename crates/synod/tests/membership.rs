@@ -309,6 +309,40 @@ fn grow_promote_shrink(engine: &str) {
     assert!(log.contains("following configuration"), "{log}");
 }
 
+/// With auth on, a learner that joins finds its place (the member list needs no user),
+/// publishes its name and client addresses on its own behalf (no client's token covers it),
+/// and serves.
+#[test]
+fn a_learner_joining_a_cluster_with_auth_on_publishes_its_addresses() {
+    fn root<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        [args, &["--user", "root:rootpw"]].concat()
+    }
+    let Some(ctl) = etcdctl() else { return };
+    let mut c = Cluster::start(3, "vr");
+    let voters = c.grpc_endpoints();
+    ok(&ctl, &voters, &["user", "add", "root:rootpw"]);
+    ok(&ctl, &voters, &["auth", "enable"]);
+    ok(&ctl, &voters, &root(&["put", "before", "1"]));
+    let ports = free_ports(3);
+    let peer_url = format!("--peer-urls=http://127.0.0.1:{}", ports[0]);
+    let add = root(&["member", "add", "n4", &peer_url, "--learner"]);
+    let id = added_id(&ok(&ctl, &voters, &add));
+    c.spawn_joiner(id, "n4", [ports[0], ports[1], ports[2]]);
+    let n4 = c.member(id).grpc_addr.clone();
+    let client_url = format!("http://{n4}");
+    poll(&c, &[1, id], "etcdctl to list n4 as started", || {
+        let l = member_list(&ctl, &c.member(1).grpc_addr)?;
+        l.iter()
+            .any(|m| m.id == id && m.name == "n4" && m.client_urls == [client_url.clone()])
+            .then_some(())
+    });
+    poll(&c, &[id], "n4 serving the earlier write", || {
+        let get = root(&["get", "before", "--print-value-only", "--consistency=s"]);
+        let (success, out, _) = etcd(&ctl, &n4, &get);
+        (success && out == "1\n").then_some(())
+    });
+}
+
 #[test]
 fn omnipaxos_grows_promotes_and_shrinks_through_etcdctl() {
     grow_promote_shrink("omnipaxos");

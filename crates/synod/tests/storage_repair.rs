@@ -139,10 +139,22 @@ fn assert_repaired(c: &Cluster, id: u64, took: Duration, what: &str) {
 
 /// A member of `engine` (the leader or a follower) restarted after `damage`: repaired.
 fn repairs(engine: &str, leader: bool, snapshot_entries: Option<u64>, damage: fn(&Cluster, u64)) {
+    repairs_split(engine, leader, snapshot_entries, damage, &[]);
+}
+
+/// [`repairs`] on a partitioned cluster cut at `split_keys` (none: one group).
+fn repairs_split(
+    engine: &str,
+    leader: bool,
+    snapshot_entries: Option<u64>,
+    damage: fn(&Cluster, u64),
+    split_keys: &[&str],
+) {
     let mut c = Cluster::start_configured(3, engine, &|cfg| {
         if let Some(n) = snapshot_entries {
             cfg.storage.snapshot_entries = n;
         }
+        cfg.partition.split_keys = split_keys.iter().map(|k| k.to_string()).collect();
     });
     let lead = if engine == "caspaxos" {
         1
@@ -220,4 +232,19 @@ fn a_member_with_damaged_metadata_repairs() {
     repairs("omnipaxos", false, None, |c, id| {
         flip_middle(&c.data_dir(id).join("meta.json"));
     });
+}
+
+/// Four groups cut so that the keys written before the damage ("before-…"), while the member
+/// is down ("while-down-…") and after ("after-…") fall into three of them: the member's one
+/// WAL holds every group's records, and what is quarantined is every group's.
+const SPLITS: [&str; 3] = ["b", "c", "w"];
+
+#[test]
+fn omnipaxos_partitioned_follower_with_a_damaged_committed_record_repairs() {
+    repairs_split("omnipaxos", false, None, damage_wal, &SPLITS);
+}
+
+#[test]
+fn vr_partitioned_leader_with_a_damaged_snapshot_repairs() {
+    repairs_split("vr", true, Some(16), damage_newest_snapshot, &SPLITS);
 }

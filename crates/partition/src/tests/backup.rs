@@ -31,8 +31,10 @@ fn a_backup_of_every_group_restores_into_another_layout() {
     let mut net = Net::new(0);
     net.rounds(50);
     let lease = grant(&mut net, 0, 60);
+    let mut put_at = std::collections::BTreeMap::new();
     for k in ["a", "h", "q", "z"] {
-        net.put(0, k, &format!("{k}-value"));
+        let put = Op::Put(PutRequest::new(k, format!("{k}-value")));
+        put_at.insert(k, net.call(0, put).expect("put").revision);
     }
     put_with(&mut net, 1, "b", lease);
     put_with(&mut net, 1, "r", lease);
@@ -83,15 +85,15 @@ fn a_backup_of_every_group_restores_into_another_layout() {
     let all = new.call(2, Op::Range(all_keys())).expect("read");
     assert_eq!(keys_of(&all), ["a", "b", "h", "q", "r", "z"]);
     // The history came along too, each key at its own group's revisions: a (group [.., g))
-    // and h (group [g, p)) were each their group's first write, and are now one group's.
+    // and h (group [g, p)) are now one group's, each readable at the revision of its put.
     for k in ["a", "h"] {
         let past = Op::Range(synod_core::kv::RangeRequest {
             key: k.into(),
-            revision: 1,
+            revision: put_at[k],
             ..Default::default()
         });
-        let at_one = new.call(0, past).expect("a read at revision 1");
-        assert_eq!(keys_of(&at_one), [k], "{k} at revision 1");
+        let then = new.call(0, past).expect("a read at the put's revision");
+        assert_eq!(keys_of(&then), [k], "{k} at revision {}", put_at[k]);
     }
     let ttl = time_to_live(&mut new, 0, lease);
     assert_eq!(ttl.granted_ttl, 60);

@@ -230,3 +230,61 @@ fn planted_keep_alive_of_one_group_lets_the_other_copies_run_out() {
         "only the first group's copy was renewed"
     );
 }
+
+/// A lease that ended in the upper group only (revoked there alone, as a leader's expiry or a
+/// revoke can reach one group before another) while the lower group's copy lives on: the merge
+/// of the two ends it in the merged group too, with its keys of the lower half — `planted`
+/// keeps it instead, so a keep-alive after the merge succeeds although the lease's upper keys
+/// are gone (what the lease checker calls an early expiry).
+fn merge_after_an_upper_only_revoke(planted: bool) -> (Vec<String>, Result<Response, EngineError>) {
+    let mut net = Net::new(0);
+    if planted {
+        for (i, n) in net.nodes.iter_mut().enumerate() {
+            let mut c = config(i as u64 + 1, 0);
+            c.planted_bug = Some(PlantedBug::PartitionMergeKeepsEndedLease);
+            *n = Node::recover(c, Vec::new()).expect("boot");
+        }
+    }
+    net.rounds(50);
+    let id = grant(&mut net, 0, 60);
+    for k in ["h", "n"] {
+        put_with(&mut net, 1, k, id);
+    }
+    net.call(0, split("l")).expect("split [g, p) at l");
+    net.rounds(20);
+    // The revoke goes to the upper group's replica on member 1 alone (not fanned out).
+    let upper = net.nodes[0].layout().group_of(b"n");
+    let revoke = RequestId {
+        client: ClientId(77),
+        seq: 1,
+    };
+    let group = net.nodes[0]
+        .groups
+        .get_mut(&upper)
+        .expect("the upper group");
+    group.submit(ClientRequest {
+        id: revoke,
+        first_unacked: 1,
+        op: Op::LeaseRevoke { id },
+        consistency: Consistency::Linearizable,
+    });
+    net.wait(revoke).expect("revoked in the upper group");
+    assert_eq!(live_keys(&mut net), ["h"], "n went with the upper copy");
+    net.call(1, merge("l")).expect("merge [l, p) back");
+    net.rounds(20);
+    (live_keys(&mut net), keep_alive(&mut net, 2, id))
+}
+
+#[test]
+fn a_lease_the_absorbed_group_ended_ends_in_the_merged_group() {
+    let (live, kept) = merge_after_an_upper_only_revoke(false);
+    assert!(live.is_empty(), "h went with the ended lease: {live:?}");
+    assert_eq!(kept, Err(EngineError::LeaseNotFound));
+}
+
+#[test]
+fn planted_merge_keeping_an_ended_lease_renews_it_after_its_keys_went() {
+    let (live, kept) = merge_after_an_upper_only_revoke(true);
+    assert_eq!(live, ["h"], "the lower copy lives on");
+    assert!(kept.is_ok(), "renewed though n went: {kept:?}");
+}

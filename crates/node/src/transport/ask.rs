@@ -51,7 +51,7 @@ pub enum PeerAnswer {
 pub type Answerer =
     Arc<dyn Fn(PeerQuestion) -> Pin<Box<dyn Future<Output = PeerAnswer> + Send>> + Send + Sync>;
 
-/// Answers `question` from `from` (a hello already accepted) on `write`.
+/// Answers `question` (its hello already accepted) on `write`.
 pub(super) async fn answer<W: AsyncWrite + Unpin>(
     write: &mut W,
     shared: &Shared,

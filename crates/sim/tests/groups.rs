@@ -389,12 +389,20 @@ fn leases_hold_while_ranges_split_and_merge() {
     assert!(auto.seeds_run == 0 || auto.groups_created > 0);
 }
 
-// A merge that keeps a lease the absorbed group had ended (planted
-// `partition-merge-keeps-ended-lease`) is caught by directed tests, not here: random schedules
-// reach it rarely (the 1,000-seed sweep of the test above met it once, at seed 73,374 on
-// 2026-12-04, which no longer leads there since the closes run every tick). See
-// `crates/partition/src/tests/leases.rs` (an upper-only revoke, then a merge: a keep-alive
-// succeeds after the lease's keys went) and the store's own test in `crates/core`.
+/// A merge that keeps a lease the absorbed group had ended: the absorbing group's copy lives
+/// on (its new leader had extended it), so a keep-alive after the merge succeeds although the
+/// lease's keys in the absorbed range are gone — what the lease checker calls an early expiry.
+/// Seed 73,374 is where the 1,000-seed sweep of the test above first met it (2026-12-04, the
+/// bug real then); the schedule that leads there is this one seed's, so a change to the
+/// simulator or the engines may move it — then find another with the planted bug and
+/// `SYNOD_SIM_SEEDS=1000` on the test above.
+#[test]
+fn planted_merge_keeping_an_ended_lease_is_caught() {
+    let mut cfg = with_leases(splitting(10));
+    cfg.planted_bug = Some(PlantedBug::PartitionMergeKeepsEndedLease);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 73_374..73_375);
+    assert_caught_by(&r, "lease: early expiry");
+}
 
 /// A split that hands its parent's lease clocks to the new group without rebasing them on
 /// the new replica's own tick count: the new group's leases run on for about as long as the

@@ -187,6 +187,21 @@ fn write(
     }
 }
 
+/// Starts `synod server --join` for the member added as `id` (named "n4", on `ports`) and
+/// waits until etcdctl lists it as started with its client URL; returns its gRPC address.
+fn join_n4(c: &mut Cluster, ctl: &Path, id: u64, ports: &[u16]) -> String {
+    c.spawn_joiner(id, "n4", [ports[0], ports[1], ports[2]]);
+    let n4 = c.member(id).grpc_addr.clone();
+    let client_url = format!("http://{n4}");
+    poll(c, &[1, id], "etcdctl to list n4 as started", || {
+        let l = member_list(ctl, &c.member(1).grpc_addr)?;
+        l.iter()
+            .any(|m| m.id == id && m.name == "n4" && m.client_urls == [client_url.clone()])
+            .then_some(())
+    });
+    n4
+}
+
 /// Add a learner, join it, promote it, remove an original member: see the module doc.
 fn grow_promote_shrink(engine: &str) {
     let Some(ctl) = etcdctl() else { return };
@@ -220,15 +235,7 @@ fn grow_promote_shrink(engine: &str) {
     );
     assert_eq!(new.peer_urls, vec![peer_url.clone()]);
 
-    c.spawn_joiner(id, "n4", [ports[0], ports[1], ports[2]]);
-    let n4 = c.member(id).grpc_addr.clone();
-    let client_url = format!("http://{n4}");
-    poll(&c, &[1, id], "etcdctl to list n4 as started", || {
-        let l = member_list(&ctl, &c.member(1).grpc_addr)?;
-        l.iter()
-            .any(|m| m.id == id && m.name == "n4" && m.client_urls == [client_url.clone()])
-            .then_some(())
-    });
+    let n4 = join_n4(&mut c, &ctl, id, &ports);
     poll(&c, &[id], "the learner to serve the earlier writes", || {
         (keys_at(&ctl, &n4, true)? == acked).then_some(())
     });
@@ -327,15 +334,7 @@ fn a_learner_joining_a_cluster_with_auth_on_publishes_its_addresses() {
     let peer_url = format!("--peer-urls=http://127.0.0.1:{}", ports[0]);
     let add = root(&["member", "add", "n4", &peer_url, "--learner"]);
     let id = added_id(&ok(&ctl, &voters, &add));
-    c.spawn_joiner(id, "n4", [ports[0], ports[1], ports[2]]);
-    let n4 = c.member(id).grpc_addr.clone();
-    let client_url = format!("http://{n4}");
-    poll(&c, &[1, id], "etcdctl to list n4 as started", || {
-        let l = member_list(&ctl, &c.member(1).grpc_addr)?;
-        l.iter()
-            .any(|m| m.id == id && m.name == "n4" && m.client_urls == [client_url.clone()])
-            .then_some(())
-    });
+    let n4 = join_n4(&mut c, &ctl, id, &ports);
     poll(&c, &[id], "n4 serving the earlier write", || {
         let get = root(&["get", "before", "--print-value-only", "--consistency=s"]);
         let (success, out, _) = etcd(&ctl, &n4, &get);

@@ -505,17 +505,9 @@ fn synod_dev_tls_prints_commands_that_work() {
     assert!(status.success(), "synod dev exited with {status}");
 }
 
-/// The periodic corruption check on a cluster whose client ports demand a certificate: a
-/// member asks its peers over the peer port (peer TLS), so the member whose state diverged
-/// raises CORRUPT (until 2026-12-05 it dialled its peers' client ports in plain text, and with
-/// client TLS on it compared nothing).
-#[test]
-fn the_corruption_check_works_behind_client_and_peer_tls() {
-    let Some(etcdctl) = common::etcdctl() else {
-        return;
-    };
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let ca = Certs::generate(tmp.path().join("ca"), "synod test CA");
+/// A 3-member OmniPaxos cluster with client and peer TLS from `ca`'s files, certificate auth
+/// on both ports (members' certificates: CN "synod"); `more` adjusts the cluster file further.
+fn certified_cluster(ca: &Certs, more: &dyn Fn(&mut ClusterConfig)) -> Cluster {
     let tweak = |cfg: &mut ClusterConfig| {
         let t = &mut cfg.tls;
         t.cert_file = Some(ca.server().0);
@@ -527,13 +519,27 @@ fn the_corruption_check_works_behind_client_and_peer_tls() {
         t.peer_trusted_ca_file = Some(ca.ca());
         t.peer_client_cert_auth = true;
         t.peer_cert_allowed_cn = Some("synod".into());
-        cfg.corrupt_check_ms = 300;
+        more(cfg);
     };
     let side = ClientSide {
         http: https_client(&ca.ca(), &ca.client()),
         scheme: "https",
     };
-    let mut c = Cluster::start_tls(3, "omnipaxos", &tweak, side);
+    Cluster::start_tls(3, "omnipaxos", &tweak, side)
+}
+
+/// The periodic corruption check on a cluster whose client ports demand a certificate: a
+/// member asks its peers over the peer port (peer TLS), so the member whose state diverged
+/// raises CORRUPT (until 2026-12-05 it dialled its peers' client ports in plain text, and with
+/// client TLS on it compared nothing).
+#[test]
+fn the_corruption_check_works_behind_client_and_peer_tls() {
+    let Some(etcdctl) = common::etcdctl() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = Certs::generate(tmp.path().join("ca"), "synod test CA");
+    let mut c = certified_cluster(&ca, &|cfg| cfg.corrupt_check_ms = 300);
     // n3 comes back applying every put with its value altered.
     c.kill(3);
     c.restart_with(3, &["--plant-bug", "divergent-apply"]);
@@ -563,22 +569,7 @@ fn a_member_joins_a_cluster_whose_client_ports_demand_certificates() {
     };
     let tmp = tempfile::tempdir().expect("tempdir");
     let ca = Certs::generate(tmp.path().join("ca"), "synod test CA");
-    let tweak = |cfg: &mut ClusterConfig| {
-        let t = &mut cfg.tls;
-        t.cert_file = Some(ca.server().0);
-        t.key_file = Some(ca.server().1);
-        t.trusted_ca_file = Some(ca.ca());
-        t.client_cert_auth = true;
-        t.peer_cert_file = Some(ca.server().0);
-        t.peer_key_file = Some(ca.server().1);
-        t.peer_trusted_ca_file = Some(ca.ca());
-        t.peer_client_cert_auth = true;
-    };
-    let side = ClientSide {
-        http: https_client(&ca.ca(), &ca.client()),
-        scheme: "https",
-    };
-    let mut c = Cluster::start_tls(3, "omnipaxos", &tweak, side);
+    let mut c = certified_cluster(&ca, &|_| {});
     let (tls, all) = (ca.flags(), c.grpc_endpoints());
     etcdctl_ok(&c, &etcdctl, &all, &tls, &["put", "before", "1"]);
     let ports = free_ports(3);

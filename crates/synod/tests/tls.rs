@@ -97,25 +97,11 @@ fn a_tls_cluster_serves_certified_clients_and_refuses_strangers() {
     let port_key = tmp.path().join("client-port-key.pem");
     replace(&ca.server().0, &port_cert);
     replace(&ca.server().1, &port_key);
-    let tweak = |cfg: &mut ClusterConfig| {
-        let t = &mut cfg.tls;
-        t.cert_file = Some(port_cert.clone());
-        t.key_file = Some(port_key.clone());
-        t.trusted_ca_file = Some(ca.ca());
-        t.client_cert_auth = true;
-        t.peer_cert_file = Some(ca.server().0);
-        t.peer_key_file = Some(ca.server().1);
-        t.peer_trusted_ca_file = Some(ca.ca());
-        t.peer_client_cert_auth = true;
-        // `synod certs` names every server certificate "synod"; its client certificate "root".
-        t.peer_cert_allowed_cn = Some("synod".into());
-        t.handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS;
-    };
-    let side = ClientSide {
-        http: https_client(&ca.ca(), &ca.client()),
-        scheme: "https",
-    };
-    let c = Cluster::start_tls(3, "omnipaxos", &tweak, side);
+    let c = certified_cluster(&ca, &|cfg| {
+        cfg.tls.cert_file = Some(port_cert.clone());
+        cfg.tls.key_file = Some(port_key.clone());
+        cfg.tls.handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS;
+    });
 
     etcdctl_with_and_without_certificates(&c, &etcdctl, &ca);
     curl_and_synodctl(&c, &ca);
@@ -518,6 +504,7 @@ fn certified_cluster(ca: &Certs, more: &dyn Fn(&mut ClusterConfig)) -> Cluster {
         t.peer_key_file = Some(ca.server().1);
         t.peer_trusted_ca_file = Some(ca.ca());
         t.peer_client_cert_auth = true;
+        // `synod certs` names every server certificate "synod"; its client certificate "root".
         t.peer_cert_allowed_cn = Some("synod".into());
         more(cfg);
     };

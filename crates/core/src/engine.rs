@@ -657,10 +657,15 @@ pub enum PlantedBug {
     /// are, in the parent's ticks — but every replica counts ticks from its own start, so the
     /// new group's leases run on for as long as the parent had lived.
     PartitionSplitLeaseClocksUnrebased,
+    /// OmniPaxos snapshot install: a follower that installs the leader's snapshot takes the
+    /// leader's round with the decided prefix alone (and drops the entries it held beyond
+    /// it), so a later Prepare adopts that short log of the newest round over the longer ones
+    /// holding what the leader synced — an entry decided beyond the snapshot is lost.
+    OmniSnapshotTakesLeaderRound,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 50] = [
+    pub const ALL: [PlantedBug; 51] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -711,6 +716,7 @@ impl PlantedBug {
         PlantedBug::PartitionSpanReadUnaligned,
         PlantedBug::PartitionMergeKeepsEndedLease,
         PlantedBug::PartitionSplitLeaseClocksUnrebased,
+        PlantedBug::OmniSnapshotTakesLeaderRound,
     ];
 
     pub fn name(self) -> &'static str {
@@ -769,6 +775,7 @@ impl PlantedBug {
             PlantedBug::PartitionSplitLeaseClocksUnrebased => {
                 "partition-split-lease-clocks-unrebased"
             }
+            PlantedBug::OmniSnapshotTakesLeaderRound => "omni-snapshot-takes-leader-round",
         }
     }
 

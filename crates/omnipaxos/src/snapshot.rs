@@ -19,7 +19,7 @@ use crate::OmniPaxos;
 use crate::ballot::Ballot;
 use crate::sequence_paxos::{Phase, Role};
 use crate::storage::Checkpoint;
-use synod_core::{NodeId, ProtocolEvent, SnapshotAcceptance};
+use synod_core::{NodeId, PlantedBug, ProtocolEvent, SnapshotAcceptance};
 
 /// Heartbeats a candidate waits for a snapshot from a promising server before it forgets that
 /// promise (if a majority remains without it).
@@ -46,20 +46,34 @@ impl OmniPaxos {
         }
     }
 
-    /// Replaces the log by the decided prefix `[0, idx)` received in ballot `n`.
+    /// Takes the decided prefix `[0, idx)` received in ballot `n` in place of our log's.
+    ///
+    /// Our accepted round does not change and the entries we hold beyond `idx` stay: the
+    /// snapshot is *not* the n-leader's log, only the part of it that is chosen. Taking round
+    /// n here would claim "my log is the n-leader's up to my length" with only the decided
+    /// prefix, and a later Prepare would adopt it over longer logs of round n — dropping
+    /// entries n's leader synced (and maybe decided) beyond `idx` (seed 97,116 of the
+    /// partitioned simulator lost a decided entry that way after a power loss). Dropping our
+    /// own suffix would lose entries chosen with our vote while the leader's AcceptSync is
+    /// still on its way. Round n is taken with that AcceptSync, which carries the rest.
+    /// Keeping them is safe: they were accepted in our round, which stays; and if our old log
+    /// disagreed with the chosen prefix below `idx`, a later round chose there, so every
+    /// majority holds a log of a higher round than ours and ours is never adopted.
     pub(crate) fn install_snapshot_log(&mut self, n: Ballot, idx: u64) -> Checkpoint {
-        // A follower of n holds, after this, a prefix of the n-leader's final log (the decided
-        // prefix is in every later round's log): its accepted round becomes n. A candidate
-        // keeps its accepted round; its Prepare phase sets it when it completes.
-        let accepted_round = if self.role.is_leader() {
-            self.store.accepted_round
+        // PLANTED BUG (OmniSnapshotTakesLeaderRound): a follower takes round n with the
+        // decided prefix alone and forgets what it held beyond it.
+        let planted = self.config.bug(PlantedBug::OmniSnapshotTakesLeaderRound);
+        let (accepted_round, keep_suffix) = if planted && !self.role.is_leader() {
+            (n, false)
         } else {
-            n
+            (self.store.accepted_round, true)
         };
         // A repairing follower now holds the decided prefix of the ballot it promised (at or
         // above its floor): a state it really has.
         self.finish_repair();
-        let c = self.store.install_snapshot(accepted_round, idx);
+        let c = self
+            .store
+            .install_snapshot(accepted_round, idx, keep_suffix);
         self.decided_persisted = self.decided_persisted.max(self.store.decided_idx);
         c
     }

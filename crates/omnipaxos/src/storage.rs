@@ -238,16 +238,25 @@ impl DurableState {
         self.checkpoint()
     }
 
-    /// Installs a snapshot of the decided prefix `[0, idx)` received from a peer: the whole
-    /// log is replaced by it (entries after it may disagree with the decided ones, so none is
-    /// kept), and the accepted round becomes `accepted_round`.
-    pub fn install_snapshot(&mut self, accepted_round: Ballot, idx: u64) -> Checkpoint {
+    /// Installs a snapshot of the decided prefix `[0, idx)` received from a peer: the entries
+    /// below `idx` give way to it; those beyond it stay if `keep_suffix` (they were accepted
+    /// in `accepted_round`, which the caller keeps), else go too.
+    pub fn install_snapshot(
+        &mut self,
+        accepted_round: Ballot,
+        idx: u64,
+        keep_suffix: bool,
+    ) -> Checkpoint {
         assert!(
             idx > self.decided_idx,
             "snapshot at {idx} not beyond decided {}",
             self.decided_idx
         );
-        self.log.reset(idx);
+        if keep_suffix {
+            self.log.compact(idx);
+        } else {
+            self.log.reset(idx);
+        }
         self.decided_idx = idx;
         self.accepted_round = accepted_round;
         self.checkpoint()

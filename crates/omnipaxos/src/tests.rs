@@ -842,6 +842,20 @@ fn chaos_with_snapshots_keeps_decided_prefixes_in_agreement() {
     }
 }
 
+/// A follower that takes the leader's round when it installs the leader's snapshot (planted
+/// `OmniSnapshotTakesLeaderRound`) claims a log of that round holding only the decided prefix;
+/// a later Prepare adopts it over the longer logs of the round, and an entry decided beyond
+/// the snapshot is decided again with another command.
+#[test]
+fn chaos_with_snapshots_catches_planted_snapshot_taking_the_leaders_round() {
+    let bug = Some(synod_core::PlantedBug::OmniSnapshotTakesLeaderRound);
+    let caught = (1..=400).any(|seed| !chaos_run_with(seed, bug, 3));
+    assert!(
+        caught,
+        "OmniSnapshotTakesLeaderRound went unnoticed in 400 seeds"
+    );
+}
+
 #[test]
 fn chaos_with_snapshots_catches_planted_ack_before_majority() {
     let caught = (1..=30)

@@ -662,10 +662,15 @@ pub enum PlantedBug {
     /// it), so a later Prepare adopts that short log of the newest round over the longer ones
     /// holding what the leader synced — an entry decided beyond the snapshot is lost.
     OmniSnapshotTakesLeaderRound,
+    /// Partitioned lease fan: a keep-alive counts answers that speak for a copy the group no
+    /// longer holds — one given before the group absorbed another (whose copy had ended,
+    /// ending this one), or the first group's client table answering a retry with the first
+    /// attempt's answer — so it is acknowledged for a lease whose keys are already gone.
+    PartitionKeepAliveOutgrownAnswer,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 51] = [
+    pub const ALL: [PlantedBug; 52] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -717,6 +722,7 @@ impl PlantedBug {
         PlantedBug::PartitionMergeKeepsEndedLease,
         PlantedBug::PartitionSplitLeaseClocksUnrebased,
         PlantedBug::OmniSnapshotTakesLeaderRound,
+        PlantedBug::PartitionKeepAliveOutgrownAnswer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -776,6 +782,7 @@ impl PlantedBug {
                 "partition-split-lease-clocks-unrebased"
             }
             PlantedBug::OmniSnapshotTakesLeaderRound => "omni-snapshot-takes-leader-round",
+            PlantedBug::PartitionKeepAliveOutgrownAnswer => "partition-keep-alive-outgrown-answer",
         }
     }
 

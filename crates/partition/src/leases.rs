@@ -29,11 +29,22 @@
 //! again after a growing pause. Parts carry request ids of their own, so a part asked again is
 //! applied again rather than answered from a client table (a revoke must reach the copy a
 //! merge brought in).
+//!
+//! A keep-alive's (or time-to-live's) answer speaks for the copy its group held *when it
+//! answered*: a group that absorbed another since holds a copy that answer never saw — if the
+//! absorbed group had ended its copy, the absorb ended this one too, and the lease is gone. So
+//! such an answer is dropped and the group asked again; and these requests go to every group,
+//! the first too, under part ids, never the client's own id, whose client table would answer
+//! a retry with the answer of the first attempt. (Seed 73,475 of the simulator's
+//! leases-while-ranges-split-and-merge: a keep-alive timed out at one member, its retry at
+//! another was acknowledged from the first group's table — an answer given before that group
+//! absorbed a group whose lessor had expired the lease meanwhile; the lease's keys were gone
+//! 969 ms before the TTL the acknowledged keep-alive proved.)
 
 use crate::layout::{GroupId, Layout};
 use std::collections::BTreeMap;
 use synod_core::ids::ENGINE_OWN_SEQ_BASE;
-use synod_core::kv::{LeaseGrantRequest, LeaseInfo, LeaseTtl, Op, Response, ResponseBody};
+use synod_core::kv::{Key, LeaseGrantRequest, LeaseInfo, LeaseTtl, Op, Response, ResponseBody};
 use synod_core::{ClientId, ClientReply, ClientRequest, EngineError, RequestId};
 
 /// Sequence numbers of the parts start here: engine-own requests (no session), apart from the
@@ -67,6 +78,8 @@ pub(crate) struct LeaseFans {
     pub(crate) bug_renew_one_group: bool,
     /// Planted bug `PartitionCompactOneGroup`.
     pub(crate) bug_compact_one_group: bool,
+    /// Planted bug `PartitionKeepAliveOutgrownAnswer`.
+    pub(crate) bug_keep_outgrown_answers: bool,
 }
 
 /// One client's lease request on its way through the groups.
@@ -76,6 +89,8 @@ struct Fan {
     granted: Option<LeaseInfo>,
     /// Every group's answer (a wrong-group refusal is no answer: the group is asked again).
     answers: BTreeMap<GroupId, Result<Response, EngineError>>,
+    /// The keys each answering group held when it answered.
+    answered_bounds: BTreeMap<GroupId, (Key, Key)>,
     pending: BTreeMap<GroupId, RequestId>,
     /// Per group that refused a part: the tick before which it is not asked again, and the
     /// pause after the next refusal.
@@ -93,6 +108,7 @@ impl LeaseFans {
             request,
             granted: None,
             answers: BTreeMap::new(),
+            answered_bounds: BTreeMap::new(),
             pending: BTreeMap::new(),
             retry: BTreeMap::new(),
             deadline: now + timeout.max(1),
@@ -121,6 +137,9 @@ impl LeaseFans {
         fan.pending.remove(&g);
         // Merged away meanwhile: the group below answers for its copy.
         layout.position(g)?;
+        if !matches!(reply.result, Err(EngineError::WrongGroup { .. })) {
+            fan.answered_bounds.insert(g, layout.bounds(g));
+        }
         match reply.result {
             Err(EngineError::WrongGroup { .. }) => fan.back_off(g, now),
             Ok(Response {
@@ -156,6 +175,10 @@ impl LeaseFans {
         };
         for (id, fan) in self.fans.iter_mut() {
             let one_group = fan.one_group(self.bug_renew_one_group, self.bug_compact_one_group);
+            let renewal = fan.is_renewal() && !self.bug_keep_outgrown_answers;
+            if renewal {
+                fan.forget_outgrown_answers(layout);
+            }
             if let Some(result) = fan.outcome(&ids, one_group) {
                 done.push(ClientReply { id: *id, result });
                 continue;
@@ -181,7 +204,7 @@ impl LeaseFans {
                     fan.back_off(g, now);
                     continue;
                 }
-                let part = if g == first {
+                let part = if g == first && !renewal {
                     // The client's own id: the first group's client table answers a retry
                     // (a grant with id 0 must not make a second lease).
                     ClientRequest {
@@ -220,6 +243,32 @@ impl Fan {
             Op::LeaseKeepAlive { .. } => renew_bug,
             Op::Compact(_) => compact_bug,
             _ => false,
+        }
+    }
+
+    /// A keep-alive or a time-to-live: what it answers is the state of every copy *now*, so
+    /// neither an old answer nor a client table's may stand for it (see the module doc).
+    fn is_renewal(&self) -> bool {
+        matches!(
+            self.request.op,
+            Op::LeaseKeepAlive { .. } | Op::LeaseTimeToLive { .. }
+        )
+    }
+
+    /// Drops the answers of groups whose range grew since they answered (an absorb: see the
+    /// module doc); they are asked again.
+    fn forget_outgrown_answers(&mut self, layout: &Layout) {
+        let outgrown: Vec<GroupId> = self
+            .answered_bounds
+            .iter()
+            .filter(|(g, then)| {
+                layout.position(**g).is_some() && !within(&layout.bounds(**g), then)
+            })
+            .map(|(g, _)| *g)
+            .collect();
+        for g in outgrown {
+            self.answers.remove(&g);
+            self.answered_bounds.remove(&g);
         }
     }
 
@@ -281,6 +330,13 @@ impl Fan {
         };
         Some(body.map(|body| Response { revision, body }))
     }
+}
+
+/// Whether the keys `[now.0, now.1)` lie within `[then.0, then.1)` (an empty end: to the end
+/// of the keyspace).
+fn within(now: &(Key, Key), then: &(Key, Key)) -> bool {
+    let end_within = then.1.is_empty() || (!now.1.is_empty() && now.1 <= then.1);
+    now.0 >= then.0 && end_within
 }
 
 type Answers<'a> = [&'a Result<Response, EngineError>];
@@ -409,4 +465,113 @@ fn combine_lists(answers: &Answers) -> Result<ResponseBody, EngineError> {
     Ok(ResponseBody::LeaseLeases(
         common.unwrap_or_default().into_iter().collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_core::kv::LeaseId;
+
+    const LEASE: LeaseId = 7;
+
+    fn keep_alive(seq: u64) -> ClientRequest {
+        ClientRequest {
+            id: RequestId {
+                client: ClientId(5),
+                seq,
+            },
+            first_unacked: seq,
+            op: Op::LeaseKeepAlive { id: LEASE },
+            consistency: synod_core::Consistency::Linearizable,
+        }
+    }
+
+    fn renewed(id: RequestId) -> ClientReply {
+        ClientReply {
+            id,
+            result: Ok(Response {
+                revision: 1,
+                body: ResponseBody::LeaseKeepAlive(LeaseInfo { id: LEASE, ttl: 5 }),
+            }),
+        }
+    }
+
+    fn gone(id: RequestId) -> ClientReply {
+        ClientReply {
+            id,
+            result: Err(EngineError::LeaseNotFound),
+        }
+    }
+
+    /// Pumps the fans; the parts sent, by group, and the replies.
+    fn pump(
+        fans: &mut LeaseFans,
+        layout: &Layout,
+    ) -> (Vec<(GroupId, RequestId)>, Vec<ClientReply>) {
+        let mut sent = Vec::new();
+        let done = fans.pump(layout, 0, |_| true, |g, r| sent.push((g, r.id)));
+        (sent, done)
+    }
+
+    /// Groups 0 and 1 (split at "m"): group 0 renews its copy; group 1, whose copy had ended,
+    /// is merged into group 0 before it answers — which ends group 0's copy too. Group 0's
+    /// answer from before the absorb no longer speaks for the lease; `planted` counts it.
+    fn keep_alive_across_an_absorb(planted: bool) -> Option<ClientReply> {
+        let mut fans = LeaseFans {
+            bug_keep_outgrown_answers: planted,
+            ..LeaseFans::default()
+        };
+        let mut layout = Layout::new(vec![b"m".to_vec()]).expect("a layout");
+        let request = keep_alive(1);
+        fans.start(request.clone(), 0, 100);
+        let (sent, _) = pump(&mut fans, &layout);
+        let parts: BTreeMap<GroupId, RequestId> = sent.into_iter().collect();
+        assert_eq!(parts.len(), 2, "both groups asked");
+        // Under part ids only: the first group's client table would answer a retry.
+        assert_eq!(parts[&0] == request.id, planted);
+        assert!(fans.answer(0, renewed(parts[&0]), &layout, 0).is_none());
+        layout.merge(b"m", 1);
+        // The absorbed group's part is answered by no one now; group 0 must be asked again.
+        let (sent, done) = pump(&mut fans, &layout);
+        if planted {
+            return done.into_iter().next();
+        }
+        assert!(done.is_empty(), "no answer yet: {done:?}");
+        let again: Vec<&(GroupId, RequestId)> = sent.iter().filter(|(g, _)| *g == 0).collect();
+        assert_eq!(again.len(), 1, "group 0 asked again: {sent:?}");
+        assert!(fans.answer(0, gone(again[0].1), &layout, 0).is_none());
+        let (_, done) = pump(&mut fans, &layout);
+        done.into_iter().next()
+    }
+
+    #[test]
+    fn an_answer_from_before_the_group_absorbed_another_is_asked_again() {
+        let reply = keep_alive_across_an_absorb(false).expect("answered");
+        assert_eq!(reply.result, Err(EngineError::LeaseNotFound));
+    }
+
+    #[test]
+    fn planted_outgrown_answer_acknowledges_the_keep_alive() {
+        let reply = keep_alive_across_an_absorb(true).expect("answered");
+        assert!(reply.result.is_ok(), "acknowledged, wrongly: {reply:?}");
+    }
+
+    /// A split leaves the answering group's range smaller: its answer still stands, and only
+    /// the new group is asked.
+    #[test]
+    fn an_answer_stands_when_the_group_split_meanwhile() {
+        let mut fans = LeaseFans::default();
+        let mut layout = Layout::new(vec![]).expect("a layout");
+        fans.start(keep_alive(1), 0, 100);
+        let (sent, _) = pump(&mut fans, &layout);
+        assert_eq!(sent.len(), 1);
+        assert!(fans.answer(0, renewed(sent[0].1), &layout, 0).is_none());
+        layout.split(b"m".to_vec(), 9);
+        let (sent, done) = pump(&mut fans, &layout);
+        assert!(done.is_empty());
+        assert_eq!(sent.iter().map(|(g, _)| *g).collect::<Vec<_>>(), [9]);
+        assert!(fans.answer(9, renewed(sent[0].1), &layout, 0).is_none());
+        let (_, done) = pump(&mut fans, &layout);
+        assert!(done[0].result.is_ok(), "{done:?}");
+    }
 }

@@ -1024,6 +1024,8 @@ impl<E: Engine> Engine for Partitioned<E> {
         p.bug_keep_removed = p.base.bug(PlantedBug::PartitionGroupsKeepRemovedMembers);
         p.leases.bug_renew_one_group = p.base.bug(PlantedBug::PartitionLeaseRenewsOneGroup);
         p.leases.bug_compact_one_group = p.base.bug(PlantedBug::PartitionCompactOneGroup);
+        p.leases.bug_keep_outgrown_answers =
+            p.base.bug(PlantedBug::PartitionKeepAliveOutgrownAnswer);
         p.watch.bug_move_early = p.base.bug(PlantedBug::PartitionWatchMoveEarly);
         p.gathers.bug_unaligned = p.base.bug(PlantedBug::PartitionSpanReadUnaligned);
         // The layout's groups, and any split-off group whose records made it to disk

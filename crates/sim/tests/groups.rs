@@ -416,6 +416,18 @@ fn planted_split_lease_clocks_unrebased_is_caught() {
     assert_caught_by(&r, "lease: liveness");
 }
 
+/// A keep-alive that counts answers no longer speaking for the lease: the first group's
+/// client table answering a retry with the first attempt's "renewed", or a group's answer from
+/// before it absorbed a group whose copy had ended. Found by seed 73,475 of the lease runs
+/// (2026-12-05, a retry at another member after a merge); searched from there.
+#[test]
+fn planted_keep_alive_counting_an_outgrown_answer_is_caught() {
+    let mut cfg = with_leases(splitting(10));
+    cfg.planted_bug = Some(PlantedBug::PartitionKeepAliveOutgrownAnswer);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 73_475..73_000 + PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "lease: early expiry");
+}
+
 #[test]
 fn planted_keep_alive_of_one_group_is_caught() {
     let mut cfg = with_leases(partitioned(10));

@@ -231,6 +231,27 @@ fn planted_keep_alive_of_one_group_lets_the_other_copies_run_out() {
     );
 }
 
+/// Revokes lease `id` in the group of `key` alone, through member 1's replica of it (not
+/// fanned out: as a leader's expiry, or a revoke, can reach one group before another).
+fn revoke_in_the_group_of(net: &mut Net, key: &str, id: LeaseId) {
+    let upper = net.nodes[0].layout().group_of(key.as_bytes());
+    let revoke = RequestId {
+        client: ClientId(77),
+        seq: 1,
+    };
+    let group = net.nodes[0]
+        .groups
+        .get_mut(&upper)
+        .expect("the key's group");
+    group.submit(ClientRequest {
+        id: revoke,
+        first_unacked: 1,
+        op: Op::LeaseRevoke { id },
+        consistency: Consistency::Linearizable,
+    });
+    net.wait(revoke).expect("revoked in that group");
+}
+
 /// A lease that ended in the upper group only (revoked there alone, as a leader's expiry or a
 /// revoke can reach one group before another) while the lower group's copy lives on: the merge
 /// of the two ends it in the merged group too, with its keys of the lower half — `planted`
@@ -252,23 +273,7 @@ fn merge_after_an_upper_only_revoke(planted: bool) -> (Vec<String>, Result<Respo
     }
     net.call(0, split("l")).expect("split [g, p) at l");
     net.rounds(20);
-    // The revoke goes to the upper group's replica on member 1 alone (not fanned out).
-    let upper = net.nodes[0].layout().group_of(b"n");
-    let revoke = RequestId {
-        client: ClientId(77),
-        seq: 1,
-    };
-    let group = net.nodes[0]
-        .groups
-        .get_mut(&upper)
-        .expect("the upper group");
-    group.submit(ClientRequest {
-        id: revoke,
-        first_unacked: 1,
-        op: Op::LeaseRevoke { id },
-        consistency: Consistency::Linearizable,
-    });
-    net.wait(revoke).expect("revoked in the upper group");
+    revoke_in_the_group_of(&mut net, "n", id);
     assert_eq!(live_keys(&mut net), ["h"], "n went with the upper copy");
     net.call(1, merge("l")).expect("merge [l, p) back");
     net.rounds(20);
@@ -287,4 +292,59 @@ fn planted_merge_keeping_an_ended_lease_renews_it_after_its_keys_went() {
     let (live, kept) = merge_after_an_upper_only_revoke(true);
     assert_eq!(live, ["h"], "the lower copy lives on");
     assert!(kept.is_ok(), "renewed though n went: {kept:?}");
+}
+
+/// A keep-alive acknowledged, then the lease ended in the first group's upper neighbour alone
+/// and the two merged — ending the first group's copy too. The keep-alive retried with the
+/// same request id at another member must find the lease gone; `planted` lets the first
+/// group's client table answer the retry with the first attempt's "renewed".
+fn keep_alive_retried_after_a_merge_ended_the_lease(
+    planted: bool,
+) -> Result<Response, EngineError> {
+    let mut net = Net::new(0);
+    if planted {
+        for (i, n) in net.nodes.iter_mut().enumerate() {
+            let mut c = config(i as u64 + 1, 0);
+            c.planted_bug = Some(PlantedBug::PartitionKeepAliveOutgrownAnswer);
+            *n = Node::recover(c, Vec::new()).expect("boot");
+        }
+    }
+    net.rounds(50);
+    let id = grant(&mut net, 0, 60);
+    for k in ["a", "d"] {
+        put_with(&mut net, 1, k, id);
+    }
+    net.call(0, split("c")).expect("split the first group at c");
+    net.rounds(20);
+    let first = net.submit(1, Op::LeaseKeepAlive { id }, Consistency::Linearizable);
+    net.wait(first).expect("renewed");
+    revoke_in_the_group_of(&mut net, "d", id);
+    net.call(1, merge("c")).expect("merge [c, g) back");
+    net.rounds(20);
+    assert!(
+        live_keys(&mut net).is_empty(),
+        "a went with the ended lease"
+    );
+    net.nodes[2].submit(ClientRequest {
+        id: first,
+        first_unacked: first.seq,
+        op: Op::LeaseKeepAlive { id },
+        consistency: Consistency::Linearizable,
+    });
+    net.wait(first)
+}
+
+#[test]
+fn a_keep_alive_retried_after_a_merge_ended_its_lease_finds_it_gone() {
+    let retried = keep_alive_retried_after_a_merge_ended_the_lease(false);
+    assert_eq!(retried, Err(EngineError::LeaseNotFound));
+}
+
+#[test]
+fn planted_outgrown_answer_acknowledges_a_retried_keep_alive() {
+    let retried = keep_alive_retried_after_a_merge_ended_the_lease(true);
+    assert!(
+        retried.is_ok(),
+        "acknowledged from the client table: {retried:?}"
+    );
 }

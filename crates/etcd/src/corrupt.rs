@@ -28,7 +28,7 @@ use synod_node::transport::{PeerAnswer, PeerQuestion};
 use synod_node::{ApiError, NodeHandle};
 /// A HashKV at a revision "in the future" is asked again this many times, this far apart: a
 /// partitioned member answers one only once every group of it reached (closed) the revision,
-/// which the groups behind do within a close interval (50 ms) of the others' writes.
+/// which the groups behind do within a close interval (a tick, 10 ms) of the others' writes.
 const FUTURE_RETRIES: u32 = 5;
 const FUTURE_RETRY_PAUSE: Duration = Duration::from_millis(100);
 

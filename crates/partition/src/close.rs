@@ -22,7 +22,7 @@ use synod_core::{Engine, RequestId};
 
 /// How often (in ticks, 10 ms) a leader looks for groups behind: a merged watch's lag behind
 /// the busiest group is about this plus one decision.
-pub(crate) const CLOSE_EVERY_TICKS: u64 = 5;
+pub(crate) const CLOSE_EVERY_TICKS: u64 = 1;
 /// A close unanswered this long (ticks) is made again: its answer was lost with a leader.
 const CLOSE_RETRY_TICKS: u64 = 300;
 

@@ -29,7 +29,7 @@ use synod_core::{ClientReply, ClientRequest, Consistency, EngineError, RequestId
 
 /// Ticks (10 ms) between two tries of a part whose group has not closed the revision yet:
 /// about a close's interval (`close::CLOSE_EVERY_TICKS`).
-pub(crate) const RETRY_TICKS: u64 = 5;
+pub(crate) const RETRY_TICKS: u64 = 1;
 
 /// The range reads split over several groups, waiting for their parts.
 #[derive(Default)]

@@ -210,6 +210,16 @@ pub trait Engine: Sized + Send + 'static {
         })
     }
 
+    /// The (applied index, [`EngineStatus::applied_digest`]) of each log entry of group
+    /// `group` (0 for an engine of one group) this replica applied after index `after`, oldest
+    /// first, from a short trail of the latest ([`APPLIED_TRAIL_MAX`]). For the simulator's
+    /// agreement check: the status shows only the digest after the last entry of a batch, so
+    /// an entry applied in the middle of one — after a restart, say — would otherwise never be
+    /// compared with the same index elsewhere. Engines without a log report nothing.
+    fn applied_trail(&self, group: u64, after: u64, out: &mut Vec<(u64, u64)>) {
+        let _ = (group, after, out);
+    }
+
     /// Defragmentation (`etcdctl defrag`): take a checkpoint at the next [`Engine::ready`]
     /// even if fewer than `snapshot_entries` entries were applied since the last, so storage
     /// can drop the log before it. False when there is nothing to do: an engine without a log
@@ -492,6 +502,9 @@ impl EngineConfig {
         self.planted_bug == Some(b)
     }
 }
+
+/// Entries a replica keeps in its trail of applied digests ([`Engine::applied_trail`]).
+pub const APPLIED_TRAIL_MAX: usize = 256;
 
 /// Deliberately broken protocol variants (test only). Each names the invariant it breaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

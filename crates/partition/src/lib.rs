@@ -1313,6 +1313,12 @@ impl<E: Engine> Engine for Partitioned<E> {
         }
     }
 
+    fn applied_trail(&self, group: u64, after: u64, out: &mut Vec<(u64, u64)>) {
+        if let Some(e) = self.groups.get(&group) {
+            e.applied_trail(0, after, out);
+        }
+    }
+
     fn checkpoint_now(&mut self) -> bool {
         let mut any = false;
         for g in self.groups.values_mut() {

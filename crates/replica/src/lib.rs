@@ -106,6 +106,8 @@ pub struct Replica<P: LogProtocol> {
     /// Test only (planted `WatchUndecidedEvent`): the highest revision handed to the watch
     /// layer ahead of its decision.
     watch_speculated: u64,
+    /// (applied index, KV digest) of the latest applied entries ([`Engine::applied_trail`]).
+    applied_trail: std::collections::VecDeque<(u64, u64)>,
 }
 
 impl<P: LogProtocol> std::fmt::Debug for Replica<P> {
@@ -192,6 +194,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
             checkpoint_forced: false,
             lessor: lessor::Lessor::default(),
             watch_speculated: 0,
+            applied_trail: std::collections::VecDeque::new(),
         };
         if joining {
             // Durably a member being added: a restart before its state arrives must not be
@@ -399,6 +402,17 @@ impl<P: LogProtocol> Engine for Replica<P> {
 
     fn range_state(&self) -> Option<&synod_core::kv::RangeState> {
         Some(&self.state.range)
+    }
+
+    fn applied_trail(&self, _group: u64, after: u64, out: &mut Vec<(u64, u64)>) {
+        let start = out.len();
+        out.extend(
+            self.applied_trail
+                .iter()
+                .rev()
+                .take_while(|(i, _)| *i > after),
+        );
+        out[start..].reverse();
     }
 
     fn merge_image(&self) -> Option<Vec<u8>> {

@@ -420,6 +420,7 @@ impl<P: LogProtocol> Replica<P> {
             if let Some(result) = result {
                 self.answer_applied(origin, id, result);
             }
+            self.note_applied_digest(idx);
             if self.state.config.epoch != before {
                 new_epoch = true;
                 if self.past_stop_sign_planted() {
@@ -435,6 +436,18 @@ impl<P: LogProtocol> Replica<P> {
         if !P::CAPABILITIES.revisions {
             self.state.kv.forget_history();
         }
+    }
+
+    /// Keeps `idx`'s digest in the short trail the simulator compares across replicas (log
+    /// engines only: without a total order, digests at one index differ legitimately).
+    fn note_applied_digest(&mut self, idx: u64) {
+        if !P::CAPABILITIES.revisions {
+            return;
+        }
+        if self.applied_trail.len() == synod_core::APPLIED_TRAIL_MAX {
+            self.applied_trail.pop_front();
+        }
+        self.applied_trail.push_back((idx, self.state.kv.digest()));
     }
 
     /// Answers the requests waiting here for the command of `origin` / `id`.

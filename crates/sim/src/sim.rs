@@ -409,6 +409,9 @@ struct Sim<E: Engine> {
     /// applied index → (digest, first node that reported it).
     /// (group, applied index) → the digest first reported there, and by whom.
     agreement: BTreeMap<(u64, u64), (u64, NodeId)>,
+    /// (node, group) → the highest applied index of its trail already compared (reset when
+    /// the node boots: what it applies again from its checkpoint is compared again).
+    trail_seen: BTreeMap<(NodeId, u64), u64>,
     failures: Vec<String>,
     schedule: Vec<ScheduledFault>,
     heal_at_us: u64,
@@ -585,6 +588,7 @@ impl<E: Engine> Sim<E> {
             history: Vec::new(),
             trace: Trace::new(),
             agreement: BTreeMap::new(),
+            trail_seen: BTreeMap::new(),
             failures: Vec::new(),
             schedule,
             heal_at_us,
@@ -857,6 +861,7 @@ impl<E: Engine> Sim<E> {
             .map(Engine::status)
             .unwrap_or_default();
         self.check_agreement(node, &status);
+        self.check_trail(i, node, &status);
         self.trace.record(
             TraceEntry {
                 time_us: self.now_us,
@@ -881,6 +886,32 @@ impl<E: Engine> Sim<E> {
         // A partitioned engine: every group is a log of its own.
         for g in &status.groups {
             self.check_group_agreement(node, g.group, g.applied_index, g.applied_digest);
+        }
+    }
+
+    /// The agreement check for every entry the node applied since the last look, not only the
+    /// last of each batch (see [`Engine::applied_trail`]): an entry applied in the middle of a
+    /// batch on one replica and alone on another is compared too.
+    fn check_trail(&mut self, i: usize, node: NodeId, status: &EngineStatus) {
+        let Some(engine) = self.nodes[i].engine.as_ref() else {
+            return;
+        };
+        let groups: Vec<u64> = if status.groups.is_empty() {
+            vec![0]
+        } else {
+            status.groups.iter().map(|g| g.group).collect()
+        };
+        let mut found: Vec<(u64, u64, u64)> = Vec::new();
+        let mut trail = Vec::new();
+        for g in groups {
+            let after = self.trail_seen.get(&(node, g)).copied().unwrap_or(0);
+            trail.clear();
+            engine.applied_trail(g, after, &mut trail);
+            found.extend(trail.iter().map(|&(index, digest)| (g, index, digest)));
+        }
+        for (g, index, digest) in found {
+            self.trail_seen.insert((node, g), index);
+            self.check_group_agreement(node, g, index, Some(digest));
         }
     }
 
@@ -966,6 +997,7 @@ impl<E: Engine> Sim<E> {
             config.first_boot = self.recover_damaged_disk(node, damage);
         }
         let records = self.nodes[i].disk.records();
+        self.trail_seen.retain(|(n, _), _| *n != node);
         match E::recover(config, records) {
             Ok(engine) => {
                 self.nodes[i].engine = Some(engine);

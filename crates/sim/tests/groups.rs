@@ -307,6 +307,19 @@ fn automatic_splits_and_merges_lose_nothing() {
     );
 }
 
+/// An OmniPaxos follower that takes its leader's round with the leader's snapshot (planted
+/// `omni-snapshot-takes-leader-round`): a later Prepare adopts its short log and an entry
+/// decided beyond the snapshot is lost. Seed 97,116 is where the real bug was found
+/// (2026-12-05, with closes every tick: a decided close lost after a power loss of every
+/// member); the agreement check sees it through the replicas' trails of applied digests.
+#[test]
+fn planted_snapshot_taking_the_leaders_round_is_caught() {
+    let mut cfg = auto_layout();
+    cfg.planted_bug = Some(PlantedBug::OmniSnapshotTakesLeaderRound);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 97_116..97_000 + PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "agreement");
+}
+
 /// The same with no splits by size: the writes and reads alone split ranges (a group over 4
 /// writes or 4 reads a second for 5 s, where they divide in half).
 #[test]

@@ -412,9 +412,15 @@ fn leases_hold_while_ranges_split_and_merge() {
 /// (`partition/src/tests/leases.rs`) catches it on every run.
 #[test]
 fn planted_merge_keeping_an_ended_lease_is_caught() {
+    early_expiry_in_lease_runs_from(PlantedBug::PartitionMergeKeepsEndedLease, 73_147);
+}
+
+/// A planted bug of leases through splits and merges (OmniPaxos, the operator's splits) is
+/// caught as an early expiry, searching from seed `first` of the runs' 1,000.
+fn early_expiry_in_lease_runs_from(bug: PlantedBug, first: u64) {
     let mut cfg = with_leases(splitting(10));
-    cfg.planted_bug = Some(PlantedBug::PartitionMergeKeepsEndedLease);
-    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 73_147..73_000 + PLANT_SEEDS_MAX);
+    cfg.planted_bug = Some(bug);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, first..73_000 + PLANT_SEEDS_MAX);
     assert_caught_by(&r, "lease: early expiry");
 }
 
@@ -436,10 +442,7 @@ fn planted_split_lease_clocks_unrebased_is_caught() {
 /// (2026-12-05, a retry at another member after a merge); searched from there.
 #[test]
 fn planted_keep_alive_counting_an_outgrown_answer_is_caught() {
-    let mut cfg = with_leases(splitting(10));
-    cfg.planted_bug = Some(PlantedBug::PartitionKeepAliveOutgrownAnswer);
-    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 73_475..73_000 + PLANT_SEEDS_MAX);
-    assert_caught_by(&r, "lease: early expiry");
+    early_expiry_in_lease_runs_from(PlantedBug::PartitionKeepAliveOutgrownAnswer, 73_475);
 }
 
 #[test]

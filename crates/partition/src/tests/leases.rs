@@ -31,6 +31,17 @@ pub(super) fn time_to_live(net: &mut Net, at: usize, id: LeaseId) -> synod_core:
     }
 }
 
+/// Three fresh members, every one with `bug` planted (if any).
+fn net_with(bug: Option<PlantedBug>) -> Net {
+    let mut net = Net::new(0);
+    for (i, n) in net.nodes.iter_mut().enumerate() {
+        let mut c = config(i as u64 + 1, 0);
+        c.planted_bug = bug;
+        *n = Node::recover(c, Vec::new()).expect("boot");
+    }
+    net
+}
+
 fn keep_alive(net: &mut Net, at: usize, id: LeaseId) -> Result<Response, EngineError> {
     net.call(at, Op::LeaseKeepAlive { id })
 }
@@ -209,12 +220,7 @@ fn a_grant_with_a_taken_id_is_refused_and_expiries_stay_internal() {
 
 #[test]
 fn planted_keep_alive_of_one_group_lets_the_other_copies_run_out() {
-    let mut net = Net::new(0);
-    for (i, n) in net.nodes.iter_mut().enumerate() {
-        let mut c = config(i as u64 + 1, 0);
-        c.planted_bug = Some(PlantedBug::PartitionLeaseRenewsOneGroup);
-        *n = Node::recover(c, Vec::new()).expect("boot");
-    }
+    let mut net = net_with(Some(PlantedBug::PartitionLeaseRenewsOneGroup));
     net.rounds(50);
     let id = grant(&mut net, 0, 1);
     for k in ["b", "i", "r"] {
@@ -252,27 +258,28 @@ fn revoke_in_the_group_of(net: &mut Net, key: &str, id: LeaseId) {
     net.wait(revoke).expect("revoked in that group");
 }
 
+/// Three members (with `bug`), a lease of 60 s on `keys`, and the range they share split at
+/// `at`, between them.
+fn leased_keys_split(bug: Option<PlantedBug>, keys: [&str; 2], at: &str) -> (Net, LeaseId) {
+    let mut net = net_with(bug);
+    net.rounds(50);
+    let id = grant(&mut net, 0, 60);
+    for k in keys {
+        put_with(&mut net, 1, k, id);
+    }
+    net.call(0, split(at)).expect("split between the keys");
+    net.rounds(20);
+    (net, id)
+}
+
 /// A lease that ended in the upper group only (revoked there alone, as a leader's expiry or a
 /// revoke can reach one group before another) while the lower group's copy lives on: the merge
 /// of the two ends it in the merged group too, with its keys of the lower half — `planted`
 /// keeps it instead, so a keep-alive after the merge succeeds although the lease's upper keys
 /// are gone (what the lease checker calls an early expiry).
 fn merge_after_an_upper_only_revoke(planted: bool) -> (Vec<String>, Result<Response, EngineError>) {
-    let mut net = Net::new(0);
-    if planted {
-        for (i, n) in net.nodes.iter_mut().enumerate() {
-            let mut c = config(i as u64 + 1, 0);
-            c.planted_bug = Some(PlantedBug::PartitionMergeKeepsEndedLease);
-            *n = Node::recover(c, Vec::new()).expect("boot");
-        }
-    }
-    net.rounds(50);
-    let id = grant(&mut net, 0, 60);
-    for k in ["h", "n"] {
-        put_with(&mut net, 1, k, id);
-    }
-    net.call(0, split("l")).expect("split [g, p) at l");
-    net.rounds(20);
+    let bug = planted.then_some(PlantedBug::PartitionMergeKeepsEndedLease);
+    let (mut net, id) = leased_keys_split(bug, ["h", "n"], "l");
     revoke_in_the_group_of(&mut net, "n", id);
     assert_eq!(live_keys(&mut net), ["h"], "n went with the upper copy");
     net.call(1, merge("l")).expect("merge [l, p) back");
@@ -301,21 +308,8 @@ fn planted_merge_keeping_an_ended_lease_renews_it_after_its_keys_went() {
 fn keep_alive_retried_after_a_merge_ended_the_lease(
     planted: bool,
 ) -> Result<Response, EngineError> {
-    let mut net = Net::new(0);
-    if planted {
-        for (i, n) in net.nodes.iter_mut().enumerate() {
-            let mut c = config(i as u64 + 1, 0);
-            c.planted_bug = Some(PlantedBug::PartitionKeepAliveOutgrownAnswer);
-            *n = Node::recover(c, Vec::new()).expect("boot");
-        }
-    }
-    net.rounds(50);
-    let id = grant(&mut net, 0, 60);
-    for k in ["a", "d"] {
-        put_with(&mut net, 1, k, id);
-    }
-    net.call(0, split("c")).expect("split the first group at c");
-    net.rounds(20);
+    let bug = planted.then_some(PlantedBug::PartitionKeepAliveOutgrownAnswer);
+    let (mut net, id) = leased_keys_split(bug, ["a", "d"], "c");
     let first = net.submit(1, Op::LeaseKeepAlive { id }, Consistency::Linearizable);
     net.wait(first).expect("renewed");
     revoke_in_the_group_of(&mut net, "d", id);

@@ -212,7 +212,8 @@ pub trait Engine: Sized + Send + 'static {
 
     /// The (applied index, [`EngineStatus::applied_digest`]) of each log entry of group
     /// `group` (0 for an engine of one group) this replica applied after index `after`, oldest
-    /// first, from a short trail of the latest ([`APPLIED_TRAIL_MAX`]). For the simulator's
+    /// first, from a short trail of the latest ([`APPLIED_TRAIL_MAX`]), kept only with
+    /// [`EngineConfig::keep_applied_trail`]. For the simulator's
     /// agreement check: the status shows only the digest after the last entry of a batch, so
     /// an entry applied in the middle of one — after a restart, say — would otherwise never be
     /// compared with the same index elsewhere. Engines without a log report nothing.
@@ -447,6 +448,9 @@ pub struct EngineConfig {
     pub engine_threads: usize,
     /// This replica is one group of a partitioned engine: the only kind that takes splits.
     pub partition_group: bool,
+    /// Test only (the simulator): keep the trail of applied digests
+    /// ([`Engine::applied_trail`]). Off in the node: nothing on its apply path is kept for it.
+    pub keep_applied_trail: bool,
 }
 
 impl EngineConfig {
@@ -486,6 +490,7 @@ impl EngineConfig {
             auto_merge_quiet_looks: 30,
             engine_threads: 1,
             partition_group: false,
+            keep_applied_trail: false,
         }
     }
 

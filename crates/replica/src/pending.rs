@@ -441,7 +441,7 @@ impl<P: LogProtocol> Replica<P> {
     /// Keeps `idx`'s digest in the short trail the simulator compares across replicas (log
     /// engines only: without a total order, digests at one index differ legitimately).
     fn note_applied_digest(&mut self, idx: u64) {
-        if !P::CAPABILITIES.revisions {
+        if !P::CAPABILITIES.revisions || !self.config.keep_applied_trail {
             return;
         }
         if self.applied_trail.len() == synod_core::APPLIED_TRAIL_MAX {

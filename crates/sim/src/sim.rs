@@ -518,6 +518,7 @@ impl<E: Engine> Sim<E> {
                 config.election_timeout_ticks = cfg.election_timeout_ticks;
                 config.request_timeout_ticks = cfg.request_timeout_ticks;
                 config.planted_bug = cfg.planted_bug;
+                config.keep_applied_trail = true;
                 config.snapshot_entries = cfg.snapshot_entries;
                 config.join = spare;
                 config.split_keys = cfg.split_keys.clone();

@@ -77,6 +77,13 @@ fn https_client(ca: &Path, client: &(PathBuf, PathBuf)) -> reqwest::blocking::Cl
         .expect("https client")
 }
 
+/// A scratch directory and a CA made in it for the test's certificates.
+fn test_ca() -> (tempfile::TempDir, Certs) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = Certs::generate(tmp.path().join("ca"), "synod test CA");
+    (tmp, ca)
+}
+
 /// Copies `from` over `to` atomically (a temporary file and a rename).
 fn replace(from: &Path, to: &Path) {
     let tmp = to.with_extension("tmp");
@@ -89,8 +96,7 @@ fn a_tls_cluster_serves_certified_clients_and_refuses_strangers() {
     let Some(etcdctl) = common::etcdctl() else {
         return;
     };
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let ca = Certs::generate(tmp.path().join("ca"), "synod test CA");
+    let (tmp, ca) = test_ca();
     // The client ports get their own copy of the server pair, so replacing it (the reload
     // check) leaves the peer links' certificate alone.
     let port_cert = tmp.path().join("client-port.pem");
@@ -524,8 +530,7 @@ fn the_corruption_check_works_behind_client_and_peer_tls() {
     let Some(etcdctl) = common::etcdctl() else {
         return;
     };
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let ca = Certs::generate(tmp.path().join("ca"), "synod test CA");
+    let (_tmp, ca) = test_ca();
     let mut c = certified_cluster(&ca, &|cfg| cfg.corrupt_check_ms = 300);
     // n3 comes back applying every put with its value altered.
     c.kill(3);
@@ -554,8 +559,7 @@ fn a_member_joins_a_cluster_whose_client_ports_demand_certificates() {
     let Some(etcdctl) = common::etcdctl() else {
         return;
     };
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let ca = Certs::generate(tmp.path().join("ca"), "synod test CA");
+    let (_tmp, ca) = test_ca();
     let mut c = certified_cluster(&ca, &|_| {});
     let (tls, all) = (ca.flags(), c.grpc_endpoints());
     etcdctl_ok(&c, &etcdctl, &all, &tls, &["put", "before", "1"]);

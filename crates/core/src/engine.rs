@@ -292,6 +292,17 @@ pub trait Engine: Sized + Send + 'static {
         Vec::new()
     }
 
+    /// Partitioned mode: `op` (a read) answered from this replica's applied state as it is,
+    /// with no leader's confirmation — for the engine's own look at a small replicated table
+    /// (the range directory), never for a client.
+    fn read_applied(&self, op: &crate::kv::Op) -> Result<crate::kv::Response, EngineError> {
+        let _ = op;
+        Err(EngineError::Unsupported {
+            engine: Self::NAME.to_string(),
+            what: "a read of the applied state".to_string(),
+        })
+    }
+
     /// Partitioned mode: up to about `most` keys spread evenly over this replica's store in
     /// key order (where a size split cuts, and how many keys each side gets). Empty: fewer
     /// than two keys, or no store.
@@ -448,6 +459,10 @@ pub struct EngineConfig {
     pub engine_threads: usize,
     /// This replica is one group of a partitioned engine: the only kind that takes splits.
     pub partition_group: bool,
+    /// Partitioned mode: keep the range directory, a group of its own (the meta group) that
+    /// maps each range to its group, recorded by the groups' leaders after every split and
+    /// merge (`synod-partition`'s `directory.rs`).
+    pub range_directory: bool,
     /// Test only (the simulator): keep the trail of applied digests
     /// ([`Engine::applied_trail`]). Off in the node: nothing on its apply path is kept for it.
     pub keep_applied_trail: bool,
@@ -490,6 +505,7 @@ impl EngineConfig {
             auto_merge_quiet_looks: 30,
             engine_threads: 1,
             partition_group: false,
+            range_directory: false,
             keep_applied_trail: false,
         }
     }
@@ -685,10 +701,23 @@ pub enum PlantedBug {
     /// ending this one), or the first group's client table answering a retry with the first
     /// attempt's answer — so it is acknowledged for a lease whose keys are already gone.
     PartitionKeepAliveOutgrownAnswer,
+    /// Partitioned range directory: the leader of a group split off at run time never
+    /// records its range in the directory (the meta group), so the directory goes on sending
+    /// the new group's keys to its parent.
+    PartitionSplitNeverRecorded,
+    /// Partitioned membership change: an answer that says a change is so already (a retry
+    /// of an add or remove applied before: "member ID already exist", "member not found") is
+    /// given at once instead of once every group followed — so the operator stops a removed
+    /// member that other groups still count as a voter.
+    PartitionMemberRetryNotHeld,
+    /// Partitioned split on a learner (a member being added): the new group's first record is
+    /// a protocol checkpoint, which names a voter — it does not recover, so the member never
+    /// hosts the new group and the group's leader waits for it to catch up forever.
+    PartitionSplitLearnerAsVoter,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 52] = [
+    pub const ALL: [PlantedBug; 55] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -741,6 +770,9 @@ impl PlantedBug {
         PlantedBug::PartitionSplitLeaseClocksUnrebased,
         PlantedBug::OmniSnapshotTakesLeaderRound,
         PlantedBug::PartitionKeepAliveOutgrownAnswer,
+        PlantedBug::PartitionSplitNeverRecorded,
+        PlantedBug::PartitionMemberRetryNotHeld,
+        PlantedBug::PartitionSplitLearnerAsVoter,
     ];
 
     pub fn name(self) -> &'static str {
@@ -801,6 +833,9 @@ impl PlantedBug {
             }
             PlantedBug::OmniSnapshotTakesLeaderRound => "omni-snapshot-takes-leader-round",
             PlantedBug::PartitionKeepAliveOutgrownAnswer => "partition-keep-alive-outgrown-answer",
+            PlantedBug::PartitionSplitNeverRecorded => "partition-split-never-recorded",
+            PlantedBug::PartitionMemberRetryNotHeld => "partition-member-retry-not-held",
+            PlantedBug::PartitionSplitLearnerAsVoter => "partition-split-learner-as-voter",
         }
     }
 
@@ -995,6 +1030,26 @@ pub struct EngineStatus {
     /// through the groups. The node keeps reaching them.
     #[serde(default)]
     pub other_members: Vec<crate::membership::Member>,
+    /// Partitioned mode with a range directory: the directory as this member's replica of
+    /// the meta group holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<DirectoryStatus>,
+}
+
+/// The range directory as one member's replica of the meta group holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DirectoryStatus {
+    /// The meta group's own status (its `start` and `end` are empty: it owns no user key).
+    pub meta: GroupStatus,
+    /// Each range's first key and group, in key order, as recorded.
+    pub entries: Vec<DirectoryEntry>,
+}
+
+/// One range of the directory: the range from `start` to the next entry's is `group`'s.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DirectoryEntry {
+    pub start: crate::kv::Key,
+    pub group: u64,
 }
 
 /// One revision stream's newly applied revisions ([`Engine::take_group_watch_events`]).

@@ -379,6 +379,54 @@ pub struct StatusReply {
     pub capabilities: Capabilities,
     /// Partitioned mode: the groups in key order (empty: one group).
     pub groups: Vec<RangeInfo>,
+    /// Partitioned mode with a range directory: the directory as this member holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub directory: Option<DirectoryInfo>,
+}
+
+/// The range directory as one member's replica of its group holds it (`/v1/status`).
+#[derive(Debug, Serialize)]
+pub struct DirectoryInfo {
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub applied_index: u64,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    pub ranges: Vec<DirectoryRange>,
+    /// The recorded ranges are those of the layout this member's groups applied.
+    pub matches_layout: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DirectoryRange {
+    pub start: String,
+    pub group: u64,
+    pub name: String,
+}
+
+impl DirectoryInfo {
+    fn of(st: &synod_core::EngineStatus) -> Option<Self> {
+        let d = st.directory.as_ref()?;
+        let recorded = d.entries.iter().map(|e| (&e.start, e.group));
+        let matches_layout = recorded.eq(st.groups.iter().map(|g| (&g.start, g.group)));
+        Some(DirectoryInfo {
+            leader: d.meta.leader,
+            term: d.meta.term,
+            applied_index: d.meta.applied_index,
+            voters: d.meta.voters.clone(),
+            learners: d.meta.learners.clone(),
+            ranges: d
+                .entries
+                .iter()
+                .map(|e| DirectoryRange {
+                    start: String::from_utf8_lossy(&e.start).into_owned(),
+                    group: e.group,
+                    name: synod_partition::layout::group_name(e.group),
+                })
+                .collect(),
+            matches_layout,
+        })
+    }
 }
 
 /// One consensus group of a partitioned cluster, for `/v1/status` and `synodctl range list`.
@@ -427,6 +475,7 @@ pub async fn status(State(handle): State<NodeHandle>) -> Json<StatusReply> {
     let info = handle.info();
     let st = handle.status();
     let db_size_in_use_bytes = st.db_size_in_use_bytes();
+    let directory = DirectoryInfo::of(&st.engine);
     Json(StatusReply {
         member_id: info.member_id,
         cluster_id: info.cluster_id,
@@ -452,6 +501,7 @@ pub async fn status(State(handle): State<NodeHandle>) -> Json<StatusReply> {
         members: handle.members().0,
         capabilities: info.capabilities,
         groups: st.engine.groups.iter().map(RangeInfo::of).collect(),
+        directory,
     })
 }
 

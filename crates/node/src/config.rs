@@ -282,6 +282,10 @@ pub struct PartitionConfig {
     /// the WAL need the others). Members that share one machine should share its cores out
     /// (`ClusterConfig::local`, hence `synod dev`, does). Each member may have its own.
     pub engine_threads: usize,
+    /// Keep a range directory: a group of its own on every member that records which group
+    /// owns which range (`synodctl range list` shows it). Set at the cluster's first boot,
+    /// the same on every member (it is part of the cluster id). See docs/partitioning.md.
+    pub directory: bool,
 }
 
 /// The most engine threads a member takes by itself (`engine_threads = 0`).
@@ -517,16 +521,23 @@ impl ClusterConfig {
     }
 
     /// Stable across processes, versions and platforms: FNV-1a of the cluster name (never 0),
-    /// and of the split keys when the cluster is partitioned.
+    /// and of the split keys (and whether it keeps a range directory) when the cluster is
+    /// partitioned.
     pub fn cluster_id(&self) -> u64 {
         if self.partition.split_keys.is_empty() {
             return cluster_id_of(&self.cluster_name);
         }
         // Members that split the keys differently must not talk: a key would have two owners.
+        // Nor members that disagree on the directory: its group would have no quorum.
         cluster_id_of(&format!(
-            "{}\0split:{}",
+            "{}\0split:{}{}",
             self.cluster_name,
-            self.partition.split_keys.join("\0")
+            self.partition.split_keys.join("\0"),
+            if self.partition.directory {
+                "\0directory"
+            } else {
+                ""
+            }
         ))
     }
 
@@ -587,6 +598,7 @@ impl ClusterConfig {
         e.auto_split_reads = self.partition.auto_split_reads;
         e.auto_merge_keys = self.partition.auto_merge_keys;
         e.engine_threads = self.partition.engine_threads();
+        e.range_directory = self.partition.directory;
         e
     }
 
@@ -600,6 +612,12 @@ impl ClusterConfig {
         }
         let splits = &self.partition.split_keys;
         if splits.is_empty() {
+            if self.partition.directory {
+                return Err(invalid(
+                    "partition.directory",
+                    "a range directory needs ranges: set partition.split_keys too",
+                ));
+            }
             return Ok(());
         }
         if !PARTITIONED_ENGINES.contains(&self.engine.as_str()) {
@@ -1026,6 +1044,24 @@ grpc_addr = "10.0.0.2:2379"
         assert_eq!(cluster_id_of(""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(cluster_id_of("a"), 0xaf63_dc4c_8601_ec8c);
         assert_ne!(cluster_id_of("prod"), cluster_id_of("prod2"));
+    }
+
+    #[test]
+    fn a_range_directory_needs_ranges_and_changes_the_cluster_id() {
+        let mut c = ClusterConfig::local(3, 20000);
+        c.partition.directory = true;
+        let e = c.validate().expect_err("no ranges to direct");
+        assert!(e.to_string().contains("partition.directory"), "{e}");
+        c.partition = PartitionConfig::even(4);
+        let without = c.cluster_id();
+        c.partition.directory = true;
+        c.validate().unwrap();
+        assert_ne!(
+            c.cluster_id(),
+            without,
+            "members that disagree must not talk"
+        );
+        assert!(c.engine_config(1).range_directory);
     }
 
     #[test]

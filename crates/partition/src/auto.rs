@@ -130,7 +130,8 @@ impl<E: Engine> Partitioned<E> {
         let auto = &mut self.auto;
         auto.load.retain(|g, _| self.groups.contains_key(g));
         auto.read_keys.retain(|g, _| self.groups.contains_key(g));
-        for (g, e) in &self.groups {
+        let data = self.groups.iter().filter(|(g, _)| **g != crate::META_GROUP);
+        for (g, e) in data {
             // Revisions closed without a write (`close.rs`) are no load.
             let revision = e.status().revision;
             let revision = revision - e.revisions_closed().min(revision);
@@ -174,13 +175,14 @@ impl<E: Engine> Partitioned<E> {
     /// its middle key, or where its recent writes divide in half. One split in flight at a
     /// time, none past [`crate::GROUPS_MAX`].
     fn auto_split(&mut self) {
-        if self.groups.len() >= crate::GROUPS_MAX || self.auto.splitting.is_some() {
+        if self.data_groups().count() >= crate::GROUPS_MAX || self.auto.splitting.is_some() {
             return;
         }
         let (over_keys, over_load) = (self.base.auto_split_keys, self.base.auto_split_writes);
         let over_reads = self.base.auto_split_reads;
         let mut due = None;
-        for (g, e) in &self.groups {
+        let data = self.groups.iter().filter(|(g, _)| **g != crate::META_GROUP);
+        for (g, e) in data {
             let st = e.status();
             let Some(range) = e.range_state() else {
                 continue;
@@ -236,7 +238,7 @@ impl<E: Engine> Partitioned<E> {
                 .copied()
         };
         let mut due = None;
-        for (up, e) in &self.groups {
+        for (up, e) in self.groups.iter().filter(|(g, _)| **g != crate::META_GROUP) {
             let Some(range) = e.range_state() else {
                 continue;
             };

@@ -38,15 +38,15 @@ impl<E: Engine> Partitioned<E> {
     /// Proposes a close to every group this replica leads whose revision is behind the
     /// highest of this member's groups.
     pub(crate) fn close_revisions(&mut self) {
-        if self.groups.len() < 2 || self.closing.off {
+        if self.data_groups().nth(1).is_none() || self.closing.off {
             return;
         }
+        // The meta group's revisions are the directory's own: no read spans it.
         let revisions: Vec<(GroupId, u64, bool)> = self
-            .groups
-            .iter()
+            .data_groups()
             .map(|(g, e)| {
                 let st = e.status();
-                (*g, st.revision, st.leader == Some(self.id))
+                (g, st.revision, st.leader == Some(self.id))
             })
             .collect();
         let top = revisions.iter().map(|(_, r, _)| *r).max().unwrap_or(0);
@@ -74,7 +74,7 @@ impl<E: Engine> Partitioned<E> {
 
     /// The highest revision of this member's groups: one every group closes within a round.
     pub(crate) fn highest_revision(&self) -> u64 {
-        let revisions = self.groups.values().map(|e| e.status().revision);
+        let revisions = self.data_groups().map(|(_, e)| e.status().revision);
         revisions.max().unwrap_or(0)
     }
 

@@ -74,6 +74,7 @@ mod auto;
 mod backup;
 mod close;
 mod compact;
+mod directory;
 mod gather;
 pub mod layout;
 mod leases;
@@ -82,6 +83,7 @@ mod pool;
 mod watch;
 
 pub use backup::GroupsImage;
+pub use directory::META_GROUP;
 use layout::{CHILD_ID_BASE, GroupId, Layout, Route, child_id};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -215,8 +217,12 @@ pub struct Partitioned<E: Engine> {
     held_members: Vec<HeldMember>,
     /// Planted bug `PartitionGroupsKeepRemovedMembers`.
     bug_keep_removed: bool,
+    /// Planted bug `PartitionMemberRetryNotHeld`.
+    bug_release_already_so: bool,
     /// Revision closes in flight (`close.rs`).
     closing: close::Closing,
+    /// This member's records of its groups' ranges in the range directory (`directory.rs`).
+    directory: directory::Recording,
 }
 
 /// An operator's membership change the first group applied, waiting for the other groups.
@@ -482,6 +488,35 @@ impl<E: Engine> Partitioned<E> {
         }
     }
 
+    /// The first group's configuration an operator's membership change answered `reply` is
+    /// held against until every group here has followed it: the one it made, or — for an
+    /// answer that says it is so already ("member ID already exist", "member not found", "can
+    /// only promote a learner member": a retry of a change applied before, which the operator
+    /// takes as done) — the one now. `None`: answered at once (a refusal, a timeout).
+    fn held_against(&self, reply: &ClientReply) -> Option<synod_core::membership::Configuration> {
+        use synod_core::membership::{
+            ERR_MEMBER_ID_EXISTS, ERR_MEMBER_NOT_FOUND, ERR_MEMBER_NOT_LEARNER,
+        };
+        match &reply.result {
+            Ok(Response {
+                body: ResponseBody::Membership(after),
+                ..
+            }) => Some(after.clone()),
+            Err(EngineError::Membership(m))
+                if !self.bug_release_already_so
+                    && [
+                        ERR_MEMBER_ID_EXISTS,
+                        ERR_MEMBER_NOT_FOUND,
+                        ERR_MEMBER_NOT_LEARNER,
+                    ]
+                    .contains(&m.as_str()) =>
+            {
+                self.cluster_configuration().map(|(_, c)| c)
+            }
+            _ => None,
+        }
+    }
+
     /// The answers to membership changes every group here has followed now, and `Timeout` for
     /// those whose time ran out. A replica without a configuration yet (joining) does not
     /// count.
@@ -542,6 +577,7 @@ impl<E: Engine> Partitioned<E> {
         if self.own.answered(&reply.id) {
             self.auto.answered(reply.id, self.ticks);
             let retry_at = self.ticks + self.election_timeout_ticks;
+            self.directory.answered(reply.id, retry_at);
             for (id, not_before) in self.absorbing.values_mut() {
                 if *id == Some(reply.id) {
                     *id = None;
@@ -551,15 +587,11 @@ impl<E: Engine> Partitioned<E> {
             return None;
         }
         if let Some(change) = self.member_requests.remove(&reply.id) {
-            let Ok(Response {
-                body: ResponseBody::Membership(after),
-                ..
-            }) = &reply.result
-            else {
+            let Some(after) = self.held_against(&reply) else {
                 return Some(reply);
             };
             self.held_members.push(HeldMember {
-                after: after.clone(),
+                after,
                 reply,
                 change,
                 until: self.ticks + self.base.request_timeout_ticks,
@@ -1019,15 +1051,22 @@ impl<E: Engine> Engine for Partitioned<E> {
             member_requests: BTreeMap::new(),
             held_members: Vec::new(),
             bug_keep_removed: false,
+            bug_release_already_so: false,
             closing: close::Closing::default(),
+            directory: directory::Recording::default(),
         };
         p.bug_keep_removed = p.base.bug(PlantedBug::PartitionGroupsKeepRemovedMembers);
+        p.bug_release_already_so = p.base.bug(PlantedBug::PartitionMemberRetryNotHeld);
         p.leases.bug_renew_one_group = p.base.bug(PlantedBug::PartitionLeaseRenewsOneGroup);
         p.leases.bug_compact_one_group = p.base.bug(PlantedBug::PartitionCompactOneGroup);
         p.leases.bug_keep_outgrown_answers =
             p.base.bug(PlantedBug::PartitionKeepAliveOutgrownAnswer);
         p.watch.bug_move_early = p.base.bug(PlantedBug::PartitionWatchMoveEarly);
         p.gathers.bug_unaligned = p.base.bug(PlantedBug::PartitionSpanReadUnaligned);
+        p.directory.bug_skip_children = p.base.bug(PlantedBug::PartitionSplitNeverRecorded);
+        // The meta group's records: its replica is started below, outside the layout (and
+        // left out, records and all, when the directory is off).
+        let meta_records = per_group.remove(&META_GROUP).unwrap_or_default();
         // The layout's groups, and any split-off group whose records made it to disk
         // without the layout naming it yet: its state says where it begins.
         let mut ids: Vec<GroupId> = p.layout.ids().filter(|g| !p.retired.contains(g)).collect();
@@ -1053,6 +1092,11 @@ impl<E: Engine> Engine for Partitioned<E> {
             }
             p.groups.insert(g, engine);
         }
+        if p.base.range_directory {
+            let meta = E::recover(p.group_config(META_GROUP), meta_records)
+                .map_err(|e| format!("the range directory's group: {e}"))?;
+            p.groups.insert(META_GROUP, meta);
+        }
         // Splits replayed above, or known from a parent's state only.
         let mut parents: Vec<GroupId> = p.groups.keys().copied().collect();
         while let Some(g) = parents.pop() {
@@ -1075,7 +1119,9 @@ impl<E: Engine> Engine for Partitioned<E> {
                 end: format!("group {} not started here yet", layout::group_name(g)).into(),
             }),
         };
-        if matches!(request.op, synod_core::kv::Op::Split(_)) && self.groups.len() >= GROUPS_MAX {
+        if matches!(request.op, synod_core::kv::Op::Split(_))
+            && self.data_groups().count() >= GROUPS_MAX
+        {
             self.refused.push(ClientReply {
                 id: request.id,
                 result: Err(EngineError::InvalidRequest(format!(
@@ -1162,6 +1208,9 @@ impl<E: Engine> Engine for Partitioned<E> {
         }
         if self.ticks.is_multiple_of(FOLLOW_MEMBERS_EVERY_TICKS) {
             self.follow_members();
+        }
+        if self.ticks.is_multiple_of(directory::RECORD_EVERY_TICKS) {
+            self.record_ranges();
         }
         let replies = self.pump_leases();
         self.refused.extend(replies);
@@ -1276,6 +1325,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             } else {
                 first.role.clone()
             },
+            directory: self.directory_status(),
             // Leader, term, members and auth: the first group's, which holds the auth state
             // and answers for the cluster as a whole.
             ..first
@@ -1293,7 +1343,8 @@ impl<E: Engine> Engine for Partitioned<E> {
     fn take_group_watch_events(&mut self) -> Vec<GroupEvents> {
         self.watch.on = true;
         let mut out = self.watch.take_retired();
-        for (g, e) in self.groups.iter_mut() {
+        // The meta group's store is the directory, no user's keys: it has no watchers.
+        for (g, e) in self.groups.iter_mut().filter(|(g, _)| **g != META_GROUP) {
             out.extend(self.watch.take(*g, e));
         }
         out

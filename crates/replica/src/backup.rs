@@ -158,6 +158,23 @@ pub fn restored_checkpoints<P: LogProtocol>(
         .collect()
 }
 
+/// The first record of a group a restored cluster starts empty: the partitioned engine's range
+/// directory, which a backup does not hold (the groups' leaders record their ranges again).
+/// Without it every member's replica would start as one that lost its disk, to be repaired by
+/// peers that have nothing either.
+pub fn empty_checkpoint<P: LogProtocol>(
+    config: Configuration,
+) -> Result<RestoredRecord<P>, String> {
+    let image = StateImage {
+        kv: synod_core::kv::KvStore::new(synod_core::kv::KvLimits::default()),
+        origins: Vec::new(),
+        config: Some(config.clone()),
+        auth: None,
+        range: None,
+    };
+    first_record::<P>(image, &config)
+}
+
 /// A group's first record: a fresh protocol instance whose log begins at the image's index.
 fn first_record<P: LogProtocol>(
     image: StateImage,

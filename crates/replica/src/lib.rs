@@ -36,7 +36,7 @@ mod split;
 mod state;
 mod transfer;
 
-pub use backup::{restored_checkpoint, restored_checkpoints};
+pub use backup::{empty_checkpoint, restored_checkpoint, restored_checkpoints};
 pub use messages::Message;
 pub use records::{Checkpoint, Record};
 pub use snapshot::{SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
@@ -321,6 +321,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
             learner_applied: self.members.learner_applied(),
             groups: Vec::new(),
             other_members: Vec::new(),
+            directory: None,
         }
     }
 
@@ -433,6 +434,13 @@ impl<P: LogProtocol> Engine for Replica<P> {
 
     fn key_sample(&self, most: usize) -> Vec<synod_core::kv::Key> {
         self.state.kv.key_sample(most)
+    }
+
+    fn read_applied(
+        &self,
+        op: &synod_core::kv::Op,
+    ) -> Result<synod_core::kv::Response, EngineError> {
+        self.state.kv.read(op)
     }
 
     fn take_splits(&mut self) -> Vec<(synod_core::kv::SplitMark, Self::Record)> {

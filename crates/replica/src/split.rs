@@ -5,7 +5,8 @@
 //! (`state.rs`) and leaves the upper half's state in `split_out`. Every replica that applies
 //! the split turns that state into the same start: a fresh protocol instance whose log begins
 //! at the split's index ([`LogProtocol::epoch_checkpoint`], as a new configuration epoch or a
-//! restore does), with the members of the group at the split. A member that skips the split
+//! restore does), with the members of the group at the split; a learner of the group starts it
+//! as a learner, from the same state without a protocol instance. A member that skips the split
 //! (it installs a later snapshot of the old group) starts the new group without state and is
 //! sent a snapshot, like a member being added.
 
@@ -45,14 +46,22 @@ impl<P: LogProtocol> Replica<P> {
             let Ok(state) = upper.encode() else {
                 continue; // postcard does not fail on our own in-memory state
             };
-            records.push((
-                mark,
-                Record::Checkpoint(Box::new(Checkpoint {
+            let incarnation = self.pending.incarnation();
+            // A learner of the group (a member being added) votes in no instance of the new
+            // group either: it starts it as a learner with the split's state, and the new
+            // group's leader goes on sending it entries. (A protocol checkpoint would not
+            // recover — it names a voter — and the member would never host the new group.)
+            let voter = upper.config.is_voter(self.config.id)
+                || self.config.bug(PlantedBug::PartitionSplitLearnerAsVoter);
+            let record = match voter {
+                true => Record::Checkpoint(Box::new(Checkpoint {
                     protocol,
-                    incarnation: self.pending.incarnation(),
+                    incarnation,
                     state,
                 })),
-            ));
+                false => Record::StateCheckpoint { incarnation, state },
+            };
+            records.push((mark, record));
         }
         records
     }

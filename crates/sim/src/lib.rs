@@ -168,6 +168,8 @@ pub struct SimOptions {
     pub watchers: usize,
     /// Lease clients, with the lease checker ([`RunConfig::leases`]).
     pub leases: usize,
+    /// Partitioned engines: keep the range directory ([`RunConfig::range_directory`]).
+    pub directory: bool,
 }
 
 impl Default for SimOptions {
@@ -191,6 +193,7 @@ impl Default for SimOptions {
             snapshot_entries: 0,
             watchers: run.watchers,
             leases: run.leases,
+            directory: run.range_directory,
         }
     }
 }
@@ -232,6 +235,7 @@ impl SimOptions {
         cfg.snapshot_entries = self.snapshot_entries;
         cfg.watchers = self.watchers;
         cfg.leases = self.leases;
+        cfg.range_directory = self.directory;
         cfg.keep_history = self.history_dir.is_some();
         cfg
     }
@@ -630,7 +634,7 @@ pub fn partial_connectivity_report(engine: &str, nodes: usize) -> Result<String,
 pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos|omnipaxos-groups|vr-groups|toy] [--nodes N] [--seeds A..B | N]
                  [--faults all|none|crash,partition,one-way,partial,loss,duplicate,power-loss,torn-writes,storage,reconfig,transfer]
                  [--clients N] [--ops N] [--keys N] [--sim-seconds S]
-                 [--snapshot-entries N] [--watchers N] [--leases N] [--planted-bug NAME]
+                 [--snapshot-entries N] [--watchers N] [--leases N] [--directory] [--planted-bug NAME]
                  [--history-dir DIR]
                  [--stop-on-failure] [--verbose] [--report]
        synod sim --campaign (--for DURATION | --seeds N) ...   (see synod sim --campaign --help)
@@ -649,6 +653,8 @@ pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos
   --engine omnipaxos-groups|vr-groups runs the engine partitioned into 2 groups whose split key
   is one of the run's keys, and an operator splits more ranges off at random keys while the
   faults run (up to one group per key); agreement is checked per group (docs/partitioning.md).
+  --directory (partitioned engines) keeps the range directory and checks that every member's
+  copy of it matches the layout its groups applied, once the run is quiet.
   exit status: 0 every seed passed, 1 some seed failed, 2 bad arguments.";
 
 /// Parsed command line of `synod sim`.
@@ -705,6 +711,7 @@ pub fn parse_args(args: &[String]) -> Result<CliArgs, String> {
             }
             "--history-dir" => opts.history_dir = Some(PathBuf::from(value(flag)?)),
             "--stop-on-failure" => opts.stop_on_failure = true,
+            "--directory" => opts.directory = true,
             "--verbose" | "-v" => opts.verbose = true,
             "--report" => report = true,
             other => return Err(format!("unknown argument {other:?}")),

@@ -139,6 +139,9 @@ pub struct RunConfig {
     /// `EngineConfig::engine_threads` of every replica: the partitioned engine's pool. What
     /// a replica emits must not depend on it (checked by running seeds both ways).
     pub engine_threads: usize,
+    /// Partitioned runs: `EngineConfig::range_directory` — the meta group, checked for
+    /// agreement like every group, and its directory against the applied layout at the end.
+    pub range_directory: bool,
 }
 
 impl RunConfig {
@@ -171,6 +174,7 @@ impl RunConfig {
             engine_threads: 1,
             auto_by_load: false,
             compactions: false,
+            range_directory: false,
         }
     }
 
@@ -445,6 +449,36 @@ struct Sim<E: Engine> {
     splitter: splitter::Splitter,
 }
 
+/// Where a member's copy of the range directory (partitioned runs with one) differs from the
+/// layout its groups applied, or its meta group from the cluster's members: `None` if it
+/// does not (or there is no directory). Checked once the run is quiet — the directory is
+/// recorded after a split or merge, so it may lag meanwhile, never for good.
+fn directory_off_by(s: &EngineStatus) -> Option<String> {
+    let d = s.directory.as_ref()?;
+    let layout: Vec<(&[u8], u64)> = s
+        .groups
+        .iter()
+        .map(|g| (g.start.as_slice(), g.group))
+        .collect();
+    let recorded: Vec<(&[u8], u64)> = d
+        .entries
+        .iter()
+        .map(|e| (e.start.as_slice(), e.group))
+        .collect();
+    if recorded != layout {
+        return Some(format!("directory {recorded:?} but layout {layout:?}"));
+    }
+    let voters = s.configuration.voters();
+    (d.meta.voters != voters || d.meta.learners != s.configuration.learners())
+        .then(|| format!("directory group voters {:?}", d.meta.voters))
+}
+
+/// What every member's copy of the directory must agree on once converged.
+fn directory_view(s: &EngineStatus) -> Option<(&[synod_core::DirectoryEntry], u64, Option<u64>)> {
+    let d = s.directory.as_ref()?;
+    Some((&d.entries, d.meta.applied_index, d.meta.applied_digest))
+}
+
 fn fail(failures: &mut Vec<String>, msg: String) {
     if failures.len() < FAILURES_REPORTED_MAX {
         failures.push(msg);
@@ -523,6 +557,7 @@ impl<E: Engine> Sim<E> {
                 config.join = spare;
                 config.split_keys = cfg.split_keys.clone();
                 config.engine_threads = cfg.engine_threads;
+                config.range_directory = cfg.range_directory;
                 if cfg.auto_layout {
                     // A group of 2 keys or more splits; writes at 4/s for 5 s split too; two
                     // ranges of at most 1 key together merge after 2 s without a change. By
@@ -888,6 +923,9 @@ impl<E: Engine> Sim<E> {
         for g in &status.groups {
             self.check_group_agreement(node, g.group, g.applied_index, g.applied_digest);
         }
+        if let Some(meta) = status.directory.as_ref().map(|d| &d.meta) {
+            self.check_group_agreement(node, meta.group, meta.applied_index, meta.applied_digest);
+        }
     }
 
     /// The agreement check for every entry the node applied since the last look, not only the
@@ -897,11 +935,12 @@ impl<E: Engine> Sim<E> {
         let Some(engine) = self.nodes[i].engine.as_ref() else {
             return;
         };
-        let groups: Vec<u64> = if status.groups.is_empty() {
+        let mut groups: Vec<u64> = if status.groups.is_empty() {
             vec![0]
         } else {
             status.groups.iter().map(|g| g.group).collect()
         };
+        groups.extend(status.directory.as_ref().map(|d| d.meta.group));
         let mut found: Vec<(u64, u64, u64)> = Vec::new();
         let mut trail = Vec::new();
         for g in groups {
@@ -1104,7 +1143,11 @@ impl<E: Engine> Sim<E> {
 
     /// Distinct groups the agreement check saw apply something.
     fn groups_seen(&self) -> u64 {
-        let groups: BTreeSet<u64> = self.agreement.keys().map(|(g, _)| *g).collect();
+        // The range directory's group is no range's: not counted as created or retired.
+        let groups: BTreeSet<u64> = (self.agreement.keys())
+            .map(|(g, _)| *g)
+            .filter(|g| *g != synod_partition::META_GROUP)
+            .collect();
         groups.len() as u64
     }
 
@@ -1701,6 +1744,8 @@ impl<E: Engine> Sim<E> {
                 && per_group(s) == per_group(first)
                 && groups_follow(s)
                 && groups_closed(s)
+                && directory_off_by(s).is_none()
+                && directory_view(s) == directory_view(first)
         });
         if converged && !self.converged {
             self.check_hash_kv_agreement();
@@ -1783,6 +1828,7 @@ impl<E: Engine> Sim<E> {
                         .filter(|g| g.revision < top)
                         .map(|g| format!("group {} revision {} < {top}", g.group, g.revision)),
                 );
+                off.extend(directory_off_by(s));
                 format!(
                     "n{id}: applied {} decided {}{}",
                     s.applied_index,

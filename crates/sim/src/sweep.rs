@@ -252,6 +252,7 @@ pub fn cli_command(engine: &str, cfg: &RunConfig) -> Option<String> {
     expressible.snapshot_entries = cfg.snapshot_entries;
     expressible.watchers = cfg.watchers;
     expressible.leases = cfg.leases;
+    expressible.range_directory = cfg.range_directory;
     expressible.keep_history = cfg.keep_history;
     // Every other field must be at its default. Comparing the Debug forms covers fields added
     // later without a PartialEq on RunConfig (it holds an f64).
@@ -278,6 +279,9 @@ pub fn cli_command(engine: &str, cfg: &RunConfig) -> Option<String> {
     }
     if cfg.leases > 0 {
         s += &format!(" --leases {}", cfg.leases);
+    }
+    if cfg.range_directory {
+        s += " --directory";
     }
     if let Some(bug) = cfg.planted_bug {
         s += &format!(" --planted-bug {}", bug.name());
@@ -346,8 +350,8 @@ pub fn reconfig_config(nodes: usize) -> RunConfig {
 
 /// Reconfiguration seeds pass every check, and the operator's changes really happened — at
 /// least two acknowledged per seed on average (a run where no change was acknowledged would
-/// prove nothing about membership change).
-pub fn assert_reconfig_pass<E: Engine>(template: &RunConfig, seeds: Range<u64>) {
+/// prove nothing about membership change). The totals, for further checks.
+pub fn assert_reconfig_pass<E: Engine>(template: &RunConfig, seeds: Range<u64>) -> SimSummary {
     let n = seeds.end - seeds.start;
     let sum = assert_all_pass::<E>(template, seeds);
     if sum.seeds_run == n {
@@ -358,6 +362,7 @@ pub fn assert_reconfig_pass<E: Engine>(template: &RunConfig, seeds: Range<u64>) 
             sum.reconfig_steps
         );
     }
+    sum
 }
 
 /// The template of a leader-transfer run: every fault plus the transfer operator.

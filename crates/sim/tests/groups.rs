@@ -509,6 +509,49 @@ fn membership_changes_reach_every_group() {
     assert_reconfig_pass::<Partitioned<VrEngine>>(&reconfiguring(), 85_000..85_000 + n);
 }
 
+/// A retried membership change answered "member ID already exist" or "member not found" (its
+/// first attempt was applied; the operator takes it as done) must wait for every group like an
+/// acknowledgement (planted `partition-member-retry-not-held`): else the operator stops a
+/// removed member that a group still counts as a voter, and two of them gone leave that group
+/// without a quorum for good. Seed 127,050 (VR) is where the real bug was found (2026-12-05).
+#[test]
+fn planted_member_retry_answered_before_the_groups_followed_is_caught() {
+    let mut cfg = reconfiguring();
+    cfg.planted_bug = Some(PlantedBug::PartitionMemberRetryNotHeld);
+    let r = assert_caught::<Partitioned<VrEngine>>(&cfg, 127_050..127_000 + PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "convergence");
+}
+
+/// Membership changes while an operator splits and merges ranges: a member being added is a
+/// learner of the groups when they split, and must host the new groups too (it once did not:
+/// its first record of a new group was a voter's, which did not recover — 8 % of these seeds
+/// never converged, 2026-12-05).
+fn reconfiguring_while_splitting() -> RunConfig {
+    let mut cfg = reconfiguring();
+    cfg.split_keys = default_split_keys(cfg.keys, 2);
+    cfg.splits = true;
+    cfg
+}
+
+#[test]
+fn membership_changes_reach_every_group_while_ranges_split_and_merge() {
+    let n = seed_count(SEEDS_DEFAULT / 3);
+    let cfg = reconfiguring_while_splitting();
+    let omni = assert_reconfig_pass::<Partitioned<OmniPaxosEngine>>(&cfg, 128_000..128_000 + n);
+    let vr = assert_reconfig_pass::<Partitioned<VrEngine>>(&cfg, 129_000..129_000 + n);
+    for sum in [omni, vr] {
+        assert!(sum.splits_done >= n, "splits happened: {}", sum.splits_done);
+    }
+}
+
+#[test]
+fn planted_split_learner_starting_as_a_voter_is_caught() {
+    let mut cfg = reconfiguring_while_splitting();
+    cfg.planted_bug = Some(PlantedBug::PartitionSplitLearnerAsVoter);
+    let r = assert_caught::<Partitioned<VrEngine>>(&cfg, 128_000..128_000 + PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "convergence");
+}
+
 #[test]
 fn planted_groups_that_keep_removed_members_are_caught() {
     let mut cfg = reconfiguring();

@@ -66,6 +66,10 @@ pub struct DevArgs {
     /// cores shared out among the members, at least one each).
     #[arg(long, default_value_t = 0)]
     engine_threads: usize,
+    /// Partitioned clusters: keep a range directory (a group of its own recording which
+    /// group owns which range; `synodctl range list` shows it).
+    #[arg(long)]
+    directory: bool,
 }
 
 pub fn run(args: DevArgs) -> ExitCode {
@@ -107,6 +111,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     cluster.partition.auto_split_writes = args.auto_split_writes;
     cluster.partition.auto_split_reads = args.auto_split_reads;
     cluster.partition.auto_merge_keys = args.auto_merge_keys;
+    cluster.partition.directory = args.directory;
     cluster.partition.engine_threads = match args.engine_threads {
         0 => shared_threads,
         n => n,
@@ -258,9 +263,13 @@ fn print_banner(
     );
     if !cluster.partition.split_keys.is_empty() {
         println!(
-            "  partitioned  {} groups, split at {:?} (synodctl range list)",
+            "  partitioned  {} groups, split at {:?}{} (synodctl range list)",
             cluster.groups(),
-            cluster.partition.split_keys
+            cluster.partition.split_keys,
+            match cluster.partition.directory {
+                true => ", with a range directory",
+                false => "",
+            }
         );
     }
     println!("  data dir     {}", data_dir.display());

@@ -222,8 +222,16 @@ fn backup_images(backup: &Backup) -> anyhow::Result<Vec<Vec<u8>>> {
 /// The first records of a restored member, built once for the target engine and layout and
 /// written into each directory: one record, or a checkpoint of every configured group.
 enum Writer {
-    OmniPaxos(Vec<OmniRecord>, bool),
-    Vr(Vec<VrRecord>, bool),
+    OmniPaxos(Restored<OmniRecord>),
+    Vr(Restored<VrRecord>),
+}
+
+/// One engine's first records: the groups', whether the cluster is partitioned, and the empty
+/// range directory's first record where it keeps one.
+struct Restored<R> {
+    groups: Vec<R>,
+    partitioned: bool,
+    directory: Option<R>,
 }
 
 type OmniRecord =
@@ -240,19 +248,34 @@ impl Writer {
             .map(|k| k.as_bytes().to_vec())
             .collect();
         let partitioned = !splits.is_empty();
+        let directory = partitioned && cluster.partition.directory;
         Ok(match cluster.engine.as_str() {
-            "omnipaxos" => Writer::OmniPaxos(
-                synod_replica::restored_checkpoints::<synod_omnipaxos::OmniPaxos>(
-                    images, &splits, c,
+            "omnipaxos" => Writer::OmniPaxos(Restored {
+                groups: synod_replica::restored_checkpoints::<synod_omnipaxos::OmniPaxos>(
+                    images,
+                    &splits,
+                    c.clone(),
                 )
                 .map_err(bad)?,
                 partitioned,
-            ),
-            "vr" => Writer::Vr(
-                synod_replica::restored_checkpoints::<synod_vr::Vr>(images, &splits, c)
+                directory: directory
+                    .then(|| synod_replica::empty_checkpoint::<synod_omnipaxos::OmniPaxos>(c))
+                    .transpose()
                     .map_err(bad)?,
+            }),
+            "vr" => Writer::Vr(Restored {
+                groups: synod_replica::restored_checkpoints::<synod_vr::Vr>(
+                    images,
+                    &splits,
+                    c.clone(),
+                )
+                .map_err(bad)?,
                 partitioned,
-            ),
+                directory: directory
+                    .then(|| synod_replica::empty_checkpoint::<synod_vr::Vr>(c))
+                    .transpose()
+                    .map_err(bad)?,
+            }),
             other => anyhow::bail!(
                 "the new cluster's engine is {other}: a backup restores into omnipaxos or vr \
                  (CASPaxos keeps per-key registers, EPaxos cannot start past the first index)"
@@ -262,29 +285,31 @@ impl Writer {
 
     fn write(&self, cluster: &ClusterConfig, m: &MemberConfig, dir: &Path) -> anyhow::Result<()> {
         match self {
-            Writer::OmniPaxos(r, p) => write_records(cluster, m, dir, r, *p),
-            Writer::Vr(r, p) => write_records(cluster, m, dir, r, *p),
+            Writer::OmniPaxos(r) => write_records(cluster, m, dir, r),
+            Writer::Vr(r) => write_records(cluster, m, dir, r),
         }
     }
 }
 
 /// A partitioned member's first record is a checkpoint of every group of its configured
-/// layout (group `i` is the `i`-th range), an unpartitioned one's the group's own.
+/// layout (group `i` is the `i`-th range) and of its range directory, an unpartitioned one's
+/// the group's own.
 fn write_records<R: DurableRecord + Clone>(
     cluster: &ClusterConfig,
     m: &MemberConfig,
     dir: &Path,
-    records: &[R],
-    partitioned: bool,
+    restored: &Restored<R>,
 ) -> anyhow::Result<()> {
-    if !partitioned {
-        return write_member(cluster, m, dir, records);
+    if !restored.partitioned {
+        return write_member(cluster, m, dir, &restored.groups);
     }
-    let groups = records
+    let mut groups: Vec<_> = restored
+        .groups
         .iter()
         .enumerate()
         .map(|(g, r)| (g as synod_partition::layout::GroupId, r.clone()))
         .collect();
+    groups.extend((restored.directory.clone()).map(|r| (synod_partition::META_GROUP, r)));
     write_member(cluster, m, dir, &[GroupRecord::Checkpoint(groups)])
 }
 

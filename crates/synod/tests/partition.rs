@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Cluster, etcdctl, python_checks, python_etcd3, synodctl, wait_until};
+use common::{Cluster, etcdctl, python_checks, python_etcd3, synodctl, synodctl_ok, wait_until};
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
@@ -753,21 +753,6 @@ fn a_read_hot_range_splits_by_reads() {
 }
 
 /// `synodctl` with `args` against the cluster's HTTP endpoints; panics unless it succeeds.
-fn synodctl_ok(c: &Cluster, args: &[&str]) -> String {
-    let out = Command::new(synodctl())
-        .args(["--endpoints", &c.http_endpoints()])
-        .args(args)
-        .output()
-        .expect("synodctl");
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "synodctl {args:?}: {said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    said
-}
-
 /// Kills the child (an `etcdctl lease keep-alive`) when the test ends, however it ends.
 struct KillOnDrop(std::process::Child);
 

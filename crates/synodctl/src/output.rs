@@ -283,10 +283,38 @@ pub fn ranges(format: Format, body: &Value) -> String {
                 .collect()
         })
         .collect();
-    match format {
+    let mut out = match format {
         Format::Simple | Format::Table => table(&RANGE_FIELDS, &rows),
         Format::Json => unreachable!("answered above"),
+    };
+    if let Some(d) = body.get("directory") {
+        out.push_str(&directory_line(d));
     }
+    out
+}
+
+/// The range directory under `range list`'s table: its group's leader and how far it applied,
+/// then whether it records the ranges above or which it records instead.
+fn directory_line(d: &Value) -> String {
+    let ranges: Vec<String> = d
+        .get("ranges")
+        .and_then(Value::as_array)
+        .map(|rs| {
+            rs.iter()
+                .map(|r| format!("{}@{:?}", field(r, "name"), field(r, "start")))
+                .collect()
+        })
+        .unwrap_or_default();
+    let agrees = d.get("matches_layout").and_then(Value::as_bool) == Some(true);
+    format!(
+        "\ndirectory: leader {}, applied {}; {}",
+        field(d, "leader"),
+        field(d, "applied_index"),
+        match agrees {
+            true => format!("records these {} ranges", ranges.len()),
+            false => format!("behind the layout, records {}", ranges.join(" ")),
+        }
+    )
 }
 
 /// A group's own members (`1,2,3,4(learner)`), which differ from the cluster's only while a
@@ -457,6 +485,27 @@ mod tests {
         let out = ranges(Format::Simple, &body);
         assert!(out.contains("| 1,2,3,4(learner) |"), "{out}");
         assert_eq!(out.matches("| 1,2,3 ").count(), 2, "{out}");
+        assert!(!out.contains("directory"), "none kept: {out}");
+    }
+
+    #[test]
+    fn range_list_says_whether_the_directory_records_the_layout() {
+        let mut body = json!({
+            "groups": [{"group": 0, "start": "", "end": "m"}, {"group": 1, "start": "m", "end": ""}],
+            "directory": {"leader": 2, "applied_index": 9, "matches_layout": true,
+                          "ranges": [{"start": "", "name": "0"}, {"start": "m", "name": "1"}]}
+        });
+        let out = ranges(Format::Simple, &body);
+        assert!(
+            out.ends_with("directory: leader 2, applied 9; records these 2 ranges"),
+            "{out}"
+        );
+        body["directory"]["matches_layout"] = json!(false);
+        let out = ranges(Format::Simple, &body);
+        assert!(
+            out.ends_with("behind the layout, records 0@\"\" 1@\"m\""),
+            "{out}"
+        );
     }
 
     fn kv(k: &str, v: &str, version: u64) -> Value {

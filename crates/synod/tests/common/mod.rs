@@ -575,6 +575,23 @@ pub fn synodctl() -> PathBuf {
     path
 }
 
+/// synodctl with `args` against every member of `c` over HTTP; its output, asserting it
+/// succeeded.
+pub fn synodctl_ok(c: &Cluster, args: &[&str]) -> String {
+    let out = Command::new(synodctl())
+        .args(["--endpoints", &c.http_endpoints()])
+        .args(args)
+        .output()
+        .expect("synodctl");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "synodctl {args:?}: {said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said
+}
+
 /// When a file under `dir` last changed (none readable: `None`).
 fn newest_change(dir: &std::path::Path) -> Option<std::time::SystemTime> {
     let mut newest = None;

@@ -1,0 +1,96 @@
+//! The range directory under the simulator (`synod-partition`'s `directory.rs`): the meta
+//! group is checked for agreement like every group, its configuration must follow the
+//! cluster's, and once a run is quiet every member's copy of the directory must map each
+//! range to the group its replicas applied — through operator splits and merges, the engines'
+//! own, membership changes and storage faults. The planted bug (a split-off group's range
+//! never recorded) is caught by that convergence check. Seed counts scale with
+//! `SYNOD_SIM_SEEDS`.
+
+use synod_core::PlantedBug;
+use synod_partition::Partitioned;
+use synod_sim::engines::{OmniPaxosEngine, VrEngine};
+use synod_sim::sweep::{
+    assert_all_pass, assert_caught, assert_caught_by, assert_reconfig_pass, seed_count,
+};
+use synod_sim::{RunConfig, default_split_keys};
+
+/// Seeds per engine and test in CI, unless `SYNOD_SIM_SEEDS` says otherwise.
+const SEEDS_DEFAULT: u64 = 40;
+/// Seeds a planted bug must be caught within.
+const PLANT_SEEDS_MAX: u64 = 1_000;
+
+/// Two groups at the start, an operator splitting and merging ranges at random keys, node-wide
+/// checkpoints every 10 entries, every fault; and the directory.
+fn splitting() -> RunConfig {
+    let mut cfg = RunConfig::new(0, 3);
+    cfg.split_keys = default_split_keys(cfg.keys, 2);
+    cfg.snapshot_entries = 10;
+    cfg.splits = true;
+    cfg.range_directory = true;
+    cfg
+}
+
+#[test]
+fn the_directory_follows_operator_splits_and_merges() {
+    let n = seed_count(SEEDS_DEFAULT);
+    let omni = assert_all_pass::<Partitioned<OmniPaxosEngine>>(&splitting(), 120_000..120_000 + n);
+    let vr = assert_all_pass::<Partitioned<VrEngine>>(&splitting(), 121_000..121_000 + n);
+    for sum in [omni, vr] {
+        assert!(sum.splits_done >= n, "splits happened: {}", sum.splits_done);
+        assert!(sum.merges_done > 0, "merges happened: {}", sum.merges_done);
+    }
+}
+
+#[test]
+fn the_directory_follows_the_engines_own_splits_and_merges() {
+    let mut cfg = splitting();
+    cfg.splits = false;
+    cfg.auto_layout = true;
+    let n = seed_count(SEEDS_DEFAULT / 2);
+    let omni = assert_all_pass::<Partitioned<OmniPaxosEngine>>(&cfg, 122_000..122_000 + n);
+    let vr = assert_all_pass::<Partitioned<VrEngine>>(&cfg, 123_000..123_000 + n);
+    for sum in [omni, vr] {
+        assert!(
+            sum.groups_created > n,
+            "groups created: {}",
+            sum.groups_created
+        );
+        assert!(
+            sum.groups_retired > 0,
+            "groups retired: {}",
+            sum.groups_retired
+        );
+    }
+}
+
+#[test]
+fn the_directory_survives_storage_faults() {
+    let mut cfg = splitting();
+    cfg.faults = synod_sim::FaultSet::parse("all,storage").expect("valid fault list");
+    let n = seed_count(SEEDS_DEFAULT / 2);
+    assert_all_pass::<Partitioned<OmniPaxosEngine>>(&cfg, 124_000..124_000 + n);
+    assert_all_pass::<Partitioned<VrEngine>>(&cfg, 125_000..125_000 + n);
+}
+
+/// Members added, promoted and removed while ranges split and merge and every fault goes on:
+/// the runs converge only once the meta group, like every group, has the cluster's voters and
+/// learners, and a new member's copy of the directory records the layout too.
+#[test]
+fn the_directory_group_follows_membership_changes() {
+    let mut cfg = synod_sim::sweep::reconfig_config(3);
+    cfg.split_keys = default_split_keys(cfg.keys, 2);
+    cfg.splits = true;
+    cfg.snapshot_entries = 10;
+    cfg.range_directory = true;
+    let n = seed_count(SEEDS_DEFAULT / 2);
+    assert_reconfig_pass::<Partitioned<OmniPaxosEngine>>(&cfg, 126_000..126_000 + n);
+    assert_reconfig_pass::<Partitioned<VrEngine>>(&cfg, 127_000..127_000 + n);
+}
+
+#[test]
+fn planted_split_never_recorded_is_caught() {
+    let mut cfg = splitting();
+    cfg.planted_bug = Some(PlantedBug::PartitionSplitNeverRecorded);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 120_000..120_000 + PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "convergence");
+}

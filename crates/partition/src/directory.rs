@@ -46,6 +46,11 @@ pub(crate) const RECORD_EVERY_TICKS: u64 = 10;
 #[derive(Default)]
 pub(crate) struct Recording {
     pending: BTreeMap<GroupId, (Option<RequestId>, u64)>,
+    /// This member's copy of the directory, read again only when the meta group's replica
+    /// applied something since (`copy_at`, its applied index then): the status that shows it
+    /// is taken after every batch.
+    copy: Vec<DirectoryEntry>,
+    copy_at: Option<u64>,
     /// Planted bug `PartitionSplitNeverRecorded`.
     pub(crate) bug_skip_children: bool,
 }
@@ -106,27 +111,43 @@ fn record_op(start: &[u8], end: &[u8], g: GroupId) -> Op {
 }
 
 impl<E: Engine> Partitioned<E> {
-    /// The entries of this member's copy of the directory in `[start, end)` (user keys), in
-    /// key order; `None` without a directory. An undecodable entry reads as group `u64::MAX`,
-    /// which no group is, so that it is recorded over.
-    fn recorded(&self, start: &[u8], end: &[u8]) -> Option<Vec<DirectoryEntry>> {
-        let meta = self.groups.get(&META_GROUP)?;
+    /// Reads this member's copy of the directory again if its meta replica applied something
+    /// since the last read. An undecodable entry reads as group `u64::MAX`, which no group
+    /// is, so that it is recorded over.
+    pub(crate) fn refresh_directory(&mut self) {
+        let Some(meta) = self.groups.get(&META_GROUP) else {
+            return;
+        };
+        let at = meta.status().applied_index;
+        if self.directory.copy_at == Some(at) {
+            return;
+        }
         let op = Op::Range(RangeRequest {
-            key: entry_key(start),
-            range_end: entries_end(end),
+            key: PREFIX.to_vec(),
+            range_end: PREFIX_END.to_vec(),
             ..Default::default()
         });
-        let Ok(response) = meta.read_applied(&op) else {
-            return Some(Vec::new());
+        let kvs = match meta.read_applied(&op).map(|r| r.body) {
+            Ok(ResponseBody::Range(r)) => r.kvs,
+            _ => Vec::new(),
         };
-        let ResponseBody::Range(r) = response.body else {
-            return Some(Vec::new());
+        self.directory.copy = kvs
+            .into_iter()
+            .map(|kv| DirectoryEntry {
+                start: kv.key[PREFIX.len()..].to_vec(),
+                group: decode_group(&kv.value).unwrap_or(u64::MAX),
+            })
+            .collect();
+        self.directory.copy_at = Some(at);
+    }
+
+    /// The entries of this member's copy of the directory in `[start, end)` (user keys), in
+    /// key order.
+    fn recorded(&self, start: &[u8], end: &[u8]) -> Vec<&DirectoryEntry> {
+        let within = |e: &&DirectoryEntry| {
+            e.start.as_slice() >= start && (end.is_empty() || e.start.as_slice() < end)
         };
-        let entries = r.kvs.into_iter().map(|kv| DirectoryEntry {
-            start: kv.key[PREFIX.len()..].to_vec(),
-            group: decode_group(&kv.value).unwrap_or(u64::MAX),
-        });
-        Some(entries.collect())
+        self.directory.copy.iter().filter(within).collect()
     }
 
     /// On the leader of each group: records the group's range where this member's copy of
@@ -146,11 +167,11 @@ impl<E: Engine> Partitioned<E> {
             let Some(range) = self.range_to_record(g) else {
                 continue;
             };
-            let want = [DirectoryEntry {
+            let want = DirectoryEntry {
                 start: range.start.clone(),
                 group: g,
-            }];
-            if self.recorded(&range.start, &range.end).as_deref() == Some(&want[..]) {
+            };
+            if self.recorded(&range.start, &range.end) == [&want] {
                 continue;
             }
             let request = self.own.request(record_op(&range.start, &range.end, g));
@@ -186,7 +207,7 @@ impl<E: Engine> Partitioned<E> {
     /// The directory as this member's copy holds it, with the meta group's own status.
     pub(crate) fn directory_status(&self) -> Option<DirectoryStatus> {
         let meta = self.groups.get(&META_GROUP)?.status();
-        let entries = self.recorded(b"", b"")?;
+        let entries = self.directory.copy.clone();
         Some(DirectoryStatus {
             meta: GroupStatus {
                 group: META_GROUP,

@@ -1246,6 +1246,7 @@ impl<E: Engine> Engine for Partitioned<E> {
         }
         self.inputs.clear();
         self.absorb_frozen();
+        self.refresh_directory();
         // Groups created at recovery: their first records go with the first batch.
         for (g, first) in std::mem::take(&mut self.created) {
             match parts.iter_mut().find(|(x, _)| *x == g) {

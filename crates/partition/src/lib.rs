@@ -69,6 +69,9 @@
 //! **Membership** (`members.rs`): an operator's change is decided in the first group, whose
 //! configuration is the cluster's; every other group's leader brings its group to it through
 //! the group's own log, and the answer waits until every group here has followed.
+//!
+//! **The range directory** (`directory.rs`, opt-in): one more group on every member, outside
+//! the layout, whose store maps each range to its group, recorded by the groups' leaders.
 
 mod auto;
 mod backup;

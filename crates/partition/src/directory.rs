@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use synod_core::kv::{
     DeleteRangeRequest, Key, Op, PutRequest, RangeRequest, ResponseBody, TxnOp, TxnRequest,
 };
-use synod_core::{DirectoryEntry, DirectoryStatus, Engine, GroupStatus, RequestId};
+use synod_core::{DirectoryEntry, DirectoryStatus, Engine, RequestId};
 
 /// The meta group's id: far above every split-off group's ([`CHILD_ID_BASE`] and its hashes
 /// below `2 * CHILD_ID_BASE`), so no layout ever names it.
@@ -209,20 +209,7 @@ impl<E: Engine> Partitioned<E> {
         let meta = self.groups.get(&META_GROUP)?.status();
         let entries = self.directory.copy.clone();
         Some(DirectoryStatus {
-            meta: GroupStatus {
-                group: META_GROUP,
-                leader: meta.leader,
-                term: meta.term,
-                applied_index: meta.applied_index,
-                applied_digest: meta.applied_digest,
-                revision: meta.revision,
-                compact_revision: meta.compact_revision,
-                keys: meta.keys,
-                role: meta.role,
-                voters: meta.configuration.voters(),
-                learners: meta.configuration.learners(),
-                ..GroupStatus::default()
-            },
+            meta: crate::group_status(META_GROUP, &meta),
             entries,
         })
     }

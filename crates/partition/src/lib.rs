@@ -278,6 +278,25 @@ fn work<E: Engine>((g, mut engine, w): GroupJob<E>) -> GroupDone<E> {
     }
 }
 
+/// What group `g`'s replica here reports of itself (`s`), as a [`GroupStatus`] without the
+/// range and the preferred leader, which only the partitioned engine knows.
+fn group_status(g: GroupId, s: &EngineStatus) -> GroupStatus {
+    GroupStatus {
+        group: g,
+        leader: s.leader,
+        term: s.term,
+        applied_index: s.applied_index,
+        applied_digest: s.applied_digest,
+        revision: s.revision,
+        compact_revision: s.compact_revision,
+        keys: s.keys,
+        role: s.role.clone(),
+        voters: s.configuration.voters(),
+        learners: s.configuration.learners(),
+        ..GroupStatus::default()
+    }
+}
+
 /// Requests this engine makes itself (client `ClientId::NONE`, no session): nobody waits for
 /// their replies, which are swallowed; a failed one is simply made again later.
 #[derive(Default)]
@@ -1286,20 +1305,10 @@ impl<E: Engine> Engine for Partitioned<E> {
             .map(|(g, s)| {
                 let (start, end) = self.layout.bounds(*g);
                 GroupStatus {
-                    group: *g,
                     start,
                     end,
-                    leader: s.leader,
                     preferred_leader: Some(self.preferred_among(voters.clone(), *g)),
-                    term: s.term,
-                    applied_index: s.applied_index,
-                    applied_digest: s.applied_digest,
-                    revision: s.revision,
-                    compact_revision: s.compact_revision,
-                    keys: s.keys,
-                    role: s.role.clone(),
-                    voters: s.configuration.voters(),
-                    learners: s.configuration.learners(),
+                    ..group_status(*g, s)
                 }
             })
             .collect();

@@ -222,8 +222,8 @@ fn backup_images(backup: &Backup) -> anyhow::Result<Vec<Vec<u8>>> {
 /// The first records of a restored member, built once for the target engine and layout and
 /// written into each directory: one record, or a checkpoint of every configured group.
 enum Writer {
-    OmniPaxos(Restored<OmniRecord>),
-    Vr(Restored<VrRecord>),
+    OmniPaxos(Restored<ReplicaRecord<synod_omnipaxos::OmniPaxos>>),
+    Vr(Restored<ReplicaRecord<synod_vr::Vr>>),
 }
 
 /// One engine's first records: the groups', whether the cluster is partitioned, and the empty
@@ -234,9 +234,23 @@ struct Restored<R> {
     directory: Option<R>,
 }
 
-type OmniRecord =
-    <synod_replica::Replica<synod_omnipaxos::OmniPaxos> as synod_core::Engine>::Record;
-type VrRecord = <synod_replica::Replica<synod_vr::Vr> as synod_core::Engine>::Record;
+/// Protocol `P`'s first records for the layout `splits` (and `directory`) names.
+fn restored<P: synod_core::LogProtocol>(
+    images: &[&[u8]],
+    splits: &[Vec<u8>],
+    c: Configuration,
+    directory: bool,
+) -> Result<Restored<ReplicaRecord<P>>, String> {
+    Ok(Restored {
+        groups: synod_replica::restored_checkpoints::<P>(images, splits, c.clone())?,
+        partitioned: !splits.is_empty(),
+        directory: directory
+            .then(|| synod_replica::empty_checkpoint::<P>(c))
+            .transpose()?,
+    })
+}
+
+type ReplicaRecord<P> = <synod_replica::Replica<P> as synod_core::Engine>::Record;
 
 impl Writer {
     fn new(cluster: &ClusterConfig, images: &[&[u8]], c: Configuration) -> anyhow::Result<Self> {
@@ -247,35 +261,15 @@ impl Writer {
             .iter()
             .map(|k| k.as_bytes().to_vec())
             .collect();
-        let partitioned = !splits.is_empty();
-        let directory = partitioned && cluster.partition.directory;
+        let directory = !splits.is_empty() && cluster.partition.directory;
         Ok(match cluster.engine.as_str() {
-            "omnipaxos" => Writer::OmniPaxos(Restored {
-                groups: synod_replica::restored_checkpoints::<synod_omnipaxos::OmniPaxos>(
-                    images,
-                    &splits,
-                    c.clone(),
-                )
-                .map_err(bad)?,
-                partitioned,
-                directory: directory
-                    .then(|| synod_replica::empty_checkpoint::<synod_omnipaxos::OmniPaxos>(c))
-                    .transpose()
+            "omnipaxos" => Writer::OmniPaxos(
+                restored::<synod_omnipaxos::OmniPaxos>(images, &splits, c, directory)
                     .map_err(bad)?,
-            }),
-            "vr" => Writer::Vr(Restored {
-                groups: synod_replica::restored_checkpoints::<synod_vr::Vr>(
-                    images,
-                    &splits,
-                    c.clone(),
-                )
-                .map_err(bad)?,
-                partitioned,
-                directory: directory
-                    .then(|| synod_replica::empty_checkpoint::<synod_vr::Vr>(c))
-                    .transpose()
-                    .map_err(bad)?,
-            }),
+            ),
+            "vr" => {
+                Writer::Vr(restored::<synod_vr::Vr>(images, &splits, c, directory).map_err(bad)?)
+            }
             other => anyhow::bail!(
                 "the new cluster's engine is {other}: a backup restores into omnipaxos or vr \
                  (CASPaxos keeps per-key registers, EPaxos cannot start past the first index)"

@@ -471,16 +471,7 @@ fn a_split_under_load_moves_keys_and_loses_nothing() {
         format!("{}w{i:04}", if i.is_multiple_of(2) { "e" } else { "h" })
     });
     writer.acked(30); // writes are under way
-    let split = Command::new(synodctl())
-        .args(["--endpoints", &c.http_endpoints(), "range", "split", "f"])
-        .output()
-        .expect("synodctl");
-    let said = String::from_utf8_lossy(&split.stdout).into_owned();
-    assert!(
-        split.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&split.stderr)
-    );
+    let said = synodctl_ok(&c, &["range", "split", "f"]);
     assert!(
         said.starts_with("Range [c, f) kept; f.. is a new group"),
         "{said}"

@@ -1034,6 +1034,18 @@ pub struct EngineStatus {
     /// the meta group holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub directory: Option<DirectoryStatus>,
+    /// Partitioned mode: groups this member should host and could not start (a split-off
+    /// group whose first record did not recover). Always a bug; the member keeps serving its
+    /// other groups, the failed group's peers keep its quorum, and health reports it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_groups: Vec<GroupFailure>,
+}
+
+/// A group a partitioned member could not start, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct GroupFailure {
+    pub group: u64,
+    pub error: String,
 }
 
 /// The range directory as one member's replica of the meta group holds it.

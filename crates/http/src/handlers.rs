@@ -382,6 +382,17 @@ pub struct StatusReply {
     /// Partitioned mode with a range directory: the directory as this member holds it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub directory: Option<DirectoryInfo>,
+    /// Partitioned mode: groups this member should host and could not start (a bug; health
+    /// fails while there is one). Absent when there is none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_groups: Vec<FailedGroupInfo>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FailedGroupInfo {
+    pub group: u64,
+    pub name: String,
+    pub error: String,
 }
 
 /// The range directory as one member's replica of its group holds it (`/v1/status`).
@@ -502,6 +513,16 @@ pub async fn status(State(handle): State<NodeHandle>) -> Json<StatusReply> {
         capabilities: info.capabilities,
         groups: st.engine.groups.iter().map(RangeInfo::of).collect(),
         directory,
+        failed_groups: st
+            .engine
+            .failed_groups
+            .iter()
+            .map(|f| FailedGroupInfo {
+                group: f.group,
+                name: synod_partition::layout::group_name(f.group),
+                error: f.error.clone(),
+            })
+            .collect(),
     })
 }
 

@@ -554,6 +554,13 @@ impl NodeHandle {
                 voters.len()
             ));
         }
+        if let Some(f) = status.engine.failed_groups.first() {
+            return Err(format!(
+                "group {} did not start on this member: {}",
+                synod_partition::layout::group_name(f.group),
+                f.error
+            ));
+        }
         drop(status);
         if self.inner.info.capabilities.revisions && !self.leader_reachable() {
             return Err(NO_LEADER.to_string());

@@ -92,6 +92,8 @@ pub struct Metrics {
     pub group_applied_index: Family<GroupLabels, Gauge>,
     pub group_revision: Family<GroupLabels, Gauge>,
     pub group_keys: Family<GroupLabels, Gauge>,
+    /// Partitioned mode: groups this member should host and could not start (a bug).
+    pub groups_failed: Gauge,
     /// How late the engine thread ran each tick (behind a batch or an fsync), seconds.
     pub engine_tick_delay_seconds: Histogram,
     /// Time the engine thread spent making one batch durable (WAL write + fsync), seconds.
@@ -128,6 +130,7 @@ impl Metrics {
         let keys = Gauge::default();
         let watch_streams = Gauge::default();
         let leases = Gauge::default();
+        let groups_failed = Gauge::default();
         let group_is_leader = Family::<GroupLabels, Gauge>::default();
         let group_applied_index = Family::<GroupLabels, Gauge>::default();
         let group_revision = Family::<GroupLabels, Gauge>::default();
@@ -175,6 +178,11 @@ impl Metrics {
             proposals.clone(),
         );
         registry.register("decisions", "Entries decided", decisions.clone());
+        registry.register(
+            "groups_failed",
+            "Groups this member should host and could not start (partitioned mode; a bug)",
+            groups_failed.clone(),
+        );
         registry.register(
             "leader_changes",
             "Leader changes seen by this node",
@@ -269,6 +277,7 @@ impl Metrics {
             group_applied_index,
             group_revision,
             group_keys,
+            groups_failed,
             proposals,
             decisions,
             leader_changes,

@@ -405,6 +405,7 @@ pub async fn start_engine<E: Engine>(
         followed: None,
         peer_ids,
         repairing: None,
+        failed_groups_logged: Default::default(),
         alarms,
         stop_holding: stop_holding.clone(),
         transfer_rx,
@@ -771,6 +772,8 @@ struct EngineLoop<E: Engine> {
     /// Since when the engine reports "repairing" (lost or damaged storage), and when that was
     /// last logged: a repair that cannot finish must say so, not wait silently.
     repairing: Option<(Instant, Instant)>,
+    /// Groups reported as failed to start, each logged once.
+    failed_groups_logged: std::collections::BTreeSet<u64>,
     alarms: Arc<Alarms>,
     stop_holding: Arc<AtomicBool>,
     /// Leader transfers asked by the API (`transfer.rs`), and those waiting for their target.
@@ -999,6 +1002,28 @@ impl<E: Engine> EngineLoop<E> {
         }
     }
 
+    /// Logs each group that failed to start, once, and keeps the gauge of how many there are.
+    fn log_failed_groups(&mut self, failed: &[synod_core::GroupFailure]) {
+        for f in failed {
+            if self.failed_groups_logged.insert(f.group) {
+                tracing::error!(
+                    node = self.id,
+                    group = %synod_partition::layout::group_name(f.group),
+                    error = %f.error,
+                    "a group split off at run time did not start on this member (a bug: please \
+                     report it with this log). Its other members keep its quorum; this member \
+                     serves its other groups and fails /healthz while this group is missing \
+                     here"
+                );
+            }
+        }
+        self.failed_groups_logged
+            .retain(|g| failed.iter().any(|f| f.group == *g));
+        self.metrics
+            .groups_failed
+            .set(i64::try_from(failed.len()).unwrap_or(i64::MAX));
+    }
+
     /// Points the transport at a configuration the engine applied, once per change of it (see
     /// the transport's module doc); forgets the data ids of members that left it. On a
     /// partitioned engine, the members some group has beside the cluster's configuration
@@ -1110,6 +1135,7 @@ impl<E: Engine> EngineLoop<E> {
 
     fn publish(&mut self, engine: EngineStatus) {
         self.log_repair(&engine.role);
+        self.log_failed_groups(&engine.failed_groups);
         if engine.leader != self.last_leader {
             if engine.leader.is_some() {
                 self.metrics.leader_changes.inc();

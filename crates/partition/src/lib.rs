@@ -96,7 +96,7 @@ use synod_core::membership::MemberChange;
 use synod_core::protocol::LeaderTransferError;
 use synod_core::{
     Capabilities, ClientReply, ClientRequest, DurableRecord, Engine, EngineConfig, EngineError,
-    EngineStatus, GroupEvents, GroupStatus, NodeId, PlantedBug, Ready, RequestId,
+    EngineStatus, GroupEvents, GroupFailure, GroupStatus, NodeId, PlantedBug, Ready, RequestId,
 };
 
 /// What one batch sends one peer: the messages of every group, each tagged with its group,
@@ -190,6 +190,8 @@ pub struct Partitioned<E: Engine> {
     known_splits: BTreeMap<GroupId, usize>,
     /// First records of groups created since the last `ready`, to persist with its batch.
     created: Vec<(GroupId, E::Record)>,
+    /// Split-off groups that did not start here, with the error (a bug: see `start_children`).
+    failed: BTreeMap<GroupId, String>,
     layout_changed: bool,
     /// Automatic splits and merges (by size, by load).
     auto: auto::Auto,
@@ -724,14 +726,19 @@ impl<E: Engine> Partitioned<E> {
                         let _ = engine.take_group_watch_events();
                     }
                     self.groups.insert(child, engine);
+                    self.failed.remove(&child);
                     self.created.extend(first.into_iter().map(|r| (child, r)));
                     self.layout.split(mark.at.clone(), child);
                     self.layout_changed = true;
                     made.push((child, from_records));
                 }
                 // Our own record of our own state: a failure is a bug, and a group missing
-                // here only costs this member its copy (its peers still hold the quorum).
-                Err(e) => debug_assert!(false, "split-off group did not start: {e}"),
+                // here only costs this member its copy (its peers still hold the quorum). It
+                // is not swallowed: the status carries it, so the node logs it and health
+                // fails, and the simulator fails the run.
+                Err(e) => {
+                    self.failed.insert(child, e.to_string());
+                }
             }
         }
         made
@@ -895,6 +902,7 @@ impl<E: Engine> Partitioned<E> {
         }
         self.known_splits.remove(&gone);
         self.known_absorbs.remove(&gone);
+        self.failed.remove(&gone);
         self.balance.remove(&gone);
         self.absorbing.remove(&gone);
         self.auto.forget(gone);
@@ -1058,6 +1066,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             own: OwnRequests::default(),
             known_splits: BTreeMap::new(),
             created: Vec::new(),
+            failed: BTreeMap::new(),
             layout_changed: false,
             auto: auto::Auto::default(),
             retired: retired.into_iter().collect(),
@@ -1339,6 +1348,14 @@ impl<E: Engine> Engine for Partitioned<E> {
                 first.role.clone()
             },
             directory: self.directory_status(),
+            failed_groups: self
+                .failed
+                .iter()
+                .map(|(&group, error)| GroupFailure {
+                    group,
+                    error: error.clone(),
+                })
+                .collect(),
             // Leader, term, members and auth: the first group's, which holds the auth state
             // and answers for the cluster as a whole.
             ..first

@@ -322,6 +322,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
             groups: Vec::new(),
             other_members: Vec::new(),
             directory: None,
+            failed_groups: Vec::new(),
         }
     }
 

@@ -926,6 +926,15 @@ impl<E: Engine> Sim<E> {
         if let Some(meta) = status.directory.as_ref().map(|d| &d.meta) {
             self.check_group_agreement(node, meta.group, meta.applied_index, meta.applied_digest);
         }
+        for f in &status.failed_groups {
+            let msg = format!(
+                "group start: node {node}: group {:#x} did not start: {}",
+                f.group, f.error
+            );
+            if !self.failures.contains(&msg) {
+                fail(&mut self.failures, msg);
+            }
+        }
     }
 
     /// The agreement check for every entry the node applied since the last look, not only the

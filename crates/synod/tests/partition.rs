@@ -947,6 +947,90 @@ fn members_are_added_promoted_and_removed_in_every_group_through_etcdctl() {
     }
 }
 
+/// A group that does not start on a member is reported, not swallowed. The learner n4 runs
+/// the planted bug `partition-split-learner-as-voter` (it writes a voter's first record for a
+/// group split off while it is a learner, which does not recover): its status, `/healthz`,
+/// its metrics, its log and `synodctl range list` name the group, while the cluster goes on
+/// serving the new group's keys and n4 its other groups'.
+#[test]
+fn a_group_that_does_not_start_on_a_member_is_reported() {
+    if etcdctl().is_none() {
+        return;
+    }
+    let mut c = partitioned("omnipaxos", None);
+    let all = c.grpc_endpoints();
+    ok(&all, &["put", "apple", "a"]);
+    let ports = common::free_ports(3);
+    let peer = format!("--peer-urls=http://127.0.0.1:{}", ports[0]);
+    let added = ok(&all, &["member", "add", "n4", &peer, "--learner"]);
+    let hex = added
+        .split_whitespace()
+        .nth(1)
+        .expect("the new member's id");
+    let id = u64::from_str_radix(hex, 16).expect("a hex member id");
+    let bug = ["--plant-bug", "partition-split-learner-as-voter"];
+    c.spawn_joiner_with(id, "n4", [ports[0], ports[1], ports[2]], &bug);
+    let n4 = c.member(id).grpc_addr.clone();
+    wait_until(Duration::from_secs(30), "n4 to serve group 0", || {
+        let (success, out, _) = etcdctl_run(&n4, &["get", "apple", "--consistency=s"], None);
+        (success && out == "apple\na\n").then_some(())
+    });
+    synodctl_ok(&c, &["range", "split", "b"]);
+    let failed = wait_until(Duration::from_secs(30), "n4 to report the group", || {
+        let s = c.status(id)?;
+        let f = s["failed_groups"].as_array()?.first()?.clone();
+        Some(f)
+    });
+    let name = failed["name"].as_str().expect("a group name").to_string();
+    assert!(
+        failed["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{failed}"
+    );
+    let health = c.http.get(c.url(id, "/healthz")).send().expect("healthz");
+    assert_eq!(health.status().as_u16(), 503);
+    let said = health.text().expect("healthz body");
+    assert!(
+        said.contains(&format!("group {name} did not start")),
+        "{said}"
+    );
+    assert_eq!(c.metric(id, "synod_groups_failed"), Some(1.0));
+    assert_eq!(c.metric(1, "synod_groups_failed"), Some(0.0));
+    assert!(
+        c.log(id).contains("did not start on this member"),
+        "n4 logged it"
+    );
+    let out = Command::new(synodctl())
+        .args(["--endpoints", &c.member(id).http_addr])
+        .args(["range", "list"])
+        .output()
+        .expect("synodctl");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains(&format!(
+            "FAILED: group {name} did not start on this member"
+        )),
+        "{listed}"
+    );
+    // The new group's other members keep its quorum, and n4 serves its other groups.
+    let voters = format!("{},{},{}", one(&c, 1), one(&c, 2), one(&c, 3));
+    ok(&voters, &["put", "banana", "b"]);
+    assert_eq!(ok(&voters, &["get", "banana"]), "banana\nb\n");
+    ok(&voters, &["put", "zucchini", "z"]);
+    wait_until(Duration::from_secs(30), "n4 to serve group 3", || {
+        let (success, out, _) = etcdctl_run(&n4, &["get", "zucchini", "--consistency=s"], None);
+        (success && out == "zucchini\nz\n").then_some(())
+    });
+    assert_eq!(health_of(&c, 1), 200, "the other members stay healthy");
+}
+
+fn health_of(c: &Cluster, id: u64) -> u16 {
+    c.http
+        .get(c.url(id, "/healthz"))
+        .send()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
 /// An operator's split inside a `/`-directory whose keys hold leases — a lock's contenders,
 /// which etcd's lock recipe reads by create revision, refused over two groups — is refused
 /// with the directory named (over HTTP: 400) and nothing split, unless forced; a split at

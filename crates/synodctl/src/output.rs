@@ -290,6 +290,18 @@ pub fn ranges(format: Format, body: &Value) -> String {
     if let Some(d) = body.get("directory") {
         out.push_str(&directory_line(d));
     }
+    for f in body
+        .get("failed_groups")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        out.push_str(&format!(
+            "\nFAILED: group {} did not start on this member: {}",
+            field(f, "name"),
+            field(f, "error")
+        ));
+    }
     out
 }
 
@@ -486,6 +498,19 @@ mod tests {
         assert!(out.contains("| 1,2,3,4(learner) |"), "{out}");
         assert_eq!(out.matches("| 1,2,3 ").count(), 2, "{out}");
         assert!(!out.contains("directory"), "none kept: {out}");
+    }
+
+    #[test]
+    fn range_list_names_a_group_that_did_not_start() {
+        let body = json!({
+            "groups": [{"group": 0, "name": "0", "start": "", "end": "", "leader": 1}],
+            "failed_groups": [{"group": 9, "name": "9f00", "error": "no state"}],
+        });
+        let out = ranges(Format::Simple, &body);
+        assert!(
+            out.contains("FAILED: group 9f00 did not start on this member: no state"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -682,6 +682,11 @@ impl Cluster {
     /// members; the cluster file gives only the settings. It is one of this cluster's members
     /// from here on (status, kill, restart — a restart without `--join`).
     pub fn spawn_joiner(&mut self, id: u64, name: &str, ports: [u16; 3]) {
+        self.spawn_joiner_with(id, name, ports, &[]);
+    }
+
+    /// [`Cluster::spawn_joiner`] with more flags for `synod server`.
+    pub fn spawn_joiner_with(&mut self, id: u64, name: &str, ports: [u16; 3], flags: &[&str]) {
         let member = MemberConfig {
             id,
             name: name.to_string(),
@@ -689,7 +694,9 @@ impl Cluster {
             http_addr: format!("127.0.0.1:{}", ports[1]),
             grpc_addr: format!("127.0.0.1:{}", ports[2]),
         };
-        let child = self.run_member(id, self.joiner_command(id, &member));
+        let mut cmd = self.joiner_command(id, &member);
+        cmd.args(flags);
+        let child = self.run_member(id, cmd);
         self.members.push(member);
         self.children.push(Some(child));
     }

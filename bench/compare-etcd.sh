@@ -301,7 +301,7 @@ num() { awk -v a="$1" -v d="$2" 'BEGIN { if (a == "") print "–"; else printf "
   echo "- machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(uname -sr)"
   echo "- disk: $(df -h --output=source,fstype "$WORK" | tail -n 1 | tr -s ' ')"
   [[ "$ONLY" != synod ]] && echo "- etcd: $(etcd --version 2>/dev/null | head -n 1 | sed 's/etcd Version: //'), $ETCD_MEMBERS members, fsync on (defaults)"
-  [[ "$ONLY" != etcd ]] && echo "- synod: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown), 3 nodes via synod dev, engine $FIRST_ENGINE (main table)"
+  [[ "$ONLY" != etcd ]] && echo "- synod: $("$SYNOD_BIN" --version 2>/dev/null | sed -n 's/.*(commit \([0-9a-f]\{12\}\).*/\1/p' | grep . || echo unknown), 3 nodes via synod dev, engine $FIRST_ENGINE (main table)"
   echo "- each run: $DURATION after $WARMUP warm-up, 8-byte keys, 256-byte values, 10000 keys, 4 connections, leader only"
   echo
   echo "| workload | Synod ops/s | etcd ops/s | ops/s Synod/etcd | Synod p50 ms | etcd p50 ms | Synod p99 ms | etcd p99 ms | p99 Synod/etcd | errors Synod / etcd |"

@@ -65,7 +65,7 @@ done
 
 field() { sed -n "s/.*\"$2\": \([-0-9.eE+]*\).*/\1/p" "$1" | head -n 1; }
 {
-  echo "Engine threads, 1 member, $(date -u '+%Y-%m-%d %H:%M UTC'), synod $(cd "$ROOT" && git rev-parse --short HEAD), $(nproc) cores"
+  echo "Engine threads, 1 member, $(date -u '+%Y-%m-%d %H:%M UTC'), synod $(built_commit "$SYNOD_BIN"), $(nproc) cores"
   echo
   echo "| round | 1 group | 4 groups, 1 thread | 4 groups, 2 threads | 2 threads vs 1 | 2 threads vs 1 group |"
   echo "|---:|---:|---:|---:|---:|---:|"

@@ -131,7 +131,7 @@ cpu_per_put() {
     awk -v o="$ops" -v s="${secs:-0}" '{ d = $2 - $1; printf "%s%.0f", (NR > 1 ? " / " : ""), (o * s > 0 ? d * 1e6 / (o * s) : 0) }'
 }
 {
-  echo "Partitioning, $(date -u '+%Y-%m-%d %H:%M UTC'), synod $(cd "$ROOT" && git rev-parse --short HEAD), $(etcd --version | head -n 1), $(nproc) cores"
+  echo "Partitioning, $(date -u '+%Y-%m-%d %H:%M UTC'), synod $(built_commit "$SYNOD_BIN"), $(etcd --version | head -n 1), $(nproc) cores"
   echo
   echo "| cluster | puts/s at 256 in flight | vs 1 group | p50 ms | p99 ms | CPU µs per put, each member |"
   echo "|---|---:|---:|---:|---:|---|"

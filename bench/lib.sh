@@ -1,6 +1,6 @@
 # bench/lib.sh — what the bench scripts share (sourced, not run): stopping the processes they
 # started, waiting until etcdctl finds endpoints healthy, and starting a 3-member etcd 3.4,
-# plain or with client and peer TLS.
+# plain or with client and peer TLS, and naming the commit the measured binary was built from.
 # The sourcing script provides: WORK (a scratch directory), PIDS (an array), log(); for TLS,
 # C (the directory `synod certs` wrote) and ETCD_TLS (etcdctl's TLS flags).
 
@@ -42,3 +42,9 @@ start_etcd() {   # start_etcd plain|tls
   if [[ $mode == tls ]]; then wait_healthy "$EPS" "${ETCD_TLS[@]}"; else wait_healthy "$EPS"; fi
 }
 
+
+# built_commit BINARY: the commit (12 hex digits) `BINARY --version` names, which is what ran —
+# the tree's HEAD may be newer than the build. "unknown" for a build without one.
+built_commit() {
+  "$1" --version 2>/dev/null | sed -n 's/.*(commit \([0-9a-f]\{12\}\)[0-9a-f]*).*/\1/p' | grep . || echo unknown
+}

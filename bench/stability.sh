@@ -92,7 +92,7 @@ until grep -q "leader" "$OUT/dev.log" 2>/dev/null && [[ $(leaders | wc -l) -eq 3
 done
 
 endpoints="127.0.0.1:$(grpc_port 1),127.0.0.1:$(grpc_port 2),127.0.0.1:$(grpc_port 3)"
-echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  commit: $(git -C "$ROOT" rev-parse --short HEAD)"
+echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  commit: $("$SYNOD_BIN" --version | sed -n 's/.*(commit \([0-9a-f]\{12\}\).*/\1/p')"
 echo "election timeout: ${SYNOD_ELECTION_TIMEOUT_TICKS:-10} ticks of 10 ms"
 echo "load before: $(uptime)"
 leaders

@@ -79,7 +79,7 @@ start_synod tls; run synod-tls "${SYNOD_TLS[@]}"; stop_all
 
 field() { sed -n "s/.*\"$2\": \([-0-9.eE+]*\).*/\1/p" "$1" | head -n 1; }
 {
-  echo "TLS cost, $(date -u '+%Y-%m-%d %H:%M UTC'), synod $(cd "$ROOT" && git rev-parse --short HEAD), $(etcd --version | head -n 1)"
+  echo "TLS cost, $(date -u '+%Y-%m-%d %H:%M UTC'), synod $(built_commit "$SYNOD_BIN"), $(etcd --version | head -n 1)"
   echo
   echo "| workload | Synod plain ops/s | Synod TLS ops/s | TLS/plain | etcd plain ops/s | etcd TLS ops/s | TLS/plain | Synod plain p50 ms | Synod TLS p50 ms | etcd plain p50 ms | etcd TLS p50 ms |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"

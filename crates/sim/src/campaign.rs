@@ -301,13 +301,7 @@ pub fn run_cli(args: &[String]) -> i32 {
 
 /// Runs the campaign; true if some seed failed.
 pub fn run(c: &CampaignArgs) -> Result<bool, String> {
-    let (commit, dirty) = ledger::git_commit(&c.ledger)?;
-    if dirty && !c.allow_dirty {
-        return Err(format!(
-            "the tree at {commit} has uncommitted changes: commit them so the ledger names the code that ran, or pass --allow-dirty"
-        ));
-    }
-    let commit = if dirty { commit + "+dirty" } else { commit };
+    let commit = ledger_commit(c, synod_buildinfo::COMMIT)?;
     let entries = ledger::read(&c.ledger)?;
     let mut cells = make_cells(c, &entries);
     announce(c, &commit, &cells);
@@ -378,6 +372,36 @@ fn cell_spec(profile: &str, o: &SimOptions) -> CellSpec {
         snapshot_entries: o.snapshot_entries,
         planted_bug: o.planted_bug.map(|b| b.name().to_string()),
     }
+}
+
+/// The commit the ledger names: the one this binary was built from (the code that runs), with
+/// `+dirty` when the tree has uncommitted changes. A binary built from another commit than the
+/// tree's (an old build, a switched branch) or a dirty tree is refused unless `--allow-dirty`.
+fn ledger_commit(c: &CampaignArgs, built: &str) -> Result<String, String> {
+    let (head, dirty) = ledger::git_commit(&c.ledger)?;
+    let stale = built != "unknown" && built != head;
+    if !c.allow_dirty {
+        if stale {
+            return Err(format!(
+                "this binary was built from {built} but the tree is at {head}: build it again so the ledger names the code that ran, or pass --allow-dirty"
+            ));
+        }
+        if dirty {
+            return Err(format!(
+                "the tree at {head} has uncommitted changes: commit them so the ledger names the code that ran, or pass --allow-dirty"
+            ));
+        }
+    }
+    let commit = if built == "unknown" {
+        head
+    } else {
+        built.to_string()
+    };
+    Ok(if dirty || stale {
+        commit + "+dirty"
+    } else {
+        commit
+    })
 }
 
 fn announce(c: &CampaignArgs, commit: &str, cells: &[Cell]) {
@@ -599,6 +623,29 @@ mod tests {
             "needs --for or --seeds"
         );
         assert!(parse(&args("--campaign --seeds 5 --engines raft")).is_err());
+    }
+
+    #[test]
+    fn the_ledger_names_the_binarys_commit_and_refuses_another_trees() {
+        let strict = parse(&args("--campaign --seeds 1")).expect("valid");
+        let lax = parse(&args("--campaign --seeds 1 --allow-dirty")).expect("valid");
+        let Ok((head, dirty)) = ledger::git_commit(&strict.ledger) else {
+            return; // not run from a git checkout: nothing to compare with
+        };
+        let other = "0".repeat(40);
+        let refused = ledger_commit(&strict, &other).expect_err("another commit's binary");
+        assert!(refused.contains("built from"), "{refused}");
+        assert_eq!(
+            ledger_commit(&lax, &other),
+            Ok(format!("{other}+dirty")),
+            "named by the binary's commit, marked"
+        );
+        let suffix = if dirty { "+dirty" } else { "" };
+        assert_eq!(ledger_commit(&lax, &head), Ok(format!("{head}{suffix}")));
+        assert_eq!(
+            ledger_commit(&lax, "unknown"),
+            Ok(format!("{head}{suffix}"))
+        );
     }
 
     #[test]

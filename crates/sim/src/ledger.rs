@@ -42,7 +42,8 @@ pub struct CellSpec {
 pub struct LedgerEntry {
     /// UTC, ISO 8601, when the entry was written.
     pub date: String,
-    /// `git rev-parse HEAD` of the tree the campaign ran from (`+dirty` if it had changes).
+    /// The commit the binary was built from (`synod_buildinfo::COMMIT`; the tree's HEAD for a
+    /// build without one), `+dirty` if the tree had changes or was at another commit.
     pub commit: String,
     #[serde(flatten)]
     pub cell: CellSpec,

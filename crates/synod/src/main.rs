@@ -23,7 +23,7 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "synod",
-    version,
+    version = synod_buildinfo::VERSION,
     about = "A linearizable replicated key-value store on Paxos-family protocols"
 )]
 struct Cli {

@@ -28,13 +28,14 @@ fn main() {
     if let Some(dir) = git(&here, &["rev-parse", "--absolute-git-dir"]) {
         let dir = PathBuf::from(dir);
         // HEAD names the branch; the branch's ref file (or packed-refs) moves on a commit.
-        println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
-        println!(
-            "cargo:rerun-if-changed={}",
-            dir.join("packed-refs").display()
-        );
+        // Only files that exist: cargo runs a script again every build while one it watches
+        // is missing.
+        let mut watched = vec![dir.join("HEAD"), dir.join("packed-refs")];
         if let Some(head) = git(&here, &["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={}", dir.join(head).display());
+            watched.push(dir.join(head));
+        }
+        for path in watched.iter().filter(|p| p.exists()) {
+            println!("cargo:rerun-if-changed={}", path.display());
         }
     }
 }

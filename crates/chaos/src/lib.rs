@@ -11,12 +11,14 @@
 //! * [`locks`] — lock clients writing a fenced register, checked for token order.
 //! * [`availability`] — ops per 100 ms per member, downtime per fault, the SVG chart.
 //! * [`reconfig`] — membership changes as faults (`--faults …,reconfig`).
+//! * [`directory`] — the range directory checked against the layout at the end (`--directory`).
 //!
 //! Exit codes of [`run`]: 0 linearizable, 1 not linearizable, 2 unknown / inconclusive
 //! (checker budget, no successful operation, interrupted), 3 setup error.
 
 pub mod availability;
 pub mod cluster;
+pub mod directory;
 pub mod locks;
 pub mod proxy;
 pub mod reconfig;
@@ -98,6 +100,10 @@ pub struct ChaosArgs {
     /// (`[partition] auto_split_reads`; 0: never).
     #[arg(long, default_value_t = 0)]
     pub auto_split_reads: u64,
+    /// Partitioned runs: keep the replicated range directory (`[partition] directory = true`)
+    /// and check at the end that every member's copy records the layout its groups applied.
+    #[arg(long)]
+    pub directory: bool,
     /// Replication engine: omnipaxos, vr, caspaxos or epaxos.
     #[arg(long, default_value = "omnipaxos")]
     pub engine: String,
@@ -221,12 +227,13 @@ pub fn run(args: ChaosArgs, synod_exe: &Path) -> i32 {
         lock_flags(&args),
         if args.groups > 1 {
             format!(
-                " --groups {} --splits {} --merges {} --auto-split-writes {} --auto-split-reads {}",
+                " --groups {} --splits {} --merges {} --auto-split-writes {} --auto-split-reads {}{}",
                 args.groups,
                 args.splits,
                 args.merges,
                 args.auto_split_writes,
-                args.auto_split_reads
+                args.auto_split_reads,
+                if args.directory { " --directory" } else { "" }
             )
         } else {
             String::new()
@@ -279,6 +286,7 @@ struct Checks {
     splits: Vec<splits::SplitRecord>,
     /// Partitioned runs: the first key of each range at the end, as a member reported it.
     ranges_at_end: Vec<String>,
+    directory: Option<directory::DirectoryCheck>,
 }
 
 fn random_seed() -> u64 {
@@ -323,6 +331,8 @@ fn prepare_out_dir(args: &ChaosArgs, seed: u64) -> Result<PathBuf, String> {
         if args.groups > args.keys {
             return Err("--groups cannot exceed --keys (every group gets a key)".into());
         }
+    } else if args.directory {
+        return Err("--directory needs --groups 2 or more (the directory maps ranges)".into());
     }
     if args.faults.reconfig && args.engine == "epaxos" {
         return Err("--faults reconfig: the epaxos engine has no membership change".into());
@@ -440,6 +450,7 @@ async fn setup(
     cfg.partition.split_keys = split_keys(args.keys, args.groups);
     cfg.partition.auto_split_writes = args.auto_split_writes;
     cfg.partition.auto_split_reads = args.auto_split_reads;
+    cfg.partition.directory = args.directory;
     let mut routes = Vec::new();
     let mut members = Vec::new();
     let mut all_ports = Vec::new();
@@ -1125,11 +1136,16 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
         }
         None => None,
     };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap_or_default();
+    // After the watchers: the directory's records are writes of their own, to the meta group.
+    let directory_check = match args.directory && args.groups > 1 && !interrupted {
+        true => Some(directory::check(&http, &s.cluster).await),
+        false => None,
+    };
     let ranges_at_end = if args.groups > 1 {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap_or_default();
         ranges_now(&http, &s.cluster).await
     } else {
         Vec::new()
@@ -1154,6 +1170,7 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
             locks: lock_report,
             splits: split_records,
             ranges_at_end,
+            directory: directory_check,
         },
         &mut ctrl_c,
     )
@@ -1305,6 +1322,14 @@ async fn report(
         }
         _ => (code, verdict_text, serde_json::Value::Null),
     };
+    // And so does the directory's: a copy that never records the layout fails the run.
+    let (code, verdict_text) = match &checks.directory {
+        Some(d) => (
+            if d.converged { code } else { EXIT_VIOLATION },
+            format!("{verdict_text}{}", d.render()),
+        ),
+        None => (code, verdict_text),
+    };
 
     let mut r = String::new();
     r.push_str(&format!(
@@ -1373,7 +1398,9 @@ async fn report(
     ));
     if code != EXIT_LINEARIZABLE {
         let what = match code {
-            EXIT_VIOLATION => "FAILED: not linearizable, a watch violation or an unsafe lock",
+            EXIT_VIOLATION => {
+                "FAILED: not linearizable, a watch violation, an unsafe lock or a range directory that never recorded the layout"
+            }
             _ if interrupted => "INTERRUPTED",
             _ => "INCONCLUSIVE",
         };
@@ -1389,6 +1416,7 @@ async fn report(
         "by_kind": &avail.by_kind, "watch": watch_numbers, "locks": lock_numbers,
         "members_at_end": &log.members_at_end, "warnings": &log.warnings,
         "splits": &checks.splits, "ranges_at_end": &checks.ranges_at_end,
+        "directory": &checks.directory,
     });
     let _ = std::fs::write(
         out.join("summary.json"),

@@ -245,6 +245,7 @@ fn partitioned_chaos_with_load_splits_is_linearizable() {
         "0",
         "--auto-split-writes",
         "5",
+        "--directory",
     ];
     let (report, s) = run_checked("vr", "12", "30s", "all", &args, &out);
     let ranges = s["ranges_at_end"].as_array().expect("ranges at the end");
@@ -252,7 +253,59 @@ fn partitioned_chaos_with_load_splits_is_linearizable() {
         ranges.len() > 4,
         "the groups split themselves by load:\n{report}"
     );
+    // The range directory recorded every split the engines made, on every member.
+    let d = &s["directory"];
+    assert_eq!(d["converged"], true, "{report}");
+    assert_eq!(d["members"], 3, "{report}");
+    let recorded: Vec<&Value> = d["ranges"]
+        .as_array()
+        .expect("recorded ranges")
+        .iter()
+        .map(|r| &r[0])
+        .collect();
+    assert_eq!(recorded, ranges.iter().collect::<Vec<_>>(), "{report}");
     assert_eq!(s["splits"], serde_json::json!([]), "no operator: {report}");
+    clean(&out);
+}
+
+/// The planted `partition-split-never-recorded` (a split-off group's leader never records its
+/// range in the directory) fails the run on the directory check: no fault is needed, and the
+/// history itself stays linearizable.
+#[test]
+fn planted_split_never_recorded_fails_the_directory_check() {
+    let out = out_dir("directory-bug");
+    let flags = [
+        "--engine",
+        "omnipaxos",
+        "--duration",
+        "8s",
+        "--seed",
+        "3",
+        "--faults",
+        "none",
+        "--groups",
+        "2",
+        "--keys",
+        "4",
+        "--splits",
+        "1",
+        "--merges",
+        "0",
+        "--directory",
+        "--plant-bug",
+        "partition-split-never-recorded",
+    ];
+    let code = chaos(&flags, &out);
+    let report = std::fs::read_to_string(out.join("report.txt")).unwrap_or_default();
+    assert_eq!(code, EXIT_VIOLATION, "{report}");
+    assert!(report.contains("LINEARIZABLE") && !report.contains("NOT LINEARIZABLE"));
+    assert!(report.contains("directory: FAILED"), "{report}");
+    let s = summary(&out);
+    assert_eq!(s["directory"]["converged"], false, "{s}");
+    assert!(
+        s["splits"][0]["done_ms"].is_u64(),
+        "the split took effect:\n{report}"
+    );
     clean(&out);
 }
 

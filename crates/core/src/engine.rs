@@ -714,10 +714,15 @@ pub enum PlantedBug {
     /// a protocol checkpoint, which names a voter — it does not recover, so the member never
     /// hosts the new group and the group's leader waits for it to catch up forever.
     PartitionSplitLearnerAsVoter,
+    /// Partitioned split on a member that once lost its storage: it starts every later
+    /// split-off group without state (as lost storage), not only the splits it may have
+    /// applied before the loss — so a group whose other members skipped the split has its
+    /// state nowhere and never starts.
+    PartitionAmnesicSplitStateless,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 55] = [
+    pub const ALL: [PlantedBug; 56] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -773,6 +778,7 @@ impl PlantedBug {
         PlantedBug::PartitionSplitNeverRecorded,
         PlantedBug::PartitionMemberRetryNotHeld,
         PlantedBug::PartitionSplitLearnerAsVoter,
+        PlantedBug::PartitionAmnesicSplitStateless,
     ];
 
     pub fn name(self) -> &'static str {
@@ -836,6 +842,7 @@ impl PlantedBug {
             PlantedBug::PartitionSplitNeverRecorded => "partition-split-never-recorded",
             PlantedBug::PartitionMemberRetryNotHeld => "partition-member-retry-not-held",
             PlantedBug::PartitionSplitLearnerAsVoter => "partition-split-learner-as-voter",
+            PlantedBug::PartitionAmnesicSplitStateless => "partition-amnesic-split-stateless",
         }
     }
 

@@ -108,6 +108,11 @@ pub struct Replica<P: LogProtocol> {
     watch_speculated: u64,
     /// (applied index, KV digest) of the latest applied entries ([`Engine::applied_trail`]).
     applied_trail: std::collections::VecDeque<(u64, u64)>,
+    /// A replica of a lost disk: the log's length when its protocol was first seen repaired
+    /// in this boot (`None` until then). Every entry decided before the loss lies below it,
+    /// so a split beyond it is new to this replica: it cannot have voted in that group
+    /// before the loss, and starts it with the split's state like any member (`split.rs`).
+    rebuilt_through: Option<u64>,
 }
 
 impl<P: LogProtocol> std::fmt::Debug for Replica<P> {
@@ -195,6 +200,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
             lessor: lessor::Lessor::default(),
             watch_speculated: 0,
             applied_trail: std::collections::VecDeque::new(),
+            rebuilt_through: None,
         };
         if joining {
             // Durably a member being added: a restart before its state arrives must not be
@@ -207,6 +213,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
         r.apply_decided();
         r.out.replies.clear();
         r.drain_protocol();
+        r.note_rebuilt();
         Ok(r)
     }
 
@@ -521,6 +528,7 @@ impl<P: LogProtocol> Replica<P> {
     /// Runs after every input: a leadership change voids read rounds and this leader's
     /// proposal set, and a new leader hint re-forwards everything at once.
     fn after_input(&mut self) {
+        self.note_rebuilt();
         let term = self.protocol.as_ref().map_or(0, |p| p.term());
         let epoch = (self.epoch(), term, self.is_leader());
         if self.reads.on_epoch(epoch) || !epoch.2 {

@@ -25,17 +25,23 @@ impl<P: LogProtocol> Replica<P> {
     /// incarnation is this replica's: the new group's origins (member, incarnation + 1, seq)
     /// then never repeat one of the old group's that its origin window holds.
     ///
-    /// None on a replica that lost its storage: it may have voted in the new group before
-    /// the loss (it applies the split again only because its log was rebuilt), so it must
-    /// not start that group as a fresh voter; the partitioned engine then starts it as lost
-    /// storage too ([`Replica::joiner_records`]), and the protocol repairs it.
+    /// None, on a replica that lost its storage, for a split it may have applied before the
+    /// loss (at or below [`Replica::rebuilt_through`]; any split while it is still being
+    /// repaired): it may have voted in the new group then, so it must not start that group
+    /// as a fresh voter; the partitioned engine then starts it as lost storage too
+    /// ([`Replica::joiner_records`]), and the protocol repairs it. A split beyond that point
+    /// is new to it and gets its record: until 2026-12-05 a member that had once lost its
+    /// disk started *every* later split-off group without state, and a group whose other
+    /// members had skipped the split (they installed a later snapshot of the parent) had its
+    /// state nowhere (VR seed 146,516 with storage faults; planted
+    /// `partition-amnesic-split-stateless`).
     pub(crate) fn split_records(&mut self) -> Vec<(SplitMark, ReplicaRecord<P>)> {
         let outs = std::mem::take(&mut self.state.split_out);
-        if self.pending.incarnation() >= crate::AMNESIC_INCARNATION_BASE {
-            return Vec::new();
-        }
         let mut records = Vec::with_capacity(outs.len());
         for (mark, mut upper) in outs {
+            if !self.split_is_new(&mark) {
+                continue;
+            }
             if self.config.bug(PlantedBug::PartitionSplitDropsSessions) {
                 upper.planted_forget_applied();
             }
@@ -113,6 +119,31 @@ impl<P: LogProtocol> Replica<P> {
     pub(crate) fn adopt_configured_range(&mut self) {
         if self.state.range.range.everything() && !self.state.range.changed() {
             self.state.range.range = self.config.key_range.clone();
+        }
+    }
+
+    /// Whether this replica cannot have applied split `mark` before it lost its storage (if it
+    /// ever did): see [`Replica::split_records`].
+    fn split_is_new(&self, mark: &SplitMark) -> bool {
+        if self.pending.incarnation() < crate::AMNESIC_INCARNATION_BASE {
+            return true;
+        }
+        if self.config.bug(PlantedBug::PartitionAmnesicSplitStateless) {
+            return false;
+        }
+        self.rebuilt_through.is_some_and(|r| mark.index > r)
+    }
+
+    /// Records, on a replica of a lost disk, the log's length the first time its protocol
+    /// is seen repaired in this boot ([`LogProtocol::can_checkpoint`]: not repairing).
+    pub(crate) fn note_rebuilt(&mut self) {
+        if self.rebuilt_through.is_some()
+            || self.pending.incarnation() < crate::AMNESIC_INCARNATION_BASE
+        {
+            return;
+        }
+        if let Some(p) = self.protocol.as_ref().filter(|p| p.can_checkpoint()) {
+            self.rebuilt_through = Some(p.log_len());
         }
     }
 

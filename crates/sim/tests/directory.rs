@@ -94,3 +94,19 @@ fn planted_split_never_recorded_is_caught() {
     let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 120_000..120_000 + PLANT_SEEDS_MAX);
     assert_caught_by(&r, "convergence");
 }
+
+/// A member that once lost its disk starts a group split off after its repair with the split's
+/// state, like any member. Until 2026-12-05 it started every later split-off group as lost
+/// storage, and when the other members had skipped that split (they installed a later
+/// snapshot of the parent) the new group's state was nowhere: its keys never answered again.
+/// VR seed 146,516 found it (storage faults, checkpoints every 10 entries); random schedules
+/// reach it about once in a thousand seeds, so the planted bug is searched from that seed.
+#[test]
+fn planted_amnesic_split_stateless_is_caught() {
+    let mut cfg = splitting();
+    cfg.faults = synod_sim::FaultSet::parse("all,storage").expect("valid fault list");
+    assert_all_pass::<Partitioned<VrEngine>>(&cfg, 146_516..146_517);
+    cfg.planted_bug = Some(PlantedBug::PartitionAmnesicSplitStateless);
+    let r = assert_caught::<Partitioned<VrEngine>>(&cfg, 146_516..146_516 + PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "liveness");
+}

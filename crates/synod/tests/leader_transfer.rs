@@ -271,25 +271,14 @@ fn sigterm_hand_off(engine: &str) {
 fn healthz_fails_without_a_quorum() {
     let mut c = Cluster::start(3, "omnipaxos");
     c.wait_all_reach_leader(Duration::from_secs(20));
-    let healthz = |c: &Cluster, id: u64| {
-        c.http
-            .get(c.url(id, "/healthz"))
-            .send()
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0)
-    };
+    let healthz = |c: &Cluster, id: u64| c.healthz(id).0;
     assert_eq!(healthz(&c, 1), 200);
     c.kill(2);
     c.kill(3);
     wait_until(Duration::from_secs(10), "/healthz to fail at n1", || {
         (healthz(&c, 1) == 503).then_some(())
     });
-    let body = c
-        .http
-        .get(c.url(1, "/healthz"))
-        .send()
-        .and_then(|r| r.text())
-        .unwrap_or_default();
+    let (_, body) = c.healthz(1);
     assert!(body.contains("cannot reach a quorum"), "{body}");
     // etcd's health check (a linearizable get) fails too.
     if let Some(out) = etcdctl_out(&c.member(1).grpc_addr, &["endpoint", "health"]) {

@@ -58,6 +58,16 @@ fn refused(endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
     err
 }
 
+/// The id etcdctl's `member add` printed ("Member 4 added to cluster …": in hex), as printed
+/// and as a number.
+fn added_member_id(added: &str) -> (&str, u64) {
+    let hex = added
+        .split_whitespace()
+        .nth(1)
+        .expect("the new member's id");
+    (hex, u64::from_str_radix(hex, 16).expect("a hex member id"))
+}
+
 fn one(c: &Cluster, id: u64) -> String {
     c.member(id).grpc_addr.clone()
 }
@@ -874,12 +884,7 @@ fn members_are_added_promoted_and_removed_in_every_group_through_etcdctl() {
             "--learner",
         ],
     );
-    // "Member 4 added to cluster …": the id in hex.
-    let hex = added
-        .split_whitespace()
-        .nth(1)
-        .expect("the new member's id");
-    let id = u64::from_str_radix(hex, 16).expect("a hex member id");
+    let (hex, id) = added_member_id(&added);
     // Every group adds it as a learner, before it even started.
     wait_groups_have(&c, 1, &[1, 2, 3], &[id], 20);
     c.spawn_joiner(id, "n4", [ports[0], ports[1], ports[2]]);
@@ -963,11 +968,7 @@ fn a_group_that_does_not_start_on_a_member_is_reported() {
     let ports = common::free_ports(3);
     let peer = format!("--peer-urls=http://127.0.0.1:{}", ports[0]);
     let added = ok(&all, &["member", "add", "n4", &peer, "--learner"]);
-    let hex = added
-        .split_whitespace()
-        .nth(1)
-        .expect("the new member's id");
-    let id = u64::from_str_radix(hex, 16).expect("a hex member id");
+    let (_, id) = added_member_id(&added);
     let bug = ["--plant-bug", "partition-split-learner-as-voter"];
     c.spawn_joiner_with(id, "n4", [ports[0], ports[1], ports[2]], &bug);
     let n4 = c.member(id).grpc_addr.clone();
@@ -986,9 +987,8 @@ fn a_group_that_does_not_start_on_a_member_is_reported() {
         failed["error"].as_str().is_some_and(|e| !e.is_empty()),
         "{failed}"
     );
-    let health = c.http.get(c.url(id, "/healthz")).send().expect("healthz");
-    assert_eq!(health.status().as_u16(), 503);
-    let said = health.text().expect("healthz body");
+    let (code, said) = c.healthz(id);
+    assert_eq!(code, 503, "{said}");
     assert!(
         said.contains(&format!("group {name} did not start")),
         "{said}"
@@ -1020,15 +1020,7 @@ fn a_group_that_does_not_start_on_a_member_is_reported() {
         let (success, out, _) = etcdctl_run(&n4, &["get", "zucchini", "--consistency=s"], None);
         (success && out == "zucchini\nz\n").then_some(())
     });
-    assert_eq!(health_of(&c, 1), 200, "the other members stay healthy");
-}
-
-fn health_of(c: &Cluster, id: u64) -> u16 {
-    c.http
-        .get(c.url(id, "/healthz"))
-        .send()
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+    assert_eq!(c.healthz(1).0, 200, "the other members stay healthy");
 }
 
 /// An operator's split inside a `/`-directory whose keys hold leases — a lock's contenders,

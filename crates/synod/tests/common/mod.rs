@@ -352,6 +352,14 @@ impl Cluster {
         self.dir.path().join(format!("n{id}.log"))
     }
 
+    /// `/healthz` at member `id`: its status code (0 when it does not answer) and its body.
+    pub fn healthz(&self, id: u64) -> (u16, String) {
+        match self.http.get(self.url(id, "/healthz")).send() {
+            Ok(r) => (r.status().as_u16(), r.text().unwrap_or_default()),
+            Err(_) => (0, String::new()),
+        }
+    }
+
     pub fn member(&self, id: u64) -> &MemberConfig {
         self.members.iter().find(|m| m.id == id).expect("member")
     }

@@ -90,6 +90,16 @@ struct MergeImage {
     range: RangeState,
 }
 
+/// A range's generation after its [`RangeState`] in an image (see
+/// [`RangeState::generation`]): 0 in an image from before generations, which has no bytes
+/// there.
+fn trailing_generation(rest: &[u8]) -> Result<u64, postcard::Error> {
+    match rest.is_empty() {
+        true => Ok(0),
+        false => postcard::from_bytes::<u64>(rest),
+    }
+}
+
 /// The most a merge moves through the absorbing group's log, in live bytes of the frozen
 /// group: the whole state travels in one entry (and one peer frame). Larger ranges are
 /// refused when the merge is asked for; delete keys, or merge smaller ranges.
@@ -139,10 +149,11 @@ impl StateImage {
         let range = if rest.is_empty() {
             None
         } else {
-            Some(
-                postcard::from_bytes::<RangeState>(rest)
-                    .map_err(|e| format!("state image's key range does not decode: {e}"))?,
-            )
+            let (mut range, rest) = postcard::take_from_bytes::<RangeState>(rest)
+                .map_err(|e| format!("state image's key range does not decode: {e}"))?;
+            range.generation = trailing_generation(rest)
+                .map_err(|e| format!("state image's range generation does not decode: {e}"))?;
+            Some(range)
         };
         Ok(StateImage {
             kv: base.kv,
@@ -252,6 +263,9 @@ impl AppliedState {
         let mut bytes = postcard::to_extend(&*self.auth, bytes)?;
         if self.range != RangeState::default() {
             bytes = postcard::to_extend(&self.range, bytes)?;
+            if self.range.generation != 0 {
+                bytes = postcard::to_extend(&self.range.generation, bytes)?;
+            }
         }
         Ok(StateBytes(Arc::new(bytes)))
     }
@@ -397,6 +411,7 @@ impl AppliedState {
                     end: self.range.range.end.clone(),
                 },
                 auto,
+                generation: self.range.generation + 1,
                 ..RangeState::default()
             },
             split_out: Vec::new(),
@@ -404,6 +419,7 @@ impl AppliedState {
             watch_moves: Vec::new(),
         };
         self.range.range.end = at.to_vec();
+        self.range.generation += 1;
         let mark = SplitMark {
             at: at.to_vec(),
             index,
@@ -516,6 +532,39 @@ mod tests {
             [b"m".to_vec(), b"z".to_vec()]
         );
         assert_eq!((s.kv.len(), upper.kv.len()), (1, 2));
+    }
+
+    /// A range's generation: both halves of a split one on from the parent, a merge one more
+    /// than the larger of the two, carried by state and merge images; an image from before
+    /// generations decodes as generation 0.
+    #[test]
+    fn a_ranges_generation_grows_with_splits_and_merges_and_travels_with_its_state() {
+        use synod_core::kv::{AbsorbRequest, MergeRequest, PutRequest, SplitRequest};
+        let mut s = AppliedState::new(KvLimits::default(), Configuration::default());
+        let put = Op::Put(PutRequest::new("z", "v"));
+        assert!(matches!(s.apply(1, &command(1, put)), Some(Ok(_))));
+        let split = Op::Split(SplitRequest { at: b"m".to_vec() });
+        assert!(matches!(s.apply(2, &command(2, split)), Some(Ok(_))));
+        let (_, mut upper) = s.split_out.pop().expect("the upper half");
+        assert_eq!((s.range.generation, upper.range.generation), (1, 1));
+        let bytes = upper.encode().expect("encode");
+        let image = bytes.decode().expect("decode");
+        assert_eq!(image.range.as_ref().map(|r| r.generation), Some(1));
+        // Before generations, the image ended with the range (generation 1 is one byte).
+        let old = StateBytes(Arc::new(bytes.0[..bytes.0.len() - 1].to_vec()));
+        let image = old.decode().expect("an image from before generations");
+        assert_eq!(image.range.map(|r| r.generation), Some(0));
+        let freeze = Op::Merge(MergeRequest { at: b"m".to_vec() });
+        assert!(matches!(upper.apply(3, &command(3, freeze)), Some(Ok(_))));
+        let absorb = Op::Absorb(AbsorbRequest {
+            group: 7,
+            start: b"m".to_vec(),
+            end: Vec::new(),
+            image: upper.merge_image().expect("frozen"),
+        });
+        assert!(matches!(s.apply(3, &command(4, absorb)), Some(Ok(_))));
+        assert_eq!(s.range.generation, 2);
+        assert!(s.range.range.end.is_empty() && s.kv.len() == 1);
     }
 
     /// Found by the `snapshot_chunk` fuzz target (2026-12-03, an 8-minute run): a snapshot

@@ -44,6 +44,14 @@ pub struct RangeState {
     /// automatic merge may undo it; a range an operator split off stays until an operator
     /// merges it.
     pub auto: bool,
+    /// How many layout changes stand behind this range: a split makes both halves the
+    /// parent's generation + 1, an absorb makes the merged range one more than the larger of
+    /// the two. So for any one key, its owner's generation grows with every change of owner —
+    /// which is what lets the range directory tell a stale record from a new one. Not part of
+    /// this type's postcard form, so images from before it still decode: the state and merge
+    /// images carry it after it ([`RangeState::generation`] 0 when absent).
+    #[serde(skip)]
+    pub generation: u64,
 }
 
 impl RangeState {

@@ -55,11 +55,12 @@ impl AppliedState {
     /// This group's final state for the group below to absorb, once frozen.
     pub fn merge_image(&self) -> Option<Vec<u8>> {
         self.range.frozen?;
-        postcard::to_allocvec(&MergeImage {
+        let image = postcard::to_allocvec(&MergeImage {
             kv: self.kv.merge_copy(),
             range: self.range.clone(),
         })
-        .ok()
+        .ok()?;
+        postcard::to_extend(&self.range.generation, image).ok()
     }
 
     /// Applies `Op::Absorb` at KV index `index` (already skipped): the frozen group's state
@@ -84,8 +85,9 @@ impl AppliedState {
                 a.group
             )));
         }
-        let image: MergeImage = postcard::from_bytes(&a.image)
-            .map_err(|e| EngineError::InvalidRequest(format!("merge image: {e}")))?;
+        let bad = |e: postcard::Error| EngineError::InvalidRequest(format!("merge image: {e}"));
+        let (mut image, rest) = postcard::take_from_bytes::<MergeImage>(&a.image).map_err(bad)?;
+        image.range.generation = super::trailing_generation(rest).map_err(bad)?;
         let expected = KeyRange {
             start: a.start.clone(),
             end: a.end.clone(),
@@ -110,6 +112,7 @@ impl AppliedState {
             self.kv.planted_shift_history(&expected);
         }
         self.range.range.end = a.end.clone();
+        self.range.generation = self.range.generation.max(image.range.generation) + 1;
         self.note_move(
             expected,
             MoveKind::Absorbed {

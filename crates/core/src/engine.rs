@@ -719,10 +719,18 @@ pub enum PlantedBug {
     /// applied before the loss — so a group whose other members skipped the split has its
     /// state nowhere and never starts.
     PartitionAmnesicSplitStateless,
+    /// Partitioned range directory: a record carries no compares, so one planned from a copy
+    /// of the directory that a newer record changed since (one group's record racing its
+    /// neighbour's, or a newer owner's) still holds and takes keys back.
+    PartitionDirectoryRecordUnguarded,
+    /// Partitioned range directory: a group's leader records its range over owners of any
+    /// generation, so a leader that has not applied its group's split or freeze yet takes the
+    /// keys of a newer group back.
+    PartitionDirectoryAnyGeneration,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 56] = [
+    pub const ALL: [PlantedBug; 58] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -779,6 +787,8 @@ impl PlantedBug {
         PlantedBug::PartitionMemberRetryNotHeld,
         PlantedBug::PartitionSplitLearnerAsVoter,
         PlantedBug::PartitionAmnesicSplitStateless,
+        PlantedBug::PartitionDirectoryRecordUnguarded,
+        PlantedBug::PartitionDirectoryAnyGeneration,
     ];
 
     pub fn name(self) -> &'static str {
@@ -843,6 +853,8 @@ impl PlantedBug {
             PlantedBug::PartitionMemberRetryNotHeld => "partition-member-retry-not-held",
             PlantedBug::PartitionSplitLearnerAsVoter => "partition-split-learner-as-voter",
             PlantedBug::PartitionAmnesicSplitStateless => "partition-amnesic-split-stateless",
+            PlantedBug::PartitionDirectoryRecordUnguarded => "partition-directory-record-unguarded",
+            PlantedBug::PartitionDirectoryAnyGeneration => "partition-directory-any-generation",
         }
     }
 
@@ -1062,13 +1074,28 @@ pub struct DirectoryStatus {
     pub meta: GroupStatus,
     /// Each range's first key and group, in key order, as recorded.
     pub entries: Vec<DirectoryEntry>,
+    /// The meta group's applied index `entries` were read at (they are read again after a
+    /// batch that applied something, so may trail `meta.applied_index` within a batch).
+    #[serde(default)]
+    pub copied_at: u64,
 }
 
 /// One range of the directory: the range from `start` to the next entry's is `group`'s.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct DirectoryEntry {
     pub start: crate::kv::Key,
+    /// [`DirectoryEntry::NOBODY`] where the directory knows no owner yet.
     pub group: u64,
+    /// The owner's range generation when it recorded this (`RangeState::generation`): for
+    /// any one key it only grows, which is how a stale record is told from a new one.
+    #[serde(default)]
+    pub generation: u64,
+}
+
+impl DirectoryEntry {
+    /// The group of an entry that only says where the range before it ends (recorded by
+    /// that range's group, not knowing the next range's owner yet), or that does not decode.
+    pub const NOBODY: u64 = u64::MAX;
 }
 
 /// One revision stream's newly applied revisions ([`Engine::take_group_watch_events`]).

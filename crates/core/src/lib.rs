@@ -23,6 +23,7 @@
 
 pub mod auth;
 pub mod backup;
+pub mod directory_order;
 pub mod engine;
 pub mod history;
 pub mod ids;

@@ -404,6 +404,8 @@ pub struct DirectoryInfo {
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
     pub ranges: Vec<DirectoryRange>,
+    /// The directory group's applied index `ranges` were read at (at most `applied_index`).
+    pub copied_at: u64,
     /// The recorded ranges are those of the layout this member's groups applied.
     pub matches_layout: bool,
 }
@@ -411,8 +413,12 @@ pub struct DirectoryInfo {
 #[derive(Debug, Serialize)]
 pub struct DirectoryRange {
     pub start: String,
-    pub group: u64,
+    /// `None` where the directory knows no owner yet (an entry that only ends the range
+    /// before it).
+    pub group: Option<u64>,
     pub name: String,
+    /// The owner's range generation when it recorded this.
+    pub generation: u64,
 }
 
 impl DirectoryInfo {
@@ -429,12 +435,20 @@ impl DirectoryInfo {
             ranges: d
                 .entries
                 .iter()
-                .map(|e| DirectoryRange {
-                    start: String::from_utf8_lossy(&e.start).into_owned(),
-                    group: e.group,
-                    name: synod_partition::layout::group_name(e.group),
+                .map(|e| {
+                    let nobody = e.group == synod_core::DirectoryEntry::NOBODY;
+                    DirectoryRange {
+                        start: String::from_utf8_lossy(&e.start).into_owned(),
+                        group: (!nobody).then_some(e.group),
+                        name: match nobody {
+                            true => "(nobody)".to_string(),
+                            false => synod_partition::layout::group_name(e.group),
+                        },
+                        generation: e.generation,
+                    }
                 })
                 .collect(),
+            copied_at: d.copied_at,
             matches_layout,
         })
     }

@@ -7,27 +7,44 @@
 //! out). Its store maps each range's first key (under [`PREFIX`]) to its group id.
 //!
 //! **Who writes it.** The leader of each group records the group's own range, as the group's
-//! applied state says it is, whenever this member's copy of the directory says otherwise: one
-//! transaction that puts the range's first key and deletes every entry inside the range (the
-//! groups it absorbed, or a stale split). A split is recorded by the new group's leader, its
-//! parent's shrinking by the parent's; a merge by the absorbing group's leader. The
-//! transaction goes to this member's replica of the meta group, which forwards it to the meta
-//! leader like any write. It is made again, an election timeout after an answer, until this
-//! member's copy shows it — so the directory converges to the layout the groups applied once
-//! the cluster is quiet, which the simulator checks after every run with the directory on.
+//! applied state says it is, whenever this member's copy of the directory says otherwise. An
+//! entry holds the group and its range's *generation* (`RangeState::generation`: for any one
+//! key, its owner's generation grows with every split or merge that changes the owner). A
+//! record is one transaction on the meta group that
 //!
-//! **What it may be meanwhile.** Behind (a split applied and not recorded yet), or briefly
-//! wrong: a leader that has not learnt yet that its group was absorbed may record the group
-//! again, until the absorbing group's leader deletes it once more. Nothing routes by the
-//! directory yet — each member routes by the layout its own replicas applied — and when
-//! placement does (step 2), a stale entry costs a hop, never a wrong answer: the group that
-//! applies a command checks its own range (`WrongGroup`).
+//! - puts the range's first key and deletes every entry inside the range (the groups it
+//!   absorbed, or a stale split);
+//! - keeps the keys after the range as they were: where no entry begins at the range's end, it
+//!   puts one there naming whoever held that key before ([`DirectoryEntry::NOBODY`] if none);
+//! - is made only if every key of the range is held in the copy by an older generation (or
+//!   nobody), and holds only if no entry it read changed and none was added since the copy
+//!   was read (compares on the entries' mod revisions).
+//!
+//! So a record from a leader that has not applied its group's split or freeze yet changes
+//! nothing: on every key it would take back, a newer group recorded a higher generation, or
+//! recorded since the copy was read (its transaction then fails, and the copy is read again).
+//! For every key the directory's generation only grows, which the simulator checks on every
+//! member's copy in meta-log order (planted bug: `partition-directory-record-unguarded`).
+//!
+//! A split is recorded by the new group's leader, its parent's shrinking by the parent's; a
+//! merge by the absorbing group's leader. The transaction goes to this member's replica of the
+//! meta group, which forwards it to the meta leader like any write. It is made again, an
+//! election timeout after an answer, until this member's copy shows it — so the directory
+//! converges to the layout the groups applied once the cluster is quiet, which the simulator
+//! checks after every run with the directory on.
+//!
+//! **What it may be meanwhile.** Behind (a split applied and not recorded yet), never going
+//! back. Nothing routes by the directory yet — each member routes by the layout its own
+//! replicas applied — and when placement does (step 2 of decision 0005), a stale entry costs a
+//! hop, never a wrong answer: the group that applies a command checks its own range
+//! (`WrongGroup`).
 
 use crate::Partitioned;
 use crate::layout::{CHILD_ID_BASE, GroupId};
 use std::collections::BTreeMap;
 use synod_core::kv::{
-    DeleteRangeRequest, Key, Op, PutRequest, RangeRequest, ResponseBody, TxnOp, TxnRequest,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, Key, KeyRange, Op, PutRequest,
+    RangeRequest, ResponseBody, TxnOp, TxnRequest,
 };
 use synod_core::{DirectoryEntry, DirectoryStatus, Engine, RequestId};
 
@@ -41,18 +58,39 @@ const PREFIX_END: &[u8] = b"r0";
 /// How often (in ticks) the leaders compare their groups' ranges with the directory.
 pub(crate) const RECORD_EVERY_TICKS: u64 = 10;
 
+/// One entry of this member's copy, with the meta store's mod revision of its key (what a
+/// record's compares check is unchanged).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Copied {
+    entry: DirectoryEntry,
+    mod_revision: u64,
+}
+
 /// The recording side: per group, this leader's record still unanswered and the tick before
 /// which it is not made again.
 #[derive(Default)]
 pub(crate) struct Recording {
     pending: BTreeMap<GroupId, (Option<RequestId>, u64)>,
     /// This member's copy of the directory, read again only when the meta group's replica
-    /// applied something since (`copy_at`, its applied index then): the status that shows it
-    /// is taken after every batch.
-    copy: Vec<DirectoryEntry>,
+    /// applied something since (`copy_at`, its applied index then; `copy_revision`, the meta
+    /// store's revision then): the status that shows it is taken after every batch.
+    copy: Vec<Copied>,
     copy_at: Option<u64>,
+    copy_revision: u64,
     /// Planted bug `PartitionSplitNeverRecorded`.
     pub(crate) bug_skip_children: bool,
+    pub(crate) bugs: Bugs,
+}
+
+/// Planted bugs of the record (see [`synod_core::PlantedBug`]).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Bugs {
+    /// `PartitionDirectoryRecordUnguarded`: no compares, so a record planned from a copy that
+    /// a newer record has changed since still holds.
+    pub(crate) unguarded: bool,
+    /// `PartitionDirectoryAnyGeneration`: recorded over owners of any generation, so a leader
+    /// that has not applied its group's split or freeze yet takes keys back.
+    pub(crate) any_generation: bool,
 }
 
 impl Recording {
@@ -86,34 +124,127 @@ fn entries_end(end: &[u8]) -> Key {
     }
 }
 
-fn decode_group(value: &[u8]) -> Option<GroupId> {
-    Some(GroupId::from_be_bytes(value.try_into().ok()?))
+fn encode_entry(group: GroupId, generation: u64) -> Vec<u8> {
+    [group.to_be_bytes(), generation.to_be_bytes()].concat()
 }
 
-/// The transaction that makes the directory say `[start, end)` is `g`'s: every entry strictly
-/// inside the range deleted, the range's own put (never the same key twice in one Txn).
-fn record_op(start: &[u8], end: &[u8], g: GroupId) -> Op {
-    let first = entry_key(start);
-    let mut after_first = first.clone();
+/// `(group, generation)`; an entry of 8 bytes (before generations) is generation 0. An entry
+/// that does not decode reads as nobody's, so that it is recorded over.
+fn decode_entry(value: &[u8]) -> (GroupId, u64) {
+    let word = |b: &[u8]| b.try_into().ok().map(u64::from_be_bytes);
+    match value.len() {
+        8 => (word(value).unwrap_or(DirectoryEntry::NOBODY), 0),
+        16 => match (word(&value[..8]), word(&value[8..])) {
+            (Some(g), Some(generation)) => (g, generation),
+            _ => (DirectoryEntry::NOBODY, 0),
+        },
+        _ => (DirectoryEntry::NOBODY, 0),
+    }
+}
+
+fn put(start: &[u8], group: GroupId, generation: u64) -> TxnOp {
+    TxnOp::Put(PutRequest::new(
+        entry_key(start),
+        encode_entry(group, generation),
+    ))
+}
+
+/// Deletes every entry strictly inside `range` (its first key's own is put over instead:
+/// never the same key twice in one Txn).
+fn delete_inside(range: &KeyRange) -> TxnOp {
+    let mut after_first = entry_key(&range.start);
     after_first.push(0);
-    Op::Txn(TxnRequest {
-        compare: Vec::new(),
-        success: vec![
-            TxnOp::DeleteRange(DeleteRangeRequest {
-                key: after_first,
-                range_end: entries_end(end),
-                prev_kv: false,
-            }),
-            TxnOp::Put(PutRequest::new(first, g.to_be_bytes().to_vec())),
-        ],
-        failure: Vec::new(),
+    TxnOp::DeleteRange(DeleteRangeRequest {
+        key: after_first,
+        range_end: entries_end(&range.end),
+        prev_kv: false,
     })
+}
+
+/// The transaction that makes the directory say `range` is `want`'s, from a copy read at
+/// meta revision `revision` (see the module docs) — `None` if the copy says so already, or
+/// holds one of the range's keys for a generation not older than `want`'s (this leader is
+/// behind its group: recording would take keys back from a newer owner).
+fn record(
+    copy: &[Copied],
+    revision: u64,
+    range: &KeyRange,
+    want: &DirectoryEntry,
+    bugs: Bugs,
+) -> Option<Op> {
+    let guarded = !bugs.unguarded;
+    let inside = |c: &&Copied| {
+        c.entry.start > range.start && (range.end.is_empty() || c.entry.start < range.end)
+    };
+    // The entry that holds the range's first key, and those beginning inside it: every
+    // entry that holds one of its keys now.
+    let holder = copy.iter().rfind(|c| c.entry.start <= range.start);
+    let holders: Vec<&Copied> = holder
+        .into_iter()
+        .chain(copy.iter().filter(inside))
+        .collect();
+    if let [only] = holders[..]
+        && only.entry == *want
+    {
+        return None;
+    }
+    let older = |e: &DirectoryEntry| {
+        e.group == DirectoryEntry::NOBODY
+            || e.generation < want.generation
+            || (e.group == want.group && e.generation == want.generation)
+    };
+    if !bugs.any_generation && !holders.iter().all(|c| older(&c.entry)) {
+        return None;
+    }
+    let mut success = vec![
+        delete_inside(range),
+        put(&range.start, want.group, want.generation),
+    ];
+    let ends_at_entry = copy.iter().any(|c| c.entry.start == range.end);
+    if !range.end.is_empty() && !ends_at_entry {
+        // Whoever held the range's end before holds it still.
+        let (g, generation) = holders.last().map_or((DirectoryEntry::NOBODY, 0), |c| {
+            (c.entry.group, c.entry.generation)
+        });
+        success.push(put(&range.end, g, generation));
+    }
+    // The entries read: from the holder of the first key (or the directory's first key) to the
+    // range's end, that one included.
+    let from = holder.map_or(PREFIX.to_vec(), |c| entry_key(&c.entry.start));
+    let to = match range.end.is_empty() {
+        true => PREFIX_END.to_vec(),
+        false => [entry_key(&range.end), vec![0]].concat(),
+    };
+    let read = |c: &&Copied| {
+        let k = entry_key(&c.entry.start);
+        k >= from && k < to
+    };
+    let mut compare: Vec<Compare> = copy
+        .iter()
+        .filter(|c| guarded && read(c))
+        .map(|c| Compare {
+            key: entry_key(&c.entry.start),
+            range_end: Vec::new(),
+            target: CompareTarget::ModRevision(c.mod_revision),
+            result: CompareResult::Equal,
+        })
+        .collect();
+    compare.extend(guarded.then_some(Compare {
+        key: from,
+        range_end: to,
+        target: CompareTarget::ModRevision(revision + 1),
+        result: CompareResult::Less,
+    }));
+    Some(Op::Txn(TxnRequest {
+        compare,
+        success,
+        failure: Vec::new(),
+    }))
 }
 
 impl<E: Engine> Partitioned<E> {
     /// Reads this member's copy of the directory again if its meta replica applied something
-    /// since the last read. An undecodable entry reads as group `u64::MAX`, which no group
-    /// is, so that it is recorded over.
+    /// since the last read.
     pub(crate) fn refresh_directory(&mut self) {
         let Some(meta) = self.groups.get(&META_GROUP) else {
             return;
@@ -127,27 +258,29 @@ impl<E: Engine> Partitioned<E> {
             range_end: PREFIX_END.to_vec(),
             ..Default::default()
         });
-        let kvs = match meta.read_applied(&op).map(|r| r.body) {
-            Ok(ResponseBody::Range(r)) => r.kvs,
-            _ => Vec::new(),
+        let (kvs, revision) = match meta.read_applied(&op) {
+            Ok(r) => match r.body {
+                ResponseBody::Range(range) => (range.kvs, r.revision),
+                _ => (Vec::new(), r.revision),
+            },
+            Err(_) => (Vec::new(), 0),
         };
         self.directory.copy = kvs
             .into_iter()
-            .map(|kv| DirectoryEntry {
-                start: kv.key[PREFIX.len()..].to_vec(),
-                group: decode_group(&kv.value).unwrap_or(u64::MAX),
+            .map(|kv| {
+                let (group, generation) = decode_entry(&kv.value);
+                Copied {
+                    entry: DirectoryEntry {
+                        start: kv.key[PREFIX.len()..].to_vec(),
+                        group,
+                        generation,
+                    },
+                    mod_revision: kv.mod_revision,
+                }
             })
             .collect();
         self.directory.copy_at = Some(at);
-    }
-
-    /// The entries of this member's copy of the directory in `[start, end)` (user keys), in
-    /// key order.
-    fn recorded(&self, start: &[u8], end: &[u8]) -> Vec<&DirectoryEntry> {
-        let within = |e: &&DirectoryEntry| {
-            e.start.as_slice() >= start && (end.is_empty() || e.start.as_slice() < end)
-        };
-        self.directory.copy.iter().filter(within).collect()
+        self.directory.copy_revision = revision;
     }
 
     /// On the leader of each group: records the group's range where this member's copy of
@@ -164,17 +297,19 @@ impl<E: Engine> Partitioned<E> {
             {
                 continue;
             }
-            let Some(range) = self.range_to_record(g) else {
+            let Some((range, generation)) = self.range_to_record(g) else {
                 continue;
             };
             let want = DirectoryEntry {
                 start: range.start.clone(),
                 group: g,
+                generation,
             };
-            if self.recorded(&range.start, &range.end) == [&want] {
+            let d = &self.directory;
+            let Some(op) = record(&d.copy, d.copy_revision, &range, &want, d.bugs) else {
                 continue;
-            }
-            let request = self.own.request(record_op(&range.start, &range.end, g));
+            };
+            let request = self.own.request(op);
             self.directory.pending.insert(g, (Some(request.id), 0));
             if let Some(meta) = self.groups.get_mut(&META_GROUP) {
                 meta.submit(request);
@@ -182,10 +317,11 @@ impl<E: Engine> Partitioned<E> {
         }
     }
 
-    /// Group `g`'s range as its applied state has it, if this member leads `g` and the group
-    /// is one to record: not frozen for a merge (the group below records the merged range),
-    /// and not a replica still waiting for its first state (it owns no key yet).
-    fn range_to_record(&self, g: GroupId) -> Option<synod_core::kv::KeyRange> {
+    /// Group `g`'s range and its generation as its applied state has them, if this member
+    /// leads `g` and the group is one to record: not frozen for a merge (the group below
+    /// records the merged range), and not a replica still waiting for its first state (it owns
+    /// no key yet).
+    fn range_to_record(&self, g: GroupId) -> Option<(KeyRange, u64)> {
         let e = self.groups.get(&g)?;
         let state = e.range_state()?;
         let range = &state.range;
@@ -193,7 +329,7 @@ impl<E: Engine> Partitioned<E> {
         if state.frozen.is_some() || empty || e.status().leader != Some(self.id) {
             return None;
         }
-        Some(range.clone())
+        Some((range.clone(), state.generation))
     }
 
     /// The groups that own user keys: every one but the meta group.
@@ -207,10 +343,16 @@ impl<E: Engine> Partitioned<E> {
     /// The directory as this member's copy holds it, with the meta group's own status.
     pub(crate) fn directory_status(&self) -> Option<DirectoryStatus> {
         let meta = self.groups.get(&META_GROUP)?.status();
-        let entries = self.directory.copy.clone();
+        let entries = self
+            .directory
+            .copy
+            .iter()
+            .map(|c| c.entry.clone())
+            .collect();
         Some(DirectoryStatus {
             meta: crate::group_status(META_GROUP, &meta),
             entries,
+            copied_at: self.directory.copy_at.unwrap_or(0),
         })
     }
 }
@@ -218,6 +360,8 @@ impl<E: Engine> Partitioned<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use synod_core::ClientId;
+    use synod_core::kv::{KvLimits, KvStore};
 
     #[test]
     fn entries_of_a_range_stop_before_the_next_ranges_first_key() {
@@ -229,23 +373,201 @@ mod tests {
     }
 
     #[test]
-    fn a_record_deletes_what_lies_inside_its_range_and_puts_its_start() {
-        let Op::Txn(t) = record_op(b"b", b"m", 7) else {
-            panic!("a record is a transaction");
+    fn entries_decode_with_and_without_a_generation() {
+        assert_eq!(decode_entry(&encode_entry(7, 3)), (7, 3));
+        assert_eq!(decode_entry(&[0, 0, 0, 0, 0, 0, 0, 3]), (3, 0));
+        assert_eq!(decode_entry(b"1234"), (DirectoryEntry::NOBODY, 0));
+    }
+
+    /// The meta group's store, as a member's copy and records see it.
+    struct Meta {
+        store: KvStore,
+        index: u64,
+    }
+
+    impl Meta {
+        fn new() -> Self {
+            Meta {
+                store: KvStore::new(KvLimits::default()),
+                index: 0,
+            }
+        }
+
+        fn copy(&self) -> (Vec<Copied>, u64) {
+            let op = Op::Range(RangeRequest {
+                key: PREFIX.to_vec(),
+                range_end: PREFIX_END.to_vec(),
+                ..Default::default()
+            });
+            let r = self.store.read(&op).expect("read");
+            let ResponseBody::Range(range) = r.body else {
+                panic!("a range read: {:?}", r.body);
+            };
+            let copy = range
+                .kvs
+                .into_iter()
+                .map(|kv| {
+                    let (group, generation) = decode_entry(&kv.value);
+                    let start = kv.key[PREFIX.len()..].to_vec();
+                    Copied {
+                        entry: DirectoryEntry {
+                            start,
+                            group,
+                            generation,
+                        },
+                        mod_revision: kv.mod_revision,
+                    }
+                })
+                .collect();
+            (copy, r.revision)
+        }
+
+        fn entries(&self) -> Vec<(String, u64, u64)> {
+            let show = |c: Copied| {
+                let start = String::from_utf8_lossy(&c.entry.start).into_owned();
+                (start, c.entry.group, c.entry.generation)
+            };
+            self.copy().0.into_iter().map(show).collect()
+        }
+
+        /// Applies `op`; whether its transaction's compares held.
+        fn apply(&mut self, op: &Op) -> bool {
+            self.index += 1;
+            let id = RequestId {
+                client: ClientId(1),
+                seq: self.index,
+            };
+            match self
+                .store
+                .apply(self.index, id, self.index, op)
+                .map(|r| r.body)
+            {
+                Ok(ResponseBody::Txn(t)) => t.succeeded,
+                other => panic!("a record is a transaction: {other:?}"),
+            }
+        }
+
+        /// Records `[start, end)` as `group`'s at `generation` from a fresh copy: whether a
+        /// record was made and held.
+        fn record(&mut self, start: &str, end: &str, group: GroupId, generation: u64) -> bool {
+            let (copy, revision) = self.copy();
+            match planned(&copy, revision, start, end, group, generation) {
+                Some(op) => self.apply(&op),
+                None => false,
+            }
+        }
+    }
+
+    fn planned(
+        copy: &[Copied],
+        revision: u64,
+        start: &str,
+        end: &str,
+        group: GroupId,
+        generation: u64,
+    ) -> Option<Op> {
+        let want = DirectoryEntry {
+            start: start.into(),
+            group,
+            generation,
         };
-        let [TxnOp::DeleteRange(d), TxnOp::Put(p)] = &t.success[..] else {
-            panic!("delete then put: {:?}", t.success);
-        };
-        assert_eq!(d.key, b"r/b\0".to_vec());
-        assert_eq!(d.range_end, b"r/m".to_vec());
-        assert_eq!(p.key, b"r/b".to_vec());
-        assert_eq!(decode_group(&p.value), Some(7));
-        assert!(t.compare.is_empty() && t.failure.is_empty());
+        record(
+            copy,
+            revision,
+            &KeyRange::new(start, end),
+            &want,
+            Bugs::default(),
+        )
+    }
+
+    fn e(start: &str, group: u64, generation: u64) -> (String, u64, u64) {
+        (start.to_string(), group, generation)
     }
 
     #[test]
-    fn an_entry_of_the_wrong_size_is_no_group() {
-        assert_eq!(decode_group(b"1234"), None);
-        assert_eq!(decode_group(&[0, 0, 0, 0, 0, 0, 0, 3]), Some(3));
+    fn a_record_keeps_the_keys_after_its_range_as_they_were() {
+        let mut meta = Meta::new();
+        assert!(meta.record("", "m", 1, 0));
+        // Nobody held m yet: the end says so rather than leaving m to group 1.
+        assert_eq!(
+            meta.entries(),
+            [e("", 1, 0), e("m", DirectoryEntry::NOBODY, 0)]
+        );
+        assert!(meta.record("m", "", 2, 0));
+        assert_eq!(meta.entries(), [e("", 1, 0), e("m", 2, 0)]);
+        // Group 2 splits at t: it records its shrinking before the new group 3 records.
+        assert!(meta.record("m", "t", 2, 1));
+        assert_eq!(meta.entries(), [e("", 1, 0), e("m", 2, 1), e("t", 2, 0)]);
+        assert!(meta.record("t", "", 3, 1));
+        assert_eq!(meta.entries(), [e("", 1, 0), e("m", 2, 1), e("t", 3, 1)]);
+        assert!(
+            !meta.record("t", "", 3, 1),
+            "recorded already: nothing to do"
+        );
+        // Group 1 absorbs group 2 ([m, t)): the merged range deletes group 2's entry.
+        assert!(meta.record("", "t", 1, 2));
+        assert_eq!(meta.entries(), [e("", 1, 2), e("t", 3, 1)]);
+    }
+
+    #[test]
+    fn a_stale_leaders_record_takes_no_key_back() {
+        let mut meta = Meta::new();
+        assert!(meta.record("", "", 1, 0));
+        // Group 1 split at m (generation 1 on both sides); the new group 2 recorded first.
+        assert!(meta.record("m", "", 2, 1));
+        // A leader of group 1 that has not applied the split yet records [, ) at generation 0:
+        // group 2 holds m at a newer generation, so no record is made.
+        assert!(!meta.record("", "", 1, 0));
+        // Group 2 is absorbed back into group 1 (generation 2); a leader of group 2 that has
+        // not applied its freeze records [m, ) again at generation 1: nothing either.
+        assert!(meta.record("", "", 1, 2));
+        assert!(!meta.record("m", "", 2, 1));
+        assert_eq!(meta.entries(), [e("", 1, 2)]);
+    }
+
+    #[test]
+    fn a_record_made_from_an_old_copy_does_not_hold() {
+        let mut meta = Meta::new();
+        assert!(meta.record("", "", 1, 0));
+        // A stale leader of group 1 plans [, ) at generation 0 from this copy...
+        let (copy, revision) = meta.copy();
+        let stale = planned(&copy, revision, "", "m", 1, 0);
+        assert!(stale.is_none(), "the copy holds it already");
+        let stale = planned(&copy, revision, "a", "", 9, 1).expect("newer than the copy");
+        // ...then group 2, split off at m, records; then the old plan arrives.
+        assert!(meta.record("m", "", 2, 1));
+        assert!(!meta.apply(&stale), "the entry at m came after the copy");
+        assert_eq!(meta.entries(), [e("", 1, 0), e("m", 2, 1)]);
+        // An entry deleted since the copy fails the record too.
+        let (copy, revision) = meta.copy();
+        let late = planned(&copy, revision, "p", "", 7, 2).expect("newer than the copy");
+        assert!(meta.record("", "", 1, 2));
+        assert!(
+            !meta.apply(&late),
+            "the holder of p was deleted after the copy"
+        );
+        assert_eq!(meta.entries(), [e("", 1, 2)]);
+    }
+
+    #[test]
+    fn the_planted_any_generation_record_takes_keys_back() {
+        let mut meta = Meta::new();
+        assert!(meta.record("", "", 1, 0));
+        assert!(meta.record("m", "", 2, 1));
+        let range = KeyRange::new("", "");
+        let want = DirectoryEntry {
+            start: Vec::new(),
+            group: 1,
+            generation: 0,
+        };
+        let (copy, revision) = meta.copy();
+        assert!(record(&copy, revision, &range, &want, Bugs::default()).is_none());
+        let bugs = Bugs {
+            any_generation: true,
+            ..Bugs::default()
+        };
+        let stale = record(&copy, revision, &range, &want, bugs).expect("made");
+        assert!(meta.apply(&stale));
+        assert_eq!(meta.entries(), [e("", 1, 0)], "group 2's keys went back");
     }
 }

@@ -1095,6 +1095,10 @@ impl<E: Engine> Engine for Partitioned<E> {
         p.watch.bug_move_early = p.base.bug(PlantedBug::PartitionWatchMoveEarly);
         p.gathers.bug_unaligned = p.base.bug(PlantedBug::PartitionSpanReadUnaligned);
         p.directory.bug_skip_children = p.base.bug(PlantedBug::PartitionSplitNeverRecorded);
+        p.directory.bugs = directory::Bugs {
+            unguarded: p.base.bug(PlantedBug::PartitionDirectoryRecordUnguarded),
+            any_generation: p.base.bug(PlantedBug::PartitionDirectoryAnyGeneration),
+        };
         // The meta group's records: its replica is started below, outside the layout (and
         // left out, records and all, when the directory is off).
         let meta_records = per_group.remove(&META_GROUP).unwrap_or_default();

@@ -31,6 +31,7 @@ use crate::network::Network;
 use crate::trace::{Trace, TraceEntry, TraceKind};
 
 pub(crate) mod compactions;
+mod directory_order;
 mod group_feed;
 mod leases;
 mod quiesce;
@@ -416,6 +417,9 @@ struct Sim<E: Engine> {
     /// (node, group) → the highest applied index of its trail already compared (reset when
     /// the node boots: what it applies again from its checkpoint is compared again).
     trail_seen: BTreeMap<(NodeId, u64), u64>,
+    /// Per member, its last copy of the range directory (runs with one): no key's owner goes
+    /// back.
+    directory_order: directory_order::DirectoryOrder,
     failures: Vec<String>,
     schedule: Vec<ScheduledFault>,
     heal_at_us: u64,
@@ -625,6 +629,7 @@ impl<E: Engine> Sim<E> {
             trace: Trace::new(),
             agreement: BTreeMap::new(),
             trail_seen: BTreeMap::new(),
+            directory_order: directory_order::DirectoryOrder::default(),
             failures: Vec::new(),
             schedule,
             heal_at_us,
@@ -923,8 +928,16 @@ impl<E: Engine> Sim<E> {
         for g in &status.groups {
             self.check_group_agreement(node, g.group, g.applied_index, g.applied_digest);
         }
-        if let Some(meta) = status.directory.as_ref().map(|d| &d.meta) {
-            self.check_group_agreement(node, meta.group, meta.applied_index, meta.applied_digest);
+        if let Some(d) = status.directory.as_ref() {
+            self.check_group_agreement(
+                node,
+                d.meta.group,
+                d.meta.applied_index,
+                d.meta.applied_digest,
+            );
+            if let Some(msg) = self.directory_order.observe(node, d) {
+                fail(&mut self.failures, msg);
+            }
         }
         for f in &status.failed_groups {
             let msg = format!(

@@ -3,7 +3,9 @@
 //! cluster's, and once a run is quiet every member's copy of the directory must map each
 //! range to the group its replicas applied — through operator splits and merges, the engines'
 //! own, membership changes and storage faults. The planted bug (a split-off group's range
-//! never recorded) is caught by that convergence check. Seed counts scale with
+//! never recorded) is caught by that convergence check. Meanwhile no key's owner may go back
+//! in any member's copy (the records' generations and compares); two planted bugs, each
+//! taking one of those guards away, are caught by that order check. Seed counts scale with
 //! `SYNOD_SIM_SEEDS`.
 
 use synod_core::PlantedBug;
@@ -93,6 +95,26 @@ fn planted_split_never_recorded_is_caught() {
     cfg.planted_bug = Some(PlantedBug::PartitionSplitNeverRecorded);
     let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 120_000..120_000 + PLANT_SEEDS_MAX);
     assert_caught_by(&r, "convergence");
+}
+
+/// A record that carries no compares holds even when planned from a copy a newer record has
+/// changed since: a group's record racing its neighbour's overwrites the neighbour's entry.
+#[test]
+fn planted_unguarded_record_is_caught() {
+    let mut cfg = splitting();
+    cfg.planted_bug = Some(PlantedBug::PartitionDirectoryRecordUnguarded);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 121_000..121_000 + PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "directory order");
+}
+
+/// A record made over owners of any generation: a leader that has not applied its group's
+/// split or freeze yet records its old range over the newer group's keys.
+#[test]
+fn planted_any_generation_record_is_caught() {
+    let mut cfg = splitting();
+    cfg.planted_bug = Some(PlantedBug::PartitionDirectoryAnyGeneration);
+    let r = assert_caught::<Partitioned<VrEngine>>(&cfg, 121_000..121_000 + PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "directory order");
 }
 
 /// A member that once lost its disk starts a group split off after its repair with the split's

@@ -41,8 +41,9 @@ fn restored_with_directory(file: &std::path::Path) -> Cluster {
     )
 }
 
-/// The ranges member `id`'s directory records once they are its layout's: (start, group).
-fn recorded(c: &Cluster, id: u64) -> Option<Vec<(String, u64)>> {
+/// The ranges member `id`'s directory records once they are its layout's: (start, group,
+/// generation).
+fn recorded(c: &Cluster, id: u64) -> Option<Vec<(String, u64, u64)>> {
     let s: Value = c.status(id)?;
     let d = &s["directory"];
     if d["matches_layout"] != true || d["leader"].as_u64().is_none() {
@@ -51,19 +52,22 @@ fn recorded(c: &Cluster, id: u64) -> Option<Vec<(String, u64)>> {
     d["ranges"]
         .as_array()?
         .iter()
-        .map(|r| Some((r["start"].as_str()?.to_string(), r["group"].as_u64()?)))
+        .map(|r| {
+            let start = r["start"].as_str()?.to_string();
+            Some((start, r["group"].as_u64()?, r["generation"].as_u64()?))
+        })
         .collect()
 }
 
 /// Waits until every member's directory records exactly the ranges starting at `starts`.
-fn wait_recorded(c: &Cluster, starts: &[&str]) -> Vec<(String, u64)> {
+fn wait_recorded(c: &Cluster, starts: &[&str]) -> Vec<(String, u64, u64)> {
     // The members keep the same copy: the last one seen stands for all.
     let mut seen = Vec::new();
     for id in 1..=3 {
         seen = wait_until(Duration::from_secs(20), "the directory to record", || {
             let r = recorded(c, id)?;
             r.iter()
-                .map(|(s, _)| s.as_str())
+                .map(|(s, _, _)| s.as_str())
                 .eq(starts.iter().copied())
                 .then_some(r)
         });
@@ -86,9 +90,9 @@ fn the_directory_records_splits_and_merges_on_every_member() {
     let mut c = with_directory();
     let first = wait_recorded(&c, &["", "c", "m", "t"]);
     assert_eq!(
-        first.iter().map(|(_, g)| *g).collect::<Vec<_>>(),
-        [0, 1, 2, 3],
-        "the configured groups"
+        first.iter().map(|(_, g, n)| (*g, *n)).collect::<Vec<_>>(),
+        [(0, 0), (1, 0), (2, 0), (3, 0)],
+        "the configured groups, at generation 0"
     );
     let list = synodctl_ok(&c, &["range", "list"]);
     assert!(list.contains("records these 4 ranges"), "{list}");
@@ -100,6 +104,11 @@ fn the_directory_records_splits_and_merges_on_every_member() {
     let split = wait_recorded(&c, &["", "c", "f", "m", "t"]);
     let new = split[2].1;
     assert!(new >= 1 << 52, "a split-off group's id: {new}");
+    assert_eq!(
+        (split[1].1, split[1].2, split[2].2),
+        (1, 1, 1),
+        "both halves of the split are one generation on: {split:?}"
+    );
     // The layout as the groups applied it, read back by a client on both sides.
     assert_eq!(
         etcdctl_ok(&c, &["get", "d1", "--print-value-only"]).trim(),
@@ -113,7 +122,11 @@ fn the_directory_records_splits_and_merges_on_every_member() {
     assert!(list.contains("records these 5 ranges"), "{list}");
     synodctl_ok(&c, &["range", "merge", "f"]);
     let merged = wait_recorded(&c, &["", "c", "m", "t"]);
-    assert_eq!(merged[1].1, 1, "group 1 took [f, m) back");
+    assert_eq!(
+        (merged[1].1, merged[1].2),
+        (1, 2),
+        "group 1 took [f, m) back, one generation on"
+    );
     etcdctl_ok(&c, &["put", "h2", "after"]);
     for id in 1..=3 {
         c.kill(id);
@@ -156,7 +169,7 @@ fn a_restored_cluster_records_its_own_ranges() {
     let new = restored_with_directory(&file);
     let recorded = wait_recorded(&new, &["", "g", "p"]);
     assert_eq!(
-        recorded.iter().map(|(_, g)| *g).collect::<Vec<_>>(),
+        recorded.iter().map(|(_, g, _)| *g).collect::<Vec<_>>(),
         [0, 1, 2],
         "the new cluster's own groups, not the backup's"
     );

@@ -1,0 +1,87 @@
+//! The range directory's order: for any one key, the owner a copy of the directory names
+//! never goes back to an older range generation along the meta group's log (the records'
+//! guards, crates/partition/src/directory.rs). One check for both the simulator (every
+//! member's copy at every meta index it shows) and `synod chaos --directory` (every member's
+//! `/v1/status` during the run).
+
+use crate::DirectoryEntry;
+
+/// The entry holding `key` in `entries` (in key order): the last one beginning at or before it.
+fn holder<'a>(entries: &'a [DirectoryEntry], key: &[u8]) -> Option<&'a DirectoryEntry> {
+    entries.iter().rfind(|e| e.start.as_slice() <= key)
+}
+
+/// How new a key's owner is: nobody (no entry, or one naming nobody) is older than every owner.
+fn rank(e: Option<&DirectoryEntry>) -> Option<u64> {
+    e.filter(|e| e.group != DirectoryEntry::NOBODY)
+        .map(|e| e.generation)
+}
+
+fn show(e: Option<&DirectoryEntry>) -> String {
+    match e {
+        Some(e) if e.group != DirectoryEntry::NOBODY => {
+            format!("group {:#x} (generation {})", e.group, e.generation)
+        }
+        _ => "nobody".to_string(),
+    }
+}
+
+/// A key whose owner went back from copy `before` to the later copy `after`, if any: to an
+/// older generation, to nobody, or to another group at the same generation. Checked at every
+/// entry's first key of either copy (between two of them both copies name one owner each).
+pub fn owner_went_back(before: &[DirectoryEntry], after: &[DirectoryEntry]) -> Option<String> {
+    let keys = before.iter().chain(after).map(|e| e.start.as_slice());
+    for key in keys {
+        let (old, new) = (holder(before, key), holder(after, key));
+        let back = match (rank(old), rank(new)) {
+            (Some(o), Some(n)) => n < o || (n == o && old.map(|e| e.group) != new.map(|e| e.group)),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if back {
+            return Some(format!(
+                "key {:?} went from {} to {}",
+                String::from_utf8_lossy(key),
+                show(old),
+                show(new)
+            ));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(start: &str, group: u64, generation: u64) -> DirectoryEntry {
+        DirectoryEntry {
+            start: start.into(),
+            group,
+            generation,
+        }
+    }
+
+    #[test]
+    fn newer_owners_pass_and_older_ones_fail() {
+        let nobody = DirectoryEntry::NOBODY;
+        let steps = [
+            vec![e("", 1, 0), e("m", nobody, 0)],
+            vec![e("", 1, 0), e("m", 2, 0)],
+            vec![e("", 1, 0), e("m", 2, 1), e("t", 3, 1)],
+            vec![e("", 1, 2), e("t", 3, 1)],
+        ];
+        for w in steps.windows(2) {
+            assert_eq!(owner_went_back(&w[0], &w[1]), None, "{w:?}");
+        }
+        let back = owner_went_back(&steps[3], &[e("", 1, 2), e("t", 1, 0)]);
+        assert!(
+            back.as_deref().is_some_and(|m| m.contains("\"t\"")),
+            "{back:?}"
+        );
+        let to_nobody = owner_went_back(&steps[1], &[e("", 1, 0), e("m", nobody, 0)]);
+        assert!(to_nobody.is_some_and(|m| m.ends_with("to nobody")));
+        let same_generation = owner_went_back(&steps[1], &[e("", 1, 0), e("m", 4, 0)]);
+        assert!(same_generation.is_some());
+    }
+}

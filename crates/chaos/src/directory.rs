@@ -4,11 +4,20 @@
 //! ranges (docs/partitioning.md, "The range directory"). A copy that does not within
 //! [`CATCH_UP`] fails the run, as a watch or lock violation does: the simulator's convergence
 //! check for the directory, on real processes with real faults.
+//!
+//! And during the run, [`watch_order`] reads every member's copy a few times a second: no key's
+//! owner may go back to an older range generation (the records' guards;
+//! [`synod_core::directory_order`], the simulator's check too).
 
 use crate::cluster::Cluster;
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use synod_core::DirectoryEntry;
+use synod_core::directory_order::owner_went_back;
 
 /// How long the directory gets after the run to match the layout. Each group's leader
 /// records its range every 10 ticks and again an election timeout after an answer, so a
@@ -30,11 +39,46 @@ pub struct DirectoryCheck {
     pub waited_ms: u64,
     /// Why it did not converge: each member's copy against its layout.
     pub detail: Vec<String>,
+    /// What the watch during the run found.
+    pub order: OrderReport,
 }
 
+/// The directory's order during the run ([`watch_order`]).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct OrderReport {
+    /// Copies compared with the same member's copy at an earlier meta index.
+    pub compared: u64,
+    /// Keys whose owner went back, with the member and the meta indexes (the first few).
+    pub violations: Vec<String>,
+}
+
+/// Violations kept in a report.
+const VIOLATIONS_KEPT: usize = 10;
+/// How often the watch reads every member's copy.
+const ORDER_POLL: Duration = Duration::from_millis(250);
+
 impl DirectoryCheck {
+    /// Converged at the end, and no key's owner went back during the run.
+    pub fn passed(&self) -> bool {
+        self.converged && self.order.violations.is_empty()
+    }
+
     pub fn render(&self) -> String {
-        match self.converged {
+        let order = match self.order.violations.is_empty() {
+            true => format!(
+                "directory order: no key's owner went back ({} copies compared during the run)\n",
+                self.order.compared
+            ),
+            false => format!(
+                "directory order: FAILED\n{}",
+                self.order
+                    .violations
+                    .iter()
+                    .map(|v| format!("  {v}\n"))
+                    .collect::<String>()
+            ),
+        };
+        let end = match self.converged {
             true => format!(
                 "directory: every member's copy ({}) records the {} ranges of the layout, {} ms after the run\n",
                 self.members,
@@ -49,7 +93,8 @@ impl DirectoryCheck {
                     .map(|d| format!("  {d}\n"))
                     .collect::<String>()
             ),
-        }
+        };
+        format!("{order}{end}")
     }
 }
 
@@ -89,8 +134,76 @@ async fn copy_of(http: &reqwest::Client, http_addr: &str) -> Result<Copy, String
     })
 }
 
+/// The watch of the directory's order, running until [`OrderWatch::finish`].
+pub struct OrderWatch {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<OrderReport>,
+}
+
+impl OrderWatch {
+    pub async fn finish(self) -> OrderReport {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// One member's copy as `/v1/status` shows it: the meta index it was read at and its entries.
+async fn entries_of(http: &reqwest::Client, http_addr: &str) -> Option<(u64, Vec<DirectoryEntry>)> {
+    let url = format!("http://{http_addr}/v1/status");
+    let status: Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+    let d = &status["directory"];
+    let entries = d["ranges"]
+        .as_array()?
+        .iter()
+        .map(|r| DirectoryEntry {
+            start: r["start"].as_str().unwrap_or_default().as_bytes().to_vec(),
+            group: r["group"].as_u64().unwrap_or(DirectoryEntry::NOBODY),
+            generation: r["generation"].as_u64().unwrap_or(0),
+        })
+        .collect();
+    Some((d["copied_at"].as_u64()?, entries))
+}
+
+/// Reads the copies of the members at `members` (name, HTTP address) until finished; each one
+/// at a later meta index than the member's last is compared with it (a member that restarted
+/// shows an earlier one again, compared from there on; an unreachable one is skipped).
+pub fn watch_order(http: reqwest::Client, members: Vec<(String, String)>) -> OrderWatch {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let task = tokio::spawn(async move {
+        let mut report = OrderReport::default();
+        let mut seen: BTreeMap<String, (u64, Vec<DirectoryEntry>)> = BTreeMap::new();
+        while !stopped.load(Ordering::Relaxed) {
+            for (name, addr) in &members {
+                let Some((at, entries)) = entries_of(&http, addr).await else {
+                    continue;
+                };
+                if let Some((before_at, before)) = seen.get(name)
+                    && *before_at < at
+                {
+                    report.compared += 1;
+                    let back = owner_went_back(before, &entries);
+                    if let Some(m) = back.filter(|_| report.violations.len() < VIOLATIONS_KEPT) {
+                        report
+                            .violations
+                            .push(format!("{name}, meta index {before_at} → {at}: {m}"));
+                    }
+                }
+                seen.insert(name.clone(), (at, entries));
+            }
+            tokio::time::sleep(ORDER_POLL).await;
+        }
+        report
+    });
+    OrderWatch { stop, task }
+}
+
 /// Polls every member of `cluster` until their copies converge or [`CATCH_UP`] passes.
-pub async fn check(http: &reqwest::Client, cluster: &Cluster) -> DirectoryCheck {
+pub async fn check(
+    http: &reqwest::Client,
+    cluster: &Cluster,
+    order: OrderReport,
+) -> DirectoryCheck {
     let t0 = Instant::now();
     loop {
         let mut copies = Vec::new();
@@ -120,6 +233,7 @@ pub async fn check(http: &reqwest::Client, cluster: &Cluster) -> DirectoryCheck 
                     .unwrap_or_default(),
                 waited_ms: t0.elapsed().as_millis() as u64,
                 detail,
+                order,
             };
         }
         tokio::time::sleep(POLL).await;

@@ -1043,6 +1043,11 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
             .collect();
         tokio::spawn(splits::run(addrs, keys, times, base))
     });
+    let order_watch = (args.directory && args.groups > 1).then(|| {
+        let members = s.cluster.members.iter();
+        let members = members.map(|m| (m.name.clone(), m.http_addr.clone()));
+        directory::watch_order(reqwest::Client::new(), members.collect())
+    });
     let mut nemesis = Nemesis {
         cluster: &mut s.cluster,
         proxy: &s.proxy,
@@ -1141,8 +1146,12 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
         .build()
         .unwrap_or_default();
     // After the watchers: the directory's records are writes of their own, to the meta group.
+    let order = match order_watch {
+        Some(w) => w.finish().await,
+        None => directory::OrderReport::default(),
+    };
     let directory_check = match args.directory && args.groups > 1 && !interrupted {
-        true => Some(directory::check(&http, &s.cluster).await),
+        true => Some(directory::check(&http, &s.cluster, order).await),
         false => None,
     };
     let ranges_at_end = if args.groups > 1 {
@@ -1322,10 +1331,11 @@ async fn report(
         }
         _ => (code, verdict_text, serde_json::Value::Null),
     };
-    // And so does the directory's: a copy that never records the layout fails the run.
+    // And so does the directory's: a copy that never records the layout, or a key whose
+    // owner went back during the run, fails the run.
     let (code, verdict_text) = match &checks.directory {
         Some(d) => (
-            if d.converged { code } else { EXIT_VIOLATION },
+            if d.passed() { code } else { EXIT_VIOLATION },
             format!("{verdict_text}{}", d.render()),
         ),
         None => (code, verdict_text),

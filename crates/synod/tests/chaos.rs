@@ -264,6 +264,10 @@ fn partitioned_chaos_with_load_splits_is_linearizable() {
         .map(|r| &r[0])
         .collect();
     assert_eq!(recorded, ranges.iter().collect::<Vec<_>>(), "{report}");
+    // And during the run, no key's owner went back in any member's copy.
+    let order = &d["order"];
+    assert!(order["compared"].as_u64() > Some(0), "{report}");
+    assert_eq!(order["violations"], serde_json::json!([]), "{report}");
     assert_eq!(s["splits"], serde_json::json!([]), "no operator: {report}");
     clean(&out);
 }

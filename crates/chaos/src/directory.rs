@@ -159,6 +159,11 @@ async fn entries_of(http: &reqwest::Client, http_addr: &str) -> Option<(u64, Vec
             start: r["start"].as_str().unwrap_or_default().as_bytes().to_vec(),
             group: r["group"].as_u64().unwrap_or(DirectoryEntry::NOBODY),
             generation: r["generation"].as_u64().unwrap_or(0),
+            config_version: r["config_version"].as_u64().unwrap_or(0),
+            members: r["members"]
+                .as_array()
+                .map(|ms| ms.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default(),
         })
         .collect();
     Some((d["copied_at"].as_u64()?, entries))

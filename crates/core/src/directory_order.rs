@@ -17,26 +17,43 @@ fn rank(e: Option<&DirectoryEntry>) -> Option<u64> {
         .map(|e| e.generation)
 }
 
+/// Whether entry `new` names an older owner than `old` (both name one): a lower generation,
+/// another group at the same generation, or the same group at the same generation with an
+/// older configuration.
+fn older(old: &DirectoryEntry, new: &DirectoryEntry) -> bool {
+    match new.generation.cmp(&old.generation) {
+        std::cmp::Ordering::Less => true,
+        std::cmp::Ordering::Greater => false,
+        std::cmp::Ordering::Equal => {
+            new.group != old.group || new.config_version < old.config_version
+        }
+    }
+}
+
 fn show(e: Option<&DirectoryEntry>) -> String {
     match e {
         Some(e) if e.group != DirectoryEntry::NOBODY => {
-            format!("group {:#x} (generation {})", e.group, e.generation)
+            format!(
+                "group {:#x} (generation {}, configuration {})",
+                e.group, e.generation, e.config_version
+            )
         }
         _ => "nobody".to_string(),
     }
 }
 
 /// A key whose owner went back from copy `before` to the later copy `after`, if any: to an
-/// older generation, to nobody, or to another group at the same generation. Checked at every
+/// older generation, to nobody, to another group at the same generation, or to an older
+/// configuration of the same group. Checked at every
 /// entry's first key of either copy (between two of them both copies name one owner each).
 pub fn owner_went_back(before: &[DirectoryEntry], after: &[DirectoryEntry]) -> Option<String> {
     let keys = before.iter().chain(after).map(|e| e.start.as_slice());
     for key in keys {
         let (old, new) = (holder(before, key), holder(after, key));
-        let back = match (rank(old), rank(new)) {
-            (Some(o), Some(n)) => n < o || (n == o && old.map(|e| e.group) != new.map(|e| e.group)),
-            (Some(_), None) => true,
-            (None, _) => false,
+        let back = match (old, rank(old), new, rank(new)) {
+            (Some(o), Some(_), Some(n), Some(_)) => older(o, n),
+            (_, Some(_), _, None) => true,
+            _ => false,
         };
         if back {
             return Some(format!(
@@ -59,6 +76,7 @@ mod tests {
             start: start.into(),
             group,
             generation,
+            ..DirectoryEntry::default()
         }
     }
 
@@ -83,5 +101,14 @@ mod tests {
         assert!(to_nobody.is_some_and(|m| m.ends_with("to nobody")));
         let same_generation = owner_went_back(&steps[1], &[e("", 1, 0), e("m", 4, 0)]);
         assert!(same_generation.is_some());
+        let reconfigured = |v: u64| DirectoryEntry {
+            config_version: v,
+            members: vec![1, 2, 3 + v],
+            ..e("m", 2, 0)
+        };
+        let later = [e("", 1, 0), reconfigured(5)];
+        assert_eq!(owner_went_back(&steps[1], &later), None);
+        let back = owner_went_back(&later, &[e("", 1, 0), reconfigured(4)]);
+        assert!(back.is_some_and(|m| m.contains("configuration 4")));
     }
 }

@@ -1090,6 +1090,13 @@ pub struct DirectoryEntry {
     /// any one key it only grows, which is how a stale record is told from a new one.
     #[serde(default)]
     pub generation: u64,
+    /// The owner's configuration version when it recorded this (`Configuration::version`):
+    /// of two records of one group at one generation, the later configuration's stands.
+    #[serde(default)]
+    pub config_version: u64,
+    /// The owner's voters then: where its keys are served.
+    #[serde(default)]
+    pub members: Vec<NodeId>,
 }
 
 impl DirectoryEntry {

@@ -419,6 +419,10 @@ pub struct DirectoryRange {
     pub name: String,
     /// The owner's range generation when it recorded this.
     pub generation: u64,
+    /// The owner's configuration version and voters then (0 and none for nobody, or an
+    /// entry recorded before members were).
+    pub config_version: u64,
+    pub members: Vec<NodeId>,
 }
 
 impl DirectoryInfo {
@@ -445,6 +449,8 @@ impl DirectoryInfo {
                             false => synod_partition::layout::group_name(e.group),
                         },
                         generation: e.generation,
+                        config_version: e.config_version,
+                        members: e.members.clone(),
                     }
                 })
                 .collect(),

@@ -124,29 +124,45 @@ fn entries_end(end: &[u8]) -> Key {
     }
 }
 
-fn encode_entry(group: GroupId, generation: u64) -> Vec<u8> {
-    [group.to_be_bytes(), generation.to_be_bytes()].concat()
+/// An entry's value: group, generation and configuration version (8 bytes each, big-endian),
+/// then each member's id (8 bytes each).
+fn encode_entry(e: &DirectoryEntry) -> Vec<u8> {
+    let words = [e.group, e.generation, e.config_version].into_iter();
+    words
+        .chain(e.members.iter().copied())
+        .flat_map(u64::to_be_bytes)
+        .collect()
 }
 
-/// `(group, generation)`; an entry of 8 bytes (before generations) is generation 0. An entry
+/// The entry for `start` from its value. An entry of 8 bytes (before generations) is
+/// generation 0, one of 16 (before configurations) configuration 0 with no members. An entry
 /// that does not decode reads as nobody's, so that it is recorded over.
-fn decode_entry(value: &[u8]) -> (GroupId, u64) {
-    let word = |b: &[u8]| b.try_into().ok().map(u64::from_be_bytes);
-    match value.len() {
-        8 => (word(value).unwrap_or(DirectoryEntry::NOBODY), 0),
-        16 => match (word(&value[..8]), word(&value[8..])) {
-            (Some(g), Some(generation)) => (g, generation),
-            _ => (DirectoryEntry::NOBODY, 0),
+fn decode_entry(start: &[u8], value: &[u8]) -> DirectoryEntry {
+    let words: Vec<u64> = value
+        .chunks_exact(8)
+        .filter_map(|w| w.try_into().ok().map(u64::from_be_bytes))
+        .collect();
+    let whole = value.len().is_multiple_of(8) && !words.is_empty();
+    let word = |i: usize| words.get(i).copied().unwrap_or(0);
+    DirectoryEntry {
+        start: start.to_vec(),
+        group: if whole {
+            word(0)
+        } else {
+            DirectoryEntry::NOBODY
         },
-        _ => (DirectoryEntry::NOBODY, 0),
+        generation: if whole { word(1) } else { 0 },
+        config_version: if whole { word(2) } else { 0 },
+        members: if whole {
+            words.iter().skip(3).copied().collect()
+        } else {
+            Vec::new()
+        },
     }
 }
 
-fn put(start: &[u8], group: GroupId, generation: u64) -> TxnOp {
-    TxnOp::Put(PutRequest::new(
-        entry_key(start),
-        encode_entry(group, generation),
-    ))
+fn put(e: &DirectoryEntry) -> TxnOp {
+    TxnOp::Put(PutRequest::new(entry_key(&e.start), encode_entry(e)))
 }
 
 /// Deletes every entry strictly inside `range` (its first key's own is put over instead:
@@ -191,22 +207,27 @@ fn record(
     let older = |e: &DirectoryEntry| {
         e.group == DirectoryEntry::NOBODY
             || e.generation < want.generation
-            || (e.group == want.group && e.generation == want.generation)
+            || (e.group == want.group
+                && e.generation == want.generation
+                && e.config_version <= want.config_version)
     };
     if !bugs.any_generation && !holders.iter().all(|c| older(&c.entry)) {
         return None;
     }
-    let mut success = vec![
-        delete_inside(range),
-        put(&range.start, want.group, want.generation),
-    ];
+    let mut success = vec![delete_inside(range), put(want)];
     let ends_at_entry = copy.iter().any(|c| c.entry.start == range.end);
     if !range.end.is_empty() && !ends_at_entry {
         // Whoever held the range's end before holds it still.
-        let (g, generation) = holders.last().map_or((DirectoryEntry::NOBODY, 0), |c| {
-            (c.entry.group, c.entry.generation)
-        });
-        success.push(put(&range.end, g, generation));
+        let before = holders.last().map(|c| c.entry.clone());
+        let nobody = DirectoryEntry {
+            group: DirectoryEntry::NOBODY,
+            ..DirectoryEntry::default()
+        };
+        let end = DirectoryEntry {
+            start: range.end.clone(),
+            ..before.unwrap_or(nobody)
+        };
+        success.push(put(&end));
     }
     // The entries read: from the holder of the first key (or the directory's first key) to the
     // range's end, that one included.
@@ -267,16 +288,9 @@ impl<E: Engine> Partitioned<E> {
         };
         self.directory.copy = kvs
             .into_iter()
-            .map(|kv| {
-                let (group, generation) = decode_entry(&kv.value);
-                Copied {
-                    entry: DirectoryEntry {
-                        start: kv.key[PREFIX.len()..].to_vec(),
-                        group,
-                        generation,
-                    },
-                    mod_revision: kv.mod_revision,
-                }
+            .map(|kv| Copied {
+                entry: decode_entry(&kv.key[PREFIX.len()..], &kv.value),
+                mod_revision: kv.mod_revision,
             })
             .collect();
         self.directory.copy_at = Some(at);
@@ -297,13 +311,8 @@ impl<E: Engine> Partitioned<E> {
             {
                 continue;
             }
-            let Some((range, generation)) = self.range_to_record(g) else {
+            let Some((range, want)) = self.range_to_record(g) else {
                 continue;
-            };
-            let want = DirectoryEntry {
-                start: range.start.clone(),
-                group: g,
-                generation,
             };
             let d = &self.directory;
             let Some(op) = record(&d.copy, d.copy_revision, &range, &want, d.bugs) else {
@@ -317,19 +326,30 @@ impl<E: Engine> Partitioned<E> {
         }
     }
 
-    /// Group `g`'s range and its generation as its applied state has them, if this member
-    /// leads `g` and the group is one to record: not frozen for a merge (the group below
-    /// records the merged range), and not a replica still waiting for its first state (it owns
-    /// no key yet).
-    fn range_to_record(&self, g: GroupId) -> Option<(KeyRange, u64)> {
+    /// Group `g`'s range and the entry to record for it (its generation, configuration and
+    /// voters) as its applied state has them, if this member leads `g` and the group is one to
+    /// record: not frozen for a merge (the group below records the merged range), and not a
+    /// replica still waiting for its first state (it owns no key yet).
+    fn range_to_record(&self, g: GroupId) -> Option<(KeyRange, DirectoryEntry)> {
         let e = self.groups.get(&g)?;
         let state = e.range_state()?;
         let range = &state.range;
         let empty = !range.end.is_empty() && range.start >= range.end;
-        if state.frozen.is_some() || empty || e.status().leader != Some(self.id) {
+        if state.frozen.is_some() || empty {
             return None;
         }
-        Some((range.clone(), state.generation))
+        let status = e.status();
+        if status.leader != Some(self.id) {
+            return None;
+        }
+        let want = DirectoryEntry {
+            start: range.start.clone(),
+            group: g,
+            generation: state.generation,
+            config_version: status.configuration.version,
+            members: status.configuration.voters(),
+        };
+        Some((range.clone(), want))
     }
 
     /// The groups that own user keys: every one but the meta group.

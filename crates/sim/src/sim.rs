@@ -454,20 +454,21 @@ struct Sim<E: Engine> {
 }
 
 /// Where a member's copy of the range directory (partitioned runs with one) differs from the
-/// layout its groups applied, or its meta group from the cluster's members: `None` if it
+/// layout its groups applied (each range's first key, group and voters), or its meta group
+/// from the cluster's members: `None` if it
 /// does not (or there is no directory). Checked once the run is quiet — the directory is
 /// recorded after a split or merge, so it may lag meanwhile, never for good.
 fn directory_off_by(s: &EngineStatus) -> Option<String> {
     let d = s.directory.as_ref()?;
-    let layout: Vec<(&[u8], u64)> = s
+    let layout: Vec<(&[u8], u64, &[NodeId])> = s
         .groups
         .iter()
-        .map(|g| (g.start.as_slice(), g.group))
+        .map(|g| (g.start.as_slice(), g.group, g.voters.as_slice()))
         .collect();
-    let recorded: Vec<(&[u8], u64)> = d
+    let recorded: Vec<(&[u8], u64, &[NodeId])> = d
         .entries
         .iter()
-        .map(|e| (e.start.as_slice(), e.group))
+        .map(|e| (e.start.as_slice(), e.group, e.members.as_slice()))
         .collect();
     if recorded != layout {
         return Some(format!("directory {recorded:?} but layout {layout:?}"));

@@ -96,6 +96,15 @@ fn the_directory_records_splits_and_merges_on_every_member() {
     );
     let list = synodctl_ok(&c, &["range", "list"]);
     assert!(list.contains("records these 4 ranges"), "{list}");
+    // Each entry names where its keys are served: the group's voters.
+    let s: Value = c.status(2).expect("status of member 2");
+    let members: Vec<&Value> = s["directory"]["ranges"]
+        .as_array()
+        .expect("recorded ranges")
+        .iter()
+        .map(|r| &r["members"])
+        .collect();
+    assert_eq!(members, [&serde_json::json!([1, 2, 3]); 4], "{s}");
     for k in ["d1", "h1", "k1"] {
         etcdctl_ok(&c, &["put", k, "v"]);
     }

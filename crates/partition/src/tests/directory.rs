@@ -4,7 +4,7 @@
 
 use super::*;
 use synod_core::kv::{KvLimits, KvStore};
-use synod_core::{ClientId, SplitMix64};
+use synod_core::{ClientId, NodeId, SplitMix64};
 
 #[test]
 fn entries_of_a_range_stop_before_the_next_ranges_first_key() {
@@ -17,9 +17,21 @@ fn entries_of_a_range_stop_before_the_next_ranges_first_key() {
 
 #[test]
 fn entries_decode_with_and_without_a_generation() {
-    assert_eq!(decode_entry(&encode_entry(7, 3)), (7, 3));
-    assert_eq!(decode_entry(&[0, 0, 0, 0, 0, 0, 0, 3]), (3, 0));
-    assert_eq!(decode_entry(b"1234"), (DirectoryEntry::NOBODY, 0));
+    let e = DirectoryEntry {
+        start: b"k".to_vec(),
+        group: 7,
+        generation: 3,
+        config_version: 2,
+        members: vec![1, 2, 4],
+    };
+    assert_eq!(decode_entry(b"k", &encode_entry(&e)), e);
+    let old = decode_entry(b"k", &[0, 0, 0, 0, 0, 0, 0, 3]);
+    assert_eq!((old.group, old.generation, old.members.len()), (3, 0, 0));
+    let no_config = decode_entry(b"k", &[[0; 8], 7u64.to_be_bytes()].concat());
+    assert_eq!((no_config.group, no_config.generation), (0, 7));
+    for bad in [&b"1234"[..], &[1; 12], &[]] {
+        assert_eq!(decode_entry(b"k", bad).group, DirectoryEntry::NOBODY);
+    }
 }
 
 /// The meta group's store, as a member's copy and records see it.
@@ -49,17 +61,9 @@ impl Meta {
         let copy = range
             .kvs
             .into_iter()
-            .map(|kv| {
-                let (group, generation) = decode_entry(&kv.value);
-                let start = kv.key[PREFIX.len()..].to_vec();
-                Copied {
-                    entry: DirectoryEntry {
-                        start,
-                        group,
-                        generation,
-                    },
-                    mod_revision: kv.mod_revision,
-                }
+            .map(|kv| Copied {
+                entry: decode_entry(&kv.key[PREFIX.len()..], &kv.value),
+                mod_revision: kv.mod_revision,
             })
             .collect();
         (copy, r.revision)
@@ -113,6 +117,7 @@ fn planned(
         start: start.into(),
         group,
         generation,
+        ..DirectoryEntry::default()
     };
     record(
         copy,
@@ -202,6 +207,7 @@ fn the_planted_any_generation_record_takes_keys_back() {
         start: Vec::new(),
         group: 1,
         generation: 0,
+        ..DirectoryEntry::default()
     };
     let (copy, revision) = meta.copy();
     assert!(record(&copy, revision, &range, &want, Bugs::default()).is_none());
@@ -214,13 +220,15 @@ fn the_planted_any_generation_record_takes_keys_back() {
     assert_eq!(meta.entries(), [e("", 1, 0)], "group 2's keys went back");
 }
 
-/// One state a group's replica may be in — its range and generation — as a leader recording
-/// from it sees it, however stale.
+/// One state a group's replica may be in — its range, generation and configuration — as a
+/// leader recording from it sees it, however stale.
 #[derive(Clone, Debug)]
 struct Version {
     group: GroupId,
     range: KeyRange,
     generation: u64,
+    config_version: u64,
+    members: Vec<NodeId>,
 }
 
 /// The layout as splits and merges change it: the live groups in key order, and every version
@@ -237,6 +245,8 @@ impl Truth {
             group: 0,
             range: KeyRange::new("", ""),
             generation: 0,
+            config_version: 0,
+            members: vec![1, 2, 3],
         };
         Truth {
             live: vec![first.clone()],
@@ -245,9 +255,18 @@ impl Truth {
         }
     }
 
-    /// Merges two adjacent ranges (the lower absorbs the upper) or splits one at a key inside
-    /// it, with the generations the applied state gives them.
+    /// Merges two adjacent ranges (the lower absorbs the upper), changes one group's members,
+    /// or splits a range at a key inside it, with the generations and configuration versions
+    /// the applied state gives them (a split-off group starts with its parent's configuration).
     fn change(&mut self, rng: &mut SplitMix64) {
+        if rng.chance_permille(250) {
+            let i = rng.below(self.live.len() as u64) as usize;
+            let v = &mut self.live[i];
+            v.config_version += 1;
+            v.members = vec![1, 2, 3 + v.config_version % 3];
+            self.seen.push(v.clone());
+            return;
+        }
         if self.live.len() > 1 && rng.chance_permille(400) {
             let i = rng.below(self.live.len() as u64 - 1) as usize;
             let upper = self.live.remove(i + 1);
@@ -267,7 +286,7 @@ impl Truth {
         let child = Version {
             group: self.next_group,
             range: KeyRange::new(at.clone(), parent.range.end.clone()),
-            generation: parent.generation,
+            ..parent.clone()
         };
         parent.range.end = at;
         self.next_group += 1;
@@ -282,6 +301,8 @@ fn want_of(v: &Version) -> DirectoryEntry {
         start: v.range.start.clone(),
         group: v.group,
         generation: v.generation,
+        config_version: v.config_version,
+        members: v.members.clone(),
     }
 }
 
@@ -299,8 +320,8 @@ fn apply_checked(meta: &mut Meta, op: &Op) -> Result<(), String> {
     }
 }
 
-/// One run of the model: the layout changes while leaders of any version, current or long
-/// gone, plan records from copies of any age, and the records are applied in any order; no
+/// One run of the model: the layout and the groups' members change while leaders of any
+/// version, current or long gone, plan records from copies of any age, and the records are applied in any order; no
 /// key's owner may go back. Then, once quiet, the live groups' records make the directory the
 /// layout exactly.
 fn run_model(seed: u64, bugs: Bugs) -> Result<(), String> {

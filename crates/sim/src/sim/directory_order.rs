@@ -42,6 +42,7 @@ mod tests {
             start: start.into(),
             group,
             generation,
+            ..DirectoryEntry::default()
         }
     }
 

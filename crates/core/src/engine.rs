@@ -1103,6 +1103,17 @@ impl DirectoryEntry {
     /// The group of an entry that only says where the range before it ends (recorded by
     /// that range's group, not knowing the next range's owner yet), or that does not decode.
     pub const NOBODY: u64 = u64::MAX;
+
+    /// The entry for the range from `start`: `group`'s at `generation` (configuration 0, no
+    /// members named).
+    pub fn at(start: &str, group: u64, generation: u64) -> Self {
+        DirectoryEntry {
+            start: start.as_bytes().to_vec(),
+            group,
+            generation,
+            ..DirectoryEntry::default()
+        }
+    }
 }
 
 /// One revision stream's newly applied revisions ([`Engine::take_group_watch_events`]).

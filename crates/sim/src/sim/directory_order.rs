@@ -38,12 +38,7 @@ mod tests {
     use super::*;
 
     fn e(start: &str, group: u64, generation: u64) -> DirectoryEntry {
-        DirectoryEntry {
-            start: start.into(),
-            group,
-            generation,
-            ..DirectoryEntry::default()
-        }
+        DirectoryEntry::at(start, group, generation)
     }
 
     fn status(at: u64, entries: Vec<DirectoryEntry>) -> DirectoryStatus {

@@ -1,6 +1,6 @@
 //! The range directory at the end of a partitioned run (`--groups N --directory`): once the
 //! faults are healed and the clients stopped, every member's copy of the directory must come
-//! to record exactly the layout its groups applied, and all members must record the same
+//! to record exactly the layout its groups applied (each range's first key, group and voters), and all members must record the same
 //! ranges (docs/partitioning.md, "The range directory"). A copy that does not within
 //! [`CATCH_UP`] fails the run, as a watch or lock violation does: the simulator's convergence
 //! check for the directory, on real processes with real faults.
@@ -98,20 +98,26 @@ impl DirectoryCheck {
     }
 }
 
+/// One range as a copy records it or a member's groups applied it: first key, group, voters.
+type Range = (String, u64, Vec<u64>);
+
 /// One member's copy: the recorded ranges and the layout its groups applied.
 #[derive(PartialEq)]
 struct Copy {
-    recorded: Vec<(String, u64)>,
-    layout: Vec<(String, u64)>,
+    recorded: Vec<Range>,
+    layout: Vec<Range>,
 }
 
-fn pairs(v: &Value) -> Vec<(String, u64)> {
+/// The ranges of `/v1/status`'s `v`, their voters read from field `voters`.
+fn ranges(v: &Value, voters: &str) -> Vec<Range> {
     v.as_array()
         .into_iter()
         .flatten()
         .map(|r| {
             let start = r["start"].as_str().unwrap_or_default().to_string();
-            (start, r["group"].as_u64().unwrap_or(u64::MAX))
+            let ids = r[voters].as_array().into_iter().flatten();
+            let ids = ids.filter_map(Value::as_u64).collect();
+            (start, r["group"].as_u64().unwrap_or(u64::MAX), ids)
         })
         .collect()
 }
@@ -129,8 +135,8 @@ async fn copy_of(http: &reqwest::Client, http_addr: &str) -> Result<Copy, String
         return Err("keeps no directory".into());
     }
     Ok(Copy {
-        recorded: pairs(&status["directory"]["ranges"]),
-        layout: pairs(&status["groups"]),
+        recorded: ranges(&status["directory"]["ranges"], "members"),
+        layout: ranges(&status["groups"], "voters"),
     })
 }
 
@@ -169,7 +175,8 @@ async fn entries_of(http: &reqwest::Client, http_addr: &str) -> Option<(u64, Vec
     Some((d["copied_at"].as_u64()?, entries))
 }
 
-/// Reads the copies of the members at `members` (name, HTTP address) until finished; each one
+/// Reads the copies of the members at `members` (name, HTTP address: the members at the start,
+/// so a member added by a membership change is not watched) until finished; each one
 /// at a later meta index than the member's last is compared with it (a member that restarted
 /// shows an earlier one again, compared from there on; an unreachable one is skipped).
 pub fn watch_order(http: reqwest::Client, members: Vec<(String, String)>) -> OrderWatch {
@@ -234,7 +241,7 @@ pub async fn check(
                 members: copies.len(),
                 ranges: copies
                     .first()
-                    .map(|c| c.recorded.clone())
+                    .map(|c| c.recorded.iter().map(|(s, g, _)| (s.clone(), *g)).collect())
                     .unwrap_or_default(),
                 waited_ms: t0.elapsed().as_millis() as u64,
                 detail,

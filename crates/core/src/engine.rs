@@ -1072,7 +1072,9 @@ pub struct GroupFailure {
 pub struct DirectoryStatus {
     /// The meta group's own status (its `start` and `end` are empty: it owns no user key).
     pub meta: GroupStatus,
-    /// Each range's first key and group, in key order, as recorded.
+    /// Each range's entry (first key, group, generation, configuration and voters), in key
+    /// order, as recorded; an entry naming [`DirectoryEntry::NOBODY`] ends the range before it
+    /// where the next range's owner has not recorded yet.
     pub entries: Vec<DirectoryEntry>,
     /// The meta group's applied index `entries` were read at (they are read again after a
     /// batch that applied something, so may trail `meta.applied_index` within a batch).

@@ -406,7 +406,8 @@ pub struct DirectoryInfo {
     pub ranges: Vec<DirectoryRange>,
     /// The directory group's applied index `ranges` were read at (at most `applied_index`).
     pub copied_at: u64,
-    /// The recorded ranges are those of the layout this member's groups applied.
+    /// The recorded ranges are those of the layout this member's groups applied: each
+    /// range's first key, group and voters.
     pub matches_layout: bool,
 }
 
@@ -428,8 +429,9 @@ pub struct DirectoryRange {
 impl DirectoryInfo {
     fn of(st: &synod_core::EngineStatus) -> Option<Self> {
         let d = st.directory.as_ref()?;
-        let recorded = d.entries.iter().map(|e| (&e.start, e.group));
-        let matches_layout = recorded.eq(st.groups.iter().map(|g| (&g.start, g.group)));
+        let recorded = d.entries.iter().map(|e| (&e.start, e.group, &e.members));
+        let layout = st.groups.iter().map(|g| (&g.start, g.group, &g.voters));
+        let matches_layout = recorded.eq(layout);
         Some(DirectoryInfo {
             leader: d.meta.leader,
             term: d.meta.term,

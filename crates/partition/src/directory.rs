@@ -4,12 +4,13 @@
 //! directory is the *meta group*: one more instance of the engine on every member, under the
 //! reserved id [`META_GROUP`], outside the layout (it owns no user key, no client request is
 //! routed to it, and closes, watches, leases, backups, hashes and automatic splits leave it
-//! out). Its store maps each range's first key (under [`PREFIX`]) to its group id.
+//! out). Its store maps each range's first key (under [`PREFIX`]) to the range's entry.
 //!
 //! **Who writes it.** The leader of each group records the group's own range, as the group's
 //! applied state says it is, whenever this member's copy of the directory says otherwise. An
-//! entry holds the group and its range's *generation* (`RangeState::generation`: for any one
-//! key, its owner's generation grows with every split or merge that changes the owner). A
+//! entry holds the group, its range's *generation* (`RangeState::generation`: for any one
+//! key, its owner's generation grows with every split or merge that changes the owner), and
+//! its configuration version and voters (where its keys are served). A
 //! record is one transaction on the meta group that
 //!
 //! - puts the range's first key and deletes every entry inside the range (the groups it
@@ -17,7 +18,8 @@
 //! - keeps the keys after the range as they were: where no entry begins at the range's end, it
 //!   puts one there naming whoever held that key before ([`DirectoryEntry::NOBODY`] if none);
 //! - is made only if every key of the range is held in the copy by an older generation (or
-//!   nobody), and holds only if no entry it read changed and none was added since the copy
+//!   nobody, or this group at this generation under an older or the same configuration), and
+//!   holds only if no entry it read changed and none was added since the copy
 //!   was read (compares on the entries' mod revisions).
 //!
 //! So a record from a leader that has not applied its group's split or freeze yet changes
@@ -134,15 +136,16 @@ fn encode_entry(e: &DirectoryEntry) -> Vec<u8> {
         .collect()
 }
 
-/// The entry for `start` from its value. An entry of 8 bytes (before generations) is
-/// generation 0, one of 16 (before configurations) configuration 0 with no members. An entry
-/// that does not decode reads as nobody's, so that it is recorded over.
+/// The entry for `start` from its value. An entry that does not decode reads as nobody's, so
+/// that it is recorded over — and so does one of 8 or 16 bytes, written before generations or
+/// configurations: its generation means nothing next to today's (every range read its state
+/// back as generation 0), so a live group could never record over it otherwise.
 fn decode_entry(start: &[u8], value: &[u8]) -> DirectoryEntry {
     let words: Vec<u64> = value
         .chunks_exact(8)
         .filter_map(|w| w.try_into().ok().map(u64::from_be_bytes))
         .collect();
-    let whole = value.len().is_multiple_of(8) && !words.is_empty();
+    let whole = value.len().is_multiple_of(8) && words.len() >= 3;
     let word = |i: usize| words.get(i).copied().unwrap_or(0);
     DirectoryEntry {
         start: start.to_vec(),
@@ -279,13 +282,16 @@ impl<E: Engine> Partitioned<E> {
             range_end: PREFIX_END.to_vec(),
             ..Default::default()
         });
-        let (kvs, revision) = match meta.read_applied(&op) {
-            Ok(r) => match r.body {
-                ResponseBody::Range(range) => (range.kvs, r.revision),
-                _ => (Vec::new(), r.revision),
-            },
-            Err(_) => (Vec::new(), 0),
+        // A read that fails keeps the old copy, to be read again after the next batch: an
+        // empty one would say every key went to nobody.
+        let Ok(r) = meta.read_applied(&op) else {
+            return;
         };
+        let revision = r.revision;
+        let ResponseBody::Range(range) = r.body else {
+            return;
+        };
+        let kvs = range.kvs;
         self.directory.copy = kvs
             .into_iter()
             .map(|kv| Copied {

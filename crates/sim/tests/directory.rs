@@ -158,4 +158,6 @@ fn planted_amnesic_split_stateless_is_caught() {
     cfg.planted_bug = Some(PlantedBug::PartitionAmnesicSplitStateless);
     let r = assert_caught::<Partitioned<VrEngine>>(&cfg, 0..PLANT_SEEDS_MAX);
     assert_caught_by(&r, "liveness");
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 0..PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "liveness");
 }

@@ -25,11 +25,17 @@ fn entries_decode_with_and_without_a_generation() {
         members: vec![1, 2, 4],
     };
     assert_eq!(decode_entry(b"k", &encode_entry(&e)), e);
-    let old = decode_entry(b"k", &[0, 0, 0, 0, 0, 0, 0, 3]);
-    assert_eq!((old.group, old.generation, old.members.len()), (3, 0, 0));
-    let no_config = decode_entry(b"k", &[[0; 8], 7u64.to_be_bytes()].concat());
-    assert_eq!((no_config.group, no_config.generation), (0, 7));
-    for bad in [&b"1234"[..], &[1; 12], &[]] {
+    // Written before generations (8 bytes) or configurations (16): nobody's, to be recorded
+    // over by the live groups.
+    let before_generations = [0, 0, 0, 0, 0, 0, 0, 3];
+    let before_configurations = [[0; 8], 7u64.to_be_bytes()].concat();
+    for bad in [
+        &b"1234"[..],
+        &[1; 12],
+        &[],
+        &before_generations,
+        &before_configurations,
+    ] {
         assert_eq!(decode_entry(b"k", bad).group, DirectoryEntry::NOBODY);
     }
 }
@@ -177,12 +183,12 @@ fn a_stale_leaders_record_takes_no_key_back() {
 fn a_record_made_from_an_old_copy_does_not_hold() {
     let mut meta = Meta::new();
     assert!(meta.record("", "", 1, 0));
-    // A stale leader of group 1 plans [, ) at generation 0 from this copy...
     let (copy, revision) = meta.copy();
-    let stale = planned(&copy, revision, "", "m", 1, 0);
-    assert!(stale.is_none(), "the copy holds it already");
+    let unchanged = planned(&copy, revision, "", "m", 1, 0);
+    assert!(unchanged.is_none(), "the copy holds it already");
+    // Group 9, at generation 1, plans [a, ) from this copy (group 1 holds it at 0)...
     let stale = planned(&copy, revision, "a", "", 9, 1).expect("newer than the copy");
-    // ...then group 2, split off at m, records; then the old plan arrives.
+    // ...then group 2 (split off at m, generation 1) records; then the old plan arrives.
     assert!(meta.record("m", "", 2, 1));
     assert!(!meta.apply(&stale), "the entry at m came after the copy");
     assert_eq!(meta.entries(), [e("", 1, 0), e("m", 2, 1)]);

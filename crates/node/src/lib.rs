@@ -29,6 +29,7 @@ pub mod joined;
 pub mod members;
 pub mod metrics;
 pub mod runtime;
+pub mod self_change;
 pub mod storage;
 pub mod tls;
 pub mod transfer;

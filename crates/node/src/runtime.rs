@@ -479,14 +479,17 @@ impl Drop for EngineRuntime {
 /// (the replicated truth once there is one), else the cluster file's list (a new cluster's
 /// bootstrap members, or the members a joining node contacts). A configuration member without
 /// an address (an engine that knows only ids while joining) takes the file's, if it has one.
-/// Answers peers' questions (the corruption check's) from this member's own state, as its
-/// client APIs would but without their auth and client-TLS requirements: only members of this
-/// cluster reach the peer port.
+/// Answers peers' questions (the corruption check's, a member's change of its own membership)
+/// from this member's own state, as its client APIs would but without their auth and
+/// client-TLS requirements: only members of this cluster reach the peer port.
 fn answerer(handle: NodeHandle) -> Answerer {
-    Arc::new(move |question| {
+    Arc::new(move |from, question| {
         let handle = handle.clone();
         Box::pin(async move {
             match question {
+                PeerQuestion::Member(change) => {
+                    crate::self_change::answer(&handle, from, change).await
+                }
                 PeerQuestion::Revision => PeerAnswer::Revision(handle.status().engine.revision),
                 PeerQuestion::HashKv { revision } => match handle.hash_kv(revision).await {
                     Ok(h) => PeerAnswer::HashKv {

@@ -84,12 +84,15 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 
 pub mod ask;
-pub use ask::{Answerer, PeerAnswer, PeerAsker, PeerQuestion};
+pub use ask::{Answerer, PeerAnswer, PeerAsker, PeerQuestion, SelfChange};
 
 /// Version of the frame payload encoding. Bump on any incompatible change to [`Hello`],
 /// [`HelloReply`] or an engine's `Message` (3: protocol messages and snapshots carry the
-/// configuration epoch; learner and catch-up messages; 4: peer questions).
-pub const WIRE_VERSION: u8 = 4;
+/// configuration epoch; learner and catch-up messages; 4: peer questions; 5: a member's change
+/// of its own membership as a question, and partitioned state images carrying each range's
+/// generation — a member of an older version would drop it, and the range directory's records
+/// are guarded by it, so old and new members must not mix).
+pub const WIRE_VERSION: u8 = 5;
 
 /// Identifies our protocol before anything else is believed.
 pub const MAGIC: [u8; 4] = *b"SYND";
@@ -911,7 +914,7 @@ where
     let refusal = match (refusal, identity) {
         (Some(r), _) => Some(r),
         (None, _) if let Some(question) = hello.question.clone() => {
-            ask::answer(write, shared, question).await;
+            ask::answer(write, shared, hello.from, question).await;
             return Ok(None);
         }
         (None, _) if hello.probe => {
@@ -974,8 +977,42 @@ fn hello_refusal(hello: &Hello, shared: &Shared) -> Option<String> {
             "unknown member {} (it claims this node's id)",
             hello.from
         ))
+    } else if matches!(
+        hello.question,
+        Some(PeerQuestion::Member(ask::SelfChange::Rejoin { .. }))
+    ) {
+        rejoin_refusal(hello, shared)
     } else {
         shared.members().refusal(hello.from)
+    }
+}
+
+/// Why a rejoin question may not be answered. Its asker may name an id that is no member any
+/// more (its own removal already decided: the answerer checks what it may then ask). A member
+/// may rejoin only with a data directory other than the one this node recorded for it: a
+/// member that still has its directory has its promises and has no reason to leave and come
+/// back, so such a question is a misdirected one (another node at its address, say).
+fn rejoin_refusal(hello: &Hello, shared: &Shared) -> Option<String> {
+    if shared.members().refusal(hello.from).is_some() {
+        return None;
+    }
+    let recorded = shared
+        .identity
+        .as_ref()
+        .and_then(|i| i.peers.recorded(hello.from));
+    if hello.data_id == 0 {
+        Some(format!(
+            "member {} asks to rejoin without naming its data directory",
+            hello.from
+        ))
+    } else if recorded == Some(hello.data_id) {
+        Some(format!(
+            "member {} asks to rejoin, but its data directory is the one this member recorded \
+             for it: it was not wiped",
+            hello.from
+        ))
+    } else {
+        None
     }
 }
 

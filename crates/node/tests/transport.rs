@@ -7,8 +7,8 @@ use synod_core::NodeId;
 use synod_node::Metrics;
 use synod_node::config::TransportConfig;
 use synod_node::transport::{
-    Hello, HelloReply, MAGIC, PeerAnswer, PeerAsker, PeerQuestion, Transport, decode_payload,
-    encode_frame, read_frame,
+    Hello, HelloReply, MAGIC, PeerAnswer, PeerAsker, PeerQuestion, SelfChange, Transport,
+    decode_payload, encode_frame, read_frame,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -466,13 +466,17 @@ async fn questions_from_members_are_answered_and_strangers_refused() {
     let member = PeerAsker::new(2, CLUSTER, cfg());
     let early = member.ask(1, &addr, PeerQuestion::Revision).await;
     assert!(matches!(early, Ok(PeerAnswer::Unavailable(_))), "{early:?}");
-    node.t.set_answerer(Arc::new(|q| {
+    node.t.set_answerer(Arc::new(|from, q| {
         Box::pin(async move {
             match q {
                 PeerQuestion::Revision => PeerAnswer::Revision(42),
                 PeerQuestion::HashKv { revision } => PeerAnswer::HashKv {
                     hash: revision as u32 + 1,
                     compact_revision: 7,
+                },
+                PeerQuestion::Member(_) => PeerAnswer::Member {
+                    id: from,
+                    version: 1,
                 },
             }
         })
@@ -487,6 +491,28 @@ async fn questions_from_members_are_answered_and_strangers_refused() {
         compact_revision: 7,
     };
     assert_eq!(hash, Ok(want));
+    // A rejoin may come from an id no longer a member (its removal already decided): the
+    // answerer checks it. From a member it must name its (new) data directory.
+    let rejoin = PeerQuestion::Member(SelfChange::Rejoin {
+        name: "n9".into(),
+        peer_addr: "127.0.0.1:9".into(),
+        http_addr: String::new(),
+        grpc_addr: String::new(),
+        learner: true,
+    });
+    let removed = PeerAsker::new(9, CLUSTER, cfg()).with_data_id(77);
+    let answered = removed.ask(1, &addr, rejoin.clone()).await;
+    assert_eq!(answered, Ok(PeerAnswer::Member { id: 9, version: 1 }));
+    let unnamed = member.ask(1, &addr, rejoin.clone()).await;
+    assert!(
+        unnamed
+            .as_ref()
+            .is_err_and(|e| e.contains("without naming its data directory")),
+        "{unnamed:?}"
+    );
+    let named = PeerAsker::new(2, CLUSTER, cfg()).with_data_id(78);
+    let answered = named.ask(1, &addr, rejoin).await;
+    assert_eq!(answered, Ok(PeerAnswer::Member { id: 2, version: 1 }));
     for (asker, why) in [
         (PeerAsker::new(9, CLUSTER, cfg()), "unknown member 9"),
         (PeerAsker::new(2, 0xbad, cfg()), "wrong cluster"),

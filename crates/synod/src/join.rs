@@ -14,13 +14,16 @@
 //! itself, it proposes a MemberUpdate with its name and client addresses if they differ,
 //! retrying until it is decided or the server stops. A learner knows no leader to forward to
 //! (it answers "no leader" to writes, as etcd's learners refuse them), so when its own handle
-//! fails, the update goes to the other voters' HTTP APIs instead.
+//! fails, the update is asked of the other voters over their peer ports instead
+//! ([`SelfChange::Publish`]: their client APIs would want a root user once auth is on).
 
 use anyhow::{Context, bail};
 use serde_json::Value;
 use std::time::Duration;
+use synod_core::NodeId;
 use synod_core::membership::{Member, MemberChange};
 use synod_node::joined::JoinRecord;
+use synod_node::transport::{PeerAnswer, PeerQuestion, SelfChange};
 use synod_node::{ClusterConfig, MemberConfig, NodeHandle};
 
 use crate::member_http::MemberHttp;
@@ -169,10 +172,10 @@ enum Published {
 /// Waits until this node applied a configuration that contains it, then proposes its name
 /// and client addresses there if they differ (see the module doc). Ends when done, or at once
 /// on a bootstrap member whose engine keeps no configuration (CASPaxos).
-pub async fn publish(handle: NodeHandle, me: MemberConfig, joined: bool, http: MemberHttp) {
+pub async fn publish(handle: NodeHandle, me: MemberConfig, joined: bool) {
     let mut failures: u32 = 0;
     loop {
-        match publish_once(&handle, &me, &http).await {
+        match publish_once(&handle, &me).await {
             Published::Done => return,
             Published::NotYet if !joined && handle.members().1.is_none() => return,
             Published::NotYet => {}
@@ -188,7 +191,7 @@ pub async fn publish(handle: NodeHandle, me: MemberConfig, joined: bool, http: M
     }
 }
 
-async fn publish_once(handle: &NodeHandle, me: &MemberConfig, http: &MemberHttp) -> Published {
+async fn publish_once(handle: &NodeHandle, me: &MemberConfig) -> Published {
     let (members, version) = handle.members();
     let Some(listed) = members.iter().find(|m| m.id == me.id) else {
         return Published::NotYet;
@@ -210,12 +213,12 @@ async fn publish_once(handle: &NodeHandle, me: &MemberConfig, http: &MemberHttp)
         grpc_addr: me.grpc_addr.clone(),
         learner: false,
     });
-    let others: Vec<String> = members
+    let others: Vec<(NodeId, String)> = members
         .iter()
-        .filter(|m| m.id != me.id && !m.learner && !m.http_addr.is_empty())
-        .map(|m| m.http_addr.clone())
+        .filter(|m| m.id != me.id && !m.learner && !m.peer_addr.is_empty())
+        .map(|m| (m.id, m.peer_addr.clone()))
         .collect();
-    match propose_update(handle, change, &others, http).await {
+    match propose_update(handle, change, &others).await {
         Ok(()) => {
             tracing::info!(member = me.id, "published client addresses");
             Published::Done
@@ -224,13 +227,13 @@ async fn publish_once(handle: &NodeHandle, me: &MemberConfig, http: &MemberHttp)
     }
 }
 
-/// Proposes `change` (a MemberUpdate) here, or — where this member cannot (a learner knows
-/// no leader) — through the first of `others` (HTTP host:port) that takes it.
+/// Proposes `change` (a MemberUpdate of this member) here, or — where this member cannot (a
+/// learner knows no leader) — through the first of the voters `others` (id, peer address) that
+/// carries it out.
 async fn propose_update(
     handle: &NodeHandle,
     change: MemberChange,
-    others: &[String],
-    http: &MemberHttp,
+    others: &[(NodeId, String)],
 ) -> anyhow::Result<()> {
     // The update is idempotent, so after any failure here (a learner knows no leader, a
     // joining CASPaxos node cannot coordinate yet) another member may propose it again.
@@ -243,16 +246,17 @@ async fn propose_update(
     let MemberChange::Update(m) = change else {
         anyhow::bail!("only updates are published");
     };
-    let body = serde_json::json!({
-        "name": m.name, "http_addr": m.http_addr, "grpc_addr": m.grpc_addr,
+    let question = PeerQuestion::Member(SelfChange::Publish {
+        name: m.name,
+        http_addr: m.http_addr,
+        grpc_addr: m.grpc_addr,
     });
     let mut last = local;
-    for addr in others {
-        let url = http.url(addr, &format!("/v1/members/{}", m.id));
-        match http.client().put(&url).json(&body).send().await {
-            Ok(r) if r.status().is_success() => return Ok(()),
-            Ok(r) => last = format!("{url}: {}", r.text().await.unwrap_or_default()),
-            Err(e) => last = format!("{url}: {e}"),
+    for (id, addr) in others {
+        match handle.ask_peer(*id, addr, question.clone()).await {
+            Ok(PeerAnswer::Member { .. }) => return Ok(()),
+            Ok(other) => last = format!("member {id}: {other:?}"),
+            Err(e) => last = format!("member {id}: {e}"),
         }
     }
     anyhow::bail!("{last}")

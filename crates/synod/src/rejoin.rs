@@ -15,26 +15,31 @@
 //! 4. promotes itself once it has caught up (the cluster refuses the promotion until then:
 //!    etcd's 90 % rule), so the cluster gets its voter back with nobody at the keyboard.
 //!
-//! Every step is retried until the configuration it wants is seen at some member, because a
-//! change whose request timed out may still be decided. A cluster that cannot decide a change
+//! The changes are asked of the other members over their peer ports
+//! ([`SelfChange`]), not their client APIs: with auth on, those want a root user the member does
+//! not have, and a member changing its own membership acts for nobody else. A member asked
+//! carries out what is left (removal, then add) and answers with the new id; the question is
+//! asked again, of one member after another, until one does, because a change whose answer was
+//! lost may still be decided. A cluster that cannot decide a change
 //! (no quorum without this member) makes the start fail after [`STEP_MS_MAX`] with the reason;
 //! `--allow-wiped-rejoin` stays as the documented last resort for that case. EPaxos has no
 //! membership change, so there a wiped member is refused as before. `--no-auto-rejoin` turns
 //! the behaviour off.
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::time::Duration;
 use synod_core::NodeId;
 use synod_node::joined::JoinRecord;
 use synod_node::runtime::NodeError;
+use synod_node::transport::{PeerAnswer, PeerAsker, PeerQuestion, SelfChange};
 use synod_node::{MemberConfig, NodeConfig, NodeHandle};
 
 use crate::member_http::MemberHttp;
 
-/// Longest one step (remove, add) is retried.
+/// Longest the removal and the add are asked for.
 const STEP_MS_MAX: u64 = 60_000;
-/// One request's timeout, and how often a step's request is sent again.
+/// One HTTP read's timeout (the configuration, looked up at the members' client APIs).
 const REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// Pause between looks at the configuration.
 const POLL_MS: u64 = 500;
@@ -56,7 +61,8 @@ struct Listed {
     http_addr: String,
 }
 
-/// The HTTP side of the rejoin: whom to ask, and how.
+/// Whom the rejoin asks: the members' HTTP addresses (the configuration) and, through it,
+/// their peer addresses (the changes).
 struct Operator {
     http: MemberHttp,
     /// HTTP host:port of members to ask (grows as configurations list more).
@@ -99,53 +105,43 @@ impl Operator {
         r.json::<Value>().await.ok()
     }
 
-    /// Sends one change to endpoint `attempt` (round robin), in the background: only the
-    /// configuration is trusted (see the module doc).
-    fn send(&self, attempt: usize, method: reqwest::Method, path: &str, body: Option<Value>) {
-        if self.endpoints.is_empty() {
-            return;
-        }
-        let ep = &self.endpoints[attempt % self.endpoints.len()];
-        let url = self.http.url(ep, path);
-        let mut req = self.http.client().request(method, url);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        tokio::spawn(async move {
-            let _ = req.send().await;
-        });
-    }
-
-    /// Sends `request` until `done` holds for a configuration seen.
-    async fn step<T>(
+    /// Asks the members over their peer ports, one after another, to carry out `change` for
+    /// this node, until one answers that it is done; returns this node's id after it. A change
+    /// whose answer was lost may still be decided: asked again, a member finds it done.
+    async fn ask_until(
         &mut self,
         what: &str,
-        request: impl Fn(&Self, usize),
-        done: impl Fn(&[Listed]) -> Option<T>,
-    ) -> anyhow::Result<T> {
-        let start = tokio::time::Instant::now();
-        let deadline = start + Duration::from_millis(STEP_MS_MAX);
-        let mut next_send = start;
-        let mut attempt = 0;
+        asker: &PeerAsker,
+        change: SelfChange,
+        fallback: &[(NodeId, String)],
+    ) -> anyhow::Result<NodeId> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(STEP_MS_MAX);
+        let mut last = String::from("no member asked yet");
+        let mut attempt = 0usize;
         loop {
-            if let Some(members) = self.configuration().await
-                && let Some(t) = done(&members)
-            {
-                return Ok(t);
+            let peers: Vec<(NodeId, String)> = match self.configuration().await {
+                Some(ms) => ms
+                    .into_iter()
+                    .filter(|m| m.http_addr != self.me_http && !m.peer_addr.is_empty())
+                    .map(|m| (m.id, m.peer_addr))
+                    .collect(),
+                None => fallback.to_vec(),
+            };
+            if let Some((id, addr)) = peers.get(attempt % peers.len().max(1)) {
+                let question = PeerQuestion::Member(change.clone());
+                match asker.ask(*id, addr, question).await {
+                    Ok(PeerAnswer::Member { id, .. }) => return Ok(id),
+                    Ok(other) => last = format!("member {id}: {other:?}"),
+                    Err(e) => last = format!("member {id}: {e}"),
+                }
             }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
+            attempt += 1;
+            if tokio::time::Instant::now() >= deadline {
                 bail!(
                     "{what}: not done within {} s (does the rest of the cluster have a quorum?); \
-                     asked {:?}",
-                    STEP_MS_MAX / 1000,
-                    self.endpoints
+                     last answer: {last}",
+                    STEP_MS_MAX / 1000
                 );
-            }
-            if now >= next_send {
-                request(self, attempt);
-                attempt += 1;
-                next_send = now + Duration::from_millis(REQUEST_TIMEOUT_MS);
             }
             tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
         }
@@ -191,30 +187,35 @@ pub async fn rejoin(cfg: &NodeConfig) -> anyhow::Result<JoinRecord> {
         me.id
     );
     let old = me.id;
-    op.step(
-        &format!("remove the wiped member {old}"),
-        |o, a| {
-            o.send(
-                a,
-                reqwest::Method::DELETE,
-                &format!("/v1/members/{old}"),
-                None,
-            )
-        },
-        |ms| (!ms.iter().any(|m| m.id == old)).then_some(()),
-    )
-    .await?;
     let learner = cfg.cluster.engine != "caspaxos";
-    let body = json!({
-        "name": me.name, "peer_addr": me.peer_addr, "http_addr": me.http_addr,
-        "grpc_addr": me.grpc_addr, "learner": learner,
-    });
-    let at = me.peer_addr.clone();
+    // Asked as the old id, with a data directory id the peers do not remember for it (what a
+    // wiped member has): peers refuse a rejoin from a member whose directory they recognise.
+    let asker = PeerAsker::new(
+        old,
+        cfg.cluster.cluster_id(),
+        cfg.cluster.effective_transport(),
+    )
+    .with_data_id(fresh_data_id());
+    let change = SelfChange::Rejoin {
+        name: me.name.clone(),
+        peer_addr: me.peer_addr.clone(),
+        http_addr: me.http_addr.clone(),
+        grpc_addr: me.grpc_addr.clone(),
+        learner,
+    };
+    let fallback: Vec<(NodeId, String)> = cfg
+        .cluster
+        .members
+        .iter()
+        .filter(|m| m.id != old)
+        .map(|m| (m.id, m.peer_addr.clone()))
+        .collect();
     let new = op
-        .step(
-            "add this node back",
-            |o, a| o.send(a, reqwest::Method::POST, "/v1/members", Some(body.clone())),
-            |ms| ms.iter().find(|m| m.peer_addr == at).map(|m| m.id),
+        .ask_until(
+            &format!("remove the wiped member {old} and add this node back"),
+            &asker,
+            change,
+            &fallback,
         )
         .await?;
     tracing::warn!(old, new, learner, "re-added as a new member; joining");
@@ -230,9 +231,17 @@ pub async fn rejoin(cfg: &NodeConfig) -> anyhow::Result<JoinRecord> {
     Ok(record)
 }
 
-/// Promotes this learner (re-added after a wipe) once it has caught up: through the voters'
-/// HTTP APIs, since a learner knows no leader to forward to. Runs until done or removed.
-pub async fn promote_self(handle: NodeHandle, me: NodeId, http: MemberHttp) {
+/// A data directory id for the rejoin's questions: any id but the one the peers recorded for
+/// the wiped member (the directory that will hold this node's data is made only once it joins).
+fn fresh_data_id() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::process::id()).max(1)
+}
+
+/// Promotes this learner (re-added after a wipe) once it has caught up: asked of the voters
+/// over their peer ports (a learner knows no leader to forward to, and with auth on the client
+/// APIs want a root user this member does not have). Runs until done or removed.
+pub async fn promote_self(handle: NodeHandle, me: NodeId) {
     let mut attempts: u32 = 0;
     loop {
         let (members, version) = handle.members();
@@ -245,17 +254,17 @@ pub async fn promote_self(handle: NodeHandle, me: NodeId, http: MemberHttp) {
                 }
                 Some(_) => {}
             }
-            let voters: Vec<&str> = members
+            let voters: Vec<(NodeId, &str)> = members
                 .iter()
-                .filter(|m| !m.learner && !m.http_addr.is_empty())
-                .map(|m| m.http_addr.as_str())
+                .filter(|m| !m.learner && !m.peer_addr.is_empty())
+                .map(|m| (m.id, m.peer_addr.as_str()))
                 .collect();
             if !voters.is_empty() {
-                let ep = voters[attempts as usize % voters.len()];
-                let url = http.url(ep, &format!("/v1/members/{me}/promote"));
-                let answer = match http.client().post(&url).send().await {
-                    Ok(r) => r.text().await.unwrap_or_default(),
-                    Err(e) => e.to_string(),
+                let (id, addr) = voters[attempts as usize % voters.len()];
+                let question = PeerQuestion::Member(SelfChange::Promote);
+                let answer = match handle.ask_peer(id, addr, question).await {
+                    Ok(a) => format!("{a:?}"),
+                    Err(e) => e,
                 };
                 attempts += 1;
                 if attempts % 20 == 1 {

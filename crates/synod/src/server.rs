@@ -4,7 +4,6 @@
 //! file (see `join.rs`); after that its data directory holds what it needs.
 
 use crate::join::{self, Joiner};
-use crate::member_http::MemberHttp;
 use crate::rejoin;
 use clap::Args;
 use std::path::PathBuf;
@@ -391,14 +390,7 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen for gRPC on {}: {e}", me.grpc_addr))?;
     let mut node = synod_node::start(cfg.clone()).await?;
     // etcd's "publish": the configuration learns this member's name and client addresses.
-    let member_http =
-        MemberHttp::new(&cfg.cluster.tls.client(), std::time::Duration::from_secs(5))?;
-    let publisher = tokio::spawn(join::publish(
-        node.handle.clone(),
-        me.clone(),
-        cfg.join,
-        member_http.clone(),
-    ));
+    let publisher = tokio::spawn(join::publish(node.handle.clone(), me.clone(), cfg.join));
     let corrupt_check = tokio::spawn(synod_etcd::corrupt::run(
         node.handle.clone(),
         std::time::Duration::from_millis(cfg.cluster.corrupt_check_ms),
@@ -408,7 +400,6 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         Ok(Some(r)) if r.auto_promote => Some(tokio::spawn(rejoin::promote_self(
             node.handle.clone(),
             me.id,
-            member_http,
         ))),
         _ => None,
     };

@@ -8,6 +8,16 @@
 //! a member of the current configuration; the peer port's TLS when configured), answered with
 //! [`HelloReply::Answer`], and the connection closed: one short-lived connection per question,
 //! which is cheap at the check's pace (every `corrupt_check_ms`, minutes by default).
+//!
+//! A member also changes *its own* membership here ([`SelfChange`]: a wiped member removing its
+//! old id and adding itself back, a learner promoting itself, a joined member publishing its
+//! client addresses), for the same reason: with auth on, those changes want the root role over
+//! the client APIs, and the member acts for nobody but itself. The answering member checks that
+//! the change concerns the asker (`Hello::from`) and nobody else. A wiped member's old id is
+//! removed by its own [`SelfChange::Rejoin`], after which that id is no longer a member: the
+//! hello of a `Rejoin` is therefore not refused for naming an id outside the configuration —
+//! the answerer checks it instead (an id that is no member may only be added back as a new
+//! member at addresses nobody holds).
 
 use super::{
     Dialed, Hello, HelloReply, MAGIC, Shared, connect, encode_frame, exchange_hello, write_flushed,
@@ -31,6 +41,31 @@ pub enum PeerQuestion {
     Revision,
     /// The peer's HashKV at `revision`.
     HashKv { revision: u64 },
+    /// A change of the asker's own membership, proposed by the peer on the asker's behalf.
+    Member(SelfChange),
+}
+
+/// A change a member may ask for itself ([`PeerQuestion::Member`]); `Hello::from` is "itself".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SelfChange {
+    /// The asker lost its data directory: remove its id if still a member, then add a new
+    /// member at the same addresses. Asked again until the answer names the new id.
+    Rejoin {
+        name: String,
+        peer_addr: String,
+        http_addr: String,
+        grpc_addr: String,
+        /// Added as a learner (the log engines), or as a voter (CASPaxos has no learners).
+        learner: bool,
+    },
+    /// The asker, a learner, becomes a voter (refused until it caught up, as any promotion).
+    Promote,
+    /// The asker's name and client addresses (what a joining member publishes).
+    Publish {
+        name: String,
+        http_addr: String,
+        grpc_addr: String,
+    },
 }
 
 /// A peer's answer.
@@ -43,23 +78,32 @@ pub enum PeerAnswer {
     },
     /// The peer has not applied (every group of it has not closed) the revision yet.
     FutureRevision,
+    /// A [`SelfChange`] is decided: the asker's id after it (new after a rejoin) and the
+    /// configuration version that holds it.
+    Member {
+        id: NodeId,
+        version: u64,
+    },
     /// No answer: why (compacted, stopping, not ready, timed out).
     Unavailable(String),
 }
 
 /// The answer to a question, found by the node (set once its handle exists).
-pub type Answerer =
-    Arc<dyn Fn(PeerQuestion) -> Pin<Box<dyn Future<Output = PeerAnswer> + Send>> + Send + Sync>;
+/// It is given the asker's id (`Hello::from`) and the question.
+pub type Answerer = Arc<
+    dyn Fn(NodeId, PeerQuestion) -> Pin<Box<dyn Future<Output = PeerAnswer> + Send>> + Send + Sync,
+>;
 
 /// Answers `question` (its hello already accepted) on `write`.
 pub(super) async fn answer<W: AsyncWrite + Unpin>(
     write: &mut W,
     shared: &Shared,
+    from: NodeId,
     question: PeerQuestion,
 ) {
     let answer = match shared.answerer.get() {
         None => PeerAnswer::Unavailable("this member is starting".into()),
-        Some(answerer) => tokio::time::timeout(ANSWER_TIMEOUT, answerer(question))
+        Some(answerer) => tokio::time::timeout(ANSWER_TIMEOUT, answerer(from, question))
             .await
             .unwrap_or_else(|_| PeerAnswer::Unavailable("no answer in time".into())),
     };
@@ -75,6 +119,8 @@ pub struct PeerAsker {
     local: NodeId,
     cluster_id: u64,
     cfg: TransportConfig,
+    /// Presented in the hello (0: none); a rejoin must name its new data directory.
+    data_id: u64,
 }
 
 impl PeerAsker {
@@ -83,7 +129,14 @@ impl PeerAsker {
             local,
             cluster_id,
             cfg,
+            data_id: 0,
         }
+    }
+
+    /// This asker, presenting data directory id `data_id` (what a rejoin must show).
+    pub fn with_data_id(mut self, data_id: u64) -> Self {
+        self.data_id = data_id;
+        self
     }
 
     /// Asks member `peer` at its peer address `addr`.
@@ -105,7 +158,7 @@ impl PeerAsker {
             cluster_id: self.cluster_id,
             from: self.local,
             to: peer,
-            data_id: 0,
+            data_id: self.data_id,
             probe: false,
             replace_data_id: false,
             question: Some(question),

@@ -219,8 +219,15 @@ async fn publish_once(handle: &NodeHandle, me: &MemberConfig) -> Published {
         .map(|m| (m.id, m.peer_addr.clone()))
         .collect();
     match propose_update(handle, change, &others).await {
-        Ok(()) => {
+        Ok(None) => {
             tracing::info!(member = me.id, "published client addresses");
+            Published::Done
+        }
+        Ok(Some(through)) => {
+            tracing::info!(
+                member = me.id,
+                "published client addresses through member {through} (asked at its peer port)"
+            );
             Published::Done
         }
         Err(e) => Published::Failed(e),
@@ -229,18 +236,18 @@ async fn publish_once(handle: &NodeHandle, me: &MemberConfig) -> Published {
 
 /// Proposes `change` (a MemberUpdate of this member) here, or — where this member cannot (a
 /// learner knows no leader) — through the first of the voters `others` (id, peer address) that
-/// carries it out.
+/// carries it out (which it returns; `None`: here).
 async fn propose_update(
     handle: &NodeHandle,
     change: MemberChange,
     others: &[(NodeId, String)],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<NodeId>> {
     // The update is idempotent, so after any failure here (a learner knows no leader, a
     // joining CASPaxos node cannot coordinate yet) another member may propose it again.
     // On the member's own behalf: with auth on, no client's token covers it.
     let local = synod_node::auth::as_member(handle.change_members(change.clone()));
     let local = match local.await {
-        Ok(_) => return Ok(()),
+        Ok(_) => return Ok(None),
         Err(e) => format!("here: {e}"),
     };
     let MemberChange::Update(m) = change else {
@@ -254,7 +261,7 @@ async fn propose_update(
     let mut last = local;
     for (id, addr) in others {
         match handle.ask_peer(*id, addr, question.clone()).await {
-            Ok(PeerAnswer::Member { .. }) => return Ok(()),
+            Ok(PeerAnswer::Member { .. }) => return Ok(Some(*id)),
             Ok(other) => last = format!("member {id}: {other:?}"),
             Err(e) => last = format!("member {id}: {e}"),
         }

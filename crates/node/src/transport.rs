@@ -905,7 +905,9 @@ where
         }
     };
     let refusal = hello_refusal(&hello, shared);
+    // A question is no sign of the asker's links (a wiped member asks under its old id).
     if refusal.is_none()
+        && hello.question.is_none()
         && let Some(link) = shared.link(hello.from)
     {
         link.heard_from();
@@ -989,9 +991,10 @@ fn hello_refusal(hello: &Hello, shared: &Shared) -> Option<String> {
 
 /// Why a rejoin question may not be answered. Its asker may name an id that is no member any
 /// more (its own removal already decided: the answerer checks what it may then ask). A member
-/// may rejoin only with a data directory other than the one this node recorded for it: a
-/// member that still has its directory has its promises and has no reason to leave and come
-/// back, so such a question is a misdirected one (another node at its address, say).
+/// may rejoin only with a data directory other than the one this node recorded for it, and only
+/// while this node has no connection to it: a member that still has its directory has its
+/// promises and no reason to leave and come back, so such a question is a misdirected one
+/// (another node at its address, say).
 fn rejoin_refusal(hello: &Hello, shared: &Shared) -> Option<String> {
     if shared.members().refusal(hello.from).is_some() {
         return None;
@@ -1000,9 +1003,17 @@ fn rejoin_refusal(hello: &Hello, shared: &Shared) -> Option<String> {
         .identity
         .as_ref()
         .and_then(|i| i.peers.recorded(hello.from));
+    let linked = shared
+        .link(hello.from)
+        .is_some_and(|l| l.connected.load(Ordering::Relaxed));
     if hello.data_id == 0 {
         Some(format!(
             "member {} asks to rejoin without naming its data directory",
+            hello.from
+        ))
+    } else if linked {
+        Some(format!(
+            "member {} asks to rejoin, but this member is connected to it: it was not wiped",
             hello.from
         ))
     } else if recorded == Some(hello.data_id) {

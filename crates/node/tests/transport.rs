@@ -455,6 +455,35 @@ async fn set_members_adds_and_drops_peers() {
     assert_closed(&mut s).await;
 }
 
+/// A member this node is connected to may not rejoin (it was not wiped: it is right there),
+/// whatever data directory id its question shows.
+#[tokio::test]
+async fn a_connected_member_may_not_rejoin() {
+    let (la, lb) = (bind().await, bind().await);
+    let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
+    let a = start(1, CLUSTER, la, vec![(2, ab.to_string())], cfg());
+    let _b = start(2, CLUSTER, lb, vec![(1, aa.to_string())], cfg());
+    let start_at = Instant::now();
+    while a.t.connected_peers().is_empty() {
+        assert!(start_at.elapsed() < DEADLINE, "never connected");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rejoin = PeerQuestion::Member(SelfChange::Rejoin {
+        name: "n2".into(),
+        peer_addr: ab.to_string(),
+        http_addr: String::new(),
+        grpc_addr: String::new(),
+    });
+    let asker = PeerAsker::new(2, CLUSTER, cfg()).with_data_id(99);
+    let refused = asker.ask(1, &aa.to_string(), rejoin).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("connected to it: it was not wiped")),
+        "{refused:?}"
+    );
+}
+
 /// A member's question (the corruption check's) is answered by what the node set, and the
 /// connection closed; before the node set anything, "starting"; a stranger's or another
 /// cluster's question is refused as its hello would be.
@@ -498,7 +527,6 @@ async fn questions_from_members_are_answered_and_strangers_refused() {
         peer_addr: "127.0.0.1:9".into(),
         http_addr: String::new(),
         grpc_addr: String::new(),
-        learner: true,
     });
     let removed = PeerAsker::new(9, CLUSTER, cfg()).with_data_id(77);
     let answered = removed.ask(1, &addr, rejoin.clone()).await;

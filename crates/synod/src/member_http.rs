@@ -1,5 +1,6 @@
-//! How a member talks to the other members' HTTP APIs — finding its place when it joins,
-//! publishing its client addresses, a wiped member's rejoin and self-promotion: plain HTTP, or,
+//! How a member talks to the other members' HTTP APIs — finding its place when it joins, and
+//! a wiped member reading the configuration (the membership changes a member makes for itself
+//! go to the peer ports: `synod_node::self_change`): plain HTTP, or,
 //! when the cluster's client ports speak TLS, HTTPS trusting the cluster's CA and presenting
 //! this member's own client-port certificate as its client identity (`synod certs` makes it
 //! good for client authentication too, as etcd's member certificates are), so the ports'

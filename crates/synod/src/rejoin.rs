@@ -37,8 +37,8 @@ use synod_node::{MemberConfig, NodeConfig, NodeHandle};
 
 use crate::member_http::MemberHttp;
 
-/// Longest the removal and the add are asked for.
-const STEP_MS_MAX: u64 = 60_000;
+/// Longest the removal and the add are asked for, together (60 s for each).
+const STEP_MS_MAX: u64 = 120_000;
 /// One HTTP read's timeout (the configuration, looked up at the members' client APIs).
 const REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// Pause between looks at the configuration.
@@ -59,13 +59,16 @@ struct Listed {
     id: NodeId,
     peer_addr: String,
     http_addr: String,
+    /// A learner cannot carry out a change (it knows no leader): not asked.
+    learner: bool,
 }
 
 /// Whom the rejoin asks: the members' HTTP addresses (the configuration) and, through it,
 /// their peer addresses (the changes).
 struct Operator {
     http: MemberHttp,
-    /// HTTP host:port of members to ask (grows as configurations list more).
+    /// HTTP host:port of members whose configuration is read (grows as configurations list
+    /// more); the changes themselves are asked at the members' peer ports.
     endpoints: Vec<String>,
     /// This node's own HTTP address, never asked.
     me_http: String,
@@ -118,15 +121,22 @@ impl Operator {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(STEP_MS_MAX);
         let mut last = String::from("no member asked yet");
         let mut attempt = 0usize;
+        let mut peers: Vec<(NodeId, String)> = Vec::new();
         loop {
-            let peers: Vec<(NodeId, String)> = match self.configuration().await {
-                Some(ms) => ms
-                    .into_iter()
-                    .filter(|m| m.http_addr != self.me_http && !m.peer_addr.is_empty())
-                    .map(|m| (m.id, m.peer_addr))
-                    .collect(),
-                None => fallback.to_vec(),
-            };
+            // Read again once per round over the members, not per question: a member that
+            // does not answer costs an HTTP timeout.
+            if attempt.is_multiple_of(peers.len().max(1)) {
+                peers = match self.configuration().await {
+                    Some(ms) => ms
+                        .into_iter()
+                        .filter(|m| {
+                            m.http_addr != self.me_http && !m.peer_addr.is_empty() && !m.learner
+                        })
+                        .map(|m| (m.id, m.peer_addr))
+                        .collect(),
+                    None => fallback.to_vec(),
+                };
+            }
             if let Some((id, addr)) = peers.get(attempt % peers.len().max(1)) {
                 let question = PeerQuestion::Member(change.clone());
                 match asker.ask(*id, addr, question).await {
@@ -153,6 +163,7 @@ fn listed(v: &Value) -> Option<Listed> {
         id: v["id"].as_u64()?,
         peer_addr: v["peer_addr"].as_str()?.to_string(),
         http_addr: v["http_addr"].as_str().unwrap_or_default().to_string(),
+        learner: v["learner"].as_bool().unwrap_or(false),
     })
 }
 
@@ -201,7 +212,6 @@ pub async fn rejoin(cfg: &NodeConfig) -> anyhow::Result<JoinRecord> {
         peer_addr: me.peer_addr.clone(),
         http_addr: me.http_addr.clone(),
         grpc_addr: me.grpc_addr.clone(),
-        learner,
     };
     let fallback: Vec<(NodeId, String)> = cfg
         .cluster

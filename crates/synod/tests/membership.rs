@@ -706,14 +706,8 @@ fn wiped_member_rejoins_as_a_new_member(engine: &str) {
 
 /// etcdctl as root against `endpoints`: its stdout, or `None` if it failed.
 fn ctl_as_root(ctl: &Path, endpoints: &str, args: &[&str]) -> Option<String> {
-    let out = etcdctl_command(ctl, endpoints)
-        .arg("--user=root:rootpw")
-        .args(args)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let (success, out, _) = etcd(ctl, endpoints, &[args, &["--user=root:rootpw"]].concat());
+    success.then(|| out.trim().to_string())
 }
 
 /// With auth on, a wiped member still comes back by itself. Its removal, its add and its
@@ -726,15 +720,8 @@ fn a_wiped_member_rejoins_with_auth_on() {
     let Some(ctl) = etcdctl() else { return };
     let mut c = Cluster::start(3, "omnipaxos");
     let all = c.grpc_endpoints();
-    let plain = |args: &[&str]| {
-        let out = etcdctl_command(&ctl, &all)
-            .args(args)
-            .output()
-            .expect("etcdctl");
-        assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
-    };
-    plain(&["user", "add", "root:rootpw"]);
-    plain(&["auth", "enable"]);
+    ok(&ctl, &all, &["user", "add", "root:rootpw"]);
+    ok(&ctl, &all, &["auth", "enable"]);
     for i in 0..5 {
         let (k, v) = (format!("auth-wipe-{i}"), format!("v{i}"));
         poll(&c, &[1], &format!("the write of {k}"), || {

@@ -13,7 +13,9 @@
 //! old id and adding itself back, a learner promoting itself, a joined member publishing its
 //! client addresses), for the same reason: with auth on, those changes want the root role over
 //! the client APIs, and the member acts for nobody but itself. The answering member checks that
-//! the change concerns the asker (`Hello::from`) and nobody else. A wiped member's old id is
+//! the change names only the asker (`Hello::from`) — a check against confusion, not against a
+//! liar: what the asker says of itself is believed, as the peer port believes every member's
+//! messages (use peer TLS where the network is not private). A wiped member's old id is
 //! removed by its own [`SelfChange::Rejoin`], after which that id is no longer a member: the
 //! hello of a `Rejoin` is therefore not refused for naming an id outside the configuration —
 //! the answerer checks it instead (an id that is no member may only be added back as a new
@@ -49,14 +51,13 @@ pub enum PeerQuestion {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SelfChange {
     /// The asker lost its data directory: remove its id if still a member, then add a new
-    /// member at the same addresses. Asked again until the answer names the new id.
+    /// member at the same addresses — a learner where the engine has learners, else a voter
+    /// (the answering member decides). Asked again until the answer names the new id.
     Rejoin {
         name: String,
         peer_addr: String,
         http_addr: String,
         grpc_addr: String,
-        /// Added as a learner (the log engines), or as a voter (CASPaxos has no learners).
-        learner: bool,
     },
     /// The asker, a learner, becomes a voter (refused until it caught up, as any promotion).
     Promote,

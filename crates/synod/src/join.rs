@@ -57,12 +57,18 @@ pub async fn discover(
         let mut last = String::new();
         for ep in endpoints {
             match ask(&http, ep).await {
-                Ok((status, members)) => return record(&status, &members, me, settings),
+                Ok((status, members)) => match record(&status, &members, me, settings.clone()) {
+                    Ok(r) => return Ok(r),
+                    // Not listed there yet: that member may not have applied the add that
+                    // listed this node elsewhere (a wiped member's rejoin learns its id from
+                    // the member that made the add). Another may have, or this one soon.
+                    Err(e) => last = format!("{ep}: {e:#}"),
+                },
                 Err(e) => last = format!("{ep}: {e:#}"),
             }
         }
         if tokio::time::Instant::now() >= deadline {
-            bail!("no --join endpoint answered within {DISCOVERY_MS_MAX} ms (last: {last})");
+            bail!("could not join within {DISCOVERY_MS_MAX} ms (last: {last})");
         }
         tracing::warn!(error = %last, "cannot reach the cluster to join yet; retrying");
         tokio::time::sleep(Duration::from_millis(DISCOVERY_RETRY_MS)).await;

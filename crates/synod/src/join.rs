@@ -42,6 +42,10 @@ pub struct Joiner {
     pub peer_addr: String,
     pub http_addr: String,
     pub grpc_addr: String,
+    /// The id the cluster gave this node, when known (a wiped member's rejoin): a member list
+    /// that does not have it yet — one that still lists the old id at the same peer address —
+    /// is not this node's place. `None`: found by peer address alone.
+    pub id: Option<NodeId>,
 }
 
 /// Asks the cluster at `endpoints` who this node is, and returns what to persist.
@@ -108,7 +112,10 @@ fn record(
                 grpc_addr: m.grpc_addr,
             })
             .collect();
-    let Some(mine) = listed.iter().find(|m| m.peer_addr == me.peer_addr) else {
+    let Some(mine) = listed
+        .iter()
+        .find(|m| m.peer_addr == me.peer_addr && me.id.is_none_or(|id| m.id == id))
+    else {
         bail!(
             "no member of the cluster has peer address {}: add this node first (etcdctl member \
              add {} --peer-urls=http://{} [--learner], or synodctl member add), then start it \
@@ -286,6 +293,7 @@ mod tests {
             peer_addr: "127.0.0.1:7030".into(),
             http_addr: "127.0.0.1:7031".into(),
             grpc_addr: "127.0.0.1:7032".into(),
+            id: None,
         }
     }
 
@@ -312,6 +320,18 @@ mod tests {
         assert_eq!(r.cluster.cluster_name, "synod-local");
         assert_eq!(r.cluster.member_ids(), vec![1, 2, 3, 4]);
         assert_eq!(r.cluster.member(4).unwrap().grpc_addr, "127.0.0.1:7032");
+        // A rejoining member told its new id does not take a list without it for its place.
+        let told = Joiner {
+            id: Some(5),
+            ..joiner()
+        };
+        assert!(record(&status, &members, &told, ClusterConfig::default()).is_err());
+        let right = Joiner {
+            id: Some(4),
+            ..joiner()
+        };
+        let r = record(&status, &members, &right, ClusterConfig::default()).unwrap();
+        assert_eq!(r.member_id, 4);
     }
 
     #[test]

@@ -234,6 +234,7 @@ pub async fn rejoin(cfg: &NodeConfig) -> anyhow::Result<JoinRecord> {
         peer_addr: me.peer_addr.clone(),
         http_addr: me.http_addr.clone(),
         grpc_addr: me.grpc_addr.clone(),
+        id: Some(new),
     };
     let mut record = crate::join::discover(&op.endpoints, &joiner, cfg.cluster.clone()).await?;
     record.auto_promote = learner;

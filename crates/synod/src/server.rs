@@ -273,6 +273,7 @@ async fn join_config(
         peer_addr: need(&args.peer_addr, "--peer-addr")?,
         http_addr: need(&args.http_addr, "--http-addr")?,
         grpc_addr: need(&args.grpc_addr, "--grpc-addr")?,
+        id: None,
     };
     let mut settings = match &args.config {
         Some(path) => ClusterConfig::from_file(path)?,

@@ -413,6 +413,21 @@ impl Client {
         self.failover(|client, idx| client.send_to(idx, req))
     }
 
+    /// Like `send`, and also says whether an endpoint before the one that answered was tried
+    /// without a definite answer (a timeout, a 503): a request that is not idempotent may
+    /// have taken effect there, and the caller reads the final answer in that light.
+    pub fn send_noting_retry(&mut self, req: &Request) -> (Result<Answer, CtlError>, bool) {
+        let unanswered = std::cell::Cell::new(false);
+        let result = self.failover(|client, idx| {
+            let r = client.send_to(idx, req);
+            if matches!(r, Err(Attempt::Unavailable(_) | Attempt::Unreachable(_))) {
+                unanswered.set(true);
+            }
+            r
+        });
+        (result, unanswered.get())
+    }
+
     /// Opens a response stream with failover; the stream's lines are read by the caller.
     pub fn open_stream(&mut self, req: &Request) -> Result<Stream, CtlError> {
         self.failover(|client, idx| {

@@ -158,14 +158,18 @@ pub fn run_command(
         Command::Range(args::RangeCommand::Split { key, force }) => {
             let body = json!({ "key": key, "force": force });
             let req = Request::new(Method::POST, "/v1/ranges/split".into()).body(body);
-            let a = client.send(&req)?;
-            emit(out, output::range_split(format, &a.body));
+            match layout_change(client, &req, "does not cut")? {
+                Ok(a) => emit(out, output::range_split(format, &a.body)),
+                Err(endpoint) => emit(out, output::range_already(format, key, true, &endpoint)),
+            }
         }
         Command::Range(args::RangeCommand::Merge { key }) => {
             let req =
                 Request::new(Method::POST, "/v1/ranges/merge".into()).body(json!({ "key": key }));
-            let a = client.send(&req)?;
-            emit(out, output::range_merge(format, &a.body));
+            match layout_change(client, &req, "does not begin a range")? {
+                Ok(a) => emit(out, output::range_merge(format, &a.body)),
+                Err(endpoint) => emit(out, output::range_already(format, key, false, &endpoint)),
+            }
         }
         Command::Members | Command::Member(MemberCommand::List) => {
             let a = client.send(&Request::new(Method::GET, "/v1/members".into()))?;
@@ -200,6 +204,32 @@ pub fn run_command(
         }
     }
     Ok(())
+}
+
+/// Sends a split or a merge with failover. When an endpoint was tried without a definite
+/// answer (a timeout) and a later one refuses because the layout already is what was asked
+/// (`done_words`: a range begins at the key, for a split; none does, for a merge), the first
+/// attempt may have taken effect after all, or another change made the same layout. Either
+/// way the layout asked for holds, so that is success, said plainly: `Ok(Err(endpoint))`.
+/// Without an earlier attempt the refusal stands: nothing this command sent changed it.
+fn layout_change(
+    client: &mut Client,
+    req: &Request,
+    done_words: &str,
+) -> Result<Result<Answer, String>, CtlError> {
+    match client.send_noting_retry(req) {
+        (Ok(a), _) => Ok(Ok(a)),
+        (
+            Err(CtlError::Server {
+                endpoint,
+                code,
+                message,
+                ..
+            }),
+            true,
+        ) if code == "invalid_request" && message.contains(done_words) => Ok(Err(endpoint)),
+        (Err(e), _) => Err(e),
+    }
 }
 
 /// `move-leader ID`, as etcdctl does it: the leader is found through the endpoints' status

@@ -369,6 +369,27 @@ pub fn range_split(format: Format, body: &Value) -> String {
     )
 }
 
+/// A split (`split`) or a merge whose retry found the layout already as asked, after an
+/// attempt that got no answer: says so, and that the earlier attempt may be what did it.
+pub fn range_already(format: Format, key: &str, split: bool, endpoint: &str) -> String {
+    let (state, done) = if split {
+        ("begins", "split")
+    } else {
+        ("no longer begins", "merged")
+    };
+    if format == Format::Json {
+        return json(&serde_json::json!({
+            "key": key,
+            "already": done,
+            "endpoint": endpoint,
+        }));
+    }
+    format!(
+        "A range {state} at {key} (as {endpoint} reports): an earlier attempt that got no \
+         answer {done} it, or another change did"
+    )
+}
+
 /// A merge's answer: `Range [KEY, END) merged into the range below (frozen at log index N)`.
 pub fn range_merge(format: Format, body: &Value) -> String {
     if format == Format::Json {

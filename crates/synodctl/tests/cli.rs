@@ -486,6 +486,43 @@ fn a_503_fails_over_but_a_definite_answer_is_final() {
 }
 
 #[test]
+fn a_split_or_merge_refused_as_done_after_an_unanswered_attempt_is_success() {
+    let (cut, _) = stub(
+        "400 Bad Request",
+        r#"{"error":{"code":"invalid_request","message":"split key f does not cut this group's range [f, m) in two"}}"#,
+    );
+    let (begins, _) = stub(
+        "400 Bad Request",
+        r#"{"error":{"code":"invalid_request","message":"merge key f does not begin a range"}}"#,
+    );
+    // Asked first, the refusal stands: nothing this command sent changed the layout.
+    let out = ctl_with(&cut, &["range", "split", "f"], "");
+    assert!(stderr(&out).contains("does not cut"), "{}", stderr(&out));
+    expect(out, 1);
+    // After an endpoint that gave no answer, the layout holds as asked: success, said so.
+    let dead = closed_endpoint();
+    let said = expect(
+        ctl_with(&format!("{dead},{cut}"), &["range", "split", "f"], ""),
+        0,
+    );
+    assert!(said.starts_with("A range begins at f"), "{said}");
+    let said = expect(
+        ctl_with(&format!("{dead},{begins}"), &["range", "merge", "f"], ""),
+        0,
+    );
+    assert!(said.starts_with("A range no longer begins at f"), "{said}");
+    // Any other refusal after a retry is still an error.
+    let (other, _) = stub(
+        "400 Bad Request",
+        r#"{"error":{"code":"invalid_request","message":"split key f falls inside "door/""}}"#,
+    );
+    expect(
+        ctl_with(&format!("{dead},{other}"), &["range", "split", "f"], ""),
+        1,
+    );
+}
+
+#[test]
 fn repl_from_stdin() {
     let s = Server::start();
     let script =

@@ -275,7 +275,15 @@ impl Nemesis<'_> {
         let Some(new) = added else {
             return format!("wipe n{n}{role}: it did not rejoin");
         };
+        // From now on the slot starts as what it is, a member added at run time: should the
+        // rejoin stop before the member records its new id (or the disk go again), `--join`
+        // finds the id at this peer address. The bootstrap `--id` is no member any more.
         self.cluster.members[i].id = new;
+        self.cluster.members[i].join = Some(JoinArgs {
+            endpoints: self.endpoints(Some(i)),
+            peer_addr: peer_addr.clone(),
+            grpc_addr: self.grpc_addrs[i].clone(),
+        });
         self.proxy.rename(n, new);
         self.ids.retain(|&x| x != n);
         self.ids.push(new);

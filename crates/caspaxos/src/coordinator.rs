@@ -13,6 +13,17 @@
 //! the cluster then stays at the step reached, no further: a later retry of the *same* change
 //! at any node resumes from there, a different change is refused until then.
 //!
+//! **A change stalled on the node it adds.** A coordinator cannot finish an add before the new
+//! node runs: every step waits for its acknowledgement. If the new node starts later than the
+//! request timeout, nobody would retry the change, so it would block every other change. So a
+//! joining node asks its peers for the configuration every [`JOIN_PULL_TICKS`] (`ConfigPull`;
+//! whoever holds the change answers with it), and a node holding a change that adds it, which
+//! has not moved for a request timeout while nobody here coordinates it, resumes it itself, as
+//! a retry of the same change would — with no client to answer. Two coordinators of the same
+//! change are safe: every step is a deterministic function of the one before
+//! ([`CasConfig::next`]), so they install identical configurations, and the rescan's rounds are
+//! ordinary CASPaxos rounds.
+//!
 //! **Races.** A node holding a change under way refuses to coordinate a different one
 //! ([`ERR_CHANGE_IN_PROGRESS`]). Two nodes that claim different changes at the same version at
 //! once both send `Reserved` steps; a node keeps the one from the lower coordinator id
@@ -58,6 +69,8 @@ pub const RESCAN_PAGE_KEYS_MAX: usize = 64;
 pub const RESCAN_ROUNDS_MAX: usize = 16;
 /// Ticks between re-sent key queries.
 pub const RESCAN_RETRY_TICKS: u64 = 10;
+/// Ticks between a joining node's requests for the configuration (it holds none yet).
+pub const JOIN_PULL_TICKS: u64 = 20;
 /// Steps one input may advance a change by (a one-node cluster advances without waiting).
 const DRIVE_PASSES_MAX: usize = 64;
 
@@ -73,7 +86,8 @@ pub const ERR_NOT_READY: &str =
 
 /// Volatile progress of the change this node coordinates.
 pub struct Coordination {
-    request: RequestId,
+    /// The client's request; `None` for a change this node resumed by itself.
+    request: Option<RequestId>,
     deadline_tick: u64,
     target: Configuration,
     /// Whose acknowledgement each step waits for: every member of the old and new
@@ -111,7 +125,7 @@ impl CasPaxos {
     /// An `Op::Membership` request submitted here.
     pub(crate) fn submit_membership(&mut self, id: RequestId, change: MemberChange) {
         match self.start_change(&change) {
-            Ok(co) => self.coordination = Some(co.with(id, self.deadline())),
+            Ok(co) => self.coordination = Some(co.with(Some(id), self.deadline())),
             Err(e) => self.out.replies.push(ClientReply { id, result: Err(e) }),
         }
     }
@@ -176,6 +190,7 @@ impl CasPaxos {
             _ => {}
         }
         self.push_record(Record::Config(config.clone()));
+        self.adopted_tick = self.now_tick;
         let mut fx = Effects::default();
         self.proposer
             .reconfigure(config.quorums(), config.version, self.now_tick, &mut fx);
@@ -265,6 +280,36 @@ impl CasPaxos {
         }
         if rescan.batch_end.is_none() {
             rescan.pages.insert(from, (keys, next));
+        }
+    }
+
+    /// A joining node's side of a stalled add (module doc): ask for the configuration while
+    /// holding none; resume the change that adds this node once it has not moved for a request
+    /// timeout and nobody here coordinates it.
+    pub(crate) fn join_tick(&mut self) {
+        if self.repair.is_some() || self.coordination.is_some() {
+            return;
+        }
+        let me = self.config.id;
+        let Some(held) = self.cas_config.clone() else {
+            if self.now_tick.is_multiple_of(JOIN_PULL_TICKS) {
+                let peers: Vec<NodeId> = self.config.members.clone();
+                for p in peers.into_iter().filter(|&p| p != me) {
+                    self.send(p, Message::ConfigPull { version: 0 });
+                }
+            }
+            return;
+        };
+        let Some(change) = &held.change else { return };
+        let adds_me = change.target.contains(me) && !held.stable.contains(me);
+        let stalled = self.now_tick.saturating_sub(self.adopted_tick)
+            >= self.config.request_timeout_ticks.max(1);
+        if adds_me && stalled && !self.config.bug(PlantedBug::CasJoinerNeverResumes) {
+            let target = change.target.clone();
+            let co = Coordination::new(me, &held, target).with(None, self.deadline());
+            self.coordination = Some(co);
+            // Counts as movement: the next resumption waits for this one to time out first.
+            self.adopted_tick = self.now_tick;
         }
     }
 
@@ -434,11 +479,10 @@ impl CasPaxos {
     }
 
     fn finish_coordination(&mut self, result: Result<Response, EngineError>) {
-        if let Some(co) = self.coordination.take() {
-            self.out.replies.push(ClientReply {
-                id: co.request,
-                result,
-            });
+        if let Some(co) = self.coordination.take()
+            && let Some(id) = co.request
+        {
+            self.out.replies.push(ClientReply { id, result });
         }
         self.rescan_replies.clear();
     }
@@ -466,7 +510,7 @@ impl Coordination {
         notify.remove(&me);
         let required = notify.difference(&removed).copied().collect();
         Coordination {
-            request: RequestId::default(),
+            request: None,
             deadline_tick: 0,
             target,
             required,
@@ -479,7 +523,7 @@ impl Coordination {
         }
     }
 
-    fn with(mut self, request: RequestId, deadline_tick: u64) -> Self {
+    fn with(mut self, request: Option<RequestId>, deadline_tick: u64) -> Self {
         self.request = request;
         self.deadline_tick = deadline_tick;
         self

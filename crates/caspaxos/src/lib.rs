@@ -88,6 +88,9 @@ pub struct CasPaxos {
     cas_config: Option<CasConfig>,
     /// The membership change this node coordinates, if any (`coordinator.rs`).
     coordination: Option<coordinator::Coordination>,
+    /// When this node last adopted a configuration: a change that adds this node and has
+    /// not moved for a request timeout is resumed by this node (`coordinator.rs`).
+    adopted_tick: u64,
     /// Replies to the rescan's own reads, for the coordination to consume.
     rescan_replies: Vec<ClientReply>,
 }
@@ -401,6 +404,7 @@ impl Engine for CasPaxos {
             repair: amnesic.then(repair::RepairState::default),
             cas_config: held,
             coordination: None,
+            adopted_tick: 0,
             rescan_replies: Vec::new(),
         };
         node.repair_tick();
@@ -487,6 +491,7 @@ impl Engine for CasPaxos {
             self.proposer.tick(self.now_tick, &mut fx);
             self.route(fx);
         }
+        self.join_tick();
         self.coordination_tick();
         self.after_input();
     }

@@ -11,6 +11,10 @@ use synod_core::membership::{ERR_MEMBER_NOT_FOUND, Member, MemberChange};
 use synod_core::{DurableRecord, EngineError};
 
 impl Net {
+    fn held_or_none(&mut self, id: NodeId) -> Option<reconf::CasConfig> {
+        self.node(id).cas_config().cloned()
+    }
+
     fn held(&mut self, id: NodeId) -> reconf::CasConfig {
         self.node(id)
             .cas_config()
@@ -206,6 +210,59 @@ fn an_unreachable_member_times_out_and_the_change_goes_no_further_than_its_step(
     assert_eq!(
         read(net.call(4, rid(3, 1), get("x"))),
         Some(("1".into(), 1))
+    );
+}
+
+/// Adds node 4 before it runs, so the coordinator gives up at the reservation; then starts
+/// it and lets time pass with nobody asking again. Whether the add completed, and whether a
+/// different change is then accepted.
+fn add_then_start_late(bug: Option<PlantedBug>) -> (bool, Result<Response, EngineError>) {
+    let mut net = Net::new(3, |c| {
+        c.request_timeout_ticks = 100;
+        c.planted_bug = bug;
+    });
+    assert!(net.call(1, rid(1, 1), put("x", "1")).is_ok());
+    // Node 4 does not exist yet: every Install to it is lost.
+    assert_eq!(net.call(1, rid(1, 2), add(4)), Err(EngineError::Timeout));
+    assert_eq!(
+        net.held(2).change.as_ref().map(|c| c.step),
+        Some(Step::Reserved)
+    );
+    net.join(4);
+    for _ in 0..600 {
+        net.tick();
+    }
+    let done = (1..=4).all(|id| {
+        let held = net.held_or_none(id);
+        held.is_some_and(|h| h.change.is_none() && h.stable.voters() == [1, 2, 3, 4])
+    });
+    if done {
+        assert_stable(&mut net, &[1, 2, 3, 4], &[1, 2, 3, 4]);
+        let x = read(net.call(4, rid(4, 1), get("x")));
+        assert_eq!(
+            x,
+            Some(("1".into(), 1)),
+            "the new member serves what came before"
+        );
+    }
+    let other = net.call(2, rid(2, 1), remove(3));
+    (done, other)
+}
+
+#[test]
+fn an_add_whose_node_starts_after_the_timeout_is_finished_by_that_node() {
+    let (done, other) = add_then_start_late(None);
+    assert!(done, "the late node resumed its own add");
+    assert_eq!(voters(other), vec![1, 2, 4], "and other changes go on");
+}
+
+#[test]
+fn a_joiner_that_never_resumes_its_add_is_caught() {
+    let (done, other) = add_then_start_late(Some(PlantedBug::CasJoinerNeverResumes));
+    assert!(!done, "the planted bug leaves the add at its reservation");
+    assert_eq!(
+        other,
+        Err(EngineError::Membership(ERR_CHANGE_IN_PROGRESS.into()))
     );
 }
 

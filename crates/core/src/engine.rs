@@ -611,6 +611,10 @@ pub enum PlantedBug {
     /// identity-transition rescan, so values chosen before the change stay on an accept quorum
     /// of the old configuration only, and removing old members later can lose them.
     CasSkipRescanOnGrow,
+    /// CASPaxos membership change: a node whose add stalled (its coordinator gave up before
+    /// it ran) never resumes the change itself, so the add blocks every other change until an
+    /// operator asks for the same change again.
+    CasJoinerNeverResumes,
     /// Corruption check (replica layer): this member applies every put with its value's bytes
     /// altered — what silent corruption of one member's memory or disk does to its state. Its
     /// HashKV disagrees with its peers' and the node's corruption check must raise CORRUPT.
@@ -730,7 +734,7 @@ pub enum PlantedBug {
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 58] = [
+    pub const ALL: [PlantedBug; 59] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -760,6 +764,7 @@ impl PlantedBug {
         PlantedBug::JoinWithoutState,
         PlantedBug::RemovedLeaderServes,
         PlantedBug::CasSkipRescanOnGrow,
+        PlantedBug::CasJoinerNeverResumes,
         PlantedBug::DivergentApply,
         PlantedBug::TransferTargetKeepsOwnLog,
         PlantedBug::TxnElseBranchUnchecked,
@@ -822,6 +827,7 @@ impl PlantedBug {
             PlantedBug::JoinWithoutState => "join-without-state",
             PlantedBug::RemovedLeaderServes => "removed-leader-serves",
             PlantedBug::CasSkipRescanOnGrow => "cas-skip-rescan-on-grow",
+            PlantedBug::CasJoinerNeverResumes => "cas-joiner-never-resumes",
             PlantedBug::DivergentApply => "divergent-apply",
             PlantedBug::TransferTargetKeepsOwnLog => "transfer-target-keeps-own-log",
             PlantedBug::TxnElseBranchUnchecked => "txn-else-branch-unchecked",

@@ -638,6 +638,55 @@ fn caspaxos_grows_and_shrinks_through_etcdctl() {
     }
 }
 
+#[test]
+fn a_caspaxos_member_started_after_its_add_timed_out_finishes_the_add_itself() {
+    let Some(ctl) = etcdctl() else { return };
+    let mut c = Cluster::start(3, "caspaxos");
+    let voters = c.grpc_endpoints();
+    let mut acked = BTreeMap::new();
+    write(&ctl, &voters, 0..5, &mut acked);
+    let ports = free_ports(3);
+    let peer_url = format!("--peer-urls=http://127.0.0.1:{}", ports[0]);
+    // Nothing runs at the new address: every step waits for it, so the add times out.
+    let (added, stdout, stderr) = etcd(&ctl, &voters, &["member", "add", "n4", &peer_url]);
+    assert!(
+        !added && stderr.contains("did not decide in time"),
+        "{stdout}{stderr}"
+    );
+    let id = member_list(&ctl, &c.member(1).grpc_addr)
+        .and_then(|l| {
+            l.iter()
+                .find(|m| m.peer_urls == [format!("http://127.0.0.1:{}", ports[0])])
+                .map(|m| m.id)
+        })
+        .expect("the add is listed, half-way");
+    // Half-way, it holds off every other change.
+    let e = refused(&ctl, &voters, &["member", "remove", "3"]);
+    assert!(
+        e.contains("another membership change is in progress"),
+        "{e}"
+    );
+    // Started late, with nobody asking for the add again, the new member finishes it.
+    c.spawn_joiner(id, "n4", [ports[0], ports[1], ports[2]]);
+    let n4 = c.member(id).grpc_addr.clone();
+    poll(&c, &[1, id], "n4 to finish its add and serve", || {
+        let l = member_list(&ctl, &c.member(1).grpc_addr)?;
+        let started = l.iter().any(|m| m.id == id && m.name == "n4");
+        (started && serves_each(&ctl, &n4, &acked)).then_some(())
+    });
+    let at = c.member(2).grpc_addr.clone();
+    change(
+        &c,
+        &ctl,
+        &at,
+        &["member", "remove", "3"],
+        "member not found",
+        &[2, id],
+    );
+    let l = member_list(&ctl, &at).expect("member list");
+    assert_eq!(l.iter().map(|x| x.id).collect::<Vec<_>>(), vec![1, 2, id]);
+}
+
 /// The members `/v1/members` at member `at` lists: (id, peer address, learner).
 fn listed_over_http(c: &Cluster, at: u64) -> Option<Vec<(u64, String, bool)>> {
     let r = reqwest::blocking::Client::new()

@@ -130,6 +130,19 @@ pub async fn serve_tls(
     tls: Option<std::sync::Arc<synod_node::tls::ServerTls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_client_port(listener, handle, tls, None, shutdown).await
+}
+
+/// [`serve_tls`], answering what is not gRPC with `http` — the node's HTTP API — as etcd's
+/// client URL does (see the `server` module doc). A TLS config given here should offer
+/// `http/1.1` after `h2` so HTTP/1.1 clients can negotiate it.
+pub async fn serve_client_port(
+    listener: tokio::net::TcpListener,
+    handle: NodeHandle,
+    tls: Option<std::sync::Arc<synod_node::tls::ServerTls>>,
+    http: Option<axum::Router>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, "etcd gRPC API listening");
     let decode_max = decoding_message_bytes_max(&handle);
@@ -141,5 +154,5 @@ pub async fn serve_tls(
         shutdown.await;
         let _ = stopping_tx.send(true);
     };
-    server::serve(listener, kv, routes_of(svc), auth, tls, shutdown).await
+    server::serve(listener, kv, routes_of(svc), auth, tls, http, shutdown).await
 }

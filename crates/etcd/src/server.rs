@@ -14,6 +14,13 @@
 //! accept loop. A connection is driven as a [`Driver`] generic over its stream, so the plain
 //! path is exactly what it was (a `TcpStream`) and a wrapper around the stream composes.
 //!
+//! **HTTP on the same port**, as etcd's client URL serves it: when the node gives an HTTP
+//! router (its HTTP/JSON API with the /v3 gateway, `/metrics`, `/health`, `/version`), a plain
+//! connection whose first bytes are not HTTP/2's preface is served as HTTP/1.1 by that router,
+//! and so is a TLS connection that negotiated `http/1.1`; an HTTP/2 request that is not gRPC
+//! (by its content type) goes to the router too. So `curl http://HOST:2379/health`, a
+//! Prometheus scrape and `etcdctl check datascale` work against the gRPC address, as with etcd.
+//!
 //! Shutdown matches tonic's: stop accepting, send GOAWAY on every connection, let requests in
 //! flight finish (at most [`SHUTDOWN_GRACE`]), then return.
 
@@ -47,6 +54,14 @@ pub const AUTH_TOKEN_METADATA: &str = "token";
 /// How long a shutdown waits for a connection's requests in flight before dropping it.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// HTTP/2's connection preface: the first bytes of every gRPC client.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Longest a new plain connection may stay silent before its protocol is known; then it is
+/// closed (a client that connects and says nothing holds no task longer than this).
+const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an HTTP/1.1 client may take to send a request's headers.
+const HTTP1_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// After a failed `accept` (e.g. out of file descriptors), wait this long before the next, so
 /// the loop does not spin while the condition lasts.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
@@ -65,6 +80,27 @@ struct GrpcService {
     /// The subject CN of the connection's verified TLS client certificate: the caller of a
     /// request without a token once auth is on (etcd's rule).
     cert_user: Option<Arc<str>>,
+    /// The node's HTTP API, for requests that are not gRPC (module doc).
+    http: Option<axum::Router>,
+}
+
+/// Whether a request is gRPC: its content type (`application/grpc`, `application/grpc+proto`…).
+fn is_grpc<B>(req: &http::Request<B>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// An HTTP request on the gRPC port, answered by the node's HTTP API (which does its own auth).
+fn serve_http(
+    router: &axum::Router,
+    req: http::Request<Incoming>,
+) -> BoxFuture<Result<Response, Infallible>> {
+    let mut router = router.clone();
+    Box::pin(async move {
+        let resp = router.call(req).await?;
+        Ok(resp.map(tonic::body::Body::new))
+    })
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for GrpcService {
@@ -73,6 +109,11 @@ impl hyper::service::Service<http::Request<Incoming>> for GrpcService {
     type Future = BoxFuture<Result<Response, Infallible>>;
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
+        if let Some(router) = &self.http
+            && !is_grpc(&req)
+        {
+            return serve_http(router, req);
+        }
         // Auth off: one atomic load, no scope. On: the whole call runs as its caller — the
         // token's user, else the client certificate's CN.
         let caller = self.auth.enabled().then(|| {
@@ -224,6 +265,7 @@ pub(crate) async fn serve(
     rest: Routes,
     auth: Arc<synod_node::auth::AuthGate>,
     tls: Option<Arc<ServerTls>>,
+    http: Option<axum::Router>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let service = GrpcService {
@@ -231,6 +273,7 @@ pub(crate) async fn serve(
         rest,
         auth,
         cert_user: None,
+        http,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -248,8 +291,7 @@ pub(crate) async fn serve(
                     let stop = stop_rx.clone();
                     match &tls {
                         None => {
-                            let driver = Driver::new(stream, service.clone());
-                            connections.spawn(drive(driver, peer, stop));
+                            connections.spawn(drive_plain(stream, service.clone(), peer, stop));
                         }
                         Some(tls) => {
                             let service = service.clone();
@@ -292,11 +334,96 @@ async fn drive_tls(
             .and_then(|chain| chain.first())
             .and_then(|cert| synod_node::tls::common_name(cert.as_ref()))
             .map(Arc::<str>::from);
-        let service = GrpcService {
-            cert_user,
-            ..service
-        };
-        drive(Driver::new(s, service), peer, stop).await;
+        let http1 = s.get_ref().1.alpn_protocol() == Some(synod_node::tls::ALPN_HTTP1);
+        match &service.http {
+            Some(router) if http1 => drive_http1(s, router.clone(), peer, stop).await,
+            _ => {
+                let service = GrpcService {
+                    cert_user,
+                    ..service
+                };
+                drive(Driver::new(s, service), peer, stop).await;
+            }
+        }
+    }
+}
+
+/// A plain connection: HTTP/2 (gRPC) if it opens with the preface, else HTTP/1.1 when the node
+/// gave an HTTP router (module doc).
+async fn drive_plain(
+    stream: TcpStream,
+    service: GrpcService,
+    peer: std::net::SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(router) = service.http.clone() else {
+        return drive(Driver::new(stream, service), peer, stop).await;
+    };
+    let h2 = tokio::select! {
+        h2 = tokio::time::timeout(SNIFF_TIMEOUT, speaks_h2(&stream)) => h2.ok().flatten(),
+        _ = stop.wait_for(|s| *s) => None,
+    };
+    match h2 {
+        Some(true) => drive(Driver::new(stream, service), peer, stop).await,
+        Some(false) => drive_http1(stream, router, peer, stop).await,
+        None => {
+            tracing::debug!(%peer, "gRPC port: connection closed or silent before its first bytes")
+        }
+    }
+}
+
+/// Whether the client's first bytes are HTTP/2's preface, read without consuming them: `false`
+/// as soon as they differ from it (an HTTP/1.x request line never starts with `PRI `), `None`
+/// if the connection ends first.
+async fn speaks_h2(stream: &TcpStream) -> Option<bool> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Some(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(true);
+        }
+        // A prefix of the preface so far; `peek` would return the same bytes at once.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Serves HTTP/1.1 with the node's HTTP router until the client leaves or shutdown (then the
+/// request in flight may finish, at most [`SHUTDOWN_GRACE`]).
+async fn drive_http1<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    router: axum::Router,
+    peer: std::net::SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+        let mut router = router.clone();
+        async move { router.call(req).await }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HTTP1_HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let stopped = async move {
+        // The guard `wait_for` returns is not `Send`: drop it before anything else awaits.
+        let _ = stop.wait_for(|s| *s).await.is_ok();
+    };
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stopped => {
+            conn.as_mut().graceful_shutdown();
+            tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut()).await.unwrap_or(Ok(()))
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "HTTP/1.1 connection on the gRPC port ended");
     }
 }
 

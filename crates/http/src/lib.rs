@@ -30,6 +30,7 @@ pub use listener::{
 };
 pub use watch::{
     CHUNK_BYTES_SOFT_MAX, PROGRESS_NOTIFY_MS_MIN, REVISIONS_PER_READ, WATCH_STREAMS_MAX,
+    WatchStreams,
 };
 
 use axum::extract::DefaultBodyLimit;
@@ -182,12 +183,18 @@ pub fn router_with(handle: NodeHandle, config: &HttpConfig) -> Router {
 
 /// [`router_with`] plus `mount`'s routes.
 pub fn router_with_mount(handle: NodeHandle, config: &HttpConfig, mount: Mount) -> Router {
-    app(
-        handle,
-        config,
-        watch::WatchStreams::new(config.watch_streams_max),
-        mount,
-    )
+    router_with_mount_closable(handle, config, mount).0
+}
+
+/// [`router_with_mount`], and the handle that ends its watch streams (`WatchStreams::close`),
+/// for a server other than this crate's to serve the API and still stop cleanly.
+pub fn router_with_mount_closable(
+    handle: NodeHandle,
+    config: &HttpConfig,
+    mount: Mount,
+) -> (Router, WatchStreams) {
+    let streams = watch::WatchStreams::new(config.watch_streams_max);
+    (app(handle, config, streams.clone(), mount), streams)
 }
 
 fn app(

@@ -28,6 +28,7 @@ pub mod handle;
 pub mod joined;
 pub mod members;
 pub mod metrics;
+mod process_metrics;
 pub mod runtime;
 pub mod self_change;
 pub mod storage;

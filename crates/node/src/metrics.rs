@@ -343,9 +343,9 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// The Prometheus text exposition format.
+    /// The Prometheus text exposition format, with the standard `process_*` metrics first.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
+        let mut out = crate::process_metrics::encode();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             out = format!("# encoding metrics failed: {e}\n");
         }

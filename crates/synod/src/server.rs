@@ -170,7 +170,8 @@ impl TlsArgs {
     }
 }
 
-/// The client ports' TLS (gRPC offers h2, HTTP http/1.1), if configured.
+/// The client ports' TLS (gRPC offers h2, then http/1.1 for its HTTP side; HTTP http/1.1), if
+/// configured.
 type ClientTls = Option<(Arc<ServerTls>, Arc<ServerTls>)>;
 
 fn client_tls(cfg: &NodeConfig) -> anyhow::Result<ClientTls> {
@@ -179,12 +180,11 @@ fn client_tls(cfg: &NodeConfig) -> anyhow::Result<ClientTls> {
     if !files.enabled() {
         return Ok(None);
     }
-    let side = |alpn: &[u8]| -> anyhow::Result<Arc<ServerTls>> {
-        let tls =
-            ServerTls::new(&files, &[alpn]).map_err(|e| anyhow::anyhow!("client TLS: {e}"))?;
+    let side = |alpn: &[&[u8]]| -> anyhow::Result<Arc<ServerTls>> {
+        let tls = ServerTls::new(&files, alpn).map_err(|e| anyhow::anyhow!("client TLS: {e}"))?;
         Ok(Arc::new(tls.with_handshake_timeout(timeout)))
     };
-    Ok(Some((side(ALPN_H2)?, side(ALPN_HTTP1)?)))
+    Ok(Some((side(&[ALPN_H2, ALPN_HTTP1])?, side(&[ALPN_HTTP1])?)))
 }
 
 pub fn run(args: ServerArgs) -> ExitCode {
@@ -419,34 +419,33 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    // etcd's /v3 JSON gateway shares the HTTP port; its watch streams end at shutdown.
-    let gateway =
-        synod_etcd::gateway::Gateway::new(node.handle.clone()).with_stopping(stop_rx.clone());
-    let mount = synod_http::Mount {
-        router: gateway.router(),
-        routes: synod_etcd::gateway::Gateway::routes()
-            .into_iter()
-            .map(|r| synod_http::RouteSpec {
-                method: r.method,
-                path: r.path,
-                op: r.op,
-                engine: r.engine,
-            })
-            .collect(),
-    };
     let http_task = tokio::spawn(synod_http::serve_with_mount_tls(
         http,
         node.handle.clone(),
         synod_http::HttpConfig::default(),
-        mount,
+        gateway_mount(&node.handle, &stop_rx),
         http_tls,
         wait(stop_rx.clone()),
     ));
-    let grpc_task = tokio::spawn(synod_etcd::serve_tls(
+    // The gRPC port answers HTTP too, as etcd's client URL does: the same API and gateway.
+    let (grpc_http, grpc_http_streams) = synod_http::router_with_mount_closable(
+        node.handle.clone(),
+        &synod_http::HttpConfig::default(),
+        gateway_mount(&node.handle, &stop_rx),
+    );
+    let grpc_shutdown = {
+        let stopped = wait(stop_rx.clone());
+        async move {
+            stopped.await;
+            grpc_http_streams.close();
+        }
+    };
+    let grpc_task = tokio::spawn(synod_etcd::serve_client_port(
         grpc,
         node.handle.clone(),
         grpc_tls,
-        wait(stop_rx.clone()),
+        Some(grpc_http),
+        grpc_shutdown,
     ));
     let result = tokio::select! {
         r = node.stopped() => r.map_err(anyhow::Error::from),
@@ -466,6 +465,26 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
     let _ = grpc_task.await;
     node.shutdown().await?;
     result
+}
+
+/// etcd's /v3 JSON gateway, mounted beside the HTTP API; its watch streams end at shutdown.
+fn gateway_mount(
+    handle: &synod_node::NodeHandle,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> synod_http::Mount {
+    let gateway = synod_etcd::gateway::Gateway::new(handle.clone()).with_stopping(stop.clone());
+    synod_http::Mount {
+        router: gateway.router(),
+        routes: synod_etcd::gateway::Gateway::routes()
+            .into_iter()
+            .map(|r| synod_http::RouteSpec {
+                method: r.method,
+                path: r.path,
+                op: r.op,
+                engine: r.engine,
+            })
+            .collect(),
+    }
 }
 
 /// A leader that stops hands leadership to the most up-to-date voter first (a graceful

@@ -1085,6 +1085,13 @@ fn gateway_rows(lease: i64, taken_peer_url: &str) -> Vec<HttpRow> {
             need: Need::Open,
             body: None,
         },
+        HttpRow {
+            method: "GET",
+            route: "/health",
+            path: "/health".into(),
+            need: Need::Open,
+            body: None,
+        },
         post("/v3/auth/disable", Need::Root, "{}".into()),
     ]
 }

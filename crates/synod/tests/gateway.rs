@@ -3,6 +3,9 @@
 //! etcd3gw (`tests/py/etcd3gw_checks.py`: KV, prefixes, txn helpers, watch iterators across
 //! members, status and members, and leases).
 //!
+//! The gRPC port answers HTTP as well, as etcd's client URL does: the same checks by curl and
+//! `etcdctl check datascale` at the gRPC addresses.
+//!
 //! etcd3gw comes from the virtualenv `.ci/py-clients` makes (or `SYNOD_PY`); without it the test
 //! fails loudly unless SYNOD_ALLOW_MISSING_PY_CLIENTS=1 is set, as the python-etcd3 tests do.
 
@@ -49,6 +52,80 @@ fn curl_put_then_range_on_another_member_and_version() {
     let err = curl(&c.url(1, "/v3/kv/put"), Some(r#"{"value":"YmFy"}"#));
     let text = "etcdserver: key is not provided";
     assert_eq!(err, json!({"error": text, "code": 3, "message": text}));
+}
+
+/// curl's stdout and HTTP status for `args`, asserting curl itself ran and got an answer.
+fn curl_raw(args: &[&str]) -> (String, u16) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            CURL_SECONDS_MAX,
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run curl: {e}"));
+    assert!(out.status.success(), "curl {args:?}: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (body.to_string(), code.trim().parse().unwrap_or(0))
+}
+
+#[test]
+fn the_grpc_port_answers_http_as_etcds_client_url_does() {
+    let Some(ctl) = common::etcdctl() else { return };
+    let c = Cluster::start(3, "omnipaxos");
+    let grpc = |id: u64| format!("http://{}", c.member(id).grpc_addr);
+    // The gateway over HTTP/1.1 at one member's gRPC address, gRPC at another's.
+    let put = curl(
+        &format!("{}/v3/kv/put", grpc(1)),
+        Some(r#"{"key":"Zm9v","value":"YmFy"}"#),
+    );
+    assert!(put["header"]["revision"].is_string(), "{put}");
+    let mut get = common::etcdctl_command(&ctl, &c.member(2).grpc_addr);
+    get.args(["get", "foo", "--print-value-only"]);
+    let (status, stdout, stderr) = run_with_deadline(get, Duration::from_secs(20));
+    assert!(status.success() && stdout == "bar\n", "{stdout}{stderr}");
+    // HTTP/2 without gRPC's content type (prior knowledge, as over TLS with h2) is HTTP too.
+    let (body, code) = curl_raw(&[
+        "--http2-prior-knowledge",
+        "-X",
+        "POST",
+        "-d",
+        r#"{"key":"Zm9v"}"#,
+        &format!("{}/v3/kv/range", grpc(3)),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let range: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(range["kvs"][0]["value"], json!("YmFy"), "{range}");
+    // etcd's /health and /version, the node's /metrics with the process metrics, /v1.
+    let health = curl(&format!("{}/health", grpc(2)), None);
+    assert_eq!(health["health"], json!("true"), "{health}");
+    let version = curl(&format!("{}/version", grpc(2)), None);
+    assert_eq!(version["etcdserver"], json!("3.4.0"), "{version}");
+    let (metrics, code) = curl_raw(&[&format!("{}/metrics", grpc(3))]);
+    assert_eq!(code, 200);
+    for family in ["process_resident_memory_bytes ", "synod_is_leader "] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(family)),
+            "{family}missing: {metrics}"
+        );
+    }
+    let v1 = curl(&format!("{}/v1/kv/foo", grpc(1)), None);
+    assert_eq!(v1["kv"]["value"], json!("bar"), "{v1}");
+    // Garbage that is neither HTTP/2 nor HTTP/1.1 gets a 400 and the port goes on serving.
+    let (_, code) = curl_raw(&["-X", "NOT A METHOD", &format!("{}/v3/kv/range", grpc(1))]);
+    assert_eq!(code, 400);
+    // etcdctl's own HTTP use of the client URL: check datascale reads /metrics there.
+    let mut scale = common::etcdctl_command(&ctl, &c.member(1).grpc_addr);
+    scale.args(["check", "datascale", "--load=s"]);
+    let (status, stdout, stderr) = run_with_deadline(scale, Duration::from_secs(120));
+    assert!(
+        status.success() && stdout.contains("PASS"),
+        "{stdout}{stderr}"
+    );
 }
 
 /// Every check the script passes, in its order.

@@ -485,6 +485,15 @@ fn table() -> Vec<(Route, MethodRouter<Gateway>)> {
             },
             get(version).fallback(method_not_allowed),
         ),
+        (
+            Route {
+                method: "GET",
+                path: "/health",
+                op: "etcd_health",
+                engine: false,
+            },
+            get(health).fallback(method_not_allowed),
+        ),
     ]
 }
 
@@ -608,9 +617,36 @@ async fn version() -> Json<Versions> {
     })
 }
 
+/// etcd's `/health`: `{"health":"true"}`, or 503 with `"false"` and the reason while this
+/// member cannot serve (no quorum or no leader reachable, a group that did not start) or an
+/// alarm is raised (NOSPACE, CORRUPT), as etcd reports any alarm as unhealthy.
+async fn health(State(gw): State<Gateway>) -> Response {
+    let handle = &gw.svc.handle;
+    let verdict = handle.health().and_then(|()| {
+        if handle.corrupt() {
+            Err("alarm CORRUPT".to_string())
+        } else if handle.alarms().nospace() {
+            Err("alarm NOSPACE".to_string())
+        } else {
+            Ok(())
+        }
+    });
+    let (status, body) = match verdict {
+        Ok(()) => (
+            axum::http::StatusCode::OK,
+            serde_json::json!({"health": "true", "reason": ""}),
+        ),
+        Err(why) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"health": "false", "reason": why}),
+        ),
+    };
+    axum::response::IntoResponse::into_response((status, Json(body)))
+}
+
 /// A gateway path asked with the wrong method: 405, in grpc-gateway's error shape.
 async fn method_not_allowed(method: Method, uri: Uri) -> Response {
-    let allowed = if uri.path() == "/version" {
+    let allowed = if uri.path() == "/version" || uri.path() == "/health" {
         "GET"
     } else {
         "POST"

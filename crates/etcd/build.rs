@@ -11,7 +11,8 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    const PROTO_FILES: [&str; 5] = [
+    const PROTO_FILES: [&str; 6] = [
+        "proto/grpc/health/v1/health.proto",
         "proto/mvccpb/kv.proto",
         "proto/authpb/auth.proto",
         "proto/etcdserverpb/rpc.proto",

@@ -28,6 +28,7 @@ pub mod corrupt;
 mod election;
 pub mod error;
 pub mod gateway;
+pub mod health;
 mod kv;
 mod lease;
 mod lock;
@@ -47,6 +48,7 @@ use pb::etcdserverpb::kv_server::KvServer;
 use pb::etcdserverpb::lease_server::LeaseServer;
 use pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use pb::etcdserverpb::watch_server::WatchServer;
+use pb::grpc::health::v1::health_server::HealthServer;
 use pb::v3electionpb::election_server::ElectionServer;
 use pb::v3lockpb::lock_server::LockServer;
 use std::future::Future;
@@ -110,7 +112,8 @@ pub fn routes_with(svc: EtcdService, coordination: Coordination) -> Routes {
         .add_service(MaintenanceServer::new(svc.clone()).max_decoding_message_size(decode_max))
         .add_service(LockServer::new(coordination.clone()).max_decoding_message_size(decode_max))
         .add_service(ElectionServer::new(coordination).max_decoding_message_size(decode_max))
-        .add_service(AuthServer::new(svc).max_decoding_message_size(decode_max))
+        .add_service(AuthServer::new(svc.clone()).max_decoding_message_size(decode_max))
+        .add_service(HealthServer::new(svc))
 }
 
 /// Serves the etcd v3 API on `listener` until `shutdown` completes, then finishes the

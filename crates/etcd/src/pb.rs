@@ -36,3 +36,13 @@ pub mod v3electionpb {
     tonic::include_proto!("v3electionpb");
     include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
 }
+
+/// gRPC's standard health-checking service (`grpc.health.v1.Health`), as etcd registers it.
+pub mod grpc {
+    pub mod health {
+        pub mod v1 {
+            tonic::include_proto!("grpc.health.v1");
+            include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.serde.rs"));
+        }
+    }
+}

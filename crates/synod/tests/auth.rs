@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use synod_etcd::pb::authpb;
 use synod_etcd::pb::etcdserverpb as pb;
+use synod_etcd::pb::grpc::health::v1 as hpb;
 use synod_etcd::pb::v3electionpb as epb;
 use synod_etcd::pb::v3lockpb as lpb;
 use tonic::Status;
@@ -124,6 +125,9 @@ impl Api {
     }
     fn election(&self) -> epb::election_client::ElectionClient<Svc> {
         epb::election_client::ElectionClient::with_interceptor(self.ch.clone(), self.token.clone())
+    }
+    fn health(&self) -> hpb::health_client::HealthClient<Svc> {
+        hpb::health_client::HealthClient::with_interceptor(self.ch.clone(), self.token.clone())
     }
     fn as_root(&self) -> Api {
         self.root
@@ -372,6 +376,24 @@ fn grpc_rows() -> Vec<GrpcRow> {
         }),
         row("Lease.LeaseLeases", Need::User, |a| {
             Box::pin(async move { ok(a.lease().lease_leases(pb::LeaseLeasesRequest {}).await) })
+        }),
+        // etcd serves gRPC's health service to anyone, as a probe must reach it.
+        row("Health.Check", Need::Open, |a| {
+            Box::pin(async move { ok(a.health().check(hpb::HealthCheckRequest::default()).await) })
+        }),
+        row("Health.Watch", Need::Open, |a| {
+            Box::pin(async move {
+                use futures::StreamExt;
+                let mut s = a
+                    .health()
+                    .watch(hpb::HealthCheckRequest::default())
+                    .await?
+                    .into_inner();
+                match s.next().await {
+                    Some(r) => r.map(|_| ()),
+                    None => Err(Status::unknown("health watch ended")),
+                }
+            })
         }),
         row("Cluster.MemberList", Need::Open, |a| {
             Box::pin(async move {

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{CURL_SECONDS_MAX, Cluster, curl, python_with, run_with_deadline};
+use common::{CURL_SECONDS_MAX, Cluster, curl, python_with, run_with_deadline, wait_until};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
@@ -126,6 +126,62 @@ fn the_grpc_port_answers_http_as_etcds_client_url_does() {
         status.success() && stdout.contains("PASS"),
         "{stdout}{stderr}"
     );
+}
+
+/// gRPC's health service asked by grpcio (python-etcd3's transport, bytes in and out as the
+/// protocol encodes them): the status for the whole server and for `nothing`, a service
+/// nobody serves. `0801` is SERVING, `0802` NOT_SERVING.
+const GRPC_HEALTH_SCRIPT: &str = r#"
+import sys, grpc
+check = grpc.insecure_channel(sys.argv[1]).unary_unary("/grpc.health.v1.Health/Check")
+print(check(b"", timeout=5).hex())
+try:
+    check(b"\n\x07nothing", timeout=5)
+    print("answered")
+except grpc.RpcError as e:
+    print(e.code().name)
+"#;
+
+fn grpc_health(python: &Path, addr: &str) -> String {
+    let mut cmd = Command::new(python);
+    cmd.args(["-c", GRPC_HEALTH_SCRIPT, addr]);
+    let (status, stdout, stderr) = run_with_deadline(cmd, Duration::from_secs(30));
+    assert!(status.success(), "grpcio health check: {stdout}{stderr}");
+    stdout
+}
+
+#[test]
+fn health_probes_report_a_member_cut_off_from_its_quorum() {
+    let Some(python) = python_with("grpc") else {
+        return;
+    };
+    let mut c = Cluster::start(3, "omnipaxos");
+    let addr = c.member(1).grpc_addr.clone();
+    assert_eq!(grpc_health(&python, &addr), "0801\nNOT_FOUND\n");
+    let (body, code) = curl_raw(&[&format!("http://{addr}/health")]);
+    assert_eq!(
+        (code, body.as_str()),
+        (200, r#"{"health":"true","reason":""}"#)
+    );
+    c.kill(2);
+    c.kill(3);
+    // Both probes turn once member 1 sees its peers gone.
+    wait_until(
+        Duration::from_secs(20),
+        "the probes to say unhealthy",
+        || {
+            let (body, code) = curl_raw(&[&format!("http://{addr}/health")]);
+            (code == 503).then_some(body)
+        },
+    );
+    let (body, _) = curl_raw(&[&format!("http://{addr}/health")]);
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["health"], json!("false"), "{v}");
+    assert!(
+        v["reason"].as_str().is_some_and(|r| r.contains("quorum")),
+        "{v}"
+    );
+    assert_eq!(grpc_health(&python, &addr), "0802\nNOT_FOUND\n");
 }
 
 /// Every check the script passes, in its order.

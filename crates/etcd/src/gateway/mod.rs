@@ -617,21 +617,10 @@ async fn version() -> Json<Versions> {
     })
 }
 
-/// etcd's `/health`: `{"health":"true"}`, or 503 with `"false"` and the reason while this
-/// member cannot serve (no quorum or no leader reachable, a group that did not start) or an
-/// alarm is raised (NOSPACE, CORRUPT), as etcd reports any alarm as unhealthy.
+/// etcd's `/health`: `{"health":"true"}`, or 503 with `"false"` and the reason
+/// ([`crate::health::verdict`]: no quorum or leader reachable, or an alarm raised).
 async fn health(State(gw): State<Gateway>) -> Response {
-    let handle = &gw.svc.handle;
-    let verdict = handle.health().and_then(|()| {
-        if handle.corrupt() {
-            Err("alarm CORRUPT".to_string())
-        } else if handle.alarms().nospace() {
-            Err("alarm NOSPACE".to_string())
-        } else {
-            Ok(())
-        }
-    });
-    let (status, body) = match verdict {
+    let (status, body) = match crate::health::verdict(&gw.svc.handle) {
         Ok(()) => (
             axum::http::StatusCode::OK,
             serde_json::json!({"health": "true", "reason": ""}),

@@ -377,6 +377,7 @@ async fn drive_plain(
 /// if the connection ends first.
 async fn speaks_h2(stream: &TcpStream) -> Option<bool> {
     let mut buf = [0u8; H2_PREFACE.len()];
+    let mut pause = Duration::from_millis(1);
     loop {
         let n = stream.peek(&mut buf).await.ok()?;
         if n == 0 {
@@ -388,8 +389,10 @@ async fn speaks_h2(stream: &TcpStream) -> Option<bool> {
         if n == H2_PREFACE.len() {
             return Some(true);
         }
-        // A prefix of the preface so far; `peek` would return the same bytes at once.
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        // A prefix of the preface so far; `peek` would return the same bytes at once, so
+        // wait, longer each time: a client trickling bytes costs a few wake-ups, not a spin.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
 
@@ -451,5 +454,53 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "gRPC connection ended");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// What `speaks_h2` says of a connection whose client writes `parts`, pausing between them,
+    /// then closes.
+    async fn sniffed(parts: &[&'static [u8]]) -> Option<bool> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let parts = parts.to_vec();
+        let client = tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            for p in parts {
+                s.write_all(p).await.expect("write");
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            // Held open a moment so the server decides on what was sent, not on the close.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        });
+        let (stream, _) = listener.accept().await.expect("accept");
+        let verdict = tokio::time::timeout(Duration::from_secs(5), speaks_h2(&stream))
+            .await
+            .expect("decided in time");
+        let _ = client.await;
+        verdict
+    }
+
+    #[tokio::test]
+    async fn the_preface_decides_even_when_it_arrives_in_pieces() {
+        assert_eq!(sniffed(&[H2_PREFACE]).await, Some(true));
+        assert_eq!(
+            sniffed(&[b"PRI * HT", b"TP/2.0\r\n\r\nSM", b"\r\n\r\n"]).await,
+            Some(true)
+        );
+        assert_eq!(
+            sniffed(&[b"GET /health HTTP/1.1\r\n\r\n"]).await,
+            Some(false)
+        );
+        // "P" could begin the preface; the next byte tells a POST apart.
+        assert_eq!(
+            sniffed(&[b"P", b"OST /v3/kv/range HTTP/1.1\r\n"]).await,
+            Some(false)
+        );
+        assert_eq!(sniffed(&[]).await, None, "closed before a byte");
     }
 }

@@ -462,25 +462,30 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
 
-    /// What `speaks_h2` says of a connection whose client writes `parts`, pausing between them,
-    /// then closes.
+    /// What `speaks_h2` says of a connection whose client writes `parts` with a pause between
+    /// them (a trickle, the case under test), then stays until the verdict is in, then closes.
     async fn sniffed(parts: &[&'static [u8]]) -> Option<bool> {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let parts = parts.to_vec();
+        let (decided_tx, decided_rx) = tokio::sync::oneshot::channel::<()>();
         let client = tokio::spawn(async move {
             let mut s = TcpStream::connect(addr).await.expect("connect");
+            if parts.is_empty() {
+                return; // closes before a byte
+            }
             for p in parts {
                 s.write_all(p).await.expect("write");
                 tokio::time::sleep(Duration::from_millis(30)).await;
             }
-            // Held open a moment so the server decides on what was sent, not on the close.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // The server decides on what was sent, not on the close.
+            let _ = decided_rx.await;
         });
         let (stream, _) = listener.accept().await.expect("accept");
         let verdict = tokio::time::timeout(Duration::from_secs(5), speaks_h2(&stream))
             .await
             .expect("decided in time");
+        let _ = decided_tx.send(());
         let _ = client.await;
         verdict
     }

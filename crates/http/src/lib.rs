@@ -187,7 +187,8 @@ pub fn router_with_mount(handle: NodeHandle, config: &HttpConfig, mount: Mount) 
 }
 
 /// [`router_with_mount`], and the handle that ends its watch streams (`WatchStreams::close`),
-/// for a server other than this crate's to serve the API and still stop cleanly.
+/// so that one API (one set of bounds) can be served on more than one listener and still stop
+/// cleanly ([`serve_router_tls`]).
 pub fn router_with_mount_closable(
     handle: NodeHandle,
     config: &HttpConfig,
@@ -268,9 +269,22 @@ pub async fn serve_with_mount_tls(
     tls: Option<std::sync::Arc<synod_node::tls::ServerTls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let (app, streams) = router_with_mount_closable(handle, &config, mount);
+    serve_router_tls(listener, app, streams, config, tls, shutdown).await
+}
+
+/// Serves `app` — a router from [`router_with_mount_closable`], which another listener may
+/// serve as well (the gRPC port's HTTP side) — until `shutdown`; then ends `streams` and lets
+/// requests in flight finish (at most the config's grace period).
+pub async fn serve_router_tls(
+    listener: TcpListener,
+    app: Router,
+    streams: WatchStreams,
+    config: HttpConfig,
+    tls: Option<std::sync::Arc<synod_node::tls::ServerTls>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    let streams = watch::WatchStreams::new(config.watch_streams_max);
-    let app = app(handle, &config, streams.clone(), mount);
     let mut listener = listener::LimitedListener::new(listener, config.connections_max);
     if let Some(tls) = tls {
         listener = listener.with_tls(tls);

@@ -419,33 +419,28 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let http_task = tokio::spawn(synod_http::serve_with_mount_tls(
-        http,
+    // One HTTP API (its bounds shared), served on the HTTP port and, as etcd's client URL
+    // serves HTTP too, on the gRPC port; the HTTP server ends its watch streams at shutdown.
+    let http_config = synod_http::HttpConfig::default();
+    let (api, api_streams) = synod_http::router_with_mount_closable(
         node.handle.clone(),
-        synod_http::HttpConfig::default(),
+        &http_config,
         gateway_mount(&node.handle, &stop_rx),
+    );
+    let http_task = tokio::spawn(synod_http::serve_router_tls(
+        http,
+        api.clone(),
+        api_streams,
+        http_config,
         http_tls,
         wait(stop_rx.clone()),
     ));
-    // The gRPC port answers HTTP too, as etcd's client URL does: the same API and gateway.
-    let (grpc_http, grpc_http_streams) = synod_http::router_with_mount_closable(
-        node.handle.clone(),
-        &synod_http::HttpConfig::default(),
-        gateway_mount(&node.handle, &stop_rx),
-    );
-    let grpc_shutdown = {
-        let stopped = wait(stop_rx.clone());
-        async move {
-            stopped.await;
-            grpc_http_streams.close();
-        }
-    };
     let grpc_task = tokio::spawn(synod_etcd::serve_client_port(
         grpc,
         node.handle.clone(),
         grpc_tls,
-        Some(grpc_http),
-        grpc_shutdown,
+        Some(api),
+        wait(stop_rx.clone()),
     ));
     let result = tokio::select! {
         r = node.stopped() => r.map_err(anyhow::Error::from),

@@ -61,15 +61,27 @@ fn recorded(c: &Cluster, id: u64) -> Option<Vec<(String, u64, u64)>> {
 
 /// Waits until every member's directory records exactly the ranges starting at `starts`.
 fn wait_recorded(c: &Cluster, starts: &[&str]) -> Vec<(String, u64, u64)> {
+    wait_recorded_until(c, starts, |_| true)
+}
+
+/// [`wait_recorded`], until `settled` holds of the records too: the halves of a split are
+/// recorded by their two groups one after the other, so the starts can be there before the
+/// parent's entry has its new generation.
+fn wait_recorded_until(
+    c: &Cluster,
+    starts: &[&str],
+    settled: impl Fn(&[(String, u64, u64)]) -> bool,
+) -> Vec<(String, u64, u64)> {
     // The members keep the same copy: the last one seen stands for all.
     let mut seen = Vec::new();
     for id in 1..=3 {
         seen = wait_until(Duration::from_secs(20), "the directory to record", || {
             let r = recorded(c, id)?;
-            r.iter()
+            let same_starts = r
+                .iter()
                 .map(|(s, _, _)| s.as_str())
-                .eq(starts.iter().copied())
-                .then_some(r)
+                .eq(starts.iter().copied());
+            (same_starts && settled(&r)).then_some(r)
         });
     }
     seen
@@ -110,7 +122,8 @@ fn the_directory_records_splits_and_merges_on_every_member() {
     }
     let said = synodctl_ok(&c, &["range", "split", "f"]);
     assert!(said.starts_with("Range [c, f) kept"), "{said}");
-    let split = wait_recorded(&c, &["", "c", "f", "m", "t"]);
+    // Both halves recorded past generation 0 (each group records its own half).
+    let split = wait_recorded_until(&c, &["", "c", "f", "m", "t"], |r| r[1].2 > 0 && r[2].2 > 0);
     let new = split[2].1;
     assert!(new >= 1 << 52, "a split-off group's id: {new}");
     assert_eq!(

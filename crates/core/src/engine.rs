@@ -463,6 +463,10 @@ pub struct EngineConfig {
     /// maps each range to its group, recorded by the groups' leaders after every split and
     /// merge (`synod-partition`'s `directory.rs`).
     pub range_directory: bool,
+    /// Partitioned mode: members each configured group after the first is placed on (0, or
+    /// at least the members: every group on every member). The first group and the meta
+    /// group stay on every member (`synod-partition`'s `placement.rs`).
+    pub partition_replicas: usize,
     /// Test only (the simulator): keep the trail of applied digests
     /// ([`Engine::applied_trail`]). Off in the node: nothing on its apply path is kept for it.
     pub keep_applied_trail: bool,
@@ -506,6 +510,7 @@ impl EngineConfig {
             engine_threads: 1,
             partition_group: false,
             range_directory: false,
+            partition_replicas: 0,
             keep_applied_trail: false,
         }
     }
@@ -731,10 +736,14 @@ pub enum PlantedBug {
     /// generation, so a leader that has not applied its group's split or freeze yet takes the
     /// keys of a newer group back.
     PartitionDirectoryAnyGeneration,
+    /// Partitioned placement: a member relaying a read to a member that hosts its group
+    /// relays it as sequential, so a linearizable read is served from the host's own replica,
+    /// however far behind its group it is.
+    PartitionRelayDropsConsistency,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 59] = [
+    pub const ALL: [PlantedBug; 60] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -794,6 +803,7 @@ impl PlantedBug {
         PlantedBug::PartitionAmnesicSplitStateless,
         PlantedBug::PartitionDirectoryRecordUnguarded,
         PlantedBug::PartitionDirectoryAnyGeneration,
+        PlantedBug::PartitionRelayDropsConsistency,
     ];
 
     pub fn name(self) -> &'static str {
@@ -861,6 +871,7 @@ impl PlantedBug {
             PlantedBug::PartitionAmnesicSplitStateless => "partition-amnesic-split-stateless",
             PlantedBug::PartitionDirectoryRecordUnguarded => "partition-directory-record-unguarded",
             PlantedBug::PartitionDirectoryAnyGeneration => "partition-directory-any-generation",
+            PlantedBug::PartitionRelayDropsConsistency => "partition-relay-drops-consistency",
         }
     }
 
@@ -1086,6 +1097,10 @@ pub struct DirectoryStatus {
     /// batch that applied something, so may trail `meta.applied_index` within a batch).
     #[serde(default)]
     pub copied_at: u64,
+    /// Groups live on some members only (placement): this member's groups are some of the
+    /// entries, not all.
+    #[serde(default)]
+    pub placed: bool,
 }
 
 /// One range of the directory: the range from `start` to the next entry's is `group`'s.

@@ -407,8 +407,11 @@ pub struct DirectoryInfo {
     /// The directory group's applied index `ranges` were read at (at most `applied_index`).
     pub copied_at: u64,
     /// The recorded ranges are those of the layout this member's groups applied: each
-    /// range's first key, group and voters.
+    /// range's first key, group and voters (placement: this member's groups are among the
+    /// recorded ranges, each as recorded).
     pub matches_layout: bool,
+    /// Groups live on some members only: the member hosts some of the ranges.
+    pub placed: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -429,9 +432,13 @@ pub struct DirectoryRange {
 impl DirectoryInfo {
     fn of(st: &synod_core::EngineStatus) -> Option<Self> {
         let d = st.directory.as_ref()?;
-        let recorded = d.entries.iter().map(|e| (&e.start, e.group, &e.members));
-        let layout = st.groups.iter().map(|g| (&g.start, g.group, &g.voters));
-        let matches_layout = recorded.eq(layout);
+        let mut recorded = d.entries.iter().map(|e| (&e.start, e.group, &e.members));
+        let mut layout = st.groups.iter().map(|g| (&g.start, g.group, &g.voters));
+        // Placement: this member's groups are some of the ranges, each recorded as it is.
+        let matches_layout = match d.placed {
+            false => recorded.eq(layout),
+            true => layout.all(|g| recorded.any(|r| r == g)),
+        };
         Some(DirectoryInfo {
             leader: d.meta.leader,
             term: d.meta.term,
@@ -458,6 +465,7 @@ impl DirectoryInfo {
                 .collect(),
             copied_at: d.copied_at,
             matches_layout,
+            placed: d.placed,
         })
     }
 }

@@ -286,6 +286,12 @@ pub struct PartitionConfig {
     /// owns which range (`synodctl range list` shows it). Set at the cluster's first boot,
     /// the same on every member (it is part of the cluster id). See docs/partitioning.md.
     pub directory: bool,
+    /// Members each group after the first is placed on (0: every group on every member). At
+    /// least 3 and below the members, with `directory` on: the groups spread over the
+    /// members evenly, the first group and the directory's stay on every member. Splits, merges, membership changes,
+    /// leases and requests over groups not all on the member asked are refused while it is
+    /// set (docs/partitioning.md, "Placement"). Part of the cluster id.
+    pub replicas: usize,
 }
 
 /// The most engine threads a member takes by itself (`engine_threads = 0`).
@@ -529,15 +535,20 @@ impl ClusterConfig {
         }
         // Members that split the keys differently must not talk: a key would have two owners.
         // Nor members that disagree on the directory: its group would have no quorum.
+        // Nor members that place groups differently: a group's members would disagree.
+        let placed = match self.partition.replicas {
+            0 => String::new(),
+            r => format!("\0replicas:{r}"),
+        };
         cluster_id_of(&format!(
-            "{}\0split:{}{}",
+            "{}\0split:{}{}{placed}",
             self.cluster_name,
             self.partition.split_keys.join("\0"),
             if self.partition.directory {
                 "\0directory"
             } else {
                 ""
-            }
+            },
         ))
     }
 
@@ -599,7 +610,41 @@ impl ClusterConfig {
         e.auto_merge_keys = self.partition.auto_merge_keys;
         e.engine_threads = self.partition.engine_threads();
         e.range_directory = self.partition.directory;
+        e.partition_replicas = self.partition.replicas;
         e
+    }
+
+    fn validate_replicas(&self) -> Result<(), ConfigError> {
+        let p = &self.partition;
+        if p.replicas == 0 {
+            return Ok(());
+        }
+        if p.replicas < 3 || p.replicas >= self.members.len() {
+            return Err(invalid(
+                "partition.replicas",
+                format!(
+                    "{} with {} members: at least 3 and fewer than the members (0: every \
+                     group on every member)",
+                    p.replicas,
+                    self.members.len()
+                ),
+            ));
+        }
+        if !p.directory {
+            return Err(invalid(
+                "partition.replicas",
+                "placing groups needs the range directory (partition.directory = true): it is \
+                 where every member finds the groups it does not host",
+            ));
+        }
+        if p.auto_split_keys + p.auto_split_writes + p.auto_split_reads + p.auto_merge_keys > 0 {
+            return Err(invalid(
+                "partition.replicas",
+                "groups placed on some members do not split or merge yet: unset the \
+                 partition.auto_* thresholds",
+            ));
+        }
+        Ok(())
     }
 
     fn validate_partition(&self) -> Result<(), ConfigError> {
@@ -616,6 +661,12 @@ impl ClusterConfig {
                 return Err(invalid(
                     "partition.directory",
                     "a range directory needs ranges: set partition.split_keys too",
+                ));
+            }
+            if self.partition.replicas != 0 {
+                return Err(invalid(
+                    "partition.replicas",
+                    "placing groups needs groups: set partition.split_keys too",
                 ));
             }
             return Ok(());
@@ -642,6 +693,7 @@ impl ClusterConfig {
             ));
         }
         let p = &self.partition;
+        self.validate_replicas()?;
         if p.auto_merge_keys > 0
             && p.auto_split_keys > 0
             && p.auto_merge_keys > p.auto_split_keys / 2
@@ -1062,6 +1114,40 @@ grpc_addr = "10.0.0.2:2379"
             "members that disagree must not talk"
         );
         assert!(c.engine_config(1).range_directory);
+    }
+
+    #[test]
+    fn placement_needs_groups_the_directory_and_fewer_replicas_than_members() {
+        let mut c = ClusterConfig::local(5, 20000);
+        c.partition.replicas = 3;
+        let e = c.validate().expect_err("no groups to place");
+        assert!(e.to_string().contains("partition.replicas"), "{e}");
+        c.partition = PartitionConfig::even(4);
+        c.partition.replicas = 3;
+        let e = c.validate().expect_err("no directory");
+        assert!(e.to_string().contains("range directory"), "{e}");
+        c.partition.directory = true;
+        let unplaced = {
+            let mut u = c.clone();
+            u.partition.replicas = 0;
+            u.cluster_id()
+        };
+        c.validate().unwrap();
+        assert_ne!(
+            c.cluster_id(),
+            unplaced,
+            "members that disagree must not talk"
+        );
+        assert_eq!(c.engine_config(2).partition_replicas, 3);
+        for bad in [2, 5, 6] {
+            c.partition.replicas = bad;
+            let e = c.validate().expect_err("replicas out of bounds");
+            assert!(e.to_string().contains("at least 3 and fewer"), "{bad}: {e}");
+        }
+        c.partition.replicas = 3;
+        c.partition.auto_split_keys = 100;
+        let e = c.validate().expect_err("no splits with placement");
+        assert!(e.to_string().contains("auto_"), "{e}");
     }
 
     #[test]

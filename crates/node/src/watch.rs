@@ -279,6 +279,9 @@ pub struct WatchHubs {
     hubs: RwLock<BTreeMap<u64, Arc<WatchHub>>>,
     /// Partitioned: each group's keys, as of the last publish. Empty: one stream, every key.
     layout: RwLock<Vec<(KeyRange, u64)>>,
+    /// Placement: groups live on some members only, so a layout with holes is not a member
+    /// behind, and waiting does not help.
+    placed: std::sync::atomic::AtomicBool,
     /// Moves whenever any hub's head moves or a move is published: streams wait on it.
     any: watch::Sender<u64>,
     history: mpsc::Sender<HistoryQuery>,
@@ -301,6 +304,7 @@ impl WatchHubs {
         let hubs = WatchHubs {
             hubs: RwLock::default(),
             layout: RwLock::default(),
+            placed: Default::default(),
             any: watch::channel(0).0,
             history,
             bug_old_moves: false,
@@ -315,6 +319,7 @@ impl WatchHubs {
         WatchHubs {
             hubs: RwLock::new(BTreeMap::from([(0, hub.clone())])),
             layout: RwLock::default(),
+            placed: Default::default(),
             any: hub.any.clone(),
             history: hub.history.clone(),
             bug_old_moves: false,
@@ -327,6 +332,9 @@ impl WatchHubs {
     /// and revisions, then the heads.
     pub fn publish(&self, batch: Vec<GroupEvents>, status: &EngineStatus) {
         let partitioned = !status.groups.is_empty();
+        let placed = status.directory.as_ref().is_some_and(|d| d.placed);
+        self.placed
+            .store(placed, std::sync::atomic::Ordering::Relaxed);
         let mut layout_changed = false;
         let heads: Vec<(u64, u64, u64)> = if partitioned {
             let now: Vec<(KeyRange, u64)> = status
@@ -407,6 +415,14 @@ impl WatchHubs {
             && meeting.last().is_some_and(|(r, _)| {
                 r.end.is_empty() || (!span.end.is_empty() && span.end <= r.end)
             });
+        if !covered && self.placed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(
+                "synod: some groups of the watched keys live on other members only \
+                 (partition.replicas): watch them at a member that hosts them all \
+                 (synodctl range list shows where each range lives)"
+                    .into(),
+            );
+        }
         if !covered {
             return Err(
                 "synod: this member does not run every group of the watched keys yet; \

@@ -118,6 +118,9 @@ impl<E: Engine> Partitioned<E> {
     /// Every [`LOOK_EVERY_TICKS`]: measures the groups' load, then proposes at most one split
     /// and one merge.
     pub(crate) fn look(&mut self) {
+        if self.placed() {
+            return; // splits and merges are refused (`placement.rs`)
+        }
         self.measure_load();
         self.auto_split();
         self.auto_merge();

@@ -9,7 +9,10 @@
 //! groups proposes one up to it (at most one in flight per group, every
 //! [`CLOSE_EVERY_TICKS`]), decided in the group's log like a write, so every replica holds the
 //! same revisions. Every member runs every group, so the highest revision here is at most a
-//! round behind the cluster's. Idle groups stay idle: when no group moves, nothing is proposed.
+//! round behind the cluster's — unless groups are placed on some members (`placement.rs`):
+//! then every frame to a peer carries the highest revision of the sender's groups, and a
+//! leader closes up to the highest it heard of too (a member hosting the first group alone
+//! must still close it up to the others). Idle groups stay idle: when no group moves, nothing is proposed.
 //!
 //! The same keeps a compaction meaningful in every group (each reached the revision) and
 //! the history bound (`HISTORY_REVISIONS`, in revisions) the same span of time in each.
@@ -32,13 +35,27 @@ pub(crate) struct Closing {
     pending: BTreeMap<GroupId, (RequestId, u64)>,
     /// Tests that pin each group's own revisions switch closes off.
     pub(crate) off: bool,
+    /// The highest revision of this member's groups when last looked at: what every frame to
+    /// a peer carries (placement).
+    pub(crate) local_top: u64,
+    /// The highest revision any peer's frame carried (placement: no member sees every group).
+    pub(crate) peer_top: u64,
+    /// The next batch sends every peer a frame, with or without messages (placement).
+    pub(crate) announce: bool,
 }
+
+/// How often (ticks) a member with placed groups sends every peer its highest revision, even
+/// with nothing else to send: a protocol whose followers are silent while idle (VR) would
+/// otherwise never tell the leader of the first group of the revisions of groups it does not
+/// host, and that group would never close up to them.
+pub(crate) const ANNOUNCE_EVERY_TICKS: u64 = 20;
 
 impl<E: Engine> Partitioned<E> {
     /// Proposes a close to every group this replica leads whose revision is behind the
     /// highest of this member's groups.
     pub(crate) fn close_revisions(&mut self) {
-        if self.data_groups().nth(1).is_none() || self.closing.off {
+        let alone = self.data_groups().nth(1).is_none() && !self.placed();
+        if alone || self.closing.off {
             return;
         }
         // The meta group's revisions are the directory's own: no read spans it.
@@ -49,7 +66,12 @@ impl<E: Engine> Partitioned<E> {
                 (g, st.revision, st.leader == Some(self.id))
             })
             .collect();
-        let top = revisions.iter().map(|(_, r, _)| *r).max().unwrap_or(0);
+        let mut top = revisions.iter().map(|(_, r, _)| *r).max().unwrap_or(0);
+        self.closing.local_top = top;
+        if self.placed() {
+            // A member hosts some groups only: the cluster's highest comes in peers' frames.
+            top = top.max(self.closing.peer_top);
+        }
         let now = self.ticks;
         let own = &mut self.own;
         self.closing.pending.retain(|_, (id, at)| {
@@ -69,6 +91,15 @@ impl<E: Engine> Partitioned<E> {
             if let Some(group) = self.groups.get_mut(&g) {
                 group.submit(request);
             }
+        }
+    }
+
+    /// A frame with no message, carrying this member's highest revision.
+    pub(crate) fn empty_frame<M>(&self) -> crate::GroupMessage<M> {
+        crate::GroupMessage {
+            parts: Vec::new(),
+            relayed: Vec::new(),
+            top: self.closing.local_top,
         }
     }
 

@@ -379,6 +379,7 @@ impl<E: Engine> Partitioned<E> {
             meta: crate::group_status(META_GROUP, &meta),
             entries,
             copied_at: self.directory.copy_at.unwrap_or(0),
+            placed: self.placed(),
         })
     }
 }

@@ -82,12 +82,14 @@ mod gather;
 pub mod layout;
 mod leases;
 mod members;
+mod placement;
 mod pool;
 mod watch;
 
 pub use backup::GroupsImage;
 pub use directory::META_GROUP;
 use layout::{CHILD_ID_BASE, GroupId, Layout, Route, child_id};
+pub use placement::{Relayed, hosts_at};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -106,6 +108,10 @@ use synod_core::{
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GroupMessage<M> {
     pub parts: Vec<(GroupId, M)>,
+    /// Requests relayed to a member hosting their group, and their answers (`placement.rs`).
+    pub relayed: Vec<Relayed>,
+    /// The highest revision of the sender's groups (closes, when groups are placed).
+    pub top: u64,
 }
 
 /// A durable record of the partitioned engine. (Group ids were `u32` before runtime splits;
@@ -228,6 +234,8 @@ pub struct Partitioned<E: Engine> {
     closing: close::Closing,
     /// This member's records of its groups' ranges in the range directory (`directory.rs`).
     directory: directory::Recording,
+    /// Requests relayed to and from members hosting their groups (`placement.rs`).
+    relay: placement::Relay,
 }
 
 /// An operator's membership change the first group applied, waiting for the other groups.
@@ -358,6 +366,11 @@ impl<E: Engine> Partitioned<E> {
         c.seed = base.seed ^ mix;
         // Still differs on every boot (VR's recovery nonce), now also per group.
         c.boot_nonce = base.boot_nonce ^ mix.rotate_left(29);
+        if self.placed() {
+            let hosts = self.hosts(g);
+            c.initial_members.retain(|m| hosts.contains(&m.id));
+            c.members = hosts;
+        }
         if self.preferred(g) == base.id {
             c.priority = base.priority + 1;
         }
@@ -378,6 +391,9 @@ impl<E: Engine> Partitioned<E> {
     /// Where group `g`'s leader should be: member `g mod n` of the cluster's voters (the
     /// first group's; the configured members until it has any).
     fn preferred(&self, g: GroupId) -> NodeId {
+        if self.placed() {
+            return self.preferred_among(self.hosts(g), g);
+        }
         let voters = self
             .cluster_configuration()
             .map(|(_, c)| c.voters())
@@ -471,6 +487,9 @@ impl<E: Engine> Partitioned<E> {
     /// cluster's, where operators' membership changes are decided — one change at a time,
     /// each through the group's own log (`members.rs`).
     fn follow_members(&mut self) {
+        if self.placed() {
+            return; // membership changes are refused (`placement.rs`)
+        }
         let Some((first, target)) = self.cluster_configuration() else {
             return;
         };
@@ -1002,7 +1021,10 @@ type Parts<E> = (
 );
 
 /// Gathers the groups' messages into one [`GroupMessage`] per destination.
-fn by_peer<M>(per_group: Vec<(GroupId, Vec<(NodeId, M)>)>) -> Vec<(NodeId, GroupMessage<M>)> {
+fn by_peer<M>(
+    per_group: Vec<(GroupId, Vec<(NodeId, M)>)>,
+    top: u64,
+) -> Vec<(NodeId, GroupMessage<M>)> {
     let mut out: BTreeMap<NodeId, Vec<(GroupId, M)>> = BTreeMap::new();
     for (g, msgs) in per_group {
         for (to, m) in msgs {
@@ -1010,7 +1032,17 @@ fn by_peer<M>(per_group: Vec<(GroupId, Vec<(NodeId, M)>)>) -> Vec<(NodeId, Group
         }
     }
     out.into_iter()
-        .map(|(to, parts)| (to, GroupMessage { parts }))
+        .map(|(to, parts)| {
+            let relayed = Vec::new();
+            (
+                to,
+                GroupMessage {
+                    parts,
+                    relayed,
+                    top,
+                },
+            )
+        })
         .collect()
 }
 
@@ -1050,7 +1082,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             ));
         }
         let et = config.election_timeout_ticks.max(1);
-        let (id, threads) = (config.id, config.engine_threads);
+        let (id, threads, nonce) = (config.id, config.engine_threads, config.boot_nonce);
         let mut p = Partitioned {
             id: config.id,
             bug_skip_groups: config.bug(PlantedBug::PartitionCheckpointSkipsGroups),
@@ -1085,8 +1117,10 @@ impl<E: Engine> Engine for Partitioned<E> {
             bug_release_already_so: false,
             closing: close::Closing::default(),
             directory: directory::Recording::default(),
+            relay: placement::Relay::new(nonce),
         };
         p.bug_keep_removed = p.base.bug(PlantedBug::PartitionGroupsKeepRemovedMembers);
+        p.relay.bug_drop_consistency = p.base.bug(PlantedBug::PartitionRelayDropsConsistency);
         p.bug_release_already_so = p.base.bug(PlantedBug::PartitionMemberRetryNotHeld);
         p.leases.bug_renew_one_group = p.base.bug(PlantedBug::PartitionLeaseRenewsOneGroup);
         p.leases.bug_compact_one_group = p.base.bug(PlantedBug::PartitionCompactOneGroup);
@@ -1114,6 +1148,9 @@ impl<E: Engine> Engine for Partitioned<E> {
             let recs = per_group.remove(&g).unwrap_or_default();
             if g >= CHILD_ID_BASE && recs.is_empty() {
                 continue; // started again from its parent's split below
+            }
+            if !p.hosts(g).contains(&p.id) {
+                continue; // placed on other members (`placement.rs`)
             }
             let engine = E::recover(p.group_config(g), recs)
                 .map_err(|e| format!("group {}: {e}", layout::group_name(g)))?;
@@ -1165,6 +1202,14 @@ impl<E: Engine> Engine for Partitioned<E> {
             });
             return;
         }
+        if self.placed() && leases::is_fanned(&request.op) {
+            let e = self.placement_refusal(&request.op, &Route::One(0));
+            self.refused.push(ClientReply {
+                id: request.id,
+                result: Err(e.unwrap_or(EngineError::Busy)),
+            });
+            return;
+        }
         if leases::is_fanned(&request.op) {
             let timeout = self.base.request_timeout_ticks;
             self.leases.start(request, self.ticks, timeout);
@@ -1172,7 +1217,18 @@ impl<E: Engine> Engine for Partitioned<E> {
             self.refused.extend(replies);
             return;
         }
-        match self.layout.route(&request.op) {
+        let route = self.layout.route(&request.op);
+        if let Some(e) = self.placement_refusal(&request.op, &route) {
+            self.refused.push(ClientReply {
+                id: request.id,
+                result: Err(e),
+            });
+            return;
+        }
+        match route {
+            Route::One(g) if self.placed() && !self.groups.contains_key(&g) => {
+                self.relay(g, request)
+            }
             Route::One(g) => match self.groups.get_mut(&g) {
                 Some(group) => {
                     if let synod_core::kv::Op::Membership(change) = &request.op {
@@ -1209,6 +1265,15 @@ impl<E: Engine> Engine for Partitioned<E> {
     }
 
     fn receive(&mut self, from: NodeId, message: Self::Message) {
+        if message.parts.is_empty() && message.relayed.is_empty() {
+            // A frame with a revision alone: no group's input.
+            self.closing.peer_top = self.closing.peer_top.max(message.top);
+            return;
+        }
+        self.closing.peer_top = self.closing.peer_top.max(message.top);
+        for r in message.relayed {
+            self.take_relayed(from, r);
+        }
         for (g, m) in message.parts {
             // A group not started here: split off by a split this member has not applied
             // yet (it will start it then, and the sender repeats itself), or a peer with
@@ -1235,6 +1300,9 @@ impl<E: Engine> Engine for Partitioned<E> {
         if self.ticks.is_multiple_of(close::CLOSE_EVERY_TICKS) {
             self.close_revisions();
         }
+        if self.placed() && self.ticks.is_multiple_of(close::ANNOUNCE_EVERY_TICKS) {
+            self.closing.announce = true;
+        }
         if self.ticks.is_multiple_of(COMPACT_EVERY_TICKS) {
             self.compact_histories();
         }
@@ -1249,6 +1317,9 @@ impl<E: Engine> Engine for Partitioned<E> {
         }
         let replies = self.pump_leases();
         self.refused.extend(replies);
+        if self.placed() {
+            self.expire_relayed();
+        }
         let next = self.gathers.pump(self.ticks);
         self.submit_parts(next.submit);
         self.refused.extend(next.replies);
@@ -1305,7 +1376,26 @@ impl<E: Engine> Engine for Partitioned<E> {
         }
         replies.extend(self.pump_leases());
         replies.extend(self.release_members());
-        Ready::new(records, by_peer(messages), replies).with_early(by_peer(early))
+        let replies = self.answer_relayed(replies);
+        let mut messages = by_peer(messages, self.closing.local_top);
+        if std::mem::take(&mut self.closing.announce) {
+            for &to in &self.base.members {
+                if to != self.id && !messages.iter().any(|(p, _)| *p == to) {
+                    messages.push((to, self.empty_frame()));
+                }
+            }
+        }
+        for (to, r) in std::mem::take(&mut self.relay.outbox) {
+            match messages.iter_mut().find(|(p, _)| *p == to) {
+                Some((_, m)) => m.relayed.push(r),
+                None => {
+                    let mut frame = self.empty_frame();
+                    frame.relayed.push(r);
+                    messages.push((to, frame));
+                }
+            }
+        }
+        Ready::new(records, messages, replies).with_early(by_peer(early, self.closing.local_top))
     }
 
     fn status(&self) -> EngineStatus {
@@ -1320,7 +1410,10 @@ impl<E: Engine> Engine for Partitioned<E> {
                 GroupStatus {
                     start,
                     end,
-                    preferred_leader: Some(self.preferred_among(voters.clone(), *g)),
+                    preferred_leader: Some(match self.placed() {
+                        true => self.preferred(*g),
+                        false => self.preferred_among(voters.clone(), *g),
+                    }),
                     ..group_status(*g, s)
                 }
             })
@@ -1334,7 +1427,8 @@ impl<E: Engine> Engine for Partitioned<E> {
             // Per group (in `groups`): a sum of indexes has no common state to digest.
             applied_digest: None,
             state_digest: None,
-            pending_requests: all.iter().map(|(_, s)| s.pending_requests).sum(),
+            pending_requests: all.iter().map(|(_, s)| s.pending_requests).sum::<usize>()
+                + self.relays_pending(),
             keys: sum(|s| s.keys),
             bytes_in_use: all.iter().map(|(_, s)| s.bytes_in_use).sum(),
             // Every group holds a copy of every lease: the first group's count.
@@ -1413,14 +1507,17 @@ impl<E: Engine> Engine for Partitioned<E> {
     }
 
     fn backup_image(&self) -> Result<synod_core::backup::BackupImage, EngineError> {
+        self.not_placed("a backup")?;
         self.take_backup_image()
     }
 
     fn hash_kv(&self, revision: u64) -> Result<synod_core::kv::KvHash, EngineError> {
+        self.not_placed("a hash")?;
         self.groups_hash_kv(revision)
     }
 
     fn hash_all(&self) -> Result<u32, EngineError> {
+        self.not_placed("a hash")?;
         self.groups_hash_all()
     }
 }

@@ -70,6 +70,11 @@ pub struct DevArgs {
     /// group owns which range; `synodctl range list` shows it).
     #[arg(long)]
     directory: bool,
+    /// Partitioned clusters: members each group after the first lives on (0: every member;
+    /// at least 3 and below --nodes otherwise, and the range directory is kept; see
+    /// docs/partitioning.md, "Placement").
+    #[arg(long, default_value_t = 0)]
+    replicas: usize,
 }
 
 pub fn run(args: DevArgs) -> ExitCode {
@@ -111,7 +116,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     cluster.partition.auto_split_writes = args.auto_split_writes;
     cluster.partition.auto_split_reads = args.auto_split_reads;
     cluster.partition.auto_merge_keys = args.auto_merge_keys;
-    cluster.partition.directory = args.directory;
+    // Placement needs the directory (where a member finds the groups it does not host).
+    cluster.partition.directory = args.directory || args.replicas > 0;
+    cluster.partition.replicas = args.replicas;
     cluster.partition.engine_threads = match args.engine_threads {
         0 => shared_threads,
         n => n,
@@ -263,12 +270,16 @@ fn print_banner(
     );
     if !cluster.partition.split_keys.is_empty() {
         println!(
-            "  partitioned  {} groups, split at {:?}{} (synodctl range list)",
+            "  partitioned  {} groups, split at {:?}{}{} (synodctl range list)",
             cluster.groups(),
             cluster.partition.split_keys,
             match cluster.partition.directory {
                 true => ", with a range directory",
                 false => "",
+            },
+            match cluster.partition.replicas {
+                0 => String::new(),
+                r => format!(", groups after the first on {r} members each"),
             }
         );
     }

@@ -1,0 +1,362 @@
+//! Placement: groups on some of the members (`[partition] replicas = R`), and relaying a
+//! request to a member that hosts its group.
+//!
+//! Step 2 of decision 0005 (docs/decisions/0005-placement-and-range-directory.md), for a
+//! static layout. With `R` below the number of members, configured group `p ≥ 1` lives on
+//! `R` members — the sorted members from `p mod n` on, so groups spread evenly — and its
+//! engine's configuration names those alone. The first group (the cluster's configuration,
+//! auth state and leader, as etcd's API reports them) and the meta group stay on every
+//! member, so every member answers for the cluster as before.
+//!
+//! **Relaying.** A request for a key whose group is not here goes to one of its hosts in the
+//! next batch's frame ([`Relayed::Request`]): the group's leader as the host last answered, else
+//! its preferred leader. The host submits it to its replica of the group and sends the
+//! answer back once its batch is durable ([`Relayed::Answer`]). A request without a session
+//! travels under a session of the relaying member (new every boot), so however often it
+//! reaches a group — a duplicated frame, or a retry at the group's next host after
+//! [`RELAY_RETRY_TICKS`] without an answer — it is applied once (the group's client table).
+//! A relay with no answer by its deadline is answered `Timeout`: outcome unknown, as any
+//! write whose answer was lost. A relayed read is linearizable, whatever it asked for: a
+//! sequential read must never go back in time at one member, and the next relay may reach a
+//! host further behind (planted bug `partition-relay-drops-consistency`: relayed reads are
+//! sequential, served from whatever the host's replica applied).
+//!
+//! **What placement does not do yet** (refused by name, never answered wrong): splits and
+//! merges, membership changes, leases and compaction requests (fanned out to every group),
+//! reads and deletes over groups not all here, watches of keys whose groups are not here,
+//! backups and hashes. Each is a step of decision 0005.
+
+use crate::Partitioned;
+use crate::layout::{GroupId, Route, group_name};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use synod_core::kv::Op;
+use synod_core::{ClientId, ClientReply, ClientRequest, Consistency, Engine, EngineError};
+use synod_core::{NodeId, RequestId};
+
+/// A relay unanswered this long (ticks) is sent again, to the group's next host.
+const RELAY_RETRY_TICKS: u64 = 50;
+
+/// What one member relays to another in a batch's frame.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Relayed {
+    /// A request for group `.0`, to a member that hosts it.
+    Request(GroupId, ClientRequest),
+    /// Its answer, with the group's leader as the host knows it (where to relay next).
+    Answer {
+        reply: ClientReply,
+        group: GroupId,
+        leader: Option<NodeId>,
+    },
+}
+
+/// A request this member relayed and waits for.
+struct Sent {
+    /// Its id as the node gave it (the answer goes back under it).
+    id: RequestId,
+    group: GroupId,
+    request: ClientRequest,
+    host: NodeId,
+    /// When it is sent again, to the next host.
+    retry: u64,
+    /// When it is answered `Timeout` instead.
+    until: u64,
+}
+
+/// The relaying state of one member.
+#[derive(Default)]
+pub(crate) struct Relay {
+    /// Requests this member relayed, by the id they travel under.
+    sent: BTreeMap<RequestId, Sent>,
+    /// Requests relayed here and not answered yet: who sent them, and their group.
+    taken: HashMap<RequestId, (NodeId, GroupId)>,
+    /// This member's session for requests that came without one (changes every boot).
+    client: ClientId,
+    next_seq: u64,
+    /// Per group: the host to relay to next.
+    hint: BTreeMap<GroupId, NodeId>,
+    /// Frames' relayed parts, per destination, sent with the next batch.
+    pub(crate) outbox: Vec<(NodeId, Relayed)>,
+    pub(crate) bug_drop_consistency: bool,
+}
+
+impl Relay {
+    /// `boot_nonce` differs on every boot of every member: so does the session. Node
+    /// sessions are `id << 32 | …` with small ids: the top bit keeps the two apart.
+    pub(crate) fn new(boot_nonce: u64) -> Self {
+        Relay {
+            client: ClientId((1 << 63) | (boot_nonce >> 1)),
+            next_seq: 1,
+            ..Relay::default()
+        }
+    }
+}
+
+/// The hosts of configured group at `position` (of the layout) among `members`: every member
+/// for the first group or with `replicas` 0 or at least the members, else `replicas` of them
+/// from `position mod n` on in sorted order.
+pub fn hosts_at(members: &[NodeId], position: usize, replicas: usize) -> Vec<NodeId> {
+    let mut sorted = members.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let n = sorted.len();
+    if position == 0 || replicas == 0 || replicas >= n {
+        return sorted;
+    }
+    let mut hosts: Vec<NodeId> = (0..replicas).map(|i| sorted[(position + i) % n]).collect();
+    hosts.sort_unstable();
+    hosts
+}
+
+impl<E: Engine> Partitioned<E> {
+    /// Whether some groups live on some members only.
+    pub(crate) fn placed(&self) -> bool {
+        let r = self.base.partition_replicas;
+        r > 0 && r < self.base.members.len()
+    }
+
+    /// The members group `g` lives on (every member for the meta group and groups split
+    /// off at run time, which placement refuses to make).
+    pub(crate) fn hosts(&self, g: GroupId) -> Vec<NodeId> {
+        let position = self.configured.position(g).unwrap_or(0);
+        hosts_at(&self.base.members, position, self.base.partition_replicas)
+    }
+
+    /// Why `request` cannot be served with groups placed, if it cannot.
+    pub(crate) fn placement_refusal(&self, op: &Op, route: &Route) -> Option<EngineError> {
+        if !self.placed() {
+            return None;
+        }
+        let what = match op {
+            Op::Split(_) | Op::Merge(_) => "splitting and merging ranges",
+            Op::Membership(_) => "membership changes",
+            op if crate::leases::is_fanned(op) => "leases and compaction",
+            _ => match route {
+                Route::Split(parts) => {
+                    let away: Vec<String> = parts
+                        .iter()
+                        .filter(|(g, _)| !self.groups.contains_key(g))
+                        .map(|(g, _)| group_name(*g))
+                        .collect();
+                    if away.is_empty() {
+                        return None;
+                    }
+                    return Some(EngineError::InvalidRequest(format!(
+                        "a request over several groups is served only by a member that \
+                         hosts them all, and groups {} are not on this member \
+                         (partition.replicas; `synodctl range list` shows where each is)",
+                        away.join(", ")
+                    )));
+                }
+                _ => return None,
+            },
+        };
+        Some(EngineError::InvalidRequest(format!(
+            "{what}: not served yet when groups live on some members only \
+             (partition.replicas below the members; docs/partitioning.md, \"Placement\")"
+        )))
+    }
+
+    /// Refuses `what` (a backup, a hash) of a member that holds only some of the groups.
+    pub(crate) fn not_placed(&self, what: &str) -> Result<(), EngineError> {
+        match self.placed() {
+            false => Ok(()),
+            true => Err(EngineError::InvalidRequest(format!(
+                "{what} of one member is not served yet when groups live on some members only \
+                 (partition.replicas below the members): this member holds only its own groups"
+            ))),
+        }
+    }
+
+    /// Sends `request` for group `g` (not here) to one of its hosts.
+    pub(crate) fn relay(&mut self, g: GroupId, mut request: ClientRequest) {
+        let id = request.id;
+        if request.id.client == ClientId::NONE {
+            // Under this member's session, so that a host applies it once however often it
+            // arrives (a duplicated frame, a retry at the next host).
+            let seq = self.relay.next_seq;
+            let floor = self
+                .relay
+                .sent
+                .keys()
+                .find(|k| k.client == self.relay.client)
+                .map_or(seq, |k| k.seq);
+            if seq >= floor + self.base.kv.client_window_max as u64 {
+                self.refused.push(ClientReply {
+                    id,
+                    result: Err(EngineError::Busy),
+                });
+                return;
+            }
+            self.relay.next_seq += 1;
+            request.id = RequestId {
+                client: self.relay.client,
+                seq,
+            };
+            request.first_unacked = floor;
+        }
+        // A sequential read never goes back in time at one member; relayed, it could, when
+        // the next one goes to another host further behind. Linearizable cannot.
+        request.consistency = match self.relay.bug_drop_consistency {
+            false => Consistency::Linearizable,
+            true => Consistency::Sequential,
+        };
+        let hosts = self.hosts(g);
+        let host = match self.relay.hint.get(&g) {
+            Some(h) if hosts.contains(h) => *h,
+            _ => self.preferred_among(hosts, g),
+        };
+        let sent = Sent {
+            id,
+            group: g,
+            request: request.clone(),
+            host,
+            retry: self.ticks + RELAY_RETRY_TICKS,
+            // A host answers `Timeout` after its own request timeout: this is a backstop for
+            // hosts that crashed or frames lost, a little later.
+            until: self.ticks + self.base.request_timeout_ticks + 2 * self.election_timeout_ticks,
+        };
+        self.relay.sent.insert(request.id, sent);
+        self.relay.outbox.push((host, Relayed::Request(g, request)));
+    }
+
+    /// A relayed request or answer from member `from`.
+    pub(crate) fn take_relayed(&mut self, from: NodeId, r: Relayed) {
+        match r {
+            Relayed::Request(g, request) => self.take_request(from, g, request),
+            Relayed::Answer {
+                mut reply,
+                group,
+                leader,
+            } => {
+                let Some(sent) = self.relay.sent.remove(&reply.id) else {
+                    return; // answered already (a duplicate, or a retry's second answer)
+                };
+                if let Some(l) = leader.filter(|l| self.hosts(group).contains(l)) {
+                    self.relay.hint.insert(group, l);
+                }
+                reply.id = sent.id;
+                self.refused.push(reply);
+            }
+        }
+    }
+
+    fn take_request(&mut self, from: NodeId, g: GroupId, request: ClientRequest) {
+        if self.relay.taken.contains_key(&request.id) {
+            return; // a duplicate of one in flight here: its answer goes back once
+        }
+        let Some(group) = self.groups.get_mut(&g) else {
+            let reply = ClientReply {
+                id: request.id,
+                result: Err(EngineError::InvalidRequest(format!(
+                    "group {} is not on member {}",
+                    group_name(g),
+                    self.id
+                ))),
+            };
+            let answer = Relayed::Answer {
+                reply,
+                group: g,
+                leader: None,
+            };
+            self.relay.outbox.push((from, answer));
+            return;
+        };
+        self.relay.taken.insert(request.id, (from, g));
+        group.submit(request);
+        *self.inputs.entry(g).or_default() += 1;
+    }
+
+    /// Takes the answers to relayed requests out of a batch's replies, to be sent back.
+    pub(crate) fn answer_relayed(&mut self, replies: Vec<ClientReply>) -> Vec<ClientReply> {
+        if self.relay.taken.is_empty() {
+            return replies;
+        }
+        let mut mine = Vec::with_capacity(replies.len());
+        for reply in replies {
+            match self.relay.taken.remove(&reply.id) {
+                Some((to, group)) => {
+                    let leader = self.groups.get(&group).and_then(|e| e.status().leader);
+                    let answer = Relayed::Answer {
+                        reply,
+                        group,
+                        leader,
+                    };
+                    self.relay.outbox.push((to, answer));
+                }
+                None => mine.push(reply),
+            }
+        }
+        mine
+    }
+
+    /// Relays unanswered for a while go to the group's next host (the same request: its
+    /// session keeps it from being applied twice); past their time they are answered
+    /// `Timeout`.
+    pub(crate) fn expire_relayed(&mut self) {
+        let now = self.ticks;
+        let late: Vec<RequestId> = self
+            .relay
+            .sent
+            .iter()
+            .filter(|(_, s)| now >= s.retry)
+            .map(|(id, _)| *id)
+            .collect();
+        for key in late {
+            let Some(sent) = self.relay.sent.get(&key) else {
+                continue;
+            };
+            let (g, host) = (sent.group, sent.host);
+            let hosts = self.hosts(g);
+            let next = hosts
+                .iter()
+                .position(|h| *h == host)
+                .map_or(host, |i| hosts[(i + 1) % hosts.len()]);
+            self.relay.hint.insert(g, next);
+            let Some(sent) = self.relay.sent.get_mut(&key) else {
+                continue;
+            };
+            if now >= sent.until {
+                let id = sent.id;
+                self.relay.sent.remove(&key);
+                self.refused.push(ClientReply {
+                    id,
+                    result: Err(EngineError::Timeout),
+                });
+                continue;
+            }
+            sent.host = next;
+            sent.retry = now + RELAY_RETRY_TICKS;
+            let again = Relayed::Request(g, sent.request.clone());
+            self.relay.outbox.push((next, again));
+        }
+    }
+
+    /// Requests relayed here and not answered yet, and relays this member waits for.
+    pub(crate) fn relays_pending(&self) -> usize {
+        self.relay.taken.len() + self.relay.sent.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hosts_at;
+
+    #[test]
+    fn groups_spread_over_the_members_and_the_first_is_everywhere() {
+        let members = [5, 1, 3, 2, 4];
+        assert_eq!(hosts_at(&members, 0, 3), [1, 2, 3, 4, 5]);
+        assert_eq!(hosts_at(&members, 1, 3), [2, 3, 4]);
+        assert_eq!(hosts_at(&members, 3, 3), [1, 4, 5]);
+        assert_eq!(hosts_at(&members, 6, 3), [2, 3, 4], "wraps around");
+        assert_eq!(hosts_at(&members, 2, 0), [1, 2, 3, 4, 5], "0: everywhere");
+        assert_eq!(hosts_at(&members, 2, 5), [1, 2, 3, 4, 5]);
+        let mut load = [0; 5];
+        for p in 1..=5 {
+            for h in hosts_at(&members, p, 3) {
+                load[(h - 1) as usize] += 1;
+            }
+        }
+        assert_eq!(load, [3; 5], "every member hosts as many groups");
+    }
+}

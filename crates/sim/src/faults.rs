@@ -323,6 +323,19 @@ pub fn random_schedule(
     set: FaultSet,
     window_us: u64,
 ) -> Vec<ScheduledFault> {
+    random_schedule_prone(rng, members, set, window_us, (members.len() - 1) / 2)
+}
+
+/// [`random_schedule`] with at most `prone_max` members whose storage is ever damaged: fewer
+/// than f of 2f + 1 when groups live on fewer members than the cluster's (placement: f of a
+/// group's hosts, which a group loses its state beyond).
+pub fn random_schedule_prone(
+    rng: &mut SplitMix64,
+    members: &[NodeId],
+    set: FaultSet,
+    window_us: u64,
+    prone_max: usize,
+) -> Vec<ScheduledFault> {
     let mut kinds: Vec<u8> = Vec::new();
     let mut add = |on: bool, k: u8, weight: usize| {
         if on {
@@ -343,7 +356,7 @@ pub fn random_schedule(
     let prone: Vec<NodeId> = if set.storage {
         let mut shuffled = members.to_vec();
         rng.shuffle(&mut shuffled);
-        shuffled.truncate((members.len() - 1) / 2);
+        shuffled.truncate(prone_max.min((members.len() - 1) / 2));
         shuffled
     } else {
         Vec::new()

@@ -94,6 +94,13 @@ pub fn engine_runner(name: &str) -> Result<Runner, String> {
 /// it runs.
 pub fn run_groups<E: synod_core::Engine>(cfg: &RunConfig) -> RunResult {
     let mut cfg = cfg.clone();
+    if cfg.partition_replicas > 0 {
+        // Placed groups do not split yet: the layout is fixed, a group per key.
+        if cfg.split_keys.is_empty() {
+            cfg.split_keys = default_split_keys(cfg.keys, SIM_GROUPS);
+        }
+        return run_seed::<synod_partition::Partitioned<E>>(&cfg);
+    }
     if cfg.split_keys.is_empty() {
         cfg.split_keys = default_split_keys(cfg.keys, SIM_GROUPS_AT_START);
     }
@@ -170,6 +177,9 @@ pub struct SimOptions {
     pub leases: usize,
     /// Partitioned engines: keep the range directory ([`RunConfig::range_directory`]).
     pub directory: bool,
+    /// Partitioned engines: each group after the first on this many members
+    /// ([`RunConfig::partition_replicas`]; 0: every member).
+    pub replicas: usize,
 }
 
 impl Default for SimOptions {
@@ -194,6 +204,7 @@ impl Default for SimOptions {
             watchers: run.watchers,
             leases: run.leases,
             directory: run.range_directory,
+            replicas: run.partition_replicas,
         }
     }
 }
@@ -209,6 +220,9 @@ pub const WATCHERS_MAX: usize = 1_000;
 impl SimOptions {
     /// Refuses workloads the simulator cannot run (no clients, no keys, no time).
     pub fn check_workload(&self) -> Result<(), String> {
+        if self.replicas > 0 && !(self.directory && self.replicas < self.nodes) {
+            return Err("--replicas needs --directory and fewer replicas than --nodes".into());
+        }
         if self.clients == 0 || self.ops_per_client == 0 {
             return Err("--clients and --ops must be positive".into());
         }
@@ -236,6 +250,7 @@ impl SimOptions {
         cfg.watchers = self.watchers;
         cfg.leases = self.leases;
         cfg.range_directory = self.directory;
+        cfg.partition_replicas = self.replicas;
         cfg.keep_history = self.history_dir.is_some();
         cfg
     }
@@ -634,7 +649,7 @@ pub fn partial_connectivity_report(engine: &str, nodes: usize) -> Result<String,
 pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos|omnipaxos-groups|vr-groups|toy] [--nodes N] [--seeds A..B | N]
                  [--faults all|none|crash,partition,one-way,partial,loss,duplicate,power-loss,torn-writes,storage,reconfig,transfer]
                  [--clients N] [--ops N] [--keys N] [--sim-seconds S]
-                 [--snapshot-entries N] [--watchers N] [--leases N] [--directory] [--planted-bug NAME]
+                 [--snapshot-entries N] [--watchers N] [--leases N] [--directory] [--replicas R] [--planted-bug NAME]
                  [--history-dir DIR]
                  [--stop-on-failure] [--verbose] [--report]
        synod sim --campaign (--for DURATION | --seeds N) ...   (see synod sim --campaign --help)
@@ -655,6 +670,9 @@ pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos
   faults run (up to one group per key); agreement is checked per group (docs/partitioning.md).
   --directory (partitioned engines) keeps the range directory and checks that every member's
   copy of it matches the layout its groups applied, once the run is quiet.
+  --replicas R (partitioned engines, with --directory, R below --nodes) places each group after
+  the first on R members, a group per key and no splits; requests for a group a member does not
+  host are relayed to one that does (docs/partitioning.md, \"Placement\").
   exit status: 0 every seed passed, 1 some seed failed, 2 bad arguments.";
 
 /// Parsed command line of `synod sim`.
@@ -712,6 +730,7 @@ pub fn parse_args(args: &[String]) -> Result<CliArgs, String> {
             "--history-dir" => opts.history_dir = Some(PathBuf::from(value(flag)?)),
             "--stop-on-failure" => opts.stop_on_failure = true,
             "--directory" => opts.directory = true,
+            "--replicas" => opts.replicas = num(flag, value(flag)?)? as usize,
             "--verbose" | "-v" => opts.verbose = true,
             "--report" => report = true,
             other => return Err(format!("unknown argument {other:?}")),

@@ -25,7 +25,7 @@
 use crate::client::{self, CLIENT_ATTEMPTS_MAX, Knowledge, OpenOp, SimClient};
 use crate::disk::{CrashMode, SimDisk};
 use crate::faults::{
-    Damage, Fault, FaultSet, SCHEDULE_WINDOW_US, Scenario, ScheduledFault, random_schedule,
+    Damage, Fault, FaultSet, SCHEDULE_WINDOW_US, Scenario, ScheduledFault, random_schedule_prone,
 };
 use crate::network::Network;
 use crate::trace::{Trace, TraceEntry, TraceKind};
@@ -143,6 +143,9 @@ pub struct RunConfig {
     /// Partitioned runs: `EngineConfig::range_directory` — the meta group, checked for
     /// agreement like every group, and its directory against the applied layout at the end.
     pub range_directory: bool,
+    /// Partitioned runs: `EngineConfig::partition_replicas` — each group after the first on
+    /// this many members (0: on every member), requests for the others relayed.
+    pub partition_replicas: usize,
 }
 
 impl RunConfig {
@@ -176,6 +179,7 @@ impl RunConfig {
             auto_by_load: false,
             compactions: false,
             range_directory: false,
+            partition_replicas: 0,
         }
     }
 
@@ -458,13 +462,19 @@ struct Sim<E: Engine> {
 /// from the cluster's members: `None` if it
 /// does not (or there is no directory). Checked once the run is quiet — the directory is
 /// recorded after a split or merge, so it may lag meanwhile, never for good.
-fn directory_off_by(s: &EngineStatus) -> Option<String> {
+fn directory_off_by(s: &EngineStatus, placed: Option<&[PlacedRange]>) -> Option<String> {
     let d = s.directory.as_ref()?;
-    let layout: Vec<(&[u8], u64, &[NodeId])> = s
-        .groups
-        .iter()
-        .map(|g| (g.start.as_slice(), g.group, g.voters.as_slice()))
-        .collect();
+    let layout: Vec<(&[u8], u64, &[NodeId])> = match placed {
+        Some(all) => all
+            .iter()
+            .map(|(start, g, voters)| (start.as_slice(), *g, voters.as_slice()))
+            .collect(),
+        None => s
+            .groups
+            .iter()
+            .map(|g| (g.start.as_slice(), g.group, g.voters.as_slice()))
+            .collect(),
+    };
     let recorded: Vec<(&[u8], u64, &[NodeId])> = d
         .entries
         .iter()
@@ -476,6 +486,22 @@ fn directory_off_by(s: &EngineStatus) -> Option<String> {
     let voters = s.configuration.voters();
     (d.meta.voters != voters || d.meta.learners != s.configuration.learners())
         .then(|| format!("directory group voters {:?}", d.meta.voters))
+}
+
+/// A range's first key, group and voters.
+type PlacedRange = (Vec<u8>, u64, Vec<NodeId>);
+
+/// Placement: the layout of every member's groups together (no member hosts them all), each
+/// group's first key, id and voters in key order — what the directory must record.
+fn placed_layout(st: &[(NodeId, EngineStatus)]) -> Vec<PlacedRange> {
+    let mut all: BTreeMap<Vec<u8>, (u64, Vec<NodeId>)> = BTreeMap::new();
+    for (_, s) in st {
+        for g in &s.groups {
+            all.entry(g.start.clone())
+                .or_insert_with(|| (g.group, g.voters.clone()));
+        }
+    }
+    all.into_iter().map(|(k, (g, v))| (k, g, v)).collect()
 }
 
 /// What every member's copy of the directory must agree on once converged.
@@ -563,6 +589,7 @@ impl<E: Engine> Sim<E> {
                 config.split_keys = cfg.split_keys.clone();
                 config.engine_threads = cfg.engine_threads;
                 config.range_directory = cfg.range_directory;
+                config.partition_replicas = cfg.partition_replicas;
                 if cfg.auto_layout {
                     // A group of 2 keys or more splits; writes at 4/s for 5 s split too; two
                     // ranges of at most 1 key together merge after 2 s without a change. By
@@ -592,7 +619,14 @@ impl<E: Engine> Sim<E> {
                 let schedule = match &cfg.fixed_schedule {
                     Some(fixed) => fixed.clone(),
                     None => {
-                        random_schedule(&mut rng_fault, &members, cfg.faults, cfg.fault_window_us)
+                        // Placement: a group lives on `partition_replicas` members, and loses
+                        // its state if more than its f of them lose theirs.
+                        let prone = match cfg.partition_replicas {
+                            0 => (members.len() - 1) / 2,
+                            r => (r - 1) / 2,
+                        };
+                        let (set, window) = (cfg.faults, cfg.fault_window_us);
+                        random_schedule_prone(&mut rng_fault, &members, set, window, prone)
                     }
                 };
                 // Spread each client's operations over the fault window.
@@ -1761,13 +1795,38 @@ impl<E: Engine> Sim<E> {
             let top = s.groups.iter().map(|g| g.revision).max().unwrap_or(0);
             s.groups.iter().all(|g| g.revision == top)
         };
+        // Placement: each group's hosts agree on it, and its voters are its hosts.
+        let replicas = self.cfg.partition_replicas;
+        let members: Vec<NodeId> = self.members.to_vec();
+        let mut by_group: BTreeMap<u64, (u64, Option<u64>)> = BTreeMap::new();
+        let mut groups_agree = true;
+        for (_, s) in &st {
+            for g in &s.groups {
+                let seen = *by_group
+                    .entry(g.group)
+                    .or_insert((g.applied_index, g.applied_digest));
+                groups_agree &= seen == (g.applied_index, g.applied_digest);
+            }
+        }
+        let groups_placed = |s: &EngineStatus| {
+            s.groups.iter().all(|g| {
+                g.learners.is_empty()
+                    && g.voters == synod_partition::hosts_at(&members, g.group as usize, replicas)
+            })
+        };
+        let placed = (replicas > 0).then(|| placed_layout(&st));
         let converged = st.iter().all(|(_, s)| {
-            s.applied_index == first.applied_index
-                && s.applied_digest == first.applied_digest
-                && per_group(s) == per_group(first)
-                && groups_follow(s)
-                && groups_closed(s)
-                && directory_off_by(s).is_none()
+            let same = match replicas {
+                0 => {
+                    s.applied_index == first.applied_index
+                        && s.applied_digest == first.applied_digest
+                        && per_group(s) == per_group(first)
+                        && groups_follow(s)
+                }
+                _ => groups_agree && groups_placed(s),
+            };
+            same && groups_closed(s)
+                && directory_off_by(s, placed.as_deref()).is_none()
                 && directory_view(s) == directory_view(first)
         });
         if converged && !self.converged {
@@ -1834,15 +1893,16 @@ impl<E: Engine> Sim<E> {
     /// The run ended without every replica at the same applied index (and, partitioned, every
     /// group with the cluster's members and the others' revisions closed): what each reached.
     fn fail_convergence(&mut self, now: u64) {
-        let st: Vec<String> = self
-            .statuses()
+        let statuses = self.statuses();
+        let placed = (self.cfg.partition_replicas > 0).then(|| placed_layout(&statuses));
+        let st: Vec<String> = statuses
             .iter()
             .map(|(id, s)| {
                 let top = s.groups.iter().map(|g| g.revision).max().unwrap_or(0);
                 let mut off: Vec<String> = s
                     .groups
                     .iter()
-                    .filter(|g| g.voters != s.configuration.voters())
+                    .filter(|g| placed.is_none() && g.voters != s.configuration.voters())
                     .map(|g| format!("group {} voters {:?}", g.group, g.voters))
                     .collect();
                 off.extend(
@@ -1851,7 +1911,7 @@ impl<E: Engine> Sim<E> {
                         .filter(|g| g.revision < top)
                         .map(|g| format!("group {} revision {} < {top}", g.group, g.revision)),
                 );
-                off.extend(directory_off_by(s));
+                off.extend(directory_off_by(s, placed.as_deref()));
                 format!(
                     "n{id}: applied {} decided {}{}",
                     s.applied_index,

@@ -253,6 +253,7 @@ pub fn cli_command(engine: &str, cfg: &RunConfig) -> Option<String> {
     expressible.watchers = cfg.watchers;
     expressible.leases = cfg.leases;
     expressible.range_directory = cfg.range_directory;
+    expressible.partition_replicas = cfg.partition_replicas;
     expressible.keep_history = cfg.keep_history;
     // Every other field must be at its default. Comparing the Debug forms covers fields added
     // later without a PartialEq on RunConfig (it holds an f64).
@@ -282,6 +283,9 @@ pub fn cli_command(engine: &str, cfg: &RunConfig) -> Option<String> {
     }
     if cfg.range_directory {
         s += " --directory";
+    }
+    if cfg.partition_replicas > 0 {
+        s += &format!(" --replicas {}", cfg.partition_replicas);
     }
     if let Some(bug) = cfg.planted_bug {
         s += &format!(" --planted-bug {}", bug.name());

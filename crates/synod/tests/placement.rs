@@ -1,0 +1,171 @@
+//! Placement on real processes (`[partition] replicas = 3` on 5 members): each group after the
+//! first lives on 3 members, every member serves every key — through etcdctl, at every
+//! member's endpoint, relaying to a host where it hosts no replica — a member that hosts every
+//! group can be killed and the others still serve its keys, `synodctl range list` shows where
+//! each range lives, and what placement does not serve yet (reads over groups not all on the
+//! member asked, leases, hashes, backups, watches of groups elsewhere, membership changes) is
+//! refused by name.
+
+mod common;
+
+use common::{Cluster, etcdctl, etcdctl_run, synodctl_ok, wait_until};
+use serde_json::Value;
+use std::time::Duration;
+
+/// 5 members, split at c, m and t, each group after the first on 3 of them.
+fn placed() -> Cluster {
+    Cluster::start_configured(5, "omnipaxos", &|cfg| {
+        cfg.partition.split_keys = vec!["c".into(), "m".into(), "t".into()];
+        cfg.partition.directory = true;
+        cfg.partition.replicas = 3;
+    })
+}
+
+/// One key of each group, in key order.
+const KEYS: [&str; 4] = ["a", "d", "n", "u"];
+
+/// The groups member `id` hosts, each with its voters.
+fn hosted(c: &Cluster, id: u64) -> Option<Vec<(u64, Vec<u64>)>> {
+    let s: Value = c.status(id)?;
+    s["groups"]
+        .as_array()?
+        .iter()
+        .map(|g| {
+            let voters: Option<Vec<u64>> =
+                g["voters"].as_array()?.iter().map(Value::as_u64).collect();
+            Some((g["group"].as_u64()?, voters?))
+        })
+        .collect()
+}
+
+fn at(c: &Cluster, etcdctl: &std::path::Path, id: u64, args: &[&str]) -> (bool, String) {
+    let (ok, out, err) = etcdctl_run(etcdctl, &c.member(id).grpc_addr, args, None);
+    (ok, format!("{out}{err}"))
+}
+
+fn ok_at(c: &Cluster, etcdctl: &std::path::Path, id: u64, args: &[&str]) -> String {
+    let (ok, said) = at(c, etcdctl, id, args);
+    assert!(ok, "etcdctl {args:?} at member {id}: {said}");
+    said
+}
+
+/// Every member reads every key's latest value, linearizable and serializable.
+fn every_member_reads(c: &Cluster, etcdctl: &std::path::Path, members: &[u64], value: &str) {
+    for &id in members {
+        for key in KEYS {
+            let got = ok_at(c, etcdctl, id, &["get", key, "--print-value-only"]);
+            assert_eq!(got.trim(), value, "{key} at member {id}");
+            // A relayed serializable read is served linearizable: the latest value too.
+            let args = ["get", key, "--print-value-only", "--consistency=s"];
+            let got = ok_at(c, etcdctl, id, &args);
+            assert_eq!(got.trim(), value, "{key} at member {id}, serializable");
+        }
+    }
+}
+
+#[test]
+fn groups_on_three_of_five_members_serve_every_key_from_every_member() {
+    let Some(etcdctl) = etcdctl() else {
+        return;
+    };
+    let mut c = placed();
+    // Members sorted 1..5: group p on p, p+1, p+2 (mod 5); the first group everywhere.
+    let everyone = vec![1, 2, 3, 4, 5];
+    let want: [Vec<(u64, Vec<u64>)>; 5] = [
+        vec![(0, everyone.clone()), (3, vec![1, 4, 5])],
+        vec![(0, everyone.clone()), (1, vec![2, 3, 4])],
+        vec![
+            (0, everyone.clone()),
+            (1, vec![2, 3, 4]),
+            (2, vec![3, 4, 5]),
+        ],
+        vec![
+            (0, everyone.clone()),
+            (1, vec![2, 3, 4]),
+            (2, vec![3, 4, 5]),
+            (3, vec![1, 4, 5]),
+        ],
+        vec![
+            (0, everyone.clone()),
+            (2, vec![3, 4, 5]),
+            (3, vec![1, 4, 5]),
+        ],
+    ];
+    for id in 1..=5u64 {
+        let got = wait_until(Duration::from_secs(30), "member's groups", || {
+            hosted(&c, id).filter(|h| h.len() == want[id as usize - 1].len())
+        });
+        assert_eq!(got, want[id as usize - 1], "groups of member {id}");
+    }
+    // Every member writes every group's key, and the next member reads them; then every
+    // member reads them all.
+    for id in 1..=5u64 {
+        let value = format!("from-{id}");
+        for key in KEYS {
+            ok_at(&c, &etcdctl, id, &["put", key, &value]);
+        }
+        every_member_reads(&c, &etcdctl, &[id % 5 + 1], &value);
+    }
+    every_member_reads(&c, &etcdctl, &[1, 2, 3, 4, 5], "from-5");
+    // `range list` at member 1 (groups 0 and 3) shows all four ranges and where they live.
+    let list = wait_until(Duration::from_secs(20), "the directory", || {
+        let l = synodctl_ok(&c, &["range", "list"]);
+        l.contains("records these 4 ranges").then_some(l)
+    });
+    assert!(list.contains("| 2,3,4 "), "{list}");
+    assert!(list.contains("| 3,4,5 "), "{list}");
+    assert!(list.contains("| 1,4,5 "), "{list}");
+    assert!(list.contains("groups live on some members each"), "{list}");
+
+    // A read over every group: served where all are hosted, refused by name elsewhere.
+    let all = ok_at(&c, &etcdctl, 4, &["get", "", "--prefix", "--keys-only"]);
+    let keys: Vec<&str> = all.split_whitespace().collect();
+    assert_eq!(keys, KEYS, "{all}");
+    let (ok, said) = at(&c, &etcdctl, 1, &["get", "", "--prefix"]);
+    assert!(
+        !ok && said.contains("groups 1, 2 are not on this member"),
+        "{said}"
+    );
+    // What placement does not serve yet: refused, nothing half-done.
+    let (ok, said) = at(&c, &etcdctl, 2, &["lease", "grant", "30"]);
+    assert!(!ok && said.contains("leases and compaction"), "{said}");
+    let (ok, said) = at(&c, &etcdctl, 2, &["endpoint", "hashkv"]);
+    assert!(!ok && said.contains("some members only"), "{said}");
+    let snapshot = std::env::temp_dir().join(format!("synod-placed-{}.db", std::process::id()));
+    let path = snapshot.to_str().expect("utf-8 temp path");
+    let (ok, said) = at(&c, &etcdctl, 2, &["snapshot", "save", path]);
+    assert!(!ok && said.contains("holds only its own groups"), "{said}");
+    // A watch of a group member 1 does not host ends at once, saying where to watch.
+    let (ok, said) = at(&c, &etcdctl, 1, &["watch", "d"]);
+    assert!(
+        !ok && said.contains("watch them at a member that hosts them"),
+        "{said}"
+    );
+    let (ok, said) = at(&c, &etcdctl, 3, &["member", "remove", "5"]);
+    assert!(!ok && said.contains("membership changes"), "{said}");
+    ok_at(&c, &etcdctl, 3, &["member", "list"]);
+
+    // Member 4 hosts every group: without it, each group still has 2 of its 3 hosts, and
+    // every other member still reads and writes every key (relays move to the next host).
+    c.kill(4);
+    let rest = [1, 2, 3, 5];
+    for key in KEYS {
+        wait_until(Duration::from_secs(30), "a write without member 4", || {
+            at(&c, &etcdctl, 1, &["put", key, "without-4"])
+                .0
+                .then_some(())
+        });
+    }
+    every_member_reads(&c, &etcdctl, &rest, "without-4");
+    c.restart(4);
+    wait_until(Duration::from_secs(30), "member 4 back", || {
+        let got = at(
+            &c,
+            &etcdctl,
+            4,
+            &["get", "u", "--print-value-only", "--consistency=s"],
+        );
+        (got.0 && got.1.trim() == "without-4").then_some(())
+    });
+    every_member_reads(&c, &etcdctl, &[1, 2, 3, 4, 5], "without-4");
+}

@@ -106,6 +106,20 @@ type Range = (String, u64, Vec<u64>);
 struct Copy {
     recorded: Vec<Range>,
     layout: Vec<Range>,
+    /// Groups live on some members only: the member's layout is some of the ranges.
+    placed: bool,
+}
+
+impl Copy {
+    /// Whether the copy records the member's groups as they applied them (all of them and no
+    /// other, unless groups are placed).
+    fn records_layout(&self) -> bool {
+        if !self.placed {
+            return self.recorded == self.layout;
+        }
+        let mut recorded = self.recorded.iter();
+        self.layout.iter().all(|l| recorded.any(|r| r == l))
+    }
 }
 
 /// The ranges of `/v1/status`'s `v`, their voters read from field `voters`.
@@ -137,6 +151,7 @@ async fn copy_of(http: &reqwest::Client, http_addr: &str) -> Result<Copy, String
     Ok(Copy {
         recorded: ranges(&status["directory"]["ranges"], "members"),
         layout: ranges(&status["groups"], "voters"),
+        placed: status["directory"]["placed"] == true,
     })
 }
 
@@ -222,7 +237,7 @@ pub async fn check(
         let mut detail = Vec::new();
         for m in cluster.members.iter().filter(|m| !m.retired) {
             match copy_of(http, &m.http_addr).await {
-                Ok(c) if c.recorded == c.layout => copies.push(c),
+                Ok(c) if c.records_layout() => copies.push(c),
                 Ok(c) => detail.push(format!(
                     "{}: records {:?}, its groups applied {:?}",
                     m.name, c.recorded, c.layout

@@ -104,6 +104,12 @@ pub struct ChaosArgs {
     /// and check at the end that every member's copy records the layout its groups applied.
     #[arg(long)]
     pub directory: bool,
+    /// Partitioned runs: each group after the first on this many members (`[partition]
+    /// replicas`; 0: every member). Keeps the directory; placed groups do not split, and
+    /// watches and locks are not placed yet, so `--splits`, `--merges`, watchers, `--locks`,
+    /// automatic splits and `reconfig` faults are off or refused.
+    #[arg(long, default_value_t = 0)]
+    pub replicas: usize,
     /// Replication engine: omnipaxos, vr, caspaxos or epaxos.
     #[arg(long, default_value = "omnipaxos")]
     pub engine: String,
@@ -227,13 +233,17 @@ pub fn run(args: ChaosArgs, synod_exe: &Path) -> i32 {
         lock_flags(&args),
         if args.groups > 1 {
             format!(
-                " --groups {} --splits {} --merges {} --auto-split-writes {} --auto-split-reads {}{}",
+                " --groups {} --splits {} --merges {} --auto-split-writes {} --auto-split-reads {}{}{}",
                 args.groups,
                 args.splits,
                 args.merges,
                 args.auto_split_writes,
                 args.auto_split_reads,
-                if args.directory { " --directory" } else { "" }
+                if args.directory { " --directory" } else { "" },
+                match args.replicas {
+                    0 => String::new(),
+                    r => format!(" --replicas {r}"),
+                }
             )
         } else {
             String::new()
@@ -333,6 +343,22 @@ fn prepare_out_dir(args: &ChaosArgs, seed: u64) -> Result<PathBuf, String> {
         }
     } else if args.directory {
         return Err("--directory needs --groups 2 or more (the directory maps ranges)".into());
+    }
+    if args.replicas > 0 {
+        let r = args.replicas;
+        if args.groups < 2 || r < 3 || r >= args.nodes {
+            return Err("--replicas needs --groups 2 or more and 3 to --nodes - 1".into());
+        }
+        if args.locks > 0
+            || args.faults.reconfig
+            || args.auto_split_writes + args.auto_split_reads > 0
+        {
+            return Err(
+                "--replicas: placed groups take no leases (--locks), membership \
+                        changes (reconfig) or automatic splits yet"
+                    .into(),
+            );
+        }
     }
     if args.faults.reconfig && args.engine == "epaxos" {
         return Err("--faults reconfig: the epaxos engine has no membership change".into());
@@ -450,7 +476,8 @@ async fn setup(
     cfg.partition.split_keys = split_keys(args.keys, args.groups);
     cfg.partition.auto_split_writes = args.auto_split_writes;
     cfg.partition.auto_split_reads = args.auto_split_reads;
-    cfg.partition.directory = args.directory;
+    cfg.partition.directory = args.directory || args.replicas > 0;
+    cfg.partition.replicas = args.replicas;
     let mut routes = Vec::new();
     let mut members = Vec::new();
     let mut all_ports = Vec::new();
@@ -592,7 +619,8 @@ async fn every_member_serves(http: &reqwest::Client, cluster: &Cluster) -> bool 
 }
 
 /// The first key of each range, from the first member whose `/v1/status` answers (empty if
-/// none does).
+/// none does): its groups', or with groups placed on some members, its directory's (a
+/// member's own groups are then some of the ranges).
 async fn ranges_now(http: &reqwest::Client, cluster: &Cluster) -> Vec<String> {
     for m in cluster.members.iter().filter(|m| !m.retired) {
         let url = format!("http://{}/v1/status", m.http_addr);
@@ -602,7 +630,11 @@ async fn ranges_now(http: &reqwest::Client, cluster: &Cluster) -> Vec<String> {
         let Ok(status) = r.json::<serde_json::Value>().await else {
             continue;
         };
-        let starts: Option<Vec<String>> = status["groups"].as_array().map(|gs| {
+        let ranges = match status["directory"]["placed"] == true {
+            true => &status["directory"]["ranges"],
+            false => &status["groups"],
+        };
+        let starts: Option<Vec<String>> = ranges.as_array().map(|gs| {
             gs.iter()
                 .filter_map(|g| g["start"].as_str().map(str::to_string))
                 .collect()
@@ -965,7 +997,9 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
     // Engines without a store-wide revision have no watch; a partitioned cluster's watches are
     // per group, so its watchers watch one key each and each key is its own reference.
     let keyed = args.groups > 1;
-    let watch_streams = (!NO_REVISION_ENGINES.contains(&args.engine.as_str())).then(|| {
+    // Placed groups: a member watches only the groups it hosts, which no plan here follows.
+    let watching = !NO_REVISION_ENGINES.contains(&args.engine.as_str()) && args.replicas == 0;
+    let watch_streams = watching.then(|| {
         let targets = s
             .cluster
             .members
@@ -1022,7 +1056,7 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
 
     let base = Instant::now();
     let at = |ms: u64| base + Duration::from_millis(ms);
-    let splitter = (args.groups > 1 && args.splits > 0).then(|| {
+    let splitter = (args.groups > 1 && args.splits > 0 && args.replicas == 0).then(|| {
         let keys = splits::plan(
             args.keys,
             &split_keys(args.keys, args.groups),

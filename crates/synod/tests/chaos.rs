@@ -272,6 +272,33 @@ fn partitioned_chaos_with_load_splits_is_linearizable() {
     clean(&out);
 }
 
+/// Placement under real faults: 5 members, 4 groups, each after the first on 3 of them; most
+/// requests are relayed to a member hosting their group while members crash, pause and are
+/// cut off. Linearizable, and every member's directory records the 4 ranges with their hosts.
+#[test]
+fn placed_chaos_run_is_linearizable() {
+    let out = out_dir("placed");
+    let args = [
+        "--nodes",
+        "5",
+        "--groups",
+        "4",
+        "--keys",
+        "5",
+        "--replicas",
+        "3",
+        "--directory",
+    ];
+    let (report, s) = run_checked("omnipaxos", "2027", "30s", "all", &args, &out);
+    let d = &s["directory"];
+    assert_eq!(d["converged"], true, "{report}");
+    assert_eq!(d["members"], 5, "{report}");
+    let ranges = s["ranges_at_end"].as_array().expect("ranges at the end");
+    assert_eq!(ranges.len(), 4, "{report}");
+    assert!(s["watch"].is_null(), "placed runs keep no watchers: {report}");
+    clean(&out);
+}
+
 /// The planted `partition-split-never-recorded` (a split-off group's leader never records its
 /// range in the directory) fails the run on the directory check: no fault is needed, and the
 /// history itself stays linearizable.

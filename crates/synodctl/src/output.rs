@@ -264,10 +264,13 @@ pub fn ranges(format: Format, body: &Value) -> String {
         "applied_index": body.get("applied_index"), "revision": body.get("revision"),
         "keys": body.get("keys"),
     }]);
-    let groups = match body.get("groups").and_then(Value::as_array) {
+    let mut groups = match body.get("groups").and_then(Value::as_array) {
         Some(g) if !g.is_empty() => g.clone(),
         _ => whole.as_array().cloned().unwrap_or_default(),
     };
+    if let Some(d) = body.get("directory").filter(|d| d["placed"] == true) {
+        groups = with_placed_ranges(groups, d);
+    }
     let rows: Vec<Vec<String>> = groups
         .iter()
         .map(|g| {
@@ -305,6 +308,32 @@ pub fn ranges(format: Format, body: &Value) -> String {
     out
 }
 
+/// Placement: a member runs some groups only, so the directory's other ranges are added, in
+/// key order, with the members the directory names and no figures (`-`): only their hosts
+/// know them.
+fn with_placed_ranges(hosted: Vec<Value>, d: &Value) -> Vec<Value> {
+    let recorded = d.get("ranges").and_then(Value::as_array);
+    let recorded: Vec<&Value> = recorded.into_iter().flatten().collect();
+    let mut rows = Vec::with_capacity(recorded.len());
+    for (i, r) in recorded.iter().enumerate() {
+        if r["group"].is_null() {
+            continue; // an entry that only ends the range before it
+        }
+        let here = hosted.iter().find(|g| g["group"] == r["group"]);
+        rows.push(match here {
+            Some(g) => (*g).clone(),
+            None => serde_json::json!({
+                "group": r["group"], "name": r["name"], "start": r["start"],
+                "end": recorded.get(i + 1).map_or(Value::from(""), |n| n["start"].clone()),
+                "voters": r["members"], "learners": [],
+                "leader": "-", "preferred_leader": "-", "applied_index": "-",
+                "revision": "-", "keys": "-",
+            }),
+        });
+    }
+    rows
+}
+
 /// The range directory under `range list`'s table: its group's leader and how far it applied,
 /// then whether it records the ranges above or which it records instead.
 fn directory_line(d: &Value) -> String {
@@ -322,9 +351,14 @@ fn directory_line(d: &Value) -> String {
         "\ndirectory: leader {}, applied {}; {}",
         field(d, "leader"),
         field(d, "applied_index"),
-        match agrees {
-            true => format!("records these {} ranges", ranges.len()),
-            false => format!("behind the layout, records {}", ranges.join(" ")),
+        match (agrees, d["placed"] == true) {
+            (true, false) => format!("records these {} ranges", ranges.len()),
+            (true, true) => format!(
+                "records these {} ranges; groups live on some members each (- where this \
+                 member does not host it)",
+                ranges.len()
+            ),
+            (false, _) => format!("behind the layout, records {}", ranges.join(" ")),
         }
     )
 }
@@ -550,6 +584,30 @@ mod tests {
         let out = ranges(Format::Simple, &body);
         assert!(
             out.ends_with("behind the layout, records 0@\"\" 1@\"m\""),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn range_list_of_placed_groups_shows_the_directorys_other_ranges() {
+        let body = json!({
+            "groups": [
+                {"group": 0, "start": "", "end": "m", "voters": [1, 2, 3, 4, 5], "learners": [],
+                 "leader": 1, "keys": 4},
+            ],
+            "directory": {"leader": 2, "applied_index": 9, "matches_layout": true, "placed": true,
+                          "ranges": [
+                              {"start": "", "group": 0, "name": "0", "members": [1, 2, 3, 4, 5]},
+                              {"start": "m", "group": 1, "name": "1", "members": [2, 3, 4]}]}
+        });
+        let out = ranges(Format::Simple, &body);
+        assert!(out.contains("| 1,2,3,4,5 | 1 "), "{out}");
+        assert!(
+            out.contains("| 1     | m     | (end) | 2,3,4     | -      |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("records these 2 ranges; groups live on some"),
             "{out}"
         );
     }

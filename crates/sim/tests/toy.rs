@@ -163,7 +163,7 @@ fn partial_connectivity_scenarios_run_on_the_toy() {
 
 /// The "rerun:" line of a run names every setting `synod sim` has a flag for, so parsing it
 /// back gives the very same run configuration (it once omitted --faults and
-/// --snapshot-entries, and replayed a different run; --watchers and --directory are there too).
+/// --snapshot-entries, and replayed a different run; --watchers, --directory and --replicas are there too).
 #[test]
 fn the_rerun_line_parses_back_to_the_same_run() {
     let mut cfg = RunConfig::new(7, 5);
@@ -175,6 +175,7 @@ fn the_rerun_line_parses_back_to_the_same_run() {
     cfg.snapshot_entries = 5;
     cfg.watchers = 2;
     cfg.range_directory = true;
+    cfg.partition_replicas = 3;
     cfg.planted_bug = Some(PlantedBug::AckBeforeMajority);
     let r = run_seed::<Toy>(&cfg);
     let line = r.rerun.clone().expect("every setting here has a flag");

@@ -295,7 +295,10 @@ fn placed_chaos_run_is_linearizable() {
     assert_eq!(d["members"], 5, "{report}");
     let ranges = s["ranges_at_end"].as_array().expect("ranges at the end");
     assert_eq!(ranges.len(), 4, "{report}");
-    assert!(s["watch"].is_null(), "placed runs keep no watchers: {report}");
+    assert!(
+        s["watch"].is_null(),
+        "placed runs keep no watchers: {report}"
+    );
     clean(&out);
 }
 

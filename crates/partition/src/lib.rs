@@ -1202,11 +1202,12 @@ impl<E: Engine> Engine for Partitioned<E> {
             });
             return;
         }
-        if self.placed() && leases::is_fanned(&request.op) {
-            let e = self.placement_refusal(&request.op, &Route::One(0));
+        if self.placed()
+            && let Some(e) = self.placement_refusal(&request.op, &self.layout.route(&request.op))
+        {
             self.refused.push(ClientReply {
                 id: request.id,
-                result: Err(e.unwrap_or(EngineError::Busy)),
+                result: Err(e),
             });
             return;
         }
@@ -1217,15 +1218,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             self.refused.extend(replies);
             return;
         }
-        let route = self.layout.route(&request.op);
-        if let Some(e) = self.placement_refusal(&request.op, &route) {
-            self.refused.push(ClientReply {
-                id: request.id,
-                result: Err(e),
-            });
-            return;
-        }
-        match route {
+        match self.layout.route(&request.op) {
             Route::One(g) if self.placed() && !self.groups.contains_key(&g) => {
                 self.relay(g, request)
             }
@@ -1265,11 +1258,6 @@ impl<E: Engine> Engine for Partitioned<E> {
     }
 
     fn receive(&mut self, from: NodeId, message: Self::Message) {
-        if message.parts.is_empty() && message.relayed.is_empty() {
-            // A frame with a revision alone: no group's input.
-            self.closing.peer_top = self.closing.peer_top.max(message.top);
-            return;
-        }
         self.closing.peer_top = self.closing.peer_top.max(message.top);
         for r in message.relayed {
             self.take_relayed(from, r);
@@ -1378,23 +1366,7 @@ impl<E: Engine> Engine for Partitioned<E> {
         replies.extend(self.release_members());
         let replies = self.answer_relayed(replies);
         let mut messages = by_peer(messages, self.closing.local_top);
-        if std::mem::take(&mut self.closing.announce) {
-            for &to in &self.base.members {
-                if to != self.id && !messages.iter().any(|(p, _)| *p == to) {
-                    messages.push((to, self.empty_frame()));
-                }
-            }
-        }
-        for (to, r) in std::mem::take(&mut self.relay.outbox) {
-            match messages.iter_mut().find(|(p, _)| *p == to) {
-                Some((_, m)) => m.relayed.push(r),
-                None => {
-                    let mut frame = self.empty_frame();
-                    frame.relayed.push(r);
-                    messages.push((to, frame));
-                }
-            }
-        }
+        self.add_relays_and_tops(&mut messages);
         Ready::new(records, messages, replies).with_early(by_peer(early, self.closing.local_top))
     }
 

@@ -26,7 +26,7 @@
 //! reads and deletes over groups not all here, watches of keys whose groups are not here,
 //! backups and hashes. Each is a step of decision 0005.
 
-use crate::Partitioned;
+use crate::{GroupMessage, Partitioned};
 use crate::layout::{GroupId, Route, group_name};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -329,6 +329,30 @@ impl<E: Engine> Partitioned<E> {
             sent.retry = now + RELAY_RETRY_TICKS;
             let again = Relayed::Request(g, sent.request.clone());
             self.relay.outbox.push((next, again));
+        }
+    }
+
+    /// Adds this batch's relayed requests and answers to its frames (after persist, like
+    /// replies: an answer says its write is durable here), and, when it is time, a frame with
+    /// this member's highest revision to every peer the batch sends nothing else
+    /// (`close::ANNOUNCE_EVERY_TICKS`).
+    pub(crate) fn add_relays_and_tops(&mut self, frames: &mut Vec<(NodeId, GroupMessage<E::Message>)>) {
+        if std::mem::take(&mut self.closing.announce) {
+            for &to in &self.base.members {
+                if to != self.id && !frames.iter().any(|(p, _)| *p == to) {
+                    frames.push((to, self.empty_frame()));
+                }
+            }
+        }
+        for (to, r) in std::mem::take(&mut self.relay.outbox) {
+            match frames.iter_mut().find(|(p, _)| *p == to) {
+                Some((_, m)) => m.relayed.push(r),
+                None => {
+                    let mut frame = self.empty_frame();
+                    frame.relayed.push(r);
+                    frames.push((to, frame));
+                }
+            }
         }
     }
 

@@ -597,16 +597,19 @@ impl<E: Engine> Partitioned<E> {
     /// Sends the parts the lease requests still need; the replies of those now complete.
     fn pump_leases(&mut self) -> Vec<ClientReply> {
         let mut parts = Vec::new();
-        let groups = &self.groups;
+        let (groups, placed) = (&self.groups, self.placed());
         let replies = self.leases.pump(
             &self.layout,
             self.ticks,
-            |g| groups.contains_key(&g),
+            // Placement: a group hosted elsewhere is asked through a relay.
+            |g| placed || groups.contains_key(&g),
             |g, request| parts.push((g, request)),
         );
         for (g, request) in parts {
-            if let Some(group) = self.groups.get_mut(&g) {
-                group.submit(request);
+            match self.groups.get_mut(&g) {
+                Some(group) => group.submit(request),
+                None if placed => self.relay(g, request),
+                None => {}
             }
         }
         replies

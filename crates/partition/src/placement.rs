@@ -21,13 +21,16 @@
 //! host further behind (planted bug `partition-relay-drops-consistency`: relayed reads are
 //! sequential, served from whatever the host's replica applied).
 //!
+//! **Leases and compaction** are fanned out to every group as unplaced (`leases.rs`); a part
+//! for a group hosted elsewhere is relayed like any request, and its answer (or its relay's
+//! `Timeout`) goes to the fan.
+//!
 //! **What placement does not do yet** (refused by name, never answered wrong): splits and
-//! merges, membership changes, leases and compaction requests (fanned out to every group),
-//! reads and deletes over groups not all here, watches of keys whose groups are not here,
-//! backups and hashes. Each is a step of decision 0005.
+//! merges, membership changes, reads and deletes over groups not all here, watches of keys
+//! whose groups are not here, backups and hashes. Each is a step of decision 0005.
 
-use crate::{GroupMessage, Partitioned};
 use crate::layout::{GroupId, Route, group_name};
+use crate::{GroupMessage, Partitioned};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use synod_core::kv::Op;
@@ -130,7 +133,6 @@ impl<E: Engine> Partitioned<E> {
         let what = match op {
             Op::Split(_) | Op::Merge(_) => "splitting and merging ranges",
             Op::Membership(_) => "membership changes",
-            op if crate::leases::is_fanned(op) => "leases and compaction",
             _ => match route {
                 Route::Split(parts) => {
                     let away: Vec<String> = parts
@@ -236,7 +238,9 @@ impl<E: Engine> Partitioned<E> {
                     self.relay.hint.insert(group, l);
                 }
                 reply.id = sent.id;
-                self.refused.push(reply);
+                // A part of a lease request or a compaction is the fan's to collect.
+                let answer = self.gather(group, reply);
+                self.refused.extend(answer);
             }
         }
     }
@@ -319,10 +323,12 @@ impl<E: Engine> Partitioned<E> {
             if now >= sent.until {
                 let id = sent.id;
                 self.relay.sent.remove(&key);
-                self.refused.push(ClientReply {
+                let timeout = ClientReply {
                     id,
                     result: Err(EngineError::Timeout),
-                });
+                };
+                let answer = self.gather(g, timeout);
+                self.refused.extend(answer);
                 continue;
             }
             sent.host = next;
@@ -336,7 +342,10 @@ impl<E: Engine> Partitioned<E> {
     /// replies: an answer says its write is durable here), and, when it is time, a frame with
     /// this member's highest revision to every peer the batch sends nothing else
     /// (`close::ANNOUNCE_EVERY_TICKS`).
-    pub(crate) fn add_relays_and_tops(&mut self, frames: &mut Vec<(NodeId, GroupMessage<E::Message>)>) {
+    pub(crate) fn add_relays_and_tops(
+        &mut self,
+        frames: &mut Vec<(NodeId, GroupMessage<E::Message>)>,
+    ) {
         if std::mem::take(&mut self.closing.announce) {
             for &to in &self.base.members {
                 if to != self.id && !frames.iter().any(|(p, _)| *p == to) {

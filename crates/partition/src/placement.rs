@@ -177,12 +177,21 @@ impl<E: Engine> Partitioned<E> {
             // Under this member's session, so that a host applies it once however often it
             // arrives (a duplicated frame, a retry at the next host).
             let seq = self.relay.next_seq;
+            // The oldest of this session's relays still unanswered: the map is in id order,
+            // so it is the first from the session's seq 0 on (not a scan past the node's own).
+            let session = self.relay.client;
             let floor = self
                 .relay
                 .sent
-                .keys()
-                .find(|k| k.client == self.relay.client)
-                .map_or(seq, |k| k.seq);
+                .range(
+                    RequestId {
+                        client: session,
+                        seq: 0,
+                    }..,
+                )
+                .next()
+                .filter(|(k, _)| k.client == session)
+                .map_or(seq, |(k, _)| k.seq);
             if seq >= floor + self.base.kv.client_window_max as u64 {
                 self.refused.push(ClientReply {
                     id,
@@ -277,10 +286,15 @@ impl<E: Engine> Partitioned<E> {
             return replies;
         }
         let mut mine = Vec::with_capacity(replies.len());
+        // A group's status is built, not read: once per group per batch, not per answer.
+        let mut leaders: BTreeMap<GroupId, Option<NodeId>> = BTreeMap::new();
         for reply in replies {
             match self.relay.taken.remove(&reply.id) {
                 Some((to, group)) => {
-                    let leader = self.groups.get(&group).and_then(|e| e.status().leader);
+                    let groups = &self.groups;
+                    let leader = *leaders
+                        .entry(group)
+                        .or_insert_with(|| groups.get(&group).and_then(|e| e.status().leader));
                     let answer = Relayed::Answer {
                         reply,
                         group,

@@ -292,6 +292,21 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
     }
 }
 
+/// One path segment as text (percent-decoded), e.g. a member id; a segment that is not UTF-8
+/// is a JSON `invalid_request` rather than axum's plain-text 400.
+pub struct SegmentPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for SegmentPath {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, HttpError> {
+        let Path(segment) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| HttpError::invalid(format!("bad path segment: {}", e.body_text())))?;
+        Ok(SegmentPath(segment))
+    }
+}
+
 /// `Query<T>` whose rejection is a JSON `invalid_request`.
 pub struct ValidQuery<T>(pub T);
 

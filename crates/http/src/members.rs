@@ -6,9 +6,9 @@
 //! `membership_refused` (409).
 
 use crate::error::{ErrorCode, HttpError};
-use crate::json::JsonBody;
+use crate::json::{JsonBody, SegmentPath};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use synod_core::NodeId;
 use synod_core::membership::{Configuration, Member, MemberChange};
@@ -135,7 +135,7 @@ pub async fn add(
 
 pub async fn remove(
     State(handle): State<NodeHandle>,
-    Path(id): Path<String>,
+    SegmentPath(id): SegmentPath,
 ) -> Result<Json<MembersReply>, HttpError> {
     let after = change(&handle, MemberChange::Remove(member_id(&id)?)).await?;
     Ok(Json(reply(&after)))
@@ -143,7 +143,7 @@ pub async fn remove(
 
 pub async fn promote(
     State(handle): State<NodeHandle>,
-    Path(id): Path<String>,
+    SegmentPath(id): SegmentPath,
 ) -> Result<Json<MembersReply>, HttpError> {
     let after = change(&handle, MemberChange::Promote(member_id(&id)?)).await?;
     Ok(Json(reply(&after)))
@@ -151,7 +151,7 @@ pub async fn promote(
 
 pub async fn update(
     State(handle): State<NodeHandle>,
-    Path(id): Path<String>,
+    SegmentPath(id): SegmentPath,
     JsonBody(body): JsonBody<UpdateBody>,
 ) -> Result<Json<MembersReply>, HttpError> {
     let member = Member {
@@ -176,7 +176,7 @@ pub struct LeadReply {
 /// answers once `id` leads (etcd's MoveLeader; see `synod_node::transfer`).
 pub async fn lead(
     State(handle): State<NodeHandle>,
-    Path(id): Path<String>,
+    SegmentPath(id): SegmentPath,
 ) -> Result<Json<LeadReply>, HttpError> {
     use synod_core::LeaderTransferError as Refused;
     use synod_node::MoveLeaderError as E;

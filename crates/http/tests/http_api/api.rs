@@ -370,6 +370,24 @@ async fn bad_input_gets_json_errors_and_the_node_keeps_serving() {
     // Invalid UTF-8 in the key.
     let (status, r) = s.get("/v1/kv/%FF").await;
     assert_eq!((status, error_code(&r)), (400, "invalid_request"));
+    // Invalid UTF-8 in a member id (found by the `http_json` fuzzer), in every member route.
+    for (method, path) in [
+        ("DELETE", "/v1/members/%FF"),
+        ("POST", "/v1/members/%FF/promote"),
+        ("PUT", "/v1/members/%FF"),
+        ("POST", "/v1/members/%FF/lead"),
+    ] {
+        let req = s
+            .client
+            .request(method.parse().expect("method"), s.url(path))
+            .body("{}");
+        let (status, r) = send(req).await;
+        assert_eq!(
+            (status, error_code(&r)),
+            (400, "invalid_request"),
+            "{method} {path}"
+        );
+    }
 
     // Unknown route and unknown method on a known route.
     let (status, r) = s.get("/v2/nothing").await;

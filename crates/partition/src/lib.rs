@@ -649,6 +649,10 @@ impl<E: Engine> Partitioned<E> {
             return Some(reply);
         }
         let highest = match &reply.result {
+            // Placement: a member hosts some groups; peers' frames tell of the others.
+            Err(EngineError::FutureRevision { .. }) if self.placed() => {
+                self.highest_revision().max(self.closing.peer_top)
+            }
             Err(EngineError::FutureRevision { .. }) => self.highest_revision(),
             _ => 0,
         };
@@ -660,9 +664,11 @@ impl<E: Engine> Partitioned<E> {
 
     /// Hands split reads' parts to their groups.
     fn submit_parts(&mut self, parts: Vec<(GroupId, ClientRequest)>) {
+        let placed = self.placed();
         for (g, request) in parts {
             match self.groups.get_mut(&g) {
                 Some(group) => group.submit(request),
+                None if placed => self.relay(g, request),
                 // Merged away since: the read is answered with the retryable `WrongGroup`,
                 // and routed again by the new layout.
                 None => {
@@ -1206,7 +1212,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             return;
         }
         if self.placed()
-            && let Some(e) = self.placement_refusal(&request.op, &self.layout.route(&request.op))
+            && let Some(e) = self.placement_refusal(&request.op)
         {
             self.refused.push(ClientReply {
                 id: request.id,
@@ -1249,7 +1255,9 @@ impl<E: Engine> Engine for Partitioned<E> {
                 if self.gathers.contains(&request.id) {
                     return;
                 }
-                if let Some((g, _)) = parts.iter().find(|(g, _)| !self.groups.contains_key(g)) {
+                // Placement: parts for groups hosted elsewhere are relayed (`submit_parts`).
+                let absent = |g: &GroupId| !self.placed() && !self.groups.contains_key(g);
+                if let Some((g, _)) = parts.iter().find(|(g, _)| absent(g)) {
                     self.refused.push(missing(*g));
                     return;
                 }

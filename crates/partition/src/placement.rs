@@ -29,7 +29,7 @@
 //! merges, membership changes, reads and deletes over groups not all here, watches of keys
 //! whose groups are not here, backups and hashes. Each is a step of decision 0005.
 
-use crate::layout::{GroupId, Route, group_name};
+use crate::layout::{GroupId, group_name};
 use crate::{GroupMessage, Partitioned};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -126,32 +126,15 @@ impl<E: Engine> Partitioned<E> {
     }
 
     /// Why `request` cannot be served with groups placed, if it cannot.
-    pub(crate) fn placement_refusal(&self, op: &Op, route: &Route) -> Option<EngineError> {
+    pub(crate) fn placement_refusal(&self, op: &Op) -> Option<EngineError> {
         if !self.placed() {
             return None;
         }
         let what = match op {
             Op::Split(_) | Op::Merge(_) => "splitting and merging ranges",
             Op::Membership(_) => "membership changes",
-            _ => match route {
-                Route::Split(parts) => {
-                    let away: Vec<String> = parts
-                        .iter()
-                        .filter(|(g, _)| !self.groups.contains_key(g))
-                        .map(|(g, _)| group_name(*g))
-                        .collect();
-                    if away.is_empty() {
-                        return None;
-                    }
-                    return Some(EngineError::InvalidRequest(format!(
-                        "a request over several groups is served only by a member that \
-                         hosts them all, and groups {} are not on this member \
-                         (partition.replicas; `synodctl range list` shows where each is)",
-                        away.join(", ")
-                    )));
-                }
-                _ => return None,
-            },
+            // Range reads over several groups gather their parts through relays (`gather.rs`).
+            _ => return None,
         };
         Some(EngineError::InvalidRequest(format!(
             "{what}: not served yet when groups live on some members only \
@@ -173,7 +156,9 @@ impl<E: Engine> Partitioned<E> {
     /// Sends `request` for group `g` (not here) to one of its hosts.
     pub(crate) fn relay(&mut self, g: GroupId, mut request: ClientRequest) {
         let id = request.id;
-        if request.id.client == ClientId::NONE {
+        // A read's parts over several groups share the client's id: each travels under its
+        // own (a read is never deduplicated, so the client's session has nothing to keep).
+        if request.id.client == ClientId::NONE || matches!(request.op, Op::Range(_)) {
             // Under this member's session, so that a host applies it once however often it
             // arrives (a duplicated frame, a retry at the next host).
             let seq = self.relay.next_seq;

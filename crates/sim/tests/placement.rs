@@ -4,8 +4,10 @@
 //! member) must record every group with its hosts once a run is quiet. Every fault, and storage
 //! faults with repairs; the linearizability checker partitions by key, so relayed and local
 //! requests are checked together. Lease clients too: their requests are fanned out to every
-//! group, through relays where a group is elsewhere, under the lease checker. The planted bug —
-//! relayed reads lose their consistency and are served from the host's own replica — is caught.
+//! group, through relays where a group is elsewhere, under the lease checker. Scans over groups
+//! on different members, their parts relayed and read at one revision, under the compaction
+//! workload's scan check. The planted bugs — relayed reads lose their consistency and are served
+//! from the host's own replica; a read over groups not aligned on one revision — are caught.
 //! Seed counts scale with `SYNOD_SIM_SEEDS`.
 
 use synod_core::PlantedBug;
@@ -52,17 +54,50 @@ fn groups_on_three_of_five_members_survive_storage_faults() {
 /// Lease clients on top: every lease request is fanned out to every group, the parts for groups
 /// not on the member asked relayed to their hosts; the lease checker judges that no key goes
 /// before its lease's TTL and that every ended lease's keys are gone. The lease keys (`l/…`)
-/// stay in the last group: the checker scans them all at once from any member, and a scan
-/// over groups not all on one member is refused under placement.
+/// are split over two groups too, so the checker's scans of them all are reads over groups
+/// placed on different members, their parts relayed.
 #[test]
 fn leases_across_placed_groups_hold_through_every_fault() {
     let mut cfg = placed();
     cfg.leases = 4;
+    cfg.split_keys.push(b"l/5".to_vec());
     let n = seed_count(SEEDS_DEFAULT / 2);
     let omni = assert_all_pass::<Partitioned<OmniPaxosEngine>>(&cfg, 134_000..134_000 + n);
     let vr = assert_all_pass::<Partitioned<VrEngine>>(&cfg, 135_000..135_000 + n);
     assert_leases_judged(&omni);
     assert_leases_judged(&vr);
+}
+
+/// The compaction workload (`sim/compactions.rs`): compactions fanned to every group, reads at
+/// past revisions, and scans of every key at once — over groups on different members, every
+/// part read at one revision through relays — each key of a scan as it was at the scan's
+/// revision, judged against every acknowledged put.
+#[test]
+fn scans_and_compactions_over_placed_groups_hold_through_every_fault() {
+    let mut cfg = placed();
+    cfg.compactions = true;
+    let n = seed_count(SEEDS_DEFAULT / 2);
+    let omni = assert_all_pass::<Partitioned<OmniPaxosEngine>>(&cfg, 136_000..136_000 + n);
+    let vr = assert_all_pass::<Partitioned<VrEngine>>(&cfg, 137_000..137_000 + n);
+    for sum in [omni, vr] {
+        assert!(
+            sum.compactions_acknowledged > 0 && sum.past_reads_checked > 0 && sum.scans_checked > 0,
+            "{}",
+            sum.totals()
+        );
+    }
+}
+
+/// A read over groups answered with each part's latest state and the largest revision, its
+/// relayed parts included: the scans' check sees a key older than a put the read's revision
+/// covers.
+#[test]
+fn planted_unaligned_read_over_placed_groups_is_caught() {
+    let mut cfg = placed();
+    cfg.compactions = true;
+    cfg.planted_bug = Some(PlantedBug::PartitionSpanReadUnaligned);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 136_000..136_000 + PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "scan:");
 }
 
 #[test]

@@ -257,6 +257,24 @@ pub trait Engine: Sized + Send + 'static {
         })
     }
 
+    /// This member's CORRUPT alarm was raised (`true`) or disarmed: its state may differ from
+    /// its peers'. It already refuses its own clients (the node does); an engine that serves
+    /// other members' requests from its state (placement's relays) stops doing so too.
+    fn quarantine(&mut self, on: bool) {
+        let _ = on;
+    }
+
+    /// Partitioned mode: HashKV of group `group`'s own history up to `revision` (0: the
+    /// group's current one), for the corruption check of groups placed on some members, which
+    /// compares each group among its hosts. Refused for a group not on this member.
+    fn group_hash_kv(&self, group: u64, revision: u64) -> Result<crate::kv::KvHash, EngineError> {
+        let _ = (group, revision);
+        Err(EngineError::Unsupported {
+            engine: Self::NAME.to_string(),
+            what: "a group's HashKV".to_string(),
+        })
+    }
+
     /// Partitioned mode: this group's share of a HashKV at `revision` over the keys of
     /// `range` (see [`crate::kv::KvStore::hash_kv_part`]); `after` is the highest compaction
     /// of the member's groups.

@@ -15,6 +15,13 @@
 //! 4. if a peer differs, log both hashes; if the members that agree with this one (itself
 //!    included) are fewer than a majority of the voters, raise CORRUPT here.
 //!
+//! **Placement** (`[partition] replicas` below the members): no two members need host the same
+//! groups, so whole-member hashes never match. The round then goes group by group: for each
+//! group this member hosts, its other hosts are asked (over the peer port) for the revision
+//! they applied in it, and the group's own history is hashed at the lowest and compared; the
+//! majority is of the group's hosts. One group where this member is the odd one out raises
+//! its alarm.
+//!
 //! Why raise only on the minority side: the alarm makes a member refuse service, and with
 //! three members and one diverged, the two healthy ones each see one mismatch. Raising on every
 //! member that sees a mismatch would take the whole cluster down for one bad disk; raising
@@ -22,8 +29,10 @@
 //! (etcd raises a cluster-wide alarm instead; Synod's alarms are member-local.) A round that
 //! cannot reach enough peers, or finds R compacted meanwhile, decides nothing.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
-use synod_core::EngineError;
+use synod_core::{EngineError, EngineStatus};
+use synod_node::backup::Maintenance;
 use synod_node::transport::{PeerAnswer, PeerQuestion};
 use synod_node::{ApiError, NodeHandle};
 /// A HashKV at a revision "in the future" is asked again this many times, this far apart: a
@@ -59,10 +68,18 @@ pub async fn check_once(handle: &NodeHandle) -> bool {
         return false;
     };
     let status = handle.status();
+    if status.engine.directory.as_ref().is_some_and(|d| d.placed) {
+        check_groups(handle, m, &status.engine).await;
+    } else {
+        check_member(handle, m, &status.engine).await;
+    }
+    m.corrupt()
+}
+
+/// The whole member's history against every other voter's.
+async fn check_member(handle: &NodeHandle, m: &Maintenance, status: &EngineStatus) {
     let me = handle.info().member_id;
-    let voters = status.engine.configuration.voters();
     let peers: Vec<(u64, String)> = status
-        .engine
         .configuration
         .members
         .iter()
@@ -70,7 +87,7 @@ pub async fn check_once(handle: &NodeHandle) -> bool {
         .map(|p| (p.id, p.peer_addr.clone()))
         .collect();
     let mut reached = Vec::new();
-    let mut revision = status.engine.revision;
+    let mut revision = status.revision;
     for (id, addr) in peers {
         let Some(rev) = peer_revision(handle, id, &addr).await else {
             continue;
@@ -79,21 +96,90 @@ pub async fn check_once(handle: &NodeHandle) -> bool {
         reached.push((id, addr));
     }
     if revision == 0 || reached.is_empty() {
-        return m.corrupt();
+        return;
     }
-    let Some(mine) = own_hash(handle, revision).await else {
-        return m.corrupt();
+    let Some(mine) = own_hash(handle, None, revision).await else {
+        return;
     };
     let mut answers = Vec::new();
     for (id, addr) in &reached {
-        if let Some((hash, compact_revision)) = peer_hash(handle, *id, addr, revision).await {
-            answers.push(PeerHash {
-                id: *id,
-                hash,
-                compact_revision,
-            });
+        let question = PeerQuestion::HashKv { revision };
+        if let Some(a) = peer_hash(handle, *id, addr, question).await {
+            answers.push(a);
         }
     }
+    let voters = status.configuration.voters().len();
+    judge(m, "", revision, &mine, &answers, voters);
+}
+
+/// Placement (groups on some members each): every group this member hosts against the same
+/// group on its other hosts, at a revision of that group all of them applied — the member's
+/// history as a whole matches nobody's, since no two members need host the same groups.
+async fn check_groups(handle: &NodeHandle, m: &Maintenance, status: &EngineStatus) {
+    let me = handle.info().member_id;
+    let addrs: BTreeMap<u64, String> = status
+        .configuration
+        .members
+        .iter()
+        .filter(|p| p.id != me && !p.peer_addr.is_empty())
+        .map(|p| (p.id, p.peer_addr.clone()))
+        .collect();
+    // Each peer sharing a group is asked once for the revisions of all its groups.
+    let mut revisions: BTreeMap<u64, Vec<(u64, u64, u64)>> = BTreeMap::new();
+    for g in &status.groups {
+        for v in g.voters.iter().filter(|v| **v != me) {
+            if revisions.contains_key(v) {
+                continue;
+            }
+            let Some(addr) = addrs.get(v) else { continue };
+            if let Some(r) = peer_groups(handle, *v, addr).await {
+                revisions.insert(*v, r);
+            }
+        }
+    }
+    for g in &status.groups {
+        let mut revision = g.revision;
+        let mut reached = Vec::new();
+        for v in g.voters.iter().filter(|v| **v != me) {
+            let at = revisions
+                .get(v)
+                .and_then(|r| r.iter().find(|x| x.0 == g.group));
+            if let (Some(&(_, r, _)), Some(addr)) = (at, addrs.get(v)) {
+                revision = revision.min(r);
+                reached.push((*v, addr));
+            }
+        }
+        if revision == 0 || reached.is_empty() {
+            continue;
+        }
+        let Some(mine) = own_hash(handle, Some(g.group), revision).await else {
+            continue;
+        };
+        let mut answers = Vec::new();
+        for (id, addr) in reached {
+            let question = PeerQuestion::GroupHashKv {
+                group: g.group,
+                revision,
+            };
+            if let Some(a) = peer_hash(handle, id, addr, question).await {
+                answers.push(a);
+            }
+        }
+        let what = format!("group {}: ", g.group);
+        judge(m, &what, revision, &mine, &answers, g.voters.len());
+    }
+}
+
+/// Compares this member's hash with the peers' answers among `voters` voters: raises the
+/// alarm here when this member is on the minority side, logs the odd ones out otherwise.
+fn judge(
+    m: &Maintenance,
+    what: &str,
+    revision: u64,
+    mine: &synod_core::kv::KvHash,
+    answers: &[PeerHash],
+    voters: usize,
+) {
     let comparable: Vec<&PeerHash> = answers
         .iter()
         .filter(|a| a.compact_revision == mine.compact_revision)
@@ -104,9 +190,9 @@ pub async fn check_once(handle: &NodeHandle) -> bool {
         .map(|a| format!("n{}={:08x}", a.id, a.hash))
         .collect();
     let agreeing = 1 + comparable.len() - differing.len();
-    let majority = voters.len() / 2 + 1;
+    let majority = voters / 2 + 1;
     if differing.is_empty() {
-        return m.corrupt();
+        return;
     }
     if agreeing < majority && comparable.len() + 1 >= majority {
         if m.raise_corrupt() {
@@ -114,7 +200,7 @@ pub async fn check_once(handle: &NodeHandle) -> bool {
                 revision,
                 hash = format!("{:08x}", mine.hash),
                 peers = %differing.join(" "),
-                "CORRUPT alarm raised: this member's key-value history disagrees with a \
+                "CORRUPT alarm raised: {what}this member's key-value history disagrees with a \
                  majority of the voters at a revision all of them applied; it refuses reads \
                  and writes until an operator disarms the alarm (see docs/backup.md)"
             );
@@ -124,17 +210,25 @@ pub async fn check_once(handle: &NodeHandle) -> bool {
             revision,
             hash = format!("{:08x}", mine.hash),
             peers = %differing.join(" "),
-            "HashKV mismatch: these peers' key-value history differs from this member's (and \
-             from the majority's); they raise their own CORRUPT alarm"
+            "HashKV mismatch: {what}these peers' key-value history differs from this member's \
+             (and from the majority's); they raise their own CORRUPT alarm"
         );
     }
-    m.corrupt()
 }
 
-/// This member's HashKV at `revision`, asked again while some group here has not reached it.
-async fn own_hash(handle: &NodeHandle, revision: u64) -> Option<synod_core::kv::KvHash> {
+/// This member's HashKV at `revision` (of group `group`'s own history, if given), asked again
+/// while some group here has not reached it.
+async fn own_hash(
+    handle: &NodeHandle,
+    group: Option<u64>,
+    revision: u64,
+) -> Option<synod_core::kv::KvHash> {
     for _ in 0..FUTURE_RETRIES {
-        match handle.hash_kv(revision).await {
+        let hash = match group {
+            Some(g) => handle.group_hash_kv(g, revision).await,
+            None => handle.hash_kv(revision).await,
+        };
+        match hash {
             Ok(h) => return Some(h),
             Err(ApiError::Engine(EngineError::FutureRevision { .. })) => {
                 tokio::time::sleep(FUTURE_RETRY_PAUSE).await;
@@ -143,6 +237,21 @@ async fn own_hash(handle: &NodeHandle, revision: u64) -> Option<synod_core::kv::
         }
     }
     None
+}
+
+/// The groups member `id` hosts: (group, applied revision, compact revision).
+async fn peer_groups(handle: &NodeHandle, id: u64, addr: &str) -> Option<Vec<(u64, u64, u64)>> {
+    match handle.ask_peer(id, addr, PeerQuestion::Groups).await {
+        Ok(PeerAnswer::Groups(g)) => Some(g),
+        Ok(other) => {
+            tracing::debug!(peer = id, answer = ?other, "corruption check: no groups");
+            None
+        }
+        Err(e) => {
+            tracing::debug!(peer = id, error = %e, "corruption check: peer unreachable");
+            None
+        }
+    }
 }
 
 /// The revision member `id` (peer port `addr`) applied; `None` if it does not answer.
@@ -160,16 +269,26 @@ async fn peer_revision(handle: &NodeHandle, id: u64, addr: &str) -> Option<u64> 
     }
 }
 
-/// Member `id`'s HashKV at `revision` and its compact revision, asked again while it has not
-/// reached the revision; `None` if it does not answer.
-async fn peer_hash(handle: &NodeHandle, id: u64, addr: &str, revision: u64) -> Option<(u32, u64)> {
-    let question = PeerQuestion::HashKv { revision };
+/// Member `id`'s answer to a HashKV `question` (its hash and compact revision), asked again
+/// while it has not reached the revision; `None` if it does not answer.
+async fn peer_hash(
+    handle: &NodeHandle,
+    id: u64,
+    addr: &str,
+    question: PeerQuestion,
+) -> Option<PeerHash> {
     for _ in 0..FUTURE_RETRIES {
         match handle.ask_peer(id, addr, question.clone()).await {
             Ok(PeerAnswer::HashKv {
                 hash,
                 compact_revision,
-            }) => return Some((hash, compact_revision)),
+            }) => {
+                return Some(PeerHash {
+                    id,
+                    hash,
+                    compact_revision,
+                });
+            }
             Ok(PeerAnswer::FutureRevision) => tokio::time::sleep(FUTURE_RETRY_PAUSE).await,
             Ok(other) => {
                 tracing::debug!(peer = id, answer = ?other, "corruption check: no HashKV");

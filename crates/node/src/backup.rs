@@ -44,6 +44,12 @@ pub enum MaintenanceQuery {
         revision: u64,
         reply: oneshot::Sender<Result<KvHash, EngineError>>,
     },
+    /// One group's HashKV (partitioned members; the corruption check of placed groups).
+    GroupHashKv {
+        group: u64,
+        revision: u64,
+        reply: oneshot::Sender<Result<KvHash, EngineError>>,
+    },
     Hash(oneshot::Sender<Result<u32, EngineError>>),
     /// etcd's Defragment: a checkpoint now, answered once it is on disk (by the runtime, which
     /// can drive the engine; see [`Defragmented`]).
@@ -69,6 +75,13 @@ impl MaintenanceQuery {
             }
             MaintenanceQuery::HashKv { revision, reply } => {
                 let _ = reply.send(engine.hash_kv(revision));
+            }
+            MaintenanceQuery::GroupHashKv {
+                group,
+                revision,
+                reply,
+            } => {
+                let _ = reply.send(engine.group_hash_kv(group, revision));
             }
             MaintenanceQuery::Hash(reply) => {
                 let _ = reply.send(engine.hash_all());
@@ -101,6 +114,17 @@ impl MaintenanceQuery {
             }
             MaintenanceQuery::HashKv { revision, reply } => {
                 let _ = reply.send(store.hash_kv(revision));
+            }
+            // A bare store is one revision stream: its only group is 0.
+            MaintenanceQuery::GroupHashKv {
+                group,
+                revision,
+                reply,
+            } => {
+                let _ = reply.send(match group {
+                    0 => store.hash_kv(revision),
+                    g => Err(EngineError::InvalidRequest(format!("no group {g} here"))),
+                });
             }
             MaintenanceQuery::Hash(reply) => {
                 let _ = reply.send(Ok(store.hash_all()));
@@ -218,6 +242,16 @@ impl NodeHandle {
     /// etcd's HashKV at `revision` (0: this member's current revision).
     pub async fn hash_kv(&self, revision: u64) -> Result<KvHash, ApiError> {
         self.ask("HashKV", |reply| MaintenanceQuery::HashKv {
+            revision,
+            reply,
+        })
+        .await
+    }
+
+    /// HashKV of group `group`'s own history at `revision` (partitioned members).
+    pub async fn group_hash_kv(&self, group: u64, revision: u64) -> Result<KvHash, ApiError> {
+        self.ask("a group's HashKV", |reply| MaintenanceQuery::GroupHashKv {
+            group,
             revision,
             reply,
         })

@@ -353,11 +353,12 @@ pub async fn start_engine<E: Engine>(
         cfg.planted_bug == Some(synod_core::PlantedBug::TxnElseBranchUnchecked),
     ));
     auth.observe(&engine.status().auth);
+    let maintenance = Arc::new(crate::backup::Maintenance::new(maintenance_tx));
     let handle =
         NodeHandle::with_alarms(submit_tx, info, status_rx, metrics.clone(), alarms.clone())
             .with_auth(auth.clone())
             .with_watch_hubs(hubs.clone())
-            .with_maintenance(Arc::new(crate::backup::Maintenance::new(maintenance_tx)))
+            .with_maintenance(maintenance.clone())
             .with_leader_transfer(transfer_tx)
             .with_peer_asker(crate::transport::PeerAsker::new(
                 id,
@@ -387,6 +388,8 @@ pub async fn start_engine<E: Engine>(
         inbox_rx,
         history_rx,
         maintenance_rx,
+        maintenance,
+        quarantined: false,
         defrag_waiters: Vec::new(),
         hubs,
         status_tx,
@@ -491,19 +494,33 @@ fn answerer(handle: NodeHandle) -> Answerer {
                     crate::self_change::answer(&handle, from, change).await
                 }
                 PeerQuestion::Revision => PeerAnswer::Revision(handle.status().engine.revision),
-                PeerQuestion::HashKv { revision } => match handle.hash_kv(revision).await {
-                    Ok(h) => PeerAnswer::HashKv {
-                        hash: h.hash,
-                        compact_revision: h.compact_revision,
-                    },
-                    Err(crate::handle::ApiError::Engine(EngineError::FutureRevision {
-                        ..
-                    })) => PeerAnswer::FutureRevision,
-                    Err(e) => PeerAnswer::Unavailable(e.to_string()),
-                },
+                PeerQuestion::HashKv { revision } => hash_answer(handle.hash_kv(revision).await),
+                PeerQuestion::Groups => {
+                    let status = handle.status();
+                    let groups = status.engine.groups.iter();
+                    let revisions = groups.map(|g| (g.group, g.revision, g.compact_revision));
+                    PeerAnswer::Groups(revisions.collect())
+                }
+                PeerQuestion::GroupHashKv { group, revision } => {
+                    hash_answer(handle.group_hash_kv(group, revision).await)
+                }
             }
         })
     })
+}
+
+/// A HashKV as a peer's answer.
+fn hash_answer(h: Result<synod_core::kv::KvHash, crate::handle::ApiError>) -> PeerAnswer {
+    match h {
+        Ok(h) => PeerAnswer::HashKv {
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+        },
+        Err(crate::handle::ApiError::Engine(EngineError::FutureRevision { .. })) => {
+            PeerAnswer::FutureRevision
+        }
+        Err(e) => PeerAnswer::Unavailable(e.to_string()),
+    }
 }
 
 fn startup_peers(cfg: &NodeConfig, recovered: &Configuration) -> Vec<(NodeId, String)> {
@@ -746,6 +763,9 @@ struct EngineLoop<E: Engine> {
     history_rx: mpsc::Receiver<HistoryQuery>,
     /// Backups and hashes (`backup.rs`), answered between batches.
     maintenance_rx: mpsc::Receiver<crate::backup::MaintenanceQuery>,
+    /// Its CORRUPT alarm, followed by the engine ([`Engine::quarantine`]) as of `quarantined`.
+    maintenance: Arc<crate::backup::Maintenance>,
+    quarantined: bool,
     /// Defragmentations waiting for their checkpoint to be persisted (the next batch's).
     defrag_waiters: Vec<DefragReply>,
     hubs: Arc<WatchHubs>,
@@ -834,6 +854,11 @@ impl<E: Engine> EngineLoop<E> {
                     .engine_tick_delay_seconds
                     .observe(late.as_secs_f64());
                 self.engine.tick();
+                let corrupt = self.maintenance.corrupt();
+                if corrupt != self.quarantined {
+                    self.quarantined = corrupt;
+                    self.engine.quarantine(corrupt);
+                }
                 // Like `MissedTickBehavior::Delay`: after a stall, one tick, not a burst that
                 // would expire election timers all at once.
                 next_tick = Instant::now() + self.tick;

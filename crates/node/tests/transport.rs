@@ -507,11 +507,28 @@ async fn questions_from_members_are_answered_and_strangers_refused() {
                     id: from,
                     version: 1,
                 },
+                PeerQuestion::Groups => PeerAnswer::Groups(vec![(0, 42, 7), (3, 40, 7)]),
+                PeerQuestion::GroupHashKv { group, revision } => PeerAnswer::HashKv {
+                    hash: (group * 100 + revision) as u32,
+                    compact_revision: 7,
+                },
             }
         })
     }));
     let revision = member.ask(1, &addr, PeerQuestion::Revision).await;
     assert_eq!(revision, Ok(PeerAnswer::Revision(42)));
+    let groups = member.ask(1, &addr, PeerQuestion::Groups).await;
+    assert_eq!(groups, Ok(PeerAnswer::Groups(vec![(0, 42, 7), (3, 40, 7)])));
+    let question = PeerQuestion::GroupHashKv {
+        group: 3,
+        revision: 9,
+    };
+    let group_hash = member.ask(1, &addr, question).await;
+    let want = PeerAnswer::HashKv {
+        hash: 309,
+        compact_revision: 7,
+    };
+    assert_eq!(group_hash, Ok(want));
     let hash = member
         .ask(1, &addr, PeerQuestion::HashKv { revision: 9 })
         .await;

@@ -1499,6 +1499,25 @@ impl<E: Engine> Engine for Partitioned<E> {
         self.groups_hash_kv(revision)
     }
 
+    fn quarantine(&mut self, on: bool) {
+        self.relay.quarantined = on;
+    }
+
+    fn group_hash_kv(
+        &self,
+        group: u64,
+        revision: u64,
+    ) -> Result<synod_core::kv::KvHash, EngineError> {
+        match self.groups.get(&group) {
+            Some(g) => g.hash_kv(revision),
+            None => Err(EngineError::InvalidRequest(format!(
+                "group {} is not on member {}",
+                layout::group_name(group),
+                self.id
+            ))),
+        }
+    }
+
     fn hash_all(&self) -> Result<u32, EngineError> {
         self.not_placed("a hash")?;
         self.groups_hash_all()

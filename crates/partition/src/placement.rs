@@ -39,6 +39,9 @@ use synod_core::{NodeId, RequestId};
 
 /// A relay unanswered this long (ticks) is sent again, to the group's next host.
 const RELAY_RETRY_TICKS: u64 = 50;
+/// A host that sent a relay elsewhere (its CORRUPT alarm is raised) is not relayed to for this
+/// long (ticks) unless no other host is left, and its word on who leads is not taken.
+const SHUN_TICKS: u64 = 1_000;
 
 /// What one member relays to another in a batch's frame.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -51,6 +54,9 @@ pub enum Relayed {
         group: GroupId,
         leader: Option<NodeId>,
     },
+    /// The host will not serve relay `.0` of group `.1` (its CORRUPT alarm is raised: its state
+    /// may differ from the other hosts'): ask another host.
+    Elsewhere(RequestId, GroupId),
 }
 
 /// A request this member relayed and waits for.
@@ -72,14 +78,19 @@ pub(crate) struct Relay {
     /// Requests this member relayed, by the id they travel under.
     sent: BTreeMap<RequestId, Sent>,
     /// Requests relayed here and not answered yet: who sent them, and their group.
-    taken: HashMap<RequestId, (NodeId, GroupId)>,
+    pub(crate) taken: HashMap<RequestId, (NodeId, GroupId)>,
     /// This member's session for requests that came without one (changes every boot).
     client: ClientId,
     next_seq: u64,
     /// Per group: the host to relay to next.
-    hint: BTreeMap<GroupId, NodeId>,
+    pub(crate) hint: BTreeMap<GroupId, NodeId>,
     /// Frames' relayed parts, per destination, sent with the next batch.
     pub(crate) outbox: Vec<(NodeId, Relayed)>,
+    /// Hosts that sent relays elsewhere, until when they are passed over.
+    pub(crate) shunned: BTreeMap<NodeId, u64>,
+    /// This member's CORRUPT alarm is raised: relays here are sent elsewhere
+    /// (`Engine::quarantine`).
+    pub(crate) quarantined: bool,
     pub(crate) bug_drop_consistency: bool,
 }
 
@@ -197,11 +208,7 @@ impl<E: Engine> Partitioned<E> {
             false => Consistency::Linearizable,
             true => Consistency::Sequential,
         };
-        let hosts = self.hosts(g);
-        let host = match self.relay.hint.get(&g) {
-            Some(h) if hosts.contains(h) => *h,
-            _ => self.preferred_among(hosts, g),
-        };
+        let host = self.host_for(g);
         let sent = Sent {
             id,
             group: g,
@@ -216,6 +223,23 @@ impl<E: Engine> Partitioned<E> {
         self.relay.outbox.push((host, Relayed::Request(g, request)));
     }
 
+    /// The host of group `g` to relay to: the hint (the leader as last answered), else the
+    /// preferred leader, else — when that one is shunned — the first host that is not.
+    fn host_for(&self, g: GroupId) -> NodeId {
+        let hosts = self.hosts(g);
+        let shunned = |h: &NodeId| self.relay.shunned.get(h).is_some_and(|t| self.ticks < *t);
+        match self.relay.hint.get(&g) {
+            Some(h) if hosts.contains(h) && !shunned(h) => *h,
+            _ => {
+                let preferred = self.preferred_among(hosts.clone(), g);
+                match shunned(&preferred) {
+                    false => preferred,
+                    true => hosts.into_iter().find(|h| !shunned(h)).unwrap_or(preferred),
+                }
+            }
+        }
+    }
+
     /// A relayed request or answer from member `from`.
     pub(crate) fn take_relayed(&mut self, from: NodeId, r: Relayed) {
         match r {
@@ -228,7 +252,9 @@ impl<E: Engine> Partitioned<E> {
                 let Some(sent) = self.relay.sent.remove(&reply.id) else {
                     return; // answered already (a duplicate, or a retry's second answer)
                 };
-                if let Some(l) = leader.filter(|l| self.hosts(group).contains(l)) {
+                let shunned =
+                    |h: &NodeId| self.relay.shunned.get(h).is_some_and(|t| self.ticks < *t);
+                if let Some(l) = leader.filter(|l| self.hosts(group).contains(l) && !shunned(l)) {
                     self.relay.hint.insert(group, l);
                 }
                 reply.id = sent.id;
@@ -236,12 +262,28 @@ impl<E: Engine> Partitioned<E> {
                 let answer = self.gather(group, reply);
                 self.refused.extend(answer);
             }
+            Relayed::Elsewhere(id, group) => {
+                self.relay.shunned.insert(from, self.ticks + SHUN_TICKS);
+                if self.relay.hint.get(&group) == Some(&from) {
+                    self.relay.hint.remove(&group);
+                }
+                // Sent again at the next tick, to the next host (`expire_relayed`).
+                if let Some(sent) = self.relay.sent.get_mut(&id).filter(|s| s.host == from) {
+                    sent.retry = self.ticks;
+                }
+            }
         }
     }
 
     fn take_request(&mut self, from: NodeId, g: GroupId, request: ClientRequest) {
         if self.relay.taken.contains_key(&request.id) {
             return; // a duplicate of one in flight here: its answer goes back once
+        }
+        if self.relay.quarantined {
+            self.relay
+                .outbox
+                .push((from, Relayed::Elsewhere(request.id, g)));
+            return;
         }
         let Some(group) = self.groups.get_mut(&g) else {
             let reply = ClientReply {
@@ -310,11 +352,7 @@ impl<E: Engine> Partitioned<E> {
                 continue;
             };
             let (g, host) = (sent.group, sent.host);
-            let hosts = self.hosts(g);
-            let next = hosts
-                .iter()
-                .position(|h| *h == host)
-                .map_or(host, |i| hosts[(i + 1) % hosts.len()]);
+            let next = self.next_host(g, host);
             self.relay.hint.insert(g, next);
             let Some(sent) = self.relay.sent.get_mut(&key) else {
                 continue;
@@ -335,6 +373,22 @@ impl<E: Engine> Partitioned<E> {
             let again = Relayed::Request(g, sent.request.clone());
             self.relay.outbox.push((next, again));
         }
+    }
+
+    /// The host of group `g` after `host` in id order, passing over shunned ones unless every
+    /// other host is.
+    fn next_host(&self, g: GroupId, host: NodeId) -> NodeId {
+        let hosts = self.hosts(g);
+        let Some(i) = hosts.iter().position(|h| *h == host) else {
+            return self.host_for(g);
+        };
+        let shunned = |h: &NodeId| self.relay.shunned.get(h).is_some_and(|t| self.ticks < *t);
+        let after = (1..hosts.len()).map(|k| hosts[(i + k) % hosts.len()]);
+        let mut candidates = after.clone().filter(|h| !shunned(h));
+        candidates
+            .next()
+            .or_else(|| after.clone().next())
+            .unwrap_or(host)
     }
 
     /// Adds this batch's relayed requests and answers to its frames (after persist, like

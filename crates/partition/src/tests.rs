@@ -29,10 +29,18 @@ fn config(id: NodeId, snapshot_entries: u64) -> EngineConfig {
 
 impl Net {
     fn new(snapshot_entries: u64) -> Net {
+        Net::with(|c| c.snapshot_entries = snapshot_entries)
+    }
+
+    /// Three members with `tweak` applied to each one's configuration.
+    fn with(tweak: impl Fn(&mut EngineConfig)) -> Net {
+        let boot = |id: NodeId| {
+            let mut c = config(id, 0);
+            tweak(&mut c);
+            Node::recover(c, Vec::new()).expect("boot")
+        };
         Net {
-            nodes: (1..=3)
-                .map(|id| Node::recover(config(id, snapshot_entries), Vec::new()).expect("boot"))
-                .collect(),
+            nodes: (1..=3).map(boot).collect(),
             down: None,
             disks: vec![Vec::new(); 3],
             replies: Vec::new(),
@@ -723,6 +731,7 @@ fn small_quiet_ranges_split_off_automatically_merge_back_and_an_operators_stay()
 mod backup;
 mod gather;
 mod leases;
+mod placement;
 mod watch;
 
 /// etcd's Compact(R) compacts every group whose revisions reached R to R (`compact.rs`), and

@@ -15,10 +15,15 @@ use std::time::Duration;
 
 /// 5 members, split at c, m and t, each group after the first on 3 of them.
 fn placed() -> Cluster {
+    placed_with(&|_| {})
+}
+
+fn placed_with(tweak: &dyn Fn(&mut synod_node::ClusterConfig)) -> Cluster {
     Cluster::start_configured(5, "omnipaxos", &|cfg| {
         cfg.partition.split_keys = vec!["c".into(), "m".into(), "t".into()];
         cfg.partition.directory = true;
         cfg.partition.replicas = 3;
+        tweak(cfg);
     })
 }
 
@@ -247,4 +252,52 @@ fn groups_on_three_of_five_members_serve_every_key_from_every_member() {
         (got.0 && got.1.trim() == "without-4").then_some(())
     });
     every_member_reads(&c, &etcdctl, &[1, 2, 3, 4, 5], "without-4");
+}
+
+/// The corruption check on placed groups: member 4 (a host of every group) comes back applying
+/// every put with its value altered. No two members host the same groups, so the check compares
+/// each group among its hosts: member 4 is the odd one out in each, raises CORRUPT and refuses
+/// service; the others list no alarm, log the mismatch by group, and serve every key.
+#[test]
+fn a_member_whose_placed_groups_diverge_raises_corrupt() {
+    let Some(etcdctl) = etcdctl() else {
+        return;
+    };
+    let mut c = placed_with(&|cfg| cfg.corrupt_check_ms = 300);
+    c.kill(4);
+    c.restart_with(4, &["--plant-bug", "divergent-apply"]);
+    for key in KEYS {
+        wait_until(Duration::from_secs(30), "a put", || {
+            at(&c, &etcdctl, 1, &["put", key, "value"]).0.then_some(())
+        });
+    }
+    wait_until(Duration::from_secs(30), "alarm:CORRUPT on member 4", || {
+        let (_, said) = at(&c, &etcdctl, 4, &["alarm", "list"]);
+        said.contains("alarm:CORRUPT").then_some(())
+    });
+    let log = c.log(4);
+    assert!(log.contains("CORRUPT alarm raised: group"), "{log}");
+    wait_until(
+        Duration::from_secs(30),
+        "a host logging the mismatch",
+        || {
+            [1, 2, 3, 5]
+                .iter()
+                .any(|id| c.log(*id).contains("HashKV mismatch: group"))
+                .then_some(())
+        },
+    );
+    for id in [1, 2, 3, 5] {
+        assert_eq!(
+            ok_at(&c, &etcdctl, id, &["alarm", "list"]),
+            "",
+            "member {id}"
+        );
+        for key in KEYS {
+            let got = ok_at(&c, &etcdctl, id, &["get", key, "--print-value-only"]);
+            assert_eq!(got.trim(), "value", "{key} at member {id}");
+        }
+    }
+    let (ok, said) = at(&c, &etcdctl, 4, &["get", "a"]);
+    assert!(!ok && said.contains("corrupt cluster"), "{said}");
 }

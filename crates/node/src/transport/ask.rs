@@ -45,6 +45,10 @@ pub enum PeerQuestion {
     HashKv { revision: u64 },
     /// A change of the asker's own membership, proposed by the peer on the asker's behalf.
     Member(SelfChange),
+    /// The groups the peer hosts and the revision it applied in each (partitioned members).
+    Groups,
+    /// The peer's HashKV of group `group`'s own history at `revision`.
+    GroupHashKv { group: u64, revision: u64 },
 }
 
 /// A change a member may ask for itself ([`PeerQuestion::Member`]); `Hello::from` is "itself".
@@ -77,6 +81,8 @@ pub enum PeerAnswer {
         hash: u32,
         compact_revision: u64,
     },
+    /// Per group the peer hosts: (group, applied revision, compact revision).
+    Groups(Vec<(u64, u64, u64)>),
     /// The peer has not applied (every group of it has not closed) the revision yet.
     FutureRevision,
     /// A [`SelfChange`] is decided: the asker's id after it (new after a rejoin) and the

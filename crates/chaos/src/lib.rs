@@ -105,10 +105,10 @@ pub struct ChaosArgs {
     #[arg(long)]
     pub directory: bool,
     /// Partitioned runs: each group after the first on this many members (`[partition]
-    /// replicas`; 0: every member). Keeps the directory; placed groups do not split, and a
-    /// member watches only the groups it hosts, so `--splits`, `--merges` and watchers are off,
-    /// and automatic splits, `reconfig` faults and `--locks` (not yet tried on placed groups)
-    /// are refused.
+    /// replicas`; 0: every member). Keeps the directory; placed groups do not split, so
+    /// `--splits` and `--merges` are off, and automatic splits and `reconfig` faults are
+    /// refused. Watchers (and lock waiters) at members that do not host a group read it from
+    /// a host (remote watches).
     #[arg(long, default_value_t = 0)]
     pub replicas: usize,
     /// Replication engine: omnipaxos, vr, caspaxos or epaxos.
@@ -350,13 +350,10 @@ fn prepare_out_dir(args: &ChaosArgs, seed: u64) -> Result<PathBuf, String> {
         if args.groups < 2 || r < 3 || r >= args.nodes {
             return Err("--replicas needs --groups 2 or more and 3 to --nodes - 1".into());
         }
-        if args.locks > 0
-            || args.faults.reconfig
-            || args.auto_split_writes + args.auto_split_reads > 0
-        {
+        if args.faults.reconfig || args.auto_split_writes + args.auto_split_reads > 0 {
             return Err(
                 "--replicas: placed groups take no membership changes (reconfig) or \
-                 automatic splits yet, and --locks is not tried on them yet"
+                 automatic splits yet"
                     .into(),
             );
         }
@@ -998,8 +995,8 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
     // Engines without a store-wide revision have no watch; a partitioned cluster's watches are
     // per group, so its watchers watch one key each and each key is its own reference.
     let keyed = args.groups > 1;
-    // Placed groups: a member watches only the groups it hosts, which no plan here follows.
-    let watching = !NO_REVISION_ENGINES.contains(&args.engine.as_str()) && args.replicas == 0;
+    // Placed groups: a member watches the groups it does not host through a host's hub.
+    let watching = !NO_REVISION_ENGINES.contains(&args.engine.as_str());
     let watch_streams = watching.then(|| {
         let targets = s
             .cluster

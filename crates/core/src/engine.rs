@@ -758,10 +758,15 @@ pub enum PlantedBug {
     /// relays it as sequential, so a linearizable read is served from the host's own replica,
     /// however far behind its group it is.
     PartitionRelayDropsConsistency,
+    /// Placement, remote watches (`watch::remote`): a watcher's read of a remote group's
+    /// history below the host's compaction is answered with what the host still has instead
+    /// of "compacted", so the watcher silently misses the compacted revisions rather than being
+    /// cancelled with the compaction revision (etcd's contract: the client re-lists).
+    RemoteWatchHistoryIgnoresCompaction,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 60] = [
+    pub const ALL: [PlantedBug; 61] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -822,6 +827,7 @@ impl PlantedBug {
         PlantedBug::PartitionDirectoryRecordUnguarded,
         PlantedBug::PartitionDirectoryAnyGeneration,
         PlantedBug::PartitionRelayDropsConsistency,
+        PlantedBug::RemoteWatchHistoryIgnoresCompaction,
     ];
 
     pub fn name(self) -> &'static str {
@@ -890,6 +896,9 @@ impl PlantedBug {
             PlantedBug::PartitionDirectoryRecordUnguarded => "partition-directory-record-unguarded",
             PlantedBug::PartitionDirectoryAnyGeneration => "partition-directory-any-generation",
             PlantedBug::PartitionRelayDropsConsistency => "partition-relay-drops-consistency",
+            PlantedBug::RemoteWatchHistoryIgnoresCompaction => {
+                "remote-watch-history-ignores-compaction"
+            }
         }
     }
 
@@ -1119,6 +1128,10 @@ pub struct DirectoryStatus {
     /// entries, not all.
     #[serde(default)]
     pub placed: bool,
+    /// Placement: every range as this member's engine places it (first key, group and hosts
+    /// in `members`; no generation), whether or not the directory recorded it yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<DirectoryEntry>,
 }
 
 /// One range of the directory: the range from `start` to the next entry's is `group`'s.

@@ -229,7 +229,8 @@ impl Coordination {
             else {
                 return Ok(revision);
             };
-            let mut follow = Follow::new(hubs, prefix, revision + 1, self.svc.stopping.clone())?;
+            let mut follow =
+                Follow::new(hubs, prefix, revision + 1, self.svc.stopping.clone()).await?;
             let watched = [ahead.key.clone(), me.key.clone()];
             // Whichever went (or if history was compacted), the next Range tells.
             follow.until_deleted(&watched).await?;
@@ -361,7 +362,7 @@ pub(crate) struct Follow {
 impl Follow {
     /// From revision `from` of the group holding `prefix` (FAILED_PRECONDITION if its keys
     /// span groups of a partitioned cluster: their revisions could not be compared).
-    pub(crate) fn new(
+    pub(crate) async fn new(
         hubs: &Arc<WatchHubs>,
         prefix: &[u8],
         from: u64,
@@ -370,6 +371,10 @@ impl Follow {
         // Subscribed before the first read, so a publish in between is not missed.
         let any = hubs.subscribe();
         let end = synod_core::kv::prefix_end(prefix);
+        // Groups hosted elsewhere (placement) are read through remote hubs, started here.
+        hubs.prepare(prefix, &end)
+            .await
+            .map_err(Status::failed_precondition)?;
         let cursor = hubs
             .cursor(prefix, &end, Some(from))
             .map_err(Status::failed_precondition)?;

@@ -214,7 +214,8 @@ impl Coordination {
         let prefix = contenders_prefix(name);
         loop {
             let (leader, revision) = self.current_leader(name).await?;
-            let mut follow = Follow::new(hubs, &prefix, revision + 1, self.svc.stopping.clone())?;
+            let mut follow =
+                Follow::new(hubs, &prefix, revision + 1, self.svc.stopping.clone()).await?;
             let mut leader = match leader {
                 Some(kv) => (kv, revision),
                 None => match first_put(&mut follow, &prefix).await? {

@@ -256,7 +256,10 @@ impl WatchStream {
         // etcd reads a start revision of 0 or below as "from the next revision" (of the
         // keys' group, partitioned).
         let start = u64::try_from(c.start_revision).ok().filter(|r| *r > 0);
-        let cursor = match self.hubs.cursor(&filter.key, &filter.range_end, start) {
+        // Groups hosted elsewhere (placement) are read through remote hubs, started here.
+        let prepared = self.hubs.prepare(&filter.key, &filter.range_end).await;
+        let made = prepared.and_then(|()| self.hubs.cursor(&filter.key, &filter.range_end, start));
+        let cursor = match made {
             Ok(cursor) => cursor,
             Err(reason) => return self.send(self.refusal(head, &reason)).await,
         };

@@ -118,6 +118,10 @@ pub async fn watch(
     let head = hubs.subscribe();
     let start = (q.start_revision != 0).then_some(q.start_revision);
     // Partitioned, a watch follows one group's revisions: its keys must lie in one group.
+    // Groups hosted elsewhere (placement) are read through remote hubs, started here.
+    hubs.prepare(&filter.key, &filter.range_end)
+        .await
+        .map_err(HttpError::invalid)?;
     let mut node_cursor = hubs
         .cursor(&filter.key, &filter.range_end, start)
         .map_err(HttpError::invalid)?;

@@ -282,6 +282,12 @@ pub struct WatchHubs {
     /// Placement: groups live on some members only, so a layout with holes is not a member
     /// behind, and waiting does not help.
     placed: std::sync::atomic::AtomicBool,
+    /// Placement: every range as the engine places it, with its group and hosts.
+    directory: RwLock<Vec<(KeyRange, u64, Vec<synod_core::NodeId>)>>,
+    /// Hubs of groups hosted elsewhere, fed by a host (`remote.rs`).
+    remote: RwLock<BTreeMap<u64, Arc<WatchHub>>>,
+    /// Where remote hubs read (unset: watches of groups elsewhere are refused).
+    source: std::sync::OnceLock<Arc<dyn remote::EventsSource>>,
     /// Moves whenever any hub's head moves or a move is published: streams wait on it.
     any: watch::Sender<u64>,
     history: mpsc::Sender<HistoryQuery>,
@@ -289,6 +295,8 @@ pub struct WatchHubs {
     bug_old_moves: bool,
     /// Planted bug `PartitionWatchMergedAhead`.
     bug_merged_ahead: bool,
+    /// Planted bug `RemoteWatchHistoryIgnoresCompaction`.
+    bug_history_compaction: bool,
 }
 
 impl WatchHubs {
@@ -296,6 +304,8 @@ impl WatchHubs {
     pub fn planted(mut self, bug: Option<synod_core::PlantedBug>) -> Self {
         self.bug_old_moves = bug == Some(synod_core::PlantedBug::PartitionWatchFollowsOldMoves);
         self.bug_merged_ahead = bug == Some(synod_core::PlantedBug::PartitionWatchMergedAhead);
+        self.bug_history_compaction =
+            bug == Some(synod_core::PlantedBug::RemoteWatchHistoryIgnoresCompaction);
         self
     }
 
@@ -305,10 +315,14 @@ impl WatchHubs {
             hubs: RwLock::default(),
             layout: RwLock::default(),
             placed: Default::default(),
+            directory: RwLock::default(),
+            remote: RwLock::default(),
+            source: Default::default(),
             any: watch::channel(0).0,
             history,
             bug_old_moves: false,
             bug_merged_ahead: false,
+            bug_history_compaction: false,
         };
         hubs.publish(Vec::new(), status);
         hubs
@@ -320,10 +334,14 @@ impl WatchHubs {
             hubs: RwLock::new(BTreeMap::from([(0, hub.clone())])),
             layout: RwLock::default(),
             placed: Default::default(),
+            directory: RwLock::default(),
+            remote: RwLock::default(),
+            source: Default::default(),
             any: hub.any.clone(),
             history: hub.history.clone(),
             bug_old_moves: false,
             bug_merged_ahead: false,
+            bug_history_compaction: false,
         }
     }
 
@@ -335,6 +353,13 @@ impl WatchHubs {
         let placed = status.directory.as_ref().is_some_and(|d| d.placed);
         self.placed
             .store(placed, std::sync::atomic::Ordering::Relaxed);
+        if let Some(d) = status.directory.as_ref().filter(|d| d.placed) {
+            let ranges = directory_ranges(&d.placement);
+            let mut directory = self.directory.write().unwrap_or_else(|p| p.into_inner());
+            if *directory != ranges {
+                *directory = ranges;
+            }
+        }
         let mut layout_changed = false;
         let heads: Vec<(u64, u64, u64)> = if partitioned {
             let now: Vec<(KeyRange, u64)> = status
@@ -401,21 +426,21 @@ impl WatchHubs {
         if layout.is_empty() {
             return Ok(vec![(0, key.to_vec(), range_end.to_vec())]);
         }
-        if let Some((_, g)) = layout.iter().find(|(r, _)| r.holds_span(key, range_end)) {
-            return Ok(vec![(*g, key.to_vec(), range_end.to_vec())]);
+        if let Some(parts) = cut(&layout, key, range_end) {
+            return Ok(parts);
         }
-        let mut meeting: Vec<&(KeyRange, u64)> = layout
-            .iter()
-            .filter(|(r, _)| span_meets(key, range_end, r))
-            .collect();
-        meeting.sort_by(|a, b| a.0.start.cmp(&b.0.start));
-        let span = span_range(key, range_end);
-        let covered = meeting.first().is_some_and(|(r, _)| r.start <= span.start)
-            && meeting.windows(2).all(|w| w[0].0.end == w[1].0.start)
-            && meeting.last().is_some_and(|(r, _)| {
-                r.end.is_empty() || (!span.end.is_empty() && span.end <= r.end)
-            });
-        if !covered && self.placed.load(std::sync::atomic::Ordering::Relaxed) {
+        let placed = self.placed.load(std::sync::atomic::Ordering::Relaxed);
+        if placed && self.source.get().is_some() {
+            // Groups hosted elsewhere: read through remote hubs (`remote.rs`).
+            let directory = self.directory.read().unwrap_or_else(|p| p.into_inner());
+            let ranges: Vec<(KeyRange, u64)> =
+                directory.iter().map(|(r, g, _)| (r.clone(), *g)).collect();
+            if let Some(parts) = cut(&ranges, key, range_end) {
+                return Ok(parts);
+            }
+            return Err("synod: the placement does not cover the watched keys yet; retry".into());
+        }
+        if placed {
             return Err(
                 "synod: some groups of the watched keys live on other members only \
                  (partition.replicas): watch them at a member that hosts them all \
@@ -423,28 +448,33 @@ impl WatchHubs {
                     .into(),
             );
         }
-        if !covered {
-            return Err(
-                "synod: this member does not run every group of the watched keys yet; \
+        Err(
+            "synod: this member does not run every group of the watched keys yet; \
                         retry"
-                    .into(),
-            );
+                .into(),
+        )
+    }
+
+    /// The groups of `[key, range_end)` this member does not host (placement), if any.
+    fn remote_parts(&self, key: &[u8], range_end: &[u8]) -> Option<Vec<u64>> {
+        let placed = self.placed.load(std::sync::atomic::Ordering::Relaxed);
+        if !placed || self.source.get().is_none() {
+            return None;
         }
-        Ok(meeting
+        let parts = self.parts_of(key, range_end).ok()?;
+        let away: Vec<u64> = parts
             .into_iter()
-            .map(|(r, g)| {
-                let start = key.max(r.start.as_slice()).to_vec();
-                // The span's end (etcd's form: `[0]` is the end of the keyspace), or the
-                // group's if that comes first.
-                let to_end = range_end == [0];
-                let end = if r.end.is_empty() || (!to_end && range_end <= r.end.as_slice()) {
-                    range_end.to_vec()
-                } else {
-                    r.end.clone()
-                };
-                (*g, start, end)
-            })
-            .collect())
+            .map(|(g, _, _)| g)
+            .filter(|g| self.hub(*g).is_none())
+            .collect();
+        (!away.is_empty()).then_some(away)
+    }
+
+    /// The hosts of group `g` as the range directory records them.
+    fn hosts_of(&self, g: u64) -> Vec<synod_core::NodeId> {
+        let directory = self.directory.read().unwrap_or_else(|p| p.into_inner());
+        let hosts = directory.iter().find(|(_, d, _)| *d == g);
+        hosts.map(|(_, _, h)| h.clone()).unwrap_or_default()
     }
 
     /// A cursor over the keys `[key, range_end)` from revision `next` (`None`: from the
@@ -461,6 +491,7 @@ impl WatchHubs {
         for (g, key, range_end) in self.parts_of(key, range_end)? {
             let hub = self
                 .hub(g)
+                .or_else(|| self.remote_hub(g))
                 .ok_or_else(|| format!("synod: group {g} is not on this member; retry"))?;
             hubs.push((hub, key, range_end));
         }
@@ -515,6 +546,68 @@ impl WatchHubs {
     }
 }
 
+/// The etcd span `[key, range_end)` cut at the bounds of `layout`'s ranges: each group's part
+/// (the span itself when one range holds it), or `None` when the ranges do not cover it.
+fn cut(layout: &[(KeyRange, u64)], key: &[u8], range_end: &[u8]) -> Option<Vec<(u64, Key, Key)>> {
+    if let Some((_, g)) = layout.iter().find(|(r, _)| r.holds_span(key, range_end)) {
+        return Some(vec![(*g, key.to_vec(), range_end.to_vec())]);
+    }
+    let mut meeting: Vec<&(KeyRange, u64)> = layout
+        .iter()
+        .filter(|(r, _)| span_meets(key, range_end, r))
+        .collect();
+    meeting.sort_by(|a, b| a.0.start.cmp(&b.0.start));
+    let span = span_range(key, range_end);
+    let covered = meeting.first().is_some_and(|(r, _)| r.start <= span.start)
+        && meeting.windows(2).all(|w| w[0].0.end == w[1].0.start)
+        && meeting
+            .last()
+            .is_some_and(|(r, _)| r.end.is_empty() || (!span.end.is_empty() && span.end <= r.end));
+    if !covered {
+        return None;
+    }
+    Some(
+        meeting
+            .into_iter()
+            .map(|(r, g)| {
+                let start = key.max(r.start.as_slice()).to_vec();
+                // The span's end (etcd's form: `[0]` is the end of the keyspace), or the
+                // group's if that comes first.
+                let to_end = range_end == [0];
+                let end = if r.end.is_empty() || (!to_end && range_end <= r.end.as_slice()) {
+                    range_end.to_vec()
+                } else {
+                    r.end.clone()
+                };
+                (*g, start, end)
+            })
+            .collect(),
+    )
+}
+
+/// The ranges of placement entries (`DirectoryStatus::placement`; each to the next entry's
+/// start), with their groups and hosts; entries that name no owner are left out.
+fn directory_ranges(
+    entries: &[synod_core::DirectoryEntry],
+) -> Vec<(KeyRange, u64, Vec<synod_core::NodeId>)> {
+    let mut ranges = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        if e.group == synod_core::DirectoryEntry::NOBODY {
+            continue;
+        }
+        let end = entries
+            .get(i + 1)
+            .map(|n| n.start.clone())
+            .unwrap_or_default();
+        ranges.push((
+            KeyRange::new(e.start.clone(), end),
+            e.group,
+            e.members.clone(),
+        ));
+    }
+    ranges
+}
+
 /// Whether the etcd span `[key, range_end)` touches a key of `r`.
 fn span_meets(key: &[u8], range_end: &[u8], r: &KeyRange) -> bool {
     let span = span_range(key, range_end);
@@ -546,6 +639,7 @@ fn range_holds(outer: &KeyRange, inner: &KeyRange) -> bool {
 pub use cursor::{Cursor, CursorError};
 
 mod cursor;
+pub mod remote;
 
 #[cfg(test)]
 mod tests {

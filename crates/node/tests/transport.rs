@@ -10,6 +10,7 @@ use synod_node::transport::{
     Hello, HelloReply, MAGIC, PeerAnswer, PeerAsker, PeerQuestion, SelfChange, Transport,
     decode_payload, encode_frame, read_frame,
 };
+use synod_node::watch::remote::{EventsPage, EventsQuery};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -512,11 +513,29 @@ async fn questions_from_members_are_answered_and_strangers_refused() {
                     hash: (group * 100 + revision) as u32,
                     compact_revision: 7,
                 },
+                PeerQuestion::Events(q) => PeerAnswer::Events(EventsPage {
+                    revisions: Vec::new(),
+                    through: q.start + u64::from(q.max),
+                    compacted: 7,
+                }),
             }
         })
     }));
     let revision = member.ask(1, &addr, PeerQuestion::Revision).await;
     assert_eq!(revision, Ok(PeerAnswer::Revision(42)));
+    let query = EventsQuery {
+        group: 3,
+        start: 10,
+        max: 5,
+        wait_ms: 0,
+    };
+    let events = member.ask(1, &addr, PeerQuestion::Events(query)).await;
+    let page = EventsPage {
+        revisions: Vec::new(),
+        through: 15,
+        compacted: 7,
+    };
+    assert_eq!(events, Ok(PeerAnswer::Events(page)));
     let groups = member.ask(1, &addr, PeerQuestion::Groups).await;
     assert_eq!(groups, Ok(PeerAnswer::Groups(vec![(0, 42, 7), (3, 40, 7)])));
     let question = PeerQuestion::GroupHashKv {

@@ -375,11 +375,23 @@ impl<E: Engine> Partitioned<E> {
             .iter()
             .map(|c| c.entry.clone())
             .collect();
+        let placement = match self.placed() {
+            false => Vec::new(),
+            true => (self.layout.ids().enumerate())
+                .map(|(pos, g)| DirectoryEntry {
+                    start: self.layout.bounds_at(pos).0,
+                    group: g,
+                    members: self.hosts(g),
+                    ..DirectoryEntry::default()
+                })
+                .collect(),
+        };
         Some(DirectoryStatus {
             meta: crate::group_status(META_GROUP, &meta),
             entries,
             copied_at: self.directory.copy_at.unwrap_or(0),
             placed: self.placed(),
+            placement,
         })
     }
 }

@@ -449,6 +449,114 @@ fn etcdctl_watch_on_a_partitioned_cluster_follows_its_keys_through_a_split() {
     );
 }
 
+/// Placement (`[partition] replicas = 3` on 5 members): member 1 hosts groups 0 and 3 only,
+/// yet watches keys of groups 1 and 2 — through remote hubs fed by their hosts — from the past
+/// and live, one group's keys and a span over every group merged in revision order, and it
+/// goes on when a host of the watched group is killed. Contended locks at members that host
+/// not the lock's group wait for the holder through the same watches.
+#[test]
+fn etcdctl_watch_on_a_placed_cluster_reads_groups_hosted_elsewhere() {
+    let Some(bin) = etcdctl() else { return };
+    let mut c = Cluster::start_configured(5, "omnipaxos", &|cfg| {
+        cfg.partition.split_keys = ["c", "m", "t"].map(String::from).to_vec();
+        cfg.partition.directory = true;
+        cfg.partition.replicas = 3;
+    });
+    let ctl = Ctl { bin };
+    let (m1, m5) = (grpc(&c, 1), grpc(&c, 5));
+    // Group 1 ([c, m)) lives on 2, 3, 4; group 2 ([m, t)) on 3, 4, 5.
+    let r1 = ctl.put(&m5, "d/1", "a");
+    let mut one = ctl.watch(&m1, &["--prefix", "d/", "--rev", &r1.to_string()], false);
+    assert_eq!(
+        one.events(1),
+        [put_ev("d/1", "a", None, r1)],
+        "from the past"
+    );
+    let r2 = ctl.put(&m5, "d/1", "b");
+    assert_eq!(one.events(1), [put_ev("d/1", "b", None, r2)], "live");
+
+    // A watch of every key at member 1: groups 0 and 3 here, 1 and 2 elsewhere, merged.
+    let mut all = ctl.watch(&m1, &["--prefix", ""], false);
+    let ra = ctl.put(&m5, "a/1", "x");
+    let rn = ctl.put(&m5, "n/1", "y");
+    let rd = ctl.put(&m5, "d/2", "z");
+    let ru = ctl.put(&m5, "u/1", "w");
+    let mut got = all.events(4);
+    assert!(
+        got.windows(2)
+            .all(|w| w[0].mod_revision <= w[1].mod_revision),
+        "in revision order: {got:?}"
+    );
+    got.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(
+        got,
+        [
+            put_ev("a/1", "x", None, ra),
+            put_ev("d/2", "z", None, rd),
+            put_ev("n/1", "y", None, rn),
+            put_ev("u/1", "w", None, ru),
+        ]
+    );
+    assert_eq!(one.events(1), [put_ev("d/2", "z", None, rd)]);
+
+    // Member 4 hosts groups 1 and 2: without it, the remote hubs go on at the next host.
+    c.kill(4);
+    let r3 = common::wait_until(WATCH_WAIT, "a put without member 4", || {
+        let out = ctl.output(&m5, &["put", "d/1", "c", "-w", "json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        out.status.success().then(|| revision(&v))
+    });
+    assert_eq!(
+        one.events(1),
+        [put_ev("d/1", "c", None, r3)],
+        "after the kill"
+    );
+    c.restart(4);
+
+    // `etcdctl lock` (clientv3's recipe: a waiter watches the key ahead of it) at members 1
+    // and 5, neither of which hosts the lock's group (1: keys "lk/…" are in [c, m)).
+    let mut holder = etcdctl_command(&ctl.bin, &m1)
+        .args([
+            "lock",
+            "lk",
+            "--",
+            "sh",
+            "-c",
+            "echo held; sleep 2; echo released",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn etcdctl lock");
+    let stdout = holder.stdout.take().expect("stdout");
+    let mut holder_out = BufReader::new(stdout).lines();
+    let first = holder_out.next().and_then(Result::ok);
+    assert_eq!(first.as_deref(), Some("held"));
+    let waited_from = Instant::now();
+    let out = etcdctl_command(&ctl.bin, &m5)
+        .args(["lock", "lk", "--", "echo", "second"])
+        .output()
+        .expect("etcdctl lock");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "second");
+    let rest: Vec<String> = holder_out.map_while(Result::ok).collect();
+    assert_eq!(
+        rest,
+        ["released"],
+        "the first holder released before the second got it"
+    );
+    assert!(
+        waited_from.elapsed() >= Duration::from_millis(1500),
+        "the second waited for the first: {:?}",
+        waited_from.elapsed()
+    );
+    assert!(holder.wait().expect("the first lock exits").success());
+}
+
 /// A merge hands a watch's keys to the group below: the watch reads the frozen group to its
 /// last revision and goes on in the group below after the absorb, whose revision is at least
 /// the frozen group's — so the revisions a client sees keep growing. A watch made afterwards

@@ -49,6 +49,9 @@ pub enum PeerQuestion {
     Groups,
     /// The peer's HashKV of group `group`'s own history at `revision`.
     GroupHashKv { group: u64, revision: u64 },
+    /// A group's applied revisions, for a watch of it on a member that does not host it
+    /// (`watch::remote`).
+    Events(crate::watch::remote::EventsQuery),
 }
 
 /// A change a member may ask for itself ([`PeerQuestion::Member`]); `Hello::from` is "itself".
@@ -83,6 +86,7 @@ pub enum PeerAnswer {
     },
     /// Per group the peer hosts: (group, applied revision, compact revision).
     Groups(Vec<(u64, u64, u64)>),
+    Events(crate::watch::remote::EventsPage),
     /// The peer has not applied (every group of it has not closed) the revision yet.
     FutureRevision,
     /// A [`SelfChange`] is decided: the asker's id after it (new after a rejoin) and the

@@ -283,9 +283,12 @@ fn caspaxos_refuses_leases_clearly() {
 
 fn python_lease_checks(engine: &str) {
     let Some(python) = python_etcd3() else { return };
-    let c = Cluster::start(3, engine);
+    python_lease_checks_on(&python, &Cluster::start(3, engine));
+}
+
+fn python_lease_checks_on(python: &Path, c: &Cluster) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/lease_checks.py");
-    let out = Command::new(&python)
+    let out = Command::new(python)
         .arg(&script)
         .arg("--endpoints")
         .arg(c.grpc_endpoints())
@@ -323,4 +326,20 @@ fn python_etcd3_leases_omnipaxos() {
 #[test]
 fn python_etcd3_leases_vr() {
     python_lease_checks("vr");
+}
+
+/// The same on groups placed on some members (5 members, `replicas = 3`, split at /l, /p and t):
+/// the lock's key (`/locks/…`) lives in group 1 on members 2, 3 and 4, the lease keys (`/pl/…`)
+/// in group 2 on 3, 4 and 5. The checks talk to members 1 and 5: every lease call and put is
+/// relayed from member 1, and the contended lock's waiter at member 5 watches a group it does not
+/// host (a remote watch).
+#[test]
+fn python_etcd3_leases_and_locks_placed() {
+    let Some(python) = python_etcd3() else { return };
+    let c = Cluster::start_configured(5, "omnipaxos", &|cfg| {
+        cfg.partition.split_keys = ["/l", "/p", "t"].map(String::from).to_vec();
+        cfg.partition.directory = true;
+        cfg.partition.replicas = 3;
+    });
+    python_lease_checks_on(&python, &c);
 }

@@ -474,6 +474,26 @@ fn etcdctl_watch_on_a_placed_cluster_reads_groups_hosted_elsewhere() {
     );
     let r2 = ctl.put(&m5, "d/1", "b");
     assert_eq!(one.events(1), [put_ev("d/1", "b", None, r2)], "live");
+    // The HTTP watch stream at member 1, from the past: its "created" line, then both
+    // revisions, one line each.
+    let url = c.url(1, &format!("/v1/watch?key=d/1&start_revision={r1}"));
+    let stream = reqwest::blocking::Client::new()
+        .get(url)
+        .timeout(WATCH_WAIT)
+        .send()
+        .expect("the HTTP watch");
+    assert_eq!(stream.status(), 200);
+    let lines: Vec<Value> = BufReader::new(stream)
+        .lines()
+        .take(3)
+        .map(|l| serde_json::from_str(&l.expect("a line")).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines[0]["created"], true, "{lines:?}");
+    let revisions: Vec<u64> = lines[1..]
+        .iter()
+        .filter_map(|l| l["revision"].as_u64())
+        .collect();
+    assert_eq!(revisions, [r1, r2], "{lines:?}");
 
     // A watch of every key at member 1: groups 0 and 3 here, 1 and 2 elsewhere, merged.
     let mut all = ctl.watch(&m1, &["--prefix", ""], false);

@@ -366,7 +366,7 @@ pub async fn start_engine<E: Engine>(
                 cluster.effective_transport(),
             ));
     transport.set_answerer(answerer(handle.clone()));
-    hubs.set_remote(Arc::new(PeerEvents(handle.clone())));
+    hubs.set_remote(Arc::new(crate::watch::remote::PeerEvents(handle.clone())));
 
     // Distinct per boot of this directory, and (by its data id) per directory: a member whose
     // directory was wiped or quarantined counts boots from 1 again, and must not reuse the
@@ -515,44 +515,6 @@ fn answerer(handle: NodeHandle) -> Answerer {
             }
         })
     })
-}
-
-/// Remote watch hubs' pages (`watch::remote`), asked of a group's host over the peer port.
-struct PeerEvents(NodeHandle);
-
-impl std::fmt::Debug for PeerEvents {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PeerEvents")
-    }
-}
-
-impl crate::watch::remote::EventsSource for PeerEvents {
-    fn fetch(
-        &self,
-        host: NodeId,
-        query: crate::watch::remote::EventsQuery,
-    ) -> std::pin::Pin<
-        Box<dyn Future<Output = Result<crate::watch::remote::EventsPage, String>> + Send>,
-    > {
-        let handle = self.0.clone();
-        Box::pin(async move {
-            let status = handle.status();
-            let members = &status.engine.configuration.members;
-            let addr = members
-                .iter()
-                .find(|m| m.id == host)
-                .map(|m| m.peer_addr.clone())
-                .filter(|a| !a.is_empty())
-                .ok_or_else(|| format!("member {host} has no peer address"))?;
-            match handle
-                .ask_peer(host, &addr, PeerQuestion::Events(query))
-                .await?
-            {
-                PeerAnswer::Events(page) => Ok(page),
-                other => Err(format!("member {host} answered {other:?}")),
-            }
-        })
-    }
 }
 
 /// A HashKV as a peer's answer.

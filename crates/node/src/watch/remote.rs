@@ -306,6 +306,42 @@ impl Feed {
     }
 }
 
+/// Remote watch hubs' pages (`watch::remote`), asked of a group's host over the peer port.
+pub(crate) struct PeerEvents(pub(crate) crate::NodeHandle);
+
+impl std::fmt::Debug for PeerEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerEvents")
+    }
+}
+
+impl EventsSource for PeerEvents {
+    fn fetch(
+        &self,
+        host: NodeId,
+        query: EventsQuery,
+    ) -> Pin<Box<dyn Future<Output = Result<EventsPage, String>> + Send>> {
+        let handle = self.0.clone();
+        Box::pin(async move {
+            let status = handle.status();
+            let members = &status.engine.configuration.members;
+            let addr = members
+                .iter()
+                .find(|m| m.id == host)
+                .map(|m| m.peer_addr.clone())
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| format!("member {host} has no peer address"))?;
+            match handle
+                .ask_peer(host, &addr, crate::transport::PeerQuestion::Events(query))
+                .await?
+            {
+                crate::transport::PeerAnswer::Events(page) => Ok(page),
+                other => Err(format!("member {host} answered {other:?}")),
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

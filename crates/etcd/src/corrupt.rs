@@ -55,6 +55,9 @@ pub async fn run(handle: NodeHandle, every: Duration) {
     }
 }
 
+/// A group a peer hosts: (group, applied revision, compact revision).
+type GroupRevisions = (u64, u64, u64);
+
 /// A peer's answer in one round.
 struct PeerHash {
     id: u64,
@@ -124,19 +127,22 @@ async fn check_groups(handle: &NodeHandle, m: &Maintenance, status: &EngineStatu
         .filter(|p| p.id != me && !p.peer_addr.is_empty())
         .map(|p| (p.id, p.peer_addr.clone()))
         .collect();
-    // Each peer sharing a group is asked once for the revisions of all its groups.
-    let mut revisions: BTreeMap<u64, Vec<(u64, u64, u64)>> = BTreeMap::new();
+    // Each peer sharing a group is asked once for the revisions of all its groups (once, even
+    // when it does not answer: an unreachable peer costs one timeout a round, not one a group).
+    let mut asked: BTreeMap<u64, Option<Vec<GroupRevisions>>> = BTreeMap::new();
     for g in &status.groups {
         for v in g.voters.iter().filter(|v| **v != me) {
-            if revisions.contains_key(v) {
+            if asked.contains_key(v) {
                 continue;
             }
             let Some(addr) = addrs.get(v) else { continue };
-            if let Some(r) = peer_groups(handle, *v, addr).await {
-                revisions.insert(*v, r);
-            }
+            asked.insert(*v, peer_groups(handle, *v, addr).await);
         }
     }
+    let revisions: BTreeMap<u64, Vec<GroupRevisions>> = asked
+        .into_iter()
+        .filter_map(|(v, r)| Some((v, r?)))
+        .collect();
     for g in &status.groups {
         let mut revision = g.revision;
         let mut reached = Vec::new();
@@ -240,7 +246,7 @@ async fn own_hash(
 }
 
 /// The groups member `id` hosts: (group, applied revision, compact revision).
-async fn peer_groups(handle: &NodeHandle, id: u64, addr: &str) -> Option<Vec<(u64, u64, u64)>> {
+async fn peer_groups(handle: &NodeHandle, id: u64, addr: &str) -> Option<Vec<GroupRevisions>> {
     match handle.ask_peer(id, addr, PeerQuestion::Groups).await {
         Ok(PeerAnswer::Groups(g)) => Some(g),
         Ok(other) => {

@@ -505,6 +505,10 @@ fn answerer(handle: NodeHandle) -> Answerer {
                 PeerQuestion::GroupHashKv { group, revision } => {
                     hash_answer(handle.group_hash_kv(group, revision).await)
                 }
+                // Its state may differ from its peers': not for other members' watchers.
+                PeerQuestion::Events(_) if handle.corrupt() => {
+                    PeerAnswer::Unavailable(crate::backup::ERR_CORRUPT.into())
+                }
                 PeerQuestion::Events(query) => match handle.watch_hubs() {
                     Ok(hubs) => match crate::watch::remote::answer(hubs, query).await {
                         Ok(page) => PeerAnswer::Events(page),

@@ -91,8 +91,10 @@ pub use ask::{Answerer, PeerAnswer, PeerAsker, PeerQuestion, SelfChange};
 /// configuration epoch; learner and catch-up messages; 4: peer questions; 5: a member's change
 /// of its own membership as a question, and partitioned state images carrying each range's
 /// generation — a member of an older version would drop it, and the range directory's records
-/// are guarded by it, so old and new members must not mix).
-pub const WIRE_VERSION: u8 = 5;
+/// are guarded by it, so old and new members must not mix; 6: partitioned frames carry relayed
+/// requests and the sender's highest revision (placement), and peer questions ask for groups'
+/// revisions, a group's HashKV and a group's applied revisions).
+pub const WIRE_VERSION: u8 = 6;
 
 /// Identifies our protocol before anything else is believed.
 pub const MAGIC: [u8; 4] = *b"SYND";

@@ -283,7 +283,7 @@ pub struct WatchHubs {
     /// behind, and waiting does not help.
     placed: std::sync::atomic::AtomicBool,
     /// Placement: every range as the engine places it, with its group and hosts.
-    directory: RwLock<Vec<(KeyRange, u64, Vec<synod_core::NodeId>)>>,
+    placement: RwLock<Vec<(KeyRange, u64, Vec<synod_core::NodeId>)>>,
     /// Hubs of groups hosted elsewhere, fed by a host (`remote.rs`).
     remote: RwLock<BTreeMap<u64, Arc<WatchHub>>>,
     /// Where remote hubs read (unset: watches of groups elsewhere are refused).
@@ -315,7 +315,7 @@ impl WatchHubs {
             hubs: RwLock::default(),
             layout: RwLock::default(),
             placed: Default::default(),
-            directory: RwLock::default(),
+            placement: RwLock::default(),
             remote: RwLock::default(),
             source: Default::default(),
             any: watch::channel(0).0,
@@ -334,7 +334,7 @@ impl WatchHubs {
             hubs: RwLock::new(BTreeMap::from([(0, hub.clone())])),
             layout: RwLock::default(),
             placed: Default::default(),
-            directory: RwLock::default(),
+            placement: RwLock::default(),
             remote: RwLock::default(),
             source: Default::default(),
             any: hub.any.clone(),
@@ -354,10 +354,10 @@ impl WatchHubs {
         self.placed
             .store(placed, std::sync::atomic::Ordering::Relaxed);
         if let Some(d) = status.directory.as_ref().filter(|d| d.placed) {
-            let ranges = directory_ranges(&d.placement);
-            let mut directory = self.directory.write().unwrap_or_else(|p| p.into_inner());
-            if *directory != ranges {
-                *directory = ranges;
+            let ranges = placement_ranges(&d.placement);
+            let mut placement = self.placement.write().unwrap_or_else(|p| p.into_inner());
+            if *placement != ranges {
+                *placement = ranges;
             }
         }
         let mut layout_changed = false;
@@ -432,9 +432,9 @@ impl WatchHubs {
         let placed = self.placed.load(std::sync::atomic::Ordering::Relaxed);
         if placed && self.source.get().is_some() {
             // Groups hosted elsewhere: read through remote hubs (`remote.rs`).
-            let directory = self.directory.read().unwrap_or_else(|p| p.into_inner());
+            let placement = self.placement.read().unwrap_or_else(|p| p.into_inner());
             let ranges: Vec<(KeyRange, u64)> =
-                directory.iter().map(|(r, g, _)| (r.clone(), *g)).collect();
+                placement.iter().map(|(r, g, _)| (r.clone(), *g)).collect();
             if let Some(parts) = cut(&ranges, key, range_end) {
                 return Ok(parts);
             }
@@ -470,10 +470,10 @@ impl WatchHubs {
         (!away.is_empty()).then_some(away)
     }
 
-    /// The hosts of group `g` as the range directory records them.
+    /// The hosts of group `g` as the engine places it.
     fn hosts_of(&self, g: u64) -> Vec<synod_core::NodeId> {
-        let directory = self.directory.read().unwrap_or_else(|p| p.into_inner());
-        let hosts = directory.iter().find(|(_, d, _)| *d == g);
+        let placement = self.placement.read().unwrap_or_else(|p| p.into_inner());
+        let hosts = placement.iter().find(|(_, d, _)| *d == g);
         hosts.map(|(_, _, h)| h.clone()).unwrap_or_default()
     }
 
@@ -587,7 +587,7 @@ fn cut(layout: &[(KeyRange, u64)], key: &[u8], range_end: &[u8]) -> Option<Vec<(
 
 /// The ranges of placement entries (`DirectoryStatus::placement`; each to the next entry's
 /// start), with their groups and hosts; entries that name no owner are left out.
-fn directory_ranges(
+fn placement_ranges(
     entries: &[synod_core::DirectoryEntry],
 ) -> Vec<(KeyRange, u64, Vec<synod_core::NodeId>)> {
     let mut ranges = Vec::with_capacity(entries.len());

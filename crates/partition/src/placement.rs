@@ -25,9 +25,17 @@
 //! for a group hosted elsewhere is relayed like any request, and its answer (or its relay's
 //! `Timeout`) goes to the fan.
 //!
+//! **Reads over several groups** split as unplaced; a part for a group hosted elsewhere is
+//! relayed under its own id (the parts share the client's), and `gather.rs` aligns the parts.
+//! Watches of groups hosted elsewhere are the node's (`synod_node::watch::remote`).
+//!
+//! **A quarantined host** (its CORRUPT alarm raised, `Engine::quarantine`) answers relays with
+//! [`Relayed::Elsewhere`]: the relaying member sends the request to the group's next host and
+//! passes the quarantined one over for [`SHUN_TICKS`].
+//!
 //! **What placement does not do yet** (refused by name, never answered wrong): splits and
-//! merges, membership changes, reads and deletes over groups not all here, watches of keys
-//! whose groups are not here, backups and hashes. Each is a step of decision 0005.
+//! merges, membership changes, backups and whole-member hashes. Each is a step of decision
+//! 0005.
 
 use crate::layout::{GroupId, group_name};
 use crate::{GroupMessage, Partitioned};
@@ -227,17 +235,23 @@ impl<E: Engine> Partitioned<E> {
     /// preferred leader, else — when that one is shunned — the first host that is not.
     fn host_for(&self, g: GroupId) -> NodeId {
         let hosts = self.hosts(g);
-        let shunned = |h: &NodeId| self.relay.shunned.get(h).is_some_and(|t| self.ticks < *t);
         match self.relay.hint.get(&g) {
-            Some(h) if hosts.contains(h) && !shunned(h) => *h,
+            Some(h) if hosts.contains(h) && !self.shunned(*h) => *h,
             _ => {
                 let preferred = self.preferred_among(hosts.clone(), g);
-                match shunned(&preferred) {
+                match self.shunned(preferred) {
                     false => preferred,
-                    true => hosts.into_iter().find(|h| !shunned(h)).unwrap_or(preferred),
+                    true => (hosts.into_iter())
+                        .find(|h| !self.shunned(*h))
+                        .unwrap_or(preferred),
                 }
             }
         }
+    }
+
+    /// Whether host `h` sent a relay elsewhere lately (`Relayed::Elsewhere`).
+    fn shunned(&self, h: NodeId) -> bool {
+        self.relay.shunned.get(&h).is_some_and(|t| self.ticks < *t)
     }
 
     /// A relayed request or answer from member `from`.
@@ -252,9 +266,8 @@ impl<E: Engine> Partitioned<E> {
                 let Some(sent) = self.relay.sent.remove(&reply.id) else {
                     return; // answered already (a duplicate, or a retry's second answer)
                 };
-                let shunned =
-                    |h: &NodeId| self.relay.shunned.get(h).is_some_and(|t| self.ticks < *t);
-                if let Some(l) = leader.filter(|l| self.hosts(group).contains(l) && !shunned(l)) {
+                let trusted = |l: &NodeId| self.hosts(group).contains(l) && !self.shunned(*l);
+                if let Some(l) = leader.filter(trusted) {
                     self.relay.hint.insert(group, l);
                 }
                 reply.id = sent.id;
@@ -382,9 +395,8 @@ impl<E: Engine> Partitioned<E> {
         let Some(i) = hosts.iter().position(|h| *h == host) else {
             return self.host_for(g);
         };
-        let shunned = |h: &NodeId| self.relay.shunned.get(h).is_some_and(|t| self.ticks < *t);
         let after = (1..hosts.len()).map(|k| hosts[(i + k) % hosts.len()]);
-        let mut candidates = after.clone().filter(|h| !shunned(h));
+        let mut candidates = after.clone().filter(|h| !self.shunned(*h));
         candidates
             .next()
             .or_else(|| after.clone().next())

@@ -12,8 +12,9 @@
 //! **Only applied revisions, in order.** A host answers revisions its replica applied, from
 //! where the remote hub's head is: each page starts at head + 1 and says through which
 //! revision it is complete, so the head only ever moves over revisions the hub holds. A host
-//! that fails or is behind is left for the group's next host, asked from the same revision:
-//! nothing is skipped or repeated (a host behind answers nothing new until it catches up).
+//! that fails, or answers a poll with nothing new (its group is quiet, or it is behind), is
+//! left for the group's next host, asked from the same revision: nothing is skipped or
+//! repeated. A host whose CORRUPT alarm is raised answers no poll.
 //!
 //! **Cost.** One long poll per remote group with watchers per member, a peer connection per
 //! answered poll (the peer port's questions are one-shot: see `transport::ask`). Suited to the
@@ -151,7 +152,7 @@ impl WatchHubs {
     async fn start_remote(self: &Arc<Self>, g: u64) -> Result<(), String> {
         let source = self.source.get().cloned().ok_or("no peer transport")?;
         let hosts = self.hosts_of(g);
-        let mut why = format!("group {g} has no hosts in the range directory");
+        let mut why = format!("group {g} has no hosts in the placement");
         for host in &hosts {
             let query = EventsQuery {
                 group: g,
@@ -211,7 +212,8 @@ impl Feed {
                 max: PAGE_REVISIONS_MAX,
                 wait_ms: POLL_WAIT_MS,
             };
-            let host = self.hosts[self.at % self.hosts.len()];
+            debug_assert!(!self.hosts.is_empty(), "a feed starts only with a host");
+            let host = self.hosts[self.at % self.hosts.len().max(1)];
             let poll = self.source.fetch(host, query.clone());
             tokio::pin!(poll);
             let page = loop {
@@ -221,7 +223,15 @@ impl Feed {
                 }
             };
             match page {
-                Ok(page) => self.publish(query.start, page),
+                Ok(page) => {
+                    // Nothing new: the group is quiet, or this host is behind (cut off from
+                    // its group). The next poll goes to the next host, so a host that fell
+                    // behind holds the watchers up for one poll's wait at most.
+                    if page.through < query.start {
+                        self.at += 1;
+                    }
+                    self.publish(query.start, page);
+                }
                 Err(e) => {
                     tracing::debug!(group = self.hub.group, host, error = %e, "remote watch poll");
                     self.at += 1;

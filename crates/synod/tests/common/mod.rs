@@ -645,6 +645,9 @@ pub fn etcdctl_command(etcdctl: &std::path::Path, endpoints: &str) -> Command {
     cmd
 }
 
+/// Longest one [`etcdctl_run`] command may take (its own command timeout is 10 s).
+const ETCDCTL_RUN_MAX: Duration = Duration::from_secs(120);
+
 /// Runs etcdctl `args` against `endpoints`, feeding it `stdin` if given: whether it succeeded,
 /// its stdout and its stderr.
 #[allow(dead_code)]
@@ -655,25 +658,27 @@ pub fn etcdctl_run(
     stdin: Option<&str>,
 ) -> (bool, String, String) {
     use std::io::Write;
+    let Some(text) = stdin else {
+        // A command that should end but hangs (a watch where a refusal was expected) fails
+        // its test instead of holding up the whole run.
+        let mut cmd = etcdctl_command(etcdctl, endpoints);
+        cmd.args(args);
+        let (status, out, err) = run_with_deadline(cmd, ETCDCTL_RUN_MAX);
+        return (status.success(), out, err);
+    };
     let mut child = etcdctl_command(etcdctl, endpoints)
         .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn etcdctl");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write stdin");
-    }
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write stdin");
     let out = child.wait_with_output().expect("etcdctl output");
     (
         out.status.success(),

@@ -283,7 +283,8 @@ pub struct WatchHubs {
     /// behind, and waiting does not help.
     placed: std::sync::atomic::AtomicBool,
     /// Placement: every range as the engine places it, with its group and hosts.
-    placement: RwLock<Vec<(KeyRange, u64, Vec<synod_core::NodeId>)>>,
+    /// (As the status gives it: compared on every publish without building anything.)
+    placement: RwLock<Vec<synod_core::DirectoryEntry>>,
     /// Hubs of groups hosted elsewhere, fed by a host (`remote.rs`).
     remote: RwLock<BTreeMap<u64, Arc<WatchHub>>>,
     /// Where remote hubs read (unset: watches of groups elsewhere are refused).
@@ -354,10 +355,10 @@ impl WatchHubs {
         self.placed
             .store(placed, std::sync::atomic::Ordering::Relaxed);
         if let Some(d) = status.directory.as_ref().filter(|d| d.placed) {
-            let ranges = placement_ranges(&d.placement);
-            let mut placement = self.placement.write().unwrap_or_else(|p| p.into_inner());
-            if *placement != ranges {
-                *placement = ranges;
+            let same = *self.placement.read().unwrap_or_else(|p| p.into_inner()) == d.placement;
+            if !same {
+                let mut placement = self.placement.write().unwrap_or_else(|p| p.into_inner());
+                placement.clone_from(&d.placement);
             }
         }
         let mut layout_changed = false;
@@ -433,8 +434,7 @@ impl WatchHubs {
         if placed && self.source.get().is_some() {
             // Groups hosted elsewhere: read through remote hubs (`remote.rs`).
             let placement = self.placement.read().unwrap_or_else(|p| p.into_inner());
-            let ranges: Vec<(KeyRange, u64)> =
-                placement.iter().map(|(r, g, _)| (r.clone(), *g)).collect();
+            let ranges = placement_ranges(&placement);
             if let Some(parts) = cut(&ranges, key, range_end) {
                 return Ok(parts);
             }
@@ -473,8 +473,8 @@ impl WatchHubs {
     /// The hosts of group `g` as the engine places it.
     fn hosts_of(&self, g: u64) -> Vec<synod_core::NodeId> {
         let placement = self.placement.read().unwrap_or_else(|p| p.into_inner());
-        let hosts = placement.iter().find(|(_, d, _)| *d == g);
-        hosts.map(|(_, _, h)| h.clone()).unwrap_or_default()
+        let entry = placement.iter().find(|e| e.group == g);
+        entry.map(|e| e.members.clone()).unwrap_or_default()
     }
 
     /// A cursor over the keys `[key, range_end)` from revision `next` (`None`: from the
@@ -586,10 +586,8 @@ fn cut(layout: &[(KeyRange, u64)], key: &[u8], range_end: &[u8]) -> Option<Vec<(
 }
 
 /// The ranges of placement entries (`DirectoryStatus::placement`; each to the next entry's
-/// start), with their groups and hosts; entries that name no owner are left out.
-fn placement_ranges(
-    entries: &[synod_core::DirectoryEntry],
-) -> Vec<(KeyRange, u64, Vec<synod_core::NodeId>)> {
+/// start) with their groups; entries that name no owner are left out.
+fn placement_ranges(entries: &[synod_core::DirectoryEntry]) -> Vec<(KeyRange, u64)> {
     let mut ranges = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
         if e.group == synod_core::DirectoryEntry::NOBODY {
@@ -599,11 +597,7 @@ fn placement_ranges(
             .get(i + 1)
             .map(|n| n.start.clone())
             .unwrap_or_default();
-        ranges.push((
-            KeyRange::new(e.start.clone(), end),
-            e.group,
-            e.members.clone(),
-        ));
+        ranges.push((KeyRange::new(e.start.clone(), end), e.group));
     }
     ranges
 }

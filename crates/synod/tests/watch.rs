@@ -538,16 +538,16 @@ fn etcdctl_watch_on_a_placed_cluster_reads_groups_hosted_elsewhere() {
     c.restart(4);
 
     // `etcdctl lock` (clientv3's recipe: a waiter watches the key ahead of it) at members 1
-    // and 5, neither of which hosts the lock's group (1: keys "lk/…" are in [c, m)).
+    // and 5, neither of which hosts the lock's group (1: keys "lk/…" are in [c, m)). The holder
+    // holds until told to release: a line written to a FIFO its command reads.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("release");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let fifo_arg = fifo.to_str().expect("a UTF-8 temp path");
+    let script = "echo held; read go < \"$0\"; echo released";
     let mut holder = etcdctl_command(&ctl.bin, &m1)
-        .args([
-            "lock",
-            "lk",
-            "--",
-            "sh",
-            "-c",
-            "echo held; sleep 2; echo released",
-        ])
+        .args(["lock", "lk", "--", "sh", "-c", script, fifo_arg])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -556,29 +556,31 @@ fn etcdctl_watch_on_a_placed_cluster_reads_groups_hosted_elsewhere() {
     let mut holder_out = BufReader::new(stdout).lines();
     let first = holder_out.next().and_then(Result::ok);
     assert_eq!(first.as_deref(), Some("held"));
-    let waited_from = Instant::now();
-    let out = etcdctl_command(&ctl.bin, &m5)
+    let mut second = etcdctl_command(&ctl.bin, &m5)
         .args(["lock", "lk", "--", "echo", "second"])
-        .output()
-        .expect("etcdctl lock");
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the second etcdctl lock");
+    // The second has queued its key behind the holder's, and must be waiting, not holding.
+    common::wait_until(WATCH_WAIT, "the second contender queued", || {
+        (ctl.keys(&m1, &["lk/", "--prefix"]).len() == 2).then_some(())
+    });
+    assert!(
+        second.try_wait().expect("try_wait").is_none(),
+        "the second got the lock while the first held it"
+    );
+    std::fs::write(&fifo, "go\n").expect("release the holder");
+    let rest: Vec<String> = holder_out.map_while(Result::ok).collect();
+    assert_eq!(rest, ["released"]);
+    assert!(holder.wait().expect("the first lock exits").success());
+    let out = second.wait_with_output().expect("the second lock exits");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "second");
-    let rest: Vec<String> = holder_out.map_while(Result::ok).collect();
-    assert_eq!(
-        rest,
-        ["released"],
-        "the first holder released before the second got it"
-    );
-    assert!(
-        waited_from.elapsed() >= Duration::from_millis(1500),
-        "the second waited for the first: {:?}",
-        waited_from.elapsed()
-    );
-    assert!(holder.wait().expect("the first lock exits").success());
 }
 
 /// A merge hands a watch's keys to the group below: the watch reads the frozen group to its

@@ -462,15 +462,24 @@ mod tests {
         }
     }
 
-    /// Reads `cursor` until it delivered revision `last` or a second passed without any.
-    async fn read_through(c: &mut super::super::Cursor, last: u64) -> Vec<u64> {
+    /// Reads `cursor` (of `hubs`) until it delivered revision `last` or a second passed without
+    /// any, waking on the hubs' change signal.
+    async fn read_through(
+        hubs: &Arc<WatchHubs>,
+        c: &mut super::super::Cursor,
+        last: u64,
+    ) -> Vec<u64> {
+        let mut any = hubs.subscribe();
         let mut got = Vec::new();
         while got.last().is_none_or(|r| *r < last) {
             let read = tokio::time::timeout(Duration::from_secs(1), async {
                 loop {
+                    any.borrow_and_update();
                     match c.read(100).await {
                         Ok(revs) if !revs.is_empty() => return Ok(revs),
-                        Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                        Ok(_) => {
+                            let _ = any.changed().await;
+                        }
                         Err(e) => return Err(e),
                     }
                 }
@@ -512,12 +521,12 @@ mod tests {
         assert_eq!(c.groups(), [1]);
         // The first 5 from the host's history (older than the remote hub), then more than
         // a page at once from its poll.
-        let mut got = read_through(&mut c, 5).await;
+        let mut got = read_through(&member, &mut c, 5).await;
         apply(&hosts, 6..=300);
-        got.extend(read_through(&mut c, 300).await);
+        got.extend(read_through(&member, &mut c, 300).await);
         hosts.down.lock().expect("lock").insert(2);
         apply(&hosts, 301..=310);
-        got.extend(read_through(&mut c, 310).await);
+        got.extend(read_through(&member, &mut c, 310).await);
         let want: Vec<u64> = (1..=310).collect();
         if got != want {
             return Err(format!("delivered {} revisions: {got:?}", got.len()));

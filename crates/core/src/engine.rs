@@ -275,6 +275,17 @@ pub trait Engine: Sized + Send + 'static {
         })
     }
 
+    /// Partitioned mode: the state image of group `group` as this member applied it, for a
+    /// backup taken at a member that does not host every group (placement), which gathers the
+    /// others' images from their hosts. Refused for a group not on this member.
+    fn group_backup_image(&self, group: u64) -> Result<crate::backup::BackupImage, EngineError> {
+        let _ = group;
+        Err(EngineError::Unsupported {
+            engine: Self::NAME.to_string(),
+            what: "a group's backup".to_string(),
+        })
+    }
+
     /// Partitioned mode: this group's share of a HashKV at `revision` over the keys of
     /// `range` (see [`crate::kv::KvStore::hash_kv_part`]); `after` is the highest compaction
     /// of the member's groups.

@@ -288,6 +288,7 @@ async fn peer_hash(
             Ok(PeerAnswer::HashKv {
                 hash,
                 compact_revision,
+                ..
             }) => {
                 return Some(PeerHash {
                     id,

@@ -19,9 +19,14 @@
 //! too); `etcdctl alarm disarm` clears it, and the next check raises it again if the
 //! divergence is still there. Member-local, like NOSPACE.
 
+mod gather;
+
+pub(crate) use gather::answer as answer_image;
+pub use gather::{IMAGE_PAGE_BYTES_MAX, ImagePage, ImageQuery};
+
 use crate::handle::{ApiError, NodeHandle};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use synod_core::backup::{BackupHeader, BackupImage, encode_backup};
 use synod_core::kv::KvHash;
 use synod_core::{Engine, EngineError};
@@ -49,6 +54,12 @@ pub enum MaintenanceQuery {
         group: u64,
         revision: u64,
         reply: oneshot::Sender<Result<KvHash, EngineError>>,
+    },
+    /// One group's state image (partitioned members; a placed member's backup gathers the
+    /// groups it does not host from their hosts).
+    GroupBackup {
+        group: u64,
+        reply: oneshot::Sender<Result<BackupImage, EngineError>>,
     },
     Hash(oneshot::Sender<Result<u32, EngineError>>),
     /// etcd's Defragment: a checkpoint now, answered once it is on disk (by the runtime, which
@@ -82,6 +93,9 @@ impl MaintenanceQuery {
                 reply,
             } => {
                 let _ = reply.send(engine.group_hash_kv(group, revision));
+            }
+            MaintenanceQuery::GroupBackup { group, reply } => {
+                let _ = reply.send(engine.group_backup_image(group));
             }
             MaintenanceQuery::Hash(reply) => {
                 let _ = reply.send(engine.hash_all());
@@ -126,6 +140,11 @@ impl MaintenanceQuery {
                     g => Err(EngineError::InvalidRequest(format!("no group {g} here"))),
                 });
             }
+            MaintenanceQuery::GroupBackup { reply, .. } => {
+                let _ = reply.send(Err(EngineError::InvalidRequest(
+                    "a bare store has no groups".into(),
+                )));
+            }
             MaintenanceQuery::Hash(reply) => {
                 let _ = reply.send(Ok(store.hash_all()));
             }
@@ -144,6 +163,8 @@ pub struct Maintenance {
     queries: mpsc::Sender<MaintenanceQuery>,
     backups: Arc<Semaphore>,
     corrupt: AtomicBool,
+    /// Images of groups taken for other members' backups (placement), read in pages.
+    held: Mutex<gather::ImagesHeld>,
 }
 
 impl Maintenance {
@@ -152,7 +173,12 @@ impl Maintenance {
             queries,
             backups: Arc::new(Semaphore::new(BACKUPS_CONCURRENT_MAX)),
             corrupt: AtomicBool::new(false),
+            held: Mutex::default(),
         }
+    }
+
+    fn held(&self) -> MutexGuard<'_, gather::ImagesHeld> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn corrupt(&self) -> bool {
@@ -216,7 +242,10 @@ impl NodeHandle {
             .clone()
             .try_acquire_owned()
             .map_err(|_| ApiError::Engine(EngineError::Busy))?;
-        let image = self.ask("backup", MaintenanceQuery::Backup).await?;
+        let image = match self.placement() {
+            Some(placement) => self.gather_backup(&placement).await?,
+            None => self.ask("backup", MaintenanceQuery::Backup).await?,
+        };
         let info = self.info();
         let header = BackupHeader {
             engine: info.engine.clone(),
@@ -241,6 +270,9 @@ impl NodeHandle {
 
     /// etcd's HashKV at `revision` (0: this member's current revision).
     pub async fn hash_kv(&self, revision: u64) -> Result<KvHash, ApiError> {
+        if let Some(placement) = self.placement() {
+            return self.gather_hash_kv(&placement, revision).await;
+        }
         self.ask("HashKV", |reply| MaintenanceQuery::HashKv {
             revision,
             reply,

@@ -509,6 +509,7 @@ fn answerer(handle: NodeHandle) -> Answerer {
                 PeerQuestion::Events(_) if handle.corrupt() => {
                     PeerAnswer::Unavailable(crate::backup::ERR_CORRUPT.into())
                 }
+                PeerQuestion::Image(query) => crate::backup::answer_image(&handle, query).await,
                 PeerQuestion::Events(query) => match handle.watch_hubs() {
                     Ok(hubs) => match crate::watch::remote::answer(hubs, query).await {
                         Ok(page) => PeerAnswer::Events(page),
@@ -526,6 +527,7 @@ fn hash_answer(h: Result<synod_core::kv::KvHash, crate::handle::ApiError>) -> Pe
     match h {
         Ok(h) => PeerAnswer::HashKv {
             hash: h.hash,
+            revision: h.revision,
             compact_revision: h.compact_revision,
         },
         Err(crate::handle::ApiError::Engine(EngineError::FutureRevision { .. })) => {

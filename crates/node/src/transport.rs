@@ -93,8 +93,9 @@ pub use ask::{Answerer, PeerAnswer, PeerAsker, PeerQuestion, SelfChange};
 /// generation — a member of an older version would drop it, and the range directory's records
 /// are guarded by it, so old and new members must not mix; 6: partitioned frames carry relayed
 /// requests and the sender's highest revision (placement), and peer questions ask for groups'
-/// revisions, a group's HashKV and a group's applied revisions).
-pub const WIRE_VERSION: u8 = 6;
+/// revisions, a group's HashKV and a group's applied revisions; 7: a HashKV answer names its
+/// revision, and a group's state image is asked in pages for a placed member's backup).
+pub const WIRE_VERSION: u8 = 7;
 
 /// Identifies our protocol before anything else is believed.
 pub const MAGIC: [u8; 4] = *b"SYND";

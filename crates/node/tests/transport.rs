@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synod_core::NodeId;
 use synod_node::Metrics;
+use synod_node::backup::{ImagePage, ImageQuery};
 use synod_node::config::TransportConfig;
 use synod_node::transport::{
     Hello, HelloReply, MAGIC, PeerAnswer, PeerAsker, PeerQuestion, SelfChange, Transport,
@@ -502,6 +503,7 @@ async fn questions_from_members_are_answered_and_strangers_refused() {
                 PeerQuestion::Revision => PeerAnswer::Revision(42),
                 PeerQuestion::HashKv { revision } => PeerAnswer::HashKv {
                     hash: revision as u32 + 1,
+                    revision,
                     compact_revision: 7,
                 },
                 PeerQuestion::Member(_) => PeerAnswer::Member {
@@ -511,8 +513,18 @@ async fn questions_from_members_are_answered_and_strangers_refused() {
                 PeerQuestion::Groups => PeerAnswer::Groups(vec![(0, 42, 7), (3, 40, 7)]),
                 PeerQuestion::GroupHashKv { group, revision } => PeerAnswer::HashKv {
                     hash: (group * 100 + revision) as u32,
+                    revision,
                     compact_revision: 7,
                 },
+                PeerQuestion::Image(q) => PeerAnswer::Image(ImagePage {
+                    taken: q.taken + 1,
+                    applied_index: 3,
+                    revision: 4,
+                    compact_revision: 1,
+                    keys: 2,
+                    total: 8,
+                    chunk: vec![q.group as u8; q.offset as usize],
+                }),
                 PeerQuestion::Events(q) => PeerAnswer::Events(EventsPage {
                     revisions: Vec::new(),
                     through: q.start + u64::from(q.max),
@@ -545,6 +557,7 @@ async fn questions_from_members_are_answered_and_strangers_refused() {
     let group_hash = member.ask(1, &addr, question).await;
     let want = PeerAnswer::HashKv {
         hash: 309,
+        revision: 9,
         compact_revision: 7,
     };
     assert_eq!(group_hash, Ok(want));
@@ -553,9 +566,26 @@ async fn questions_from_members_are_answered_and_strangers_refused() {
         .await;
     let want = PeerAnswer::HashKv {
         hash: 10,
+        revision: 9,
         compact_revision: 7,
     };
     assert_eq!(hash, Ok(want));
+    let image = ImageQuery {
+        group: 5,
+        taken: 1,
+        offset: 3,
+    };
+    let page = member.ask(1, &addr, PeerQuestion::Image(image)).await;
+    let want = ImagePage {
+        taken: 2,
+        applied_index: 3,
+        revision: 4,
+        compact_revision: 1,
+        keys: 2,
+        total: 8,
+        chunk: vec![5; 3],
+    };
+    assert_eq!(page, Ok(PeerAnswer::Image(want)));
     // A rejoin may come from an id no longer a member (its removal already decided): the
     // answerer checks it. From a member it must name its (new) data directory.
     let rejoin = PeerQuestion::Member(SelfChange::Rejoin {

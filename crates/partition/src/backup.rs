@@ -119,31 +119,71 @@ impl<E: Engine> Partitioned<E> {
     }
 
     pub(crate) fn take_backup_image(&self) -> Result<BackupImage, EngineError> {
-        let mut groups = Vec::with_capacity(self.layout.groups());
-        let mut total = BackupImage {
-            applied_index: 0,
-            revision: 0,
-            compact_revision: 0,
-            keys: 0,
-            state: Arc::default(),
-        };
+        let mut parts = Vec::with_capacity(self.layout.groups());
         for (pos, g) in self.layout.ids().enumerate() {
             let (start, _) = self.layout.bounds_at(pos);
-            let engine = self.groups.get(&g).filter(|e| has_state(*e));
-            let engine = engine.ok_or_else(|| missing(g))?;
-            let image = engine.backup_image()?;
-            total.applied_index = total.applied_index.max(image.applied_index);
-            total.revision = total.revision.max(image.revision);
-            total.compact_revision = total.compact_revision.max(image.compact_revision);
-            total.keys += image.keys;
-            groups.push((start, g, image.state.to_vec()));
+            parts.push((start, g, self.group_image(g)?));
         }
-        let bytes = postcard::to_allocvec(&GroupsImage { groups }).map_err(|e| {
-            EngineError::InvalidRequest(format!("the groups' images do not serialise: {e}"))
-        })?;
-        total.state = Arc::new(bytes);
-        Ok(total)
+        assemble(parts)
     }
+
+    /// Group `g`'s state image here (placement: one part of a backup another member takes).
+    pub(crate) fn group_image(&self, g: GroupId) -> Result<BackupImage, EngineError> {
+        let Some(engine) = self.groups.get(&g) else {
+            return Err(EngineError::InvalidRequest(format!(
+                "group {} is not on member {}",
+                group_name(g),
+                self.id
+            )));
+        };
+        match has_state(engine) {
+            true => engine.backup_image(),
+            false => Err(missing(g)),
+        }
+    }
+}
+
+/// One backup of a partitioned cluster from its groups' images, each with the range's first
+/// key, in key order — taken here, or (placement) gathered from the groups' hosts. The
+/// figures are the groups' together: the highest applied index, revision and compact
+/// revision, and the keys of all.
+pub fn assemble(parts: Vec<(Key, GroupId, BackupImage)>) -> Result<BackupImage, EngineError> {
+    let mut total = BackupImage {
+        applied_index: 0,
+        revision: 0,
+        compact_revision: 0,
+        keys: 0,
+        state: Arc::default(),
+    };
+    let mut groups = Vec::with_capacity(parts.len());
+    for (start, g, image) in parts {
+        total.applied_index = total.applied_index.max(image.applied_index);
+        total.revision = total.revision.max(image.revision);
+        total.compact_revision = total.compact_revision.max(image.compact_revision);
+        total.keys += image.keys;
+        groups.push((start, g, image.state.to_vec()));
+    }
+    let image = GroupsImage { groups };
+    // What `synod restore` will demand of it, asserted where it is made.
+    if image.groups.is_empty()
+        || !image.groups[0].0.is_empty()
+        || image.groups.windows(2).any(|w| w[0].0 >= w[1].0)
+    {
+        return Err(EngineError::InvalidRequest(
+            "a backup's groups must be ranges in key order from the first key".into(),
+        ));
+    }
+    let bytes = postcard::to_allocvec(&image).map_err(|e| {
+        EngineError::InvalidRequest(format!("the groups' images do not serialise: {e}"))
+    })?;
+    total.state = Arc::new(bytes);
+    Ok(total)
+}
+
+/// HashKV of a placed cluster as any member computes it: each group's own hash at the revision
+/// it was taken at, in key order (`parts`), combined as a member hosting every group would.
+pub fn combine_group_hashes(parts: &[(u32, u64)]) -> u32 {
+    combine(parts)
 }
 
 /// FNV-1a over each group's hash and revision, in order.

@@ -86,7 +86,7 @@ mod placement;
 mod pool;
 mod watch;
 
-pub use backup::GroupsImage;
+pub use backup::{GroupsImage, assemble as assemble_backup, combine_group_hashes};
 pub use directory::META_GROUP;
 use layout::{CHILD_ID_BASE, GroupId, Layout, Route, child_id};
 pub use placement::{Relayed, hosts_at};
@@ -1501,6 +1501,13 @@ impl<E: Engine> Engine for Partitioned<E> {
 
     fn quarantine(&mut self, on: bool) {
         self.relay.quarantined = on;
+    }
+
+    fn group_backup_image(
+        &self,
+        group: u64,
+    ) -> Result<synod_core::backup::BackupImage, EngineError> {
+        self.group_image(group)
     }
 
     fn group_hash_kv(

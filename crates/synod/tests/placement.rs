@@ -3,14 +3,17 @@
 //! member's endpoint, relaying to a host where it hosts no replica — a member that hosts every
 //! group can be killed and the others still serve its keys, `synodctl range list` shows where
 //! each range lives, reads over every group are served at every member (their parts relayed,
-//! read at one revision), leases and compaction reach every group through relays, and what
-//! placement does not serve yet (hashes, backups, watches of groups elsewhere, membership
-//! changes) is refused by name.
+//! read at one revision), leases and compaction reach every group through relays, `endpoint
+//! hashkv` agrees at every member and a backup at a member gathers the groups it does not host
+//! (restored into a new cluster), and what placement does not serve yet (membership changes)
+//! is refused by name.
 
 mod common;
 
-use common::{Cluster, etcdctl, etcdctl_run, synodctl_ok, wait_until};
+use common::{Cluster, etcdctl, etcdctl_run, run_with_deadline, synodctl_ok, wait_until};
 use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 /// 5 members, split at c, m and t, each group after the first on 3 of them.
@@ -211,13 +214,8 @@ fn groups_on_three_of_five_members_serve_every_key_from_every_member() {
     // reproduces.
     every_member_reads_all(&c, &etcdctl, &[1, 2, 3, 4, 5], "from-5");
     leases_reach_every_group(&c, &etcdctl);
+    let backup = backups_and_hashes(&c, &etcdctl);
     // What placement does not serve yet: refused, nothing half-done.
-    let (ok, said) = at(&c, &etcdctl, 2, &["endpoint", "hashkv"]);
-    assert!(!ok && said.contains("some members only"), "{said}");
-    let snapshot = std::env::temp_dir().join(format!("synod-placed-{}.db", std::process::id()));
-    let path = snapshot.to_str().expect("utf-8 temp path");
-    let (ok, said) = at(&c, &etcdctl, 2, &["snapshot", "save", path]);
-    assert!(!ok && said.contains("holds only its own groups"), "{said}");
     // (Watches of groups a member does not host: crates/synod/tests/watch.rs.)
     let (ok, said) = at(&c, &etcdctl, 3, &["member", "remove", "5"]);
     assert!(!ok && said.contains("membership changes"), "{said}");
@@ -236,6 +234,12 @@ fn groups_on_three_of_five_members_serve_every_key_from_every_member() {
     }
     every_member_reads(&c, &etcdctl, &rest, "without-4");
     every_member_reads_all(&c, &etcdctl, &rest, "without-4");
+    // A backup at member 2 gathers groups 2 and 3 from their hosts left (3 and 5, 1 and 5).
+    ok_at(&c, &etcdctl, 2, &["snapshot", "save", path_str(&backup)]);
+    let (ok, summary, err) = synod_restore(&[path_str(&backup), "--verify"]);
+    assert!(ok, "verify: {summary}{err}");
+    assert!(summary.contains("keys             4"), "{summary}");
+    let _ = std::fs::remove_file(&backup);
     c.restart(4);
     wait_until(Duration::from_secs(30), "member 4 back", || {
         let got = at(
@@ -247,6 +251,71 @@ fn groups_on_three_of_five_members_serve_every_key_from_every_member() {
         (got.0 && got.1.trim() == "without-4").then_some(())
     });
     every_member_reads(&c, &etcdctl, &[1, 2, 3, 4, 5], "without-4");
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+fn synod_restore(args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_synod"));
+    cmd.arg("restore").args(args);
+    let (status, out, err) = run_with_deadline(cmd, Duration::from_secs(120));
+    (status.success(), out, err)
+}
+
+/// `endpoint hashkv` and `snapshot save` at members that host some of the groups: the
+/// members' hashes agree, and a backup at member 2 (groups 0 and 1) holds every group's keys —
+/// a new, unplaced 3-member cluster restored from it serves them, without the writes made
+/// after it. Returns a path for another backup.
+fn backups_and_hashes(c: &Cluster, etcdctl: &Path) -> PathBuf {
+    for key in KEYS {
+        ok_at(c, etcdctl, 2, &["put", key, &format!("saved-{key}")]);
+    }
+    // Quiet now: every member's hash, over every group, is the same.
+    let all = c.grpc_endpoints();
+    let hashes = wait_until(Duration::from_secs(30), "hashes to agree", || {
+        let (ok, out, _) = etcdctl_run(etcdctl, &all, &["endpoint", "hashkv", "-w", "json"], None);
+        let v: Value = serde_json::from_str(out.trim()).ok().filter(|_| ok)?;
+        let hashes: Vec<u64> = (v.as_array()?.iter())
+            .map(|e| e["HashKV"]["hash"].as_u64())
+            .collect::<Option<_>>()?;
+        (hashes.len() == 5 && hashes.iter().all(|h| *h == hashes[0])).then_some(hashes)
+    });
+    assert_ne!(hashes[0], 0, "a hash of every group");
+    let dir = std::env::temp_dir();
+    let file = dir.join(format!("synod-placed-{}.db", std::process::id()));
+    ok_at(c, etcdctl, 2, &["snapshot", "save", path_str(&file)]);
+    for key in KEYS {
+        ok_at(c, etcdctl, 1, &["put", key, "after-the-backup"]);
+    }
+    let restored = Cluster::start_prepared(
+        3,
+        "omnipaxos",
+        &|cfg| cfg.partition.split_keys = vec!["m".into()],
+        &|config, data| {
+            let (ok, out, err) = synod_restore(&[
+                path_str(&file),
+                "--config",
+                path_str(config),
+                "--data-dir",
+                path_str(data),
+            ]);
+            assert!(ok, "synod restore: {out}\n{err}");
+        },
+    );
+    let (ok, out, err) = etcdctl_run(
+        etcdctl,
+        &restored.grpc_endpoints(),
+        &["get", "", "--prefix"],
+        None,
+    );
+    assert!(ok, "{err}");
+    let want: String = KEYS.iter().map(|k| format!("{k}\nsaved-{k}\n")).collect();
+    assert_eq!(out, want, "every group's keys, as backed up");
+    drop(restored);
+    let _ = std::fs::remove_file(&file);
+    dir.join(format!("synod-placed-{}-again.db", std::process::id()))
 }
 
 /// The corruption check on placed groups: member 4 (a host of every group) comes back applying

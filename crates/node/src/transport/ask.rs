@@ -52,6 +52,9 @@ pub enum PeerQuestion {
     /// A group's applied revisions, for a watch of it on a member that does not host it
     /// (`watch::remote`).
     Events(crate::watch::remote::EventsQuery),
+    /// A page of a group's state image, for a backup at a member that does not host the group
+    /// (`backup::gather`).
+    Image(crate::backup::ImageQuery),
 }
 
 /// A change a member may ask for itself ([`PeerQuestion::Member`]); `Hello::from` is "itself".
@@ -82,11 +85,14 @@ pub enum PeerAnswer {
     Revision(u64),
     HashKv {
         hash: u32,
+        /// The revision hashed at (the group's current one when asked at 0).
+        revision: u64,
         compact_revision: u64,
     },
     /// Per group the peer hosts: (group, applied revision, compact revision).
     Groups(Vec<(u64, u64, u64)>),
     Events(crate::watch::remote::EventsPage),
+    Image(crate::backup::ImagePage),
     /// The peer has not applied (every group of it has not closed) the revision yet.
     FutureRevision,
     /// A [`SelfChange`] is decided: the asker's id after it (new after a rejoin) and the

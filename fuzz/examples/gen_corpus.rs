@@ -9,11 +9,19 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use synod_core::kv::{Op, PutRequest, RangeRequest};
-use synod_core::{ClientId, ClientRequest, Consistency, Engine, EngineConfig, NodeId, RequestId};
-use synod_fuzz::{CasPaxosEngine, OmniPaxosEngine, VrEngine};
+use synod_core::{
+    ClientId, ClientReply, ClientRequest, Consistency, Engine, EngineConfig, EngineError, NodeId,
+    RequestId,
+};
+use synod_fuzz::{CasPaxosEngine, OmniPaxosEngine, PartitionedOmniPaxos, PartitionedVr, VrEngine};
+use synod_node::backup::{ImagePage, ImageQuery};
 use synod_node::config::TransportConfig;
 use synod_node::storage::Wal;
-use synod_node::transport::{Hello, HelloReply, MAGIC, encode_frame};
+use synod_node::transport::{
+    Hello, HelloReply, MAGIC, PeerAnswer, PeerQuestion, SelfChange, encode_frame,
+};
+use synod_node::watch::remote::{EventsPage, EventsQuery};
+use synod_partition::{GroupMessage, Relayed};
 
 /// Errors end the generator with their message; there is nothing to recover.
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -66,6 +74,8 @@ fn boot<E: Engine>(snapshot_entries: u64) -> Vec<E> {
             let mut c = EngineConfig::new(id, MEMBERS.to_vec(), 42);
             c.first_boot = true;
             c.snapshot_entries = snapshot_entries;
+            // Partitioned engines split the keys written below over two groups (others ignore it).
+            c.split_keys = vec![b"k2".to_vec()];
             E::recover(c, Vec::new()).expect("a fresh replica recovers")
         })
         .collect()
@@ -191,6 +201,103 @@ fn distinct<M: Clone>(
     out
 }
 
+/// A partitioned frame of relays only: a request for group 1, an answer, and "elsewhere".
+fn relays() -> <PartitionedOmniPaxos as Engine>::Message {
+    let id = RequestId {
+        client: ClientId(1 << 63 | 5),
+        seq: 3,
+    };
+    let request = ClientRequest {
+        id,
+        first_unacked: 2,
+        op: Op::Put(PutRequest::new("k3", "v")),
+        consistency: Consistency::Linearizable,
+    };
+    let reply = ClientReply {
+        id,
+        result: Err(EngineError::Timeout),
+    };
+    GroupMessage {
+        parts: Vec::new(),
+        relayed: vec![
+            Relayed::Request(1, request),
+            Relayed::Answer {
+                reply,
+                group: 1,
+                leader: Some(2),
+            },
+            Relayed::Elsewhere(id, 1),
+        ],
+        top: 9,
+    }
+}
+
+/// One of each question a member asks another over the peer port.
+fn questions() -> Vec<PeerQuestion> {
+    vec![
+        PeerQuestion::Revision,
+        PeerQuestion::HashKv { revision: 4 },
+        PeerQuestion::Member(SelfChange::Rejoin {
+            name: "n1".into(),
+            peer_addr: "127.0.0.1:7000".into(),
+            http_addr: "127.0.0.1:7001".into(),
+            grpc_addr: "127.0.0.1:7002".into(),
+        }),
+        PeerQuestion::Member(SelfChange::Promote),
+        PeerQuestion::Member(SelfChange::Publish {
+            name: "n1".into(),
+            http_addr: "127.0.0.1:7001".into(),
+            grpc_addr: "127.0.0.1:7002".into(),
+        }),
+        PeerQuestion::Groups,
+        PeerQuestion::GroupHashKv {
+            group: 1,
+            revision: 4,
+        },
+        PeerQuestion::Events(EventsQuery {
+            group: 1,
+            start: 5,
+            max: 256,
+            wait_ms: 2_000,
+        }),
+        PeerQuestion::Image(ImageQuery {
+            group: 1,
+            taken: 2,
+            offset: 4096,
+        }),
+    ]
+}
+
+/// One of each answer.
+fn answers() -> Vec<PeerAnswer> {
+    vec![
+        PeerAnswer::Revision(42),
+        PeerAnswer::HashKv {
+            hash: 0xdead_beef,
+            revision: 42,
+            compact_revision: 7,
+        },
+        PeerAnswer::Groups(vec![(0, 42, 7), (1, 40, 7)]),
+        PeerAnswer::Events(EventsPage {
+            revisions: Vec::new(),
+            through: 15,
+            compacted: 7,
+        }),
+        PeerAnswer::Image(ImagePage {
+            taken: 2,
+            applied_index: 9,
+            revision: 8,
+            compact_revision: 1,
+            keys: 3,
+            total: 6,
+            chunk: vec![1, 2, 3],
+        }),
+        PeerAnswer::FutureRevision,
+        PeerAnswer::Member { id: 4, version: 3 },
+        PeerAnswer::Unavailable("no answer in time".into()),
+    ]
+}
+
 fn peer_frame(dir: &Path) -> Result<()> {
     let max = TransportConfig::default().frame_bytes_max;
     let hello = encode_frame(
@@ -202,6 +309,7 @@ fn peer_frame(dir: &Path) -> Result<()> {
             data_id: 0xfeed,
             probe: false,
             replace_data_id: false,
+            question: None,
         },
         max,
     )?;
@@ -240,6 +348,27 @@ fn peer_frame(dir: &Path) -> Result<()> {
     ));
     let cas = cluster::<CasPaxosEngine>(40, 0);
     seeds.extend(stream(&hello, &distinct(&cas.messages, 16, kind), max));
+    let groups = cluster::<PartitionedOmniPaxos>(40, 0);
+    seeds.extend(stream(&hello, &distinct(&groups.messages, 16, kind), max));
+    let groups = cluster::<PartitionedVr>(40, 0);
+    seeds.extend(stream(&hello, &distinct(&groups.messages, 16, kind), max));
+    seeds.extend(stream(&hello, &[relays()], max));
+    for q in questions() {
+        let asked = Hello {
+            magic: MAGIC,
+            cluster_id: 0x5eed,
+            from: 1,
+            to: 2,
+            data_id: 0xfeed,
+            probe: false,
+            replace_data_id: false,
+            question: Some(q),
+        };
+        seeds.push(encode_frame(&asked, max)?.to_vec());
+    }
+    for a in answers() {
+        seeds.push(encode_frame(&HelloReply::Answer(a), max)?.to_vec());
+    }
     write_seeds(dir, &seeds)?;
     Ok(())
 }

@@ -19,6 +19,10 @@ pub mod wal_segment;
 pub type OmniPaxosEngine = synod_replica::Replica<synod_omnipaxos::OmniPaxos>;
 pub type VrEngine = synod_replica::Replica<synod_vr::Vr>;
 pub type CasPaxosEngine = synod_caspaxos::CasPaxos;
+/// Partitioned members of either log engine: their frames carry every group's messages, and
+/// relayed requests and answers (placement).
+pub type PartitionedOmniPaxos = synod_partition::Partitioned<OmniPaxosEngine>;
+pub type PartitionedVr = synod_partition::Partitioned<VrEngine>;
 
 /// A current-thread runtime shared by every run of a target: building one per input would
 /// dominate the time of each execution.

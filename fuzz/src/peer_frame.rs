@@ -3,11 +3,12 @@
 //! The input is the connection's byte stream. It is cut into frames by the transport's own
 //! [`read_frame`] (length prefix, `frame_bytes_max`) and every frame payload is decoded by
 //! [`decode_payload`] as each thing that can arrive on a peer connection: the handshake
-//! ([`Hello`], [`HelloReply`]) and each engine's message type. Whatever decodes must re-encode
+//! ([`Hello`], [`HelloReply`], peer questions and their answers inside them) and each engine's
+//! message type, partitioned members' frames (every group's messages, relays) included. Whatever decodes must re-encode
 //! with [`encode_frame`] and decode again to the same bytes: a value the transport accepts but
 //! cannot send back intact would be a silent corruption between members.
 
-use crate::{CasPaxosEngine, OmniPaxosEngine, VrEngine};
+use crate::{CasPaxosEngine, OmniPaxosEngine, PartitionedOmniPaxos, PartitionedVr, VrEngine};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use synod_core::Engine;
@@ -33,6 +34,8 @@ pub fn run(data: &[u8]) {
         round_trip::<<OmniPaxosEngine as Engine>::Message>(&payload);
         round_trip::<<VrEngine as Engine>::Message>(&payload);
         round_trip::<<CasPaxosEngine as Engine>::Message>(&payload);
+        round_trip::<<PartitionedOmniPaxos as Engine>::Message>(&payload);
+        round_trip::<<PartitionedVr as Engine>::Message>(&payload);
     }
 }
 

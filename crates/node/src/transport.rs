@@ -919,7 +919,11 @@ where
     let refusal = match (refusal, identity) {
         (Some(r), _) => Some(r),
         (None, _) if let Some(question) = hello.question.clone() => {
+            let more = ask::reusable(&question);
             ask::answer(write, shared, hello.from, question).await;
+            if more {
+                ask::answer_more(read, write, shared, hello.from).await;
+            }
             return Ok(None);
         }
         (None, _) if hello.probe => {

@@ -486,9 +486,9 @@ async fn a_connected_member_may_not_rejoin() {
     );
 }
 
-/// A member's question (the corruption check's) is answered by what the node set, and the
-/// connection closed; before the node set anything, "starting"; a stranger's or another
-/// cluster's question is refused as its hello would be.
+/// A member's question (the corruption check's) is answered by what the node set; before the
+/// node set anything, "starting"; a stranger's or another cluster's question is refused as its
+/// hello would be.
 #[tokio::test]
 async fn questions_from_members_are_answered_and_strangers_refused() {
     let l = bind().await;
@@ -617,4 +617,106 @@ async fn questions_from_members_are_answered_and_strangers_refused() {
             "{refused:?} should say {why:?}"
         );
     }
+}
+
+/// A hello with `question` from member `from` to member 1 of [`CLUSTER`].
+fn asking(from: NodeId, question: PeerQuestion) -> Hello {
+    Hello {
+        magic: MAGIC,
+        cluster_id: CLUSTER,
+        from,
+        to: 1,
+        data_id: 0,
+        probe: false,
+        replace_data_id: false,
+        question: Some(question),
+    }
+}
+
+/// An answered connection takes the same member's next questions, each checked as the first:
+/// a question that changes membership, or a hello from another member, closes it instead.
+#[tokio::test]
+async fn an_answered_connection_takes_more_questions() {
+    let l = bind().await;
+    let addr = l.local_addr().unwrap();
+    let peers = vec![(2, "127.0.0.1:1".into()), (3, "127.0.0.1:1".into())];
+    let node = start(1, CLUSTER, l, peers, cfg());
+    node.t.set_answerer(Arc::new(|from, _| {
+        Box::pin(async move { PeerAnswer::Revision(from * 10) })
+    }));
+    let answered = |reply: HelloReply| match reply {
+        HelloReply::Answer(PeerAnswer::Revision(r)) => r,
+        other => panic!("not answered: {other:?}"),
+    };
+    for closing in [
+        asking(2, PeerQuestion::Member(SelfChange::Promote)),
+        asking(3, PeerQuestion::Revision),
+    ] {
+        let (mut s, reply) = hello_exchange(addr, &asking(2, PeerQuestion::Revision)).await;
+        assert_eq!(answered(reply), 20);
+        for _ in 0..3 {
+            let again = asking(2, PeerQuestion::Groups);
+            s.write_all(&encode_frame(&again, 4096).unwrap())
+                .await
+                .unwrap();
+            let reply = read_frame(&mut s, 4096).await.unwrap().unwrap();
+            assert_eq!(answered(decode_payload(&reply).unwrap()), 20);
+        }
+        s.write_all(&encode_frame(&closing, 4096).unwrap())
+            .await
+            .unwrap();
+        assert_closed(&mut s).await;
+    }
+}
+
+/// An asker keeps an answered connection for its next question to the same peer, and asks on
+/// a new one when the kept connection turns out closed; membership questions always dial.
+#[tokio::test]
+async fn an_asker_reuses_its_connection_and_redials_a_closed_one() {
+    let l = bind().await;
+    let addr = l.local_addr().unwrap().to_string();
+    let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = accepted.clone();
+    // A peer that answers three questions per connection, then closes it.
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                for _ in 0..3 {
+                    let Ok(Some(frame)) = read_frame(&mut s, 4096).await else {
+                        return;
+                    };
+                    let _: Hello = decode_payload(&frame).unwrap();
+                    let reply = HelloReply::Answer(PeerAnswer::Revision(n));
+                    s.write_all(&encode_frame(&reply, 4096).unwrap())
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let asker = PeerAsker::new(2, CLUSTER, cfg());
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        match asker.ask(1, &addr, PeerQuestion::Revision).await {
+            Ok(PeerAnswer::Revision(connection)) => answers.push(connection),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        answers,
+        [1, 1, 1, 2],
+        "one connection, then a new one after it closed"
+    );
+    let promote = PeerQuestion::Member(SelfChange::Promote);
+    assert_eq!(
+        asker.ask(1, &addr, promote).await,
+        Ok(PeerAnswer::Revision(3))
+    );
+    assert_eq!(
+        asker.ask(1, &addr, PeerQuestion::Groups).await,
+        Ok(PeerAnswer::Revision(2)),
+        "the kept connection again, not the membership question's"
+    );
 }

@@ -6,8 +6,15 @@
 //!
 //! A question is a [`Hello`] with `question` set, checked like any hello (magic, cluster id,
 //! a member of the current configuration; the peer port's TLS when configured), answered with
-//! [`HelloReply::Answer`], and the connection closed: one short-lived connection per question,
-//! which is cheap at the check's pace (every `corrupt_check_ms`, minutes by default).
+//! [`HelloReply::Answer`]. The asker may then ask again on the same connection (another hello
+//! with a question, checked again): it keeps up to [`IDLE_PER_PEER_MAX`] answered connections
+//! per peer for [`IDLE_REUSE`], and the answerer closes one after [`IDLE_CLOSE`] without a
+//! question. That matters for remote watches (a long poll per page of a busy group) and
+//! backups of placed members (a question per page of an image): a connection per question
+//! costs a handshake (TLS too, with peer TLS) and leaves a socket in TIME_WAIT every time.
+//! Questions that change membership ([`SelfChange`]) always get a connection of their own:
+//! a pooled connection that fails is asked again on a new one, which only a question without
+//! effects may be.
 //!
 //! A member also changes *its own* membership here ([`SelfChange`]: a wiped member removing its
 //! old id and adding itself back, a learner promoting itself, a joined member publishing its
@@ -26,15 +33,23 @@ use super::{
 };
 use crate::config::TransportConfig;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use synod_core::NodeId;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// How long the answering member may take to find an answer (a HashKV hashes the history).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Answered connections an asker keeps per peer for its next questions.
+pub const IDLE_PER_PEER_MAX: usize = 2;
+/// An asker reuses a connection answered at most this long ago...
+pub const IDLE_REUSE: Duration = Duration::from_secs(5);
+/// ...and the answerer closes one after this long without a question, well after the asker
+/// stopped reusing it, so an asker never sends into a connection being closed.
+pub const IDLE_CLOSE: Duration = Duration::from_secs(15);
 
 /// What a member may ask a peer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +145,47 @@ pub(super) async fn answer<W: AsyncWrite + Unpin>(
     }
 }
 
+/// Answers further questions on a connection whose first question from member `from` was
+/// answered, until it is closed, idle for [`IDLE_CLOSE`], or sends anything but a question
+/// from `from` that may be asked again (each hello is checked as the first was).
+pub(super) async fn answer_more<R, W>(read: &mut R, write: &mut W, shared: &Shared, from: NodeId)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let max = shared.cfg.frame_bytes_max;
+    loop {
+        let frame = match tokio::time::timeout(IDLE_CLOSE, super::read_frame(read, max)).await {
+            Ok(Ok(Some(frame))) => frame,
+            _ => return,
+        };
+        let Ok(hello) = super::decode_payload::<Hello>(&frame) else {
+            return;
+        };
+        let question = match hello.question.clone() {
+            Some(q) if hello.from == from && reusable(&q) => q,
+            _ => return,
+        };
+        if let Some(reason) = super::hello_refusal(&hello, shared) {
+            let timeout = Duration::from_millis(shared.cfg.handshake_timeout_ms);
+            if let Ok(frame) = encode_frame(&HelloReply::Refused(reason), max) {
+                let _ = tokio::time::timeout(timeout, write_flushed(write, &frame)).await;
+            }
+            return;
+        }
+        answer(write, shared, from, question).await;
+    }
+}
+
+/// Whether `question` may be asked on a connection kept from an earlier one (and so asked
+/// again when that connection turns out closed): only questions without effects.
+pub(super) fn reusable(question: &PeerQuestion) -> bool {
+    !matches!(question, PeerQuestion::Member(_))
+}
+
+/// Connections answered lately, per peer: (when, the address dialled, the stream).
+type Idle = HashMap<NodeId, Vec<(Instant, String, Dialed)>>;
+
 /// Asks members of this cluster questions over their peer ports (TLS as the transport's).
 #[derive(Clone)]
 pub struct PeerAsker {
@@ -138,6 +194,7 @@ pub struct PeerAsker {
     cfg: TransportConfig,
     /// Presented in the hello (0: none); a rejoin must name its new data directory.
     data_id: u64,
+    idle: Arc<Mutex<Idle>>,
 }
 
 impl PeerAsker {
@@ -147,6 +204,7 @@ impl PeerAsker {
             cluster_id,
             cfg,
             data_id: 0,
+            idle: Arc::default(),
         }
     }
 
@@ -180,11 +238,32 @@ impl PeerAsker {
             replace_data_id: false,
             question: Some(question),
         };
+        let reusable = hello.question.as_ref().is_some_and(reusable);
+        if reusable && let Some(mut kept) = self.take_idle(peer, addr) {
+            // Closed meanwhile (the peer restarted, say): asked again on a new connection.
+            if let Ok(answer) = self.exchange(&mut kept, &hello).await {
+                self.keep_idle(peer, addr, kept);
+                return Ok(answer);
+            }
+        }
+        let within = Duration::from_millis(self.cfg.handshake_timeout_ms);
+        let mut dialed = tokio::time::timeout(within, connect(addr, tls.as_ref()))
+            .await
+            .map_err(|_| "connect timed out".to_string())??;
+        let answer = self.exchange(&mut dialed, &hello).await?;
+        if reusable {
+            self.keep_idle(peer, addr, dialed);
+        }
+        Ok(answer)
+    }
+
+    /// Asks `hello`'s question on `dialed` and reads the answer.
+    async fn exchange(&self, dialed: &mut Dialed, hello: &Hello) -> Result<PeerAnswer, String> {
         let max = self.cfg.frame_bytes_max;
         let exchange = async {
-            let reply = match connect(addr, tls.as_ref()).await? {
-                Dialed::Plain(mut s) => exchange_hello(&mut s, &hello, max).await?,
-                Dialed::Tls(mut s) => exchange_hello(&mut s, &hello, max).await?,
+            let reply = match dialed {
+                Dialed::Plain(s) => exchange_hello(s, hello, max).await?,
+                Dialed::Tls(s) => exchange_hello(s, hello, max).await?,
             };
             match reply {
                 HelloReply::Answer(a) => Ok(a),
@@ -196,5 +275,23 @@ impl PeerAsker {
         tokio::time::timeout(within, exchange)
             .await
             .map_err(|_| "question timed out".to_string())?
+    }
+
+    /// A connection to `peer` at `addr` answered within [`IDLE_REUSE`], if one is kept.
+    fn take_idle(&self, peer: NodeId, addr: &str) -> Option<Dialed> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = idle.get_mut(&peer)?;
+        kept.retain(|(at, a, _)| at.elapsed() < IDLE_REUSE && a == addr);
+        kept.pop().map(|(_, _, d)| d)
+    }
+
+    /// Keeps `dialed` for the next question to `peer`, unless [`IDLE_PER_PEER_MAX`] are kept.
+    fn keep_idle(&self, peer: NodeId, addr: &str, dialed: Dialed) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = idle.entry(peer).or_default();
+        kept.retain(|(at, _, _)| at.elapsed() < IDLE_REUSE);
+        if kept.len() < IDLE_PER_PEER_MAX {
+            kept.push((Instant::now(), addr.to_string(), dialed));
+        }
     }
 }

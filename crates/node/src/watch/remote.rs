@@ -16,8 +16,8 @@
 //! left for the group's next host, asked from the same revision: nothing is skipped or
 //! repeated. A host whose CORRUPT alarm is raised answers no poll.
 //!
-//! **Cost.** One long poll per remote group with watchers per member, a peer connection per
-//! answered poll (the peer port's questions are one-shot: see `transport::ask`). Suited to the
+//! **Cost.** One long poll per remote group with watchers per member, each page a question on a
+//! peer-port connection the asker keeps for the next one (see `transport::ask`). Suited to the
 //! coordination uses of watches — locks, elections, configuration — across members; a client
 //! that watches a busy group's every write is better served at one of its hosts.
 //!

@@ -75,6 +75,13 @@ pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// Concurrent requests (HTTP/2 streams) one client connection may have open.
 pub const GRPC_STREAMS_PER_CONNECTION_MAX: u32 = 1024;
 
+/// Client connections the gRPC port serves at once (gRPC, and HTTP/1.1 on the same port). At
+/// the bound the port stops accepting until one closes: more clients wait in the kernel's
+/// backlog instead of taking the file descriptors the member's own files and peers need (a
+/// flood of connections must not make a WAL segment fail to open). etcd clients multiplex
+/// every request over a connection or a few.
+pub const GRPC_CONNECTIONS_MAX: usize = 4096;
+
 /// How often an idle client connection is pinged: a vanished client must not pin server
 /// resources.
 pub const GRPC_KEEPALIVE_INTERVAL_MS: u64 = 10_000;
@@ -146,6 +153,20 @@ pub async fn serve_client_port(
     http: Option<axum::Router>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_client_port_limited(listener, handle, tls, http, GRPC_CONNECTIONS_MAX, shutdown).await
+}
+
+/// [`serve_client_port`] with at most `connections_max` client connections at once (tests
+/// use a small bound; the node [`GRPC_CONNECTIONS_MAX`]).
+pub async fn serve_client_port_limited(
+    listener: tokio::net::TcpListener,
+    handle: NodeHandle,
+    tls: Option<std::sync::Arc<synod_node::tls::ServerTls>>,
+    http: Option<axum::Router>,
+    connections_max: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    assert!(connections_max > 0, "connections_max must be positive");
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, "etcd gRPC API listening");
     let decode_max = decoding_message_bytes_max(&handle);
@@ -157,5 +178,16 @@ pub async fn serve_client_port(
         shutdown.await;
         let _ = stopping_tx.send(true);
     };
-    server::serve(listener, kv, routes_of(svc), auth, tls, http, shutdown).await
+    let limits = server::Limits { connections_max };
+    server::serve(
+        listener,
+        kv,
+        routes_of(svc),
+        auth,
+        tls,
+        http,
+        limits,
+        shutdown,
+    )
+    .await
 }

@@ -258,7 +258,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Driver<S> {
     }
 }
 
+/// Bounds of the client port.
+pub(crate) struct Limits {
+    /// Connections served at once; at the bound, no more are accepted until one ends.
+    pub connections_max: usize,
+}
+
 /// Serves the etcd API on `listener` until `shutdown` completes; over TLS when `tls` is set.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve(
     listener: TcpListener,
     kv: KvServer<EtcdService>,
@@ -266,8 +273,11 @@ pub(crate) async fn serve(
     auth: Arc<synod_node::auth::AuthGate>,
     tls: Option<Arc<ServerTls>>,
     http: Option<axum::Router>,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections_max));
+    let mut full_logged = false;
     let service = GrpcService {
         kv,
         rest,
@@ -279,10 +289,31 @@ pub(crate) async fn serve(
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        // A slot first: at the bound, clients wait in the backlog rather than being taken in.
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if !std::mem::replace(&mut full_logged, true) {
+                    tracing::warn!(
+                        max = limits.connections_max,
+                        "gRPC port: client connections at their bound; waiting for one to close"
+                    );
+                }
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                }
+            }
+        };
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    full_logged = false;
                     // Small request/reply pairs: Nagle's algorithm would hold replies back by
                     // up to a delayed-ACK period.
                     if let Err(e) = stream.set_nodelay(true) {
@@ -291,11 +322,13 @@ pub(crate) async fn serve(
                     let stop = stop_rx.clone();
                     match &tls {
                         None => {
-                            connections.spawn(drive_plain(stream, service.clone(), peer, stop));
+                            let drive = drive_plain(stream, service.clone(), peer, stop);
+                            connections.spawn(holding(slot, drive));
                         }
                         Some(tls) => {
                             let service = service.clone();
-                            connections.spawn(drive_tls(tls.clone(), stream, service, peer, stop));
+                            let drive = drive_tls(tls.clone(), stream, service, peer, stop);
+                            connections.spawn(holding(slot, drive));
                         }
                     }
                 }
@@ -311,6 +344,12 @@ pub(crate) async fn serve(
     let _ = stop_tx.send(true);
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// `drive`, holding one of the port's connection slots until it ends.
+async fn holding(slot: tokio::sync::OwnedSemaphorePermit, drive: impl Future<Output = ()>) {
+    drive.await;
+    drop(slot);
 }
 
 /// Handshakes (within [`ServerTls`]'s bounds, or until shutdown), then drives the connection.

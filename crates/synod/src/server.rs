@@ -189,6 +189,7 @@ fn client_tls(cfg: &NodeConfig) -> anyhow::Result<ClientTls> {
 
 pub fn run(args: ServerArgs) -> ExitCode {
     init_logging(&args.log_format);
+    raise_open_files_limit();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.api_threads {
         builder.worker_threads(usize::from(n));
@@ -215,6 +216,34 @@ pub fn run(args: ServerArgs) -> ExitCode {
             eprintln!("synod server: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Raises this process's soft limit of open files to its hard limit, as Go's runtime does for
+/// etcd: the soft default (1,024 on many systems) is below what the client ports' bounds
+/// (`synod_etcd::GRPC_CONNECTIONS_MAX`, `synod_http::CONNECTIONS_MAX`) and the peers' can take
+/// together, and a member out of descriptors cannot open its next WAL segment.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(soft), hard) = (limit.current, limit.maximum) else {
+        return; // unlimited already
+    };
+    let target = hard.unwrap_or(u64::MAX);
+    if soft >= target {
+        return;
+    }
+    let raised = rustix::process::Rlimit {
+        current: hard,
+        maximum: hard,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::debug!(from = soft, to = ?hard, "raised the open files limit"),
+        Err(e) => tracing::warn!(
+            soft,
+            error = %e,
+            "could not raise the open files limit; many client connections may exhaust it"
+        ),
     }
 }
 
@@ -550,4 +579,26 @@ pub fn init_logging(format: &str) {
     } else {
         builder.try_init()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        // `None`: unlimited.
+        let hard = getrlimit(Resource::Nofile).maximum;
+        assert!(
+            hard.is_none_or(|h| h > 256),
+            "hard limit {hard:?} too low to test"
+        );
+        let lowered = Rlimit {
+            current: Some(256),
+            maximum: hard,
+        };
+        setrlimit(Resource::Nofile, lowered).expect("lowering the soft limit is allowed");
+        super::raise_open_files_limit();
+        assert_eq!(getrlimit(Resource::Nofile).current, hard);
+    }
 }

@@ -19,6 +19,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        TestServer::start_limited(synod_etcd::GRPC_CONNECTIONS_MAX).await
+    }
+
+    /// A server that takes at most `connections_max` client connections at once.
+    pub async fn start_limited(connections_max: usize) -> TestServer {
         let caps = Capabilities {
             ranges: true,
             transactions: true,
@@ -33,9 +38,16 @@ impl TestServer {
             .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(synod_etcd::serve(listener, handle.clone(), async move {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(synod_etcd::serve_client_port_limited(
+            listener,
+            handle.clone(),
+            None,
+            None,
+            connections_max,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         TestServer {
             addr,
             handle,

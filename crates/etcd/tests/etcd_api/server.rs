@@ -1,6 +1,7 @@
 //! The gRPC server loop itself (`server.rs`): many requests multiplexed on one connection are
 //! each answered with their own reply, connections that are not HTTP/2 or that vanish cost
-//! the server nothing, and shutdown still returns while clients stay connected.
+//! the server nothing, connections beyond the port's bound wait for one to close, and shutdown
+//! still returns while clients stay connected.
 
 use crate::common;
 
@@ -127,4 +128,32 @@ async fn shutdown_returns_while_a_client_stays_connected() {
         .await
         .expect("shutdown well within the 5 s grace period: GOAWAY closed the idle connection");
     drop(c);
+}
+
+/// At its bound of connections the port takes in no more: a third client's request waits in
+/// the backlog while two connections are open, and is answered once one of them closes.
+#[tokio::test]
+async fn a_connection_beyond_the_bound_waits_for_one_to_close() {
+    let s = TestServer::start_limited(2).await;
+    let (first, second) = (kv(&s).await, kv(&s).await);
+    for c in [first.clone(), second.clone()] {
+        assert!(get_value(c, "k".into()).await.is_empty(), "both served");
+    }
+    let lazy = Channel::from_shared(s.url())
+        .expect("valid url")
+        .connect_lazy();
+    let mut third = tokio::spawn(get_value(KvClient::new(lazy), "k".into()));
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut third).await;
+    assert!(
+        early.is_err(),
+        "a third connection was served beyond the bound"
+    );
+    drop(first);
+    let value = tokio::time::timeout(RPC_DEADLINE, third)
+        .await
+        .expect("served once a connection closed")
+        .expect("no panic");
+    assert!(value.is_empty());
+    drop(second);
+    s.stop().await;
 }

@@ -17,7 +17,8 @@
 //! **HTTP on the same port**, as etcd's client URL serves it: when the node gives an HTTP
 //! router (its HTTP/JSON API with the /v3 gateway, `/metrics`, `/health`, `/version`), a plain
 //! connection whose first bytes are not HTTP/2's preface is served as HTTP/1.1 by that router,
-//! and so is a TLS connection that negotiated `http/1.1`; an HTTP/2 request that is not gRPC
+//! and so is a TLS connection that negotiated `http/1.1` (one that negotiated nothing is told
+//! by its first bytes, as a plain one); an HTTP/2 request that is not gRPC
 //! (by its content type) goes to the router too. So `curl http://HOST:2379/health`, a
 //! Prometheus scrape and `etcdctl check datascale` work against the gRPC address, as with etcd.
 //!
@@ -373,16 +374,29 @@ async fn drive_tls(
             .and_then(|chain| chain.first())
             .and_then(|cert| synod_node::tls::common_name(cert.as_ref()))
             .map(Arc::<str>::from);
-        let http1 = s.get_ref().1.alpn_protocol() == Some(synod_node::tls::ALPN_HTTP1);
-        match &service.http {
-            Some(router) if http1 => drive_http1(s, router.clone(), peer, stop).await,
-            _ => {
-                let service = GrpcService {
-                    cert_user,
-                    ..service
-                };
-                drive(Driver::new(s, service), peer, stop).await;
+        let service = GrpcService {
+            cert_user,
+            ..service
+        };
+        let alpn = s.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        match (service.http.clone(), alpn.as_deref()) {
+            (Some(router), Some(synod_node::tls::ALPN_HTTP1)) => {
+                drive_http1(s, router, peer, stop).await
             }
+            // No protocol negotiated (a client that offers no ALPN): told by its first bytes,
+            // as on a plain connection.
+            (Some(router), None) => {
+                let first = tokio::select! {
+                    f = tokio::time::timeout(SNIFF_TIMEOUT, first_bytes(s)) => f.ok().flatten(),
+                    _ = stop.wait_for(|s| *s) => None,
+                };
+                match first {
+                    Some((h2, s)) if h2 => drive(Driver::new(s, service), peer, stop).await,
+                    Some((_, s)) => drive_http1(s, router, peer, stop).await,
+                    None => tracing::debug!(%peer, "gRPC port: TLS client silent or gone"),
+                }
+            }
+            _ => drive(Driver::new(s, service), peer, stop).await,
         }
     }
 }
@@ -432,6 +446,80 @@ async fn speaks_h2(stream: &TcpStream) -> Option<bool> {
         // wait, longer each time: a client trickling bytes costs a few wake-ups, not a spin.
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Reads a stream's first bytes until they are HTTP/2's preface or differ from it: whether they
+/// are, and the stream with them given back to be read again. `None` if it ends first.
+async fn first_bytes<S: AsyncRead + Unpin>(mut s: S) -> Option<(bool, Prefixed<S>)> {
+    use tokio::io::AsyncReadExt;
+    let mut first = Vec::with_capacity(H2_PREFACE.len());
+    let mut buf = [0u8; H2_PREFACE.len()];
+    while first.len() < H2_PREFACE.len() {
+        let want = H2_PREFACE.len() - first.len();
+        let n = s.read(&mut buf[..want]).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        first.extend_from_slice(&buf[..n]);
+        if first[..] != H2_PREFACE[..first.len()] {
+            return Some((false, Prefixed { first, at: 0, s }));
+        }
+    }
+    Some((true, Prefixed { first, at: 0, s }))
+}
+
+/// A stream whose first bytes were read already, given back before the rest.
+struct Prefixed<S> {
+    first: Vec<u8>,
+    at: usize,
+    s: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.first.len() {
+            let n = (this.first.len() - this.at).min(buf.remaining());
+            buf.put_slice(&this.first[this.at..this.at + n]);
+            this.at += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.s).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().s).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().s).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.s.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().s).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().s).poll_shutdown(cx)
     }
 }
 

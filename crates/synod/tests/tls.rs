@@ -249,18 +249,27 @@ fn curl_and_synodctl(c: &Cluster, ca: &Certs) {
     let (status, out, err) = run_with_deadline(curl, DEADLINE);
     assert!(status.success(), "curl {url}: {err}");
     assert!(out.contains(r#""value":"v1""#), "{out}");
-    // The gRPC port's HTTP side: HTTP/1.1 by ALPN, and HTTP/2 requests that are not gRPC.
-    for (version, path, want) in [
-        ("--http1.1", "/health", r#""health":"true""#),
-        ("--http2", "/version", r#""etcdserver":"3.4.0""#),
+    // The gRPC port's HTTP side: HTTP/1.1 by ALPN, or by its first bytes without ALPN, and
+    // HTTP/2 requests that are not gRPC.
+    for (flags, path, want) in [
+        (&["--http1.1"][..], "/health", r#""health":"true""#),
+        (
+            &["--http1.1", "--no-alpn"][..],
+            "/health",
+            r#""health":"true""#,
+        ),
+        (&["--http2"][..], "/version", r#""etcdserver":"3.4.0""#),
     ] {
         let url = format!("https://{}{path}", c.member(3).grpc_addr);
         let mut curl = Command::new("curl");
-        curl.args(["-sS", "--fail", version]).args(&tls).arg(&url);
+        curl.args(["-sS", "--fail"])
+            .args(flags)
+            .args(&tls)
+            .arg(&url);
         let (status, out, err) = run_with_deadline(curl, DEADLINE);
         assert!(
             status.success() && out.contains(want),
-            "curl {version} {url}: {out}{err}"
+            "curl {flags:?} {url}: {out}{err}"
         );
     }
 

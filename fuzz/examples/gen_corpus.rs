@@ -298,21 +298,23 @@ fn answers() -> Vec<PeerAnswer> {
     ]
 }
 
+/// Member 1's hello to member 2, with `question` if any.
+fn hello_asking(question: Option<PeerQuestion>) -> Hello {
+    Hello {
+        magic: MAGIC,
+        cluster_id: 0x5eed,
+        from: 1,
+        to: 2,
+        data_id: 0xfeed,
+        probe: false,
+        replace_data_id: false,
+        question,
+    }
+}
+
 fn peer_frame(dir: &Path) -> Result<()> {
     let max = TransportConfig::default().frame_bytes_max;
-    let hello = encode_frame(
-        &Hello {
-            magic: MAGIC,
-            cluster_id: 0x5eed,
-            from: 1,
-            to: 2,
-            data_id: 0xfeed,
-            probe: false,
-            replace_data_id: false,
-            question: None,
-        },
-        max,
-    )?;
+    let hello = encode_frame(&hello_asking(None), max)?;
     let mut seeds = vec![
         hello.to_vec(),
         encode_frame(&HelloReply::Accepted, max)?.to_vec(),
@@ -354,17 +356,7 @@ fn peer_frame(dir: &Path) -> Result<()> {
     seeds.extend(stream(&hello, &distinct(&groups.messages, 16, kind), max));
     seeds.extend(stream(&hello, &[relays()], max));
     for q in questions() {
-        let asked = Hello {
-            magic: MAGIC,
-            cluster_id: 0x5eed,
-            from: 1,
-            to: 2,
-            data_id: 0xfeed,
-            probe: false,
-            replace_data_id: false,
-            question: Some(q),
-        };
-        seeds.push(encode_frame(&asked, max)?.to_vec());
+        seeds.push(encode_frame(&hello_asking(Some(q)), max)?.to_vec());
     }
     for a in answers() {
         seeds.push(encode_frame(&HelloReply::Answer(a), max)?.to_vec());

@@ -180,8 +180,9 @@ pub fn assemble(parts: Vec<(Key, GroupId, BackupImage)>) -> Result<BackupImage, 
     Ok(total)
 }
 
-/// HashKV of a placed cluster as any member computes it: each group's own hash at the revision
-/// it was taken at, in key order (`parts`), combined as a member hosting every group would.
+/// HashKV of a placed cluster as every member computes it: each group's own hash and the
+/// revision it was taken at, in key order (`parts`), combined as a member hosting every group
+/// combines its groups' at their current revisions.
 pub fn combine_group_hashes(parts: &[(u32, u64)]) -> u32 {
     combine(parts)
 }

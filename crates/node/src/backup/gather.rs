@@ -143,10 +143,16 @@ pub(crate) async fn answer(handle: &NodeHandle, q: ImageQuery) -> PeerAnswer {
     }
     let now = Instant::now();
     let taken = match q.taken {
-        0 => match handle.group_backup(q.group).await {
-            Ok(image) => m.held().hold(q.group, image, now),
-            Err(e) => return PeerAnswer::Unavailable(e.to_string()),
-        },
+        0 => {
+            // Taking an image copies a group's state: under the member's own backup bound.
+            let Ok(_slot) = m.backups.clone().try_acquire_owned() else {
+                return PeerAnswer::Unavailable("busy: backups under way here; retry".into());
+            };
+            match handle.group_backup(q.group).await {
+                Ok(image) => m.held().hold(q.group, image, now),
+                Err(e) => return PeerAnswer::Unavailable(e.to_string()),
+            }
+        }
         t => t,
     };
     let q = ImageQuery { taken, ..q };
@@ -292,6 +298,7 @@ impl NodeHandle {
     /// Group `entry.group`'s HashKV at `revision` from the first of its hosts that answers.
     async fn remote_hash(&self, entry: &DirectoryEntry, revision: u64) -> Result<KvHash, ApiError> {
         let mut why = Vec::new();
+        let mut future = false;
         for (host, addr) in self.hosts_of(entry) {
             let question = PeerQuestion::GroupHashKv {
                 group: entry.group,
@@ -309,14 +316,16 @@ impl NodeHandle {
                         compact_revision,
                     });
                 }
-                Ok(PeerAnswer::FutureRevision) => {
-                    return Err(ApiError::Engine(EngineError::FutureRevision { revision }));
-                }
+                // Another host may have reached it.
+                Ok(PeerAnswer::FutureRevision) => future = true,
                 Ok(other) => why.push(format!("member {host}: {other:?}")),
                 Err(e) => why.push(format!("member {host}: {e}")),
             }
         }
-        Err(unavailable(entry.group, "HashKV", &why))
+        match future {
+            true => Err(ApiError::Engine(EngineError::FutureRevision { revision })),
+            false => Err(unavailable(entry.group, "HashKV", &why)),
+        }
     }
 }
 

@@ -490,6 +490,7 @@ pub fn needs(op: &Op, skip_failure_branch: bool) -> Vec<Need> {
         | Op::Split(_)
         | Op::Merge(_)
         | Op::Absorb(_)
+        | Op::Move(_)
         | Op::CloseRevisions { .. } => n.push(Need::Root),
     }
     n

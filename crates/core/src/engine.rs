@@ -774,10 +774,18 @@ pub enum PlantedBug {
     /// of "compacted", so the watcher silently misses the compacted revisions rather than being
     /// cancelled with the compaction revision (etcd's contract: the client re-lists).
     RemoteWatchHistoryIgnoresCompaction,
+    /// Placement, moves (`synod-partition`'s `moves.rs`): a move is driven by whichever member
+    /// took it, from that member's own view of the group's configuration, not by the group's
+    /// leader. A member behind computes steps from a configuration the group has left (say,
+    /// adds a newcomer for a member another move already removed), and the group ends off its
+    /// placement or stalls — where the leader's view, which has every decided change applied,
+    /// would have seen the move done or refused it. Caught by the simulator's convergence
+    /// check (every group on its number of replicas, every group closed).
+    PartitionMoveDrivenAnywhere,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 61] = [
+    pub const ALL: [PlantedBug; 62] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -839,6 +847,7 @@ impl PlantedBug {
         PlantedBug::PartitionDirectoryAnyGeneration,
         PlantedBug::PartitionRelayDropsConsistency,
         PlantedBug::RemoteWatchHistoryIgnoresCompaction,
+        PlantedBug::PartitionMoveDrivenAnywhere,
     ];
 
     pub fn name(self) -> &'static str {
@@ -910,6 +919,7 @@ impl PlantedBug {
             PlantedBug::RemoteWatchHistoryIgnoresCompaction => {
                 "remote-watch-history-ignores-compaction"
             }
+            PlantedBug::PartitionMoveDrivenAnywhere => "partition-move-driven-anywhere",
         }
     }
 

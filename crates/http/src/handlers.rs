@@ -354,6 +354,35 @@ pub async fn range_merge(
     }))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveBody {
+    pub key: String,
+    pub from: NodeId,
+    pub to: NodeId,
+}
+
+#[derive(Serialize)]
+pub struct MoveReply {
+    /// The members the range's group lives on after the move.
+    pub members: Vec<NodeId>,
+}
+
+/// Moves the replica of the group holding `key` from member `from` to member `to` (partitioned
+/// clusters with placement). `synodctl range move`.
+pub async fn range_move(
+    State(handle): State<NodeHandle>,
+    JsonBody(body): JsonBody<MoveBody>,
+) -> Result<Json<MoveReply>, HttpError> {
+    if body.key.is_empty() {
+        return Err(HttpError::invalid("key must not be empty"));
+    }
+    let members = handle
+        .move_range(body.key.into_bytes(), body.from, body.to)
+        .await?;
+    Ok(Json(MoveReply { members }))
+}
+
 #[derive(Serialize)]
 pub struct StatusReply {
     pub member_id: NodeId,

@@ -86,6 +86,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route("POST", "/v1/compact", "compact", true),
     route("POST", "/v1/ranges/split", "range_split", true),
     route("POST", "/v1/ranges/merge", "range_merge", true),
+    route("POST", "/v1/ranges/move", "range_move", true),
     // Engine-bound while it opens (it may read history); the stream itself holds no
     // in-flight permit (it is bounded by `watch_streams_max` instead).
     route("GET", "/v1/watch", "watch", true),
@@ -124,6 +125,7 @@ fn endpoint(spec: &RouteSpec) -> MethodRouter<NodeHandle> {
         "compact" => on(filter, handlers::compact),
         "range_split" => on(filter, handlers::range_split),
         "range_merge" => on(filter, handlers::range_merge),
+        "range_move" => on(filter, handlers::range_move),
         "watch" => on(filter, watch::watch),
         "status" => on(filter, handlers::status),
         "snapshot" => on(filter, backup::snapshot),

@@ -611,6 +611,7 @@ pub fn grows_store(op: &Op) -> bool {
         | Op::Split(_)
         | Op::Merge(_)
         | Op::Absorb(_)
+        | Op::Move(_)
         | Op::CloseRevisions { .. } => false,
         // etcd's capped applier refuses grants too: a lease is state that only grows.
         Op::Put(_) | Op::LeaseGrant(_) => true,
@@ -709,6 +710,11 @@ pub fn validate_op(
         // root whatever the engine).
         Op::Split(sp) => key(&sp.at),
         Op::Merge(m) => key(&m.at),
+        Op::Move(m) if m.from == m.to => Err(ApiError::Invalid(format!(
+            "a move from member {} to itself",
+            m.from
+        ))),
+        Op::Move(m) => key(&m.at),
         Op::Absorb(_) | Op::CloseRevisions { .. } => Err(ApiError::Invalid(
             "absorbs and revision closes are made by the partitioned engine, never by clients"
                 .into(),
@@ -862,13 +868,16 @@ pub fn local_test_node(engine: &str, capabilities: Capabilities) -> NodeHandle {
                     })
                 }
                 // One group, as an unpartitioned replica refuses splits.
-                Op::Split(_) | Op::Merge(_) | Op::Absorb(_) | Op::CloseRevisions { .. } => {
-                    Err(EngineError::Unsupported {
-                        engine: "local".into(),
-                        what: "range splits and merges (only a partitioned cluster has ranges)"
-                            .into(),
-                    })
-                }
+                Op::Split(_)
+                | Op::Merge(_)
+                | Op::Absorb(_)
+                | Op::Move(_)
+                | Op::CloseRevisions { .. } => Err(EngineError::Unsupported {
+                    engine: "local".into(),
+                    what: "range splits, merges and moves (only a partitioned cluster has \
+                           ranges)"
+                        .into(),
+                }),
                 op => store.apply(index, synod_core::RequestId::default(), 0, op),
             };
             publish_to.set_compacted(store.compact_revision());

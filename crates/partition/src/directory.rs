@@ -96,6 +96,11 @@ pub(crate) struct Bugs {
 }
 
 impl Recording {
+    /// Group `g` left this member (`moves.rs`): no record of it is made here any more.
+    pub(crate) fn forget(&mut self, g: GroupId) {
+        self.pending.remove(&g);
+    }
+
     /// Our record `id` was answered (either way): made again no sooner than `retry_at` if
     /// this member's copy still differs then.
     pub(crate) fn answered(&mut self, id: RequestId, retry_at: u64) {
@@ -267,6 +272,15 @@ fn record(
 }
 
 impl<E: Engine> Partitioned<E> {
+    /// Where this member's copy of the directory says group `g` lives: the configuration
+    /// version and voters of its newest record, if any.
+    pub(crate) fn recorded_hosts(&self, g: GroupId) -> Option<(u64, Vec<synod_core::NodeId>)> {
+        (self.directory.copy.iter())
+            .filter(|c| c.entry.group == g)
+            .max_by_key(|c| (c.entry.generation, c.entry.config_version))
+            .map(|c| (c.entry.config_version, c.entry.members.clone()))
+    }
+
     /// Reads this member's copy of the directory again if its meta replica applied something
     /// since the last read.
     pub(crate) fn refresh_directory(&mut self) {

@@ -205,6 +205,8 @@ impl Layout {
             Op::Split(s) => Route::One(self.group_of(&s.at)),
             // A merge freezes the group that begins at its key (the upper of the two).
             Op::Merge(m) => Route::One(self.group_of(&m.at)),
+            // A move is driven by a member hosting the key's group (`moves.rs`).
+            Op::Move(m) => Route::One(self.group_of(&m.at)),
             Op::Absorb(_) => Route::Refuse(EngineError::InvalidRequest(
                 "absorbs are made by the partitioned engine, never by clients".into(),
             )),

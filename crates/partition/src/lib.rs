@@ -82,6 +82,7 @@ mod gather;
 pub mod layout;
 mod leases;
 mod members;
+mod moves;
 mod placement;
 mod pool;
 mod watch;
@@ -134,6 +135,10 @@ pub enum GroupRecord<R> {
     /// records or split marks name it. Written whenever the set grows, and after every
     /// node-wide checkpoint (which drops the earlier ones).
     Retired(Vec<GroupId>),
+    /// Placement: the groups this member left (a move took their replica elsewhere), not to
+    /// be started again from their records here; the whole set, written whenever it changes
+    /// and after every node-wide checkpoint (`moves.rs`).
+    MovedAway(Vec<GroupId>),
 }
 
 impl<R: DurableRecord> DurableRecord for GroupRecord<R> {
@@ -236,6 +241,8 @@ pub struct Partitioned<E: Engine> {
     directory: directory::Recording,
     /// Requests relayed to and from members hosting their groups (`placement.rs`).
     relay: placement::Relay,
+    /// Moves of placed groups' replicas driven here, and groups joined and left (`moves.rs`).
+    moves: moves::Moves,
 }
 
 /// An operator's membership change the first group applied, waiting for the other groups.
@@ -367,7 +374,9 @@ impl<E: Engine> Partitioned<E> {
         // Still differs on every boot (VR's recovery nonce), now also per group.
         c.boot_nonce = base.boot_nonce ^ mix.rotate_left(29);
         if self.placed() {
-            let hosts = self.hosts(g);
+            // Where the group began: its bootstrap configuration (a replica joining later is
+            // told whom to ask instead, `moves.rs`).
+            let hosts = self.static_hosts(g);
             c.initial_members.retain(|m| hosts.contains(&m.id));
             c.members = hosts;
         }
@@ -606,9 +615,11 @@ impl<E: Engine> Partitioned<E> {
             |g, request| parts.push((g, request)),
         );
         for (g, request) in parts {
+            let serves = self.serves(g);
             match self.groups.get_mut(&g) {
+                Some(group) if serves => group.submit(request),
+                _ if placed => self.relay(g, request),
                 Some(group) => group.submit(request),
-                None if placed => self.relay(g, request),
                 None => {}
             }
         }
@@ -666,9 +677,11 @@ impl<E: Engine> Partitioned<E> {
     fn submit_parts(&mut self, parts: Vec<(GroupId, ClientRequest)>) {
         let placed = self.placed();
         for (g, request) in parts {
+            let serves = self.serves(g);
             match self.groups.get_mut(&g) {
+                Some(group) if serves || !placed => group.submit(request),
+                _ if placed => self.relay(g, request),
                 Some(group) => group.submit(request),
-                None if placed => self.relay(g, request),
                 // Merged away since: the read is answered with the retryable `WrongGroup`,
                 // and routed again by the new layout.
                 None => {
@@ -873,6 +886,13 @@ impl<E: Engine> Partitioned<E> {
             // After the checkpoint, which drops every record before it.
             out.push(GroupRecord::Retired(self.retired.iter().copied().collect()));
         }
+        // The whole set whenever it changed (it also shrinks: a group joined again).
+        if (checkpointed && !self.moves.away.is_empty()) || self.moves.away_changed {
+            out.push(GroupRecord::MovedAway(
+                self.moves.away.iter().copied().collect(),
+            ));
+        }
+        self.moves.away_changed = false;
         self.layout_changed = false;
         self.retired_changed = false;
         out
@@ -991,12 +1011,14 @@ impl<E: Engine> Partitioned<E> {
     fn sort_records(
         records: Vec<GroupRecord<E::Record>>,
         mut layout: Layout,
-    ) -> Result<(BTreeMap<GroupId, Vec<E::Record>>, Layout, Vec<GroupId>), String> {
+    ) -> Result<Sorted<E>, String> {
         let mut per_group: BTreeMap<GroupId, Vec<E::Record>> = BTreeMap::new();
         let mut retired = Vec::new();
+        let mut away = Vec::new();
         for r in records {
             match r {
                 GroupRecord::Retired(list) => retired = list,
+                GroupRecord::MovedAway(list) => away = list,
                 GroupRecord::Group(g, r) => per_group.entry(g).or_default().push(r),
                 GroupRecord::Checkpoint(list) => {
                     for (g, r) in list {
@@ -1015,12 +1037,21 @@ impl<E: Engine> Partitioned<E> {
                 }
             }
         }
-        for g in &retired {
+        for g in retired.iter().chain(&away) {
             per_group.remove(g);
         }
-        Ok((per_group, layout, retired))
+        Ok((per_group, layout, retired, away))
     }
 }
+
+/// A log sorted by group: each group's records, the layout, the retired groups and the groups
+/// moved away.
+type Sorted<E> = (
+    BTreeMap<GroupId, Vec<<E as Engine>::Record>>,
+    Layout,
+    Vec<GroupId>,
+    Vec<GroupId>,
+);
 
 type Parts<E> = (
     Vec<(NodeId, <E as Engine>::Message)>,
@@ -1079,7 +1110,8 @@ impl<E: Engine> Engine for Partitioned<E> {
         let first_member = config.members.iter().min() == Some(&config.id);
         let misroute = first_member && config.bug(PlantedBug::PartitionBoundaryMisroute);
         let configured = Layout::new(config.split_keys.clone())?;
-        let (mut per_group, layout, retired) = Self::sort_records(records, configured.clone())?;
+        let (mut per_group, layout, retired, away) =
+            Self::sort_records(records, configured.clone())?;
         if let Some(g) = per_group
             .keys()
             .find(|&&g| g < CHILD_ID_BASE && configured.position(g).is_none())
@@ -1127,9 +1159,11 @@ impl<E: Engine> Engine for Partitioned<E> {
             closing: close::Closing::default(),
             directory: directory::Recording::default(),
             relay: placement::Relay::new(nonce),
+            moves: moves::Moves::left(away),
         };
         p.bug_keep_removed = p.base.bug(PlantedBug::PartitionGroupsKeepRemovedMembers);
         p.relay.bug_drop_consistency = p.base.bug(PlantedBug::PartitionRelayDropsConsistency);
+        p.moves.bug_anywhere = p.base.bug(PlantedBug::PartitionMoveDrivenAnywhere);
         p.bug_release_already_so = p.base.bug(PlantedBug::PartitionMemberRetryNotHeld);
         p.leases.bug_renew_one_group = p.base.bug(PlantedBug::PartitionLeaseRenewsOneGroup);
         p.leases.bug_compact_one_group = p.base.bug(PlantedBug::PartitionCompactOneGroup);
@@ -1158,11 +1192,23 @@ impl<E: Engine> Engine for Partitioned<E> {
             if g >= CHILD_ID_BASE && recs.is_empty() {
                 continue; // started again from its parent's split below
             }
-            if !p.hosts(g).contains(&p.id) {
-                continue; // placed on other members (`placement.rs`)
+            if p.moves.away.contains(&g) || (recs.is_empty() && !p.static_hosts(g).contains(&p.id))
+            {
+                continue; // placed on other members (`placement.rs`), or moved there
             }
             let engine = E::recover(p.group_config(g), recs)
                 .map_err(|e| format!("group {}: {e}", layout::group_name(g)))?;
+            let c = engine.status().configuration;
+            if p.placed()
+                && p.layout.position(g) != Some(0)
+                && !c.members.is_empty()
+                && !c.contains(p.id)
+            {
+                // Removed from the group before its departure made it to the log.
+                p.moves.away.insert(g);
+                p.moves.away_changed = true;
+                continue;
+            }
             if p.layout.position(g).is_none() {
                 match engine.range_state() {
                     Some(r) if !r.range.start.is_empty() => {
@@ -1211,6 +1257,10 @@ impl<E: Engine> Engine for Partitioned<E> {
             });
             return;
         }
+        if matches!(request.op, synod_core::kv::Op::Move(_)) {
+            self.submit_move(request);
+            return;
+        }
         if self.placed()
             && let Some(e) = self.placement_refusal(&request.op)
         {
@@ -1228,9 +1278,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             return;
         }
         match self.layout.route(&request.op) {
-            Route::One(g) if self.placed() && !self.groups.contains_key(&g) => {
-                self.relay(g, request)
-            }
+            Route::One(g) if self.placed() && !self.serves(g) => self.relay(g, request),
             Route::One(g) => match self.groups.get_mut(&g) {
                 Some(group) => {
                     if let synod_core::kv::Op::Membership(change) = &request.op {
@@ -1274,9 +1322,13 @@ impl<E: Engine> Engine for Partitioned<E> {
             self.take_relayed(from, r);
         }
         for (g, m) in message.parts {
-            // A group not started here: split off by a split this member has not applied
-            // yet (it will start it then, and the sender repeats itself), or a peer with
-            // other split keys, which the cluster identity should already have kept out.
+            // A group not started here: placed, this member may just have been added to it
+            // (`moves.rs`). Else split off by a split this member has not applied yet (it will
+            // start it then, and the sender repeats itself), or a peer with other split keys,
+            // which the cluster identity should already have kept out.
+            if !self.groups.contains_key(&g) && self.may_join(g) {
+                self.join_group(g);
+            }
             if let Some(group) = self.groups.get_mut(&g) {
                 group.receive(from, m);
                 *self.inputs.entry(g).or_default() += 1;
@@ -1310,6 +1362,8 @@ impl<E: Engine> Engine for Partitioned<E> {
         }
         if self.ticks.is_multiple_of(FOLLOW_MEMBERS_EVERY_TICKS) {
             self.follow_members();
+            self.drive_moves();
+            self.leave_groups();
         }
         if self.ticks.is_multiple_of(directory::RECORD_EVERY_TICKS) {
             self.record_ranges();

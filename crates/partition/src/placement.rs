@@ -37,7 +37,7 @@
 //! merges, membership changes, backups and whole-member hashes. Each is a step of decision
 //! 0005.
 
-use crate::layout::{GroupId, group_name};
+use crate::layout::GroupId;
 use crate::{GroupMessage, Partitioned};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -47,6 +47,8 @@ use synod_core::{NodeId, RequestId};
 
 /// A relay unanswered this long (ticks) is sent again, to the group's next host.
 const RELAY_RETRY_TICKS: u64 = 50;
+/// A relay answered "not here" is sent to the next host after this long (ticks).
+const NOT_HERE_RETRY_TICKS: u64 = 5;
 /// A host that sent a relay elsewhere (its CORRUPT alarm is raised) is not relayed to for this
 /// long (ticks) unless no other host is left, and its word on who leads is not taken.
 const SHUN_TICKS: u64 = 1_000;
@@ -65,6 +67,9 @@ pub enum Relayed {
     /// The host will not serve relay `.0` of group `.1` (its CORRUPT alarm is raised: its state
     /// may differ from the other hosts'): ask another host.
     Elsewhere(RequestId, GroupId),
+    /// The member asked does not host group `.1` (any more: a move took its replica
+    /// elsewhere, `moves.rs`), or not yet with its state: ask the next host.
+    NotHere(RequestId, GroupId),
 }
 
 /// A request this member relayed and waits for.
@@ -137,11 +142,27 @@ impl<E: Engine> Partitioned<E> {
         r > 0 && r < self.base.members.len()
     }
 
-    /// The members group `g` lives on (every member for the meta group and groups split
-    /// off at run time, which placement refuses to make).
-    pub(crate) fn hosts(&self, g: GroupId) -> Vec<NodeId> {
+    /// The members group `g` was placed on at the cluster's start (every member for the meta
+    /// group and groups split off at run time, which placement refuses to make).
+    pub(crate) fn static_hosts(&self, g: GroupId) -> Vec<NodeId> {
         let position = self.configured.position(g).unwrap_or(0);
         hosts_at(&self.base.members, position, self.base.partition_replicas)
+    }
+
+    /// The members group `g` lives on now: its voters as this member's replica has them, else
+    /// as this member's copy of the range directory records them, else where it was placed
+    /// (`moves.rs`: moves change them).
+    pub(crate) fn hosts(&self, g: GroupId) -> Vec<NodeId> {
+        if let Some(e) = self.groups.get(&g) {
+            let c = e.status().configuration;
+            if c.contains(self.id) {
+                return c.voters();
+            }
+        }
+        match self.recorded_hosts(g) {
+            Some((_, members)) if !members.is_empty() => members,
+            _ => self.static_hosts(g),
+        }
     }
 
     /// Why `request` cannot be served with groups placed, if it cannot.
@@ -217,24 +238,47 @@ impl<E: Engine> Partitioned<E> {
             true => Consistency::Sequential,
         };
         let host = self.host_for(g);
+        // A host answers `Timeout` after its own request timeout: this is a backstop for hosts
+        // that crashed or frames lost, a little later. A move takes longer (its driver's own
+        // bound), and is not sent again meanwhile: a second driver would be refused `Busy`.
+        let timeout = match request.op {
+            Op::Move(_) => crate::moves::MOVE_TIMEOUTS * self.base.request_timeout_ticks,
+            _ => self.base.request_timeout_ticks,
+        };
+        let until = self.ticks + timeout + 2 * self.election_timeout_ticks;
+        let retry = match request.op {
+            Op::Move(_) => until,
+            _ => self.ticks + RELAY_RETRY_TICKS,
+        };
         let sent = Sent {
             id,
             group: g,
             request: request.clone(),
             host,
-            retry: self.ticks + RELAY_RETRY_TICKS,
-            // A host answers `Timeout` after its own request timeout: this is a backstop for
-            // hosts that crashed or frames lost, a little later.
-            until: self.ticks + self.base.request_timeout_ticks + 2 * self.election_timeout_ticks,
+            retry,
+            until,
         };
         self.relay.sent.insert(request.id, sent);
         self.relay.outbox.push((host, Relayed::Request(g, request)));
     }
 
+    /// The members to relay a request for group `g` to: its hosts but this member (which may
+    /// be one that has not its state yet, `moves.rs`), else where it was placed.
+    fn relay_hosts(&self, g: GroupId) -> Vec<NodeId> {
+        let me = self.id;
+        let mut hosts = self.hosts(g);
+        hosts.retain(|h| *h != me);
+        if hosts.is_empty() {
+            hosts = self.static_hosts(g);
+            hosts.retain(|h| *h != me);
+        }
+        hosts
+    }
+
     /// The host of group `g` to relay to: the hint (the leader as last answered), else the
     /// preferred leader, else — when that one is shunned — the first host that is not.
     fn host_for(&self, g: GroupId) -> NodeId {
-        let hosts = self.hosts(g);
+        let hosts = self.relay_hosts(g);
         match self.relay.hint.get(&g) {
             Some(h) if hosts.contains(h) && !self.shunned(*h) => *h,
             _ => {
@@ -275,6 +319,16 @@ impl<E: Engine> Partitioned<E> {
                 let answer = self.gather(group, reply);
                 self.refused.extend(answer);
             }
+            Relayed::NotHere(id, group) => {
+                if self.relay.hint.get(&group) == Some(&from) {
+                    self.relay.hint.remove(&group);
+                }
+                // Sent again soon, to the next host (`expire_relayed`); not at once, so that a
+                // stale list of hosts costs a few relays, not one every tick.
+                if let Some(sent) = self.relay.sent.get_mut(&id).filter(|s| s.host == from) {
+                    sent.retry = sent.retry.min(self.ticks + NOT_HERE_RETRY_TICKS);
+                }
+            }
             Relayed::Elsewhere(id, group) => {
                 self.relay.shunned.insert(from, self.ticks + SHUN_TICKS);
                 if self.relay.hint.get(&group) == Some(&from) {
@@ -298,26 +352,21 @@ impl<E: Engine> Partitioned<E> {
                 .push((from, Relayed::Elsewhere(request.id, g)));
             return;
         }
-        let Some(group) = self.groups.get_mut(&g) else {
-            let reply = ClientReply {
-                id: request.id,
-                result: Err(EngineError::InvalidRequest(format!(
-                    "group {} is not on member {}",
-                    group_name(g),
-                    self.id
-                ))),
-            };
-            let answer = Relayed::Answer {
-                reply,
-                group: g,
-                leader: None,
-            };
-            self.relay.outbox.push((from, answer));
+        if !self.serves(g) {
+            self.relay
+                .outbox
+                .push((from, Relayed::NotHere(request.id, g)));
             return;
-        };
+        }
         self.relay.taken.insert(request.id, (from, g));
-        group.submit(request);
-        *self.inputs.entry(g).or_default() += 1;
+        if matches!(request.op, Op::Move(_)) {
+            self.take_move(g, request);
+            return;
+        }
+        if let Some(group) = self.groups.get_mut(&g) {
+            group.submit(request);
+            *self.inputs.entry(g).or_default() += 1;
+        }
     }
 
     /// Takes the answers to relayed requests out of a batch's replies, to be sent back.
@@ -391,7 +440,7 @@ impl<E: Engine> Partitioned<E> {
     /// The host of group `g` after `host` in id order, passing over shunned ones unless every
     /// other host is.
     fn next_host(&self, g: GroupId, host: NodeId) -> NodeId {
-        let hosts = self.hosts(g);
+        let hosts = self.relay_hosts(g);
         let Some(i) = hosts.iter().position(|h| *h == host) else {
             return self.host_for(g);
         };

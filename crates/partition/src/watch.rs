@@ -27,6 +27,9 @@ pub(crate) struct WatchFeed {
     covered: BTreeMap<GroupId, KeyRange>,
     /// Events and moves of groups retired since the last take, published first.
     retired: Vec<GroupEvents>,
+    /// Groups this member left (placement: moved elsewhere), whose keys arrive again in its
+    /// stream if it joins the group again.
+    departed: std::collections::BTreeSet<GroupId>,
     /// Planted bug `PartitionWatchMoveEarly`.
     pub bug_move_early: bool,
 }
@@ -111,6 +114,15 @@ impl WatchFeed {
                 });
             }
         }
+        if let Some(range) = now.filter(|_| covered.is_none() && self.departed.contains(&g)) {
+            // Joined again (`moves.rs`): its keys come back from the state it was sent.
+            out.moves.push(WatchMove {
+                through: engine.status().revision,
+                range: range.clone(),
+                kind: MoveKind::Arrived,
+            });
+            self.departed.remove(&g);
+        }
         match now.cloned() {
             Some(r) => self.covered.insert(g, r),
             None => self.covered.remove(&g),
@@ -136,6 +148,13 @@ impl WatchFeed {
         if !out.events.is_empty() || !out.moves.is_empty() {
             self.retired.push(out);
         }
+    }
+
+    /// Group `g` left this member (placement: its replica moved elsewhere): as
+    /// [`WatchFeed::retire`], and its keys arrive again if it joins the group again.
+    pub fn depart<E: Engine>(&mut self, g: GroupId, engine: &mut E) {
+        self.retire(g, engine);
+        self.departed.insert(g);
     }
 
     /// What retired groups left, published before the live groups' batch.

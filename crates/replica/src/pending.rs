@@ -191,6 +191,18 @@ impl<P: LogProtocol> Replica<P> {
             self.reply(request.id, Err(e));
             return;
         }
+        if matches!(request.op, Op::Move(_)) {
+            // The partitioned engine drives moves; a group's replica never takes one.
+            self.reply(
+                request.id,
+                Err(EngineError::InvalidRequest(
+                    "moving a range's replicas needs placement: `[partition] replicas` below \
+                     the members (docs/partitioning.md, \"Placement\")"
+                        .to_string(),
+                )),
+            );
+            return;
+        }
         if matches!(
             request.op,
             Op::Split(_) | Op::Merge(_) | Op::Absorb(_) | Op::CloseRevisions { .. }

@@ -180,6 +180,8 @@ pub struct SimOptions {
     /// Partitioned engines: each group after the first on this many members
     /// ([`RunConfig::partition_replicas`]; 0: every member).
     pub replicas: usize,
+    /// Placement: an operator moves groups between members ([`RunConfig::moves`]).
+    pub moves: bool,
 }
 
 impl Default for SimOptions {
@@ -205,6 +207,7 @@ impl Default for SimOptions {
             leases: run.leases,
             directory: run.range_directory,
             replicas: run.partition_replicas,
+            moves: run.moves,
         }
     }
 }
@@ -222,6 +225,9 @@ impl SimOptions {
     pub fn check_workload(&self) -> Result<(), String> {
         if self.replicas > 0 && !(self.directory && self.replicas < self.nodes) {
             return Err("--replicas needs --directory and fewer replicas than --nodes".into());
+        }
+        if self.moves && self.replicas == 0 {
+            return Err("--moves needs --replicas".into());
         }
         if self.clients == 0 || self.ops_per_client == 0 {
             return Err("--clients and --ops must be positive".into());
@@ -251,6 +257,7 @@ impl SimOptions {
         cfg.leases = self.leases;
         cfg.range_directory = self.directory;
         cfg.partition_replicas = self.replicas;
+        cfg.moves = self.moves;
         cfg.keep_history = self.history_dir.is_some();
         cfg
     }
@@ -288,6 +295,8 @@ pub struct SimSummary {
     /// Range splits and merges that took effect (partitioned runs).
     pub splits_done: u64,
     pub merges_done: u64,
+    /// Placement: moves answered as done.
+    pub moves_done: u64,
     /// Partitioned runs: groups created and retired in all (by the operator or the engines).
     pub groups_created: u64,
     pub groups_retired: u64,
@@ -649,7 +658,7 @@ pub fn partial_connectivity_report(engine: &str, nodes: usize) -> Result<String,
 pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos|omnipaxos-groups|vr-groups|toy] [--nodes N] [--seeds A..B | N]
                  [--faults all|none|crash,partition,one-way,partial,loss,duplicate,power-loss,torn-writes,storage,reconfig,transfer]
                  [--clients N] [--ops N] [--keys N] [--sim-seconds S]
-                 [--snapshot-entries N] [--watchers N] [--leases N] [--directory] [--replicas R] [--planted-bug NAME]
+                 [--snapshot-entries N] [--watchers N] [--leases N] [--directory] [--replicas R [--moves]] [--planted-bug NAME]
                  [--history-dir DIR]
                  [--stop-on-failure] [--verbose] [--report]
        synod sim --campaign (--for DURATION | --seeds N) ...   (see synod sim --campaign --help)
@@ -672,7 +681,8 @@ pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos
   copy of it matches the layout its groups applied, once the run is quiet.
   --replicas R (partitioned engines, with --directory, R below --nodes) places each group after
   the first on R members, a group per key and no splits; requests for a group a member does not
-  host are relayed to one that does (docs/partitioning.md, \"Placement\").
+  host are relayed to one that does (docs/partitioning.md, \"Placement\"). --moves adds an
+  operator moving a random key's group from one member to another (`synodctl range move`).
   exit status: 0 every seed passed, 1 some seed failed, 2 bad arguments.";
 
 /// Parsed command line of `synod sim`.
@@ -731,6 +741,7 @@ pub fn parse_args(args: &[String]) -> Result<CliArgs, String> {
             "--stop-on-failure" => opts.stop_on_failure = true,
             "--directory" => opts.directory = true,
             "--replicas" => opts.replicas = num(flag, value(flag)?)? as usize,
+            "--moves" => opts.moves = true,
             "--verbose" | "-v" => opts.verbose = true,
             "--report" => report = true,
             other => return Err(format!("unknown argument {other:?}")),

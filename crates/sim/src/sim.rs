@@ -125,6 +125,10 @@ pub struct RunConfig {
     /// Partitioned runs: an operator splits and merges ranges at random keys during the
     /// fault window (`sim/splitter.rs`).
     pub splits: bool,
+    /// Placement: an operator moves a random key's group from a random member to another
+    /// during the fault window, and asks an unfinished move again until it is done
+    /// (`sim/splitter.rs`).
+    pub moves: bool,
     /// Partitioned runs: the engines split and merge ranges themselves, by size and by load
     /// (`auto_split_keys`, `auto_split_writes`, `auto_split_reads`, `auto_merge_keys`), with
     /// thresholds low enough for the run's few keys and seconds.
@@ -174,6 +178,7 @@ impl RunConfig {
             leases: 0,
             split_keys: Vec::new(),
             splits: false,
+            moves: false,
             auto_layout: false,
             engine_threads: 1,
             auto_by_load: false,
@@ -251,6 +256,8 @@ pub struct RunResult {
     /// Partitioned runs: range splits and merges that took effect (answered at some member).
     pub splits_done: u64,
     pub merges_done: u64,
+    /// Placement: moves answered as done.
+    pub moves_done: u64,
     /// Partitioned runs: groups that ever applied an entry, and groups left at the end (on
     /// the first live member): the layout changes made by anyone, the engines included.
     pub groups_at_start: u64,
@@ -688,7 +695,7 @@ impl<E: Engine> Sim<E> {
             ops_failed: 0,
             operator: reconfig::Operator::default(),
             mover: transfer::Mover::new(cfg.seed, cfg.faults.transfer),
-            splitter: splitter::Splitter::new(cfg.seed, cfg.splits),
+            splitter: splitter::Splitter::new(cfg.seed, cfg.splits, cfg.moves),
             cfg,
         }
     }
@@ -1808,10 +1815,18 @@ impl<E: Engine> Sim<E> {
                 groups_agree &= seen == (g.applied_index, g.applied_digest);
             }
         }
+        // With moves, a group's hosts are any `replicas` members once its moves finished.
+        let moves = self.cfg.moves;
         let groups_placed = |s: &EngineStatus| {
             s.groups.iter().all(|g| {
                 g.learners.is_empty()
-                    && g.voters == synod_partition::hosts_at(&members, g.group as usize, replicas)
+                    && match moves {
+                        false => {
+                            g.voters
+                                == synod_partition::hosts_at(&members, g.group as usize, replicas)
+                        }
+                        true => g.voters.len() == replicas || g.group == 0,
+                    }
             })
         };
         let placed = (replicas > 0).then(|| placed_layout(&st));
@@ -1912,6 +1927,15 @@ impl<E: Engine> Sim<E> {
                         .map(|g| format!("group {} revision {} < {top}", g.group, g.revision)),
                 );
                 off.extend(directory_off_by(s, placed.as_deref()));
+                if placed.is_some() {
+                    // Placement: where each group this member hosts stands.
+                    off.extend(s.groups.iter().map(|g| {
+                        format!(
+                            "group {} at {} voters {:?} learners {:?}",
+                            g.group, g.applied_index, g.voters, g.learners
+                        )
+                    }));
+                }
                 format!(
                     "n{id}: applied {} decided {}{}",
                     s.applied_index,
@@ -2043,6 +2067,7 @@ impl<E: Engine> Sim<E> {
             transfers_completed: self.mover.completed,
             splits_done: self.splitter.done,
             merges_done: self.splitter.merged,
+            moves_done: self.splitter.moved,
             groups_at_start: if self.cfg.split_keys.is_empty() {
                 0
             } else {

@@ -66,6 +66,7 @@ impl SimSummary {
         self.transfers_completed += r.transfers_completed;
         self.splits_done += r.splits_done;
         self.merges_done += r.merges_done;
+        self.moves_done += r.moves_done;
         self.feed_revisions += r.feed_revisions;
         self.feed_moves += r.feed_moves;
         self.compactions_acknowledged += r.compactions_acknowledged;
@@ -254,6 +255,7 @@ pub fn cli_command(engine: &str, cfg: &RunConfig) -> Option<String> {
     expressible.leases = cfg.leases;
     expressible.range_directory = cfg.range_directory;
     expressible.partition_replicas = cfg.partition_replicas;
+    expressible.moves = cfg.moves;
     expressible.keep_history = cfg.keep_history;
     // Every other field must be at its default. Comparing the Debug forms covers fields added
     // later without a PartialEq on RunConfig (it holds an f64).
@@ -286,6 +288,9 @@ pub fn cli_command(engine: &str, cfg: &RunConfig) -> Option<String> {
     }
     if cfg.partition_replicas > 0 {
         s += &format!(" --replicas {}", cfg.partition_replicas);
+    }
+    if cfg.moves {
+        s += " --moves";
     }
     if let Some(bug) = cfg.planted_bug {
         s += &format!(" --planted-bug {}", bug.name());

@@ -365,3 +365,120 @@ fn a_member_whose_placed_groups_diverge_raises_corrupt() {
     let (ok, said) = at(&c, &etcdctl, 4, &["get", "a"]);
     assert!(!ok && said.contains("corrupt cluster"), "{said}");
 }
+
+/// `synodctl range move` on real processes: group 1 (`[c, m)`, on members 2, 3 and 4) moves
+/// from member 2 to member 1 — asked at member 5, which hosts neither — while etcdctl writes
+/// its key. Member 1 then hosts it and member 2 does not (nor after a restart: its log says it
+/// left), `range list` shows its new hosts, every member reads what was written before and
+/// during the move, and with member 3 (one of its old hosts) killed, members 1 and 4 serve it.
+/// A move that cannot be is refused by name, and asked again, a finished one is answered as
+/// done.
+#[test]
+fn a_range_moves_from_one_member_to_another() {
+    let Some(etcdctl) = etcdctl() else {
+        return;
+    };
+    let mut c = placed();
+    for id in [1, 2] {
+        wait_until(Duration::from_secs(30), "the placement", || {
+            hosted(&c, id).filter(|h| !h.is_empty())
+        });
+    }
+    ok_at(&c, &etcdctl, 5, &["put", "d", "before"]);
+    let writer = {
+        let (etcdctl, endpoint) = (etcdctl.clone(), c.member(3).grpc_addr.clone());
+        std::thread::spawn(move || {
+            for i in 0..30 {
+                let value = format!("during-{i}");
+                let (ok, _, err) = etcdctl_run(&etcdctl, &endpoint, &["put", "d", &value], None);
+                assert!(ok, "put during the move: {err}");
+            }
+        })
+    };
+    let said = synodctl_at(&c, 5, &["range", "move", "d", "--from", "2", "--to", "1"]);
+    assert!(said.contains("now on members 1,3,4"), "{said}");
+    writer.join().expect("the writer");
+    let groups = |c: &Cluster, id| hosted(c, id).unwrap_or_default();
+    wait_until(Duration::from_secs(20), "member 2 to leave group 1", || {
+        (!groups(&c, 2).iter().any(|(g, _)| *g == 1)).then_some(())
+    });
+    assert!(
+        groups(&c, 1).contains(&(1, vec![1, 3, 4])),
+        "member 1 hosts group 1: {:?}",
+        groups(&c, 1)
+    );
+    reads_d(&c, &etcdctl, &[1, 2, 3, 4, 5], "during-29");
+    let list = wait_until(Duration::from_secs(20), "the directory", || {
+        let l = synodctl_ok(&c, &["range", "list"]);
+        l.contains("| 1,3,4 ").then_some(l)
+    });
+    assert!(list.contains("| 3,4,5 "), "{list}");
+    // Asked again: done already. Refused: a member that does not host it, one that does.
+    let again = synodctl_at(&c, 4, &["range", "move", "d", "--from", "2", "--to", "1"]);
+    assert!(again.contains("now on members 1,3,4"), "{again}");
+    for (args, why) in [
+        (
+            ["range", "move", "d", "--from", "5", "--to", "2"],
+            "does not host",
+        ),
+        (
+            ["range", "move", "d", "--from", "3", "--to", "4"],
+            "hosts group 1 already",
+        ),
+        (
+            ["range", "move", "a", "--from", "1", "--to", "2"],
+            "lives on every member",
+        ),
+    ] {
+        let (ok, said) = synodctl_run(&c, 2, &args);
+        assert!(!ok && said.contains(why), "{args:?}: {said}");
+    }
+    c.kill(2);
+    c.restart(2);
+    wait_until(Duration::from_secs(30), "member 2 back", || {
+        let got = at(&c, &etcdctl, 2, &["get", "d", "--print-value-only"]);
+        (got.0 && got.1.trim() == "during-29").then_some(())
+    });
+    assert!(
+        !groups(&c, 2).iter().any(|(g, _)| *g == 1),
+        "{:?}",
+        groups(&c, 2)
+    );
+    c.kill(3);
+    for id in [1, 2, 4, 5] {
+        let value = format!("after-{id}");
+        wait_until(Duration::from_secs(30), "a write without member 3", || {
+            at(&c, &etcdctl, id, &["put", "d", &value]).0.then_some(())
+        });
+    }
+    reads_d(&c, &etcdctl, &[1, 2, 4, 5], "after-5");
+}
+
+/// Every member in `members` reads `value` at key d (linearizable, and serializable once its
+/// replica, if it has one, caught up).
+fn reads_d(c: &Cluster, etcdctl: &Path, members: &[u64], value: &str) {
+    for &id in members {
+        let got = ok_at(c, etcdctl, id, &["get", "d", "--print-value-only"]);
+        assert_eq!(got.trim(), value, "d at member {id}");
+        wait_until(Duration::from_secs(10), "a serializable read", || {
+            let args = ["get", "d", "--print-value-only", "--consistency=s"];
+            let (ok, got) = at(c, etcdctl, id, &args);
+            (ok && got.trim() == value).then_some(())
+        });
+    }
+}
+
+/// synodctl against member `id`'s HTTP address only.
+fn synodctl_run(c: &Cluster, id: u64, args: &[&str]) -> (bool, String) {
+    let mut cmd = Command::new(common::synodctl());
+    cmd.args(["--endpoints", &c.member(id).http_addr])
+        .args(args);
+    let (status, out, err) = run_with_deadline(cmd, Duration::from_secs(120));
+    (status.success(), format!("{out}{err}"))
+}
+
+fn synodctl_at(c: &Cluster, id: u64, args: &[&str]) -> String {
+    let (ok, said) = synodctl_run(c, id, args);
+    assert!(ok, "synodctl {args:?} at member {id}: {said}");
+    said
+}

@@ -183,6 +183,16 @@ pub enum RangeCommand {
     /// Merge the range beginning at KEY into the range below it: the group that held it
     /// stops, and the group below takes over its keys (partitioned clusters).
     Merge { key: String },
+    /// Move the replica of the group holding KEY from member FROM to member TO: TO joins the
+    /// group as a learner, is promoted once in sync, then FROM leaves it (clusters with
+    /// placement, `[partition] replicas`). Asked again, an unfinished move goes on.
+    Move {
+        key: String,
+        #[arg(long)]
+        from: u64,
+        #[arg(long)]
+        to: u64,
+    },
 }
 
 /// `synodctl snapshot …`.

@@ -171,6 +171,12 @@ pub fn run_command(
                 Err(endpoint) => emit(out, output::range_already(format, key, false, &endpoint)),
             }
         }
+        Command::Range(args::RangeCommand::Move { key, from, to }) => {
+            let body = json!({ "key": key, "from": from, "to": to });
+            let req = Request::new(Method::POST, "/v1/ranges/move".into()).body(body);
+            let a = client.send(&req)?;
+            emit(out, output::range_move(format, key, &a.body));
+        }
         Command::Members | Command::Member(MemberCommand::List) => {
             let a = client.send(&Request::new(Method::GET, "/v1/members".into()))?;
             emit(out, output::members(format, &a.body));

@@ -442,6 +442,17 @@ pub fn range_merge(format: Format, body: &Value) -> String {
     )
 }
 
+/// A move's answer: `Range of KEY now on members 1,3,5`.
+pub fn range_move(format: Format, key: &str, body: &Value) -> String {
+    if format == Format::Json {
+        return json(body);
+    }
+    let members: Vec<String> = (body.get("members").and_then(Value::as_array))
+        .map(|m| m.iter().map(|v| v.to_string()).collect())
+        .unwrap_or_default();
+    format!("Range of {key:?} now on members {}", members.join(","))
+}
+
 /// A membership change's answer: `DONE (configuration version V)` (DONE: "Member 4
 /// removed", …); an add's is `Member ID added …` and the new member's line. json is the
 /// server's answer.

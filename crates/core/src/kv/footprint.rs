@@ -158,6 +158,7 @@ impl Op {
             | Op::Split(_)
             | Op::Merge(_)
             | Op::Absorb(_)
+            | Op::Move(_)
             | Op::CloseRevisions { .. } => f.global = true,
         }
         f

@@ -133,6 +133,19 @@ pub enum Op {
     CloseRevisions {
         through: u64,
     },
+    /// Partitioned mode with placement: the group owning key `at` moves its replica on member
+    /// `from` to member `to` — `to` added as a learner, promoted once in sync, `from`
+    /// removed, each through the group's own log. Handled by the partitioned engine, never
+    /// proposed as an entry itself.
+    Move(MoveRequest),
+}
+
+/// See [`Op::Move`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveRequest {
+    pub at: Key,
+    pub from: crate::NodeId,
+    pub to: crate::NodeId,
 }
 
 /// See [`Op::Merge`].
@@ -198,6 +211,7 @@ impl Op {
             | Op::Split(_)
             | Op::Merge(_)
             | Op::Absorb(_)
+            | Op::Move(_)
             | Op::CloseRevisions { .. } => false,
         }
     }
@@ -228,6 +242,7 @@ impl Op {
             | Op::Split(_)
             | Op::Merge(_)
             | Op::Absorb(_)
+            | Op::Move(_)
             | Op::CloseRevisions { .. } => false,
         }
     }
@@ -256,6 +271,7 @@ impl Op {
             | Op::Split(_)
             | Op::Merge(_)
             | Op::Absorb(_)
+            | Op::Move(_)
             | Op::CloseRevisions { .. } => false,
         }
     }
@@ -295,6 +311,7 @@ impl Op {
             Op::Membership(_) | Op::Auth(_) => 256,
             Op::Split(s) => s.at.len(),
             Op::Merge(m) => m.at.len(),
+            Op::Move(m) => m.at.len() + 16,
             Op::Absorb(a) => a.start.len() + a.end.len() + a.image.len(),
             Op::Range(r) => r.key.len() + r.range_end.len(),
             Op::Put(p) => p.key.len() + p.value.len(),

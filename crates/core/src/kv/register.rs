@@ -100,8 +100,10 @@ pub fn apply_to_register(
         Op::Auth(_) => Err(unsupported(
             "authentication (auth changes need a log engine)",
         )),
-        Op::Split(_) | Op::Merge(_) | Op::Absorb(_) | Op::CloseRevisions { .. } => Err(
-            unsupported("range splits and merges (partitioned mode only)"),
-        ),
+        Op::Split(_) | Op::Merge(_) | Op::Absorb(_) | Op::Move(_) | Op::CloseRevisions { .. } => {
+            Err(unsupported(
+                "range splits, merges and moves (partitioned mode only)",
+            ))
+        }
     }
 }

@@ -347,11 +347,18 @@ impl KvStore {
                 self.close_revisions(*through)?;
                 ResponseBody::Closed
             }
-            Op::Membership(_) | Op::Auth(_) | Op::Split(_) | Op::Merge(_) | Op::Absorb(_) => {
-                // The replica layer applies configuration, auth and range changes; one reaching
-                // the store is a caller's mistake, refused the same way on every replica.
+            Op::Membership(_)
+            | Op::Auth(_)
+            | Op::Split(_)
+            | Op::Merge(_)
+            | Op::Absorb(_)
+            | Op::Move(_) => {
+                // The replica layer applies configuration, auth and range changes (a move is
+                // the partitioned engine's); one reaching the store is a caller's mistake,
+                // refused the same way on every replica.
                 return Err(EngineError::InvalidRequest(
-                    "membership, auth, split and merge changes are applied by the replica layer"
+                    "membership, auth, split, merge and move changes are applied by the replica \
+                     layer"
                         .into(),
                 ));
             }

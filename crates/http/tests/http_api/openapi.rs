@@ -145,6 +145,8 @@ async fn every_documented_route_is_served() {
             &add
         } else if path == "/v1/members/{id}" {
             r#"{"name": "renamed"}"#
+        } else if path == "/v1/ranges/move" {
+            r#"{"key": "m", "from": 1, "to": 2}"#
         } else if path.starts_with("/v1/ranges/") {
             r#"{"key": "m"}"#
         } else {

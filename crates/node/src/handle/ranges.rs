@@ -1,4 +1,4 @@
-//! Splitting and merging ranges on command (partitioned mode), and the check that keeps an
+//! Splitting, merging and moving ranges on command (partitioned mode), and the check that keeps an
 //! operator's split from cutting a lock's or an election's contenders in two.
 //!
 //! etcd's lock and election recipes (etcdctl `lock` / `elect`, clientv3 `concurrency`, the
@@ -82,6 +82,20 @@ impl NodeHandle {
             ResponseBody::Merge { start, end, index } => Ok((start, end, index)),
             other => Err(ApiError::Unavailable(format!(
                 "the engine answered a merge with {other:?}"
+            ))),
+        }
+    }
+
+    /// Moves the replica of the group holding `at` on member `from` to member `to` (placement):
+    /// `to` added as a learner, promoted once in sync, `from` removed. Returns the group's
+    /// voters after it.
+    pub async fn move_range(&self, at: Vec<u8>, from: u64, to: u64) -> Result<Vec<u64>, ApiError> {
+        let op = Op::Move(synod_core::kv::MoveRequest { at, from, to });
+        let r = self.execute(op, Consistency::Linearizable).await?;
+        match r.body {
+            ResponseBody::Membership(c) => Ok(c.voters()),
+            other => Err(ApiError::Unavailable(format!(
+                "the engine answered a move with {other:?}"
             ))),
         }
     }

@@ -235,6 +235,14 @@ impl Feed {
                 Err(e) => {
                     tracing::debug!(group = self.hub.group, host, error = %e, "remote watch poll");
                     self.at += 1;
+                    // The group may have moved (`range move`): ask where it lives now.
+                    if let Some(hubs) = self.hubs.upgrade() {
+                        let now = hubs.hosts_of(self.hub.group);
+                        if !now.is_empty() && now != self.hosts {
+                            self.hosts = now;
+                            self.at = 0;
+                        }
+                    }
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
             }

@@ -70,3 +70,82 @@ fn a_member_relays_its_missing_group_and_a_quarantined_host_is_passed_over() {
         Some(true)
     );
 }
+
+fn move_op(at: &str, from: NodeId, to: NodeId) -> Op {
+    Op::Move(synod_core::kv::MoveRequest {
+        at: at.into(),
+        from,
+        to,
+    })
+}
+
+/// `range move`: group 1 (`[g, p)`, on members 2 and 3) moves from member 2 to member 1,
+/// asked at member 1, which does not host it yet (relayed to a host, which drives it). Member
+/// 1 starts the group on its first message and takes its state; member 2 drops its replica
+/// and notes the group as moved away, so that it does not start it again from its log after a
+/// restart, while member 1 does; every member serves the key throughout. A retry of the
+/// finished move (or any move whose outcome holds already) is answered with the group's
+/// configuration; moves that cannot be are refused.
+#[test]
+fn a_group_moves_its_replica_from_one_member_to_another() {
+    let mut net = placed();
+    net.rounds(100);
+    for i in 0..5 {
+        net.put(0, &format!("h{i}"), "before");
+    }
+    let voters = |r: Result<Response, EngineError>| match r.map(|r| r.body) {
+        Ok(ResponseBody::Membership(c)) => c.voters(),
+        other => panic!("not a move's answer: {other:?}"),
+    };
+    assert_eq!(voters(net.call(0, move_op("h", 2, 1))), [1, 3]);
+    net.rounds(50);
+    assert!(net.nodes[0].groups.contains_key(&1), "member 1 hosts it");
+    assert!(!net.nodes[1].groups.contains_key(&1), "member 2 left it");
+    assert!(net.nodes[1].moves.away.contains(&1));
+    for at in 0..3 {
+        assert_eq!(
+            net.nodes[at].hosts(1),
+            [1, 3],
+            "hosts as member {} knows them",
+            at + 1
+        );
+        let read = value_of(net.call(at, Op::Range(RangeRequest::key("h3"))));
+        assert_eq!(read, "before", "read at member {}", at + 1);
+    }
+    net.put(1, "h1", "after");
+    assert_eq!(voters(net.call(2, move_op("h", 2, 1))), [1, 3], "a retry");
+    // What a move asks for holds already: answered as done.
+    assert_eq!(voters(net.call(1, move_op("h", 2, 3))), [1, 3]);
+    for (op, why) in [
+        (move_op("h", 2, 2), "does not host"),
+        (move_op("h", 3, 1), "hosts group 1 already"),
+        (move_op("a", 1, 2), "lives on every member"),
+        (move_op("h", 3, 9), "not a voter of the cluster"),
+    ] {
+        let r = net.call(1, op);
+        assert!(
+            matches!(&r, Err(EngineError::InvalidRequest(m)) if m.contains(why)),
+            "{why}: {r:?}"
+        );
+    }
+    // Both restart from their logs: member 2 without the group, member 1 with it.
+    for i in [0, 1] {
+        let records = net.disks[i].clone();
+        let mut c = config(i as u64 + 1, 0);
+        c.range_directory = true;
+        c.partition_replicas = 2;
+        net.nodes[i] = Node::recover(c, records).expect("recover");
+    }
+    assert!(net.nodes[0].groups.contains_key(&1));
+    assert!(!net.nodes[1].groups.contains_key(&1));
+    net.rounds(100);
+    for at in 0..3 {
+        let read = value_of(net.call(at, Op::Range(RangeRequest::key("h1"))));
+        assert_eq!(
+            read,
+            "after",
+            "read at member {} after the restarts",
+            at + 1
+        );
+    }
+}

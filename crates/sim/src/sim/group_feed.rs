@@ -151,10 +151,22 @@ impl GroupFeed {
                 self.check_absorb(node, group, from, m, failures);
             }
             match m.kind {
-                MoveKind::Absorbed { .. } | MoveKind::Arrived => {
+                MoveKind::Absorbed { .. } => {
                     // The keys are this group's again.
                     if let Some(gone) = self.moved.get_mut(&(node, group)) {
                         gone.retain(|(_, r)| !intersects(r, &m.range));
+                    }
+                }
+                MoveKind::Arrived => {
+                    // The keys are this group's again, from a state this member was sent: a
+                    // new story for them, as after a crash (placement: a member that left a
+                    // group and joined it again may be sent a state behind what it published
+                    // before it left; its watchers were cancelled when it left).
+                    if let Some(gone) = self.moved.get_mut(&(node, group)) {
+                        gone.retain(|(_, r)| !intersects(r, &m.range));
+                    }
+                    if let Some(last) = self.last.get_mut(&(node, group)) {
+                        last.retain(|k, _| !m.range.contains(k));
                     }
                 }
                 MoveKind::Group(to) => {

@@ -7,14 +7,21 @@
 //! judges that), and every group's members must agree (the agreement check). The counts say
 //! whether splits and merges happened at all.
 //!
+//! **Moves** (placement, `RunConfig::moves`): the operator asks a random member to move the
+//! group of a random key from a random member to another (`synodctl range move`; refused when
+//! the first does not host it or the second does), one move at a time; a move answered with
+//! anything but its outcome or a refusal (a timeout, its driver crashed) is asked again, after
+//! the fault window too, until it is done — as an operator would, and as a run must for the
+//! groups to converge (a move cut short leaves a learner or a fourth voter).
+//!
 //! Draws come from a stream of their own, so splits leave a seed's fault schedule and workload
 //! as they were.
 
 use super::{Ev, Sim};
 use crate::client::key_name;
-use synod_core::kv::{MergeRequest, Op, ResponseBody, SplitRequest};
+use synod_core::kv::{MergeRequest, MoveRequest, Op, ResponseBody, SplitRequest};
 use synod_core::{
-    ClientId, ClientReply, ClientRequest, Consistency, Engine, RequestId, SplitMix64,
+    ClientId, ClientReply, ClientRequest, Consistency, Engine, EngineError, RequestId, SplitMix64,
 };
 
 /// The client id of the split operator's requests.
@@ -22,6 +29,8 @@ pub const SPLITTER_CLIENT: ClientId = ClientId(u64::MAX - 11);
 /// Pause between two split requests.
 const GAP_MIN_US: u64 = 200_000;
 const GAP_MAX_US: u64 = 900_000;
+/// After the fault window, an unfinished move is asked again this often.
+const MOVE_AGAIN_US: u64 = 500_000;
 
 #[derive(Debug)]
 pub enum SplitterEv {
@@ -41,12 +50,22 @@ pub struct Splitter {
     pub merged: u64,
     /// Refused (the key begins a range already) or lost with a crash.
     pub refused: u64,
+    /// Asks moves instead of splits and merges.
+    moves: bool,
+    /// The move asked last while it is neither done nor refused, and the sequence number of
+    /// its last ask (only that ask's answer counts: an earlier one may come late).
+    pending_move: Option<(MoveRequest, u64)>,
+    /// Moves answered as done.
+    pub moved: u64,
 }
 
 impl Splitter {
-    pub fn new(seed: u64, enabled: bool) -> Self {
+    pub fn new(seed: u64, splits: bool, moves: bool) -> Self {
         Splitter {
-            enabled,
+            enabled: splits || moves,
+            moves,
+            pending_move: None,
+            moved: 0,
             rng: SplitMix64::fork(seed, 13),
             seq: 0,
             asked: 0,
@@ -73,6 +92,9 @@ impl<E: Engine> Sim<E> {
                 let next = self.now_us + self.splitter.rng.range(GAP_MIN_US, GAP_MAX_US);
                 if next < self.heal_at_us {
                     self.at(next, Ev::Splitter(SplitterEv::Ask));
+                } else if self.splitter.pending_move.is_some() {
+                    let again = self.heal_at_us.max(self.now_us) + MOVE_AGAIN_US;
+                    self.at(again, Ev::Splitter(SplitterEv::Ask));
                 }
             }
         }
@@ -85,7 +107,24 @@ impl<E: Engine> Sim<E> {
         }
         let node = members[self.splitter.rng.below(members.len() as u64) as usize];
         let at = key_name(self.splitter.rng.below(self.cfg.keys.max(1))).into_bytes();
-        let op = if self.splitter.rng.below(2) == 0 {
+        let op = if self.splitter.moves {
+            let fresh = || {
+                let from_at = self.splitter.rng.below(members.len() as u64) as usize;
+                let step = 1 + self.splitter.rng.below(members.len().max(2) as u64 - 1) as usize;
+                MoveRequest {
+                    at,
+                    from: members[from_at],
+                    to: members[(from_at + step) % members.len()],
+                }
+            };
+            let m = match self.splitter.pending_move.take() {
+                Some((m, _)) => m,
+                None if self.now_us < self.heal_at_us => fresh(),
+                None => return,
+            };
+            self.splitter.pending_move = Some((m.clone(), self.splitter.seq + 1));
+            Op::Move(m)
+        } else if self.splitter.rng.below(2) == 0 {
             Op::Split(SplitRequest { at })
         } else {
             Op::Merge(MergeRequest { at })
@@ -106,6 +145,19 @@ impl<E: Engine> Sim<E> {
     }
 
     pub(super) fn splitter_reply(&mut self, reply: &ClientReply) {
+        if self.splitter.moves {
+            if self.splitter.pending_move.as_ref().map(|(_, seq)| *seq) != Some(reply.id.seq) {
+                return; // an earlier ask's late answer
+            }
+            match &reply.result {
+                Ok(_) => self.splitter.moved += 1,
+                Err(EngineError::InvalidRequest(_)) => self.splitter.refused += 1,
+                // Not known to be done: asked again.
+                Err(_) => return,
+            }
+            self.splitter.pending_move = None;
+            return;
+        }
         match &reply.result {
             Ok(r) if matches!(r.body, ResponseBody::Merge { .. }) => self.splitter.merged += 1,
             Ok(_) => self.splitter.done += 1,

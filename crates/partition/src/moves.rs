@@ -1,0 +1,495 @@
+//! Moving a placed group's replica from one member to another (`synodctl range move KEY --from
+//! X --to Y`): step 4 of decision 0005, driven by the group's own membership changes.
+//!
+//! **The move.** A member hosting the key's group takes the request (one that does not relays
+//! it to a host, as any request) and drives it: `Y` added to the group as a *learner*, promoted
+//! once in sync (the protocol refuses it before: "learner not in sync", asked again), then `X`
+//! removed — each an ordinary change in the group's own log, with its protocol's own
+//! reconfiguration, one at a time ([`move_change`]). The group's quorum never shrinks on the
+//! way (three voters, four, three). The caller is answered once the group's configuration has
+//! `Y` as a voter and not `X` (a retry of a finished move too), or `Timeout` after
+//! [`MOVE_TIMEOUTS`] request timeouts. The driver is this member's, in memory: if it crashes
+//! the group keeps a valid configuration part-way (`Y` a learner, or four voters) and the same
+//! command, asked again anywhere, finishes it — each step is computed from the configuration
+//! the group has, not from where the driver was.
+//!
+//! **The newcomer.** `Y` has no replica of the group; the first message of the group to reach
+//! it (the leader feeding its new learner) starts one *joining* — no state and no
+//! configuration, owning no key, it votes in nothing and takes the group's state from the
+//! snapshot its feeder sends ([`Partitioned::join_group`]). A joining replica that gets no state
+//! within [`JOIN_GIVE_UP_ETS`] election timeouts (a late message of a group this member left)
+//! is dropped again.
+//!
+//! **The member left.** A replica whose group applied a configuration without this member, or
+//! whose range directory records a newer configuration of the group without it while this
+//! member still counts itself a voter (it may never hear of its removal: the leader stops
+//! sending to it), drops its replica ([`Partitioned::depart`]): its pending requests are
+//! answered (`WrongGroup` where not applied, the node then routes them again — now a relay —
+//! else `Timeout`), and the group is noted as *moved away* in the log
+//! ([`crate::GroupRecord::MovedAway`]), so that a restart does not start it again from its old
+//! records. A node-wide checkpoint leaves its records out.
+//!
+//! **Where a group lives** ([`Partitioned::hosts`]) is then no fixed function of the layout:
+//! its voters as this member's replica has them, else as this member's copy of the range
+//! directory records them (each group's leader records its configuration after every change),
+//! else the placement rule. A relay to a member that does not host the group (any more) is
+//! answered [`crate::Relayed::NotHere`] and sent to the next host.
+
+use crate::Partitioned;
+use crate::layout::{GroupId, group_name};
+use std::collections::{BTreeMap, BTreeSet};
+use synod_core::kv::{KeyRange, MoveRequest, Op, Response, ResponseBody};
+use synod_core::membership::{Configuration, Member, MemberChange};
+use synod_core::{ClientReply, ClientRequest, Engine, EngineError, NodeId, RequestId};
+
+/// A move unanswered after this many request timeouts is answered `Timeout` (the newcomer is
+/// sent the group's whole state first).
+pub const MOVE_TIMEOUTS: u64 = 6;
+/// A replica started on a group's message that has no state after this many election
+/// timeouts is dropped.
+pub const JOIN_GIVE_UP_ETS: u64 = 60;
+/// A move's step unanswered after this many election timeouts is not waited for any more.
+const STEP_WAIT_ETS: u64 = 4;
+
+/// One move this member drives.
+struct Moving {
+    request: ClientRequest,
+    group: GroupId,
+    from: NodeId,
+    /// The newcomer, once the group's leader checked the move.
+    to: Option<Member>,
+    until: u64,
+}
+
+/// The moving state of one member.
+#[derive(Default)]
+pub(crate) struct Moves {
+    driving: Vec<Moving>,
+    /// Per group: the change this member proposed for a move, while unanswered, and the
+    /// tick after which it is not waited for any more.
+    step: BTreeMap<GroupId, (RequestId, u64)>,
+    /// Groups this member left (moved away): not started again from their old records.
+    pub(crate) away: BTreeSet<GroupId>,
+    pub(crate) away_changed: bool,
+    /// Groups started here on a message, with the tick, until their state arrives.
+    joining: BTreeMap<GroupId, u64>,
+    /// Planted bug `PartitionMoveDrivenAnywhere`.
+    pub(crate) bug_anywhere: bool,
+}
+
+impl Moves {
+    /// The moving state of a member that left the groups `away` (as its log says).
+    pub(crate) fn left(away: Vec<GroupId>) -> Self {
+        Moves {
+            away: away.into_iter().collect(),
+            ..Moves::default()
+        }
+    }
+}
+
+/// The next change of a move from `from` to `to` in a group whose configuration is `c`:
+/// `to` as a learner, its promotion, `from`'s removal — `None` once done.
+pub fn move_change(c: &Configuration, from: NodeId, to: &Member) -> Option<MemberChange> {
+    if !c.contains(to.id) {
+        return Some(MemberChange::Add(Member {
+            learner: true,
+            ..to.clone()
+        }));
+    }
+    if c.is_learner(to.id) {
+        return Some(MemberChange::Promote(to.id));
+    }
+    c.contains(from).then_some(MemberChange::Remove(from))
+}
+
+fn refused(why: String) -> EngineError {
+    EngineError::InvalidRequest(why)
+}
+
+impl<E: Engine> Partitioned<E> {
+    /// A client's move: driven here if this member hosts the key's group, else relayed to a
+    /// host.
+    pub(crate) fn submit_move(&mut self, request: ClientRequest) {
+        let Op::Move(m) = &request.op else {
+            return;
+        };
+        let g = self.layout.group_of(&m.at);
+        let why = match self.placed() {
+            false => Some(
+                "moving a range's replicas needs placement: `[partition] replicas` below the \
+                 members (docs/partitioning.md, \"Placement\")"
+                    .to_string(),
+            ),
+            true if self.layout.position(g) == Some(0) => Some(format!(
+                "group {} (the cluster's configuration and auth) lives on every member: it does \
+                 not move",
+                group_name(g)
+            )),
+            true => None,
+        };
+        if let Some(why) = why {
+            self.refused.push(ClientReply {
+                id: request.id,
+                result: Err(refused(why)),
+            });
+            return;
+        }
+        match self.serves(g) {
+            true => self.take_move(g, request),
+            false => self.relay(g, request),
+        }
+    }
+
+    /// Whether this member has a replica of `g` that serves requests: not one started on a
+    /// message and still waiting for the group's state.
+    pub(crate) fn serves(&self, g: GroupId) -> bool {
+        self.groups.contains_key(&g) && !self.moves.joining.contains_key(&g)
+    }
+
+    /// Takes a move of group `g` (this member hosts it): driven here while this member leads
+    /// the group, handed to its leader otherwise.
+    pub(crate) fn take_move(&mut self, g: GroupId, request: ClientRequest) {
+        let Op::Move(m) = &request.op else { return };
+        let from = m.from;
+        let until = self.ticks + MOVE_TIMEOUTS * self.base.request_timeout_ticks;
+        self.moves.driving.push(Moving {
+            request,
+            group: g,
+            from,
+            to: None,
+            until,
+        });
+        self.drive_moves();
+    }
+
+    /// The newcomer's details if the move is to be made, `None` if it is made already (a
+    /// retry), or why it cannot be.
+    fn check_move(
+        &self,
+        g: GroupId,
+        request: &ClientRequest,
+    ) -> Result<Option<Member>, EngineError> {
+        let Op::Move(MoveRequest { from, to, .. }) = &request.op else {
+            return Err(refused("not a move".into()));
+        };
+        let (from, to) = (*from, *to);
+        let name = group_name(g);
+        let cluster = self
+            .cluster_configuration()
+            .map(|(_, c)| c)
+            .unwrap_or_default();
+        let Some(newcomer) = cluster.member(to).filter(|m| !m.learner) else {
+            return Err(refused(format!(
+                "member {to} is not a voter of the cluster"
+            )));
+        };
+        let c = self
+            .groups
+            .get(&g)
+            .map(|e| e.status().configuration)
+            .unwrap_or_default();
+        if c.is_voter(to) && !c.contains(from) {
+            return Ok(None);
+        }
+        let other = |d: &Moving| d.group == g && d.to.is_some() && d.request.id != request.id;
+        if self.moves.driving.iter().any(other) {
+            return Err(EngineError::Busy);
+        }
+        if !c.contains(from) {
+            return Err(refused(format!(
+                "member {from} does not host group {name} (its members: {:?})",
+                c.voters()
+            )));
+        }
+        // Both voters: a move cut short after the promotion (one voter more than placed) goes
+        // on; otherwise removing `from` would leave the group short of a replica.
+        if c.is_voter(to) && c.voters().len() <= self.base.partition_replicas {
+            return Err(refused(format!("member {to} hosts group {name} already")));
+        }
+        Ok(Some(newcomer.clone()))
+    }
+
+    /// The answer to a finished move of group `g`: the group's configuration after it.
+    fn move_done(&self, id: RequestId, g: GroupId) -> ClientReply {
+        let status = self.groups.get(&g).map(|e| e.status());
+        let revision = status.as_ref().map_or(0, |s| s.revision);
+        let configuration = status.map(|s| s.configuration).unwrap_or_default();
+        ClientReply {
+            id,
+            result: Ok(Response {
+                revision,
+                body: ResponseBody::Membership(configuration),
+            }),
+        }
+    }
+
+    /// Each move taken here: handed to its group's leader unless this member leads it; there,
+    /// checked against the group's configuration, then its next change proposed once the
+    /// previous one is answered; answered when done or out of time.
+    ///
+    /// Only the leader drives: its configuration has every change the group decided applied
+    /// before it proposes the next (one change at a time), so a step is never computed from a
+    /// configuration that lags — a member behind could, say, add a newcomer for a member
+    /// another move already removed, leaving the group a voter too many.
+    pub(crate) fn drive_moves(&mut self) {
+        let mut i = 0;
+        while i < self.moves.driving.len() {
+            let (id, g, from, until) = {
+                let d = &self.moves.driving[i];
+                (d.request.id, d.group, d.from, d.until)
+            };
+            if self.ticks >= until {
+                self.moves.driving.remove(i);
+                self.refused.push(ClientReply {
+                    id,
+                    result: Err(EngineError::Timeout),
+                });
+                continue;
+            }
+            let status = self.groups.get(&g).map(|e| e.status());
+            let leader = status.as_ref().and_then(|s| s.leader);
+            // PLANTED BUG (`PartitionMoveDrivenAnywhere`): driven here whoever leads.
+            if leader != Some(self.id) && !self.moves.bug_anywhere {
+                match leader {
+                    Some(l) => {
+                        // To the leader, which drives it from where the group stands.
+                        let d = self.moves.driving.remove(i);
+                        self.relay.hint.insert(g, l);
+                        self.relay(g, d.request);
+                    }
+                    None => i += 1, // no leader yet: asked again next round
+                }
+                continue;
+            }
+            if self.moves.driving[i].to.is_none() {
+                let request = self.moves.driving[i].request.clone();
+                match self.check_move(g, &request) {
+                    Ok(Some(to)) => self.moves.driving[i].to = Some(to),
+                    Ok(None) => {
+                        self.moves.driving.remove(i);
+                        let reply = self.move_done(id, g);
+                        self.refused.push(reply);
+                        continue;
+                    }
+                    Err(e) => {
+                        self.moves.driving.remove(i);
+                        self.refused.push(ClientReply { id, result: Err(e) });
+                        continue;
+                    }
+                }
+            }
+            // A step unanswered for long (its answer lost with a leader change) is not waited
+            // for: the next is computed from the group's configuration again, and a step made
+            // twice is refused harmlessly ("already a member", "not a learner").
+            let pending = self
+                .moves
+                .step
+                .get(&g)
+                .is_some_and(|(s, until)| self.own.is_pending(s) && self.ticks < *until);
+            let (Some(group), Some(to)) = (self.groups.get_mut(&g), &self.moves.driving[i].to)
+            else {
+                i += 1;
+                continue;
+            };
+            if pending {
+                i += 1;
+                continue;
+            }
+            let c = group.status().configuration;
+            let Some(change) = move_change(&c, from, to) else {
+                self.moves.driving.remove(i);
+                let reply = self.move_done(id, g);
+                self.refused.push(reply);
+                continue;
+            };
+            let request = self.own.request(Op::Membership(change));
+            let wait = self.ticks + STEP_WAIT_ETS * self.election_timeout_ticks;
+            self.moves.step.insert(g, (request.id, wait));
+            group.submit(request);
+            i += 1;
+        }
+    }
+
+    /// Drops the replicas of groups this member left, and those started on a message that got
+    /// no state in time.
+    pub(crate) fn leave_groups(&mut self) {
+        if !self.placed() {
+            return;
+        }
+        let first = self.layout.ids().next();
+        let (mut leaving, mut arrived) = (Vec::new(), Vec::new());
+        for (g, e) in self.data_groups() {
+            if Some(g) == first {
+                continue;
+            }
+            let c = e.status().configuration;
+            let stale = c.members.is_empty()
+                && self.moves.joining.get(&g).is_some_and(|t| {
+                    self.ticks.saturating_sub(*t) > JOIN_GIVE_UP_ETS * self.election_timeout_ticks
+                });
+            let removed = !c.members.is_empty() && !c.contains(self.id);
+            let recorded_without = self.directory_without_me(g, &c);
+            if stale || removed || recorded_without {
+                leaving.push(g);
+            } else if !c.members.is_empty() {
+                arrived.push(g);
+            }
+        }
+        for g in arrived {
+            self.moves.joining.remove(&g);
+        }
+        for g in leaving {
+            self.depart(g);
+        }
+    }
+
+    /// Whether this member's copy of the range directory records a newer configuration of `g`
+    /// than its replica's `c`, without this member, while the replica counts it a voter.
+    fn directory_without_me(&self, g: GroupId, c: &Configuration) -> bool {
+        c.is_voter(self.id)
+            && self.recorded_hosts(g).is_some_and(|(version, members)| {
+                version > c.version && !members.contains(&self.id)
+            })
+    }
+
+    /// This member left group `g`: its replica goes, its pending requests are answered, and
+    /// the group is noted as moved away. A move of it driven here from this member is done.
+    pub(crate) fn depart(&mut self, g: GroupId) {
+        let Some(mut engine) = self.groups.remove(&g) else {
+            return;
+        };
+        let after = engine.status();
+        if self.watch.on {
+            // What it still has to publish, and its keys leaving this member's stream.
+            self.watch.depart(g, &mut engine);
+        }
+        // Through the same door as the group's other answers: this engine's own requests'
+        // are swallowed, parts of reads and fans collected.
+        for reply in engine.retire() {
+            let answer = self.gather(g, reply);
+            self.refused.extend(answer);
+        }
+        if self.moves.away.insert(g) {
+            self.moves.away_changed = true;
+        }
+        self.moves.joining.remove(&g);
+        self.moves.step.remove(&g);
+        self.balance.remove(&g);
+        self.inputs.remove(&g);
+        self.following.remove(&g);
+        self.directory.forget(g);
+        let me = self.id;
+        let (done, rest): (Vec<Moving>, Vec<Moving>) = std::mem::take(&mut self.moves.driving)
+            .into_iter()
+            .partition(|d| d.group == g);
+        self.moves.driving = rest;
+        for d in done {
+            let finished = !after.configuration.contains(me)
+                && d.to
+                    .as_ref()
+                    .is_some_and(|t| after.configuration.is_voter(t.id))
+                && d.from == me;
+            self.refused.push(ClientReply {
+                id: d.request.id,
+                result: match finished {
+                    true => Ok(Response {
+                        revision: after.revision,
+                        body: ResponseBody::Membership(after.configuration.clone()),
+                    }),
+                    false => Err(EngineError::Timeout),
+                },
+            });
+        }
+    }
+
+    /// Whether a message of group `g`, not started here, should start a replica of it: this
+    /// member may just have been added to it (placement).
+    pub(crate) fn may_join(&self, g: GroupId) -> bool {
+        self.placed()
+            && !self.retired.contains(&g)
+            && self.layout.position(g).is_some_and(|p| p > 0)
+    }
+
+    /// Starts a replica of group `g` without state, to be sent the group's state by the member
+    /// feeding it (see the module doc).
+    pub(crate) fn join_group(&mut self, g: GroupId) {
+        let Some(pos) = self.layout.position(g) else {
+            return;
+        };
+        let mut config = self.group_config(g);
+        config.join = true;
+        config.first_boot = false;
+        config.members = self.hosts(g);
+        // Until its state arrives it owns no key: it must not answer a read from its empty
+        // store.
+        config.key_range = KeyRange::none_at(&self.layout.bounds_at(pos).0);
+        match E::recover(config, Vec::new()) {
+            Ok(mut engine) => {
+                if self.watch.on {
+                    let _ = engine.take_group_watch_events();
+                }
+                self.groups.insert(g, engine);
+                self.moves.joining.insert(g, self.ticks);
+                if self.moves.away.remove(&g) {
+                    self.moves.away_changed = true;
+                }
+            }
+            Err(e) => {
+                self.failed.insert(g, e);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: NodeId) -> Member {
+        Member::example(id, false)
+    }
+
+    fn config(voters: &[NodeId], learners: &[NodeId]) -> Configuration {
+        let mut members: Vec<Member> = voters.iter().map(|&v| member(v)).collect();
+        members.extend(learners.iter().map(|&l| Member::example(l, true)));
+        let mut c = Configuration::bootstrap(members.clone());
+        c.members = members;
+        c.members.sort_by_key(|m| m.id);
+        c
+    }
+
+    #[test]
+    fn a_move_adds_a_learner_promotes_it_then_removes_the_old_member() {
+        let to = member(5);
+        let mut c = config(&[2, 3, 4], &[]);
+        let mut made = Vec::new();
+        while let Some(change) = move_change(&c, 2, &to) {
+            c = c.apply(&change).expect("applies");
+            made.push(change);
+            assert!(c.voters().len() >= 3, "the quorum never shrinks: {c:?}");
+            assert!(made.len() < 5);
+        }
+        assert_eq!(
+            made,
+            vec![
+                MemberChange::Add(Member::example(5, true)),
+                MemberChange::Promote(5),
+                MemberChange::Remove(2),
+            ]
+        );
+        assert_eq!(c.voters(), [3, 4, 5]);
+        assert_eq!(move_change(&c, 2, &to), None, "a retry of a finished move");
+    }
+
+    #[test]
+    fn a_move_interrupted_part_way_goes_on_from_the_group_configuration() {
+        let to = member(5);
+        let learner = config(&[2, 3, 4], &[5]);
+        assert_eq!(
+            move_change(&learner, 2, &to),
+            Some(MemberChange::Promote(5))
+        );
+        let four = config(&[2, 3, 4, 5], &[]);
+        assert_eq!(move_change(&four, 2, &to), Some(MemberChange::Remove(2)));
+    }
+}

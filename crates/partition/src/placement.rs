@@ -33,9 +33,14 @@
 //! [`Relayed::Elsewhere`]: the relaying member sends the request to the group's next host and
 //! passes the quarantined one over for [`SHUN_TICKS`].
 //!
+//! **Where a group lives** changes with moves (`moves.rs`): [`Partitioned::hosts`] reads the
+//! group's own configuration, else this member's copy of the range directory. A member asked
+//! for a group it does not host (any more, or not with its state yet) answers
+//! [`Relayed::NotHere`], and the relaying member asks the next host.
+//!
 //! **What placement does not do yet** (refused by name, never answered wrong): splits and
-//! merges, membership changes, backups and whole-member hashes. Each is a step of decision
-//! 0005.
+//! merges, membership changes, and etcd's whole-member Hash (backups and HashKV are gathered by
+//! the node, `synod_node::backup`). Each is a step of decision 0005.
 
 use crate::layout::GroupId;
 use crate::{GroupMessage, Partitioned};

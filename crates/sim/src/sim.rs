@@ -1931,8 +1931,8 @@ impl<E: Engine> Sim<E> {
                     // Placement: where each group this member hosts stands.
                     off.extend(s.groups.iter().map(|g| {
                         format!(
-                            "group {} at {} voters {:?} learners {:?}",
-                            g.group, g.applied_index, g.voters, g.learners
+                            "group {} at {} voters {:?} learners {:?} leader {:?}",
+                            g.group, g.applied_index, g.voters, g.learners, g.leader
                         )
                     }));
                 }

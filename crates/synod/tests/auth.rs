@@ -1177,6 +1177,13 @@ fn http_rows(taken_peer: &str) -> Vec<HttpRow> {
             Need::Root,
             Some(r#"{"key":"t/x"}"#),
         ),
+        r(
+            "POST",
+            "/v1/ranges/move",
+            "/v1/ranges/move",
+            Need::Root,
+            Some(r#"{"key":"t/x","from":1,"to":2}"#),
+        ),
         r("GET", "/v1/watch", "/v1/watch?prefix=t/", Need::Key, None),
         r("GET", "/v1/watch", "/v1/watch?prefix=z/", Need::Root, None),
         r("GET", "/v1/status", "/v1/status", Need::Open, None),

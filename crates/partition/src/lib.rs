@@ -615,12 +615,10 @@ impl<E: Engine> Partitioned<E> {
             |g, request| parts.push((g, request)),
         );
         for (g, request) in parts {
-            let serves = self.serves(g);
-            match self.groups.get_mut(&g) {
-                Some(group) if serves => group.submit(request),
-                _ if placed => self.relay(g, request),
-                Some(group) => group.submit(request),
-                None => {}
+            if placed && !self.serves(g) {
+                self.relay(g, request);
+            } else if let Some(group) = self.groups.get_mut(&g) {
+                group.submit(request);
             }
         }
         replies
@@ -677,10 +675,11 @@ impl<E: Engine> Partitioned<E> {
     fn submit_parts(&mut self, parts: Vec<(GroupId, ClientRequest)>) {
         let placed = self.placed();
         for (g, request) in parts {
-            let serves = self.serves(g);
+            if placed && !self.serves(g) {
+                self.relay(g, request);
+                continue;
+            }
             match self.groups.get_mut(&g) {
-                Some(group) if serves || !placed => group.submit(request),
-                _ if placed => self.relay(g, request),
                 Some(group) => group.submit(request),
                 // Merged away since: the read is answered with the retryable `WrongGroup`,
                 // and routed again by the new layout.

@@ -295,7 +295,8 @@ impl<E: Engine> Partitioned<E> {
                 i += 1;
                 continue;
             }
-            let c = group.status().configuration;
+            // The status read above: nothing here changed the group since.
+            let c = status.map(|s| s.configuration).unwrap_or_default();
             let Some(change) = move_change(&c, from, to) else {
                 self.moves.driving.remove(i);
                 let reply = self.move_done(id, g);

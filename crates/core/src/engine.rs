@@ -782,10 +782,17 @@ pub enum PlantedBug {
     /// would have seen the move done or refused it. Caught by the simulator's convergence
     /// check (every group on its number of replicas, every group closed).
     PartitionMoveDrivenAnywhere,
+    /// Membership change (replica layer): a member that joins a group it belonged to before
+    /// (a range moved away from it and back) counts its incarnations from 1 again, so the
+    /// origins of its commands are ones the group's state remembers from its earlier stay and
+    /// are skipped as applied: no leader proposes them, and nothing it makes — its writes, its
+    /// revision closes — takes effect while it leads. Caught by the simulator's convergence
+    /// check (a group whose leader cannot close its revisions).
+    RejoinReusesOrigins,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 62] = [
+    pub const ALL: [PlantedBug; 63] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -848,6 +855,7 @@ impl PlantedBug {
         PlantedBug::PartitionRelayDropsConsistency,
         PlantedBug::RemoteWatchHistoryIgnoresCompaction,
         PlantedBug::PartitionMoveDrivenAnywhere,
+        PlantedBug::RejoinReusesOrigins,
     ];
 
     pub fn name(self) -> &'static str {
@@ -920,6 +928,7 @@ impl PlantedBug {
                 "remote-watch-history-ignores-compaction"
             }
             PlantedBug::PartitionMoveDrivenAnywhere => "partition-move-driven-anywhere",
+            PlantedBug::RejoinReusesOrigins => "rejoin-reuses-origins",
         }
     }
 

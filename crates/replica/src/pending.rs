@@ -81,6 +81,11 @@ impl PendingTable {
         self.incarnation
     }
 
+    /// Origins made from now on carry `incarnation` (a joiner's first state, `snapshot.rs`).
+    pub fn set_incarnation(&mut self, incarnation: u64) {
+        self.incarnation = incarnation;
+    }
+
     fn insert(&mut self, request: ClientRequest, kind: PendingKind, deadline: u64) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;

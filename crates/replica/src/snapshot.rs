@@ -498,6 +498,9 @@ impl<P: LogProtocol> Replica<P> {
                 if joining && self.config.bug(PlantedBug::JoinWithoutState) {
                     self.state = AppliedState::planted_config_only(&self.state, self.config.kv);
                 }
+                if joining {
+                    self.outlive_own_origins();
+                }
                 self.after_state_replaced(watched);
                 // A member without state starts the epoch it was sent even when its number is
                 // the one an empty state has (a group split off in epoch 0, `split.rs`).
@@ -509,6 +512,34 @@ impl<P: LogProtocol> Replica<P> {
             }
         }
         true
+    }
+
+    /// A member that joins a group it was a member of before — a range moved away from it and
+    /// back, in the same boot or after a restart that dropped the group's records — starts
+    /// without state and so counts incarnations from 1 again; its origins would then be ones
+    /// the group's applied state remembers from its earlier stay, and every command it makes
+    /// would be skipped as applied before (never proposed by a leader, never answered). So its
+    /// first state moves its incarnation past every one of its own the state remembers; the
+    /// checkpoint that follows in the same batch makes it durable.
+    fn outlive_own_origins(&mut self) {
+        let me: NodeId = self.config.id;
+        let Some(seen) = self.state.highest_incarnation_of(me) else {
+            return;
+        };
+        if seen < self.pending.incarnation() {
+            return;
+        }
+        if self.config.bug(PlantedBug::RejoinReusesOrigins) {
+            return;
+        }
+        // Requests it forwarded under the old incarnation could be applied again under the new
+        // one; a joiner takes none before its state (the partitioned engine relays them to the
+        // group's other hosts meanwhile), and one that did keeps counting as before.
+        if self.pending.len() != 0 {
+            return;
+        }
+        self.pending.set_incarnation(seen + 1);
+        self.out.records.push(Record::Incarnation(seen + 1));
     }
 
     fn after_state_replaced(&mut self, watched: bool) {

@@ -16,7 +16,7 @@ use synod_core::kv::{
     KeyRange, KvLimits, KvStore, Op, RangeState, Response, ResponseBody, SplitMark,
 };
 use synod_core::membership::Configuration;
-use synod_core::{Command, EngineError, MoveKind, Origin, WatchMove};
+use synod_core::{Command, EngineError, MoveKind, NodeId, Origin, WatchMove};
 
 mod merge;
 
@@ -282,6 +282,12 @@ impl AppliedState {
 
     pub fn applied_index(&self) -> u64 {
         self.kv.applied_index()
+    }
+
+    /// The highest incarnation of `node` among the origins this state remembers.
+    pub fn highest_incarnation_of(&self, node: NodeId) -> Option<u64> {
+        let own = self.origins.iter().filter(|o| o.node == node);
+        own.map(|o| o.incarnation).max()
     }
 
     pub fn was_applied(&self, o: &Origin) -> bool {

@@ -138,3 +138,15 @@ fn planted_move_driven_anywhere_is_caught() {
     let r = assert_caught::<Partitioned<VrEngine>>(&cfg, 139_000..139_000 + PLANT_SEEDS_MAX);
     assert_caught_by(&r, "convergence");
 }
+
+/// A member that rejoins a group it left counts its incarnations from 1 again: its commands
+/// carry origins the group remembers from its earlier stay and are skipped as applied, so a
+/// group it leads stops closing its revisions (and its writes time out).
+#[test]
+fn planted_rejoin_reusing_origins_is_caught() {
+    let mut cfg = placed();
+    cfg.moves = true;
+    cfg.planted_bug = Some(PlantedBug::RejoinReusesOrigins);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 138_000..138_000 + PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "convergence");
+}

@@ -149,3 +149,52 @@ fn a_group_moves_its_replica_from_one_member_to_another() {
         );
     }
 }
+
+/// A member that leaves a group and comes back (the range moved away and back, in one boot)
+/// starts the group without state, as any newcomer; its first state, which remembers the
+/// commands it made during its earlier stay, moves its incarnation past theirs — or its new
+/// commands would carry the same origins and be skipped as applied: no write taken at it
+/// would be applied or answered (planted `rejoin-reuses-origins`, which this catches).
+#[test]
+fn a_member_that_rejoins_a_group_it_left_writes_through_it() {
+    assert_eq!(rejoin_and_write(None), Ok(()));
+    let planted = rejoin_and_write(Some(PlantedBug::RejoinReusesOrigins));
+    assert!(
+        planted.as_ref().is_err_and(|e| e.contains("Timeout")),
+        "the planted bug is caught: {planted:?}"
+    );
+}
+
+/// Group 1 moves from member 2 to 1 and back; then member 2 writes its keys again.
+fn rejoin_and_write(bug: Option<PlantedBug>) -> Result<(), String> {
+    let mut net = Net::with(|c| {
+        c.range_directory = true;
+        c.partition_replicas = 2;
+        c.planted_bug = bug;
+    });
+    net.rounds(100);
+    for i in 0..5 {
+        net.put(1, &format!("h{i}"), "first stay");
+    }
+    let done = |r: Result<Response, EngineError>| {
+        assert!(
+            matches!(r.as_ref().map(|r| &r.body), Ok(ResponseBody::Membership(_))),
+            "a move's answer: {r:?}"
+        );
+    };
+    done(net.call(0, move_op("h", 2, 1)));
+    net.rounds(50);
+    assert!(!net.nodes[1].groups.contains_key(&1), "member 2 left it");
+    done(net.call(0, move_op("h", 1, 2)));
+    net.rounds(50);
+    assert!(net.nodes[1].groups.contains_key(&1), "member 2 is back");
+    for i in 0..5 {
+        let r = net.call(1, Op::Put(PutRequest::new(format!("h{i}"), "second stay")));
+        r.map_err(|e| format!("put h{i} at member 2: {e:?}"))?;
+    }
+    for at in 0..3 {
+        let read = value_of(net.call(at, Op::Range(RangeRequest::key("h4"))));
+        assert_eq!(read, "second stay", "read at member {}", at + 1);
+    }
+    Ok(())
+}

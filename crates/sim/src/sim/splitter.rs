@@ -12,7 +12,9 @@
 //! the first does not host it or the second does), one move at a time; a move answered with
 //! anything but its outcome or a refusal (a timeout, its driver crashed) is asked again, after
 //! the fault window too, until it is done — as an operator would, and as a run must for the
-//! groups to converge (a move cut short leaves a learner or a fourth voter).
+//! groups to converge (a move cut short leaves a learner or a fourth voter). Half the moves
+//! after one that was done take it back, so members rejoin groups they left (their earlier
+//! stay is in the group's state; planted `rejoin-reuses-origins`).
 //!
 //! Draws come from a stream of their own, so splits leave a seed's fault schedule and workload
 //! as they were.
@@ -57,6 +59,8 @@ pub struct Splitter {
     pending_move: Option<(MoveRequest, u64)>,
     /// Moves answered as done.
     pub moved: u64,
+    /// The last move answered as done: the next fresh move may take it back.
+    last_moved: Option<MoveRequest>,
 }
 
 impl Splitter {
@@ -66,6 +70,7 @@ impl Splitter {
             moves,
             pending_move: None,
             moved: 0,
+            last_moved: None,
             rng: SplitMix64::fork(seed, 13),
             seq: 0,
             asked: 0,
@@ -108,7 +113,15 @@ impl<E: Engine> Sim<E> {
         let node = members[self.splitter.rng.below(members.len() as u64) as usize];
         let at = key_name(self.splitter.rng.below(self.cfg.keys.max(1))).into_bytes();
         let op = if self.splitter.moves {
+            let back = self.splitter.last_moved.take().filter(|_| self.splitter.rng.below(2) == 0);
             let fresh = || {
+                if let Some(m) = back {
+                    return MoveRequest {
+                        at: m.at,
+                        from: m.to,
+                        to: m.from,
+                    };
+                }
                 let from_at = self.splitter.rng.below(members.len() as u64) as usize;
                 let step = 1 + self.splitter.rng.below(members.len().max(2) as u64 - 1) as usize;
                 MoveRequest {
@@ -150,7 +163,10 @@ impl<E: Engine> Sim<E> {
                 return; // an earlier ask's late answer
             }
             match &reply.result {
-                Ok(_) => self.splitter.moved += 1,
+                Ok(_) => {
+                    self.splitter.moved += 1;
+                    self.splitter.last_moved = self.splitter.pending_move.take().map(|(m, _)| m);
+                }
                 Err(EngineError::InvalidRequest(_)) => self.splitter.refused += 1,
                 // Not known to be done: asked again.
                 Err(_) => return,

@@ -486,6 +486,7 @@ pub fn needs(op: &Op, skip_failure_branch: bool) -> Vec<Need> {
         Op::Compact(_)
         | Op::LeaseExpire { .. }
         | Op::Membership(_)
+        | Op::MembershipAt { .. }
         | Op::Auth(_)
         | Op::Split(_)
         | Op::Merge(_)

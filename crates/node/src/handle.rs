@@ -607,6 +607,7 @@ pub fn grows_store(op: &Op) -> bool {
         | Op::LeaseLeases
         | Op::LeaseExpire { .. }
         | Op::Membership(_)
+        | Op::MembershipAt { .. }
         | Op::Auth(_)
         | Op::Split(_)
         | Op::Merge(_)
@@ -702,6 +703,8 @@ pub fn validate_op(
         | Op::LeaseTimeToLive { .. }
         | Op::LeaseLeases
         | Op::Membership(_) => Ok(()),
+        // The partitioned engine's own, never a client's.
+        Op::MembershipAt { .. } => Err(unsupported("guarded membership changes")),
         // The auth state lives in the replica layer's applied state, which every engine with
         // transactions (the log engines) has and CASPaxos's registers do not.
         Op::Auth(_) if !caps.transactions => Err(unsupported("authentication")),

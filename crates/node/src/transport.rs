@@ -94,8 +94,10 @@ pub use ask::{Answerer, PeerAnswer, PeerAsker, PeerQuestion, SelfChange};
 /// are guarded by it, so old and new members must not mix; 6: partitioned frames carry relayed
 /// requests and the sender's highest revision (placement), and peer questions ask for groups'
 /// revisions, a group's HashKV and a group's applied revisions; 7: a HashKV answer names its
-/// revision, and a group's state image is asked in pages for a placed member's backup).
-pub const WIRE_VERSION: u8 = 7;
+/// revision, and a group's state image is asked in pages for a placed member's backup; 8: a
+/// group's membership change guarded by the configuration version it was made for, which an
+/// older member could not decode in a group's log).
+pub const WIRE_VERSION: u8 = 8;
 
 /// Identifies our protocol before anything else is believed.
 pub const MAGIC: [u8; 4] = *b"SYND";

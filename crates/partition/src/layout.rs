@@ -221,6 +221,10 @@ impl Layout {
             // The first group's configuration is the cluster's; the others follow it
             // (`members.rs`).
             Op::Membership(_) => Route::One(self.starts[0].1),
+            // A group's own (moves, following the cluster's members), submitted to it directly.
+            Op::MembershipAt { .. } => Route::Refuse(EngineError::InvalidRequest(
+                "a guarded membership change is a group leader's own".to_string(),
+            )),
             // Fanned out to every group by the partitioned engine (`leases.rs`) before routing.
             Op::LeaseGrant(_)
             | Op::LeaseRevoke { .. }

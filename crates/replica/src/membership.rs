@@ -42,7 +42,6 @@ use crate::messages::Message;
 use crate::records::LastCheckpoint;
 use crate::state::AppliedState;
 use std::collections::BTreeMap;
-use synod_core::kv::Op;
 use synod_core::membership::{Configuration, ERR_LEARNER_NOT_READY, MemberChange};
 use synod_core::{
     ClientRequest, Command, EngineConfig, EngineError, LogProtocol, NodeId, PlantedBug,
@@ -175,9 +174,7 @@ impl<P: LogProtocol> Replica<P> {
     /// Refuses up front what this replica can tell is wrong with a membership change; `None`
     /// lets it go through the log.
     pub(crate) fn check_membership(&self, request: &ClientRequest) -> Option<EngineError> {
-        let Op::Membership(change) = &request.op else {
-            return None;
-        };
+        let change = request.op.member_change()?;
         if P::epoch_checkpoint(0).is_none() {
             return Some(EngineError::Unsupported {
                 engine: P::NAME.to_string(),

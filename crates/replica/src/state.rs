@@ -340,9 +340,18 @@ impl AppliedState {
                 body: ResponseBody::Closed,
             }));
         }
-        if let Op::Membership(change) = &c.op {
+        if let Some(change) = c.op.member_change() {
             // Not the KV store's: it advances the index (and the digest) without a revision.
             self.kv.skip(index);
+            if let Op::MembershipAt { version, .. } = &c.op
+                && *version != self.config.version
+            {
+                return Some(Err(EngineError::Membership(format!(
+                    "the configuration changed since this change was made for it (version {}, \
+                     made for {version})",
+                    self.config.version
+                ))));
+            }
             return Some(match self.config.apply(change) {
                 Ok(next) => {
                     self.config = next.clone();

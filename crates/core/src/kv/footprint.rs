@@ -153,6 +153,7 @@ impl Op {
             | Op::LeaseLeases
             | Op::LeaseExpire { .. }
             | Op::Membership(_)
+            | Op::MembershipAt { .. }
             // An auth change can grant or revoke any key: ordered against everything.
             | Op::Auth(_)
             | Op::Split(_)

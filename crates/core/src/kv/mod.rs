@@ -138,6 +138,15 @@ pub enum Op {
     /// removed, each through the group's own log. Handled by the partitioned engine, never
     /// proposed as an entry itself.
     Move(MoveRequest),
+    /// Partitioned mode, never accepted from a client: a change of one group's configuration
+    /// that a group leader computed from the configuration of `version` (a move's step, a
+    /// group following the cluster's members), applied only if the group's configuration is
+    /// still that one — a copy decided late (a step proposed again after its answer was lost,
+    /// by this leader or a later one) is refused instead of undoing what came after it.
+    MembershipAt {
+        version: u64,
+        change: crate::membership::MemberChange,
+    },
 }
 
 /// See [`Op::Move`].
@@ -207,6 +216,7 @@ impl Op {
             | Op::LeaseKeepAlive { .. }
             | Op::LeaseExpire { .. }
             | Op::Membership(_)
+            | Op::MembershipAt { .. }
             | Op::Auth(_)
             | Op::Split(_)
             | Op::Merge(_)
@@ -238,6 +248,7 @@ impl Op {
             | Op::Cas(_)
             | Op::Compact(_)
             | Op::Membership(_)
+            | Op::MembershipAt { .. }
             | Op::Auth(_)
             | Op::Split(_)
             | Op::Merge(_)
@@ -267,6 +278,7 @@ impl Op {
             | Op::LeaseLeases
             | Op::LeaseExpire { .. }
             | Op::Membership(_)
+            | Op::MembershipAt { .. }
             | Op::Auth(_)
             | Op::Split(_)
             | Op::Merge(_)
@@ -284,6 +296,14 @@ impl Op {
             Op::Put(p) => Some(&p.key),
             Op::DeleteRange(d) if d.range_end.is_empty() => Some(&d.key),
             Op::Cas(c) => Some(&c.key),
+            _ => None,
+        }
+    }
+
+    /// The membership change this op makes, guarded or not.
+    pub fn member_change(&self) -> Option<&crate::membership::MemberChange> {
+        match self {
+            Op::Membership(c) | Op::MembershipAt { change: c, .. } => Some(c),
             _ => None,
         }
     }
@@ -308,7 +328,7 @@ impl Op {
             | Op::LeaseLeases
             | Op::LeaseExpire { .. }
             | Op::CloseRevisions { .. } => 16,
-            Op::Membership(_) | Op::Auth(_) => 256,
+            Op::Membership(_) | Op::MembershipAt { .. } | Op::Auth(_) => 256,
             Op::Split(s) => s.at.len(),
             Op::Merge(m) => m.at.len(),
             Op::Move(m) => m.at.len() + 16,

@@ -96,7 +96,9 @@ pub fn apply_to_register(
         | Op::LeaseTimeToLive { .. }
         | Op::LeaseLeases
         | Op::LeaseExpire { .. } => Err(unsupported("leases")),
-        Op::Membership(_) => Err(unsupported("membership change through a register")),
+        Op::Membership(_) | Op::MembershipAt { .. } => {
+            Err(unsupported("membership change through a register"))
+        }
         Op::Auth(_) => Err(unsupported(
             "authentication (auth changes need a log engine)",
         )),

@@ -348,6 +348,7 @@ impl KvStore {
                 ResponseBody::Closed
             }
             Op::Membership(_)
+            | Op::MembershipAt { .. }
             | Op::Auth(_)
             | Op::Split(_)
             | Op::Merge(_)

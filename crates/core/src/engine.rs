@@ -456,6 +456,10 @@ pub struct EngineConfig {
     /// configuration and the state from a snapshot its peers send; `members` only says whom
     /// to ask. It votes in nothing before that.
     pub join: bool,
+    /// With `join`: a replica that joins a group it left before takes no state whose
+    /// configuration version is this or older — that state is from its earlier stay, and it no
+    /// longer remembers the votes it cast then (partitioned placement, moves). 0: any.
+    pub rejoin_floor: u64,
     /// Partitioned mode (see the `synod-partition` crate): the keys where one group's range
     /// ends and the next one's begins, ascending. Empty: one group, the whole keyspace. Only
     /// the partitioned engine reads it; every replica of a cluster must be given the same.
@@ -529,6 +533,7 @@ impl EngineConfig {
             first_boot: true,
             initial_members: Vec::new(),
             join: false,
+            rejoin_floor: 0,
             split_keys: Vec::new(),
             key_range: crate::kv::KeyRange::default(),
             auto_split_keys: 0,
@@ -789,10 +794,16 @@ pub enum PlantedBug {
     /// revision closes — takes effect while it leads. Caught by the simulator's convergence
     /// check (a group whose leader cannot close its revisions).
     RejoinReusesOrigins,
+    /// Membership change (replica layer): a member that joins a group it left before takes
+    /// any state it is sent, also a stale member's from an old configuration in which it voted
+    /// during its earlier stay; having forgotten those votes, it makes up a quorum of that old
+    /// configuration with the stale member, and they decide again what was decided. Caught by
+    /// the agreement check.
+    RejoinTakesStaleState,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 63] = [
+    pub const ALL: [PlantedBug; 64] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -856,6 +867,7 @@ impl PlantedBug {
         PlantedBug::RemoteWatchHistoryIgnoresCompaction,
         PlantedBug::PartitionMoveDrivenAnywhere,
         PlantedBug::RejoinReusesOrigins,
+        PlantedBug::RejoinTakesStaleState,
     ];
 
     pub fn name(self) -> &'static str {
@@ -929,6 +941,7 @@ impl PlantedBug {
             }
             PlantedBug::PartitionMoveDrivenAnywhere => "partition-move-driven-anywhere",
             PlantedBug::RejoinReusesOrigins => "rejoin-reuses-origins",
+            PlantedBug::RejoinTakesStaleState => "rejoin-takes-stale-state",
         }
     }
 

@@ -139,6 +139,11 @@ pub enum GroupRecord<R> {
     /// be started again from their records here; the whole set, written whenever it changes
     /// and after every node-wide checkpoint (`moves.rs`).
     MovedAway(Vec<GroupId>),
+    /// Placement: per group this member left, the configuration version it left at — a
+    /// replica that joins the group again takes no state of that version or older (`moves.rs`:
+    /// a stale member's snapshot from its earlier stay would make it an amnesic voter of an old
+    /// configuration). The whole set, written like [`GroupRecord::MovedAway`].
+    LeftAt(Vec<(GroupId, u64)>),
 }
 
 impl<R: DurableRecord> DurableRecord for GroupRecord<R> {
@@ -411,7 +416,9 @@ impl<E: Engine> Partitioned<E> {
     }
 
     /// The first group and its configuration: the cluster's (`members.rs`).
-    fn cluster_configuration(&self) -> Option<(GroupId, synod_core::membership::Configuration)> {
+    pub(crate) fn cluster_configuration(
+        &self,
+    ) -> Option<(GroupId, synod_core::membership::Configuration)> {
         let first = self.layout.ids().next()?;
         let e = self.groups.get(&first)?;
         Some((first, e.status().configuration))
@@ -495,10 +502,10 @@ impl<E: Engine> Partitioned<E> {
     /// Brings every group this replica leads to the first group's configuration — the
     /// cluster's, where operators' membership changes are decided — one change at a time,
     /// each through the group's own log (`members.rs`).
+    ///
+    /// Placed groups (`placement.rs`) keep their own hosts: only the groups on every member
+    /// follow — the meta group; their leaders move them off removed members (`moves.rs`).
     fn follow_members(&mut self) {
-        if self.placed() {
-            return; // membership changes are refused (`placement.rs`)
-        }
         let Some((first, target)) = self.cluster_configuration() else {
             return;
         };
@@ -506,7 +513,7 @@ impl<E: Engine> Partitioned<E> {
             .groups
             .keys()
             .copied()
-            .filter(|&g| g != first)
+            .filter(|&g| g != first && self.everywhere(g))
             .collect();
         for g in ids {
             if self
@@ -534,7 +541,12 @@ impl<E: Engine> Partitioned<E> {
             let Some(change) = change else {
                 continue;
             };
-            let request = self.own.request(synod_core::kv::Op::Membership(change));
+            // Applied only to the configuration it was computed from: a copy decided late (a
+            // change asked again by a later leader) cannot undo what came after it.
+            let request = self.own.request(synod_core::kv::Op::MembershipAt {
+                version: st.configuration.version,
+                change,
+            });
             self.following.insert(g, request.id);
             group.submit(request);
         }
@@ -569,6 +581,28 @@ impl<E: Engine> Partitioned<E> {
         }
     }
 
+    /// Every member a placed group lives on, as this member knows: its own groups' members
+    /// (learners too), the directory's record of the others. Empty when unplaced.
+    fn placed_hosts(&self) -> std::collections::BTreeSet<NodeId> {
+        let mut out = std::collections::BTreeSet::new();
+        if !self.placed() {
+            return out;
+        }
+        for g in self.layout.ids().filter(|g| !self.everywhere(*g)) {
+            match self.groups.get(&g).map(|e| e.status().configuration) {
+                Some(c) if !c.members.is_empty() => out.extend(c.ids()),
+                _ => out.extend(self.hosts(g)),
+            }
+        }
+        out
+    }
+
+    /// Whether group `g` follows the cluster's members: every group unplaced; placed, the
+    /// first group and the meta group only (the others live on some members).
+    fn everywhere(&self, g: GroupId) -> bool {
+        !self.placed() || g == directory::META_GROUP || self.layout.position(g) == Some(0)
+    }
+
     /// The answers to membership changes every group here has followed now, and `Timeout` for
     /// those whose time ran out. A replica without a configuration yet (joining) does not
     /// count.
@@ -578,16 +612,26 @@ impl<E: Engine> Partitioned<E> {
         }
         let configs: Vec<_> = self
             .groups
-            .values()
-            .map(|e| e.status().configuration)
+            .iter()
+            .filter(|(g, _)| self.everywhere(**g))
+            .map(|(_, e)| e.status().configuration)
             .filter(|c| !c.members.is_empty())
             .collect();
+        let hosting = self.placed_hosts();
         let ticks = self.ticks;
         let mut out = Vec::new();
         self.held_members.retain(|h| {
-            if configs
-                .iter()
-                .all(|c| members::followed(&h.change, &h.after, c))
+            // Placed: a removed member hosts no group any more (moved off it, `moves.rs`), so
+            // an operator may stop it once answered — a group that still counted it could be
+            // left without a quorum when the next member of it goes.
+            let evacuated = match &h.change {
+                MemberChange::Remove(id) => !hosting.contains(id),
+                _ => true,
+            };
+            if evacuated
+                && configs
+                    .iter()
+                    .all(|c| members::followed(&h.change, &h.after, c))
             {
                 out.push(h.reply.clone());
             } else if ticks >= h.until {
@@ -891,7 +935,12 @@ impl<E: Engine> Partitioned<E> {
                 self.moves.away.iter().copied().collect(),
             ));
         }
+        if (checkpointed && !self.moves.left_at.is_empty()) || self.moves.left_at_changed {
+            let list = self.moves.left_at.iter().map(|(g, v)| (*g, *v)).collect();
+            out.push(GroupRecord::LeftAt(list));
+        }
         self.moves.away_changed = false;
+        self.moves.left_at_changed = false;
         self.layout_changed = false;
         self.retired_changed = false;
         out
@@ -1014,10 +1063,12 @@ impl<E: Engine> Partitioned<E> {
         let mut per_group: BTreeMap<GroupId, Vec<E::Record>> = BTreeMap::new();
         let mut retired = Vec::new();
         let mut away = Vec::new();
+        let mut left_at = Vec::new();
         for r in records {
             match r {
                 GroupRecord::Retired(list) => retired = list,
                 GroupRecord::MovedAway(list) => away = list,
+                GroupRecord::LeftAt(list) => left_at = list,
                 GroupRecord::Group(g, r) => per_group.entry(g).or_default().push(r),
                 GroupRecord::Checkpoint(list) => {
                     for (g, r) in list {
@@ -1039,17 +1090,17 @@ impl<E: Engine> Partitioned<E> {
         for g in retired.iter().chain(&away) {
             per_group.remove(g);
         }
-        Ok((per_group, layout, retired, away))
+        Ok((per_group, layout, retired, (away, left_at)))
     }
 }
 
-/// A log sorted by group: each group's records, the layout, the retired groups and the groups
-/// moved away.
+/// A log sorted by group: each group's records, the layout, the retired groups, and the groups
+/// moved away with the versions this member left groups at.
 type Sorted<E> = (
     BTreeMap<GroupId, Vec<<E as Engine>::Record>>,
     Layout,
     Vec<GroupId>,
-    Vec<GroupId>,
+    (Vec<GroupId>, Vec<(GroupId, u64)>),
 );
 
 type Parts<E> = (
@@ -1158,7 +1209,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             closing: close::Closing::default(),
             directory: directory::Recording::default(),
             relay: placement::Relay::new(nonce),
-            moves: moves::Moves::left(away),
+            moves: moves::Moves::left(away.0, away.1),
         };
         p.bug_keep_removed = p.base.bug(PlantedBug::PartitionGroupsKeepRemovedMembers);
         p.relay.bug_drop_consistency = p.base.bug(PlantedBug::PartitionRelayDropsConsistency);
@@ -1191,8 +1242,11 @@ impl<E: Engine> Engine for Partitioned<E> {
             if g >= CHILD_ID_BASE && recs.is_empty() {
                 continue; // started again from its parent's split below
             }
-            if p.moves.away.contains(&g) || (recs.is_empty() && !p.static_hosts(g).contains(&p.id))
-            {
+            // A member that joined a running cluster hosts no placed group until one moves
+            // to it: the placement rule is the cluster's first members'.
+            let placed_here = p.static_hosts(g).contains(&p.id)
+                && !(p.base.join && p.placed() && p.layout.position(g) != Some(0));
+            if p.moves.away.contains(&g) || (recs.is_empty() && !placed_here) {
                 continue; // placed on other members (`placement.rs`), or moved there
             }
             let engine = E::recover(p.group_config(g), recs)
@@ -1361,6 +1415,7 @@ impl<E: Engine> Engine for Partitioned<E> {
         }
         if self.ticks.is_multiple_of(FOLLOW_MEMBERS_EVERY_TICKS) {
             self.follow_members();
+            self.evacuate();
             self.drive_moves();
             self.leave_groups();
         }

@@ -29,6 +29,22 @@
 //! ([`crate::GroupRecord::MovedAway`]), so that a restart does not start it again from its old
 //! records. A node-wide checkpoint leaves its records out.
 //!
+//! **Back again.** A member that rejoins a group it left (a move back) starts it as any
+//! newcomer, but takes no state of the configuration version it left at or older
+//! (`EngineConfig::rejoin_floor`, from [`crate::GroupRecord::LeftAt`]): a member still in an old
+//! configuration would send its stale state, and this member, which forgot the votes it cast
+//! there, would make up a quorum of that configuration with it. (Its replica also moves its
+//! incarnation past its earlier stay's, in the replica layer.)
+//!
+//! **Off a removed member** ([`Partitioned::evacuate`]): `member remove` on a placed cluster is
+//! decided in the first group; the leader of every placed group that still lists the member
+//! moves the group off it as a move would, to the member hosting the fewest groups, and the
+//! removal is answered once no group lists it (`lib.rs`).
+//!
+//! Every step is an [`Op::MembershipAt`], guarded by the configuration version it was computed
+//! from: a step asked again after its answer was lost cannot be decided late, after what came
+//! next, and undo it.
+//!
 //! **Where a group lives** ([`Partitioned::hosts`]) is then no fixed function of the layout:
 //! its voters as this member's replica has them, else as this member's copy of the range
 //! directory records them (each group's leader records its configuration after every change),
@@ -73,15 +89,21 @@ pub(crate) struct Moves {
     pub(crate) away_changed: bool,
     /// Groups started here on a message, with the tick, until their state arrives.
     joining: BTreeMap<GroupId, u64>,
+    /// Per group this member left: the group's configuration version then. A replica joining
+    /// it again takes no state of that version or older (see [`Partitioned::join_group`]).
+    pub(crate) left_at: BTreeMap<GroupId, u64>,
+    pub(crate) left_at_changed: bool,
     /// Planted bug `PartitionMoveDrivenAnywhere`.
     pub(crate) bug_anywhere: bool,
 }
 
 impl Moves {
-    /// The moving state of a member that left the groups `away` (as its log says).
-    pub(crate) fn left(away: Vec<GroupId>) -> Self {
+    /// The moving state of a member that left the groups `away`, and groups at the
+    /// configuration versions `left_at` (as its log says).
+    pub(crate) fn left(away: Vec<GroupId>, left_at: Vec<(GroupId, u64)>) -> Self {
         Moves {
             away: away.into_iter().collect(),
+            left_at: left_at.into_iter().collect(),
             ..Moves::default()
         }
     }
@@ -240,7 +262,7 @@ impl<E: Engine> Partitioned<E> {
             };
             if self.ticks >= until {
                 self.moves.driving.remove(i);
-                self.refused.push(ClientReply {
+                self.answer_move(ClientReply {
                     id,
                     result: Err(EngineError::Timeout),
                 });
@@ -251,6 +273,13 @@ impl<E: Engine> Partitioned<E> {
             // PLANTED BUG (`PartitionMoveDrivenAnywhere`): driven here whoever leads.
             if leader != Some(self.id) && !self.moves.bug_anywhere {
                 match leader {
+                    // This member's own move (`evacuate`) is not handed over: the new leader
+                    // makes its own from where the group stands — two drivers would each add
+                    // a newcomer.
+                    Some(_) if id.is_engine_own() => {
+                        self.moves.driving.remove(i);
+                        self.own.answered(&id);
+                    }
                     Some(l) => {
                         // To the leader, which drives it from where the group stands.
                         let d = self.moves.driving.remove(i);
@@ -268,12 +297,12 @@ impl<E: Engine> Partitioned<E> {
                     Ok(None) => {
                         self.moves.driving.remove(i);
                         let reply = self.move_done(id, g);
-                        self.refused.push(reply);
+                        self.answer_move(reply);
                         continue;
                     }
                     Err(e) => {
                         self.moves.driving.remove(i);
-                        self.refused.push(ClientReply { id, result: Err(e) });
+                        self.answer_move(ClientReply { id, result: Err(e) });
                         continue;
                     }
                 }
@@ -286,7 +315,10 @@ impl<E: Engine> Partitioned<E> {
                 .step
                 .get(&g)
                 .is_some_and(|(s, until)| self.own.is_pending(s) && self.ticks < *until);
-            let (Some(group), Some(to)) = (self.groups.get_mut(&g), &self.moves.driving[i].to)
+            let Some(to) = self.moves.driving[i]
+                .to
+                .as_ref()
+                .filter(|_| self.groups.contains_key(&g))
             else {
                 i += 1;
                 continue;
@@ -300,15 +332,117 @@ impl<E: Engine> Partitioned<E> {
             let Some(change) = move_change(&c, from, to) else {
                 self.moves.driving.remove(i);
                 let reply = self.move_done(id, g);
-                self.refused.push(reply);
+                self.answer_move(reply);
                 continue;
             };
-            let request = self.own.request(Op::Membership(change));
-            let wait = self.ticks + STEP_WAIT_ETS * self.election_timeout_ticks;
-            self.moves.step.insert(g, (request.id, wait));
-            group.submit(request);
+            self.step_change(g, c.version, change);
             i += 1;
         }
+    }
+
+    /// Proposes `change` to group `g` (led here), computed from its configuration of
+    /// `version` and applied only to that one, unless a change proposed for a move of it is
+    /// still waited for.
+    fn step_change(&mut self, g: GroupId, version: u64, change: MemberChange) {
+        let pending = (self.moves.step.get(&g))
+            .is_some_and(|(s, until)| self.own.is_pending(s) && self.ticks < *until);
+        let Some(group) = self.groups.get_mut(&g).filter(|_| !pending) else {
+            return;
+        };
+        let request = self.own.request(Op::MembershipAt { version, change });
+        let wait = self.ticks + STEP_WAIT_ETS * self.election_timeout_ticks;
+        self.moves.step.insert(g, (request.id, wait));
+        group.submit(request);
+    }
+
+    /// Answers a move: the client's, or nobody for one this member made itself (`evacuate`).
+    fn answer_move(&mut self, reply: ClientReply) {
+        if !self.own.answered(&reply.id) {
+            self.refused.push(reply);
+        }
+    }
+
+    /// Moves each placed group this member leads off a member the cluster removed (`member
+    /// remove` on a placed cluster): to the cluster's voter hosting the fewest groups, as a
+    /// move an operator would ask — a learner, promoted, the departed member removed — driven
+    /// here like one. A group with a voter more than placed (a move cut short) just drops it.
+    /// One such move per group at a time; an operator's move of the group goes first. A
+    /// learner that no move driven here is for is dropped too, once the group has its replicas.
+    pub(crate) fn evacuate(&mut self) {
+        if !self.placed() {
+            return;
+        }
+        let Some((first, cluster)) = self.cluster_configuration() else {
+            return;
+        };
+        let led: Vec<(GroupId, Configuration)> = (self.data_groups())
+            .filter(|(g, _)| *g != first && !self.moves.driving.iter().any(|d| d.group == *g))
+            .map(|(g, e)| (g, e.status()))
+            .filter(|(_, st)| st.leader == Some(self.id))
+            .map(|(g, st)| (g, st.configuration))
+            .collect();
+        for (g, c) in led {
+            let Some(gone) = c.ids().into_iter().find(|m| self.departed(*m, &cluster)) else {
+                // A learner left by a move cut short (its driver lost the lead, and the new
+                // leader drives no move of it) once the group has its replicas: dropped.
+                let placed = c.voters().len() >= self.base.partition_replicas;
+                if let Some(l) = c.learners().first().filter(|_| placed) {
+                    self.step_change(g, c.version, MemberChange::Remove(*l));
+                }
+                continue;
+            };
+            if c.is_learner(gone) {
+                // A move to it cut short: nothing to replace, only to drop.
+                self.step_change(g, c.version, MemberChange::Remove(gone));
+                continue;
+            }
+            let Some(to) = self.evacuation_target(&c, &cluster) else {
+                continue;
+            };
+            let at = self.layout.position(g).map(|p| self.layout.bounds_at(p).0);
+            let request = self.own.request(Op::Move(MoveRequest {
+                at: at.unwrap_or_default(),
+                from: gone,
+                to,
+            }));
+            let until = self.ticks + MOVE_TIMEOUTS * self.base.request_timeout_ticks;
+            self.moves.driving.push(Moving {
+                request,
+                group: g,
+                from: gone,
+                to: None,
+                until,
+            });
+        }
+    }
+
+    /// Where a group whose configuration is `c` goes off a departed member: one of its own
+    /// voters the cluster keeps when it has enough of them (the departed one is then only
+    /// removed), else a learner of it the cluster has as a voter, else the cluster's voter
+    /// outside it that hosts the fewest groups (the lowest id among equals), as this member
+    /// knows where groups live.
+    fn evacuation_target(&self, c: &Configuration, cluster: &Configuration) -> Option<NodeId> {
+        let kept: Vec<NodeId> = (c.voters().into_iter())
+            .filter(|v| cluster.is_voter(*v))
+            .collect();
+        if kept.len() >= self.base.partition_replicas {
+            return kept.first().copied();
+        }
+        // A newcomer a move cut short left as a learner (a leader change mid-move): it goes on.
+        let learner = c.learners().into_iter().find(|l| cluster.is_voter(*l));
+        if learner.is_some() {
+            return learner;
+        }
+        let first = self.layout.ids().next();
+        let mut load: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for g in self.layout.ids().filter(|g| Some(*g) != first) {
+            for h in self.hosts(g) {
+                *load.entry(h).or_default() += 1;
+            }
+        }
+        (cluster.voters().into_iter())
+            .filter(|v| !c.contains(*v))
+            .min_by_key(|v| (load.get(v).copied().unwrap_or(0), *v))
     }
 
     /// Drops the replicas of groups this member left, and those started on a message that got
@@ -328,9 +462,10 @@ impl<E: Engine> Partitioned<E> {
                 && self.moves.joining.get(&g).is_some_and(|t| {
                     self.ticks.saturating_sub(*t) > JOIN_GIVE_UP_ETS * self.election_timeout_ticks
                 });
+            let not_back = c.members.is_empty() && self.not_back(g);
             let removed = !c.members.is_empty() && !c.contains(self.id);
             let recorded_without = self.directory_without_me(g, &c);
-            if stale || removed || recorded_without {
+            if stale || not_back || removed || recorded_without {
                 leaving.push(g);
             } else if !c.members.is_empty() {
                 arrived.push(g);
@@ -338,16 +473,34 @@ impl<E: Engine> Partitioned<E> {
         }
         for g in arrived {
             self.moves.joining.remove(&g);
+            if self.moves.left_at.remove(&g).is_some() {
+                self.moves.left_at_changed = true;
+            }
         }
         for g in leaving {
             self.depart(g);
         }
     }
 
+    /// Whether a replica of `g` started here on a message, without state, is for a group this
+    /// member left and has not been added to again: the range directory records the
+    /// configuration it left at, or a newer one, still without it. (Its stale state
+    /// it refuses, `join_group`; this drops it before [`JOIN_GIVE_UP_ETS`]. A directory that
+    /// lags behind a new addition drops it early at worst: the group's next message starts it
+    /// again.)
+    fn not_back(&self, g: GroupId) -> bool {
+        let Some(&floor) = self.moves.left_at.get(&g) else {
+            return false;
+        };
+        self.recorded_hosts(g)
+            .is_some_and(|(version, members)| version >= floor && !members.contains(&self.id))
+    }
+
     /// Whether this member's copy of the range directory records a newer configuration of `g`
-    /// than its replica's `c`, without this member, while the replica counts it a voter.
+    /// than its replica's `c`, without this member, while the replica counts it a member (a
+    /// voter, or a learner a move cut short left and the group dropped).
     fn directory_without_me(&self, g: GroupId, c: &Configuration) -> bool {
-        c.is_voter(self.id)
+        c.contains(self.id)
             && self.recorded_hosts(g).is_some_and(|(version, members)| {
                 version > c.version && !members.contains(&self.id)
             })
@@ -360,6 +513,22 @@ impl<E: Engine> Partitioned<E> {
             return;
         };
         let after = engine.status();
+        // The newest configuration of it without this member that it knows: one from after its
+        // removal, so a state of that version or older is from before it is back (its return
+        // is a later change), and a newer one lists it only if it is back.
+        let me = self.id;
+        let without =
+            |members: &Configuration| !members.members.is_empty() && !members.contains(me);
+        let applied = Some(&after.configuration).filter(|c| without(c));
+        let recorded = self.recorded_hosts(g).filter(|(_, m)| !m.contains(&me));
+        let left = applied
+            .map_or(0, |c| c.version)
+            .max(recorded.map_or(0, |(v, _)| v));
+        let floor = self.moves.left_at.entry(g).or_default();
+        if left > *floor {
+            *floor = left;
+            self.moves.left_at_changed = true;
+        }
         if self.watch.on {
             // What it still has to publish, and its keys leaving this member's stream.
             self.watch.depart(g, &mut engine);
@@ -379,7 +548,6 @@ impl<E: Engine> Partitioned<E> {
         self.inputs.remove(&g);
         self.following.remove(&g);
         self.directory.forget(g);
-        let me = self.id;
         let (done, rest): (Vec<Moving>, Vec<Moving>) = std::mem::take(&mut self.moves.driving)
             .into_iter()
             .partition(|d| d.group == g);
@@ -390,7 +558,7 @@ impl<E: Engine> Partitioned<E> {
                     .as_ref()
                     .is_some_and(|t| after.configuration.is_voter(t.id))
                 && d.from == me;
-            self.refused.push(ClientReply {
+            self.answer_move(ClientReply {
                 id: d.request.id,
                 result: match finished {
                     true => Ok(Response {
@@ -421,6 +589,11 @@ impl<E: Engine> Partitioned<E> {
         config.join = true;
         config.first_boot = false;
         config.members = self.hosts(g);
+        // Back in a group it left: its first state must be from after it left. A member still
+        // in an old configuration (one that missed the moves) would otherwise send its stale
+        // state, and this member — which forgot every vote it cast there — would make up a
+        // quorum of that configuration with it, deciding again what was decided.
+        config.rejoin_floor = self.moves.left_at.get(&g).copied().unwrap_or(0);
         // Until its state arrives it owns no key: it must not answer a read from its empty
         // store.
         config.key_range = KeyRange::none_at(&self.layout.bounds_at(pos).0);

@@ -38,8 +38,13 @@
 //! for a group it does not host (any more, or not with its state yet) answers
 //! [`Relayed::NotHere`], and the relaying member asks the next host.
 //!
+//! **Membership changes** are decided in the first group and followed by the groups on every
+//! member (the meta group); placed groups keep their hosts, except that their leaders move
+//! them off a member the cluster removed (`moves.rs`). A removal that would leave fewer voters
+//! than `R` is refused.
+//!
 //! **What placement does not do yet** (refused by name, never answered wrong): splits and
-//! merges, membership changes, and etcd's whole-member Hash (backups and HashKV are gathered by
+//! merges, and etcd's whole-member Hash (backups and HashKV are gathered by
 //! the node, `synod_node::backup`). Each is a step of decision 0005.
 
 use crate::layout::GroupId;
@@ -47,6 +52,7 @@ use crate::{GroupMessage, Partitioned};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use synod_core::kv::Op;
+use synod_core::membership::{Configuration, MemberChange};
 use synod_core::{ClientId, ClientReply, ClientRequest, Consistency, Engine, EngineError};
 use synod_core::{NodeId, RequestId};
 
@@ -177,7 +183,7 @@ impl<E: Engine> Partitioned<E> {
         }
         let what = match op {
             Op::Split(_) | Op::Merge(_) => "splitting and merging ranges",
-            Op::Membership(_) => "membership changes",
+            Op::Membership(MemberChange::Remove(id)) => return self.removal_refusal(*id),
             // Range reads over several groups gather their parts through relays (`gather.rs`).
             _ => return None,
         };
@@ -185,6 +191,28 @@ impl<E: Engine> Partitioned<E> {
             "{what}: not served yet when groups live on some members only \
              (partition.replicas below the members; docs/partitioning.md, \"Placement\")"
         )))
+    }
+
+    /// Why removing member `id` is refused, if it is: the voters left must still be enough
+    /// for every placed group's replicas (its groups move to them, `moves.rs`).
+    fn removal_refusal(&self, id: NodeId) -> Option<EngineError> {
+        let (_, cluster) = self.cluster_configuration()?;
+        let left = cluster.voters().into_iter().filter(|v| *v != id).count();
+        let replicas = self.base.partition_replicas;
+        (cluster.is_voter(id) && left < replicas).then(|| {
+            EngineError::InvalidRequest(format!(
+                "removing member {id} would leave {left} voters for groups of {replicas} \
+                 replicas (partition.replicas): add a member first"
+            ))
+        })
+    }
+
+    /// Whether member `id` was a member of the cluster and is no more: its id is below the
+    /// next one the cluster gives and the cluster's configuration does not list it (ids never
+    /// come back). A member this member's copy of the configuration does not know yet is not
+    /// departed — it may have been added after.
+    pub(crate) fn departed(&self, id: NodeId, cluster: &Configuration) -> bool {
+        !cluster.members.is_empty() && id < cluster.next_id && !cluster.contains(id)
     }
 
     /// Refuses `what` (a backup, a hash) of a member that holds only some of the groups.
@@ -273,6 +301,15 @@ impl<E: Engine> Partitioned<E> {
         let me = self.id;
         let mut hosts = self.hosts(g);
         hosts.retain(|h| *h != me);
+        // A member the cluster removed may still be listed while its groups move off it.
+        if let Some((_, cluster)) = self.cluster_configuration() {
+            let live: Vec<NodeId> = (hosts.iter().copied())
+                .filter(|h| !self.departed(*h, &cluster))
+                .collect();
+            if !live.is_empty() {
+                hosts = live;
+            }
+        }
         if hosts.is_empty() {
             hosts = self.static_hosts(g);
             hosts.retain(|h| *h != me);

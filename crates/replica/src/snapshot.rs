@@ -494,6 +494,10 @@ impl<P: LogProtocol> Replica<P> {
                 // snapshot's configuration says what this replica is now.
                 let old_epoch = self.epoch();
                 let joining = self.state.config.members.is_empty();
+                if joining && self.stale_for_rejoin(&image) {
+                    // Ignored: this replica keeps asking, and the group's leader sends state.
+                    return true;
+                }
                 self.state = AppliedState::from_image(image, &self.bootstrap);
                 if joining && self.config.bug(PlantedBug::JoinWithoutState) {
                     self.state = AppliedState::planted_config_only(&self.state, self.config.kv);
@@ -512,6 +516,14 @@ impl<P: LogProtocol> Replica<P> {
             }
         }
         true
+    }
+
+    /// Whether `image` is from before this replica's member left the group it joins again
+    /// (`EngineConfig::rejoin_floor`).
+    fn stale_for_rejoin(&self, image: &StateImage) -> bool {
+        let version = image.config.as_ref().map_or(0, |c| c.version);
+        let floor = self.config.rejoin_floor;
+        floor > 0 && version <= floor && !self.config.bug(PlantedBug::RejoinTakesStaleState)
     }
 
     /// A member that joins a group it was a member of before — a range moved away from it and

@@ -518,6 +518,35 @@ mod tests {
         }
     }
 
+    /// A guarded change (`Op::MembershipAt`) applies only to the configuration version it was
+    /// made for: the copy of a step decided late — here a `Remove(2)` made for version 1,
+    /// decided after member 2 was added back — is refused and changes nothing.
+    #[test]
+    fn a_guarded_membership_change_applies_only_to_its_version() {
+        use synod_core::membership::{Member, MemberChange};
+        let config = Configuration::bootstrap(vec![Member::example(1, false)]);
+        let mut s = AppliedState::new(KvLimits::default(), config);
+        let at = |version, change| Op::MembershipAt { version, change };
+        let add = MemberChange::Add(Member::example(2, true));
+        assert!(matches!(
+            s.apply(1, &command(1, at(0, add.clone()))),
+            Some(Ok(_))
+        ));
+        let remove = MemberChange::Remove(2);
+        assert!(matches!(
+            s.apply(2, &command(2, at(1, remove.clone()))),
+            Some(Ok(_))
+        ));
+        assert!(matches!(s.apply(3, &command(3, at(2, add))), Some(Ok(_))));
+        let late = s.apply(4, &command(4, at(1, remove)));
+        assert!(
+            matches!(&late, Some(Err(EngineError::Membership(m))) if m.contains("made for 1")),
+            "{late:?}"
+        );
+        assert!(s.config.contains(2), "member 2 stays: {:?}", s.config);
+        assert_eq!(s.config.version, 3);
+    }
+
     /// Found by the `snapshot_chunk` fuzz target (2026-12-03): a peer's decided `Split` in a
     /// store holding a lease hit the store's assertion and panicked the replica (groups held
     /// no leases then). Since partitioned clusters keep a copy of every lease in every group,

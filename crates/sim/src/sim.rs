@@ -1815,17 +1815,23 @@ impl<E: Engine> Sim<E> {
                 groups_agree &= seen == (g.applied_index, g.applied_digest);
             }
         }
-        // With moves, a group's hosts are any `replicas` members once its moves finished.
-        let moves = self.cfg.moves;
+        // With moves, or membership changes (groups move off removed members), a group's hosts
+        // are any `replicas` of the cluster's voters once its moves finished.
+        let moved = self.cfg.moves || self.cfg.faults.reconfig;
         let groups_placed = |s: &EngineStatus| {
+            let cluster = s.configuration.voters();
             s.groups.iter().all(|g| {
                 g.learners.is_empty()
-                    && match moves {
+                    && match moved {
                         false => {
                             g.voters
                                 == synod_partition::hosts_at(&members, g.group as usize, replicas)
                         }
-                        true => g.voters.len() == replicas || g.group == 0,
+                        true if g.group == 0 => g.voters == cluster,
+                        true => {
+                            g.voters.len() == replicas
+                                && g.voters.iter().all(|v| cluster.contains(v))
+                        }
                     }
             })
         };

@@ -150,3 +150,31 @@ fn planted_rejoin_reusing_origins_is_caught() {
     let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 138_000..138_000 + PLANT_SEEDS_MAX);
     assert_caught_by(&r, "convergence");
 }
+
+/// Membership changes on a placed cluster (`reconfig`: members replaced, the leader removing
+/// itself, the cluster grown by two and shrunk back, under every other fault): decided in the
+/// first group and followed by the meta group, while each placed group's leader moves the
+/// group off a member the cluster removed, to the member hosting the fewest groups. Every group
+/// must end on 3 voters of the cluster with no learner, its hosts agreeing, and every member's
+/// directory recording where it lives.
+#[test]
+fn placed_groups_leave_removed_members_through_every_fault() {
+    let mut cfg = placed();
+    cfg.faults = synod_sim::FaultSet::parse("all,reconfig").expect("valid fault list");
+    let n = seed_count(SEEDS_DEFAULT / 2);
+    assert_all_pass::<Partitioned<OmniPaxosEngine>>(&cfg, 140_000..140_000 + n);
+    assert_all_pass::<Partitioned<VrEngine>>(&cfg, 141_000..141_000 + n);
+}
+
+/// A member that rejoins a group it left takes any state it is sent: a member still in an old
+/// configuration of the group (it missed the moves) sends its stale state, the rejoined member
+/// — which forgot the votes it cast in that configuration — makes up a quorum of it with the
+/// stale one, and they decide again what was decided (the agreement check).
+#[test]
+fn planted_rejoin_taking_stale_state_is_caught() {
+    let mut cfg = placed();
+    cfg.moves = true;
+    cfg.planted_bug = Some(PlantedBug::RejoinTakesStaleState);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 138_000..138_000 + PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "agreement");
+}

@@ -5,8 +5,8 @@
 //! each range lives, reads over every group are served at every member (their parts relayed,
 //! read at one revision), leases and compaction reach every group through relays, `endpoint
 //! hashkv` agrees at every member and a backup at a member gathers the groups it does not host
-//! (restored into a new cluster), and what placement does not serve yet (membership changes)
-//! is refused by name.
+//! (restored into a new cluster), a range moves between members on command, and a member
+//! replaced through etcdctl (one added, one removed) has its groups moved off it.
 
 mod common;
 
@@ -215,11 +215,8 @@ fn groups_on_three_of_five_members_serve_every_key_from_every_member() {
     every_member_reads_all(&c, &etcdctl, &[1, 2, 3, 4, 5], "from-5");
     leases_reach_every_group(&c, &etcdctl);
     let backup = backups_and_hashes(&c, &etcdctl);
-    // What placement does not serve yet: refused, nothing half-done.
-    // (Watches of groups a member does not host: crates/synod/tests/watch.rs.)
-    let (ok, said) = at(&c, &etcdctl, 3, &["member", "remove", "5"]);
-    assert!(!ok && said.contains("membership changes"), "{said}");
-    ok_at(&c, &etcdctl, 3, &["member", "list"]);
+    // (Watches of groups a member does not host: crates/synod/tests/watch.rs; membership
+    // changes: `a_member_is_replaced_and_its_groups_move_off_it`.)
 
     // Member 4 hosts every group: without it, each group still has 2 of its 3 hosts, and
     // every other member still reads and writes every key (relays move to the next host).
@@ -481,4 +478,104 @@ fn synodctl_at(c: &Cluster, id: u64, args: &[&str]) -> String {
     let (ok, said) = synodctl_run(c, id, args);
     assert!(ok, "synodctl {args:?} at member {id}: {said}");
     said
+}
+
+/// etcdctl `member add` and `member remove` on a placed cluster: the new member (started with
+/// `--join`) joins the first group and the directory's and hosts no range until one moves to
+/// it, yet serves every key at once (relayed); removing member 4, which hosts every range,
+/// moves each of them off it — each group's leader adds the member hosting the fewest groups
+/// as a learner, promotes it and removes member 4 — and the removal is answered once none is
+/// left on it, so member 4 can be stopped then. Every member left reads and writes every key.
+#[test]
+fn a_member_is_replaced_and_its_groups_move_off_it() {
+    let Some(etcdctl) = etcdctl() else {
+        return;
+    };
+    let mut c = placed();
+    for key in KEYS {
+        ok_at(&c, &etcdctl, 1, &["put", key, "before"]);
+    }
+    let ports = common::free_ports(3);
+    let peer = format!("--peer-urls=http://127.0.0.1:{}", ports[0]);
+    let added = ok_at(&c, &etcdctl, 2, &["member", "add", "n6", &peer]);
+    let hex = added
+        .split_whitespace()
+        .nth(1)
+        .expect("the new member's id");
+    let id = u64::from_str_radix(hex, 16).expect("a hex member id");
+    c.spawn_joiner(id, "n6", [ports[0], ports[1], ports[2]]);
+    let groups = |c: &Cluster, m| hosted(c, m).unwrap_or_default();
+    wait_until(Duration::from_secs(60), "n6 to serve every key", || {
+        KEYS.iter()
+            .all(|k| {
+                let got = at(&c, &etcdctl, id, &["get", k, "--print-value-only"]);
+                got.0 && got.1.trim() == "before"
+            })
+            .then_some(())
+    });
+    let first: Vec<u64> = groups(&c, id).iter().map(|(g, _)| *g).collect();
+    assert_eq!(first, [0], "n6 hosts the first group only");
+
+    // Answered once no group is on member 4 any more (a timeout says the change stands; a
+    // retry is answered "member not found" on the same condition).
+    wait_until(Duration::from_secs(120), "member 4 removed", || {
+        let (ok, said) = at(&c, &etcdctl, 3, &["member", "remove", "4"]);
+        (ok || said.contains("member not found")).then_some(())
+    });
+    let live = [1, 2, 3, 5, id];
+    for m in live {
+        let on_four: Vec<(u64, Vec<u64>)> = (groups(&c, m).into_iter())
+            .filter(|(_, v)| v.contains(&4))
+            .collect();
+        assert!(
+            on_four.is_empty(),
+            "groups on member 4, at {m}: {on_four:?}"
+        );
+    }
+    c.kill(4);
+    // The MEMBERS column of `range list` at member 1, for the ranges after the first.
+    let hosts_listed = |c: &Cluster| -> Vec<Vec<u64>> {
+        let l = synodctl_at(c, 1, &["range", "list"]);
+        let rows = l.lines().filter(|r| r.starts_with("| ")).skip(2);
+        rows.map(|r| {
+            let members = r.split('|').nth(4).unwrap_or_default().trim();
+            members.split(',').filter_map(|m| m.parse().ok()).collect()
+        })
+        .collect()
+    };
+    let listed = wait_until(
+        Duration::from_secs(30),
+        "the directory without member 4",
+        || {
+            let rows = hosts_listed(&c);
+            (rows.len() == 3 && rows.iter().all(|r| r.len() == 3 && !r.contains(&4)))
+                .then_some(rows)
+        },
+    );
+    assert!(
+        listed.iter().any(|r| r.contains(&id)),
+        "n6 hosts a range now: {listed:?}"
+    );
+    for m in live {
+        let value = format!("after-{m}");
+        for key in KEYS {
+            wait_until(Duration::from_secs(30), "a write without member 4", || {
+                at(&c, &etcdctl, m, &["put", key, &value]).0.then_some(())
+            });
+        }
+    }
+    let value = format!("after-{id}");
+    for m in live {
+        for key in KEYS {
+            let got = ok_at(&c, &etcdctl, m, &["get", key, "--print-value-only"]);
+            assert_eq!(got.trim(), value, "{key} at member {m}");
+            wait_until(Duration::from_secs(10), "a serializable read", || {
+                let args = ["get", key, "--print-value-only", "--consistency=s"];
+                let (ok, got) = at(&c, &etcdctl, m, &args);
+                (ok && got.trim() == value).then_some(())
+            });
+        }
+    }
+    let listed = ok_at(&c, &etcdctl, 1, &["member", "list"]);
+    assert!(!listed.lines().any(|l| l.starts_with("4,")), "{listed}");
 }

@@ -198,3 +198,44 @@ fn rejoin_and_write(bug: Option<PlantedBug>) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// `member remove` on a placed cluster: decided in the first group and followed by the meta
+/// group, while the placed groups keep their hosts — except that the leader of the group the
+/// removed member hosted moves it off that member, to the member left (group 1, on 2 and 3,
+/// ends on 1 and 3) with every key still served. Removing another member is refused: fewer
+/// voters than a group's replicas would be left. (The removed member runs on meanwhile: a group
+/// of two replicas, as here, cannot decide without it; placed groups have three or more.)
+#[test]
+fn a_removed_member_s_groups_move_to_the_members_left() {
+    let mut net = placed();
+    net.rounds(100);
+    for i in 0..5 {
+        net.put(1, &format!("h{i}"), "before");
+    }
+    let r = net.call(0, Op::Membership(MemberChange::Remove(2)));
+    assert!(
+        matches!(r.as_ref().map(|r| &r.body), Ok(ResponseBody::Membership(c)) if !c.contains(2)),
+        "removed: {r:?}"
+    );
+    // Groups of 2 replicas cannot lose one: member 2 runs on until its group moved off it.
+    net.rounds(300);
+    net.down = Some(1);
+    for at in [0, 2] {
+        assert_eq!(net.nodes[at].hosts(1), [1, 3], "at member {}", at + 1);
+        assert_eq!(net.nodes[at].hosts(2), [1, 3], "group 2 stays");
+        let read = value_of(net.call(at, Op::Range(RangeRequest::key("h3"))));
+        assert_eq!(read, "before", "read at member {}", at + 1);
+        let meta = net.nodes[at].groups[&META_GROUP].status().configuration;
+        assert_eq!(meta.voters(), [1, 3], "the meta group followed");
+    }
+    assert!(
+        net.nodes[0].groups.contains_key(&1),
+        "member 1 hosts group 1"
+    );
+    net.put(0, "h1", "after");
+    let r = net.call(2, Op::Membership(MemberChange::Remove(3)));
+    assert!(
+        matches!(&r, Err(EngineError::InvalidRequest(m)) if m.contains("would leave 1 voters")),
+        "{r:?}"
+    );
+}

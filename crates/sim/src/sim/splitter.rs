@@ -113,7 +113,11 @@ impl<E: Engine> Sim<E> {
         let node = members[self.splitter.rng.below(members.len() as u64) as usize];
         let at = key_name(self.splitter.rng.below(self.cfg.keys.max(1))).into_bytes();
         let op = if self.splitter.moves {
-            let back = self.splitter.last_moved.take().filter(|_| self.splitter.rng.below(2) == 0);
+            let back = self
+                .splitter
+                .last_moved
+                .take()
+                .filter(|_| self.splitter.rng.below(2) == 0);
             let fresh = || {
                 if let Some(m) = back {
                     return MoveRequest {

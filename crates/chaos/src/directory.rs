@@ -185,6 +185,10 @@ async fn entries_of(http: &reqwest::Client, http_addr: &str) -> Option<(u64, Vec
                 .as_array()
                 .map(|ms| ms.iter().filter_map(Value::as_u64).collect())
                 .unwrap_or_default(),
+            learners: r["learners"]
+                .as_array()
+                .map(|ls| ls.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default(),
         })
         .collect();
     Some((d["copied_at"].as_u64()?, entries))

@@ -1194,6 +1194,10 @@ pub struct DirectoryEntry {
     /// The owner's voters then: where its keys are served.
     #[serde(default)]
     pub members: Vec<NodeId>,
+    /// The owner's learners then (placement: a member a move is adding), so that a member
+    /// knows it was added to a group before it is a voter of it.
+    #[serde(default)]
+    pub learners: Vec<NodeId>,
 }
 
 impl DirectoryEntry {

@@ -131,12 +131,24 @@ fn entries_end(end: &[u8]) -> Key {
     }
 }
 
+/// Between an entry's voters and its learners (never a member id).
+const LEARNERS_FOLLOW: u64 = u64::MAX;
+
 /// An entry's value: group, generation and configuration version (8 bytes each, big-endian),
-/// then each member's id (8 bytes each).
+/// then each voter's id (8 bytes each), then — if it has learners — [`LEARNERS_FOLLOW`] and
+/// each learner's id.
 fn encode_entry(e: &DirectoryEntry) -> Vec<u8> {
     let words = [e.group, e.generation, e.config_version].into_iter();
+    let learners = match e.learners.is_empty() {
+        true => Vec::new(),
+        false => [LEARNERS_FOLLOW]
+            .into_iter()
+            .chain(e.learners.iter().copied())
+            .collect(),
+    };
     words
         .chain(e.members.iter().copied())
+        .chain(learners)
         .flat_map(u64::to_be_bytes)
         .collect()
 }
@@ -162,7 +174,19 @@ fn decode_entry(start: &[u8], value: &[u8]) -> DirectoryEntry {
         generation: if whole { word(1) } else { 0 },
         config_version: if whole { word(2) } else { 0 },
         members: if whole {
-            words.iter().skip(3).copied().collect()
+            (words.iter().skip(3))
+                .take_while(|w| **w != LEARNERS_FOLLOW)
+                .copied()
+                .collect()
+        } else {
+            Vec::new()
+        },
+        learners: if whole {
+            (words.iter().skip(3))
+                .skip_while(|w| **w != LEARNERS_FOLLOW)
+                .skip(1)
+                .copied()
+                .collect()
         } else {
             Vec::new()
         },
@@ -275,10 +299,24 @@ impl<E: Engine> Partitioned<E> {
     /// Where this member's copy of the directory says group `g` lives: the configuration
     /// version and voters of its newest record, if any.
     pub(crate) fn recorded_hosts(&self, g: GroupId) -> Option<(u64, Vec<synod_core::NodeId>)> {
+        self.newest_record(g)
+            .map(|e| (e.config_version, e.members.clone()))
+    }
+
+    /// Whether this member's copy of the directory records group `g` at configuration version
+    /// `version` or later without this member, as a voter or a learner.
+    pub(crate) fn recorded_without_me(&self, g: GroupId, version: u64) -> bool {
+        let me = self.id;
+        self.newest_record(g).is_some_and(|e| {
+            e.config_version >= version && !e.members.contains(&me) && !e.learners.contains(&me)
+        })
+    }
+
+    fn newest_record(&self, g: GroupId) -> Option<&DirectoryEntry> {
         (self.directory.copy.iter())
             .filter(|c| c.entry.group == g)
             .max_by_key(|c| (c.entry.generation, c.entry.config_version))
-            .map(|c| (c.entry.config_version, c.entry.members.clone()))
+            .map(|c| &c.entry)
     }
 
     /// Reads this member's copy of the directory again if its meta replica applied something
@@ -368,6 +406,7 @@ impl<E: Engine> Partitioned<E> {
             generation: state.generation,
             config_version: status.configuration.version,
             members: status.configuration.voters(),
+            learners: status.configuration.learners(),
         };
         Some((range.clone(), want))
     }

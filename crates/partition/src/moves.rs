@@ -484,26 +484,22 @@ impl<E: Engine> Partitioned<E> {
 
     /// Whether a replica of `g` started here on a message, without state, is for a group this
     /// member left and has not been added to again: the range directory records the
-    /// configuration it left at, or a newer one, still without it. (Its stale state
-    /// it refuses, `join_group`; this drops it before [`JOIN_GIVE_UP_ETS`]. A directory that
-    /// lags behind a new addition drops it early at worst: the group's next message starts it
-    /// again.)
+    /// configuration it left at, or a newer one, without it as a voter or a learner. (Its stale
+    /// state it refuses, `join_group`; this drops it before [`JOIN_GIVE_UP_ETS`]. A directory
+    /// that lags behind its addition as a learner drops it early at worst: the group's next
+    /// message starts it again.)
     fn not_back(&self, g: GroupId) -> bool {
         let Some(&floor) = self.moves.left_at.get(&g) else {
             return false;
         };
-        self.recorded_hosts(g)
-            .is_some_and(|(version, members)| version >= floor && !members.contains(&self.id))
+        self.recorded_without_me(g, floor)
     }
 
     /// Whether this member's copy of the range directory records a newer configuration of `g`
     /// than its replica's `c`, without this member, while the replica counts it a member (a
     /// voter, or a learner a move cut short left and the group dropped).
     fn directory_without_me(&self, g: GroupId, c: &Configuration) -> bool {
-        c.contains(self.id)
-            && self.recorded_hosts(g).is_some_and(|(version, members)| {
-                version > c.version && !members.contains(&self.id)
-            })
+        c.contains(self.id) && self.recorded_without_me(g, c.version + 1)
     }
 
     /// This member left group `g`: its replica goes, its pending requests are answered, and

@@ -23,8 +23,15 @@ fn entries_decode_with_and_without_a_generation() {
         generation: 3,
         config_version: 2,
         members: vec![1, 2, 4],
+        learners: Vec::new(),
     };
     assert_eq!(decode_entry(b"k", &encode_entry(&e)), e);
+    // With learners (a move under way), after the voters.
+    let moving = DirectoryEntry {
+        learners: vec![5],
+        ..e.clone()
+    };
+    assert_eq!(decode_entry(b"k", &encode_entry(&moving)), moving);
     // Written before generations (8 bytes) or configurations (16): nobody's, to be recorded
     // over by the live groups.
     let before_generations = [0, 0, 0, 0, 0, 0, 0, 3];
@@ -309,6 +316,7 @@ fn want_of(v: &Version) -> DirectoryEntry {
         generation: v.generation,
         config_version: v.config_version,
         members: v.members.clone(),
+        learners: Vec::new(),
     }
 }
 

@@ -352,8 +352,8 @@ fn prepare_out_dir(args: &ChaosArgs, seed: u64) -> Result<PathBuf, String> {
         }
         if args.faults.reconfig || args.auto_split_writes + args.auto_split_reads > 0 {
             return Err(
-                "--replicas: placed groups take no membership changes (reconfig) or \
-                 automatic splits yet"
+                "--replicas: placed groups take no automatic splits, and this tool's \
+                 membership changes (reconfig) are not run against placed groups yet"
                     .into(),
             );
         }

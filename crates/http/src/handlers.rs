@@ -456,6 +456,8 @@ pub struct DirectoryRange {
     /// entry recorded before members were).
     pub config_version: u64,
     pub members: Vec<NodeId>,
+    /// Its learners then (a member a move is adding; placement).
+    pub learners: Vec<NodeId>,
 }
 
 impl DirectoryInfo {
@@ -489,6 +491,7 @@ impl DirectoryInfo {
                         generation: e.generation,
                         config_version: e.config_version,
                         members: e.members.clone(),
+                        learners: e.learners.clone(),
                     }
                 })
                 .collect(),

@@ -306,10 +306,17 @@ impl<E: Engine> Partitioned<E> {
     /// Whether this member's copy of the directory records group `g` at configuration version
     /// `version` or later without this member, as a voter or a learner.
     pub(crate) fn recorded_without_me(&self, g: GroupId, version: u64) -> bool {
+        self.recorded_version_without_me(g)
+            .is_some_and(|v| v >= version)
+    }
+
+    /// The configuration version of this member's copy's newest record of group `g`, if that
+    /// record lists this member neither as a voter nor as a learner.
+    pub(crate) fn recorded_version_without_me(&self, g: GroupId) -> Option<u64> {
         let me = self.id;
-        self.newest_record(g).is_some_and(|e| {
-            e.config_version >= version && !e.members.contains(&me) && !e.learners.contains(&me)
-        })
+        self.newest_record(g)
+            .filter(|e| !e.members.contains(&me) && !e.learners.contains(&me))
+            .map(|e| e.config_version)
     }
 
     fn newest_record(&self, g: GroupId) -> Option<&DirectoryEntry> {

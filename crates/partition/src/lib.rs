@@ -388,6 +388,11 @@ impl<E: Engine> Partitioned<E> {
         if self.preferred(g) == base.id {
             c.priority = base.priority + 1;
         }
+        // Back in a group it left (`moves.rs`): its first state must be from after it left —
+        // also when it restarts before that state came. A member still in an old configuration
+        // would otherwise send its stale state, and this member, which forgot every vote it
+        // cast there, would make up a quorum of that configuration with it.
+        c.rejoin_floor = self.moves.left_at.get(&g).copied().unwrap_or(0);
         // A configured group's range as configured (its state's own once it splits).
         c.key_range = match (self.configured.position(g), self.layout.position(g)) {
             (Some(pos), _) => {

@@ -516,10 +516,8 @@ impl<E: Engine> Partitioned<E> {
         let without =
             |members: &Configuration| !members.members.is_empty() && !members.contains(me);
         let applied = Some(&after.configuration).filter(|c| without(c));
-        let recorded = self.recorded_hosts(g).filter(|(_, m)| !m.contains(&me));
-        let left = applied
-            .map_or(0, |c| c.version)
-            .max(recorded.map_or(0, |(v, _)| v));
+        let recorded = self.recorded_version_without_me(g);
+        let left = applied.map_or(0, |c| c.version).max(recorded.unwrap_or(0));
         let floor = self.moves.left_at.entry(g).or_default();
         if left > *floor {
             *floor = left;
@@ -585,11 +583,6 @@ impl<E: Engine> Partitioned<E> {
         config.join = true;
         config.first_boot = false;
         config.members = self.hosts(g);
-        // Back in a group it left: its first state must be from after it left. A member still
-        // in an old configuration (one that missed the moves) would otherwise send its stale
-        // state, and this member — which forgot every vote it cast there — would make up a
-        // quorum of that configuration with it, deciding again what was decided.
-        config.rejoin_floor = self.moves.left_at.get(&g).copied().unwrap_or(0);
         // Until its state arrives it owns no key: it must not answer a read from its empty
         // store.
         config.key_range = KeyRange::none_at(&self.layout.bounds_at(pos).0);

@@ -622,7 +622,12 @@ impl<E: Engine> Partitioned<E> {
             .map(|(_, e)| e.status().configuration)
             .filter(|c| !c.members.is_empty())
             .collect();
-        let hosting = self.placed_hosts();
+        // Read only for a removal (a look at every placed group).
+        let removal = |h: &HeldMember| matches!(h.change, MemberChange::Remove(_));
+        let hosting = match self.held_members.iter().any(removal) {
+            true => self.placed_hosts(),
+            false => Default::default(),
+        };
         let ticks = self.ticks;
         let mut out = Vec::new();
         self.held_members.retain(|h| {

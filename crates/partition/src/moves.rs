@@ -93,6 +93,9 @@ pub(crate) struct Moves {
     /// it again takes no state of that version or older (see [`Partitioned::join_group`]).
     pub(crate) left_at: BTreeMap<GroupId, u64>,
     pub(crate) left_at_changed: bool,
+    /// The cluster's configuration as [`Partitioned::evacuate`] last read it: its next member
+    /// id and its members (what [`Moves::removed`] asks, on every relay).
+    cluster: Option<(u64, Vec<NodeId>)>,
     /// Planted bug `PartitionMoveDrivenAnywhere`.
     pub(crate) bug_anywhere: bool,
 }
@@ -106,6 +109,15 @@ impl Moves {
             left_at: left_at.into_iter().collect(),
             ..Moves::default()
         }
+    }
+}
+
+impl Moves {
+    /// Whether the cluster removed member `id`, as last read (see [`Partitioned::departed`]).
+    pub(crate) fn removed(&self, id: NodeId) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|(next, ids)| !ids.is_empty() && id < *next && !ids.contains(&id))
     }
 }
 
@@ -310,11 +322,7 @@ impl<E: Engine> Partitioned<E> {
             // A step unanswered for long (its answer lost with a leader change) is not waited
             // for: the next is computed from the group's configuration again, and a step made
             // twice is refused harmlessly ("already a member", "not a learner").
-            let pending = self
-                .moves
-                .step
-                .get(&g)
-                .is_some_and(|(s, until)| self.own.is_pending(s) && self.ticks < *until);
+            let pending = self.step_pending(g);
             let Some(to) = self.moves.driving[i]
                 .to
                 .as_ref()
@@ -344,8 +352,7 @@ impl<E: Engine> Partitioned<E> {
     /// `version` and applied only to that one, unless a change proposed for a move of it is
     /// still waited for.
     fn step_change(&mut self, g: GroupId, version: u64, change: MemberChange) {
-        let pending = (self.moves.step.get(&g))
-            .is_some_and(|(s, until)| self.own.is_pending(s) && self.ticks < *until);
+        let pending = self.step_pending(g);
         let Some(group) = self.groups.get_mut(&g).filter(|_| !pending) else {
             return;
         };
@@ -353,6 +360,12 @@ impl<E: Engine> Partitioned<E> {
         let wait = self.ticks + STEP_WAIT_ETS * self.election_timeout_ticks;
         self.moves.step.insert(g, (request.id, wait));
         group.submit(request);
+    }
+
+    /// Whether a change proposed for a move of group `g` is still waited for.
+    fn step_pending(&self, g: GroupId) -> bool {
+        (self.moves.step.get(&g))
+            .is_some_and(|(s, until)| self.own.is_pending(s) && self.ticks < *until)
     }
 
     /// Answers a move: the client's, or nobody for one this member made itself (`evacuate`).
@@ -375,6 +388,7 @@ impl<E: Engine> Partitioned<E> {
         let Some((first, cluster)) = self.cluster_configuration() else {
             return;
         };
+        self.moves.cluster = Some((cluster.next_id, cluster.ids()));
         let led: Vec<(GroupId, Configuration)> = (self.data_groups())
             .filter(|(g, _)| *g != first && !self.moves.driving.iter().any(|d| d.group == *g))
             .map(|(g, e)| (g, e.status()))

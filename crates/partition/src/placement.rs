@@ -301,14 +301,14 @@ impl<E: Engine> Partitioned<E> {
         let me = self.id;
         let mut hosts = self.hosts(g);
         hosts.retain(|h| *h != me);
-        // A member the cluster removed may still be listed while its groups move off it.
-        if let Some((_, cluster)) = self.cluster_configuration() {
-            let live: Vec<NodeId> = (hosts.iter().copied())
-                .filter(|h| !self.departed(*h, &cluster))
-                .collect();
-            if !live.is_empty() {
-                hosts = live;
-            }
+        // A member the cluster removed may still be listed while its groups move off it (as
+        // the cluster's configuration was when its groups were last looked at, not read again
+        // for every relay).
+        let live: Vec<NodeId> = (hosts.iter().copied())
+            .filter(|h| !self.moves.removed(*h))
+            .collect();
+        if !live.is_empty() {
+            hosts = live;
         }
         if hosts.is_empty() {
             hosts = self.static_hosts(g);

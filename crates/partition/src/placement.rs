@@ -496,14 +496,20 @@ impl<E: Engine> Partitioned<E> {
 
     /// Adds this batch's relayed requests and answers to its frames (after persist, like
     /// replies: an answer says its write is durable here), and, when it is time, a frame with
-    /// this member's highest revision to every peer the batch sends nothing else
-    /// (`close::ANNOUNCE_EVERY_TICKS`).
+    /// this member's highest revision to every member of the cluster the batch sends nothing
+    /// else (`close::ANNOUNCE_EVERY_TICKS`).
     pub(crate) fn add_relays_and_tops(
         &mut self,
         frames: &mut Vec<(NodeId, GroupMessage<E::Message>)>,
     ) {
         if std::mem::take(&mut self.closing.announce) {
-            for &to in &self.base.members {
+            // The cluster's members now, not the first boot's: a member added later may lead
+            // the first group, and nothing else tells it of the groups it does not host.
+            let members = match self.cluster_configuration() {
+                Some((_, c)) if !c.members.is_empty() => c.ids(),
+                _ => self.base.members.clone(),
+            };
+            for to in members {
                 if to != self.id && !frames.iter().any(|(p, _)| *p == to) {
                     frames.push((to, self.empty_frame()));
                 }

@@ -500,6 +500,9 @@ pub struct EngineConfig {
     /// at least the members: every group on every member). The first group and the meta
     /// group stay on every member (`synod-partition`'s `placement.rs`).
     pub partition_replicas: usize,
+    /// Partitioned mode with placement: spread the placed groups evenly over the cluster's
+    /// voters by moving them (`synod-partition`'s `rebalance.rs`).
+    pub partition_rebalance: bool,
     /// Test only (the simulator): keep the trail of applied digests
     /// ([`Engine::applied_trail`]). Off in the node: nothing on its apply path is kept for it.
     pub keep_applied_trail: bool,
@@ -545,6 +548,7 @@ impl EngineConfig {
             partition_group: false,
             range_directory: false,
             partition_replicas: 0,
+            partition_rebalance: false,
             keep_applied_trail: false,
         }
     }
@@ -800,10 +804,20 @@ pub enum PlantedBug {
     /// configuration with the stale member, and they decide again what was decided. Caught by
     /// the agreement check.
     RejoinTakesStaleState,
+    /// Placement, rebalancing (`synod-partition`'s `rebalance.rs`): a group's leader sheds a
+    /// voter from a group that has just its replicas, as if it had one too many (an off-by-one
+    /// in finishing a move cut short after its promotion), so groups lose replicas. Caught by
+    /// the simulator's convergence check (every group on `replicas` voters).
+    RebalanceShedsPlacedVoter,
+    /// Placement, moves (`synod-partition`'s `moves.rs`): a move's removal is made even when
+    /// it leaves the group fewer voters than placed — two leaders in turn, each moving the
+    /// group from a view that lagged, remove two voters for one added. Caught by the
+    /// simulator's convergence check (a group short of its replicas, or without a quorum).
+    MoveRemovesBelowReplicas,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 64] = [
+    pub const ALL: [PlantedBug; 66] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -868,6 +882,8 @@ impl PlantedBug {
         PlantedBug::PartitionMoveDrivenAnywhere,
         PlantedBug::RejoinReusesOrigins,
         PlantedBug::RejoinTakesStaleState,
+        PlantedBug::RebalanceShedsPlacedVoter,
+        PlantedBug::MoveRemovesBelowReplicas,
     ];
 
     pub fn name(self) -> &'static str {
@@ -942,6 +958,8 @@ impl PlantedBug {
             PlantedBug::PartitionMoveDrivenAnywhere => "partition-move-driven-anywhere",
             PlantedBug::RejoinReusesOrigins => "rejoin-reuses-origins",
             PlantedBug::RejoinTakesStaleState => "rejoin-takes-stale-state",
+            PlantedBug::RebalanceShedsPlacedVoter => "rebalance-sheds-placed-voter",
+            PlantedBug::MoveRemovesBelowReplicas => "move-removes-below-replicas",
         }
     }
 

@@ -257,7 +257,7 @@ pub struct ClusterConfig {
 /// others refuse each other). Ranges split at run time (`synodctl range split`, or
 /// automatically past `auto_split_keys` or `auto_split_writes`) are recorded in the log; the
 /// configured split keys stay as they were.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PartitionConfig {
     /// Ascending, distinct, non-empty keys: group 0 holds the keys below the first, group
@@ -292,6 +292,27 @@ pub struct PartitionConfig {
     /// leases and requests over groups not all on the member asked are refused while it is
     /// set (docs/partitioning.md, "Placement"). Part of the cluster id.
     pub replicas: usize,
+    /// With `replicas` set: the leader of a placed group moves it off a member hosting two
+    /// groups more than another voter, so a new member gets ranges and groups that piled on
+    /// one member spread out (on by default; docs/partitioning.md, "Rebalancing"). A group's
+    /// leader's setting decides for its group.
+    pub rebalance: bool,
+}
+
+impl Default for PartitionConfig {
+    fn default() -> Self {
+        PartitionConfig {
+            split_keys: Vec::new(),
+            auto_split_keys: 0,
+            auto_split_writes: 0,
+            auto_split_reads: 0,
+            auto_merge_keys: 0,
+            engine_threads: 0,
+            directory: false,
+            replicas: 0,
+            rebalance: true,
+        }
+    }
 }
 
 /// The most engine threads a member takes by itself (`engine_threads = 0`).
@@ -611,6 +632,7 @@ impl ClusterConfig {
         e.engine_threads = self.partition.engine_threads();
         e.range_directory = self.partition.directory;
         e.partition_replicas = self.partition.replicas;
+        e.partition_rebalance = self.partition.rebalance;
         e
     }
 
@@ -1139,6 +1161,10 @@ grpc_addr = "10.0.0.2:2379"
             "members that disagree must not talk"
         );
         assert_eq!(c.engine_config(2).partition_replicas, 3);
+        assert!(
+            c.engine_config(2).partition_rebalance,
+            "rebalancing is on by default"
+        );
         for bad in [2, 5, 6] {
             c.partition.replicas = bad;
             let e = c.validate().expect_err("replicas out of bounds");

@@ -48,7 +48,7 @@ use synod_core::kv::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, Key, KeyRange, Op, PutRequest,
     RangeRequest, ResponseBody, TxnOp, TxnRequest,
 };
-use synod_core::{DirectoryEntry, DirectoryStatus, Engine, RequestId};
+use synod_core::{DirectoryEntry, DirectoryStatus, Engine, NodeId, RequestId};
 
 /// The meta group's id: far above every split-off group's ([`CHILD_ID_BASE`] and its hashes
 /// below `2 * CHILD_ID_BASE`), so no layout ever names it.
@@ -301,6 +301,13 @@ impl<E: Engine> Partitioned<E> {
     pub(crate) fn recorded_hosts(&self, g: GroupId) -> Option<(u64, Vec<synod_core::NodeId>)> {
         self.newest_record(g)
             .map(|e| (e.config_version, e.members.clone()))
+    }
+
+    /// Where this member's copy of the directory says group `g` lives: the voters and the
+    /// learners of its newest record, if any.
+    pub(crate) fn recorded_members(&self, g: GroupId) -> Option<(Vec<NodeId>, Vec<NodeId>)> {
+        self.newest_record(g)
+            .map(|e| (e.members.clone(), e.learners.clone()))
     }
 
     /// Whether this member's copy of the directory records group `g` at configuration version

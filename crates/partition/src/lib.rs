@@ -85,12 +85,14 @@ mod members;
 mod moves;
 mod placement;
 mod pool;
+mod rebalance;
 mod watch;
 
 pub use backup::{GroupsImage, assemble as assemble_backup, combine_group_hashes};
 pub use directory::META_GROUP;
 use layout::{CHILD_ID_BASE, GroupId, Layout, Route, child_id};
 pub use placement::{Relayed, hosts_at};
+pub use rebalance::plan_move;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -248,6 +250,8 @@ pub struct Partitioned<E: Engine> {
     relay: placement::Relay,
     /// Moves of placed groups' replicas driven here, and groups joined and left (`moves.rs`).
     moves: moves::Moves,
+    /// Placed groups spread evenly over the cluster's voters (`rebalance.rs`).
+    rebalance: rebalance::Rebalance,
 }
 
 /// An operator's membership change the first group applied, waiting for the other groups.
@@ -596,7 +600,11 @@ impl<E: Engine> Partitioned<E> {
         for g in self.layout.ids().filter(|g| !self.everywhere(*g)) {
             match self.groups.get(&g).map(|e| e.status().configuration) {
                 Some(c) if !c.members.is_empty() => out.extend(c.ids()),
-                _ => out.extend(self.hosts(g)),
+                _ => {
+                    out.extend(self.hosts(g));
+                    // A learner a move is adding is about to host it: the removal waits too.
+                    out.extend(self.recorded_members(g).map(|(_, l)| l).unwrap_or_default());
+                }
             }
         }
         out
@@ -1220,6 +1228,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             directory: directory::Recording::default(),
             relay: placement::Relay::new(nonce),
             moves: moves::Moves::left(away.0, away.1),
+            rebalance: rebalance::Rebalance::default(),
         };
         p.bug_keep_removed = p.base.bug(PlantedBug::PartitionGroupsKeepRemovedMembers);
         p.relay.bug_drop_consistency = p.base.bug(PlantedBug::PartitionRelayDropsConsistency);
@@ -1426,6 +1435,9 @@ impl<E: Engine> Engine for Partitioned<E> {
         if self.ticks.is_multiple_of(FOLLOW_MEMBERS_EVERY_TICKS) {
             self.follow_members();
             self.evacuate();
+            if self.ticks.is_multiple_of(rebalance::REBALANCE_EVERY_TICKS) {
+                self.rebalance();
+            }
             self.drive_moves();
             self.leave_groups();
         }

@@ -43,7 +43,11 @@
 //!
 //! Every step is an [`Op::MembershipAt`], guarded by the configuration version it was computed
 //! from: a step asked again after its answer was lost cannot be decided late, after what came
-//! next, and undo it.
+//! next, and undo it. And each step is checked against the group as it is now: no removal that
+//! would leave the group fewer voters than placed (two leaders in turn, each moving the group
+//! from a view that lagged, could otherwise remove two voters for one added), and no adding or
+//! promoting a newcomer the cluster has removed since (its removal does not wait for a learner
+//! it has not heard of yet) — the move ends there, refused.
 //!
 //! **Where a group lives** ([`Partitioned::hosts`]) is then no fixed function of the layout:
 //! its voters as this member's replica has them, else as this member's copy of the range
@@ -56,7 +60,7 @@ use crate::layout::{GroupId, group_name};
 use std::collections::{BTreeMap, BTreeSet};
 use synod_core::kv::{KeyRange, MoveRequest, Op, Response, ResponseBody};
 use synod_core::membership::{Configuration, Member, MemberChange};
-use synod_core::{ClientReply, ClientRequest, Engine, EngineError, NodeId, RequestId};
+use synod_core::{ClientReply, ClientRequest, Engine, EngineError, NodeId, PlantedBug, RequestId};
 
 /// A move unanswered after this many request timeouts is answered `Timeout` (the newcomer is
 /// sent the group's whole state first).
@@ -68,19 +72,19 @@ pub const JOIN_GIVE_UP_ETS: u64 = 60;
 const STEP_WAIT_ETS: u64 = 4;
 
 /// One move this member drives.
-struct Moving {
-    request: ClientRequest,
-    group: GroupId,
-    from: NodeId,
+pub(crate) struct Moving {
+    pub(crate) request: ClientRequest,
+    pub(crate) group: GroupId,
+    pub(crate) from: NodeId,
     /// The newcomer, once the group's leader checked the move.
-    to: Option<Member>,
-    until: u64,
+    pub(crate) to: Option<Member>,
+    pub(crate) until: u64,
 }
 
 /// The moving state of one member.
 #[derive(Default)]
 pub(crate) struct Moves {
-    driving: Vec<Moving>,
+    pub(crate) driving: Vec<Moving>,
     /// Per group: the change this member proposed for a move, while unanswered, and the
     /// tick after which it is not waited for any more.
     step: BTreeMap<GroupId, (RequestId, u64)>,
@@ -343,6 +347,35 @@ impl<E: Engine> Partitioned<E> {
                 self.answer_move(reply);
                 continue;
             };
+            if self.newcomer_gone(&change) {
+                // The cluster removed the newcomer since the move was checked (its removal
+                // does not wait for a learner it never heard of): the move ends, and the
+                // learner left is dropped (`evacuate`).
+                let why = format!("member {} is not a voter of the cluster any more", to.id);
+                self.moves.driving.remove(i);
+                self.answer_move(ClientReply {
+                    id,
+                    result: Err(refused(why)),
+                });
+                continue;
+            }
+            if self.leaves_short(&c, &change) {
+                // Another change of the group came between this move's steps (a leader that
+                // started its own move from a view that lagged): removing `from` now would
+                // leave the group short of its replicas, so the move ends here.
+                self.moves.driving.remove(i);
+                let why = format!(
+                    "removing member {from} would leave group {} with {} voters: the group \
+                     changed during the move (ask again)",
+                    group_name(g),
+                    c.voters().len().saturating_sub(1)
+                );
+                self.answer_move(ClientReply {
+                    id,
+                    result: Err(refused(why)),
+                });
+                continue;
+            }
             self.step_change(g, c.version, change);
             i += 1;
         }
@@ -351,7 +384,7 @@ impl<E: Engine> Partitioned<E> {
     /// Proposes `change` to group `g` (led here), computed from its configuration of
     /// `version` and applied only to that one, unless a change proposed for a move of it is
     /// still waited for.
-    fn step_change(&mut self, g: GroupId, version: u64, change: MemberChange) {
+    pub(crate) fn step_change(&mut self, g: GroupId, version: u64, change: MemberChange) {
         let pending = self.step_pending(g);
         let Some(group) = self.groups.get_mut(&g).filter(|_| !pending) else {
             return;
@@ -362,6 +395,27 @@ impl<E: Engine> Partitioned<E> {
         group.submit(request);
     }
 
+    /// Whether `change` removes a voter of a group whose configuration `c` has no more voters
+    /// than placed: no step of a move may leave a group short of its replicas.
+    pub(crate) fn leaves_short(&self, c: &Configuration, change: &MemberChange) -> bool {
+        // PLANTED BUG (`MoveRemovesBelowReplicas`): any removal goes.
+        let replicas = self.base.partition_replicas;
+        !self.base.bug(PlantedBug::MoveRemovesBelowReplicas)
+            && matches!(change, MemberChange::Remove(v) if c.is_voter(*v) && c.voters().len() <= replicas)
+    }
+
+    /// Whether `change` adds or promotes a member that is not a voter of the cluster (as this
+    /// member's first group has it).
+    fn newcomer_gone(&self, change: &MemberChange) -> bool {
+        let id = match change {
+            MemberChange::Add(m) => m.id,
+            MemberChange::Promote(id) => *id,
+            _ => return false,
+        };
+        self.cluster_configuration()
+            .is_some_and(|(_, cluster)| !cluster.is_voter(id))
+    }
+
     /// Whether a change proposed for a move of group `g` is still waited for.
     fn step_pending(&self, g: GroupId) -> bool {
         (self.moves.step.get(&g))
@@ -370,6 +424,7 @@ impl<E: Engine> Partitioned<E> {
 
     /// Answers a move: the client's, or nobody for one this member made itself (`evacuate`).
     fn answer_move(&mut self, reply: ClientReply) {
+        self.rebalance_answered(&reply);
         if !self.own.answered(&reply.id) {
             self.refused.push(reply);
         }

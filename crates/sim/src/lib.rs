@@ -182,6 +182,8 @@ pub struct SimOptions {
     pub replicas: usize,
     /// Placement: an operator moves groups between members ([`RunConfig::moves`]).
     pub moves: bool,
+    /// Placement: groups' leaders even out the groups per member ([`RunConfig::rebalance`]).
+    pub rebalance: bool,
 }
 
 impl Default for SimOptions {
@@ -208,6 +210,7 @@ impl Default for SimOptions {
             directory: run.range_directory,
             replicas: run.partition_replicas,
             moves: run.moves,
+            rebalance: run.rebalance,
         }
     }
 }
@@ -226,8 +229,8 @@ impl SimOptions {
         if self.replicas > 0 && !(self.directory && self.replicas < self.nodes) {
             return Err("--replicas needs --directory and fewer replicas than --nodes".into());
         }
-        if self.moves && self.replicas == 0 {
-            return Err("--moves needs --replicas".into());
+        if (self.moves || self.rebalance) && self.replicas == 0 {
+            return Err("--moves and --rebalance need --replicas".into());
         }
         if self.clients == 0 || self.ops_per_client == 0 {
             return Err("--clients and --ops must be positive".into());
@@ -258,6 +261,7 @@ impl SimOptions {
         cfg.range_directory = self.directory;
         cfg.partition_replicas = self.replicas;
         cfg.moves = self.moves;
+        cfg.rebalance = self.rebalance;
         cfg.keep_history = self.history_dir.is_some();
         cfg
     }
@@ -658,7 +662,7 @@ pub fn partial_connectivity_report(engine: &str, nodes: usize) -> Result<String,
 pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos|omnipaxos-groups|vr-groups|toy] [--nodes N] [--seeds A..B | N]
                  [--faults all|none|crash,partition,one-way,partial,loss,duplicate,power-loss,torn-writes,storage,reconfig,transfer]
                  [--clients N] [--ops N] [--keys N] [--sim-seconds S]
-                 [--snapshot-entries N] [--watchers N] [--leases N] [--directory] [--replicas R [--moves]] [--planted-bug NAME]
+                 [--snapshot-entries N] [--watchers N] [--leases N] [--directory] [--replicas R [--moves] [--rebalance]] [--planted-bug NAME]
                  [--history-dir DIR]
                  [--stop-on-failure] [--verbose] [--report]
        synod sim --campaign (--for DURATION | --seeds N) ...   (see synod sim --campaign --help)
@@ -682,7 +686,9 @@ pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos
   --replicas R (partitioned engines, with --directory, R below --nodes) places each group after
   the first on R members, a group per key and no splits; requests for a group a member does not
   host are relayed to one that does (docs/partitioning.md, \"Placement\"). --moves adds an
-  operator moving a random key's group from one member to another (`synodctl range move`).
+  operator moving a random key's group from one member to another (`synodctl range move`);
+  --rebalance lets the groups' leaders move groups to even out how many each member hosts,
+  and checks that they are even once the run is quiet.
   exit status: 0 every seed passed, 1 some seed failed, 2 bad arguments.";
 
 /// Parsed command line of `synod sim`.
@@ -742,6 +748,7 @@ pub fn parse_args(args: &[String]) -> Result<CliArgs, String> {
             "--directory" => opts.directory = true,
             "--replicas" => opts.replicas = num(flag, value(flag)?)? as usize,
             "--moves" => opts.moves = true,
+            "--rebalance" => opts.rebalance = true,
             "--verbose" | "-v" => opts.verbose = true,
             "--report" => report = true,
             other => return Err(format!("unknown argument {other:?}")),

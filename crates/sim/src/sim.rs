@@ -129,6 +129,9 @@ pub struct RunConfig {
     /// during the fault window, and asks an unfinished move again until it is done
     /// (`sim/splitter.rs`).
     pub moves: bool,
+    /// Placement: `EngineConfig::partition_rebalance` — the groups' leaders move groups until
+    /// no member hosts two more than another, which the end of the run checks.
+    pub rebalance: bool,
     /// Partitioned runs: the engines split and merge ranges themselves, by size and by load
     /// (`auto_split_keys`, `auto_split_writes`, `auto_split_reads`, `auto_merge_keys`), with
     /// thresholds low enough for the run's few keys and seconds.
@@ -179,6 +182,7 @@ impl RunConfig {
             split_keys: Vec::new(),
             splits: false,
             moves: false,
+            rebalance: false,
             auto_layout: false,
             engine_threads: 1,
             auto_by_load: false,
@@ -511,6 +515,23 @@ fn placed_layout(st: &[(NodeId, EngineStatus)]) -> Vec<PlacedRange> {
     all.into_iter().map(|(k, (g, v))| (k, g, v)).collect()
 }
 
+/// Placement with rebalancing: how many groups each of the cluster's `voters` hosts, if the
+/// busiest hosts two more than the idlest — what the groups' leaders must even out once the run
+/// is quiet. The first range's group lives on every member and is not counted.
+fn unbalanced(placed: &[PlacedRange], voters: &[NodeId]) -> Option<String> {
+    let hosts: BTreeMap<u64, Vec<NodeId>> = (placed.iter().skip(1))
+        .map(|(_, g, v)| (*g, v.clone()))
+        .collect();
+    synod_partition::plan_move(&hosts, voters, &[])?;
+    let mut load: BTreeMap<NodeId, usize> = voters.iter().map(|v| (*v, 0)).collect();
+    for v in hosts.values().flatten() {
+        if let Some(n) = load.get_mut(v) {
+            *n += 1;
+        }
+    }
+    Some(format!("groups per member {load:?} are not even"))
+}
+
 /// What every member's copy of the directory must agree on once converged.
 fn directory_view(s: &EngineStatus) -> Option<(&[synod_core::DirectoryEntry], u64, Option<u64>)> {
     let d = s.directory.as_ref()?;
@@ -597,6 +618,7 @@ impl<E: Engine> Sim<E> {
                 config.engine_threads = cfg.engine_threads;
                 config.range_directory = cfg.range_directory;
                 config.partition_replicas = cfg.partition_replicas;
+                config.partition_rebalance = cfg.rebalance;
                 if cfg.auto_layout {
                     // A group of 2 keys or more splits; writes at 4/s for 5 s split too; two
                     // ranges of at most 1 key together merge after 2 s without a change. By
@@ -1836,20 +1858,23 @@ impl<E: Engine> Sim<E> {
             })
         };
         let placed = (replicas > 0).then(|| placed_layout(&st));
-        let converged = st.iter().all(|(_, s)| {
-            let same = match replicas {
-                0 => {
-                    s.applied_index == first.applied_index
-                        && s.applied_digest == first.applied_digest
-                        && per_group(s) == per_group(first)
-                        && groups_follow(s)
-                }
-                _ => groups_agree && groups_placed(s),
-            };
-            same && groups_closed(s)
-                && directory_off_by(s, placed.as_deref()).is_none()
-                && directory_view(s) == directory_view(first)
-        });
+        let even = |p: &[PlacedRange]| unbalanced(p, &first.configuration.voters()).is_none();
+        let balanced = !self.cfg.rebalance || placed.as_deref().is_none_or(even);
+        let converged = balanced
+            && st.iter().all(|(_, s)| {
+                let same = match replicas {
+                    0 => {
+                        s.applied_index == first.applied_index
+                            && s.applied_digest == first.applied_digest
+                            && per_group(s) == per_group(first)
+                            && groups_follow(s)
+                    }
+                    _ => groups_agree && groups_placed(s),
+                };
+                same && groups_closed(s)
+                    && directory_off_by(s, placed.as_deref()).is_none()
+                    && directory_view(s) == directory_view(first)
+            });
         if converged && !self.converged {
             self.check_hash_kv_agreement();
             for node in &self.nodes {
@@ -1933,6 +1958,10 @@ impl<E: Engine> Sim<E> {
                         .map(|g| format!("group {} revision {} < {top}", g.group, g.revision)),
                 );
                 off.extend(directory_off_by(s, placed.as_deref()));
+                if self.cfg.rebalance {
+                    let voters = s.configuration.voters();
+                    off.extend(placed.as_deref().and_then(|p| unbalanced(p, &voters)));
+                }
                 if placed.is_some() {
                     // Placement: where each group this member hosts stands.
                     off.extend(s.groups.iter().map(|g| {

@@ -256,6 +256,7 @@ pub fn cli_command(engine: &str, cfg: &RunConfig) -> Option<String> {
     expressible.range_directory = cfg.range_directory;
     expressible.partition_replicas = cfg.partition_replicas;
     expressible.moves = cfg.moves;
+    expressible.rebalance = cfg.rebalance;
     expressible.keep_history = cfg.keep_history;
     // Every other field must be at its default. Comparing the Debug forms covers fields added
     // later without a PartialEq on RunConfig (it holds an f64).
@@ -291,6 +292,9 @@ pub fn cli_command(engine: &str, cfg: &RunConfig) -> Option<String> {
     }
     if cfg.moves {
         s += " --moves";
+    }
+    if cfg.rebalance {
+        s += " --rebalance";
     }
     if let Some(bug) = cfg.planted_bug {
         s += &format!(" --planted-bug {}", bug.name());

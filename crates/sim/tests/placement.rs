@@ -166,6 +166,47 @@ fn placed_groups_leave_removed_members_through_every_fault() {
     assert_all_pass::<Partitioned<VrEngine>>(&cfg, 141_000..141_000 + n);
 }
 
+/// Rebalancing (`rebalance.rs`): each placed group's leader moves its group off the member
+/// hosting the most groups to the one hosting the fewest while the cluster is quiet, so the
+/// placement rule's uneven start (member 4 hosts every group, members 1 and 2 one each) evens
+/// out, members added (the operator grows the cluster by two) are given groups, and groups that
+/// all left a removed member for the same member spread out — under every fault and membership
+/// change. Besides everything the runs above check, the run must end with no member of the
+/// cluster hosting two groups more than another.
+#[test]
+fn groups_even_out_over_members_through_every_fault() {
+    let mut cfg = placed();
+    cfg.rebalance = true;
+    cfg.faults = synod_sim::FaultSet::parse("all,reconfig").expect("valid fault list");
+    let n = seed_count(SEEDS_DEFAULT / 2);
+    assert_all_pass::<Partitioned<OmniPaxosEngine>>(&cfg, 142_000..142_000 + n);
+    assert_all_pass::<Partitioned<VrEngine>>(&cfg, 143_000..143_000 + n);
+}
+
+/// Rebalancing sheds a voter of a group that has just its replicas (an off-by-one in finishing
+/// a move cut short): groups end on fewer voters than placed.
+#[test]
+fn planted_rebalance_shedding_a_placed_voter_is_caught() {
+    let mut cfg = placed();
+    cfg.rebalance = true;
+    cfg.planted_bug = Some(PlantedBug::RebalanceShedsPlacedVoter);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 142_000..142_000 + PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "convergence");
+}
+
+/// A move's removal made although it leaves the group short of its replicas: with rebalancing,
+/// two leaders in turn each move a group from a view that lagged, and together remove two
+/// voters for one added.
+#[test]
+fn planted_move_removing_below_replicas_is_caught() {
+    let mut cfg = placed();
+    cfg.rebalance = true;
+    cfg.faults = synod_sim::FaultSet::parse("all,reconfig").expect("valid fault list");
+    cfg.planted_bug = Some(PlantedBug::MoveRemovesBelowReplicas);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 142_000..142_000 + PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "convergence");
+}
+
 /// A member that rejoins a group it left takes any state it is sent: a member still in an old
 /// configuration of the group (it missed the moves) sends its stale state, the rejoined member
 /// — which forgot the votes it cast in that configuration — makes up a quorum of it with the

@@ -75,6 +75,10 @@ pub struct DevArgs {
     /// docs/partitioning.md, "Placement").
     #[arg(long, default_value_t = 0)]
     replicas: usize,
+    /// Placed clusters: never move groups to even out how many each member hosts (they move
+    /// only by `synodctl range move` and off removed members).
+    #[arg(long)]
+    no_rebalance: bool,
 }
 
 pub fn run(args: DevArgs) -> ExitCode {
@@ -119,6 +123,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     // Placement needs the directory (where a member finds the groups it does not host).
     cluster.partition.directory = args.directory || args.replicas > 0;
     cluster.partition.replicas = args.replicas;
+    cluster.partition.rebalance = !args.no_rebalance;
     cluster.partition.engine_threads = match args.engine_threads {
         0 => shared_threads,
         n => n,

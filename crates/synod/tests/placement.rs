@@ -26,6 +26,9 @@ fn placed_with(tweak: &dyn Fn(&mut synod_node::ClusterConfig)) -> Cluster {
         cfg.partition.split_keys = vec!["c".into(), "m".into(), "t".into()];
         cfg.partition.directory = true;
         cfg.partition.replicas = 3;
+        // These tests read the groups where the placement rule put them (member 4 hosts every
+        // one); rebalancing would move one at once (`a_new_member_is_given_ranges_...`).
+        cfg.partition.rebalance = false;
         tweak(cfg);
     })
 }
@@ -480,6 +483,81 @@ fn synodctl_at(c: &Cluster, id: u64, args: &[&str]) -> String {
     said
 }
 
+/// The MEMBERS column of `range list` at member 1, for the ranges after the first.
+fn hosts_listed(c: &Cluster) -> Vec<Vec<u64>> {
+    let l = synodctl_at(c, 1, &["range", "list"]);
+    let rows = l.lines().filter(|r| r.starts_with("| ")).skip(2);
+    rows.map(|r| {
+        let members = r.split('|').nth(4).unwrap_or_default().trim();
+        members.split(',').filter_map(|m| m.parse().ok()).collect()
+    })
+    .collect()
+}
+
+/// Whether the three placed ranges (`rows`: their hosts) each have 3 hosts among `members`,
+/// none of which hosts two ranges more than another.
+fn even_over(rows: &[Vec<u64>], members: &[u64]) -> bool {
+    let placed = rows.len() == 3
+        && (rows.iter()).all(|r| r.len() == 3 && r.iter().all(|m| members.contains(m)));
+    let load = |m: &u64| rows.iter().filter(|r| r.contains(m)).count();
+    let most = members.iter().map(load).max().unwrap_or(0);
+    let least = members.iter().map(load).min().unwrap_or(0);
+    placed && most <= least + 1
+}
+
+/// Rebalancing (`[partition] rebalance`, on by default): the placement rule puts all three
+/// groups on member 4 and one on each of members 1 and 2, so one moves at once; then a member
+/// added through etcdctl (started with `--join`) is given ranges without any `range move`,
+/// until no member hosts two more than another — and every member, the new one included, reads
+/// what was written before and writes through the groups it now hosts.
+#[test]
+fn a_new_member_is_given_ranges_by_rebalancing() {
+    let Some(etcdctl) = etcdctl() else {
+        return;
+    };
+    let mut c = placed_with(&|cfg| cfg.partition.rebalance = true);
+    wait_until(
+        Duration::from_secs(60),
+        "groups even over 5 members",
+        || even_over(&hosts_listed(&c), &[1, 2, 3, 4, 5]).then_some(()),
+    );
+    for key in KEYS {
+        ok_at(&c, &etcdctl, 1, &["put", key, "before"]);
+    }
+    let ports = common::free_ports(3);
+    let peer = format!("--peer-urls=http://127.0.0.1:{}", ports[0]);
+    let added = ok_at(&c, &etcdctl, 2, &["member", "add", "n6", &peer]);
+    let hex = added
+        .split_whitespace()
+        .nth(1)
+        .expect("the new member's id");
+    let id = u64::from_str_radix(hex, 16).expect("a hex member id");
+    c.spawn_joiner(id, "n6", [ports[0], ports[1], ports[2]]);
+    let all = [1, 2, 3, 4, 5, id];
+    let rows = wait_until(Duration::from_secs(120), "ranges given to n6", || {
+        let rows = hosts_listed(&c);
+        (even_over(&rows, &all) && rows.iter().any(|r| r.contains(&id))).then_some(rows)
+    });
+    wait_until(Duration::from_secs(30), "n6 to host a range", || {
+        let own = hosted(&c, id).unwrap_or_default();
+        own.iter()
+            .any(|(g, v)| *g != 0 && v.contains(&id))
+            .then_some(())
+    });
+    every_member_reads(&c, &etcdctl, &all, "before");
+    for key in KEYS {
+        wait_until(Duration::from_secs(30), "a write at n6", || {
+            at(&c, &etcdctl, id, &["put", key, "after"]).0.then_some(())
+        });
+    }
+    every_member_reads(&c, &etcdctl, &all, "after");
+    let listed = hosts_listed(&c);
+    assert!(
+        even_over(&listed, &all),
+        "still even: {rows:?} then {listed:?}"
+    );
+}
+
 /// etcdctl `member add` and `member remove` on a placed cluster: the new member (started with
 /// `--join`) joins the first group and the directory's and hosts no range until one moves to
 /// it, yet serves every key at once (relayed); removing member 4, which hosts every range,
@@ -533,16 +611,6 @@ fn a_member_is_replaced_and_its_groups_move_off_it() {
         );
     }
     c.kill(4);
-    // The MEMBERS column of `range list` at member 1, for the ranges after the first.
-    let hosts_listed = |c: &Cluster| -> Vec<Vec<u64>> {
-        let l = synodctl_at(c, 1, &["range", "list"]);
-        let rows = l.lines().filter(|r| r.starts_with("| ")).skip(2);
-        rows.map(|r| {
-            let members = r.split('|').nth(4).unwrap_or_default().trim();
-            members.split(',').filter_map(|m| m.parse().ok()).collect()
-        })
-        .collect()
-    };
     let listed = wait_until(
         Duration::from_secs(30),
         "the directory without member 4",

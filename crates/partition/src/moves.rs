@@ -72,19 +72,19 @@ pub const JOIN_GIVE_UP_ETS: u64 = 60;
 const STEP_WAIT_ETS: u64 = 4;
 
 /// One move this member drives.
-pub(crate) struct Moving {
-    pub(crate) request: ClientRequest,
-    pub(crate) group: GroupId,
-    pub(crate) from: NodeId,
+struct Moving {
+    request: ClientRequest,
+    group: GroupId,
+    from: NodeId,
     /// The newcomer, once the group's leader checked the move.
-    pub(crate) to: Option<Member>,
-    pub(crate) until: u64,
+    to: Option<Member>,
+    until: u64,
 }
 
 /// The moving state of one member.
 #[derive(Default)]
 pub(crate) struct Moves {
-    pub(crate) driving: Vec<Moving>,
+    driving: Vec<Moving>,
     /// Per group: the change this member proposed for a move, while unanswered, and the
     /// tick after which it is not waited for any more.
     step: BTreeMap<GroupId, (RequestId, u64)>,
@@ -117,6 +117,11 @@ impl Moves {
 }
 
 impl Moves {
+    /// Whether this member drives any move.
+    pub(crate) fn driving_any(&self) -> bool {
+        !self.driving.is_empty()
+    }
+
     /// Whether the cluster removed member `id`, as last read (see [`Partitioned::departed`]).
     pub(crate) fn removed(&self, id: NodeId) -> bool {
         self.cluster
@@ -189,6 +194,13 @@ impl<E: Engine> Partitioned<E> {
     pub(crate) fn take_move(&mut self, g: GroupId, request: ClientRequest) {
         let Op::Move(m) = &request.op else { return };
         let from = m.from;
+        self.push_move(g, from, request);
+        self.drive_moves();
+    }
+
+    /// Starts driving `request`, a move of group `g` off `from`, for at most
+    /// [`MOVE_TIMEOUTS`] request timeouts.
+    fn push_move(&mut self, g: GroupId, from: NodeId, request: ClientRequest) {
         let until = self.ticks + MOVE_TIMEOUTS * self.base.request_timeout_ticks;
         self.moves.driving.push(Moving {
             request,
@@ -197,7 +209,20 @@ impl<E: Engine> Partitioned<E> {
             to: None,
             until,
         });
-        self.drive_moves();
+    }
+
+    /// Starts a move of group `g` from `from` to `to` that this member makes itself (no client
+    /// waits for it: `evacuate`, `rebalance`); returns its request id.
+    pub(crate) fn start_own_move(&mut self, g: GroupId, from: NodeId, to: NodeId) -> RequestId {
+        let at = self.layout.position(g).map(|p| self.layout.bounds_at(p).0);
+        let request = self.own.request(Op::Move(MoveRequest {
+            at: at.unwrap_or_default(),
+            from,
+            to,
+        }));
+        let id = request.id;
+        self.push_move(g, from, request);
+        id
     }
 
     /// The newcomer's details if the move is to be made, `None` if it is made already (a
@@ -468,20 +493,7 @@ impl<E: Engine> Partitioned<E> {
             let Some(to) = self.evacuation_target(&c, &cluster) else {
                 continue;
             };
-            let at = self.layout.position(g).map(|p| self.layout.bounds_at(p).0);
-            let request = self.own.request(Op::Move(MoveRequest {
-                at: at.unwrap_or_default(),
-                from: gone,
-                to,
-            }));
-            let until = self.ticks + MOVE_TIMEOUTS * self.base.request_timeout_ticks;
-            self.moves.driving.push(Moving {
-                request,
-                group: g,
-                from: gone,
-                to: None,
-                until,
-            });
+            self.start_own_move(g, gone, to);
         }
     }
 

@@ -29,9 +29,8 @@
 
 use crate::Partitioned;
 use crate::layout::GroupId;
-use crate::moves::{MOVE_TIMEOUTS, Moving};
+use crate::moves::MOVE_TIMEOUTS;
 use std::collections::BTreeMap;
-use synod_core::kv::{MoveRequest, Op};
 use synod_core::membership::{Configuration, MemberChange};
 use synod_core::{ClientReply, Engine, NodeId, PlantedBug, RequestId};
 
@@ -86,7 +85,7 @@ impl<E: Engine> Partitioned<E> {
             return;
         }
         let busy = |(id, _): &(RequestId, NodeId)| self.own.is_pending(id);
-        if self.rebalance.moving.as_ref().is_some_and(busy) || !self.moves.driving.is_empty() {
+        if self.rebalance.moving.as_ref().is_some_and(busy) || self.moves.driving_any() {
             return;
         }
         let Some((first, cluster)) = self.cluster_configuration() else {
@@ -106,21 +105,8 @@ impl<E: Engine> Partitioned<E> {
         if !leads {
             return;
         }
-        let at = self.layout.position(g).map(|p| self.layout.bounds_at(p).0);
-        let request = self.own.request(Op::Move(MoveRequest {
-            at: at.unwrap_or_default(),
-            from,
-            to,
-        }));
-        self.rebalance.moving = Some((request.id, to));
-        let until = self.ticks + MOVE_TIMEOUTS * self.base.request_timeout_ticks;
-        self.moves.driving.push(Moving {
-            request,
-            group: g,
-            from,
-            to: None,
-            until,
-        });
+        let id = self.start_own_move(g, from, to);
+        self.rebalance.moving = Some((id, to));
     }
 
     /// Finishes a move cut short after its promotion (its driver lost the lead or ran out of

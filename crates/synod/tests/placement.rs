@@ -505,6 +505,20 @@ fn even_over(rows: &[Vec<u64>], members: &[u64]) -> bool {
     placed && most <= least + 1
 }
 
+/// Adds member n6 through etcdctl (at member 2) and starts it with `--join`; returns its id.
+fn add_n6(c: &mut Cluster, etcdctl: &Path) -> u64 {
+    let ports = common::free_ports(3);
+    let peer = format!("--peer-urls=http://127.0.0.1:{}", ports[0]);
+    let added = ok_at(c, etcdctl, 2, &["member", "add", "n6", &peer]);
+    let hex = added
+        .split_whitespace()
+        .nth(1)
+        .expect("the new member's id");
+    let id = u64::from_str_radix(hex, 16).expect("a hex member id");
+    c.spawn_joiner(id, "n6", [ports[0], ports[1], ports[2]]);
+    id
+}
+
 /// Rebalancing (`[partition] rebalance`, on by default): the placement rule puts all three
 /// groups on member 4 and one on each of members 1 and 2, so one moves at once; then a member
 /// added through etcdctl (started with `--join`) is given ranges without any `range move`,
@@ -524,15 +538,7 @@ fn a_new_member_is_given_ranges_by_rebalancing() {
     for key in KEYS {
         ok_at(&c, &etcdctl, 1, &["put", key, "before"]);
     }
-    let ports = common::free_ports(3);
-    let peer = format!("--peer-urls=http://127.0.0.1:{}", ports[0]);
-    let added = ok_at(&c, &etcdctl, 2, &["member", "add", "n6", &peer]);
-    let hex = added
-        .split_whitespace()
-        .nth(1)
-        .expect("the new member's id");
-    let id = u64::from_str_radix(hex, 16).expect("a hex member id");
-    c.spawn_joiner(id, "n6", [ports[0], ports[1], ports[2]]);
+    let id = add_n6(&mut c, &etcdctl);
     let all = [1, 2, 3, 4, 5, id];
     let rows = wait_until(Duration::from_secs(120), "ranges given to n6", || {
         let rows = hosts_listed(&c);
@@ -573,15 +579,7 @@ fn a_member_is_replaced_and_its_groups_move_off_it() {
     for key in KEYS {
         ok_at(&c, &etcdctl, 1, &["put", key, "before"]);
     }
-    let ports = common::free_ports(3);
-    let peer = format!("--peer-urls=http://127.0.0.1:{}", ports[0]);
-    let added = ok_at(&c, &etcdctl, 2, &["member", "add", "n6", &peer]);
-    let hex = added
-        .split_whitespace()
-        .nth(1)
-        .expect("the new member's id");
-    let id = u64::from_str_radix(hex, 16).expect("a hex member id");
-    c.spawn_joiner(id, "n6", [ports[0], ports[1], ports[2]]);
+    let id = add_n6(&mut c, &etcdctl);
     let groups = |c: &Cluster, m| hosted(c, m).unwrap_or_default();
     wait_until(Duration::from_secs(60), "n6 to serve every key", || {
         KEYS.iter()

@@ -366,7 +366,11 @@ impl<E: Engine> Partitioned<E> {
             }
             // The status read above: nothing here changed the group since.
             let c = status.map(|s| s.configuration).unwrap_or_default();
-            let Some(change) = move_change(&c, from, to) else {
+            let next = match id.is_engine_own() {
+                true => self.own_move_change(&c, from, to),
+                false => move_change(&c, from, to),
+            };
+            let Some(change) = next else {
                 self.moves.driving.remove(i);
                 let reply = self.move_done(id, g);
                 self.answer_move(reply);
@@ -427,6 +431,31 @@ impl<E: Engine> Partitioned<E> {
         let replicas = self.base.partition_replicas;
         !self.base.bug(PlantedBug::MoveRemovesBelowReplicas)
             && matches!(change, MemberChange::Remove(v) if c.is_voter(*v) && c.voters().len() <= replicas)
+    }
+
+    /// The next change of a move this member makes itself (`evacuate`, `rebalance`): its
+    /// point is the group whole without `from`, so once the group has its replicas among the
+    /// cluster's voters without `from` — another move made up for it, say one a leader before
+    /// drove — `from` is only removed (or the move is done), rather than `to` added to a group
+    /// with its replicas already and left a voter too many.
+    fn own_move_change(
+        &self,
+        c: &Configuration,
+        from: NodeId,
+        to: &Member,
+    ) -> Option<MemberChange> {
+        let change = move_change(c, from, to)?;
+        if !matches!(change, MemberChange::Add(_)) {
+            return change.into();
+        }
+        let cluster = self.cluster_configuration().map(|(_, k)| k);
+        let others = (c.voters().into_iter())
+            .filter(|v| *v != from && cluster.as_ref().is_none_or(|k| k.is_voter(*v)))
+            .count();
+        match others >= self.base.partition_replicas {
+            true => c.contains(from).then_some(MemberChange::Remove(from)),
+            false => Some(change),
+        }
     }
 
     /// Whether `change` adds or promotes a member that is not a voter of the cluster (as this

@@ -376,29 +376,8 @@ impl<E: Engine> Partitioned<E> {
                 self.answer_move(reply);
                 continue;
             };
-            if self.newcomer_gone(&change) {
-                // The cluster removed the newcomer since the move was checked (its removal
-                // does not wait for a learner it never heard of): the move ends, and the
-                // learner left is dropped (`evacuate`).
-                let why = format!("member {} is not a voter of the cluster any more", to.id);
+            if let Some(why) = self.step_refusal(&c, g, from, &change) {
                 self.moves.driving.remove(i);
-                self.answer_move(ClientReply {
-                    id,
-                    result: Err(refused(why)),
-                });
-                continue;
-            }
-            if self.leaves_short(&c, &change) {
-                // Another change of the group came between this move's steps (a leader that
-                // started its own move from a view that lagged): removing `from` now would
-                // leave the group short of its replicas, so the move ends here.
-                self.moves.driving.remove(i);
-                let why = format!(
-                    "removing member {from} would leave group {} with {} voters: the group \
-                     changed during the move (ask again)",
-                    group_name(g),
-                    c.voters().len().saturating_sub(1)
-                );
                 self.answer_move(ClientReply {
                     id,
                     result: Err(refused(why)),
@@ -422,6 +401,34 @@ impl<E: Engine> Partitioned<E> {
         let wait = self.ticks + STEP_WAIT_ETS * self.election_timeout_ticks;
         self.moves.step.insert(g, (request.id, wait));
         group.submit(request);
+    }
+
+    /// Why the next step of a move of group `g` (configuration `c`) off `from` must not be
+    /// made, ending the move, if it must not: the cluster removed the newcomer since the move
+    /// was checked (its removal does not wait for a learner it never heard of; the learner
+    /// left is dropped by `evacuate`), or another change came between the move's steps (a
+    /// leader that started its own move from a view that lagged) and removing `from` now
+    /// would leave the group short of its replicas.
+    fn step_refusal(
+        &self,
+        c: &Configuration,
+        g: GroupId,
+        from: NodeId,
+        change: &MemberChange,
+    ) -> Option<String> {
+        if let Some(id) = self.newcomer_gone(change) {
+            return Some(format!(
+                "member {id} is not a voter of the cluster any more"
+            ));
+        }
+        self.leaves_short(c, change).then(|| {
+            format!(
+                "removing member {from} would leave group {} with {} voters: the group changed \
+                 during the move (ask again)",
+                group_name(g),
+                c.voters().len().saturating_sub(1)
+            )
+        })
     }
 
     /// Whether `change` removes a voter of a group whose configuration `c` has no more voters
@@ -458,16 +465,16 @@ impl<E: Engine> Partitioned<E> {
         }
     }
 
-    /// Whether `change` adds or promotes a member that is not a voter of the cluster (as this
+    /// The member `change` adds or promotes, if it is not a voter of the cluster (as this
     /// member's first group has it).
-    fn newcomer_gone(&self, change: &MemberChange) -> bool {
+    fn newcomer_gone(&self, change: &MemberChange) -> Option<NodeId> {
         let id = match change {
             MemberChange::Add(m) => m.id,
             MemberChange::Promote(id) => *id,
-            _ => return false,
+            _ => return None,
         };
-        self.cluster_configuration()
-            .is_some_and(|(_, cluster)| !cluster.is_voter(id))
+        let (_, cluster) = self.cluster_configuration()?;
+        (!cluster.is_voter(id)).then_some(id)
     }
 
     /// Whether a change proposed for a move of group `g` is still waited for.
@@ -543,13 +550,7 @@ impl<E: Engine> Partitioned<E> {
         if learner.is_some() {
             return learner;
         }
-        let first = self.layout.ids().next();
-        let mut load: BTreeMap<NodeId, usize> = BTreeMap::new();
-        for g in self.layout.ids().filter(|g| Some(*g) != first) {
-            for h in self.hosts(g) {
-                *load.entry(h).or_default() += 1;
-            }
-        }
+        let load = self.groups_hosted();
         (cluster.voters().into_iter())
             .filter(|v| !c.contains(*v))
             .min_by_key(|v| (load.get(v).copied().unwrap_or(0), *v))

@@ -176,6 +176,19 @@ impl<E: Engine> Partitioned<E> {
         }
     }
 
+    /// How many placed groups (every group after the first) each member hosts, as this member
+    /// knows where they live ([`Self::hosts`]).
+    pub(crate) fn groups_hosted(&self) -> std::collections::BTreeMap<NodeId, usize> {
+        let first = self.layout.ids().next();
+        let mut load = std::collections::BTreeMap::new();
+        for g in self.layout.ids().filter(|g| Some(*g) != first) {
+            for h in self.hosts(g) {
+                *load.entry(h).or_default() += 1;
+            }
+        }
+        load
+    }
+
     /// Why `request` cannot be served with groups placed, if it cannot.
     pub(crate) fn placement_refusal(&self, op: &Op) -> Option<EngineError> {
         if !self.placed() {

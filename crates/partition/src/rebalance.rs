@@ -128,12 +128,7 @@ impl<E: Engine> Partitioned<E> {
         if led.is_empty() {
             return;
         }
-        let mut load: BTreeMap<NodeId, usize> = BTreeMap::new();
-        for g in self.layout.ids().filter(|g| *g != first) {
-            for h in self.hosts(g) {
-                *load.entry(h).or_default() += 1;
-            }
-        }
+        let load = self.groups_hosted();
         for (g, c) in led {
             // One the cluster lost goes first (the evacuation's case), else the busiest.
             let shed = (c.voters().into_iter())

@@ -783,14 +783,6 @@ pub enum PlantedBug {
     /// of "compacted", so the watcher silently misses the compacted revisions rather than being
     /// cancelled with the compaction revision (etcd's contract: the client re-lists).
     RemoteWatchHistoryIgnoresCompaction,
-    /// Placement, moves (`synod-partition`'s `moves.rs`): a move is driven by whichever member
-    /// took it, from that member's own view of the group's configuration, not by the group's
-    /// leader. A member behind computes steps from a configuration the group has left (say,
-    /// adds a newcomer for a member another move already removed), and the group ends off its
-    /// placement or stalls — where the leader's view, which has every decided change applied,
-    /// would have seen the move done or refused it. Caught by the simulator's convergence
-    /// check (every group on its number of replicas, every group closed).
-    PartitionMoveDrivenAnywhere,
     /// Membership change (replica layer): a member that joins a group it belonged to before
     /// (a range moved away from it and back) counts its incarnations from 1 again, so the
     /// origins of its commands are ones the group's state remembers from its earlier stay and
@@ -817,7 +809,7 @@ pub enum PlantedBug {
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 66] = [
+    pub const ALL: [PlantedBug; 65] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -879,7 +871,6 @@ impl PlantedBug {
         PlantedBug::PartitionDirectoryAnyGeneration,
         PlantedBug::PartitionRelayDropsConsistency,
         PlantedBug::RemoteWatchHistoryIgnoresCompaction,
-        PlantedBug::PartitionMoveDrivenAnywhere,
         PlantedBug::RejoinReusesOrigins,
         PlantedBug::RejoinTakesStaleState,
         PlantedBug::RebalanceShedsPlacedVoter,
@@ -955,7 +946,6 @@ impl PlantedBug {
             PlantedBug::RemoteWatchHistoryIgnoresCompaction => {
                 "remote-watch-history-ignores-compaction"
             }
-            PlantedBug::PartitionMoveDrivenAnywhere => "partition-move-driven-anywhere",
             PlantedBug::RejoinReusesOrigins => "rejoin-reuses-origins",
             PlantedBug::RejoinTakesStaleState => "rejoin-takes-stale-state",
             PlantedBug::RebalanceShedsPlacedVoter => "rebalance-sheds-placed-voter",

@@ -1232,7 +1232,6 @@ impl<E: Engine> Engine for Partitioned<E> {
         };
         p.bug_keep_removed = p.base.bug(PlantedBug::PartitionGroupsKeepRemovedMembers);
         p.relay.bug_drop_consistency = p.base.bug(PlantedBug::PartitionRelayDropsConsistency);
-        p.moves.bug_anywhere = p.base.bug(PlantedBug::PartitionMoveDrivenAnywhere);
         p.bug_release_already_so = p.base.bug(PlantedBug::PartitionMemberRetryNotHeld);
         p.leases.bug_renew_one_group = p.base.bug(PlantedBug::PartitionLeaseRenewsOneGroup);
         p.leases.bug_compact_one_group = p.base.bug(PlantedBug::PartitionCompactOneGroup);

@@ -100,8 +100,6 @@ pub(crate) struct Moves {
     /// The cluster's configuration as [`Partitioned::evacuate`] last read it: its next member
     /// id and its members (what [`Moves::removed`] asks, on every relay).
     cluster: Option<(u64, Vec<NodeId>)>,
-    /// Planted bug `PartitionMoveDrivenAnywhere`.
-    pub(crate) bug_anywhere: bool,
 }
 
 impl Moves {
@@ -311,8 +309,7 @@ impl<E: Engine> Partitioned<E> {
             }
             let status = self.groups.get(&g).map(|e| e.status());
             let leader = status.as_ref().and_then(|s| s.leader);
-            // PLANTED BUG (`PartitionMoveDrivenAnywhere`): driven here whoever leads.
-            if leader != Some(self.id) && !self.moves.bug_anywhere {
+            if leader != Some(self.id) {
                 match leader {
                     // This member's own move (`evacuate`) is not handed over: the new leader
                     // makes its own from where the group stands — two drivers would each add

@@ -127,18 +127,6 @@ fn groups_move_between_members_through_every_fault() {
     }
 }
 
-/// Moves driven by whichever member took them, from its own view of the group: a member behind
-/// adds a newcomer for a member another move already removed, and a group is left with a voter
-/// too many (every group must end on 3 members).
-#[test]
-fn planted_move_driven_anywhere_is_caught() {
-    let mut cfg = placed();
-    cfg.moves = true;
-    cfg.planted_bug = Some(PlantedBug::PartitionMoveDrivenAnywhere);
-    let r = assert_caught::<Partitioned<VrEngine>>(&cfg, 139_000..139_000 + PLANT_SEEDS_MAX);
-    assert_caught_by(&r, "convergence");
-}
-
 /// A member that rejoins a group it left counts its incarnations from 1 again: its commands
 /// carry origins the group remembers from its earlier stay and are skipped as applied, so a
 /// group it leads stops closing its revisions (and its writes time out).

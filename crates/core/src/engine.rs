@@ -806,10 +806,16 @@ pub enum PlantedBug {
     /// group from a view that lagged, remove two voters for one added. Caught by the
     /// simulator's convergence check (a group short of its replicas, or without a quorum).
     MoveRemovesBelowReplicas,
+    /// Partitioned, leader spreading (`synod-partition`'s `leaders.rs`): each group is handed
+    /// to its rotation among its hosts and nothing is counted, so leaders pile up on one
+    /// member where the rotations coincide (or where the first group's leader was moved).
+    /// Caught by the simulator's convergence check (leaders as even as hand-offs can make
+    /// them).
+    LeaderPlanRotationOnly,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 65] = [
+    pub const ALL: [PlantedBug; 66] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -875,6 +881,7 @@ impl PlantedBug {
         PlantedBug::RejoinTakesStaleState,
         PlantedBug::RebalanceShedsPlacedVoter,
         PlantedBug::MoveRemovesBelowReplicas,
+        PlantedBug::LeaderPlanRotationOnly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -950,6 +957,7 @@ impl PlantedBug {
             PlantedBug::RejoinTakesStaleState => "rejoin-takes-stale-state",
             PlantedBug::RebalanceShedsPlacedVoter => "rebalance-sheds-placed-voter",
             PlantedBug::MoveRemovesBelowReplicas => "move-removes-below-replicas",
+            PlantedBug::LeaderPlanRotationOnly => "leader-plan-rotation-only",
         }
     }
 

@@ -23,12 +23,15 @@
 //!   ([`Engine::checkpoint_full`]) and the node-wide checkpoint record bundles them all. If a
 //!   group cannot, the batch's checkpoints are written as ordinary tagged records and storage
 //!   keeps the log (correct, just not compacted this time).
-//! * **Leaders spread.** Group `g` prefers member `g mod n` (sorted ids) as its leader: that
-//!   member gets a higher election priority in the group, and a leader of a group `g > 0`
-//!   that is not the preferred one hands leadership over ([`Engine::transfer_leadership`]),
-//!   retrying with a growing pause while the preferred member cannot take it. Group 0's
-//!   leader is the cluster's leader as etcd's API reports it: `move-leader` moves it, and it
-//!   stays where it is put.
+//! * **Leaders spread** (`leaders.rs`). Group `g` prefers member `g mod n` of its voters
+//!   (sorted ids) as its leader; on a placed cluster every member plans instead, from the
+//!   groups' hosts as it knows them, which member should lead each group after the first so
+//!   that no member leads two groups more than another host of one of its groups (the first
+//!   group's leader counts). A preferred member gets a higher election priority in the group
+//!   at its start, and a leader that is not the preferred one hands leadership over
+//!   ([`Engine::transfer_leadership`]), retrying with a growing pause while the preferred
+//!   member cannot take it. The first group's leader is the cluster's leader as etcd's API
+//!   reports it: `move-leader` moves it, and it stays where it is put.
 //!
 //! **Routing** ([`layout::Layout::route`]): a single-key request goes to its key's group; a
 //! range read over several groups is split into one clamped read per group and the answers
@@ -80,6 +83,7 @@ mod compact;
 mod directory;
 mod gather;
 pub mod layout;
+mod leaders;
 mod leases;
 mod members;
 mod moves;
@@ -91,6 +95,7 @@ mod watch;
 pub use backup::{GroupsImage, assemble as assemble_backup, combine_group_hashes};
 pub use directory::META_GROUP;
 use layout::{CHILD_ID_BASE, GroupId, Layout, Route, child_id};
+pub use leaders::{leaders_uneven, plan_leaders};
 pub use placement::{Relayed, hosts_at};
 pub use rebalance::plan_move;
 use serde::{Deserialize, Serialize};
@@ -198,8 +203,9 @@ pub struct Partitioned<E: Engine> {
     refused: Vec<ClientReply>,
     ticks: u64,
     election_timeout_ticks: u64,
-    /// Per group: the tick before which no hand-off is tried, and the next pause.
-    balance: BTreeMap<GroupId, (u64, u64)>,
+    /// Per group: the tick before which no hand-off is tried, the next pause, and the member
+    /// they are for (`leaders.rs`).
+    balance: BTreeMap<GroupId, (u64, u64, NodeId)>,
     /// Planted bug `PartitionCheckpointSkipsGroups`.
     bug_skip_groups: bool,
     /// This engine's own requests (compactions, automatic splits) still unanswered.
@@ -411,19 +417,6 @@ impl<E: Engine> Partitioned<E> {
         c
     }
 
-    /// Where group `g`'s leader should be: member `g mod n` of the cluster's voters (the
-    /// first group's; the configured members until it has any).
-    fn preferred(&self, g: GroupId) -> NodeId {
-        if self.placed() {
-            return self.preferred_among(self.hosts(g), g);
-        }
-        let voters = self
-            .cluster_configuration()
-            .map(|(_, c)| c.voters())
-            .unwrap_or_default();
-        self.preferred_among(voters, g)
-    }
-
     /// The first group and its configuration: the cluster's (`members.rs`).
     pub(crate) fn cluster_configuration(
         &self,
@@ -433,56 +426,13 @@ impl<E: Engine> Partitioned<E> {
         Some((first, e.status().configuration))
     }
 
-    /// [`Self::preferred`] with the cluster's voters known.
+    /// Group `g`'s rotation among `voters` (`leaders::rotation`), the boot's members if none.
     fn preferred_among(&self, voters: Vec<NodeId>, g: GroupId) -> NodeId {
-        let mut members = if voters.is_empty() {
-            self.base.members.clone()
-        } else {
-            voters
+        let members = match voters.is_empty() {
+            true => &self.base.members,
+            false => &voters,
         };
-        members.sort_unstable();
-        let n = members.len().max(1) as u64;
-        members
-            .get((g % n) as usize)
-            .copied()
-            .unwrap_or(self.base.id)
-    }
-
-    /// Hands a group this replica leads to its preferred member, now and then. Group 0 is
-    /// left alone: its leader is the one etcd's API reports and `move-leader` moves, and an
-    /// operator's choice must stick.
-    fn balance_leaders(&mut self) {
-        let ids: Vec<GroupId> = self.groups.keys().copied().filter(|&g| g != 0).collect();
-        let et = self.election_timeout_ticks;
-        for g in ids {
-            let want = self.preferred(g);
-            let (not_before, pause) = *self
-                .balance
-                .entry(g)
-                .or_insert((0, BALANCE_PAUSE_MIN_ETS * et));
-            let Some(group) = self.groups.get_mut(&g) else {
-                continue;
-            };
-            let st = group.status();
-            if st.leader == Some(want) {
-                self.balance
-                    .insert(g, (not_before, BALANCE_PAUSE_MIN_ETS * et));
-                continue;
-            }
-            let eligible =
-                st.configuration.voters().contains(&want) || st.configuration.voters().is_empty();
-            if st.leader != Some(self.id) || want == self.id || !eligible {
-                continue;
-            }
-            if self.ticks < not_before {
-                continue;
-            }
-            if group.transfer_leadership(Some(want)).is_ok() {
-                let max = BALANCE_PAUSE_MAX_ETS * et;
-                self.balance
-                    .insert(g, (self.ticks + pause, (pause * 2).min(max)));
-            }
-        }
+        leaders::rotation(members, g).unwrap_or(self.base.id)
     }
 
     /// Bounds each group's history: a leader proposes a compaction of a group it leads once
@@ -1514,7 +1464,7 @@ impl<E: Engine> Engine for Partitioned<E> {
         let all: Vec<(GroupId, EngineStatus)> =
             self.groups().map(|(g, e)| (g, e.status())).collect();
         let first = all.first().map(|(_, s)| s.clone()).unwrap_or_default();
-        let voters = first.configuration.voters();
+        let plan = self.leader_plan();
         let groups = all
             .iter()
             .map(|(g, s)| {
@@ -1522,9 +1472,9 @@ impl<E: Engine> Engine for Partitioned<E> {
                 GroupStatus {
                     start,
                     end,
-                    preferred_leader: Some(match self.placed() {
-                        true => self.preferred(*g),
-                        false => self.preferred_among(voters.clone(), *g),
+                    preferred_leader: Some(match plan.get(g) {
+                        Some(m) => *m,
+                        None => self.preferred(*g),
                     }),
                     ..group_status(*g, s)
                 }

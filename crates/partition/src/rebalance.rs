@@ -24,8 +24,8 @@
 //! time) is passed over for [`SHUN_MOVE_TIMEOUTS`] move timeouts, so a dead member does not
 //! draw a move every round.
 //!
-//! Moves by load (requests per second, bytes) and leader balancing across members are not
-//! done here: leaders are spread by each group's preferred leader (`lib.rs`).
+//! Moves by load (requests per second, bytes) are not done; leaders are spread across the
+//! members by a plan of their own (`leaders.rs`), over the hosts this plan leaves.
 
 use crate::Partitioned;
 use crate::layout::GroupId;

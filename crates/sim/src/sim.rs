@@ -532,6 +532,35 @@ fn unbalanced(placed: &[PlacedRange], voters: &[NodeId]) -> Option<String> {
     Some(format!("groups per member {load:?} are not even"))
 }
 
+/// Placement: a group whose leader leads two groups more than another of the group's voters
+/// (`synod_partition::leaders_uneven`), from the leaders the groups' own leaders claim (the
+/// first range's group counted, not handed off) — what the hand-offs must even out once the
+/// run is quiet (`leaders.rs`).
+fn leaders_uneven(st: &[(NodeId, EngineStatus)]) -> Option<String> {
+    let mut hosts: BTreeMap<u64, Vec<NodeId>> = BTreeMap::new();
+    let mut leaders: BTreeMap<u64, NodeId> = BTreeMap::new();
+    let mut first: Option<(&[u8], u64)> = None;
+    for (id, s) in st {
+        for g in &s.groups {
+            hosts.entry(g.group).or_insert_with(|| g.voters.clone());
+            if g.leader == Some(*id) {
+                leaders.insert(g.group, *id);
+            }
+            if first.is_none_or(|(start, _)| g.start.as_slice() < start) {
+                first = Some((g.start.as_slice(), g.group));
+            }
+        }
+    }
+    let (_, first) = first?;
+    hosts.remove(&first);
+    let fixed: Vec<NodeId> = leaders.remove(&first).into_iter().collect();
+    let (g, from, to) = synod_partition::leaders_uneven(&hosts, &leaders, &fixed)?;
+    Some(format!(
+        "group {g} led by n{from}, which leads two groups more than its voter n{to} \
+         (leaders {leaders:?}, the first group's {fixed:?})"
+    ))
+}
+
 /// What every member's copy of the directory must agree on once converged.
 fn directory_view(s: &EngineStatus) -> Option<(&[synod_core::DirectoryEntry], u64, Option<u64>)> {
     let d = s.directory.as_ref()?;
@@ -1861,6 +1890,7 @@ impl<E: Engine> Sim<E> {
         let even = |p: &[PlacedRange]| unbalanced(p, &first.configuration.voters()).is_none();
         let balanced = !self.cfg.rebalance || placed.as_deref().is_none_or(even);
         let converged = balanced
+            && (replicas == 0 || leaders_uneven(&st).is_none())
             && st.iter().all(|(_, s)| {
                 let same = match replicas {
                     0 => {
@@ -1988,10 +2018,13 @@ impl<E: Engine> Sim<E> {
             })
             .collect();
         let live = st.len();
+        let leaders = (placed.as_ref())
+            .and_then(|_| leaders_uneven(&statuses))
+            .map_or(String::new(), |l| format!("; {l}"));
         fail(
             &mut self.failures,
             format!(
-                "convergence: replicas did not reach the same applied index by {} ms ({live}/{} live): {}",
+                "convergence: replicas did not reach the same applied index by {} ms ({live}/{} live): {}{leaders}",
                 now / 1000,
                 self.members.len(),
                 st.join(", ")

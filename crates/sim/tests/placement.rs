@@ -182,6 +182,18 @@ fn planted_rebalance_shedding_a_placed_voter_is_caught() {
     assert_caught_by(&r, "convergence");
 }
 
+/// Leaders handed to each group's rotation among its hosts, nothing counted: where the
+/// rotations of two groups land on one member (or on the first group's leader), that member
+/// leads both while another host of theirs leads none. Every partitioned run ends only once
+/// leaders are as even as hand-offs can make them (`leaders.rs`).
+#[test]
+fn planted_leader_plan_by_rotation_only_is_caught() {
+    let mut cfg = placed();
+    cfg.planted_bug = Some(PlantedBug::LeaderPlanRotationOnly);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 144_000..144_000 + PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "convergence");
+}
+
 /// A move's removal made although it leaves the group short of its replicas: with rebalancing,
 /// two leaders in turn each move a group from a view that lagged, and together remove two
 /// voters for one added.

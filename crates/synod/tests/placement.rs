@@ -50,6 +50,25 @@ fn hosted(c: &Cluster, id: u64) -> Option<Vec<(u64, Vec<u64>)>> {
         .collect()
 }
 
+/// Each group's leader, as the leader itself reports it (a member reports the leaders of the
+/// groups it hosts only), asked of members 1 to 5.
+fn leaders_claimed(c: &Cluster) -> std::collections::BTreeMap<u64, u64> {
+    let mut leaders = std::collections::BTreeMap::new();
+    for id in 1..=5 {
+        let Some(s) = c.status(id) else {
+            continue;
+        };
+        for g in s["groups"].as_array().into_iter().flatten() {
+            if let Some(group) = g["group"].as_u64()
+                && g["leader"].as_u64() == Some(id)
+            {
+                leaders.insert(group, id);
+            }
+        }
+    }
+    leaders
+}
+
 fn at(c: &Cluster, etcdctl: &std::path::Path, id: u64, args: &[&str]) -> (bool, String) {
     let (ok, out, err) = etcdctl_run(etcdctl, &c.member(id).grpc_addr, args, None);
     (ok, format!("{out}{err}"))
@@ -211,6 +230,19 @@ fn groups_on_three_of_five_members_serve_every_key_from_every_member() {
     assert!(list.contains("| 3,4,5 "), "{list}");
     assert!(list.contains("| 1,4,5 "), "{list}");
     assert!(list.contains("groups live on some members each"), "{list}");
+    // Leaders spread (`leaders.rs`): by rotation alone group 3 would be led by member 1, which
+    // most often leads the first group too; each of the four groups ends led by a member of
+    // its own.
+    let leaders = wait_until(Duration::from_secs(30), "leaders spread", || {
+        let l = leaders_claimed(&c);
+        let mut by = l.values().copied().collect::<Vec<u64>>();
+        by.sort_unstable();
+        by.dedup();
+        (l.len() == 4 && by.len() == 4).then_some(l)
+    });
+    for (g, hosts) in [(1, [2, 3, 4]), (2, [3, 4, 5]), (3, [1, 4, 5])] {
+        assert!(hosts.contains(&leaders[&g]), "group {g}: {leaders:?}");
+    }
 
     // A read over every group, at every member: the parts of groups hosted elsewhere are
     // relayed, and all are read at one revision — the reply's, which a read at that revision

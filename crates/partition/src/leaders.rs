@@ -196,16 +196,11 @@ impl<E: Engine> Partitioned<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hosts(groups: &[&[u64]]) -> BTreeMap<u64, Vec<u64>> {
-        (groups.iter().enumerate())
-            .map(|(g, h)| (g as u64 + 1, h.to_vec()))
-            .collect()
-    }
+    use crate::rebalance::tests::hosts;
 
     #[test]
     fn an_even_rotation_is_kept_as_it_was() {
-        // Unplaced, three members, groups 1 and 2; the first group led by member 1.
+        // Three members, groups 1 and 2 on all three; the first group led by member 1.
         let h = hosts(&[&[1, 2, 3], &[1, 2, 3]]);
         let plan = plan_leaders(&h, &[1]);
         assert_eq!(plan, BTreeMap::from([(1, 2), (2, 3)]));

@@ -188,11 +188,12 @@ impl<E: Engine> Partitioned<E> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::plan_move;
     use std::collections::BTreeMap;
 
-    fn hosts(groups: &[&[u64]]) -> BTreeMap<u64, Vec<u64>> {
+    /// Groups 1, 2, … on the hosts given, in order.
+    pub(crate) fn hosts(groups: &[&[u64]]) -> BTreeMap<u64, Vec<u64>> {
         (groups.iter().enumerate())
             .map(|(g, h)| (g as u64 + 1, h.to_vec()))
             .collect()

@@ -8,7 +8,9 @@
 //! on different members, their parts relayed and read at one revision, under the compaction
 //! workload's scan check. The planted bugs — relayed reads lose their consistency and are served
 //! from the host's own replica; a read over groups not aligned on one revision — are caught.
-//! Seed counts scale with `SYNOD_SIM_SEEDS`.
+//! Every run ends only once the groups' leaders are spread over the members (`leaders.rs`;
+//! planted: leaders at their rotations, nothing counted). Seed counts scale with
+//! `SYNOD_SIM_SEEDS`.
 
 use synod_core::PlantedBug;
 use synod_partition::Partitioned;

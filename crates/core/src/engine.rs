@@ -809,8 +809,8 @@ pub enum PlantedBug {
     /// Partitioned, leader spreading (`synod-partition`'s `leaders.rs`): each group is handed
     /// to its rotation among its hosts and nothing is counted, so leaders pile up on one
     /// member where the rotations coincide (or where the first group's leader was moved).
-    /// Caught by the simulator's convergence check (leaders as even as hand-offs can make
-    /// them).
+    /// Caught by the simulator's convergence check (leaders as even as single hand-offs can
+    /// make them).
     LeaderPlanRotationOnly,
 }
 

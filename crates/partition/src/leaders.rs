@@ -3,33 +3,37 @@
 //! leads none.
 //!
 //! **The plan** (placed clusters, `[partition] replicas`). Every member computes the same plan
-//! from the same view ([`plan_leaders`]):
-//! each group (not the first, whose leader is the one etcd's API reports and `move-leader`
-//! moves, so an operator's choice must stick — it only counts) starts at its rotation among its
-//! hosts (host `g mod n` of its voters in id order, as before), then, while some group's planned
-//! leader leads two groups more than another of that group's hosts, the group goes to the host
-//! leading the fewest (lowest id among equals). Each step lowers the sum of squared counts, so
-//! it ends; where it ends no group can be handed to a host of its own to even things out
-//! ([`leaders_uneven`] is `None`) — the best a per-group hand-off can do, since a group can only
-//! be led by its own voters. The rotation start keeps a cluster whose rotation is already even
-//! exactly as it was.
+//! from the same view ([`plan_leaders`]): each group (not the first, whose leader is the one
+//! etcd's API reports and `move-leader` moves, so an operator's choice must stick — it only
+//! counts) starts at its rotation among its hosts (host `g mod n` of its voters in id order, as
+//! before), then, while some group's planned leader leads two groups more than another of that
+//! group's hosts, the group goes to the host leading the fewest (lowest id among equals). Each
+//! step lowers the sum of squared counts, so it ends; where it ends no single hand-off of a
+//! group to a host of its own evens things out ([`leaders_uneven`] is `None`). That is a local
+//! optimum, not always the most even spread: a chain of hand-offs can still help (group 1 on
+//! members 1 and 3, group 2 on 1 and 2, the first group led by 3: the plan stops at member 3
+//! leading two and member 2 none). The rotation start keeps a cluster whose rotation is
+//! already even exactly as it was.
 //!
 //! **Unplaced clusters keep the rotation** (every group on every member, groups `0..n` each
 //! led by a different member as long as the first group is led by the lowest id, which its
 //! election priority makes likely). Counting there too was tried (2026-12-06): it changed who
-//! leads which group after splits, and under that timing the simulator found a VR group of a
-//! split stalled for good — two of its three members recovering from lost disks, each
-//! waiting for the other's answer (the `directory` test's lost-disks schedule, VR seed 3) —
-//! a liveness gap in how a member of a lost disk starts a split-off group, to be closed
-//! before counting is turned on there. A group split off at run time has a hashed id, so its
-//! rotation is random: unplaced leaders can still pile up after splits.
+//! leads which group, and under that timing the simulator found a VR group of a split stalled
+//! for good — two of its three members recovering from lost disks, each waiting for an answer
+//! only a normal replica gives, while the primary handed the group over (the `directory`
+//! test's lost-disks schedule, VR seed 3; docs/partitioning.md, "Leaders spread over the
+//! members") — a liveness gap in how a member of a lost disk starts a split-off group, to be
+//! closed before counting is turned on there. A group split off at run time has a hashed id,
+//! so its rotation is random: unplaced leaders can still pile up after splits.
 //!
 //! **Acting on it.** Each group's leader hands the group to its planned leader now and then
 //! (`Partitioned::balance_leaders`, [`Engine::transfer_leadership`]), pausing longer each time a
-//! hand-off does not stick (the planned member cannot keep it), and starting over at the
-//! shortest pause when the plan names someone else. Views that differ for a while (the first
-//! group's leader just changed, a move not yet recorded everywhere) cost a hand-off or two,
-//! never safety: a hand-off is the protocol's own leader change.
+//! hand-off does not stick (the planned member cannot keep it). When the plan names someone
+//! else, the pause starts over at its shortest, but a hand-off just made is still waited out:
+//! while the first group elects a leader its leader is unknown and the plan can flip and flip
+//! back, and each flip must not cost a hand-off at once. Views that differ for a while (the
+//! first group's leader just changed, a move not yet recorded everywhere) cost a hand-off or
+//! two, never safety: a hand-off is the protocol's own leader change.
 
 use crate::Partitioned;
 use crate::layout::GroupId;
@@ -48,7 +52,7 @@ fn led_counts(leaders: &BTreeMap<GroupId, NodeId>, fixed: &[NodeId]) -> BTreeMap
 
 /// The first group (lowest id) whose leader leads at least two groups more than one of the
 /// group's other hosts, as `(group, leader, host leading the fewest)`; `None` when leaders are
-/// as even as per-group hand-offs can make them. Groups without a leader in `leaders` are
+/// as even as single per-group hand-offs can make them. Groups without a leader in `leaders` are
 /// skipped; a host missing from the counts leads none.
 pub fn leaders_uneven(
     hosts: &BTreeMap<GroupId, Vec<NodeId>>,
@@ -155,17 +159,20 @@ impl<E: Engine> Partitioned<E> {
     /// the meta group to its rotation among its voters (it is not counted: it carries little).
     pub(crate) fn balance_leaders(&mut self) {
         let mut plan = self.leader_plan();
-        if let Some(meta) = self.groups.get(&crate::META_GROUP)
-            && let Some(m) = rotation(&meta.status().configuration.voters(), crate::META_GROUP)
-        {
-            plan.insert(crate::META_GROUP, m);
+        if let Some(meta) = self.groups.get(&crate::META_GROUP) {
+            let voters = meta.status().configuration.voters();
+            plan.insert(
+                crate::META_GROUP,
+                self.preferred_among(voters, crate::META_GROUP),
+            );
         }
         let et = self.election_timeout_ticks;
         let min = crate::BALANCE_PAUSE_MIN_ETS * et;
         for (g, want) in plan {
             let (not_before, pause) = match self.balance.get(&g) {
                 Some((not_before, pause, last)) if *last == want => (*not_before, *pause),
-                _ => (0, min),
+                Some((not_before, _, _)) => (*not_before, min),
+                None => (0, min),
             };
             let Some(group) = self.groups.get_mut(&g) else {
                 continue;
@@ -234,6 +241,17 @@ mod tests {
             assert!(h[g].contains(m), "group {g} led by its own host");
         }
         assert_eq!(leaders_uneven(&h, &plan, &[1]), None);
+    }
+
+    #[test]
+    fn a_chain_of_hand_offs_is_not_searched() {
+        // The module doc's example: member 3 leads two (the first group and group 1), member 2
+        // none; no single hand-off evens that out, only group 2 to member 2 then group 1 to
+        // member 1 would. The plan is a local optimum and says so.
+        let h = hosts(&[&[1, 3], &[1, 2]]);
+        let plan = plan_leaders(&h, &[3]);
+        assert_eq!(plan, BTreeMap::from([(1, 3), (2, 1)]));
+        assert_eq!(leaders_uneven(&h, &plan, &[3]), None);
     }
 
     #[test]

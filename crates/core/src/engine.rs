@@ -366,8 +366,12 @@ pub trait Engine: Sized + Send + 'static {
     /// from: a member without state, which takes its state from a snapshot the group's
     /// members send and votes in nothing before — or, on a member that lost its storage and
     /// may have voted in that group before, nothing at all, so that the protocol repairs it
-    /// from its peers like any group of a lost disk. `None`: an engine that cannot.
-    fn split_joiner(&self) -> Option<Vec<Self::Record>> {
+    /// from its peers like any group of a lost disk. `split`: the split as this replica's log
+    /// placed it, so a member of a lost disk can tell a split decided after its repair (it
+    /// cannot have voted in that group: it joins without state like anyone); `None` when the
+    /// split's place in this replica's log is unknown. `None` back: an engine that cannot.
+    fn split_joiner(&self, split: Option<&crate::kv::SplitMark>) -> Option<Vec<Self::Record>> {
+        let _ = split;
         None
     }
 
@@ -766,6 +770,16 @@ pub enum PlantedBug {
     /// applied before the loss — so a group whose other members skipped the split has its
     /// state nowhere and never starts.
     PartitionAmnesicSplitStateless,
+    /// Partitioned split on a member that once lost its storage and skipped a split decided
+    /// after its repair (it installed a later snapshot of the parent): it starts the new
+    /// group as lost storage (no records, repaired by the protocol) instead of as a member
+    /// without state — so a new group whose other members lost their disks around the split
+    /// has too few members to answer VR's recovery, and stalls.
+    PartitionAmnesicJoinerStateless,
+    /// VR leader transfer to a backup that is recovering (it sent Recovery since its last
+    /// PrepareOk): the primary leaves normal status for a view change the target, without its
+    /// disk, takes no part in — the group has no primary until a view-change timeout.
+    VrTransferToRecovering,
     /// Partitioned range directory: a record carries no compares, so one planned from a copy
     /// of the directory that a newer record changed since (one group's record racing its
     /// neighbour's, or a newer owner's) still holds and takes keys back.
@@ -815,7 +829,7 @@ pub enum PlantedBug {
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 66] = [
+    pub const ALL: [PlantedBug; 68] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -873,6 +887,8 @@ impl PlantedBug {
         PlantedBug::PartitionMemberRetryNotHeld,
         PlantedBug::PartitionSplitLearnerAsVoter,
         PlantedBug::PartitionAmnesicSplitStateless,
+        PlantedBug::PartitionAmnesicJoinerStateless,
+        PlantedBug::VrTransferToRecovering,
         PlantedBug::PartitionDirectoryRecordUnguarded,
         PlantedBug::PartitionDirectoryAnyGeneration,
         PlantedBug::PartitionRelayDropsConsistency,
@@ -947,6 +963,8 @@ impl PlantedBug {
             PlantedBug::PartitionMemberRetryNotHeld => "partition-member-retry-not-held",
             PlantedBug::PartitionSplitLearnerAsVoter => "partition-split-learner-as-voter",
             PlantedBug::PartitionAmnesicSplitStateless => "partition-amnesic-split-stateless",
+            PlantedBug::PartitionAmnesicJoinerStateless => "partition-amnesic-joiner-stateless",
+            PlantedBug::VrTransferToRecovering => "vr-transfer-to-recovering",
             PlantedBug::PartitionDirectoryRecordUnguarded => "partition-directory-record-unguarded",
             PlantedBug::PartitionDirectoryAnyGeneration => "partition-directory-any-generation",
             PlantedBug::PartitionRelayDropsConsistency => "partition-relay-drops-consistency",

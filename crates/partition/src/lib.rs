@@ -724,14 +724,25 @@ impl<E: Engine> Partitioned<E> {
         if marks.len() <= known && records.is_empty() {
             return Vec::new();
         }
-        let marks: Vec<SplitMark> = marks.to_vec();
-        let joiner = group.split_joiner();
+        let count = marks.len();
+        // The start of each child not here yet and not left by a split applied here: the
+        // parent's replica places the split in its own log, which a member of a lost disk
+        // needs to tell whether it may have voted in the child before (`split_joiner`).
+        let marks: Vec<(SplitMark, Option<Vec<E::Record>>)> = (marks.iter())
+            .map(|m| {
+                let child = child_id(parent, m);
+                let started = self.groups.contains_key(&child) || self.retired.contains(&child);
+                let recorded = records.iter().any(|(r, _)| r == m);
+                let joiner = (!started && !recorded).then(|| group.split_joiner(Some(m)));
+                (m.clone(), joiner.flatten())
+            })
+            .collect();
         let clocks = match records.is_empty() {
             true => Vec::new(),
             false => group.lease_clocks(),
         };
-        self.known_splits.insert(parent, marks.len());
-        let made = self.start_children(parent, marks, records, joiner.as_ref());
+        self.known_splits.insert(parent, count);
+        let made = self.start_children(parent, marks, records);
         for (child, from_records) in &made {
             if let (true, Some(engine)) = (from_records, self.groups.get_mut(child)) {
                 engine.inherit_lease_clocks(&clocks);
@@ -741,18 +752,18 @@ impl<E: Engine> Partitioned<E> {
     }
 
     /// Starts the groups `marks` split off `parent` that are neither here nor retired: from
-    /// their first record in `records` if this member applied the split, else from `joiner`
-    /// (without state, to be sent a snapshot). Returns the new groups' ids, each with whether
-    /// it started from its first record (with the split's state, so its parent's clocks).
+    /// their first record in `records` if this member applied the split, else from the
+    /// mark's joiner records (without state, to be sent a snapshot; `None`: not started).
+    /// Returns the new groups' ids, each with whether it started from its first record (with
+    /// the split's state, so its parent's clocks).
     fn start_children(
         &mut self,
         parent: GroupId,
-        marks: Vec<SplitMark>,
+        marks: Vec<(SplitMark, Option<Vec<E::Record>>)>,
         mut records: Vec<(SplitMark, E::Record)>,
-        joiner: Option<&Vec<E::Record>>,
     ) -> Vec<(GroupId, bool)> {
         let mut made = Vec::new();
-        for mark in marks {
+        for (mark, joiner) in marks {
             let child = child_id(parent, &mark);
             if self.groups.contains_key(&child) || self.retired.contains(&child) {
                 continue;
@@ -760,7 +771,7 @@ impl<E: Engine> Partitioned<E> {
             let (first, from_records) = match records.iter().position(|(m, _)| *m == mark) {
                 Some(i) => (vec![records.swap_remove(i).1], true),
                 None => match joiner {
-                    Some(r) => (r.clone(), false),
+                    Some(r) => (r, false),
                     None => continue,
                 },
             };
@@ -927,7 +938,9 @@ impl<E: Engine> Partitioned<E> {
         }
         let marks = marks.absorbed[known..].to_vec();
         self.known_absorbs.insert(g, known + marks.len());
-        let joiner = self.groups.get(&g).and_then(|e| e.split_joiner());
+        // The absorbed groups' splits are placed in their logs, not in this group's: the
+        // joiner is the one for a split this replica cannot place.
+        let joiner = self.groups.get(&g).and_then(|e| e.split_joiner(None));
         let mut replies = Vec::new();
         for mark in &marks {
             self.retire_mark(mark, &mut replies);
@@ -956,7 +969,10 @@ impl<E: Engine> Partitioned<E> {
             self.start_orphans(inner, joiner);
         }
         // Their own splits, if any by the time their state arrives, are adopted then.
-        self.start_children(mark.group, mark.splits.clone(), Vec::new(), joiner);
+        let marks = (mark.splits.iter())
+            .map(|m| (m.clone(), joiner.cloned()))
+            .collect();
+        self.start_children(mark.group, marks, Vec::new());
     }
 
     /// Group `gone` was absorbed: never to run here again.

@@ -113,6 +113,17 @@ pub struct Replica<P: LogProtocol> {
     /// so a split beyond it is new to this replica: it cannot have voted in that group
     /// before the loss, and starts it with the split's state like any member (`split.rs`).
     rebuilt_through: Option<u64>,
+    /// This replica's storage began as the joiner record a member of a lost disk writes for a
+    /// group split off after its repair ([`Replica::joiner_records`]: a state without any
+    /// configuration, under the lost disk's incarnation): it cannot have voted in the group
+    /// before, and every vote since is in its storage, so it may start an instance from the
+    /// snapshot it is sent although its incarnation says "lost disk". Only that record (the
+    /// checkpoint's own incarnation, not the highest recorded): a member joining a group it
+    /// may have hosted before the loss (a move, `synod-partition`'s `moves.rs`) writes its
+    /// empty state under a fresh incarnation and keeps the lost-disk rule once its first state
+    /// raises it — also when only the raised incarnation of that batch survived a torn write.
+    /// False after a restart from a later checkpoint (conservative).
+    joined_after_repair: bool,
 }
 
 impl<P: LogProtocol> std::fmt::Debug for Replica<P> {
@@ -169,6 +180,10 @@ impl<P: LogProtocol> Engine for Replica<P> {
                 p.compacted_idx()
             ));
         }
+        let joined_after_repair = !lost_storage
+            && protocol.is_none()
+            && state.config.members.is_empty()
+            && replayed.checkpoint_incarnation >= AMNESIC_INCARNATION_BASE;
         let incarnation = if lost_storage {
             // The incarnations this replica used before are forgotten with its disk; counting
             // from 1 again would reuse origins the applied state already holds, and those
@@ -201,6 +216,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
             watch_speculated: 0,
             applied_trail: std::collections::VecDeque::new(),
             rebuilt_through: None,
+            joined_after_repair,
         };
         if joining {
             // Durably a member being added: a restart before its state arrives must not be
@@ -463,8 +479,8 @@ impl<P: LogProtocol> Engine for Replica<P> {
         Replica::inherit_lease_clocks(self, clocks);
     }
 
-    fn split_joiner(&self) -> Option<Vec<Self::Record>> {
-        self.joiner_records()
+    fn split_joiner(&self, split: Option<&synod_core::kv::SplitMark>) -> Option<Vec<Self::Record>> {
+        self.joiner_records(split)
     }
 }
 

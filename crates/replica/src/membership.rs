@@ -411,7 +411,9 @@ impl<P: LogProtocol> Replica<P> {
             ..MemberFeeds::default()
         };
         let idx = self.state.applied_index();
-        let voter = self.state.config.is_voter(me) && !self.amnesic();
+        // A lost disk may have voted in this epoch before (module doc) — unless this replica
+        // joined a group split off after its repair (`split.rs`).
+        let voter = self.state.config.is_voter(me) && (!self.amnesic() || self.joined_after_repair);
         let fresh = if voter {
             P::epoch_checkpoint(idx)
         } else {

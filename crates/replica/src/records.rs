@@ -82,6 +82,8 @@ pub struct Replayed<R, C> {
     pub protocol: Vec<R>,
     /// Highest incarnation recorded.
     pub incarnation: u64,
+    /// The incarnation the last checkpoint (of either kind) was written under.
+    pub checkpoint_incarnation: u64,
 }
 
 pub fn replay<R, C>(records: Vec<Record<R, C>>) -> Replayed<R, C> {
@@ -92,6 +94,7 @@ pub fn replay<R, C>(records: Vec<Record<R, C>>) -> Replayed<R, C> {
         checkpoint: LastCheckpoint::None,
         protocol: Vec::new(),
         incarnation: 0,
+        checkpoint_incarnation: 0,
     };
     for (i, r) in records.into_iter().enumerate() {
         match r {
@@ -99,12 +102,14 @@ pub fn replay<R, C>(records: Vec<Record<R, C>>) -> Replayed<R, C> {
             Record::Checkpoint(c) => {
                 out.incarnation = out.incarnation.max(c.incarnation);
                 if Some(i) == last_cp {
+                    out.checkpoint_incarnation = c.incarnation;
                     out.checkpoint = LastCheckpoint::Full(*c);
                 }
             }
             Record::StateCheckpoint { incarnation, state } => {
                 out.incarnation = out.incarnation.max(incarnation);
                 if Some(i) == last_cp {
+                    out.checkpoint_incarnation = incarnation;
                     out.checkpoint = LastCheckpoint::State(state);
                 }
             }

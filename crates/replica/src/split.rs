@@ -149,12 +149,25 @@ impl<P: LogProtocol> Replica<P> {
 
     /// The first records of a member of a split-off group that has no state yet: a state
     /// checkpoint without configuration (a member being added), or none at all when this
-    /// replica lost its storage — then it may have voted in the new group before the loss,
-    /// and must be repaired by the protocol like every group of a lost disk, never start
-    /// voting afresh from a snapshot.
-    pub(crate) fn joiner_records(&self) -> Option<Vec<ReplicaRecord<P>>> {
+    /// replica lost its storage and `split` may predate the loss — then it may have voted in
+    /// the new group before, and must be repaired by the protocol like every group of a lost
+    /// disk, never start voting afresh from a snapshot.
+    ///
+    /// A split this replica's log places after its repair ([`Replica::split_is_new`]) is a
+    /// group it cannot have voted in: it joins without state like any member. Until
+    /// 2026-12-07 it started without records there too, and a new group two of whose three
+    /// members had lost their disks (one during the split, one that skipped it by installing
+    /// a later snapshot of the parent) had a single member that could answer VR's recovery,
+    /// which needs f + 1: the group stalled for good (VR seed 135 of the lost-disks schedule
+    /// with leaders counted on unplaced clusters; planted `partition-amnesic-joiner-stateless`).
+    pub(crate) fn joiner_records(
+        &self,
+        split: Option<&SplitMark>,
+    ) -> Option<Vec<ReplicaRecord<P>>> {
         P::epoch_checkpoint(0)?;
-        if self.pending.incarnation() >= crate::AMNESIC_INCARNATION_BASE {
+        let new = split.is_some_and(|m| self.split_is_new(m))
+            && !self.config.bug(PlantedBug::PartitionAmnesicJoinerStateless);
+        if self.pending.incarnation() >= crate::AMNESIC_INCARNATION_BASE && !new {
             return Some(Vec::new());
         }
         let state = AppliedState::new(self.config.kv, Configuration::default())

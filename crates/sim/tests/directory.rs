@@ -143,6 +143,22 @@ fn every_member_lost_its_disk() -> RunConfig {
     cfg
 }
 
+/// A member that once lost its disk and skipped a split decided after its repair (it installed
+/// a later snapshot of the parent) joins the new group without state, like any member, and
+/// may start voting once sent a snapshot. Until 2026-12-07 it started the group as lost
+/// storage, and a group whose third member lost its disk around the split had one member
+/// left that could answer VR's recovery (which needs f + 1): VR seed 135 of this schedule,
+/// once leaders were planned across members on unplaced clusters. Without the bug, the fifty
+/// seeds from 100 on (135 among them) pass.
+#[test]
+fn planted_amnesic_joiner_stateless_is_caught() {
+    let mut cfg = every_member_lost_its_disk();
+    assert_all_pass::<Partitioned<VrEngine>>(&cfg, 100..100 + seed_count(50));
+    cfg.planted_bug = Some(PlantedBug::PartitionAmnesicJoinerStateless);
+    let r = assert_caught::<Partitioned<VrEngine>>(&cfg, 0..PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "liveness");
+}
+
 /// A member that once lost its disk starts a group split off after its repair with the split's
 /// state, like any member. Until 2026-12-05 it started every later split-off group as lost
 /// storage, so once every member had lost its disk once, no split-off group had its state

@@ -21,6 +21,8 @@ pub struct Progress {
     pub acked: Option<u64>,
     /// The commit-number last sent to it.
     pub commit_sent: u64,
+    /// It sent Recovery since its last PrepareOk: no hand-off to it (`transfer.rs`).
+    pub recovering: bool,
 }
 
 /// What only the normal primary of a view keeps.
@@ -54,6 +56,7 @@ impl Vr {
                     sent: len,
                     acked: None,
                     commit_sent: commit,
+                    recovering: false,
                 };
                 (p, g)
             })
@@ -179,6 +182,11 @@ impl Vr {
         };
         if from < len && from >= self.store.compacted_idx() {
             self.send_prepare(peer, from);
+        } else if heartbeat && g.recovering {
+            // An empty Prepare rather than a Commit: a backup that recovered answers it with a
+            // PrepareOk, which clears the flag even in an idle group whose first PrepareOk
+            // from it was lost (a Commit gets no answer; a recovering backup ignores both).
+            self.send_prepare(peer, len);
         } else if heartbeat || g.commit_sent < commit {
             self.send_commit(peer);
         }
@@ -266,6 +274,7 @@ impl Vr {
         let op = op_number.min(len);
         g.acked = Some(g.acked.map_or(op, |a| a.max(op)));
         g.sent = g.sent.max(op);
+        g.recovering = false;
         self.try_commit();
     }
 

@@ -95,6 +95,13 @@ impl Vr {
         if self.recovery.as_ref().is_some_and(|r| !r.durable) {
             return;
         }
+        if let Some(g) = self
+            .primary
+            .as_mut()
+            .and_then(|p| p.progress.get_mut(&from))
+        {
+            g.recovering = true;
+        }
         let view = self.store.view();
         let normal = self.status == Status::Normal;
         let chunk = if self.primary.is_none() {

@@ -1104,3 +1104,59 @@ fn a_transfer_is_a_view_change_to_the_targets_view_that_keeps_every_op() {
         assert!(r.is_err(), "{r:?}");
     }
 }
+
+/// A backup loses its disk and restarts cut off, so it stays recovering (the primary heard its
+/// Recovery); the primary is asked to hand off to it, then writes go on while it is still cut
+/// off. Returns whether the hand-off was accepted and in how many of the next 40 rounds the
+/// group had no normal primary.
+fn hand_off_to_a_recovering_backup(bug: Option<PlantedBug>) -> (bool, usize) {
+    let mut sim = Sim::new(3, 21, bug);
+    let seqs = sim.propose(10);
+    assert!(sim.settle(&seqs, 200));
+    sim.log_sends = true;
+    sim.wipe(3);
+    sim.isolate(3);
+    sim.boot(3);
+    assert_eq!(sim.vr(3).role(), "recovering");
+    let ask = (sim.sent_log.iter())
+        .find(|(f, t, m)| *f == 3 && *t == 1 && matches!(m, Message::Recovery { .. }))
+        .map(|(_, _, m)| m.clone())
+        .expect("the recovering backup asked the primary");
+    sim.deliver(3, 1, ask);
+    let mut accepted = false;
+    sim.input(1, |vr, out| {
+        accepted = vr.transfer_leadership(3, out).is_ok()
+    });
+    let mut leaderless = 0;
+    for _ in 0..40 {
+        sim.round();
+        leaderless += usize::from(sim.primaries().is_empty());
+    }
+    sim.propose(5);
+    sim.rounds(100);
+    assert_eq!(sim.vr(1).decided_idx(), 15, "writes go on with n1 and n2");
+    sim.heal();
+    let last = sim.propose(5);
+    assert!(sim.settle(&last, 400));
+    assert_eq!(
+        sim.vr(3).role(),
+        "backup",
+        "n3 recovered once the cut healed"
+    );
+    sim.assert_safe();
+    (accepted, leaderless)
+}
+
+#[test]
+fn no_hand_off_to_a_recovering_backup() {
+    let (accepted, leaderless) = hand_off_to_a_recovering_backup(None);
+    assert!(!accepted, "the primary handed off to a recovering backup");
+    assert_eq!(leaderless, 0, "the primary stays");
+    let (accepted, leaderless) =
+        hand_off_to_a_recovering_backup(Some(PlantedBug::VrTransferToRecovering));
+    assert!(accepted);
+    assert!(
+        leaderless >= 5,
+        "planted vr-transfer-to-recovering: leaderless for {leaderless} rounds only"
+    );
+}

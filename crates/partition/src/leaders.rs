@@ -2,29 +2,25 @@
 //! so two groups led by one member share its engine thread and its link while another member
 //! leads none.
 //!
-//! **The plan** (placed clusters, `[partition] replicas`). Every member computes the same plan
-//! from the same view ([`plan_leaders`]): each group (not the first, whose leader is the one
-//! etcd's API reports and `move-leader` moves, so an operator's choice must stick — it only
-//! counts) starts at its rotation among its hosts (host `g mod n` of its voters in id order, as
-//! before), then, while some group's planned leader leads two groups more than another of that
+//! **The plan.** Every member computes the same plan from the same view ([`plan_leaders`]):
+//! each group (not the first, whose leader is the one etcd's API reports and `move-leader`
+//! moves, so an operator's choice must stick — it only counts) starts at its rotation among its
+//! hosts (host `g mod n` of its voters in id order, as before; unplaced, every voter hosts every
+//! group), then, while some group's planned leader leads two groups more than another of that
 //! group's hosts, the group goes to the host leading the fewest (lowest id among equals). Each
 //! step lowers the sum of squared counts, so it ends; where it ends no single hand-off of a
 //! group to a host of its own evens things out ([`leaders_uneven`] is `None`). That is a local
 //! optimum, not always the most even spread: a chain of hand-offs can still help (group 1 on
 //! members 1 and 3, group 2 on 1 and 2, the first group led by 3: the plan stops at member 3
 //! leading two and member 2 none). The rotation start keeps a cluster whose rotation is
-//! already even exactly as it was.
+//! already even exactly as it was — on an unplaced cluster groups `0..n`, while the first
+//! group is led by the lowest id; what it moves there are the groups split off at run time,
+//! whose ids are hashed, so their rotations land anywhere.
 //!
-//! **Unplaced clusters keep the rotation** (every group on every member, groups `0..n` each
-//! led by a different member as long as the first group is led by the lowest id, which its
-//! election priority makes likely). Counting there too was tried (2026-12-06): it changed who
-//! leads which group, and under that timing the simulator found a VR group of a split stalled
-//! for good — two of its three members recovering from lost disks, each waiting for an answer
-//! only a normal replica gives, while the primary handed the group over (the `directory`
-//! test's lost-disks schedule, VR seed 3; docs/partitioning.md, "Leaders spread over the
-//! members") — a liveness gap in how a member of a lost disk starts a split-off group, to be
-//! closed before counting is turned on there. A group split off at run time has a hashed id,
-//! so its rotation is random: unplaced leaders can still pile up after splits.
+//! Counting on unplaced clusters came a day after placed ones (2026-12-07): turned on first,
+//! it changed the timing of leader changes enough for the simulator to find a VR group of a
+//! split stalled for good, a liveness gap in how a member of a lost disk started a group it
+//! skipped the split of (`synod-replica`'s `split.rs`, `joiner_records`), closed first.
 //!
 //! **Acting on it.** Each group's leader hands the group to its planned leader now and then
 //! (`Partitioned::balance_leaders`, [`Engine::transfer_leadership`]), pausing longer each time a
@@ -125,9 +121,8 @@ impl<E: Engine> Partitioned<E> {
                 false => (g, voters.clone()),
             })
             .collect();
-        // Unplaced: the rotation, as before (module doc, "Unplaced clusters"). PLANTED BUG
-        // (`LeaderPlanRotationOnly`): placed groups at their rotations too, none counted.
-        if !self.placed() || self.base.bug(PlantedBug::LeaderPlanRotationOnly) {
+        // PLANTED BUG (`LeaderPlanRotationOnly`): every group at its rotation, none counted.
+        if self.base.bug(PlantedBug::LeaderPlanRotationOnly) {
             return (hosts.iter())
                 .filter_map(|(g, hs)| Some((*g, rotation(hs, *g)?)))
                 .collect();
@@ -143,7 +138,12 @@ impl<E: Engine> Partitioned<E> {
     /// Where group `g`'s leader should be: the plan's member, else (the first group, or one
     /// this member does not know) its rotation among the cluster's voters.
     pub(crate) fn preferred(&self, g: GroupId) -> NodeId {
-        if let Some(m) = self.leader_plan().get(&g) {
+        self.preferred_in(&self.leader_plan(), g)
+    }
+
+    /// [`Partitioned::preferred`] with the plan already made (a status names every group's).
+    pub(crate) fn preferred_in(&self, plan: &BTreeMap<GroupId, NodeId>, g: GroupId) -> NodeId {
+        if let Some(m) = plan.get(&g) {
             return *m;
         }
         let voters = match self.placed() {

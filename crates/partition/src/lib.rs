@@ -23,11 +23,11 @@
 //!   ([`Engine::checkpoint_full`]) and the node-wide checkpoint record bundles them all. If a
 //!   group cannot, the batch's checkpoints are written as ordinary tagged records and storage
 //!   keeps the log (correct, just not compacted this time).
-//! * **Leaders spread** (`leaders.rs`). Group `g` prefers member `g mod n` of its voters
-//!   (sorted ids) as its leader; on a placed cluster every member plans instead, from the
-//!   groups' hosts as it knows them, which member should lead each group after the first so
-//!   that no member leads two groups more than another host of one of its groups (the first
-//!   group's leader counts). A preferred member gets a higher election priority in the group
+//! * **Leaders spread** (`leaders.rs`). Every member plans, from the groups' hosts as it knows
+//!   them (unplaced: every voter), which member should lead each group after the first —
+//!   group `g` at member `g mod n` of its hosts (sorted ids) to start with — so that no member
+//!   leads two groups more than another host of one of its groups (the first group's leader
+//!   counts). A preferred member gets a higher election priority in the group
 //!   at its start, and a leader that is not the preferred one hands leadership over
 //!   ([`Engine::transfer_leadership`]), retrying with a growing pause while the preferred
 //!   member cannot take it. The first group's leader is the cluster's leader as etcd's API
@@ -1488,10 +1488,7 @@ impl<E: Engine> Engine for Partitioned<E> {
                 GroupStatus {
                     start,
                     end,
-                    preferred_leader: Some(match plan.get(g) {
-                        Some(m) => *m,
-                        None => self.preferred(*g),
-                    }),
+                    preferred_leader: Some(self.preferred_in(&plan, *g)),
                     ..group_status(*g, s)
                 }
             })

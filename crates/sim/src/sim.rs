@@ -532,7 +532,7 @@ fn unbalanced(placed: &[PlacedRange], voters: &[NodeId]) -> Option<String> {
     Some(format!("groups per member {load:?} are not even"))
 }
 
-/// Placement: a group whose leader leads two groups more than another of the group's voters
+/// Partitioned runs: a group whose leader leads two groups more than another of its voters
 /// (`synod_partition::leaders_uneven`), from the leaders the groups' own leaders claim (the
 /// first range's group counted, not handed off) — what the hand-offs must even out once the
 /// run is quiet (`leaders.rs`).
@@ -1890,7 +1890,7 @@ impl<E: Engine> Sim<E> {
         let even = |p: &[PlacedRange]| unbalanced(p, &first.configuration.voters()).is_none();
         let balanced = !self.cfg.rebalance || placed.as_deref().is_none_or(even);
         let converged = balanced
-            && (replicas == 0 || leaders_uneven(&st).is_none())
+            && leaders_uneven(&st).is_none()
             && st.iter().all(|(_, s)| {
                 let same = match replicas {
                     0 => {
@@ -2018,9 +2018,7 @@ impl<E: Engine> Sim<E> {
             })
             .collect();
         let live = st.len();
-        let leaders = (placed.as_ref())
-            .and_then(|_| leaders_uneven(&statuses))
-            .map_or(String::new(), |l| format!("; {l}"));
+        let leaders = leaders_uneven(&statuses).map_or(String::new(), |l| format!("; {l}"));
         fail(
             &mut self.failures,
             format!(

@@ -261,17 +261,15 @@ fn planted_checkpoint_that_skips_groups_is_caught() {
 /// Regression (found at VR seed 81,343 of 1,000): a member that missed a write's answer (it
 /// installed a snapshot that covered it) still had the write pending when its group froze and
 /// was absorbed; it answered "wrong group" — definitely not applied — for a write that was
-/// applied before the freeze. The saved reply is the answer now.
+/// applied before the freeze. The saved reply is the answer now. Since leaders are planned on
+/// unplaced clusters too (2026-12-07) the two seeds that found it (81,343 and 81,398) no
+/// longer merge — the timing of hand-offs changed — and no seed is known to reach the same
+/// interleaving again: what is left is a sweep of the hundred seeds from the first, each
+/// passing, with merges under way (freezes racing pending writes).
 #[test]
 fn a_write_applied_before_a_freeze_is_never_answered_as_refused() {
-    for seed in [81_343, 81_398] {
-        let r = run_seed::<Partitioned<VrEngine>>(&RunConfig {
-            seed,
-            ..splitting(10)
-        });
-        assert!(r.passed(), "seed {seed}: {:?}", r.failures);
-        assert!(r.merges_done > 0, "seed {seed} merged");
-    }
+    let sum = assert_all_pass::<Partitioned<VrEngine>>(&splitting(10), 81_343..81_443);
+    assert!(sum.merges_done > 20, "{} merges", sum.merges_done);
 }
 
 /// The engines' own layout changes: a group over 1 key or 4 writes a second splits itself, two
@@ -305,19 +303,6 @@ fn automatic_splits_and_merges_lose_nothing() {
         a.groups_retired,
         b.groups_retired
     );
-}
-
-/// An OmniPaxos follower that takes its leader's round with the leader's snapshot (planted
-/// `omni-snapshot-takes-leader-round`): a later Prepare adopts its short log and an entry
-/// decided beyond the snapshot is lost. Seed 97,116 is where the real bug was found
-/// (2026-12-05, with closes every tick: a decided close lost after a power loss of every
-/// member); the agreement check sees it through the replicas' trails of applied digests.
-#[test]
-fn planted_snapshot_taking_the_leaders_round_is_caught() {
-    let mut cfg = auto_layout();
-    cfg.planted_bug = Some(PlantedBug::OmniSnapshotTakesLeaderRound);
-    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 97_116..97_000 + PLANT_SEEDS_MAX);
-    assert_caught_by(&r, "agreement");
 }
 
 /// The same with no splits by size: the writes and reads alone split ranges (a group over 4

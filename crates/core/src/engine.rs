@@ -375,6 +375,14 @@ pub trait Engine: Sized + Send + 'static {
         None
     }
 
+    /// Voters of this replica's configuration that said they cannot vote in it (they lost
+    /// their storage after it began, so may have voted in it before): the group is that many
+    /// failures closer to a stall until they are replaced (placement moves a placed group off
+    /// them). Empty where unknown.
+    fn non_voting_voters(&self) -> Vec<NodeId> {
+        Vec::new()
+    }
+
     /// etcd's Hash of the whole applied state; see [`crate::kv::KvStore::hash_all`].
     fn hash_all(&self) -> Result<u32, EngineError> {
         Err(EngineError::Unsupported {
@@ -464,6 +472,11 @@ pub struct EngineConfig {
     /// configuration version is this or older — that state is from its earlier stay, and it no
     /// longer remembers the votes it cast then (partitioned placement, moves). 0: any.
     pub rejoin_floor: u64,
+    /// With `join`: this replica is a placement move's newcomer (synod-partition's
+    /// `moves.rs`), added as a learner and promoted only once in sync — so a first state that
+    /// already lists it as a voter is from a stay it no longer remembers. (A node added with
+    /// `--join` may be added as a voter directly.)
+    pub move_newcomer: bool,
     /// Partitioned mode (see the `synod-partition` crate): the keys where one group's range
     /// ends and the next one's begins, ascending. Empty: one group, the whole keyspace. Only
     /// the partitioned engine reads it; every replica of a cluster must be given the same.
@@ -541,6 +554,7 @@ impl EngineConfig {
             initial_members: Vec::new(),
             join: false,
             rejoin_floor: 0,
+            move_newcomer: false,
             split_keys: Vec::new(),
             key_range: crate::kv::KeyRange::default(),
             auto_split_keys: 0,
@@ -759,7 +773,9 @@ pub enum PlantedBug {
     /// Partitioned membership change: an answer that says a change is so already (a retry
     /// of an add or remove applied before: "member ID already exist", "member not found") is
     /// given at once instead of once every group followed — so the operator stops a removed
-    /// member that other groups still count as a voter.
+    /// member that other groups still count as a voter. (Random schedules no longer reach
+    /// it since 2026-12-07, when removed replicas began sending their state to the groups
+    /// that still count them; no test catches it now.)
     PartitionMemberRetryNotHeld,
     /// Partitioned split on a learner (a member being added): the new group's first record is
     /// a protocol checkpoint, which names a voter — it does not recover, so the member never
@@ -808,7 +824,8 @@ pub enum PlantedBug {
     /// any state it is sent, also a stale member's from an old configuration in which it voted
     /// during its earlier stay; having forgotten those votes, it makes up a quorum of that old
     /// configuration with the stale member, and they decide again what was decided. Caught by
-    /// the agreement check.
+    /// the agreement check until 2026-12-07; since removed replicas send their state to older
+    /// configurations, random schedules no longer reach it (no test catches it now).
     RejoinTakesStaleState,
     /// Placement, rebalancing (`synod-partition`'s `rebalance.rs`): a group's leader sheds a
     /// voter from a group that has just its replicas, as if it had one too many (an off-by-one
@@ -826,10 +843,28 @@ pub enum PlantedBug {
     /// Caught by the simulator's convergence check (leaders as even as single hand-offs can
     /// make them).
     LeaderPlanRotationOnly,
+    /// Placement, moves (replica layer): a move's newcomer whose first state already lists it
+    /// as a voter — a member that lost its disk and so forgot that it had joined the group and
+    /// voted in it — starts voting in that epoch afresh, as if it had never promised anything
+    /// there. Caught by the partitioned engine's test of a placed member that loses its disk
+    /// after a move (`tests/placement.rs`).
+    MoveJoinerVotesAfresh,
+    /// Placement (`synod-partition`'s `moves.rs`): a placed group's leader keeps a voter that
+    /// said it cannot vote (it lost its storage after the configuration began) instead of
+    /// moving the group off it, so the group stays a failure closer to a stall for good.
+    /// Caught by the simulator's convergence check (every replica of a group reaches the same
+    /// applied index).
+    NonVotingVoterKept,
+    /// Placement (`synod-partition`'s `moves.rs`) and the replica layer: a replica that
+    /// applied its own removal drops at once, and a replica without a protocol instance sends
+    /// no snapshot, so the group's other members never learn of the removal from it; where
+    /// the old configuration's others cannot make a quorum without it (one of them lost its
+    /// storage), the group stalls for good. Caught by the simulator's convergence check.
+    RemovedReplicaLeavesAtOnce,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 68] = [
+    pub const ALL: [PlantedBug; 71] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -898,6 +933,9 @@ impl PlantedBug {
         PlantedBug::RebalanceShedsPlacedVoter,
         PlantedBug::MoveRemovesBelowReplicas,
         PlantedBug::LeaderPlanRotationOnly,
+        PlantedBug::MoveJoinerVotesAfresh,
+        PlantedBug::NonVotingVoterKept,
+        PlantedBug::RemovedReplicaLeavesAtOnce,
     ];
 
     pub fn name(self) -> &'static str {
@@ -976,6 +1014,9 @@ impl PlantedBug {
             PlantedBug::RebalanceShedsPlacedVoter => "rebalance-sheds-placed-voter",
             PlantedBug::MoveRemovesBelowReplicas => "move-removes-below-replicas",
             PlantedBug::LeaderPlanRotationOnly => "leader-plan-rotation-only",
+            PlantedBug::MoveJoinerVotesAfresh => "move-joiner-votes-afresh",
+            PlantedBug::NonVotingVoterKept => "non-voting-voter-kept",
+            PlantedBug::RemovedReplicaLeavesAtOnce => "removed-replica-leaves-at-once",
         }
     }
 

@@ -187,7 +187,10 @@ pub trait LogProtocol: Sized + Send + 'static {
     type Checkpoint: Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + 'static;
     /// What guards a snapshot transfer (OmniPaxos's promised ballot, VR's view-number): a
     /// transfer from an older term is dropped, so a deposed leader installs nothing.
-    type Term: Copy + Eq + Ord + Debug + Serialize + DeserializeOwned + Send + 'static;
+    /// `Default` is the term of a transfer from a replica without an instance (a member
+    /// removed in the newer epoch it sends, a learner, a voter that lost its storage), which
+    /// only replicas of older epochs take.
+    type Term: Copy + Eq + Ord + Default + Debug + Serialize + DeserializeOwned + Send + 'static;
 
     /// Short lowercase name: "omnipaxos", "vr", "epaxos".
     const NAME: &'static str;

@@ -68,6 +68,9 @@ pub const MOVE_TIMEOUTS: u64 = 6;
 /// A replica started on a group's message that has no state after this many election
 /// timeouts is dropped.
 pub const JOIN_GIVE_UP_ETS: u64 = 60;
+/// A replica that applied its own removal goes after this many election timeouts at the
+/// latest, recorded or not (`Partitioned::may_leave`).
+const LINGER_ETS: u64 = 60;
 /// A move's step unanswered after this many election timeouts is not waited for any more.
 const STEP_WAIT_ETS: u64 = 4;
 
@@ -93,6 +96,9 @@ pub(crate) struct Moves {
     pub(crate) away_changed: bool,
     /// Groups started here on a message, with the tick, until their state arrives.
     joining: BTreeMap<GroupId, u64>,
+    /// Groups whose replica here applied its own removal, with the tick, until it may go
+    /// ([`Partitioned::may_leave`]): it serves nothing, but answers the old configuration.
+    lingering: BTreeMap<GroupId, u64>,
     /// Per group this member left: the group's configuration version then. A replica joining
     /// it again takes no state of that version or older (see [`Partitioned::join_group`]).
     pub(crate) left_at: BTreeMap<GroupId, u64>,
@@ -182,9 +188,11 @@ impl<E: Engine> Partitioned<E> {
     }
 
     /// Whether this member has a replica of `g` that serves requests: not one started on a
-    /// message and still waiting for the group's state.
+    /// message and still waiting for the group's state, nor one lingering after its removal.
     pub(crate) fn serves(&self, g: GroupId) -> bool {
-        self.groups.contains_key(&g) && !self.moves.joining.contains_key(&g)
+        self.groups.contains_key(&g)
+            && !self.moves.joining.contains_key(&g)
+            && !self.moves.lingering.contains_key(&g)
     }
 
     /// Takes a move of group `g` (this member hosts it): driven here while this member leads
@@ -493,7 +501,8 @@ impl<E: Engine> Partitioned<E> {
     /// move an operator would ask — a learner, promoted, the departed member removed — driven
     /// here like one. A group with a voter more than placed (a move cut short) just drops it.
     /// One such move per group at a time; an operator's move of the group goes first. A
-    /// learner that no move driven here is for is dropped too, once the group has its replicas.
+    /// learner that no move driven here is for is dropped too, once the group has its replicas,
+    /// and a voter that cannot vote is replaced ([`Self::replace_non_voting`]).
     pub(crate) fn evacuate(&mut self) {
         if !self.placed() {
             return;
@@ -502,19 +511,21 @@ impl<E: Engine> Partitioned<E> {
             return;
         };
         self.moves.cluster = Some((cluster.next_id, cluster.ids()));
-        let led: Vec<(GroupId, Configuration)> = (self.data_groups())
+        let led: Vec<(GroupId, Configuration, Vec<NodeId>)> = (self.data_groups())
             .filter(|(g, _)| *g != first && !self.moves.driving.iter().any(|d| d.group == *g))
-            .map(|(g, e)| (g, e.status()))
-            .filter(|(_, st)| st.leader == Some(self.id))
-            .map(|(g, st)| (g, st.configuration))
+            .map(|(g, e)| (g, e.status(), e.non_voting_voters()))
+            .filter(|(_, st, _)| st.leader == Some(self.id))
+            .map(|(g, st, nv)| (g, st.configuration, nv))
             .collect();
-        for (g, c) in led {
+        for (g, c, non_voting) in led {
             let Some(gone) = c.ids().into_iter().find(|m| self.departed(*m, &cluster)) else {
                 // A learner left by a move cut short (its driver lost the lead, and the new
                 // leader drives no move of it) once the group has its replicas: dropped.
                 let placed = c.voters().len() >= self.base.partition_replicas;
                 if let Some(l) = c.learners().first().filter(|_| placed) {
                     self.step_change(g, c.version, MemberChange::Remove(*l));
+                } else {
+                    self.replace_non_voting(g, &c, &non_voting, &cluster);
                 }
                 continue;
             };
@@ -528,6 +539,48 @@ impl<E: Engine> Partitioned<E> {
             };
             self.start_own_move(g, gone, to);
         }
+    }
+
+    /// Moves group `g` (configuration `c`, led here, no learner) off a voter that lost its
+    /// storage after the configuration began (`Engine::non_voting_voters`): it votes in
+    /// nothing there, so the group is a failure closer to a stall until it has a voter that
+    /// does — the member outside it that hosts the fewest groups. A group with a voter more
+    /// than placed (that move, or another, cut short after its promotion) only drops it. The
+    /// member moved off drops its replica; one moved to it again later joins as any newcomer,
+    /// and votes.
+    fn replace_non_voting(
+        &mut self,
+        g: GroupId,
+        c: &Configuration,
+        non_voting: &[NodeId],
+        cluster: &Configuration,
+    ) {
+        let me = self.id;
+        let Some(&off) = (non_voting.iter()).find(|v| **v != me && c.is_voter(**v)) else {
+            return;
+        };
+        if !c.learners().is_empty() || self.base.bug(PlantedBug::NonVotingVoterKept) {
+            return;
+        }
+        let replicas = self.base.partition_replicas;
+        match c.voters().len() {
+            n if n > replicas => self.step_change(g, c.version, MemberChange::Remove(off)),
+            n if n == replicas => {
+                if let Some(to) = self.least_loaded_outside(c, cluster) {
+                    self.start_own_move(g, off, to);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The cluster's voter outside configuration `c` that hosts the fewest groups (the lowest
+    /// id among equals), as this member knows where groups live.
+    fn least_loaded_outside(&self, c: &Configuration, cluster: &Configuration) -> Option<NodeId> {
+        let load = self.groups_hosted();
+        (cluster.voters().into_iter())
+            .filter(|v| !c.contains(*v))
+            .min_by_key(|v| (load.get(v).copied().unwrap_or(0), *v))
     }
 
     /// Where a group whose configuration is `c` goes off a departed member: one of its own
@@ -547,10 +600,7 @@ impl<E: Engine> Partitioned<E> {
         if learner.is_some() {
             return learner;
         }
-        let load = self.groups_hosted();
-        (cluster.voters().into_iter())
-            .filter(|v| !c.contains(*v))
-            .min_by_key(|v| (load.get(v).copied().unwrap_or(0), *v))
+        self.least_loaded_outside(c, cluster)
     }
 
     /// Drops the replicas of groups this member left, and those started on a message that got
@@ -561,11 +611,11 @@ impl<E: Engine> Partitioned<E> {
         }
         let first = self.layout.ids().next();
         let (mut leaving, mut arrived) = (Vec::new(), Vec::new());
-        for (g, e) in self.data_groups() {
-            if Some(g) == first {
-                continue;
-            }
-            let c = e.status().configuration;
+        let configurations: Vec<(GroupId, Configuration)> = (self.data_groups())
+            .filter(|(g, _)| Some(*g) != first)
+            .map(|(g, e)| (g, e.status().configuration))
+            .collect();
+        for (g, c) in configurations {
             let stale = c.members.is_empty()
                 && self.moves.joining.get(&g).is_some_and(|t| {
                     self.ticks.saturating_sub(*t) > JOIN_GIVE_UP_ETS * self.election_timeout_ticks
@@ -573,13 +623,16 @@ impl<E: Engine> Partitioned<E> {
             let not_back = c.members.is_empty() && self.not_back(g);
             let removed = !c.members.is_empty() && !c.contains(self.id);
             let recorded_without = self.directory_without_me(g, &c);
+            let removed = removed && self.may_leave(g, &c);
             if stale || not_back || removed || recorded_without {
                 leaving.push(g);
-            } else if !c.members.is_empty() {
+            } else if c.contains(self.id) {
                 arrived.push(g);
             }
         }
         for g in arrived {
+            // Added again while it lingered: it serves again.
+            self.moves.lingering.remove(&g);
             self.moves.joining.remove(&g);
             if self.moves.left_at.remove(&g).is_some() {
                 self.moves.left_at_changed = true;
@@ -590,12 +643,36 @@ impl<E: Engine> Partitioned<E> {
         }
     }
 
+    /// Whether the replica of group `g` here, which applied its own removal (configuration
+    /// `c`), may go: once this member's directory records that configuration or a later one
+    /// (the group's leader in it recorded it: the group went on without this member), or
+    /// after [`LINGER_ETS`] election timeouts. Until then it serves nothing and answers the
+    /// old configuration's messages with its state. A member that applied its removal first
+    /// (the leader that decided it) and left at once could leave the old configuration's other
+    /// members without a quorum to learn the decision from — with one of them unable to vote
+    /// (it lost its storage) the simulator found groups stalled for good (VR seed 151,075 of
+    /// moves under storage faults).
+    fn may_leave(&mut self, g: GroupId, c: &Configuration) -> bool {
+        // A newcomer sent a state from before its addition was never a member here: nothing
+        // to linger for (and leaving notes the version, so that such states are refused).
+        let never_member = self.moves.joining.contains_key(&g);
+        if never_member
+            || self.recorded_without_me(g, c.version)
+            || self.base.bug(PlantedBug::RemovedReplicaLeavesAtOnce)
+        {
+            return true;
+        }
+        let since = *self.moves.lingering.entry(g).or_insert(self.ticks);
+        self.ticks.saturating_sub(since) > LINGER_ETS * self.election_timeout_ticks
+    }
+
     /// Whether a replica of `g` started here on a message, without state, is for a group this
     /// member left and has not been added to again: the range directory records the
     /// configuration it left at, or a newer one, without it as a voter or a learner. (Its stale
-    /// state it refuses, `join_group`; this drops it before [`JOIN_GIVE_UP_ETS`]. A directory
-    /// that lags behind its addition as a learner drops it early at worst: the group's next
-    /// message starts it again.)
+    /// state it refuses, `join_group`; this drops it before [`JOIN_GIVE_UP_ETS`], and keeps
+    /// messages from starting another, [`Self::may_join`]. A directory that lags behind its
+    /// addition as a learner delays it at worst: the group's first message after the directory
+    /// caught up starts it.)
     fn not_back(&self, g: GroupId) -> bool {
         let Some(&floor) = self.moves.left_at.get(&g) else {
             return false;
@@ -613,6 +690,7 @@ impl<E: Engine> Partitioned<E> {
     /// This member left group `g`: its replica goes, its pending requests are answered, and
     /// the group is noted as moved away. A move of it driven here from this member is done.
     pub(crate) fn depart(&mut self, g: GroupId) {
+        self.moves.lingering.remove(&g);
         let Some(mut engine) = self.groups.remove(&g) else {
             return;
         };
@@ -674,11 +752,16 @@ impl<E: Engine> Partitioned<E> {
     }
 
     /// Whether a message of group `g`, not started here, should start a replica of it: this
-    /// member may just have been added to it (placement).
+    /// member may just have been added to it (placement) — unless its directory records that
+    /// it left the group and has not been added since ([`Self::not_back`]): a late message of
+    /// a group it left (a snapshot its earlier replica asked for, resent until the sender
+    /// gives up: a state a returning member refuses is not acknowledged) would start one
+    /// again and again, each asking for state again. Its addition reaches the directory too.
     pub(crate) fn may_join(&self, g: GroupId) -> bool {
         self.placed()
             && !self.retired.contains(&g)
             && self.layout.position(g).is_some_and(|p| p > 0)
+            && !self.not_back(g)
     }
 
     /// Starts a replica of group `g` without state, to be sent the group's state by the member
@@ -689,7 +772,18 @@ impl<E: Engine> Partitioned<E> {
         };
         let mut config = self.group_config(g);
         config.join = true;
+        config.move_newcomer = true;
         config.first_boot = false;
+        // The directory lists this member as a voter already: it joined before and forgot (a
+        // lost disk), so a state older than that record — one that lists it as a learner, or
+        // not at all — is refused, and the first it takes lists it as a voter, so it votes in
+        // nothing there (replica layer, `forget_a_stay_as_voter`). A directory that lags
+        // behind the promotion cannot tell.
+        if let Some((version, voters)) = self.recorded_hosts(g)
+            && voters.contains(&self.id)
+        {
+            config.rejoin_floor = config.rejoin_floor.max(version.saturating_sub(1));
+        }
         config.members = self.hosts(g);
         // Until its state arrives it owns no key: it must not answer a read from its empty
         // store.

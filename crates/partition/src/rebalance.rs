@@ -24,6 +24,11 @@
 //! time) is passed over for [`SHUN_MOVE_TIMEOUTS`] move timeouts, so a dead member does not
 //! draw a move every round.
 //!
+//! **A voter too many** (a move cut short after its promotion, or two moves that each added a
+//! member for the one removed) is dropped by the group's leader on every placed cluster —
+//! with rebalancing at once, without it once the group has stayed so for a while (an
+//! operator's move under way makes its own removal first).
+//!
 //! Moves by load (requests per second, bytes) are not done; leaders are spread across the
 //! members by a plan of their own (`leaders.rs`), over the hosts this plan leaves.
 
@@ -36,6 +41,9 @@ use synod_core::{ClientReply, Engine, NodeId, PlantedBug, RequestId};
 
 /// How often (in ticks) a group's leader looks for a move to make.
 pub(crate) const REBALANCE_EVERY_TICKS: u64 = 50;
+/// Without rebalancing, a group left a voter more than placed this many election timeouts
+/// (its configuration unchanged) drops one (`shed_extra_voters`).
+const SHED_AFTER_ETS: u64 = 20;
 /// A target a move failed to reach is not chosen again for this many move timeouts.
 pub const SHUN_MOVE_TIMEOUTS: u64 = 2;
 
@@ -46,6 +54,9 @@ pub(crate) struct Rebalance {
     moving: Option<(RequestId, NodeId)>,
     /// Targets a move failed to reach, and the tick until which they are passed over.
     shunned: BTreeMap<NodeId, u64>,
+    /// Groups led here with a voter more than placed: the configuration version, and the
+    /// tick since when it has been so.
+    over: BTreeMap<GroupId, (u64, u64)>,
 }
 
 /// The one move that brings the cluster closer to balance, if it is not balanced: `(group,
@@ -81,7 +92,7 @@ impl<E: Engine> Partitioned<E> {
     /// Starts the plan's move if it is for a group this member leads and the cluster is quiet
     /// (module doc).
     pub(crate) fn rebalance(&mut self) {
-        if !self.placed() || !self.base.partition_rebalance {
+        if !self.placed() {
             return;
         }
         let busy = |(id, _): &(RequestId, NodeId)| self.own.is_pending(id);
@@ -92,6 +103,9 @@ impl<E: Engine> Partitioned<E> {
             return;
         };
         self.shed_extra_voters(first, &cluster);
+        if !self.base.partition_rebalance {
+            return;
+        }
         let Some(hosts) = self.quiet_hosts(first, &cluster) else {
             return;
         };
@@ -110,30 +124,52 @@ impl<E: Engine> Partitioned<E> {
     }
 
     /// Finishes a move cut short after its promotion (its driver lost the lead or ran out of
-    /// time): a group led here with a voter more than placed, and no learner, drops the voter
-    /// that hosts the most groups (not this member). Nothing else would: an operator asks a
-    /// move of theirs again, but nobody asks a balancing move again, and the group would keep
-    /// the cluster from ever being quiet.
+    /// time), or two moves that each added a member for the same one removed (an operator's
+    /// and a replacement of a member that cannot vote, `moves.rs`): a group led here with a
+    /// voter more than placed, and no learner, drops one — a member the cluster lost first,
+    /// then one that cannot vote, else the one that hosts the most groups (not this member).
+    /// Nothing else would: an operator asks a move of theirs again, but nobody asks a
+    /// balancing move or a replacement again, and the group would keep the cluster from ever
+    /// being quiet. Without rebalancing, only a group left so for [`SHED_AFTER_ETS`] (an
+    /// operator's move still under way would make its own removal by then).
     fn shed_extra_voters(&mut self, first: GroupId, cluster: &Configuration) {
         // PLANTED BUG (`RebalanceShedsPlacedVoter`): a group at its replicas has one too many.
         let off_by_one = self.base.bug(PlantedBug::RebalanceShedsPlacedVoter);
         let replicas = self.base.partition_replicas - usize::from(off_by_one);
-        let led: Vec<(GroupId, Configuration)> = (self.data_groups())
+        let led: Vec<(GroupId, Configuration, Vec<NodeId>)> = (self.data_groups())
             .filter(|(g, _)| *g != first)
-            .map(|(g, e)| (g, e.status()))
-            .filter(|(_, st)| st.leader == Some(self.id))
-            .map(|(g, st)| (g, st.configuration))
-            .filter(|(_, c)| c.voters().len() > replicas && c.learners().is_empty())
+            .map(|(g, e)| (g, e.status(), e.non_voting_voters()))
+            .filter(|(_, st, _)| st.leader == Some(self.id))
+            .map(|(g, st, nv)| (g, st.configuration, nv))
+            .filter(|(_, c, _)| c.voters().len() > replicas && c.learners().is_empty())
             .collect();
-        if led.is_empty() {
-            return;
-        }
+        let now = self.ticks;
+        let wait = match self.base.partition_rebalance {
+            true => 0,
+            false => SHED_AFTER_ETS * self.election_timeout_ticks,
+        };
+        let over = std::mem::take(&mut self.rebalance.over);
         let load = self.groups_hosted();
-        for (g, c) in led {
-            // One the cluster lost goes first (the evacuation's case), else the busiest.
+        for (g, c, non_voting) in led {
+            let since = over
+                .get(&g)
+                .filter(|(v, _)| *v == c.version)
+                .map_or(now, |s| s.1);
+            self.rebalance.over.insert(g, (c.version, since));
+            if now - since < wait {
+                continue;
+            }
             let shed = (c.voters().into_iter())
                 .filter(|v| *v != self.id)
-                .max_by_key(|v| (!cluster.is_voter(*v), load.get(v).copied().unwrap_or(0), *v));
+                .max_by_key(|v| {
+                    let lost = !cluster.is_voter(*v);
+                    (
+                        lost,
+                        non_voting.contains(v),
+                        load.get(v).copied().unwrap_or(0),
+                        *v,
+                    )
+                });
             if let Some(v) = shed {
                 self.step_change(g, c.version, MemberChange::Remove(v));
             }

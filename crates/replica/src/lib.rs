@@ -253,6 +253,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
             } => self.handle_learner_entries(from, epoch, first, entries),
             Message::LearnerApplied { applied } => self.handle_learner_applied(from, applied),
             Message::Behind { epoch, applied } => self.handle_behind(from, epoch, applied),
+            Message::NonVoting { epoch } => self.handle_non_voting(from, epoch),
             Message::Forward { entries } => self.handle_forward(from, entries),
             Message::ReadIndexReq { incarnation, seqs } => {
                 self.handle_read_index_req(from, incarnation, seqs)
@@ -481,6 +482,10 @@ impl<P: LogProtocol> Engine for Replica<P> {
 
     fn split_joiner(&self, split: Option<&synod_core::kv::SplitMark>) -> Option<Vec<Self::Record>> {
         self.joiner_records(split)
+    }
+
+    fn non_voting_voters(&self) -> Vec<NodeId> {
+        Replica::non_voting_voters(self)
     }
 }
 

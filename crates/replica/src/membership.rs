@@ -114,6 +114,21 @@ pub(crate) fn recover_state<P: LogProtocol>(
     }
 }
 
+/// Whether a message to `to` may go at tick `now`, given when one last went (`sent`, updated):
+/// at most one a heartbeat.
+fn once_a_heartbeat(
+    sent: &mut BTreeMap<NodeId, u64>,
+    to: NodeId,
+    now: u64,
+    heartbeat: u64,
+) -> bool {
+    if sent.get(&to).is_some_and(|t| now < t + heartbeat) {
+        return false;
+    }
+    sent.insert(to, now);
+    true
+}
+
 /// What a voter knows of one learner.
 #[derive(Debug, Default, Clone, Copy)]
 struct Progress {
@@ -134,6 +149,10 @@ pub(crate) struct MemberFeeds {
     feeder: Option<NodeId>,
     /// When this replica last said `Behind` to each peer (one per heartbeat at most).
     behind_sent: BTreeMap<NodeId, u64>,
+    /// When this replica last said `NonVoting` to each peer (one per heartbeat at most).
+    non_voting_sent: BTreeMap<NodeId, u64>,
+    /// Voters of this epoch that said they cannot vote in it.
+    non_voting: std::collections::BTreeSet<NodeId>,
     /// Applied index of the last state-only checkpoint (learners).
     state_checkpoint_idx: u64,
     /// Planted `RemovedLeaderServes`: this replica led when its removal was applied.
@@ -155,7 +174,7 @@ impl MemberFeeds {
 
 impl<P: LogProtocol> Replica<P> {
     /// Whether this replica started from a lost disk (its incarnations say so durably).
-    fn amnesic(&self) -> bool {
+    pub(crate) fn amnesic(&self) -> bool {
         self.pending.incarnation() >= crate::AMNESIC_INCARNATION_BASE
     }
 
@@ -200,6 +219,8 @@ impl<P: LogProtocol> Replica<P> {
             if let Some(p) = self.protocol.as_mut() {
                 p.receive(from, m, &self.snapshots, &mut self.pout);
                 self.drain_protocol();
+            } else if self.state.config.is_voter(self.config.id) {
+                self.say_non_voting(from);
             }
         } else if epoch > mine || self.state.config.members.is_empty() {
             self.say_behind(from);
@@ -208,13 +229,35 @@ impl<P: LogProtocol> Replica<P> {
         }
     }
 
-    fn say_behind(&mut self, to: NodeId) {
-        let now = self.now_ticks;
-        let last = self.members.behind_sent.get(&to).copied();
-        if last.is_some_and(|t| now < t + self.config.heartbeat_ticks) {
+    /// A voter without an instance (it lost its storage after this epoch began, so it may
+    /// have voted in it) tells the peers that count on its vote, once a heartbeat at most.
+    fn say_non_voting(&mut self, to: NodeId) {
+        let (now, heartbeat) = (self.now_ticks, self.config.heartbeat_ticks);
+        if !once_a_heartbeat(&mut self.members.non_voting_sent, to, now, heartbeat) {
             return;
         }
-        self.members.behind_sent.insert(to, now);
+        let epoch = self.epoch();
+        self.out.messages.push((to, Message::NonVoting { epoch }));
+    }
+
+    /// Notes a voter of this epoch that cannot vote in it (`say_non_voting`); forgotten with
+    /// the epoch (a later one is entered without it, or with it added afresh).
+    pub(crate) fn handle_non_voting(&mut self, from: NodeId, epoch: u64) {
+        if epoch == self.epoch() && self.state.config.is_voter(from) {
+            self.members.non_voting.insert(from);
+        }
+    }
+
+    /// The voters of this epoch that said they cannot vote in it.
+    pub(crate) fn non_voting_voters(&self) -> Vec<NodeId> {
+        self.members.non_voting.iter().copied().collect()
+    }
+
+    fn say_behind(&mut self, to: NodeId) {
+        let (now, heartbeat) = (self.now_ticks, self.config.heartbeat_ticks);
+        if !once_a_heartbeat(&mut self.members.behind_sent, to, now, heartbeat) {
+            return;
+        }
         let (epoch, applied) = (self.epoch(), self.state.applied_index());
         self.out
             .messages
@@ -225,6 +268,13 @@ impl<P: LogProtocol> Replica<P> {
     /// of a newer epoch when the asker is in an older one).
     pub(crate) fn handle_behind(&mut self, from: NodeId, epoch: u64, applied: u64) {
         if self.protocol.is_none() {
+            // A replica without an instance (removed, a learner, one that lost its storage)
+            // brings over only members of an older epoch: for the new epoch's members its
+            // state is no newer, and its learners are the voters' to feed.
+            let older = epoch < self.epoch() && !self.state.config.members.is_empty();
+            if older && applied > 0 {
+                self.start_snapshot_send(from, false);
+            }
             return;
         }
         if applied == 0 && self.state.applied_index() > 0 {

@@ -51,4 +51,7 @@ pub enum Message<M, T> {
     LearnerApplied { applied: u64 },
     /// "Your epoch is newer than mine (or I have no state at all): send me your state."
     Behind { epoch: u64, applied: u64 },
+    /// "I am a voter of `epoch` that lost its storage (`membership.rs`): I vote in nothing
+    /// there" — so that the group can replace it (a placed group moves off it).
+    NonVoting { epoch: u64 },
 }

@@ -64,6 +64,16 @@ struct Outgoing<T> {
     stalled_heartbeats: u32,
 }
 
+/// What came of a complete snapshot.
+enum Installed {
+    /// Installed, or not needed (this replica holds that much already).
+    Yes,
+    /// The bytes do not decode to a state at the snapshot's index.
+    Undecodable,
+    /// Decoded but refused: a state from before this replica's member left the group.
+    Refused,
+}
+
 #[derive(Debug)]
 struct Incoming<T> {
     from: NodeId,
@@ -166,10 +176,9 @@ impl<P: LogProtocol> Replica<P> {
     /// a transfer to `to` in that term is already under way. `for_protocol`: the protocol
     /// asked for it; otherwise membership did (a learner, a new member, an older epoch).
     pub(crate) fn start_snapshot_send(&mut self, to: NodeId, for_protocol: bool) {
-        let Some(p) = self.protocol.as_ref() else {
+        let Some(term) = self.sending_term() else {
             return;
         };
-        let term = p.snapshot_term();
         let epoch = self.epoch();
         if self
             .snapshots
@@ -253,10 +262,23 @@ impl<P: LogProtocol> Replica<P> {
         }
     }
 
+    /// The term this replica's transfers go out in: its instance's; without one, the default
+    /// term, as long as it holds a configuration's state — a member that applied its own
+    /// removal still brings the members left in the old epoch over to the new one (it may be
+    /// the only one that applied the change: `membership.rs`, `handle_behind`).
+    fn sending_term(&self) -> Option<P::Term> {
+        match &self.protocol {
+            Some(p) => Some(p.snapshot_term()),
+            None if self.state.config.members.is_empty() => None,
+            None if self.config.bug(PlantedBug::RemovedReplicaLeavesAtOnce) => None,
+            None => Some(P::Term::default()),
+        }
+    }
+
     /// Every heartbeat: drop transfers of a term we no longer hold, resend from the
     /// acknowledged offset where nothing progressed, abandon transfers stalled too long.
     pub(crate) fn snapshot_heartbeat(&mut self) {
-        let term = self.protocol.as_ref().map(|p| p.snapshot_term());
+        let term = self.sending_term();
         let epoch = self.epoch();
         self.snapshots
             .outgoing
@@ -301,7 +323,7 @@ impl<P: LogProtocol> Replica<P> {
         idx: u64,
         off: u64,
     ) {
-        let current = self.protocol.as_ref().map(|p| p.snapshot_term());
+        let current = self.sending_term();
         let Some(o) = self.snapshots.outgoing.get_mut(&from) else {
             return;
         };
@@ -413,11 +435,13 @@ impl<P: LogProtocol> Replica<P> {
         let Some(inc) = self.snapshots.incoming.take() else {
             return;
         };
-        if self.install_snapshot(key, snapshot_idx, &inc.bytes) {
-            self.ack_snapshot(from, key, snapshot_idx, total_bytes);
-        } else {
+        match self.install_snapshot(key, snapshot_idx, &inc.bytes) {
+            Installed::Yes => self.ack_snapshot(from, key, snapshot_idx, total_bytes),
             // Undecodable: ask for it again from the start.
-            self.ack_snapshot(from, key, snapshot_idx, 0);
+            Installed::Undecodable => self.ack_snapshot(from, key, snapshot_idx, 0),
+            // Not acknowledged: an acknowledgement says the state is here, and a leader
+            // counts a learner in sync by it (it would promote one that has no state).
+            Installed::Refused => {}
         }
     }
 
@@ -463,14 +487,19 @@ impl<P: LogProtocol> Replica<P> {
         false
     }
 
-    /// Installs a complete snapshot. Returns false if the bytes do not decode to a state at
-    /// `snapshot_idx` (corruption the transport did not catch).
-    fn install_snapshot(&mut self, (epoch, term): (u64, P::Term), idx: u64, bytes: &[u8]) -> bool {
+    /// Installs a complete snapshot: [`Installed::Undecodable`] if the bytes do not decode to
+    /// a state at `snapshot_idx` (corruption the transport did not catch).
+    fn install_snapshot(
+        &mut self,
+        (epoch, term): (u64, P::Term),
+        idx: u64,
+        bytes: &[u8],
+    ) -> Installed {
         let Ok(image) = StateImage::decode(bytes) else {
-            return false;
+            return Installed::Undecodable;
         };
         if image.kv.applied_index() != idx {
-            return false;
+            return Installed::Undecodable;
         }
         let same_epoch = epoch == self.epoch() && !self.state.config.members.is_empty();
         let watched = self.state.kv.collects_events();
@@ -478,7 +507,7 @@ impl<P: LogProtocol> Replica<P> {
         match self.protocol.as_mut() {
             Some(p) if same_epoch => {
                 if idx <= p.decided_idx() {
-                    return true;
+                    return Installed::Yes;
                 }
                 let protocol = p.install_snapshot(term, idx);
                 self.state = AppliedState::from_image(image, &self.bootstrap);
@@ -494,9 +523,10 @@ impl<P: LogProtocol> Replica<P> {
                 // snapshot's configuration says what this replica is now.
                 let old_epoch = self.epoch();
                 let joining = self.state.config.members.is_empty();
+                let was_member = self.state.config.contains(self.config.id);
                 if joining && self.stale_for_rejoin(&image) {
                     // Ignored: this replica keeps asking, and the group's leader sends state.
-                    return true;
+                    return Installed::Refused;
                 }
                 self.state = AppliedState::from_image(image, &self.bootstrap);
                 if joining && self.config.bug(PlantedBug::JoinWithoutState) {
@@ -504,6 +534,9 @@ impl<P: LogProtocol> Replica<P> {
                 }
                 if joining {
                     self.outlive_own_origins();
+                }
+                if !was_member {
+                    self.forget_a_stay_as_voter();
                 }
                 self.after_state_replaced(watched);
                 // A member without state starts the epoch it was sent even when its number is
@@ -515,7 +548,7 @@ impl<P: LogProtocol> Replica<P> {
                 }
             }
         }
-        true
+        Installed::Yes
     }
 
     /// Whether `image` is from before this replica's member left the group it joins again
@@ -533,9 +566,18 @@ impl<P: LogProtocol> Replica<P> {
     /// would be skipped as applied before (never proposed by a leader, never answered). So its
     /// first state moves its incarnation past every one of its own the state remembers; the
     /// checkpoint that follows in the same batch makes it durable.
+    ///
+    /// A replica that is not amnesic stays so: incarnations from a stay after a lost disk (at
+    /// or above `AMNESIC_INCARNATION_BASE`, drawn from a boot nonce) are passed by, not counted
+    /// past — a newcomer cannot have voted in the epochs it enters from here, and no origin it
+    /// makes below that base was made before.
     fn outlive_own_origins(&mut self) {
         let me: NodeId = self.config.id;
-        let Some(seen) = self.state.highest_incarnation_of(me) else {
+        let below = match self.amnesic() {
+            true => u64::MAX,
+            false => crate::AMNESIC_INCARNATION_BASE,
+        };
+        let Some(seen) = self.state.highest_incarnation_of(me, below) else {
             return;
         };
         if seen < self.pending.incarnation() {
@@ -552,6 +594,35 @@ impl<P: LogProtocol> Replica<P> {
         }
         self.pending.set_incarnation(seen + 1);
         self.out.records.push(Record::Incarnation(seen + 1));
+    }
+
+    /// A move's newcomer (`EngineConfig::move_newcomer`: synod-partition's `moves.rs`) is
+    /// added as a learner and promoted only once in sync, so the first state that lists it at
+    /// all, if it lists it as a voter, is from a stay it no longer remembers — its disk was
+    /// lost, or its records of the group — in which it may have voted. It takes that state as a replica
+    /// that lost its storage: amnesic, so it starts no instance of an epoch it may have voted
+    /// in ([`Replica::start_epoch_instance`]) and stays non-voting there. A node started with
+    /// `--join` may be added as a voter directly and is not judged so.
+    fn forget_a_stay_as_voter(&mut self) {
+        let me = self.config.id;
+        let newcomer = self.config.join && self.config.move_newcomer;
+        if !newcomer || !self.state.config.is_voter(me) || self.amnesic() {
+            return;
+        }
+        if self.config.bug(PlantedBug::MoveJoinerVotesAfresh) {
+            return;
+        }
+        // A joiner takes no request before its state (the partitioned engine relays them), so
+        // no origin of the incarnation it leaves is pending.
+        debug_assert_eq!(self.pending.len(), 0);
+        // Above every incarnation of its own the state remembers, amnesic ones of an earlier
+        // forgotten stay in this boot included (they share the boot nonce).
+        let seen = self.state.highest_incarnation_of(me, u64::MAX).unwrap_or(0);
+        let amnesic = (crate::AMNESIC_INCARNATION_BASE | (self.config.boot_nonce >> 2))
+            .max(self.pending.incarnation() + 1)
+            .max(seen + 1);
+        self.pending.set_incarnation(amnesic);
+        self.out.records.push(Record::Incarnation(amnesic));
     }
 
     fn after_state_replaced(&mut self, watched: bool) {

@@ -284,10 +284,10 @@ impl AppliedState {
         self.kv.applied_index()
     }
 
-    /// The highest incarnation of `node` among the origins this state remembers.
-    pub fn highest_incarnation_of(&self, node: NodeId) -> Option<u64> {
+    /// The highest incarnation below `below` of `node` among the origins this state remembers.
+    pub fn highest_incarnation_of(&self, node: NodeId, below: u64) -> Option<u64> {
         let own = self.origins.iter().filter(|o| o.node == node);
-        own.map(|o| o.incarnation).max()
+        own.map(|o| o.incarnation).filter(|i| *i < below).max()
     }
 
     pub fn was_applied(&self, o: &Origin) -> bool {

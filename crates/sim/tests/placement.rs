@@ -2,8 +2,9 @@
 //! own group, each group after the first on 3 of the members; clients ask any member, so most
 //! requests are relayed to a member hosting the key's group. The range directory (on every
 //! member) must record every group with its hosts once a run is quiet. Every fault, and storage
-//! faults with repairs; the linearizability checker partitions by key, so relayed and local
-//! requests are checked together. Lease clients too: their requests are fanned out to every
+//! faults with repairs (with moves too: a replica that cannot tell whether it voted in its
+//! group's configuration is moved off); the linearizability checker partitions by key, so
+//! relayed and local requests are checked together. Lease clients too: their requests are fanned out to every
 //! group, through relays where a group is elsewhere, under the lease checker. Scans over groups
 //! on different members, their parts relayed and read at one revision, under the compaction
 //! workload's scan check. The planted bugs — relayed reads lose their consistency and are served
@@ -209,15 +210,45 @@ fn planted_move_removing_below_replicas_is_caught() {
     assert_caught_by(&r, "convergence");
 }
 
-/// A member that rejoins a group it left takes any state it is sent: a member still in an old
-/// configuration of the group (it missed the moves) sends its stale state, the rejoined member
-/// — which forgot the votes it cast in that configuration — makes up a quorum of it with the
-/// stale one, and they decide again what was decided (the agreement check).
+/// Moves under storage faults: a member whose storage was damaged repairs from its peers, but a
+/// group moved to it in a configuration it cannot tell whether it voted in (every group whose
+/// configuration changed since it began: any group a move touched) it takes as a member that
+/// lost its storage — non-voting — and says so; the group's leader moves the group off it
+/// (`moves.rs`, `replace_non_voting`). Every replica of every group must still reach the same
+/// applied index. Until 2026-12-07 one run in five ended with a group on a member that would
+/// never vote in it again (and a newcomer that had lost its disk voted afresh instead).
 #[test]
-fn planted_rejoin_taking_stale_state_is_caught() {
+fn groups_move_between_members_through_storage_faults() {
     let mut cfg = placed();
     cfg.moves = true;
-    cfg.planted_bug = Some(PlantedBug::RejoinTakesStaleState);
-    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 138_000..138_000 + PLANT_SEEDS_MAX);
-    assert_caught_by(&r, "agreement");
+    cfg.faults = synod_sim::FaultSet::parse("all,storage").expect("valid fault list");
+    let n = seed_count(SEEDS_DEFAULT / 2);
+    assert_all_pass::<Partitioned<OmniPaxosEngine>>(&cfg, 150_000..150_000 + n);
+    assert_all_pass::<Partitioned<VrEngine>>(&cfg, 151_000..151_000 + n);
+}
+
+/// A placed group's leader keeps a voter that says it cannot vote: the group never moves off
+/// it, and its replica there never catches up.
+#[test]
+fn planted_non_voting_voter_kept_is_caught() {
+    let mut cfg = placed();
+    cfg.moves = true;
+    cfg.faults = synod_sim::FaultSet::parse("all,storage").expect("valid fault list");
+    cfg.planted_bug = Some(PlantedBug::NonVotingVoterKept);
+    let r = assert_caught::<Partitioned<VrEngine>>(&cfg, 151_000..151_000 + PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "convergence");
+}
+
+/// A replica that applied its own removal drops at once and a replica without a protocol
+/// instance sends no snapshot: where the member removed was the only one that applied the
+/// removal (the leader that decided it) and another of the old configuration cannot vote, the
+/// others never learn of it and the group stalls for good.
+#[test]
+fn planted_removed_replica_leaving_at_once_is_caught() {
+    let mut cfg = placed();
+    cfg.moves = true;
+    cfg.faults = synod_sim::FaultSet::parse("all,storage").expect("valid fault list");
+    cfg.planted_bug = Some(PlantedBug::RemovedReplicaLeavesAtOnce);
+    let r = assert_caught::<Partitioned<VrEngine>>(&cfg, 151_000..151_000 + PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "convergence");
 }

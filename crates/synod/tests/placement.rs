@@ -5,8 +5,9 @@
 //! each range lives, reads over every group are served at every member (their parts relayed,
 //! read at one revision), leases and compaction reach every group through relays, `endpoint
 //! hashkv` agrees at every member and a backup at a member gathers the groups it does not host
-//! (restored into a new cluster), a range moves between members on command, and a member
-//! replaced through etcdctl (one added, one removed) has its groups moved off it.
+//! (restored into a new cluster), a range moves between members on command, a member
+//! replaced through etcdctl (one added, one removed) has its groups moved off it, and so has a
+//! member that lost a moved range's records (it may have voted there, so it votes no more).
 
 mod common;
 
@@ -35,6 +36,15 @@ fn placed_with(tweak: &dyn Fn(&mut synod_node::ClusterConfig)) -> Cluster {
 
 /// One key of each group, in key order.
 const KEYS: [&str; 4] = ["a", "d", "n", "u"];
+
+/// Until members 1 and 2 report the groups they host.
+fn wait_placed(c: &Cluster) {
+    for id in [1, 2] {
+        wait_until(Duration::from_secs(30), "the placement", || {
+            hosted(c, id).filter(|h| !h.is_empty())
+        });
+    }
+}
 
 /// The groups member `id` hosts, each with its voters.
 fn hosted(c: &Cluster, id: u64) -> Option<Vec<(u64, Vec<u64>)>> {
@@ -411,11 +421,7 @@ fn a_range_moves_from_one_member_to_another() {
         return;
     };
     let mut c = placed();
-    for id in [1, 2] {
-        wait_until(Duration::from_secs(30), "the placement", || {
-            hosted(&c, id).filter(|h| !h.is_empty())
-        });
-    }
+    wait_placed(&c);
     ok_at(&c, &etcdctl, 5, &["put", "d", "before"]);
     let writer = {
         let (etcdctl, endpoint) = (etcdctl.clone(), c.member(3).grpc_addr.clone());
@@ -676,4 +682,50 @@ fn a_member_is_replaced_and_its_groups_move_off_it() {
     }
     let listed = ok_at(&c, &etcdctl, 1, &["member", "list"]);
     assert!(!listed.lines().any(|l| l.starts_with("4,")), "{listed}");
+}
+
+/// A member whose storage is damaged after a range moved to it: restarted, it quarantines its
+/// log and repairs from its peers, but a group moved to it at run time is not in its
+/// placement, so its replica starts on the group's next message as a newcomer would — and its
+/// first state lists it as a voter already: it may have voted there before the damage, so it
+/// votes in nothing (`non-voting (lost storage)`). It says so to the group's leader, which
+/// moves the group off it to a member that votes; then the group survives losing another of
+/// its members, and every member still reads and writes its key.
+#[test]
+fn a_member_that_lost_a_moved_range_s_records_is_replaced_in_its_group() {
+    let Some(etcdctl) = etcdctl() else {
+        return;
+    };
+    let mut c = placed();
+    wait_placed(&c);
+    ok_at(&c, &etcdctl, 5, &["put", "d", "before"]);
+    let said = synodctl_at(&c, 5, &["range", "move", "d", "--from", "2", "--to", "1"]);
+    assert!(said.contains("now on members 1,3,4"), "{said}");
+    ok_at(&c, &etcdctl, 5, &["put", "d", "moved"]);
+    reads_d(&c, &etcdctl, &[1, 3, 4], "moved");
+
+    c.kill(1);
+    common::damage_wal(&c, 1);
+    c.restart(1);
+    let voters_of_1 = |c: &Cluster, m| {
+        (hosted(c, m).unwrap_or_default().into_iter())
+            .find(|(g, _)| *g == 1)
+            .map(|(_, v)| v)
+    };
+    let now = wait_until(
+        Duration::from_secs(90),
+        "group 1 moved off member 1",
+        || voters_of_1(&c, 3).filter(|v| v.len() == 3 && !v.contains(&1)),
+    );
+    assert!(c.log(1).contains("quarantin"), "member 1 repaired");
+    // Member 3 goes: the group's two other voters decide without it.
+    c.kill(3);
+    assert!(now.contains(&3) && now.contains(&4), "{now:?}");
+    for id in [1, 2, 4, 5] {
+        let value = format!("after-{id}");
+        wait_until(Duration::from_secs(30), "a write without member 3", || {
+            at(&c, &etcdctl, id, &["put", "d", &value]).0.then_some(())
+        });
+    }
+    reads_d(&c, &etcdctl, &[1, 2, 4, 5], "after-5");
 }

@@ -7,9 +7,8 @@
 
 mod common;
 
-use common::{Cluster, wait_until};
+use common::{Cluster, damage_wal, files, flip_middle, wait_until};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Keys written (one put each, so one WAL batch each on every member) before the damage.
@@ -69,51 +68,6 @@ fn wait_serves_all(c: &Cluster, id: u64, keys: &[(String, String)]) -> Duration 
         },
     );
     start.elapsed()
-}
-
-fn files(dir: &Path, prefix: &str, suffix: &str) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with(prefix) && n.ends_with(suffix))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
-}
-
-/// Flips 8 bytes in the middle of the written part of `path` (before its trailing zeros, so
-/// later batches still follow the damaged one); returns the offset.
-fn flip_middle(path: &Path) -> usize {
-    let mut bytes = std::fs::read(path).expect("read file to damage");
-    let end = bytes
-        .iter()
-        .rposition(|b| *b != 0)
-        .expect("a non-empty file")
-        + 1;
-    let at = end / 2;
-    for b in &mut bytes[at..at + 8] {
-        *b ^= 0xA5;
-    }
-    std::fs::write(path, bytes).expect("write damaged file");
-    at
-}
-
-/// Damages the first (oldest, hence fully committed) WAL segment of member `id`.
-fn damage_wal(c: &Cluster, id: u64) {
-    let wal = c.data_dir(id).join("wal");
-    let segment = files(&wal, "wal-", ".log")
-        .into_iter()
-        .next()
-        .expect("a WAL segment");
-    let at = flip_middle(&segment);
-    eprintln!("flipped 8 bytes at offset {at} of {}", segment.display());
 }
 
 fn damage_newest_snapshot(c: &Cluster, id: u64) {

@@ -239,3 +239,108 @@ fn a_removed_member_s_groups_move_to_the_members_left() {
         "{r:?}"
     );
 }
+
+/// A member that lost its disk after a group was moved to it has no record of that group: its
+/// boot starts only the groups its placement gives it, and the group's next message starts a
+/// replica as a move's newcomer would. But its first state already lists it as a voter, so it
+/// was one before the loss and may have voted: it takes the state as a replica that lost its
+/// storage, non-voting, also after a restart (planted `move-joiner-votes-afresh`: it votes
+/// afresh, as if it had never promised anything there).
+#[test]
+fn a_member_that_lost_its_disk_after_a_move_to_it_does_not_vote_afresh() {
+    let amnesic = "non-voting (lost storage)".to_string();
+    assert_eq!(
+        roles_after_losing_the_disk(None),
+        (amnesic.clone(), vec![1], amnesic.clone()),
+        "member 1's role, the non-voting voters member 3 heard of, member 1's role restarted"
+    );
+    let (planted, _, _) = roles_after_losing_the_disk(Some(PlantedBug::MoveJoinerVotesAfresh));
+    assert!(
+        planted == "leader" || planted == "follower",
+        "the planted bug is caught: {planted}"
+    );
+}
+
+/// Group 1 moves from member 2 to member 1, member 1 loses its disk; the role of member 1's
+/// replica of group 1 once it has been sent the group's state, the voters member 3's replica
+/// heard cannot vote, and member 1's role after a restart from the records it wrote since.
+fn roles_after_losing_the_disk(bug: Option<PlantedBug>) -> (String, Vec<NodeId>, String) {
+    let tweak = |c: &mut EngineConfig| {
+        c.range_directory = true;
+        c.partition_replicas = 2;
+        c.planted_bug = bug;
+    };
+    let mut net = Net::with(tweak);
+    net.rounds(100);
+    net.put(1, "h1", "before");
+    let r = net.call(0, move_op("h", 2, 1));
+    assert!(
+        matches!(r.as_ref().map(|r| &r.body), Ok(ResponseBody::Membership(c)) if c.voters() == [1, 3]),
+        "moved: {r:?}"
+    );
+    net.rounds(50);
+    let lost = |net: &mut Net, records| {
+        let mut c = config(1, 0);
+        tweak(&mut c);
+        c.first_boot = false;
+        net.nodes[0] = Node::recover(c, records).expect("recover");
+    };
+    net.disks[0].clear();
+    lost(&mut net, Vec::new());
+    assert!(
+        !net.nodes[0].groups.contains_key(&1),
+        "no record of group 1"
+    );
+    net.rounds(100);
+    let role = |net: &Net| net.nodes[0].groups.get(&1).map(|g| g.status().role);
+    let first = role(&net).expect("member 1 started group 1 again on its messages");
+    let heard = (net.nodes[2].groups.get(&1)).map_or(Vec::new(), |g| g.non_voting_voters());
+    let records = net.disks[0].clone();
+    lost(&mut net, records);
+    let after = role(&net).expect("member 1 restarts group 1 from its records");
+    (first, heard, after)
+}
+
+/// A member that lost its disk repairs its groups (in their first configuration, by the
+/// protocol) under an incarnation drawn above the amnesic base, and its commands carry it.
+/// Moved off a group and back, it joins as a newcomer, and its first state remembers those
+/// origins: counting past them would make the newcomer amnesic too, and non-voting once
+/// promoted. It passes over them instead: back in the group, it votes, and its writes apply.
+#[test]
+fn a_member_that_lost_its_disk_votes_again_in_a_group_moved_away_and_back() {
+    let tweak = |c: &mut EngineConfig| {
+        c.range_directory = true;
+        c.partition_replicas = 2;
+    };
+    let mut net = Net::with(tweak);
+    net.rounds(100);
+    // Member 2 (group 1 is on 2 and 3) loses its disk and repairs.
+    let mut c = config(2, 0);
+    tweak(&mut c);
+    c.first_boot = false;
+    net.disks[1].clear();
+    net.nodes[1] = Node::recover(c, Vec::new()).expect("recover");
+    net.rounds(200);
+    for i in 0..3 {
+        net.put(1, &format!("h{i}"), "after the repair");
+    }
+    let moved = |r: Result<Response, EngineError>| {
+        assert!(
+            matches!(r.as_ref().map(|r| &r.body), Ok(ResponseBody::Membership(_))),
+            "a move's answer: {r:?}"
+        );
+    };
+    moved(net.call(0, move_op("h", 2, 1)));
+    net.rounds(50);
+    assert!(!net.nodes[1].groups.contains_key(&1), "member 2 left it");
+    moved(net.call(0, move_op("h", 1, 2)));
+    net.rounds(50);
+    let role = net.nodes[1].groups.get(&1).map(|g| g.status().role);
+    assert!(
+        matches!(role.as_deref(), Some("leader" | "follower")),
+        "member 2 votes in group 1 again: {role:?}"
+    );
+    net.put(1, "h0", "back");
+    let read = value_of(net.call(2, Op::Range(RangeRequest::key("h0"))));
+    assert_eq!(read, "back");
+}

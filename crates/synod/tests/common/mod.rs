@@ -968,3 +968,49 @@ pub fn curl(url: &str, body: Option<&str>) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("curl {url}: not JSON ({e}): {out:?}"))
 }
+
+/// The files in `dir` whose names start with `prefix` and end with `suffix`, sorted.
+pub fn files(dir: &Path, prefix: &str, suffix: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(prefix) && n.ends_with(suffix))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Flips 8 bytes in the middle of the written part of `path` (before its trailing zeros, so
+/// later batches still follow the damaged one); returns the offset.
+pub fn flip_middle(path: &Path) -> usize {
+    let mut bytes = std::fs::read(path).expect("read file to damage");
+    let end = bytes
+        .iter()
+        .rposition(|b| *b != 0)
+        .expect("a non-empty file")
+        + 1;
+    let at = end / 2;
+    for b in &mut bytes[at..at + 8] {
+        *b ^= 0xA5;
+    }
+    std::fs::write(path, bytes).expect("write damaged file");
+    at
+}
+
+/// Damages the first (oldest, hence fully committed) WAL segment of member `id`.
+pub fn damage_wal(c: &Cluster, id: u64) {
+    let wal = c.data_dir(id).join("wal");
+    let segment = files(&wal, "wal-", ".log")
+        .into_iter()
+        .next()
+        .expect("a WAL segment");
+    let at = flip_middle(&segment);
+    eprintln!("flipped 8 bytes at offset {at} of {}", segment.display());
+}

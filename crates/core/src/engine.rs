@@ -775,7 +775,8 @@ pub enum PlantedBug {
     /// given at once instead of once every group followed — so the operator stops a removed
     /// member that other groups still count as a voter. (Random schedules no longer reach
     /// it since 2026-12-07, when removed replicas began sending their state to the groups
-    /// that still count them; no test catches it now.)
+    /// that still count them; synod-partition's `tests/members.rs` catches it, with two
+    /// removals at once while the member is cut off.)
     PartitionMemberRetryNotHeld,
     /// Partitioned split on a learner (a member being added): the new group's first record is
     /// a protocol checkpoint, which names a voter — it does not recover, so the member never
@@ -825,7 +826,8 @@ pub enum PlantedBug {
     /// during its earlier stay; having forgotten those votes, it makes up a quorum of that old
     /// configuration with the stale member, and they decide again what was decided. Caught by
     /// the agreement check until 2026-12-07; since removed replicas send their state to older
-    /// configurations, random schedules no longer reach it (no test catches it now).
+    /// configurations, random schedules no longer reach it; synod-partition's
+    /// `tests/placement.rs` catches it by handing a rejoined replica an old state.
     RejoinTakesStaleState,
     /// Placement, rebalancing (`synod-partition`'s `rebalance.rs`): a group's leader sheds a
     /// voter from a group that has just its replicas, as if it had one too many (an off-by-one

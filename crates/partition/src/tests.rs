@@ -18,6 +18,27 @@ struct Net {
     disks: Vec<Vec<GroupRecord<<Group as Engine>::Record>>>,
     replies: Vec<ClientReply>,
     seq: u64,
+    /// What happens to each group's message on its way (`Tap`); none: every one passes.
+    tap: Option<TapFn>,
+    /// Messages the tap copied or held: (from, to, group, message).
+    tapped: Vec<(NodeId, NodeId, GroupId, GroupMsg)>,
+    /// Checked on every reply as the member that gives it emits it, before anything else
+    /// happens; what it returns is kept in `audit_failures`.
+    audit: Option<fn(&Node, &ClientReply) -> Option<String>>,
+    audit_failures: Vec<String>,
+}
+
+type GroupMsg = <Group as Engine>::Message;
+type TapFn = fn(NodeId, NodeId, GroupId, &GroupMsg) -> Tap;
+
+/// What the network does with one group's message.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tap {
+    Pass,
+    /// Delivered, and a copy kept in `Net::tapped`.
+    Copy,
+    /// Not delivered: kept in `Net::tapped`.
+    Hold,
 }
 
 fn config(id: NodeId, snapshot_entries: u64) -> EngineConfig {
@@ -45,6 +66,10 @@ impl Net {
             disks: vec![Vec::new(); 3],
             replies: Vec::new(),
             seq: 0,
+            tap: None,
+            tapped: Vec::new(),
+            audit: None,
+            audit_failures: Vec::new(),
         }
     }
 
@@ -77,13 +102,30 @@ impl Net {
                         .filter(|_| !lost)
                         .map(|(to, m)| (i as u64 + 1, to, m)),
                 );
+                if let Some(audit) = self.audit {
+                    let failed = outbox.replies.iter().filter_map(|r| audit(n, r));
+                    self.audit_failures.extend(failed);
+                }
                 self.replies.extend(outbox.replies);
             }
             if inflight.is_empty() {
                 return;
             }
-            for (from, to, m) in inflight {
+            for (from, to, mut m) in inflight {
                 let cut = |n: u64| self.down == Some(n as usize - 1);
+                if let Some(tap) = self.tap {
+                    m.parts.retain(|(g, part)| match tap(from, to, *g, part) {
+                        Tap::Pass => true,
+                        Tap::Copy => {
+                            self.tapped.push((from, to, *g, part.clone()));
+                            true
+                        }
+                        Tap::Hold => {
+                            self.tapped.push((from, to, *g, part.clone()));
+                            false
+                        }
+                    });
+                }
                 if !cut(from) && !cut(to) {
                     self.nodes[to as usize - 1].receive(from, m);
                 }
@@ -731,6 +773,7 @@ fn small_quiet_ranges_split_off_automatically_merge_back_and_an_operators_stay()
 mod backup;
 mod gather;
 mod leases;
+mod members;
 mod placement;
 mod watch;
 

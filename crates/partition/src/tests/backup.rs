@@ -73,6 +73,10 @@ fn a_backup_of_every_group_restores_into_another_layout() {
         disks: vec![disk.clone(); 3],
         replies: Vec::new(),
         seq: 0,
+        tap: None,
+        tapped: Vec::new(),
+        audit: None,
+        audit_failures: Vec::new(),
     };
     new.rounds(50);
     for n in &new.nodes {

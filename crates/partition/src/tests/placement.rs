@@ -344,3 +344,104 @@ fn a_member_that_lost_its_disk_votes_again_in_a_group_moved_away_and_back() {
     let read = value_of(net.call(2, Op::Range(RangeRequest::key("h0"))));
     assert_eq!(read, "back");
 }
+
+/// A member that rejoins a group it left takes no state from before it left: such a state
+/// lists it as a voter of a configuration it may have voted in during its earlier stay, and
+/// having forgotten those votes it could make up a quorum of that old configuration with a
+/// stale member and decide again what was decided. Here group 1 moves from member 2 to 1 (the
+/// state member 1 is sent then, listing member 2 as a voter, is kept) and back; before member
+/// 2's rejoined replica hears from its group, that old state reaches it — as a member still in
+/// the old configuration would send it. It is refused; the rejoin then completes (planted
+/// `rejoin-takes-stale-state`: taken — since 2026-12-07 random schedules no longer reach it,
+/// so this test is its catch).
+#[test]
+fn a_member_that_rejoins_a_group_refuses_a_state_from_before_it_left() {
+    assert_eq!(stale_state_taken(None), Vec::<NodeId>::new());
+    let planted = stale_state_taken(Some(PlantedBug::RejoinTakesStaleState));
+    assert!(
+        planted.contains(&2),
+        "the planted bug is caught: {planted:?}"
+    );
+}
+
+/// The voters of member 2's replica of group 1 right after the old state reached it (none:
+/// refused, and then the move back completed and member 2 serves the group's keys).
+fn stale_state_taken(bug: Option<PlantedBug>) -> Vec<NodeId> {
+    let mut net = Net::with(|c| {
+        c.range_directory = true;
+        c.partition_replicas = 2;
+        c.planted_bug = bug;
+    });
+    net.rounds(100);
+    for i in 0..5 {
+        net.put(1, &format!("h{i}"), "first stay");
+    }
+    let moved = |r: Result<Response, EngineError>| {
+        assert!(
+            matches!(r.as_ref().map(|r| &r.body), Ok(ResponseBody::Membership(_))),
+            "a move's answer: {r:?}"
+        );
+    };
+    net.tap = Some(|_, to, g, m| {
+        let chunk = matches!(m, synod_replica::Message::SnapshotChunk { .. });
+        match to == 1 && g == 1 && chunk {
+            true => Tap::Copy,
+            false => Tap::Pass,
+        }
+    });
+    moved(net.call(0, move_op("h", 2, 1)));
+    net.rounds(50);
+    // The first state member 1 was sent: from before its promotion, member 2 a voter.
+    let transfer = |m: &GroupMsg| match m {
+        synod_replica::Message::SnapshotChunk {
+            epoch,
+            snapshot_idx,
+            ..
+        } => Some((*epoch, *snapshot_idx)),
+        _ => None,
+    };
+    let mut old = std::mem::take(&mut net.tapped);
+    let first = old.first().and_then(|(_, _, _, m)| transfer(m));
+    assert!(first.is_some(), "member 1 was sent group 1's state");
+    old.retain(|(_, _, _, m)| transfer(m) == first);
+    assert!(!net.nodes[1].groups.contains_key(&1), "member 2 left it");
+    // Back to member 2, whose replica hears nothing from group 1 for now.
+    net.tap = Some(|_, to, g, _| match to == 2 && g == 1 {
+        true => Tap::Hold,
+        false => Tap::Pass,
+    });
+    let back = net.submit(0, move_op("h", 1, 2), Consistency::Linearizable);
+    net.rounds(20);
+    assert!(
+        net.nodes[1].may_join(1),
+        "member 2 learned it is added again"
+    );
+    for (_, _, g, m) in old {
+        let message = GroupMessage {
+            parts: vec![(g, m)],
+            relayed: Vec::new(),
+            top: 0,
+        };
+        net.nodes[1].receive(3, message);
+    }
+    net.rounds(1);
+    let taken = net.nodes[1]
+        .groups
+        .get(&1)
+        .map(|e| e.status().configuration);
+    let voters = taken.map(|c| c.voters()).unwrap_or_default();
+    if !voters.is_empty() {
+        // Taken: the rejoined member counts as a voter of the old configuration (and, as it
+        // left no record of its earlier votes, as one that lost its storage).
+        return voters;
+    }
+    net.tap = None;
+    net.tapped.clear();
+    moved(net.wait(back));
+    net.put(1, "h1", "second stay");
+    for at in 0..3 {
+        let read = value_of(net.call(at, Op::Range(RangeRequest::key("h1"))));
+        assert_eq!(read, "second stay", "read at member {}", at + 1);
+    }
+    voters
+}

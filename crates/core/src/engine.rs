@@ -383,6 +383,13 @@ pub trait Engine: Sized + Send + 'static {
         Vec::new()
     }
 
+    /// Whether this replica is one of those: a voter of its configuration without the means
+    /// to vote in it. It takes no requests of its own — it cannot tell its group's leader by
+    /// the protocol — so a member hosting it sends them to the group's other hosts.
+    fn non_voting(&self) -> bool {
+        false
+    }
+
     /// etcd's Hash of the whole applied state; see [`crate::kv::KvStore::hash_all`].
     fn hash_all(&self) -> Result<u32, EngineError> {
         Err(EngineError::Unsupported {
@@ -863,10 +870,22 @@ pub enum PlantedBug {
     /// the old configuration's others cannot make a quorum without it (one of them lost its
     /// storage), the group stalls for good. Caught by the simulator's convergence check.
     RemovedReplicaLeavesAtOnce,
+    /// Placement (`synod-partition`'s `moves.rs`): a voter that cannot vote (it lost its
+    /// storage after its configuration began) still takes its member's requests for the group,
+    /// which wait for a leader it cannot reach by the protocol — until they time out or the
+    /// group moves off it. Caught by the partitioned engine's test
+    /// `a_voter_that_cannot_vote_sends_requests_to_the_other_hosts_until_replaced`.
+    NonVotingVoterServes,
+    /// Placement (`synod-partition`'s `moves.rs`): a move off a removed member whose target
+    /// did not take the group (down) goes on to the learner it left behind, again and again,
+    /// instead of dropping it and passing that member over — so the removal never completes
+    /// while the least loaded member is down. Caught by the partitioned engine's test
+    /// `a_removed_member_s_groups_pass_over_a_target_that_did_not_take_them`.
+    MoveRetriesFailedTarget,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 71] = [
+    pub const ALL: [PlantedBug; 73] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -938,6 +957,8 @@ impl PlantedBug {
         PlantedBug::MoveJoinerVotesAfresh,
         PlantedBug::NonVotingVoterKept,
         PlantedBug::RemovedReplicaLeavesAtOnce,
+        PlantedBug::NonVotingVoterServes,
+        PlantedBug::MoveRetriesFailedTarget,
     ];
 
     pub fn name(self) -> &'static str {
@@ -1019,6 +1040,8 @@ impl PlantedBug {
             PlantedBug::MoveJoinerVotesAfresh => "move-joiner-votes-afresh",
             PlantedBug::NonVotingVoterKept => "non-voting-voter-kept",
             PlantedBug::RemovedReplicaLeavesAtOnce => "removed-replica-leaves-at-once",
+            PlantedBug::NonVotingVoterServes => "non-voting-voter-serves",
+            PlantedBug::MoveRetriesFailedTarget => "move-retries-failed-target",
         }
     }
 

@@ -188,9 +188,12 @@ impl<E: Engine> Partitioned<E> {
     }
 
     /// Whether this member has a replica of `g` that serves requests: not one started on a
-    /// message and still waiting for the group's state, nor one lingering after its removal.
+    /// message and still waiting for the group's state, nor one lingering after its removal,
+    /// nor a voter that cannot vote (until the group moves off it, `replace_non_voting`).
     pub(crate) fn serves(&self, g: GroupId) -> bool {
-        self.groups.contains_key(&g)
+        self.groups
+            .get(&g)
+            .is_some_and(|e| !e.non_voting() || self.base.bug(PlantedBug::NonVotingVoterServes))
             && !self.moves.joining.contains_key(&g)
             && !self.moves.lingering.contains_key(&g)
     }
@@ -227,6 +230,7 @@ impl<E: Engine> Partitioned<E> {
             to,
         }));
         let id = request.id;
+        self.rebalance.targets.insert(id, to);
         self.push_move(g, from, request);
         id
     }
@@ -325,6 +329,7 @@ impl<E: Engine> Partitioned<E> {
                     Some(_) if id.is_engine_own() => {
                         self.moves.driving.remove(i);
                         self.own.answered(&id);
+                        self.rebalance.targets.remove(&id);
                     }
                     Some(l) => {
                         // To the leader, which drives it from where the group stands.
@@ -534,6 +539,15 @@ impl<E: Engine> Partitioned<E> {
                 self.step_change(g, c.version, MemberChange::Remove(gone));
                 continue;
             }
+            // A learner a move of this member's failed to bring in sync (down, or too slow):
+            // dropped, so that the next move goes to another member rather than to it again.
+            let shunned = |l: &NodeId| {
+                self.shunned_target(*l) && !self.base.bug(PlantedBug::MoveRetriesFailedTarget)
+            };
+            if let Some(l) = c.learners().into_iter().find(shunned) {
+                self.step_change(g, c.version, MemberChange::Remove(l));
+                continue;
+            }
             let Some(to) = self.evacuation_target(&c, &cluster) else {
                 continue;
             };
@@ -575,12 +589,19 @@ impl<E: Engine> Partitioned<E> {
     }
 
     /// The cluster's voter outside configuration `c` that hosts the fewest groups (the lowest
-    /// id among equals), as this member knows where groups live.
+    /// id among equals), as this member knows where groups live — passing over a target a
+    /// move of this member's failed to reach lately, unless every one did.
     fn least_loaded_outside(&self, c: &Configuration, cluster: &Configuration) -> Option<NodeId> {
         let load = self.groups_hosted();
-        (cluster.voters().into_iter())
+        let outside: Vec<NodeId> = (cluster.voters().into_iter())
             .filter(|v| !c.contains(*v))
-            .min_by_key(|v| (load.get(v).copied().unwrap_or(0), *v))
+            .collect();
+        let least = |shun: bool| {
+            (outside.iter().copied())
+                .filter(|v| !shun || !self.shunned_target(*v))
+                .min_by_key(|v| (load.get(v).copied().unwrap_or(0), *v))
+        };
+        least(true).or_else(|| least(false))
     }
 
     /// Where a group whose configuration is `c` goes off a departed member: one of its own

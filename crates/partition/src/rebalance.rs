@@ -22,7 +22,8 @@
 //!
 //! **A target that does not take a group** (down, or too slow to catch up within the move's
 //! time) is passed over for [`SHUN_MOVE_TIMEOUTS`] move timeouts, so a dead member does not
-//! draw a move every round.
+//! draw a move every round — by this plan, and by the moves off a removed member or a voter
+//! that cannot vote (`moves.rs`), which choose the least loaded member outside the group too.
 //!
 //! **A voter too many** (a move cut short after its promotion, or two moves that each added a
 //! member for the one removed) is dropped by the group's leader on every placed cluster —
@@ -52,6 +53,9 @@ pub const SHUN_MOVE_TIMEOUTS: u64 = 2;
 pub(crate) struct Rebalance {
     /// The move this member started to balance, and its target.
     moving: Option<(RequestId, NodeId)>,
+    /// Every move this member started itself (to balance, to evacuate, to replace), and its
+    /// target: one that fails shuns it.
+    pub(crate) targets: BTreeMap<RequestId, NodeId>,
     /// Targets a move failed to reach, and the tick until which they are passed over.
     shunned: BTreeMap<NodeId, u64>,
     /// Groups led here with a voter more than placed: the configuration version, and the
@@ -205,21 +209,29 @@ impl<E: Engine> Partitioned<E> {
         Some(hosts)
     }
 
-    /// Notes the answer to a move this member started to balance: a target it did not reach
-    /// is passed over for a while.
+    /// Notes the answer to a move this member started itself: a target it did not reach is
+    /// passed over for a while.
     pub(crate) fn rebalance_answered(&mut self, reply: &ClientReply) {
-        let Some((id, to)) = self.rebalance.moving else {
+        if self.rebalance.moving.is_some_and(|(id, _)| id == reply.id) {
+            self.rebalance.moving = None;
+        }
+        let Some(to) = self.rebalance.targets.remove(&reply.id) else {
             return;
         };
-        if id != reply.id {
-            return;
-        }
-        self.rebalance.moving = None;
         if reply.result.is_err() {
             let until =
                 self.ticks + SHUN_MOVE_TIMEOUTS * MOVE_TIMEOUTS * self.base.request_timeout_ticks;
             self.rebalance.shunned.insert(to, until);
         }
+    }
+
+    /// Whether a move should pass member `to` over: a move of this member's own failed to
+    /// reach it lately.
+    pub(crate) fn shunned_target(&self, to: NodeId) -> bool {
+        self.rebalance
+            .shunned
+            .get(&to)
+            .is_some_and(|t| self.ticks < *t)
     }
 }
 

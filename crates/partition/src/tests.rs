@@ -42,9 +42,15 @@ enum Tap {
 }
 
 fn config(id: NodeId, snapshot_entries: u64) -> EngineConfig {
-    let mut c = EngineConfig::new(id, vec![1, 2, 3], 7);
-    c.split_keys = vec![b"g".to_vec(), b"p".to_vec()];
+    let mut c = config_of(id, 3);
     c.snapshot_entries = snapshot_entries;
+    c
+}
+
+/// Member `id`'s configuration in a cluster of members 1 to `n`.
+fn config_of(id: NodeId, n: u64) -> EngineConfig {
+    let mut c = EngineConfig::new(id, (1..=n).collect(), 7);
+    c.split_keys = vec![b"g".to_vec(), b"p".to_vec()];
     c
 }
 
@@ -55,15 +61,20 @@ impl Net {
 
     /// Three members with `tweak` applied to each one's configuration.
     fn with(tweak: impl Fn(&mut EngineConfig)) -> Net {
+        Net::sized(3, tweak)
+    }
+
+    /// Members 1 to `n` with `tweak` applied to each one's configuration.
+    fn sized(n: u64, tweak: impl Fn(&mut EngineConfig)) -> Net {
         let boot = |id: NodeId| {
-            let mut c = config(id, 0);
+            let mut c = config_of(id, n);
             tweak(&mut c);
             Node::recover(c, Vec::new()).expect("boot")
         };
         Net {
-            nodes: (1..=3).map(boot).collect(),
+            nodes: (1..=n).map(boot).collect(),
             down: None,
-            disks: vec![Vec::new(); 3],
+            disks: vec![Vec::new(); n as usize],
             replies: Vec::new(),
             seq: 0,
             tap: None,

@@ -487,6 +487,10 @@ impl<P: LogProtocol> Engine for Replica<P> {
     fn non_voting_voters(&self) -> Vec<NodeId> {
         Replica::non_voting_voters(self)
     }
+
+    fn non_voting(&self) -> bool {
+        self.protocol.is_none() && self.state.config.is_voter(self.config.id)
+    }
 }
 
 impl<P: LogProtocol> Replica<P> {

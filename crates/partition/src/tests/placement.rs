@@ -445,3 +445,131 @@ fn stale_state_taken(bug: Option<PlantedBug>) -> Vec<NodeId> {
     }
     voters
 }
+
+/// A member that lost its disk after its group's first configuration cannot vote in the
+/// group (it may have voted there before): its replica is a voter without the means to vote.
+/// It takes no requests of its own for that group — they go to the group's other hosts and
+/// are answered at once — and the group's leader moves the group off it (planted
+/// `non-voting-voter-serves`: it takes them, and they wait).
+#[test]
+fn a_voter_that_cannot_vote_sends_requests_to_the_other_hosts_until_replaced() {
+    assert_eq!(non_voting_host(None), Ok(()));
+    let planted = non_voting_host(Some(PlantedBug::NonVotingVoterServes));
+    assert!(planted.is_err(), "the planted bug is caught: {planted:?}");
+}
+
+/// Five members, groups of 3: group 1 (`[g, p)`) on members 2, 3, 4, moved from 4 to 5, then
+/// member 2 loses its disk and is asked to write a key of group 1.
+fn non_voting_host(bug: Option<PlantedBug>) -> Result<(), String> {
+    let tweak = |c: &mut EngineConfig| {
+        c.range_directory = true;
+        c.partition_replicas = 3;
+        c.planted_bug = bug;
+    };
+    let mut net = Net::sized(5, tweak);
+    net.rounds(100);
+    assert_eq!(net.nodes[0].hosts(1), [2, 3, 4]);
+    net.put(1, "h1", "before");
+    let r = net.call(0, move_op("h", 4, 5));
+    assert!(
+        matches!(r.as_ref().map(|r| &r.body), Ok(ResponseBody::Membership(c)) if c.voters() == [2, 3, 5]),
+        "moved: {r:?}"
+    );
+    net.rounds(50);
+    let mut c = config_of(2, 5);
+    tweak(&mut c);
+    c.first_boot = false;
+    net.disks[1].clear();
+    net.nodes[1] = Node::recover(c, Vec::new()).expect("recover");
+    let role = |net: &Net| net.nodes[1].groups.get(&1).map(|g| g.status().role);
+    for _ in 0..20 {
+        net.rounds(1);
+        if role(&net).as_deref() == Some("non-voting (lost storage)") {
+            break;
+        }
+    }
+    assert_eq!(role(&net).as_deref(), Some("non-voting (lost storage)"));
+    // At once, not after its group moved off it: the other hosts answer.
+    let put = Op::Put(PutRequest::new("h2", "while non-voting"));
+    let id = net.submit(1, put, Consistency::Linearizable);
+    let mut answered = None;
+    for _ in 0..20 {
+        net.round();
+        if let Some(i) = net.replies.iter().position(|r| r.id == id) {
+            answered = Some(net.replies.remove(i).result);
+            break;
+        }
+    }
+    if !matches!(answered, Some(Ok(_))) {
+        return Err(format!("not answered within 20 rounds: {answered:?}"));
+    }
+    net.rounds(300);
+    let hosts = net.nodes[0].hosts(1);
+    assert!(
+        !hosts.contains(&2) && hosts.len() == 3,
+        "moved off member 2: {hosts:?}"
+    );
+    for at in 0..5 {
+        let read = value_of(net.call(at, Op::Range(RangeRequest::key("h2"))));
+        assert_eq!(read, "while non-voting", "read at member {}", at + 1);
+    }
+    Ok(())
+}
+
+/// The groups of a removed member move to the member hosting the fewest groups; when that
+/// one is down, the move times out, the learner it left is dropped and the next move passes
+/// that member over for a while — to the next least loaded member — instead of waiting for
+/// the dead member again after every timeout (planted `move-retries-failed-target`).
+#[test]
+fn a_removed_member_s_groups_pass_over_a_target_that_did_not_take_them() {
+    assert_eq!(evacuate_past_a_dead_target(None), Ok(()));
+    let planted = evacuate_past_a_dead_target(Some(PlantedBug::MoveRetriesFailedTarget));
+    assert!(planted.is_err(), "the planted bug is caught: {planted:?}");
+}
+
+/// Five members, groups of 3: group 1 on 2, 3, 4 and group 2 on 3, 4, 5; member 1 (hosting
+/// neither) is cut off, and member 4 is removed.
+fn evacuate_past_a_dead_target(bug: Option<PlantedBug>) -> Result<(), String> {
+    let tweak = |c: &mut EngineConfig| {
+        c.range_directory = true;
+        c.partition_replicas = 3;
+        c.planted_bug = bug;
+    };
+    let mut net = Net::sized(5, tweak);
+    net.rounds(100);
+    let hosts = (net.nodes[1].hosts(1), net.nodes[1].hosts(2));
+    assert_eq!(hosts, (vec![2, 3, 4], vec![3, 4, 5]));
+    net.put(1, "h1", "before");
+    net.down = Some(0);
+    let remove = || Op::Membership(MemberChange::Remove(4));
+    let first = net.submit(1, remove(), Consistency::Linearizable);
+    // One move timeout to member 1 per group (6 request timeouts), then the next target.
+    net.rounds(2500);
+    let first = net
+        .replies
+        .iter()
+        .find(|r| r.id == first)
+        .map(|r| &r.result);
+    assert!(
+        matches!(first, Some(Err(EngineError::Timeout))),
+        "{first:?}"
+    );
+    for (g, at) in [(1, 1), (2, 2)] {
+        let c = net.nodes[at].groups[&g].status().configuration;
+        if (c.voters(), c.learners()) != (vec![2, 3, 5], vec![]) {
+            return Err(format!("group {g}: {:?} {:?}", c.voters(), c.learners()));
+        }
+    }
+    // The operator's retry finds the removal done, and every group off member 4.
+    let retry = net.call(1, remove());
+    assert!(
+        matches!(&retry, Err(EngineError::Membership(m)) if m.contains("member not found")),
+        "{retry:?}"
+    );
+    net.put(2, "h1", "after");
+    for at in [1, 2, 4] {
+        let read = value_of(net.call(at, Op::Range(RangeRequest::key("h1"))));
+        assert_eq!(read, "after", "read at member {}", at + 1);
+    }
+    Ok(())
+}

@@ -882,10 +882,22 @@ pub enum PlantedBug {
     /// while the least loaded member is down. Caught by the partitioned engine's test
     /// `a_removed_member_s_groups_pass_over_a_target_that_did_not_take_them`.
     MoveRetriesFailedTarget,
+    /// Placement, watches (`synod-node`'s `watch::cursor`): a watch at a member a range moved
+    /// away from is cancelled ("the watched keys moved … watch again") instead of reading on
+    /// through a remote hub from the group's new hosts. Caught by the node's watch test of a
+    /// group that moves away and by etcdctl's on real processes.
+    WatchCancelledWhenGroupMovesAway,
+    /// Placement (`synod-partition`'s `moves.rs`, `leaders.rs`, `rebalance.rs`): a member the
+    /// cluster removed that still leads a placed group drives the group's move off itself
+    /// instead of handing the lead to a voter the cluster keeps (and the leader plan may hand
+    /// the group back to it; it sheds the newcomer as a voter too many); its records never
+    /// reach the range directory it no longer belongs to, so the newcomer never learns it was
+    /// added and the move stalls. Caught by the rebalancing simulation's convergence check.
+    DepartedLeaderKeepsGroups,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 73] = [
+    pub const ALL: [PlantedBug; 75] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -959,6 +971,8 @@ impl PlantedBug {
         PlantedBug::RemovedReplicaLeavesAtOnce,
         PlantedBug::NonVotingVoterServes,
         PlantedBug::MoveRetriesFailedTarget,
+        PlantedBug::WatchCancelledWhenGroupMovesAway,
+        PlantedBug::DepartedLeaderKeepsGroups,
     ];
 
     pub fn name(self) -> &'static str {
@@ -1042,6 +1056,8 @@ impl PlantedBug {
             PlantedBug::RemovedReplicaLeavesAtOnce => "removed-replica-leaves-at-once",
             PlantedBug::NonVotingVoterServes => "non-voting-voter-serves",
             PlantedBug::MoveRetriesFailedTarget => "move-retries-failed-target",
+            PlantedBug::WatchCancelledWhenGroupMovesAway => "watch-cancelled-when-group-moves-away",
+            PlantedBug::DepartedLeaderKeepsGroups => "departed-leader-keeps-groups",
         }
     }
 
@@ -1363,6 +1379,10 @@ pub enum MoveKind {
     /// They arrived with a snapshot that showed this group larger than before (it absorbed
     /// them where this member did not see it): nothing to skip, nothing to follow.
     Arrived,
+    /// The group itself left this member after `through` (placement: it moved to other
+    /// members): the keys are still its, and its stream goes on at its hosts — a watcher
+    /// here reads on through a remote hub (`synod_node::watch::remote`) from where it was.
+    Away,
 }
 
 /// One consensus group of a partitioned engine, as this replica sees it.

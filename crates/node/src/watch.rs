@@ -298,6 +298,8 @@ pub struct WatchHubs {
     bug_merged_ahead: bool,
     /// Planted bug `RemoteWatchHistoryIgnoresCompaction`.
     bug_history_compaction: bool,
+    /// Planted bug `WatchCancelledWhenGroupMovesAway`.
+    bug_away_stops: bool,
 }
 
 impl WatchHubs {
@@ -307,6 +309,7 @@ impl WatchHubs {
         self.bug_merged_ahead = bug == Some(synod_core::PlantedBug::PartitionWatchMergedAhead);
         self.bug_history_compaction =
             bug == Some(synod_core::PlantedBug::RemoteWatchHistoryIgnoresCompaction);
+        self.bug_away_stops = bug == Some(synod_core::PlantedBug::WatchCancelledWhenGroupMovesAway);
         self
     }
 
@@ -324,6 +327,7 @@ impl WatchHubs {
             bug_old_moves: false,
             bug_merged_ahead: false,
             bug_history_compaction: false,
+            bug_away_stops: false,
         };
         hubs.publish(Vec::new(), status);
         hubs
@@ -343,6 +347,7 @@ impl WatchHubs {
             bug_old_moves: false,
             bug_merged_ahead: false,
             bug_history_compaction: false,
+            bug_away_stops: false,
         }
     }
 

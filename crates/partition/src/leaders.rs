@@ -115,9 +115,18 @@ impl<E: Engine> Partitioned<E> {
             .map(|(_, c)| c.voters())
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| self.base.members.clone());
+        // A member the cluster removed leads nothing it still hosts: it hands its groups over
+        // (`moves.rs`, `hand_off_departing`), and a plan naming it would hand them back.
+        let bug = self.base.bug(PlantedBug::DepartedLeaderKeepsGroups);
+        let kept = |hs: Vec<NodeId>| -> Vec<NodeId> {
+            let live: Vec<NodeId> = (hs.iter().copied())
+                .filter(|h| bug || !self.moves.removed(*h))
+                .collect();
+            if live.is_empty() { hs } else { live }
+        };
         let hosts: BTreeMap<GroupId, Vec<NodeId>> = ids
             .map(|g| match self.placed() {
-                true => (g, self.hosts(g)),
+                true => (g, kept(self.hosts(g))),
                 false => (g, voters.clone()),
             })
             .collect();

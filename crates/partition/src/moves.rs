@@ -522,7 +522,13 @@ impl<E: Engine> Partitioned<E> {
             .filter(|(_, st, _)| st.leader == Some(self.id))
             .map(|(g, st, nv)| (g, st.configuration, nv))
             .collect();
+        let me_gone = self.departed(self.id, &cluster)
+            && !self.base.bug(PlantedBug::DepartedLeaderKeepsGroups);
         for (g, c, non_voting) in led {
+            if me_gone {
+                self.hand_off_departing(g, &c, &cluster);
+                continue;
+            }
             let Some(gone) = c.ids().into_iter().find(|m| self.departed(*m, &cluster)) else {
                 // A learner left by a move cut short (its driver lost the lead, and the new
                 // leader drives no move of it) once the group has its replicas: dropped.
@@ -552,6 +558,21 @@ impl<E: Engine> Partitioned<E> {
                 continue;
             };
             self.start_own_move(g, gone, to);
+        }
+    }
+
+    /// This member was removed from the cluster and still leads group `g` (configuration
+    /// `c`): it hands the lead to a voter the cluster keeps instead of moving the group off
+    /// itself. Its records of the group's changes would not reach the range directory (it is
+    /// no member of the meta group any more), so a newcomer it added would never learn that it
+    /// joined, and the move would stall (VR seed 143,119 of the rebalancing simulation).
+    fn hand_off_departing(&mut self, g: GroupId, c: &Configuration, cluster: &Configuration) {
+        let load = self.groups_hosted();
+        let to = (c.voters().into_iter())
+            .filter(|v| *v != self.id && cluster.is_voter(*v))
+            .min_by_key(|v| (load.get(v).copied().unwrap_or(0), *v));
+        if let (Some(to), Some(group)) = (to, self.groups.get_mut(&g)) {
+            let _ = group.transfer_leadership(Some(to));
         }
     }
 

@@ -106,6 +106,12 @@ impl<E: Engine> Partitioned<E> {
         let Some((first, cluster)) = self.cluster_configuration() else {
             return;
         };
+        if self.departed(self.id, &cluster) && !self.base.bug(PlantedBug::DepartedLeaderKeepsGroups)
+        {
+            // Removed: it hands its groups over (`moves.rs`), and changes none of them —
+            // shedding a voter too many, it would keep itself and drop the newcomer.
+            return;
+        }
         self.shed_extra_voters(first, &cluster);
         if !self.base.partition_rebalance {
             return;

@@ -133,6 +133,12 @@ impl WatchFeed {
     /// Group `g` is about to be dropped (merged away): what it still has to publish, and a
     /// `Gone` move for whatever keys its stream still covered.
     pub fn retire<E: Engine>(&mut self, g: GroupId, engine: &mut E) {
+        self.drop_group(g, engine, MoveKind::Gone);
+    }
+
+    /// What group `g` still has to publish, and a `kind` move for whatever keys its stream
+    /// still covered.
+    fn drop_group<E: Engine>(&mut self, g: GroupId, engine: &mut E, kind: MoveKind) {
         let revision = engine.status().revision;
         let mut out = self.take(g, engine).unwrap_or(GroupEvents {
             group: g,
@@ -142,7 +148,7 @@ impl WatchFeed {
             out.moves.push(WatchMove {
                 through: revision,
                 range,
-                kind: MoveKind::Gone,
+                kind,
             });
         }
         if !out.events.is_empty() || !out.moves.is_empty() {
@@ -151,9 +157,10 @@ impl WatchFeed {
     }
 
     /// Group `g` left this member (placement: its replica moved elsewhere): as
-    /// [`WatchFeed::retire`], and its keys arrive again if it joins the group again.
+    /// [`WatchFeed::retire`], but `Away` — its watchers read on at its hosts — and its keys
+    /// arrive again if it joins the group again.
     pub fn depart<E: Engine>(&mut self, g: GroupId, engine: &mut E) {
-        self.retire(g, engine);
+        self.drop_group(g, engine, MoveKind::Away);
         self.departed.insert(g);
     }
 

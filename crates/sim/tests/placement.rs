@@ -239,6 +239,20 @@ fn planted_non_voting_voter_kept_is_caught() {
     assert_caught_by(&r, "convergence");
 }
 
+/// A member the cluster removed that still leads a placed group moves the group off itself
+/// instead of handing the lead to a voter the cluster keeps: its records of the move never
+/// reach the range directory it left, the newcomer never learns it was added, and the group
+/// never leaves it (VR seed 143,119, the seed that found it).
+#[test]
+fn planted_departed_leader_keeping_groups_is_caught() {
+    let mut cfg = placed();
+    cfg.rebalance = true;
+    cfg.faults = synod_sim::FaultSet::parse("all,reconfig").expect("valid fault list");
+    cfg.planted_bug = Some(PlantedBug::DepartedLeaderKeepsGroups);
+    let r = assert_caught::<Partitioned<VrEngine>>(&cfg, 143_119..143_119 + PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "convergence");
+}
+
 /// A replica that applied its own removal drops at once and a replica without a protocol
 /// instance sends no snapshot: where the member removed was the only one that applied the
 /// removal (the leader that decided it) and another of the old configuration cannot vote, the

@@ -449,6 +449,54 @@ fn etcdctl_watch_on_a_partitioned_cluster_follows_its_keys_through_a_split() {
     );
 }
 
+/// Placement: a watch at a member its keys' group moves away from (`synodctl range move`)
+/// goes on — the member reads the group on at its new hosts through a remote hub — every
+/// revision once and in order, before and after the member dropped its replica, never
+/// cancelled (before 2026-12-07 it was: "the watched keys moved … watch again").
+#[test]
+fn etcdctl_watch_goes_on_at_a_member_its_group_moves_away_from() {
+    let Some(bin) = etcdctl() else { return };
+    let c = Cluster::start_configured(5, "omnipaxos", &|cfg| {
+        cfg.partition.split_keys = ["c", "m", "t"].map(String::from).to_vec();
+        cfg.partition.directory = true;
+        cfg.partition.replicas = 3;
+        cfg.partition.rebalance = false;
+    });
+    let ctl = Ctl { bin };
+    let (m2, m5) = (grpc(&c, 2), grpc(&c, 5));
+    // Group 1 ([c, m)) lives on 2, 3, 4: member 2 reads it from its own replica.
+    let r1 = ctl.put(&m5, "d/1", "v1");
+    let mut watch = ctl.watch(&m2, &["--prefix", "d/", "--rev", &r1.to_string()], false);
+    assert_eq!(watch.events(1), [put_ev("d/1", "v1", None, r1)]);
+    let mut move_cmd = Command::new(common::synodctl());
+    move_cmd.args(["--endpoints", &c.member(5).http_addr]);
+    move_cmd.args(["range", "move", "d", "--from", "2", "--to", "1"]);
+    let (status, out, err) = run_with_deadline(move_cmd, Duration::from_secs(120));
+    assert!(
+        status.success() && out.contains("now on members 1,3,4"),
+        "{out}{err}"
+    );
+    let mut want = Vec::new();
+    for i in 2..=3 {
+        let value = format!("v{i}");
+        want.push(put_ev("d/1", &value, None, ctl.put(&m5, "d/1", &value)));
+    }
+    common::wait_until(WATCH_WAIT, "member 2 to drop group 1", || {
+        let s: Value = c.status(2)?;
+        let groups = s["groups"].as_array()?;
+        (!groups.iter().any(|g| g["group"].as_u64() == Some(1))).then_some(())
+    });
+    for i in 4..=6 {
+        let value = format!("v{i}");
+        want.push(put_ev("d/1", &value, None, ctl.put(&m5, "d/1", &value)));
+    }
+    assert_eq!(
+        watch.events(want.len()),
+        want,
+        "every revision once, in order"
+    );
+}
+
 /// Placement (`[partition] replicas = 3` on 5 members): member 1 hosts groups 0 and 3 only,
 /// yet watches keys of groups 1 and 2 — through remote hubs fed by their hosts — from the past
 /// and live, one group's keys and a span over every group merged in revision order, and it

@@ -13,6 +13,11 @@
 //! revision order, each revision whole, and a client resuming from R+1 misses nothing. A
 //! split that cuts a part in two forks it: the part keeps the keys below the split, a new part
 //! reads the rest in the new group.
+//!
+//! **A group that moves away** (placement: `range move`, or a move off this member) leaves
+//! its keys in the group, whose stream goes on at its new hosts: a part reading it switches
+//! to a remote hub of the same group (`remote.rs`), started if none runs, and reads on from
+//! its next revision — the watch is not cancelled.
 
 use super::*;
 use synod_core::kv::WatchEvent;
@@ -56,7 +61,22 @@ enum Due {
         to: u64,
         at: Key,
     },
+    /// The group left this member: read on in its remote hub (`MoveKind::Away`).
+    Remote(u64),
     Stop(CursorError),
+}
+
+/// Why a part could not settle.
+enum Unsettled {
+    Stop(CursorError),
+    /// It needs the remote hub of this group, which does not run yet.
+    Remote(u64),
+}
+
+impl From<CursorError> for Unsettled {
+    fn from(e: CursorError) -> Self {
+        Unsettled::Stop(e)
+    }
 }
 
 /// One group's part of a watch: its place in that group's stream, following its keys when a
@@ -174,6 +194,7 @@ impl Part {
                     next: self.next,
                 },
                 MoveKind::Frozen if range_holds(&m.range, &span) => Due::Frozen,
+                MoveKind::Away if !self.hubs.bug_away_stops => Due::Remote(self.hub.group()),
                 // The split's upper half holds the keys from its start on: fork there.
                 MoveKind::Group(to)
                     if m.range.start > span.start
@@ -219,9 +240,13 @@ impl Part {
 
     /// Acts on every move of its keys it has read up to: skips, follows, forks (the new part
     /// goes to `forks`), until it has revisions to read or must wait.
-    fn settle(&mut self, forks: &mut Vec<Part>) -> Result<(), CursorError> {
+    fn settle(&mut self, forks: &mut Vec<Part>) -> Result<(), Unsettled> {
         loop {
             match self.resolved(self.hub.head()) {
+                Due::Remote(g) => match self.hubs.remote_hub(g) {
+                    Some(hub) => self.hub = hub,
+                    None => return Err(Unsettled::Remote(g)),
+                },
                 Due::Read { .. } | Due::Wait => return Ok(()),
                 Due::Skip(next) => self.next = next,
                 Due::Follow { to, next } => {
@@ -238,7 +263,7 @@ impl Part {
                         range_end: std::mem::replace(&mut self.range_end, at),
                     });
                 }
-                Due::Stop(e) => return Err(e),
+                Due::Stop(e) => return Err(e.into()),
                 Due::Frozen => unreachable!("resolved"),
             }
         }
@@ -340,7 +365,7 @@ impl Cursor {
     /// at it (only the part's own keys: after a merge a group's history holds the other's
     /// too), and a last revision with no event may mark how far it got.
     pub async fn read(&mut self, max: usize) -> Result<Vec<Arc<RevisionEvents>>, CursorError> {
-        self.settle()?;
+        self.settle_with_remote().await?;
         if self.parts.len() == 1 {
             return self.parts[0].fetch(max).await;
         }
@@ -372,8 +397,38 @@ impl Cursor {
         Ok(self.merge(pages, upto))
     }
 
+    /// [`Cursor::settle`], starting the remote hubs of groups that moved away from this member
+    /// as parts need them; a group whose new hosts cannot be reached stops the watch, to be
+    /// made again.
+    async fn settle_with_remote(&mut self) -> Result<(), CursorError> {
+        let mut started = Vec::new();
+        loop {
+            match self.settle() {
+                Ok(()) => return Ok(()),
+                Err(Unsettled::Stop(e)) => return Err(e),
+                Err(Unsettled::Remote(g)) if !started.contains(&g) => {
+                    self.hubs.start_remote(g).await.map_err(|why| {
+                        CursorError::Moved(format!(
+                            "synod: the watched keys' group {g} moved to other members, and {why}; \
+                             watch again from revision {}",
+                            self.next()
+                        ))
+                    })?;
+                    started.push(g);
+                }
+                Err(Unsettled::Remote(g)) => {
+                    return Err(CursorError::Moved(format!(
+                        "synod: the watched keys' group {g} moved to other members, whose stream \
+                         could not be read here; watch again from revision {}",
+                        self.next()
+                    )));
+                }
+            }
+        }
+    }
+
     /// Every part acts on its due moves; forked parts join (and settle in turn).
-    fn settle(&mut self) -> Result<(), CursorError> {
+    fn settle(&mut self) -> Result<(), Unsettled> {
         let mut i = 0;
         while i < self.parts.len() {
             let mut forks = Vec::new();

@@ -149,7 +149,7 @@ impl WatchHubs {
     }
 
     /// Asks a host of `g` for its head and starts the remote hub and its poll there.
-    async fn start_remote(self: &Arc<Self>, g: u64) -> Result<(), String> {
+    pub(super) async fn start_remote(self: &Arc<Self>, g: u64) -> Result<(), String> {
         let source = self.source.get().cloned().ok_or("no peer transport")?;
         let hosts = self.hosts_of(g);
         let mut why = format!("group {g} has no hosts in the placement");
@@ -589,6 +589,62 @@ mod tests {
             .await
             .expect_err("the planted bug reads on");
         assert!(why.contains("below the compaction"), "{why}");
+    }
+
+    /// Member 1 hosting group 1 too (on members 1 and 2), through revision `revision`.
+    fn hosting_status(revision: u64) -> EngineStatus {
+        let mut status = member_status();
+        status.groups.insert(1, group(1, "d", "e", revision));
+        if let Some(d) = status.directory.as_mut() {
+            d.placement[1].members = vec![1, 2];
+        }
+        status
+    }
+
+    /// A watch at member 1 of keys of group 1, which member 1 hosts: revisions 1 to 5 from its
+    /// own replica; then the group moves off member 1 (to members 2 and 3) after revision 5
+    /// and its hosts apply 6 to 10. What the watch delivered.
+    async fn watch_through_a_move_away(bug: Option<synod_core::PlantedBug>) -> Vec<u64> {
+        let hosts = hosts();
+        apply(&hosts, 1..=5);
+        let (tx, _rx) = mpsc::channel(4);
+        let member = Arc::new(WatchHubs::new(&hosting_status(0), tx).planted(bug));
+        member.set_remote(Arc::new(Source(hosts.clone())));
+        let batch = |events: Vec<Arc<RevisionEvents>>, moves| GroupEvents {
+            group: 1,
+            events,
+            moves,
+        };
+        member.publish(
+            vec![batch((1..=5).map(rev).collect(), Vec::new())],
+            &hosting_status(5),
+        );
+        member.prepare(b"d/", b"d0").await.expect("hosted here");
+        assert!(member.remote_hub(1).is_none(), "read here");
+        let mut c = member.cursor(b"d/", b"d0", Some(1)).expect("a cursor");
+        let mut got = read_through(&member, &mut c, 5).await;
+        let away = synod_core::WatchMove {
+            through: 5,
+            range: synod_core::kv::KeyRange::new("d", "e"),
+            kind: synod_core::MoveKind::Away,
+        };
+        member.publish(vec![batch(Vec::new(), vec![away])], &member_status());
+        apply(&hosts, 6..=10);
+        got.extend(read_through(&member, &mut c, 10).await);
+        got
+    }
+
+    #[tokio::test]
+    async fn a_watch_at_a_member_its_group_moved_away_from_reads_on_at_the_hosts() {
+        let all: Vec<u64> = (1..=10).collect();
+        assert_eq!(watch_through_a_move_away(None).await, all);
+        let bug = synod_core::PlantedBug::WatchCancelledWhenGroupMovesAway;
+        let planted = watch_through_a_move_away(Some(bug)).await;
+        assert_eq!(
+            planted,
+            [1, 2, 3, 4, 5],
+            "the planted bug stops at the move"
+        );
     }
 
     #[tokio::test]

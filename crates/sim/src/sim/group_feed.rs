@@ -133,8 +133,10 @@ impl GroupFeed {
             let late = published
                 .filter(|(k, _)| m.range.contains(k))
                 .find(|(_, at)| **at > m.through);
-            if let (Some((key, at)), MoveKind::Group(_) | MoveKind::Gone | MoveKind::Frozen) =
-                (late, &m.kind)
+            if let (
+                Some((key, at)),
+                MoveKind::Group(_) | MoveKind::Gone | MoveKind::Frozen | MoveKind::Away,
+            ) = (late, &m.kind)
             {
                 fail(
                     failures,
@@ -177,7 +179,7 @@ impl GroupFeed {
                         .push(entry.clone());
                     self.arrived.entry((node, to)).or_default().push(entry);
                 }
-                MoveKind::Gone | MoveKind::Frozen | MoveKind::Split(_) => self
+                MoveKind::Gone | MoveKind::Frozen | MoveKind::Split(_) | MoveKind::Away => self
                     .moved
                     .entry((node, group))
                     .or_default()

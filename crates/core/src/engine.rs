@@ -885,12 +885,14 @@ pub enum PlantedBug {
     /// Placement, watches (`synod-node`'s `watch::cursor`): a watch at a member a range moved
     /// away from is cancelled ("the watched keys moved … watch again") instead of reading on
     /// through a remote hub from the group's new hosts. Caught by the node's watch test of a
-    /// group that moves away and by etcdctl's on real processes.
+    /// group that moves away (`watch::remote`); etcdctl's test on real processes checks the
+    /// same behaviour (it failed, "watch is canceled by the server", with the bug planted
+    /// on the member by hand).
     WatchCancelledWhenGroupMovesAway,
     /// Placement (`synod-partition`'s `moves.rs`, `leaders.rs`, `rebalance.rs`): a member the
-    /// cluster removed that still leads a placed group drives the group's move off itself
-    /// instead of handing the lead to a voter the cluster keeps (and the leader plan may hand
-    /// the group back to it; it sheds the newcomer as a voter too many); its records never
+    /// cluster removed that still leads a placed group drives the group's move off itself,
+    /// the leader plan counts it as a host (so the lead is never handed to a voter the cluster
+    /// keeps), and it sheds the newcomer as a voter too many; its records never
     /// reach the range directory it no longer belongs to, so the newcomer never learns it was
     /// added and the move stalls. Caught by the rebalancing simulation's convergence check.
     DepartedLeaderKeepsGroups,

@@ -115,8 +115,8 @@ impl<E: Engine> Partitioned<E> {
             .map(|(_, c)| c.voters())
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| self.base.members.clone());
-        // A member the cluster removed leads nothing it still hosts: it hands its groups over
-        // (`moves.rs`, `hand_off_departing`), and a plan naming it would hand them back.
+        // A member the cluster removed is to lead nothing it still hosts: the plan names a
+        // voter the cluster keeps, whose lead moves the group off it (`moves.rs`, `evacuate`).
         let bug = self.base.bug(PlantedBug::DepartedLeaderKeepsGroups);
         let kept = |hs: Vec<NodeId>| -> Vec<NodeId> {
             let live: Vec<NodeId> = (hs.iter().copied())

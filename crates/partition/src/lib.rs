@@ -562,7 +562,7 @@ impl<E: Engine> Partitioned<E> {
 
     /// Whether group `g` follows the cluster's members: every group unplaced; placed, the
     /// first group and the meta group only (the others live on some members).
-    fn everywhere(&self, g: GroupId) -> bool {
+    pub(crate) fn everywhere(&self, g: GroupId) -> bool {
         !self.placed() || g == directory::META_GROUP || self.layout.position(g) == Some(0)
     }
 

@@ -191,9 +191,12 @@ impl<E: Engine> Partitioned<E> {
     /// message and still waiting for the group's state, nor one lingering after its removal,
     /// nor a voter that cannot vote (until the group moves off it, `replace_non_voting`).
     pub(crate) fn serves(&self, g: GroupId) -> bool {
-        self.groups
-            .get(&g)
-            .is_some_and(|e| !e.non_voting() || self.base.bug(PlantedBug::NonVotingVoterServes))
+        // Groups on every member (the first, the meta group) are not relayed: a membership
+        // change must be held here until every group followed it (`release_members`).
+        let takes = |e: &E| {
+            !e.non_voting() || self.everywhere(g) || self.base.bug(PlantedBug::NonVotingVoterServes)
+        };
+        self.groups.get(&g).is_some_and(takes)
             && !self.moves.joining.contains_key(&g)
             && !self.moves.lingering.contains_key(&g)
     }
@@ -525,8 +528,15 @@ impl<E: Engine> Partitioned<E> {
         let me_gone = self.departed(self.id, &cluster)
             && !self.base.bug(PlantedBug::DepartedLeaderKeepsGroups);
         for (g, c, non_voting) in led {
-            if me_gone {
-                self.hand_off_departing(g, &c, &cluster);
+            // This member was removed and still leads the group: a voter the cluster keeps
+            // is to lead and move it (the leader plan names one, `leaders.rs`, and the hand-off
+            // is `balance_leaders`', paced as any). Its own records of the group's changes
+            // would not reach the range directory — it is no member of the meta group any
+            // more — so a newcomer it added would never learn that it joined, and the move
+            // would stall (VR seed 143,119 of the rebalancing simulation). Only a group with
+            // no such voter is moved from here.
+            let kept = |v: &NodeId| *v != self.id && cluster.is_voter(*v);
+            if me_gone && c.voters().iter().any(kept) {
                 continue;
             }
             let Some(gone) = c.ids().into_iter().find(|m| self.departed(*m, &cluster)) else {
@@ -550,7 +560,8 @@ impl<E: Engine> Partitioned<E> {
             let shunned = |l: &NodeId| {
                 self.shunned_target(*l) && !self.base.bug(PlantedBug::MoveRetriesFailedTarget)
             };
-            if let Some(l) = c.learners().into_iter().find(shunned) {
+            let elsewhere = self.unshunned_outside(&c, &cluster).is_some();
+            if let Some(l) = c.learners().into_iter().find(shunned).filter(|_| elsewhere) {
                 self.step_change(g, c.version, MemberChange::Remove(l));
                 continue;
             }
@@ -558,21 +569,6 @@ impl<E: Engine> Partitioned<E> {
                 continue;
             };
             self.start_own_move(g, gone, to);
-        }
-    }
-
-    /// This member was removed from the cluster and still leads group `g` (configuration
-    /// `c`): it hands the lead to a voter the cluster keeps instead of moving the group off
-    /// itself. Its records of the group's changes would not reach the range directory (it is
-    /// no member of the meta group any more), so a newcomer it added would never learn that it
-    /// joined, and the move would stall (VR seed 143,119 of the rebalancing simulation).
-    fn hand_off_departing(&mut self, g: GroupId, c: &Configuration, cluster: &Configuration) {
-        let load = self.groups_hosted();
-        let to = (c.voters().into_iter())
-            .filter(|v| *v != self.id && cluster.is_voter(*v))
-            .min_by_key(|v| (load.get(v).copied().unwrap_or(0), *v));
-        if let (Some(to), Some(group)) = (to, self.groups.get_mut(&g)) {
-            let _ = group.transfer_leadership(Some(to));
         }
     }
 
@@ -613,16 +609,27 @@ impl<E: Engine> Partitioned<E> {
     /// id among equals), as this member knows where groups live — passing over a target a
     /// move of this member's failed to reach lately, unless every one did.
     fn least_loaded_outside(&self, c: &Configuration, cluster: &Configuration) -> Option<NodeId> {
+        self.least_outside(c, cluster, true)
+            .or_else(|| self.least_outside(c, cluster, false))
+    }
+
+    /// [`Self::least_loaded_outside`] among the members no move of this member's failed to
+    /// reach lately only (none: every one did).
+    fn unshunned_outside(&self, c: &Configuration, cluster: &Configuration) -> Option<NodeId> {
+        self.least_outside(c, cluster, true)
+    }
+
+    fn least_outside(
+        &self,
+        c: &Configuration,
+        cluster: &Configuration,
+        shun: bool,
+    ) -> Option<NodeId> {
         let load = self.groups_hosted();
-        let outside: Vec<NodeId> = (cluster.voters().into_iter())
+        (cluster.voters().into_iter())
             .filter(|v| !c.contains(*v))
-            .collect();
-        let least = |shun: bool| {
-            (outside.iter().copied())
-                .filter(|v| !shun || !self.shunned_target(*v))
-                .min_by_key(|v| (load.get(v).copied().unwrap_or(0), *v))
-        };
-        least(true).or_else(|| least(false))
+            .filter(|v| !shun || !self.shunned_target(*v))
+            .min_by_key(|v| (load.get(v).copied().unwrap_or(0), *v))
     }
 
     /// Where a group whose configuration is `c` goes off a departed member: one of its own

@@ -224,7 +224,9 @@ impl<E: Engine> Partitioned<E> {
         let Some(to) = self.rebalance.targets.remove(&reply.id) else {
             return;
         };
-        if reply.result.is_err() {
+        // Only a move that ran out of time says the target did not take the group (a refusal
+        // — busy, a leader change, a step that would leave too few voters — says nothing of it).
+        if matches!(reply.result, Err(synod_core::EngineError::Timeout)) {
             let until =
                 self.ticks + SHUN_MOVE_TIMEOUTS * MOVE_TIMEOUTS * self.base.request_timeout_ticks;
             self.rebalance.shunned.insert(to, until);

@@ -185,6 +185,12 @@ impl Part {
             if m.kind == MoveKind::Gone {
                 return self.gone(m.through);
             }
+            if m.kind == MoveKind::Away && !self.hubs.bug_away_stops {
+                // At once, also for revisions up to the move: they may have left this hub's
+                // ring, and the engine no longer has the group's history to read them from.
+                // The group's hosts serve them under the same numbers.
+                return Due::Remote(self.hub.group());
+            }
             if self.next <= m.through {
                 return Due::Read { cap: m.through };
             }
@@ -194,7 +200,6 @@ impl Part {
                     next: self.next,
                 },
                 MoveKind::Frozen if range_holds(&m.range, &span) => Due::Frozen,
-                MoveKind::Away if !self.hubs.bug_away_stops => Due::Remote(self.hub.group()),
                 // The split's upper half holds the keys from its start on: fork there.
                 MoveKind::Group(to)
                     if m.range.start > span.start
@@ -432,8 +437,10 @@ impl Cursor {
         let mut i = 0;
         while i < self.parts.len() {
             let mut forks = Vec::new();
-            self.parts[i].settle(&mut forks)?;
+            let settled = self.parts[i].settle(&mut forks);
+            // Forks made before a part stopped to start a remote hub are kept.
             self.parts.extend(forks);
+            settled?;
             i += 1;
         }
         self.parts.sort_by(|a, b| a.key.cmp(&b.key));

@@ -603,8 +603,11 @@ mod tests {
 
     /// A watch at member 1 of keys of group 1, which member 1 hosts: revisions 1 to 5 from its
     /// own replica; then the group moves off member 1 (to members 2 and 3) after revision 5
-    /// and its hosts apply 6 to 10. What the watch delivered.
-    async fn watch_through_a_move_away(bug: Option<synod_core::PlantedBug>) -> Vec<u64> {
+    /// and its hosts apply 6 to 10. What the watch delivered, and what a watch from revision
+    /// 1 made before the move but first read after it delivered (from the hosts' history).
+    async fn watch_through_a_move_away(
+        bug: Option<synod_core::PlantedBug>,
+    ) -> (Vec<u64>, Vec<u64>) {
         let hosts = hosts();
         apply(&hosts, 1..=5);
         let (tx, _rx) = mpsc::channel(4);
@@ -623,6 +626,7 @@ mod tests {
         assert!(member.remote_hub(1).is_none(), "read here");
         let mut c = member.cursor(b"d/", b"d0", Some(1)).expect("a cursor");
         let mut got = read_through(&member, &mut c, 5).await;
+        let mut late = member.cursor(b"d/", b"d0", Some(1)).expect("a cursor");
         let away = synod_core::WatchMove {
             through: 5,
             range: synod_core::kv::KeyRange::new("d", "e"),
@@ -631,15 +635,15 @@ mod tests {
         member.publish(vec![batch(Vec::new(), vec![away])], &member_status());
         apply(&hosts, 6..=10);
         got.extend(read_through(&member, &mut c, 10).await);
-        got
+        (got, read_through(&member, &mut late, 10).await)
     }
 
     #[tokio::test]
     async fn a_watch_at_a_member_its_group_moved_away_from_reads_on_at_the_hosts() {
         let all: Vec<u64> = (1..=10).collect();
-        assert_eq!(watch_through_a_move_away(None).await, all);
+        assert_eq!(watch_through_a_move_away(None).await, (all.clone(), all));
         let bug = synod_core::PlantedBug::WatchCancelledWhenGroupMovesAway;
-        let planted = watch_through_a_move_away(Some(bug)).await;
+        let (planted, _) = watch_through_a_move_away(Some(bug)).await;
         assert_eq!(
             planted,
             [1, 2, 3, 4, 5],

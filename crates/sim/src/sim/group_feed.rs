@@ -163,7 +163,7 @@ impl GroupFeed {
                     // The keys are this group's again, from a state this member was sent: a
                     // new story for them, as after a crash (placement: a member that left a
                     // group and joined it again may be sent a state behind what it published
-                    // before it left; its watchers were cancelled when it left).
+                    // before it left; its watchers went on to a remote hub when it left).
                     if let Some(gone) = self.moved.get_mut(&(node, group)) {
                         gone.retain(|(_, r)| !intersects(r, &m.range));
                     }

@@ -890,9 +890,10 @@ pub enum PlantedBug {
     /// on the member by hand).
     WatchCancelledWhenGroupMovesAway,
     /// Placement (`synod-partition`'s `moves.rs`, `leaders.rs`, `rebalance.rs`): a member the
-    /// cluster removed that still leads a placed group drives the group's move off itself,
-    /// the leader plan counts it as a host (so the lead is never handed to a voter the cluster
-    /// keeps), and it sheds the newcomer as a voter too many; its records never
+    /// cluster removed that still leads a placed group drives the group's move off itself
+    /// instead of handing the lead to a voter the cluster keeps, the leader plan counts it as
+    /// a host (and hands the lead back to it), and it sheds the newcomer as a voter too many;
+    /// its records never
     /// reach the range directory it no longer belongs to, so the newcomer never learns it was
     /// added and the move stalls. Caught by the rebalancing simulation's convergence check.
     DepartedLeaderKeepsGroups,

@@ -65,6 +65,9 @@ use synod_core::{ClientReply, ClientRequest, Engine, EngineError, NodeId, Plante
 /// A move unanswered after this many request timeouts is answered `Timeout` (the newcomer is
 /// sent the group's whole state first).
 pub const MOVE_TIMEOUTS: u64 = 6;
+/// A member the cluster removed that still leads a group asks for a hand-off at most this
+/// often, in election timeouts (OmniPaxos gives a hand-off up after 3).
+const HAND_OFF_EVERY_ETS: u64 = 4;
 /// A replica started on a group's message that has no state after this many election
 /// timeouts is dropped.
 pub const JOIN_GIVE_UP_ETS: u64 = 60;
@@ -106,6 +109,9 @@ pub(crate) struct Moves {
     /// The cluster's configuration as [`Partitioned::evacuate`] last read it: its next member
     /// id and its members (what [`Moves::removed`] asks, on every relay).
     cluster: Option<(u64, Vec<NodeId>)>,
+    /// Per group this member leads after the cluster removed it: the tick of its last
+    /// hand-off (`Partitioned::hand_off_departing`).
+    handed_off: BTreeMap<GroupId, u64>,
 }
 
 impl Moves {
@@ -527,16 +533,21 @@ impl<E: Engine> Partitioned<E> {
             .collect();
         let me_gone = self.departed(self.id, &cluster)
             && !self.base.bug(PlantedBug::DepartedLeaderKeepsGroups);
+        if !me_gone {
+            self.moves.handed_off.clear();
+        }
         for (g, c, non_voting) in led {
             // This member was removed and still leads the group: a voter the cluster keeps
             // is to lead and move it (the leader plan names one, `leaders.rs`, and the hand-off
             // is `balance_leaders`', paced as any). Its own records of the group's changes
             // would not reach the range directory — it is no member of the meta group any
             // more — so a newcomer it added would never learn that it joined, and the move
-            // would stall (VR seed 143,119 of the rebalancing simulation). Only a group with
+            // would stall (VR seed 143,119 of the rebalancing simulation). It hands the lead
+            // over itself too, sooner than the plan's paced hand-offs retry. Only a group with
             // no such voter is moved from here.
             let kept = |v: &NodeId| *v != self.id && cluster.is_voter(*v);
             if me_gone && c.voters().iter().any(kept) {
+                self.hand_off_departing(g, &c, &cluster, &non_voting);
                 continue;
             }
             let Some(gone) = c.ids().into_iter().find(|m| self.departed(*m, &cluster)) else {
@@ -569,6 +580,39 @@ impl<E: Engine> Partitioned<E> {
                 continue;
             };
             self.start_own_move(g, gone, to);
+        }
+    }
+
+    /// Hands the lead of group `g` (configuration `c`), which this member leads though the
+    /// cluster removed it, to a voter the cluster keeps: the leader plan's (which counts no
+    /// removed member), else the one hosting the fewest groups that can vote — at once, and
+    /// again [`HAND_OFF_EVERY_ETS`] election timeouts later while it still leads (the plan's own
+    /// hand-offs pause far longer after one fails). Not more often: a hand-off under way holds
+    /// the group's proposals, and asking again restarts it.
+    fn hand_off_departing(
+        &mut self,
+        g: GroupId,
+        c: &Configuration,
+        cluster: &Configuration,
+        non_voting: &[NodeId],
+    ) {
+        let now = self.ticks;
+        let every = HAND_OFF_EVERY_ETS * self.election_timeout_ticks;
+        if (self.moves.handed_off.get(&g)).is_some_and(|t| now < t + every) {
+            return;
+        }
+        let me = self.id;
+        let can = |v: &NodeId| *v != me && cluster.is_voter(*v) && !non_voting.contains(v);
+        let planned = Some(self.preferred(g)).filter(|p| c.is_voter(*p) && can(p));
+        let load = self.groups_hosted();
+        let to = planned.or_else(|| {
+            (c.voters().into_iter())
+                .filter(can)
+                .min_by_key(|v| (load.get(v).copied().unwrap_or(0), *v))
+        });
+        if let (Some(to), Some(group)) = (to, self.groups.get_mut(&g)) {
+            let _ = group.transfer_leadership(Some(to));
+            self.moves.handed_off.insert(g, now);
         }
     }
 

@@ -571,8 +571,8 @@ impl<E: Engine> Partitioned<E> {
             let shunned = |l: &NodeId| {
                 self.shunned_target(*l) && !self.base.bug(PlantedBug::MoveRetriesFailedTarget)
             };
-            let elsewhere = self.unshunned_outside(&c, &cluster).is_some();
-            if let Some(l) = c.learners().into_iter().find(shunned).filter(|_| elsewhere) {
+            let learner = c.learners().into_iter().find(shunned);
+            if let Some(l) = learner.filter(|_| self.unshunned_outside(&c, &cluster).is_some()) {
                 self.step_change(g, c.version, MemberChange::Remove(l));
                 continue;
             }

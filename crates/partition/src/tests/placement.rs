@@ -7,10 +7,17 @@ use super::*;
 
 /// Groups at g and p; group 1 (`[g, p)`) on members 2 and 3, group 2 on 1 and 3.
 fn placed() -> Net {
-    Net::with(|c| {
+    Net::with(placing(2, None))
+}
+
+/// A member's configuration tweak: the directory on, groups on `replicas` members, `bug`
+/// planted.
+fn placing(replicas: usize, bug: Option<PlantedBug>) -> impl Fn(&mut EngineConfig) + Copy {
+    move |c: &mut EngineConfig| {
         c.range_directory = true;
-        c.partition_replicas = 2;
-    })
+        c.partition_replicas = replicas;
+        c.planted_bug = bug;
+    }
 }
 
 fn value_of(r: Result<Response, EngineError>) -> String {
@@ -132,8 +139,7 @@ fn a_group_moves_its_replica_from_one_member_to_another() {
     for i in [0, 1] {
         let records = net.disks[i].clone();
         let mut c = config(i as u64 + 1, 0);
-        c.range_directory = true;
-        c.partition_replicas = 2;
+        placing(2, None)(&mut c);
         net.nodes[i] = Node::recover(c, records).expect("recover");
     }
     assert!(net.nodes[0].groups.contains_key(&1));
@@ -167,11 +173,7 @@ fn a_member_that_rejoins_a_group_it_left_writes_through_it() {
 
 /// Group 1 moves from member 2 to 1 and back; then member 2 writes its keys again.
 fn rejoin_and_write(bug: Option<PlantedBug>) -> Result<(), String> {
-    let mut net = Net::with(|c| {
-        c.range_directory = true;
-        c.partition_replicas = 2;
-        c.planted_bug = bug;
-    });
+    let mut net = Net::with(placing(2, bug));
     net.rounds(100);
     for i in 0..5 {
         net.put(1, &format!("h{i}"), "first stay");
@@ -265,11 +267,7 @@ fn a_member_that_lost_its_disk_after_a_move_to_it_does_not_vote_afresh() {
 /// replica of group 1 once it has been sent the group's state, the voters member 3's replica
 /// heard cannot vote, and member 1's role after a restart from the records it wrote since.
 fn roles_after_losing_the_disk(bug: Option<PlantedBug>) -> (String, Vec<NodeId>, String) {
-    let tweak = |c: &mut EngineConfig| {
-        c.range_directory = true;
-        c.partition_replicas = 2;
-        c.planted_bug = bug;
-    };
+    let tweak = placing(2, bug);
     let mut net = Net::with(tweak);
     net.rounds(100);
     net.put(1, "h1", "before");
@@ -308,10 +306,7 @@ fn roles_after_losing_the_disk(bug: Option<PlantedBug>) -> (String, Vec<NodeId>,
 /// promoted. It passes over them instead: back in the group, it votes, and its writes apply.
 #[test]
 fn a_member_that_lost_its_disk_votes_again_in_a_group_moved_away_and_back() {
-    let tweak = |c: &mut EngineConfig| {
-        c.range_directory = true;
-        c.partition_replicas = 2;
-    };
+    let tweak = placing(2, None);
     let mut net = Net::with(tweak);
     net.rounds(100);
     // Member 2 (group 1 is on 2 and 3) loses its disk and repairs.
@@ -367,11 +362,7 @@ fn a_member_that_rejoins_a_group_refuses_a_state_from_before_it_left() {
 /// The voters of member 2's replica of group 1 right after the old state reached it (none:
 /// refused, and then the move back completed and member 2 serves the group's keys).
 fn stale_state_taken(bug: Option<PlantedBug>) -> Vec<NodeId> {
-    let mut net = Net::with(|c| {
-        c.range_directory = true;
-        c.partition_replicas = 2;
-        c.planted_bug = bug;
-    });
+    let mut net = Net::with(placing(2, bug));
     net.rounds(100);
     for i in 0..5 {
         net.put(1, &format!("h{i}"), "first stay");
@@ -461,11 +452,7 @@ fn a_voter_that_cannot_vote_sends_requests_to_the_other_hosts_until_replaced() {
 /// Five members, groups of 3: group 1 (`[g, p)`) on members 2, 3, 4, moved from 4 to 5, then
 /// member 2 loses its disk and is asked to write a key of group 1.
 fn non_voting_host(bug: Option<PlantedBug>) -> Result<(), String> {
-    let tweak = |c: &mut EngineConfig| {
-        c.range_directory = true;
-        c.partition_replicas = 3;
-        c.planted_bug = bug;
-    };
+    let tweak = placing(3, bug);
     let mut net = Net::sized(5, tweak);
     net.rounds(100);
     assert_eq!(net.nodes[0].hosts(1), [2, 3, 4]);
@@ -530,11 +517,7 @@ fn a_removed_member_s_groups_pass_over_a_target_that_did_not_take_them() {
 /// Five members, groups of 3: group 1 on 2, 3, 4 and group 2 on 3, 4, 5; member 1 (hosting
 /// neither) is cut off, and member 4 is removed.
 fn evacuate_past_a_dead_target(bug: Option<PlantedBug>) -> Result<(), String> {
-    let tweak = |c: &mut EngineConfig| {
-        c.range_directory = true;
-        c.partition_replicas = 3;
-        c.planted_bug = bug;
-    };
+    let tweak = placing(3, bug);
     let mut net = Net::sized(5, tweak);
     net.rounds(100);
     let hosts = (net.nodes[1].hosts(1), net.nodes[1].hosts(2));

@@ -889,6 +889,12 @@ pub enum PlantedBug {
     /// same behaviour (it failed, "watch is canceled by the server", with the bug planted
     /// on the member by hand).
     WatchCancelledWhenGroupMovesAway,
+    /// Placement, watches (`synod-node`'s `watch::cursor`): a watcher's progress notification
+    /// claims whatever its cursor's head is, so after a group moved away and the watch went on
+    /// at a host behind this member, its progress goes back (a client that resumes from it is
+    /// sent events again). Caught by the node's watch test of a group that moves away
+    /// (`watch::remote`).
+    WatchProgressGoesBack,
     /// Placement (`synod-partition`'s `moves.rs`, `leaders.rs`, `rebalance.rs`): a member the
     /// cluster removed that still leads a placed group drives the group's move off itself
     /// instead of handing the lead to a voter the cluster keeps, the leader plan counts it as
@@ -900,7 +906,7 @@ pub enum PlantedBug {
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 75] = [
+    pub const ALL: [PlantedBug; 76] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -976,6 +982,7 @@ impl PlantedBug {
         PlantedBug::MoveRetriesFailedTarget,
         PlantedBug::WatchCancelledWhenGroupMovesAway,
         PlantedBug::DepartedLeaderKeepsGroups,
+        PlantedBug::WatchProgressGoesBack,
     ];
 
     pub fn name(self) -> &'static str {
@@ -1061,6 +1068,7 @@ impl PlantedBug {
             PlantedBug::MoveRetriesFailedTarget => "move-retries-failed-target",
             PlantedBug::WatchCancelledWhenGroupMovesAway => "watch-cancelled-when-group-moves-away",
             PlantedBug::DepartedLeaderKeepsGroups => "departed-leader-keeps-groups",
+            PlantedBug::WatchProgressGoesBack => "watch-progress-goes-back",
         }
     }
 

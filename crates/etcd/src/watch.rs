@@ -128,9 +128,12 @@ impl WatchStream {
             let Ok(behind) = self.serve_round().await else {
                 return;
             };
-            if self.progress_requested && !behind {
+            if self.progress_requested
+                && !behind
+                && let Some(revision) = self.progress()
+            {
                 self.progress_requested = false;
-                if self.send(self.response(-1, self.progress())).await.is_err() {
+                if self.send(self.response(-1, revision)).await.is_err() {
                     return;
                 }
             }
@@ -295,10 +298,15 @@ impl WatchStream {
     }
 
     /// The revision a stream-wide progress response may claim: every watcher on the stream
-    /// has seen everything up to it in its own group (the lowest, when they differ).
-    fn progress(&self) -> u64 {
-        let heads = self.watchers.values().map(|w| w.cursor.head());
-        heads.min().unwrap_or_else(|| self.hubs.head())
+    /// has seen everything up to it in its own group (the lowest, when they differ). `None`
+    /// while a watcher may claim none (`Cursor::progress`): the answer waits.
+    fn progress(&self) -> Option<u64> {
+        let mut heads = self.watchers.values().map(|w| w.cursor.progress());
+        let lowest = heads.try_fold(u64::MAX, |low, h| h.map(|h| low.min(h)))?;
+        Some(match self.watchers.is_empty() {
+            true => self.hubs.head(),
+            false => lowest,
+        })
     }
 
     async fn serve_one(&mut self, id: i64) -> Result<(), Gone> {
@@ -401,9 +409,8 @@ impl WatchStream {
         let due: Vec<(i64, u64)> = self
             .watchers
             .iter()
-            .filter(|(_, w)| w.progress_notify && !w.cursor.ready())
-            .filter(|(_, w)| w.last_sent.elapsed() >= every)
-            .map(|(id, w)| (*id, w.cursor.head()))
+            .filter(|(_, w)| w.progress_notify && w.last_sent.elapsed() >= every)
+            .filter_map(|(id, w)| Some((*id, w.cursor.progress()?)))
             .collect();
         for (id, head) in due {
             if let Some(w) = self.watchers.get_mut(&id) {

@@ -302,7 +302,6 @@ impl Cursor {
                 return Some(out.into());
             }
             self.head.borrow_and_update();
-            let head = self.node.head();
             if self.node.ready() {
                 match self.read_page().await {
                     Ok(true) => continue,
@@ -318,11 +317,13 @@ impl Cursor {
                 Wake::Work => {}
                 Wake::Progress => {
                     // Every event up to here has been sent (nothing is pending), and never
-                    // claim a revision the member has not applied.
-                    let progress_revision = head.min(self.node.next() - 1);
-                    write_line(&mut out, &WatchProgress { progress_revision });
+                    // claim a revision the member has not applied, nor one below a claim
+                    // before (the cursor's rule); none to claim: due again an interval on.
                     self.last_sent = Instant::now();
-                    return Some(out.into());
+                    if let Some(progress_revision) = self.node.progress() {
+                        write_line(&mut out, &WatchProgress { progress_revision });
+                        return Some(out.into());
+                    }
                 }
                 Wake::Closing => {
                     return Some(self.end(out, "the server is shutting down".into(), None));

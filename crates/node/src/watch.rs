@@ -300,6 +300,8 @@ pub struct WatchHubs {
     bug_history_compaction: bool,
     /// Planted bug `WatchCancelledWhenGroupMovesAway`.
     bug_away_stops: bool,
+    /// Planted bug `WatchProgressGoesBack`.
+    pub(super) bug_progress_goes_back: bool,
 }
 
 impl WatchHubs {
@@ -310,6 +312,7 @@ impl WatchHubs {
         self.bug_history_compaction =
             bug == Some(synod_core::PlantedBug::RemoteWatchHistoryIgnoresCompaction);
         self.bug_away_stops = bug == Some(synod_core::PlantedBug::WatchCancelledWhenGroupMovesAway);
+        self.bug_progress_goes_back = bug == Some(synod_core::PlantedBug::WatchProgressGoesBack);
         self
     }
 
@@ -328,6 +331,7 @@ impl WatchHubs {
             bug_merged_ahead: false,
             bug_history_compaction: false,
             bug_away_stops: false,
+            bug_progress_goes_back: false,
         };
         hubs.publish(Vec::new(), status);
         hubs
@@ -348,6 +352,7 @@ impl WatchHubs {
             bug_merged_ahead: false,
             bug_history_compaction: false,
             bug_away_stops: false,
+            bug_progress_goes_back: false,
         }
     }
 

@@ -307,12 +307,33 @@ impl Part {
 pub struct Cursor {
     hubs: Arc<WatchHubs>,
     parts: Vec<Part>,
+    /// The highest revision [`Cursor::progress`] claimed: a part that switched to a remote
+    /// hub at a host behind this member (a group that moved away) has a lower head for a
+    /// while, and a client must never see its progress go back.
+    claimed: AtomicU64,
 }
 
 impl Cursor {
     pub(super) fn new(hubs: Arc<WatchHubs>, parts: Vec<Part>) -> Self {
         assert!(!parts.is_empty(), "a cursor reads at least one group");
-        Cursor { hubs, parts }
+        Cursor {
+            hubs,
+            parts,
+            claimed: AtomicU64::new(0),
+        }
+    }
+
+    /// The revision a progress notification may claim now: its head, once caught up to it
+    /// (every event through it delivered) — `None` while it is not, or while the head is below
+    /// a revision claimed before (until the host it reads from passes it).
+    pub fn progress(&self) -> Option<u64> {
+        let head = self.head();
+        if self.next() <= head || self.hubs.bug_progress_goes_back {
+            // PLANTED BUG (`WatchProgressGoesBack`) when caught up: any head, however low.
+            return (self.next() > head).then_some(head);
+        }
+        let claimed = self.claimed.fetch_max(head, Ordering::Relaxed);
+        (head >= claimed).then_some(head)
     }
 
     /// The next revision it delivers: every revision below it has been read (or skipped).

@@ -651,6 +651,64 @@ mod tests {
         );
     }
 
+    /// A caught-up watch at member 1 of group 1, which member 1 hosts through revision 8,
+    /// claims progress 8; the group moves away while the host the remote hub reads has
+    /// applied only through 5. The progress each step claims: none may be below 8 (until the
+    /// host passes it, none is claimed), and once the host applied 9 and 10 and the watch
+    /// delivered them, 10.
+    async fn progress_through_a_move_to_a_host_behind(
+        bug: Option<synod_core::PlantedBug>,
+    ) -> Vec<Option<u64>> {
+        let hosts = hosts();
+        apply(&hosts, 1..=5);
+        let (tx, _rx) = mpsc::channel(4);
+        let member = Arc::new(WatchHubs::new(&hosting_status(0), tx).planted(bug));
+        member.set_remote(Arc::new(Source(hosts.clone())));
+        let batch = |events: Vec<Arc<RevisionEvents>>, moves| GroupEvents {
+            group: 1,
+            events,
+            moves,
+        };
+        member.publish(
+            vec![batch((1..=8).map(rev).collect(), Vec::new())],
+            &hosting_status(8),
+        );
+        member.prepare(b"d/", b"d0").await.expect("hosted here");
+        let mut c = member.cursor(b"d/", b"d0", Some(1)).expect("a cursor");
+        read_through(&member, &mut c, 8).await;
+        let mut claims = vec![c.progress()];
+        let away = synod_core::WatchMove {
+            through: 8,
+            range: synod_core::kv::KeyRange::new("d", "e"),
+            kind: synod_core::MoveKind::Away,
+        };
+        member.publish(vec![batch(Vec::new(), vec![away])], &member_status());
+        let read = tokio::time::timeout(Duration::from_secs(1), c.read(100)).await;
+        assert!(
+            matches!(read, Ok(Ok(ref revs)) if revs.is_empty()),
+            "{read:?}"
+        );
+        assert_eq!(c.groups(), [1]);
+        claims.push(c.progress());
+        apply(&hosts, 6..=10);
+        assert_eq!(read_through(&member, &mut c, 10).await, [9, 10]);
+        claims.push(c.progress());
+        claims
+    }
+
+    #[tokio::test]
+    async fn a_watch_s_progress_never_goes_back_when_its_group_moves_to_a_host_behind() {
+        let claims = progress_through_a_move_to_a_host_behind(None).await;
+        assert_eq!(claims, [Some(8), None, Some(10)]);
+        let bug = synod_core::PlantedBug::WatchProgressGoesBack;
+        let planted = progress_through_a_move_to_a_host_behind(Some(bug)).await;
+        assert_eq!(
+            planted,
+            [Some(8), Some(5), Some(10)],
+            "the planted bug goes back"
+        );
+    }
+
     #[tokio::test]
     async fn a_group_hosted_here_is_not_asked_elsewhere_and_unknown_keys_wait() {
         let (tx, _rx) = mpsc::channel(4);

@@ -895,6 +895,11 @@ pub enum PlantedBug {
     /// sent events again). Caught by the node's watch test of a group that moves away
     /// (`watch::remote`).
     WatchProgressGoesBack,
+    /// Placement (`synod-partition`'s `targets.rs`): a group's new leader does not go on with
+    /// the move the range directory records for it (a move whose driver lost the lead part-way):
+    /// the learner it added is dropped as any a move cut short left, and the record stays.
+    /// Caught by the simulator's moves (every record finished by the end of the run).
+    MoveTargetNotResumed,
     /// Placement (`synod-partition`'s `moves.rs`, `leaders.rs`, `rebalance.rs`): a member the
     /// cluster removed that still leads a placed group drives the group's move off itself
     /// instead of handing the lead to a voter the cluster keeps, the leader plan counts it as
@@ -906,7 +911,7 @@ pub enum PlantedBug {
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 76] = [
+    pub const ALL: [PlantedBug; 77] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -983,6 +988,7 @@ impl PlantedBug {
         PlantedBug::WatchCancelledWhenGroupMovesAway,
         PlantedBug::DepartedLeaderKeepsGroups,
         PlantedBug::WatchProgressGoesBack,
+        PlantedBug::MoveTargetNotResumed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -1069,6 +1075,7 @@ impl PlantedBug {
             PlantedBug::WatchCancelledWhenGroupMovesAway => "watch-cancelled-when-group-moves-away",
             PlantedBug::DepartedLeaderKeepsGroups => "departed-leader-keeps-groups",
             PlantedBug::WatchProgressGoesBack => "watch-progress-goes-back",
+            PlantedBug::MoveTargetNotResumed => "move-target-not-resumed",
         }
     }
 
@@ -1302,6 +1309,22 @@ pub struct DirectoryStatus {
     /// in `members`; no generation), whether or not the directory recorded it yet.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placement: Vec<DirectoryEntry>,
+    /// Placement: the moves (`range move`) the directory records and no leader has finished
+    /// or given up yet, as this member's copy holds them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moves: Vec<MoveTarget>,
+}
+
+/// A move of a placed group's replica recorded in the range directory: the group's leader
+/// (whoever it is by then) moves it from `from` to `to`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct MoveTarget {
+    pub group: u64,
+    pub from: NodeId,
+    pub to: NodeId,
+    /// The group's configuration version when the move was recorded: a move takes three
+    /// changes, so a record from before more than that is stale.
+    pub config_version: u64,
 }
 
 /// One range of the directory: the range from `start` to the next entry's is `group`'s.

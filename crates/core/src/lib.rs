@@ -38,7 +38,7 @@ pub use engine::{
     DirectoryStatus, DurableRecord, ERR_COMPACTED, ERR_FUTURE_REV, ERR_KEY_NOT_FOUND,
     ERR_LEASE_EXISTS, ERR_LEASE_NOT_FOUND, ERR_LEASE_TTL_TOO_LARGE, ERR_WRONG_GROUP, Engine,
     EngineConfig, EngineError, EngineStatus, GroupEvents, GroupFailure, GroupStatus, MoveKind,
-    Outbox, OutputBuffer, PlantedBug, Ready, WatchMove,
+    MoveTarget, Outbox, OutputBuffer, PlantedBug, Ready, WatchMove,
 };
 pub use ids::{ClientId, NodeId, RequestId};
 pub use log::CommandLog;

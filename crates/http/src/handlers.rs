@@ -441,6 +441,20 @@ pub struct DirectoryInfo {
     pub matches_layout: bool,
     /// Groups live on some members only: the member hosts some of the ranges.
     pub placed: bool,
+    /// Moves (`range move`) the directory records and no leader has finished yet: each
+    /// group's leader goes on with its own.
+    pub moves: Vec<DirectoryMove>,
+}
+
+/// A move the range directory records (placement).
+#[derive(Debug, Serialize)]
+pub struct DirectoryMove {
+    pub group: u64,
+    pub name: String,
+    pub from: NodeId,
+    pub to: NodeId,
+    /// The group's configuration version when it was recorded.
+    pub config_version: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -498,6 +512,15 @@ impl DirectoryInfo {
             copied_at: d.copied_at,
             matches_layout,
             placed: d.placed,
+            moves: (d.moves.iter())
+                .map(|m| DirectoryMove {
+                    group: m.group,
+                    name: synod_partition::layout::group_name(m.group),
+                    from: m.from,
+                    to: m.to,
+                    config_version: m.config_version,
+                })
+                .collect(),
         })
     }
 }

@@ -357,7 +357,11 @@ impl<E: Engine> Partitioned<E> {
         let ResponseBody::Range(range) = r.body else {
             return;
         };
+        let targets = crate::targets::read(meta);
         let kvs = range.kvs;
+        if let Some(targets) = targets {
+            self.copy_targets(targets);
+        }
         self.directory.copy = kvs
             .into_iter()
             .map(|kv| Copied {
@@ -459,6 +463,7 @@ impl<E: Engine> Partitioned<E> {
             copied_at: self.directory.copy_at.unwrap_or(0),
             placed: self.placed(),
             placement,
+            moves: self.targets.recorded(),
         })
     }
 }

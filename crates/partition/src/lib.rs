@@ -90,6 +90,7 @@ mod moves;
 mod placement;
 mod pool;
 mod rebalance;
+mod targets;
 mod watch;
 
 pub use backup::{GroupsImage, assemble as assemble_backup, combine_group_hashes};
@@ -252,6 +253,8 @@ pub struct Partitioned<E: Engine> {
     closing: close::Closing,
     /// This member's records of its groups' ranges in the range directory (`directory.rs`).
     directory: directory::Recording,
+    /// Moves recorded in the range directory, followed by each group's leader (`targets.rs`).
+    targets: targets::Targets,
     /// Requests relayed to and from members hosting their groups (`placement.rs`).
     relay: placement::Relay,
     /// Moves of placed groups' replicas driven here, and groups joined and left (`moves.rs`).
@@ -645,6 +648,7 @@ impl<E: Engine> Partitioned<E> {
             self.auto.answered(reply.id, self.ticks);
             let retry_at = self.ticks + self.election_timeout_ticks;
             self.directory.answered(reply.id, retry_at);
+            self.targets.answered(reply.id, retry_at);
             for (id, not_before) in self.absorbing.values_mut() {
                 if *id == Some(reply.id) {
                     *id = None;
@@ -1192,6 +1196,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             bug_release_already_so: false,
             closing: close::Closing::default(),
             directory: directory::Recording::default(),
+            targets: targets::Targets::default(),
             relay: placement::Relay::new(nonce),
             moves: moves::Moves::left(away.0, away.1),
             rebalance: rebalance::Rebalance::default(),
@@ -1399,6 +1404,8 @@ impl<E: Engine> Engine for Partitioned<E> {
         }
         if self.ticks.is_multiple_of(FOLLOW_MEMBERS_EVERY_TICKS) {
             self.follow_members();
+            // Recorded moves first: a learner one left is gone on with, not dropped.
+            self.follow_targets();
             self.evacuate();
             if self.ticks.is_multiple_of(rebalance::REBALANCE_EVERY_TICKS) {
                 self.rebalance();

@@ -8,10 +8,11 @@
 //! reconfiguration, one at a time ([`move_change`]). The group's quorum never shrinks on the
 //! way (three voters, four, three). The caller is answered once the group's configuration has
 //! `Y` as a voter and not `X` (a retry of a finished move too), or `Timeout` after
-//! [`MOVE_TIMEOUTS`] request timeouts. The driver is this member's, in memory: if it crashes
-//! the group keeps a valid configuration part-way (`Y` a learner, or four voters) and the same
-//! command, asked again anywhere, finishes it — each step is computed from the configuration
-//! the group has, not from where the driver was.
+//! [`MOVE_TIMEOUTS`] request timeouts. The driver is this member's, in memory, but the move is
+//! recorded in the range directory (`targets.rs`): if the driver crashes or loses the lead, the
+//! group keeps a valid configuration part-way (`Y` a learner, or four voters) and its next
+//! leader goes on with the recorded move — or the same command, asked again anywhere, does —
+//! each step computed from the configuration the group has, not from where the driver was.
 //!
 //! **The newcomer.** `Y` has no replica of the group; the first message of the group to reach
 //! it (the leader feeding its new learner) starts one *joining* — no state and no
@@ -84,6 +85,8 @@ struct Moving {
     from: NodeId,
     /// The newcomer, once the group's leader checked the move.
     to: Option<Member>,
+    /// The group's configuration version when the move was checked (what its record says).
+    version: u64,
     until: u64,
 }
 
@@ -130,6 +133,35 @@ impl Moves {
     /// Whether this member drives any move.
     pub(crate) fn driving_any(&self) -> bool {
         !self.driving.is_empty()
+    }
+
+    /// Whether this member drives a move of group `g`.
+    pub(crate) fn driving_group(&self, g: GroupId) -> bool {
+        self.driving.iter().any(|d| d.group == g)
+    }
+
+    /// The target to record for the move of group `g` driven here, if it is one the directory
+    /// records (`targets.rs`): an operator's, or one going on from a record (`resumed`), once
+    /// checked.
+    pub(crate) fn recordable(
+        &self,
+        g: GroupId,
+        resumed: &BTreeSet<RequestId>,
+    ) -> Option<synod_core::MoveTarget> {
+        let recorded =
+            |d: &&Moving| !d.request.id.is_engine_own() || resumed.contains(&d.request.id);
+        let d = self
+            .driving
+            .iter()
+            .filter(|d| d.group == g)
+            .find(recorded)?;
+        let to = d.to.as_ref()?;
+        Some(synod_core::MoveTarget {
+            group: g,
+            from: d.from,
+            to: to.id,
+            config_version: d.version,
+        })
     }
 
     /// Whether the cluster removed member `id`, as last read (see [`Partitioned::departed`]).
@@ -211,7 +243,21 @@ impl<E: Engine> Partitioned<E> {
     /// the group, handed to its leader otherwise.
     pub(crate) fn take_move(&mut self, g: GroupId, request: ClientRequest) {
         let Op::Move(m) = &request.op else { return };
-        let from = m.from;
+        let (from, to) = (m.from, m.to);
+        // The same move going on from its record: the operator's ask takes it over (it would
+        // be refused as busy otherwise), and is answered when it is done.
+        let resumed = &mut self.targets.resumed;
+        let twin = |d: &Moving| {
+            d.group == g
+                && d.from == from
+                && matches!(&d.request.op, Op::Move(o) if o.to == to)
+                && resumed.contains(&d.request.id)
+        };
+        if let Some(i) = self.moves.driving.iter().position(twin) {
+            let d = self.moves.driving.remove(i);
+            resumed.remove(&d.request.id);
+            self.own.answered(&d.request.id);
+        }
         self.push_move(g, from, request);
         self.drive_moves();
     }
@@ -225,8 +271,22 @@ impl<E: Engine> Partitioned<E> {
             group: g,
             from,
             to: None,
+            version: 0,
             until,
         });
+    }
+
+    /// Goes on with the move `t` the range directory records for group `g`, led here and
+    /// moving nowhere else (`targets.rs`).
+    pub(crate) fn resume_move(&mut self, g: GroupId, t: synod_core::MoveTarget) {
+        let at = self.layout.position(g).map(|p| self.layout.bounds_at(p).0);
+        let request = self.own.request(Op::Move(MoveRequest {
+            at: at.unwrap_or_default(),
+            from: t.from,
+            to: t.to,
+        }));
+        self.targets.resumed.insert(request.id);
+        self.push_move(g, t.from, request);
     }
 
     /// Starts a move of group `g` from `from` to `to` that this member makes itself (no client
@@ -321,24 +381,24 @@ impl<E: Engine> Partitioned<E> {
                 (d.request.id, d.group, d.from, d.until)
             };
             if self.ticks >= until {
-                self.moves.driving.remove(i);
-                self.answer_move(ClientReply {
-                    id,
-                    result: Err(EngineError::Timeout),
-                });
+                // An operator's move keeps its record: the leader goes on with it. One gone on
+                // with from its record gives it up.
+                let give_up = self.targets.resumed.contains(&id);
+                self.end_move(i, Err(EngineError::Timeout), give_up);
                 continue;
             }
             let status = self.groups.get(&g).map(|e| e.status());
             let leader = status.as_ref().and_then(|s| s.leader);
             if leader != Some(self.id) {
                 match leader {
-                    // This member's own move (`evacuate`) is not handed over: the new leader
-                    // makes its own from where the group stands — two drivers would each add
-                    // a newcomer.
+                    // This member's own move (`evacuate`, or one going on from its record) is
+                    // not handed over: the new leader makes its own from where the group
+                    // stands, or from the record — two drivers would each add a newcomer.
                     Some(_) if id.is_engine_own() => {
                         self.moves.driving.remove(i);
                         self.own.answered(&id);
                         self.rebalance.targets.remove(&id);
+                        self.targets.resumed.remove(&id);
                     }
                     Some(l) => {
                         // To the leader, which drives it from where the group stands.
@@ -353,16 +413,19 @@ impl<E: Engine> Partitioned<E> {
             if self.moves.driving[i].to.is_none() {
                 let request = self.moves.driving[i].request.clone();
                 match self.check_move(g, &request) {
-                    Ok(Some(to)) => self.moves.driving[i].to = Some(to),
+                    Ok(Some(to)) => {
+                        let d = &mut self.moves.driving[i];
+                        d.to = Some(to);
+                        d.version = status.as_ref().map_or(0, |s| s.configuration.version);
+                    }
                     Ok(None) => {
-                        self.moves.driving.remove(i);
                         let reply = self.move_done(id, g);
-                        self.answer_move(reply);
+                        self.end_move(i, reply.result, false);
                         continue;
                     }
                     Err(e) => {
-                        self.moves.driving.remove(i);
-                        self.answer_move(ClientReply { id, result: Err(e) });
+                        let busy = matches!(e, EngineError::Busy);
+                        self.end_move(i, Err(e), !busy);
                         continue;
                     }
                 }
@@ -385,27 +448,34 @@ impl<E: Engine> Partitioned<E> {
             }
             // The status read above: nothing here changed the group since.
             let c = status.map(|s| s.configuration).unwrap_or_default();
-            let next = match id.is_engine_own() {
+            let next = match id.is_engine_own() && !self.targets.resumed.contains(&id) {
                 true => self.own_move_change(&c, from, to),
                 false => move_change(&c, from, to),
             };
             let Some(change) = next else {
-                self.moves.driving.remove(i);
                 let reply = self.move_done(id, g);
-                self.answer_move(reply);
+                self.end_move(i, reply.result, false);
                 continue;
             };
             if let Some(why) = self.step_refusal(&c, g, from, &change) {
-                self.moves.driving.remove(i);
-                self.answer_move(ClientReply {
-                    id,
-                    result: Err(refused(why)),
-                });
+                self.end_move(i, Err(refused(why)), true);
                 continue;
             }
             self.step_change(g, c.version, change);
             i += 1;
         }
+    }
+
+    /// Ends the move driven at `i` with `result`, given up if `give_up` (its record, if the
+    /// directory has one, is then dropped rather than gone on with: `targets.rs`).
+    fn end_move(&mut self, i: usize, result: Result<Response, EngineError>, give_up: bool) {
+        let d = self.moves.driving.remove(i);
+        let id = d.request.id;
+        if let (true, Op::Move(m)) = (give_up, &d.request.op) {
+            self.targets.given_up.insert(d.group, (d.from, m.to));
+        }
+        self.targets.resumed.remove(&id);
+        self.answer_move(ClientReply { id, result });
     }
 
     /// Proposes `change` to group `g` (led here), computed from its configuration of
@@ -826,6 +896,7 @@ impl<E: Engine> Partitioned<E> {
             .partition(|d| d.group == g);
         self.moves.driving = rest;
         for d in done {
+            self.targets.resumed.remove(&d.request.id);
             let finished = !after.configuration.contains(me)
                 && d.to
                     .as_ref()

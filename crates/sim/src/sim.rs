@@ -494,6 +494,11 @@ fn directory_off_by(s: &EngineStatus, placed: Option<&[PlacedRange]>) -> Option<
     if recorded != layout {
         return Some(format!("directory {recorded:?} but layout {layout:?}"));
     }
+    // Placement: every move recorded (`range move`) finished, or was given up, by a leader of
+    // its group.
+    if !d.moves.is_empty() {
+        return Some(format!("directory records unfinished moves {:?}", d.moves));
+    }
     let voters = s.configuration.voters();
     (d.meta.voters != voters || d.meta.learners != s.configuration.learners())
         .then(|| format!("directory group voters {:?}", d.meta.voters))

@@ -115,7 +115,8 @@ fn planted_relay_dropping_consistency_is_caught() {
 /// while every fault runs — the newcomer added to the group as a learner, promoted once in
 /// sync, the old member removed, each through the group's own log, the newcomer starting the
 /// group on its first message and the old member dropping it — and asks a move cut short again
-/// until it is done. Every key is judged by the linearizability checker (requests at every
+/// half the time; the group's leader finishes it otherwise, from the range directory's record
+/// (`targets.rs`), and no move may be left recorded at the end. Every key is judged by the linearizability checker (requests at every
 /// member, relayed to wherever the group lives now); every group must end on 3 members with
 /// no learner, its hosts agreeing, and every member's directory recording where it lives.
 #[test]
@@ -140,6 +141,20 @@ fn planted_rejoin_reusing_origins_is_caught() {
     cfg.planted_bug = Some(PlantedBug::RejoinReusesOrigins);
     let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 138_000..138_000 + PLANT_SEEDS_MAX);
     assert_caught_by(&r, "convergence");
+}
+
+/// A group's new leader ignores the move the range directory records for it (its driver lost
+/// the lead part-way): the learner the move added is dropped as any a move cut short left, the
+/// move is undone and its record stays — a run ending with an unfinished move recorded.
+#[test]
+fn planted_move_target_not_resumed_is_caught() {
+    let mut cfg = placed();
+    cfg.moves = true;
+    cfg.planted_bug = Some(PlantedBug::MoveTargetNotResumed);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 138_000..138_000 + PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "convergence");
+    let why = r.failures.join("\n");
+    assert!(why.contains("records unfinished moves"), "{why}");
 }
 
 /// Membership changes on a placed cluster (`reconfig`: members replaced, the leader removing

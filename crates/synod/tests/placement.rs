@@ -7,7 +7,8 @@
 //! hashkv` agrees at every member and a backup at a member gathers the groups it does not host
 //! (restored into a new cluster), a range moves between members on command, a member
 //! replaced through etcdctl (one added, one removed) has its groups moved off it, and so has a
-//! member that lost a moved range's records (it may have voted there, so it votes no more).
+//! member that lost a moved range's records (it may have voted there, so it votes no more); a
+//! move recorded in the range directory is finished by the group's next leader.
 
 mod common;
 
@@ -490,6 +491,50 @@ fn a_range_moves_from_one_member_to_another() {
         });
     }
     reads_d(&c, &etcdctl, &[1, 2, 4, 5], "after-5");
+}
+
+/// A move outlives its driver (`targets.rs`): group 1 (key d, on members 2, 3 and 4) is asked
+/// to move from member 2 to member 1 while member 1 is down, so the move cannot finish and the
+/// operator is told it timed out; the range directory records it (`range list` shows it). Then
+/// the group's leader is killed and member 1 comes back: the new leader goes on with the
+/// recorded move — member 1 joins, member 2 leaves — and the record goes. (Before records, the
+/// new leader dropped the learner the move had added, and the group stayed where it was.)
+#[test]
+fn a_recorded_move_outlives_its_driver() {
+    let Some(etcdctl) = etcdctl() else {
+        return;
+    };
+    // A move times out after 6 request timeouts: 6 s here.
+    let mut c = placed_with(&|cfg| cfg.request_timeout_ticks = 100);
+    wait_placed(&c);
+    ok_at(&c, &etcdctl, 5, &["put", "d", "before"]);
+    c.kill(1);
+    let (ok, said) = synodctl_run(&c, 5, &["range", "move", "d", "--from", "2", "--to", "1"]);
+    assert!(!ok, "a move to a member that is down cannot finish: {said}");
+    let list = wait_until(Duration::from_secs(30), "the move recorded", || {
+        let l = synodctl_at(&c, 5, &["range", "list"]);
+        l.contains("moving: group 1 from member 2 to member 1")
+            .then_some(l)
+    });
+    let leader = wait_until(Duration::from_secs(30), "group 1's leader", || {
+        leaders_claimed(&c).get(&1).copied()
+    });
+    assert!([2, 3, 4].contains(&leader), "{leader}: {list}");
+    c.kill(leader);
+    c.restart(1);
+    let witness = [3, 4].into_iter().find(|m| *m != leader).unwrap_or(3);
+    let group_1 =
+        |c: &Cluster| (hosted(c, witness).unwrap_or_default().into_iter()).find(|(g, _)| *g == 1);
+    wait_until(Duration::from_secs(90), "the move finished", || {
+        group_1(&c).filter(|(_, v)| *v == [1, 3, 4])
+    });
+    wait_until(Duration::from_secs(30), "the record gone", || {
+        let l = synodctl_at(&c, 5, &["range", "list"]);
+        (!l.contains("moving:")).then_some(())
+    });
+    c.restart(leader);
+    ok_at(&c, &etcdctl, 2, &["put", "d", "after"]);
+    reads_d(&c, &etcdctl, &[1, 2, 3, 4, 5], "after");
 }
 
 /// Every member in `members` reads `value` at key d (linearizable, and serializable once its

@@ -292,6 +292,20 @@ pub fn ranges(format: Format, body: &Value) -> String {
     };
     if let Some(d) = body.get("directory") {
         out.push_str(&directory_line(d));
+        for m in d
+            .get("moves")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            out.push_str(&format!(
+                "\nmoving: group {} from member {} to member {} (recorded; its leader goes on \
+                 with it)",
+                field(m, "name"),
+                field(m, "from"),
+                field(m, "to")
+            ));
+        }
     }
     for f in body
         .get("failed_groups")

@@ -9,10 +9,12 @@
 //!
 //! **Moves** (placement, `RunConfig::moves`): the operator asks a random member to move the
 //! group of a random key from a random member to another (`synodctl range move`; refused when
-//! the first does not host it or the second does), one move at a time; a move answered with
-//! anything but its outcome or a refusal (a timeout, its driver crashed) is asked again, after
-//! the fault window too, until it is done — as an operator would, and as a run must for the
-//! groups to converge (a move cut short leaves a learner or a fourth voter). Half the moves
+//! the first does not host it or the second does). A move answered with anything but its
+//! outcome or a refusal (a timeout, its driver crashed) is asked again at the operator's next
+//! turn half the time — a retry of a move its group's leader goes on with from the directory's
+//! record (`targets.rs`) — and left to the group otherwise; never after the fault window, so a
+//! move cut short then must be finished by whoever leads its group, from the record (every
+//! run must end with no move recorded, planted `move-target-not-resumed`). Half the moves
 //! after one that was done take it back, so members rejoin groups they left (their earlier
 //! stay is in the group's state; planted `rejoin-reuses-origins`).
 //!
@@ -31,8 +33,6 @@ pub const SPLITTER_CLIENT: ClientId = ClientId(u64::MAX - 11);
 /// Pause between two split requests.
 const GAP_MIN_US: u64 = 200_000;
 const GAP_MAX_US: u64 = 900_000;
-/// After the fault window, an unfinished move is asked again this often.
-const MOVE_AGAIN_US: u64 = 500_000;
 
 #[derive(Debug)]
 pub enum SplitterEv {
@@ -97,9 +97,6 @@ impl<E: Engine> Sim<E> {
                 let next = self.now_us + self.splitter.rng.range(GAP_MIN_US, GAP_MAX_US);
                 if next < self.heal_at_us {
                     self.at(next, Ev::Splitter(SplitterEv::Ask));
-                } else if self.splitter.pending_move.is_some() {
-                    let again = self.heal_at_us.max(self.now_us) + MOVE_AGAIN_US;
-                    self.at(again, Ev::Splitter(SplitterEv::Ask));
                 }
             }
         }
@@ -113,6 +110,7 @@ impl<E: Engine> Sim<E> {
         let node = members[self.splitter.rng.below(members.len() as u64) as usize];
         let at = key_name(self.splitter.rng.below(self.cfg.keys.max(1))).into_bytes();
         let op = if self.splitter.moves {
+            let again = self.splitter.rng.below(2) == 0;
             let back = self
                 .splitter
                 .last_moved
@@ -135,9 +133,9 @@ impl<E: Engine> Sim<E> {
                 }
             };
             let m = match self.splitter.pending_move.take() {
-                Some((m, _)) => m,
-                None if self.now_us < self.heal_at_us => fresh(),
-                None => return,
+                Some((m, _)) if again => m,
+                _ if self.now_us < self.heal_at_us => fresh(),
+                _ => return,
             };
             self.splitter.pending_move = Some((m.clone(), self.splitter.seq + 1));
             Op::Move(m)

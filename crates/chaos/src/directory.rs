@@ -3,7 +3,9 @@
 //! to record exactly the layout its groups applied (each range's first key, group and voters), and all members must record the same
 //! ranges (docs/partitioning.md, "The range directory"). A copy that does not within
 //! [`CATCH_UP`] fails the run, as a watch or lock violation does: the simulator's convergence
-//! check for the directory, on real processes with real faults.
+//! check for the directory, on real processes with real faults. With groups placed (`--replicas
+//! R`), every placed group must also be whole — `R` voters, no learner — and no move
+//! (`--moves`) left recorded unfinished.
 //!
 //! And during the run, [`watch_order`] reads every member's copy a few times a second: no key's
 //! owner may go back to an older range generation (the records' guards;
@@ -108,17 +110,27 @@ struct Copy {
     layout: Vec<Range>,
     /// Groups live on some members only: the member's layout is some of the ranges.
     placed: bool,
+    /// Placement: recorded learners (a move under way), and moves recorded unfinished.
+    learners: usize,
+    moves: usize,
 }
 
 impl Copy {
     /// Whether the copy records the member's groups as they applied them (all of them and no
-    /// other, unless groups are placed).
-    fn records_layout(&self) -> bool {
+    /// other, unless groups are placed: then each of the member's among them, every group after
+    /// the first on `replicas` voters without learners, and no move unfinished).
+    fn records_layout(&self, replicas: usize) -> bool {
         if !self.placed {
             return self.recorded == self.layout;
         }
+        let whole = (self.recorded.iter().skip(1))
+            .filter(|(_, g, _)| *g != u64::MAX)
+            .all(|(_, _, voters)| voters.len() == replicas);
         let mut recorded = self.recorded.iter();
         self.layout.iter().all(|l| recorded.any(|r| r == l))
+            && whole
+            && self.learners == 0
+            && self.moves == 0
     }
 }
 
@@ -148,10 +160,15 @@ async fn copy_of(http: &reqwest::Client, http_addr: &str) -> Result<Copy, String
     if status["directory"].is_null() {
         return Err("keeps no directory".into());
     }
+    let d = &status["directory"];
+    let count = |v: &Value| v.as_array().map_or(0, Vec::len);
+    let ranges_of = d["ranges"].as_array().into_iter().flatten();
     Ok(Copy {
-        recorded: ranges(&status["directory"]["ranges"], "members"),
+        recorded: ranges(&d["ranges"], "members"),
         layout: ranges(&status["groups"], "voters"),
-        placed: status["directory"]["placed"] == true,
+        placed: d["placed"] == true,
+        learners: ranges_of.map(|r| count(&r["learners"])).sum(),
+        moves: count(&d["moves"]),
     })
 }
 
@@ -229,10 +246,12 @@ pub fn watch_order(http: reqwest::Client, members: Vec<(String, String)>) -> Ord
     OrderWatch { stop, task }
 }
 
-/// Polls every member of `cluster` until their copies converge or [`CATCH_UP`] passes.
+/// Polls every member of `cluster` until their copies converge or [`CATCH_UP`] passes
+/// (`replicas`: each placed group's, 0 unplaced).
 pub async fn check(
     http: &reqwest::Client,
     cluster: &Cluster,
+    replicas: usize,
     order: OrderReport,
 ) -> DirectoryCheck {
     let t0 = Instant::now();
@@ -241,10 +260,10 @@ pub async fn check(
         let mut detail = Vec::new();
         for m in cluster.members.iter().filter(|m| !m.retired) {
             match copy_of(http, &m.http_addr).await {
-                Ok(c) if c.records_layout() => copies.push(c),
+                Ok(c) if c.records_layout(replicas) => copies.push(c),
                 Ok(c) => detail.push(format!(
-                    "{}: records {:?}, its groups applied {:?}",
-                    m.name, c.recorded, c.layout
+                    "{}: records {:?} ({} learners, {} moves unfinished), its groups applied {:?}",
+                    m.name, c.recorded, c.learners, c.moves, c.layout
                 )),
                 Err(e) => detail.push(format!("{}: {e}", m.name)),
             }

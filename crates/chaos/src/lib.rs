@@ -20,6 +20,7 @@ pub mod availability;
 pub mod cluster;
 pub mod directory;
 pub mod locks;
+pub mod moves;
 pub mod proxy;
 pub mod reconfig;
 pub mod schedule;
@@ -111,6 +112,12 @@ pub struct ChaosArgs {
     /// a host (remote watches).
     #[arg(long, default_value_t = 0)]
     pub replicas: usize,
+    /// Placed runs (`--replicas`): this many range moves during the fault window, each of a
+    /// random key's group from one of its hosts to a member outside it (`POST
+    /// /v1/ranges/move`). The end-of-run check requires every placed group whole and no move
+    /// left recorded in the directory.
+    #[arg(long, default_value_t = 0)]
+    pub moves: usize,
     /// Replication engine: omnipaxos, vr, caspaxos or epaxos.
     #[arg(long, default_value = "omnipaxos")]
     pub engine: String,
@@ -241,9 +248,10 @@ pub fn run(args: ChaosArgs, synod_exe: &Path) -> i32 {
                 args.auto_split_writes,
                 args.auto_split_reads,
                 if args.directory { " --directory" } else { "" },
-                match args.replicas {
-                    0 => String::new(),
-                    r => format!(" --replicas {r}"),
+                match (args.replicas, args.moves) {
+                    (0, _) => String::new(),
+                    (r, 0) => format!(" --replicas {r}"),
+                    (r, m) => format!(" --replicas {r} --moves {m}"),
                 }
             )
         } else {
@@ -344,6 +352,9 @@ fn prepare_out_dir(args: &ChaosArgs, seed: u64) -> Result<PathBuf, String> {
         }
     } else if args.directory {
         return Err("--directory needs --groups 2 or more (the directory maps ranges)".into());
+    }
+    if args.moves > 0 && args.replicas == 0 {
+        return Err("--moves needs --replicas (only placed groups move)".into());
     }
     if args.replicas > 0 {
         let r = args.replicas;
@@ -1075,7 +1086,25 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
             .collect();
         tokio::spawn(splits::run(addrs, keys, times, base))
     });
-    let order_watch = (args.directory && args.groups > 1).then(|| {
+    let splitter = splitter.or_else(|| {
+        (args.replicas > 0 && args.moves > 0).then(|| {
+            let n = args.moves as u64;
+            let times = (1..=n)
+                .map(|i| WARMUP_MS + heal_at_ms.saturating_sub(WARMUP_MS) * i / (n + 1))
+                .collect();
+            let members = s.cluster.members.iter().take(args.nodes);
+            let addrs = members.map(|m| m.http_addr.clone()).collect();
+            let ids = s.ids.iter().take(args.nodes).copied().collect();
+            // The first range's group lives on every member: keys of the placed groups only.
+            let first = split_keys(args.keys, args.groups).into_iter().next();
+            let keys = (0..args.keys).map(|k| format!("k{k}"));
+            let keys = keys
+                .filter(|k| first.as_ref().is_some_and(|f| k >= f))
+                .collect();
+            tokio::spawn(moves::run(addrs, ids, keys, times, base, seed))
+        })
+    });
+    let order_watch = ((args.directory || args.replicas > 0) && args.groups > 1).then(|| {
         let members = s.cluster.members.iter();
         let members = members.map(|m| (m.name.clone(), m.http_addr.clone()));
         // A paused member answers nothing: its read gives up, the others are read on.
@@ -1187,8 +1216,9 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
         Some(w) => w.finish().await,
         None => directory::OrderReport::default(),
     };
-    let directory_check = match args.directory && args.groups > 1 && !interrupted {
-        true => Some(directory::check(&http, &s.cluster, order).await),
+    let keeps_directory = args.directory || args.replicas > 0;
+    let directory_check = match keeps_directory && args.groups > 1 && !interrupted {
+        true => Some(directory::check(&http, &s.cluster, args.replicas, order).await),
         false => None,
     };
     let ranges_at_end = if args.groups > 1 {

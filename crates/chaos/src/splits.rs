@@ -127,10 +127,11 @@ fn elapsed_ms(base: Instant) -> u64 {
 /// The report's lines about splits and merges.
 pub fn report(records: &[SplitRecord]) -> String {
     let done = records.iter().filter(|r| r.done_ms.is_some()).count();
-    let mut out = format!(
-        "range splits and merges: {done} of {} took effect\n",
-        records.len()
-    );
+    let what = match records.iter().all(|r| r.op == "move") {
+        true => "range moves (one answered otherwise is left to its group's leader)",
+        false => "range splits and merges",
+    };
+    let mut out = format!("{what}: {done} of {} took effect\n", records.len());
     for r in records {
         match r.done_ms {
             Some(ms) => out.push_str(&format!(

@@ -277,6 +277,8 @@ fn partitioned_chaos_with_load_splits_is_linearizable() {
 /// cut off. Linearizable, every member's directory records the 4 ranges with their hosts, the
 /// watchers of every key on every member (most of them reading groups hosted elsewhere through
 /// remote hubs) pass the watch verdict, and the lock clients' fenced register stays safe.
+/// Three range moves run among the faults; at the end every placed group is whole (3 voters,
+/// no learner) and no move is left recorded unfinished in the directory.
 #[test]
 fn placed_chaos_run_is_linearizable() {
     let out = out_dir("placed");
@@ -292,8 +294,16 @@ fn placed_chaos_run_is_linearizable() {
         "--directory",
         "--locks",
         "3",
+        "--moves",
+        "3",
     ];
     let (report, s) = run_checked("omnipaxos", "2027", "30s", "all", &args, &out);
+    let moves = s["splits"].as_array().expect("the moves' records");
+    assert_eq!(moves.len(), 3, "{report}");
+    assert!(
+        moves.iter().all(|m| m["op"] == "move") && moves.iter().any(|m| !m["done_ms"].is_null()),
+        "a move took effect: {report}"
+    );
     let d = &s["directory"];
     assert_eq!(d["converged"], true, "{report}");
     assert_eq!(d["members"], 5, "{report}");

@@ -298,6 +298,35 @@ fn lock_flags(args: &ChaosArgs) -> String {
     f
 }
 
+/// Placed runs with `--moves`: the range moves, spread evenly over the fault window.
+fn spawn_moves(
+    args: &ChaosArgs,
+    s: &Setup,
+    heal_at_ms: u64,
+    base: Instant,
+    seed: u64,
+) -> Option<tokio::task::JoinHandle<Vec<splits::SplitRecord>>> {
+    if args.replicas == 0 || args.moves == 0 {
+        return None;
+    }
+    let n = args.moves as u64;
+    let times = (1..=n)
+        .map(|i| WARMUP_MS + heal_at_ms.saturating_sub(WARMUP_MS) * i / (n + 1))
+        .collect();
+    let members = s.cluster.members.iter().take(args.nodes);
+    let addrs = members.map(|m| m.http_addr.clone()).collect();
+    let ids = s.ids.iter().take(args.nodes).copied().collect();
+    // The first range's group lives on every member: keys of the placed groups only.
+    let first = split_keys(args.keys, args.groups).into_iter().next();
+    let keys = (0..args.keys).map(|k| format!("k{k}"));
+    let keys = keys
+        .filter(|k| first.as_ref().is_some_and(|f| k >= f))
+        .collect();
+    Some(tokio::spawn(moves::run(
+        addrs, ids, keys, times, base, seed,
+    )))
+}
+
 /// The checks that join the linearizability verdict.
 struct Checks {
     watch: Option<watchers::WatchRun>,
@@ -1086,24 +1115,7 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
             .collect();
         tokio::spawn(splits::run(addrs, keys, times, base))
     });
-    let splitter = splitter.or_else(|| {
-        (args.replicas > 0 && args.moves > 0).then(|| {
-            let n = args.moves as u64;
-            let times = (1..=n)
-                .map(|i| WARMUP_MS + heal_at_ms.saturating_sub(WARMUP_MS) * i / (n + 1))
-                .collect();
-            let members = s.cluster.members.iter().take(args.nodes);
-            let addrs = members.map(|m| m.http_addr.clone()).collect();
-            let ids = s.ids.iter().take(args.nodes).copied().collect();
-            // The first range's group lives on every member: keys of the placed groups only.
-            let first = split_keys(args.keys, args.groups).into_iter().next();
-            let keys = (0..args.keys).map(|k| format!("k{k}"));
-            let keys = keys
-                .filter(|k| first.as_ref().is_some_and(|f| k >= f))
-                .collect();
-            tokio::spawn(moves::run(addrs, ids, keys, times, base, seed))
-        })
-    });
+    let splitter = splitter.or_else(|| spawn_moves(&args, &s, heal_at_ms, base, seed));
     let order_watch = ((args.directory || args.replicas > 0) && args.groups > 1).then(|| {
         let members = s.cluster.members.iter();
         let members = members.map(|m| (m.name.clone(), m.http_addr.clone()));

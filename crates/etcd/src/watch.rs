@@ -136,6 +136,9 @@ impl WatchStream {
                 if self.send(self.response(-1, revision)).await.is_err() {
                     return;
                 }
+                for w in self.watchers.values() {
+                    w.cursor.claim(revision);
+                }
             }
             tokio::select! {
                 biased;
@@ -403,7 +406,8 @@ impl WatchStream {
     }
 
     /// Caught-up watchers that asked for progress notifications and were sent nothing for a
-    /// whole interval get an empty response stamped with the member's revision.
+    /// whole interval get an empty response stamped with the revision they have seen through
+    /// (`Cursor::progress`).
     async fn notify_progress(&mut self) -> Result<(), Gone> {
         let every = self.progress_every;
         let due: Vec<(i64, u64)> = self
@@ -415,6 +419,7 @@ impl WatchStream {
         for (id, head) in due {
             if let Some(w) = self.watchers.get_mut(&id) {
                 w.last_sent = Instant::now();
+                w.cursor.claim(head);
             }
             self.send(self.response(id, head)).await?;
         }

@@ -321,6 +321,7 @@ impl Cursor {
                     // before (the cursor's rule); none to claim: due again an interval on.
                     self.last_sent = Instant::now();
                     if let Some(progress_revision) = self.node.progress() {
+                        self.node.claim(progress_revision);
                         write_line(&mut out, &WatchProgress { progress_revision });
                         return Some(out.into());
                     }

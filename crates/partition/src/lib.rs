@@ -1404,7 +1404,9 @@ impl<E: Engine> Engine for Partitioned<E> {
         }
         if self.ticks.is_multiple_of(FOLLOW_MEMBERS_EVERY_TICKS) {
             self.follow_members();
-            // Recorded moves first: a learner one left is gone on with, not dropped.
+            // Recorded moves first: a learner one left is gone on with, not dropped (a record
+            // not in this member's copy yet cannot be: its learner may be dropped, and added
+            // again once the record arrives).
             self.follow_targets();
             self.evacuate();
             if self.ticks.is_multiple_of(rebalance::REBALANCE_EVERY_TICKS) {

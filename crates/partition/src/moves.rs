@@ -258,6 +258,10 @@ impl<E: Engine> Partitioned<E> {
             resumed.remove(&d.request.id);
             self.own.answered(&d.request.id);
         }
+        // Asked again after this member gave it up: the record is to be gone on with again.
+        if self.targets.given_up.get(&g) == Some(&(from, to)) {
+            self.targets.given_up.remove(&g);
+        }
         self.push_move(g, from, request);
         self.drive_moves();
     }
@@ -414,9 +418,16 @@ impl<E: Engine> Partitioned<E> {
                 let request = self.moves.driving[i].request.clone();
                 match self.check_move(g, &request) {
                     Ok(Some(to)) => {
+                        // The version the move started at, however far it got (a retry of one
+                        // cut short): its record goes stale three changes after that.
+                        let c = status.as_ref().map(|s| &s.configuration);
+                        let made = c.map_or(0, |c| {
+                            u64::from(c.contains(to.id)) + u64::from(c.is_voter(to.id))
+                        });
+                        let version = c.map_or(0, |c| c.version);
                         let d = &mut self.moves.driving[i];
                         d.to = Some(to);
-                        d.version = status.as_ref().map_or(0, |s| s.configuration.version);
+                        d.version = version.saturating_sub(made);
                     }
                     Ok(None) => {
                         let reply = self.move_done(id, g);

@@ -19,6 +19,11 @@
 //! had lost the group, landing late — and is dropped unfollowed, as is one whose newcomer the
 //! cluster removed or whose member to move off the group no longer has.
 //!
+//! A record has no time budget of its own: each leader that goes on with it gives it
+//! [`crate::moves::MOVE_TIMEOUTS`] request timeouts, so a move to a newcomer that stays down
+//! ends when a leader keeps the lead that long. A record is written at the leader's next pass
+//! after its first step: a leader change before it lands leaves a learner the next leader drops.
+//!
 //! Every write is a transaction guarded by the key's mod revision as this member's copy has it:
 //! one planned from a copy that another write changed since does nothing, and is planned again
 //! from the copy read after. Moves a member makes itself (rebalancing, evacuating a removed
@@ -42,6 +47,8 @@ const PREFIX: &[u8] = b"t/";
 const PREFIX_END: &[u8] = b"t0";
 /// The changes a move makes: the newcomer added, promoted, the member moved off removed.
 const MOVE_CHANGES: u64 = 3;
+/// The members of a record that does not decode (never a member id).
+const NOBODY: NodeId = u64::MAX;
 
 /// This member's side of the recorded moves.
 #[derive(Default)]
@@ -92,22 +99,24 @@ fn encode(t: &MoveTarget) -> Vec<u8> {
         .collect()
 }
 
-/// The target a key-value of the store holds; `None` if it does not decode (it is then never
-/// followed, and a leader of its group writes over it).
+/// The target a key-value of the store holds; `None` for a key that names no group. A value
+/// that does not decode reads as a move between members that do not exist ([`NOBODY`]): never
+/// followed, and dropped by the group's leader as moot.
 fn decode(kv: &KeyValue) -> Option<MoveTarget> {
-    let group = kv.key.strip_prefix(PREFIX)?.try_into().ok()?;
+    let group = u64::from_be_bytes(kv.key.strip_prefix(PREFIX)?.try_into().ok()?);
     let words: Vec<u64> = (kv.value.chunks_exact(8))
         .filter_map(|w| w.try_into().ok().map(u64::from_be_bytes))
         .collect();
-    match (&words[..], kv.value.len()) {
-        (&[from, to, config_version], 24) => Some(MoveTarget {
-            group: u64::from_be_bytes(group),
-            from,
-            to,
-            config_version,
-        }),
-        _ => None,
-    }
+    let (from, to, config_version) = match (&words[..], kv.value.len()) {
+        (&[from, to, config_version], 24) => (from, to, config_version),
+        _ => (NOBODY, NOBODY, 0),
+    };
+    Some(MoveTarget {
+        group,
+        from,
+        to,
+        config_version,
+    })
 }
 
 /// The targets the meta group's replica `meta` has applied, with their keys' mod revisions:
@@ -156,6 +165,13 @@ impl<E: Engine> Partitioned<E> {
         let Some((first, cluster)) = self.cluster_configuration() else {
             return;
         };
+        // A member the cluster removed hands its groups over (`moves.rs`): its records would
+        // not land (it is no member of the meta group), and a move it drove would keep the
+        // group from its hand-off.
+        if self.departed(self.id, &cluster) && !self.base.bug(PlantedBug::DepartedLeaderKeepsGroups)
+        {
+            return;
+        }
         let led: Vec<(GroupId, Configuration)> = (self.data_groups())
             .filter(|(g, _)| *g != first)
             .map(|(g, e)| (g, e.status()))
@@ -163,9 +179,11 @@ impl<E: Engine> Partitioned<E> {
             .map(|(g, st)| (g, st.configuration))
             .collect();
         let now = self.ticks;
-        self.targets
-            .pending
-            .retain(|g, _| led.iter().any(|(l, _)| l == g));
+        let leads = |g: &GroupId| led.iter().any(|(l, _)| l == g);
+        self.targets.pending.retain(|g, _| leads(g));
+        // What this member gave up while it led a group is not its word once it no longer
+        // does: a leader since may have gone on with the move.
+        self.targets.given_up.retain(|g, _| leads(g));
         for (g, c) in led {
             if !self.targets.due(g, now) {
                 continue;
@@ -191,6 +209,10 @@ impl<E: Engine> Partitioned<E> {
         let Some(t) = recorded else {
             return Step::Nothing;
         };
+        if c.version < t.config_version {
+            // This replica is behind the record (a leader still applying): judge it later.
+            return Step::Nothing;
+        }
         let given_up = self.targets.given_up.get(&g) == Some(&(t.from, t.to));
         let stale = c.version > t.config_version + MOVE_CHANGES;
         let done = c.is_voter(t.to) && !c.contains(t.from);

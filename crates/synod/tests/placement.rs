@@ -504,8 +504,9 @@ fn a_recorded_move_outlives_its_driver() {
     let Some(etcdctl) = etcdctl() else {
         return;
     };
-    // A move times out after 6 request timeouts: 6 s here.
-    let mut c = placed_with(&|cfg| cfg.request_timeout_ticks = 100);
+    // A move times out after 6 request timeouts (18 s); each leader that goes on with its
+    // record gives it as long again.
+    let mut c = placed();
     wait_placed(&c);
     ok_at(&c, &etcdctl, 5, &["put", "d", "before"]);
     c.kill(1);

@@ -307,9 +307,9 @@ impl Part {
 pub struct Cursor {
     hubs: Arc<WatchHubs>,
     parts: Vec<Part>,
-    /// The highest revision [`Cursor::progress`] claimed: a part that switched to a remote
-    /// hub at a host behind this member (a group that moved away) has a lower head for a
-    /// while, and a client must never see its progress go back.
+    /// The highest revision a progress notification claimed ([`Cursor::claim`]): a part that
+    /// switched to a remote hub at a host behind this member (a group that moved away) has a
+    /// lower head for a while, and a client must never see its progress go back.
     claimed: AtomicU64,
 }
 
@@ -325,15 +325,19 @@ impl Cursor {
 
     /// The revision a progress notification may claim now: its head, once caught up to it
     /// (every event through it delivered) — `None` while it is not, or while the head is below
-    /// a revision claimed before (until the host it reads from passes it).
+    /// a revision claimed before (until the host it reads from passes it). The caller notes
+    /// what it sent with [`Cursor::claim`].
     pub fn progress(&self) -> Option<u64> {
         let head = self.head();
-        if self.next() <= head || self.hubs.bug_progress_goes_back {
-            // PLANTED BUG (`WatchProgressGoesBack`) when caught up: any head, however low.
-            return (self.next() > head).then_some(head);
-        }
-        let claimed = self.claimed.fetch_max(head, Ordering::Relaxed);
-        (head >= claimed).then_some(head)
+        let claimed = self.claimed.load(Ordering::Relaxed);
+        // PLANTED BUG (`WatchProgressGoesBack`): any head, however low.
+        let back = self.hubs.bug_progress_goes_back;
+        (self.next() > head && (head >= claimed || back)).then_some(head)
+    }
+
+    /// A progress notification claimed `revision` to this cursor's client.
+    pub fn claim(&self, revision: u64) {
+        self.claimed.fetch_max(revision, Ordering::Relaxed);
     }
 
     /// The next revision it delivers: every revision below it has been read (or skipped).

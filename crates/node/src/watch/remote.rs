@@ -676,7 +676,12 @@ mod tests {
         member.prepare(b"d/", b"d0").await.expect("hosted here");
         let mut c = member.cursor(b"d/", b"d0", Some(1)).expect("a cursor");
         read_through(&member, &mut c, 8).await;
-        let mut claims = vec![c.progress()];
+        // What a stream would send, noting each claim as it does.
+        let claim = |c: &super::super::Cursor| {
+            let p = c.progress();
+            p.inspect(|r| c.claim(*r))
+        };
+        let mut claims = vec![claim(&c)];
         let away = synod_core::WatchMove {
             through: 8,
             range: synod_core::kv::KeyRange::new("d", "e"),
@@ -689,10 +694,10 @@ mod tests {
             "{read:?}"
         );
         assert_eq!(c.groups(), [1]);
-        claims.push(c.progress());
+        claims.push(claim(&c));
         apply(&hosts, 6..=10);
         assert_eq!(read_through(&member, &mut c, 10).await, [9, 10]);
-        claims.push(c.progress());
+        claims.push(claim(&c));
         claims
     }
 

@@ -68,11 +68,45 @@ struct Copied {
     mod_revision: u64,
 }
 
+/// A leader's writes to the meta group, per group: the one still unanswered, and the tick
+/// before which none is made again (an election timeout after an answer).
+#[derive(Default)]
+pub(crate) struct Paced(BTreeMap<GroupId, (Option<RequestId>, u64)>);
+
+impl Paced {
+    /// Write `id` for group `g` was made.
+    pub(crate) fn made(&mut self, g: GroupId, id: RequestId) {
+        self.0.insert(g, (Some(id), 0));
+    }
+
+    /// Write `id` was answered (either way): none is made again before `retry_at`.
+    pub(crate) fn answered(&mut self, id: RequestId, retry_at: u64) {
+        for (pending, not_before) in self.0.values_mut() {
+            if *pending == Some(id) {
+                *pending = None;
+                *not_before = retry_at;
+            }
+        }
+    }
+
+    /// Whether a write for group `g` may be made at tick `now`.
+    pub(crate) fn due(&self, g: GroupId, now: u64) -> bool {
+        self.0
+            .get(&g)
+            .is_none_or(|(pending, not_before)| pending.is_none() && now >= *not_before)
+    }
+
+    /// Keeps the groups `keep` says.
+    pub(crate) fn retain(&mut self, keep: impl Fn(&GroupId) -> bool) {
+        self.0.retain(|g, _| keep(g));
+    }
+}
+
 /// The recording side: per group, this leader's record still unanswered and the tick before
 /// which it is not made again.
 #[derive(Default)]
 pub(crate) struct Recording {
-    pending: BTreeMap<GroupId, (Option<RequestId>, u64)>,
+    pending: Paced,
     /// This member's copy of the directory, read again only when the meta group's replica
     /// applied something since (`copy_at`, its applied index then; `copy_revision`, the meta
     /// store's revision then): the status that shows it is taken after every batch.
@@ -98,24 +132,17 @@ pub(crate) struct Bugs {
 impl Recording {
     /// Group `g` left this member (`moves.rs`): no record of it is made here any more.
     pub(crate) fn forget(&mut self, g: GroupId) {
-        self.pending.remove(&g);
+        self.pending.retain(|x| *x != g);
     }
 
     /// Our record `id` was answered (either way): made again no sooner than `retry_at` if
     /// this member's copy still differs then.
     pub(crate) fn answered(&mut self, id: RequestId, retry_at: u64) {
-        for (pending, not_before) in self.pending.values_mut() {
-            if *pending == Some(id) {
-                *pending = None;
-                *not_before = retry_at;
-            }
-        }
+        self.pending.answered(id, retry_at);
     }
 
     fn due(&self, g: GroupId, now: u64) -> bool {
-        self.pending
-            .get(&g)
-            .is_none_or(|(pending, not_before)| pending.is_none() && now >= *not_before)
+        self.pending.due(g, now)
     }
 }
 
@@ -380,7 +407,7 @@ impl<E: Engine> Partitioned<E> {
             return;
         }
         let ids: Vec<GroupId> = self.data_groups().map(|(g, _)| g).collect();
-        self.directory.pending.retain(|g, _| ids.contains(g));
+        self.directory.pending.retain(|g| ids.contains(g));
         for g in ids {
             if !self.directory.due(g, self.ticks)
                 || (self.directory.bug_skip_children && g >= CHILD_ID_BASE)
@@ -395,7 +422,7 @@ impl<E: Engine> Partitioned<E> {
                 continue;
             };
             let request = self.own.request(op);
-            self.directory.pending.insert(g, (Some(request.id), 0));
+            self.directory.pending.made(g, request.id);
             if let Some(meta) = self.groups.get_mut(&META_GROUP) {
                 meta.submit(request);
             }

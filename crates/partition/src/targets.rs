@@ -31,7 +31,7 @@
 //! again from the group as it stands.
 
 use crate::Partitioned;
-use crate::directory::META_GROUP;
+use crate::directory::{META_GROUP, Paced};
 use crate::layout::GroupId;
 use std::collections::{BTreeMap, BTreeSet};
 use synod_core::kv::{
@@ -57,7 +57,7 @@ pub(crate) struct Targets {
     copy: BTreeMap<GroupId, (MoveTarget, u64)>,
     /// Per group: this member's write of its target while unanswered, and the tick before
     /// which none is made again.
-    pending: BTreeMap<GroupId, (Option<RequestId>, u64)>,
+    pending: Paced,
     /// The moves driven here that go on with a record (engine-own ids).
     pub(crate) resumed: BTreeSet<RequestId>,
     /// Per group: a recorded move this member gave up (refused, or out of time once resumed):
@@ -68,18 +68,7 @@ pub(crate) struct Targets {
 impl Targets {
     /// Our write `id` was answered (either way): none is made again before `retry_at`.
     pub(crate) fn answered(&mut self, id: RequestId, retry_at: u64) {
-        for (pending, not_before) in self.pending.values_mut() {
-            if *pending == Some(id) {
-                *pending = None;
-                *not_before = retry_at;
-            }
-        }
-    }
-
-    fn due(&self, g: GroupId, now: u64) -> bool {
-        self.pending
-            .get(&g)
-            .is_none_or(|(pending, not_before)| pending.is_none() && now >= *not_before)
+        self.pending.answered(id, retry_at);
     }
 
     /// The targets as the copy holds them, in group order.
@@ -180,12 +169,12 @@ impl<E: Engine> Partitioned<E> {
             .collect();
         let now = self.ticks;
         let leads = |g: &GroupId| led.iter().any(|(l, _)| l == g);
-        self.targets.pending.retain(|g, _| leads(g));
+        self.targets.pending.retain(leads);
         // What this member gave up while it led a group is not its word once it no longer
         // does: a leader since may have gone on with the move.
         self.targets.given_up.retain(|g, _| leads(g));
         for (g, c) in led {
-            if !self.targets.due(g, now) {
+            if !self.targets.pending.due(g, now) {
                 continue;
             }
             match self.target_step(g, &c, &cluster) {
@@ -250,7 +239,7 @@ impl<E: Engine> Partitioned<E> {
             failure: Vec::new(),
         });
         let request = self.own.request(op);
-        self.targets.pending.insert(g, (Some(request.id), 0));
+        self.targets.pending.made(g, request.id);
         if let Some(meta) = self.groups.get_mut(&META_GROUP) {
             meta.submit(request);
         }

@@ -601,6 +601,31 @@ mod tests {
         status
     }
 
+    /// Group 1's events, with `moves`.
+    fn batch(events: Vec<Arc<RevisionEvents>>, moves: Vec<synod_core::WatchMove>) -> GroupEvents {
+        GroupEvents {
+            group: 1,
+            events,
+            moves,
+        }
+    }
+
+    /// Member 1 hosting group 1 (with `bug` planted), having applied revisions 1 to `through`,
+    /// its remote hubs fed by `hosts`; prepared for watches of key d.
+    async fn hosting_member(
+        hosts: &Arc<Hosts>,
+        through: u64,
+        bug: Option<synod_core::PlantedBug>,
+    ) -> Arc<WatchHubs> {
+        let (tx, _rx) = mpsc::channel(4);
+        let member = Arc::new(WatchHubs::new(&hosting_status(0), tx).planted(bug));
+        member.set_remote(Arc::new(Source(hosts.clone())));
+        let events = (1..=through).map(rev).collect();
+        member.publish(vec![batch(events, Vec::new())], &hosting_status(through));
+        member.prepare(b"d/", b"d0").await.expect("hosted here");
+        member
+    }
+
     /// A watch at member 1 of keys of group 1, which member 1 hosts: revisions 1 to 5 from its
     /// own replica; then the group moves off member 1 (to members 2 and 3) after revision 5
     /// and its hosts apply 6 to 10. What the watch delivered, and what a watch from revision
@@ -610,19 +635,7 @@ mod tests {
     ) -> (Vec<u64>, Vec<u64>) {
         let hosts = hosts();
         apply(&hosts, 1..=5);
-        let (tx, _rx) = mpsc::channel(4);
-        let member = Arc::new(WatchHubs::new(&hosting_status(0), tx).planted(bug));
-        member.set_remote(Arc::new(Source(hosts.clone())));
-        let batch = |events: Vec<Arc<RevisionEvents>>, moves| GroupEvents {
-            group: 1,
-            events,
-            moves,
-        };
-        member.publish(
-            vec![batch((1..=5).map(rev).collect(), Vec::new())],
-            &hosting_status(5),
-        );
-        member.prepare(b"d/", b"d0").await.expect("hosted here");
+        let member = hosting_member(&hosts, 5, bug).await;
         assert!(member.remote_hub(1).is_none(), "read here");
         let mut c = member.cursor(b"d/", b"d0", Some(1)).expect("a cursor");
         let mut got = read_through(&member, &mut c, 5).await;
@@ -661,19 +674,7 @@ mod tests {
     ) -> Vec<Option<u64>> {
         let hosts = hosts();
         apply(&hosts, 1..=5);
-        let (tx, _rx) = mpsc::channel(4);
-        let member = Arc::new(WatchHubs::new(&hosting_status(0), tx).planted(bug));
-        member.set_remote(Arc::new(Source(hosts.clone())));
-        let batch = |events: Vec<Arc<RevisionEvents>>, moves| GroupEvents {
-            group: 1,
-            events,
-            moves,
-        };
-        member.publish(
-            vec![batch((1..=8).map(rev).collect(), Vec::new())],
-            &hosting_status(8),
-        );
-        member.prepare(b"d/", b"d0").await.expect("hosted here");
+        let member = hosting_member(&hosts, 8, bug).await;
         let mut c = member.cursor(b"d/", b"d0", Some(1)).expect("a cursor");
         read_through(&member, &mut c, 8).await;
         // What a stream would send, noting each claim as it does.

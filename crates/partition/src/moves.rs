@@ -283,19 +283,20 @@ impl<E: Engine> Partitioned<E> {
     /// Goes on with the move `t` the range directory records for group `g`, led here and
     /// moving nowhere else (`targets.rs`).
     pub(crate) fn resume_move(&mut self, g: GroupId, t: synod_core::MoveTarget) {
-        let at = self.layout.position(g).map(|p| self.layout.bounds_at(p).0);
-        let request = self.own.request(Op::Move(MoveRequest {
-            at: at.unwrap_or_default(),
-            from: t.from,
-            to: t.to,
-        }));
-        self.targets.resumed.insert(request.id);
-        self.push_move(g, t.from, request);
+        let id = self.push_own_move(g, t.from, t.to);
+        self.targets.resumed.insert(id);
     }
 
     /// Starts a move of group `g` from `from` to `to` that this member makes itself (no client
     /// waits for it: `evacuate`, `rebalance`); returns its request id.
     pub(crate) fn start_own_move(&mut self, g: GroupId, from: NodeId, to: NodeId) -> RequestId {
+        let id = self.push_own_move(g, from, to);
+        self.rebalance.targets.insert(id, to);
+        id
+    }
+
+    /// Drives a move of group `g` from `from` to `to` under a request of this member's own.
+    fn push_own_move(&mut self, g: GroupId, from: NodeId, to: NodeId) -> RequestId {
         let at = self.layout.position(g).map(|p| self.layout.bounds_at(p).0);
         let request = self.own.request(Op::Move(MoveRequest {
             at: at.unwrap_or_default(),
@@ -303,7 +304,6 @@ impl<E: Engine> Partitioned<E> {
             to,
         }));
         let id = request.id;
-        self.rebalance.targets.insert(id, to);
         self.push_move(g, from, request);
         id
     }

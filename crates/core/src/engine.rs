@@ -229,6 +229,13 @@ pub trait Engine: Sized + Send + 'static {
         false
     }
 
+    /// Log entries applied here since the last checkpoint: what the next one would let
+    /// storage drop. The partitioned engine adds its groups' up, because they share one WAL
+    /// and the log bound (`snapshot_entries`) is the member's. Engines without a log hold none.
+    fn held_entries(&self) -> u64 {
+        0
+    }
+
     /// Take, at the next [`Engine::ready`], a checkpoint that subsumes every record this
     /// replica emitted so far — even if nothing was applied since the last one. The
     /// partitioned engine needs it: its checkpoint must cover every group at once, because

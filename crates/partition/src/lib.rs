@@ -853,6 +853,29 @@ impl<E: Engine> Partitioned<E> {
         out
     }
 
+    /// Asks for a checkpoint at the next batch once the groups together hold
+    /// `snapshot_entries` entries applied since their checkpoints. They share one WAL, so the
+    /// bound is the member's: a per-group bound alone would let a member of G groups hold G
+    /// times the log (in memory and on disk, replayed at every restart) of a one-group member
+    /// at the same load. The group holding the most takes it; `batch_records` makes every
+    /// other group join it, which empties the WAL. A group that cannot join (repairing) still
+    /// checkpoints alone and holds nothing after, so this does not ask again at every batch.
+    fn plan_checkpoint(&mut self) {
+        let every = self.base.snapshot_entries;
+        if every == 0 {
+            return;
+        }
+        let held: Vec<(u64, GroupId)> = (self.groups.iter())
+            .map(|(g, e)| (e.held_entries(), *g))
+            .collect();
+        if held.iter().map(|(h, _)| h).sum::<u64>() < every {
+            return;
+        }
+        if let Some(e) = (held.iter().max()).and_then(|(_, g)| self.groups.get_mut(g)) {
+            e.checkpoint_now();
+        }
+    }
+
     /// The records of one batch: one node-wide checkpoint if every group has one in it (or
     /// was made to), else every record tagged with its group.
     fn batch_records(&mut self, parts: &mut [(GroupId, Parts<E>)]) -> Vec<GroupRecord<E::Record>> {
@@ -1464,6 +1487,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             }
         }
         let records = self.batch_records(&mut parts);
+        self.plan_checkpoint();
         let mut early = Vec::with_capacity(parts.len());
         let mut messages = Vec::with_capacity(parts.len());
         let mut replies = std::mem::take(&mut self.refused);
@@ -1580,6 +1604,10 @@ impl<E: Engine> Engine for Partitioned<E> {
         if let Some(e) = self.groups.get(&group) {
             e.applied_trail(0, after, out);
         }
+    }
+
+    fn held_entries(&self) -> u64 {
+        self.groups.values().map(Engine::held_entries).sum()
     }
 
     fn checkpoint_now(&mut self) -> bool {

@@ -395,6 +395,11 @@ impl<P: LogProtocol> Engine for Replica<P> {
         true
     }
 
+    fn held_entries(&self) -> u64 {
+        let applied = self.state.applied_index();
+        (self.protocol.as_ref()).map_or(0, |p| applied.saturating_sub(p.compacted_idx()))
+    }
+
     fn checkpoint_now(&mut self) -> bool {
         let applied = self.state.applied_index();
         let due = self

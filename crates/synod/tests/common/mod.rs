@@ -561,14 +561,24 @@ pub fn wait_until<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option
 
 /// The synodctl binary built beside synod. `cargo test -p synod` alone does not build it (it
 /// is another package), so it is built here with the same cargo if missing or older than a
-/// synodctl source file (else a test run after a synodctl change would test the old binary).
+/// synodctl source file (else a test run after a synodctl change would test the old binary),
+/// in the profile synod was built in (its directory's name: `debug` is the dev profile), so a
+/// `cargo test --release` run builds the release synodctl it then runs.
 pub fn synodctl() -> PathBuf {
     let path = std::path::Path::new(env!("CARGO_BIN_EXE_synod")).with_file_name("synodctl");
     let sources = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../synodctl/src");
     let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
     if built.is_none_or(|b| newest_change(&sources).is_some_and(|s| s > b)) {
+        let profile = match path
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|n| n.to_str())
+        {
+            Some("debug") | None => "dev",
+            Some(other) => other,
+        };
         let out = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "synodctl"])
+            .args(["build", "-q", "-p", "synodctl", "--profile", profile])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdin(Stdio::null())
             .output()

@@ -854,25 +854,27 @@ impl<E: Engine> Partitioned<E> {
     }
 
     /// Asks for a checkpoint at the next batch once the groups together hold
-    /// `snapshot_entries` entries applied since their checkpoints. They share one WAL, so the
-    /// bound is the member's: a per-group bound alone would let a member of G groups hold G
-    /// times the log (in memory and on disk, replayed at every restart) of a one-group member
-    /// at the same load. The group holding the most takes it; `batch_records` makes every
-    /// other group join it, which empties the WAL. A group that cannot join (repairing) still
-    /// checkpoints alone and holds nothing after, so this does not ask again at every batch.
+    /// `snapshot_entries` entries applied since their checkpoints (closes and other entries of
+    /// the engine's own count too). They share one WAL, so the bound is the member's: a
+    /// per-group bound alone would let a member of G groups hold G times the log (in memory
+    /// and on disk, replayed at every restart) of a one-group member at the same load. The
+    /// group holding the most that can checkpoint now takes it (ties: the highest id);
+    /// `batch_records` makes every other group join it, which empties the WAL when all can.
+    /// No loop: a group asked checkpoints (and then holds nothing), and one that cannot
+    /// (repairing, recovering) says no and is passed over, which costs a call per batch.
     fn plan_checkpoint(&mut self) {
         let every = self.base.snapshot_entries;
-        if every == 0 {
+        if every == 0 || self.groups.values().map(Engine::held_entries).sum::<u64>() < every {
             return;
         }
-        let held: Vec<(u64, GroupId)> = (self.groups.iter())
+        let mut by_held: Vec<(u64, GroupId)> = (self.groups.iter())
             .map(|(g, e)| (e.held_entries(), *g))
             .collect();
-        if held.iter().map(|(h, _)| h).sum::<u64>() < every {
-            return;
-        }
-        if let Some(e) = (held.iter().max()).and_then(|(_, g)| self.groups.get_mut(g)) {
-            e.checkpoint_now();
+        by_held.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, g) in by_held {
+            if self.groups.get_mut(&g).is_some_and(|e| e.checkpoint_now()) {
+                return;
+            }
         }
     }
 

@@ -908,10 +908,15 @@ pub enum PlantedBug {
     /// reach the range directory it no longer belongs to, so the newcomer never learns it was
     /// added and the move stalls. Caught by the rebalancing simulation's convergence check.
     DepartedLeaderKeepsGroups,
+    /// OmniPaxos repair: installing the leader's snapshot ends a member's repair, so it
+    /// promises again as an ordinary member holding the bottom round and only the decided
+    /// prefix. A candidate whose log is of a higher round but shorter then counts that
+    /// promise, keeps its own log and overwrites entries the snapshot held as decided.
+    OmniSnapshotEndsRepair,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 77] = [
+    pub const ALL: [PlantedBug; 78] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -989,6 +994,7 @@ impl PlantedBug {
         PlantedBug::DepartedLeaderKeepsGroups,
         PlantedBug::WatchProgressGoesBack,
         PlantedBug::MoveTargetNotResumed,
+        PlantedBug::OmniSnapshotEndsRepair,
     ];
 
     pub fn name(self) -> &'static str {
@@ -1076,6 +1082,7 @@ impl PlantedBug {
             PlantedBug::DepartedLeaderKeepsGroups => "departed-leader-keeps-groups",
             PlantedBug::WatchProgressGoesBack => "watch-progress-goes-back",
             PlantedBug::MoveTargetNotResumed => "move-target-not-resumed",
+            PlantedBug::OmniSnapshotEndsRepair => "omni-snapshot-ends-repair",
         }
     }
 

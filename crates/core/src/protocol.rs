@@ -289,6 +289,23 @@ pub trait LogProtocol: Sized + Send + 'static {
         true
     }
 
+    /// Whether a snapshot just installed ([`LogProtocol::install_snapshot`]) left this replica
+    /// still repairing lost storage: an OmniPaxos member holds the decided prefix then, but not
+    /// the entries it accepted and lost beyond it, and keeps repairing until the leader's
+    /// AcceptSync. The replica layer then writes the checkpoint as a repairing one, and
+    /// recovery hands [`LogProtocol::repairing_record`] to [`LogProtocol::recover`] before the
+    /// records after it — the checkpoint and the mark are one record, so no crash separates
+    /// them.
+    fn repairing(&self) -> bool {
+        false
+    }
+
+    /// The record that marks the recovered state as still repairing (see
+    /// [`LogProtocol::repairing`]); `None` for protocols that never are after an install.
+    fn repairing_record() -> Option<Self::Record> {
+        None
+    }
+
     /// The term snapshot transfers are guarded by now.
     fn snapshot_term(&self) -> Self::Term;
 

@@ -275,6 +275,14 @@ impl LogProtocol for OmniPaxos {
         // A checkpoint subsumes the amnesic mark; it must not outlive the repair.
         !self.store.amnesic
     }
+
+    fn repairing(&self) -> bool {
+        self.store.amnesic
+    }
+
+    fn repairing_record() -> Option<Record> {
+        Some(Record::Amnesic(true))
+    }
 }
 
 impl OmniPaxos {

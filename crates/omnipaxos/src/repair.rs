@@ -13,9 +13,16 @@
 //!    Promise is flagged `amnesic`: the leader neither counts it toward the Prepare quorum nor
 //!    adopts its (empty) log — an empty promise counted in a quorum could hide a decided entry
 //!    this server had accepted and lost. The leader synchronises it once its own log is final.
-//! 3. **Rejoining.** The AcceptSync of a ballot at or above the floor (or a snapshot install
-//!    from that leader) gives it a log it really accepted; only then is it an ordinary server
-//!    again (`Amnesic(false)` follows the sync record), voting, promising and leading.
+//! 3. **Rejoining.** The AcceptSync of a ballot at or above the floor gives it a log it really
+//!    accepted — the leader's whole log; only then is it an ordinary server again
+//!    (`Amnesic(false)` follows the sync record), voting, promising and leading. A snapshot
+//!    install from that leader (when the leader compacted what the sync needs) gives it only
+//!    the decided prefix, not what it accepted and lost beyond it, so it stays repairing until
+//!    the AcceptSync that follows; its checkpoint is written as a repairing one
+//!    (`LogProtocol::repairing`), so a restart in between repairs again. Ending the repair at
+//!    the install let it promise as an ordinary server holding the bottom round, and a
+//!    candidate with a log of a higher round but shorter than that prefix overwrote decided
+//!    entries (planted as `OmniSnapshotEndsRepair`).
 //!
 //! Until then it never becomes leader (BLE does not nominate it and reports it not
 //! quorum-connected), never acknowledges a read-index round, and answers no repair query. If

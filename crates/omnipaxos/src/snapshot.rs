@@ -68,12 +68,24 @@ impl OmniPaxos {
         } else {
             (self.store.accepted_round, true)
         };
-        // A repairing follower now holds the decided prefix of the ballot it promised (at or
-        // above its floor): a state it really has.
-        self.finish_repair();
+        // A repairing follower holds only the decided prefix now, not what it accepted and lost
+        // beyond it: it stays repairing until the AcceptSync that follows the install gives it
+        // the leader's whole log (repair.rs, rule 3).
+        // PLANTED BUG (OmniSnapshotEndsRepair): the install ends the repair, so the member
+        // promises again as an ordinary one holding the bottom round — and a candidate with a
+        // log of a higher round but shorter than that prefix overwrites decided entries.
+        if self.config.bug(PlantedBug::OmniSnapshotEndsRepair) {
+            self.finish_repair();
+        }
+        let repairing = self.store.amnesic;
+        // The protocol's checkpoint has no amnesic mark: it is built from the state without it,
+        // and the replica layer writes it as a repairing checkpoint (`LogProtocol::repairing`),
+        // whose recovery puts the mark back.
+        self.store.amnesic = false;
         let c = self
             .store
             .install_snapshot(accepted_round, idx, keep_suffix);
+        self.store.amnesic = repairing;
         self.decided_persisted = self.decided_persisted.max(self.store.decided_idx);
         c
     }

@@ -677,6 +677,53 @@ fn checkpoint_now_compacts_before_the_threshold() {
     );
 }
 
+/// A member that lost its disk and installs the leader's snapshot holds only the decided
+/// prefix, not what it accepted beyond it: it stays repairing (durably: a restart right after
+/// the install resumes the repair) until the leader's AcceptSync gives it the whole log.
+#[test]
+fn a_snapshot_install_does_not_end_a_repair() {
+    let mut net = net_with_snapshots(3, 1);
+    assert!(net.run_until(100, |n| n.leader().is_some()));
+    let l = net.leader().expect("leader");
+    for i in 1..=6 {
+        net.submit(l, put(13, i, &format!("k{i}"), "v"));
+    }
+    assert!(net.run_until(200, |n| n.reply_for(l, rid(13, 6)).len() == 1
+        && converged(n)));
+    let f = (1..=3).find(|i| *i != l).expect("follower");
+    net.crash(f);
+    net.disk.insert(f, Vec::new());
+    net.configs.get_mut(&f).expect("config").first_boot = false;
+    net.start(f);
+    fn store(n: &Net, f: NodeId) -> &crate::storage::DurableState {
+        &n.nodes[&f].protocol().expect("a voter").store
+    }
+    assert!(store(&net, f).amnesic, "a lost disk starts a repair");
+    assert!(
+        net.run_until(200, |n| store(n, f).compacted_idx() > 0),
+        "the leader's snapshot reaches the repairing member"
+    );
+    assert!(
+        store(&net, f).amnesic,
+        "installed the snapshot, not yet the leader's AcceptSync: still repairing"
+    );
+    let again = OmniPaxos::recover(net.configs[&f].clone(), net.disk[&f].clone())
+        .expect("recover after the install");
+    let p = again.protocol().expect("a voter");
+    assert!(p.store.amnesic, "a restart after the install repairs again");
+    assert!(p.store.compacted_idx() > 0, "and keeps the installed state");
+    assert!(
+        net.run_until(200, |n| !store(n, f).amnesic),
+        "the AcceptSync ends the repair"
+    );
+    let leader_round = net.nodes[&l]
+        .protocol()
+        .expect("a voter")
+        .store
+        .accepted_round;
+    assert_eq!(store(&net, f).accepted_round, leader_round);
+}
+
 /// The op-etcd case: the leader compacted its whole decided log while a follower was cut off;
 /// the follower catches up by a chunked snapshot and then takes part in deciding again.
 #[test]

@@ -162,7 +162,13 @@ impl<P: LogProtocol> Engine for Replica<P> {
             ));
         }
         let bootstrap = membership::bootstrap_configuration(&config);
-        let replayed = records::replay(records);
+        let mut replayed = records::replay(records);
+        if replayed.repairing {
+            // The mark goes first: the records after the checkpoint may end the repair.
+            let mark = P::repairing_record()
+                .ok_or_else(|| format!("{}: a repairing checkpoint it cannot resume", P::NAME))?;
+            replayed.protocol.insert(0, mark);
+        }
         let mut pout = ProtocolOutput::default();
         let (state, protocol, joining) = membership::recover_state::<P>(
             &config,

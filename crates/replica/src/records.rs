@@ -24,6 +24,10 @@ pub enum Record<R, C> {
         incarnation: u64,
         state: StateBytes,
     },
+    /// A checkpoint written by a snapshot install that left the protocol repairing lost
+    /// storage ([`synod_core::LogProtocol::repairing`]): recovery resumes the repair. (Appended
+    /// after the others so older logs still decode.)
+    RepairingCheckpoint(Box<Checkpoint<C>>),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -40,7 +44,10 @@ where
     C: Clone + Debug + Serialize + serde::de::DeserializeOwned + Send + 'static,
 {
     fn is_checkpoint(&self) -> bool {
-        matches!(self, Record::Checkpoint(_) | Record::StateCheckpoint { .. })
+        matches!(
+            self,
+            Record::Checkpoint(_) | Record::StateCheckpoint { .. } | Record::RepairingCheckpoint(_)
+        )
     }
 }
 
@@ -50,7 +57,8 @@ impl<R: PartialEq, C: PartialEq> PartialEq for Record<R, C> {
         match (self, other) {
             (Record::Protocol(a), Record::Protocol(b)) => a == b,
             (Record::Incarnation(a), Record::Incarnation(b)) => a == b,
-            (Record::Checkpoint(a), Record::Checkpoint(b)) => {
+            (Record::Checkpoint(a), Record::Checkpoint(b))
+            | (Record::RepairingCheckpoint(a), Record::RepairingCheckpoint(b)) => {
                 a.protocol == b.protocol && a.incarnation == b.incarnation && a.state == b.state
             }
             (
@@ -84,22 +92,28 @@ pub struct Replayed<R, C> {
     pub incarnation: u64,
     /// The incarnation the last checkpoint (of either kind) was written under.
     pub checkpoint_incarnation: u64,
+    /// The last checkpoint is a [`Record::RepairingCheckpoint`].
+    pub repairing: bool,
 }
 
 pub fn replay<R, C>(records: Vec<Record<R, C>>) -> Replayed<R, C> {
-    let last_cp = records
-        .iter()
-        .rposition(|r| matches!(r, Record::Checkpoint(_) | Record::StateCheckpoint { .. }));
+    let last_cp = records.iter().rposition(|r| {
+        matches!(
+            r,
+            Record::Checkpoint(_) | Record::StateCheckpoint { .. } | Record::RepairingCheckpoint(_)
+        )
+    });
     let mut out = Replayed {
         checkpoint: LastCheckpoint::None,
         protocol: Vec::new(),
         incarnation: 0,
         checkpoint_incarnation: 0,
+        repairing: last_cp.is_some_and(|c| matches!(records[c], Record::RepairingCheckpoint(_))),
     };
     for (i, r) in records.into_iter().enumerate() {
         match r {
             Record::Incarnation(n) => out.incarnation = out.incarnation.max(n),
-            Record::Checkpoint(c) => {
+            Record::Checkpoint(c) | Record::RepairingCheckpoint(c) => {
                 out.incarnation = out.incarnation.max(c.incarnation);
                 if Some(i) == last_cp {
                     out.checkpoint_incarnation = c.incarnation;

@@ -163,13 +163,16 @@ impl<P: LogProtocol> Replica<P> {
         );
         // The same bytes serve a snapshot transfer from this index.
         self.snapshots.cache = Some((self.state.applied_index(), Arc::clone(&state.0)));
-        self.out
-            .records
-            .push(Record::Checkpoint(Box::new(Checkpoint {
-                protocol,
-                incarnation: self.pending.incarnation(),
-                state,
-            })));
+        let checkpoint = Box::new(Checkpoint {
+            protocol,
+            incarnation: self.pending.incarnation(),
+            state,
+        });
+        let repairing = self.protocol.as_ref().is_some_and(P::repairing);
+        self.out.records.push(match repairing {
+            true => Record::RepairingCheckpoint(checkpoint),
+            false => Record::Checkpoint(checkpoint),
+        });
     }
 
     /// Starts sending this replica's snapshot to `to` in the protocol's current term, unless

@@ -221,12 +221,21 @@ pub trait Engine: Sized + Send + 'static {
         let _ = (group, after, out);
     }
 
-    /// Defragmentation (`etcdctl defrag`): take a checkpoint at the next [`Engine::ready`]
-    /// even if fewer than `snapshot_entries` entries were applied since the last, so storage
-    /// can drop the log before it. False when there is nothing to do: an engine without a log
-    /// to compact, or nothing applied since the last checkpoint.
+    /// Take a checkpoint at the next [`Engine::ready`] even if fewer than `snapshot_entries`
+    /// entries were applied since the last, so storage can drop the log before it: for
+    /// defragmentation (`etcdctl defrag`), and for the partitioned engine's member-wide bound.
+    /// False when there is nothing to do or it cannot be done now: an engine without a log to
+    /// compact, nothing applied since the last checkpoint, or a protocol state a checkpoint may
+    /// not hold (repairing, recovering).
     fn checkpoint_now(&mut self) -> bool {
         false
+    }
+
+    /// Log entries applied here since the last checkpoint: what a restart replays past it.
+    /// The partitioned engine adds its groups' up, because they share one WAL and the log
+    /// bound (`snapshot_entries`) is the member's. Engines without a log hold none.
+    fn held_entries(&self) -> u64 {
+        0
     }
 
     /// Take, at the next [`Engine::ready`], a checkpoint that subsumes every record this

@@ -284,7 +284,8 @@ pub trait LogProtocol: Sized + Send + 'static {
     /// Whether [`LogProtocol::compact`] may be called now. False while the protocol state is
     /// not one a checkpoint may hold — an OmniPaxos replica repairing lost storage, a VR
     /// replica recovering. Checkpoints that follow applies never meet that state (nothing is
-    /// applied meanwhile); a forced one ([`crate::Engine::checkpoint_full`]) asks first.
+    /// applied meanwhile); a forced or requested one ([`crate::Engine::checkpoint_full`],
+    /// [`crate::Engine::checkpoint_now`]) asks first.
     fn can_checkpoint(&self) -> bool {
         true
     }

@@ -853,6 +853,31 @@ impl<E: Engine> Partitioned<E> {
         out
     }
 
+    /// Asks for a checkpoint at the next batch once the groups together hold
+    /// `snapshot_entries` entries applied since their checkpoints (closes and other entries of
+    /// the engine's own count too). They share one WAL, so the bound is the member's: a
+    /// per-group bound alone would let a member of G groups hold G times the log (in memory
+    /// and on disk, replayed at every restart) of a one-group member at the same load. The
+    /// group holding the most that can checkpoint now takes it (ties: the highest id);
+    /// `batch_records` makes every other group join it, which empties the WAL when all can.
+    /// No loop: a group asked checkpoints (and then holds nothing), and one that cannot
+    /// (repairing, recovering) says no and is passed over, which costs a call per batch.
+    fn plan_checkpoint(&mut self) {
+        let every = self.base.snapshot_entries;
+        if every == 0 || self.groups.values().map(Engine::held_entries).sum::<u64>() < every {
+            return;
+        }
+        let mut by_held: Vec<(u64, GroupId)> = (self.groups.iter())
+            .map(|(g, e)| (e.held_entries(), *g))
+            .collect();
+        by_held.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, g) in by_held {
+            if self.groups.get_mut(&g).is_some_and(|e| e.checkpoint_now()) {
+                return;
+            }
+        }
+    }
+
     /// The records of one batch: one node-wide checkpoint if every group has one in it (or
     /// was made to), else every record tagged with its group.
     fn batch_records(&mut self, parts: &mut [(GroupId, Parts<E>)]) -> Vec<GroupRecord<E::Record>> {
@@ -1464,6 +1489,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             }
         }
         let records = self.batch_records(&mut parts);
+        self.plan_checkpoint();
         let mut early = Vec::with_capacity(parts.len());
         let mut messages = Vec::with_capacity(parts.len());
         let mut replies = std::mem::take(&mut self.refused);
@@ -1580,6 +1606,10 @@ impl<E: Engine> Engine for Partitioned<E> {
         if let Some(e) = self.groups.get(&group) {
             e.applied_trail(0, after, out);
         }
+    }
+
+    fn held_entries(&self) -> u64 {
+        self.groups.values().map(Engine::held_entries).sum()
     }
 
     fn checkpoint_now(&mut self) -> bool {

@@ -315,6 +315,37 @@ fn a_checkpoint_covers_every_group_and_recovers_them_all() {
 }
 
 #[test]
+fn the_log_bound_is_the_member_s_not_each_group_s() {
+    // At most 30 entries between checkpoints, for the member: with the bound per group the
+    // three groups together would hold up to 90 (what a restart replays).
+    let mut net = Net::new(30);
+    net.rounds(50);
+    let mut most = 0;
+    for i in 0..60 {
+        let prefix = ["a", "h", "z"][i % 3];
+        net.put(0, &format!("{prefix}{i}"), "v");
+        most = most.max(
+            net.nodes
+                .iter()
+                .map(Engine::held_entries)
+                .max()
+                .unwrap_or(0),
+        );
+    }
+    // The bound (30) and one batch's entries past it at most (a put and the closes it
+    // draws): the checkpoint comes at the batch after the one that passed the bound.
+    assert!(most < 30 + 6, "a member held {most} entries");
+    net.rounds(5);
+    for (i, disk) in net.disks.iter().enumerate() {
+        let GroupRecord::CheckpointAt { groups, .. } = &disk[0] else {
+            panic!("node {} log starts with {:?}", i + 1, disk.first());
+        };
+        assert_eq!(groups.len(), 3, "one checkpoint for every group");
+    }
+    assert_eq!(keys_per_group(&net.nodes[0]), vec![20, 20, 20]);
+}
+
+#[test]
 fn recovery_refuses_a_log_of_other_groups() {
     let rec: GroupRecord<<Group as Engine>::Record> =
         GroupRecord::Group(7, synod_replica::records::Record::Incarnation(1));

@@ -96,7 +96,8 @@ pub struct Replica<P: LogProtocol> {
     last_leader_hint: Option<NodeId>,
     /// Snapshot transfers in both directions (volatile).
     snapshots: SnapshotTransfers<P::Term>,
-    /// An operator asked for a checkpoint now ([`Engine::checkpoint_now`], defragmentation).
+    /// A checkpoint was asked for now ([`Engine::checkpoint_now`]: an operator's
+    /// defragmentation, or the partitioned engine's member-wide log bound).
     checkpoint_requested: bool,
     /// A checkpoint at the next `ready` even with nothing applied since the last
     /// ([`Engine::checkpoint_full`]).
@@ -401,12 +402,15 @@ impl<P: LogProtocol> Engine for Replica<P> {
         true
     }
 
+    fn held_entries(&self) -> u64 {
+        let applied = self.state.applied_index();
+        (self.protocol.as_ref()).map_or(0, |p| applied.saturating_sub(p.compacted_idx()))
+    }
+
     fn checkpoint_now(&mut self) -> bool {
         let applied = self.state.applied_index();
-        let due = self
-            .protocol
-            .as_ref()
-            .is_some_and(|p| applied > p.compacted_idx());
+        let due = (self.protocol.as_ref())
+            .is_some_and(|p| applied > p.compacted_idx() && p.can_checkpoint());
         self.checkpoint_requested |= due;
         due
     }

@@ -143,7 +143,10 @@ impl<P: LogProtocol> Replica<P> {
         // not while a snapshot is being installed) and a protocol state a checkpoint may hold
         // (not while repairing or recovering); without one the caller sees none.
         let forced = forced && applied >= p.compacted_idx() && p.can_checkpoint();
-        if !(due || forced || requested && applied > p.compacted_idx()) {
+        // A requested one likewise needs a protocol state a checkpoint may hold: the
+        // partitioned engine asks on its own (its member-wide bound), not only an operator.
+        let requested = requested && applied > p.compacted_idx() && p.can_checkpoint();
+        if !(due || forced || requested) {
             return;
         }
         // Serialising our own in-memory state cannot fail with postcard; if it ever did, the

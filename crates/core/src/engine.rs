@@ -231,9 +231,10 @@ pub trait Engine: Sized + Send + 'static {
         false
     }
 
-    /// Log entries applied here since the last checkpoint: what a restart replays past it.
-    /// The partitioned engine adds its groups' up, because they share one WAL and the log
-    /// bound (`snapshot_entries`) is the member's. Engines without a log hold none.
+    /// Log entries applied here since the last checkpoint that a checkpoint now would drop
+    /// (none while the protocol cannot take one: repairing, recovering). The partitioned
+    /// engine adds its groups' up, because they share one WAL and the log bound
+    /// (`snapshot_entries`) is the member's. Engines without a log hold none.
     fn held_entries(&self) -> u64 {
         0
     }

@@ -77,15 +77,9 @@ impl OmniPaxos {
         if self.config.bug(PlantedBug::OmniSnapshotEndsRepair) {
             self.finish_repair();
         }
-        let repairing = self.store.amnesic;
-        // The protocol's checkpoint has no amnesic mark: it is built from the state without it,
-        // and the replica layer writes it as a repairing checkpoint (`LogProtocol::repairing`),
-        // whose recovery puts the mark back.
-        self.store.amnesic = false;
         let c = self
             .store
             .install_snapshot(accepted_round, idx, keep_suffix);
-        self.store.amnesic = repairing;
         self.decided_persisted = self.decided_persisted.max(self.store.decided_idx);
         c
     }

@@ -240,7 +240,9 @@ impl DurableState {
 
     /// Installs a snapshot of the decided prefix `[0, idx)` received from a peer: the entries
     /// below `idx` give way to it; those beyond it stay if `keep_suffix` (they were accepted
-    /// in `accepted_round`, which the caller keeps), else go too.
+    /// in `accepted_round`, which the caller keeps), else go too. Also while repairing: the
+    /// checkpoint returned has no amnesic mark, so the replica layer writes it as a repairing
+    /// one (`LogProtocol::repairing`), whose recovery puts the mark back.
     pub fn install_snapshot(
         &mut self,
         accepted_round: Ballot,
@@ -259,12 +261,18 @@ impl DurableState {
         }
         self.decided_idx = idx;
         self.accepted_round = accepted_round;
-        self.checkpoint()
+        self.checkpoint_unmarked()
     }
 
     fn checkpoint(&self) -> Checkpoint {
-        // A checkpoint subsumes the `Amnesic(true)` record: it must not outlive the repair.
+        // A checkpoint subsumes the `Amnesic(true)` record: an ordinary one must not outlive
+        // the repair (only an install writes one while repairing, as a repairing checkpoint).
         assert!(!self.amnesic, "checkpoint of an amnesic state");
+        self.checkpoint_unmarked()
+    }
+
+    /// The checkpoint of this state, without the amnesic mark.
+    fn checkpoint_unmarked(&self) -> Checkpoint {
         Checkpoint {
             promised: self.promised,
             accepted_round: self.accepted_round,

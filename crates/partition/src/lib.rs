@@ -860,8 +860,9 @@ impl<E: Engine> Partitioned<E> {
     /// and on disk, replayed at every restart) of a one-group member at the same load. The
     /// group holding the most that can checkpoint now takes it (ties: the highest id);
     /// `batch_records` makes every other group join it, which empties the WAL when all can.
-    /// No loop: a group asked checkpoints (and then holds nothing), and one that cannot
-    /// (repairing, recovering) says no and is passed over, which costs a call per batch.
+    /// No loop: a group asked checkpoints (and then holds nothing), and a group that cannot
+    /// (repairing, recovering) holds nothing by `held_entries`, so it never keeps the bound
+    /// crossed; one that says no for another reason is passed over.
     fn plan_checkpoint(&mut self) {
         let every = self.base.snapshot_entries;
         if every == 0 || self.groups.values().map(Engine::held_entries).sum::<u64>() < every {

@@ -163,13 +163,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
             ));
         }
         let bootstrap = membership::bootstrap_configuration(&config);
-        let mut replayed = records::replay(records);
-        if replayed.repairing {
-            // The mark goes first: the records after the checkpoint may end the repair.
-            let mark = P::repairing_record()
-                .ok_or_else(|| format!("{}: a repairing checkpoint it cannot resume", P::NAME))?;
-            replayed.protocol.insert(0, mark);
-        }
+        let replayed = records::replay_resuming_repair::<P>(records)?;
         let mut pout = ProtocolOutput::default();
         let (state, protocol, joining) = membership::recover_state::<P>(
             &config,
@@ -404,7 +398,12 @@ impl<P: LogProtocol> Engine for Replica<P> {
 
     fn held_entries(&self) -> u64 {
         let applied = self.state.applied_index();
-        (self.protocol.as_ref()).map_or(0, |p| applied.saturating_sub(p.compacted_idx()))
+        // None while the protocol cannot checkpoint (a VR replica recovering still applies
+        // what was committed): counted, they would keep the partitioned bound crossed, and
+        // every batch would checkpoint the other groups without ever cutting the WAL.
+        (self.protocol.as_ref())
+            .filter(|p| p.can_checkpoint())
+            .map_or(0, |p| applied.saturating_sub(p.compacted_idx()))
     }
 
     fn checkpoint_now(&mut self) -> bool {

@@ -76,7 +76,7 @@ impl<R: PartialEq, C: PartialEq> PartialEq for Record<R, C> {
     }
 }
 
-/// The last checkpoint of either kind.
+/// The last checkpoint of any kind (a repairing one is `Full`, and `Replayed::repairing`).
 pub enum LastCheckpoint<C> {
     None,
     Full(Checkpoint<C>),
@@ -90,10 +90,25 @@ pub struct Replayed<R, C> {
     pub protocol: Vec<R>,
     /// Highest incarnation recorded.
     pub incarnation: u64,
-    /// The incarnation the last checkpoint (of either kind) was written under.
+    /// The incarnation the last checkpoint (of any kind) was written under.
     pub checkpoint_incarnation: u64,
     /// The last checkpoint is a [`Record::RepairingCheckpoint`].
     pub repairing: bool,
+}
+
+/// [`replay`], with the protocol's repairing mark first when the last checkpoint is a
+/// repairing one: the records after the checkpoint may end the repair, so the mark precedes
+/// them.
+pub fn replay_resuming_repair<P: synod_core::LogProtocol>(
+    records: Vec<Record<P::Record, P::Checkpoint>>,
+) -> Result<Replayed<P::Record, P::Checkpoint>, String> {
+    let mut replayed = replay(records);
+    if replayed.repairing {
+        let mark = P::repairing_record()
+            .ok_or_else(|| format!("{}: a repairing checkpoint it cannot resume", P::NAME))?;
+        replayed.protocol.insert(0, mark);
+    }
+    Ok(replayed)
 }
 
 pub fn replay<R, C>(records: Vec<Record<R, C>>) -> Replayed<R, C> {

@@ -394,8 +394,8 @@ fn leases_hold_while_ranges_split_and_merge() {
 /// bug real then). Random schedules reach it rarely, so the search starts at a seed known to
 /// catch it — 73,147 since the closes come every tick (2026-12-05), 74,586 since checkpoints
 /// count the entries of all of a member's groups (2026-12-07: the first seed from 73,000 that
-/// catches it; a change to the simulator or the engines may move it: search again from there) — and a
-/// directed partition test (`partition/src/tests/leases.rs`) catches it on every run.
+/// catches it; a change to the simulator or the engines may move it: search again from there)
+/// — and a directed partition test (`partition/src/tests/leases.rs`) catches it on every run.
 #[test]
 fn planted_merge_keeping_an_ended_lease_is_caught() {
     early_expiry_in_lease_runs_from(PlantedBug::PartitionMergeKeepsEndedLease, 74_586);

@@ -493,6 +493,36 @@ struct Setup {
     grpc_addrs: Vec<String>,
 }
 
+/// Marks a start-up that failed because a member's port was taken.
+const PORT_TAKEN: &str = "port taken: ";
+
+/// Start-ups tried when members find their ports taken.
+const SETUP_ATTEMPTS_MAX: usize = 3;
+
+/// [`setup`], again with other ports when a member found one taken: the ports are picked free
+/// and released before the members bind them, and anything else on the machine (another
+/// test's cluster, an outgoing connection) may take one meanwhile.
+async fn setup_with_free_ports(
+    args: &ChaosArgs,
+    exe: &Path,
+    seed: u64,
+    out: &Path,
+    clock: &Clock,
+) -> Result<Setup, String> {
+    let mut attempt = 1;
+    loop {
+        match setup(args, exe, seed, out, clock).await {
+            Err(e) if e.starts_with(PORT_TAKEN) && attempt < SETUP_ATTEMPTS_MAX => {
+                eprintln!("synod chaos: {e}; starting again on other ports");
+                // The failed start's members are stopped (dropped); their data goes too.
+                let _ = std::fs::remove_dir_all(out.join("data"));
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
 async fn setup(
     args: &ChaosArgs,
     exe: &Path,
@@ -613,8 +643,14 @@ async fn setup(
     loop {
         let exited = cluster.exited();
         if let Some((name, status)) = exited.first() {
+            let log = std::fs::read_to_string(out.join(format!("{name}.log"))).unwrap_or_default();
+            let taken = if log.contains("Address already in use") {
+                PORT_TAKEN
+            } else {
+                ""
+            };
             return Err(format!(
-                "member {name} exited during start-up ({status}); see {}/{name}.log",
+                "{taken}member {name} exited during start-up ({status}); see {}/{name}.log",
                 out.display()
             ));
         }
@@ -1001,7 +1037,7 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
     let clock = Clock::start();
     // Interrupting the start-up drops the half-built cluster, whose Drop kills what started.
     let setup_result = tokio::select! {
-        r = setup(&args, exe, seed, out, &clock) => r,
+        r = setup_with_free_ports(&args, exe, seed, out, &clock) => r,
         _ = ctrl_c.wait() => Err("interrupted during start-up".to_string()),
     };
     let mut s = match setup_result {

@@ -38,16 +38,23 @@ pub struct Checkpoint<C> {
     pub state: StateBytes,
 }
 
+impl<R, C> Record<R, C> {
+    /// A checkpoint of any kind: storage may drop every record before it.
+    fn subsumes_earlier(&self) -> bool {
+        matches!(
+            self,
+            Record::Checkpoint(_) | Record::StateCheckpoint { .. } | Record::RepairingCheckpoint(_)
+        )
+    }
+}
+
 impl<R, C> DurableRecord for Record<R, C>
 where
     R: Clone + Debug + Serialize + serde::de::DeserializeOwned + Send + 'static,
     C: Clone + Debug + Serialize + serde::de::DeserializeOwned + Send + 'static,
 {
     fn is_checkpoint(&self) -> bool {
-        matches!(
-            self,
-            Record::Checkpoint(_) | Record::StateCheckpoint { .. } | Record::RepairingCheckpoint(_)
-        )
+        self.subsumes_earlier()
     }
 }
 
@@ -112,12 +119,7 @@ pub fn replay_resuming_repair<P: synod_core::LogProtocol>(
 }
 
 pub fn replay<R, C>(records: Vec<Record<R, C>>) -> Replayed<R, C> {
-    let last_cp = records.iter().rposition(|r| {
-        matches!(
-            r,
-            Record::Checkpoint(_) | Record::StateCheckpoint { .. } | Record::RepairingCheckpoint(_)
-        )
-    });
+    let last_cp = records.iter().rposition(Record::subsumes_earlier);
     let mut out = Replayed {
         checkpoint: LastCheckpoint::None,
         protocol: Vec::new(),

@@ -923,10 +923,22 @@ pub enum PlantedBug {
     /// prefix. A candidate whose log is of a higher round but shorter then counts that
     /// promise, keeps its own log and overwrites entries the snapshot held as decided.
     OmniSnapshotEndsRepair,
+    /// Membership (replica layer): a leader counts a learner's progress reported before its
+    /// last addition — the member was removed and added again, and its replica of the group
+    /// dropped in between — so it promotes a member that has no state yet, which then takes
+    /// its first state as a forgotten stay and cannot vote; two such voters stall a group.
+    /// Caught by the OmniPaxos engine's test `a_learner_added_again_is_promoted_on_new_progress`
+    /// (and by the simulator at seed 550,134 of moves under storage faults).
+    PromoteOnStaleProgress,
+    /// Partitioned (`synod-partition`'s `deletes.rs`): a delete over several groups is
+    /// answered as soon as its first group applied its part, before the others did — a read
+    /// after the answer still finds keys it deleted. Caught by the simulator's range-delete
+    /// workload (`tests/groups.rs`).
+    PartitionSplitDeleteAnswersEarly,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 78] = [
+    pub const ALL: [PlantedBug; 80] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -1005,6 +1017,8 @@ impl PlantedBug {
         PlantedBug::WatchProgressGoesBack,
         PlantedBug::MoveTargetNotResumed,
         PlantedBug::OmniSnapshotEndsRepair,
+        PlantedBug::PromoteOnStaleProgress,
+        PlantedBug::PartitionSplitDeleteAnswersEarly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -1093,6 +1107,8 @@ impl PlantedBug {
             PlantedBug::WatchProgressGoesBack => "watch-progress-goes-back",
             PlantedBug::MoveTargetNotResumed => "move-target-not-resumed",
             PlantedBug::OmniSnapshotEndsRepair => "omni-snapshot-ends-repair",
+            PlantedBug::PromoteOnStaleProgress => "promote-on-stale-progress",
+            PlantedBug::PartitionSplitDeleteAnswersEarly => "partition-split-delete-answers-early",
         }
     }
 

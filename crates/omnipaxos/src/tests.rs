@@ -1139,3 +1139,109 @@ fn a_transfer_is_refused_by_a_follower_and_for_a_stranger() {
         .transfer_leadership(None);
     assert!(matches!(r, Ok(t) if t != l), "{r:?}");
 }
+
+fn change(client: u64, seq: u64, c: synod_core::membership::MemberChange) -> ClientRequest {
+    ClientRequest {
+        id: rid(client, seq),
+        first_unacked: seq,
+        op: Op::Membership(c),
+        consistency: Consistency::Linearizable,
+    }
+}
+
+fn learner(id: NodeId) -> synod_core::membership::MemberChange {
+    synod_core::membership::MemberChange::Add(synod_core::membership::Member {
+        id,
+        name: format!("n{id}"),
+        learner: true,
+        ..Default::default()
+    })
+}
+
+/// Starts node `id` as a new member without state (`EngineConfig::join`).
+fn start_joiner(net: &mut Net, id: NodeId, bug: Option<synod_core::PlantedBug>) {
+    let mut c = EngineConfig::new(id, vec![1, 2, 3, id], 7);
+    c.batch_entries_max = 16;
+    c.join = true;
+    c.planted_bug = bug;
+    net.configs.insert(id, c);
+    net.disk.insert(id, Vec::new());
+    net.start(id);
+}
+
+/// Runs the scenario of simulator seed 550,134 on one group: a learner is removed and added
+/// again while its replica is gone (the partitioned engine dropped it), and a report of its
+/// earlier stay reaches the leader late. Returns the leader's answer to the promotion.
+fn promote_after_readd(bug: Option<synod_core::PlantedBug>) -> Result<(), EngineError> {
+    use synod_core::membership::MemberChange;
+    let mut net = Net::new(3);
+    for c in net.configs.values_mut() {
+        c.planted_bug = bug;
+    }
+    let configs = net.configs.clone();
+    for (id, c) in configs {
+        net.nodes
+            .insert(id, OmniPaxos::recover(c, Vec::new()).expect("recover"));
+    }
+    assert!(net.run_until(100, |n| n.leader().is_some()));
+    let l = net.leader().expect("leader");
+    start_joiner(&mut net, 4, bug);
+    net.submit(l, change(20, 1, learner(4)));
+    for i in 1..=30 {
+        net.submit(l, put(21, i, &format!("k{i}"), "v"));
+    }
+    let in_sync = |n: &Net| {
+        let decided = n.nodes[&l].status().applied_index;
+        (n.nodes[&l].status().learner_applied.iter()).any(|(id, a)| *id == 4 && *a == decided)
+            && n.reply_for(l, rid(21, 30)).len() == 1
+    };
+    assert!(net.run_until(400, in_sync), "the learner catches up");
+    let stale = net.nodes[&4].status().applied_index;
+    // Its replica goes; the group removes it and adds it again.
+    net.crash(4);
+    net.submit(l, change(20, 2, MemberChange::Remove(4)));
+    assert!(net.run_until(200, |n| n.reply_for(l, rid(20, 2)).len() == 1));
+    net.submit(l, change(20, 3, learner(4)));
+    assert!(net.run_until(200, |n| n.reply_for(l, rid(20, 3)).len() == 1));
+    // A report its earlier stay sent before it went, delivered late.
+    let late = Message::LearnerApplied { applied: stale };
+    net.nodes.get_mut(&l).expect("leader").receive(4, late);
+    net.drain(l);
+    net.submit(l, change(20, 4, MemberChange::Promote(4)));
+    assert!(net.run_until(200, |n| n.reply_for(l, rid(20, 4)).len() == 1));
+    let answer = net.reply_for(l, rid(20, 4))[0].result.clone().map(|_| ());
+    if answer.is_ok() {
+        return answer;
+    }
+    // Its replica back without state: it catches up, is promoted then, and votes.
+    start_joiner(&mut net, 4, bug);
+    let promoted = |n: &Net, seq| (n.reply_for(l, rid(20, seq)).iter()).any(|r| r.result.is_ok());
+    let seq = (5..40).find(|seq| {
+        net.run_until(50, |_| false);
+        net.submit(l, change(20, *seq, MemberChange::Promote(4)));
+        net.run_until(50, |n| promoted(n, *seq))
+    });
+    assert!(seq.is_some(), "promoted once in sync again");
+    let voting = |n: &Net| matches!(n.nodes[&4].status().role.as_str(), "follower" | "leader");
+    assert!(
+        net.run_until(200, voting),
+        "{}",
+        net.nodes[&4].status().role
+    );
+    answer
+}
+
+/// A leader promotes a learner only on what it reported after its last addition: a member
+/// removed and added again whose earlier stay's report arrives late is not ready — promoted, it
+/// would take its first state as a forgotten stay and never vote (planted
+/// `promote-on-stale-progress`: the placed group of simulator seed 550,134 stalled so).
+#[test]
+fn a_learner_added_again_is_promoted_on_new_progress() {
+    let refused = promote_after_readd(None).expect_err("not ready on an earlier stay's report");
+    assert!(
+        matches!(&refused, EngineError::Membership(m) if m == synod_core::membership::ERR_LEARNER_NOT_READY),
+        "{refused:?}"
+    );
+    let planted = promote_after_readd(Some(synod_core::PlantedBug::PromoteOnStaleProgress));
+    assert!(planted.is_ok(), "the planted bug promotes it: {planted:?}");
+}

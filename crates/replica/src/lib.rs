@@ -224,6 +224,7 @@ impl<P: LogProtocol> Engine for Replica<P> {
             // mistaken for a bootstrap member (or a lost disk).
             r.push_state_checkpoint();
         }
+        r.forget_learner_additions();
         r.adopt_configured_range();
         r.restart_lease_clocks();
         // Nobody waits for replies of what was decided before the crash.

@@ -145,6 +145,18 @@ struct Progress {
 pub(crate) struct MemberFeeds {
     /// Voter side: learners' progress.
     progress: BTreeMap<NodeId, Progress>,
+    /// Voter side: the log index at which each learner was last added, as applied here. A
+    /// learner is promoted only once it reported at least that much: a report of less may
+    /// come from a stay before that addition (the member was removed and added again, its
+    /// replica of the group dropped in between), and promoting on it would make a voter of a
+    /// member with no state yet, which then takes its first state as a forgotten stay and
+    /// cannot vote (a placed group left with two such voters stalled: simulator seed
+    /// 550,134). Such reports still feed the learner: one that is merely behind catches up.
+    learner_since: BTreeMap<NodeId, u64>,
+    /// The applied index this replica's state started from (a recovery, a snapshot, an
+    /// epoch's start): learners added before it have no `learner_since` here, and a promotion
+    /// of one waits until it reports at least this much.
+    known_from: u64,
     /// Learner side: the voter that fed it last (where its requests go).
     feeder: Option<NodeId>,
     /// When this replica last said `Behind` to each peer (one per heartbeat at most).
@@ -203,9 +215,19 @@ impl<P: LogProtocol> Replica<P> {
         if let (MemberChange::Promote(id), Some(p)) = (change, &self.protocol)
             && self.state.config.is_learner(*id)
         {
-            // etcd's rule: a learner is ready once it holds 90 % of the leader's log.
+            // etcd's rule: a learner is ready once it holds 90 % of the leader's log — and its
+            // state includes its own addition (`MemberFeeds::learner_since`).
             let applied = self.members.progress.get(id).map_or(0, |pr| pr.applied);
-            if applied.saturating_mul(10) < p.decided_idx().saturating_mul(9) || applied == 0 {
+            let floor =
+                (self.members.learner_since.get(id).copied()).unwrap_or(self.members.known_from);
+            let floor = match self.config.bug(PlantedBug::PromoteOnStaleProgress) {
+                true => 0,
+                false => floor,
+            };
+            if applied.saturating_mul(10) < p.decided_idx().saturating_mul(9)
+                || applied == 0
+                || applied < floor
+            {
                 return Some(EngineError::Membership(ERR_LEARNER_NOT_READY.into()));
             }
         }
@@ -357,6 +379,7 @@ impl<P: LogProtocol> Replica<P> {
         let mut snapshots = Vec::new();
         let learners = self.state.config.learners();
         self.members.progress.retain(|id, _| learners.contains(id));
+        (self.members.learner_since).retain(|id, _| learners.contains(id));
         for id in learners {
             let Some(pr) = self.members.progress.get_mut(&id) else {
                 continue;
@@ -438,9 +461,41 @@ impl<P: LogProtocol> Replica<P> {
     pub(crate) fn apply_entry(&mut self, idx: u64, c: &Command) {
         self.proposed.remove(&c.origin);
         self.state.checks = self.range_checks();
+        let before = self.learners_before(c);
         if let Some(result) = self.state.apply(idx, c) {
             self.answer_applied(c.origin, c.id, result);
         }
+        self.note_added_learners(idx, before);
+    }
+
+    /// The learners before `c` is applied, if it adds one (else `None`: nothing to compare).
+    pub(crate) fn learners_before(&self, c: &Command) -> Option<Vec<NodeId>> {
+        let adds_learner = matches!(c.op.member_change(), Some(MemberChange::Add(m)) if m.learner);
+        adds_learner.then(|| self.state.config.learners())
+    }
+
+    /// After applying entry `idx`: a learner that was not one `before` was added (again) here;
+    /// what it reported before may be from an earlier stay.
+    pub(crate) fn note_added_learners(&mut self, idx: u64, before: Option<Vec<NodeId>>) {
+        let Some(before) = before else {
+            return;
+        };
+        if self.config.bug(PlantedBug::PromoteOnStaleProgress) {
+            // PLANTED BUG: the progress of an earlier stay counts.
+            return;
+        }
+        for id in self.state.config.learners() {
+            if !before.contains(&id) {
+                self.members.learner_since.insert(id, idx);
+            }
+        }
+    }
+
+    /// The state was replaced (recovered, or a snapshot installed): learners' additions
+    /// before it are not known here.
+    pub(crate) fn forget_learner_additions(&mut self) {
+        self.members.learner_since.clear();
+        self.members.known_from = self.state.applied_index();
     }
 
     /// The configuration in the applied state changed epoch (a StopSign was applied, or a
@@ -457,6 +512,7 @@ impl<P: LogProtocol> Replica<P> {
         let me = self.config.id;
         self.members = MemberFeeds {
             state_checkpoint_idx: self.state.applied_index(),
+            known_from: self.state.applied_index(),
             removed_leader: was_leader && !self.state.config.contains(me),
             ..MemberFeeds::default()
         };

@@ -429,6 +429,7 @@ impl<P: LogProtocol> Replica<P> {
             let c = p.entry(idx - 1);
             let (origin, id) = (c.origin, c.id);
             self.proposed.remove(&origin);
+            let learners = self.learners_before(c);
             let result = if self.config.bug(PlantedBug::DivergentApply) {
                 self.state.apply(idx, &crate::planted::diverged(c))
             } else {
@@ -437,6 +438,7 @@ impl<P: LogProtocol> Replica<P> {
             if let Some(result) = result {
                 self.answer_applied(origin, id, result);
             }
+            self.note_added_learners(idx, learners);
             self.note_applied_digest(idx);
             if self.state.config.epoch != before {
                 new_epoch = true;

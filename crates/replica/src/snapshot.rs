@@ -632,6 +632,7 @@ impl<P: LogProtocol> Replica<P> {
     }
 
     fn after_state_replaced(&mut self, watched: bool) {
+        self.forget_learner_additions();
         self.adopt_configured_range();
         self.restart_lease_clocks();
         if watched {

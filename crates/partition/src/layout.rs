@@ -26,7 +26,7 @@ pub struct Layout {
 pub enum Route {
     /// To one group, unchanged.
     One(GroupId),
-    /// A range read over several groups: one clamped read per group, in key order.
+    /// A range read or delete over several groups: one clamped part per group, in key order.
     Split(Vec<(GroupId, Op)>),
     /// Refused before any group saw it.
     Refuse(EngineError),
@@ -277,12 +277,20 @@ impl Layout {
         Route::Split(parts)
     }
 
+    /// A delete over several groups: one clamped delete per group (`deletes.rs`).
     fn route_delete(&self, d: &DeleteRangeRequest) -> Route {
         let (first, last) = self.groups_of_range(&d.key, &d.range_end);
         if first == last {
             return Route::One(self.starts[first].1);
         }
-        Route::Refuse(spans("a delete", &self.names(first, last)))
+        let parts = (first..=last)
+            .map(|pos| {
+                let mut sub = d.clone();
+                (sub.key, sub.range_end) = self.clamp(pos, &d.key, &d.range_end);
+                (self.starts[pos].1, Op::DeleteRange(sub))
+            })
+            .collect();
+        Route::Split(parts)
     }
 
     fn route_txn(&self, t: &TxnRequest) -> Route {
@@ -433,17 +441,29 @@ mod tests {
     }
 
     #[test]
-    fn writes_across_groups_are_refused_naming_them() {
+    fn deletes_across_groups_split_and_transactions_are_refused() {
         let l = layout();
-        let del = Op::DeleteRange(DeleteRangeRequest {
-            key: b"a".to_vec(),
-            range_end: b"q".to_vec(),
-            prev_kv: false,
-        });
-        let Route::Refuse(e) = l.route(&del) else {
-            panic!("refused")
+        let del = |key: &[u8], end: &[u8]| {
+            Op::DeleteRange(DeleteRangeRequest {
+                key: key.to_vec(),
+                range_end: end.to_vec(),
+                prev_kv: false,
+            })
         };
-        assert!(e.to_string().contains("groups 0, 1, 2"), "{e}");
+        let Route::Split(parts) = l.route(&del(b"a", b"q")) else {
+            panic!("split")
+        };
+        let clamped: Vec<(GroupId, Op)> = vec![
+            (0, del(b"a", b"g")),
+            (1, del(b"g", b"p")),
+            (2, del(b"p", b"q")),
+        ];
+        assert_eq!(parts, clamped);
+        let Route::Split(parts) = l.route(&del(b"h", &[0])) else {
+            panic!("split")
+        };
+        assert_eq!(parts, vec![(1, del(b"h", b"p")), (2, del(b"p", &[0]))]);
+        assert_eq!(l.route(&del(b"h", b"i")), Route::One(1));
         let put = |k: &[u8]| TxnOp::Put(PutRequest::new(k.to_vec(), b"v".to_vec()));
         let txn = |ops| {
             Op::Txn(TxnRequest {

@@ -35,8 +35,9 @@
 //!
 //! **Routing** ([`layout::Layout::route`]): a single-key request goes to its key's group; a
 //! range read over several groups is split into one clamped read per group and the answers
-//! merged in key order ([`synod_core::kv::merge_ranges`]); a write or transaction whose keys
-//! span groups is refused with an error naming the groups (no cross-group atomicity yet).
+//! merged in key order ([`synod_core::kv::merge_ranges`]); a delete over several groups is one
+//! clamped delete per group, answered together (`deletes.rs`, not atomic across groups); a
+//! transaction whose keys span groups is refused with an error naming the groups.
 //!
 //! **Splits at run time.** A split is a command (`Op::Split`) decided in the log of the group
 //! that owns the split key. Applying it cuts the group's state in two (the replica layer):
@@ -80,6 +81,7 @@ mod auto;
 mod backup;
 mod close;
 mod compact;
+mod deletes;
 mod directory;
 mod gather;
 pub mod layout;
@@ -200,6 +202,8 @@ pub struct Partitioned<E: Engine> {
     groups: BTreeMap<GroupId, E>,
     /// Range reads split over several groups, waiting for their parts (`gather.rs`).
     gathers: gather::Gathers,
+    /// Deletes over several groups, waiting for their parts (`deletes.rs`).
+    deletes: deletes::SplitDeletes,
     /// Replies decided before any group saw the request (refusals).
     refused: Vec<ClientReply>,
     ticks: u64,
@@ -670,6 +674,12 @@ impl<E: Engine> Partitioned<E> {
             return None;
         }
         let reply = self.leases.answer(g, reply, &self.layout, self.ticks)?;
+        // A delete over several groups takes its parts' answers; another group's answer under
+        // its id (a group split off one of its parts' groups answering a request it inherited)
+        // is not the client's: dropped.
+        if self.deletes.contains(&reply.id) {
+            return self.deletes.answer(g, reply);
+        }
         if !self.gathers.is_part(&reply.id, g) {
             return Some(reply);
         }
@@ -704,7 +714,11 @@ impl<E: Engine> Partitioned<E> {
                         start: Vec::new(),
                         end: format!("group {} is gone", layout::group_name(g)).into(),
                     };
-                    self.refused.extend(self.gathers.fail(&request.id, g, gone));
+                    let failed = match self.deletes.contains(&request.id) {
+                        true => self.deletes.fail(&request.id, g, gone),
+                        false => self.gathers.fail(&request.id, g, gone),
+                    };
+                    self.refused.extend(failed);
                 }
             }
         }
@@ -1196,6 +1210,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             layout: layout.with_planted_misroute(misroute),
             groups: BTreeMap::new(),
             gathers: gather::Gathers::default(),
+            deletes: deletes::SplitDeletes::default(),
             refused: Vec::new(),
             ticks: 0,
             election_timeout_ticks: et,
@@ -1236,6 +1251,7 @@ impl<E: Engine> Engine for Partitioned<E> {
             p.base.bug(PlantedBug::PartitionKeepAliveOutgrownAnswer);
         p.watch.bug_move_early = p.base.bug(PlantedBug::PartitionWatchMoveEarly);
         p.gathers.bug_unaligned = p.base.bug(PlantedBug::PartitionSpanReadUnaligned);
+        p.deletes.bug_early = p.base.bug(PlantedBug::PartitionSplitDeleteAnswersEarly);
         p.directory.bug_skip_children = p.base.bug(PlantedBug::PartitionSplitNeverRecorded);
         p.directory.bugs = directory::Bugs {
             unguarded: p.base.bug(PlantedBug::PartitionDirectoryRecordUnguarded),
@@ -1367,8 +1383,8 @@ impl<E: Engine> Engine for Partitioned<E> {
                 result: Err(e),
             }),
             Route::Split(parts) => {
-                // A retry of a read still being gathered: the pending one answers it.
-                if self.gathers.contains(&request.id) {
+                // A retry of a read or delete still being gathered: the pending one answers it.
+                if self.gathers.contains(&request.id) || self.deletes.contains(&request.id) {
                     return;
                 }
                 // Placement: parts for groups hosted elsewhere are relayed (`submit_parts`).
@@ -1378,6 +1394,11 @@ impl<E: Engine> Engine for Partitioned<E> {
                     return;
                 }
                 let until = self.ticks + self.base.request_timeout_ticks;
+                if matches!(request.op, synod_core::kv::Op::DeleteRange(_)) {
+                    let submit = self.deletes.start(request, parts, until);
+                    self.submit_parts(submit);
+                    return;
+                }
                 let next = self.gathers.start(request, parts, until);
                 self.submit_parts(next.submit);
             }
@@ -1452,6 +1473,8 @@ impl<E: Engine> Engine for Partitioned<E> {
         let next = self.gathers.pump(self.ticks);
         self.submit_parts(next.submit);
         self.refused.extend(next.replies);
+        let late = self.deletes.pump(self.ticks);
+        self.refused.extend(late);
     }
 
     fn ready(&mut self) -> Ready<Self::Message, Self::Record> {

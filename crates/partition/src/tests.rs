@@ -270,18 +270,66 @@ fn range_reads_across_groups_merge_in_order_with_limit_and_sort() {
     );
 }
 
+/// A delete over several groups is one delete per group, answered as one: the count added
+/// up, the previous values in key order, the largest revision; a transaction over several
+/// groups is refused and changes nothing.
 #[test]
-fn writes_spanning_groups_are_refused_and_nothing_changes() {
+fn deletes_spanning_groups_split_and_transactions_are_refused() {
     let mut net = Net::new(0);
     net.rounds(50);
+    for k in ["a", "b", "h", "q", "z"] {
+        net.put(0, k, &format!("v-{k}"));
+    }
+    let del = |key: &[u8], end: &[u8]| {
+        Op::DeleteRange(synod_core::kv::DeleteRangeRequest {
+            key: key.to_vec(),
+            range_end: end.to_vec(),
+            prev_kv: true,
+        })
+    };
+    // Groups 0 and 1, from a member that leads neither necessarily.
+    let r = net
+        .call(1, del(b"b", b"i"))
+        .expect("a delete over groups 0 and 1");
+    let ResponseBody::DeleteRange(d) = &r.body else {
+        panic!("{r:?}")
+    };
+    let prev: Vec<&[u8]> = d.prev_kvs.iter().map(|kv| kv.key.as_slice()).collect();
+    assert_eq!((d.deleted, prev), (2, vec![&b"b"[..], &b"h"[..]]));
+    assert_eq!(d.prev_kvs[1].value, b"v-h");
+    let all = net.call(2, Op::Range(all_keys())).expect("read");
+    assert_eq!(keys_of(&all), ["a", "q", "z"]);
+    assert!(
+        all.revision >= r.revision,
+        "the answer's revision is one the groups reached"
+    );
+    // Everything from "a": all three groups.
+    let r = net
+        .call(2, del(b"a", &[0]))
+        .expect("a delete over every group");
+    let ResponseBody::DeleteRange(d) = &r.body else {
+        panic!("{r:?}")
+    };
+    assert_eq!(d.deleted, 3);
+    let all = net.call(0, Op::Range(all_keys())).expect("read");
+    assert!(keys_of(&all).is_empty(), "{:?}", keys_of(&all));
     net.put(0, "a", "1");
     net.put(0, "z", "1");
-    let del = Op::DeleteRange(synod_core::kv::DeleteRangeRequest {
-        key: b"a".to_vec(),
-        range_end: vec![0],
-        prev_kv: false,
+    let span = Op::Txn(synod_core::kv::TxnRequest {
+        compare: vec![],
+        success: vec![
+            synod_core::kv::TxnOp::Put(synod_core::kv::PutRequest::new(
+                b"a".to_vec(),
+                b"2".to_vec(),
+            )),
+            synod_core::kv::TxnOp::Put(synod_core::kv::PutRequest::new(
+                b"z".to_vec(),
+                b"2".to_vec(),
+            )),
+        ],
+        failure: vec![],
     });
-    let err = net.call(1, del).expect_err("spans groups");
+    let err = net.call(1, span).expect_err("spans groups");
     assert!(err.to_string().contains("span groups 0, 1, 2"), "{err}");
     let all = net.call(1, Op::Range(all_keys())).expect("read");
     assert_eq!(keys_of(&all), ["a", "z"]);

@@ -97,7 +97,7 @@ pub fn key_name(i: u64) -> String {
 /// Draws the next operation for `client`. Returns the request and its history entry.
 pub fn next_op(
     rng: &mut SplitMix64,
-    keys: u64,
+    (keys, range_deletes): (u64, bool),
     client: ClientId,
     seq: u64,
     knowledge: &Knowledge,
@@ -135,11 +135,29 @@ pub fn next_op(
         })
     } else if roll < 70 {
         hist.op = OpKind::Delete;
-        Op::DeleteRange(DeleteRangeRequest {
-            key: key.as_bytes().to_vec(),
-            range_end: Vec::new(),
-            prev_kv: false,
-        })
+        if range_deletes && rng.below(2) == 0 {
+            // From this key to another, in key order (`k10` sorts before `k2`).
+            let other = key_name(rng.below(keys));
+            let (start, mut end) = match key <= other {
+                true => (key.clone(), other),
+                false => (other, key.clone()),
+            };
+            if start == end {
+                end.push('\0'); // the key alone
+            }
+            hist.key = start.clone();
+            Op::DeleteRange(DeleteRangeRequest {
+                key: start.into_bytes(),
+                range_end: end.into_bytes(),
+                prev_kv: true,
+            })
+        } else {
+            Op::DeleteRange(DeleteRangeRequest {
+                key: key.as_bytes().to_vec(),
+                range_end: Vec::new(),
+                prev_kv: false,
+            })
+        }
     } else {
         hist.op = OpKind::Cas;
         let seen = knowledge.last.get(&key).cloned().unwrap_or((None, 0));
@@ -233,6 +251,44 @@ pub fn output_of(kind: OpKind, response: &Response) -> Option<Output> {
         }),
         _ => None,
     }
+}
+
+/// The history entries of an operation: itself, or for a delete of a range of keys one delete
+/// of each key of the workload's in the range — deleted (1) if the answer's previous values
+/// hold it, else 0 — all with the request's call and return (unknown: `response` is none).
+/// The checker partitions by key, so each is judged in its key's history.
+pub fn history_entries(
+    hist: HistoryOp,
+    request: &ClientRequest,
+    keys: u64,
+    response: Option<&Response>,
+) -> Vec<HistoryOp> {
+    let Op::DeleteRange(d) = &request.op else {
+        return vec![hist];
+    };
+    if d.range_end.is_empty() {
+        return vec![hist];
+    }
+    let within = |k: &String| k.as_bytes() >= d.key.as_slice() && k.as_bytes() < &d.range_end[..];
+    let prev = match response.map(|r| &r.body) {
+        Some(ResponseBody::DeleteRange(dr)) => Some(&dr.prev_kvs),
+        _ => None,
+    };
+    (0..keys)
+        .map(key_name)
+        .filter(within)
+        .map(|key| {
+            let output = prev.map(|kvs| Output {
+                deleted: Some(u64::from(kvs.iter().any(|kv| kv.key == key.as_bytes()))),
+                ..Default::default()
+            });
+            HistoryOp {
+                key,
+                output,
+                ..hist.clone()
+            }
+        })
+        .collect()
 }
 
 /// What a completed op tells the workload about its key.

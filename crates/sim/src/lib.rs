@@ -184,6 +184,8 @@ pub struct SimOptions {
     pub moves: bool,
     /// Placement: groups' leaders even out the groups per member ([`RunConfig::rebalance`]).
     pub rebalance: bool,
+    /// Deletes of ranges of keys in the workload ([`RunConfig::range_deletes`]).
+    pub range_deletes: bool,
 }
 
 impl Default for SimOptions {
@@ -211,6 +213,7 @@ impl Default for SimOptions {
             replicas: run.partition_replicas,
             moves: run.moves,
             rebalance: run.rebalance,
+            range_deletes: run.range_deletes,
         }
     }
 }
@@ -262,6 +265,7 @@ impl SimOptions {
         cfg.partition_replicas = self.replicas;
         cfg.moves = self.moves;
         cfg.rebalance = self.rebalance;
+        cfg.range_deletes = self.range_deletes;
         cfg.keep_history = self.history_dir.is_some();
         cfg
     }
@@ -663,7 +667,7 @@ pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos
                  [--faults all|none|crash,partition,one-way,partial,loss,duplicate,power-loss,torn-writes,storage,reconfig,transfer]
                  [--clients N] [--ops N] [--keys N] [--sim-seconds S]
                  [--snapshot-entries N] [--watchers N] [--leases N] [--directory] [--replicas R [--moves] [--rebalance]] [--planted-bug NAME]
-                 [--history-dir DIR]
+                 [--range-deletes] [--history-dir DIR]
                  [--stop-on-failure] [--verbose] [--report]
        synod sim --campaign (--for DURATION | --seeds N) ...   (see synod sim --campaign --help)
   --seeds N means 0..N. --report prints the partial-connectivity table instead of running seeds.
@@ -689,6 +693,8 @@ pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos
   operator moving a random key's group from one member to another (`synodctl range move`);
   --rebalance lets the groups' leaders move groups to even out how many each member hosts,
   and checks that they are even once the run is quiet.
+  --range-deletes makes one delete in two a delete of a range of keys (over several groups where
+  split keys lie inside it), judged as a delete of each of its keys by their previous values.
   exit status: 0 every seed passed, 1 some seed failed, 2 bad arguments.";
 
 /// Parsed command line of `synod sim`.
@@ -749,6 +755,7 @@ pub fn parse_args(args: &[String]) -> Result<CliArgs, String> {
             "--replicas" => opts.replicas = num(flag, value(flag)?)? as usize,
             "--moves" => opts.moves = true,
             "--rebalance" => opts.rebalance = true,
+            "--range-deletes" => opts.range_deletes = true,
             "--verbose" | "-v" => opts.verbose = true,
             "--report" => report = true,
             other => return Err(format!("unknown argument {other:?}")),

@@ -144,6 +144,11 @@ pub struct RunConfig {
     /// reads at past revisions among the register clients' operations, and the check that an
     /// acknowledged compaction holds in every group that had reached its revision.
     pub compactions: bool,
+    /// Partitioned runs: one workload delete in two is a delete of a range of keys (over
+    /// several groups where split keys lie inside it), with previous values; the history has
+    /// it as a delete of each key of the range, the previous values saying which it deleted
+    /// (`client::history_entries`). Off, the run is what it was before (no draw is made).
+    pub range_deletes: bool,
     /// `EngineConfig::engine_threads` of every replica: the partitioned engine's pool. What
     /// a replica emits must not depend on it (checked by running seeds both ways).
     pub engine_threads: usize,
@@ -187,6 +192,7 @@ impl RunConfig {
             engine_threads: 1,
             auto_by_load: false,
             compactions: false,
+            range_deletes: false,
             range_directory: false,
             partition_replicas: 0,
         }
@@ -871,7 +877,7 @@ impl<E: Engine> Sim<E> {
                     if let Some(open) = self.clients[slot].open.as_mut() {
                         open.maybe_applied = true;
                     }
-                    self.retry(slot);
+                    self.retry_or_give_up(slot);
                 }
             }
             Ev::ClientRetry { slot, attempt } => {
@@ -1514,7 +1520,7 @@ impl<E: Engine> Sim<E> {
         } else {
             let (request, hist) = client::next_op(
                 &mut self.rng_work,
-                self.cfg.keys,
+                (self.cfg.keys, self.cfg.range_deletes),
                 c.id,
                 c.seq,
                 &self.knowledge,
@@ -1592,6 +1598,22 @@ impl<E: Engine> Sim<E> {
         self.send_attempt(slot);
     }
 
+    /// After an attempt whose outcome is unknown: tries again under the same id — except a
+    /// delete of a range of keys, which the client gives up as unknown. A partitioned engine
+    /// deletes such a range with one part per group under the request's id, and a retry after
+    /// the layout changed can meet a group's saved answer to a different part
+    /// (`synod-partition`'s `deletes.rs`); the node runtime never retries under an id.
+    fn retry_or_give_up(&mut self, slot: usize) {
+        let open = self.clients[slot].open.as_ref();
+        let range_delete = open.is_some_and(|o| {
+            matches!(&o.request.op, synod_core::kv::Op::DeleteRange(d) if !d.range_end.is_empty())
+        });
+        match range_delete {
+            true => self.give_up(slot),
+            false => self.retry(slot),
+        }
+    }
+
     /// The client stops waiting: a write's outcome is unknown (recorded so, never as failed)
     /// and the client continues under a fresh session so that no id has two open operations.
     fn give_up(&mut self, slot: usize) {
@@ -1603,7 +1625,7 @@ impl<E: Engine> Sim<E> {
             return;
         }
         if !open.is_read && open.in_history() {
-            self.history.push(open.hist);
+            self.record(open.hist, &open.request, None);
             self.ops_unknown += 1;
         }
         self.new_session(slot);
@@ -1677,7 +1699,7 @@ impl<E: Engine> Sim<E> {
                 if let Some(open) = self.clients[slot].open.as_mut() {
                     open.maybe_applied = true;
                 }
-                self.retry(slot);
+                self.retry_or_give_up(slot);
             }
             Err(EngineError::Busy) if current_node => {
                 let attempt = open.attempt;
@@ -1769,7 +1791,7 @@ impl<E: Engine> Sim<E> {
                 open.hist.output = Some(output);
                 open.hist.ret = Some(now);
                 self.check_op_liveness(&open.hist, now);
-                self.history.push(open.hist);
+                self.record(open.hist, &open.request, Some(&response));
                 self.completions_us.push(now);
                 self.ops_ok += 1;
                 self.clients[slot].seq += 1;
@@ -1783,13 +1805,26 @@ impl<E: Engine> Sim<E> {
                     ),
                 );
                 if !open.is_read {
-                    self.history.push(open.hist);
+                    self.record(open.hist, &open.request, None);
                     self.ops_unknown += 1;
                 }
                 self.new_session(slot);
             }
         }
         self.schedule_next(slot);
+    }
+
+    /// Enters an operation in the history: a delete of a range of keys as a delete of each
+    /// of them (`response`: its answer, or none if its outcome is unknown).
+    fn record(
+        &mut self,
+        hist: HistoryOp,
+        request: &ClientRequest,
+        response: Option<&synod_core::kv::Response>,
+    ) {
+        let keys = self.cfg.keys;
+        self.history
+            .extend(client::history_entries(hist, request, keys, response));
     }
 
     fn check_op_liveness(&mut self, hist: &HistoryOp, now: u64) {
@@ -2057,7 +2092,7 @@ impl<E: Engine> Sim<E> {
                 if open.lease.is_some() {
                     self.lease_open_at_end(open);
                 } else if !open.is_read && open.in_history() {
-                    self.history.push(open.hist);
+                    self.record(open.hist, &open.request, None);
                     self.ops_unknown += 1;
                 }
             }

@@ -257,6 +257,7 @@ pub fn cli_command(engine: &str, cfg: &RunConfig) -> Option<String> {
     expressible.partition_replicas = cfg.partition_replicas;
     expressible.moves = cfg.moves;
     expressible.rebalance = cfg.rebalance;
+    expressible.range_deletes = cfg.range_deletes;
     expressible.keep_history = cfg.keep_history;
     // Every other field must be at its default. Comparing the Debug forms covers fields added
     // later without a PartialEq on RunConfig (it holds an f64).
@@ -295,6 +296,9 @@ pub fn cli_command(engine: &str, cfg: &RunConfig) -> Option<String> {
     }
     if cfg.rebalance {
         s += " --rebalance";
+    }
+    if cfg.range_deletes {
+        s += " --range-deletes";
     }
     if let Some(bug) = cfg.planted_bug {
         s += &format!(" --planted-bug {}", bug.name());

@@ -105,6 +105,29 @@ fn splits_with_storage_faults_lose_nothing() {
     assert_all_pass::<Partitioned<VrEngine>>(&cfg, 0..n);
 }
 
+/// Deletes of ranges of keys over several groups (`deletes.rs`: one delete per group, answered
+/// together), racing every fault and the operator's splits and merges: the checker judges each
+/// key's delete in its key's history, by the previous values the answer gave.
+#[test]
+fn deletes_over_groups_race_splits_and_every_fault() {
+    let mut cfg = splitting(10);
+    cfg.range_deletes = true;
+    let n = seed_count(SEEDS_DEFAULT) / 3;
+    let omni = assert_all_pass::<Partitioned<OmniPaxosEngine>>(&cfg, 90_000..90_000 + n);
+    assert!(omni.ops_ok > 0);
+    assert_all_pass::<Partitioned<VrEngine>>(&cfg, 91_000..91_000 + n);
+}
+
+/// A delete over several groups answered once its first group applied its part: a later read
+/// finds a key it deleted still there.
+#[test]
+fn planted_split_delete_answered_early_is_caught() {
+    let mut cfg = partitioned(10);
+    cfg.range_deletes = true;
+    cfg.planted_bug = Some(PlantedBug::PartitionSplitDeleteAnswersEarly);
+    assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 0..PLANT_SEEDS_MAX);
+}
+
 #[test]
 fn planted_split_that_keeps_serving_moved_keys_is_caught() {
     let mut cfg = splitting(0);

@@ -216,8 +216,18 @@ fn etcdctl_and_synodctl_on_four_groups() {
     let err = refused(&all, &["txn"], Some(txn_span));
     assert!(err.contains("span groups 0, 1, 2"), "{err}");
     assert_eq!(ok(&all, &["get", "apple", "--print-value-only"]), "1\n");
-    let err = refused(&all, &["del", "", "--from-key"], None);
-    assert!(err.contains("span groups 0, 1, 2, 3"), "{err}");
+    // A delete over several groups: one delete per group, answered as one (count added up,
+    // previous values in key order).
+    for (i, k) in ["bz1", "ca1", "sz1", "ta1", "ta2"].into_iter().enumerate() {
+        ok(&one(&c, i as u64 % 3 + 1), &["put", k, &format!("v{i}")]);
+    }
+    let deleted = ok(&one(&c, 2), &["del", "bz", "cb", "--prev-kv"]);
+    assert_eq!(deleted, "2\nbz1\nv0\nca1\nv1\n", "groups 0 and 1");
+    let deleted = ok(&one(&c, 3), &["del", "sz", "tb"]);
+    assert_eq!(deleted, "3\n", "groups 2 and 3");
+    let left = ok(&all, &["get", "b", "u", "--keys-only"]);
+    let left: Vec<&str> = left.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(left, ["grape", "m", "pear"]);
     assert_eq!(ok(&all, &["del", "grape"]), "1\n");
     // A lease lives in every group: its keys in three groups go with one revoke.
     let granted = ok(&all, &["lease", "grant", "60"]);

@@ -161,21 +161,22 @@ impl SplitDeletes {
         self.settle(id)
     }
 
-    /// The deletes whose time ran out, answered `Timeout` (their parts may still be applied,
-    /// as any timed-out write's).
+    /// The deletes whose time ran out: their answer is `Timeout` whatever their parts said
+    /// so far (a part still asked may yet be applied), given once every part asked has
+    /// answered — each group answers its own `Timeout`, and a relayed part its relay's — so
+    /// that no part's late answer reaches the client after the whole.
     pub(crate) fn pump(&mut self, now: u64) -> Vec<ClientReply> {
         let late: Vec<RequestId> = (self.pending.values())
-            .filter(|s| now >= s.until)
+            .filter(|s| now >= s.until && s.error != Some(EngineError::Timeout))
             .map(|s| s.id)
             .collect();
         let mut replies = Vec::new();
         for id in late {
-            if let Some(s) = self.pending.remove(&id).filter(|s| !s.answered) {
-                replies.push(ClientReply {
-                    id,
-                    result: Err(s.error.unwrap_or(EngineError::Timeout)),
-                });
+            if let Some(s) = self.pending.get_mut(&id) {
+                s.error = Some(EngineError::Timeout);
+                s.maybe_applied = true;
             }
+            replies.extend(self.settle(&id));
         }
         replies
     }
@@ -238,6 +239,13 @@ mod tests {
                 prev_kv: true,
             }),
             consistency: Consistency::Linearizable,
+        }
+    }
+
+    fn gone_error() -> EngineError {
+        EngineError::WrongGroup {
+            start: Vec::new(),
+            end: b"gone".to_vec(),
         }
     }
 
@@ -345,18 +353,20 @@ mod tests {
             result: Err(gone.clone()),
         };
         assert_eq!(d.answer(0, refused).expect("whole").result, Err(gone));
-        // Time runs out.
+        // Time runs out: `Timeout`, whatever a part said, once every part answered.
         let r = request(4);
-        d.start(
-            r.clone(),
-            vec![(0, part(b"a", b"m")), (1, part(b"m", &[0]))],
-            50,
-        );
-        assert!(d.pump(49).is_empty());
-        let late = d.pump(50);
-        assert_eq!(late.len(), 1);
-        assert_eq!(late[0].result, Err(EngineError::Timeout));
-        assert!(!d.contains(&r.id), "a late part's answer is nobody's");
+        let parts = vec![(0, part(b"a", b"m")), (1, part(b"m", &[0]))];
+        d.start(r.clone(), parts, 50);
         assert!(d.answer(0, deleted(r.id, 3, &["a"])).is_none());
+        assert!(d.pump(49).is_empty());
+        assert!(d.pump(50).is_empty(), "part 1 is still asked");
+        assert!(d.pump(51).is_empty());
+        let refused = ClientReply {
+            id: r.id,
+            result: Err(gone_error()),
+        };
+        let late = d.answer(1, refused).expect("whole");
+        assert_eq!(late.result, Err(EngineError::Timeout));
+        assert!(!d.contains(&r.id));
     }
 }

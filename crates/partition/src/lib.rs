@@ -697,7 +697,7 @@ impl<E: Engine> Partitioned<E> {
         None
     }
 
-    /// Hands split reads' parts to their groups.
+    /// Hands the parts of reads and deletes over several groups to their groups.
     fn submit_parts(&mut self, parts: Vec<(GroupId, ClientRequest)>) {
         let placed = self.placed();
         for (g, request) in parts {

@@ -25,8 +25,9 @@
 //! for a group hosted elsewhere is relayed like any request, and its answer (or its relay's
 //! `Timeout`) goes to the fan.
 //!
-//! **Reads over several groups** split as unplaced; a part for a group hosted elsewhere is
-//! relayed under its own id (the parts share the client's), and `gather.rs` aligns the parts.
+//! **Reads and deletes over several groups** split as unplaced; a part for a group hosted
+//! elsewhere is relayed under its own id (the parts share the client's), and `gather.rs`
+//! aligns a read's parts, `deletes.rs` adds a delete's up.
 //! Watches of groups hosted elsewhere are the node's (`synod_node::watch::remote`).
 //!
 //! **A quarantined host** (its CORRUPT alarm raised, `Engine::quarantine`) answers relays with
@@ -242,9 +243,14 @@ impl<E: Engine> Partitioned<E> {
     /// Sends `request` for group `g` (not here) to one of its hosts.
     pub(crate) fn relay(&mut self, g: GroupId, mut request: ClientRequest) {
         let id = request.id;
-        // A read's parts over several groups share the client's id: each travels under its
-        // own (a read is never deduplicated, so the client's session has nothing to keep).
-        if request.id.client == ClientId::NONE || matches!(request.op, Op::Range(_)) {
+        // A read's or a delete's parts over several groups share the client's id: each
+        // travels under its own (a read is never deduplicated, so the client's session has
+        // nothing to keep; a delete's part is applied once under this member's session, and
+        // its answer goes back to the delete by the original id and the group).
+        let delete_part =
+            matches!(request.op, Op::DeleteRange(_)) && self.deletes.contains(&request.id);
+        if request.id.client == ClientId::NONE || matches!(request.op, Op::Range(_)) || delete_part
+        {
             // Under this member's session, so that a host applies it once however often it
             // arrives (a duplicated frame, a retry at the next host).
             let seq = self.relay.next_seq;
@@ -264,10 +270,16 @@ impl<E: Engine> Partitioned<E> {
                 .filter(|(k, _)| k.client == session)
                 .map_or(seq, |(k, _)| k.seq);
             if seq >= floor + self.base.kv.client_window_max as u64 {
-                self.refused.push(ClientReply {
-                    id,
-                    result: Err(EngineError::Busy),
-                });
+                // A part of a delete over several groups fails that delete (which waits for
+                // its other parts); anything else is answered.
+                let busy = match delete_part {
+                    true => self.deletes.fail(&id, g, EngineError::Busy),
+                    false => Some(ClientReply {
+                        id,
+                        result: Err(EngineError::Busy),
+                    }),
+                };
+                self.refused.extend(busy);
                 return;
             }
             self.relay.next_seq += 1;

@@ -556,3 +556,33 @@ fn evacuate_past_a_dead_target(bug: Option<PlantedBug>) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A delete over every group from a member hosting two of them: its part for the third is
+/// relayed (under the relaying member's own id) and the answers add up.
+#[test]
+fn a_delete_over_several_groups_relays_the_part_a_member_does_not_host() {
+    let mut net = placed();
+    net.rounds(100);
+    assert!(
+        !net.nodes[0].groups.contains_key(&1),
+        "member 1 hosts no group 1"
+    );
+    for k in ["a", "h", "i", "q"] {
+        net.put(0, k, "v");
+    }
+    let del = Op::DeleteRange(synod_core::kv::DeleteRangeRequest {
+        key: b"a".to_vec(),
+        range_end: vec![0],
+        prev_kv: true,
+    });
+    let r = net.call(0, del).expect("a delete over three groups");
+    let ResponseBody::DeleteRange(d) = r.body else {
+        panic!("{:?}", r.body)
+    };
+    let keys: Vec<&[u8]> = d.prev_kvs.iter().map(|kv| kv.key.as_slice()).collect();
+    assert_eq!((d.deleted, keys), (4, vec![&b"a"[..], b"h", b"i", b"q"]));
+    for k in ["a", "h", "i", "q"] {
+        let read = net.call(1, Op::Range(RangeRequest::key(k)));
+        assert_eq!(value_of(read), "", "{k} deleted");
+    }
+}

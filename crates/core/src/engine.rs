@@ -826,6 +826,16 @@ pub enum PlantedBug {
     /// relays it as sequential, so a linearizable read is served from the host's own replica,
     /// however far behind its group it is.
     PartitionRelayDropsConsistency,
+    /// Placement, splits (`learned.rs`): a member that relays a request for a group hosted
+    /// elsewhere takes no notice of the splits its answer names, so a lease or compaction fan
+    /// completes without the groups split off meanwhile (until its copy of the directory
+    /// records them): a keep-alive acknowledged while a new group's copy of the lease was not
+    /// renewed.
+    PlacedSplitNotLearned,
+    /// Placement, remote watches (`watch::remote`): a host's pages carry no splits, so a
+    /// watcher at a member that does not host its keys' group reads on in the old group after
+    /// a split and silently misses every later event of its keys.
+    RemotePagesDropSplits,
     /// Placement, remote watches (`watch::remote`): a watcher's read of a remote group's
     /// history below the host's compaction is answered with what the host still has instead
     /// of "compacted", so the watcher silently misses the compacted revisions rather than being
@@ -938,7 +948,7 @@ pub enum PlantedBug {
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 80] = [
+    pub const ALL: [PlantedBug; 82] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -1001,6 +1011,8 @@ impl PlantedBug {
         PlantedBug::PartitionDirectoryRecordUnguarded,
         PlantedBug::PartitionDirectoryAnyGeneration,
         PlantedBug::PartitionRelayDropsConsistency,
+        PlantedBug::PlacedSplitNotLearned,
+        PlantedBug::RemotePagesDropSplits,
         PlantedBug::RemoteWatchHistoryIgnoresCompaction,
         PlantedBug::RejoinReusesOrigins,
         PlantedBug::RejoinTakesStaleState,
@@ -1089,6 +1101,8 @@ impl PlantedBug {
             PlantedBug::PartitionDirectoryRecordUnguarded => "partition-directory-record-unguarded",
             PlantedBug::PartitionDirectoryAnyGeneration => "partition-directory-any-generation",
             PlantedBug::PartitionRelayDropsConsistency => "partition-relay-drops-consistency",
+            PlantedBug::PlacedSplitNotLearned => "placed-split-not-learned",
+            PlantedBug::RemotePagesDropSplits => "remote-pages-drop-splits",
             PlantedBug::RemoteWatchHistoryIgnoresCompaction => {
                 "remote-watch-history-ignores-compaction"
             }
@@ -1413,7 +1427,7 @@ pub struct GroupEvents {
 
 /// A change of the keys a group's revision stream covers, published no later than the first
 /// revision after `through`, so a watcher that has read past `through` is sure to know of it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatchMove {
     /// The group's revision where the change took effect.
     pub through: u64,
@@ -1422,7 +1436,7 @@ pub struct WatchMove {
 }
 
 /// What happened to a [`WatchMove`]'s keys.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MoveKind {
     /// They left in a split, as the group's replica applied it (the partitioned engine turns
     /// it into [`MoveKind::Group`]).

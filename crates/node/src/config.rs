@@ -659,11 +659,11 @@ impl ClusterConfig {
                  where every member finds the groups it does not host",
             ));
         }
-        if p.auto_split_keys + p.auto_split_writes + p.auto_split_reads + p.auto_merge_keys > 0 {
+        if p.auto_merge_keys > 0 {
             return Err(invalid(
                 "partition.replicas",
-                "groups placed on some members do not split or merge yet: unset the \
-                 partition.auto_* thresholds",
+                "groups placed on some members do not merge: unset partition.auto_merge_keys \
+                 (they split, on command or by the auto_split_* thresholds)",
             ));
         }
         Ok(())
@@ -1165,15 +1165,19 @@ grpc_addr = "10.0.0.2:2379"
             c.engine_config(2).partition_rebalance,
             "rebalancing is on by default"
         );
+        // Placed groups split by themselves, but do not merge.
+        c.partition.auto_split_keys = 1000;
+        c.validate().unwrap();
+        c.partition.auto_merge_keys = 100;
+        let e = c.validate().expect_err("placed groups do not merge");
+        assert!(e.to_string().contains("auto_merge_keys"), "{e}");
+        c.partition.auto_split_keys = 0;
+        c.partition.auto_merge_keys = 0;
         for bad in [2, 5, 6] {
             c.partition.replicas = bad;
             let e = c.validate().expect_err("replicas out of bounds");
             assert!(e.to_string().contains("at least 3 and fewer"), "{bad}: {e}");
         }
-        c.partition.replicas = 3;
-        c.partition.auto_split_keys = 100;
-        let e = c.validate().expect_err("no splits with placement");
-        assert!(e.to_string().contains("auto_"), "{e}");
     }
 
     #[test]

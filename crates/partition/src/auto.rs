@@ -118,12 +118,12 @@ impl<E: Engine> Partitioned<E> {
     /// Every [`LOOK_EVERY_TICKS`]: measures the groups' load, then proposes at most one split
     /// and one merge.
     pub(crate) fn look(&mut self) {
-        if self.placed() {
-            return; // splits and merges are refused (`placement.rs`)
-        }
         self.measure_load();
         self.auto_split();
-        self.auto_merge();
+        // Placed groups do not merge (`placement.rs`): the halves may live on other members.
+        if !self.placed() {
+            self.auto_merge();
+        }
     }
 
     fn measure_load(&mut self) {
@@ -178,9 +178,15 @@ impl<E: Engine> Partitioned<E> {
     /// its middle key, or where its recent writes divide in half. One split in flight at a
     /// time, none past [`crate::GROUPS_MAX`].
     fn auto_split(&mut self) {
-        if self.data_groups().count() >= crate::GROUPS_MAX || self.auto.splitting.is_some() {
+        // Placed, this member hosts some of the groups: the layout names them all (`learned.rs`).
+        let groups = match self.placed() {
+            true => self.layout.groups(),
+            false => self.data_groups().count(),
+        };
+        if groups >= crate::GROUPS_MAX || self.auto.splitting.is_some() {
             return;
         }
+        let first = self.layout.ids().next();
         let (over_keys, over_load) = (self.base.auto_split_keys, self.base.auto_split_writes);
         let over_reads = self.base.auto_split_reads;
         let mut due = None;
@@ -192,6 +198,9 @@ impl<E: Engine> Partitioned<E> {
             };
             if st.leader != Some(self.id) || range.frozen.is_some() {
                 continue;
+            }
+            if self.placed() && Some(*g) == first {
+                continue; // the first range stays whole when placed (`placement.rs`)
             }
             if over_keys > 0 && st.keys > over_keys {
                 let sample = e.key_sample(SIZE_SAMPLE_KEYS);

@@ -353,6 +353,11 @@ impl<E: Engine> Partitioned<E> {
             .map(|e| e.config_version)
     }
 
+    /// Every entry of this member's copy of the directory.
+    pub(crate) fn recorded_entries(&self) -> impl Iterator<Item = &DirectoryEntry> + '_ {
+        self.directory.copy.iter().map(|c| &c.entry)
+    }
+
     fn newest_record(&self, g: GroupId) -> Option<&DirectoryEntry> {
         (self.directory.copy.iter())
             .filter(|c| c.entry.group == g)

@@ -86,6 +86,7 @@ mod directory;
 mod gather;
 pub mod layout;
 mod leaders;
+mod learned;
 mod leases;
 mod members;
 mod moves;
@@ -793,6 +794,11 @@ impl<E: Engine> Partitioned<E> {
                     None => continue,
                 },
             };
+            if self.placed() {
+                // On its parent's hosts (`learned.rs`): where the child's configuration begins.
+                let hosts = self.hosts(parent);
+                self.relay.learned.insert(child, hosts);
+            }
             let mut config = self.group_config(child);
             // VR starts a new instance normal in view 0 only on its first boot; a group of a
             // lost disk (no first records) is no first boot: its protocol repairs it.
@@ -1244,6 +1250,7 @@ impl<E: Engine> Engine for Partitioned<E> {
         };
         p.bug_keep_removed = p.base.bug(PlantedBug::PartitionGroupsKeepRemovedMembers);
         p.relay.bug_drop_consistency = p.base.bug(PlantedBug::PartitionRelayDropsConsistency);
+        p.relay.bug_ignore_notices = p.base.bug(PlantedBug::PlacedSplitNotLearned);
         p.bug_release_already_so = p.base.bug(PlantedBug::PartitionMemberRetryNotHeld);
         p.leases.bug_renew_one_group = p.base.bug(PlantedBug::PartitionLeaseRenewsOneGroup);
         p.leases.bug_compact_one_group = p.base.bug(PlantedBug::PartitionCompactOneGroup);
@@ -1505,6 +1512,7 @@ impl<E: Engine> Engine for Partitioned<E> {
         self.inputs.clear();
         self.absorb_frozen();
         self.refresh_directory();
+        self.learn_recorded_splits();
         // Groups created at recovery: their first records go with the first batch.
         for (g, first) in std::mem::take(&mut self.created) {
             match parts.iter_mut().find(|(x, _)| *x == g) {

@@ -44,11 +44,15 @@
 //! them off a member the cluster removed (`moves.rs`). A removal that would leave fewer voters
 //! than `R` is refused.
 //!
-//! **What placement does not do yet** (refused by name, never answered wrong): splits and
-//! merges, and etcd's whole-member Hash (backups and HashKV are gathered by
+//! **Splits** of placed groups are served (`learned.rs`: members hosting neither half learn
+//! them from relays' answers and the directory), except of the first range, which stays whole.
+//!
+//! **What placement does not do yet** (refused by name, never answered wrong): merges, and
+//! etcd's whole-member Hash (backups and HashKV are gathered by
 //! the node, `synod_node::backup`). Each is a step of decision 0005.
 
 use crate::layout::GroupId;
+use crate::learned::SplitNotice;
 use crate::{GroupMessage, Partitioned};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -75,6 +79,8 @@ pub enum Relayed {
         reply: ClientReply,
         group: GroupId,
         leader: Option<NodeId>,
+        /// The group's splits as the host applied them (`learned.rs`).
+        splits: Vec<SplitNotice>,
     },
     /// The host will not serve relay `.0` of group `.1` (its CORRUPT alarm is raised: its state
     /// may differ from the other hosts'): ask another host.
@@ -116,7 +122,12 @@ pub(crate) struct Relay {
     /// This member's CORRUPT alarm is raised: relays here are sent elsewhere
     /// (`Engine::quarantine`).
     pub(crate) quarantined: bool,
+    /// Hosts of groups split off groups hosted elsewhere, as learned with the split
+    /// (`learned.rs`).
+    pub(crate) learned: BTreeMap<GroupId, Vec<NodeId>>,
     pub(crate) bug_drop_consistency: bool,
+    /// Planted bug `PlacedSplitNotLearned`: relay answers teach no split.
+    pub(crate) bug_ignore_notices: bool,
 }
 
 impl Relay {
@@ -155,10 +166,15 @@ impl<E: Engine> Partitioned<E> {
     }
 
     /// The members group `g` was placed on at the cluster's start (every member for the meta
-    /// group and groups split off at run time, which placement refuses to make).
+    /// group); for a group split off at run time, where it began (`learned.rs`).
     pub(crate) fn static_hosts(&self, g: GroupId) -> Vec<NodeId> {
-        let position = self.configured.position(g).unwrap_or(0);
-        hosts_at(&self.base.members, position, self.base.partition_replicas)
+        if g == crate::directory::META_GROUP {
+            return hosts_at(&self.base.members, 0, 0);
+        }
+        match self.configured.position(g) {
+            Some(position) => hosts_at(&self.base.members, position, self.base.partition_replicas),
+            None => self.split_hosts(g),
+        }
     }
 
     /// The members group `g` lives on now: its voters as this member's replica has them, else
@@ -196,7 +212,16 @@ impl<E: Engine> Partitioned<E> {
             return None;
         }
         let what = match op {
-            Op::Split(_) | Op::Merge(_) => "splitting and merging ranges",
+            // Splits are (`learned.rs`); a merge would join groups on different members.
+            Op::Merge(_) => "merging ranges",
+            Op::Split(s) if self.layout.position(self.layout.group_of(&s.at)) == Some(0) => {
+                return Some(EngineError::InvalidRequest(format!(
+                    "split at {}: the first range stays whole when groups live on some members \
+                     only (its group holds the cluster's configuration and lives on every \
+                     member; docs/partitioning.md, \"Placement\")",
+                    String::from_utf8_lossy(&s.at)
+                )));
+            }
             Op::Membership(MemberChange::Remove(id)) => return self.removal_refusal(*id),
             // Range reads over several groups gather their parts through relays (`gather.rs`).
             _ => return None,
@@ -373,7 +398,13 @@ impl<E: Engine> Partitioned<E> {
                 mut reply,
                 group,
                 leader,
+                splits,
             } => {
+                // Before the answer counts: a fan completes only once every group split off
+                // before its part was applied is in the layout (`learned.rs`).
+                if !self.relay.bug_ignore_notices {
+                    self.learn_splits(splits);
+                }
                 let Some(sent) = self.relay.sent.remove(&reply.id) else {
                     return; // answered already (a duplicate, or a retry's second answer)
                 };
@@ -444,6 +475,7 @@ impl<E: Engine> Partitioned<E> {
         let mut mine = Vec::with_capacity(replies.len());
         // A group's status is built, not read: once per group per batch, not per answer.
         let mut leaders: BTreeMap<GroupId, Option<NodeId>> = BTreeMap::new();
+        let mut splits: BTreeMap<GroupId, Vec<SplitNotice>> = BTreeMap::new();
         for reply in replies {
             match self.relay.taken.remove(&reply.id) {
                 Some((to, group)) => {
@@ -451,10 +483,14 @@ impl<E: Engine> Partitioned<E> {
                     let leader = *leaders
                         .entry(group)
                         .or_insert_with(|| groups.get(&group).and_then(|e| e.status().leader));
+                    let splits = (splits.entry(group))
+                        .or_insert_with(|| self.split_notices(group))
+                        .clone();
                     let answer = Relayed::Answer {
                         reply,
                         group,
                         leader,
+                        splits,
                     };
                     self.relay.outbox.push((to, answer));
                 }

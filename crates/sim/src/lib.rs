@@ -95,9 +95,14 @@ pub fn engine_runner(name: &str) -> Result<Runner, String> {
 pub fn run_groups<E: synod_core::Engine>(cfg: &RunConfig) -> RunResult {
     let mut cfg = cfg.clone();
     if cfg.partition_replicas > 0 {
-        // Placed groups do not split yet: the layout is fixed, a group per key.
+        // A group per key; with splits (`--splits`), two to begin with, split at run time.
         if cfg.split_keys.is_empty() {
-            cfg.split_keys = default_split_keys(cfg.keys, SIM_GROUPS);
+            let groups = if cfg.splits {
+                SIM_GROUPS_AT_START
+            } else {
+                SIM_GROUPS
+            };
+            cfg.split_keys = default_split_keys(cfg.keys, groups);
         }
         return run_seed::<synod_partition::Partitioned<E>>(&cfg);
     }
@@ -186,6 +191,8 @@ pub struct SimOptions {
     pub rebalance: bool,
     /// Deletes of ranges of keys in the workload ([`RunConfig::range_deletes`]).
     pub range_deletes: bool,
+    /// Placement: an operator splits ranges too ([`RunConfig::splits`]).
+    pub splits: bool,
 }
 
 impl Default for SimOptions {
@@ -214,6 +221,7 @@ impl Default for SimOptions {
             moves: run.moves,
             rebalance: run.rebalance,
             range_deletes: run.range_deletes,
+            splits: false,
         }
     }
 }
@@ -232,8 +240,8 @@ impl SimOptions {
         if self.replicas > 0 && !(self.directory && self.replicas < self.nodes) {
             return Err("--replicas needs --directory and fewer replicas than --nodes".into());
         }
-        if (self.moves || self.rebalance) && self.replicas == 0 {
-            return Err("--moves and --rebalance need --replicas".into());
+        if (self.moves || self.rebalance || self.splits) && self.replicas == 0 {
+            return Err("--moves, --rebalance and --splits need --replicas".into());
         }
         if self.clients == 0 || self.ops_per_client == 0 {
             return Err("--clients and --ops must be positive".into());
@@ -266,6 +274,7 @@ impl SimOptions {
         cfg.moves = self.moves;
         cfg.rebalance = self.rebalance;
         cfg.range_deletes = self.range_deletes;
+        cfg.splits = self.splits;
         cfg.keep_history = self.history_dir.is_some();
         cfg
     }
@@ -666,7 +675,7 @@ pub fn partial_connectivity_report(engine: &str, nodes: usize) -> Result<String,
 pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos|omnipaxos-groups|vr-groups|toy] [--nodes N] [--seeds A..B | N]
                  [--faults all|none|crash,partition,one-way,partial,loss,duplicate,power-loss,torn-writes,storage,reconfig,transfer]
                  [--clients N] [--ops N] [--keys N] [--sim-seconds S]
-                 [--snapshot-entries N] [--watchers N] [--leases N] [--directory] [--replicas R [--moves] [--rebalance]] [--planted-bug NAME]
+                 [--snapshot-entries N] [--watchers N] [--leases N] [--directory] [--replicas R [--moves] [--rebalance] [--splits]] [--planted-bug NAME]
                  [--range-deletes] [--history-dir DIR]
                  [--stop-on-failure] [--verbose] [--report]
        synod sim --campaign (--for DURATION | --seeds N) ...   (see synod sim --campaign --help)
@@ -688,8 +697,10 @@ pub const USAGE: &str = "usage: synod sim [--engine omnipaxos|vr|caspaxos|epaxos
   --directory (partitioned engines) keeps the range directory and checks that every member's
   copy of it matches the layout its groups applied, once the run is quiet.
   --replicas R (partitioned engines, with --directory, R below --nodes) places each group after
-  the first on R members, a group per key and no splits; requests for a group a member does not
-  host are relayed to one that does (docs/partitioning.md, \"Placement\"). --moves adds an
+  the first on R members, a group per key; requests for a group a member does not
+  host are relayed to one that does (docs/partitioning.md, \"Placement\"). --splits starts
+  placed runs with two groups and adds an operator splitting ranges (half of its asks, with
+  --moves; merges of placed groups are refused). --moves adds an
   operator moving a random key's group from one member to another (`synodctl range move`);
   --rebalance lets the groups' leaders move groups to even out how many each member hosts,
   and checks that they are even once the run is quiet.
@@ -754,6 +765,7 @@ pub fn parse_args(args: &[String]) -> Result<CliArgs, String> {
             "--directory" => opts.directory = true,
             "--replicas" => opts.replicas = num(flag, value(flag)?)? as usize,
             "--moves" => opts.moves = true,
+            "--splits" => opts.splits = true,
             "--rebalance" => opts.rebalance = true,
             "--range-deletes" => opts.range_deletes = true,
             "--verbose" | "-v" => opts.verbose = true,

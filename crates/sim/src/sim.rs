@@ -1914,12 +1914,13 @@ impl<E: Engine> Sim<E> {
             s.groups.iter().all(|g| {
                 g.learners.is_empty()
                     && match moved {
-                        false => {
+                        // Split off at run time: on its parent's hosts.
+                        false if g.group < synod_partition::layout::CHILD_ID_BASE => {
                             g.voters
                                 == synod_partition::hosts_at(&members, g.group as usize, replicas)
                         }
-                        true if g.group == 0 => g.voters == cluster,
-                        true => {
+                        _ if g.group == 0 => g.voters == cluster,
+                        _ => {
                             g.voters.len() == replicas
                                 && g.voters.iter().all(|v| cluster.contains(v))
                         }
@@ -2180,10 +2181,11 @@ impl<E: Engine> Sim<E> {
                 self.cfg.split_keys.len() as u64 + 1
             },
             groups_seen: self.groups_seen(),
-            groups_at_end: self
-                .statuses()
-                .first()
-                .map_or(0, |(_, s)| s.groups.len() as u64),
+            // Every member's groups together (placed, none hosts them all).
+            groups_at_end: (self.statuses().iter())
+                .flat_map(|(_, s)| s.groups.iter().map(|g| g.group))
+                .collect::<BTreeSet<u64>>()
+                .len() as u64,
             feed_revisions: self.group_feed.revisions,
             feed_moves: self.group_feed.moves,
             planted_bug: self.cfg.planted_bug,

@@ -586,3 +586,59 @@ fn a_delete_over_several_groups_relays_the_part_a_member_does_not_host() {
         assert_eq!(value_of(read), "", "{k} deleted");
     }
 }
+
+/// Placed splits (`learned.rs`): member 1 hosts neither group 1 (`[g, p)`, on 2 and 3) nor the
+/// groups split off it. A split asked at member 1 is relayed to a host and made there, on the
+/// same hosts; member 1 learns the new group from the answers to its relays (here, the put the
+/// split makes a wrong group) and writes and reads through it. Then group 1's leader splits its
+/// range again by itself past `auto_split_keys`, and every member learns that too (from the
+/// directory, without relaying anything there). The first range's split and any merge are
+/// refused by name.
+#[test]
+fn a_placed_group_splits_on_command_and_by_itself_and_every_member_learns_it() {
+    let tweak = |c: &mut EngineConfig| {
+        placing(2, None)(c);
+        c.auto_split_keys = 3;
+    };
+    let mut net = Net::with(tweak);
+    net.rounds(100);
+    net.put(0, "h", "v1");
+    let r = net.call(0, split("k"));
+    assert!(r.is_ok(), "the split at a member hosting no half: {r:?}");
+    let child = (net.nodes[1].layout().entries().iter())
+        .find(|(s, _)| s.as_slice() == b"k")
+        .map(|(_, g)| *g)
+        .expect("member 2 made the new group");
+    assert!(net.nodes[1].groups.contains_key(&child));
+    assert!(net.nodes[2].groups.contains_key(&child));
+    assert!(!net.nodes[0].groups.contains_key(&child), "not on member 1");
+    // The split's own answer (relayed from group 1) named it: member 1 routes "m" there.
+    net.put(0, "m", "v2");
+    assert_eq!(net.nodes[0].layout().group_of(b"m"), child, "learned");
+    assert_eq!(net.nodes[0].hosts(child), [2, 3]);
+    let read = |net: &mut Net, k: &str| value_of(net.call(0, Op::Range(RangeRequest::key(k))));
+    assert_eq!(read(&mut net, "m"), "v2");
+    assert_eq!(read(&mut net, "h"), "v1");
+
+    // Group 1 ([g, k)) grows past 3 keys and splits itself; member 1 learns it from the
+    // directory.
+    for k in ["g1", "h", "i", "j"] {
+        net.put(1, k, "v3");
+    }
+    let split_again = (0..30).find_map(|_| {
+        net.rounds(50);
+        let l = net.nodes[0].layout();
+        (l.groups() > 4).then(|| l.entries().to_vec())
+    });
+    let entries = split_again.expect("group 1 split itself, and member 1 knows");
+    assert_eq!(entries.len(), 5, "{entries:?}");
+    for k in ["g1", "h", "i", "j", "m"] {
+        assert!(!read(&mut net, k).is_empty(), "{k} at member 1");
+    }
+
+    let first = net.call(0, split("b"));
+    let why = format!("{first:?}");
+    assert!(why.contains("the first range stays whole"), "{why}");
+    let merged = net.call(0, merge("k"));
+    assert!(format!("{merged:?}").contains("merging ranges"), "{merged:?}");
+}

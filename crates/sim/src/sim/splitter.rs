@@ -52,8 +52,13 @@ pub struct Splitter {
     pub merged: u64,
     /// Refused (the key begins a range already) or lost with a crash.
     pub refused: u64,
-    /// Asks moves instead of splits and merges.
+    /// Asks moves instead of splits and merges (half of each with `splits` too: placed
+    /// groups that split, `learned.rs` of the partitioned engine).
     moves: bool,
+    splits: bool,
+    /// Mixed runs: the splits asked and not answered yet (a move's answers are told apart by
+    /// `pending_move`).
+    split_asks: std::collections::BTreeSet<u64>,
     /// The move asked last while it is neither done nor refused, and the sequence number of
     /// its last ask (only that ask's answer counts: an earlier one may come late).
     pending_move: Option<(MoveRequest, u64)>,
@@ -68,6 +73,8 @@ impl Splitter {
         Splitter {
             enabled: splits || moves,
             moves,
+            splits,
+            split_asks: Default::default(),
             pending_move: None,
             moved: 0,
             last_moved: None,
@@ -109,7 +116,10 @@ impl<E: Engine> Sim<E> {
         }
         let node = members[self.splitter.rng.below(members.len() as u64) as usize];
         let at = key_name(self.splitter.rng.below(self.cfg.keys.max(1))).into_bytes();
-        let op = if self.splitter.moves {
+        // Runs with moves and splits draw which one; others draw nothing (their seeds stay).
+        let moving =
+            self.splitter.moves && (!self.splitter.splits || self.splitter.rng.below(2) == 0);
+        let op = if moving {
             let again = self.splitter.rng.below(2) == 0;
             let back = self
                 .splitter
@@ -139,6 +149,10 @@ impl<E: Engine> Sim<E> {
             };
             self.splitter.pending_move = Some((m.clone(), self.splitter.seq + 1));
             Op::Move(m)
+        } else if self.splitter.moves {
+            // Placed groups do not merge: a split each time.
+            self.splitter.split_asks.insert(self.splitter.seq + 1);
+            Op::Split(SplitRequest { at })
         } else if self.splitter.rng.below(2) == 0 {
             Op::Split(SplitRequest { at })
         } else {
@@ -160,7 +174,7 @@ impl<E: Engine> Sim<E> {
     }
 
     pub(super) fn splitter_reply(&mut self, reply: &ClientReply) {
-        if self.splitter.moves {
+        if self.splitter.moves && !self.splitter.split_asks.remove(&reply.id.seq) {
             if self.splitter.pending_move.as_ref().map(|(_, seq)| *seq) != Some(reply.id.seq) {
                 return; // an earlier ask's late answer
             }

@@ -200,6 +200,28 @@ impl WatchHub {
         }
     }
 
+    /// The splits published with `through` from `start - 1` to `end` (what a remote hub
+    /// reading `start..=end` must know of). Only splits: the other moves are this member's
+    /// own — `Away` (the group left *this* member; a remote hub taking it would send its
+    /// readers to itself, round and round), `Gone` and `Arrived` (what a snapshot showed
+    /// here) — and merges, the rest, do not happen where groups are placed.
+    fn moves_within(&self, start: u64, end: u64) -> Vec<WatchMove> {
+        if !self.has_moves.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let ring = self.ring();
+        (ring.moves.iter())
+            .filter(|m| matches!(m.kind, MoveKind::Group(_)))
+            .filter(|m| m.through + 1 >= start && m.through <= end)
+            .cloned()
+            .collect()
+    }
+
+    /// Whether move `m` was published here already.
+    fn has_move(&self, m: &WatchMove) -> bool {
+        self.has_moves.load(Ordering::Acquire) && self.ring().moves.contains(m)
+    }
+
     /// Records the store's compaction revision (called with every status update).
     pub fn set_compacted(&self, compact_revision: u64) {
         self.compacted
@@ -287,6 +309,8 @@ pub struct WatchHubs {
     placement: RwLock<Vec<synod_core::DirectoryEntry>>,
     /// Hubs of groups hosted elsewhere, fed by a host (`remote.rs`).
     remote: RwLock<BTreeMap<u64, Arc<WatchHub>>>,
+    /// Hosts of groups split off groups hosted elsewhere, until the engine places them.
+    split_hints: RwLock<BTreeMap<u64, Vec<synod_core::NodeId>>>,
     /// Where remote hubs read (unset: watches of groups elsewhere are refused).
     source: std::sync::OnceLock<Arc<dyn remote::EventsSource>>,
     /// Moves whenever any hub's head moves or a move is published: streams wait on it.
@@ -300,6 +324,8 @@ pub struct WatchHubs {
     bug_history_compaction: bool,
     /// Planted bug `WatchCancelledWhenGroupMovesAway`.
     bug_away_stops: bool,
+    /// Planted bug `RemotePagesDropSplits`.
+    bug_pages_drop_splits: bool,
     /// Planted bug `WatchProgressGoesBack`.
     pub(super) bug_progress_goes_back: bool,
 }
@@ -312,6 +338,7 @@ impl WatchHubs {
         self.bug_history_compaction =
             bug == Some(synod_core::PlantedBug::RemoteWatchHistoryIgnoresCompaction);
         self.bug_away_stops = bug == Some(synod_core::PlantedBug::WatchCancelledWhenGroupMovesAway);
+        self.bug_pages_drop_splits = bug == Some(synod_core::PlantedBug::RemotePagesDropSplits);
         self.bug_progress_goes_back = bug == Some(synod_core::PlantedBug::WatchProgressGoesBack);
         self
     }
@@ -324,6 +351,7 @@ impl WatchHubs {
             placed: Default::default(),
             placement: RwLock::default(),
             remote: RwLock::default(),
+            split_hints: RwLock::default(),
             source: Default::default(),
             any: watch::channel(0).0,
             history,
@@ -331,6 +359,7 @@ impl WatchHubs {
             bug_merged_ahead: false,
             bug_history_compaction: false,
             bug_away_stops: false,
+            bug_pages_drop_splits: false,
             bug_progress_goes_back: false,
         };
         hubs.publish(Vec::new(), status);
@@ -345,6 +374,7 @@ impl WatchHubs {
             placed: Default::default(),
             placement: RwLock::default(),
             remote: RwLock::default(),
+            split_hints: RwLock::default(),
             source: Default::default(),
             any: hub.any.clone(),
             history: hub.history.clone(),
@@ -352,6 +382,7 @@ impl WatchHubs {
             bug_merged_ahead: false,
             bug_history_compaction: false,
             bug_away_stops: false,
+            bug_pages_drop_splits: false,
             bug_progress_goes_back: false,
         }
     }
@@ -480,11 +511,33 @@ impl WatchHubs {
         (!away.is_empty()).then_some(away)
     }
 
-    /// The hosts of group `g` as the engine places it.
+    /// The hosts of group `g` as the engine places it, else as its parent's remote hub left
+    /// them when a watch followed a split there ([`WatchHubs::hint_hosts`]).
     fn hosts_of(&self, g: u64) -> Vec<synod_core::NodeId> {
         let placement = self.placement.read().unwrap_or_else(|p| p.into_inner());
-        let entry = placement.iter().find(|e| e.group == g);
-        entry.map(|e| e.members.clone()).unwrap_or_default()
+        match placement.iter().find(|e| e.group == g) {
+            Some(e) => e.members.clone(),
+            None => {
+                let hints = self.split_hints.read().unwrap_or_else(|p| p.into_inner());
+                hints.get(&g).cloned().unwrap_or_default()
+            }
+        }
+    }
+
+    /// A watch follows a split from group `from`, hosted elsewhere, to group `to`, which the
+    /// engine may not place yet (it learns splits of groups hosted elsewhere a little later,
+    /// `synod_partition`'s `learned.rs`): `to` began on `from`'s hosts.
+    fn hint_hosts(&self, to: u64, from: u64) {
+        let hosts = self.hosts_of(from);
+        if !hosts.is_empty() {
+            let mut hints = self.split_hints.write().unwrap_or_else(|p| p.into_inner());
+            hints.insert(to, hosts);
+        }
+    }
+
+    /// Whether groups live on some members only (watches of others go to remote hubs).
+    fn is_placed(&self) -> bool {
+        self.placed.load(std::sync::atomic::Ordering::Relaxed) && self.source.get().is_some()
     }
 
     /// A cursor over the keys `[key, range_end)` from revision `next` (`None`: from the

@@ -529,6 +529,7 @@ async fn questions_from_members_are_answered_and_strangers_refused() {
                     revisions: Vec::new(),
                     through: q.start + u64::from(q.max),
                     compacted: 7,
+                    moves: Vec::new(),
                 }),
             }
         })
@@ -546,6 +547,7 @@ async fn questions_from_members_are_answered_and_strangers_refused() {
         revisions: Vec::new(),
         through: 15,
         compacted: 7,
+        moves: Vec::new(),
     };
     assert_eq!(events, Ok(PeerAnswer::Events(page)));
     let groups = member.ask(1, &addr, PeerQuestion::Groups).await;

@@ -497,6 +497,56 @@ fn etcdctl_watch_goes_on_at_a_member_its_group_moves_away_from() {
     );
 }
 
+/// Placement: group 1 (`[c, m)`, on members 2, 3 and 4) splits at "h", asked at member 1,
+/// which hosts neither half (the split is relayed to a host). Member 1's watch of `k/` —
+/// through a remote hub — follows its keys to the new group on the same hosts, and member 5
+/// (no host either) writes and reads them from its first request after the split: its relay
+/// to the old group is refused as a wrong group, and the answer names the split.
+#[test]
+fn etcdctl_watch_at_a_member_hosting_neither_half_follows_a_placed_split() {
+    let Some(bin) = etcdctl() else { return };
+    let c = Cluster::start_configured(5, "omnipaxos", &|cfg| {
+        cfg.partition.split_keys = ["c", "m", "t"].map(String::from).to_vec();
+        cfg.partition.directory = true;
+        cfg.partition.replicas = 3;
+        cfg.partition.rebalance = false;
+    });
+    let ctl = Ctl { bin };
+    let (m1, m5) = (grpc(&c, 1), grpc(&c, 5));
+    let r1 = ctl.put(&m5, "k/1", "before");
+    let mut watch = ctl.watch(&m1, &["--prefix", "k/", "--rev", &r1.to_string()], false);
+    assert_eq!(watch.events(1), [put_ev("k/1", "before", None, r1)]);
+    let mut split = Command::new(common::synodctl());
+    split.args(["--endpoints", &c.member(1).http_addr, "range", "split", "h"]);
+    let (status, out, err) = run_with_deadline(split, Duration::from_secs(60));
+    assert!(status.success(), "{out}{err}");
+    let mut want = Vec::new();
+    for i in 1..=3 {
+        let value = format!("after-{i}");
+        let r = ctl.put(&m5, "k/1", &value);
+        assert!(r > r1, "the new group goes on from its parent's revision");
+        assert_eq!(
+            ctl.ok(&m5, &["get", "k/1", "--print-value-only"]),
+            format!("{value}\n")
+        );
+        want.push(put_ev("k/1", &value, None, r));
+    }
+    assert_eq!(
+        watch.events(want.len()),
+        want,
+        "every revision once, in order"
+    );
+    // Every member now names the new group with the parent's hosts.
+    common::wait_until(
+        WATCH_WAIT,
+        "member 1's range list to show the split",
+        || {
+            let list = common::synodctl_ok(&c, &["range", "list"]);
+            (list.contains("| h ") && list.matches("| 2,3,4 ").count() == 2).then_some(())
+        },
+    );
+}
+
 /// Placement (`[partition] replicas = 3` on 5 members): member 1 hosts groups 0 and 3 only,
 /// yet watches keys of groups 1 and 2 — through remote hubs fed by their hosts — from the past
 /// and live, one group's keys and a span over every group merged in revision order, and it

@@ -249,6 +249,14 @@ impl Part {
         loop {
             match self.resolved(self.hub.head()) {
                 Due::Remote(g) => match self.hubs.remote_hub(g) {
+                    // Its own hub told it the group went away: reading on there would loop.
+                    Some(hub) if Arc::ptr_eq(&hub, &self.hub) => {
+                        return Err(Unsettled::Stop(CursorError::Moved(format!(
+                            "synod: group {g} moved away and its stream here says so again; \
+                             watch again from revision {}",
+                            self.next
+                        ))));
+                    }
                     Some(hub) => self.hub = hub,
                     None => return Err(Unsettled::Remote(g)),
                 },
@@ -274,14 +282,21 @@ impl Part {
         }
     }
 
-    fn hub_of(&self, to: u64) -> Result<Arc<WatchHub>, CursorError> {
-        self.hubs.hub(to).ok_or_else(|| {
-            CursorError::Moved(format!(
-                "synod: the watched keys moved to group {to}, which is not on this member; \
-                 watch again from revision {}",
-                self.next
-            ))
-        })
+    /// The hub of group `to`, which a split gave the keys: here, else its remote hub, else
+    /// (placement) one to start on the hosts of the group split (`Unsettled::Remote`).
+    fn hub_of(&self, to: u64) -> Result<Arc<WatchHub>, Unsettled> {
+        if let Some(hub) = self.hubs.hub(to).or_else(|| self.hubs.remote_hub(to)) {
+            return Ok(hub);
+        }
+        if self.hubs.is_placed() {
+            self.hubs.hint_hosts(to, self.hub.group());
+            return Err(Unsettled::Remote(to));
+        }
+        Err(Unsettled::Stop(CursorError::Moved(format!(
+            "synod: the watched keys moved to group {to}, which is not on this member; \
+             watch again from revision {}",
+            self.next
+        ))))
     }
 
     /// The next revisions of its group (at most `max`; none if caught up or waiting), once

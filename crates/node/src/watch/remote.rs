@@ -31,7 +31,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use synod_core::kv::RevisionEvents;
-use synod_core::{EngineError, NodeId};
+use synod_core::{EngineError, NodeId, WatchMove};
 use tokio::sync::mpsc;
 
 /// Revisions in one page (bounded in bytes too: [`PAGE_BYTES_MAX`]).
@@ -58,12 +58,15 @@ pub struct EventsQuery {
 
 /// A host's answer: the group's revisions from `start` (each whole, in order), complete through
 /// revision `through` (every revision of the group up to it with an event is in `revisions`
-/// or before `start`), and the group's compaction revision.
+/// or before `start`), and the group's compaction revision; with the changes of the keys
+/// the group covers from `start - 1` through `through` (a split: watchers follow the keys to
+/// the new group, on its hosts).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventsPage {
     pub revisions: Vec<RevisionEvents>,
     pub through: u64,
     pub compacted: u64,
+    pub moves: Vec<WatchMove>,
 }
 
 /// Where remote hubs get their pages: member `host`'s answer to a query (the node asks over
@@ -95,6 +98,10 @@ pub async fn answer(hubs: &WatchHubs, query: EventsQuery) -> Result<EventsPage, 
         return Ok(EventsPage {
             revisions: Vec::new(),
             through: head,
+            moves: match hubs.bug_pages_drop_splits {
+                false => hub.moves_within(query.start, head),
+                true => Vec::new(),
+            },
             compacted,
         });
     }
@@ -114,9 +121,14 @@ pub async fn answer(hubs: &WatchHubs, query: EventsQuery) -> Result<EventsPage, 
     // Cut short: complete through its last revision only. Else through the head (the read
     // answered every revision up to its own head, at least this one).
     let through = if cut { last } else { head.max(last) };
+    let moves = match hubs.bug_pages_drop_splits {
+        false => hub.moves_within(query.start, through),
+        true => Vec::new(),
+    };
     Ok(EventsPage {
         revisions,
         through,
+        moves,
         compacted,
     })
 }
@@ -281,7 +293,12 @@ impl Feed {
             .collect();
         debug_assert!(fresh.windows(2).all(|w| w[0].revision < w[1].revision));
         let head = page.through.max(self.hub.head());
-        self.hub.publish(fresh, head);
+        // Before the head passes them, as a local hub's are (`publish_with_moves`). A move
+        // asked again (its `through` is the last page's end) is noted once.
+        let moves = (page.moves.into_iter())
+            .filter(|m| m.through <= page.through && !self.hub.has_move(m))
+            .collect();
+        self.hub.publish_with_moves(fresh, moves, head);
     }
 
     /// A watcher behind the ring reads older revisions from a host, on a task of its own (the
@@ -505,9 +522,14 @@ mod tests {
 
     /// Group 1's hosts, having applied nothing yet.
     fn hosts() -> Arc<Hosts> {
+        hosts_planted(None)
+    }
+
+    /// [`hosts`], with `bug` planted in both.
+    fn hosts_planted(bug: Option<synod_core::PlantedBug>) -> Arc<Hosts> {
         let host = || {
             let (tx, _rx) = mpsc::channel(4);
-            Arc::new(WatchHubs::new(&host_status(0), tx))
+            Arc::new(WatchHubs::new(&host_status(0), tx).planted(bug))
         };
         Arc::new(Hosts {
             hubs: BTreeMap::from([(2, host()), (3, host())]),
@@ -713,6 +735,74 @@ mod tests {
             [Some(8), Some(5), Some(10)],
             "the planted bug goes back"
         );
+    }
+
+    /// A watch at member 1 of keys of group 1, hosted on members 2 and 3: revisions 1 to 5,
+    /// then the hosts split the keys off to a new group 7 (which member 1's placement does not
+    /// name yet) and apply 6 to 10 there. The watch follows the split through the remote
+    /// hubs — the hosts' pages carry the move — and reads 6 to 10 from group 7's hosts.
+    #[tokio::test]
+    async fn a_remote_watch_follows_its_keys_split_off_on_their_hosts() {
+        let (got, groups) = remote_watch_through_a_split(None).await;
+        assert_eq!(got, (1..=10).collect::<Vec<u64>>());
+        assert_eq!(groups, [7], "the watch reads group 7 now");
+        let bug = synod_core::PlantedBug::RemotePagesDropSplits;
+        let (planted, groups) = remote_watch_through_a_split(Some(bug)).await;
+        assert_eq!(planted, [1, 2, 3, 4, 5], "the planted bug misses 6 to 10");
+        assert_eq!(groups, [1]);
+    }
+
+    /// What the watch delivered, and the groups it reads at the end.
+    async fn remote_watch_through_a_split(
+        bug: Option<synod_core::PlantedBug>,
+    ) -> (Vec<u64>, Vec<u64>) {
+        let hosts = hosts_planted(bug);
+        apply(&hosts, 1..=5);
+        let (tx, _rx) = mpsc::channel(4);
+        let member = Arc::new(WatchHubs::new(&member_status(), tx));
+        member.set_remote(Arc::new(Source(hosts.clone())));
+        member
+            .prepare(b"d/", b"d0")
+            .await
+            .expect("group 1's hosts answer");
+        let mut c = member.cursor(b"d/", b"d0", Some(1)).expect("a cursor");
+        let mut got = read_through(&member, &mut c, 5).await;
+        let split = synod_core::WatchMove {
+            through: 5,
+            range: synod_core::kv::KeyRange::new("d/", "e"),
+            kind: synod_core::MoveKind::Group(7),
+        };
+        let split_status = |revision: u64| EngineStatus {
+            groups: vec![group(1, "d", "d/", 5), group(7, "d/", "e", revision)],
+            ..Default::default()
+        };
+        for hubs in hosts.hubs.values() {
+            hubs.publish(
+                vec![batch(Vec::new(), vec![split.clone()])],
+                &split_status(5),
+            );
+            let child = GroupEvents {
+                group: 7,
+                events: (6..=10).map(rev).collect(),
+                moves: Vec::new(),
+            };
+            hubs.publish(vec![child], &split_status(10));
+        }
+        // The parent is quiet: its hosts answer the poll that brings the move after a poll's
+        // wait (two seconds).
+        for _ in 0..5 {
+            got.extend(read_through(&member, &mut c, 10).await);
+            if got.last() == Some(&10) {
+                break;
+            }
+        }
+        let groups = c.groups();
+        assert_eq!(
+            member.remote_hub(7).is_some(),
+            bug.is_none(),
+            "from its hosts"
+        );
+        (got, groups)
     }
 
     #[tokio::test]

@@ -106,9 +106,9 @@ pub struct ChaosArgs {
     #[arg(long)]
     pub directory: bool,
     /// Partitioned runs: each group after the first on this many members (`[partition]
-    /// replicas`; 0: every member). Keeps the directory; placed groups do not split, so
-    /// `--splits` and `--merges` are off, and automatic splits and `reconfig` faults are
-    /// refused. Watchers (and lock waiters) at members that do not host a group read it from
+    /// replicas`; 0: every member). Keeps the directory; placed groups split (`--splits`,
+    /// of ranges past the first; none with `--moves`) but do not merge (`--merges` is
+    /// ignored), and `reconfig` faults are refused. Watchers (and lock waiters) at members that do not host a group read it from
     /// a host (remote watches).
     #[arg(long, default_value_t = 0)]
     pub replicas: usize,
@@ -390,10 +390,10 @@ fn prepare_out_dir(args: &ChaosArgs, seed: u64) -> Result<PathBuf, String> {
         if args.groups < 2 || r < 3 || r >= args.nodes {
             return Err("--replicas needs --groups 2 or more and 3 to --nodes - 1".into());
         }
-        if args.faults.reconfig || args.auto_split_writes + args.auto_split_reads > 0 {
+        if args.faults.reconfig {
             return Err(
-                "--replicas: placed groups take no automatic splits, and this tool's \
-                 membership changes (reconfig) are not run against placed groups yet"
+                "--replicas: this tool's membership changes (reconfig) are not run against \
+                 placed groups yet"
                     .into(),
             );
         }
@@ -1130,14 +1130,18 @@ async fn run_async(args: ChaosArgs, exe: &Path, seed: u64, out: &Path) -> i32 {
 
     let base = Instant::now();
     let at = |ms: u64| base + Duration::from_millis(ms);
-    let splitter = (args.groups > 1 && args.splits > 0 && args.replicas == 0).then(|| {
-        let keys = splits::plan(
-            args.keys,
-            &split_keys(args.keys, args.groups),
-            args.splits,
-            seed,
-        );
-        let keys = splits::changes(keys, args.merges);
+    let splitter = (args.groups > 1 && args.splits > 0 && args.moves == 0).then(|| {
+        let initial = split_keys(args.keys, args.groups);
+        // Every free key in a random order, the first `--splits` taken — placed, of keys past
+        // the first range, which stays whole (its group lives on every member).
+        let mut keys = splits::plan(args.keys, &initial, args.keys, seed);
+        if args.replicas > 0 {
+            keys.retain(|k| initial.first().is_some_and(|f| k > f));
+        }
+        keys.truncate(args.splits);
+        // Placed groups do not merge.
+        let merges = if args.replicas > 0 { 0 } else { args.merges };
+        let keys = splits::changes(keys, merges);
         let n = keys.len() as u64;
         let times = (1..=n)
             .map(|i| WARMUP_MS + heal_at_ms.saturating_sub(WARMUP_MS) * i / (n + 1))

@@ -218,10 +218,12 @@ impl<P: LogProtocol> Replica<P> {
             // etcd's rule: a learner is ready once it holds 90 % of the leader's log — and its
             // state includes its own addition (`MemberFeeds::learner_since`).
             let applied = self.members.progress.get(id).map_or(0, |pr| pr.applied);
-            // (Planted `PromoteOnStaleProgress` leaves `learner_since` empty: the state's
-            // start is the floor then.)
             let floor =
                 (self.members.learner_since.get(id).copied()).unwrap_or(self.members.known_from);
+            let floor = match self.config.bug(PlantedBug::PromoteOnStaleProgress) {
+                true => 0,
+                false => floor,
+            };
             if applied.saturating_mul(10) < p.decided_idx().saturating_mul(9)
                 || applied == 0
                 || applied < floor

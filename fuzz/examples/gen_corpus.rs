@@ -21,7 +21,7 @@ use synod_node::transport::{
     Hello, HelloReply, MAGIC, PeerAnswer, PeerQuestion, SelfChange, encode_frame,
 };
 use synod_node::watch::remote::{EventsPage, EventsQuery};
-use synod_partition::{GroupMessage, Relayed};
+use synod_partition::{GroupMessage, Relayed, SplitNotice};
 
 /// Errors end the generator with their message; there is nothing to recover.
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -225,6 +225,11 @@ fn relays() -> <PartitionedOmniPaxos as Engine>::Message {
                 reply,
                 group: 1,
                 leader: Some(2),
+                splits: vec![SplitNotice {
+                    at: b"k".to_vec(),
+                    group: 1 << 52 | 7,
+                    hosts: vec![1, 2, 3],
+                }],
             },
             Relayed::Elsewhere(id, 1),
         ],
@@ -282,6 +287,11 @@ fn answers() -> Vec<PeerAnswer> {
             revisions: Vec::new(),
             through: 15,
             compacted: 7,
+            moves: vec![synod_core::WatchMove {
+                through: 12,
+                range: synod_core::kv::KeyRange::new("k", ""),
+                kind: synod_core::MoveKind::Group(1 << 52 | 7),
+            }],
         }),
         PeerAnswer::Image(ImagePage {
             taken: 2,

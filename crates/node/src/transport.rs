@@ -96,8 +96,9 @@ pub use ask::{Answerer, PeerAnswer, PeerAsker, PeerQuestion, SelfChange};
 /// revisions, a group's HashKV and a group's applied revisions; 7: a HashKV answer names its
 /// revision, and a group's state image is asked in pages for a placed member's backup; 8: a
 /// group's membership change guarded by the configuration version it was made for, which an
-/// older member could not decode in a group's log).
-pub const WIRE_VERSION: u8 = 8;
+/// older member could not decode in a group's log; 9: a relayed answer names its group's
+/// splits, and a group's applied revisions come with its splits, for placed splits).
+pub const WIRE_VERSION: u8 = 9;
 
 /// Identifies our protocol before anything else is believed.
 pub const MAGIC: [u8; 4] = *b"SYND";

@@ -250,6 +250,7 @@ impl Part {
             match self.resolved(self.hub.head()) {
                 Due::Remote(g) => match self.hubs.remote_hub(g) {
                     // Its own hub told it the group went away: reading on there would loop.
+                    // (Remote hubs take no `Away` from their hosts, `moves_within`: a guard.)
                     Some(hub) if Arc::ptr_eq(&hub, &self.hub) => {
                         return Err(Unsettled::Stop(CursorError::Moved(format!(
                             "synod: group {g} moved away and its stream here says so again; \

@@ -98,9 +98,12 @@ pub async fn answer(hubs: &WatchHubs, query: EventsQuery) -> Result<EventsPage, 
         return Ok(EventsPage {
             revisions: Vec::new(),
             through: head,
-            moves: match hubs.bug_pages_drop_splits {
-                false => hub.moves_within(query.start, head),
-                true => Vec::new(),
+            // A head query (`max` 0: a remote hub starting) gets every split the hub still
+            // holds: a watch made there later must know of those before its first revision.
+            moves: match (hubs.bug_pages_drop_splits, max) {
+                (true, _) => Vec::new(),
+                (false, 0) => hub.moves_within(0, head),
+                (false, _) => hub.moves_within(query.start, head),
             },
             compacted,
         });
@@ -177,6 +180,9 @@ impl WatchHubs {
                     let (tx, rx) = mpsc::channel(16);
                     let hub = Arc::new(WatchHub::of_group(g, page.through, tx, self.any.clone()));
                     hub.set_compacted(page.compacted);
+                    // The group's splits so far, before any reader can see the hub.
+                    let moves = page.moves.into_iter().filter(|m| m.through <= page.through);
+                    hub.publish_with_moves(Vec::new(), moves.collect(), page.through);
                     let mut remote = self.remote.write().unwrap_or_else(|p| p.into_inner());
                     if remote.contains_key(&g) {
                         return Ok(()); // another watch started it meanwhile
@@ -278,11 +284,15 @@ impl Feed {
     /// Takes a page asked from `start`: its revisions into the ring, then the head.
     fn publish(&self, start: u64, page: EventsPage) {
         self.hub.set_compacted(page.compacted);
+        let moves: Vec<WatchMove> = (page.moves.into_iter())
+            .filter(|m| m.through <= page.through && !self.hub.has_move(m))
+            .collect();
         if start < page.compacted {
             // What the hub would read next is compacted on the host: watchers behind it are
-            // cancelled by their own reads (`Compacted`); the hub goes on from the host's head.
-            self.hub
-                .publish(Vec::new(), page.through.max(self.hub.head()));
+            // cancelled by their own reads (`Compacted`); the hub goes on from the host's head,
+            // with the splits it passed.
+            let head = page.through.max(self.hub.head());
+            self.hub.publish_with_moves(Vec::new(), moves, head);
             return;
         }
         let fresh: Vec<Arc<RevisionEvents>> = page
@@ -295,9 +305,6 @@ impl Feed {
         let head = page.through.max(self.hub.head());
         // Before the head passes them, as a local hub's are (`publish_with_moves`). A move
         // asked again (its `through` is the last page's end) is noted once.
-        let moves = (page.moves.into_iter())
-            .filter(|m| m.through <= page.through && !self.hub.has_move(m))
-            .collect();
         self.hub.publish_with_moves(fresh, moves, head);
     }
 
@@ -752,12 +759,14 @@ mod tests {
         assert_eq!(groups, [1]);
     }
 
-    /// What the watch delivered, and the groups it reads at the end.
-    async fn remote_watch_through_a_split(
-        bug: Option<synod_core::PlantedBug>,
-    ) -> (Vec<u64>, Vec<u64>) {
-        let hosts = hosts_planted(bug);
+    /// A watch made after the split at a member whose placement does not name group 7 yet:
+    /// group 1's remote hub starts knowing the split (the head query brings every split the
+    /// host's hub holds), and the watch reads 6 to 10 in group 7.
+    #[tokio::test]
+    async fn a_remote_watch_made_after_a_split_reads_the_new_group() {
+        let hosts = hosts();
         apply(&hosts, 1..=5);
+        split_at_hosts(&hosts);
         let (tx, _rx) = mpsc::channel(4);
         let member = Arc::new(WatchHubs::new(&member_status(), tx));
         member.set_remote(Arc::new(Source(hosts.clone())));
@@ -765,8 +774,14 @@ mod tests {
             .prepare(b"d/", b"d0")
             .await
             .expect("group 1's hosts answer");
-        let mut c = member.cursor(b"d/", b"d0", Some(1)).expect("a cursor");
-        let mut got = read_through(&member, &mut c, 5).await;
+        let mut c = member.cursor(b"d/", b"d0", Some(6)).expect("a cursor");
+        let got = read_through(&member, &mut c, 10).await;
+        assert_eq!(got, (6..=10).collect::<Vec<u64>>());
+        assert_eq!(c.groups(), [7]);
+    }
+
+    /// Group 1's hosts split `[d/, e)` off to group 7 after revision 5 and apply 6 to 10 there.
+    fn split_at_hosts(hosts: &Hosts) {
         let split = synod_core::WatchMove {
             through: 5,
             range: synod_core::kv::KeyRange::new("d/", "e"),
@@ -788,6 +803,24 @@ mod tests {
             };
             hubs.publish(vec![child], &split_status(10));
         }
+    }
+
+    /// What the watch delivered, and the groups it reads at the end.
+    async fn remote_watch_through_a_split(
+        bug: Option<synod_core::PlantedBug>,
+    ) -> (Vec<u64>, Vec<u64>) {
+        let hosts = hosts_planted(bug);
+        apply(&hosts, 1..=5);
+        let (tx, _rx) = mpsc::channel(4);
+        let member = Arc::new(WatchHubs::new(&member_status(), tx));
+        member.set_remote(Arc::new(Source(hosts.clone())));
+        member
+            .prepare(b"d/", b"d0")
+            .await
+            .expect("group 1's hosts answer");
+        let mut c = member.cursor(b"d/", b"d0", Some(1)).expect("a cursor");
+        let mut got = read_through(&member, &mut c, 5).await;
+        split_at_hosts(&hosts);
         // The parent is quiet: its hosts answer the poll that brings the move after a poll's
         // wait (two seconds).
         for _ in 0..5 {

@@ -108,8 +108,8 @@ pub struct ChaosArgs {
     /// Partitioned runs: each group after the first on this many members (`[partition]
     /// replicas`; 0: every member). Keeps the directory; placed groups split (`--splits`,
     /// of ranges past the first; none with `--moves`) but do not merge (`--merges` is
-    /// ignored), and `reconfig` faults are refused. Watchers (and lock waiters) at members that do not host a group read it from
-    /// a host (remote watches).
+    /// ignored), and `reconfig` faults are refused. Watchers (and lock waiters) at members
+    /// that do not host a group read it from a host (remote watches).
     #[arg(long, default_value_t = 0)]
     pub replicas: usize,
     /// Placed runs (`--replicas`): this many range moves during the fault window, each of a

@@ -178,7 +178,8 @@ impl<E: Engine> Partitioned<E> {
     /// its middle key, or where its recent writes divide in half. One split in flight at a
     /// time, none past [`crate::GROUPS_MAX`].
     fn auto_split(&mut self) {
-        // Placed, this member hosts some of the groups: the layout names them all (`learned.rs`).
+        // Placed, this member hosts some of the groups: its layout names the others it learned
+        // of (`learned.rs`).
         let groups = match self.placed() {
             true => self.layout.groups(),
             false => self.data_groups().count(),

@@ -353,6 +353,11 @@ impl<E: Engine> Partitioned<E> {
             .map(|e| e.config_version)
     }
 
+    /// The meta group's applied index this member's copy of the directory was read at.
+    pub(crate) fn directory_copied_at(&self) -> Option<u64> {
+        self.directory.copy_at
+    }
+
     /// Every entry of this member's copy of the directory.
     pub(crate) fn recorded_entries(&self) -> impl Iterator<Item = &DirectoryEntry> + '_ {
         self.directory.copy.iter().map(|c| &c.entry)

@@ -14,10 +14,10 @@
 //!   them their parts. A write routed to the old group by a layout from before the split is
 //!   refused `WrongGroup` there, and its answer teaches the split, so the node's next try goes
 //!   to the new group.
-//! * **From its copy of the range directory**, where the old group's leader records the new
-//!   group (`directory.rs`): for members that relay nothing to the old group, and after a
-//!   restart (a member rebuilds its layout from its own log, which holds only the splits it
-//!   applied).
+//! * **From its copy of the range directory**, where the new group's leader records it
+//!   (`directory.rs`): for members that relay nothing to the old group. A learned group goes
+//!   into the layout this member persists, so it is known again after a restart; the hosts
+//!   learned with it are not (the directory's record, or the group below's, stand in).
 //!
 //! Why adding is always safe: placed groups never merge (refused by name), so a boundary, once
 //! a split made it, begins the same group forever. Every member's layout is then a subset of
@@ -29,8 +29,8 @@
 use crate::Partitioned;
 use crate::layout::{CHILD_ID_BASE, GroupId, child_id};
 use serde::{Deserialize, Serialize};
-use synod_core::kv::Key;
-use synod_core::{Engine, NodeId};
+use synod_core::kv::{Key, Op};
+use synod_core::{Engine, EngineError, NodeId};
 
 /// A split of a relayed group as its host applied it: the new group begins at `at`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +65,9 @@ impl<E: Engine> Partitioned<E> {
 
     /// Adds the groups `notices` name to this member's layout where it does not know them.
     pub(crate) fn learn_splits(&mut self, notices: Vec<SplitNotice>) {
+        if !self.placed() {
+            return; // unplaced, every member applies every split itself
+        }
         for n in notices {
             self.learn_split(n.at, n.group, n.hosts);
         }
@@ -100,6 +103,25 @@ impl<E: Engine> Partitioned<E> {
         }
         self.layout.split(at, group);
         self.layout_changed = true;
+    }
+
+    /// Why split `op` is refused for the number of groups, if it is: placed, this member
+    /// hosts some of them, and its layout names the others it learned of (a host checks a
+    /// relayed split again, `placement.rs`).
+    pub(crate) fn groups_full(&self, op: &Op) -> Option<EngineError> {
+        if !matches!(op, Op::Split(_)) {
+            return None;
+        }
+        let groups = match self.placed() {
+            true => self.layout.groups(),
+            false => self.data_groups().count(),
+        };
+        (groups >= crate::GROUPS_MAX).then(|| {
+            EngineError::InvalidRequest(format!(
+                "a partitioned cluster runs at most {} groups",
+                crate::GROUPS_MAX
+            ))
+        })
     }
 
     /// The hosts of group `g`, split off at run time, as far as this member knows without a

@@ -100,6 +100,7 @@ pub use backup::{GroupsImage, assemble as assemble_backup, combine_group_hashes}
 pub use directory::META_GROUP;
 use layout::{CHILD_ID_BASE, GroupId, Layout, Route, child_id};
 pub use leaders::{leaders_uneven, plan_leaders};
+pub use learned::SplitNotice;
 pub use placement::{Relayed, hosts_at};
 pub use rebalance::plan_move;
 use serde::{Deserialize, Serialize};
@@ -1337,14 +1338,10 @@ impl<E: Engine> Engine for Partitioned<E> {
                 end: format!("group {} not started here yet", layout::group_name(g)).into(),
             }),
         };
-        if matches!(request.op, synod_core::kv::Op::Split(_))
-            && self.data_groups().count() >= GROUPS_MAX
-        {
+        if let Some(full) = self.groups_full(&request.op) {
             self.refused.push(ClientReply {
                 id: request.id,
-                result: Err(EngineError::InvalidRequest(format!(
-                    "a partitioned cluster runs at most {GROUPS_MAX} groups"
-                ))),
+                result: Err(full),
             });
             return;
         }
@@ -1511,8 +1508,11 @@ impl<E: Engine> Engine for Partitioned<E> {
         }
         self.inputs.clear();
         self.absorb_frozen();
+        let copied = self.directory_copied_at();
         self.refresh_directory();
-        self.learn_recorded_splits();
+        if self.directory_copied_at() != copied {
+            self.learn_recorded_splits();
+        }
         // Groups created at recovery: their first records go with the first batch.
         for (g, first) in std::mem::take(&mut self.created) {
             match parts.iter_mut().find(|(x, _)| *x == g) {

@@ -456,6 +456,26 @@ impl<E: Engine> Partitioned<E> {
                 .push((from, Relayed::NotHere(request.id, g)));
             return;
         }
+        if let Some(full) = self.groups_full(&request.op) {
+            let reply = ClientReply {
+                id: request.id,
+                result: Err(full),
+            };
+            let answer = Relayed::Answer {
+                reply,
+                group: g,
+                leader: None,
+                splits: Vec::new(),
+            };
+            self.relay.outbox.push((from, answer));
+            return;
+        }
+        // Sampled where the read is served, for where a read split cuts (`auto.rs`).
+        if let Op::Range(r) = &request.op
+            && self.base.auto_split_reads > 0
+        {
+            self.auto.note_read(g, &r.key);
+        }
         self.relay.taken.insert(request.id, (from, g));
         if matches!(request.op, Op::Move(_)) {
             self.take_move(g, request);

@@ -203,6 +203,9 @@ impl<E: Engine> Partitioned<E> {
                 Some(c) => (c.voters(), c.learners().len()),
                 None => match self.recorded_members(g) {
                     Some((voters, learners)) => (voters, learners.len()),
+                    // Split off at run time, where this member only guesses its hosts: not
+                    // settled until the directory records it (`learned.rs`).
+                    None if g >= crate::layout::CHILD_ID_BASE => return None,
                     None => (self.static_hosts(g), 0),
                 },
             };

@@ -757,7 +757,12 @@ impl<E: Engine> Sim<E> {
             ops_failed: 0,
             operator: reconfig::Operator::default(),
             mover: transfer::Mover::new(cfg.seed, cfg.faults.transfer),
-            splitter: splitter::Splitter::new(cfg.seed, cfg.splits, cfg.moves),
+            splitter: splitter::Splitter::new(
+                cfg.seed,
+                cfg.splits,
+                cfg.moves,
+                cfg.partition_replicas > 0,
+            ),
             cfg,
         }
     }
@@ -1275,6 +1280,19 @@ impl<E: Engine> Sim<E> {
             .filter(|g| *g != synod_partition::META_GROUP)
             .collect();
         groups.len() as u64
+    }
+
+    /// Groups at the end: the first member's; placed, every member's together (none hosts
+    /// them all).
+    fn groups_at_end(&self) -> u64 {
+        let st = self.statuses();
+        if self.cfg.partition_replicas == 0 {
+            return st.first().map_or(0, |(_, s)| s.groups.len() as u64);
+        }
+        (st.iter()
+            .flat_map(|(_, s)| s.groups.iter().map(|g| g.group)))
+        .collect::<BTreeSet<u64>>()
+        .len() as u64
     }
 
     fn statuses(&self) -> Vec<(NodeId, EngineStatus)> {
@@ -1914,7 +1932,8 @@ impl<E: Engine> Sim<E> {
             s.groups.iter().all(|g| {
                 g.learners.is_empty()
                     && match moved {
-                        // Split off at run time: on its parent's hosts.
+                        // Configured: where the placement rule put it (split off at run time:
+                        // any `replicas` voters, below).
                         false if g.group < synod_partition::layout::CHILD_ID_BASE => {
                             g.voters
                                 == synod_partition::hosts_at(&members, g.group as usize, replicas)
@@ -2181,11 +2200,7 @@ impl<E: Engine> Sim<E> {
                 self.cfg.split_keys.len() as u64 + 1
             },
             groups_seen: self.groups_seen(),
-            // Every member's groups together (placed, none hosts them all).
-            groups_at_end: (self.statuses().iter())
-                .flat_map(|(_, s)| s.groups.iter().map(|g| g.group))
-                .collect::<BTreeSet<u64>>()
-                .len() as u64,
+            groups_at_end: self.groups_at_end(),
             feed_revisions: self.group_feed.revisions,
             feed_moves: self.group_feed.moves,
             planted_bug: self.cfg.planted_bug,

@@ -318,5 +318,6 @@ fn placed_groups_split_and_move_through_every_fault() {
 fn planted_placed_split_not_learned_is_caught() {
     let mut cfg = placed_splits();
     cfg.planted_bug = Some(PlantedBug::PlacedSplitNotLearned);
-    assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 150_000..150_000 + PLANT_SEEDS_MAX);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 150_000..150_000 + PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "lease");
 }

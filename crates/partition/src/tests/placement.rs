@@ -640,5 +640,8 @@ fn a_placed_group_splits_on_command_and_by_itself_and_every_member_learns_it() {
     let why = format!("{first:?}");
     assert!(why.contains("the first range stays whole"), "{why}");
     let merged = net.call(0, merge("k"));
-    assert!(format!("{merged:?}").contains("merging ranges"), "{merged:?}");
+    assert!(
+        format!("{merged:?}").contains("merging ranges"),
+        "{merged:?}"
+    );
 }

@@ -56,6 +56,8 @@ pub struct Splitter {
     /// groups that split, `learned.rs` of the partitioned engine).
     moves: bool,
     splits: bool,
+    /// Placed groups do not merge: only splits are asked (half of the asks, with `moves`).
+    placed: bool,
     /// Mixed runs: the splits asked and not answered yet (a move's answers are told apart by
     /// `pending_move`).
     split_asks: std::collections::BTreeSet<u64>,
@@ -69,8 +71,9 @@ pub struct Splitter {
 }
 
 impl Splitter {
-    pub fn new(seed: u64, splits: bool, moves: bool) -> Self {
+    pub fn new(seed: u64, splits: bool, moves: bool, placed: bool) -> Self {
         Splitter {
+            placed,
             enabled: splits || moves,
             moves,
             splits,
@@ -149,7 +152,7 @@ impl<E: Engine> Sim<E> {
             };
             self.splitter.pending_move = Some((m.clone(), self.splitter.seq + 1));
             Op::Move(m)
-        } else if self.splitter.moves {
+        } else if self.splitter.moves || self.splitter.placed {
             // Placed groups do not merge: a split each time.
             self.splitter.split_asks.insert(self.splitter.seq + 1);
             Op::Split(SplitRequest { at })
@@ -174,7 +177,8 @@ impl<E: Engine> Sim<E> {
     }
 
     pub(super) fn splitter_reply(&mut self, reply: &ClientReply) {
-        if self.splitter.moves && !self.splitter.split_asks.remove(&reply.id.seq) {
+        let split_ask = self.splitter.split_asks.remove(&reply.id.seq);
+        if self.splitter.moves && !split_ask {
             if self.splitter.pending_move.as_ref().map(|(_, seq)| *seq) != Some(reply.id.seq) {
                 return; // an earlier ask's late answer
             }

@@ -168,9 +168,6 @@ impl<E: Engine> Partitioned<E> {
     /// The members group `g` was placed on at the cluster's start (every member for the meta
     /// group); for a group split off at run time, where it began (`learned.rs`).
     pub(crate) fn static_hosts(&self, g: GroupId) -> Vec<NodeId> {
-        if g == crate::directory::META_GROUP {
-            return hosts_at(&self.base.members, 0, 0);
-        }
         match self.configured.position(g) {
             Some(position) => hosts_at(&self.base.members, position, self.base.partition_replicas),
             None => self.split_hosts(g),

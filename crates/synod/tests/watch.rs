@@ -280,6 +280,17 @@ impl Drop for Watch {
     }
 }
 
+/// 5 members split at c, m and t, each group after the first on 3 of them (group 1 on 2, 3, 4;
+/// group 2 on 3, 4, 5; group 3 on 1, 4, 5), where the placement rule put them (no rebalancing).
+fn placed_cluster() -> Cluster {
+    Cluster::start_configured(5, "omnipaxos", &|cfg| {
+        cfg.partition.split_keys = ["c", "m", "t"].map(String::from).to_vec();
+        cfg.partition.directory = true;
+        cfg.partition.replicas = 3;
+        cfg.partition.rebalance = false;
+    })
+}
+
 fn grpc(c: &Cluster, id: u64) -> String {
     c.member(id).grpc_addr.clone()
 }
@@ -456,12 +467,7 @@ fn etcdctl_watch_on_a_partitioned_cluster_follows_its_keys_through_a_split() {
 #[test]
 fn etcdctl_watch_goes_on_at_a_member_its_group_moves_away_from() {
     let Some(bin) = etcdctl() else { return };
-    let c = Cluster::start_configured(5, "omnipaxos", &|cfg| {
-        cfg.partition.split_keys = ["c", "m", "t"].map(String::from).to_vec();
-        cfg.partition.directory = true;
-        cfg.partition.replicas = 3;
-        cfg.partition.rebalance = false;
-    });
+    let c = placed_cluster();
     let ctl = Ctl { bin };
     let (m2, m5) = (grpc(&c, 2), grpc(&c, 5));
     // Group 1 ([c, m)) lives on 2, 3, 4: member 2 reads it from its own replica.
@@ -505,12 +511,7 @@ fn etcdctl_watch_goes_on_at_a_member_its_group_moves_away_from() {
 #[test]
 fn etcdctl_watch_at_a_member_hosting_neither_half_follows_a_placed_split() {
     let Some(bin) = etcdctl() else { return };
-    let c = Cluster::start_configured(5, "omnipaxos", &|cfg| {
-        cfg.partition.split_keys = ["c", "m", "t"].map(String::from).to_vec();
-        cfg.partition.directory = true;
-        cfg.partition.replicas = 3;
-        cfg.partition.rebalance = false;
-    });
+    let c = placed_cluster();
     let ctl = Ctl { bin };
     let (m1, m5) = (grpc(&c, 1), grpc(&c, 5));
     let r1 = ctl.put(&m5, "k/1", "before");
@@ -555,12 +556,7 @@ fn etcdctl_watch_at_a_member_hosting_neither_half_follows_a_placed_split() {
 #[test]
 fn etcdctl_watch_on_a_placed_cluster_reads_groups_hosted_elsewhere() {
     let Some(bin) = etcdctl() else { return };
-    let mut c = Cluster::start_configured(5, "omnipaxos", &|cfg| {
-        cfg.partition.split_keys = ["c", "m", "t"].map(String::from).to_vec();
-        cfg.partition.directory = true;
-        cfg.partition.replicas = 3;
-        cfg.partition.rebalance = false; // the groups stay where the placement rule put them
-    });
+    let mut c = placed_cluster();
     let ctl = Ctl { bin };
     let (m1, m5) = (grpc(&c, 1), grpc(&c, 5));
     // Group 1 ([c, m)) lives on 2, 3, 4; group 2 ([m, t)) on 3, 4, 5.

@@ -767,6 +767,16 @@ mod tests {
         let hosts = hosts();
         apply(&hosts, 1..=5);
         split_at_hosts(&hosts);
+        let member = member_watching_d(&hosts).await;
+        let mut c = member.cursor(b"d/", b"d0", Some(6)).expect("a cursor");
+        let got = read_through(&member, &mut c, 10).await;
+        assert_eq!(got, (6..=10).collect::<Vec<u64>>());
+        assert_eq!(c.groups(), [7]);
+    }
+
+    /// Member 1 (hosting groups 0 and 2), its remote hubs fed by `hosts`, prepared for watches
+    /// of `d/`.
+    async fn member_watching_d(hosts: &Arc<Hosts>) -> Arc<WatchHubs> {
         let (tx, _rx) = mpsc::channel(4);
         let member = Arc::new(WatchHubs::new(&member_status(), tx));
         member.set_remote(Arc::new(Source(hosts.clone())));
@@ -774,10 +784,7 @@ mod tests {
             .prepare(b"d/", b"d0")
             .await
             .expect("group 1's hosts answer");
-        let mut c = member.cursor(b"d/", b"d0", Some(6)).expect("a cursor");
-        let got = read_through(&member, &mut c, 10).await;
-        assert_eq!(got, (6..=10).collect::<Vec<u64>>());
-        assert_eq!(c.groups(), [7]);
+        member
     }
 
     /// Group 1's hosts split `[d/, e)` off to group 7 after revision 5 and apply 6 to 10 there.
@@ -811,13 +818,7 @@ mod tests {
     ) -> (Vec<u64>, Vec<u64>) {
         let hosts = hosts_planted(bug);
         apply(&hosts, 1..=5);
-        let (tx, _rx) = mpsc::channel(4);
-        let member = Arc::new(WatchHubs::new(&member_status(), tx));
-        member.set_remote(Arc::new(Source(hosts.clone())));
-        member
-            .prepare(b"d/", b"d0")
-            .await
-            .expect("group 1's hosts answer");
+        let member = member_watching_d(&hosts).await;
         let mut c = member.cursor(b"d/", b"d0", Some(1)).expect("a cursor");
         let mut got = read_through(&member, &mut c, 5).await;
         split_at_hosts(&hosts);

@@ -400,6 +400,13 @@ pub trait Engine: Sized + Send + 'static {
         false
     }
 
+    /// A replica still waiting for its first state (it joined a group without one) is told,
+    /// at a restart, that it joined as a move's newcomer (`EngineConfig::join` and
+    /// `move_newcomer`): the flags are not in its records, and without them a first state that
+    /// lists it as a voter — from a stay on a lost disk it no longer remembers — would let it
+    /// vote there. A no-op for any other replica, and for engines without joiners.
+    fn resume_as_newcomer(&mut self) {}
+
     /// etcd's Hash of the whole applied state; see [`crate::kv::KvStore::hash_all`].
     fn hash_all(&self) -> Result<u32, EngineError> {
         Err(EngineError::Unsupported {
@@ -832,6 +839,12 @@ pub enum PlantedBug {
     /// records them): a keep-alive acknowledged while a new group's copy of the lease was not
     /// renewed.
     PlacedSplitNotLearned,
+    /// Placement, splits: a member that lost its storage and then learns, from its parent's
+    /// state, of a group split off before the loss repairs that group by its protocol from the
+    /// hosts it guesses (the parent's now) instead of joining it without state: when the group
+    /// or its parent moved since, the repair asks members that do not host it and never gets
+    /// its answers, and the group keeps a voter that never votes again.
+    PlacedSplitChildRepairsGuessed,
     /// Placement, remote watches (`watch::remote`): a host's pages carry no splits, so a
     /// watcher at a member that does not host its keys' group reads on in the old group after
     /// a split and silently misses every later event of its keys.
@@ -948,7 +961,7 @@ pub enum PlantedBug {
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 82] = [
+    pub const ALL: [PlantedBug; 83] = [
         PlantedBug::AckBeforeMajority,
         PlantedBug::StaleLinearizableRead,
         PlantedBug::IgnoreQuorumConnected,
@@ -1012,6 +1025,7 @@ impl PlantedBug {
         PlantedBug::PartitionDirectoryAnyGeneration,
         PlantedBug::PartitionRelayDropsConsistency,
         PlantedBug::PlacedSplitNotLearned,
+        PlantedBug::PlacedSplitChildRepairsGuessed,
         PlantedBug::RemotePagesDropSplits,
         PlantedBug::RemoteWatchHistoryIgnoresCompaction,
         PlantedBug::RejoinReusesOrigins,
@@ -1102,6 +1116,7 @@ impl PlantedBug {
             PlantedBug::PartitionDirectoryAnyGeneration => "partition-directory-any-generation",
             PlantedBug::PartitionRelayDropsConsistency => "partition-relay-drops-consistency",
             PlantedBug::PlacedSplitNotLearned => "placed-split-not-learned",
+            PlantedBug::PlacedSplitChildRepairsGuessed => "placed-split-child-repairs-guessed",
             PlantedBug::RemotePagesDropSplits => "remote-pages-drop-splits",
             PlantedBug::RemoteWatchHistoryIgnoresCompaction => {
                 "remote-watch-history-ignores-compaction"

@@ -156,6 +156,12 @@ pub enum GroupRecord<R> {
     /// a stale member's snapshot from its earlier stay would make it an amnesic voter of an old
     /// configuration). The whole set, written like [`GroupRecord::MovedAway`].
     LeftAt(Vec<(GroupId, u64)>),
+    /// Placement: the groups whose replica here joined without state (a move's newcomer, or a
+    /// group split off before this member lost its storage) and has not had its first state
+    /// yet: after a restart it is still a newcomer — a first state listing it as a voter is of
+    /// a stay it forgot (`moves.rs`) — and still given up if none comes. The whole set,
+    /// written like [`GroupRecord::MovedAway`].
+    Joining(Vec<GroupId>),
 }
 
 impl<R: DurableRecord> DurableRecord for GroupRecord<R> {
@@ -804,6 +810,20 @@ impl<E: Engine> Partitioned<E> {
             // VR starts a new instance normal in view 0 only on its first boot; a group of a
             // lost disk (no first records) is no first boot: its protocol repairs it.
             config.first_boot = !first.is_empty();
+            let repairs_guessed = self.base.bug(PlantedBug::PlacedSplitChildRepairsGuessed);
+            let joins = first.is_empty() && self.placed() && !repairs_guessed;
+            if joins {
+                // Placed, that repair would ask the hosts guessed above — the parent's now,
+                // not the group's, which either may have left since: a repair asking members
+                // that do not host the group never ends (simulator seed 1,926 of `all,storage
+                // --replicas 3 --splits --moves`). It joins as a move's newcomer instead: its
+                // group's leader, whoever it is, sends it the state; a state listing it as a
+                // voter makes it a voter that cannot vote (it may have voted there before its
+                // loss), and the leader moves the group off it (`moves.rs`).
+                config.join = true;
+                config.move_newcomer = true;
+                self.moves.start_joining(child, self.ticks);
+            }
             // Until its state arrives, a replica started without it owns no key: it must not
             // answer a (serializable) read from its empty store.
             config.key_range = KeyRange::none_at(&mark.at);
@@ -969,8 +989,14 @@ impl<E: Engine> Partitioned<E> {
             let list = self.moves.left_at.iter().map(|(g, v)| (*g, *v)).collect();
             out.push(GroupRecord::LeftAt(list));
         }
+        if (checkpointed && !self.moves.joining.is_empty()) || self.moves.joining_changed {
+            out.push(GroupRecord::Joining(
+                self.moves.joining.keys().copied().collect(),
+            ));
+        }
         self.moves.away_changed = false;
         self.moves.left_at_changed = false;
+        self.moves.joining_changed = false;
         self.layout_changed = false;
         self.retired_changed = false;
         out
@@ -1099,8 +1125,10 @@ impl<E: Engine> Partitioned<E> {
         let mut retired = Vec::new();
         let mut away = Vec::new();
         let mut left_at = Vec::new();
+        let mut joining = Vec::new();
         for r in records {
             match r {
+                GroupRecord::Joining(list) => joining = list,
                 GroupRecord::Retired(list) => retired = list,
                 GroupRecord::MovedAway(list) => away = list,
                 GroupRecord::LeftAt(list) => left_at = list,
@@ -1125,17 +1153,17 @@ impl<E: Engine> Partitioned<E> {
         for g in retired.iter().chain(&away) {
             per_group.remove(g);
         }
-        Ok((per_group, layout, retired, (away, left_at)))
+        Ok((per_group, layout, retired, (away, left_at, joining)))
     }
 }
 
 /// A log sorted by group: each group's records, the layout, the retired groups, and the groups
-/// moved away with the versions this member left groups at.
+/// moved away with the versions this member left groups at, and those still joining.
 type Sorted<E> = (
     BTreeMap<GroupId, Vec<<E as Engine>::Record>>,
     Layout,
     Vec<GroupId>,
-    (Vec<GroupId>, Vec<(GroupId, u64)>),
+    (Vec<GroupId>, Vec<(GroupId, u64)>, Vec<GroupId>),
 );
 
 type Parts<E> = (
@@ -1288,8 +1316,13 @@ impl<E: Engine> Engine for Partitioned<E> {
             if p.moves.away.contains(&g) || (recs.is_empty() && !placed_here) {
                 continue; // placed on other members (`placement.rs`), or moved there
             }
-            let engine = E::recover(p.group_config(g), recs)
+            let mut engine = E::recover(p.group_config(g), recs)
                 .map_err(|e| format!("group {}: {e}", layout::group_name(g)))?;
+            if away.2.contains(&g) && engine.status().configuration.members.is_empty() {
+                // Joined without state and restarted before it came: still a newcomer.
+                engine.resume_as_newcomer();
+                p.moves.start_joining(g, 0);
+            }
             let c = engine.status().configuration;
             if p.placed()
                 && p.layout.position(g) != Some(0)

@@ -501,6 +501,13 @@ impl<P: LogProtocol> Engine for Replica<P> {
     fn non_voting(&self) -> bool {
         self.protocol.is_none() && self.state.config.is_voter(self.config.id)
     }
+
+    fn resume_as_newcomer(&mut self) {
+        if self.protocol.is_none() && self.state.config.members.is_empty() {
+            self.config.join = true;
+            self.config.move_newcomer = true;
+        }
+    }
 }
 
 impl<P: LogProtocol> Replica<P> {

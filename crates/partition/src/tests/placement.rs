@@ -299,6 +299,60 @@ fn roles_after_losing_the_disk(bug: Option<PlantedBug>) -> (String, Vec<NodeId>,
     (first, heard, after)
 }
 
+/// Member 1 loses its disk after a move of group 1 to it, starts the group again on its
+/// messages without state, and restarts once more before the state came: it is still a
+/// newcomer (`GroupRecord::Joining`), so the state, which lists it as a voter of a stay it
+/// forgot, makes it a voter that cannot vote — not one that votes afresh, as it did when the
+/// restart lost the flags the replica was started with.
+#[test]
+fn a_newcomer_restarted_before_its_state_came_is_still_one() {
+    let tweak = placing(2, None);
+    let mut net = Net::with(tweak);
+    net.rounds(100);
+    net.put(1, "h1", "before");
+    let r = net.call(0, move_op("h", 2, 1));
+    assert!(
+        matches!(r.as_ref().map(|r| &r.body), Ok(ResponseBody::Membership(c)) if c.voters() == [1, 3]),
+        "moved: {r:?}"
+    );
+    net.rounds(50);
+    let restart = |net: &mut Net, records| {
+        let mut c = config(1, 0);
+        tweak(&mut c);
+        c.first_boot = false;
+        net.nodes[0] = Node::recover(c, records).expect("recover");
+    };
+    net.disks[0].clear();
+    restart(&mut net, Vec::new());
+    // Group 1's state does not reach member 1 for now; its other messages do.
+    net.tap = Some(|_, to, g, m| match (to, g, m) {
+        (1, 1, synod_replica::Message::SnapshotChunk { .. }) => Tap::Hold,
+        _ => Tap::Pass,
+    });
+    net.rounds(30);
+    let role = |net: &Net| net.nodes[0].groups.get(&1).map(|g| g.status().role);
+    assert_eq!(
+        role(&net).as_deref(),
+        Some("joining"),
+        "started on its messages"
+    );
+    let records = net.disks[0].clone();
+    restart(&mut net, records);
+    assert_eq!(
+        role(&net).as_deref(),
+        Some("joining"),
+        "restarted from its records"
+    );
+    net.tap = None;
+    net.tapped.clear();
+    net.rounds(100);
+    assert_eq!(
+        role(&net).as_deref(),
+        Some("non-voting (lost storage)"),
+        "its first state lists it as a voter of a stay it forgot"
+    );
+}
+
 /// A member that lost its disk repairs its groups (in their first configuration, by the
 /// protocol) under an incarnation drawn above the amnesic base, and its commands carry it.
 /// Moved off a group and back, it joins as a newcomer, and its first state remembers those

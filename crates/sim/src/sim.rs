@@ -2048,6 +2048,15 @@ impl<E: Engine> Sim<E> {
                         .map(|g| format!("group {} revision {} < {top}", g.group, g.revision)),
                 );
                 off.extend(directory_off_by(s, placed.as_deref()));
+                if directory_view(s) != statuses.first().and_then(|(_, f)| directory_view(f)) {
+                    off.extend(s.directory.as_ref().map(|d| {
+                        format!(
+                            "directory group at {} (its copy differs from n{}'s)",
+                            d.meta.applied_index,
+                            statuses.first().map_or(0, |(id, _)| *id)
+                        )
+                    }));
+                }
                 if self.cfg.rebalance {
                     let voters = s.configuration.voters();
                     off.extend(placed.as_deref().and_then(|p| unbalanced(p, &voters)));
@@ -2056,8 +2065,13 @@ impl<E: Engine> Sim<E> {
                     // Placement: where each group this member hosts stands.
                     off.extend(s.groups.iter().map(|g| {
                         format!(
-                            "group {} at {} voters {:?} learners {:?} leader {:?}",
-                            g.group, g.applied_index, g.voters, g.learners, g.leader
+                            "group {} at {} (digest {:?}) voters {:?} learners {:?} leader {:?}",
+                            g.group,
+                            g.applied_index,
+                            g.applied_digest,
+                            g.voters,
+                            g.learners,
+                            g.leader
                         )
                     }));
                 }

@@ -312,6 +312,56 @@ fn placed_groups_split_and_move_through_every_fault() {
     }
 }
 
+/// Placed splits under storage faults, with moves: a member whose storage is damaged after a
+/// split learns of the group split off from its parent's state and joins it without state as
+/// a newcomer (its group's leader sends it the state; listed there as a voter, it votes in
+/// nothing and the group moves off it) — where it repaired the group from the hosts it guessed,
+/// one run in seventy ended with a group that never caught up. And members read the range
+/// directory's entries naming nobody as no group of their own.
+#[test]
+fn placed_splits_survive_storage_faults() {
+    let mut cfg = placed_splits();
+    cfg.faults = synod_sim::FaultSet::parse("all,storage").expect("valid fault list");
+    let n = seed_count(SEEDS_DEFAULT / 2);
+    let omni = assert_all_pass::<Partitioned<OmniPaxosEngine>>(&cfg, 152_000..152_000 + n);
+    let vr = assert_all_pass::<Partitioned<VrEngine>>(&cfg, 153_000..153_000 + n);
+    for sum in [omni, vr] {
+        if sum.seeds_run > 0 {
+            assert!(sum.splits_done > 0, "splits made: {}", sum.totals());
+        }
+    }
+}
+
+/// The runs that found the three causes above (`synod sim --directory --nodes 5 --replicas 3
+/// --splits --faults all,storage --snapshot-entries 10`, with `--moves` for 1,926): a repair
+/// from guessed hosts (1,926), a directory entry naming nobody learned as a group (3,090,
+/// 3,256), a host joining the group its snapshot split off (VR 3,382).
+#[test]
+fn placed_split_storage_regressions() {
+    let mut cfg = placed_splits();
+    cfg.faults = synod_sim::FaultSet::parse("all,storage").expect("valid fault list");
+    cfg.leases = 0;
+    cfg.moves = false;
+    for seed in [3_090, 3_256] {
+        assert_all_pass::<Partitioned<OmniPaxosEngine>>(&cfg, seed..seed + 1);
+    }
+    assert_all_pass::<Partitioned<VrEngine>>(&cfg, 3_382..3_383);
+    cfg.moves = true;
+    assert_all_pass::<Partitioned<OmniPaxosEngine>>(&cfg, 1_926..1_927);
+}
+
+/// The member of a lost disk repairs a group split off before the loss from the hosts it
+/// guesses (its parent's now): after a move, the repair asks members that do not host the
+/// group, never gets its answers, and the run ends unconverged.
+#[test]
+fn planted_placed_split_child_repairs_guessed_is_caught() {
+    let mut cfg = placed_splits();
+    cfg.faults = synod_sim::FaultSet::parse("all,storage").expect("valid fault list");
+    cfg.planted_bug = Some(PlantedBug::PlacedSplitChildRepairsGuessed);
+    let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 152_000..152_000 + PLANT_SEEDS_MAX);
+    assert_caught_by(&r, "convergence");
+}
+
 /// A relaying member takes no notice of the splits a host's answer names: a keep-alive's fan
 /// completes without a group split off meanwhile, whose copy of the lease then runs out early.
 #[test]

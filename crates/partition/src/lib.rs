@@ -689,7 +689,11 @@ impl<E: Engine> Partitioned<E> {
             return self.deletes.answer(g, reply);
         }
         if !self.gathers.is_part(&reply.id, g) {
-            return Some(reply);
+            // A request of ours nobody took (a move's step given up, `moves.rs`, or a fan's
+            // part after its fan ended) is nobody's: the node would log it as a reply to a
+            // request it never made.
+            let nobodys = reply.id.is_engine_own() && !self.relay.taken.contains_key(&reply.id);
+            return (!nobodys).then_some(reply);
         }
         let highest = match &reply.result {
             // Placement: a member hosts some groups; peers' frames tell of the others.

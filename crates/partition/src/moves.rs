@@ -600,7 +600,7 @@ impl<E: Engine> Partitioned<E> {
     /// Answers a move: the client's, or nobody for one this member made itself (`evacuate`).
     fn answer_move(&mut self, reply: ClientReply) {
         self.rebalance_answered(&reply);
-        if !self.own.answered(&reply.id) {
+        if !self.own.answered(&reply.id) && !reply.id.is_engine_own() {
             self.refused.push(reply);
         }
     }

@@ -375,8 +375,9 @@ pub trait Engine: Sized + Send + 'static {
     /// but did not apply the split of (it installed a later snapshot of the parent), starts
     /// from: a member without state, which takes its state from a snapshot the group's
     /// members send and votes in nothing before — or, on a member that lost its storage and
-    /// may have voted in that group before, nothing at all, so that the protocol repairs it
-    /// from its peers like any group of a lost disk. `split`: the split as this replica's log
+    /// may have voted in that group before, nothing at all: no vote afresh (the protocol
+    /// repairs it from its peers like any group of a lost disk, or, placed, it joins as a
+    /// move's newcomer and votes in nothing there). `split`: the split as this replica's log
     /// placed it, so a member of a lost disk can tell a split decided after its repair (it
     /// cannot have voted in that group: it joins without state like anyone); `None` when the
     /// split's place in this replica's log is unknown. `None` back: an engine that cannot.
@@ -402,10 +403,13 @@ pub trait Engine: Sized + Send + 'static {
 
     /// A replica still waiting for its first state (it joined a group without one) is told,
     /// at a restart, that it joined as a move's newcomer (`EngineConfig::join` and
-    /// `move_newcomer`): the flags are not in its records, and without them a first state that
-    /// lists it as a voter — from a stay on a lost disk it no longer remembers — would let it
-    /// vote there. A no-op for any other replica, and for engines without joiners.
-    fn resume_as_newcomer(&mut self) {}
+    /// `move_newcomer`) refusing states of configuration version `rejoin_floor` or older: the
+    /// flags are not in its records, and without them a first state that lists it as a voter —
+    /// from a stay on a lost disk it no longer remembers — would let it vote there. A no-op
+    /// for any other replica, and for engines without joiners.
+    fn resume_as_newcomer(&mut self, rejoin_floor: u64) {
+        let _ = rejoin_floor;
+    }
 
     /// etcd's Hash of the whole applied state; see [`crate::kv::KvStore::hash_all`].
     fn hash_all(&self) -> Result<u32, EngineError> {

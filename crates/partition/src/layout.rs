@@ -71,7 +71,11 @@ impl Layout {
     }
 
     /// A layout as persisted ([`Layout::entries`]); checked like [`Layout::new`].
-    pub fn from_entries(starts: Vec<(Key, GroupId)>) -> Result<Self, String> {
+    pub fn from_entries(mut starts: Vec<(Key, GroupId)>) -> Result<Self, String> {
+        // A boundary naming nobody: a directory entry ending the range before it, learned as
+        // a group by a build before 2026-12-08 (`learned.rs`). Its keys go to the group below,
+        // an ancestor of their owner, which sends them on; the real group is learned again.
+        starts.retain(|(k, g)| *g != synod_core::DirectoryEntry::NOBODY || k.is_empty());
         if starts.first().is_none_or(|(k, _)| !k.is_empty()) {
             return Err("a persisted layout must begin at the empty key".into());
         }
@@ -368,6 +372,23 @@ mod tests {
 
     fn layout() -> Layout {
         Layout::new(vec![b"g".to_vec(), b"p".to_vec()]).expect("valid")
+    }
+
+    /// A persisted layout that learned a directory entry naming nobody as a group (builds
+    /// before 2026-12-08) loads without it: its keys go to the group below.
+    #[test]
+    fn a_persisted_boundary_naming_nobody_is_dropped() {
+        let nobody = synod_core::DirectoryEntry::NOBODY;
+        let entries = vec![
+            (Vec::new(), 0),
+            (b"g".to_vec(), 1),
+            (b"k".to_vec(), nobody),
+            (b"p".to_vec(), 2),
+        ];
+        let l = Layout::from_entries(entries).expect("valid");
+        assert_eq!(l.group_of(b"k"), 1);
+        assert_eq!(l.group_of(b"q"), 2);
+        assert!(l.ids().all(|g| g != nobody));
     }
 
     #[test]

@@ -158,10 +158,11 @@ pub enum GroupRecord<R> {
     LeftAt(Vec<(GroupId, u64)>),
     /// Placement: the groups whose replica here joined without state (a move's newcomer, or a
     /// group split off before this member lost its storage) and has not had its first state
-    /// yet: after a restart it is still a newcomer — a first state listing it as a voter is of
-    /// a stay it forgot (`moves.rs`) — and still given up if none comes. The whole set,
-    /// written like [`GroupRecord::MovedAway`].
-    Joining(Vec<GroupId>),
+    /// yet, each with the configuration version at or below which it refuses a state: after a
+    /// restart it is still a newcomer — a first state listing it as a voter is of a stay it
+    /// forgot (`moves.rs`) — and still given up if none comes. The whole set, written like
+    /// [`GroupRecord::MovedAway`]. (A binary from before it cannot read a log holding one.)
+    Joining(Vec<(GroupId, u64)>),
 }
 
 impl<R: DurableRecord> DurableRecord for GroupRecord<R> {
@@ -689,11 +690,11 @@ impl<E: Engine> Partitioned<E> {
             return self.deletes.answer(g, reply);
         }
         if !self.gathers.is_part(&reply.id, g) {
-            // A request of ours nobody took (a move's step given up, `moves.rs`, or a fan's
-            // part after its fan ended) is nobody's: the node would log it as a reply to a
-            // request it never made.
-            let nobodys = reply.id.is_engine_own() && !self.relay.taken.contains_key(&reply.id);
-            return (!nobodys).then_some(reply);
+            // A request of ours nobody waits for any more (a close forgotten, `close.rs`; a
+            // lease fan's part after its fan ended, or answered by a group it was not sent to,
+            // `leases.rs`) is nobody's: the node would log it as a reply to a request it never
+            // made. (A relay never carries one: `relay` sends it under the member's session.)
+            return (!reply.id.is_engine_own()).then_some(reply);
         }
         let highest = match &reply.result {
             // Placement: a member hosts some groups; peers' frames tell of the others.
@@ -795,7 +796,11 @@ impl<E: Engine> Partitioned<E> {
         let mut made = Vec::new();
         for (mark, joiner) in marks {
             let child = child_id(parent, &mark);
-            if self.groups.contains_key(&child) || self.retired.contains(&child) {
+            // Nor one this member moved away from (a move back joins it as any newcomer).
+            if self.groups.contains_key(&child)
+                || self.retired.contains(&child)
+                || self.moves.away.contains(&child)
+            {
                 continue;
             }
             let (first, from_records) = match records.iter().position(|(m, _)| *m == mark) {
@@ -812,7 +817,7 @@ impl<E: Engine> Partitioned<E> {
             }
             let mut config = self.group_config(child);
             // VR starts a new instance normal in view 0 only on its first boot; a group of a
-            // lost disk (no first records) is no first boot: its protocol repairs it.
+            // lost disk (no first records) is no first boot: unplaced, its protocol repairs it.
             config.first_boot = !first.is_empty();
             let repairs_guessed = self.base.bug(PlantedBug::PlacedSplitChildRepairsGuessed);
             let joins = first.is_empty() && self.placed() && !repairs_guessed;
@@ -820,14 +825,14 @@ impl<E: Engine> Partitioned<E> {
                 // Placed, that repair would ask the hosts guessed above — the parent's now,
                 // not the group's, which either may have left since: a repair asking members
                 // that do not host the group never ends (simulator seed 1,926 of `all,storage
-                // --replicas 3 --splits --moves`). It joins as a move's newcomer instead: its
-                // group's leader, whoever it is, sends it the state; a state listing it as a
-                // voter makes it a voter that cannot vote (it may have voted there before its
-                // loss), and the leader moves the group off it (`moves.rs`).
-                config.join = true;
-                config.move_newcomer = true;
-                self.moves.start_joining(child, self.ticks);
+                // --replicas 3 --splits --moves`). It joins as a move's newcomer instead: while
+                // this member is in the group, the group's leader sends it the state, a first
+                // state listing it as a voter makes it a voter that cannot vote (it may have
+                // voted there before its loss), and the leader moves the group off it
+                // (`moves.rs`); no longer in the group, it gets no state and is given up.
+                self.as_newcomer(child, &mut config);
             }
+            let floor = config.rejoin_floor;
             // Until its state arrives, a replica started without it owns no key: it must not
             // answer a (serializable) read from its empty store.
             config.key_range = KeyRange::none_at(&mark.at);
@@ -838,6 +843,9 @@ impl<E: Engine> Partitioned<E> {
                         let _ = engine.take_group_watch_events();
                     }
                     self.groups.insert(child, engine);
+                    if joins {
+                        self.moves.start_joining(child, self.ticks, floor);
+                    }
                     self.failed.remove(&child);
                     self.created.extend(first.into_iter().map(|r| (child, r)));
                     self.layout.split(mark.at.clone(), child);
@@ -994,9 +1002,8 @@ impl<E: Engine> Partitioned<E> {
             out.push(GroupRecord::LeftAt(list));
         }
         if (checkpointed && !self.moves.joining.is_empty()) || self.moves.joining_changed {
-            out.push(GroupRecord::Joining(
-                self.moves.joining.keys().copied().collect(),
-            ));
+            let list = (self.moves.joining.iter()).map(|(g, (_, floor))| (*g, *floor));
+            out.push(GroupRecord::Joining(list.collect()));
         }
         self.moves.away_changed = false;
         self.moves.left_at_changed = false;
@@ -1119,6 +1126,77 @@ impl<E: Engine> Partitioned<E> {
         }
     }
 
+    /// Starts, at recovery, each group this member has records of (or is placed on), from
+    /// them: the layout's groups, and any split-off group whose records made it to disk without
+    /// the layout naming it yet. `joining`: the groups that joined without state, with their
+    /// rejoin floors ([`GroupRecord::Joining`]).
+    fn recover_groups(
+        &mut self,
+        mut per_group: BTreeMap<GroupId, Vec<E::Record>>,
+        joining: &[(GroupId, u64)],
+    ) -> Result<(), String> {
+        let mut ids: Vec<GroupId> = self
+            .layout
+            .ids()
+            .filter(|g| !self.retired.contains(g))
+            .collect();
+        ids.extend(
+            per_group
+                .keys()
+                .filter(|g| self.layout.position(**g).is_none()),
+        );
+        for g in ids {
+            let recs = per_group.remove(&g).unwrap_or_default();
+            if g >= CHILD_ID_BASE && recs.is_empty() {
+                continue; // started again from its parent's split below
+            }
+            // A member that joined a running cluster hosts no placed group until one moves
+            // to it: the placement rule is the cluster's first members'.
+            let placed_here = self.static_hosts(g).contains(&self.id)
+                && !(self.base.join && self.placed() && self.layout.position(g) != Some(0));
+            if self.moves.away.contains(&g) || (recs.is_empty() && !placed_here) {
+                continue; // placed on other members (`placement.rs`), or moved there
+            }
+            let mut engine = E::recover(self.group_config(g), recs)
+                .map_err(|e| format!("group {}: {e}", layout::group_name(g)))?;
+            let joining = (joining.iter())
+                .find(|(j, _)| *j == g)
+                .map(|(_, floor)| *floor);
+            let resumed = match joining {
+                Some(floor) if engine.status().configuration.members.is_empty() => {
+                    // Joined without state and restarted before it came: still a newcomer.
+                    engine.resume_as_newcomer(floor);
+                    Some(floor)
+                }
+                _ => None,
+            };
+            let c = engine.status().configuration;
+            if self.placed()
+                && self.layout.position(g) != Some(0)
+                && !c.members.is_empty()
+                && !c.contains(self.id)
+            {
+                // Removed from the group before its departure made it to the log.
+                self.moves.away.insert(g);
+                self.moves.away_changed = true;
+                continue;
+            }
+            if self.layout.position(g).is_none() {
+                match engine.range_state() {
+                    Some(r) if !r.range.start.is_empty() => {
+                        self.layout.split(r.range.start.clone(), g)
+                    }
+                    _ => continue,
+                }
+            }
+            self.groups.insert(g, engine);
+            if let Some(floor) = resumed {
+                self.moves.start_joining(g, 0, floor);
+            }
+        }
+        Ok(())
+    }
+
     /// The groups' records from a log, by group, and the layout last persisted in it.
     #[allow(clippy::type_complexity)]
     fn sort_records(
@@ -1167,7 +1245,7 @@ type Sorted<E> = (
     BTreeMap<GroupId, Vec<<E as Engine>::Record>>,
     Layout,
     Vec<GroupId>,
-    (Vec<GroupId>, Vec<(GroupId, u64)>, Vec<GroupId>),
+    (Vec<GroupId>, Vec<(GroupId, u64)>, Vec<(GroupId, u64)>),
 );
 
 type Parts<E> = (
@@ -1300,54 +1378,7 @@ impl<E: Engine> Engine for Partitioned<E> {
         // The meta group's records: its replica is started below, outside the layout (and
         // left out, records and all, when the directory is off).
         let meta_records = per_group.remove(&META_GROUP).unwrap_or_default();
-        // The layout's groups, and any split-off group whose records made it to disk
-        // without the layout naming it yet: its state says where it begins.
-        let mut ids: Vec<GroupId> = p.layout.ids().filter(|g| !p.retired.contains(g)).collect();
-        ids.extend(
-            per_group
-                .keys()
-                .filter(|g| p.layout.position(**g).is_none()),
-        );
-        for g in ids {
-            let recs = per_group.remove(&g).unwrap_or_default();
-            if g >= CHILD_ID_BASE && recs.is_empty() {
-                continue; // started again from its parent's split below
-            }
-            // A member that joined a running cluster hosts no placed group until one moves
-            // to it: the placement rule is the cluster's first members'.
-            let placed_here = p.static_hosts(g).contains(&p.id)
-                && !(p.base.join && p.placed() && p.layout.position(g) != Some(0));
-            if p.moves.away.contains(&g) || (recs.is_empty() && !placed_here) {
-                continue; // placed on other members (`placement.rs`), or moved there
-            }
-            let mut engine = E::recover(p.group_config(g), recs)
-                .map_err(|e| format!("group {}: {e}", layout::group_name(g)))?;
-            if away.2.contains(&g) && engine.status().configuration.members.is_empty() {
-                // Joined without state and restarted before it came: still a newcomer.
-                engine.resume_as_newcomer();
-                p.moves.start_joining(g, 0);
-            }
-            let c = engine.status().configuration;
-            if p.placed()
-                && p.layout.position(g) != Some(0)
-                && !c.members.is_empty()
-                && !c.contains(p.id)
-            {
-                // Removed from the group before its departure made it to the log.
-                p.moves.away.insert(g);
-                p.moves.away_changed = true;
-                continue;
-            }
-            if p.layout.position(g).is_none() {
-                match engine.range_state() {
-                    Some(r) if !r.range.start.is_empty() => {
-                        p.layout.split(r.range.start.clone(), g)
-                    }
-                    _ => continue,
-                }
-            }
-            p.groups.insert(g, engine);
-        }
+        p.recover_groups(per_group, &away.2)?;
         if p.base.range_directory {
             let meta = E::recover(p.group_config(META_GROUP), meta_records)
                 .map_err(|e| format!("the range directory's group: {e}"))?;

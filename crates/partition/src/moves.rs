@@ -101,8 +101,10 @@ pub(crate) struct Moves {
     pub(crate) away: BTreeSet<GroupId>,
     pub(crate) away_changed: bool,
     /// Groups started here without state (on a message, or split off before this member
-    /// lost its storage, `start_children`), with the tick, until their state arrives.
-    pub(crate) joining: BTreeMap<GroupId, u64>,
+    /// lost its storage, `start_children`), with the tick and the replica's rejoin floor
+    /// (`EngineConfig::rejoin_floor`), until their state arrives.
+    pub(crate) joining: BTreeMap<GroupId, (u64, u64)>,
+    /// `joining` changed since it was last written ([`crate::GroupRecord::Joining`]).
     pub(crate) joining_changed: bool,
     /// Groups whose replica here applied its own removal, with the tick, until it may go
     /// ([`Partitioned::may_leave`]): it serves nothing, but answers the old configuration.
@@ -132,9 +134,10 @@ impl Moves {
 }
 
 impl Moves {
-    /// A replica of group `g` started here without state, at tick `now`.
-    pub(crate) fn start_joining(&mut self, g: GroupId, now: u64) {
-        self.joining.insert(g, now);
+    /// A replica of group `g` started here without state, at tick `now`, refusing states of
+    /// configuration version `floor` or older.
+    pub(crate) fn start_joining(&mut self, g: GroupId, now: u64, floor: u64) {
+        self.joining.insert(g, (now, floor));
         self.joining_changed = true;
     }
 
@@ -600,6 +603,7 @@ impl<E: Engine> Partitioned<E> {
     /// Answers a move: the client's, or nobody for one this member made itself (`evacuate`).
     fn answer_move(&mut self, reply: ClientReply) {
         self.rebalance_answered(&reply);
+        // An own move given up earlier (not pending any more) is nobody's either.
         if !self.own.answered(&reply.id) && !reply.id.is_engine_own() {
             self.refused.push(reply);
         }
@@ -805,7 +809,7 @@ impl<E: Engine> Partitioned<E> {
             .collect();
         for (g, c) in configurations {
             let stale = c.members.is_empty()
-                && self.moves.joining.get(&g).is_some_and(|t| {
+                && self.moves.joining.get(&g).is_some_and(|(t, _)| {
                     self.ticks.saturating_sub(*t) > JOIN_GIVE_UP_ETS * self.election_timeout_ticks
                 });
             let not_back = c.members.is_empty() && self.not_back(g);
@@ -975,6 +979,26 @@ impl<E: Engine> Partitioned<E> {
             .any(|(h, e)| h != g && e.range_state().is_some_and(|r| split_off_here(h, r)))
     }
 
+    /// Makes `config` (group `g`'s) a move's newcomer's: no state, its first taken from a
+    /// snapshot, and a first state that lists it as a voter is of a stay it forgot. The
+    /// directory lists this member as a voter already: it joined before and forgot (a lost
+    /// disk), so a state older than that record — one that lists it as a learner, or not at
+    /// all, whose promotion it would then apply and vote afresh — is refused, and the first it
+    /// takes lists it as a voter, so it votes in nothing there (replica layer,
+    /// `forget_a_stay_as_voter`). A directory that lags behind the promotion cannot tell.
+    pub(crate) fn as_newcomer(&self, g: GroupId, config: &mut synod_core::EngineConfig) {
+        config.join = true;
+        config.move_newcomer = true;
+        config.first_boot = false;
+        if let Some((version, voters)) = self.recorded_hosts(g)
+            && voters.contains(&self.id)
+        {
+            config.rejoin_floor = config.rejoin_floor.max(version.saturating_sub(1));
+        }
+        // Whom to ask: where the group lives as far as this member knows.
+        config.members = self.hosts(g);
+    }
+
     /// Starts a replica of group `g` without state, to be sent the group's state by the member
     /// feeding it (see the module doc).
     pub(crate) fn join_group(&mut self, g: GroupId) {
@@ -982,30 +1006,18 @@ impl<E: Engine> Partitioned<E> {
             return;
         };
         let mut config = self.group_config(g);
-        config.join = true;
-        config.move_newcomer = true;
-        config.first_boot = false;
-        // The directory lists this member as a voter already: it joined before and forgot (a
-        // lost disk), so a state older than that record — one that lists it as a learner, or
-        // not at all — is refused, and the first it takes lists it as a voter, so it votes in
-        // nothing there (replica layer, `forget_a_stay_as_voter`). A directory that lags
-        // behind the promotion cannot tell.
-        if let Some((version, voters)) = self.recorded_hosts(g)
-            && voters.contains(&self.id)
-        {
-            config.rejoin_floor = config.rejoin_floor.max(version.saturating_sub(1));
-        }
-        config.members = self.hosts(g);
+        self.as_newcomer(g, &mut config);
         // Until its state arrives it owns no key: it must not answer a read from its empty
         // store.
         config.key_range = KeyRange::none_at(&self.layout.bounds_at(pos).0);
+        let floor = config.rejoin_floor;
         match E::recover(config, Vec::new()) {
             Ok(mut engine) => {
                 if self.watch.on {
                     let _ = engine.take_group_watch_events();
                 }
                 self.groups.insert(g, engine);
-                self.moves.start_joining(g, self.ticks);
+                self.moves.start_joining(g, self.ticks, floor);
                 if self.moves.away.remove(&g) {
                     self.moves.away_changed = true;
                 }

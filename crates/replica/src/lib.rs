@@ -502,10 +502,11 @@ impl<P: LogProtocol> Engine for Replica<P> {
         self.protocol.is_none() && self.state.config.is_voter(self.config.id)
     }
 
-    fn resume_as_newcomer(&mut self) {
+    fn resume_as_newcomer(&mut self, rejoin_floor: u64) {
         if self.protocol.is_none() && self.state.config.members.is_empty() {
             self.config.join = true;
             self.config.move_newcomer = true;
+            self.config.rejoin_floor = self.config.rejoin_floor.max(rejoin_floor);
         }
     }
 }

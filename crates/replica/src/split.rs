@@ -150,8 +150,10 @@ impl<P: LogProtocol> Replica<P> {
     /// The first records of a member of a split-off group that has no state yet: a state
     /// checkpoint without configuration (a member being added), or none at all when this
     /// replica lost its storage and `split` may predate the loss — then it may have voted in
-    /// the new group before, and must be repaired by the protocol like every group of a lost
-    /// disk, never start voting afresh from a snapshot.
+    /// the new group before, and must never start voting afresh from a snapshot: unplaced, the
+    /// protocol repairs it like every group of a lost disk; placed, the partitioned engine
+    /// starts it as a move's newcomer, which takes a state listing it as a voter as a stay it
+    /// forgot (`synod-partition`'s `start_children`).
     ///
     /// A split this replica's log places after its repair ([`Replica::split_is_new`]) is a
     /// group it cannot have voted in: it joins without state like any member. Until

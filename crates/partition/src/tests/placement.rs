@@ -351,6 +351,16 @@ fn a_newcomer_restarted_before_its_state_came_is_still_one() {
         Some("non-voting (lost storage)"),
         "its first state lists it as a voter of a stay it forgot"
     );
+    // Its state came: no longer joining, in the records too.
+    assert!(!net.nodes[0].moves.joining.contains_key(&1));
+    let records = net.disks[0].clone();
+    restart(&mut net, records);
+    assert!(!net.nodes[0].moves.joining.contains_key(&1), "not resumed");
+    assert_eq!(
+        role(&net).as_deref(),
+        Some("non-voting (lost storage)"),
+        "restarted with its state"
+    );
 }
 
 /// A member that lost its disk repairs its groups (in their first configuration, by the

@@ -263,11 +263,8 @@ fn a_member_that_lost_its_disk_after_a_move_to_it_does_not_vote_afresh() {
     );
 }
 
-/// Group 1 moves from member 2 to member 1, member 1 loses its disk; the role of member 1's
-/// replica of group 1 once it has been sent the group's state, the voters member 3's replica
-/// heard cannot vote, and member 1's role after a restart from the records it wrote since.
-fn roles_after_losing_the_disk(bug: Option<PlantedBug>) -> (String, Vec<NodeId>, String) {
-    let tweak = placing(2, bug);
+/// Three members, groups on two each; group 1 moved from member 2 to member 1 (voters 1, 3).
+fn moved_to_member_1(tweak: impl Fn(&mut EngineConfig) + Copy) -> Net {
     let mut net = Net::with(tweak);
     net.rounds(100);
     net.put(1, "h1", "before");
@@ -277,12 +274,28 @@ fn roles_after_losing_the_disk(bug: Option<PlantedBug>) -> (String, Vec<NodeId>,
         "moved: {r:?}"
     );
     net.rounds(50);
-    let lost = |net: &mut Net, records| {
-        let mut c = config(1, 0);
-        tweak(&mut c);
-        c.first_boot = false;
-        net.nodes[0] = Node::recover(c, records).expect("recover");
-    };
+    net
+}
+
+/// Member 1 starts again from `records` (none: a lost disk), not as a first boot.
+fn restart_member_1(
+    net: &mut Net,
+    tweak: impl Fn(&mut EngineConfig),
+    records: Vec<GroupRecord<<Group as Engine>::Record>>,
+) {
+    let mut c = config(1, 0);
+    tweak(&mut c);
+    c.first_boot = false;
+    net.nodes[0] = Node::recover(c, records).expect("recover");
+}
+
+/// Group 1 moves from member 2 to member 1, member 1 loses its disk; the role of member 1's
+/// replica of group 1 once it has been sent the group's state, the voters member 3's replica
+/// heard cannot vote, and member 1's role after a restart from the records it wrote since.
+fn roles_after_losing_the_disk(bug: Option<PlantedBug>) -> (String, Vec<NodeId>, String) {
+    let tweak = placing(2, bug);
+    let mut net = moved_to_member_1(tweak);
+    let lost = |net: &mut Net, records| restart_member_1(net, tweak, records);
     net.disks[0].clear();
     lost(&mut net, Vec::new());
     assert!(
@@ -307,21 +320,8 @@ fn roles_after_losing_the_disk(bug: Option<PlantedBug>) -> (String, Vec<NodeId>,
 #[test]
 fn a_newcomer_restarted_before_its_state_came_is_still_one() {
     let tweak = placing(2, None);
-    let mut net = Net::with(tweak);
-    net.rounds(100);
-    net.put(1, "h1", "before");
-    let r = net.call(0, move_op("h", 2, 1));
-    assert!(
-        matches!(r.as_ref().map(|r| &r.body), Ok(ResponseBody::Membership(c)) if c.voters() == [1, 3]),
-        "moved: {r:?}"
-    );
-    net.rounds(50);
-    let restart = |net: &mut Net, records| {
-        let mut c = config(1, 0);
-        tweak(&mut c);
-        c.first_boot = false;
-        net.nodes[0] = Node::recover(c, records).expect("recover");
-    };
+    let mut net = moved_to_member_1(tweak);
+    let restart = |net: &mut Net, records| restart_member_1(net, tweak, records);
     net.disks[0].clear();
     restart(&mut net, Vec::new());
     // Group 1's state does not reach member 1 for now; its other messages do.

@@ -312,6 +312,13 @@ fn placed_groups_split_and_move_through_every_fault() {
     }
 }
 
+/// [`placed_splits`] with storage faults too.
+fn placed_splits_on_storage() -> RunConfig {
+    let mut cfg = placed_splits();
+    cfg.faults = synod_sim::FaultSet::parse("all,storage").expect("valid fault list");
+    cfg
+}
+
 /// Placed splits under storage faults, with moves: a member whose storage is damaged after a
 /// split learns of the group split off from its parent's state and joins it without state as
 /// a newcomer (its group's leader sends it the state; listed there as a voter, it votes in
@@ -320,8 +327,7 @@ fn placed_groups_split_and_move_through_every_fault() {
 /// directory's entries naming nobody as no group of their own.
 #[test]
 fn placed_splits_survive_storage_faults() {
-    let mut cfg = placed_splits();
-    cfg.faults = synod_sim::FaultSet::parse("all,storage").expect("valid fault list");
+    let cfg = placed_splits_on_storage();
     let n = seed_count(SEEDS_DEFAULT / 2);
     let omni = assert_all_pass::<Partitioned<OmniPaxosEngine>>(&cfg, 152_000..152_000 + n);
     let vr = assert_all_pass::<Partitioned<VrEngine>>(&cfg, 153_000..153_000 + n);
@@ -338,8 +344,7 @@ fn placed_splits_survive_storage_faults() {
 /// 3,256), a host joining the group its snapshot split off (VR 3,382).
 #[test]
 fn placed_split_storage_regressions() {
-    let mut cfg = placed_splits();
-    cfg.faults = synod_sim::FaultSet::parse("all,storage").expect("valid fault list");
+    let mut cfg = placed_splits_on_storage();
     cfg.leases = 0;
     cfg.moves = false;
     for seed in [3_090, 3_256] {
@@ -359,8 +364,7 @@ fn placed_split_storage_regressions() {
 /// group, never gets its answers, and the run ends unconverged.
 #[test]
 fn planted_placed_split_child_repairs_guessed_is_caught() {
-    let mut cfg = placed_splits();
-    cfg.faults = synod_sim::FaultSet::parse("all,storage").expect("valid fault list");
+    let mut cfg = placed_splits_on_storage();
     cfg.planted_bug = Some(PlantedBug::PlacedSplitChildRepairsGuessed);
     let r = assert_caught::<Partitioned<OmniPaxosEngine>>(&cfg, 152_000..152_000 + PLANT_SEEDS_MAX);
     assert_caught_by(&r, "convergence");
